@@ -1,0 +1,53 @@
+package audit
+
+import (
+	"time"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// Kind is what an event records.
+type Kind string
+
+const (
+	KindConnect    Kind = "connect"     // TCP connection accepted
+	KindAuthOK     Kind = "auth_ok"     // agent authenticated
+	KindAuthFailed Kind = "auth_failed" // agent authentication failed
+	KindClose      Kind = "close"       // connection closed
+	KindStatement  Kind = "statement"   // one decided statement text
+)
+
+// Event is one audit record, written as one JSON line.
+type Event struct {
+	Time     time.Time `json:"time"`
+	Kind     Kind      `json:"kind"`
+	Session  string    `json:"session"`
+	Protocol string    `json:"protocol,omitempty"` // "postgres" | "mysql"
+	Client   string    `json:"client,omitempty"`   // client address
+	Agent    string    `json:"agent,omitempty"`
+	Role     string    `json:"role,omitempty"`
+	Database string    `json:"database,omitempty"`
+	// AuthMethod is "token", "scram" or "mtls" for auth events.
+	AuthMethod string `json:"auth_method,omitempty"`
+
+	// Statement is the text with literals replaced by placeholders unless
+	// raw statements are configured.
+	Statement   string             `json:"statement,omitempty"`
+	Fingerprint string             `json:"fingerprint,omitempty"`
+	Decision    sqlpolicy.Effect   `json:"decision,omitempty"`
+	Rule        string             `json:"rule,omitempty"`
+	Reasons     []sqlpolicy.Reason `json:"reasons,omitempty"`
+	DurationMS  float64            `json:"duration_ms,omitempty"`
+	Rows        int64              `json:"rows,omitempty"`
+	// Error is the SQLSTATE / errno sent to the client, if any, and a
+	// message that carries no secret.
+	ErrorCode string `json:"error_code,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Recorder receives events. Record must not lose an event silently: it
+// blocks when its buffer is full rather than drop, and Close flushes.
+type Recorder interface {
+	Record(ev Event)
+	Close() error
+}

@@ -1,0 +1,86 @@
+package catalog
+
+// Catalog is the schema of one upstream database as keyhole needs it to
+// resolve names and expand `*`: relations with their columns and labels,
+// functions, and the login's search path. It is loaded by introspection
+// (LoadPostgres) or from a JSON dump (ReadFile), and is read-only once built:
+// concurrent readers need no locking.
+type Catalog struct {
+	Dialect string `json:"dialect"` // "postgres" or "mysql"
+	// Database is the database name the catalog was read from.
+	Database string `json:"database"`
+	// SearchPath is the login's effective search_path with "$user"
+	// substituted and pg_catalog placed where Postgres puts it (first unless
+	// listed explicitly), e.g. ["pg_catalog", "public"].
+	SearchPath []string `json:"search_path"`
+	// Relations by schema then name (exact, case-sensitive names as stored
+	// in pg_class).
+	Relations map[string]map[string]*Relation `json:"relations"`
+	// Functions by schema then name; overloads share one entry (keyhole
+	// decides on names, not signatures).
+	Functions map[string]map[string]*Function `json:"functions"`
+}
+
+// RelKind is what a relation is.
+type RelKind string
+
+const (
+	KindTable        RelKind = "table"
+	KindView         RelKind = "view"
+	KindMatView      RelKind = "materialized_view"
+	KindForeignTable RelKind = "foreign_table"
+	KindPartitioned  RelKind = "partitioned_table"
+	KindSequence     RelKind = "sequence"
+)
+
+// Relation is a table, view, materialized view, foreign table or sequence.
+type Relation struct {
+	Schema string  `json:"schema"`
+	Name   string  `json:"name"`
+	Kind   RelKind `json:"kind"`
+	// Columns in attribute order (attnum), excluding dropped and system
+	// columns. `*` expands to these in this order.
+	Columns []*Column `json:"columns"`
+	// Definition is the view's defining SELECT (pg_get_viewdef), for views
+	// and materialized views.
+	Definition string `json:"definition,omitempty"`
+	Comment    string `json:"comment,omitempty"`
+	// Labels are labels on the whole relation, from its comment
+	// ("keyhole: secret"); they apply to every column.
+	Labels []string `json:"labels,omitempty"`
+	// System is true for relations in pg_catalog and information_schema.
+	System bool `json:"system,omitempty"`
+}
+
+// Column is one column of a relation.
+type Column struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	Comment string `json:"comment,omitempty"`
+	// Labels from the column comment ("keyhole: pii.email pii.contact").
+	Labels []string `json:"labels,omitempty"`
+}
+
+// Volatility is a function's pg_proc.provolatile.
+type Volatility string
+
+const (
+	Immutable Volatility = "immutable"
+	Stable    Volatility = "stable"
+	Volatile  Volatility = "volatile"
+)
+
+// Function is a function, aggregate, window function or procedure.
+type Function struct {
+	Schema     string     `json:"schema"`
+	Name       string     `json:"name"`
+	Kind       string     `json:"kind"` // "function", "aggregate", "window", "procedure"
+	Volatility Volatility `json:"volatility"`
+	// Builtin is true for functions that come with the server (pg_catalog,
+	// information_schema, oid below FirstNormalObjectId).
+	Builtin bool `json:"builtin,omitempty"`
+	// Language is the implementation language (internal, c, sql, plpgsql).
+	Language string `json:"language,omitempty"`
+	// SecurityDefiner is true when any overload runs with its owner's rights.
+	SecurityDefiner bool `json:"security_definer,omitempty"`
+}

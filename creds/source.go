@@ -1,0 +1,63 @@
+package creds
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrUnavailable is returned (wrapped) when no credential can be had for a
+// request: Vault unreachable, role missing, lease revoked. Its text is the
+// only thing an agent ever sees of the cause (SQLSTATE 08001).
+var ErrUnavailable = errors.New("upstream credentials unavailable")
+
+// Secret is a credential value. It never prints, logs or marshals as itself.
+type Secret string
+
+func (Secret) String() string               { return "[redacted]" }
+func (Secret) GoString() string             { return "[redacted]" }
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
+func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
+
+// Reveal returns the secret value, for the one place that sends it upstream.
+func (s Secret) Reveal() string { return string(s) }
+
+// Request says whose credential is wanted.
+type Request struct {
+	Agent    string // agent name
+	Role     string // keyhole role of the agent
+	Upstream string // upstream name the role uses
+}
+
+// Lease is a credential in use by one session. Done is closed when the
+// credential stops being valid (revoked, expired, agent removed); the
+// session must then end. Release tells the source the session no longer
+// needs it.
+type Lease struct {
+	User     string
+	Password Secret
+	// Done is closed when the credential is no longer valid; nil never closes.
+	Done <-chan struct{}
+	// Cause, when Done is closed, says why (for logs; contains no secret).
+	Cause   func() error
+	release func()
+}
+
+// NewLease builds a Lease for Source implementations.
+func NewLease(user string, password Secret, done <-chan struct{}, cause func() error, release func()) *Lease {
+	return &Lease{User: user, Password: password, Done: done, Cause: cause, release: release}
+}
+
+// Release returns the lease to its source. Safe to call more than once.
+func (l *Lease) Release() {
+	if l != nil && l.release != nil {
+		r := l.release
+		l.release = nil
+		r()
+	}
+}
+
+// Source hands out upstream credentials per (agent, role).
+type Source interface {
+	Acquire(ctx context.Context, req Request) (*Lease, error)
+	Close() error
+}

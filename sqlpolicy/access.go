@@ -1,0 +1,204 @@
+package sqlpolicy
+
+import "strings"
+
+// Verb is what a statement does, in dialect-neutral terms. Decisions and
+// policy rules are written against verbs.
+type Verb string
+
+const (
+	VerbSelect      Verb = "select"
+	VerbInsert      Verb = "insert"
+	VerbUpdate      Verb = "update"
+	VerbDelete      Verb = "delete"
+	VerbMerge       Verb = "merge"
+	VerbCopy        Verb = "copy"        // COPY ... TO STDOUT / FROM STDIN (files and programs are Problems)
+	VerbDDL         Verb = "ddl"         // CREATE/ALTER/DROP/TRUNCATE/GRANT/COMMENT ...
+	VerbSet         Verb = "set"         // SET / RESET / SHOW of a session setting
+	VerbTransaction Verb = "transaction" // BEGIN/COMMIT/ROLLBACK/SAVEPOINT/SET TRANSACTION
+	VerbPrepare     Verb = "prepare"     // SQL-level PREPARE
+	VerbExecute     Verb = "execute"     // SQL-level EXECUTE
+	VerbDeallocate  Verb = "deallocate"
+	VerbExplain     Verb = "explain"
+	VerbCall        Verb = "call"
+	VerbDo          Verb = "do"
+	VerbLock        Verb = "lock"
+	VerbUtility     Verb = "utility" // anything else the analyzer recognises (LISTEN, DISCARD, VACUUM ...)
+)
+
+// Mode says whether a table or column is read or written. A column can be
+// both (UPDATE t SET a = a + 1): it is then listed twice.
+type Mode uint8
+
+const (
+	Read Mode = iota + 1
+	Write
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Read:
+		return "read"
+	case Write:
+		return "write"
+	}
+	return "unknown"
+}
+
+// Rel names a relation (table, view, materialized view, foreign table,
+// catalog relation) by schema and name, both already case-folded / unquoted
+// the way the upstream resolves them.
+type Rel struct {
+	Schema string `json:"schema"`
+	Name   string `json:"name"`
+}
+
+func (r Rel) String() string {
+	if r.Schema == "" {
+		return r.Name
+	}
+	return r.Schema + "." + r.Name
+}
+
+// ParseRel splits "schema.name" (no quoting support: policy files name
+// relations plainly). A name without a dot has an empty schema.
+func ParseRel(s string) Rel {
+	if i := strings.LastIndexByte(s, '.'); i >= 0 {
+		return Rel{Schema: s[:i], Name: s[i+1:]}
+	}
+	return Rel{Name: s}
+}
+
+// TableRef is one relation a statement touches.
+type TableRef struct {
+	Rel  Rel  `json:"rel"`
+	Mode Mode `json:"mode"`
+	// Via is the view through which the relation was reached; zero when the
+	// statement names the relation itself. Policy allow rules are checked on
+	// relations the statement names directly (Via zero); labels are checked
+	// on every column read, however it was reached.
+	Via Rel `json:"via,omitempty"`
+}
+
+// ColumnRef is one column of a relation that a statement reads or writes,
+// in any clause. `*`, `t.*` and whole-row references are expanded through
+// the catalog into one ColumnRef per column.
+type ColumnRef struct {
+	Rel    Rel    `json:"rel"`
+	Column string `json:"column"`
+	Mode   Mode   `json:"mode"`
+	Via    Rel    `json:"via,omitempty"`
+}
+
+// FuncRef is a function or procedure the statement calls. Schema is the
+// schema it resolved to in the catalog ("pg_catalog" for built-ins), or empty
+// when it did not resolve (then the analyzer also adds a Problem).
+type FuncRef struct {
+	Schema string `json:"schema,omitempty"`
+	Name   string `json:"name"`
+}
+
+func (f FuncRef) String() string {
+	if f.Schema == "" {
+		return f.Name
+	}
+	return f.Schema + "." + f.Name
+}
+
+// Setting is a session setting a statement changes (SET, RESET,
+// set_config(), SET ROLE ...). Name is lower-case. Reset is true for RESET
+// / SET ... TO DEFAULT; Local for SET LOCAL.
+type Setting struct {
+	Name  string `json:"name"`
+	Value string `json:"value,omitempty"`
+	Reset bool   `json:"reset,omitempty"`
+	Local bool   `json:"local,omitempty"`
+	// Show is true for SHOW name (a read of the setting, not a change).
+	Show bool `json:"show,omitempty"`
+}
+
+// ProblemCode classifies why the analyzer could not (or would not) model a
+// statement. Every Problem makes the decision deny unless a rule names the
+// code explicitly (see Policy).
+type ProblemCode string
+
+const (
+	ProblemUnparseable     ProblemCode = "unparseable"      // parser rejected the text
+	ProblemTooComplex      ProblemCode = "too_complex"      // size or nesting bound exceeded before parsing
+	ProblemUnsupported     ProblemCode = "unsupported"      // node/statement kind the analyzer does not model
+	ProblemUnknownTable    ProblemCode = "unknown_table"    // relation not in the catalog
+	ProblemUnknownColumn   ProblemCode = "unknown_column"   // column not found on any relation in scope
+	ProblemUnknownFunction ProblemCode = "unknown_function" // function not in the catalog
+	ProblemDangerousFunc   ProblemCode = "dangerous_function"
+	ProblemDynamicSQL      ProblemCode = "dynamic_sql"      // SQL text inside a string (query_to_xml, ts_stat...)
+	ProblemDataCatalog     ProblemCode = "data_catalog"     // catalog relation that holds data values (pg_statistic, pg_authid ...)
+	ProblemFileAccess      ProblemCode = "file_access"      // COPY to/from a file or program, pg_read_file ...
+	ProblemUnknownPrepared ProblemCode = "unknown_prepared" // EXECUTE of a name never PREPAREd in this session
+	ProblemLocking         ProblemCode = "locking"          // FOR UPDATE/SHARE, LOCK TABLE
+	ProblemSessionChange   ProblemCode = "session_change"   // setting that alters lexing, identity or name resolution
+)
+
+// Problem is something the analyzer could not classify or refuses to model.
+type Problem struct {
+	Code   ProblemCode `json:"code"`
+	Detail string      `json:"detail"`
+	// Rel / Column / Func identify the object involved, when there is one.
+	Rel    Rel    `json:"rel,omitempty"`
+	Column string `json:"column,omitempty"`
+	Func   string `json:"func,omitempty"`
+}
+
+// Statement is the analysis of one statement of a text.
+type Statement struct {
+	Verb Verb `json:"verb"`
+	// Command is the statement's command tag-like name ("SELECT", "CREATE
+	// TABLE", "SET", "SHOW", "BEGIN") for messages and audit.
+	Command   string      `json:"command"`
+	Tables    []TableRef  `json:"tables,omitempty"`
+	Columns   []ColumnRef `json:"columns,omitempty"`
+	Functions []FuncRef   `json:"functions,omitempty"`
+	Settings  []Setting   `json:"settings,omitempty"`
+	Problems  []Problem   `json:"problems,omitempty"`
+
+	// Prepared is set for SQL-level PREPARE name AS stmt: the name and the
+	// analysis of the inner statement. The decision is the inner one's.
+	PrepareName string     `json:"prepare_name,omitempty"`
+	Prepared    *Statement `json:"prepared,omitempty"`
+	// ExecuteName is set for EXECUTE name; the analyzer resolves it through
+	// Session.Prepared and copies the prepared statement's access here.
+	ExecuteName string `json:"execute_name,omitempty"`
+	// Deallocate lists names dropped by DEALLOCATE; DeallocateAll is DEALLOCATE ALL / DISCARD ALL.
+	Deallocate    []string `json:"deallocate,omitempty"`
+	DeallocateAll bool     `json:"deallocate_all,omitempty"`
+
+	// Explained is the analysis of the statement under EXPLAIN. Analyze is
+	// true for EXPLAIN ANALYZE (the inner statement runs).
+	Explained      *Statement `json:"explained,omitempty"`
+	ExplainAnalyze bool       `json:"explain_analyze,omitempty"`
+
+	// ReturnsRows is true when the statement can send rows back (SELECT,
+	// RETURNING, SHOW, EXPLAIN, COPY TO STDOUT, FETCH).
+	ReturnsRows bool `json:"returns_rows,omitempty"`
+	// LiteralSensitive is true when the analysis depended on a literal value
+	// (a SET value, a set_config argument, a regclass literal, SQL text in a
+	// string). Such statements must not share a cache entry with texts that
+	// differ only in literals.
+	LiteralSensitive bool `json:"literal_sensitive,omitempty"`
+}
+
+// Access is the analysis of a whole text: one Statement per statement, in
+// order. A text with several statements is allowed only if every one is.
+type Access struct {
+	Statements []Statement `json:"statements"`
+}
+
+// LiteralSensitive reports whether any statement's analysis depended on a
+// literal value.
+func (a *Access) LiteralSensitive() bool {
+	for i := range a.Statements {
+		if a.Statements[i].LiteralSensitive {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,74 @@
+package sqlpolicy
+
+// Analyzer turns SQL text into an Access for one dialect. Implementations:
+// sqlpolicy/pganalyze (pg_query) and, later, sqlpolicy/myanalyze (TiDB
+// parser). Analyze never fails: text it cannot parse or model comes back as
+// a Statement with Problems, so the decision denies it with a reason.
+type Analyzer interface {
+	Analyze(sql string, s *Session) *Access
+	// Normalize returns the text with literals replaced by placeholders, or
+	// an error when the text does not parse. Texts with equal normalized
+	// forms have equal Access unless Access.LiteralSensitive().
+	Normalize(sql string) (string, error)
+}
+
+// Effect is the outcome of a decision.
+type Effect string
+
+const (
+	Allow Effect = "allow"
+	Deny  Effect = "deny"
+)
+
+// ReasonCode is the machine-readable kind of a Reason.
+type ReasonCode string
+
+const (
+	ReasonAllowedByRule    ReasonCode = "allowed_by_rule"
+	ReasonNoRule           ReasonCode = "no_rule"            // verb on table not allowed by any rule (default deny)
+	ReasonColumnNotAllowed ReasonCode = "column_not_allowed" // table allowed, column not in its column list
+	ReasonLabelDenied      ReasonCode = "label_denied"       // column carries a label the role denies
+	ReasonFunctionDenied   ReasonCode = "function_denied"
+	ReasonSettingDenied    ReasonCode = "setting_denied"
+	ReasonScopeDenied      ReasonCode = "scope_denied" // outside the agent token's narrower scope
+	ReasonUnknownAgent     ReasonCode = "unknown_agent"
+	ReasonProblem          ReasonCode = "problem" // analyzer Problem (see Reason.Problem)
+)
+
+// Reason is one structured cause of a decision.
+type Reason struct {
+	Code    ReasonCode  `json:"code"`
+	Verb    Verb        `json:"verb,omitempty"`
+	Table   string      `json:"table,omitempty"`
+	Column  string      `json:"column,omitempty"`
+	Label   string      `json:"label,omitempty"`
+	Func    string      `json:"function,omitempty"`
+	Setting string      `json:"setting,omitempty"`
+	Problem ProblemCode `json:"problem,omitempty"`
+	// Rule names the policy rule involved, e.g. "roles.analyst.deny_labels[pii.*]".
+	Rule   string `json:"rule,omitempty"`
+	Detail string `json:"detail,omitempty"`
+}
+
+// Decision is the answer to "may this agent run this text".
+type Decision struct {
+	Effect Effect `json:"decision"`
+	// Rule is the rule that decided: for an allow, the rule(s) that allowed
+	// the last statement; for a deny, the rule (or "default-deny") behind
+	// the first reason.
+	Rule    string   `json:"rule"`
+	Agent   string   `json:"agent,omitempty"`
+	Role    string   `json:"role,omitempty"`
+	Reasons []Reason `json:"reasons,omitempty"`
+	// MaxRows is the role's cap on rows returned per statement; 0 = none.
+	MaxRows int `json:"max_rows,omitempty"`
+	// Message, Detail and Hint are the rendered texts for the wire error
+	// (Postgres ErrorResponse M/D/H fields; MySQL message). Hint is written
+	// for an LLM agent that will retry: what it may read instead.
+	Message string `json:"message,omitempty"`
+	Detail  string `json:"detail,omitempty"`
+	Hint    string `json:"hint,omitempty"`
+}
+
+// Allowed reports whether the decision allows the text.
+func (d *Decision) Allowed() bool { return d.Effect == Allow }
