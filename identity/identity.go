@@ -1,6 +1,8 @@
 package identity
 
 import (
+	"crypto/x509"
+	"errors"
 	"time"
 
 	"github.com/keyholedb/keyhole/sqlpolicy"
@@ -32,4 +34,36 @@ type Agent struct {
 // Principal is the agent as the decision engine sees it.
 func (a *Agent) Principal() sqlpolicy.Principal {
 	return sqlpolicy.Principal{Agent: a.Name, Scope: a.Scope}
+}
+
+// ErrAuthFailed is returned (wrapped) for every authentication failure; the
+// wrapped detail is for logs and audit only, never for the client.
+var ErrAuthFailed = errors.New("agent authentication failed")
+
+// Authenticator checks agent credentials. The proxies pick the method from
+// what the client offers: a verified client certificate with a SPIFFE URI
+// SAN → Certificate; a user with a stored SCRAM verifier → SCRAM; otherwise
+// a cleartext password (only over TLS or loopback) → Token.
+type Authenticator interface {
+	// Token verifies a signed agent token presented as the password of user
+	// (the token's subject must equal user) and returns the agent.
+	Token(user, token string) (*Agent, error)
+	// SCRAM starts a SCRAM-SHA-256 server conversation for user; ok is false
+	// when user has no stored verifier.
+	SCRAM(user string) (conv SCRAMConversation, ok bool)
+	// Certificate maps a verified client certificate to an agent; user is
+	// the name the client asked for and must match the mapped agent.
+	Certificate(user string, cert *x509.Certificate) (*Agent, error)
+}
+
+// SCRAMConversation is the server side of one SCRAM-SHA-256 exchange
+// (RFC 5802/7677) without channel binding.
+type SCRAMConversation interface {
+	// Step takes the client's next message (client-first, then
+	// client-final) and returns the server's reply (server-first, then
+	// server-final). done is true after the server-final message; err wraps
+	// ErrAuthFailed on a bad proof.
+	Step(clientMessage []byte) (serverMessage []byte, done bool, err error)
+	// Agent is the authenticated agent once done.
+	Agent() *Agent
 }
