@@ -84,3 +84,71 @@ type Function struct {
 	// SecurityDefiner is true when any overload runs with its owner's rights.
 	SecurityDefiner bool `json:"security_definer,omitempty"`
 }
+
+// Relation returns the relation schema.name, or nil.
+func (c *Catalog) Relation(schema, name string) *Relation {
+	if c == nil {
+		return nil
+	}
+	return c.Relations[schema][name]
+}
+
+// ResolveRelation finds an unqualified relation name along searchPath (the
+// catalog's own SearchPath when searchPath is nil), the way Postgres does:
+// the first schema that has it wins. pg_catalog is searched first unless the
+// path lists it explicitly.
+func (c *Catalog) ResolveRelation(name string, searchPath []string) *Relation {
+	for _, s := range c.effectivePath(searchPath) {
+		if r := c.Relation(s, name); r != nil {
+			return r
+		}
+	}
+	return nil
+}
+
+// Function returns the function schema.name, or nil.
+func (c *Catalog) Function(schema, name string) *Function {
+	if c == nil {
+		return nil
+	}
+	return c.Functions[schema][name]
+}
+
+// ResolveFunction finds an unqualified function name along searchPath, as
+// ResolveRelation does.
+func (c *Catalog) ResolveFunction(name string, searchPath []string) *Function {
+	for _, s := range c.effectivePath(searchPath) {
+		if f := c.Function(s, name); f != nil {
+			return f
+		}
+	}
+	return nil
+}
+
+func (c *Catalog) effectivePath(searchPath []string) []string {
+	if searchPath == nil && c != nil {
+		searchPath = c.SearchPath
+	}
+	for _, s := range searchPath {
+		if s == "pg_catalog" {
+			return searchPath
+		}
+	}
+	if c != nil && c.Dialect == "mysql" {
+		return searchPath
+	}
+	return append([]string{"pg_catalog"}, searchPath...)
+}
+
+// Column returns the named column of r, or nil.
+func (r *Relation) Column(name string) *Column {
+	for _, col := range r.Columns {
+		if col.Name == name {
+			return col
+		}
+	}
+	return nil
+}
+
+// Rel is the relation's qualified name as "schema.name".
+func (r *Relation) String() string { return r.Schema + "." + r.Name }

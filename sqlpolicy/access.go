@@ -144,8 +144,9 @@ type Problem struct {
 	Detail string      `json:"detail"`
 	// Rel / Column / Func identify the object involved, when there is one.
 	Rel    Rel    `json:"rel,omitempty"`
-	Column string `json:"column,omitempty"`
-	Func   string `json:"func,omitempty"`
+	Column  string `json:"column,omitempty"`
+	Func    string `json:"func,omitempty"`
+	Setting string `json:"setting,omitempty"`
 }
 
 // Statement is the analysis of one statement of a text.

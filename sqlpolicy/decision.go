@@ -72,3 +72,20 @@ type Decision struct {
 
 // Allowed reports whether the decision allows the text.
 func (d *Decision) Allowed() bool { return d.Effect == Allow }
+
+// Decider is what both proxies call; *Engine implements it, and a Holder
+// swaps engines atomically on policy reload. Implementations are safe for
+// concurrent use.
+type Decider interface {
+	// Role returns the agent's role and the upstream name the role uses;
+	// ok is false when the policy does not know the agent (its sessions
+	// must end).
+	Role(agent string) (role, upstream string, ok bool)
+	// Check analyzes and decides one text for a principal in a session.
+	// The returned values are shared and must not be modified; the caller
+	// passes the Access to Session.Apply after the text ran upstream.
+	Check(p Principal, sql string, s *Session) (*Decision, *Access)
+	// Redact returns the text with literals replaced by placeholders (for
+	// audit) and a stable fingerprint of its structure.
+	Redact(sql string) (text, fingerprint string)
+}
