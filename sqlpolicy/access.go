@@ -143,7 +143,7 @@ type Problem struct {
 	Code   ProblemCode `json:"code"`
 	Detail string      `json:"detail"`
 	// Rel / Column / Func identify the object involved, when there is one.
-	Rel    Rel    `json:"rel,omitempty"`
+	Rel     Rel    `json:"rel,omitempty"`
 	Column  string `json:"column,omitempty"`
 	Func    string `json:"func,omitempty"`
 	Setting string `json:"setting,omitempty"`
