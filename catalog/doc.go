@@ -4,8 +4,15 @@
 // PII labels DBAs put on relations and columns through comments
 // ("keyhole: pii.email").
 //
-// A Catalog is built by introspection (LoadPostgres, InspectPostgres) or read
-// from a JSON dump (ReadFile, Load), and is read-only afterwards. The label
-// grammar (ValidLabel, ValidLabelPattern, MatchLabel, ParseCommentLabels) is
-// defined here so that the policy file and the comments share one.
+// A Catalog is built by introspection (LoadPostgres; InspectPostgres also
+// returns warnings such as a malformed label in a comment) or read from a
+// JSON dump (ReadFile, Load), and is read-only afterwards. View definitions
+// are printed with an empty search_path, so every relation in them is
+// schema-qualified and only pg_catalog names are left bare: resolve them
+// with the path []string{} (pg_catalog only), not the session's.
+//
+// The label grammar (ValidLabel, ValidLabelPattern, MatchLabel,
+// ParseCommentLabels) is defined here so that the policy file and the
+// comments share one. A comment whose labels do not parse gives its object
+// InvalidLabel, which policies deny, so a typo fails closed.
 package catalog

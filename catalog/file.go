@@ -1,7 +1,6 @@
 package catalog
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -9,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 )
 
@@ -57,20 +57,43 @@ func (c *Catalog) WriteFile(path string) error {
 // Load reads a catalog written by Save. It is strict: unknown fields,
 // trailing data and an invalid catalog (see Validate) are errors.
 func Load(r io.Reader) (*Catalog, error) {
-	dec := json.NewDecoder(bufio.NewReader(r))
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: read: %w", err)
+	}
+	// encoding/json matches keys case-insensitively and lets a duplicate key
+	// win silently; checkExactKeys rejects both before decoding.
+	if err := checkExactKeys(data, reflect.TypeFor[Catalog]()); err != nil {
+		return nil, fmt.Errorf("catalog: decode: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var c Catalog
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("catalog: decode: %w", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("catalog: decode: trailing data after the catalog object")
 	}
 	if c.Relations == nil {
 		c.Relations = map[string]map[string]*Relation{}
 	}
 	if c.Functions == nil {
 		c.Functions = map[string]map[string]*Function{}
+	}
+	// "labels": [] and an absent "labels" mean the same; keep one form so a
+	// loaded catalog equals its own reload.
+	for _, rels := range c.Relations {
+		for _, r := range rels {
+			if r == nil {
+				continue
+			}
+			if len(r.Labels) == 0 {
+				r.Labels = nil
+			}
+			for _, col := range r.Columns {
+				if col != nil && len(col.Labels) == 0 {
+					col.Labels = nil
+				}
+			}
+		}
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err

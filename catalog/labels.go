@@ -90,9 +90,8 @@ func MatchLabel(pattern, label string) bool {
 func ParseCommentLabels(comment string) ([]string, error) {
 	var labels, bad []string
 	emptyMarker := false
-	lower := strings.ToLower(comment)
 	for i := 0; ; {
-		j := strings.Index(lower[i:], CommentMarker)
+		j := indexMarker(comment[i:])
 		if j < 0 {
 			break
 		}
@@ -132,6 +131,31 @@ func ParseCommentLabels(comment string) ([]string, error) {
 		return labels, fmt.Errorf("%w: %q with no labels after it", ErrBadLabel, CommentMarker)
 	}
 	return labels, nil
+}
+
+// indexMarker is the byte offset of the first CommentMarker in s, matched
+// ASCII-case-insensitively, or -1. (strings.ToLower would shift offsets in
+// text that is not valid UTF-8.)
+func indexMarker(s string) int {
+	for i := 0; i+len(CommentMarker) <= len(s); i++ {
+		if asciiEqualFold(s[i:i+len(CommentMarker)], CommentMarker) {
+			return i
+		}
+	}
+	return -1
+}
+
+func asciiEqualFold(a, lowerB string) bool {
+	for k := 0; k < len(a); k++ {
+		c := a[k]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lowerB[k] {
+			return false
+		}
+	}
+	return true
 }
 
 func isWordByte(c byte) bool {

@@ -2,6 +2,7 @@ package catalog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -11,6 +12,10 @@ import (
 // firstNormalObjectID is Postgres's FirstNormalObjectId: objects with a
 // lower oid were created by initdb, i.e. come with the server.
 const firstNormalObjectID = 16384
+
+// ErrInTransaction is returned by InspectPostgres and LoadPostgres for a
+// connection that is inside a transaction block.
+var ErrInTransaction = errors.New("connection is in a transaction")
 
 // Loaded is the result of an introspection: the catalog and the problems
 // that did not stop it from loading (a comment with an invalid label, for
@@ -57,8 +62,9 @@ func InspectPostgresDSN(ctx context.Context, dsn string) (*Loaded, error) {
 // every relation of every schema (pg_catalog and information_schema marked
 // System; pg_toast and temporary schemas left out), their columns in attnum
 // order, comments and the labels in them, view definitions (with every
-// relation schema-qualified), and every function. It runs four queries in one read-only repeatable-read
-// transaction, so they see one snapshot of the system catalogs.
+// relation schema-qualified), and every function. It runs a handful of
+// queries in one read-only repeatable-read transaction, so they see one
+// snapshot of the system catalogs; conn must not be in a transaction.
 //
 // SearchPath is current_schemas(true) without temporary schemas: the
 // schemas Postgres actually searches for unqualified names, in order, with
@@ -68,6 +74,11 @@ func InspectPostgresDSN(ctx context.Context, dsn string) (*Loaded, error) {
 // (ALTER ROLE/DATABASE ... SET search_path) and any search_path in the DSN,
 // which is why it is read from the live session rather than from pg_settings.
 func InspectPostgres(ctx context.Context, conn *pgx.Conn) (*Loaded, error) {
+	// The snapshot transaction below must not nest in (and its rollback
+	// must not end) a transaction of the caller's.
+	if st := conn.PgConn().TxStatus(); st != 'I' {
+		return nil, fmt.Errorf("catalog: %w (status %q)", ErrInTransaction, st)
+	}
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, fmt.Errorf("catalog: begin: %w", err)
@@ -100,14 +111,16 @@ func InspectPostgres(ctx context.Context, conn *pgx.Conn) (*Loaded, error) {
 func pgSession(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	var path []string
 	if err := tx.QueryRow(ctx,
-		`SELECT current_database(), current_schemas(true)::text[]`,
+		`SELECT pg_catalog.current_database(), pg_catalog.current_schemas(true)::pg_catalog.text[]`,
 	).Scan(&l.Catalog.Database, &path); err != nil {
 		return err
 	}
 	// With an empty search_path pg_get_viewdef schema-qualifies every
 	// relation and non-pg_catalog function it prints, so a Definition means
-	// the same whatever path it is later analyzed under. SET LOCAL ends with
-	// the transaction and so never touches the caller's session.
+	// the same whatever path it is later analyzed under; and the queries
+	// below resolve only to pg_catalog, whatever objects a user created on
+	// the login's path. SET LOCAL ends with the transaction and so never
+	// touches the caller's session.
 	if _, err := tx.Exec(ctx, `SET LOCAL search_path = ''`); err != nil {
 		return err
 	}

@@ -1,0 +1,327 @@
+package catalog_test
+
+import (
+	"context"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/internal/testpg"
+)
+
+const shopSQL = `
+CREATE SCHEMA app;
+CREATE SCHEMA "Sales";
+CREATE TABLE app.customers (id int PRIMARY KEY, email text, ssn text, gone int, "FullName" varchar(80), note text);
+ALTER TABLE app.customers DROP COLUMN gone;
+COMMENT ON TABLE app.customers IS 'All customers';
+COMMENT ON COLUMN app.customers.email IS 'Work address. keyhole: pii.email, pii.contact; shown in the CRM';
+COMMENT ON COLUMN app.customers.ssn IS 'keyhole: pii.ssn PII.Bad';
+COMMENT ON COLUMN app.customers.note IS 'free text, no labels';
+CREATE TABLE app.secrets (k text, v text);
+COMMENT ON TABLE app.secrets IS 'Do not read. keyhole: secret';
+COMMENT ON COLUMN app.secrets.v IS 'keyhole: pii.other';
+CREATE VIEW app.customer_emails AS SELECT id, email FROM app.customers;
+COMMENT ON COLUMN app.customer_emails.email IS 'keyhole: pii.email';
+CREATE MATERIALIZED VIEW app.email_counts AS SELECT count(*) AS n FROM app.customers;
+CREATE TABLE app.events (id int, at date, payload jsonb) PARTITION BY RANGE (at);
+CREATE TABLE app.events_2026 PARTITION OF app.events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE SEQUENCE app.ticket_seq;
+CREATE FOREIGN DATA WRAPPER kh_dummy;
+CREATE SERVER kh_srv FOREIGN DATA WRAPPER kh_dummy;
+CREATE FOREIGN TABLE app.remote (a int) SERVER kh_srv;
+CREATE TABLE "Sales"."MixedCase" ("Amount" numeric(10,2), lower int);
+CREATE FUNCTION app.lookup(i int) RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
+  AS $$ SELECT email FROM app.customers WHERE id = i $$;
+CREATE FUNCTION app.lookup(t text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT t $$;
+CREATE FUNCTION app.plain() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RETURN 1; END $$;
+CREATE PROCEDURE app.proc() LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE AGGREGATE app.mysum(int) (sfunc = int4pl, stype = int);
+CREATE FUNCTION public.lower(i int) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT i $$;
+`
+
+func connect(t *testing.T, dsn string) *pgx.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func adminExec(t *testing.T, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, testpg.AdminDSN())
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql)
+	require.NoError(t, err)
+}
+
+func withParam(t *testing.T, dsn, key, value string) string {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	require.NoError(t, err)
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func columnNames(r *catalog.Relation) []string {
+	var out []string
+	for _, c := range r.Columns {
+		out = append(out, c.Name)
+	}
+	return out
+}
+
+func TestInspectPostgres(t *testing.T) {
+	t.Parallel()
+	db := testpg.New(t, shopSQL)
+	conn := connect(t, db.DSN)
+	ctx := ctxT(t)
+	// A temp table of the loading session must not show up: temp schemas
+	// are per session.
+	_, err := conn.Exec(ctx, `CREATE TEMP TABLE scratch (a int); SET search_path = app, public`)
+	require.NoError(t, err)
+
+	l, err := catalog.InspectPostgres(ctx, conn)
+	require.NoError(t, err)
+	c := l.Catalog
+	require.NoError(t, c.Validate())
+
+	assert.Equal(t, "postgres", c.Dialect)
+	assert.Equal(t, db.Name, c.Database)
+	// The session's own path (no pg_temp even though a temp table exists).
+	assert.Equal(t, []string{"pg_catalog", "app", "public"}, c.SearchPath)
+	for schema := range c.Relations {
+		assert.NotEqual(t, "pg_toast", schema)
+		assert.NotRegexp(t, `^pg_(toast_)?temp_`, schema)
+	}
+	assert.Nil(t, c.ResolveRelation("scratch", nil))
+
+	t.Run("the loader leaves the session alone", func(t *testing.T) {
+		var path string
+		require.NoError(t, conn.QueryRow(ctx, `SHOW search_path`).Scan(&path))
+		assert.Equal(t, "app, public", path)
+	})
+
+	t.Run("relations", func(t *testing.T) {
+		for _, tc := range []struct {
+			schema, name string
+			kind         catalog.RelKind
+			columns      []string
+			system       bool
+		}{
+			{"app", "customers", catalog.KindTable, []string{"id", "email", "ssn", "FullName", "note"}, false},
+			{"app", "customer_emails", catalog.KindView, []string{"id", "email"}, false},
+			{"app", "email_counts", catalog.KindMatView, []string{"n"}, false},
+			{"app", "events", catalog.KindPartitioned, []string{"id", "at", "payload"}, false},
+			{"app", "events_2026", catalog.KindTable, []string{"id", "at", "payload"}, false},
+			{"app", "ticket_seq", catalog.KindSequence, []string{"last_value", "log_cnt", "is_called"}, false},
+			{"app", "remote", catalog.KindForeignTable, []string{"a"}, false},
+			{"Sales", "MixedCase", catalog.KindTable, []string{"Amount", "lower"}, false},
+			{"pg_catalog", "pg_class", catalog.KindTable, nil, true},
+			{"pg_catalog", "pg_stats", catalog.KindView, nil, true},
+			{"information_schema", "tables", catalog.KindView, nil, true},
+		} {
+			t.Run(tc.schema+"."+tc.name, func(t *testing.T) {
+				r := c.Relation(tc.schema, tc.name)
+				require.NotNil(t, r)
+				assert.Equal(t, tc.schema, r.Schema)
+				assert.Equal(t, tc.name, r.Name)
+				assert.Equal(t, tc.kind, r.Kind)
+				assert.Equal(t, tc.system, r.System)
+				if tc.columns != nil {
+					assert.Equal(t, tc.columns, columnNames(r))
+				} else {
+					assert.NotEmpty(t, r.Columns)
+				}
+			})
+		}
+		assert.Nil(t, c.Relation("sales", "mixedcase"), "names are exact, not case-folded")
+		assert.Nil(t, c.Relation("app", "customers_pkey"), "indexes are not relations")
+	})
+
+	t.Run("columns", func(t *testing.T) {
+		cust := c.Relation("app", "customers")
+		require.NotNil(t, cust)
+		assert.Equal(t, "All customers", cust.Comment)
+		assert.Nil(t, cust.Labels)
+		assert.Equal(t, "character varying(80)", cust.Column("FullName").Type)
+		assert.Equal(t, "integer", cust.Column("id").Type)
+		assert.Equal(t, "numeric(10,2)", c.Relation("Sales", "MixedCase").Column("Amount").Type)
+		assert.Equal(t, "free text, no labels", cust.Column("note").Comment)
+		assert.Nil(t, cust.Column("gone"), "dropped column")
+		assert.Nil(t, cust.Column("ctid"), "system column")
+	})
+
+	t.Run("labels", func(t *testing.T) {
+		cust := c.Relation("app", "customers")
+		secrets := c.Relation("app", "secrets")
+		view := c.Relation("app", "customer_emails")
+		require.NotNil(t, cust)
+		require.NotNil(t, secrets)
+		require.NotNil(t, view)
+		assert.Equal(t, []string{"pii.contact", "pii.email"}, cust.Column("email").Labels)
+		assert.Nil(t, cust.Column("note").Labels)
+		// A bad token keeps the good labels and marks the column.
+		assert.Equal(t, []string{catalog.InvalidLabel, "pii.ssn"}, cust.Column("ssn").Labels)
+		assert.Equal(t, []string{"secret"}, secrets.Labels)
+		assert.Equal(t, []string{"pii.other", "secret"}, c.ColumnLabels(secrets, "v"))
+		assert.Equal(t, []string{"secret"}, c.ColumnLabels(secrets, "k"))
+		assert.Equal(t, []string{"pii.email"}, view.Column("email").Labels)
+		assert.Nil(t, c.ColumnLabels(view, "id"))
+
+		require.Len(t, l.Warnings, 1)
+		assert.Contains(t, l.Warnings[0], "app.customers.ssn")
+		assert.Contains(t, l.Warnings[0], `"PII.Bad"`)
+	})
+
+	t.Run("view definitions are schema-qualified", func(t *testing.T) {
+		// The session's path includes app, yet the definition names
+		// app.customers: it must not depend on the path it is read under.
+		assert.Contains(t, c.Relation("app", "customer_emails").Definition, "FROM app.customers")
+		assert.Contains(t, c.Relation("app", "email_counts").Definition, "count(*)")
+		assert.Empty(t, c.Relation("app", "customers").Definition)
+		assert.NotEmpty(t, c.Relation("information_schema", "tables").Definition)
+	})
+
+	t.Run("functions", func(t *testing.T) {
+		for _, tc := range []struct {
+			schema, name string
+			want         catalog.Function
+		}{
+			{"app", "lookup", catalog.Function{Kind: "function", Volatility: catalog.Stable, Language: "sql", SecurityDefiner: true}},
+			{"app", "plain", catalog.Function{Kind: "function", Volatility: catalog.Volatile, Language: "plpgsql"}},
+			{"app", "proc", catalog.Function{Kind: "procedure", Volatility: catalog.Volatile, Language: "sql"}},
+			{"app", "mysum", catalog.Function{Kind: "aggregate", Volatility: catalog.Immutable, Language: "internal"}},
+			{"public", "lower", catalog.Function{Kind: "function", Volatility: catalog.Immutable, Language: "sql"}},
+			{"pg_catalog", "lower", catalog.Function{Kind: "function", Volatility: catalog.Immutable, Language: "internal", Builtin: true}},
+			{"pg_catalog", "now", catalog.Function{Kind: "function", Volatility: catalog.Stable, Language: "internal", Builtin: true}},
+			{"pg_catalog", "random", catalog.Function{Kind: "function", Volatility: catalog.Volatile, Language: "internal", Builtin: true}},
+			{"pg_catalog", "count", catalog.Function{Kind: "aggregate", Volatility: catalog.Immutable, Language: "internal", Builtin: true}},
+			{"pg_catalog", "row_number", catalog.Function{Kind: "window", Volatility: catalog.Immutable, Language: "internal", Builtin: true}},
+			{"information_schema", "_pg_expandarray", catalog.Function{Kind: "function", Volatility: catalog.Immutable, Language: "sql", Builtin: true}},
+		} {
+			t.Run(tc.schema+"."+tc.name, func(t *testing.T) {
+				f := c.Function(tc.schema, tc.name)
+				require.NotNil(t, f)
+				want := tc.want
+				want.Schema, want.Name = tc.schema, tc.name
+				assert.Equal(t, want, *f)
+			})
+		}
+		// pg_catalog comes first on the path, so the built-in wins.
+		assert.True(t, c.ResolveFunction("lower", nil).Builtin)
+		assert.Equal(t, "public", c.ResolveFunction("lower", []string{"public", "pg_catalog"}).Schema)
+	})
+}
+
+func TestLoadPostgresSearchPath(t *testing.T) {
+	t.Parallel()
+	role := testpg.NewRole(t, "") // before New: the role is dropped after the database
+	db := testpg.New(t, shopSQL+`
+CREATE SCHEMA AUTHORIZATION `+role+`;
+CREATE TABLE `+role+`.mine (a int);
+GRANT USAGE ON SCHEMA "Sales" TO `+role+`;
+`)
+	adminExec(t, `ALTER DATABASE `+db.Name+` SET search_path = app, "$user", public`)
+	adminExec(t, `ALTER ROLE `+role+` SET search_path = "$user", "Sales", app, pg_catalog, public`)
+	roleDSN := testpg.WithUser(db.DSN, role, "")
+
+	for _, tc := range []struct {
+		name string
+		dsn  string
+		want []string
+	}{
+		// No schema "postgres", so "$user" drops out; pg_catalog goes first.
+		{"database setting", db.DSN, []string{"pg_catalog", "app", "public"}},
+		// The role setting wins over the database's; "$user" becomes the
+		// role's schema; app is skipped for lack of USAGE, as Postgres does;
+		// an explicit pg_catalog stays where it is listed.
+		{"role setting", roleDSN, []string{role, "Sales", "pg_catalog", "public"}},
+		// A startup parameter in the DSN wins over both.
+		{"dsn parameter", withParam(t, roleDSN, "search_path", "public"), []string{"pg_catalog", "public"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := catalog.LoadPostgresDSN(ctxT(t), tc.dsn)
+			require.NoError(t, err)
+			assert.Equal(t, tc.want, c.SearchPath)
+		})
+	}
+
+	t.Run("unprivileged login sees the whole schema", func(t *testing.T) {
+		c, err := catalog.LoadPostgresDSN(ctxT(t), roleDSN)
+		require.NoError(t, err)
+		r := c.ResolveRelation("mine", nil)
+		require.NotNil(t, r)
+		assert.Equal(t, role, r.Schema)
+		assert.Equal(t, []string{"pii.contact", "pii.email"}, c.Relation("app", "customers").Column("email").Labels)
+		assert.Contains(t, c.Relation("app", "customer_emails").Definition, "FROM app.customers")
+		assert.Equal(t, "MixedCase", c.ResolveRelation("MixedCase", nil).Name)
+	})
+}
+
+// Objects on the login's path must not change what the loader's own queries
+// mean: a path that lists public before pg_catalog would otherwise let
+// public.format_type stand in for the built-in.
+func TestLoadPostgresIgnoresShadowingFunctions(t *testing.T) {
+	t.Parallel()
+	db := testpg.New(t, `
+CREATE TABLE public.t (a int);
+CREATE FUNCTION public.format_type(oid, integer) RETURNS text LANGUAGE sql AS $$ SELECT 'shadowed' $$;
+`)
+	adminExec(t, `ALTER DATABASE `+db.Name+` SET search_path = public, pg_catalog`)
+	conn := connect(t, db.DSN)
+	ctx := ctxT(t)
+	var shadowed string
+	require.NoError(t, conn.QueryRow(ctx, `SELECT format_type('int4'::regtype, -1)`).Scan(&shadowed))
+	require.Equal(t, "shadowed", shadowed, "the setup must really shadow the built-in")
+
+	c, err := catalog.LoadPostgres(ctx, conn)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"public", "pg_catalog"}, c.SearchPath)
+	assert.Equal(t, "integer", c.Relation("public", "t").Column("a").Type)
+}
+
+func TestLoadPostgresRefusesOpenTransaction(t *testing.T) {
+	t.Parallel()
+	db := testpg.New(t, "CREATE TABLE t (a int)")
+	conn := connect(t, db.DSN)
+	ctx := ctxT(t)
+	_, err := conn.Exec(ctx, "BEGIN; INSERT INTO t VALUES (1)")
+	require.NoError(t, err)
+	_, err = catalog.LoadPostgres(ctx, conn)
+	assert.ErrorIs(t, err, catalog.ErrInTransaction)
+	// The caller's transaction is untouched.
+	_, err = conn.Exec(ctx, "COMMIT")
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM t").Scan(&n))
+	assert.Equal(t, 1, n)
+}
+
+func TestLoadPostgresDSNError(t *testing.T) {
+	t.Parallel()
+	const secret = "s3cr3t-Passw0rd"
+	dsn := testpg.WithUser(testpg.WithDatabase(testpg.AdminDSN(), "keyhole_no_such_db"), "keyhole_no_such_user", secret)
+	_, err := catalog.LoadPostgresDSN(ctxT(t), dsn)
+	require.Error(t, err)
+	assert.NotContains(t, err.Error(), secret)
+}
