@@ -1,0 +1,251 @@
+package audit_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+func stmt(session string, i int) audit.Event {
+	return audit.Event{
+		Kind:      audit.KindStatement,
+		Session:   session,
+		Agent:     "sales",
+		Statement: "SELECT " + strconv.Itoa(i),
+		Decision:  sqlpolicy.Allow,
+		Rows:      int64(i),
+	}
+}
+
+// lines reads every JSON line of the given files.
+func lines(t *testing.T, paths ...string) []audit.Event {
+	t.Helper()
+	var out []audit.Event
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		require.NoError(t, err)
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			var ev audit.Event
+			require.NoError(t, json.Unmarshal(sc.Bytes(), &ev), sc.Text())
+			out = append(out, ev)
+		}
+		require.NoError(t, sc.Err())
+		f.Close()
+	}
+	return out
+}
+
+func TestFileRecorderConcurrentNothingLost(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	// A tiny buffer makes Record block often: blocking, never dropping.
+	r, err := audit.NewFileRecorder(path, audit.FileOptions{Buffer: 4})
+	require.NoError(t, err)
+
+	const writers, each = 8, 500
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				r.Record(stmt(fmt.Sprintf("s%d", w), i))
+			}
+		}()
+	}
+	wg.Wait()
+	require.NoError(t, r.Close())
+	require.NoError(t, r.Close(), "Close is idempotent")
+
+	evs := lines(t, path)
+	require.Len(t, evs, writers*each)
+	seen := map[string]int{}
+	for _, ev := range evs {
+		assert.False(t, ev.Time.IsZero(), "time is filled in")
+		seen[ev.Session]++
+	}
+	for w := range writers {
+		assert.Equal(t, each, seen[fmt.Sprintf("s%d", w)])
+	}
+	assert.Equal(t, uint64(writers*each), r.Written())
+
+	fi, err := os.Stat(path)
+	require.NoError(t, err)
+	assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+}
+
+func TestFileRecorderRotation(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.jsonl")
+	line, err := json.Marshal(stmt("s", 100))
+	require.NoError(t, err)
+	// Room for ~10 lines per file.
+	maxBytes := int64(len(line)+60) * 10
+	r, err := audit.NewFileRecorder(path, audit.FileOptions{MaxBytes: maxBytes, MaxBackups: 3})
+	require.NoError(t, err)
+	const n = 35
+	for i := range n {
+		r.Record(stmt("s", 100+i))
+	}
+	require.NoError(t, r.Close())
+
+	files := []string{path + ".3", path + ".2", path + ".1", path}
+	for _, p := range files {
+		if fi, err := os.Stat(p); err == nil {
+			assert.LessOrEqual(t, fi.Size(), maxBytes, p)
+		}
+	}
+	_, err = os.Stat(path + ".4")
+	assert.ErrorIs(t, err, os.ErrNotExist, "at most MaxBackups rotated files")
+
+	// Oldest file first: the kept events are the newest ones, in order,
+	// with no gap.
+	evs := lines(t, files...)
+	require.NotEmpty(t, evs)
+	last := evs[len(evs)-1]
+	assert.Equal(t, "SELECT 134", last.Statement)
+	for i := 1; i < len(evs); i++ {
+		assert.Equal(t, evs[i-1].Rows+1, evs[i].Rows)
+	}
+	assert.Greater(t, len(evs), 25)
+}
+
+func TestFileRecorderAppends(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	for round := range 2 {
+		r, err := audit.NewFileRecorder(path, audit.FileOptions{})
+		require.NoError(t, err)
+		r.Record(stmt("s", round))
+		require.NoError(t, r.Close())
+	}
+	assert.Len(t, lines(t, path), 2)
+}
+
+func TestRecordAfterClose(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	r, err := audit.NewFileRecorder(path, audit.FileOptions{})
+	require.NoError(t, err)
+	r.Record(stmt("s", 1))
+	require.NoError(t, r.Close())
+	assert.NotPanics(t, func() { r.Record(stmt("s", 2)) })
+	assert.Equal(t, uint64(1), r.Lost(), "counted, not silently dropped")
+	assert.Len(t, lines(t, path), 1)
+}
+
+func TestNewFileRecorderErrors(t *testing.T) {
+	t.Parallel()
+	_, err := audit.NewFileRecorder(filepath.Join(t.TempDir(), "no", "such", "dir", "a.jsonl"), audit.FileOptions{})
+	assert.ErrorIs(t, err, os.ErrNotExist)
+	_, err = audit.NewFileRecorder(filepath.Join(t.TempDir(), "a"), audit.FileOptions{MaxBytes: -1})
+	assert.Error(t, err)
+}
+
+// flakyWriter fails its first n writes.
+type flakyWriter struct {
+	mu    sync.Mutex
+	fails int
+	buf   bytes.Buffer
+}
+
+func (w *flakyWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.fails > 0 {
+		w.fails--
+		return 0, errors.New("disk full")
+	}
+	return w.buf.Write(p)
+}
+
+func TestWriterRecorderRetriesFailedWrites(t *testing.T) {
+	t.Parallel()
+	w := &flakyWriter{fails: 2}
+	r := audit.NewWriterRecorder(w)
+	for i := range 3 {
+		r.Record(stmt("s", i))
+	}
+	require.NoError(t, r.Close())
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	evs, skipped, err := audit.Read(&w.buf, audit.Filter{})
+	require.NoError(t, err)
+	assert.Zero(t, skipped)
+	assert.Len(t, evs, 3, "a failed write is retried, not dropped")
+	assert.NoError(t, r.Healthy())
+}
+
+func TestTee(t *testing.T) {
+	t.Parallel()
+	var a, b bytes.Buffer
+	r := audit.Tee(audit.NewWriterRecorder(&a), audit.NewWriterRecorder(&b))
+	r.Record(audit.Event{Kind: audit.KindConnect, Session: "x", Time: time.Unix(1, 0)})
+	require.NoError(t, r.(interface{ Healthy() error }).Healthy())
+	require.NoError(t, r.Close())
+	assert.Equal(t, a.String(), b.String())
+	assert.Contains(t, a.String(), `"kind":"connect"`)
+}
+
+type brokenWriter struct{}
+
+func (brokenWriter) Write([]byte) (int, error) { return 0, errors.New("device gone") }
+
+func TestCloseReportsLostEvents(t *testing.T) {
+	t.Parallel()
+	r := audit.NewWriterRecorderGrace(brokenWriter{}, 200*time.Millisecond)
+	r.Record(stmt("s", 1))
+	r.Record(stmt("s", 2))
+	require.Eventually(t, func() bool { return r.Healthy() != nil }, 5*time.Second, 10*time.Millisecond)
+	err := r.Close()
+	require.Error(t, err, "a loss is never silent")
+	assert.ErrorIs(t, err, audit.ErrLost)
+	assert.Equal(t, uint64(2), r.Lost())
+}
+
+// Records racing Close are each either written or counted as lost.
+func TestRecordRacingClose(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	r, err := audit.NewFileRecorder(path, audit.FileOptions{Buffer: 2})
+	require.NoError(t, err)
+	const writers, each = 4, 200
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				r.Record(stmt(fmt.Sprintf("s%d", w), i))
+			}
+		}()
+	}
+	time.Sleep(time.Millisecond)
+	closeErr := r.Close()
+	wg.Wait()
+	written := len(lines(t, path))
+	assert.Equal(t, uint64(written), r.Written())
+	assert.Equal(t, writers*each, written+int(r.Lost()), "every event is written or counted")
+	if r.Lost() == 0 {
+		assert.NoError(t, closeErr)
+	}
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/keyholedb/keyhole/identity"
+)
+
+func init() {
+	register("agent", "per-agent credentials: secret", runAgent)
+}
+
+const agentUsage = `usage:
+  keyhole agent secret --agent NAME [--iterations N]
+      print a new random secret for the agent (its database password, for
+      SCRAM-SHA-256) and the verifier to store in keyhole's identity config
+      (scram.verifiers or scram.verifiers_file). keyhole keeps only the
+      verifier; the secret is shown once.
+`
+
+func runAgent(args []string) int { return agentMain(args, os.Stdout, os.Stderr) }
+
+func agentMain(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, agentUsage)
+		if len(args) == 0 {
+			return exitError
+		}
+		return exitOK
+	}
+	if args[0] != "secret" {
+		fmt.Fprintf(stderr, "keyhole agent: unknown subcommand %q\n%s", args[0], agentUsage)
+		return exitError
+	}
+	fs := flag.NewFlagSet("keyhole agent secret", flag.ContinueOnError)
+	agent := fs.String("agent", "", "agent name")
+	iter := fs.Int("iterations", identity.DefaultSCRAMIter, "PBKDF2 iterations (at least 4096, RFC 7677)")
+	if code, ok := cliFlags(fs, args[1:], agentUsage, stderr); !ok {
+		return code
+	}
+	if *agent == "" {
+		fmt.Fprintf(stderr, "keyhole agent secret: --agent is required\n%s", agentUsage)
+		return exitError
+	}
+	if *iter < identity.DefaultSCRAMIter {
+		fmt.Fprintf(stderr, "keyhole agent secret: --iterations must be at least %d\n", identity.DefaultSCRAMIter)
+		return exitError
+	}
+	secret := identity.NewSecret()
+	v, err := identity.NewVerifier(secret, *iter)
+	if err != nil {
+		fmt.Fprintf(stderr, "keyhole agent secret: %v\n", err)
+		return exitError
+	}
+	fmt.Fprintf(stdout, "# agent %s: give the secret to the agent as its password; it is not stored.\n", *agent)
+	fmt.Fprintf(stdout, "secret: %s\n", secret)
+	fmt.Fprintf(stdout, "# add to the identity config, scram.verifiers (or the verifiers_file map):\n")
+	fmt.Fprintf(stdout, "%s: %s\n", strconv.Quote(*agent), strconv.Quote(v.String()))
+	return exitOK
+}

@@ -1,0 +1,223 @@
+package identity
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ErrConfig is returned (wrapped) for an invalid identity configuration.
+var ErrConfig = errors.New("invalid identity config")
+
+// Config says which credentials identify agents. All parts are optional;
+// an agent can only use the methods configured here.
+//
+//	tokens:
+//	  public_key_file: /etc/keyhole/token.pub   # from `keyhole token keygen`
+//	  issuer: keyhole                           # default
+//	  audience: ""                              # optional "aud" to require
+//	  leeway: 30s                               # clock skew on exp/nbf/iat
+//	  revoked_file: /etc/keyhole/revoked        # jti per line, reloaded on change
+//	jwks:                                       # external issuers
+//	  - url: https://idp.example.com/.well-known/jwks.json
+//	    issuer: https://idp.example.com/
+//	    audience: keyhole
+//	scram:
+//	  verifiers: {sales-summarizer: "SCRAM-SHA-256$4096:...$...:..."}
+//	  verifiers_file: /etc/keyhole/agents-scram.yaml   # same map, in a file
+//	spiffe:
+//	  spiffe://example.org/agents/sales: sales-summarizer
+type Config struct {
+	Tokens TokenConfig       `yaml:"tokens,omitempty" json:"tokens,omitempty"`
+	JWKS   []JWKSConfig      `yaml:"jwks,omitempty" json:"jwks,omitempty"`
+	SCRAM  SCRAMConfig       `yaml:"scram,omitempty" json:"scram,omitempty"`
+	SPIFFE map[string]string `yaml:"spiffe,omitempty" json:"spiffe,omitempty"`
+}
+
+// TokenConfig verifies tokens minted by `keyhole token mint`.
+type TokenConfig struct {
+	PublicKeyFile string        `yaml:"public_key_file,omitempty" json:"public_key_file,omitempty"`
+	Issuer        string        `yaml:"issuer,omitempty" json:"issuer,omitempty"`
+	Audience      string        `yaml:"audience,omitempty" json:"audience,omitempty"`
+	Leeway        time.Duration `yaml:"leeway,omitempty" json:"leeway,omitempty"`
+	RevokedFile   string        `yaml:"revoked_file,omitempty" json:"revoked_file,omitempty"`
+}
+
+// SCRAMConfig holds per-agent SCRAM-SHA-256 verifiers (agent → verifier in
+// Postgres format), inline and/or from a YAML file with the same map. An
+// agent listed in both is an error.
+type SCRAMConfig struct {
+	Verifiers     map[string]string `yaml:"verifiers,omitempty" json:"verifiers,omitempty"`
+	VerifiersFile string            `yaml:"verifiers_file,omitempty" json:"verifiers_file,omitempty"`
+}
+
+// ParseConfig decodes a YAML identity config strictly: unknown keys are
+// errors.
+func ParseConfig(data []byte) (Config, error) {
+	var c Config
+	if err := decodeStrict(data, &c); err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return c, nil
+}
+
+// LoadConfig reads and parses a YAML identity config file.
+func LoadConfig(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read identity config: %w", err)
+	}
+	c, err := ParseConfig(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+func decodeStrict(data []byte, v any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// Auth implements Authenticator from a Config. It is safe for concurrent
+// use.
+type Auth struct {
+	tokens    *tokenVerifier // nil: no token method
+	verifiers map[string]Verifier
+	spiffe    map[string]string
+}
+
+var _ Authenticator = (*Auth)(nil)
+
+// New builds an Auth, reading every file the config names.
+func New(cfg Config) (*Auth, error) {
+	return newAuthenticator(cfg, time.Now)
+}
+
+func newAuthenticator(cfg Config, now func() time.Time) (*Auth, error) {
+	a := &Auth{verifiers: map[string]Verifier{}, spiffe: map[string]string{}}
+
+	tv := &tokenVerifier{
+		localIssuer:   cfg.Tokens.Issuer,
+		localAudience: cfg.Tokens.Audience,
+		leeway:        cfg.Tokens.Leeway,
+		now:           now,
+	}
+	if tv.localIssuer == "" {
+		tv.localIssuer = DefaultIssuer
+	}
+	if tv.leeway == 0 {
+		tv.leeway = DefaultLeeway
+	}
+	if tv.leeway < 0 {
+		return nil, fmt.Errorf("%w: negative token leeway", ErrConfig)
+	}
+	if cfg.Tokens.PublicKeyFile != "" {
+		pub, err := ReadPublicKeyFile(cfg.Tokens.PublicKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tokens.public_key_file: %w", ErrConfig, err)
+		}
+		tv.localKey = pub
+	}
+	issuers := map[string]bool{}
+	if tv.localKey != nil {
+		issuers[tv.localIssuer] = true
+	}
+	for i, jc := range cfg.JWKS {
+		if issuers[jc.Issuer] {
+			return nil, fmt.Errorf("%w: jwks[%d]: issuer %q configured twice", ErrConfig, i, jc.Issuer)
+		}
+		issuers[jc.Issuer] = true
+		src, err := newJWKSSource(jc, now)
+		if err != nil {
+			return nil, fmt.Errorf("%w: jwks[%d]: %w", ErrConfig, i, err)
+		}
+		tv.jwks = append(tv.jwks, src)
+	}
+	if cfg.Tokens.RevokedFile != "" {
+		rl, err := newRevocationList(cfg.Tokens.RevokedFile, now)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tokens.revoked_file: %w", ErrConfig, err)
+		}
+		tv.revoked = rl
+	}
+	if tv.localKey != nil || len(tv.jwks) > 0 {
+		a.tokens = tv
+	}
+
+	add := func(where string, m map[string]string) error {
+		for agent, s := range m {
+			if agent == "" {
+				return fmt.Errorf("%w: %s: empty agent name", ErrConfig, where)
+			}
+			if _, dup := a.verifiers[agent]; dup {
+				return fmt.Errorf("%w: %s: agent %q has two verifiers", ErrConfig, where, agent)
+			}
+			v, err := ParseVerifier(s)
+			if err != nil {
+				return fmt.Errorf("%w: %s: agent %q: %w", ErrConfig, where, agent, err)
+			}
+			a.verifiers[agent] = v
+		}
+		return nil
+	}
+	if err := add("scram.verifiers", cfg.SCRAM.Verifiers); err != nil {
+		return nil, err
+	}
+	if cfg.SCRAM.VerifiersFile != "" {
+		data, err := os.ReadFile(cfg.SCRAM.VerifiersFile)
+		if err != nil {
+			return nil, fmt.Errorf("%w: scram.verifiers_file: %w", ErrConfig, err)
+		}
+		var m map[string]string
+		if err := decodeStrict(data, &m); err != nil {
+			return nil, fmt.Errorf("%w: scram.verifiers_file %s: %w", ErrConfig, cfg.SCRAM.VerifiersFile, err)
+		}
+		if err := add(cfg.SCRAM.VerifiersFile, m); err != nil {
+			return nil, err
+		}
+	}
+
+	for id, agent := range cfg.SPIFFE {
+		if _, err := ParseSPIFFEID(id); err != nil {
+			return nil, fmt.Errorf("%w: spiffe: %w", ErrConfig, err)
+		}
+		if agent == "" {
+			return nil, fmt.Errorf("%w: spiffe: %s maps to an empty agent name", ErrConfig, id)
+		}
+		a.spiffe[id] = agent
+	}
+	return a, nil
+}
+
+// Token verifies a signed agent token sent as the password of user.
+func (a *Auth) Token(user, token string) (*Agent, error) {
+	if a.tokens == nil {
+		return nil, fmt.Errorf("%w: token authentication is not configured", ErrAuthFailed)
+	}
+	return a.tokens.verify(user, token)
+}
+
+// SCRAM starts a SCRAM-SHA-256 server conversation for user.
+func (a *Auth) SCRAM(user string) (SCRAMConversation, bool) {
+	v, ok := a.verifiers[user]
+	if !ok {
+		return nil, false
+	}
+	return newSCRAMServer(user, v, ""), true
+}
+
+// Certificate maps a verified client certificate's SPIFFE ID to an agent.
+func (a *Auth) Certificate(user string, cert *x509.Certificate) (*Agent, error) {
+	return certificate(a.spiffe, user, cert)
+}

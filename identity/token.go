@@ -1,0 +1,235 @@
+package identity
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// DefaultIssuer is the "iss" of tokens minted by keyhole.
+const DefaultIssuer = "keyhole"
+
+// DefaultLeeway is the clock skew allowed on exp, nbf and iat.
+const DefaultLeeway = 30 * time.Second
+
+// maxTokenLen bounds what is parsed at all: an agent token is a few hundred
+// bytes; a Postgres password message may be up to the message length limit.
+const maxTokenLen = 16 << 10
+
+// Claims is what Mint puts in an agent token.
+type Claims struct {
+	Agent string        // "sub": the agent name, which must equal the connecting user
+	TTL   time.Duration // "exp" = now + TTL; must be positive
+	// Scope narrows the agent's role ("scope" claim); nil means no narrowing.
+	Scope []sqlpolicy.Grant
+	// ID is the token id ("jti"); a random one is made when empty.
+	ID string
+	// Issuer is "iss"; DefaultIssuer when empty.
+	Issuer string
+	// Audience is "aud"; omitted when empty.
+	Audience string
+}
+
+// tokenClaims is the JWT payload: registered claims plus keyhole's "scope"
+// claim, a JSON list of {"verb": ..., "tables": [...]}.
+type tokenClaims struct {
+	jwt.RegisteredClaims
+	Scope []sqlpolicy.Grant `json:"scope,omitempty"`
+}
+
+// Mint signs an agent token with key (alg EdDSA, RFC 8037).
+func Mint(key ed25519.PrivateKey, c Claims) (string, error) {
+	if len(key) != ed25519.PrivateKeySize {
+		return "", fmt.Errorf("mint: %w", ErrKeyFile)
+	}
+	if c.Agent == "" {
+		return "", errors.New("mint: agent name is empty")
+	}
+	if c.TTL <= 0 {
+		return "", fmt.Errorf("mint: ttl %s must be positive", c.TTL)
+	}
+	for _, g := range c.Scope {
+		if err := validateGrant(g); err != nil {
+			return "", fmt.Errorf("mint: %w", err)
+		}
+	}
+	if c.ID == "" {
+		c.ID = newTokenID()
+	}
+	if c.Issuer == "" {
+		c.Issuer = DefaultIssuer
+	}
+	now := time.Now().Truncate(time.Second)
+	tc := tokenClaims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Issuer:    c.Issuer,
+			Subject:   c.Agent,
+			IssuedAt:  jwt.NewNumericDate(now),
+			NotBefore: jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(c.TTL)),
+			ID:        c.ID,
+		},
+		Scope: c.Scope,
+	}
+	if c.Audience != "" {
+		tc.Audience = jwt.ClaimStrings{c.Audience}
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, tc).SignedString(key)
+	if err != nil {
+		return "", fmt.Errorf("mint: sign: %w", err)
+	}
+	return s, nil
+}
+
+func newTokenID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// knownVerbs are the verbs a grant may name (sqlpolicy's Verb constants).
+var knownVerbs = map[sqlpolicy.Verb]bool{
+	sqlpolicy.VerbSelect: true, sqlpolicy.VerbInsert: true, sqlpolicy.VerbUpdate: true,
+	sqlpolicy.VerbDelete: true, sqlpolicy.VerbMerge: true, sqlpolicy.VerbCopy: true,
+	sqlpolicy.VerbDDL: true, sqlpolicy.VerbSet: true, sqlpolicy.VerbTransaction: true,
+	sqlpolicy.VerbPrepare: true, sqlpolicy.VerbExecute: true, sqlpolicy.VerbDeallocate: true,
+	sqlpolicy.VerbExplain: true, sqlpolicy.VerbCall: true, sqlpolicy.VerbDo: true,
+	sqlpolicy.VerbLock: true, sqlpolicy.VerbUtility: true,
+}
+
+// ErrBadGrant is returned (wrapped) for a malformed scope grant.
+var ErrBadGrant = errors.New("invalid scope grant")
+
+func validateGrant(g sqlpolicy.Grant) error {
+	if !knownVerbs[g.Verb] {
+		return fmt.Errorf("%w: unknown verb %q", ErrBadGrant, g.Verb)
+	}
+	if len(g.Tables) == 0 {
+		return fmt.Errorf("%w: %s grant names no table", ErrBadGrant, g.Verb)
+	}
+	for _, t := range g.Tables {
+		if t == "" || strings.ContainsAny(t, " ,\t") {
+			return fmt.Errorf("%w: bad table %q", ErrBadGrant, t)
+		}
+	}
+	return nil
+}
+
+// ParseGrant parses the CLI form "verb:schema.table[,schema.table...]",
+// e.g. "select:public.orders,public.customers".
+func ParseGrant(s string) (sqlpolicy.Grant, error) {
+	verb, tables, ok := strings.Cut(s, ":")
+	if !ok {
+		return sqlpolicy.Grant{}, fmt.Errorf("%w: %q is not verb:table[,table...]", ErrBadGrant, s)
+	}
+	g := sqlpolicy.Grant{Verb: sqlpolicy.Verb(strings.ToLower(strings.TrimSpace(verb)))}
+	for _, t := range strings.Split(tables, ",") {
+		g.Tables = append(g.Tables, strings.TrimSpace(t))
+	}
+	if err := validateGrant(g); err != nil {
+		return sqlpolicy.Grant{}, err
+	}
+	return g, nil
+}
+
+// asymmetricAlgs are the only JWS algorithms accepted. "none" and the HMAC
+// family are never accepted: an HS256 token "signed" with a public key is
+// the classic algorithm-confusion attack.
+var asymmetricAlgs = []string{"EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
+
+// tokenVerifier checks agent tokens from keyhole's own key and from
+// external issuers' JWKS.
+type tokenVerifier struct {
+	localKey      ed25519.PublicKey
+	localIssuer   string
+	localAudience string
+	jwks          []*jwksSource
+	leeway        time.Duration
+	revoked       *revocationList
+	now           func() time.Time
+}
+
+func (v *tokenVerifier) verify(user, token string) (*Agent, error) {
+	if token == "" {
+		return nil, fmt.Errorf("%w: empty token", ErrAuthFailed)
+	}
+	if len(token) > maxTokenLen {
+		return nil, fmt.Errorf("%w: token longer than %d bytes", ErrAuthFailed, maxTokenLen)
+	}
+	var audience string
+	var local bool
+	keyfunc := func(t *jwt.Token) (any, error) {
+		if _, ok := t.Header["crit"]; ok {
+			// RFC 7515 §4.1.11: critical extensions we do not understand
+			// must make the token invalid; we understand none.
+			return nil, errors.New("crit header not supported")
+		}
+		tc, ok := t.Claims.(*tokenClaims)
+		if !ok {
+			return nil, errors.New("unexpected claims type")
+		}
+		alg := t.Method.Alg()
+		kid, _ := t.Header["kid"].(string)
+		if v.localKey != nil && tc.Issuer == v.localIssuer {
+			if alg != jwt.SigningMethodEdDSA.Alg() {
+				return nil, fmt.Errorf("alg %q not accepted for issuer %q", alg, tc.Issuer)
+			}
+			local, audience = true, v.localAudience
+			return v.localKey, nil
+		}
+		for _, src := range v.jwks {
+			if src.issuer != tc.Issuer {
+				continue
+			}
+			audience = src.audience
+			return src.key(kid, alg)
+		}
+		return nil, fmt.Errorf("unknown issuer %q", tc.Issuer)
+	}
+	var tc tokenClaims
+	p := jwt.NewParser(
+		jwt.WithValidMethods(asymmetricAlgs),
+		jwt.WithLeeway(v.leeway),
+		jwt.WithTimeFunc(v.now),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithStrictDecoding(),
+	)
+	if _, err := p.ParseWithClaims(token, &tc, keyfunc); err != nil {
+		// jwt errors describe the failure, never the token's bytes.
+		return nil, fmt.Errorf("%w: token: %w", ErrAuthFailed, err)
+	}
+	if audience != "" && !slices.Contains(tc.Audience, audience) {
+		return nil, fmt.Errorf("%w: token audience does not include %q", ErrAuthFailed, audience)
+	}
+	if tc.Subject == "" || tc.Subject != user {
+		return nil, fmt.Errorf("%w: token subject %q is not user %q", ErrAuthFailed, tc.Subject, user)
+	}
+	if local && tc.ID == "" {
+		return nil, fmt.Errorf("%w: token has no jti", ErrAuthFailed)
+	}
+	if tc.ID != "" && v.revoked != nil && v.revoked.revoked(tc.ID) {
+		return nil, fmt.Errorf("%w: token %s is revoked", ErrAuthFailed, tc.ID)
+	}
+	for _, g := range tc.Scope {
+		if err := validateGrant(g); err != nil {
+			return nil, fmt.Errorf("%w: token scope: %w", ErrAuthFailed, err)
+		}
+	}
+	return &Agent{
+		Name:    tc.Subject,
+		Method:  MethodToken,
+		Scope:   tc.Scope,
+		Expires: tc.ExpiresAt.Time,
+		TokenID: tc.ID,
+	}, nil
+}
