@@ -10,6 +10,11 @@
 //     and revoked when the agent has had no session for a grace period, when
 //     the agent is removed (RevokeAgent) and on Close.
 //
+// A lease revoked in Vault is noticed at its next renewal (Vault answers
+// 400), so within RenewBefore (default a third of the TTL). keyhole's own
+// token is renewed in the background too, since Vault revokes a token's
+// leases with it.
+//
 // RolesForPolicy turns keyhole policy roles into Vault database role
 // definitions whose GRANTs enforce the same table/verb/column/label limits
 // in the database itself, so a leaked credential is no wider than the

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/hashicorp/vault/api"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+func init() {
+	register("vault", "Vault database roles that enforce the policy in the database too", runVault)
+}
+
+const vaultUsage = `usage: keyhole vault roles --policy FILE (--catalog FILE | --dsn URL) [flags]
+
+roles turns every role of the policy into a Vault database secrets engine
+role whose creation statements GRANT the database user only what the role
+allows: its tables per verb, and per column for SELECT/INSERT/UPDATE,
+leaving out every column whose labels (policy file and column comments)
+match the role's deny_labels. A connection that bypasses keyhole with such
+a credential is refused by Postgres itself (SQLSTATE 42501).
+
+It prints the roles (YAML, or JSON with --format json); with --apply it
+writes them to <vault-mount>/roles/<role> (token from VAULT_TOKEN).
+
+flags:
+  --policy FILE          policy file (required)
+  --catalog FILE         catalog JSON (keyhole catalog dump), or
+  --dsn URL              read the catalog from the database (PGPASSWORD for the password)
+  --db-name NAME         Vault database connection (db_name); default: each role's upstream
+  --upstream NAME        only roles of this upstream
+  --default-ttl D        credential TTL (default 1h)
+  --max-ttl D            credential max TTL (default 24h)
+  --terminate-sessions   revocation ends the user's sessions (Vault's db user needs pg_signal_backend)
+  --drop-owned           revocation runs REASSIGN OWNED / DROP OWNED (needs membership in the role)
+  --format yaml|json     output format (default yaml)
+  --apply                write the roles to Vault
+  --vault-addr URL       Vault address (default $VAULT_ADDR)
+  --vault-mount PATH     database secrets engine mount (default database)
+  --vault-cacert FILE    CA bundle for Vault's TLS certificate (default $VAULT_CACERT)
+`
+
+func runVault(args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(os.Stderr, vaultUsage)
+		if len(args) == 0 {
+			return exitError
+		}
+		return exitOK
+	}
+	switch args[0] {
+	case "roles":
+		return runVaultRoles(args[1:], os.Stdout, os.Stderr)
+	default:
+		fmt.Fprintf(os.Stderr, "keyhole vault: unknown subcommand %q\n%s", args[0], vaultUsage)
+		return exitError
+	}
+}
+
+// vaultRoleOut is how a role prints: durations as text.
+type vaultRoleOut struct {
+	Name                 string   `json:"name" yaml:"name"`
+	DBName               string   `json:"db_name" yaml:"db_name"`
+	DefaultTTL           string   `json:"default_ttl" yaml:"default_ttl"`
+	MaxTTL               string   `json:"max_ttl" yaml:"max_ttl"`
+	CreationStatements   []string `json:"creation_statements" yaml:"creation_statements"`
+	RevocationStatements []string `json:"revocation_statements" yaml:"revocation_statements"`
+	Notes                []string `json:"notes,omitempty" yaml:"notes,omitempty"`
+}
+
+func runVaultRoles(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("keyhole vault roles", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	policyFile := fs.String("policy", "", "")
+	catalogFile := fs.String("catalog", "", "")
+	dsn := fs.String("dsn", "", "")
+	var opts creds.RoleOptions
+	fs.StringVar(&opts.DBName, "db-name", "", "")
+	fs.StringVar(&opts.Upstream, "upstream", "", "")
+	fs.DurationVar(&opts.DefaultTTL, "default-ttl", creds.DefaultRoleTTL, "")
+	fs.DurationVar(&opts.MaxTTL, "max-ttl", creds.DefaultRoleMaxTTL, "")
+	fs.BoolVar(&opts.TerminateSessions, "terminate-sessions", false, "")
+	fs.BoolVar(&opts.DropOwned, "drop-owned", false, "")
+	format := fs.String("format", "yaml", "")
+	apply := fs.Bool("apply", false, "")
+	vaultAddr := fs.String("vault-addr", os.Getenv("VAULT_ADDR"), "")
+	vaultMount := fs.String("vault-mount", creds.DefaultVaultMount, "")
+	vaultCACert := fs.String("vault-cacert", os.Getenv("VAULT_CACERT"), "")
+	timeout := fs.Duration("timeout", time.Minute, "")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, vaultUsage)
+			return exitOK
+		}
+		fmt.Fprintf(stderr, "keyhole vault roles: %v\n%s", err, vaultUsage)
+		return exitError
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "keyhole vault roles: "+format+"\n", a...)
+		return exitError
+	}
+	switch {
+	case fs.NArg() > 0:
+		return fail("unexpected argument %q", fs.Arg(0))
+	case *policyFile == "":
+		return fail("--policy is required")
+	case (*catalogFile == "") == (*dsn == ""):
+		return fail("give one of --catalog and --dsn")
+	case *format != "yaml" && *format != "json":
+		return fail("--format: want yaml or json")
+	case *apply && *vaultAddr == "":
+		return fail("--apply needs --vault-addr (or VAULT_ADDR)")
+	case *apply && os.Getenv("VAULT_TOKEN") == "":
+		return fail("--apply needs VAULT_TOKEN")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+
+	var cat *catalog.Catalog
+	var err error
+	if *catalogFile != "" {
+		cat, err = catalog.ReadFile(*catalogFile)
+	} else {
+		// pgx redacts the password in its errors.
+		cat, err = catalog.LoadPostgresDSN(ctx, *dsn)
+	}
+	if err != nil {
+		return fail("catalog: %v", err)
+	}
+	pol, warnings, err := sqlpolicy.LoadPolicyFile(*policyFile, cat)
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	if err != nil {
+		return fail("%v", err)
+	}
+	roles, err := creds.RolesForPolicy(pol, cat, opts)
+	if err != nil {
+		return fail("%v", err)
+	}
+
+	out := make([]vaultRoleOut, 0, len(roles))
+	for _, r := range roles {
+		out = append(out, vaultRoleOut{
+			Name: r.Name, DBName: r.DBName,
+			DefaultTTL: r.DefaultTTL.String(), MaxTTL: r.MaxTTL.String(),
+			CreationStatements: r.CreationStatements, RevocationStatements: r.RevocationStatements,
+			Notes: r.Notes,
+		})
+	}
+	if *format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(out)
+	} else {
+		enc := yaml.NewEncoder(stdout)
+		enc.SetIndent(2)
+		err = enc.Encode(out)
+		if err == nil {
+			err = enc.Close()
+		}
+	}
+	if err != nil {
+		return fail("write output: %v", err)
+	}
+	if !*apply {
+		return exitOK
+	}
+
+	cfg := api.DefaultConfig()
+	cfg.Address = *vaultAddr
+	cfg.MaxRetries = 0
+	if *vaultCACert != "" {
+		if err := cfg.ConfigureTLS(&api.TLSConfig{CACert: *vaultCACert}); err != nil {
+			return fail("vault ca cert %s: unreadable or invalid", *vaultCACert)
+		}
+	}
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		return fail("vault client: invalid configuration")
+	}
+	client.SetToken(os.Getenv("VAULT_TOKEN"))
+	if err := creds.WriteVaultRoles(ctx, client, *vaultMount, roles); err != nil {
+		// A *creds.VaultError: operation and status only, no Vault text.
+		return fail("%v", err)
+	}
+	for _, r := range roles {
+		fmt.Fprintf(stderr, "wrote %s/roles/%s\n", *vaultMount, r.Name)
+	}
+	return exitOK
+}
