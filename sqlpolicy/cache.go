@@ -1,0 +1,256 @@
+package sqlpolicy
+
+import (
+	"hash/maphash"
+	"sync"
+	"sync/atomic"
+)
+
+// The decision cache maps (text, session generation, principal) to the
+// shared (*Decision, *Access) of an earlier Check. Two kinds of entries
+// share one byte budget:
+//
+//   - exact: keyed on the text as sent. A hit costs one maphash of the text
+//     and one of the agent name, a map lookup and a string compare, and
+//     allocates nothing.
+//   - normalized: keyed on Analyzer.Normalize of the text, so texts that
+//     differ only in literals share an entry. Only analyses that did not
+//     depend on a literal (!Access.LiteralSensitive) are stored.
+//
+// Keys are 64-bit hashes; every hit compares the stored text, generation,
+// agent and scope, so a hash collision is a miss, never a wrong answer.
+// Each shard is an LRU list bounded by its share of the byte budget.
+
+type entryKind uint8
+
+const (
+	kindExact entryKind = iota + 1
+	kindNorm
+)
+
+type entry struct {
+	key   uint64
+	kind  entryKind
+	text  string
+	gen   uint64
+	agent string
+	scope []Grant
+	d     *Decision
+	a     *Access
+	size  int64
+
+	prev, next *entry
+}
+
+type shard struct {
+	mu      sync.Mutex
+	m       map[uint64]*entry
+	head    entry // sentinel: head.next is most recent, head.prev least
+	bytes   int64
+	maxSize int64
+}
+
+type cache struct {
+	seed   maphash.Seed
+	shards []shard
+	mask   uint64
+
+	hits, misses, evictions atomic.Uint64
+}
+
+// entryOverhead approximates the fixed cost of an entry: the struct, its map
+// slot and list links.
+const entryOverhead = 160
+
+func newCache(maxBytes int64) *cache {
+	n := 16
+	if maxBytes < 4<<20 {
+		n = 1
+	}
+	c := &cache{seed: maphash.MakeSeed(), shards: make([]shard, n), mask: uint64(n - 1)}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.m = make(map[uint64]*entry)
+		s.head.next, s.head.prev = &s.head, &s.head
+		s.maxSize = maxBytes / int64(n)
+	}
+	return c
+}
+
+func (c *cache) key(kind entryKind, text string, gen uint64, p *Principal) uint64 {
+	h := maphash.String(c.seed, text)
+	h ^= (maphash.String(c.seed, p.Agent) + 0x9e3779b97f4a7c15) * 0xbf58476d1ce4e5b9
+	h ^= (gen + uint64(kind)) * 0x94d049bb133111eb
+	if p.Scope != nil {
+		h ^= c.scopeHash(p.Scope)
+	}
+	return h
+}
+
+func (c *cache) scopeHash(scope []Grant) uint64 {
+	var mh maphash.Hash
+	mh.SetSeed(c.seed)
+	for _, g := range scope {
+		mh.WriteString(string(g.Verb))
+		mh.WriteByte(0)
+		for _, t := range g.Tables {
+			mh.WriteString(t)
+			mh.WriteByte(1)
+		}
+		mh.WriteByte(2)
+	}
+	return mh.Sum64() | 1 // never 0, so a non-nil empty scope differs from nil
+}
+
+func (c *cache) shardOf(k uint64) *shard { return &c.shards[(k>>59)&c.mask] }
+
+func sameScope(a, b []Grant) bool {
+	if (a == nil) != (b == nil) || len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Verb != b[i].Verb || len(a[i].Tables) != len(b[i].Tables) {
+			return false
+		}
+		for j := range a[i].Tables {
+			if a[i].Tables[j] != b[i].Tables[j] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (c *cache) get(kind entryKind, text string, gen uint64, p *Principal) (*Decision, *Access, bool) {
+	k := c.key(kind, text, gen, p)
+	s := c.shardOf(k)
+	s.mu.Lock()
+	e := s.m[k]
+	if e == nil || e.kind != kind || e.gen != gen || e.text != text || e.agent != p.Agent || !sameScope(e.scope, p.Scope) {
+		s.mu.Unlock()
+		c.misses.Add(1)
+		return nil, nil, false
+	}
+	s.unlink(e)
+	s.pushFront(e)
+	d, a := e.d, e.a
+	s.mu.Unlock()
+	c.hits.Add(1)
+	return d, a, true
+}
+
+func (c *cache) put(kind entryKind, text string, gen uint64, p *Principal, d *Decision, a *Access, valueSize int64) {
+	k := c.key(kind, text, gen, p)
+	s := c.shardOf(k)
+	size := entryOverhead + int64(len(text)) + int64(len(p.Agent)) + scopeSize(p.Scope) + valueSize
+	if size > s.maxSize {
+		return
+	}
+	e := &entry{key: k, kind: kind, text: text, gen: gen, agent: p.Agent, scope: cloneScope(p.Scope), d: d, a: a, size: size}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.m[k]; old != nil {
+		s.unlink(old)
+		s.bytes -= old.size
+	}
+	s.m[k] = e
+	s.pushFront(e)
+	s.bytes += size
+	for s.bytes > s.maxSize {
+		last := s.head.prev
+		s.unlink(last)
+		delete(s.m, last.key)
+		s.bytes -= last.size
+		c.evictions.Add(1)
+	}
+}
+
+func (s *shard) unlink(e *entry) {
+	e.prev.next = e.next
+	e.next.prev = e.prev
+	e.prev, e.next = nil, nil
+}
+
+func (s *shard) pushFront(e *entry) {
+	e.next = s.head.next
+	e.prev = &s.head
+	s.head.next.prev = e
+	s.head.next = e
+}
+
+func (c *cache) stats() CacheStats {
+	st := CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Evictions: c.evictions.Load()}
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		st.Entries += len(s.m)
+		st.Bytes += s.bytes
+		s.mu.Unlock()
+	}
+	return st
+}
+
+func cloneScope(scope []Grant) []Grant {
+	if scope == nil {
+		return nil
+	}
+	out := make([]Grant, len(scope))
+	for i, g := range scope {
+		out[i] = Grant{Verb: g.Verb, Tables: append([]string(nil), g.Tables...)}
+	}
+	return out
+}
+
+func scopeSize(scope []Grant) int64 {
+	var n int64
+	for _, g := range scope {
+		n += 48 + int64(len(g.Verb))
+		for _, t := range g.Tables {
+			n += 16 + int64(len(t))
+		}
+	}
+	return n
+}
+
+// accessSize approximates the memory an Access and its Decision hold.
+func accessSize(a *Access, d *Decision) int64 {
+	n := int64(64)
+	if a != nil {
+		for i := range a.Statements {
+			n += statementSize(&a.Statements[i])
+		}
+	}
+	if d != nil {
+		n += 160 + int64(len(d.Rule)+len(d.Agent)+len(d.Role)+len(d.Message)+len(d.Detail)+len(d.Hint))
+		for _, r := range d.Reasons {
+			n += 200 + int64(len(r.Table)+len(r.Column)+len(r.Label)+len(r.Func)+len(r.Setting)+len(r.Rule)+len(r.Detail))
+		}
+	}
+	return n
+}
+
+func statementSize(st *Statement) int64 {
+	if st == nil {
+		return 0
+	}
+	n := int64(320 + len(st.Command) + len(st.PrepareName) + len(st.ExecuteName))
+	for _, t := range st.Tables {
+		n += 80 + int64(len(t.Rel.Schema)+len(t.Rel.Name)+len(t.Via.Schema)+len(t.Via.Name))
+	}
+	for _, c := range st.Columns {
+		n += 96 + int64(len(c.Rel.Schema)+len(c.Rel.Name)+len(c.Column)+len(c.Via.Schema)+len(c.Via.Name))
+	}
+	for _, f := range st.Functions {
+		n += 32 + int64(len(f.Schema)+len(f.Name))
+	}
+	for _, s := range st.Settings {
+		n += 48 + int64(len(s.Name)+len(s.Value))
+	}
+	for _, p := range st.Problems {
+		n += 128 + int64(len(p.Detail)+len(p.Column)+len(p.Func)+len(p.Setting))
+	}
+	for _, d := range st.Deallocate {
+		n += 16 + int64(len(d))
+	}
+	return n + statementSize(st.Prepared) + statementSize(st.Explained)
+}

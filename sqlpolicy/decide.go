@@ -1,0 +1,683 @@
+package sqlpolicy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/keyholedb/keyhole/catalog"
+)
+
+// Rule names that are not paths into the policy file.
+const (
+	RuleDefaultDeny  = "default-deny"
+	RuleUnknownAgent = "agents"
+	RuleNoDataAccess = "no-data-access" // statement touches no relation, column or non-built-in function
+	RuleScope        = "token-scope"
+	RuleInvalidLabel = "catalog.invalid_label"
+)
+
+// Decide decides a whole text's Access for a principal. It is deny by
+// default: every statement must pass (the first failing statement decides)
+// and anything not allowed by a rule is denied. cat supplies comment labels,
+// built-in functions and system relations; it may be nil (then only the
+// policy's own labels apply and only pg_catalog functions count as built in).
+func (p *Policy) Decide(pr Principal, a *Access, cat *catalog.Catalog) *Decision {
+	d := &Decision{Agent: pr.Agent}
+	role := p.Role(pr.Agent)
+	if role == nil {
+		d.Effect = Deny
+		d.Rule = RuleUnknownAgent
+		d.Reasons = []Reason{{Code: ReasonUnknownAgent, Rule: RuleUnknownAgent,
+			Detail: fmt.Sprintf("agent %q is not in the policy", pr.Agent)}}
+		render(d, nil, nil, cat)
+		return d
+	}
+	d.Role = role.Name
+	d.MaxRows = role.MaxRows
+	dc := &decider{p: p, role: role, cat: cat, scope: pr.Scope}
+	if a == nil {
+		d.Effect = Deny
+		d.Rule = RuleDefaultDeny
+		d.Reasons = []Reason{{Code: ReasonProblem, Problem: ProblemUnsupported, Rule: RuleDefaultDeny, Detail: "no analysis"}}
+		render(d, p, role, cat)
+		return d
+	}
+	var allowed []string
+	for i := range a.Statements {
+		rules, reasons := dc.statement(&a.Statements[i], 0)
+		if len(reasons) > 0 {
+			d.Effect = Deny
+			d.Reasons = reasons
+			d.Rule = reasons[0].Rule
+			render(d, p, role, cat)
+			return d
+		}
+		allowed = rules
+	}
+	// A text with no statements (empty, or only comments: pgx's Ping sends
+	// "-- ping") runs nothing upstream.
+	if len(allowed) == 0 {
+		allowed = []string{RuleNoDataAccess}
+	}
+	d.Effect = Allow
+	d.Rule = strings.Join(allowed, ",")
+	for _, r := range allowed {
+		d.Reasons = append(d.Reasons, Reason{Code: ReasonAllowedByRule, Rule: r})
+	}
+	return d
+}
+
+type decider struct {
+	p     *Policy
+	role  *Role
+	cat   *catalog.Catalog
+	scope []Grant
+}
+
+// maxNesting bounds PREPARE/EXPLAIN/EXECUTE nesting; the analyzer cannot
+// produce more than a couple of levels, so deeper is treated as malformed.
+const maxNesting = 8
+
+// check accumulates the outcome of one statement.
+type check struct {
+	rules   []string
+	reasons []Reason
+	// deniedTables are relations already refused at table level, so their
+	// columns add no more reasons.
+	deniedTables []Rel
+}
+
+func (c *check) allow(rule string) {
+	if !slices.Contains(c.rules, rule) {
+		c.rules = append(c.rules, rule)
+	}
+}
+
+func (c *check) deny(r Reason) {
+	if r.Rule == "" {
+		r.Rule = RuleDefaultDeny
+	}
+	if !slices.Contains(c.reasons, r) {
+		c.reasons = append(c.reasons, r)
+	}
+}
+
+func (dc *decider) statement(st *Statement, depth int) ([]string, []Reason) {
+	c := &check{}
+	if depth > maxNesting {
+		c.deny(Reason{Code: ReasonProblem, Problem: ProblemTooComplex, Detail: "statement nesting too deep"})
+		return nil, c.reasons
+	}
+	dc.problems(c, st)
+	dc.settings(c, st)
+	switch st.Verb {
+	case VerbPrepare, VerbExecute, VerbExplain:
+		// The inner statement is decided as if it ran directly (EXECUTE
+		// runs it; the prepared text of PREPARE runs on a later EXECUTE,
+		// which the analyzer resolves through the session). The outer
+		// statement's own access (EXECUTE's parameter expressions can read
+		// tables and call functions) is decided as well.
+		dc.tables(c, st)
+		dc.columns(c, st)
+		dc.functions(c, st)
+		inner := st.Prepared
+		what := "prepared statement"
+		if st.Verb == VerbExplain {
+			inner = st.Explained
+			what = "explained statement"
+		}
+		if inner == nil {
+			if len(c.reasons) == 0 {
+				c.deny(Reason{Code: ReasonProblem, Problem: ProblemUnsupported, Detail: "no analysis of the " + what})
+			}
+			return nil, c.reasons
+		}
+		if len(c.reasons) > 0 {
+			return nil, c.reasons
+		}
+		rules, reasons := dc.statement(inner, depth+1)
+		// The inner statement's reasons come first: dropping EXPLAIN would
+		// not make a denied statement pass.
+		if st.Verb == VerbExplain && !dc.role.Explain {
+			reasons = append(reasons, Reason{Code: ReasonNoRule, Verb: VerbExplain,
+				Rule: "roles." + dc.role.Name + ".explain", Detail: "EXPLAIN is not enabled for this role"})
+		}
+		if len(reasons) > 0 {
+			return nil, reasons
+		}
+		for _, r := range rules {
+			if r != RuleNoDataAccess || len(c.rules) == 0 {
+				c.allow(r)
+			}
+		}
+		return c.rules, nil
+	case VerbDo:
+		c.deny(Reason{Code: ReasonNoRule, Verb: VerbDo, Detail: "DO blocks run code the proxy cannot inspect"})
+		return nil, c.reasons
+	case VerbSelect, VerbInsert, VerbUpdate, VerbDelete, VerbMerge, VerbCopy, VerbDDL, VerbLock, VerbCall,
+		VerbSet, VerbTransaction, VerbDeallocate, VerbUtility:
+	default:
+		if len(c.reasons) == 0 {
+			c.deny(Reason{Code: ReasonProblem, Problem: ProblemUnsupported, Verb: st.Verb,
+				Detail: fmt.Sprintf("statement kind %q is not modelled", st.Verb)})
+		}
+		return nil, c.reasons
+	}
+	dc.tables(c, st)
+	dc.columns(c, st)
+	dc.functions(c, st)
+	switch st.Verb {
+	case VerbDDL, VerbLock:
+		if len(st.Tables) == 0 {
+			c.deny(Reason{Code: ReasonNoRule, Verb: st.Verb,
+				Detail: fmt.Sprintf("%s names no relation a grant could cover", commandOf(st))})
+		}
+	}
+	if len(c.reasons) > 0 {
+		return nil, c.reasons
+	}
+	if len(c.rules) == 0 {
+		c.allow(RuleNoDataAccess)
+	}
+	return c.rules, nil
+}
+
+func commandOf(st *Statement) string {
+	if st.Command != "" {
+		return st.Command
+	}
+	return strings.ToUpper(string(st.Verb))
+}
+
+// problems denies every analyzer Problem except the two a rule can allow:
+// a session change the role's settings list names, and row locking on a
+// relation a lock grant covers.
+func (dc *decider) problems(c *check, st *Statement) {
+	for _, pr := range st.Problems {
+		switch pr.Code {
+		case ProblemSessionChange:
+			if pr.Setting != "" && slices.Contains(dc.role.Settings, pr.Setting) {
+				c.allow(fmt.Sprintf("roles.%s.settings[%s]", dc.role.Name, pr.Setting))
+				continue
+			}
+			if pr.Setting != "" {
+				c.deny(Reason{Code: ReasonSettingDenied, Setting: pr.Setting, Problem: pr.Code, Detail: pr.Detail})
+				continue
+			}
+		case ProblemLocking:
+			if pr.Rel.Name != "" {
+				if rule, ok := dc.grant(VerbLock, pr.Rel); ok {
+					if dc.scope != nil && !scopeCovers(dc.scope, VerbLock, pr.Rel) {
+						c.deny(Reason{Code: ReasonScopeDenied, Verb: VerbLock, Table: pr.Rel.String(), Rule: RuleScope})
+						continue
+					}
+					c.allow(rule)
+					continue
+				}
+			}
+		}
+		c.deny(Reason{Code: ReasonProblem, Problem: pr.Code, Detail: pr.Detail, Table: relString(pr.Rel),
+			Column: pr.Column, Func: pr.Func, Setting: pr.Setting})
+	}
+}
+
+// guardedSettings change the session's identity or how later text is
+// lexed or resolved. The analyzer reports changes to them as
+// ProblemSessionChange; the engine checks them again so that a change the
+// analyzer let through without a Problem is still denied unless the role
+// lists the setting. Resetting one to its default is harmless (the login's
+// value, which the catalog was read with), except for the identity
+// settings: RESET ROLE / SESSION AUTHORIZATION are refused like SET.
+var guardedSettings = map[string]bool{
+	"role":                        true,
+	"session_authorization":       true,
+	"search_path":                 true,
+	"standard_conforming_strings": true,
+	"backslash_quote":             true,
+	"client_encoding":             true,
+}
+
+// harmlessValue reports the values of guarded settings that keep lexing as
+// the parser assumes: standard_conforming_strings on, a UTF8 client
+// encoding (multibyte encodings such as SJIS, BIG5 and GBK can hide a
+// backslash or quote in a trailing byte).
+func harmlessValue(name, value string) bool {
+	v := strings.ToLower(strings.TrimSpace(value))
+	switch name {
+	case "standard_conforming_strings":
+		return v == "on" || v == "true" || v == "yes" || v == "1"
+	case "client_encoding":
+		v = strings.NewReplacer("-", "", "_", "").Replace(v)
+		return v == "utf8" || v == "unicode"
+	}
+	return false
+}
+
+// settings denies guarded settings changed without a Problem; other
+// settings (statement_timeout, timezone ...) need no rule.
+func (dc *decider) settings(c *check, st *Statement) {
+	for _, set := range st.Settings {
+		if set.Show || !guardedSettings[set.Name] {
+			continue
+		}
+		if set.Reset && set.Name != "role" && set.Name != "session_authorization" {
+			continue
+		}
+		if harmlessValue(set.Name, set.Value) {
+			continue
+		}
+		if slices.ContainsFunc(st.Problems, func(p Problem) bool {
+			return p.Code == ProblemSessionChange && p.Setting == set.Name
+		}) {
+			continue // decided in problems
+		}
+		if slices.Contains(dc.role.Settings, set.Name) {
+			c.allow(fmt.Sprintf("roles.%s.settings[%s]", dc.role.Name, set.Name))
+			continue
+		}
+		c.deny(Reason{Code: ReasonSettingDenied, Setting: set.Name,
+			Detail: set.Name + " changes the session's identity or how SQL is read"})
+	}
+}
+
+func relString(r Rel) string {
+	if r.Name == "" {
+		return ""
+	}
+	return r.String()
+}
+
+// isSystem reports whether rel is a system catalog relation (pg_catalog or
+// information_schema). Data-bearing catalogs (pg_statistic, pg_authid) come
+// from the analyzer as ProblemDataCatalog, which always denies.
+func (dc *decider) isSystem(rel Rel) bool {
+	if rel.Schema == "pg_catalog" || rel.Schema == "information_schema" {
+		return true
+	}
+	if r := dc.cat.Relation(rel.Schema, rel.Name); r != nil {
+		return r.System
+	}
+	return false
+}
+
+// isWriteVerb reports whether v is a DML verb that writes.
+func isWriteVerb(v Verb) bool {
+	return v == VerbInsert || v == VerbUpdate || v == VerbDelete || v == VerbMerge
+}
+
+// CommandUpsert is the Command analyzers give INSERT ... ON CONFLICT DO
+// UPDATE (see isUpsert).
+const CommandUpsert = "INSERT ... ON CONFLICT DO UPDATE"
+
+// upsertColumnsDetail explains column denials of upserts: the Access does
+// not say which written columns are inserted and which are SET, so each
+// must be allowed by both the insert and the update grant.
+const upsertColumnsDetail = "in INSERT ... ON CONFLICT DO UPDATE every written column needs both the insert and the update grant"
+
+// isUpsert reports an INSERT that may also update existing rows (Postgres
+// INSERT ... ON CONFLICT DO UPDATE, MySQL ON DUPLICATE KEY UPDATE). The
+// statement has one Verb, insert; analyzers mark the update half in the
+// Command ("INSERT ... ON CONFLICT DO UPDATE"), and its writes then need
+// both insert and update grants.
+func isUpsert(st *Statement) bool {
+	// Plain INSERT's Command is "INSERT"; any mention of UPDATE marks the
+	// upsert (CommandUpsert, or a dialect's own spelling).
+	return st.Verb == VerbInsert && strings.Contains(strings.ToUpper(st.Command), "UPDATE")
+}
+
+// need returns the grant verbs that may cover access of mode m to rel in
+// st: any one of anyOf, or (for writes whose kind the verb does not tell)
+// every one of allOf.
+func (dc *decider) need(st *Statement, rel Rel, m Mode) (anyOf []Verb, allOf []Verb) {
+	if m == Read {
+		switch {
+		case st.Verb == VerbCopy:
+			return []Verb{VerbSelect, VerbCopy}, nil
+		case st.Verb == VerbLock:
+			return []Verb{VerbLock}, nil
+		}
+		// Every read needs select, also a read of the write target in
+		// WHERE, SET a = a + 1, ON CONFLICT or RETURNING: a predicate
+		// leaks by inference (the row count of UPDATE ... WHERE salary >
+		// 100000), and it is what Postgres itself asks, so the grants
+		// creds derives from the policy agree with the decision.
+		return []Verb{VerbSelect}, nil
+	}
+	if r := dc.cat.Relation(rel.Schema, rel.Name); r != nil && r.Kind == catalog.KindSequence {
+		// nextval/setval advance a sequence: Postgres asks UPDATE on it.
+		return []Verb{VerbUpdate}, nil
+	}
+	switch {
+	case isUpsert(st):
+		return nil, []Verb{VerbInsert, VerbUpdate}
+	case isWriteVerb(st.Verb):
+		return []Verb{st.Verb}, nil
+	case st.Verb == VerbCopy:
+		return []Verb{VerbInsert, VerbCopy}, nil
+	case st.Verb == VerbLock:
+		return []Verb{VerbLock}, nil
+	case st.Verb == VerbDDL || st.Verb == VerbUtility:
+		return []Verb{VerbDDL}, nil
+	}
+	// A write inside a statement whose verb is not a write (a data-modifying
+	// CTE under SELECT): the verb does not say whether it inserts, updates
+	// or deletes, so all three must be granted.
+	return nil, []Verb{VerbInsert, VerbUpdate, VerbDelete}
+}
+
+// grant returns the first rule of the role granting verb on rel.
+func (dc *decider) grant(v Verb, rel Rel) (string, bool) {
+	for i := range dc.role.Allow {
+		r := &dc.role.Allow[i]
+		if r.Verb != v {
+			continue
+		}
+		for _, t := range r.Tables {
+			if matchRelPattern(t.Pattern, rel) {
+				return r.Name, true
+			}
+		}
+	}
+	return "", false
+}
+
+// cover returns the rule covering (anyOf, allOf) on rel.
+func (dc *decider) cover(anyOf, allOf []Verb, rel Rel) (string, bool) {
+	for _, v := range anyOf {
+		if rule, ok := dc.grant(v, rel); ok {
+			return rule, true
+		}
+	}
+	if len(allOf) == 0 {
+		return "", false
+	}
+	var rules []string
+	for _, v := range allOf {
+		rule, ok := dc.grant(v, rel)
+		if !ok {
+			return "", false
+		}
+		rules = append(rules, rule)
+	}
+	return strings.Join(rules, ","), true
+}
+
+// matchRelPattern matches "schema.name" or "schema.*" against rel without
+// allocating.
+func matchRelPattern(pattern string, rel Rel) bool {
+	schema, name, ok := strings.Cut(pattern, ".")
+	if !ok || schema != rel.Schema {
+		return false
+	}
+	return name == "*" || name == rel.Name
+}
+
+func scopeCovers(scope []Grant, v Verb, rel Rel) bool {
+	for _, g := range scope {
+		if g.Verb != v {
+			continue
+		}
+		for _, t := range g.Tables {
+			if matchRelPattern(t, rel) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func scopeCoversAny(scope []Grant, anyOf, allOf []Verb, rel Rel) bool {
+	for _, v := range anyOf {
+		if scopeCovers(scope, v, rel) {
+			return true
+		}
+	}
+	if len(allOf) == 0 {
+		return false
+	}
+	for _, v := range allOf {
+		if !scopeCovers(scope, v, rel) {
+			return false
+		}
+	}
+	return true
+}
+
+func (dc *decider) tables(c *check, st *Statement) {
+	for _, t := range st.Tables {
+		anyOf, allOf := dc.need(st, t.Rel, t.Mode)
+		dc.relationLabels(c, t.Rel, reasonVerb(anyOf))
+		if t.Via != (Rel{}) {
+			// Reached through a view the statement names: the view's
+			// grant decides; labels still apply (checked above and per
+			// column).
+			continue
+		}
+		if t.Mode == Read && dc.isSystem(t.Rel) {
+			if dc.role.Catalog {
+				c.allow("roles." + dc.role.Name + ".catalog")
+				continue
+			}
+		}
+		rule, ok := dc.cover(anyOf, allOf, t.Rel)
+		if !ok {
+			v := dc.deniedVerb(st, anyOf, allOf, t.Rel)
+			if st.Verb == VerbCopy {
+				v = VerbCopy
+			}
+			c.deny(Reason{Code: ReasonNoRule, Verb: v, Table: t.Rel.String(),
+				Detail: fmt.Sprintf("no grant of %s on %s", verbList(anyOf, allOf), t.Rel)})
+			c.deniedTables = append(c.deniedTables, t.Rel)
+			continue
+		}
+		if dc.scope != nil && !scopeCoversAny(dc.scope, anyOf, allOf, t.Rel) {
+			c.deny(Reason{Code: ReasonScopeDenied, Verb: reasonVerb(anyOf), Table: t.Rel.String(), Rule: RuleScope,
+				Detail: fmt.Sprintf("the token scope grants no %s on %s", verbList(anyOf, allOf), t.Rel)})
+			c.deniedTables = append(c.deniedTables, t.Rel)
+			continue
+		}
+		c.allow(rule)
+	}
+}
+
+func verbList(anyOf, allOf []Verb) string {
+	if len(anyOf) > 0 {
+		return joinVerbs(anyOf, " or ")
+	}
+	return joinVerbs(allOf, " and ")
+}
+
+func joinVerbs(vs []Verb, sep string) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = string(v)
+	}
+	return strings.Join(parts, sep)
+}
+
+// denyPattern returns the first deny pattern of the role matching label,
+// and the rule naming it. Every role implicitly denies
+// catalog.InvalidLabel: a comment with a malformed label fails closed.
+func (dc *decider) denyPattern(label string) (string, bool) {
+	for _, pat := range dc.role.DenyLabels {
+		if catalog.MatchLabel(pat, label) {
+			return fmt.Sprintf("roles.%s.deny_labels[%s]", dc.role.Name, pat), true
+		}
+	}
+	if label == catalog.InvalidLabel {
+		return RuleInvalidLabel, true
+	}
+	return "", false
+}
+
+// relationLabels denies any access to a relation labelled, as a whole, with
+// a label the role denies (even count(*), which reads no column).
+func (dc *decider) relationLabels(c *check, rel Rel, v Verb) {
+	for _, l := range dc.p.ColumnLabels(dc.cat, rel, "") {
+		if rule, ok := dc.denyPattern(l); ok {
+			c.deny(Reason{Code: ReasonLabelDenied, Verb: v, Table: rel.String(), Label: l, Rule: rule})
+			return
+		}
+	}
+}
+
+// deniedVerb is the verb a no_rule Reason names: the first verb that
+// could have covered the access, or, for an upsert, the grant it lacks.
+func (dc *decider) deniedVerb(st *Statement, anyOf, allOf []Verb, rel Rel) Verb {
+	if len(anyOf) == 0 && isUpsert(st) {
+		for _, v := range allOf {
+			if _, ok := dc.grant(v, rel); !ok {
+				return v
+			}
+		}
+	}
+	return reasonVerb(anyOf)
+}
+
+// reasonVerb is the verb a Reason names: the first grant verb that could
+// have covered the access (select for reads, the statement's write verb
+// for writes), or empty for a write whose kind the statement does not tell
+// (a data-modifying CTE under SELECT).
+func reasonVerb(anyOf []Verb) Verb {
+	if len(anyOf) > 0 {
+		return anyOf[0]
+	}
+	return ""
+}
+
+func (dc *decider) columns(c *check, st *Statement) {
+	for _, col := range st.Columns {
+		anyOf, allOf := dc.need(st, col.Rel, col.Mode)
+		// Labels apply to every column read or written, however reached:
+		// writing a column the role may not read would overwrite protected
+		// data and can reveal it through constraint errors.
+		labelled := false
+		for _, l := range dc.p.ColumnLabels(dc.cat, col.Rel, col.Column) {
+			if rule, ok := dc.denyPattern(l); ok {
+				c.deny(Reason{Code: ReasonLabelDenied, Verb: reasonVerb(anyOf), Table: col.Rel.String(),
+					Column: col.Column, Label: l, Rule: rule})
+				labelled = true
+				break
+			}
+		}
+		if labelled || col.Via != (Rel{}) || slices.Contains(c.deniedTables, col.Rel) {
+			continue
+		}
+		if col.Mode == Read && dc.isSystem(col.Rel) && dc.role.Catalog {
+			continue
+		}
+		if ok, rule, v := dc.columnAllowed(anyOf, allOf, col); !ok {
+			if rule == "" {
+				// The analyzer listed a column of a relation it did not
+				// list in Tables: decide at table level.
+				c.deny(Reason{Code: ReasonNoRule, Verb: dc.deniedVerb(st, anyOf, allOf, col.Rel), Table: col.Rel.String(),
+					Detail: fmt.Sprintf("no grant of %s on %s", verbList(anyOf, allOf), col.Rel)})
+				c.deniedTables = append(c.deniedTables, col.Rel)
+				continue
+			}
+			r := Reason{Code: ReasonColumnNotAllowed, Verb: v, Table: col.Rel.String(), Column: col.Column, Rule: rule}
+			if isUpsert(st) && col.Mode == Write {
+				r.Detail = upsertColumnsDetail
+			}
+			c.deny(r)
+			continue
+		}
+		if dc.scope != nil && !scopeCoversAny(dc.scope, anyOf, allOf, col.Rel) {
+			c.deny(Reason{Code: ReasonScopeDenied, Verb: reasonVerb(anyOf), Table: col.Rel.String(), Rule: RuleScope})
+			c.deniedTables = append(c.deniedTables, col.Rel)
+		}
+	}
+}
+
+// columnAllowed reports whether some grant covering the column's relation
+// lets it use the column. rule is the (first) covering rule, empty when no
+// grant covers the relation at all; verb is the verb whose grant fell
+// short.
+func (dc *decider) columnAllowed(anyOf, allOf []Verb, col ColumnRef) (ok bool, rule string, verb Verb) {
+	// try reports whether v's grants allow the column, and the first rule
+	// of v covering the relation at all.
+	try := func(v Verb) (bool, string) {
+		first := ""
+		for i := range dc.role.Allow {
+			r := &dc.role.Allow[i]
+			if r.Verb != v {
+				continue
+			}
+			for _, t := range r.Tables {
+				if !matchRelPattern(t.Pattern, col.Rel) {
+					continue
+				}
+				if first == "" {
+					first = r.Name
+				}
+				if t.Columns == nil || slices.Contains(t.Columns, col.Column) {
+					return true, first
+				}
+			}
+		}
+		return false, first
+	}
+	if len(anyOf) > 0 {
+		verb = anyOf[0]
+		for _, v := range anyOf {
+			ok, r := try(v)
+			if ok {
+				return true, "", ""
+			}
+			if rule == "" && r != "" {
+				rule, verb = r, v
+			}
+		}
+		return false, rule, verb
+	}
+	for _, v := range allOf {
+		if ok, r := try(v); !ok {
+			return false, r, v
+		}
+	}
+	return true, "", ""
+}
+
+// isBuiltin reports whether f comes with the server.
+func (dc *decider) isBuiltin(f FuncRef) bool {
+	if fn := dc.cat.Function(f.Schema, f.Name); fn != nil {
+		return fn.Builtin
+	}
+	// Without a catalog only pg_catalog counts; with one, a function the
+	// catalog does not know is not built in.
+	return dc.cat == nil && f.Schema == "pg_catalog"
+}
+
+func (dc *decider) functions(c *check, st *Statement) {
+	called := false
+	for _, f := range st.Functions {
+		if st.Verb == VerbCall && f.Schema != "" {
+			if rule, ok := dc.grant(VerbCall, Rel{Schema: f.Schema, Name: f.Name}); ok {
+				if dc.scope != nil && !scopeCovers(dc.scope, VerbCall, Rel{Schema: f.Schema, Name: f.Name}) {
+					c.deny(Reason{Code: ReasonScopeDenied, Verb: VerbCall, Func: f.String(), Rule: RuleScope})
+					continue
+				}
+				c.allow(rule)
+				called = true
+				continue
+			}
+		}
+		if f.Schema != "" && dc.isBuiltin(f) {
+			continue
+		}
+		if f.Schema != "" {
+			if i := slices.IndexFunc(dc.role.Functions, func(p string) bool {
+				return matchRelPattern(p, Rel{Schema: f.Schema, Name: f.Name})
+			}); i >= 0 {
+				c.allow(fmt.Sprintf("roles.%s.functions[%s]", dc.role.Name, dc.role.Functions[i]))
+				continue
+			}
+		}
+		c.deny(Reason{Code: ReasonFunctionDenied, Func: f.String(),
+			Detail: fmt.Sprintf("%s is not built in and not listed under the role's functions", f)})
+	}
+	if st.Verb == VerbCall && !called {
+		c.deny(Reason{Code: ReasonNoRule, Verb: VerbCall, Detail: "no call grant covers the procedure"})
+	}
+}

@@ -1,0 +1,23 @@
+// Package sqlpolicy decides, per statement, whether an agent may run SQL.
+//
+// The model has four steps:
+//
+//  1. Analyze: a dialect Analyzer (sqlpolicy/pganalyze for Postgres) parses
+//     the text into an AST and reports an Access: per statement the verb,
+//     every relation and column read or written (through views, CTEs,
+//     subqueries, `*`), every function called, every setting changed, and
+//     a Problem for anything it could not or would not model.
+//  2. Access is dialect-neutral; a Policy (LoadPolicyFile, ParsePolicy;
+//     format in docs/policy.md) maps agents to roles, roles to grants of
+//     verbs on relations and columns, and denies label patterns
+//     (pii.*, secret) on columns labelled in the policy or in column
+//     comments.
+//  3. Decide is deny by default and fails closed: every statement of a text
+//     must be allowed by a rule, any Problem denies unless a rule names it,
+//     and a denied label beats any grant.
+//  4. The Decision names the deciding rule, structured Reasons, and the
+//     wire texts (message, detail, and a hint an LLM agent can act on).
+//
+// Engine ties the steps together for the proxies (Decider), with a
+// byte-bounded decision cache; Holder swaps engines on policy reload.
+package sqlpolicy

@@ -1,0 +1,276 @@
+package sqlpolicy
+
+import (
+	"fmt"
+	"hash/fnv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/keyholedb/keyhole/catalog"
+)
+
+// DefaultCacheBytes is the decision cache budget when EngineOptions leaves
+// CacheBytes zero.
+const DefaultCacheBytes = 32 << 20
+
+// EngineOptions tunes an Engine. The zero value is the documented default.
+type EngineOptions struct {
+	// CacheBytes bounds the decision cache (approximate bytes of texts,
+	// analyses and decisions held). 0 means DefaultCacheBytes; negative
+	// disables the cache, so every Check parses and decides.
+	CacheBytes int64
+}
+
+// CacheStats are the decision cache's counters.
+type CacheStats struct {
+	Hits, Misses, Evictions uint64
+	Entries                 int
+	Bytes                   int64
+}
+
+// Engine decides texts for one policy, catalog and analyzer. It implements
+// Decider and is safe for concurrent use. A policy change builds a new
+// Engine (with a new, empty cache) and swaps it into a Holder.
+type Engine struct {
+	policy *Policy
+	cat    *catalog.Catalog
+	an     Analyzer
+	cache  *cache // nil when disabled
+}
+
+var _ Decider = (*Engine)(nil)
+
+// NewEngine builds an Engine. The policy should have been loaded against
+// the same catalog the analyzer resolves names with.
+func NewEngine(p *Policy, cat *catalog.Catalog, a Analyzer, opts EngineOptions) *Engine {
+	e := &Engine{policy: p, cat: cat, an: a}
+	switch {
+	case opts.CacheBytes == 0:
+		e.cache = newCache(DefaultCacheBytes)
+	case opts.CacheBytes > 0:
+		e.cache = newCache(opts.CacheBytes)
+	}
+	return e
+}
+
+// Policy returns the engine's policy.
+func (e *Engine) Policy() *Policy { return e.policy }
+
+// Catalog returns the engine's catalog.
+func (e *Engine) Catalog() *catalog.Catalog { return e.cat }
+
+// CacheStats returns the decision cache counters (zero when disabled).
+func (e *Engine) CacheStats() CacheStats {
+	if e.cache == nil {
+		return CacheStats{}
+	}
+	return e.cache.stats()
+}
+
+// Role implements Decider.
+func (e *Engine) Role(agent string) (role, upstream string, ok bool) {
+	r := e.policy.Role(agent)
+	if r == nil {
+		return "", "", false
+	}
+	return r.Name, r.Upstream, true
+}
+
+// Check implements Decider: it analyzes and decides sql for p in session s
+// (nil means a fresh session), answering from the decision cache when it
+// can. The returned values are shared; callers must not modify them.
+func (e *Engine) Check(p Principal, sql string, s *Session) (*Decision, *Access) {
+	gen := s.Generation()
+	c := e.cache
+	if c != nil {
+		if d, a, ok := c.get(kindExact, sql, gen, &p); ok {
+			return d, a
+		}
+	}
+	// Unknown agents are not cached: their sessions end, and caching would
+	// let arbitrary names fill the cache.
+	if c != nil && e.policy.Role(p.Agent) == nil {
+		c = nil
+	}
+	norm, normOK := "", false
+	if c != nil {
+		if n, err := e.normalize(sql); err == nil {
+			norm, normOK = n, true
+			if d, a, ok := c.get(kindNorm, norm, gen, &p); ok {
+				c.put(kindExact, sql, gen, &p, d, a, accessSize(a, d))
+				return d, a
+			}
+		}
+	}
+	d, a, ok := e.analyze(p, sql, s)
+	if !ok || c == nil {
+		return d, a
+	}
+	size := accessSize(a, d)
+	c.put(kindExact, sql, gen, &p, d, a, size)
+	if normOK && shareable(a) {
+		c.put(kindNorm, norm, gen, &p, d, a, size)
+	}
+	return d, a
+}
+
+// normalize calls the analyzer's Normalize; a panic counts as text that
+// does not normalize (it is then analyzed, and denied, on the full path).
+func (e *Engine) normalize(sql string) (n string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = "", fmt.Errorf("normalize: internal error: %v", r)
+		}
+	}()
+	return e.an.Normalize(sql)
+}
+
+// analyze is the uncached path. A panic in the analyzer or the decision
+// is a bug; it denies the text instead of taking the connection down, and
+// the result is not cached (ok false).
+func (e *Engine) analyze(p Principal, sql string, s *Session) (d *Decision, a *Access, ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			d = &Decision{Effect: Deny, Rule: RuleDefaultDeny, Agent: p.Agent,
+				Reasons: []Reason{{Code: ReasonProblem, Problem: ProblemUnsupported, Rule: RuleDefaultDeny,
+					Detail: "internal error while deciding the statement"}},
+				Message: msgPrefix + "internal error while deciding the statement",
+				Hint:    "keyhole could not decide this statement; rewrite it more simply."}
+			a, ok = &Access{}, false
+		}
+	}()
+	if s == nil {
+		s = &Session{}
+	}
+	a = e.an.Analyze(sql, s)
+	return e.policy.Decide(p, a, e.cat), a, true
+}
+
+// shareable reports whether an analysis may be reused for texts that
+// differ only in literals. Besides the analyzer's own LiteralSensitive
+// flag, statements that change settings are never shared: whether a SET is
+// harmless can hinge on its value (standard_conforming_strings = on / off),
+// and a missed flag must not turn one value's allow into another's.
+func shareable(a *Access) bool {
+	if a == nil || a.LiteralSensitive() {
+		return false
+	}
+	for i := range a.Statements {
+		if !statementShareable(&a.Statements[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func statementShareable(st *Statement) bool {
+	if st == nil {
+		return true
+	}
+	if st.LiteralSensitive || len(st.Settings) > 0 || st.Verb == VerbSet {
+		return false
+	}
+	for _, f := range st.Functions {
+		if (f.Schema == "pg_catalog" || f.Schema == "") && literalArgFuncs[f.Name] {
+			return false
+		}
+	}
+	return statementShareable(st.Prepared) && statementShareable(st.Explained)
+}
+
+// literalArgFuncs are built-in functions whose string argument names what
+// they touch (a setting, a relation, SQL text), so their analysis depends
+// on the literal. The analyzer marks such calls LiteralSensitive; the
+// cache checks again so that one missed flag cannot make an allowed
+// current_setting('timezone') answer for current_setting('data_directory').
+var literalArgFuncs = setOf(`
+	current_setting set_config nextval currval setval
+	to_regclass to_regnamespace to_regrole to_regproc to_regprocedure
+	to_regtype to_regoper to_regoperator to_regcollation
+	query_to_xml query_to_xmlschema query_to_xml_and_xmlschema
+	table_to_xml table_to_xmlschema table_to_xml_and_xmlschema
+	cursor_to_xml cursor_to_xmlschema ts_stat ts_rewrite
+	pg_get_viewdef pg_get_serial_sequence
+	pg_relation_size pg_table_size pg_total_relation_size pg_indexes_size
+	has_table_privilege has_column_privilege has_sequence_privilege
+	has_schema_privilege has_function_privilege has_database_privilege pg_has_role`)
+
+func setOf(words string) map[string]bool {
+	m := map[string]bool{}
+	for _, w := range strings.Fields(words) {
+		m[w] = true
+	}
+	return m
+}
+
+// Redact implements Decider: the text with literals replaced by
+// placeholders and a 64-bit FNV-1a fingerprint of that text in hex, stable
+// across processes. Text that does not parse is not echoed (it may hold a
+// secret in what was meant to be a literal).
+func (e *Engine) Redact(sql string) (text, fingerprint string) {
+	norm, err := e.normalize(sql)
+	if err != nil {
+		norm = fmt.Sprintf("<unparseable statement, %d bytes>", len(sql))
+		return norm, fingerprintOf("<unparseable>")
+	}
+	return norm, fingerprintOf(norm)
+}
+
+func fingerprintOf(s string) string {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(s))
+	return fmt.Sprintf("%016x", h.Sum64())
+}
+
+// Holder holds the current Engine and swaps it atomically on policy
+// reload; statements in flight finish on the engine they started with. It
+// implements Decider. An empty Holder denies everything.
+type Holder struct {
+	e atomic.Pointer[Engine]
+}
+
+var _ Decider = (*Holder)(nil)
+
+// NewHolder returns a Holder serving e.
+func NewHolder(e *Engine) *Holder {
+	h := &Holder{}
+	h.e.Store(e)
+	return h
+}
+
+// Swap installs e and returns the engine it replaces.
+func (h *Holder) Swap(e *Engine) *Engine { return h.e.Swap(e) }
+
+// Engine returns the current engine (nil before the first Swap of an empty
+// Holder).
+func (h *Holder) Engine() *Engine { return h.e.Load() }
+
+// Role implements Decider.
+func (h *Holder) Role(agent string) (string, string, bool) {
+	e := h.e.Load()
+	if e == nil {
+		return "", "", false
+	}
+	return e.Role(agent)
+}
+
+// Check implements Decider.
+func (h *Holder) Check(p Principal, sql string, s *Session) (*Decision, *Access) {
+	e := h.e.Load()
+	if e == nil {
+		d := &Decision{Effect: Deny, Rule: RuleDefaultDeny, Agent: p.Agent,
+			Reasons: []Reason{{Code: ReasonNoRule, Rule: RuleDefaultDeny, Detail: "no policy loaded"}},
+			Message: msgPrefix + "no policy is loaded", Hint: "keyhole has no policy loaded; retry later."}
+		return d, &Access{}
+	}
+	return e.Check(p, sql, s)
+}
+
+// Redact implements Decider.
+func (h *Holder) Redact(sql string) (string, string) {
+	e := h.e.Load()
+	if e == nil {
+		return fmt.Sprintf("<statement, %d bytes>", len(sql)), fingerprintOf("<unparseable>")
+	}
+	return e.Redact(sql)
+}
