@@ -74,11 +74,22 @@ BEGIN
 END
 $$;
 
+-- A procedure that writes orders: CALL must be granted explicitly.
+CREATE PROCEDURE public.touch_order(target integer)
+    LANGUAGE sql
+    AS $$ UPDATE public.orders SET status = status WHERE id = target $$;
+
 CREATE SCHEMA internal;
 CREATE TABLE internal.api_keys (
     id      integer PRIMARY KEY,
     owner   text NOT NULL,
     api_key text NOT NULL
+);
+-- Same name as public.orders: with internal first on the search path, an
+-- unqualified "orders" means this table.
+CREATE TABLE internal.orders (
+    id   integer PRIMARY KEY,
+    note text
 );
 
 INSERT INTO public.customers (id, name, email, ssn, phone, created_at) VALUES
@@ -109,5 +120,8 @@ INSERT INTO public.audit_log (actor, action, detail) VALUES
 
 INSERT INTO internal.api_keys (id, owner, api_key) VALUES
     (1, 'billing', 'ak_test_123');
+
+INSERT INTO internal.orders (id, note) VALUES
+    (1, 'shadow');
 
 REFRESH MATERIALIZED VIEW public.daily_revenue;
