@@ -1,0 +1,229 @@
+package pganalyze
+
+import (
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// ddlCommands names the DDL statements the analyzer recognises. Their
+// target relation (when they have one) is reported as a write; the rest of
+// their content is the DDL grant's business.
+var ddlCommands = map[string]string{
+	"CreateStmt": "CREATE TABLE", "AlterTableStmt": "ALTER TABLE", "DropStmt": "DROP",
+	"TruncateStmt": "TRUNCATE TABLE", "IndexStmt": "CREATE INDEX", "ViewStmt": "CREATE VIEW",
+	"RenameStmt": "ALTER", "AlterObjectSchemaStmt": "ALTER", "AlterOwnerStmt": "ALTER",
+	"CommentStmt": "COMMENT", "GrantStmt": "GRANT", "CreateSeqStmt": "CREATE SEQUENCE",
+	"AlterSeqStmt": "ALTER SEQUENCE", "CreateSchemaStmt": "CREATE SCHEMA",
+	"CreateDomainStmt": "CREATE DOMAIN", "AlterDomainStmt": "ALTER DOMAIN", "DefineStmt": "CREATE",
+	"CompositeTypeStmt": "CREATE TYPE", "CreateEnumStmt": "CREATE TYPE", "CreateRangeStmt": "CREATE TYPE",
+	"AlterEnumStmt": "ALTER TYPE", "CreateTrigStmt": "CREATE TRIGGER", "CreatePolicyStmt": "CREATE POLICY",
+	"AlterPolicyStmt": "ALTER POLICY", "RuleStmt": "CREATE RULE", "RefreshMatViewStmt": "REFRESH MATERIALIZED VIEW",
+	"ClusterStmt": "CLUSTER", "ReindexStmt": "REINDEX", "CreateStatsStmt": "CREATE STATISTICS",
+	"AlterStatsStmt": "ALTER STATISTICS", "CreatedbStmt": "CREATE DATABASE", "DropdbStmt": "DROP DATABASE",
+	"AlterDatabaseStmt": "ALTER DATABASE", "AlterDatabaseRefreshCollStmt": "ALTER DATABASE",
+	"AlterDefaultPrivilegesStmt": "ALTER DEFAULT PRIVILEGES", "AlterFunctionStmt": "ALTER FUNCTION",
+	"AlterTypeStmt": "ALTER TYPE", "AlterCollationStmt": "ALTER COLLATION",
+	"CreateOpClassStmt": "CREATE OPERATOR CLASS", "CreateOpFamilyStmt": "CREATE OPERATOR FAMILY",
+	"AlterOpFamilyStmt": "ALTER OPERATOR FAMILY", "AlterOperatorStmt": "ALTER OPERATOR",
+	"CreateCastStmt": "CREATE CAST", "CreateTransformStmt": "CREATE TRANSFORM",
+	"AlterTsdictionaryStmt": "ALTER TEXT SEARCH DICTIONARY", "AlterTsconfigurationStmt": "ALTER TEXT SEARCH CONFIGURATION",
+	"CreatePublicationStmt": "CREATE PUBLICATION", "AlterPublicationStmt": "ALTER PUBLICATION",
+	"DropOwnedStmt": "DROP OWNED", "ReassignOwnedStmt": "REASSIGN OWNED", "SecLabelStmt": "SECURITY LABEL",
+	"AlterObjectDependsStmt": "ALTER", "CreateForeignTableStmt": "CREATE FOREIGN TABLE",
+	"AlterTableMoveAllStmt": "ALTER TABLE", "CreateAmStmt": "CREATE ACCESS METHOD",
+	"ConstraintsSetStmt": "SET CONSTRAINTS", "CreateFunctionStmt": "CREATE FUNCTION",
+	"DropTableSpaceStmt": "DROP TABLESPACE", "AlterTableSpaceOptionsStmt": "ALTER TABLESPACE",
+	"DropSubscriptionStmt": "DROP SUBSCRIPTION", "DropUserMappingStmt": "DROP USER MAPPING",
+	"AlterFdwStmt": "ALTER FOREIGN DATA WRAPPER", "AlterForeignServerStmt": "ALTER SERVER",
+}
+
+// dangerousDDL run code outside the analyzer's view, change identities or
+// persistent settings, or reach outside the database.
+var dangerousDDL = map[string][2]string{
+	"LoadStmt":                   {"LOAD", "LOAD loads a shared library into the server"},
+	"AlterSystemStmt":            {"ALTER SYSTEM", "ALTER SYSTEM changes the server configuration"},
+	"CreateExtensionStmt":        {"CREATE EXTENSION", "CREATE EXTENSION runs extension scripts"},
+	"AlterExtensionStmt":         {"ALTER EXTENSION", "ALTER EXTENSION runs extension scripts"},
+	"AlterExtensionContentsStmt": {"ALTER EXTENSION", "ALTER EXTENSION changes extension membership"},
+	"CreatePlangStmt":            {"CREATE LANGUAGE", "CREATE LANGUAGE installs a procedural language"},
+	"CreateRoleStmt":             {"CREATE ROLE", "role management changes identities"},
+	"AlterRoleStmt":              {"ALTER ROLE", "role management changes identities"},
+	"AlterRoleSetStmt":           {"ALTER ROLE", "ALTER ROLE SET changes settings of later sessions"},
+	"DropRoleStmt":               {"DROP ROLE", "role management changes identities"},
+	"GrantRoleStmt":              {"GRANT ROLE", "role membership changes identities"},
+	"AlterDatabaseSetStmt":       {"ALTER DATABASE", "ALTER DATABASE SET changes settings of later sessions"},
+	"CreateSubscriptionStmt":     {"CREATE SUBSCRIPTION", "a subscription connects to another server"},
+	"AlterSubscriptionStmt":      {"ALTER SUBSCRIPTION", "a subscription connects to another server"},
+	"CreateFdwStmt":              {"CREATE FOREIGN DATA WRAPPER", "foreign data wrappers reach outside the database"},
+	"CreateForeignServerStmt":    {"CREATE SERVER", "foreign servers reach outside the database"},
+	"CreateUserMappingStmt":      {"CREATE USER MAPPING", "user mappings hold credentials"},
+	"AlterUserMappingStmt":       {"ALTER USER MAPPING", "user mappings hold credentials"},
+	"ImportForeignSchemaStmt":    {"IMPORT FOREIGN SCHEMA", "foreign schemas reach outside the database"},
+	"CreateEventTrigStmt":        {"CREATE EVENT TRIGGER", "event triggers run code on other sessions' DDL"},
+	"AlterEventTrigStmt":         {"ALTER EVENT TRIGGER", "event triggers run code on other sessions' DDL"},
+	"CreateTableSpaceStmt":       {"CREATE TABLESPACE", "tablespaces name server directories"},
+	"CreateConversionStmt":       {"CREATE CONVERSION", "encoding conversions change how text is read"},
+	"CheckPointStmt":             {"CHECKPOINT", "CHECKPOINT forces server-wide I/O"},
+}
+
+// trustedLanguages run without access to the server's files or processes.
+var trustedLanguages = map[string]bool{"sql": true, "plpgsql": true, "plperl": true, "pltcl": true, "plv8": true}
+
+// utility analyzes the statements that are neither queries nor DML.
+func (w *walker) utility(n *pg.Node) {
+	st := w.st
+	kind := nodeName(n.Node)
+	if d, ok := dangerousDDL[kind]; ok {
+		st.Verb, st.Command = sqlpolicy.VerbDDL, d[0]
+		if kind == "CheckPointStmt" {
+			st.Verb = sqlpolicy.VerbUtility
+		}
+		w.unsupported("%s", d[1])
+		return
+	}
+	if x, ok := n.Node.(*pg.Node_VacuumStmt); ok {
+		st.Verb, st.Command = sqlpolicy.VerbUtility, "VACUUM"
+		if !x.VacuumStmt.IsVacuumcmd {
+			st.Command = "ANALYZE"
+		}
+		for _, r := range x.VacuumStmt.Rels {
+			if vr := r.GetVacuumRelation(); vr != nil && vr.Relation != nil {
+				w.ddlTarget(vr.Relation)
+			}
+		}
+		return
+	}
+	cmd, ok := ddlCommands[kind]
+	if !ok {
+		st.Verb, st.Command = sqlpolicy.VerbUtility, strings.ToUpper(strings.TrimSuffix(kind, "Stmt"))
+		w.unsupported("statement %s is not modelled", kind)
+		return
+	}
+	st.Verb, st.Command = sqlpolicy.VerbDDL, cmd
+	switch x := n.Node.(type) {
+	case *pg.Node_CreateStmt:
+		w.ddlTarget(x.CreateStmt.Relation)
+		if x.CreateStmt.Relation.GetRelpersistence() == "t" {
+			st.Command = "CREATE TABLE"
+		}
+	case *pg.Node_CreateForeignTableStmt:
+		if x.CreateForeignTableStmt.BaseStmt != nil {
+			w.ddlTarget(x.CreateForeignTableStmt.BaseStmt.Relation)
+		}
+	case *pg.Node_AlterTableStmt:
+		w.ddlTarget(x.AlterTableStmt.Relation)
+	case *pg.Node_IndexStmt:
+		w.ddlTarget(x.IndexStmt.Relation)
+	case *pg.Node_ViewStmt:
+		w.ddlTarget(x.ViewStmt.View)
+	case *pg.Node_RenameStmt:
+		w.ddlTarget(x.RenameStmt.Relation)
+	case *pg.Node_AlterObjectSchemaStmt:
+		w.ddlTarget(x.AlterObjectSchemaStmt.Relation)
+	case *pg.Node_AlterOwnerStmt:
+		w.ddlTarget(x.AlterOwnerStmt.Relation)
+	case *pg.Node_CreateSeqStmt:
+		w.ddlTarget(x.CreateSeqStmt.Sequence)
+	case *pg.Node_AlterSeqStmt:
+		w.ddlTarget(x.AlterSeqStmt.Sequence)
+	case *pg.Node_CreateTrigStmt:
+		w.ddlTarget(x.CreateTrigStmt.Relation)
+	case *pg.Node_CreatePolicyStmt:
+		w.ddlTarget(x.CreatePolicyStmt.Table)
+	case *pg.Node_AlterPolicyStmt:
+		w.ddlTarget(x.AlterPolicyStmt.Table)
+	case *pg.Node_RuleStmt:
+		w.ddlTarget(x.RuleStmt.Relation)
+	case *pg.Node_RefreshMatViewStmt:
+		w.ddlTarget(x.RefreshMatViewStmt.Relation)
+	case *pg.Node_ClusterStmt:
+		w.ddlTarget(x.ClusterStmt.Relation)
+	case *pg.Node_ReindexStmt:
+		w.ddlTarget(x.ReindexStmt.Relation)
+	case *pg.Node_TruncateStmt:
+		for _, r := range x.TruncateStmt.Relations {
+			w.ddlTarget(r.GetRangeVar())
+		}
+	case *pg.Node_GrantStmt:
+		st.Command = "GRANT"
+		if !x.GrantStmt.IsGrant {
+			st.Command = "REVOKE"
+		}
+		if x.GrantStmt.Objtype == pg.ObjectType_OBJECT_TABLE || x.GrantStmt.Objtype == pg.ObjectType_OBJECT_SEQUENCE {
+			for _, o := range x.GrantStmt.Objects {
+				w.ddlTarget(o.GetRangeVar())
+			}
+		}
+	case *pg.Node_DropStmt:
+		st.Command = "DROP " + objectWord(x.DropStmt.RemoveType)
+		if isRelationObject(x.DropStmt.RemoveType) {
+			for _, o := range x.DropStmt.Objects {
+				w.ddlNamed(o.GetList())
+			}
+		}
+	case *pg.Node_CommentStmt:
+		if isRelationObject(x.CommentStmt.Objtype) {
+			w.ddlNamed(x.CommentStmt.Object.GetList())
+		} else if x.CommentStmt.Objtype == pg.ObjectType_OBJECT_COLUMN {
+			if l := x.CommentStmt.Object.GetList(); l != nil && len(l.Items) > 1 {
+				w.ddlNamed(&pg.List{Items: l.Items[:len(l.Items)-1]})
+			}
+		}
+	case *pg.Node_CreateFunctionStmt:
+		if x.CreateFunctionStmt.IsProcedure {
+			st.Command = "CREATE PROCEDURE"
+		}
+		lang := "sql"
+		for _, o := range x.CreateFunctionStmt.Options {
+			if de := o.GetDefElem(); de != nil && de.Defname == "language" {
+				if s, ok := strVal(de.Arg); ok {
+					lang = strings.ToLower(s)
+				}
+			}
+		}
+		if !trustedLanguages[lang] {
+			w.unsupported("functions in language %s run with the server's rights", lang)
+		}
+	}
+}
+
+func isRelationObject(t pg.ObjectType) bool {
+	switch t {
+	case pg.ObjectType_OBJECT_TABLE, pg.ObjectType_OBJECT_VIEW, pg.ObjectType_OBJECT_MATVIEW,
+		pg.ObjectType_OBJECT_FOREIGN_TABLE, pg.ObjectType_OBJECT_SEQUENCE:
+		return true
+	}
+	return false
+}
+
+func objectWord(t pg.ObjectType) string {
+	s := strings.TrimPrefix(t.String(), "OBJECT_")
+	return strings.ReplaceAll(s, "_", " ")
+}
+
+// ddlTarget reports the relation a DDL statement changes.
+func (w *walker) ddlTarget(rv *pg.RangeVar) {
+	if rv == nil {
+		return
+	}
+	w.table(sqlpolicy.TableRef{Rel: w.ddlRel(rv), Mode: sqlpolicy.Write})
+}
+
+// ddlNamed reports a relation named by a list of String nodes.
+func (w *walker) ddlNamed(l *pg.List) {
+	if l == nil {
+		return
+	}
+	parts := names(l.Items)
+	switch len(parts) {
+	case 1:
+		w.ddlTarget(&pg.RangeVar{Relname: parts[0]})
+	case 2:
+		w.ddlTarget(&pg.RangeVar{Schemaname: parts[0], Relname: parts[1]})
+	case 3:
+		w.ddlTarget(&pg.RangeVar{Catalogname: parts[0], Schemaname: parts[1], Relname: parts[2]})
+	}
+}

@@ -1,0 +1,19 @@
+// Package pganalyze is the Postgres analyzer: it parses SQL text with
+// pg_query (the Postgres parser itself, via libpg_query) and turns every
+// statement into a sqlpolicy.Statement — verb, tables and columns read or
+// written in any clause, functions called, session settings changed — by
+// resolving names through a catalog.Catalog the way Postgres would.
+//
+// Columns: every column a query names counts as read, in any clause and at
+// any nesting level, as Postgres's own column privileges do (an unused
+// column of a materialized CTE is still evaluated, so it can leak through
+// an error). Only views are more precise: a reference to a view column
+// reports that column and the base columns that flow into it (Via = the
+// view), plus every column the view's other clauses read.
+//
+// It fails closed: anything it cannot parse, resolve or does not model
+// comes back as a sqlpolicy.Problem, never as a silent omission. Input is
+// bounded by a cheap pre-scan before it reaches the C parser, whose
+// recursion can overflow the thread stack (a crash recover cannot catch)
+// on very long operator or join chains.
+package pganalyze

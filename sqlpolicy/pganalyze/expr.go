@@ -1,0 +1,234 @@
+package pganalyze
+
+import (
+	"fmt"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// expr walks an expression, adding the columns it reads to sk (nil: the
+// statement). Every node kind it does not know is a Problem.
+func (w *walker) expr(n *pg.Node, sc *scope, sk sink) {
+	if n == nil || n.Node == nil {
+		return
+	}
+	if !w.enter() {
+		return
+	}
+	defer w.leave()
+	switch x := n.Node.(type) {
+	case *pg.Node_ColumnRef:
+		w.columnRef(x.ColumnRef, sc, sk)
+	case *pg.Node_AConst, *pg.Node_ParamRef, *pg.Node_SqlvalueFunction, *pg.Node_SetToDefault,
+		*pg.Node_CurrentOfExpr, *pg.Node_Integer, *pg.Node_Float, *pg.Node_String_, *pg.Node_Boolean,
+		*pg.Node_BitString:
+	case *pg.Node_AExpr:
+		e := x.AExpr
+		w.operatorName(e.Name)
+		w.expr(e.Lexpr, sc, sk)
+		w.expr(e.Rexpr, sc, sk)
+	case *pg.Node_BoolExpr:
+		w.exprs(x.BoolExpr.Args, sc, sk)
+	case *pg.Node_NullTest:
+		w.expr(x.NullTest.Arg, sc, sk)
+	case *pg.Node_BooleanTest:
+		w.expr(x.BooleanTest.Arg, sc, sk)
+	case *pg.Node_TypeCast:
+		w.typeCast(x.TypeCast, sc, sk)
+	case *pg.Node_CollateClause:
+		w.expr(x.CollateClause.Arg, sc, sk)
+	case *pg.Node_FuncCall:
+		w.funcCall(x.FuncCall, sc, sk)
+	case *pg.Node_SubLink:
+		sl := x.SubLink
+		w.operatorName(sl.OperName)
+		w.expr(sl.Testexpr, sc, sk)
+		// Whatever the subquery returns feeds the expression; its other
+		// clauses are reported by query.
+		w.readShape(sk, w.query(sl.Subselect, sc))
+	case *pg.Node_CaseExpr:
+		c := x.CaseExpr
+		w.expr(c.Arg, sc, sk)
+		w.exprs(c.Args, sc, sk)
+		w.expr(c.Defresult, sc, sk)
+	case *pg.Node_CaseWhen:
+		w.expr(x.CaseWhen.Expr, sc, sk)
+		w.expr(x.CaseWhen.Result, sc, sk)
+	case *pg.Node_CoalesceExpr:
+		w.exprs(x.CoalesceExpr.Args, sc, sk)
+	case *pg.Node_MinMaxExpr:
+		w.exprs(x.MinMaxExpr.Args, sc, sk)
+	case *pg.Node_AArrayExpr:
+		w.exprs(x.AArrayExpr.Elements, sc, sk)
+	case *pg.Node_RowExpr:
+		w.exprs(x.RowExpr.Args, sc, sk)
+	case *pg.Node_AIndirection:
+		w.indirection(x.AIndirection, sc, sk)
+	case *pg.Node_AIndices:
+		w.expr(x.AIndices.Lidx, sc, sk)
+		w.expr(x.AIndices.Uidx, sc, sk)
+	case *pg.Node_List:
+		w.exprs(x.List.Items, sc, sk)
+	case *pg.Node_NamedArgExpr:
+		w.expr(x.NamedArgExpr.Arg, sc, sk)
+	case *pg.Node_XmlExpr:
+		w.exprs(x.XmlExpr.NamedArgs, sc, sk)
+		w.exprs(x.XmlExpr.Args, sc, sk)
+	case *pg.Node_XmlSerialize:
+		w.expr(x.XmlSerialize.Expr, sc, sk)
+	case *pg.Node_GroupingFunc:
+		w.exprs(x.GroupingFunc.Args, sc, sk)
+	case *pg.Node_MultiAssignRef:
+		w.expr(x.MultiAssignRef.Source, sc, sk)
+	case *pg.Node_ResTarget:
+		// XMLELEMENT/XMLFOREST attributes.
+		w.expr(x.ResTarget.Val, sc, sk)
+	case *pg.Node_SortBy:
+		w.operatorName(x.SortBy.UseOp)
+		w.expr(x.SortBy.Node, sc, sk)
+	default:
+		w.unsupported("expression of kind %s", nodeName(n.Node))
+	}
+}
+
+func (w *walker) exprs(ns []*pg.Node, sc *scope, sk sink) {
+	for _, n := range ns {
+		w.expr(n, sc, sk)
+	}
+}
+
+// operatorName refuses OPERATOR(schema.op) outside pg_catalog: a user
+// operator runs a user function the analyzer cannot see.
+func (w *walker) operatorName(ns []*pg.Node) {
+	if len(ns) < 2 {
+		return
+	}
+	if s, _ := strVal(ns[0]); s != "pg_catalog" {
+		w.unsupported("operator %s is not a built-in operator", strings.Join(names(ns), "."))
+	}
+}
+
+// regTypes are the object-identifier types whose input function looks a
+// name up in the catalog.
+var regTypes = map[string]bool{
+	"regclass": true, "regproc": true, "regprocedure": true, "regoper": true, "regoperator": true,
+	"regtype": true, "regrole": true, "regnamespace": true, "regconfig": true, "regdictionary": true,
+	"regcollation": true,
+}
+
+func (w *walker) typeCast(tc *pg.TypeCast, sc *scope, sk sink) {
+	w.expr(tc.Arg, sc, sk)
+	if tn := tc.TypeName; tn != nil && len(tn.Names) > 0 {
+		if t, ok := strVal(tn.Names[len(tn.Names)-1]); ok && regTypes[t] {
+			if tc.Arg.GetAConst() != nil {
+				// 'name'::regclass resolves the literal: the analysis
+				// depends on it.
+				w.st.LiteralSensitive = true
+			}
+		}
+		for _, m := range tn.Typmods {
+			w.expr(m, sc, sk)
+		}
+	}
+}
+
+// indirection handles (row).field, (row).*, arr[i] and func(...).field.
+func (w *walker) indirection(ai *pg.A_Indirection, sc *scope, sk sink) {
+	// (c).ssn where c is a FROM item: only that column.
+	if name, ok := singleName(ai.Arg); ok && len(ai.Indirection) > 0 {
+		if lins, whole, _ := lookupColumn(sc, name); len(lins) == 0 && whole != nil {
+			switch f := ai.Indirection[0].Node.(type) {
+			case *pg.Node_String_:
+				w.readCol(whole, f.String_.Sval, sk)
+				w.indices(ai.Indirection[1:], sc, sk)
+				return
+			case *pg.Node_AStar:
+				w.readItem(sk, whole)
+				w.indices(ai.Indirection[1:], sc, sk)
+				return
+			}
+		}
+	}
+	w.expr(ai.Arg, sc, sk)
+	w.indices(ai.Indirection, sc, sk)
+}
+
+func (w *walker) indices(ns []*pg.Node, sc *scope, sk sink) {
+	for _, n := range ns {
+		switch x := n.Node.(type) {
+		case *pg.Node_String_, *pg.Node_AStar:
+		case *pg.Node_AIndices:
+			w.expr(x.AIndices.Lidx, sc, sk)
+			w.expr(x.AIndices.Uidx, sc, sk)
+		default:
+			w.unsupported("indirection of kind %s", nodeName(n.Node))
+		}
+	}
+}
+
+// funcName returns the schema (may be empty) and name of a function.
+func funcName(ns []*pg.Node) (schema, name string, ok bool) {
+	parts := names(ns)
+	if len(parts) != len(ns) || len(parts) == 0 {
+		return "", "", false
+	}
+	name = parts[len(parts)-1]
+	if len(parts) >= 2 {
+		schema = parts[len(parts)-2]
+	}
+	return schema, name, true
+}
+
+// funcCall reports a function call: the function, its arguments, and the
+// columns its window reads.
+func (w *walker) funcCall(fc *pg.FuncCall, sc *scope, sk sink) {
+	schema, name, ok := funcName(fc.Funcname)
+	if !ok {
+		w.unsupported("function name of an unexpected form")
+		return
+	}
+	// ssn(c) is Postgres's functional notation for (c).ssn when no
+	// function ssn takes c's row type.
+	if schema == "" && len(fc.Args) == 1 && !fc.AggStar && fc.Over == nil && len(fc.AggOrder) == 0 {
+		if arg, ok := singleName(fc.Args[0]); ok {
+			if lins, whole, _ := lookupColumn(sc, arg); len(lins) == 0 && whole != nil && hasCol(whole, name) &&
+				w.cat.ResolveFunction(name, w.path) == nil {
+				w.readCol(whole, name, sk)
+				return
+			}
+		}
+	}
+	f := w.resolveFunc(schema, name)
+	ref := sqlpolicy.FuncRef{Name: name}
+	builtin := false
+	if f != nil {
+		ref.Schema = f.Schema
+		builtin = f.Builtin
+	} else {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownFunction,
+			Detail: fmt.Sprintf("function %s does not exist", qualified(schema, name)), Func: qualified(schema, name)})
+	}
+	w.fn(ref)
+	if !builtin || setReturning[name] {
+		w.funcFlag = true
+	}
+	w.checkFunc(name, fc, sc)
+	w.exprs(fc.Args, sc, sk)
+	for _, o := range fc.AggOrder {
+		w.expr(o, sc, sk)
+	}
+	w.expr(fc.AggFilter, sc, sk)
+	if fc.Over != nil {
+		w.windowDef(fc.Over, sc)
+	}
+}
+
+func (w *walker) resolveFunc(schema, name string) *catalogFunc {
+	if schema != "" {
+		return w.cat.Function(schema, name)
+	}
+	return w.cat.ResolveFunction(name, w.path)
+}

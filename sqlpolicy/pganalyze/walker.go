@@ -1,0 +1,373 @@
+package pganalyze
+
+import (
+	"fmt"
+	"strings"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+
+	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// walker analyzes one statement into st.
+type walker struct {
+	a    *Analyzer
+	cat  *catalog.Catalog
+	path []string // search path, pg_catalog placed
+	sess *sqlpolicy.Session
+	st   *sqlpolicy.Statement
+
+	depth int // expression/query recursion depth
+	nest  int // EXPLAIN/PREPARE nesting, and view expansion depth
+	// views being expanded, to refuse a definition that reaches itself.
+	viewStack []*catalog.Relation
+	tooDeep   bool
+	// work counts nodes visited and lineage entries copied; past maxWork
+	// the statement is refused as too complex (CTEs referenced several
+	// times can multiply columns exponentially in a short text).
+	work int
+	// funcFlag is set when an expression calls a set-returning or
+	// non-built-in function (see targets).
+	funcFlag bool
+	// writeVerbs are the kinds of data-modifying statements seen (the
+	// statement's own and those in WITH).
+	writeVerbs []sqlpolicy.Verb
+
+	colSeen map[sqlpolicy.ColumnRef]struct{}
+}
+
+// sink collects the columns an expression reads. nil means the statement:
+// the reads are reported. A non-nil sink is the lineage of one output
+// column of a derived table, CTE or view, reported only when the outer
+// query uses that column.
+type sink = *[]sqlpolicy.ColumnRef
+
+// outCol is one output column of a FROM item or query: its name and the
+// base columns whose values flow into it.
+type outCol struct {
+	name string
+	lin  []sqlpolicy.ColumnRef
+}
+
+// shape is the output of a query.
+type shape struct {
+	cols []outCol
+	// open is true when the query has output columns the analyzer cannot
+	// name (a function returning a record type): any name resolves to
+	// them, without lineage; their inputs were reported already.
+	open bool
+}
+
+// item is one entry of a FROM clause.
+type item struct {
+	name string            // alias, or relation/CTE/function name; "" for an unaliased join
+	rel  *catalog.Relation // the relation for a plain relation reference
+	cols []outCol
+	open bool
+	// unknown is true when the relation did not resolve; a Problem is
+	// recorded already and names resolve to it silently.
+	unknown bool
+	// hiddenByJoin is true for the items under an aliased join: `*`
+	// expands the join's item instead.
+	hiddenByJoin bool
+}
+
+// scope is one query level.
+type scope struct {
+	parent *scope
+	items  []*item
+	ctes   []*cte
+}
+
+type cte struct {
+	name string
+	sh   shape
+}
+
+func newScope(parent *scope) *scope { return &scope{parent: parent} }
+
+func (sc *scope) findCTE(name string) *cte {
+	for s := sc; s != nil; s = s.parent {
+		for i := len(s.ctes) - 1; i >= 0; i-- {
+			if s.ctes[i].name == name {
+				return s.ctes[i]
+			}
+		}
+	}
+	return nil
+}
+
+// ---- reporting -------------------------------------------------------
+
+func (w *walker) problem(p sqlpolicy.Problem) {
+	for _, q := range w.st.Problems {
+		if q == p {
+			return
+		}
+	}
+	w.st.Problems = append(w.st.Problems, p)
+}
+
+func (w *walker) unsupported(format string, args ...any) {
+	w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported, Detail: fmt.Sprintf(format, args...)})
+}
+
+func (w *walker) table(t sqlpolicy.TableRef) {
+	for _, u := range w.st.Tables {
+		if u == t {
+			return
+		}
+	}
+	w.st.Tables = append(w.st.Tables, t)
+}
+
+func (w *walker) fn(f sqlpolicy.FuncRef) {
+	for _, g := range w.st.Functions {
+		if g == f {
+			return
+		}
+	}
+	w.st.Functions = append(w.st.Functions, f)
+}
+
+func (w *walker) setting(s sqlpolicy.Setting) {
+	w.st.Settings = append(w.st.Settings, s)
+}
+
+// column reports one column access.
+func (w *walker) column(c sqlpolicy.ColumnRef) {
+	if c.Rel.Schema == "pg_catalog" && sensitiveCatalogColumns[[2]string{c.Rel.Name, c.Column}] {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemDataCatalog, Rel: c.Rel, Column: c.Column,
+			Detail: fmt.Sprintf("%s.%s holds per-role or per-database settings, which can be secrets", c.Rel, c.Column)})
+	}
+	if w.colSeen != nil {
+		if _, ok := w.colSeen[c]; ok {
+			return
+		}
+		w.colSeen[c] = struct{}{}
+		w.st.Columns = append(w.st.Columns, c)
+		return
+	}
+	for _, d := range w.st.Columns {
+		if d == c {
+			return
+		}
+	}
+	w.st.Columns = append(w.st.Columns, c)
+	if len(w.st.Columns) > 32 {
+		w.colSeen = make(map[sqlpolicy.ColumnRef]struct{}, 2*len(w.st.Columns))
+		for _, d := range w.st.Columns {
+			w.colSeen[d] = struct{}{}
+		}
+	}
+}
+
+// read adds lineage to a sink (nil: reports it).
+func (w *walker) read(sk sink, lin []sqlpolicy.ColumnRef) {
+	if w.charge(len(lin)) {
+		return
+	}
+	if sk == nil {
+		for _, c := range lin {
+			w.column(c)
+		}
+		return
+	}
+	*sk = append(*sk, lin...)
+}
+
+func (w *walker) readShape(sk sink, sh shape) {
+	for _, c := range sh.cols {
+		w.read(sk, c.lin)
+	}
+}
+
+// enter guards recursion; callers must call leave when it returns true.
+func (w *walker) enter() bool {
+	if w.charge(1) {
+		return false
+	}
+	w.depth++
+	if w.depth > maxWalkDepth {
+		w.depth--
+		if !w.tooDeep {
+			w.tooDeep = true
+			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemTooComplex, Detail: "statement nests too deeply to analyze"})
+		}
+		return false
+	}
+	return true
+}
+
+func (w *walker) leave() { w.depth-- }
+
+// charge adds n units of work and reports whether the budget is spent.
+func (w *walker) charge(n int) bool {
+	w.work += n
+	if w.work <= maxWork {
+		return false
+	}
+	if !w.tooDeep {
+		w.tooDeep = true
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemTooComplex, Detail: "statement is too complex to analyze"})
+	}
+	return true
+}
+
+// nodeName is the pg_query node type name, for messages.
+func nodeName(n any) string {
+	s := fmt.Sprintf("%T", n)
+	s = strings.TrimPrefix(s, "*pg_query.Node_")
+	s = strings.TrimPrefix(s, "*pg_query.")
+	return s
+}
+
+// strVal returns the text of a String node.
+func strVal(n *pg.Node) (string, bool) {
+	if n == nil {
+		return "", false
+	}
+	if s, ok := n.Node.(*pg.Node_String_); ok {
+		return s.String_.Sval, true
+	}
+	return "", false
+}
+
+// names returns the strings of a list of String nodes.
+func names(ns []*pg.Node) []string {
+	out := make([]string, 0, len(ns))
+	for _, n := range ns {
+		if s, ok := strVal(n); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// ---- relations -------------------------------------------------------
+
+// resolveRel finds a relation by optional schema and name.
+func (w *walker) resolveRel(schema, name string) *catalog.Relation {
+	if schema != "" {
+		return w.cat.Relation(schema, name)
+	}
+	return w.cat.ResolveRelation(name, w.path)
+}
+
+// baseCols returns the output columns of a plain relation, cached.
+func (w *walker) baseCols(rel *catalog.Relation) []outCol {
+	if v, ok := w.a.bases.Load(rel); ok {
+		return v.([]outCol)
+	}
+	r := sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}
+	cols := make([]outCol, len(rel.Columns))
+	lins := make([]sqlpolicy.ColumnRef, len(rel.Columns))
+	for i, c := range rel.Columns {
+		lins[i] = sqlpolicy.ColumnRef{Rel: r, Column: c.Name, Mode: sqlpolicy.Read}
+		cols[i] = outCol{name: c.Name, lin: lins[i : i+1 : i+1]}
+	}
+	w.a.bases.Store(rel, cols)
+	return cols
+}
+
+// relation reports a reference to rel with mode and returns its columns.
+// Views are expanded: their base relations and columns are reported with
+// Via set to the view.
+func (w *walker) relation(rel *catalog.Relation, mode sqlpolicy.Mode) []outCol {
+	r := sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}
+	w.table(sqlpolicy.TableRef{Rel: r, Mode: mode})
+	w.checkDataCatalog(rel)
+	if (rel.Kind == catalog.KindView || rel.Kind == catalog.KindMatView) && !rel.System {
+		return w.view(rel, mode)
+	}
+	return w.baseCols(rel)
+}
+
+// rangeVar resolves a relation reference in FROM (CTEs first) and adds it
+// to sc.
+func (w *walker) rangeVar(rv *pg.RangeVar, sc *scope, mode sqlpolicy.Mode, cteOK bool) *item {
+	it := &item{name: rv.Relname}
+	if rv.Alias != nil {
+		it.name = rv.Alias.Aliasname
+	}
+	if cteOK && rv.Schemaname == "" && rv.Catalogname == "" {
+		if c := sc.findCTE(rv.Relname); c != nil {
+			it.cols, it.open = c.sh.cols, c.sh.open
+			it.cols = renameCols(it.cols, rv.Alias)
+			sc.items = append(sc.items, it)
+			return it
+		}
+	}
+	rel := w.resolveRel(rv.Schemaname, rv.Relname)
+	if rv.Catalogname != "" && rv.Catalogname != w.cat.Database {
+		// Postgres refuses cross-database references.
+		rel = nil
+	}
+	if rel == nil {
+		w.problem(sqlpolicy.Problem{
+			Code:   sqlpolicy.ProblemUnknownTable,
+			Detail: fmt.Sprintf("relation %q does not exist", qualified(rv.Catalogname, qualified(rv.Schemaname, rv.Relname))),
+			Rel:    sqlpolicy.Rel{Schema: rv.Schemaname, Name: rv.Relname},
+		})
+		it.unknown = true
+		sc.items = append(sc.items, it)
+		return it
+	}
+	it.rel = rel
+	it.cols = renameCols(w.relation(rel, mode), rv.Alias)
+	sc.items = append(sc.items, it)
+	return it
+}
+
+func qualified(schema, name string) string {
+	if schema == "" {
+		return name
+	}
+	return schema + "." + name
+}
+
+// renameCols applies an alias column list: the first len(colnames)
+// columns take the new names.
+func renameCols(cols []outCol, al *pg.Alias) []outCol {
+	if al == nil || len(al.Colnames) == 0 {
+		return cols
+	}
+	out := make([]outCol, len(cols))
+	copy(out, cols)
+	for i, n := range al.Colnames {
+		if i >= len(out) {
+			break
+		}
+		if s, ok := strVal(n); ok {
+			out[i].name = s
+		}
+	}
+	return out
+}
+
+// ddlRel names the relation a DDL statement creates or changes; it need
+// not exist.
+func (w *walker) ddlRel(rv *pg.RangeVar) sqlpolicy.Rel {
+	if rv == nil {
+		return sqlpolicy.Rel{}
+	}
+	if rv.Relpersistence == "t" && rv.Schemaname == "" {
+		return sqlpolicy.Rel{Schema: "pg_temp", Name: rv.Relname}
+	}
+	if rv.Schemaname != "" {
+		return sqlpolicy.Rel{Schema: rv.Schemaname, Name: rv.Relname}
+	}
+	if rel := w.cat.ResolveRelation(rv.Relname, w.path); rel != nil {
+		return sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}
+	}
+	// A new relation goes into the first schema of the path that is not
+	// pg_catalog (Postgres skips schemas that do not exist; the catalog
+	// does not say which do, so this is a best guess for messages).
+	for _, s := range w.path {
+		if s != "pg_catalog" && s != "$user" {
+			return sqlpolicy.Rel{Schema: s, Name: rv.Relname}
+		}
+	}
+	return sqlpolicy.Rel{Name: rv.Relname}
+}
