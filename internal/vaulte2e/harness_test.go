@@ -1,0 +1,436 @@
+package vaulte2e_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/identity"
+	"github.com/keyholedb/keyhole/internal/testpg"
+	"github.com/keyholedb/keyhole/internal/testvault"
+	"github.com/keyholedb/keyhole/pgproxy"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
+)
+
+// shopSQL is the design's shop.
+const shopSQL = `
+CREATE TABLE customers (id int PRIMARY KEY, name text, email text, ssn text);
+CREATE TABLE orders (id int PRIMARY KEY, customer_id int, total numeric);
+CREATE TABLE secrets (id int PRIMARY KEY, value text);
+INSERT INTO customers VALUES (1, 'Ada', 'ada@example.com', '123-45-6789'), (2, 'Bob', 'bob@example.com', '987-65-4321');
+INSERT INTO orders SELECT g, 1 + g % 2, g * 1.5 FROM generate_series(1, 5) g;
+INSERT INTO secrets VALUES (1, 'launch codes');
+`
+
+// Agents of the policy: both analysts, each with its own credential.
+const (
+	summarizer = "sales-summarizer"
+	orderBot   = "order-bot"
+)
+
+// policyText is the design's example policy with a second agent; without
+// drops summarizer (a reload that removes it).
+func policyText(without string) string {
+	p := `
+labels:
+  public.customers.email: [pii.email]
+  public.customers.ssn:   [pii.ssn]
+  public.secrets:         [secret]
+roles:
+  analyst:
+    upstream: shop
+    allow:
+      - select: [public.orders, public.customers]
+      - insert: [public.orders]
+    deny_labels: [pii.*, secret]
+    max_rows: 1000
+agents:
+`
+	for _, a := range []string{summarizer, orderBot} {
+		if a != without {
+			p += fmt.Sprintf("  %s: {role: analyst}\n", a)
+		}
+	}
+	return p
+}
+
+// opts shapes one env.
+type opts struct {
+	// TTLs of the Vault role (defaults 4s / 30s).
+	defaultTTL, maxTTL time.Duration
+}
+
+// env is one keyhole (pgproxy.Server in process) using Vault dynamic
+// credentials for one throwaway database.
+type env struct {
+	t      *testing.T
+	vault  *testvault.Server
+	vdb    *testvault.Database
+	proxy  *testvault.Proxy // between keyhole and Vault
+	db     *testpg.DB
+	cat    *catalog.Catalog
+	holder *sqlpolicy.Holder
+	src    *creds.Vault
+	rec    *recordingSource
+	logs   *syncBuffer
+	audit  *memAudit
+	addr   string
+	key    ed25519.PrivateKey
+	// tokens minted for agents (must not be logged either).
+	tokMu  sync.Mutex
+	tokens []string
+}
+
+func newEnv(t *testing.T, vs *testvault.Server, o opts) *env {
+	t.Helper()
+	if o.defaultTTL == 0 {
+		o.defaultTTL = 4 * time.Second
+	}
+	if o.maxTTL == 0 {
+		o.maxTTL = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	e := &env{t: t, vault: vs, logs: &syncBuffer{}, audit: &memAudit{}}
+
+	// The management role before the database, so that it is dropped
+	// after it (cleanups run last in, first out).
+	mgmt := testpg.NewRole(t, "CREATEROLE PASSWORD 'mgmt'")
+	e.db = testpg.New(t, shopSQL+fmt.Sprintf(`
+GRANT USAGE ON SCHEMA public TO %[1]s WITH GRANT OPTION;
+GRANT ALL ON ALL TABLES IN SCHEMA public TO %[1]s WITH GRANT OPTION;`, mgmt))
+	cat, err := catalog.LoadPostgresDSN(ctx, e.db.DSN)
+	require.NoError(t, err)
+	e.cat = cat
+
+	// One database secrets mount per env, so revoke-prefix and outages of
+	// one test do not touch another's leases.
+	mount := "db-" + testvault.RandHex(4)
+	e.vdb = vs.EnableDatabase(t, mount, "shop", e.db, mgmt, "mgmt")
+	pol := e.policy("")
+	roles, err := creds.RolesForPolicy(pol, cat, creds.RoleOptions{DBName: "shop", DefaultTTL: o.defaultTTL, MaxTTL: o.maxTTL})
+	require.NoError(t, err)
+	require.Len(t, roles, 1)
+	require.Equal(t, "analyst", roles[0].Name)
+	require.NoError(t, creds.WriteVaultRoles(ctx, vs.Client, mount, roles))
+
+	e.proxy = vs.NewProxy(t)
+	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	// Registered before the server and source, so it runs after both
+	// have stopped and logged everything.
+	t.Cleanup(e.checkNoSecretsLogged)
+
+	src, err := creds.NewVault(creds.VaultConfig{
+		Addr:           e.proxy.Addr,
+		Mount:          mount,
+		Auth:           creds.VaultAuth{Token: creds.Secret(vs.Token)},
+		RequestTimeout: 2 * time.Second,
+	}, logger)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		e.proxy.Set(testvault.Up) // Close revokes through the proxy
+		assert.NoError(t, src.Close())
+	})
+	e.src = src
+	e.rec = &recordingSource{Source: src}
+
+	priv, err := identity.GenerateKey()
+	require.NoError(t, err)
+	keyPath := filepath.Join(t.TempDir(), "token.key")
+	require.NoError(t, identity.WriteKeyFile(keyPath, priv))
+	auth, err := identity.New(identity.Config{Tokens: identity.TokenConfig{PublicKeyFile: keyPath + ".pub"}})
+	require.NoError(t, err)
+	e.key = priv
+
+	e.holder = sqlpolicy.NewHolder(e.engine(pol))
+	srv, err := pgproxy.New(pgproxy.Config{
+		Decider:   e.holder,
+		Auth:      auth,
+		Creds:     e.rec,
+		Upstreams: map[string]pgproxy.Upstream{"shop": {Addr: "127.0.0.1:5432", Database: e.db.Name}},
+		Audit:     e.audit,
+		Logger:    logger,
+	})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		assert.ErrorIs(t, <-served, pgproxy.ErrServerClosed)
+		if t.Failed() {
+			t.Logf("keyhole log:\n%s", e.logs.String())
+		}
+	})
+	e.addr = ln.Addr().String()
+	return e
+}
+
+// policy parses policyText(without) against the env's catalog.
+func (e *env) policy(without string) *sqlpolicy.Policy {
+	e.t.Helper()
+	p, _, err := sqlpolicy.ParsePolicy([]byte(policyText(without)), "policy.yaml", e.cat)
+	require.NoError(e.t, err)
+	return p
+}
+
+func (e *env) engine(p *sqlpolicy.Policy) *sqlpolicy.Engine {
+	return sqlpolicy.NewEngine(p, e.cat, pganalyze.New(e.cat, pganalyze.Options{}), sqlpolicy.EngineOptions{})
+}
+
+// config is a pgx config for agent connecting through keyhole with a fresh
+// token, as application appName.
+func (e *env) config(agent, appName string) *pgx.ConnConfig {
+	e.t.Helper()
+	tok, err := identity.Mint(e.key, identity.Claims{Agent: agent, TTL: time.Hour})
+	require.NoError(e.t, err)
+	e.tokMu.Lock()
+	e.tokens = append(e.tokens, tok)
+	e.tokMu.Unlock()
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("postgres://%s:%s@%s/shop?sslmode=disable&application_name=%s&connect_timeout=15",
+		agent, tok, e.addr, appName))
+	require.NoError(e.t, err)
+	return cfg
+}
+
+// dial connects agent through keyhole.
+func (e *env) dial(agent, appName string) (*pgx.Conn, error) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := pgx.ConnectConfig(ctx, e.config(agent, appName))
+	if err == nil {
+		e.t.Cleanup(func() { _ = c.Close(context.Background()) })
+	}
+	return c, err
+}
+
+// connect is dial that must succeed.
+func (e *env) connect(agent, appName string) *pgx.Conn {
+	e.t.Helper()
+	c, err := e.dial(agent, appName)
+	require.NoError(e.t, err, "connect %s through keyhole", agent)
+	return c
+}
+
+// admin is a superuser connection straight to the database.
+func (e *env) admin() *pgx.Conn {
+	e.t.Helper()
+	c, err := pgx.Connect(context.Background(), e.db.DSN)
+	require.NoError(e.t, err)
+	e.t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+// upstreamUsers lists the login names of the database's sessions whose
+// application_name is appName.
+func (e *env) upstreamUsers(appName string) []string {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, e.db.DSN)
+	require.NoError(e.t, err)
+	defer c.Close(ctx)
+	rows, err := c.Query(ctx, "SELECT usename FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 ORDER BY usename", e.db.Name, appName)
+	require.NoError(e.t, err)
+	users, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	require.NoError(e.t, err)
+	return users
+}
+
+// roleExists reports whether the database role exists.
+func (e *env) roleExists(name string) bool {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, e.db.DSN)
+	require.NoError(e.t, err)
+	defer c.Close(ctx)
+	var n int
+	require.NoError(e.t, c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n))
+	return n == 1
+}
+
+// leaseIDs lists the leases Vault holds for the analyst role of this env.
+func (e *env) leaseIDs() []string {
+	e.t.Helper()
+	prefix := e.vdb.Mount + "/creds/analyst/"
+	sec, err := e.vault.Client.Logical().List("sys/leases/lookup/" + prefix)
+	require.NoError(e.t, err)
+	if sec == nil {
+		return nil
+	}
+	var ids []string
+	for _, k := range sec.Data["keys"].([]any) {
+		ids = append(ids, prefix+k.(string))
+	}
+	return ids
+}
+
+// checkNoSecretsLogged: keyhole's log holds no database password it
+// used, no Vault token, no agent token, and no value under a key that
+// names a secret.
+func (e *env) checkNoSecretsLogged() {
+	t := e.t
+	logs := e.logs.String()
+	assert.NotEmpty(t, logs, "keyhole logged nothing: is the handler wired?")
+	for _, l := range e.rec.all() {
+		assert.NotContains(t, logs, l.password, "password of %s (agent %s) in keyhole's log", l.user, l.agent)
+	}
+	assert.NotContains(t, logs, e.vault.Token, "Vault token in keyhole's log")
+	e.tokMu.Lock()
+	for _, tok := range e.tokens {
+		assert.NotContains(t, logs, tok, "agent token in keyhole's log")
+	}
+	e.tokMu.Unlock()
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var m map[string]any
+		if !assert.NoError(t, json.Unmarshal([]byte(line), &m), "log line is not JSON: %s", line) {
+			continue
+		}
+		secretKeys(t, "", m, line)
+	}
+	// Audit events neither.
+	b, err := json.Marshal(e.audit.all())
+	require.NoError(t, err)
+	for _, l := range e.rec.all() {
+		assert.NotContains(t, string(b), l.password, "password of %s in an audit event", l.user)
+	}
+}
+
+// secretKeys fails t for any key naming a password, secret or token whose
+// value is not empty or redacted.
+func secretKeys(t *testing.T, prefix string, m map[string]any, line string) {
+	for k, v := range m {
+		if sub, ok := v.(map[string]any); ok {
+			secretKeys(t, prefix+k+".", sub, line)
+			continue
+		}
+		lk := strings.ToLower(k)
+		if !strings.Contains(lk, "password") && !strings.Contains(lk, "secret") && lk != "token" && !strings.HasSuffix(lk, "_token") {
+			continue
+		}
+		s := fmt.Sprint(v)
+		assert.True(t, s == "" || s == "[redacted]", "log key %s%s has a value: %s", prefix, k, line)
+	}
+}
+
+// recordingSource remembers every credential keyhole's source hands out,
+// so tests can look for it where it must not be and use it directly.
+type recordingSource struct {
+	creds.Source
+	mu     sync.Mutex
+	leases []issued
+}
+
+type issued struct{ agent, user, password string }
+
+func (r *recordingSource) Acquire(ctx context.Context, req creds.Request) (*creds.Lease, error) {
+	l, err := r.Source.Acquire(ctx, req)
+	if err == nil && l != nil {
+		r.mu.Lock()
+		r.leases = append(r.leases, issued{agent: req.Agent, user: l.User, password: l.Password.Reveal()})
+		r.mu.Unlock()
+	}
+	return l, err
+}
+
+func (r *recordingSource) all() []issued {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]issued(nil), r.leases...)
+}
+
+// last is the latest credential handed out for agent.
+func (r *recordingSource) last(agent string) (issued, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := len(r.leases) - 1; i >= 0; i-- {
+		if r.leases[i].agent == agent {
+			return r.leases[i], true
+		}
+	}
+	return issued{}, false
+}
+
+// memAudit keeps audit events in memory.
+type memAudit struct {
+	mu     sync.Mutex
+	events []audit.Event
+}
+
+func (m *memAudit) Record(ev audit.Event) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.events = append(m.events, ev)
+}
+
+func (m *memAudit) Close() error { return nil }
+
+func (m *memAudit) all() []audit.Event {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]audit.Event(nil), m.events...)
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// pgErr returns err's *pgconn.PgError, or nil.
+func pgErr(err error) *pgconn.PgError {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe
+	}
+	return nil
+}
+
+func sqlState(err error) string {
+	if pe := pgErr(err); pe != nil {
+		return pe.Code
+	}
+	return ""
+}
+
+// count runs a count query and returns its result.
+func count(ctx context.Context, c *pgx.Conn, sql string) (int64, error) {
+	var n int64
+	err := c.QueryRow(ctx, sql).Scan(&n)
+	return n, err
+}

@@ -1,0 +1,768 @@
+package pgproxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/url"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/identity"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// Startup packet codes (protocol.sgml).
+const (
+	sslRequestCode    = 80877103
+	gssEncRequestCode = 80877104
+	cancelRequestCode = 80877102
+	maxStartupPacket  = 10000
+)
+
+// conn is one client connection and, after phase 4, its upstream session.
+type conn struct {
+	srv     *Server
+	id      string
+	log     *slog.Logger
+	created time.Time
+
+	// client is the agent's socket (the *tls.Conn after SSLRequest);
+	// clientBE speaks the backend side of the protocol on it.
+	client   net.Conn
+	clientBE *pgproto3.Backend
+	remoteIP string
+	isTLS    bool
+
+	// Startup values.
+	user, database, appName string
+	params                  map[string]string // whitelisted session params passed upstream
+
+	agent    *identity.Agent
+	role     string
+	upstream Upstream
+	upName   string
+	lease    *creds.Lease
+
+	// upstream side, after hijack.
+	upConn net.Conn
+	upFE   *pgproto3.Frontend
+	upPID  uint32
+	upKey  []byte
+	key    backendKey
+
+	// wmu serializes writes to the client (both relay goroutines write).
+	wmu sync.Mutex
+	// mu guards the relay state shared between the two relay goroutines
+	// and the stop/drain machinery.
+	mu       sync.Mutex
+	pending  []*pending // what the upstream still owes, in order
+	txStatus byte
+	stopped  bool
+	stopErr  error
+	draining bool
+	prepOnly bool // the last sync block only prepared a statement
+	copyIn   bool // the upstream is in COPY FROM STDIN
+	blockErr bool // the upstream failed the current sync block
+	// lastMaxRows is the role's max_rows from the latest allowed decision.
+	lastMaxRows int64
+
+	// sessMu guards session: Check runs on the client goroutine, Apply on
+	// the upstream goroutine.
+	sessMu  sync.Mutex
+	session sqlpolicy.Session
+
+	// Extended-protocol state, client goroutine only.
+	stmts      map[string]*prepared
+	portals    map[string]*portal
+	skipToSync bool
+	unsynced   int
+	closeOnce  sync.Once
+}
+
+func (s *Server) newConn(nc net.Conn) *conn {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	ip := ""
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		ip = a.IP.String()
+	} else if h, _, err := net.SplitHostPort(nc.RemoteAddr().String()); err == nil {
+		ip = h
+	}
+	return &conn{
+		srv:      s,
+		id:       id,
+		log:      s.log.With("session", id, "client", nc.RemoteAddr().String()),
+		created:  time.Now(),
+		client:   nc,
+		remoteIP: ip,
+		txStatus: 'I',
+		stmts:    make(map[string]*prepared),
+		portals:  make(map[string]*portal),
+	}
+}
+
+// serve runs the connection's phases. It never panics: a panic ends only
+// this connection.
+func (c *conn) serve(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	// Cancelling the context closes the sockets, which unblocks any read.
+	stopClose := context.AfterFunc(ctx, c.closeSockets)
+	defer stopClose()
+	defer c.closeSockets()
+
+	c.srv.metricsOpened()
+	c.record(audit.Event{Kind: audit.KindConnect})
+	c.log.Debug("connection accepted")
+	n := c.srv.nconns.Add(1)
+	defer c.srv.nconns.Add(-1)
+	started := time.Now()
+
+	err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				c.log.Error("panic in connection", "panic", r, "stack", string(debug.Stack()))
+				err = fatal(codeInternalError, "internal error", fmt.Errorf("panic: %v", r))
+			}
+		}()
+		return c.run(ctx, n > int64(c.srv.limits.MaxConns))
+	}()
+	if se := c.stopError(); se != nil {
+		err = se
+	}
+	c.finish(err)
+	c.srv.metricsClosed()
+	ev := audit.Event{Kind: audit.KindClose, DurationMS: msSince(started)}
+	if resp := wireError(err); resp != nil {
+		ev.ErrorCode, ev.Error = resp.Code, resp.Message
+	}
+	c.record(ev)
+}
+
+func (c *conn) run(ctx context.Context, overLimit bool) error {
+	deadline := time.Now().Add(c.srv.limits.StartupTimeout)
+	if err := c.setClientDeadline(deadline); err != nil {
+		return err
+	}
+	if err := c.startup(ctx); err != nil {
+		return err
+	}
+	if overLimit {
+		// Like Postgres, refuse after the startup packet, where every
+		// client expects an ErrorResponse.
+		return fatal(codeTooManyConnections, "sorry, too many clients already", nil)
+	}
+	if err := c.authenticate(); err != nil {
+		return err
+	}
+	if err := c.credentials(ctx, deadline); err != nil {
+		return err
+	}
+	if err := c.dialUpstream(ctx, deadline); err != nil {
+		return err
+	}
+	if err := c.setClientDeadline(time.Time{}); err != nil {
+		return err
+	}
+	return c.relay(ctx)
+}
+
+// setClientDeadline sets the client socket's deadline unless the
+// connection was stopped, whose deadline must stand.
+func (c *conn) setClientDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return c.stopErr
+	}
+	_ = c.client.SetDeadline(t)
+	return nil
+}
+
+// finish sends the client the one error that ended the connection.
+func (c *conn) finish(err error) {
+	resp := wireError(err)
+	switch {
+	case resp != nil:
+		c.log.Info("connection ended", "code", resp.Code, "err", err)
+		c.wmu.Lock()
+		_ = c.client.SetWriteDeadline(time.Now().Add(time.Second))
+		if c.clientBE == nil {
+			c.clientBE = pgproto3.NewBackend(c.client, c.client)
+		}
+		c.clientBE.Send(resp)
+		_ = c.clientBE.Flush()
+		c.wmu.Unlock()
+	case err != nil && !errors.Is(err, errClientGone):
+		c.log.Info("connection ended", "err", err)
+	default:
+		c.log.Debug("connection closed")
+	}
+	if c.lease != nil {
+		c.lease.Release()
+	}
+}
+
+func (c *conn) closeSockets() {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		client, up := c.client, c.upConn
+		c.mu.Unlock()
+		_ = client.Close()
+		if up != nil {
+			_ = up.Close()
+		}
+	})
+}
+
+// stop ends the connection from outside its goroutines (revoked lease,
+// expiry, shutdown): it records err as the connection's error, closes the
+// upstream and unblocks the client read so serve can send err and close.
+func (c *conn) stop(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return
+	}
+	c.stopped = true
+	c.stopErr = err
+	if len(c.pending) > 0 && c.upPID != 0 {
+		// Closing the socket does not stop a running statement (Postgres
+		// notices a gone client only when it next writes); cancel it.
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := c.cancelUpstream(ctx); err != nil {
+				c.log.Warn("cancel upstream statement of ended session", "err", err)
+			}
+		}()
+	}
+	if c.upConn != nil {
+		_ = c.upConn.Close()
+	}
+	_ = c.client.SetReadDeadline(time.Now())
+	// A client that does not read must not hold the relay open.
+	_ = c.client.SetWriteDeadline(time.Now().Add(time.Second))
+}
+
+func (c *conn) stopError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopErr
+}
+
+// idleLocked reports whether the session is between statements and
+// outside a transaction, where a draining session may end.
+func (c *conn) idleLocked() bool {
+	return len(c.pending) == 0 && c.txStatus == 'I' && !c.prepOnly
+}
+
+// drain ends the session now if it is idle (or still starting up), else
+// when the statement or transaction in flight completes.
+func (c *conn) drain() {
+	c.mu.Lock()
+	c.draining = true
+	idle := c.idleLocked() || c.upConn == nil
+	c.mu.Unlock()
+	if idle {
+		c.stop(errShutdown)
+	}
+}
+
+// --- phase 1: startup ---
+
+// readStartupPacket reads one length-prefixed startup packet straight from
+// the socket, so no bytes past it are buffered when TLS starts.
+func (c *conn) readStartupPacket() (code uint32, body []byte, err error) {
+	var hdr [4]byte
+	if _, err := io.ReadFull(c.client, hdr[:]); err != nil {
+		return 0, nil, fmt.Errorf("read startup packet: %w", errClientGone)
+	}
+	n := int(int32(binary.BigEndian.Uint32(hdr[:])))
+	if n < 8 || n > maxStartupPacket {
+		return 0, nil, fatal(codeProtocolViolation, "invalid length of startup packet", fmt.Errorf("length %d", n))
+	}
+	body = make([]byte, n-4)
+	if _, err := io.ReadFull(c.client, body); err != nil {
+		return 0, nil, fatal(codeProtocolViolation, "incomplete startup packet", err)
+	}
+	return binary.BigEndian.Uint32(body), body, nil
+}
+
+func (c *conn) startup(ctx context.Context) error {
+	triedTLS, triedGSS := false, false
+	for {
+		code, body, err := c.readStartupPacket()
+		if err != nil {
+			return err
+		}
+		switch {
+		case code == sslRequestCode && len(body) == 4 && !triedTLS:
+			triedTLS = true
+			if c.srv.cfg.TLS == nil {
+				if _, err := c.client.Write([]byte{'N'}); err != nil {
+					return fmt.Errorf("answer SSLRequest: %w", errClientGone)
+				}
+				continue
+			}
+			if _, err := c.client.Write([]byte{'S'}); err != nil {
+				return fmt.Errorf("answer SSLRequest: %w", errClientGone)
+			}
+			tc := tls.Server(c.client, c.srv.cfg.TLS)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return fmt.Errorf("tls handshake: %w", errors.Join(errClientGone, err))
+			}
+			c.mu.Lock()
+			c.client = tc
+			c.mu.Unlock()
+			c.isTLS = true
+		case code == gssEncRequestCode && len(body) == 4 && !triedGSS:
+			triedGSS = true
+			if _, err := c.client.Write([]byte{'N'}); err != nil {
+				return fmt.Errorf("answer GSSENCRequest: %w", errClientGone)
+			}
+		case code == cancelRequestCode:
+			var cr pgproto3.CancelRequest
+			if err := cr.Decode(body); err != nil {
+				return fmt.Errorf("cancel request: %w", errClientGone)
+			}
+			c.srv.cancelRequest(cr.ProcessID, cr.SecretKey, c.log)
+			return fmt.Errorf("cancel request handled: %w", errClientGone)
+		case code>>16 == 3:
+			return c.startupMessage(code, body)
+		default:
+			return fatal(codeProtocolViolation, fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0", code>>16, code&0xffff), nil)
+		}
+	}
+}
+
+// passedParams are client startup parameters passed to the upstream.
+// Anything that changes how text is lexed or names resolve (options,
+// search_path, client_encoding other than UTF8) is not.
+var passedParams = map[string]bool{
+	"datestyle": true, "extra_float_digits": true, "timezone": true, "intervalstyle": true,
+}
+
+func (c *conn) startupMessage(code uint32, body []byte) error {
+	// pgproto3 only decodes 3.0 and 3.2; decode any 3.x as 3.0 and
+	// negotiate down.
+	b := slices.Clone(body)
+	binary.BigEndian.PutUint32(b, 196608)
+	var sm pgproto3.StartupMessage
+	if err := sm.Decode(b); err != nil {
+		return fatal(codeProtocolViolation, "invalid startup packet layout", err)
+	}
+	c.clientBE = pgproto3.NewBackend(c.client, c.client)
+	c.clientBE.SetMaxBodyLen(c.srv.limits.MaxMessageSize)
+
+	var unrecognized []string
+	c.params = make(map[string]string)
+	for k, v := range sm.Parameters {
+		lk := strings.ToLower(k)
+		switch {
+		case lk == "user":
+			c.user = v
+		case lk == "database":
+			c.database = v
+		case lk == "application_name":
+			c.appName = v
+		case lk == "replication":
+			switch strings.ToLower(v) {
+			case "", "false", "off", "no", "0":
+			default:
+				return fatal(codeFeatureUnsupported, "keyhole does not proxy replication connections", nil)
+			}
+		case lk == "options":
+			if strings.TrimSpace(v) != "" {
+				return fatal(codeFeatureUnsupported, "keyhole does not accept startup options; set session parameters with SET", nil)
+			}
+		case lk == "client_encoding":
+			switch strings.ToUpper(strings.ReplaceAll(v, "-", "")) {
+			case "UTF8", "UNICODE":
+			default:
+				return fatal(codeFeatureUnsupported, "keyhole supports only client_encoding UTF8", nil)
+			}
+		case strings.HasPrefix(lk, "_pq_."):
+			unrecognized = append(unrecognized, k)
+		case passedParams[lk]:
+			c.params[k] = v
+		default:
+			c.log.Debug("startup parameter ignored", "name", k)
+		}
+	}
+	if c.user == "" {
+		return fatal(codeInvalidAuthSpec, "no PostgreSQL user name specified in startup packet", nil)
+	}
+	if c.database == "" {
+		c.database = c.user
+	}
+	if code != 196608 || len(unrecognized) > 0 {
+		slices.Sort(unrecognized)
+		c.clientBE.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized})
+	}
+	c.log = c.log.With("user", c.user)
+	return nil
+}
+
+// --- phase 2: authenticate ---
+
+func (c *conn) authenticate() error {
+	if !c.srv.fails.allowed(c.remoteIP) {
+		c.authFailed("", fmt.Errorf("rate limited: %w", identity.ErrAuthFailed))
+		return fatal(codeInvalidAuthSpec, "too many failed authentication attempts; try again later", nil)
+	}
+	auth := c.srv.cfg.Auth
+	var (
+		agent  *identity.Agent
+		method identity.Method
+		err    error
+	)
+	if cert := c.spiffeCert(); cert != nil {
+		method = identity.MethodMTLS
+		agent, err = auth.Certificate(c.user, cert)
+	} else if conv, ok := auth.SCRAM(c.user); ok {
+		method = identity.MethodSCRAM
+		agent, err = c.scram(conv)
+	} else {
+		method = identity.MethodToken
+		if !c.isTLS && !isLoopback(c.remoteIP) {
+			c.authFailed(method, fmt.Errorf("cleartext password over a non-TLS remote connection: %w", identity.ErrAuthFailed))
+			return fatal(codeInvalidAuthSpec, "keyhole requires TLS for password authentication", nil)
+		}
+		agent, err = c.cleartext()
+	}
+	var pe *pgError
+	if errors.As(err, &pe) || errors.Is(err, errClientGone) {
+		return err
+	}
+	if err != nil || agent == nil {
+		if err == nil {
+			err = identity.ErrAuthFailed
+		}
+		c.authFailed(method, err)
+		return fatal(codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", c.user), err)
+	}
+	role, upName, ok := c.srv.cfg.Decider.Role(agent.Name)
+	if !ok {
+		c.authFailed(method, fmt.Errorf("agent %q not in policy: %w", agent.Name, identity.ErrAuthFailed))
+		return fatal(codeInvalidAuthSpec, fmt.Sprintf("agent %q is not allowed to connect", c.user), nil)
+	}
+	c.agent, c.role, c.upName = agent, role, upName
+	c.log = c.log.With("agent", agent.Name, "role", role)
+	c.log.Info("agent authenticated", "method", method)
+	c.record(audit.Event{Kind: audit.KindAuthOK, AuthMethod: string(method)})
+	return nil
+}
+
+func (c *conn) authFailed(method identity.Method, err error) {
+	c.srv.fails.failed(c.remoteIP)
+	if m := c.srv.cfg.Metrics; m != nil {
+		m.AuthFailed(protocolName)
+	}
+	c.log.Warn("authentication failed", "method", method, "err", err)
+	c.record(audit.Event{Kind: audit.KindAuthFailed, AuthMethod: string(method), Agent: c.user, Error: err.Error()})
+}
+
+// spiffeCert returns the verified client certificate if it carries a
+// SPIFFE URI SAN.
+func (c *conn) spiffeCert() *x509.Certificate {
+	tc, ok := c.client.(*tls.Conn)
+	if !ok {
+		return nil
+	}
+	st := tc.ConnectionState()
+	if len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
+		return nil
+	}
+	cert := st.PeerCertificates[0]
+	for _, u := range cert.URIs {
+		if strings.EqualFold(u.Scheme, "spiffe") {
+			return cert
+		}
+	}
+	return nil
+}
+
+func (c *conn) receiveAuth() (pgproto3.FrontendMessage, error) {
+	if err := c.clientBE.Flush(); err != nil {
+		return nil, fmt.Errorf("send auth request: %w", errClientGone)
+	}
+	msg, err := c.clientBE.Receive()
+	if err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("client left during authentication: %w", errClientGone)
+		}
+		return nil, fatal(codeProtocolViolation, "invalid authentication message", err)
+	}
+	return msg, nil
+}
+
+func (c *conn) cleartext() (*identity.Agent, error) {
+	c.clientBE.Send(&pgproto3.AuthenticationCleartextPassword{})
+	_ = c.clientBE.SetAuthType(pgproto3.AuthTypeCleartextPassword)
+	msg, err := c.receiveAuth()
+	if err != nil {
+		return nil, err
+	}
+	pm, ok := msg.(*pgproto3.PasswordMessage)
+	if !ok {
+		return nil, fatal(codeProtocolViolation, fmt.Sprintf("expected password response, got %T", msg), nil)
+	}
+	return c.srv.cfg.Auth.Token(c.user, pm.Password)
+}
+
+func (c *conn) scram(conv identity.SCRAMConversation) (*identity.Agent, error) {
+	const mech = "SCRAM-SHA-256"
+	c.clientBE.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{mech}})
+	_ = c.clientBE.SetAuthType(pgproto3.AuthTypeSASL)
+	msg, err := c.receiveAuth()
+	if err != nil {
+		return nil, err
+	}
+	init, ok := msg.(*pgproto3.SASLInitialResponse)
+	if !ok {
+		return nil, fatal(codeProtocolViolation, fmt.Sprintf("expected SASL initial response, got %T", msg), nil)
+	}
+	if init.AuthMechanism != mech {
+		return nil, fatal(codeProtocolViolation, "client selected an invalid SASL authentication mechanism", nil)
+	}
+	data := slices.Clone(init.Data)
+	for range 4 {
+		reply, done, err := conv.Step(data)
+		if err != nil {
+			return nil, err
+		}
+		if done {
+			c.clientBE.Send(&pgproto3.AuthenticationSASLFinal{Data: reply})
+			return conv.Agent(), nil
+		}
+		c.clientBE.Send(&pgproto3.AuthenticationSASLContinue{Data: reply})
+		_ = c.clientBE.SetAuthType(pgproto3.AuthTypeSASLContinue)
+		msg, err := c.receiveAuth()
+		if err != nil {
+			return nil, err
+		}
+		r, ok := msg.(*pgproto3.SASLResponse)
+		if !ok {
+			return nil, fatal(codeProtocolViolation, fmt.Sprintf("expected SASL response, got %T", msg), nil)
+		}
+		data = slices.Clone(r.Data)
+	}
+	return nil, fmt.Errorf("SCRAM exchange too long: %w", identity.ErrAuthFailed)
+}
+
+func isLoopback(ip string) bool {
+	a := net.ParseIP(ip)
+	return a != nil && a.IsLoopback()
+}
+
+// --- phase 3: credentials ---
+
+func (c *conn) credentials(ctx context.Context, deadline time.Time) error {
+	up, ok := c.srv.cfg.Upstreams[c.upName]
+	if !ok {
+		up, ok = c.srv.cfg.Upstreams[""]
+	}
+	if !ok {
+		return fatal(codeUnableToConnect, "keyhole: no upstream configured for this role", fmt.Errorf("upstream %q", c.upName))
+	}
+	c.upstream = up
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	lease, err := c.srv.cfg.Creds.Acquire(ctx, creds.Request{Agent: c.agent.Name, Role: c.role, Upstream: c.upName})
+	if err != nil || lease == nil {
+		if m := c.srv.cfg.Metrics; m != nil {
+			m.UpstreamError(protocolName)
+		}
+		return fatal(codeUnableToConnect, creds.ErrUnavailable.Error(), fmt.Errorf("acquire credentials: %w", err))
+	}
+	c.lease = lease
+	return nil
+}
+
+// --- phase 4: dial upstream ---
+
+func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
+	db := c.upstream.Database
+	if db == "" {
+		db = c.database
+	}
+	u := url.URL{Scheme: "postgres", Host: c.upstream.Addr, Path: "/" + db, RawQuery: "sslmode=disable"}
+	cfg, err := pgconn.ParseConfig(u.String())
+	if err != nil {
+		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("upstream config: %w", err))
+	}
+	cfg.User = c.lease.User
+	cfg.Password = c.lease.Password.Reveal()
+	cfg.Fallbacks = nil
+	if c.upstream.TLS != nil {
+		cfg.TLSConfig = c.upstream.TLS.Clone()
+		if cfg.TLSConfig.ServerName == "" {
+			cfg.TLSConfig.ServerName = cfg.Host
+		}
+	}
+	cfg.RuntimeParams = map[string]string{"client_encoding": "UTF8"}
+	maps.Copy(cfg.RuntimeParams, c.params)
+	if c.appName != "" {
+		cfg.RuntimeParams["application_name"] = c.appName
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	pc, err := pgconn.ConnectConfig(ctx, cfg)
+	if err != nil {
+		if m := c.srv.cfg.Metrics; m != nil {
+			m.UpstreamError(protocolName)
+		}
+		// pgconn errors carry host, user and database but never the password.
+		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("connect upstream %s: %w", c.upstream.Addr, err))
+	}
+	hc, err := pc.Hijack()
+	if err != nil {
+		_ = pc.Close(ctx)
+		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("hijack upstream: %w", err))
+	}
+	c.mu.Lock()
+	c.upConn, c.upFE, c.upPID, c.upKey, c.txStatus = hc.Conn, hc.Frontend, hc.PID, slices.Clone(hc.SecretKey), hc.TxStatus
+	stopped := c.stopped
+	c.mu.Unlock()
+	if stopped {
+		_ = hc.Conn.Close()
+		return errShutdown
+	}
+	if err := c.srv.register(c); err != nil {
+		return fatal(codeInternalError, "internal error", err)
+	}
+	c.log.Info("upstream session ready", "upstream", c.upName, "database", db)
+
+	c.clientBE.Send(&pgproto3.AuthenticationOk{})
+	_ = c.clientBE.SetAuthType(pgproto3.AuthTypeOk)
+	for _, k := range slices.Sorted(maps.Keys(hc.ParameterStatuses)) {
+		c.clientBE.Send(&pgproto3.ParameterStatus{Name: k, Value: c.paramValue(k, hc.ParameterStatuses[k])})
+	}
+	c.clientBE.Send(&pgproto3.BackendKeyData{ProcessID: c.key.pid, SecretKey: c.key.secret})
+	c.clientBE.Send(&pgproto3.ReadyForQuery{TxStatus: c.txStatus})
+	if err := c.clientBE.Flush(); err != nil {
+		return fmt.Errorf("send startup response: %w", errClientGone)
+	}
+	return nil
+}
+
+// paramValue hides the upstream login (a short-lived credential user)
+// behind the name the agent connected as.
+func (c *conn) paramValue(name, v string) string {
+	if strings.EqualFold(name, "session_authorization") {
+		return c.user
+	}
+	return v
+}
+
+// cancelUpstream sends a CancelRequest with the upstream's own key on a
+// new connection to the upstream.
+func (c *conn) cancelUpstream(ctx context.Context) error {
+	c.mu.Lock()
+	pid, key, up := c.upPID, c.upKey, c.upstream
+	c.mu.Unlock()
+	if pid == 0 {
+		return nil
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", up.Addr)
+	if err != nil {
+		return fmt.Errorf("dial upstream for cancel: %w", err)
+	}
+	defer nc.Close()
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
+	defer stop()
+	if up.TLS != nil {
+		var req [8]byte
+		binary.BigEndian.PutUint32(req[0:], 8)
+		binary.BigEndian.PutUint32(req[4:], sslRequestCode)
+		if _, err := nc.Write(req[:]); err != nil {
+			return fmt.Errorf("cancel sslrequest: %w", err)
+		}
+		var resp [1]byte
+		if _, err := io.ReadFull(nc, resp[:]); err != nil {
+			return fmt.Errorf("cancel sslrequest: %w", err)
+		}
+		if resp[0] != 'S' {
+			return errors.New("cancel: upstream refused TLS")
+		}
+		cfg := up.TLS.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName, _, _ = net.SplitHostPort(up.Addr)
+		}
+		tc := tls.Client(nc, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return fmt.Errorf("cancel tls: %w", err)
+		}
+		nc = tc
+	}
+	buf := make([]byte, 12+len(key))
+	binary.BigEndian.PutUint32(buf[0:], uint32(len(buf)))
+	binary.BigEndian.PutUint32(buf[4:], cancelRequestCode)
+	binary.BigEndian.PutUint32(buf[8:], pid)
+	copy(buf[12:], key)
+	if _, err := nc.Write(buf); err != nil {
+		return fmt.Errorf("send cancel: %w", err)
+	}
+	// The postmaster closes the connection after signalling the backend;
+	// waiting for that orders the cancel before whatever we send next.
+	_, _ = io.Copy(io.Discard, nc)
+	return nil
+}
+
+// --- audit and metrics ---
+
+func (c *conn) record(ev audit.Event) {
+	r := c.srv.cfg.Audit
+	if r == nil {
+		return
+	}
+	ev.Time = time.Now()
+	ev.Session = c.id
+	ev.Protocol = protocolName
+	ev.Client = c.client.RemoteAddr().String()
+	if ev.Agent == "" && c.agent != nil {
+		ev.Agent = c.agent.Name
+	}
+	if ev.Role == "" {
+		ev.Role = c.role
+	}
+	if ev.Database == "" {
+		ev.Database = c.database
+	}
+	r.Record(ev)
+}
+
+func (s *Server) metricsOpened() {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.ConnectionOpened(protocolName)
+	}
+}
+
+func (s *Server) metricsClosed() {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.ConnectionClosed(protocolName)
+	}
+}
+
+func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }

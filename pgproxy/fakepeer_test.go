@@ -1,0 +1,139 @@
+package pgproxy_test
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/identity"
+	"github.com/keyholedb/keyhole/pgproxy"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
+)
+
+// fakeUpstream accepts one login (trust) per connection and then answers
+// every Query with reply: protocol corners a real Postgres never produces.
+func fakeUpstream(t *testing.T, reply func(be *pgproto3.Backend, nc net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				be := pgproto3.NewBackend(nc, nc)
+				if _, err := be.ReceiveStartupMessage(); err != nil {
+					return
+				}
+				be.Send(&pgproto3.AuthenticationOk{})
+				be.Send(&pgproto3.ParameterStatus{Name: "server_version", Value: "15.0"})
+				be.Send(&pgproto3.BackendKeyData{ProcessID: 42, SecretKey: []byte{1, 2, 3, 4}})
+				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+				if be.Flush() != nil {
+					return
+				}
+				for {
+					msg, err := be.Receive()
+					if err != nil {
+						return
+					}
+					if _, ok := msg.(*pgproto3.Query); ok {
+						reply(be, nc)
+						_ = be.Flush()
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestUpstreamProtocolErrors(t *testing.T) {
+	t.Parallel()
+	cases := map[string]func(be *pgproto3.Backend, nc net.Conn){
+		"authentication request mid-session": func(be *pgproto3.Backend, _ net.Conn) {
+			be.Send(&pgproto3.AuthenticationCleartextPassword{})
+		},
+		"unsolicited ready for query": func(be *pgproto3.Backend, _ net.Conn) {
+			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+		},
+		"copy both": func(be *pgproto3.Backend, _ net.Conn) {
+			be.Send(&pgproto3.CopyBothResponse{})
+		},
+		"connection dropped mid-result": func(be *pgproto3.Backend, nc net.Conn) {
+			be.Send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("x"), DataTypeOID: 23, DataTypeSize: 4}}})
+			_ = be.Flush()
+			_ = nc.Close()
+		},
+	}
+	for name, reply := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			addr := fakeUpstream(t, reply)
+			srv := fakeServer(t, addr)
+			c, err := pgx.Connect(context.Background(), srv.dsn)
+			require.NoError(t, err)
+			defer c.Close(context.Background())
+			// (An extra ReadyForQuery is only noticed after the first
+			// one answered the statement.)
+			for range 2 {
+				if _, err = c.Exec(context.Background(), "SELECT 1"); err != nil {
+					break
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			require.Error(t, err)
+			assert.Contains(t, []string{"08006", "0A000"}, sqlState(err), "err: %v", err)
+		})
+	}
+}
+
+type fakeEnv struct{ dsn string }
+
+// fakeServer is a keyhole in front of addr with an allow-everything-known
+// policy without a catalog (SELECT 1 needs no tables).
+func fakeServer(t *testing.T, addr string) fakeEnv {
+	dir := t.TempDir()
+	priv, err := identity.GenerateKey()
+	require.NoError(t, err)
+	keyPath := filepath.Join(dir, "token.key")
+	require.NoError(t, identity.WriteKeyFile(keyPath, priv))
+	auth, err := identity.New(identity.Config{Tokens: identity.TokenConfig{PublicKeyFile: keyPath + ".pub"}})
+	require.NoError(t, err)
+	p, _, err := sqlpolicy.ParsePolicy([]byte("roles:\n  r: {upstream: fake}\nagents:\n  bot: {role: r}\n"), "fake.yaml", nil)
+	require.NoError(t, err)
+	srv, err := pgproxy.New(pgproxy.Config{
+		Decider:   sqlpolicy.NewEngine(p, nil, pganalyze.New(nil, pganalyze.Options{}), sqlpolicy.EngineOptions{}),
+		Auth:      auth,
+		Creds:     &creds.Static{User: "u"},
+		Upstreams: map[string]pgproxy.Upstream{"": {Addr: addr, Database: "d"}},
+		Logger:    slog.New(slog.DiscardHandler),
+	})
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	tok, err := identity.Mint(priv, identity.Claims{Agent: "bot", TTL: time.Hour})
+	require.NoError(t, err)
+	return fakeEnv{dsn: "postgres://bot:" + tok + "@" + ln.Addr().String() + "/d?sslmode=disable"}
+}

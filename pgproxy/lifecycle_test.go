@@ -1,0 +1,234 @@
+package pgproxy_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/pgproxy"
+)
+
+// revocableSource wraps a static source; revoke closes every lease's Done.
+type revocableSource struct {
+	inner    creds.Source
+	mu       sync.Mutex
+	done     chan struct{}
+	fail     bool
+	released int
+}
+
+func (s *revocableSource) Acquire(ctx context.Context, req creds.Request) (*creds.Lease, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail {
+		return nil, errors.New("vault: permission denied for token s.SECRETTOKEN: " + creds.ErrUnavailable.Error())
+	}
+	l, err := s.inner.Acquire(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return creds.NewLease(l.User, l.Password, s.done, func() error { return errors.New("lease revoked") }, func() {
+		s.mu.Lock()
+		s.released++
+		s.mu.Unlock()
+	}), nil
+}
+
+func (s *revocableSource) Close() error { return nil }
+
+func (s *revocableSource) revoke() { close(s.done) }
+
+func TestCredentialsRevoked(t *testing.T) {
+	t.Parallel()
+	src := &revocableSource{done: make(chan struct{})}
+	e := newEnvWith(t, envOpts{}, func(e *env) creds.Source { src.inner = e.src; return src })
+	ctx := context.Background()
+	c := e.connect(pgx.QueryExecModeSimpleProtocol)
+	_, err := c.Exec(ctx, "SELECT 1")
+	require.NoError(t, err)
+	src.revoke()
+	require.Eventually(t, func() bool {
+		_, err = c.Exec(ctx, "SELECT 1")
+		return err != nil
+	}, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, "57P01", sqlState(err), "err: %v", err)
+	// The session gave its lease back.
+	require.Eventually(t, func() bool {
+		src.mu.Lock()
+		defer src.mu.Unlock()
+		return src.released == 1
+	}, 5*time.Second, 20*time.Millisecond)
+}
+
+func TestUpstreamLoginFails(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, envOpts{}, func(*env) creds.Source {
+		return &creds.Static{User: "no_such_role_x", Password: "upstream-secret-pw"}
+	})
+	_, err := pgx.Connect(context.Background(), e.dsn("analyst-bot"))
+	require.Error(t, err)
+	assert.Equal(t, "08001", sqlState(err))
+	assert.NotContains(t, err.Error(), "no_such_role_x")
+	assert.NotContains(t, err.Error(), "upstream-secret-pw")
+}
+
+func TestUpstreamTerminated(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	c := e.connect(pgx.QueryExecModeSimpleProtocol)
+	var pid int
+	// keyhole's own BackendKeyData pid is not the upstream's.
+	require.NoError(t, c.QueryRow(ctx, "SELECT pg_backend_pid()").Scan(&pid))
+	assert.NotEqual(t, uint32(pid), c.PgConn().PID())
+	d := e.direct()
+	_, err := d.Exec(ctx, "SELECT pg_terminate_backend($1)", pid)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		_, err = c.Exec(ctx, "SELECT 1")
+		return err != nil
+	}, 5*time.Second, 20*time.Millisecond)
+	assert.Equal(t, "57P01", sqlState(err), "the upstream's FATAL is relayed: %v", err)
+}
+
+func TestCredentialsUnavailable(t *testing.T) {
+	t.Parallel()
+	src := &revocableSource{done: make(chan struct{}), fail: true}
+	e := newEnvWith(t, envOpts{}, func(e *env) creds.Source { src.inner = e.src; return src })
+	_, err := pgx.Connect(context.Background(), e.dsn("analyst-bot"))
+	require.Error(t, err)
+	assert.Equal(t, "08001", sqlState(err))
+	assert.NotContains(t, err.Error(), "SECRETTOKEN")
+	assert.NotContains(t, err.Error(), "vault")
+}
+
+func TestAgentRemovedFromPolicy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	c := e.connect(pgx.QueryExecModeCacheStatement)
+	_, err := c.Exec(ctx, "SELECT 1")
+	require.NoError(t, err)
+	e.holder.Swap(e.engine(false)) // policy reload without the agent
+	_, err = c.Exec(ctx, "SELECT 2")
+	assert.Equal(t, "28000", sqlState(err), "err: %v", err)
+}
+
+func TestTokenExpiryEndsSession(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	// Tokens carry whole seconds; the identity leeway does not extend
+	// the session, only verification.
+	cfg, err := pgx.ParseConfig("postgres://analyst-bot:" + e.signer("analyst-bot", 2*time.Second) + "@" + e.addr + "/" + e.db.Name + "?sslmode=disable")
+	require.NoError(t, err)
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	require.Eventually(t, func() bool {
+		_, err = c.Exec(ctx, "SELECT 1")
+		return err != nil
+	}, 10*time.Second, 100*time.Millisecond)
+	assert.Equal(t, "28000", sqlState(err), "err: %v", err)
+}
+
+func TestIdleTimeout(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{limits: pgproxy.Limits{IdleTimeout: 300 * time.Millisecond}})
+	ctx := context.Background()
+	c := e.connect(pgx.QueryExecModeSimpleProtocol)
+	// A statement longer than the idle timeout is not idle.
+	release := e.lockOrders()
+	time.AfterFunc(600*time.Millisecond, release)
+	_, err := c.Exec(ctx, "SELECT count(*) FROM orders")
+	require.NoError(t, err)
+	time.Sleep(700 * time.Millisecond)
+	_, err = c.Exec(ctx, "SELECT 1")
+	require.Error(t, err)
+	assert.Equal(t, "57P05", sqlState(err), "err: %v", err)
+}
+
+func TestMaxConns(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{limits: pgproxy.Limits{MaxConns: 2}})
+	ctx := context.Background()
+	e.connect(pgx.QueryExecModeSimpleProtocol)
+	e.connect(pgx.QueryExecModeSimpleProtocol)
+	_, err := pgx.Connect(ctx, e.dsn("analyst-bot"))
+	assert.Equal(t, "53300", sqlState(err), "err: %v", err)
+}
+
+func TestShutdown(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	busy := e.connect(pgx.QueryExecModeCacheStatement)
+	idle := e.connect(pgx.QueryExecModeSimpleProtocol)
+
+	release := e.lockOrders()
+	result := make(chan error, 1)
+	go func() {
+		var n int
+		result <- busy.QueryRow(ctx, "SELECT count(*) FROM orders").Scan(&n)
+	}()
+	require.Eventually(t, func() bool { return e.waiting() == 1 }, 5*time.Second, 20*time.Millisecond)
+	shut := make(chan error, 1)
+	go func() {
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		shut <- e.srv.Shutdown(sctx)
+	}()
+	// The idle session is ended at once; new connections are refused.
+	require.Eventually(t, func() bool {
+		_, err := idle.Exec(ctx, "SELECT 1")
+		return err != nil
+	}, 5*time.Second, 20*time.Millisecond)
+	_, err := pgx.Connect(ctx, e.dsn("analyst-bot"))
+	assert.Error(t, err)
+	// The statement in flight finishes once the lock goes away.
+	time.Sleep(200 * time.Millisecond)
+	release()
+	require.NoError(t, <-result)
+	require.NoError(t, <-shut)
+	_, err = busy.Exec(ctx, "SELECT 1")
+	assert.Error(t, err)
+}
+
+func TestShutdownIdleGets57P01(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	c := e.connect(pgx.QueryExecModeSimpleProtocol)
+	require.NoError(t, e.srv.Shutdown(ctx))
+	_, err := c.Exec(ctx, "SELECT 1")
+	assert.Equal(t, "57P01", sqlState(err), "err: %v", err)
+}
+
+func TestShutdownDeadline(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	busy := e.connect(pgx.QueryExecModeSimpleProtocol)
+	e.lockOrders()
+	result := make(chan error, 1)
+	go func() {
+		_, err := busy.Exec(ctx, "SELECT count(*) FROM orders")
+		result <- err
+	}()
+	require.Eventually(t, func() bool { return e.waiting() == 1 }, 5*time.Second, 20*time.Millisecond)
+	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	err := e.srv.Shutdown(sctx)
+	assert.ErrorIs(t, err, context.DeadlineExceeded)
+	err = <-result
+	assert.Equal(t, "57P01", sqlState(err), "err: %v", err)
+	// The upstream statement was cancelled, not left waiting.
+	require.Eventually(t, func() bool { return e.waiting() == 0 }, 5*time.Second, 50*time.Millisecond)
+}

@@ -1,0 +1,341 @@
+package pgproxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyholedb/keyhole/admin"
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/identity"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// Config configures a Server.
+type Config struct {
+	// TLS answers SSLRequest with 'S' when set (else 'N'). For mTLS set
+	// ClientAuth to tls.VerifyClientCertIfGiven and ClientCAs.
+	TLS     *tls.Config
+	Decider sqlpolicy.Decider
+	Auth    identity.Authenticator
+	Creds   creds.Source
+	// Upstreams by name (the role's upstream); "" is the default used when
+	// the role's name is missing.
+	Upstreams map[string]Upstream
+	Audit     audit.Recorder     // nil = none
+	Metrics   admin.ProxyMetrics // nil = none
+	Logger    *slog.Logger       // nil = slog.Default()
+	Limits    Limits
+	// RawStatements audits raw SQL instead of the Decider.Redact text.
+	RawStatements bool
+}
+
+// Upstream is a Postgres server keyhole connects to.
+type Upstream struct {
+	Addr string // host:port
+	// Database, when set, is always used; else the client's database.
+	Database string
+	TLS      *tls.Config // nil = no TLS
+}
+
+// Limits bound resource use. Zero values mean the defaults noted.
+type Limits struct {
+	MaxConns       int           // 0 = 1000 concurrent client connections
+	StartupTimeout time.Duration // 0 = 10s from accept to ReadyForQuery
+	IdleTimeout    time.Duration // 0 = none; idle sessions are ended with 57P05
+	MaxMessageSize int           // 0 = 64 MiB per client message body
+	// ShutdownGrace bounds Shutdown when its context has no deadline; 0 = 30s.
+	ShutdownGrace time.Duration
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxConns <= 0 {
+		l.MaxConns = 1000
+	}
+	if l.StartupTimeout <= 0 {
+		l.StartupTimeout = 10 * time.Second
+	}
+	if l.MaxMessageSize <= 0 {
+		l.MaxMessageSize = 64 << 20
+	}
+	if l.ShutdownGrace <= 0 {
+		l.ShutdownGrace = 30 * time.Second
+	}
+	return l
+}
+
+// Server accepts Postgres client connections and relays them upstream.
+type Server struct {
+	cfg    Config
+	limits Limits
+	log    *slog.Logger
+	fails  *failLimiter
+
+	ctx    context.Context // parent of every connection; cancelled last in Shutdown
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	keys      map[uint32]*conn // keyhole BackendKeyData pid → connection
+	draining  bool
+	wg        sync.WaitGroup
+	nconns    atomic.Int64
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("pgproxy: server closed")
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Decider == nil:
+		return nil, errors.New("pgproxy: Config.Decider is required")
+	case cfg.Auth == nil:
+		return nil, errors.New("pgproxy: Config.Auth is required")
+	case cfg.Creds == nil:
+		return nil, errors.New("pgproxy: Config.Creds is required")
+	case len(cfg.Upstreams) == 0:
+		return nil, errors.New("pgproxy: Config.Upstreams is empty")
+	}
+	for name, u := range cfg.Upstreams {
+		if _, _, err := net.SplitHostPort(u.Addr); err != nil {
+			return nil, fmt.Errorf("pgproxy: upstream %q: address %q: %w", name, u.Addr, err)
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Server{
+		cfg:       cfg,
+		limits:    cfg.Limits.withDefaults(),
+		log:       log.With("component", "pgproxy"),
+		fails:     newFailLimiter(10, time.Minute),
+		ctx:       ctx,
+		cancel:    cancel,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+		keys:      make(map[uint32]*conn),
+	}, nil
+}
+
+// Serve accepts connections on ln until Shutdown (then it returns
+// ErrServerClosed) or an accept error.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			draining := s.draining
+			s.mu.Unlock()
+			if draining {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("pgproxy: accept: %w", err)
+		}
+		backoff = 0
+		c := s.newConn(nc)
+		s.mu.Lock()
+		if s.draining {
+			s.mu.Unlock()
+			_ = nc.Close()
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			c.serve(s.ctx)
+			s.mu.Lock()
+			delete(s.conns, c)
+			if c.key.pid != 0 && s.keys[c.key.pid] == c {
+				delete(s.keys, c.key.pid)
+			}
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// Shutdown stops accepting, lets statements in flight finish until ctx is
+// done (or Limits.ShutdownGrace when ctx has no deadline), and ends every
+// session with 57P01: idle ones at once, busy ones when their statement
+// completes or the deadline passes.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.drain()
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.limits.ShutdownGrace)
+		defer cancel()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	for c := range s.conns {
+		c.stop(errShutdown)
+	}
+	s.mu.Unlock()
+	// Stopped connections write their FATAL and close promptly; sockets
+	// that do not drain are closed by cancelling every connection context.
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		s.cancel()
+		<-done
+	}
+	s.cancel()
+	return ctx.Err()
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// register gives c a fresh keyhole BackendKeyData.
+func (s *Server) register(c *conn) error {
+	var b [8]byte
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range 16 {
+		if _, err := rand.Read(b[:]); err != nil {
+			return fmt.Errorf("backend key: %w", err)
+		}
+		pid := binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
+		if pid == 0 || s.keys[pid] != nil {
+			continue
+		}
+		c.key = backendKey{pid: pid, secret: append([]byte(nil), b[4:]...)}
+		s.keys[pid] = c
+		return nil
+	}
+	return errors.New("backend key: no free pid")
+}
+
+// cancel forwards a client's CancelRequest to the upstream of the session
+// the key belongs to. Unknown keys are ignored, as Postgres does.
+func (s *Server) cancelRequest(pid uint32, secret []byte, log *slog.Logger) {
+	s.mu.Lock()
+	c := s.keys[pid]
+	s.mu.Unlock()
+	if c == nil || subtle.ConstantTimeCompare(c.key.secret, secret) != 1 {
+		log.Info("cancel request with unknown key")
+		return
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	defer cancel()
+	if err := c.cancelUpstream(ctx); err != nil {
+		c.log.Warn("forward cancel request", "err", err)
+		return
+	}
+	c.log.Info("cancel request forwarded upstream")
+	log.Debug("cancel request forwarded", "target_session", c.id)
+}
+
+type backendKey struct {
+	pid    uint32
+	secret []byte
+}
+
+// failLimiter is a per-IP token bucket of authentication failures: each IP
+// may fail burst times, refilled at burst per window.
+type failLimiter struct {
+	mu     sync.Mutex
+	burst  float64
+	rate   float64 // tokens per second
+	bucket map[string]*failBucket
+}
+
+type failBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+func newFailLimiter(burst int, window time.Duration) *failLimiter {
+	return &failLimiter{burst: float64(burst), rate: float64(burst) / window.Seconds(), bucket: make(map[string]*failBucket)}
+}
+
+func (l *failLimiter) refill(ip string, now time.Time) *failBucket {
+	b := l.bucket[ip]
+	if b == nil {
+		b = &failBucket{tokens: l.burst, last: now}
+		l.bucket[ip] = b
+	}
+	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
+	b.last = now
+	return b
+}
+
+// allowed reports whether ip may try to authenticate.
+func (l *failLimiter) allowed(ip string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.refill(ip, time.Now()).tokens >= 1
+}
+
+// failed records a failure of ip.
+func (l *failLimiter) failed(ip string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	b := l.refill(ip, now)
+	b.tokens = max(0, b.tokens-1)
+	if len(l.bucket) > 10000 { // forget full buckets so the map stays bounded
+		for k, v := range l.bucket {
+			if v.tokens+now.Sub(v.last).Seconds()*l.rate >= l.burst {
+				delete(l.bucket, k)
+			}
+		}
+	}
+}

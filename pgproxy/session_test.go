@@ -1,0 +1,141 @@
+package pgproxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+func TestSQLPrepareExecute(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	c := e.connect(pgx.QueryExecModeSimpleProtocol)
+	// EXECUTE is decided through the session's record of what PREPARE
+	// prepared, which keyhole updates only after PREPARE ran upstream.
+	_, err := c.Exec(ctx, "EXECUTE nope")
+	assert.Equal(t, "42501", sqlState(err), "err: %v", err)
+	_, err = c.Exec(ctx, "PREPARE q AS SELECT count(*) FROM orders")
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, c.QueryRow(ctx, "EXECUTE q").Scan(&n))
+	assert.Equal(t, 20, n)
+	_, err = c.Exec(ctx, "PREPARE s AS SELECT value FROM secrets")
+	assert.Equal(t, "42501", sqlState(err))
+	_, err = c.Exec(ctx, "EXECUTE s")
+	assert.Equal(t, "42501", sqlState(err))
+}
+
+func TestAuditEvents(t *testing.T) {
+	t.Parallel()
+	m := &metrics{}
+	e := newEnv(t, envOpts{maxRows: 5, metrics: m})
+	ctx := context.Background()
+	token := e.signer("analyst-bot", time.Hour)
+	cfg, err := pgx.ParseConfig("postgres://analyst-bot:" + token + "@" + e.addr + "/" + e.db.Name + "?sslmode=disable")
+	require.NoError(t, err)
+	c, err := pgx.ConnectConfig(ctx, cfg)
+	require.NoError(t, err)
+	var n int
+	require.NoError(t, c.QueryRow(ctx, "SELECT count(*) FROM orders WHERE item = 'literal-x'").Scan(&n))
+	_, err = c.Exec(ctx, "SELECT email FROM customers")
+	assert.Equal(t, "42501", sqlState(err))
+	rows, err := c.Query(ctx, "SELECT id FROM orders")
+	require.NoError(t, err)
+	for rows.Next() {
+	}
+	assert.Equal(t, "54000", sqlState(rows.Err()), "err: %v", rows.Err())
+	require.NoError(t, c.Close(ctx))
+
+	require.Eventually(t, func() bool {
+		for _, ev := range e.audit.all() {
+			if ev.Kind == audit.KindClose {
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, 20*time.Millisecond)
+	m.mu.Lock()
+	assert.Equal(t, 1, m.opened)
+	assert.Equal(t, 1, m.closed)
+	assert.Equal(t, map[sqlpolicy.Effect]int{sqlpolicy.Allow: 2, sqlpolicy.Deny: 1}, m.decided)
+	m.mu.Unlock()
+	evs := e.audit.all()
+	raw, err := json.Marshal(evs)
+	require.NoError(t, err)
+	assert.NotContains(t, string(raw), token)
+	assert.NotContains(t, string(raw), "upstream-secret-pw")
+	assert.NotContains(t, string(raw), "literal-x", "statements are redacted")
+
+	var kinds []audit.Kind
+	var stmts []audit.Event
+	for _, ev := range evs {
+		kinds = append(kinds, ev.Kind)
+		assert.NotEmpty(t, ev.Session)
+		assert.Equal(t, "postgres", ev.Protocol)
+		if ev.Kind == audit.KindStatement {
+			stmts = append(stmts, ev)
+		}
+	}
+	assert.Equal(t, audit.KindConnect, kinds[0])
+	assert.Contains(t, kinds, audit.KindAuthOK)
+	require.Len(t, stmts, 3)
+	assert.Equal(t, sqlpolicy.Allow, stmts[0].Decision)
+	assert.EqualValues(t, 1, stmts[0].Rows)
+	assert.NotEmpty(t, stmts[0].Fingerprint)
+	assert.Equal(t, sqlpolicy.Deny, stmts[1].Decision)
+	assert.Equal(t, "42501", stmts[1].ErrorCode)
+	assert.NotEmpty(t, stmts[1].Reasons)
+	assert.Equal(t, "54000", stmts[2].ErrorCode)
+	assert.EqualValues(t, 6, stmts[2].Rows)
+	for _, ev := range stmts {
+		assert.Equal(t, "analyst-bot", ev.Agent)
+		assert.Equal(t, "analyst", ev.Role)
+	}
+}
+
+// metrics records what the proxy reports.
+type metrics struct {
+	mu                                sync.Mutex
+	opened, closed, authFailed, upErr int
+	decided                           map[sqlpolicy.Effect]int
+}
+
+func (m *metrics) ConnectionOpened(string) { m.mu.Lock(); m.opened++; m.mu.Unlock() }
+func (m *metrics) ConnectionClosed(string) { m.mu.Lock(); m.closed++; m.mu.Unlock() }
+func (m *metrics) AuthFailed(string)       { m.mu.Lock(); m.authFailed++; m.mu.Unlock() }
+func (m *metrics) UpstreamError(string)    { m.mu.Lock(); m.upErr++; m.mu.Unlock() }
+func (m *metrics) StatementDecided(_ string, eff sqlpolicy.Effect, _ string, _ time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.decided == nil {
+		m.decided = map[sqlpolicy.Effect]int{}
+	}
+	m.decided[eff]++
+}
+
+func TestAuditRawStatements(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{raw: true})
+	ctx := context.Background()
+	c := e.connect(pgx.QueryExecModeSimpleProtocol)
+	var n int
+	require.NoError(t, c.QueryRow(ctx, "SELECT count(*) FROM orders WHERE item = 'literal-y'").Scan(&n))
+	var found bool
+	for _, ev := range e.audit.all() {
+		if ev.Kind == audit.KindStatement && ev.Statement == "SELECT count(*) FROM orders WHERE item = 'literal-y'" {
+			found = true
+			assert.NotEmpty(t, ev.Fingerprint)
+		}
+	}
+	assert.True(t, found)
+}
