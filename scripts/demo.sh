@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# demo.sh: keyhole in two minutes. Builds keyhole, loads a small labelled
+# shop database, mints an agent token, starts keyhole in front of the
+# database and plays a short agent session through it with psql: what the
+# policy allows comes back, what it does not is refused with SQLSTATE 42501,
+# a reason and a hint. Then shows the blocked statements from the audit log.
+#
+#   scripts/demo.sh           # run the demo, then stop keyhole and clean up
+#   scripts/demo.sh --keep    # leave keyhole running to try it yourself
+#
+# Uses Postgres on 127.0.0.1:5432 (superuser postgres) when it is up;
+# otherwise starts a throwaway cluster from the installed binaries (initdb,
+# pg_ctl) on a free port in a temporary directory (KEYHOLE_DEMO_THROWAWAY_PG=1
+# forces that).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+KEEP=0
+for a in "$@"; do
+	case $a in
+	--keep) KEEP=1 ;;
+	-h | --help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+	*) echo "demo: unknown argument $a (try --help)" >&2; exit 2 ;;
+	esac
+done
+
+DB=keyhole_demo
+LOGIN=keyhole_demo
+AGENT=sales-summarizer
+bold() { if [ -t 1 ]; then printf '\033[1m%s\033[0m\n' "$*"; else printf '%s\n' "$*"; fi; }
+say() { printf '\n'; bold "== $*"; }
+die() { echo "demo: error: $*" >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() { for _ in $(seq 1 150); do port_open "$1" && return 0; sleep 0.2; done; return 1; }
+for tool in go psql python3; do command -v "$tool" >/dev/null 2>&1 || die "$tool not found (scripts/setup.sh installs the clients)"; done
+
+WORK="$(mktemp -d /tmp/keyhole-demo.XXXXXX)"
+chmod 755 "$WORK"
+KEYHOLE_PID="" PGDATA_TMP="" PG_CTL=""
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+cleanup() {
+	if [ "$KEEP" = 1 ]; then return; fi
+	[ -n "$KEYHOLE_PID" ] && kill "$KEYHOLE_PID" 2>/dev/null && wait "$KEYHOLE_PID" 2>/dev/null || true
+	if [ -n "$PGDATA_TMP" ]; then
+		as_pg "$PG_CTL" -D "$PGDATA_TMP" -m fast stop >/dev/null 2>&1 || true
+	else
+		psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+	fi
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+say "Building keyhole"
+(cd "$ROOT" && go build -o bin/keyhole ./cmd/keyhole)
+KEYHOLE="$ROOT/bin/keyhole"
+echo "bin/keyhole"
+
+say "Upstream Postgres"
+if port_open 5432 && [ -z "${KEYHOLE_DEMO_THROWAWAY_PG:-}" ]; then
+	PGPORT=5432
+	echo "using the running Postgres on 127.0.0.1:5432"
+else
+	INITDB="$(command -v initdb || ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1)"
+	[ -n "$INITDB" ] || die "no Postgres on 127.0.0.1:5432 and no initdb to start one (apt-get install postgresql)"
+	PG_CTL="$(dirname "$INITDB")/pg_ctl"
+	[ -x "$PG_CTL" ] || PG_CTL="$(command -v pg_ctl)"
+	PGPORT="$(free_port)"
+	PGDATA_TMP="$WORK/pgdata"
+	mkdir -p "$PGDATA_TMP"
+	[ "$(id -u)" = 0 ] && chown postgres "$PGDATA_TMP"
+	as_pg "$INITDB" -D "$PGDATA_TMP" -U postgres -A trust >/dev/null
+	as_pg "$PG_CTL" -D "$PGDATA_TMP" -l "$PGDATA_TMP/server.log" -o "-p $PGPORT -k $PGDATA_TMP -c listen_addresses=127.0.0.1" -w start >/dev/null
+	echo "started a throwaway cluster on 127.0.0.1:$PGPORT ($PGDATA_TMP)"
+fi
+export PGPORT
+admin() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres "$@"; }
+admin -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
+admin -d postgres -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$LOGIN') THEN CREATE ROLE $LOGIN LOGIN; END IF; END\$\$" >/dev/null
+admin -d postgres -c "CREATE DATABASE $DB" >/dev/null
+admin -d "$DB" -f "$ROOT/testdata/pg/shop.sql" >/dev/null
+admin -d "$DB" -c "GRANT USAGE ON SCHEMA public TO $LOGIN; GRANT ALL ON ALL TABLES IN SCHEMA public TO $LOGIN; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO $LOGIN" >/dev/null
+echo "database $DB: customers (email, ssn labelled pii), orders, products, secrets (labelled secret)"
+echo "keyhole logs in as $LOGIN, which may do anything to these tables: the policy is what stops the agent"
+
+say "Policy (examples/policy.yaml)"
+cp "$ROOT/examples/policy.yaml" "$WORK/policy.yaml"
+grep -v '^#' "$WORK/policy.yaml" | sed '/^$/d'
+
+say "Agent token for $AGENT"
+"$KEYHOLE" token keygen --out "$WORK/token.key" >/dev/null
+TOKEN="$("$KEYHOLE" token mint --key "$WORK/token.key" --agent "$AGENT" --ttl 8h 2>/dev/null)" || die "keyhole token mint failed"
+echo "keyhole token mint --agent $AGENT --ttl 8h  ->  ${TOKEN:0:24}... (a signed JWT; the agent's password)"
+
+say "Starting keyhole"
+KH_PORT="$(free_port)"
+ADMIN_PORT="$(free_port)"
+"$KEYHOLE" serve --upstream "postgres://$LOGIN@127.0.0.1:$PGPORT/$DB" \
+	--policy "$WORK/policy.yaml" --token-key "$WORK/token.key.pub" --audit "$WORK/audit.jsonl" \
+	--listen-postgres "127.0.0.1:$KH_PORT" --admin "127.0.0.1:$ADMIN_PORT" --log-format text 2>"$WORK/keyhole.log" &
+KEYHOLE_PID=$!
+wait_port "$KH_PORT" || { cat "$WORK/keyhole.log" >&2; die "keyhole did not start"; }
+echo "keyhole on 127.0.0.1:$KH_PORT (admin http://127.0.0.1:$ADMIN_PORT/metrics), pid $KEYHOLE_PID"
+
+CONN="host=127.0.0.1 port=$KH_PORT user=$AGENT sslmode=require"
+agent() {
+	printf '\nagent> %s\n' "$1"
+	PGPASSWORD="$TOKEN" psql -X -v VERBOSITY=verbose "$CONN" -c "$1" 2>&1 | sed 's/^/  /' || true
+}
+say "An agent session through keyhole (psql)"
+agent "SELECT id, name FROM customers ORDER BY id"
+agent "SELECT c.name, count(*) AS orders, sum(o.total) AS spent FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY c.name ORDER BY spent DESC"
+agent "SELECT name, email FROM customers"
+agent "SELECT * FROM secrets"
+agent "DELETE FROM orders"
+printf '\n  rows still in orders, counted directly (not through keyhole): '
+admin -d "$DB" -Atc "SELECT count(*) FROM orders"
+agent "SELECT pg_read_file('/etc/passwd')"
+agent "INSERT INTO orders (customer_id, product_id, total) VALUES (2, 1, 49.90) RETURNING id, status"
+
+say "Blocked statements (keyhole audit --blocked)"
+sleep 0.5
+"$KEYHOLE" audit "$WORK/audit.jsonl" --blocked
+
+say "Connect as an agent"
+cat <<EOF
+  An agent uses any Postgres client; only host, port, user and password change:
+    PGPASSWORD=<token from keyhole token mint> psql "host=127.0.0.1 port=$KH_PORT user=$AGENT sslmode=require"
+EOF
+if [ "$KEEP" = 1 ]; then
+	cat <<EOF
+
+keyhole keeps running (pid $KEYHOLE_PID). Try it:
+  PGPASSWORD=\$($KEYHOLE token mint --key $WORK/token.key --agent $AGENT --ttl 1h) \\
+    psql "host=127.0.0.1 port=$KH_PORT user=$AGENT sslmode=require"
+Stop it with: kill $KEYHOLE_PID${PGDATA_TMP:+; then $PG_CTL -D $PGDATA_TMP stop}
+Files: $WORK (policy.yaml: edit it and keyhole reloads; audit.jsonl; keyhole.log)
+EOF
+else
+	echo
+	echo "(stopping keyhole and cleaning up; run with --keep to leave it running)"
+fi
