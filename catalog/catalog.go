@@ -59,6 +59,18 @@ type Column struct {
 	Comment string `json:"comment,omitempty"`
 	// Labels from the column comment ("keyhole: pii.email pii.contact").
 	Labels []string `json:"labels,omitempty"`
+	// Default is the column's default expression as pg_get_expr prints it
+	// with an empty search_path (every name outside pg_catalog
+	// schema-qualified), or empty. A statement that fills the column with
+	// its default (an INSERT that omits it, DEFAULT, DEFAULT VALUES, SET
+	// col = DEFAULT) runs the expression with the agent's privileges.
+	// Identity columns and generated columns have none: Postgres advances
+	// an identity column's sequence without checking privileges on it.
+	Default string `json:"default,omitempty"`
+	// Sequences are the sequences Default advances (its nextval calls),
+	// as "schema.name", from pg_depend; running the default needs USAGE
+	// or UPDATE on each.
+	Sequences []string `json:"sequences,omitempty"`
 }
 
 // Volatility is a function's pg_proc.provolatile.

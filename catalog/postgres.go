@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
@@ -199,15 +200,30 @@ func pgRelations(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	return err
 }
 
+// columnsSQL reads the columns with their defaults. Generated columns
+// (attgenerated) keep their expression in pg_attrdef too, but it is not
+// a default a statement can ask for; identity columns have no pg_attrdef
+// row. A default's sequences are the sequences its expression depends on
+// (nextval('s'::regclass) records that dependency).
 const columnsSQL = `
 SELECT n.nspname, c.relname, a.attname,
        format_type(a.atttypid, a.atttypmod),
-       coalesce(d.description, '')
+       coalesce(d.description, ''),
+       coalesce(pg_get_expr(ad.adbin, ad.adrelid), ''),
+       coalesce((SELECT array_agg(sn.nspname || '.' || s.relname ORDER BY sn.nspname, s.relname)
+                 FROM pg_depend dep
+                 JOIN pg_class s ON s.oid = dep.refobjid
+                 JOIN pg_namespace sn ON sn.oid = s.relnamespace
+                 WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = ad.oid
+                   AND dep.refclassid = 'pg_class'::regclass AND s.relkind = 'S'),
+                '{}')::text[]
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_description d
        ON d.objoid = c.oid AND d.classoid = 'pg_class'::regclass AND d.objsubid = a.attnum
+LEFT JOIN pg_attrdef ad
+       ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum AND a.attgenerated = ''
 WHERE a.attnum > 0 AND NOT a.attisdropped
   AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
   AND ` + excludedSchemas + `
@@ -218,20 +234,28 @@ func pgColumns(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	if err != nil {
 		return err
 	}
-	var schema, rel, name, typ, comment string
-	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &typ, &comment}, func() error {
+	var (
+		schema, rel, name, typ, comment, def string
+		seqs                                 []string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &typ, &comment, &def, &seqs}, func() error {
 		r := l.Catalog.Relation(schema, rel)
 		if r == nil {
 			// Same snapshot as the relations query, so this cannot happen
 			// unless the two queries disagree; refuse rather than guess.
 			return fmt.Errorf("column %s of unknown relation %s.%s", name, schema, rel)
 		}
-		r.Columns = append(r.Columns, &Column{
+		col := &Column{
 			Name:    name,
 			Type:    typ,
 			Comment: comment,
 			Labels:  l.commentLabels(r.String()+"."+name, comment),
-		})
+			Default: def,
+		}
+		if len(seqs) > 0 {
+			col.Sequences = slices.Clone(seqs)
+		}
+		r.Columns = append(r.Columns, col)
 		return nil
 	})
 	return err

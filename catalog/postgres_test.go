@@ -325,3 +325,48 @@ func TestLoadPostgresDSNError(t *testing.T) {
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), secret)
 }
+
+// Column defaults: the expression (names qualified whatever the login's
+// path) and the sequences it advances. Identity columns have no default:
+// Postgres advances their sequence without a privilege check.
+func TestLoadPostgresColumnDefaults(t *testing.T) {
+	t.Parallel()
+	db := testpg.New(t, `
+CREATE SCHEMA app;
+CREATE SEQUENCE app.ticket_seq;
+CREATE FUNCTION app.stamp() RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$;
+CREATE TABLE app.t (
+    id     serial,
+    ticket bigint DEFAULT nextval('app.ticket_seq'),
+    ident  int GENERATED ALWAYS AS IDENTITY,
+    stamp  text DEFAULT app.stamp(),
+    at     timestamptz DEFAULT now(),
+    gen    int GENERATED ALWAYS AS (id * 2) STORED,
+    plain  text
+);
+`)
+	adminExec(t, `ALTER DATABASE `+db.Name+` SET search_path = app, public`)
+	conn := connect(t, db.DSN)
+	c, err := catalog.LoadPostgres(ctxT(t), conn)
+	require.NoError(t, err)
+	r := c.Relation("app", "t")
+	require.NotNil(t, r)
+	tests := []struct {
+		col, def string
+		seqs     []string
+	}{
+		{col: "id", def: "nextval('app.t_id_seq'::regclass)", seqs: []string{"app.t_id_seq"}},
+		{col: "ticket", def: "nextval('app.ticket_seq'::regclass)", seqs: []string{"app.ticket_seq"}},
+		{col: "ident"},
+		{col: "stamp", def: "app.stamp()"},
+		{col: "at", def: "now()"},
+		{col: "gen"},
+		{col: "plain"},
+	}
+	for _, tc := range tests {
+		col := r.Column(tc.col)
+		require.NotNil(t, col, tc.col)
+		assert.Equal(t, tc.def, col.Default, tc.col)
+		assert.Equal(t, tc.seqs, col.Sequences, tc.col)
+	}
+}

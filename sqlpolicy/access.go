@@ -78,6 +78,12 @@ type TableRef struct {
 	// relations the statement names directly (Via zero); labels are checked
 	// on every column read, however it was reached.
 	Via Rel `json:"via,omitempty"`
+	// Action is, for a write, the row action that writes the relation:
+	// VerbInsert, VerbUpdate, VerbDelete, or VerbMerge for the target of a
+	// MERGE. An upsert's target is listed twice (insert and update). Empty
+	// for reads and for writes an analyzer does not classify; the
+	// statement's verb then decides which grant the write needs.
+	Action Verb `json:"action,omitempty"`
 }
 
 // ColumnRef is one column of a relation that a statement reads or writes,
@@ -88,6 +94,13 @@ type ColumnRef struct {
 	Column string `json:"column"`
 	Mode   Mode   `json:"mode"`
 	Via    Rel    `json:"via,omitempty"`
+	// Action is, for a written column, the row action that writes it:
+	// VerbInsert for a column an INSERT (or a MERGE's WHEN NOT MATCHED
+	// INSERT) fills, VerbUpdate for one a SET changes (UPDATE, ON CONFLICT
+	// DO UPDATE, a MERGE's WHEN MATCHED UPDATE). A column both inserted
+	// and SET is listed once per action. Empty for reads and for writes an
+	// analyzer does not classify.
+	Action Verb `json:"action,omitempty"`
 }
 
 // FuncRef is a function or procedure the statement calls. Schema is the
@@ -115,7 +128,26 @@ type Setting struct {
 	Local bool   `json:"local,omitempty"`
 	// Show is true for SHOW name (a read of the setting, not a change).
 	Show bool `json:"show,omitempty"`
+	// Unknown is true when the new value is not a literal the analyzer
+	// could read (Value is then empty).
+	Unknown bool `json:"unknown,omitempty"`
 }
+
+// TxEffect is what a transaction-control statement does to the
+// transaction block.
+type TxEffect uint8
+
+const (
+	TxNone TxEffect = iota
+	// TxBegin leaves a transaction block open: BEGIN, START TRANSACTION,
+	// COMMIT AND CHAIN, ROLLBACK AND CHAIN.
+	TxBegin
+	// TxEnd ends the block: COMMIT, END, ROLLBACK, ABORT, PREPARE
+	// TRANSACTION. (COMMIT of a failed block rolls it back.)
+	TxEnd
+	// TxRollbackTo undoes the block back to a savepoint.
+	TxRollbackTo
+)
 
 // ProblemCode classifies why the analyzer could not (or would not) model a
 // statement. Every Problem makes the decision deny unless a rule names the
@@ -154,7 +186,11 @@ type Statement struct {
 	Verb Verb `json:"verb"`
 	// Command is the statement's command tag-like name ("SELECT", "CREATE
 	// TABLE", "SET", "SHOW", "BEGIN") for messages and audit.
-	Command   string      `json:"command"`
+	Command string `json:"command"`
+	// Tx is the effect of a transaction-control statement on the
+	// transaction block; Session uses it to tell whether a setting change
+	// may still be rolled back.
+	Tx        TxEffect    `json:"tx,omitempty"`
 	Tables    []TableRef  `json:"tables,omitempty"`
 	Columns   []ColumnRef `json:"columns,omitempty"`
 	Functions []FuncRef   `json:"functions,omitempty"`

@@ -326,10 +326,11 @@ func isUpsert(st *Statement) bool {
 	return st.Verb == VerbInsert && strings.Contains(strings.ToUpper(st.Command), "UPDATE")
 }
 
-// need returns the grant verbs that may cover access of mode m to rel in
-// st: any one of anyOf, or (for writes whose kind the verb does not tell)
-// every one of allOf.
-func (dc *decider) need(st *Statement, rel Rel, m Mode) (anyOf []Verb, allOf []Verb) {
+// need returns the grant verbs that may cover access of mode m (by row
+// action action, for writes) to rel in st: any one of anyOf, or (for
+// writes whose kind neither the action nor the verb tells) every one of
+// allOf.
+func (dc *decider) need(st *Statement, rel Rel, m Mode, action Verb) (anyOf []Verb, allOf []Verb) {
 	if m == Read {
 		switch {
 		case st.Verb == VerbCopy:
@@ -349,20 +350,31 @@ func (dc *decider) need(st *Statement, rel Rel, m Mode) (anyOf []Verb, allOf []V
 		return []Verb{VerbUpdate}, nil
 	}
 	switch {
+	case st.Verb == VerbCopy:
+		return []Verb{VerbInsert, VerbCopy}, nil
+	case st.Verb == VerbMerge || action == VerbMerge:
+		// A merge grant covers every action of a MERGE, and its column
+		// list both the inserted and the SET columns.
+		return []Verb{VerbMerge}, nil
+	case action == VerbInsert || action == VerbUpdate || action == VerbDelete:
+		// The analyzer says which row action writes it: an upsert's
+		// inserted columns need the insert grant, its SET columns the
+		// update grant; a data-modifying CTE needs the grant of its own
+		// kind.
+		return []Verb{action}, nil
 	case isUpsert(st):
 		return nil, []Verb{VerbInsert, VerbUpdate}
 	case isWriteVerb(st.Verb):
 		return []Verb{st.Verb}, nil
-	case st.Verb == VerbCopy:
-		return []Verb{VerbInsert, VerbCopy}, nil
 	case st.Verb == VerbLock:
 		return []Verb{VerbLock}, nil
 	case st.Verb == VerbDDL || st.Verb == VerbUtility:
 		return []Verb{VerbDDL}, nil
 	}
 	// A write inside a statement whose verb is not a write (a data-modifying
-	// CTE under SELECT): the verb does not say whether it inserts, updates
-	// or deletes, so all three must be granted.
+	// CTE under SELECT) that the analyzer did not classify: the verb does
+	// not say whether it inserts, updates or deletes, so all three must be
+	// granted.
 	return nil, []Verb{VerbInsert, VerbUpdate, VerbDelete}
 }
 
@@ -446,7 +458,7 @@ func scopeCoversAny(scope []Grant, anyOf, allOf []Verb, rel Rel) bool {
 
 func (dc *decider) tables(c *check, st *Statement) {
 	for _, t := range st.Tables {
-		anyOf, allOf := dc.need(st, t.Rel, t.Mode)
+		anyOf, allOf := dc.need(st, t.Rel, t.Mode, t.Action)
 		dc.relationLabels(c, t.Rel, reasonVerb(anyOf))
 		if t.Via != (Rel{}) {
 			// Reached through a view the statement names: the view's
@@ -548,7 +560,7 @@ func reasonVerb(anyOf []Verb) Verb {
 
 func (dc *decider) columns(c *check, st *Statement) {
 	for _, col := range st.Columns {
-		anyOf, allOf := dc.need(st, col.Rel, col.Mode)
+		anyOf, allOf := dc.need(st, col.Rel, col.Mode, col.Action)
 		// Labels apply to every column read or written, however reached:
 		// writing a column the role may not read would overwrite protected
 		// data and can reveal it through constraint errors.
@@ -577,7 +589,7 @@ func (dc *decider) columns(c *check, st *Statement) {
 				continue
 			}
 			r := Reason{Code: ReasonColumnNotAllowed, Verb: v, Table: col.Rel.String(), Column: col.Column, Rule: rule}
-			if isUpsert(st) && col.Mode == Write {
+			if isUpsert(st) && col.Mode == Write && col.Action == "" {
 				r.Detail = upsertColumnsDetail
 			}
 			c.deny(r)

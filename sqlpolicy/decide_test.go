@@ -322,6 +322,48 @@ func TestDecide(t *testing.T) {
 				assert.Equal(t, sp.VerbUpdate, d.Reasons[0].Verb)
 				assert.Contains(t, d.Hint, "You may write public.orders columns: total, status.")
 			}},
+		{name: "upsert by action: inserted column outside the update list", agent: "upsert-bot", access: access(sp.Statement{Verb: sp.VerbInsert,
+			Command: sp.CommandUpsert,
+			Tables: []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbInsert},
+				{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbUpdate}},
+			Columns: []sp.ColumnRef{{Rel: rel("public.orders"), Column: "customer_id", Mode: sp.Write, Action: sp.VerbInsert},
+				{Rel: rel("public.orders"), Column: "status", Mode: sp.Write, Action: sp.VerbUpdate}}}),
+			effect: sp.Allow, rule: "roles.upserter.allow[0].insert,roles.upserter.allow[1].update"},
+		{name: "upsert by action: SET column outside the update list", agent: "upsert-bot", access: access(sp.Statement{Verb: sp.VerbInsert,
+			Command: sp.CommandUpsert,
+			Tables: []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbInsert},
+				{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbUpdate}},
+			Columns: []sp.ColumnRef{{Rel: rel("public.orders"), Column: "customer_id", Mode: sp.Write, Action: sp.VerbUpdate}}}),
+			effect: sp.Deny, code: sp.ReasonColumnNotAllowed, rule: "roles.upserter.allow[1].update",
+			check: func(t *testing.T, d *sp.Decision) {
+				assert.Equal(t, sp.VerbUpdate, d.Reasons[0].Verb)
+				assert.Empty(t, d.Reasons[0].Detail, "the column's action is known: no both-grants detail")
+			}},
+		{name: "upsert by action: update half without an update grant", agent: "sales-summarizer", access: access(sp.Statement{Verb: sp.VerbInsert,
+			Command: sp.CommandUpsert,
+			Tables: []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbInsert},
+				{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbUpdate}},
+			Columns: []sp.ColumnRef{{Rel: rel("public.orders"), Column: "status", Mode: sp.Write, Action: sp.VerbUpdate}}}),
+			effect: sp.Deny, code: sp.ReasonNoRule,
+			check: func(t *testing.T, d *sp.Decision) {
+				assert.Equal(t, sp.VerbUpdate, d.Reasons[0].Verb)
+			}},
+		{name: "delete in a CTE needs delete, not the outer insert", agent: "upsert-bot", access: access(sp.Statement{Verb: sp.VerbInsert,
+			Command: "INSERT",
+			Tables: []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbInsert},
+				{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbDelete}}}),
+			effect: sp.Deny, code: sp.ReasonNoRule,
+			check: func(t *testing.T, d *sp.Decision) {
+				assert.Equal(t, sp.VerbDelete, d.Reasons[0].Verb)
+			}},
+		{name: "merge target needs a merge grant whatever the column actions", agent: "upsert-bot", access: access(sp.Statement{Verb: sp.VerbMerge,
+			Command: "MERGE",
+			Tables:  []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbMerge}},
+			Columns: []sp.ColumnRef{{Rel: rel("public.orders"), Column: "status", Mode: sp.Write, Action: sp.VerbUpdate}}}),
+			effect: sp.Deny, code: sp.ReasonNoRule,
+			check: func(t *testing.T, d *sp.Decision) {
+				assert.Equal(t, sp.VerbMerge, d.Reasons[0].Verb)
+			}},
 		{name: "nextval needs update on the sequence", agent: "upsert-bot", access: access(sp.Statement{Verb: sp.VerbSelect,
 			Command: "SELECT", ReturnsRows: true, LiteralSensitive: true, Functions: []sp.FuncRef{{Schema: "pg_catalog", Name: "now"}},
 			Tables: []sp.TableRef{{Rel: rel("public.order_seq"), Mode: sp.Write}}}),

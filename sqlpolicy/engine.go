@@ -79,7 +79,19 @@ func (e *Engine) Role(agent string) (role, upstream string, ok bool) {
 // Check implements Decider: it analyzes and decides sql for p in session s
 // (nil means a fresh session), answering from the decision cache when it
 // can. The returned values are shared; callers must not modify them.
+//
+// When the text is allowed, Check also notes in s the search paths it may
+// put in effect (see Session): a text can change the path and then fail,
+// after a COMMIT in its middle, without Apply ever seeing it.
 func (e *Engine) Check(p Principal, sql string, s *Session) (*Decision, *Access) {
+	d, a := e.check(p, sql, s)
+	if s != nil && d != nil && d.Allowed() {
+		s.note(a)
+	}
+	return d, a
+}
+
+func (e *Engine) check(p Principal, sql string, s *Session) (*Decision, *Access) {
 	gen := s.Generation()
 	c := e.cache
 	if c != nil {

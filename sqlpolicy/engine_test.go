@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/catalog"
 	sp "github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
@@ -321,4 +322,61 @@ func TestEngineWithPostgresAnalyzer(t *testing.T) {
 	assert.Equal(t, text, text2)
 	assert.Equal(t, fp, fp2)
 	assert.NotContains(t, text, "10")
+}
+
+// TestEngineSearchPathCandidates: names are resolved under every search
+// path that may be in effect, and an allowed text's search_path change
+// counts as possibly in effect even when it is never applied (it failed
+// after a COMMIT in its middle).
+func TestEngineSearchPathCandidates(t *testing.T) {
+	t.Parallel()
+	cat := testCatalog()
+	cat.Relations["internal"] = map[string]*catalog.Relation{"orders": {Schema: "internal", Name: "orders",
+		Kind: catalog.KindTable, Columns: []*catalog.Column{{Name: "id", Type: "integer"}}}}
+	pol := mustPolicy(t, decidePolicy, cat)
+	e := sp.NewEngine(pol, cat, pganalyze.New(cat, pganalyze.Options{}), sp.EngineOptions{})
+	helpdesk := sp.Principal{Agent: "helpdesk"}
+	run := func(s *sp.Session, sql string, apply bool) *sp.Decision {
+		d, a := e.Check(helpdesk, sql, s)
+		if apply && d.Allowed() {
+			s.Apply(a)
+		}
+		return d
+	}
+	tests := []struct {
+		name  string
+		steps []string // applied after they are allowed; a leading "!" is checked but not applied (it failed)
+		last  string
+		want  sp.Effect
+	}{
+		{name: "login path", last: "SELECT id FROM orders", want: sp.Allow},
+		{name: "set sticks", steps: []string{"SET search_path = internal, public"}, last: "SELECT id FROM orders", want: sp.Deny},
+		{name: "set and reset", steps: []string{"SET search_path = internal, public", "RESET search_path"},
+			last: "SELECT id FROM orders", want: sp.Allow},
+		{name: "failed text that committed a change", steps: []string{"!BEGIN; SET search_path = internal, public; COMMIT; SELECT 1/0"},
+			last: "SELECT id FROM orders", want: sp.Deny},
+		{name: "rolled back reset", steps: []string{"SET search_path = internal, public", "BEGIN", "RESET search_path", "ROLLBACK"},
+			last: "SELECT id FROM orders", want: sp.Deny},
+		{name: "qualified name under candidates", steps: []string{"SET search_path = internal, public", "BEGIN", "RESET search_path", "ROLLBACK"},
+			last: "SELECT id FROM public.orders", want: sp.Allow},
+		{name: "name only one candidate resolves", steps: []string{"BEGIN", "SET LOCAL search_path = internal"},
+			last: "SELECT count(*) FROM customers", want: sp.Allow},
+		{name: "same text", last: "SET search_path = internal, public; SELECT id FROM orders", want: sp.Deny},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := &sp.Session{}
+			for _, step := range tc.steps {
+				apply := true
+				if step[0] == '!' {
+					step, apply = step[1:], false
+				}
+				d := run(s, step, apply)
+				require.True(t, d.Allowed(), "%s: %s", step, d.Message)
+			}
+			d := run(s, tc.last, false)
+			assert.Equal(t, tc.want, d.Effect, d.Message)
+		})
+	}
 }

@@ -1,24 +1,56 @@
 package sqlpolicy
 
 import (
+	"slices"
 	"strings"
 	"sync/atomic"
 )
+
+// MaxSearchPaths bounds the search paths a Session keeps as possibly in
+// effect. Past it the session has lost track: unqualified relation and
+// function names are refused until a search_path change that certainly
+// took effect (see Apply).
+const MaxSearchPaths = 8
 
 // Session is the per-connection state that changes how later text is
 // resolved: the search path and the SQL-level prepared statements. The
 // proxies own one per client connection and call Apply after a statement
 // the policy allowed has run successfully upstream.
 //
+// The session does not query the upstream for its search_path. It keeps
+// every search path that may be in effect: a change made inside a
+// transaction block, by SET LOCAL, or in a text or pipeline that may still
+// fail, can be rolled back (ROLLBACK, ROLLBACK TO SAVEPOINT, an error in an
+// implicit transaction), so the earlier paths stay candidates until a
+// change certainly sticks. The analyzer resolves unqualified names under
+// every candidate, and the policy must allow every relation they may name.
+//
 // A Session is not safe for concurrent use; a connection serves one
 // statement at a time.
 type Session struct {
-	// SearchPath is the effective search_path of the upstream login, in
-	// order, with "$user" already substituted. Empty means the catalog's.
+	// SearchPath is the search_path most recently set, in order, with
+	// "$user" already substituted. nil means the login's (the catalog's).
 	SearchPath []string
 	// Prepared maps SQL-level PREPARE names to the analysis of the prepared
 	// statement.
 	Prepared map[string]*Statement
+
+	// paths, when more than one search path may be in effect, lists every
+	// one (nil entries: the login's), SearchPath's value first; nil when
+	// SearchPath alone is.
+	paths [][]string
+	// pathLost is set when the candidates exceeded MaxSearchPaths or a
+	// change's value was unknown.
+	pathLost bool
+	// inTx is set while a transaction block may be open (BEGIN applied or
+	// allowed, and no COMMIT/ROLLBACK applied since).
+	inTx bool
+	// pathEpoch counts search path changes; prepEpoch is the epoch each
+	// prepared statement was analyzed in. Postgres re-resolves a prepared
+	// statement's names when search_path changes, so an older analysis no
+	// longer describes what EXECUTE runs.
+	pathEpoch uint64
+	prepEpoch map[string]uint64
 	// generation identifies the current state; see Generation.
 	generation uint64
 }
@@ -29,8 +61,8 @@ var stateCounter atomic.Uint64
 
 // Generation identifies the session state that affects resolution. It is 0
 // for a session in its initial state (no prepared statements, the login's
-// search path), so such sessions share decision cache entries; any change
-// gives a process-unique value.
+// search path and no other candidate), so such sessions share decision
+// cache entries; any change gives a process-unique value.
 func (s *Session) Generation() uint64 {
 	if s == nil {
 		return 0
@@ -39,18 +71,52 @@ func (s *Session) Generation() uint64 {
 }
 
 func (s *Session) changed() {
-	if len(s.Prepared) == 0 && s.SearchPath == nil {
+	if len(s.Prepared) == 0 && s.SearchPath == nil && s.paths == nil && !s.pathLost {
 		s.generation = 0
 		return
 	}
 	s.generation = stateCounter.Add(1)
 }
 
-// Apply records the effects of statements that ran: PREPARE adds a name,
-// DEALLOCATE removes it. Settings are not applied: a setting change that
-// would affect resolution is denied by the policy unless explicitly allowed,
-// and an allowed search_path change is recorded here.
-func (s *Session) Apply(a *Access) {
+// SearchPaths reports the search paths that may be in effect. With one
+// (the usual case) paths is nil and SearchPath (nil: the login's) is it;
+// otherwise paths lists every candidate, SearchPath's value first, a nil
+// entry standing for the login's path. ok is false when the session lost
+// track (more than MaxSearchPaths candidates, or a change to a value that
+// was not a literal): unqualified names cannot be resolved safely.
+func (s *Session) SearchPaths() (paths [][]string, ok bool) {
+	if s == nil {
+		return nil, true
+	}
+	return s.paths, !s.pathLost
+}
+
+// InTransaction reports whether a transaction block may be open, as far as
+// the statements applied (and allowed) tell.
+func (s *Session) InTransaction() bool { return s != nil && s.inTx }
+
+// Apply records the effects of a text that ran successfully upstream, as
+// a whole (a simple Query answered without error): PREPARE adds a name,
+// DEALLOCATE removes it, transaction control opens and closes the block,
+// and search_path changes (SET, RESET, set_config, DISCARD ALL) move the
+// session's search path. A search_path change outside a transaction block
+// has then certainly taken effect and replaces every candidate; one inside
+// a block, or by SET LOCAL, may be undone and is added to the candidates.
+//
+// Other settings are not applied: a setting change that would affect
+// resolution is denied by the policy unless explicitly allowed.
+func (s *Session) Apply(a *Access) { s.apply(a, true) }
+
+// ApplyUncommitted is Apply for statements whose implicit transaction may
+// still be rolled back by a later error: an extended-protocol Execute
+// answered before its Sync (a pipeline). Their search_path changes are
+// added to the candidates without dropping any.
+func (s *Session) ApplyUncommitted(a *Access) { s.apply(a, false) }
+
+func (s *Session) apply(a *Access, settled bool) {
+	if a == nil {
+		return
+	}
 	for i := range a.Statements {
 		st := &a.Statements[i]
 		switch {
@@ -59,6 +125,10 @@ func (s *Session) Apply(a *Access) {
 				s.Prepared = make(map[string]*Statement)
 			}
 			s.Prepared[st.PrepareName] = st.Prepared
+			if s.prepEpoch == nil {
+				s.prepEpoch = make(map[string]uint64)
+			}
+			s.prepEpoch[st.PrepareName] = s.pathEpoch
 			s.changed()
 		case st.DeallocateAll:
 			if len(s.Prepared) > 0 {
@@ -68,19 +138,144 @@ func (s *Session) Apply(a *Access) {
 		case len(st.Deallocate) > 0:
 			for _, n := range st.Deallocate {
 				delete(s.Prepared, n)
+				delete(s.prepEpoch, n)
 			}
 			s.changed()
 		}
-		for _, set := range st.Settings {
-			if set.Name == "search_path" && !set.Show && !set.Local {
-				s.SearchPath = nil
-				if !set.Reset {
-					s.SearchPath = splitSearchPath(set.Value)
-				}
+		switch st.Tx {
+		case TxBegin:
+			s.inTx = true
+		case TxEnd:
+			s.inTx = false
+		}
+		for _, set := range runSettings(st) {
+			if set.Name != "search_path" || set.Show {
+				continue
+			}
+			s.setPath(set, settled && !s.inTx && !set.Local)
+			s.pathEpoch++
+			s.changed()
+		}
+	}
+}
+
+// runSettings returns the settings a statement changes when it runs: its
+// own, and those of the statement EXECUTE or EXPLAIN ANALYZE runs (not
+// those of a statement PREPARE only prepares).
+func runSettings(st *Statement) []Setting {
+	switch {
+	case st.Verb == VerbExecute && st.Prepared != nil && len(st.Prepared.Settings) > 0:
+		return append(slices.Clip(st.Settings), st.Prepared.Settings...)
+	case st.ExplainAnalyze && st.Explained != nil && len(st.Explained.Settings) > 0:
+		return append(slices.Clip(st.Settings), st.Explained.Settings...)
+	}
+	return st.Settings
+}
+
+// PreparedCurrent reports whether the prepared statement name was analyzed
+// under the search paths now possibly in effect. Postgres re-resolves a
+// prepared statement's names after a search_path change, so EXECUTE of an
+// older one must not be decided on its old analysis.
+func (s *Session) PreparedCurrent(name string) bool {
+	if s == nil {
+		return true
+	}
+	e, ok := s.prepEpoch[name]
+	return !ok || e == s.pathEpoch
+}
+
+// note records, when a text is allowed and before it runs, what it may do
+// to the search path and the transaction block: a text that fails after
+// a COMMIT in its middle has changed the path without ever being applied.
+// It only adds candidates.
+func (s *Session) note(a *Access) {
+	if s == nil || a == nil {
+		return
+	}
+	for i := range a.Statements {
+		st := &a.Statements[i]
+		if st.Tx == TxBegin {
+			s.inTx = true
+		}
+		for _, set := range runSettings(st) {
+			if set.Name != "search_path" || set.Show {
+				continue
+			}
+			before := len(s.paths)
+			lost := s.pathLost
+			s.addCandidate(pathOf(set), set.Unknown)
+			if len(s.paths) != before || s.pathLost != lost {
+				s.pathEpoch++
 				s.changed()
 			}
 		}
 	}
+}
+
+// pathOf is the search path a search_path change sets: nil for a reset to
+// the login's.
+func pathOf(set Setting) []string {
+	if set.Reset {
+		return nil
+	}
+	p := splitSearchPath(set.Value)
+	if p == nil {
+		p = []string{}
+	}
+	return p
+}
+
+// setPath applies one search_path change. certain means it sticks: it
+// then replaces every candidate.
+func (s *Session) setPath(set Setting, certain bool) {
+	p := pathOf(set)
+	if certain {
+		s.paths = nil
+		s.pathLost = set.Unknown
+		s.SearchPath = p
+		return
+	}
+	s.addCandidate(p, set.Unknown)
+	if !set.Local {
+		s.SearchPath = p
+		// Keep SearchPath's value first among the candidates.
+		if i := s.indexPath(p); i > 0 {
+			s.paths[0], s.paths[i] = s.paths[i], s.paths[0]
+		}
+	}
+}
+
+// addCandidate adds p to the paths that may be in effect.
+func (s *Session) addCandidate(p []string, unknown bool) {
+	if unknown {
+		s.pathLost = true
+	}
+	if s.paths == nil {
+		if samePath(s.SearchPath, p) {
+			return
+		}
+		s.paths = [][]string{s.SearchPath}
+	}
+	if s.indexPath(p) >= 0 {
+		return
+	}
+	if len(s.paths) >= MaxSearchPaths {
+		s.pathLost = true
+		return
+	}
+	s.paths = append(s.paths, p)
+}
+
+func (s *Session) indexPath(p []string) int {
+	return slices.IndexFunc(s.paths, func(q []string) bool { return samePath(q, p) })
+}
+
+// samePath compares two paths; nil (the login's) equals only nil.
+func samePath(a, b []string) bool {
+	if (a == nil) != (b == nil) {
+		return false
+	}
+	return slices.Equal(a, b)
 }
 
 // splitSearchPath turns the analyzer's normalised search_path value (names

@@ -3,6 +3,7 @@ package pganalyze
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -53,6 +54,8 @@ type Analyzer struct {
 	views sync.Map
 	// bases caches the column shape of plain relations, by *catalog.Relation.
 	bases sync.Map
+	// defaults caches parsed column default expressions, by *catalog.Column.
+	defaults sync.Map
 	// path is the catalog's search path with pg_catalog placed the way
 	// Postgres searches it, so name lookups do not rebuild it every time.
 	path []string
@@ -116,14 +119,106 @@ func (a *Analyzer) Analyze(sql string, s *sqlpolicy.Session) *sqlpolicy.Access {
 		}}}
 	}
 	acc := &sqlpolicy.Access{Statements: make([]sqlpolicy.Statement, 0, len(tree.Stmts))}
-	path := a.path
-	if s != nil && s.SearchPath != nil {
-		path = searchPath(s.SearchPath)
-	}
-	for _, raw := range tree.Stmts {
-		acc.Statements = append(acc.Statements, a.statement(raw.GetStmt(), s, path, 0))
+	ps := a.sessionPaths(s)
+	for i, raw := range tree.Stmts {
+		acc.Statements = append(acc.Statements, a.statement(raw.GetStmt(), s, ps, 0))
+		if i < len(tree.Stmts)-1 {
+			// A search_path change applies to the statements after it in
+			// the same text (or, rolled back, does not): resolve them under
+			// both.
+			ps = a.withChanges(ps, &acc.Statements[i])
+		}
 	}
 	return acc
+}
+
+// paths is the search path state a statement is resolved under: path,
+// and when more than one may be in effect, all of them (path first).
+type paths struct {
+	path []string
+	all  [][]string
+	lost bool
+	// changed is set after a search_path change earlier in the text:
+	// statements prepared before the text no longer resolve as analyzed.
+	changed bool
+}
+
+// sessionPaths returns the search paths of s, pg_catalog placed.
+func (a *Analyzer) sessionPaths(s *sqlpolicy.Session) paths {
+	ps := paths{path: a.path}
+	if s == nil {
+		return ps
+	}
+	if s.SearchPath != nil {
+		ps.path = searchPath(s.SearchPath)
+	}
+	cands, ok := s.SearchPaths()
+	ps.lost = !ok
+	if len(cands) > 1 {
+		ps.all = make([][]string, 0, len(cands))
+		for _, c := range cands {
+			ps.all = appendPath(ps.all, a.placed(c))
+		}
+		ps.path = ps.all[0]
+	}
+	return ps
+}
+
+// placed is a session path with pg_catalog placed; nil is the login's.
+func (a *Analyzer) placed(p []string) []string {
+	if p == nil {
+		return a.path
+	}
+	return searchPath(p)
+}
+
+func appendPath(all [][]string, p []string) [][]string {
+	for _, q := range all {
+		if slices.Equal(q, p) {
+			return all
+		}
+	}
+	return append(all, p)
+}
+
+// withChanges adds the search paths st may set to ps.
+func (a *Analyzer) withChanges(ps paths, st *sqlpolicy.Statement) paths {
+	sets := st.Settings
+	if st.Verb == sqlpolicy.VerbExecute && st.Prepared != nil {
+		sets = append(slices.Clip(sets), st.Prepared.Settings...)
+	}
+	if st.ExplainAnalyze && st.Explained != nil {
+		sets = append(slices.Clip(sets), st.Explained.Settings...)
+	}
+	for _, set := range sets {
+		if set.Name != "search_path" || set.Show {
+			continue
+		}
+		ps.changed = true
+		if set.Unknown {
+			ps.lost = true
+			continue
+		}
+		var p []string
+		if !set.Reset {
+			p = []string{}
+			for _, n := range strings.Split(set.Value, ",") {
+				if n = strings.TrimSpace(n); n != "" {
+					p = append(p, n)
+				}
+			}
+		}
+		if ps.all == nil {
+			ps.all = [][]string{ps.path}
+		} else {
+			ps.all = slices.Clone(ps.all)
+		}
+		ps.all = appendPath(ps.all, a.placed(p))
+		if len(ps.all) > sqlpolicy.MaxSearchPaths {
+			ps.lost = true
+		}
+	}
+	return ps
 }
 
 // parseDetail is the parser's message without position details: the text
@@ -145,8 +240,12 @@ func parseDetail(err error) string {
 
 // statement analyzes one parsed statement. depth counts the enclosing
 // EXPLAIN/PREPARE levels.
-func (a *Analyzer) statement(n *pg.Node, s *sqlpolicy.Session, path []string, depth int) (st sqlpolicy.Statement) {
-	w := &walker{a: a, cat: a.cat, path: path, sess: s, st: &st, nest: depth}
+func (a *Analyzer) statement(n *pg.Node, s *sqlpolicy.Session, ps paths, depth int) (st sqlpolicy.Statement) {
+	w := &walker{a: a, cat: a.cat, path: ps.path, sess: s, st: &st, nest: depth}
+	if len(ps.all) > 1 {
+		w.paths = ps.all
+	}
+	w.pathLost, w.pathChanged = ps.lost, ps.changed
 	defer func() {
 		if r := recover(); r != nil {
 			if st.Command == "" {

@@ -51,7 +51,8 @@ func (a *Analyzer) precheck(sql string) *sqlpolicy.Problem {
 		c := sql[i]
 		switch {
 		case c == '-' && i+1 < n && sql[i+1] == '-':
-			for i < n && sql[i] != '\n' {
+			// Postgres's lexer ends a -- comment at \n or \r.
+			for i < n && sql[i] != '\n' && sql[i] != '\r' {
 				i++
 			}
 		case c == '/' && i+1 < n && sql[i+1] == '*':

@@ -22,18 +22,45 @@ func (w *walker) writeVerb(v sqlpolicy.Verb) {
 // target resolves the relation a data-modifying statement writes (never a
 // CTE) and adds it to sc. A view target is expanded: its base relations
 // are written through it.
-func (w *walker) target(rv *pg.RangeVar, sc *scope) *item {
+//
+// action is the row action that writes the target (insert, update,
+// delete, merge); the written relations are reported with it, and the
+// item remembers them for alsoWrite.
+func (w *walker) target(rv *pg.RangeVar, sc *scope, action sqlpolicy.Verb) *item {
 	if rv == nil {
 		it := &item{unknown: true}
 		w.unsupported("data-modifying statement without a target relation")
 		return it
 	}
-	return w.rangeVar(rv, sc, sqlpolicy.Write, false)
+	prevAction, prevCapture := w.action, w.capture
+	var written []sqlpolicy.TableRef
+	w.action, w.capture = action, &written
+	it := w.rangeVar(rv, sc, sqlpolicy.Write, false)
+	w.action, w.capture = prevAction, prevCapture
+	if prevCapture != nil {
+		*prevCapture = append(*prevCapture, written...)
+	}
+	for _, t := range written {
+		if t.Mode == sqlpolicy.Write {
+			it.writes = append(it.writes, t)
+		}
+	}
+	return it
+}
+
+// alsoWrite reports the relations written through target it once more,
+// for another row action (the update half of an upsert, the actions of a
+// MERGE's WHEN clauses).
+func (w *walker) alsoWrite(it *item, action sqlpolicy.Verb) {
+	for _, t := range it.writes {
+		t.Action = action
+		w.table(t)
+	}
 }
 
 // writeCol reports a write of column name of the target (and, through a
-// view, of the base columns behind it).
-func (w *walker) writeCol(it *item, name string) {
+// view, of the base columns behind it) by the row action action.
+func (w *walker) writeCol(it *item, name string, action sqlpolicy.Verb) {
 	if it.unknown {
 		return
 	}
@@ -44,7 +71,7 @@ func (w *walker) writeCol(it *item, name string) {
 		}
 		found = true
 		for _, c := range it.cols[i].lin {
-			c.Mode = sqlpolicy.Write
+			c.Mode, c.Action = sqlpolicy.Write, action
 			w.column(c)
 		}
 	}
@@ -53,17 +80,17 @@ func (w *walker) writeCol(it *item, name string) {
 	}
 }
 
-func (w *walker) writeAll(it *item) {
+func (w *walker) writeAll(it *item, action sqlpolicy.Verb) {
 	for i := range it.cols {
 		for _, c := range it.cols[i].lin {
-			c.Mode = sqlpolicy.Write
+			c.Mode, c.Action = sqlpolicy.Write, action
 			w.column(c)
 		}
 	}
 }
 
 // setList analyzes UPDATE SET / ON CONFLICT DO UPDATE SET / MERGE UPDATE
-// SET: the targets are written, the values read.
+// SET: the targets are written (by an update), the values read.
 func (w *walker) setList(list []*pg.Node, it *item, sc *scope) {
 	for _, n := range list {
 		rt := n.GetResTarget()
@@ -72,7 +99,11 @@ func (w *walker) setList(list []*pg.Node, it *item, sc *scope) {
 			continue
 		}
 		// SET a[1] = x and SET comp.f = x write part of column a.
-		w.writeCol(it, rt.Name)
+		w.writeCol(it, rt.Name, sqlpolicy.VerbUpdate)
+		if rt.Val.GetSetToDefault() != nil && !it.unknown {
+			w.fillDefaults(it, map[string]bool{rt.Name: true}, map[string]bool{rt.Name: true})
+			w.linDefaults(it, rt.Name)
+		}
 		for _, ind := range rt.Indirection {
 			if ai := ind.GetAIndices(); ai != nil {
 				w.expr(ai.Lidx, sc, nil)
@@ -97,21 +128,24 @@ func (w *walker) insert(s *pg.InsertStmt, parent *scope) shape {
 	w.with(s.WithClause, sc)
 	// The source query does not see the target table; every value it
 	// produces is inserted, so all of its output is read.
+	var src shape
 	if s.SelectStmt != nil {
-		w.readShape(nil, w.query(s.SelectStmt, sc))
+		src = w.query(s.SelectStmt, sc)
+		w.readShape(nil, src)
 	}
 	tsc := newScope(sc)
-	it := w.target(s.Relation, tsc)
+	it := w.target(s.Relation, tsc, sqlpolicy.VerbInsert)
 	if len(s.Cols) == 0 {
-		w.writeAll(it)
+		w.writeAll(it, sqlpolicy.VerbInsert)
 	}
 	for _, c := range s.Cols {
 		if rt := c.GetResTarget(); rt != nil {
-			w.writeCol(it, rt.Name)
+			w.writeCol(it, rt.Name, sqlpolicy.VerbInsert)
 		} else {
 			w.unsupported("INSERT column of kind %s", nodeName(c.Node))
 		}
 	}
+	w.insertDefaults(it, s.Cols, s.SelectStmt, valuesWidth(s.SelectStmt, src))
 	if oc := s.OnConflictClause; oc != nil {
 		if inf := oc.Infer; inf != nil {
 			for _, e := range inf.IndexElems {
@@ -129,6 +163,7 @@ func (w *walker) insert(s *pg.InsertStmt, parent *scope) shape {
 		}
 		if oc.Action == pg.OnConflictAction_ONCONFLICT_UPDATE {
 			w.writeVerb(sqlpolicy.VerbUpdate)
+			w.alsoWrite(it, sqlpolicy.VerbUpdate)
 			// EXCLUDED is the row proposed for insertion; its columns are
 			// the target's.
 			ex := &item{name: "excluded", cols: it.cols, open: it.open, unknown: it.unknown, hiddenByJoin: true}
@@ -145,7 +180,7 @@ func (w *walker) update(s *pg.UpdateStmt, parent *scope) shape {
 	w.writeVerb(sqlpolicy.VerbUpdate)
 	sc := newScope(parent)
 	w.with(s.WithClause, sc)
-	it := w.target(s.Relation, sc)
+	it := w.target(s.Relation, sc, sqlpolicy.VerbUpdate)
 	for _, f := range s.FromClause {
 		w.fromItem(f, sc)
 	}
@@ -158,7 +193,7 @@ func (w *walker) delete(s *pg.DeleteStmt, parent *scope) shape {
 	w.writeVerb(sqlpolicy.VerbDelete)
 	sc := newScope(parent)
 	w.with(s.WithClause, sc)
-	w.target(s.Relation, sc)
+	w.target(s.Relation, sc, sqlpolicy.VerbDelete)
 	for _, f := range s.UsingClause {
 		w.fromItem(f, sc)
 	}
@@ -170,7 +205,9 @@ func (w *walker) merge(s *pg.MergeStmt, parent *scope) shape {
 	w.writeVerb(sqlpolicy.VerbMerge)
 	sc := newScope(parent)
 	w.with(s.WithClause, sc)
-	it := w.target(s.Relation, sc)
+	// The target is written by the MERGE as a whole (a merge grant covers
+	// every action); columns say which action writes them.
+	it := w.target(s.Relation, sc, sqlpolicy.VerbMerge)
 	w.fromItem(s.SourceRelation, sc)
 	w.expr(s.JoinCondition, sc, nil)
 	for _, n := range s.MergeWhenClauses {
@@ -185,16 +222,17 @@ func (w *walker) merge(s *pg.MergeStmt, parent *scope) shape {
 			w.setList(mw.TargetList, it, sc)
 		case pg.CmdType_CMD_INSERT:
 			if len(mw.TargetList) == 0 {
-				w.writeAll(it)
+				w.writeAll(it, sqlpolicy.VerbInsert)
 			}
 			for _, c := range mw.TargetList {
 				if rt := c.GetResTarget(); rt != nil {
-					w.writeCol(it, rt.Name)
+					w.writeCol(it, rt.Name, sqlpolicy.VerbInsert)
 				}
 			}
 			for _, v := range mw.Values {
 				w.expr(v, sc, nil)
 			}
+			w.mergeDefaults(it, mw)
 		case pg.CmdType_CMD_DELETE, pg.CmdType_CMD_NOTHING:
 		default:
 			w.unsupported("MERGE action %s", mw.CommandType)
@@ -235,18 +273,30 @@ func (w *walker) copyStmt(s *pg.CopyStmt) {
 	} else {
 		w.st.ReturnsRows = true
 	}
-	it := w.rangeVar(s.Relation, sc, mode, false)
+	var it *item
+	if mode == sqlpolicy.Write {
+		it = w.target(s.Relation, sc, sqlpolicy.VerbInsert)
+	} else {
+		it = w.rangeVar(s.Relation, sc, mode, false)
+	}
 	cols := names(s.Attlist)
 	for _, c := range cols {
 		if mode == sqlpolicy.Write {
-			w.writeCol(it, c)
+			w.writeCol(it, c, sqlpolicy.VerbInsert)
 		} else {
 			w.readCol(it, c, nil)
 		}
 	}
+	if mode == sqlpolicy.Write && len(cols) > 0 && !it.unknown {
+		supplied := make(map[string]bool, len(cols))
+		for _, c := range cols {
+			supplied[c] = true
+		}
+		w.fillDefaults(it, supplied, nil)
+	}
 	if len(cols) == 0 {
 		if mode == sqlpolicy.Write {
-			w.writeAll(it)
+			w.writeAll(it, sqlpolicy.VerbInsert)
 		} else {
 			w.readItem(nil, it)
 		}
@@ -276,6 +326,7 @@ func (w *walker) view(rel *catalog.Relation, mode sqlpolicy.Mode) []outCol {
 		t.Via = r
 		if mode == sqlpolicy.Write {
 			t.Mode = sqlpolicy.Write
+			t.Action = w.action
 		}
 		w.table(t)
 	}
@@ -372,5 +423,232 @@ func (w *walker) analyzeView(rel *catalog.Relation) (vi *viewInfo) {
 		problems:  st.Problems,
 		lit:       st.LiteralSensitive,
 		outs:      sh.cols,
+	}
+}
+
+// ---- column defaults ---------------------------------------------------
+
+// defaultExpr is a parsed column default: the expression, or why it could
+// not be parsed.
+type defaultExpr struct {
+	expr *pg.Node
+	err  string
+}
+
+// defaultOf parses (once) the default expression of c.
+func (a *Analyzer) defaultOf(c *catalog.Column) *defaultExpr {
+	if v, ok := a.defaults.Load(c); ok {
+		return v.(*defaultExpr)
+	}
+	d := &defaultExpr{}
+	tree, err := pg.Parse("SELECT " + c.Default)
+	switch {
+	case err != nil:
+		d.err = parseDetail(err)
+	case len(tree.Stmts) != 1 || tree.Stmts[0].GetStmt().GetSelectStmt() == nil ||
+		len(tree.Stmts[0].GetStmt().GetSelectStmt().TargetList) != 1 ||
+		tree.Stmts[0].GetStmt().GetSelectStmt().TargetList[0].GetResTarget() == nil:
+		d.err = "not one expression"
+	default:
+		d.expr = tree.Stmts[0].GetStmt().GetSelectStmt().TargetList[0].GetResTarget().Val
+	}
+	a.defaults.Store(c, d)
+	return d
+}
+
+// defaulted reports what filling column c of rel with its default does:
+// Postgres runs the default expression with the agent's privileges, so the
+// sequences it advances are written (nextval needs a privilege on the
+// sequence) and the functions it calls are called. Identity columns have
+// no default expression: their sequence needs no privilege.
+func (w *walker) defaulted(rel *catalog.Relation, c *catalog.Column) {
+	for _, s := range c.Sequences {
+		w.table(sqlpolicy.TableRef{Rel: sqlpolicy.ParseRel(s), Mode: sqlpolicy.Write})
+	}
+	if c.Default == "" {
+		return
+	}
+	d := w.a.defaultOf(c)
+	if d.expr == nil {
+		w.unsupported("default of %s.%s does not parse: %s", rel, c.Name, d.err)
+		return
+	}
+	// The catalog prints defaults with every name outside pg_catalog
+	// qualified; resolve the rest there, whatever the session's path. The
+	// literals come from the catalog, not the statement, and set-returning
+	// or user functions in a default do not change the statement's shape.
+	path, paths, lost, lit, flag := w.path, w.paths, w.pathLost, w.st.LiteralSensitive, w.funcFlag
+	w.path, w.paths, w.pathLost = catalogOnlyPath, nil, false
+	w.expr(d.expr, newScope(nil), nil)
+	w.path, w.paths, w.pathLost, w.st.LiteralSensitive, w.funcFlag = path, paths, lost, lit, flag
+}
+
+var catalogOnlyPath = []string{"pg_catalog"}
+
+// fillDefaults reports the defaults of the target's columns that the
+// statement leaves to their default: every column not in supplied (nil:
+// none supplied), and every column in explicit (DEFAULT in a VALUES list).
+func (w *walker) fillDefaults(it *item, supplied, explicit map[string]bool) {
+	for _, rel := range it.rels() {
+		for _, c := range rel.Columns {
+			if c.Default == "" && len(c.Sequences) == 0 {
+				continue
+			}
+			if !supplied[c.Name] || explicit[c.Name] {
+				w.defaulted(rel, c)
+			}
+		}
+	}
+}
+
+// insertDefaults works out which columns an INSERT leaves to their
+// defaults: the ones its column list omits (all for DEFAULT VALUES), and
+// those given DEFAULT in a VALUES row. Without a column list the values
+// fill the leading columns; n is the width of the source query (-1 when
+// unknown: every column may be defaulted).
+func (w *walker) insertDefaults(it *item, cols []*pg.Node, src *pg.Node, n int) {
+	if it.unknown {
+		return
+	}
+	var names []string
+	if len(cols) > 0 {
+		for _, c := range cols {
+			if rt := c.GetResTarget(); rt != nil {
+				names = append(names, rt.Name)
+			}
+		}
+	} else if it.rel != nil && n > 0 {
+		for i, c := range it.rel.Columns {
+			if i >= n {
+				break
+			}
+			names = append(names, c.Name)
+		}
+	}
+	supplied := make(map[string]bool, len(names))
+	for _, nm := range names {
+		supplied[nm] = true
+	}
+	explicit := map[string]bool{}
+	if sel := src.GetSelectStmt(); sel != nil {
+		for _, row := range sel.ValuesLists {
+			l := row.GetList()
+			if l == nil {
+				continue
+			}
+			for i, v := range l.Items {
+				if v.GetSetToDefault() != nil && i < len(names) {
+					explicit[names[i]] = true
+				}
+			}
+		}
+	}
+	w.fillDefaults(it, supplied, explicit)
+	w.baseDefaults(it, supplied, explicit)
+}
+
+// baseDefaults reports, for a view target, the defaults of the base
+// relations' columns that no supplied view column fills: Postgres fills
+// them with the base column's default (or the view column's, reported by
+// fillDefaults), running it with the agent's privileges.
+func (w *walker) baseDefaults(it *item, supplied, explicit map[string]bool) {
+	if it.rel == nil || (it.rel.Kind != catalog.KindView && len(it.alts) == 0) {
+		return
+	}
+	filled := map[sqlpolicy.ColumnRef]bool{}
+	for i := range it.cols {
+		if !supplied[it.cols[i].name] || explicit[it.cols[i].name] {
+			continue
+		}
+		for _, c := range it.cols[i].lin {
+			filled[sqlpolicy.ColumnRef{Rel: c.Rel, Column: c.Column}] = true
+		}
+	}
+	for _, t := range it.writes {
+		if t.Via == (sqlpolicy.Rel{}) {
+			continue
+		}
+		rel := w.cat.Relation(t.Rel.Schema, t.Rel.Name)
+		if rel == nil || rel.Kind == catalog.KindView {
+			continue
+		}
+		for _, c := range rel.Columns {
+			if (c.Default != "" || len(c.Sequences) > 0) && !filled[sqlpolicy.ColumnRef{Rel: t.Rel, Column: c.Name}] {
+				w.defaulted(rel, c)
+			}
+		}
+	}
+}
+
+// valuesWidth is the number of values in the shortest row of a VALUES
+// source, the width of another source query's output, or -1.
+func valuesWidth(src *pg.Node, sh shape) int {
+	if src == nil {
+		return 0 // DEFAULT VALUES
+	}
+	if sel := src.GetSelectStmt(); sel != nil && len(sel.ValuesLists) > 0 {
+		n := -1
+		for _, row := range sel.ValuesLists {
+			if l := row.GetList(); l != nil && (n < 0 || len(l.Items) < n) {
+				n = len(l.Items)
+			}
+		}
+		return n
+	}
+	if sh.open {
+		return -1
+	}
+	return len(sh.cols)
+}
+
+// mergeDefaults is insertDefaults for a MERGE's INSERT action.
+func (w *walker) mergeDefaults(it *item, mw *pg.MergeWhenClause) {
+	if it.unknown {
+		return
+	}
+	supplied, explicit := map[string]bool{}, map[string]bool{}
+	for i, c := range mw.TargetList {
+		rt := c.GetResTarget()
+		if rt == nil {
+			continue
+		}
+		supplied[rt.Name] = true
+		if i < len(mw.Values) && mw.Values[i].GetSetToDefault() != nil {
+			explicit[rt.Name] = true
+		}
+	}
+	if len(mw.TargetList) == 0 && it.rel != nil {
+		// INSERT VALUES (...) without a column list fills the leading
+		// columns; INSERT DEFAULT VALUES none.
+		for i, c := range it.rel.Columns {
+			if i < len(mw.Values) {
+				supplied[c.Name] = true
+				if mw.Values[i].GetSetToDefault() != nil {
+					explicit[c.Name] = true
+				}
+			}
+		}
+	}
+	w.fillDefaults(it, supplied, explicit)
+}
+
+// linDefaults reports the defaults of the base columns behind column name
+// of a view target (SET v = DEFAULT through a view runs the base column's
+// default when the view column has none).
+func (w *walker) linDefaults(it *item, name string) {
+	for i := range it.cols {
+		if it.cols[i].name != name {
+			continue
+		}
+		for _, c := range it.cols[i].lin {
+			if c.Via == (sqlpolicy.Rel{}) {
+				continue
+			}
+			if rel := w.cat.Relation(c.Rel.Schema, c.Rel.Name); rel != nil && rel.Kind != catalog.KindView {
+				if col := rel.Column(c.Column); col != nil && (col.Default != "" || len(col.Sequences) > 0) {
+					w.defaulted(rel, col)
+				}
+			}
+		}
 	}
 }

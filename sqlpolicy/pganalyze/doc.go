@@ -11,6 +11,15 @@
 // reports that column and the base columns that flow into it (Via = the
 // view), plus every column the view's other clauses read.
 //
+// Writes carry the row action that makes them (ColumnRef.Action,
+// TableRef.Action): an upsert's inserted columns and its SET columns are
+// told apart. Columns a statement leaves to their default run the default
+// expression with the agent's privileges, so its sequence writes and
+// function calls are reported (catalog.Column.Default and Sequences).
+// When the session says more than one search path may be in effect
+// (sqlpolicy.Session.SearchPaths), every unqualified relation and function
+// name is resolved under each and every resolution is reported.
+//
 // It fails closed: anything it cannot parse, resolve or does not model
 // comes back as a sqlpolicy.Problem, never as a silent omission. Input is
 // bounded by a cheap pre-scan before it reaches the C parser, whose

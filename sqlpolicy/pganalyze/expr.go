@@ -212,6 +212,16 @@ func (w *walker) funcCall(fc *pg.FuncCall, sc *scope, sk sink) {
 			Detail: fmt.Sprintf("function %s does not exist", qualified(schema, name)), Func: qualified(schema, name)})
 	}
 	w.fn(ref)
+	if schema == "" && f != nil {
+		// Under another search path that may be in effect the name can
+		// be another function: report each.
+		for _, p := range w.paths {
+			if g := w.cat.ResolveFunction(name, p); g != nil && g != f {
+				w.fn(sqlpolicy.FuncRef{Schema: g.Schema, Name: name})
+				builtin = builtin && g.Builtin
+			}
+		}
+	}
 	if !builtin || setReturning[name] {
 		w.funcFlag = true
 	}
@@ -230,5 +240,17 @@ func (w *walker) resolveFunc(schema, name string) *catalogFunc {
 	if schema != "" {
 		return w.cat.Function(schema, name)
 	}
-	return w.cat.ResolveFunction(name, w.path)
+	if w.pathLost {
+		w.pathLostProblem(name)
+		return nil
+	}
+	if w.paths == nil {
+		return w.cat.ResolveFunction(name, w.path)
+	}
+	for _, p := range w.paths {
+		if f := w.cat.ResolveFunction(name, p); f != nil {
+			return f
+		}
+	}
+	return nil
 }

@@ -90,6 +90,7 @@ var dangerousFuncs = map[string]string{
 	"pg_stat_get_wal_receiver":            "shows the WAL receiver's connection string",
 	"pg_stat_get_wal_senders":             "shows replication connections",
 	"pg_get_replication_slots":            "shows replication slots",
+	"pg_show_replication_origin_status":   "shows replication origins (superuser only)",
 }
 
 // setReturning lists common built-in set-returning functions: in a
@@ -118,6 +119,10 @@ var dataCatalogs = map[string]bool{
 	"pg_config": true, "pg_backend_memory_contexts": true, "pg_shmem_allocations": true,
 	"pg_sequences": true, "pg_settings": true,
 	"user_mapping_options": true, "user_mappings": true, "foreign_server_options": true,
+	// information_schema's internal helpers behind the views above (no
+	// PUBLIC grant; _pg_user_mappings shows FDW passwords).
+	"_pg_user_mappings": true, "_pg_foreign_servers": true, "_pg_foreign_tables": true,
+	"_pg_foreign_data_wrappers": true, "_pg_foreign_table_columns": true,
 }
 
 // anySchemaDataCatalogs are extension relations, wherever installed.
@@ -263,6 +268,9 @@ func (w *walker) sequenceFunc(name string, fc *pg.FuncCall) {
 		mode = sqlpolicy.Read
 	}
 	w.table(sqlpolicy.TableRef{Rel: sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}, Mode: mode})
+	for _, alt := range w.altRels(schema, rname, rel) {
+		w.table(sqlpolicy.TableRef{Rel: sqlpolicy.Rel{Schema: alt.Schema, Name: alt.Name}, Mode: mode})
+	}
 }
 
 // setConfig turns set_config(name, value, is_local) with a literal name
@@ -282,6 +290,7 @@ func (w *walker) setConfig(fc *pg.FuncCall) {
 	w.st.LiteralSensitive = true
 	set := sqlpolicy.Setting{Name: strings.ToLower(name)}
 	value, valueOK := constString(fc.Args[1])
+	set.Unknown = !valueOK
 	if valueOK {
 		set.Value = value
 		if set.Name == "search_path" {
@@ -293,6 +302,10 @@ func (w *walker) setConfig(fc *pg.FuncCall) {
 	}
 	if l, ok := constString(fc.Args[2]); ok {
 		set.Local = l == "true" || l == "t" || l == "on"
+	} else {
+		// Unknown: take the reading under which the old value may come
+		// back (the session then keeps both as candidates).
+		set.Local = true
 	}
 	w.setting(set)
 	if detail := settingRisk(set.Name, set.Value, valueOK, false); detail != "" {

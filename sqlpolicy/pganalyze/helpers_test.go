@@ -37,6 +37,7 @@ CREATE VIEW masked AS SELECT id, lower(email) AS email_lc FROM customers;
 CREATE FUNCTION mask(text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT '***' $$;
 CREATE FUNCTION customer_rows() RETURNS SETOF customers LANGUAGE sql AS $$ SELECT * FROM customers $$;
 CREATE PROCEDURE touch(int) LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE TABLE stamped (id int GENERATED ALWAYS AS IDENTITY, ticket bigint DEFAULT nextval('order_seq'), note text DEFAULT mask('x'), at timestamptz DEFAULT now());
 `
 
 var (

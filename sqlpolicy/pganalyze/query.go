@@ -606,6 +606,10 @@ func (w *walker) locking(list []*pg.Node, sc *scope) {
 			rel := sqlpolicy.Rel{Schema: rv.Schemaname, Name: rv.Relname}
 			if it := findItem(sc, rv.Relname); it != nil && it.rel != nil && rv.Schemaname == "" {
 				rel = sqlpolicy.Rel{Schema: it.rel.Schema, Name: it.rel.Name}
+				for _, alt := range it.alts {
+					w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemLocking, Detail: detail,
+						Rel: sqlpolicy.Rel{Schema: alt.Schema, Name: alt.Name}})
+				}
 			} else if x := w.resolveRel(rv.Schemaname, rv.Relname); x != nil {
 				rel = sqlpolicy.Rel{Schema: x.Schema, Name: x.Name}
 			}

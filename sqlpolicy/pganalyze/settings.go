@@ -118,9 +118,12 @@ func (w *walker) variableSet(s *pg.VariableSetStmt) {
 		}
 		w.setting(sqlpolicy.Setting{Name: name, Reset: true, Local: s.IsLocal})
 		return
-	case pg.VariableSetKind_VAR_SET_DEFAULT, pg.VariableSetKind_VAR_SET_CURRENT:
-		// SET x FROM CURRENT keeps the current value.
+	case pg.VariableSetKind_VAR_SET_DEFAULT:
 		w.setting(sqlpolicy.Setting{Name: name, Reset: true, Local: s.IsLocal})
+		return
+	case pg.VariableSetKind_VAR_SET_CURRENT:
+		// SET x FROM CURRENT keeps the current value: no change (it is not
+		// a return to the login's value).
 		return
 	case pg.VariableSetKind_VAR_SET_VALUE:
 	default:
@@ -132,7 +135,7 @@ func (w *walker) variableSet(s *pg.VariableSetStmt) {
 		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: name,
 			Detail: "SET " + name + " with a value that is not a literal"})
 	}
-	w.setting(sqlpolicy.Setting{Name: name, Value: value, Local: s.IsLocal})
+	w.setting(sqlpolicy.Setting{Name: name, Value: value, Local: s.IsLocal, Unknown: !ok})
 	if d := settingRisk(name, value, ok, false); d != "" {
 		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: name, Detail: d})
 	}

@@ -155,7 +155,7 @@ func (w *walker) inner(n *pg.Node) sqlpolicy.Statement {
 		return sqlpolicy.Statement{Command: "UNKNOWN", Problems: []sqlpolicy.Problem{{
 			Code: sqlpolicy.ProblemTooComplex, Detail: "statements nest too deeply"}}}
 	}
-	in := w.a.statement(n, w.sess, w.path, w.nest+1)
+	in := w.a.statement(n, w.sess, paths{path: w.path, all: w.paths, lost: w.pathLost, changed: w.pathChanged}, w.nest+1)
 	if in.LiteralSensitive {
 		w.st.LiteralSensitive = true
 	}
@@ -199,6 +199,10 @@ func (w *walker) execute(e *pg.ExecuteStmt) {
 		if p, ok := w.sess.Prepared[e.Name]; ok && p != nil {
 			st.Prepared = p
 			st.ReturnsRows = p.ReturnsRows
+			if !w.sess.PreparedCurrent(e.Name) || w.pathChanged {
+				w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange,
+					Detail: "prepared statement \"" + e.Name + "\" was analyzed before a search_path change, and Postgres resolves its names again; PREPARE it again"})
+			}
 			return
 		}
 	}
@@ -211,19 +215,25 @@ func (w *walker) transaction(t *pg.TransactionStmt) {
 	st.Verb = sqlpolicy.VerbTransaction
 	switch t.Kind {
 	case pg.TransactionStmtKind_TRANS_STMT_BEGIN:
-		st.Command = "BEGIN"
+		st.Command, st.Tx = "BEGIN", sqlpolicy.TxBegin
 	case pg.TransactionStmtKind_TRANS_STMT_START:
-		st.Command = "START TRANSACTION"
+		st.Command, st.Tx = "START TRANSACTION", sqlpolicy.TxBegin
 	case pg.TransactionStmtKind_TRANS_STMT_COMMIT:
-		st.Command = "COMMIT"
+		st.Command, st.Tx = "COMMIT", sqlpolicy.TxEnd
+		if t.Chain {
+			st.Tx = sqlpolicy.TxBegin
+		}
 	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK:
-		st.Command = "ROLLBACK"
+		st.Command, st.Tx = "ROLLBACK", sqlpolicy.TxEnd
+		if t.Chain {
+			st.Tx = sqlpolicy.TxBegin
+		}
 	case pg.TransactionStmtKind_TRANS_STMT_SAVEPOINT:
 		st.Command = "SAVEPOINT"
 	case pg.TransactionStmtKind_TRANS_STMT_RELEASE:
 		st.Command = "RELEASE"
 	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
-		st.Command = "ROLLBACK"
+		st.Command, st.Tx = "ROLLBACK", sqlpolicy.TxRollbackTo
 	case pg.TransactionStmtKind_TRANS_STMT_PREPARE, pg.TransactionStmtKind_TRANS_STMT_COMMIT_PREPARED,
 		pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_PREPARED:
 		st.Command = map[pg.TransactionStmtKind]string{
@@ -231,6 +241,9 @@ func (w *walker) transaction(t *pg.TransactionStmt) {
 			pg.TransactionStmtKind_TRANS_STMT_COMMIT_PREPARED:   "COMMIT PREPARED",
 			pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_PREPARED: "ROLLBACK PREPARED",
 		}[t.Kind]
+		if t.Kind == pg.TransactionStmtKind_TRANS_STMT_PREPARE {
+			st.Tx = sqlpolicy.TxEnd
+		}
 		// A prepared transaction outlives the session and its
 		// short-lived credentials, holding its locks.
 		w.unsupported("%s (two-phase commit) is not supported through the proxy", st.Command)

@@ -30,12 +30,15 @@ func TestStatements(t *testing.T) {
 			tables: []string{}, rows: true},
 		{name: "view tables", sql: "SELECT total FROM order_summary", verb: sqlpolicy.VerbSelect, command: "SELECT",
 			tables: []string{"public.order_summary", "public.orders@public.order_summary", "public.customers@public.order_summary"}, rows: true},
+		// The omitted id's serial default advances its sequence.
 		{name: "insert", sql: "INSERT INTO orders (total) VALUES (1)", verb: sqlpolicy.VerbInsert, command: "INSERT",
-			tables: []string{"public.orders:w"}},
+			tables: []string{"public.orders:w", "public.orders_id_seq:w"}},
 		{name: "insert returning", sql: "INSERT INTO orders (total) VALUES (1) RETURNING id", verb: sqlpolicy.VerbInsert, command: "INSERT",
-			tables: []string{"public.orders:w"}, rows: true},
+			tables: []string{"public.orders:w", "public.orders_id_seq:w"}, rows: true},
+		{name: "insert id", sql: "INSERT INTO orders (id, total) VALUES (1, 1)", verb: sqlpolicy.VerbInsert, command: "INSERT",
+			tables: []string{"public.orders:w"}},
 		{name: "upsert", sql: "INSERT INTO products (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET name = 'x'", verb: sqlpolicy.VerbInsert,
-			command: sqlpolicy.CommandUpsert, tables: []string{"public.products:w"}},
+			command: sqlpolicy.CommandUpsert, tables: []string{"public.products:w", "public.products:w"}}, // insert and update
 		{name: "insert on conflict do nothing", sql: "INSERT INTO products (id) VALUES (1) ON CONFLICT DO NOTHING", verb: sqlpolicy.VerbInsert,
 			command: "INSERT", tables: []string{"public.products:w"}},
 		{name: "current_setting", sql: "SELECT current_setting('search_path')", verb: sqlpolicy.VerbSelect, command: "SELECT", rows: true, literal: true},
@@ -212,7 +215,7 @@ func TestSettings(t *testing.T) {
 		{"set_config search_path", `SELECT set_config('search_path', 'other, "B"', true)`, sqlpolicy.VerbSelect,
 			[]sqlpolicy.Setting{{Name: "search_path", Value: "other,B", Local: true}}, true},
 		{"set_config parameter value", "SELECT set_config('TimeZone', $1, false)", sqlpolicy.VerbSelect,
-			[]sqlpolicy.Setting{{Name: "timezone"}}, false},
+			[]sqlpolicy.Setting{{Name: "timezone", Unknown: true}}, false},
 		{"set_config not literal", "SELECT set_config(name, 'x', false) FROM customers", sqlpolicy.VerbSelect, nil, true},
 	}
 	for _, tc := range cases {

@@ -2,6 +2,7 @@ package pganalyze
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
@@ -15,8 +16,18 @@ type walker struct {
 	a    *Analyzer
 	cat  *catalog.Catalog
 	path []string // search path, pg_catalog placed
-	sess *sqlpolicy.Session
-	st   *sqlpolicy.Statement
+	// paths, when more than one search path may be in effect (see
+	// sqlpolicy.Session.SearchPaths), is every one of them, pg_catalog
+	// placed, path first; an unqualified name is resolved under each.
+	paths [][]string
+	// pathLost is set when the session lost track of its search path:
+	// unqualified relation and function names are refused.
+	pathLost bool
+	// pathChanged is set when an earlier statement of the text changed
+	// the search path.
+	pathChanged bool
+	sess        *sqlpolicy.Session
+	st          *sqlpolicy.Statement
 
 	depth int // expression/query recursion depth
 	nest  int // EXPLAIN/PREPARE nesting, and view expansion depth
@@ -33,6 +44,11 @@ type walker struct {
 	// writeVerbs are the kinds of data-modifying statements seen (the
 	// statement's own and those in WITH).
 	writeVerbs []sqlpolicy.Verb
+	// action is the row action (insert, update, delete, merge) of the
+	// write target being resolved; relation reports it on written tables.
+	action sqlpolicy.Verb
+	// capture, when set, collects every table reported (see target).
+	capture *[]sqlpolicy.TableRef
 
 	colSeen map[sqlpolicy.ColumnRef]struct{}
 }
@@ -71,6 +87,23 @@ type item struct {
 	// hiddenByJoin is true for the items under an aliased join: `*`
 	// expands the join's item instead.
 	hiddenByJoin bool
+	// writes are the relations written through the item when it is the
+	// target of a data-modifying statement.
+	writes []sqlpolicy.TableRef
+	// alts are the other relations an unqualified name resolved to under
+	// the other search paths that may be in effect; cols merges them all.
+	alts []*catalog.Relation
+}
+
+// rels returns the relations the item may be.
+func (it *item) rels() []*catalog.Relation {
+	if it.rel == nil {
+		return nil
+	}
+	if len(it.alts) == 0 {
+		return []*catalog.Relation{it.rel}
+	}
+	return append([]*catalog.Relation{it.rel}, it.alts...)
 }
 
 // scope is one query level.
@@ -114,6 +147,9 @@ func (w *walker) unsupported(format string, args ...any) {
 }
 
 func (w *walker) table(t sqlpolicy.TableRef) {
+	if w.capture != nil {
+		*w.capture = append(*w.capture, t)
+	}
 	for _, u := range w.st.Tables {
 		if u == t {
 			return
@@ -247,12 +283,46 @@ func names(ns []*pg.Node) []string {
 
 // ---- relations -------------------------------------------------------
 
-// resolveRel finds a relation by optional schema and name.
+// resolveRel finds a relation by optional schema and name: under the
+// first search path that may be in effect and has it (see altRels for the
+// others).
 func (w *walker) resolveRel(schema, name string) *catalog.Relation {
 	if schema != "" {
 		return w.cat.Relation(schema, name)
 	}
-	return w.cat.ResolveRelation(name, w.path)
+	if w.pathLost {
+		w.pathLostProblem(name)
+		return nil
+	}
+	if w.paths == nil {
+		return w.cat.ResolveRelation(name, w.path)
+	}
+	for _, p := range w.paths {
+		if r := w.cat.ResolveRelation(name, p); r != nil {
+			return r
+		}
+	}
+	return nil
+}
+
+// altRels returns the relations other than primary that an unqualified
+// name resolves to under the other search paths that may be in effect.
+func (w *walker) altRels(schema, name string, primary *catalog.Relation) []*catalog.Relation {
+	if schema != "" || w.paths == nil || primary == nil {
+		return nil
+	}
+	var out []*catalog.Relation
+	for _, p := range w.paths {
+		if r := w.cat.ResolveRelation(name, p); r != nil && r != primary && !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (w *walker) pathLostProblem(name string) {
+	w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange,
+		Detail: fmt.Sprintf("the session's search_path changed too often to tell what %q resolves to; qualify it with its schema", name)})
 }
 
 // baseCols returns the output columns of a plain relation, cached.
@@ -276,7 +346,11 @@ func (w *walker) baseCols(rel *catalog.Relation) []outCol {
 // Via set to the view.
 func (w *walker) relation(rel *catalog.Relation, mode sqlpolicy.Mode) []outCol {
 	r := sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}
-	w.table(sqlpolicy.TableRef{Rel: r, Mode: mode})
+	t := sqlpolicy.TableRef{Rel: r, Mode: mode}
+	if mode == sqlpolicy.Write {
+		t.Action = w.action
+	}
+	w.table(t)
 	w.checkDataCatalog(rel)
 	if (rel.Kind == catalog.KindView || rel.Kind == catalog.KindMatView) && !rel.System {
 		return w.view(rel, mode)
@@ -315,9 +389,36 @@ func (w *walker) rangeVar(rv *pg.RangeVar, sc *scope, mode sqlpolicy.Mode, cteOK
 		return it
 	}
 	it.rel = rel
-	it.cols = renameCols(w.relation(rel, mode), rv.Alias)
+	cols := w.relation(rel, mode)
+	if rv.Catalogname == "" || rv.Catalogname == w.cat.Database {
+		// Under another search path that may be in effect the name is
+		// another relation: the statement may touch any of them.
+		it.alts = w.altRels(rv.Schemaname, rv.Relname, rel)
+		for _, alt := range it.alts {
+			cols = mergeCols(cols, w.relation(alt, mode))
+		}
+	}
+	it.cols = renameCols(cols, rv.Alias)
 	sc.items = append(sc.items, it)
 	return it
+}
+
+// mergeCols returns the columns of a and b by name, in a's order then
+// b's: a column both have carries both lineages. Neither input is
+// changed (they may be cached).
+func mergeCols(a, b []outCol) []outCol {
+	out := make([]outCol, len(a), len(a)+len(b))
+	copy(out, a)
+	for _, c := range b {
+		i := slices.IndexFunc(out, func(o outCol) bool { return o.name == c.name })
+		if i < 0 {
+			out = append(out, c)
+			continue
+		}
+		lin := make([]sqlpolicy.ColumnRef, 0, len(out[i].lin)+len(c.lin))
+		out[i].lin = append(append(lin, out[i].lin...), c.lin...)
+	}
+	return out
 }
 
 func qualified(schema, name string) string {
@@ -357,6 +458,12 @@ func (w *walker) ddlRel(rv *pg.RangeVar) sqlpolicy.Rel {
 	}
 	if rv.Schemaname != "" {
 		return sqlpolicy.Rel{Schema: rv.Schemaname, Name: rv.Relname}
+	}
+	if w.paths != nil || w.pathLost {
+		// Which schema the name means depends on a search path keyhole
+		// cannot pin down.
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Rel: sqlpolicy.Rel{Name: rv.Relname},
+			Detail: fmt.Sprintf("more than one search_path may be in effect, so %q could name relations in several schemas; qualify it with its schema", rv.Relname)})
 	}
 	if rel := w.cat.ResolveRelation(rv.Relname, w.path); rel != nil {
 		return sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}

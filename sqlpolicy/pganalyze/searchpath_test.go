@@ -1,0 +1,98 @@
+package pganalyze_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// candidateSession is a session in a transaction block that set
+// search_path = other, public: the login's path and other, public may
+// both be in effect (a ROLLBACK would restore the login's).
+func candidateSession(t *testing.T) *sqlpolicy.Session {
+	t.Helper()
+	s := &sqlpolicy.Session{}
+	s.Apply(&sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Verb: sqlpolicy.VerbTransaction, Command: "BEGIN", Tx: sqlpolicy.TxBegin}}})
+	s.Apply(&sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Verb: sqlpolicy.VerbSet, Command: "SET",
+		Settings: []sqlpolicy.Setting{{Name: "search_path", Value: "other,public"}}}}})
+	paths, ok := s.SearchPaths()
+	require.True(t, ok)
+	require.Len(t, paths, 2)
+	return s
+}
+
+// TestSearchPathCandidates: with more than one search path possibly in
+// effect, an unqualified name is resolved under each, and every relation
+// it may name is reported.
+func TestSearchPathCandidates(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		sql      string
+		tables   []string
+		columns  []string
+		problems []string
+	}{
+		{name: "both resolve", sql: "SELECT id FROM customers",
+			tables: []string{"other.customers", "public.customers"}, columns: []string{"other.customers.id", "public.customers.id"}},
+		{name: "column of one candidate", sql: "SELECT note FROM customers",
+			tables: []string{"other.customers", "public.customers"}, columns: []string{"other.customers.note"}},
+		{name: "star over both", sql: "SELECT * FROM customers c",
+			tables: []string{"other.customers", "public.customers"},
+			columns: []string{"other.customers.id", "other.customers.note", "public.customers.created_at", "public.customers.email",
+				"public.customers.id", "public.customers.name", "public.customers.ssn"}},
+		{name: "only one resolves", sql: "SELECT total FROM orders", tables: []string{"public.orders"}, columns: []string{"public.orders.total"}},
+		{name: "qualified", sql: "SELECT id FROM public.customers", tables: []string{"public.customers"}, columns: []string{"public.customers.id"}},
+		// Under other, public the UPDATE would fail (other.customers has no
+		// name), but the target is still reported: over-reporting is safe.
+		{name: "write target", sql: "UPDATE customers SET name = 'x'",
+			tables: []string{"other.customers:w", "public.customers:w"}, columns: []string{"public.customers.name:w"}},
+		{name: "write of a shared column", sql: "DELETE FROM customers WHERE id = 1",
+			tables: []string{"other.customers:w", "public.customers:w"}, columns: []string{"other.customers.id", "public.customers.id"}},
+		{name: "unqualified DDL", sql: "CREATE TABLE scratch (a int)", tables: []string{"other.scratch:w"}, problems: []string{"session_change"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			acc := analyzer(t).Analyze(tc.sql, candidateSession(t))
+			require.Len(t, acc.Statements, 1)
+			st := acc.Statements[0]
+			assert.Equal(t, join(tc.problems), problemCodes(st.Problems), "problems")
+			if tc.tables != nil {
+				assert.Equal(t, join(tc.tables), dedup(tableStrings(st.Tables)), "tables")
+			}
+			if tc.columns != nil {
+				assert.Equal(t, join(tc.columns), dedup(colStrings(st.Columns)), "columns")
+			}
+		})
+	}
+}
+
+func dedup(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		if len(out) == 0 || out[len(out)-1] != s {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// TestSearchPathLost: when the session lost track of its search path,
+// unqualified names are refused; qualified ones still resolve.
+func TestSearchPathLost(t *testing.T) {
+	t.Parallel()
+	s := &sqlpolicy.Session{}
+	s.Apply(&sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Verb: sqlpolicy.VerbSet,
+		Settings: []sqlpolicy.Setting{{Name: "search_path", Unknown: true}}}}})
+	a := analyzer(t)
+	st := a.Analyze("SELECT id FROM customers", s).Statements[0]
+	assert.Contains(t, problemCodes(st.Problems), "session_change")
+	st = a.Analyze("SELECT lower(name) FROM public.customers", s).Statements[0]
+	assert.Contains(t, problemCodes(st.Problems), "session_change", "unqualified function")
+	st = a.Analyze("SELECT pg_catalog.lower(name) FROM public.customers", s).Statements[0]
+	assert.Empty(t, st.Problems)
+}
