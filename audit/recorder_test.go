@@ -53,14 +53,9 @@ func lines(t *testing.T, paths ...string) []audit.Event {
 	return out
 }
 
-func TestFileRecorderConcurrentNothingLost(t *testing.T) {
-	t.Parallel()
-	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	// A tiny buffer makes Record block often: blocking, never dropping.
-	r, err := audit.NewFileRecorder(path, audit.FileOptions{Buffer: 4})
-	require.NoError(t, err)
-
-	const writers, each = 8, 500
+// recordFrom starts writers goroutines, each recording each statements of
+// its own session, and returns a function that waits for them.
+func recordFrom(r audit.Recorder, writers, each int) (wait func()) {
 	var wg sync.WaitGroup
 	for w := range writers {
 		wg.Add(1)
@@ -71,7 +66,18 @@ func TestFileRecorderConcurrentNothingLost(t *testing.T) {
 			}
 		}()
 	}
-	wg.Wait()
+	return wg.Wait
+}
+
+func TestFileRecorderConcurrentNothingLost(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	// A tiny buffer makes Record block often: blocking, never dropping.
+	r, err := audit.NewFileRecorder(path, audit.FileOptions{Buffer: 4})
+	require.NoError(t, err)
+
+	const writers, each = 8, 500
+	recordFrom(r, writers, each)()
 	require.NoError(t, r.Close())
 	require.NoError(t, r.Close(), "Close is idempotent")
 
@@ -229,19 +235,10 @@ func TestRecordRacingClose(t *testing.T) {
 	r, err := audit.NewFileRecorder(path, audit.FileOptions{Buffer: 2})
 	require.NoError(t, err)
 	const writers, each = 4, 200
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range each {
-				r.Record(stmt(fmt.Sprintf("s%d", w), i))
-			}
-		}()
-	}
+	wait := recordFrom(r, writers, each)
 	time.Sleep(time.Millisecond)
 	closeErr := r.Close()
-	wg.Wait()
+	wait()
 	written := len(lines(t, path))
 	assert.Equal(t, uint64(written), r.Written())
 	assert.Equal(t, writers*each, written+int(r.Lost()), "every event is written or counted")

@@ -3,7 +3,6 @@ package creds_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -15,47 +14,28 @@ import (
 
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testpg"
-	"github.com/keyholedb/keyhole/internal/testvault"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
 // designPolicy is the example of DESIGN.md, plus an auditor that may read
 // every table of public except what is labelled secret.
-const designPolicy = `
-labels:
-  public.customers.email: [pii.email]
-  public.customers.ssn:   [pii.ssn]
-  public.secrets:         [secret]
-roles:
-  analyst:
-    upstream: shop
-    allow:
-      - select: [public.orders, public.customers]
-      - insert: [public.orders]
-    deny_labels: [pii.*, secret]
-    max_rows: 1000
-  auditor:
+const designPolicy = fixture.PolicyRoles + `  auditor:
     upstream: shop
     allow:
       - select: [public.*]
       - update: {public.orders: [total]}
       - delete: [public.orders]
     deny_labels: [secret]
-agents:
-  sales-summarizer: {role: analyst}
-  books: {role: auditor}
+` + fixture.PolicyAgents + `  books: {role: auditor}
 `
 
 // rolesSQL is the design's shop, with a label in a column comment too.
-const rolesSQL = `
-CREATE TABLE customers (id int PRIMARY KEY, name text, email text, ssn text, phone text);
+const rolesSQL = shopSQL + `
+ALTER TABLE customers ADD COLUMN phone text;
 COMMENT ON COLUMN customers.phone IS 'keyhole: pii.phone';
-CREATE TABLE orders (id int PRIMARY KEY, customer_id int, total numeric);
-CREATE TABLE secrets (id int PRIMARY KEY, value text);
-INSERT INTO customers VALUES (1, 'Ada', 'ada@example.com', '123-45-6789', '555-0100');
-INSERT INTO orders VALUES (1, 1, 9.99);
-INSERT INTO secrets VALUES (1, 'launch codes');
+UPDATE customers SET phone = '555-0100';
 `
 
 func shopCatalog() *catalog.Catalog {
@@ -176,12 +156,8 @@ func TestRolesForPolicyOptions(t *testing.T) {
 // exactly what the policy allows, and Postgres refuses the rest.
 func TestRolesEnforcedByPostgres(t *testing.T) {
 	t.Parallel()
-	vs := testvault.Start(t)
-	mgmt := testpg.NewRole(t, "CREATEROLE PASSWORD 'mgmt'")
-	db := testpg.New(t, rolesSQL+fmt.Sprintf(`
-GRANT USAGE ON SCHEMA public TO %[1]s WITH GRANT OPTION;
-GRANT ALL ON ALL TABLES IN SCHEMA public TO %[1]s WITH GRANT OPTION;
-GRANT pg_signal_backend TO %[1]s;`, mgmt))
+	e := newEnvWith(t, rolesSQL)
+	db := e.db
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	cat, err := catalog.LoadPostgresDSN(ctx, db.DSN)
@@ -190,10 +166,6 @@ GRANT pg_signal_backend TO %[1]s;`, mgmt))
 	require.NoError(t, err)
 	roles, err := creds.RolesForPolicy(p, cat, creds.RoleOptions{TerminateSessions: true})
 	require.NoError(t, err)
-
-	e := &env{db: db, mgmt: mgmt}
-	e.vault = vs
-	e.vdb = e.vault.EnableDatabase(t, "database", "shop", db, mgmt, "mgmt")
 	require.NoError(t, creds.WriteVaultRoles(ctx, e.vault.Client, "database", roles))
 	v, _ := e.source(t, e.vault.Addr, nil)
 
@@ -247,8 +219,8 @@ GRANT pg_signal_backend TO %[1]s;`, mgmt))
 	// Revocation (Close) works with the column grants in place, and ends
 	// the sessions that still use the credential.
 	require.NoError(t, v.Close())
-	assert.False(t, e.roleExists(t, analyst.User))
-	assert.False(t, e.roleExists(t, auditor.User))
+	assert.False(t, e.db.RoleExists(t, analyst.User))
+	assert.False(t, e.db.RoleExists(t, auditor.User))
 	_, err = ac.Exec(ctx, "SELECT 1")
 	assert.Error(t, err, "session of a revoked credential was terminated")
 }

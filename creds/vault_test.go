@@ -1,7 +1,6 @@
 package creds_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,14 +18,13 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testpg"
 	"github.com/keyholedb/keyhole/internal/testvault"
 )
 
-const shopSQL = `
-CREATE TABLE customers (id int PRIMARY KEY, name text, email text, ssn text);
-CREATE TABLE orders (id int PRIMARY KEY, customer_id int, total numeric);
-CREATE TABLE secrets (id int PRIMARY KEY, value text);
+// shopSQL is the design's shop with a row in each table.
+const shopSQL = fixture.ShopTables + `
 INSERT INTO customers VALUES (1, 'Ada', 'ada@example.com', '123-45-6789');
 INSERT INTO orders VALUES (1, 1, 9.99);
 INSERT INTO secrets VALUES (1, 'launch codes');
@@ -44,10 +41,16 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, shopSQL)
+}
+
+// newEnvWith is newEnv with setupSQL for the database.
+func newEnvWith(t *testing.T, setupSQL string) *env {
+	t.Helper()
 	vs := testvault.Start(t) // first: skips before any set-up without bin/vault
 	// The role before the database, so that it is dropped after it.
 	mgmt := testpg.NewRole(t, "CREATEROLE PASSWORD 'mgmt'")
-	db := testpg.New(t, shopSQL+fmt.Sprintf(`
+	db := testpg.New(t, setupSQL+fmt.Sprintf(`
 GRANT USAGE ON SCHEMA public TO %[1]s WITH GRANT OPTION;
 GRANT ALL ON ALL TABLES IN SCHEMA public TO %[1]s WITH GRANT OPTION;
 GRANT pg_signal_backend TO %[1]s;`, mgmt))
@@ -75,9 +78,9 @@ func (e *env) role(t *testing.T, name string, ttl, maxTTL time.Duration) {
 }
 
 // source builds a Vault source talking to addr (the server or a proxy).
-func (e *env) source(t *testing.T, addr string, mod func(*creds.VaultConfig)) (*creds.Vault, *syncBuffer) {
+func (e *env) source(t *testing.T, addr string, mod func(*creds.VaultConfig)) (*creds.Vault, *fixture.SyncBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &fixture.SyncBuffer{}
 	cfg := creds.VaultConfig{
 		Addr:           addr,
 		Auth:           creds.VaultAuth{Token: creds.Secret(e.vault.Token)},
@@ -111,32 +114,10 @@ func (e *env) login(t *testing.T, l *creds.Lease) (string, error) {
 	return user, err
 }
 
-func (e *env) roleExists(t *testing.T, name string) bool {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, e.db.DSN)
-	require.NoError(t, err)
-	defer c.Close(ctx)
-	var n int
-	require.NoError(t, c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n))
-	return n == 1
-}
-
 // leaseIDs lists the leases Vault holds for a role.
 func (e *env) leaseIDs(t *testing.T, role string) []string {
 	t.Helper()
-	prefix := e.vdb.Mount + "/creds/" + role + "/"
-	sec, err := e.vault.Client.Logical().List("sys/leases/lookup/" + prefix)
-	require.NoError(t, err)
-	if sec == nil {
-		return nil
-	}
-	var ids []string
-	for _, k := range sec.Data["keys"].([]any) {
-		ids = append(ids, prefix+k.(string))
-	}
-	return ids
+	return e.vdb.LeaseIDs(t, e.vault, role)
 }
 
 func waitDone(t *testing.T, l *creds.Lease, within time.Duration) error {
@@ -200,8 +181,8 @@ func TestVaultAcquire(t *testing.T) {
 	// Close revokes every lease, used or not, and ends the sessions.
 	require.NoError(t, v.Close())
 	assert.ErrorIs(t, waitDone(t, l3, time.Second), creds.ErrClosed)
-	assert.False(t, e.roleExists(t, l1.User))
-	assert.False(t, e.roleExists(t, l3.User))
+	assert.False(t, e.db.RoleExists(t, l1.User))
+	assert.False(t, e.db.RoleExists(t, l3.User))
 	assert.Empty(t, e.leaseIDs(t, "analyst"))
 
 	_, err = v.Acquire(ctx, creds.Request{Agent: "summarizer", Role: "analyst"})
@@ -243,7 +224,7 @@ func TestVaultRenewalAndMaxTTL(t *testing.T) {
 	time.Sleep(6 * time.Second)
 	assertLive(t, l1)
 	assert.Len(t, e.leaseIDs(t, "analyst"), 1)
-	assert.True(t, e.roleExists(t, l1.User))
+	assert.True(t, e.db.RoleExists(t, l1.User))
 	_, err = e.login(t, l1)
 	require.NoError(t, err)
 
@@ -283,7 +264,7 @@ func TestVaultLeaseRevokedInVault(t *testing.T) {
 	ids := e.leaseIDs(t, "analyst")
 	require.Len(t, ids, 1)
 	require.NoError(t, e.vault.Client.Sys().Revoke(ids[0]))
-	assert.False(t, e.roleExists(t, l1.User), "vault ran the revocation statements")
+	assert.False(t, e.db.RoleExists(t, l1.User), "vault ran the revocation statements")
 
 	// Detected at the next renewal: within a third of the TTL (+ request).
 	assert.ErrorIs(t, waitDone(t, l1, 3*time.Second), creds.ErrLeaseRevoked)
@@ -362,7 +343,7 @@ func TestVaultGraceAndRevokeAgent(t *testing.T) {
 	assert.Equal(t, l1.User, l2.User)
 	l2.Release()
 	l2.Release() // twice is harmless
-	require.Eventually(t, func() bool { return !e.roleExists(t, l1.User) }, 5*time.Second, 100*time.Millisecond,
+	require.Eventually(t, func() bool { return !e.db.RoleExists(t, l1.User) }, 5*time.Second, 100*time.Millisecond,
 		"lease revoked after grace")
 	assert.ErrorIs(t, l2.Cause(), creds.ErrLeaseExpired)
 	l3, err := v.Acquire(ctx, req)
@@ -376,9 +357,9 @@ func TestVaultGraceAndRevokeAgent(t *testing.T) {
 	defer other.Release()
 	v.RevokeAgent("a")
 	assert.ErrorIs(t, waitDone(t, l3, time.Second), creds.ErrAgentRevoked)
-	require.Eventually(t, func() bool { return !e.roleExists(t, l3.User) }, 5*time.Second, 100*time.Millisecond)
+	require.Eventually(t, func() bool { return !e.db.RoleExists(t, l3.User) }, 5*time.Second, 100*time.Millisecond)
 	assertLive(t, other)
-	assert.True(t, e.roleExists(t, other.User))
+	assert.True(t, e.db.RoleExists(t, other.User))
 }
 
 // TestVaultAbandonedAcquire: a lease read for callers that all gave up
@@ -457,7 +438,7 @@ func TestVaultTokenRenewal(t *testing.T) {
 	time.Sleep(7 * time.Second)
 	require.NoError(t, v.Healthy())
 	assertLive(t, l)
-	assert.True(t, e.roleExists(t, l.User), "the token's lease is still there")
+	assert.True(t, e.db.RoleExists(t, l.User), "the token's lease is still there")
 	l2, err := v.Acquire(context.Background(), creds.Request{Agent: "b", Role: "analyst"})
 	require.NoError(t, err)
 	l2.Release()
@@ -518,21 +499,4 @@ func TestVaultErrorHidesText(t *testing.T) {
 	var ve *creds.VaultError
 	require.ErrorAs(t, err, &ve)
 	assert.Equal(t, 403, ve.Status)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -53,11 +53,14 @@ type Rel struct {
 	Name   string `json:"name"`
 }
 
-func (r Rel) String() string {
-	if r.Schema == "" {
-		return r.Name
+func (r Rel) String() string { return qualified(r.Schema, r.Name) }
+
+// qualified is schema.name, or name alone when schema is empty.
+func qualified(schema, name string) string {
+	if schema == "" {
+		return name
 	}
-	return r.Schema + "." + r.Name
+	return schema + "." + name
 }
 
 // ParseRel splits "schema.name" (no quoting support: policy files name
@@ -111,12 +114,7 @@ type FuncRef struct {
 	Name   string `json:"name"`
 }
 
-func (f FuncRef) String() string {
-	if f.Schema == "" {
-		return f.Name
-	}
-	return f.Schema + "." + f.Name
-}
+func (f FuncRef) String() string { return qualified(f.Schema, f.Name) }
 
 // Setting is a session setting a statement changes (SET, RESET,
 // set_config(), SET ROLE ...). Name is lower-case. Reset is true for RESET

@@ -6,22 +6,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/internal/fixture"
 	sp "github.com/keyholedb/keyhole/sqlpolicy"
 )
 
-const decidePolicy = `labels:
-  public.customers.email: [pii.email]
-  public.customers.ssn:   [pii.ssn]
-  public.secrets:         [secret]
-roles:
-  analyst:
-    upstream: shop
-    allow:
-      - select: [public.orders, public.customers]
-      - insert: [public.orders]
-    deny_labels: [pii.*, secret]
-    max_rows: 1000
-  support:
+// decidePolicy is the design's policy with more roles, one agent each.
+const decidePolicy = fixture.PolicyRoles + `  support:
     upstream: shop
     allow:
       - select: {public.customers: [id, name, email, ssn]}
@@ -49,9 +39,7 @@ roles:
       - update: {public.orders: [total, status]}
       - update: [public.order_seq]
       - select: {public.orders: [id]}
-agents:
-  upsert-bot: {role: upserter}
-  sales-summarizer: {role: analyst}
+` + fixture.PolicyAgents + `  upsert-bot: {role: upserter}
   helpdesk: {role: support}
   writer-bot: {role: writer}
   auditor-bot: {role: auditor}
@@ -530,7 +518,7 @@ func TestDecide(t *testing.T) {
 
 func TestDecideWithoutCatalog(t *testing.T) {
 	t.Parallel()
-	p := mustPolicy(t, readmePolicy, nil)
+	p := mustPolicy(t, fixture.Policy, nil)
 	pr := sp.Principal{Agent: "sales-summarizer"}
 	// Policy labels still apply; only pg_catalog functions count as built in.
 	d := p.Decide(pr, access(sel("public.customers", "email")), nil)

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/internal/fixture"
 	sp "github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
@@ -270,14 +271,14 @@ func TestHolder(t *testing.T) {
 	_, _, ok := h.Role("sales-summarizer")
 	assert.False(t, ok)
 
-	old := sp.NewEngine(mustPolicy(t, readmePolicy, cat), cat, fa, sp.EngineOptions{})
+	old := sp.NewEngine(mustPolicy(t, fixture.Policy, cat), cat, fa, sp.EngineOptions{})
 	assert.Nil(t, h.Swap(old))
 	d, _ = h.Check(analyst, "SELECT id FROM orders", nil)
 	assert.Equal(t, sp.Allow, d.Effect)
 
 	// The new policy drops orders from analyst: the new engine starts with
 	// an empty cache, so the earlier allow is not reused.
-	narrowed := strings.Replace(readmePolicy, "select: [public.orders, public.customers]", "select: [public.customers]", 1)
+	narrowed := strings.Replace(fixture.Policy, "select: [public.orders, public.customers]", "select: [public.customers]", 1)
 	assert.Same(t, old, h.Swap(sp.NewEngine(mustPolicy(t, narrowed, cat), cat, fa, sp.EngineOptions{})))
 	d, _ = h.Check(analyst, "SELECT id FROM orders", nil)
 	assert.Equal(t, sp.Deny, d.Effect)

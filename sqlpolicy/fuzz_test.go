@@ -3,6 +3,7 @@ package sqlpolicy_test
 import (
 	"testing"
 
+	"github.com/keyholedb/keyhole/internal/fixture"
 	sp "github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -10,7 +11,7 @@ import (
 // text either loads or returns errors (never both or neither), and that a
 // loaded policy decides without panicking.
 func FuzzParsePolicy(f *testing.F) {
-	f.Add(readmePolicy)
+	f.Add(fixture.Policy)
 	f.Add(decidePolicy)
 	f.Add("roles:\n  a:\n    allow:\n      - select: {public.orders: [id]}\nagents:\n  x: {role: a}\n")
 	f.Add("roles: &r\n  a: *r\n")

@@ -67,23 +67,6 @@ func testCatalog() *catalog.Catalog {
 	}
 }
 
-// readmePolicy is the policy example of the design document, as written.
-const readmePolicy = `labels:
-  public.customers.email: [pii.email]
-  public.customers.ssn:   [pii.ssn]
-  public.secrets:         [secret]
-roles:
-  analyst:
-    upstream: shop
-    allow:
-      - select: [public.orders, public.customers]
-      - insert: [public.orders]
-    deny_labels: [pii.*, secret]
-    max_rows: 1000
-agents:
-  sales-summarizer: {role: analyst}
-`
-
 // fakeAnalyzer answers from a table of texts and counts analyses, so cache
 // tests can tell a hit from a miss. Normalize replaces digit runs with $1,
 // the way a real normalizer replaces literals; texts starting with "bad"

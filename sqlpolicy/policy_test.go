@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -25,7 +26,7 @@ func TestParsePolicyREADMEExample(t *testing.T) {
 			if !withCatalog {
 				cat = nil
 			}
-			p, warns, err := sqlpolicy.ParsePolicy([]byte(readmePolicy), "policy.yaml", cat)
+			p, warns, err := sqlpolicy.ParsePolicy([]byte(fixture.Policy), "policy.yaml", cat)
 			require.NoError(t, err)
 			assert.Empty(t, warns)
 
@@ -203,7 +204,7 @@ func TestLoadPolicyFile(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.yaml")
-	require.NoError(t, os.WriteFile(path, []byte(readmePolicy), 0o600))
+	require.NoError(t, os.WriteFile(path, []byte(fixture.Policy), 0o600))
 	p, _, err := sqlpolicy.LoadPolicyFile(path, testCatalog())
 	require.NoError(t, err)
 	assert.Equal(t, path, p.Name)

@@ -15,7 +15,7 @@ import (
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
-func testAuditCLI(t *testing.T, k khBin) {
+func testAuditCLI(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
 	rec, err := audit.NewFileRecorder(path, audit.FileOptions{MaxBytes: 700, MaxBackups: 5})
 	require.NoError(t, err)
@@ -32,22 +32,22 @@ func testAuditCLI(t *testing.T, k khBin) {
 		Reasons: []sqlpolicy.Reason{{Code: sqlpolicy.ReasonLabelDenied, Table: "public.customers", Column: "ssn", Label: "pii.ssn", Rule: "roles.analyst.deny_labels[pii.*]"}}})
 	require.NoError(t, rec.Close())
 
-	r := k.run(t, "", "audit", path, "--blocked")
-	require.Equal(t, 0, r.code, r.stderr)
-	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	r := keyhole(t, "", "audit", path, "--blocked")
+	require.Equal(t, 0, r.Code, r.Stderr)
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
 	require.GreaterOrEqual(t, len(lines), 5)
 	assert.True(t, strings.HasPrefix(lines[0], "TIME"))
 	assert.Contains(t, lines[1], "sales", "newest first")
 	assert.Contains(t, lines[2], "label_denied public.customers.ssn label=pii.ssn rule=roles.analyst.deny_labels[pii.*]")
-	assert.Contains(t, r.stdout, "no_rule ddl public.orders rule=default-deny")
-	assert.NotContains(t, r.stdout, "\x1b", "escape sequences are neutralised")
-	assert.NotContains(t, r.stdout, "SELECT id FROM")
-	assert.Contains(t, r.stdout, "2 event(s)")
+	assert.Contains(t, r.Stdout, "no_rule ddl public.orders rule=default-deny")
+	assert.NotContains(t, r.Stdout, "\x1b", "escape sequences are neutralised")
+	assert.NotContains(t, r.Stdout, "SELECT id FROM")
+	assert.Contains(t, r.Stdout, "2 event(s)")
 
-	r = k.run(t, "", "audit", "--since", "1h", path, "--json")
-	require.Equal(t, 0, r.code, r.stderr)
+	r = keyhole(t, "", "audit", "--since", "1h", path, "--json")
+	require.Equal(t, 0, r.Code, r.Stderr)
 	var evs []audit.Event
-	sc := bufio.NewScanner(strings.NewReader(r.stdout))
+	sc := bufio.NewScanner(strings.NewReader(r.Stdout))
 	for sc.Scan() {
 		var ev audit.Event
 		require.NoError(t, json.Unmarshal(sc.Bytes(), &ev))
@@ -56,10 +56,10 @@ func testAuditCLI(t *testing.T, k khBin) {
 	require.Len(t, evs, 6, "rotated files are read too")
 	assert.Equal(t, sqlpolicy.Deny, evs[0].Decision)
 
-	r = k.run(t, "", "audit", path, "--agent", "old", "--limit", "1", "--json")
-	require.Equal(t, 0, r.code, r.stderr)
-	assert.Equal(t, 1, strings.Count(r.stdout, "\n"))
-	assert.Contains(t, r.stdout, `"agent":"old"`)
+	r = keyhole(t, "", "audit", path, "--agent", "old", "--limit", "1", "--json")
+	require.Equal(t, 0, r.Code, r.Stderr)
+	assert.Equal(t, 1, strings.Count(r.Stdout, "\n"))
+	assert.Contains(t, r.Stdout, `"agent":"old"`)
 
 	for name, args := range map[string][]string{
 		"no file":      {"audit"},
@@ -68,7 +68,7 @@ func testAuditCLI(t *testing.T, k khBin) {
 		"missing file": {"audit", path + ".nope"},
 		"bad flag":     {"audit", path, "--frob"},
 	} {
-		r := k.run(t, "", args...)
-		assert.Equal(t, 2, r.code, name)
+		r := keyhole(t, "", args...)
+		assert.Equal(t, 2, r.Code, name)
 	}
 }

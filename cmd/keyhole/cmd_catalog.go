@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"os/signal"
@@ -48,11 +46,10 @@ func runCatalog(args []string) int {
 
 func runCatalogDump(args []string) int {
 	fs := flag.NewFlagSet("keyhole catalog dump", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	dsn := fs.String("dsn", "", "upstream Postgres connection string (URL or key=value)")
 	out := fs.String("o", "", "output file (default stdout)")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
-	if code, ok := catalogParseFlags(fs, args, catalogUsage); !ok {
+	if code, ok := cliFlags(fs, args, catalogUsage, os.Stderr); !ok {
 		return code
 	}
 	if *dsn == "" {
@@ -77,24 +74,6 @@ func runCatalogDump(args []string) int {
 		return exitError
 	}
 	return exitOK
-}
-
-// catalogParseFlags parses args into fs. ok is false when the command should
-// return code right away (help asked for, or a usage error).
-func catalogParseFlags(fs *flag.FlagSet, args []string, usage string) (code int, ok bool) {
-	err := fs.Parse(args)
-	switch {
-	case errors.Is(err, flag.ErrHelp):
-		fmt.Fprint(os.Stderr, usage)
-		return exitOK, false
-	case err != nil:
-		fmt.Fprintf(os.Stderr, "%s: %v\n%s", fs.Name(), err, usage)
-		return exitError, false
-	case fs.NArg() > 0:
-		fmt.Fprintf(os.Stderr, "%s: unexpected argument %q\n%s", fs.Name(), fs.Arg(0), usage)
-		return exitError, false
-	}
-	return exitOK, true
 }
 
 // catalogContext bounds an introspection by timeout and by Ctrl-C.

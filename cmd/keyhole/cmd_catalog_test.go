@@ -1,11 +1,8 @@
 package main_test
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,49 +27,23 @@ CREATE SEQUENCE app.ids;
 CREATE TABLE "Sales"(x int);
 `
 
-// TestCatalogCLI builds the binary once and runs the catalog and labels
-// commands against a real Postgres.
+// TestCatalogCLI runs the catalog and labels commands against a real
+// Postgres.
 func TestCatalogCLI(t *testing.T) {
 	t.Parallel()
-	bin := filepath.Join(t.TempDir(), "keyhole")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-	k := catalogCLIBin(bin)
-	t.Run("catalog dump", func(t *testing.T) { t.Parallel(); testCatalogDumpCLI(t, k) })
-	t.Run("labels", func(t *testing.T) { t.Parallel(); testLabelsCLI(t, k) })
+	t.Run("catalog dump", func(t *testing.T) { t.Parallel(); testCatalogDumpCLI(t) })
+	t.Run("labels", func(t *testing.T) { t.Parallel(); testLabelsCLI(t) })
 }
 
-type catalogCLIResult struct {
-	code           int
-	stdout, stderr string
-}
-
-type catalogCLIBin string
-
-func (k catalogCLIBin) run(t *testing.T, args ...string) catalogCLIResult {
-	t.Helper()
-	cmd := exec.Command(string(k), args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else {
-		require.NoError(t, err)
-	}
-	return catalogCLIResult{code, stdout.String(), stderr.String()}
-}
-
-func testCatalogDumpCLI(t *testing.T, k catalogCLIBin) {
+func testCatalogDumpCLI(t *testing.T) {
 	db := testpg.New(t, catalogCLISQL)
 
 	t.Run("to file", func(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "cat.json")
-		r := k.run(t, "catalog", "dump", "--dsn", db.DSN, "-o", out)
-		require.Equal(t, 0, r.code, r.stderr)
-		assert.Empty(t, r.stdout)
-		assert.Contains(t, r.stderr, "app.customers.ssn", "bad label is warned about")
+		r := keyhole(t, "", "catalog", "dump", "--dsn", db.DSN, "-o", out)
+		require.Equal(t, 0, r.Code, r.Stderr)
+		assert.Empty(t, r.Stdout)
+		assert.Contains(t, r.Stderr, "app.customers.ssn", "bad label is warned about")
 		c, err := catalog.ReadFile(out)
 		require.NoError(t, err)
 		assert.Equal(t, db.Name, c.Database)
@@ -80,9 +51,9 @@ func testCatalogDumpCLI(t *testing.T, k catalogCLIBin) {
 	})
 
 	t.Run("to stdout", func(t *testing.T) {
-		r := k.run(t, "catalog", "dump", "--dsn", db.DSN)
-		require.Equal(t, 0, r.code, r.stderr)
-		c, err := catalog.Load(strings.NewReader(r.stdout))
+		r := keyhole(t, "", "catalog", "dump", "--dsn", db.DSN)
+		require.Equal(t, 0, r.Code, r.Stderr)
+		c, err := catalog.Load(strings.NewReader(r.Stdout))
 		require.NoError(t, err)
 		assert.NotNil(t, c.Relation("public", "Sales"))
 	})
@@ -90,11 +61,11 @@ func testCatalogDumpCLI(t *testing.T, k catalogCLIBin) {
 	t.Run("connect error does not echo the password", func(t *testing.T) {
 		const pw = "Hunter2-topsecret"
 		dsn := testpg.WithUser(testpg.WithDatabase(testpg.AdminDSN(), "keyhole_no_such_db"), "postgres", pw)
-		r := k.run(t, "catalog", "dump", "--dsn", dsn)
-		assert.Equal(t, 2, r.code)
-		assert.Contains(t, r.stderr, "keyhole catalog dump:")
-		assert.NotContains(t, r.stderr, pw)
-		assert.Empty(t, r.stdout)
+		r := keyhole(t, "", "catalog", "dump", "--dsn", dsn)
+		assert.Equal(t, 2, r.Code)
+		assert.Contains(t, r.Stderr, "keyhole catalog dump:")
+		assert.NotContains(t, r.Stderr, pw)
+		assert.Empty(t, r.Stdout)
 	})
 
 	for _, tc := range []struct {
@@ -108,9 +79,9 @@ func testCatalogDumpCLI(t *testing.T, k catalogCLIBin) {
 		{"stray argument", []string{"catalog", "dump", "--dsn", db.DSN, "extra"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := k.run(t, tc.args...)
-			assert.Equal(t, 2, r.code)
-			assert.Contains(t, r.stderr, "usage: keyhole catalog dump")
+			r := keyhole(t, "", tc.args...)
+			assert.Equal(t, 2, r.Code)
+			assert.Contains(t, r.Stderr, "usage: keyhole catalog dump")
 		})
 	}
 }
@@ -132,18 +103,18 @@ func (l catalogLabelsJSON) names() []string {
 	return out
 }
 
-func testLabelsCLI(t *testing.T, k catalogCLIBin) {
+func testLabelsCLI(t *testing.T) {
 	db := testpg.New(t, catalogCLISQL)
 	dir := t.TempDir()
 	catFile := filepath.Join(dir, "cat.json")
-	r := k.run(t, "catalog", "dump", "--dsn", db.DSN, "-o", catFile)
-	require.Equal(t, 0, r.code, r.stderr)
+	r := keyhole(t, "", "catalog", "dump", "--dsn", db.DSN, "-o", catFile)
+	require.Equal(t, 0, r.Code, r.Stderr)
 
 	t.Run("json from dsn", func(t *testing.T) {
-		r := k.run(t, "labels", "--dsn", db.DSN, "--json")
-		require.Equal(t, 0, r.code, r.stderr)
+		r := keyhole(t, "", "labels", "--dsn", db.DSN, "--json")
+		require.Equal(t, 0, r.Code, r.Stderr)
 		var got catalogLabelsJSON
-		require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
+		require.NoError(t, json.Unmarshal([]byte(r.Stdout), &got))
 		assert.Equal(t, []string{
 			"app.customers.id", "app.customers.email", "app.customers.ssn", "app.customers.note",
 			"app.emails.id", "app.emails.email",
@@ -167,10 +138,10 @@ func testLabelsCLI(t *testing.T, k catalogCLIBin) {
 	})
 
 	t.Run("unlabeled from catalog file", func(t *testing.T) {
-		r := k.run(t, "labels", "--catalog", catFile, "--unlabeled")
-		require.Equal(t, 0, r.code, r.stderr)
+		r := keyhole(t, "", "labels", "--catalog", catFile, "--unlabeled")
+		require.Equal(t, 0, r.Code, r.Stderr)
 		var listed []string
-		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
 		require.GreaterOrEqual(t, len(lines), 2)
 		assert.Equal(t, "COLUMN", strings.Fields(lines[0])[0])
 		for _, l := range lines[1 : len(lines)-1] {
@@ -188,10 +159,10 @@ labels:
   app.customers.note: [pii.free_text]
   app.emails: [pii.contact]
 `), 0o600))
-		r := k.run(t, "labels", "--catalog", catFile, "--policy", policy, "--json")
-		require.Equal(t, 0, r.code, r.stderr)
+		r := keyhole(t, "", "labels", "--catalog", catFile, "--policy", policy, "--json")
+		require.Equal(t, 0, r.Code, r.Stderr)
 		var got catalogLabelsJSON
-		require.NoError(t, json.Unmarshal([]byte(r.stdout), &got))
+		require.NoError(t, json.Unmarshal([]byte(r.Stdout), &got))
 		byName := map[string]int{}
 		for i, n := range got.names() {
 			byName[n] = i
@@ -205,20 +176,20 @@ labels:
 		assert.Equal(t, []string{"pii.contact"}, viewID.Labels)
 		assert.Equal(t, []struct{ Label, Source, On string }{{"pii.contact", "policy", "table"}}, viewID.Sources)
 
-		r = k.run(t, "labels", "--catalog", catFile, "--policy", policy, "--unlabeled")
-		require.Equal(t, 0, r.code, r.stderr)
-		assert.NotContains(t, r.stdout, "app.customers.note")
-		assert.NotContains(t, r.stdout, "app.emails.")
-		assert.Contains(t, r.stdout, "app.customers.id")
+		r = keyhole(t, "", "labels", "--catalog", catFile, "--policy", policy, "--unlabeled")
+		require.Equal(t, 0, r.Code, r.Stderr)
+		assert.NotContains(t, r.Stdout, "app.customers.note")
+		assert.NotContains(t, r.Stdout, "app.emails.")
+		assert.Contains(t, r.Stdout, "app.customers.id")
 	})
 
 	t.Run("policy naming a missing column is an error", func(t *testing.T) {
 		policy := filepath.Join(dir, "stale.yaml")
 		require.NoError(t, os.WriteFile(policy, []byte("labels:\n  app.customers.phone: [pii.phone]\n"), 0o600))
-		r := k.run(t, "labels", "--catalog", catFile, "--policy", policy)
-		assert.Equal(t, 2, r.code)
-		assert.Contains(t, r.stderr, "app.customers")
-		assert.Empty(t, r.stdout)
+		r := keyhole(t, "", "labels", "--catalog", catFile, "--policy", policy)
+		assert.Equal(t, 2, r.Code)
+		assert.Contains(t, r.Stderr, "app.customers")
+		assert.Empty(t, r.Stdout)
 	})
 
 	for _, tc := range []struct {
@@ -230,17 +201,17 @@ labels:
 		{"bad flag", []string{"labels", "--catalog", catFile, "--nope"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := k.run(t, tc.args...)
-			assert.Equal(t, 2, r.code)
-			assert.Contains(t, r.stderr, "usage: keyhole labels")
+			r := keyhole(t, "", tc.args...)
+			assert.Equal(t, 2, r.Code)
+			assert.Contains(t, r.Stderr, "usage: keyhole labels")
 		})
 	}
 
 	t.Run("bad catalog file", func(t *testing.T) {
 		bad := filepath.Join(dir, "bad.json")
 		require.NoError(t, os.WriteFile(bad, []byte(`{"dialect":"oracle"}`), 0o600))
-		r := k.run(t, "labels", "--catalog", bad)
-		assert.Equal(t, 2, r.code)
-		assert.Contains(t, r.stderr, "dialect")
+		r := keyhole(t, "", "labels", "--catalog", bad)
+		assert.Equal(t, 2, r.Code)
+		assert.Contains(t, r.Stderr, "dialect")
 	})
 }

@@ -2,10 +2,8 @@ package main_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testpg"
 )
 
@@ -27,44 +26,13 @@ CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint REFERENCES custom
 CREATE TABLE secrets (id int, value text);
 `
 
-const checkPolicy = `labels:
-  public.customers.email: [pii.email]
-  public.customers.ssn:   [pii.ssn]
-  public.secrets:         [secret]
-roles:
-  analyst:
-    upstream: shop
-    allow:
-      - select: [public.orders, public.customers]
-      - insert: [public.orders]
-    deny_labels: [pii.*, secret]
-    max_rows: 1000
-agents:
-  sales-summarizer: {role: analyst}
-`
-
-type checkRun struct {
-	stdout, stderr string
-	code           int
-}
-
-func runKeyholeCheck(t *testing.T, bin, stdin string, args ...string) checkRun {
+func runKeyholeCheck(t *testing.T, stdin string, args ...string) fixture.Result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, append([]string{"check"}, args...)...)
+	cmd := exec.CommandContext(ctx, fixture.BuildKeyhole(t), append([]string{"check"}, args...)...)
 	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else {
-		require.NoError(t, err)
-	}
-	return checkRun{stdout: out.String(), stderr: errb.String(), code: code}
+	return fixture.Run(t, cmd)
 }
 
 type checkLine struct {
@@ -85,12 +53,8 @@ type checkLine struct {
 func TestCheckCLI(t *testing.T) {
 	db := testpg.New(t, checkSchema)
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "keyhole")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
-
 	policy := filepath.Join(dir, "policy.yaml")
-	require.NoError(t, os.WriteFile(policy, []byte(checkPolicy), 0o600))
+	require.NoError(t, os.WriteFile(policy, []byte(fixture.Policy), 0o600))
 	cat, err := catalog.LoadPostgresDSN(context.Background(), db.DSN)
 	require.NoError(t, err)
 	catFile := filepath.Join(dir, "catalog.json")
@@ -105,19 +69,19 @@ func TestCheckCLI(t *testing.T) {
 	t.Run("single statement", func(t *testing.T) {
 		for src, args := range sources {
 			t.Run(src, func(t *testing.T) {
-				r := runKeyholeCheck(t, bin, "", append(args, "SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id")...)
-				assert.Equal(t, 0, r.code, "stderr: %s", r.stderr)
-				assert.True(t, strings.HasPrefix(r.stdout, "allow"), r.stdout)
+				r := runKeyholeCheck(t, "", append(args, "SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id")...)
+				assert.Equal(t, 0, r.Code, "stderr: %s", r.Stderr)
+				assert.True(t, strings.HasPrefix(r.Stdout, "allow"), r.Stdout)
 
-				r = runKeyholeCheck(t, bin, "", append(args, "SELECT email FROM customers")...)
-				assert.Equal(t, 1, r.code, "stderr: %s", r.stderr)
-				assert.True(t, strings.HasPrefix(r.stdout, "deny"), r.stdout)
-				assert.Contains(t, r.stdout, "roles.analyst.deny_labels[pii.*]")
+				r = runKeyholeCheck(t, "", append(args, "SELECT email FROM customers")...)
+				assert.Equal(t, 1, r.Code, "stderr: %s", r.Stderr)
+				assert.True(t, strings.HasPrefix(r.Stdout, "deny"), r.Stdout)
+				assert.Contains(t, r.Stdout, "roles.analyst.deny_labels[pii.*]")
 
-				r = runKeyholeCheck(t, bin, "", append(args, "--json", "SELECT * FROM customers")...)
-				assert.Equal(t, 1, r.code, "stderr: %s", r.stderr)
+				r = runKeyholeCheck(t, "", append(args, "--json", "SELECT * FROM customers")...)
+				assert.Equal(t, 1, r.Code, "stderr: %s", r.Stderr)
 				var d checkLine
-				require.NoError(t, json.Unmarshal([]byte(r.stdout), &d), r.stdout)
+				require.NoError(t, json.Unmarshal([]byte(r.Stdout), &d), r.Stdout)
 				assert.Equal(t, "deny", d.Decision)
 				require.NotEmpty(t, d.Reasons)
 				labels := map[string]string{}
@@ -144,10 +108,10 @@ func TestCheckCLI(t *testing.T) {
 			``,
 			`{"id":"g","sql":"SET search_path = evil"}`,
 		}, "\n")
-		r := runKeyholeCheck(t, bin, in, sources["dsn"]...)
-		assert.Equal(t, 2, r.code, "malformed lines make the exit status 2; stderr: %s", r.stderr)
+		r := runKeyholeCheck(t, in, sources["dsn"]...)
+		assert.Equal(t, 2, r.Code, "malformed lines make the exit status 2; stderr: %s", r.Stderr)
 		var lines []checkLine
-		sc := bufio.NewScanner(strings.NewReader(r.stdout))
+		sc := bufio.NewScanner(strings.NewReader(r.Stdout))
 		for sc.Scan() {
 			var l checkLine
 			require.NoError(t, json.Unmarshal(sc.Bytes(), &l), sc.Text())
@@ -182,8 +146,8 @@ func TestCheckCLI(t *testing.T) {
 			}
 		}
 
-		r = runKeyholeCheck(t, bin, `{"id":"a","sql":"SELECT id FROM orders"}`+"\n", sources["catalog"]...)
-		assert.Equal(t, 0, r.code, "stderr: %s", r.stderr)
+		r = runKeyholeCheck(t, `{"id":"a","sql":"SELECT id FROM orders"}`+"\n", sources["catalog"]...)
+		assert.Equal(t, 0, r.Code, "stderr: %s", r.Stderr)
 	})
 
 	t.Run("errors", func(t *testing.T) {
@@ -204,16 +168,16 @@ func TestCheckCLI(t *testing.T) {
 		}
 		for _, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
-				r := runKeyholeCheck(t, bin, "", tc.args...)
-				assert.Equal(t, 2, r.code)
-				assert.Contains(t, r.stderr, tc.want)
+				r := runKeyholeCheck(t, "", tc.args...)
+				assert.Equal(t, 2, r.Code)
+				assert.Contains(t, r.Stderr, tc.want)
 			})
 		}
 	})
 
 	t.Run("unknown agent is denied", func(t *testing.T) {
-		r := runKeyholeCheck(t, bin, "", "--policy", policy, "--catalog", catFile, "--agent", "mallory", "SELECT 1")
-		assert.Equal(t, 1, r.code)
-		assert.Contains(t, r.stdout, "deny")
+		r := runKeyholeCheck(t, "", "--policy", policy, "--catalog", catFile, "--agent", "mallory", "SELECT 1")
+		assert.Equal(t, 1, r.Code)
+		assert.Contains(t, r.Stdout, "deny")
 	})
 }

@@ -65,14 +65,13 @@ type labelsReport struct {
 
 func runLabels(args []string) int {
 	fs := flag.NewFlagSet("keyhole labels", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
 	dsn := fs.String("dsn", "", "")
 	catFile := fs.String("catalog", "", "")
 	policyFile := fs.String("policy", "", "")
 	unlabeled := fs.Bool("unlabeled", false, "")
 	asJSON := fs.Bool("json", false, "")
 	timeout := fs.Duration("timeout", time.Minute, "")
-	if code, ok := catalogParseFlags(fs, args, labelsUsage); !ok {
+	if code, ok := cliFlags(fs, args, labelsUsage, os.Stderr); !ok {
 		return code
 	}
 	if (*dsn == "") == (*catFile == "") {

@@ -53,25 +53,6 @@ func tokenMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return exitError
 }
 
-// cliFlags parses fs, printing usage on -h and errors on stderr. Like the
-// rest of the CLI it rejects stray positional arguments.
-func cliFlags(fs *flag.FlagSet, args []string, usage string, stderr io.Writer) (code int, ok bool) {
-	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, usage)
-			return exitOK, false
-		}
-		fmt.Fprintf(stderr, "%s: %v\n%s", fs.Name(), err, usage)
-		return exitError, false
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected argument %q\n%s", fs.Name(), fs.Arg(0), usage)
-		return exitError, false
-	}
-	return exitOK, true
-}
-
 func tokenKeygen(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyhole token keygen", flag.ContinueOnError)
 	out := fs.String("out", "", "private key file to write (the public key goes to FILE.pub)")

@@ -1,8 +1,6 @@
 package main_test
 
 import (
-	"bytes"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,59 +11,27 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testpg"
 	"github.com/keyholedb/keyhole/internal/testvault"
 )
-
-const vaultCLIPolicy = `
-labels:
-  public.customers.email: [pii.email]
-  public.customers.ssn:   [pii.ssn]
-  public.secrets:         [secret]
-roles:
-  analyst:
-    upstream: shop
-    allow:
-      - select: [public.orders, public.customers]
-      - insert: [public.orders]
-    deny_labels: [pii.*, secret]
-agents:
-  sales-summarizer: {role: analyst}
-`
-
-const vaultCLISQL = `
-CREATE TABLE customers (id int PRIMARY KEY, name text, email text, ssn text);
-CREATE TABLE orders (id int PRIMARY KEY, customer_id int, total numeric);
-CREATE TABLE secrets (id int PRIMARY KEY, value text);
-`
 
 // TestVaultRolesCLI runs `keyhole vault roles` against a real Postgres
 // (for the catalog) and a real Vault (--apply).
 func TestVaultRolesCLI(t *testing.T) {
 	t.Parallel()
 	vs := testvault.Start(t)
-	db := testpg.New(t, vaultCLISQL)
-	bin := filepath.Join(t.TempDir(), "keyhole")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, "go build: %s", out)
+	db := testpg.New(t, fixture.ShopTables)
 	policy := filepath.Join(t.TempDir(), "policy.yaml")
-	require.NoError(t, os.WriteFile(policy, []byte(vaultCLIPolicy), 0o600))
+	require.NoError(t, os.WriteFile(policy, []byte(fixture.Policy), 0o600))
 	require.NoError(t, vs.Client.Sys().Mount("database", &api.MountInput{Type: "database"}))
 
 	run := func(env []string, args ...string) (int, string, string) {
-		cmd := exec.Command(bin, append([]string{"vault", "roles"}, args...)...)
+		cmd := exec.Command(fixture.BuildKeyhole(t), append([]string{"vault", "roles"}, args...)...)
 		cmd.Env = append(os.Environ(), "VAULT_ADDR=", "VAULT_TOKEN=")
 		cmd.Env = append(cmd.Env, env...)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		err := cmd.Run()
-		code := 0
-		if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else {
-			require.NoError(t, err)
-		}
-		return code, stdout.String(), stderr.String()
+		r := fixture.Run(t, cmd)
+		return r.Code, r.Stdout, r.Stderr
 	}
 
 	t.Run("print", func(t *testing.T) {

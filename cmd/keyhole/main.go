@@ -4,7 +4,10 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"os"
 	"sort"
 )
@@ -57,4 +60,24 @@ func main() {
 		os.Exit(exitError)
 	}
 	os.Exit(cmd.run(os.Args[2:]))
+}
+
+// cliFlags parses args into fs, printing usage on -h and errors on stderr,
+// and rejects stray positional arguments. ok is false when the command
+// should return code right away (help asked for, or a usage error).
+func cliFlags(fs *flag.FlagSet, args []string, usage string, stderr io.Writer) (code int, ok bool) {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprint(stderr, usage)
+			return exitOK, false
+		}
+		fmt.Fprintf(stderr, "%s: %v\n%s", fs.Name(), err, usage)
+		return exitError, false
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n%s", fs.Name(), fs.Arg(0), usage)
+		return exitError, false
+	}
+	return exitOK, true
 }

@@ -18,8 +18,6 @@ import (
 // `go test` runs.
 const repoRoot = "../.."
 
-var schemaFile = filepath.Join(repoRoot, "testdata", "pg", "shop.sql")
-
 // suite is one policy with the cases decided against it.
 type suite struct {
 	name     string

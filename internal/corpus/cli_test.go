@@ -5,9 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testpg"
 )
 
@@ -27,6 +26,8 @@ type checkLine struct {
 	Error    string            `json:"error"`
 }
 
+func TestMain(m *testing.M) { fixture.Main(m) }
+
 // TestCorpusCLI is the acceptance check: the built `keyhole check` binary,
 // reading the catalog from a real Postgres, decides the whole corpus as
 // expected. Cases with several texts need one session across texts, which
@@ -34,17 +35,10 @@ type checkLine struct {
 // covers them.
 func TestCorpusCLI(t *testing.T) {
 	t.Parallel()
-	schema, err := os.ReadFile(schemaFile)
-	require.NoError(t, err)
-	db := testpg.New(t, string(schema))
-
-	bin := filepath.Join(t.TempDir(), "keyhole")
+	db := testpg.New(t, fixture.ShopSQL(t))
+	bin := fixture.BuildKeyhole(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	build := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/keyhole")
-	build.Dir = repoRoot
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "go build ./cmd/keyhole:\n%s", out)
 
 	for _, su := range suites {
 		t.Run(su.name, func(t *testing.T) {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testpg"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
@@ -162,12 +162,10 @@ func unlabelledCustomerColumns(cat *catalog.Catalog) []string {
 // the superuser, and creates a login role holding exactly su's grants.
 func newShop(t *testing.T, su suite) *shop {
 	t.Helper()
-	schema, err := os.ReadFile(schemaFile)
-	require.NoError(t, err)
 	// The role first: cleanups run last-in first-out, so the database (in
 	// which the role holds privileges) is dropped before the role.
 	role := testpg.NewRole(t, "")
-	db := testpg.New(t, string(schema))
+	db := testpg.New(t, fixture.ShopSQL(t))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

@@ -20,6 +20,8 @@ import (
 	"github.com/lib/pq"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/internal/fixture"
 )
 
 const agentName = "sales-summarizer"
@@ -108,7 +110,7 @@ type shop struct {
 
 func startShop(t *testing.T) *shop {
 	t.Helper()
-	up := newUpstream(t, shopSQL(t))
+	up := newUpstream(t, fixture.ShopSQL(t))
 	key := newAgentKey(t)
 	dir := t.TempDir()
 	policy := filepath.Join(dir, "policy.yaml")

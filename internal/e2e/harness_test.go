@@ -21,39 +21,11 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testpg"
 )
 
-// keyholeBin is the keyhole binary built once by TestMain.
-var keyholeBin string
-
-// repoRoot is the module root (tests run in internal/e2e).
-var repoRoot = func() string {
-	d, err := filepath.Abs(filepath.Join("..", ".."))
-	if err != nil {
-		panic(err)
-	}
-	return d
-}()
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "keyhole-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		os.Exit(2)
-	}
-	keyholeBin = filepath.Join(dir, "keyhole")
-	build := exec.Command("go", "build", "-o", keyholeBin, "./cmd/keyhole")
-	build.Dir = repoRoot
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/keyhole: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(2)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { fixture.Main(m) }
 
 // needTool fails the test (never skips) when a client binary is missing.
 func needTool(t *testing.T, name string) string {
@@ -69,21 +41,13 @@ func needTool(t *testing.T, name string) string {
 // a non-zero exit.
 func runKeyhole(t *testing.T, args ...string) string {
 	t.Helper()
-	cmd := exec.Command(keyholeBin, args...)
+	cmd := exec.Command(fixture.BuildKeyhole(t), args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("keyhole %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	return stdout.String()
-}
-
-// shopSQL is the labelled fixture schema.
-func shopSQL(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot, "testdata", "pg", "shop.sql"))
-	require.NoError(t, err)
-	return string(b)
 }
 
 // upstream is a throwaway database and the non-superuser login keyhole
@@ -172,7 +136,7 @@ type proc struct {
 func startKeyhole(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{t: t, exited: make(chan struct{})}
-	p.cmd = exec.Command(keyholeBin, append([]string{"serve", "--log-format", "json"}, args...)...)
+	p.cmd = exec.Command(fixture.BuildKeyhole(t), append([]string{"serve", "--log-format", "json"}, args...)...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout = io.Discard
 	stderr, err := p.cmd.StderrPipe()

@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/internal/fixture"
 )
 
 // policyWithout is shopPolicy without products: SELECT from products is
@@ -26,7 +28,7 @@ var policyWithout = strings.Replace(shopPolicy, ", public.products]", "]", 1)
 // off), reloads the policy on SIGHUP, keeps the running policy when the new
 // file is bad, serves the admin endpoints and exits cleanly on SIGTERM.
 func TestConfigFileReloadShutdown(t *testing.T) {
-	up := newUpstream(t, shopSQL(t))
+	up := newUpstream(t, fixture.ShopSQL(t))
 	key := newAgentKey(t)
 	dir := t.TempDir()
 	policy := filepath.Join(dir, "policy.yaml")
@@ -158,7 +160,7 @@ log:
 // TestPolicyFileWatch checks that keyhole picks up an edited policy file
 // without a signal (mtime polling, 1s by default).
 func TestPolicyFileWatch(t *testing.T) {
-	up := newUpstream(t, shopSQL(t))
+	up := newUpstream(t, fixture.ShopSQL(t))
 	key := newAgentKey(t)
 	dir := t.TempDir()
 	policy := filepath.Join(dir, "policy.yaml")

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testpg"
 )
 
@@ -24,7 +25,7 @@ import (
 // serve with a broken policy, configuration or upstream, says where the
 // problem is, and never prints the upstream password.
 func TestStartupFailsClosed(t *testing.T) {
-	up := newUpstream(t, shopSQL(t))
+	up := newUpstream(t, fixture.ShopSQL(t))
 	key := newAgentKey(t)
 	dir := t.TempDir()
 	good := filepath.Join(dir, "policy.yaml")
@@ -79,7 +80,7 @@ policy: {file: policy.yaml}
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, keyholeBin, append([]string{"serve", "--log-format", "text"}, tc.args...)...)
+			cmd := exec.CommandContext(ctx, fixture.BuildKeyhole(t), append([]string{"serve", "--log-format", "text"}, tc.args...)...)
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			err := cmd.Run()
@@ -99,7 +100,7 @@ policy: {file: policy.yaml}
 // upstream completes and its result reaches the client before keyhole
 // exits 0; new connections are refused meanwhile.
 func TestShutdownDrainsInFlight(t *testing.T) {
-	up := newUpstream(t, shopSQL(t))
+	up := newUpstream(t, fixture.ShopSQL(t))
 	key := newAgentKey(t)
 	dir := t.TempDir()
 	policy := filepath.Join(dir, "policy.yaml")

@@ -23,6 +23,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/internal/fixture"
 )
 
 // testCA issues certificates for one test.
@@ -83,7 +85,7 @@ func writePEM(t *testing.T, path, typ string, der []byte) {
 // (no password), and SCRAM-SHA-256 against a verifier from
 // `keyhole agent secret`.
 func TestTLSAndAgentMethods(t *testing.T) {
-	up := newUpstream(t, shopSQL(t))
+	up := newUpstream(t, fixture.ShopSQL(t))
 	key := newAgentKey(t)
 	dir := t.TempDir()
 	ca := newTestCA(t, dir, "ca")

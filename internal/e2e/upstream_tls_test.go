@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/internal/fixture"
 )
 
 // TestUpstreamTLS checks each upstream sslmode against the local
@@ -23,7 +25,7 @@ import (
 // sessions are encrypted when asked, verified when asked, and keyhole
 // refuses to start when verification fails.
 func TestUpstreamTLS(t *testing.T) {
-	up := newUpstream(t, shopSQL(t))
+	up := newUpstream(t, fixture.ShopSQL(t))
 	ctx := context.Background()
 	admin, err := pgx.Connect(ctx, up.DB.DSN)
 	require.NoError(t, err)
@@ -99,7 +101,7 @@ policy: {file: %q}
 		t.Run(tc.name+" fails closed", func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, keyholeBin, "serve", "--log-format", "text", "--config", config(t, tc.tls))
+			cmd := exec.CommandContext(ctx, fixture.BuildKeyhole(t), "serve", "--log-format", "text", "--config", config(t, tc.tls))
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			err := cmd.Run()

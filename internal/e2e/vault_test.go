@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testpg"
 )
 
@@ -41,7 +42,7 @@ func freePort(t *testing.T) string {
 // server on a free port; it is stopped when the test ends.
 func startVault(t *testing.T) *vaultDev {
 	t.Helper()
-	bin := filepath.Join(repoRoot, "bin", "vault")
+	bin := fixture.Path(t, "bin", "vault")
 	if _, err := os.Stat(bin); err != nil {
 		t.Fatalf("%s not found: run scripts/setup.sh (it builds Vault with scripts/vault.sh build)", bin)
 	}
@@ -112,7 +113,7 @@ func (v *vaultDev) call(t *testing.T, method, path string, body any) map[string]
 // the catalog with its own catalog role, enforces the policy as usual, and
 // revokes the credentials when it stops.
 func TestVaultCredentials(t *testing.T) {
-	db := testpg.New(t, shopSQL(t))
+	db := testpg.New(t, fixture.ShopSQL(t))
 	v := startVault(t)
 	pu, err := pgURL(db.DSN)
 	require.NoError(t, err)

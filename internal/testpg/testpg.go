@@ -62,6 +62,23 @@ func New(t testing.TB, setupSQL string) *DB {
 	return db
 }
 
+// RoleExists reports whether the cluster has a role of that name.
+func (db *DB) RoleExists(t testing.TB, name string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, db.DSN)
+	if err != nil {
+		t.Fatalf("testpg: connect %s: %v", db.Name, err)
+	}
+	defer c.Close(ctx)
+	var n int
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n); err != nil {
+		t.Fatalf("testpg: look up role %s: %v", name, err)
+	}
+	return n == 1
+}
+
 // Drop drops a database created by New, ending its sessions first.
 func Drop(name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -265,6 +265,24 @@ func (d *Database) WriteRole(t testing.TB, s *Server, name string, r Role) {
 	s.Write(t, d.Mount+"/roles/"+name, data)
 }
 
+// LeaseIDs lists the leases Vault holds for a role of the mount.
+func (d *Database) LeaseIDs(t testing.TB, s *Server, role string) []string {
+	t.Helper()
+	prefix := d.Mount + "/creds/" + role + "/"
+	sec, err := s.Client.Logical().List("sys/leases/lookup/" + prefix)
+	if err != nil {
+		t.Fatalf("testvault: list leases of %s: %v", prefix, err)
+	}
+	if sec == nil {
+		return nil
+	}
+	var ids []string
+	for _, k := range sec.Data["keys"].([]any) {
+		ids = append(ids, prefix+k.(string))
+	}
+	return ids
+}
+
 // RandHex returns n random bytes, hex encoded.
 func RandHex(n int) string {
 	b := make([]byte, n)

@@ -1,7 +1,6 @@
 package vaulte2e_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -24,6 +23,7 @@ import (
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
+	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testpg"
 	"github.com/keyholedb/keyhole/internal/testvault"
 	"github.com/keyholedb/keyhole/pgproxy"
@@ -32,10 +32,7 @@ import (
 )
 
 // shopSQL is the design's shop.
-const shopSQL = `
-CREATE TABLE customers (id int PRIMARY KEY, name text, email text, ssn text);
-CREATE TABLE orders (id int PRIMARY KEY, customer_id int, total numeric);
-CREATE TABLE secrets (id int PRIMARY KEY, value text);
+const shopSQL = fixture.ShopTables + `
 INSERT INTO customers VALUES (1, 'Ada', 'ada@example.com', '123-45-6789'), (2, 'Bob', 'bob@example.com', '987-65-4321');
 INSERT INTO orders SELECT g, 1 + g % 2, g * 1.5 FROM generate_series(1, 5) g;
 INSERT INTO secrets VALUES (1, 'launch codes');
@@ -50,21 +47,7 @@ const (
 // policyText is the design's example policy with a second agent; without
 // drops summarizer (a reload that removes it).
 func policyText(without string) string {
-	p := `
-labels:
-  public.customers.email: [pii.email]
-  public.customers.ssn:   [pii.ssn]
-  public.secrets:         [secret]
-roles:
-  analyst:
-    upstream: shop
-    allow:
-      - select: [public.orders, public.customers]
-      - insert: [public.orders]
-    deny_labels: [pii.*, secret]
-    max_rows: 1000
-agents:
-`
+	p := fixture.PolicyRoles + "agents:\n"
 	for _, a := range []string{summarizer, orderBot} {
 		if a != without {
 			p += fmt.Sprintf("  %s: {role: analyst}\n", a)
@@ -91,7 +74,7 @@ type env struct {
 	holder *sqlpolicy.Holder
 	src    *creds.Vault
 	rec    *recordingSource
-	logs   *syncBuffer
+	logs   *fixture.SyncBuffer
 	audit  *memAudit
 	addr   string
 	key    ed25519.PrivateKey
@@ -110,7 +93,7 @@ func newEnv(t *testing.T, vs *testvault.Server, o opts) *env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e := &env{t: t, vault: vs, logs: &syncBuffer{}, audit: &memAudit{}}
+	e := &env{t: t, vault: vs, logs: &fixture.SyncBuffer{}, audit: &memAudit{}}
 
 	// The management role before the database, so that it is dropped
 	// after it (cleanups run last in, first out).
@@ -260,33 +243,10 @@ func (e *env) upstreamUsers(appName string) []string {
 	return users
 }
 
-// roleExists reports whether the database role exists.
-func (e *env) roleExists(name string) bool {
-	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, e.db.DSN)
-	require.NoError(e.t, err)
-	defer c.Close(ctx)
-	var n int
-	require.NoError(e.t, c.QueryRow(ctx, "SELECT count(*) FROM pg_roles WHERE rolname = $1", name).Scan(&n))
-	return n == 1
-}
-
 // leaseIDs lists the leases Vault holds for the analyst role of this env.
 func (e *env) leaseIDs() []string {
 	e.t.Helper()
-	prefix := e.vdb.Mount + "/creds/analyst/"
-	sec, err := e.vault.Client.Logical().List("sys/leases/lookup/" + prefix)
-	require.NoError(e.t, err)
-	if sec == nil {
-		return nil
-	}
-	var ids []string
-	for _, k := range sec.Data["keys"].([]any) {
-		ids = append(ids, prefix+k.(string))
-	}
-	return ids
+	return e.vdb.LeaseIDs(e.t, e.vault, "analyst")
 }
 
 // checkNoSecretsLogged: keyhole's log holds no database password it
@@ -393,23 +353,6 @@ func (m *memAudit) all() []audit.Event {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return append([]audit.Event(nil), m.events...)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // pgErr returns err's *pgconn.PgError, or nil.

@@ -83,7 +83,7 @@ func testRenewal(t *testing.T, vs *testvault.Server) {
 		time.Sleep(400 * time.Millisecond)
 	}
 	assert.Equal(t, users, e.upstreamUsers("vaulte2e-renew"), "the session kept its upstream login")
-	assert.True(t, e.roleExists(users[0]), "Vault dropped the login: lease was not renewed")
+	assert.True(t, e.db.RoleExists(e.t, users[0]), "Vault dropped the login: lease was not renewed")
 	assert.NotEmpty(t, e.leaseIDs(), "Vault no longer holds the lease")
 }
 
@@ -244,7 +244,7 @@ func testAgentRemovedRevoked(t *testing.T, vs *testvault.Server) {
 	t.Logf("revoked agent's session ended with %s %s: %s", pe.Severity, pe.Code, pe.Message)
 	assert.Equal(t, "FATAL", pe.Severity)
 	assert.Contains(t, []string{"57P01", "28000"}, pe.Code)
-	assert.Eventually(t, func() bool { return !e.roleExists(l.user) },
+	assert.Eventually(t, func() bool { return !e.db.RoleExists(e.t, l.user) },
 		10*time.Second, 100*time.Millisecond, "Vault did not drop the login of the revoked agent")
 	_, err = e.dial(summarizer, "vaulte2e-revoked-agent")
 	assert.Equal(t, "28000", sqlState(err), "new session of a removed agent: %v", err)
