@@ -45,11 +45,17 @@ type conn struct {
 	created time.Time
 
 	// client is the agent's socket (the *tls.Conn after SSLRequest);
-	// clientBE speaks the backend side of the protocol on it.
-	client   net.Conn
-	clientBE *pgproto3.Backend
-	remoteIP string
-	isTLS    bool
+	// clientRd reads its messages after the startup packet, and wbuf
+	// (under wmu) gathers what is written to it until flushClient.
+	client     net.Conn
+	clientRd   *msgReader
+	cmsgs      frontendMsgs
+	authType   uint32 // what a 'p' message answers
+	wbuf       []byte
+	wbufErr    error // a message that could not be encoded; reported by flushClient
+	remoteIP   string
+	remoteAddr string // for audit events
+	isTLS      bool
 
 	// Startup values.
 	user, database, appName string
@@ -61,9 +67,11 @@ type conn struct {
 	upName   string
 	lease    *creds.Lease
 
-	// upstream side, after hijack.
+	// upstream side, after hijack. upRd is read by the upstream goroutine;
+	// upBuf gathers what the client goroutine forwards until flushUpstream.
 	upConn net.Conn
-	upFE   *pgproto3.Frontend
+	upRd   *msgReader
+	upBuf  []byte
 	upPID  uint32
 	upKey  []byte
 	key    backendKey
@@ -101,22 +109,24 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
+	addr := nc.RemoteAddr().String()
 	ip := ""
 	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
 		ip = a.IP.String()
-	} else if h, _, err := net.SplitHostPort(nc.RemoteAddr().String()); err == nil {
+	} else if h, _, err := net.SplitHostPort(addr); err == nil {
 		ip = h
 	}
 	return &conn{
-		srv:      s,
-		id:       id,
-		log:      s.log.With("session", id, "client", nc.RemoteAddr().String()),
-		created:  time.Now(),
-		client:   nc,
-		remoteIP: ip,
-		txStatus: 'I',
-		stmts:    make(map[string]*prepared),
-		portals:  make(map[string]*portal),
+		srv:        s,
+		id:         id,
+		log:        s.log.With("session", id, "client", addr),
+		created:    time.Now(),
+		client:     nc,
+		remoteIP:   ip,
+		remoteAddr: addr,
+		txStatus:   'I',
+		stmts:      make(map[string]*prepared),
+		portals:    make(map[string]*portal),
 	}
 }
 
@@ -206,11 +216,8 @@ func (c *conn) finish(err error) {
 		c.log.Info("connection ended", "code", resp.Code, "err", err)
 		c.wmu.Lock()
 		_ = c.client.SetWriteDeadline(time.Now().Add(time.Second))
-		if c.clientBE == nil {
-			c.clientBE = pgproto3.NewBackend(c.client, c.client)
-		}
-		c.clientBE.Send(resp)
-		_ = c.clientBE.Flush()
+		c.send(resp)
+		_ = c.flushClient()
 		c.wmu.Unlock()
 	case err != nil && !errors.Is(err, errClientGone):
 		c.log.Info("connection ended", "err", err)
@@ -371,8 +378,7 @@ func (c *conn) startupMessage(code uint32, body []byte) error {
 	if err := sm.Decode(b); err != nil {
 		return fatal(codeProtocolViolation, "invalid startup packet layout", err)
 	}
-	c.clientBE = pgproto3.NewBackend(c.client, c.client)
-	c.clientBE.SetMaxBodyLen(c.srv.limits.MaxMessageSize)
+	c.clientRd = newMsgReader(c.client, c.srv.limits.MaxMessageSize)
 
 	var unrecognized []string
 	c.params = make(map[string]string)
@@ -417,7 +423,7 @@ func (c *conn) startupMessage(code uint32, body []byte) error {
 	}
 	if code != 196608 || len(unrecognized) > 0 {
 		slices.Sort(unrecognized)
-		c.clientBE.Send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized})
+		c.send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized})
 	}
 	c.log = c.log.With("user", c.user)
 	return nil
@@ -503,10 +509,14 @@ func (c *conn) spiffeCert() *x509.Certificate {
 }
 
 func (c *conn) receiveAuth() (pgproto3.FrontendMessage, error) {
-	if err := c.clientBE.Flush(); err != nil {
+	if err := c.flushClient(); err != nil {
 		return nil, fmt.Errorf("send auth request: %w", errClientGone)
 	}
-	msg, err := c.clientBE.Receive()
+	typ, raw, err := c.clientRd.next()
+	var msg pgproto3.FrontendMessage
+	if err == nil {
+		msg, err = c.cmsgs.decode(typ, raw[5:], c.authType)
+	}
 	if err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("client left during authentication: %w", errClientGone)
@@ -517,8 +527,8 @@ func (c *conn) receiveAuth() (pgproto3.FrontendMessage, error) {
 }
 
 func (c *conn) cleartext() (*identity.Agent, error) {
-	c.clientBE.Send(&pgproto3.AuthenticationCleartextPassword{})
-	_ = c.clientBE.SetAuthType(pgproto3.AuthTypeCleartextPassword)
+	c.send(&pgproto3.AuthenticationCleartextPassword{})
+	c.authType = pgproto3.AuthTypeCleartextPassword
 	msg, err := c.receiveAuth()
 	if err != nil {
 		return nil, err
@@ -532,8 +542,8 @@ func (c *conn) cleartext() (*identity.Agent, error) {
 
 func (c *conn) scram(conv identity.SCRAMConversation) (*identity.Agent, error) {
 	const mech = "SCRAM-SHA-256"
-	c.clientBE.Send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{mech}})
-	_ = c.clientBE.SetAuthType(pgproto3.AuthTypeSASL)
+	c.send(&pgproto3.AuthenticationSASL{AuthMechanisms: []string{mech}})
+	c.authType = pgproto3.AuthTypeSASL
 	msg, err := c.receiveAuth()
 	if err != nil {
 		return nil, err
@@ -552,11 +562,11 @@ func (c *conn) scram(conv identity.SCRAMConversation) (*identity.Agent, error) {
 			return nil, err
 		}
 		if done {
-			c.clientBE.Send(&pgproto3.AuthenticationSASLFinal{Data: reply})
+			c.send(&pgproto3.AuthenticationSASLFinal{Data: reply})
 			return conv.Agent(), nil
 		}
-		c.clientBE.Send(&pgproto3.AuthenticationSASLContinue{Data: reply})
-		_ = c.clientBE.SetAuthType(pgproto3.AuthTypeSASLContinue)
+		c.send(&pgproto3.AuthenticationSASLContinue{Data: reply})
+		c.authType = pgproto3.AuthTypeSASLContinue
 		msg, err := c.receiveAuth()
 		if err != nil {
 			return nil, err
@@ -635,13 +645,19 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 		// pgconn errors carry host, user and database but never the password.
 		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("connect upstream %s: %w", c.upstream.Addr, err))
 	}
+	// SyncConn stops pgconn's background reader and drains its buffers,
+	// so the relay can read the socket itself.
+	if err := pc.SyncConn(ctx); err != nil {
+		_ = pc.Close(ctx)
+		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("sync upstream: %w", err))
+	}
 	hc, err := pc.Hijack()
 	if err != nil {
 		_ = pc.Close(ctx)
 		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("hijack upstream: %w", err))
 	}
 	c.mu.Lock()
-	c.upConn, c.upFE, c.upPID, c.upKey, c.txStatus = hc.Conn, hc.Frontend, hc.PID, slices.Clone(hc.SecretKey), hc.TxStatus
+	c.upConn, c.upRd, c.upPID, c.upKey, c.txStatus = hc.Conn, newMsgReader(hc.Conn, 0), hc.PID, slices.Clone(hc.SecretKey), hc.TxStatus
 	stopped := c.stopped
 	c.mu.Unlock()
 	if stopped {
@@ -653,14 +669,14 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 	}
 	c.log.Info("upstream session ready", "upstream", c.upName, "database", db)
 
-	c.clientBE.Send(&pgproto3.AuthenticationOk{})
-	_ = c.clientBE.SetAuthType(pgproto3.AuthTypeOk)
+	c.send(&pgproto3.AuthenticationOk{})
+	c.authType = pgproto3.AuthTypeOk
 	for _, k := range slices.Sorted(maps.Keys(hc.ParameterStatuses)) {
-		c.clientBE.Send(&pgproto3.ParameterStatus{Name: k, Value: c.paramValue(k, hc.ParameterStatuses[k])})
+		c.send(&pgproto3.ParameterStatus{Name: k, Value: c.paramValue(k, hc.ParameterStatuses[k])})
 	}
-	c.clientBE.Send(&pgproto3.BackendKeyData{ProcessID: c.key.pid, SecretKey: c.key.secret})
-	c.clientBE.Send(&pgproto3.ReadyForQuery{TxStatus: c.txStatus})
-	if err := c.clientBE.Flush(); err != nil {
+	c.send(&pgproto3.BackendKeyData{ProcessID: c.key.pid, SecretKey: c.key.secret})
+	c.send(&pgproto3.ReadyForQuery{TxStatus: c.txStatus})
+	if err := c.flushClient(); err != nil {
 		return fmt.Errorf("send startup response: %w", errClientGone)
 	}
 	return nil
@@ -740,7 +756,7 @@ func (c *conn) record(ev audit.Event) {
 	ev.Time = time.Now()
 	ev.Session = c.id
 	ev.Protocol = protocolName
-	ev.Client = c.client.RemoteAddr().String()
+	ev.Client = c.remoteAddr
 	if ev.Agent == "" && c.agent != nil {
 		ev.Agent = c.agent.Name
 	}

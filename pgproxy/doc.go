@@ -18,7 +18,9 @@
 //  5. relay: every Query and Parse is decided by the sqlpolicy.Decider
 //     before anything is sent upstream; denied text never leaves keyhole.
 //     The session ends when the lease is revoked, the agent's authority
-//     expires or the policy forgets the agent.
+//     expires or the policy forgets the agent. Messages are relayed as
+//     received (only those keyhole must inspect are decoded) and written
+//     in batches: a direction writes once its peer has sent nothing more.
 //
 // Extended protocol: the text is decided at Parse; Bind, Describe and
 // Execute of a statement or portal keyhole did not allow (denied or

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"runtime/debug"
@@ -101,9 +102,9 @@ func (c *conn) relay(ctx context.Context) error {
 	}()
 	if errors.Is(err, errClientGone) {
 		// Say goodbye so the upstream logs a clean disconnect.
-		c.upFE.Send(&pgproto3.Terminate{})
+		c.upBuf = append(c.upBuf, terminateMsg...)
 		_ = c.upConn.SetWriteDeadline(time.Now().Add(time.Second))
-		_ = c.upFE.Flush()
+		_ = c.flushUpstream()
 	}
 	c.stop(err)
 	<-upDone
@@ -138,8 +139,19 @@ func (c *conn) watch(quit <-chan struct{}) {
 
 func (c *conn) readClient() error {
 	for {
+		// What was forwarded goes upstream once no further whole message
+		// is buffered: one write for a client's batch (Bind, Execute, Sync).
+		if len(c.upBuf) > 0 && (len(c.upBuf) >= flushAt || !c.clientRd.complete()) {
+			if err := c.flushUp(); err != nil {
+				return err
+			}
+		}
 		c.armIdle()
-		msg, err := c.clientBE.Receive()
+		typ, raw, err := c.clientRd.next()
+		if err != nil {
+			return c.clientReadError(err)
+		}
+		msg, err := c.cmsgs.decode(typ, raw[5:], c.authType)
 		if err != nil {
 			return c.clientReadError(err)
 		}
@@ -157,30 +169,30 @@ func (c *conn) readClient() error {
 		}
 		switch m := msg.(type) {
 		case *pgproto3.Query:
-			err = c.onQuery(m)
+			err = c.onQuery(m, raw)
 		case *pgproto3.Parse:
-			err = c.onParse(m)
+			err = c.onParse(m, raw)
 		case *pgproto3.Bind:
-			err = c.onBind(m)
+			err = c.onBind(m, raw)
 		case *pgproto3.Describe:
-			err = c.onDescribe(m)
+			err = c.onDescribe(m, raw)
 		case *pgproto3.Execute:
-			err = c.onExecute(m)
+			err = c.onExecute(m, raw)
 		case *pgproto3.Close:
-			err = c.onClose(m)
+			err = c.onClose(m, raw)
 		case *pgproto3.Sync:
 			err = c.onSync()
 		case *pgproto3.Flush:
 			// Also while skipping: messages before the refused one may
 			// still be waiting upstream for it.
-			err = c.forward(m, true)
+			err = c.forward(m, raw)
 		case *pgproto3.CopyData:
 			// Outside COPY mode the upstream ignores these, as the
 			// protocol specifies.
-			err = c.forward(m, true)
+			err = c.forward(m, raw)
 		case *pgproto3.CopyDone, *pgproto3.CopyFail:
 			c.setCopyIn(false)
-			err = c.forward(m, true)
+			err = c.forward(m, raw)
 		case *pgproto3.FunctionCall:
 			if !c.skipToSync {
 				err = c.refuse(stmtError(codeFeatureUnsupported, "keyhole does not allow the function call protocol; call the function in a SELECT"))
@@ -234,20 +246,37 @@ func (c *conn) armIdleLocked() {
 		return
 	}
 	idle := c.srv.limits.IdleTimeout
-	if idle > 0 && len(c.pending) == 0 {
+	if idle <= 0 {
+		// The relay starts with no read deadline and only stop sets one.
+		return
+	}
+	if len(c.pending) == 0 {
 		_ = c.client.SetReadDeadline(time.Now().Add(idle))
 	} else {
 		_ = c.client.SetReadDeadline(time.Time{})
 	}
 }
 
-// forward sends msg upstream; flush for messages that ask for answers.
-func (c *conn) forward(msg pgproto3.FrontendMessage, flush bool) error {
-	c.upFE.Send(msg)
-	if !flush {
+// forward queues a client message for the upstream as it was received;
+// readClient writes it before it next waits for the client. Parse, Bind
+// and Execute decode without looking past their last field: one with
+// bytes after it goes as pgproto3 encodes it (as before raw relaying), so
+// the upstream reads exactly what keyhole decoded.
+func (c *conn) forward(msg pgproto3.FrontendMessage, raw []byte) error {
+	if n, ok := bodyLen(msg); ok && n != len(raw)-5 {
+		b, err := msg.Encode(c.upBuf)
+		if err != nil {
+			return fatal(codeProtocolViolation, "invalid message from client", err)
+		}
+		c.upBuf = b
 		return nil
 	}
-	if err := c.upFE.Flush(); err != nil {
+	c.upBuf = append(c.upBuf, raw...)
+	return nil
+}
+
+func (c *conn) flushUp() error {
+	if err := c.flushUpstream(); err != nil {
 		c.mu.Lock()
 		stopped, stopErr := c.stopped, c.stopErr
 		c.mu.Unlock()
@@ -295,12 +324,12 @@ func (c *conn) emitLocal(resp *pgproto3.ErrorResponse, rfq bool) error {
 // the caller holds wmu.
 func (c *conn) writeLocked(resp *pgproto3.ErrorResponse, rfq bool, tx byte) error {
 	if resp != nil {
-		c.clientBE.Send(resp)
+		c.send(resp)
 	}
 	if rfq {
-		c.clientBE.Send(&pgproto3.ReadyForQuery{TxStatus: tx})
+		c.send(&pgproto3.ReadyForQuery{TxStatus: tx})
 	}
-	if err := c.clientBE.Flush(); err != nil {
+	if err := c.flushClient(); err != nil {
 		return fmt.Errorf("write client: %w", errClientGone)
 	}
 	return nil
@@ -322,7 +351,8 @@ func (c *conn) refuse(resp *pgproto3.ErrorResponse) error {
 func (c *conn) sendSync() error {
 	c.unsynced = 0
 	c.push(&pending{sync: true})
-	return c.forward(&pgproto3.Sync{}, true)
+	c.upBuf = append(c.upBuf, syncMsg...)
+	return nil
 }
 
 // skip refuses an extended-protocol message: like Postgres after an error,
@@ -364,7 +394,9 @@ func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access) {
 		c.mu.Lock()
 		c.lastMaxRows = int64(dec.MaxRows)
 		c.mu.Unlock()
-		c.log.Debug("statement allowed", "rule", dec.Rule)
+		if c.log.Enabled(context.Background(), slog.LevelDebug) { // the args allocate even when disabled
+			c.log.Debug("statement allowed", "rule", dec.Rule)
+		}
 	} else {
 		c.log.Info("statement denied", "rule", dec.Rule, "reason", dec.Message)
 	}
@@ -381,7 +413,7 @@ func denyResponse(dec *sqlpolicy.Decision) *pgproto3.ErrorResponse {
 	return r
 }
 
-func (c *conn) onQuery(m *pgproto3.Query) error {
+func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
@@ -397,14 +429,14 @@ func (c *conn) onQuery(m *pgproto3.Query) error {
 	}
 	c.unsynced = 0
 	c.push(&pending{sync: true, run: newRun(m.String, dec, acc)})
-	return c.forward(m, true)
+	return c.forward(m, raw)
 }
 
 func newRun(sql string, dec *sqlpolicy.Decision, acc *sqlpolicy.Access) *run {
 	return &run{sql: sql, dec: dec, access: acc, started: time.Now(), maxRows: int64(dec.MaxRows)}
 }
 
-func (c *conn) onParse(m *pgproto3.Parse) error {
+func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
@@ -421,7 +453,7 @@ func (c *conn) onParse(m *pgproto3.Parse) error {
 		return c.skip(resp)
 	}
 	// Allowed statements are audited when they run (finishRun), with rows.
-	return c.forwardExt(m, &pending{ack: 'P'})
+	return c.forwardExt(m, raw, &pending{ack: 'P'})
 }
 
 // recheck decides an allowed prepared statement again at Bind: the policy
@@ -472,7 +504,7 @@ func (c *conn) portal(name string) (*portal, *pgproto3.ErrorResponse) {
 	return nil, stmtError(codeInvalidCursorName, fmt.Sprintf("portal %q does not exist", name))
 }
 
-func (c *conn) onBind(m *pgproto3.Bind) error {
+func (c *conn) onBind(m *pgproto3.Bind, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
@@ -490,10 +522,10 @@ func (c *conn) onBind(m *pgproto3.Bind) error {
 	r := newRun(p.sql, p.dec, p.access)
 	r.stmt = p
 	c.portals[m.DestinationPortal] = &portal{stmt: p, run: r}
-	return c.forwardExt(m, &pending{ack: 'B'})
+	return c.forwardExt(m, raw, &pending{ack: 'B'})
 }
 
-func (c *conn) onDescribe(m *pgproto3.Describe) error {
+func (c *conn) onDescribe(m *pgproto3.Describe, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
@@ -509,10 +541,10 @@ func (c *conn) onDescribe(m *pgproto3.Describe) error {
 	if refused != nil {
 		return c.skip(refused)
 	}
-	return c.forwardExt(m, &pending{ack: 'D'})
+	return c.forwardExt(m, raw, &pending{ack: 'D'})
 }
 
-func (c *conn) onExecute(m *pgproto3.Execute) error {
+func (c *conn) onExecute(m *pgproto3.Execute, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
@@ -523,10 +555,10 @@ func (c *conn) onExecute(m *pgproto3.Execute) error {
 	if refused != nil {
 		return c.skip(refused)
 	}
-	return c.forwardExt(m, &pending{run: p.run})
+	return c.forwardExt(m, raw, &pending{run: p.run})
 }
 
-func (c *conn) onClose(m *pgproto3.Close) error {
+func (c *conn) onClose(m *pgproto3.Close, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
@@ -538,15 +570,15 @@ func (c *conn) onClose(m *pgproto3.Close) error {
 	default:
 		return fatal(codeProtocolViolation, fmt.Sprintf("invalid Close object type %q", m.ObjectType), nil)
 	}
-	return c.forwardExt(m, &pending{ack: 'C'})
+	return c.forwardExt(m, raw, &pending{ack: 'C'})
 }
 
 // forwardExt queues what the upstream owes for an extended-protocol
-// message, then sends it (unflushed: the client's Sync or Flush follows).
-func (c *conn) forwardExt(m pgproto3.FrontendMessage, p *pending) error {
+// message, then forwards it.
+func (c *conn) forwardExt(m pgproto3.FrontendMessage, raw []byte, p *pending) error {
 	c.unsynced++
 	c.push(p)
-	return c.forward(m, false)
+	return c.forward(m, raw)
 }
 
 func (c *conn) onSync() error {
@@ -565,7 +597,7 @@ func (c *conn) onSync() error {
 type upstreamState struct {
 	blockErr  bool                    // the upstream sent an ErrorResponse in this block
 	cutErr    *pgproto3.ErrorResponse // max_rows exceeded: suppress until ReadyForQuery
-	unflushed int
+	unflushed int                     // bytes relayed since the last flush
 	// parsed and executed say whether the block prepared a statement and
 	// whether it ran one: a prepare-only block (pgx prepares, then
 	// executes in a second round trip) is not a point to end a draining
@@ -577,7 +609,10 @@ type upstreamState struct {
 func (c *conn) readUpstream() error {
 	var st upstreamState
 	for {
-		msg, err := c.upFE.Receive()
+		typ, raw, err := c.upRd.next()
+		if err == nil && !upstreamTypes[typ] {
+			err = fmt.Errorf("unknown message type: %c", typ)
+		}
 		if err != nil {
 			c.mu.Lock()
 			stopped, stopErr := c.stopped, c.stopErr
@@ -590,34 +625,41 @@ func (c *conn) readUpstream() error {
 			}
 			return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("read upstream: %w", err))
 		}
-		// ack is the kind of queued extended message this answers.
+		// Messages are relayed as received; only those keyhole must
+		// inspect are decoded. ack is the kind of queued extended message
+		// this answers.
 		var ack byte
 		send := st.cutErr == nil
-		switch m := msg.(type) {
-		case *pgproto3.DataRow, *pgproto3.CopyData:
+		var out pgproto3.BackendMessage // sent instead of raw when set
+		switch typ {
+		case 'D', 'd': // DataRow, CopyData
 			send = c.countRow(&st)
-		case *pgproto3.ParseComplete:
+		case '1': // ParseComplete
 			st.parsed = true
 			ack = 'P'
-		case *pgproto3.BindComplete:
+		case '2': // BindComplete
 			ack = 'B'
-		case *pgproto3.CloseComplete:
+		case '3': // CloseComplete
 			ack = 'C'
-		case *pgproto3.RowDescription, *pgproto3.NoData:
+		case 'T', 'n': // RowDescription, NoData
 			ack = 'D' // ends a Describe; in a simple Query nothing is queued for it
-		case *pgproto3.CopyInResponse:
+		case 'G': // CopyInResponse
 			c.setCopyIn(true)
-		case *pgproto3.CommandComplete:
+		case 'C': // CommandComplete
 			c.setCopyIn(false)
 			st.executed = true
 			ack = 'E'
-		case *pgproto3.EmptyQueryResponse:
+		case 'I': // EmptyQueryResponse
 			ack = 'E'
-		case *pgproto3.PortalSuspended:
+		case 's': // PortalSuspended
 			ack = 'S' // the Execute ended, the portal's run goes on
-		case *pgproto3.ErrorResponse:
+		case 'E':
+			var m pgproto3.ErrorResponse
+			if err := m.Decode(raw[5:]); err != nil {
+				return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("read upstream: %w", err))
+			}
 			if m.Severity == "FATAL" || m.Severity == "PANIC" {
-				if err := c.writeMsg(m); err != nil {
+				if err := c.writeRaw(raw); err != nil {
 					return err
 				}
 				return fmt.Errorf("upstream %s %s: %s: %w", m.Severity, m.Code, m.Message, errUpstreamFatal)
@@ -625,38 +667,52 @@ func (c *conn) readUpstream() error {
 			c.setCopyIn(false)
 			st.blockErr = true
 			c.failBlock(&pgproto3.ErrorResponse{Code: m.Code, Message: m.Message})
-		case *pgproto3.ReadyForQuery:
+		case 'Z':
+			var m pgproto3.ReadyForQuery
+			if err := m.Decode(raw[5:]); err != nil {
+				return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("read upstream: %w", err))
+			}
 			if err := c.readyForQuery(m.TxStatus, &st); err != nil {
 				return err
 			}
 			st = upstreamState{}
 			continue
-		case *pgproto3.ParameterStatus:
+		case 'S':
+			var m pgproto3.ParameterStatus
+			if err := m.Decode(raw[5:]); err != nil {
+				return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("read upstream: %w", err))
+			}
 			m.Value = c.paramValue(m.Name, m.Value)
+			out = &m
 			send = true
-		case *pgproto3.CopyBothResponse:
+		case 'W':
 			return fatal(codeFeatureUnsupported, "keyhole does not proxy replication (CopyBoth)", nil)
-		case *pgproto3.NoticeResponse, *pgproto3.NotificationResponse:
+		case 'N', 'A': // NoticeResponse, NotificationResponse
 			send = true
-		case *pgproto3.AuthenticationOk, *pgproto3.BackendKeyData, *pgproto3.AuthenticationCleartextPassword,
-			*pgproto3.AuthenticationMD5Password, *pgproto3.AuthenticationSASL:
-			return fatal(codeConnectionFailure, "keyhole: upstream protocol error", fmt.Errorf("unexpected upstream %T", msg))
+		case 'R', 'K': // authentication, BackendKeyData
+			return fatal(codeConnectionFailure, "keyhole: upstream protocol error", fmt.Errorf("unexpected upstream message %q", typ))
 		}
 		if send {
 			c.wmu.Lock()
-			c.clientBE.Send(msg)
+			if out != nil {
+				c.send(out)
+			} else {
+				c.wbuf = append(c.wbuf, raw...)
+			}
 			c.wmu.Unlock()
-			st.unflushed++
+			st.unflushed += len(raw)
 		}
 		if ack != 0 {
 			if err := c.answered(ack, &st); err != nil {
 				return err
 			}
 		}
-		if st.unflushed > 0 && (c.upFE.ReadBufferLen() == 0 || st.unflushed >= 256) {
+		// Answers go to the client once the upstream has sent nothing
+		// more: one write for a statement's whole response.
+		if st.unflushed > 0 && (c.upRd.buffered() == 0 || st.unflushed >= flushAt) {
 			st.unflushed = 0
 			c.wmu.Lock()
-			err := c.clientBE.Flush()
+			err := c.flushClient()
 			c.wmu.Unlock()
 			if err != nil {
 				return fmt.Errorf("write client: %w", errClientGone)
@@ -677,11 +733,11 @@ func (c *conn) inCopyIn() bool {
 	return c.copyIn
 }
 
-func (c *conn) writeMsg(m pgproto3.BackendMessage) error {
+func (c *conn) writeRaw(raw []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	c.clientBE.Send(m)
-	if err := c.clientBE.Flush(); err != nil {
+	c.wbuf = append(c.wbuf, raw...)
+	if err := c.flushClient(); err != nil {
 		return fmt.Errorf("write client: %w", errClientGone)
 	}
 	return nil
@@ -749,14 +805,14 @@ func (c *conn) sendLocals(locals []*pending, tx byte, blockFailed bool) error {
 	}
 	for _, p := range locals {
 		if p.err != nil && !(blockFailed && !p.sync) {
-			c.clientBE.Send(p.err)
+			c.send(p.err)
 		}
 		if p.sync {
-			c.clientBE.Send(&pgproto3.ReadyForQuery{TxStatus: tx})
+			c.send(&pgproto3.ReadyForQuery{TxStatus: tx})
 			blockFailed = false
 		}
 	}
-	if err := c.clientBE.Flush(); err != nil {
+	if err := c.flushClient(); err != nil {
 		return fmt.Errorf("write client: %w", errClientGone)
 	}
 	return nil
@@ -866,10 +922,10 @@ func (c *conn) readyForQuery(tx byte, st *upstreamState) error {
 		c.finishRun(h.run, st.cutErr)
 	}
 	if st.cutErr != nil {
-		c.clientBE.Send(st.cutErr)
+		c.send(st.cutErr)
 	}
-	c.clientBE.Send(&pgproto3.ReadyForQuery{TxStatus: tx})
-	if err := c.clientBE.Flush(); err != nil {
+	c.send(&pgproto3.ReadyForQuery{TxStatus: tx})
+	if err := c.flushClient(); err != nil {
 		return fmt.Errorf("write client: %w", errClientGone)
 	}
 	if err := c.sendLocals(locals, tx, false); err != nil {

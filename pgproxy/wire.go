@@ -1,0 +1,256 @@
+package pgproxy
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+)
+
+// msgReader reads whole protocol messages (type byte, int32 length, body)
+// from a socket into one reused buffer, so the relay can inspect the few
+// messages it must and pass every message on as the bytes it received.
+type msgReader struct {
+	r       io.Reader
+	buf     []byte
+	rp, wp  int // unread bytes are buf[rp:wp]
+	maxBody int // 0 = no limit
+}
+
+const (
+	readBufSize = 8 << 10
+	// A buffer grown for one large message is dropped once it is drained.
+	maxKeptReadBuf = 256 << 10
+)
+
+func newMsgReader(r io.Reader, maxBody int) *msgReader {
+	return &msgReader{r: r, buf: make([]byte, readBufSize), maxBody: maxBody}
+}
+
+// buffered reports how many received bytes are not yet returned.
+func (m *msgReader) buffered() int { return m.wp - m.rp }
+
+// complete reports whether a whole message is buffered, so next will not
+// block.
+func (m *msgReader) complete() bool {
+	n := m.wp - m.rp
+	if n < 5 {
+		return false
+	}
+	l := int(int32(binary.BigEndian.Uint32(m.buf[m.rp+1:])))
+	return l >= 4 && n >= 1+l
+}
+
+// next returns the next message's type and its bytes, header included;
+// msg is valid until the following call. A stream that ends mid-message
+// gives io.ErrUnexpectedEOF, as pgproto3 does.
+func (m *msgReader) next() (typ byte, msg []byte, err error) {
+	if m.rp == m.wp && len(m.buf) > maxKeptReadBuf {
+		m.buf, m.rp, m.wp = make([]byte, readBufSize), 0, 0
+	}
+	if err := m.fill(5); err != nil {
+		return 0, nil, err
+	}
+	typ = m.buf[m.rp]
+	l := int(int32(binary.BigEndian.Uint32(m.buf[m.rp+1:])))
+	if l < 4 {
+		return 0, nil, fmt.Errorf("invalid message length: %d", l)
+	}
+	if m.maxBody > 0 && l-4 > m.maxBody {
+		return 0, nil, &pgproto3.ExceededMaxBodyLenErr{MaxExpectedBodyLen: m.maxBody, ActualBodyLen: l - 4}
+	}
+	if err := m.fill(1 + l); err != nil {
+		return 0, nil, err
+	}
+	msg = m.buf[m.rp : m.rp+1+l]
+	m.rp += 1 + l
+	return typ, msg, nil
+}
+
+// fill makes at least n unread bytes available.
+func (m *msgReader) fill(n int) error {
+	if m.wp-m.rp >= n {
+		return nil
+	}
+	if m.rp+n > len(m.buf) {
+		if n > len(m.buf) {
+			nb := make([]byte, max(n, 2*len(m.buf)))
+			m.wp = copy(nb, m.buf[m.rp:m.wp])
+			m.buf = nb
+		} else {
+			m.wp = copy(m.buf, m.buf[m.rp:m.wp])
+		}
+		m.rp = 0
+	}
+	for m.wp-m.rp < n {
+		k, err := m.r.Read(m.buf[m.wp:])
+		m.wp += k
+		if err != nil {
+			if m.wp-m.rp >= n {
+				return nil
+			}
+			if errors.Is(err, io.EOF) {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// frontendMsgs are the decoded client messages of one connection, reused
+// like pgproto3.Backend reuses its own: valid until the next message.
+type frontendMsgs struct {
+	query        pgproto3.Query
+	parse        pgproto3.Parse
+	bind         pgproto3.Bind
+	describe     pgproto3.Describe
+	execute      pgproto3.Execute
+	close        pgproto3.Close
+	sync         pgproto3.Sync
+	flush        pgproto3.Flush
+	copyData     pgproto3.CopyData
+	copyDone     pgproto3.CopyDone
+	copyFail     pgproto3.CopyFail
+	functionCall pgproto3.FunctionCall
+	terminate    pgproto3.Terminate
+}
+
+// decode decodes a client message of type typ with body body the way
+// pgproto3.Backend.Receive does; auth picks the type of a 'p' message.
+func (f *frontendMsgs) decode(typ byte, body []byte, auth uint32) (pgproto3.FrontendMessage, error) {
+	var msg pgproto3.FrontendMessage
+	switch typ {
+	case 'B':
+		msg = &f.bind
+	case 'C':
+		msg = &f.close
+	case 'D':
+		msg = &f.describe
+	case 'E':
+		msg = &f.execute
+	case 'F':
+		msg = &f.functionCall
+	case 'f':
+		msg = &f.copyFail
+	case 'd':
+		msg = &f.copyData
+	case 'c':
+		msg = &f.copyDone
+	case 'H':
+		msg = &f.flush
+	case 'P':
+		msg = &f.parse
+	case 'p':
+		switch auth {
+		case pgproto3.AuthTypeSASL:
+			msg = &pgproto3.SASLInitialResponse{}
+		case pgproto3.AuthTypeSASLContinue, pgproto3.AuthTypeSASLFinal:
+			msg = &pgproto3.SASLResponse{}
+		default:
+			msg = &pgproto3.PasswordMessage{}
+		}
+	case 'Q':
+		msg = &f.query
+	case 'S':
+		msg = &f.sync
+	case 'X':
+		msg = &f.terminate
+	default:
+		return nil, fmt.Errorf("unknown message type: %c", typ)
+	}
+	if err := msg.Decode(body); err != nil {
+		return nil, err
+	}
+	return msg, nil
+}
+
+// syncMsg and terminateMsg are the encoded Sync and Terminate.
+var (
+	syncMsg      = []byte{'S', 0, 0, 0, 4}
+	terminateMsg = []byte{'X', 0, 0, 0, 4}
+)
+
+// upstreamTypes are the message types a Postgres server sends
+// (pgproto3.Frontend.Receive knows them); anything else ends the session.
+var upstreamTypes = func() (t [256]bool) {
+	for _, b := range []byte("123AcCdDEGHIKnNRsStTVWZv") {
+		t[b] = true
+	}
+	return t
+}()
+
+// send appends msg to the client write buffer; the caller holds wmu once
+// the relay runs.
+func (c *conn) send(msg pgproto3.BackendMessage) {
+	if c.wbufErr != nil {
+		return
+	}
+	b, err := msg.Encode(c.wbuf)
+	if err != nil {
+		c.wbufErr = err
+		return
+	}
+	c.wbuf = b
+}
+
+// flushClient writes the client write buffer; the caller holds wmu once
+// the relay runs.
+func (c *conn) flushClient() error {
+	if err := c.wbufErr; err != nil {
+		c.wbufErr, c.wbuf = nil, c.wbuf[:0]
+		return fmt.Errorf("encode message: %w", err)
+	}
+	if len(c.wbuf) == 0 {
+		return nil
+	}
+	_, err := c.client.Write(c.wbuf)
+	if cap(c.wbuf) > maxKeptWriteBuf {
+		c.wbuf = nil
+	} else {
+		c.wbuf = c.wbuf[:0]
+	}
+	return err
+}
+
+// flushUpstream writes what the client goroutine forwarded.
+func (c *conn) flushUpstream() error {
+	if len(c.upBuf) == 0 {
+		return nil
+	}
+	_, err := c.upConn.Write(c.upBuf)
+	if cap(c.upBuf) > maxKeptWriteBuf {
+		c.upBuf = nil
+	} else {
+		c.upBuf = c.upBuf[:0]
+	}
+	return err
+}
+
+const (
+	// maxKeptWriteBuf bounds a write buffer kept between flushes.
+	maxKeptWriteBuf = 64 << 10
+	// flushAt is the buffered size past which a relay direction writes
+	// without waiting for its peer to go quiet.
+	flushAt = 32 << 10
+)
+
+// bodyLen is the body length pgproto3 encodes m with, for the messages
+// whose Decode ignores trailing bytes.
+func bodyLen(m pgproto3.FrontendMessage) (int, bool) {
+	switch m := m.(type) {
+	case *pgproto3.Parse:
+		return len(m.Name) + 1 + len(m.Query) + 1 + 2 + 4*len(m.ParameterOIDs), true
+	case *pgproto3.Bind:
+		n := len(m.DestinationPortal) + 1 + len(m.PreparedStatement) + 1 + 2 + 2*len(m.ParameterFormatCodes) + 2 + 2 + 2*len(m.ResultFormatCodes)
+		for _, p := range m.Parameters {
+			n += 4 + len(p)
+		}
+		return n, true
+	case *pgproto3.Execute:
+		return len(m.Portal) + 1 + 4, true
+	}
+	return 0, false
+}

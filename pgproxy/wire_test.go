@@ -1,0 +1,98 @@
+package pgproxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"testing"
+	"testing/iotest"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+var wireCases = []pgproto3.FrontendMessage{
+	&pgproto3.Query{String: "SELECT 1"},
+	&pgproto3.Parse{Name: "s", Query: "SELECT $1::int", ParameterOIDs: []uint32{23}},
+	&pgproto3.Parse{Query: "SELECT 1"},
+	&pgproto3.Bind{DestinationPortal: "p", PreparedStatement: "s", ParameterFormatCodes: []int16{1},
+		Parameters: [][]byte{[]byte("abc"), nil, {}}, ResultFormatCodes: []int16{0, 1}},
+	&pgproto3.Bind{},
+	&pgproto3.Execute{Portal: "p", MaxRows: 7},
+	&pgproto3.Describe{ObjectType: 'S', Name: "s"},
+	&pgproto3.Close{ObjectType: 'P', Name: "p"},
+	&pgproto3.Sync{},
+	&pgproto3.Flush{},
+	&pgproto3.CopyData{Data: []byte("1\tx\n")},
+	&pgproto3.CopyDone{},
+	&pgproto3.CopyFail{Message: "no"},
+}
+
+// A message is forwarded as received when that is how pgproto3 encodes
+// what keyhole decoded, and re-encoded when it carries bytes keyhole did
+// not decode.
+func TestForwardIsCanonical(t *testing.T) {
+	for _, m := range wireCases {
+		enc, err := m.Encode(nil)
+		require.NoError(t, err)
+		var stream []byte
+		stream = append(stream, enc...)
+		// The same message with trailing bytes in its body.
+		bad := append(append([]byte(nil), enc...), 0xde, 0xad)
+		bad[1], bad[2], bad[3], bad[4] = 0, 0, 0, byte(len(bad)-1)
+		stream = append(stream, bad...)
+
+		r := newMsgReader(iotest.OneByteReader(bytes.NewReader(stream)), 0)
+		var fm frontendMsgs
+		c := &conn{}
+		for i := range 2 {
+			typ, raw, err := r.next()
+			require.NoError(t, err)
+			msg, err := fm.decode(typ, raw[5:], pgproto3.AuthTypeOk)
+			if i == 1 && err != nil {
+				continue // strict decoders refuse trailing bytes
+			}
+			require.NoError(t, err, "%T", m)
+			want, err := msg.Encode(nil)
+			require.NoError(t, err)
+			c.upBuf = c.upBuf[:0]
+			require.NoError(t, c.forward(msg, raw))
+			assert.Equal(t, want, c.upBuf, "%T #%d", m, i)
+			if _, ok := bodyLen(msg); ok {
+				assert.Equal(t, enc, c.upBuf, "%T #%d", m, i)
+			}
+		}
+		_, _, err = r.next()
+		assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	}
+}
+
+func TestMsgReader(t *testing.T) {
+	big := &pgproto3.Query{String: string(bytes.Repeat([]byte("x"), 3*readBufSize))}
+	var stream []byte
+	for _, m := range append(wireCases, big, &pgproto3.Sync{}) {
+		stream, _ = m.Encode(stream)
+	}
+	r := newMsgReader(bytes.NewReader(stream), 0)
+	var got []byte
+	for {
+		_, raw, err := r.next()
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			break
+		}
+		require.NoError(t, err)
+		got = append(got, raw...)
+	}
+	assert.Equal(t, stream, got)
+
+	r = newMsgReader(bytes.NewReader(stream), 8)
+	_, _, err := r.next()
+	var tooBig *pgproto3.ExceededMaxBodyLenErr
+	require.ErrorAs(t, err, &tooBig)
+	assert.Equal(t, 8, tooBig.MaxExpectedBodyLen)
+
+	r = newMsgReader(bytes.NewReader([]byte{'Q', 0, 0, 0, 3}), 0)
+	_, _, err = r.next()
+	assert.Error(t, err)
+}
