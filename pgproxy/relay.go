@@ -957,7 +957,14 @@ func (c *conn) finishRun(r *run, resp *pgproto3.ErrorResponse) {
 	}
 	if resp == nil && !r.cut && r.access != nil {
 		c.sessMu.Lock()
-		c.session.Apply(r.access)
+		if r.stmt != nil {
+			// An extended-protocol Execute completes before its Sync: a
+			// later error in the same implicit transaction can still roll
+			// back a SET it made, so it only adds search_path candidates.
+			c.session.ApplyUncommitted(r.access)
+		} else {
+			c.session.Apply(r.access)
+		}
 		c.sessMu.Unlock()
 	}
 	c.auditRun(r, resp)

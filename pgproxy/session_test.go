@@ -12,7 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 func TestSQLPrepareExecute(t *testing.T) {
@@ -138,4 +140,59 @@ func TestAuditRawStatements(t *testing.T) {
 		}
 	}
 	assert.True(t, found)
+}
+
+// A SET search_path executed in an extended-protocol pipeline is undone by
+// Postgres when a later statement before the Sync fails. keyhole must not
+// resolve later names under the rolled-back path only: here the policy
+// allows internal.orders but not public.orders, and after the rollback
+// Postgres resolves "orders" to public.orders again.
+func TestPipelineRolledBackSearchPath(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	_, err := e.direct().Exec(ctx, `CREATE SCHEMA internal; CREATE TABLE internal.orders (id int PRIMARY KEY)`)
+	require.NoError(t, err)
+	cat, err := catalog.LoadPostgresDSN(ctx, e.db.DSN)
+	require.NoError(t, err)
+	p, _, err := sqlpolicy.ParsePolicy([]byte(`
+roles:
+  pathy:
+    upstream: shop
+    allow:
+      - select: [internal.orders]
+    settings: [search_path]
+agents:
+  path-bot: {role: pathy}
+`), "path-policy.yaml", cat)
+	require.NoError(t, err)
+	e.holder.Swap(sqlpolicy.NewEngine(p, cat, pganalyze.New(cat, pganalyze.Options{}), sqlpolicy.EngineOptions{}))
+
+	connect := func() *pgx.Conn {
+		c, err := pgx.Connect(ctx, e.dsn("path-bot"))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close(context.Background()) })
+		return c
+	}
+
+	// The path change that sticks makes orders mean internal.orders.
+	c := connect()
+	_, err = c.Exec(ctx, "SET search_path TO internal, public", pgx.QueryExecModeSimpleProtocol)
+	require.NoError(t, err)
+	_, err = c.Exec(ctx, "SELECT id FROM orders")
+	require.NoError(t, err, "orders resolves to internal.orders after a committed SET")
+
+	// The same change in a pipeline that fails is rolled back upstream.
+	c = connect()
+	b := &pgx.Batch{}
+	b.Queue("SET search_path TO internal, public")
+	b.Queue("SELECT 1/0")
+	err = c.SendBatch(ctx, b).Close()
+	require.Error(t, err)
+	assert.Equal(t, "22012", sqlState(err), "err: %v", err)
+	var path string
+	require.NoError(t, c.QueryRow(ctx, "SHOW search_path").Scan(&path))
+	assert.NotContains(t, path, "internal", "Postgres rolled the SET back")
+	_, err = c.Exec(ctx, "SELECT id FROM orders")
+	assert.Equal(t, "42501", sqlState(err), "orders may be public.orders again: err %v", err)
 }
