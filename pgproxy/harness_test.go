@@ -18,10 +18,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/admin"
-	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
+	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testpg"
 	"github.com/keyholedb/keyhole/pgproxy"
 	"github.com/keyholedb/keyhole/sqlpolicy"
@@ -48,7 +48,7 @@ type env struct {
 	cat     *catalog.Catalog
 	holder  *sqlpolicy.Holder
 	maxRows int
-	audit   *memAudit
+	audit   *fixture.Audit
 	src     creds.Source
 }
 
@@ -109,7 +109,7 @@ func newEnvWith(t testing.TB, o envOpts, wrap func(*env) creds.Source) *env {
 	require.NoError(t, err)
 	e0 := &env{t: t, cat: cat, maxRows: o.maxRows}
 	e0.holder = sqlpolicy.NewHolder(e0.engine(true))
-	rec := &memAudit{}
+	rec := &fixture.Audit{}
 	level := slog.LevelWarn
 	if os.Getenv("KEYHOLE_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
@@ -254,24 +254,4 @@ func (e *env) engine(withAnalyst bool) *sqlpolicy.Engine {
 	p, _, err := sqlpolicy.ParsePolicy([]byte(src), "test-policy.yaml", e.cat)
 	require.NoError(e.t, err)
 	return sqlpolicy.NewEngine(p, e.cat, pganalyze.New(e.cat, pganalyze.Options{}), sqlpolicy.EngineOptions{})
-}
-
-// memAudit keeps events in memory.
-type memAudit struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
-
-func (m *memAudit) Record(ev audit.Event) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.events = append(m.events, ev)
-}
-
-func (m *memAudit) Close() error { return nil }
-
-func (m *memAudit) all() []audit.Event {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]audit.Event(nil), m.events...)
 }

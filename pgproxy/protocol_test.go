@@ -188,7 +188,7 @@ func TestAuthFailures(t *testing.T) {
 		})
 	}
 	var failed int
-	for _, ev := range e.audit.all() {
+	for _, ev := range e.audit.Events() {
 		if ev.Kind == audit.KindAuthFailed {
 			failed++
 		}

@@ -43,7 +43,7 @@ func TestAllowAndDeny(t *testing.T) {
 		})
 	}
 	var denied, allowed int
-	for _, ev := range e.audit.all() {
+	for _, ev := range e.audit.Events() {
 		if ev.Kind != audit.KindStatement {
 			continue
 		}

@@ -59,7 +59,7 @@ func TestAuditEvents(t *testing.T) {
 	require.NoError(t, c.Close(ctx))
 
 	require.Eventually(t, func() bool {
-		for _, ev := range e.audit.all() {
+		for _, ev := range e.audit.Events() {
 			if ev.Kind == audit.KindClose {
 				return true
 			}
@@ -71,7 +71,7 @@ func TestAuditEvents(t *testing.T) {
 	assert.Equal(t, 1, m.closed)
 	assert.Equal(t, map[sqlpolicy.Effect]int{sqlpolicy.Allow: 2, sqlpolicy.Deny: 1}, m.decided)
 	m.mu.Unlock()
-	evs := e.audit.all()
+	evs := e.audit.Events()
 	raw, err := json.Marshal(evs)
 	require.NoError(t, err)
 	assert.NotContains(t, string(raw), token)
@@ -133,7 +133,7 @@ func TestAuditRawStatements(t *testing.T) {
 	var n int
 	require.NoError(t, c.QueryRow(ctx, "SELECT count(*) FROM orders WHERE item = 'literal-y'").Scan(&n))
 	var found bool
-	for _, ev := range e.audit.all() {
+	for _, ev := range e.audit.Events() {
 		if ev.Kind == audit.KindStatement && ev.Statement == "SELECT count(*) FROM orders WHERE item = 'literal-y'" {
 			found = true
 			assert.NotEmpty(t, ev.Fingerprint)

@@ -130,7 +130,7 @@ func TestTLSAndAuthMethods(t *testing.T) {
 		assert.Contains(t, []string{"28P01", "28000"}, sqlState(err), "err: %v", err)
 	})
 	methods := map[string]bool{}
-	for _, ev := range e.audit.all() {
+	for _, ev := range e.audit.Events() {
 		if ev.Kind == audit.KindAuthOK {
 			methods[ev.AuthMethod] = true
 		}

@@ -19,7 +19,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
@@ -75,7 +74,7 @@ type env struct {
 	src    *creds.Vault
 	rec    *recordingSource
 	logs   *fixture.SyncBuffer
-	audit  *memAudit
+	audit  *fixture.Audit
 	addr   string
 	key    ed25519.PrivateKey
 	// tokens minted for agents (must not be logged either).
@@ -93,7 +92,7 @@ func newEnv(t *testing.T, vs *testvault.Server, o opts) *env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e := &env{t: t, vault: vs, logs: &fixture.SyncBuffer{}, audit: &memAudit{}}
+	e := &env{t: t, vault: vs, logs: &fixture.SyncBuffer{}, audit: &fixture.Audit{}}
 
 	// The management role before the database, so that it is dropped
 	// after it (cleanups run last in, first out).
@@ -273,7 +272,7 @@ func (e *env) checkNoSecretsLogged() {
 		secretKeys(t, "", m, line)
 	}
 	// Audit events neither.
-	b, err := json.Marshal(e.audit.all())
+	b, err := json.Marshal(e.audit.Events())
 	require.NoError(t, err)
 	for _, l := range e.rec.all() {
 		assert.NotContains(t, string(b), l.password, "password of %s in an audit event", l.user)
@@ -333,26 +332,6 @@ func (r *recordingSource) last(agent string) (issued, bool) {
 		}
 	}
 	return issued{}, false
-}
-
-// memAudit keeps audit events in memory.
-type memAudit struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
-
-func (m *memAudit) Record(ev audit.Event) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.events = append(m.events, ev)
-}
-
-func (m *memAudit) Close() error { return nil }
-
-func (m *memAudit) all() []audit.Event {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return append([]audit.Event(nil), m.events...)
 }
 
 // pgErr returns err's *pgconn.PgError, or nil.
