@@ -432,7 +432,7 @@ func (c *conn) startupMessage(code uint32, body []byte) error {
 // --- phase 2: authenticate ---
 
 func (c *conn) authenticate() error {
-	if !c.srv.fails.allowed(c.remoteIP) {
+	if !c.srv.fails.Allow(c.remoteIP) {
 		c.authFailed("", fmt.Errorf("rate limited: %w", identity.ErrAuthFailed))
 		return fatal(codeInvalidAuthSpec, "too many failed authentication attempts; try again later", nil)
 	}
@@ -480,7 +480,7 @@ func (c *conn) authenticate() error {
 }
 
 func (c *conn) authFailed(method identity.Method, err error) {
-	c.srv.fails.failed(c.remoteIP)
+	c.srv.fails.Fail(c.remoteIP)
 	if m := c.srv.cfg.Metrics; m != nil {
 		m.AuthFailed(protocolName)
 	}

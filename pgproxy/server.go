@@ -79,7 +79,7 @@ type Server struct {
 	cfg    Config
 	limits Limits
 	log    *slog.Logger
-	fails  *failLimiter
+	fails  *identity.FailureLimiter
 
 	ctx    context.Context // parent of every connection; cancelled last in Shutdown
 	cancel context.CancelFunc
@@ -122,7 +122,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:       cfg,
 		limits:    cfg.Limits.withDefaults(),
 		log:       log.With("component", "pgproxy"),
-		fails:     newFailLimiter(10, time.Minute),
+		fails:     identity.NewFailureLimiter(10, time.Minute),
 		ctx:       ctx,
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
@@ -286,56 +286,4 @@ func (s *Server) cancelRequest(pid uint32, secret []byte, log *slog.Logger) {
 type backendKey struct {
 	pid    uint32
 	secret []byte
-}
-
-// failLimiter is a per-IP token bucket of authentication failures: each IP
-// may fail burst times, refilled at burst per window.
-type failLimiter struct {
-	mu     sync.Mutex
-	burst  float64
-	rate   float64 // tokens per second
-	bucket map[string]*failBucket
-}
-
-type failBucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func newFailLimiter(burst int, window time.Duration) *failLimiter {
-	return &failLimiter{burst: float64(burst), rate: float64(burst) / window.Seconds(), bucket: make(map[string]*failBucket)}
-}
-
-func (l *failLimiter) refill(ip string, now time.Time) *failBucket {
-	b := l.bucket[ip]
-	if b == nil {
-		b = &failBucket{tokens: l.burst, last: now}
-		l.bucket[ip] = b
-	}
-	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)
-	b.last = now
-	return b
-}
-
-// allowed reports whether ip may try to authenticate.
-func (l *failLimiter) allowed(ip string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.refill(ip, time.Now()).tokens >= 1
-}
-
-// failed records a failure of ip.
-func (l *failLimiter) failed(ip string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := time.Now()
-	b := l.refill(ip, now)
-	b.tokens = max(0, b.tokens-1)
-	if len(l.bucket) > 10000 { // forget full buckets so the map stays bounded
-		for k, v := range l.bucket {
-			if v.tokens+now.Sub(v.last).Seconds()*l.rate >= l.burst {
-				delete(l.bucket, k)
-			}
-		}
-	}
 }
