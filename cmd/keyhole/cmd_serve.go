@@ -307,7 +307,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) (err error
 
 	loadCtx, cancel := context.WithTimeout(ctx, time.Minute)
 	s.ups, s.src = upstreams, src
-	s.cat, err = loadCatalog(loadCtx, cfg, upstreams, src)
+	s.cat, err = loadCatalog(loadCtx, cfg, upstreams, src, log)
 	cancel()
 	if err != nil {
 		return err
@@ -530,7 +530,7 @@ func (s *server) reload(ctx context.Context, why string, withCatalog bool) {
 	cat, fresh := s.cat, false
 	if withCatalog {
 		lctx, cancel := context.WithTimeout(ctx, time.Minute)
-		c, err := loadCatalog(lctx, s.cfg, s.ups, s.src)
+		c, err := loadCatalog(lctx, s.cfg, s.ups, s.src, s.log)
 		cancel()
 		if err != nil {
 			s.log.Error("catalog reload failed; keeping the running catalog", "trigger", why, "err", err)
@@ -704,8 +704,10 @@ func buildCreds(cfg *config.Config, log *slog.Logger) (creds.Source, error) {
 }
 
 // loadCatalog reads the upstream's schema as keyhole's own upstream login
-// (the static login, or a Vault credential of the catalog role).
-func loadCatalog(ctx context.Context, cfg *config.Config, ups map[string]pgproxy.Upstream, src creds.Source) (*catalog.Catalog, error) {
+// (the static login, or a Vault credential of the catalog role). Problems
+// the DBA should fix, such as a malformed label in a column comment (that
+// column is then denied to every role), are logged as warnings.
+func loadCatalog(ctx context.Context, cfg *config.Config, ups map[string]pgproxy.Upstream, src creds.Source, log *slog.Logger) (*catalog.Catalog, error) {
 	if len(ups) != 1 {
 		return nil, fmt.Errorf("upstreams: %d configured; this version decides against one upstream's catalog", len(ups))
 	}
@@ -736,11 +738,14 @@ func loadCatalog(ctx context.Context, cfg *config.Config, ups map[string]pgproxy
 		return nil, fmt.Errorf("catalog: connect upstream %q at %s as %s: %w", name, up.Addr, lease.User, scrubSecret(err, lease.Password.Reveal()))
 	}
 	defer conn.Close(context.Background())
-	cat, err := catalog.LoadPostgres(ctx, conn)
+	loaded, err := catalog.InspectPostgres(ctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: %w", err)
 	}
-	return cat, nil
+	for _, w := range loaded.Warnings {
+		log.Warn("catalog", "upstream", name, "warning", w)
+	}
+	return loaded.Catalog, nil
 }
 
 // catalogRole is the keyhole role whose credential reads the schema.
