@@ -974,7 +974,10 @@ func (c *conn) auditStatement(sql string, dec *sqlpolicy.Decision, start time.Ti
 	if c.srv.cfg.Audit == nil {
 		return
 	}
-	text, fp := c.srv.cfg.Decider.Redact(sql)
+	text, fp := dec.Redacted, dec.Fingerprint
+	if text == "" {
+		text, fp = c.srv.cfg.Decider.Redact(sql)
+	}
 	c.auditEvent(sql, text, fp, dec, start, rows, resp)
 }
 

@@ -68,6 +68,13 @@ type Decision struct {
 	Message string `json:"message,omitempty"`
 	Detail  string `json:"detail,omitempty"`
 	Hint    string `json:"hint,omitempty"`
+
+	// Redacted and Fingerprint are what Decider.Redact returns for the
+	// decided text, when the engine normalized the text while deciding it
+	// (empty otherwise: call Redact). Texts that share a decision share
+	// their normalized form, so the proxies' audit need not parse again.
+	Redacted    string `json:"-"`
+	Fingerprint string `json:"-"`
 }
 
 // Allowed reports whether the decision allows the text.

@@ -118,6 +118,9 @@ func (e *Engine) check(p Principal, sql string, s *Session) (*Decision, *Access)
 	if !ok || c == nil {
 		return d, a
 	}
+	if normOK {
+		d.Redacted, d.Fingerprint = norm, fingerprintOf(norm)
+	}
 	size := accessSize(a, d)
 	c.put(kindExact, sql, gen, &p, d, a, size)
 	if normOK && shareable(a) {

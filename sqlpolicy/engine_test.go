@@ -323,6 +323,17 @@ func TestEngineWithPostgresAnalyzer(t *testing.T) {
 	assert.Equal(t, text, text2)
 	assert.Equal(t, fp, fp2)
 	assert.NotContains(t, text, "10")
+
+	// The decision carries the redaction the engine computed while
+	// deciding, equal to Redact's, so the proxies need not parse again;
+	// the same for a literal-varied text that reused the analysis.
+	for _, q := range []string{"SELECT id, total FROM public.orders WHERE total > 10", "SELECT id, total FROM public.orders WHERE total > 12345"} {
+		d, _ := e.Check(analyst, q, nil)
+		wantText, wantFP := e.Redact(q)
+		assert.Equal(t, wantText, d.Redacted, q)
+		assert.Equal(t, wantFP, d.Fingerprint, q)
+		assert.NotContains(t, d.Redacted, "12345")
+	}
 }
 
 // TestEngineSearchPathCandidates: names are resolved under every search
