@@ -85,6 +85,9 @@ type conn struct {
 	txStatus byte
 	stopped  bool
 	stopErr  error
+	// saidBye is set once the client sent Terminate and keyhole passed it
+	// on: the upstream's EOF that follows is the end keyhole asked for.
+	saidBye  bool
 	draining bool
 	prepOnly bool // the last sync block only prepared a statement
 	copyIn   bool // the upstream is in COPY FROM STDIN

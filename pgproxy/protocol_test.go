@@ -415,6 +415,22 @@ func TestProtocolCorners(t *testing.T) {
 		}, 5*time.Second, 20*time.Millisecond)
 	})
 
+	// Postgres closes its end as soon as it reads the Terminate keyhole
+	// passes on; that EOF must not come back to the client as a "lost
+	// upstream" FATAL (node-postgres crashes on an error after end()). The
+	// race is narrow, so it is run many times.
+	t.Run("terminate gets no error back", func(t *testing.T) {
+		for i := 0; i < 100; i++ {
+			r := e.raw(t)
+			r.login(e, "analyst-bot")
+			r.fe.Send(&pgproto3.Terminate{})
+			require.NoError(t, r.fe.Flush())
+			msg, err := r.fe.Receive()
+			require.Error(t, err, "round %d: got %T %+v instead of a closed connection", i, msg, msg)
+			_ = r.conn.Close()
+		}
+	})
+
 	t.Run("denial after unsynced messages is visible on Flush", func(t *testing.T) {
 		r := e.raw(t)
 		r.login(e, "analyst-bot")

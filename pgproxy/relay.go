@@ -101,7 +101,12 @@ func (c *conn) relay(ctx context.Context) error {
 		return c.readClient()
 	}()
 	if errors.Is(err, errClientGone) {
-		// Say goodbye so the upstream logs a clean disconnect.
+		// Say goodbye so the upstream logs a clean disconnect. Postgres
+		// closes its end on Terminate; the upstream reader must take that
+		// EOF for the goodbye, not report a lost upstream to the client.
+		c.mu.Lock()
+		c.saidBye = true
+		c.mu.Unlock()
 		c.upBuf = append(c.upBuf, terminateMsg...)
 		_ = c.upConn.SetWriteDeadline(time.Now().Add(time.Second))
 		_ = c.flushUpstream()
@@ -615,10 +620,13 @@ func (c *conn) readUpstream() error {
 		}
 		if err != nil {
 			c.mu.Lock()
-			stopped, stopErr := c.stopped, c.stopErr
+			stopped, stopErr, saidBye := c.stopped, c.stopErr, c.saidBye
 			c.mu.Unlock()
 			if stopped {
 				return stopErr
+			}
+			if saidBye {
+				return fmt.Errorf("upstream closed after Terminate: %w", errClientGone)
 			}
 			if m := c.srv.cfg.Metrics; m != nil {
 				m.UpstreamError(protocolName)
