@@ -294,9 +294,12 @@ func (w *walker) setConfig(fc *pg.FuncCall) {
 	if valueOK {
 		set.Value = value
 		if set.Name == "search_path" {
-			// The string is parsed as a list of identifiers.
+			// The string is parsed as a list of identifiers; a value that
+			// does not parse is one keyhole cannot follow.
 			if parts, err := splitIdentList(value, ','); err == nil {
 				set.Value = strings.Join(parts, ",")
+			} else {
+				set.Unknown = true
 			}
 		}
 	}

@@ -214,6 +214,8 @@ func TestSettings(t *testing.T) {
 			[]sqlpolicy.Setting{{Name: "application_name", Value: "x"}}, false},
 		{"set_config search_path", `SELECT set_config('search_path', 'other, "B"', true)`, sqlpolicy.VerbSelect,
 			[]sqlpolicy.Setting{{Name: "search_path", Value: "other,B", Local: true}}, true},
+		{"set_config search_path that does not parse", `SELECT set_config('search_path', 'other, "B', false)`, sqlpolicy.VerbSelect,
+			[]sqlpolicy.Setting{{Name: "search_path", Value: `other, "B`, Unknown: true}}, true},
 		{"set_config parameter value", "SELECT set_config('TimeZone', $1, false)", sqlpolicy.VerbSelect,
 			[]sqlpolicy.Setting{{Name: "timezone", Unknown: true}}, false},
 		{"set_config not literal", "SELECT set_config(name, 'x', false) FROM customers", sqlpolicy.VerbSelect, nil, true},
