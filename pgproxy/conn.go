@@ -39,10 +39,9 @@ const (
 
 // conn is one client connection and, after phase 4, its upstream session.
 type conn struct {
-	srv     *Server
-	id      string
-	log     *slog.Logger
-	created time.Time
+	srv *Server
+	id  string
+	log *slog.Logger
 
 	// client is the agent's socket (the *tls.Conn after SSLRequest);
 	// clientRd reads its messages after the startup packet, and wbuf
@@ -123,7 +122,6 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		srv:        s,
 		id:         id,
 		log:        s.log.With("session", id, "client", addr),
-		created:    time.Now(),
 		client:     nc,
 		remoteIP:   ip,
 		remoteAddr: addr,

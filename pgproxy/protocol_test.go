@@ -450,6 +450,57 @@ func TestProtocolCorners(t *testing.T) {
 		assert.Equal(t, byte('I'), rfq.TxStatus)
 	})
 
+	// keyhole's names must not drift from the upstream's: a Parse the
+	// server rejects (duplicate name) or skips (after an earlier error in
+	// its block) leaves the server's older statement under the name, so
+	// keyhole refuses the name instead of binding text it did not decide.
+	t.Run("a name whose Parse the server did not accept is refused", func(t *testing.T) {
+		r := e.raw(t)
+		r.login(e, "analyst-bot")
+		r.fe.Send(&pgproto3.Parse{Name: "s1", Query: "SELECT count(*) FROM orders"})
+		r.fe.Send(&pgproto3.Sync{})
+		require.NoError(t, r.fe.Flush())
+		assert.Empty(t, errorsIn(r.until(&pgproto3.ReadyForQuery{})))
+		r.fe.Send(&pgproto3.Parse{Name: "s1", Query: "SELECT id FROM orders"})
+		r.fe.Send(&pgproto3.Sync{})
+		require.NoError(t, r.fe.Flush())
+		errs := errorsIn(r.until(&pgproto3.ReadyForQuery{}))
+		require.Len(t, errs, 1)
+		assert.Equal(t, "42P05", errs[0].Code, "the server keeps the first s1")
+		r.fe.Send(&pgproto3.Bind{PreparedStatement: "s1"})
+		r.fe.Send(&pgproto3.Execute{})
+		r.fe.Send(&pgproto3.Sync{})
+		require.NoError(t, r.fe.Flush())
+		msgs := r.until(&pgproto3.ReadyForQuery{})
+		errs = errorsIn(msgs)
+		require.Len(t, errs, 1, "messages: %v", msgs)
+		assert.Equal(t, "26000", errs[0].Code)
+		for _, m := range msgs {
+			assert.NotEqual(t, "*pgproto3.DataRow", typeName(m), "nothing ran upstream")
+		}
+
+		// The unnamed statement: its Parse is skipped after an error.
+		r.fe.Send(&pgproto3.Parse{Query: "SELECT count(*) FROM orders"})
+		r.fe.Send(&pgproto3.Sync{})
+		r.fe.Send(&pgproto3.Parse{Name: "boom", Query: "SELECT 1 / (id - id) FROM orders"})
+		r.fe.Send(&pgproto3.Bind{PreparedStatement: "boom"})
+		r.fe.Send(&pgproto3.Execute{})
+		r.fe.Send(&pgproto3.Parse{Query: "SELECT id FROM orders"})
+		r.fe.Send(&pgproto3.Sync{})
+		require.NoError(t, r.fe.Flush())
+		r.until(&pgproto3.ReadyForQuery{})
+		errs = errorsIn(r.until(&pgproto3.ReadyForQuery{}))
+		require.Len(t, errs, 1)
+		assert.Equal(t, "22012", errs[0].Code)
+		r.fe.Send(&pgproto3.Bind{})
+		r.fe.Send(&pgproto3.Execute{})
+		r.fe.Send(&pgproto3.Sync{})
+		require.NoError(t, r.fe.Flush())
+		errs = errorsIn(r.until(&pgproto3.ReadyForQuery{}))
+		require.Len(t, errs, 1)
+		assert.Equal(t, "26000", errs[0].Code)
+	})
+
 	t.Run("only the first error of a block is reported", func(t *testing.T) {
 		r := e.raw(t)
 		r.login(e, "analyst-bot")

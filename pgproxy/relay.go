@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -27,6 +28,11 @@ type prepared struct {
 	dec     *sqlpolicy.Decision
 	access  *sqlpolicy.Access
 	allowed bool
+	// failed is set (by the upstream goroutine) when the upstream rejected
+	// or skipped the Parse — a duplicate name, or an earlier error in its
+	// sync block. The upstream then still holds whatever it had under the
+	// name, which is not this text, so the name is refused from now on.
+	failed atomic.Bool
 
 	// The audit text, computed once: Redact parses the text again.
 	redactOnce      sync.Once
@@ -34,8 +40,9 @@ type prepared struct {
 }
 
 type portal struct {
-	stmt *prepared
-	run  *run
+	run *run
+	// failed: the upstream rejected or skipped the Bind (see prepared).
+	failed atomic.Bool
 }
 
 // run is one execution of allowed text: a simple Query or the Executes of
@@ -61,11 +68,15 @@ type run struct {
 // ReadyForQuery); local entries are answered by keyhole itself once every
 // earlier entry has been answered, which keeps responses in request order.
 type pending struct {
-	run   *run // an Execute (not sync) or a simple Query (sync)
-	ack   byte // an extended message awaiting its answer: 'P'arse, 'B'ind, 'D'escribe, 'C'lose
-	sync  bool // answered by ReadyForQuery
-	local bool // keyhole answers: err (if any) then, if sync, ReadyForQuery
-	err   *pgproto3.ErrorResponse
+	run *run // an Execute (not sync) or a simple Query (sync)
+	ack byte // an extended message awaiting its answer: 'P'arse, 'B'ind, 'D'escribe, 'C'lose
+	// stmt / portal are what a Parse / Bind created; marked failed when the
+	// upstream fails the block before answering it.
+	stmt   *prepared
+	portal *portal
+	sync   bool // answered by ReadyForQuery
+	local  bool // keyhole answers: err (if any) then, if sync, ReadyForQuery
+	err    *pgproto3.ErrorResponse
 }
 
 // relay runs the client side on this goroutine and the upstream side on
@@ -383,15 +394,21 @@ func (c *conn) checkAgent() error {
 	return nil
 }
 
-// decide asks the policy about sql. A nil decision denies.
-func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access) {
-	start := time.Now()
+// check asks the policy about sql in this session. A nil decision denies.
+func (c *conn) check(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access) {
 	c.sessMu.Lock()
 	dec, acc := c.srv.cfg.Decider.Check(c.agent.Principal(), sql, &c.session)
 	c.sessMu.Unlock()
 	if dec == nil {
 		dec = &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: "default-deny", Message: "keyhole: statement denied"}
 	}
+	return dec, acc
+}
+
+// decide checks sql and counts and logs the decision.
+func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access) {
+	start := time.Now()
+	dec, acc := c.check(sql)
 	if m := c.srv.cfg.Metrics; m != nil {
 		m.StatementDecided(protocolName, dec.Effect, dec.Rule, time.Since(start))
 	}
@@ -458,7 +475,7 @@ func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
 		return c.skip(resp)
 	}
 	// Allowed statements are audited when they run (finishRun), with rows.
-	return c.forwardExt(m, raw, &pending{ack: 'P'})
+	return c.forwardExt(m, raw, &pending{ack: 'P', stmt: p})
 }
 
 // recheck decides an allowed prepared statement again at Bind: the policy
@@ -466,23 +483,24 @@ func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
 // cache statements never send Parse again. With an unchanged policy this is
 // a decision-cache hit. A statement the new policy denies stays denied.
 func (c *conn) recheck(p *prepared) *pgproto3.ErrorResponse {
-	c.sessMu.Lock()
-	dec, acc := c.srv.cfg.Decider.Check(c.agent.Principal(), p.sql, &c.session)
-	c.sessMu.Unlock()
-	if dec != nil && dec.Allowed() {
-		p.dec, p.access = dec, acc
+	dec, acc := c.check(p.sql)
+	p.dec, p.access = dec, acc
+	if dec.Allowed() {
 		return nil
 	}
-	if dec == nil {
-		dec = &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: "default-deny", Message: "keyhole: statement denied"}
-	}
-	p.dec, p.access, p.allowed = dec, acc, false
+	p.allowed = false
 	c.log.Info("prepared statement denied after policy change", "rule", dec.Rule)
 	if m := c.srv.cfg.Metrics; m != nil {
 		m.StatementDecided(protocolName, dec.Effect, dec.Rule, 0)
 	}
-	c.auditStatement(p.sql, dec, time.Now(), 0, denyResponse(dec))
-	r := denyResponse(dec)
+	r := deniedStatement(p)
+	c.auditStatement(p.sql, dec, time.Now(), 0, r)
+	return r
+}
+
+// deniedStatement refuses the use of a prepared statement the policy denied.
+func deniedStatement(p *prepared) *pgproto3.ErrorResponse {
+	r := denyResponse(p.dec)
 	r.Message = fmt.Sprintf("keyhole: prepared statement %q was denied by policy: %s", p.name, r.Message)
 	return r
 }
@@ -494,19 +512,23 @@ func (c *conn) statement(name string) (*prepared, *pgproto3.ErrorResponse) {
 	switch {
 	case p == nil:
 		return nil, stmtError(codeInvalidStmtName, fmt.Sprintf("prepared statement %q does not exist", name))
+	case p.failed.Load():
+		return nil, stmtError(codeInvalidStmtName, fmt.Sprintf("keyhole: prepared statement %q is unusable: the server did not accept its Parse; Close it and Parse it again", name))
 	case !p.allowed:
-		r := denyResponse(p.dec)
-		r.Message = fmt.Sprintf("keyhole: prepared statement %q was denied by policy: %s", name, r.Message)
-		return nil, r
+		return nil, deniedStatement(p)
 	}
 	return p, nil
 }
 
 func (c *conn) portal(name string) (*portal, *pgproto3.ErrorResponse) {
-	if p := c.portals[name]; p != nil {
+	switch p := c.portals[name]; {
+	case p == nil:
+		return nil, stmtError(codeInvalidCursorName, fmt.Sprintf("portal %q does not exist", name))
+	case p.failed.Load():
+		return nil, stmtError(codeInvalidCursorName, fmt.Sprintf("keyhole: portal %q is unusable: the server did not accept its Bind", name))
+	default:
 		return p, nil
 	}
-	return nil, stmtError(codeInvalidCursorName, fmt.Sprintf("portal %q does not exist", name))
 }
 
 func (c *conn) onBind(m *pgproto3.Bind, raw []byte) error {
@@ -526,8 +548,9 @@ func (c *conn) onBind(m *pgproto3.Bind, raw []byte) error {
 	}
 	r := newRun(p.sql, p.dec, p.access)
 	r.stmt = p
-	c.portals[m.DestinationPortal] = &portal{stmt: p, run: r}
-	return c.forwardExt(m, raw, &pending{ack: 'B'})
+	pt := &portal{run: r}
+	c.portals[m.DestinationPortal] = pt
+	return c.forwardExt(m, raw, &pending{ack: 'B', portal: pt})
 }
 
 func (c *conn) onDescribe(m *pgproto3.Describe, raw []byte) error {
@@ -880,6 +903,14 @@ func (c *conn) failBlock(resp *pgproto3.ErrorResponse) {
 		p := c.pending[0]
 		if first && p.run != nil && !p.local {
 			failed = p.run
+		}
+		// The upstream answered neither this Parse nor this Bind: it
+		// rejected or skipped it and kept what it had under the name.
+		if p.stmt != nil {
+			p.stmt.failed.Store(true)
+		}
+		if p.portal != nil {
+			p.portal.failed.Store(true)
 		}
 		if !p.local {
 			first = false

@@ -237,12 +237,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return ctx.Err()
 }
 
-func (s *Server) isDraining() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.draining
-}
-
 // register gives c a fresh keyhole BackendKeyData.
 func (s *Server) register(c *conn) error {
 	var b [8]byte
