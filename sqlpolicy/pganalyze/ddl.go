@@ -89,6 +89,11 @@ func (w *walker) utility(n *pg.Node) {
 		if !x.VacuumStmt.IsVacuumcmd {
 			st.Command = "ANALYZE"
 		}
+		if len(x.VacuumStmt.Rels) == 0 {
+			// Without a list it runs on every table the login may
+			// maintain: no grant names that, so it is not modelled.
+			w.unsupported("%s without a table list acts on every table", st.Command)
+		}
 		for _, r := range x.VacuumStmt.Rels {
 			if vr := r.GetVacuumRelation(); vr != nil && vr.Relation != nil {
 				w.ddlTarget(vr.Relation)
