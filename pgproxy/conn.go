@@ -128,6 +128,7 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		txStatus:   'I',
 		stmts:      make(map[string]*prepared),
 		portals:    make(map[string]*portal),
+		session:    s.cfg.Decider.NewSession(),
 	}
 }
 

@@ -397,7 +397,7 @@ func (c *conn) checkAgent() error {
 // check asks the policy about sql in this session. A nil decision denies.
 func (c *conn) check(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access) {
 	c.sessMu.Lock()
-	dec, acc := c.srv.cfg.Decider.Check(c.agent.Principal(), sql, &c.session)
+	dec, acc := c.srv.cfg.Decider.Check(c.agent.Principal(), sql, c.session)
 	c.sessMu.Unlock()
 	if dec == nil {
 		dec = &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: "default-deny", Message: "keyhole: statement denied"}

@@ -81,6 +81,12 @@ type TableRef struct {
 	// relations the statement names directly (Via zero); labels are checked
 	// on every column read, however it was reached.
 	Via Rel `json:"via,omitempty"`
+	// System is set by the analyzer for a system catalog relation that
+	// holds no data values (Postgres pg_catalog and information_schema
+	// relations, MySQL information_schema views of metadata); a role with
+	// catalog: true may read it. Catalogs that expose data or other
+	// sessions come back as ProblemDataCatalog instead.
+	System bool `json:"system,omitempty"`
 	// Action is, for a write, the row action that writes the relation:
 	// VerbInsert, VerbUpdate, VerbDelete, or VerbMerge for the target of a
 	// MERGE. An upsert's target is listed twice (insert and update). Empty
@@ -104,6 +110,8 @@ type ColumnRef struct {
 	// and SET is listed once per action. Empty for reads and for writes an
 	// analyzer does not classify.
 	Action Verb `json:"action,omitempty"`
+	// System: as TableRef.System, for the column's relation.
+	System bool `json:"system,omitempty"`
 }
 
 // FuncRef is a function or procedure the statement calls. Schema is the
@@ -112,6 +120,9 @@ type ColumnRef struct {
 type FuncRef struct {
 	Schema string `json:"schema,omitempty"`
 	Name   string `json:"name"`
+	// Builtin is set by the analyzer for a function that comes with the
+	// server (it needs no rule); user-defined functions need one.
+	Builtin bool `json:"builtin,omitempty"`
 }
 
 func (f FuncRef) String() string { return qualified(f.Schema, f.Name) }
@@ -129,6 +140,13 @@ type Setting struct {
 	// Unknown is true when the new value is not a literal the analyzer
 	// could read (Value is then empty).
 	Unknown bool `json:"unknown,omitempty"`
+	// Guarded is set by the analyzer when the change alters the session's
+	// identity or how later text is lexed or resolved (Postgres
+	// search_path, standard_conforming_strings off, a multibyte
+	// client_encoding; MySQL sql_mode, character sets). Such a change is
+	// denied unless the role lists the setting, whether or not the
+	// analyzer also reported a ProblemSessionChange.
+	Guarded bool `json:"guarded,omitempty"`
 }
 
 // TxEffect is what a transaction-control statement does to the
@@ -210,6 +228,12 @@ type Statement struct {
 	// true for EXPLAIN ANALYZE (the inner statement runs).
 	Explained      *Statement `json:"explained,omitempty"`
 	ExplainAnalyze bool       `json:"explain_analyze,omitempty"`
+
+	// Upsert is set for an INSERT that may also update existing rows
+	// (Postgres ON CONFLICT DO UPDATE, MySQL ON DUPLICATE KEY UPDATE):
+	// written columns the analyzer did not attribute to one action need
+	// both the insert and the update grant.
+	Upsert bool `json:"upsert,omitempty"`
 
 	// ReturnsRows is true when the statement can send rows back (SELECT,
 	// RETURNING, SHOW, EXPLAIN, COPY TO STDOUT, FETCH).

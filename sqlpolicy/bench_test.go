@@ -34,7 +34,7 @@ func benchEngine(b *testing.B, opts sp.EngineOptions) *sp.Engine {
 	b.Helper()
 	cat := testCatalog()
 	e := sp.NewEngine(mustPolicy(b, benchPolicy, cat), cat, pganalyze.New(cat, pganalyze.Options{}), opts)
-	d, _ := e.Check(sp.Principal{Agent: "bench"}, benchJoin(0), &sp.Session{})
+	d, _ := e.Check(sp.Principal{Agent: "bench"}, benchJoin(0), &pganalyze.Session{})
 	if !d.Allowed() {
 		b.Fatalf("benchmark statement denied: %s %+v", d.Message, d.Reasons)
 	}
@@ -45,7 +45,7 @@ func benchEngine(b *testing.B, opts sp.EngineOptions) *sp.Engine {
 // parses, analyzes and decides.
 func BenchmarkCheckUncached(b *testing.B) {
 	e := benchEngine(b, sp.EngineOptions{CacheBytes: -1})
-	p, s, q := sp.Principal{Agent: "bench"}, &sp.Session{}, benchJoin(100)
+	p, s, q := sp.Principal{Agent: "bench"}, &pganalyze.Session{}, benchJoin(100)
 	b.ReportAllocs()
 	for b.Loop() {
 		e.Check(p, q, s)
@@ -56,7 +56,7 @@ func BenchmarkCheckUncached(b *testing.B) {
 // each time: the exact-text level misses, the normalized level hits.
 func BenchmarkCheckLiteralVaried(b *testing.B) {
 	e := benchEngine(b, sp.EngineOptions{})
-	p, s := sp.Principal{Agent: "bench"}, &sp.Session{}
+	p, s := sp.Principal{Agent: "bench"}, &pganalyze.Session{}
 	const distinct = 1 << 16
 	texts := make([]string, distinct)
 	for i := range texts {
@@ -74,7 +74,7 @@ func BenchmarkCheckLiteralVaried(b *testing.B) {
 // not allocate.
 func BenchmarkCheckCached(b *testing.B) {
 	e := benchEngine(b, sp.EngineOptions{})
-	p, s, q := sp.Principal{Agent: "bench"}, &sp.Session{}, benchJoin(100)
+	p, s, q := sp.Principal{Agent: "bench"}, &pganalyze.Session{}, benchJoin(100)
 	e.Check(p, q, s)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -86,7 +86,7 @@ func BenchmarkCheckCached(b *testing.B) {
 func BenchmarkDecide(b *testing.B) {
 	cat := testCatalog()
 	pol := mustPolicy(b, benchPolicy, cat)
-	a := pganalyze.New(cat, pganalyze.Options{}).Analyze(benchJoin(100), &sp.Session{})
+	a := pganalyze.New(cat, pganalyze.Options{}).Analyze(benchJoin(100), &pganalyze.Session{})
 	p := sp.Principal{Agent: "bench"}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -19,9 +19,11 @@ const (
 
 // Decide decides a whole text's Access for a principal. It is deny by
 // default: every statement must pass (the first failing statement decides)
-// and anything not allowed by a rule is denied. cat supplies comment labels,
-// built-in functions and system relations; it may be nil (then only the
-// policy's own labels apply and only pg_catalog functions count as built in).
+// and anything not allowed by a rule is denied. Decide knows no dialect:
+// what is a system relation, a built-in function, a guarded setting or an
+// upsert is the analyzer's judgement, written into the Access. cat
+// supplies comment labels and relation kinds; it may be nil (then only
+// the policy's own labels apply).
 func (p *Policy) Decide(pr Principal, a *Access, cat *catalog.Catalog) *Decision {
 	d := &Decision{Agent: pr.Agent}
 	role := p.Role(pr.Agent)
@@ -222,49 +224,13 @@ func (dc *decider) problems(c *check, st *Statement) {
 	}
 }
 
-// guardedSettings change the session's identity or how later text is
-// lexed or resolved. The analyzer reports changes to them as
-// ProblemSessionChange; the engine checks them again so that a change the
-// analyzer let through without a Problem is still denied unless the role
-// lists the setting. Resetting one to its default is harmless (the login's
-// value, which the catalog was read with), except for the identity
-// settings: RESET ROLE / SESSION AUTHORIZATION are refused like SET.
-var guardedSettings = map[string]bool{
-	"role":                        true,
-	"session_authorization":       true,
-	"search_path":                 true,
-	"standard_conforming_strings": true,
-	"backslash_quote":             true,
-	"client_encoding":             true,
-}
-
-// harmlessValue reports the values of guarded settings that keep lexing as
-// the parser assumes: standard_conforming_strings on, a UTF8 client
-// encoding (multibyte encodings such as SJIS, BIG5 and GBK can hide a
-// backslash or quote in a trailing byte).
-func harmlessValue(name, value string) bool {
-	v := strings.ToLower(strings.TrimSpace(value))
-	switch name {
-	case "standard_conforming_strings":
-		return v == "on" || v == "true" || v == "yes" || v == "1"
-	case "client_encoding":
-		v = strings.NewReplacer("-", "", "_", "").Replace(v)
-		return v == "utf8" || v == "unicode"
-	}
-	return false
-}
-
-// settings denies guarded settings changed without a Problem; other
-// settings (statement_timeout, timezone ...) need no rule.
+// settings denies guarded settings (Setting.Guarded) changed without a
+// Problem, so a change the analyzer judged guarded is denied even if it
+// forgot the Problem; other settings (statement_timeout, timezone ...)
+// need no rule.
 func (dc *decider) settings(c *check, st *Statement) {
 	for _, set := range st.Settings {
-		if set.Show || !guardedSettings[set.Name] {
-			continue
-		}
-		if set.Reset && set.Name != "role" && set.Name != "session_authorization" {
-			continue
-		}
-		if harmlessValue(set.Name, set.Value) {
+		if set.Show || !set.Guarded {
 			continue
 		}
 		if slices.ContainsFunc(st.Problems, func(p Problem) bool {
@@ -288,43 +254,15 @@ func relString(r Rel) string {
 	return r.String()
 }
 
-// isSystem reports whether rel is a system catalog relation (pg_catalog or
-// information_schema). Data-bearing catalogs (pg_statistic, pg_authid) come
-// from the analyzer as ProblemDataCatalog, which always denies.
-func (dc *decider) isSystem(rel Rel) bool {
-	if rel.Schema == "pg_catalog" || rel.Schema == "information_schema" {
-		return true
-	}
-	if r := dc.cat.Relation(rel.Schema, rel.Name); r != nil {
-		return r.System
-	}
-	return false
-}
-
 // isWriteVerb reports whether v is a DML verb that writes.
 func isWriteVerb(v Verb) bool {
 	return v == VerbInsert || v == VerbUpdate || v == VerbDelete || v == VerbMerge
 }
 
-// CommandUpsert is the Command analyzers give INSERT ... ON CONFLICT DO
-// UPDATE (see isUpsert).
-const CommandUpsert = "INSERT ... ON CONFLICT DO UPDATE"
-
-// upsertColumnsDetail explains column denials of upserts: the Access does
-// not say which written columns are inserted and which are SET, so each
-// must be allowed by both the insert and the update grant.
-const upsertColumnsDetail = "in INSERT ... ON CONFLICT DO UPDATE every written column needs both the insert and the update grant"
-
-// isUpsert reports an INSERT that may also update existing rows (Postgres
-// INSERT ... ON CONFLICT DO UPDATE, MySQL ON DUPLICATE KEY UPDATE). The
-// statement has one Verb, insert; analyzers mark the update half in the
-// Command ("INSERT ... ON CONFLICT DO UPDATE"), and its writes then need
-// both insert and update grants.
-func isUpsert(st *Statement) bool {
-	// Plain INSERT's Command is "INSERT"; any mention of UPDATE marks the
-	// upsert (CommandUpsert, or a dialect's own spelling).
-	return st.Verb == VerbInsert && strings.Contains(strings.ToUpper(st.Command), "UPDATE")
-}
+// upsertColumnsDetail explains column denials of upserts whose written
+// columns the analyzer did not attribute to the insert or the update half:
+// each must then be allowed by both the insert and the update grant.
+const upsertColumnsDetail = "in an upsert (an INSERT that may update existing rows) every written column needs both the insert and the update grant"
 
 // need returns the grant verbs that may cover access of mode m (by row
 // action action, for writes) to rel in st: any one of anyOf, or (for
@@ -362,7 +300,7 @@ func (dc *decider) need(st *Statement, rel Rel, m Mode, action Verb) (anyOf []Ve
 		// update grant; a data-modifying CTE needs the grant of its own
 		// kind.
 		return []Verb{action}, nil
-	case isUpsert(st):
+	case st.Upsert:
 		return nil, []Verb{VerbInsert, VerbUpdate}
 	case isWriteVerb(st.Verb):
 		return []Verb{st.Verb}, nil
@@ -466,7 +404,7 @@ func (dc *decider) tables(c *check, st *Statement) {
 			// column).
 			continue
 		}
-		if t.Mode == Read && dc.isSystem(t.Rel) {
+		if t.Mode == Read && t.System {
 			if dc.role.Catalog {
 				c.allow("roles." + dc.role.Name + ".catalog")
 				continue
@@ -537,7 +475,7 @@ func (dc *decider) relationLabels(c *check, rel Rel, v Verb) {
 // deniedVerb is the verb a no_rule Reason names: the first verb that
 // could have covered the access, or, for an upsert, the grant it lacks.
 func (dc *decider) deniedVerb(st *Statement, anyOf, allOf []Verb, rel Rel) Verb {
-	if len(anyOf) == 0 && isUpsert(st) {
+	if len(anyOf) == 0 && st.Upsert {
 		for _, v := range allOf {
 			if _, ok := dc.grant(v, rel); !ok {
 				return v
@@ -576,7 +514,7 @@ func (dc *decider) columns(c *check, st *Statement) {
 		if labelled || col.Via != (Rel{}) || slices.Contains(c.deniedTables, col.Rel) {
 			continue
 		}
-		if col.Mode == Read && dc.isSystem(col.Rel) && dc.role.Catalog {
+		if col.Mode == Read && col.System && dc.role.Catalog {
 			continue
 		}
 		if ok, rule, v := dc.columnAllowed(anyOf, allOf, col); !ok {
@@ -589,7 +527,7 @@ func (dc *decider) columns(c *check, st *Statement) {
 				continue
 			}
 			r := Reason{Code: ReasonColumnNotAllowed, Verb: v, Table: col.Rel.String(), Column: col.Column, Rule: rule}
-			if isUpsert(st) && col.Mode == Write && col.Action == "" {
+			if st.Upsert && col.Mode == Write && col.Action == "" {
 				r.Detail = upsertColumnsDetail
 			}
 			c.deny(r)
@@ -651,16 +589,6 @@ func (dc *decider) columnAllowed(anyOf, allOf []Verb, col ColumnRef) (ok bool, r
 	return true, "", ""
 }
 
-// isBuiltin reports whether f comes with the server.
-func (dc *decider) isBuiltin(f FuncRef) bool {
-	if fn := dc.cat.Function(f.Schema, f.Name); fn != nil {
-		return fn.Builtin
-	}
-	// Without a catalog only pg_catalog counts; with one, a function the
-	// catalog does not know is not built in.
-	return dc.cat == nil && f.Schema == "pg_catalog"
-}
-
 func (dc *decider) functions(c *check, st *Statement) {
 	called := false
 	for _, f := range st.Functions {
@@ -675,7 +603,7 @@ func (dc *decider) functions(c *check, st *Statement) {
 				continue
 			}
 		}
-		if f.Schema != "" && dc.isBuiltin(f) {
+		if f.Schema != "" && f.Builtin {
 			continue
 		}
 		if f.Schema != "" {

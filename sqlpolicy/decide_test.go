@@ -63,6 +63,17 @@ func sel(table string, cols ...string) sp.Statement {
 
 func access(sts ...sp.Statement) *sp.Access { return &sp.Access{Statements: sts} }
 
+// system marks st's relations as the analyzer marks system catalogs.
+func system(st sp.Statement) sp.Statement {
+	for i := range st.Tables {
+		st.Tables[i].System = true
+	}
+	for i := range st.Columns {
+		st.Columns[i].System = true
+	}
+	return st
+}
+
 func TestDecide(t *testing.T) {
 	t.Parallel()
 	cat := testCatalog()
@@ -119,7 +130,7 @@ func TestDecide(t *testing.T) {
 		return sp.Statement{Verb: sp.VerbCopy, Command: "COPY", Tables: []sp.TableRef{{Rel: rel(table), Mode: m}},
 			Columns: []sp.ColumnRef{{Rel: rel(table), Column: "id", Mode: m}}}
 	}
-	lower := sp.FuncRef{Schema: "pg_catalog", Name: "lower"}
+	lower := sp.FuncRef{Schema: "pg_catalog", Name: "lower", Builtin: true}
 	myFn := sp.FuncRef{Schema: "public", Name: "my_fn"}
 	refund := sp.FuncRef{Schema: "public", Name: "refund"}
 
@@ -202,7 +213,7 @@ func TestDecide(t *testing.T) {
 		{name: "update WHERE reads with select", agent: "helpdesk",
 			access: access(update("status", false)), effect: sp.Allow, rule: "roles.support.allow[2].update,roles.support.allow[1].select"},
 		{name: "upsert reading a column outside the select list", agent: "upsert-bot", access: access(sp.Statement{Verb: sp.VerbInsert,
-			Command: "INSERT ... ON CONFLICT DO UPDATE",
+			Command: "INSERT ... ON CONFLICT DO UPDATE", Upsert: true,
 			Tables:  []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write}},
 			Columns: []sp.ColumnRef{{Rel: rel("public.orders"), Column: "total", Mode: sp.Write}, {Rel: rel("public.orders"), Column: "status", Mode: sp.Read}}}),
 			effect: sp.Deny, code: sp.ReasonColumnNotAllowed, rule: "roles.upserter.allow[3].select"},
@@ -252,34 +263,31 @@ func TestDecide(t *testing.T) {
 			effect: sp.Deny, code: sp.ReasonProblem},
 		{name: "session change allowed by settings", agent: "helpdesk",
 			access: access(sp.Statement{Verb: sp.VerbSet, Command: "SET", LiteralSensitive: true,
-				Settings: []sp.Setting{{Name: "search_path", Value: "public"}},
+				Settings: []sp.Setting{{Name: "search_path", Value: "public", Guarded: true}},
 				Problems: []sp.Problem{{Code: sp.ProblemSessionChange, Setting: "search_path"}}}),
 			effect: sp.Allow, rule: "roles.support.settings[search_path]"},
 		{name: "session change denied", agent: "sales-summarizer",
 			access: access(sp.Statement{Verb: sp.VerbSet, Command: "SET",
-				Settings: []sp.Setting{{Name: "search_path", Value: "evil"}},
+				Settings: []sp.Setting{{Name: "search_path", Value: "evil", Guarded: true}},
 				Problems: []sp.Problem{{Code: sp.ProblemSessionChange, Setting: "search_path"}}}),
 			effect: sp.Deny, code: sp.ReasonSettingDenied,
 			check: func(t *testing.T, d *sp.Decision) {
 				assert.Equal(t, "keyhole: permission denied: role analyst may not change setting search_path", d.Message)
 			}},
 		{name: "identity setting without a problem is still guarded", agent: "sales-summarizer",
-			access: access(sp.Statement{Verb: sp.VerbSet, Command: "RESET", Settings: []sp.Setting{{Name: "session_authorization", Reset: true}}}),
+			access: access(sp.Statement{Verb: sp.VerbSet, Command: "RESET", Settings: []sp.Setting{{Name: "session_authorization", Reset: true, Guarded: true}}}),
 			effect: sp.Deny, code: sp.ReasonSettingDenied},
 		{name: "lexing setting without a problem is still guarded", agent: "sales-summarizer",
-			access: access(sp.Statement{Verb: sp.VerbSet, Command: "SET", Settings: []sp.Setting{{Name: "standard_conforming_strings", Value: "off"}}}),
+			access: access(sp.Statement{Verb: sp.VerbSet, Command: "SET", Settings: []sp.Setting{{Name: "standard_conforming_strings", Value: "off", Guarded: true}}}),
 			effect: sp.Deny, code: sp.ReasonSettingDenied},
-		{name: "standard_conforming_strings on is what the parser assumes", agent: "sales-summarizer",
-			access: access(sp.Statement{Verb: sp.VerbSet, Command: "SET", Settings: []sp.Setting{{Name: "standard_conforming_strings", Value: "on"}}}),
-			effect: sp.Allow},
-		{name: "UTF8 client encoding", agent: "sales-summarizer",
+		{name: "unguarded setting change needs no rule", agent: "sales-summarizer",
 			access: access(sp.Statement{Verb: sp.VerbSet, Command: "SET", Settings: []sp.Setting{{Name: "client_encoding", Value: "UNICODE"}}}),
 			effect: sp.Allow},
 		{name: "multibyte client encoding without a problem is still guarded", agent: "sales-summarizer",
-			access: access(sp.Statement{Verb: sp.VerbSet, Command: "SET", Settings: []sp.Setting{{Name: "client_encoding", Value: "SJIS"}}}),
+			access: access(sp.Statement{Verb: sp.VerbSet, Command: "SET", Settings: []sp.Setting{{Name: "client_encoding", Value: "SJIS", Guarded: true}}}),
 			effect: sp.Deny, code: sp.ReasonSettingDenied},
 		{name: "guarded setting listed in settings", agent: "helpdesk",
-			access: access(sp.Statement{Verb: sp.VerbSet, Command: "SET", Settings: []sp.Setting{{Name: "search_path", Value: "public"}}}),
+			access: access(sp.Statement{Verb: sp.VerbSet, Command: "SET", Settings: []sp.Setting{{Name: "search_path", Value: "public", Guarded: true}}}),
 			effect: sp.Allow, rule: "roles.support.settings[search_path]"},
 		{name: "reset of search_path to the login default", agent: "sales-summarizer",
 			access: access(sp.Statement{Verb: sp.VerbUtility, Command: "DISCARD ALL", DeallocateAll: true,
@@ -289,7 +297,7 @@ func TestDecide(t *testing.T) {
 			access: access(sp.Statement{Verb: sp.VerbSet, Command: "SHOW", ReturnsRows: true, Settings: []sp.Setting{{Name: "search_path", Show: true}}}),
 			effect: sp.Allow, rule: sp.RuleNoDataAccess},
 		{name: "upsert needs update too", agent: "sales-summarizer", access: access(sp.Statement{Verb: sp.VerbInsert,
-			Command: "INSERT ... ON CONFLICT DO UPDATE",
+			Command: "INSERT ... ON CONFLICT DO UPDATE", Upsert: true,
 			Tables:  []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write}},
 			Columns: []sp.ColumnRef{{Rel: rel("public.orders"), Column: "total", Mode: sp.Write}}}),
 			effect: sp.Deny, code: sp.ReasonNoRule,
@@ -297,12 +305,12 @@ func TestDecide(t *testing.T) {
 				assert.Equal(t, "keyhole: permission denied: role analyst may not update public.orders", d.Message)
 			}},
 		{name: "upsert with insert and update grants", agent: "upsert-bot", access: access(sp.Statement{Verb: sp.VerbInsert,
-			Command: "INSERT ... ON CONFLICT DO UPDATE",
+			Command: "INSERT ... ON CONFLICT DO UPDATE", Upsert: true,
 			Tables:  []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write}},
 			Columns: []sp.ColumnRef{{Rel: rel("public.orders"), Column: "total", Mode: sp.Write}, {Rel: rel("public.orders"), Column: "id", Mode: sp.Read}}}),
 			effect: sp.Allow, rule: "roles.upserter.allow[0].insert,roles.upserter.allow[1].update"},
 		{name: "upsert writing a column outside the update list", agent: "upsert-bot", access: access(sp.Statement{Verb: sp.VerbInsert,
-			Command: "INSERT ... ON CONFLICT DO UPDATE",
+			Command: "INSERT ... ON CONFLICT DO UPDATE", Upsert: true,
 			Tables:  []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write}},
 			Columns: []sp.ColumnRef{{Rel: rel("public.orders"), Column: "customer_id", Mode: sp.Write}}}),
 			effect: sp.Deny, code: sp.ReasonColumnNotAllowed, rule: "roles.upserter.allow[1].update",
@@ -311,14 +319,14 @@ func TestDecide(t *testing.T) {
 				assert.Contains(t, d.Hint, "You may write public.orders columns: total, status.")
 			}},
 		{name: "upsert by action: inserted column outside the update list", agent: "upsert-bot", access: access(sp.Statement{Verb: sp.VerbInsert,
-			Command: sp.CommandUpsert,
+			Command: "INSERT ... ON CONFLICT DO UPDATE", Upsert: true,
 			Tables: []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbInsert},
 				{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbUpdate}},
 			Columns: []sp.ColumnRef{{Rel: rel("public.orders"), Column: "customer_id", Mode: sp.Write, Action: sp.VerbInsert},
 				{Rel: rel("public.orders"), Column: "status", Mode: sp.Write, Action: sp.VerbUpdate}}}),
 			effect: sp.Allow, rule: "roles.upserter.allow[0].insert,roles.upserter.allow[1].update"},
 		{name: "upsert by action: SET column outside the update list", agent: "upsert-bot", access: access(sp.Statement{Verb: sp.VerbInsert,
-			Command: sp.CommandUpsert,
+			Command: "INSERT ... ON CONFLICT DO UPDATE", Upsert: true,
 			Tables: []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbInsert},
 				{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbUpdate}},
 			Columns: []sp.ColumnRef{{Rel: rel("public.orders"), Column: "customer_id", Mode: sp.Write, Action: sp.VerbUpdate}}}),
@@ -328,7 +336,7 @@ func TestDecide(t *testing.T) {
 				assert.Empty(t, d.Reasons[0].Detail, "the column's action is known: no both-grants detail")
 			}},
 		{name: "upsert by action: update half without an update grant", agent: "sales-summarizer", access: access(sp.Statement{Verb: sp.VerbInsert,
-			Command: sp.CommandUpsert,
+			Command: "INSERT ... ON CONFLICT DO UPDATE", Upsert: true,
 			Tables: []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbInsert},
 				{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbUpdate}},
 			Columns: []sp.ColumnRef{{Rel: rel("public.orders"), Column: "status", Mode: sp.Write, Action: sp.VerbUpdate}}}),
@@ -353,7 +361,7 @@ func TestDecide(t *testing.T) {
 				assert.Equal(t, sp.VerbMerge, d.Reasons[0].Verb)
 			}},
 		{name: "nextval needs update on the sequence", agent: "upsert-bot", access: access(sp.Statement{Verb: sp.VerbSelect,
-			Command: "SELECT", ReturnsRows: true, LiteralSensitive: true, Functions: []sp.FuncRef{{Schema: "pg_catalog", Name: "now"}},
+			Command: "SELECT", ReturnsRows: true, LiteralSensitive: true, Functions: []sp.FuncRef{{Schema: "pg_catalog", Name: "now", Builtin: true}},
 			Tables: []sp.TableRef{{Rel: rel("public.order_seq"), Mode: sp.Write}}}),
 			effect: sp.Allow, rule: "roles.upserter.allow[2].update"},
 		{name: "nextval without update on the sequence", agent: "sales-summarizer", access: access(sp.Statement{Verb: sp.VerbSelect,
@@ -379,9 +387,9 @@ func TestDecide(t *testing.T) {
 			Tables: []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write}}}), effect: sp.Allow, rule: "roles.support.allow[4].lock"},
 		{name: "LOCK TABLE without a lock grant", agent: "sales-summarizer", access: access(sp.Statement{Verb: sp.VerbLock, Command: "LOCK TABLE",
 			Tables: []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write}}}), effect: sp.Deny, code: sp.ReasonNoRule},
-		{name: "system catalog read", agent: "sales-summarizer", access: access(sel("pg_catalog.pg_class", "relname")),
+		{name: "system catalog read", agent: "sales-summarizer", access: access(system(sel("pg_catalog.pg_class", "relname"))),
 			effect: sp.Allow, rule: "roles.analyst.catalog"},
-		{name: "system catalog read with catalog: false", agent: "auditor-bot", access: access(sel("pg_catalog.pg_class", "relname")),
+		{name: "system catalog read with catalog: false", agent: "auditor-bot", access: access(system(sel("pg_catalog.pg_class", "relname"))),
 			effect: sp.Deny, code: sp.ReasonNoRule},
 		{name: "data catalog", agent: "sales-summarizer",
 			access: access(problem(sp.ProblemDataCatalog, func(p *sp.Problem) { p.Rel = rel("pg_catalog.pg_statistic") })),
@@ -484,7 +492,7 @@ func TestDecide(t *testing.T) {
 		{name: "empty scope allows no table", agent: "sales-summarizer", scope: []sp.Grant{},
 			access: access(sel("public.orders", "id")), effect: sp.Deny, code: sp.ReasonScopeDenied},
 		{name: "scope leaves catalog reads alone", agent: "sales-summarizer", scope: []sp.Grant{},
-			access: access(sel("pg_catalog.pg_class", "relname")), effect: sp.Allow},
+			access: access(system(sel("pg_catalog.pg_class", "relname"))), effect: sp.Allow},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -520,10 +528,10 @@ func TestDecideWithoutCatalog(t *testing.T) {
 	t.Parallel()
 	p := mustPolicy(t, fixture.Policy, nil)
 	pr := sp.Principal{Agent: "sales-summarizer"}
-	// Policy labels still apply; only pg_catalog functions count as built in.
+	// Policy labels still apply; functions the analyzer marks built in need no rule.
 	d := p.Decide(pr, access(sel("public.customers", "email")), nil)
 	assert.Equal(t, sp.Deny, d.Effect)
-	d = p.Decide(pr, access(withFuncsOnly(sel("public.orders", "id"), sp.FuncRef{Schema: "pg_catalog", Name: "lower"})), nil)
+	d = p.Decide(pr, access(withFuncsOnly(sel("public.orders", "id"), sp.FuncRef{Schema: "pg_catalog", Name: "lower", Builtin: true})), nil)
 	assert.Equal(t, sp.Allow, d.Effect)
 	d = p.Decide(pr, access(withFuncsOnly(sel("public.orders", "id"), sp.FuncRef{Schema: "public", Name: "lower"})), nil)
 	assert.Equal(t, sp.Deny, d.Effect)

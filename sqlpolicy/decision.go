@@ -1,15 +1,55 @@
 package sqlpolicy
 
 // Analyzer turns SQL text into an Access for one dialect. Implementations:
-// sqlpolicy/pganalyze (pg_query) and, later, sqlpolicy/myanalyze (TiDB
-// parser). Analyze never fails: text it cannot parse or model comes back as
-// a Statement with Problems, so the decision denies it with a reason.
+// sqlpolicy/pganalyze (pg_query) and sqlpolicy/myanalyze (TiDB parser).
+// Analyze never fails: text it cannot parse or model comes back as a
+// Statement with Problems, so the decision denies it with a reason.
+//
+// Everything dialect-specific stays behind this interface: how names
+// resolve (search path, current database), which settings change how text
+// is lexed or resolved, which relations are system catalogs, which
+// functions are built in. The analyzer writes its judgement into the
+// Access (Setting.Guarded, TableRef.System, FuncRef.Builtin,
+// Statement.Upsert ...), and Decide reads only that.
 type Analyzer interface {
-	Analyze(sql string, s *Session) *Access
+	// Analyze analyzes sql in session s, which must come from this
+	// analyzer's NewSession (nil means a fresh session).
+	Analyze(sql string, s Session) *Access
 	// Normalize returns the text with literals replaced by placeholders, or
 	// an error when the text does not parse. Texts with equal normalized
 	// forms have equal Access unless Access.LiteralSensitive().
 	Normalize(sql string) (string, error)
+	// NewSession returns the state of a new connection in this dialect.
+	NewSession() Session
+}
+
+// Session is one connection's dialect state that changes how later text
+// is resolved: the search path or current database, SQL-level prepared
+// statements, whether a transaction block is open. It is owned by the
+// dialect's analyzer (Analyzer.NewSession); the proxies hold one per
+// client connection and report what ran. A Session is not safe for
+// concurrent use: a connection decides one text at a time.
+type Session interface {
+	// Generation identifies the state that affects resolution: 0 for a
+	// session in its initial state (such sessions share decision cache
+	// entries), otherwise a process-unique value that changes with it.
+	Generation() uint64
+	// Note records, when a text is allowed and before it runs, what it may
+	// change: a text can change the state and then fail (after a COMMIT
+	// in its middle) without Apply ever seeing it. It only widens what the
+	// session considers possible. Engine.Check calls it.
+	Note(a *Access)
+	// Apply records the effects of a text that ran successfully upstream
+	// and whose effects are settled (a simple query answered without
+	// error).
+	Apply(a *Access)
+	// ApplyUncommitted is Apply for statements whose implicit transaction
+	// may still be rolled back by a later error (an extended-protocol
+	// Execute answered before its Sync).
+	ApplyUncommitted(a *Access)
+	// Reset returns the session to a new connection's state (MySQL
+	// COM_RESET_CONNECTION; Postgres DISCARD ALL is applied through Apply).
+	Reset()
 }
 
 // Effect is the outcome of a decision.
@@ -91,7 +131,9 @@ type Decider interface {
 	// Check analyzes and decides one text for a principal in a session.
 	// The returned values are shared and must not be modified; the caller
 	// passes the Access to Session.Apply after the text ran upstream.
-	Check(p Principal, sql string, s *Session) (*Decision, *Access)
+	Check(p Principal, sql string, s Session) (*Decision, *Access)
+	// NewSession returns the dialect state of a new connection, for Check.
+	NewSession() Session
 	// Redact returns the text with literals replaced by placeholders (for
 	// audit) and a stable fingerprint of its structure.
 	Redact(sql string) (text, fingerprint string)

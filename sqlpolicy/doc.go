@@ -18,6 +18,12 @@
 //  4. The Decision names the deciding rule, structured Reasons, and the
 //     wire texts (message, detail, and a hint an LLM agent can act on).
 //
+// The contract is dialect-neutral: an Analyzer owns everything one SQL
+// dialect decides (name resolution, its Session state, which settings are
+// guarded, which relations are system catalogs and which functions are
+// built in) and writes those judgements into the Access; Decide reads only
+// the Access, the policy and the catalog's labels.
+//
 // Engine ties the steps together for the proxies (Decider), with a
 // byte-bounded decision cache; Holder swaps engines on policy reload.
 package sqlpolicy

@@ -3,7 +3,6 @@ package sqlpolicy
 import (
 	"fmt"
 	"hash/fnv"
-	"strings"
 	"sync/atomic"
 
 	"github.com/keyholedb/keyhole/catalog"
@@ -83,16 +82,23 @@ func (e *Engine) Role(agent string) (role, upstream string, ok bool) {
 // When the text is allowed, Check also notes in s the search paths it may
 // put in effect (see Session): a text can change the path and then fail,
 // after a COMMIT in its middle, without Apply ever seeing it.
-func (e *Engine) Check(p Principal, sql string, s *Session) (*Decision, *Access) {
+func (e *Engine) Check(p Principal, sql string, s Session) (*Decision, *Access) {
 	d, a := e.check(p, sql, s)
 	if s != nil && d != nil && d.Allowed() {
-		s.note(a)
+		s.Note(a)
 	}
 	return d, a
 }
 
-func (e *Engine) check(p Principal, sql string, s *Session) (*Decision, *Access) {
-	gen := s.Generation()
+// NewSession implements Decider: a new connection's state in the
+// analyzer's dialect.
+func (e *Engine) NewSession() Session { return e.an.NewSession() }
+
+func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) {
+	var gen uint64
+	if s != nil {
+		gen = s.Generation()
+	}
 	c := e.cache
 	if c != nil {
 		if d, a, ok := c.get(kindExact, sql, gen, &p); ok {
@@ -143,7 +149,7 @@ func (e *Engine) normalize(sql string) (n string, err error) {
 // analyze is the uncached path. A panic in the analyzer or the decision
 // is a bug; it denies the text instead of taking the connection down, and
 // the result is not cached (ok false).
-func (e *Engine) analyze(p Principal, sql string, s *Session) (d *Decision, a *Access, ok bool) {
+func (e *Engine) analyze(p Principal, sql string, s Session) (d *Decision, a *Access, ok bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			d = &Decision{Effect: Deny, Rule: RuleDefaultDeny, Agent: p.Agent,
@@ -155,7 +161,7 @@ func (e *Engine) analyze(p Principal, sql string, s *Session) (d *Decision, a *A
 		}
 	}()
 	if s == nil {
-		s = &Session{}
+		s = e.an.NewSession()
 	}
 	a = e.an.Analyze(sql, s)
 	return e.policy.Decide(p, a, e.cat), a, true
@@ -185,37 +191,7 @@ func statementShareable(st *Statement) bool {
 	if st.LiteralSensitive || len(st.Settings) > 0 || st.Verb == VerbSet {
 		return false
 	}
-	for _, f := range st.Functions {
-		if (f.Schema == "pg_catalog" || f.Schema == "") && literalArgFuncs[f.Name] {
-			return false
-		}
-	}
 	return statementShareable(st.Prepared) && statementShareable(st.Explained)
-}
-
-// literalArgFuncs are built-in functions whose string argument names what
-// they touch (a setting, a relation, SQL text), so their analysis depends
-// on the literal. The analyzer marks such calls LiteralSensitive; the
-// cache checks again so that one missed flag cannot make an allowed
-// current_setting('timezone') answer for current_setting('data_directory').
-var literalArgFuncs = setOf(`
-	current_setting set_config nextval currval setval
-	to_regclass to_regnamespace to_regrole to_regproc to_regprocedure
-	to_regtype to_regoper to_regoperator to_regcollation
-	query_to_xml query_to_xmlschema query_to_xml_and_xmlschema
-	table_to_xml table_to_xmlschema table_to_xml_and_xmlschema
-	cursor_to_xml cursor_to_xmlschema ts_stat ts_rewrite
-	pg_get_viewdef pg_get_serial_sequence
-	pg_relation_size pg_table_size pg_total_relation_size pg_indexes_size
-	has_table_privilege has_column_privilege has_sequence_privilege
-	has_schema_privilege has_function_privilege has_database_privilege pg_has_role`)
-
-func setOf(words string) map[string]bool {
-	m := map[string]bool{}
-	for _, w := range strings.Fields(words) {
-		m[w] = true
-	}
-	return m
 }
 
 // Redact implements Decider: the text with literals replaced by
@@ -270,7 +246,7 @@ func (h *Holder) Role(agent string) (string, string, bool) {
 }
 
 // Check implements Decider.
-func (h *Holder) Check(p Principal, sql string, s *Session) (*Decision, *Access) {
+func (h *Holder) Check(p Principal, sql string, s Session) (*Decision, *Access) {
 	e := h.e.Load()
 	if e == nil {
 		d := &Decision{Effect: Deny, Rule: RuleDefaultDeny, Agent: p.Agent,
@@ -279,6 +255,17 @@ func (h *Holder) Check(p Principal, sql string, s *Session) (*Decision, *Access)
 		return d, &Access{}
 	}
 	return e.Check(p, sql, s)
+}
+
+// NewSession implements Decider. Sessions outlive reloads: every engine a
+// Holder swaps in must use the same dialect. With no engine it returns nil
+// (a fresh session; everything is denied anyway).
+func (h *Holder) NewSession() Session {
+	e := h.e.Load()
+	if e == nil {
+		return nil
+	}
+	return e.NewSession()
 }
 
 // Redact implements Decider.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 // testCatalog is a small shop schema: the tables of the README example,
@@ -86,7 +87,9 @@ func newFakeAnalyzer(deflt func(sql string) *sqlpolicy.Access) *fakeAnalyzer {
 		digits: regexp.MustCompile(`[0-9]+`), deflt: deflt, normErr: errors.New("does not parse")}
 }
 
-func (f *fakeAnalyzer) Analyze(sql string, _ *sqlpolicy.Session) *sqlpolicy.Access {
+func (f *fakeAnalyzer) NewSession() sqlpolicy.Session { return &pganalyze.Session{} }
+
+func (f *fakeAnalyzer) Analyze(sql string, _ sqlpolicy.Session) *sqlpolicy.Access {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls[sql]++

@@ -107,7 +107,7 @@ func runCheck(args []string) int {
 
 	if fs.NArg() > 0 {
 		sql := strings.Join(fs.Args(), " ")
-		d, a := eng.Check(p, sql, &sqlpolicy.Session{})
+		d, a := eng.Check(p, sql, eng.NewSession())
 		if *asJSON {
 			err = writeCheckJSON(os.Stdout, d, a)
 		} else {
@@ -234,7 +234,7 @@ func checkLines(r io.Reader, w io.Writer, eng *sqlpolicy.Engine, p sqlpolicy.Pri
 			out.Error = fmt.Sprintf("line %d: %v", line, err)
 			code = exitError
 		} else {
-			d, _ := eng.Check(p, *in.SQL, &sqlpolicy.Session{})
+			d, _ := eng.Check(p, *in.SQL, eng.NewSession())
 			out.Decision, out.Rule, out.Reasons = d.Effect, d.Rule, d.Reasons
 			out.Message, out.Detail, out.Hint = d.Message, d.Detail, d.Hint
 		}

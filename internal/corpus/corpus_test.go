@@ -257,11 +257,11 @@ func runSuite(t *testing.T, su suite) {
 
 	// The safety invariant below is only as good as forbiddenReads' reading
 	// of an Access: check that it sees labelled reads the analyzer reports.
-	leaks := forbiddenReads(an.Analyze("SELECT email, ssn, phone FROM customers; SELECT value FROM public.secrets", &sqlpolicy.Session{}))
+	leaks := forbiddenReads(an.Analyze("SELECT email, ssn, phone FROM customers; SELECT value FROM public.secrets", an.NewSession()))
 	for _, want := range []string{"public.customers.email", "public.customers.ssn", "public.customers.phone", "public.secrets.value"} {
 		assert.Contains(t, leaks, want, "forbiddenReads misses a labelled read")
 	}
-	assert.Empty(t, forbiddenReads(an.Analyze("SELECT id, name FROM customers", &sqlpolicy.Session{})))
+	assert.Empty(t, forbiddenReads(an.Analyze("SELECT id, name FROM customers", an.NewSession())))
 
 	// Bound the connections the Postgres checks open at once.
 	pgSlots := make(chan struct{}, 4)
@@ -288,7 +288,7 @@ func runSuite(t *testing.T, su suite) {
 
 func checkCase(t *testing.T, c *Case, eng *sqlpolicy.Engine, p sqlpolicy.Principal, roleDSN string,
 	pgSlots chan struct{}, fail func(id, why string)) {
-	sess := &sqlpolicy.Session{}
+	sess := eng.NewSession()
 	var d *sqlpolicy.Decision
 	var leaks []string
 	for i, text := range c.SQL {

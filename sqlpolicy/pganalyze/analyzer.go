@@ -105,9 +105,20 @@ func (a *Analyzer) Normalize(sql string) (string, error) {
 	return out, nil
 }
 
+// NewSession implements sqlpolicy.Analyzer: a new connection's Postgres
+// session state (*Session).
+func (a *Analyzer) NewSession() sqlpolicy.Session { return &Session{} }
+
 // Analyze parses sql and analyzes every statement in it. It never fails:
-// problems are reported in the statements.
-func (a *Analyzer) Analyze(sql string, s *sqlpolicy.Session) *sqlpolicy.Access {
+// problems are reported in the statements. s must be a *Session (from
+// NewSession) or nil for a fresh one.
+func (a *Analyzer) Analyze(sql string, ss sqlpolicy.Session) *sqlpolicy.Access {
+	s, ok := ss.(*Session)
+	if !ok && ss != nil {
+		// Another dialect's state: nothing here can be resolved safely.
+		return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Command: "UNKNOWN", Problems: []sqlpolicy.Problem{{
+			Code: sqlpolicy.ProblemUnsupported, Detail: fmt.Sprintf("session state of another dialect (%T)", ss)}}}}}
+	}
 	if p := a.precheck(sql); p != nil {
 		return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Command: "UNKNOWN", Problems: []sqlpolicy.Problem{*p}}}}
 	}
@@ -144,7 +155,7 @@ type paths struct {
 }
 
 // sessionPaths returns the search paths of s, pg_catalog placed.
-func (a *Analyzer) sessionPaths(s *sqlpolicy.Session) paths {
+func (a *Analyzer) sessionPaths(s *Session) paths {
 	ps := paths{path: a.path}
 	if s == nil {
 		return ps
@@ -214,7 +225,7 @@ func (a *Analyzer) withChanges(ps paths, st *sqlpolicy.Statement) paths {
 			ps.all = slices.Clone(ps.all)
 		}
 		ps.all = appendPath(ps.all, a.placed(p))
-		if len(ps.all) > sqlpolicy.MaxSearchPaths {
+		if len(ps.all) > MaxSearchPaths {
 			ps.lost = true
 		}
 	}
@@ -240,7 +251,7 @@ func parseDetail(err error) string {
 
 // statement analyzes one parsed statement. depth counts the enclosing
 // EXPLAIN/PREPARE levels.
-func (a *Analyzer) statement(n *pg.Node, s *sqlpolicy.Session, ps paths, depth int) (st sqlpolicy.Statement) {
+func (a *Analyzer) statement(n *pg.Node, s *Session, ps paths, depth int) (st sqlpolicy.Statement) {
 	w := &walker{a: a, cat: a.cat, path: ps.path, sess: s, st: &st, nest: depth}
 	if len(ps.all) > 1 {
 		w.paths = ps.all
@@ -264,5 +275,6 @@ func (a *Analyzer) statement(n *pg.Node, s *sqlpolicy.Session, ps paths, depth i
 	if st.Command == "" {
 		st.Command = "UNKNOWN"
 	}
+	a.classify(&st)
 	return st
 }

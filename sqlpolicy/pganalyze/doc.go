@@ -17,7 +17,7 @@
 // expression with the agent's privileges, so its sequence writes and
 // function calls are reported (catalog.Column.Default and Sequences).
 // When the session says more than one search path may be in effect
-// (sqlpolicy.Session.SearchPaths), every unqualified relation and function
+// (Session.SearchPaths), every unqualified relation and function
 // name is resolved under each and every resolution is reported.
 //
 // It fails closed: anything it cannot parse, resolve or does not model

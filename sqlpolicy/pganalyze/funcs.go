@@ -147,6 +147,9 @@ func (w *walker) checkFunc(name string, fc *pg.FuncCall, sc *scope) {
 	prob := func(code sqlpolicy.ProblemCode, detail string) {
 		w.problem(sqlpolicy.Problem{Code: code, Detail: detail, Func: name})
 	}
+	if literalArgFuncs[name] {
+		w.st.LiteralSensitive = true
+	}
 	switch {
 	case fileFuncs[name]:
 		prob(sqlpolicy.ProblemFileAccess, name+" accesses server files")
@@ -191,6 +194,28 @@ func (w *walker) checkFunc(name string, fc *pg.FuncCall, sc *scope) {
 		prob(sqlpolicy.ProblemDangerousFunc, name+" "+d)
 	}
 }
+
+// literalArgFuncs are built-in functions whose string argument names what
+// they touch (a setting, a relation, a sequence, SQL text), so the
+// analysis of a call can depend on its literal. Every call of one in the
+// statement's text marks the statement LiteralSensitive, whether or not
+// the walker reads the literal (set_config with a parameter as the name,
+// pg_relation_size('orders')), so that no analysis of such a call is
+// shared, through the decision cache, with a text that differs only in the
+// literal: current_setting('timezone') must never answer for
+// current_setting('data_directory'). Calls a column default runs do not
+// count: their literals are the catalog's, not the statement's.
+var literalArgFuncs = setOf(`
+	current_setting set_config nextval currval setval
+	to_regclass to_regnamespace to_regrole to_regproc to_regprocedure
+	to_regtype to_regoper to_regoperator to_regcollation
+	query_to_xml query_to_xmlschema query_to_xml_and_xmlschema
+	table_to_xml table_to_xmlschema table_to_xml_and_xmlschema
+	cursor_to_xml cursor_to_xmlschema ts_stat ts_rewrite
+	pg_get_viewdef pg_get_serial_sequence
+	pg_relation_size pg_table_size pg_total_relation_size pg_indexes_size
+	has_table_privilege has_column_privilege has_sequence_privilege
+	has_schema_privilege has_function_privilege has_database_privilege pg_has_role`)
 
 // constString returns the value of a string constant, also under a cast
 // ('x'::regclass, 'x'::text).

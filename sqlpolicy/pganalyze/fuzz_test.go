@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 // FuzzAnalyze checks that any text yields statements that each have a
@@ -24,7 +25,7 @@ func FuzzAnalyze(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, sql string) {
-		var sess sqlpolicy.Session
+		var sess pganalyze.Session
 		acc := a.Analyze(sql, &sess)
 		check(t, acc.Statements)
 		sess.Apply(acc)

@@ -7,14 +7,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 // candidateSession is a session in a transaction block that set
 // search_path = other, public: the login's path and other, public may
 // both be in effect (a ROLLBACK would restore the login's).
-func candidateSession(t *testing.T) *sqlpolicy.Session {
+func candidateSession(t *testing.T) *pganalyze.Session {
 	t.Helper()
-	s := &sqlpolicy.Session{}
+	s := &pganalyze.Session{}
 	s.Apply(&sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Verb: sqlpolicy.VerbTransaction, Command: "BEGIN", Tx: sqlpolicy.TxBegin}}})
 	s.Apply(&sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Verb: sqlpolicy.VerbSet, Command: "SET",
 		Settings: []sqlpolicy.Setting{{Name: "search_path", Value: "other,public"}}}}})
@@ -85,7 +86,7 @@ func dedup(ss []string) []string {
 // unqualified names are refused; qualified ones still resolve.
 func TestSearchPathLost(t *testing.T) {
 	t.Parallel()
-	s := &sqlpolicy.Session{}
+	s := &pganalyze.Session{}
 	s.Apply(&sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Verb: sqlpolicy.VerbSet,
 		Settings: []sqlpolicy.Setting{{Name: "search_path", Unknown: true}}}}})
 	a := analyzer(t)

@@ -26,8 +26,10 @@ func (w *walker) statement(n *pg.Node) {
 	case *pg.Node_InsertStmt:
 		cmd := "INSERT"
 		if oc := x.InsertStmt.OnConflictClause; oc != nil && oc.Action == pg.OnConflictAction_ONCONFLICT_UPDATE {
-			// The decision needs both insert and update grants.
-			cmd = sqlpolicy.CommandUpsert
+			// Written columns not attributed to one action need both
+			// insert and update grants.
+			cmd = commandUpsert
+			st.Upsert = true
 		}
 		w.dml(n, sqlpolicy.VerbInsert, cmd, len(x.InsertStmt.ReturningList) > 0)
 	case *pg.Node_UpdateStmt:
@@ -136,12 +138,15 @@ func (w *walker) statement(n *pg.Node) {
 	}
 }
 
+// commandUpsert is the Command of INSERT ... ON CONFLICT DO UPDATE.
+const commandUpsert = "INSERT ... ON CONFLICT DO UPDATE"
+
 // dml analyzes a top-level INSERT/UPDATE/DELETE/MERGE.
 func (w *walker) dml(n *pg.Node, verb sqlpolicy.Verb, command string, returning bool) {
 	w.st.Verb, w.st.Command, w.st.ReturnsRows = verb, command, returning
 	w.readShape(nil, w.query(n, nil))
 	for _, v := range w.writeVerbs {
-		if v != verb && !(command == sqlpolicy.CommandUpsert && v == sqlpolicy.VerbUpdate) {
+		if v != verb && !(w.st.Upsert && v == sqlpolicy.VerbUpdate) {
 			// The policy decides writes by the statement's verb; a
 			// data-modifying CTE of another kind would escape it.
 			w.unsupported("data-modifying WITH of kind %s inside %s", v, command)

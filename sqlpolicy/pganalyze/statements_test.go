@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 // TestStatements checks verbs, commands, tables, functions and problems.
@@ -38,7 +39,7 @@ func TestStatements(t *testing.T) {
 		{name: "insert id", sql: "INSERT INTO orders (id, total) VALUES (1, 1)", verb: sqlpolicy.VerbInsert, command: "INSERT",
 			tables: []string{"public.orders:w"}},
 		{name: "upsert", sql: "INSERT INTO products (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET name = 'x'", verb: sqlpolicy.VerbInsert,
-			command: sqlpolicy.CommandUpsert, tables: []string{"public.products:w", "public.products:w"}}, // insert and update
+			command: "INSERT ... ON CONFLICT DO UPDATE", tables: []string{"public.products:w", "public.products:w"}}, // insert and update
 		{name: "insert on conflict do nothing", sql: "INSERT INTO products (id) VALUES (1) ON CONFLICT DO NOTHING", verb: sqlpolicy.VerbInsert,
 			command: "INSERT", tables: []string{"public.products:w"}},
 		{name: "current_setting", sql: "SELECT current_setting('search_path')", verb: sqlpolicy.VerbSelect, command: "SELECT", rows: true, literal: true},
@@ -74,9 +75,9 @@ func TestStatements(t *testing.T) {
 		{name: "pg_read_file", sql: "SELECT pg_read_file('/etc/passwd')", verb: sqlpolicy.VerbSelect, command: "SELECT", problems: []string{"file_access"}, rows: true},
 		{name: "pg_ls_dir", sql: "SELECT pg_ls_dir('.')", verb: sqlpolicy.VerbSelect, command: "SELECT", problems: []string{"file_access"}, rows: true},
 		{name: "query_to_xml", sql: "SELECT query_to_xml('select ssn from customers', true, true, '')", verb: sqlpolicy.VerbSelect, command: "SELECT",
-			problems: []string{"dynamic_sql"}, rows: true},
+			problems: []string{"dynamic_sql"}, rows: true, literal: true},
 		{name: "table_to_xml", sql: "SELECT table_to_xml('customers', true, true, '')", verb: sqlpolicy.VerbSelect, command: "SELECT",
-			problems: []string{"dynamic_sql"}, rows: true},
+			problems: []string{"dynamic_sql"}, rows: true, literal: true},
 		{name: "dblink", sql: "SELECT * FROM dblink('host=x', 'select 1') AS t(a int)", verb: sqlpolicy.VerbSelect, command: "SELECT",
 			problems: []string{"dangerous_function", "unknown_function"}, rows: true},
 		{name: "pg_sleep", sql: "SELECT pg_sleep(10)", verb: sqlpolicy.VerbSelect, command: "SELECT", problems: []string{"dangerous_function"}, rows: true},
@@ -97,7 +98,7 @@ func TestStatements(t *testing.T) {
 		{name: "nextval", sql: "SELECT nextval('order_seq')", verb: sqlpolicy.VerbSelect, command: "SELECT",
 			tables: []string{"public.order_seq:w"}, rows: true, literal: true},
 		{name: "nextval not literal", sql: "SELECT nextval(name) FROM customers", verb: sqlpolicy.VerbSelect, command: "SELECT",
-			problems: []string{"dangerous_function"}, rows: true},
+			problems: []string{"dangerous_function"}, rows: true, literal: true},
 		{name: "regclass literal", sql: "SELECT 'customers'::regclass", verb: sqlpolicy.VerbSelect, command: "SELECT", rows: true, literal: true},
 		{name: "user operator", sql: "SELECT 1 OPERATOR(public.+) 2", verb: sqlpolicy.VerbSelect, command: "SELECT", problems: []string{"unsupported"}, rows: true},
 		{name: "catalog operator", sql: "SELECT 1 OPERATOR(pg_catalog.+) 2", verb: sqlpolicy.VerbSelect, command: "SELECT", rows: true},
@@ -186,19 +187,19 @@ func TestSettings(t *testing.T) {
 			[]sqlpolicy.Setting{{Name: "application_name", Value: "agent"}}, false},
 		{"time zone", "SET TIME ZONE 'UTC'", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "timezone", Value: "UTC"}}, false},
 		{"names utf8", "SET NAMES 'UTF8'", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "client_encoding", Value: "UTF8"}}, false},
-		{"client encoding latin1", "SET client_encoding = 'LATIN1'", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "client_encoding", Value: "LATIN1"}}, true},
+		{"client encoding latin1", "SET client_encoding = 'LATIN1'", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "client_encoding", Value: "LATIN1", Guarded: true}}, true},
 		{"search_path", `SET search_path TO other, "My Schema"`, sqlpolicy.VerbSet,
-			[]sqlpolicy.Setting{{Name: "search_path", Value: "other,My Schema"}}, true},
+			[]sqlpolicy.Setting{{Name: "search_path", Value: "other,My Schema", Guarded: true}}, true},
 		{"search_path string is one name", `SET search_path = 'a, b'`, sqlpolicy.VerbSet,
-			[]sqlpolicy.Setting{{Name: "search_path", Value: "a, b"}}, true},
+			[]sqlpolicy.Setting{{Name: "search_path", Value: "a, b", Guarded: true}}, true},
 		{"reset search_path", "RESET search_path", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "search_path", Reset: true}}, false},
 		{"scs off", "SET standard_conforming_strings = off", sqlpolicy.VerbSet,
-			[]sqlpolicy.Setting{{Name: "standard_conforming_strings", Value: "off"}}, true},
+			[]sqlpolicy.Setting{{Name: "standard_conforming_strings", Value: "off", Guarded: true}}, true},
 		{"scs on", "SET standard_conforming_strings = on", sqlpolicy.VerbSet,
 			[]sqlpolicy.Setting{{Name: "standard_conforming_strings", Value: "on"}}, false},
-		{"set role", "SET ROLE admin", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "role", Value: "admin"}}, true},
+		{"set role", "SET ROLE admin", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "role", Value: "admin", Guarded: true}}, true},
 		{"session authorization", "SET SESSION AUTHORIZATION admin", sqlpolicy.VerbSet,
-			[]sqlpolicy.Setting{{Name: "session_authorization", Value: "admin"}}, true},
+			[]sqlpolicy.Setting{{Name: "session_authorization", Value: "admin", Guarded: true}}, true},
 		{"unknown setting", "SET my.custom = 'x'", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "my.custom", Value: "x"}}, true},
 		{"set local", "SET LOCAL statement_timeout = 5000", sqlpolicy.VerbSet,
 			[]sqlpolicy.Setting{{Name: "statement_timeout", Value: "5000", Local: true}}, false},
@@ -213,9 +214,9 @@ func TestSettings(t *testing.T) {
 		{"set_config harmless", "SELECT set_config('application_name', 'x', false)", sqlpolicy.VerbSelect,
 			[]sqlpolicy.Setting{{Name: "application_name", Value: "x"}}, false},
 		{"set_config search_path", `SELECT set_config('search_path', 'other, "B"', true)`, sqlpolicy.VerbSelect,
-			[]sqlpolicy.Setting{{Name: "search_path", Value: "other,B", Local: true}}, true},
+			[]sqlpolicy.Setting{{Name: "search_path", Value: "other,B", Local: true, Guarded: true}}, true},
 		{"set_config search_path that does not parse", `SELECT set_config('search_path', 'other, "B', false)`, sqlpolicy.VerbSelect,
-			[]sqlpolicy.Setting{{Name: "search_path", Value: `other, "B`, Unknown: true}}, true},
+			[]sqlpolicy.Setting{{Name: "search_path", Value: `other, "B`, Unknown: true, Guarded: true}}, true},
 		{"set_config parameter value", "SELECT set_config('TimeZone', $1, false)", sqlpolicy.VerbSelect,
 			[]sqlpolicy.Setting{{Name: "timezone", Unknown: true}}, false},
 		{"set_config not literal", "SELECT set_config(name, 'x', false) FROM customers", sqlpolicy.VerbSelect, nil, true},
@@ -252,7 +253,7 @@ func TestPrepareExecuteExplain(t *testing.T) {
 	require.NotNil(t, prep.Prepared)
 	assert.Equal(t, cols("customers", "id", "ssn"), colStrings(prep.Prepared.Columns))
 
-	sess := &sqlpolicy.Session{}
+	sess := &pganalyze.Session{}
 	sess.Apply(acc)
 	exec := a.Analyze("EXECUTE p (1)", sess).Statements[0]
 	assert.Equal(t, sqlpolicy.VerbExecute, exec.Verb)
@@ -309,7 +310,7 @@ func TestMultiStatement(t *testing.T) {
 func TestSearchPath(t *testing.T) {
 	t.Parallel()
 	a := analyzer(t)
-	st := a.Analyze("SELECT note FROM customers", &sqlpolicy.Session{SearchPath: []string{"other", "public"}}).Statements[0]
+	st := a.Analyze("SELECT note FROM customers", &pganalyze.Session{SearchPath: []string{"other", "public"}}).Statements[0]
 	assert.Empty(t, st.Problems)
 	assert.Equal(t, []string{"other.customers.note"}, colStrings(st.Columns))
 

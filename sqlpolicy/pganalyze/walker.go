@@ -26,7 +26,7 @@ type walker struct {
 	// pathChanged is set when an earlier statement of the text changed
 	// the search path.
 	pathChanged bool
-	sess        *sqlpolicy.Session
+	sess        *Session
 	st          *sqlpolicy.Statement
 
 	depth int // expression/query recursion depth

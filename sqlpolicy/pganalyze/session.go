@@ -1,9 +1,11 @@
-package sqlpolicy
+package pganalyze
 
 import (
 	"slices"
 	"strings"
 	"sync/atomic"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
 // MaxSearchPaths bounds the search paths a Session keeps as possibly in
@@ -26,14 +28,15 @@ const MaxSearchPaths = 8
 // every candidate, and the policy must allow every relation they may name.
 //
 // A Session is not safe for concurrent use; a connection serves one
-// statement at a time.
+// statement at a time. It implements sqlpolicy.Session; Analyzer.NewSession
+// returns one.
 type Session struct {
 	// SearchPath is the search_path most recently set, in order, with
 	// "$user" already substituted. nil means the login's (the catalog's).
 	SearchPath []string
 	// Prepared maps SQL-level PREPARE names to the analysis of the prepared
 	// statement.
-	Prepared map[string]*Statement
+	Prepared map[string]*sqlpolicy.Statement
 
 	// paths, when more than one search path may be in effect, lists every
 	// one (nil entries: the login's), SearchPath's value first; nil when
@@ -91,9 +94,11 @@ func (s *Session) SearchPaths() (paths [][]string, ok bool) {
 	return s.paths, !s.pathLost
 }
 
-// InTransaction reports whether a transaction block may be open, as far as
-// the statements applied (and allowed) tell.
-func (s *Session) InTransaction() bool { return s != nil && s.inTx }
+var _ sqlpolicy.Session = (*Session)(nil)
+
+// Reset returns the session to the state of a new connection (the login's
+// search path, no prepared statements, no transaction block).
+func (s *Session) Reset() { *s = Session{} }
 
 // Apply records the effects of a text that ran successfully upstream, as
 // a whole (a simple Query answered without error): PREPARE adds a name,
@@ -105,15 +110,15 @@ func (s *Session) InTransaction() bool { return s != nil && s.inTx }
 //
 // Other settings are not applied: a setting change that would affect
 // resolution is denied by the policy unless explicitly allowed.
-func (s *Session) Apply(a *Access) { s.apply(a, true) }
+func (s *Session) Apply(a *sqlpolicy.Access) { s.apply(a, true) }
 
 // ApplyUncommitted is Apply for statements whose implicit transaction may
 // still be rolled back by a later error: an extended-protocol Execute
 // answered before its Sync (a pipeline). Their search_path changes are
 // added to the candidates without dropping any.
-func (s *Session) ApplyUncommitted(a *Access) { s.apply(a, false) }
+func (s *Session) ApplyUncommitted(a *sqlpolicy.Access) { s.apply(a, false) }
 
-func (s *Session) apply(a *Access, settled bool) {
+func (s *Session) apply(a *sqlpolicy.Access, settled bool) {
 	if a == nil {
 		return
 	}
@@ -122,7 +127,7 @@ func (s *Session) apply(a *Access, settled bool) {
 		switch {
 		case st.PrepareName != "" && st.Prepared != nil:
 			if s.Prepared == nil {
-				s.Prepared = make(map[string]*Statement)
+				s.Prepared = make(map[string]*sqlpolicy.Statement)
 			}
 			s.Prepared[st.PrepareName] = st.Prepared
 			if s.prepEpoch == nil {
@@ -143,9 +148,9 @@ func (s *Session) apply(a *Access, settled bool) {
 			s.changed()
 		}
 		switch st.Tx {
-		case TxBegin:
+		case sqlpolicy.TxBegin:
 			s.inTx = true
-		case TxEnd:
+		case sqlpolicy.TxEnd:
 			s.inTx = false
 		}
 		for _, set := range runSettings(st) {
@@ -162,9 +167,9 @@ func (s *Session) apply(a *Access, settled bool) {
 // runSettings returns the settings a statement changes when it runs: its
 // own, and those of the statement EXECUTE or EXPLAIN ANALYZE runs (not
 // those of a statement PREPARE only prepares).
-func runSettings(st *Statement) []Setting {
+func runSettings(st *sqlpolicy.Statement) []sqlpolicy.Setting {
 	switch {
-	case st.Verb == VerbExecute && st.Prepared != nil && len(st.Prepared.Settings) > 0:
+	case st.Verb == sqlpolicy.VerbExecute && st.Prepared != nil && len(st.Prepared.Settings) > 0:
 		return append(slices.Clip(st.Settings), st.Prepared.Settings...)
 	case st.ExplainAnalyze && st.Explained != nil && len(st.Explained.Settings) > 0:
 		return append(slices.Clip(st.Settings), st.Explained.Settings...)
@@ -184,17 +189,17 @@ func (s *Session) PreparedCurrent(name string) bool {
 	return !ok || e == s.pathEpoch
 }
 
-// note records, when a text is allowed and before it runs, what it may do
+// Note records, when a text is allowed and before it runs, what it may do
 // to the search path and the transaction block: a text that fails after
 // a COMMIT in its middle has changed the path without ever being applied.
 // It only adds candidates.
-func (s *Session) note(a *Access) {
+func (s *Session) Note(a *sqlpolicy.Access) {
 	if s == nil || a == nil {
 		return
 	}
 	for i := range a.Statements {
 		st := &a.Statements[i]
-		if st.Tx == TxBegin {
+		if st.Tx == sqlpolicy.TxBegin {
 			s.inTx = true
 		}
 		for _, set := range runSettings(st) {
@@ -214,7 +219,7 @@ func (s *Session) note(a *Access) {
 
 // pathOf is the search path a search_path change sets: nil for a reset to
 // the login's.
-func pathOf(set Setting) []string {
+func pathOf(set sqlpolicy.Setting) []string {
 	if set.Reset {
 		return nil
 	}
@@ -227,7 +232,7 @@ func pathOf(set Setting) []string {
 
 // setPath applies one search_path change. certain means it sticks: it
 // then replaces every candidate.
-func (s *Session) setPath(set Setting, certain bool) {
+func (s *Session) setPath(set sqlpolicy.Setting, certain bool) {
 	p := pathOf(set)
 	if certain {
 		s.paths = nil

@@ -1,4 +1,4 @@
-package sqlpolicy_test
+package pganalyze_test
 
 import (
 	"testing"
@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/assert"
 
 	sp "github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 func setPath(v string) sp.Statement {
@@ -81,7 +82,7 @@ func TestSessionSearchPaths(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s := &sp.Session{}
+			s := &pganalyze.Session{}
 			for _, text := range tc.texts {
 				a := &sp.Access{Statements: text}
 				if tc.uncomm {
@@ -103,7 +104,7 @@ func TestSessionSearchPaths(t *testing.T) {
 // generation, so the decision cache never answers for another state.
 func TestSessionGenerations(t *testing.T) {
 	t.Parallel()
-	s := &sp.Session{}
+	s := &pganalyze.Session{}
 	seen := map[uint64]bool{0: true}
 	for _, st := range []sp.Statement{txStmt("BEGIN", sp.TxBegin), setPath("a"), setPath("b"), txStmt("ROLLBACK", sp.TxEnd), setPath("c")} {
 		before := s.Generation()
@@ -122,7 +123,7 @@ func TestSessionGenerations(t *testing.T) {
 // search_path change that EXECUTE runs counts like one made directly.
 func TestSessionPreparedCurrent(t *testing.T) {
 	t.Parallel()
-	s := &sp.Session{}
+	s := &pganalyze.Session{}
 	inner := &sp.Statement{Verb: sp.VerbSelect, Command: "SELECT"}
 	s.Apply(&sp.Access{Statements: []sp.Statement{{Verb: sp.VerbPrepare, PrepareName: "q", Prepared: inner}}})
 	assert.True(t, s.PreparedCurrent("q"))
