@@ -203,7 +203,7 @@ func newAuthenticator(cfg Config, now func() time.Time) (*Auth, error) {
 // Token verifies a signed agent token sent as the password of user.
 func (a *Auth) Token(user, token string) (*Agent, error) {
 	if a.tokens == nil {
-		return nil, fmt.Errorf("%w: token authentication is not configured", ErrAuthFailed)
+		return nil, authErrf(ReasonCredentials, "token authentication is not configured")
 	}
 	return a.tokens.verify(user, token)
 }

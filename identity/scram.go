@@ -138,8 +138,9 @@ func newSCRAMServer(agent string, v Verifier, serverNonce string) *scramServer {
 	return &scramServer{agent: agent, v: v, snonce: serverNonce}
 }
 
+// scramFail is a SCRAM message keyhole cannot accept: no guess was tested.
 func scramFail(format string, args ...any) error {
-	return fmt.Errorf("%w: scram: %s", ErrAuthFailed, fmt.Sprintf(format, args...))
+	return authErrf(ReasonSCRAMProtocol, "scram: "+format, args...)
 }
 
 // Step implements SCRAMConversation.
@@ -260,7 +261,7 @@ func (s *scramServer) clientFinal(msg string) (string, error) {
 	}
 	stored := sha256.Sum256(clientKey)
 	if subtle.ConstantTimeCompare(stored[:], s.v.StoredKey) != 1 {
-		return "", scramFail("wrong proof for agent %q", s.agent)
+		return "", authErrf(ReasonCredentials, "scram: wrong proof for agent %q", s.agent)
 	}
 	s.done = &Agent{Name: s.agent, Method: MethodSCRAM}
 	return "v=" + base64.StdEncoding.EncodeToString(hmacSHA256(s.v.ServerKey, authMessage)), nil

@@ -112,6 +112,8 @@ func TestSCRAMWithXDGClient(t *testing.T) {
 			err = runXDG(t, conv, cc)
 			if tt.wantErr {
 				require.ErrorIs(t, err, identity.ErrAuthFailed)
+				r, _ := identity.ReasonOf(err)
+				assert.Equal(t, identity.ReasonCredentials, r)
 				assert.NotContains(t, err.Error(), tt.password)
 				assert.Nil(t, conv.Agent())
 				return
@@ -147,6 +149,7 @@ func TestSCRAMProtocolErrors(t *testing.T) {
 		name  string
 		first string
 		final func(srvFirst string) string // nil: first message must fail
+		guess bool                         // a wrong proof (a tested guess), not a protocol error
 	}{
 		{name: "channel binding p=", first: "p=tls-server-end-point,,n=,r=abc"},
 		{name: "bad flag", first: "x,,n=,r=abc"},
@@ -167,20 +170,28 @@ func TestSCRAMProtocolErrors(t *testing.T) {
 		}},
 		{name: "zero proof", first: "n,,n=,r=abc", final: func(s string) string {
 			return "c=biws," + strings.Split(s, ",")[0] + ",p=" + base64.StdEncoding.EncodeToString(make([]byte, 32))
-		}},
+		}, guess: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			conv := identity.NewSCRAMServerWithNonce("u", v, "")
 			srvFirst, _, err := conv.Step([]byte(tt.first))
+			want := identity.ReasonSCRAMProtocol
+			if tt.guess {
+				want = identity.ReasonCredentials
+			}
 			if tt.final == nil {
 				require.ErrorIs(t, err, identity.ErrAuthFailed)
+				r, _ := identity.ReasonOf(err)
+				assert.Equal(t, want, r)
 				return
 			}
 			require.NoError(t, err)
 			_, done, err := conv.Step([]byte(tt.final(string(srvFirst))))
 			require.ErrorIs(t, err, identity.ErrAuthFailed)
+			r, _ := identity.ReasonOf(err)
+			assert.Equal(t, want, r)
 			assert.False(t, done)
 			assert.Nil(t, conv.Agent())
 			// The conversation is over after a failure.
