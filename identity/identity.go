@@ -51,7 +51,8 @@ type Authenticator interface {
 	// (the token's subject must equal user) and returns the agent.
 	Token(user, token string) (*Agent, error)
 	// SCRAM starts a SCRAM-SHA-256 server conversation for user; ok is false
-	// when user has no stored verifier.
+	// when the client should be asked for a token instead (user has no
+	// stored verifier and tokens are configured).
 	SCRAM(user string) (conv SCRAMConversation, ok bool)
 	// Certificate maps a verified client certificate to an agent; user is
 	// the name the client asked for and must match the mapped agent.
