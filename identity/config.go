@@ -38,11 +38,19 @@ var ErrConfig = errors.New("invalid identity config")
 //	  verifiers_file: /etc/keyhole/agents-scram.yaml   # same map, in a file
 //	spiffe:
 //	  spiffe://example.org/agents/sales: sales-summarizer
+//	lockout:                                    # failed SCRAM secrets, per (address, agent)
+//	  max_failures: 5                           # free failures before the first lockout
+//	  base_delay: 1s                            # first lockout, doubled per further failure
+//	  max_delay: 15m                            # longest lockout
+//	  max_entries: 65536                        # (address, agent) pairs remembered
 type Config struct {
 	Tokens TokenConfig       `yaml:"tokens,omitempty" json:"tokens,omitempty"`
 	JWKS   []JWKSConfig      `yaml:"jwks,omitempty" json:"jwks,omitempty"`
 	SCRAM  SCRAMConfig       `yaml:"scram,omitempty" json:"scram,omitempty"`
 	SPIFFE map[string]string `yaml:"spiffe,omitempty" json:"spiffe,omitempty"`
+	// Lockout configures the Limiter the front ends share (NewLimiter);
+	// New only checks it.
+	Lockout LockoutConfig `yaml:"lockout,omitempty" json:"lockout,omitempty"`
 }
 
 // TokenConfig verifies tokens minted by `keyhole token mint`.
@@ -112,6 +120,9 @@ func New(cfg Config) (*Auth, error) {
 }
 
 func newAuthenticator(cfg Config, now func() time.Time) (*Auth, error) {
+	if err := cfg.Lockout.validate(); err != nil {
+		return nil, fmt.Errorf("%w: lockout: %w", ErrConfig, err)
+	}
 	a := &Auth{verifiers: map[string]Verifier{}, spiffe: map[string]string{}}
 
 	tv := &tokenVerifier{

@@ -13,4 +13,8 @@
 // malformed token...), never a secret and never whether an agent exists;
 // its wrapped detail is for logs and never contains a token, secret or
 // verifier.
+//
+// A Limiter, shared by every front end, slows down guessing of secrets
+// that can be guessed: per (source address, agent), with exponential
+// backoff and bounded memory. Signed tokens are not limited.
 package identity
