@@ -33,7 +33,7 @@ type LockoutConfig struct {
 	BaseDelay   time.Duration `yaml:"base_delay,omitempty" json:"base_delay,omitempty"`
 	MaxDelay    time.Duration `yaml:"max_delay,omitempty" json:"max_delay,omitempty"`
 	// MaxEntries bounds what is remembered (pairs with failures, and
-	// sources), about 250 bytes each. Default 65536.
+	// sources), at most about 360 bytes each (23 MB at the default 65536).
 	MaxEntries int `yaml:"max_entries,omitempty" json:"max_entries,omitempty"`
 	// Now is the limiter's clock (nil: time.Now), for tests.
 	Now func() time.Time `yaml:"-" json:"-"`

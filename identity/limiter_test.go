@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -342,4 +343,33 @@ func TestLockoutConfig(t *testing.T) {
 	_, err = identity.New(good)
 	require.NoError(t, err)
 	assert.Equal(t, identity.LockoutConfig{MaxFailures: 3, BaseDelay: 2 * time.Second, MaxDelay: time.Minute, MaxEntries: 100}, good.Lockout)
+}
+
+// BenchmarkLimiterFailure: one failed attempt (Begin + Done) of a new
+// (source, agent) pair in a full limiter; reports the heap each remembered
+// entry takes.
+func BenchmarkLimiterFailure(b *testing.B) {
+	c := newClock()
+	cfg := identity.LockoutConfig{MaxEntries: 1 << 16, Now: c.Now}
+	l := identity.NewLimiter(cfg)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for i := range cfg.MaxEntries / 2 {
+		a, err := l.Begin(context.Background(), fmt.Sprintf("10.%d.%d.%d", i>>16, (i>>8)&255, i&255), "agent")
+		require.NoError(b, err)
+		a.Done(wrongProof())
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	perEntry := float64(after.HeapAlloc-before.HeapAlloc) / float64(l.Len())
+	b.ResetTimer()
+	for i := range b.N {
+		a, err := l.Begin(context.Background(), fmt.Sprintf("172.16.%d.%d", (i>>8)&255, i&255), fmt.Sprint("agent-", i))
+		if err != nil {
+			continue
+		}
+		a.Done(wrongProof())
+	}
+	b.ReportMetric(perEntry, "B/entry")
 }
