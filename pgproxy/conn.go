@@ -432,9 +432,13 @@ func (c *conn) startupMessage(code uint32, body []byte) error {
 
 // --- phase 2: authenticate ---
 
-// errTLSRequired: a cleartext password (a token) over a remote connection
-// without TLS would expose it on the network.
-var errTLSRequired = errors.New("cleartext password over a non-TLS remote connection")
+var (
+	// errTLSRequired: a cleartext password (a token) over a remote
+	// connection without TLS would expose it on the network.
+	errTLSRequired = errors.New("cleartext password over a non-TLS remote connection")
+	// errAttemptAbandoned ends a limited attempt that tested no guess.
+	errAttemptAbandoned = errors.New("authentication attempt abandoned")
+)
 
 // authenticate identifies the agent. A failure is recorded and converted
 // once, by authError, into the client's error.
@@ -487,8 +491,12 @@ func (c *conn) verify(ctx context.Context, deadline time.Time) (*identity.Agent,
 		if err != nil {
 			return nil, identity.MethodSCRAM, err
 		}
+		// Ended whatever happens: a panic must neither count as a success
+		// nor hold the attempt in flight for good.
+		result := errAttemptAbandoned
+		defer func() { attempt.Done(result) }()
 		agent, err := c.scram(conv)
-		attempt.Done(err)
+		result = err
 		return agent, identity.MethodSCRAM, err
 	}
 	if !c.isTLS && !isLoopback(c.remoteIP) {
