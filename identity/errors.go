@@ -108,8 +108,6 @@ type AuthError struct {
 // authenticated agent the policy does not know (ReasonCredentials).
 func NewAuthError(r Reason, detail error) *AuthError { return &AuthError{Reason: r, detail: detail} }
 
-func authErr(r Reason, detail error) *AuthError { return NewAuthError(r, detail) }
-
 func authErrf(r Reason, format string, args ...any) *AuthError {
 	return &AuthError{Reason: r, detail: fmt.Errorf(format, args...)}
 }

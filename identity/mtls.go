@@ -57,7 +57,7 @@ func certificate(spiffe map[string]string, user string, cert *x509.Certificate) 
 	}
 	id, err := ParseSPIFFEID(cert.URIs[0].String())
 	if err != nil {
-		return nil, authErr(ReasonCertificate, fmt.Errorf("client certificate: %w", err))
+		return nil, NewAuthError(ReasonCertificate, fmt.Errorf("client certificate: %w", err))
 	}
 	agent, ok := spiffe[id]
 	if !ok {

@@ -208,7 +208,7 @@ func (v *tokenVerifier) verify(user, token string) (*Agent, error) {
 	)
 	if _, err := p.ParseWithClaims(token, &tc, keyfunc); err != nil {
 		// jwt errors describe the failure, never the token's bytes.
-		return nil, authErr(jwtReason(err), fmt.Errorf("token: %w", err))
+		return nil, NewAuthError(jwtReason(err), fmt.Errorf("token: %w", err))
 	}
 	if audience != "" && !slices.Contains(tc.Audience, audience) {
 		return nil, authErrf(ReasonTokenAudience, "token audience does not include %q", audience)
@@ -224,7 +224,7 @@ func (v *tokenVerifier) verify(user, token string) (*Agent, error) {
 	}
 	for _, g := range tc.Scope {
 		if err := validateGrant(g); err != nil {
-			return nil, authErr(ReasonTokenMalformed, fmt.Errorf("token scope: %w", err))
+			return nil, NewAuthError(ReasonTokenMalformed, fmt.Errorf("token scope: %w", err))
 		}
 	}
 	return &Agent{
