@@ -80,7 +80,16 @@ var privileges = map[sqlpolicy.Verb][]string{
 	sqlpolicy.VerbMerge:  {"INSERT", "UPDATE", "DELETE"},
 	// COPY ... TO STDOUT reads, COPY ... FROM STDIN inserts.
 	sqlpolicy.VerbCopy: {"SELECT", "INSERT"},
+	// Of what ddl allows only TRUNCATE is a privilege (of tables); the
+	// rest needs ownership (see ddlNote).
+	sqlpolicy.VerbDDL: {"TRUNCATE"},
 }
+
+// Notes for verbs Postgres cannot grant (in full).
+const (
+	ddlNote  = "%s: CREATE, ALTER and DROP need ownership in Postgres: only TRUNCATE is granted"
+	lockNote = "%s: LOCK TABLE and SELECT ... FOR UPDATE/SHARE need UPDATE, DELETE or TRUNCATE in Postgres, which would allow more: not granted, enforced by keyhole only"
+)
 
 // columnPrivilege says which privileges Postgres can grant per column.
 var columnPrivilege = map[string]bool{"SELECT": true, "INSERT": true, "UPDATE": true}
@@ -204,14 +213,22 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 				seqs[grantKey{r, priv}] = true
 			}
 		}
+		switch rule.Verb {
+		case sqlpolicy.VerbDDL:
+			note(ddlNote, rule.Name)
+		case sqlpolicy.VerbLock:
+			note(lockNote, rule.Name)
+		}
 		privs, ok := privileges[rule.Verb]
 		if !ok {
-			note("%s (%s) has no table privilege in Postgres: enforced by keyhole only", rule.Verb, rule.Name)
 			continue
 		}
 		for _, tr := range rule.Tables {
 			for _, rel := range matchRelations(cat, tr.Pattern, "") {
 				r := sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}
+				if rule.Verb == sqlpolicy.VerbDDL && rel.Kind != catalog.KindTable && rel.Kind != catalog.KindPartitioned {
+					continue
+				}
 				if l, bad := denied(r, ""); bad {
 					note("%s: whole relation labelled %s, denied", r, l)
 					continue
@@ -219,7 +236,8 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 				for _, priv := range privs {
 					k := grantKey{r, priv}
 					if !columnPrivilege[priv] {
-						// DELETE is per table; it reads no column itself.
+						// DELETE and TRUNCATE are per table; they read no
+						// column themselves.
 						whole[k] = true
 						continue
 					}
@@ -343,7 +361,7 @@ func sortGrants(keys []grantKey) {
 }
 
 func privOrder(p string) int {
-	return slices.Index([]string{"SELECT", "INSERT", "UPDATE", "DELETE"}, p)
+	return slices.Index([]string{"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"}, p)
 }
 
 // coversAll reports whether cols lists every column of rel.

@@ -245,6 +245,8 @@ roles:
       - insert: {public.tickets: [title]}
       - update: [public.tickets_id_seq, ops.audit_seq, ops.secret_seq]
       - call: [public.touch, ops.*]
+      - ddl: [public.scratch]
+      - lock: [public.tickets]
     deny_labels: [secret]
     functions: [public.slugify]
 agents:
@@ -269,6 +271,7 @@ func writerCatalog() *catalog.Catalog {
 					col("ref", "nextval('ops.audit_seq'::regclass)", "ops.audit_seq"),
 				}},
 				"tickets_id_seq": seq("public", "tickets_id_seq"),
+				"scratch":        {Schema: "public", Name: "scratch", Kind: catalog.KindTable, Columns: []*catalog.Column{col("x", "")}},
 			},
 			"ops": {"audit_seq": seq("ops", "audit_seq"), "other_seq": seq("ops", "other_seq"), "secret_seq": seq("ops", "secret_seq")},
 		},
@@ -300,6 +303,7 @@ func TestRolesForPolicyWrites(t *testing.T) {
 		`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`,
 		`GRANT USAGE ON SCHEMA "ops" TO "{{name}}";`,
 		`GRANT USAGE ON SCHEMA "public" TO "{{name}}";`,
+		`GRANT TRUNCATE ON "public"."scratch" TO "{{name}}";`,
 		`GRANT SELECT ("id", "title", "ref") ON "public"."tickets" TO "{{name}}";`,
 		`GRANT INSERT ("title") ON "public"."tickets" TO "{{name}}";`,
 		// nextval (defaults included) and setval: UPDATE, not USAGE,
@@ -324,6 +328,8 @@ func TestRolesForPolicyWrites(t *testing.T) {
 	assert.Equal(t, []string{
 		"ops.other_seq: select of some columns of a sequence is enforced by keyhole only",
 		"ops.secret_seq: whole relation labelled secret, denied",
+		"roles.clerk.allow[4].ddl: CREATE, ALTER and DROP need ownership in Postgres: only TRUNCATE is granted",
+		"roles.clerk.allow[5].lock: LOCK TABLE and SELECT ... FOR UPDATE/SHARE need UPDATE, DELETE or TRUNCATE in Postgres, which would allow more: not granted, enforced by keyhole only",
 		"functions not listed keep Postgres's default EXECUTE for PUBLIC: enforced by keyhole only",
 	}, r.Notes)
 }
@@ -343,6 +349,8 @@ CREATE FUNCTION slugify(t text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT
 CREATE FUNCTION slugify(t text, n int) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT left(lower(t), n) $$;
 CREATE FUNCTION unlisted() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;
 CREATE PROCEDURE touch(n bigint) LANGUAGE sql AS $$ SELECT n $$;
+CREATE TABLE scratch (x int);
+INSERT INTO scratch VALUES (1);
 REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA public FROM PUBLIC;
 `
 
@@ -384,6 +392,7 @@ func TestRolesWritesEnforcedByPostgres(t *testing.T) {
 		{"SELECT setval('public.tickets_id_seq', 100)", true},
 		{"SELECT public.slugify('Hello World'), public.slugify('Hello World', 5)", true},
 		{"CALL public.touch(1)", true},
+		{"TRUNCATE scratch", true},
 		{"INSERT INTO tickets (title, note) VALUES ('x', 'a note')", false},
 		{"INSERT INTO tickets (id, title) VALUES (7, 'x')", false},
 		{"SELECT note FROM tickets", false},
@@ -392,6 +401,7 @@ func TestRolesWritesEnforcedByPostgres(t *testing.T) {
 		{"SELECT nextval('ops.secret_seq')", false},
 		{"SELECT nextval('ops.other_seq')", false},
 		{"SELECT public.unlisted()", false},
+		{"TRUNCATE tickets", false},
 	}
 	for _, tt := range tests {
 		d, _ := eng.Check(sqlpolicy.Principal{Agent: "clerk-bot"}, tt.sql, &sqlpolicy.Session{})
