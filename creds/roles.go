@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -79,7 +80,16 @@ var privileges = map[sqlpolicy.Verb][]string{
 	sqlpolicy.VerbMerge:  {"INSERT", "UPDATE", "DELETE"},
 	// COPY ... TO STDOUT reads, COPY ... FROM STDIN inserts.
 	sqlpolicy.VerbCopy: {"SELECT", "INSERT"},
+	// Of what ddl allows only TRUNCATE is a privilege (of tables); the
+	// rest needs ownership (see ddlNote).
+	sqlpolicy.VerbDDL: {"TRUNCATE"},
 }
+
+// Notes for verbs Postgres cannot grant (in full).
+const (
+	ddlNote  = "%s: CREATE, ALTER and DROP need ownership in Postgres: only TRUNCATE is granted"
+	lockNote = "%s: LOCK TABLE and SELECT ... FOR UPDATE/SHARE need UPDATE, DELETE or TRUNCATE in Postgres, which would allow more: not granted, enforced by keyhole only"
+)
 
 // columnPrivilege says which privileges Postgres can grant per column.
 var columnPrivilege = map[string]bool{"SELECT": true, "INSERT": true, "UPDATE": true}
@@ -127,11 +137,36 @@ type grantKey struct {
 	priv string
 }
 
+// sequencePrivileges are what each keyhole verb allows on a sequence, as
+// Postgres privileges. keyhole's update on a sequence allows nextval and
+// setval (also through a column default that calls nextval), which is
+// exactly Postgres's UPDATE on it; USAGE would add currval and lastval,
+// which keyhole allows with select only, as SELECT does. Postgres cannot
+// insert into, delete from or copy a sequence.
+var sequencePrivileges = map[sqlpolicy.Verb]string{
+	sqlpolicy.VerbSelect: "SELECT",
+	sqlpolicy.VerbUpdate: "UPDATE",
+}
+
+// Kinds of pg_proc entries a routine grant covers.
+const (
+	routineFunctions  = "f" // functions, aggregates, window functions (prokind f, a, w)
+	routineProcedures = "p" // procedures (prokind p)
+)
+
+// routineGrant is EXECUTE on the routines a policy pattern names.
+type routineGrant struct {
+	schema, name string // name "*": every routine of the kind in schema
+	kind         string
+}
+
 func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db string, opts RoleOptions) VaultRole {
 	vr := VaultRole{Name: role.Name, DBName: db, DefaultTTL: opts.DefaultTTL, MaxTTL: opts.MaxTTL}
 	// nil column set = every column.
 	cols := map[grantKey]map[string]bool{}
 	whole := map[grantKey]bool{}
+	seqs := map[grantKey]bool{}
+	var routines []routineGrant
 	note := func(format string, args ...any) {
 		n := fmt.Sprintf(format, args...)
 		if !slices.Contains(vr.Notes, n) {
@@ -153,14 +188,47 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 	}
 
 	for _, rule := range role.Allow {
-		privs, ok := privileges[rule.Verb]
-		if !ok {
-			note("%s (%s) has no table privilege in Postgres: enforced by keyhole only", rule.Verb, rule.Name)
+		if rule.Verb == sqlpolicy.VerbCall {
+			for _, tr := range rule.Tables {
+				routines = appendRoutine(routines, cat, tr.Pattern, routineProcedures, note)
+			}
 			continue
 		}
 		for _, tr := range rule.Tables {
-			for _, rel := range matchRelations(cat, tr.Pattern) {
+			for _, rel := range matchRelations(cat, tr.Pattern, catalog.KindSequence) {
 				r := sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}
+				priv, ok := sequencePrivileges[rule.Verb]
+				if !ok {
+					continue
+				}
+				if l, bad := denied(r, ""); bad {
+					note("%s: whole relation labelled %s, denied", r, l)
+					continue
+				}
+				if rule.Verb == sqlpolicy.VerbSelect && tr.Columns != nil && !coversAll(tr.Columns, rel) {
+					// Postgres has no column privileges on sequences.
+					note("%s: select of some columns of a sequence is enforced by keyhole only", r)
+					continue
+				}
+				seqs[grantKey{r, priv}] = true
+			}
+		}
+		switch rule.Verb {
+		case sqlpolicy.VerbDDL:
+			note(ddlNote, rule.Name)
+		case sqlpolicy.VerbLock:
+			note(lockNote, rule.Name)
+		}
+		privs, ok := privileges[rule.Verb]
+		if !ok {
+			continue
+		}
+		for _, tr := range rule.Tables {
+			for _, rel := range matchRelations(cat, tr.Pattern, "") {
+				r := sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}
+				if rule.Verb == sqlpolicy.VerbDDL && rel.Kind != catalog.KindTable && rel.Kind != catalog.KindPartitioned {
+					continue
+				}
 				if l, bad := denied(r, ""); bad {
 					note("%s: whole relation labelled %s, denied", r, l)
 					continue
@@ -168,7 +236,8 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 				for _, priv := range privs {
 					k := grantKey{r, priv}
 					if !columnPrivilege[priv] {
-						// DELETE is per table; it reads no column itself.
+						// DELETE and TRUNCATE are per table; they read no
+						// column themselves.
 						whole[k] = true
 						continue
 					}
@@ -191,8 +260,11 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 			}
 		}
 	}
+	for _, f := range role.Functions {
+		routines = appendRoutine(routines, cat, f, routineFunctions, note)
+	}
 	if len(role.Functions) > 0 {
-		note("functions are enforced by keyhole only (Postgres grants EXECUTE to PUBLIC by default)")
+		note("functions not listed keep Postgres's default EXECUTE for PUBLIC: enforced by keyhole only")
 	}
 	if role.MaxRows > 0 {
 		note("max_rows is enforced by keyhole only")
@@ -200,7 +272,10 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 
 	name := `"{{name}}"`
 	stmts := []string{`CREATE ROLE "{{name}}" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';`}
+	// Objects are named schema-qualified, which needs USAGE on the schema.
 	schemas := map[string]bool{}
+	seqSchemas := map[string]bool{}
+	routineSchemas := map[string]bool{}
 	var grants []string
 	keys := make([]grantKey, 0, len(cols)+len(whole))
 	for k := range cols {
@@ -209,13 +284,7 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 	for k := range whole {
 		keys = append(keys, k)
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		a, b := keys[i], keys[j]
-		if a.rel != b.rel {
-			return a.rel.String() < b.rel.String()
-		}
-		return privOrder(a.priv) < privOrder(b.priv)
-	})
+	sortGrants(keys)
 	for _, k := range keys {
 		rel := cat.Relation(k.rel.Schema, k.rel.Name)
 		target := pgx.Identifier{k.rel.Schema, k.rel.Name}.Sanitize()
@@ -241,11 +310,17 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 		}
 		grants = append(grants, fmt.Sprintf("GRANT %s (%s) ON %s TO %s;", k.priv, strings.Join(list, ", "), target, name))
 	}
-	schemaList := make([]string, 0, len(schemas))
-	for s := range schemas {
-		schemaList = append(schemaList, s)
+	seqKeys := slices.Collect(maps.Keys(seqs))
+	sortGrants(seqKeys)
+	for _, k := range seqKeys {
+		grants = append(grants, fmt.Sprintf("GRANT %s ON SEQUENCE %s TO %s;", k.priv, pgx.Identifier{k.rel.Schema, k.rel.Name}.Sanitize(), name))
+		schemas[k.rel.Schema], seqSchemas[k.rel.Schema] = true, true
 	}
-	sort.Strings(schemaList)
+	for _, g := range routines {
+		grants = append(grants, g.statement(name))
+		schemas[g.schema], routineSchemas[g.schema] = true, true
+	}
+	schemaList := slices.Sorted(maps.Keys(schemas))
 	for _, s := range schemaList {
 		stmts = append(stmts, fmt.Sprintf("GRANT USAGE ON SCHEMA %s TO %s;", pgx.Identifier{s}.Sanitize(), name))
 	}
@@ -259,9 +334,14 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 	for _, s := range schemaList {
 		id := pgx.Identifier{s}.Sanitize()
 		// Revoking a table privilege revokes its column privileges too.
-		rev = append(rev,
-			fmt.Sprintf("REVOKE ALL ON ALL TABLES IN SCHEMA %s FROM %s;", id, name),
-			fmt.Sprintf("REVOKE USAGE ON SCHEMA %s FROM %s;", id, name))
+		rev = append(rev, fmt.Sprintf("REVOKE ALL ON ALL TABLES IN SCHEMA %s FROM %s;", id, name))
+		if seqSchemas[s] {
+			rev = append(rev, fmt.Sprintf("REVOKE ALL ON ALL SEQUENCES IN SCHEMA %s FROM %s;", id, name))
+		}
+		if routineSchemas[s] {
+			rev = append(rev, fmt.Sprintf("REVOKE ALL ON ALL ROUTINES IN SCHEMA %s FROM %s;", id, name))
+		}
+		rev = append(rev, fmt.Sprintf("REVOKE USAGE ON SCHEMA %s FROM %s;", id, name))
 	}
 	if opts.DropOwned {
 		rev = append(rev, `REASSIGN OWNED BY "{{name}}" TO CURRENT_USER;`, `DROP OWNED BY "{{name}}";`)
@@ -270,25 +350,112 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 	return vr
 }
 
+func sortGrants(keys []grantKey) {
+	sort.Slice(keys, func(i, j int) bool {
+		a, b := keys[i], keys[j]
+		if a.rel != b.rel {
+			return a.rel.String() < b.rel.String()
+		}
+		return privOrder(a.priv) < privOrder(b.priv)
+	})
+}
+
 func privOrder(p string) int {
-	return slices.Index([]string{"SELECT", "INSERT", "UPDATE", "DELETE"}, p)
+	return slices.Index([]string{"SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"}, p)
+}
+
+// coversAll reports whether cols lists every column of rel.
+func coversAll(cols []string, rel *catalog.Relation) bool {
+	for _, c := range rel.Columns {
+		if !slices.Contains(cols, c.Name) {
+			return false
+		}
+	}
+	return true
 }
 
 // matchRelations returns the catalog's relations matching "schema.name" or
-// "schema.*", sorted; sequences and system relations are left out.
-func matchRelations(cat *catalog.Catalog, pattern string) []*catalog.Relation {
+// "schema.*", sorted, leaving out system relations: sequences when kind is
+// KindSequence, every other kind when kind is empty.
+func matchRelations(cat *catalog.Catalog, pattern string, kind catalog.RelKind) []*catalog.Relation {
 	schema, name, ok := strings.Cut(pattern, ".")
 	if !ok {
 		return nil
 	}
 	var out []*catalog.Relation
 	for n, rel := range cat.Relations[schema] {
-		if (name == "*" || name == n) && rel.Kind != catalog.KindSequence && !rel.System {
+		if rel.System || (rel.Kind == catalog.KindSequence) != (kind == catalog.KindSequence) {
+			continue
+		}
+		if name == "*" || name == n {
 			out = append(out, rel)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// appendRoutine adds EXECUTE on the routines of kind that pattern
+// ("schema.name" or "schema.*") names, unless already there. Built-in
+// functions and system schemas need no grant (PUBLIC may execute them), and
+// a name the catalog does not have gets a note instead.
+func appendRoutine(out []routineGrant, cat *catalog.Catalog, pattern, kind string, note func(string, ...any)) []routineGrant {
+	schema, name, ok := strings.Cut(pattern, ".")
+	if !ok {
+		return out
+	}
+	switch {
+	case schema == "pg_catalog" || schema == "information_schema":
+		return out
+	case strings.Contains(pattern, "$keyhole$"):
+		// It would end the DO block's dollar quote.
+		note("%s: name contains $keyhole$, no EXECUTE granted", pattern)
+		return out
+	case name != "*":
+		f := cat.Function(schema, name)
+		if f == nil {
+			note("%s: not in the catalog, no EXECUTE granted", pattern)
+			return out
+		}
+		if f.Builtin {
+			return out
+		}
+	}
+	g := routineGrant{schema: schema, name: name, kind: kind}
+	if slices.Contains(out, g) {
+		return out
+	}
+	return append(out, g)
+}
+
+// statement grants EXECUTE to role (already quoted). Postgres grants on a
+// routine by signature, so a name with overloads is granted by a DO block
+// that finds them in pg_proc when Vault creates the user. Vault runs a
+// statement containing the word END as one statement instead of splitting
+// it at semicolons.
+func (g routineGrant) statement(role string) string {
+	schema := pgx.Identifier{g.schema}.Sanitize()
+	if g.name == "*" {
+		if g.kind == routineProcedures {
+			return fmt.Sprintf("GRANT EXECUTE ON ALL PROCEDURES IN SCHEMA %s TO %s;", schema, role)
+		}
+		return fmt.Sprintf("GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA %s TO %s;", schema, role)
+	}
+	kinds := "p.prokind <> 'p'"
+	if g.kind == routineProcedures {
+		kinds = "p.prokind = 'p'"
+	}
+	return "DO $keyhole$ DECLARE r regprocedure; BEGIN " +
+		"FOR r IN SELECT p.oid FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace " +
+		"WHERE n.nspname = " + quoteLiteral(g.schema) + " AND p.proname = " + quoteLiteral(g.name) + " AND " + kinds + " " +
+		"LOOP EXECUTE pg_catalog.format('GRANT EXECUTE ON ROUTINE %s TO %I', r, " + quoteLiteral(strings.Trim(role, `"`)) + "); END LOOP; " +
+		"END $keyhole$;"
+}
+
+// quoteLiteral is a standard-conforming SQL string literal. Dollar quotes
+// (the DO body) are not escapes, so a literal inside stays a literal.
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
 // WriteVaultRoles writes roles to <mount>/roles/<name> with client. Errors

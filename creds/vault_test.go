@@ -50,9 +50,17 @@ func newEnvWith(t *testing.T, setupSQL string) *env {
 	vs := testvault.Start(t) // first: skips before any set-up without bin/vault
 	// The role before the database, so that it is dropped after it.
 	mgmt := testpg.NewRole(t, "CREATEROLE PASSWORD 'mgmt'")
+	// Vault's management user may pass on every privilege on every
+	// schema's objects (what the generated roles grant).
 	db := testpg.New(t, setupSQL+fmt.Sprintf(`
-GRANT USAGE ON SCHEMA public TO %[1]s WITH GRANT OPTION;
-GRANT ALL ON ALL TABLES IN SCHEMA public TO %[1]s WITH GRANT OPTION;
+DO $$ DECLARE s name; BEGIN
+  FOR s IN SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\_%%' AND nspname <> 'information_schema' LOOP
+    EXECUTE format('GRANT USAGE ON SCHEMA %%I TO %[1]s WITH GRANT OPTION', s);
+    EXECUTE format('GRANT ALL ON ALL TABLES IN SCHEMA %%I TO %[1]s WITH GRANT OPTION', s);
+    EXECUTE format('GRANT ALL ON ALL SEQUENCES IN SCHEMA %%I TO %[1]s WITH GRANT OPTION', s);
+    EXECUTE format('GRANT ALL ON ALL ROUTINES IN SCHEMA %%I TO %[1]s WITH GRANT OPTION', s);
+  END LOOP;
+END $$;
 GRANT pg_signal_backend TO %[1]s;`, mgmt))
 	vdb := vs.EnableDatabase(t, "database", "shop", db, mgmt, "mgmt")
 	return &env{db: db, vault: vs, vdb: vdb, mgmt: mgmt}

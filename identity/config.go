@@ -2,11 +2,16 @@ package identity
 
 import (
 	"bytes"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -33,11 +38,19 @@ var ErrConfig = errors.New("invalid identity config")
 //	  verifiers_file: /etc/keyhole/agents-scram.yaml   # same map, in a file
 //	spiffe:
 //	  spiffe://example.org/agents/sales: sales-summarizer
+//	lockout:                                    # failed SCRAM secrets, per (address, agent)
+//	  max_failures: 5                           # free failures before the first lockout
+//	  base_delay: 1s                            # first lockout, doubled per further failure
+//	  max_delay: 15m                            # longest lockout
+//	  max_entries: 65536                        # (address, agent) pairs remembered
 type Config struct {
 	Tokens TokenConfig       `yaml:"tokens,omitempty" json:"tokens,omitempty"`
 	JWKS   []JWKSConfig      `yaml:"jwks,omitempty" json:"jwks,omitempty"`
 	SCRAM  SCRAMConfig       `yaml:"scram,omitempty" json:"scram,omitempty"`
 	SPIFFE map[string]string `yaml:"spiffe,omitempty" json:"spiffe,omitempty"`
+	// Lockout configures the Limiter the front ends share (NewLimiter);
+	// New only checks it.
+	Lockout LockoutConfig `yaml:"lockout,omitempty" json:"lockout,omitempty"`
 }
 
 // TokenConfig verifies tokens minted by `keyhole token mint`.
@@ -95,6 +108,8 @@ type Auth struct {
 	tokens    *tokenVerifier // nil: no token method
 	verifiers map[string]Verifier
 	spiffe    map[string]string
+	// mockKey derives the salts of made-up verifiers (mockVerifier).
+	mockKey []byte
 }
 
 var _ Authenticator = (*Auth)(nil)
@@ -105,6 +120,9 @@ func New(cfg Config) (*Auth, error) {
 }
 
 func newAuthenticator(cfg Config, now func() time.Time) (*Auth, error) {
+	if err := cfg.Lockout.validate(); err != nil {
+		return nil, fmt.Errorf("%w: lockout: %w", ErrConfig, err)
+	}
 	a := &Auth{verifiers: map[string]Verifier{}, spiffe: map[string]string{}}
 
 	tv := &tokenVerifier{
@@ -188,6 +206,8 @@ func newAuthenticator(cfg Config, now func() time.Time) (*Auth, error) {
 		}
 	}
 
+	a.mockKey = mockKey(a.verifiers)
+
 	for id, agent := range cfg.SPIFFE {
 		if _, err := ParseSPIFFEID(id); err != nil {
 			return nil, fmt.Errorf("%w: spiffe: %w", ErrConfig, err)
@@ -200,21 +220,47 @@ func newAuthenticator(cfg Config, now func() time.Time) (*Auth, error) {
 	return a, nil
 }
 
+// mockKey is the key of made-up verifiers' salts. Derived from the stored
+// keys (secret, and stable while the configuration is), the salt an unknown
+// name gets stays the same across restarts, as a real agent's does; with no
+// verifier configured there is nothing to tell apart and it is random.
+func mockKey(verifiers map[string]Verifier) []byte {
+	if len(verifiers) == 0 {
+		k := make([]byte, sha256.Size)
+		_, _ = rand.Read(k)
+		return k
+	}
+	h := hmac.New(sha256.New, []byte("keyhole scram mock salt"))
+	for _, agent := range slices.Sorted(maps.Keys(verifiers)) {
+		h.Write(verifiers[agent].StoredKey)
+	}
+	return h.Sum(nil)
+}
+
 // Token verifies a signed agent token sent as the password of user.
 func (a *Auth) Token(user, token string) (*Agent, error) {
 	if a.tokens == nil {
-		return nil, fmt.Errorf("%w: token authentication is not configured", ErrAuthFailed)
+		return nil, authErrf(ReasonCredentials, "token authentication is not configured")
 	}
 	return a.tokens.verify(user, token)
 }
 
-// SCRAM starts a SCRAM-SHA-256 server conversation for user.
+// SCRAM starts a SCRAM-SHA-256 server conversation for user. A user
+// without a verifier gets ok=false (ask for a token) when tokens are
+// configured; without a token method a cleartext request would tell the
+// client that the name has no secret, so it gets a conversation over a
+// made-up verifier that fails exactly like a wrong secret.
 func (a *Auth) SCRAM(user string) (SCRAMConversation, bool) {
 	v, ok := a.verifiers[user]
-	if !ok {
+	if ok {
+		return newSCRAMServer(user, v, ""), true
+	}
+	if a.tokens != nil {
 		return nil, false
 	}
-	return newSCRAMServer(user, v, ""), true
+	s := newSCRAMServer(user, mockVerifier(a.mockKey, user), "")
+	s.mock = true
+	return s, true
 }
 
 // Certificate maps a verified client certificate's SPIFFE ID to an agent.

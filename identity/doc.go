@@ -7,6 +7,14 @@
 //     Postgres format;
 //   - a TLS client certificate whose single SPIFFE URI SAN maps to an agent.
 //
-// Every failure wraps ErrAuthFailed; the wrapped detail is for logs and never
-// contains a token, secret or verifier.
+// Every failure is an *AuthError (errors.Is ErrAuthFailed): its Reason says
+// in client-safe words what was wrong with the credential the client sent
+// (an expired, not-yet-valid, wrong-audience, badly signed, revoked or
+// malformed token...), never a secret and never whether an agent exists;
+// its wrapped detail is for logs and never contains a token, secret or
+// verifier.
+//
+// A Limiter, shared by every front end, slows down guessing of secrets
+// that can be guessed: per (source address, agent), with exponential
+// backoff and bounded memory. Signed tokens are not limited.
 package identity

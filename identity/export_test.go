@@ -11,6 +11,14 @@ func NewSCRAMServerWithNonce(agent string, v Verifier, serverNonce string) SCRAM
 
 func NewAt(cfg Config, now func() time.Time) (*Auth, error) { return newAuthenticator(cfg, now) }
 
-func SetLimiterClock(l *FailureLimiter, now func() time.Time) { l.now = now }
+// LimiterSizes counts what l holds: sources and pairs of any kind.
+func LimiterSizes(l *Limiter) (sources, pairs int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.sources {
+		pairs += len(s.pairs)
+	}
+	return len(l.sources), pairs
+}
 
-func SetLimiterEntries(l *FailureLimiter, n int) { l.entries = n }
+func NewAuthErrorForTest(r Reason) error { return authErrf(r, "test") }

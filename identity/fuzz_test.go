@@ -65,5 +65,12 @@ func FuzzToken(f *testing.F) {
 		ag, err := a.Token("bob", s)
 		require.ErrorIs(t, err, identity.ErrAuthFailed)
 		require.Nil(t, ag)
+		// Every failure has a reason a client may be told, and that text
+		// never echoes the input.
+		var ae *identity.AuthError
+		require.ErrorAs(t, err, &ae)
+		if len(s) > 8 {
+			require.NotContains(t, ae.ClientMessage(), s)
+		}
 	})
 }

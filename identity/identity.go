@@ -36,20 +36,23 @@ func (a *Agent) Principal() sqlpolicy.Principal {
 	return sqlpolicy.Principal{Agent: a.Name, Scope: a.Scope}
 }
 
-// ErrAuthFailed is returned (wrapped) for every authentication failure; the
-// wrapped detail is for logs and audit only, never for the client.
+// ErrAuthFailed matches (errors.Is) every authentication failure, each an
+// *AuthError whose Reason a client may see; its detail is for logs and
+// audit only.
 var ErrAuthFailed = errors.New("agent authentication failed")
 
 // Authenticator checks agent credentials. The proxies pick the method from
 // what the client offers: a verified client certificate with a SPIFFE URI
 // SAN → Certificate; a user with a stored SCRAM verifier → SCRAM; otherwise
-// a cleartext password (only over TLS or loopback) → Token.
+// a cleartext password (only over TLS or loopback) → Token. Failures are
+// *AuthError values.
 type Authenticator interface {
 	// Token verifies a signed agent token presented as the password of user
 	// (the token's subject must equal user) and returns the agent.
 	Token(user, token string) (*Agent, error)
 	// SCRAM starts a SCRAM-SHA-256 server conversation for user; ok is false
-	// when user has no stored verifier.
+	// when the client should be asked for a token instead (user has no
+	// stored verifier and tokens are configured).
 	SCRAM(user string) (conv SCRAMConversation, ok bool)
 	// Certificate maps a verified client certificate to an agent; user is
 	// the name the client asked for and must match the mapped agent.
@@ -61,8 +64,9 @@ type Authenticator interface {
 type SCRAMConversation interface {
 	// Step takes the client's next message (client-first, then
 	// client-final) and returns the server's reply (server-first, then
-	// server-final). done is true after the server-final message; err wraps
-	// ErrAuthFailed on a bad proof.
+	// server-final). done is true after the server-final message; err is
+	// an *AuthError: ReasonCredentials for a wrong proof (a tested guess),
+	// ReasonSCRAMProtocol for a message that tested none.
 	Step(clientMessage []byte) (serverMessage []byte, done bool, err error)
 	// Agent is the authenticated agent once done.
 	Agent() *Agent

@@ -50,21 +50,21 @@ func ParseSPIFFEID(s string) (string, error) {
 // SPIFFE ID (SPIFFE X509-SVID spec §2).
 func certificate(spiffe map[string]string, user string, cert *x509.Certificate) (*Agent, error) {
 	if cert == nil {
-		return nil, fmt.Errorf("%w: no client certificate", ErrAuthFailed)
+		return nil, authErrf(ReasonCertificate, "no client certificate")
 	}
 	if len(cert.URIs) != 1 {
-		return nil, fmt.Errorf("%w: client certificate has %d URI SANs, want exactly one SPIFFE ID", ErrAuthFailed, len(cert.URIs))
+		return nil, authErrf(ReasonCertificate, "client certificate has %d URI SANs, want exactly one SPIFFE ID", len(cert.URIs))
 	}
 	id, err := ParseSPIFFEID(cert.URIs[0].String())
 	if err != nil {
-		return nil, fmt.Errorf("%w: client certificate: %w", ErrAuthFailed, err)
+		return nil, NewAuthError(ReasonCertificate, fmt.Errorf("client certificate: %w", err))
 	}
 	agent, ok := spiffe[id]
 	if !ok {
-		return nil, fmt.Errorf("%w: SPIFFE ID %s is not mapped to an agent", ErrAuthFailed, id)
+		return nil, authErrf(ReasonCertificate, "SPIFFE ID %s is not mapped to an agent", id)
 	}
 	if agent != user {
-		return nil, fmt.Errorf("%w: SPIFFE ID %s is agent %q, not user %q", ErrAuthFailed, id, agent, user)
+		return nil, authErrf(ReasonCertificate, "SPIFFE ID %s is agent %q, not user %q", id, agent, user)
 	}
 	// The session's authority ends with the certificate.
 	return &Agent{Name: agent, Method: MethodMTLS, Expires: cert.NotAfter}, nil

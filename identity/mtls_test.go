@@ -53,6 +53,8 @@ func TestCertificate(t *testing.T) {
 			ag, err := a.Certificate(tt.user, tt.cert)
 			if !tt.ok {
 				require.ErrorIs(t, err, identity.ErrAuthFailed)
+				r, _ := identity.ReasonOf(err)
+				assert.Equal(t, identity.ReasonCertificate, r)
 				assert.Nil(t, ag)
 				return
 			}

@@ -127,6 +127,9 @@ type scramServer struct {
 	nonce    string // client nonce + server nonce
 	snonce   string // server nonce; random unless preset for test vectors
 	done     *Agent
+	// mock: the agent has no verifier and v is made up (see mockVerifier);
+	// only the log detail of the failure differs.
+	mock bool
 }
 
 func newSCRAMServer(agent string, v Verifier, serverNonce string) *scramServer {
@@ -138,8 +141,9 @@ func newSCRAMServer(agent string, v Verifier, serverNonce string) *scramServer {
 	return &scramServer{agent: agent, v: v, snonce: serverNonce}
 }
 
+// scramFail is a SCRAM message keyhole cannot accept: no guess was tested.
 func scramFail(format string, args ...any) error {
-	return fmt.Errorf("%w: scram: %s", ErrAuthFailed, fmt.Sprintf(format, args...))
+	return authErrf(ReasonSCRAMProtocol, "scram: "+format, args...)
 }
 
 // Step implements SCRAMConversation.
@@ -260,7 +264,10 @@ func (s *scramServer) clientFinal(msg string) (string, error) {
 	}
 	stored := sha256.Sum256(clientKey)
 	if subtle.ConstantTimeCompare(stored[:], s.v.StoredKey) != 1 {
-		return "", scramFail("wrong proof for agent %q", s.agent)
+		if s.mock {
+			return "", authErrf(ReasonCredentials, "scram: no verifier for agent %q", s.agent)
+		}
+		return "", authErrf(ReasonCredentials, "scram: wrong proof for agent %q", s.agent)
 	}
 	s.done = &Agent{Name: s.agent, Method: MethodSCRAM}
 	return "v=" + base64.StdEncoding.EncodeToString(hmacSHA256(s.v.ServerKey, authMessage)), nil
@@ -268,3 +275,18 @@ func (s *scramServer) clientFinal(msg string) (string, error) {
 
 // Agent implements SCRAMConversation.
 func (s *scramServer) Agent() *Agent { return s.done }
+
+// mockVerifier makes up a verifier for an agent that has none, so that the
+// SCRAM exchange for an unknown name looks like one for a known name with
+// a wrong secret (what Postgres does with scram_mock_salt): the salt is
+// derived from key and the name, so it is the same on every attempt, and
+// the keys are random, so no proof matches.
+func mockVerifier(key []byte, agent string) Verifier {
+	salt := hmac.New(sha256.New, key)
+	salt.Write([]byte(agent))
+	stored := make([]byte, sha256.Size)
+	server := make([]byte, sha256.Size)
+	_, _ = rand.Read(stored)
+	_, _ = rand.Read(server)
+	return Verifier{Iterations: DefaultSCRAMIter, Salt: salt.Sum(nil)[:scramSaltLen], StoredKey: stored, ServerKey: server}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/pbkdf2"
 	"crypto/sha256"
 	"encoding/base64"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -84,9 +85,6 @@ func TestSCRAMWithXDGClient(t *testing.T) {
 	a, err := identity.New(identity.Config{SCRAM: identity.SCRAMConfig{Verifiers: map[string]string{"sales": v.String()}}})
 	require.NoError(t, err)
 
-	_, ok := a.SCRAM("nobody")
-	assert.False(t, ok)
-
 	tests := []struct {
 		name     string
 		password string
@@ -112,6 +110,8 @@ func TestSCRAMWithXDGClient(t *testing.T) {
 			err = runXDG(t, conv, cc)
 			if tt.wantErr {
 				require.ErrorIs(t, err, identity.ErrAuthFailed)
+				r, _ := identity.ReasonOf(err)
+				assert.Equal(t, identity.ReasonCredentials, r)
 				assert.NotContains(t, err.Error(), tt.password)
 				assert.Nil(t, conv.Agent())
 				return
@@ -120,6 +120,74 @@ func TestSCRAMWithXDGClient(t *testing.T) {
 			assert.Equal(t, &identity.Agent{Name: "sales", Method: identity.MethodSCRAM}, conv.Agent())
 		})
 	}
+}
+
+// TestSCRAMUnknownAgent: without a token method, a name with no verifier
+// gets a SCRAM exchange that fails exactly like a wrong secret, with a
+// salt that stays the same for that name; with tokens configured, the
+// front end asks for a token instead.
+func TestSCRAMUnknownAgent(t *testing.T) {
+	t.Parallel()
+	v, err := identity.NewVerifier(identity.NewSecret(), 4096)
+	require.NoError(t, err)
+	cfg := identity.Config{SCRAM: identity.SCRAMConfig{Verifiers: map[string]string{"sales": v.String()}}}
+	a, err := identity.New(cfg)
+	require.NoError(t, err)
+
+	serverFirst := func(a *identity.Auth, user string) (identity.SCRAMConversation, string) {
+		conv, ok := a.SCRAM(user)
+		require.True(t, ok)
+		out, done, err := conv.Step([]byte("n,,n=,r=clientnonce"))
+		require.NoError(t, err)
+		require.False(t, done)
+		return conv, string(out)
+	}
+	attrs := func(serverFirst string) (salt, iter string) {
+		parts := strings.Split(serverFirst, ",")
+		require.Len(t, parts, 3)
+		return parts[1], parts[2]
+	}
+	_, real := serverFirst(a, "sales")
+	_, first := serverFirst(a, "nobody")
+	_, again := serverFirst(a, "nobody")
+	_, other := serverFirst(a, "someone")
+	realSalt, realIter := attrs(real)
+	salt, iter := attrs(first)
+	salt2, _ := attrs(again)
+	otherSalt, _ := attrs(other)
+	assert.Equal(t, realIter, iter)
+	assert.Len(t, salt, len(realSalt))
+	assert.Equal(t, salt, salt2, "an unknown name gets the same salt every time")
+	assert.NotEqual(t, salt, otherSalt)
+	a2, err := identity.New(cfg)
+	require.NoError(t, err)
+	_, restarted := serverFirst(a2, "nobody")
+	salt3, _ := attrs(restarted)
+	assert.Equal(t, salt, salt3, "and after a restart with the same verifiers")
+
+	for _, user := range []string{"sales", "nobody"} {
+		conv, ok := a.SCRAM(user)
+		require.True(t, ok)
+		client, err := scram.SHA256.NewClient("", "a guess", "")
+		require.NoError(t, err)
+		err = runXDG(t, conv, client.NewConversation())
+		var ae *identity.AuthError
+		require.ErrorAs(t, err, &ae, user)
+		assert.Equal(t, identity.ReasonCredentials, ae.Reason, user)
+		assert.Equal(t, identity.ReasonCredentials.ClientText(), ae.ClientMessage(), user)
+	}
+
+	pub := filepath.Join(t.TempDir(), "k")
+	key, err := identity.GenerateKey()
+	require.NoError(t, err)
+	require.NoError(t, identity.WriteKeyFile(pub, key))
+	cfg.Tokens.PublicKeyFile = pub + ".pub"
+	withTokens, err := identity.New(cfg)
+	require.NoError(t, err)
+	_, ok := withTokens.SCRAM("nobody")
+	assert.False(t, ok, "ask for a token")
+	_, ok = withTokens.SCRAM("sales")
+	assert.True(t, ok)
 }
 
 // clientFinal computes a client-final-message by hand (RFC 5802 §3), for
@@ -147,6 +215,7 @@ func TestSCRAMProtocolErrors(t *testing.T) {
 		name  string
 		first string
 		final func(srvFirst string) string // nil: first message must fail
+		guess bool                         // a wrong proof (a tested guess), not a protocol error
 	}{
 		{name: "channel binding p=", first: "p=tls-server-end-point,,n=,r=abc"},
 		{name: "bad flag", first: "x,,n=,r=abc"},
@@ -167,20 +236,28 @@ func TestSCRAMProtocolErrors(t *testing.T) {
 		}},
 		{name: "zero proof", first: "n,,n=,r=abc", final: func(s string) string {
 			return "c=biws," + strings.Split(s, ",")[0] + ",p=" + base64.StdEncoding.EncodeToString(make([]byte, 32))
-		}},
+		}, guess: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			conv := identity.NewSCRAMServerWithNonce("u", v, "")
 			srvFirst, _, err := conv.Step([]byte(tt.first))
+			want := identity.ReasonSCRAMProtocol
+			if tt.guess {
+				want = identity.ReasonCredentials
+			}
 			if tt.final == nil {
 				require.ErrorIs(t, err, identity.ErrAuthFailed)
+				r, _ := identity.ReasonOf(err)
+				assert.Equal(t, want, r)
 				return
 			}
 			require.NoError(t, err)
 			_, done, err := conv.Step([]byte(tt.final(string(srvFirst))))
 			require.ErrorIs(t, err, identity.ErrAuthFailed)
+			r, _ := identity.ReasonOf(err)
+			assert.Equal(t, want, r)
 			assert.False(t, done)
 			assert.Nil(t, conv.Agent())
 			// The conversation is over after a failure.

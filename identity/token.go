@@ -158,20 +158,22 @@ type tokenVerifier struct {
 	now           func() time.Time
 }
 
+// errCritHeader: RFC 7515 §4.1.11 critical extensions we do not understand
+// make the token invalid; keyhole understands none.
+var errCritHeader = errors.New("crit header not supported")
+
 func (v *tokenVerifier) verify(user, token string) (*Agent, error) {
 	if token == "" {
-		return nil, fmt.Errorf("%w: empty token", ErrAuthFailed)
+		return nil, authErrf(ReasonTokenMalformed, "empty token")
 	}
 	if len(token) > maxTokenLen {
-		return nil, fmt.Errorf("%w: token longer than %d bytes", ErrAuthFailed, maxTokenLen)
+		return nil, authErrf(ReasonTokenMalformed, "token longer than %d bytes", maxTokenLen)
 	}
 	var audience string
 	var local bool
 	keyfunc := func(t *jwt.Token) (any, error) {
 		if _, ok := t.Header["crit"]; ok {
-			// RFC 7515 §4.1.11: critical extensions we do not understand
-			// must make the token invalid; we understand none.
-			return nil, errors.New("crit header not supported")
+			return nil, errCritHeader
 		}
 		tc, ok := t.Claims.(*tokenClaims)
 		if !ok {
@@ -206,23 +208,23 @@ func (v *tokenVerifier) verify(user, token string) (*Agent, error) {
 	)
 	if _, err := p.ParseWithClaims(token, &tc, keyfunc); err != nil {
 		// jwt errors describe the failure, never the token's bytes.
-		return nil, fmt.Errorf("%w: token: %w", ErrAuthFailed, err)
+		return nil, NewAuthError(jwtReason(err), fmt.Errorf("token: %w", err))
 	}
 	if audience != "" && !slices.Contains(tc.Audience, audience) {
-		return nil, fmt.Errorf("%w: token audience does not include %q", ErrAuthFailed, audience)
+		return nil, authErrf(ReasonTokenAudience, "token audience does not include %q", audience)
 	}
 	if tc.Subject == "" || tc.Subject != user {
-		return nil, fmt.Errorf("%w: token subject %q is not user %q", ErrAuthFailed, tc.Subject, user)
+		return nil, authErrf(ReasonTokenSubject, "token subject %q is not user %q", tc.Subject, user)
 	}
 	if local && tc.ID == "" {
-		return nil, fmt.Errorf("%w: token has no jti", ErrAuthFailed)
+		return nil, authErrf(ReasonTokenMalformed, "token has no jti")
 	}
 	if tc.ID != "" && v.revoked != nil && v.revoked.revoked(tc.ID) {
-		return nil, fmt.Errorf("%w: token %s is revoked", ErrAuthFailed, tc.ID)
+		return nil, authErrf(ReasonTokenRevoked, "token %s is revoked", tc.ID)
 	}
 	for _, g := range tc.Scope {
 		if err := validateGrant(g); err != nil {
-			return nil, fmt.Errorf("%w: token scope: %w", ErrAuthFailed, err)
+			return nil, NewAuthError(ReasonTokenMalformed, fmt.Errorf("token scope: %w", err))
 		}
 	}
 	return &Agent{
@@ -232,4 +234,24 @@ func (v *tokenVerifier) verify(user, token string) (*Agent, error) {
 		Expires: tc.ExpiresAt.Time,
 		TokenID: tc.ID,
 	}, nil
+}
+
+// jwtReason classifies a jwt parse error. The library checks the
+// signature before any claim, so a time or audience reason is only ever
+// given for a token signed by a trusted key.
+func jwtReason(err error) Reason {
+	switch {
+	case errors.Is(err, errCritHeader), errors.Is(err, jwt.ErrTokenMalformed),
+		errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		return ReasonTokenMalformed
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid), errors.Is(err, jwt.ErrTokenUnverifiable):
+		// Unverifiable: no trusted key for the token's issuer, kid and alg.
+		return ReasonTokenSignature
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return ReasonTokenExpired
+	case errors.Is(err, jwt.ErrTokenNotValidYet), errors.Is(err, jwt.ErrTokenUsedBeforeIssued):
+		return ReasonTokenNotYetValid
+	}
+	// Any other claim the library rejects (a wrongly typed one).
+	return ReasonTokenMalformed
 }

@@ -144,42 +144,43 @@ func TestTokenAttacks(t *testing.T) {
 	parts := strings.Split(good, ".")
 
 	tests := []struct {
-		name  string
-		user  string
-		token string
+		name   string
+		user   string
+		token  string
+		reason identity.Reason
 	}{
-		{name: "alg none", user: "sales", token: segment(map[string]string{"alg": "none", "typ": "JWT"}) + "." + parts[1] + "."},
-		{name: "alg none with sig", user: "sales", token: segment(map[string]string{"alg": "none"}) + "." + parts[1] + "." + parts[2]},
+		{name: "alg none", user: "sales", token: segment(map[string]string{"alg": "none", "typ": "JWT"}) + "." + parts[1] + ".", reason: identity.ReasonTokenSignature},
+		{name: "alg none with sig", user: "sales", token: segment(map[string]string{"alg": "none"}) + "." + parts[1] + "." + parts[2], reason: identity.ReasonTokenSignature},
 		// Algorithm confusion: HMAC keyed with the public key's bytes.
-		{name: "HS256 with raw public key", user: "sales", token: sign([]byte(pub), claims(nil), jwt.SigningMethodHS256)},
-		{name: "HS256 with public key PEM", user: "sales", token: sign(pubPEM, claims(nil), jwt.SigningMethodHS256)},
-		{name: "HS512", user: "sales", token: sign(pubPEM, claims(nil), jwt.SigningMethodHS512)},
-		{name: "other key", user: "sales", token: sign(other, claims(nil), jwt.SigningMethodEdDSA)},
-		{name: "tampered payload", user: "admin", token: parts[0] + "." + segment(claims(func(m jwt.MapClaims) { m["sub"] = "admin" })) + "." + parts[2]},
-		{name: "stripped signature", user: "sales", token: parts[0] + "." + parts[1] + "."},
-		{name: "subject mismatch", user: "admin", token: good},
-		{name: "empty subject", user: "", token: sign(key, claims(func(m jwt.MapClaims) { delete(m, "sub") }), jwt.SigningMethodEdDSA)},
-		{name: "expired", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { m["exp"] = now.Add(-time.Minute).Unix() }), jwt.SigningMethodEdDSA)},
-		{name: "no exp", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { delete(m, "exp") }), jwt.SigningMethodEdDSA)},
-		{name: "nbf in future", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { m["nbf"] = now.Add(10 * time.Minute).Unix() }), jwt.SigningMethodEdDSA)},
-		{name: "iat in future", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { m["iat"] = now.Add(10 * time.Minute).Unix() }), jwt.SigningMethodEdDSA)},
-		{name: "wrong issuer", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { m["iss"] = "evil" }), jwt.SigningMethodEdDSA)},
-		{name: "no issuer", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { delete(m, "iss") }), jwt.SigningMethodEdDSA)},
-		{name: "no jti", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { delete(m, "jti") }), jwt.SigningMethodEdDSA)},
-		{name: "scope as OAuth string", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { m["scope"] = "select:public.orders" }), jwt.SigningMethodEdDSA)},
+		{name: "HS256 with raw public key", user: "sales", token: sign([]byte(pub), claims(nil), jwt.SigningMethodHS256), reason: identity.ReasonTokenSignature},
+		{name: "HS256 with public key PEM", user: "sales", token: sign(pubPEM, claims(nil), jwt.SigningMethodHS256), reason: identity.ReasonTokenSignature},
+		{name: "HS512", user: "sales", token: sign(pubPEM, claims(nil), jwt.SigningMethodHS512), reason: identity.ReasonTokenSignature},
+		{name: "other key", user: "sales", token: sign(other, claims(nil), jwt.SigningMethodEdDSA), reason: identity.ReasonTokenSignature},
+		{name: "tampered payload", user: "admin", token: parts[0] + "." + segment(claims(func(m jwt.MapClaims) { m["sub"] = "admin" })) + "." + parts[2], reason: identity.ReasonTokenSignature},
+		{name: "stripped signature", user: "sales", token: parts[0] + "." + parts[1] + ".", reason: identity.ReasonTokenSignature},
+		{name: "subject mismatch", user: "admin", token: good, reason: identity.ReasonTokenSubject},
+		{name: "empty subject", user: "", token: sign(key, claims(func(m jwt.MapClaims) { delete(m, "sub") }), jwt.SigningMethodEdDSA), reason: identity.ReasonTokenSubject},
+		{name: "expired", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { m["exp"] = now.Add(-time.Minute).Unix() }), jwt.SigningMethodEdDSA), reason: identity.ReasonTokenExpired},
+		{name: "no exp", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { delete(m, "exp") }), jwt.SigningMethodEdDSA), reason: identity.ReasonTokenMalformed},
+		{name: "nbf in future", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { m["nbf"] = now.Add(10 * time.Minute).Unix() }), jwt.SigningMethodEdDSA), reason: identity.ReasonTokenNotYetValid},
+		{name: "iat in future", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { m["iat"] = now.Add(10 * time.Minute).Unix() }), jwt.SigningMethodEdDSA), reason: identity.ReasonTokenNotYetValid},
+		{name: "wrong issuer", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { m["iss"] = "evil" }), jwt.SigningMethodEdDSA), reason: identity.ReasonTokenSignature},
+		{name: "no issuer", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { delete(m, "iss") }), jwt.SigningMethodEdDSA), reason: identity.ReasonTokenSignature},
+		{name: "no jti", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { delete(m, "jti") }), jwt.SigningMethodEdDSA), reason: identity.ReasonTokenMalformed},
+		{name: "scope as OAuth string", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) { m["scope"] = "select:public.orders" }), jwt.SigningMethodEdDSA), reason: identity.ReasonTokenMalformed},
 		{name: "scope with unknown verb", user: "sales", token: sign(key, claims(func(m jwt.MapClaims) {
 			m["scope"] = []map[string]any{{"verb": "all", "tables": []string{"*"}}}
-		}), jwt.SigningMethodEdDSA)},
+		}), jwt.SigningMethodEdDSA), reason: identity.ReasonTokenMalformed},
 		{name: "crit header", user: "sales", token: func() string {
 			tk := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims(nil))
 			tk.Header["crit"] = []string{"exp"}
 			s, err := tk.SignedString(key)
 			require.NoError(t, err)
 			return s
-		}()},
-		{name: "empty", user: "sales", token: ""},
-		{name: "garbage", user: "sales", token: "not-a-jwt"},
-		{name: "huge", user: "sales", token: strings.Repeat("a", 1<<20)},
+		}(), reason: identity.ReasonTokenMalformed},
+		{name: "empty", user: "sales", token: "", reason: identity.ReasonTokenMalformed},
+		{name: "garbage", user: "sales", token: "not-a-jwt", reason: identity.ReasonTokenMalformed},
+		{name: "huge", user: "sales", token: strings.Repeat("a", 1<<20), reason: identity.ReasonTokenMalformed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -187,6 +188,9 @@ func TestTokenAttacks(t *testing.T) {
 			ag, err := a.Token(tt.user, tt.token)
 			require.ErrorIs(t, err, identity.ErrAuthFailed)
 			assert.Nil(t, ag)
+			var ae *identity.AuthError
+			require.ErrorAs(t, err, &ae)
+			assert.Equal(t, tt.reason, ae.Reason, "%v", err)
 			if tt.token != "" && len(tt.token) > 20 {
 				assert.NotContains(t, err.Error(), tt.token)
 				for _, p := range strings.Split(tt.token, ".") {
@@ -228,12 +232,21 @@ func TestTokenLeewayAndAudience(t *testing.T) {
 	a, err = identity.NewAt(identity.Config{Tokens: identity.TokenConfig{PublicKeyFile: pub, Leeway: 10 * time.Second}}, tooLate)
 	require.NoError(t, err)
 	_, err = a.Token("a", tok)
-	require.ErrorIs(t, err, identity.ErrAuthFailed)
+	r, _ := identity.ReasonOf(err)
+	assert.Equal(t, identity.ReasonTokenExpired, r, "%v", err)
+
+	early := func() time.Time { return now.Add(-15 * time.Second) }
+	a, err = identity.NewAt(identity.Config{Tokens: identity.TokenConfig{PublicKeyFile: pub, Leeway: 10 * time.Second}}, early)
+	require.NoError(t, err)
+	_, err = a.Token("a", tok)
+	r, _ = identity.ReasonOf(err)
+	assert.Equal(t, identity.ReasonTokenNotYetValid, r, "%v", err)
 
 	a, err = identity.NewAt(identity.Config{Tokens: identity.TokenConfig{PublicKeyFile: pub, Audience: "db2"}}, clock)
 	require.NoError(t, err)
 	_, err = a.Token("a", tok)
-	require.ErrorIs(t, err, identity.ErrAuthFailed)
+	r, _ = identity.ReasonOf(err)
+	assert.Equal(t, identity.ReasonTokenAudience, r, "%v", err)
 }
 
 func TestTokenNotConfigured(t *testing.T) {
@@ -272,6 +285,8 @@ func TestRevocation(t *testing.T) {
 	now.Add(int64(2 * time.Second))
 	_, err = a.Token("a", mint("new-1"))
 	require.ErrorIs(t, err, identity.ErrAuthFailed, "reloaded list revokes new-1")
+	r, _ := identity.ReasonOf(err)
+	assert.Equal(t, identity.ReasonTokenRevoked, r)
 
 	// A vanished file keeps the last list in force.
 	require.NoError(t, os.Remove(revoked))
@@ -350,9 +365,10 @@ func TestJWKSFile(t *testing.T) {
 		return s
 	}
 	tests := []struct {
-		name  string
-		token string
-		ok    bool
+		name   string
+		token  string
+		ok     bool
+		reason identity.Reason // when not ok
 	}{
 		{name: "EdDSA", token: sign(jwt.SigningMethodEdDSA, "ed", edKey, nil), ok: true},
 		{name: "ES256", token: sign(jwt.SigningMethodES256, "ec", ecKey, nil), ok: true},
@@ -365,14 +381,14 @@ func TestJWKSFile(t *testing.T) {
 			k384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 			require.NoError(t, err)
 			return sign(jwt.SigningMethodES384, "ec", k384, nil)
-		}()},
-		{name: "wrong kid", token: sign(jwt.SigningMethodRS256, "ec", rk, nil)},
-		{name: "unknown kid", token: sign(jwt.SigningMethodEdDSA, "nope", edKey, nil)},
+		}(), reason: identity.ReasonTokenSignature},
+		{name: "wrong kid", token: sign(jwt.SigningMethodRS256, "ec", rk, nil), reason: identity.ReasonTokenSignature},
+		{name: "unknown kid", token: sign(jwt.SigningMethodEdDSA, "nope", edKey, nil), reason: identity.ReasonTokenSignature},
 		{name: "no kid, ambiguous alg ok", token: sign(jwt.SigningMethodEdDSA, "", edKey, nil), ok: true},
-		{name: "wrong audience", token: sign(jwt.SigningMethodEdDSA, "ed", edKey, func(m jwt.MapClaims) { m["aud"] = "other" })},
-		{name: "no audience", token: sign(jwt.SigningMethodEdDSA, "ed", edKey, func(m jwt.MapClaims) { delete(m, "aud") })},
-		{name: "unknown issuer", token: sign(jwt.SigningMethodEdDSA, "ed", edKey, func(m jwt.MapClaims) { m["iss"] = "https://evil/" })},
-		{name: "HS256 keyed with jwk x", token: sign(jwt.SigningMethodHS256, "ed", []byte(edKey.Public().(ed25519.PublicKey)), nil)},
+		{name: "wrong audience", token: sign(jwt.SigningMethodEdDSA, "ed", edKey, func(m jwt.MapClaims) { m["aud"] = "other" }), reason: identity.ReasonTokenAudience},
+		{name: "no audience", token: sign(jwt.SigningMethodEdDSA, "ed", edKey, func(m jwt.MapClaims) { delete(m, "aud") }), reason: identity.ReasonTokenAudience},
+		{name: "unknown issuer", token: sign(jwt.SigningMethodEdDSA, "ed", edKey, func(m jwt.MapClaims) { m["iss"] = "https://evil/" }), reason: identity.ReasonTokenSignature},
+		{name: "HS256 keyed with jwk x", token: sign(jwt.SigningMethodHS256, "ed", []byte(edKey.Public().(ed25519.PublicKey)), nil), reason: identity.ReasonTokenSignature},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -380,6 +396,8 @@ func TestJWKSFile(t *testing.T) {
 			ag, err := a.Token("bot", tt.token)
 			if !tt.ok {
 				require.ErrorIs(t, err, identity.ErrAuthFailed)
+				r, _ := identity.ReasonOf(err)
+				assert.Equal(t, tt.reason, r, "%v", err)
 				return
 			}
 			require.NoError(t, err)

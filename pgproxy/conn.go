@@ -183,7 +183,7 @@ func (c *conn) run(ctx context.Context, overLimit bool) error {
 		// client expects an ErrorResponse.
 		return fatal(codeTooManyConnections, "sorry, too many clients already", nil)
 	}
-	if err := c.authenticate(); err != nil {
+	if err := c.authenticate(ctx, deadline); err != nil {
 		return err
 	}
 	if err := c.credentials(ctx, deadline); err != nil {
@@ -433,56 +433,114 @@ func (c *conn) startupMessage(code uint32, body []byte) error {
 
 // --- phase 2: authenticate ---
 
-func (c *conn) authenticate() error {
-	if !c.srv.fails.Allow(c.remoteIP) {
-		c.authFailed("", fmt.Errorf("rate limited: %w", identity.ErrAuthFailed))
-		return fatal(codeInvalidAuthSpec, "too many failed authentication attempts; try again later", nil)
-	}
-	auth := c.srv.cfg.Auth
-	var (
-		agent  *identity.Agent
-		method identity.Method
-		err    error
-	)
-	if cert := c.spiffeCert(); cert != nil {
-		method = identity.MethodMTLS
-		agent, err = auth.Certificate(c.user, cert)
-	} else if conv, ok := auth.SCRAM(c.user); ok {
-		method = identity.MethodSCRAM
-		agent, err = c.scram(conv)
-	} else {
-		method = identity.MethodToken
-		if !c.isTLS && !isLoopback(c.remoteIP) {
-			c.authFailed(method, fmt.Errorf("cleartext password over a non-TLS remote connection: %w", identity.ErrAuthFailed))
-			return fatal(codeInvalidAuthSpec, "keyhole requires TLS for password authentication", nil)
-		}
-		agent, err = c.cleartext()
-	}
+var (
+	// errTLSRequired: a cleartext password (a token) over a remote
+	// connection without TLS would expose it on the network.
+	errTLSRequired = errors.New("cleartext password over a non-TLS remote connection")
+	// errAttemptAbandoned ends a limited attempt that tested no guess.
+	errAttemptAbandoned = errors.New("authentication attempt abandoned")
+)
+
+// authenticate identifies the agent. A failure is recorded and converted
+// once, by authError, into the client's error.
+func (c *conn) authenticate(ctx context.Context, deadline time.Time) error {
+	agent, method, err := c.verify(ctx, deadline)
 	var pe *pgError
 	if errors.As(err, &pe) || errors.Is(err, errClientGone) {
+		// A protocol violation or a client that left: no credential was
+		// judged.
 		return err
 	}
-	if err != nil || agent == nil {
-		if err == nil {
-			err = identity.ErrAuthFailed
+	if err == nil && agent == nil {
+		err = identity.NewAuthError(identity.ReasonCredentials, errors.New("no agent"))
+	}
+	if err == nil {
+		role, upName, ok := c.srv.cfg.Decider.Role(agent.Name)
+		if !ok {
+			// An agent the policy does not know fails like a wrong
+			// credential, so a connection never tells which names the
+			// policy has.
+			err = identity.NewAuthError(identity.ReasonCredentials, fmt.Errorf("agent %q is not in the policy", agent.Name))
+		} else {
+			c.agent, c.role, c.upName = agent, role, upName
 		}
+	}
+	if err != nil {
 		c.authFailed(method, err)
-		return fatal(codeInvalidPassword, fmt.Sprintf("password authentication failed for user %q", c.user), err)
+		return authError(c.user, err)
 	}
-	role, upName, ok := c.srv.cfg.Decider.Role(agent.Name)
-	if !ok {
-		c.authFailed(method, fmt.Errorf("agent %q not in policy: %w", agent.Name, identity.ErrAuthFailed))
-		return fatal(codeInvalidAuthSpec, fmt.Sprintf("agent %q is not allowed to connect", c.user), nil)
-	}
-	c.agent, c.role, c.upName = agent, role, upName
-	c.log = c.log.With("agent", agent.Name, "role", role)
+	c.log = c.log.With("agent", agent.Name, "role", c.role)
 	c.log.Info("agent authenticated", "method", method)
 	c.record(audit.Event{Kind: audit.KindAuthOK, AuthMethod: string(method)})
 	return nil
 }
 
+// verify runs the authentication method the client's connection calls
+// for. Only SCRAM, whose secret can be guessed, goes through the limiter:
+// a token's signature cannot be guessed, so a valid token is let in
+// whatever failures came from its address before.
+func (c *conn) verify(ctx context.Context, deadline time.Time) (*identity.Agent, identity.Method, error) {
+	auth := c.srv.cfg.Auth
+	if cert := c.spiffeCert(); cert != nil {
+		agent, err := auth.Certificate(c.user, cert)
+		return agent, identity.MethodMTLS, err
+	}
+	if conv, ok := auth.SCRAM(c.user); ok {
+		ctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		attempt, err := c.srv.fails.Begin(ctx, c.remoteIP, c.user)
+		if err != nil {
+			return nil, identity.MethodSCRAM, err
+		}
+		// Ended whatever happens: a panic must neither count as a success
+		// nor hold the attempt in flight for good.
+		result := errAttemptAbandoned
+		defer func() { attempt.Done(result) }()
+		agent, err := c.scram(conv)
+		result = err
+		return agent, identity.MethodSCRAM, err
+	}
+	if !c.isTLS && !isLoopback(c.remoteIP) {
+		return nil, identity.MethodToken, errTLSRequired
+	}
+	agent, err := c.cleartext()
+	return agent, identity.MethodToken, err
+}
+
+// authError is the one ErrorResponse for a failed authentication:
+// Postgres's 28P01 wording, followed for a token by what was wrong with
+// it (identity.Reason's client text, never a secret, never whether an
+// agent exists); 28000 for a lockout, a certificate, and a password
+// refused in the clear; 08P01 for a malformed SCRAM message.
+func authError(user string, err error) *pgError {
+	failed := fmt.Sprintf("password authentication failed for user %q", user)
+	if errors.Is(err, errTLSRequired) {
+		return fatal(codeInvalidAuthSpec, "keyhole requires TLS for password authentication", err)
+	}
+	var ae *identity.AuthError
+	if !errors.As(err, &ae) {
+		return fatal(codeInvalidPassword, failed, err)
+	}
+	var e *pgError
+	switch ae.Reason {
+	case identity.ReasonCredentials:
+		e = fatal(codeInvalidPassword, failed, err)
+	case identity.ReasonRateLimited:
+		e = fatal(codeInvalidAuthSpec, fmt.Sprintf("authentication refused for user %q: %s", user, ae.ClientMessage()), err)
+	case identity.ReasonCertificate:
+		e = fatal(codeInvalidAuthSpec, fmt.Sprintf("certificate authentication failed for user %q: %s", user, ae.ClientMessage()), err)
+	case identity.ReasonSCRAMProtocol:
+		e = fatal(codeProtocolViolation, ae.ClientMessage(), err)
+	default:
+		e = fatal(codeInvalidPassword, failed+": "+ae.ClientMessage(), err)
+	}
+	e.hint = ae.Reason.Hint()
+	return e
+}
+
+// authFailed logs, counts and audits a failed authentication. err's text
+// is identity's detail: it never holds a token or secret.
 func (c *conn) authFailed(method identity.Method, err error) {
-	c.srv.fails.Fail(c.remoteIP)
 	if m := c.srv.cfg.Metrics; m != nil {
 		m.AuthFailed(protocolName)
 	}
@@ -579,7 +637,7 @@ func (c *conn) scram(conv identity.SCRAMConversation) (*identity.Agent, error) {
 		}
 		data = slices.Clone(r.Data)
 	}
-	return nil, fmt.Errorf("SCRAM exchange too long: %w", identity.ErrAuthFailed)
+	return nil, fatal(codeProtocolViolation, "SCRAM exchange did not finish", nil)
 }
 
 func isLoopback(ip string) bool {

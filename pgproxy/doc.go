@@ -9,7 +9,8 @@
 //     StartupMessage v3.x (replication and startup options refused).
 //  2. authenticate: SPIFFE client certificate, else SCRAM-SHA-256 when the
 //     user has a stored verifier, else a cleartext agent token (TLS or
-//     loopback only). Failures are rate limited per source IP.
+//     loopback only). SCRAM guesses are limited per (source address,
+//     agent) by the shared identity.Limiter; tokens are not limited.
 //  3. credentials: the agent's role picks the upstream; creds.Source hands
 //     out a short-lived lease for (agent, role, upstream).
 //  4. dial upstream: pgconn logs in with the lease, the connection is

@@ -58,6 +58,7 @@ type envOpts struct {
 	tls     *tls.Config
 	// identity adjusts the identity config (tokens are always set up).
 	identity func(*identity.Config)
+	limiter  *identity.Limiter // nil: the Server's default
 	logger   *slog.Logger
 	metrics  admin.ProxyMetrics
 	raw      bool // audit raw statements
@@ -121,6 +122,7 @@ func newEnvWith(t testing.TB, o envOpts, wrap func(*env) creds.Source) *env {
 	srv, err := pgproxy.New(pgproxy.Config{
 		Decider:       e0.holder,
 		Auth:          auth,
+		Limiter:       o.limiter,
 		Creds:         src,
 		Upstreams:     map[string]pgproxy.Upstream{"": {Addr: "127.0.0.1:5432", Database: db.Name}},
 		Audit:         rec,
@@ -242,6 +244,7 @@ roles:
     max_rows: %d
 agents:
   scram-bot: {role: analyst}
+  scram-other: {role: analyst}
 `
 
 // engine builds the real policy engine over the test database's catalog;

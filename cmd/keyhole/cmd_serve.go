@@ -362,6 +362,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) (err error
 		TLS:       tlsCfg,
 		Decider:   s.holder,
 		Auth:      auth,
+		Limiter:   identity.NewLimiter(cfg.Identity.Lockout),
 		Creds:     src,
 		Upstreams: upstreams,
 		Audit:     rec,

@@ -28,8 +28,12 @@ roles turns every role of the policy into a Vault database secrets engine
 role whose creation statements GRANT the database user only what the role
 allows: its tables per verb, and per column for SELECT/INSERT/UPDATE,
 leaving out every column whose labels (policy file and column comments)
-match the role's deny_labels. A connection that bypasses keyhole with such
-a credential is refused by Postgres itself (SQLSTATE 42501).
+match the role's deny_labels; SELECT or UPDATE on the sequences its rules
+name (UPDATE is what nextval needs, also for serial and nextval column
+defaults, and setval); EXECUTE on its listed functions and call
+procedures; USAGE on their schemas. A connection that bypasses keyhole
+with such a credential is refused by Postgres itself (SQLSTATE 42501).
+See docs/vault-roles.md.
 
 It prints the roles (YAML, or JSON with --format json); with --apply it
 writes them to <vault-mount>/roles/<role> (token from VAULT_TOKEN).

@@ -214,7 +214,7 @@ func testAgentRemoved(t *testing.T, vs *testvault.Server) {
 		5*time.Second, 100*time.Millisecond, "upstream sessions of the removed agent still open")
 
 	_, err = e.dial(summarizer, "vaulte2e-removed")
-	assert.Equal(t, "28000", sqlState(err), "new session of a removed agent: %v", err)
+	assert.Equal(t, "28P01", sqlState(err), "new session of a removed agent (fails like a wrong credential): %v", err)
 
 	n, err := count(ctx, other, q)
 	assert.NoError(t, err, "an agent still in the policy lost its session")
@@ -247,7 +247,7 @@ func testAgentRemovedRevoked(t *testing.T, vs *testvault.Server) {
 	assert.Eventually(t, func() bool { return !e.db.RoleExists(e.t, l.user) },
 		10*time.Second, 100*time.Millisecond, "Vault did not drop the login of the revoked agent")
 	_, err = e.dial(summarizer, "vaulte2e-revoked-agent")
-	assert.Equal(t, "28000", sqlState(err), "new session of a removed agent: %v", err)
+	assert.Equal(t, "28P01", sqlState(err), "new session of a removed agent (fails like a wrong credential): %v", err)
 }
 
 // 6. The credentials Vault issues for the role are no wider than the
