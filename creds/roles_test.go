@@ -404,7 +404,7 @@ func TestRolesWritesEnforcedByPostgres(t *testing.T) {
 		{"TRUNCATE tickets", false},
 	}
 	for _, tt := range tests {
-		d, _ := eng.Check(sqlpolicy.Principal{Agent: "clerk-bot"}, tt.sql, &sqlpolicy.Session{})
+		d, _ := eng.Check(sqlpolicy.Principal{Agent: "clerk-bot"}, tt.sql, eng.NewSession())
 		require.Equal(t, tt.allow, d.Allowed(), "keyhole's decision on %s: %s", tt.sql, d.Message)
 		_, err := conn.Exec(ctx, tt.sql)
 		if tt.allow {
