@@ -124,7 +124,6 @@ func startShop(t *testing.T) *shop {
 		"--admin", "127.0.0.1:0",
 	)
 	kh.AuditFile = filepath.Join(dir, "audit.jsonl")
-	kh.DB = up.DB.Name
 	tok := key.mint(t, agentName)
 	return &shop{up: up, kh: kh, token: tok, dsn: kh.ConnString(agentName, tok)}
 }

@@ -44,7 +44,7 @@ func TestStartupFailsClosed(t *testing.T) {
 listen: {postgres: "127.0.0.1:0"}
 tls: {generate_self_signed: true}
 upstreams:
-  warehouse: {addr: %q, database: %q}
+  warehouse: {url: "postgres://%s/%s"}
 identity: {tokens: {public_key_file: %q}}
 creds: {static: {user: %q}}
 audit: {file: audit.jsonl}
