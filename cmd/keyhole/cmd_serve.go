@@ -157,9 +157,7 @@ func runServe(args []string) int {
 
 func printServeUsage(w io.Writer, fs *flag.FlagSet) {
 	fmt.Fprint(w, serveUsage)
-	fs.SetOutput(w)
-	fs.PrintDefaults()
-	fs.SetOutput(io.Discard)
+	printFlags(w, fs)
 }
 
 // serveConfig merges the configuration file (if any) with the flags, which

@@ -107,7 +107,7 @@ func newAgentKey(t *testing.T) agentKey {
 // mint returns a token for agent, made with `keyhole token mint`.
 func (k agentKey) mint(t *testing.T, agent string, extra ...string) string {
 	t.Helper()
-	args := append([]string{"token", "mint", "--key", k.Private, "--agent", agent, "--ttl", "1h"}, extra...)
+	args := append([]string{"token", "mint", "--token-key", k.Private, "--agent", agent, "--ttl", "1h"}, extra...)
 	return strings.TrimSpace(runKeyhole(t, args...))
 }
 
