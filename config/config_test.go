@@ -250,7 +250,6 @@ func TestExamplePolicyParses(t *testing.T) {
 	t.Parallel()
 	for _, p := range []string{
 		filepath.Join("..", "examples", "policy.yaml"),
-		filepath.Join("..", "docker", "keyhole", "policy.yaml"),
 	} {
 		data, err := os.ReadFile(p)
 		require.NoError(t, err)
