@@ -57,22 +57,28 @@ func testTokenCLI(t *testing.T) {
 	r = keyhole(t, tok+"\n", "token", "verify", "--token-key", key+".pub", "--agent", "sales")
 	require.Equal(t, 0, r.Code, r.Stderr)
 	assert.Contains(t, r.Stdout, "scope:   select public.orders, public.customers")
+	// The flags' old names still work.
+	r = keyhole(t, "", "token", "mint", "--key", key, "--agent", "sales")
+	require.Equal(t, 0, r.Code, r.Stderr)
+	r = keyhole(t, r.Stdout, "token", "verify", "--pub", key+".pub", "--agent", "sales")
+	require.Equal(t, 0, r.Code, r.Stderr)
+
 	r = keyhole(t, tok+"\n", "token", "verify", "--token-key", key+".pub", "--agent", "other")
 	assert.Equal(t, 1, r.Code)
 	assert.NotContains(t, r.Stderr, tok)
 
 	for name, args := range map[string][]string{
-		"bad scope verb":    {"token", "mint", "--token-key", key, "--agent", "a", "--scope", "drop:public.x"},
-		"scope no tables":   {"token", "mint", "--token-key", key, "--agent", "a", "--scope", "select:"},
-		"no agent":          {"token", "mint", "--token-key", key},
-		"negative ttl":      {"token", "mint", "--token-key", key, "--agent", "a", "--ttl", "-1m"},
-		"public key":        {"token", "mint", "--token-key", key + ".pub", "--agent", "a"},
-		"unknown sub":       {"token", "frob"},
-		"stray argument":    {"token", "keygen", "--out", filepath.Join(dir, "x"), "extra"},
-		"keygen no --out":   {"token", "keygen"},
-		"no subcommand":     {"token"},
+		"bad scope verb":        {"token", "mint", "--token-key", key, "--agent", "a", "--scope", "drop:public.x"},
+		"scope no tables":       {"token", "mint", "--token-key", key, "--agent", "a", "--scope", "select:"},
+		"no agent":              {"token", "mint", "--token-key", key},
+		"negative ttl":          {"token", "mint", "--token-key", key, "--agent", "a", "--ttl", "-1m"},
+		"public key":            {"token", "mint", "--token-key", key + ".pub", "--agent", "a"},
+		"unknown sub":           {"token", "frob"},
+		"stray argument":        {"token", "keygen", "--out", filepath.Join(dir, "x"), "extra"},
+		"keygen no --out":       {"token", "keygen"},
+		"no subcommand":         {"token"},
 		"verify no --token-key": {"token", "verify", "--agent", "a"},
-		"verify no --agent": {"token", "verify", "--token-key", key + ".pub"},
+		"verify no --agent":     {"token", "verify", "--token-key", key + ".pub"},
 	} {
 		r := keyhole(t, "", args...)
 		assert.Equal(t, 2, r.Code, name)

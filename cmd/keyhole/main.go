@@ -70,7 +70,9 @@ func main() {
 }
 
 // isHelp reports whether arg asks for help.
-func isHelp(arg string) bool { return arg == "-h" || arg == "--help" || arg == "-help" || arg == "help" }
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "--help" || arg == "-help" || arg == "help"
+}
 
 // subcommand handles the help and missing-subcommand cases of a command
 // with subcommands (keyhole token, agent, catalog, vault). ok is false when

@@ -75,6 +75,10 @@ policy: {file: policy.yaml}
 			[]string{"catalog"}},
 		{"upstream refuses the database", append([]string{"--upstream", testpg.WithDatabase(withPassword, "nosuchdb"), "--policy", good}, base...),
 			[]string{"catalog"}},
+		{"mysql upstream before the MySQL front end", append([]string{"--upstream", "mysql://root@127.0.0.1:3306/shop", "--policy", good}, base...),
+			[]string{"mysql:// upstreams need the mysql front end"}},
+		{"one URL and named ones", append([]string{"--upstream", up.URL(), "--upstream", "hr=" + up.URL(), "--policy", good}, base...),
+			[]string{"give one URL, or NAME=URL for each upstream"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
