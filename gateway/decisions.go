@@ -20,6 +20,21 @@ type generation struct {
 	engines map[string]*sqlpolicy.Engine // by configured upstream name
 	cats    map[string]*catalog.Catalog  // the catalogs the engines use
 	dialect map[string]string            // upstream name → dialect
+	// first is, per dialect, the engine of its first upstream by name: it
+	// redacts texts (any engine of a dialect normalizes alike) and denies
+	// unknown agents.
+	first map[string]*sqlpolicy.Engine
+}
+
+// newGeneration ties a policy to one engine per upstream.
+func newGeneration(pol *sqlpolicy.Policy, cats map[string]*catalog.Catalog, engines map[string]*sqlpolicy.Engine, dialect map[string]string) *generation {
+	g := &generation{policy: pol, engines: engines, cats: cats, dialect: dialect, first: map[string]*sqlpolicy.Engine{}}
+	for _, name := range slices.Sorted(maps.Keys(engines)) {
+		if _, ok := g.first[dialect[name]]; !ok {
+			g.first[dialect[name]] = engines[name]
+		}
+	}
+	return g
 }
 
 // route is the configured upstream a role's upstream name means: itself,
@@ -75,7 +90,7 @@ func (r *router) Check(p sqlpolicy.Principal, sql string, s *sqlpolicy.Session) 
 	if e == nil {
 		// Unknown agent: any engine of this dialect denies it by default
 		// (and does not cache for it).
-		e = g.anyEngine(r.dialect)
+		e = g.first[r.dialect]
 	} else if g.dialect[up] != r.dialect {
 		return &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: sqlpolicy.RuleDefaultDeny, Agent: p.Agent,
 			Message: "keyhole: permission denied: the agent's role uses a database of another protocol",
@@ -87,17 +102,7 @@ func (r *router) Check(p sqlpolicy.Principal, sql string, s *sqlpolicy.Session) 
 // Redact implements sqlpolicy.Decider: any engine of the dialect
 // normalizes its texts the same way.
 func (r *router) Redact(sql string) (string, string) {
-	return r.gen.Load().anyEngine(r.dialect).Redact(sql)
-}
-
-// anyEngine is the engine of the first upstream (by name) of dialect.
-func (g *generation) anyEngine(dialect string) *sqlpolicy.Engine {
-	for _, name := range slices.Sorted(maps.Keys(g.engines)) {
-		if g.dialect[name] == dialect {
-			return g.engines[name]
-		}
-	}
-	return nil
+	return r.gen.Load().first[r.dialect].Redact(sql)
 }
 
 // changedAgents are the agents of old that cur removes, gives another role,

@@ -512,17 +512,17 @@ func (g *Gateway) loadGeneration(cats map[string]*catalog.Catalog) (*generation,
 			return nil, fmt.Errorf("policy: %w", err)
 		}
 	}
-	gen := &generation{policy: pol, engines: map[string]*sqlpolicy.Engine{}, cats: cats, dialect: map[string]string{}}
+	engines, dialect := map[string]*sqlpolicy.Engine{}, map[string]string{}
 	for name, cat := range cats {
 		u := g.ups[name]
 		an, err := newAnalyzer(u.Dialect, cat)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", u.label(), err)
 		}
-		gen.engines[name] = sqlpolicy.NewEngine(pol, cat, an, sqlpolicy.EngineOptions{})
-		gen.dialect[name] = u.Dialect
+		engines[name] = sqlpolicy.NewEngine(pol, cat, an, sqlpolicy.EngineOptions{})
+		dialect[name] = u.Dialect
 	}
-	return gen, nil
+	return newGeneration(pol, cats, engines, dialect), nil
 }
 
 // fileStamp identifies a version of a file for change polling.

@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/keyholedb/keyhole/config"
+	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/gateway"
 )
 
@@ -20,7 +21,7 @@ func init() {
 	register("serve", "run the proxy: authenticate agents, decide and forward statements", runServe)
 }
 
-const serveUsage = `usage: keyhole serve [--config keyhole.yaml] [flags]
+var serveUsage = `usage: keyhole serve [--config keyhole.yaml] [flags]
 
 serve accepts agent connections on the Postgres wire protocol, decides every
 statement against the policy and forwards what is allowed to the upstream
@@ -39,7 +40,7 @@ flags override the environment, which overrides the configuration file.
 Signals: SIGHUP re-reads the upstreams' schemas and the policy (the policy
 file alone is also reloaded when it changes); a policy that does not load
 leaves the running one in force. SIGTERM or SIGINT stop accepting, end idle
-sessions, let statements in flight finish for limits.shutdown_grace (30s),
+sessions, let statements in flight finish for limits.shutdown_grace (` + config.DefaultShutdownGrace.String() + `),
 flush the audit log and exit 0; a second signal exits at once.
 
 Exit status: 0 after a clean shutdown, 2 when keyhole cannot start (bad
@@ -90,9 +91,9 @@ func runServe(args []string) int {
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate `file` presented to agents")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS key `file`")
 	fs.StringVar(&f.vaultAddr, "vault-addr", "", "Vault `URL`: upstream logins from its database secrets engine (token from VAULT_TOKEN)")
-	fs.StringVar(&f.vaultMount, "vault-mount", "", "database secrets engine `mount` (default database)")
-	fs.StringVar(&f.logFormat, "log-format", "", "log format: json or text (default json)")
-	fs.StringVar(&f.logLevel, "log-level", "", "log level: debug, info, warn, error (default info)")
+	fs.StringVar(&f.vaultMount, "vault-mount", "", "database secrets engine `mount` (default "+creds.DefaultVaultMount+")")
+	fs.StringVar(&f.logFormat, "log-format", "", "log `format`: json or text (default "+config.DefaultLogFormat+")")
+	fs.StringVar(&f.logLevel, "log-level", "", "log `level`: debug, info, warn, error (default "+config.DefaultLogLevel+")")
 	// Precedence: flags, then KEYHOLE_<FLAG> environment variables, then
 	// the configuration file (as cloud-sql-proxy does).
 	var envErr error

@@ -117,12 +117,13 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 		if name != "" {
 			line += " " + name
 		}
-		if len(line) <= 24 {
-			line += strings.Repeat(" ", 25-len(line))
+		const col = 27
+		if len(line) < col-1 {
+			line += strings.Repeat(" ", col-len(line))
 		} else {
-			line += "\n" + strings.Repeat(" ", 25)
+			line += "\n" + strings.Repeat(" ", col)
 		}
-		line += strings.ReplaceAll(use, "\n", "\n"+strings.Repeat(" ", 25))
+		line += strings.ReplaceAll(use, "\n", "\n"+strings.Repeat(" ", col))
 		if f.DefValue != "" && f.DefValue != "false" {
 			line += fmt.Sprintf(" (default %s)", f.DefValue)
 		}
