@@ -105,12 +105,22 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 			_ = g.closeAll()
 		}
 	}()
-	var err error
 	if err := checkProtocols(cfg); err != nil {
 		return nil, err
 	}
 	g.log.Info("keyhole starting", "config", cfg.Path, "policy", cfg.Policy.File, "listen_postgres", cfg.Listen.Postgres, "admin", cfg.Listen.Admin)
 
+	// Local files first: a bad certificate or key fails before any
+	// upstream is contacted.
+	tlsCfg, err := serverTLS(cfg.TLS, g.log)
+	if err != nil {
+		return nil, err
+	}
+	auth, authCleanup, err := buildAuth(cfg.Identity)
+	if err != nil {
+		return nil, err
+	}
+	g.addCloser(func() error { authCleanup(); return nil })
 	if g.ups, err = buildUpstreams(cfg); err != nil {
 		return nil, err
 	}
@@ -141,16 +151,6 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.gen.Store(gen)
-
-	tlsCfg, err := serverTLS(cfg.TLS, g.log)
-	if err != nil {
-		return nil, err
-	}
-	auth, authCleanup, err := buildAuth(cfg.Identity)
-	if err != nil {
-		return nil, err
-	}
-	g.addCloser(func() error { authCleanup(); return nil })
 
 	if g.rec, err = buildAudit(cfg.Audit); err != nil {
 		return nil, err

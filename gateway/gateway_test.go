@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"syscall"
@@ -136,4 +137,18 @@ agents:
 		}
 	}
 	assert.Contains(t, codes, "28000")
+}
+
+// TestShutdownWithoutRun: a gateway that never ran releases its listeners
+// on Shutdown, and cannot run afterwards.
+func TestShutdownWithoutRun(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, fixture.ShopSQL(t))
+	e, err := build(t, true, map[string]string{"": up.url()}, fixture.Policy)
+	require.NoError(t, err)
+	addr := e.g.Addr(config.DialectPostgres).String()
+	require.NoError(t, e.g.Shutdown(context.Background()))
+	_, err = net.Dial("tcp", addr)
+	assert.Error(t, err, "the listener is closed")
+	assert.Error(t, e.g.Run(context.Background()), "Run after Shutdown")
 }

@@ -74,6 +74,12 @@ func start(t *testing.T, ups map[string]string, policyText string, opts ...setup
 
 func tryStart(t *testing.T, ups map[string]string, policyText string, opts ...setup) (*env, error) {
 	t.Helper()
+	return build(t, false, ups, policyText, opts...)
+}
+
+// build is tryStart that runs the gateway unless noRun.
+func build(t *testing.T, noRun bool, ups map[string]string, policyText string, opts ...setup) (*env, error) {
+	t.Helper()
 	dir := t.TempDir()
 	e := &env{t: t, policy: filepath.Join(dir, "policy.yaml"), audit: filepath.Join(dir, "audit.jsonl"),
 		logs: &fixture.SyncBuffer{}, hup: make(chan os.Signal, 1), ran: make(chan error, 1)}
@@ -106,7 +112,9 @@ func tryStart(t *testing.T, ups map[string]string, policyText string, opts ...se
 		return nil, err
 	}
 	e.g = g
-	go func() { e.ran <- g.Run(context.Background()) }()
+	if !noRun {
+		go func() { e.ran <- g.Run(context.Background()) }()
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
