@@ -374,7 +374,7 @@ func (c *Config) Validate() error {
 		if c.Creds.Vault != nil {
 			role := c.CatalogRole(name)
 			if other, dup := catalogRoles[role]; dup {
-				bad(key+".catalog_role", "upstreams %s and %s would read their schemas with the same Vault role %q, which names one database: give each upstream its own catalog_role", other, name, role)
+				bad(key+".catalog_role", "upstreams %s and %s would read their schemas with the same Vault role %q, which names one database: give each upstream its own catalog_role (upstreams.NAME.catalog_role in keyhole.yaml)", other, name, role)
 			}
 			catalogRoles[role] = name
 		}
