@@ -214,6 +214,24 @@ func TestParseUpstreamURL(t *testing.T) {
 	}
 }
 
+// TestURLRootCert: a file's sslrootcert is relative to the file, like
+// ca_file; setting both is an error.
+func TestURLRootCert(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "keyhole.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(strings.Replace(minimal, "/shop\"", "/shop?sslmode=verify-full&sslrootcert=db-ca.pem\"", 1)), 0o600))
+	c, err := config.Load(p)
+	require.NoError(t, err)
+	c.ApplyDefaults()
+	assert.Equal(t, filepath.Join(dir, "db-ca.pem"), c.Upstreams["shop"].CAFile)
+	assert.Equal(t, config.SSLVerifyFull, c.Upstreams["shop"].SSLMode)
+
+	_, err = config.Parse("k.yaml", []byte(strings.Replace(minimal, "/shop\"}", "/shop?sslrootcert=a.pem\", ca_file: b.pem}", 1)))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "upstreams.shop.ca_file: set together with the URL's sslrootcert")
+}
+
 func TestDefaultSSLMode(t *testing.T) {
 	t.Parallel()
 	for addr, want := range map[string]string{

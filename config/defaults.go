@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -22,8 +23,13 @@ func (c *Config) ApplyDefaults() {
 			if u.SSLMode == "" {
 				u.SSLMode = p.SSLMode
 			}
-			if u.CAFile == "" {
+			if u.CAFile == "" && p.CAFile != "" {
 				u.CAFile = p.CAFile
+				// Like ca_file, a file's sslrootcert is relative to the
+				// file; a flag's to the working directory.
+				if !filepath.IsAbs(u.CAFile) && c.Path != "" && !c.isOverridden("upstreams") {
+					u.CAFile = filepath.Join(filepath.Dir(c.Path), u.CAFile)
+				}
 			}
 		}
 		if u.SSLMode == "" {

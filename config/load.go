@@ -368,7 +368,7 @@ func (c *Config) Validate() error {
 		case p.Database == "":
 			bad(key+".url", "names no database: want %s://HOST[:PORT]/DATABASE", p.Dialect)
 		}
-		if p.CAFile != "" && u.CAFile != "" && p.CAFile != u.CAFile {
+		if p.CAFile != "" && u.CAFile != "" {
 			bad(key+".ca_file", "set together with the URL's sslrootcert")
 		}
 		if c.Creds.Vault != nil {
