@@ -7,23 +7,31 @@ import (
 	"github.com/keyholedb/keyhole/identity"
 )
 
-// Defaults. A zero value in the file means these.
+// Defaults of keyhole.yaml: a zero value in the file means these, and this
+// is their only home (ApplyDefaults fills them; the gateway hands the
+// filled values to the front ends). Defaults of sections owned by another
+// package live there: creds.VaultConfig (creds.DefaultVaultMount,
+// creds.DefaultGrace, ...) and identity.Config (identity.DefaultIssuer, ...).
 const (
-	DefaultListenPostgres = "127.0.0.1:6432"
-	DefaultVaultMount     = "database"
-	DefaultVaultGrace     = 30 * time.Second
-	DefaultAuditMaxBytes  = 100 << 20
-	DefaultAuditBackups   = 5
-	DefaultMaxConns       = 1000
-	DefaultStartupTimeout = 10 * time.Second
-	DefaultShutdownGrace  = 30 * time.Second
-	DefaultMaxMessageSize = 64 << 20
-	DefaultPolicyReload   = time.Second
-	DefaultKubernetesJWT  = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-	DefaultVaultTokenEnv  = "VAULT_TOKEN"
-	DefaultLogFormat      = "json"
-	DefaultLogLevel       = "info"
-	DefaultUpstreamPGPort = "5432"
+	DefaultListenPostgres    = "127.0.0.1:6432"
+	DefaultAuditMaxBytes     = 100 << 20
+	DefaultAuditBackups      = 5
+	DefaultMaxConns          = 1000
+	DefaultStartupTimeout    = 10 * time.Second
+	DefaultShutdownGrace     = 30 * time.Second
+	DefaultMaxMessageSize    = 64 << 20
+	DefaultPolicyReload      = time.Second
+	DefaultLogFormat         = "json"
+	DefaultLogLevel          = "info"
+	DefaultCatalogRole       = "keyhole-catalog"
+	DefaultUpstreamPGPort    = "5432"
+	DefaultUpstreamMySQLPort = "3306"
+)
+
+// Dialects an upstream URL can name (its scheme).
+const (
+	DialectPostgres = "postgres"
+	DialectMySQL    = "mysql"
 )
 
 // Config is the whole keyhole.yaml.
@@ -55,7 +63,8 @@ type Config struct {
 // DefaultListenPostgres.
 type Listen struct {
 	Postgres string `yaml:"postgres"`
-	// MySQL is reserved for the MySQL front end; empty = off.
+	// MySQL is where the MySQL front end listens; empty = off. A build
+	// without that front end refuses to start when it is set.
 	MySQL string `yaml:"mysql"`
 	// Admin serves /metrics, /healthz and the audit page; empty = off.
 	Admin string `yaml:"admin"`
@@ -83,21 +92,38 @@ const (
 )
 
 // Upstream is one database keyhole forwards to. Roles in the policy name
-// it by its key in Config.Upstreams.
+// it by its key in Config.Upstreams (the name "" is the single upstream
+// of --upstream URL, which every role uses).
 type Upstream struct {
-	// Addr is host:port.
-	Addr string `yaml:"addr"`
-	// Database is the database name keyhole logs in to.
-	Database string `yaml:"database"`
-	// SSLMode is disable, require, verify-ca or verify-full. Default:
-	// disable for a loopback address, verify-full otherwise.
-	SSLMode string `yaml:"sslmode"`
+	// URL names the dialect, address and database:
+	// postgres://HOST[:PORT]/DATABASE[?sslmode=MODE] (port 5432) or
+	// mysql://HOST[:PORT]/DATABASE[?sslmode=MODE] (port 3306). sslmode is
+	// disable, require, verify-ca or verify-full; default disable for a
+	// loopback host, verify-full otherwise. In the file it carries no
+	// login: that comes from creds.
+	URL string `yaml:"url"`
 	// CAFile verifies the upstream's certificate (verify-ca,
 	// verify-full); default: the system roots.
 	CAFile string `yaml:"ca_file"`
 	// ServerName overrides the name verified (verify-full); default: the
-	// host of Addr.
+	// URL's host.
 	ServerName string `yaml:"server_name"`
+	// CatalogRole is the keyhole role whose Vault credential reads this
+	// upstream's schema; default creds.vault.catalog_role. Upstreams that
+	// share a Vault must each have their own (a Vault role names one
+	// database).
+	CatalogRole string `yaml:"catalog_role"`
+
+	// Dialect, Addr (host:port), Database and SSLMode come from URL
+	// (ParseUpstreamURL; ApplyDefaults fills them for upstreams read from
+	// the file and settles SSLMode's default).
+	Dialect  string `yaml:"-"`
+	Addr     string `yaml:"-"`
+	Database string `yaml:"-"`
+	SSLMode  string `yaml:"-"`
+	// Login is the static login a --upstream URL carries; never read from
+	// the file. It wins over creds.static for this upstream.
+	Login *Static `yaml:"-"`
 }
 
 // Creds is where upstream logins come from: exactly one of Static and
@@ -121,13 +147,14 @@ type Static struct {
 // Vault uses the database secrets engine: one dynamic login per agent and
 // role, renewed while in use and revoked after. Its keys are
 // creds.VaultConfig's (addr, mount, ca_cert, auth {method, approle,
-// kubernetes}, roles, renew_before, grace, request_timeout); the Vault token
-// comes from VAULT_TOKEN, never from the file.
+// kubernetes}, roles, renew_before, grace, request_timeout), with creds'
+// defaults; the Vault token comes from VAULT_TOKEN, never from the file.
 type Vault struct {
 	creds.VaultConfig `yaml:",inline"`
 	// CatalogRole is the keyhole role whose Vault credential keyhole uses
-	// to read the upstream's schema at start (default "keyhole-catalog",
-	// mapped through roles like any role).
+	// to read an upstream's schema (default DefaultCatalogRole, mapped
+	// through roles like any role); upstreams.NAME.catalog_role overrides
+	// it per upstream. `keyhole vault roles --apply` writes it.
 	CatalogRole string `yaml:"catalog_role"`
 }
 
@@ -154,16 +181,19 @@ type Policy struct {
 	ReloadInterval time.Duration `yaml:"reload_interval"`
 }
 
-// Limits bound what a client can make keyhole hold. Zero means the
-// default.
+// Limits bound what a client can make keyhole hold, per front end. Zero
+// means the default.
 type Limits struct {
-	MaxConns       int           `yaml:"max_conns"`
+	// MaxConns is the most concurrent client connections (default 1000).
+	MaxConns int `yaml:"max_conns"`
+	// StartupTimeout bounds accept to ready for queries (default 10s).
 	StartupTimeout time.Duration `yaml:"startup_timeout"`
 	// IdleTimeout closes a client connection idle this long; 0 = never.
-	IdleTimeout    time.Duration `yaml:"idle_timeout"`
-	MaxMessageSize int           `yaml:"max_message_size"`
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxMessageSize bounds one client message (default 64 MiB).
+	MaxMessageSize int `yaml:"max_message_size"`
 	// ShutdownGrace is how long SIGTERM waits for sessions to finish
-	// before closing them.
+	// before closing them (default 30s).
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 }
 

@@ -17,13 +17,14 @@ import (
 
 const minimal = `
 upstreams:
-  shop: {addr: "127.0.0.1:5432", database: shop}
+  shop: {url: "postgres://127.0.0.1:5432/shop"}
 identity:
   tokens: {public_key_file: key.pub}
 creds:
   static: {user: app, password_env: TEST_PW}
 audit: {file: audit.jsonl}
 policy: {file: policy.yaml}
+tls: {generate_self_signed: true}
 `
 
 func TestExampleLoads(t *testing.T) {
@@ -31,7 +32,9 @@ func TestExampleLoads(t *testing.T) {
 	c, err := config.Load(filepath.Join("..", "examples", "keyhole.yaml"))
 	require.NoError(t, err)
 	assert.Equal(t, "127.0.0.1:6432", c.Listen.Postgres)
+	c.ApplyDefaults()
 	assert.Equal(t, "shop", c.Upstreams["shop"].Database)
+	assert.Equal(t, config.DialectPostgres, c.Upstreams["shop"].Dialect)
 	assert.Equal(t, "KEYHOLE_UPSTREAM_PASSWORD", c.Creds.Static.PasswordEnv)
 	assert.True(t, filepath.IsAbs(c.Policy.File), "relative paths resolve against the file's directory")
 	assert.Equal(t, time.Second, c.Policy.ReloadInterval)
@@ -46,6 +49,8 @@ func TestMinimalDefaults(t *testing.T) {
 	assert.Equal(t, config.DefaultListenPostgres, c.Listen.Postgres)
 	assert.Equal(t, "", c.Listen.Admin)
 	assert.Equal(t, config.SSLDisable, c.Upstreams["shop"].SSLMode)
+	assert.Equal(t, "127.0.0.1:5432", c.Upstreams["shop"].Addr)
+	assert.Equal(t, config.DefaultCatalogRole, c.CatalogRole("shop"))
 	assert.Equal(t, config.DefaultShutdownGrace, c.Limits.ShutdownGrace)
 	assert.Equal(t, config.DefaultStartupTimeout, c.Limits.StartupTimeout)
 	assert.Equal(t, config.DefaultMaxConns, c.Limits.MaxConns)
@@ -77,17 +82,32 @@ func TestErrors(t *testing.T) {
 		src  string
 		want []string // substrings of the error, each with file:line
 	}{
-		{"unknown top key", minimal + "listne: {}\n", []string{`k.yaml:10: unknown key "listne"`}},
-		{"unknown nested key", "tls:\n  cert: x\n" + minimal, []string{`k.yaml:2: unknown key "cert"`}},
+		{"unknown top key", minimal + "listne: {}\n", []string{`k.yaml:11: unknown key "listne"`}},
+		{"unknown nested key", "listen:\n  port: x\n" + minimal, []string{`k.yaml:2: unknown key "port"`}},
 		{"password in file", strings.Replace(minimal, "password_env: TEST_PW", "password: hunter2", 1),
 			[]string{`k.yaml:7: unknown key "password"`}},
-		{"bad duration", minimal + "limits: {idle_timeout: soon}\n", []string{"k.yaml:10:", "soon"}},
-		{"wrong type", minimal + "limits: {max_conns: many}\n", []string{"k.yaml:10:", "many"}},
-		{"missing addr", strings.Replace(minimal, `addr: "127.0.0.1:5432", `, "", 1),
-			[]string{"k.yaml:3: upstreams.shop.addr: required"}},
-		{"bad sslmode", strings.Replace(minimal, "database: shop}", "database: shop, sslmode: maybe}", 1),
-			[]string{"k.yaml:3: upstreams.shop.sslmode"}},
-		{"bad listen", minimal + "listen: {postgres: nowhere}\n", []string{"k.yaml:10: listen.postgres"}},
+		{"bad duration", minimal + "limits: {idle_timeout: soon}\n", []string{"k.yaml:11:", "soon"}},
+		{"wrong type", minimal + "limits: {max_conns: many}\n", []string{"k.yaml:11:", "many"}},
+		{"missing url", strings.Replace(minimal, `url: "postgres://127.0.0.1:5432/shop"`, "ca_file: x", 1),
+			[]string{"k.yaml:3: upstreams.shop.url: required"}},
+		{"bad sslmode", strings.Replace(minimal, "/shop\"", "/shop?sslmode=maybe\"", 1),
+			[]string{"k.yaml:3: upstreams.shop.url: upstream URL sslmode \"maybe\""}},
+		{"login in url", strings.Replace(minimal, "postgres://127", "postgres://app:topsecret@127", 1),
+			[]string{"k.yaml:3: upstreams.shop.url: carries a login"}},
+		{"no database", strings.Replace(minimal, "/shop\"", "\"", 1),
+			[]string{"k.yaml:3: upstreams.shop.url: names no database"}},
+		{"unknown scheme", strings.Replace(minimal, "postgres://", "oracle://", 1),
+			[]string{"k.yaml:3: upstreams.shop.url: upstream URL scheme \"oracle\""}},
+		{"bad upstream name", strings.Replace(minimal, "  shop:", "  'sh op':", 1),
+			[]string{"k.yaml:3: upstreams.sh op: upstream name"}},
+		{"old addr key", strings.Replace(minimal, `url: "postgres://127.0.0.1:5432/shop"`, `addr: "127.0.0.1:5432", database: shop`, 1),
+			[]string{"k.yaml:3: upstreams.shop.addr: replaced by url:", "upstreams.shop.database: replaced by url:"}},
+		{"no tls", strings.Replace(minimal, "tls: {generate_self_signed: true}\n", "", 1),
+			[]string{"tls: set cert_file and key_file"}},
+		{"shared catalog role", strings.Replace(strings.Replace(minimal, "static: {user: app, password_env: TEST_PW}",
+			"vault: {addr: 'https://v:8200'}", 1), "upstreams:\n", "upstreams:\n  crm: {url: 'mysql://127.0.0.1/crm'}\n", 1),
+			[]string{"upstreams.shop.catalog_role: upstreams crm and shop would read their schemas with the same Vault role \"keyhole-catalog\""}},
+		{"bad listen", minimal + "listen: {postgres: nowhere}\n", []string{"k.yaml:11: listen.postgres"}},
 		{"no creds", strings.Replace(minimal, "  static: {user: app, password_env: TEST_PW}\n", "", 1),
 			[]string{"k.yaml:6: creds: set static or vault"}},
 		{"two creds", strings.Replace(minimal, "creds:\n", "creds:\n  vault: {addr: 'https://v:8200'}\n", 1),
@@ -111,7 +131,7 @@ func TestErrors(t *testing.T) {
 		{"bad auth method", strings.Replace(minimal, "static: {user: app, password_env: TEST_PW}",
 			"vault: {addr: 'https://v:8200', auth: {method: ldap}}", 1), []string{"creds.vault.auth.method"}},
 		{"two documents", minimal + "---\nlisten: {}\n", []string{"more than one YAML document"}},
-		{"bad log format", minimal + "log: {format: xml}\n", []string{"k.yaml:10: log.format"}},
+		{"bad log format", minimal + "log: {format: xml}\n", []string{"k.yaml:11: log.format"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -163,14 +183,18 @@ func TestParseUpstreamURL(t *testing.T) {
 		pass    string
 		wantErr bool
 	}{
-		{in: "postgres://app:pw@db.internal:6000/shop", up: config.Upstream{Addr: "db.internal:6000", Database: "shop"}, user: "app", pass: "pw"},
-		{in: "postgresql://app@127.0.0.1/shop?sslmode=require", up: config.Upstream{Addr: "127.0.0.1:5432", Database: "shop", SSLMode: "require"}, user: "app"},
-		{in: "postgres://app@localhost", up: config.Upstream{Addr: "localhost:5432", Database: "app"}, user: "app"},
-		{in: "mysql://app:pw@h/db", wantErr: true},
-		{in: "postgres://h/db", up: config.Upstream{Addr: "h:5432", Database: "db"}},
+		{in: "postgres://app:pw@db.internal:6000/shop", up: config.Upstream{URL: "postgres://db.internal:6000/shop", Dialect: "postgres", Addr: "db.internal:6000", Database: "shop"}, user: "app", pass: "pw"},
+		{in: "postgresql://app@127.0.0.1/shop?sslmode=require", up: config.Upstream{URL: "postgresql://127.0.0.1/shop?sslmode=require", Dialect: "postgres", Addr: "127.0.0.1:5432", Database: "shop", SSLMode: "require"}, user: "app"},
+		{in: "postgres://app@localhost", up: config.Upstream{URL: "postgres://localhost", Dialect: "postgres", Addr: "localhost:5432", Database: "app"}, user: "app"},
+		{in: "mysql://app:pw@h/db", up: config.Upstream{URL: "mysql://h/db", Dialect: "mysql", Addr: "h:3306", Database: "db"}, user: "app", pass: "pw"},
+		{in: "mysql://h:3307/crm?sslmode=verify-full&sslrootcert=ca.pem", up: config.Upstream{URL: "mysql://h:3307/crm?sslmode=verify-full&sslrootcert=ca.pem", Dialect: "mysql", Addr: "h:3307", Database: "crm", SSLMode: "verify-full", CAFile: "ca.pem"}},
+		{in: "postgres://h/db", up: config.Upstream{URL: "postgres://h/db", Dialect: "postgres", Addr: "h:5432", Database: "db"}},
 		{in: "postgres://app:pw@h/db?sslmode=maybe", wantErr: true},
 		{in: "postgres://app:pw@h/db?options=-csearch_path%3Dx", wantErr: true},
 		{in: "postgres://app:topsecret@h:bad/db", wantErr: true},
+		{in: "postgres://app:topsecret@h:70000/db", wantErr: true},
+		{in: "redis://h/0", wantErr: true},
+		{in: "postgres://h/a/b", wantErr: true},
 	}
 	for _, tc := range cases {
 		t.Run(config.RedactURL(tc.in), func(t *testing.T) {
@@ -188,6 +212,24 @@ func TestParseUpstreamURL(t *testing.T) {
 			assert.Equal(t, tc.pass, st.Password)
 		})
 	}
+}
+
+// TestURLRootCert: a file's sslrootcert is relative to the file, like
+// ca_file; setting both is an error.
+func TestURLRootCert(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "keyhole.yaml")
+	require.NoError(t, os.WriteFile(p, []byte(strings.Replace(minimal, "/shop\"", "/shop?sslmode=verify-full&sslrootcert=db-ca.pem\"", 1)), 0o600))
+	c, err := config.Load(p)
+	require.NoError(t, err)
+	c.ApplyDefaults()
+	assert.Equal(t, filepath.Join(dir, "db-ca.pem"), c.Upstreams["shop"].CAFile)
+	assert.Equal(t, config.SSLVerifyFull, c.Upstreams["shop"].SSLMode)
+
+	_, err = config.Parse("k.yaml", []byte(strings.Replace(minimal, "/shop\"}", "/shop?sslrootcert=a.pem\", ca_file: b.pem}", 1)))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "upstreams.shop.ca_file: set together with the URL's sslrootcert")
 }
 
 func TestDefaultSSLMode(t *testing.T) {
@@ -226,7 +268,6 @@ func TestExamplePolicyParses(t *testing.T) {
 	t.Parallel()
 	for _, p := range []string{
 		filepath.Join("..", "examples", "policy.yaml"),
-		filepath.Join("..", "docker", "keyhole", "policy.yaml"),
 	} {
 		data, err := os.ReadFile(p)
 		require.NoError(t, err)

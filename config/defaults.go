@@ -4,16 +4,34 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
+	"strconv"
 	"strings"
 )
 
-// ApplyDefaults fills every zero field that has a documented default. Call
-// it after flags have been applied and before using the configuration.
+// ApplyDefaults fills every zero field that has a documented default and
+// the fields of each upstream that come from its URL. Call it after
+// Validate (and after flags have been applied), before using the
+// configuration.
 func (c *Config) ApplyDefaults() {
 	if c.Listen.Postgres == "" {
 		c.Listen.Postgres = DefaultListenPostgres
 	}
 	for k, u := range c.Upstreams {
+		if p, _, err := ParseUpstreamURL(u.URL); err == nil {
+			u.Dialect, u.Addr, u.Database = p.Dialect, p.Addr, p.Database
+			if u.SSLMode == "" {
+				u.SSLMode = p.SSLMode
+			}
+			if u.CAFile == "" && p.CAFile != "" {
+				u.CAFile = p.CAFile
+				// Like ca_file, a file's sslrootcert is relative to the
+				// file; a flag's to the working directory.
+				if !filepath.IsAbs(u.CAFile) && c.Path != "" && !c.isOverridden("upstreams") {
+					u.CAFile = filepath.Join(filepath.Dir(c.Path), u.CAFile)
+				}
+			}
+		}
 		if u.SSLMode == "" {
 			u.SSLMode = DefaultSSLMode(u.Addr)
 		}
@@ -48,6 +66,19 @@ func (c *Config) ApplyDefaults() {
 	}
 }
 
+// CatalogRole is the keyhole role whose Vault credential reads the schema
+// of the named upstream: its catalog_role, else creds.vault.catalog_role,
+// else DefaultCatalogRole.
+func (c *Config) CatalogRole(upstream string) string {
+	if r := c.Upstreams[upstream].CatalogRole; r != "" {
+		return r
+	}
+	if v := c.Creds.Vault; v != nil && v.CatalogRole != "" {
+		return v.CatalogRole
+	}
+	return DefaultCatalogRole
+}
+
 // DefaultSSLMode is the upstream sslmode used when none is configured:
 // disable for a loopback address (the local development database), and
 // verify-full for anything else, so that a credential never crosses a
@@ -80,10 +111,13 @@ func (c *Config) ResolveSecrets(getenv func(string) string) error {
 	return nil
 }
 
-// ParseUpstreamURL splits a postgres://[USER[:PASS]@]HOST[:PORT]/DB[?sslmode=MODE]
-// URL (as given to keyhole serve --upstream) into an upstream and the
-// static login it carries (User empty when the URL has none: with Vault
-// credentials the login comes from Vault). Errors never contain the
+// ParseUpstreamURL splits an upstream URL,
+// postgres://[USER[:PASS]@]HOST[:PORT]/DB[?sslmode=MODE&sslrootcert=FILE]
+// or the same with mysql://, into an upstream (its URL without the login)
+// and the static login it carries (User empty when the URL has none: with
+// Vault credentials the login comes from Vault). A Postgres URL without a
+// database names the user's, as libpq does. SSLMode stays empty when the
+// URL does not set it (ApplyDefaults settles it). Errors never contain the
 // password.
 func ParseUpstreamURL(raw string) (Upstream, *Static, error) {
 	u, err := url.Parse(raw)
@@ -91,16 +125,27 @@ func ParseUpstreamURL(raw string) (Upstream, *Static, error) {
 		// url errors quote the input, which may hold a password.
 		return Upstream{}, nil, fmt.Errorf("%w: upstream URL does not parse", ErrInvalid)
 	}
-	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
-		return Upstream{}, nil, fmt.Errorf("%w: upstream URL scheme %q: want postgres://", ErrInvalid, u.Scheme)
+	var dialect, port string
+	switch u.Scheme {
+	case "postgres", "postgresql":
+		dialect, port = DialectPostgres, DefaultUpstreamPGPort
+	case "mysql", "mariadb":
+		dialect, port = DialectMySQL, DefaultUpstreamMySQLPort
+	default:
+		return Upstream{}, nil, fmt.Errorf("%w: upstream URL scheme %q: want postgres:// or mysql://", ErrInvalid, u.Scheme)
+	}
+	if u.Opaque != "" {
+		return Upstream{}, nil, fmt.Errorf("%w: upstream URL: want %s://HOST[:PORT]/DATABASE", ErrInvalid, u.Scheme)
 	}
 	host := u.Hostname()
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	port := u.Port()
-	if port == "" {
-		port = DefaultUpstreamPGPort
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n <= 0 || n > 65535 {
+			return Upstream{}, nil, fmt.Errorf("%w: upstream URL port %q", ErrInvalid, p)
+		}
+		port = p
 	}
 	var user, pw string
 	if u.User != nil {
@@ -108,10 +153,14 @@ func ParseUpstreamURL(raw string) (Upstream, *Static, error) {
 		pw, _ = u.User.Password()
 	}
 	db := strings.TrimPrefix(u.Path, "/")
-	if db == "" {
+	if db == "" && dialect == DialectPostgres {
 		db = user
 	}
-	up := Upstream{Addr: net.JoinHostPort(host, port), Database: db}
+	if strings.Contains(db, "/") {
+		return Upstream{}, nil, fmt.Errorf("%w: upstream URL path %q: want one database name", ErrInvalid, u.Path)
+	}
+	up := Upstream{Dialect: dialect, Addr: net.JoinHostPort(host, port), Database: db}
+	keep := url.Values{}
 	for k, vs := range u.Query() {
 		v := vs[len(vs)-1]
 		switch k {
@@ -127,7 +176,10 @@ func ParseUpstreamURL(raw string) (Upstream, *Static, error) {
 		default:
 			return Upstream{}, nil, fmt.Errorf("%w: upstream URL parameter %q not supported", ErrInvalid, k)
 		}
+		keep.Set(k, v)
 	}
+	clean := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawQuery: keep.Encode()}
+	up.URL = clean.String()
 	return up, &Static{User: user, Password: pw}, nil
 }
 

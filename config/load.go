@@ -115,6 +115,12 @@ func Parse(name string, data []byte) (*Config, error) {
 }
 
 func decode(name string, data []byte) (*Config, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err == nil {
+		if es := movedKeys(name, &root); len(es) > 0 {
+			return nil, es
+		}
+	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -127,11 +133,48 @@ func decode(name string, data []byte) (*Config, error) {
 	}
 	c.Path = name
 	c.lines = map[string]int{}
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err == nil {
-		collectLines(&root, "", c.lines)
-	}
+	collectLines(&root, "", c.lines)
 	return &c, nil
+}
+
+// movedKeys reports the upstream keys that the url key replaced, with
+// what to write instead (a plain "unknown key" would not say).
+func movedKeys(name string, root *yaml.Node) Errors {
+	if root.Kind != yaml.DocumentNode || len(root.Content) == 0 {
+		return nil
+	}
+	ups := mapValue(root.Content[0], "upstreams")
+	if ups == nil || ups.Kind != yaml.MappingNode {
+		return nil
+	}
+	var es Errors
+	for i := 0; i+1 < len(ups.Content); i += 2 {
+		up := ups.Content[i+1]
+		if up.Kind != yaml.MappingNode {
+			continue
+		}
+		for j := 0; j+1 < len(up.Content); j += 2 {
+			k := up.Content[j]
+			switch k.Value {
+			case "addr", "database", "sslmode":
+				es = append(es, &Error{File: name, Line: k.Line, Key: "upstreams." + ups.Content[i].Value + "." + k.Value,
+					Msg: "replaced by url: postgres://HOST:PORT/DATABASE?sslmode=MODE (or mysql://...)"})
+			}
+		}
+	}
+	return es
+}
+
+func mapValue(n *yaml.Node, key string) *yaml.Node {
+	if n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
 }
 
 var (
@@ -291,28 +334,49 @@ func (c *Config) Validate() error {
 	if c.TLS.CertFile != "" && c.TLS.GenerateSelfSigned {
 		bad("tls.generate_self_signed", "set together with cert_file")
 	}
+	if c.TLS.CertFile == "" && !c.TLS.GenerateSelfSigned {
+		bad("tls", "set cert_file and key_file (or --tls-cert/--tls-key), or generate_self_signed: true for development")
+	}
 
 	if len(c.Upstreams) == 0 {
 		bad("upstreams", "at least one upstream is required")
 	}
+	allLogins := len(c.Upstreams) > 0
+	catalogRoles := map[string]string{}
 	for _, name := range sortedKeys(c.Upstreams) {
 		u := c.Upstreams[name]
 		key := "upstreams." + name
 		if name == "" {
 			key = "upstreams.\"\""
+		} else if !validUpstreamName(name) {
+			bad(key, "upstream name %q: use letters, digits, '_', '-' and '.' (roles name it)", name)
 		}
-		if u.Addr == "" {
-			bad(key+".addr", "required")
-		} else {
-			checkAddr(key+".addr", u.Addr)
+		if u.Login == nil {
+			allLogins = false
 		}
-		if u.Database == "" {
-			bad(key+".database", "required")
+		if u.URL == "" {
+			bad(key+".url", "required: postgres://HOST[:PORT]/DATABASE or mysql://HOST[:PORT]/DATABASE")
+			continue
 		}
-		switch u.SSLMode {
-		case "", SSLDisable, SSLRequire, SSLVerifyCA, SSLVerifyFull:
-		default:
-			bad(key+".sslmode", "%q: want disable, require, verify-ca or verify-full", u.SSLMode)
+		p, login, err := ParseUpstreamURL(u.URL)
+		switch {
+		case err != nil:
+			bad(key+".url", "%s", strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
+			continue
+		case login.User != "" || login.Password != "":
+			bad(key+".url", "carries a login: keyhole.yaml holds no credential (use creds.static with password_env, or creds.vault)")
+		case p.Database == "":
+			bad(key+".url", "names no database: want %s://HOST[:PORT]/DATABASE", p.Dialect)
+		}
+		if p.CAFile != "" && u.CAFile != "" {
+			bad(key+".ca_file", "set together with the URL's sslrootcert")
+		}
+		if c.Creds.Vault != nil {
+			role := c.CatalogRole(name)
+			if other, dup := catalogRoles[role]; dup {
+				bad(key+".catalog_role", "upstreams %s and %s would read their schemas with the same Vault role %q, which names one database: give each upstream its own catalog_role (upstreams.NAME.catalog_role in keyhole.yaml)", other, name, role)
+			}
+			catalogRoles[role] = name
 		}
 	}
 
@@ -349,7 +413,9 @@ func (c *Config) Validate() error {
 
 	switch {
 	case c.Creds.Static == nil && c.Creds.Vault == nil:
-		bad("creds", "set static or vault")
+		if !allLogins {
+			bad("creds", "set static or vault")
+		}
 	case c.Creds.Static != nil && c.Creds.Vault != nil:
 		bad("creds", "set only one of static and vault")
 	case c.Creds.Static != nil:
@@ -436,6 +502,18 @@ func (c *Config) Validate() error {
 	}
 	sort.SliceStable(es, func(i, j int) bool { return es[i].Line < es[j].Line })
 	return es
+}
+
+// validUpstreamName is the policy's rule for the names roles use
+// (roles.NAME.upstream).
+func validUpstreamName(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.' || c == '@') {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func sortedKeys[V any](m map[string]V) []string {

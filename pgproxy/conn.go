@@ -655,6 +655,17 @@ func (c *conn) credentials(ctx context.Context, deadline time.Time) error {
 	if !ok {
 		return fatal(codeUnableToConnect, "keyhole: no upstream configured for this role", fmt.Errorf("upstream %q", c.upName))
 	}
+	// An agent reaches its role's database only. Asking for another is
+	// refused as a pg_hba.conf line naming one database refuses it: 28000,
+	// whether or not that database exists (nothing the agent needs to
+	// learn). A client that names none sends the user name (libpq) or
+	// nothing (Postgres then uses the user name): both mean the role's.
+	if up.Database != "" && c.database != up.Database && c.database != c.user {
+		return fatal(codeInvalidAuthSpec, fmt.Sprintf("agent %q may not connect to database %q: its role %s uses database %q", c.user, c.database, c.role, up.Database), nil)
+	}
+	if up.Database != "" {
+		c.database = up.Database
+	}
 	c.upstream = up
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()

@@ -47,7 +47,9 @@ type Config struct {
 // Upstream is a Postgres server keyhole connects to.
 type Upstream struct {
 	Addr string // host:port
-	// Database, when set, is always used; else the client's database.
+	// Database, when set, is the one database agents routed here reach:
+	// a client asking for another is refused (28000); else the client's
+	// database is used.
 	Database string
 	TLS      *tls.Config // nil = no TLS
 }

@@ -24,8 +24,12 @@ for a in "$@"; do
 	esac
 done
 
-DB=keyhole_demo
-LOGIN=keyhole_demo
+# The demo's own database and login, with fresh names: it drops only what
+# it created.
+SUFFIX="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+DB="keyhole_demo_$SUFFIX"
+LOGIN="keyhole_demo_$SUFFIX"
+CREATED_DB=0 CREATED_LOGIN=0
 AGENT=sales-summarizer
 bold() { if [ -t 1 ]; then printf '\033[1m%s\033[0m\n' "$*"; else printf '%s\n' "$*"; fi; }
 say() { printf '\n'; bold "== $*"; }
@@ -44,8 +48,9 @@ cleanup() {
 	[ -n "$KEYHOLE_PID" ] && kill "$KEYHOLE_PID" 2>/dev/null && wait "$KEYHOLE_PID" 2>/dev/null || true
 	if [ -n "$PGDATA_TMP" ]; then
 		as_pg "$PG_CTL" -D "$PGDATA_TMP" -m fast stop >/dev/null 2>&1 || true
-	else
-		psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+	elif [ -n "${PGPORT:-}" ]; then
+		[ "$CREATED_DB" = 1 ] && psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+		[ "$CREATED_LOGIN" = 1 ] && psql -X -q -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -c "DROP ROLE IF EXISTS $LOGIN" >/dev/null 2>&1 || true
 	fi
 	rm -rf "$WORK"
 }
@@ -75,9 +80,10 @@ else
 fi
 export PGPORT
 admin() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres "$@"; }
-admin -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
-admin -d postgres -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$LOGIN') THEN CREATE ROLE $LOGIN LOGIN; END IF; END\$\$" >/dev/null
+admin -d postgres -c "CREATE ROLE $LOGIN LOGIN" >/dev/null
+CREATED_LOGIN=1
 admin -d postgres -c "CREATE DATABASE $DB" >/dev/null
+CREATED_DB=1
 admin -d "$DB" -f "$ROOT/testdata/pg/shop.sql" >/dev/null
 admin -d "$DB" -c "GRANT USAGE ON SCHEMA public TO $LOGIN; GRANT ALL ON ALL TABLES IN SCHEMA public TO $LOGIN; GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO $LOGIN" >/dev/null
 echo "database $DB: customers (email, ssn labelled pii), orders, products, secrets (labelled secret)"
@@ -89,7 +95,7 @@ grep -v '^#' "$WORK/policy.yaml" | sed '/^$/d'
 
 say "Agent token for $AGENT"
 "$KEYHOLE" token keygen --out "$WORK/token.key" >/dev/null
-TOKEN="$("$KEYHOLE" token mint --key "$WORK/token.key" --agent "$AGENT" --ttl 8h 2>/dev/null)" || die "keyhole token mint failed"
+TOKEN="$("$KEYHOLE" token mint --token-key "$WORK/token.key" --agent "$AGENT" --ttl 8h 2>/dev/null)" || die "keyhole token mint failed"
 echo "keyhole token mint --agent $AGENT --ttl 8h  ->  ${TOKEN:0:24}... (a signed JWT; the agent's password)"
 
 say "Starting keyhole"
@@ -102,7 +108,7 @@ KEYHOLE_PID=$!
 wait_port "$KH_PORT" || { cat "$WORK/keyhole.log" >&2; die "keyhole did not start"; }
 echo "keyhole on 127.0.0.1:$KH_PORT (admin http://127.0.0.1:$ADMIN_PORT/metrics), pid $KEYHOLE_PID"
 
-CONN="host=127.0.0.1 port=$KH_PORT user=$AGENT sslmode=require"
+CONN="host=127.0.0.1 port=$KH_PORT user=$AGENT dbname=$DB sslmode=require"
 agent() {
 	printf '\nagent> %s\n' "$1"
 	PGPASSWORD="$TOKEN" psql -X -v VERBOSITY=verbose "$CONN" -c "$1" 2>&1 | sed 's/^/  /' || true
@@ -116,7 +122,7 @@ agent "DELETE FROM orders"
 printf '\n  rows still in orders, counted directly (not through keyhole): '
 admin -d "$DB" -Atc "SELECT count(*) FROM orders"
 agent "SELECT pg_read_file('/etc/passwd')"
-agent "INSERT INTO orders (customer_id, product_id, total) VALUES (2, 1, 49.90) RETURNING id, status"
+agent "INSERT INTO orders (id, customer_id, product_id, total) VALUES (5001, 2, 1, 49.90) RETURNING id, status"
 
 say "Blocked statements (keyhole audit --blocked)"
 sleep 0.5
@@ -125,15 +131,16 @@ sleep 0.5
 say "Connect as an agent"
 cat <<EOF
   An agent uses any Postgres client; only host, port, user and password change:
-    PGPASSWORD=<token from keyhole token mint> psql "host=127.0.0.1 port=$KH_PORT user=$AGENT sslmode=require"
+    PGPASSWORD=<token from keyhole token mint> psql "host=127.0.0.1 port=$KH_PORT user=$AGENT dbname=$DB sslmode=require"
 EOF
 if [ "$KEEP" = 1 ]; then
 	cat <<EOF
 
 keyhole keeps running (pid $KEYHOLE_PID). Try it:
-  PGPASSWORD=\$($KEYHOLE token mint --key $WORK/token.key --agent $AGENT --ttl 1h) \\
-    psql "host=127.0.0.1 port=$KH_PORT user=$AGENT sslmode=require"
+  PGPASSWORD=\$($KEYHOLE token mint --token-key $WORK/token.key --agent $AGENT --ttl 1h) \\
+    psql "host=127.0.0.1 port=$KH_PORT user=$AGENT dbname=$DB sslmode=require"
 Stop it with: kill $KEYHOLE_PID${PGDATA_TMP:+; then $PG_CTL -D $PGDATA_TMP stop}
+(then drop the demo's database $DB and login $LOGIN)
 Files: $WORK (policy.yaml: edit it and keyhole reloads; audit.jsonl; keyhole.log)
 EOF
 else

@@ -25,12 +25,8 @@ const agentUsage = `usage:
 func runAgent(args []string) int { return agentMain(args, os.Stdout, os.Stderr) }
 
 func agentMain(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, agentUsage)
-		if len(args) == 0 {
-			return exitError
-		}
-		return exitOK
+	if code, ok := subcommand(args, agentUsage, stdout, stderr); !ok {
+		return code
 	}
 	if args[0] != "secret" {
 		fmt.Fprintf(stderr, "keyhole agent: unknown subcommand %q\n%s", args[0], agentUsage)
@@ -39,7 +35,7 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyhole agent secret", flag.ContinueOnError)
 	agent := fs.String("agent", "", "agent name")
 	iter := fs.Int("iterations", identity.DefaultSCRAMIter, "PBKDF2 iterations (at least 4096, RFC 7677)")
-	if code, ok := cliFlags(fs, args[1:], agentUsage, stderr); !ok {
+	if code, ok := cliFlags(fs, args[1:], agentUsage, stdout, stderr); !ok {
 		return code
 	}
 	if *agent == "" {

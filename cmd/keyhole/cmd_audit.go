@@ -46,7 +46,7 @@ func auditMain(args []string, now time.Time, stdout, stderr io.Writer) int {
 	for rest := args; ; {
 		if err := fs.Parse(rest); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				fmt.Fprint(stderr, auditUsage)
+				fmt.Fprint(stdout, auditUsage)
 				return exitOK
 			}
 			fmt.Fprintf(stderr, "keyhole audit: %v\n%s", err, auditUsage)

@@ -19,7 +19,7 @@ func init() {
 	register("catalog", "introspect an upstream database: catalog dump", runCatalog)
 }
 
-const catalogUsage = `usage: keyhole catalog dump --dsn URL [-o FILE] [--timeout D]
+const catalogUsage = `usage: keyhole catalog dump --dsn URL [--out FILE] [--timeout D]
 
 dump connects to the upstream database as the DSN's login, reads its schema
 (relations, columns, comment labels, view definitions, functions, the
@@ -28,12 +28,8 @@ password out of the DSN and set PGPASSWORD to keep it off the command line.
 `
 
 func runCatalog(args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(os.Stderr, catalogUsage)
-		if len(args) == 0 {
-			return exitError
-		}
-		return exitOK
+	if code, ok := subcommand(args, catalogUsage, os.Stdout, os.Stderr); !ok {
+		return code
 	}
 	switch args[0] {
 	case "dump":
@@ -47,9 +43,10 @@ func runCatalog(args []string) int {
 func runCatalogDump(args []string) int {
 	fs := flag.NewFlagSet("keyhole catalog dump", flag.ContinueOnError)
 	dsn := fs.String("dsn", "", "upstream Postgres connection string (URL or key=value)")
-	out := fs.String("o", "", "output file (default stdout)")
+	out := fs.String("out", "", "output file (default stdout)")
+	fs.StringVar(out, "o", "", "short for --out")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
-	if code, ok := cliFlags(fs, args, catalogUsage, os.Stderr); !ok {
+	if code, ok := cliFlags(fs, args, catalogUsage, os.Stdout, os.Stderr); !ok {
 		return code
 	}
 	if *dsn == "" {

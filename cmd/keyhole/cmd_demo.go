@@ -27,7 +27,7 @@ func runDemo(args []string) int {
 		switch a {
 		case "--keep", "-keep":
 		case "-h", "--help", "help":
-			fmt.Fprint(os.Stderr, demoUsage)
+			fmt.Fprint(os.Stdout, demoUsage)
 			return exitOK
 		default:
 			fmt.Fprintf(os.Stderr, "keyhole demo: unknown argument %q\n%s", a, demoUsage)

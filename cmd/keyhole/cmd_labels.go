@@ -71,7 +71,7 @@ func runLabels(args []string) int {
 	unlabeled := fs.Bool("unlabeled", false, "")
 	asJSON := fs.Bool("json", false, "")
 	timeout := fs.Duration("timeout", time.Minute, "")
-	if code, ok := cliFlags(fs, args, labelsUsage, os.Stderr); !ok {
+	if code, ok := cliFlags(fs, args, labelsUsage, os.Stdout, os.Stderr); !ok {
 		return code
 	}
 	if (*dsn == "") == (*catFile == "") {

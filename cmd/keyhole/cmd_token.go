@@ -22,10 +22,10 @@ const tokenUsage = `usage:
   keyhole token keygen --out FILE
       write a new Ed25519 signing key to FILE (mode 0600) and its public
       key to FILE.pub (for identity.tokens.public_key_file)
-  keyhole token mint --key FILE --agent NAME [--ttl 15m] [--scope VERB:TABLE[,TABLE...]]... [--id JTI] [--audience AUD]
+  keyhole token mint --token-key FILE --agent NAME [--ttl 15m] [--scope VERB:TABLE[,TABLE...]]... [--id JTI] [--audience AUD]
       print a signed agent token; each --scope narrows the agent's role to
       that verb on those tables (e.g. --scope select:public.orders,public.customers)
-  keyhole token verify --pub FILE --agent NAME < TOKEN
+  keyhole token verify --token-key FILE.pub --agent NAME < TOKEN
       check a token (read from stdin) and print its agent, scope and expiry
 `
 
@@ -34,12 +34,8 @@ func runToken(args []string) int {
 }
 
 func tokenMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(stderr, tokenUsage)
-		if len(args) == 0 {
-			return exitError
-		}
-		return exitOK
+	if code, ok := subcommand(args, tokenUsage, stdout, stderr); !ok {
+		return code
 	}
 	switch args[0] {
 	case "keygen":
@@ -56,7 +52,7 @@ func tokenMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func tokenKeygen(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyhole token keygen", flag.ContinueOnError)
 	out := fs.String("out", "", "private key file to write (the public key goes to FILE.pub)")
-	if code, ok := cliFlags(fs, args, tokenUsage, stderr); !ok {
+	if code, ok := cliFlags(fs, args, tokenUsage, stdout, stderr); !ok {
 		return code
 	}
 	if *out == "" {
@@ -90,18 +86,19 @@ func (g *grantFlags) Set(s string) error {
 
 func tokenMint(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyhole token mint", flag.ContinueOnError)
-	keyFile := fs.String("key", "", "Ed25519 private key file (from keyhole token keygen)")
+	keyFile := fs.String("token-key", "", "Ed25519 private key file (from keyhole token keygen)")
+	fs.StringVar(keyFile, "key", "", "old name of --token-key")
 	agent := fs.String("agent", "", "agent name (the token's subject; the database user the agent connects as)")
 	ttl := fs.Duration("ttl", 15*time.Minute, "token lifetime")
 	id := fs.String("id", "", "token id (jti); random when empty")
 	aud := fs.String("audience", "", "audience (aud) claim, if keyhole is configured to require one")
 	var scope grantFlags
 	fs.Var(&scope, "scope", "narrow the role to VERB:TABLE[,TABLE...] (repeatable)")
-	if code, ok := cliFlags(fs, args, tokenUsage, stderr); !ok {
+	if code, ok := cliFlags(fs, args, tokenUsage, stdout, stderr); !ok {
 		return code
 	}
 	if *keyFile == "" || *agent == "" {
-		fmt.Fprintf(stderr, "keyhole token mint: --key and --agent are required\n%s", tokenUsage)
+		fmt.Fprintf(stderr, "keyhole token mint: --token-key and --agent are required\n%s", tokenUsage)
 		return exitError
 	}
 	key, err := identity.ReadPrivateKeyFile(*keyFile)
@@ -127,13 +124,14 @@ func tokenMint(args []string, stdout, stderr io.Writer) int {
 
 func tokenVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyhole token verify", flag.ContinueOnError)
-	pub := fs.String("pub", "", "public key file (FILE.pub from keyhole token keygen)")
+	pub := fs.String("token-key", "", "public key file (FILE.pub from keyhole token keygen)")
+	fs.StringVar(pub, "pub", "", "old name of --token-key")
 	agent := fs.String("agent", "", "the database user the token is presented for")
-	if code, ok := cliFlags(fs, args, tokenUsage, stderr); !ok {
+	if code, ok := cliFlags(fs, args, tokenUsage, stdout, stderr); !ok {
 		return code
 	}
 	if *pub == "" || *agent == "" {
-		fmt.Fprintf(stderr, "keyhole token verify: --pub and --agent are required\n%s", tokenUsage)
+		fmt.Fprintf(stderr, "keyhole token verify: --token-key and --agent are required\n%s", tokenUsage)
 		return exitError
 	}
 	// The token is read from stdin, never the command line, where other

@@ -37,7 +37,7 @@ func testTokenCLI(t *testing.T) {
 	r = keyhole(t, "", "token", "keygen", "--out", key)
 	assert.Equal(t, 2, r.Code, "refuses to overwrite a key")
 
-	r = keyhole(t, "", "token", "mint", "--key", key, "--agent", "sales", "--ttl", "15m",
+	r = keyhole(t, "", "token", "mint", "--token-key", key, "--agent", "sales", "--ttl", "15m",
 		"--scope", "select:public.orders,public.customers", "--scope", "insert:public.orders")
 	require.Equal(t, 0, r.Code, r.Stderr)
 	tok := strings.TrimSpace(r.Stdout)
@@ -54,25 +54,31 @@ func testTokenCLI(t *testing.T) {
 	}, ag.Scope)
 	assert.WithinDuration(t, time.Now().Add(15*time.Minute), ag.Expires, 5*time.Second)
 
-	r = keyhole(t, tok+"\n", "token", "verify", "--pub", key+".pub", "--agent", "sales")
+	r = keyhole(t, tok+"\n", "token", "verify", "--token-key", key+".pub", "--agent", "sales")
 	require.Equal(t, 0, r.Code, r.Stderr)
 	assert.Contains(t, r.Stdout, "scope:   select public.orders, public.customers")
-	r = keyhole(t, tok+"\n", "token", "verify", "--pub", key+".pub", "--agent", "other")
+	// The flags' old names still work.
+	r = keyhole(t, "", "token", "mint", "--key", key, "--agent", "sales")
+	require.Equal(t, 0, r.Code, r.Stderr)
+	r = keyhole(t, r.Stdout, "token", "verify", "--pub", key+".pub", "--agent", "sales")
+	require.Equal(t, 0, r.Code, r.Stderr)
+
+	r = keyhole(t, tok+"\n", "token", "verify", "--token-key", key+".pub", "--agent", "other")
 	assert.Equal(t, 1, r.Code)
 	assert.NotContains(t, r.Stderr, tok)
 
 	for name, args := range map[string][]string{
-		"bad scope verb":    {"token", "mint", "--key", key, "--agent", "a", "--scope", "drop:public.x"},
-		"scope no tables":   {"token", "mint", "--key", key, "--agent", "a", "--scope", "select:"},
-		"no agent":          {"token", "mint", "--key", key},
-		"negative ttl":      {"token", "mint", "--key", key, "--agent", "a", "--ttl", "-1m"},
-		"public key":        {"token", "mint", "--key", key + ".pub", "--agent", "a"},
-		"unknown sub":       {"token", "frob"},
-		"stray argument":    {"token", "keygen", "--out", filepath.Join(dir, "x"), "extra"},
-		"keygen no --out":   {"token", "keygen"},
-		"no subcommand":     {"token"},
-		"verify no --pub":   {"token", "verify", "--agent", "a"},
-		"verify no --agent": {"token", "verify", "--pub", key + ".pub"},
+		"bad scope verb":        {"token", "mint", "--token-key", key, "--agent", "a", "--scope", "drop:public.x"},
+		"scope no tables":       {"token", "mint", "--token-key", key, "--agent", "a", "--scope", "select:"},
+		"no agent":              {"token", "mint", "--token-key", key},
+		"negative ttl":          {"token", "mint", "--token-key", key, "--agent", "a", "--ttl", "-1m"},
+		"public key":            {"token", "mint", "--token-key", key + ".pub", "--agent", "a"},
+		"unknown sub":           {"token", "frob"},
+		"stray argument":        {"token", "keygen", "--out", filepath.Join(dir, "x"), "extra"},
+		"keygen no --out":       {"token", "keygen"},
+		"no subcommand":         {"token"},
+		"verify no --token-key": {"token", "verify", "--agent", "a"},
+		"verify no --agent":     {"token", "verify", "--token-key", key + ".pub"},
 	} {
 		r := keyhole(t, "", args...)
 		assert.Equal(t, 2, r.Code, name)

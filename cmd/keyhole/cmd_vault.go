@@ -14,6 +14,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
@@ -35,6 +36,8 @@ procedures; USAGE on their schemas. A connection that bypasses keyhole
 with such a credential is refused by Postgres itself (SQLSTATE 42501).
 See docs/vault-roles.md.
 
+It also prints keyhole's own catalog login (--catalog-role, default
+keyhole-catalog), which keyhole serve --vault-addr reads the schema with.
 It prints the roles (YAML, or JSON with --format json); with --apply it
 writes them to <vault-mount>/roles/<role> (token from VAULT_TOKEN).
 
@@ -48,6 +51,7 @@ flags:
   --max-ttl D            credential max TTL (default 24h)
   --terminate-sessions   revocation ends the user's sessions (Vault's db user needs pg_signal_backend)
   --drop-owned           revocation runs REASSIGN OWNED / DROP OWNED (needs membership in the role)
+  --catalog-role NAME    keyhole's catalog login to write too (default keyhole-catalog; "" for none)
   --format yaml|json     output format (default yaml)
   --apply                write the roles to Vault
   --vault-addr URL       Vault address (default $VAULT_ADDR)
@@ -56,12 +60,8 @@ flags:
 `
 
 func runVault(args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprint(os.Stderr, vaultUsage)
-		if len(args) == 0 {
-			return exitError
-		}
-		return exitOK
+	if code, ok := subcommand(args, vaultUsage, os.Stdout, os.Stderr); !ok {
+		return code
 	}
 	switch args[0] {
 	case "roles":
@@ -96,6 +96,7 @@ func runVaultRoles(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&opts.MaxTTL, "max-ttl", creds.DefaultRoleMaxTTL, "")
 	fs.BoolVar(&opts.TerminateSessions, "terminate-sessions", false, "")
 	fs.BoolVar(&opts.DropOwned, "drop-owned", false, "")
+	catalogRole := fs.String("catalog-role", config.DefaultCatalogRole, "")
 	format := fs.String("format", "yaml", "")
 	apply := fs.Bool("apply", false, "")
 	vaultAddr := fs.String("vault-addr", os.Getenv("VAULT_ADDR"), "")
@@ -104,7 +105,7 @@ func runVaultRoles(args []string, stdout, stderr io.Writer) int {
 	timeout := fs.Duration("timeout", time.Minute, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, vaultUsage)
+			fmt.Fprint(stdout, vaultUsage)
 			return exitOK
 		}
 		fmt.Fprintf(stderr, "keyhole vault roles: %v\n%s", err, vaultUsage)
@@ -152,6 +153,10 @@ func runVaultRoles(args []string, stdout, stderr io.Writer) int {
 	roles, err := creds.RolesForPolicy(pol, cat, opts)
 	if err != nil {
 		return fail("%v", err)
+	}
+	roles, note := withCatalogRole(roles, *catalogRole, cat, opts)
+	if note != "" {
+		fmt.Fprintf(stderr, "warning: %s\n", note)
 	}
 
 	out := make([]vaultRoleOut, 0, len(roles))

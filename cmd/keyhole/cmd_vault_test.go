@@ -39,10 +39,14 @@ func TestVaultRolesCLI(t *testing.T) {
 		require.Equal(t, 0, code, stderr)
 		var roles []map[string]any
 		require.NoError(t, yaml.Unmarshal([]byte(stdout), &roles))
-		require.Len(t, roles, 1)
+		require.Len(t, roles, 2)
 		assert.Equal(t, "analyst", roles[0]["name"])
 		assert.Equal(t, "5m0s", roles[0]["default_ttl"])
 		assert.Contains(t, roles[0]["creation_statements"], `GRANT SELECT ("id", "name") ON "public"."customers" TO "{{name}}";`)
+		// keyhole's own login for the schema, which serve --vault-addr needs.
+		assert.Equal(t, "keyhole-catalog", roles[1]["name"])
+		assert.Equal(t, "shop", roles[1]["db_name"])
+		assert.Contains(t, roles[1]["creation_statements"], `GRANT USAGE ON SCHEMA "public" TO "{{name}}";`)
 	})
 
 	t.Run("apply", func(t *testing.T) {
@@ -50,6 +54,7 @@ func TestVaultRolesCLI(t *testing.T) {
 			"--db-name", "shop", "--apply", "--vault-addr", vs.Addr, "--format", "json")
 		require.Equal(t, 0, code, stderr)
 		assert.Contains(t, stderr, "wrote database/roles/analyst")
+		assert.Contains(t, stderr, "wrote database/roles/keyhole-catalog")
 		sec, err := vs.Client.Logical().Read("database/roles/analyst")
 		require.NoError(t, err)
 		require.NotNil(t, sec)

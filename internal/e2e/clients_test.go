@@ -26,23 +26,12 @@ import (
 
 const agentName = "sales-summarizer"
 
-// shopPolicy is the design's analyst policy, plus products.
-const shopPolicy = `
-labels:
-  public.customers.email: [pii.email]
-  public.customers.ssn:   [pii.ssn]
-  public.secrets:         [secret]
-roles:
-  analyst:
-    upstream: shop
-    allow:
-      - select: [public.orders, public.customers, public.products]
-      - insert: [public.orders]
-      - update: [public.order_id_seq]
-    deny_labels: [pii.*, secret]
-agents:
-  sales-summarizer: {role: analyst}
-`
+// shopPolicy is the example policy (examples/policy.yaml), plus products
+// and the sequence behind orders.id (an INSERT that leaves the id to its
+// default advances it).
+var shopPolicy = strings.Replace(strings.Replace(fixture.Policy,
+	"[public.orders, public.customers]", "[public.orders, public.customers, public.products]", 1),
+	"      - insert: [public.orders]\n", "      - insert: [public.orders]\n      - update: [public.order_id_seq]\n", 1)
 
 // result is what one statement gave a client: rows as text, or a SQLSTATE.
 type result struct {
@@ -124,7 +113,6 @@ func startShop(t *testing.T) *shop {
 		"--admin", "127.0.0.1:0",
 	)
 	kh.AuditFile = filepath.Join(dir, "audit.jsonl")
-	kh.DB = up.DB.Name
 	tok := key.mint(t, agentName)
 	return &shop{up: up, kh: kh, token: tok, dsn: kh.ConnString(agentName, tok)}
 }

@@ -107,7 +107,7 @@ func newAgentKey(t *testing.T) agentKey {
 // mint returns a token for agent, made with `keyhole token mint`.
 func (k agentKey) mint(t *testing.T, agent string, extra ...string) string {
 	t.Helper()
-	args := append([]string{"token", "mint", "--key", k.Private, "--agent", agent, "--ttl", "1h"}, extra...)
+	args := append([]string{"token", "mint", "--token-key", k.Private, "--agent", agent, "--ttl", "1h"}, extra...)
 	return strings.TrimSpace(runKeyhole(t, args...))
 }
 
@@ -118,9 +118,9 @@ type proc struct {
 	PGAddr    string
 	AdminAddr string
 	AuditFile string
-	// DB is the database name agents ask for: the upstream's own, so an
-	// agent's connection string differs from a direct one only in host,
-	// port, user and password. Empty means "shop".
+	// DB is the database name agents ask for: the upstream's own (as
+	// keyhole logs it at start), so an agent's connection string differs
+	// from a direct one only in host, port, user and password.
 	DB string
 
 	mu     sync.Mutex
@@ -153,6 +153,13 @@ func startKeyhole(t *testing.T, env []string, args ...string) *proc {
 			p.log.WriteString(line + "\n")
 			p.mu.Unlock()
 			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "upstream" {
+				p.mu.Lock()
+				if p.DB == "" {
+					p.DB, _ = m["database"].(string)
+				}
+				p.mu.Unlock()
+			}
 			if json.Unmarshal([]byte(line), &m) == nil && m["msg"] == "keyhole ready" {
 				select {
 				case ready <- m:
@@ -253,9 +260,8 @@ func (p *proc) Wait(timeout time.Duration) (int, error) {
 }
 
 func (p *proc) dbName() string {
-	if p.DB == "" {
-		return "shop"
-	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	return p.DB
 }
 

@@ -43,7 +43,7 @@ listen:
 tls:
   generate_self_signed: true
 upstreams:
-  shop: {addr: %q, database: %q}
+  shop: {url: "postgres://%s/%s"}
 identity:
   tokens: {public_key_file: %q}
 creds:

@@ -44,7 +44,7 @@ func TestStartupFailsClosed(t *testing.T) {
 listen: {postgres: "127.0.0.1:0"}
 tls: {generate_self_signed: true}
 upstreams:
-  warehouse: {addr: %q, database: %q}
+  warehouse: {url: "postgres://%s/%s"}
 identity: {tokens: {public_key_file: %q}}
 creds: {static: {user: %q}}
 audit: {file: audit.jsonl}
@@ -75,6 +75,10 @@ policy: {file: policy.yaml}
 			[]string{"catalog"}},
 		{"upstream refuses the database", append([]string{"--upstream", testpg.WithDatabase(withPassword, "nosuchdb"), "--policy", good}, base...),
 			[]string{"catalog"}},
+		{"mysql upstream before the MySQL front end", append([]string{"--upstream", "mysql://root@127.0.0.1:3306/shop", "--policy", good}, base...),
+			[]string{"mysql:// upstreams need the mysql front end"}},
+		{"one URL and named ones", append([]string{"--upstream", up.URL(), "--upstream", "hr=" + up.URL(), "--policy", good}, base...),
+			[]string{"give one URL, or NAME=URL for each upstream"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -125,7 +125,7 @@ func TestTLSAndAgentMethods(t *testing.T) {
 listen: {postgres: "127.0.0.1:0"}
 tls: {cert_file: server.pem, key_file: server.key, client_ca_file: ca.pem}
 upstreams:
-  shop: {addr: %q, database: %q}
+  shop: {url: "postgres://%s/%s"}
 identity:
   tokens: {public_key_file: %q}
   scram:
@@ -140,6 +140,7 @@ policy: {file: policy.yaml}
 
 	kh := startKeyhole(t, nil, "--config", cfg)
 	_, port := kh.HostPort()
+	db := up.DB.Name
 	token := key.mint(t, agentName)
 	ctx := context.Background()
 
@@ -156,36 +157,36 @@ policy: {file: policy.yaml}
 	}
 
 	t.Run("token over verify-full TLS", func(t *testing.T) {
-		count(t, fmt.Sprintf("host=localhost port=%s user=%s password=%s dbname=shop sslmode=verify-full sslrootcert=%s",
+		count(t, fmt.Sprintf("host=localhost port=%s user=%s password=%s dbname="+db+" sslmode=verify-full sslrootcert=%s",
 			port, agentName, token, ca.File))
 	})
 	t.Run("client refuses an unknown server CA", func(t *testing.T) {
-		_, err := pgx.Connect(ctx, fmt.Sprintf("host=localhost port=%s user=%s password=%s dbname=shop sslmode=verify-full sslrootcert=%s",
+		_, err := pgx.Connect(ctx, fmt.Sprintf("host=localhost port=%s user=%s password=%s dbname="+db+" sslmode=verify-full sslrootcert=%s",
 			port, agentName, token, other.File))
 		require.Error(t, err)
 		assert.Contains(t, err.Error(), "certificate")
 	})
 	t.Run("mTLS SPIFFE identity, no password", func(t *testing.T) {
-		count(t, fmt.Sprintf("host=localhost port=%s user=%s dbname=shop sslmode=verify-full sslrootcert=%s sslcert=%s sslkey=%s",
+		count(t, fmt.Sprintf("host=localhost port=%s user=%s dbname="+db+" sslmode=verify-full sslrootcert=%s sslcert=%s sslkey=%s",
 			port, agentName, ca.File, cliCert, cliKey))
 	})
 	t.Run("mTLS with psql", func(t *testing.T) {
 		psql := needTool(t, "psql")
-		cmd := exec.Command(psql, "-X", "-At", fmt.Sprintf("host=localhost port=%s user=%s dbname=shop sslmode=verify-full sslrootcert=%s sslcert=%s sslkey=%s",
+		cmd := exec.Command(psql, "-X", "-At", fmt.Sprintf("host=localhost port=%s user=%s dbname="+db+" sslmode=verify-full sslrootcert=%s sslcert=%s sslkey=%s",
 			port, agentName, ca.File, cliCert, cliKey), "-c", "SELECT title FROM products WHERE id = 1")
 		out, err := cmd.CombinedOutput()
 		require.NoError(t, err, string(out))
 		assert.Equal(t, "Keyboard", strings.TrimSpace(string(out)))
 	})
 	t.Run("certificate from another CA is not an identity", func(t *testing.T) {
-		_, err := pgx.Connect(ctx, fmt.Sprintf("host=localhost port=%s user=%s dbname=shop sslmode=verify-full sslrootcert=%s sslcert=%s sslkey=%s",
+		_, err := pgx.Connect(ctx, fmt.Sprintf("host=localhost port=%s user=%s dbname="+db+" sslmode=verify-full sslrootcert=%s sslcert=%s sslkey=%s",
 			port, agentName, ca.File, strangerCert, strangerKey))
 		require.Error(t, err)
 	})
 	t.Run("SCRAM-SHA-256 agent secret", func(t *testing.T) {
-		count(t, fmt.Sprintf("host=localhost port=%s user=report-bot password=%s dbname=shop sslmode=verify-full sslrootcert=%s",
+		count(t, fmt.Sprintf("host=localhost port=%s user=report-bot password=%s dbname="+db+" sslmode=verify-full sslrootcert=%s",
 			port, secret[1], ca.File))
-		_, err := pgx.Connect(ctx, fmt.Sprintf("host=localhost port=%s user=report-bot password=wrong dbname=shop sslmode=verify-full sslrootcert=%s",
+		_, err := pgx.Connect(ctx, fmt.Sprintf("host=localhost port=%s user=report-bot password=wrong dbname="+db+" sslmode=verify-full sslrootcert=%s",
 			port, ca.File))
 		assert.Equal(t, "28P01", sqlstate(err))
 	})

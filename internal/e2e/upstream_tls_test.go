@@ -50,34 +50,36 @@ func TestUpstreamTLS(t *testing.T) {
 	dir := t.TempDir()
 	writeFile(t, filepath.Join(dir, "policy.yaml"), shopPolicy)
 
-	config := func(t *testing.T, upstreamTLS string) string {
+	// config is a keyhole.yaml whose upstream has sslmode and the extra
+	// upstream keys.
+	config := func(t *testing.T, sslmode, extra string) string {
 		t.Helper()
 		p := filepath.Join(t.TempDir(), "keyhole.yaml")
 		writeFile(t, p, fmt.Sprintf(`
 listen: {postgres: "127.0.0.1:0"}
 tls: {generate_self_signed: true}
 upstreams:
-  shop: {addr: %q, database: %q, %s}
+  shop: {url: "postgres://%s/%s?sslmode=%s"%s}
 identity: {tokens: {public_key_file: %q}}
 creds: {static: {user: %q}}
 audit: {file: %q}
 policy: {file: %q}
-`, net.JoinHostPort(pu.host, pu.port), up.DB.Name, upstreamTLS, key.Public, up.Login,
+`, net.JoinHostPort(pu.host, pu.port), up.DB.Name, sslmode, extra, key.Public, up.Login,
 			filepath.Join(dir, "audit.jsonl"), filepath.Join(dir, "policy.yaml")))
 		return p
 	}
 
 	for _, tc := range []struct {
-		name, tls string
-		ssl       bool
+		name, mode, extra string
+		ssl               bool
 	}{
-		{"disable", "sslmode: disable", false},
-		{"require", "sslmode: require", true},
-		{"verify-ca", fmt.Sprintf("sslmode: verify-ca, ca_file: %q", certFile), true},
-		{"verify-full with the certificate's name", fmt.Sprintf("sslmode: verify-full, ca_file: %q, server_name: localhost", certFile), true},
+		{"disable", "disable", "", false},
+		{"require", "require", "", true},
+		{"verify-ca", "verify-ca", fmt.Sprintf(", ca_file: %q", certFile), true},
+		{"verify-full with the certificate's name", "verify-full", fmt.Sprintf(", ca_file: %q, server_name: localhost", certFile), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			kh := startKeyhole(t, nil, "--config", config(t, tc.tls))
+			kh := startKeyhole(t, nil, "--config", config(t, tc.mode, tc.extra))
 			c, err := pgx.Connect(ctx, kh.ConnString(agentName, token))
 			require.NoError(t, err)
 			defer c.Close(ctx)
@@ -93,15 +95,15 @@ policy: {file: %q}
 	}
 
 	otherCA := newTestCA(t, t.TempDir(), "other-ca")
-	for _, tc := range []struct{ name, tls string }{
-		{"verify-full against the IP address", fmt.Sprintf("sslmode: verify-full, ca_file: %q", certFile)},
-		{"verify-full with a CA that did not sign it", fmt.Sprintf("sslmode: verify-full, ca_file: %q, server_name: localhost", otherCA.File)},
-		{"verify-ca with a CA that did not sign it", fmt.Sprintf("sslmode: verify-ca, ca_file: %q", otherCA.File)},
+	for _, tc := range []struct{ name, mode, extra string }{
+		{"verify-full against the IP address", "verify-full", fmt.Sprintf(", ca_file: %q", certFile)},
+		{"verify-full with a CA that did not sign it", "verify-full", fmt.Sprintf(", ca_file: %q, server_name: localhost", otherCA.File)},
+		{"verify-ca with a CA that did not sign it", "verify-ca", fmt.Sprintf(", ca_file: %q", otherCA.File)},
 	} {
 		t.Run(tc.name+" fails closed", func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, fixture.BuildKeyhole(t), "serve", "--log-format", "text", "--config", config(t, tc.tls))
+			cmd := exec.CommandContext(ctx, fixture.BuildKeyhole(t), "serve", "--log-format", "text", "--config", config(t, tc.mode, tc.extra))
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			err := cmd.Run()

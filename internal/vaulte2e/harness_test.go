@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,14 +20,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/gateway"
 	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testpg"
 	"github.com/keyholedb/keyhole/internal/testvault"
-	"github.com/keyholedb/keyhole/pgproxy"
 	"github.com/keyholedb/keyhole/sqlpolicy"
-	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 // shopSQL is the design's shop.
@@ -59,9 +59,14 @@ func policyText(without string) string {
 type opts struct {
 	// TTLs of the Vault role (defaults 4s / 30s).
 	defaultTTL, maxTTL time.Duration
+	// noCatalogRole leaves keyhole's catalog role out of Vault.
+	noCatalogRole bool
+	// startErr, when set, expects gateway.New to fail and gets its error
+	// (newEnv then returns nil).
+	startErr func(error)
 }
 
-// env is one keyhole (pgproxy.Server in process) using Vault dynamic
+// env is one keyhole (a gateway in process) using Vault dynamic
 // credentials for one throwaway database.
 type env struct {
 	t      *testing.T
@@ -69,12 +74,11 @@ type env struct {
 	vdb    *testvault.Database
 	proxy  *testvault.Proxy // between keyhole and Vault
 	db     *testpg.DB
-	cat    *catalog.Catalog
-	holder *sqlpolicy.Holder
-	src    *creds.Vault
+	g      *gateway.Gateway
 	rec    *recordingSource
 	logs   *fixture.SyncBuffer
-	audit  *fixture.Audit
+	policy string // the policy file
+	audit  string // the audit file
 	addr   string
 	key    ed25519.PrivateKey
 	// tokens minted for agents (must not be logged either).
@@ -92,7 +96,9 @@ func newEnv(t *testing.T, vs *testvault.Server, o opts) *env {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	e := &env{t: t, vault: vs, logs: &fixture.SyncBuffer{}, audit: &fixture.Audit{}}
+	dir := t.TempDir()
+	e := &env{t: t, vault: vs, logs: &fixture.SyncBuffer{},
+		policy: filepath.Join(dir, "policy.yaml"), audit: filepath.Join(dir, "audit.jsonl")}
 
 	// The management role before the database, so that it is dropped
 	// after it (cleanups run last in, first out).
@@ -102,84 +108,85 @@ GRANT USAGE ON SCHEMA public TO %[1]s WITH GRANT OPTION;
 GRANT ALL ON ALL TABLES IN SCHEMA public TO %[1]s WITH GRANT OPTION;`, mgmt))
 	cat, err := catalog.LoadPostgresDSN(ctx, e.db.DSN)
 	require.NoError(t, err)
-	e.cat = cat
 
 	// One database secrets mount per env, so revoke-prefix and outages of
-	// one test do not touch another's leases.
+	// one test do not touch another's leases. The roles are what
+	// `keyhole vault roles --apply` writes: the policy's, and keyhole's
+	// catalog login.
 	mount := "db-" + testvault.RandHex(4)
 	e.vdb = vs.EnableDatabase(t, mount, "shop", e.db, mgmt, "mgmt")
-	pol := e.policy("")
-	roles, err := creds.RolesForPolicy(pol, cat, creds.RoleOptions{DBName: "shop", DefaultTTL: o.defaultTTL, MaxTTL: o.maxTTL})
+	pol, _, err := sqlpolicy.ParsePolicy([]byte(policyText("")), "policy.yaml", cat)
+	require.NoError(t, err)
+	ropts := creds.RoleOptions{DBName: "shop", DefaultTTL: o.defaultTTL, MaxTTL: o.maxTTL}
+	roles, err := creds.RolesForPolicy(pol, cat, ropts)
 	require.NoError(t, err)
 	require.Len(t, roles, 1)
 	require.Equal(t, "analyst", roles[0].Name)
+	if !o.noCatalogRole {
+		roles = append(roles, gateway.CatalogVaultRole(config.DefaultCatalogRole, "shop", gateway.CatalogSchemas(cat), ropts))
+	}
 	require.NoError(t, creds.WriteVaultRoles(ctx, vs.Client, mount, roles))
+	require.NoError(t, os.WriteFile(e.policy, []byte(policyText("")), 0o600))
 
 	e.proxy = vs.NewProxy(t)
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	// Registered before the server and source, so it runs after both
-	// have stopped and logged everything.
+	// Registered before the gateway, so it runs after the gateway has
+	// stopped and logged everything.
 	t.Cleanup(e.checkNoSecretsLogged)
-
-	src, err := creds.NewVault(creds.VaultConfig{
-		Addr:           e.proxy.Addr,
-		Mount:          mount,
-		Auth:           creds.VaultAuth{Token: creds.Secret(vs.Token)},
-		RequestTimeout: 2 * time.Second,
-	}, logger)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		e.proxy.Set(testvault.Up) // Close revokes through the proxy
-		assert.NoError(t, src.Close())
-	})
-	e.src = src
-	e.rec = &recordingSource{Source: src}
 
 	priv, err := identity.GenerateKey()
 	require.NoError(t, err)
-	keyPath := filepath.Join(t.TempDir(), "token.key")
+	keyPath := filepath.Join(dir, "token.key")
 	require.NoError(t, identity.WriteKeyFile(keyPath, priv))
-	auth, err := identity.New(identity.Config{Tokens: identity.TokenConfig{PublicKeyFile: keyPath + ".pub"}})
-	require.NoError(t, err)
 	e.key = priv
 
-	e.holder = sqlpolicy.NewHolder(e.engine(pol))
-	srv, err := pgproxy.New(pgproxy.Config{
-		Decider:   e.holder,
-		Auth:      auth,
-		Creds:     e.rec,
-		Upstreams: map[string]pgproxy.Upstream{"shop": {Addr: "127.0.0.1:5432", Database: e.db.Name}},
-		Audit:     e.audit,
-		Logger:    logger,
-	})
+	cfg := &config.Config{
+		Listen:    config.Listen{Postgres: "127.0.0.1:0"},
+		TLS:       config.TLS{GenerateSelfSigned: true},
+		Upstreams: map[string]config.Upstream{"shop": {URL: "postgres://127.0.0.1:5432/" + e.db.Name}},
+		Creds: config.Creds{Vault: &config.Vault{VaultConfig: creds.VaultConfig{
+			Addr:           e.proxy.Addr,
+			Mount:          mount,
+			Auth:           creds.VaultAuth{Token: creds.Secret(vs.Token)},
+			RequestTimeout: 2 * time.Second,
+		}}},
+		Audit:  config.Audit{File: e.audit},
+		Policy: config.Policy{File: e.policy, ReloadInterval: -1},
+		Limits: config.Limits{ShutdownGrace: 5 * time.Second},
+	}
+	cfg.Identity.Tokens.PublicKeyFile = keyPath + ".pub"
+	g, err := gateway.New(cfg, gateway.Options{Logger: logger, WrapCreds: func(s creds.Source) creds.Source {
+		e.rec = &recordingSource{Source: s}
+		return e.rec
+	}})
+	if o.startErr != nil {
+		require.Error(t, err)
+		o.startErr(err)
+		return nil
+	}
 	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	e.g = g
+	ran := make(chan error, 1)
+	go func() { ran <- g.Run(context.Background()) }()
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		e.proxy.Set(testvault.Up) // closing the source revokes through the proxy
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = srv.Shutdown(ctx)
-		assert.ErrorIs(t, <-served, pgproxy.ErrServerClosed)
+		assert.NoError(t, g.Shutdown(ctx))
+		assert.NoError(t, <-ran)
 		if t.Failed() {
 			t.Logf("keyhole log:\n%s", e.logs.String())
 		}
 	})
-	e.addr = ln.Addr().String()
+	e.addr = g.Addr(config.DialectPostgres).String()
 	return e
 }
 
-// policy parses policyText(without) against the env's catalog.
-func (e *env) policy(without string) *sqlpolicy.Policy {
+// setPolicy writes policyText(without) and reloads it, as SIGHUP does.
+func (e *env) setPolicy(without string) {
 	e.t.Helper()
-	p, _, err := sqlpolicy.ParsePolicy([]byte(policyText(without)), "policy.yaml", e.cat)
-	require.NoError(e.t, err)
-	return p
-}
-
-func (e *env) engine(p *sqlpolicy.Policy) *sqlpolicy.Engine {
-	return sqlpolicy.NewEngine(p, e.cat, pganalyze.New(e.cat, pganalyze.Options{}), sqlpolicy.EngineOptions{})
+	require.NoError(e.t, os.WriteFile(e.policy, []byte(policyText(without)), 0o600))
+	require.NoError(e.t, e.g.Reload())
 }
 
 // config is a pgx config for agent connecting through keyhole with a fresh
@@ -191,8 +198,8 @@ func (e *env) config(agent, appName string) *pgx.ConnConfig {
 	e.tokMu.Lock()
 	e.tokens = append(e.tokens, tok)
 	e.tokMu.Unlock()
-	cfg, err := pgx.ParseConfig(fmt.Sprintf("postgres://%s:%s@%s/shop?sslmode=disable&application_name=%s&connect_timeout=15",
-		agent, tok, e.addr, appName))
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=disable&application_name=%s&connect_timeout=15",
+		agent, tok, e.addr, e.db.Name, appName))
 	require.NoError(e.t, err)
 	return cfg
 }
@@ -227,7 +234,8 @@ func (e *env) admin() *pgx.Conn {
 }
 
 // upstreamUsers lists the login names of the database's sessions whose
-// application_name is appName.
+// application_name is appName; a session whose role Vault already dropped
+// (it is still exiting) is "(dropped role)".
 func (e *env) upstreamUsers(appName string) []string {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -235,7 +243,7 @@ func (e *env) upstreamUsers(appName string) []string {
 	c, err := pgx.Connect(ctx, e.db.DSN)
 	require.NoError(e.t, err)
 	defer c.Close(ctx)
-	rows, err := c.Query(ctx, "SELECT usename FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 ORDER BY usename", e.db.Name, appName)
+	rows, err := c.Query(ctx, "SELECT coalesce(usename::text, $3) FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 ORDER BY 1", e.db.Name, appName, "(dropped role)")
 	require.NoError(e.t, err)
 	users, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(e.t, err)
@@ -271,9 +279,13 @@ func (e *env) checkNoSecretsLogged() {
 		}
 		secretKeys(t, "", m, line)
 	}
+	if e.g == nil {
+		return // keyhole did not start: no audit file
+	}
 	// Audit events neither.
-	b, err := json.Marshal(e.audit.Events())
+	b, err := os.ReadFile(e.audit)
 	require.NoError(t, err)
+	assert.NotEmpty(t, b, "no audit events: is the audit file wired?")
 	for _, l := range e.rec.all() {
 		assert.NotContains(t, string(b), l.password, "password of %s in an audit event", l.user)
 	}

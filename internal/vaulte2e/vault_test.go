@@ -26,6 +26,7 @@ func TestVault(t *testing.T) {
 	t.Run("AgentRemovedFromPolicy", func(t *testing.T) { t.Parallel(); testAgentRemoved(t, vs) })
 	t.Run("AgentRemovedAndRevoked", func(t *testing.T) { t.Parallel(); testAgentRemovedRevoked(t, vs) })
 	t.Run("DatabaseEnforcesPolicy", func(t *testing.T) { t.Parallel(); testDatabaseEnforces(t, vs) })
+	t.Run("CatalogRoleMissing", func(t *testing.T) { t.Parallel(); testCatalogRoleMissing(t, vs) })
 }
 
 // 1. Each agent reaches Postgres as its own Vault-made login, with its
@@ -184,10 +185,10 @@ func testOutage(t *testing.T, vs *testvault.Server) {
 	assert.NoError(t, err, "live session after the outage")
 }
 
-// 5. Removing an agent from the policy (the Holder swapped to an engine
-// without it, as a reload does) ends its sessions at their next statement
-// at the latest — through the simple protocol and through a statement pgx
-// has already prepared — and refuses its new sessions; other agents go on.
+// 5. Removing an agent from the policy (a reload) ends its sessions at
+// their next statement at the latest — through the simple protocol and
+// through a statement pgx has already prepared — and refuses its new
+// sessions; other agents go on.
 func testAgentRemoved(t *testing.T, vs *testvault.Server) {
 	e := newEnv(t, vs, opts{})
 	ctx := context.Background()
@@ -204,12 +205,14 @@ func testAgentRemoved(t *testing.T, vs *testvault.Server) {
 		require.NoError(t, err)
 	}
 
-	e.holder.Swap(e.engine(e.policy(summarizer)))
+	e.setPolicy(summarizer)
 
+	// The reload also revoked the agent's lease: whichever comes first,
+	// the session ends (28000 agent removed, 57P01 credentials revoked).
 	_, err = count(ctx, simple, q)
-	assert.Equal(t, "28000", sqlState(err), "simple-protocol statement of a removed agent: %v", err)
+	assert.Contains(t, []string{"28000", "57P01"}, sqlState(err), "simple-protocol statement of a removed agent: %v", err)
 	_, err = count(ctx, prepared, q)
-	assert.Equal(t, "28000", sqlState(err), "already-prepared statement of a removed agent (Bind/Execute, no Parse): %v", err)
+	assert.Contains(t, []string{"28000", "57P01"}, sqlState(err), "already-prepared statement of a removed agent (Bind/Execute, no Parse): %v", err)
 	assert.Eventually(t, func() bool { return len(e.upstreamUsers("vaulte2e-removed")) == 0 },
 		5*time.Second, 100*time.Millisecond, "upstream sessions of the removed agent still open")
 
@@ -221,9 +224,9 @@ func testAgentRemoved(t *testing.T, vs *testvault.Server) {
 	assert.Equal(t, int64(5), n)
 }
 
-// 5b. A reload as `keyhole serve` does it: swap the policy, then revoke the
-// removed agent's credentials (creds.Vault.RevokeAgent). Its idle sessions
-// end at once with a FATAL, and Vault drops its login.
+// 5b. A reload revokes the removed agent's credentials
+// (creds.Vault.RevokeAgent): its idle sessions end at once with a FATAL,
+// and Vault drops its login.
 func testAgentRemovedRevoked(t *testing.T, vs *testvault.Server) {
 	e := newEnv(t, vs, opts{})
 	ctx := context.Background()
@@ -233,8 +236,7 @@ func testAgentRemovedRevoked(t *testing.T, vs *testvault.Server) {
 	l, ok := e.rec.last(summarizer)
 	require.True(t, ok)
 
-	e.holder.Swap(e.engine(e.policy(summarizer)))
-	e.src.RevokeAgent(summarizer)
+	e.setPolicy(summarizer)
 
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -302,4 +304,16 @@ func testDatabaseEnforces(t *testing.T, vs *testvault.Server) {
 		}
 		_ = d.Close(ctx)
 	}
+}
+
+// 7. Without keyhole's catalog role in Vault, keyhole refuses to start and
+// says exactly what to create.
+func testCatalogRoleMissing(t *testing.T, vs *testvault.Server) {
+	newEnv(t, vs, opts{noCatalogRole: true, startErr: func(err error) {
+		msg := err.Error()
+		assert.Contains(t, msg, "roles/keyhole-catalog")
+		assert.Contains(t, msg, "keyhole vault roles")
+		assert.Contains(t, msg, "--apply")
+		assert.NotContains(t, msg, vs.Token)
+	}})
 }

@@ -1,0 +1,23 @@
+// Package gateway is the running keyhole service: what `keyhole serve`
+// starts, built from a config.Config.
+//
+// New builds, per upstream, its credentials (the static login or the
+// shared Vault source), its catalog (read as the upstream's catalog role)
+// and an analyzer of its dialect; one decision engine per upstream
+// (catalog + analyzer + the policy) in a policy generation that is swapped
+// whole; per protocol with upstreams, a front end (pgproxy today; a MySQL
+// front end plugs in through FrontEnd); the audit sinks and the admin
+// server. Run serves until its context ends or Shutdown is called.
+//
+// A statement flows: front end → router.Check (the agent's role picks its
+// upstream's engine in the current generation) → sqlpolicy.Engine.Check →
+// the front end forwards or refuses it and records the audit event.
+//
+// Reload (SIGHUP, via Options.Reload) re-reads every upstream's schema and
+// the policy; a change of the policy file alone reloads the policy. A
+// policy or schema that does not load leaves the running generation in
+// force and says why (log line, keyhole_policy_reload_ok 0). Agents that
+// a new policy removes or moves to another role or upstream lose their
+// upstream credentials at once (the credential source's RevokeAgent) and
+// their sessions end.
+package gateway

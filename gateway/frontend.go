@@ -1,0 +1,124 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+
+	"github.com/keyholedb/keyhole/admin"
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/config"
+	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/identity"
+	"github.com/keyholedb/keyhole/pgproxy"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// FrontEnd is one protocol's server: it accepts agent connections on a
+// listener, decides every statement with its Decider and relays what is
+// allowed. pgproxy.Server is one; a MySQL front end is another.
+type FrontEnd interface {
+	// Serve accepts connections on ln until Shutdown or Close; it returns
+	// an error then too, which the gateway ignores once it is stopping.
+	Serve(ln net.Listener) error
+	// Shutdown stops accepting, lets statements in flight finish until
+	// ctx is done, then ends every session (Postgres 57P01, MySQL 1053).
+	Shutdown(ctx context.Context) error
+	// Close ends every session at once.
+	Close() error
+}
+
+// AgentEnder is a FrontEnd that can end an agent's sessions at once, used
+// when a reload removes the agent or changes its role. Front ends without
+// it end such sessions at their next statement (the Decider no longer
+// maps the agent to the session's role), or when the agent's credential
+// lease is revoked.
+type AgentEnder interface {
+	EndAgent(agent string)
+}
+
+// FrontEndConfig is what the gateway hands a protocol's front end.
+type FrontEndConfig struct {
+	TLS     *tls.Config
+	Decider sqlpolicy.Decider
+	Auth    identity.Authenticator
+	// Limiter limits guessing of agent secrets; one is shared by every
+	// front end.
+	Limiter *identity.Limiter
+	Creds   creds.Source
+	// Upstreams are the configured upstreams of the front end's dialect,
+	// by name; "" is the single upstream every role uses.
+	Upstreams map[string]Upstream
+	Audit     audit.Recorder
+	Metrics   *admin.Metrics
+	Logger    *slog.Logger
+	// Limits are filled with their defaults (config.ApplyDefaults).
+	Limits        config.Limits
+	RawStatements bool
+}
+
+// protocol is one wire protocol keyhole can serve.
+type protocol struct {
+	dialect string // the upstream URL scheme it serves (config.Dialect*)
+	key     string // its listen key in keyhole.yaml, for messages
+	listen  func(*config.Config) string
+	// build is nil when this build has no front end for the protocol:
+	// upstreams of its dialect and its listen address are then refused.
+	build func(FrontEndConfig) (FrontEnd, error)
+}
+
+// protocols are the front ends, in start order. The MySQL front end plugs
+// in by setting build (and a catalog loader and analyzer in upstream.go).
+var protocols = []protocol{
+	{dialect: config.DialectPostgres, key: "listen.postgres", listen: func(c *config.Config) string { return c.Listen.Postgres }, build: newPostgres},
+	{dialect: config.DialectMySQL, key: "listen.mysql", listen: func(c *config.Config) string { return c.Listen.MySQL }},
+}
+
+func newPostgres(c FrontEndConfig) (FrontEnd, error) {
+	ups := make(map[string]pgproxy.Upstream, len(c.Upstreams))
+	for name, u := range c.Upstreams {
+		ups[name] = pgproxy.Upstream{Addr: u.Addr, Database: u.Database, TLS: u.TLS}
+	}
+	var m admin.ProxyMetrics
+	if c.Metrics != nil {
+		m = c.Metrics
+	}
+	srv, err := pgproxy.New(pgproxy.Config{
+		TLS:       c.TLS,
+		Decider:   c.Decider,
+		Auth:      c.Auth,
+		Limiter:   c.Limiter,
+		Creds:     c.Creds,
+		Upstreams: ups,
+		Audit:     c.Audit,
+		Metrics:   m,
+		Logger:    c.Logger,
+		Limits: pgproxy.Limits{
+			MaxConns:       c.Limits.MaxConns,
+			StartupTimeout: c.Limits.StartupTimeout,
+			IdleTimeout:    c.Limits.IdleTimeout,
+			MaxMessageSize: c.Limits.MaxMessageSize,
+			ShutdownGrace:  c.Limits.ShutdownGrace,
+		},
+		RawStatements: c.RawStatements,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return pgFrontEnd{srv}, nil
+}
+
+// pgFrontEnd gives pgproxy.Server the Close of FrontEnd.
+type pgFrontEnd struct{ *pgproxy.Server }
+
+// Close is a Shutdown whose deadline has passed: every session ends now.
+func (p pgFrontEnd) Close() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Shutdown(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,154 @@
+package gateway_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/config"
+	"github.com/keyholedb/keyhole/internal/fixture"
+)
+
+func TestMain(m *testing.M) { fixture.Main(m) }
+
+const agent = "sales-summarizer"
+
+// withProducts is the example policy with products readable too.
+var withProducts = strings.Replace(fixture.Policy, "[public.orders, public.customers]", "[public.orders, public.customers, public.products]", 1)
+
+// TestReload: Reload, a SIGHUP on Options.Reload and a change of the file
+// each swap in the policy for open sessions; a bad file keeps the running
+// policy, says why and shows in the metrics.
+func TestReload(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, fixture.ShopSQL(t))
+	e := start(t, map[string]string{"": up.url()}, fixture.Policy)
+	c := e.connect(agent, up.db.Name)
+	require.Equal(t, "42501", query(c, "SELECT title FROM products WHERE id = 1"))
+	require.Equal(t, "Ada Lovelace", query(c, "SELECT name FROM customers WHERE id = 1"))
+
+	t.Run("Reload", func(t *testing.T) {
+		e.writePolicy(withProducts)
+		require.NoError(t, e.g.Reload())
+		assert.Equal(t, "Keyboard", query(c, "SELECT title FROM products WHERE id = 1"), "the open session decides with the new policy")
+	})
+	t.Run("bad policy keeps the running one", func(t *testing.T) {
+		e.writePolicy(fixture.Policy + "roles_typo: {}\n")
+		err := e.g.Reload()
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "roles_typo")
+		assert.Contains(t, e.waitLog("policy reload failed"), "roles_typo")
+		assert.Equal(t, "Keyboard", query(c, "SELECT title FROM products WHERE id = 1"))
+		assert.Equal(t, "42501", query(c, "SELECT email FROM customers WHERE id = 1"))
+		resp, err := http.Get("http://" + e.g.AdminAddr().String() + "/metrics")
+		require.NoError(t, err)
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		assert.Contains(t, string(body), "keyhole_policy_reload_ok 0")
+		assert.Contains(t, string(body), `keyhole_policy_reloads_total{result="error"} 1`)
+	})
+	t.Run("SIGHUP", func(t *testing.T) {
+		e.writePolicy(fixture.Policy)
+		e.hup <- syscall.SIGHUP
+		e.waitLog("policy reloaded", "SIGHUP", `"catalog_reloaded":true`)
+		assert.Equal(t, "42501", query(c, "SELECT title FROM products WHERE id = 1"))
+	})
+	t.Run("ReloadPolicy keeps the catalog", func(t *testing.T) {
+		// A table created now is unknown until the schema is read again.
+		_, err := up.adminExec(t, "CREATE TABLE public.invoices (id int PRIMARY KEY, amount numeric); INSERT INTO public.invoices VALUES (1, 42); GRANT ALL ON public.invoices TO "+up.login)
+		require.NoError(t, err)
+		withInvoices := strings.Replace(fixture.Policy, "public.customers]", "public.customers, public.invoices]", 1)
+		e.writePolicy(withInvoices)
+		err = e.g.ReloadPolicy()
+		require.Error(t, err, "the running catalog has no invoices")
+		assert.Contains(t, err.Error(), "public.invoices")
+		require.NoError(t, e.g.Reload())
+		assert.Equal(t, "42", query(c, "SELECT amount::text FROM invoices"))
+	})
+}
+
+// TestPolicyFileWatch: an edited policy file is picked up without a
+// signal.
+func TestPolicyFileWatch(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, fixture.ShopSQL(t))
+	e := start(t, map[string]string{"": up.url()}, fixture.Policy, func(c *config.Config) {
+		c.Policy.ReloadInterval = 20 * time.Millisecond
+	})
+	c := e.connect(agent, up.db.Name)
+	require.Equal(t, "42501", query(c, "SELECT title FROM products WHERE id = 3"))
+	e.writePolicy(withProducts)
+	e.waitLog("policy reloaded", "file changed")
+	assert.Equal(t, "Cable", query(c, "SELECT title FROM products WHERE id = 3"))
+}
+
+// TestRevocation: a reload that removes an agent, or moves it to another
+// role, ends its open sessions (28000 at the next statement, through the
+// simple and the extended protocol) and refuses its new ones; other
+// agents go on.
+func TestRevocation(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, fixture.ShopSQL(t))
+	const other = "order-bot"
+	two := fixture.PolicyRoles + `  writer:
+    upstream: shop
+    allow:
+      - select: [public.orders]
+agents:
+  sales-summarizer: {role: analyst}
+  order-bot: {role: analyst}
+`
+	e := start(t, map[string]string{"": up.url()}, two)
+	removed := e.connect(agent, up.db.Name)
+	moved := e.connect(other, up.db.Name)
+	require.Equal(t, "Ada Lovelace", query(removed, "SELECT name FROM customers WHERE id = 1"))
+	require.Equal(t, "Ada Lovelace", query(moved, "SELECT name FROM customers WHERE id = 1"))
+
+	e.writePolicy(strings.Replace(strings.Replace(two, "  sales-summarizer: {role: analyst}\n", "", 1), "order-bot: {role: analyst}", "order-bot: {role: writer}", 1))
+	require.NoError(t, e.g.Reload())
+	e.waitLog("ending the credentials and sessions", agent)
+	e.waitLog("ending the credentials and sessions", other)
+
+	assert.Equal(t, "28000", query(removed, "SELECT name FROM customers WHERE id = 1"), "session of a removed agent")
+	assert.Equal(t, "28000", query(moved, "SELECT count(*)::text FROM orders"), "session of an agent whose role changed")
+	_, err := e.dial(agent, up.db.Name)
+	assert.Equal(t, "28P01", sqlState(err), "new session of a removed agent: fails like a wrong secret, telling nothing about which agents exist")
+	c := e.connect(other, up.db.Name)
+	assert.Equal(t, "42501", query(c, "SELECT name FROM customers WHERE id = 1"), "a new session has the new role")
+	assert.NotEqual(t, "42501", query(c, "SELECT count(*)::text FROM orders"))
+
+	// Both refusals are in the audit, with the agent.
+	require.NoError(t, e.g.Shutdown(context.Background()))
+	evs, err := audit.ReadFile(e.audit, audit.Filter{Agent: agent})
+	require.NoError(t, err)
+	var codes []string
+	for _, ev := range evs {
+		if ev.ErrorCode != "" {
+			codes = append(codes, ev.ErrorCode)
+		}
+	}
+	assert.Contains(t, codes, "28000")
+}
+
+// TestShutdownWithoutRun: a gateway that never ran releases its listeners
+// on Shutdown, and cannot run afterwards.
+func TestShutdownWithoutRun(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, fixture.ShopSQL(t))
+	e, err := build(t, true, map[string]string{"": up.url()}, fixture.Policy)
+	require.NoError(t, err)
+	addr := e.g.Addr(config.DialectPostgres).String()
+	require.NoError(t, e.g.Shutdown(context.Background()))
+	_, err = net.Dial("tcp", addr)
+	assert.Error(t, err, "the listener is closed")
+	assert.Error(t, e.g.Run(context.Background()), "Run after Shutdown")
+}
