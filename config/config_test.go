@@ -88,6 +88,7 @@ func TestErrors(t *testing.T) {
 		{"bad sslmode", strings.Replace(minimal, "database: shop}", "database: shop, sslmode: maybe}", 1),
 			[]string{"k.yaml:3: upstreams.shop.sslmode"}},
 		{"bad listen", minimal + "listen: {postgres: nowhere}\n", []string{"k.yaml:10: listen.postgres"}},
+		{"pprof without admin", minimal + "listen: {pprof: true}\n", []string{"listen.pprof: needs listen.admin"}},
 		{"no creds", strings.Replace(minimal, "  static: {user: app, password_env: TEST_PW}\n", "", 1),
 			[]string{"k.yaml:6: creds: set static or vault"}},
 		{"two creds", strings.Replace(minimal, "creds:\n", "creds:\n  vault: {addr: 'https://v:8200'}\n", 1),

@@ -75,6 +75,7 @@ type serveFlags struct {
 	upstream       string
 	listenPostgres string
 	admin          string
+	pprof          bool
 	tokenKey       string
 	audit          string
 	auditStdout    bool
@@ -95,6 +96,7 @@ func runServe(args []string) int {
 	fs.StringVar(&f.upstream, "upstream", "", "single upstream `URL` postgres://USER[:PASS]@HOST:PORT/DB[?sslmode=...] used by every role, with its login as a static credential")
 	fs.StringVar(&f.listenPostgres, "listen-postgres", "", "Postgres listen `addr` (default "+config.DefaultListenPostgres+")")
 	fs.StringVar(&f.admin, "admin", "", "admin HTTP listen `addr` (/metrics, /healthz, /audit)")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ on the admin listener")
 	fs.StringVar(&f.tokenKey, "token-key", "", "agent token verification key `file` (public or private Ed25519 PEM)")
 	fs.StringVar(&f.audit, "audit", "", "audit log `file` (JSON lines)")
 	fs.BoolVar(&f.auditStdout, "audit-stdout", false, "also write audit events to stdout")
@@ -213,6 +215,9 @@ func serveConfig(f serveFlags) (*config.Config, error) {
 	set("policy.file", &cfg.Policy.File, f.policy)
 	set("listen.postgres", &cfg.Listen.Postgres, f.listenPostgres)
 	set("listen.admin", &cfg.Listen.Admin, f.admin)
+	if f.pprof {
+		cfg.Listen.Pprof = true
+	}
 	set("identity.tokens.public_key_file", &cfg.Identity.Tokens.PublicKeyFile, f.tokenKey)
 	set("audit.file", &cfg.Audit.File, f.audit)
 	if f.auditStdout {
@@ -397,6 +402,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger) (err error
 				Metrics:   s.metrics,
 				AuditFile: cfg.Audit.File,
 				Health:    func() error { return s.health(rec) },
+				Pprof:     cfg.Listen.Pprof,
 			}),
 			ReadHeaderTimeout: 10 * time.Second,
 		}
