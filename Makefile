@@ -52,6 +52,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME) ./sqlpolicy/pganalyze/
 	$(GO) test -run '^$$' -fuzz FuzzClientMessages -fuzztime $(FUZZTIME) ./pgproxy/
 	$(GO) test -run '^$$' -fuzz FuzzStartup -fuzztime $(FUZZTIME) ./pgproxy/
+	$(GO) test -run '^$$' -fuzz FuzzAppendEvent -fuzztime $(FUZZTIME) ./audit/
 
 ## demo: the main job in one command.
 demo: setup build
