@@ -10,9 +10,10 @@
 #    read from /proc/PID/stat before and after each run and divided by the
 #    transactions pgbench reports: CPU per transaction is the steady figure
 #    on a shared machine, tps is not.
-# 2. Latency: the same script at 1 client; the added latency per statement
-#    is the target's pgbench latency average minus the direct one's (one
-#    -S transaction is one statement).
+# 2. Latency: the same script at 1 client, alternated in rounds too; the
+#    added latency per statement is the median of the target's pgbench
+#    latency averages minus the direct one's (one -S transaction is one
+#    statement). On a busy machine this figure is the noisiest.
 # 3. Memory: resident memory per idle session. internal/benchtools/idleconns
 #    holds BENCH_IDLE_SESSIONS (80) sessions open, each having run one
 #    statement; the proxy's VmRSS before and after, divided by the sessions.
@@ -26,7 +27,7 @@
 # The report goes to stdout and, with every raw run, to build/bench/ as
 # bench-<time>.json (and .txt); latest.json is the newest.
 #
-#   scripts/bench.sh                             # ~4 minutes
+#   scripts/bench.sh                             # ~5 minutes
 #   BENCH_SECONDS=5 BENCH_ROUNDS=1 scripts/bench.sh
 #   BENCH_PROFILE=1 scripts/bench.sh             # also CPU profiles of keyhole
 #
@@ -40,10 +41,17 @@
 #   BENCH_MODES="prepared simple"
 #   BENCH_PROFILE=0       1: after the runs, profile keyhole under the
 #                         throughput load per mode: a Go CPU profile through
-#                         --pprof (keyhole-cpu-<mode>.pprof and -top.txt) and,
-#                         where perf works, a perf record (perf-<mode>.txt)
+#                         --pprof (keyhole-cpu-<mode>.pprof, -top.txt, -cum.txt)
+#                         and, where perf works, perf record (perf-<mode>.data);
+#                         both grouped by area (keyhole-areas-*.txt); and
+#                         syscalls and context switches per transaction of
+#                         every middle process (perf stat), in the report
 #   BENCH_PROFILE_SECONDS=15
 #   KEYHOLE_BIN=path      measure this keyhole binary instead of building one
+#   KEYHOLE_BASE_BIN=path also measure this keyhole binary, as target
+#                         keyhole-base, in the same rounds (before/after)
+#   BENCH_LABEL=text      a name for this run in the report (e.g. "before")
+#   BENCH_GOMAXPROCS=n    GOMAXPROCS of the Go middle processes (default: CPUs)
 #   BENCH_OUT=build/bench where the reports go
 #
 # Needs: Postgres on 127.0.0.1:5432 (superuser postgres, trust), pgbench,
@@ -92,9 +100,9 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 WORK="$(mktemp -d /tmp/keyhole-bench.XXXXXX)"
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
-KEYHOLE_PID="" BOUNCER_PID="" NAIVE_PID=""
+KEYHOLE_PID="" BOUNCER_PID="" NAIVE_PID="" BASE_PID=""
 cleanup() {
-	for pid in $KEYHOLE_PID $NAIVE_PID; do
+	for pid in $KEYHOLE_PID $BASE_PID $NAIVE_PID; do
 		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
 	done
 	[ -n "$BOUNCER_PID" ] && kill "$BOUNCER_PID" 2>/dev/null || true
@@ -117,14 +125,21 @@ fi
 	go build -o "$WORK/idleconns" ./internal/benchtools/idleconns)
 
 meta date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-meta commit "$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)$(cd "$ROOT" && git diff --quiet HEAD 2>/dev/null || echo -dirty)"
+# The commit keyhole was built from: as the Go toolchain stamped it, else
+# (GOFLAGS=-buildvcs=false) the work tree's when the script built it.
+commit="$(go version -m "$KEYHOLE" | awk '$2 == "vcs.revision" {r = substr($3, 1, 12)} $2 == "vcs.modified" && $3 == "true" {m = "-dirty"} END {print r m}')"
+if [ -z "$commit" ] && [ -z "${KEYHOLE_BIN:-}" ]; then
+	commit="$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD || echo -dirty)"
+fi
+meta commit "${commit:-unknown}"
+meta label "${BENCH_LABEL:-}"
 meta keyhole "$KEYHOLE"
 meta pgbouncer "$(pgbouncer --version | head -1)"
 meta pgbench "$(pgbench --version)"
 meta go "$(go env GOVERSION)"
 meta cpus "$(nproc)"
 meta loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
-meta settings "clients=$CLIENTS threads=$THREADS scale=$SCALE seconds=$SECONDS_PER_RUN rounds=$ROUNDS lat_seconds=$LAT_SECONDS idle_sessions=$IDLE_SESSIONS sslmode=$SSLMODE"
+meta settings "clients=$CLIENTS threads=$THREADS scale=$SCALE seconds=$SECONDS_PER_RUN rounds=$ROUNDS lat_seconds=$LAT_SECONDS idle_sessions=$IDLE_SESSIONS sslmode=$SSLMODE${BENCH_GOMAXPROCS:+ GOMAXPROCS=$BENCH_GOMAXPROCS}"
 
 # --- database --------------------------------------------------------------
 log "creating $DB (pgbench -i -s $SCALE)"
@@ -135,6 +150,9 @@ pgbench -i -q -s "$SCALE" -h "$PGADMIN_HOST" -p "$PGADMIN_PORT" -U "$PGADMIN_USE
 psql_admin -d "$DB" -c "GRANT ALL ON ALL TABLES IN SCHEMA public TO $LOGIN" >/dev/null
 
 # --- the middle processes --------------------------------------------------
+# GOENV: environment for the Go middle processes (naive relay, keyhole).
+GOENV=(env)
+[ -n "${BENCH_GOMAXPROCS:-}" ] && GOENV+=("GOMAXPROCS=$BENCH_GOMAXPROCS")
 # PgBouncer, session mode, as the postgres OS user (it refuses to run as
 # root). The pool holds a server connection per client (session mode), so it
 # is sized for the idle-session test.
@@ -150,6 +168,7 @@ unix_socket_dir =
 auth_type = trust
 auth_file = $WORK/userlist.txt
 pool_mode = session
+admin_users = $LOGIN
 max_client_conn = 200
 default_pool_size = $((IDLE_SESSIONS + CLIENTS + 2))
 logfile = $WORK/pgbouncer.log
@@ -167,7 +186,7 @@ wait_port "$BOUNCER_PORT" || die "pgbouncer did not start: $(cat "$WORK/pgbounce
 BOUNCER_PID="$(cat "$WORK/pgbouncer.pid")"
 
 NAIVE_PORT="$(free_port)"
-"$WORK/naiverelay" -listen "127.0.0.1:$NAIVE_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" >"$WORK/naive.log" 2>&1 &
+"${GOENV[@]}" "$WORK/naiverelay" -listen "127.0.0.1:$NAIVE_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" >"$WORK/naive.log" 2>&1 &
 NAIVE_PID=$!
 wait_port "$NAIVE_PORT" || die "naiverelay did not start: $(cat "$WORK/naive.log")"
 
@@ -186,12 +205,27 @@ TOKEN="$("$KEYHOLE" token mint --key "$WORK/token.key" --agent "$AGENT" --ttl 2h
 KEYHOLE_PORT="$(free_port)" ADMIN_PORT="$(free_port)"
 pprof_flag=()
 [ "$PROFILE" = 1 ] && pprof_flag=(--pprof)
-"$KEYHOLE" serve --upstream "postgres://$LOGIN@$PGADMIN_HOST:$PGADMIN_PORT/$DB" \
+"${GOENV[@]}" "$KEYHOLE" serve --upstream "postgres://$LOGIN@$PGADMIN_HOST:$PGADMIN_PORT/$DB" \
 	--policy "$WORK/policy.yaml" --token-key "$WORK/token.key.pub" --audit "$WORK/audit.jsonl" \
 	--listen-postgres "127.0.0.1:$KEYHOLE_PORT" --admin "127.0.0.1:$ADMIN_PORT" "${pprof_flag[@]}" \
 	--log-level warn 2>"$WORK/keyhole.log" &
 KEYHOLE_PID=$!
 wait_port "$KEYHOLE_PORT" || die "keyhole did not start: $(cat "$WORK/keyhole.log")"
+
+# keyhole-base: another keyhole binary (KEYHOLE_BASE_BIN, e.g. main's) in
+# the same rounds, for a before/after comparison that the machine's load
+# drifts cannot skew.
+if [ -n "${KEYHOLE_BASE_BIN:-}" ]; then
+	BASE_PORT="$(free_port)" BASE_ADMIN_PORT="$(free_port)"
+	"${GOENV[@]}" "$(realpath "$KEYHOLE_BASE_BIN")" serve --upstream "postgres://$LOGIN@$PGADMIN_HOST:$PGADMIN_PORT/$DB" \
+		--policy "$WORK/policy.yaml" --token-key "$WORK/token.key.pub" --audit "$WORK/audit-base.jsonl" \
+		--listen-postgres "127.0.0.1:$BASE_PORT" --admin "127.0.0.1:$BASE_ADMIN_PORT" \
+		--log-level warn 2>"$WORK/keyhole-base.log" &
+	BASE_PID=$!
+	wait_port "$BASE_PORT" || die "keyhole-base did not start: $(cat "$WORK/keyhole-base.log")"
+	[ -n "${BENCH_TARGETS:-}" ] || TARGETS+=(keyhole-base)
+	meta keyhole_base "$KEYHOLE_BASE_BIN"
+fi
 
 # target_conn TARGET: sets port, user and pass for TARGET.
 target_conn() {
@@ -201,6 +235,7 @@ target_conn() {
 	pgbouncer) port=$BOUNCER_PORT user=$LOGIN ;;
 	naive) port=$NAIVE_PORT user=$LOGIN ;;
 	keyhole) port=$KEYHOLE_PORT user=$AGENT pass=$TOKEN ;;
+	keyhole-base) port=$BASE_PORT user=$AGENT pass=$TOKEN ;;
 	*) die "unknown target $1" ;;
 	esac
 }
@@ -210,14 +245,29 @@ target_pid() {
 	pgbouncer) echo "$BOUNCER_PID" ;;
 	naive) echo "$NAIVE_PID" ;;
 	keyhole) echo "$KEYHOLE_PID" ;;
+	keyhole-base) echo "$BASE_PID" ;;
 	esac
 }
 
 # --- 3. memory per idle session (first, on fresh processes) -----------------
 # mem_idle TARGET: records RSS (and, for keyhole, Go heap in use) before and
 # after IDLE_SESSIONS sessions are open and idle.
+# go_heap_inuse TARGET: a keyhole's Go heap in use (KiB), from /metrics.
 go_heap_inuse() {
-	curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '$1 == "go_memstats_heap_inuse_bytes" {printf "%d", $2 / 1024}'
+	local p=$ADMIN_PORT
+	[ "$1" = keyhole-base ] && p=$BASE_ADMIN_PORT
+	curl -fsS "http://127.0.0.1:$p/metrics" | awk '$1 == "go_memstats_heap_inuse_bytes" {printf "%d", $2 / 1024}'
+}
+# wait_backends_gone: until no session of LOGIN is left on DB (Postgres has
+# 100 connection slots, shared with whoever else uses this server).
+wait_backends_gone() {
+	local n
+	for _ in $(seq 1 100); do
+		n="$(psql_admin -d postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE datname = '$DB' AND usename = '$LOGIN'")"
+		[ "$n" = 0 ] && return 0
+		sleep 0.1
+	done
+	die "$n sessions of $LOGIN still open on $DB"
 }
 mem_idle() {
 	local target=$1 pid port user pass
@@ -229,16 +279,23 @@ mem_idle() {
 	read -r line <&"${IDLE[0]}" || die "idleconns ($target): $(cat "$WORK/idleconns.log")"
 	[ "$line" = warm ] || die "idleconns ($target) said $line"
 	before="$(rss_kib "$pid")"
-	[ "$target" = keyhole ] && heap_before="$(go_heap_inuse)"
+	case $target in keyhole*) heap_before="$(go_heap_inuse "$target")" ;; esac
 	echo go >&"${IDLE[1]}"
 	read -r line <&"${IDLE[0]}" || die "idleconns ($target): $(cat "$WORK/idleconns.log")"
 	[ "$line" = "open $IDLE_SESSIONS" ] || die "idleconns ($target) said $line"
 	after="$(rss_kib "$pid")"
-	[ "$target" = keyhole ] && heap_after="$(go_heap_inuse)"
+	case $target in keyhole*) heap_after="$(go_heap_inuse "$target")" ;; esac
 	local idle_pid=$IDLE_PID
 	# Closing its stdin tells idleconns to close the sessions and exit.
 	eval "exec ${IDLE[1]}>&-"
 	wait "$idle_pid" || true
+	if [ "$target" = pgbouncer ]; then
+		# Session pooling keeps the server connections after the clients
+		# leave; close them, or Postgres runs out of connection slots.
+		psql -X -q -h 127.0.0.1 -p "$BOUNCER_PORT" -U "$LOGIN" -d pgbouncer -c "KILL $DB" -c "RESUME $DB" >/dev/null ||
+			die "cannot close PgBouncer's server connections"
+	fi
+	wait_backends_gone
 	printf 'mem\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$IDLE_SESSIONS" "$before" "$after" "$heap_before" "$heap_after" >>"$RESULTS"
 	log "memory $target: RSS $before -> $after KiB with $IDLE_SESSIONS idle sessions"
 }
@@ -282,10 +339,12 @@ for r in $(seq 1 "$ROUNDS"); do
 	done
 done
 if [ "$LAT_SECONDS" -gt 0 ]; then
-	log "latency: pgbench -S -c 1 -T $LAT_SECONDS"
-	for mode in "${MODES[@]}"; do
-		for target in "${TARGETS[@]}"; do
-			run latency "$target" "$mode" 1 1 "$LAT_SECONDS" 1
+	log "latency: pgbench -S -c 1 -T $LAT_SECONDS, $ROUNDS rounds"
+	for r in $(seq 1 "$ROUNDS"); do
+		for mode in "${MODES[@]}"; do
+			for target in "${TARGETS[@]}"; do
+				run latency "$target" "$mode" 1 1 "$LAT_SECONDS" "$r"
+			done
 		done
 	done
 fi
@@ -304,32 +363,53 @@ bench_mysql
 
 # --- profiles ----------------------------------------------------------------
 # profile MODE: a Go CPU profile of keyhole under the throughput load and,
-# where perf can sample, a perf profile with kernel stacks.
+# where perf can sample, a perf profile with kernel stacks; each grouped by
+# area (scripts/profile_areas.py) in CPU us per transaction.
 perf_works() { perf record -q -o "$WORK/perf.probe" -e cpu-clock -- true >/dev/null 2>&1; }
-profile() {
-	local mode=$1 port user pass bg
-	target_conn keyhole
+# under_load TARGET MODE CMD...: runs CMD while pgbench loads TARGET;
+# prints the transactions pgbench made during CMD's PROFILE_SECONDS (tps x
+# seconds).
+under_load() {
+	local target=$1 mode=$2 port user pass bg tps
+	shift 2
+	target_conn "$target"
 	PGPASSWORD="$pass" PGSSLMODE="$SSLMODE" pgbench -n -S -M "$mode" -c "$CLIENTS" -j "$THREADS" \
 		-T "$((PROFILE_SECONDS + 2))" -h 127.0.0.1 -p "$port" -U "$user" "$DB" >"$WORK/profile-pgbench.log" 2>&1 &
 	bg=$!
 	sleep 1
-	curl -fsS -o "$OUT/keyhole-cpu-$mode.pprof" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=$PROFILE_SECONDS" ||
-		die "pprof profile failed"
+	"$@" || die "$1 failed under load"
 	wait "$bg" || die "pgbench under the profiler failed: $(cat "$WORK/profile-pgbench.log")"
+	tps="$(sed -n 's/^tps = \([0-9.]*\) (without.*/\1/p' "$WORK/profile-pgbench.log")"
+	awk -v t="$tps" -v s="$PROFILE_SECONDS" 'BEGIN{printf "%d", t * s}'
+}
+# Syscalls and context switches of a middle process, per transaction: the
+# kernel side of a relay's cost, comparable across PgBouncer, naive, keyhole.
+COUNT_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_futex,syscalls:sys_enter_nanosleep,context-switches,cpu-migrations
+count_syscalls() {
+	local target=$1 mode=$2 pid txns
+	pid="$(target_pid "$target")"
+	txns="$(under_load "$target" "$mode" perf stat -x, -o "$WORK/perf-stat.csv" -e "$COUNT_EVENTS" -p "$pid" -- sleep "$PROFILE_SECONDS")"
+	awk -F, -v t="$target" -v m="$mode" -v n="$txns" '$1 ~ /^[0-9]+$/ {
+		e = $3; sub(/^(raw_)?syscalls:sys_enter_?/, "", e); if (e == "") e = "syscalls"
+		printf "count\t%s\t%s\t%s\t%s\t%s\n", t, m, n, e, $1 }' "$WORK/perf-stat.csv" >>"$RESULTS"
+	log "syscalls $target $mode: $(awk -F, -v n="$txns" '$3 == "raw_syscalls:sys_enter" {printf "%.1f per transaction", $1 / n}' "$WORK/perf-stat.csv")"
+}
+profile() {
+	local mode=$1 txns
+	txns="$(under_load keyhole "$mode" curl -fsS -o "$OUT/keyhole-cpu-$mode.pprof" \
+		"http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=$PROFILE_SECONDS")"
 	go tool pprof -top -nodecount=60 "$KEYHOLE" "$OUT/keyhole-cpu-$mode.pprof" >"$OUT/keyhole-cpu-$mode-top.txt" 2>/dev/null
 	go tool pprof -top -cum -nodecount=60 "$KEYHOLE" "$OUT/keyhole-cpu-$mode.pprof" >"$OUT/keyhole-cpu-$mode-cum.txt" 2>/dev/null
-	log "profile $mode: $OUT/keyhole-cpu-$mode.pprof ($(sed -n 's/^tps = \([0-9.]*\) (without.*/\1/p' "$WORK/profile-pgbench.log") tps under the profiler)"
+	go tool pprof -raw "$KEYHOLE" "$OUT/keyhole-cpu-$mode.pprof" 2>/dev/null >"$WORK/pprof.raw"
+	python3 "$ROOT/scripts/profile_areas.py" pprof "$WORK/pprof.raw" --txns "$txns" >"$OUT/keyhole-areas-pprof-$mode.txt"
+	log "profile $mode: $OUT/keyhole-cpu-$mode.pprof, by area in keyhole-areas-pprof-$mode.txt ($txns transactions)"
 	if perf_works; then
-		PGPASSWORD="$pass" PGSSLMODE="$SSLMODE" pgbench -n -S -M "$mode" -c "$CLIENTS" -j "$THREADS" \
-			-T "$((PROFILE_SECONDS + 2))" -h 127.0.0.1 -p "$port" -U "$user" "$DB" >"$WORK/profile-pgbench.log" 2>&1 &
-		bg=$!
-		sleep 1
-		perf record -q -g -e cpu-clock -p "$KEYHOLE_PID" -o "$OUT/perf-$mode.data" -- sleep "$PROFILE_SECONDS" >/dev/null 2>&1 ||
-			log "perf record failed"
-		wait "$bg" || die "pgbench under perf failed: $(cat "$WORK/profile-pgbench.log")"
+		txns="$(under_load keyhole "$mode" perf record -q -g -e cpu-clock -p "$KEYHOLE_PID" -o "$OUT/perf-$mode.data" -- sleep "$PROFILE_SECONDS")"
+		perf script -i "$OUT/perf-$mode.data" 2>/dev/null >"$WORK/perf.script"
+		python3 "$ROOT/scripts/profile_areas.py" perf "$WORK/perf.script" --txns "$txns" >"$OUT/keyhole-areas-perf-$mode.txt"
 		perf report -i "$OUT/perf-$mode.data" --stdio --no-children --sort dso,sym 2>/dev/null |
-			grep -E '^ +[0-9.]+%' | head -60 >"$OUT/perf-$mode.txt" || true
-		log "perf $mode: $OUT/perf-$mode.txt"
+			grep -E '^ +[0-9.]+%' | head -60 >"$OUT/perf-$mode-top.txt" || true
+		log "perf $mode: $OUT/perf-$mode.data, by area in keyhole-areas-perf-$mode.txt ($txns transactions)"
 	else
 		log "perf cannot sample here; Go profile only"
 	fi
@@ -339,6 +419,13 @@ if [ "$PROFILE" = 1 ]; then
 	for mode in "${MODES[@]}"; do
 		profile "$mode"
 	done
+	if perf_works; then
+		for mode in "${MODES[@]}"; do
+			for target in "${TARGETS[@]}"; do
+				[ "$target" = direct ] || count_syscalls "$target" "$mode"
+			done
+		done
+	fi
 fi
 
 meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
@@ -352,4 +439,5 @@ meta audit_events "$(wc -l <"$WORK/audit.jsonl")"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 CLK_TCK="$CLK_TCK" python3 "$ROOT/scripts/bench_report.py" "$RESULTS" "$OUT/bench-$stamp.json" | tee "$OUT/bench-$stamp.txt"
 cp "$OUT/bench-$stamp.json" "$OUT/latest.json"
+cp "$RESULTS" "$OUT/bench-$stamp.tsv" # raw lines: bench_report.py renders them again
 log "wrote $OUT/bench-$stamp.json and .txt"

@@ -19,7 +19,7 @@ CLK_TCK = int(os.environ.get("CLK_TCK", "100"))
 
 
 def read(path):
-    meta, mem, runs = {}, [], []
+    meta, mem, runs, counts = {}, [], [], {}
     with open(path) as f:
         for line in f:
             p = line.rstrip("\n").split("\t")
@@ -35,6 +35,9 @@ def read(path):
                     "go_heap_after_kib": int(ha) if ha else None,
                     "go_heap_per_session_kib": (int(ha) - int(hb)) / int(n) if hb and ha else None,
                 })
+            elif p[0] == "count":
+                target, mode, txns, event, n = p[1:6]
+                counts.setdefault((target, mode), {"target": target, "mode": mode, "transactions": int(txns)})[event] = int(n)
             elif p[0] == "run":
                 suite, kind, target, mode, clients, rnd, tps, txns, lat, cpu = p[1:11]
                 runs.append({
@@ -44,7 +47,7 @@ def read(path):
                     "cpu_ticks": int(cpu) if cpu else None,
                     "cpu_us_per_txn": int(cpu) * 1e6 / CLK_TCK / int(txns) if cpu else None,
                 })
-    return meta, mem, runs
+    return meta, mem, runs, list(counts.values())
 
 
 def ordered(values):
@@ -103,9 +106,12 @@ def summary(thr, lat, mem):
     cpu = []
     for m in modes:
         k, b, n = find(thr, "keyhole", m), find(thr, "pgbouncer", m), find(thr, "naive", m)
+        base = find(thr, "keyhole-base", m)
         if k and k["cpu_us_per_txn"] is not None:
             s = f"{m} {k['cpu_us_per_txn']:.1f}"
             others = []
+            if base:
+                others.append(f"keyhole-base {base['cpu_us_per_txn']:.1f}")
             if b:
                 others.append(f"PgBouncer {b['cpu_us_per_txn']:.1f}")
             if n:
@@ -129,9 +135,9 @@ def summary(thr, lat, mem):
     for m in ordered(r["mode"] for r in lat if r["suite"] == "pg"):
         k, b = find(lat, "keyhole", m), find(lat, "pgbouncer", m)
         if k and k["added_latency_us"] is not None:
-            s = f"{m} +{k['added_latency_us']:.0f}"
+            s = f"{m} {k['added_latency_us']:+.0f}"
             if b:
-                s += f" (PgBouncer +{b['added_latency_us']:.0f})"
+                s += f" (PgBouncer {b['added_latency_us']:+.0f})"
             added.append(s)
     if added:
         parts.append("added latency us/statement " + "; ".join(added))
@@ -147,42 +153,51 @@ def summary(thr, lat, mem):
 
 def main():
     results, out = sys.argv[1], sys.argv[2]
-    meta, mem, runs = read(results)
+    meta, mem, runs, counts = read(results)
     thr, lat = aggregate(runs, "throughput"), aggregate(runs, "latency")
     line = summary(thr, lat, mem)
 
-    print(f"keyhole bench {meta.get('date', '')}  commit {meta.get('commit', '?')}  "
+    label = f" [{meta['label']}]" if meta.get("label") else ""
+    print(f"keyhole bench{label} {meta.get('date', '')}  commit {meta.get('commit', '?')}  "
           f"{meta.get('cpus', '?')} CPUs  load average {meta.get('loadavg_start', '?')} at start, "
           f"{meta.get('loadavg_end', '?')} at end")
     print(f"{meta.get('pgbench', '')}; {meta.get('pgbouncer', '')}; {meta.get('go', '')}")
     print(meta.get("settings", ""))
     for suite in ordered(r["suite"] for r in thr):
         print(f"\nthroughput ({suite}): median tps of the rounds; CPU = middle process's utime+stime per transaction")
-        print(f"{'target':<10} {'mode':<12} {'tps':>9} {'x direct':>9} {'CPU us/txn':>11}   rounds: tps / CPU us/txn")
+        print(f"{'target':<12} {'mode':<12} {'tps':>9} {'x direct':>9} {'CPU us/txn':>11}   rounds: tps / CPU us/txn")
         for r in (x for x in thr if x["suite"] == suite):
             rounds = ", ".join(
                 f"{t:.0f}" + (f"/{c:.1f}" if c is not None else "")
                 for t, c in zip(r["round_tps"], r["round_cpu_us_per_txn"]))
-            print(f"{r['target']:<10} {r['mode']:<12} {r['median_tps']:>9.0f} {fmt(r['tps_vs_direct'], '8.2f'):>8}x "
+            print(f"{r['target']:<12} {r['mode']:<12} {r['median_tps']:>9.0f} {fmt(r['tps_vs_direct'], '8.2f'):>8}x "
                   f"{fmt(r['cpu_us_per_txn'], '11.1f'):>11}   {rounds}")
     for suite in ordered(r["suite"] for r in lat):
-        print(f"\nlatency ({suite}), 1 client: pgbench latency average; added = target - direct")
-        print(f"{'target':<10} {'mode':<12} {'latency ms':>11} {'added us':>9} {'CPU us/txn':>11}")
+        print(f"\nlatency ({suite}), 1 client: median pgbench latency average; added = target - direct")
+        print(f"{'target':<12} {'mode':<12} {'latency ms':>11} {'added us':>9} {'CPU us/txn':>11}")
         for r in (x for x in lat if x["suite"] == suite):
-            print(f"{r['target']:<10} {r['mode']:<12} {r['latency_ms']:>11.3f} {fmt(r['added_latency_us'], '+9.1f'):>9} "
+            print(f"{r['target']:<12} {r['mode']:<12} {r['latency_ms']:>11.3f} {fmt(r['added_latency_us'], '+9.1f'):>9} "
                   f"{fmt(r['cpu_us_per_txn'], '11.1f'):>11}")
     if mem:
         print(f"\nmemory: resident set of the middle process with {mem[0]['sessions']} idle sessions "
               "(each ran one statement)")
-        print(f"{'target':<10} {'RSS before':>11} {'RSS after':>10} {'KiB/session':>12} {'Go heap KiB/session':>20}")
+        print(f"{'target':<12} {'RSS before':>11} {'RSS after':>10} {'KiB/session':>12} {'Go heap KiB/session':>20}")
         for m in mem:
-            print(f"{m['target']:<10} {m['rss_before_kib']:>8} KiB {m['rss_after_kib']:>6} KiB "
+            print(f"{m['target']:<12} {m['rss_before_kib']:>8} KiB {m['rss_after_kib']:>6} KiB "
                   f"{m['rss_per_session_kib']:>12.1f} {fmt(m['go_heap_per_session_kib'], '20.1f'):>20}")
+    if counts:
+        events = ["syscalls", "read", "write", "recvfrom", "sendto", "epoll_wait", "epoll_pwait", "futex",
+                  "nanosleep", "context-switches", "cpu-migrations"]
+        print("\nper transaction under the throughput load (perf stat on the middle process)")
+        print(f"{'target':<12} {'mode':<9} " + " ".join(f"{e.replace('context-switches', 'ctxsw').replace('cpu-migrations', 'migr'):>9}" for e in events))
+        for c in counts:
+            n = c["transactions"] or 1
+            print(f"{c['target']:<12} {c['mode']:<9} " + " ".join(f"{c.get(e, 0) / n:>9.2f}" for e in events))
     print()
     print(line)
 
     with open(out, "w") as f:
-        json.dump({"meta": meta, "throughput": thr, "latency": lat, "memory": mem,
+        json.dump({"meta": meta, "throughput": thr, "latency": lat, "memory": mem, "per_transaction_counts": counts,
                    "runs": runs, "summary": line}, f, indent=1)
         f.write("\n")
 
