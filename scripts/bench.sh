@@ -45,11 +45,15 @@
 #                         and, where perf works, perf record (perf-<mode>.data);
 #                         both grouped by area (keyhole-areas-*.txt); and
 #                         syscalls and context switches per transaction of
-#                         every middle process (perf stat), in the report
+#                         every middle process (perf stat), in the report;
+#                         keyhole's heap and goroutines with the idle
+#                         sessions open (keyhole-heap-idle*, -goroutines-idle)
 #   BENCH_PROFILE_SECONDS=15
 #   KEYHOLE_BIN=path      measure this keyhole binary instead of building one
 #   KEYHOLE_BASE_BIN=path also measure this keyhole binary, as target
 #                         keyhole-base, in the same rounds (before/after)
+#   KEYHOLE_BASE_ENV="GOMAXPROCS=1 …"  environment of keyhole-base only (A/B
+#                         of a runtime setting with the same binary)
 #   BENCH_LABEL=text      a name for this run in the report (e.g. "before")
 #   BENCH_GOMAXPROCS=n    GOMAXPROCS of the Go middle processes (default: CPUs)
 #   BENCH_OUT=build/bench where the reports go
@@ -57,6 +61,9 @@
 # Needs: Postgres on 127.0.0.1:5432 (superuser postgres, trust), pgbench,
 # pgbouncer, python3, go (scripts/setup.sh installs them).
 set -euo pipefail
+# The whole script is one compound command, so bash reads it all before it
+# runs any of it: editing the file during a run cannot derail the run.
+{
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
@@ -217,14 +224,15 @@ wait_port "$KEYHOLE_PORT" || die "keyhole did not start: $(cat "$WORK/keyhole.lo
 # drifts cannot skew.
 if [ -n "${KEYHOLE_BASE_BIN:-}" ]; then
 	BASE_PORT="$(free_port)" BASE_ADMIN_PORT="$(free_port)"
-	"${GOENV[@]}" "$(realpath "$KEYHOLE_BASE_BIN")" serve --upstream "postgres://$LOGIN@$PGADMIN_HOST:$PGADMIN_PORT/$DB" \
+	# shellcheck disable=SC2086 # KEYHOLE_BASE_ENV is a list of NAME=VALUE
+	"${GOENV[@]}" ${KEYHOLE_BASE_ENV:-} "$(realpath "$KEYHOLE_BASE_BIN")" serve --upstream "postgres://$LOGIN@$PGADMIN_HOST:$PGADMIN_PORT/$DB" \
 		--policy "$WORK/policy.yaml" --token-key "$WORK/token.key.pub" --audit "$WORK/audit-base.jsonl" \
 		--listen-postgres "127.0.0.1:$BASE_PORT" --admin "127.0.0.1:$BASE_ADMIN_PORT" \
 		--log-level warn 2>"$WORK/keyhole-base.log" &
 	BASE_PID=$!
 	wait_port "$BASE_PORT" || die "keyhole-base did not start: $(cat "$WORK/keyhole-base.log")"
 	[ -n "${BENCH_TARGETS:-}" ] || TARGETS+=(keyhole-base)
-	meta keyhole_base "$KEYHOLE_BASE_BIN"
+	meta keyhole_base "$KEYHOLE_BASE_BIN ${KEYHOLE_BASE_ENV:-}"
 fi
 
 # target_conn TARGET: sets port, user and pass for TARGET.
@@ -270,6 +278,7 @@ wait_backends_gone() {
 	die "$n sessions of $LOGIN still open on $DB"
 }
 mem_idle() {
+	mkdir -p "$OUT"
 	local target=$1 pid port user pass
 	pid="$(target_pid "$target")"
 	target_conn "$target"
@@ -285,6 +294,13 @@ mem_idle() {
 	[ "$line" = "open $IDLE_SESSIONS" ] || die "idleconns ($target) said $line"
 	after="$(rss_kib "$pid")"
 	case $target in keyhole*) heap_after="$(go_heap_inuse "$target")" ;; esac
+	if [ "$PROFILE" = 1 ] && [ "$target" = keyhole ]; then
+		# What the idle sessions hold: heap by allocation site, goroutines.
+		curl -fsS -o "$OUT/keyhole-heap-idle.pprof" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/heap?gc=1"
+		go tool pprof -sample_index=inuse_space -top -nodecount=30 "$KEYHOLE" "$OUT/keyhole-heap-idle.pprof" \
+			>"$OUT/keyhole-heap-idle-top.txt" 2>/dev/null
+		curl -fsS -o "$OUT/keyhole-goroutines-idle.txt" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/goroutine?debug=1"
+	fi
 	local idle_pid=$IDLE_PID
 	# Closing its stdin tells idleconns to close the sessions and exit.
 	eval "exec ${IDLE[1]}>&-"
@@ -441,3 +457,5 @@ CLK_TCK="$CLK_TCK" python3 "$ROOT/scripts/bench_report.py" "$RESULTS" "$OUT/benc
 cp "$OUT/bench-$stamp.json" "$OUT/latest.json"
 cp "$RESULTS" "$OUT/bench-$stamp.tsv" # raw lines: bench_report.py renders them again
 log "wrote $OUT/bench-$stamp.json and .txt"
+exit
+}
