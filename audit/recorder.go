@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"strconv"
 	"sync"
@@ -124,8 +125,18 @@ func (p *pipeline) Record(ev Event) {
 	}()
 	line, err := appendEvent((*bp)[:0], &ev)
 	if err != nil {
-		// Only a time RFC 3339 cannot hold or a non-finite duration get
-		// here; the loss is counted and logged.
+		// A time RFC 3339 cannot hold or a non-finite duration: keep the
+		// event with those fields replaced rather than lose it.
+		slog.Warn("audit: event field not encodable; replaced", "kind", ev.Kind, "session", ev.Session, "err", err)
+		if _, terr := ev.Time.AppendText(nil); terr != nil {
+			ev.Time = time.Now().UTC()
+		}
+		if math.IsNaN(ev.DurationMS) || math.IsInf(ev.DurationMS, 0) {
+			ev.DurationMS = 0
+		}
+		line, err = appendEvent((*bp)[:0], &ev)
+	}
+	if err != nil {
 		p.lost.Add(1)
 		slog.Error("audit: event not encodable; lost", "kind", ev.Kind, "session", ev.Session, "err", err)
 		return

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -400,4 +401,26 @@ func TestFullQueueFlushesEarly(t *testing.T) {
 	assert.GreaterOrEqual(t, r.Written(), uint64(n-2*4), "all but the queued tail written before Close")
 	require.NoError(t, r.Close())
 	assert.Len(t, lines(t, path), n)
+}
+
+// An event with a field encoding/json cannot write (a time RFC 3339 cannot
+// hold, a non-finite duration) is written with that field replaced, not
+// lost.
+func TestUnencodableFieldsAreReplaced(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	r := audit.NewWriterRecorder(&buf)
+	ev := stmt("s", 1)
+	ev.Time = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	ev.DurationMS = math.NaN()
+	r.Record(ev)
+	require.NoError(t, r.Close())
+	assert.Zero(t, r.Lost())
+	evs, skipped, err := audit.Read(&buf, audit.Filter{})
+	require.NoError(t, err)
+	assert.Zero(t, skipped)
+	require.Len(t, evs, 1)
+	assert.Equal(t, "SELECT 1", evs[0].Statement)
+	assert.Less(t, evs[0].Time.Year(), 10000)
+	assert.Zero(t, evs[0].DurationMS)
 }
