@@ -3,7 +3,7 @@
 GO        ?= go
 BIN       := bin
 
-.PHONY: all build test test-go lint vet fmt-check bench bench-go fuzz setup vault demo clean
+.PHONY: all build test test-go lint vet fmt-check bench bench-go bench-proxy fuzz setup vault demo clean
 
 all: build
 
@@ -38,12 +38,17 @@ vet:
 fmt-check:
 	@out="$$(gofmt -l $$(git ls-files '*.go'))"; if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-## bench: Go benchmarks for parse+decide, then pgbench direct vs PgBouncer vs keyhole.
-bench: setup build bench-go
-	bash scripts/bench.sh
+## bench: Go benchmarks (parse+decide, audit, metrics), then pgbench direct vs
+## PgBouncer vs a naive relay vs keyhole: tps, CPU per transaction, added
+## latency, memory per idle session (report in build/bench/).
+bench: setup build bench-go bench-proxy
 
 bench-go:
-	$(GO) test -run '^$$' -bench . -benchmem ./sqlpolicy/...
+	$(GO) test -run '^$$' -bench . -benchmem ./sqlpolicy/... ./audit/ ./admin/
+
+## bench-proxy: scripts/bench.sh alone (BENCH_SECONDS, BENCH_ROUNDS, … in its header).
+bench-proxy:
+	bash scripts/bench.sh
 
 ## fuzz: a short run of every fuzz target in the repo (found by go test -list).
 FUZZTIME ?= 30s

@@ -4,6 +4,7 @@ import (
 	"html/template"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -29,9 +30,13 @@ type HandlerOptions struct {
 	Health func() error
 	// AuditFile is the JSONL audit file (and its rotations) /audit reads.
 	AuditFile string
+	// Pprof serves Go's profiler under /debug/pprof/ (off by default: a
+	// profile can hold statement text and costs CPU while it runs).
+	Pprof bool
 }
 
-// Handler serves /metrics, /healthz and /audit (GET and HEAD only).
+// Handler serves /metrics, /healthz, /audit and, when enabled,
+// /debug/pprof/ (GET and HEAD only).
 func Handler(opts HandlerOptions) http.Handler {
 	mux := http.NewServeMux()
 	if opts.Metrics != nil {
@@ -54,6 +59,15 @@ func Handler(opts HandlerOptions) http.Handler {
 	})
 	if opts.AuditFile != "" {
 		mux.Handle("GET /audit", &reviewPage{file: opts.AuditFile, now: time.Now})
+	}
+	if opts.Pprof {
+		// pprof.Index serves the named profiles (heap, goroutine, …) below
+		// it; the others need their own handlers.
+		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	}
 	return mux
 }

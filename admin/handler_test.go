@@ -48,6 +48,24 @@ func TestHealthz(t *testing.T) {
 	assert.Equal(t, http.StatusNotFound, code, "no audit file configured")
 }
 
+func TestPprof(t *testing.T) {
+	t.Parallel()
+	code, _, _ := get(t, admin.Handler(admin.HandlerOptions{}), http.MethodGet, "/debug/pprof/")
+	assert.Equal(t, http.StatusNotFound, code, "off by default")
+
+	h := admin.Handler(admin.HandlerOptions{Pprof: true})
+	code, _, body := get(t, h, http.MethodGet, "/debug/pprof/")
+	assert.Equal(t, http.StatusOK, code)
+	assert.Contains(t, body, "goroutine")
+	code, _, _ = get(t, h, http.MethodGet, "/debug/pprof/heap?debug=1")
+	assert.Equal(t, http.StatusOK, code)
+	code, _, body = get(t, h, http.MethodGet, "/debug/pprof/profile?seconds=1")
+	assert.Equal(t, http.StatusOK, code)
+	assert.NotEmpty(t, body, "a CPU profile")
+	code, _, _ = get(t, h, http.MethodPost, "/debug/pprof/profile")
+	assert.Equal(t, http.StatusMethodNotAllowed, code)
+}
+
 func TestMetricsEndpoint(t *testing.T) {
 	t.Parallel()
 	m := admin.NewMetrics(nil)

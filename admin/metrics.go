@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,19 @@ type Metrics struct {
 	upstreamErr *prometheus.CounterVec
 	credsOK     prometheus.Gauge
 	vaultErrs   prometheus.Counter
+
+	// Children of the per-statement vectors, cached: WithLabelValues
+	// hashes the label values and takes the vector's lock on every call.
+	// The label values are a protocol, a decision and a policy rule name,
+	// so the caches are as bounded as the vectors themselves.
+	stmtChildren     sync.Map // stmtKey → prometheus.Counter
+	decisionChildren sync.Map // protocol string → prometheus.Observer
+}
+
+type stmtKey struct {
+	protocol string
+	effect   sqlpolicy.Effect
+	rule     string
 }
 
 var _ ProxyMetrics = (*Metrics)(nil)
@@ -85,8 +99,17 @@ func (m *Metrics) AuthFailed(protocol string) { m.authFails.WithLabelValues(prot
 // StatementDecided implements ProxyMetrics. rule is a policy rule name, so
 // its cardinality is bounded by the policy.
 func (m *Metrics) StatementDecided(protocol string, effect sqlpolicy.Effect, rule string, latency time.Duration) {
-	m.statements.WithLabelValues(protocol, string(effect), rule).Inc()
-	m.decision.WithLabelValues(protocol).Observe(latency.Seconds())
+	k := stmtKey{protocol, effect, rule}
+	c, ok := m.stmtChildren.Load(k)
+	if !ok {
+		c, _ = m.stmtChildren.LoadOrStore(k, m.statements.WithLabelValues(protocol, string(effect), rule))
+	}
+	c.(prometheus.Counter).Inc()
+	o, ok := m.decisionChildren.Load(protocol)
+	if !ok {
+		o, _ = m.decisionChildren.LoadOrStore(protocol, m.decision.WithLabelValues(protocol))
+	}
+	o.(prometheus.Observer).Observe(latency.Seconds())
 }
 
 // UpstreamError implements ProxyMetrics.

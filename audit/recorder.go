@@ -1,11 +1,12 @@
 package audit
 
 import (
-	"encoding/json"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"strconv"
 	"sync"
@@ -15,6 +16,10 @@ import (
 
 // DefaultBuffer is how many events a recorder queues before Record blocks.
 const DefaultBuffer = 1024
+
+// DefaultFlushInterval is how long a recorder gathers events before it
+// writes them (FileOptions.FlushInterval).
+const DefaultFlushInterval = 5 * time.Millisecond
 
 // DefaultMaxBackups is how many rotated files are kept when MaxBytes is set
 // and MaxBackups is zero.
@@ -30,117 +35,232 @@ const (
 	retryMax = 5 * time.Second
 )
 
-// flushAt is how many pending bytes the writer gathers before writing even
-// though more events are queued.
+// flushAt is how many queued bytes make the writer write at once rather
+// than wait out the flush interval.
 const flushAt = 64 << 10
+
+// keepBuf is the largest batch buffer kept for reuse; a larger one (a burst
+// of huge statements) is left to the garbage collector.
+const keepBuf = 1 << 20
 
 // sink is where a pipeline writes. The pipeline does its own buffering (a
 // bufio.Writer's errors are sticky, which would turn one failed write into
 // lost events), so a sink writes straight through.
 type sink interface {
 	write(p []byte) (int, error)
-	// needRotate reports whether pending bytes and then a line of n bytes
-	// would pass the size limit of a file that is not empty.
-	needRotate(pending, n int) bool
+	// fits returns how many bytes of b, whole lines, can be written before
+	// the sink must rotate: len(b) when all of them, 0 when the next line
+	// needs a fresh file first.
+	fits(b []byte) int
 	rotate() error
 	close() error // fsync where possible and release
 }
 
-// pipeline is the buffered channel and the writer goroutine shared by
-// FileRecorder and WriterRecorder.
+// pipeline is the queue and the writer goroutine shared by FileRecorder
+// and WriterRecorder.
+//
+// Record encodes the event in its own goroutine and appends the line to
+// buf under mu; the writer goroutine wakes when buf stops being empty,
+// waits out the flush interval (or until flushAt bytes are queued) so that
+// one write carries many events, swaps buf for an empty buffer and writes
+// the batch. A busy proxy thus makes one write and one writer wake-up per
+// interval, not one per statement.
 type pipeline struct {
-	ch   chan []byte
-	done chan struct{}
-	stop chan struct{} // closed when Close's grace period ends: stop retrying
+	mu      sync.Mutex
+	buf     []byte        // encoded lines queued for the writer
+	nbuf    int           // events in buf
+	first   time.Time     // when buf last stopped being empty
+	ready   sync.Cond     // writer waits for buf to fill (or for Close)
+	space   sync.Cond     // Records wait for buf to drain below max
+	waiting int           // Records waiting on space
+	closed  bool          // Close was called: Records not yet waiting are lost
+	full    chan struct{} // cap 1: buf passed flushAt or max, write now
+	quit    chan struct{} // closed by Close: write at once from now on
+	done    chan struct{} // closed when the writer has written everything
+	stop    chan struct{} // closed when Close's grace period ends: stop retrying
 
-	mu        sync.RWMutex // Record holds R while sending; Close holds W to close ch
-	closed    bool
-	closeOnce sync.Once
-
+	max      int           // events queued before Record blocks
+	interval time.Duration // how long the writer gathers a batch
 	sink     sink
-	pending  []byte // encoded lines not yet written
-	nPending uint64 // events in pending
 
-	lost     atomic.Uint64
-	written  atomic.Uint64
-	lastErr  atomic.Pointer[error]
-	closeErr error
-	grace    time.Duration // closeGrace; shorter in tests
+	closeOnce sync.Once
+	lost      atomic.Uint64
+	written   atomic.Uint64
+	lastErr   atomic.Pointer[error]
+	closeErr  error
+	grace     time.Duration // closeGrace; shorter in tests
 }
 
-func newPipeline(s sink, buffer int) *pipeline {
+func newPipeline(s sink, buffer int, interval time.Duration) *pipeline {
 	if buffer <= 0 {
 		buffer = DefaultBuffer
 	}
-	p := &pipeline{ch: make(chan []byte, buffer), done: make(chan struct{}), stop: make(chan struct{}), sink: s, grace: closeGrace}
+	if interval <= 0 {
+		interval = DefaultFlushInterval
+	}
+	p := &pipeline{
+		full: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}), stop: make(chan struct{}),
+		max: buffer, interval: interval, sink: s, grace: closeGrace,
+	}
+	p.ready.L, p.space.L = &p.mu, &p.mu
 	go p.run()
 	return p
 }
 
-// Record queues ev, blocking while the buffer is full. A zero Time is set
-// to now.
+// lineBufs holds encoding buffers, so that encoding happens outside mu
+// without allocating.
+var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+// Record queues ev, blocking while Buffer events are queued. A zero Time is
+// set to now.
 func (p *pipeline) Record(ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	line, err := json.Marshal(ev)
+	bp := lineBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*bp) <= 64<<10 {
+			lineBufs.Put(bp)
+		}
+	}()
+	line, err := appendEvent((*bp)[:0], &ev)
 	if err != nil {
-		// Event has only plain fields; this cannot happen, but if it does
-		// the loss is counted and logged.
+		// A time RFC 3339 cannot hold or a non-finite duration: keep the
+		// event with those fields replaced rather than lose it.
+		slog.Warn("audit: event field not encodable; replaced", "kind", ev.Kind, "session", ev.Session, "err", err)
+		if _, terr := ev.Time.AppendText(nil); terr != nil {
+			ev.Time = time.Now().UTC()
+		}
+		if math.IsNaN(ev.DurationMS) || math.IsInf(ev.DurationMS, 0) {
+			ev.DurationMS = 0
+		}
+		line, err = appendEvent((*bp)[:0], &ev)
+	}
+	if err != nil {
 		p.lost.Add(1)
 		slog.Error("audit: event not encodable; lost", "kind", ev.Kind, "session", ev.Session, "err", err)
 		return
 	}
 	line = append(line, '\n')
-	p.mu.RLock()
-	defer p.mu.RUnlock()
+	*bp = line
+
+	p.mu.Lock()
 	if p.closed {
+		p.mu.Unlock()
 		p.lost.Add(1)
 		slog.Error("audit: event recorded after Close; lost", "kind", ev.Kind, "session", ev.Session, "agent", ev.Agent)
 		return
 	}
-	p.ch <- line
+	// Back-pressure: wait for the writer rather than drop. A Record that
+	// waits here before Close is written even if Close comes meanwhile.
+	for p.nbuf >= p.max {
+		p.flushNow()
+		p.waiting++
+		p.space.Wait()
+		p.waiting--
+	}
+	was := len(p.buf)
+	p.buf = append(p.buf, line...)
+	p.nbuf++
+	if was == 0 {
+		p.first = time.Now()
+		p.ready.Signal()
+	}
+	if was < flushAt && len(p.buf) >= flushAt {
+		p.flushNow()
+	}
+	p.mu.Unlock()
+}
+
+// flushNow tells the writer not to wait out the interval.
+func (p *pipeline) flushNow() {
+	select {
+	case p.full <- struct{}{}:
+	default:
+	}
 }
 
 func (p *pipeline) run() {
 	defer close(p.done)
-	for line := range p.ch {
-		if p.sink.needRotate(len(p.pending), len(line)) {
-			p.flush()
-			if !p.retry("rotate", p.sink.rotate) {
-				slog.Error("audit: rotation failed during Close; writing on to the current file")
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	var spare []byte
+	for {
+		p.mu.Lock()
+		for p.nbuf == 0 && !(p.closed && p.waiting == 0) {
+			p.ready.Wait()
+		}
+		if p.nbuf == 0 {
+			// Closed, and no Record is left waiting to queue.
+			p.mu.Unlock()
+			return
+		}
+		closing, wait := p.closed, p.interval-time.Since(p.first)
+		p.mu.Unlock()
+		if !closing && wait > 0 {
+			// Gather until the oldest queued event is one interval old.
+			timer.Reset(wait)
+			select {
+			case <-timer.C:
+			case <-p.full:
+				timer.Stop()
+			case <-p.quit:
+				timer.Stop()
 			}
 		}
-		p.pending = append(p.pending, line...)
-		p.nPending++
-		// Write when the queue is drained, so a crash loses nothing that
-		// was recorded a moment ago, or when enough is gathered.
-		if len(p.ch) == 0 || len(p.pending) >= flushAt {
-			p.flush()
+		p.mu.Lock()
+		batch := p.buf
+		p.buf, p.nbuf = spare[:0], 0
+		p.space.Broadcast()
+		p.mu.Unlock()
+		p.writeBatch(batch)
+		spare = nil
+		if cap(batch) <= keepBuf {
+			spare = batch
 		}
 	}
-	p.flush()
 }
 
-// flush writes pending, retrying failed writes until they succeed or Close
-// gives up. A partial write is resumed where it stopped, so a line torn by a
-// failure is completed by the retry.
-func (p *pipeline) flush() {
+// writeBatch writes whole lines, rotating the sink between lines when the
+// next one would pass its size limit.
+func (p *pipeline) writeBatch(b []byte) {
+	for len(b) > 0 {
+		n := p.sink.fits(b)
+		if n == 0 {
+			if p.retry("rotate", p.sink.rotate) {
+				continue
+			}
+			slog.Error("audit: rotation failed during Close; writing on to the current file")
+			n = bytes.IndexByte(b, '\n') + 1
+		}
+		p.flush(b[:n])
+		b = b[n:]
+	}
+}
+
+// flush writes chunk (whole lines), retrying failed writes until they
+// succeed or Close gives up. A partial write is resumed where it stopped,
+// so a line torn by a failure is completed by the retry.
+func (p *pipeline) flush(chunk []byte) {
+	events := uint64(bytes.Count(chunk, []byte{'\n'}))
+	rest := chunk
 	ok := p.retry("write", func() error {
-		n, err := p.sink.write(p.pending)
-		p.pending = p.pending[n:]
-		if err == nil && len(p.pending) > 0 {
+		n, err := p.sink.write(rest)
+		rest = rest[n:]
+		if err == nil && len(rest) > 0 {
 			err = io.ErrShortWrite
 		}
 		return err
 	})
 	if ok {
-		p.written.Add(p.nPending)
-	} else {
-		p.lost.Add(p.nPending)
-		slog.Error("audit: write failed during Close; events lost", "events", p.nPending)
+		p.written.Add(events)
+		return
 	}
-	p.pending, p.nPending = p.pending[:0], 0
+	// Lines written whole before the failure count as written.
+	done := uint64(bytes.Count(chunk[:len(chunk)-len(rest)], []byte{'\n'}))
+	p.written.Add(done)
+	p.lost.Add(events - done)
+	slog.Error("audit: write failed during Close; events lost", "events", events-done)
 }
 
 // retry runs op until it succeeds, backing off, so the queue fills and
@@ -169,17 +289,17 @@ func (p *pipeline) retry(what string, op func() error) bool {
 // before each remaining write gets one last try.
 const closeGrace = 10 * time.Second
 
-// Close stops accepting events, writes every queued event and fsyncs. It
-// returns an error if any event was lost. Close is idempotent.
+// Close stops accepting events, writes every queued event (and those of
+// Records already waiting for room) and fsyncs. It returns an error if any
+// event was lost. Close is idempotent.
 func (p *pipeline) Close() error {
 	p.closeOnce.Do(func() {
-		// Started before taking the lock: Records blocked on a full queue
-		// behind a failing sink hold the read lock until the writer moves.
 		timer := time.AfterFunc(p.grace, func() { close(p.stop) })
 		p.mu.Lock()
 		p.closed = true
-		close(p.ch)
+		p.ready.Signal()
 		p.mu.Unlock()
+		close(p.quit)
 		<-p.done
 		timer.Stop()
 		var errs []error
@@ -218,13 +338,13 @@ var _ Recorder = (*WriterRecorder)(nil)
 // NewWriterRecorder returns a recorder writing one JSON line per event to
 // w. Close syncs w if it is a regular *os.File; it does not close w.
 func NewWriterRecorder(w io.Writer) *WriterRecorder {
-	return &WriterRecorder{newPipeline(writerSink{w}, 0)}
+	return &WriterRecorder{newPipeline(writerSink{w}, 0, 0)}
 }
 
 type writerSink struct{ w io.Writer }
 
 func (s writerSink) write(p []byte) (int, error) { return s.w.Write(p) }
-func (s writerSink) needRotate(int, int) bool    { return false }
+func (s writerSink) fits(b []byte) int           { return len(b) }
 func (s writerSink) rotate() error               { return nil }
 func (s writerSink) close() error {
 	if f, ok := s.w.(*os.File); ok {
@@ -243,8 +363,12 @@ type FileOptions struct {
 	// MaxBackups is how many rotated files (path.1 newest … path.N) are
 	// kept; 0 means DefaultMaxBackups. Older ones are deleted.
 	MaxBackups int
-	// Buffer is the queue length; 0 means DefaultBuffer.
+	// Buffer is how many queued events make Record block; 0 means
+	// DefaultBuffer.
 	Buffer int
+	// FlushInterval is how long events are gathered before they are
+	// written; 0 means DefaultFlushInterval.
+	FlushInterval time.Duration
 }
 
 // FileRecorder appends JSON lines to a file (mode 0600), rotating by size.
@@ -264,7 +388,7 @@ func NewFileRecorder(path string, opts FileOptions) (*FileRecorder, error) {
 	if err := s.open(); err != nil {
 		return nil, err
 	}
-	return &FileRecorder{newPipeline(s, opts.Buffer)}, nil
+	return &FileRecorder{newPipeline(s, opts.Buffer, opts.FlushInterval)}, nil
 }
 
 type fileSink struct {
@@ -303,9 +427,17 @@ func (s *fileSink) write(p []byte) (int, error) {
 	return n, nil
 }
 
-func (s *fileSink) needRotate(pending, n int) bool {
-	before := s.size + int64(pending)
-	return s.opts.MaxBytes > 0 && before > 0 && before+int64(n) > s.opts.MaxBytes
+func (s *fileSink) fits(b []byte) int {
+	if s.opts.MaxBytes <= 0 || s.size+int64(len(b)) <= s.opts.MaxBytes {
+		return len(b)
+	}
+	room := max(s.opts.MaxBytes-s.size, 0)
+	n := bytes.LastIndexByte(b[:min(room, int64(len(b)))], '\n') + 1
+	if n == 0 && s.size == 0 {
+		// A line longer than MaxBytes goes alone into a fresh file.
+		n = bytes.IndexByte(b, '\n') + 1
+	}
+	return n
 }
 
 // rotate renames path.N-1 → path.N … path → path.1 (a rename replaces the

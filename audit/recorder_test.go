@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -245,4 +246,181 @@ func TestRecordRacingClose(t *testing.T) {
 	if r.Lost() == 0 {
 		assert.NoError(t, closeErr)
 	}
+}
+
+// gatedWriter blocks every Write until the gate is closed, telling entered
+// when the first one starts.
+type gatedWriter struct {
+	entered chan struct{}
+	once    sync.Once
+	gate    chan struct{}
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	writes  int
+}
+
+func newGatedWriter() *gatedWriter {
+	return &gatedWriter{entered: make(chan struct{}), gate: make(chan struct{})}
+}
+
+func (w *gatedWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.entered) })
+	<-w.gate
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writes++
+	return w.buf.Write(p)
+}
+
+// A full queue makes Record wait for the writer: back-pressure, not loss.
+func TestRecordBlocksWhenFull(t *testing.T) {
+	t.Parallel()
+	w := newGatedWriter()
+	r := audit.NewWriterRecorderBuffer(w, 4)
+	r.Record(stmt("s", 0))
+	<-w.entered // the writer holds event 0 and is stuck in Write
+
+	const n = 20
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		for i := 1; i < n; i++ {
+			r.Record(stmt("s", i))
+		}
+	}()
+	require.Eventually(t, func() bool { return r.Waiting() == 1 }, 10*time.Second, time.Millisecond,
+		"the fifth queued Record waits for room")
+	select {
+	case <-returned:
+		t.Fatal("Records returned while the sink was stuck and the queue full")
+	default:
+	}
+	close(w.gate)
+	<-returned
+	require.NoError(t, r.Close())
+	assert.Zero(t, r.Lost())
+	evs, skipped, err := audit.Read(&w.buf, audit.Filter{})
+	require.NoError(t, err)
+	assert.Zero(t, skipped)
+	require.Len(t, evs, n)
+	for i, ev := range evs {
+		assert.Equal(t, int64(i), ev.Rows, "in order")
+	}
+	assert.Less(t, w.writes, n, "events are written in batches")
+}
+
+// Without Close, a recorded event reaches the file on its own (within the
+// flush interval; the test waits for it rather than timing it).
+func TestFileRecorderFlushesWithoutClose(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	r, err := audit.NewFileRecorder(path, audit.FileOptions{FlushInterval: time.Millisecond})
+	require.NoError(t, err)
+	defer r.Close()
+	r.Record(stmt("s", 1))
+	require.Eventually(t, func() bool {
+		evs, err := audit.ReadFile(path, audit.Filter{})
+		return err == nil && len(evs) == 1
+	}, 10*time.Second, time.Millisecond)
+	assert.Equal(t, uint64(1), r.Written())
+}
+
+// Concurrent writers, rotation every few lines and a Close racing the
+// writers: every event is either in exactly one file, whole, or counted as
+// lost; no file passes MaxBytes; each session's events keep their order.
+func TestFileRecorderConcurrentRotationAndClose(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	line, err := json.Marshal(stmt("s0", 100))
+	require.NoError(t, err)
+	maxBytes := int64(len(line)+60) * 25
+	const writers, each = 8, 300
+	r, err := audit.NewFileRecorder(path, audit.FileOptions{MaxBytes: maxBytes, MaxBackups: 200, Buffer: 16})
+	require.NoError(t, err)
+	var recorded sync.WaitGroup
+	started := make(chan struct{}, writers)
+	for w := range writers {
+		recorded.Add(1)
+		go func() {
+			defer recorded.Done()
+			for i := range each {
+				if i == each/2 {
+					started <- struct{}{}
+				}
+				r.Record(stmt(fmt.Sprintf("s%d", w), 100+i))
+			}
+		}()
+	}
+	for range writers {
+		<-started // every writer is halfway through
+	}
+	closeErr := r.Close()
+	recorded.Wait()
+
+	var files []string
+	for i := 200; i >= 1; i-- {
+		files = append(files, path+"."+strconv.Itoa(i))
+	}
+	files = append(files, path)
+	for _, p := range files {
+		if fi, err := os.Stat(p); err == nil {
+			assert.LessOrEqual(t, fi.Size(), maxBytes, p)
+		}
+	}
+	evs := lines(t, files...) // fails on a torn line
+	assert.Equal(t, uint64(len(evs)), r.Written())
+	assert.Equal(t, writers*each, len(evs)+int(r.Lost()), "every event written or counted")
+	assert.GreaterOrEqual(t, len(evs), writers*each/2, "what was recorded before Close is written")
+	last := map[string]int64{}
+	for _, ev := range evs {
+		prev, ok := last[ev.Session]
+		if ok {
+			assert.Equal(t, prev+1, ev.Rows, "session %s in order, no gap", ev.Session)
+		}
+		last[ev.Session] = ev.Rows
+	}
+	if r.Lost() == 0 {
+		assert.NoError(t, closeErr)
+	} else {
+		assert.ErrorIs(t, closeErr, audit.ErrLost)
+	}
+}
+
+// A full queue is written at once, not after the flush interval: with an
+// hour's interval and room for 4 events, 100 events still go through
+// (without the early flush this test would block for hours).
+func TestFullQueueFlushesEarly(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	r, err := audit.NewFileRecorder(path, audit.FileOptions{Buffer: 4, FlushInterval: time.Hour})
+	require.NoError(t, err)
+	const n = 100
+	for i := range n {
+		r.Record(stmt("s", i))
+	}
+	assert.GreaterOrEqual(t, r.Written(), uint64(n-2*4), "all but the queued tail written before Close")
+	require.NoError(t, r.Close())
+	assert.Len(t, lines(t, path), n)
+}
+
+// An event with a field encoding/json cannot write (a time RFC 3339 cannot
+// hold, a non-finite duration) is written with that field replaced, not
+// lost.
+func TestUnencodableFieldsAreReplaced(t *testing.T) {
+	t.Parallel()
+	var buf bytes.Buffer
+	r := audit.NewWriterRecorder(&buf)
+	ev := stmt("s", 1)
+	ev.Time = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+	ev.DurationMS = math.NaN()
+	r.Record(ev)
+	require.NoError(t, r.Close())
+	assert.Zero(t, r.Lost())
+	evs, skipped, err := audit.Read(&buf, audit.Filter{})
+	require.NoError(t, err)
+	assert.Zero(t, skipped)
+	require.Len(t, evs, 1)
+	assert.Equal(t, "SELECT 1", evs[0].Statement)
+	assert.Less(t, evs[0].Time.Year(), 10000)
+	assert.Zero(t, evs[0].DurationMS)
 }

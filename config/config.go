@@ -68,6 +68,9 @@ type Listen struct {
 	MySQL string `yaml:"mysql"`
 	// Admin serves /metrics, /healthz and the audit page; empty = off.
 	Admin string `yaml:"admin"`
+	// Pprof also serves Go's profiler under /debug/pprof/ on the admin
+	// listener (for performance work; off by default).
+	Pprof bool `yaml:"pprof"`
 }
 
 // TLS is the certificate keyhole presents to agents.

@@ -108,6 +108,7 @@ func TestErrors(t *testing.T) {
 			"vault: {addr: 'https://v:8200'}", 1), "upstreams:\n", "upstreams:\n  crm: {url: 'mysql://127.0.0.1/crm'}\n", 1),
 			[]string{"upstreams.shop.catalog_role: upstreams crm and shop would read their schemas with the same Vault role \"keyhole-catalog\""}},
 		{"bad listen", minimal + "listen: {postgres: nowhere}\n", []string{"k.yaml:11: listen.postgres"}},
+		{"pprof without admin", minimal + "listen: {pprof: true}\n", []string{"listen.pprof: needs listen.admin"}},
 		{"no creds", strings.Replace(minimal, "  static: {user: app, password_env: TEST_PW}\n", "", 1),
 			[]string{"k.yaml:6: creds: set static or vault"}},
 		{"two creds", strings.Replace(minimal, "creds:\n", "creds:\n  vault: {addr: 'https://v:8200'}\n", 1),

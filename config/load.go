@@ -327,6 +327,9 @@ func (c *Config) Validate() error {
 	checkAddr("listen.postgres", c.Listen.Postgres)
 	checkAddr("listen.mysql", c.Listen.MySQL)
 	checkAddr("listen.admin", c.Listen.Admin)
+	if c.Listen.Pprof && c.Listen.Admin == "" {
+		bad("listen.pprof", "needs listen.admin (the profiler is served there)")
+	}
 
 	if (c.TLS.CertFile == "") != (c.TLS.KeyFile == "") {
 		bad("tls", "cert_file and key_file go together")

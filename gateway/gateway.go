@@ -223,6 +223,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 				Metrics:   g.metrics,
 				AuditFile: cfg.Audit.File,
 				Health:    g.health,
+				Pprof:     cfg.Listen.Pprof,
 			}),
 			ReadHeaderTimeout: 10 * time.Second,
 		}

@@ -1,33 +1,94 @@
 #!/usr/bin/env bash
-# bench.sh: end-to-end throughput of keyhole against a direct connection and
-# PgBouncer (session mode), with pgbench's select-only script (-S) at 8
-# clients, in simple and prepared protocol. Targets are measured in
-# alternating rounds so that drift on a shared machine hits all of them.
+# bench.sh: what keyhole costs next to a direct connection, PgBouncer
+# (session mode) and a naive Go relay (internal/benchtools/naiverelay: two
+# io.Copy goroutines per connection, no protocol knowledge).
 #
-#   scripts/bench.sh                 # 3 rounds x 10s per target and mode
-#   BENCH_SECONDS=5 BENCH_ROUNDS=2 scripts/bench.sh
+# 1. Throughput: pgbench's select-only script (-S, scale 5) at 8 clients and
+#    2 threads, prepared and simple protocol. The four targets run in turn
+#    within each round, so drift on a shared machine hits all of them. For
+#    every middle process (PgBouncer, naive relay, keyhole) utime+stime is
+#    read from /proc/PID/stat before and after each run and divided by the
+#    transactions pgbench reports: CPU per transaction is the steady figure
+#    on a shared machine, tps is not.
+# 2. Latency: the same script at 1 client, alternated in rounds too; the
+#    added latency per statement is the median of the target's pgbench
+#    latency averages minus the direct one's (one -S transaction is one
+#    statement). On a busy machine this figure is the noisiest.
+# 3. Memory: resident memory per idle session. internal/benchtools/idleconns
+#    holds BENCH_IDLE_SESSIONS (80) sessions open, each having run one
+#    statement; the proxy's VmRSS before and after, divided by the sessions.
+#    Measured first, on freshly started processes.
+# 4. MySQL (bench_mysql below): sysbench oltp_point_select, direct vs naive
+#    relay vs keyhole — not written yet.
+#
+# Every leg is plain TCP on loopback (BENCH_SSLMODE, default disable), so
+# the figures compare the proxies and not TLS. keyhole audits to a file.
+#
+# The report goes to stdout and, with every raw run, to build/bench/ as
+# bench-<time>.json (and .txt); latest.json is the newest.
+#
+#   scripts/bench.sh                             # ~5 minutes
+#   BENCH_SECONDS=5 BENCH_ROUNDS=1 scripts/bench.sh
+#   BENCH_PROFILE=1 scripts/bench.sh             # also CPU profiles of keyhole
+#
+# Settings (environment):
+#   BENCH_SECONDS=10      length of each throughput run
+#   BENCH_ROUNDS=2        rounds of throughput runs
+#   BENCH_LAT_SECONDS=5   length of each 1-client latency run (0 = skip)
+#   BENCH_IDLE_SESSIONS=80  idle sessions for the memory figure (0 = skip)
+#   BENCH_CLIENTS=8 BENCH_THREADS=2 BENCH_SCALE=5 BENCH_SSLMODE=disable
+#   BENCH_TARGETS="direct pgbouncer naive keyhole"
+#   BENCH_MODES="prepared simple"
+#   BENCH_PROFILE=0       1: after the runs, profile keyhole under the
+#                         throughput load per mode: a Go CPU profile through
+#                         --pprof (keyhole-cpu-<mode>.pprof, -top.txt, -cum.txt)
+#                         and, where perf works, perf record (perf-<mode>.data);
+#                         both grouped by area (keyhole-areas-*.txt); and
+#                         syscalls and context switches per transaction of
+#                         every middle process (perf stat), in the report;
+#                         keyhole's heap and goroutines with the idle
+#                         sessions open (keyhole-heap-idle*, -goroutines-idle)
+#   BENCH_PROFILE_SECONDS=15
+#   KEYHOLE_BIN=path      measure this keyhole binary instead of building one
+#   KEYHOLE_BASE_BIN=path also measure this keyhole binary, as target
+#                         keyhole-base, in the same rounds (before/after)
+#   KEYHOLE_BASE_ENV="GOMAXPROCS=1 …"  environment of keyhole-base only (A/B
+#                         of a runtime setting with the same binary)
+#   BENCH_LABEL=text      a name for this run in the report (e.g. "before")
+#   BENCH_GOMAXPROCS=n    GOMAXPROCS of the Go middle processes (default: CPUs)
+#   BENCH_OUT=build/bench where the reports go
 #
 # Needs: Postgres on 127.0.0.1:5432 (superuser postgres, trust), pgbench,
-# pgbouncer (scripts/setup.sh installs them). All connections are plain TCP
-# on loopback (BENCH_SSLMODE, default disable), so the figures compare the
-# proxies and not TLS.
+# pgbouncer, python3, go (scripts/setup.sh installs them).
 set -euo pipefail
+# The whole script is one compound command, so bash reads it all before it
+# runs any of it: editing the file during a run cannot derail the run.
+{
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SECONDS_PER_RUN="${BENCH_SECONDS:-10}"
-ROUNDS="${BENCH_ROUNDS:-3}"
+ROUNDS="${BENCH_ROUNDS:-2}"
+LAT_SECONDS="${BENCH_LAT_SECONDS:-5}"
+IDLE_SESSIONS="${BENCH_IDLE_SESSIONS:-80}"
 CLIENTS="${BENCH_CLIENTS:-8}"
 THREADS="${BENCH_THREADS:-2}"
 SCALE="${BENCH_SCALE:-5}"
 SSLMODE="${BENCH_SSLMODE:-disable}"
+read -r -a TARGETS <<<"${BENCH_TARGETS:-direct pgbouncer naive keyhole}"
+read -r -a MODES <<<"${BENCH_MODES:-prepared simple}"
+PROFILE="${BENCH_PROFILE:-0}"
+PROFILE_SECONDS="${BENCH_PROFILE_SECONDS:-15}"
+OUT="${BENCH_OUT:-$ROOT/build/bench}"
 PGADMIN_HOST=127.0.0.1 PGADMIN_PORT=5432 PGADMIN_USER=postgres
 DB=keyhole_bench
 LOGIN=keyhole_bench
 AGENT=bench-agent
+# What each target's clients run in the memory test (the policy allows it).
+IDLE_QUERY="SELECT abalance FROM pgbench_accounts WHERE aid = 1"
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
-for tool in pgbench psql pgbouncer go; do
+for tool in pgbench psql pgbouncer go python3 curl; do
 	command -v "$tool" >/dev/null 2>&1 || die "$tool not found: run scripts/setup.sh"
 done
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
@@ -36,21 +97,58 @@ wait_port() {
 	return 1
 }
 psql_admin() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -h "$PGADMIN_HOST" -p "$PGADMIN_PORT" -U "$PGADMIN_USER" "$@"; }
+CLK_TCK="$(getconf CLK_TCK)"
+# cpu_ticks PID: utime+stime of the whole process (all threads), in clock
+# ticks. Fields are counted after the ")" that ends the command name, which
+# may itself hold spaces.
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 WORK="$(mktemp -d /tmp/keyhole-bench.XXXXXX)"
-KEYHOLE_PID="" BOUNCER_PID=""
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+KEYHOLE_PID="" BOUNCER_PID="" NAIVE_PID="" BASE_PID=""
 cleanup() {
-	[ -n "$KEYHOLE_PID" ] && kill "$KEYHOLE_PID" 2>/dev/null && wait "$KEYHOLE_PID" 2>/dev/null || true
+	for pid in $KEYHOLE_PID $BASE_PID $NAIVE_PID; do
+		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+	done
 	[ -n "$BOUNCER_PID" ] && kill "$BOUNCER_PID" 2>/dev/null || true
 	psql_admin -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
+meta() { printf 'meta\t%s\t%s\n' "$1" "$2" >>"$RESULTS"; }
 
-log "building keyhole"
-(cd "$ROOT" && go build -o bin/keyhole ./cmd/keyhole)
-KEYHOLE="$ROOT/bin/keyhole"
+# --- build -----------------------------------------------------------------
+if [ -n "${KEYHOLE_BIN:-}" ]; then
+	KEYHOLE="$(realpath "$KEYHOLE_BIN")"
+	log "using keyhole $KEYHOLE"
+else
+	log "building keyhole"
+	(cd "$ROOT" && go build -o bin/keyhole ./cmd/keyhole)
+	KEYHOLE="$ROOT/bin/keyhole"
+fi
+(cd "$ROOT" && go build -o "$WORK/naiverelay" ./internal/benchtools/naiverelay &&
+	go build -o "$WORK/idleconns" ./internal/benchtools/idleconns)
 
+meta date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+# The commit keyhole was built from: as the Go toolchain stamped it, else
+# (GOFLAGS=-buildvcs=false) the work tree's when the script built it.
+commit="$(go version -m "$KEYHOLE" | awk '$2 == "vcs.revision" {r = substr($3, 1, 12)} $2 == "vcs.modified" && $3 == "true" {m = "-dirty"} END {print r m}')"
+if [ -z "$commit" ] && [ -z "${KEYHOLE_BIN:-}" ]; then
+	commit="$(cd "$ROOT" && git rev-parse --short HEAD)$(cd "$ROOT" && git diff --quiet HEAD || echo -dirty)"
+fi
+meta commit "${commit:-unknown}"
+meta label "${BENCH_LABEL:-}"
+meta keyhole "$KEYHOLE"
+meta pgbouncer "$(pgbouncer --version | head -1)"
+meta pgbench "$(pgbench --version)"
+meta go "$(go env GOVERSION)"
+meta cpus "$(nproc)"
+meta loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
+meta settings "clients=$CLIENTS threads=$THREADS scale=$SCALE seconds=$SECONDS_PER_RUN rounds=$ROUNDS lat_seconds=$LAT_SECONDS idle_sessions=$IDLE_SESSIONS sslmode=$SSLMODE${BENCH_GOMAXPROCS:+ GOMAXPROCS=$BENCH_GOMAXPROCS}"
+
+# --- database --------------------------------------------------------------
 log "creating $DB (pgbench -i -s $SCALE)"
 psql_admin -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
 psql_admin -d postgres -c "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$LOGIN') THEN CREATE ROLE $LOGIN LOGIN; END IF; END\$\$" >/dev/null
@@ -58,7 +156,13 @@ psql_admin -d postgres -c "CREATE DATABASE $DB" >/dev/null
 pgbench -i -q -s "$SCALE" -h "$PGADMIN_HOST" -p "$PGADMIN_PORT" -U "$PGADMIN_USER" "$DB" >/dev/null 2>&1
 psql_admin -d "$DB" -c "GRANT ALL ON ALL TABLES IN SCHEMA public TO $LOGIN" >/dev/null
 
-# PgBouncer, session mode, as the postgres OS user (it refuses to run as root).
+# --- the middle processes --------------------------------------------------
+# GOENV: environment for the Go middle processes (naive relay, keyhole).
+GOENV=(env)
+[ -n "${BENCH_GOMAXPROCS:-}" ] && GOENV+=("GOMAXPROCS=$BENCH_GOMAXPROCS")
+# PgBouncer, session mode, as the postgres OS user (it refuses to run as
+# root). The pool holds a server connection per client (session mode), so it
+# is sized for the idle-session test.
 BOUNCER_PORT="$(free_port)"
 chmod 755 "$WORK"
 cat >"$WORK/pgbouncer.ini" <<EOF
@@ -71,8 +175,9 @@ unix_socket_dir =
 auth_type = trust
 auth_file = $WORK/userlist.txt
 pool_mode = session
+admin_users = $LOGIN
 max_client_conn = 200
-default_pool_size = 20
+default_pool_size = $((IDLE_SESSIONS + CLIENTS + 2))
 logfile = $WORK/pgbouncer.log
 pidfile = $WORK/pgbouncer.pid
 EOF
@@ -87,6 +192,11 @@ fi
 wait_port "$BOUNCER_PORT" || die "pgbouncer did not start: $(cat "$WORK/pgbouncer.log")"
 BOUNCER_PID="$(cat "$WORK/pgbouncer.pid")"
 
+NAIVE_PORT="$(free_port)"
+"${GOENV[@]}" "$WORK/naiverelay" -listen "127.0.0.1:$NAIVE_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" >"$WORK/naive.log" 2>&1 &
+NAIVE_PID=$!
+wait_port "$NAIVE_PORT" || die "naiverelay did not start: $(cat "$WORK/naive.log")"
+
 # keyhole, with a policy that allows pgbench's select-only script.
 cat >"$WORK/policy.yaml" <<EOF
 roles:
@@ -99,52 +209,253 @@ agents:
 EOF
 "$KEYHOLE" token keygen --out "$WORK/token.key" >/dev/null
 TOKEN="$("$KEYHOLE" token mint --key "$WORK/token.key" --agent "$AGENT" --ttl 2h 2>/dev/null)" || die "keyhole token mint failed"
-KEYHOLE_PORT="$(free_port)"
-"$KEYHOLE" serve --upstream "postgres://$LOGIN@$PGADMIN_HOST:$PGADMIN_PORT/$DB" \
+KEYHOLE_PORT="$(free_port)" ADMIN_PORT="$(free_port)"
+pprof_flag=()
+[ "$PROFILE" = 1 ] && pprof_flag=(--pprof)
+"${GOENV[@]}" "$KEYHOLE" serve --upstream "postgres://$LOGIN@$PGADMIN_HOST:$PGADMIN_PORT/$DB" \
 	--policy "$WORK/policy.yaml" --token-key "$WORK/token.key.pub" --audit "$WORK/audit.jsonl" \
-	--listen-postgres "127.0.0.1:$KEYHOLE_PORT" --log-level warn 2>"$WORK/keyhole.log" &
+	--listen-postgres "127.0.0.1:$KEYHOLE_PORT" --admin "127.0.0.1:$ADMIN_PORT" "${pprof_flag[@]}" \
+	--log-level warn 2>"$WORK/keyhole.log" &
 KEYHOLE_PID=$!
 wait_port "$KEYHOLE_PORT" || die "keyhole did not start: $(cat "$WORK/keyhole.log")"
 
-# run TARGET MODE -> prints tps
-run() {
-	local target=$1 mode=$2 port user pass=""
-	case $target in
+# keyhole-base: another keyhole binary (KEYHOLE_BASE_BIN, e.g. main's) in
+# the same rounds, for a before/after comparison that the machine's load
+# drifts cannot skew.
+if [ -n "${KEYHOLE_BASE_BIN:-}" ]; then
+	BASE_PORT="$(free_port)" BASE_ADMIN_PORT="$(free_port)"
+	# shellcheck disable=SC2086 # KEYHOLE_BASE_ENV is a list of NAME=VALUE
+	"${GOENV[@]}" ${KEYHOLE_BASE_ENV:-} "$(realpath "$KEYHOLE_BASE_BIN")" serve --upstream "postgres://$LOGIN@$PGADMIN_HOST:$PGADMIN_PORT/$DB" \
+		--policy "$WORK/policy.yaml" --token-key "$WORK/token.key.pub" --audit "$WORK/audit-base.jsonl" \
+		--listen-postgres "127.0.0.1:$BASE_PORT" --admin "127.0.0.1:$BASE_ADMIN_PORT" \
+		--log-level warn 2>"$WORK/keyhole-base.log" &
+	BASE_PID=$!
+	wait_port "$BASE_PORT" || die "keyhole-base did not start: $(cat "$WORK/keyhole-base.log")"
+	[ -n "${BENCH_TARGETS:-}" ] || TARGETS+=(keyhole-base)
+	meta keyhole_base "$KEYHOLE_BASE_BIN ${KEYHOLE_BASE_ENV:-}"
+fi
+
+# target_conn TARGET: sets port, user and pass for TARGET.
+target_conn() {
+	pass=""
+	case $1 in
 	direct) port=$PGADMIN_PORT user=$LOGIN ;;
 	pgbouncer) port=$BOUNCER_PORT user=$LOGIN ;;
+	naive) port=$NAIVE_PORT user=$LOGIN ;;
 	keyhole) port=$KEYHOLE_PORT user=$AGENT pass=$TOKEN ;;
+	keyhole-base) port=$BASE_PORT user=$AGENT pass=$TOKEN ;;
+	*) die "unknown target $1" ;;
 	esac
-	local out
-	out="$(PGPASSWORD="$pass" PGSSLMODE="$SSLMODE" pgbench -n -S -M "$mode" -c "$CLIENTS" -j "$THREADS" \
-		-T "$SECONDS_PER_RUN" -h 127.0.0.1 -p "$port" -U "$user" "$DB" 2>&1)" ||
-		{ printf '%s\n' "$out" >&2; die "pgbench against $target ($mode) failed"; }
-	printf '%s\n' "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p'
+}
+# target_pid TARGET: the middle process, or nothing for direct.
+target_pid() {
+	case $1 in
+	pgbouncer) echo "$BOUNCER_PID" ;;
+	naive) echo "$NAIVE_PID" ;;
+	keyhole) echo "$KEYHOLE_PID" ;;
+	keyhole-base) echo "$BASE_PID" ;;
+	esac
 }
 
-targets=(direct pgbouncer keyhole)
-modes=(simple prepared)
-declare -A tps
-log "pgbench -S -c $CLIENTS -j $THREADS -T $SECONDS_PER_RUN, $ROUNDS rounds, scale $SCALE, sslmode=$SSLMODE"
+# --- 3. memory per idle session (first, on fresh processes) -----------------
+# mem_idle TARGET: records RSS (and, for keyhole, Go heap in use) before and
+# after IDLE_SESSIONS sessions are open and idle.
+# go_heap_inuse TARGET: a keyhole's Go heap in use (KiB), from /metrics.
+go_heap_inuse() {
+	local p=$ADMIN_PORT
+	[ "$1" = keyhole-base ] && p=$BASE_ADMIN_PORT
+	curl -fsS "http://127.0.0.1:$p/metrics" | awk '$1 == "go_memstats_heap_inuse_bytes" {printf "%d", $2 / 1024}'
+}
+# wait_backends_gone: until no session of LOGIN is left on DB (Postgres has
+# 100 connection slots, shared with whoever else uses this server).
+wait_backends_gone() {
+	local n
+	for _ in $(seq 1 100); do
+		n="$(psql_admin -d postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE datname = '$DB' AND usename = '$LOGIN'")"
+		[ "$n" = 0 ] && return 0
+		sleep 0.1
+	done
+	die "$n sessions of $LOGIN still open on $DB"
+}
+mem_idle() {
+	mkdir -p "$OUT"
+	local target=$1 pid port user pass
+	pid="$(target_pid "$target")"
+	target_conn "$target"
+	coproc IDLE { PGPASSWORD="$pass" exec "$WORK/idleconns" -n "$IDLE_SESSIONS" -query "$IDLE_QUERY" \
+		-dsn "host=127.0.0.1 port=$port user=$user dbname=$DB sslmode=$SSLMODE" 2>"$WORK/idleconns.log"; }
+	local line before after heap_before="" heap_after=""
+	read -r line <&"${IDLE[0]}" || die "idleconns ($target): $(cat "$WORK/idleconns.log")"
+	[ "$line" = warm ] || die "idleconns ($target) said $line"
+	before="$(rss_kib "$pid")"
+	case $target in keyhole*) heap_before="$(go_heap_inuse "$target")" ;; esac
+	echo go >&"${IDLE[1]}"
+	read -r line <&"${IDLE[0]}" || die "idleconns ($target): $(cat "$WORK/idleconns.log")"
+	[ "$line" = "open $IDLE_SESSIONS" ] || die "idleconns ($target) said $line"
+	after="$(rss_kib "$pid")"
+	case $target in keyhole*) heap_after="$(go_heap_inuse "$target")" ;; esac
+	if [ "$PROFILE" = 1 ] && [ "$target" = keyhole ]; then
+		# What the idle sessions hold: heap by allocation site, goroutines.
+		curl -fsS -o "$OUT/keyhole-heap-idle.pprof" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/heap?gc=1"
+		go tool pprof -sample_index=inuse_space -top -nodecount=30 "$KEYHOLE" "$OUT/keyhole-heap-idle.pprof" \
+			>"$OUT/keyhole-heap-idle-top.txt" 2>/dev/null
+		curl -fsS -o "$OUT/keyhole-goroutines-idle.txt" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/goroutine?debug=1"
+	fi
+	local idle_pid=$IDLE_PID
+	# Closing its stdin tells idleconns to close the sessions and exit.
+	eval "exec ${IDLE[1]}>&-"
+	wait "$idle_pid" || true
+	if [ "$target" = pgbouncer ]; then
+		# Session pooling keeps the server connections after the clients
+		# leave; close them, or Postgres runs out of connection slots.
+		psql -X -q -h 127.0.0.1 -p "$BOUNCER_PORT" -U "$LOGIN" -d pgbouncer -c "KILL $DB" -c "RESUME $DB" >/dev/null ||
+			die "cannot close PgBouncer's server connections"
+	fi
+	wait_backends_gone
+	printf 'mem\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$IDLE_SESSIONS" "$before" "$after" "$heap_before" "$heap_after" >>"$RESULTS"
+	log "memory $target: RSS $before -> $after KiB with $IDLE_SESSIONS idle sessions"
+}
+if [ "$IDLE_SESSIONS" -gt 0 ]; then
+	for target in "${TARGETS[@]}"; do
+		[ "$target" = direct ] || mem_idle "$target"
+	done
+fi
+
+# --- 1 and 2. pgbench runs -------------------------------------------------
+# run KIND TARGET MODE CLIENTS THREADS SECONDS ROUND: one pgbench -S run,
+# recorded as a line of RESULTS.
+run() {
+	local kind=$1 target=$2 mode=$3 clients=$4 threads=$5 secs=$6 round=$7 port user pass pid t0=0 t1=0 out
+	target_conn "$target"
+	pid="$(target_pid "$target")"
+	[ -n "$pid" ] && t0="$(cpu_ticks "$pid")"
+	out="$(PGPASSWORD="$pass" PGSSLMODE="$SSLMODE" pgbench -n -S -M "$mode" -c "$clients" -j "$threads" \
+		-T "$secs" -h 127.0.0.1 -p "$port" -U "$user" "$DB" 2>&1)" ||
+		{ printf '%s\n' "$out" >&2; die "pgbench against $target ($mode) failed"; }
+	[ -n "$pid" ] && t1="$(cpu_ticks "$pid")"
+	local tps txns lat
+	tps="$(printf '%s\n' "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p')"
+	txns="$(printf '%s\n' "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')"
+	lat="$(printf '%s\n' "$out" | sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p')"
+	[ -n "$tps" ] && [ -n "$txns" ] && [ -n "$lat" ] || { printf '%s\n' "$out" >&2; die "cannot read pgbench's output ($target, $mode)"; }
+	local cpu=""
+	[ -n "$pid" ] && cpu=$((t1 - t0))
+	printf 'run\tpg\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$target" "$mode" "$clients" "$round" "$tps" "$txns" "$lat" "$cpu" >>"$RESULTS"
+	local per=""
+	[ -n "$cpu" ] && per="$(awk -v c="$cpu" -v n="$txns" -v hz="$CLK_TCK" 'BEGIN{printf ", %.1f us CPU/txn", c * 1e6 / hz / n}')"
+	log "$kind round $round $mode $target: $tps tps, latency $lat ms$per"
+}
+
+log "throughput: pgbench -S -c $CLIENTS -j $THREADS -T $SECONDS_PER_RUN, $ROUNDS rounds, scale $SCALE, sslmode=$SSLMODE"
 for r in $(seq 1 "$ROUNDS"); do
-	for mode in "${modes[@]}"; do
-		for target in "${targets[@]}"; do
-			v="$(run "$target" "$mode")"
-			[ -n "$v" ] || die "no tps from pgbench ($target, $mode)"
-			tps[$target/$mode]="${tps[$target/$mode]:-} $v"
-			log "round $r $mode $target: $v tps"
+	for mode in "${MODES[@]}"; do
+		for target in "${TARGETS[@]}"; do
+			run throughput "$target" "$mode" "$CLIENTS" "$THREADS" "$SECONDS_PER_RUN" "$r"
 		done
 	done
 done
-
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
-printf '\n%-10s %-9s %12s %9s   %s\n' target mode "median tps" "vs direct" "rounds"
-for mode in "${modes[@]}"; do
-	d="$(echo "${tps[direct/$mode]}" | median)"
-	for target in "${targets[@]}"; do
-		m="$(echo "${tps[$target/$mode]}" | median)"
-		printf '%-10s %-9s %12.0f %8.2fx   %s\n' "$target" "$mode" "$m" "$(awk -v a="$m" -v b="$d" 'BEGIN{print a/b}')" "${tps[$target/$mode]# }"
+if [ "$LAT_SECONDS" -gt 0 ]; then
+	log "latency: pgbench -S -c 1 -T $LAT_SECONDS, $ROUNDS rounds"
+	for r in $(seq 1 "$ROUNDS"); do
+		for mode in "${MODES[@]}"; do
+			for target in "${TARGETS[@]}"; do
+				run latency "$target" "$mode" 1 1 "$LAT_SECONDS" "$r"
+			done
+		done
 	done
-done
-if grep -q '"level":"ERROR"' "$WORK/keyhole.log"; then
-	log "keyhole logged errors:"; grep '"level":"ERROR"' "$WORK/keyhole.log" | head -5 >&2
 fi
+
+# --- 4. MySQL ----------------------------------------------------------------
+# bench_mysql: sysbench oltp_point_select against MariaDB directly, through
+# naiverelay (-upstream 127.0.0.1:3306) and through keyhole's MySQL front
+# end, alternated like the Postgres runs. It should append lines of the
+# same shape as run's, with suite "mysql" and mode "point_select":
+#   run<TAB>mysql<TAB>throughput<TAB>TARGET<TAB>point_select<TAB>CLIENTS<TAB>ROUND<TAB>TPS<TAB>TXNS<TAB>LAT_MS<TAB>CPU_TICKS
+# (direct is the baseline of its suite), and the report prints them.
+bench_mysql() {
+	log "mysql: not measured yet (needs keyhole's MySQL front end and sysbench)"
+}
+bench_mysql
+
+# --- profiles ----------------------------------------------------------------
+# profile MODE: a Go CPU profile of keyhole under the throughput load and,
+# where perf can sample, a perf profile with kernel stacks; each grouped by
+# area (scripts/profile_areas.py) in CPU us per transaction.
+perf_works() { perf record -q -o "$WORK/perf.probe" -e cpu-clock -- true >/dev/null 2>&1; }
+# under_load TARGET MODE CMD...: runs CMD while pgbench loads TARGET;
+# prints the transactions pgbench made during CMD's PROFILE_SECONDS (tps x
+# seconds).
+under_load() {
+	local target=$1 mode=$2 port user pass bg tps
+	shift 2
+	target_conn "$target"
+	PGPASSWORD="$pass" PGSSLMODE="$SSLMODE" pgbench -n -S -M "$mode" -c "$CLIENTS" -j "$THREADS" \
+		-T "$((PROFILE_SECONDS + 2))" -h 127.0.0.1 -p "$port" -U "$user" "$DB" >"$WORK/profile-pgbench.log" 2>&1 &
+	bg=$!
+	sleep 1
+	"$@" || die "$1 failed under load"
+	wait "$bg" || die "pgbench under the profiler failed: $(cat "$WORK/profile-pgbench.log")"
+	tps="$(sed -n 's/^tps = \([0-9.]*\) (without.*/\1/p' "$WORK/profile-pgbench.log")"
+	awk -v t="$tps" -v s="$PROFILE_SECONDS" 'BEGIN{printf "%d", t * s}'
+}
+# Syscalls and context switches of a middle process, per transaction: the
+# kernel side of a relay's cost, comparable across PgBouncer, naive, keyhole.
+COUNT_EVENTS=raw_syscalls:sys_enter,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_futex,syscalls:sys_enter_nanosleep,context-switches,cpu-migrations
+count_syscalls() {
+	local target=$1 mode=$2 pid txns
+	pid="$(target_pid "$target")"
+	txns="$(under_load "$target" "$mode" perf stat -x, -o "$WORK/perf-stat.csv" -e "$COUNT_EVENTS" -p "$pid" -- sleep "$PROFILE_SECONDS")"
+	awk -F, -v t="$target" -v m="$mode" -v n="$txns" '$1 ~ /^[0-9]+$/ {
+		e = $3; sub(/^(raw_)?syscalls:sys_enter_?/, "", e); if (e == "") e = "syscalls"
+		printf "count\t%s\t%s\t%s\t%s\t%s\n", t, m, n, e, $1 }' "$WORK/perf-stat.csv" >>"$RESULTS"
+	log "syscalls $target $mode: $(awk -F, -v n="$txns" '$3 == "raw_syscalls:sys_enter" {printf "%.1f per transaction", $1 / n}' "$WORK/perf-stat.csv")"
+}
+profile() {
+	local mode=$1 txns
+	txns="$(under_load keyhole "$mode" curl -fsS -o "$OUT/keyhole-cpu-$mode.pprof" \
+		"http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=$PROFILE_SECONDS")"
+	go tool pprof -top -nodecount=60 "$KEYHOLE" "$OUT/keyhole-cpu-$mode.pprof" >"$OUT/keyhole-cpu-$mode-top.txt" 2>/dev/null
+	go tool pprof -top -cum -nodecount=60 "$KEYHOLE" "$OUT/keyhole-cpu-$mode.pprof" >"$OUT/keyhole-cpu-$mode-cum.txt" 2>/dev/null
+	go tool pprof -raw "$KEYHOLE" "$OUT/keyhole-cpu-$mode.pprof" 2>/dev/null >"$WORK/pprof.raw"
+	python3 "$ROOT/scripts/profile_areas.py" pprof "$WORK/pprof.raw" --txns "$txns" >"$OUT/keyhole-areas-pprof-$mode.txt"
+	log "profile $mode: $OUT/keyhole-cpu-$mode.pprof, by area in keyhole-areas-pprof-$mode.txt ($txns transactions)"
+	if perf_works; then
+		txns="$(under_load keyhole "$mode" perf record -q -g -e cpu-clock -p "$KEYHOLE_PID" -o "$OUT/perf-$mode.data" -- sleep "$PROFILE_SECONDS")"
+		perf script -i "$OUT/perf-$mode.data" 2>/dev/null >"$WORK/perf.script"
+		python3 "$ROOT/scripts/profile_areas.py" perf "$WORK/perf.script" --txns "$txns" >"$OUT/keyhole-areas-perf-$mode.txt"
+		perf report -i "$OUT/perf-$mode.data" --stdio --no-children --sort dso,sym 2>/dev/null |
+			grep -E '^ +[0-9.]+%' | head -60 >"$OUT/perf-$mode-top.txt" || true
+		log "perf $mode: $OUT/perf-$mode.data, by area in keyhole-areas-perf-$mode.txt ($txns transactions)"
+	else
+		log "perf cannot sample here; Go profile only"
+	fi
+}
+mkdir -p "$OUT"
+if [ "$PROFILE" = 1 ]; then
+	for mode in "${MODES[@]}"; do
+		profile "$mode"
+	done
+	if perf_works; then
+		for mode in "${MODES[@]}"; do
+			for target in "${TARGETS[@]}"; do
+				[ "$target" = direct ] || count_syscalls "$target" "$mode"
+			done
+		done
+	fi
+fi
+
+meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
+if grep -q '"level":"ERROR"' "$WORK/keyhole.log"; then
+	log "keyhole logged errors:"
+	grep '"level":"ERROR"' "$WORK/keyhole.log" | head -5 >&2
+fi
+meta audit_events "$(wc -l <"$WORK/audit.jsonl")"
+
+# --- report ------------------------------------------------------------------
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+CLK_TCK="$CLK_TCK" python3 "$ROOT/scripts/bench_report.py" "$RESULTS" "$OUT/bench-$stamp.json" | tee "$OUT/bench-$stamp.txt"
+cp "$OUT/bench-$stamp.json" "$OUT/latest.json"
+cp "$RESULTS" "$OUT/bench-$stamp.tsv" # raw lines: bench_report.py renders them again
+log "wrote $OUT/bench-$stamp.json and .txt"
+exit
+}

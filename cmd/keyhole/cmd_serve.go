@@ -56,6 +56,7 @@ type serveFlags struct {
 	upstreams      upstreamFlags
 	listenPostgres string
 	admin          string
+	pprof          bool
 	tokenKey       string
 	audit          string
 	auditStdout    bool
@@ -85,6 +86,7 @@ func runServe(args []string) int {
 	fs.Var(&f.upstreams, "upstream", "upstream `URL` every role uses, or NAME=URL (repeatable) that roles pick by name; replaces the file's upstreams")
 	fs.StringVar(&f.listenPostgres, "listen-postgres", "", "Postgres listen `addr` (default "+config.DefaultListenPostgres+")")
 	fs.StringVar(&f.admin, "admin", "", "admin HTTP listen `addr` (/metrics, /healthz, /audit)")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ on the admin listener")
 	fs.StringVar(&f.tokenKey, "token-key", "", "agent token verification key `file` (public or private Ed25519 PEM)")
 	fs.StringVar(&f.audit, "audit", "", "audit log `file` (JSON lines)")
 	fs.BoolVar(&f.auditStdout, "audit-stdout", false, "also write audit events to stdout")
@@ -223,6 +225,9 @@ func serveConfig(f serveFlags, getenv func(string) string) (*config.Config, erro
 	set("policy.file", &cfg.Policy.File, f.policy)
 	set("listen.postgres", &cfg.Listen.Postgres, f.listenPostgres)
 	set("listen.admin", &cfg.Listen.Admin, f.admin)
+	if f.pprof {
+		cfg.Listen.Pprof = true
+	}
 	set("identity.tokens.public_key_file", &cfg.Identity.Tokens.PublicKeyFile, f.tokenKey)
 	set("audit.file", &cfg.Audit.File, f.audit)
 	if f.auditStdout {

@@ -1,0 +1,176 @@
+package audit
+
+import (
+	"errors"
+	"math"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// appendEvent appends ev as one JSON object, byte for byte what
+// encoding/json's Marshal makes of it (field order, omitempty, HTML-safe
+// string escaping, float format), without reflection or allocation. It
+// fails where Marshal fails: a time that RFC 3339 cannot represent, a
+// duration that is NaN or infinite. On error b is returned unchanged.
+//
+// A field added to Event or sqlpolicy.Reason must be added here too:
+// TestAppendEventMatchesJSON fills every field by reflection and compares
+// with encoding/json, so a forgotten one fails the test.
+func appendEvent(b []byte, ev *Event) ([]byte, error) {
+	b0 := len(b)
+	b = append(b, `{"time":"`...)
+	t, err := ev.Time.AppendText(b)
+	if err != nil {
+		return b[:b0], err
+	}
+	b = append(t, `","kind":`...)
+	b = appendString(b, string(ev.Kind))
+	b = append(b, `,"session":`...)
+	b = appendString(b, ev.Session)
+	b = appendOpt(b, `,"protocol":`, ev.Protocol)
+	b = appendOpt(b, `,"client":`, ev.Client)
+	b = appendOpt(b, `,"agent":`, ev.Agent)
+	b = appendOpt(b, `,"role":`, ev.Role)
+	b = appendOpt(b, `,"database":`, ev.Database)
+	b = appendOpt(b, `,"auth_method":`, ev.AuthMethod)
+	b = appendOpt(b, `,"statement":`, ev.Statement)
+	b = appendOpt(b, `,"fingerprint":`, ev.Fingerprint)
+	b = appendOpt(b, `,"decision":`, string(ev.Decision))
+	b = appendOpt(b, `,"rule":`, ev.Rule)
+	if len(ev.Reasons) > 0 {
+		b = append(b, `,"reasons":[`...)
+		for i := range ev.Reasons {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendReason(b, &ev.Reasons[i])
+		}
+		b = append(b, ']')
+	}
+	if ev.DurationMS != 0 {
+		if math.IsNaN(ev.DurationMS) || math.IsInf(ev.DurationMS, 0) {
+			return b[:b0], errors.New("audit: duration_ms is not a finite number")
+		}
+		b = append(b, `,"duration_ms":`...)
+		b = appendFloat(b, ev.DurationMS)
+	}
+	if ev.Rows != 0 {
+		b = append(b, `,"rows":`...)
+		b = strconv.AppendInt(b, ev.Rows, 10)
+	}
+	b = appendOpt(b, `,"error_code":`, ev.ErrorCode)
+	b = appendOpt(b, `,"error":`, ev.Error)
+	return append(b, '}'), nil
+}
+
+func appendReason(b []byte, r *sqlpolicy.Reason) []byte {
+	b = append(b, `{"code":`...)
+	b = appendString(b, string(r.Code))
+	b = appendOpt(b, `,"verb":`, string(r.Verb))
+	b = appendOpt(b, `,"table":`, r.Table)
+	b = appendOpt(b, `,"column":`, r.Column)
+	b = appendOpt(b, `,"label":`, r.Label)
+	b = appendOpt(b, `,"function":`, r.Func)
+	b = appendOpt(b, `,"setting":`, r.Setting)
+	b = appendOpt(b, `,"problem":`, string(r.Problem))
+	b = appendOpt(b, `,"rule":`, r.Rule)
+	b = appendOpt(b, `,"detail":`, r.Detail)
+	return append(b, '}')
+}
+
+// appendOpt appends an omitempty string field: key (with its leading comma
+// and colon) and value, or nothing when s is empty.
+func appendOpt(b []byte, key, s string) []byte {
+	if s == "" {
+		return b
+	}
+	return appendString(append(b, key...), s)
+}
+
+// appendFloat formats f as encoding/json does (ES6 number-to-string): %f
+// in [1e-6, 1e21), otherwise exponent form without a padded exponent.
+func appendFloat(b []byte, f float64) []byte {
+	abs := math.Abs(f)
+	format := byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// e-07 → e-7
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b
+}
+
+const hexDigits = "0123456789abcdef"
+
+// jsonSafe[c] is true for the ASCII bytes encoding/json writes as they are
+// (with HTML escaping on, as Marshal has it): printable, and not one of
+// " \ < > &.
+var jsonSafe = func() (t [utf8.RuneSelf]bool) {
+	for c := 0x20; c < utf8.RuneSelf; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
+// appendString appends s as a JSON string the way encoding/json does:
+// short escapes for \b \f \n \r \t, \u00XX for other control bytes and for
+// < > &, \ufffd for each byte of invalid UTF-8, and \u2028 \u2029 escaped.
+func appendString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if jsonSafe[c] {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		// U+2028 and U+2029 are valid in JSON but end lines in JavaScript.
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -1,0 +1,236 @@
+package audit_test
+
+import (
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// Pieces random strings are made of: everything encoding/json escapes or
+// passes through differently (quotes, backslash, HTML characters, control
+// bytes, DEL, line and paragraph separators, multibyte runes, invalid and
+// truncated UTF-8).
+var stringPieces = []string{
+	"a", "Z", "0", " ", "SELECT * FROM t WHERE x = $1", "\"", "\\", "/", "<", ">", "&", "'",
+	"\x00", "\x01", "\x1f", "\b", "\f", "\n", "\r", "\t", "\x7f",
+	"\u2028", "\u2029", "é", "漢", "😀", "\ufffd", "\xff", "\xc3", "\xe6\xbc", "\xed\xa0\x80",
+}
+
+func randString(r *rand.Rand) string {
+	var sb strings.Builder
+	for range r.IntN(12) {
+		sb.WriteString(stringPieces[r.IntN(len(stringPieces))])
+	}
+	return sb.String()
+}
+
+func randFloat(r *rand.Rand) float64 {
+	switch r.IntN(6) {
+	case 0:
+		return float64(r.IntN(10000))
+	case 1:
+		return r.Float64() * 1e-7 // exponent form, small
+	case 2:
+		return r.Float64() * 1e25 // exponent form, large
+	case 3:
+		return -r.Float64() * 1000
+	case 4:
+		return math.Float64frombits(r.Uint64()&^(0x7ff<<52) | uint64(r.IntN(0x7fe)+1)<<52) // any finite
+	default:
+		return r.Float64() * 100
+	}
+}
+
+var zones = []*time.Location{
+	time.UTC, time.FixedZone("", 0), time.FixedZone("A", 5*3600+30*60), time.FixedZone("B", -(9*3600 + 45*60 + 17)),
+	time.FixedZone("C", 23*3600+59*60),
+}
+
+func randTime(r *rand.Rand) time.Time {
+	// Years 0 to 9999, the range RFC 3339 can hold.
+	lo := time.Date(0, 1, 2, 0, 0, 0, 0, time.UTC).UnixNano() / 1e9
+	hi := time.Date(9999, 12, 30, 0, 0, 0, 0, time.UTC).Unix()
+	t := time.Unix(lo+r.Int64N(hi-lo), r.Int64N(1e9))
+	if r.IntN(3) == 0 {
+		t = t.Truncate(time.Second) // no fraction
+	}
+	return t.In(zones[r.IntN(len(zones))])
+}
+
+var timeType = reflect.TypeFor[time.Time]()
+
+// fill sets v (a field of Event or below) to a random value, leaving it
+// zero with probability zero in [0,1) so that omitempty is exercised. A
+// type it does not know fails the test: a field added to Event must be
+// taught to the filler, and then the comparison shows whether appendEvent
+// writes it.
+func fill(t *testing.T, r *rand.Rand, v reflect.Value, path string, zero float64) {
+	t.Helper()
+	if r.Float64() < zero {
+		return
+	}
+	switch {
+	case v.Type() == timeType:
+		v.Set(reflect.ValueOf(randTime(r)))
+	case v.Kind() == reflect.String:
+		v.SetString(randString(r))
+	case v.Kind() == reflect.Int64 || v.Kind() == reflect.Int:
+		v.SetInt(r.Int64() >> r.IntN(64) * int64(1-2*r.IntN(2)))
+	case v.Kind() == reflect.Float64:
+		v.SetFloat(randFloat(r))
+	case v.Kind() == reflect.Struct:
+		for i := range v.NumField() {
+			f := v.Type().Field(i)
+			require.True(t, f.IsExported(), "%s.%s: unexported fields are not encoded", path, f.Name)
+			fill(t, r, v.Field(i), path+"."+f.Name, zero)
+		}
+	case v.Kind() == reflect.Slice:
+		n := r.IntN(4)
+		s := reflect.MakeSlice(v.Type(), n, n)
+		for i := range n {
+			fill(t, r, s.Index(i), path+"[]", zero)
+		}
+		v.Set(s)
+	default:
+		t.Fatalf("%s: type %s is not known to the test; teach fill and appendEvent", path, v.Type())
+	}
+}
+
+func marshalLine(t *testing.T, ev *audit.Event) []byte {
+	t.Helper()
+	want, err := json.Marshal(ev)
+	require.NoError(t, err)
+	return want
+}
+
+// The appender writes exactly what encoding/json writes, for events with
+// any subset of fields set to any values.
+func TestAppendEventMatchesJSON(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
+	for i := range 5000 {
+		var ev audit.Event
+		fill(t, r, reflect.ValueOf(&ev).Elem(), "Event", float64(i%4)/4)
+		want := marshalLine(t, &ev)
+		got, err := audit.AppendEvent([]byte("prefix"), &ev)
+		require.NoError(t, err)
+		require.Equal(t, "prefix"+string(want), string(got), "event %#v", ev)
+	}
+}
+
+// fieldPaths lists every leaf field below typ, following slices.
+func fieldPaths(typ reflect.Type, prefix []int, out *[][]int) {
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		idx := append(append([]int(nil), prefix...), i)
+		ft := f.Type
+		if ft.Kind() == reflect.Slice && ft.Elem().Kind() == reflect.Struct {
+			fieldPaths(ft.Elem(), append(idx, -1), out)
+			continue
+		}
+		*out = append(*out, idx)
+	}
+}
+
+// Every field of Event and of sqlpolicy.Reason, set alone, appears in the
+// appender's output under its JSON name, exactly as encoding/json writes
+// it. A field added to either struct and not to appendEvent fails here.
+func TestAppendEventEncodesEveryField(t *testing.T) {
+	t.Parallel()
+	var paths [][]int
+	fieldPaths(reflect.TypeFor[audit.Event](), nil, &paths)
+	require.Greater(t, len(paths), 20, "Event and Reason fields")
+	r := rand.New(rand.NewPCG(2, 3))
+	for _, path := range paths {
+		var ev audit.Event
+		v := reflect.ValueOf(&ev).Elem()
+		name := "Event"
+		key := ""
+		for _, i := range path {
+			if i == -1 {
+				s := reflect.MakeSlice(v.Type(), 1, 1)
+				v.Set(s)
+				v = v.Index(0)
+				continue
+			}
+			f := v.Type().Field(i)
+			name += "." + f.Name
+			key, _, _ = strings.Cut(f.Tag.Get("json"), ",")
+			require.NotEmpty(t, key, "%s has no json name", name)
+			v = v.Field(i)
+		}
+		t.Run(name, func(t *testing.T) {
+			for !isSet(v) {
+				fill(t, r, v, name, 0)
+			}
+			want := marshalLine(t, &ev)
+			got, err := audit.AppendEvent(nil, &ev)
+			require.NoError(t, err)
+			assert.Equal(t, string(want), string(got))
+			assert.Contains(t, string(got), `"`+key+`":`)
+		})
+	}
+}
+
+func isSet(v reflect.Value) bool {
+	if v.Kind() == reflect.String {
+		return v.String() != "" // an empty random string would be omitted
+	}
+	return !v.IsZero()
+}
+
+// The appender fails where encoding/json fails, and leaves the buffer as
+// it was.
+func TestAppendEventErrors(t *testing.T) {
+	t.Parallel()
+	ok := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	cases := map[string]audit.Event{
+		"year 10000":       {Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), Kind: audit.KindConnect},
+		"year -1":          {Time: time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC), Kind: audit.KindConnect},
+		"zone offset 24h":  {Time: ok.In(time.FixedZone("X", 24*3600)), Kind: audit.KindConnect},
+		"duration NaN":     {Time: ok, Kind: audit.KindStatement, DurationMS: math.NaN()},
+		"duration +Inf":    {Time: ok, Kind: audit.KindStatement, DurationMS: math.Inf(1)},
+		"duration -Inf":    {Time: ok, Kind: audit.KindStatement, DurationMS: math.Inf(-1)},
+		"NaN with reasons": {Time: ok, Reasons: []sqlpolicy.Reason{{Code: "x"}}, DurationMS: math.NaN()},
+	}
+	for name, ev := range cases {
+		t.Run(name, func(t *testing.T) {
+			_, jerr := json.Marshal(&ev)
+			require.Error(t, jerr, "encoding/json refuses it too")
+			got, err := audit.AppendEvent([]byte("keep"), &ev)
+			assert.Error(t, err)
+			assert.Equal(t, "keep", string(got))
+		})
+	}
+}
+
+func FuzzAppendEvent(f *testing.F) {
+	f.Add("SELECT 1", "roles.a.allow[0]", "public.t", 0.25, int64(3), int64(1700000000000000000))
+	f.Add("\u2028<&>\xff\"\\", "", "", 1e-9, int64(-1), int64(0))
+	f.Add("", "\x00\x1f\x7f", "é漢😀", 1e22, int64(math.MaxInt64), int64(-62135596800000000000/1000))
+	f.Fuzz(func(t *testing.T, stmt, rule, table string, dur float64, rows, nanos int64) {
+		ev := audit.Event{
+			Time: time.Unix(0, nanos).UTC(), Kind: audit.KindStatement, Session: table, Statement: stmt,
+			Rule: rule, DurationMS: dur, Rows: rows, Decision: sqlpolicy.Deny,
+			Reasons: []sqlpolicy.Reason{{Code: sqlpolicy.ReasonCode(rule), Table: table, Detail: stmt}},
+		}
+		want, jerr := json.Marshal(&ev)
+		got, err := audit.AppendEvent(nil, &ev)
+		if jerr != nil {
+			require.Error(t, err)
+			return
+		}
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(got))
+	})
+}
