@@ -144,7 +144,7 @@ func Open(t testing.TB, dsn string) *sql.DB {
 func NewUser(t testing.TB) (user, password string) {
 	t.Helper()
 	admin := Admin(t)
-	user, password = RandName("kh_user_"), RandName("pw")
+	user, password = RandName("mycorpus_u"), RandName("pw")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := admin.ExecContext(ctx, "CREATE USER '"+user+"'@'%' IDENTIFIED BY '"+password+"'"); err != nil {

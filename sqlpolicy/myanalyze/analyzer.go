@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 
@@ -211,8 +212,13 @@ func (t *textState) preparedStmt(name string) (*sqlpolicy.Statement, string, boo
 	return st, db, true
 }
 
+// failed is the analysis of a text refused as a whole. Whether a text
+// lexes and parses can hinge on a literal's value (SET NAMES 'cp932' is a
+// parse error, SET NAMES 'utf8' is not), so the refusal is marked
+// LiteralSensitive: it must not be shared with texts that differ only in
+// literals.
 func failed(p sqlpolicy.Problem) *sqlpolicy.Access {
-	return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Command: "UNKNOWN", Problems: []sqlpolicy.Problem{p}}}}
+	return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Command: "UNKNOWN", Problems: []sqlpolicy.Problem{p}, LiteralSensitive: true}}}
 }
 
 // parse parses sql under mode with a pooled parser. A panic in the parser
@@ -232,7 +238,10 @@ func (a *Analyzer) parse(sql string, mode mysql.SQLMode) (stmts []ast.StmtNode, 
 	if err != nil {
 		return nil, &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnparseable, Detail: parseDetail(err)}
 	}
-	return stmts, nil
+	// The returned slice is the parser's own result buffer, which its next
+	// parse overwrites: the parser goes back to the pool, so keep a copy
+	// (the nodes themselves are allocated per parse).
+	return slices.Clone(stmts), nil
 }
 
 // parseDetail is the parser's message, first line only.

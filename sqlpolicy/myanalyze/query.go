@@ -222,16 +222,14 @@ func (w *walker) limit(l *ast.Limit, sc *scope) {
 	w.expr(l.Offset, sc, nil, clauseWhere)
 }
 
-// selectStmt analyzes one SELECT (or TABLE t).
+// selectStmt analyzes one SELECT.
 func (w *walker) selectStmt(s *ast.SelectStmt, parent *scope, ctes *cteEnv, view bool) []outCol {
 	sc := newScope(parent)
 	sc.ctes = w.with(s.With, ctes)
-	switch s.Kind {
-	case ast.SelectStmtKindSelect:
-	case ast.SelectStmtKindTable:
-		// TABLE t is SELECT * FROM t.
-	default:
-		w.unsupported("VALUES and other query forms are not modelled")
+	if s.Kind != ast.SelectStmtKindSelect {
+		// TABLE t and VALUES are MySQL 8 forms MariaDB 10.11 does not have
+		// (its VALUES lists are not parsed by keyhole's parser either).
+		w.unsupported("TABLE and VALUES statements are not modelled")
 		return nil
 	}
 	if len(s.TableHints) > 0 {
@@ -248,15 +246,7 @@ func (w *walker) selectStmt(s *ast.SelectStmt, parent *scope, ctes *cteEnv, view
 		}
 	}
 	w.expr(s.Where, sc, nil, clauseWhere)
-	var cols []outCol
-	if s.Kind == ast.SelectStmtKindTable {
-		for _, r := range sc.refs {
-			cols = append(cols, r.cols...)
-		}
-		w.readCols(nil, cols)
-	} else {
-		cols = w.fields(s.Fields, sc, view)
-	}
+	cols := w.fields(s.Fields, sc, view)
 	sc.aliases = cols
 	if s.Distinct {
 		// DISTINCT makes the row count depend on every output column.
@@ -397,6 +387,8 @@ func (w *walker) byItem(by *ast.ByItem, sc *scope, cols []outCol, cl clause) {
 		return
 	}
 	if pe, ok := by.Expr.(*ast.PositionExpr); ok {
+		// Which column a position names depends on the number.
+		w.st.LiteralSensitive = true
 		if pe.P != nil {
 			w.unsupported("parameterized ORDER BY position")
 			return
