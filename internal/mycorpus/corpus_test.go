@@ -86,7 +86,10 @@ type shop struct {
 // newShop loads shop.sql into a throwaway database, reads its catalog as
 // the admin account, and creates a user holding exactly the grants
 // creds.MySQLGrants derives from the analyst role.
-func newShop(t *testing.T) *shop {
+func newShop(t *testing.T) *shop { return newShopFor(t) }
+
+// newShopFor is newShop for any test or fuzz target.
+func newShopFor(t testing.TB) *shop {
 	t.Helper()
 	user, password := testmariadb.NewUser(t)
 	b, err := os.ReadFile(shopFile)

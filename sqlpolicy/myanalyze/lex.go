@@ -115,6 +115,9 @@ func (sc scanner) walk(emit func(kind int, text string)) (int, *sqlpolicy.Proble
 			}
 			// Part of an identifier (t1, 1abc, 0xZZ): skip the word.
 			for i < len(s) && (isIdentByte(s[i]) || s[i] == '.') {
+				if s[i] >= 0x80 {
+					return i, lexProblem("a byte above 0x7F outside quotes (quote non-ASCII identifiers with backticks)")
+				}
 				i++
 			}
 		case c >= 0x80:

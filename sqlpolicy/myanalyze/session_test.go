@@ -1,0 +1,150 @@
+package myanalyze_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/internal/testmariadb"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
+)
+
+// reads lists "table.column" for every column an Access reads.
+func reads(a *sqlpolicy.Access) []string {
+	var out []string
+	for _, st := range a.Statements {
+		for _, c := range st.Columns {
+			if c.Mode == sqlpolicy.Read {
+				out = append(out, c.Rel.Name+"."+c.Column)
+			}
+		}
+	}
+	return out
+}
+
+func problems(a *sqlpolicy.Access) []sqlpolicy.ProblemCode {
+	var out []sqlpolicy.ProblemCode
+	for _, st := range a.Statements {
+		for _, p := range st.Problems {
+			out = append(out, p.Code)
+		}
+	}
+	return out
+}
+
+func TestSQLModeChangesLexing(t *testing.T) {
+	t.Parallel()
+	cat, name := loadShop(t)
+	an := myanalyze.New(cat, myanalyze.Options{})
+	q := testmariadb.Rename(`SELECT "email" FROM shop.customers`, name)
+
+	plain := an.NewSession().(*myanalyze.Session)
+	a := an.Analyze(q, plain)
+	assert.Empty(t, problems(a))
+	assert.NotContains(t, reads(a), "customers.email", "a double-quoted string is a literal by default")
+
+	ansi := an.NewSession().(*myanalyze.Session)
+	require.NoError(t, ansi.SetSQLMode("STRICT_TRANS_TABLES,ANSI_QUOTES"))
+	assert.Contains(t, reads(an.Analyze(q, ansi)), "customers.email", "under ANSI_QUOTES \"email\" is the column")
+	assert.NotEqual(t, plain.Generation(), ansi.Generation())
+
+	// NO_BACKSLASH_ESCAPES: 'a\' ends at the second quote, so what follows
+	// is SQL, not string.
+	nbe := an.NewSession().(*myanalyze.Session)
+	require.NoError(t, nbe.SetSQLMode("NO_BACKSLASH_ESCAPES"))
+	q2 := testmariadb.Rename(`SELECT 'a\', email, ' ' FROM shop.customers`, name)
+	assert.Contains(t, reads(an.Analyze(q2, nbe)), "customers.email")
+	assert.NotContains(t, reads(an.Analyze(q2, plain)), "customers.email")
+
+	other := an.NewSession().(*myanalyze.Session)
+	require.Error(t, other.SetSQLMode("ORACLE"))
+	assert.Contains(t, problems(an.Analyze("SELECT 1", other)), sqlpolicy.ProblemSessionChange, "an unmodelled sql_mode refuses everything")
+
+	// Sessions in the same state share cache generations.
+	again := an.NewSession().(*myanalyze.Session)
+	require.NoError(t, again.SetSQLMode("ANSI_QUOTES,STRICT_TRANS_TABLES"))
+	assert.Equal(t, ansi.Generation(), again.Generation())
+	def := an.NewSession().(*myanalyze.Session)
+	require.NoError(t, def.SetSQLMode("STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION"))
+	assert.Zero(t, def.Generation(), "MariaDB's default mode lexes as the analyzer's default")
+}
+
+func TestClientCharset(t *testing.T) {
+	t.Parallel()
+	cat, _ := loadShop(t)
+	an := myanalyze.New(cat, myanalyze.Options{})
+	for _, cs := range []string{"utf8mb4", "UTF8", "latin1", "binary"} {
+		s := an.NewSession().(*myanalyze.Session)
+		assert.NoError(t, s.SetClientCharset(cs), cs)
+		assert.Empty(t, problems(an.Analyze("SELECT 1", s)), cs)
+	}
+	for _, cs := range []string{"gbk", "big5", "sjis", "cp932", "gb18030", "ujis"} {
+		s := an.NewSession().(*myanalyze.Session)
+		assert.Error(t, s.SetClientCharset(cs), cs)
+		assert.Contains(t, problems(an.Analyze("SELECT 1", s)), sqlpolicy.ProblemSessionChange, cs)
+	}
+}
+
+func TestSessionDatabase(t *testing.T) {
+	t.Parallel()
+	cat, name := loadShop(t)
+	an := myanalyze.New(cat, myanalyze.Options{})
+	s := an.NewSession().(*myanalyze.Session)
+	db, known := s.Database()
+	assert.Equal(t, "", db)
+	assert.True(t, known)
+
+	// USE applied: unqualified names resolve in the new database.
+	use := an.Analyze("USE `"+name+"_internal`", s)
+	require.Empty(t, problems(use))
+	s.Note(use)
+	_, known = s.Database()
+	assert.False(t, known, "a USE noted but not applied leaves the database unknown")
+	assert.Contains(t, problems(an.Analyze("SELECT 1 FROM orders", s)), sqlpolicy.ProblemSessionChange)
+	s.Apply(use)
+	db, known = s.Database()
+	assert.Equal(t, name+"_internal", db)
+	assert.True(t, known)
+	a := an.Analyze("SELECT owner FROM api_keys", s)
+	require.Empty(t, problems(a))
+	assert.Equal(t, name+"_internal", a.Statements[0].Tables[0].Rel.Schema)
+
+	// COM_INIT_DB through SetDatabase, and Reset.
+	s.SetDatabase(name)
+	assert.Empty(t, problems(an.Analyze("SELECT id FROM orders", s)))
+	s.Reset()
+	assert.Zero(t, s.Generation())
+}
+
+func TestSessionPrepared(t *testing.T) {
+	t.Parallel()
+	cat, name := loadShop(t)
+	an := myanalyze.New(cat, myanalyze.Options{})
+	s := an.NewSession().(*myanalyze.Session)
+	s.SetDatabase(name)
+	prep := an.Analyze("PREPARE Q1 FROM 'SELECT email FROM customers'", s)
+	require.Len(t, prep.Statements, 1)
+	assert.Equal(t, "q1", prep.Statements[0].PrepareName, "prepared statement names are case-insensitive")
+	assert.True(t, prep.Statements[0].LiteralSensitive)
+	require.NotNil(t, prep.Statements[0].Prepared)
+	assert.Contains(t, reads(&sqlpolicy.Access{Statements: []sqlpolicy.Statement{*prep.Statements[0].Prepared}}), "customers.email")
+
+	assert.Contains(t, problems(an.Analyze("EXECUTE q1", s)), sqlpolicy.ProblemUnknownPrepared, "not applied yet")
+	s.Apply(prep)
+	ex := an.Analyze("EXECUTE q1", s)
+	require.Empty(t, problems(ex))
+	require.NotNil(t, ex.Statements[0].Prepared)
+	assert.Equal(t, sqlpolicy.VerbSelect, ex.Statements[0].Prepared.Verb)
+
+	// A text that re-prepares the name and may fail half-way forgets it.
+	s.Note(an.Analyze("PREPARE q1 FROM 'SELECT id FROM orders'; SELECT 1", s))
+	assert.Contains(t, problems(an.Analyze("EXECUTE q1", s)), sqlpolicy.ProblemUnknownPrepared)
+
+	// PREPARE and EXECUTE in one text.
+	one := an.Analyze("PREPARE q2 FROM 'SELECT id FROM orders'; EXECUTE q2; DEALLOCATE PREPARE q2; EXECUTE q2", s)
+	require.Len(t, one.Statements, 4)
+	assert.Empty(t, one.Statements[1].Problems)
+	assert.Contains(t, problems(&sqlpolicy.Access{Statements: one.Statements[3:]}), sqlpolicy.ProblemUnknownPrepared)
+}
