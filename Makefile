@@ -45,6 +45,8 @@ bench-go:
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME) ./sqlpolicy/pganalyze/
+	$(GO) test -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME) ./sqlpolicy/myanalyze/
+	$(GO) test -run '^$$' -fuzz FuzzDifferential -fuzztime $(FUZZTIME) ./internal/mycorpus/
 	$(GO) test -run '^$$' -fuzz FuzzClientMessages -fuzztime $(FUZZTIME) ./pgproxy/
 	$(GO) test -run '^$$' -fuzz FuzzStartup -fuzztime $(FUZZTIME) ./pgproxy/
 

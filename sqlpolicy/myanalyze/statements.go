@@ -211,7 +211,7 @@ func (w *walker) prepare(x *ast.PrepareStmt) {
 		w.problem(*p)
 		return
 	}
-	if setStatement.MatchString(x.SQLText) {
+	if hasSetStatement(x.SQLText) {
 		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Detail: "SET STATEMENT ... FOR in a prepared statement"})
 		return
 	}
