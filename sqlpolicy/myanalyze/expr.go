@@ -57,7 +57,10 @@ func (v *exprVisitor) Enter(n ast.Node) (ast.Node, bool) {
 		return n, true
 	case *ast.SubqueryExpr:
 		// A subquery sees the enclosing levels (a correlated reference).
+		saved := w.subClause
+		w.subClause = v.cl
 		w.query(x.Query, v.sc, v.sc.ctes)
+		w.subClause = saved
 		return n, true
 	case *ast.FuncCallExpr:
 		w.funcCall(x)
@@ -149,20 +152,29 @@ func columnText(cn *ast.ColumnName) string {
 }
 
 // lookupName returns the lineage of every column an unqualified name may
-// bind to, following Item_field::fix_fields: the FROM entries of its own
-// level (and, in GROUP BY / HAVING / ORDER BY, the select-list aliases);
-// if none has it, each enclosing level's FROM entries in turn, outermost
-// last. An enclosing level's select-list aliases (which MariaDB consults
-// when the subquery is not in that level's WHERE or ON) are added as
-// candidates and the search goes on outward, so the server's binding is
-// always among those reported.
+// bind to, following Item_field::fix_fields and Item_ref::fix_fields:
+//
+//   - the FROM entries of its own level (and, in GROUP BY / HAVING / ORDER
+//     BY, the select-list aliases); if none has it, each enclosing level's
+//     FROM entries in turn. An enclosing level's select-list aliases
+//     (which MariaDB consults when the subquery is not in that level's
+//     WHERE or ON) are added as candidates and the search goes on
+//     outward;
+//   - a name in HAVING (outside an aggregate) binds to the select list or
+//     GROUP BY list, and otherwise to an enclosing level, never to its own
+//     FROM columns: both are reported, and the search goes on outward;
+//   - likewise a subquery in the HAVING of a grouping level does not see
+//     that level's FROM columns: they are reported and the search goes on.
+//
+// Every binding the server may make is among those reported.
 func lookupName(sc *scope, name string, cl clause) [][]sqlpolicy.ColumnRef {
 	var acc [][]sqlpolicy.ColumnRef
-	for s, level := sc, 0; s != nil; s, level = s.parent, level+1 {
-		var found [][]sqlpolicy.ColumnRef
+	var child *scope
+	for s, level := sc, 0; s != nil; child, s, level = s, s.parent, level+1 {
 		if s.anyName {
 			return append(acc, nil)
 		}
+		var found [][]sqlpolicy.ColumnRef
 		for _, r := range s.refs {
 			for _, c := range r.cols {
 				if strings.EqualFold(c.name, name) {
@@ -170,27 +182,33 @@ func lookupName(sc *scope, name string, cl clause) [][]sqlpolicy.ColumnRef {
 				}
 			}
 		}
+		var aliases [][]sqlpolicy.ColumnRef
+		for _, c := range s.aliases {
+			if c.name != "" && strings.EqualFold(c.name, name) {
+				aliases = append(aliases, c.lin)
+			}
+		}
 		if level == 0 {
 			if cl.seesAliases() {
-				for _, c := range s.aliases {
-					if c.name != "" && strings.EqualFold(c.name, name) {
-						found = append(found, c.lin)
-					}
-				}
+				found = append(found, aliases...)
+			}
+			if cl == clauseHaving {
+				acc = append(acc, found...)
+				continue
 			}
 			if len(found) > 0 {
 				return found
 			}
 			continue
 		}
+		if child != nil && child.inHaving {
+			acc = append(append(acc, found...), aliases...)
+			continue
+		}
 		if len(found) > 0 {
 			return append(acc, found...)
 		}
-		for _, c := range s.aliases {
-			if c.name != "" && strings.EqualFold(c.name, name) {
-				acc = append(acc, c.lin)
-			}
-		}
+		acc = append(acc, aliases...)
 	}
 	return acc
 }

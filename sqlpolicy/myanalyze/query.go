@@ -225,6 +225,11 @@ func (w *walker) limit(l *ast.Limit, sc *scope) {
 // selectStmt analyzes one SELECT.
 func (w *walker) selectStmt(s *ast.SelectStmt, parent *scope, ctes *cteEnv, view bool) []outCol {
 	sc := newScope(parent)
+	sc.inHaving = parent != nil && w.subClause == clauseHaving
+	// Subqueries of this level set their own clause.
+	savedClause := w.subClause
+	w.subClause = clauseWhere
+	defer func() { w.subClause = savedClause }()
 	sc.ctes = w.with(s.With, ctes)
 	if s.Kind != ast.SelectStmtKindSelect {
 		// TABLE t and VALUES are MySQL 8 forms MariaDB 10.11 does not have

@@ -35,6 +35,9 @@ type walker struct {
 	// DELETE are resolved: their plain tables are reported once the
 	// statement tells which of them it writes.
 	deferTables bool
+	// subClause is the clause of the enclosing level a subquery being
+	// analyzed sits in (see scope.inHaving).
+	subClause clause
 
 	colSeen map[sqlpolicy.ColumnRef]struct{}
 }
@@ -91,6 +94,10 @@ type scope struct {
 	// anyName is set for the WHERE of SHOW: every unqualified name is a
 	// column of the SHOW's own result, reading nothing.
 	anyName bool
+	// inHaving is set for a subquery that sits in its parent level's
+	// HAVING clause: MariaDB then skips that level's FROM columns when the
+	// level groups (fix_outer_field), so they cannot stop the search.
+	inHaving bool
 }
 
 // cteEnv is the chain of WITH clauses in effect.
