@@ -74,6 +74,10 @@ type Column struct {
 	// as "schema.name", from pg_depend; running the default needs USAGE
 	// or UPDATE on each.
 	Sequences []string `json:"sequences,omitempty"`
+	// Generated is a generated column's expression (MySQL
+	// GENERATION_EXPRESSION): reading the column reveals the columns the
+	// expression reads.
+	Generated string `json:"generated,omitempty"`
 }
 
 // Volatility is a function's pg_proc.provolatile.

@@ -106,8 +106,23 @@ func MySQLConfig(dsn string) (*mysql.Config, error) {
 // It reads on one connection inside a READ ONLY transaction. MariaDB's
 // information_schema is not transactional, so a concurrent DDL can still
 // show between the queries: a column of a table the table query did not
-// return, or a view whose column count disagrees, is ErrCatalogChanged.
+// return, or a view definition of a view it did not, is ErrCatalogChanged
+// after three attempts.
 func InspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
+	// information_schema is read object by object, so DDL elsewhere on the
+	// server can make two queries disagree: read again a few times.
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var l *Loaded
+		l, err = inspectMySQL(ctx, db)
+		if !errors.Is(err, ErrCatalogChanged) {
+			return l, err
+		}
+	}
+	return nil, err
+}
+
+func inspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
 	conn, err := db.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("catalog: connect to mysql: %w", err)
@@ -204,7 +219,8 @@ ORDER BY TABLE_SCHEMA, TABLE_NAME`)
 
 func myColumns(ctx context.Context, tx *sql.Tx, l *Loaded) error {
 	rows, err := tx.QueryContext(ctx, `
-SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, COALESCE(COLUMN_COMMENT, ''), COLUMN_DEFAULT
+SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, COALESCE(COLUMN_COMMENT, ''), COLUMN_DEFAULT,
+       COALESCE(GENERATION_EXPRESSION, '')
 FROM information_schema.COLUMNS
 WHERE `+skipSchemas("TABLE_SCHEMA")+`
 ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION`)
@@ -213,17 +229,17 @@ ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION`)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var schema, rel, name, typ, comment string
+		var schema, rel, name, typ, comment, gen string
 		var def sql.NullString
-		if err := rows.Scan(&schema, &rel, &name, &typ, &comment, &def); err != nil {
+		if err := rows.Scan(&schema, &rel, &name, &typ, &comment, &def, &gen); err != nil {
 			return err
 		}
 		r := l.Catalog.Relation(schema, rel)
 		if r == nil {
 			return fmt.Errorf("%w: column %s of unknown table %s.%s", ErrCatalogChanged, name, schema, rel)
 		}
-		col := &Column{Name: name, Type: typ, Comment: comment, Labels: l.commentLabels(r.String()+"."+name, comment)}
-		if def.Valid {
+		col := &Column{Name: name, Type: typ, Comment: comment, Labels: l.commentLabels(r.String()+"."+name, comment), Generated: gen}
+		if def.Valid && gen == "" {
 			col.Default = def.String
 		}
 		r.Columns = append(r.Columns, col)

@@ -16,7 +16,7 @@ import (
 const myShopSQL = `
 CREATE TABLE customers (id INT PRIMARY KEY, email VARCHAR(100) COMMENT 'Work address. keyhole: pii.email, pii.contact; shown in the CRM',
   ssn VARCHAR(20) COMMENT 'keyhole: pii.ssn PII.Bad', FullName VARCHAR(80), note TEXT COMMENT 'free text, no labels',
-  created DATETIME DEFAULT CURRENT_TIMESTAMP) COMMENT 'All customers';
+  created DATETIME DEFAULT CURRENT_TIMESTAMP, domain VARCHAR(100) AS (SUBSTRING_INDEX(email, '@', -1)) VIRTUAL) COMMENT 'All customers';
 CREATE TABLE secrets (k VARCHAR(10), v VARCHAR(10)) COMMENT 'Do not read. keyhole: secret';
 CREATE VIEW customer_emails AS SELECT id, email AS contact FROM customers;
 CREATE FUNCTION lookup(i INT) RETURNS VARCHAR(100) DETERMINISTIC READS SQL DATA RETURN (SELECT email FROM customers WHERE id = i);
@@ -45,7 +45,9 @@ func TestLoadMySQL(t *testing.T) {
 	for _, col := range c.Columns {
 		names = append(names, col.Name)
 	}
-	assert.Equal(t, []string{"id", "email", "ssn", "FullName", "note", "created"}, names, "ordinal order, names as stored")
+	assert.Equal(t, []string{"id", "email", "ssn", "FullName", "note", "created", "domain"}, names, "ordinal order, names as stored")
+	assert.Equal(t, "substring_index(`email`,'@',-1)", c.Column("domain").Generated)
+	assert.Empty(t, c.Column("domain").Default)
 	assert.Equal(t, []string{"pii.contact", "pii.email"}, c.Column("email").Labels)
 	assert.Equal(t, []string{catalog.InvalidLabel, "pii.ssn"}, c.Column("ssn").Labels, "a bad label fails closed")
 	assert.Empty(t, c.Column("note").Labels)

@@ -99,6 +99,10 @@ func MySQLGrants(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role
 							note("%s.%s: labelled %s, left out", r, c.Name, l)
 							continue
 						}
+						if src := deniedSource(rel, c, denied); src != "" {
+							note("%s.%s: generated from %s, left out", r, c.Name, src)
+							continue
+						}
 						set[c.Name] = true
 					}
 				}
@@ -196,6 +200,25 @@ func MySQLRolesForPolicy(p *sqlpolicy.Policy, cat *catalog.Catalog, opts RoleOpt
 		})
 	}
 	return out, nil
+}
+
+// deniedSource returns a denied column a generated column's expression
+// names (MariaDB prints them backticked), or "": reading the generated
+// column would reveal it.
+func deniedSource(rel *catalog.Relation, c *catalog.Column, denied func(sqlpolicy.Rel, string) (string, bool)) string {
+	if c.Generated == "" {
+		return ""
+	}
+	expr := strings.ToLower(c.Generated)
+	for _, other := range rel.Columns {
+		if other == c || !strings.Contains(expr, "`"+strings.ToLower(other.Name)+"`") {
+			continue
+		}
+		if _, bad := denied(sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}, other.Name); bad {
+			return other.Name
+		}
+	}
+	return ""
 }
 
 // mysqlRelations returns the catalog's tables and views matching

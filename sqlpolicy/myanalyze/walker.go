@@ -292,7 +292,9 @@ func relOf(r *catalog.Relation) sqlpolicy.Rel {
 	return sqlpolicy.Rel{Schema: r.Schema, Name: r.Name}
 }
 
-// baseCols returns the output columns of a plain relation, cached.
+// baseCols returns the output columns of a plain relation, cached. A
+// generated column carries the columns its expression reads: reading it
+// reveals them (MariaDB asks a privilege on the generated column alone).
 func (w *walker) baseCols(rel *catalog.Relation) []outCol {
 	if v, ok := w.a.bases.Load(rel); ok {
 		return v.([]outCol)
@@ -300,13 +302,67 @@ func (w *walker) baseCols(rel *catalog.Relation) []outCol {
 	r := relOf(rel)
 	cols := make([]outCol, len(rel.Columns))
 	lins := make([]sqlpolicy.ColumnRef, len(rel.Columns))
+	generated := false
 	for i, c := range rel.Columns {
 		lins[i] = sqlpolicy.ColumnRef{Rel: r, Column: c.Name, Mode: sqlpolicy.Read}
 		cols[i] = outCol{name: c.Name, lin: lins[i : i+1 : i+1]}
+		generated = generated || c.Generated != ""
+	}
+	if generated {
+		for i, c := range rel.Columns {
+			if c.Generated == "" {
+				continue
+			}
+			var lin []sqlpolicy.ColumnRef
+			seen := map[string]bool{}
+			var add func(col *catalog.Column)
+			add = func(col *catalog.Column) {
+				if seen[col.Name] {
+					return
+				}
+				seen[col.Name] = true
+				lin = append(lin, sqlpolicy.ColumnRef{Rel: r, Column: col.Name, Mode: sqlpolicy.Read})
+				if col.Generated == "" {
+					return
+				}
+				names, ok := w.a.exprColumns(col.Generated)
+				for _, other := range rel.Columns {
+					if !ok || slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, other.Name) }) {
+						add(other)
+					}
+				}
+			}
+			add(c)
+			cols[i].lin = lin
+		}
 	}
 	w.a.bases.Store(rel, cols)
 	return cols
 }
+
+// exprColumns returns the column names an expression (a generated
+// column's) names; ok is false when it does not parse.
+func (a *Analyzer) exprColumns(expr string) (names []string, ok bool) {
+	stmts, p := a.parse("SELECT "+expr, 0)
+	if p != nil || len(stmts) != 1 {
+		return nil, false
+	}
+	v := &nameCollector{}
+	stmts[0].Accept(v)
+	return v.names, true
+}
+
+// nameCollector collects the column names of an expression tree.
+type nameCollector struct{ names []string }
+
+func (v *nameCollector) Enter(n ast.Node) (ast.Node, bool) {
+	if c, ok := n.(*ast.ColumnName); ok {
+		v.names = append(v.names, c.Name.O)
+	}
+	return n, false
+}
+
+func (v *nameCollector) Leave(n ast.Node) (ast.Node, bool) { return n, true }
 
 // resolveTable resolves a table name of a FROM clause or a write target:
 // a CTE (unqualified, when cteOK), or a catalog relation. It reports the

@@ -12,7 +12,9 @@ CREATE TABLE customers (
     email      VARCHAR(200) NOT NULL,
     ssn        VARCHAR(20),
     phone      VARCHAR(40) COMMENT 'Contact phone number. keyhole: pii.phone',
-    created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP
+    created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    -- A generated column over a labelled one: reading it reveals email.
+    email_domain VARCHAR(200) AS (SUBSTRING_INDEX(email, '@', -1)) VIRTUAL
 ) COMMENT 'People who bought something.';
 
 CREATE TABLE products (
