@@ -171,8 +171,19 @@ func (a *Analyzer) Analyze(sql string, ss sqlpolicy.Session) *sqlpolicy.Access {
 	if s.dbSet {
 		st.db = s.db
 	}
+	lexChanged := false
 	for _, n := range stmts {
 		out := a.statement(n, &st, 0)
+		if lexChanged {
+			// The whole text was lexed under the mode it started with; a
+			// statement after a change of sql_mode or character set is
+			// read differently by the server.
+			out.Problems = append(out.Problems, sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: "sql_mode",
+				Detail: "statements after a change of sql_mode or character set in the same text; send the change on its own"})
+		}
+		for _, set := range runSettings(&out) {
+			lexChanged = lexChanged || lexingSetting(set)
+		}
 		acc.Statements = append(acc.Statements, out)
 		if db := useDB(&out); db != "" {
 			// MariaDB stops a multi-statement text at its first error, so

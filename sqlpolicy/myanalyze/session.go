@@ -2,6 +2,7 @@ package myanalyze
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -187,6 +188,15 @@ func (s *Session) Note(a *sqlpolicy.Access) {
 		if st.Tx == sqlpolicy.TxBegin {
 			s.inTx = true
 		}
+		// A role allowed to change sql_mode or the character set (its
+		// settings list names them): until Apply says which value took
+		// effect, nothing more can be lexed safely.
+		for _, set := range runSettings(st) {
+			if lexingSetting(set) {
+				s.modeProblem = "sql_mode or the client character set changed in a text that did not complete; reconnect"
+				changed = true
+			}
+		}
 		if useDB(st) != "" {
 			s.dbLost = true
 			changed = true
@@ -239,8 +249,65 @@ func (s *Session) Apply(a *sqlpolicy.Access) {
 		case sqlpolicy.TxEnd:
 			s.inTx = false
 		}
+		for _, set := range runSettings(st) {
+			if lexingSetting(set) {
+				s.applyLexing(set)
+			}
+		}
 	}
 	s.changed()
+}
+
+// runSettings are the settings a statement changes when it runs: its own
+// and those of the prepared statement EXECUTE runs.
+func runSettings(st *sqlpolicy.Statement) []sqlpolicy.Setting {
+	if st.Verb == sqlpolicy.VerbExecute && st.Prepared != nil && len(st.Prepared.Settings) > 0 {
+		return append(slices.Clip(st.Settings), st.Prepared.Settings...)
+	}
+	return st.Settings
+}
+
+// lexingSetting reports a change of sql_mode or of the client or
+// connection character set (which a role may be allowed to make).
+func lexingSetting(set sqlpolicy.Setting) bool {
+	if set.Show {
+		return false
+	}
+	switch set.Name {
+	case "sql_mode", "names", "character_set", "character_set_client", "character_set_connection", "collation_connection":
+		return true
+	}
+	return false
+}
+
+// applyLexing records an applied change of sql_mode or character set: a
+// literal value is taken; a computed value or a reset to the server's
+// default is not known, and everything after it is refused.
+func (s *Session) applyLexing(set sqlpolicy.Setting) {
+	unknown := func(what string) {
+		s.modeProblem = what + " changed to a value keyhole could not read; reconnect"
+	}
+	if set.Unknown || set.Reset {
+		unknown(set.Name)
+		return
+	}
+	switch set.Name {
+	case "sql_mode":
+		if err := s.SetSQLMode(set.Value); err != nil {
+			return
+		}
+	case "collation_connection":
+		cs, _, _ := strings.Cut(set.Value, "_")
+		if err := s.SetClientCharset(cs); err != nil {
+			return
+		}
+		s.modeProblem = ""
+	default:
+		if err := s.SetClientCharset(set.Value); err != nil {
+			return
+		}
+		s.modeProblem = ""
+	}
 }
 
 // ApplyUncommitted implements sqlpolicy.Session. MySQL has no pipelined

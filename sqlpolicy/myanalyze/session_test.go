@@ -195,3 +195,29 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestAllowedModeChange covers a role allowed to change sql_mode: the
+// session must lex later texts under the new mode, and refuse what
+// follows a change inside the same text.
+func TestAllowedModeChange(t *testing.T) {
+	t.Parallel()
+	cat, name := loadShop(t)
+	an := myanalyze.New(cat, myanalyze.Options{})
+	s := an.NewSession().(*myanalyze.Session)
+	s.SetDatabase(name)
+	set := an.Analyze("SET sql_mode = 'ANSI_QUOTES'", s)
+	require.Len(t, set.Statements, 1)
+	assert.True(t, set.Statements[0].Settings[0].Guarded)
+	s.Note(set)
+	assert.Contains(t, problems(an.Analyze("SELECT 1", s)), sqlpolicy.ProblemSessionChange, "noted but not applied: unknown mode")
+	s.Apply(set)
+	assert.Contains(t, reads(an.Analyze(`SELECT "email" FROM customers`, s)), "customers.email", "lexed under the applied ANSI_QUOTES")
+
+	mixed := an.Analyze(`SET sql_mode = ''; SELECT "email" FROM customers`, s)
+	require.Len(t, mixed.Statements, 2)
+	assert.Contains(t, problems(&sqlpolicy.Access{Statements: mixed.Statements[1:]}), sqlpolicy.ProblemSessionChange)
+
+	computed := an.Analyze("SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')", s)
+	s.Apply(computed)
+	assert.Contains(t, problems(an.Analyze("SELECT 1", s)), sqlpolicy.ProblemSessionChange, "a computed mode is not known")
+}
