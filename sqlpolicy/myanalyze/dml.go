@@ -85,7 +85,7 @@ func (w *walker) insert(x *ast.InsertStmt) {
 	// (MariaDB evaluates them left to right); reporting them as reads of
 	// the target only ever adds.
 	vsc := newScope(nil)
-	vsc.addRef(&ref{leaf: it, cols: it.cols, leaves: []*item{it}})
+	vsc.addRef(leafRef(it))
 	for _, row := range x.Lists {
 		for _, e := range row {
 			w.expr(e, vsc, nil, clauseWhere)
@@ -103,10 +103,10 @@ func (w *walker) insert(x *ast.InsertStmt) {
 	// The update clause sees the target's columns and, for INSERT ...
 	// SELECT, the SELECT's output columns.
 	usc := newScope(nil)
-	usc.addRef(&ref{leaf: it, cols: it.cols, leaves: []*item{it}})
+	usc.addRef(leafRef(it))
 	if selCols != nil {
 		sel := &item{cols: selCols}
-		usc.addRef(&ref{leaf: sel, cols: selCols, leaves: []*item{sel}})
+		usc.addRef(leafRef(sel))
 	}
 	for _, a := range x.OnDuplicate {
 		if a.Column.Table.O != "" && !strings.EqualFold(a.Column.Table.O, it.alias) {

@@ -204,7 +204,7 @@ func (w *walker) setTail(ob *ast.OrderByClause, lim *ast.Limit, cols []outCol, p
 	}
 	sc := newScope(parent)
 	sc.ctes = ctes
-	sc.addRef(&ref{leaf: &item{cols: cols}, cols: cols, leaves: nil})
+	sc.addRef(&ref{cols: cols})
 	sc.aliases = cols
 	if ob != nil {
 		for _, by := range ob.Items {
@@ -448,7 +448,7 @@ func (w *walker) fromRef(n ast.ResultSetNode, sc *scope) *ref {
 		if it == nil {
 			return nil
 		}
-		return &ref{leaf: it, cols: it.cols, leaves: []*item{it}}
+		return leafRef(it)
 	}
 	w.unsupported("FROM entry of kind %T", n)
 	return nil
@@ -494,7 +494,7 @@ func (w *walker) tableSource(ts *ast.TableSource, sc *scope) *ref {
 			w.unsupported("column aliases on a table reference")
 		}
 	}
-	return &ref{leaf: it, cols: it.cols, leaves: []*item{it}}
+	return leafRef(it)
 }
 
 // join analyzes a join: both operands, the USING / NATURAL columns

@@ -74,10 +74,12 @@ type item struct {
 // ref is a node of a FROM tree: a leaf item or a join, with its row type
 // (the columns `*` expands to, in order, and that unqualified names see).
 type ref struct {
-	leaf   *item
 	cols   []outCol
 	leaves []*item
 }
+
+// leafRef is the FROM tree node of a single item.
+func leafRef(it *item) *ref { return &ref{cols: it.cols, leaves: []*item{it}} }
 
 // scope is one SELECT (or UPDATE/DELETE) level.
 type scope struct {
