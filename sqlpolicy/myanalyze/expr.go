@@ -107,7 +107,9 @@ func (v *exprVisitor) Enter(n ast.Node) (ast.Node, bool) {
 		*ast.TrimDirectionExpr, *ast.TimeUnitExpr, *ast.GetFormatSelectorExpr, *ast.ByItem,
 		*ast.OrderByClause, *ast.MaxValueExpr:
 		return n, false
-	case ast.ParamMarkerExpr:
+	case ast.ParamMarkerExpr, *ast.PositionExpr:
+		// A position (GROUP_CONCAT(... ORDER BY 1)) names one of the
+		// arguments, which are read already.
 		return n, true
 	case ast.ValueExpr:
 		return n, true

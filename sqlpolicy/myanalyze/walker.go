@@ -520,7 +520,9 @@ func (w *walker) analyzeView(rel *catalog.Relation) *viewInfo {
 	if !ok {
 		return fail("its definition is not a query")
 	}
-	sub := &walker{a: w.a, cat: w.cat, ts: w.ts, db: rel.Schema, st: &vi.extras, nest: w.nest + 1,
+	// The analysis is cached for every session: it must not depend on
+	// this one's state. MariaDB resolves a view's names in its database.
+	sub := &walker{a: w.a, cat: w.cat, ts: &textState{db: rel.Schema, sess: &Session{}}, db: rel.Schema, st: &vi.extras, nest: w.nest + 1,
 		viewStack: append(slices.Clip(w.viewStack), rel)}
 	sh := sub.queryAs(rs, nil, nil, true)
 	if len(sh) != len(rel.Columns) {
