@@ -221,3 +221,20 @@ func TestAllowedModeChange(t *testing.T) {
 	s.Apply(computed)
 	assert.Contains(t, problems(an.Analyze("SELECT 1", s)), sqlpolicy.ProblemSessionChange, "a computed mode is not known")
 }
+
+func TestCommandTexts(t *testing.T) {
+	t.Parallel()
+	cat, name := loadShop(t)
+	an := myanalyze.New(cat, myanalyze.Options{})
+	s := an.NewSession().(*myanalyze.Session)
+	use := an.Analyze(myanalyze.InitDBText(name), s)
+	require.Empty(t, problems(use))
+	s.Apply(use)
+	db, _ := s.Database()
+	assert.Equal(t, name, db)
+	fl := an.Analyze(myanalyze.FieldListText("customers"), s)
+	require.Empty(t, problems(fl))
+	assert.Equal(t, "customers", fl.Statements[0].Tables[len(fl.Statements[0].Tables)-1].Rel.Name)
+	assert.Equal(t, "`a``b`", myanalyze.QuoteIdent("a`b"))
+	assert.Contains(t, problems(an.Analyze(myanalyze.InitDBText("no`such"), s)), sqlpolicy.ProblemUnknownTable)
+}
