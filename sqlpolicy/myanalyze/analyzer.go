@@ -25,6 +25,13 @@ import (
 type Options struct {
 	// MaxBytes is the longest text analyzed (default 1 MiB).
 	MaxBytes int
+	// MaxDepth is the deepest nesting of parentheses (default 200).
+	MaxDepth int
+	// MaxTerms bounds operator chains (a+b+c..., AND/OR, JOIN, UNION),
+	// counted per comma-separated item and summed over the enclosing
+	// parentheses (default 2000): TiDB's parser makes one tree level per
+	// operator, and the parser and analyzer walk the tree recursively.
+	MaxTerms int
 	// SQLMode is the sql_mode assumed for sessions the proxy has not told
 	// theirs (Session.SetSQLMode); default MariaDB 10.11's default,
 	// STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,
@@ -34,6 +41,8 @@ type Options struct {
 
 const (
 	defaultMaxBytes = 1 << 20
+	defaultMaxDepth = 200
+	defaultMaxTerms = 2000
 	// maxWalkDepth bounds the analyzer's own recursion over the tree.
 	maxWalkDepth = 5000
 	// maxWork bounds the walker's work per statement (nodes visited and
@@ -71,6 +80,12 @@ var _ sqlpolicy.Analyzer = (*Analyzer)(nil)
 func New(cat *catalog.Catalog, opts Options) *Analyzer {
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = defaultMaxBytes
+	}
+	if opts.MaxDepth <= 0 {
+		opts.MaxDepth = defaultMaxDepth
+	}
+	if opts.MaxTerms <= 0 {
+		opts.MaxTerms = defaultMaxTerms
 	}
 	if cat == nil {
 		cat = &catalog.Catalog{Dialect: "mysql"}
@@ -155,7 +170,7 @@ func (a *Analyzer) Analyze(sql string, ss sqlpolicy.Session) *sqlpolicy.Access {
 			Detail: fmt.Sprintf("text of %d bytes exceeds the %d-byte limit", len(sql), a.opts.MaxBytes)})
 	}
 	lm := lexMode{ansiQuotes: mode.HasANSIQuotesMode(), noBackslashEscapes: mode.HasNoBackslashEscapesMode()}
-	if p := (scanner{s: sql, mode: lm}).check(); p != nil {
+	if p := (scanner{s: sql, mode: lm, maxDepth: a.opts.MaxDepth, maxTerms: a.opts.MaxTerms}).check(); p != nil {
 		return failed(*p)
 	}
 	if hasSetStatement(sql) {

@@ -34,7 +34,16 @@ type lexMode struct {
 type scanner struct {
 	s    string
 	mode lexMode
+	// maxDepth and maxTerms, when positive, bound the nesting of
+	// parentheses and the length of operator chains (summed over the
+	// enclosing levels; see Options.MaxTerms): TiDB's parser builds a
+	// tree level per operator and parenthesis, and walks it recursively.
+	maxDepth, maxTerms int
 }
+
+// chainWords are the keywords that chain operands into one tree level
+// each (a AND b AND c, t JOIN u JOIN v, SELECT ... UNION SELECT ...).
+var chainWords = setOf(`AND OR XOR NOT DIV MOD JOIN UNION EXCEPT INTERSECT LIKE REGEXP RLIKE IS BETWEEN IN`)
 
 // token kinds the normalizer cares about.
 const (
@@ -61,8 +70,46 @@ func (sc scanner) walk(emit func(kind int, text string)) (int, *sqlpolicy.Proble
 	}
 	start := 0 // start of pending "other" text
 	i := 0
+	// terms[d] counts the operators of the current comma-separated item
+	// at paren depth d; sum is their total over the open levels.
+	terms := []int{0}
+	sum := 0
+	term := func() *sqlpolicy.Problem {
+		if sc.maxTerms <= 0 {
+			return nil
+		}
+		terms[len(terms)-1]++
+		sum++
+		if sum > sc.maxTerms {
+			return &sqlpolicy.Problem{Code: sqlpolicy.ProblemTooComplex,
+				Detail: "the statement chains too many operators, joins or set operations to analyze"}
+		}
+		return nil
+	}
 	for i < len(s) {
 		c := s[i]
+		if sc.maxDepth > 0 {
+			switch c {
+			case '(':
+				terms = append(terms, 0)
+				if len(terms)-1 > sc.maxDepth {
+					return i, &sqlpolicy.Problem{Code: sqlpolicy.ProblemTooComplex,
+						Detail: "the statement nests parentheses too deeply to analyze"}
+				}
+			case ')':
+				if len(terms) > 1 {
+					sum -= terms[len(terms)-1]
+					terms = terms[:len(terms)-1]
+				}
+			case ',', ';':
+				sum -= terms[len(terms)-1]
+				terms[len(terms)-1] = 0
+			case '+', '-', '*', '/', '%', '&', '|', '^', '<', '>', '=', '!', '~':
+				if p := term(); p != nil {
+					return i, p
+				}
+			}
+		}
 		switch {
 		case c == 0:
 			return i, lexProblem("the text contains a NUL byte")
@@ -120,6 +167,20 @@ func (sc scanner) walk(emit func(kind int, text string)) (int, *sqlpolicy.Proble
 				}
 				i++
 			}
+		case sc.maxTerms > 0 && isWordStart(c) && !isIdentByte(prevByte(s, i)):
+			j := i
+			for j < len(s) && isIdentByte(s[j]) && s[j] < 0x80 {
+				j++
+			}
+			if j-i <= 9 && chainWords[strings.ToUpper(s[i:j])] {
+				if p := term(); p != nil {
+					return i, p
+				}
+			}
+			i = j
+			if i < len(s) && s[i] >= 0x80 {
+				return i, lexProblem("a byte above 0x7F outside quotes (quote non-ASCII identifiers with backticks)")
+			}
 		case c >= 0x80:
 			return i, lexProblem("a byte above 0x7F outside quotes (quote non-ASCII identifiers with backticks)")
 		case c < ' ' && !isSpace(c) || c == 0x7f:
@@ -146,6 +207,10 @@ func prevByte(s string, i int) byte {
 
 func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
+}
+
+func isWordStart(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 func isIdentByte(c byte) bool {

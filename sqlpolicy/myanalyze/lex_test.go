@@ -1,6 +1,7 @@
 package myanalyze_test
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -86,4 +87,29 @@ func TestNormalize(t *testing.T) {
 		_, err := an.Normalize(q)
 		assert.Error(t, err, q)
 	}
+}
+
+// TestBounds checks that deep nesting and long operator chains are refused
+// before they reach the parser's recursive tree walks, and that long flat
+// lists are not.
+func TestBounds(t *testing.T) {
+	t.Parallel()
+	an := myanalyze.New(fuzzCatalog(), myanalyze.Options{})
+	tooComplex := func(q string) bool {
+		for _, st := range an.Analyze(q, nil).Statements {
+			for _, p := range st.Problems {
+				if p.Code == sqlpolicy.ProblemTooComplex {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	assert.True(t, tooComplex("SELECT 1"+strings.Repeat("+1", 3000)))
+	assert.True(t, tooComplex("SELECT "+strings.Repeat("(", 300)+"1"+strings.Repeat(")", 300)))
+	assert.True(t, tooComplex("SELECT 1 FROM customers WHERE "+strings.Repeat("id = 1 OR ", 1500)+"id = 2"))
+	assert.True(t, tooComplex("SELECT 1 FROM customers"+strings.Repeat(" JOIN orders USING (id)", 2500)))
+	assert.True(t, tooComplex("SELECT 1 FROM customers c"+strings.Repeat(", orders", 100000)))
+	assert.False(t, tooComplex("SELECT id FROM orders WHERE id IN ("+strings.Repeat("-1, ", 5000)+"1)"))
+	assert.False(t, tooComplex("SELECT 1"+strings.Repeat("+1", 500)+", '"+strings.Repeat("+", 5000)+"'"))
 }

@@ -518,6 +518,11 @@ func (w *walker) join(j *ast.Join, sc *scope) *ref {
 		}
 		return out
 	}
+	// Each join level copies the columns of its operands: charge them, so
+	// a long comma join is refused as too complex instead of quadratic.
+	if w.charge(len(left.cols) + len(right.cols) + len(left.leaves) + len(right.leaves)) {
+		return nil
+	}
 	out := &ref{leaves: append(append([]*item{}, left.leaves...), right.leaves...)}
 	if j.NaturalJoin || len(j.Using) > 0 {
 		out.cols = w.coalesce(left, right, j)

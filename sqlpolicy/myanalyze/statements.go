@@ -207,7 +207,7 @@ func (w *walker) prepare(x *ast.PrepareStmt) {
 		return
 	}
 	lm := lexMode{ansiQuotes: w.ts.mode.HasANSIQuotesMode(), noBackslashEscapes: w.ts.mode.HasNoBackslashEscapesMode()}
-	if p := (scanner{s: x.SQLText, mode: lm}).check(); p != nil {
+	if p := (scanner{s: x.SQLText, mode: lm, maxDepth: w.a.opts.MaxDepth, maxTerms: w.a.opts.MaxTerms}).check(); p != nil {
 		w.problem(*p)
 		return
 	}
