@@ -46,6 +46,20 @@ func (w *walker) with(wc *ast.WithClause, env *cteEnv) *cteEnv {
 	}
 	var parent *scope
 	out := &cteEnv{parent: env}
+	if wc.IsRecursive {
+		// MariaDB lets every query of a WITH RECURSIVE list name every
+		// other (mutual recursion); keyhole resolves names in order, so a
+		// forward reference would resolve to a table of the same name.
+		for i, c := range wc.CTEs {
+			refs := &tableNames{}
+			c.Query.Accept(refs)
+			for _, later := range wc.CTEs[i+1:] {
+				if containsFold(refs.names, later.Name.O) {
+					w.unsupported("WITH RECURSIVE query %s refers to %s, defined after it", c.Name.O, later.Name.O)
+				}
+			}
+		}
+	}
 	for _, c := range wc.CTEs {
 		entry := &cte{name: c.Name.O}
 		// A WITH name is visible in the CTEs after it, and (WITH
@@ -629,3 +643,15 @@ func containsFold(list []string, s string) bool {
 	}
 	return false
 }
+
+// tableNames collects the unqualified table names a query tree names.
+type tableNames struct{ names []string }
+
+func (v *tableNames) Enter(n ast.Node) (ast.Node, bool) {
+	if t, ok := n.(*ast.TableName); ok && t.Schema.O == "" {
+		v.names = append(v.names, t.Name.O)
+	}
+	return n, false
+}
+
+func (v *tableNames) Leave(n ast.Node) (ast.Node, bool) { return n, true }
