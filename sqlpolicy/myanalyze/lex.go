@@ -172,7 +172,7 @@ func (sc scanner) walk(emit func(kind int, text string)) (int, *sqlpolicy.Proble
 			for j < len(s) && isIdentByte(s[j]) && s[j] < 0x80 {
 				j++
 			}
-			if j-i <= 9 && chainWords[strings.ToUpper(s[i:j])] {
+			if j-i <= 9 && chainWord(s[i:j]) {
 				if p := term(); p != nil {
 					return i, p
 				}
@@ -207,6 +207,20 @@ func prevByte(s string, i int) byte {
 
 func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
+}
+
+// chainWord reports whether word is one of chainWords, without
+// allocating (a map index by string(bytes) does not copy).
+func chainWord(word string) bool {
+	var up [9]byte
+	for k := 0; k < len(word); k++ {
+		c := word[k]
+		if c >= 'a' && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		up[k] = c
+	}
+	return chainWords[string(up[:len(word)])]
 }
 
 func isWordStart(c byte) bool {
