@@ -32,6 +32,15 @@
 // TiDB's /*T! */, SET_VAR hints, control and non-ASCII bytes outside
 // quotes), and then by TiDB's parser under the same sql_mode.
 //
+// Writes carry their row action: REPLACE writes its table with the delete
+// and the insert action, INSERT ... ON DUPLICATE KEY UPDATE is an upsert
+// whose SET columns are written by the update action. Column defaults need
+// no report: MariaDB's DEFAULT expressions cannot read tables or call
+// stored functions. User variables hold only values of texts keyhole
+// allowed (every read is reported where the value is computed), so they
+// carry nothing between statements that the policy did not allow.
+// Triggers run as their definer and are the DBA's, like view definitions.
+//
 // It fails closed: anything it cannot parse, resolve or does not model
 // comes back as a sqlpolicy.Problem, never as a silent omission. MariaDB
 // syntax TiDB's parser does not know (INSERT/DELETE ... RETURNING, SET
