@@ -19,6 +19,9 @@ type Catalog struct {
 	// Functions by schema then name; overloads share one entry (keyhole
 	// decides on names, not signatures).
 	Functions map[string]map[string]*Function `json:"functions"`
+	// LowerCaseTableNames is MySQL's lower_case_table_names: 0 compares
+	// database and table names exactly, 1 and 2 case-insensitively.
+	LowerCaseTableNames int `json:"lower_case_table_names,omitempty"`
 }
 
 // RelKind is what a relation is.
@@ -71,6 +74,10 @@ type Column struct {
 	// as "schema.name", from pg_depend; running the default needs USAGE
 	// or UPDATE on each.
 	Sequences []string `json:"sequences,omitempty"`
+	// Generated is a generated column's expression (MySQL
+	// GENERATION_EXPRESSION): reading the column reveals the columns the
+	// expression reads.
+	Generated string `json:"generated,omitempty"`
 }
 
 // Volatility is a function's pg_proc.provolatile.

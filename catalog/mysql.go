@@ -1,0 +1,311 @@
+package catalog
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	"github.com/go-sql-driver/mysql"
+)
+
+// mysqlSkippedSchemas are server schemas left out of a MySQL catalog: the
+// MySQL analyzer refuses every relation in them without looking (they
+// expose grants, other sessions and statistics with data values).
+var mysqlSkippedSchemas = []string{"mysql", "performance_schema", "sys"}
+
+// ErrCatalogChanged is returned when the schema changed while it was read
+// (information_schema is not transactional in MariaDB); loading again
+// usually succeeds.
+var ErrCatalogChanged = errors.New("schema changed while the catalog was read")
+
+// LoadMySQL reads the catalog of a MySQL or MariaDB server as db's login
+// sees it (see InspectMySQL); warnings are dropped.
+func LoadMySQL(ctx context.Context, db *sql.DB) (*Catalog, error) {
+	l, err := InspectMySQL(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	return l.Catalog, nil
+}
+
+// LoadMySQLDSN connects to dsn (see MySQLConfig), loads its catalog and
+// disconnects.
+func LoadMySQLDSN(ctx context.Context, dsn string) (*Catalog, error) {
+	l, err := InspectMySQLDSN(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	return l.Catalog, nil
+}
+
+// InspectMySQLDSN is InspectMySQL over a connection of its own.
+func InspectMySQLDSN(ctx context.Context, dsn string) (*Loaded, error) {
+	cfg, err := MySQLConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := mysql.NewConnector(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: mysql dsn: %w", err)
+	}
+	db := sql.OpenDB(conn)
+	defer db.Close()
+	return InspectMySQL(ctx, db)
+}
+
+// MySQLConfig parses a MySQL DSN: a URL mysql://user:password@host:port/db
+// (also mariadb://; query parameters are passed to the driver), or the
+// driver's own form user:password@tcp(host:port)/db. Errors never echo the
+// password.
+func MySQLConfig(dsn string) (*mysql.Config, error) {
+	if !strings.HasPrefix(dsn, "mysql://") && !strings.HasPrefix(dsn, "mariadb://") {
+		cfg, err := mysql.ParseDSN(dsn)
+		if err != nil {
+			return nil, errors.New("catalog: mysql dsn: not a mysql:// URL nor a driver DSN")
+		}
+		return cfg, nil
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return nil, errors.New("catalog: mysql dsn: malformed URL")
+	}
+	cfg := mysql.NewConfig()
+	cfg.User = u.User.Username()
+	cfg.Passwd, _ = u.User.Password()
+	cfg.Net = "tcp"
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "3306")
+	}
+	cfg.Addr = host
+	cfg.DBName = strings.TrimPrefix(u.Path, "/")
+	for k, vs := range u.Query() {
+		if len(vs) == 0 {
+			continue
+		}
+		if cfg.Params == nil {
+			cfg.Params = map[string]string{}
+		}
+		cfg.Params[k] = vs[len(vs)-1]
+	}
+	return cfg, nil
+}
+
+// InspectMySQL reads the catalog of the server db connects to, as its
+// login sees it: every database (but mysql, performance_schema and sys)
+// with its tables and views, their columns in ordinal order with comments
+// and the labels in them, view definitions, stored functions and
+// procedures, the login's current database (Database, SearchPath) and
+// lower_case_table_names. information_schema's own views are included
+// (System), so `*` over them expands.
+//
+// It reads on one connection inside a READ ONLY transaction. MariaDB's
+// information_schema is not transactional, so a concurrent DDL can still
+// show between the queries: a column of a table the table query did not
+// return, or a view definition of a view it did not, is ErrCatalogChanged
+// after three attempts.
+func InspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
+	// information_schema is read object by object, so DDL elsewhere on the
+	// server can make two queries disagree: read again a few times.
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var l *Loaded
+		l, err = inspectMySQL(ctx, db)
+		if !errors.Is(err, ErrCatalogChanged) {
+			return l, err
+		}
+	}
+	return nil, err
+}
+
+func inspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: connect to mysql: %w", err)
+	}
+	defer conn.Close()
+	tx, err := conn.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("catalog: begin: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	l := &Loaded{Catalog: &Catalog{
+		Dialect:    "mysql",
+		SearchPath: []string{},
+		Relations:  map[string]map[string]*Relation{},
+		Functions:  map[string]map[string]*Function{},
+	}}
+	steps := []struct {
+		what string
+		run  func(context.Context, *sql.Tx, *Loaded) error
+	}{
+		{"session", mySession},
+		{"relations", myRelations},
+		{"columns", myColumns},
+		{"views", myViews},
+		{"routines", myRoutines},
+	}
+	for _, s := range steps {
+		if err := s.run(ctx, tx, l); err != nil {
+			return nil, fmt.Errorf("catalog: load %s: %w", s.what, err)
+		}
+	}
+	return l, nil
+}
+
+func mySession(ctx context.Context, tx *sql.Tx, l *Loaded) error {
+	var db sql.NullString
+	if err := tx.QueryRowContext(ctx, `SELECT DATABASE(), @@lower_case_table_names`).Scan(&db, &l.Catalog.LowerCaseTableNames); err != nil {
+		return err
+	}
+	if db.Valid {
+		l.Catalog.Database = db.String
+		l.Catalog.SearchPath = []string{db.String}
+	}
+	return nil
+}
+
+// skipSchemas is the SQL condition leaving out mysqlSkippedSchemas.
+func skipSchemas(col string) string {
+	return col + ` NOT IN ('` + strings.Join(mysqlSkippedSchemas, `', '`) + `')`
+}
+
+func myRelations(ctx context.Context, tx *sql.Tx, l *Loaded) error {
+	rows, err := tx.QueryContext(ctx, `
+SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_TYPE, COALESCE(TABLE_COMMENT, '')
+FROM information_schema.TABLES
+WHERE `+skipSchemas("TABLE_SCHEMA")+`
+ORDER BY TABLE_SCHEMA, TABLE_NAME`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var schema, name, typ, comment string
+		if err := rows.Scan(&schema, &name, &typ, &comment); err != nil {
+			return err
+		}
+		r := &Relation{Schema: schema, Name: name, Columns: []*Column{}, System: strings.EqualFold(schema, "information_schema")}
+		switch typ {
+		case "VIEW", "SYSTEM VIEW":
+			r.Kind = KindView
+			if typ == "SYSTEM VIEW" {
+				r.Kind = KindTable // information_schema views are not expanded
+			}
+		case "SEQUENCE":
+			r.Kind = KindSequence
+		default:
+			r.Kind = KindTable
+		}
+		if r.Kind != KindView {
+			// MariaDB shows "VIEW" as a view's comment; tables carry the
+			// DBA's.
+			r.Comment = comment
+			r.Labels = l.commentLabels(r.String(), comment)
+		}
+		m := l.Catalog.Relations[schema]
+		if m == nil {
+			m = map[string]*Relation{}
+			l.Catalog.Relations[schema] = m
+		}
+		m[name] = r
+	}
+	return rows.Err()
+}
+
+func myColumns(ctx context.Context, tx *sql.Tx, l *Loaded) error {
+	rows, err := tx.QueryContext(ctx, `
+SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME, COLUMN_TYPE, COALESCE(COLUMN_COMMENT, ''), COLUMN_DEFAULT,
+       COALESCE(GENERATION_EXPRESSION, '')
+FROM information_schema.COLUMNS
+WHERE `+skipSchemas("TABLE_SCHEMA")+`
+ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var schema, rel, name, typ, comment, gen string
+		var def sql.NullString
+		if err := rows.Scan(&schema, &rel, &name, &typ, &comment, &def, &gen); err != nil {
+			return err
+		}
+		r := l.Catalog.Relation(schema, rel)
+		if r == nil {
+			return fmt.Errorf("%w: column %s of unknown table %s.%s", ErrCatalogChanged, name, schema, rel)
+		}
+		col := &Column{Name: name, Type: typ, Comment: comment, Labels: l.commentLabels(r.String()+"."+name, comment), Generated: gen}
+		if def.Valid && gen == "" {
+			col.Default = def.String
+		}
+		r.Columns = append(r.Columns, col)
+	}
+	return rows.Err()
+}
+
+// myViews reads view definitions. MariaDB prints them with every table
+// and column qualified by database and table; only the view's definer or
+// a login with SHOW VIEW sees them (empty otherwise: the analyzer then
+// refuses the view).
+func myViews(ctx context.Context, tx *sql.Tx, l *Loaded) error {
+	rows, err := tx.QueryContext(ctx, `
+SELECT TABLE_SCHEMA, TABLE_NAME, COALESCE(VIEW_DEFINITION, '')
+FROM information_schema.VIEWS
+WHERE `+skipSchemas("TABLE_SCHEMA"))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var schema, name, def string
+		if err := rows.Scan(&schema, &name, &def); err != nil {
+			return err
+		}
+		r := l.Catalog.Relation(schema, name)
+		if r == nil {
+			return fmt.Errorf("%w: view %s.%s", ErrCatalogChanged, schema, name)
+		}
+		r.Definition = def
+	}
+	return rows.Err()
+}
+
+func myRoutines(ctx context.Context, tx *sql.Tx, l *Loaded) error {
+	rows, err := tx.QueryContext(ctx, `
+SELECT ROUTINE_SCHEMA, ROUTINE_NAME, ROUTINE_TYPE, IS_DETERMINISTIC, SECURITY_TYPE, COALESCE(ROUTINE_BODY, '')
+FROM information_schema.ROUTINES
+WHERE `+skipSchemas("ROUTINE_SCHEMA")+`
+ORDER BY ROUTINE_SCHEMA, ROUTINE_NAME`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var schema, name, typ, det, sec, lang string
+		if err := rows.Scan(&schema, &name, &typ, &det, &sec, &lang); err != nil {
+			return err
+		}
+		f := &Function{Schema: schema, Name: name, Kind: strings.ToLower(typ), Volatility: Volatile,
+			Language: strings.ToLower(lang), SecurityDefiner: sec == "DEFINER"}
+		if det == "YES" {
+			f.Volatility = Immutable
+		}
+		m := l.Catalog.Functions[schema]
+		if m == nil {
+			m = map[string]*Function{}
+			l.Catalog.Functions[schema] = m
+		}
+		if old := m[name]; old != nil && old.Kind != f.Kind {
+			// A function and a procedure may share a name; keep the
+			// procedure (CALL needs it; calls of the function are decided
+			// as user functions either way).
+			f.Kind = "procedure"
+		}
+		m[name] = f
+	}
+	return rows.Err()
+}

@@ -1,0 +1,49 @@
+// Package myanalyze is the MySQL/MariaDB analyzer: it parses SQL text with
+// TiDB's parser (github.com/pingcap/tidb/pkg/parser) and turns every
+// statement into a sqlpolicy.Statement — verb, tables and columns read or
+// written in any clause, functions called, session settings changed — by
+// resolving names through a catalog.Catalog (catalog.LoadMySQL) the way
+// MariaDB's own resolver does (sql_base.cc find_field_in_tables, item.cc
+// Item_field::fix_fields / fix_outer_field):
+//
+//   - an unqualified column binds to the FROM items of its own SELECT; an
+//     ON condition sees only the operands of its join; a name found nowhere
+//     at one level is looked up in the enclosing SELECTs (a correlated
+//     reference); derived tables see no enclosing SELECT (MariaDB 10.11
+//     has no LATERAL);
+//   - NATURAL JOIN and USING expose the coalesced columns first (in the
+//     first operand's order; a RIGHT join swaps the operands), then the
+//     rest of each side, and `*` expands in that order;
+//   - GROUP BY, HAVING and ORDER BY names may be select-list aliases or
+//     FROM columns (the server's preference differs per clause): both
+//     bindings are reported;
+//   - where MariaDB would report an ambiguity, every candidate is
+//     reported, so the decision covers whichever binding the server
+//     makes; a name that binds to nothing is a Problem.
+//
+// Columns: every column a statement names counts as read, in any clause,
+// at any nesting level. Only views are more precise: a reference to a
+// view column reports that column and the base columns that flow into it
+// (Via = the view), plus the columns the view's other clauses read.
+//
+// Text is lexed twice: once by a scanner that follows MariaDB's lexer
+// (lex.go) under the session's sql_mode, which refuses what the two
+// lexers would read differently (executable comments /*! */ and /*M! */,
+// TiDB's /*T! */, SET_VAR hints, control and non-ASCII bytes outside
+// quotes), and then by TiDB's parser under the same sql_mode.
+//
+// Writes carry their row action: REPLACE writes its table with the delete
+// and the insert action, INSERT ... ON DUPLICATE KEY UPDATE is an upsert
+// whose SET columns are written by the update action. Column defaults need
+// no report: MariaDB's DEFAULT expressions cannot read tables or call
+// stored functions. User variables hold only values of texts keyhole
+// allowed (every read is reported where the value is computed), so they
+// carry nothing between statements that the policy did not allow.
+// Triggers run as their definer and are the DBA's, like view definitions.
+//
+// It fails closed: anything it cannot parse, resolve or does not model
+// comes back as a sqlpolicy.Problem, never as a silent omission. MariaDB
+// syntax TiDB's parser does not know (INSERT/DELETE ... RETURNING, SET
+// STATEMENT ... FOR, HANDLER, CHECKSUM TABLE, sequences' NEXT VALUE FOR
+// through nextval) is refused as unparseable or unsupported.
+package myanalyze

@@ -1,0 +1,354 @@
+package myanalyze
+
+import (
+	"strings"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// lexMode is the part of sql_mode that changes how MariaDB splits text
+// into tokens.
+type lexMode struct {
+	ansiQuotes         bool // "x" is an identifier, not a string
+	noBackslashEscapes bool // '\' is an ordinary character in strings
+}
+
+// scanner walks text the way MariaDB's lexer (sql_lex.cc) finds the
+// boundaries of strings, quoted identifiers and comments, so that keyhole
+// refuses text whose boundaries TiDB's lexer would see elsewhere:
+//
+//   - /*! ... */ and /*!NNNNN ... */ run on MariaDB (and TiDB always
+//     parses their content), /*M! ... */ and /*M!NNNNNN ... */ run on
+//     MariaDB only, /*T! ... */ on TiDB only: all refused;
+//   - /*+ ... */ is an optimizer hint to TiDB and MySQL 8 and a comment
+//     to MariaDB 10.11; a SET_VAR hint in it would change sql_mode on
+//     MySQL: refused;
+//   - "-- " ends a line in MariaDB after a space or a control character,
+//     in TiDB after a Unicode space (which includes the bytes 0x85 and
+//     0xA0 when a Latin-1 byte is read as a rune): control bytes other
+//     than ordinary white space, and any byte above 0x7F, are refused
+//     outside quotes and comments; NUL is refused everywhere;
+//   - backslash escapes (unless NO_BACKSLASH_ESCAPES) and double quotes
+//     (strings, or identifiers under ANSI_QUOTES) follow the session's
+//     sql_mode, which the parser is given as well.
+type scanner struct {
+	s    string
+	mode lexMode
+	// maxDepth and maxTerms, when positive, bound the nesting of
+	// parentheses and the length of operator chains (summed over the
+	// enclosing levels; see Options.MaxTerms): TiDB's parser builds a
+	// tree level per operator and parenthesis, and walks it recursively.
+	maxDepth, maxTerms int
+}
+
+// chainWords are the keywords that chain operands into one tree level
+// each (a AND b AND c, t JOIN u JOIN v, SELECT ... UNION SELECT ...).
+var chainWords = setOf(`AND OR XOR NOT DIV MOD JOIN UNION EXCEPT INTERSECT LIKE REGEXP RLIKE IS BETWEEN IN`)
+
+// token kinds the normalizer cares about.
+const (
+	tokOther = iota
+	tokString
+	tokNumber
+)
+
+// check scans the whole text and returns the first Problem, or nil.
+func (sc scanner) check() *sqlpolicy.Problem {
+	_, p := sc.walk(nil)
+	return p
+}
+
+// walk scans the text, calling emit (when non-nil) for every literal it
+// may replace and for everything between. It returns the problem that
+// stopped it.
+func (sc scanner) walk(emit func(kind int, text string)) (int, *sqlpolicy.Problem) {
+	s := sc.s
+	out := func(kind int, from, to int) {
+		if emit != nil && to > from {
+			emit(kind, s[from:to])
+		}
+	}
+	start := 0 // start of pending "other" text
+	i := 0
+	// terms[d] counts the operators of the current comma-separated item
+	// at paren depth d; sum is their total over the open levels.
+	terms := []int{0}
+	sum := 0
+	term := func() *sqlpolicy.Problem {
+		if sc.maxTerms <= 0 {
+			return nil
+		}
+		terms[len(terms)-1]++
+		sum++
+		if sum > sc.maxTerms {
+			return &sqlpolicy.Problem{Code: sqlpolicy.ProblemTooComplex,
+				Detail: "the statement chains too many operators, joins or set operations to analyze"}
+		}
+		return nil
+	}
+	for i < len(s) {
+		c := s[i]
+		if sc.maxDepth > 0 {
+			switch c {
+			case '(':
+				terms = append(terms, 0)
+				if len(terms)-1 > sc.maxDepth {
+					return i, &sqlpolicy.Problem{Code: sqlpolicy.ProblemTooComplex,
+						Detail: "the statement nests parentheses too deeply to analyze"}
+				}
+			case ')':
+				if len(terms) > 1 {
+					sum -= terms[len(terms)-1]
+					terms = terms[:len(terms)-1]
+				}
+			case ',', ';':
+				sum -= terms[len(terms)-1]
+				terms[len(terms)-1] = 0
+			case '+', '-', '*', '/', '%', '&', '|', '^', '<', '>', '=', '!', '~':
+				if p := term(); p != nil {
+					return i, p
+				}
+			}
+		}
+		switch {
+		case c == 0:
+			return i, lexProblem("the text contains a NUL byte")
+		case c == '\'' || (c == '"' && !sc.mode.ansiQuotes):
+			end, esc, ok := sc.quoted(i, c, !sc.mode.noBackslashEscapes)
+			if !ok {
+				return i, &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnparseable, Detail: "unterminated string literal"}
+			}
+			// A string that has a backslash, or is double-quoted, lexes
+			// differently under another sql_mode: the normalizer keeps it
+			// verbatim, so texts that share a normalized form share their
+			// token boundaries under every mode.
+			if c == '\'' && !esc && !isIdentByte(prevByte(s, i)) {
+				out(tokOther, start, i)
+				out(tokString, i, end)
+				start = end
+			}
+			i = end
+		case c == '"' || c == '`':
+			end, _, ok := sc.quoted(i, c, false)
+			if !ok {
+				return i, &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnparseable, Detail: "unterminated quoted identifier"}
+			}
+			i = end
+		case c == '#':
+			i = lineEnd(s, i)
+		case c == '-' && i+1 < len(s) && s[i+1] == '-' && (i+2 == len(s) || s[i+2] <= ' ' || s[i+2] == 0x7f):
+			// MariaDB: "--" then a space or a control character starts a
+			// comment. Control characters other than white space are
+			// refused below, so both lexers agree when the text passes.
+			if i+2 < len(s) && !isSpace(s[i+2]) {
+				return i, lexProblem("a \"--\" comment followed by a control character")
+			}
+			i = lineEnd(s, i)
+		case c == '/' && i+1 < len(s) && s[i+1] == '*':
+			end, p := sc.comment(i)
+			if p != nil {
+				return i, p
+			}
+			i = end
+		case c >= '0' && c <= '9' || c == '.' && i+1 < len(s) && s[i+1] >= '0' && s[i+1] <= '9':
+			end := numberEnd(s, i)
+			if end > i && !isIdentByte(prevByte(s, i)) && prevByte(s, i) != '.' && prevByte(s, i) != '@' &&
+				(end == len(s) || !isIdentByte(s[end])) {
+				out(tokOther, start, i)
+				out(tokNumber, i, end)
+				start = end
+				i = end
+				continue
+			}
+			// Part of an identifier (t1, 1abc, 0xZZ): skip the word.
+			for i < len(s) && (isIdentByte(s[i]) || s[i] == '.') {
+				if s[i] >= 0x80 {
+					return i, lexProblem("a byte above 0x7F outside quotes (quote non-ASCII identifiers with backticks)")
+				}
+				i++
+			}
+		case sc.maxTerms > 0 && isWordStart(c) && !isIdentByte(prevByte(s, i)):
+			j := i
+			for j < len(s) && isIdentByte(s[j]) && s[j] < 0x80 {
+				j++
+			}
+			if j-i <= 9 && chainWord(s[i:j]) {
+				if p := term(); p != nil {
+					return i, p
+				}
+			}
+			i = j
+			if i < len(s) && s[i] >= 0x80 {
+				return i, lexProblem("a byte above 0x7F outside quotes (quote non-ASCII identifiers with backticks)")
+			}
+		case c >= 0x80:
+			return i, lexProblem("a byte above 0x7F outside quotes (quote non-ASCII identifiers with backticks)")
+		case c < ' ' && !isSpace(c) || c == 0x7f:
+			return i, lexProblem("a control character outside quotes")
+		default:
+			i++
+		}
+	}
+	out(tokOther, start, len(s))
+	return len(s), nil
+}
+
+func lexProblem(what string) *sqlpolicy.Problem {
+	return &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnparseable,
+		Detail: what + ": MariaDB and keyhole's parser could read it differently"}
+}
+
+func prevByte(s string, i int) byte {
+	if i == 0 {
+		return ' '
+	}
+	return s[i-1]
+}
+
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
+}
+
+// chainWord reports whether word is one of chainWords, without
+// allocating (a map index by string(bytes) does not copy).
+func chainWord(word string) bool {
+	var up [9]byte
+	for k := 0; k < len(word); k++ {
+		c := word[k]
+		if c >= 'a' && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		up[k] = c
+	}
+	return chainWords[string(up[:len(word)])]
+}
+
+func isWordStart(c byte) bool {
+	return c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
+
+func isIdentByte(c byte) bool {
+	return c == '_' || c == '$' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80
+}
+
+func lineEnd(s string, i int) int {
+	if j := strings.IndexByte(s[i:], '\n'); j >= 0 {
+		return i + j + 1
+	}
+	return len(s)
+}
+
+// quoted returns the end (one past the closing quote) of the quoted token
+// starting at s[i] == q, whether it has a backslash escape, and false when
+// it does not end. A doubled quote stands for one.
+func (sc scanner) quoted(i int, q byte, backslash bool) (end int, esc bool, ok bool) {
+	s := sc.s
+	for j := i + 1; j < len(s); j++ {
+		switch s[j] {
+		case 0:
+			return 0, false, false
+		case '\\':
+			if backslash {
+				esc = true
+				j++
+			}
+		case q:
+			if j+1 < len(s) && s[j+1] == q {
+				j++
+				continue
+			}
+			return j + 1, esc, true
+		}
+	}
+	return 0, false, false
+}
+
+// comment checks the /* comment at s[i] and returns its end.
+func (sc scanner) comment(i int) (int, *sqlpolicy.Problem) {
+	s := sc.s
+	body := s[i+2:]
+	switch {
+	case strings.HasPrefix(body, "!"):
+		return 0, &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported,
+			Detail: "executable comments (/*! ... */) run on the server; write the statement without them"}
+	case strings.HasPrefix(body, "M!"):
+		return 0, &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported,
+			Detail: "MariaDB executable comments (/*M! ... */) run on the server; write the statement without them"}
+	case strings.HasPrefix(body, "T!"):
+		return 0, &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported,
+			Detail: "TiDB executable comments (/*T! ... */) are not comments to keyhole's parser"}
+	}
+	j := strings.Index(body, "*/")
+	if j < 0 {
+		return 0, &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnparseable, Detail: "unterminated comment"}
+	}
+	if strings.IndexByte(body[:j], 0) >= 0 {
+		return 0, lexProblem("a NUL byte in a comment")
+	}
+	if strings.HasPrefix(body, "+") && strings.Contains(strings.ToLower(body[:j]), "set_var") {
+		return 0, &sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: "sql_mode",
+			Detail: "SET_VAR optimizer hints change session settings for the statement"}
+	}
+	return i + 2 + j + 2, nil
+}
+
+// numberEnd returns the end of a decimal number literal at s[i] (digits,
+// one '.', an exponent), or i when s[i] does not start one. Hex and bit
+// literals (0x1F, X'1F', b'01') are left alone.
+func numberEnd(s string, i int) int {
+	j := i
+	digits := 0
+	for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+		j++
+		digits++
+	}
+	if j < len(s) && s[j] == '.' {
+		j++
+		for j < len(s) && s[j] >= '0' && s[j] <= '9' {
+			j++
+			digits++
+		}
+	}
+	if digits == 0 {
+		return i
+	}
+	if j < len(s) && (s[j] == 'e' || s[j] == 'E') {
+		k := j + 1
+		if k < len(s) && (s[k] == '+' || s[k] == '-') {
+			k++
+		}
+		if k < len(s) && s[k] >= '0' && s[k] <= '9' {
+			for k < len(s) && s[k] >= '0' && s[k] <= '9' {
+				k++
+			}
+			j = k
+		}
+	}
+	return j
+}
+
+// normalize replaces number and single-quoted string literals with '?' and
+// keeps everything else verbatim. Texts that share a normalized form must
+// share their analysis under every session's sql_mode, so text with a
+// backslash or a double quote (whose token boundaries depend on
+// NO_BACKSLASH_ESCAPES and ANSI_QUOTES) is not normalized at all.
+func normalize(s string) (string, *sqlpolicy.Problem) {
+	if strings.ContainsAny(s, "\\\"") {
+		return "", &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported,
+			Detail: "text with backslashes or double quotes lexes differently per sql_mode"}
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	sc := scanner{s: s}
+	_, p := sc.walk(func(kind int, text string) {
+		if kind == tokOther {
+			b.WriteString(text)
+			return
+		}
+		b.WriteByte('?')
+	})
+	if p != nil {
+		return "", p
+	}
+	return b.String(), nil
+}

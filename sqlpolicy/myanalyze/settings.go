@@ -1,0 +1,189 @@
+package myanalyze
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/pingcap/tidb/pkg/parser/ast"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// set analyzes SET: user variables (their values are expressions like any
+// other), session variables (a Setting each), SET NAMES and SET CHARACTER
+// SET. Global variables are refused.
+func (w *walker) set(x *ast.SetStmt) {
+	st := w.st
+	st.Verb, st.Command = sqlpolicy.VerbSet, "SET"
+	sc := newScope(nil)
+	for _, v := range x.Variables {
+		switch {
+		case v.Name == ast.SetNames || v.Name == ast.SetCharset:
+			name := "names"
+			if v.Name == ast.SetCharset {
+				name = "character_set"
+			}
+			set := sqlpolicy.Setting{Name: name}
+			if val, ok := literal(v.Value); ok {
+				set.Value = val
+			} else if v.Value == nil {
+				set.Reset = true
+			} else {
+				set.Unknown = true
+			}
+			w.setting(set)
+		case v.IsSystem:
+			name := strings.ToLower(v.Name)
+			if v.IsGlobal || v.IsInstance {
+				w.unsupported("SET GLOBAL %s: global variables are not the agent's to change", name)
+				continue
+			}
+			set := sqlpolicy.Setting{Name: name}
+			switch val := v.Value.(type) {
+			case *ast.DefaultExpr:
+				set.Reset = true
+			case *ast.ColumnNameExpr:
+				// SET autocommit = ON, SET sql_mode = ANSI: a bare word.
+				if val.Name.Table.O == "" {
+					set.Value = val.Name.Name.O
+				} else {
+					set.Unknown = true
+				}
+			default:
+				if s, ok := literal(v.Value); ok {
+					set.Value = s
+				} else {
+					set.Unknown = true
+					w.expr(v.Value, sc, nil, clauseWhere)
+				}
+			}
+			w.setting(set)
+		default:
+			w.expr(v.Value, sc, nil, clauseWhere)
+		}
+	}
+}
+
+// literal returns the text of a constant.
+func literal(e ast.ExprNode) (string, bool) {
+	switch x := e.(type) {
+	case ast.ValueExpr:
+		if x == nil {
+			return "", false
+		}
+		return fmt.Sprint(x.GetValue()), true
+	case *ast.UnaryOperationExpr:
+		if s, ok := literal(x.V); ok {
+			return "-" + s, true
+		}
+	}
+	return "", false
+}
+
+// guarded reports setting changes that alter how MariaDB lexes later
+// text (sql_mode, old_mode, the client and connection character sets)
+// or the session's identity. A change to a character set in which every
+// ASCII byte is itself (utf8mb4, latin1 ...) keeps lexing as it was.
+func guardedChange(set sqlpolicy.Setting) bool {
+	if set.Show {
+		return false
+	}
+	switch set.Name {
+	case "sql_mode", "old_mode", "role", "pseudo_thread_id", "proxy_user":
+		return true
+	case "names", "character_set", "character_set_client", "character_set_connection":
+		return set.Reset || set.Unknown || !safeCharset(set.Value)
+	case "collation_connection":
+		cs, _, _ := strings.Cut(set.Value, "_")
+		return set.Reset || set.Unknown || !safeCharset(cs)
+	}
+	return false
+}
+
+// show analyzes SHOW statements. Those that list metadata are modelled as
+// reads of the information_schema view that holds it (a role reads them
+// with catalog: true); SHOW COLUMNS / INDEX / CREATE TABLE / CREATE VIEW
+// also read the table itself, so they need a grant on it; variables and
+// status are Settings read; SHOW PROCESSLIST, SHOW GRANTS for another
+// user and every other kind are refused.
+func (w *walker) show(x *ast.ShowStmt) {
+	st := w.st
+	st.Verb, st.Command, st.ReturnsRows = sqlpolicy.VerbUtility, "SHOW", true
+	meta := func(view string) {
+		w.table(sqlpolicy.TableRef{Rel: sqlpolicy.Rel{Schema: "information_schema", Name: view}, Mode: sqlpolicy.Read})
+	}
+	table := func() *item {
+		if x.Table == nil {
+			w.unsupported("SHOW without a table")
+			return nil
+		}
+		tn := *x.Table
+		if x.DBName != "" {
+			tn.Schema = ast.NewCIStr(x.DBName)
+		}
+		return w.resolveTable(&tn, nil, sqlpolicy.Read, false)
+	}
+	switch x.Tp {
+	case ast.ShowVariables, ast.ShowStatus:
+		st.Verb = sqlpolicy.VerbSet
+		name := "variables"
+		if x.Tp == ast.ShowStatus {
+			name = "status"
+		}
+		w.setting(sqlpolicy.Setting{Name: name, Show: true})
+	case ast.ShowWarnings, ast.ShowErrors:
+		// The session's own diagnostics, about statements keyhole allowed.
+	case ast.ShowCharset, ast.ShowCollation, ast.ShowEngines, ast.ShowPlugins, ast.ShowPrivileges:
+		// Server metadata.
+	case ast.ShowDatabases:
+		meta("SCHEMATA")
+	case ast.ShowCreateDatabase:
+		meta("SCHEMATA")
+		if w.a.lookupSchema(x.DBName) == "" {
+			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownTable, Rel: sqlpolicy.Rel{Schema: x.DBName},
+				Detail: fmt.Sprintf("database %s does not exist", x.DBName)})
+		}
+	case ast.ShowTables, ast.ShowTableStatus:
+		meta("TABLES")
+		if x.DBName != "" && w.a.lookupSchema(x.DBName) == "" {
+			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownTable, Rel: sqlpolicy.Rel{Schema: x.DBName},
+				Detail: fmt.Sprintf("database %s does not exist", x.DBName)})
+		}
+		if x.DBName == "" && w.db == "" {
+			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownTable, Detail: "no database selected"})
+		}
+	case ast.ShowColumns:
+		// MariaDB lists only the columns the user holds a privilege on.
+		meta("COLUMNS")
+		table()
+	case ast.ShowIndex:
+		meta("STATISTICS")
+		table()
+	case ast.ShowCreateTable, ast.ShowCreateView:
+		// The definition names every column (with its default and
+		// comment), and MariaDB asks a table-level privilege for it: it
+		// counts as reading every column, so a table with columns the
+		// role may not read is refused.
+		meta("TABLES")
+		if it := table(); it != nil {
+			w.readCols(nil, it.cols)
+		}
+	case ast.ShowGrants:
+		if x.User != nil && !x.User.CurrentUser {
+			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemDataCatalog,
+				Detail: "SHOW GRANTS FOR another account exposes its privileges"})
+		}
+	case ast.ShowProcessList:
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemDataCatalog,
+			Detail: "SHOW PROCESSLIST exposes other sessions and their statements"})
+	default:
+		w.unsupported("this SHOW statement is not modelled")
+	}
+	if x.Where != nil {
+		// SHOW ... WHERE filters the result's own columns; only a
+		// subquery in it can read tables.
+		sc := newScope(nil)
+		sc.anyName = true
+		w.expr(x.Where, sc, nil, clauseWhere)
+	}
+}

@@ -1,0 +1,280 @@
+package myanalyze
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/pingcap/tidb/pkg/parser/ast"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// statement dispatches on the statement kind.
+func (w *walker) statement(n ast.StmtNode) {
+	st := w.st
+	switch x := n.(type) {
+	case *ast.SelectStmt, *ast.SetOprStmt:
+		st.Verb, st.Command, st.ReturnsRows = sqlpolicy.VerbSelect, "SELECT", true
+		w.query(x.(ast.ResultSetNode), nil, nil)
+		if s, ok := x.(*ast.SelectStmt); ok && s.SelectIntoOpt != nil && s.SelectIntoOpt.Tp == ast.SelectIntoVars {
+			st.ReturnsRows = false
+		}
+	case *ast.InsertStmt:
+		w.insert(x)
+	case *ast.UpdateStmt:
+		w.update(x)
+	case *ast.DeleteStmt:
+		w.delete(x)
+	case *ast.SetStmt:
+		w.set(x)
+	case *ast.ShowStmt:
+		w.show(x)
+	case *ast.UseStmt:
+		st.Verb, st.Command = sqlpolicy.VerbUtility, "USE"
+		if w.a.lookupSchema(x.DBName) == "" {
+			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownTable, Rel: sqlpolicy.Rel{Schema: x.DBName},
+				Detail: fmt.Sprintf("database %s does not exist (or keyhole's login cannot see it)", x.DBName)})
+			return
+		}
+		w.setting(sqlpolicy.Setting{Name: settingDatabase, Value: w.a.lookupSchema(x.DBName)})
+	case *ast.BeginStmt:
+		st.Verb, st.Command, st.Tx = sqlpolicy.VerbTransaction, "BEGIN", sqlpolicy.TxBegin
+		if x.AsOf != nil || x.CausalConsistencyOnly || x.Mode != "" {
+			w.unsupported("BEGIN options of TiDB are not MariaDB syntax")
+		}
+	case *ast.CommitStmt:
+		st.Verb, st.Command, st.Tx = sqlpolicy.VerbTransaction, "COMMIT", sqlpolicy.TxEnd
+		if x.CompletionType == ast.CompletionTypeChain {
+			st.Tx = sqlpolicy.TxBegin
+		}
+	case *ast.RollbackStmt:
+		st.Verb, st.Command, st.Tx = sqlpolicy.VerbTransaction, "ROLLBACK", sqlpolicy.TxEnd
+		switch {
+		case x.SavepointName != "":
+			st.Tx = sqlpolicy.TxRollbackTo
+		case x.CompletionType == ast.CompletionTypeChain:
+			st.Tx = sqlpolicy.TxBegin
+		}
+	case *ast.SavepointStmt:
+		st.Verb, st.Command = sqlpolicy.VerbTransaction, "SAVEPOINT"
+	case *ast.ReleaseSavepointStmt:
+		st.Verb, st.Command = sqlpolicy.VerbTransaction, "RELEASE SAVEPOINT"
+	case *ast.PrepareStmt:
+		w.prepare(x)
+	case *ast.ExecuteStmt:
+		w.execute(x)
+	case *ast.DeallocateStmt:
+		st.Verb, st.Command = sqlpolicy.VerbDeallocate, "DEALLOCATE"
+		st.Deallocate = []string{strings.ToLower(x.Name)}
+	case *ast.ExplainStmt:
+		w.explain(x)
+	case *ast.CallStmt:
+		st.Verb, st.Command, st.ReturnsRows = sqlpolicy.VerbCall, "CALL", true
+		if x.Procedure == nil {
+			w.unsupported("CALL without a procedure")
+			return
+		}
+		db := x.Procedure.Schema.O
+		if db == "" {
+			db = w.db
+		}
+		name := w.findFunc(db, x.Procedure.FnName.O)
+		if name == "" {
+			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownFunction, Func: x.Procedure.FnName.O,
+				Detail: fmt.Sprintf("procedure %s.%s does not exist", db, x.Procedure.FnName.O)})
+		} else {
+			w.fn(sqlpolicy.FuncRef{Schema: db, Name: name})
+		}
+		sc := newScope(nil)
+		for _, a := range x.Procedure.Args {
+			w.expr(a, sc, nil, clauseWhere)
+		}
+	case *ast.DoStmt:
+		// DO evaluates expressions and discards the results: a SELECT
+		// without rows.
+		st.Verb, st.Command = sqlpolicy.VerbSelect, "DO"
+		sc := newScope(nil)
+		for _, e := range x.Exprs {
+			w.expr(e, sc, nil, clauseWhere)
+		}
+	case *ast.LoadDataStmt:
+		st.Verb, st.Command = sqlpolicy.VerbCopy, "LOAD DATA"
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemFileAccess,
+			Detail: "LOAD DATA reads a file (LOCAL: from the client) into a table; use INSERT"})
+	case *ast.LockTablesStmt:
+		st.Verb, st.Command = sqlpolicy.VerbLock, "LOCK TABLES"
+		for _, tl := range x.TableLocks {
+			if it := w.resolveTable(tl.Table, nil, 0, false); it != nil && it.rel != nil {
+				w.table(sqlpolicy.TableRef{Rel: relOf(it.rel), Mode: sqlpolicy.Read})
+			}
+		}
+	case *ast.UnlockTablesStmt:
+		st.Verb, st.Command = sqlpolicy.VerbUtility, "UNLOCK TABLES"
+	case *ast.KillStmt:
+		st.Verb, st.Command = sqlpolicy.VerbUtility, "KILL"
+		w.unsupported("KILL ends sessions the agent cannot see; cancel through the client instead")
+	case *ast.TruncateTableStmt:
+		w.ddl("TRUNCATE", x.Table)
+	case *ast.DropTableStmt:
+		if x.IsView {
+			w.ddl("DROP VIEW", x.Tables...)
+		} else {
+			w.ddl("DROP TABLE", x.Tables...)
+		}
+	case *ast.AlterTableStmt:
+		w.ddl("ALTER TABLE", x.Table)
+	case *ast.CreateIndexStmt:
+		w.ddl("CREATE INDEX", x.Table)
+	case *ast.DropIndexStmt:
+		w.ddl("DROP INDEX", x.Table)
+	case *ast.CreateTableStmt:
+		w.ddl("CREATE TABLE", x.Table)
+		if x.Select != nil {
+			w.query(x.Select, nil, nil)
+		}
+		if x.ReferTable != nil {
+			if it := w.resolveTable(x.ReferTable, nil, sqlpolicy.Read, false); it != nil {
+				w.readCols(nil, it.cols)
+			}
+		}
+	case *ast.RenameTableStmt:
+		for _, tt := range x.TableToTables {
+			w.ddl("RENAME TABLE", tt.OldTable, tt.NewTable)
+		}
+	case *ast.SetRoleStmt, *ast.SetDefaultRoleStmt, *ast.SetPwdStmt:
+		st.Verb, st.Command = sqlpolicy.VerbSet, "SET"
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: "role",
+			Detail: "SET ROLE, SET DEFAULT ROLE and SET PASSWORD change the session's identity or credentials"})
+	default:
+		st.Command = strings.ToUpper(strings.TrimSuffix(strings.TrimPrefix(fmt.Sprintf("%T", n), "*ast."), "Stmt"))
+		w.unsupported("%s statements are not modelled", st.Command)
+	}
+}
+
+// lookupSchema returns the catalog's spelling of a database name, or "".
+func (a *Analyzer) lookupSchema(db string) string {
+	if _, ok := a.cat.Relations[db]; ok {
+		return db
+	}
+	if isInfoSchema(db) || a.lowerNames {
+		for s := range a.cat.Relations {
+			if strings.EqualFold(s, db) {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
+// ddl reports a DDL statement on tables (which need not exist yet).
+func (w *walker) ddl(command string, tables ...*ast.TableName) {
+	w.st.Verb, w.st.Command = sqlpolicy.VerbDDL, command
+	for _, tn := range tables {
+		if tn == nil {
+			continue
+		}
+		db := tn.Schema.O
+		if db == "" {
+			db = w.db
+		}
+		if db == "" || w.ts.dbLost && tn.Schema.O == "" {
+			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownTable, Rel: sqlpolicy.Rel{Name: tn.Name.O},
+				Detail: fmt.Sprintf("no database known for %q: qualify it", tn.Name.O)})
+			continue
+		}
+		name := tn.Name.O
+		if r := w.lookupRel(db, name); r != nil {
+			db, name = r.Schema, r.Name
+		}
+		w.table(sqlpolicy.TableRef{Rel: sqlpolicy.Rel{Schema: db, Name: name}, Mode: sqlpolicy.Write})
+	}
+}
+
+// prepare analyzes PREPARE name FROM 'text': the text is analyzed as the
+// statement a later EXECUTE runs. PREPARE ... FROM @var is dynamic SQL.
+func (w *walker) prepare(x *ast.PrepareStmt) {
+	st := w.st
+	st.Verb, st.Command = sqlpolicy.VerbPrepare, "PREPARE"
+	st.PrepareName = strings.ToLower(x.Name)
+	st.LiteralSensitive = true
+	if x.SQLVar != nil {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemDynamicSQL,
+			Detail: "PREPARE ... FROM a variable runs text keyhole cannot see; prepare from a string literal"})
+		return
+	}
+	if w.nest > 0 {
+		w.unsupported("nested PREPARE")
+		return
+	}
+	lm := lexMode{ansiQuotes: w.ts.mode.HasANSIQuotesMode(), noBackslashEscapes: w.ts.mode.HasNoBackslashEscapesMode()}
+	if p := (scanner{s: x.SQLText, mode: lm, maxDepth: w.a.opts.MaxDepth, maxTerms: w.a.opts.MaxTerms}).check(); p != nil {
+		w.problem(*p)
+		return
+	}
+	if hasSetStatement(x.SQLText) {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Detail: "SET STATEMENT ... FOR in a prepared statement"})
+		return
+	}
+	stmts, p := w.a.parse(x.SQLText, w.ts.mode)
+	if p != nil {
+		w.problem(*p)
+		return
+	}
+	if len(stmts) != 1 {
+		w.unsupported("PREPARE of %d statements (MariaDB prepares one)", len(stmts))
+		return
+	}
+	switch stmts[0].(type) {
+	case *ast.PrepareStmt, *ast.ExecuteStmt, *ast.DeallocateStmt:
+		w.unsupported("PREPARE of a PREPARE, EXECUTE or DEALLOCATE")
+		return
+	}
+	inner := w.a.statement(stmts[0], w.ts, w.nest+1)
+	st.Prepared = &inner
+}
+
+// execute resolves EXECUTE name through the session's prepared
+// statements and copies the prepared statement's analysis.
+func (w *walker) execute(x *ast.ExecuteStmt) {
+	st := w.st
+	st.Verb, st.Command = sqlpolicy.VerbExecute, "EXECUTE"
+	name := strings.ToLower(x.Name)
+	st.ExecuteName = name
+	sc := newScope(nil)
+	for _, e := range x.UsingVars {
+		w.expr(e, sc, nil, clauseWhere)
+	}
+	p, db, ok := w.ts.preparedStmt(name)
+	if !ok {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownPrepared,
+			Detail: fmt.Sprintf("prepared statement %q was not prepared by an allowed PREPARE in this session", name)})
+		return
+	}
+	if db != w.db {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownPrepared,
+			Detail: fmt.Sprintf("prepared statement %q was analyzed in database %q, the session is now in %q; PREPARE it again", name, db, w.db)})
+		return
+	}
+	cp := *p
+	st.Prepared = &cp
+	st.ReturnsRows = p.ReturnsRows
+}
+
+// explain analyzes EXPLAIN / DESCRIBE.
+func (w *walker) explain(x *ast.ExplainStmt) {
+	st := w.st
+	if sh, ok := x.Stmt.(*ast.ShowStmt); ok {
+		// DESCRIBE t is SHOW COLUMNS FROM t.
+		w.show(sh)
+		st.Command = "DESCRIBE"
+		return
+	}
+	st.Verb, st.Command, st.ReturnsRows = sqlpolicy.VerbExplain, "EXPLAIN", true
+	if x.Stmt == nil || x.SQLDigest != "" || x.PlanDigest != "" || x.Explore {
+		w.unsupported("EXPLAIN of a digest")
+		return
+	}
+	inner := w.a.statement(x.Stmt, w.ts, w.nest+1)
+	st.Explained = &inner
+	st.ExplainAnalyze = x.Analyze
+}
