@@ -45,6 +45,7 @@ bench-go:
 FUZZTIME ?= 30s
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME) ./sqlpolicy/pganalyze/
+	$(GO) test -run '^$$' -fuzz FuzzLimitValue -fuzztime $(FUZZTIME) ./sqlpolicy/pganalyze/
 	$(GO) test -run '^$$' -fuzz FuzzClientMessages -fuzztime $(FUZZTIME) ./pgproxy/
 	$(GO) test -run '^$$' -fuzz FuzzStartup -fuzztime $(FUZZTIME) ./pgproxy/
 
