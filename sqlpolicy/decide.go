@@ -303,7 +303,7 @@ func (dc *decider) settings(c *check, st *Statement) {
 func (dc *decider) limit(c *check, set Setting) {
 	limit, ok := dc.role.Limits[set.Limit]
 	if !ok {
-		limit, ok = DefaultLimits[set.Limit]
+		limit, ok = DefaultLimits()[set.Limit]
 	}
 	rule := fmt.Sprintf("roles.%s.limits.%s", dc.role.Name, set.Limit)
 	r := Reason{Code: ReasonLimitExceeded, Setting: set.Name, Limit: set.Limit, Rule: rule}

@@ -57,16 +57,18 @@ func (l Limit) known() bool {
 	return false
 }
 
-// DefaultLimits are the limits of a role that does not set them: timeouts
-// that bound what one agent can hold (a statement, locks in an idle
-// transaction), and the memory Postgres gives every session out of the
-// box, so that agents get no more than an untuned server's sessions.
-var DefaultLimits = map[Limit]int64{
-	LimitStatementTimeout:         int64(5 * time.Minute),
-	LimitIdleInTransactionTimeout: int64(2 * time.Minute),
-	LimitWorkMem:                  4 << 20,
-	LimitMaintenanceWorkMem:       64 << 20,
-	LimitTempBuffers:              8 << 20,
+// DefaultLimits returns the limits of a role that does not set them:
+// timeouts that bound what one agent can hold (a statement, locks in an
+// idle transaction), and the memory Postgres gives every session out of
+// the box, so that agents get no more than an untuned server's sessions.
+func DefaultLimits() map[Limit]int64 {
+	return map[Limit]int64{
+		LimitStatementTimeout:         int64(5 * time.Minute),
+		LimitIdleInTransactionTimeout: int64(2 * time.Minute),
+		LimitWorkMem:                  4 << 20,
+		LimitMaintenanceWorkMem:       64 << 20,
+		LimitTempBuffers:              8 << 20,
+	}
 }
 
 // Minimums of policy values: below them no upstream can enforce the limit

@@ -13,7 +13,10 @@ import (
 	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
-const limitsPolicy = fixture.PolicyRoles + `  batch:
+const limitsPolicy = fixture.PolicyRoles + `  analyst2:
+    allow:
+      - select: [public.orders]
+  batch:
     allow:
       - select: [public.orders]
     limits:
@@ -23,6 +26,7 @@ const limitsPolicy = fixture.PolicyRoles + `  batch:
       maintenance_work_mem: 1GiB
       temp_buffers: 16 MB
 ` + fixture.PolicyAgents + `  batch-bot: {role: batch}
+  analyst2-bot: {role: analyst2}
 `
 
 func TestParsePolicyLimits(t *testing.T) {
@@ -31,7 +35,7 @@ func TestParsePolicyLimits(t *testing.T) {
 
 	// A role without a limits section gets the documented defaults.
 	analyst := p.Roles["analyst"]
-	assert.Equal(t, sp.DefaultLimits, analyst.Limits)
+	assert.Equal(t, sp.DefaultLimits(), analyst.Limits)
 	assert.Empty(t, analyst.LimitsSet)
 	assert.Equal(t, map[sp.Limit]int64{
 		sp.LimitStatementTimeout:         int64(5 * time.Minute),
@@ -50,8 +54,9 @@ func TestParsePolicyLimits(t *testing.T) {
 		sp.LimitTempBuffers:              16 << 20,
 	}, batch.Limits)
 	assert.ElementsMatch(t, sp.AllLimits, batch.LimitsSet)
-	// Defaults are copied per role, not shared.
-	assert.Equal(t, int64(4<<20), sp.DefaultLimits[sp.LimitWorkMem])
+	// Each role has its own map.
+	analyst.Limits[sp.LimitWorkMem] = 1
+	assert.Equal(t, int64(4<<20), p.Roles["analyst2"].Limits[sp.LimitWorkMem])
 
 	errs := []struct {
 		name, limits, want string

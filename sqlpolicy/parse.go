@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -342,7 +341,7 @@ func allIdents(parts []string) bool {
 }
 
 func (ps *parser) role(name string, n *yaml.Node) *Role {
-	r := &Role{Name: name, Catalog: true, Limits: maps.Clone(DefaultLimits)}
+	r := &Role{Name: name, Catalog: true, Limits: DefaultLimits()}
 	prefix := "roles." + name
 	ps.mapping(n, prefix, func(k, v *yaml.Node) {
 		switch k.Value {
