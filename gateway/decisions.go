@@ -99,6 +99,17 @@ func (r *router) Check(p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (
 	return e.Check(p, sql, s)
 }
 
+// UpstreamSettings implements sqlpolicy.Decider: the session settings
+// (resource limits) of the agent's role, as its upstream's analyzer maps
+// them. An unknown agent gets none (its connection is refused anyway).
+func (r *router) UpstreamSettings(agent string) map[string]string {
+	e, _ := r.gen.Load().engineFor(agent)
+	if e == nil {
+		return nil
+	}
+	return e.UpstreamSettings(agent)
+}
+
 // NewSession implements sqlpolicy.Decider: a session of the front end's
 // dialect. Every engine of a dialect uses the same analyzer type, so the
 // session stays valid across reloads and upstreams of that dialect.

@@ -706,6 +706,9 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 	if c.appName != "" {
 		cfg.RuntimeParams["application_name"] = c.appName
 	}
+	// The role's resource limits, as the session's defaults (what RESET
+	// returns to); last, so that nothing the client sent replaces them.
+	maps.Copy(cfg.RuntimeParams, c.srv.cfg.Decider.UpstreamSettings(c.agent.Name))
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	pc, err := pgconn.ConnectConfig(ctx, cfg)

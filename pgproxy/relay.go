@@ -430,7 +430,11 @@ func denyResponse(dec *sqlpolicy.Decision) *pgproto3.ErrorResponse {
 	if msg == "" {
 		msg = "keyhole: permission denied by policy (rule " + dec.Rule + ")"
 	}
-	r := stmtError(codeInsufficientPriv, msg)
+	code := dec.SQLState // 42501, or a not-found/syntax code the decision chose
+	if code == "" {
+		code = codeInsufficientPriv
+	}
+	r := stmtError(code, msg)
 	r.Detail, r.Hint = dec.Detail, dec.Hint
 	return r
 }

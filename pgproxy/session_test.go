@@ -25,7 +25,7 @@ func TestSQLPrepareExecute(t *testing.T) {
 	// EXECUTE is decided through the session's record of what PREPARE
 	// prepared, which keyhole updates only after PREPARE ran upstream.
 	_, err := c.Exec(ctx, "EXECUTE nope")
-	assert.Equal(t, "42501", sqlState(err), "err: %v", err)
+	assert.Equal(t, "26000", sqlState(err), "an unknown prepared statement, as Postgres answers it: %v", err)
 	_, err = c.Exec(ctx, "PREPARE q AS SELECT count(*) FROM orders")
 	require.NoError(t, err)
 	var n int
@@ -34,7 +34,7 @@ func TestSQLPrepareExecute(t *testing.T) {
 	_, err = c.Exec(ctx, "PREPARE s AS SELECT value FROM secrets")
 	assert.Equal(t, "42501", sqlState(err))
 	_, err = c.Exec(ctx, "EXECUTE s")
-	assert.Equal(t, "42501", sqlState(err))
+	assert.Equal(t, "26000", sqlState(err), "the refused PREPARE prepared nothing")
 }
 
 func TestAuditEvents(t *testing.T) {

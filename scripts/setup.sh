@@ -35,13 +35,17 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install o
 # --- what is missing ---------------------------------------------------------
 # pgbouncer: the baseline in scripts/bench.sh. python3-psycopg2: the psycopg2
 # client in internal/e2e (for /usr/bin/python3; a pyenv python on PATH does
-# not see it, so tests call /usr/bin/python3). postgresql-client: psql and
-# pgbench. pg_stat_statements ships in postgresql-15 itself on Debian 12.
+# not see it, so tests call /usr/bin/python3). postgresql-client: psql,
+# pgbench and pg_dump. libpostgresql-jdbc-java (/usr/share/java/postgresql.jar)
+# and a JDK (java runs the e2e JDBC program from source, which needs the
+# compiler): the pgJDBC metadata test. pg_stat_statements ships in
+# postgresql-15 itself on Debian 12 (no separate contrib package to install).
 need=()
-for p in pgbouncer python3-psycopg2; do
+for p in pgbouncer python3-psycopg2 libpostgresql-jdbc-java; do
 	have_pkg "$p" || need+=("$p")
 done
-{ command -v psql && command -v pgbench; } >/dev/null 2>&1 || need+=(postgresql-client)
+{ command -v psql && command -v pgbench && command -v pg_dump; } >/dev/null 2>&1 || need+=(postgresql-client)
+{ command -v java && command -v javac; } >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 

@@ -138,7 +138,8 @@ type Setting struct {
 	// Show is true for SHOW name (a read of the setting, not a change).
 	Show bool `json:"show,omitempty"`
 	// Unknown is true when the new value is not a literal the analyzer
-	// could read (Value is then empty).
+	// could read (Value is then empty), or, for a setting a Limit
+	// governs, a value the analyzer cannot turn into an amount.
 	Unknown bool `json:"unknown,omitempty"`
 	// Guarded is set by the analyzer when the change alters the session's
 	// identity or how later text is lexed or resolved (Postgres
@@ -147,7 +148,40 @@ type Setting struct {
 	// denied unless the role lists the setting, whether or not the
 	// analyzer also reported a ProblemSessionChange.
 	Guarded bool `json:"guarded,omitempty"`
+	// Kind is the analyzer's judgement of what a change (not a SHOW, not
+	// a return to the default) does, when it is not harmless: it says why
+	// a refused change was refused.
+	Kind SettingKind `json:"kind,omitempty"`
+	// Limit is set by the analyzer when the setting is the upstream's
+	// knob for a resource Limit (Postgres work_mem: LimitWorkMem), and
+	// Amount is what the change asks for, in the limit's unit (nanoseconds
+	// or bytes), read the way the upstream reads the value, or Unlimited
+	// for a value that lifts the limit (statement_timeout = 0). Both are
+	// set on changes only: a return to the default (Reset) goes back to
+	// the session's startup value, which keyhole set within the limit.
+	Limit  Limit `json:"limit,omitempty"`
+	Amount int64 `json:"amount,omitempty"`
 }
+
+// SettingKind classifies a setting change that is not harmless.
+type SettingKind string
+
+const (
+	// SettingResolution changes how names resolve (search_path).
+	SettingResolution SettingKind = "resolution"
+	// SettingIdentity changes who the session is (role, session
+	// authorization).
+	SettingIdentity SettingKind = "identity"
+	// SettingLexing changes how later text is lexed (string literal
+	// escapes, client encodings).
+	SettingLexing SettingKind = "lexing"
+	// SettingBehavior changes what statements do beyond what the analyzer
+	// sees (disabling triggers and rules).
+	SettingBehavior SettingKind = "behavior"
+	// SettingUnknown is a setting the analyzer does not know to be
+	// harmless (custom settings included).
+	SettingUnknown SettingKind = "unknown"
+)
 
 // TxEffect is what a transaction-control statement does to the
 // transaction block.

@@ -64,6 +64,12 @@ func (p *Policy) Decide(pr Principal, a *Access, cat *catalog.Catalog) *Decision
 	}
 	d.Effect = Allow
 	d.Rule = strings.Join(allowed, ",")
+	if catalogOnly(a) {
+		// max_rows bounds how much data an agent takes per statement;
+		// catalog reads return metadata, and tools' completion and
+		// introspection queries return more rows than a data cap allows.
+		d.MaxRows = 0
+	}
 	for _, r := range allowed {
 		d.Reasons = append(d.Reasons, Reason{Code: ReasonAllowedByRule, Rule: r})
 	}
@@ -105,6 +111,31 @@ func (c *check) deny(r Reason) {
 	}
 }
 
+// denied returns the statement's reasons. When the policy refuses the
+// statement, reasons that say a name does not exist are left out: the
+// answer is then the policy's refusal whichever names exist, so that
+// naming a column of a relation the role may not use gives the same
+// answer whether the column exists or not (no oracle for its columns).
+func (c *check) denied() []Reason {
+	if !slices.ContainsFunc(c.reasons, func(r Reason) bool { return !notFound(r) }) {
+		return c.reasons
+	}
+	return slices.DeleteFunc(c.reasons, notFound)
+}
+
+// notFound reports a reason that says the statement names something that
+// does not exist.
+func notFound(r Reason) bool {
+	if r.Code != ReasonProblem {
+		return false
+	}
+	switch r.Problem {
+	case ProblemUnknownTable, ProblemUnknownColumn, ProblemUnknownFunction, ProblemUnknownPrepared:
+		return true
+	}
+	return false
+}
+
 func (dc *decider) statement(st *Statement, depth int) ([]string, []Reason) {
 	c := &check{}
 	if depth > maxNesting {
@@ -133,10 +164,10 @@ func (dc *decider) statement(st *Statement, depth int) ([]string, []Reason) {
 			if len(c.reasons) == 0 {
 				c.deny(Reason{Code: ReasonProblem, Problem: ProblemUnsupported, Detail: "no analysis of the " + what})
 			}
-			return nil, c.reasons
+			return nil, c.denied()
 		}
 		if len(c.reasons) > 0 {
-			return nil, c.reasons
+			return nil, c.denied()
 		}
 		rules, reasons := dc.statement(inner, depth+1)
 		// The inner statement's reasons come first: dropping EXPLAIN would
@@ -156,7 +187,7 @@ func (dc *decider) statement(st *Statement, depth int) ([]string, []Reason) {
 		return c.rules, nil
 	case VerbDo:
 		c.deny(Reason{Code: ReasonNoRule, Verb: VerbDo, Detail: "DO blocks run code the proxy cannot inspect"})
-		return nil, c.reasons
+		return nil, c.denied()
 	case VerbSelect, VerbInsert, VerbUpdate, VerbDelete, VerbMerge, VerbCopy, VerbDDL, VerbLock, VerbCall,
 		VerbSet, VerbTransaction, VerbDeallocate, VerbUtility:
 	default:
@@ -164,7 +195,7 @@ func (dc *decider) statement(st *Statement, depth int) ([]string, []Reason) {
 			c.deny(Reason{Code: ReasonProblem, Problem: ProblemUnsupported, Verb: st.Verb,
 				Detail: fmt.Sprintf("statement kind %q is not modelled", st.Verb)})
 		}
-		return nil, c.reasons
+		return nil, c.denied()
 	}
 	dc.tables(c, st)
 	dc.columns(c, st)
@@ -177,7 +208,7 @@ func (dc *decider) statement(st *Statement, depth int) ([]string, []Reason) {
 		}
 	}
 	if len(c.reasons) > 0 {
-		return nil, c.reasons
+		return nil, c.denied()
 	}
 	if len(c.rules) == 0 {
 		c.allow(RuleNoDataAccess)
@@ -204,7 +235,8 @@ func (dc *decider) problems(c *check, st *Statement) {
 				continue
 			}
 			if pr.Setting != "" {
-				c.deny(Reason{Code: ReasonSettingDenied, Setting: pr.Setting, Problem: pr.Code, Detail: pr.Detail})
+				c.deny(Reason{Code: ReasonSettingDenied, Setting: pr.Setting, Problem: pr.Code, Detail: pr.Detail,
+					SettingKind: settingKind(st, pr.Setting)})
 				continue
 			}
 		case ProblemLocking:
@@ -224,13 +256,30 @@ func (dc *decider) problems(c *check, st *Statement) {
 	}
 }
 
-// settings denies guarded settings (Setting.Guarded) changed without a
-// Problem, so a change the analyzer judged guarded is denied even if it
-// forgot the Problem; other settings (statement_timeout, timezone ...)
-// need no rule.
+// settingKind is the kind the analyzer gave a change of setting name in
+// st.
+func settingKind(st *Statement, name string) SettingKind {
+	for _, set := range st.Settings {
+		if set.Name == name && !set.Show && set.Kind != "" {
+			return set.Kind
+		}
+	}
+	return SettingUnknown
+}
+
+// settings denies changes past the role's limits and guarded settings
+// (Setting.Guarded) changed without a Problem, so a change the analyzer
+// judged guarded is denied even if it forgot the Problem; other settings
+// (timezone, application_name ...) need no rule.
 func (dc *decider) settings(c *check, st *Statement) {
 	for _, set := range st.Settings {
-		if set.Show || !set.Guarded {
+		if set.Show {
+			continue
+		}
+		if set.Limit != "" && !set.Reset {
+			dc.limit(c, set)
+		}
+		if !set.Guarded {
 			continue
 		}
 		if slices.ContainsFunc(st.Problems, func(p Problem) bool {
@@ -242,9 +291,41 @@ func (dc *decider) settings(c *check, st *Statement) {
 			c.allow(fmt.Sprintf("roles.%s.settings[%s]", dc.role.Name, set.Name))
 			continue
 		}
-		c.deny(Reason{Code: ReasonSettingDenied, Setting: set.Name,
+		c.deny(Reason{Code: ReasonSettingDenied, Setting: set.Name, SettingKind: set.Kind,
 			Detail: set.Name + " changes the session's identity or how SQL is read"})
 	}
+}
+
+// limit denies a change of a setting that asks for more than the role's
+// limit of set.Limit, lifts it, or asks for an amount the analyzer could
+// not read. A return to the default (RESET) is not checked: it goes back
+// to the session's startup value, which keyhole set (UpstreamSettings).
+func (dc *decider) limit(c *check, set Setting) {
+	limit, ok := dc.role.Limits[set.Limit]
+	if !ok {
+		limit, ok = DefaultLimits()[set.Limit]
+	}
+	rule := fmt.Sprintf("roles.%s.limits.%s", dc.role.Name, set.Limit)
+	r := Reason{Code: ReasonLimitExceeded, Setting: set.Name, Limit: set.Limit, Rule: rule}
+	switch {
+	case !ok:
+		r.Rule = RuleDefaultDeny
+		r.Detail = fmt.Sprintf("%s is the upstream's knob for limit %q, which keyhole does not know", set.Name, set.Limit)
+	case limit == Unlimited:
+		return
+	case set.Unknown:
+		r.Detail = fmt.Sprintf("keyhole cannot read the new value of %s, so it cannot tell whether it stays within the limit of %s",
+			set.Name, FormatLimit(set.Limit, limit))
+	case Exceeds(set.Amount, limit):
+		r.Detail = fmt.Sprintf("%s = '%s' is %s, over the limit of %s", set.Name, set.Value,
+			FormatLimit(set.Limit, set.Amount), FormatLimit(set.Limit, limit))
+	default:
+		return
+	}
+	if !slices.Contains(dc.role.LimitsSet, set.Limit) {
+		r.Detail += " (keyhole's default)"
+	}
+	c.deny(r)
 }
 
 func relString(r Rel) string {
@@ -467,6 +548,7 @@ func (dc *decider) relationLabels(c *check, rel Rel, v Verb) {
 	for _, l := range dc.p.ColumnLabels(dc.cat, rel, "") {
 		if rule, ok := dc.denyPattern(l); ok {
 			c.deny(Reason{Code: ReasonLabelDenied, Verb: v, Table: rel.String(), Label: l, Rule: rule})
+			c.deniedTables = append(c.deniedTables, rel)
 			return
 		}
 	}
@@ -498,6 +580,11 @@ func reasonVerb(anyOf []Verb) Verb {
 
 func (dc *decider) columns(c *check, st *Statement) {
 	for _, col := range st.Columns {
+		if slices.Contains(c.deniedTables, col.Rel) {
+			// Refused as a whole already: the column adds nothing, and
+			// listing it would tell which columns the relation has.
+			continue
+		}
 		anyOf, allOf := dc.need(st, col.Rel, col.Mode, col.Action)
 		// Labels apply to every column read or written, however reached:
 		// writing a column the role may not read would overwrite protected
@@ -511,7 +598,7 @@ func (dc *decider) columns(c *check, st *Statement) {
 				break
 			}
 		}
-		if labelled || col.Via != (Rel{}) || slices.Contains(c.deniedTables, col.Rel) {
+		if labelled || col.Via != (Rel{}) {
 			continue
 		}
 		if col.Mode == Read && col.System && dc.role.Catalog {
@@ -590,9 +677,18 @@ func (dc *decider) columnAllowed(anyOf, allOf []Verb, col ColumnRef) (ok bool, r
 }
 
 func (dc *decider) functions(c *check, st *Statement) {
-	called := false
+	called, unresolved := false, false
 	for _, f := range st.Functions {
-		if st.Verb == VerbCall && f.Schema != "" {
+		if f.Schema == "" {
+			// The name did not resolve (the analyzer reports a Problem
+			// too): a function that does not exist, not one the policy
+			// refuses.
+			c.deny(Reason{Code: ReasonProblem, Problem: ProblemUnknownFunction, Func: f.Name,
+				Detail: fmt.Sprintf("function %s does not exist", f.Name)})
+			unresolved = true
+			continue
+		}
+		if st.Verb == VerbCall {
 			if rule, ok := dc.grant(VerbCall, Rel{Schema: f.Schema, Name: f.Name}); ok {
 				if dc.scope != nil && !scopeCovers(dc.scope, VerbCall, Rel{Schema: f.Schema, Name: f.Name}) {
 					c.deny(Reason{Code: ReasonScopeDenied, Verb: VerbCall, Func: f.String(), Rule: RuleScope})
@@ -603,21 +699,50 @@ func (dc *decider) functions(c *check, st *Statement) {
 				continue
 			}
 		}
-		if f.Schema != "" && f.Builtin {
+		if f.Builtin {
 			continue
 		}
-		if f.Schema != "" {
-			if i := slices.IndexFunc(dc.role.Functions, func(p string) bool {
-				return matchRelPattern(p, Rel{Schema: f.Schema, Name: f.Name})
-			}); i >= 0 {
-				c.allow(fmt.Sprintf("roles.%s.functions[%s]", dc.role.Name, dc.role.Functions[i]))
-				continue
-			}
+		if i := slices.IndexFunc(dc.role.Functions, func(p string) bool {
+			return matchRelPattern(p, Rel{Schema: f.Schema, Name: f.Name})
+		}); i >= 0 {
+			c.allow(fmt.Sprintf("roles.%s.functions[%s]", dc.role.Name, dc.role.Functions[i]))
+			continue
 		}
 		c.deny(Reason{Code: ReasonFunctionDenied, Func: f.String(),
 			Detail: fmt.Sprintf("%s is not built in and not listed under the role's functions", f)})
 	}
-	if st.Verb == VerbCall && !called {
+	if st.Verb == VerbCall && !called && !unresolved {
 		c.deny(Reason{Code: ReasonNoRule, Verb: VerbCall, Detail: "no call grant covers the procedure"})
 	}
+}
+
+// catalogOnly reports whether every statement of a reads system catalogs
+// and nothing else: at least one relation, every relation and column a
+// system one, every function built in.
+func catalogOnly(a *Access) bool {
+	if len(a.Statements) == 0 {
+		return false
+	}
+	for i := range a.Statements {
+		st := &a.Statements[i]
+		if st.Verb != VerbSelect || len(st.Tables) == 0 || st.Prepared != nil || st.Explained != nil {
+			return false
+		}
+		for _, t := range st.Tables {
+			if !t.System || t.Mode != Read {
+				return false
+			}
+		}
+		for _, c := range st.Columns {
+			if !c.System || c.Mode != Read {
+				return false
+			}
+		}
+		for _, f := range st.Functions {
+			if !f.Builtin {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -404,7 +404,12 @@ func TestDecide(t *testing.T) {
 				assert.Equal(t, "keyhole: permission denied: role analyst may not call function public.my_fn", d.Message)
 			}},
 		{name: "unresolved function", agent: "helpdesk", access: access(withFuncs(sel("public.orders", "status"), sp.FuncRef{Name: "mystery"})),
-			effect: sp.Deny, code: sp.ReasonFunctionDenied},
+			effect: sp.Deny, code: sp.ReasonProblem, check: func(t *testing.T, d *sp.Decision) {
+				// Denied even when the analyzer reports no Problem for it: a
+				// function that did not resolve does not exist (42883).
+				assert.Equal(t, sp.ProblemUnknownFunction, d.Reasons[0].Problem)
+				assert.Equal(t, "42883", d.SQLState)
+			}},
 		{name: "call granted", agent: "helpdesk", access: access(sp.Statement{Verb: sp.VerbCall, Command: "CALL", Functions: []sp.FuncRef{refund}}),
 			effect: sp.Allow, rule: "roles.support.allow[5].call"},
 		{name: "call not granted", agent: "sales-summarizer", access: access(sp.Statement{Verb: sp.VerbCall, Command: "CALL", Functions: []sp.FuncRef{refund}}),

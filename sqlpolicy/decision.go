@@ -70,7 +70,8 @@ const (
 	ReasonLabelDenied      ReasonCode = "label_denied"       // column carries a label the role denies
 	ReasonFunctionDenied   ReasonCode = "function_denied"
 	ReasonSettingDenied    ReasonCode = "setting_denied"
-	ReasonScopeDenied      ReasonCode = "scope_denied" // outside the agent token's narrower scope
+	ReasonLimitExceeded    ReasonCode = "limit_exceeded" // a setting change past the role's resource limit
+	ReasonScopeDenied      ReasonCode = "scope_denied"   // outside the agent token's narrower scope
 	ReasonUnknownAgent     ReasonCode = "unknown_agent"
 	ReasonProblem          ReasonCode = "problem" // analyzer Problem (see Reason.Problem)
 )
@@ -88,6 +89,11 @@ type Reason struct {
 	// Rule names the policy rule involved, e.g. "roles.analyst.deny_labels[pii.*]".
 	Rule   string `json:"rule,omitempty"`
 	Detail string `json:"detail,omitempty"`
+	// SettingKind is the kind of a refused setting change (setting_denied).
+	SettingKind SettingKind `json:"setting_kind,omitempty"`
+	// Limit is the role's limit a setting change would exceed
+	// (limit_exceeded).
+	Limit Limit `json:"limit,omitempty"`
 }
 
 // Decision is the answer to "may this agent run this text".
@@ -102,6 +108,17 @@ type Decision struct {
 	Reasons []Reason `json:"reasons,omitempty"`
 	// MaxRows is the role's cap on rows returned per statement; 0 = none.
 	MaxRows int `json:"max_rows,omitempty"`
+	// SQLState is the SQLSTATE a denial is reported with: 42501 for a
+	// refusal by the policy; for a statement that names what does not
+	// exist, the code the upstream would give (42601 syntax error, 42P01
+	// unknown relation, 42703 unknown column, 42883 unknown function,
+	// 26000 unknown prepared statement), so that drivers and agents can
+	// branch on it. It is chosen from the deciding reason (see render);
+	// a not-found code is never chosen when the statement is also refused
+	// by the policy, so it tells nothing about relations the role may not
+	// use. The MySQL front end maps these codes to its errnos. Empty on
+	// allows.
+	SQLState string `json:"sqlstate,omitempty"`
 	// Message, Detail and Hint are the rendered texts for the wire error
 	// (Postgres ErrorResponse M/D/H fields; MySQL message). Hint is written
 	// for an LLM agent that will retry: what it may read instead.
@@ -128,6 +145,13 @@ type Decider interface {
 	// ok is false when the policy does not know the agent (its sessions
 	// must end).
 	Role(agent string) (role, upstream string, ok bool)
+	// UpstreamSettings returns the settings a new upstream session of the
+	// agent must start with: its role's resource limits in the upstream's
+	// dialect (Postgres: startup parameters, set at login at no extra
+	// round trip). The analyzer's reading of setting changes keeps
+	// statements from raising or lifting them. nil for an unknown agent,
+	// or a dialect that maps no limit.
+	UpstreamSettings(agent string) map[string]string
 	// Check analyzes and decides one text for a principal in a session.
 	// The returned values are shared and must not be modified; the caller
 	// passes the Access to Session.Apply after the text ran upstream.

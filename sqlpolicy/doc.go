@@ -15,8 +15,15 @@
 //  3. Decide is deny by default and fails closed: every statement of a text
 //     must be allowed by a rule, any Problem denies unless a rule names it,
 //     and a denied label beats any grant.
-//  4. The Decision names the deciding rule, structured Reasons, and the
-//     wire texts (message, detail, and a hint an LLM agent can act on).
+//  4. The Decision names the deciding rule, structured Reasons, the
+//     SQLSTATE and the wire texts (message, detail, and a hint an LLM
+//     agent can act on).
+//
+// A role's resource limits (Limit: timeouts, memory) are dialect-neutral
+// amounts: the analyzer maps them to the settings a new upstream session
+// starts with (Decider.UpstreamSettings) and marks the setting changes a
+// limit governs (Setting.Limit, Setting.Amount), which Decide compares
+// with the role's limits.
 //
 // The contract is dialect-neutral: an Analyzer owns everything one SQL
 // dialect decides (name resolution, its Session state, which settings are

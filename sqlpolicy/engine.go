@@ -75,6 +75,17 @@ func (e *Engine) Role(agent string) (role, upstream string, ok bool) {
 	return r.Name, r.Upstream, true
 }
 
+// UpstreamSettings implements Decider: the agent's role's limits, mapped
+// to upstream settings by the analyzer (a LimitMapper).
+func (e *Engine) UpstreamSettings(agent string) map[string]string {
+	r := e.policy.Role(agent)
+	m, ok := e.an.(LimitMapper)
+	if r == nil || !ok {
+		return nil
+	}
+	return m.UpstreamSettings(r.Limits)
+}
+
 // Check implements Decider: it analyzes and decides sql for p in session s
 // (nil means a fresh session), answering from the decision cache when it
 // can. The returned values are shared; callers must not modify them.
@@ -155,8 +166,9 @@ func (e *Engine) analyze(p Principal, sql string, s Session) (d *Decision, a *Ac
 			d = &Decision{Effect: Deny, Rule: RuleDefaultDeny, Agent: p.Agent,
 				Reasons: []Reason{{Code: ReasonProblem, Problem: ProblemUnsupported, Rule: RuleDefaultDeny,
 					Detail: "internal error while deciding the statement"}},
-				Message: msgPrefix + "internal error while deciding the statement",
-				Hint:    "keyhole could not decide this statement; rewrite it more simply."}
+				SQLState: SQLStateInsufficientPrivilege,
+				Message:  msgPrefix + "internal error while deciding the statement",
+				Hint:     "keyhole could not decide this statement; rewrite it more simply."}
 			a, ok = &Access{}, false
 		}
 	}()
@@ -245,13 +257,23 @@ func (h *Holder) Role(agent string) (string, string, bool) {
 	return e.Role(agent)
 }
 
+// UpstreamSettings implements Decider.
+func (h *Holder) UpstreamSettings(agent string) map[string]string {
+	e := h.e.Load()
+	if e == nil {
+		return nil
+	}
+	return e.UpstreamSettings(agent)
+}
+
 // Check implements Decider.
 func (h *Holder) Check(p Principal, sql string, s Session) (*Decision, *Access) {
 	e := h.e.Load()
 	if e == nil {
 		d := &Decision{Effect: Deny, Rule: RuleDefaultDeny, Agent: p.Agent,
-			Reasons: []Reason{{Code: ReasonNoRule, Rule: RuleDefaultDeny, Detail: "no policy loaded"}},
-			Message: msgPrefix + "no policy is loaded", Hint: "keyhole has no policy loaded; retry later."}
+			Reasons:  []Reason{{Code: ReasonNoRule, Rule: RuleDefaultDeny, Detail: "no policy loaded"}},
+			SQLState: SQLStateInsufficientPrivilege,
+			Message:  msgPrefix + "no policy is loaded", Hint: "keyhole has no policy loaded; retry later."}
 		return d, &Access{}
 	}
 	return e.Check(p, sql, s)

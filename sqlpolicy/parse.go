@@ -341,7 +341,7 @@ func allIdents(parts []string) bool {
 }
 
 func (ps *parser) role(name string, n *yaml.Node) *Role {
-	r := &Role{Name: name, Catalog: true}
+	r := &Role{Name: name, Catalog: true, Limits: DefaultLimits()}
 	prefix := "roles." + name
 	ps.mapping(n, prefix, func(k, v *yaml.Node) {
 		switch k.Value {
@@ -397,11 +397,40 @@ func (ps *parser) role(name string, n *yaml.Node) *Role {
 			default:
 				r.MaxRows = nrows
 			}
+		case "limits":
+			ps.limits(r, prefix+".limits", v)
 		default:
-			ps.errorf(k, "%s: unknown key %q (want upstream, allow, deny_labels, functions, settings, catalog, explain, max_rows, description)", prefix, k.Value)
+			ps.errorf(k, "%s: unknown key %q (want upstream, allow, deny_labels, functions, settings, catalog, explain, max_rows, limits, description)", prefix, k.Value)
 		}
 	})
 	return r
+}
+
+// limits parses a role's limits: a mapping of limit name to an amount
+// (see parseLimit).
+func (ps *parser) limits(r *Role, what string, n *yaml.Node) {
+	ps.mapping(n, what, func(k, v *yaml.Node) {
+		l := Limit(k.Value)
+		if !l.known() {
+			names := make([]string, len(AllLimits))
+			for i, x := range AllLimits {
+				names[i] = string(x)
+			}
+			ps.errorf(k, "%s: unknown limit %q (want %s)", what, k.Value, strings.Join(names, ", "))
+			return
+		}
+		s, ok := ps.scalar(v, what+"."+k.Value)
+		if !ok {
+			return
+		}
+		amount, err := parseLimit(l, s)
+		if err != nil {
+			ps.errorf(v, "%s.%s: %v", what, k.Value, err)
+			return
+		}
+		r.Limits[l] = amount
+		r.LimitsSet = append(r.LimitsSet, l)
+	})
 }
 
 func validSetting(s string) bool {

@@ -60,8 +60,15 @@ type Role struct {
 	// Explain allows EXPLAIN of statements the role may run. Default false:
 	// plans expose row estimates drawn from column statistics.
 	Explain bool
-	// MaxRows caps the rows returned per statement; 0 means no cap.
+	// MaxRows caps the rows returned per statement; 0 means no cap. It
+	// applies to statements that read data, not to those that read only
+	// system catalogs.
 	MaxRows int
+	// Limits are the resource limits of the role's upstream sessions, one
+	// amount per Limit (DefaultLimits for those the file does not set).
+	Limits map[Limit]int64
+	// LimitsSet lists the limits the file sets explicitly.
+	LimitsSet []Limit
 }
 
 // Rule is one item of a role's allow list: a verb on a list of relations

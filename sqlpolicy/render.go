@@ -19,15 +19,53 @@ const msgPrefix = "keyhole: permission denied: "
 // maxListed bounds the names listed in a hint.
 const maxListed = 30
 
+// SQLSTATEs of denials (Decision.SQLState).
+const (
+	SQLStateInsufficientPrivilege = "42501"
+	SQLStateSyntaxError           = "42601"
+	SQLStateUndefinedTable        = "42P01"
+	SQLStateUndefinedColumn       = "42703"
+	SQLStateUndefinedFunction     = "42883"
+	SQLStateUndefinedPrepared     = "26000"
+	SQLStateStatementTooComplex   = "54001"
+)
+
 func render(d *Decision, p *Policy, role *Role, cat *catalog.Catalog) {
 	if d.Effect != Deny || len(d.Reasons) == 0 {
 		return
 	}
 	r := d.Reasons[0]
-	roleName := d.Role
-	d.Message = msgPrefix + message(r, roleName)
+	d.SQLState = sqlState(r)
+	d.Message = msgPrefix + message(r, d.Role)
 	d.Detail = detail(d)
 	d.Hint = hint(d, r, p, role, cat)
+}
+
+// sqlState is the SQLSTATE of a denial decided by r. A statement that
+// does not parse or names what does not exist gets the code the upstream
+// would give it: drivers and agents branch on those (an ORM retries a
+// query without a missing column, an agent looks a table up again). Every
+// other refusal is 42501. Decide leaves not-found reasons out when the
+// policy also refuses the statement, so a not-found code never reveals
+// whether a relation the role may not use has some column.
+func sqlState(r Reason) string {
+	if r.Code == ReasonProblem {
+		switch r.Problem {
+		case ProblemUnparseable:
+			return SQLStateSyntaxError
+		case ProblemUnknownTable:
+			return SQLStateUndefinedTable
+		case ProblemUnknownColumn:
+			return SQLStateUndefinedColumn
+		case ProblemUnknownFunction:
+			return SQLStateUndefinedFunction
+		case ProblemUnknownPrepared:
+			return SQLStateUndefinedPrepared
+		case ProblemTooComplex:
+			return SQLStateStatementTooComplex
+		}
+	}
+	return SQLStateInsufficientPrivilege
 }
 
 func verbPhrase(v Verb) string {
@@ -90,6 +128,8 @@ func message(r Reason, role string) string {
 		return fmt.Sprintf("role %s may not call function %s", role, r.Func)
 	case ReasonSettingDenied:
 		return fmt.Sprintf("role %s may not change setting %s", role, r.Setting)
+	case ReasonLimitExceeded:
+		return fmt.Sprintf("role %s may not change %s: %s", role, r.Setting, r.Detail)
 	case ReasonScopeDenied:
 		switch {
 		case r.Func != "":
@@ -155,49 +195,29 @@ func reasonShort(r Reason) string {
 	return s
 }
 
-// hint tells the agent what it may do instead.
+// hint tells the agent what it may do instead: specific to the refusal
+// (the setting, function, relation or column it names) and actionable by
+// an LLM agent that will retry.
 func hint(d *Decision, r Reason, p *Policy, role *Role, cat *catalog.Catalog) string {
 	if role == nil {
 		return "This agent is not in the keyhole policy, so no statement will be allowed; do not retry."
 	}
 	switch r.Code {
 	case ReasonLabelDenied, ReasonColumnNotAllowed:
-		rel := ParseRel(r.Table)
-		if r.Column == "" {
-			return fmt.Sprintf("Role %s may not use %s at all. %s", role.Name, r.Table, tablesHint(role, VerbSelect))
-		}
-		// Every column of this table the decision refused, to remove.
-		var bad []string
-		for _, x := range d.Reasons {
-			if (x.Code == ReasonLabelDenied || x.Code == ReasonColumnNotAllowed) && x.Table == r.Table &&
-				x.Column != "" && !slices.Contains(bad, x.Column) {
-				bad = append(bad, x.Column)
-			}
-		}
-		ok := usableColumns(p, role, cat, rel, r.Verb)
-		rw := readWrite(r.Verb)
-		remove := fmt.Sprintf("Remove %s from the query.", strings.Join(bad, ", "))
-		if r.Verb == VerbSelect {
-			remove = fmt.Sprintf("Remove %s from the query (and name columns instead of using * or whole-row references).",
-				strings.Join(bad, ", "))
-		}
-		if r.Detail == upsertColumnsDetail {
-			remove = "Keyhole checks every column an upsert writes against both grants; use a plain INSERT, or UPDATE for existing rows."
-		}
-		if len(ok) == 0 {
-			return fmt.Sprintf("Role %s may not %s any column of %s. %s", role.Name, rw, r.Table, remove)
-		}
-		return fmt.Sprintf("You may %s %s columns: %s. %s", rw, r.Table, listNames(ok), remove)
+		return columnsHint(d, r, p, role, cat)
 	case ReasonNoRule:
 		switch {
 		case r.Verb == VerbExplain:
-			return "Run the statement without EXPLAIN."
+			return fmt.Sprintf("EXPLAIN is off for role %s (plans show row estimates); run the statement without EXPLAIN.", role.Name)
 		case r.Verb == VerbDo:
-			return "Run the statements directly instead of in a DO block."
+			return "Run the statements of the DO block one by one: keyhole cannot check code inside DO."
 		case r.Verb == VerbCall:
 			return grantsHint(role, VerbCall, "call")
 		case r.Verb == "":
 			return "Write with a plain INSERT, UPDATE or DELETE statement instead of inside WITH. " + tablesHint(role, VerbSelect)
+		case r.Table == "" && (r.Verb == VerbDDL || r.Verb == VerbLock):
+			return fmt.Sprintf("Only statements on relations a grant names can be allowed; %s that names no relation never is. %s",
+				strings.ToUpper(string(r.Verb)), tablesHint(role, r.Verb))
 		}
 		return tablesHint(role, r.Verb)
 	case ReasonFunctionDenied:
@@ -207,45 +227,192 @@ func hint(d *Decision, r Reason, p *Policy, role *Role, cat *catalog.Catalog) st
 		return fmt.Sprintf("Role %s may call built-in functions and: %s. Rewrite the query without %s.",
 			role.Name, listNames(role.Functions), r.Func)
 	case ReasonSettingDenied:
-		return fmt.Sprintf("Do not change %s; keyhole keeps the session's setting. Schema-qualify names instead (e.g. public.orders).", r.Setting)
+		return settingHint(r, role)
+	case ReasonLimitExceeded:
+		limit, ok := role.Limits[r.Limit]
+		if !ok {
+			return fmt.Sprintf("Leave %s as keyhole set it when the session started.", r.Setting)
+		}
+		return fmt.Sprintf("Role %s may set %s to at most %s (%s); use a value within it, written as a literal with its unit, or leave %s as keyhole set it when the session started.",
+			role.Name, r.Setting, FormatLimit(r.Limit, limit), limitWhat(r.Limit), r.Setting)
 	case ReasonScopeDenied:
-		return "The agent's token is limited to a narrower scope than its role; use only the tables the task was given."
+		what := "this statement"
+		switch {
+		case r.Func != "":
+			what = "calling " + r.Func
+		case r.Table != "":
+			what = fmt.Sprintf("%s on %s", r.Verb, r.Table)
+		}
+		return fmt.Sprintf("The agent's token allows less than its role, and %s is outside it; use only the tables the token's task names.", what)
 	case ReasonProblem:
 		return problemHint(r, role)
 	}
 	return ""
 }
 
+// columnsHint is the hint of a refused relation or column: what the role
+// may read or write of it instead.
+func columnsHint(d *Decision, r Reason, p *Policy, role *Role, cat *catalog.Catalog) string {
+	rel := ParseRel(r.Table)
+	if r.Label == catalog.InvalidLabel {
+		return fmt.Sprintf("A database comment gives %s a malformed keyhole label, so keyhole protects it until a DBA fixes the comment; leave it out of the query.",
+			qualified(r.Table, r.Column))
+	}
+	if r.Column == "" {
+		v := r.Verb
+		if v == "" {
+			v = VerbSelect
+		}
+		return fmt.Sprintf("Role %s may not use %s at all (it is labelled %s). %s", role.Name, r.Table, r.Label, tablesHint(role, v))
+	}
+	// Every column of this table the decision refused, to remove.
+	var bad []string
+	for _, x := range d.Reasons {
+		if (x.Code == ReasonLabelDenied || x.Code == ReasonColumnNotAllowed) && x.Table == r.Table &&
+			x.Column != "" && !slices.Contains(bad, x.Column) {
+			bad = append(bad, x.Column)
+		}
+	}
+	ok := usableColumns(p, role, cat, rel, r.Verb)
+	rw := readWrite(r.Verb)
+	remove := fmt.Sprintf("Remove %s from the query.", strings.Join(bad, ", "))
+	if r.Verb == VerbSelect {
+		remove = fmt.Sprintf("Remove %s from the query (and name columns instead of using * or whole-row references).",
+			strings.Join(bad, ", "))
+	}
+	if r.Detail == upsertColumnsDetail {
+		remove = "Keyhole checks every column an upsert writes against both grants; use a plain INSERT, or UPDATE for existing rows."
+	}
+	if len(ok) == 0 {
+		return fmt.Sprintf("Role %s may not %s any column of %s. %s", role.Name, rw, r.Table, remove)
+	}
+	return fmt.Sprintf("You may %s %s columns: %s. %s", rw, r.Table, listNames(ok), remove)
+}
+
+// settingHint says, per kind of refused setting change, what to do
+// instead.
+func settingHint(r Reason, role *Role) string {
+	var s string
+	switch r.SettingKind {
+	case SettingResolution:
+		s = fmt.Sprintf("Leave %s as it is and schema-qualify names instead (e.g. %s).", r.Setting, exampleRelation(role))
+	case SettingIdentity:
+		s = fmt.Sprintf("keyhole runs every statement as this agent, under its own credentials; %s cannot change who the session is. Run the statement without it.", r.Setting)
+	case SettingLexing:
+		s = fmt.Sprintf("keyhole parses SQL with %s at the value the session started with; leave it unchanged and write literals that read the same under it.", r.Setting)
+	case SettingBehavior:
+		s = fmt.Sprintf("%s changes what statements do beyond what keyhole can check (such as skipping triggers); leave it unchanged.", r.Setting)
+	default:
+		s = fmt.Sprintf("keyhole lets agents change only settings it knows to be harmless, and %s is not one of them; leave it unchanged.", r.Setting)
+	}
+	if len(role.Settings) > 0 {
+		s += fmt.Sprintf(" Role %s may also change: %s.", role.Name, listNames(role.Settings))
+	}
+	return s
+}
+
+// exampleRelation is a relation the role may read, written with its
+// schema, for hints about qualifying names.
+func exampleRelation(role *Role) string {
+	for _, r := range role.Allow {
+		for _, t := range r.Tables {
+			if r.Verb != VerbCall && !strings.HasSuffix(t.Pattern, ".*") {
+				return t.Pattern
+			}
+			if schema, ok := strings.CutSuffix(t.Pattern, ".*"); ok && r.Verb != VerbCall {
+				return schema + ".<table>"
+			}
+		}
+	}
+	return "schema.table"
+}
+
+// limitWhat says what a limit bounds, for hints.
+func limitWhat(l Limit) string {
+	switch l {
+	case LimitStatementTimeout:
+		return "the longest a statement may run; split long work into smaller statements"
+	case LimitIdleInTransactionTimeout:
+		return "the longest a transaction may wait between statements; keep transactions short"
+	case LimitWorkMem:
+		return "memory per sort or hash step; larger steps spill to disk"
+	case LimitMaintenanceWorkMem:
+		return "memory for index builds and maintenance"
+	case LimitTempBuffers:
+		return "memory for temporary tables"
+	}
+	return string(l)
+}
+
 func problemHint(r Reason, role *Role) string {
 	switch r.Problem {
 	case ProblemUnparseable:
-		return "The statement did not parse as PostgreSQL SQL; fix the syntax and retry."
+		return "Fix the syntax error the message describes and send the statement again."
 	case ProblemTooComplex:
-		return "The statement is too large or too deeply nested; split it into simpler statements."
-	case ProblemUnknownTable:
-		return "That relation does not exist or is not visible. " + tablesHint(role, VerbSelect)
-	case ProblemUnknownColumn:
-		return "A column does not exist in the relations in scope; check the column names (schema-qualify tables)."
-	case ProblemUnknownFunction:
-		return "That function is not known; use built-in functions."
-	case ProblemDangerousFunc:
-		return "That function is blocked because it reaches outside the data (files, server state, other sessions); rewrite the query without it."
-	case ProblemDynamicSQL:
-		return "Run the SQL directly instead of passing it as a string to a function."
-	case ProblemDataCatalog:
-		return "That system catalog holds data values or credentials and is blocked; query the tables themselves."
-	case ProblemFileAccess:
-		return "Server files and programs are not reachable; use COPY ... TO STDOUT / FROM STDIN."
-	case ProblemUnknownPrepared:
-		return "No statement of that name was prepared in this session; PREPARE it first."
-	case ProblemLocking:
-		return "Remove FOR UPDATE / FOR SHARE / LOCK TABLE; role " + role.Name + " may not lock that relation."
-	case ProblemSessionChange:
-		return "Do not change session settings that affect how SQL is read or resolved; schema-qualify names instead."
+		return "Split the statement into simpler ones: fewer nested subqueries, fewer references to the same CTE, a shorter text."
 	case ProblemUnsupported:
-		return "keyhole does not allow this kind of statement; express the task with plain SELECT/INSERT/UPDATE/DELETE."
+		return "keyhole does not run this kind of statement (the message says which); do the task with plain SELECT, INSERT, UPDATE or DELETE. " +
+			tablesHint(role, VerbSelect)
+	case ProblemUnknownTable:
+		name := "That relation"
+		if r.Table != "" {
+			name = "Relation " + r.Table
+		}
+		return name + " does not exist; check the name and write it with its schema. " + tablesHint(role, VerbSelect)
+	case ProblemUnknownColumn:
+		s := "A column the statement names does not exist in the relations in scope; check the name, and qualify it with its table (t.column)."
+		if role.Catalog {
+			s += " information_schema.columns lists each relation's columns."
+		}
+		return s
+	case ProblemUnknownFunction:
+		name := "That function"
+		if r.Func != "" {
+			name = "Function " + r.Func
+		}
+		return name + " does not exist with these argument types; check the name, add casts to the arguments, or use a built-in function."
+	case ProblemDangerousFunc:
+		if r.Setting != "" {
+			return fmt.Sprintf("Setting %s shows the server's files, commands or credentials and is never readable; leave it out.", r.Setting)
+		}
+		return fmt.Sprintf("%s is refused for every role because it reaches outside the data (server files or state, other sessions, sleeping); rewrite the query without it.",
+			orDefault(r.Func, "That function"))
+	case ProblemDynamicSQL:
+		return fmt.Sprintf("Run the SQL directly: keyhole cannot check SQL text or relation names passed to %s as a string.", orDefault(r.Func, "a function"))
+	case ProblemDataCatalog:
+		switch {
+		case r.Setting != "":
+			return "Read standard settings one at a time by name; custom settings (names with a dot) and listings of every setting are refused because they often hold secrets."
+		case r.Column != "":
+			return fmt.Sprintf("Leave out %s.%s: it holds settings, credentials or connection strings. The other columns of %s are readable.", r.Table, r.Column, r.Table)
+		case r.Table != "":
+			return fmt.Sprintf("Reading %s this way is refused for every role: it holds data values, secrets or other sessions' activity (the message says whether a narrower read works). Table and column definitions stay readable; query the tables themselves for data.", r.Table)
+		}
+		return "That catalog holds data values, secrets or other sessions' activity; query the tables themselves."
+	case ProblemFileAccess:
+		return "Server files and programs are out of reach; send and receive data over the connection instead (COPY ... FROM STDIN / TO STDOUT)."
+	case ProblemUnknownPrepared:
+		return "No statement of that name was prepared in this session (prepared statements do not outlive their connection); PREPARE it first."
+	case ProblemLocking:
+		if r.Table == "" {
+			return fmt.Sprintf("%s takes a lock that outlives the statement and can block other agents; coordinate without it.", orDefault(r.Func, "The statement"))
+		}
+		return fmt.Sprintf("Remove FOR UPDATE / FOR SHARE / LOCK TABLE on %s. %s", r.Table, grantsHint(role, VerbLock, "lock"))
+	case ProblemSessionChange:
+		if r.Func != "" {
+			return fmt.Sprintf("Pass %s the setting's name as a literal string, so keyhole can check which setting changes.", r.Func)
+		}
+		return fmt.Sprintf("keyhole cannot tell what the names resolve to after the session's search path changed; schema-qualify them (e.g. %s), or PREPARE the statement again.",
+			exampleRelation(role))
 	}
 	return ""
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
 }
 
 // tablesHint lists what the role may use verb on.

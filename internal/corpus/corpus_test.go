@@ -30,7 +30,7 @@ var knownCodes = map[string]bool{}
 func init() {
 	for _, c := range []sqlpolicy.ReasonCode{
 		sqlpolicy.ReasonNoRule, sqlpolicy.ReasonColumnNotAllowed, sqlpolicy.ReasonLabelDenied,
-		sqlpolicy.ReasonFunctionDenied, sqlpolicy.ReasonSettingDenied, sqlpolicy.ReasonScopeDenied,
+		sqlpolicy.ReasonFunctionDenied, sqlpolicy.ReasonSettingDenied, sqlpolicy.ReasonLimitExceeded, sqlpolicy.ReasonScopeDenied,
 		sqlpolicy.ReasonUnknownAgent, sqlpolicy.ReasonProblem,
 	} {
 		knownCodes[string(c)] = true

@@ -252,7 +252,7 @@ func parseDetail(err error) string {
 // statement analyzes one parsed statement. depth counts the enclosing
 // EXPLAIN/PREPARE levels.
 func (a *Analyzer) statement(n *pg.Node, s *Session, ps paths, depth int) (st sqlpolicy.Statement) {
-	w := &walker{a: a, cat: a.cat, path: ps.path, sess: s, st: &st, nest: depth}
+	w := &walker{a: a, cat: a.cat, path: ps.path, sess: s, st: &st, nest: depth, root: n}
 	if len(ps.all) > 1 {
 		w.paths = ps.all
 	}

@@ -3,6 +3,7 @@ package pganalyze
 import (
 	"strings"
 
+	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -26,7 +27,7 @@ func (a *Analyzer) classify(st *sqlpolicy.Statement) {
 		}
 	}
 	for i := range st.Settings {
-		st.Settings[i].Guarded = guardedChange(st.Settings[i])
+		classifySetting(&st.Settings[i])
 	}
 }
 
@@ -44,49 +45,50 @@ func (a *Analyzer) isSystem(rel sqlpolicy.Rel) bool {
 	return false
 }
 
-// guardedSettings change the session's identity or how later text is
-// lexed or resolved. The walker reports changes to them as
-// ProblemSessionChange; classify also marks them Guarded so that the
-// decision denies a change the walker let through without a Problem,
-// unless the role lists the setting.
-var guardedSettings = map[string]bool{
-	"role":                        true,
-	"session_authorization":       true,
-	"search_path":                 true,
-	"standard_conforming_strings": true,
-	"backslash_quote":             true,
-	"client_encoding":             true,
-}
-
-// guardedChange reports whether set is a change to a guarded setting that
-// can alter identity, lexing or resolution. Resetting one to its default
-// is harmless (the login's value, which the catalog was read with),
-// except for the identity settings: RESET ROLE / SESSION AUTHORIZATION are
-// refused like SET.
-func guardedChange(set sqlpolicy.Setting) bool {
-	if set.Show || !guardedSettings[set.Name] {
-		return false
+// classifySetting writes the judgement of one setting change: its kind
+// when it is not harmless, Guarded for changes of identity, lexing or
+// name resolution (the decision refuses them unless the role lists the
+// setting, even where the walker reported no Problem), and the limit a
+// change of a limit's setting must stay within. Returning to the default
+// is harmless, except for the identity settings: RESET ROLE / SESSION
+// AUTHORIZATION are refused like SET.
+func classifySetting(set *sqlpolicy.Setting) {
+	if set.Show {
+		return
 	}
+	classifyLimit(set)
 	if set.Reset {
-		return set.Name == "role" || set.Name == "session_authorization"
+		if set.Name == "role" || set.Name == "session_authorization" {
+			set.Kind, set.Guarded = sqlpolicy.SettingIdentity, true
+		}
+		return
 	}
-	return !harmlessValue(set.Name, set.Value)
+	set.Kind, _ = judgeSetting(set.Name, set.Value, !set.Unknown)
+	switch set.Kind {
+	case sqlpolicy.SettingIdentity, sqlpolicy.SettingLexing, sqlpolicy.SettingResolution:
+		set.Guarded = true
+	}
 }
 
-// harmlessValue reports the values of guarded settings that keep lexing as
-// the parser assumes: standard_conforming_strings on, a UTF8 client
-// encoding (multibyte encodings such as SJIS, BIG5 and GBK can hide a
-// backslash or quote in a trailing byte).
-func harmlessValue(name, value string) bool {
-	v := strings.ToLower(strings.TrimSpace(value))
-	switch name {
-	case "standard_conforming_strings":
-		return v == "on" || v == "true" || v == "yes" || v == "1"
-	case "client_encoding":
-		v = strings.NewReplacer("-", "", "_", "").Replace(v)
-		return v == "utf8" || v == "unicode"
+// systemColumns are the columns Postgres adds to every table (attnum < 0,
+// which the catalog does not list).
+var systemColumns = []string{"tableoid", "ctid", "xmin", "cmin", "xmax", "cmax"}
+
+// catalogColumnNames returns the names of rel's columns, in order; for a
+// table of the system catalogs followed by its system columns, which
+// tools read (pg_dump selects tableoid from every catalog it reads) and
+// which hold no data there. User tables do not get them: a role granted
+// columns of a table may not read its system columns in Postgres, and no
+// policy names them, so they stay unknown columns (refused).
+func catalogColumnNames(rel *catalog.Relation) []string {
+	names := make([]string, 0, len(rel.Columns)+len(systemColumns))
+	for _, c := range rel.Columns {
+		names = append(names, c.Name)
 	}
-	return false
+	if rel.Kind == catalog.KindTable && (rel.System || rel.Schema == "pg_catalog") {
+		names = append(names, systemColumns...)
+	}
+	return names
 }
 
 func setOf(words string) map[string]bool {

@@ -20,6 +20,13 @@
 // (Session.SearchPaths), every unqualified relation and function
 // name is resolved under each and every resolution is reported.
 //
+// Settings: a change of a setting that enforces a role's resource limit
+// (statement_timeout, work_mem ...) carries the limit and the amount it
+// asks for, read exactly as Postgres reads the value (units, rounding, 0
+// = no timeout); UpstreamSettings maps a role's limits to the startup
+// parameters that put them in force. Reads of pg_settings are reads of
+// the settings a query selects by name.
+//
 // It fails closed: anything it cannot parse, resolve or does not model
 // comes back as a sqlpolicy.Problem, never as a silent omission. Input is
 // bounded by a cheap pre-scan before it reaches the C parser, whose

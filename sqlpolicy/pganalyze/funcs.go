@@ -107,17 +107,19 @@ var setReturning = map[string]bool{
 }
 
 // dataCatalogs are catalog relations that hold data values, secrets or
-// other sessions' query text.
+// other sessions' query text. (pg_settings and the statistics views are
+// decided in checkDataCatalog; pg_subscription's connection string is a
+// sensitive column. pg_foreign_server is metadata: Postgres shows it to
+// every role, pg_dump reads it, and foreign servers' credentials live in
+// user mappings, which are refused.)
 var dataCatalogs = map[string]bool{
 	"pg_statistic": true, "pg_statistic_ext_data": true, "pg_stats": true, "pg_stats_ext": true,
 	"pg_stats_ext_exprs": true, "pg_authid": true, "pg_shadow": true, "pg_user_mapping": true,
 	"pg_user_mappings": true, "pg_largeobject": true, "pg_stat_activity": true,
 	"pg_db_role_setting": true, "pg_file_settings": true, "pg_hba_file_rules": true,
-	"pg_ident_file_mappings": true, "pg_subscription": true, "pg_foreign_server": true,
-	"pg_replication_slots": true, "pg_stat_replication": true, "pg_stat_wal_receiver": true,
-	"pg_stat_subscription": true, "pg_replication_origin_status": true,
-	"pg_config": true, "pg_backend_memory_contexts": true, "pg_shmem_allocations": true,
-	"pg_sequences": true, "pg_settings": true,
+	"pg_ident_file_mappings": true, "pg_replication_slots": true, "pg_stat_replication": true,
+	"pg_stat_wal_receiver": true, "pg_stat_subscription": true, "pg_replication_origin_status": true,
+	"pg_config": true, "pg_backend_memory_contexts": true, "pg_shmem_allocations": true, "pg_sequences": true,
 	"user_mapping_options": true, "user_mappings": true, "foreign_server_options": true,
 	// information_schema's internal helpers behind the views above (no
 	// PUBLIC grant; _pg_user_mappings shows FDW passwords).
@@ -132,13 +134,38 @@ var anySchemaDataCatalogs = map[string]bool{
 
 func (w *walker) checkDataCatalog(rel *catalog.Relation) {
 	isSys := rel.System || rel.Schema == "pg_catalog" || rel.Schema == "information_schema"
-	if (isSys && dataCatalogs[rel.Name]) || anySchemaDataCatalogs[rel.Name] {
+	switch {
+	case isSys && rel.Name == "pg_settings":
+		if !w.settingsRead() {
+			w.problem(sqlpolicy.Problem{
+				Code: sqlpolicy.ProblemDataCatalog,
+				Detail: fmt.Sprintf("%s lists every setting, custom settings (which often hold secrets) included; "+
+					"select rows by name alone (WHERE name = 'max_index_keys', or name IN (...)), or use SHOW name", rel),
+				Rel: sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name},
+			})
+		}
+	case isSys && statsCatalog(rel.Name):
+		w.problem(sqlpolicy.Problem{
+			Code: sqlpolicy.ProblemDataCatalog,
+			Detail: fmt.Sprintf("%s holds the statistics collector's live counters: row counts of every table "+
+				"and what other sessions do (pg_class.reltuples and relpages hold the planner's estimates)", rel),
+			Rel: sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name},
+		})
+	case (isSys && dataCatalogs[rel.Name]) || anySchemaDataCatalogs[rel.Name]:
 		w.problem(sqlpolicy.Problem{
 			Code:   sqlpolicy.ProblemDataCatalog,
 			Detail: fmt.Sprintf("%s holds data values, secrets or other sessions' queries", rel),
 			Rel:    sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name},
 		})
 	}
+}
+
+// statsCatalog reports the statistics views (pg_stat_user_tables,
+// pg_statio_all_indexes, pg_stat_progress_vacuum ...): live row counts
+// (n_live_tup, n_tup_ins), scans, and other sessions' activity. No driver
+// reads them for introspection.
+func statsCatalog(name string) bool {
+	return strings.HasPrefix(name, "pg_stat_") || strings.HasPrefix(name, "pg_statio_")
 }
 
 // checkFunc classifies the functions whose effect the policy cannot see
@@ -192,8 +219,17 @@ func (w *walker) checkFunc(name string, fc *pg.FuncCall, sc *scope) {
 	}
 	if d, ok := dangerousFuncs[name]; ok {
 		prob(sqlpolicy.ProblemDangerousFunc, name+" "+d)
+		return
+	}
+	if strings.HasPrefix(name, "pg_stat_get_") || statsFuncs[name] {
+		prob(sqlpolicy.ProblemDataCatalog, name+" reads live row counts or activity statistics of tables")
 	}
 }
+
+// statsFuncs count a relation's rows or tuples (pgstattuple); the
+// pg_stat_get_* functions behind the statistics views are matched by
+// prefix.
+var statsFuncs = setOf(`pgstattuple pgstattuple_approx pgstatindex pgstatginindex pgstathashindex pg_relpages`)
 
 // literalArgFuncs are built-in functions whose string argument names what
 // they touch (a setting, a relation, a sequence, SQL text), so the
@@ -308,10 +344,24 @@ func (w *walker) setConfig(fc *pg.FuncCall) {
 	}
 	name, ok := constString(fc.Args[0])
 	if !ok {
+		if names, ok := w.settingsFilter().calls[fc]; ok {
+			// set_config(name, ...) FROM pg_settings WHERE name = 'x':
+			// the name can only be one of the filter's.
+			for _, n := range names {
+				w.setConfigNamed(n, fc)
+			}
+			return
+		}
 		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Func: "set_config",
 			Detail: "set_config with a setting name that is not a literal"})
 		return
 	}
+	w.setConfigNamed(name, fc)
+}
+
+// setConfigNamed records set_config(name, value, is_local) for a known
+// setting name.
+func (w *walker) setConfigNamed(name string, fc *pg.FuncCall) {
 	w.st.LiteralSensitive = true
 	set := sqlpolicy.Setting{Name: strings.ToLower(name)}
 	value, valueOK := constString(fc.Args[1])
@@ -458,4 +508,8 @@ var sensitiveCatalogColumns = map[[2]string]bool{
 	{"pg_user", "useconfig"}:   true,
 	{"pg_shadow", "useconfig"}: true,
 	{"pg_proc", "proconfig"}:   true,
+	// A subscription's connection string holds the publisher's password;
+	// Postgres keeps it from every role but superusers, not the rest of
+	// pg_subscription (pg_dump counts subscriptions).
+	{"pg_subscription", "subconninfo"}: true,
 }

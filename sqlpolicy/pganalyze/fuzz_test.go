@@ -21,6 +21,8 @@ func FuzzAnalyze(f *testing.F) {
 		"SELECT (c).*, ssn(c), row_to_json(c) FROM customers c, LATERAL unnest(ARRAY[1]) u",
 		"COPY (SELECT 1) TO STDOUT; EXPLAIN ANALYZE SELECT 1; PREPARE p AS SELECT $1",
 		"SELECT $x$ ( $x$, E'\\'(', \"((\" FROM t -- (",
+		"SELECT set_config(s.name, '1', false) FROM pg_settings s WHERE s.name IN ('work_mem', 'a.b'); SET statement_timeout = ' 0x1.8p1min '",
+		"LOCK TABLE customers, pg_class IN ACCESS SHARE MODE; SELECT tableoid, xmin FROM pg_class",
 	} {
 		f.Add(s)
 	}

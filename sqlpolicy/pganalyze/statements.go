@@ -107,10 +107,20 @@ func (w *walker) statement(n *pg.Node) {
 		}
 	case *pg.Node_LockStmt:
 		st.Verb, st.Command = sqlpolicy.VerbLock, "LOCK TABLE"
+		if x.LockStmt.Mode == accessShareLock {
+			// The lock every SELECT takes (pg_dump takes it on each table
+			// it dumps): it blocks only what SELECT blocks, and Postgres
+			// asks SELECT on the whole table for it.
+			st.Verb = sqlpolicy.VerbSelect
+		}
 		for _, r := range x.LockStmt.Relations {
 			rv := r.GetRangeVar()
 			if rv == nil {
 				w.unsupported("LOCK of kind %s", nodeName(r.Node))
+				continue
+			}
+			if st.Verb == sqlpolicy.VerbSelect {
+				w.readItem(nil, w.rangeVar(rv, newScope(nil), sqlpolicy.Read, false))
 				continue
 			}
 			rel := w.ddlRel(rv)
@@ -278,3 +288,7 @@ func (w *walker) createTableAs(c *pg.CreateTableAsStmt) {
 	}
 	w.readShape(nil, w.query(c.Query, nil))
 }
+
+// accessShareLock is AccessShareLock, LockStmt.Mode of LOCK ... IN ACCESS
+// SHARE MODE (storage/lockdefs.h).
+const accessShareLock = 1

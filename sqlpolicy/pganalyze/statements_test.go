@@ -2,6 +2,7 @@ package pganalyze_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -187,22 +188,23 @@ func TestSettings(t *testing.T) {
 			[]sqlpolicy.Setting{{Name: "application_name", Value: "agent"}}, false},
 		{"time zone", "SET TIME ZONE 'UTC'", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "timezone", Value: "UTC"}}, false},
 		{"names utf8", "SET NAMES 'UTF8'", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "client_encoding", Value: "UTF8"}}, false},
-		{"client encoding latin1", "SET client_encoding = 'LATIN1'", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "client_encoding", Value: "LATIN1", Guarded: true}}, true},
+		{"client encoding latin1", "SET client_encoding = 'LATIN1'", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "client_encoding", Value: "LATIN1", Guarded: true, Kind: sqlpolicy.SettingLexing}}, true},
 		{"search_path", `SET search_path TO other, "My Schema"`, sqlpolicy.VerbSet,
-			[]sqlpolicy.Setting{{Name: "search_path", Value: "other,My Schema", Guarded: true}}, true},
+			[]sqlpolicy.Setting{{Name: "search_path", Value: "other,My Schema", Guarded: true, Kind: sqlpolicy.SettingResolution}}, true},
 		{"search_path string is one name", `SET search_path = 'a, b'`, sqlpolicy.VerbSet,
-			[]sqlpolicy.Setting{{Name: "search_path", Value: "a, b", Guarded: true}}, true},
+			[]sqlpolicy.Setting{{Name: "search_path", Value: "a, b", Guarded: true, Kind: sqlpolicy.SettingResolution}}, true},
 		{"reset search_path", "RESET search_path", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "search_path", Reset: true}}, false},
 		{"scs off", "SET standard_conforming_strings = off", sqlpolicy.VerbSet,
-			[]sqlpolicy.Setting{{Name: "standard_conforming_strings", Value: "off", Guarded: true}}, true},
+			[]sqlpolicy.Setting{{Name: "standard_conforming_strings", Value: "off", Guarded: true, Kind: sqlpolicy.SettingLexing}}, true},
 		{"scs on", "SET standard_conforming_strings = on", sqlpolicy.VerbSet,
 			[]sqlpolicy.Setting{{Name: "standard_conforming_strings", Value: "on"}}, false},
-		{"set role", "SET ROLE admin", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "role", Value: "admin", Guarded: true}}, true},
+		{"set role", "SET ROLE admin", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "role", Value: "admin", Guarded: true, Kind: sqlpolicy.SettingIdentity}}, true},
 		{"session authorization", "SET SESSION AUTHORIZATION admin", sqlpolicy.VerbSet,
-			[]sqlpolicy.Setting{{Name: "session_authorization", Value: "admin", Guarded: true}}, true},
-		{"unknown setting", "SET my.custom = 'x'", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "my.custom", Value: "x"}}, true},
+			[]sqlpolicy.Setting{{Name: "session_authorization", Value: "admin", Guarded: true, Kind: sqlpolicy.SettingIdentity}}, true},
+		{"unknown setting", "SET my.custom = 'x'", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "my.custom", Value: "x", Kind: sqlpolicy.SettingUnknown}}, true},
 		{"set local", "SET LOCAL statement_timeout = 5000", sqlpolicy.VerbSet,
-			[]sqlpolicy.Setting{{Name: "statement_timeout", Value: "5000", Local: true}}, false},
+			[]sqlpolicy.Setting{{Name: "statement_timeout", Value: "5000", Local: true,
+				Limit: sqlpolicy.LimitStatementTimeout, Amount: int64(5 * time.Second)}}, false},
 		{"set to default", "SET work_mem TO DEFAULT", sqlpolicy.VerbSet, []sqlpolicy.Setting{{Name: "work_mem", Reset: true}}, false},
 		{"reset all", "RESET ALL", sqlpolicy.VerbSet,
 			[]sqlpolicy.Setting{{Name: "search_path", Reset: true}, {Name: "all", Reset: true}}, false},
@@ -214,9 +216,9 @@ func TestSettings(t *testing.T) {
 		{"set_config harmless", "SELECT set_config('application_name', 'x', false)", sqlpolicy.VerbSelect,
 			[]sqlpolicy.Setting{{Name: "application_name", Value: "x"}}, false},
 		{"set_config search_path", `SELECT set_config('search_path', 'other, "B"', true)`, sqlpolicy.VerbSelect,
-			[]sqlpolicy.Setting{{Name: "search_path", Value: "other,B", Local: true, Guarded: true}}, true},
+			[]sqlpolicy.Setting{{Name: "search_path", Value: "other,B", Local: true, Guarded: true, Kind: sqlpolicy.SettingResolution}}, true},
 		{"set_config search_path that does not parse", `SELECT set_config('search_path', 'other, "B', false)`, sqlpolicy.VerbSelect,
-			[]sqlpolicy.Setting{{Name: "search_path", Value: `other, "B`, Unknown: true, Guarded: true}}, true},
+			[]sqlpolicy.Setting{{Name: "search_path", Value: `other, "B`, Unknown: true, Guarded: true, Kind: sqlpolicy.SettingResolution}}, true},
 		{"set_config parameter value", "SELECT set_config('TimeZone', $1, false)", sqlpolicy.VerbSelect,
 			[]sqlpolicy.Setting{{Name: "timezone", Unknown: true}}, false},
 		{"set_config not literal", "SELECT set_config(name, 'x', false) FROM customers", sqlpolicy.VerbSelect, nil, true},

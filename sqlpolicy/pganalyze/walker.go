@@ -51,6 +51,11 @@ type walker struct {
 	capture *[]sqlpolicy.TableRef
 
 	colSeen map[sqlpolicy.ColumnRef]struct{}
+
+	// root is the statement's parse tree (nil in view definitions), and
+	// settings what it restricts reads of pg_settings to (settings.go).
+	root     *pg.Node
+	settings *settingsFilter
 }
 
 // sink collects the columns an expression reads. nil means the statement:
@@ -331,11 +336,12 @@ func (w *walker) baseCols(rel *catalog.Relation) []outCol {
 		return v.([]outCol)
 	}
 	r := sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}
-	cols := make([]outCol, len(rel.Columns))
-	lins := make([]sqlpolicy.ColumnRef, len(rel.Columns))
-	for i, c := range rel.Columns {
-		lins[i] = sqlpolicy.ColumnRef{Rel: r, Column: c.Name, Mode: sqlpolicy.Read}
-		cols[i] = outCol{name: c.Name, lin: lins[i : i+1 : i+1]}
+	names := catalogColumnNames(rel) // classify.go
+	cols := make([]outCol, len(names))
+	lins := make([]sqlpolicy.ColumnRef, len(names))
+	for i, c := range names {
+		lins[i] = sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read}
+		cols[i] = outCol{name: c, lin: lins[i : i+1 : i+1]}
 	}
 	w.a.bases.Store(rel, cols)
 	return cols
