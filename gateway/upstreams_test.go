@@ -54,7 +54,7 @@ func TestUpstreams(t *testing.T) {
 	bot := e.connect("hr-bot", hr.db.Name)
 	assert.Equal(t, "Grace", query(bot, "SELECT name FROM employees WHERE id = 1"))
 	assert.Equal(t, "42501", query(bot, "SELECT salary::text FROM employees WHERE id = 1"), "a label of the policy on hr's column")
-	X
+	assert.Equal(t, "42P01", query(bot, "SELECT name FROM customers WHERE id = 1"), "decided against hr's catalog, which has no customers")
 	assert.Equal(t, hr.login, query(bot, "SELECT current_user::text"))
 
 	t.Run("another upstream's database is refused", func(t *testing.T) {
