@@ -38,6 +38,8 @@ type Config struct {
 	JWKS   []JWKSConfig      `yaml:"jwks,omitempty" json:"jwks,omitempty"`
 	SCRAM  SCRAMConfig       `yaml:"scram,omitempty" json:"scram,omitempty"`
 	SPIFFE map[string]string `yaml:"spiffe,omitempty" json:"spiffe,omitempty"`
+	// MySQL holds per-agent MySQL verifiers (identity/mysql.go).
+	MySQL MySQLConfig `yaml:"mysql,omitempty" json:"mysql,omitempty"`
 }
 
 // TokenConfig verifies tokens minted by `keyhole token mint`.
@@ -95,6 +97,7 @@ type Auth struct {
 	tokens    *tokenVerifier // nil: no token method
 	verifiers map[string]Verifier
 	spiffe    map[string]string
+	mysql     map[string]MySQLVerifier
 }
 
 var _ Authenticator = (*Auth)(nil)
@@ -186,6 +189,10 @@ func newAuthenticator(cfg Config, now func() time.Time) (*Auth, error) {
 		if err := add(cfg.SCRAM.VerifiersFile, m); err != nil {
 			return nil, err
 		}
+	}
+
+	if err := a.loadMySQL(cfg.MySQL); err != nil {
+		return nil, err
 	}
 
 	for id, agent := range cfg.SPIFFE {
