@@ -33,6 +33,9 @@ var ErrConfig = errors.New("invalid identity config")
 //	  verifiers_file: /etc/keyhole/agents-scram.yaml   # same map, in a file
 //	spiffe:
 //	  spiffe://example.org/agents/sales: sales-summarizer
+//	mysql:                                      # MySQL protocol secrets
+//	  verifiers: {sales-summarizer: "MYSQL$*...$..."}
+//	  verifiers_file: /etc/keyhole/agents-mysql.yaml
 type Config struct {
 	Tokens TokenConfig       `yaml:"tokens,omitempty" json:"tokens,omitempty"`
 	JWKS   []JWKSConfig      `yaml:"jwks,omitempty" json:"jwks,omitempty"`
