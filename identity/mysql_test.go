@@ -55,8 +55,12 @@ func TestMySQLVerifier(t *testing.T) {
 		method identity.Method
 		ok     bool
 	}{
-		{"native", func() (*identity.Agent, error) { return v.VerifyNative("a", scramble, nativeResponse(secret, scramble)) }, identity.MethodMySQLNative, true},
-		{"native wrong secret", func() (*identity.Agent, error) { return v.VerifyNative("a", scramble, nativeResponse("nope", scramble)) }, "", false},
+		{"native", func() (*identity.Agent, error) {
+			return v.VerifyNative("a", scramble, nativeResponse(secret, scramble))
+		}, identity.MethodMySQLNative, true},
+		{"native wrong secret", func() (*identity.Agent, error) {
+			return v.VerifyNative("a", scramble, nativeResponse("nope", scramble))
+		}, "", false},
 		{"native other scramble", func() (*identity.Agent, error) {
 			return v.VerifyNative("a", scramble, nativeResponse(secret, []byte("xbcdefghij0123456789")))
 		}, "", false},
@@ -68,7 +72,9 @@ func TestMySQLVerifier(t *testing.T) {
 		{"native only: sha2 refused", func() (*identity.Agent, error) {
 			return identity.MySQLVerifier{Native: v.Native}.VerifySHA2("a", scramble, sha2Response(secret, scramble))
 		}, "", false},
-		{"native only: cleartext", func() (*identity.Agent, error) { return identity.MySQLVerifier{Native: v.Native}.VerifyCleartext("a", secret) }, identity.MethodMySQLNative, true},
+		{"native only: cleartext", func() (*identity.Agent, error) {
+			return identity.MySQLVerifier{Native: v.Native}.VerifyCleartext("a", secret)
+		}, identity.MethodMySQLNative, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
