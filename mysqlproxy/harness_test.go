@@ -284,3 +284,7 @@ func testRSAKey(t testing.TB) *rsa.PrivateKey {
 	})
 	return rsaKey
 }
+
+func testmyAdmin(t testing.TB) *sql.DB { return testmy.Admin(t) }
+
+func itoa(n int) string { return fmt.Sprint(n) }
