@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"strings"
 
 	"github.com/keyholedb/keyhole/audit"
@@ -105,12 +106,15 @@ func (c *conn) handshakeResponse(ctx context.Context) error {
 		if c.srv.cfg.TLS == nil {
 			return fatalErr(erHandshake, "08S01", "Bad handshake: keyhole does not offer TLS here", nil)
 		}
-		tc := tls.Server(c.client, c.srv.cfg.TLS)
+		// A client sends its TLS ClientHello right after the SSL request,
+		// so the reader may already hold its first bytes.
+		raw := c.client
+		if n := c.crd.buffered(); n > 0 {
+			raw = &prefixConn{Conn: raw, prefix: append([]byte(nil), c.crd.buf[c.crd.rp:c.crd.wp]...)}
+		}
+		tc := tls.Server(raw, c.srv.cfg.TLS)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return fmt.Errorf("tls handshake: %w", errors.Join(errClientGone, err))
-		}
-		if c.crd.buffered() > 0 {
-			return fatalErr(erHandshake, "08S01", "Bad handshake", malformed("bytes after the SSL request"))
 		}
 		c.mu.Lock()
 		c.client = tc
@@ -421,4 +425,19 @@ func (c *conn) spiffeCert() *x509.Certificate {
 		}
 	}
 	return nil
+}
+
+// prefixConn reads prefix before the connection's own bytes.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.prefix) > 0 {
+		n := copy(b, p.prefix)
+		p.prefix = p.prefix[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
 }

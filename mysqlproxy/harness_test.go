@@ -78,7 +78,7 @@ func newDecider(t testing.TB, db string, maxRows int) *tableDecider {
 		"SELECT id, item, amount FROM orders ORDER BY id",
 		"SELECT id, item FROM orders WHERE id = ?",
 		"SELECT id, item FROM orders WHERE id = 3",
-		"SELECT count(*) FROM orders",
+		"SELECT count(*) FROM orders", "SELECT count(*) AS n FROM orders",
 		"SELECT id, name FROM customers ORDER BY id",
 		"SELECT id FROM big", "SELECT id FROM big LIMIT 5",
 		"SELECT id, pad FROM big",

@@ -16,13 +16,16 @@ die() { log "error: $*"; exit 1; }
 # client in internal/e2e (for /usr/bin/python3; a pyenv python on PATH does
 # not see it, so tests call /usr/bin/python3). postgresql-client: psql and
 # pgbench. pg_stat_statements ships in postgresql-15 itself on Debian 12 (no
-# separate contrib package to install).
+# separate contrib package to install). python3-pymysql (with
+# python3-cryptography for caching_sha2_password's RSA exchange),
+# mariadb-client and sysbench: the MySQL clients and benchmark of mysqlproxy.
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
-for p in pgbouncer python3-psycopg2; do
+for p in pgbouncer python3-psycopg2 python3-pymysql python3-cryptography sysbench; do
 	have_pkg "$p" || need+=("$p")
 done
 { command -v psql && command -v pgbench; } >/dev/null 2>&1 || need+=(postgresql-client)
+command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ "${#need[@]}" -gt 0 ]; then
@@ -44,6 +47,7 @@ for pidfile in /run/postgresql/pgbouncer.pid /var/run/postgresql/pgbouncer.pid; 
 	fi
 done
 /usr/bin/python3 -c 'import psycopg2' || die "python3-psycopg2 installed but /usr/bin/python3 cannot import it"
+/usr/bin/python3 -c 'import pymysql' || die "python3-pymysql installed but /usr/bin/python3 cannot import it"
 
 # --- node-postgres for internal/e2e ----------------------------------------
 nodedir="$ROOT/internal/e2e/node"
@@ -52,6 +56,15 @@ if [ ! -d "$nodedir/node_modules/pg" ] || [ "$nodedir/package-lock.json" -nt "$n
 	(cd "$nodedir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 else
 	log "node-postgres present"
+fi
+
+# --- mysql2 for mysqlproxy's client tests -------------------------------------
+mynodedir="$ROOT/internal/e2e/mysql/node"
+if [ ! -d "$mynodedir/node_modules/mysql2" ] || [ "$mynodedir/package-lock.json" -nt "$mynodedir/node_modules/.package-lock.json" ]; then
+	log "npm ci in internal/e2e/mysql/node"
+	(cd "$mynodedir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+else
+	log "mysql2 present"
 fi
 
 # --- services --------------------------------------------------------------
