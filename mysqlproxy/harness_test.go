@@ -109,8 +109,12 @@ type env struct {
 	dec     *tableDecider
 	audit   *fixture.Audit
 	upUser  string // the upstream login keyhole uses
+	upPW    string
 	secret  string // secret-bot's agent secret
 	keyPath string // token public key file
+	auth    *identity.Auth
+	src     creds.Source
+	upAddr  string
 }
 
 type envOpts struct {
@@ -146,7 +150,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	auth, err := identity.New(icfg)
 	require.NoError(t, err)
 
-	e := &env{t: t, db: db, upUser: user, secret: secret, keyPath: keyPath}
+	e := &env{t: t, db: db, upUser: user, upPW: pw, secret: secret, keyPath: keyPath}
 	e.dec = newDecider(t, db.Name, o.maxRows)
 	var src creds.Source = &creds.Static{User: user, Password: creds.Secret(pw)}
 	if o.creds != nil {
@@ -186,7 +190,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	e.srv, e.addr = srv, ln.Addr().String()
+	e.srv, e.addr, e.auth, e.src, e.upAddr = srv, ln.Addr().String(), auth, src, testmy.Addr()
 	e.signer = func(agent string, ttl time.Duration) string {
 		tok, err := identity.Mint(priv, identity.Claims{Agent: agent, TTL: ttl})
 		if err != nil {
@@ -288,3 +292,19 @@ func testRSAKey(t testing.TB) *rsa.PrivateKey {
 func testmyAdmin(t testing.TB) *sql.DB { return testmy.Admin(t) }
 
 func itoa(n int) string { return fmt.Sprint(n) }
+
+// serve runs srv on a fresh loopback listener until the test ends.
+func serve(t testing.TB, srv *mysqlproxy.Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = srv.Close()
+		if err := <-served; !errors.Is(err, mysqlproxy.ErrServerClosed) {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return ln.Addr().String()
+}
