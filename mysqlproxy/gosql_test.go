@@ -187,3 +187,39 @@ func TestMaxRows(t *testing.T) {
 	assert.EqualValues(t, 10, cut.Rows)
 	assert.Equal(t, "mysql", cut.Protocol)
 }
+
+func TestAudit(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	r := e.dialRaw(t)
+	r.login(e, "analyst-bot")
+	rows, _ := r.query("SELECT id, name FROM customers ORDER BY id")
+	require.Len(t, rows, 2)
+	_, last := r.query("SELECT id, email FROM customers")
+	assertErr(t, last, 1143, "42000")
+	r.command([]byte{0x01})
+	require.True(t, r.closed())
+
+	var kinds []audit.Kind
+	require.Eventually(t, func() bool {
+		evs := e.audit.Events()
+		return len(evs) > 0 && evs[len(evs)-1].Kind == audit.KindClose
+	}, 5*time.Second, 10*time.Millisecond)
+	evs := e.audit.Events()
+	for _, ev := range evs {
+		kinds = append(kinds, ev.Kind)
+		assert.Equal(t, "mysql", ev.Protocol)
+		assert.NotEmpty(t, ev.Session)
+	}
+	assert.Equal(t, []audit.Kind{audit.KindConnect, audit.KindAuthOK, audit.KindStatement, audit.KindStatement, audit.KindClose}, kinds)
+	allowed, denied := evs[2], evs[3]
+	assert.Equal(t, sqlpolicy.Allow, allowed.Decision)
+	assert.EqualValues(t, 2, allowed.Rows)
+	assert.Equal(t, "analyst-bot", allowed.Agent)
+	assert.Equal(t, "analyst", allowed.Role)
+	assert.Equal(t, e.db.Name, allowed.Database)
+	assert.Equal(t, sqlpolicy.Deny, denied.Decision)
+	assert.Equal(t, "1143/42000", denied.ErrorCode)
+	assert.Equal(t, "roles.analyst.deny_labels[pii.*]", denied.Rule)
+	require.NotEmpty(t, denied.Reasons)
+	assert.Equal(t, "email", denied.Reasons[0].Column)
+}

@@ -306,8 +306,14 @@ func (c *conn) secret(v identity.MySQLVerifier) (*identity.Agent, identity.Metho
 			}
 			a, err := v.VerifyCleartext(c.user, strings.TrimSuffix(string(data), "\x00"))
 			return a, identity.MethodMySQLSHA2, err
-		case len(data) == 0 || (len(data) == 1 && data[0] == 0):
-			return nil, identity.MethodMySQLSHA2, fmt.Errorf("no secret sent: %w", identity.ErrAuthFailed)
+		case switched || plugin == pluginNative || plugin == pluginCachingSHA2:
+			// An empty answer (no password) or one this verifier cannot
+			// check. A client that named a plugin keyhole does not know
+			// (libmariadb's dummy_fallback_auth when it could not load
+			// caching_sha2_password in time) is switched below instead.
+			if len(data) == 0 || len(data) == 1 && data[0] == 0 {
+				return nil, identity.Method(plugin), fmt.Errorf("no secret sent: %w", identity.ErrAuthFailed)
+			}
 		}
 		if switched {
 			return nil, identity.Method(plugin), fmt.Errorf("client answered with %q: %w", plugin, identity.ErrAuthFailed)

@@ -758,7 +758,7 @@ func (c *conn) relayResults(ctx context.Context, r *run) error {
 			return c.upstreamProtocol("LOCAL INFILE request")
 		}
 		cols, _, ok := lenenc(h, 0)
-		if !ok || cols == 0 || cols > 4096 {
+		if !ok || cols == 0 || cols > 0xffff {
 			return c.upstreamProtocol("column count")
 		}
 		if err := c.relayOrSkip(r, n); err != nil {
