@@ -366,6 +366,15 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 	if ds, ok := c.session.(databaseSession); ok && c.database != "" {
 		ds.SetDatabase(c.database)
 	}
+	if ms, ok := c.session.(sqlModeSession); ok {
+		// The server's sql_mode decides how text is lexed (ANSI_QUOTES,
+		// NO_BACKSLASH_ESCAPES): the analyzer must parse with it.
+		mode, err := c.upstreamValue(ctx, "SELECT @@SESSION.sql_mode")
+		if err != nil {
+			return upstreamUnavailable(fmt.Errorf("read sql_mode: %w", err))
+		}
+		ms.SetSQLMode(mode)
+	}
 	c.log.Info("upstream session ready", "upstream", c.upName, "database", c.database, "thread", uc.g.threadID)
 	// The upstream's own OK (status flags, session state) is the client's.
 	c.wbuf, c.seq = appendPacket(c.wbuf[:0], c.seq, uc.ok)
@@ -381,6 +390,70 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 // session through Apply).
 type databaseSession interface {
 	SetDatabase(name string)
+}
+
+// sqlModeSession is the part of the MySQL analyzer's Session that parses
+// with the connection's sql_mode: keyhole reads it from the upstream
+// before the client's first command.
+type sqlModeSession interface {
+	SetSQLMode(mode string)
+}
+
+// upstreamValue runs a one-value query on the upstream session before the
+// relay starts (with the client's capability flags) and returns the
+// value.
+func (c *conn) upstreamValue(ctx context.Context, sql string) (string, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.upConn.SetDeadline(dl)
+		defer func() { _ = c.upConn.SetDeadline(time.Time{}) }()
+	}
+	c.upBuf, _ = appendPacket(c.upBuf[:0], 0, append([]byte{comQuery}, sql...))
+	if err := c.flushUpstream(); err != nil {
+		return "", err
+	}
+	var value string
+	var rows int
+	for phase := 0; ; {
+		p, _, err := c.urd.readPayload(maxPreAuthPacket)
+		if err != nil {
+			return "", err
+		}
+		if len(p) == 0 {
+			return "", malformed("empty packet")
+		}
+		if p[0] == 0xff {
+			return "", parseErrPacket(p)
+		}
+		switch {
+		case phase == 0: // column count
+			if n, _, ok := lenenc(p, 0); !ok || n != 1 {
+				return "", malformed("want one column")
+			}
+			phase = 1
+		case phase == 1: // the column definition
+			phase = 2
+			if c.caps&clientDeprecateEOF != 0 {
+				phase = 3
+			}
+		case phase == 2: // EOF after the definitions
+			phase = 3
+		case p[0] == 0xfe && len(p) < 9: // end of rows
+			info, _ := parseOK(p, c.caps)
+			c.mu.Lock()
+			c.status = info.status
+			c.mu.Unlock()
+			if rows != 1 {
+				return "", malformed("want one row")
+			}
+			return value, nil
+		default:
+			v, _, ok := lenencString(p, 0)
+			if !ok {
+				return "", malformed("row")
+			}
+			value, rows = string(v), rows+1
+		}
+	}
 }
 
 // checkDatabase refuses a database outside the upstream's list.

@@ -135,6 +135,15 @@ type testSession struct {
 	applied  []string
 	resets   int
 	database string
+	sqlMode  string
+}
+
+// SetSQLMode is the method the proxy expects of the MySQL analyzer's
+// session for the connection's sql_mode.
+func (s *testSession) SetSQLMode(mode string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sqlMode = mode
 }
 
 func (s *testSession) Generation() uint64                   { return 0 }

@@ -73,6 +73,10 @@ func TestCommands(t *testing.T) {
 	r.login(e, "analyst-bot")
 	sess := e.dec.lastSession()
 	assert.Equal(t, e.db.Name, sess.database, "connect database given to the analyzer session")
+	var mode string
+	require.NoError(t, e.direct().QueryRow("SELECT @@GLOBAL.sql_mode").Scan(&mode))
+	assert.Equal(t, mode, sess.sqlMode, "the server's sql_mode given to the analyzer session")
+	assert.Contains(t, sess.sqlMode, "STRICT_TRANS_TABLES", "the real mode, not an empty default")
 
 	rows, last := r.query("SELECT id FROM orders WHERE id <= 2; SELECT id, name FROM customers ORDER BY id")
 	assert.Equal(t, []string{"1", "2", "1", "2"}, rows)
