@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -89,21 +90,7 @@ func TestCommands(t *testing.T) {
 		require.Equal(t, byte(0x00), r.read()[0])
 	})
 	t.Run("COM_FIELD_LIST only readable columns", func(t *testing.T) {
-		r.command(append(append([]byte{0x04}, "customers"...), 0))
-		var names []string
-		for {
-			p := r.read()
-			if p[0] == 0xfe && len(p) < 9 {
-				break
-			}
-			require.NotEqual(t, byte(0xff), p[0], "%q", p)
-			i := 0
-			for range 4 {
-				i += 1 + int(p[i])
-			}
-			names = append(names, string(p[i+1:i+1+int(p[i])]))
-		}
-		assert.Equal(t, []string{"id", "name"}, names, "email is labelled pii.email")
+		assert.Equal(t, []string{"id", "name"}, r.fieldList("customers"), "email is labelled pii.email")
 	})
 	t.Run("refused commands keep the session", func(t *testing.T) {
 		for _, cmd := range [][]byte{
@@ -229,5 +216,39 @@ func TestLargePackets(t *testing.T) {
 		var s string
 		require.NoError(t, db.QueryRowContext(ctx, "SELECT REPEAT('y', "+itoa(size)+")").Scan(&s))
 		assert.Equal(t, size, len(s))
+	}
+}
+
+// fieldList sends COM_FIELD_LIST and returns the column names up to the
+// terminating packet (EOF, or OK with header 0xfe under DEPRECATE_EOF).
+func (r *rawClient) fieldList(table string) []string {
+	r.t.Helper()
+	r.command(append(append([]byte{0x04}, table...), 0))
+	var names []string
+	for {
+		p := r.read()
+		if p[0] == 0xfe {
+			return names
+		}
+		require.NotEqual(r.t, byte(0xff), p[0], "%q", p)
+		i := 0
+		for range 4 {
+			i += 1 + int(p[i])
+		}
+		names = append(names, string(p[i+1:i+1+int(p[i])]))
+	}
+}
+
+func TestFieldListDeprecateEOF(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	for _, caps := range []uint32{rawDefaultCaps | cConnectWithDB, rawDefaultCaps | cConnectWithDB | cDeprecateEOF} {
+		r := e.dialRaw(t)
+		r.greeting()
+		r.write(r.handshakeResponse(caps, 45, "analyst-bot", []byte(e.signer("analyst-bot", time.Hour)), e.db.Name, pluginClearText))
+		require.Equal(t, byte(0), r.read()[0])
+		assert.Equal(t, []string{"id", "name"}, r.fieldList("customers"), "caps %#x", caps)
+		// The session goes on after the list.
+		r.command([]byte{0x0e})
+		assert.Equal(t, byte(0), r.read()[0])
 	}
 }

@@ -615,10 +615,10 @@ func (c *conn) onFieldList(p []byte) error {
 		if err != nil {
 			return err
 		}
-		if len(h) > 0 && (h[0] == 0xff || h[0] == 0xfe && n < 9) {
-			if h[0] == 0xfe {
-				c.noteOK(h)
-			}
+		// A column definition starts with its catalog ("def", 0x03); the
+		// list ends with EOF, or an OK with header 0xfe under
+		// CLIENT_DEPRECATE_EOF (longer with session state).
+		if len(h) > 0 && (h[0] == 0xff || h[0] == 0xfe && n < maxPayload) {
 			return c.relayLast(n, h)
 		}
 		if n >= maxPayload || n > len(h) {
