@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,33 +25,61 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/internal/fixture"
 )
+
+// testCA is a throwaway certificate authority.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	file string // PEM
+}
+
+func newTestCA(t testing.TB) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "keyhole test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	file := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	return &testCA{cert: cert, key: key, file: file}
+}
+
+// issue signs a leaf certificate: a server one for 127.0.0.1, or a client
+// one carrying uri as its SAN.
+func (ca *testCA) issue(t testing.TB, serial int64, uri string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature}
+	if uri == "" {
+		tmpl.IPAddresses, tmpl.DNSNames = []net.IP{net.ParseIP("127.0.0.1")}, []string{"localhost"}
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	} else {
+		u, err := url.Parse(uri)
+		require.NoError(t, err)
+		tmpl.URIs = []*url.URL{u}
+		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	require.NoError(t, err)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
 
 // testTLS makes a CA and a server certificate for 127.0.0.1; it returns
 // the server config and the CA's PEM file.
 func testTLS(t testing.TB) (*tls.Config, string) {
-	t.Helper()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "keyhole test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	require.NoError(t, err)
-	ca, err := x509.ParseCertificate(caDER)
-	require.NoError(t, err)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	require.NoError(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, DNSNames: []string{"localhost"},
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	require.NoError(t, err)
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	require.NoError(t, os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600))
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}, caFile
+	ca := newTestCA(t)
+	return &tls.Config{Certificates: []tls.Certificate{ca.issue(t, 2, "")}, MinVersion: tls.VersionTLS12}, ca.file
 }
 
 // clientResult is what both runners print.
@@ -170,4 +199,37 @@ func TestTLS(t *testing.T) {
 	c.TLSConfig = "keyhole-test"
 	c.AllowCleartextPasswords = true
 	require.NoError(t, e.open(c).QueryRow("SELECT 1").Scan(&one))
+}
+
+func TestMTLS(t *testing.T) {
+	ca := newTestCA(t)
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	serverTLS := &tls.Config{Certificates: []tls.Certificate{ca.issue(t, 2, "")}, ClientCAs: pool,
+		ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
+	e := newEnv(t, envOpts{tls: serverTLS, identity: func(c *identity.Config) {
+		c.SPIFFE = map[string]string{"spiffe://example.org/agents/analyst": "analyst-bot"}
+	}})
+	register := func(name string, cert tls.Certificate) {
+		require.NoError(t, mysql.RegisterTLSConfig(name, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}}))
+	}
+	register("keyhole-mtls-analyst", ca.issue(t, 3, "spiffe://example.org/agents/analyst"))
+	register("keyhole-mtls-other", ca.issue(t, 4, "spiffe://example.org/agents/other"))
+
+	// The certificate is the credential: no password at all.
+	c := e.cfg("analyst-bot")
+	c.Passwd = ""
+	c.TLSConfig = "keyhole-mtls-analyst"
+	var one int
+	require.NoError(t, e.open(c).QueryRow("SELECT 1").Scan(&one))
+	// A certificate of another SPIFFE ID cannot claim the agent.
+	c.TLSConfig = "keyhole-mtls-other"
+	assert.EqualValues(t, 1045, errno(e.open(c).Ping()))
+	var methods []string
+	for _, ev := range e.audit.Events() {
+		if ev.Kind == audit.KindAuthOK {
+			methods = append(methods, ev.AuthMethod)
+		}
+	}
+	assert.Equal(t, []string{"mtls"}, methods)
 }

@@ -2,6 +2,7 @@ package mysqlproxy_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -168,4 +169,20 @@ func TestPanicEndsOnlyItsConnection(t *testing.T) {
 	assert.Equal(t, []string{"1"}, rows)
 	rows, _ = other.query("SELECT 1")
 	assert.Equal(t, []string{"1"}, rows)
+}
+
+func TestUpstreamLost(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.dec.allow("analyst", 0, "SELECT CONNECTION_ID()")
+	r := e.dialRaw(t)
+	r.login(e, "analyst-bot")
+	rows, _ := r.query("SELECT CONNECTION_ID()")
+	require.Len(t, rows, 1)
+	// keyhole's connection id (the greeting's) is its own, not the upstream's.
+	assert.NotEqual(t, fmt.Sprint(r.connID), rows[0])
+	_, err := e.direct().Exec("KILL " + rows[0])
+	require.NoError(t, err)
+	_, last := r.query("SELECT 1")
+	assertErr(t, last, 1105, "HY000")
+	assert.True(t, r.closed())
 }
