@@ -237,7 +237,6 @@ func (c *conn) authenticate(ctx context.Context) error {
 		c.authFailed(method, fmt.Errorf("agent %q not in policy: %w", agent.Name, identity.ErrAuthFailed))
 		return accessDenied(fmt.Sprintf("keyhole: agent '%s' is not allowed to connect", c.user), nil)
 	}
-	c.srv.fails.Reset(c.remoteIP)
 	c.mu.Lock()
 	c.agent, c.role, c.upName = agent, role, upName
 	c.mu.Unlock()

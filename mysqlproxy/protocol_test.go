@@ -252,3 +252,26 @@ func TestFieldListDeprecateEOF(t *testing.T) {
 		assert.Equal(t, byte(0), r.read()[0])
 	}
 }
+
+// TestLoadDataLocalNeverNegotiated: even a LOAD DATA LOCAL the policy let
+// through (here the wire-test table allows it; the analyzer denies it)
+// cannot read the agent's files: keyhole never negotiates
+// CLIENT_LOCAL_FILES, so the server refuses the statement itself.
+func TestLoadDataLocalNeverNegotiated(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	q := "LOAD DATA LOCAL INFILE '/etc/hostname' INTO TABLE orders"
+	e.dec.allow("analyst", 0, q)
+	r := e.dialRaw(t)
+	r.greeting()
+	// The client asks for LOCAL_FILES (1<<7); keyhole masks it.
+	r.write(r.handshakeResponse(rawDefaultCaps|cConnectWithDB|1<<7, 45, "analyst-bot", []byte(e.signer("analyst-bot", time.Hour)), e.db.Name, pluginClearText))
+	require.Equal(t, byte(0), r.read()[0])
+	before := e.count("orders")
+	_, last := r.query(q)
+	num, _, msg, ok := sqlErr(last)
+	require.True(t, ok, "want an ERR, got %q", last)
+	assert.Contains(t, []uint16{1148, 4166}, num, msg)
+	assert.Equal(t, before, e.count("orders"))
+	rows, _ := r.query("SELECT 1")
+	assert.Equal(t, []string{"1"}, rows)
+}
