@@ -43,6 +43,7 @@ type conn struct {
 	collation byte
 	user      string
 	database  string // the client's database at connect, then the current one
+	sqlMode   string // the upstream's sql_mode at connect
 	plugin    string
 	authData  []byte
 	program   string
@@ -373,6 +374,7 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 		if err != nil {
 			return upstreamUnavailable(fmt.Errorf("read sql_mode: %w", err))
 		}
+		c.sqlMode = mode
 		ms.SetSQLMode(mode)
 	}
 	c.log.Info("upstream session ready", "upstream", c.upName, "database", c.database, "thread", uc.g.threadID)

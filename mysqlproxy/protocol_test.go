@@ -158,6 +158,7 @@ func TestCommands(t *testing.T) {
 		assert.Equal(t, byte(0), r.read()[0])
 		assert.Equal(t, resets+1, sess.resets)
 		assert.Equal(t, e.db.Name, sess.database)
+		assert.Equal(t, mode, sess.sqlMode)
 		// The reset dropped the upstream's statements; keyhole forgot them.
 		r.command(append(binary.LittleEndian.AppendUint32([]byte{0x17}, id), 0, 1, 0, 0, 0))
 		assertErr(t, r.read(), 1243, "HY000")

@@ -37,6 +37,17 @@ func (b benchDecider) Check(p sqlpolicy.Principal, sql string, s sqlpolicy.Sessi
 	return b.tableDecider.Check(p, sql, s)
 }
 
+// NewSession: the benchmark keeps no session history.
+func (b benchDecider) NewSession() sqlpolicy.Session { return nopSession{} }
+
+type nopSession struct{}
+
+func (nopSession) Generation() uint64                 { return 0 }
+func (nopSession) Note(*sqlpolicy.Access)             {}
+func (nopSession) Apply(*sqlpolicy.Access)            {}
+func (nopSession) ApplyUncommitted(*sqlpolicy.Access) {}
+func (nopSession) Reset()                             {}
+
 var (
 	benchAllow  = &sqlpolicy.Decision{Effect: sqlpolicy.Allow, Rule: "roles.bench.allow[0]", Redacted: "SELECT c FROM sbtest1 WHERE id=?", Fingerprint: "fp"}
 	benchAccess = &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Verb: sqlpolicy.VerbSelect}}}
