@@ -53,6 +53,10 @@ func (c *conn) relay(ctx context.Context) error {
 		if err := c.idlePoint(); err != nil {
 			return err
 		}
+		// An error that ends the session between commands goes out as
+		// the answer to the client's next command would (sequence 1), so
+		// the client reports it when it sends one.
+		c.seq = 1
 		p, seq, err := c.crd.readPayload(c.srv.limits.MaxPacketSize)
 		if err != nil {
 			return c.clientReadError(err)
