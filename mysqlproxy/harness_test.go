@@ -81,7 +81,7 @@ func newDecider(t testing.TB, db string, maxRows int) *tableDecider {
 		"SELECT count(*) FROM orders", "SELECT count(*) AS n FROM orders",
 		"SELECT id, name FROM customers ORDER BY id",
 		"SELECT id FROM big", "SELECT id FROM big LIMIT 5",
-		"SELECT id, pad FROM big",
+		"SELECT id, pad FROM big", "SELECT id, pad, SLEEP(0.001) FROM big",
 		"SELECT id FROM orders WHERE id <= 2; SELECT id, name FROM customers ORDER BY id",
 		"INSERT INTO orders (id, item, amount) VALUES (?, ?, ?)",
 		"INSERT INTO orders (id, item, amount) VALUES (100, 'x', 1)",
