@@ -339,14 +339,11 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 	})
 	if uc != nil {
 		c.srv.seen(c.upName, uc.g)
-	} else {
-		var ue *upstreamError
-		if !errors.As(err, &ue) && errors.Is(err, errCapsChanged) {
-			// The next greeting offers what the upstream has now.
-			c.srv.upMu.Lock()
-			delete(c.srv.ups, c.upName)
-			c.srv.upMu.Unlock()
-		}
+	} else if errors.Is(err, errCapsChanged) {
+		// The next greeting offers what the upstream has now.
+		c.srv.upMu.Lock()
+		delete(c.srv.ups, c.upName)
+		c.srv.upMu.Unlock()
 	}
 	if err != nil {
 		if m := c.srv.cfg.Metrics; m != nil {

@@ -29,7 +29,9 @@
 //  4. dial upstream: keyhole logs in as the lease's user with exactly the
 //     relay flags negotiated with the client (both legs then frame
 //     results alike and packets pass unchanged), the client's collation
-//     and database, then relays the upstream's OK to the client.
+//     and database, hands the analyzer's session the database and the
+//     server's sql_mode (which decides how text is lexed), then relays
+//     the upstream's OK to the client.
 //  5. relay: one command at a time (MySQL's protocol is half duplex).
 //     COM_QUERY text (multi-statement text as a whole) and
 //     COM_STMT_PREPARE are decided before anything is sent upstream;
