@@ -276,3 +276,49 @@ func TestLoadDataLocalNeverNegotiated(t *testing.T) {
 	rows, _ := r.query("SELECT 1")
 	assert.Equal(t, []string{"1"}, rows)
 }
+
+// TestLongData: COM_STMT_SEND_LONG_DATA and COM_STMT_RESET reach the
+// statement they name, and the execute that follows uses the data.
+func TestLongData(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	r := e.dialRaw(t)
+	r.login(e, "analyst-bot")
+	r.command(append([]byte{0x16}, "INSERT INTO orders (id, item, amount) VALUES (?, ?, ?)"...))
+	p := r.read()
+	require.Equal(t, byte(0), p[0], "%q", p)
+	id := binary.LittleEndian.Uint32(p[1:])
+	for range 3 + 1 { // three parameter definitions and EOF
+		r.read()
+	}
+	longData := func(param uint16, data string) {
+		b := binary.LittleEndian.AppendUint32([]byte{0x18}, id)
+		b = binary.LittleEndian.AppendUint16(b, param)
+		r.command(append(b, data...)) // no answer
+	}
+	execute := func(item int) []byte {
+		b := binary.LittleEndian.AppendUint32([]byte{0x17}, id)
+		b = append(b, 0, 1, 0, 0, 0) // no cursor, one iteration
+		b = append(b, 0, 1)          // null bitmap, new parameters bound
+		b = append(b, 0x03, 0, 0xfd, 0, 0xfd, 0)
+		b = binary.LittleEndian.AppendUint32(b, uint32(item))
+		// parameter 1 comes from long data
+		b = append(b, 1, '7')
+		r.command(b)
+		return r.read()
+	}
+	longData(1, "long-")
+	longData(1, "item")
+	require.Equal(t, byte(0), execute(200)[0])
+	var item string
+	require.NoError(t, e.direct().QueryRow("SELECT item FROM orders WHERE id = 200").Scan(&item))
+	assert.Equal(t, "long-item", item)
+
+	// COM_STMT_RESET drops data sent but not used.
+	longData(1, "dropped")
+	r.command(binary.LittleEndian.AppendUint32([]byte{0x1a}, id))
+	require.Equal(t, byte(0), r.read()[0])
+	longData(1, "kept")
+	require.Equal(t, byte(0), execute(201)[0])
+	require.NoError(t, e.direct().QueryRow("SELECT item FROM orders WHERE id = 201").Scan(&item))
+	assert.Equal(t, "kept", item)
+}
