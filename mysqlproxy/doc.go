@@ -45,7 +45,7 @@
 //     COM_PROCESS_KILL and unknown commands are refused with 1047 and the
 //     session goes on. Responses are relayed as raw packets (only the
 //     packets that end results, and row boundaries, are looked at) and
-//     written in one batch per response.
+//     written once per burst the upstream sends, not once per packet.
 //
 // A refused statement gets 1142 (table) or 1143 (column), SQLSTATE 42000,
 // with the rule, table.column, label and what the agent may use instead
