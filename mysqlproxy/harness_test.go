@@ -63,7 +63,16 @@ agents:
 // newDecider is the one place the tests' Decider is built. Until the
 // MySQL analyzer lands it is the wire-test table; then it becomes
 // sqlpolicy.NewEngine(policy from testPolicy, catalog of db,
-// myanalyze.New(...)) behind a sqlpolicy.Holder.
+// myanalyze.New(...)) behind a sqlpolicy.Holder. The table below lists
+// exactly what testPolicy allows and denies for the statements the tests
+// send. Tests that change decisions mid-session go through the table's
+// hooks and must then use Holder.Swap with an edited policy instead:
+// TestPreparedReexecuted (forget = a reload that narrows the role),
+// TestSessionEnds (an agent leaves the policy), and the allow calls of
+// TestLargePackets, TestVault and TestUpstreamLost (statements testPolicy
+// would allow: add them to the role if the analyzer asks for it).
+// TestLoadDataLocalNeverNegotiated deliberately allows what the analyzer
+// denies, to test the wire's own defence; it keeps a table decider.
 func newDecider(t testing.TB, db string, maxRows int) *tableDecider {
 	d := newTableDecider()
 	d.agents["analyst-bot"] = "analyst"
