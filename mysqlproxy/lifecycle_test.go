@@ -186,3 +186,27 @@ func TestUpstreamLost(t *testing.T) {
 	assertErr(t, last, 1105, "HY000")
 	assert.True(t, r.closed())
 }
+
+// TestShutdownDeadline: a statement still running at the deadline is
+// killed upstream and its session ends with 1053.
+func TestShutdownDeadline(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.dec.allow("analyst", 0, "SELECT SLEEP(60)")
+	r := e.dialRaw(t)
+	r.login(e, "analyst-bot")
+	r.command(append([]byte{0x03}, "SELECT SLEEP(60)"...))
+	sleeping := func() int {
+		var n int
+		_ = e.direct().QueryRow("SELECT count(*) FROM information_schema.PROCESSLIST WHERE USER = ? AND INFO = 'SELECT SLEEP(60)'", e.upUser).Scan(&n)
+		return n
+	}
+	require.Eventually(t, func() bool { return sleeping() == 1 }, 10*time.Second, 20*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, e.srv.Shutdown(ctx), context.DeadlineExceeded)
+	num, _, _, ok := sqlErr(r.read())
+	require.True(t, ok)
+	assert.EqualValues(t, 1053, num)
+	assert.True(t, r.closed())
+	assert.Eventually(t, func() bool { return sleeping() == 0 }, 10*time.Second, 50*time.Millisecond, "the statement still runs upstream")
+}
