@@ -148,10 +148,14 @@ func TestSysbenchPointSelect(t *testing.T) {
 	if v := os.Getenv("KEYHOLE_SYSBENCH_TARGETS"); v != "" {
 		targets = strings.Split(v, ",")
 	}
+	modes := []string{"auto", "disable"}
+	if v := os.Getenv("KEYHOLE_SYSBENCH_MODES"); v != "" {
+		modes = strings.Split(v, ",")
+	}
 	type result struct{ queries, cpu, secs float64 }
 	results := map[string]*result{}
 	for round := range 2 {
-		for _, mode := range []string{"auto", "disable"} {
+		for _, mode := range modes {
 			for _, target := range targets {
 				addr, u, p := testmy.Addr(), user, pw
 				switch target {
@@ -177,7 +181,7 @@ func TestSysbenchPointSelect(t *testing.T) {
 	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("sysbench oltp_point_select, 8 threads, 2 x %ds per cell, alternated; load average %s", secs, load)
 	fmt.Printf("%-8s %-8s %10s %8s %14s\n", "ps-mode", "target", "queries/s", "×direct", "proxy µs CPU/q")
-	for _, mode := range []string{"auto", "disable"} {
+	for _, mode := range modes {
 		direct := results[mode+"/direct"]
 		for _, target := range targets {
 			r := results[mode+"/"+target]
