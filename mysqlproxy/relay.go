@@ -304,7 +304,7 @@ func (c *conn) onQuery(ctx context.Context, p []byte) error {
 	dec, acc := c.decide(sql)
 	if !dec.Allowed() {
 		e := denyError(dec)
-		c.auditStatement(sql, dec, start, 0, e)
+		c.auditStatement(sql, dec, start, e)
 		return c.reply(e)
 	}
 	if err := c.forward(p); err != nil {
@@ -349,12 +349,13 @@ func (c *conn) auditRun(r *run, text, fp string) {
 	c.auditEvent(r.sql, text, fp, r.dec, r.started, r.rows, r.err)
 }
 
-func (c *conn) auditStatement(sql string, dec *sqlpolicy.Decision, start time.Time, rows int64, e *sqlError) {
+// auditStatement audits a statement refused before it ran.
+func (c *conn) auditStatement(sql string, dec *sqlpolicy.Decision, start time.Time, e *sqlError) {
 	if c.srv.cfg.Audit == nil {
 		return
 	}
 	text, fp := c.redact(sql, dec)
-	c.auditEvent(sql, text, fp, dec, start, rows, e)
+	c.auditEvent(sql, text, fp, dec, start, 0, e)
 }
 
 func (c *conn) auditEvent(sql, text, fp string, dec *sqlpolicy.Decision, start time.Time, rows int64, e *sqlError) {
@@ -389,7 +390,7 @@ func (c *conn) onPrepare(p []byte) error {
 	c.hasLastStmt = false
 	if !dec.Allowed() {
 		e := denyError(dec)
-		c.auditStatement(sql, dec, start, 0, e)
+		c.auditStatement(sql, dec, start, e)
 		return c.reply(e)
 	}
 	if err := c.forward(p); err != nil {
@@ -466,7 +467,7 @@ func (c *conn) onExecute(ctx context.Context, p []byte) error {
 	dec, acc := c.decide(st.sql)
 	if !dec.Allowed() {
 		e := denyError(dec)
-		c.auditStatement(st.sql, dec, start, 0, e)
+		c.auditStatement(st.sql, dec, start, e)
 		return c.reply(e)
 	}
 	if id == statementIDLast || p[5]&0x07 != 0 {
@@ -572,7 +573,7 @@ func (c *conn) onInitDB(p []byte) error {
 	if !dec.Allowed() {
 		e := denyError(dec)
 		e.num = erDBAccessDenied
-		c.auditStatement(sql, dec, start, 0, e)
+		c.auditStatement(sql, dec, start, e)
 		return c.reply(e)
 	}
 	if err := c.forward(p); err != nil {
