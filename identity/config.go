@@ -43,6 +43,9 @@ var ErrConfig = errors.New("invalid identity config")
 //	  base_delay: 1s                            # first lockout, doubled per further failure
 //	  max_delay: 15m                            # longest lockout
 //	  max_entries: 65536                        # (address, agent) pairs remembered
+//	mysql:                                      # MySQL protocol secrets
+//	  verifiers: {sales-summarizer: "MYSQL$*...$..."}
+//	  verifiers_file: /etc/keyhole/agents-mysql.yaml
 type Config struct {
 	Tokens TokenConfig       `yaml:"tokens,omitempty" json:"tokens,omitempty"`
 	JWKS   []JWKSConfig      `yaml:"jwks,omitempty" json:"jwks,omitempty"`
@@ -51,6 +54,8 @@ type Config struct {
 	// Lockout configures the Limiter the front ends share (NewLimiter);
 	// New only checks it.
 	Lockout LockoutConfig `yaml:"lockout,omitempty" json:"lockout,omitempty"`
+	// MySQL holds per-agent MySQL verifiers (identity/mysql.go).
+	MySQL MySQLConfig `yaml:"mysql,omitempty" json:"mysql,omitempty"`
 }
 
 // TokenConfig verifies tokens minted by `keyhole token mint`.
@@ -110,6 +115,7 @@ type Auth struct {
 	spiffe    map[string]string
 	// mockKey derives the salts of made-up verifiers (mockVerifier).
 	mockKey []byte
+	mysql     map[string]MySQLVerifier
 }
 
 var _ Authenticator = (*Auth)(nil)
@@ -207,6 +213,9 @@ func newAuthenticator(cfg Config, now func() time.Time) (*Auth, error) {
 	}
 
 	a.mockKey = mockKey(a.verifiers)
+	if err := a.loadMySQL(cfg.MySQL); err != nil {
+		return nil, err
+	}
 
 	for id, agent := range cfg.SPIFFE {
 		if _, err := ParseSPIFFEID(id); err != nil {

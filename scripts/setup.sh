@@ -40,12 +40,16 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install o
 # and a JDK (java runs the e2e JDBC program from source, which needs the
 # compiler): the pgJDBC metadata test. pg_stat_statements ships in
 # postgresql-15 itself on Debian 12 (no separate contrib package to install).
+# python3-pymysql (with python3-cryptography for caching_sha2_password's RSA
+# exchange), mariadb-client and sysbench: the MySQL clients and benchmark of
+# mysqlproxy.
 need=()
-for p in pgbouncer python3-psycopg2 libpostgresql-jdbc-java; do
+for p in pgbouncer python3-psycopg2 libpostgresql-jdbc-java python3-pymysql python3-cryptography sysbench; do
 	have_pkg "$p" || need+=("$p")
 done
 { command -v psql && command -v pgbench && command -v pg_dump; } >/dev/null 2>&1 || need+=(postgresql-client)
 { command -v java && command -v javac; } >/dev/null 2>&1 || need+=(default-jdk-headless)
+command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 
@@ -86,6 +90,7 @@ if [ -n "$pgbouncer_pid" ]; then
 	as_root /etc/init.d/pgbouncer stop >/dev/null 2>&1 || as_root kill "$pgbouncer_pid" 2>/dev/null || true
 fi
 /usr/bin/python3 -c 'import psycopg2' || die "python3-psycopg2 installed but /usr/bin/python3 cannot import it"
+/usr/bin/python3 -c 'import pymysql' || die "python3-pymysql installed but /usr/bin/python3 cannot import it"
 
 # --- node-postgres for internal/e2e (no root needed) -------------------------
 nodedir="$ROOT/internal/e2e/node"
@@ -94,6 +99,15 @@ if [ ! -d "$nodedir/node_modules/pg" ] || [ "$nodedir/package-lock.json" -nt "$n
 	(cd "$nodedir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 else
 	log "node-postgres present"
+fi
+
+# --- mysql2 for mysqlproxy's client tests -------------------------------------
+mynodedir="$ROOT/internal/e2e/mysql/node"
+if [ ! -d "$mynodedir/node_modules/mysql2" ] || [ "$mynodedir/package-lock.json" -nt "$mynodedir/node_modules/.package-lock.json" ]; then
+	log "npm ci in internal/e2e/mysql/node"
+	(cd "$mynodedir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+else
+	log "mysql2 present"
 fi
 
 # --- services --------------------------------------------------------------

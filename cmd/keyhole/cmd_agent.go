@@ -15,11 +15,13 @@ func init() {
 }
 
 const agentUsage = `usage:
-  keyhole agent secret --agent NAME [--iterations N]
+  keyhole agent secret --agent NAME [--iterations N] [--mysql]
       print a new random secret for the agent (its database password, for
       SCRAM-SHA-256) and the verifier to store in keyhole's identity config
-      (scram.verifiers or scram.verifiers_file). keyhole keeps only the
-      verifier; the secret is shown once.
+      (scram.verifiers or scram.verifiers_file). With --mysql, also the
+      MySQL verifier of the same secret (mysql.verifiers or
+      mysql.verifiers_file: mysql_native_password and caching_sha2_password).
+      keyhole keeps only the verifiers; the secret is shown once.
 `
 
 func runAgent(args []string) int { return agentMain(args, os.Stdout, os.Stderr) }
@@ -35,6 +37,7 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keyhole agent secret", flag.ContinueOnError)
 	agent := fs.String("agent", "", "agent name")
 	iter := fs.Int("iterations", identity.DefaultSCRAMIter, "PBKDF2 iterations (at least 4096, RFC 7677)")
+	withMySQL := fs.Bool("mysql", false, "also print the MySQL verifier (identity mysql.verifiers)")
 	if code, ok := cliFlags(fs, args[1:], agentUsage, stdout, stderr); !ok {
 		return code
 	}
@@ -56,5 +59,9 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "secret: %s\n", secret)
 	fmt.Fprintf(stdout, "# add to the identity config, scram.verifiers (or the verifiers_file map):\n")
 	fmt.Fprintf(stdout, "%s: %s\n", strconv.Quote(*agent), strconv.Quote(v.String()))
+	if *withMySQL {
+		fmt.Fprintf(stdout, "# add to the identity config, mysql.verifiers (or the verifiers_file map):\n")
+		fmt.Fprintf(stdout, "%s: %s\n", strconv.Quote(*agent), strconv.Quote(identity.NewMySQLVerifier(secret).String()))
+	}
 	return exitOK
 }

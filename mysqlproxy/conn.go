@@ -1,0 +1,494 @@
+package mysqlproxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime/debug"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/identity"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// conn is one client connection and, after phase 4, its upstream session.
+// One goroutine runs it (MySQL's protocol is one command, one response);
+// stop is the only entry from outside.
+type conn struct {
+	srv    *Server
+	id     string // session id in logs and audit
+	connID uint32 // keyhole's connection id, sent in the greeting
+	log    *slog.Logger
+
+	client     net.Conn // the *tls.Conn after an SSL request
+	crd        *reader
+	wbuf       []byte // gathered for the client until flushClient
+	remoteIP   string
+	remoteAddr string
+	isTLS      bool
+
+	// Handshake.
+	seq       byte   // next sequence id in the handshake phase
+	offered   uint32 // flags in the greeting
+	caps      uint32 // flags negotiated with the client
+	scramble  []byte
+	collation byte
+	user      string
+	database  string // the client's database at connect, then the current one
+	sqlMode   string // the upstream's sql_mode at connect
+	plugin    string
+	authData  []byte
+	program   string
+
+	agent    *identity.Agent
+	role     string
+	upName   string
+	upstream Upstream
+	lease    *creds.Lease
+
+	// Upstream session.
+	upConn   net.Conn
+	urd      *reader
+	upBuf    []byte
+	upThread uint32 // the upstream's connection id, for KILL QUERY
+	status   uint16 // the upstream's last server status flags
+
+	// mu guards what stop, drain and RevokeAgent read or set from other
+	// goroutines.
+	mu       sync.Mutex
+	stopped  bool
+	stopErr  error
+	draining bool
+	busy     bool // a command is in flight upstream
+
+	session sqlpolicy.Session
+	stmts   map[uint32]*prepared // by the upstream's statement id
+	// lastStmt is the id of the statement the last COM_STMT_PREPARE created,
+	// when that prepare succeeded (MariaDB's statement id -1).
+	lastStmt    uint32
+	hasLastStmt bool
+
+	closeOnce sync.Once
+}
+
+func (s *Server) newConn(nc net.Conn, connID uint32) *conn {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	addr := nc.RemoteAddr().String()
+	ip := ""
+	if a, ok := nc.RemoteAddr().(*net.TCPAddr); ok {
+		ip = a.IP.String()
+	} else if h, _, err := net.SplitHostPort(addr); err == nil {
+		ip = h
+	}
+	return &conn{
+		srv:        s,
+		id:         id,
+		connID:     connID,
+		log:        s.log.With("session", id, "client", addr),
+		client:     nc,
+		crd:        newReader(nc, readBufSize),
+		remoteIP:   ip,
+		remoteAddr: addr,
+		stmts:      make(map[uint32]*prepared),
+		session:    s.cfg.Decider.NewSession(),
+	}
+}
+
+// serve runs the connection's phases:
+//
+//  1. greet and read the handshake response (TLS on an SSL request);
+//  2. authenticate the agent;
+//  3. acquire upstream credentials for its role;
+//  4. log in upstream with the flags negotiated with the client, then
+//     send the client its OK;
+//  5. relay commands until either side ends.
+//
+// The first error ends the connection and becomes one ERR packet
+// (wireError). It never panics: a panic ends only this connection.
+func (c *conn) serve(parent context.Context) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	// Cancelling the context closes the sockets, which unblocks any read.
+	stopClose := context.AfterFunc(ctx, c.closeSockets)
+	defer stopClose()
+	defer c.closeSockets()
+
+	c.srv.metricsOpened()
+	c.record(audit.Event{Kind: audit.KindConnect})
+	c.log.Debug("connection accepted")
+	n := c.srv.nconns.Add(1)
+	defer c.srv.nconns.Add(-1)
+	started := time.Now()
+
+	err := func() (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				c.log.Error("panic in connection", "panic", r, "stack", string(debug.Stack()))
+				err = fatalErr(erUnknownError, "HY000", "keyhole: internal error", fmt.Errorf("panic: %v", r))
+			}
+		}()
+		return c.run(ctx, n > int64(c.srv.limits.MaxConns))
+	}()
+	if se := c.stopError(); se != nil {
+		err = se
+	}
+	c.finish(err)
+	c.srv.metricsClosed()
+	ev := audit.Event{Kind: audit.KindClose, DurationMS: msSince(started)}
+	if e := wireError(err); e != nil {
+		ev.ErrorCode, ev.Error = e.code(), e.message
+	}
+	c.record(ev)
+}
+
+func (c *conn) run(ctx context.Context, overLimit bool) error {
+	deadline := time.Now().Add(c.srv.limits.StartupTimeout)
+	if err := c.setClientDeadline(deadline); err != nil {
+		return err
+	}
+	if overLimit {
+		// MySQL sends 1040 in place of the greeting.
+		c.seq = 0
+		return fatalErr(erConCount, "08004", "Too many connections", nil)
+	}
+	if err := c.greet(ctx); err != nil {
+		return err
+	}
+	if err := c.handshakeResponse(ctx); err != nil {
+		return err
+	}
+	if err := c.authenticate(ctx); err != nil {
+		return err
+	}
+	if err := c.credentials(ctx, deadline); err != nil {
+		return err
+	}
+	if err := c.dialUpstream(ctx, deadline); err != nil {
+		return err
+	}
+	if err := c.setClientDeadline(time.Time{}); err != nil {
+		return err
+	}
+	return c.relay(ctx)
+}
+
+// setClientDeadline sets the client socket's deadline unless the
+// connection was stopped, whose deadline must stand.
+func (c *conn) setClientDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return c.stopErr
+	}
+	_ = c.client.SetDeadline(t)
+	return nil
+}
+
+// finish sends the client the one error that ended the connection. Its
+// sequence id follows whatever the client sent last: the handshake
+// phase's counter, or the command's.
+func (c *conn) finish(err error) {
+	e := wireError(err)
+	switch {
+	case e != nil:
+		c.log.Info("connection ended", "code", e.num, "err", err)
+		_ = c.client.SetWriteDeadline(time.Now().Add(time.Second))
+		c.wbuf = c.wbuf[:0]
+		c.wbuf, _ = appendPacket(c.wbuf, c.seq, e.packet(nil))
+		_ = c.flushClient()
+	case err != nil && !errors.Is(err, errClientGone):
+		c.log.Info("connection ended", "err", err)
+	default:
+		c.log.Debug("connection closed")
+	}
+	if c.lease != nil {
+		c.lease.Release()
+	}
+}
+
+func (c *conn) closeSockets() {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		client, up := c.client, c.upConn
+		c.mu.Unlock()
+		_ = client.Close()
+		if up != nil {
+			_ = up.Close()
+		}
+	})
+}
+
+func (c *conn) agentName() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.agent == nil {
+		return ""
+	}
+	return c.agent.Name
+}
+
+// stop ends the connection from outside its goroutine (revoked lease,
+// expiry, shutdown, RevokeAgent): it records err as the connection's
+// error, stops the upstream statement in flight, closes the upstream and
+// unblocks the client read so serve sends err and closes.
+func (c *conn) stop(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return
+	}
+	c.stopped = true
+	c.stopErr = err
+	if c.busy && c.upThread != 0 && c.lease != nil {
+		// Closing the socket does not stop a running statement (the
+		// server notices a gone client only when it next writes).
+		up, user, pw, thread := c.upstream, c.lease.User, c.lease.Password.Reveal(), c.upThread
+		go func() {
+			if err := c.srv.killQuery(context.Background(), up, user, pw, thread); err != nil {
+				c.log.Warn("stop upstream statement of ended session", "err", err)
+			}
+		}()
+	}
+	if c.upConn != nil {
+		_ = c.upConn.Close()
+	}
+	_ = c.client.SetReadDeadline(time.Now())
+	// A client that does not read must not hold the connection open.
+	_ = c.client.SetWriteDeadline(time.Now().Add(time.Second))
+}
+
+func (c *conn) stopError() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stopErr
+}
+
+// drain ends the session now if it is idle (or still starting up), else
+// when the command in flight, and any open transaction, completes.
+func (c *conn) drain() {
+	c.mu.Lock()
+	c.draining = true
+	idle := c.upConn == nil || (!c.busy && c.status&serverStatusInTrans == 0)
+	c.mu.Unlock()
+	if idle {
+		c.stop(errShutdown)
+	}
+}
+
+// --- phase 3: credentials ---
+
+func (c *conn) credentials(ctx context.Context, deadline time.Time) error {
+	up, ok := c.srv.cfg.Upstreams[c.upName]
+	if !ok {
+		up, ok = c.srv.cfg.Upstreams[""]
+	}
+	if !ok {
+		return upstreamUnavailable(fmt.Errorf("no upstream configured for %q", c.upName))
+	}
+	c.upstream = up
+	if c.database == "" {
+		c.database = up.Database
+	}
+	if c.database != "" {
+		// The database named at connect is decided like COM_INIT_DB.
+		if e := c.checkDatabase(c.database); e != nil {
+			return fatalErr(e.num, e.state, e.message, nil)
+		}
+		if dec, _ := c.decide("USE " + quoteIdent(c.database)); !dec.Allowed() {
+			e := denyError(dec)
+			return fatalErr(erDBAccessDenied, e.state, e.message, nil)
+		}
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	lease, err := c.srv.cfg.Creds.Acquire(ctx, creds.Request{Agent: c.agent.Name, Role: c.role, Upstream: c.upName})
+	if err != nil || lease == nil {
+		if m := c.srv.cfg.Metrics; m != nil {
+			m.UpstreamError(protocolName)
+		}
+		return fatalErr(erUnknownError, "HY000", "keyhole: "+creds.ErrUnavailable.Error(), fmt.Errorf("acquire credentials: %w", err))
+	}
+	c.mu.Lock()
+	c.lease = lease
+	c.mu.Unlock()
+	return nil
+}
+
+// --- phase 4: dial upstream ---
+
+func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	attrs := [][2]string{{"_client_name", "keyhole"}, {"keyhole_session", c.id}}
+	if c.program != "" {
+		attrs = append(attrs, [2]string{"program_name", c.program})
+	}
+	uc, err := login(ctx, loginRequest{
+		up: c.upstream, user: c.lease.User, password: c.lease.Password.Reveal(), db: c.database,
+		caps: c.caps, collation: c.collation, attrs: attrs,
+	})
+	if uc != nil {
+		c.srv.seen(c.upName, uc.g)
+	} else if errors.Is(err, errCapsChanged) {
+		// The next greeting offers what the upstream has now.
+		c.srv.upMu.Lock()
+		delete(c.srv.ups, c.upName)
+		c.srv.upMu.Unlock()
+	}
+	if err != nil {
+		if m := c.srv.cfg.Metrics; m != nil {
+			m.UpstreamError(protocolName)
+		}
+		// Login errors carry the upstream user and host, never the password.
+		return upstreamUnavailable(fmt.Errorf("login upstream %s: %w", c.upstream.Addr, err))
+	}
+	info, _ := parseOK(uc.ok, c.caps)
+	c.mu.Lock()
+	c.upConn, c.urd, c.upThread, c.status = uc.nc, uc.rd, uc.g.threadID, info.status
+	stopped := c.stopped
+	c.mu.Unlock()
+	if stopped {
+		_ = uc.nc.Close()
+		return c.stopError()
+	}
+	if ds, ok := c.session.(databaseSession); ok && c.database != "" {
+		ds.SetDatabase(c.database)
+	}
+	if ms, ok := c.session.(sqlModeSession); ok {
+		// The server's sql_mode decides how text is lexed (ANSI_QUOTES,
+		// NO_BACKSLASH_ESCAPES): the analyzer must parse with it.
+		mode, err := c.upstreamValue(ctx, "SELECT @@SESSION.sql_mode")
+		if err != nil {
+			return upstreamUnavailable(fmt.Errorf("read sql_mode: %w", err))
+		}
+		c.sqlMode = mode
+		ms.SetSQLMode(mode)
+	}
+	c.log.Info("upstream session ready", "upstream", c.upName, "database", c.database, "thread", uc.g.threadID)
+	// The upstream's own OK (status flags, session state) is the client's.
+	c.wbuf, c.seq = appendPacket(c.wbuf[:0], c.seq, uc.ok)
+	if err := c.flushClient(); err != nil {
+		return fmt.Errorf("send OK: %w", errClientGone)
+	}
+	return nil
+}
+
+// databaseSession is the part of the MySQL analyzer's Session that tracks
+// the current database, which unqualified table names resolve in: keyhole
+// sets it at connect and on COM_INIT_DB (USE in SQL text reaches the
+// session through Apply).
+type databaseSession interface {
+	SetDatabase(name string)
+}
+
+// sqlModeSession is the part of the MySQL analyzer's Session that parses
+// with the connection's sql_mode: keyhole reads it from the upstream
+// before the client's first command.
+type sqlModeSession interface {
+	SetSQLMode(mode string)
+}
+
+// upstreamValue runs a one-value query on the upstream session before the
+// relay starts (with the client's capability flags) and returns the
+// value.
+func (c *conn) upstreamValue(ctx context.Context, sql string) (string, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.upConn.SetDeadline(dl)
+		defer func() { _ = c.upConn.SetDeadline(time.Time{}) }()
+	}
+	c.upBuf, _ = appendPacket(c.upBuf[:0], 0, append([]byte{comQuery}, sql...))
+	if err := c.flushUpstream(); err != nil {
+		return "", err
+	}
+	var value string
+	var rows int
+	for phase := 0; ; {
+		p, _, err := c.urd.readPayload(maxPreAuthPacket)
+		if err != nil {
+			return "", err
+		}
+		if len(p) == 0 {
+			return "", malformed("empty packet")
+		}
+		if p[0] == 0xff {
+			return "", parseErrPacket(p)
+		}
+		switch {
+		case phase == 0: // column count
+			if n, _, ok := lenenc(p, 0); !ok || n != 1 {
+				return "", malformed("want one column")
+			}
+			phase = 1
+		case phase == 1: // the column definition
+			phase = 2
+			if c.caps&clientDeprecateEOF != 0 {
+				phase = 3
+			}
+		case phase == 2: // EOF after the definitions
+			phase = 3
+		case p[0] == 0xfe && len(p) < 9: // end of rows
+			info, _ := parseOK(p, c.caps)
+			c.mu.Lock()
+			c.status = info.status
+			c.mu.Unlock()
+			if rows != 1 {
+				return "", malformed("want one row")
+			}
+			return value, nil
+		default:
+			v, _, ok := lenencString(p, 0)
+			if !ok {
+				return "", malformed("row")
+			}
+			value, rows = string(v), rows+1
+		}
+	}
+}
+
+// checkDatabase refuses a database outside the upstream's list.
+func (c *conn) checkDatabase(db string) *sqlError {
+	if len(c.upstream.Databases) == 0 || slices.Contains(c.upstream.Databases, db) {
+		return nil
+	}
+	return stmtErr(erDBAccessDenied, "42000", fmt.Sprintf("keyhole: database '%s' is not served to agent '%s' (upstream %s serves %v)", db, c.user, c.upName, c.upstream.Databases))
+}
+
+// --- audit ---
+
+func (c *conn) record(ev audit.Event) {
+	r := c.srv.cfg.Audit
+	if r == nil {
+		return
+	}
+	ev.Time = time.Now()
+	ev.Session = c.id
+	ev.Protocol = protocolName
+	ev.Client = c.remoteAddr
+	if ev.Agent == "" && c.agent != nil {
+		ev.Agent = c.agent.Name
+	}
+	if ev.Role == "" {
+		ev.Role = c.role
+	}
+	if ev.Database == "" {
+		ev.Database = c.database
+	}
+	r.Record(ev)
+}
+
+func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
+
+func isLoopback(ip string) bool {
+	a := net.ParseIP(ip)
+	return a != nil && a.IsLoopback()
+}

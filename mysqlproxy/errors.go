@@ -1,0 +1,146 @@
+package mysqlproxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+)
+
+// MySQL error numbers and SQLSTATEs keyhole sends itself (mysqld_error.h,
+// sql_state.h). Each number always travels with its SQLSTATE.
+const (
+	erConCount              = 1040 // 08004 too many connections
+	erHandshake             = 1043 // 08S01 bad handshake
+	erDBAccessDenied        = 1044 // 42000
+	erAccessDenied          = 1045 // 28000
+	erUnknownCom            = 1047 // 08S01 unknown or refused command / protocol violation
+	erServerShutdown        = 1053 // 08S01
+	erTooBigSelect          = 1104 // 42000
+	erUnknownError          = 1105 // HY000 upstream or credentials unavailable
+	erUnknownCharset        = 1115 // 42000
+	erTableAccessDenied     = 1142 // 42000
+	erColumnAccessDenied    = 1143 // 42000
+	erNetPacketTooLarge     = 1153 // 08S01
+	erNetReadInterrupted    = 1159 // 08S01 timeout reading a packet
+	erUnknownStmtHandler    = 1243 // HY000
+	erNotSupportedAuthMode  = 1251 // 08004
+	erClientInteractTimeout = 4031 // HY000 idle session ended (MySQL 8.0.24+)
+)
+
+// sqlError is one MySQL ERR packet: error number, SQLSTATE and message
+// travel together (like vitess's sqlerror.SQLError). fatal errors end the
+// session after they are sent; cause is for logs only and never reaches
+// the client.
+type sqlError struct {
+	num     uint16
+	state   string
+	message string
+	fatal   bool
+	cause   error
+}
+
+func (e *sqlError) Error() string {
+	if e.cause != nil {
+		return fmt.Sprintf("ERROR %d (%s): %s: %v", e.num, e.state, e.message, e.cause)
+	}
+	return fmt.Sprintf("ERROR %d (%s): %s", e.num, e.state, e.message)
+}
+
+func (e *sqlError) Unwrap() error { return e.cause }
+
+// Code is the errno and SQLSTATE as audit records them, e.g. "1142/42000".
+func (e *sqlError) code() string { return fmt.Sprintf("%d/%s", e.num, e.state) }
+
+// maxErrMessage is what libmysqlclient and Connector/C keep of an error
+// message (MYSQL_ERRMSG_SIZE 512, NUL included); a longer one is cut there.
+const maxErrMessage = 511
+
+// packet encodes the ERR packet payload (protocol 4.1 form).
+func (e *sqlError) packet(dst []byte) []byte {
+	msg := truncateUTF8(e.message, maxErrMessage)
+	dst = append(dst, 0xff, byte(e.num), byte(e.num>>8), '#')
+	state := e.state
+	if len(state) != 5 {
+		state = "HY000"
+	}
+	dst = append(dst, state...)
+	return append(dst, msg...)
+}
+
+func truncateUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xc0 == 0x80 {
+		n--
+	}
+	return s[:n]
+}
+
+func fatalErr(num uint16, state, msg string, cause error) *sqlError {
+	return &sqlError{num: num, state: state, message: msg, fatal: true, cause: cause}
+}
+
+func stmtErr(num uint16, state, msg string) *sqlError {
+	return &sqlError{num: num, state: state, message: msg}
+}
+
+func protocolErr(msg string, cause error) *sqlError {
+	return fatalErr(erUnknownCom, "08S01", msg, cause)
+}
+
+func upstreamUnavailable(cause error) *sqlError {
+	return fatalErr(erUnknownError, "HY000", "keyhole: upstream unavailable", cause)
+}
+
+func accessDenied(msg string, cause error) *sqlError {
+	return fatalErr(erAccessDenied, "28000", msg, cause)
+}
+
+var (
+	// errClientGone: the client closed its end or sent COM_QUIT; nothing to send.
+	errClientGone = errors.New("client closed the connection")
+	// errUpstreamFatal: the upstream ended the session with its own error, already relayed.
+	errUpstreamFatal = errors.New("upstream ended the session")
+
+	errShutdown     = fatalErr(erServerShutdown, "08S01", "keyhole is shutting down", nil)
+	errRevoked      = fatalErr(erServerShutdown, "08S01", "keyhole: upstream credentials revoked; connection closed", nil)
+	errAgentRevoked = fatalErr(erAccessDenied, "28000", "keyhole: the agent's access was revoked; connection closed", nil)
+	errExpired      = fatalErr(erAccessDenied, "28000", "keyhole: agent authorization expired; connection closed", nil)
+	errAgentRemoved = fatalErr(erAccessDenied, "28000", "keyhole: agent is no longer allowed by the policy; connection closed", nil)
+	errIdle         = fatalErr(erClientInteractTimeout, "HY000", "keyhole: the client was disconnected because of inactivity", nil)
+	errTimeout      = fatalErr(erNetReadInterrupted, "08S01", "keyhole: timeout reading from the client", nil)
+	errLost         = fatalErr(erUnknownError, "HY000", "keyhole: upstream connection lost", nil)
+)
+
+// wireError converts the error that ended a connection into the one ERR
+// packet the client gets, or nil when nothing should be sent. It is the
+// only place a Go error becomes a MySQL error.
+func wireError(err error) *sqlError {
+	if err == nil || errors.Is(err, errClientGone) || errors.Is(err, errUpstreamFatal) {
+		return nil
+	}
+	var se *sqlError
+	if errors.As(err, &se) {
+		return se
+	}
+	var tooBig *packetTooLargeError
+	if errors.As(err, &tooBig) {
+		return fatalErr(erNetPacketTooLarge, "08S01", fmt.Sprintf("keyhole: got a packet bigger than %d bytes", tooBig.limit), nil)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		return nil
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) {
+		return errTimeout
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return nil
+	}
+	// Everything else is a malformed or out-of-order packet.
+	return protocolErr("keyhole: protocol violation", nil)
+}

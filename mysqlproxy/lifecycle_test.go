@@ -1,0 +1,212 @@
+package mysqlproxy_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/mysqlproxy"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// revocable hands out the static upstream login with leases the test can
+// end.
+type revocable struct {
+	user, pw string
+	mu       sync.Mutex
+	done     []chan struct{}
+}
+
+func (r *revocable) Acquire(context.Context, creds.Request) (*creds.Lease, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ch := make(chan struct{})
+	r.done = append(r.done, ch)
+	return creds.NewLease(r.user, creds.Secret(r.pw), ch, nil, nil), nil
+}
+
+func (r *revocable) revokeAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, ch := range r.done {
+		close(ch)
+	}
+	r.done = nil
+}
+
+func (r *revocable) Close() error { return nil }
+
+func TestSessionEnds(t *testing.T) {
+	t.Run("lease revoked", func(t *testing.T) {
+		var src *revocable
+		e := newEnv(t, envOpts{creds: func(e *env) creds.Source {
+			src = &revocable{user: e.upUser, pw: e.upPW}
+			return src
+		}})
+		r := e.dialRaw(t)
+		r.login(e, "analyst-bot")
+		src.revokeAll()
+		num, state, msg, ok := sqlErr(r.read())
+		require.True(t, ok)
+		assert.EqualValues(t, 1053, num)
+		assert.Equal(t, "08S01", state)
+		assert.Contains(t, msg, "revoked")
+		assert.True(t, r.closed())
+	})
+	e := newEnv(t, envOpts{limits: mysqlproxy.Limits{IdleTimeout: time.Second}})
+	t.Run("RevokeAgent", func(t *testing.T) {
+		r := e.dialRaw(t)
+		r.login(e, "analyst-bot")
+		require.Eventually(t, func() bool { return e.srv.RevokeAgent("analyst-bot") == 1 }, 5*time.Second, 10*time.Millisecond)
+		num, _, _, ok := sqlErr(r.read())
+		require.True(t, ok)
+		assert.EqualValues(t, 1045, num)
+		assert.True(t, r.closed())
+	})
+	t.Run("idle timeout", func(t *testing.T) {
+		r := e.dialRaw(t)
+		r.login(e, "analyst-bot")
+		num, _, _, ok := sqlErr(r.read())
+		require.True(t, ok)
+		assert.EqualValues(t, 4031, num)
+		assert.True(t, r.closed())
+	})
+	t.Run("agent leaves the policy", func(t *testing.T) {
+		r := e.dialRaw(t)
+		r.login(e, "analyst-bot")
+		e.dec.mu.Lock()
+		delete(e.dec.agents, "analyst-bot")
+		e.dec.mu.Unlock()
+		r.command(append([]byte{0x03}, "SELECT 1"...))
+		num, state, _, ok := sqlErr(r.read())
+		require.True(t, ok)
+		assert.EqualValues(t, 1045, num)
+		assert.Equal(t, "28000", state)
+		assert.True(t, r.closed())
+	})
+}
+
+func TestMaxConns(t *testing.T) {
+	e := newEnv(t, envOpts{limits: mysqlproxy.Limits{MaxConns: 1}})
+	r1 := e.dialRaw(t)
+	r1.login(e, "analyst-bot")
+	r2 := e.dialRaw(t)
+	num, state, _, ok := sqlErr(r2.read())
+	require.True(t, ok)
+	assert.EqualValues(t, 1040, num)
+	assert.Equal(t, "08004", state)
+	assert.True(t, r2.closed())
+}
+
+func TestShutdown(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	idle := e.dialRaw(t)
+	idle.login(e, "analyst-bot")
+	inTx := e.dialRaw(t)
+	inTx.login(e, "analyst-bot")
+	_, last := inTx.query("START TRANSACTION")
+	require.Equal(t, byte(0), last[0])
+
+	done := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		done <- e.srv.Shutdown(ctx)
+	}()
+	// The idle session ends at once with 1053.
+	num, _, _, ok := sqlErr(idle.read())
+	require.True(t, ok)
+	assert.EqualValues(t, 1053, num)
+	// The one in a transaction may finish it, then ends.
+	rows, _ := inTx.query("SELECT 1")
+	assert.Equal(t, []string{"1"}, rows)
+	_, last = inTx.query("COMMIT")
+	require.Equal(t, byte(0), last[0])
+	num, _, _, ok = sqlErr(inTx.read())
+	require.True(t, ok)
+	assert.EqualValues(t, 1053, num)
+	require.NoError(t, <-done)
+}
+
+// panicky panics on one text: the panic must end only that connection.
+type panicky struct{ *tableDecider }
+
+func (p panicky) Check(pr sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access) {
+	if sql == "PANIC" {
+		panic("test panic")
+	}
+	return p.tableDecider.Check(pr, sql, s)
+}
+
+func TestPanicEndsOnlyItsConnection(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	other := e.dialRaw(t)
+	other.login(e, "analyst-bot")
+	srv, err := mysqlproxy.New(mysqlproxy.Config{Decider: panicky{e.dec}, Auth: e.auth, Creds: e.src,
+		Upstreams: map[string]mysqlproxy.Upstream{"shop": {Addr: e.upAddr, Database: e.db.Name}}, RSAKey: testRSAKey(t),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	e2 := *e
+	e2.srv, e2.addr = srv, serve(t, srv)
+	r := e2.dialRaw(t)
+	r.login(&e2, "analyst-bot")
+	r.command(append([]byte{0x03}, "PANIC"...))
+	num, _, _, ok := sqlErr(r.read())
+	require.True(t, ok)
+	assert.EqualValues(t, 1105, num)
+	assert.True(t, r.closed())
+	r2 := e2.dialRaw(t)
+	r2.login(&e2, "analyst-bot")
+	rows, _ := r2.query("SELECT 1")
+	assert.Equal(t, []string{"1"}, rows)
+	rows, _ = other.query("SELECT 1")
+	assert.Equal(t, []string{"1"}, rows)
+}
+
+func TestUpstreamLost(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.dec.allow("analyst", 0, "SELECT CONNECTION_ID()")
+	r := e.dialRaw(t)
+	r.login(e, "analyst-bot")
+	rows, _ := r.query("SELECT CONNECTION_ID()")
+	require.Len(t, rows, 1)
+	// keyhole's connection id (the greeting's) is its own, not the upstream's.
+	assert.NotEqual(t, fmt.Sprint(r.connID), rows[0])
+	_, err := e.direct().Exec("KILL " + rows[0])
+	require.NoError(t, err)
+	_, last := r.query("SELECT 1")
+	assertErr(t, last, 1105, "HY000")
+	assert.True(t, r.closed())
+}
+
+// TestShutdownDeadline: a statement still running at the deadline is
+// killed upstream and its session ends with 1053.
+func TestShutdownDeadline(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.dec.allow("analyst", 0, "SELECT SLEEP(60)")
+	r := e.dialRaw(t)
+	r.login(e, "analyst-bot")
+	r.command(append([]byte{0x03}, "SELECT SLEEP(60)"...))
+	sleeping := func() int {
+		var n int
+		_ = e.direct().QueryRow("SELECT count(*) FROM information_schema.PROCESSLIST WHERE USER = ? AND INFO = 'SELECT SLEEP(60)'", e.upUser).Scan(&n)
+		return n
+	}
+	require.Eventually(t, func() bool { return sleeping() == 1 }, 10*time.Second, 20*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	require.ErrorIs(t, e.srv.Shutdown(ctx), context.DeadlineExceeded)
+	num, _, _, ok := sqlErr(r.read())
+	require.True(t, ok)
+	assert.EqualValues(t, 1053, num)
+	assert.True(t, r.closed())
+	assert.Eventually(t, func() bool { return sleeping() == 0 }, 10*time.Second, 50*time.Millisecond, "the statement still runs upstream")
+}

@@ -1,0 +1,375 @@
+package mysqlproxy
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyholedb/keyhole/admin"
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/identity"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// Config configures a Server.
+type Config struct {
+	// TLS offers CLIENT_SSL when set. For mTLS set ClientAuth to
+	// tls.VerifyClientCertIfGiven and ClientCAs.
+	TLS *tls.Config
+	// Decider decides every statement; its sessions must be the MySQL
+	// analyzer's.
+	Decider sqlpolicy.Decider
+	// Auth checks agent tokens and certificates; when it also implements
+	// identity.MySQLAuthenticator, agents with a stored MySQL verifier log
+	// in with their secret.
+	Auth  identity.Authenticator
+	Creds creds.Source
+	// Upstreams by name (the role's upstream); "" is the default used when
+	// the role's name is missing.
+	Upstreams map[string]Upstream
+	// Limiter limits guessing of agent secrets per (address, agent); one
+	// is shared by every front end. nil = a private one with the defaults.
+	Limiter *identity.Limiter
+	Audit   audit.Recorder     // nil = none
+	Metrics admin.ProxyMetrics // nil = none
+	Logger  *slog.Logger       // nil = slog.Default()
+	Limits  Limits
+	// RawStatements audits raw SQL instead of the Decider.Redact text.
+	RawStatements bool
+	// RSAKey answers caching_sha2_password public key requests (a token
+	// sent without TLS, from loopback only). RSA-OAEP-SHA1 carries at most
+	// size/8-42 bytes: 470 with 4096 bits, enough for keyhole's tokens but
+	// not every external issuer's (send those over TLS). nil = a 4096-bit
+	// key generated in the background by New.
+	RSAKey *rsa.PrivateKey
+}
+
+// Upstream is a MySQL or MariaDB server keyhole connects to.
+type Upstream struct {
+	Addr string // host:port
+	// Database is the database a session starts in when the client names
+	// none; "" = none.
+	Database string
+	// Databases, when set, are the only databases a client may name at
+	// connect or select with COM_INIT_DB (USE in SQL text is the policy's
+	// to decide). Empty = any database the policy allows.
+	Databases []string
+	TLS       *tls.Config // nil = no TLS
+}
+
+// Limits bound resource use. Zero values mean the defaults noted.
+type Limits struct {
+	MaxConns       int           // 0 = 1000 concurrent client connections (then 1040)
+	StartupTimeout time.Duration // 0 = 10s from accept to the client's OK packet
+	IdleTimeout    time.Duration // 0 = none; idle sessions end with 4031
+	// MaxPacketSize bounds one client command, all its packets together
+	// (the client's max_allowed_packet); 0 = 64 MiB. Before
+	// authentication every packet is bounded by 16 KiB instead.
+	MaxPacketSize int
+	// ShutdownGrace bounds Shutdown when its context has no deadline; 0 = 30s.
+	ShutdownGrace time.Duration
+	// DialTimeout bounds connecting to the upstream (and its capability
+	// probe and KILL QUERY side connections); 0 = 5s.
+	DialTimeout time.Duration
+}
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxConns <= 0 {
+		l.MaxConns = 1000
+	}
+	if l.StartupTimeout <= 0 {
+		l.StartupTimeout = 10 * time.Second
+	}
+	if l.MaxPacketSize <= 0 {
+		l.MaxPacketSize = 64 << 20
+	}
+	if l.ShutdownGrace <= 0 {
+		l.ShutdownGrace = 30 * time.Second
+	}
+	if l.DialTimeout <= 0 {
+		l.DialTimeout = 5 * time.Second
+	}
+	return l
+}
+
+// Server accepts MySQL client connections and relays them upstream.
+type Server struct {
+	cfg    Config
+	limits Limits
+	log    *slog.Logger
+	fails  *identity.Limiter
+	mysql  identity.MySQLAuthenticator // nil when Auth holds no MySQL verifiers
+
+	ctx    context.Context // parent of every connection; cancelled last in Shutdown
+	cancel context.CancelFunc
+
+	rsaReady chan struct{} // closed once rsaKey/rsaPEM/rsaErr are set
+	rsaKey   *rsa.PrivateKey
+	rsaPEM   []byte
+	rsaErr   error
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	ids       map[uint32]*conn // keyhole connection id → connection
+	draining  bool
+	wg        sync.WaitGroup
+	nconns    atomic.Int64
+
+	upMu sync.Mutex
+	ups  map[string]*upstreamInfo // what each upstream's greeting said
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("mysqlproxy: server closed")
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	switch {
+	case cfg.Decider == nil:
+		return nil, errors.New("mysqlproxy: Config.Decider is required")
+	case cfg.Auth == nil:
+		return nil, errors.New("mysqlproxy: Config.Auth is required")
+	case cfg.Creds == nil:
+		return nil, errors.New("mysqlproxy: Config.Creds is required")
+	case len(cfg.Upstreams) == 0:
+		return nil, errors.New("mysqlproxy: Config.Upstreams is empty")
+	}
+	for name, u := range cfg.Upstreams {
+		if _, _, err := net.SplitHostPort(u.Addr); err != nil {
+			return nil, fmt.Errorf("mysqlproxy: upstream %q: address %q: %w", name, u.Addr, err)
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	fails := cfg.Limiter
+	if fails == nil {
+		fails = identity.NewLimiter(identity.LockoutConfig{})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		cfg:       cfg,
+		limits:    cfg.Limits.withDefaults(),
+		log:       log.With("component", "mysqlproxy"),
+		fails:     fails,
+		ctx:       ctx,
+		cancel:    cancel,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+		ids:       make(map[uint32]*conn),
+		ups:       make(map[string]*upstreamInfo),
+	}
+	if m, ok := cfg.Auth.(identity.MySQLAuthenticator); ok {
+		s.mysql = m
+	}
+	s.rsaReady = make(chan struct{})
+	if cfg.RSAKey != nil {
+		s.rsaKey, s.rsaPEM = cfg.RSAKey, publicKeyPEM(cfg.RSAKey)
+		close(s.rsaReady)
+	} else {
+		go func() {
+			// A 4096-bit key takes a second or more to find.
+			k, err := rsa.GenerateKey(rand.Reader, 4096)
+			if err != nil {
+				s.rsaErr = fmt.Errorf("generate RSA key: %w", err)
+			} else {
+				s.rsaKey, s.rsaPEM = k, publicKeyPEM(k)
+			}
+			close(s.rsaReady)
+		}()
+	}
+	return s, nil
+}
+
+// Serve accepts connections on ln until Shutdown or Close (then it
+// returns ErrServerClosed) or an accept error.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			draining := s.draining
+			s.mu.Unlock()
+			if draining {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept", "err", err, "retry_in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return fmt.Errorf("mysqlproxy: accept: %w", err)
+		}
+		backoff = 0
+		s.mu.Lock()
+		if s.draining {
+			s.mu.Unlock()
+			_ = nc.Close()
+			continue
+		}
+		c := s.newConnLocked(nc)
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			c.serve(s.ctx)
+			s.mu.Lock()
+			delete(s.conns, c)
+			if s.ids[c.connID] == c {
+				delete(s.ids, c.connID)
+			}
+			s.mu.Unlock()
+		}()
+	}
+}
+
+// newConnLocked gives the connection a keyhole connection id (the
+// greeting's, what CONNECTION_ID() would be to a client of a plain server)
+// unique among the server's live connections.
+func (s *Server) newConnLocked(nc net.Conn) *conn {
+	var id uint32
+	var b [4]byte
+	for id == 0 || s.ids[id] != nil {
+		_, _ = rand.Read(b[:])
+		id = binary.LittleEndian.Uint32(b[:]) & 0x7fffffff
+	}
+	c := s.newConn(nc, id)
+	s.ids[id] = c
+	return c
+}
+
+// Shutdown stops accepting, lets statements in flight finish until ctx is
+// done (or Limits.ShutdownGrace when ctx has no deadline), and ends every
+// session with 1053: idle ones at once, busy ones when their command (or
+// open transaction) completes or the deadline passes.
+func (s *Server) Shutdown(ctx context.Context) error {
+	conns := s.closeListeners()
+	for _, c := range conns {
+		c.drain()
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.limits.ShutdownGrace)
+		defer cancel()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+	}
+	s.stopAll(errShutdown, done)
+	return ctx.Err()
+}
+
+// Close ends every session at once with 1053 and stops accepting.
+func (s *Server) Close() error {
+	s.closeListeners()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	s.stopAll(errShutdown, done)
+	return nil
+}
+
+func (s *Server) closeListeners() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.draining = true
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
+// stopAll stops every connection with err and waits for them (done); the
+// sockets of connections that do not finish promptly are closed by
+// cancelling their contexts.
+func (s *Server) stopAll(err error, done <-chan struct{}) {
+	s.mu.Lock()
+	for c := range s.conns {
+		c.stop(err)
+	}
+	s.mu.Unlock()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		s.cancel()
+		<-done
+	}
+	s.cancel()
+}
+
+// RevokeAgent ends every session of agent now (1045, "access revoked"),
+// e.g. when its token or secret is revoked or it leaves the policy. It
+// returns how many sessions it ended.
+func (s *Server) RevokeAgent(agent string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		if c.agentName() == agent {
+			c.stop(errAgentRevoked)
+			n++
+		}
+	}
+	return n
+}
+
+// rsa returns the key for caching_sha2_password public key requests,
+// waiting for New's background generation if needed.
+func (s *Server) rsa(ctx context.Context) (*rsa.PrivateKey, []byte, error) {
+	select {
+	case <-s.rsaReady:
+		return s.rsaKey, s.rsaPEM, s.rsaErr
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+}
+
+func (s *Server) metricsOpened() {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.ConnectionOpened(protocolName)
+	}
+}
+
+func (s *Server) metricsClosed() {
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.ConnectionClosed(protocolName)
+	}
+}
+
+const protocolName = "mysql"
