@@ -164,16 +164,15 @@ func (c *conn) startupMessage(code uint32, body []byte) error {
 	return nil
 }
 
-// isUTF8Name reports whether Postgres reads an encoding name as UTF8. Its
-// pg_char_to_encoding (src/common/encnames.c) ignores every byte that is
-// not an ASCII letter or digit, folds case, and knows UTF8 as "utf8" and
-// "unicode"; names of NAMEDATALEN (64) bytes or more are unknown. So
+// isUTF8Name reports whether Postgres reads an encoding name as UTF8.
+// client_encoding is a name (GUC_IS_NAME): the value is cut to
+// NAMEDATALEN-1 (63) bytes first. pg_char_to_encoding
+// (src/common/encnames.c) then ignores every byte that is not an ASCII
+// letter or digit, folds case, and knows UTF8 as "utf8" and "unicode". So
 // 'utf-8' (asyncpg sends the quotes), UTF_8 and Unicode are UTF8.
 func isUTF8Name(v string) bool {
-	if len(v) >= 64 {
-		return false
-	}
-	var b [64]byte
+	v = v[:min(len(v), 63)]
+	var b [63]byte
 	n := 0
 	for i := 0; i < len(v); i++ {
 		switch ch := v[i]; {
