@@ -36,9 +36,6 @@ func (b *memBudget) acquire(n int64, wait time.Duration, done <-chan struct{}) e
 		if b.avail >= n {
 			b.avail -= n
 			b.mu.Unlock()
-			if timer != nil {
-				timer.Stop()
-			}
 			return nil
 		}
 		freed := b.freed

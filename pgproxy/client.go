@@ -91,6 +91,7 @@ func (c *conn) readClient() error {
 		default:
 			return fatal(codeProtocolViolation, fmt.Sprintf("unexpected message type %T", msg), nil)
 		}
+		c.cmsgs.forget(msg)
 		if err != nil {
 			return err
 		}

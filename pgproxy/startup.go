@@ -116,6 +116,13 @@ func (c *conn) startupMessage(code uint32, body []byte) error {
 	c.clientRd = newMsgReader(c.client, maxAuthMessage)
 	c.clientRd.budget, c.clientRd.wait, c.clientRd.done = c.srv.buffers, bufferWait, c.stopCh
 	c.clientRd.active = &c.lastActive
+	c.clientRd.reserving = func(n int64, wait bool) {
+		if wait {
+			c.log.Info("client message waits for buffer memory", "bytes", n)
+		} else {
+			c.log.Debug("client message reserves buffer memory", "bytes", n)
+		}
+	}
 
 	var unrecognized []string
 	c.params = make(map[string]string)

@@ -34,6 +34,9 @@ type msgReader struct {
 	// active is stamped with the time of every read that returned bytes
 	// (the idle timeout's measure of client activity).
 	active *atomic.Int64
+	// reserving is called before a message takes budget (wait: it has
+	// to wait for it).
+	reserving func(bytes int64, wait bool)
 }
 
 const (
@@ -100,6 +103,9 @@ func (m *msgReader) reserve(n int) error {
 	need := int64(n - readBufSize)
 	if need <= m.reserved {
 		return nil
+	}
+	if m.reserving != nil {
+		m.reserving(need-m.reserved, m.budget.available() < need-m.reserved)
 	}
 	if err := m.budget.acquire(need-m.reserved, m.wait, m.done); err != nil {
 		return fmt.Errorf("message of %d bytes: %w", n, err)
@@ -223,6 +229,26 @@ func (f *frontendMsgs) decode(typ byte, body []byte, auth uint32) (pgproto3.Fron
 		return nil, err
 	}
 	return msg, nil
+}
+
+// forget drops what the decoded msg refers to once it has been handled: a
+// large Query's text, or a Bind's parameters (which point into the read
+// buffer), must not stay reachable until the next message of the kind.
+func (f *frontendMsgs) forget(msg pgproto3.FrontendMessage) {
+	switch msg {
+	case &f.query:
+		f.query.String = ""
+	case &f.parse:
+		f.parse.Query = ""
+	case &f.bind:
+		clear(f.bind.Parameters)
+		f.bind.Parameters = f.bind.Parameters[:0]
+	case &f.copyData:
+		f.copyData.Data = nil
+	case &f.functionCall:
+		clear(f.functionCall.Arguments)
+		f.functionCall.Arguments = f.functionCall.Arguments[:0]
+	}
 }
 
 // syncMsg and terminateMsg are the encoded Sync and Terminate.
