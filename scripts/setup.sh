@@ -12,14 +12,15 @@ die() { log "error: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "run as root (apt-get and service starts need it)"
 
 # --- Debian packages -------------------------------------------------------
-# pgbouncer: the baseline in scripts/bench.sh. python3-psycopg2: the psycopg2
-# client in internal/e2e (for /usr/bin/python3; a pyenv python on PATH does
-# not see it, so tests call /usr/bin/python3). postgresql-client: psql and
+# pgbouncer: the baseline in scripts/bench.sh. python3-psycopg2,
+# python3-psycopg (psycopg 3) and python3-asyncpg: the Python clients in
+# internal/e2e (for /usr/bin/python3; a pyenv python on PATH does not see
+# them, so tests call /usr/bin/python3). postgresql-client: psql and
 # pgbench. pg_stat_statements ships in postgresql-15 itself on Debian 12 (no
 # separate contrib package to install).
 need=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
-for p in pgbouncer python3-psycopg2; do
+for p in pgbouncer python3-psycopg2 python3-psycopg python3-asyncpg; do
 	have_pkg "$p" || need+=("$p")
 done
 { command -v psql && command -v pgbench; } >/dev/null 2>&1 || need+=(postgresql-client)
@@ -44,6 +45,7 @@ for pidfile in /run/postgresql/pgbouncer.pid /var/run/postgresql/pgbouncer.pid; 
 	fi
 done
 /usr/bin/python3 -c 'import psycopg2' || die "python3-psycopg2 installed but /usr/bin/python3 cannot import it"
+/usr/bin/python3 -c 'import psycopg, asyncpg' || die "python3-psycopg/python3-asyncpg installed but /usr/bin/python3 cannot import them"
 
 # --- node-postgres for internal/e2e ----------------------------------------
 nodedir="$ROOT/internal/e2e/node"
