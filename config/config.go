@@ -159,7 +159,7 @@ type Policy struct {
 type Limits struct {
 	MaxConns       int           `yaml:"max_conns"`
 	StartupTimeout time.Duration `yaml:"startup_timeout"`
-	// IdleTimeout closes a client connection idle this long; 0 = never.
+	// IdleTimeout closes a client connection idle this long; 0 = 1h.
 	IdleTimeout    time.Duration `yaml:"idle_timeout"`
 	MaxMessageSize int           `yaml:"max_message_size"`
 	// ShutdownGrace is how long SIGTERM waits for sessions to finish

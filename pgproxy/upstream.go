@@ -304,7 +304,9 @@ func (c *conn) answer(typ byte, raw []byte) error {
 		if r.kind != reqExecute && r.kind != reqQuery {
 			return c.unexpected(typ, r)
 		}
-		c.copyIn.Store(false)
+		if c.copyIn.Load() {
+			c.copyIn.Store(false)
+		}
 		u.executed = true
 		c.statementDone(&r.exec, raw[5:len(raw)-1])
 		c.toClient(raw)
