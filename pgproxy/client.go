@@ -381,7 +381,7 @@ func (c *conn) statement(name string) (*prepared, *pgproto3.ErrorResponse, error
 		}
 	}
 	switch {
-	case p == nil || p.closing:
+	case p == nil || p.closing || objState(p.state.Load()) == objClosed:
 		return nil, stmtError(codeInvalidStmtName, fmt.Sprintf("prepared statement %q does not exist", name)), nil
 	case objState(p.state.Load()) == objFailed:
 		return nil, stmtError(codeInvalidStmtName, fmt.Sprintf("keyhole: prepared statement %q is unusable: the server did not accept its Parse; Close it and Parse it again", name)), nil

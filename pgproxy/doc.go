@@ -12,11 +12,12 @@
 //     when the user has a stored verifier, else a cleartext agent token
 //     (TLS or loopback only). Failures are rate limited. Until the agent is
 //     authenticated a client message may not exceed 32 KiB.
-//  3. credentials: the agent's role picks the upstream; creds.Source hands
-//     out a short-lived lease for (agent, role, upstream).
-//  4. dial upstream: pgconn logs in with the lease and application_name
-//     "keyhole:<agent> <client's application_name>" (63 bytes, as
-//     pg_stat_activity shows it); the connection is hijacked, its
+//  3. credentials (dial.go): the agent's role picks the upstream;
+//     creds.Source hands out a short-lived lease for (agent, role,
+//     upstream).
+//  4. dial upstream (dial.go): pgconn logs in with the lease and
+//     application_name "keyhole:<agent> <client's application_name>" (63
+//     bytes, as pg_stat_activity shows it); the connection is hijacked, its
 //     ParameterStatus values are relayed and the client gets keyhole's own
 //     BackendKeyData (mapped to the upstream's for cancels).
 //  5. relay (relay.go): two goroutines until either side ends.

@@ -100,11 +100,6 @@ type portal struct {
 	committed, afterSavepoint bool
 }
 
-func (p *portal) usable() bool {
-	s := objState(p.state.Load())
-	return s == objPending || s == objOpen
-}
-
 // portalTracker follows which portals the server holds, from what it
 // answers: the upstream goroutine's record of portal lifetimes, so that a
 // name keyhole lets the client use is never one the server has dropped

@@ -54,6 +54,8 @@ type upstreamState struct {
 	// session at.
 	parsed, executed bool
 	portals          portalTracker
+	// unnamed is the unnamed statement the server holds, if any.
+	unnamed *prepared
 }
 
 func (c *conn) readUpstream() error {
@@ -271,6 +273,9 @@ func (c *conn) answer(typ byte, raw []byte) error {
 			return c.unexpected(typ, r)
 		}
 		r.stmt.state.CompareAndSwap(int32(objPending), int32(objOpen))
+		if r.stmt.name == "" {
+			u.unnamed = r.stmt
+		}
 		u.parsed = true
 		c.toClient(raw)
 		c.answered()
@@ -411,6 +416,15 @@ func (c *conn) readyForQuery(r *request, raw []byte) error {
 		c.finishExec(&r.exec, outcomeDone)
 	}
 	sync := r.kind == reqSync
+	if !sync {
+		// A simple Query drops the unnamed statement and runs in the
+		// unnamed portal (exec_simple_query), whatever it ran.
+		if u.unnamed != nil {
+			u.unnamed.state.Store(int32(objClosed))
+			u.unnamed = nil
+		}
+		u.portals.close("")
+	}
 	c.answered()
 	if status == 'I' {
 		// No transaction is open: what the block ran has committed, or
