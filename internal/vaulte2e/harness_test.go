@@ -227,7 +227,8 @@ func (e *env) admin() *pgx.Conn {
 }
 
 // upstreamUsers lists the login names of the database's sessions whose
-// application_name is appName.
+// client set application_name appName (keyhole puts "keyhole:<agent> "
+// before it).
 func (e *env) upstreamUsers(appName string) []string {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -235,7 +236,7 @@ func (e *env) upstreamUsers(appName string) []string {
 	c, err := pgx.Connect(ctx, e.db.DSN)
 	require.NoError(e.t, err)
 	defer c.Close(ctx)
-	rows, err := c.Query(ctx, "SELECT usename FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 ORDER BY usename", e.db.Name, appName)
+	rows, err := c.Query(ctx, "SELECT usename FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'keyhole:% ' || $2 ORDER BY usename", e.db.Name, appName)
 	require.NoError(e.t, err)
 	users, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(e.t, err)
