@@ -382,6 +382,7 @@ func (c *conn) onError(raw []byte) error {
 		c.toClient(raw)
 	case reqRefusedQuery:
 		c.sendClient(r.refusal)
+		r.refusal = nil // given; see readyForQuery
 	case reqRefusedExt:
 		c.sendClient(r.refusal)
 		u.skipping = true
@@ -408,7 +409,10 @@ func (c *conn) onError(raw []byte) error {
 // readyForQuery ends a sync block or a simple Query.
 func (c *conn) readyForQuery(r *request, raw []byte) error {
 	u := &c.up
-	if r.kind != reqSync && r.kind != reqQuery && r.kind != reqRefusedQuery || len(raw) != 6 {
+	if r.kind != reqSync && r.kind != reqQuery && r.kind != reqRefusedQuery || len(raw) != 6 ||
+		r.kind == reqRefusedQuery && r.refusal != nil {
+		// (A stand-in Query that did not fail would leave the client's
+		// transaction as if nothing had been refused.)
 		return c.unexpected('Z', r)
 	}
 	status := raw[5]
