@@ -90,14 +90,14 @@ func (c *conn) goodbye() {
 
 // abandon audits the runs the session ended without an answer for (the
 // upstream connection was lost or closed under them): they were sent, so
-// they may have run. Runs the server skipped after an error did not.
-// Both relay goroutines have ended.
+// they may have run. Runs the server skipped after an error did not, nor
+// did what was still staged (its bytes never left). Both relay goroutines
+// have ended.
 func (c *conn) abandon() {
 	u := &c.up
 	c.mu.Lock()
 	c.sent.moveTo(&u.q)
 	c.mu.Unlock()
-	c.staged.moveTo(&u.q) // staged by a client goroutine whose write failed
 	skipping := u.skipping
 	for r := u.q.front(); r != nil; r = u.q.front() {
 		switch {
