@@ -17,7 +17,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
-	"github.com/keyholedb/keyhole/admin"
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
@@ -59,7 +58,7 @@ type envOpts struct {
 	// identity adjusts the identity config (tokens are always set up).
 	identity func(*identity.Config)
 	logger   *slog.Logger
-	metrics  admin.ProxyMetrics
+	metrics  pgproxy.Metrics
 	raw      bool // audit raw statements
 }
 
