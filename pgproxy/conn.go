@@ -65,7 +65,7 @@ type conn struct {
 	wbuf    []byte
 	wbufErr error // a message that could not be encoded; reported by flushClient
 
-	// Client goroutine (and the serve goroutine before the relay).
+	// Client goroutine (the serve goroutine: phases 1-4, then readClient).
 	clientRd *msgReader
 	cmsgs    frontendMsgs
 	authType uint32 // what a 'p' message answers
