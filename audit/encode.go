@@ -62,6 +62,7 @@ func appendEvent(b []byte, ev *Event) ([]byte, error) {
 	}
 	b = appendOpt(b, `,"error_code":`, ev.ErrorCode)
 	b = appendOpt(b, `,"error":`, ev.Error)
+	b = appendOpt(b, `,"outcome":`, ev.Outcome)
 	return append(b, '}'), nil
 }
 
@@ -77,6 +78,8 @@ func appendReason(b []byte, r *sqlpolicy.Reason) []byte {
 	b = appendOpt(b, `,"problem":`, string(r.Problem))
 	b = appendOpt(b, `,"rule":`, r.Rule)
 	b = appendOpt(b, `,"detail":`, r.Detail)
+	b = appendOpt(b, `,"setting_kind":`, string(r.SettingKind))
+	b = appendOpt(b, `,"limit":`, string(r.Limit))
 	return append(b, '}')
 }
 

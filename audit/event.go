@@ -43,6 +43,13 @@ type Event struct {
 	// message that carries no secret.
 	ErrorCode string `json:"error_code,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// Outcome qualifies a statement event: "suspended" for a Postgres
+	// Execute that stopped at the client's row limit (the portal may be
+	// fetched further, each fetch its own event), "unknown" when the
+	// session ended before the server answered (the statement may have
+	// run). Empty when the statement completed or ErrorCode says how it
+	// failed.
+	Outcome string `json:"outcome,omitempty"`
 }
 
 // Recorder receives events. Record must not lose an event silently: it

@@ -20,6 +20,7 @@ const (
 	DefaultStartupTimeout    = 10 * time.Second
 	DefaultShutdownGrace     = 30 * time.Second
 	DefaultMaxMessageSize    = 64 << 20
+	DefaultIdleTimeout       = time.Hour // longer than any pool's idle check, shorter than forever
 	DefaultPolicyReload      = time.Second
 	DefaultLogFormat         = "json"
 	DefaultLogLevel          = "info"
@@ -191,10 +192,14 @@ type Limits struct {
 	MaxConns int `yaml:"max_conns"`
 	// StartupTimeout bounds accept to ready for queries (default 10s).
 	StartupTimeout time.Duration `yaml:"startup_timeout"`
-	// IdleTimeout closes a client connection idle this long; 0 = never.
+	// IdleTimeout closes a client connection idle this long; 0 = 1h.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// MaxMessageSize bounds one client message (default 64 MiB).
 	MaxMessageSize int `yaml:"max_message_size"`
+	// BufferMemory bounds the bytes all client connections together may
+	// hold in read buffers for large messages (default 4 × MaxMessageSize):
+	// a message that does not fit waits for room.
+	BufferMemory int64 `yaml:"buffer_memory"`
 	// ShutdownGrace is how long SIGTERM waits for sessions to finish
 	// before closing them (default 30s).
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`

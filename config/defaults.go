@@ -55,6 +55,12 @@ func (c *Config) ApplyDefaults() {
 	if c.Limits.MaxMessageSize == 0 {
 		c.Limits.MaxMessageSize = DefaultMaxMessageSize
 	}
+	if c.Limits.BufferMemory == 0 {
+		c.Limits.BufferMemory = 4 * int64(c.Limits.MaxMessageSize)
+	}
+	if c.Limits.IdleTimeout == 0 {
+		c.Limits.IdleTimeout = DefaultIdleTimeout
+	}
 	if c.Limits.ShutdownGrace == 0 {
 		c.Limits.ShutdownGrace = DefaultShutdownGrace
 	}

@@ -100,6 +100,7 @@ func newPostgres(c FrontEndConfig) (FrontEnd, error) {
 			StartupTimeout: c.Limits.StartupTimeout,
 			IdleTimeout:    c.Limits.IdleTimeout,
 			MaxMessageSize: c.Limits.MaxMessageSize,
+			BufferMemory:   c.Limits.BufferMemory,
 			ShutdownGrace:  c.Limits.ShutdownGrace,
 		},
 		RawStatements: c.RawStatements,

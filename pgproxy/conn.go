@@ -5,22 +5,19 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
-	"net/url"
 	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/keyholedb/keyhole/audit"
@@ -29,82 +26,109 @@ import (
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
-// Startup packet codes (protocol.sgml).
-const (
-	sslRequestCode    = 80877103
-	gssEncRequestCode = 80877104
-	cancelRequestCode = 80877102
-	maxStartupPacket  = 10000
-)
-
 // conn is one client connection and, after phase 4, its upstream session.
+//
+// Who touches what. Phases 1-4 run on the serve goroutine. The relay (phase
+// 5) runs two goroutines: the client goroutine (client.go: reads the
+// client, decides, writes upstream) and the upstream goroutine (upstream.go:
+// reads the upstream, writes the client, audits what ran). Each field below
+// is owned by one of them unless it says otherwise; mu guards the few that
+// cross, and is never held during I/O, so stop and Shutdown never wait on a
+// peer that does not read.
 type conn struct {
 	srv *Server
 	id  string
 	log *slog.Logger
 
-	// client is the agent's socket (the *tls.Conn after SSLRequest);
-	// clientRd reads its messages after the startup packet, and wbuf
-	// (under wmu) gathers what is written to it until flushClient.
-	client     net.Conn
-	clientRd   *msgReader
-	cmsgs      frontendMsgs
-	authType   uint32 // what a 'p' message answers
-	wbuf       []byte
-	wbufErr    error // a message that could not be encoded; reported by flushClient
-	remoteIP   string
-	remoteAddr string // for audit events
-	isTLS      bool
-
-	// Startup values.
+	// Set before the relay and read-only during it.
+	remoteIP                string
+	remoteAddr              string // for audit events
+	isTLS                   bool
 	user, database, appName string
 	params                  map[string]string // whitelisted session params passed upstream
+	agent                   *identity.Agent
+	role                    string
+	upstream                Upstream
+	upName                  string
+	lease                   *creds.Lease
+	// appPrefix is "keyhole:<agent>", the start of the upstream session's
+	// application_name that the agent may not change.
+	appPrefix string
+	key       backendKey
+	upRd      *msgReader
 
-	agent    *identity.Agent
-	role     string
-	upstream Upstream
-	upName   string
-	lease    *creds.Lease
+	// client is the agent's socket (the *tls.Conn after SSLRequest;
+	// replaced under mu). wbuf gathers what is written to it until
+	// flushClient: written by the serve goroutine before and after the
+	// relay, by the upstream goroutine during it.
+	client  net.Conn
+	wbuf    []byte
+	wbufErr error // a message that could not be encoded; reported by flushClient
 
-	// upstream side, after hijack. upRd is read by the upstream goroutine;
-	// upBuf gathers what the client goroutine forwards until flushUpstream.
-	upConn net.Conn
-	upRd   *msgReader
-	upBuf  []byte
-	upPID  uint32
-	upKey  []byte
-	key    backendKey
+	// Client goroutine (the serve goroutine: phases 1-4, then readClient).
+	clientRd *msgReader
+	cmsgs    frontendMsgs
+	authType uint32 // what a 'p' message answers
+	upBuf    []byte // forwarded bytes, written upstream by flushUp
+	staged   requestQueue
+	stmts    map[string]*prepared
+	portals  map[string]*portal
+	// skipToSync: keyhole refused a message of this sync block; like the
+	// server after an error, it discards the client's messages until Sync.
+	skipToSync bool
+	// purgeAt is the size of stmts or portals at which closed entries
+	// are dropped.
+	purgeAt int
+	// syncs counts the Syncs forwarded so far.
+	syncs uint64
 
-	// wmu serializes writes to the client (both relay goroutines write).
-	wmu sync.Mutex
-	// mu guards the relay state shared between the two relay goroutines
-	// and the stop/drain machinery.
-	mu       sync.Mutex
-	pending  []*pending // what the upstream still owes, in order
-	txStatus byte
+	// Upstream goroutine.
+	up upstreamState
+
+	// mu guards these.
+	mu sync.Mutex
+	// sent holds requests the client goroutine forwarded and the
+	// upstream goroutine has not taken yet.
+	sent     requestQueue
+	upConn   net.Conn // set in phase 4
+	upPID    uint32
+	upKey    []byte
+	txStatus byte // from the latest ReadyForQuery
+	prepOnly bool // the last sync block only prepared a statement
 	stopped  bool
 	stopErr  error
-	// saidBye is set once the client sent Terminate and keyhole passed it
+	// saidBye is set once the client left and keyhole passed Terminate
 	// on: the upstream's EOF that follows is the end keyhole asked for.
 	saidBye  bool
 	draining bool
-	prepOnly bool // the last sync block only prepared a statement
-	copyIn   bool // the upstream is in COPY FROM STDIN
-	blockErr bool // the upstream failed the current sync block
-	// lastMaxRows is the role's max_rows from the latest allowed decision.
-	lastMaxRows int64
+	// stopCh is closed by stop: it ends waits that are not socket I/O.
+	stopCh chan struct{}
+	// idleTimer runs idleCheck; nil without an idle timeout.
+	idleTimer *time.Timer
+
+	// Both relay goroutines and the idle timer, without a lock.
+	// inflight counts requests forwarded and not yet answered (the
+	// upstream goroutine publishes answers when its queue runs empty).
+	inflight atomic.Int64
+	// lastActive is when the client last sent bytes or was last answered
+	// everything (unix nanoseconds): what the idle timeout measures.
+	lastActive atomic.Int64
+	copyIn     atomic.Bool // the upstream is in COPY FROM STDIN
+	// clientDead: a write to the client failed; its answers are dropped
+	// while the upstream's outcome is still read for the audit.
+	clientDead atomic.Bool
+	// waiting: the client goroutine waits (in settle) for the upstream
+	// goroutine to learn the fate of a statement or portal; resolved
+	// wakes it after each upstream message.
+	waiting  atomic.Bool
+	resolved chan struct{}
 
 	// sessMu guards session: Check runs on the client goroutine, Apply on
 	// the upstream goroutine.
 	sessMu  sync.Mutex
 	session sqlpolicy.Session
 
-	// Extended-protocol state, client goroutine only.
-	stmts      map[string]*prepared
-	portals    map[string]*portal
-	skipToSync bool
-	unsynced   int
-	closeOnce  sync.Once
+	closeOnce sync.Once
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
@@ -128,7 +152,10 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		txStatus:   'I',
 		stmts:      make(map[string]*prepared),
 		portals:    make(map[string]*portal),
+		purgeAt:    64,
 		session:    s.cfg.Decider.NewSession(),
+		stopCh:     make(chan struct{}),
+		resolved:   make(chan struct{}, 1),
 	}
 }
 
@@ -162,6 +189,9 @@ func (c *conn) serve(parent context.Context) {
 		err = se
 	}
 	c.finish(err)
+	if c.clientRd != nil {
+		c.clientRd.release()
+	}
 	c.srv.metricsClosed()
 	ev := audit.Event{Kind: audit.KindClose, DurationMS: msSince(started)}
 	if resp := wireError(err); resp != nil {
@@ -186,6 +216,8 @@ func (c *conn) run(ctx context.Context, overLimit bool) error {
 	if err := c.authenticate(ctx, deadline); err != nil {
 		return err
 	}
+	// Authenticated: the configured message size applies from here on.
+	c.clientRd.maxBody = c.srv.limits.MaxMessageSize
 	if err := c.credentials(ctx, deadline); err != nil {
 		return err
 	}
@@ -216,11 +248,12 @@ func (c *conn) finish(err error) {
 	switch {
 	case resp != nil:
 		c.log.Info("connection ended", "code", resp.Code, "err", err)
-		c.wmu.Lock()
+		if c.clientDead.Load() {
+			break
+		}
 		_ = c.client.SetWriteDeadline(time.Now().Add(time.Second))
 		c.send(resp)
 		_ = c.flushClient()
-		c.wmu.Unlock()
 	case err != nil && !errors.Is(err, errClientGone):
 		c.log.Info("connection ended", "err", err)
 	default:
@@ -244,8 +277,9 @@ func (c *conn) closeSockets() {
 }
 
 // stop ends the connection from outside its goroutines (revoked lease,
-// expiry, shutdown): it records err as the connection's error, closes the
-// upstream and unblocks the client read so serve can send err and close.
+// expiry, shutdown, idle timeout) or when one relay direction ends: it
+// records err as the connection's error, closes the upstream and unblocks
+// the client read so serve can send err and close.
 func (c *conn) stop(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -254,7 +288,8 @@ func (c *conn) stop(err error) {
 	}
 	c.stopped = true
 	c.stopErr = err
-	if len(c.pending) > 0 && c.upPID != 0 {
+	close(c.stopCh)
+	if c.inflight.Load() > 0 && c.upPID != 0 {
 		// Closing the socket does not stop a running statement (Postgres
 		// notices a gone client only when it next writes); cancel it.
 		go func() {
@@ -282,7 +317,7 @@ func (c *conn) stopError() error {
 // idleLocked reports whether the session is between statements and
 // outside a transaction, where a draining session may end.
 func (c *conn) idleLocked() bool {
-	return len(c.pending) == 0 && c.txStatus == 'I' && !c.prepOnly
+	return c.inflight.Load() == 0 && c.txStatus == 'I' && !c.prepOnly
 }
 
 // drain ends the session now if it is idle (or still starting up), else
@@ -294,141 +329,9 @@ func (c *conn) drain() {
 	c.mu.Unlock()
 	if idle {
 		c.stop(errShutdown)
+		return
 	}
-}
-
-// --- phase 1: startup ---
-
-// readStartupPacket reads one length-prefixed startup packet straight from
-// the socket, so no bytes past it are buffered when TLS starts.
-func (c *conn) readStartupPacket() (code uint32, body []byte, err error) {
-	var hdr [4]byte
-	if _, err := io.ReadFull(c.client, hdr[:]); err != nil {
-		return 0, nil, fmt.Errorf("read startup packet: %w", errClientGone)
-	}
-	n := int(int32(binary.BigEndian.Uint32(hdr[:])))
-	if n < 8 || n > maxStartupPacket {
-		return 0, nil, fatal(codeProtocolViolation, "invalid length of startup packet", fmt.Errorf("length %d", n))
-	}
-	body = make([]byte, n-4)
-	if _, err := io.ReadFull(c.client, body); err != nil {
-		return 0, nil, fatal(codeProtocolViolation, "incomplete startup packet", err)
-	}
-	return binary.BigEndian.Uint32(body), body, nil
-}
-
-func (c *conn) startup(ctx context.Context) error {
-	triedTLS, triedGSS := false, false
-	for {
-		code, body, err := c.readStartupPacket()
-		if err != nil {
-			return err
-		}
-		switch {
-		case code == sslRequestCode && len(body) == 4 && !triedTLS:
-			triedTLS = true
-			if c.srv.cfg.TLS == nil {
-				if _, err := c.client.Write([]byte{'N'}); err != nil {
-					return fmt.Errorf("answer SSLRequest: %w", errClientGone)
-				}
-				continue
-			}
-			if _, err := c.client.Write([]byte{'S'}); err != nil {
-				return fmt.Errorf("answer SSLRequest: %w", errClientGone)
-			}
-			tc := tls.Server(c.client, c.srv.cfg.TLS)
-			if err := tc.HandshakeContext(ctx); err != nil {
-				return fmt.Errorf("tls handshake: %w", errors.Join(errClientGone, err))
-			}
-			c.mu.Lock()
-			c.client = tc
-			c.mu.Unlock()
-			c.isTLS = true
-		case code == gssEncRequestCode && len(body) == 4 && !triedGSS:
-			triedGSS = true
-			if _, err := c.client.Write([]byte{'N'}); err != nil {
-				return fmt.Errorf("answer GSSENCRequest: %w", errClientGone)
-			}
-		case code == cancelRequestCode:
-			var cr pgproto3.CancelRequest
-			if err := cr.Decode(body); err != nil {
-				return fmt.Errorf("cancel request: %w", errClientGone)
-			}
-			c.srv.cancelRequest(cr.ProcessID, cr.SecretKey, c.log)
-			return fmt.Errorf("cancel request handled: %w", errClientGone)
-		case code>>16 == 3:
-			return c.startupMessage(code, body)
-		default:
-			return fatal(codeProtocolViolation, fmt.Sprintf("unsupported frontend protocol %d.%d: server supports 3.0", code>>16, code&0xffff), nil)
-		}
-	}
-}
-
-// passedParams are client startup parameters passed to the upstream.
-// Anything that changes how text is lexed or names resolve (options,
-// search_path, client_encoding other than UTF8) is not.
-var passedParams = map[string]bool{
-	"datestyle": true, "extra_float_digits": true, "timezone": true, "intervalstyle": true,
-}
-
-func (c *conn) startupMessage(code uint32, body []byte) error {
-	// pgproto3 only decodes 3.0 and 3.2; decode any 3.x as 3.0 and
-	// negotiate down.
-	b := slices.Clone(body)
-	binary.BigEndian.PutUint32(b, 196608)
-	var sm pgproto3.StartupMessage
-	if err := sm.Decode(b); err != nil {
-		return fatal(codeProtocolViolation, "invalid startup packet layout", err)
-	}
-	c.clientRd = newMsgReader(c.client, c.srv.limits.MaxMessageSize)
-
-	var unrecognized []string
-	c.params = make(map[string]string)
-	for k, v := range sm.Parameters {
-		lk := strings.ToLower(k)
-		switch {
-		case lk == "user":
-			c.user = v
-		case lk == "database":
-			c.database = v
-		case lk == "application_name":
-			c.appName = v
-		case lk == "replication":
-			switch strings.ToLower(v) {
-			case "", "false", "off", "no", "0":
-			default:
-				return fatal(codeFeatureUnsupported, "keyhole does not proxy replication connections", nil)
-			}
-		case lk == "options":
-			if strings.TrimSpace(v) != "" {
-				return fatal(codeFeatureUnsupported, "keyhole does not accept startup options; set session parameters with SET", nil)
-			}
-		case lk == "client_encoding":
-			switch strings.ToUpper(strings.ReplaceAll(v, "-", "")) {
-			case "UTF8", "UNICODE":
-			default:
-				return fatal(codeFeatureUnsupported, "keyhole supports only client_encoding UTF8", nil)
-			}
-		case strings.HasPrefix(lk, "_pq_."):
-			unrecognized = append(unrecognized, k)
-		case passedParams[lk]:
-			c.params[k] = v
-		default:
-			c.log.Debug("startup parameter ignored", "name", k)
-		}
-	}
-	if c.user == "" {
-		return fatal(codeInvalidAuthSpec, "no PostgreSQL user name specified in startup packet", nil)
-	}
-	if c.database == "" {
-		c.database = c.user
-	}
-	if code != 196608 || len(unrecognized) > 0 {
-		slices.Sort(unrecognized)
-		c.send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized})
-	}
-	c.log = c.log.With("user", c.user)
-	return nil
+	c.log.Info("draining: the session ends when its statement or transaction completes")
 }
 
 // --- phase 2: authenticate ---
@@ -643,181 +546,6 @@ func (c *conn) scram(conv identity.SCRAMConversation) (*identity.Agent, error) {
 func isLoopback(ip string) bool {
 	a := net.ParseIP(ip)
 	return a != nil && a.IsLoopback()
-}
-
-// --- phase 3: credentials ---
-
-func (c *conn) credentials(ctx context.Context, deadline time.Time) error {
-	up, ok := c.srv.cfg.Upstreams[c.upName]
-	if !ok {
-		up, ok = c.srv.cfg.Upstreams[""]
-	}
-	if !ok {
-		return fatal(codeUnableToConnect, "keyhole: no upstream configured for this role", fmt.Errorf("upstream %q", c.upName))
-	}
-	// An agent reaches its role's database only. Asking for another is
-	// refused as a pg_hba.conf line naming one database refuses it: 28000,
-	// whether or not that database exists (nothing the agent needs to
-	// learn). A client that names none sends the user name (libpq) or
-	// nothing (Postgres then uses the user name): both mean the role's.
-	if up.Database != "" && c.database != up.Database && c.database != c.user {
-		return fatal(codeInvalidAuthSpec, fmt.Sprintf("agent %q may not connect to database %q: its role %s uses database %q", c.user, c.database, c.role, up.Database), nil)
-	}
-	if up.Database != "" {
-		c.database = up.Database
-	}
-	c.upstream = up
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	lease, err := c.srv.cfg.Creds.Acquire(ctx, creds.Request{Agent: c.agent.Name, Role: c.role, Upstream: c.upName})
-	if err != nil || lease == nil {
-		if m := c.srv.cfg.Metrics; m != nil {
-			m.UpstreamError(protocolName)
-		}
-		return fatal(codeUnableToConnect, creds.ErrUnavailable.Error(), fmt.Errorf("acquire credentials: %w", err))
-	}
-	c.lease = lease
-	return nil
-}
-
-// --- phase 4: dial upstream ---
-
-func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
-	db := c.upstream.Database
-	if db == "" {
-		db = c.database
-	}
-	u := url.URL{Scheme: "postgres", Host: c.upstream.Addr, Path: "/" + db, RawQuery: "sslmode=disable"}
-	cfg, err := pgconn.ParseConfig(u.String())
-	if err != nil {
-		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("upstream config: %w", err))
-	}
-	cfg.User = c.lease.User
-	cfg.Password = c.lease.Password.Reveal()
-	cfg.Fallbacks = nil
-	if c.upstream.TLS != nil {
-		cfg.TLSConfig = c.upstream.TLS.Clone()
-		if cfg.TLSConfig.ServerName == "" {
-			cfg.TLSConfig.ServerName = cfg.Host
-		}
-	}
-	cfg.RuntimeParams = map[string]string{"client_encoding": "UTF8"}
-	maps.Copy(cfg.RuntimeParams, c.params)
-	if c.appName != "" {
-		cfg.RuntimeParams["application_name"] = c.appName
-	}
-	// The role's resource limits, as the session's defaults (what RESET
-	// returns to); last, so that nothing the client sent replaces them.
-	maps.Copy(cfg.RuntimeParams, c.srv.cfg.Decider.UpstreamSettings(c.agent.Name))
-	ctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
-	pc, err := pgconn.ConnectConfig(ctx, cfg)
-	if err != nil {
-		if m := c.srv.cfg.Metrics; m != nil {
-			m.UpstreamError(protocolName)
-		}
-		// pgconn errors carry host, user and database but never the password.
-		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("connect upstream %s: %w", c.upstream.Addr, err))
-	}
-	// SyncConn stops pgconn's background reader and drains its buffers,
-	// so the relay can read the socket itself.
-	if err := pc.SyncConn(ctx); err != nil {
-		_ = pc.Close(ctx)
-		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("sync upstream: %w", err))
-	}
-	hc, err := pc.Hijack()
-	if err != nil {
-		_ = pc.Close(ctx)
-		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("hijack upstream: %w", err))
-	}
-	c.mu.Lock()
-	c.upConn, c.upRd, c.upPID, c.upKey, c.txStatus = hc.Conn, newMsgReader(hc.Conn, 0), hc.PID, slices.Clone(hc.SecretKey), hc.TxStatus
-	stopped := c.stopped
-	c.mu.Unlock()
-	if stopped {
-		_ = hc.Conn.Close()
-		return errShutdown
-	}
-	if err := c.srv.register(c); err != nil {
-		return fatal(codeInternalError, "internal error", err)
-	}
-	c.log.Info("upstream session ready", "upstream", c.upName, "database", db)
-
-	c.send(&pgproto3.AuthenticationOk{})
-	c.authType = pgproto3.AuthTypeOk
-	for _, k := range slices.Sorted(maps.Keys(hc.ParameterStatuses)) {
-		c.send(&pgproto3.ParameterStatus{Name: k, Value: c.paramValue(k, hc.ParameterStatuses[k])})
-	}
-	c.send(&pgproto3.BackendKeyData{ProcessID: c.key.pid, SecretKey: c.key.secret})
-	c.send(&pgproto3.ReadyForQuery{TxStatus: c.txStatus})
-	if err := c.flushClient(); err != nil {
-		return fmt.Errorf("send startup response: %w", errClientGone)
-	}
-	return nil
-}
-
-// paramValue hides the upstream login (a short-lived credential user)
-// behind the name the agent connected as.
-func (c *conn) paramValue(name, v string) string {
-	if strings.EqualFold(name, "session_authorization") {
-		return c.user
-	}
-	return v
-}
-
-// cancelUpstream sends a CancelRequest with the upstream's own key on a
-// new connection to the upstream.
-func (c *conn) cancelUpstream(ctx context.Context) error {
-	c.mu.Lock()
-	pid, key, up := c.upPID, c.upKey, c.upstream
-	c.mu.Unlock()
-	if pid == 0 {
-		return nil
-	}
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", up.Addr)
-	if err != nil {
-		return fmt.Errorf("dial upstream for cancel: %w", err)
-	}
-	defer nc.Close()
-	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
-	defer stop()
-	if up.TLS != nil {
-		var req [8]byte
-		binary.BigEndian.PutUint32(req[0:], 8)
-		binary.BigEndian.PutUint32(req[4:], sslRequestCode)
-		if _, err := nc.Write(req[:]); err != nil {
-			return fmt.Errorf("cancel sslrequest: %w", err)
-		}
-		var resp [1]byte
-		if _, err := io.ReadFull(nc, resp[:]); err != nil {
-			return fmt.Errorf("cancel sslrequest: %w", err)
-		}
-		if resp[0] != 'S' {
-			return errors.New("cancel: upstream refused TLS")
-		}
-		cfg := up.TLS.Clone()
-		if cfg.ServerName == "" {
-			cfg.ServerName, _, _ = net.SplitHostPort(up.Addr)
-		}
-		tc := tls.Client(nc, cfg)
-		if err := tc.HandshakeContext(ctx); err != nil {
-			return fmt.Errorf("cancel tls: %w", err)
-		}
-		nc = tc
-	}
-	buf := make([]byte, 12+len(key))
-	binary.BigEndian.PutUint32(buf[0:], uint32(len(buf)))
-	binary.BigEndian.PutUint32(buf[4:], cancelRequestCode)
-	binary.BigEndian.PutUint32(buf[8:], pid)
-	copy(buf[12:], key)
-	if _, err := nc.Write(buf); err != nil {
-		return fmt.Errorf("send cancel: %w", err)
-	}
-	// The postmaster closes the connection after signalling the backend;
-	// waiting for that orders the cancel before whatever we send next.
-	_, _ = io.Copy(io.Discard, nc)
-	return nil
 }
 
 // --- audit and metrics ---

@@ -1,51 +1,97 @@
 // Package pgproxy is keyhole's Postgres wire front end and upstream relay.
 //
-// Every client connection is one value whose serve method runs these phases
-// in order; the first error ends the connection and is turned into exactly
-// one ErrorResponse by wireError:
+// Every client connection is one value (conn.go) whose serve method runs
+// these phases in order; the first error ends the connection and is turned
+// into exactly one ErrorResponse by wireError:
 //
-//  1. startup: SSLRequest (TLS when configured, else 'N'), GSSENCRequest
-//     ('N'), CancelRequest (forwarded to the upstream that owns the key),
-//     StartupMessage v3.x (replication and startup options refused).
-//  2. authenticate: SPIFFE client certificate, else SCRAM-SHA-256 when the
-//     user has a stored verifier, else a cleartext agent token (TLS or
-//     loopback only). SCRAM guesses are limited per (source address,
-//     agent) by the shared identity.Limiter; tokens are not limited.
-//  3. credentials: the agent's role picks the upstream; creds.Source hands
-//     out a short-lived lease for (agent, role, upstream).
-//  4. dial upstream: pgconn logs in with the lease, the connection is
-//     hijacked, its ParameterStatus values are relayed and the client gets
-//     keyhole's own BackendKeyData (mapped to the upstream's for cancels).
-//  5. relay: every Query and Parse is decided by the sqlpolicy.Decider
-//     before anything is sent upstream; denied text never leaves keyhole.
+//  1. startup (startup.go): SSLRequest (TLS when configured, else 'N'),
+//     GSSENCRequest ('N'), CancelRequest (forwarded to the upstream that
+//     owns the key), StartupMessage v3.x (replication and startup options
+//     refused; client_encoding must be a spelling Postgres reads as UTF8).
+//  2. authenticate (conn.go): SPIFFE client certificate, else SCRAM-SHA-256
+//     when the user has a stored verifier, else a cleartext agent token
+//     (TLS or loopback only). SCRAM guesses are limited per (source
+//     address, agent) by the shared identity.Limiter; tokens are not
+//     limited. Until the agent is authenticated a client message may not exceed 32 KiB.
+//  3. credentials (dial.go): the agent's role picks the upstream;
+//     creds.Source hands out a short-lived lease for (agent, role,
+//     upstream).
+//  4. dial upstream (dial.go): pgconn logs in with the lease and
+//     application_name "keyhole:<agent> <client's application_name>" (63
+//     bytes, as pg_stat_activity shows it); the connection is hijacked, its
+//     ParameterStatus values are relayed and the client gets keyhole's own
+//     BackendKeyData (mapped to the upstream's for cancels).
+//  5. relay (relay.go): two goroutines until either side ends.
+//     - The client goroutine (client.go) reads the client, decides every
+//     Query and Parse with the sqlpolicy.Decider before anything is sent
+//     upstream, and forwards messages as received, in batches. For each
+//     message the server will answer it queues a typed request (queue.go),
+//     handed to the upstream goroutine before the bytes leave.
+//     - The upstream goroutine (upstream.go) matches each answer to its
+//     request by the protocol's rules (after an error the server skips to
+//     Sync, simple Queries included; a Query ends in its own
+//     ReadyForQuery; Execute ends in CommandComplete, EmptyQueryResponse,
+//     PortalSuspended or ErrorResponse), relays it, and audits what ran.
+//     An answer the rules do not allow ends the session.
 //     The session ends when the lease is revoked, the agent's authority
-//     expires or the policy forgets the agent. Messages are relayed as
-//     received (only those keyhole must inspect are decoded) and written
-//     in batches: a direction writes once its peer has sent nothing more.
+//     expires, the policy forgets the agent, or it has been idle (nothing
+//     in flight, nothing sent) for Limits.IdleTimeout (default 1h). When
+//     the client leaves, keyhole passes Terminate on and still reads and
+//     audits what the server answers to what it was sent.
 //
-// Extended protocol: the text is decided at Parse; Bind, Describe and
-// Execute of a statement or portal keyhole did not allow (denied or
-// unknown name) are refused and never forwarded. The refusal is sent once
-// the upstream has answered the messages before it (so a client that
-// Flushes sees it); then keyhole, like Postgres, discards messages until
-// Sync and answers ReadyForQuery with the upstream's true transaction
-// status. Only the first error of a sync block reaches the client.
+// Refusals: a message keyhole refuses (denied Query or Parse, a Bind,
+// Describe or Execute of a statement or portal keyhole did not allow, a
+// FunctionCall) never reaches the server; in its place keyhole sends a
+// statement that fails in the server's raw parser, and the client gets the
+// refusal in place of that error. So the server's own transaction state
+// stays the truth: the sync block's implicit transaction rolls back, an
+// open transaction is aborted (25P02 afterwards, COMMIT becomes ROLLBACK,
+// ROLLBACK TO SAVEPOINT recovers), and the rest of the block is skipped,
+// with ReadyForQuery reporting the status Postgres reports. Like Postgres,
+// keyhole discards the client's messages after a refused extended message
+// until Sync.
 //
-// Audit: one statement event per simple Query (when it completes, with
-// rows and error), per denied Parse, and per executed portal (with rows).
+// Names: keyhole tracks every prepared statement and portal by what the
+// server answered to the message that created it, and refuses a name the
+// server did not accept. Cursors DECLAREd by allowed text are portals the
+// client may Describe, Execute (with a row limit) and Close; their ends
+// (CLOSE, COMMIT unless WITH HOLD, ROLLBACK, ROLLBACK TO SAVEPOINT,
+// DISCARD ALL) are followed from the server's command tags. A name whose
+// re-creation in an earlier sync block is still unanswered, while an older
+// object of the name may exist upstream, is used only once the server's
+// answer is known.
 //
-// max_rows (DataRows, and COPY TO STDOUT rows, per statement): rows past
-// the role's cap are not relayed; the upstream
-// statement is cancelled and the client gets 54000 before ReadyForQuery.
-// Known gap: statements pipelined behind the cut one in the same sync
-// block are already upstream; if the cancel lands after the cut statement
-// finished they run, though the client (as after any error) treats them
-// as skipped.
+// Audit: one statement event per simple Query and per Execute (a portal
+// fetched in parts gives one event per fetch, "suspended" until the last,
+// as the server logs it), with rows and error; one per denied text; a run
+// the session ended under before the server answered is audited with
+// outcome "unknown".
+//
+// max_rows (DataRows, and COPY TO STDOUT rows, per statement, across the
+// Executes that fetch it): rows past the role's cap are not relayed; the
+// client gets 54000 at once, the upstream statement is cancelled, and the
+// rest of the block is not relayed. Known gap: the cancel races the
+// statement; if it lands after the statement finished, the statement's
+// transaction is not aborted (the status after the cut says so) and
+// statements pipelined behind it in the same sync block run, though the
+// client (as after any error) treats them as skipped; they are audited as
+// they ran.
+//
+// Memory: client message bodies are read as they arrive, so an announced
+// length costs nothing until the bytes come; a message larger than the
+// 8 KiB base buffer first reserves its size from a process-wide budget
+// (Limits.BufferMemory), waiting for room, and large buffers are dropped
+// once drained.
+//
+// application_name: a SET, SET LOCAL or set_config that would drop the
+// "keyhole:<agent>" prefix is refused (keyhole never rewrites the text it
+// decided); RESET returns to the connection's value.
 //
 // Upstream database: Upstream.Database when set, else the database the
-// client asked for. Startup parameters passed upstream: application_name,
-// DateStyle, TimeZone, IntervalStyle, extra_float_digits;
-// client_encoding is always UTF8; options and replication are refused.
+// client asked for. Startup parameters passed upstream: DateStyle,
+// TimeZone, IntervalStyle, extra_float_digits (and application_name as
+// above); client_encoding is always UTF8; options and replication are
+// refused.
 //
 // Shutdown: idle sessions end at once; busy ones when their statement or
 // transaction completes, or at the deadline (the upstream statement is
@@ -54,5 +100,6 @@
 // SQLSTATEs of session-ending errors: 57P01 credentials revoked / shutdown,
 // 28000 agent expired or removed from the policy, 57P05 idle timeout,
 // 08P01 protocol violation, 08001 upstream or credentials unavailable,
-// 53300 too many connections.
+// 08006 upstream connection lost or its answers broke the protocol,
+// 53300 too many connections, 53200 no buffer memory for a message.
 package pgproxy

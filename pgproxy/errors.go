@@ -21,6 +21,7 @@ const (
 	codeInsufficientPriv   = "42501"
 	codeTooManyConnections = "53300"
 	codeProgramLimit       = "54000"
+	codeOutOfMemory        = "53200"
 	codeAdminShutdown      = "57P01"
 	codeIdleSessionTimeout = "57P05"
 	codeInvalidStmtName    = "26000"

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -86,24 +85,43 @@ func TestUpstreamProtocolErrors(t *testing.T) {
 			t.Parallel()
 			addr := fakeUpstream(t, reply)
 			srv := fakeServer(t, addr)
-			c, err := pgx.Connect(context.Background(), srv.dsn)
-			require.NoError(t, err)
-			defer c.Close(context.Background())
-			// (An extra ReadyForQuery is only noticed after the first
-			// one answered the statement.)
-			for range 2 {
-				if _, err = c.Exec(context.Background(), "SELECT 1"); err != nil {
-					break
+			r := srv.raw(t)
+			r.fe.Send(&pgproto3.Query{String: "SELECT 1"})
+			require.NoError(t, r.fe.Flush())
+			// keyhole ends the session with one FATAL (after relaying the
+			// first ReadyForQuery when a second one follows it).
+			var fatal *pgproto3.ErrorResponse
+			for fatal == nil {
+				msg, err := r.fe.Receive()
+				require.NoError(t, err, "keyhole closed without an error")
+				if er, ok := msg.(*pgproto3.ErrorResponse); ok {
+					fatal = er
 				}
-				time.Sleep(50 * time.Millisecond)
 			}
-			require.Error(t, err)
-			assert.Contains(t, []string{"08006", "0A000"}, sqlState(err), "err: %v", err)
+			assert.Equal(t, "FATAL", fatal.Severity)
+			assert.Contains(t, []string{"08006", "0A000"}, fatal.Code, "err: %s", fatal.Message)
 		})
 	}
 }
 
-type fakeEnv struct{ dsn string }
+type fakeEnv struct{ addr, token string }
+
+// raw logs in as bot with a hand-driven client.
+func (f fakeEnv) raw(t *testing.T) *rawClient {
+	t.Helper()
+	nc, err := net.Dial("tcp", f.addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+	r := &rawClient{t: t, conn: nc, fe: pgproto3.NewFrontend(nc, nc)}
+	r.fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: map[string]string{"user": "bot", "database": "d"}})
+	require.NoError(t, r.fe.Flush())
+	require.IsType(t, &pgproto3.AuthenticationCleartextPassword{}, r.recv())
+	r.fe.Send(&pgproto3.PasswordMessage{Password: f.token})
+	require.NoError(t, r.fe.Flush())
+	r.until(&pgproto3.ReadyForQuery{})
+	return r
+}
 
 // fakeServer is a keyhole in front of addr with an allow-everything-known
 // policy without a catalog (SELECT 1 needs no tables).
@@ -135,5 +153,5 @@ func fakeServer(t *testing.T, addr string) fakeEnv {
 	})
 	tok, err := identity.Mint(priv, identity.Claims{Agent: "bot", TTL: time.Hour})
 	require.NoError(t, err)
-	return fakeEnv{dsn: "postgres://bot:" + tok + "@" + ln.Addr().String() + "/d?sslmode=disable"}
+	return fakeEnv{addr: ln.Addr().String(), token: tok}
 }

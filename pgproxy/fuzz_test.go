@@ -65,6 +65,13 @@ func FuzzClientMessages(f *testing.F) {
 	f.Add(encode(&pgproto3.Parse{Query: "SELECT * FROM secrets"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Flush{}, &pgproto3.Sync{}))
 	f.Add(encode(&pgproto3.Query{String: "COPY orders (id, item, amount) FROM STDIN"}, &pgproto3.CopyData{Data: []byte("900\tx\t1\n")}, &pgproto3.CopyDone{}))
 	f.Add(encode(&pgproto3.FunctionCall{Function: 1}, &pgproto3.Query{String: "BEGIN"}, &pgproto3.Close{ObjectType: 'S'}, &pgproto3.Sync{}))
+	// Refusals, a pipelined Query after an error, cursors used as portals.
+	f.Add(encode(&pgproto3.Parse{Query: "SELECT 1/0"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Query{String: "SELECT 1"},
+		&pgproto3.Bind{PreparedStatement: "nope"}, &pgproto3.Sync{}, &pgproto3.Query{String: "SELECT 2"}))
+	f.Add(encode(&pgproto3.Query{String: "BEGIN; DECLARE c CURSOR FOR SELECT id FROM orders"}, &pgproto3.Describe{ObjectType: 'P', Name: "c"},
+		&pgproto3.Execute{Portal: "c", MaxRows: 2}, &pgproto3.Close{ObjectType: 'P', Name: "c"}, &pgproto3.Sync{}, &pgproto3.Query{String: "COMMIT"}))
+	f.Add(encode(&pgproto3.Parse{Name: "s", Query: "SELECT 1"}, &pgproto3.Sync{}, &pgproto3.Parse{Name: "s", Query: "SELECT 2"}, &pgproto3.Sync{},
+		&pgproto3.Bind{PreparedStatement: "s"}, &pgproto3.Execute{}, &pgproto3.Sync{}))
 	f.Add([]byte("X\x00\x00\x00\x04"))
 	f.Add([]byte("Q\x00\x00\x00\x03"))
 	f.Add([]byte("p\x00\x00\x00\x08abcd"))

@@ -17,7 +17,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
-	"github.com/keyholedb/keyhole/admin"
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
@@ -60,7 +59,7 @@ type envOpts struct {
 	identity func(*identity.Config)
 	limiter  *identity.Limiter // nil: the Server's default
 	logger   *slog.Logger
-	metrics  admin.ProxyMetrics
+	metrics  pgproxy.Metrics
 	raw      bool // audit raw statements
 }
 

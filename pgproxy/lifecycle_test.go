@@ -3,15 +3,19 @@ package pgproxy_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/pgproxy"
 )
 
@@ -141,18 +145,28 @@ func TestTokenExpiryEndsSession(t *testing.T) {
 
 func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOpts{limits: pgproxy.Limits{IdleTimeout: 300 * time.Millisecond}})
-	ctx := context.Background()
-	c := e.connect(pgx.QueryExecModeSimpleProtocol)
-	// A statement longer than the idle timeout is not idle.
+	var logs fixture.SyncBuffer
+	e := newEnv(t, envOpts{
+		limits: pgproxy.Limits{IdleTimeout: 300 * time.Millisecond},
+		logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	r := e.raw(t)
+	r.login(e, "analyst-bot")
+	// A statement that outlasts the idle timeout is not idle: the idle
+	// timer fires while it waits for the lock, and the session goes on.
 	release := e.lockOrders()
-	time.AfterFunc(600*time.Millisecond, release)
-	_, err := c.Exec(ctx, "SELECT count(*) FROM orders")
-	require.NoError(t, err)
-	time.Sleep(700 * time.Millisecond)
-	_, err = c.Exec(ctx, "SELECT 1")
-	require.Error(t, err)
-	assert.Equal(t, "57P05", sqlState(err), "err: %v", err)
+	r.fe.Send(&pgproto3.Query{String: "SELECT count(*) FROM orders"})
+	require.NoError(t, r.fe.Flush())
+	require.Eventually(t, func() bool { return e.waiting() == 1 }, 5*time.Second, 20*time.Millisecond)
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "idle timer: a request is in flight") },
+		10*time.Second, 20*time.Millisecond)
+	release()
+	assert.Empty(t, errorsIn(r.until(&pgproto3.ReadyForQuery{})))
+	// Then, with nothing in flight and nothing sent, the session ends.
+	er, ok := r.recv().(*pgproto3.ErrorResponse)
+	require.True(t, ok)
+	assert.Equal(t, "57P05", er.Code)
+	assert.Equal(t, "FATAL", er.Severity)
 }
 
 func TestMaxConns(t *testing.T) {
@@ -167,7 +181,8 @@ func TestMaxConns(t *testing.T) {
 
 func TestShutdown(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOpts{})
+	var logs fixture.SyncBuffer
+	e := newEnv(t, envOpts{logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
 	ctx := context.Background()
 	busy := e.connect(pgx.QueryExecModeCacheStatement)
 	idle := e.connect(pgx.QueryExecModeSimpleProtocol)
@@ -192,8 +207,9 @@ func TestShutdown(t *testing.T) {
 	}, 5*time.Second, 20*time.Millisecond)
 	_, err := pgx.Connect(ctx, e.dsn("analyst-bot"))
 	assert.Error(t, err)
-	// The statement in flight finishes once the lock goes away.
-	time.Sleep(200 * time.Millisecond)
+	// The busy session drains: its statement finishes once the lock goes
+	// away.
+	require.Eventually(t, func() bool { return strings.Contains(logs.String(), "draining") }, 5*time.Second, 20*time.Millisecond)
 	release()
 	require.NoError(t, <-result)
 	require.NoError(t, <-shut)

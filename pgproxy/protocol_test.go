@@ -80,6 +80,12 @@ func copyMsg(m pgproto3.BackendMessage) pgproto3.BackendMessage {
 	case *pgproto3.ReadyForQuery:
 		c := *v
 		return &c
+	case *pgproto3.DataRow:
+		c := &pgproto3.DataRow{}
+		for _, b := range v.Values {
+			c.Values = append(c.Values, append([]byte(nil), b...))
+		}
+		return c
 	}
 	return m
 }

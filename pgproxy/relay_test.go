@@ -59,28 +59,6 @@ func TestAllowAndDeny(t *testing.T) {
 	assert.Positive(t, allowed)
 }
 
-func TestTransactionStatusAfterDeny(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t, envOpts{})
-	ctx := context.Background()
-	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeCacheStatement} {
-		t.Run(mode.String(), func(t *testing.T) {
-			c := e.connect(mode)
-			tx, err := c.Begin(ctx)
-			require.NoError(t, err)
-			_, err = tx.Exec(ctx, "INSERT INTO orders VALUES (100, 'x', 1)")
-			require.NoError(t, err)
-			_, err = tx.Exec(ctx, "SELECT * FROM secrets")
-			assert.Equal(t, "42501", sqlState(err))
-			// Nothing reached the upstream: the transaction is still open
-			// and keyhole reports it ('T').
-			assert.Equal(t, byte('T'), c.PgConn().TxStatus())
-			require.NoError(t, tx.Rollback(ctx))
-			assert.Equal(t, byte('I'), c.PgConn().TxStatus())
-		})
-	}
-}
-
 func TestBatchWithDeniedStatement(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/keyholedb/keyhole/admin"
 	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
@@ -36,12 +35,21 @@ type Config struct {
 	// Upstreams by name (the role's upstream); "" is the default used when
 	// the role's name is missing.
 	Upstreams map[string]Upstream
-	Audit     audit.Recorder     // nil = none
-	Metrics   admin.ProxyMetrics // nil = none
-	Logger    *slog.Logger       // nil = slog.Default()
+	Audit     audit.Recorder // nil = none
+	Metrics   Metrics        // nil = none
+	Logger    *slog.Logger   // nil = slog.Default()
 	Limits    Limits
 	// RawStatements audits raw SQL instead of the Decider.Redact text.
 	RawStatements bool
+}
+
+// Metrics is what the front end reports (admin.Metrics implements it).
+type Metrics interface {
+	ConnectionOpened(protocol string)
+	ConnectionClosed(protocol string)
+	AuthFailed(protocol string)
+	StatementDecided(protocol string, effect sqlpolicy.Effect, rule string, latency time.Duration)
+	UpstreamError(protocol string)
 }
 
 // Upstream is a Postgres server keyhole connects to.
@@ -58,11 +66,29 @@ type Upstream struct {
 type Limits struct {
 	MaxConns       int           // 0 = 1000 concurrent client connections
 	StartupTimeout time.Duration // 0 = 10s from accept to ReadyForQuery
-	IdleTimeout    time.Duration // 0 = none; idle sessions are ended with 57P05
-	MaxMessageSize int           // 0 = 64 MiB per client message body
+	// IdleTimeout ends, with 57P05, a session that has nothing in flight
+	// and has sent nothing for this long (in a transaction or not);
+	// 0 = 1h, negative = never.
+	IdleTimeout time.Duration
+	// MaxMessageSize bounds a client message body once the agent is
+	// authenticated (before, 32 KiB); 0 = 64 MiB.
+	MaxMessageSize int
+	// BufferMemory bounds the bytes all client connections together may
+	// hold in read buffers beyond 8 KiB each; a message that does not fit
+	// waits for room (up to 10s, then the session ends with 53200).
+	// 0 = 4 × MaxMessageSize; it must be at least MaxMessageSize.
+	BufferMemory int64
 	// ShutdownGrace bounds Shutdown when its context has no deadline; 0 = 30s.
 	ShutdownGrace time.Duration
 }
+
+// DefaultIdleTimeout is Limits.IdleTimeout's default: longer than the idle
+// lifetime of the common connection pools (pgxpool 30 min, HikariCP 10
+// min), so a pool retires a connection before keyhole ends it.
+const DefaultIdleTimeout = time.Hour
+
+// bufferWait bounds how long a client message waits for buffer memory.
+const bufferWait = 10 * time.Second
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxConns <= 0 {
@@ -71,8 +97,17 @@ func (l Limits) withDefaults() Limits {
 	if l.StartupTimeout <= 0 {
 		l.StartupTimeout = 10 * time.Second
 	}
+	switch {
+	case l.IdleTimeout == 0:
+		l.IdleTimeout = DefaultIdleTimeout
+	case l.IdleTimeout < 0:
+		l.IdleTimeout = 0
+	}
 	if l.MaxMessageSize <= 0 {
 		l.MaxMessageSize = 64 << 20
+	}
+	if l.BufferMemory <= 0 {
+		l.BufferMemory = 4 * int64(l.MaxMessageSize)
 	}
 	if l.ShutdownGrace <= 0 {
 		l.ShutdownGrace = 30 * time.Second
@@ -86,6 +121,8 @@ type Server struct {
 	limits Limits
 	log    *slog.Logger
 	fails  *identity.Limiter // Config.Limiter or a default one
+	// buffers is the memory budget of client read buffers.
+	buffers *memBudget
 
 	ctx    context.Context // parent of every connection; cancelled last in Shutdown
 	cancel context.CancelFunc
@@ -119,6 +156,10 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("pgproxy: upstream %q: address %q: %w", name, u.Addr, err)
 		}
 	}
+	limits := cfg.Limits.withDefaults()
+	if limits.BufferMemory < int64(limits.MaxMessageSize) {
+		return nil, fmt.Errorf("pgproxy: Limits.BufferMemory %d is less than MaxMessageSize %d", limits.BufferMemory, limits.MaxMessageSize)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -130,7 +171,8 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		cfg:       cfg,
-		limits:    cfg.Limits.withDefaults(),
+		limits:    limits,
+		buffers:   newMemBudget(limits.BufferMemory),
 		log:       log.With("component", "pgproxy"),
 		fails:     fails,
 		ctx:       ctx,

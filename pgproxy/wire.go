@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 )
@@ -12,17 +14,37 @@ import (
 // msgReader reads whole protocol messages (type byte, int32 length, body)
 // from a socket into one reused buffer, so the relay can inspect the few
 // messages it must and pass every message on as the bytes it received.
+//
+// A body is read incrementally: the buffer grows as bytes arrive, so a
+// length announced but never sent costs nothing. A client reader also
+// reserves every message larger than its base buffer from the server's
+// memory budget before reading it, and returns the reservation when the
+// buffer shrinks back.
 type msgReader struct {
 	r       io.Reader
 	buf     []byte
 	rp, wp  int // unread bytes are buf[rp:wp]
 	maxBody int // 0 = no limit
+
+	// Client readers only (nil / zero for the upstream).
+	budget   *memBudget
+	reserved int64 // bytes of budget held: what buf may hold past readBufSize
+	wait     time.Duration
+	done     <-chan struct{} // ends a wait for budget (the connection stopped)
+	// active is stamped with the time of every read that returned bytes
+	// (the idle timeout's measure of client activity).
+	active *atomic.Int64
+	// reserving is called before a message takes budget (wait: it has
+	// to wait for it).
+	reserving func(bytes int64, wait bool)
 }
 
 const (
 	readBufSize = 8 << 10
-	// A buffer grown for one large message is dropped once it is drained.
-	maxKeptReadBuf = 256 << 10
+	// maxKeptReadBuf bounds a buffer kept once drained; a larger one,
+	// grown for one large message, is dropped and its budget returned.
+	// COPY FROM STDIN data (pgx sends 64 KiB chunks) stays below it.
+	maxKeptReadBuf = 128 << 10
 )
 
 func newMsgReader(r io.Reader, maxBody int) *msgReader {
@@ -48,7 +70,7 @@ func (m *msgReader) complete() bool {
 // gives io.ErrUnexpectedEOF, as pgproto3 does.
 func (m *msgReader) next() (typ byte, msg []byte, err error) {
 	if m.rp == m.wp && len(m.buf) > maxKeptReadBuf {
-		m.buf, m.rp, m.wp = make([]byte, readBufSize), 0, 0
+		m.shrink()
 	}
 	if err := m.fill(5); err != nil {
 		return 0, nil, err
@@ -61,6 +83,9 @@ func (m *msgReader) next() (typ byte, msg []byte, err error) {
 	if m.maxBody > 0 && l-4 > m.maxBody {
 		return 0, nil, &pgproto3.ExceededMaxBodyLenErr{MaxExpectedBodyLen: m.maxBody, ActualBodyLen: l - 4}
 	}
+	if err := m.reserve(1 + l); err != nil {
+		return 0, nil, err
+	}
 	if err := m.fill(1 + l); err != nil {
 		return 0, nil, err
 	}
@@ -69,24 +94,63 @@ func (m *msgReader) next() (typ byte, msg []byte, err error) {
 	return typ, msg, nil
 }
 
+// reserve takes from the budget what a buffer of n bytes holds past the
+// base size, unless already held.
+func (m *msgReader) reserve(n int) error {
+	if m.budget == nil {
+		return nil
+	}
+	need := int64(n - readBufSize)
+	if need <= m.reserved {
+		return nil
+	}
+	if m.reserving != nil {
+		m.reserving(need-m.reserved, m.budget.available() < need-m.reserved)
+	}
+	if err := m.budget.acquire(need-m.reserved, m.wait, m.done); err != nil {
+		return fmt.Errorf("message of %d bytes: %w", n, err)
+	}
+	m.reserved = need
+	return nil
+}
+
+// shrink drops a grown, drained buffer and returns its budget.
+func (m *msgReader) shrink() {
+	m.buf, m.rp, m.wp = make([]byte, readBufSize), 0, 0
+	m.release()
+}
+
+// release returns the reader's budget; the connection calls it when it
+// ends.
+func (m *msgReader) release() {
+	if m.budget != nil && m.reserved > 0 {
+		m.budget.release(m.reserved)
+		m.reserved = 0
+	}
+}
+
 // fill makes at least n unread bytes available.
 func (m *msgReader) fill(n int) error {
 	if m.wp-m.rp >= n {
 		return nil
 	}
-	if m.rp+n > len(m.buf) {
-		if n > len(m.buf) {
-			nb := make([]byte, max(n, 2*len(m.buf)))
-			m.wp = copy(nb, m.buf[m.rp:m.wp])
-			m.buf = nb
-		} else {
-			m.wp = copy(m.buf, m.buf[m.rp:m.wp])
-		}
+	if m.rp > 0 && m.rp+n > len(m.buf) {
+		m.wp = copy(m.buf, m.buf[m.rp:m.wp])
 		m.rp = 0
 	}
 	for m.wp-m.rp < n {
+		if m.wp == len(m.buf) {
+			// Here rp is 0 and n exceeds the buffer: grow towards n as
+			// the bytes come.
+			nb := make([]byte, min(n, 2*len(m.buf)))
+			copy(nb, m.buf[:m.wp])
+			m.buf = nb
+		}
 		k, err := m.r.Read(m.buf[m.wp:])
 		m.wp += k
+		if k > 0 && m.active != nil {
+			m.active.Store(time.Now().UnixNano())
+		}
 		if err != nil {
 			if m.wp-m.rp >= n {
 				return nil
@@ -165,6 +229,26 @@ func (f *frontendMsgs) decode(typ byte, body []byte, auth uint32) (pgproto3.Fron
 		return nil, err
 	}
 	return msg, nil
+}
+
+// forget drops what the decoded msg refers to once it has been handled: a
+// large Query's text, or a Bind's parameters (which point into the read
+// buffer), must not stay reachable until the next message of the kind.
+func (f *frontendMsgs) forget(msg pgproto3.FrontendMessage) {
+	switch msg {
+	case &f.query:
+		f.query.String = ""
+	case &f.parse:
+		f.parse.Query = ""
+	case &f.bind:
+		clear(f.bind.Parameters)
+		f.bind.Parameters = f.bind.Parameters[:0]
+	case &f.copyData:
+		f.copyData.Data = nil
+	case &f.functionCall:
+		clear(f.functionCall.Arguments)
+		f.functionCall.Arguments = f.functionCall.Arguments[:0]
+	}
 }
 
 // syncMsg and terminateMsg are the encoded Sync and Terminate.

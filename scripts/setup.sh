@@ -33,9 +33,10 @@ wait_port() {
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
 
 # --- what is missing ---------------------------------------------------------
-# pgbouncer: the baseline in scripts/bench.sh. python3-psycopg2: the psycopg2
-# client in internal/e2e (for /usr/bin/python3; a pyenv python on PATH does
-# not see it, so tests call /usr/bin/python3). postgresql-client: psql,
+# pgbouncer: the baseline in scripts/bench.sh. python3-psycopg2,
+# python3-psycopg (psycopg 3) and python3-asyncpg: the Python clients in
+# internal/e2e (for /usr/bin/python3; a pyenv python on PATH does not see
+# them, so tests call /usr/bin/python3). postgresql-client: psql,
 # pgbench and pg_dump. libpostgresql-jdbc-java (/usr/share/java/postgresql.jar)
 # and a JDK (java runs the e2e JDBC program from source, which needs the
 # compiler): the pgJDBC metadata test. pg_stat_statements ships in
@@ -44,7 +45,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install o
 # exchange), mariadb-client and sysbench: the MySQL clients and benchmark of
 # mysqlproxy.
 need=()
-for p in pgbouncer python3-psycopg2 libpostgresql-jdbc-java python3-pymysql python3-cryptography sysbench; do
+for p in pgbouncer python3-psycopg2 python3-psycopg python3-asyncpg libpostgresql-jdbc-java python3-pymysql python3-cryptography sysbench; do
 	have_pkg "$p" || need+=("$p")
 done
 { command -v psql && command -v pgbench && command -v pg_dump; } >/dev/null 2>&1 || need+=(postgresql-client)
@@ -90,6 +91,7 @@ if [ -n "$pgbouncer_pid" ]; then
 	as_root /etc/init.d/pgbouncer stop >/dev/null 2>&1 || as_root kill "$pgbouncer_pid" 2>/dev/null || true
 fi
 /usr/bin/python3 -c 'import psycopg2' || die "python3-psycopg2 installed but /usr/bin/python3 cannot import it"
+/usr/bin/python3 -c 'import psycopg, asyncpg' || die "python3-psycopg/python3-asyncpg installed but /usr/bin/python3 cannot import them"
 /usr/bin/python3 -c 'import pymysql' || die "python3-pymysql installed but /usr/bin/python3 cannot import it"
 
 # --- node-postgres for internal/e2e (no root needed) -------------------------

@@ -258,6 +258,13 @@ type Statement struct {
 	Deallocate    []string `json:"deallocate,omitempty"`
 	DeallocateAll bool     `json:"deallocate_all,omitempty"`
 
+	// CursorName is the cursor a DECLARE opens or a CLOSE closes (empty
+	// for CLOSE ALL and other statements); CursorHold marks DECLARE ...
+	// WITH HOLD, whose cursor outlives the COMMIT of its transaction. The
+	// proxies track such cursors as portals the client may use.
+	CursorName string `json:"cursor_name,omitempty"`
+	CursorHold bool   `json:"cursor_hold,omitempty"`
+
 	// Explained is the analysis of the statement under EXPLAIN. Analyze is
 	// true for EXPLAIN ANALYZE (the inner statement runs).
 	Explained      *Statement `json:"explained,omitempty"`

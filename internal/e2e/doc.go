@@ -1,8 +1,8 @@
 // Package e2e holds keyhole's end-to-end tests (in package e2e_test): they
 // build the keyhole binary, start `keyhole serve` as a subprocess against a
 // throwaway database on the local Postgres, and drive it with real clients
-// — pgx (simple and extended protocol), lib/pq, psql, psycopg2,
-// node-postgres and pgbench — checking SQLSTATEs, the rows that stay in the
+// — pgx (simple and extended protocol), lib/pq, psql, psycopg2, psycopg 3
+// (named cursors), asyncpg, node-postgres and pgbench — checking SQLSTATEs, the rows that stay in the
 // database, the audit log and `keyhole audit`, policy reload (SIGHUP and
 // file change), graceful shutdown, fail-closed startup, agent TLS / mTLS
 // (SPIFFE) / SCRAM, upstream sslmodes, and Vault dynamic credentials from a

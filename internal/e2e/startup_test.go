@@ -154,7 +154,9 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 
 	kh.Signal(syscall.SIGTERM)
 	kh.WaitLog(0, 10*time.Second, "shutting down")
-	time.Sleep(300 * time.Millisecond)
+	// The busy session is told to drain, and the lock still holds its
+	// statement.
+	kh.WaitLog(0, 10*time.Second, "draining")
 	select {
 	case r := <-done:
 		t.Fatalf("the in-flight statement ended before the lock was released: %v", r.err)

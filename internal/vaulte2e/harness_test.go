@@ -234,8 +234,9 @@ func (e *env) admin() *pgx.Conn {
 }
 
 // upstreamUsers lists the login names of the database's sessions whose
-// application_name is appName; a session whose role Vault already dropped
-// (it is still exiting) is "(dropped role)".
+// client set application_name appName (keyhole puts "keyhole:<agent> "
+// before it); a session whose role Vault already dropped (it is still
+// exiting) is "(dropped role)".
 func (e *env) upstreamUsers(appName string) []string {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -243,7 +244,7 @@ func (e *env) upstreamUsers(appName string) []string {
 	c, err := pgx.Connect(ctx, e.db.DSN)
 	require.NoError(e.t, err)
 	defer c.Close(ctx)
-	rows, err := c.Query(ctx, "SELECT coalesce(usename::text, $3) FROM pg_stat_activity WHERE datname = $1 AND application_name = $2 ORDER BY 1", e.db.Name, appName, "(dropped role)")
+	rows, err := c.Query(ctx, "SELECT coalesce(usename::text, $3) FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE 'keyhole:% ' || $2 ORDER BY 1", e.db.Name, appName, "(dropped role)")
 	require.NoError(e.t, err)
 	users, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	require.NoError(e.t, err)

@@ -91,6 +91,8 @@ func (w *walker) statement(n *pg.Node) {
 		// A cursor returns its query's rows through FETCH: decide it as
 		// that query.
 		st.Verb, st.Command = sqlpolicy.VerbSelect, "DECLARE CURSOR"
+		st.CursorName = x.DeclareCursorStmt.Portalname
+		st.CursorHold = x.DeclareCursorStmt.Options&cursorOptHold != 0
 		w.readShape(nil, w.query(x.DeclareCursorStmt.Query, nil))
 		if len(w.writeVerbs) > 0 {
 			w.unsupported("DECLARE CURSOR over a data-modifying query")
@@ -102,6 +104,7 @@ func (w *walker) statement(n *pg.Node) {
 		}
 	case *pg.Node_ClosePortalStmt:
 		st.Verb, st.Command = sqlpolicy.VerbUtility, "CLOSE CURSOR"
+		st.CursorName = x.ClosePortalStmt.Portalname
 		if x.ClosePortalStmt.Portalname == "" {
 			st.Command = "CLOSE CURSOR ALL"
 		}
@@ -147,6 +150,9 @@ func (w *walker) statement(n *pg.Node) {
 		w.utility(n)
 	}
 }
+
+// cursorOptHold is CURSOR_OPT_HOLD (parsenodes.h): DECLARE ... WITH HOLD.
+const cursorOptHold = 0x0020
 
 // commandUpsert is the Command of INSERT ... ON CONFLICT DO UPDATE.
 const commandUpsert = "INSERT ... ON CONFLICT DO UPDATE"

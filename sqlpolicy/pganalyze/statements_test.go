@@ -331,3 +331,28 @@ func TestNormalize(t *testing.T) {
 	_, err = a.Normalize("SELEC 1")
 	assert.Error(t, err)
 }
+
+// DECLARE and CLOSE name the cursor, so a proxy can let the client use it
+// as a protocol portal and knows when it ends.
+func TestCursorNames(t *testing.T) {
+	t.Parallel()
+	a := analyzer(t)
+	cases := []struct {
+		sql  string
+		name string
+		hold bool
+	}{
+		{"DECLARE c1 CURSOR FOR SELECT name FROM customers", "c1", false},
+		{`DECLARE "My Cur" NO SCROLL CURSOR WITHOUT HOLD FOR SELECT 1`, "My Cur", false},
+		{"DECLARE c2 BINARY INSENSITIVE SCROLL CURSOR WITH HOLD FOR SELECT name FROM customers", "c2", true},
+		{"CLOSE c1", "c1", false},
+		{"CLOSE ALL", "", false},
+		{"FETCH 10 FROM c1", "", false},
+	}
+	for _, tc := range cases {
+		acc := a.Analyze(tc.sql, nil)
+		require.Len(t, acc.Statements, 1, tc.sql)
+		assert.Equal(t, tc.name, acc.Statements[0].CursorName, tc.sql)
+		assert.Equal(t, tc.hold, acc.Statements[0].CursorHold, tc.sql)
+	}
+}

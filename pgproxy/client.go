@@ -1,0 +1,677 @@
+package pgproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// Client → upstream: the client goroutine reads the client's messages,
+// decides every Query and Parse, and forwards what is allowed. A message
+// keyhole refuses is replaced upstream by a statement that fails (see
+// refusedSQL), so that the server answers it, in order, with an error whose
+// place the refusal takes: the server then skips the rest of the sync block
+// and rolls back or aborts the transaction exactly as after its own error.
+
+func (c *conn) readClient() error {
+	for {
+		// What was forwarded goes upstream once no further whole message
+		// is buffered: one write for a client's batch (Bind, Execute, Sync).
+		if len(c.upBuf) > 0 && (len(c.upBuf) >= flushAt || !c.clientRd.complete()) {
+			if err := c.flushUp(); err != nil {
+				return err
+			}
+		}
+		typ, raw, err := c.clientRd.next()
+		if err != nil {
+			return c.clientReadError(err)
+		}
+		msg, err := c.cmsgs.decode(typ, raw[5:], c.authType)
+		if err != nil {
+			return c.clientReadError(err)
+		}
+		if c.copyIn.Load() {
+			// In COPY FROM STDIN the upstream ignores Flush and Sync and
+			// fails the COPY on anything else, consuming the message
+			// without an answer; keyhole would lose track of what is owed.
+			switch msg.(type) {
+			case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail, *pgproto3.Terminate:
+			case *pgproto3.Flush, *pgproto3.Sync:
+				continue
+			default:
+				return fatal(codeProtocolViolation, fmt.Sprintf("unexpected message %T during COPY FROM STDIN", msg), nil)
+			}
+		}
+		switch m := msg.(type) {
+		case *pgproto3.Query:
+			err = c.onQuery(m, raw)
+		case *pgproto3.Parse:
+			err = c.onParse(m, raw)
+		case *pgproto3.Bind:
+			err = c.onBind(m, raw)
+		case *pgproto3.Describe:
+			err = c.onDescribe(m, raw)
+		case *pgproto3.Execute:
+			err = c.onExecute(m, raw)
+		case *pgproto3.Close:
+			err = c.onClose(m, raw)
+		case *pgproto3.Sync:
+			c.skipToSync = false
+			c.stage(request{kind: reqSync})
+			c.syncs++
+			err = c.forward(m, raw)
+		case *pgproto3.Flush:
+			// Also while skipping: messages before the refused one, and
+			// the refusal's stand-in, may still wait upstream for it.
+			err = c.forward(m, raw)
+		case *pgproto3.CopyData:
+			// Outside COPY mode the upstream ignores these, as the
+			// protocol specifies.
+			err = c.forward(m, raw)
+		case *pgproto3.CopyDone, *pgproto3.CopyFail:
+			c.copyIn.Store(false)
+			err = c.forward(m, raw)
+		case *pgproto3.FunctionCall:
+			if !c.skipToSync {
+				c.refuseQuery(stmtError(codeFeatureUnsupported, "keyhole does not allow the function call protocol; call the function in a SELECT"))
+			}
+		case *pgproto3.Terminate:
+			return fmt.Errorf("client sent Terminate: %w", errClientGone)
+		default:
+			return fatal(codeProtocolViolation, fmt.Sprintf("unexpected message type %T", msg), nil)
+		}
+		c.cmsgs.forget(msg)
+		if err != nil {
+			return err
+		}
+	}
+}
+
+func (c *conn) clientReadError(err error) error {
+	c.mu.Lock()
+	stopped, stopErr := c.stopped, c.stopErr
+	c.mu.Unlock()
+	if stopped {
+		return stopErr
+	}
+	if errors.Is(err, errNoBufferMemory) {
+		return fatal(codeOutOfMemory, "keyhole: out of memory for client messages; try again later", err)
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) {
+		// The relay sets no read deadline; only stop does, and the upstream
+		// goroutine's wake-up after a failed write to the client.
+		return fmt.Errorf("client read: %w", errors.Join(errClientGone, err))
+	}
+	var tooBig *pgproto3.ExceededMaxBodyLenErr
+	if errors.As(err, &tooBig) {
+		return fatal(codeProtocolViolation, fmt.Sprintf("message of %d bytes exceeds the maximum of %d", tooBig.ActualBodyLen, tooBig.MaxExpectedBodyLen), err)
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		return fmt.Errorf("client read: %w", errors.Join(errClientGone, err))
+	}
+	return fatal(codeProtocolViolation, "invalid message from client", err)
+}
+
+// stage queues the request a message forwarded next is answered by. It
+// reaches the upstream goroutine in flushUp, before the message's bytes
+// leave.
+func (c *conn) stage(r request) { c.staged.push(r) }
+
+// forward queues a client message for the upstream as it was received;
+// readClient writes it before it next waits for the client. Parse, Bind
+// and Execute decode without looking past their last field: one with
+// bytes after it goes as pgproto3 encodes it, so the upstream reads
+// exactly what keyhole decoded.
+func (c *conn) forward(msg pgproto3.FrontendMessage, raw []byte) error {
+	if n, ok := bodyLen(msg); ok && n != len(raw)-5 {
+		b, err := msg.Encode(c.upBuf)
+		if err != nil {
+			return fatal(codeProtocolViolation, "invalid message from client", err)
+		}
+		c.upBuf = b
+		return nil
+	}
+	if len(raw) >= flushAt {
+		// A large message goes out from the read buffer, not via a copy.
+		if err := c.flushUp(); err != nil {
+			return err
+		}
+		return c.writeUp(raw)
+	}
+	c.upBuf = append(c.upBuf, raw...)
+	return nil
+}
+
+// flushUp hands the staged requests to the upstream goroutine, then
+// writes what was forwarded.
+func (c *conn) flushUp() error {
+	if n := c.staged.len(); n > 0 {
+		c.mu.Lock()
+		c.staged.moveTo(&c.sent)
+		c.mu.Unlock()
+		c.inflight.Add(int64(n))
+	}
+	if len(c.upBuf) == 0 {
+		return nil
+	}
+	err := c.writeUp(c.upBuf)
+	if cap(c.upBuf) > maxKeptWriteBuf {
+		c.upBuf = nil
+	} else {
+		c.upBuf = c.upBuf[:0]
+	}
+	return err
+}
+
+func (c *conn) writeUp(b []byte) error {
+	if _, err := c.upConn.Write(b); err != nil {
+		c.mu.Lock()
+		stopped, stopErr := c.stopped, c.stopErr
+		c.mu.Unlock()
+		if stopped {
+			return stopErr
+		}
+		return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("write upstream: %w", err))
+	}
+	return nil
+}
+
+// refuseExt refuses an extended-protocol message: a failing Parse goes
+// upstream in its place, and like Postgres after an error keyhole
+// discards the client's messages until Sync.
+func (c *conn) refuseExt(resp *pgproto3.ErrorResponse) error {
+	c.skipToSync = true
+	c.stage(request{kind: reqRefusedExt, refusal: resp})
+	c.upBuf = append(c.upBuf, refusedParseMsg...)
+	return nil
+}
+
+// refuseQuery refuses a Query or FunctionCall: a failing Query goes
+// upstream in its place.
+func (c *conn) refuseQuery(resp *pgproto3.ErrorResponse) {
+	c.stage(request{kind: reqRefusedQuery, refusal: resp})
+	c.upBuf = append(c.upBuf, refusedQueryMsg...)
+}
+
+// checkAgent ends the session when the policy no longer maps the agent
+// to the role and upstream the session was opened for, or it expired.
+func (c *conn) checkAgent() error {
+	if !c.agent.Expires.IsZero() && time.Now().After(c.agent.Expires) {
+		return errExpired
+	}
+	role, up, ok := c.srv.cfg.Decider.Role(c.agent.Name)
+	if !ok || role != c.role || up != c.upName {
+		c.log.Warn("agent no longer maps to the session's role", "known", ok, "new_role", role)
+		return errAgentRemoved
+	}
+	return nil
+}
+
+// check asks the policy about sql in this session. A nil decision denies.
+// send is the text to send upstream in sql's place when it is not sql
+// itself: a lone SET of application_name, with the agent's prefix put in
+// front of the value (see appNameRewrite).
+func (c *conn) check(sql string) (dec *sqlpolicy.Decision, acc *sqlpolicy.Access, send string) {
+	c.sessMu.Lock()
+	dec, acc = c.srv.cfg.Decider.Check(c.agent.Principal(), sql, c.session)
+	c.sessMu.Unlock()
+	if dec == nil {
+		dec = &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: "default-deny", Message: "keyhole: statement denied"}
+	}
+	if dec.Allowed() {
+		if d := c.appNameRefusal(acc); d != nil {
+			if send, ok := c.appNameRewrite(acc); ok {
+				return dec, acc, send
+			}
+			return d, acc, ""
+		}
+	}
+	return dec, acc, ""
+}
+
+// decide checks sql and counts and logs the decision.
+func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access, string) {
+	start := time.Now()
+	dec, acc, send := c.check(sql)
+	if m := c.srv.cfg.Metrics; m != nil {
+		m.StatementDecided(protocolName, dec.Effect, dec.Rule, time.Since(start))
+	}
+	if dec.Allowed() {
+		if c.log.Enabled(context.Background(), slog.LevelDebug) { // the args allocate even when disabled
+			c.log.Debug("statement allowed", "rule", dec.Rule)
+		}
+	} else {
+		c.log.Info("statement denied", "rule", dec.Rule, "reason", dec.Message)
+	}
+	return dec, acc, send
+}
+
+// denyResponse is the ErrorResponse of every denial.
+func denyResponse(dec *sqlpolicy.Decision) *pgproto3.ErrorResponse {
+	msg := dec.Message
+	if msg == "" {
+		msg = "keyhole: permission denied by policy (rule " + dec.Rule + ")"
+	}
+	code := dec.SQLState // 42501, or a not-found/syntax code the decision chose
+	if code == "" {
+		code = codeInsufficientPriv
+	}
+	r := stmtError(code, msg)
+	r.Detail, r.Hint = dec.Detail, dec.Hint
+	return r
+}
+
+func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
+	if c.skipToSync {
+		return nil
+	}
+	if err := c.checkAgent(); err != nil {
+		return err
+	}
+	start := time.Now()
+	dec, acc, send := c.decide(m.String)
+	if !dec.Allowed() {
+		resp := denyResponse(dec)
+		c.auditDenied(m.String, dec, start, resp)
+		c.refuseQuery(resp)
+		return nil
+	}
+	c.stage(request{kind: reqQuery, exec: execution{
+		sql: m.String, dec: dec, access: acc, started: start, maxRows: int64(dec.MaxRows),
+		cursors: c.declareCursors(acc, m.String, dec, nil, true),
+	}})
+	if send != "" {
+		q := &pgproto3.Query{String: send}
+		return c.forwardRewritten(q)
+	}
+	return c.forward(m, raw)
+}
+
+func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
+	if c.skipToSync {
+		return nil
+	}
+	if err := c.checkAgent(); err != nil {
+		return err
+	}
+	start := time.Now()
+	dec, acc, send := c.decide(m.Query)
+	p := &prepared{name: m.Name, sql: m.Query, dec: dec, access: acc, allowed: dec.Allowed()}
+	old := c.stmts[m.Name]
+	c.setStmt(p)
+	if !p.allowed {
+		resp := denyResponse(dec)
+		c.auditDenied(m.Query, dec, start, resp)
+		return c.refuseExt(resp)
+	}
+	// Allowed statements are audited when they run, with rows.
+	c.stage(request{kind: reqParse, stmt: p})
+	p.origin = origin{syncs: c.syncs, shadows: old != nil && live(&old.state)}
+	if send != "" {
+		return c.forwardRewritten(&pgproto3.Parse{Name: m.Name, Query: send, ParameterOIDs: m.ParameterOIDs})
+	}
+	return c.forward(m, raw)
+}
+
+// forwardRewritten forwards msg, a message keyhole built in place of the
+// client's (see appNameRewrite).
+func (c *conn) forwardRewritten(msg pgproto3.FrontendMessage) error {
+	raw, err := msg.Encode(nil)
+	if err != nil {
+		return fatal(codeInternalError, "internal error", fmt.Errorf("encode %T: %w", msg, err))
+	}
+	return c.forward(msg, raw)
+}
+
+// recheck decides an allowed prepared statement again at Bind: the policy
+// may have been reloaded since Parse (a role narrowed), and drivers that
+// cache statements never send Parse again. With an unchanged policy this is
+// a decision-cache hit. A statement the new policy denies stays denied.
+func (c *conn) recheck(p *prepared) *pgproto3.ErrorResponse {
+	// The statement upstream is the one Parse sent (rewritten or not); only
+	// the decision is renewed.
+	dec, acc, _ := c.check(p.sql)
+	p.dec, p.access = dec, acc
+	if dec.Allowed() {
+		return nil
+	}
+	p.allowed = false
+	c.log.Info("prepared statement denied after policy change", "rule", dec.Rule)
+	if m := c.srv.cfg.Metrics; m != nil {
+		m.StatementDecided(protocolName, dec.Effect, dec.Rule, 0)
+	}
+	r := deniedStatement(p)
+	c.auditDenied(p.sql, dec, time.Now(), r)
+	return r
+}
+
+// deniedStatement refuses the use of a prepared statement the policy denied.
+func deniedStatement(p *prepared) *pgproto3.ErrorResponse {
+	r := denyResponse(p.dec)
+	r.Message = fmt.Sprintf("keyhole: prepared statement %q was denied by policy: %s", p.name, r.Message)
+	return r
+}
+
+// settle makes sure a name refers to what keyhole decided under it. When
+// an older object of the name may still exist upstream (shadows), a
+// creation the server rejected or skipped leaves that older object in
+// place, and the server would use it for text keyhole did not decide under
+// this name. Within one sync block that cannot happen: the failure makes
+// the server skip the rest of the block, the use included. Across a Sync
+// it can, so the use waits until the upstream goroutine knows the
+// creation's fate: the server answers in order, and the Sync ensures the
+// answer comes (drivers use a name in the block that creates it, or after
+// its answer, so this is rare). A cursor DECLAREd by a simple Query ends
+// its block itself yet may be skipped without an answer until the next
+// Sync: used before that, it is refused as not yet settled.
+func (c *conn) settle(o *origin, state *atomic.Int32) (refused bool, err error) {
+	if !o.shadows || objState(state.Load()) != objPending {
+		return false, nil
+	}
+	if o.syncs == c.syncs {
+		return o.byQuery, nil
+	}
+	if err := c.flushUp(); err != nil {
+		return false, err
+	}
+	c.waiting.Store(true)
+	defer c.waiting.Store(false)
+	for objState(state.Load()) == objPending {
+		select {
+		case <-c.resolved:
+		case <-c.stopCh:
+			return false, c.stopError()
+		}
+	}
+	return false, nil
+}
+
+// statement returns the allowed statement name refers to, or the error
+// that refuses it.
+func (c *conn) statement(name string) (*prepared, *pgproto3.ErrorResponse, error) {
+	p := c.stmts[name]
+	if p != nil {
+		if _, err := c.settle(&p.origin, &p.state); err != nil {
+			return nil, nil, err
+		}
+	}
+	switch {
+	case p == nil || p.closing || objState(p.state.Load()) == objClosed:
+		return nil, stmtError(codeInvalidStmtName, fmt.Sprintf("prepared statement %q does not exist", name)), nil
+	case objState(p.state.Load()) == objFailed:
+		return nil, stmtError(codeInvalidStmtName, fmt.Sprintf("keyhole: prepared statement %q is unusable: the server did not accept its Parse; Close it and Parse it again", name)), nil
+	case !p.allowed:
+		return nil, deniedStatement(p), nil
+	}
+	return p, nil, nil
+}
+
+// portal returns the portal name refers to, or the error that refuses it.
+func (c *conn) portal(name string) (*portal, *pgproto3.ErrorResponse, error) {
+	p := c.portals[name]
+	if p != nil {
+		refused, err := c.settle(&p.origin, &p.state)
+		if err != nil {
+			return nil, nil, err
+		}
+		if refused {
+			return nil, stmtError(codeInvalidCursorName, fmt.Sprintf("keyhole: cursor %q is not usable before its DECLARE completed (an older cursor of the name may still be open)", name)), nil
+		}
+	}
+	switch {
+	case p == nil || p.closing || objState(p.state.Load()) == objClosed:
+		return nil, stmtError(codeInvalidCursorName, fmt.Sprintf("portal %q does not exist", name)), nil
+	case objState(p.state.Load()) == objFailed:
+		return nil, stmtError(codeInvalidCursorName, fmt.Sprintf("keyhole: portal %q is unusable: the server did not accept the message that created it", name)), nil
+	}
+	return p, nil, nil
+}
+
+// setStmt and setPortal record the statement a Parse or the portal a Bind
+// or DECLARE is about to create. Entries stay after the client closes
+// them until the server confirms (it may skip the Close); closed ones are
+// dropped now and then.
+func (c *conn) setStmt(p *prepared) {
+	c.stmts[p.name] = p
+	if len(c.stmts) >= c.purgeAt {
+		for name, q := range c.stmts {
+			if objState(q.state.Load()) == objClosed {
+				delete(c.stmts, name)
+			}
+		}
+		c.purgeAt = max(64, 2*max(len(c.stmts), len(c.portals)))
+	}
+}
+
+func (c *conn) setPortal(p *portal, byQuery bool) {
+	old := c.portals[p.name]
+	p.origin = origin{syncs: c.syncs, byQuery: byQuery, shadows: old != nil && live(&old.state)}
+	c.portals[p.name] = p
+	if len(c.portals) >= c.purgeAt {
+		for name, q := range c.portals {
+			if objState(q.state.Load()) == objClosed {
+				delete(c.portals, name)
+			}
+		}
+		c.purgeAt = max(64, 2*max(len(c.stmts), len(c.portals)))
+	}
+}
+
+// declareCursors returns the portals the DECLAREs of an allowed text open
+// when it runs, registered under their names: the client may then use
+// them through the protocol (psycopg 3 Describes a named cursor's portal).
+// Their rows are what the DECLARE's query returns, which the policy
+// decided with it.
+func (c *conn) declareCursors(acc *sqlpolicy.Access, sql string, dec *sqlpolicy.Decision, text *auditText, byQuery bool) []*portal {
+	if acc == nil {
+		return nil
+	}
+	var out []*portal
+	for i := range acc.Statements {
+		st := &acc.Statements[i]
+		if st.CursorName == "" || st.Command != "DECLARE CURSOR" {
+			continue
+		}
+		if text == nil {
+			text = &auditText{}
+		}
+		p := &portal{name: st.CursorName, sql: sql, dec: dec, access: acc, text: text,
+			cursor: true, hold: st.CursorHold, maxRows: int64(dec.MaxRows)}
+		c.setPortal(p, byQuery)
+		out = append(out, p)
+	}
+	return out
+}
+
+func (c *conn) onBind(m *pgproto3.Bind, raw []byte) error {
+	if c.skipToSync {
+		return nil
+	}
+	if err := c.checkAgent(); err != nil {
+		return err
+	}
+	p, refused, err := c.statement(m.PreparedStatement)
+	if err != nil {
+		return err
+	}
+	if refused == nil {
+		refused = c.recheck(p)
+	}
+	if refused != nil {
+		// Like a Bind the server rejects, the refused one leaves the
+		// portal of the name (if any) as it was.
+		return c.refuseExt(refused)
+	}
+	pt := &portal{name: m.DestinationPortal, sql: p.sql, stmt: p, dec: p.dec, access: p.access,
+		text: &p.text, maxRows: int64(p.dec.MaxRows)}
+	c.setPortal(pt, false)
+	c.stage(request{kind: reqBind, portal: pt})
+	return c.forward(m, raw)
+}
+
+func (c *conn) onDescribe(m *pgproto3.Describe, raw []byte) error {
+	if c.skipToSync {
+		return nil
+	}
+	var refused *pgproto3.ErrorResponse
+	var err error
+	switch m.ObjectType {
+	case 'S':
+		_, refused, err = c.statement(m.Name)
+	case 'P':
+		_, refused, err = c.portal(m.Name)
+	default:
+		return fatal(codeProtocolViolation, fmt.Sprintf("invalid Describe object type %q", m.ObjectType), nil)
+	}
+	if err != nil {
+		return err
+	}
+	if refused != nil {
+		return c.refuseExt(refused)
+	}
+	c.stage(request{kind: reqDescribe})
+	return c.forward(m, raw)
+}
+
+func (c *conn) onExecute(m *pgproto3.Execute, raw []byte) error {
+	if c.skipToSync {
+		return nil
+	}
+	if err := c.checkAgent(); err != nil {
+		return err
+	}
+	p, refused, err := c.portal(m.Portal)
+	if err != nil {
+		return err
+	}
+	if refused != nil {
+		return c.refuseExt(refused)
+	}
+	ex := execution{sql: p.sql, text: p.text, dec: p.dec, access: p.access, portal: p,
+		started: time.Now(), maxRows: p.maxRows}
+	if !p.cursor {
+		// A prepared DECLARE opens its cursor each time it is executed.
+		ex.cursors = c.declareCursors(p.access, p.sql, p.dec, p.text, false)
+	}
+	c.stage(request{kind: reqExecute, portal: p, exec: ex})
+	return c.forward(m, raw)
+}
+
+func (c *conn) onClose(m *pgproto3.Close, raw []byte) error {
+	if c.skipToSync {
+		return nil
+	}
+	r := request{kind: reqClose}
+	switch m.ObjectType {
+	case 'S':
+		if p := c.stmts[m.Name]; p != nil {
+			p.closing = true
+			r.stmt = p
+		}
+	case 'P':
+		if p := c.portals[m.Name]; p != nil {
+			p.closing = true
+		}
+		r.name = m.Name
+		r.closesPortal = true
+	default:
+		return fatal(codeProtocolViolation, fmt.Sprintf("invalid Close object type %q", m.ObjectType), nil)
+	}
+	c.stage(r)
+	return c.forward(m, raw)
+}
+
+// appNameRefusal denies a change of application_name that would drop the
+// agent's name keyhole put at its front (see upstreamAppName): DBAs rely
+// on it in pg_stat_activity and the server log. Returning to the value of
+// the connection (RESET, SET ... TO DEFAULT) keeps it; any other value must
+// keep it too. keyhole does not rewrite the statement instead: the text
+// that runs is always the text that was decided.
+func (c *conn) appNameRefusal(acc *sqlpolicy.Access) *sqlpolicy.Decision {
+	if acc == nil || c.appPrefix == "" {
+		return nil
+	}
+	for i := range acc.Statements {
+		st := &acc.Statements[i]
+		if c.keepsAgent(st.Settings) &&
+			(st.Explained == nil || !st.ExplainAnalyze || c.keepsAgent(st.Explained.Settings)) &&
+			(st.Prepared == nil || st.Verb != sqlpolicy.VerbExecute || c.keepsAgent(st.Prepared.Settings)) {
+			continue
+		}
+		p := c.appPrefix
+		return &sqlpolicy.Decision{
+			Effect: sqlpolicy.Deny, Rule: "keyhole.application_name", Agent: c.agent.Name, Role: c.role,
+			Reasons: []sqlpolicy.Reason{{Code: sqlpolicy.ReasonSettingDenied, Setting: "application_name",
+				Rule: "keyhole.application_name", Detail: "application_name must start with " + p}},
+			Message: "keyhole: application_name must keep the agent's name at its front",
+			Detail:  fmt.Sprintf("keyhole sets application_name to %q followed by the client's own name, so that the server's activity view and log show which agent runs what", p),
+			Hint:    fmt.Sprintf("set application_name when connecting (keyhole appends it after %q), or SET it to a value that starts with %q", p+" ", p+" "),
+		}
+	}
+	return nil
+}
+
+// appNameRewrite returns, for a text that is one plain SET [LOCAL]
+// application_name to a literal value, the SET keyhole sends instead: the
+// same change with the agent's prefix in front of the value, as the
+// connection's own name has it. Drivers set application_name this way
+// after connecting (pgJDBC sends SET application_name = 'PostgreSQL JDBC
+// Driver' unless told the server is 9.0 or later), and refusing it would
+// break them. The text keyhole builds changes nothing but that one setting
+// (the decision was made on the client's text, which changes the same
+// setting); any other form of the change (set_config, several statements,
+// a value that is not a literal) is refused by appNameRefusal.
+func (c *conn) appNameRewrite(acc *sqlpolicy.Access) (string, bool) {
+	if acc == nil || len(acc.Statements) != 1 {
+		return "", false
+	}
+	st := &acc.Statements[0]
+	if st.Verb != sqlpolicy.VerbSet || st.Command != "SET" || len(st.Settings) != 1 || len(st.Problems) > 0 {
+		return "", false
+	}
+	set := st.Settings[0]
+	if set.Name != "application_name" || set.Show || set.Reset || set.Unknown {
+		return "", false
+	}
+	name, _ := upstreamAppName(c.agent.Name, set.Value)
+	scope := ""
+	if set.Local {
+		scope = "LOCAL "
+	}
+	// An escape string reads the same whatever standard_conforming_strings
+	// is; name is printable ASCII (cleanAppName).
+	lit := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(name)
+	return "SET " + scope + "application_name = E'" + lit + "'", true
+}
+
+// keepsAgent reports whether none of sets replaces application_name by a
+// value without the agent's prefix.
+func (c *conn) keepsAgent(sets []sqlpolicy.Setting) bool {
+	for _, s := range sets {
+		if s.Name != "application_name" || s.Show || s.Reset {
+			continue
+		}
+		if s.Unknown {
+			return false
+		}
+		v := cleanAppName(s.Value)
+		if v != c.appPrefix && !strings.HasPrefix(v, c.appPrefix+" ") {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,178 @@
+package pgproxy_test
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/audit"
+)
+
+// exchange sends msgs and Sync and returns what came back up to the
+// ReadyForQuery, as short kinds: "T" RowDescription, "D" DataRow, "C"
+// CommandComplete, "s" PortalSuspended, "3" CloseComplete, "E:code",
+// "Z:status".
+func (r *rawClient) exchange(msgs ...pgproto3.FrontendMessage) []string {
+	r.t.Helper()
+	for _, m := range msgs {
+		r.fe.Send(m)
+	}
+	r.fe.Send(&pgproto3.Sync{})
+	require.NoError(r.t, r.fe.Flush())
+	return r.kinds()
+}
+
+// query runs one simple Query and returns kinds as exchange does.
+func (r *rawClient) query(sql string) []string {
+	r.t.Helper()
+	r.fe.Send(&pgproto3.Query{String: sql})
+	require.NoError(r.t, r.fe.Flush())
+	return r.kinds()
+}
+
+func (r *rawClient) kinds() []string {
+	var out []string
+	for {
+		switch m := r.recv().(type) {
+		case *pgproto3.RowDescription:
+			out = append(out, "T")
+		case *pgproto3.DataRow:
+			out = append(out, "D")
+		case *pgproto3.CommandComplete:
+			out = append(out, "C")
+		case *pgproto3.PortalSuspended:
+			out = append(out, "s")
+		case *pgproto3.CloseComplete:
+			out = append(out, "3")
+		case *pgproto3.ErrorResponse:
+			out = append(out, "E:"+m.Code)
+		case *pgproto3.ReadyForQuery:
+			return append(out, "Z:"+string(m.TxStatus))
+		}
+	}
+}
+
+func rows(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = "D"
+	}
+	return out
+}
+
+func seq(parts ...any) []string {
+	var out []string
+	for _, p := range parts {
+		switch p := p.(type) {
+		case string:
+			out = append(out, p)
+		case []string:
+			out = append(out, p...)
+		}
+	}
+	return out
+}
+
+// A cursor a DECLARE opened is a portal the client may Describe, Execute
+// with a row limit and Close through the protocol (psycopg 3 named
+// cursors), decided at the DECLARE and audited per Execute; it ends when
+// Postgres ends it.
+func TestCursorPortals(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{raw: true})
+
+	t.Run("declared by query, used by protocol", func(t *testing.T) {
+		r := e.raw(t)
+		r.login(e, "analyst-bot")
+		assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+		const decl = "DECLARE c CURSOR FOR SELECT id FROM orders ORDER BY id"
+		assert.Equal(t, []string{"C", "Z:T"}, r.query(decl))
+		assert.Equal(t, seq("T", rows(5), "s", "Z:T"),
+			r.exchange(&pgproto3.Describe{ObjectType: 'P', Name: "c"}, &pgproto3.Execute{Portal: "c", MaxRows: 5}))
+		assert.Equal(t, seq(rows(15), "C", "Z:T"), r.exchange(&pgproto3.Execute{Portal: "c"}))
+		assert.Equal(t, []string{"3", "Z:T"}, r.exchange(&pgproto3.Close{ObjectType: 'P', Name: "c"}))
+		assert.Equal(t, []string{"E:34000", "Z:E"}, r.exchange(&pgproto3.Execute{Portal: "c"}))
+		assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+
+		var runs []string
+		for _, ev := range e.audit.Events() {
+			if ev.Kind == audit.KindStatement && ev.Statement == decl {
+				runs = append(runs, fmt.Sprintf("%d/%s", ev.Rows, ev.Outcome))
+			}
+		}
+		assert.Equal(t, []string{"0/", "5/suspended", "15/"}, runs, "the DECLARE, then each Execute")
+	})
+
+	t.Run("declared by the extended protocol with a parameter", func(t *testing.T) {
+		r := e.raw(t)
+		r.login(e, "analyst-bot")
+		assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+		assert.Equal(t, []string{"C", "Z:T"}, r.exchange(
+			&pgproto3.Parse{Query: "DECLARE \"My Cursor\" CURSOR FOR SELECT id FROM orders WHERE id > $1 ORDER BY id", ParameterOIDs: []uint32{23}},
+			&pgproto3.Bind{ParameterFormatCodes: []int16{0}, Parameters: [][]byte{[]byte("17")}},
+			&pgproto3.Execute{}))
+		assert.Equal(t, seq("T", rows(2), "s", "Z:T"),
+			r.exchange(&pgproto3.Describe{ObjectType: 'P', Name: "My Cursor"}, &pgproto3.Execute{Portal: "My Cursor", MaxRows: 2}))
+		assert.Equal(t, seq("T", "D", "C", "Z:T"), r.query(`FETCH NEXT FROM "My Cursor"`))
+		assert.Equal(t, []string{"C", "Z:T"}, r.query(`CLOSE "My Cursor"`))
+		assert.Equal(t, []string{"E:34000", "Z:E"}, r.exchange(&pgproto3.Describe{ObjectType: 'P', Name: "My Cursor"}))
+		assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+	})
+
+	t.Run("denied declare", func(t *testing.T) {
+		r := e.raw(t)
+		r.login(e, "analyst-bot")
+		assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+		assert.Equal(t, []string{"E:42501", "Z:E"}, r.query("DECLARE s CURSOR FOR SELECT value FROM secrets"))
+		assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+		assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+		assert.Equal(t, []string{"E:34000", "Z:E"}, r.exchange(&pgproto3.Execute{Portal: "s"}))
+		assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+	})
+
+	t.Run("lifetimes", func(t *testing.T) {
+		r := e.raw(t)
+		r.login(e, "analyst-bot")
+		// Without HOLD a cursor ends with its transaction.
+		assert.Equal(t, []string{"C", "C", "Z:T"}, r.query("BEGIN; DECLARE n CURSOR FOR SELECT id FROM orders"))
+		assert.Equal(t, []string{"C", "Z:I"}, r.query("COMMIT"))
+		assert.Equal(t, []string{"E:34000", "Z:I"}, r.exchange(&pgproto3.Execute{Portal: "n"}))
+		// WITH HOLD outlives its COMMIT (here the implicit one) and a later
+		// ROLLBACK, not a CLOSE.
+		assert.Equal(t, []string{"C", "Z:I"}, r.query("DECLARE h CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id"))
+		assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+		assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+		assert.Equal(t, seq(rows(3), "s", "Z:I"), r.exchange(&pgproto3.Execute{Portal: "h", MaxRows: 3}))
+		assert.Equal(t, []string{"C", "Z:I"}, r.query("CLOSE h"))
+		assert.Equal(t, []string{"E:34000", "Z:I"}, r.exchange(&pgproto3.Execute{Portal: "h"}))
+		// A WITH HOLD cursor of a transaction that rolls back is gone.
+		assert.Equal(t, []string{"C", "C", "Z:T"}, r.query("BEGIN; DECLARE g CURSOR WITH HOLD FOR SELECT id FROM orders"))
+		assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+		assert.Equal(t, []string{"E:34000", "Z:I"}, r.exchange(&pgproto3.Execute{Portal: "g"}))
+		// ROLLBACK TO SAVEPOINT drops what was opened after the savepoint.
+		assert.Equal(t, []string{"C", "C", "C", "C", "Z:T"},
+			r.query("BEGIN; DECLARE a CURSOR FOR SELECT 1; SAVEPOINT sp; DECLARE b CURSOR FOR SELECT 2"))
+		assert.Equal(t, []string{"C", "Z:T"}, r.query("ROLLBACK TO SAVEPOINT sp"))
+		assert.Equal(t, seq("D", "C", "Z:T"), r.exchange(&pgproto3.Execute{Portal: "a"}))
+		assert.Equal(t, []string{"E:34000", "Z:E"}, r.exchange(&pgproto3.Execute{Portal: "b"}))
+		assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+	})
+}
+
+// max_rows counts a cursor's rows across the Executes that fetch them.
+func TestCursorMaxRows(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{maxRows: 10})
+	r := e.raw(t)
+	r.login(e, "analyst-bot")
+	assert.Equal(t, []string{"C", "C", "Z:T"}, r.query("BEGIN; DECLARE c CURSOR FOR SELECT id FROM orders"))
+	assert.Equal(t, seq(rows(6), "s", "Z:T"), r.exchange(&pgproto3.Execute{Portal: "c", MaxRows: 6}))
+	got := r.exchange(&pgproto3.Execute{Portal: "c", MaxRows: 6})
+	// (The transaction status after a cut depends on whether keyhole's
+	// cancel reached the server before the fetch ended; see doc.go.)
+	assert.Equal(t, seq(rows(4), "E:54000"), got[:len(got)-1])
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+}

@@ -1,0 +1,185 @@
+package pgproxy
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// objState is what keyhole knows of a prepared statement or portal on the
+// server. The client goroutine creates the object (pending) when it
+// forwards the message that creates it; the upstream goroutine records the
+// server's answer. A name is used only while its object is pending or
+// open: the server then holds exactly what keyhole decided under it.
+type objState int32
+
+const (
+	objPending objState = iota // the creating message is on its way
+	objOpen                    // the server confirmed it
+	// objFailed: the server rejected or skipped the creating message. It
+	// still holds whatever it had under the name, which is not this text,
+	// so the name is refused until the client creates it again.
+	objFailed
+	// objClosed: the server dropped it (Close, CLOSE, transaction end).
+	objClosed
+)
+
+// auditText is the audit form of a text (literals redacted, or raw),
+// computed once per text: Redact parses the text again.
+type auditText struct {
+	once        sync.Once
+	text, print string
+}
+
+func (a *auditText) get(c *conn, sql string, dec *sqlpolicy.Decision) (text, print string) {
+	a.once.Do(func() {
+		if dec.Redacted != "" {
+			a.text, a.print = dec.Redacted, dec.Fingerprint
+			return
+		}
+		a.text, a.print = c.srv.cfg.Decider.Redact(sql)
+	})
+	return a.text, a.print
+}
+
+// prepared is a protocol-level prepared statement as keyhole decided it.
+// Denied names are kept too, so that a later Bind of the name is refused
+// instead of reaching an older upstream statement of the same name.
+type prepared struct {
+	name    string
+	sql     string
+	dec     *sqlpolicy.Decision
+	access  *sqlpolicy.Access
+	allowed bool
+	state   atomic.Int32 // objState
+	text    auditText
+	origin
+}
+
+// origin is where a statement or portal came from, for the client
+// goroutine's settle.
+type origin struct {
+	syncs   uint64 // conn.syncs when it was created
+	byQuery bool   // created by a DECLARE in a simple Query
+	// shadows: an older object of the name may still exist upstream.
+	shadows bool
+	// closing: the client closed it; the name is gone for the client
+	// even if the server skips the Close.
+	closing bool
+}
+
+// live reports whether the server may hold the object.
+func live(s *atomic.Int32) bool {
+	st := objState(s.Load())
+	return st == objPending || st == objOpen
+}
+
+// portal is a protocol portal (Bind) or a cursor a DECLARE opened: both
+// are portals to the server, which the client may Describe, Execute with
+// a row limit and Close.
+type portal struct {
+	name   string
+	sql    string // the text whose rows it returns (the Parse's or the DECLARE's)
+	stmt   *prepared
+	dec    *sqlpolicy.Decision
+	access *sqlpolicy.Access
+	text   *auditText
+	// cursor: opened by DECLARE; hold: DECLARE ... WITH HOLD.
+	cursor, hold bool
+	maxRows      int64        // the role's max_rows when it was decided
+	state        atomic.Int32 // objState
+	origin
+
+	// Upstream goroutine only.
+	// stmtRows counts the current statement's rows across Executes, for
+	// max_rows; committed: a hold cursor whose transaction committed
+	// (it survives the transaction's end); afterSavepoint: opened after a
+	// SAVEPOINT of the current transaction (ROLLBACK TO may drop it).
+	stmtRows                  int64
+	committed, afterSavepoint bool
+}
+
+// portalTracker follows which portals the server holds, from what it
+// answers: the upstream goroutine's record of portal lifetimes, so that a
+// name keyhole lets the client use is never one the server has dropped
+// and could hold again for something keyhole did not decide. Protocol
+// portals live until Close, a CLOSE, or their transaction's end; cursors
+// the same unless WITH HOLD, which survive their transaction's COMMIT.
+type portalTracker struct {
+	live map[string]*portal
+	// savepoint: a SAVEPOINT ran in the current transaction block.
+	savepoint bool
+}
+
+// open records that the server holds p (replacing the unnamed portal, or
+// a dropped one of the same name).
+func (t *portalTracker) open(p *portal) {
+	if t.live == nil {
+		t.live = make(map[string]*portal)
+	}
+	if old := t.live[p.name]; old != nil && old != p {
+		old.state.Store(int32(objClosed))
+	}
+	p.afterSavepoint = t.savepoint
+	t.live[p.name] = p
+	p.state.CompareAndSwap(int32(objPending), int32(objOpen))
+}
+
+func (t *portalTracker) close(name string) {
+	if p := t.live[name]; p != nil {
+		p.state.Store(int32(objClosed))
+		delete(t.live, name)
+	}
+}
+
+// closeIf closes every live portal drop reports true for.
+func (t *portalTracker) closeIf(drop func(*portal) bool) {
+	for name, p := range t.live {
+		if drop(p) {
+			p.state.Store(int32(objClosed))
+			delete(t.live, name)
+		}
+	}
+}
+
+func (t *portalTracker) closeAll() { t.closeIf(func(*portal) bool { return true }) }
+
+// commit: non-holdable portals end with the transaction; hold cursors
+// are materialized and live on.
+func (t *portalTracker) commit() {
+	t.closeIf(func(p *portal) bool {
+		if p.hold {
+			p.committed = true
+			return false
+		}
+		return true
+	})
+	t.savepoint = false
+}
+
+// rollback: every portal of the transaction ends, hold cursors too;
+// hold cursors of earlier, committed transactions live on.
+func (t *portalTracker) rollback() {
+	t.closeIf(func(p *portal) bool { return !p.committed })
+	t.savepoint = false
+}
+
+// rollbackToSavepoint drops the portals opened after the savepoint. The
+// savepoint's name is not known here, so every portal opened after any
+// SAVEPOINT of the transaction is dropped: at worst the client is refused
+// a portal the server still holds, never the other way round.
+func (t *portalTracker) rollbackToSavepoint() {
+	t.closeIf(func(p *portal) bool { return p.afterSavepoint && !p.committed })
+}
+
+// idle is called at a ReadyForQuery with status 'I': no transaction is
+// open, so the block's implicit transaction (if any) has ended, committed
+// unless the block failed.
+func (t *portalTracker) idle(failed bool) {
+	if failed {
+		t.rollback()
+	} else {
+		t.commit()
+	}
+}

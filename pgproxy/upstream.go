@@ -1,0 +1,674 @@
+package pgproxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// Upstream → client: the upstream goroutine reads the server's answers,
+// matches each to the request it answers by the protocol's rules, relays
+// it, and audits every run with its true outcome:
+//
+//   - each extended message is answered in order; after an ErrorResponse
+//     to one of them the server discards every message up to Sync, simple
+//     Queries included, and answers none of them;
+//   - a simple Query (outside that skipping) always ends in its own
+//     ReadyForQuery, whatever its statements did;
+//   - an Execute ends with CommandComplete, EmptyQueryResponse,
+//     PortalSuspended (its row limit was reached; the portal lives on) or
+//     ErrorResponse;
+//   - NoticeResponse, NotificationResponse and ParameterStatus may come at
+//     any time.
+//
+// An answer the rules do not allow for the request at the head of the
+// queue ends the session: keyhole would no longer know what it relays.
+
+// upstreamState is the upstream goroutine's view of the server.
+type upstreamState struct {
+	q requestQueue // requests taken from conn.sent, oldest first
+	// popped counts requests answered since inflight was last published.
+	popped int64
+	// skipping: an extended message failed and the server discards
+	// messages until the next Sync.
+	skipping bool
+	// blockErr: the server sent an error since the last ReadyForQuery.
+	blockErr bool
+	// cut is the max_rows error the client got: until ReadyForQuery the
+	// client's view of the block has ended, and nothing else of it is
+	// relayed (answers are still matched and audited).
+	cut       *pgproto3.ErrorResponse
+	unflushed int // bytes for the client since the last flush
+	// parsed and executed say whether the block prepared a statement and
+	// whether it ran one: a prepare-only block (pgx prepares, then
+	// executes in a second round trip) is not a point to end a draining
+	// session at.
+	parsed, executed bool
+	portals          portalTracker
+	// unnamed is the unnamed statement the server holds, if any.
+	unnamed *prepared
+}
+
+func (c *conn) readUpstream() error {
+	for {
+		typ, raw, err := c.upRd.next()
+		if err == nil && !upstreamTypes[typ] {
+			err = fmt.Errorf("unknown message type: %c", typ)
+		}
+		if err != nil {
+			if c.wokenForGoodbye(err) {
+				continue
+			}
+			return c.upstreamReadError(err)
+		}
+		if err := c.answer(typ, raw); err != nil {
+			return err
+		}
+		if c.waiting.Load() {
+			select {
+			case c.resolved <- struct{}{}:
+			default:
+			}
+		}
+		// Answers go to the client once the upstream has sent nothing
+		// more: one write for a statement's whole response.
+		if c.up.unflushed > 0 && (c.upRd.buffered() == 0 || c.up.unflushed >= flushAt) {
+			c.flushToClient()
+		}
+	}
+}
+
+// wokenForGoodbye handles the read deadline goodbye sets: it reports true
+// (read on) while the server still owes an answer.
+func (c *conn) wokenForGoodbye(err error) bool {
+	var ne net.Error
+	if !(errors.As(err, &ne) && ne.Timeout()) && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return false
+	}
+	c.mu.Lock()
+	bye, stopped := c.saidBye, c.stopped
+	c.mu.Unlock()
+	if !bye || stopped || !c.answerable() {
+		return false
+	}
+	_ = c.upConn.SetReadDeadline(time.Time{})
+	return true
+}
+
+// answerable reports whether the server will still answer a request: any
+// request, unless it skips to a Sync that is not coming.
+func (c *conn) answerable() bool {
+	u := &c.up
+	c.mu.Lock()
+	c.sent.moveTo(&u.q)
+	c.mu.Unlock()
+	if !u.skipping {
+		return u.q.len() > 0
+	}
+	for i := u.q.head; i < len(u.q.buf); i++ {
+		if u.q.buf[i].kind == reqSync {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *conn) upstreamReadError(err error) error {
+	c.mu.Lock()
+	stopped, stopErr, saidBye := c.stopped, c.stopErr, c.saidBye
+	c.mu.Unlock()
+	if stopped {
+		return stopErr
+	}
+	if saidBye {
+		return fmt.Errorf("upstream closed after Terminate: %w", errors.Join(errClientGone, err))
+	}
+	if m := c.srv.cfg.Metrics; m != nil {
+		m.UpstreamError(protocolName)
+	}
+	return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("read upstream: %w", err))
+}
+
+// front returns the oldest request the server will answer: requests it
+// skips (after an error, up to the Sync) are dropped on the way.
+func (c *conn) front() *request {
+	u := &c.up
+	for {
+		if u.q.len() == 0 {
+			c.mu.Lock()
+			c.sent.moveTo(&u.q)
+			c.mu.Unlock()
+			if u.q.len() == 0 {
+				return nil
+			}
+		}
+		r := u.q.front()
+		if !u.skipping || r.kind == reqSync {
+			return r
+		}
+		c.skipped(r)
+		c.answered()
+	}
+}
+
+// answered removes the front request; when none is left it publishes the
+// count for the idle timer and Shutdown and marks the session active.
+func (c *conn) answered() {
+	u := &c.up
+	u.q.pop()
+	u.popped++
+	if u.q.len() == 0 {
+		c.inflight.Add(-u.popped)
+		u.popped = 0
+		c.lastActive.Store(time.Now().UnixNano())
+	}
+}
+
+// skipped records that the server did not process r: what r would have
+// created does not exist, and its run did not happen (it is not audited).
+func (c *conn) skipped(r *request) {
+	switch r.kind {
+	case reqParse:
+		r.stmt.state.Store(int32(objFailed))
+	case reqBind:
+		r.portal.state.Store(int32(objFailed))
+	case reqExecute, reqQuery:
+		failCursors(&r.exec)
+	}
+}
+
+// failCursors marks the cursors a run would have opened and did not.
+func failCursors(ex *execution) {
+	for _, p := range ex.cursors[ex.opened:] {
+		p.state.CompareAndSwap(int32(objPending), int32(objFailed))
+	}
+	ex.opened = len(ex.cursors)
+}
+
+// dropAll empties the queue after the server went away: nothing in it ran.
+func (c *conn) dropAll() {
+	for r := c.front(); r != nil; r = c.front() {
+		c.skipped(r)
+		c.answered()
+	}
+}
+
+func (c *conn) unexpected(typ byte, r *request) error {
+	want := "nothing"
+	if r != nil {
+		want = fmt.Sprintf("request kind %d", r.kind)
+	}
+	return fatal(codeConnectionFailure, "keyhole: upstream protocol error",
+		fmt.Errorf("upstream sent %q while keyhole expected the answer to %s", typ, want))
+}
+
+// answer handles one message from the upstream.
+func (c *conn) answer(typ byte, raw []byte) error {
+	u := &c.up
+	switch typ {
+	case 'N', 'A': // NoticeResponse, NotificationResponse
+		c.writeRaw(raw)
+		return nil
+	case 'S':
+		var m pgproto3.ParameterStatus
+		if err := m.Decode(raw[5:]); err != nil {
+			return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("read upstream: %w", err))
+		}
+		m.Value = c.paramValue(m.Name, m.Value)
+		c.sendAlways(&m)
+		return nil
+	case 'E':
+		return c.onError(raw)
+	case 'W':
+		return fatal(codeFeatureUnsupported, "keyhole does not proxy replication (CopyBoth)", nil)
+	case 'R', 'K', 'v', 'V':
+		return fatal(codeConnectionFailure, "keyhole: upstream protocol error", fmt.Errorf("unexpected upstream message %q", typ))
+	}
+	r := c.front()
+	if r == nil {
+		return c.unexpected(typ, nil)
+	}
+	switch typ {
+	case 'D', 'd': // DataRow, CopyData (COPY TO STDOUT rows)
+		if r.kind != reqExecute && r.kind != reqQuery {
+			return c.unexpected(typ, r)
+		}
+		if c.row(&r.exec) {
+			c.toClient(raw)
+		}
+	case 'T': // RowDescription
+		switch r.kind {
+		case reqDescribe:
+			c.toClient(raw)
+			c.answered()
+		case reqQuery:
+			c.toClient(raw)
+		default:
+			return c.unexpected(typ, r)
+		}
+	case 't': // ParameterDescription, before a statement's RowDescription or NoData
+		if r.kind != reqDescribe {
+			return c.unexpected(typ, r)
+		}
+		c.toClient(raw)
+	case 'n': // NoData
+		if r.kind != reqDescribe {
+			return c.unexpected(typ, r)
+		}
+		c.toClient(raw)
+		c.answered()
+	case '1': // ParseComplete
+		if r.kind != reqParse {
+			// Also a stand-in that parsed: the block would go on as if
+			// nothing had been refused.
+			return c.unexpected(typ, r)
+		}
+		r.stmt.state.CompareAndSwap(int32(objPending), int32(objOpen))
+		if r.stmt.name == "" {
+			u.unnamed = r.stmt
+		}
+		u.parsed = true
+		c.toClient(raw)
+		c.answered()
+	case '2': // BindComplete
+		if r.kind != reqBind {
+			return c.unexpected(typ, r)
+		}
+		u.portals.open(r.portal)
+		c.toClient(raw)
+		c.answered()
+	case '3': // CloseComplete
+		if r.kind != reqClose {
+			return c.unexpected(typ, r)
+		}
+		if r.closesPortal {
+			u.portals.close(r.name)
+		} else if r.stmt != nil {
+			r.stmt.state.Store(int32(objClosed))
+		}
+		c.toClient(raw)
+		c.answered()
+	case 'G', 'H', 'c': // CopyInResponse, CopyOutResponse, CopyDone
+		if r.kind != reqExecute && r.kind != reqQuery {
+			return c.unexpected(typ, r)
+		}
+		if typ == 'G' {
+			c.copyIn.Store(true)
+		}
+		c.toClient(raw)
+	case 'C': // CommandComplete
+		if r.kind != reqExecute && r.kind != reqQuery {
+			return c.unexpected(typ, r)
+		}
+		if c.copyIn.Load() {
+			c.copyIn.Store(false)
+		}
+		u.executed = true
+		c.statementDone(&r.exec, raw[5:len(raw)-1])
+		c.toClient(raw)
+		if r.kind == reqExecute {
+			c.finishExec(&r.exec, outcomeDone)
+			c.answered()
+		}
+	case 'I': // EmptyQueryResponse
+		switch r.kind {
+		case reqExecute:
+			c.toClient(raw)
+			c.finishExec(&r.exec, outcomeDone)
+			c.answered()
+		case reqQuery:
+			c.toClient(raw)
+		default:
+			return c.unexpected(typ, r)
+		}
+	case 's': // PortalSuspended: the Execute's row limit was reached
+		if r.kind != reqExecute {
+			return c.unexpected(typ, r)
+		}
+		c.toClient(raw)
+		c.finishExec(&r.exec, outcomeSuspended)
+		c.answered()
+	case 'Z':
+		return c.readyForQuery(r, raw)
+	default:
+		return c.unexpected(typ, r)
+	}
+	return nil
+}
+
+// onError handles an ErrorResponse.
+func (c *conn) onError(raw []byte) error {
+	u := &c.up
+	var m pgproto3.ErrorResponse
+	if err := m.Decode(raw[5:]); err != nil {
+		return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("read upstream: %w", err))
+	}
+	c.copyIn.Store(false)
+	if m.Severity == "FATAL" || m.Severity == "PANIC" {
+		// The backend is exiting: the run in progress ended with this
+		// error, and nothing queued behind it will run.
+		if r := c.front(); r != nil && (r.kind == reqExecute || r.kind == reqQuery) {
+			r.exec.fail(m.Code, m.Message)
+			c.finishExec(&r.exec, outcomeDone)
+			c.answered()
+		}
+		c.dropAll()
+		c.writeRaw(raw)
+		c.flushToClient()
+		return fmt.Errorf("upstream %s %s: %s: %w", m.Severity, m.Code, m.Message, errUpstreamFatal)
+	}
+	u.blockErr = true
+	r := c.front()
+	if r == nil {
+		return c.unexpected('E', nil)
+	}
+	switch r.kind {
+	case reqQuery:
+		// The Query's statement failed; its ReadyForQuery follows.
+		r.exec.fail(m.Code, m.Message)
+		c.toClient(raw)
+	case reqSync:
+		// The block's implicit COMMIT failed (a deferred constraint);
+		// ReadyForQuery follows.
+		c.toClient(raw)
+	case reqRefusedQuery:
+		c.sendClient(r.refusal)
+		r.refusal = nil // given; see readyForQuery
+	case reqRefusedExt:
+		c.sendClient(r.refusal)
+		u.skipping = true
+		c.answered()
+	case reqExecute:
+		r.exec.fail(m.Code, m.Message)
+		c.finishExec(&r.exec, outcomeDone)
+		c.toClient(raw)
+		u.skipping = true
+		c.answered()
+	case reqParse, reqBind, reqDescribe, reqClose:
+		// What a failed Parse or Bind would have created does not exist;
+		// the server keeps what it had under the name.
+		c.skipped(r)
+		c.toClient(raw)
+		u.skipping = true
+		c.answered()
+	default:
+		return c.unexpected('E', r)
+	}
+	return nil
+}
+
+// readyForQuery ends a sync block or a simple Query.
+func (c *conn) readyForQuery(r *request, raw []byte) error {
+	u := &c.up
+	if r.kind != reqSync && r.kind != reqQuery && r.kind != reqRefusedQuery || len(raw) != 6 ||
+		r.kind == reqRefusedQuery && r.refusal != nil {
+		// (A stand-in Query that did not fail would leave the client's
+		// transaction as if nothing had been refused.)
+		return c.unexpected('Z', r)
+	}
+	status := raw[5]
+	if r.kind == reqQuery {
+		c.finishExec(&r.exec, outcomeDone)
+	}
+	sync := r.kind == reqSync
+	if !sync {
+		// A simple Query drops the unnamed statement and runs in the
+		// unnamed portal (exec_simple_query), whatever it ran.
+		if u.unnamed != nil {
+			u.unnamed.state.Store(int32(objClosed))
+			u.unnamed = nil
+		}
+		u.portals.close("")
+	}
+	c.answered()
+	if status == 'I' {
+		// No transaction is open: what the block ran has committed, or
+		// rolled back if it failed, and its portals have ended with it.
+		u.portals.idle(u.blockErr)
+	}
+	c.writeRaw(raw) // also after a max_rows cut: it ends the client's block
+	c.mu.Lock()
+	c.txStatus = status
+	c.prepOnly = u.parsed && !u.executed && sync
+	drain := c.draining && c.idleLocked()
+	c.mu.Unlock()
+	u.skipping, u.blockErr, u.cut, u.parsed, u.executed = false, false, nil, false, false
+	if drain {
+		c.flushToClient()
+		c.stop(errShutdown)
+	}
+	return nil
+}
+
+// statementDone follows what a completed statement did to the server's
+// portals, from its command tag (and the analysis, for what a tag does not
+// say). A cursor's own Execute is a fetch and changes nothing.
+func (c *conn) statementDone(ex *execution, tag []byte) {
+	i := 0
+	if ex.portal == nil {
+		i = ex.stmts
+		ex.stmts++
+		ex.stmtRows = 0 // max_rows counts per statement
+	} else {
+		ex.portal.stmtRows = 0
+		if ex.portal.cursor {
+			return
+		}
+	}
+	var st *sqlpolicy.Statement
+	if ex.access != nil && i < len(ex.access.Statements) {
+		st = &ex.access.Statements[i]
+	}
+	t := &c.up.portals
+	switch {
+	case bytes.Equal(tag, tagDeclare):
+		if ex.opened < len(ex.cursors) {
+			t.open(ex.cursors[ex.opened])
+			ex.opened++
+		}
+	case bytes.Equal(tag, tagClose):
+		if st != nil && st.CursorName != "" {
+			t.close(st.CursorName)
+		} else {
+			t.closeAll()
+		}
+	case bytes.Equal(tag, tagCloseAll), bytes.Equal(tag, tagDiscardAll):
+		t.closeAll()
+	case bytes.Equal(tag, tagCommit):
+		t.commit()
+	case bytes.Equal(tag, tagRollback):
+		// ROLLBACK TO SAVEPOINT has the tag of ROLLBACK.
+		if st != nil && st.Tx == sqlpolicy.TxRollbackTo {
+			t.rollbackToSavepoint()
+		} else {
+			t.rollback()
+		}
+	case bytes.Equal(tag, tagSavepoint):
+		t.savepoint = true
+	case bytes.Equal(tag, tagPrepareTx):
+		t.rollback()
+	}
+}
+
+// Command tags (src/include/tcop/cmdtaglist.h) that change portals.
+var (
+	tagDeclare    = []byte("DECLARE CURSOR")
+	tagClose      = []byte("CLOSE CURSOR")
+	tagCloseAll   = []byte("CLOSE CURSOR ALL")
+	tagDiscardAll = []byte("DISCARD ALL")
+	tagCommit     = []byte("COMMIT")
+	tagRollback   = []byte("ROLLBACK")
+	tagSavepoint  = []byte("SAVEPOINT")
+	tagPrepareTx  = []byte("PREPARE TRANSACTION")
+)
+
+// row counts a DataRow (or COPY TO row) against max_rows and reports
+// whether to relay it.
+func (c *conn) row(ex *execution) bool {
+	u := &c.up
+	if u.cut != nil {
+		return false
+	}
+	ex.rows++
+	n := &ex.stmtRows
+	if ex.portal != nil {
+		// A portal's statement may be fetched over several Executes.
+		n = &ex.portal.stmtRows
+	}
+	*n++
+	if ex.maxRows <= 0 || *n <= ex.maxRows {
+		return true
+	}
+	msg := fmt.Sprintf("keyhole: statement returned more than %d rows (role limit); add a LIMIT", ex.maxRows)
+	ex.fail(codeProgramLimit, msg)
+	cut := stmtError(codeProgramLimit, msg)
+	// The client gets the error now, like a server error (a client that
+	// only Flushed is waiting for it); the rest of its block is not
+	// relayed.
+	c.sendClient(cut)
+	u.cut = cut
+	c.flushToClient()
+	c.log.Info("max_rows exceeded; cancelling upstream statement", "max_rows", ex.maxRows)
+	// Synchronously: the cancel must land before the client can send
+	// its next statement (after our ReadyForQuery), or it could cancel
+	// that one instead. An idle backend ignores a late cancel.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.cancelUpstream(ctx); err != nil {
+		c.log.Warn("cancel upstream after max_rows", "err", err)
+	}
+	return false
+}
+
+// finishExec audits a run the server answered and, when it completed
+// without error, applies its effects to the session.
+func (c *conn) finishExec(ex *execution, oc outcome) {
+	failCursors(ex)
+	if oc == outcomeDone && ex.errCode == "" && ex.access != nil && (ex.portal == nil || !ex.portal.cursor) {
+		c.sessMu.Lock()
+		if ex.portal != nil {
+			// An extended-protocol Execute completes before its Sync: a
+			// later error in the same implicit transaction can still roll
+			// back a SET it made, so it only adds search_path candidates.
+			c.session.ApplyUncommitted(ex.access)
+		} else {
+			c.session.Apply(ex.access)
+		}
+		c.sessMu.Unlock()
+	}
+	c.auditExec(ex, oc)
+}
+
+// --- writing to the client (upstream goroutine) ---
+
+// toClient relays raw unless a max_rows cut ended the client's view of
+// the block.
+func (c *conn) toClient(raw []byte) {
+	if c.up.cut == nil {
+		c.writeRaw(raw)
+	}
+}
+
+func (c *conn) writeRaw(raw []byte) {
+	if c.clientDead.Load() {
+		return
+	}
+	c.wbuf = append(c.wbuf, raw...)
+	c.up.unflushed += len(raw)
+}
+
+// sendClient encodes msg for the client unless a max_rows cut ended the
+// client's view of the block.
+func (c *conn) sendClient(msg pgproto3.BackendMessage) {
+	if c.up.cut == nil {
+		c.sendAlways(msg)
+	}
+}
+
+func (c *conn) sendAlways(msg pgproto3.BackendMessage) {
+	if c.clientDead.Load() {
+		return
+	}
+	n := len(c.wbuf)
+	c.send(msg)
+	c.up.unflushed += max(1, len(c.wbuf)-n)
+}
+
+// flushToClient writes what is buffered for the client. A client that
+// cannot be written to has gone: its answers are dropped from now on, the
+// client goroutine is woken to say goodbye upstream, and this goroutine
+// reads on so that what the server still answers is audited.
+func (c *conn) flushToClient() {
+	c.up.unflushed = 0
+	if c.clientDead.Load() {
+		c.wbuf = c.wbuf[:0]
+		return
+	}
+	if err := c.flushClient(); err != nil && !c.clientDead.Swap(true) {
+		c.log.Debug("client write failed; reading the upstream's answers for the audit", "err", err)
+		_ = c.client.SetReadDeadline(time.Now())
+	}
+}
+
+// --- audit ---
+
+// auditDenied records a refused text.
+func (c *conn) auditDenied(sql string, dec *sqlpolicy.Decision, start time.Time, resp *pgproto3.ErrorResponse) {
+	if c.srv.cfg.Audit == nil {
+		return
+	}
+	text, fp := dec.Redacted, dec.Fingerprint
+	if text == "" {
+		text, fp = c.srv.cfg.Decider.Redact(sql)
+	}
+	c.auditEvent(sql, text, fp, dec, start, 0, resp.Code, resp.Message, outcomeDone)
+}
+
+// auditExec records a run: one simple Query, or one Execute.
+func (c *conn) auditExec(ex *execution, oc outcome) {
+	if c.srv.cfg.Audit == nil {
+		return
+	}
+	var text, fp string
+	switch {
+	case ex.text != nil:
+		text, fp = ex.text.get(c, ex.sql, ex.dec)
+	case ex.dec.Redacted != "":
+		text, fp = ex.dec.Redacted, ex.dec.Fingerprint
+	default:
+		text, fp = c.srv.cfg.Decider.Redact(ex.sql)
+	}
+	code, msg := ex.errCode, ex.errMsg
+	if oc == outcomeUnknown {
+		msg = "keyhole: the session ended before the server answered; the statement may have run"
+	}
+	c.auditEvent(ex.sql, text, fp, ex.dec, ex.started, ex.rows, code, msg, oc)
+}
+
+func (c *conn) auditEvent(sql, text, fp string, dec *sqlpolicy.Decision, start time.Time, rows int64, code, msg string, oc outcome) {
+	if c.srv.cfg.RawStatements {
+		text = sql
+	}
+	c.record(audit.Event{
+		Kind:        audit.KindStatement,
+		Statement:   text,
+		Fingerprint: fp,
+		Decision:    dec.Effect,
+		Rule:        dec.Rule,
+		Reasons:     dec.Reasons,
+		DurationMS:  msSince(start),
+		Rows:        rows,
+		ErrorCode:   code,
+		Error:       msg,
+		Outcome:     string(oc),
+	})
+}
