@@ -41,9 +41,13 @@ bench: setup build bench-go
 bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./sqlpolicy/...
 
-## fuzz: a short run of every fuzz target.
+## fuzz: a short run of every fuzz target, and a long differential run
+## (generated statements keyhole allows must run as the policy's role).
 FUZZTIME ?= 30s
+DIFF_STATEMENTS ?= 200000
+DIFF_SQLSMITH ?= 3000
 fuzz:
+	KEYHOLE_DIFF_STATEMENTS=$(DIFF_STATEMENTS) KEYHOLE_DIFF_SQLSMITH=$(DIFF_SQLSMITH) $(GO) test -run '^TestDifferential$$' -count=1 -timeout 180m -v ./internal/differential/
 	$(GO) test -run '^$$' -fuzz FuzzAnalyze -fuzztime $(FUZZTIME) ./sqlpolicy/pganalyze/
 	$(GO) test -run '^$$' -fuzz FuzzClientMessages -fuzztime $(FUZZTIME) ./pgproxy/
 	$(GO) test -run '^$$' -fuzz FuzzStartup -fuzztime $(FUZZTIME) ./pgproxy/

@@ -23,6 +23,8 @@ for p in pgbouncer python3-psycopg2; do
 	have_pkg "$p" || need+=("$p")
 done
 { command -v psql && command -v pgbench; } >/dev/null 2>&1 || need+=(postgresql-client)
+# sqlsmith: random queries for the differential test (internal/differential).
+command -v sqlsmith >/dev/null 2>&1 || need+=(sqlsmith)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ "${#need[@]}" -gt 0 ]; then
