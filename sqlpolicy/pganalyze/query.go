@@ -144,8 +144,8 @@ func (w *walker) cteExtras(ce *pg.CommonTableExpr, entry *cte) {
 	}
 	if c := ce.CycleClause; c != nil {
 		extra = append(extra, c.CycleMarkColumn, c.CyclePathColumn)
-		w.expr(c.CycleMarkValue, nil, nil)
-		w.expr(c.CycleMarkDefault, nil, nil)
+		w.expr(c.CycleMarkValue, newScope(nil), nil)
+		w.expr(c.CycleMarkDefault, newScope(nil), nil)
 	}
 	if len(extra) == 0 {
 		return

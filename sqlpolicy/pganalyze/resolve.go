@@ -45,6 +45,9 @@ func (w *walker) levelColumn(s *scope, name string, sk sink, report bool) (defin
 			continue
 		}
 		d, m := w.itemColumn(it, name, sk, report)
+		if d && report {
+			w.lateralRef(it)
+		}
 		definite = definite || d
 		maybe = maybe || m
 	}
@@ -102,6 +105,17 @@ func (w *walker) systemColumn(it *item, name string) {
 		Detail: fmt.Sprintf("system column %s of %s is not modelled", name, it.name)})
 }
 
+// lateralRef refuses a reference that reaches an item only through
+// LATERAL where Postgres forbids it (check_lateral_ref_ok): the left side
+// of a RIGHT or FULL join, the target of an UPDATE or DELETE from its own
+// FROM list.
+func (w *walker) lateralRef(it *item) {
+	if it.lateralOnly && !it.lateralOK {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownColumn,
+			Detail: fmt.Sprintf("invalid reference to FROM-clause entry for table %q", it.name)})
+	}
+}
+
 // lookupColumn resolves an unqualified column name (colNameToVar),
 // reading every column it may bind to into sk. localOnly stops at the
 // innermost level.
@@ -151,9 +165,11 @@ func (w *walker) refItem(sc *scope, schema, name string) *item {
 			}
 			if rel != nil {
 				if !it.aliased && it.isRel(rel) {
+					w.lateralRef(it)
 					return it
 				}
 			} else if it.name == name {
+				w.lateralRef(it)
 				return it
 			}
 		}
