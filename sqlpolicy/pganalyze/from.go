@@ -93,8 +93,9 @@ func (w *walker) join(j *pg.JoinExpr, sc *scope) (*item, []*item) {
 	ltop, lns := w.fromItem(j.Larg, sc)
 	lateralOK := j.Jointype == pg.JoinType_JOIN_INNER || j.Jointype == pg.JoinType_JOIN_LEFT
 	setLateral(lns, true, lateralOK)
+	// Pushed in place: only sc holds sc.ns, and it gets saved back.
 	saved := sc.ns
-	sc.ns = append(sc.ns[:len(sc.ns):len(sc.ns)], lns...)
+	sc.ns = append(sc.ns, lns...)
 	rtop, rns := w.fromItem(j.Rarg, sc)
 	sc.ns = saved
 

@@ -361,7 +361,8 @@ func (w *walker) targets(list []*pg.Node, sc *scope) shape {
 			continue
 		}
 		if cr := rt.Val.GetColumnRef(); cr != nil {
-			if parts, star, ok := refParts(cr); ok && star {
+			var buf [4]string
+			if parts, star, ok := refParts(cr, buf[:]); ok && star {
 				sh.cols = append(sh.cols, w.starCols(parts, sc)...)
 				continue
 			}

@@ -177,8 +177,10 @@ func (w *walker) refItem(sc *scope, schema, name string) *item {
 	return nil
 }
 
-// refParts returns the names of a ColumnRef and whether it ends in *.
-func refParts(cr *pg.ColumnRef) (parts []string, star, ok bool) {
+// refParts appends the names of a ColumnRef to buf (callers pass a
+// small array so that the common case does not allocate), and reports
+// whether it ends in *.
+func refParts(cr *pg.ColumnRef, buf []string) (parts []string, star, ok bool) {
 	fields := cr.Fields
 	if len(fields) > 0 {
 		if _, isStar := fields[len(fields)-1].Node.(*pg.Node_AStar); isStar {
@@ -186,7 +188,7 @@ func refParts(cr *pg.ColumnRef) (parts []string, star, ok bool) {
 			fields = fields[:len(fields)-1]
 		}
 	}
-	parts = make([]string, 0, len(fields))
+	parts = buf[:0]
 	for _, f := range fields {
 		s, isStr := strVal(f)
 		if !isStr {
@@ -199,7 +201,8 @@ func refParts(cr *pg.ColumnRef) (parts []string, star, ok bool) {
 
 // columnRef reports the columns a ColumnRef reads.
 func (w *walker) columnRef(cr *pg.ColumnRef, sc *scope, sk sink) {
-	parts, star, ok := refParts(cr)
+	var buf [4]string
+	parts, star, ok := refParts(cr, buf[:])
 	if !ok {
 		w.unsupported("column reference with a field of an unexpected kind")
 		return
@@ -358,7 +361,8 @@ func (w *walker) wholeRow(n *pg.Node, sc *scope) *item {
 	if cr == nil {
 		return nil
 	}
-	parts, star, ok := refParts(cr)
+	var buf [4]string
+	parts, star, ok := refParts(cr, buf[:])
 	if !ok {
 		return nil
 	}
