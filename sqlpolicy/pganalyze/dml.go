@@ -225,6 +225,7 @@ func (w *walker) merge(s *pg.MergeStmt, parent *scope) shape {
 	// every action); columns say which action writes them.
 	it := w.target(s.Relation, sc, sqlpolicy.VerbMerge)
 	src, ns := w.fromItem(s.SourceRelation, sc)
+	setLateral(ns, false, true)
 	sc.ns = append(sc.ns, ns...)
 	sc.ns = append(sc.ns, it)
 	w.expr(s.JoinCondition, sc, nil)

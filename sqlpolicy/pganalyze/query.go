@@ -95,14 +95,22 @@ func (w *walker) with(wc *pg.WithClause, sc *scope) {
 		// non-recursive term and re-analyze until the lineage of every
 		// column stops growing (values can move between columns from one
 		// iteration to the next).
+		seeded := false
 		if sel := ce.Ctequery.GetSelectStmt(); sel != nil && sel.Op != pg.SetOperation_SETOP_NONE && sel.Larg != nil {
 			entry.sh = w.selectStmt(sel.Larg, sc)
 			entry.sh.cols = aliasCols(entry.sh.cols, names(ce.Aliascolnames))
+			seeded = true
 		}
 		stable := false
 		for iter := 0; iter < 8 && !stable; iter++ {
 			sh := w.query(ce.Ctequery, sc)
 			sh.cols = aliasCols(sh.cols, names(ce.Aliascolnames))
+			if !seeded {
+				// Not a UNION: its first analysis is its shape (the
+				// placeholder only stood in for references before it).
+				entry.sh, seeded = sh, true
+				continue
+			}
 			if w.charge(lineageSize(sh) + lineageSize(entry.sh)) {
 				break
 			}

@@ -117,23 +117,20 @@ func (w *walker) lateralRef(it *item) {
 }
 
 // lookupColumn resolves an unqualified column name (colNameToVar),
-// reading every column it may bind to into sk. localOnly stops at the
-// innermost level.
-func (w *walker) lookupColumn(sc *scope, name string, localOnly bool, sk sink) (definite, maybe bool) {
+// reading every column it may bind to into sk.
+func (w *walker) lookupColumn(sc *scope, name string, sk sink) (definite, maybe bool) {
 	for s := sc; s != nil; s = s.parent {
 		d, m := w.levelColumn(s, name, sk, true)
 		maybe = maybe || m
 		if d {
 			return true, maybe
 		}
-		if localOnly {
-			break
-		}
 	}
 	return false, maybe
 }
 
-// probeColumn is lookupColumn without reading anything.
+// probeColumn is lookupColumn without reading anything; localOnly stops
+// at the innermost level.
 func (w *walker) probeColumn(sc *scope, name string, localOnly bool) (definite, maybe bool) {
 	for s := sc; s != nil; s = s.parent {
 		d, m := w.levelColumn(s, name, nil, false)
@@ -224,7 +221,7 @@ func (w *walker) columnRef(cr *pg.ColumnRef, sc *scope, sk sink) {
 	}
 	switch len(parts) {
 	case 1:
-		definite, maybe := w.lookupColumn(sc, parts[0], false, sk)
+		definite, maybe := w.lookupColumn(sc, parts[0], sk)
 		if definite {
 			return
 		}
