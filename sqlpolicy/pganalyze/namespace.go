@@ -54,12 +54,27 @@ func exact(cols []outCol) bool {
 }
 
 // unionLin returns the lineage of every entry of cols, without
-// duplicates.
+// duplicates, in time linear in its size (shapes built by `*` over CTEs
+// can have very many columns).
 func unionLin(cols []outCol) []sqlpolicy.ColumnRef {
 	var all []sqlpolicy.ColumnRef
+	var seen map[sqlpolicy.ColumnRef]struct{}
 	for i := range cols {
 		for _, c := range cols[i].lin {
-			if !containsCol(all, c) {
+			if seen == nil && len(all) < 32 {
+				if !containsCol(all, c) {
+					all = append(all, c)
+				}
+				continue
+			}
+			if seen == nil {
+				seen = make(map[sqlpolicy.ColumnRef]struct{}, 2*len(all))
+				for _, d := range all {
+					seen[d] = struct{}{}
+				}
+			}
+			if _, dup := seen[c]; !dup {
+				seen[c] = struct{}{}
 				all = append(all, c)
 			}
 		}
