@@ -83,8 +83,9 @@ type finding struct {
 // tally counts what happened to the statements of one source.
 type tally struct {
 	total, allowed, ran, pgOK int
-	pgErrors                  map[string]int // SQLSTATE of allowed statements Postgres rejected
-	denials                   map[string]int // first reason of each denial
+	pgErrors                  map[string]int    // SQLSTATE of allowed statements Postgres rejected
+	denials                   map[string]int    // first reason of each denial
+	examples                  map[string]string // an allowed statement per SQLSTATE, for -v
 }
 
 type results struct {
@@ -98,7 +99,7 @@ func (r *results) add(s statement, d *sqlpolicy.Decision, ran bool, code string,
 	defer r.mu.Unlock()
 	ta := r.bySource[s.source]
 	if ta == nil {
-		ta = &tally{pgErrors: map[string]int{}, denials: map[string]int{}}
+		ta = &tally{pgErrors: map[string]int{}, denials: map[string]int{}, examples: map[string]string{}}
 		r.bySource[s.source] = ta
 	}
 	ta.total++
@@ -117,6 +118,9 @@ func (r *results) add(s statement, d *sqlpolicy.Decision, ran bool, code string,
 			ta.pgOK++
 		} else {
 			ta.pgErrors[code]++
+			if _, ok := ta.examples[code]; !ok {
+				ta.examples[code] = s.sql
+			}
 		}
 	}
 	if f != nil {
@@ -286,6 +290,9 @@ func report(t *testing.T, su corpus.Suite, res *results) {
 		all.pgOK += ta.pgOK
 		t.Logf("suite %s, %s: %d statements, %d allowed by keyhole (denied: %s), %d run as the policy role: %d ran, errors %s",
 			su.Name, s, ta.total, ta.allowed, topCodes(ta.denials), ta.ran, ta.pgOK, topCodes(ta.pgErrors))
+		for code, ex := range ta.examples {
+			t.Logf("  allowed, Postgres error %s: %s", code, ex)
+		}
 	}
 	t.Logf("suite %s: %d statements, %d allowed, %d run, %d ran without error, %d finding(s)",
 		su.Name, all.total, all.allowed, all.ran, all.pgOK, len(res.findings))
