@@ -50,10 +50,15 @@ bench-go:
 bench-proxy:
 	bash scripts/bench.sh
 
-## fuzz: a short run of every fuzz target in the repo (found by go test -list).
+## fuzz: a short run of every fuzz target in the repo (found by go test -list),
+## then a long differential run (generated statements keyhole allows must run
+## as the policy's role).
 FUZZTIME ?= 30s
+DIFF_STATEMENTS ?= 200000
+DIFF_SQLSMITH ?= 3000
 fuzz:
 	GO=$(GO) bash scripts/fuzz.sh $(FUZZTIME)
+	KEYHOLE_DIFF_STATEMENTS=$(DIFF_STATEMENTS) KEYHOLE_DIFF_SQLSMITH=$(DIFF_SQLSMITH) $(GO) test -run '^TestDifferential$$' -count=1 -timeout 180m -v ./internal/differential/
 
 ## demo: the main job in one command.
 demo: setup build

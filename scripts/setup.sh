@@ -51,6 +51,8 @@ done
 { command -v psql && command -v pgbench && command -v pg_dump; } >/dev/null 2>&1 || need+=(postgresql-client)
 { command -v java && command -v javac; } >/dev/null 2>&1 || need+=(default-jdk-headless)
 command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+# sqlsmith: random queries for the differential test (internal/differential).
+command -v sqlsmith >/dev/null 2>&1 || need+=(sqlsmith)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 

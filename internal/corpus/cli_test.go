@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/internal/corpus"
 	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testpg"
 )
@@ -40,19 +41,19 @@ func TestCorpusCLI(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
-	for _, su := range suites {
-		t.Run(su.name, func(t *testing.T) {
+	for _, su := range corpus.Suites {
+		t.Run(su.Name, func(t *testing.T) {
 			runCLI(t, ctx, bin, db.DSN, su)
 		})
 	}
 }
 
-func runCLI(t *testing.T, ctx context.Context, bin, dsn string, su suite) {
-	cases, err := loadCases(su.casesDir)
+func runCLI(t *testing.T, ctx context.Context, bin, dsn string, su corpus.Suite) {
+	cases, err := corpus.LoadCases(fixture.Path(t, su.CasesDir))
 	require.NoError(t, err)
 	var in bytes.Buffer
 	enc := json.NewEncoder(&in)
-	byID := map[string]*Case{}
+	byID := map[string]*corpus.Case{}
 	var skipped int
 	for _, c := range cases {
 		if len(c.SQL) != 1 {
@@ -65,7 +66,7 @@ func runCLI(t *testing.T, ctx context.Context, bin, dsn string, su suite) {
 	t.Logf("%d single-text cases sent, %d multi-text cases left to TestCorpus", len(byID), skipped)
 
 	cmd := exec.CommandContext(ctx, bin, "check",
-		"--policy", su.policy, "--dsn", dsn, "--agent", su.agent, "--json")
+		"--policy", fixture.Path(t, su.Policy), "--dsn", dsn, "--agent", su.Agent, "--json")
 	cmd.Stdin = &in
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -104,7 +105,7 @@ func runCLI(t *testing.T, ctx context.Context, bin, dsn string, su suite) {
 	}
 	assert.Len(t, got, len(byID), "one output line per input line")
 	if len(failed) > 0 {
-		t.Logf("suite %s: %d case(s) decided wrongly by keyhole check: %s", su.name, len(failed), strings.Join(failed, ", "))
+		t.Logf("suite %s: %d case(s) decided wrongly by keyhole check: %s", su.Name, len(failed), strings.Join(failed, ", "))
 	}
 }
 

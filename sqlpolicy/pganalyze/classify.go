@@ -70,9 +70,9 @@ func classifySetting(set *sqlpolicy.Setting) {
 	}
 }
 
-// systemColumns are the columns Postgres adds to every table (attnum < 0,
+// systemColumnNames are the columns Postgres adds to every table (attnum < 0,
 // which the catalog does not list).
-var systemColumns = []string{"tableoid", "ctid", "xmin", "cmin", "xmax", "cmax"}
+var systemColumnNames = []string{"tableoid", "ctid", "xmin", "cmin", "xmax", "cmax"}
 
 // catalogColumnNames returns the names of rel's columns, in order; for a
 // table of the system catalogs followed by its system columns, which
@@ -81,12 +81,12 @@ var systemColumns = []string{"tableoid", "ctid", "xmin", "cmin", "xmax", "cmax"}
 // columns of a table may not read its system columns in Postgres, and no
 // policy names them, so they stay unknown columns (refused).
 func catalogColumnNames(rel *catalog.Relation) []string {
-	names := make([]string, 0, len(rel.Columns)+len(systemColumns))
+	names := make([]string, 0, len(rel.Columns)+len(systemColumnNames))
 	for _, c := range rel.Columns {
 		names = append(names, c.Name)
 	}
 	if rel.Kind == catalog.KindTable && (rel.System || rel.Schema == "pg_catalog") {
-		names = append(names, systemColumns...)
+		names = append(names, systemColumnNames...)
 	}
 	return names
 }

@@ -20,17 +20,17 @@ func (w *walker) writeVerb(v sqlpolicy.Verb) {
 }
 
 // target resolves the relation a data-modifying statement writes (never a
-// CTE) and adds it to sc. A view target is expanded: its base relations
-// are written through it.
+// CTE) into an item; the caller adds it to the namespace where Postgres
+// does. A view target is expanded: its base relations are written through
+// it.
 //
 // action is the row action that writes the target (insert, update,
 // delete, merge); the written relations are reported with it, and the
 // item remembers them for alsoWrite.
 func (w *walker) target(rv *pg.RangeVar, sc *scope, action sqlpolicy.Verb) *item {
 	if rv == nil {
-		it := &item{unknown: true}
 		w.unsupported("data-modifying statement without a target relation")
-		return it
+		return &item{unknown: true, cols: []outCol{{kind: colRun}}}
 	}
 	prevAction, prevCapture := w.action, w.capture
 	var written []sqlpolicy.TableRef
@@ -64,18 +64,22 @@ func (w *walker) writeCol(it *item, name string, action sqlpolicy.Verb) {
 	if it.unknown {
 		return
 	}
-	found := false
+	found, maybe := false, false
 	for i := range it.cols {
-		if it.cols[i].name != name {
+		c := &it.cols[i]
+		if c.kind == colRun {
+			maybe = true
+		}
+		if c.kind != colNamed || c.name != name {
 			continue
 		}
 		found = true
-		for _, c := range it.cols[i].lin {
-			c.Mode, c.Action = sqlpolicy.Write, action
-			w.column(c)
+		for _, r := range c.lin {
+			r.Mode, r.Action = sqlpolicy.Write, action
+			w.column(r)
 		}
 	}
-	if !found && !it.open {
+	if !found && !maybe {
 		w.unknownColumn(qualified(it.name, name))
 	}
 }
@@ -126,15 +130,15 @@ func (w *walker) insert(s *pg.InsertStmt, parent *scope) shape {
 	w.writeVerb(sqlpolicy.VerbInsert)
 	sc := newScope(parent)
 	w.with(s.WithClause, sc)
-	// The source query does not see the target table; every value it
-	// produces is inserted, so all of its output is read.
+	// The source query does not see the target table (transformInsertStmt
+	// keeps it out of the namespace); every value it produces is
+	// inserted, so all of its output is read.
 	var src shape
 	if s.SelectStmt != nil {
 		src = w.query(s.SelectStmt, sc)
 		w.readShape(nil, src)
 	}
-	tsc := newScope(sc)
-	it := w.target(s.Relation, tsc, sqlpolicy.VerbInsert)
+	it := w.target(s.Relation, sc, sqlpolicy.VerbInsert)
 	if len(s.Cols) == 0 {
 		w.writeAll(it, sqlpolicy.VerbInsert)
 	}
@@ -146,6 +150,8 @@ func (w *walker) insert(s *pg.InsertStmt, parent *scope) shape {
 		}
 	}
 	w.insertDefaults(it, s.Cols, s.SelectStmt, valuesWidth(s.SelectStmt, src))
+	// ON CONFLICT and RETURNING see the target only.
+	sc.ns = []*item{it}
 	if oc := s.OnConflictClause; oc != nil {
 		if inf := oc.Infer; inf != nil {
 			for _, e := range inf.IndexElems {
@@ -157,23 +163,23 @@ func (w *walker) insert(s *pg.InsertStmt, parent *scope) shape {
 				if ie.Name != "" {
 					w.readCol(it, ie.Name, nil)
 				}
-				w.expr(ie.Expr, tsc, nil)
+				w.expr(ie.Expr, sc, nil)
 			}
-			w.expr(inf.WhereClause, tsc, nil)
+			w.expr(inf.WhereClause, sc, nil)
 		}
 		if oc.Action == pg.OnConflictAction_ONCONFLICT_UPDATE {
 			w.writeVerb(sqlpolicy.VerbUpdate)
 			w.alsoWrite(it, sqlpolicy.VerbUpdate)
 			// EXCLUDED is the row proposed for insertion; its columns are
 			// the target's.
-			ex := &item{name: "excluded", cols: it.cols, open: it.open, unknown: it.unknown, hiddenByJoin: true}
-			usc := newScope(sc)
-			usc.items = []*item{it, ex}
-			w.setList(oc.TargetList, it, usc)
-			w.expr(oc.WhereClause, usc, nil)
+			ex := newItem("excluded", it.cols)
+			sc.ns = []*item{it, ex}
+			w.setList(oc.TargetList, it, sc)
+			w.expr(oc.WhereClause, sc, nil)
+			sc.ns = []*item{it}
 		}
 	}
-	return w.targets(s.ReturningList, tsc)
+	return w.targets(s.ReturningList, sc)
 }
 
 func (w *walker) update(s *pg.UpdateStmt, parent *scope) shape {
@@ -181,26 +187,36 @@ func (w *walker) update(s *pg.UpdateStmt, parent *scope) shape {
 	sc := newScope(parent)
 	w.with(s.WithClause, sc)
 	it := w.target(s.Relation, sc, sqlpolicy.VerbUpdate)
-	for _, f := range s.FromClause {
-		w.fromItem(f, sc)
-	}
+	w.targetSource(it, s.FromClause, sc)
 	w.setList(s.TargetList, it, sc)
 	w.expr(s.WhereClause, sc, nil)
 	return w.targets(s.ReturningList, sc)
+}
+
+// targetSource adds the target of an UPDATE or DELETE and its FROM/USING
+// items to sc: the FROM items cannot refer to the target, even LATERAL
+// (transformUpdateStmt marks it lateral-only and not lateral-OK); the
+// other clauses see all.
+func (w *walker) targetSource(it *item, from []*pg.Node, sc *scope) {
+	it.lateralOnly, it.lateralOK = true, false
+	sc.ns = append(sc.ns, it)
+	w.fromClause(from, sc)
 }
 
 func (w *walker) delete(s *pg.DeleteStmt, parent *scope) shape {
 	w.writeVerb(sqlpolicy.VerbDelete)
 	sc := newScope(parent)
 	w.with(s.WithClause, sc)
-	w.target(s.Relation, sc, sqlpolicy.VerbDelete)
-	for _, f := range s.UsingClause {
-		w.fromItem(f, sc)
-	}
+	it := w.target(s.Relation, sc, sqlpolicy.VerbDelete)
+	w.targetSource(it, s.UsingClause, sc)
 	w.expr(s.WhereClause, sc, nil)
 	return w.targets(s.ReturningList, sc)
 }
 
+// merge analyzes MERGE as PostgreSQL 15 does (transformMergeStmt): the
+// source sees no target; the join condition and WHEN MATCHED actions see
+// both; WHEN NOT MATCHED actions see the source only. RETURNING and WHEN
+// NOT MATCHED BY SOURCE are PostgreSQL 17.
 func (w *walker) merge(s *pg.MergeStmt, parent *scope) shape {
 	w.writeVerb(sqlpolicy.VerbMerge)
 	sc := newScope(parent)
@@ -208,7 +224,10 @@ func (w *walker) merge(s *pg.MergeStmt, parent *scope) shape {
 	// The target is written by the MERGE as a whole (a merge grant covers
 	// every action); columns say which action writes them.
 	it := w.target(s.Relation, sc, sqlpolicy.VerbMerge)
-	w.fromItem(s.SourceRelation, sc)
+	src, ns := w.fromItem(s.SourceRelation, sc)
+	setLateral(ns, false, true)
+	sc.ns = append(sc.ns, ns...)
+	sc.ns = append(sc.ns, it)
 	w.expr(s.JoinCondition, sc, nil)
 	for _, n := range s.MergeWhenClauses {
 		mw := n.GetMergeWhenClause()
@@ -216,6 +235,14 @@ func (w *walker) merge(s *pg.MergeStmt, parent *scope) shape {
 			w.unsupported("MERGE clause of kind %s", nodeName(n.Node))
 			continue
 		}
+		matched := mw.MatchKind == pg.MergeMatchKind_MERGE_WHEN_MATCHED
+		if mw.MatchKind == pg.MergeMatchKind_MERGE_WHEN_NOT_MATCHED_BY_SOURCE {
+			w.unsupported("MERGE ... WHEN NOT MATCHED BY SOURCE is not supported by PostgreSQL 15")
+		}
+		// setNamespaceForMergeWhen: the source's top item is visible by
+		// name in every action, the target only in MATCHED ones.
+		src.relVisible, src.colsVisible = true, true
+		it.relVisible, it.colsVisible = matched, matched
 		w.expr(mw.Condition, sc, nil)
 		switch mw.CommandType {
 		case pg.CmdType_CMD_UPDATE:
@@ -238,6 +265,10 @@ func (w *walker) merge(s *pg.MergeStmt, parent *scope) shape {
 			w.unsupported("MERGE action %s", mw.CommandType)
 		}
 	}
+	if len(s.ReturningList) > 0 {
+		w.unsupported("MERGE ... RETURNING is not supported by PostgreSQL 15")
+	}
+	it.relVisible, it.colsVisible = true, true
 	return w.targets(s.ReturningList, sc)
 }
 
@@ -279,6 +310,7 @@ func (w *walker) copyStmt(s *pg.CopyStmt) {
 	} else {
 		it = w.rangeVar(s.Relation, sc, mode, false)
 	}
+	sc.ns = []*item{it}
 	cols := names(s.Attlist)
 	for _, c := range cols {
 		if mode == sqlpolicy.Write {
@@ -346,7 +378,7 @@ func (w *walker) view(rel *catalog.Relation, mode sqlpolicy.Mode) []outCol {
 	cols := make([]outCol, len(rel.Columns))
 	for i, c := range rel.Columns {
 		var inner []sqlpolicy.ColumnRef
-		if len(vi.outs) == len(rel.Columns) {
+		if len(vi.outs) == len(rel.Columns) && exact(vi.outs) {
 			inner = vi.outs[i].lin
 		} else {
 			// The definition's output does not line up with the catalog's
@@ -595,7 +627,7 @@ func valuesWidth(src *pg.Node, sh shape) int {
 		}
 		return n
 	}
-	if sh.open {
+	if !exact(sh.cols) {
 		return -1
 	}
 	return len(sh.cols)

@@ -4,6 +4,18 @@
 // written in any clause, functions called, session settings changed — by
 // resolving names through a catalog.Catalog the way Postgres would.
 //
+// Names resolve the way Postgres's parse analysis resolves them
+// (namespace.go, resolve.go, from.go): what each clause of each query
+// level can see (earlier FROM items only from LATERAL subqueries and
+// functions, JOIN ON only the join's two sides, an aliased join hiding
+// the items inside it), the columns of each FROM item in Postgres's order
+// (merged USING/NATURAL columns first, column alias lists by position),
+// qualified names as table.column, schema.table.column and
+// catalog.schema.table.column only, output names as FigureColname gives
+// them. Where the analyzer cannot tell what a name binds to (a function
+// whose result columns it does not know), it reads everything the name
+// may bind to, in outer levels too.
+//
 // Columns: every column a query names counts as read, in any clause and at
 // any nesting level, as Postgres's own column privileges do (an unused
 // column of a materialized CTE is still evaluated, so it can leak through

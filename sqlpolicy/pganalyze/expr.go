@@ -48,7 +48,11 @@ func (w *walker) expr(n *pg.Node, sc *scope, sk sink) {
 		w.expr(sl.Testexpr, sc, sk)
 		// Whatever the subquery returns feeds the expression; its other
 		// clauses are reported by query.
-		w.readShape(sk, w.query(sl.Subselect, sc))
+		sh := w.query(sl.Subselect, sc)
+		if sl.SubLinkType == pg.SubLinkType_EXPR_SUBLINK {
+			w.nameSubLink(sl, sh)
+		}
+		w.readShape(sk, sh)
 	case *pg.Node_CaseExpr:
 		c := x.CaseExpr
 		w.expr(c.Arg, sc, sk)
@@ -137,19 +141,22 @@ func (w *walker) typeCast(tc *pg.TypeCast, sc *scope, sk sink) {
 
 // indirection handles (row).field, (row).*, arr[i] and func(...).field.
 func (w *walker) indirection(ai *pg.A_Indirection, sc *scope, sk sink) {
-	// (c).ssn where c is a FROM item: only that column.
-	if name, ok := singleName(ai.Arg); ok && len(ai.Indirection) > 0 {
-		if lins, whole, _ := lookupColumn(sc, name); len(lins) == 0 && whole != nil {
-			switch f := ai.Indirection[0].Node.(type) {
-			case *pg.Node_String_:
-				w.readCol(whole, f.String_.Sval, sk)
-				w.indices(ai.Indirection[1:], sc, sk)
-				return
-			case *pg.Node_AStar:
-				w.readItem(sk, whole)
-				w.indices(ai.Indirection[1:], sc, sk)
-				return
-			}
+	// (t).x and (t.*).x select column x of item t (ParseComplexProjection
+	// on a whole-row reference), or call the function x on t's row when
+	// t has no such column; (t).* is the whole row. Postgres marks the
+	// whole row read before it projects, so every column needs the
+	// privilege.
+	if it := w.wholeRow(ai.Arg, sc); it != nil && len(ai.Indirection) > 0 {
+		switch f := ai.Indirection[0].Node.(type) {
+		case *pg.Node_String_:
+			w.readItem(sk, it)
+			w.projection(it, f.String_.Sval, sk)
+			w.indices(ai.Indirection[1:], sc, sk)
+			return
+		case *pg.Node_AStar:
+			w.readItem(sk, it)
+			w.indices(ai.Indirection[1:], sc, sk)
+			return
 		}
 	}
 	w.expr(ai.Arg, sc, sk)
@@ -190,26 +197,45 @@ func (w *walker) funcCall(fc *pg.FuncCall, sc *scope, sk sink) {
 		w.unsupported("function name of an unexpected form")
 		return
 	}
-	// ssn(c) is Postgres's functional notation for (c).ssn when no
-	// function ssn takes c's row type.
-	if schema == "" && len(fc.Args) == 1 && !fc.AggStar && fc.Over == nil && len(fc.AggOrder) == 0 {
-		if arg, ok := singleName(fc.Args[0]); ok {
-			if lins, whole, _ := lookupColumn(sc, arg); len(lins) == 0 && whole != nil && hasCol(whole, name) &&
-				w.cat.ResolveFunction(name, w.path) == nil {
-				w.readCol(whole, name, sk)
-				return
+	// ssn(c) is Postgres's functional notation for (c).ssn: with one
+	// undecorated argument that is a whole row, and no function of that
+	// name to take it, the call is a column projection
+	// (ParseFuncOrColumn). Either way the whole row is read.
+	if schema == "" && len(fc.Args) == 1 && fc.Over == nil && fc.AggFilter == nil &&
+		len(fc.AggOrder) == 0 && !fc.AggStar && !fc.AggDistinct && !fc.FuncVariadic && !fc.AggWithinGroup &&
+		fc.Args[0].GetNamedArgExpr() == nil {
+		if it := w.wholeRow(fc.Args[0], sc); it != nil && w.resolveFuncQuiet(name) == nil {
+			w.readItem(sk, it)
+			if d, m := w.itemColumn(it, name, nil, false); !d && !m {
+				w.unknownColumn(qualified(it.name, name))
 			}
+			return
 		}
 	}
 	f := w.resolveFunc(schema, name)
+	if f == nil {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownFunction,
+			Detail: fmt.Sprintf("function %s does not exist", qualified(schema, name)), Func: qualified(schema, name)})
+	}
+	w.reportFunc(schema, name, f, fc, sc)
+	w.exprs(fc.Args, sc, sk)
+	for _, o := range fc.AggOrder {
+		w.expr(o, sc, sk)
+	}
+	w.expr(fc.AggFilter, sc, sk)
+	if fc.Over != nil {
+		w.windowDef(fc.Over, sc)
+	}
+}
+
+// reportFunc reports a call of function name (f as resolved, nil when it
+// did not) and classifies it.
+func (w *walker) reportFunc(schema, name string, f *catalogFunc, fc *pg.FuncCall, sc *scope) {
 	ref := sqlpolicy.FuncRef{Name: name}
 	builtin := false
 	if f != nil {
 		ref.Schema = f.Schema
 		builtin = f.Builtin
-	} else {
-		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownFunction,
-			Detail: fmt.Sprintf("function %s does not exist", qualified(schema, name)), Func: qualified(schema, name)})
 	}
 	w.fn(ref)
 	if schema == "" && f != nil {
@@ -226,14 +252,20 @@ func (w *walker) funcCall(fc *pg.FuncCall, sc *scope, sk sink) {
 		w.funcFlag = true
 	}
 	w.checkFunc(name, fc, sc)
-	w.exprs(fc.Args, sc, sk)
-	for _, o := range fc.AggOrder {
-		w.expr(o, sc, sk)
+}
+
+// resolveFuncQuiet is resolveFunc for an unqualified name under every
+// search path that may be in effect, without reporting anything.
+func (w *walker) resolveFuncQuiet(name string) *catalogFunc {
+	if f := w.cat.ResolveFunction(name, w.path); f != nil {
+		return f
 	}
-	w.expr(fc.AggFilter, sc, sk)
-	if fc.Over != nil {
-		w.windowDef(fc.Over, sc)
+	for _, p := range w.paths {
+		if f := w.cat.ResolveFunction(name, p); f != nil {
+			return f
+		}
 	}
+	return nil
 }
 
 func (w *walker) resolveFunc(schema, name string) *catalogFunc {

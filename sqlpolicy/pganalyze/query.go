@@ -17,7 +17,7 @@ func (w *walker) query(n *pg.Node, parent *scope) shape {
 		return shape{}
 	}
 	if !w.enter() {
-		return shape{open: true}
+		return shape{cols: []outCol{{kind: colRun}}}
 	}
 	defer w.leave()
 	switch x := n.Node.(type) {
@@ -33,14 +33,38 @@ func (w *walker) query(n *pg.Node, parent *scope) shape {
 		return w.merge(x.MergeStmt, parent)
 	}
 	w.unsupported("query of kind %s", nodeName(n.Node))
-	return shape{open: true}
+	return shape{cols: []outCol{{kind: colRun}}}
 }
 
-// with analyzes a WITH clause into sc.ctes.
+// with analyzes a WITH clause into sc.ctes. Each CTE of a plain WITH sees
+// the ones before it; every CTE of a WITH RECURSIVE sees all of them
+// (parse_cte.c).
 func (w *walker) with(wc *pg.WithClause, sc *scope) {
 	if wc == nil {
 		return
 	}
+	var entries []*cte
+	if wc.Recursive {
+		for _, n := range wc.Ctes {
+			ce := n.GetCommonTableExpr()
+			if ce == nil {
+				continue
+			}
+			// Until a CTE is analyzed, a reference to it from an earlier
+			// one sees its alias names (or any name), without lineage:
+			// its reads are reported when it is analyzed.
+			e := &cte{name: ce.Ctename, sh: shape{cols: []outCol{{kind: colRun}}}}
+			if len(ce.Aliascolnames) > 0 {
+				e.sh.cols = nil
+				for _, a := range names(ce.Aliascolnames) {
+					e.sh.cols = append(e.sh.cols, outCol{name: a})
+				}
+			}
+			entries = append(entries, e)
+			sc.ctes = append(sc.ctes, e)
+		}
+	}
+	i := 0
 	for _, n := range wc.Ctes {
 		c, ok := n.Node.(*pg.Node_CommonTableExpr)
 		if !ok {
@@ -48,10 +72,20 @@ func (w *walker) with(wc *pg.WithClause, sc *scope) {
 			continue
 		}
 		ce := c.CommonTableExpr
-		entry := &cte{name: ce.Ctename}
+		var entry *cte
+		if wc.Recursive {
+			entry = entries[i]
+			i++
+		}
+		if ce.Ctequery.GetMergeStmt() != nil {
+			// PostgreSQL 15 has no MERGE in WITH (17 does, with RETURNING).
+			w.unsupported("MERGE in WITH is not supported by PostgreSQL 15")
+			continue
+		}
 		if !wc.Recursive {
+			entry = &cte{name: ce.Ctename}
 			entry.sh = w.query(ce.Ctequery, sc)
-			entry.sh.cols = renameNames(entry.sh.cols, ce.Aliascolnames)
+			entry.sh.cols = aliasCols(entry.sh.cols, names(ce.Aliascolnames))
 			w.derived(entry.sh)
 			w.cteExtras(ce, entry)
 			sc.ctes = append(sc.ctes, entry)
@@ -61,17 +95,22 @@ func (w *walker) with(wc *pg.WithClause, sc *scope) {
 		// non-recursive term and re-analyze until the lineage of every
 		// column stops growing (values can move between columns from one
 		// iteration to the next).
+		seeded := false
 		if sel := ce.Ctequery.GetSelectStmt(); sel != nil && sel.Op != pg.SetOperation_SETOP_NONE && sel.Larg != nil {
 			entry.sh = w.selectStmt(sel.Larg, sc)
-		} else {
-			entry.sh = shape{open: true}
+			entry.sh.cols = aliasCols(entry.sh.cols, names(ce.Aliascolnames))
+			seeded = true
 		}
-		entry.sh.cols = renameNames(entry.sh.cols, ce.Aliascolnames)
-		sc.ctes = append(sc.ctes, entry)
 		stable := false
 		for iter := 0; iter < 8 && !stable; iter++ {
 			sh := w.query(ce.Ctequery, sc)
-			sh.cols = renameNames(sh.cols, ce.Aliascolnames)
+			sh.cols = aliasCols(sh.cols, names(ce.Aliascolnames))
+			if !seeded {
+				// Not a UNION: its first analysis is its shape (the
+				// placeholder only stood in for references before it).
+				entry.sh, seeded = sh, true
+				continue
+			}
 			if w.charge(lineageSize(sh) + lineageSize(entry.sh)) {
 				break
 			}
@@ -81,14 +120,13 @@ func (w *walker) with(wc *pg.WithClause, sc *scope) {
 		}
 		if !stable {
 			// Conservatively let every column carry every column's inputs.
-			var all []sqlpolicy.ColumnRef
-			for _, c := range entry.sh.cols {
-				all = append(all, c.lin...)
+			all := unionLin(entry.sh.cols)
+			cols := make([]outCol, len(entry.sh.cols))
+			for j := range entry.sh.cols {
+				cols[j] = entry.sh.cols[j]
+				cols[j].lin = all
 			}
-			all = dedupLin(all)
-			for i := range entry.sh.cols {
-				entry.sh.cols[i].lin = all
-			}
+			entry.sh.cols = cols
 		}
 		w.derived(entry.sh)
 		w.cteExtras(ce, entry)
@@ -114,37 +152,43 @@ func (w *walker) cteExtras(ce *pg.CommonTableExpr, entry *cte) {
 	}
 	if c := ce.CycleClause; c != nil {
 		extra = append(extra, c.CycleMarkColumn, c.CyclePathColumn)
-		w.expr(c.CycleMarkValue, nil, nil)
-		w.expr(c.CycleMarkDefault, nil, nil)
+		w.expr(c.CycleMarkValue, newScope(nil), nil)
+		w.expr(c.CycleMarkDefault, newScope(nil), nil)
 	}
 	if len(extra) == 0 {
 		return
 	}
-	var all []sqlpolicy.ColumnRef
-	for _, c := range entry.sh.cols {
-		all = append(all, c.lin...)
-	}
+	all := unionLin(entry.sh.cols)
 	cols := make([]outCol, len(entry.sh.cols), len(entry.sh.cols)+len(extra))
 	copy(cols, entry.sh.cols)
 	for _, e := range extra {
 		cols = append(cols, outCol{name: e, lin: all})
 	}
 	entry.sh.cols = cols
-}
-
-// renameNames renames the first columns after a list of String nodes.
-func renameNames(cols []outCol, ns []*pg.Node) []outCol {
-	if len(ns) == 0 {
-		return cols
-	}
-	return renameCols(cols, &pg.Alias{Colnames: ns})
+	entry.extra = len(extra)
 }
 
 // mergeShapes combines the outputs of two branches of a set operation (or
 // two iterations of a recursive CTE) position by position, reporting
-// whether b added lineage a did not have.
+// whether b added lineage a did not have. The names are a's (Postgres
+// names a set operation's columns after its first branch). When either
+// has columns the analyzer cannot count, every column carries all the
+// lineage of both.
 func mergeShapes(a, b shape) (shape, bool) {
-	out := shape{open: a.open || b.open, cols: make([]outCol, len(a.cols))}
+	if !exact(a.cols) || !exact(b.cols) {
+		before := len(unionLin(a.cols))
+		all := unionLin(append(append([]outCol(nil), a.cols...), b.cols...))
+		out := shape{cols: make([]outCol, len(a.cols))}
+		for i := range a.cols {
+			out.cols[i] = a.cols[i]
+			out.cols[i].lin = all
+		}
+		if len(out.cols) == 0 {
+			out.cols = []outCol{{kind: colRun, lin: all}}
+		}
+		return out, len(all) > before
+	}
+	out := shape{cols: make([]outCol, len(a.cols))}
 	grew := false
 	for i := range a.cols {
 		out.cols[i].name = a.cols[i].name
@@ -168,9 +212,7 @@ func mergeShapes(a, b shape) (shape, bool) {
 	if len(b.cols) > len(a.cols) {
 		// Branches of different widths are a Postgres error; keep the
 		// extra lineage anyway.
-		for _, c := range b.cols[len(a.cols):] {
-			out.cols = append(out.cols, c)
-		}
+		out.cols = append(out.cols, b.cols[len(a.cols):]...)
 		grew = true
 	}
 	return out, grew
@@ -193,32 +235,24 @@ func containsCol(lin []sqlpolicy.ColumnRef, c sqlpolicy.ColumnRef) bool {
 	return false
 }
 
-func dedupLin(lin []sqlpolicy.ColumnRef) []sqlpolicy.ColumnRef {
-	out := lin[:0:0]
-	for _, c := range lin {
-		if !containsCol(out, c) {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
 // selectStmt analyzes SELECT, VALUES and set operations.
 func (w *walker) selectStmt(s *pg.SelectStmt, parent *scope) shape {
 	if s == nil {
 		return shape{}
 	}
 	if !w.enter() {
-		return shape{open: true}
+		return shape{cols: []outCol{{kind: colRun}}}
 	}
 	defer w.leave()
 	sc := newScope(parent)
 	w.with(s.WithClause, sc)
 	if s.Op != pg.SetOperation_SETOP_NONE && s.Op != pg.SetOperation_SET_OPERATION_UNDEFINED {
+		// Each branch is a query of its own below this level, whose
+		// namespace is empty (transformSetOperationTree).
 		l := w.selectStmt(s.Larg, sc)
 		r := w.selectStmt(s.Rarg, sc)
 		if w.charge(lineageSize(l) + lineageSize(r)) {
-			return shape{open: true}
+			return shape{cols: []outCol{{kind: colRun}}}
 		}
 		sh, _ := mergeShapes(l, r)
 		if !(s.Op == pg.SetOperation_SETOP_UNION && s.All) {
@@ -227,28 +261,29 @@ func (w *walker) selectStmt(s *pg.SelectStmt, parent *scope) shape {
 			// so they count as read even when the outer query drops them.
 			w.readShape(nil, sh)
 		}
-		// ORDER BY and LIMIT of a set operation see its output columns.
-		osc := newScope(sc)
-		osc.items = []*item{{cols: sh.cols, open: sh.open}}
-		w.sortClause(s.SortClause, osc, sh)
-		w.expr(s.LimitCount, osc, nil)
-		w.expr(s.LimitOffset, osc, nil)
+		// ORDER BY sees only the output columns, as unqualified names;
+		// LIMIT and OFFSET see no column of this level.
+		sc.ns = []*item{{cols: sh.cols, colsVisible: true, lateralOK: true}}
+		w.sortClause(s.SortClause, sc, sh)
+		sc.ns = nil
+		w.expr(s.LimitCount, sc, nil)
+		w.expr(s.LimitOffset, sc, nil)
 		w.locking(s.LockingClause, sc)
 		w.into(s.IntoClause)
 		return sh
 	}
 	if len(s.ValuesLists) > 0 {
 		sh := w.values(s.ValuesLists, sc)
-		osc := newScope(sc)
-		osc.items = []*item{{cols: sh.cols}}
-		w.sortClause(s.SortClause, osc, sh)
-		w.expr(s.LimitCount, osc, nil)
-		w.expr(s.LimitOffset, osc, nil)
+		// ORDER BY of a VALUES list sees its columns (transformValuesClause).
+		sc.ns = []*item{newItem("*VALUES*", sh.cols)}
+		w.sortClause(s.SortClause, sc, sh)
+		w.expr(s.LimitCount, sc, nil)
+		w.expr(s.LimitOffset, sc, nil)
+		w.locking(s.LockingClause, sc)
+		w.into(s.IntoClause)
 		return sh
 	}
-	for _, f := range s.FromClause {
-		w.fromItem(f, sc)
-	}
+	w.fromClause(s.FromClause, sc)
 	w.expr(s.WhereClause, sc, nil)
 	sh := w.targets(s.TargetList, sc)
 	if len(s.DistinctClause) > 0 {
@@ -288,8 +323,9 @@ func (w *walker) into(ic *pg.IntoClause) {
 	w.table(sqlpolicy.TableRef{Rel: w.ddlRel(ic.Rel), Mode: sqlpolicy.Write})
 }
 
-// values analyzes a VALUES list: column i's lineage is every row's i-th
-// expression.
+// values analyzes a VALUES list: its columns are column1, column2 ...;
+// column i's lineage is every row's i-th expression. The rows see the
+// level's (empty) namespace and the outer levels.
 func (w *walker) values(rows []*pg.Node, sc *scope) shape {
 	var sh shape
 	for _, r := range rows {
@@ -332,128 +368,51 @@ func (w *walker) targets(list []*pg.Node, sc *scope) shape {
 			w.unsupported("select list entry of kind %s", nodeName(n.Node))
 			continue
 		}
-		if cr := rt.Val.GetColumnRef(); cr != nil && len(cr.Fields) > 0 {
-			if _, ok := cr.Fields[len(cr.Fields)-1].Node.(*pg.Node_AStar); ok {
-				parts := names(cr.Fields[:len(cr.Fields)-1])
-				cols, open := w.starCols(parts, sc)
-				sh.cols = append(sh.cols, cols...)
-				sh.open = sh.open || open
+		if cr := rt.Val.GetColumnRef(); cr != nil {
+			var buf [4]string
+			if parts, star, ok := refParts(cr, buf[:]); ok && star {
+				sh.cols = append(sh.cols, w.starCols(parts, sc)...)
+				continue
+			}
+		}
+		if ai := rt.Val.GetAIndirection(); ai != nil && len(ai.Indirection) > 0 {
+			if _, star := ai.Indirection[len(ai.Indirection)-1].Node.(*pg.Node_AStar); star {
+				sh.cols = append(sh.cols, w.indirectionStar(ai, sc)...)
 				continue
 			}
 		}
 		oc := outCol{name: rt.Name}
-		if oc.name == "" {
-			oc.name = colName(rt.Val)
-		}
 		w.exprTarget(rt.Val, sc, &oc.lin)
+		if oc.name == "" {
+			name, known := w.figureColname(rt.Val)
+			if known {
+				oc.name = name
+			} else {
+				oc.kind = colRun
+			}
+		}
 		sh.cols = append(sh.cols, oc)
 	}
 	return sh
 }
 
-// colName is the name Postgres gives an unnamed output column
-// (FigureColname), for the common cases.
-func colName(n *pg.Node) string {
-	if n == nil {
-		return "?column?"
+// indirectionStar expands (expr).* in a select list (ExpandIndirectionStar):
+// the columns of an item for a whole-row reference, else the fields of
+// a composite value, which the analyzer cannot name or count.
+func (w *walker) indirectionStar(ai *pg.A_Indirection, sc *scope) []outCol {
+	if len(ai.Indirection) == 1 {
+		if it := w.wholeRow(ai.Arg, sc); it != nil {
+			return it.cols
+		}
 	}
-	switch x := n.Node.(type) {
-	case *pg.Node_ColumnRef:
-		f := x.ColumnRef.Fields
-		if len(f) > 0 {
-			if s, ok := strVal(f[len(f)-1]); ok {
-				return s
-			}
-		}
-	case *pg.Node_AIndirection:
-		ind := x.AIndirection.Indirection
-		for i := len(ind) - 1; i >= 0; i-- {
-			if s, ok := strVal(ind[i]); ok {
-				return s
-			}
-		}
-		return colName(x.AIndirection.Arg)
-	case *pg.Node_FuncCall:
-		f := x.FuncCall.Funcname
-		if len(f) > 0 {
-			if s, ok := strVal(f[len(f)-1]); ok {
-				return s
-			}
-		}
-	case *pg.Node_TypeCast:
-		if _, ok := x.TypeCast.Arg.GetNode().(*pg.Node_AConst); !ok {
-			return colName(x.TypeCast.Arg)
-		}
-		if tn := x.TypeCast.TypeName; tn != nil && len(tn.Names) > 0 {
-			if s, ok := strVal(tn.Names[len(tn.Names)-1]); ok {
-				return s
-			}
-		}
-	case *pg.Node_CollateClause:
-		return colName(x.CollateClause.Arg)
-	case *pg.Node_CaseExpr:
-		return "case"
-	case *pg.Node_SubLink:
-		switch x.SubLink.SubLinkType {
-		case pg.SubLinkType_EXISTS_SUBLINK:
-			return "exists"
-		case pg.SubLinkType_ARRAY_SUBLINK:
-			return "array"
-		case pg.SubLinkType_EXPR_SUBLINK:
-			if sel := x.SubLink.Subselect.GetSelectStmt(); sel != nil && len(sel.TargetList) == 1 {
-				if rt := sel.TargetList[0].GetResTarget(); rt != nil {
-					if rt.Name != "" {
-						return rt.Name
-					}
-					return colName(rt.Val)
-				}
-			}
-		}
-	case *pg.Node_AArrayExpr:
-		return "array"
-	case *pg.Node_RowExpr:
-		return "row"
-	case *pg.Node_CoalesceExpr:
-		return "coalesce"
-	case *pg.Node_MinMaxExpr:
-		if x.MinMaxExpr.Op == pg.MinMaxOp_IS_GREATEST {
-			return "greatest"
-		}
-		return "least"
-	case *pg.Node_SqlvalueFunction:
-		return sqlValueName(x.SqlvalueFunction.Op)
-	case *pg.Node_XmlExpr:
-		return "xml"
+	inner := &pg.Node{Node: &pg.Node_AIndirection{AIndirection: &pg.A_Indirection{
+		Arg: ai.Arg, Indirection: ai.Indirection[:len(ai.Indirection)-1]}}}
+	if len(ai.Indirection) == 1 {
+		inner = ai.Arg
 	}
-	return "?column?"
-}
-
-func sqlValueName(op pg.SQLValueFunctionOp) string {
-	switch op {
-	case pg.SQLValueFunctionOp_SVFOP_CURRENT_DATE:
-		return "current_date"
-	case pg.SQLValueFunctionOp_SVFOP_CURRENT_TIME, pg.SQLValueFunctionOp_SVFOP_CURRENT_TIME_N:
-		return "current_time"
-	case pg.SQLValueFunctionOp_SVFOP_CURRENT_TIMESTAMP, pg.SQLValueFunctionOp_SVFOP_CURRENT_TIMESTAMP_N:
-		return "current_timestamp"
-	case pg.SQLValueFunctionOp_SVFOP_LOCALTIME, pg.SQLValueFunctionOp_SVFOP_LOCALTIME_N:
-		return "localtime"
-	case pg.SQLValueFunctionOp_SVFOP_LOCALTIMESTAMP, pg.SQLValueFunctionOp_SVFOP_LOCALTIMESTAMP_N:
-		return "localtimestamp"
-	case pg.SQLValueFunctionOp_SVFOP_CURRENT_ROLE:
-		return "current_role"
-	case pg.SQLValueFunctionOp_SVFOP_CURRENT_USER:
-		return "current_user"
-	case pg.SQLValueFunctionOp_SVFOP_USER:
-		return "user"
-	case pg.SQLValueFunctionOp_SVFOP_SESSION_USER:
-		return "session_user"
-	case pg.SQLValueFunctionOp_SVFOP_CURRENT_CATALOG:
-		return "current_catalog"
-	case pg.SQLValueFunctionOp_SVFOP_CURRENT_SCHEMA:
-		return "current_schema"
-	}
-	return "?column?"
+	c := outCol{kind: colRun}
+	w.exprTarget(inner, sc, &c.lin)
+	return []outCol{c}
 }
 
 // intConst returns the value of an integer constant node.
@@ -477,25 +436,48 @@ func singleName(n *pg.Node) (string, bool) {
 	return strVal(cr.Fields[0])
 }
 
-// orderExpr analyzes one ORDER BY (or DISTINCT ON) expression: a position
-// or an output column name refers to the select list, anything else is an
-// expression over the FROM items.
+// readPosition reads output column i (1-based) of sh: ORDER BY 2.
+func (w *walker) readPosition(sh shape, i int) {
+	for j := 0; j < i && j < len(sh.cols); j++ {
+		if sh.cols[j].kind != colNamed {
+			// Which column is i-th is unknown from here on.
+			w.read(nil, unionLin(sh.cols[j:]))
+			return
+		}
+	}
+	if i >= 1 && i <= len(sh.cols) {
+		w.read(nil, sh.cols[i-1].lin)
+	}
+}
+
+// outputName reads the output columns of sh called name (the SQL92
+// reading of ORDER BY and GROUP BY); maybe is set when a column the
+// analyzer cannot name may be one.
+func (w *walker) outputName(sh shape, name string) (matched, maybe bool) {
+	for i := range sh.cols {
+		c := &sh.cols[i]
+		switch {
+		case c.kind == colRun:
+			w.read(nil, c.lin)
+			maybe = true
+		case c.kind == colNamed && c.name == name:
+			w.read(nil, c.lin)
+			matched = true
+		}
+	}
+	return matched, maybe
+}
+
+// orderExpr analyzes one ORDER BY (or DISTINCT ON) expression
+// (findTargetlistEntrySQL92): a position or an output column name refers
+// to the select list, anything else is an expression over the FROM items.
 func (w *walker) orderExpr(n *pg.Node, sc *scope, sh shape) {
 	if i, ok := intConst(n); ok {
-		if i >= 1 && i <= len(sh.cols) {
-			w.read(nil, sh.cols[i-1].lin)
-		}
+		w.readPosition(sh, i)
 		return
 	}
 	if name, ok := singleName(n); ok {
-		found := false
-		for _, c := range sh.cols {
-			if c.name == name {
-				w.read(nil, c.lin)
-				found = true
-			}
-		}
-		if found {
+		if matched, maybe := w.outputName(sh, name); matched && !maybe {
 			return
 		}
 	}
@@ -515,7 +497,8 @@ func (w *walker) sortClause(list []*pg.Node, sc *scope, sh shape) {
 }
 
 // groupClause analyzes GROUP BY: a position refers to the select list; a
-// bare name to an input column first, then to an output column.
+// bare name to a column of this level's FROM items first, then to an
+// output column, then to outer levels (findTargetlistEntrySQL92).
 func (w *walker) groupClause(list []*pg.Node, sc *scope, sh shape) {
 	for _, n := range list {
 		if n == nil {
@@ -530,21 +513,12 @@ func (w *walker) groupClause(list []*pg.Node, sc *scope, sh shape) {
 			continue
 		}
 		if i, ok := intConst(n); ok {
-			if i >= 1 && i <= len(sh.cols) {
-				w.read(nil, sh.cols[i-1].lin)
-			}
+			w.readPosition(sh, i)
 			continue
 		}
 		if name, ok := singleName(n); ok {
-			if _, _, found := lookupColumn(sc, name); !found {
-				matched := false
-				for _, c := range sh.cols {
-					if c.name == name {
-						w.read(nil, c.lin)
-						matched = true
-					}
-				}
-				if matched {
+			if local, localMaybe := w.probeColumn(sc, name, true); !local {
+				if matched, maybe := w.outputName(sh, name); matched && !maybe && !localMaybe {
 					continue
 				}
 			}
@@ -554,7 +528,8 @@ func (w *walker) groupClause(list []*pg.Node, sc *scope, sh shape) {
 }
 
 // windowDef reports the columns a window partitions and orders by: they
-// decide the values of window functions, so they count as read.
+// decide the values of window functions, so they count as read. Window
+// clauses see only the FROM items (SQL99 rules, no output names).
 func (w *walker) windowDef(wd *pg.WindowDef, sc *scope) {
 	if wd == nil {
 		return
@@ -585,7 +560,7 @@ func (w *walker) locking(list []*pg.Node, sc *scope) {
 		detail := "SELECT ... FOR UPDATE/SHARE locks rows"
 		if len(lc.LockedRels) == 0 {
 			any := false
-			for _, it := range sc.items {
+			for _, it := range sc.ns {
 				if it.rel != nil {
 					w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemLocking, Detail: detail,
 						Rel: sqlpolicy.Rel{Schema: it.rel.Schema, Name: it.rel.Name}})
@@ -604,7 +579,14 @@ func (w *walker) locking(list []*pg.Node, sc *scope) {
 				continue
 			}
 			rel := sqlpolicy.Rel{Schema: rv.Schemaname, Name: rv.Relname}
-			if it := findItem(sc, rv.Relname); it != nil && it.rel != nil && rv.Schemaname == "" {
+			var it *item
+			for _, x := range sc.ns {
+				if x.relVisible && x.name == rv.Relname {
+					it = x
+					break
+				}
+			}
+			if it != nil && it.rel != nil && rv.Schemaname == "" {
 				rel = sqlpolicy.Rel{Schema: it.rel.Schema, Name: it.rel.Name}
 				for _, alt := range it.alts {
 					w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemLocking, Detail: detail,
@@ -616,274 +598,4 @@ func (w *walker) locking(list []*pg.Node, sc *scope) {
 			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemLocking, Detail: detail, Rel: rel})
 		}
 	}
-}
-
-// fromItem analyzes one FROM entry, adding its items to sc, and returns
-// the items it added at its top (for JOIN ... USING/NATURAL).
-func (w *walker) fromItem(n *pg.Node, sc *scope) []*item {
-	if n == nil || n.Node == nil {
-		return nil
-	}
-	if !w.enter() {
-		return nil
-	}
-	defer w.leave()
-	switch x := n.Node.(type) {
-	case *pg.Node_RangeVar:
-		return []*item{w.rangeVar(x.RangeVar, sc, sqlpolicy.Read, true)}
-	case *pg.Node_JoinExpr:
-		return w.join(x.JoinExpr, sc)
-	case *pg.Node_RangeSubselect:
-		rs := x.RangeSubselect
-		// The subquery sees the items before it (LATERAL; without LATERAL
-		// Postgres refuses such references, so allowing them only ever
-		// over-reports).
-		sh := w.query(rs.Subquery, sc)
-		w.derived(sh)
-		it := &item{cols: renameCols(sh.cols, rs.Alias), open: sh.open}
-		if rs.Alias != nil {
-			it.name = rs.Alias.Aliasname
-		}
-		sc.items = append(sc.items, it)
-		return []*item{it}
-	case *pg.Node_RangeFunction:
-		return []*item{w.rangeFunction(x.RangeFunction, sc)}
-	case *pg.Node_RangeTableSample:
-		rts := x.RangeTableSample
-		its := w.fromItem(rts.Relation, sc)
-		for _, a := range rts.Args {
-			w.expr(a, sc, nil)
-		}
-		w.expr(rts.Repeatable, sc, nil)
-		return its
-	case *pg.Node_RangeTableFunc:
-		return []*item{w.xmlTable(x.RangeTableFunc, sc)}
-	}
-	w.unsupported("FROM entry of kind %s", nodeName(n.Node))
-	it := &item{unknown: true}
-	sc.items = append(sc.items, it)
-	return []*item{it}
-}
-
-// join analyzes a JOIN: both sides, USING/NATURAL columns (read on both
-// sides) and the ON condition.
-func (w *walker) join(j *pg.JoinExpr, sc *scope) []*item {
-	left := w.fromItem(j.Larg, sc)
-	right := w.fromItem(j.Rarg, sc)
-	var using []string
-	if j.IsNatural {
-		if anyOpen(left) || anyOpen(right) {
-			// The common columns are unknown: count every column of both
-			// sides as compared.
-			for _, it := range left {
-				w.readItem(nil, it)
-			}
-			for _, it := range right {
-				w.readItem(nil, it)
-			}
-		}
-		using = commonNames(left, right)
-	} else {
-		using = names(j.UsingClause)
-	}
-	var usingCols []outCol
-	for _, u := range using {
-		var lin []sqlpolicy.ColumnRef
-		found := 0
-		for _, side := range [2][]*item{left, right} {
-			hit := false
-			for _, it := range side {
-				for i := range it.cols {
-					if it.cols[i].name == u {
-						lin = append(lin[:len(lin):len(lin)], it.cols[i].lin...)
-						hit = true
-					}
-				}
-			}
-			if hit || anyOpen(side) {
-				found++
-			}
-		}
-		if found < 2 {
-			w.unknownColumn(u)
-		}
-		w.read(nil, lin)
-		usingCols = append(usingCols, outCol{name: u, lin: lin})
-	}
-	w.expr(j.Quals, sc, nil)
-	all := make([]*item, 0, len(left)+len(right))
-	all = append(all, left...)
-	all = append(all, right...)
-	if j.JoinUsingAlias != nil {
-		sc.items = append(sc.items, &item{name: j.JoinUsingAlias.Aliasname, cols: usingCols, hiddenByJoin: true})
-	}
-	if j.Alias == nil {
-		return all
-	}
-	it := &item{name: j.Alias.Aliasname}
-	for _, x := range all {
-		if !x.hiddenByJoin {
-			it.cols = append(it.cols, x.cols...)
-			it.open = it.open || x.open || x.unknown
-		}
-		x.hiddenByJoin = true
-	}
-	it.cols = renameCols(it.cols, j.Alias)
-	sc.items = append(sc.items, it)
-	return []*item{it}
-}
-
-func anyOpen(its []*item) bool {
-	for _, it := range its {
-		if it.open || it.unknown {
-			return true
-		}
-	}
-	return false
-}
-
-// commonNames lists the column names both sides of a NATURAL join have.
-func commonNames(left, right []*item) []string {
-	var out []string
-	for _, l := range left {
-		for _, c := range l.cols {
-			if contains(out, c.name) {
-				continue
-			}
-			for _, r := range right {
-				if hasCol(r, c.name) {
-					out = append(out, c.name)
-					break
-				}
-			}
-		}
-	}
-	return out
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// scalarFromFuncs are built-in functions returning a base type (no OUT
-// parameters): in FROM, their one column is named after the alias, or the
-// function when there is none. unnest counts only with one argument.
-var scalarFromFuncs = map[string]bool{
-	"generate_series": true, "generate_subscripts": true, "unnest": true, "regexp_split_to_table": true,
-	"string_to_table": true, "json_object_keys": true, "jsonb_object_keys": true, "jsonb_path_query": true,
-	"regexp_matches": true, "pg_listening_channels": true, "lower": true, "upper": true, "now": true,
-	"current_date": true, "random": true, "length": true, "abs": true, "coalesce": true,
-}
-
-// rangeFunction analyzes a function in FROM. Its arguments are reported
-// (the function's output depends on them); its output columns carry no
-// lineage of their own. Unless the analyzer knows the function's columns
-// (a column definition list, or a built-in returning a base type), the
-// item is open.
-func (w *walker) rangeFunction(rf *pg.RangeFunction, sc *scope) *item {
-	it := &item{open: true}
-	var fname string
-	var cols []string
-	defs := false
-	scalar := len(rf.Functions) == 1
-	for _, f := range rf.Functions {
-		l := f.GetList()
-		if l == nil || len(l.Items) == 0 {
-			w.unsupported("FROM function of kind %s", nodeName(f.Node))
-			scalar = false
-			continue
-		}
-		w.expr(l.Items[0], sc, nil)
-		if fname == "" {
-			fname = colName(l.Items[0])
-		}
-		if fc := l.Items[0].GetFuncCall(); fc == nil || !scalarFromFuncs[fname] || (fname == "unnest" && len(fc.Args) != 1) {
-			scalar = false
-		} else if f := w.resolveFunc(firstSchema(fc.Funcname), fname); f == nil || f.Schema != "pg_catalog" {
-			scalar = false
-		}
-		if len(l.Items) > 1 {
-			if cdl := l.Items[1].GetList(); cdl != nil {
-				for _, cd := range cdl.Items {
-					if c := cd.GetColumnDef(); c != nil {
-						cols = append(cols, c.Colname)
-						defs = true
-					}
-				}
-			}
-		}
-	}
-	for _, cd := range rf.Coldeflist {
-		if c := cd.GetColumnDef(); c != nil {
-			cols = append(cols, c.Colname)
-			defs = true
-		}
-	}
-	it.name = fname
-	var aliasCols []string
-	if rf.Alias != nil {
-		it.name = rf.Alias.Aliasname
-		aliasCols = names(rf.Alias.Colnames)
-	}
-	switch {
-	case defs:
-		// A column definition list names every column of a function
-		// returning record.
-		it.open = false
-	case scalar:
-		it.open = false
-		cols = []string{it.name}
-	}
-	if rf.Ordinality {
-		cols = append(cols, "ordinality")
-	}
-	// Alias column names rename the first columns.
-	for i, n := range aliasCols {
-		if i < len(cols) {
-			cols[i] = n
-		} else {
-			cols = append(cols, n)
-		}
-	}
-	for _, c := range cols {
-		it.cols = append(it.cols, outCol{name: c})
-	}
-	sc.items = append(sc.items, it)
-	return it
-}
-
-func firstSchema(ns []*pg.Node) string {
-	schema, _, _ := funcName(ns)
-	return schema
-}
-
-// xmlTable analyzes XMLTABLE(...) in FROM.
-func (w *walker) xmlTable(t *pg.RangeTableFunc, sc *scope) *item {
-	w.expr(t.Docexpr, sc, nil)
-	w.expr(t.Rowexpr, sc, nil)
-	for _, ns := range t.Namespaces {
-		w.expr(ns, sc, nil)
-	}
-	it := &item{name: "xmltable"}
-	if t.Alias != nil {
-		it.name = t.Alias.Aliasname
-	}
-	for _, c := range t.Columns {
-		col := c.GetRangeTableFuncCol()
-		if col == nil {
-			w.unsupported("XMLTABLE column of kind %s", nodeName(c.Node))
-			continue
-		}
-		w.expr(col.Colexpr, sc, nil)
-		w.expr(col.Coldefexpr, sc, nil)
-		it.cols = append(it.cols, outCol{name: col.Colname})
-	}
-	it.cols = renameCols(it.cols, t.Alias)
-	sc.items = append(sc.items, it)
-	return it
 }

@@ -56,6 +56,9 @@ type walker struct {
 	// settings what it restricts reads of pg_settings to (settings.go).
 	root     *pg.Node
 	settings *settingsFilter
+	// subLinkNames are the output names of the scalar subqueries walked
+	// (see figureColname).
+	subLinkNames map[*pg.SubLink]subLinkName
 }
 
 // sink collects the columns an expression reads. nil means the statement:
@@ -63,78 +66,6 @@ type walker struct {
 // column of a derived table, CTE or view, reported only when the outer
 // query uses that column.
 type sink = *[]sqlpolicy.ColumnRef
-
-// outCol is one output column of a FROM item or query: its name and the
-// base columns whose values flow into it.
-type outCol struct {
-	name string
-	lin  []sqlpolicy.ColumnRef
-}
-
-// shape is the output of a query.
-type shape struct {
-	cols []outCol
-	// open is true when the query has output columns the analyzer cannot
-	// name (a function returning a record type): any name resolves to
-	// them, without lineage; their inputs were reported already.
-	open bool
-}
-
-// item is one entry of a FROM clause.
-type item struct {
-	name string            // alias, or relation/CTE/function name; "" for an unaliased join
-	rel  *catalog.Relation // the relation for a plain relation reference
-	cols []outCol
-	open bool
-	// unknown is true when the relation did not resolve; a Problem is
-	// recorded already and names resolve to it silently.
-	unknown bool
-	// hiddenByJoin is true for the items under an aliased join: `*`
-	// expands the join's item instead.
-	hiddenByJoin bool
-	// writes are the relations written through the item when it is the
-	// target of a data-modifying statement.
-	writes []sqlpolicy.TableRef
-	// alts are the other relations an unqualified name resolved to under
-	// the other search paths that may be in effect; cols merges them all.
-	alts []*catalog.Relation
-}
-
-// rels returns the relations the item may be.
-func (it *item) rels() []*catalog.Relation {
-	if it.rel == nil {
-		return nil
-	}
-	if len(it.alts) == 0 {
-		return []*catalog.Relation{it.rel}
-	}
-	return append([]*catalog.Relation{it.rel}, it.alts...)
-}
-
-// scope is one query level.
-type scope struct {
-	parent *scope
-	items  []*item
-	ctes   []*cte
-}
-
-type cte struct {
-	name string
-	sh   shape
-}
-
-func newScope(parent *scope) *scope { return &scope{parent: parent} }
-
-func (sc *scope) findCTE(name string) *cte {
-	for s := sc; s != nil; s = s.parent {
-		for i := len(s.ctes) - 1; i >= 0; i-- {
-			if s.ctes[i].name == name {
-				return s.ctes[i]
-			}
-		}
-	}
-	return nil
-}
 
 // ---- reporting -------------------------------------------------------
 
@@ -364,18 +295,23 @@ func (w *walker) relation(rel *catalog.Relation, mode sqlpolicy.Mode) []outCol {
 	return w.baseCols(rel)
 }
 
-// rangeVar resolves a relation reference in FROM (CTEs first) and adds it
-// to sc.
+// rangeVar resolves a relation reference in FROM (a CTE first, when
+// cteOK and the name is unqualified) into an item; the caller adds it to
+// a namespace.
 func (w *walker) rangeVar(rv *pg.RangeVar, sc *scope, mode sqlpolicy.Mode, cteOK bool) *item {
-	it := &item{name: rv.Relname}
+	var aliases []string
+	it := newItem(rv.Relname, nil)
 	if rv.Alias != nil {
 		it.name = rv.Alias.Aliasname
+		aliases = names(rv.Alias.Colnames)
 	}
 	if cteOK && rv.Schemaname == "" && rv.Catalogname == "" {
 		if c := sc.findCTE(rv.Relname); c != nil {
-			it.cols, it.open = c.sh.cols, c.sh.open
-			it.cols = renameCols(it.cols, rv.Alias)
-			sc.items = append(sc.items, it)
+			own := len(c.sh.cols) - c.extra
+			it.cols = aliasCols(c.sh.cols[:own:own], aliases)
+			if c.extra > 0 {
+				it.cols = append(it.cols[:len(it.cols):len(it.cols)], c.sh.cols[own:]...)
+			}
 			return it
 		}
 	}
@@ -391,32 +327,36 @@ func (w *walker) rangeVar(rv *pg.RangeVar, sc *scope, mode sqlpolicy.Mode, cteOK
 			Rel:    sqlpolicy.Rel{Schema: rv.Schemaname, Name: rv.Relname},
 		})
 		it.unknown = true
-		sc.items = append(sc.items, it)
+		it.cols = []outCol{{kind: colRun}}
 		return it
 	}
-	it.rel = rel
-	cols := w.relation(rel, mode)
+	it.rel, it.aliased = rel, rv.Alias != nil
+	it.sysCols = rel.Kind != catalog.KindView
+	it.cols = aliasCols(w.relation(rel, mode), aliases)
 	if rv.Catalogname == "" || rv.Catalogname == w.cat.Database {
 		// Under another search path that may be in effect the name is
-		// another relation: the statement may touch any of them.
+		// another relation: the statement may touch any of them. Names
+		// resolve against all of them; their positions differ.
 		it.alts = w.altRels(rv.Schemaname, rv.Relname, rel)
-		for _, alt := range it.alts {
-			cols = mergeCols(cols, w.relation(alt, mode))
+		if len(it.alts) > 0 {
+			cols := it.cols
+			for _, alt := range it.alts {
+				cols = mergeCols(cols, aliasCols(w.relation(alt, mode), aliases))
+			}
+			it.cols = append([]outCol{{kind: colShuffle}}, cols...)
 		}
 	}
-	it.cols = renameCols(cols, rv.Alias)
-	sc.items = append(sc.items, it)
 	return it
 }
 
-// mergeCols returns the columns of a and b by name, in a's order then
-// b's: a column both have carries both lineages. Neither input is
+// mergeCols returns the named columns of a and b by name, in a's order
+// then b's: a column both have carries both lineages. Neither input is
 // changed (they may be cached).
 func mergeCols(a, b []outCol) []outCol {
 	out := make([]outCol, len(a), len(a)+len(b))
 	copy(out, a)
 	for _, c := range b {
-		i := slices.IndexFunc(out, func(o outCol) bool { return o.name == c.name })
+		i := slices.IndexFunc(out, func(o outCol) bool { return o.kind == colNamed && o.name == c.name })
 		if i < 0 {
 			out = append(out, c)
 			continue
@@ -432,25 +372,6 @@ func qualified(schema, name string) string {
 		return name
 	}
 	return schema + "." + name
-}
-
-// renameCols applies an alias column list: the first len(colnames)
-// columns take the new names.
-func renameCols(cols []outCol, al *pg.Alias) []outCol {
-	if al == nil || len(al.Colnames) == 0 {
-		return cols
-	}
-	out := make([]outCol, len(cols))
-	copy(out, cols)
-	for i, n := range al.Colnames {
-		if i >= len(out) {
-			break
-		}
-		if s, ok := strVal(n); ok {
-			out[i].name = s
-		}
-	}
-	return out
 }
 
 // ddlRel names the relation a DDL statement creates or changes; it need

@@ -7,11 +7,15 @@
 CREATE TABLE public.customers (
     id         integer PRIMARY KEY,
     name       text NOT NULL,
+    nickname   text,
     email      text NOT NULL,
     ssn        text,
     phone      text,
     created_at timestamptz NOT NULL DEFAULT now()
 );
+-- A dropped column, as real tables have: it keeps its attribute number,
+-- and column alias lists (customers AS c(a, b, c)) skip it.
+ALTER TABLE public.customers DROP COLUMN nickname;
 COMMENT ON TABLE public.customers IS 'People who bought something.';
 COMMENT ON COLUMN public.customers.phone IS 'Contact phone number. keyhole: pii.phone';
 
