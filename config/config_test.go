@@ -59,6 +59,25 @@ func TestMinimalDefaults(t *testing.T) {
 	assert.Equal(t, "json", c.Log.Format)
 }
 
+// TestMySQLUpstream: a mysql:// upstream with listen.mysql next to a
+// Postgres one; the URL names the dialect and MySQL's default port.
+func TestMySQLUpstream(t *testing.T) {
+	t.Parallel()
+	src := strings.Replace(minimal, "upstreams:\n", "upstreams:\n  crm: {url: 'mysql://db.internal/crm?sslmode=require'}\n", 1) +
+		"listen: {mysql: '127.0.0.1:3307'}\n"
+	c, err := config.Parse("k.yaml", []byte(src))
+	require.NoError(t, err)
+	c.ApplyDefaults()
+	assert.Equal(t, "127.0.0.1:3307", c.Listen.MySQL)
+	assert.Equal(t, config.DefaultListenPostgres, c.Listen.Postgres)
+	crm := c.Upstreams["crm"]
+	assert.Equal(t, config.DialectMySQL, crm.Dialect)
+	assert.Equal(t, "db.internal:3306", crm.Addr)
+	assert.Equal(t, "crm", crm.Database)
+	assert.Equal(t, config.SSLRequire, crm.SSLMode)
+	assert.Equal(t, config.DialectPostgres, c.Upstreams["shop"].Dialect)
+}
+
 func TestVaultSection(t *testing.T) {
 	t.Parallel()
 	src := strings.Replace(minimal, "static: {user: app, password_env: TEST_PW}",
@@ -108,6 +127,12 @@ func TestErrors(t *testing.T) {
 			"vault: {addr: 'https://v:8200'}", 1), "upstreams:\n", "upstreams:\n  crm: {url: 'mysql://127.0.0.1/crm'}\n", 1),
 			[]string{"upstreams.shop.catalog_role: upstreams crm and shop would read their schemas with the same Vault role \"keyhole-catalog\""}},
 		{"bad listen", minimal + "listen: {postgres: nowhere}\n", []string{"k.yaml:11: listen.postgres"}},
+		{"mysql upstream without listen.mysql", strings.Replace(minimal, "upstreams:\n", "upstreams:\n  crm: {url: 'mysql://127.0.0.1/crm'}\n", 1),
+			[]string{`listen.mysql: upstreams ["crm"] are mysql:// but listen.mysql is empty`}},
+		{"listen.mysql without mysql upstream", minimal + "listen: {mysql: '127.0.0.1:3307'}\n",
+			[]string{"k.yaml:11: listen.mysql: no upstream is mysql://"}},
+		{"bad listen.mysql", strings.Replace(minimal, "upstreams:\n", "upstreams:\n  crm: {url: 'mysql://127.0.0.1/crm'}\n", 1) + "listen: {mysql: '3307'}\n",
+			[]string{"listen.mysql: address \"3307\""}},
 		{"pprof without admin", minimal + "listen: {pprof: true}\n", []string{"listen.pprof: needs listen.admin"}},
 		{"no creds", strings.Replace(minimal, "  static: {user: app, password_env: TEST_PW}\n", "", 1),
 			[]string{"k.yaml:6: creds: set static or vault"}},
@@ -198,7 +223,7 @@ func TestParseUpstreamURL(t *testing.T) {
 		{in: "postgres://h/a/b", wantErr: true},
 	}
 	for _, tc := range cases {
-		t.Run(config.RedactURL(tc.in), func(t *testing.T) {
+		t.Run(config.Redact(tc.in, config.DSNPassword(tc.in)), func(t *testing.T) {
 			t.Parallel()
 			up, st, err := config.ParseUpstreamURL(tc.in)
 			if tc.wantErr {
