@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -18,29 +20,53 @@ import (
 )
 
 // loadMySQLCatalog reads a MySQL or MariaDB upstream's schema as the
-// lease's user, in the upstream's database (catalog.Database, where
-// unqualified names resolve) and over the TLS its sslmode asks for.
+// lease's user.
 func loadMySQLCatalog(ctx context.Context, up *Upstream, lease *creds.Lease, log *slog.Logger) (*catalog.Catalog, error) {
-	mc := mysql.NewConfig()
-	mc.Net, mc.Addr, mc.DBName = "tcp", up.Addr, up.Database
-	mc.User, mc.Passwd = lease.User, lease.Password.Reveal()
-	mc.TLS = up.TLS
-	mc.Timeout = 10 * time.Second
-	mc.ConnectionAttributes = "program_name:keyhole-catalog"
-	conn, err := mysql.NewConnector(mc)
+	loaded, err := inspectMySQL(ctx, up.Addr, up.Database, up.TLS, lease.User, lease.Password.Reveal())
 	if err != nil {
-		return nil, fmt.Errorf("catalog: upstream %s: %w", up.label(), err)
-	}
-	db := sql.OpenDB(conn)
-	defer db.Close()
-	loaded, err := catalog.InspectMySQL(ctx, db)
-	if err != nil {
-		return nil, fmt.Errorf("catalog of upstream %s at %s as %s: %s", up.label(), up.Addr, lease.User, config.Redact(err.Error(), lease.Password.Reveal()))
+		return nil, fmt.Errorf("catalog of upstream %s at %s as %s: %w", up.label(), up.Addr, lease.User, err)
 	}
 	for _, w := range loaded.Warnings {
 		log.Warn("catalog", "upstream", up.Name, "warning", w)
 	}
 	return loaded.Catalog, nil
+}
+
+// InspectMySQL reads the schema of a MySQL or MariaDB upstream as user,
+// as keyhole serve does: u is an upstream URL parsed by
+// config.ParseUpstreamURL (address, database, sslmode and sslrootcert;
+// sslmode defaults as in keyhole.yaml). The error carries no password.
+func InspectMySQL(ctx context.Context, u config.Upstream, user, password string) (*catalog.Loaded, error) {
+	if u.SSLMode == "" {
+		u.SSLMode = config.DefaultSSLMode(u.Addr)
+	}
+	tc, err := upstreamTLS(u)
+	if err != nil {
+		return nil, err
+	}
+	return inspectMySQL(ctx, u.Addr, u.Database, tc, user, password)
+}
+
+// inspectMySQL reads the schema in database db (catalog.Database, where
+// unqualified names resolve) over tc (nil: no TLS).
+func inspectMySQL(ctx context.Context, addr, db string, tc *tls.Config, user, password string) (*catalog.Loaded, error) {
+	mc := mysql.NewConfig()
+	mc.Net, mc.Addr, mc.DBName = "tcp", addr, db
+	mc.User, mc.Passwd = user, password
+	mc.TLS = tc
+	mc.Timeout = 10 * time.Second
+	mc.ConnectionAttributes = "program_name:keyhole-catalog"
+	conn, err := mysql.NewConnector(mc)
+	if err != nil {
+		return nil, errors.New(config.Redact(err.Error(), password))
+	}
+	sdb := sql.OpenDB(conn)
+	defer sdb.Close()
+	loaded, err := catalog.InspectMySQL(ctx, sdb)
+	if err != nil {
+		return nil, errors.New(config.Redact(err.Error(), password))
+	}
+	return loaded, nil
 }
 
 // MySQLCatalogVaultRole is the Vault database role (mysql-database-plugin)
