@@ -41,6 +41,25 @@ func TestExampleLoads(t *testing.T) {
 	assert.Equal(t, 30*time.Second, c.Limits.ShutdownGrace)
 }
 
+// TestExampleMySQL: the MySQL lines examples/keyhole.yaml carries
+// commented out are valid once uncommented.
+func TestExampleMySQL(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join("..", "examples", "keyhole.yaml"))
+	require.NoError(t, err)
+	src := string(b)
+	for _, l := range []string{"  # mysql:", "  # crm:", "  #   url: mysql:", "  #   catalog_role: keyhole-catalog-crm"} {
+		require.Contains(t, src, l)
+		src = strings.Replace(src, l, strings.Replace(l, "# ", "", 1), 1)
+	}
+	c, err := config.Parse("keyhole.yaml", []byte(src))
+	require.NoError(t, err)
+	c.ApplyDefaults()
+	assert.Equal(t, "127.0.0.1:3307", c.Listen.MySQL)
+	assert.Equal(t, config.DialectMySQL, c.Upstreams["crm"].Dialect)
+	assert.Equal(t, "keyhole-catalog-crm", c.CatalogRole("crm"))
+}
+
 func TestMinimalDefaults(t *testing.T) {
 	t.Parallel()
 	c, err := config.Parse("k.yaml", []byte(minimal))
