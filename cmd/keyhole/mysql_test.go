@@ -235,37 +235,6 @@ func TestMySQLCLI(t *testing.T) {
 	})
 }
 
-// TestMySQLServeFlags: --upstream mysql:// and --listen-mysql reach the
-// configuration; this build refuses to serve them, saying why, before it
-// contacts anything.
-func TestMySQLServeFlags(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	policy := filepath.Join(dir, "policy.yaml")
-	require.NoError(t, os.WriteFile(policy, []byte(fixture.MySQLPolicy), 0o600))
-	key := filepath.Join(dir, "token.key")
-	r := keyhole(t, "", "token", "keygen", "--out", key)
-	require.Equal(t, 0, r.Code, r.Stderr)
-	base := []string{"serve", "--policy", policy, "--token-key", key + ".pub", "--audit", filepath.Join(dir, "audit.jsonl"),
-		"--upstream", "shop=mysql://keyhole@127.0.0.1:1/shop"}
-	for _, tc := range []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"no mysql front end", append(base, "--listen-mysql", "127.0.0.1:0"), "listen.mysql: the mysql front end is not part of this build"},
-		{"no listener", base, `listen.mysql: upstreams ["shop"] are mysql:// but listen.mysql is empty`},
-		{"listener without upstream", []string{"serve", "--policy", policy, "--token-key", key + ".pub", "--audit", filepath.Join(dir, "audit.jsonl"),
-			"--upstream", "postgres://keyhole@127.0.0.1:1/shop", "--listen-mysql", "127.0.0.1:0"}, "listen.mysql: no upstream is mysql://"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := keyholeEnv(t, nil, "", tc.args...)
-			assert.Equal(t, 2, r.Code)
-			assert.Contains(t, r.Stderr, tc.want)
-		})
-	}
-}
-
 // TestAuditProtocol: keyhole audit shows each event's protocol and keeps
 // one protocol's with --protocol.
 func TestAuditProtocol(t *testing.T) {
