@@ -64,8 +64,9 @@ type Config struct {
 // DefaultListenPostgres.
 type Listen struct {
 	Postgres string `yaml:"postgres"`
-	// MySQL is where the MySQL front end listens; empty = off. A build
-	// without that front end refuses to start when it is set.
+	// MySQL is where the MySQL front end listens; empty = off. It is
+	// required with mysql:// upstreams and refused without them; a build
+	// without the MySQL front end refuses to start when it is set.
 	MySQL string `yaml:"mysql"`
 	// Admin serves /metrics, /healthz and the audit page; empty = off.
 	Admin string `yaml:"admin"`

@@ -41,6 +41,25 @@ func TestExampleLoads(t *testing.T) {
 	assert.Equal(t, 30*time.Second, c.Limits.ShutdownGrace)
 }
 
+// TestExampleMySQL: the MySQL lines examples/keyhole.yaml carries
+// commented out are valid once uncommented.
+func TestExampleMySQL(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile(filepath.Join("..", "examples", "keyhole.yaml"))
+	require.NoError(t, err)
+	src := string(b)
+	for _, l := range []string{"  # mysql:", "  # crm:", "  #   url: mysql:", "  #   catalog_role: keyhole-catalog-crm"} {
+		require.Contains(t, src, l)
+		src = strings.Replace(src, l, strings.Replace(l, "# ", "", 1), 1)
+	}
+	c, err := config.Parse("keyhole.yaml", []byte(src))
+	require.NoError(t, err)
+	c.ApplyDefaults()
+	assert.Equal(t, "127.0.0.1:3307", c.Listen.MySQL)
+	assert.Equal(t, config.DialectMySQL, c.Upstreams["crm"].Dialect)
+	assert.Equal(t, "keyhole-catalog-crm", c.CatalogRole("crm"))
+}
+
 func TestMinimalDefaults(t *testing.T) {
 	t.Parallel()
 	c, err := config.Parse("k.yaml", []byte(minimal))
@@ -57,6 +76,25 @@ func TestMinimalDefaults(t *testing.T) {
 	assert.Equal(t, int64(config.DefaultAuditMaxBytes), c.Audit.MaxBytes)
 	assert.Equal(t, config.DefaultPolicyReload, c.Policy.ReloadInterval)
 	assert.Equal(t, "json", c.Log.Format)
+}
+
+// TestMySQLUpstream: a mysql:// upstream with listen.mysql next to a
+// Postgres one; the URL names the dialect and MySQL's default port.
+func TestMySQLUpstream(t *testing.T) {
+	t.Parallel()
+	src := strings.Replace(minimal, "upstreams:\n", "upstreams:\n  crm: {url: 'mysql://db.internal/crm?sslmode=require'}\n", 1) +
+		"listen: {mysql: '127.0.0.1:3307'}\n"
+	c, err := config.Parse("k.yaml", []byte(src))
+	require.NoError(t, err)
+	c.ApplyDefaults()
+	assert.Equal(t, "127.0.0.1:3307", c.Listen.MySQL)
+	assert.Equal(t, config.DefaultListenPostgres, c.Listen.Postgres)
+	crm := c.Upstreams["crm"]
+	assert.Equal(t, config.DialectMySQL, crm.Dialect)
+	assert.Equal(t, "db.internal:3306", crm.Addr)
+	assert.Equal(t, "crm", crm.Database)
+	assert.Equal(t, config.SSLRequire, crm.SSLMode)
+	assert.Equal(t, config.DialectPostgres, c.Upstreams["shop"].Dialect)
 }
 
 func TestVaultSection(t *testing.T) {
@@ -108,6 +146,12 @@ func TestErrors(t *testing.T) {
 			"vault: {addr: 'https://v:8200'}", 1), "upstreams:\n", "upstreams:\n  crm: {url: 'mysql://127.0.0.1/crm'}\n", 1),
 			[]string{"upstreams.shop.catalog_role: upstreams crm and shop would read their schemas with the same Vault role \"keyhole-catalog\""}},
 		{"bad listen", minimal + "listen: {postgres: nowhere}\n", []string{"k.yaml:11: listen.postgres"}},
+		{"mysql upstream without listen.mysql", strings.Replace(minimal, "upstreams:\n", "upstreams:\n  crm: {url: 'mysql://127.0.0.1/crm'}\n", 1),
+			[]string{`listen.mysql: upstreams ["crm"] are mysql:// but listen.mysql is empty`}},
+		{"listen.mysql without mysql upstream", minimal + "listen: {mysql: '127.0.0.1:3307'}\n",
+			[]string{"k.yaml:11: listen.mysql: no upstream is mysql://"}},
+		{"bad listen.mysql", strings.Replace(minimal, "upstreams:\n", "upstreams:\n  crm: {url: 'mysql://127.0.0.1/crm'}\n", 1) + "listen: {mysql: '3307'}\n",
+			[]string{"listen.mysql: address \"3307\""}},
 		{"pprof without admin", minimal + "listen: {pprof: true}\n", []string{"listen.pprof: needs listen.admin"}},
 		{"no creds", strings.Replace(minimal, "  static: {user: app, password_env: TEST_PW}\n", "", 1),
 			[]string{"k.yaml:6: creds: set static or vault"}},
@@ -198,7 +242,7 @@ func TestParseUpstreamURL(t *testing.T) {
 		{in: "postgres://h/a/b", wantErr: true},
 	}
 	for _, tc := range cases {
-		t.Run(config.RedactURL(tc.in), func(t *testing.T) {
+		t.Run(config.Redact(tc.in, config.DSNPassword(tc.in)), func(t *testing.T) {
 			t.Parallel()
 			up, st, err := config.ParseUpstreamURL(tc.in)
 			if tc.wantErr {

@@ -188,12 +188,3 @@ func ParseUpstreamURL(raw string) (Upstream, *Static, error) {
 	up.URL = clean.String()
 	return up, &Static{User: user, Password: pw}, nil
 }
-
-// RedactURL returns the URL with its password replaced, for logs.
-func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "[unparseable URL]"
-	}
-	return u.Redacted()
-}

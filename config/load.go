@@ -346,6 +346,7 @@ func (c *Config) Validate() error {
 	}
 	allLogins := len(c.Upstreams) > 0
 	catalogRoles := map[string]string{}
+	var mysqlUps []string
 	for _, name := range sortedKeys(c.Upstreams) {
 		u := c.Upstreams[name]
 		key := "upstreams." + name
@@ -371,6 +372,9 @@ func (c *Config) Validate() error {
 		case p.Database == "":
 			bad(key+".url", "names no database: want %s://HOST[:PORT]/DATABASE", p.Dialect)
 		}
+		if p.Dialect == DialectMySQL {
+			mysqlUps = append(mysqlUps, strconv.Quote(name))
+		}
 		if p.CAFile != "" && u.CAFile != "" {
 			bad(key+".ca_file", "set together with the URL's sslrootcert")
 		}
@@ -381,6 +385,15 @@ func (c *Config) Validate() error {
 			}
 			catalogRoles[role] = name
 		}
+	}
+	// Postgres listens on its default address unless told otherwise; the
+	// MySQL listener is off by default, so it and the mysql:// upstreams
+	// go together: neither is useful alone, and either alone is a typo.
+	switch {
+	case len(mysqlUps) > 0 && c.Listen.MySQL == "":
+		bad("listen.mysql", "upstreams [%s] are mysql:// but listen.mysql is empty: agents could not reach them (set listen.mysql, or --listen-mysql)", strings.Join(mysqlUps, " "))
+	case len(mysqlUps) == 0 && c.Listen.MySQL != "" && len(c.Upstreams) > 0:
+		bad("listen.mysql", "no upstream is mysql://: nothing would be served at %s", c.Listen.MySQL)
 	}
 
 	id := c.Identity

@@ -2,11 +2,13 @@
 // starts, built from a config.Config.
 //
 // New builds, per upstream, its credentials (the static login or the
-// shared Vault source), its catalog (read as the upstream's catalog role)
-// and an analyzer of its dialect; one decision engine per upstream
-// (catalog + analyzer + the policy) in a policy generation that is swapped
-// whole; per protocol with upstreams, a front end (pgproxy today; a MySQL
-// front end plugs in through FrontEnd); the audit sinks and the admin
+// shared Vault source), its catalog (read as the upstream's catalog role:
+// pg_catalog for postgres://, information_schema for mysql://) and an
+// analyzer of its dialect (pganalyze, myanalyze); one decision engine per
+// upstream (catalog + analyzer + the policy) in a policy generation that
+// is swapped whole; per protocol with upstreams, a front end (pgproxy; the
+// MySQL front end plugs in as the build of its protocols entry, and
+// Options.FrontEnds can supply any); the audit sinks and the admin
 // server. Run serves until its context ends or Shutdown is called.
 //
 // A statement flows: front end → router.Check (the agent's role picks its

@@ -69,11 +69,20 @@ type protocol struct {
 	build func(FrontEndConfig) (FrontEnd, error)
 }
 
-// protocols are the front ends, in start order. The MySQL front end plugs
-// in by setting build (and a catalog loader and analyzer in upstream.go).
+// builder is the function that builds p's front end: the one of builds
+// (Options.FrontEnds) for its dialect, else this build's own; nil when
+// there is none.
+func (p protocol) builder(builds map[string]func(FrontEndConfig) (FrontEnd, error)) func(FrontEndConfig) (FrontEnd, error) {
+	if b := builds[p.dialect]; b != nil {
+		return b
+	}
+	return p.build
+}
+
+// protocols are the front ends, in start order.
 var protocols = []protocol{
 	{dialect: config.DialectPostgres, key: "listen.postgres", listen: func(c *config.Config) string { return c.Listen.Postgres }, build: newPostgres},
-	{dialect: config.DialectMySQL, key: "listen.mysql", listen: func(c *config.Config) string { return c.Listen.MySQL }},
+	{dialect: config.DialectMySQL, key: "listen.mysql", listen: func(c *config.Config) string { return c.Listen.MySQL }, build: newMySQL},
 }
 
 func newPostgres(c FrontEndConfig) (FrontEnd, error) {

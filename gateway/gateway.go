@@ -40,6 +40,11 @@ type Options struct {
 	// the catalog reader use (tests record the credentials handed out).
 	// Revocation and health still reach the source itself.
 	WrapCreds func(creds.Source) creds.Source
+	// FrontEnds build the front end of a dialect (config.Dialect*) in
+	// place of this build's own, or where this build has none: for a
+	// program that embeds the gateway with a front end of its own, and
+	// for tests.
+	FrontEnds map[string]func(FrontEndConfig) (FrontEnd, error)
 }
 
 // Gateway is one running keyhole.
@@ -106,10 +111,10 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 			_ = g.closeAll()
 		}
 	}()
-	if err := checkProtocols(cfg); err != nil {
+	if err := checkProtocols(cfg, opts.FrontEnds); err != nil {
 		return nil, err
 	}
-	g.log.Info("keyhole starting", "config", cfg.Path, "policy", cfg.Policy.File, "listen_postgres", cfg.Listen.Postgres, "admin", cfg.Listen.Admin)
+	g.log.Info("keyhole starting", "config", cfg.Path, "policy", cfg.Policy.File, "listen_postgres", cfg.Listen.Postgres, "listen_mysql", cfg.Listen.MySQL, "admin", cfg.Listen.Admin)
 
 	// Local files first: a bad certificate or key fails before any
 	// upstream is contacted.
@@ -191,7 +196,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		if len(ups) == 0 {
 			continue
 		}
-		fe, err := p.build(FrontEndConfig{
+		fe, err := p.builder(opts.FrontEnds)(FrontEndConfig{
 			TLS:           tlsCfg,
 			Decider:       &router{dialect: p.dialect, gen: &g.gen},
 			Auth:          auth,
@@ -233,9 +238,14 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 }
 
 // checkProtocols refuses what this build cannot serve rather than not
-// listen where agents are told to connect.
-func checkProtocols(cfg *config.Config) error {
+// listen where agents are told to connect. (That every dialect's
+// upstreams have a listener, and the other way round, config.Validate
+// checks.)
+func checkProtocols(cfg *config.Config, builds map[string]func(FrontEndConfig) (FrontEnd, error)) error {
 	for _, p := range protocols {
+		if p.builder(builds) != nil {
+			continue
+		}
 		var names []string
 		for name, u := range cfg.Upstreams {
 			if u.Dialect == p.dialect {
@@ -244,12 +254,11 @@ func checkProtocols(cfg *config.Config) error {
 		}
 		slices.Sort(names)
 		switch {
-		case p.build == nil && p.listen(cfg) != "":
-			return fmt.Errorf("%s: the %s front end is not part of this build", p.key, p.dialect)
-		case p.build == nil && len(names) > 0:
+		case p.listen(cfg) != "":
+			return fmt.Errorf("%s: the %s front end is not part of this build: it cannot listen for agents of %s:// upstreams "+
+				"(keyhole check, catalog dump, labels and vault roles work with them)", p.key, p.dialect, p.dialect)
+		case len(names) > 0:
 			return fmt.Errorf("upstreams %v: %s:// upstreams need the %s front end, which is not part of this build", names, p.dialect, p.dialect)
-		case len(names) > 0 && p.listen(cfg) == "":
-			return fmt.Errorf("upstreams %v are %s:// but %s is empty: agents could not reach them", names, p.dialect, p.key)
 		}
 	}
 	return nil
@@ -521,7 +530,7 @@ func (g *Gateway) loadGeneration(cats map[string]*catalog.Catalog) (*generation,
 	engines, dialect := map[string]*sqlpolicy.Engine{}, map[string]string{}
 	for name, cat := range cats {
 		u := g.ups[name]
-		an, err := newAnalyzer(u.Dialect, cat)
+		an, err := NewAnalyzer(u.Dialect, cat)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", u.label(), err)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/config"
+	"github.com/keyholedb/keyhole/gateway"
 	"github.com/keyholedb/keyhole/internal/fixture"
 )
 
@@ -144,7 +145,7 @@ agents:
 func TestShutdownWithoutRun(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(t, fixture.ShopSQL(t))
-	e, err := build(t, true, map[string]string{"": up.url()}, fixture.Policy)
+	e, err := build(t, true, gateway.Options{}, map[string]string{"": up.url()}, fixture.Policy)
 	require.NoError(t, err)
 	addr := e.g.Addr(config.DialectPostgres).String()
 	require.NoError(t, e.g.Shutdown(context.Background()))

@@ -74,11 +74,12 @@ func start(t *testing.T, ups map[string]string, policyText string, opts ...setup
 
 func tryStart(t *testing.T, ups map[string]string, policyText string, opts ...setup) (*env, error) {
 	t.Helper()
-	return build(t, false, ups, policyText, opts...)
+	return build(t, false, gateway.Options{}, ups, policyText, opts...)
 }
 
-// build is tryStart that runs the gateway unless noRun.
-func build(t *testing.T, noRun bool, ups map[string]string, policyText string, opts ...setup) (*env, error) {
+// build is tryStart with gateway options (its Logger and Reload are the
+// env's) that runs the gateway unless noRun.
+func build(t *testing.T, noRun bool, gopts gateway.Options, ups map[string]string, policyText string, opts ...setup) (*env, error) {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{t: t, policy: filepath.Join(dir, "policy.yaml"), audit: filepath.Join(dir, "audit.jsonl"),
@@ -107,7 +108,8 @@ func build(t *testing.T, noRun bool, ups map[string]string, policyText string, o
 		o(cfg)
 	}
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	g, err := gateway.New(cfg, gateway.Options{Logger: log, Reload: e.hup})
+	gopts.Logger, gopts.Reload = log, e.hup
+	g, err := gateway.New(cfg, gopts)
 	if err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
 	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
@@ -102,11 +103,17 @@ func upstreamTLS(u config.Upstream) (*tls.Config, error) {
 	return tc, nil
 }
 
-// newAnalyzer is the dialect's analyzer over cat.
-func newAnalyzer(dialect string, cat *catalog.Catalog) (sqlpolicy.Analyzer, error) {
+// NewAnalyzer is the analyzer of a dialect (config.DialectPostgres or
+// config.DialectMySQL; a catalog's Dialect) over cat: what the gateway
+// decides an upstream's statements with, and keyhole check too.
+func NewAnalyzer(dialect string, cat *catalog.Catalog) (sqlpolicy.Analyzer, error) {
 	switch dialect {
 	case config.DialectPostgres:
 		return pganalyze.New(cat, pganalyze.Options{}), nil
+	case config.DialectMySQL:
+		// Sessions start in MariaDB's default sql_mode; the front end
+		// tells each its connection's (myanalyze.Session.SetSQLMode).
+		return myanalyze.New(cat, myanalyze.Options{}), nil
 	}
 	return nil, fmt.Errorf("no %s analyzer in this build", dialect)
 }
@@ -124,6 +131,8 @@ func loadCatalog(ctx context.Context, up *Upstream, src creds.Source, vault *con
 	switch up.Dialect {
 	case config.DialectPostgres:
 		return loadPostgresCatalog(ctx, up, lease, log)
+	case config.DialectMySQL:
+		return loadMySQLCatalog(ctx, up, lease, log)
 	}
 	return nil, fmt.Errorf("catalog of upstream %s: no %s catalog reader in this build", up.label(), up.Dialect)
 }
@@ -147,7 +156,7 @@ func loadPostgresCatalog(ctx context.Context, up *Upstream, lease *creds.Lease, 
 	pc.RuntimeParams = map[string]string{"application_name": "keyhole-catalog"}
 	conn, err := pgx.ConnectConfig(ctx, pc)
 	if err != nil {
-		return nil, fmt.Errorf("catalog: connect upstream %s at %s as %s: %w", up.label(), up.Addr, lease.User, scrubSecret(err, lease.Password.Reveal()))
+		return nil, fmt.Errorf("catalog: connect upstream %s at %s as %s: %s", up.label(), up.Addr, lease.User, config.Redact(err.Error(), lease.Password.Reveal()))
 	}
 	defer conn.Close(context.Background())
 	loaded, err := catalog.InspectPostgres(ctx, conn)
@@ -180,18 +189,14 @@ func catalogLoginError(up *Upstream, vault *config.Vault, err error) error {
 	if db == "" {
 		db = "DB_NAME"
 	}
+	creation, what := catalogCreation([]string{"public"}), "a login with USAGE on the schemas agents use"
+	if up.Dialect == config.DialectMySQL {
+		creation, what = mysqlCatalogCreation([]string{up.Database}, nil), "a user that sees the schema of the databases agents use"
+	}
 	return fmt.Errorf("catalog of upstream %s: Vault has no role %s/roles/%s for keyhole's schema reads (%s). Create it with "+
 		"`keyhole vault roles --policy POLICY --dsn URL --db-name %s --catalog-role %s --apply`, which writes it with the agents' roles, "+
-		"or with `vault write %s/roles/%s db_name=%s creation_statements=%s`: a login with USAGE on the schemas agents use",
-		up.label(), mount, vrole, ve.Class, db, up.CatalogRole, mount, vrole, db, strconv.Quote(strings.Join(catalogCreation([]string{"public"}), " ")))
-}
-
-// scrubSecret drops an error's text if it contains the secret.
-func scrubSecret(err error, secret string) error {
-	if secret != "" && strings.Contains(err.Error(), secret) {
-		return errors.New("connection failed (details withheld: they contained the credential)")
-	}
-	return err
+		"or with `vault write %s/roles/%s db_name=%s creation_statements=%s`: %s",
+		up.label(), mount, vrole, ve.Class, db, up.CatalogRole, mount, vrole, db, strconv.Quote(strings.Join(creation, " ")), what)
 }
 
 // CatalogVaultRole is the Vault database role keyhole reads an upstream's

@@ -129,10 +129,10 @@ func TestRefusedAtStart(t *testing.T) {
 		set  setup
 		want string
 	}{
-		{"listen.mysql", map[string]string{"": shop.url()}, func(c *config.Config) { c.Listen.MySQL = "127.0.0.1:0" },
-			"listen.mysql: the mysql front end is not part of this build"},
-		{"mysql upstream", map[string]string{"shop": shop.url(), "crm": "mysql://root@127.0.0.1:3306/crm"}, nil,
-			`upstreams ["crm"]: mysql:// upstreams need the mysql front end`},
+		{"mysql upstream without listen.mysql", map[string]string{"shop": shop.url(), "crm": "mysql://root@127.0.0.1:3306/crm"}, nil,
+			`listen.mysql: upstreams ["crm"] are mysql:// but listen.mysql is empty`},
+		{"listen.mysql without mysql upstream", map[string]string{"": shop.url()}, func(c *config.Config) { c.Listen.MySQL = "127.0.0.1:0" },
+			"listen.mysql: no upstream is mysql://"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -7,24 +7,28 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 	"unicode"
 
 	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/config"
 )
 
 func init() {
 	register("audit", "review the audit log: blocked statements and more", runAudit)
 }
 
-const auditUsage = `usage: keyhole audit FILE [--blocked] [--agent A] [--since 1h] [--limit N] [--json]
+const auditUsage = `usage: keyhole audit FILE [--blocked] [--agent A] [--protocol P] [--since 1h] [--limit N] [--json]
 
 lists the events of the audit file FILE and its rotated files (FILE.1, …),
-newest first. --blocked keeps denied statements and failed logins, with the
-reasons (rule, table.column, label); --since takes a duration back from now
-or an RFC 3339 time. --json prints the events as JSON lines.
+newest first: Postgres and MySQL sessions alike, the PROTO column says
+which. --blocked keeps denied statements and failed logins, with the
+reasons (rule, table.column, label); --protocol postgres|mysql keeps one
+protocol's events; --since takes a duration back from now or an RFC 3339
+time. --json prints the events as JSON lines.
 `
 
 // auditStatementWidth truncates statements in the table; --json has them whole.
@@ -38,6 +42,7 @@ func auditMain(args []string, now time.Time, stdout, stderr io.Writer) int {
 	agent := fs.String("agent", "", "only this agent")
 	since := fs.String("since", "", "only events since a duration ago (1h) or an RFC 3339 time")
 	limit := fs.Int("limit", 0, "at most N events (0: all)")
+	protocol := fs.String("protocol", "", "only events of this protocol: postgres or mysql")
 	asJSON := fs.Bool("json", false, "JSON lines instead of a table")
 	fs.SetOutput(io.Discard)
 	// FILE may come before or after the flags: the flag package stops at
@@ -66,7 +71,17 @@ func auditMain(args []string, now time.Time, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "keyhole audit: --limit must not be negative\n")
 		return exitError
 	}
+	switch *protocol {
+	case "", config.DialectPostgres, config.DialectMySQL:
+	default:
+		fmt.Fprintf(stderr, "keyhole audit: --protocol %q: want postgres or mysql\n", *protocol)
+		return exitError
+	}
 	f := audit.Filter{Blocked: *blocked, Agent: *agent, Limit: *limit}
+	if *protocol != "" {
+		// The limit counts the protocol's events, kept below.
+		f.Limit = 0
+	}
 	if *since != "" {
 		t, err := auditSince(*since, now)
 		if err != nil {
@@ -79,6 +94,12 @@ func auditMain(args []string, now time.Time, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "keyhole audit: %v\n", err)
 		return exitError
+	}
+	if *protocol != "" {
+		evs = slices.DeleteFunc(evs, func(ev audit.Event) bool { return ev.Protocol != *protocol })
+		if *limit > 0 && len(evs) > *limit {
+			evs = evs[:*limit]
+		}
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -111,18 +132,18 @@ func auditSince(s string, now time.Time) (time.Time, error) {
 // statement, one indented line per reason.
 func writeAuditTable(w io.Writer, evs []audit.Event) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tAGENT\tKIND\tDECISION\tRULE\tSTATEMENT")
+	fmt.Fprintln(tw, "TIME\tPROTO\tAGENT\tKIND\tDECISION\tRULE\tSTATEMENT")
 	for _, ev := range evs {
 		what := ev.Statement
 		if what == "" && (ev.ErrorCode != "" || ev.Error != "") {
 			what = strings.TrimSpace(ev.ErrorCode + " " + ev.Error)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n",
-			ev.Time.UTC().Format(time.RFC3339), termSafe(orDash(ev.Agent)), ev.Kind,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			ev.Time.UTC().Format(time.RFC3339), termSafe(orDash(ev.Protocol)), termSafe(orDash(ev.Agent)), ev.Kind,
 			orDash(string(ev.Decision)), termSafe(orDash(ev.Rule)), termSafe(truncate(oneLine(what), auditStatementWidth)))
 		if ev.Blocked() {
 			for _, r := range ev.Reasons {
-				fmt.Fprintf(tw, "\t\t\t\t\t  - %s\n", termSafe(audit.FormatReason(r)))
+				fmt.Fprintf(tw, "\t\t\t\t\t\t  - %s\n", termSafe(audit.FormatReason(r)))
 			}
 		}
 	}

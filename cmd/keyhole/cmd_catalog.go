@@ -4,15 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"net/url"
 	"os"
 	"os/signal"
-	"strings"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/keyholedb/keyhole/catalog"
 )
 
 func init() {
@@ -23,8 +17,11 @@ const catalogUsage = `usage: keyhole catalog dump --dsn URL [--out FILE] [--time
 
 dump connects to the upstream database as the DSN's login, reads its schema
 (relations, columns, comment labels, view definitions, functions, the
-login's search_path) and writes it as JSON to FILE or stdout. Leave the
-password out of the DSN and set PGPASSWORD to keep it off the command line.
+login's search_path or current database) and writes it as JSON to FILE or
+stdout. The DSN is a Postgres one (postgres://USER@HOST[:PORT]/DB or
+key=value) or a MySQL/MariaDB URL (mysql://USER@HOST[:PORT]/DB, every
+database the login sees, names database.table). Leave the password out of
+the DSN and set PGPASSWORD or MYSQL_PWD to keep it off the command line.
 `
 
 func runCatalog(args []string) int {
@@ -42,7 +39,7 @@ func runCatalog(args []string) int {
 
 func runCatalogDump(args []string) int {
 	fs := flag.NewFlagSet("keyhole catalog dump", flag.ContinueOnError)
-	dsn := fs.String("dsn", "", "upstream Postgres connection string (URL or key=value)")
+	dsn := fs.String("dsn", "", "upstream DSN: postgres:// (or key=value) or mysql://")
 	out := fs.String("out", "", "output file (default stdout)")
 	fs.StringVar(out, "o", "", "short for --out")
 	timeout := fs.Duration("timeout", time.Minute, "give up after this long")
@@ -55,9 +52,9 @@ func runCatalogDump(args []string) int {
 	}
 	ctx, stop := catalogContext(*timeout)
 	defer stop()
-	l, err := catalog.InspectPostgresDSN(ctx, *dsn)
+	l, err := inspectDSN(ctx, *dsn)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "keyhole catalog dump: %s\n", redactDSN(err, *dsn))
+		fmt.Fprintf(os.Stderr, "keyhole catalog dump: %v\n", err)
 		return exitError
 	}
 	catalogPrintWarnings(l.Warnings)
@@ -84,29 +81,4 @@ func catalogPrintWarnings(ws []string) {
 	for _, w := range ws {
 		fmt.Fprintf(os.Stderr, "warning: %s\n", w)
 	}
-}
-
-// redactDSN renders err with every form of the DSN's password masked. pgx
-// already redacts passwords in its connect and parse errors; this is the
-// second lock, for any error text that quotes the DSN or the password (from
-// the DSN, PGPASSWORD or a passfile) some other way.
-func redactDSN(err error, dsn string) string {
-	msg := err.Error()
-	var secrets []string
-	if cfg, perr := pgconn.ParseConfig(dsn); perr == nil && cfg.Password != "" {
-		secrets = append(secrets, cfg.Password)
-	}
-	if u, perr := url.Parse(dsn); perr == nil && u.User != nil {
-		if pw, ok := u.User.Password(); ok && pw != "" {
-			secrets = append(secrets, pw)
-		}
-	}
-	for _, s := range secrets {
-		for _, form := range []string{s, url.QueryEscape(s), url.PathEscape(s), url.UserPassword("", s).String()[1:]} {
-			if form != "" {
-				msg = strings.ReplaceAll(msg, form, "xxxxx")
-			}
-		}
-	}
-	return msg
 }

@@ -15,7 +15,6 @@ import (
 
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
-	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 func init() {
@@ -26,7 +25,10 @@ const checkUsage = `usage: keyhole check --policy FILE (--dsn URL | --catalog FI
 
 check decides SQL for an agent exactly as the proxy would, without running
 it. The catalog comes from the database (--dsn, read-only introspection) or
-from a file written by 'keyhole catalog dump' (--catalog).
+from a file written by 'keyhole catalog dump' (--catalog); its dialect
+picks the analyzer. --dsn is a Postgres DSN (postgres://USER@HOST/DB or
+key=value; password from PGPASSWORD) or a MySQL/MariaDB URL
+(mysql://USER@HOST[:PORT]/DB; password from MYSQL_PWD).
 
 With SQL, it prints the decision (--json: as JSON) and exits 0 when the
 statement is allowed, 1 when it is denied, 2 on error.
@@ -47,7 +49,7 @@ func runCheck(args []string) int {
 	fs := flag.NewFlagSet("keyhole check", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	policyFile := fs.String("policy", "", "policy file")
-	dsn := fs.String("dsn", "", "upstream Postgres connection string to read the catalog from")
+	dsn := fs.String("dsn", "", "upstream DSN (postgres:// or mysql://) to read the catalog from")
 	catFile := fs.String("catalog", "", "catalog file written by 'keyhole catalog dump'")
 	agent := fs.String("agent", "", "agent name to decide for")
 	asJSON := fs.Bool("json", false, "print the decision as JSON")
@@ -75,13 +77,13 @@ func runCheck(args []string) int {
 	var cat *catalog.Catalog
 	if *dsn != "" {
 		ctx, cancel := context.WithTimeout(context.Background(), *timeout)
-		c, err := catalog.LoadPostgresDSN(ctx, *dsn)
+		l, err := inspectDSN(ctx, *dsn)
 		cancel()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "keyhole check: %s\n", redactDSN(err, *dsn))
+			fmt.Fprintf(os.Stderr, "keyhole check: %v\n", err)
 			return exitError
 		}
-		cat = c
+		cat = l.Catalog
 	} else {
 		c, err := catalog.ReadFile(*catFile)
 		if err != nil {
@@ -102,7 +104,11 @@ func runCheck(args []string) int {
 	if pol.Agents[*agent] == nil {
 		fmt.Fprintf(os.Stderr, "keyhole check: warning: agent %q is not in the policy; everything is denied\n", *agent)
 	}
-	eng := sqlpolicy.NewEngine(pol, cat, pganalyze.New(cat, pganalyze.Options{}), sqlpolicy.EngineOptions{})
+	eng, err := newEngine(pol, cat)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "keyhole check: %v\n", err)
+		return exitError
+	}
 	p := sqlpolicy.Principal{Agent: *agent}
 
 	if fs.NArg() > 0 {

@@ -29,7 +29,8 @@ i.e. what is left to label. Labels on a view's own columns are listed; labels
 a view inherits from the columns it reads are applied when a statement is
 decided, not here. Sequences are left out.
 
-  --dsn URL        read the schema from the upstream Postgres (PGPASSWORD works)
+  --dsn URL        read the schema from the upstream: postgres://... or key=value
+                   (PGPASSWORD works), or mysql://USER@HOST[:PORT]/DB (MYSQL_PWD)
   --catalog FILE   read it from a "keyhole catalog dump" file instead
   --policy FILE    also apply the policy file's labels (validated against the schema)
   --unlabeled      only columns without labels
@@ -85,10 +86,10 @@ func runLabels(args []string) int {
 	)
 	if *dsn != "" {
 		ctx, stop := catalogContext(*timeout)
-		l, err := catalog.InspectPostgresDSN(ctx, *dsn)
+		l, err := inspectDSN(ctx, *dsn)
 		stop()
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "keyhole labels: %s\n", redactDSN(err, *dsn))
+			fmt.Fprintf(os.Stderr, "keyhole labels: %v\n", err)
 			return exitError
 		}
 		cat, warnings = l.Catalog, l.Warnings

@@ -23,15 +23,17 @@ func init() {
 
 var serveUsage = `usage: keyhole serve [--config keyhole.yaml] [flags]
 
-serve accepts agent connections on the Postgres wire protocol, decides every
-statement against the policy and forwards what is allowed to the upstream
-database of the agent's role.
+serve accepts agent connections on the Postgres and MySQL wire protocols,
+decides every statement against the policy and forwards what is allowed to
+the upstream database of the agent's role.
 
 Without --config, --upstream, --policy, --token-key and --audit describe the
 whole setup. --upstream URL is the single upstream every role uses, with the
-URL's login as a static credential (password from the URL or PGPASSWORD);
---upstream NAME=URL, repeated, configures upstreams that roles pick by name
-(roles.ROLE.upstream in the policy). URL: postgres://USER[:PASS]@HOST[:PORT]/DB[?sslmode=MODE].
+URL's login as a static credential (password from the URL, else PGPASSWORD
+or MYSQL_PWD); --upstream NAME=URL, repeated, configures upstreams that
+roles pick by name (roles.ROLE.upstream in the policy). URL:
+postgres://USER[:PASS]@HOST[:PORT]/DB[?sslmode=MODE], or mysql://... for a
+MySQL or MariaDB upstream, whose agents connect to --listen-mysql.
 
 Every flag can also be set as KEYHOLE_<FLAG> in the environment (e.g.
 KEYHOLE_UPSTREAM, which keeps a DSN password out of the process list);
@@ -55,6 +57,7 @@ type serveFlags struct {
 	policy         string
 	upstreams      upstreamFlags
 	listenPostgres string
+	listenMySQL    string
 	admin          string
 	pprof          bool
 	tokenKey       string
@@ -85,6 +88,7 @@ func runServe(args []string) int {
 	fs.StringVar(&f.policy, "policy", "", "policy `file` (overrides policy.file)")
 	fs.Var(&f.upstreams, "upstream", "upstream `URL` every role uses, or NAME=URL (repeatable) that roles pick by name; replaces the file's upstreams")
 	fs.StringVar(&f.listenPostgres, "listen-postgres", "", "Postgres listen `addr` (default "+config.DefaultListenPostgres+")")
+	fs.StringVar(&f.listenMySQL, "listen-mysql", "", "MySQL listen `addr` (needed with mysql:// upstreams; off by default)")
 	fs.StringVar(&f.admin, "admin", "", "admin HTTP listen `addr` (/metrics, /healthz, /audit)")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go's profiler under /debug/pprof/ on the admin listener")
 	fs.StringVar(&f.tokenKey, "token-key", "", "agent token verification key `file` (public or private Ed25519 PEM)")
@@ -224,6 +228,7 @@ func serveConfig(f serveFlags, getenv func(string) string) (*config.Config, erro
 	}
 	set("policy.file", &cfg.Policy.File, f.policy)
 	set("listen.postgres", &cfg.Listen.Postgres, f.listenPostgres)
+	set("listen.mysql", &cfg.Listen.MySQL, f.listenMySQL)
 	set("listen.admin", &cfg.Listen.Admin, f.admin)
 	if f.pprof {
 		cfg.Listen.Pprof = true
@@ -252,7 +257,8 @@ func serveConfig(f serveFlags, getenv func(string) string) (*config.Config, erro
 
 // upstreamsFromFlags parses --upstream values: one URL (the upstream ""
 // every role uses) or any number of NAME=URL. Each URL's login is that
-// upstream's static login, its password from the URL or PGPASSWORD.
+// upstream's static login, its password from the URL or the dialect's
+// environment variable (PGPASSWORD, MYSQL_PWD).
 func upstreamsFromFlags(vals []string, getenv func(string) string) (map[string]config.Upstream, error) {
 	ups := map[string]config.Upstream{}
 	for _, v := range vals {
@@ -271,7 +277,7 @@ func upstreamsFromFlags(vals []string, getenv func(string) string) (map[string]c
 		}
 		if st.User != "" {
 			if st.Password == "" {
-				st.Password = getenv("PGPASSWORD")
+				st.Password = getenv(config.PasswordEnv(up.Dialect))
 			}
 			up.Login = st
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -27,33 +28,47 @@ const vaultUsage = `usage: keyhole vault roles --policy FILE (--catalog FILE | -
 
 roles turns every role of the policy into a Vault database secrets engine
 role whose creation statements GRANT the database user only what the role
-allows: its tables per verb, and per column for SELECT/INSERT/UPDATE,
-leaving out every column whose labels (policy file and column comments)
-match the role's deny_labels; SELECT or UPDATE on the sequences its rules
-name (UPDATE is what nextval needs, also for serial and nextval column
-defaults, and setval); EXECUTE on its listed functions and call
-procedures; USAGE on their schemas. A connection that bypasses keyhole
-with such a credential is refused by Postgres itself (SQLSTATE 42501).
-See docs/vault-roles.md.
+allows, so that a connection that bypasses keyhole with such a credential
+is refused by the database itself. See docs/vault-roles.md.
+
+Postgres (a postgres:// DSN or catalog): its tables per verb, and per
+column for SELECT/INSERT/UPDATE, leaving out every column whose labels
+(policy file and column comments) match the role's deny_labels; SELECT or
+UPDATE on the sequences its rules name (UPDATE is what nextval needs, also
+for serial and nextval column defaults, and setval); EXECUTE on its listed
+functions and call procedures; USAGE on their schemas (SQLSTATE 42501).
+
+MySQL and MariaDB (a mysql:// DSN or catalog; Vault's mysql-database-plugin):
+CREATE USER '{{name}}'@'%' and the same grants in MariaDB's terms, per
+column where a table has denied columns (GRANT SELECT (id, name) ON
+shop.customers ...; errno 1142/1143); EXECUTE on listed routines.
+Revocation drops the user.
 
 It also prints keyhole's own catalog login (--catalog-role, default
 keyhole-catalog), which keyhole serve --vault-addr reads the schema with.
 It prints the roles (YAML, or JSON with --format json); with --apply it
-writes them to <vault-mount>/roles/<role> (token from VAULT_TOKEN).
+writes them to <vault-mount>/roles/<role> (token from VAULT_TOKEN), and with
+--connection URL first the connection <vault-mount>/config/<db-name> they use.
 
 flags:
   --policy FILE          policy file (required)
   --catalog FILE         catalog JSON (keyhole catalog dump), or
-  --dsn URL              read the catalog from the database (PGPASSWORD for the password)
+  --dsn URL              read the catalog from the database: postgres://... or key=value
+                         (PGPASSWORD), or mysql://USER@HOST[:PORT]/DB (MYSQL_PWD)
   --db-name NAME         Vault database connection (db_name); default: each role's upstream
   --upstream NAME        only roles of this upstream
   --default-ttl D        credential TTL (default 1h)
   --max-ttl D            credential max TTL (default 24h)
-  --terminate-sessions   revocation ends the user's sessions (Vault's db user needs pg_signal_backend)
-  --drop-owned           revocation runs REASSIGN OWNED / DROP OWNED (needs membership in the role)
+  --terminate-sessions   revocation ends the user's sessions (Postgres; Vault's db user needs pg_signal_backend)
+  --drop-owned           revocation runs REASSIGN OWNED / DROP OWNED (Postgres; needs membership in the role)
   --catalog-role NAME    keyhole's catalog login to write too (default keyhole-catalog; "" for none)
   --format yaml|json     output format (default yaml)
   --apply                write the roles to Vault
+  --connection URL       with --apply, also write the Vault connection the roles use:
+                         postgres://USER@HOST[:PORT]/DB or mysql://USER@HOST[:PORT]/ with
+                         ?sslmode= as in keyhole.yaml; USER is Vault's own login, which
+                         creates the users (password from the URL, PGPASSWORD or MYSQL_PWD);
+                         allowed_roles are the roles written
   --vault-addr URL       Vault address (default $VAULT_ADDR)
   --vault-mount PATH     database secrets engine mount (default database)
   --vault-cacert FILE    CA bundle for Vault's TLS certificate (default $VAULT_CACERT)
@@ -102,6 +117,7 @@ func runVaultRoles(args []string, stdout, stderr io.Writer) int {
 	vaultAddr := fs.String("vault-addr", os.Getenv("VAULT_ADDR"), "")
 	vaultMount := fs.String("vault-mount", creds.DefaultVaultMount, "")
 	vaultCACert := fs.String("vault-cacert", os.Getenv("VAULT_CACERT"), "")
+	connection := fs.String("connection", "", "")
 	timeout := fs.Duration("timeout", time.Minute, "")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -128,6 +144,8 @@ func runVaultRoles(args []string, stdout, stderr io.Writer) int {
 		return fail("--apply needs --vault-addr (or VAULT_ADDR)")
 	case *apply && os.Getenv("VAULT_TOKEN") == "":
 		return fail("--apply needs VAULT_TOKEN")
+	case *connection != "" && !*apply:
+		return fail("--connection is written with --apply")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
@@ -137,8 +155,10 @@ func runVaultRoles(args []string, stdout, stderr io.Writer) int {
 	if *catalogFile != "" {
 		cat, err = catalog.ReadFile(*catalogFile)
 	} else {
-		// pgx redacts the password in its errors.
-		cat, err = catalog.LoadPostgresDSN(ctx, *dsn)
+		var l *catalog.Loaded
+		if l, err = inspectDSN(ctx, *dsn); err == nil {
+			cat = l.Catalog
+		}
 	}
 	if err != nil {
 		return fail("catalog: %v", err)
@@ -150,13 +170,29 @@ func runVaultRoles(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return fail("%v", err)
 	}
-	roles, err := creds.RolesForPolicy(pol, cat, opts)
+	var roles []creds.VaultRole
+	if cat.Dialect == config.DialectMySQL {
+		if opts.TerminateSessions || opts.DropOwned {
+			return fail("--terminate-sessions and --drop-owned are Postgres revocation options; a MySQL role's revocation drops the user")
+		}
+		roles, err = creds.MySQLRolesForPolicy(pol, cat, opts)
+	} else {
+		roles, err = creds.RolesForPolicy(pol, cat, opts)
+	}
 	if err != nil {
 		return fail("%v", err)
 	}
-	roles, note := withCatalogRole(roles, *catalogRole, cat, opts)
+	roles, note := withCatalogRole(roles, *catalogRole, pol, cat, opts)
 	if note != "" {
 		fmt.Fprintf(stderr, "warning: %s\n", note)
+	}
+	var conn *creds.VaultConnection
+	if *connection != "" {
+		c, err := vaultConnection(*connection, cat.Dialect, roles)
+		if err != nil {
+			return fail("--connection: %s", config.Redact(err.Error(), config.DSNPassword(*connection)))
+		}
+		conn = &c
 	}
 
 	out := make([]vaultRoleOut, 0, len(roles))
@@ -200,12 +236,25 @@ func runVaultRoles(args []string, stdout, stderr io.Writer) int {
 		return fail("vault client: invalid configuration")
 	}
 	client.SetToken(os.Getenv("VAULT_TOKEN"))
+	// Errors are *creds.VaultError: operation and status only, no Vault
+	// text (which can quote the database's login error or the URL).
+	if conn != nil {
+		if err := creds.WriteVaultConnection(ctx, client, *vaultMount, *conn); err != nil {
+			return fail("%v (Vault logs in to the database as %s when the connection is written: can Vault reach it, "+
+				"and may that login create users and grant?)", err, conn.Username)
+		}
+		fmt.Fprintf(stderr, "wrote %s/config/%s (%s, allowed_roles %s)\n", *vaultMount, conn.Name, conn.Plugin, strings.Join(conn.AllowedRoles, ","))
+	}
 	if err := creds.WriteVaultRoles(ctx, client, *vaultMount, roles); err != nil {
-		// A *creds.VaultError: operation and status only, no Vault text.
 		return fail("%v", err)
 	}
 	for _, r := range roles {
 		fmt.Fprintf(stderr, "wrote %s/roles/%s\n", *vaultMount, r.Name)
+	}
+	if conn == nil {
+		for _, w := range checkVaultConnections(ctx, client, *vaultMount, cat.Dialect, roles) {
+			fmt.Fprintf(stderr, "warning: %s\n", w)
+		}
 	}
 	return exitOK
 }

@@ -75,8 +75,10 @@ policy: {file: policy.yaml}
 			[]string{"catalog"}},
 		{"upstream refuses the database", append([]string{"--upstream", testpg.WithDatabase(withPassword, "nosuchdb"), "--policy", good}, base...),
 			[]string{"catalog"}},
-		{"mysql upstream before the MySQL front end", append([]string{"--upstream", "mysql://root@127.0.0.1:3306/shop", "--policy", good}, base...),
-			[]string{"mysql:// upstreams need the mysql front end"}},
+		{"mysql upstream without listen.mysql", append([]string{"--upstream", "mysql://root@127.0.0.1:3306/shop", "--policy", good}, base...),
+			[]string{"listen.mysql: upstreams [\"\"] are mysql:// but listen.mysql is empty"}},
+		{"listen.mysql without a mysql upstream", append([]string{"--upstream", up.URL(), "--listen-mysql", "127.0.0.1:0", "--policy", good}, base...),
+			[]string{"listen.mysql: no upstream is mysql://"}},
 		{"one URL and named ones", append([]string{"--upstream", up.URL(), "--upstream", "hr=" + up.URL(), "--policy", good}, base...),
 			[]string{"give one URL, or NAME=URL for each upstream"}},
 	}
