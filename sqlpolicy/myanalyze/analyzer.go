@@ -71,6 +71,9 @@ type Analyzer struct {
 	lowerNames bool
 	// relIndex maps lower-cased schema.name to relations, for lowerNames.
 	relIndex map[string]*catalog.Relation
+	// fkChildren maps referenced tables to the foreign keys referencing
+	// them (see writeEffects).
+	fkChildren map[sqlpolicy.Rel][]childKey
 }
 
 var _ sqlpolicy.Analyzer = (*Analyzer)(nil)
@@ -99,6 +102,7 @@ func New(cat *catalog.Catalog, opts Options) *Analyzer {
 			a.relIndex[strings.ToLower(schema)+"."+strings.ToLower(name)] = r
 		}
 	}
+	a.fkChildren = indexForeignKeys(cat)
 	a.parsers.New = func() any {
 		p := parser.New()
 		p.EnableWindowFunc(true)
@@ -312,6 +316,7 @@ func (a *Analyzer) statement(n ast.StmtNode, ts *textState, depth int) (st sqlpo
 		}
 	}()
 	w.statement(n)
+	w.writeEffects()
 	if st.Verb == "" && len(st.Problems) == 0 {
 		w.unsupported("statement kind not modelled")
 	}
