@@ -22,6 +22,10 @@ type Catalog struct {
 	// LowerCaseTableNames is MySQL's lower_case_table_names: 0 compares
 	// database and table names exactly, 1 and 2 case-insensitively.
 	LowerCaseTableNames int `json:"lower_case_table_names,omitempty"`
+	// Version is the server's version string as the login saw it
+	// (MySQL/MariaDB VERSION(), e.g. "10.11.19-MariaDB-0+deb12u1"): the
+	// analyzer tells MariaDB from MySQL by it.
+	Version string `json:"version,omitempty"`
 }
 
 // RelKind is what a relation is.

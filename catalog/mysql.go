@@ -161,7 +161,7 @@ func inspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
 
 func mySession(ctx context.Context, tx *sql.Tx, l *Loaded) error {
 	var db sql.NullString
-	if err := tx.QueryRowContext(ctx, `SELECT DATABASE(), @@lower_case_table_names`).Scan(&db, &l.Catalog.LowerCaseTableNames); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT DATABASE(), @@lower_case_table_names, VERSION()`).Scan(&db, &l.Catalog.LowerCaseTableNames, &l.Catalog.Version); err != nil {
 		return err
 	}
 	if db.Valid {

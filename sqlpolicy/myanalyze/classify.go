@@ -17,6 +17,7 @@ func (a *Analyzer) classify(st *sqlpolicy.Statement) {
 		st.Columns[i].System = isInfoSchema(st.Columns[i].Rel.Schema)
 	}
 	for i := range st.Settings {
+		classifyLimit(&st.Settings[i])
 		if kind := guardedChange(st.Settings[i]); kind != "" {
 			st.Settings[i].Guarded, st.Settings[i].Kind = true, kind
 		}

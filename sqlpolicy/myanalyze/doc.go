@@ -50,6 +50,14 @@
 // MariaDB 10.11 itself resolves as native count as built-ins: any other
 // unqualified name is the current database's stored function or a UDF.
 //
+// Resource limits (limits.go): UpstreamSettings maps a role's timeouts to
+// MariaDB's max_statement_time and idle_transaction_timeout (MySQL:
+// max_execution_time), which the proxy sets with SET SESSION at login;
+// every change of those variables (SET, SET SESSION, @@ forms, LOCAL,
+// MySQL's MAX_EXECUTION_TIME hint) carries the limit and the amount read
+// the way the server reads it, so the decision refuses raising or lifting
+// them. SET var = DEFAULT takes the global value, unknown to keyhole.
+//
 // It fails closed: anything it cannot parse, resolve or does not model
 // comes back as a sqlpolicy.Problem, never as a silent omission. MariaDB
 // syntax TiDB's parser does not know (INSERT/DELETE ... RETURNING, SET

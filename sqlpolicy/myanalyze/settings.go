@@ -39,6 +39,21 @@ func (w *walker) set(x *ast.SetStmt) {
 				continue
 			}
 			set := sqlpolicy.Setting{Name: name}
+			if _, limit := limitVars[name]; limit {
+				// A limit's amount is read from a number literal only:
+				// MariaDB refuses strings and words for these variables,
+				// and a computed value cannot be compared with the limit.
+				if _, ok := v.Value.(*ast.DefaultExpr); ok {
+					set.Reset = true
+				} else if num, ok := numericLiteral(v.Value); ok {
+					set.Value = num
+				} else {
+					set.Unknown = true
+					w.expr(v.Value, sc, nil, clauseWhere)
+				}
+				w.setting(set)
+				continue
+			}
 			switch val := v.Value.(type) {
 			case *ast.DefaultExpr:
 				set.Reset = true
