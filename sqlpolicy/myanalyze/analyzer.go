@@ -229,6 +229,10 @@ func (a *Analyzer) Analyze(sql string, ss sqlpolicy.Session) *sqlpolicy.Access {
 	}
 	stmts, p := a.parse(sql, mode)
 	if p != nil {
+		if hasReturning(sql, mode) {
+			p = &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported,
+				Detail: "MariaDB's INSERT/REPLACE/DELETE ... RETURNING is not supported by keyhole's parser: run the write without RETURNING, then SELECT the rows (e.g. WHERE id = LAST_INSERT_ID())"}
+		}
 		return failed(*p)
 	}
 	acc := &sqlpolicy.Access{Statements: make([]sqlpolicy.Statement, 0, len(stmts))}

@@ -3,6 +3,8 @@ package myanalyze
 import (
 	"strings"
 
+	"github.com/pingcap/tidb/pkg/parser/mysql"
+
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -413,4 +415,23 @@ func (sc scanner) normalize() (string, *sqlpolicy.Problem) {
 		return "", p
 	}
 	return b.String(), nil
+}
+
+// hasReturning reports whether the word RETURNING occurs in sql outside
+// string literals, for a clearer refusal of MariaDB's ... RETURNING, which
+// TiDB's parser does not read.
+func hasReturning(sql string, mode mysql.SQLMode) bool {
+	found := false
+	_, _ = scanner{s: sql, mode: lexModeOf(mode), sessionKeyed: true}.walk(func(kind int, text string) {
+		for !found && kind == tokOther {
+			i := strings.Index(strings.ToLower(text), "returning")
+			if i < 0 {
+				return
+			}
+			end := i + len("returning")
+			found = !isIdentByte(prevByte(text, i)) && (end == len(text) || !isIdentByte(text[end]))
+			text = text[end:]
+		}
+	})
+	return found
 }

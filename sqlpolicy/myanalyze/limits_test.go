@@ -191,3 +191,38 @@ agents:
 		}
 	}
 }
+
+// TestSQLStates: what does not exist is reported with the code the MySQL
+// front end translates (42P01 -> 1146, 42703 -> 1054, 42601 -> 1064); a
+// refusal by the policy stays 42501.
+func TestSQLStates(t *testing.T) {
+	t.Parallel()
+	cat, name := loadShop(t)
+	pol, _, err := sqlpolicy.ParsePolicy([]byte(testmariadb.Rename(`
+labels:
+  shop.customers.email: [pii.email]
+roles:
+  r:
+    upstream: shop
+    allow:
+      - select: [shop.orders, shop.customers]
+    deny_labels: [pii.*]
+agents:
+  a: {role: r}
+`, name)), "p.yaml", cat)
+	require.NoError(t, err)
+	e := sqlpolicy.NewEngine(pol, cat, myanalyze.New(cat, myanalyze.Options{}), sqlpolicy.EngineOptions{})
+	for sql, want := range map[string]string{
+		"SELECT id FROM no_such_table":                "42P01",
+		"SELECT no_such_column FROM orders":           "42703",
+		"SELEC id FROM orders":                        "42601",
+		"SELECT id FROM orders WHERE status = 'open":  "42601",
+		"SELECT email FROM customers":                 "42501",
+		"SELECT no_such_column, email FROM customers": "42501",
+		"SELECT id FROM secrets":                      "42501",
+	} {
+		d, _ := e.Check(sqlpolicy.Principal{Agent: "a"}, testmariadb.Rename(sql, name), e.NewSession())
+		assert.False(t, d.Allowed(), sql)
+		assert.Equal(t, want, d.SQLState, "%s: %+v", sql, d.Reasons)
+	}
+}
