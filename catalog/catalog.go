@@ -22,6 +22,10 @@ type Catalog struct {
 	// LowerCaseTableNames is MySQL's lower_case_table_names: 0 compares
 	// database and table names exactly, 1 and 2 case-insensitively.
 	LowerCaseTableNames int `json:"lower_case_table_names,omitempty"`
+	// Version is the server's version string as the login saw it
+	// (MySQL/MariaDB VERSION(), e.g. "10.11.19-MariaDB-0+deb12u1"): the
+	// analyzer tells MariaDB from MySQL by it.
+	Version string `json:"version,omitempty"`
 }
 
 // RelKind is what a relation is.
@@ -53,6 +57,36 @@ type Relation struct {
 	Labels []string `json:"labels,omitempty"`
 	// System is true for relations in pg_catalog and information_schema.
 	System bool `json:"system,omitempty"`
+	// Triggers are a MySQL table's triggers (information_schema.TRIGGERS):
+	// a write that fires one runs the trigger's body with its definer's
+	// privileges.
+	Triggers []Trigger `json:"triggers,omitempty"`
+	// ForeignKeys are a MySQL table's foreign keys with their referential
+	// actions: a delete or key update of the referenced row can write this
+	// table (CASCADE, SET NULL, SET DEFAULT).
+	ForeignKeys []ForeignKey `json:"foreign_keys,omitempty"`
+}
+
+// Trigger is one trigger of a table.
+type Trigger struct {
+	Name string `json:"name"`
+	// Event is INSERT, UPDATE or DELETE; Timing BEFORE or AFTER.
+	Event  string `json:"event"`
+	Timing string `json:"timing"`
+}
+
+// ForeignKey is a foreign key of the table holding it (the child).
+type ForeignKey struct {
+	Name    string   `json:"name"`
+	Columns []string `json:"columns"`
+	// RefSchema.RefTable (RefColumns) is the referenced (parent) key.
+	RefSchema  string   `json:"ref_schema"`
+	RefTable   string   `json:"ref_table"`
+	RefColumns []string `json:"ref_columns"`
+	// OnUpdate and OnDelete are the referential actions as the server
+	// prints them: CASCADE, SET NULL, SET DEFAULT, RESTRICT, NO ACTION.
+	OnUpdate string `json:"on_update"`
+	OnDelete string `json:"on_delete"`
 }
 
 // Column is one column of a relation.

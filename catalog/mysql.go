@@ -148,6 +148,8 @@ func inspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
 		{"columns", myColumns},
 		{"views", myViews},
 		{"routines", myRoutines},
+		{"triggers", myTriggers},
+		{"foreign keys", myForeignKeys},
 	}
 	for _, s := range steps {
 		if err := s.run(ctx, tx, l); err != nil {
@@ -159,7 +161,7 @@ func inspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
 
 func mySession(ctx context.Context, tx *sql.Tx, l *Loaded) error {
 	var db sql.NullString
-	if err := tx.QueryRowContext(ctx, `SELECT DATABASE(), @@lower_case_table_names`).Scan(&db, &l.Catalog.LowerCaseTableNames); err != nil {
+	if err := tx.QueryRowContext(ctx, `SELECT DATABASE(), @@lower_case_table_names, VERSION()`).Scan(&db, &l.Catalog.LowerCaseTableNames, &l.Catalog.Version); err != nil {
 		return err
 	}
 	if db.Valid {
@@ -306,6 +308,74 @@ ORDER BY ROUTINE_SCHEMA, ROUTINE_NAME`)
 			f.Kind = "procedure"
 		}
 		m[name] = f
+	}
+	return rows.Err()
+}
+
+// myTriggers reads the triggers of every table. MariaDB lists a table's
+// triggers only to a login with the TRIGGER privilege on it: keyhole's
+// login needs it (as it needs SHOW VIEW for view definitions), or writes
+// that fire a trigger look like plain writes.
+func myTriggers(ctx context.Context, tx *sql.Tx, l *Loaded) error {
+	rows, err := tx.QueryContext(ctx, `
+SELECT EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, TRIGGER_NAME, EVENT_MANIPULATION, ACTION_TIMING
+FROM information_schema.TRIGGERS
+WHERE `+skipSchemas("EVENT_OBJECT_SCHEMA")+`
+ORDER BY EVENT_OBJECT_SCHEMA, EVENT_OBJECT_TABLE, ACTION_ORDER, TRIGGER_NAME`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var schema, table string
+		var tr Trigger
+		if err := rows.Scan(&schema, &table, &tr.Name, &tr.Event, &tr.Timing); err != nil {
+			return err
+		}
+		r := l.Catalog.Relation(schema, table)
+		if r == nil {
+			return fmt.Errorf("%w: trigger %s of unknown table %s.%s", ErrCatalogChanged, tr.Name, schema, table)
+		}
+		r.Triggers = append(r.Triggers, tr)
+	}
+	return rows.Err()
+}
+
+// myForeignKeys reads every foreign key with its columns in key order and
+// its referential actions.
+func myForeignKeys(ctx context.Context, tx *sql.Tx, l *Loaded) error {
+	rows, err := tx.QueryContext(ctx, `
+SELECT k.TABLE_SCHEMA, k.TABLE_NAME, k.CONSTRAINT_NAME, k.COLUMN_NAME,
+       k.REFERENCED_TABLE_SCHEMA, k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME,
+       r.UPDATE_RULE, r.DELETE_RULE
+FROM information_schema.KEY_COLUMN_USAGE k
+JOIN information_schema.REFERENTIAL_CONSTRAINTS r
+  ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME
+ AND r.TABLE_NAME = k.TABLE_NAME
+WHERE k.REFERENCED_TABLE_NAME IS NOT NULL AND `+skipSchemas("k.TABLE_SCHEMA")+`
+ORDER BY k.TABLE_SCHEMA, k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var schema, table, name, col, refSchema, refTable, refCol, onUpdate, onDelete string
+		if err := rows.Scan(&schema, &table, &name, &col, &refSchema, &refTable, &refCol, &onUpdate, &onDelete); err != nil {
+			return err
+		}
+		r := l.Catalog.Relation(schema, table)
+		if r == nil {
+			return fmt.Errorf("%w: foreign key %s of unknown table %s.%s", ErrCatalogChanged, name, schema, table)
+		}
+		n := len(r.ForeignKeys)
+		if n == 0 || r.ForeignKeys[n-1].Name != name {
+			r.ForeignKeys = append(r.ForeignKeys, ForeignKey{Name: name, RefSchema: refSchema, RefTable: refTable,
+				OnUpdate: onUpdate, OnDelete: onDelete})
+			n++
+		}
+		fk := &r.ForeignKeys[n-1]
+		fk.Columns = append(fk.Columns, col)
+		fk.RefColumns = append(fk.RefColumns, refCol)
 	}
 	return rows.Err()
 }

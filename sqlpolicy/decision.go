@@ -23,6 +23,17 @@ type Analyzer interface {
 	NewSession() Session
 }
 
+// SessionNormalizer is implemented by analyzers whose normalized form
+// depends on the session (MySQL: the sql_mode decides whether a double
+// quote starts a string and a backslash escapes). Engine uses NormalizeIn
+// instead of Normalize when deciding a text; the normalized form must then
+// depend on nothing but the text and what the session's Generation
+// identifies, since decision cache entries are keyed on both. Normalize
+// stays the session-independent form (Redact).
+type SessionNormalizer interface {
+	NormalizeIn(sql string, s Session) (string, error)
+}
+
 // Session is one connection's dialect state that changes how later text
 // is resolved: the search path or current database, SQL-level prepared
 // statements, whether a transaction block is open. It is owned by the

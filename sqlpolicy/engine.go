@@ -123,7 +123,7 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 	}
 	norm, normOK := "", false
 	if c != nil {
-		if n, err := e.normalize(sql); err == nil {
+		if n, err := e.normalizeIn(sql, s); err == nil {
 			norm, normOK = n, true
 			if d, a, ok := c.get(kindNorm, norm, gen, &p); ok {
 				c.put(kindExact, sql, gen, &p, d, a, accessSize(a, d))
@@ -155,6 +155,21 @@ func (e *Engine) normalize(sql string) (n string, err error) {
 		}
 	}()
 	return e.an.Normalize(sql)
+}
+
+// normalizeIn is normalize in session s, for analyzers whose normal form
+// depends on the session (SessionNormalizer).
+func (e *Engine) normalizeIn(sql string, s Session) (n string, err error) {
+	sn, ok := e.an.(SessionNormalizer)
+	if !ok {
+		return e.normalize(sql)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = "", fmt.Errorf("normalize: internal error: %v", r)
+		}
+	}()
+	return sn.NormalizeIn(sql, s)
 }
 
 // analyze is the uncached path. A panic in the analyzer or the decision

@@ -195,6 +195,7 @@ func TestMySQLCLI(t *testing.T) {
 		assert.Equal(t, []string{
 			`CREATE USER '{{name}}'@'%' IDENTIFIED BY '{{password}}';`,
 			q("GRANT SELECT (`id`, `name`, `created_at`) ON `DB`.`customers` TO '{{name}}'@'%';"),
+			q("GRANT INSERT ON `DB`.`order_notes` TO '{{name}}'@'%';"),
 			q("GRANT SELECT ON `DB`.`orders` TO '{{name}}'@'%';"),
 			q("GRANT INSERT ON `DB`.`orders` TO '{{name}}'@'%';"),
 		}, analyst.CreationStatements)

@@ -30,6 +30,7 @@ func init() {
 	for _, c := range []sqlpolicy.ReasonCode{
 		sqlpolicy.ReasonNoRule, sqlpolicy.ReasonColumnNotAllowed, sqlpolicy.ReasonLabelDenied,
 		sqlpolicy.ReasonFunctionDenied, sqlpolicy.ReasonSettingDenied, sqlpolicy.ReasonProblem,
+		sqlpolicy.ReasonLimitExceeded,
 	} {
 		knownCodes[string(c)] = true
 	}

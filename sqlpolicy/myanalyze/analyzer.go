@@ -71,9 +71,16 @@ type Analyzer struct {
 	lowerNames bool
 	// relIndex maps lower-cased schema.name to relations, for lowerNames.
 	relIndex map[string]*catalog.Relation
+	// fkChildren maps referenced tables to the foreign keys referencing
+	// them (see writeEffects).
+	fkChildren map[sqlpolicy.Rel][]childKey
 }
 
-var _ sqlpolicy.Analyzer = (*Analyzer)(nil)
+var (
+	_ sqlpolicy.Analyzer          = (*Analyzer)(nil)
+	_ sqlpolicy.SessionNormalizer = (*Analyzer)(nil)
+	_ sqlpolicy.LimitMapper       = (*Analyzer)(nil)
+)
 
 // New returns an analyzer resolving names through cat (a catalog of
 // Dialect "mysql", from catalog.LoadMySQL).
@@ -99,6 +106,7 @@ func New(cat *catalog.Catalog, opts Options) *Analyzer {
 			a.relIndex[strings.ToLower(schema)+"."+strings.ToLower(name)] = r
 		}
 	}
+	a.fkChildren = indexForeignKeys(cat)
 	a.parsers.New = func() any {
 		p := parser.New()
 		p.EnableWindowFunc(true)
@@ -109,12 +117,13 @@ func New(cat *catalog.Catalog, opts Options) *Analyzer {
 
 // NewSession implements sqlpolicy.Analyzer: a new connection's MySQL
 // session state (*Session).
-func (a *Analyzer) NewSession() sqlpolicy.Session { return &Session{} }
+func (a *Analyzer) NewSession() sqlpolicy.Session { return &Session{defMode: a.mode} }
 
-// Normalize implements sqlpolicy.Analyzer: the text with number and
-// string literals replaced by '?'. Text the analyzer's lexer refuses, and
-// text whose token boundaries depend on the sql_mode (backslashes, double
-// quotes), is an error: it is decided on its exact text only.
+// Normalize implements sqlpolicy.Analyzer: the text with number literals
+// replaced by ? and the string literals that are values (not aliases) by
+// '?'. Text the analyzer's lexer refuses, and text whose token boundaries
+// depend on the sql_mode (backslashes, double quotes), is an error: the
+// engine normalizes those with NormalizeIn, under the session's mode.
 func (a *Analyzer) Normalize(sql string) (string, error) {
 	if len(sql) > a.opts.MaxBytes {
 		return "", errors.New("normalize: text too long")
@@ -124,6 +133,55 @@ func (a *Analyzer) Normalize(sql string) (string, error) {
 		return "", fmt.Errorf("normalize: %s", p.Detail)
 	}
 	return out, nil
+}
+
+// NormalizeIn implements sqlpolicy.SessionNormalizer: the text with
+// number literals replaced by ? and value string literals by '?', its token boundaries
+// found under the session's sql_mode (s may be nil: a fresh session), so
+// that texts with backslash escapes or double-quoted strings normalize
+// too. The session's Generation changes with its lexing mode, and the
+// decision cache keys normalized entries on it, so sessions that lex
+// differently never share an entry.
+func (a *Analyzer) NormalizeIn(sql string, ss sqlpolicy.Session) (string, error) {
+	s, ok := ss.(*Session)
+	if !ok && ss != nil {
+		return "", fmt.Errorf("normalize: session state of another dialect (%T)", ss)
+	}
+	if s == nil {
+		s = &Session{}
+	}
+	if len(sql) > a.opts.MaxBytes {
+		return "", errors.New("normalize: text too long")
+	}
+	mode, p := a.sessionMode(s)
+	if p != nil {
+		return "", fmt.Errorf("normalize: %s", p.Detail)
+	}
+	out, p := scanner{s: sql, mode: lexModeOf(mode), sessionKeyed: true}.normalize()
+	if p != nil {
+		return "", fmt.Errorf("normalize: %s", p.Detail)
+	}
+	return out, nil
+}
+
+// sessionMode is the sql_mode texts of s are lexed under, or the Problem
+// that refuses every text of s.
+func (a *Analyzer) sessionMode(s *Session) (mysql.SQLMode, *sqlpolicy.Problem) {
+	switch {
+	case s.modeProblem != "":
+		return 0, &sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: "sql_mode", Detail: s.modeProblem}
+	case s.charsetProblem != "":
+		return 0, &sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: "character_set_client", Detail: s.charsetProblem}
+	case s.modeSet:
+		return s.mode, nil
+	case a.modeErr != nil:
+		return 0, &sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: "sql_mode", Detail: a.modeErr.Error()}
+	}
+	return a.mode, nil
+}
+
+func lexModeOf(m mysql.SQLMode) lexMode {
+	return lexMode{ansiQuotes: m.HasANSIQuotesMode(), noBackslashEscapes: m.HasNoBackslashEscapesMode()}
 }
 
 // setStatement matches MariaDB's SET STATEMENT var = value FOR stmt, which
@@ -154,23 +212,15 @@ func (a *Analyzer) Analyze(sql string, ss sqlpolicy.Session) *sqlpolicy.Access {
 	if s == nil {
 		s = &Session{}
 	}
-	mode := a.mode
-	switch {
-	case s.modeProblem != "":
-		return failed(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: "sql_mode", Detail: s.modeProblem})
-	case s.charsetProblem != "":
-		return failed(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: "character_set_client", Detail: s.charsetProblem})
-	case s.modeSet:
-		mode = s.mode
-	case a.modeErr != nil:
-		return failed(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: "sql_mode", Detail: a.modeErr.Error()})
+	mode, p := a.sessionMode(s)
+	if p != nil {
+		return failed(*p)
 	}
 	if len(sql) > a.opts.MaxBytes {
 		return failed(sqlpolicy.Problem{Code: sqlpolicy.ProblemTooComplex,
 			Detail: fmt.Sprintf("text of %d bytes exceeds the %d-byte limit", len(sql), a.opts.MaxBytes)})
 	}
-	lm := lexMode{ansiQuotes: mode.HasANSIQuotesMode(), noBackslashEscapes: mode.HasNoBackslashEscapesMode()}
-	if p := (scanner{s: sql, mode: lm, maxDepth: a.opts.MaxDepth, maxTerms: a.opts.MaxTerms}).check(); p != nil {
+	if p := (scanner{s: sql, mode: lexModeOf(mode), maxDepth: a.opts.MaxDepth, maxTerms: a.opts.MaxTerms}).check(); p != nil {
 		return failed(*p)
 	}
 	if hasSetStatement(sql) {
@@ -179,6 +229,10 @@ func (a *Analyzer) Analyze(sql string, ss sqlpolicy.Session) *sqlpolicy.Access {
 	}
 	stmts, p := a.parse(sql, mode)
 	if p != nil {
+		if hasReturning(sql, mode) {
+			p = &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported,
+				Detail: "MariaDB's INSERT/REPLACE/DELETE ... RETURNING is not supported by keyhole's parser: run the write without RETURNING, then SELECT the rows (e.g. WHERE id = LAST_INSERT_ID())"}
+		}
 		return failed(*p)
 	}
 	acc := &sqlpolicy.Access{Statements: make([]sqlpolicy.Statement, 0, len(stmts))}
@@ -312,6 +366,7 @@ func (a *Analyzer) statement(n ast.StmtNode, ts *textState, depth int) (st sqlpo
 		}
 	}()
 	w.statement(n)
+	w.writeEffects()
 	if st.Verb == "" && len(st.Problems) == 0 {
 		w.unsupported("statement kind not modelled")
 	}

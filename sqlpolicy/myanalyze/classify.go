@@ -17,6 +17,9 @@ func (a *Analyzer) classify(st *sqlpolicy.Statement) {
 		st.Columns[i].System = isInfoSchema(st.Columns[i].Rel.Schema)
 	}
 	for i := range st.Settings {
-		st.Settings[i].Guarded = guardedChange(st.Settings[i])
+		classifyLimit(&st.Settings[i])
+		if kind := guardedChange(st.Settings[i]); kind != "" {
+			st.Settings[i].Guarded, st.Settings[i].Kind = true, kind
+		}
 	}
 }

@@ -39,7 +39,24 @@
 // stored functions. User variables hold only values of texts keyhole
 // allowed (every read is reported where the value is computed), so they
 // carry nothing between statements that the policy did not allow.
-// Triggers run as their definer and are the DBA's, like view definitions.
+//
+// A write does more than its statement says when its table has triggers
+// or is referenced by foreign keys with actions (effects.go): a write that
+// fires a trigger is refused (the body runs with its definer's rights and
+// is not analyzed); a delete or key update that cascades reports the
+// writes of the referencing tables as its own. Settings that change what
+// writes do (foreign_key_checks, unique_checks, check_constraint_checks
+// off; a fixed timestamp) are guarded like sql_mode. Only functions
+// MariaDB 10.11 itself resolves as native count as built-ins: any other
+// unqualified name is the current database's stored function or a UDF.
+//
+// Resource limits (limits.go): UpstreamSettings maps a role's timeouts to
+// MariaDB's max_statement_time and idle_transaction_timeout (MySQL:
+// max_execution_time), which the proxy sets with SET SESSION at login;
+// every change of those variables (SET, SET SESSION, @@ forms, LOCAL,
+// MySQL's MAX_EXECUTION_TIME hint) carries the limit and the amount read
+// the way the server reads it, so the decision refuses raising or lifting
+// them. SET var = DEFAULT takes the global value, unknown to keyhole.
 //
 // It fails closed: anything it cannot parse, resolve or does not model
 // comes back as a sqlpolicy.Problem, never as a silent omission. MariaDB

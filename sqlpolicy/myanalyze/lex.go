@@ -3,6 +3,8 @@ package myanalyze
 import (
 	"strings"
 
+	"github.com/pingcap/tidb/pkg/parser/mysql"
+
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -39,7 +41,32 @@ type scanner struct {
 	// enclosing levels; see Options.MaxTerms): TiDB's parser builds a
 	// tree level per operator and parenthesis, and walks it recursively.
 	maxDepth, maxTerms int
+	// sessionKeyed is set when the normalized form is keyed on the
+	// session's lexing mode (NormalizeIn): every string literal the mode
+	// makes one is replaced, escaped or double-quoted ones included.
+	sessionKeyed bool
 }
+
+// prevTok is what the last significant token was, for telling a string
+// literal that is a value from one that is a name.
+type prevTok uint8
+
+const (
+	prevStart   prevTok = iota // start of text
+	prevPunct                  // an operator, '(' or ','
+	prevValueKw                // a keyword after which a string is a value (LIKE, THEN ...)
+	prevName                   // an identifier or other keyword, a number, ')', '@'
+	prevValue                  // a string literal replaced by '?'
+	prevKept                   // a string literal kept verbatim
+)
+
+// valueKeywords are the keywords after which a string literal is a value.
+// After any other word (a column, AS, DISTINCT ...), a number or ')', a
+// string is, or may be, an alias: SELECT expr [AS] 'name' names the
+// column, and the name decides what outer references bind to.
+var valueKeywords = setOf(`SELECT WHERE AND OR XOR NOT LIKE RLIKE REGEXP IS IN THEN ELSE WHEN CASE INTERVAL
+	BINARY DATE TIME TIMESTAMP SEPARATOR ESCAPE VALUES VALUE SET BETWEEN DIV MOD HAVING ON LIMIT OFFSET
+	AGAINST DEFAULT RETURN SOUNDS ANY ALL SOME EXISTS DO`)
 
 // chainWords are the keywords that chain operands into one tree level
 // each (a AND b AND c, t JOIN u JOIN v, SELECT ... UNION SELECT ...).
@@ -70,6 +97,7 @@ func (sc scanner) walk(emit func(kind int, text string)) (int, *sqlpolicy.Proble
 	}
 	start := 0 // start of pending "other" text
 	i := 0
+	last := prevStart
 	// terms[d] counts the operators of the current comma-separated item
 	// at paren depth d; sum is their total over the open levels.
 	terms := []int{0}
@@ -118,14 +146,21 @@ func (sc scanner) walk(emit func(kind int, text string)) (int, *sqlpolicy.Proble
 			if !ok {
 				return i, &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnparseable, Detail: "unterminated string literal"}
 			}
-			// A string that has a backslash, or is double-quoted, lexes
-			// differently under another sql_mode: the normalizer keeps it
-			// verbatim, so texts that share a normalized form share their
-			// token boundaries under every mode.
-			if c == '\'' && !esc && !isIdentByte(prevByte(s, i)) {
+			// Unless the normalized form is keyed on the session's mode, a
+			// string that has a backslash, or is double-quoted, lexes
+			// differently under another sql_mode: it is kept verbatim, so
+			// texts that share a normalized form share their token
+			// boundaries under every mode. A string that may be a name
+			// (an alias) is kept too; one after an introducer (_utf8'x',
+			// N'x', X'1F') is part of that token.
+			value := last == prevStart || last == prevPunct || last == prevValueKw || last == prevValue
+			if value && !isIdentByte(prevByte(s, i)) && (sc.sessionKeyed || c == '\'' && !esc) {
 				out(tokOther, start, i)
 				out(tokString, i, end)
 				start = end
+				last = prevValue
+			} else {
+				last = prevKept
 			}
 			i = end
 		case c == '"' || c == '`':
@@ -134,6 +169,7 @@ func (sc scanner) walk(emit func(kind int, text string)) (int, *sqlpolicy.Proble
 				return i, &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnparseable, Detail: "unterminated quoted identifier"}
 			}
 			i = end
+			last = prevName
 		case c == '#':
 			i = lineEnd(s, i)
 		case c == '-' && i+1 < len(s) && s[i+1] == '-' && (i+2 == len(s) || s[i+2] <= ' ' || s[i+2] == 0x7f):
@@ -158,8 +194,10 @@ func (sc scanner) walk(emit func(kind int, text string)) (int, *sqlpolicy.Proble
 				out(tokNumber, i, end)
 				start = end
 				i = end
+				last = prevName
 				continue
 			}
+			last = prevName
 			// Part of an identifier (t1, 1abc, 0xZZ): skip the word.
 			for i < len(s) && (isIdentByte(s[i]) || s[i] == '.') {
 				if s[i] >= 0x80 {
@@ -167,15 +205,19 @@ func (sc scanner) walk(emit func(kind int, text string)) (int, *sqlpolicy.Proble
 				}
 				i++
 			}
-		case sc.maxTerms > 0 && isWordStart(c) && !isIdentByte(prevByte(s, i)):
+		case isWordStart(c) && !isIdentByte(prevByte(s, i)):
 			j := i
 			for j < len(s) && isIdentByte(s[j]) && s[j] < 0x80 {
 				j++
 			}
-			if j-i <= 9 && chainWord(s[i:j]) {
+			if sc.maxTerms > 0 && j-i <= 9 && chainWord(s[i:j]) {
 				if p := term(); p != nil {
 					return i, p
 				}
+			}
+			last = prevName
+			if j-i <= 9 && wordIn(valueKeywords, s[i:j]) {
+				last = prevValueKw
 			}
 			i = j
 			if i < len(s) && s[i] >= 0x80 {
@@ -186,6 +228,13 @@ func (sc scanner) walk(emit func(kind int, text string)) (int, *sqlpolicy.Proble
 		case c < ' ' && !isSpace(c) || c == 0x7f:
 			return i, lexProblem("a control character outside quotes")
 		default:
+			switch {
+			case isSpace(c):
+			case c == ')' || c == '@' || c == '.' || isIdentByte(c):
+				last = prevName
+			default:
+				last = prevPunct
+			}
 			i++
 		}
 	}
@@ -209,9 +258,12 @@ func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
 }
 
-// chainWord reports whether word is one of chainWords, without
-// allocating (a map index by string(bytes) does not copy).
-func chainWord(word string) bool {
+// chainWord reports whether word is one of chainWords.
+func chainWord(word string) bool { return wordIn(chainWords, word) }
+
+// wordIn reports whether word (at most 9 bytes), upper-cased, is in set,
+// without allocating (a map index by string(bytes) does not copy).
+func wordIn(set map[string]bool, word string) bool {
 	var up [9]byte
 	for k := 0; k < len(word); k++ {
 		c := word[k]
@@ -220,7 +272,7 @@ func chainWord(word string) bool {
 		}
 		up[k] = c
 	}
-	return chainWords[string(up[:len(word)])]
+	return set[string(up[:len(word)])]
 }
 
 func isWordStart(c byte) bool {
@@ -327,28 +379,59 @@ func numberEnd(s string, i int) int {
 	return j
 }
 
-// normalize replaces number and single-quoted string literals with '?' and
-// keeps everything else verbatim. Texts that share a normalized form must
-// share their analysis under every session's sql_mode, so text with a
-// backslash or a double quote (whose token boundaries depend on
-// NO_BACKSLASH_ESCAPES and ANSI_QUOTES) is not normalized at all.
+// normalize replaces number literals with ? and the string literals that
+// are values with '?', and keeps everything else verbatim. Texts that share a
+// normalized form must share their analysis under every session's
+// sql_mode, so text with a backslash or a double quote (whose token
+// boundaries depend on NO_BACKSLASH_ESCAPES and ANSI_QUOTES) is not
+// normalized at all.
 func normalize(s string) (string, *sqlpolicy.Problem) {
 	if strings.ContainsAny(s, "\\\"") {
 		return "", &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported,
 			Detail: "text with backslashes or double quotes lexes differently per sql_mode"}
 	}
+	return scanner{s: s}.normalize()
+}
+
+// normalize replaces literals in sc.s as walk finds them.
+func (sc scanner) normalize() (string, *sqlpolicy.Problem) {
 	var b strings.Builder
-	b.Grow(len(s))
-	sc := scanner{s: s}
+	b.Grow(len(sc.s))
 	_, p := sc.walk(func(kind int, text string) {
-		if kind == tokOther {
+		switch kind {
+		case tokOther:
 			b.WriteString(text)
-			return
+		case tokString:
+			// Distinct from a number's placeholder: which kind of literal
+			// stands somewhere can decide whether the text parses at all
+			// (LIMIT '1' does not), and the two parsers do not always
+			// agree on that (MariaDB takes LAG(x, '1'), TiDB does not).
+			b.WriteString("'?'")
+		default:
+			b.WriteByte('?')
 		}
-		b.WriteByte('?')
 	})
 	if p != nil {
 		return "", p
 	}
 	return b.String(), nil
+}
+
+// hasReturning reports whether the word RETURNING occurs in sql outside
+// string literals, for a clearer refusal of MariaDB's ... RETURNING, which
+// TiDB's parser does not read.
+func hasReturning(sql string, mode mysql.SQLMode) bool {
+	found := false
+	_, _ = scanner{s: sql, mode: lexModeOf(mode), sessionKeyed: true}.walk(func(kind int, text string) {
+		for !found && kind == tokOther {
+			i := strings.Index(strings.ToLower(text), "returning")
+			if i < 0 {
+				return
+			}
+			end := i + len("returning")
+			found = !isIdentByte(prevByte(text, i)) && (end == len(text) || !isIdentByte(text[end]))
+			text = text[end:]
+		}
+	})
+	return found
 }

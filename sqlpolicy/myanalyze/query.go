@@ -2,6 +2,7 @@ package myanalyze
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
@@ -253,9 +254,20 @@ func (w *walker) selectStmt(s *ast.SelectStmt, parent *scope, ctes *cteEnv, view
 	}
 	if len(s.TableHints) > 0 {
 		for _, h := range s.TableHints {
-			if strings.EqualFold(h.HintName.O, "set_var") {
+			switch {
+			case strings.EqualFold(h.HintName.O, "set_var"):
 				w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: "sql_mode",
 					Detail: "SET_VAR optimizer hints change session settings for the statement"})
+			case strings.EqualFold(h.HintName.O, "max_execution_time"):
+				// MySQL runs the SELECT with this max_execution_time (ms);
+				// MariaDB ignores optimizer hints.
+				set := sqlpolicy.Setting{Name: "max_execution_time", Local: true}
+				if n, ok := h.HintData.(uint64); ok {
+					set.Value = strconv.FormatUint(n, 10)
+				} else {
+					set.Unknown = true
+				}
+				w.setting(set)
 			}
 		}
 	}

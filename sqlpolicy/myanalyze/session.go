@@ -54,6 +54,9 @@ type Session struct {
 	prepared map[string]*sqlpolicy.Statement
 	prepDB   map[string]string
 	inTx     bool
+	// defMode is the analyzer's default sql_mode (Options.SQLMode), which
+	// a session lexes under until it is told its own.
+	defMode mysql.SQLMode
 
 	generation uint64
 }
@@ -74,14 +77,20 @@ var (
 )
 
 type stateKey struct {
-	db      string
-	dbSet   bool
+	db    string
+	dbSet bool
+	// mode is the lexing part of the sql_mode the session's texts are
+	// lexed under: the one it was told, else the analyzer's default.
 	mode    mysql.SQLMode
 	problem string
 }
 
 // Generation implements sqlpolicy.Session: 0 for a session in the
-// analyzer's initial state (the login's database, the default sql_mode).
+// analyzer's initial state (the login's database, texts lexed as under the
+// analyzer's default sql_mode), else an id of its (database, lexing mode)
+// state, shared by sessions in the same state, or a process-unique value
+// for a session with prepared statements or a lost database. Texts
+// normalize (NormalizeIn) and analyze alike in sessions of one generation.
 func (s *Session) Generation() uint64 {
 	if s == nil {
 		return 0
@@ -94,8 +103,12 @@ func (s *Session) changed() {
 		s.generation = stateCounter.Add(1)
 		return
 	}
-	k := stateKey{db: s.db, dbSet: s.dbSet, mode: s.mode & lexBits, problem: s.modeProblem + s.charsetProblem}
-	if k == (stateKey{}) {
+	mode := s.defMode
+	if s.modeSet {
+		mode = s.mode
+	}
+	k := stateKey{db: s.db, dbSet: s.dbSet, mode: mode & lexBits, problem: s.modeProblem + s.charsetProblem}
+	if k == (stateKey{mode: s.defMode & lexBits}) {
 		s.generation = 0
 		return
 	}
@@ -171,7 +184,7 @@ func (s *Session) InTransaction() bool { return s.inTx }
 // login's database, no prepared statements, no transaction). The sql_mode
 // and character set go back to the analyzer's defaults: the proxy sets
 // what the reset connection reports.
-func (s *Session) Reset() { *s = Session{} }
+func (s *Session) Reset() { *s = Session{defMode: s.defMode} }
 
 // Note implements sqlpolicy.Session. A text that changes the database or
 // prepares or deallocates statements can fail half-way (MariaDB stops a

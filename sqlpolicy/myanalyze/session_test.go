@@ -238,3 +238,54 @@ func TestCommandTexts(t *testing.T) {
 	assert.Equal(t, "`a``b`", myanalyze.QuoteIdent("a`b"))
 	assert.Contains(t, problems(an.Analyze(myanalyze.InitDBText("no`such"), s)), sqlpolicy.ProblemUnknownTable)
 }
+
+// TestNormalizedCacheKeepsModesApart: the engine normalizes MySQL texts
+// under the session's sql_mode (texts with double quotes and backslashes
+// get a redacted form and share cache entries), and sessions that lex
+// differently never share a normalized entry.
+func TestNormalizedCacheKeepsModesApart(t *testing.T) {
+	t.Parallel()
+	cat, name := loadShop(t)
+	pol, _, err := sqlpolicy.ParsePolicy([]byte(testmariadb.Rename(`
+labels:
+  shop.customers.email: [pii.email]
+roles:
+  r:
+    upstream: shop
+    allow:
+      - select: [shop.customers]
+    deny_labels: [pii.*]
+agents:
+  a: {role: r}
+`, name)), "p.yaml", cat)
+	require.NoError(t, err)
+	an := myanalyze.New(cat, myanalyze.Options{})
+	e := sqlpolicy.NewEngine(pol, cat, an, sqlpolicy.EngineOptions{})
+	p := sqlpolicy.Principal{Agent: "a"}
+	q := func(s string) string { return testmariadb.Rename(s, name) }
+
+	plain := e.NewSession()
+	d, _ := e.Check(p, q(`SELECT "email" FROM shop.customers`), plain)
+	require.True(t, d.Allowed(), "a double-quoted string by default: %+v", d.Reasons)
+	assert.Equal(t, q(`SELECT '?' FROM shop.customers`), d.Redacted)
+	hits := e.CacheStats().Hits
+	d, _ = e.Check(p, q(`SELECT "ssn" FROM shop.customers`), plain)
+	assert.True(t, d.Allowed())
+	assert.Greater(t, e.CacheStats().Hits, hits, "texts differing in a double-quoted literal share the normalized entry")
+
+	ansi := e.NewSession().(*myanalyze.Session)
+	require.NoError(t, ansi.SetSQLMode("ANSI_QUOTES"))
+	d, _ = e.Check(p, q(`SELECT "email" FROM shop.customers`), ansi)
+	assert.False(t, d.Allowed(), "under ANSI_QUOTES \"email\" is the column; the plain session's entry must not answer")
+	d, _ = e.Check(p, q(`SELECT "name" FROM shop.customers`), ansi)
+	assert.True(t, d.Allowed())
+	assert.Equal(t, q(`SELECT "name" FROM shop.customers`), d.Redacted)
+
+	nbe := e.NewSession().(*myanalyze.Session)
+	require.NoError(t, nbe.SetSQLMode("NO_BACKSLASH_ESCAPES"))
+	d, _ = e.Check(p, q(`SELECT 'a\', email, ' ' FROM shop.customers`), nbe)
+	assert.False(t, d.Allowed())
+	d, _ = e.Check(p, q(`SELECT 'a\', email, ' FROM shop.customers`), plain)
+	assert.True(t, d.Allowed(), "one string by default: %+v", d.Reasons)
+	assert.Equal(t, q(`SELECT '?' FROM shop.customers`), d.Redacted)
+}

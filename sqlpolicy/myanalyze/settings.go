@@ -39,6 +39,21 @@ func (w *walker) set(x *ast.SetStmt) {
 				continue
 			}
 			set := sqlpolicy.Setting{Name: name}
+			if _, limit := limitVars[name]; limit {
+				// A limit's amount is read from a number literal only:
+				// MariaDB refuses strings and words for these variables,
+				// and a computed value cannot be compared with the limit.
+				if _, ok := v.Value.(*ast.DefaultExpr); ok {
+					set.Reset = true
+				} else if num, ok := numericLiteral(v.Value); ok {
+					set.Value = num
+				} else {
+					set.Unknown = true
+					w.expr(v.Value, sc, nil, clauseWhere)
+				}
+				w.setting(set)
+				continue
+			}
 			switch val := v.Value.(type) {
 			case *ast.DefaultExpr:
 				set.Reset = true
@@ -80,22 +95,49 @@ func literal(e ast.ExprNode) (string, bool) {
 	return "", false
 }
 
-// guarded reports setting changes that alter how MariaDB lexes later
-// text (sql_mode, old_mode, the client and connection character sets)
-// or the session's identity. A change to a character set in which every
-// ASCII byte is itself (utf8mb4, latin1 ...) keeps lexing as it was.
-func guardedChange(set sqlpolicy.Setting) bool {
+// guardedChange reports setting changes that alter how MariaDB lexes
+// later text (sql_mode, old_mode, the client and connection character
+// sets), the session's identity, or what writes do beyond what the
+// statement shows (turning off foreign key, unique or CHECK constraint
+// checks, or the clock DEFAULT CURRENT_TIMESTAMP reads), with their kind;
+// "" for others. A change to a character set in which every ASCII byte is
+// itself (utf8mb4, latin1 ...) keeps lexing as it was, and turning a
+// check back on is harmless.
+func guardedChange(set sqlpolicy.Setting) sqlpolicy.SettingKind {
 	if set.Show {
-		return false
+		return ""
 	}
 	switch set.Name {
-	case "sql_mode", "old_mode", "role", "pseudo_thread_id", "proxy_user":
-		return true
+	case "sql_mode", "old_mode":
+		return sqlpolicy.SettingLexing
+	case "role", "pseudo_thread_id", "proxy_user":
+		return sqlpolicy.SettingIdentity
 	case "names", "character_set", "character_set_client", "character_set_connection":
-		return set.Reset || set.Unknown || !safeCharset(set.Value)
+		if set.Reset || set.Unknown || !safeCharset(set.Value) {
+			return sqlpolicy.SettingLexing
+		}
 	case "collation_connection":
 		cs, _, _ := strings.Cut(set.Value, "_")
-		return set.Reset || set.Unknown || !safeCharset(cs)
+		if set.Reset || set.Unknown || !safeCharset(cs) {
+			return sqlpolicy.SettingLexing
+		}
+	case "foreign_key_checks", "unique_checks", "check_constraint_checks":
+		if set.Reset || set.Unknown || !isOn(set.Value) {
+			return sqlpolicy.SettingBehavior
+		}
+	case "timestamp":
+		if !set.Reset {
+			return sqlpolicy.SettingBehavior
+		}
+	}
+	return ""
+}
+
+// isOn reports a boolean setting value that turns the setting on.
+func isOn(v string) bool {
+	switch strings.ToLower(strings.TrimSpace(v)) {
+	case "1", "on", "true":
+		return true
 	}
 	return false
 }

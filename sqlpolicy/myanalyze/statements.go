@@ -206,8 +206,7 @@ func (w *walker) prepare(x *ast.PrepareStmt) {
 		w.unsupported("nested PREPARE")
 		return
 	}
-	lm := lexMode{ansiQuotes: w.ts.mode.HasANSIQuotesMode(), noBackslashEscapes: w.ts.mode.HasNoBackslashEscapesMode()}
-	if p := (scanner{s: x.SQLText, mode: lm, maxDepth: w.a.opts.MaxDepth, maxTerms: w.a.opts.MaxTerms}).check(); p != nil {
+	if p := (scanner{s: x.SQLText, mode: lexModeOf(w.ts.mode), maxDepth: w.a.opts.MaxDepth, maxTerms: w.a.opts.MaxTerms}).check(); p != nil {
 		w.problem(*p)
 		return
 	}

@@ -66,6 +66,27 @@ CREATE FUNCTION get_ssn(c INT) RETURNS VARCHAR(20) READS SQL DATA
 CREATE PROCEDURE touch_order(t INT)
     UPDATE orders SET status = status WHERE id = t;
 
+-- Notes on orders. Deleting an order deletes its notes and changing its
+-- id changes theirs (foreign key actions), and a trigger that runs as its
+-- definer copies every new note into audit_log: writes to orders and
+-- order_notes do more than their statements say.
+CREATE TABLE order_notes (
+    id       INT AUTO_INCREMENT PRIMARY KEY,
+    order_id INT NOT NULL,
+    note     VARCHAR(200) NOT NULL,
+    CONSTRAINT order_notes_order_fk FOREIGN KEY (order_id) REFERENCES orders (id)
+        ON DELETE CASCADE ON UPDATE CASCADE
+);
+
+CREATE TRIGGER order_notes_audit AFTER INSERT ON order_notes FOR EACH ROW
+    INSERT INTO audit_log (actor, action, detail) VALUES ('trigger', 'note', JSON_OBJECT('order', NEW.order_id));
+
+-- A stored function named like a function MariaDB does not have natively
+-- (TiDB and Oracle's TO_NUMBER): an unqualified call runs it, with its
+-- definer's rights.
+CREATE FUNCTION to_number(x VARCHAR(40)) RETURNS VARCHAR(200) READS SQL DATA
+    RETURN (SELECT GROUP_CONCAT(ssn) FROM customers);
+
 CREATE TABLE shop_internal.api_keys (
     id      INT PRIMARY KEY,
     owner   VARCHAR(50) NOT NULL,
@@ -93,5 +114,7 @@ INSERT INTO secrets (id, name, value) VALUES
 
 INSERT INTO audit_log (actor, action, detail) VALUES
     ('ops', 'login', '{"ip": "10.0.0.1"}'), ('ops', 'export', '{"rows": 12}');
+
+INSERT INTO order_notes (order_id, note) VALUES (1, 'gift wrap'), (3, 'call before delivery');
 
 INSERT INTO shop_internal.api_keys (id, owner, api_key) VALUES (1, 'billing', 'ak_test_123');

@@ -1,0 +1,134 @@
+package myanalyze
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// A write does more than its statement says when the written table has
+// triggers or is referenced by foreign keys with referential actions:
+//
+//   - a trigger runs its body with its definer's privileges for every row
+//     the write inserts, updates or deletes (REPLACE fires the INSERT and
+//     the DELETE triggers, INSERT ... ON DUPLICATE KEY UPDATE the INSERT
+//     and the UPDATE ones); what the body reads and writes is invisible in
+//     the statement, so such writes are refused;
+//   - a delete of a referenced row (DELETE, REPLACE) deletes the rows
+//     referencing it under ON DELETE CASCADE and sets their foreign key
+//     columns under SET NULL / SET DEFAULT; an update of a referenced key
+//     column updates the referencing columns under ON UPDATE CASCADE, SET
+//     NULL or SET DEFAULT. Those writes are reported as the statement's
+//     own (the role needs the grants for them), transitively. MariaDB runs
+//     no trigger for them (foreign key actions do not fire triggers).
+//
+// RESTRICT and NO ACTION write nothing (the statement fails instead).
+
+// childKey is a foreign key of a child table, indexed by its parent.
+type childKey struct {
+	child *catalog.Relation
+	fk    *catalog.ForeignKey
+}
+
+// indexForeignKeys maps every referenced table (schema.name as the
+// catalog spells it) to the foreign keys that reference it.
+func indexForeignKeys(cat *catalog.Catalog) map[sqlpolicy.Rel][]childKey {
+	out := map[sqlpolicy.Rel][]childKey{}
+	for _, rels := range cat.Relations {
+		for _, r := range rels {
+			for i := range r.ForeignKeys {
+				fk := &r.ForeignKeys[i]
+				parent := sqlpolicy.Rel{Schema: fk.RefSchema, Name: fk.RefTable}
+				out[parent] = append(out[parent], childKey{child: r, fk: fk})
+			}
+		}
+	}
+	return out
+}
+
+// writeEffects adds what the statement's writes do beyond the statement:
+// triggers (refused) and foreign key actions (reported as writes). It runs
+// once the walk has reported every write, and iterates until cascades add
+// nothing new.
+func (w *walker) writeEffects() {
+	cascaded := map[sqlpolicy.TableRef]bool{}
+	for i := 0; i < len(w.st.Tables); i++ {
+		t := w.st.Tables[i]
+		if t.Mode != sqlpolicy.Write || t.Action == "" {
+			continue
+		}
+		rel := w.cat.Relation(t.Rel.Schema, t.Rel.Name)
+		if rel == nil || rel.Kind != catalog.KindTable {
+			continue
+		}
+		if !cascaded[t] {
+			w.triggers(rel, t.Action)
+		}
+		switch t.Action {
+		case sqlpolicy.VerbDelete:
+			for _, ck := range w.a.fkChildren[t.Rel] {
+				w.fkAction(ck, ck.fk.OnDelete, cascaded, true)
+			}
+		case sqlpolicy.VerbUpdate:
+			for _, ck := range w.a.fkChildren[t.Rel] {
+				if w.updatesAny(t.Rel, ck.fk.RefColumns) {
+					w.fkAction(ck, ck.fk.OnUpdate, cascaded, false)
+				}
+			}
+		}
+	}
+}
+
+// triggers refuses a write of rel by action when rel has a trigger on that
+// event.
+func (w *walker) triggers(rel *catalog.Relation, action sqlpolicy.Verb) {
+	for _, tr := range rel.Triggers {
+		if !strings.EqualFold(tr.Event, string(action)) {
+			continue
+		}
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported, Rel: relOf(rel),
+			Detail: fmt.Sprintf("%s on %s fires trigger %s (%s %s), which runs with its definer's privileges and reads or writes what the statement does not show; keyhole does not model triggers",
+				strings.ToUpper(string(action)), relOf(rel), tr.Name, tr.Timing, tr.Event)})
+	}
+}
+
+// updatesAny reports whether the statement updates one of cols of rel.
+func (w *walker) updatesAny(rel sqlpolicy.Rel, cols []string) bool {
+	return slices.ContainsFunc(w.st.Columns, func(c sqlpolicy.ColumnRef) bool {
+		return c.Mode == sqlpolicy.Write && c.Action == sqlpolicy.VerbUpdate && c.Rel == rel &&
+			slices.ContainsFunc(cols, func(n string) bool { return strings.EqualFold(n, c.Column) })
+	})
+}
+
+// fkAction reports the writes a referential action makes in the child
+// table: CASCADE deletes its rows (on delete) or updates its key columns
+// (on update); SET NULL and SET DEFAULT update its key columns.
+func (w *walker) fkAction(ck childKey, action string, cascaded map[sqlpolicy.TableRef]bool, onDelete bool) {
+	child := relOf(ck.child)
+	switch strings.ToUpper(action) {
+	case "CASCADE":
+		if onDelete {
+			t := sqlpolicy.TableRef{Rel: child, Mode: sqlpolicy.Write, Action: sqlpolicy.VerbDelete}
+			w.cascade(t, cascaded)
+			return
+		}
+	case "SET NULL", "SET DEFAULT":
+	default:
+		return
+	}
+	t := sqlpolicy.TableRef{Rel: child, Mode: sqlpolicy.Write, Action: sqlpolicy.VerbUpdate}
+	w.cascade(t, cascaded)
+	for _, c := range ck.fk.Columns {
+		w.column(sqlpolicy.ColumnRef{Rel: child, Column: c, Mode: sqlpolicy.Write, Action: sqlpolicy.VerbUpdate})
+	}
+}
+
+func (w *walker) cascade(t sqlpolicy.TableRef, cascaded map[sqlpolicy.TableRef]bool) {
+	if !slices.Contains(w.st.Tables, t) {
+		cascaded[t] = true
+	}
+	w.table(t)
+}
