@@ -115,7 +115,7 @@ type Auth struct {
 	spiffe    map[string]string
 	// mockKey derives the salts of made-up verifiers (mockVerifier).
 	mockKey []byte
-	mysql     map[string]MySQLVerifier
+	mysql   map[string]MySQLVerifier
 }
 
 var _ Authenticator = (*Auth)(nil)
