@@ -2244,7 +2244,7 @@ func (d *decoder) node() *pg.Node {
 	var n *pg.Node
 	switch id := nodeID(k); id {
 	case 0: // Alias
-		b := d.bAlias.new(d.count[id])
+		b := d.bAlias.new(int(d.count[759]))
 		b.w.Alias = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2252,7 +2252,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 1: // RangeVar
-		b := d.bRangeVar.new(d.count[id])
+		b := d.bRangeVar.new(int(d.count[287]))
 		b.w.RangeVar = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2260,7 +2260,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 2: // TableFunc
-		b := d.bTableFunc.new(d.count[id])
+		b := d.bTableFunc.new(int(d.count[989]))
 		b.w.TableFunc = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2268,7 +2268,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 3: // IntoClause
-		b := d.bIntoClause.new(d.count[id])
+		b := d.bIntoClause.new(int(d.count[22]))
 		b.w.IntoClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2276,7 +2276,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 4: // Var
-		b := d.bVar.new(d.count[id])
+		b := d.bVar.new(int(d.count[606]))
 		b.w.Var = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2284,7 +2284,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 5: // Param
-		b := d.bParam.new(d.count[id])
+		b := d.bParam.new(int(d.count[466]))
 		b.w.Param = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2292,7 +2292,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 6: // Aggref
-		b := d.bAggref.new(d.count[id])
+		b := d.bAggref.new(int(d.count[523]))
 		b.w.Aggref = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2300,7 +2300,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 7: // GroupingFunc
-		b := d.bGroupingFunc.new(d.count[id])
+		b := d.bGroupingFunc.new(int(d.count[10]))
 		b.w.GroupingFunc = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2308,7 +2308,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 8: // WindowFunc
-		b := d.bWindowFunc.new(d.count[id])
+		b := d.bWindowFunc.new(int(d.count[367]))
 		b.w.WindowFunc = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2316,7 +2316,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 9: // WindowFuncRunCondition
-		b := d.bWindowFuncRunCondition.new(d.count[id])
+		b := d.bWindowFuncRunCondition.new(int(d.count[749]))
 		b.w.WindowFuncRunCondition = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2324,7 +2324,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 10: // MergeSupportFunc
-		b := d.bMergeSupportFunc.new(d.count[id])
+		b := d.bMergeSupportFunc.new(int(d.count[612]))
 		b.w.MergeSupportFunc = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2332,7 +2332,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 11: // SubscriptingRef
-		b := d.bSubscriptingRef.new(d.count[id])
+		b := d.bSubscriptingRef.new(int(d.count[743]))
 		b.w.SubscriptingRef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2340,7 +2340,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 12: // FuncExpr
-		b := d.bFuncExpr.new(d.count[id])
+		b := d.bFuncExpr.new(int(d.count[68]))
 		b.w.FuncExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2348,7 +2348,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 13: // NamedArgExpr
-		b := d.bNamedArgExpr.new(d.count[id])
+		b := d.bNamedArgExpr.new(int(d.count[769]))
 		b.w.NamedArgExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2356,7 +2356,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 14: // OpExpr
-		b := d.bOpExpr.new(d.count[id])
+		b := d.bOpExpr.new(int(d.count[189]))
 		b.w.OpExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2364,7 +2364,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 15: // DistinctExpr
-		b := d.bDistinctExpr.new(d.count[id])
+		b := d.bDistinctExpr.new(int(d.count[326]))
 		b.w.DistinctExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2372,7 +2372,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 16: // NullIfExpr
-		b := d.bNullIfExpr.new(d.count[id])
+		b := d.bNullIfExpr.new(int(d.count[40]))
 		b.w.NullIfExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2380,7 +2380,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 17: // ScalarArrayOpExpr
-		b := d.bScalarArrayOpExpr.new(d.count[id])
+		b := d.bScalarArrayOpExpr.new(int(d.count[218]))
 		b.w.ScalarArrayOpExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2388,7 +2388,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 18: // BoolExpr
-		b := d.bBoolExpr.new(d.count[id])
+		b := d.bBoolExpr.new(int(d.count[534]))
 		b.w.BoolExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2396,7 +2396,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 19: // SubLink
-		b := d.bSubLink.new(d.count[id])
+		b := d.bSubLink.new(int(d.count[1017]))
 		b.w.SubLink = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2404,7 +2404,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 20: // SubPlan
-		b := d.bSubPlan.new(d.count[id])
+		b := d.bSubPlan.new(int(d.count[194]))
 		b.w.SubPlan = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2412,7 +2412,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 21: // AlternativeSubPlan
-		b := d.bAlternativeSubPlan.new(d.count[id])
+		b := d.bAlternativeSubPlan.new(int(d.count[545]))
 		b.w.AlternativeSubPlan = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2420,7 +2420,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 22: // FieldSelect
-		b := d.bFieldSelect.new(d.count[id])
+		b := d.bFieldSelect.new(int(d.count[327]))
 		b.w.FieldSelect = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2428,7 +2428,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 23: // FieldStore
-		b := d.bFieldStore.new(d.count[id])
+		b := d.bFieldStore.new(int(d.count[832]))
 		b.w.FieldStore = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2436,7 +2436,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 24: // RelabelType
-		b := d.bRelabelType.new(d.count[id])
+		b := d.bRelabelType.new(int(d.count[974]))
 		b.w.RelabelType = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2444,7 +2444,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 25: // CoerceViaIO
-		b := d.bCoerceViaIO.new(d.count[id])
+		b := d.bCoerceViaIO.new(int(d.count[148]))
 		b.w.CoerceViaIo = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2452,7 +2452,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 26: // ArrayCoerceExpr
-		b := d.bArrayCoerceExpr.new(d.count[id])
+		b := d.bArrayCoerceExpr.new(int(d.count[960]))
 		b.w.ArrayCoerceExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2460,7 +2460,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 27: // ConvertRowtypeExpr
-		b := d.bConvertRowtypeExpr.new(d.count[id])
+		b := d.bConvertRowtypeExpr.new(int(d.count[259]))
 		b.w.ConvertRowtypeExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2468,7 +2468,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 28: // CollateExpr
-		b := d.bCollateExpr.new(d.count[id])
+		b := d.bCollateExpr.new(int(d.count[510]))
 		b.w.CollateExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2476,7 +2476,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 29: // CaseExpr
-		b := d.bCaseExpr.new(d.count[id])
+		b := d.bCaseExpr.new(int(d.count[754]))
 		b.w.CaseExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2484,7 +2484,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 30: // CaseWhen
-		b := d.bCaseWhen.new(d.count[id])
+		b := d.bCaseWhen.new(int(d.count[557]))
 		b.w.CaseWhen = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2492,7 +2492,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 31: // CaseTestExpr
-		b := d.bCaseTestExpr.new(d.count[id])
+		b := d.bCaseTestExpr.new(int(d.count[890]))
 		b.w.CaseTestExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2500,7 +2500,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 32: // ArrayExpr
-		b := d.bArrayExpr.new(d.count[id])
+		b := d.bArrayExpr.new(int(d.count[369]))
 		b.w.ArrayExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2508,7 +2508,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 33: // RowExpr
-		b := d.bRowExpr.new(d.count[id])
+		b := d.bRowExpr.new(int(d.count[176]))
 		b.w.RowExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2516,7 +2516,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 34: // RowCompareExpr
-		b := d.bRowCompareExpr.new(d.count[id])
+		b := d.bRowCompareExpr.new(int(d.count[349]))
 		b.w.RowCompareExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2524,7 +2524,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 35: // CoalesceExpr
-		b := d.bCoalesceExpr.new(d.count[id])
+		b := d.bCoalesceExpr.new(int(d.count[589]))
 		b.w.CoalesceExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2532,7 +2532,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 36: // MinMaxExpr
-		b := d.bMinMaxExpr.new(d.count[id])
+		b := d.bMinMaxExpr.new(int(d.count[1004]))
 		b.w.MinMaxExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2540,7 +2540,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 37: // SQLValueFunction
-		b := d.bSQLValueFunction.new(d.count[id])
+		b := d.bSQLValueFunction.new(int(d.count[732]))
 		b.w.SqlvalueFunction = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2548,7 +2548,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 38: // XmlExpr
-		b := d.bXmlExpr.new(d.count[id])
+		b := d.bXmlExpr.new(int(d.count[481]))
 		b.w.XmlExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2556,7 +2556,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 39: // JsonFormat
-		b := d.bJsonFormat.new(d.count[id])
+		b := d.bJsonFormat.new(int(d.count[812]))
 		b.w.JsonFormat = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2564,7 +2564,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 40: // JsonReturning
-		b := d.bJsonReturning.new(d.count[id])
+		b := d.bJsonReturning.new(int(d.count[383]))
 		b.w.JsonReturning = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2572,7 +2572,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 41: // JsonValueExpr
-		b := d.bJsonValueExpr.new(d.count[id])
+		b := d.bJsonValueExpr.new(int(d.count[839]))
 		b.w.JsonValueExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2580,7 +2580,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 42: // JsonConstructorExpr
-		b := d.bJsonConstructorExpr.new(d.count[id])
+		b := d.bJsonConstructorExpr.new(int(d.count[434]))
 		b.w.JsonConstructorExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2588,7 +2588,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 43: // JsonIsPredicate
-		b := d.bJsonIsPredicate.new(d.count[id])
+		b := d.bJsonIsPredicate.new(int(d.count[188]))
 		b.w.JsonIsPredicate = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2596,7 +2596,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 44: // JsonBehavior
-		b := d.bJsonBehavior.new(d.count[id])
+		b := d.bJsonBehavior.new(int(d.count[485]))
 		b.w.JsonBehavior = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2604,7 +2604,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 45: // JsonExpr
-		b := d.bJsonExpr.new(d.count[id])
+		b := d.bJsonExpr.new(int(d.count[520]))
 		b.w.JsonExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2612,7 +2612,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 46: // JsonTablePath
-		b := d.bJsonTablePath.new(d.count[id])
+		b := d.bJsonTablePath.new(int(d.count[886]))
 		b.w.JsonTablePath = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2620,7 +2620,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 47: // JsonTablePathScan
-		b := d.bJsonTablePathScan.new(d.count[id])
+		b := d.bJsonTablePathScan.new(int(d.count[19]))
 		b.w.JsonTablePathScan = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2628,7 +2628,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 48: // JsonTableSiblingJoin
-		b := d.bJsonTableSiblingJoin.new(d.count[id])
+		b := d.bJsonTableSiblingJoin.new(int(d.count[765]))
 		b.w.JsonTableSiblingJoin = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2636,7 +2636,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 49: // NullTest
-		b := d.bNullTest.new(d.count[id])
+		b := d.bNullTest.new(int(d.count[512]))
 		b.w.NullTest = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2644,7 +2644,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 50: // BooleanTest
-		b := d.bBooleanTest.new(d.count[id])
+		b := d.bBooleanTest.new(int(d.count[555]))
 		b.w.BooleanTest = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2652,7 +2652,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 51: // MergeAction
-		b := d.bMergeAction.new(d.count[id])
+		b := d.bMergeAction.new(int(d.count[637]))
 		b.w.MergeAction = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2660,7 +2660,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 52: // CoerceToDomain
-		b := d.bCoerceToDomain.new(d.count[id])
+		b := d.bCoerceToDomain.new(int(d.count[973]))
 		b.w.CoerceToDomain = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2668,7 +2668,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 53: // CoerceToDomainValue
-		b := d.bCoerceToDomainValue.new(d.count[id])
+		b := d.bCoerceToDomainValue.new(int(d.count[146]))
 		b.w.CoerceToDomainValue = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2676,7 +2676,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 54: // SetToDefault
-		b := d.bSetToDefault.new(d.count[id])
+		b := d.bSetToDefault.new(int(d.count[915]))
 		b.w.SetToDefault = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2684,7 +2684,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 55: // CurrentOfExpr
-		b := d.bCurrentOfExpr.new(d.count[id])
+		b := d.bCurrentOfExpr.new(int(d.count[672]))
 		b.w.CurrentOfExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2692,7 +2692,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 56: // NextValueExpr
-		b := d.bNextValueExpr.new(d.count[id])
+		b := d.bNextValueExpr.new(int(d.count[234]))
 		b.w.NextValueExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2700,7 +2700,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 57: // InferenceElem
-		b := d.bInferenceElem.new(d.count[id])
+		b := d.bInferenceElem.new(int(d.count[671]))
 		b.w.InferenceElem = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2708,7 +2708,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 58: // TargetEntry
-		b := d.bTargetEntry.new(d.count[id])
+		b := d.bTargetEntry.new(int(d.count[204]))
 		b.w.TargetEntry = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2716,7 +2716,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 59: // RangeTblRef
-		b := d.bRangeTblRef.new(d.count[id])
+		b := d.bRangeTblRef.new(int(d.count[969]))
 		b.w.RangeTblRef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2724,7 +2724,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 60: // JoinExpr
-		b := d.bJoinExpr.new(d.count[id])
+		b := d.bJoinExpr.new(int(d.count[746]))
 		b.w.JoinExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2732,7 +2732,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 61: // FromExpr
-		b := d.bFromExpr.new(d.count[id])
+		b := d.bFromExpr.new(int(d.count[382]))
 		b.w.FromExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2740,7 +2740,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 62: // OnConflictExpr
-		b := d.bOnConflictExpr.new(d.count[id])
+		b := d.bOnConflictExpr.new(int(d.count[757]))
 		b.w.OnConflictExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2748,7 +2748,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 63: // Query
-		b := d.bQuery.new(d.count[id])
+		b := d.bQuery.new(int(d.count[899]))
 		b.w.Query = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2756,7 +2756,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 64: // TypeName
-		b := d.bTypeName.new(d.count[id])
+		b := d.bTypeName.new(int(d.count[846]))
 		b.w.TypeName = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2764,7 +2764,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 65: // ColumnRef
-		b := d.bColumnRef.new(d.count[id])
+		b := d.bColumnRef.new(int(d.count[680]))
 		b.w.ColumnRef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2772,7 +2772,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 66: // ParamRef
-		b := d.bParamRef.new(d.count[id])
+		b := d.bParamRef.new(int(d.count[859]))
 		b.w.ParamRef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2780,7 +2780,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 67: // A_Expr
-		b := d.bA_Expr.new(d.count[id])
+		b := d.bA_Expr.new(int(d.count[410]))
 		b.w.AExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2788,7 +2788,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 68: // TypeCast
-		b := d.bTypeCast.new(d.count[id])
+		b := d.bTypeCast.new(int(d.count[246]))
 		b.w.TypeCast = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2796,7 +2796,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 69: // CollateClause
-		b := d.bCollateClause.new(d.count[id])
+		b := d.bCollateClause.new(int(d.count[344]))
 		b.w.CollateClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2804,7 +2804,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 70: // RoleSpec
-		b := d.bRoleSpec.new(d.count[id])
+		b := d.bRoleSpec.new(int(d.count[602]))
 		b.w.RoleSpec = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2812,7 +2812,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 71: // FuncCall
-		b := d.bFuncCall.new(d.count[id])
+		b := d.bFuncCall.new(int(d.count[535]))
 		b.w.FuncCall = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2820,7 +2820,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 72: // A_Star
-		b := d.bA_Star.new(d.count[id])
+		b := d.bA_Star.new(int(d.count[285]))
 		b.w.AStar = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2828,7 +2828,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 73: // A_Indices
-		b := d.bA_Indices.new(d.count[id])
+		b := d.bA_Indices.new(int(d.count[6]))
 		b.w.AIndices = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2836,7 +2836,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 74: // A_Indirection
-		b := d.bA_Indirection.new(d.count[id])
+		b := d.bA_Indirection.new(int(d.count[751]))
 		b.w.AIndirection = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2844,7 +2844,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 75: // A_ArrayExpr
-		b := d.bA_ArrayExpr.new(d.count[id])
+		b := d.bA_ArrayExpr.new(int(d.count[853]))
 		b.w.AArrayExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2852,7 +2852,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 76: // ResTarget
-		b := d.bResTarget.new(d.count[id])
+		b := d.bResTarget.new(int(d.count[748]))
 		b.w.ResTarget = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2860,7 +2860,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 77: // MultiAssignRef
-		b := d.bMultiAssignRef.new(d.count[id])
+		b := d.bMultiAssignRef.new(int(d.count[484]))
 		b.w.MultiAssignRef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2868,7 +2868,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 78: // SortBy
-		b := d.bSortBy.new(d.count[id])
+		b := d.bSortBy.new(int(d.count[784]))
 		b.w.SortBy = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2876,7 +2876,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 79: // WindowDef
-		b := d.bWindowDef.new(d.count[id])
+		b := d.bWindowDef.new(int(d.count[148]))
 		b.w.WindowDef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2884,7 +2884,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 80: // RangeSubselect
-		b := d.bRangeSubselect.new(d.count[id])
+		b := d.bRangeSubselect.new(int(d.count[664]))
 		b.w.RangeSubselect = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2892,7 +2892,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 81: // RangeFunction
-		b := d.bRangeFunction.new(d.count[id])
+		b := d.bRangeFunction.new(int(d.count[646]))
 		b.w.RangeFunction = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2900,7 +2900,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 82: // RangeTableFunc
-		b := d.bRangeTableFunc.new(d.count[id])
+		b := d.bRangeTableFunc.new(int(d.count[816]))
 		b.w.RangeTableFunc = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2908,7 +2908,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 83: // RangeTableFuncCol
-		b := d.bRangeTableFuncCol.new(d.count[id])
+		b := d.bRangeTableFuncCol.new(int(d.count[474]))
 		b.w.RangeTableFuncCol = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2916,7 +2916,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 84: // RangeTableSample
-		b := d.bRangeTableSample.new(d.count[id])
+		b := d.bRangeTableSample.new(int(d.count[116]))
 		b.w.RangeTableSample = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2924,7 +2924,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 85: // ColumnDef
-		b := d.bColumnDef.new(d.count[id])
+		b := d.bColumnDef.new(int(d.count[694]))
 		b.w.ColumnDef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2932,7 +2932,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 86: // TableLikeClause
-		b := d.bTableLikeClause.new(d.count[id])
+		b := d.bTableLikeClause.new(int(d.count[481]))
 		b.w.TableLikeClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2940,7 +2940,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 87: // IndexElem
-		b := d.bIndexElem.new(d.count[id])
+		b := d.bIndexElem.new(int(d.count[424]))
 		b.w.IndexElem = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2948,7 +2948,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 88: // DefElem
-		b := d.bDefElem.new(d.count[id])
+		b := d.bDefElem.new(int(d.count[663]))
 		b.w.DefElem = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2956,7 +2956,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 89: // LockingClause
-		b := d.bLockingClause.new(d.count[id])
+		b := d.bLockingClause.new(int(d.count[819]))
 		b.w.LockingClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2964,7 +2964,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 90: // XmlSerialize
-		b := d.bXmlSerialize.new(d.count[id])
+		b := d.bXmlSerialize.new(int(d.count[612]))
 		b.w.XmlSerialize = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2972,7 +2972,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 91: // PartitionElem
-		b := d.bPartitionElem.new(d.count[id])
+		b := d.bPartitionElem.new(int(d.count[958]))
 		b.w.PartitionElem = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2980,7 +2980,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 92: // PartitionSpec
-		b := d.bPartitionSpec.new(d.count[id])
+		b := d.bPartitionSpec.new(int(d.count[586]))
 		b.w.PartitionSpec = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2988,7 +2988,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 93: // PartitionBoundSpec
-		b := d.bPartitionBoundSpec.new(d.count[id])
+		b := d.bPartitionBoundSpec.new(int(d.count[736]))
 		b.w.PartitionBoundSpec = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2996,7 +2996,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 94: // PartitionRangeDatum
-		b := d.bPartitionRangeDatum.new(d.count[id])
+		b := d.bPartitionRangeDatum.new(int(d.count[269]))
 		b.w.PartitionRangeDatum = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3004,7 +3004,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 95: // SinglePartitionSpec
-		b := d.bSinglePartitionSpec.new(d.count[id])
+		b := d.bSinglePartitionSpec.new(int(d.count[622]))
 		b.w.SinglePartitionSpec = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3012,7 +3012,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 96: // PartitionCmd
-		b := d.bPartitionCmd.new(d.count[id])
+		b := d.bPartitionCmd.new(int(d.count[727]))
 		b.w.PartitionCmd = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3020,7 +3020,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 97: // RangeTblEntry
-		b := d.bRangeTblEntry.new(d.count[id])
+		b := d.bRangeTblEntry.new(int(d.count[440]))
 		b.w.RangeTblEntry = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3028,7 +3028,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 98: // RTEPermissionInfo
-		b := d.bRTEPermissionInfo.new(d.count[id])
+		b := d.bRTEPermissionInfo.new(int(d.count[693]))
 		b.w.RtepermissionInfo = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3036,7 +3036,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 99: // RangeTblFunction
-		b := d.bRangeTblFunction.new(d.count[id])
+		b := d.bRangeTblFunction.new(int(d.count[156]))
 		b.w.RangeTblFunction = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3044,7 +3044,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 100: // TableSampleClause
-		b := d.bTableSampleClause.new(d.count[id])
+		b := d.bTableSampleClause.new(int(d.count[128]))
 		b.w.TableSampleClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3052,7 +3052,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 101: // WithCheckOption
-		b := d.bWithCheckOption.new(d.count[id])
+		b := d.bWithCheckOption.new(int(d.count[918]))
 		b.w.WithCheckOption = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3060,7 +3060,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 102: // SortGroupClause
-		b := d.bSortGroupClause.new(d.count[id])
+		b := d.bSortGroupClause.new(int(d.count[741]))
 		b.w.SortGroupClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3068,7 +3068,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 103: // GroupingSet
-		b := d.bGroupingSet.new(d.count[id])
+		b := d.bGroupingSet.new(int(d.count[996]))
 		b.w.GroupingSet = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3076,7 +3076,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 104: // WindowClause
-		b := d.bWindowClause.new(d.count[id])
+		b := d.bWindowClause.new(int(d.count[784]))
 		b.w.WindowClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3084,7 +3084,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 105: // RowMarkClause
-		b := d.bRowMarkClause.new(d.count[id])
+		b := d.bRowMarkClause.new(int(d.count[515]))
 		b.w.RowMarkClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3092,7 +3092,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 106: // WithClause
-		b := d.bWithClause.new(d.count[id])
+		b := d.bWithClause.new(int(d.count[804]))
 		b.w.WithClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3100,7 +3100,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 107: // InferClause
-		b := d.bInferClause.new(d.count[id])
+		b := d.bInferClause.new(int(d.count[682]))
 		b.w.InferClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3108,7 +3108,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 108: // OnConflictClause
-		b := d.bOnConflictClause.new(d.count[id])
+		b := d.bOnConflictClause.new(int(d.count[287]))
 		b.w.OnConflictClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3116,7 +3116,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 109: // CTESearchClause
-		b := d.bCTESearchClause.new(d.count[id])
+		b := d.bCTESearchClause.new(int(d.count[84]))
 		b.w.CtesearchClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3124,7 +3124,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 110: // CTECycleClause
-		b := d.bCTECycleClause.new(d.count[id])
+		b := d.bCTECycleClause.new(int(d.count[108]))
 		b.w.CtecycleClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3132,7 +3132,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 111: // CommonTableExpr
-		b := d.bCommonTableExpr.new(d.count[id])
+		b := d.bCommonTableExpr.new(int(d.count[1023]))
 		b.w.CommonTableExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3140,7 +3140,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 112: // MergeWhenClause
-		b := d.bMergeWhenClause.new(d.count[id])
+		b := d.bMergeWhenClause.new(int(d.count[446]))
 		b.w.MergeWhenClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3148,7 +3148,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 113: // TriggerTransition
-		b := d.bTriggerTransition.new(d.count[id])
+		b := d.bTriggerTransition.new(int(d.count[76]))
 		b.w.TriggerTransition = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3156,7 +3156,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 114: // JsonOutput
-		b := d.bJsonOutput.new(d.count[id])
+		b := d.bJsonOutput.new(int(d.count[478]))
 		b.w.JsonOutput = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3164,7 +3164,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 115: // JsonArgument
-		b := d.bJsonArgument.new(d.count[id])
+		b := d.bJsonArgument.new(int(d.count[64]))
 		b.w.JsonArgument = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3172,7 +3172,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 116: // JsonFuncExpr
-		b := d.bJsonFuncExpr.new(d.count[id])
+		b := d.bJsonFuncExpr.new(int(d.count[986]))
 		b.w.JsonFuncExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3180,7 +3180,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 117: // JsonTablePathSpec
-		b := d.bJsonTablePathSpec.new(d.count[id])
+		b := d.bJsonTablePathSpec.new(int(d.count[785]))
 		b.w.JsonTablePathSpec = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3188,7 +3188,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 118: // JsonTable
-		b := d.bJsonTable.new(d.count[id])
+		b := d.bJsonTable.new(int(d.count[293]))
 		b.w.JsonTable = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3196,7 +3196,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 119: // JsonTableColumn
-		b := d.bJsonTableColumn.new(d.count[id])
+		b := d.bJsonTableColumn.new(int(d.count[103]))
 		b.w.JsonTableColumn = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3204,7 +3204,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 120: // JsonKeyValue
-		b := d.bJsonKeyValue.new(d.count[id])
+		b := d.bJsonKeyValue.new(int(d.count[931]))
 		b.w.JsonKeyValue = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3212,7 +3212,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 121: // JsonParseExpr
-		b := d.bJsonParseExpr.new(d.count[id])
+		b := d.bJsonParseExpr.new(int(d.count[673]))
 		b.w.JsonParseExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3220,7 +3220,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 122: // JsonScalarExpr
-		b := d.bJsonScalarExpr.new(d.count[id])
+		b := d.bJsonScalarExpr.new(int(d.count[828]))
 		b.w.JsonScalarExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3228,7 +3228,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 123: // JsonSerializeExpr
-		b := d.bJsonSerializeExpr.new(d.count[id])
+		b := d.bJsonSerializeExpr.new(int(d.count[796]))
 		b.w.JsonSerializeExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3236,7 +3236,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 124: // JsonObjectConstructor
-		b := d.bJsonObjectConstructor.new(d.count[id])
+		b := d.bJsonObjectConstructor.new(int(d.count[524]))
 		b.w.JsonObjectConstructor = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3244,7 +3244,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 125: // JsonArrayConstructor
-		b := d.bJsonArrayConstructor.new(d.count[id])
+		b := d.bJsonArrayConstructor.new(int(d.count[812]))
 		b.w.JsonArrayConstructor = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3252,7 +3252,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 126: // JsonArrayQueryConstructor
-		b := d.bJsonArrayQueryConstructor.new(d.count[id])
+		b := d.bJsonArrayQueryConstructor.new(int(d.count[856]))
 		b.w.JsonArrayQueryConstructor = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3260,7 +3260,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 127: // JsonAggConstructor
-		b := d.bJsonAggConstructor.new(d.count[id])
+		b := d.bJsonAggConstructor.new(int(d.count[760]))
 		b.w.JsonAggConstructor = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3268,7 +3268,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 128: // JsonObjectAgg
-		b := d.bJsonObjectAgg.new(d.count[id])
+		b := d.bJsonObjectAgg.new(int(d.count[105]))
 		b.w.JsonObjectAgg = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3276,7 +3276,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 129: // JsonArrayAgg
-		b := d.bJsonArrayAgg.new(d.count[id])
+		b := d.bJsonArrayAgg.new(int(d.count[393]))
 		b.w.JsonArrayAgg = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3284,7 +3284,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 130: // RawStmt
-		b := d.bRawStmt.new(d.count[id])
+		b := d.bRawStmt.new(int(d.count[911]))
 		b.w.RawStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3292,7 +3292,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 131: // InsertStmt
-		b := d.bInsertStmt.new(d.count[id])
+		b := d.bInsertStmt.new(int(d.count[854]))
 		b.w.InsertStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3300,7 +3300,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 132: // DeleteStmt
-		b := d.bDeleteStmt.new(d.count[id])
+		b := d.bDeleteStmt.new(int(d.count[620]))
 		b.w.DeleteStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3308,7 +3308,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 133: // UpdateStmt
-		b := d.bUpdateStmt.new(d.count[id])
+		b := d.bUpdateStmt.new(int(d.count[794]))
 		b.w.UpdateStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3316,7 +3316,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 134: // MergeStmt
-		b := d.bMergeStmt.new(d.count[id])
+		b := d.bMergeStmt.new(int(d.count[65]))
 		b.w.MergeStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3324,7 +3324,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 135: // SelectStmt
-		b := d.bSelectStmt.new(d.count[id])
+		b := d.bSelectStmt.new(int(d.count[67]))
 		b.w.SelectStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3332,7 +3332,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 136: // SetOperationStmt
-		b := d.bSetOperationStmt.new(d.count[id])
+		b := d.bSetOperationStmt.new(int(d.count[510]))
 		b.w.SetOperationStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3340,7 +3340,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 137: // ReturnStmt
-		b := d.bReturnStmt.new(d.count[id])
+		b := d.bReturnStmt.new(int(d.count[489]))
 		b.w.ReturnStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3348,7 +3348,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 138: // PLAssignStmt
-		b := d.bPLAssignStmt.new(d.count[id])
+		b := d.bPLAssignStmt.new(int(d.count[494]))
 		b.w.PlassignStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3356,7 +3356,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 139: // CreateSchemaStmt
-		b := d.bCreateSchemaStmt.new(d.count[id])
+		b := d.bCreateSchemaStmt.new(int(d.count[328]))
 		b.w.CreateSchemaStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3364,7 +3364,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 140: // AlterTableStmt
-		b := d.bAlterTableStmt.new(d.count[id])
+		b := d.bAlterTableStmt.new(int(d.count[227]))
 		b.w.AlterTableStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3372,7 +3372,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 141: // ReplicaIdentityStmt
-		b := d.bReplicaIdentityStmt.new(d.count[id])
+		b := d.bReplicaIdentityStmt.new(int(d.count[711]))
 		b.w.ReplicaIdentityStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3380,7 +3380,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 142: // AlterTableCmd
-		b := d.bAlterTableCmd.new(d.count[id])
+		b := d.bAlterTableCmd.new(int(d.count[883]))
 		b.w.AlterTableCmd = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3388,7 +3388,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 143: // AlterCollationStmt
-		b := d.bAlterCollationStmt.new(d.count[id])
+		b := d.bAlterCollationStmt.new(int(d.count[440]))
 		b.w.AlterCollationStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3396,7 +3396,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 144: // AlterDomainStmt
-		b := d.bAlterDomainStmt.new(d.count[id])
+		b := d.bAlterDomainStmt.new(int(d.count[41]))
 		b.w.AlterDomainStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3404,7 +3404,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 145: // GrantStmt
-		b := d.bGrantStmt.new(d.count[id])
+		b := d.bGrantStmt.new(int(d.count[771]))
 		b.w.GrantStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3412,7 +3412,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 146: // ObjectWithArgs
-		b := d.bObjectWithArgs.new(d.count[id])
+		b := d.bObjectWithArgs.new(int(d.count[607]))
 		b.w.ObjectWithArgs = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3420,7 +3420,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 147: // AccessPriv
-		b := d.bAccessPriv.new(d.count[id])
+		b := d.bAccessPriv.new(int(d.count[930]))
 		b.w.AccessPriv = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3428,7 +3428,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 148: // GrantRoleStmt
-		b := d.bGrantRoleStmt.new(d.count[id])
+		b := d.bGrantRoleStmt.new(int(d.count[1023]))
 		b.w.GrantRoleStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3436,7 +3436,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 149: // AlterDefaultPrivilegesStmt
-		b := d.bAlterDefaultPrivilegesStmt.new(d.count[id])
+		b := d.bAlterDefaultPrivilegesStmt.new(int(d.count[458]))
 		b.w.AlterDefaultPrivilegesStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3444,7 +3444,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 150: // CopyStmt
-		b := d.bCopyStmt.new(d.count[id])
+		b := d.bCopyStmt.new(int(d.count[650]))
 		b.w.CopyStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3452,7 +3452,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 151: // VariableSetStmt
-		b := d.bVariableSetStmt.new(d.count[id])
+		b := d.bVariableSetStmt.new(int(d.count[837]))
 		b.w.VariableSetStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3460,7 +3460,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 152: // VariableShowStmt
-		b := d.bVariableShowStmt.new(d.count[id])
+		b := d.bVariableShowStmt.new(int(d.count[946]))
 		b.w.VariableShowStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3468,7 +3468,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 153: // CreateStmt
-		b := d.bCreateStmt.new(d.count[id])
+		b := d.bCreateStmt.new(int(d.count[531]))
 		b.w.CreateStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3476,7 +3476,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 154: // Constraint
-		b := d.bConstraint.new(d.count[id])
+		b := d.bConstraint.new(int(d.count[378]))
 		b.w.Constraint = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3484,7 +3484,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 155: // CreateTableSpaceStmt
-		b := d.bCreateTableSpaceStmt.new(d.count[id])
+		b := d.bCreateTableSpaceStmt.new(int(d.count[341]))
 		b.w.CreateTableSpaceStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3492,7 +3492,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 156: // DropTableSpaceStmt
-		b := d.bDropTableSpaceStmt.new(d.count[id])
+		b := d.bDropTableSpaceStmt.new(int(d.count[224]))
 		b.w.DropTableSpaceStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3500,7 +3500,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 157: // AlterTableSpaceOptionsStmt
-		b := d.bAlterTableSpaceOptionsStmt.new(d.count[id])
+		b := d.bAlterTableSpaceOptionsStmt.new(int(d.count[291]))
 		b.w.AlterTableSpaceOptionsStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3508,7 +3508,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 158: // AlterTableMoveAllStmt
-		b := d.bAlterTableMoveAllStmt.new(d.count[id])
+		b := d.bAlterTableMoveAllStmt.new(int(d.count[801]))
 		b.w.AlterTableMoveAllStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3516,7 +3516,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 159: // CreateExtensionStmt
-		b := d.bCreateExtensionStmt.new(d.count[id])
+		b := d.bCreateExtensionStmt.new(int(d.count[196]))
 		b.w.CreateExtensionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3524,7 +3524,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 160: // AlterExtensionStmt
-		b := d.bAlterExtensionStmt.new(d.count[id])
+		b := d.bAlterExtensionStmt.new(int(d.count[866]))
 		b.w.AlterExtensionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3532,7 +3532,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 161: // AlterExtensionContentsStmt
-		b := d.bAlterExtensionContentsStmt.new(d.count[id])
+		b := d.bAlterExtensionContentsStmt.new(int(d.count[792]))
 		b.w.AlterExtensionContentsStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3540,7 +3540,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 162: // CreateFdwStmt
-		b := d.bCreateFdwStmt.new(d.count[id])
+		b := d.bCreateFdwStmt.new(int(d.count[166]))
 		b.w.CreateFdwStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3548,7 +3548,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 163: // AlterFdwStmt
-		b := d.bAlterFdwStmt.new(d.count[id])
+		b := d.bAlterFdwStmt.new(int(d.count[668]))
 		b.w.AlterFdwStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3556,7 +3556,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 164: // CreateForeignServerStmt
-		b := d.bCreateForeignServerStmt.new(d.count[id])
+		b := d.bCreateForeignServerStmt.new(int(d.count[534]))
 		b.w.CreateForeignServerStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3564,7 +3564,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 165: // AlterForeignServerStmt
-		b := d.bAlterForeignServerStmt.new(d.count[id])
+		b := d.bAlterForeignServerStmt.new(int(d.count[456]))
 		b.w.AlterForeignServerStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3572,7 +3572,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 166: // CreateForeignTableStmt
-		b := d.bCreateForeignTableStmt.new(d.count[id])
+		b := d.bCreateForeignTableStmt.new(int(d.count[643]))
 		b.w.CreateForeignTableStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3580,7 +3580,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 167: // CreateUserMappingStmt
-		b := d.bCreateUserMappingStmt.new(d.count[id])
+		b := d.bCreateUserMappingStmt.new(int(d.count[514]))
 		b.w.CreateUserMappingStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3588,7 +3588,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 168: // AlterUserMappingStmt
-		b := d.bAlterUserMappingStmt.new(d.count[id])
+		b := d.bAlterUserMappingStmt.new(int(d.count[64]))
 		b.w.AlterUserMappingStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3596,7 +3596,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 169: // DropUserMappingStmt
-		b := d.bDropUserMappingStmt.new(d.count[id])
+		b := d.bDropUserMappingStmt.new(int(d.count[21]))
 		b.w.DropUserMappingStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3604,7 +3604,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 170: // ImportForeignSchemaStmt
-		b := d.bImportForeignSchemaStmt.new(d.count[id])
+		b := d.bImportForeignSchemaStmt.new(int(d.count[81]))
 		b.w.ImportForeignSchemaStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3612,7 +3612,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 171: // CreatePolicyStmt
-		b := d.bCreatePolicyStmt.new(d.count[id])
+		b := d.bCreatePolicyStmt.new(int(d.count[561]))
 		b.w.CreatePolicyStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3620,7 +3620,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 172: // AlterPolicyStmt
-		b := d.bAlterPolicyStmt.new(d.count[id])
+		b := d.bAlterPolicyStmt.new(int(d.count[355]))
 		b.w.AlterPolicyStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3628,7 +3628,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 173: // CreateAmStmt
-		b := d.bCreateAmStmt.new(d.count[id])
+		b := d.bCreateAmStmt.new(int(d.count[685]))
 		b.w.CreateAmStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3636,7 +3636,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 174: // CreateTrigStmt
-		b := d.bCreateTrigStmt.new(d.count[id])
+		b := d.bCreateTrigStmt.new(int(d.count[101]))
 		b.w.CreateTrigStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3644,7 +3644,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 175: // CreateEventTrigStmt
-		b := d.bCreateEventTrigStmt.new(d.count[id])
+		b := d.bCreateEventTrigStmt.new(int(d.count[947]))
 		b.w.CreateEventTrigStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3652,7 +3652,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 176: // AlterEventTrigStmt
-		b := d.bAlterEventTrigStmt.new(d.count[id])
+		b := d.bAlterEventTrigStmt.new(int(d.count[393]))
 		b.w.AlterEventTrigStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3660,7 +3660,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 177: // CreatePLangStmt
-		b := d.bCreatePLangStmt.new(d.count[id])
+		b := d.bCreatePLangStmt.new(int(d.count[753]))
 		b.w.CreatePlangStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3668,7 +3668,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 178: // CreateRoleStmt
-		b := d.bCreateRoleStmt.new(d.count[id])
+		b := d.bCreateRoleStmt.new(int(d.count[495]))
 		b.w.CreateRoleStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3676,7 +3676,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 179: // AlterRoleStmt
-		b := d.bAlterRoleStmt.new(d.count[id])
+		b := d.bAlterRoleStmt.new(int(d.count[729]))
 		b.w.AlterRoleStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3684,7 +3684,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 180: // AlterRoleSetStmt
-		b := d.bAlterRoleSetStmt.new(d.count[id])
+		b := d.bAlterRoleSetStmt.new(int(d.count[635]))
 		b.w.AlterRoleSetStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3692,7 +3692,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 181: // DropRoleStmt
-		b := d.bDropRoleStmt.new(d.count[id])
+		b := d.bDropRoleStmt.new(int(d.count[602]))
 		b.w.DropRoleStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3700,7 +3700,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 182: // CreateSeqStmt
-		b := d.bCreateSeqStmt.new(d.count[id])
+		b := d.bCreateSeqStmt.new(int(d.count[490]))
 		b.w.CreateSeqStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3708,7 +3708,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 183: // AlterSeqStmt
-		b := d.bAlterSeqStmt.new(d.count[id])
+		b := d.bAlterSeqStmt.new(int(d.count[772]))
 		b.w.AlterSeqStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3716,7 +3716,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 184: // DefineStmt
-		b := d.bDefineStmt.new(d.count[id])
+		b := d.bDefineStmt.new(int(d.count[676]))
 		b.w.DefineStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3724,7 +3724,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 185: // CreateDomainStmt
-		b := d.bCreateDomainStmt.new(d.count[id])
+		b := d.bCreateDomainStmt.new(int(d.count[919]))
 		b.w.CreateDomainStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3732,7 +3732,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 186: // CreateOpClassStmt
-		b := d.bCreateOpClassStmt.new(d.count[id])
+		b := d.bCreateOpClassStmt.new(int(d.count[340]))
 		b.w.CreateOpClassStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3740,7 +3740,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 187: // CreateOpClassItem
-		b := d.bCreateOpClassItem.new(d.count[id])
+		b := d.bCreateOpClassItem.new(int(d.count[441]))
 		b.w.CreateOpClassItem = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3748,7 +3748,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 188: // CreateOpFamilyStmt
-		b := d.bCreateOpFamilyStmt.new(d.count[id])
+		b := d.bCreateOpFamilyStmt.new(int(d.count[80]))
 		b.w.CreateOpFamilyStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3756,7 +3756,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 189: // AlterOpFamilyStmt
-		b := d.bAlterOpFamilyStmt.new(d.count[id])
+		b := d.bAlterOpFamilyStmt.new(int(d.count[914]))
 		b.w.AlterOpFamilyStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3764,7 +3764,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 190: // DropStmt
-		b := d.bDropStmt.new(d.count[id])
+		b := d.bDropStmt.new(int(d.count[706]))
 		b.w.DropStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3772,7 +3772,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 191: // TruncateStmt
-		b := d.bTruncateStmt.new(d.count[id])
+		b := d.bTruncateStmt.new(int(d.count[625]))
 		b.w.TruncateStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3780,7 +3780,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 192: // CommentStmt
-		b := d.bCommentStmt.new(d.count[id])
+		b := d.bCommentStmt.new(int(d.count[312]))
 		b.w.CommentStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3788,7 +3788,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 193: // SecLabelStmt
-		b := d.bSecLabelStmt.new(d.count[id])
+		b := d.bSecLabelStmt.new(int(d.count[918]))
 		b.w.SecLabelStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3796,7 +3796,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 194: // DeclareCursorStmt
-		b := d.bDeclareCursorStmt.new(d.count[id])
+		b := d.bDeclareCursorStmt.new(int(d.count[249]))
 		b.w.DeclareCursorStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3804,7 +3804,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 195: // ClosePortalStmt
-		b := d.bClosePortalStmt.new(d.count[id])
+		b := d.bClosePortalStmt.new(int(d.count[623]))
 		b.w.ClosePortalStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3812,7 +3812,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 196: // FetchStmt
-		b := d.bFetchStmt.new(d.count[id])
+		b := d.bFetchStmt.new(int(d.count[389]))
 		b.w.FetchStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3820,7 +3820,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 197: // IndexStmt
-		b := d.bIndexStmt.new(d.count[id])
+		b := d.bIndexStmt.new(int(d.count[893]))
 		b.w.IndexStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3828,7 +3828,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 198: // CreateStatsStmt
-		b := d.bCreateStatsStmt.new(d.count[id])
+		b := d.bCreateStatsStmt.new(int(d.count[410]))
 		b.w.CreateStatsStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3836,7 +3836,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 199: // StatsElem
-		b := d.bStatsElem.new(d.count[id])
+		b := d.bStatsElem.new(int(d.count[823]))
 		b.w.StatsElem = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3844,7 +3844,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 200: // AlterStatsStmt
-		b := d.bAlterStatsStmt.new(d.count[id])
+		b := d.bAlterStatsStmt.new(int(d.count[864]))
 		b.w.AlterStatsStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3852,7 +3852,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 201: // CreateFunctionStmt
-		b := d.bCreateFunctionStmt.new(d.count[id])
+		b := d.bCreateFunctionStmt.new(int(d.count[671]))
 		b.w.CreateFunctionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3860,7 +3860,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 202: // FunctionParameter
-		b := d.bFunctionParameter.new(d.count[id])
+		b := d.bFunctionParameter.new(int(d.count[44]))
 		b.w.FunctionParameter = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3868,7 +3868,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 203: // AlterFunctionStmt
-		b := d.bAlterFunctionStmt.new(d.count[id])
+		b := d.bAlterFunctionStmt.new(int(d.count[253]))
 		b.w.AlterFunctionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3876,7 +3876,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 204: // DoStmt
-		b := d.bDoStmt.new(d.count[id])
+		b := d.bDoStmt.new(int(d.count[378]))
 		b.w.DoStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3884,7 +3884,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 205: // InlineCodeBlock
-		b := d.bInlineCodeBlock.new(d.count[id])
+		b := d.bInlineCodeBlock.new(int(d.count[342]))
 		b.w.InlineCodeBlock = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3892,7 +3892,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 206: // CallStmt
-		b := d.bCallStmt.new(d.count[id])
+		b := d.bCallStmt.new(int(d.count[311]))
 		b.w.CallStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3900,7 +3900,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 207: // CallContext
-		b := d.bCallContext.new(d.count[id])
+		b := d.bCallContext.new(int(d.count[48]))
 		b.w.CallContext = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3908,7 +3908,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 208: // RenameStmt
-		b := d.bRenameStmt.new(d.count[id])
+		b := d.bRenameStmt.new(int(d.count[149]))
 		b.w.RenameStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3916,7 +3916,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 209: // AlterObjectDependsStmt
-		b := d.bAlterObjectDependsStmt.new(d.count[id])
+		b := d.bAlterObjectDependsStmt.new(int(d.count[569]))
 		b.w.AlterObjectDependsStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3924,7 +3924,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 210: // AlterObjectSchemaStmt
-		b := d.bAlterObjectSchemaStmt.new(d.count[id])
+		b := d.bAlterObjectSchemaStmt.new(int(d.count[653]))
 		b.w.AlterObjectSchemaStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3932,7 +3932,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 211: // AlterOwnerStmt
-		b := d.bAlterOwnerStmt.new(d.count[id])
+		b := d.bAlterOwnerStmt.new(int(d.count[392]))
 		b.w.AlterOwnerStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3940,7 +3940,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 212: // AlterOperatorStmt
-		b := d.bAlterOperatorStmt.new(d.count[id])
+		b := d.bAlterOperatorStmt.new(int(d.count[541]))
 		b.w.AlterOperatorStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3948,7 +3948,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 213: // AlterTypeStmt
-		b := d.bAlterTypeStmt.new(d.count[id])
+		b := d.bAlterTypeStmt.new(int(d.count[341]))
 		b.w.AlterTypeStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3956,7 +3956,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 214: // RuleStmt
-		b := d.bRuleStmt.new(d.count[id])
+		b := d.bRuleStmt.new(int(d.count[917]))
 		b.w.RuleStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3964,7 +3964,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 215: // NotifyStmt
-		b := d.bNotifyStmt.new(d.count[id])
+		b := d.bNotifyStmt.new(int(d.count[722]))
 		b.w.NotifyStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3972,7 +3972,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 216: // ListenStmt
-		b := d.bListenStmt.new(d.count[id])
+		b := d.bListenStmt.new(int(d.count[880]))
 		b.w.ListenStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3980,7 +3980,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 217: // UnlistenStmt
-		b := d.bUnlistenStmt.new(d.count[id])
+		b := d.bUnlistenStmt.new(int(d.count[843]))
 		b.w.UnlistenStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3988,7 +3988,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 218: // TransactionStmt
-		b := d.bTransactionStmt.new(d.count[id])
+		b := d.bTransactionStmt.new(int(d.count[453]))
 		b.w.TransactionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3996,7 +3996,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 219: // CompositeTypeStmt
-		b := d.bCompositeTypeStmt.new(d.count[id])
+		b := d.bCompositeTypeStmt.new(int(d.count[82]))
 		b.w.CompositeTypeStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4004,7 +4004,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 220: // CreateEnumStmt
-		b := d.bCreateEnumStmt.new(d.count[id])
+		b := d.bCreateEnumStmt.new(int(d.count[550]))
 		b.w.CreateEnumStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4012,7 +4012,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 221: // CreateRangeStmt
-		b := d.bCreateRangeStmt.new(d.count[id])
+		b := d.bCreateRangeStmt.new(int(d.count[236]))
 		b.w.CreateRangeStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4020,7 +4020,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 222: // AlterEnumStmt
-		b := d.bAlterEnumStmt.new(d.count[id])
+		b := d.bAlterEnumStmt.new(int(d.count[532]))
 		b.w.AlterEnumStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4028,7 +4028,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 223: // ViewStmt
-		b := d.bViewStmt.new(d.count[id])
+		b := d.bViewStmt.new(int(d.count[6]))
 		b.w.ViewStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4036,7 +4036,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 224: // LoadStmt
-		b := d.bLoadStmt.new(d.count[id])
+		b := d.bLoadStmt.new(int(d.count[887]))
 		b.w.LoadStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4044,7 +4044,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 225: // CreatedbStmt
-		b := d.bCreatedbStmt.new(d.count[id])
+		b := d.bCreatedbStmt.new(int(d.count[205]))
 		b.w.CreatedbStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4052,7 +4052,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 226: // AlterDatabaseStmt
-		b := d.bAlterDatabaseStmt.new(d.count[id])
+		b := d.bAlterDatabaseStmt.new(int(d.count[504]))
 		b.w.AlterDatabaseStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4060,7 +4060,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 227: // AlterDatabaseRefreshCollStmt
-		b := d.bAlterDatabaseRefreshCollStmt.new(d.count[id])
+		b := d.bAlterDatabaseRefreshCollStmt.new(int(d.count[1]))
 		b.w.AlterDatabaseRefreshCollStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4068,7 +4068,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 228: // AlterDatabaseSetStmt
-		b := d.bAlterDatabaseSetStmt.new(d.count[id])
+		b := d.bAlterDatabaseSetStmt.new(int(d.count[656]))
 		b.w.AlterDatabaseSetStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4076,7 +4076,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 229: // DropdbStmt
-		b := d.bDropdbStmt.new(d.count[id])
+		b := d.bDropdbStmt.new(int(d.count[872]))
 		b.w.DropdbStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4084,7 +4084,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 230: // AlterSystemStmt
-		b := d.bAlterSystemStmt.new(d.count[id])
+		b := d.bAlterSystemStmt.new(int(d.count[324]))
 		b.w.AlterSystemStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4092,7 +4092,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 231: // ClusterStmt
-		b := d.bClusterStmt.new(d.count[id])
+		b := d.bClusterStmt.new(int(d.count[675]))
 		b.w.ClusterStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4100,7 +4100,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 232: // VacuumStmt
-		b := d.bVacuumStmt.new(d.count[id])
+		b := d.bVacuumStmt.new(int(d.count[804]))
 		b.w.VacuumStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4108,7 +4108,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 233: // VacuumRelation
-		b := d.bVacuumRelation.new(d.count[id])
+		b := d.bVacuumRelation.new(int(d.count[850]))
 		b.w.VacuumRelation = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4116,7 +4116,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 234: // ExplainStmt
-		b := d.bExplainStmt.new(d.count[id])
+		b := d.bExplainStmt.new(int(d.count[562]))
 		b.w.ExplainStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4124,7 +4124,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 235: // CreateTableAsStmt
-		b := d.bCreateTableAsStmt.new(d.count[id])
+		b := d.bCreateTableAsStmt.new(int(d.count[5]))
 		b.w.CreateTableAsStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4132,7 +4132,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 236: // RefreshMatViewStmt
-		b := d.bRefreshMatViewStmt.new(d.count[id])
+		b := d.bRefreshMatViewStmt.new(int(d.count[761]))
 		b.w.RefreshMatViewStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4140,7 +4140,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 237: // CheckPointStmt
-		b := d.bCheckPointStmt.new(d.count[id])
+		b := d.bCheckPointStmt.new(int(d.count[457]))
 		b.w.CheckPointStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4148,7 +4148,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 238: // DiscardStmt
-		b := d.bDiscardStmt.new(d.count[id])
+		b := d.bDiscardStmt.new(int(d.count[255]))
 		b.w.DiscardStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4156,7 +4156,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 239: // LockStmt
-		b := d.bLockStmt.new(d.count[id])
+		b := d.bLockStmt.new(int(d.count[884]))
 		b.w.LockStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4164,7 +4164,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 240: // ConstraintsSetStmt
-		b := d.bConstraintsSetStmt.new(d.count[id])
+		b := d.bConstraintsSetStmt.new(int(d.count[327]))
 		b.w.ConstraintsSetStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4172,7 +4172,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 241: // ReindexStmt
-		b := d.bReindexStmt.new(d.count[id])
+		b := d.bReindexStmt.new(int(d.count[322]))
 		b.w.ReindexStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4180,7 +4180,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 242: // CreateConversionStmt
-		b := d.bCreateConversionStmt.new(d.count[id])
+		b := d.bCreateConversionStmt.new(int(d.count[483]))
 		b.w.CreateConversionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4188,7 +4188,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 243: // CreateCastStmt
-		b := d.bCreateCastStmt.new(d.count[id])
+		b := d.bCreateCastStmt.new(int(d.count[1008]))
 		b.w.CreateCastStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4196,7 +4196,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 244: // CreateTransformStmt
-		b := d.bCreateTransformStmt.new(d.count[id])
+		b := d.bCreateTransformStmt.new(int(d.count[1013]))
 		b.w.CreateTransformStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4204,7 +4204,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 245: // PrepareStmt
-		b := d.bPrepareStmt.new(d.count[id])
+		b := d.bPrepareStmt.new(int(d.count[434]))
 		b.w.PrepareStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4212,7 +4212,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 246: // ExecuteStmt
-		b := d.bExecuteStmt.new(d.count[id])
+		b := d.bExecuteStmt.new(int(d.count[998]))
 		b.w.ExecuteStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4220,7 +4220,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 247: // DeallocateStmt
-		b := d.bDeallocateStmt.new(d.count[id])
+		b := d.bDeallocateStmt.new(int(d.count[711]))
 		b.w.DeallocateStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4228,7 +4228,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 248: // DropOwnedStmt
-		b := d.bDropOwnedStmt.new(d.count[id])
+		b := d.bDropOwnedStmt.new(int(d.count[979]))
 		b.w.DropOwnedStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4236,7 +4236,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 249: // ReassignOwnedStmt
-		b := d.bReassignOwnedStmt.new(d.count[id])
+		b := d.bReassignOwnedStmt.new(int(d.count[172]))
 		b.w.ReassignOwnedStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4244,7 +4244,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 250: // AlterTSDictionaryStmt
-		b := d.bAlterTSDictionaryStmt.new(d.count[id])
+		b := d.bAlterTSDictionaryStmt.new(int(d.count[696]))
 		b.w.AlterTsdictionaryStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4252,7 +4252,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 251: // AlterTSConfigurationStmt
-		b := d.bAlterTSConfigurationStmt.new(d.count[id])
+		b := d.bAlterTSConfigurationStmt.new(int(d.count[150]))
 		b.w.AlterTsconfigurationStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4260,7 +4260,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 252: // PublicationTable
-		b := d.bPublicationTable.new(d.count[id])
+		b := d.bPublicationTable.new(int(d.count[71]))
 		b.w.PublicationTable = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4268,7 +4268,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 253: // PublicationObjSpec
-		b := d.bPublicationObjSpec.new(d.count[id])
+		b := d.bPublicationObjSpec.new(int(d.count[853]))
 		b.w.PublicationObjSpec = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4276,7 +4276,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 254: // CreatePublicationStmt
-		b := d.bCreatePublicationStmt.new(d.count[id])
+		b := d.bCreatePublicationStmt.new(int(d.count[651]))
 		b.w.CreatePublicationStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4284,7 +4284,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 255: // AlterPublicationStmt
-		b := d.bAlterPublicationStmt.new(d.count[id])
+		b := d.bAlterPublicationStmt.new(int(d.count[705]))
 		b.w.AlterPublicationStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4292,7 +4292,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 256: // CreateSubscriptionStmt
-		b := d.bCreateSubscriptionStmt.new(d.count[id])
+		b := d.bCreateSubscriptionStmt.new(int(d.count[66]))
 		b.w.CreateSubscriptionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4300,7 +4300,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 257: // AlterSubscriptionStmt
-		b := d.bAlterSubscriptionStmt.new(d.count[id])
+		b := d.bAlterSubscriptionStmt.new(int(d.count[648]))
 		b.w.AlterSubscriptionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4308,7 +4308,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 258: // DropSubscriptionStmt
-		b := d.bDropSubscriptionStmt.new(d.count[id])
+		b := d.bDropSubscriptionStmt.new(int(d.count[539]))
 		b.w.DropSubscriptionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4316,7 +4316,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 259: // Integer
-		b := d.bInteger.new(d.count[id])
+		b := d.bInteger.new(int(d.count[997]))
 		b.w.Integer = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4324,7 +4324,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 260: // Float
-		b := d.bFloat.new(d.count[id])
+		b := d.bFloat.new(int(d.count[549]))
 		b.w.Float = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4332,7 +4332,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 261: // Boolean
-		b := d.bBoolean.new(d.count[id])
+		b := d.bBoolean.new(int(d.count[863]))
 		b.w.Boolean = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4340,7 +4340,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 262: // String
-		b := d.bString.new(d.count[id])
+		b := d.bString.new(int(d.count[88]))
 		b.w.String_ = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4348,7 +4348,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 263: // BitString
-		b := d.bBitString.new(d.count[id])
+		b := d.bBitString.new(int(d.count[281]))
 		b.w.BitString = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4356,7 +4356,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 264: // List
-		b := d.bList.new(d.count[id])
+		b := d.bList.new(int(d.count[929]))
 		b.w.List = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4364,7 +4364,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 265: // IntList
-		b := d.bIntList.new(d.count[id])
+		b := d.bIntList.new(int(d.count[234]))
 		b.w.IntList = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4372,7 +4372,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 266: // OidList
-		b := d.bOidList.new(d.count[id])
+		b := d.bOidList.new(int(d.count[875]))
 		b.w.OidList = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4380,7 +4380,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 267: // A_Const
-		b := d.bA_Const.new(d.count[id])
+		b := d.bA_Const.new(int(d.count[936]))
 		b.w.AConst = &b.m
 		b.n.Node = &b.w
 		if d.open() {

@@ -79,9 +79,10 @@ type decoder struct {
 	textChunk int
 	// empty holds Nodes with no value ({} in a list).
 	empty slab[pg.Node]
-	// count is the number of nodes of each type in the document, counted
-	// before decoding so that each type's slab is allocated once.
-	count [nodeTypes]int
+	// count is the number of nodes of each type in the document, by the
+	// hash of the type's name (a collision only overcounts), counted before
+	// decoding so that each type's slab is allocated once.
+	count [len(nodeTable)]int32
 	slabs
 }
 
@@ -89,26 +90,25 @@ type decoder struct {
 // first key, a node type name, starts with an upper-case letter (field
 // names do not). Inside a JSON string `{"` can only be followed by the
 // end of that string, so string contents are never counted. The counts
-// only size slabs; a wrong count would cost allocations, not correctness.
+// only size slabs; a wrong count costs allocations, not correctness.
 func (d *decoder) countNodes() {
 	s := d.s
 	for {
 		i := strings.IndexByte(s, '{')
-		if i < 0 || i+3 >= len(s) {
+		if i < 0 || i+2 >= len(s) {
 			return
 		}
 		s = s[i+1:]
 		if s[0] != '"' || s[1] < 'A' || s[1] > 'Z' {
 			continue
 		}
-		s = s[1:]
-		j := strings.IndexByte(s, '"')
-		if j < 0 {
-			return
+		h := uint32(2166136261) // FNV-1a, as gen's hash
+		j := 1
+		for ; j < len(s) && s[j] != '"'; j++ {
+			h ^= uint32(s[j])
+			h *= 16777619
 		}
-		if id := nodeID(s[:j]); id >= 0 {
-			d.count[id]++
-		}
+		d.count[int(h)&(len(nodeTable)-1)]++
 		s = s[j:]
 	}
 }

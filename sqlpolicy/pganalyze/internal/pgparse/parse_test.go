@@ -179,7 +179,7 @@ func TestDecodeMalformed(t *testing.T) {
 // corpusTexts collects the SQL of the policy corpus (testdata/pg), the Go
 // string literals of the analyzer's and the engine's tests, their fuzz
 // seeds, and the statements of the fixture schema.
-func corpusTexts(t *testing.T) []string {
+func corpusTexts(t testing.TB) []string {
 	t.Helper()
 	var texts []string
 	for _, dir := range []string{"testdata/pg/cases", "testdata/pg/cases-writer"} {
@@ -225,7 +225,7 @@ func corpusTexts(t *testing.T) []string {
 }
 
 // goStrings returns the string literals of a Go file.
-func goStrings(t *testing.T, path string) []string {
+func goStrings(t testing.TB, path string) []string {
 	t.Helper()
 	f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.SkipObjectResolution)
 	require.NoError(t, err)
@@ -242,7 +242,7 @@ func goStrings(t *testing.T, path string) []string {
 }
 
 // fuzzSeedStrings returns the string values of a Go fuzz corpus file.
-func fuzzSeedStrings(t *testing.T, path string) []string {
+func fuzzSeedStrings(t testing.TB, path string) []string {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	require.NoError(t, err)

@@ -173,7 +173,7 @@ func main() {
 	for id, f := range node.fields {
 		mn := goName(f.fd.Message())
 		p("\tcase %d: // %s\n", id, f.json)
-		p("\t\tb := d.b%s.new(d.count[id])\n", mn)
+		p("\t\tb := d.b%s.new(int(d.count[%d]))\n", mn, hash(f.json)&(tableSize-1))
 		p("\t\tb.w.%s = &b.m\n\t\tb.n.Node = &b.w\n", f.wrapperField)
 		p("\t\tif d.open() {\n\t\t\td.dec%s(&b.m)\n\t\t}\n", mn)
 		p("\t\tn = &b.n\n")
