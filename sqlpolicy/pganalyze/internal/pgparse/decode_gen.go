@@ -1954,6 +1954,635 @@ type slabs struct {
 	mWithClause                   slab[pg.WithClause]
 }
 
+// clearSlab drops slab id, so that the pooled decoder keeps none of
+// the returned tree's memory.
+func (s *slabs) clearSlab(id uint16) {
+	switch id {
+	case 0:
+		s.bAlias.free, s.bAlias.next = nil, 0
+	case 1:
+		s.bRangeVar.free, s.bRangeVar.next = nil, 0
+	case 2:
+		s.bTableFunc.free, s.bTableFunc.next = nil, 0
+	case 3:
+		s.bIntoClause.free, s.bIntoClause.next = nil, 0
+	case 4:
+		s.bVar.free, s.bVar.next = nil, 0
+	case 5:
+		s.bParam.free, s.bParam.next = nil, 0
+	case 6:
+		s.bAggref.free, s.bAggref.next = nil, 0
+	case 7:
+		s.bGroupingFunc.free, s.bGroupingFunc.next = nil, 0
+	case 8:
+		s.bWindowFunc.free, s.bWindowFunc.next = nil, 0
+	case 9:
+		s.bWindowFuncRunCondition.free, s.bWindowFuncRunCondition.next = nil, 0
+	case 10:
+		s.bMergeSupportFunc.free, s.bMergeSupportFunc.next = nil, 0
+	case 11:
+		s.bSubscriptingRef.free, s.bSubscriptingRef.next = nil, 0
+	case 12:
+		s.bFuncExpr.free, s.bFuncExpr.next = nil, 0
+	case 13:
+		s.bNamedArgExpr.free, s.bNamedArgExpr.next = nil, 0
+	case 14:
+		s.bOpExpr.free, s.bOpExpr.next = nil, 0
+	case 15:
+		s.bDistinctExpr.free, s.bDistinctExpr.next = nil, 0
+	case 16:
+		s.bNullIfExpr.free, s.bNullIfExpr.next = nil, 0
+	case 17:
+		s.bScalarArrayOpExpr.free, s.bScalarArrayOpExpr.next = nil, 0
+	case 18:
+		s.bBoolExpr.free, s.bBoolExpr.next = nil, 0
+	case 19:
+		s.bSubLink.free, s.bSubLink.next = nil, 0
+	case 20:
+		s.bSubPlan.free, s.bSubPlan.next = nil, 0
+	case 21:
+		s.bAlternativeSubPlan.free, s.bAlternativeSubPlan.next = nil, 0
+	case 22:
+		s.bFieldSelect.free, s.bFieldSelect.next = nil, 0
+	case 23:
+		s.bFieldStore.free, s.bFieldStore.next = nil, 0
+	case 24:
+		s.bRelabelType.free, s.bRelabelType.next = nil, 0
+	case 25:
+		s.bCoerceViaIO.free, s.bCoerceViaIO.next = nil, 0
+	case 26:
+		s.bArrayCoerceExpr.free, s.bArrayCoerceExpr.next = nil, 0
+	case 27:
+		s.bConvertRowtypeExpr.free, s.bConvertRowtypeExpr.next = nil, 0
+	case 28:
+		s.bCollateExpr.free, s.bCollateExpr.next = nil, 0
+	case 29:
+		s.bCaseExpr.free, s.bCaseExpr.next = nil, 0
+	case 30:
+		s.bCaseWhen.free, s.bCaseWhen.next = nil, 0
+	case 31:
+		s.bCaseTestExpr.free, s.bCaseTestExpr.next = nil, 0
+	case 32:
+		s.bArrayExpr.free, s.bArrayExpr.next = nil, 0
+	case 33:
+		s.bRowExpr.free, s.bRowExpr.next = nil, 0
+	case 34:
+		s.bRowCompareExpr.free, s.bRowCompareExpr.next = nil, 0
+	case 35:
+		s.bCoalesceExpr.free, s.bCoalesceExpr.next = nil, 0
+	case 36:
+		s.bMinMaxExpr.free, s.bMinMaxExpr.next = nil, 0
+	case 37:
+		s.bSQLValueFunction.free, s.bSQLValueFunction.next = nil, 0
+	case 38:
+		s.bXmlExpr.free, s.bXmlExpr.next = nil, 0
+	case 39:
+		s.bJsonFormat.free, s.bJsonFormat.next = nil, 0
+	case 40:
+		s.bJsonReturning.free, s.bJsonReturning.next = nil, 0
+	case 41:
+		s.bJsonValueExpr.free, s.bJsonValueExpr.next = nil, 0
+	case 42:
+		s.bJsonConstructorExpr.free, s.bJsonConstructorExpr.next = nil, 0
+	case 43:
+		s.bJsonIsPredicate.free, s.bJsonIsPredicate.next = nil, 0
+	case 44:
+		s.bJsonBehavior.free, s.bJsonBehavior.next = nil, 0
+	case 45:
+		s.bJsonExpr.free, s.bJsonExpr.next = nil, 0
+	case 46:
+		s.bJsonTablePath.free, s.bJsonTablePath.next = nil, 0
+	case 47:
+		s.bJsonTablePathScan.free, s.bJsonTablePathScan.next = nil, 0
+	case 48:
+		s.bJsonTableSiblingJoin.free, s.bJsonTableSiblingJoin.next = nil, 0
+	case 49:
+		s.bNullTest.free, s.bNullTest.next = nil, 0
+	case 50:
+		s.bBooleanTest.free, s.bBooleanTest.next = nil, 0
+	case 51:
+		s.bMergeAction.free, s.bMergeAction.next = nil, 0
+	case 52:
+		s.bCoerceToDomain.free, s.bCoerceToDomain.next = nil, 0
+	case 53:
+		s.bCoerceToDomainValue.free, s.bCoerceToDomainValue.next = nil, 0
+	case 54:
+		s.bSetToDefault.free, s.bSetToDefault.next = nil, 0
+	case 55:
+		s.bCurrentOfExpr.free, s.bCurrentOfExpr.next = nil, 0
+	case 56:
+		s.bNextValueExpr.free, s.bNextValueExpr.next = nil, 0
+	case 57:
+		s.bInferenceElem.free, s.bInferenceElem.next = nil, 0
+	case 58:
+		s.bTargetEntry.free, s.bTargetEntry.next = nil, 0
+	case 59:
+		s.bRangeTblRef.free, s.bRangeTblRef.next = nil, 0
+	case 60:
+		s.bJoinExpr.free, s.bJoinExpr.next = nil, 0
+	case 61:
+		s.bFromExpr.free, s.bFromExpr.next = nil, 0
+	case 62:
+		s.bOnConflictExpr.free, s.bOnConflictExpr.next = nil, 0
+	case 63:
+		s.bQuery.free, s.bQuery.next = nil, 0
+	case 64:
+		s.bTypeName.free, s.bTypeName.next = nil, 0
+	case 65:
+		s.bColumnRef.free, s.bColumnRef.next = nil, 0
+	case 66:
+		s.bParamRef.free, s.bParamRef.next = nil, 0
+	case 67:
+		s.bA_Expr.free, s.bA_Expr.next = nil, 0
+	case 68:
+		s.bTypeCast.free, s.bTypeCast.next = nil, 0
+	case 69:
+		s.bCollateClause.free, s.bCollateClause.next = nil, 0
+	case 70:
+		s.bRoleSpec.free, s.bRoleSpec.next = nil, 0
+	case 71:
+		s.bFuncCall.free, s.bFuncCall.next = nil, 0
+	case 72:
+		s.bA_Star.free, s.bA_Star.next = nil, 0
+	case 73:
+		s.bA_Indices.free, s.bA_Indices.next = nil, 0
+	case 74:
+		s.bA_Indirection.free, s.bA_Indirection.next = nil, 0
+	case 75:
+		s.bA_ArrayExpr.free, s.bA_ArrayExpr.next = nil, 0
+	case 76:
+		s.bResTarget.free, s.bResTarget.next = nil, 0
+	case 77:
+		s.bMultiAssignRef.free, s.bMultiAssignRef.next = nil, 0
+	case 78:
+		s.bSortBy.free, s.bSortBy.next = nil, 0
+	case 79:
+		s.bWindowDef.free, s.bWindowDef.next = nil, 0
+	case 80:
+		s.bRangeSubselect.free, s.bRangeSubselect.next = nil, 0
+	case 81:
+		s.bRangeFunction.free, s.bRangeFunction.next = nil, 0
+	case 82:
+		s.bRangeTableFunc.free, s.bRangeTableFunc.next = nil, 0
+	case 83:
+		s.bRangeTableFuncCol.free, s.bRangeTableFuncCol.next = nil, 0
+	case 84:
+		s.bRangeTableSample.free, s.bRangeTableSample.next = nil, 0
+	case 85:
+		s.bColumnDef.free, s.bColumnDef.next = nil, 0
+	case 86:
+		s.bTableLikeClause.free, s.bTableLikeClause.next = nil, 0
+	case 87:
+		s.bIndexElem.free, s.bIndexElem.next = nil, 0
+	case 88:
+		s.bDefElem.free, s.bDefElem.next = nil, 0
+	case 89:
+		s.bLockingClause.free, s.bLockingClause.next = nil, 0
+	case 90:
+		s.bXmlSerialize.free, s.bXmlSerialize.next = nil, 0
+	case 91:
+		s.bPartitionElem.free, s.bPartitionElem.next = nil, 0
+	case 92:
+		s.bPartitionSpec.free, s.bPartitionSpec.next = nil, 0
+	case 93:
+		s.bPartitionBoundSpec.free, s.bPartitionBoundSpec.next = nil, 0
+	case 94:
+		s.bPartitionRangeDatum.free, s.bPartitionRangeDatum.next = nil, 0
+	case 95:
+		s.bSinglePartitionSpec.free, s.bSinglePartitionSpec.next = nil, 0
+	case 96:
+		s.bPartitionCmd.free, s.bPartitionCmd.next = nil, 0
+	case 97:
+		s.bRangeTblEntry.free, s.bRangeTblEntry.next = nil, 0
+	case 98:
+		s.bRTEPermissionInfo.free, s.bRTEPermissionInfo.next = nil, 0
+	case 99:
+		s.bRangeTblFunction.free, s.bRangeTblFunction.next = nil, 0
+	case 100:
+		s.bTableSampleClause.free, s.bTableSampleClause.next = nil, 0
+	case 101:
+		s.bWithCheckOption.free, s.bWithCheckOption.next = nil, 0
+	case 102:
+		s.bSortGroupClause.free, s.bSortGroupClause.next = nil, 0
+	case 103:
+		s.bGroupingSet.free, s.bGroupingSet.next = nil, 0
+	case 104:
+		s.bWindowClause.free, s.bWindowClause.next = nil, 0
+	case 105:
+		s.bRowMarkClause.free, s.bRowMarkClause.next = nil, 0
+	case 106:
+		s.bWithClause.free, s.bWithClause.next = nil, 0
+	case 107:
+		s.bInferClause.free, s.bInferClause.next = nil, 0
+	case 108:
+		s.bOnConflictClause.free, s.bOnConflictClause.next = nil, 0
+	case 109:
+		s.bCTESearchClause.free, s.bCTESearchClause.next = nil, 0
+	case 110:
+		s.bCTECycleClause.free, s.bCTECycleClause.next = nil, 0
+	case 111:
+		s.bCommonTableExpr.free, s.bCommonTableExpr.next = nil, 0
+	case 112:
+		s.bMergeWhenClause.free, s.bMergeWhenClause.next = nil, 0
+	case 113:
+		s.bTriggerTransition.free, s.bTriggerTransition.next = nil, 0
+	case 114:
+		s.bJsonOutput.free, s.bJsonOutput.next = nil, 0
+	case 115:
+		s.bJsonArgument.free, s.bJsonArgument.next = nil, 0
+	case 116:
+		s.bJsonFuncExpr.free, s.bJsonFuncExpr.next = nil, 0
+	case 117:
+		s.bJsonTablePathSpec.free, s.bJsonTablePathSpec.next = nil, 0
+	case 118:
+		s.bJsonTable.free, s.bJsonTable.next = nil, 0
+	case 119:
+		s.bJsonTableColumn.free, s.bJsonTableColumn.next = nil, 0
+	case 120:
+		s.bJsonKeyValue.free, s.bJsonKeyValue.next = nil, 0
+	case 121:
+		s.bJsonParseExpr.free, s.bJsonParseExpr.next = nil, 0
+	case 122:
+		s.bJsonScalarExpr.free, s.bJsonScalarExpr.next = nil, 0
+	case 123:
+		s.bJsonSerializeExpr.free, s.bJsonSerializeExpr.next = nil, 0
+	case 124:
+		s.bJsonObjectConstructor.free, s.bJsonObjectConstructor.next = nil, 0
+	case 125:
+		s.bJsonArrayConstructor.free, s.bJsonArrayConstructor.next = nil, 0
+	case 126:
+		s.bJsonArrayQueryConstructor.free, s.bJsonArrayQueryConstructor.next = nil, 0
+	case 127:
+		s.bJsonAggConstructor.free, s.bJsonAggConstructor.next = nil, 0
+	case 128:
+		s.bJsonObjectAgg.free, s.bJsonObjectAgg.next = nil, 0
+	case 129:
+		s.bJsonArrayAgg.free, s.bJsonArrayAgg.next = nil, 0
+	case 130:
+		s.bRawStmt.free, s.bRawStmt.next = nil, 0
+	case 131:
+		s.bInsertStmt.free, s.bInsertStmt.next = nil, 0
+	case 132:
+		s.bDeleteStmt.free, s.bDeleteStmt.next = nil, 0
+	case 133:
+		s.bUpdateStmt.free, s.bUpdateStmt.next = nil, 0
+	case 134:
+		s.bMergeStmt.free, s.bMergeStmt.next = nil, 0
+	case 135:
+		s.bSelectStmt.free, s.bSelectStmt.next = nil, 0
+	case 136:
+		s.bSetOperationStmt.free, s.bSetOperationStmt.next = nil, 0
+	case 137:
+		s.bReturnStmt.free, s.bReturnStmt.next = nil, 0
+	case 138:
+		s.bPLAssignStmt.free, s.bPLAssignStmt.next = nil, 0
+	case 139:
+		s.bCreateSchemaStmt.free, s.bCreateSchemaStmt.next = nil, 0
+	case 140:
+		s.bAlterTableStmt.free, s.bAlterTableStmt.next = nil, 0
+	case 141:
+		s.bReplicaIdentityStmt.free, s.bReplicaIdentityStmt.next = nil, 0
+	case 142:
+		s.bAlterTableCmd.free, s.bAlterTableCmd.next = nil, 0
+	case 143:
+		s.bAlterCollationStmt.free, s.bAlterCollationStmt.next = nil, 0
+	case 144:
+		s.bAlterDomainStmt.free, s.bAlterDomainStmt.next = nil, 0
+	case 145:
+		s.bGrantStmt.free, s.bGrantStmt.next = nil, 0
+	case 146:
+		s.bObjectWithArgs.free, s.bObjectWithArgs.next = nil, 0
+	case 147:
+		s.bAccessPriv.free, s.bAccessPriv.next = nil, 0
+	case 148:
+		s.bGrantRoleStmt.free, s.bGrantRoleStmt.next = nil, 0
+	case 149:
+		s.bAlterDefaultPrivilegesStmt.free, s.bAlterDefaultPrivilegesStmt.next = nil, 0
+	case 150:
+		s.bCopyStmt.free, s.bCopyStmt.next = nil, 0
+	case 151:
+		s.bVariableSetStmt.free, s.bVariableSetStmt.next = nil, 0
+	case 152:
+		s.bVariableShowStmt.free, s.bVariableShowStmt.next = nil, 0
+	case 153:
+		s.bCreateStmt.free, s.bCreateStmt.next = nil, 0
+	case 154:
+		s.bConstraint.free, s.bConstraint.next = nil, 0
+	case 155:
+		s.bCreateTableSpaceStmt.free, s.bCreateTableSpaceStmt.next = nil, 0
+	case 156:
+		s.bDropTableSpaceStmt.free, s.bDropTableSpaceStmt.next = nil, 0
+	case 157:
+		s.bAlterTableSpaceOptionsStmt.free, s.bAlterTableSpaceOptionsStmt.next = nil, 0
+	case 158:
+		s.bAlterTableMoveAllStmt.free, s.bAlterTableMoveAllStmt.next = nil, 0
+	case 159:
+		s.bCreateExtensionStmt.free, s.bCreateExtensionStmt.next = nil, 0
+	case 160:
+		s.bAlterExtensionStmt.free, s.bAlterExtensionStmt.next = nil, 0
+	case 161:
+		s.bAlterExtensionContentsStmt.free, s.bAlterExtensionContentsStmt.next = nil, 0
+	case 162:
+		s.bCreateFdwStmt.free, s.bCreateFdwStmt.next = nil, 0
+	case 163:
+		s.bAlterFdwStmt.free, s.bAlterFdwStmt.next = nil, 0
+	case 164:
+		s.bCreateForeignServerStmt.free, s.bCreateForeignServerStmt.next = nil, 0
+	case 165:
+		s.bAlterForeignServerStmt.free, s.bAlterForeignServerStmt.next = nil, 0
+	case 166:
+		s.bCreateForeignTableStmt.free, s.bCreateForeignTableStmt.next = nil, 0
+	case 167:
+		s.bCreateUserMappingStmt.free, s.bCreateUserMappingStmt.next = nil, 0
+	case 168:
+		s.bAlterUserMappingStmt.free, s.bAlterUserMappingStmt.next = nil, 0
+	case 169:
+		s.bDropUserMappingStmt.free, s.bDropUserMappingStmt.next = nil, 0
+	case 170:
+		s.bImportForeignSchemaStmt.free, s.bImportForeignSchemaStmt.next = nil, 0
+	case 171:
+		s.bCreatePolicyStmt.free, s.bCreatePolicyStmt.next = nil, 0
+	case 172:
+		s.bAlterPolicyStmt.free, s.bAlterPolicyStmt.next = nil, 0
+	case 173:
+		s.bCreateAmStmt.free, s.bCreateAmStmt.next = nil, 0
+	case 174:
+		s.bCreateTrigStmt.free, s.bCreateTrigStmt.next = nil, 0
+	case 175:
+		s.bCreateEventTrigStmt.free, s.bCreateEventTrigStmt.next = nil, 0
+	case 176:
+		s.bAlterEventTrigStmt.free, s.bAlterEventTrigStmt.next = nil, 0
+	case 177:
+		s.bCreatePLangStmt.free, s.bCreatePLangStmt.next = nil, 0
+	case 178:
+		s.bCreateRoleStmt.free, s.bCreateRoleStmt.next = nil, 0
+	case 179:
+		s.bAlterRoleStmt.free, s.bAlterRoleStmt.next = nil, 0
+	case 180:
+		s.bAlterRoleSetStmt.free, s.bAlterRoleSetStmt.next = nil, 0
+	case 181:
+		s.bDropRoleStmt.free, s.bDropRoleStmt.next = nil, 0
+	case 182:
+		s.bCreateSeqStmt.free, s.bCreateSeqStmt.next = nil, 0
+	case 183:
+		s.bAlterSeqStmt.free, s.bAlterSeqStmt.next = nil, 0
+	case 184:
+		s.bDefineStmt.free, s.bDefineStmt.next = nil, 0
+	case 185:
+		s.bCreateDomainStmt.free, s.bCreateDomainStmt.next = nil, 0
+	case 186:
+		s.bCreateOpClassStmt.free, s.bCreateOpClassStmt.next = nil, 0
+	case 187:
+		s.bCreateOpClassItem.free, s.bCreateOpClassItem.next = nil, 0
+	case 188:
+		s.bCreateOpFamilyStmt.free, s.bCreateOpFamilyStmt.next = nil, 0
+	case 189:
+		s.bAlterOpFamilyStmt.free, s.bAlterOpFamilyStmt.next = nil, 0
+	case 190:
+		s.bDropStmt.free, s.bDropStmt.next = nil, 0
+	case 191:
+		s.bTruncateStmt.free, s.bTruncateStmt.next = nil, 0
+	case 192:
+		s.bCommentStmt.free, s.bCommentStmt.next = nil, 0
+	case 193:
+		s.bSecLabelStmt.free, s.bSecLabelStmt.next = nil, 0
+	case 194:
+		s.bDeclareCursorStmt.free, s.bDeclareCursorStmt.next = nil, 0
+	case 195:
+		s.bClosePortalStmt.free, s.bClosePortalStmt.next = nil, 0
+	case 196:
+		s.bFetchStmt.free, s.bFetchStmt.next = nil, 0
+	case 197:
+		s.bIndexStmt.free, s.bIndexStmt.next = nil, 0
+	case 198:
+		s.bCreateStatsStmt.free, s.bCreateStatsStmt.next = nil, 0
+	case 199:
+		s.bStatsElem.free, s.bStatsElem.next = nil, 0
+	case 200:
+		s.bAlterStatsStmt.free, s.bAlterStatsStmt.next = nil, 0
+	case 201:
+		s.bCreateFunctionStmt.free, s.bCreateFunctionStmt.next = nil, 0
+	case 202:
+		s.bFunctionParameter.free, s.bFunctionParameter.next = nil, 0
+	case 203:
+		s.bAlterFunctionStmt.free, s.bAlterFunctionStmt.next = nil, 0
+	case 204:
+		s.bDoStmt.free, s.bDoStmt.next = nil, 0
+	case 205:
+		s.bInlineCodeBlock.free, s.bInlineCodeBlock.next = nil, 0
+	case 206:
+		s.bCallStmt.free, s.bCallStmt.next = nil, 0
+	case 207:
+		s.bCallContext.free, s.bCallContext.next = nil, 0
+	case 208:
+		s.bRenameStmt.free, s.bRenameStmt.next = nil, 0
+	case 209:
+		s.bAlterObjectDependsStmt.free, s.bAlterObjectDependsStmt.next = nil, 0
+	case 210:
+		s.bAlterObjectSchemaStmt.free, s.bAlterObjectSchemaStmt.next = nil, 0
+	case 211:
+		s.bAlterOwnerStmt.free, s.bAlterOwnerStmt.next = nil, 0
+	case 212:
+		s.bAlterOperatorStmt.free, s.bAlterOperatorStmt.next = nil, 0
+	case 213:
+		s.bAlterTypeStmt.free, s.bAlterTypeStmt.next = nil, 0
+	case 214:
+		s.bRuleStmt.free, s.bRuleStmt.next = nil, 0
+	case 215:
+		s.bNotifyStmt.free, s.bNotifyStmt.next = nil, 0
+	case 216:
+		s.bListenStmt.free, s.bListenStmt.next = nil, 0
+	case 217:
+		s.bUnlistenStmt.free, s.bUnlistenStmt.next = nil, 0
+	case 218:
+		s.bTransactionStmt.free, s.bTransactionStmt.next = nil, 0
+	case 219:
+		s.bCompositeTypeStmt.free, s.bCompositeTypeStmt.next = nil, 0
+	case 220:
+		s.bCreateEnumStmt.free, s.bCreateEnumStmt.next = nil, 0
+	case 221:
+		s.bCreateRangeStmt.free, s.bCreateRangeStmt.next = nil, 0
+	case 222:
+		s.bAlterEnumStmt.free, s.bAlterEnumStmt.next = nil, 0
+	case 223:
+		s.bViewStmt.free, s.bViewStmt.next = nil, 0
+	case 224:
+		s.bLoadStmt.free, s.bLoadStmt.next = nil, 0
+	case 225:
+		s.bCreatedbStmt.free, s.bCreatedbStmt.next = nil, 0
+	case 226:
+		s.bAlterDatabaseStmt.free, s.bAlterDatabaseStmt.next = nil, 0
+	case 227:
+		s.bAlterDatabaseRefreshCollStmt.free, s.bAlterDatabaseRefreshCollStmt.next = nil, 0
+	case 228:
+		s.bAlterDatabaseSetStmt.free, s.bAlterDatabaseSetStmt.next = nil, 0
+	case 229:
+		s.bDropdbStmt.free, s.bDropdbStmt.next = nil, 0
+	case 230:
+		s.bAlterSystemStmt.free, s.bAlterSystemStmt.next = nil, 0
+	case 231:
+		s.bClusterStmt.free, s.bClusterStmt.next = nil, 0
+	case 232:
+		s.bVacuumStmt.free, s.bVacuumStmt.next = nil, 0
+	case 233:
+		s.bVacuumRelation.free, s.bVacuumRelation.next = nil, 0
+	case 234:
+		s.bExplainStmt.free, s.bExplainStmt.next = nil, 0
+	case 235:
+		s.bCreateTableAsStmt.free, s.bCreateTableAsStmt.next = nil, 0
+	case 236:
+		s.bRefreshMatViewStmt.free, s.bRefreshMatViewStmt.next = nil, 0
+	case 237:
+		s.bCheckPointStmt.free, s.bCheckPointStmt.next = nil, 0
+	case 238:
+		s.bDiscardStmt.free, s.bDiscardStmt.next = nil, 0
+	case 239:
+		s.bLockStmt.free, s.bLockStmt.next = nil, 0
+	case 240:
+		s.bConstraintsSetStmt.free, s.bConstraintsSetStmt.next = nil, 0
+	case 241:
+		s.bReindexStmt.free, s.bReindexStmt.next = nil, 0
+	case 242:
+		s.bCreateConversionStmt.free, s.bCreateConversionStmt.next = nil, 0
+	case 243:
+		s.bCreateCastStmt.free, s.bCreateCastStmt.next = nil, 0
+	case 244:
+		s.bCreateTransformStmt.free, s.bCreateTransformStmt.next = nil, 0
+	case 245:
+		s.bPrepareStmt.free, s.bPrepareStmt.next = nil, 0
+	case 246:
+		s.bExecuteStmt.free, s.bExecuteStmt.next = nil, 0
+	case 247:
+		s.bDeallocateStmt.free, s.bDeallocateStmt.next = nil, 0
+	case 248:
+		s.bDropOwnedStmt.free, s.bDropOwnedStmt.next = nil, 0
+	case 249:
+		s.bReassignOwnedStmt.free, s.bReassignOwnedStmt.next = nil, 0
+	case 250:
+		s.bAlterTSDictionaryStmt.free, s.bAlterTSDictionaryStmt.next = nil, 0
+	case 251:
+		s.bAlterTSConfigurationStmt.free, s.bAlterTSConfigurationStmt.next = nil, 0
+	case 252:
+		s.bPublicationTable.free, s.bPublicationTable.next = nil, 0
+	case 253:
+		s.bPublicationObjSpec.free, s.bPublicationObjSpec.next = nil, 0
+	case 254:
+		s.bCreatePublicationStmt.free, s.bCreatePublicationStmt.next = nil, 0
+	case 255:
+		s.bAlterPublicationStmt.free, s.bAlterPublicationStmt.next = nil, 0
+	case 256:
+		s.bCreateSubscriptionStmt.free, s.bCreateSubscriptionStmt.next = nil, 0
+	case 257:
+		s.bAlterSubscriptionStmt.free, s.bAlterSubscriptionStmt.next = nil, 0
+	case 258:
+		s.bDropSubscriptionStmt.free, s.bDropSubscriptionStmt.next = nil, 0
+	case 259:
+		s.bInteger.free, s.bInteger.next = nil, 0
+	case 260:
+		s.bFloat.free, s.bFloat.next = nil, 0
+	case 261:
+		s.bBoolean.free, s.bBoolean.next = nil, 0
+	case 262:
+		s.bString.free, s.bString.next = nil, 0
+	case 263:
+		s.bBitString.free, s.bBitString.next = nil, 0
+	case 264:
+		s.bList.free, s.bList.next = nil, 0
+	case 265:
+		s.bIntList.free, s.bIntList.next = nil, 0
+	case 266:
+		s.bOidList.free, s.bOidList.next = nil, 0
+	case 267:
+		s.bA_Const.free, s.bA_Const.next = nil, 0
+	case 268:
+		s.bA_Const_Ival.free, s.bA_Const_Ival.next = nil, 0
+	case 269:
+		s.bA_Const_Fval.free, s.bA_Const_Fval.next = nil, 0
+	case 270:
+		s.bA_Const_Boolval.free, s.bA_Const_Boolval.next = nil, 0
+	case 271:
+		s.bA_Const_Sval.free, s.bA_Const_Sval.next = nil, 0
+	case 272:
+		s.bA_Const_Bsval.free, s.bA_Const_Bsval.next = nil, 0
+	case 273:
+		s.mAlias.free, s.mAlias.next = nil, 0
+	case 274:
+		s.mCTECycleClause.free, s.mCTECycleClause.next = nil, 0
+	case 275:
+		s.mCTESearchClause.free, s.mCTESearchClause.next = nil, 0
+	case 276:
+		s.mCollateClause.free, s.mCollateClause.next = nil, 0
+	case 277:
+		s.mCreateStmt.free, s.mCreateStmt.next = nil, 0
+	case 278:
+		s.mFromExpr.free, s.mFromExpr.next = nil, 0
+	case 279:
+		s.mFuncCall.free, s.mFuncCall.next = nil, 0
+	case 280:
+		s.mFuncExpr.free, s.mFuncExpr.next = nil, 0
+	case 281:
+		s.mGrantStmt.free, s.mGrantStmt.next = nil, 0
+	case 282:
+		s.mInferClause.free, s.mInferClause.next = nil, 0
+	case 283:
+		s.mIntoClause.free, s.mIntoClause.next = nil, 0
+	case 284:
+		s.mJsonAggConstructor.free, s.mJsonAggConstructor.next = nil, 0
+	case 285:
+		s.mJsonBehavior.free, s.mJsonBehavior.next = nil, 0
+	case 286:
+		s.mJsonFormat.free, s.mJsonFormat.next = nil, 0
+	case 287:
+		s.mJsonKeyValue.free, s.mJsonKeyValue.next = nil, 0
+	case 288:
+		s.mJsonOutput.free, s.mJsonOutput.next = nil, 0
+	case 289:
+		s.mJsonReturning.free, s.mJsonReturning.next = nil, 0
+	case 290:
+		s.mJsonTablePath.free, s.mJsonTablePath.next = nil, 0
+	case 291:
+		s.mJsonTablePathSpec.free, s.mJsonTablePathSpec.next = nil, 0
+	case 292:
+		s.mJsonValueExpr.free, s.mJsonValueExpr.next = nil, 0
+	case 293:
+		s.mObjectWithArgs.free, s.mObjectWithArgs.next = nil, 0
+	case 294:
+		s.mOnConflictClause.free, s.mOnConflictClause.next = nil, 0
+	case 295:
+		s.mOnConflictExpr.free, s.mOnConflictExpr.next = nil, 0
+	case 296:
+		s.mPartitionBoundSpec.free, s.mPartitionBoundSpec.next = nil, 0
+	case 297:
+		s.mPartitionSpec.free, s.mPartitionSpec.next = nil, 0
+	case 298:
+		s.mPublicationTable.free, s.mPublicationTable.next = nil, 0
+	case 299:
+		s.mQuery.free, s.mQuery.next = nil, 0
+	case 300:
+		s.mRangeVar.free, s.mRangeVar.next = nil, 0
+	case 301:
+		s.mRawStmt.free, s.mRawStmt.next = nil, 0
+	case 302:
+		s.mRoleSpec.free, s.mRoleSpec.next = nil, 0
+	case 303:
+		s.mSelectStmt.free, s.mSelectStmt.next = nil, 0
+	case 304:
+		s.mString.free, s.mString.next = nil, 0
+	case 305:
+		s.mTableFunc.free, s.mTableFunc.next = nil, 0
+	case 306:
+		s.mTableSampleClause.free, s.mTableSampleClause.next = nil, 0
+	case 307:
+		s.mTypeName.free, s.mTypeName.next = nil, 0
+	case 308:
+		s.mVariableSetStmt.free, s.mVariableSetStmt.next = nil, 0
+	case 309:
+		s.mWindowDef.free, s.mWindowDef.next = nil, 0
+	case 310:
+		s.mWithClause.free, s.mWithClause.next = nil, 0
+	}
+}
+
 // nodeTypes is the number of Node types; ids index nodeNames.
 const nodeTypes = 268
 
@@ -2244,7 +2873,7 @@ func (d *decoder) node() *pg.Node {
 	var n *pg.Node
 	switch id := nodeID(k); id {
 	case 0: // Alias
-		b := d.bAlias.new(int(d.count[759]))
+		b := d.bAlias.new(int(d.count[759]), &d.used, 0)
 		b.w.Alias = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2252,7 +2881,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 1: // RangeVar
-		b := d.bRangeVar.new(int(d.count[287]))
+		b := d.bRangeVar.new(int(d.count[287]), &d.used, 1)
 		b.w.RangeVar = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2260,7 +2889,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 2: // TableFunc
-		b := d.bTableFunc.new(int(d.count[989]))
+		b := d.bTableFunc.new(int(d.count[989]), &d.used, 2)
 		b.w.TableFunc = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2268,7 +2897,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 3: // IntoClause
-		b := d.bIntoClause.new(int(d.count[22]))
+		b := d.bIntoClause.new(int(d.count[22]), &d.used, 3)
 		b.w.IntoClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2276,7 +2905,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 4: // Var
-		b := d.bVar.new(int(d.count[606]))
+		b := d.bVar.new(int(d.count[606]), &d.used, 4)
 		b.w.Var = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2284,7 +2913,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 5: // Param
-		b := d.bParam.new(int(d.count[466]))
+		b := d.bParam.new(int(d.count[466]), &d.used, 5)
 		b.w.Param = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2292,7 +2921,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 6: // Aggref
-		b := d.bAggref.new(int(d.count[523]))
+		b := d.bAggref.new(int(d.count[523]), &d.used, 6)
 		b.w.Aggref = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2300,7 +2929,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 7: // GroupingFunc
-		b := d.bGroupingFunc.new(int(d.count[10]))
+		b := d.bGroupingFunc.new(int(d.count[10]), &d.used, 7)
 		b.w.GroupingFunc = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2308,7 +2937,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 8: // WindowFunc
-		b := d.bWindowFunc.new(int(d.count[367]))
+		b := d.bWindowFunc.new(int(d.count[367]), &d.used, 8)
 		b.w.WindowFunc = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2316,7 +2945,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 9: // WindowFuncRunCondition
-		b := d.bWindowFuncRunCondition.new(int(d.count[749]))
+		b := d.bWindowFuncRunCondition.new(int(d.count[749]), &d.used, 9)
 		b.w.WindowFuncRunCondition = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2324,7 +2953,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 10: // MergeSupportFunc
-		b := d.bMergeSupportFunc.new(int(d.count[612]))
+		b := d.bMergeSupportFunc.new(int(d.count[612]), &d.used, 10)
 		b.w.MergeSupportFunc = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2332,7 +2961,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 11: // SubscriptingRef
-		b := d.bSubscriptingRef.new(int(d.count[743]))
+		b := d.bSubscriptingRef.new(int(d.count[743]), &d.used, 11)
 		b.w.SubscriptingRef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2340,7 +2969,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 12: // FuncExpr
-		b := d.bFuncExpr.new(int(d.count[68]))
+		b := d.bFuncExpr.new(int(d.count[68]), &d.used, 12)
 		b.w.FuncExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2348,7 +2977,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 13: // NamedArgExpr
-		b := d.bNamedArgExpr.new(int(d.count[769]))
+		b := d.bNamedArgExpr.new(int(d.count[769]), &d.used, 13)
 		b.w.NamedArgExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2356,7 +2985,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 14: // OpExpr
-		b := d.bOpExpr.new(int(d.count[189]))
+		b := d.bOpExpr.new(int(d.count[189]), &d.used, 14)
 		b.w.OpExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2364,7 +2993,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 15: // DistinctExpr
-		b := d.bDistinctExpr.new(int(d.count[326]))
+		b := d.bDistinctExpr.new(int(d.count[326]), &d.used, 15)
 		b.w.DistinctExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2372,7 +3001,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 16: // NullIfExpr
-		b := d.bNullIfExpr.new(int(d.count[40]))
+		b := d.bNullIfExpr.new(int(d.count[40]), &d.used, 16)
 		b.w.NullIfExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2380,7 +3009,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 17: // ScalarArrayOpExpr
-		b := d.bScalarArrayOpExpr.new(int(d.count[218]))
+		b := d.bScalarArrayOpExpr.new(int(d.count[218]), &d.used, 17)
 		b.w.ScalarArrayOpExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2388,7 +3017,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 18: // BoolExpr
-		b := d.bBoolExpr.new(int(d.count[534]))
+		b := d.bBoolExpr.new(int(d.count[534]), &d.used, 18)
 		b.w.BoolExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2396,7 +3025,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 19: // SubLink
-		b := d.bSubLink.new(int(d.count[1017]))
+		b := d.bSubLink.new(int(d.count[1017]), &d.used, 19)
 		b.w.SubLink = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2404,7 +3033,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 20: // SubPlan
-		b := d.bSubPlan.new(int(d.count[194]))
+		b := d.bSubPlan.new(int(d.count[194]), &d.used, 20)
 		b.w.SubPlan = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2412,7 +3041,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 21: // AlternativeSubPlan
-		b := d.bAlternativeSubPlan.new(int(d.count[545]))
+		b := d.bAlternativeSubPlan.new(int(d.count[545]), &d.used, 21)
 		b.w.AlternativeSubPlan = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2420,7 +3049,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 22: // FieldSelect
-		b := d.bFieldSelect.new(int(d.count[327]))
+		b := d.bFieldSelect.new(int(d.count[327]), &d.used, 22)
 		b.w.FieldSelect = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2428,7 +3057,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 23: // FieldStore
-		b := d.bFieldStore.new(int(d.count[832]))
+		b := d.bFieldStore.new(int(d.count[832]), &d.used, 23)
 		b.w.FieldStore = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2436,7 +3065,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 24: // RelabelType
-		b := d.bRelabelType.new(int(d.count[974]))
+		b := d.bRelabelType.new(int(d.count[974]), &d.used, 24)
 		b.w.RelabelType = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2444,7 +3073,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 25: // CoerceViaIO
-		b := d.bCoerceViaIO.new(int(d.count[148]))
+		b := d.bCoerceViaIO.new(int(d.count[148]), &d.used, 25)
 		b.w.CoerceViaIo = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2452,7 +3081,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 26: // ArrayCoerceExpr
-		b := d.bArrayCoerceExpr.new(int(d.count[960]))
+		b := d.bArrayCoerceExpr.new(int(d.count[960]), &d.used, 26)
 		b.w.ArrayCoerceExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2460,7 +3089,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 27: // ConvertRowtypeExpr
-		b := d.bConvertRowtypeExpr.new(int(d.count[259]))
+		b := d.bConvertRowtypeExpr.new(int(d.count[259]), &d.used, 27)
 		b.w.ConvertRowtypeExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2468,7 +3097,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 28: // CollateExpr
-		b := d.bCollateExpr.new(int(d.count[510]))
+		b := d.bCollateExpr.new(int(d.count[510]), &d.used, 28)
 		b.w.CollateExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2476,7 +3105,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 29: // CaseExpr
-		b := d.bCaseExpr.new(int(d.count[754]))
+		b := d.bCaseExpr.new(int(d.count[754]), &d.used, 29)
 		b.w.CaseExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2484,7 +3113,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 30: // CaseWhen
-		b := d.bCaseWhen.new(int(d.count[557]))
+		b := d.bCaseWhen.new(int(d.count[557]), &d.used, 30)
 		b.w.CaseWhen = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2492,7 +3121,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 31: // CaseTestExpr
-		b := d.bCaseTestExpr.new(int(d.count[890]))
+		b := d.bCaseTestExpr.new(int(d.count[890]), &d.used, 31)
 		b.w.CaseTestExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2500,7 +3129,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 32: // ArrayExpr
-		b := d.bArrayExpr.new(int(d.count[369]))
+		b := d.bArrayExpr.new(int(d.count[369]), &d.used, 32)
 		b.w.ArrayExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2508,7 +3137,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 33: // RowExpr
-		b := d.bRowExpr.new(int(d.count[176]))
+		b := d.bRowExpr.new(int(d.count[176]), &d.used, 33)
 		b.w.RowExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2516,7 +3145,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 34: // RowCompareExpr
-		b := d.bRowCompareExpr.new(int(d.count[349]))
+		b := d.bRowCompareExpr.new(int(d.count[349]), &d.used, 34)
 		b.w.RowCompareExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2524,7 +3153,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 35: // CoalesceExpr
-		b := d.bCoalesceExpr.new(int(d.count[589]))
+		b := d.bCoalesceExpr.new(int(d.count[589]), &d.used, 35)
 		b.w.CoalesceExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2532,7 +3161,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 36: // MinMaxExpr
-		b := d.bMinMaxExpr.new(int(d.count[1004]))
+		b := d.bMinMaxExpr.new(int(d.count[1004]), &d.used, 36)
 		b.w.MinMaxExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2540,7 +3169,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 37: // SQLValueFunction
-		b := d.bSQLValueFunction.new(int(d.count[732]))
+		b := d.bSQLValueFunction.new(int(d.count[732]), &d.used, 37)
 		b.w.SqlvalueFunction = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2548,7 +3177,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 38: // XmlExpr
-		b := d.bXmlExpr.new(int(d.count[481]))
+		b := d.bXmlExpr.new(int(d.count[481]), &d.used, 38)
 		b.w.XmlExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2556,7 +3185,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 39: // JsonFormat
-		b := d.bJsonFormat.new(int(d.count[812]))
+		b := d.bJsonFormat.new(int(d.count[812]), &d.used, 39)
 		b.w.JsonFormat = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2564,7 +3193,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 40: // JsonReturning
-		b := d.bJsonReturning.new(int(d.count[383]))
+		b := d.bJsonReturning.new(int(d.count[383]), &d.used, 40)
 		b.w.JsonReturning = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2572,7 +3201,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 41: // JsonValueExpr
-		b := d.bJsonValueExpr.new(int(d.count[839]))
+		b := d.bJsonValueExpr.new(int(d.count[839]), &d.used, 41)
 		b.w.JsonValueExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2580,7 +3209,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 42: // JsonConstructorExpr
-		b := d.bJsonConstructorExpr.new(int(d.count[434]))
+		b := d.bJsonConstructorExpr.new(int(d.count[434]), &d.used, 42)
 		b.w.JsonConstructorExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2588,7 +3217,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 43: // JsonIsPredicate
-		b := d.bJsonIsPredicate.new(int(d.count[188]))
+		b := d.bJsonIsPredicate.new(int(d.count[188]), &d.used, 43)
 		b.w.JsonIsPredicate = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2596,7 +3225,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 44: // JsonBehavior
-		b := d.bJsonBehavior.new(int(d.count[485]))
+		b := d.bJsonBehavior.new(int(d.count[485]), &d.used, 44)
 		b.w.JsonBehavior = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2604,7 +3233,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 45: // JsonExpr
-		b := d.bJsonExpr.new(int(d.count[520]))
+		b := d.bJsonExpr.new(int(d.count[520]), &d.used, 45)
 		b.w.JsonExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2612,7 +3241,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 46: // JsonTablePath
-		b := d.bJsonTablePath.new(int(d.count[886]))
+		b := d.bJsonTablePath.new(int(d.count[886]), &d.used, 46)
 		b.w.JsonTablePath = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2620,7 +3249,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 47: // JsonTablePathScan
-		b := d.bJsonTablePathScan.new(int(d.count[19]))
+		b := d.bJsonTablePathScan.new(int(d.count[19]), &d.used, 47)
 		b.w.JsonTablePathScan = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2628,7 +3257,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 48: // JsonTableSiblingJoin
-		b := d.bJsonTableSiblingJoin.new(int(d.count[765]))
+		b := d.bJsonTableSiblingJoin.new(int(d.count[765]), &d.used, 48)
 		b.w.JsonTableSiblingJoin = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2636,7 +3265,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 49: // NullTest
-		b := d.bNullTest.new(int(d.count[512]))
+		b := d.bNullTest.new(int(d.count[512]), &d.used, 49)
 		b.w.NullTest = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2644,7 +3273,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 50: // BooleanTest
-		b := d.bBooleanTest.new(int(d.count[555]))
+		b := d.bBooleanTest.new(int(d.count[555]), &d.used, 50)
 		b.w.BooleanTest = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2652,7 +3281,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 51: // MergeAction
-		b := d.bMergeAction.new(int(d.count[637]))
+		b := d.bMergeAction.new(int(d.count[637]), &d.used, 51)
 		b.w.MergeAction = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2660,7 +3289,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 52: // CoerceToDomain
-		b := d.bCoerceToDomain.new(int(d.count[973]))
+		b := d.bCoerceToDomain.new(int(d.count[973]), &d.used, 52)
 		b.w.CoerceToDomain = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2668,7 +3297,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 53: // CoerceToDomainValue
-		b := d.bCoerceToDomainValue.new(int(d.count[146]))
+		b := d.bCoerceToDomainValue.new(int(d.count[146]), &d.used, 53)
 		b.w.CoerceToDomainValue = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2676,7 +3305,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 54: // SetToDefault
-		b := d.bSetToDefault.new(int(d.count[915]))
+		b := d.bSetToDefault.new(int(d.count[915]), &d.used, 54)
 		b.w.SetToDefault = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2684,7 +3313,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 55: // CurrentOfExpr
-		b := d.bCurrentOfExpr.new(int(d.count[672]))
+		b := d.bCurrentOfExpr.new(int(d.count[672]), &d.used, 55)
 		b.w.CurrentOfExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2692,7 +3321,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 56: // NextValueExpr
-		b := d.bNextValueExpr.new(int(d.count[234]))
+		b := d.bNextValueExpr.new(int(d.count[234]), &d.used, 56)
 		b.w.NextValueExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2700,7 +3329,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 57: // InferenceElem
-		b := d.bInferenceElem.new(int(d.count[671]))
+		b := d.bInferenceElem.new(int(d.count[671]), &d.used, 57)
 		b.w.InferenceElem = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2708,7 +3337,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 58: // TargetEntry
-		b := d.bTargetEntry.new(int(d.count[204]))
+		b := d.bTargetEntry.new(int(d.count[204]), &d.used, 58)
 		b.w.TargetEntry = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2716,7 +3345,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 59: // RangeTblRef
-		b := d.bRangeTblRef.new(int(d.count[969]))
+		b := d.bRangeTblRef.new(int(d.count[969]), &d.used, 59)
 		b.w.RangeTblRef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2724,7 +3353,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 60: // JoinExpr
-		b := d.bJoinExpr.new(int(d.count[746]))
+		b := d.bJoinExpr.new(int(d.count[746]), &d.used, 60)
 		b.w.JoinExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2732,7 +3361,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 61: // FromExpr
-		b := d.bFromExpr.new(int(d.count[382]))
+		b := d.bFromExpr.new(int(d.count[382]), &d.used, 61)
 		b.w.FromExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2740,7 +3369,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 62: // OnConflictExpr
-		b := d.bOnConflictExpr.new(int(d.count[757]))
+		b := d.bOnConflictExpr.new(int(d.count[757]), &d.used, 62)
 		b.w.OnConflictExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2748,7 +3377,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 63: // Query
-		b := d.bQuery.new(int(d.count[899]))
+		b := d.bQuery.new(int(d.count[899]), &d.used, 63)
 		b.w.Query = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2756,7 +3385,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 64: // TypeName
-		b := d.bTypeName.new(int(d.count[846]))
+		b := d.bTypeName.new(int(d.count[846]), &d.used, 64)
 		b.w.TypeName = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2764,7 +3393,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 65: // ColumnRef
-		b := d.bColumnRef.new(int(d.count[680]))
+		b := d.bColumnRef.new(int(d.count[680]), &d.used, 65)
 		b.w.ColumnRef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2772,7 +3401,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 66: // ParamRef
-		b := d.bParamRef.new(int(d.count[859]))
+		b := d.bParamRef.new(int(d.count[859]), &d.used, 66)
 		b.w.ParamRef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2780,7 +3409,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 67: // A_Expr
-		b := d.bA_Expr.new(int(d.count[410]))
+		b := d.bA_Expr.new(int(d.count[410]), &d.used, 67)
 		b.w.AExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2788,7 +3417,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 68: // TypeCast
-		b := d.bTypeCast.new(int(d.count[246]))
+		b := d.bTypeCast.new(int(d.count[246]), &d.used, 68)
 		b.w.TypeCast = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2796,7 +3425,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 69: // CollateClause
-		b := d.bCollateClause.new(int(d.count[344]))
+		b := d.bCollateClause.new(int(d.count[344]), &d.used, 69)
 		b.w.CollateClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2804,7 +3433,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 70: // RoleSpec
-		b := d.bRoleSpec.new(int(d.count[602]))
+		b := d.bRoleSpec.new(int(d.count[602]), &d.used, 70)
 		b.w.RoleSpec = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2812,7 +3441,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 71: // FuncCall
-		b := d.bFuncCall.new(int(d.count[535]))
+		b := d.bFuncCall.new(int(d.count[535]), &d.used, 71)
 		b.w.FuncCall = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2820,7 +3449,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 72: // A_Star
-		b := d.bA_Star.new(int(d.count[285]))
+		b := d.bA_Star.new(int(d.count[285]), &d.used, 72)
 		b.w.AStar = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2828,7 +3457,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 73: // A_Indices
-		b := d.bA_Indices.new(int(d.count[6]))
+		b := d.bA_Indices.new(int(d.count[6]), &d.used, 73)
 		b.w.AIndices = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2836,7 +3465,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 74: // A_Indirection
-		b := d.bA_Indirection.new(int(d.count[751]))
+		b := d.bA_Indirection.new(int(d.count[751]), &d.used, 74)
 		b.w.AIndirection = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2844,7 +3473,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 75: // A_ArrayExpr
-		b := d.bA_ArrayExpr.new(int(d.count[853]))
+		b := d.bA_ArrayExpr.new(int(d.count[853]), &d.used, 75)
 		b.w.AArrayExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2852,7 +3481,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 76: // ResTarget
-		b := d.bResTarget.new(int(d.count[748]))
+		b := d.bResTarget.new(int(d.count[748]), &d.used, 76)
 		b.w.ResTarget = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2860,7 +3489,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 77: // MultiAssignRef
-		b := d.bMultiAssignRef.new(int(d.count[484]))
+		b := d.bMultiAssignRef.new(int(d.count[484]), &d.used, 77)
 		b.w.MultiAssignRef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2868,7 +3497,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 78: // SortBy
-		b := d.bSortBy.new(int(d.count[784]))
+		b := d.bSortBy.new(int(d.count[784]), &d.used, 78)
 		b.w.SortBy = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2876,7 +3505,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 79: // WindowDef
-		b := d.bWindowDef.new(int(d.count[148]))
+		b := d.bWindowDef.new(int(d.count[148]), &d.used, 79)
 		b.w.WindowDef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2884,7 +3513,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 80: // RangeSubselect
-		b := d.bRangeSubselect.new(int(d.count[664]))
+		b := d.bRangeSubselect.new(int(d.count[664]), &d.used, 80)
 		b.w.RangeSubselect = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2892,7 +3521,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 81: // RangeFunction
-		b := d.bRangeFunction.new(int(d.count[646]))
+		b := d.bRangeFunction.new(int(d.count[646]), &d.used, 81)
 		b.w.RangeFunction = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2900,7 +3529,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 82: // RangeTableFunc
-		b := d.bRangeTableFunc.new(int(d.count[816]))
+		b := d.bRangeTableFunc.new(int(d.count[816]), &d.used, 82)
 		b.w.RangeTableFunc = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2908,7 +3537,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 83: // RangeTableFuncCol
-		b := d.bRangeTableFuncCol.new(int(d.count[474]))
+		b := d.bRangeTableFuncCol.new(int(d.count[474]), &d.used, 83)
 		b.w.RangeTableFuncCol = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2916,7 +3545,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 84: // RangeTableSample
-		b := d.bRangeTableSample.new(int(d.count[116]))
+		b := d.bRangeTableSample.new(int(d.count[116]), &d.used, 84)
 		b.w.RangeTableSample = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2924,7 +3553,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 85: // ColumnDef
-		b := d.bColumnDef.new(int(d.count[694]))
+		b := d.bColumnDef.new(int(d.count[694]), &d.used, 85)
 		b.w.ColumnDef = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2932,7 +3561,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 86: // TableLikeClause
-		b := d.bTableLikeClause.new(int(d.count[481]))
+		b := d.bTableLikeClause.new(int(d.count[481]), &d.used, 86)
 		b.w.TableLikeClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2940,7 +3569,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 87: // IndexElem
-		b := d.bIndexElem.new(int(d.count[424]))
+		b := d.bIndexElem.new(int(d.count[424]), &d.used, 87)
 		b.w.IndexElem = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2948,7 +3577,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 88: // DefElem
-		b := d.bDefElem.new(int(d.count[663]))
+		b := d.bDefElem.new(int(d.count[663]), &d.used, 88)
 		b.w.DefElem = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2956,7 +3585,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 89: // LockingClause
-		b := d.bLockingClause.new(int(d.count[819]))
+		b := d.bLockingClause.new(int(d.count[819]), &d.used, 89)
 		b.w.LockingClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2964,7 +3593,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 90: // XmlSerialize
-		b := d.bXmlSerialize.new(int(d.count[612]))
+		b := d.bXmlSerialize.new(int(d.count[612]), &d.used, 90)
 		b.w.XmlSerialize = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2972,7 +3601,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 91: // PartitionElem
-		b := d.bPartitionElem.new(int(d.count[958]))
+		b := d.bPartitionElem.new(int(d.count[958]), &d.used, 91)
 		b.w.PartitionElem = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2980,7 +3609,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 92: // PartitionSpec
-		b := d.bPartitionSpec.new(int(d.count[586]))
+		b := d.bPartitionSpec.new(int(d.count[586]), &d.used, 92)
 		b.w.PartitionSpec = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2988,7 +3617,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 93: // PartitionBoundSpec
-		b := d.bPartitionBoundSpec.new(int(d.count[736]))
+		b := d.bPartitionBoundSpec.new(int(d.count[736]), &d.used, 93)
 		b.w.PartitionBoundSpec = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -2996,7 +3625,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 94: // PartitionRangeDatum
-		b := d.bPartitionRangeDatum.new(int(d.count[269]))
+		b := d.bPartitionRangeDatum.new(int(d.count[269]), &d.used, 94)
 		b.w.PartitionRangeDatum = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3004,7 +3633,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 95: // SinglePartitionSpec
-		b := d.bSinglePartitionSpec.new(int(d.count[622]))
+		b := d.bSinglePartitionSpec.new(int(d.count[622]), &d.used, 95)
 		b.w.SinglePartitionSpec = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3012,7 +3641,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 96: // PartitionCmd
-		b := d.bPartitionCmd.new(int(d.count[727]))
+		b := d.bPartitionCmd.new(int(d.count[727]), &d.used, 96)
 		b.w.PartitionCmd = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3020,7 +3649,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 97: // RangeTblEntry
-		b := d.bRangeTblEntry.new(int(d.count[440]))
+		b := d.bRangeTblEntry.new(int(d.count[440]), &d.used, 97)
 		b.w.RangeTblEntry = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3028,7 +3657,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 98: // RTEPermissionInfo
-		b := d.bRTEPermissionInfo.new(int(d.count[693]))
+		b := d.bRTEPermissionInfo.new(int(d.count[693]), &d.used, 98)
 		b.w.RtepermissionInfo = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3036,7 +3665,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 99: // RangeTblFunction
-		b := d.bRangeTblFunction.new(int(d.count[156]))
+		b := d.bRangeTblFunction.new(int(d.count[156]), &d.used, 99)
 		b.w.RangeTblFunction = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3044,7 +3673,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 100: // TableSampleClause
-		b := d.bTableSampleClause.new(int(d.count[128]))
+		b := d.bTableSampleClause.new(int(d.count[128]), &d.used, 100)
 		b.w.TableSampleClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3052,7 +3681,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 101: // WithCheckOption
-		b := d.bWithCheckOption.new(int(d.count[918]))
+		b := d.bWithCheckOption.new(int(d.count[918]), &d.used, 101)
 		b.w.WithCheckOption = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3060,7 +3689,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 102: // SortGroupClause
-		b := d.bSortGroupClause.new(int(d.count[741]))
+		b := d.bSortGroupClause.new(int(d.count[741]), &d.used, 102)
 		b.w.SortGroupClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3068,7 +3697,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 103: // GroupingSet
-		b := d.bGroupingSet.new(int(d.count[996]))
+		b := d.bGroupingSet.new(int(d.count[996]), &d.used, 103)
 		b.w.GroupingSet = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3076,7 +3705,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 104: // WindowClause
-		b := d.bWindowClause.new(int(d.count[784]))
+		b := d.bWindowClause.new(int(d.count[784]), &d.used, 104)
 		b.w.WindowClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3084,7 +3713,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 105: // RowMarkClause
-		b := d.bRowMarkClause.new(int(d.count[515]))
+		b := d.bRowMarkClause.new(int(d.count[515]), &d.used, 105)
 		b.w.RowMarkClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3092,7 +3721,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 106: // WithClause
-		b := d.bWithClause.new(int(d.count[804]))
+		b := d.bWithClause.new(int(d.count[804]), &d.used, 106)
 		b.w.WithClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3100,7 +3729,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 107: // InferClause
-		b := d.bInferClause.new(int(d.count[682]))
+		b := d.bInferClause.new(int(d.count[682]), &d.used, 107)
 		b.w.InferClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3108,7 +3737,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 108: // OnConflictClause
-		b := d.bOnConflictClause.new(int(d.count[287]))
+		b := d.bOnConflictClause.new(int(d.count[287]), &d.used, 108)
 		b.w.OnConflictClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3116,7 +3745,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 109: // CTESearchClause
-		b := d.bCTESearchClause.new(int(d.count[84]))
+		b := d.bCTESearchClause.new(int(d.count[84]), &d.used, 109)
 		b.w.CtesearchClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3124,7 +3753,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 110: // CTECycleClause
-		b := d.bCTECycleClause.new(int(d.count[108]))
+		b := d.bCTECycleClause.new(int(d.count[108]), &d.used, 110)
 		b.w.CtecycleClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3132,7 +3761,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 111: // CommonTableExpr
-		b := d.bCommonTableExpr.new(int(d.count[1023]))
+		b := d.bCommonTableExpr.new(int(d.count[1023]), &d.used, 111)
 		b.w.CommonTableExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3140,7 +3769,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 112: // MergeWhenClause
-		b := d.bMergeWhenClause.new(int(d.count[446]))
+		b := d.bMergeWhenClause.new(int(d.count[446]), &d.used, 112)
 		b.w.MergeWhenClause = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3148,7 +3777,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 113: // TriggerTransition
-		b := d.bTriggerTransition.new(int(d.count[76]))
+		b := d.bTriggerTransition.new(int(d.count[76]), &d.used, 113)
 		b.w.TriggerTransition = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3156,7 +3785,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 114: // JsonOutput
-		b := d.bJsonOutput.new(int(d.count[478]))
+		b := d.bJsonOutput.new(int(d.count[478]), &d.used, 114)
 		b.w.JsonOutput = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3164,7 +3793,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 115: // JsonArgument
-		b := d.bJsonArgument.new(int(d.count[64]))
+		b := d.bJsonArgument.new(int(d.count[64]), &d.used, 115)
 		b.w.JsonArgument = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3172,7 +3801,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 116: // JsonFuncExpr
-		b := d.bJsonFuncExpr.new(int(d.count[986]))
+		b := d.bJsonFuncExpr.new(int(d.count[986]), &d.used, 116)
 		b.w.JsonFuncExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3180,7 +3809,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 117: // JsonTablePathSpec
-		b := d.bJsonTablePathSpec.new(int(d.count[785]))
+		b := d.bJsonTablePathSpec.new(int(d.count[785]), &d.used, 117)
 		b.w.JsonTablePathSpec = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3188,7 +3817,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 118: // JsonTable
-		b := d.bJsonTable.new(int(d.count[293]))
+		b := d.bJsonTable.new(int(d.count[293]), &d.used, 118)
 		b.w.JsonTable = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3196,7 +3825,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 119: // JsonTableColumn
-		b := d.bJsonTableColumn.new(int(d.count[103]))
+		b := d.bJsonTableColumn.new(int(d.count[103]), &d.used, 119)
 		b.w.JsonTableColumn = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3204,7 +3833,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 120: // JsonKeyValue
-		b := d.bJsonKeyValue.new(int(d.count[931]))
+		b := d.bJsonKeyValue.new(int(d.count[931]), &d.used, 120)
 		b.w.JsonKeyValue = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3212,7 +3841,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 121: // JsonParseExpr
-		b := d.bJsonParseExpr.new(int(d.count[673]))
+		b := d.bJsonParseExpr.new(int(d.count[673]), &d.used, 121)
 		b.w.JsonParseExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3220,7 +3849,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 122: // JsonScalarExpr
-		b := d.bJsonScalarExpr.new(int(d.count[828]))
+		b := d.bJsonScalarExpr.new(int(d.count[828]), &d.used, 122)
 		b.w.JsonScalarExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3228,7 +3857,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 123: // JsonSerializeExpr
-		b := d.bJsonSerializeExpr.new(int(d.count[796]))
+		b := d.bJsonSerializeExpr.new(int(d.count[796]), &d.used, 123)
 		b.w.JsonSerializeExpr = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3236,7 +3865,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 124: // JsonObjectConstructor
-		b := d.bJsonObjectConstructor.new(int(d.count[524]))
+		b := d.bJsonObjectConstructor.new(int(d.count[524]), &d.used, 124)
 		b.w.JsonObjectConstructor = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3244,7 +3873,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 125: // JsonArrayConstructor
-		b := d.bJsonArrayConstructor.new(int(d.count[812]))
+		b := d.bJsonArrayConstructor.new(int(d.count[812]), &d.used, 125)
 		b.w.JsonArrayConstructor = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3252,7 +3881,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 126: // JsonArrayQueryConstructor
-		b := d.bJsonArrayQueryConstructor.new(int(d.count[856]))
+		b := d.bJsonArrayQueryConstructor.new(int(d.count[856]), &d.used, 126)
 		b.w.JsonArrayQueryConstructor = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3260,7 +3889,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 127: // JsonAggConstructor
-		b := d.bJsonAggConstructor.new(int(d.count[760]))
+		b := d.bJsonAggConstructor.new(int(d.count[760]), &d.used, 127)
 		b.w.JsonAggConstructor = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3268,7 +3897,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 128: // JsonObjectAgg
-		b := d.bJsonObjectAgg.new(int(d.count[105]))
+		b := d.bJsonObjectAgg.new(int(d.count[105]), &d.used, 128)
 		b.w.JsonObjectAgg = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3276,7 +3905,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 129: // JsonArrayAgg
-		b := d.bJsonArrayAgg.new(int(d.count[393]))
+		b := d.bJsonArrayAgg.new(int(d.count[393]), &d.used, 129)
 		b.w.JsonArrayAgg = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3284,7 +3913,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 130: // RawStmt
-		b := d.bRawStmt.new(int(d.count[911]))
+		b := d.bRawStmt.new(int(d.count[911]), &d.used, 130)
 		b.w.RawStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3292,7 +3921,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 131: // InsertStmt
-		b := d.bInsertStmt.new(int(d.count[854]))
+		b := d.bInsertStmt.new(int(d.count[854]), &d.used, 131)
 		b.w.InsertStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3300,7 +3929,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 132: // DeleteStmt
-		b := d.bDeleteStmt.new(int(d.count[620]))
+		b := d.bDeleteStmt.new(int(d.count[620]), &d.used, 132)
 		b.w.DeleteStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3308,7 +3937,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 133: // UpdateStmt
-		b := d.bUpdateStmt.new(int(d.count[794]))
+		b := d.bUpdateStmt.new(int(d.count[794]), &d.used, 133)
 		b.w.UpdateStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3316,7 +3945,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 134: // MergeStmt
-		b := d.bMergeStmt.new(int(d.count[65]))
+		b := d.bMergeStmt.new(int(d.count[65]), &d.used, 134)
 		b.w.MergeStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3324,7 +3953,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 135: // SelectStmt
-		b := d.bSelectStmt.new(int(d.count[67]))
+		b := d.bSelectStmt.new(int(d.count[67]), &d.used, 135)
 		b.w.SelectStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3332,7 +3961,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 136: // SetOperationStmt
-		b := d.bSetOperationStmt.new(int(d.count[510]))
+		b := d.bSetOperationStmt.new(int(d.count[510]), &d.used, 136)
 		b.w.SetOperationStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3340,7 +3969,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 137: // ReturnStmt
-		b := d.bReturnStmt.new(int(d.count[489]))
+		b := d.bReturnStmt.new(int(d.count[489]), &d.used, 137)
 		b.w.ReturnStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3348,7 +3977,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 138: // PLAssignStmt
-		b := d.bPLAssignStmt.new(int(d.count[494]))
+		b := d.bPLAssignStmt.new(int(d.count[494]), &d.used, 138)
 		b.w.PlassignStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3356,7 +3985,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 139: // CreateSchemaStmt
-		b := d.bCreateSchemaStmt.new(int(d.count[328]))
+		b := d.bCreateSchemaStmt.new(int(d.count[328]), &d.used, 139)
 		b.w.CreateSchemaStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3364,7 +3993,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 140: // AlterTableStmt
-		b := d.bAlterTableStmt.new(int(d.count[227]))
+		b := d.bAlterTableStmt.new(int(d.count[227]), &d.used, 140)
 		b.w.AlterTableStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3372,7 +4001,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 141: // ReplicaIdentityStmt
-		b := d.bReplicaIdentityStmt.new(int(d.count[711]))
+		b := d.bReplicaIdentityStmt.new(int(d.count[711]), &d.used, 141)
 		b.w.ReplicaIdentityStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3380,7 +4009,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 142: // AlterTableCmd
-		b := d.bAlterTableCmd.new(int(d.count[883]))
+		b := d.bAlterTableCmd.new(int(d.count[883]), &d.used, 142)
 		b.w.AlterTableCmd = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3388,7 +4017,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 143: // AlterCollationStmt
-		b := d.bAlterCollationStmt.new(int(d.count[440]))
+		b := d.bAlterCollationStmt.new(int(d.count[440]), &d.used, 143)
 		b.w.AlterCollationStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3396,7 +4025,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 144: // AlterDomainStmt
-		b := d.bAlterDomainStmt.new(int(d.count[41]))
+		b := d.bAlterDomainStmt.new(int(d.count[41]), &d.used, 144)
 		b.w.AlterDomainStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3404,7 +4033,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 145: // GrantStmt
-		b := d.bGrantStmt.new(int(d.count[771]))
+		b := d.bGrantStmt.new(int(d.count[771]), &d.used, 145)
 		b.w.GrantStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3412,7 +4041,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 146: // ObjectWithArgs
-		b := d.bObjectWithArgs.new(int(d.count[607]))
+		b := d.bObjectWithArgs.new(int(d.count[607]), &d.used, 146)
 		b.w.ObjectWithArgs = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3420,7 +4049,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 147: // AccessPriv
-		b := d.bAccessPriv.new(int(d.count[930]))
+		b := d.bAccessPriv.new(int(d.count[930]), &d.used, 147)
 		b.w.AccessPriv = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3428,7 +4057,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 148: // GrantRoleStmt
-		b := d.bGrantRoleStmt.new(int(d.count[1023]))
+		b := d.bGrantRoleStmt.new(int(d.count[1023]), &d.used, 148)
 		b.w.GrantRoleStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3436,7 +4065,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 149: // AlterDefaultPrivilegesStmt
-		b := d.bAlterDefaultPrivilegesStmt.new(int(d.count[458]))
+		b := d.bAlterDefaultPrivilegesStmt.new(int(d.count[458]), &d.used, 149)
 		b.w.AlterDefaultPrivilegesStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3444,7 +4073,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 150: // CopyStmt
-		b := d.bCopyStmt.new(int(d.count[650]))
+		b := d.bCopyStmt.new(int(d.count[650]), &d.used, 150)
 		b.w.CopyStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3452,7 +4081,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 151: // VariableSetStmt
-		b := d.bVariableSetStmt.new(int(d.count[837]))
+		b := d.bVariableSetStmt.new(int(d.count[837]), &d.used, 151)
 		b.w.VariableSetStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3460,7 +4089,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 152: // VariableShowStmt
-		b := d.bVariableShowStmt.new(int(d.count[946]))
+		b := d.bVariableShowStmt.new(int(d.count[946]), &d.used, 152)
 		b.w.VariableShowStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3468,7 +4097,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 153: // CreateStmt
-		b := d.bCreateStmt.new(int(d.count[531]))
+		b := d.bCreateStmt.new(int(d.count[531]), &d.used, 153)
 		b.w.CreateStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3476,7 +4105,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 154: // Constraint
-		b := d.bConstraint.new(int(d.count[378]))
+		b := d.bConstraint.new(int(d.count[378]), &d.used, 154)
 		b.w.Constraint = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3484,7 +4113,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 155: // CreateTableSpaceStmt
-		b := d.bCreateTableSpaceStmt.new(int(d.count[341]))
+		b := d.bCreateTableSpaceStmt.new(int(d.count[341]), &d.used, 155)
 		b.w.CreateTableSpaceStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3492,7 +4121,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 156: // DropTableSpaceStmt
-		b := d.bDropTableSpaceStmt.new(int(d.count[224]))
+		b := d.bDropTableSpaceStmt.new(int(d.count[224]), &d.used, 156)
 		b.w.DropTableSpaceStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3500,7 +4129,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 157: // AlterTableSpaceOptionsStmt
-		b := d.bAlterTableSpaceOptionsStmt.new(int(d.count[291]))
+		b := d.bAlterTableSpaceOptionsStmt.new(int(d.count[291]), &d.used, 157)
 		b.w.AlterTableSpaceOptionsStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3508,7 +4137,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 158: // AlterTableMoveAllStmt
-		b := d.bAlterTableMoveAllStmt.new(int(d.count[801]))
+		b := d.bAlterTableMoveAllStmt.new(int(d.count[801]), &d.used, 158)
 		b.w.AlterTableMoveAllStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3516,7 +4145,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 159: // CreateExtensionStmt
-		b := d.bCreateExtensionStmt.new(int(d.count[196]))
+		b := d.bCreateExtensionStmt.new(int(d.count[196]), &d.used, 159)
 		b.w.CreateExtensionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3524,7 +4153,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 160: // AlterExtensionStmt
-		b := d.bAlterExtensionStmt.new(int(d.count[866]))
+		b := d.bAlterExtensionStmt.new(int(d.count[866]), &d.used, 160)
 		b.w.AlterExtensionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3532,7 +4161,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 161: // AlterExtensionContentsStmt
-		b := d.bAlterExtensionContentsStmt.new(int(d.count[792]))
+		b := d.bAlterExtensionContentsStmt.new(int(d.count[792]), &d.used, 161)
 		b.w.AlterExtensionContentsStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3540,7 +4169,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 162: // CreateFdwStmt
-		b := d.bCreateFdwStmt.new(int(d.count[166]))
+		b := d.bCreateFdwStmt.new(int(d.count[166]), &d.used, 162)
 		b.w.CreateFdwStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3548,7 +4177,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 163: // AlterFdwStmt
-		b := d.bAlterFdwStmt.new(int(d.count[668]))
+		b := d.bAlterFdwStmt.new(int(d.count[668]), &d.used, 163)
 		b.w.AlterFdwStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3556,7 +4185,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 164: // CreateForeignServerStmt
-		b := d.bCreateForeignServerStmt.new(int(d.count[534]))
+		b := d.bCreateForeignServerStmt.new(int(d.count[534]), &d.used, 164)
 		b.w.CreateForeignServerStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3564,7 +4193,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 165: // AlterForeignServerStmt
-		b := d.bAlterForeignServerStmt.new(int(d.count[456]))
+		b := d.bAlterForeignServerStmt.new(int(d.count[456]), &d.used, 165)
 		b.w.AlterForeignServerStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3572,7 +4201,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 166: // CreateForeignTableStmt
-		b := d.bCreateForeignTableStmt.new(int(d.count[643]))
+		b := d.bCreateForeignTableStmt.new(int(d.count[643]), &d.used, 166)
 		b.w.CreateForeignTableStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3580,7 +4209,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 167: // CreateUserMappingStmt
-		b := d.bCreateUserMappingStmt.new(int(d.count[514]))
+		b := d.bCreateUserMappingStmt.new(int(d.count[514]), &d.used, 167)
 		b.w.CreateUserMappingStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3588,7 +4217,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 168: // AlterUserMappingStmt
-		b := d.bAlterUserMappingStmt.new(int(d.count[64]))
+		b := d.bAlterUserMappingStmt.new(int(d.count[64]), &d.used, 168)
 		b.w.AlterUserMappingStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3596,7 +4225,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 169: // DropUserMappingStmt
-		b := d.bDropUserMappingStmt.new(int(d.count[21]))
+		b := d.bDropUserMappingStmt.new(int(d.count[21]), &d.used, 169)
 		b.w.DropUserMappingStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3604,7 +4233,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 170: // ImportForeignSchemaStmt
-		b := d.bImportForeignSchemaStmt.new(int(d.count[81]))
+		b := d.bImportForeignSchemaStmt.new(int(d.count[81]), &d.used, 170)
 		b.w.ImportForeignSchemaStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3612,7 +4241,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 171: // CreatePolicyStmt
-		b := d.bCreatePolicyStmt.new(int(d.count[561]))
+		b := d.bCreatePolicyStmt.new(int(d.count[561]), &d.used, 171)
 		b.w.CreatePolicyStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3620,7 +4249,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 172: // AlterPolicyStmt
-		b := d.bAlterPolicyStmt.new(int(d.count[355]))
+		b := d.bAlterPolicyStmt.new(int(d.count[355]), &d.used, 172)
 		b.w.AlterPolicyStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3628,7 +4257,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 173: // CreateAmStmt
-		b := d.bCreateAmStmt.new(int(d.count[685]))
+		b := d.bCreateAmStmt.new(int(d.count[685]), &d.used, 173)
 		b.w.CreateAmStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3636,7 +4265,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 174: // CreateTrigStmt
-		b := d.bCreateTrigStmt.new(int(d.count[101]))
+		b := d.bCreateTrigStmt.new(int(d.count[101]), &d.used, 174)
 		b.w.CreateTrigStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3644,7 +4273,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 175: // CreateEventTrigStmt
-		b := d.bCreateEventTrigStmt.new(int(d.count[947]))
+		b := d.bCreateEventTrigStmt.new(int(d.count[947]), &d.used, 175)
 		b.w.CreateEventTrigStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3652,7 +4281,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 176: // AlterEventTrigStmt
-		b := d.bAlterEventTrigStmt.new(int(d.count[393]))
+		b := d.bAlterEventTrigStmt.new(int(d.count[393]), &d.used, 176)
 		b.w.AlterEventTrigStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3660,7 +4289,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 177: // CreatePLangStmt
-		b := d.bCreatePLangStmt.new(int(d.count[753]))
+		b := d.bCreatePLangStmt.new(int(d.count[753]), &d.used, 177)
 		b.w.CreatePlangStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3668,7 +4297,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 178: // CreateRoleStmt
-		b := d.bCreateRoleStmt.new(int(d.count[495]))
+		b := d.bCreateRoleStmt.new(int(d.count[495]), &d.used, 178)
 		b.w.CreateRoleStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3676,7 +4305,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 179: // AlterRoleStmt
-		b := d.bAlterRoleStmt.new(int(d.count[729]))
+		b := d.bAlterRoleStmt.new(int(d.count[729]), &d.used, 179)
 		b.w.AlterRoleStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3684,7 +4313,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 180: // AlterRoleSetStmt
-		b := d.bAlterRoleSetStmt.new(int(d.count[635]))
+		b := d.bAlterRoleSetStmt.new(int(d.count[635]), &d.used, 180)
 		b.w.AlterRoleSetStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3692,7 +4321,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 181: // DropRoleStmt
-		b := d.bDropRoleStmt.new(int(d.count[602]))
+		b := d.bDropRoleStmt.new(int(d.count[602]), &d.used, 181)
 		b.w.DropRoleStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3700,7 +4329,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 182: // CreateSeqStmt
-		b := d.bCreateSeqStmt.new(int(d.count[490]))
+		b := d.bCreateSeqStmt.new(int(d.count[490]), &d.used, 182)
 		b.w.CreateSeqStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3708,7 +4337,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 183: // AlterSeqStmt
-		b := d.bAlterSeqStmt.new(int(d.count[772]))
+		b := d.bAlterSeqStmt.new(int(d.count[772]), &d.used, 183)
 		b.w.AlterSeqStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3716,7 +4345,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 184: // DefineStmt
-		b := d.bDefineStmt.new(int(d.count[676]))
+		b := d.bDefineStmt.new(int(d.count[676]), &d.used, 184)
 		b.w.DefineStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3724,7 +4353,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 185: // CreateDomainStmt
-		b := d.bCreateDomainStmt.new(int(d.count[919]))
+		b := d.bCreateDomainStmt.new(int(d.count[919]), &d.used, 185)
 		b.w.CreateDomainStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3732,7 +4361,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 186: // CreateOpClassStmt
-		b := d.bCreateOpClassStmt.new(int(d.count[340]))
+		b := d.bCreateOpClassStmt.new(int(d.count[340]), &d.used, 186)
 		b.w.CreateOpClassStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3740,7 +4369,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 187: // CreateOpClassItem
-		b := d.bCreateOpClassItem.new(int(d.count[441]))
+		b := d.bCreateOpClassItem.new(int(d.count[441]), &d.used, 187)
 		b.w.CreateOpClassItem = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3748,7 +4377,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 188: // CreateOpFamilyStmt
-		b := d.bCreateOpFamilyStmt.new(int(d.count[80]))
+		b := d.bCreateOpFamilyStmt.new(int(d.count[80]), &d.used, 188)
 		b.w.CreateOpFamilyStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3756,7 +4385,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 189: // AlterOpFamilyStmt
-		b := d.bAlterOpFamilyStmt.new(int(d.count[914]))
+		b := d.bAlterOpFamilyStmt.new(int(d.count[914]), &d.used, 189)
 		b.w.AlterOpFamilyStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3764,7 +4393,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 190: // DropStmt
-		b := d.bDropStmt.new(int(d.count[706]))
+		b := d.bDropStmt.new(int(d.count[706]), &d.used, 190)
 		b.w.DropStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3772,7 +4401,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 191: // TruncateStmt
-		b := d.bTruncateStmt.new(int(d.count[625]))
+		b := d.bTruncateStmt.new(int(d.count[625]), &d.used, 191)
 		b.w.TruncateStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3780,7 +4409,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 192: // CommentStmt
-		b := d.bCommentStmt.new(int(d.count[312]))
+		b := d.bCommentStmt.new(int(d.count[312]), &d.used, 192)
 		b.w.CommentStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3788,7 +4417,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 193: // SecLabelStmt
-		b := d.bSecLabelStmt.new(int(d.count[918]))
+		b := d.bSecLabelStmt.new(int(d.count[918]), &d.used, 193)
 		b.w.SecLabelStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3796,7 +4425,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 194: // DeclareCursorStmt
-		b := d.bDeclareCursorStmt.new(int(d.count[249]))
+		b := d.bDeclareCursorStmt.new(int(d.count[249]), &d.used, 194)
 		b.w.DeclareCursorStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3804,7 +4433,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 195: // ClosePortalStmt
-		b := d.bClosePortalStmt.new(int(d.count[623]))
+		b := d.bClosePortalStmt.new(int(d.count[623]), &d.used, 195)
 		b.w.ClosePortalStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3812,7 +4441,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 196: // FetchStmt
-		b := d.bFetchStmt.new(int(d.count[389]))
+		b := d.bFetchStmt.new(int(d.count[389]), &d.used, 196)
 		b.w.FetchStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3820,7 +4449,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 197: // IndexStmt
-		b := d.bIndexStmt.new(int(d.count[893]))
+		b := d.bIndexStmt.new(int(d.count[893]), &d.used, 197)
 		b.w.IndexStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3828,7 +4457,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 198: // CreateStatsStmt
-		b := d.bCreateStatsStmt.new(int(d.count[410]))
+		b := d.bCreateStatsStmt.new(int(d.count[410]), &d.used, 198)
 		b.w.CreateStatsStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3836,7 +4465,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 199: // StatsElem
-		b := d.bStatsElem.new(int(d.count[823]))
+		b := d.bStatsElem.new(int(d.count[823]), &d.used, 199)
 		b.w.StatsElem = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3844,7 +4473,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 200: // AlterStatsStmt
-		b := d.bAlterStatsStmt.new(int(d.count[864]))
+		b := d.bAlterStatsStmt.new(int(d.count[864]), &d.used, 200)
 		b.w.AlterStatsStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3852,7 +4481,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 201: // CreateFunctionStmt
-		b := d.bCreateFunctionStmt.new(int(d.count[671]))
+		b := d.bCreateFunctionStmt.new(int(d.count[671]), &d.used, 201)
 		b.w.CreateFunctionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3860,7 +4489,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 202: // FunctionParameter
-		b := d.bFunctionParameter.new(int(d.count[44]))
+		b := d.bFunctionParameter.new(int(d.count[44]), &d.used, 202)
 		b.w.FunctionParameter = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3868,7 +4497,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 203: // AlterFunctionStmt
-		b := d.bAlterFunctionStmt.new(int(d.count[253]))
+		b := d.bAlterFunctionStmt.new(int(d.count[253]), &d.used, 203)
 		b.w.AlterFunctionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3876,7 +4505,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 204: // DoStmt
-		b := d.bDoStmt.new(int(d.count[378]))
+		b := d.bDoStmt.new(int(d.count[378]), &d.used, 204)
 		b.w.DoStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3884,7 +4513,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 205: // InlineCodeBlock
-		b := d.bInlineCodeBlock.new(int(d.count[342]))
+		b := d.bInlineCodeBlock.new(int(d.count[342]), &d.used, 205)
 		b.w.InlineCodeBlock = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3892,7 +4521,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 206: // CallStmt
-		b := d.bCallStmt.new(int(d.count[311]))
+		b := d.bCallStmt.new(int(d.count[311]), &d.used, 206)
 		b.w.CallStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3900,7 +4529,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 207: // CallContext
-		b := d.bCallContext.new(int(d.count[48]))
+		b := d.bCallContext.new(int(d.count[48]), &d.used, 207)
 		b.w.CallContext = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3908,7 +4537,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 208: // RenameStmt
-		b := d.bRenameStmt.new(int(d.count[149]))
+		b := d.bRenameStmt.new(int(d.count[149]), &d.used, 208)
 		b.w.RenameStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3916,7 +4545,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 209: // AlterObjectDependsStmt
-		b := d.bAlterObjectDependsStmt.new(int(d.count[569]))
+		b := d.bAlterObjectDependsStmt.new(int(d.count[569]), &d.used, 209)
 		b.w.AlterObjectDependsStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3924,7 +4553,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 210: // AlterObjectSchemaStmt
-		b := d.bAlterObjectSchemaStmt.new(int(d.count[653]))
+		b := d.bAlterObjectSchemaStmt.new(int(d.count[653]), &d.used, 210)
 		b.w.AlterObjectSchemaStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3932,7 +4561,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 211: // AlterOwnerStmt
-		b := d.bAlterOwnerStmt.new(int(d.count[392]))
+		b := d.bAlterOwnerStmt.new(int(d.count[392]), &d.used, 211)
 		b.w.AlterOwnerStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3940,7 +4569,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 212: // AlterOperatorStmt
-		b := d.bAlterOperatorStmt.new(int(d.count[541]))
+		b := d.bAlterOperatorStmt.new(int(d.count[541]), &d.used, 212)
 		b.w.AlterOperatorStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3948,7 +4577,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 213: // AlterTypeStmt
-		b := d.bAlterTypeStmt.new(int(d.count[341]))
+		b := d.bAlterTypeStmt.new(int(d.count[341]), &d.used, 213)
 		b.w.AlterTypeStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3956,7 +4585,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 214: // RuleStmt
-		b := d.bRuleStmt.new(int(d.count[917]))
+		b := d.bRuleStmt.new(int(d.count[917]), &d.used, 214)
 		b.w.RuleStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3964,7 +4593,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 215: // NotifyStmt
-		b := d.bNotifyStmt.new(int(d.count[722]))
+		b := d.bNotifyStmt.new(int(d.count[722]), &d.used, 215)
 		b.w.NotifyStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3972,7 +4601,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 216: // ListenStmt
-		b := d.bListenStmt.new(int(d.count[880]))
+		b := d.bListenStmt.new(int(d.count[880]), &d.used, 216)
 		b.w.ListenStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3980,7 +4609,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 217: // UnlistenStmt
-		b := d.bUnlistenStmt.new(int(d.count[843]))
+		b := d.bUnlistenStmt.new(int(d.count[843]), &d.used, 217)
 		b.w.UnlistenStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3988,7 +4617,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 218: // TransactionStmt
-		b := d.bTransactionStmt.new(int(d.count[453]))
+		b := d.bTransactionStmt.new(int(d.count[453]), &d.used, 218)
 		b.w.TransactionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -3996,7 +4625,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 219: // CompositeTypeStmt
-		b := d.bCompositeTypeStmt.new(int(d.count[82]))
+		b := d.bCompositeTypeStmt.new(int(d.count[82]), &d.used, 219)
 		b.w.CompositeTypeStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4004,7 +4633,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 220: // CreateEnumStmt
-		b := d.bCreateEnumStmt.new(int(d.count[550]))
+		b := d.bCreateEnumStmt.new(int(d.count[550]), &d.used, 220)
 		b.w.CreateEnumStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4012,7 +4641,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 221: // CreateRangeStmt
-		b := d.bCreateRangeStmt.new(int(d.count[236]))
+		b := d.bCreateRangeStmt.new(int(d.count[236]), &d.used, 221)
 		b.w.CreateRangeStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4020,7 +4649,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 222: // AlterEnumStmt
-		b := d.bAlterEnumStmt.new(int(d.count[532]))
+		b := d.bAlterEnumStmt.new(int(d.count[532]), &d.used, 222)
 		b.w.AlterEnumStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4028,7 +4657,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 223: // ViewStmt
-		b := d.bViewStmt.new(int(d.count[6]))
+		b := d.bViewStmt.new(int(d.count[6]), &d.used, 223)
 		b.w.ViewStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4036,7 +4665,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 224: // LoadStmt
-		b := d.bLoadStmt.new(int(d.count[887]))
+		b := d.bLoadStmt.new(int(d.count[887]), &d.used, 224)
 		b.w.LoadStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4044,7 +4673,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 225: // CreatedbStmt
-		b := d.bCreatedbStmt.new(int(d.count[205]))
+		b := d.bCreatedbStmt.new(int(d.count[205]), &d.used, 225)
 		b.w.CreatedbStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4052,7 +4681,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 226: // AlterDatabaseStmt
-		b := d.bAlterDatabaseStmt.new(int(d.count[504]))
+		b := d.bAlterDatabaseStmt.new(int(d.count[504]), &d.used, 226)
 		b.w.AlterDatabaseStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4060,7 +4689,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 227: // AlterDatabaseRefreshCollStmt
-		b := d.bAlterDatabaseRefreshCollStmt.new(int(d.count[1]))
+		b := d.bAlterDatabaseRefreshCollStmt.new(int(d.count[1]), &d.used, 227)
 		b.w.AlterDatabaseRefreshCollStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4068,7 +4697,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 228: // AlterDatabaseSetStmt
-		b := d.bAlterDatabaseSetStmt.new(int(d.count[656]))
+		b := d.bAlterDatabaseSetStmt.new(int(d.count[656]), &d.used, 228)
 		b.w.AlterDatabaseSetStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4076,7 +4705,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 229: // DropdbStmt
-		b := d.bDropdbStmt.new(int(d.count[872]))
+		b := d.bDropdbStmt.new(int(d.count[872]), &d.used, 229)
 		b.w.DropdbStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4084,7 +4713,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 230: // AlterSystemStmt
-		b := d.bAlterSystemStmt.new(int(d.count[324]))
+		b := d.bAlterSystemStmt.new(int(d.count[324]), &d.used, 230)
 		b.w.AlterSystemStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4092,7 +4721,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 231: // ClusterStmt
-		b := d.bClusterStmt.new(int(d.count[675]))
+		b := d.bClusterStmt.new(int(d.count[675]), &d.used, 231)
 		b.w.ClusterStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4100,7 +4729,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 232: // VacuumStmt
-		b := d.bVacuumStmt.new(int(d.count[804]))
+		b := d.bVacuumStmt.new(int(d.count[804]), &d.used, 232)
 		b.w.VacuumStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4108,7 +4737,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 233: // VacuumRelation
-		b := d.bVacuumRelation.new(int(d.count[850]))
+		b := d.bVacuumRelation.new(int(d.count[850]), &d.used, 233)
 		b.w.VacuumRelation = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4116,7 +4745,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 234: // ExplainStmt
-		b := d.bExplainStmt.new(int(d.count[562]))
+		b := d.bExplainStmt.new(int(d.count[562]), &d.used, 234)
 		b.w.ExplainStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4124,7 +4753,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 235: // CreateTableAsStmt
-		b := d.bCreateTableAsStmt.new(int(d.count[5]))
+		b := d.bCreateTableAsStmt.new(int(d.count[5]), &d.used, 235)
 		b.w.CreateTableAsStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4132,7 +4761,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 236: // RefreshMatViewStmt
-		b := d.bRefreshMatViewStmt.new(int(d.count[761]))
+		b := d.bRefreshMatViewStmt.new(int(d.count[761]), &d.used, 236)
 		b.w.RefreshMatViewStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4140,7 +4769,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 237: // CheckPointStmt
-		b := d.bCheckPointStmt.new(int(d.count[457]))
+		b := d.bCheckPointStmt.new(int(d.count[457]), &d.used, 237)
 		b.w.CheckPointStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4148,7 +4777,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 238: // DiscardStmt
-		b := d.bDiscardStmt.new(int(d.count[255]))
+		b := d.bDiscardStmt.new(int(d.count[255]), &d.used, 238)
 		b.w.DiscardStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4156,7 +4785,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 239: // LockStmt
-		b := d.bLockStmt.new(int(d.count[884]))
+		b := d.bLockStmt.new(int(d.count[884]), &d.used, 239)
 		b.w.LockStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4164,7 +4793,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 240: // ConstraintsSetStmt
-		b := d.bConstraintsSetStmt.new(int(d.count[327]))
+		b := d.bConstraintsSetStmt.new(int(d.count[327]), &d.used, 240)
 		b.w.ConstraintsSetStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4172,7 +4801,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 241: // ReindexStmt
-		b := d.bReindexStmt.new(int(d.count[322]))
+		b := d.bReindexStmt.new(int(d.count[322]), &d.used, 241)
 		b.w.ReindexStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4180,7 +4809,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 242: // CreateConversionStmt
-		b := d.bCreateConversionStmt.new(int(d.count[483]))
+		b := d.bCreateConversionStmt.new(int(d.count[483]), &d.used, 242)
 		b.w.CreateConversionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4188,7 +4817,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 243: // CreateCastStmt
-		b := d.bCreateCastStmt.new(int(d.count[1008]))
+		b := d.bCreateCastStmt.new(int(d.count[1008]), &d.used, 243)
 		b.w.CreateCastStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4196,7 +4825,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 244: // CreateTransformStmt
-		b := d.bCreateTransformStmt.new(int(d.count[1013]))
+		b := d.bCreateTransformStmt.new(int(d.count[1013]), &d.used, 244)
 		b.w.CreateTransformStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4204,7 +4833,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 245: // PrepareStmt
-		b := d.bPrepareStmt.new(int(d.count[434]))
+		b := d.bPrepareStmt.new(int(d.count[434]), &d.used, 245)
 		b.w.PrepareStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4212,7 +4841,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 246: // ExecuteStmt
-		b := d.bExecuteStmt.new(int(d.count[998]))
+		b := d.bExecuteStmt.new(int(d.count[998]), &d.used, 246)
 		b.w.ExecuteStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4220,7 +4849,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 247: // DeallocateStmt
-		b := d.bDeallocateStmt.new(int(d.count[711]))
+		b := d.bDeallocateStmt.new(int(d.count[711]), &d.used, 247)
 		b.w.DeallocateStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4228,7 +4857,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 248: // DropOwnedStmt
-		b := d.bDropOwnedStmt.new(int(d.count[979]))
+		b := d.bDropOwnedStmt.new(int(d.count[979]), &d.used, 248)
 		b.w.DropOwnedStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4236,7 +4865,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 249: // ReassignOwnedStmt
-		b := d.bReassignOwnedStmt.new(int(d.count[172]))
+		b := d.bReassignOwnedStmt.new(int(d.count[172]), &d.used, 249)
 		b.w.ReassignOwnedStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4244,7 +4873,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 250: // AlterTSDictionaryStmt
-		b := d.bAlterTSDictionaryStmt.new(int(d.count[696]))
+		b := d.bAlterTSDictionaryStmt.new(int(d.count[696]), &d.used, 250)
 		b.w.AlterTsdictionaryStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4252,7 +4881,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 251: // AlterTSConfigurationStmt
-		b := d.bAlterTSConfigurationStmt.new(int(d.count[150]))
+		b := d.bAlterTSConfigurationStmt.new(int(d.count[150]), &d.used, 251)
 		b.w.AlterTsconfigurationStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4260,7 +4889,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 252: // PublicationTable
-		b := d.bPublicationTable.new(int(d.count[71]))
+		b := d.bPublicationTable.new(int(d.count[71]), &d.used, 252)
 		b.w.PublicationTable = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4268,7 +4897,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 253: // PublicationObjSpec
-		b := d.bPublicationObjSpec.new(int(d.count[853]))
+		b := d.bPublicationObjSpec.new(int(d.count[853]), &d.used, 253)
 		b.w.PublicationObjSpec = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4276,7 +4905,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 254: // CreatePublicationStmt
-		b := d.bCreatePublicationStmt.new(int(d.count[651]))
+		b := d.bCreatePublicationStmt.new(int(d.count[651]), &d.used, 254)
 		b.w.CreatePublicationStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4284,7 +4913,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 255: // AlterPublicationStmt
-		b := d.bAlterPublicationStmt.new(int(d.count[705]))
+		b := d.bAlterPublicationStmt.new(int(d.count[705]), &d.used, 255)
 		b.w.AlterPublicationStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4292,7 +4921,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 256: // CreateSubscriptionStmt
-		b := d.bCreateSubscriptionStmt.new(int(d.count[66]))
+		b := d.bCreateSubscriptionStmt.new(int(d.count[66]), &d.used, 256)
 		b.w.CreateSubscriptionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4300,7 +4929,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 257: // AlterSubscriptionStmt
-		b := d.bAlterSubscriptionStmt.new(int(d.count[648]))
+		b := d.bAlterSubscriptionStmt.new(int(d.count[648]), &d.used, 257)
 		b.w.AlterSubscriptionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4308,7 +4937,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 258: // DropSubscriptionStmt
-		b := d.bDropSubscriptionStmt.new(int(d.count[539]))
+		b := d.bDropSubscriptionStmt.new(int(d.count[539]), &d.used, 258)
 		b.w.DropSubscriptionStmt = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4316,7 +4945,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 259: // Integer
-		b := d.bInteger.new(int(d.count[997]))
+		b := d.bInteger.new(int(d.count[997]), &d.used, 259)
 		b.w.Integer = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4324,7 +4953,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 260: // Float
-		b := d.bFloat.new(int(d.count[549]))
+		b := d.bFloat.new(int(d.count[549]), &d.used, 260)
 		b.w.Float = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4332,7 +4961,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 261: // Boolean
-		b := d.bBoolean.new(int(d.count[863]))
+		b := d.bBoolean.new(int(d.count[863]), &d.used, 261)
 		b.w.Boolean = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4340,7 +4969,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 262: // String
-		b := d.bString.new(int(d.count[88]))
+		b := d.bString.new(int(d.count[88]), &d.used, 262)
 		b.w.String_ = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4348,7 +4977,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 263: // BitString
-		b := d.bBitString.new(int(d.count[281]))
+		b := d.bBitString.new(int(d.count[281]), &d.used, 263)
 		b.w.BitString = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4356,7 +4985,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 264: // List
-		b := d.bList.new(int(d.count[929]))
+		b := d.bList.new(int(d.count[929]), &d.used, 264)
 		b.w.List = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4364,7 +4993,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 265: // IntList
-		b := d.bIntList.new(int(d.count[234]))
+		b := d.bIntList.new(int(d.count[234]), &d.used, 265)
 		b.w.IntList = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4372,7 +5001,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 266: // OidList
-		b := d.bOidList.new(int(d.count[875]))
+		b := d.bOidList.new(int(d.count[875]), &d.used, 266)
 		b.w.OidList = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4380,7 +5009,7 @@ func (d *decoder) node() *pg.Node {
 		}
 		n = &b.n
 	case 267: // A_Const
-		b := d.bA_Const.new(int(d.count[936]))
+		b := d.bA_Const.new(int(d.count[936]), &d.used, 267)
 		b.w.AConst = &b.m
 		b.n.Node = &b.w
 		if d.open() {
@@ -4401,7 +5030,7 @@ func (d *decoder) msgAlias() *pg.Alias {
 	if !d.open() {
 		return nil
 	}
-	m := d.mAlias.new(2)
+	m := d.mAlias.new(2, &d.used, 273)
 	d.decAlias(m)
 	return m
 }
@@ -4410,7 +5039,7 @@ func (d *decoder) msgCTECycleClause() *pg.CTECycleClause {
 	if !d.open() {
 		return nil
 	}
-	m := d.mCTECycleClause.new(1)
+	m := d.mCTECycleClause.new(1, &d.used, 274)
 	d.decCTECycleClause(m)
 	return m
 }
@@ -4419,7 +5048,7 @@ func (d *decoder) msgCTESearchClause() *pg.CTESearchClause {
 	if !d.open() {
 		return nil
 	}
-	m := d.mCTESearchClause.new(1)
+	m := d.mCTESearchClause.new(1, &d.used, 275)
 	d.decCTESearchClause(m)
 	return m
 }
@@ -4428,7 +5057,7 @@ func (d *decoder) msgCollateClause() *pg.CollateClause {
 	if !d.open() {
 		return nil
 	}
-	m := d.mCollateClause.new(1)
+	m := d.mCollateClause.new(1, &d.used, 276)
 	d.decCollateClause(m)
 	return m
 }
@@ -4437,7 +5066,7 @@ func (d *decoder) msgCreateStmt() *pg.CreateStmt {
 	if !d.open() {
 		return nil
 	}
-	m := d.mCreateStmt.new(1)
+	m := d.mCreateStmt.new(1, &d.used, 277)
 	d.decCreateStmt(m)
 	return m
 }
@@ -4446,7 +5075,7 @@ func (d *decoder) msgFromExpr() *pg.FromExpr {
 	if !d.open() {
 		return nil
 	}
-	m := d.mFromExpr.new(1)
+	m := d.mFromExpr.new(1, &d.used, 278)
 	d.decFromExpr(m)
 	return m
 }
@@ -4455,7 +5084,7 @@ func (d *decoder) msgFuncCall() *pg.FuncCall {
 	if !d.open() {
 		return nil
 	}
-	m := d.mFuncCall.new(1)
+	m := d.mFuncCall.new(1, &d.used, 279)
 	d.decFuncCall(m)
 	return m
 }
@@ -4464,7 +5093,7 @@ func (d *decoder) msgFuncExpr() *pg.FuncExpr {
 	if !d.open() {
 		return nil
 	}
-	m := d.mFuncExpr.new(1)
+	m := d.mFuncExpr.new(1, &d.used, 280)
 	d.decFuncExpr(m)
 	return m
 }
@@ -4473,7 +5102,7 @@ func (d *decoder) msgGrantStmt() *pg.GrantStmt {
 	if !d.open() {
 		return nil
 	}
-	m := d.mGrantStmt.new(1)
+	m := d.mGrantStmt.new(1, &d.used, 281)
 	d.decGrantStmt(m)
 	return m
 }
@@ -4482,7 +5111,7 @@ func (d *decoder) msgInferClause() *pg.InferClause {
 	if !d.open() {
 		return nil
 	}
-	m := d.mInferClause.new(1)
+	m := d.mInferClause.new(1, &d.used, 282)
 	d.decInferClause(m)
 	return m
 }
@@ -4491,7 +5120,7 @@ func (d *decoder) msgIntoClause() *pg.IntoClause {
 	if !d.open() {
 		return nil
 	}
-	m := d.mIntoClause.new(1)
+	m := d.mIntoClause.new(1, &d.used, 283)
 	d.decIntoClause(m)
 	return m
 }
@@ -4500,7 +5129,7 @@ func (d *decoder) msgJsonAggConstructor() *pg.JsonAggConstructor {
 	if !d.open() {
 		return nil
 	}
-	m := d.mJsonAggConstructor.new(1)
+	m := d.mJsonAggConstructor.new(1, &d.used, 284)
 	d.decJsonAggConstructor(m)
 	return m
 }
@@ -4509,7 +5138,7 @@ func (d *decoder) msgJsonBehavior() *pg.JsonBehavior {
 	if !d.open() {
 		return nil
 	}
-	m := d.mJsonBehavior.new(1)
+	m := d.mJsonBehavior.new(1, &d.used, 285)
 	d.decJsonBehavior(m)
 	return m
 }
@@ -4518,7 +5147,7 @@ func (d *decoder) msgJsonFormat() *pg.JsonFormat {
 	if !d.open() {
 		return nil
 	}
-	m := d.mJsonFormat.new(1)
+	m := d.mJsonFormat.new(1, &d.used, 286)
 	d.decJsonFormat(m)
 	return m
 }
@@ -4527,7 +5156,7 @@ func (d *decoder) msgJsonKeyValue() *pg.JsonKeyValue {
 	if !d.open() {
 		return nil
 	}
-	m := d.mJsonKeyValue.new(1)
+	m := d.mJsonKeyValue.new(1, &d.used, 287)
 	d.decJsonKeyValue(m)
 	return m
 }
@@ -4536,7 +5165,7 @@ func (d *decoder) msgJsonOutput() *pg.JsonOutput {
 	if !d.open() {
 		return nil
 	}
-	m := d.mJsonOutput.new(1)
+	m := d.mJsonOutput.new(1, &d.used, 288)
 	d.decJsonOutput(m)
 	return m
 }
@@ -4545,7 +5174,7 @@ func (d *decoder) msgJsonReturning() *pg.JsonReturning {
 	if !d.open() {
 		return nil
 	}
-	m := d.mJsonReturning.new(1)
+	m := d.mJsonReturning.new(1, &d.used, 289)
 	d.decJsonReturning(m)
 	return m
 }
@@ -4554,7 +5183,7 @@ func (d *decoder) msgJsonTablePath() *pg.JsonTablePath {
 	if !d.open() {
 		return nil
 	}
-	m := d.mJsonTablePath.new(1)
+	m := d.mJsonTablePath.new(1, &d.used, 290)
 	d.decJsonTablePath(m)
 	return m
 }
@@ -4563,7 +5192,7 @@ func (d *decoder) msgJsonTablePathSpec() *pg.JsonTablePathSpec {
 	if !d.open() {
 		return nil
 	}
-	m := d.mJsonTablePathSpec.new(1)
+	m := d.mJsonTablePathSpec.new(1, &d.used, 291)
 	d.decJsonTablePathSpec(m)
 	return m
 }
@@ -4572,7 +5201,7 @@ func (d *decoder) msgJsonValueExpr() *pg.JsonValueExpr {
 	if !d.open() {
 		return nil
 	}
-	m := d.mJsonValueExpr.new(1)
+	m := d.mJsonValueExpr.new(1, &d.used, 292)
 	d.decJsonValueExpr(m)
 	return m
 }
@@ -4581,7 +5210,7 @@ func (d *decoder) msgObjectWithArgs() *pg.ObjectWithArgs {
 	if !d.open() {
 		return nil
 	}
-	m := d.mObjectWithArgs.new(1)
+	m := d.mObjectWithArgs.new(1, &d.used, 293)
 	d.decObjectWithArgs(m)
 	return m
 }
@@ -4590,7 +5219,7 @@ func (d *decoder) msgOnConflictClause() *pg.OnConflictClause {
 	if !d.open() {
 		return nil
 	}
-	m := d.mOnConflictClause.new(1)
+	m := d.mOnConflictClause.new(1, &d.used, 294)
 	d.decOnConflictClause(m)
 	return m
 }
@@ -4599,7 +5228,7 @@ func (d *decoder) msgOnConflictExpr() *pg.OnConflictExpr {
 	if !d.open() {
 		return nil
 	}
-	m := d.mOnConflictExpr.new(1)
+	m := d.mOnConflictExpr.new(1, &d.used, 295)
 	d.decOnConflictExpr(m)
 	return m
 }
@@ -4608,7 +5237,7 @@ func (d *decoder) msgPartitionBoundSpec() *pg.PartitionBoundSpec {
 	if !d.open() {
 		return nil
 	}
-	m := d.mPartitionBoundSpec.new(1)
+	m := d.mPartitionBoundSpec.new(1, &d.used, 296)
 	d.decPartitionBoundSpec(m)
 	return m
 }
@@ -4617,7 +5246,7 @@ func (d *decoder) msgPartitionSpec() *pg.PartitionSpec {
 	if !d.open() {
 		return nil
 	}
-	m := d.mPartitionSpec.new(1)
+	m := d.mPartitionSpec.new(1, &d.used, 297)
 	d.decPartitionSpec(m)
 	return m
 }
@@ -4626,7 +5255,7 @@ func (d *decoder) msgPublicationTable() *pg.PublicationTable {
 	if !d.open() {
 		return nil
 	}
-	m := d.mPublicationTable.new(1)
+	m := d.mPublicationTable.new(1, &d.used, 298)
 	d.decPublicationTable(m)
 	return m
 }
@@ -4635,7 +5264,7 @@ func (d *decoder) msgQuery() *pg.Query {
 	if !d.open() {
 		return nil
 	}
-	m := d.mQuery.new(1)
+	m := d.mQuery.new(1, &d.used, 299)
 	d.decQuery(m)
 	return m
 }
@@ -4644,7 +5273,7 @@ func (d *decoder) msgRangeVar() *pg.RangeVar {
 	if !d.open() {
 		return nil
 	}
-	m := d.mRangeVar.new(2)
+	m := d.mRangeVar.new(2, &d.used, 300)
 	d.decRangeVar(m)
 	return m
 }
@@ -4653,7 +5282,7 @@ func (d *decoder) msgRawStmt() *pg.RawStmt {
 	if !d.open() {
 		return nil
 	}
-	m := d.mRawStmt.new(1)
+	m := d.mRawStmt.new(1, &d.used, 301)
 	d.decRawStmt(m)
 	return m
 }
@@ -4662,7 +5291,7 @@ func (d *decoder) msgRoleSpec() *pg.RoleSpec {
 	if !d.open() {
 		return nil
 	}
-	m := d.mRoleSpec.new(1)
+	m := d.mRoleSpec.new(1, &d.used, 302)
 	d.decRoleSpec(m)
 	return m
 }
@@ -4671,7 +5300,7 @@ func (d *decoder) msgSelectStmt() *pg.SelectStmt {
 	if !d.open() {
 		return nil
 	}
-	m := d.mSelectStmt.new(1)
+	m := d.mSelectStmt.new(1, &d.used, 303)
 	d.decSelectStmt(m)
 	return m
 }
@@ -4680,7 +5309,7 @@ func (d *decoder) msgString() *pg.String {
 	if !d.open() {
 		return nil
 	}
-	m := d.mString.new(1)
+	m := d.mString.new(1, &d.used, 304)
 	d.decString(m)
 	return m
 }
@@ -4689,7 +5318,7 @@ func (d *decoder) msgTableFunc() *pg.TableFunc {
 	if !d.open() {
 		return nil
 	}
-	m := d.mTableFunc.new(1)
+	m := d.mTableFunc.new(1, &d.used, 305)
 	d.decTableFunc(m)
 	return m
 }
@@ -4698,7 +5327,7 @@ func (d *decoder) msgTableSampleClause() *pg.TableSampleClause {
 	if !d.open() {
 		return nil
 	}
-	m := d.mTableSampleClause.new(1)
+	m := d.mTableSampleClause.new(1, &d.used, 306)
 	d.decTableSampleClause(m)
 	return m
 }
@@ -4707,7 +5336,7 @@ func (d *decoder) msgTypeName() *pg.TypeName {
 	if !d.open() {
 		return nil
 	}
-	m := d.mTypeName.new(2)
+	m := d.mTypeName.new(2, &d.used, 307)
 	d.decTypeName(m)
 	return m
 }
@@ -4716,7 +5345,7 @@ func (d *decoder) msgVariableSetStmt() *pg.VariableSetStmt {
 	if !d.open() {
 		return nil
 	}
-	m := d.mVariableSetStmt.new(1)
+	m := d.mVariableSetStmt.new(1, &d.used, 308)
 	d.decVariableSetStmt(m)
 	return m
 }
@@ -4725,7 +5354,7 @@ func (d *decoder) msgWindowDef() *pg.WindowDef {
 	if !d.open() {
 		return nil
 	}
-	m := d.mWindowDef.new(1)
+	m := d.mWindowDef.new(1, &d.used, 309)
 	d.decWindowDef(m)
 	return m
 }
@@ -4734,7 +5363,7 @@ func (d *decoder) msgWithClause() *pg.WithClause {
 	if !d.open() {
 		return nil
 	}
-	m := d.mWithClause.new(1)
+	m := d.mWithClause.new(1, &d.used, 310)
 	d.decWithClause(m)
 	return m
 }
@@ -4764,35 +5393,35 @@ func (d *decoder) decA_Const(m *pg.A_Const) {
 		}
 		switch k {
 		case "ival":
-			b := d.bA_Const_Ival.new(4)
+			b := d.bA_Const_Ival.new(4, &d.used, 268)
 			b.w.Ival = &b.m
 			if d.open() {
 				d.decInteger(&b.m)
 			}
 			m.Val = &b.w
 		case "fval":
-			b := d.bA_Const_Fval.new(1)
+			b := d.bA_Const_Fval.new(1, &d.used, 269)
 			b.w.Fval = &b.m
 			if d.open() {
 				d.decFloat(&b.m)
 			}
 			m.Val = &b.w
 		case "boolval":
-			b := d.bA_Const_Boolval.new(1)
+			b := d.bA_Const_Boolval.new(1, &d.used, 270)
 			b.w.Boolval = &b.m
 			if d.open() {
 				d.decBoolean(&b.m)
 			}
 			m.Val = &b.w
 		case "sval":
-			b := d.bA_Const_Sval.new(4)
+			b := d.bA_Const_Sval.new(4, &d.used, 271)
 			b.w.Sval = &b.m
 			if d.open() {
 				d.decString(&b.m)
 			}
 			m.Val = &b.w
 		case "bsval":
-			b := d.bA_Const_Bsval.new(1)
+			b := d.bA_Const_Bsval.new(1, &d.used, 272)
 			b.w.Bsval = &b.m
 			if d.open() {
 				d.decBitString(&b.m)

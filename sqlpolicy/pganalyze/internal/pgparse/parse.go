@@ -79,6 +79,8 @@ type decoder struct {
 	textChunk int
 	// empty holds Nodes with no value ({} in a list).
 	empty slab[pg.Node]
+	// used lists the slabs this parse allocated from (see clearSlab).
+	used []uint16
 	// count is the number of nodes of each type in the document, by the
 	// hash of the type's name (a collision only overcounts), counted before
 	// decoding so that each type's slab is allocated once.
@@ -131,10 +133,19 @@ func nodeID(name string) int {
 	}
 }
 
+// reset drops everything that belongs to the parse. Only the slabs it
+// used are cleared: clearing all of them (several kB of pointers) costs a
+// write barrier per pointer while the GC marks.
 func (d *decoder) reset() {
+	for _, id := range d.used {
+		d.clearSlab(id)
+	}
 	clear(d.stack)
-	stack := d.stack[:0]
-	*d = decoder{stack: stack}
+	d.s, d.i, d.depth, d.bad = "", 0, 0, false
+	d.stack, d.used = d.stack[:0], d.used[:0]
+	d.lists, d.listChunk, d.text, d.textChunk = nil, 0, nil, 0
+	d.empty = slab[pg.Node]{}
+	d.count = [len(nodeTable)]int32{}
 }
 
 // slab hands out elements of T from chunks that double per parse, up to
@@ -146,11 +157,12 @@ type slab[T any] struct {
 
 const maxChunk = 256
 
-func (s *slab[T]) new(first int) *T {
+func (s *slab[T]) new(first int, used *[]uint16, id uint16) *T {
 	if len(s.free) == 0 {
 		n := s.next
 		if n == 0 {
 			n = max(first, 1)
+			*used = append(*used, id)
 		}
 		s.next = min(2*n, maxChunk)
 		s.free = make([]T, n)
@@ -479,7 +491,14 @@ func (d *decoder) nodeList() []*pg.Node {
 	return out
 }
 
-func (d *decoder) emptyNode() *pg.Node { return d.empty.new(2) }
+func (d *decoder) emptyNode() *pg.Node {
+	if len(d.empty.free) == 0 {
+		d.empty.free = make([]pg.Node, 2)
+	}
+	n := &d.empty.free[0]
+	d.empty.free = d.empty.free[1:]
+	return n
+}
 
 // rawStmts decodes ParseResult.stmts.
 func (d *decoder) rawStmts() []*pg.RawStmt {

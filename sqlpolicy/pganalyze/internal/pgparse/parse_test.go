@@ -260,3 +260,12 @@ func fuzzSeedStrings(t testing.TB, path string) []string {
 	require.NoError(t, sc.Err())
 	return out
 }
+
+// TestDecoderKeepsNothing checks that a decoder going back to the pool
+// holds no memory of the tree it made: a kept tree (a cached column
+// default) must not pin the next parse's slabs or the other way round.
+func TestDecoderKeepsNothing(t *testing.T) {
+	js, err := pg.ParseToJSON("SELECT DISTINCT a, 'x', 1 FROM t JOIN u USING (id) WHERE b IN (1, 2) ORDER BY c")
+	require.NoError(t, err)
+	assert.Empty(t, pgparse.Retained(js))
+}
