@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
@@ -268,4 +269,34 @@ func TestDecoderKeepsNothing(t *testing.T) {
 	js, err := pg.ParseToJSON("SELECT DISTINCT a, 'x', 1 FROM t JOIN u USING (id) WHERE b IN (1, 2) ORDER BY c")
 	require.NoError(t, err)
 	assert.Empty(t, pgparse.Retained(js))
+}
+
+// TestParseConcurrent parses from several goroutines at once: decoders
+// come from a pool and must never be shared by two parses.
+func TestParseConcurrent(t *testing.T) {
+	texts := []string{
+		"SELECT a, b FROM t WHERE c = 1",
+		"INSERT INTO t VALUES (1, 'x') RETURNING *",
+		"WITH x AS (SELECT 1) SELECT * FROM x JOIN y USING (id)",
+		"UPDATE t SET a = a + 1 WHERE b IN (SELECT b FROM u)",
+	}
+	want := make([]*pg.ParseResult, len(texts))
+	for i, sql := range texts {
+		var err error
+		want[i], err = pg.Parse(sql)
+		require.NoError(t, err)
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for i := range 200 {
+				k := (g + i) % len(texts)
+				got, err := pgparse.Parse(texts[k])
+				if assert.NoError(t, err) {
+					assert.True(t, proto.Equal(want[k], got), "%q", texts[k])
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
