@@ -44,7 +44,6 @@ type field struct {
 
 type message struct {
 	name   string // Go type name in pg_query_go
-	md     protoreflect.MessageDescriptor
 	fields []field
 }
 
@@ -364,7 +363,7 @@ func describe(md protoreflect.MessageDescriptor) *message {
 			byNum[protoreflect.FieldNumber(num)] = sf.Name
 		}
 	}
-	m := &message{name: t.Name(), md: md}
+	m := &message{name: t.Name()}
 	fs := md.Fields()
 	for i := 0; i < fs.Len(); i++ {
 		fd := fs.Get(i)
