@@ -5369,6 +5369,12 @@ func (d *decoder) msgWithClause() *pg.WithClause {
 }
 
 func (d *decoder) decA_ArrayExpr(m *pg.A_ArrayExpr) {
+	if d.key(`"elements":`) {
+		m.Elements = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5386,6 +5392,52 @@ func (d *decoder) decA_ArrayExpr(m *pg.A_ArrayExpr) {
 }
 
 func (d *decoder) decA_Const(m *pg.A_Const) {
+	if d.key(`"ival":`) {
+		b := d.bA_Const_Ival.new(4, &d.used, 268)
+		b.w.Ival = &b.m
+		if d.open() {
+			d.decInteger(&b.m)
+		}
+		m.Val = &b.w
+	}
+	if d.key(`"fval":`) {
+		b := d.bA_Const_Fval.new(1, &d.used, 269)
+		b.w.Fval = &b.m
+		if d.open() {
+			d.decFloat(&b.m)
+		}
+		m.Val = &b.w
+	}
+	if d.key(`"boolval":`) {
+		b := d.bA_Const_Boolval.new(1, &d.used, 270)
+		b.w.Boolval = &b.m
+		if d.open() {
+			d.decBoolean(&b.m)
+		}
+		m.Val = &b.w
+	}
+	if d.key(`"sval":`) {
+		b := d.bA_Const_Sval.new(4, &d.used, 271)
+		b.w.Sval = &b.m
+		if d.open() {
+			d.decString(&b.m)
+		}
+		m.Val = &b.w
+	}
+	if d.key(`"bsval":`) {
+		b := d.bA_Const_Bsval.new(1, &d.used, 272)
+		b.w.Bsval = &b.m
+		if d.open() {
+			d.decBitString(&b.m)
+		}
+		m.Val = &b.w
+	}
+	if d.key(`"isnull":`) {
+		m.Isnull = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5438,6 +5490,21 @@ func (d *decoder) decA_Const(m *pg.A_Const) {
 }
 
 func (d *decoder) decA_Expr(m *pg.A_Expr) {
+	if d.key(`"kind":`) {
+		m.Kind = d.enumA_Expr_Kind()
+	}
+	if d.key(`"name":`) {
+		m.Name = d.nodeList()
+	}
+	if d.key(`"lexpr":`) {
+		m.Lexpr = d.node()
+	}
+	if d.key(`"rexpr":`) {
+		m.Rexpr = d.node()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5461,6 +5528,15 @@ func (d *decoder) decA_Expr(m *pg.A_Expr) {
 }
 
 func (d *decoder) decA_Indices(m *pg.A_Indices) {
+	if d.key(`"is_slice":`) {
+		m.IsSlice = d.bool()
+	}
+	if d.key(`"lidx":`) {
+		m.Lidx = d.node()
+	}
+	if d.key(`"uidx":`) {
+		m.Uidx = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5480,6 +5556,12 @@ func (d *decoder) decA_Indices(m *pg.A_Indices) {
 }
 
 func (d *decoder) decA_Indirection(m *pg.A_Indirection) {
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"indirection":`) {
+		m.Indirection = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5510,6 +5592,12 @@ func (d *decoder) decA_Star(m *pg.A_Star) {
 }
 
 func (d *decoder) decAccessPriv(m *pg.AccessPriv) {
+	if d.key(`"priv_name":`) {
+		m.PrivName = d.str()
+	}
+	if d.key(`"cols":`) {
+		m.Cols = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5527,6 +5615,63 @@ func (d *decoder) decAccessPriv(m *pg.AccessPriv) {
 }
 
 func (d *decoder) decAggref(m *pg.Aggref) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"aggfnoid":`) {
+		m.Aggfnoid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"aggtype":`) {
+		m.Aggtype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"aggcollid":`) {
+		m.Aggcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"inputcollid":`) {
+		m.Inputcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"aggargtypes":`) {
+		m.Aggargtypes = d.nodeList()
+	}
+	if d.key(`"aggdirectargs":`) {
+		m.Aggdirectargs = d.nodeList()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"aggorder":`) {
+		m.Aggorder = d.nodeList()
+	}
+	if d.key(`"aggdistinct":`) {
+		m.Aggdistinct = d.nodeList()
+	}
+	if d.key(`"aggfilter":`) {
+		m.Aggfilter = d.node()
+	}
+	if d.key(`"aggstar":`) {
+		m.Aggstar = d.bool()
+	}
+	if d.key(`"aggvariadic":`) {
+		m.Aggvariadic = d.bool()
+	}
+	if d.key(`"aggkind":`) {
+		m.Aggkind = d.str()
+	}
+	if d.key(`"agglevelsup":`) {
+		m.Agglevelsup = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"aggsplit":`) {
+		m.Aggsplit = d.enumAggSplit()
+	}
+	if d.key(`"aggno":`) {
+		m.Aggno = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"aggtransno":`) {
+		m.Aggtransno = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5578,6 +5723,12 @@ func (d *decoder) decAggref(m *pg.Aggref) {
 }
 
 func (d *decoder) decAlias(m *pg.Alias) {
+	if d.key(`"aliasname":`) {
+		m.Aliasname = d.str()
+	}
+	if d.key(`"colnames":`) {
+		m.Colnames = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5595,6 +5746,9 @@ func (d *decoder) decAlias(m *pg.Alias) {
 }
 
 func (d *decoder) decAlterCollationStmt(m *pg.AlterCollationStmt) {
+	if d.key(`"collname":`) {
+		m.Collname = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5610,6 +5764,9 @@ func (d *decoder) decAlterCollationStmt(m *pg.AlterCollationStmt) {
 }
 
 func (d *decoder) decAlterDatabaseRefreshCollStmt(m *pg.AlterDatabaseRefreshCollStmt) {
+	if d.key(`"dbname":`) {
+		m.Dbname = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5625,6 +5782,12 @@ func (d *decoder) decAlterDatabaseRefreshCollStmt(m *pg.AlterDatabaseRefreshColl
 }
 
 func (d *decoder) decAlterDatabaseSetStmt(m *pg.AlterDatabaseSetStmt) {
+	if d.key(`"dbname":`) {
+		m.Dbname = d.str()
+	}
+	if d.key(`"setstmt":`) {
+		m.Setstmt = d.msgVariableSetStmt()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5642,6 +5805,12 @@ func (d *decoder) decAlterDatabaseSetStmt(m *pg.AlterDatabaseSetStmt) {
 }
 
 func (d *decoder) decAlterDatabaseStmt(m *pg.AlterDatabaseStmt) {
+	if d.key(`"dbname":`) {
+		m.Dbname = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5659,6 +5828,12 @@ func (d *decoder) decAlterDatabaseStmt(m *pg.AlterDatabaseStmt) {
 }
 
 func (d *decoder) decAlterDefaultPrivilegesStmt(m *pg.AlterDefaultPrivilegesStmt) {
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"action":`) {
+		m.Action = d.msgGrantStmt()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5676,6 +5851,24 @@ func (d *decoder) decAlterDefaultPrivilegesStmt(m *pg.AlterDefaultPrivilegesStmt
 }
 
 func (d *decoder) decAlterDomainStmt(m *pg.AlterDomainStmt) {
+	if d.key(`"subtype":`) {
+		m.Subtype = d.str()
+	}
+	if d.key(`"typeName":`) {
+		m.TypeName = d.nodeList()
+	}
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"def":`) {
+		m.Def = d.node()
+	}
+	if d.key(`"behavior":`) {
+		m.Behavior = d.enumDropBehavior()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5701,6 +5894,24 @@ func (d *decoder) decAlterDomainStmt(m *pg.AlterDomainStmt) {
 }
 
 func (d *decoder) decAlterEnumStmt(m *pg.AlterEnumStmt) {
+	if d.key(`"typeName":`) {
+		m.TypeName = d.nodeList()
+	}
+	if d.key(`"oldVal":`) {
+		m.OldVal = d.str()
+	}
+	if d.key(`"newVal":`) {
+		m.NewVal = d.str()
+	}
+	if d.key(`"newValNeighbor":`) {
+		m.NewValNeighbor = d.str()
+	}
+	if d.key(`"newValIsAfter":`) {
+		m.NewValIsAfter = d.bool()
+	}
+	if d.key(`"skipIfNewValExists":`) {
+		m.SkipIfNewValExists = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5726,6 +5937,12 @@ func (d *decoder) decAlterEnumStmt(m *pg.AlterEnumStmt) {
 }
 
 func (d *decoder) decAlterEventTrigStmt(m *pg.AlterEventTrigStmt) {
+	if d.key(`"trigname":`) {
+		m.Trigname = d.str()
+	}
+	if d.key(`"tgenabled":`) {
+		m.Tgenabled = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5743,6 +5960,18 @@ func (d *decoder) decAlterEventTrigStmt(m *pg.AlterEventTrigStmt) {
 }
 
 func (d *decoder) decAlterExtensionContentsStmt(m *pg.AlterExtensionContentsStmt) {
+	if d.key(`"extname":`) {
+		m.Extname = d.str()
+	}
+	if d.key(`"action":`) {
+		m.Action = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"objtype":`) {
+		m.Objtype = d.enumObjectType()
+	}
+	if d.key(`"object":`) {
+		m.Object = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5764,6 +5993,12 @@ func (d *decoder) decAlterExtensionContentsStmt(m *pg.AlterExtensionContentsStmt
 }
 
 func (d *decoder) decAlterExtensionStmt(m *pg.AlterExtensionStmt) {
+	if d.key(`"extname":`) {
+		m.Extname = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5781,6 +6016,15 @@ func (d *decoder) decAlterExtensionStmt(m *pg.AlterExtensionStmt) {
 }
 
 func (d *decoder) decAlterFdwStmt(m *pg.AlterFdwStmt) {
+	if d.key(`"fdwname":`) {
+		m.Fdwname = d.str()
+	}
+	if d.key(`"func_options":`) {
+		m.FuncOptions = d.nodeList()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5800,6 +6044,18 @@ func (d *decoder) decAlterFdwStmt(m *pg.AlterFdwStmt) {
 }
 
 func (d *decoder) decAlterForeignServerStmt(m *pg.AlterForeignServerStmt) {
+	if d.key(`"servername":`) {
+		m.Servername = d.str()
+	}
+	if d.key(`"version":`) {
+		m.Version = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"has_version":`) {
+		m.HasVersion = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5821,6 +6077,15 @@ func (d *decoder) decAlterForeignServerStmt(m *pg.AlterForeignServerStmt) {
 }
 
 func (d *decoder) decAlterFunctionStmt(m *pg.AlterFunctionStmt) {
+	if d.key(`"objtype":`) {
+		m.Objtype = d.enumObjectType()
+	}
+	if d.key(`"func":`) {
+		m.Func = d.msgObjectWithArgs()
+	}
+	if d.key(`"actions":`) {
+		m.Actions = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5840,6 +6105,21 @@ func (d *decoder) decAlterFunctionStmt(m *pg.AlterFunctionStmt) {
 }
 
 func (d *decoder) decAlterObjectDependsStmt(m *pg.AlterObjectDependsStmt) {
+	if d.key(`"objectType":`) {
+		m.ObjectType = d.enumObjectType()
+	}
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"object":`) {
+		m.Object = d.node()
+	}
+	if d.key(`"extname":`) {
+		m.Extname = d.msgString()
+	}
+	if d.key(`"remove":`) {
+		m.Remove = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5863,6 +6143,21 @@ func (d *decoder) decAlterObjectDependsStmt(m *pg.AlterObjectDependsStmt) {
 }
 
 func (d *decoder) decAlterObjectSchemaStmt(m *pg.AlterObjectSchemaStmt) {
+	if d.key(`"objectType":`) {
+		m.ObjectType = d.enumObjectType()
+	}
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"object":`) {
+		m.Object = d.node()
+	}
+	if d.key(`"newschema":`) {
+		m.Newschema = d.str()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5886,6 +6181,18 @@ func (d *decoder) decAlterObjectSchemaStmt(m *pg.AlterObjectSchemaStmt) {
 }
 
 func (d *decoder) decAlterOpFamilyStmt(m *pg.AlterOpFamilyStmt) {
+	if d.key(`"opfamilyname":`) {
+		m.Opfamilyname = d.nodeList()
+	}
+	if d.key(`"amname":`) {
+		m.Amname = d.str()
+	}
+	if d.key(`"isDrop":`) {
+		m.IsDrop = d.bool()
+	}
+	if d.key(`"items":`) {
+		m.Items = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5907,6 +6214,12 @@ func (d *decoder) decAlterOpFamilyStmt(m *pg.AlterOpFamilyStmt) {
 }
 
 func (d *decoder) decAlterOperatorStmt(m *pg.AlterOperatorStmt) {
+	if d.key(`"opername":`) {
+		m.Opername = d.msgObjectWithArgs()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5924,6 +6237,18 @@ func (d *decoder) decAlterOperatorStmt(m *pg.AlterOperatorStmt) {
 }
 
 func (d *decoder) decAlterOwnerStmt(m *pg.AlterOwnerStmt) {
+	if d.key(`"objectType":`) {
+		m.ObjectType = d.enumObjectType()
+	}
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"object":`) {
+		m.Object = d.node()
+	}
+	if d.key(`"newowner":`) {
+		m.Newowner = d.msgRoleSpec()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5945,6 +6270,21 @@ func (d *decoder) decAlterOwnerStmt(m *pg.AlterOwnerStmt) {
 }
 
 func (d *decoder) decAlterPolicyStmt(m *pg.AlterPolicyStmt) {
+	if d.key(`"policy_name":`) {
+		m.PolicyName = d.str()
+	}
+	if d.key(`"table":`) {
+		m.Table = d.msgRangeVar()
+	}
+	if d.key(`"roles":`) {
+		m.Roles = d.nodeList()
+	}
+	if d.key(`"qual":`) {
+		m.Qual = d.node()
+	}
+	if d.key(`"with_check":`) {
+		m.WithCheck = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5968,6 +6308,21 @@ func (d *decoder) decAlterPolicyStmt(m *pg.AlterPolicyStmt) {
 }
 
 func (d *decoder) decAlterPublicationStmt(m *pg.AlterPublicationStmt) {
+	if d.key(`"pubname":`) {
+		m.Pubname = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"pubobjects":`) {
+		m.Pubobjects = d.nodeList()
+	}
+	if d.key(`"for_all_tables":`) {
+		m.ForAllTables = d.bool()
+	}
+	if d.key(`"action":`) {
+		m.Action = d.enumAlterPublicationAction()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -5991,6 +6346,15 @@ func (d *decoder) decAlterPublicationStmt(m *pg.AlterPublicationStmt) {
 }
 
 func (d *decoder) decAlterRoleSetStmt(m *pg.AlterRoleSetStmt) {
+	if d.key(`"role":`) {
+		m.Role = d.msgRoleSpec()
+	}
+	if d.key(`"database":`) {
+		m.Database = d.str()
+	}
+	if d.key(`"setstmt":`) {
+		m.Setstmt = d.msgVariableSetStmt()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6010,6 +6374,15 @@ func (d *decoder) decAlterRoleSetStmt(m *pg.AlterRoleSetStmt) {
 }
 
 func (d *decoder) decAlterRoleStmt(m *pg.AlterRoleStmt) {
+	if d.key(`"role":`) {
+		m.Role = d.msgRoleSpec()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"action":`) {
+		m.Action = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6029,6 +6402,18 @@ func (d *decoder) decAlterRoleStmt(m *pg.AlterRoleStmt) {
 }
 
 func (d *decoder) decAlterSeqStmt(m *pg.AlterSeqStmt) {
+	if d.key(`"sequence":`) {
+		m.Sequence = d.msgRangeVar()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"for_identity":`) {
+		m.ForIdentity = d.bool()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6050,6 +6435,15 @@ func (d *decoder) decAlterSeqStmt(m *pg.AlterSeqStmt) {
 }
 
 func (d *decoder) decAlterStatsStmt(m *pg.AlterStatsStmt) {
+	if d.key(`"defnames":`) {
+		m.Defnames = d.nodeList()
+	}
+	if d.key(`"stxstattarget":`) {
+		m.Stxstattarget = d.node()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6069,6 +6463,24 @@ func (d *decoder) decAlterStatsStmt(m *pg.AlterStatsStmt) {
 }
 
 func (d *decoder) decAlterSubscriptionStmt(m *pg.AlterSubscriptionStmt) {
+	if d.key(`"kind":`) {
+		m.Kind = d.enumAlterSubscriptionType()
+	}
+	if d.key(`"subname":`) {
+		m.Subname = d.str()
+	}
+	if d.key(`"conninfo":`) {
+		m.Conninfo = d.str()
+	}
+	if d.key(`"publication":`) {
+		m.Publication = d.nodeList()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"conninfo_location":`) {
+		m.ConninfoLocation = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6094,6 +6506,9 @@ func (d *decoder) decAlterSubscriptionStmt(m *pg.AlterSubscriptionStmt) {
 }
 
 func (d *decoder) decAlterSystemStmt(m *pg.AlterSystemStmt) {
+	if d.key(`"setstmt":`) {
+		m.Setstmt = d.msgVariableSetStmt()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6109,6 +6524,27 @@ func (d *decoder) decAlterSystemStmt(m *pg.AlterSystemStmt) {
 }
 
 func (d *decoder) decAlterTSConfigurationStmt(m *pg.AlterTSConfigurationStmt) {
+	if d.key(`"kind":`) {
+		m.Kind = d.enumAlterTSConfigType()
+	}
+	if d.key(`"cfgname":`) {
+		m.Cfgname = d.nodeList()
+	}
+	if d.key(`"tokentype":`) {
+		m.Tokentype = d.nodeList()
+	}
+	if d.key(`"dicts":`) {
+		m.Dicts = d.nodeList()
+	}
+	if d.key(`"override":`) {
+		m.Override = d.bool()
+	}
+	if d.key(`"replace":`) {
+		m.Replace = d.bool()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6136,6 +6572,12 @@ func (d *decoder) decAlterTSConfigurationStmt(m *pg.AlterTSConfigurationStmt) {
 }
 
 func (d *decoder) decAlterTSDictionaryStmt(m *pg.AlterTSDictionaryStmt) {
+	if d.key(`"dictname":`) {
+		m.Dictname = d.nodeList()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6153,6 +6595,30 @@ func (d *decoder) decAlterTSDictionaryStmt(m *pg.AlterTSDictionaryStmt) {
 }
 
 func (d *decoder) decAlterTableCmd(m *pg.AlterTableCmd) {
+	if d.key(`"subtype":`) {
+		m.Subtype = d.enumAlterTableType()
+	}
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"num":`) {
+		m.Num = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"newowner":`) {
+		m.Newowner = d.msgRoleSpec()
+	}
+	if d.key(`"def":`) {
+		m.Def = d.node()
+	}
+	if d.key(`"behavior":`) {
+		m.Behavior = d.enumDropBehavior()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
+	if d.key(`"recurse":`) {
+		m.Recurse = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6182,6 +6648,21 @@ func (d *decoder) decAlterTableCmd(m *pg.AlterTableCmd) {
 }
 
 func (d *decoder) decAlterTableMoveAllStmt(m *pg.AlterTableMoveAllStmt) {
+	if d.key(`"orig_tablespacename":`) {
+		m.OrigTablespacename = d.str()
+	}
+	if d.key(`"objtype":`) {
+		m.Objtype = d.enumObjectType()
+	}
+	if d.key(`"roles":`) {
+		m.Roles = d.nodeList()
+	}
+	if d.key(`"new_tablespacename":`) {
+		m.NewTablespacename = d.str()
+	}
+	if d.key(`"nowait":`) {
+		m.Nowait = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6205,6 +6686,15 @@ func (d *decoder) decAlterTableMoveAllStmt(m *pg.AlterTableMoveAllStmt) {
 }
 
 func (d *decoder) decAlterTableSpaceOptionsStmt(m *pg.AlterTableSpaceOptionsStmt) {
+	if d.key(`"tablespacename":`) {
+		m.Tablespacename = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"isReset":`) {
+		m.IsReset = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6224,6 +6714,18 @@ func (d *decoder) decAlterTableSpaceOptionsStmt(m *pg.AlterTableSpaceOptionsStmt
 }
 
 func (d *decoder) decAlterTableStmt(m *pg.AlterTableStmt) {
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"cmds":`) {
+		m.Cmds = d.nodeList()
+	}
+	if d.key(`"objtype":`) {
+		m.Objtype = d.enumObjectType()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6245,6 +6747,12 @@ func (d *decoder) decAlterTableStmt(m *pg.AlterTableStmt) {
 }
 
 func (d *decoder) decAlterTypeStmt(m *pg.AlterTypeStmt) {
+	if d.key(`"typeName":`) {
+		m.TypeName = d.nodeList()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6262,6 +6770,15 @@ func (d *decoder) decAlterTypeStmt(m *pg.AlterTypeStmt) {
 }
 
 func (d *decoder) decAlterUserMappingStmt(m *pg.AlterUserMappingStmt) {
+	if d.key(`"user":`) {
+		m.User = d.msgRoleSpec()
+	}
+	if d.key(`"servername":`) {
+		m.Servername = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6281,6 +6798,12 @@ func (d *decoder) decAlterUserMappingStmt(m *pg.AlterUserMappingStmt) {
 }
 
 func (d *decoder) decAlternativeSubPlan(m *pg.AlternativeSubPlan) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"subplans":`) {
+		m.Subplans = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6298,6 +6821,30 @@ func (d *decoder) decAlternativeSubPlan(m *pg.AlternativeSubPlan) {
 }
 
 func (d *decoder) decArrayCoerceExpr(m *pg.ArrayCoerceExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"elemexpr":`) {
+		m.Elemexpr = d.node()
+	}
+	if d.key(`"resulttype":`) {
+		m.Resulttype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"resulttypmod":`) {
+		m.Resulttypmod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"resultcollid":`) {
+		m.Resultcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"coerceformat":`) {
+		m.Coerceformat = d.enumCoercionForm()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6327,6 +6874,27 @@ func (d *decoder) decArrayCoerceExpr(m *pg.ArrayCoerceExpr) {
 }
 
 func (d *decoder) decArrayExpr(m *pg.ArrayExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"array_typeid":`) {
+		m.ArrayTypeid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"array_collid":`) {
+		m.ArrayCollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"element_typeid":`) {
+		m.ElementTypeid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"elements":`) {
+		m.Elements = d.nodeList()
+	}
+	if d.key(`"multidims":`) {
+		m.Multidims = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6354,6 +6922,9 @@ func (d *decoder) decArrayExpr(m *pg.ArrayExpr) {
 }
 
 func (d *decoder) decBitString(m *pg.BitString) {
+	if d.key(`"bsval":`) {
+		m.Bsval = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6369,6 +6940,18 @@ func (d *decoder) decBitString(m *pg.BitString) {
 }
 
 func (d *decoder) decBoolExpr(m *pg.BoolExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"boolop":`) {
+		m.Boolop = d.enumBoolExprType()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6390,6 +6973,9 @@ func (d *decoder) decBoolExpr(m *pg.BoolExpr) {
 }
 
 func (d *decoder) decBoolean(m *pg.Boolean) {
+	if d.key(`"boolval":`) {
+		m.Boolval = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6405,6 +6991,18 @@ func (d *decoder) decBoolean(m *pg.Boolean) {
 }
 
 func (d *decoder) decBooleanTest(m *pg.BooleanTest) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"booltesttype":`) {
+		m.Booltesttype = d.enumBoolTestType()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6426,6 +7024,36 @@ func (d *decoder) decBooleanTest(m *pg.BooleanTest) {
 }
 
 func (d *decoder) decCTECycleClause(m *pg.CTECycleClause) {
+	if d.key(`"cycle_col_list":`) {
+		m.CycleColList = d.nodeList()
+	}
+	if d.key(`"cycle_mark_column":`) {
+		m.CycleMarkColumn = d.str()
+	}
+	if d.key(`"cycle_mark_value":`) {
+		m.CycleMarkValue = d.node()
+	}
+	if d.key(`"cycle_mark_default":`) {
+		m.CycleMarkDefault = d.node()
+	}
+	if d.key(`"cycle_path_column":`) {
+		m.CyclePathColumn = d.str()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"cycle_mark_type":`) {
+		m.CycleMarkType = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"cycle_mark_typmod":`) {
+		m.CycleMarkTypmod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"cycle_mark_collation":`) {
+		m.CycleMarkCollation = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"cycle_mark_neop":`) {
+		m.CycleMarkNeop = uint32(d.uint(1<<32 - 1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6459,6 +7087,18 @@ func (d *decoder) decCTECycleClause(m *pg.CTECycleClause) {
 }
 
 func (d *decoder) decCTESearchClause(m *pg.CTESearchClause) {
+	if d.key(`"search_col_list":`) {
+		m.SearchColList = d.nodeList()
+	}
+	if d.key(`"search_breadth_first":`) {
+		m.SearchBreadthFirst = d.bool()
+	}
+	if d.key(`"search_seq_column":`) {
+		m.SearchSeqColumn = d.str()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6480,6 +7120,9 @@ func (d *decoder) decCTESearchClause(m *pg.CTESearchClause) {
 }
 
 func (d *decoder) decCallContext(m *pg.CallContext) {
+	if d.key(`"atomic":`) {
+		m.Atomic = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6495,6 +7138,15 @@ func (d *decoder) decCallContext(m *pg.CallContext) {
 }
 
 func (d *decoder) decCallStmt(m *pg.CallStmt) {
+	if d.key(`"funccall":`) {
+		m.Funccall = d.msgFuncCall()
+	}
+	if d.key(`"funcexpr":`) {
+		m.Funcexpr = d.msgFuncExpr()
+	}
+	if d.key(`"outargs":`) {
+		m.Outargs = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6514,6 +7166,27 @@ func (d *decoder) decCallStmt(m *pg.CallStmt) {
 }
 
 func (d *decoder) decCaseExpr(m *pg.CaseExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"casetype":`) {
+		m.Casetype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"casecollid":`) {
+		m.Casecollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"defresult":`) {
+		m.Defresult = d.node()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6541,6 +7214,18 @@ func (d *decoder) decCaseExpr(m *pg.CaseExpr) {
 }
 
 func (d *decoder) decCaseTestExpr(m *pg.CaseTestExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"typeId":`) {
+		m.TypeId = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"typeMod":`) {
+		m.TypeMod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"collation":`) {
+		m.Collation = uint32(d.uint(1<<32 - 1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6562,6 +7247,18 @@ func (d *decoder) decCaseTestExpr(m *pg.CaseTestExpr) {
 }
 
 func (d *decoder) decCaseWhen(m *pg.CaseWhen) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"expr":`) {
+		m.Expr = d.node()
+	}
+	if d.key(`"result":`) {
+		m.Result = d.node()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6596,6 +7293,9 @@ func (d *decoder) decCheckPointStmt(m *pg.CheckPointStmt) {
 }
 
 func (d *decoder) decClosePortalStmt(m *pg.ClosePortalStmt) {
+	if d.key(`"portalname":`) {
+		m.Portalname = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6611,6 +7311,15 @@ func (d *decoder) decClosePortalStmt(m *pg.ClosePortalStmt) {
 }
 
 func (d *decoder) decClusterStmt(m *pg.ClusterStmt) {
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"indexname":`) {
+		m.Indexname = d.str()
+	}
+	if d.key(`"params":`) {
+		m.Params = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6630,6 +7339,21 @@ func (d *decoder) decClusterStmt(m *pg.ClusterStmt) {
 }
 
 func (d *decoder) decCoalesceExpr(m *pg.CoalesceExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"coalescetype":`) {
+		m.Coalescetype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"coalescecollid":`) {
+		m.Coalescecollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6653,6 +7377,27 @@ func (d *decoder) decCoalesceExpr(m *pg.CoalesceExpr) {
 }
 
 func (d *decoder) decCoerceToDomain(m *pg.CoerceToDomain) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"resulttype":`) {
+		m.Resulttype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"resulttypmod":`) {
+		m.Resulttypmod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"resultcollid":`) {
+		m.Resultcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"coercionformat":`) {
+		m.Coercionformat = d.enumCoercionForm()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6680,6 +7425,21 @@ func (d *decoder) decCoerceToDomain(m *pg.CoerceToDomain) {
 }
 
 func (d *decoder) decCoerceToDomainValue(m *pg.CoerceToDomainValue) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"typeId":`) {
+		m.TypeId = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"typeMod":`) {
+		m.TypeMod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"collation":`) {
+		m.Collation = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6703,6 +7463,24 @@ func (d *decoder) decCoerceToDomainValue(m *pg.CoerceToDomainValue) {
 }
 
 func (d *decoder) decCoerceViaIO(m *pg.CoerceViaIO) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"resulttype":`) {
+		m.Resulttype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"resultcollid":`) {
+		m.Resultcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"coerceformat":`) {
+		m.Coerceformat = d.enumCoercionForm()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6728,6 +7506,15 @@ func (d *decoder) decCoerceViaIO(m *pg.CoerceViaIO) {
 }
 
 func (d *decoder) decCollateClause(m *pg.CollateClause) {
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"collname":`) {
+		m.Collname = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6747,6 +7534,18 @@ func (d *decoder) decCollateClause(m *pg.CollateClause) {
 }
 
 func (d *decoder) decCollateExpr(m *pg.CollateExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"collOid":`) {
+		m.CollOid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6768,6 +7567,63 @@ func (d *decoder) decCollateExpr(m *pg.CollateExpr) {
 }
 
 func (d *decoder) decColumnDef(m *pg.ColumnDef) {
+	if d.key(`"colname":`) {
+		m.Colname = d.str()
+	}
+	if d.key(`"typeName":`) {
+		m.TypeName = d.msgTypeName()
+	}
+	if d.key(`"compression":`) {
+		m.Compression = d.str()
+	}
+	if d.key(`"inhcount":`) {
+		m.Inhcount = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"is_local":`) {
+		m.IsLocal = d.bool()
+	}
+	if d.key(`"is_not_null":`) {
+		m.IsNotNull = d.bool()
+	}
+	if d.key(`"is_from_type":`) {
+		m.IsFromType = d.bool()
+	}
+	if d.key(`"storage":`) {
+		m.Storage = d.str()
+	}
+	if d.key(`"storage_name":`) {
+		m.StorageName = d.str()
+	}
+	if d.key(`"raw_default":`) {
+		m.RawDefault = d.node()
+	}
+	if d.key(`"cooked_default":`) {
+		m.CookedDefault = d.node()
+	}
+	if d.key(`"identity":`) {
+		m.Identity = d.str()
+	}
+	if d.key(`"identitySequence":`) {
+		m.IdentitySequence = d.msgRangeVar()
+	}
+	if d.key(`"generated":`) {
+		m.Generated = d.str()
+	}
+	if d.key(`"collClause":`) {
+		m.CollClause = d.msgCollateClause()
+	}
+	if d.key(`"collOid":`) {
+		m.CollOid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"constraints":`) {
+		m.Constraints = d.nodeList()
+	}
+	if d.key(`"fdwoptions":`) {
+		m.Fdwoptions = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6819,6 +7675,12 @@ func (d *decoder) decColumnDef(m *pg.ColumnDef) {
 }
 
 func (d *decoder) decColumnRef(m *pg.ColumnRef) {
+	if d.key(`"fields":`) {
+		m.Fields = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6836,6 +7698,15 @@ func (d *decoder) decColumnRef(m *pg.ColumnRef) {
 }
 
 func (d *decoder) decCommentStmt(m *pg.CommentStmt) {
+	if d.key(`"objtype":`) {
+		m.Objtype = d.enumObjectType()
+	}
+	if d.key(`"object":`) {
+		m.Object = d.node()
+	}
+	if d.key(`"comment":`) {
+		m.Comment = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6855,6 +7726,45 @@ func (d *decoder) decCommentStmt(m *pg.CommentStmt) {
 }
 
 func (d *decoder) decCommonTableExpr(m *pg.CommonTableExpr) {
+	if d.key(`"ctename":`) {
+		m.Ctename = d.str()
+	}
+	if d.key(`"aliascolnames":`) {
+		m.Aliascolnames = d.nodeList()
+	}
+	if d.key(`"ctematerialized":`) {
+		m.Ctematerialized = d.enumCTEMaterialize()
+	}
+	if d.key(`"ctequery":`) {
+		m.Ctequery = d.node()
+	}
+	if d.key(`"search_clause":`) {
+		m.SearchClause = d.msgCTESearchClause()
+	}
+	if d.key(`"cycle_clause":`) {
+		m.CycleClause = d.msgCTECycleClause()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"cterecursive":`) {
+		m.Cterecursive = d.bool()
+	}
+	if d.key(`"cterefcount":`) {
+		m.Cterefcount = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"ctecolnames":`) {
+		m.Ctecolnames = d.nodeList()
+	}
+	if d.key(`"ctecoltypes":`) {
+		m.Ctecoltypes = d.nodeList()
+	}
+	if d.key(`"ctecoltypmods":`) {
+		m.Ctecoltypmods = d.nodeList()
+	}
+	if d.key(`"ctecolcollations":`) {
+		m.Ctecolcollations = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6894,6 +7804,12 @@ func (d *decoder) decCommonTableExpr(m *pg.CommonTableExpr) {
 }
 
 func (d *decoder) decCompositeTypeStmt(m *pg.CompositeTypeStmt) {
+	if d.key(`"typevar":`) {
+		m.Typevar = d.msgRangeVar()
+	}
+	if d.key(`"coldeflist":`) {
+		m.Coldeflist = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6911,6 +7827,99 @@ func (d *decoder) decCompositeTypeStmt(m *pg.CompositeTypeStmt) {
 }
 
 func (d *decoder) decConstraint(m *pg.Constraint) {
+	if d.key(`"contype":`) {
+		m.Contype = d.enumConstrType()
+	}
+	if d.key(`"conname":`) {
+		m.Conname = d.str()
+	}
+	if d.key(`"deferrable":`) {
+		m.Deferrable = d.bool()
+	}
+	if d.key(`"initdeferred":`) {
+		m.Initdeferred = d.bool()
+	}
+	if d.key(`"skip_validation":`) {
+		m.SkipValidation = d.bool()
+	}
+	if d.key(`"initially_valid":`) {
+		m.InitiallyValid = d.bool()
+	}
+	if d.key(`"is_no_inherit":`) {
+		m.IsNoInherit = d.bool()
+	}
+	if d.key(`"raw_expr":`) {
+		m.RawExpr = d.node()
+	}
+	if d.key(`"cooked_expr":`) {
+		m.CookedExpr = d.str()
+	}
+	if d.key(`"generated_when":`) {
+		m.GeneratedWhen = d.str()
+	}
+	if d.key(`"inhcount":`) {
+		m.Inhcount = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"nulls_not_distinct":`) {
+		m.NullsNotDistinct = d.bool()
+	}
+	if d.key(`"keys":`) {
+		m.Keys = d.nodeList()
+	}
+	if d.key(`"including":`) {
+		m.Including = d.nodeList()
+	}
+	if d.key(`"exclusions":`) {
+		m.Exclusions = d.nodeList()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"indexname":`) {
+		m.Indexname = d.str()
+	}
+	if d.key(`"indexspace":`) {
+		m.Indexspace = d.str()
+	}
+	if d.key(`"reset_default_tblspc":`) {
+		m.ResetDefaultTblspc = d.bool()
+	}
+	if d.key(`"access_method":`) {
+		m.AccessMethod = d.str()
+	}
+	if d.key(`"where_clause":`) {
+		m.WhereClause = d.node()
+	}
+	if d.key(`"pktable":`) {
+		m.Pktable = d.msgRangeVar()
+	}
+	if d.key(`"fk_attrs":`) {
+		m.FkAttrs = d.nodeList()
+	}
+	if d.key(`"pk_attrs":`) {
+		m.PkAttrs = d.nodeList()
+	}
+	if d.key(`"fk_matchtype":`) {
+		m.FkMatchtype = d.str()
+	}
+	if d.key(`"fk_upd_action":`) {
+		m.FkUpdAction = d.str()
+	}
+	if d.key(`"fk_del_action":`) {
+		m.FkDelAction = d.str()
+	}
+	if d.key(`"fk_del_set_cols":`) {
+		m.FkDelSetCols = d.nodeList()
+	}
+	if d.key(`"old_conpfeqop":`) {
+		m.OldConpfeqop = d.nodeList()
+	}
+	if d.key(`"old_pktable_oid":`) {
+		m.OldPktableOid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -6986,6 +7995,12 @@ func (d *decoder) decConstraint(m *pg.Constraint) {
 }
 
 func (d *decoder) decConstraintsSetStmt(m *pg.ConstraintsSetStmt) {
+	if d.key(`"constraints":`) {
+		m.Constraints = d.nodeList()
+	}
+	if d.key(`"deferred":`) {
+		m.Deferred = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7003,6 +8018,21 @@ func (d *decoder) decConstraintsSetStmt(m *pg.ConstraintsSetStmt) {
 }
 
 func (d *decoder) decConvertRowtypeExpr(m *pg.ConvertRowtypeExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"resulttype":`) {
+		m.Resulttype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"convertformat":`) {
+		m.Convertformat = d.enumCoercionForm()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7026,6 +8056,30 @@ func (d *decoder) decConvertRowtypeExpr(m *pg.ConvertRowtypeExpr) {
 }
 
 func (d *decoder) decCopyStmt(m *pg.CopyStmt) {
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"query":`) {
+		m.Query = d.node()
+	}
+	if d.key(`"attlist":`) {
+		m.Attlist = d.nodeList()
+	}
+	if d.key(`"is_from":`) {
+		m.IsFrom = d.bool()
+	}
+	if d.key(`"is_program":`) {
+		m.IsProgram = d.bool()
+	}
+	if d.key(`"filename":`) {
+		m.Filename = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"whereClause":`) {
+		m.WhereClause = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7055,6 +8109,15 @@ func (d *decoder) decCopyStmt(m *pg.CopyStmt) {
 }
 
 func (d *decoder) decCreateAmStmt(m *pg.CreateAmStmt) {
+	if d.key(`"amname":`) {
+		m.Amname = d.str()
+	}
+	if d.key(`"handler_name":`) {
+		m.HandlerName = d.nodeList()
+	}
+	if d.key(`"amtype":`) {
+		m.Amtype = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7074,6 +8137,21 @@ func (d *decoder) decCreateAmStmt(m *pg.CreateAmStmt) {
 }
 
 func (d *decoder) decCreateCastStmt(m *pg.CreateCastStmt) {
+	if d.key(`"sourcetype":`) {
+		m.Sourcetype = d.msgTypeName()
+	}
+	if d.key(`"targettype":`) {
+		m.Targettype = d.msgTypeName()
+	}
+	if d.key(`"func":`) {
+		m.Func = d.msgObjectWithArgs()
+	}
+	if d.key(`"context":`) {
+		m.Context = d.enumCoercionContext()
+	}
+	if d.key(`"inout":`) {
+		m.Inout = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7097,6 +8175,21 @@ func (d *decoder) decCreateCastStmt(m *pg.CreateCastStmt) {
 }
 
 func (d *decoder) decCreateConversionStmt(m *pg.CreateConversionStmt) {
+	if d.key(`"conversion_name":`) {
+		m.ConversionName = d.nodeList()
+	}
+	if d.key(`"for_encoding_name":`) {
+		m.ForEncodingName = d.str()
+	}
+	if d.key(`"to_encoding_name":`) {
+		m.ToEncodingName = d.str()
+	}
+	if d.key(`"func_name":`) {
+		m.FuncName = d.nodeList()
+	}
+	if d.key(`"def":`) {
+		m.Def = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7120,6 +8213,18 @@ func (d *decoder) decCreateConversionStmt(m *pg.CreateConversionStmt) {
 }
 
 func (d *decoder) decCreateDomainStmt(m *pg.CreateDomainStmt) {
+	if d.key(`"domainname":`) {
+		m.Domainname = d.nodeList()
+	}
+	if d.key(`"typeName":`) {
+		m.TypeName = d.msgTypeName()
+	}
+	if d.key(`"collClause":`) {
+		m.CollClause = d.msgCollateClause()
+	}
+	if d.key(`"constraints":`) {
+		m.Constraints = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7141,6 +8246,12 @@ func (d *decoder) decCreateDomainStmt(m *pg.CreateDomainStmt) {
 }
 
 func (d *decoder) decCreateEnumStmt(m *pg.CreateEnumStmt) {
+	if d.key(`"typeName":`) {
+		m.TypeName = d.nodeList()
+	}
+	if d.key(`"vals":`) {
+		m.Vals = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7158,6 +8269,18 @@ func (d *decoder) decCreateEnumStmt(m *pg.CreateEnumStmt) {
 }
 
 func (d *decoder) decCreateEventTrigStmt(m *pg.CreateEventTrigStmt) {
+	if d.key(`"trigname":`) {
+		m.Trigname = d.str()
+	}
+	if d.key(`"eventname":`) {
+		m.Eventname = d.str()
+	}
+	if d.key(`"whenclause":`) {
+		m.Whenclause = d.nodeList()
+	}
+	if d.key(`"funcname":`) {
+		m.Funcname = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7179,6 +8302,15 @@ func (d *decoder) decCreateEventTrigStmt(m *pg.CreateEventTrigStmt) {
 }
 
 func (d *decoder) decCreateExtensionStmt(m *pg.CreateExtensionStmt) {
+	if d.key(`"extname":`) {
+		m.Extname = d.str()
+	}
+	if d.key(`"if_not_exists":`) {
+		m.IfNotExists = d.bool()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7198,6 +8330,15 @@ func (d *decoder) decCreateExtensionStmt(m *pg.CreateExtensionStmt) {
 }
 
 func (d *decoder) decCreateFdwStmt(m *pg.CreateFdwStmt) {
+	if d.key(`"fdwname":`) {
+		m.Fdwname = d.str()
+	}
+	if d.key(`"func_options":`) {
+		m.FuncOptions = d.nodeList()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7217,6 +8358,24 @@ func (d *decoder) decCreateFdwStmt(m *pg.CreateFdwStmt) {
 }
 
 func (d *decoder) decCreateForeignServerStmt(m *pg.CreateForeignServerStmt) {
+	if d.key(`"servername":`) {
+		m.Servername = d.str()
+	}
+	if d.key(`"servertype":`) {
+		m.Servertype = d.str()
+	}
+	if d.key(`"version":`) {
+		m.Version = d.str()
+	}
+	if d.key(`"fdwname":`) {
+		m.Fdwname = d.str()
+	}
+	if d.key(`"if_not_exists":`) {
+		m.IfNotExists = d.bool()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7242,6 +8401,15 @@ func (d *decoder) decCreateForeignServerStmt(m *pg.CreateForeignServerStmt) {
 }
 
 func (d *decoder) decCreateForeignTableStmt(m *pg.CreateForeignTableStmt) {
+	if d.key(`"base":`) {
+		m.BaseStmt = d.msgCreateStmt()
+	}
+	if d.key(`"servername":`) {
+		m.Servername = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7261,6 +8429,27 @@ func (d *decoder) decCreateForeignTableStmt(m *pg.CreateForeignTableStmt) {
 }
 
 func (d *decoder) decCreateFunctionStmt(m *pg.CreateFunctionStmt) {
+	if d.key(`"is_procedure":`) {
+		m.IsProcedure = d.bool()
+	}
+	if d.key(`"replace":`) {
+		m.Replace = d.bool()
+	}
+	if d.key(`"funcname":`) {
+		m.Funcname = d.nodeList()
+	}
+	if d.key(`"parameters":`) {
+		m.Parameters = d.nodeList()
+	}
+	if d.key(`"returnType":`) {
+		m.ReturnType = d.msgTypeName()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"sql_body":`) {
+		m.SqlBody = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7288,6 +8477,24 @@ func (d *decoder) decCreateFunctionStmt(m *pg.CreateFunctionStmt) {
 }
 
 func (d *decoder) decCreateOpClassItem(m *pg.CreateOpClassItem) {
+	if d.key(`"itemtype":`) {
+		m.Itemtype = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"name":`) {
+		m.Name = d.msgObjectWithArgs()
+	}
+	if d.key(`"number":`) {
+		m.Number = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"order_family":`) {
+		m.OrderFamily = d.nodeList()
+	}
+	if d.key(`"class_args":`) {
+		m.ClassArgs = d.nodeList()
+	}
+	if d.key(`"storedtype":`) {
+		m.Storedtype = d.msgTypeName()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7313,6 +8520,24 @@ func (d *decoder) decCreateOpClassItem(m *pg.CreateOpClassItem) {
 }
 
 func (d *decoder) decCreateOpClassStmt(m *pg.CreateOpClassStmt) {
+	if d.key(`"opclassname":`) {
+		m.Opclassname = d.nodeList()
+	}
+	if d.key(`"opfamilyname":`) {
+		m.Opfamilyname = d.nodeList()
+	}
+	if d.key(`"amname":`) {
+		m.Amname = d.str()
+	}
+	if d.key(`"datatype":`) {
+		m.Datatype = d.msgTypeName()
+	}
+	if d.key(`"items":`) {
+		m.Items = d.nodeList()
+	}
+	if d.key(`"isDefault":`) {
+		m.IsDefault = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7338,6 +8563,12 @@ func (d *decoder) decCreateOpClassStmt(m *pg.CreateOpClassStmt) {
 }
 
 func (d *decoder) decCreateOpFamilyStmt(m *pg.CreateOpFamilyStmt) {
+	if d.key(`"opfamilyname":`) {
+		m.Opfamilyname = d.nodeList()
+	}
+	if d.key(`"amname":`) {
+		m.Amname = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7355,6 +8586,24 @@ func (d *decoder) decCreateOpFamilyStmt(m *pg.CreateOpFamilyStmt) {
 }
 
 func (d *decoder) decCreatePLangStmt(m *pg.CreatePLangStmt) {
+	if d.key(`"replace":`) {
+		m.Replace = d.bool()
+	}
+	if d.key(`"plname":`) {
+		m.Plname = d.str()
+	}
+	if d.key(`"plhandler":`) {
+		m.Plhandler = d.nodeList()
+	}
+	if d.key(`"plinline":`) {
+		m.Plinline = d.nodeList()
+	}
+	if d.key(`"plvalidator":`) {
+		m.Plvalidator = d.nodeList()
+	}
+	if d.key(`"pltrusted":`) {
+		m.Pltrusted = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7380,6 +8629,27 @@ func (d *decoder) decCreatePLangStmt(m *pg.CreatePLangStmt) {
 }
 
 func (d *decoder) decCreatePolicyStmt(m *pg.CreatePolicyStmt) {
+	if d.key(`"policy_name":`) {
+		m.PolicyName = d.str()
+	}
+	if d.key(`"table":`) {
+		m.Table = d.msgRangeVar()
+	}
+	if d.key(`"cmd_name":`) {
+		m.CmdName = d.str()
+	}
+	if d.key(`"permissive":`) {
+		m.Permissive = d.bool()
+	}
+	if d.key(`"roles":`) {
+		m.Roles = d.nodeList()
+	}
+	if d.key(`"qual":`) {
+		m.Qual = d.node()
+	}
+	if d.key(`"with_check":`) {
+		m.WithCheck = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7407,6 +8677,18 @@ func (d *decoder) decCreatePolicyStmt(m *pg.CreatePolicyStmt) {
 }
 
 func (d *decoder) decCreatePublicationStmt(m *pg.CreatePublicationStmt) {
+	if d.key(`"pubname":`) {
+		m.Pubname = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"pubobjects":`) {
+		m.Pubobjects = d.nodeList()
+	}
+	if d.key(`"for_all_tables":`) {
+		m.ForAllTables = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7428,6 +8710,12 @@ func (d *decoder) decCreatePublicationStmt(m *pg.CreatePublicationStmt) {
 }
 
 func (d *decoder) decCreateRangeStmt(m *pg.CreateRangeStmt) {
+	if d.key(`"typeName":`) {
+		m.TypeName = d.nodeList()
+	}
+	if d.key(`"params":`) {
+		m.Params = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7445,6 +8733,15 @@ func (d *decoder) decCreateRangeStmt(m *pg.CreateRangeStmt) {
 }
 
 func (d *decoder) decCreateRoleStmt(m *pg.CreateRoleStmt) {
+	if d.key(`"stmt_type":`) {
+		m.StmtType = d.enumRoleStmtType()
+	}
+	if d.key(`"role":`) {
+		m.Role = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7464,6 +8761,18 @@ func (d *decoder) decCreateRoleStmt(m *pg.CreateRoleStmt) {
 }
 
 func (d *decoder) decCreateSchemaStmt(m *pg.CreateSchemaStmt) {
+	if d.key(`"schemaname":`) {
+		m.Schemaname = d.str()
+	}
+	if d.key(`"authrole":`) {
+		m.Authrole = d.msgRoleSpec()
+	}
+	if d.key(`"schemaElts":`) {
+		m.SchemaElts = d.nodeList()
+	}
+	if d.key(`"if_not_exists":`) {
+		m.IfNotExists = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7485,6 +8794,21 @@ func (d *decoder) decCreateSchemaStmt(m *pg.CreateSchemaStmt) {
 }
 
 func (d *decoder) decCreateSeqStmt(m *pg.CreateSeqStmt) {
+	if d.key(`"sequence":`) {
+		m.Sequence = d.msgRangeVar()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"ownerId":`) {
+		m.OwnerId = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"for_identity":`) {
+		m.ForIdentity = d.bool()
+	}
+	if d.key(`"if_not_exists":`) {
+		m.IfNotExists = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7508,6 +8832,27 @@ func (d *decoder) decCreateSeqStmt(m *pg.CreateSeqStmt) {
 }
 
 func (d *decoder) decCreateStatsStmt(m *pg.CreateStatsStmt) {
+	if d.key(`"defnames":`) {
+		m.Defnames = d.nodeList()
+	}
+	if d.key(`"stat_types":`) {
+		m.StatTypes = d.nodeList()
+	}
+	if d.key(`"exprs":`) {
+		m.Exprs = d.nodeList()
+	}
+	if d.key(`"relations":`) {
+		m.Relations = d.nodeList()
+	}
+	if d.key(`"stxcomment":`) {
+		m.Stxcomment = d.str()
+	}
+	if d.key(`"transformed":`) {
+		m.Transformed = d.bool()
+	}
+	if d.key(`"if_not_exists":`) {
+		m.IfNotExists = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7535,6 +8880,42 @@ func (d *decoder) decCreateStatsStmt(m *pg.CreateStatsStmt) {
 }
 
 func (d *decoder) decCreateStmt(m *pg.CreateStmt) {
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"tableElts":`) {
+		m.TableElts = d.nodeList()
+	}
+	if d.key(`"inhRelations":`) {
+		m.InhRelations = d.nodeList()
+	}
+	if d.key(`"partbound":`) {
+		m.Partbound = d.msgPartitionBoundSpec()
+	}
+	if d.key(`"partspec":`) {
+		m.Partspec = d.msgPartitionSpec()
+	}
+	if d.key(`"ofTypename":`) {
+		m.OfTypename = d.msgTypeName()
+	}
+	if d.key(`"constraints":`) {
+		m.Constraints = d.nodeList()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"oncommit":`) {
+		m.Oncommit = d.enumOnCommitAction()
+	}
+	if d.key(`"tablespacename":`) {
+		m.Tablespacename = d.str()
+	}
+	if d.key(`"accessMethod":`) {
+		m.AccessMethod = d.str()
+	}
+	if d.key(`"if_not_exists":`) {
+		m.IfNotExists = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7572,6 +8953,21 @@ func (d *decoder) decCreateStmt(m *pg.CreateStmt) {
 }
 
 func (d *decoder) decCreateSubscriptionStmt(m *pg.CreateSubscriptionStmt) {
+	if d.key(`"subname":`) {
+		m.Subname = d.str()
+	}
+	if d.key(`"conninfo":`) {
+		m.Conninfo = d.str()
+	}
+	if d.key(`"publication":`) {
+		m.Publication = d.nodeList()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"conninfo_location":`) {
+		m.ConninfoLocation = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7595,6 +8991,21 @@ func (d *decoder) decCreateSubscriptionStmt(m *pg.CreateSubscriptionStmt) {
 }
 
 func (d *decoder) decCreateTableAsStmt(m *pg.CreateTableAsStmt) {
+	if d.key(`"query":`) {
+		m.Query = d.node()
+	}
+	if d.key(`"into":`) {
+		m.Into = d.msgIntoClause()
+	}
+	if d.key(`"objtype":`) {
+		m.Objtype = d.enumObjectType()
+	}
+	if d.key(`"is_select_into":`) {
+		m.IsSelectInto = d.bool()
+	}
+	if d.key(`"if_not_exists":`) {
+		m.IfNotExists = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7618,6 +9029,18 @@ func (d *decoder) decCreateTableAsStmt(m *pg.CreateTableAsStmt) {
 }
 
 func (d *decoder) decCreateTableSpaceStmt(m *pg.CreateTableSpaceStmt) {
+	if d.key(`"tablespacename":`) {
+		m.Tablespacename = d.str()
+	}
+	if d.key(`"owner":`) {
+		m.Owner = d.msgRoleSpec()
+	}
+	if d.key(`"location":`) {
+		m.Location = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7639,6 +9062,21 @@ func (d *decoder) decCreateTableSpaceStmt(m *pg.CreateTableSpaceStmt) {
 }
 
 func (d *decoder) decCreateTransformStmt(m *pg.CreateTransformStmt) {
+	if d.key(`"replace":`) {
+		m.Replace = d.bool()
+	}
+	if d.key(`"type_name":`) {
+		m.TypeName = d.msgTypeName()
+	}
+	if d.key(`"lang":`) {
+		m.Lang = d.str()
+	}
+	if d.key(`"fromsql":`) {
+		m.Fromsql = d.msgObjectWithArgs()
+	}
+	if d.key(`"tosql":`) {
+		m.Tosql = d.msgObjectWithArgs()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7662,6 +9100,51 @@ func (d *decoder) decCreateTransformStmt(m *pg.CreateTransformStmt) {
 }
 
 func (d *decoder) decCreateTrigStmt(m *pg.CreateTrigStmt) {
+	if d.key(`"replace":`) {
+		m.Replace = d.bool()
+	}
+	if d.key(`"isconstraint":`) {
+		m.Isconstraint = d.bool()
+	}
+	if d.key(`"trigname":`) {
+		m.Trigname = d.str()
+	}
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"funcname":`) {
+		m.Funcname = d.nodeList()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"row":`) {
+		m.Row = d.bool()
+	}
+	if d.key(`"timing":`) {
+		m.Timing = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"events":`) {
+		m.Events = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"columns":`) {
+		m.Columns = d.nodeList()
+	}
+	if d.key(`"whenClause":`) {
+		m.WhenClause = d.node()
+	}
+	if d.key(`"transitionRels":`) {
+		m.TransitionRels = d.nodeList()
+	}
+	if d.key(`"deferrable":`) {
+		m.Deferrable = d.bool()
+	}
+	if d.key(`"initdeferred":`) {
+		m.Initdeferred = d.bool()
+	}
+	if d.key(`"constrrel":`) {
+		m.Constrrel = d.msgRangeVar()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7705,6 +9188,18 @@ func (d *decoder) decCreateTrigStmt(m *pg.CreateTrigStmt) {
 }
 
 func (d *decoder) decCreateUserMappingStmt(m *pg.CreateUserMappingStmt) {
+	if d.key(`"user":`) {
+		m.User = d.msgRoleSpec()
+	}
+	if d.key(`"servername":`) {
+		m.Servername = d.str()
+	}
+	if d.key(`"if_not_exists":`) {
+		m.IfNotExists = d.bool()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7726,6 +9221,12 @@ func (d *decoder) decCreateUserMappingStmt(m *pg.CreateUserMappingStmt) {
 }
 
 func (d *decoder) decCreatedbStmt(m *pg.CreatedbStmt) {
+	if d.key(`"dbname":`) {
+		m.Dbname = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7743,6 +9244,18 @@ func (d *decoder) decCreatedbStmt(m *pg.CreatedbStmt) {
 }
 
 func (d *decoder) decCurrentOfExpr(m *pg.CurrentOfExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"cvarno":`) {
+		m.Cvarno = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"cursor_name":`) {
+		m.CursorName = d.str()
+	}
+	if d.key(`"cursor_param":`) {
+		m.CursorParam = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7764,6 +9277,15 @@ func (d *decoder) decCurrentOfExpr(m *pg.CurrentOfExpr) {
 }
 
 func (d *decoder) decDeallocateStmt(m *pg.DeallocateStmt) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"isall":`) {
+		m.Isall = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7783,6 +9305,15 @@ func (d *decoder) decDeallocateStmt(m *pg.DeallocateStmt) {
 }
 
 func (d *decoder) decDeclareCursorStmt(m *pg.DeclareCursorStmt) {
+	if d.key(`"portalname":`) {
+		m.Portalname = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"query":`) {
+		m.Query = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7802,6 +9333,24 @@ func (d *decoder) decDeclareCursorStmt(m *pg.DeclareCursorStmt) {
 }
 
 func (d *decoder) decDefElem(m *pg.DefElem) {
+	if d.key(`"defnamespace":`) {
+		m.Defnamespace = d.str()
+	}
+	if d.key(`"defname":`) {
+		m.Defname = d.str()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"defaction":`) {
+		m.Defaction = d.enumDefElemAction()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"arg_location":`) {
+		m.ArgLocation = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7827,6 +9376,27 @@ func (d *decoder) decDefElem(m *pg.DefElem) {
 }
 
 func (d *decoder) decDefineStmt(m *pg.DefineStmt) {
+	if d.key(`"kind":`) {
+		m.Kind = d.enumObjectType()
+	}
+	if d.key(`"oldstyle":`) {
+		m.Oldstyle = d.bool()
+	}
+	if d.key(`"defnames":`) {
+		m.Defnames = d.nodeList()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"definition":`) {
+		m.Definition = d.nodeList()
+	}
+	if d.key(`"if_not_exists":`) {
+		m.IfNotExists = d.bool()
+	}
+	if d.key(`"replace":`) {
+		m.Replace = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7854,6 +9424,21 @@ func (d *decoder) decDefineStmt(m *pg.DefineStmt) {
 }
 
 func (d *decoder) decDeleteStmt(m *pg.DeleteStmt) {
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"usingClause":`) {
+		m.UsingClause = d.nodeList()
+	}
+	if d.key(`"whereClause":`) {
+		m.WhereClause = d.node()
+	}
+	if d.key(`"returningList":`) {
+		m.ReturningList = d.nodeList()
+	}
+	if d.key(`"withClause":`) {
+		m.WithClause = d.msgWithClause()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7877,6 +9462,9 @@ func (d *decoder) decDeleteStmt(m *pg.DeleteStmt) {
 }
 
 func (d *decoder) decDiscardStmt(m *pg.DiscardStmt) {
+	if d.key(`"target":`) {
+		m.Target = d.enumDiscardMode()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7892,6 +9480,30 @@ func (d *decoder) decDiscardStmt(m *pg.DiscardStmt) {
 }
 
 func (d *decoder) decDistinctExpr(m *pg.DistinctExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"opno":`) {
+		m.Opno = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"opresulttype":`) {
+		m.Opresulttype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"opretset":`) {
+		m.Opretset = d.bool()
+	}
+	if d.key(`"opcollid":`) {
+		m.Opcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"inputcollid":`) {
+		m.Inputcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7921,6 +9533,9 @@ func (d *decoder) decDistinctExpr(m *pg.DistinctExpr) {
 }
 
 func (d *decoder) decDoStmt(m *pg.DoStmt) {
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7936,6 +9551,12 @@ func (d *decoder) decDoStmt(m *pg.DoStmt) {
 }
 
 func (d *decoder) decDropOwnedStmt(m *pg.DropOwnedStmt) {
+	if d.key(`"roles":`) {
+		m.Roles = d.nodeList()
+	}
+	if d.key(`"behavior":`) {
+		m.Behavior = d.enumDropBehavior()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7953,6 +9574,12 @@ func (d *decoder) decDropOwnedStmt(m *pg.DropOwnedStmt) {
 }
 
 func (d *decoder) decDropRoleStmt(m *pg.DropRoleStmt) {
+	if d.key(`"roles":`) {
+		m.Roles = d.nodeList()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7970,6 +9597,21 @@ func (d *decoder) decDropRoleStmt(m *pg.DropRoleStmt) {
 }
 
 func (d *decoder) decDropStmt(m *pg.DropStmt) {
+	if d.key(`"objects":`) {
+		m.Objects = d.nodeList()
+	}
+	if d.key(`"removeType":`) {
+		m.RemoveType = d.enumObjectType()
+	}
+	if d.key(`"behavior":`) {
+		m.Behavior = d.enumDropBehavior()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
+	if d.key(`"concurrent":`) {
+		m.Concurrent = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -7993,6 +9635,15 @@ func (d *decoder) decDropStmt(m *pg.DropStmt) {
 }
 
 func (d *decoder) decDropSubscriptionStmt(m *pg.DropSubscriptionStmt) {
+	if d.key(`"subname":`) {
+		m.Subname = d.str()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
+	if d.key(`"behavior":`) {
+		m.Behavior = d.enumDropBehavior()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8012,6 +9663,12 @@ func (d *decoder) decDropSubscriptionStmt(m *pg.DropSubscriptionStmt) {
 }
 
 func (d *decoder) decDropTableSpaceStmt(m *pg.DropTableSpaceStmt) {
+	if d.key(`"tablespacename":`) {
+		m.Tablespacename = d.str()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8029,6 +9686,15 @@ func (d *decoder) decDropTableSpaceStmt(m *pg.DropTableSpaceStmt) {
 }
 
 func (d *decoder) decDropUserMappingStmt(m *pg.DropUserMappingStmt) {
+	if d.key(`"user":`) {
+		m.User = d.msgRoleSpec()
+	}
+	if d.key(`"servername":`) {
+		m.Servername = d.str()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8048,6 +9714,15 @@ func (d *decoder) decDropUserMappingStmt(m *pg.DropUserMappingStmt) {
 }
 
 func (d *decoder) decDropdbStmt(m *pg.DropdbStmt) {
+	if d.key(`"dbname":`) {
+		m.Dbname = d.str()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8067,6 +9742,12 @@ func (d *decoder) decDropdbStmt(m *pg.DropdbStmt) {
 }
 
 func (d *decoder) decExecuteStmt(m *pg.ExecuteStmt) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"params":`) {
+		m.Params = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8084,6 +9765,12 @@ func (d *decoder) decExecuteStmt(m *pg.ExecuteStmt) {
 }
 
 func (d *decoder) decExplainStmt(m *pg.ExplainStmt) {
+	if d.key(`"query":`) {
+		m.Query = d.node()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8101,6 +9788,18 @@ func (d *decoder) decExplainStmt(m *pg.ExplainStmt) {
 }
 
 func (d *decoder) decFetchStmt(m *pg.FetchStmt) {
+	if d.key(`"direction":`) {
+		m.Direction = d.enumFetchDirection()
+	}
+	if d.key(`"howMany":`) {
+		m.HowMany = d.int(-1<<63, 1<<63-1)
+	}
+	if d.key(`"portalname":`) {
+		m.Portalname = d.str()
+	}
+	if d.key(`"ismove":`) {
+		m.Ismove = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8122,6 +9821,24 @@ func (d *decoder) decFetchStmt(m *pg.FetchStmt) {
 }
 
 func (d *decoder) decFieldSelect(m *pg.FieldSelect) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"fieldnum":`) {
+		m.Fieldnum = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"resulttype":`) {
+		m.Resulttype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"resulttypmod":`) {
+		m.Resulttypmod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"resultcollid":`) {
+		m.Resultcollid = uint32(d.uint(1<<32 - 1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8147,6 +9864,21 @@ func (d *decoder) decFieldSelect(m *pg.FieldSelect) {
 }
 
 func (d *decoder) decFieldStore(m *pg.FieldStore) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"newvals":`) {
+		m.Newvals = d.nodeList()
+	}
+	if d.key(`"fieldnums":`) {
+		m.Fieldnums = d.nodeList()
+	}
+	if d.key(`"resulttype":`) {
+		m.Resulttype = uint32(d.uint(1<<32 - 1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8170,6 +9902,9 @@ func (d *decoder) decFieldStore(m *pg.FieldStore) {
 }
 
 func (d *decoder) decFloat(m *pg.Float) {
+	if d.key(`"fval":`) {
+		m.Fval = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8185,6 +9920,12 @@ func (d *decoder) decFloat(m *pg.Float) {
 }
 
 func (d *decoder) decFromExpr(m *pg.FromExpr) {
+	if d.key(`"fromlist":`) {
+		m.Fromlist = d.nodeList()
+	}
+	if d.key(`"quals":`) {
+		m.Quals = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8202,6 +9943,39 @@ func (d *decoder) decFromExpr(m *pg.FromExpr) {
 }
 
 func (d *decoder) decFuncCall(m *pg.FuncCall) {
+	if d.key(`"funcname":`) {
+		m.Funcname = d.nodeList()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"agg_order":`) {
+		m.AggOrder = d.nodeList()
+	}
+	if d.key(`"agg_filter":`) {
+		m.AggFilter = d.node()
+	}
+	if d.key(`"over":`) {
+		m.Over = d.msgWindowDef()
+	}
+	if d.key(`"agg_within_group":`) {
+		m.AggWithinGroup = d.bool()
+	}
+	if d.key(`"agg_star":`) {
+		m.AggStar = d.bool()
+	}
+	if d.key(`"agg_distinct":`) {
+		m.AggDistinct = d.bool()
+	}
+	if d.key(`"func_variadic":`) {
+		m.FuncVariadic = d.bool()
+	}
+	if d.key(`"funcformat":`) {
+		m.Funcformat = d.enumCoercionForm()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8237,6 +10011,36 @@ func (d *decoder) decFuncCall(m *pg.FuncCall) {
 }
 
 func (d *decoder) decFuncExpr(m *pg.FuncExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"funcid":`) {
+		m.Funcid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"funcresulttype":`) {
+		m.Funcresulttype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"funcretset":`) {
+		m.Funcretset = d.bool()
+	}
+	if d.key(`"funcvariadic":`) {
+		m.Funcvariadic = d.bool()
+	}
+	if d.key(`"funcformat":`) {
+		m.Funcformat = d.enumCoercionForm()
+	}
+	if d.key(`"funccollid":`) {
+		m.Funccollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"inputcollid":`) {
+		m.Inputcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8270,6 +10074,18 @@ func (d *decoder) decFuncExpr(m *pg.FuncExpr) {
 }
 
 func (d *decoder) decFunctionParameter(m *pg.FunctionParameter) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"argType":`) {
+		m.ArgType = d.msgTypeName()
+	}
+	if d.key(`"mode":`) {
+		m.Mode = d.enumFunctionParameterMode()
+	}
+	if d.key(`"defexpr":`) {
+		m.Defexpr = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8291,6 +10107,24 @@ func (d *decoder) decFunctionParameter(m *pg.FunctionParameter) {
 }
 
 func (d *decoder) decGrantRoleStmt(m *pg.GrantRoleStmt) {
+	if d.key(`"granted_roles":`) {
+		m.GrantedRoles = d.nodeList()
+	}
+	if d.key(`"grantee_roles":`) {
+		m.GranteeRoles = d.nodeList()
+	}
+	if d.key(`"is_grant":`) {
+		m.IsGrant = d.bool()
+	}
+	if d.key(`"opt":`) {
+		m.Opt = d.nodeList()
+	}
+	if d.key(`"grantor":`) {
+		m.Grantor = d.msgRoleSpec()
+	}
+	if d.key(`"behavior":`) {
+		m.Behavior = d.enumDropBehavior()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8316,6 +10150,33 @@ func (d *decoder) decGrantRoleStmt(m *pg.GrantRoleStmt) {
 }
 
 func (d *decoder) decGrantStmt(m *pg.GrantStmt) {
+	if d.key(`"is_grant":`) {
+		m.IsGrant = d.bool()
+	}
+	if d.key(`"targtype":`) {
+		m.Targtype = d.enumGrantTargetType()
+	}
+	if d.key(`"objtype":`) {
+		m.Objtype = d.enumObjectType()
+	}
+	if d.key(`"objects":`) {
+		m.Objects = d.nodeList()
+	}
+	if d.key(`"privileges":`) {
+		m.Privileges = d.nodeList()
+	}
+	if d.key(`"grantees":`) {
+		m.Grantees = d.nodeList()
+	}
+	if d.key(`"grant_option":`) {
+		m.GrantOption = d.bool()
+	}
+	if d.key(`"grantor":`) {
+		m.Grantor = d.msgRoleSpec()
+	}
+	if d.key(`"behavior":`) {
+		m.Behavior = d.enumDropBehavior()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8347,6 +10208,21 @@ func (d *decoder) decGrantStmt(m *pg.GrantStmt) {
 }
 
 func (d *decoder) decGroupingFunc(m *pg.GroupingFunc) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"refs":`) {
+		m.Refs = d.nodeList()
+	}
+	if d.key(`"agglevelsup":`) {
+		m.Agglevelsup = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8370,6 +10246,15 @@ func (d *decoder) decGroupingFunc(m *pg.GroupingFunc) {
 }
 
 func (d *decoder) decGroupingSet(m *pg.GroupingSet) {
+	if d.key(`"kind":`) {
+		m.Kind = d.enumGroupingSetKind()
+	}
+	if d.key(`"content":`) {
+		m.Content = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8389,6 +10274,24 @@ func (d *decoder) decGroupingSet(m *pg.GroupingSet) {
 }
 
 func (d *decoder) decImportForeignSchemaStmt(m *pg.ImportForeignSchemaStmt) {
+	if d.key(`"server_name":`) {
+		m.ServerName = d.str()
+	}
+	if d.key(`"remote_schema":`) {
+		m.RemoteSchema = d.str()
+	}
+	if d.key(`"local_schema":`) {
+		m.LocalSchema = d.str()
+	}
+	if d.key(`"list_type":`) {
+		m.ListType = d.enumImportForeignSchemaType()
+	}
+	if d.key(`"table_list":`) {
+		m.TableList = d.nodeList()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8414,6 +10317,30 @@ func (d *decoder) decImportForeignSchemaStmt(m *pg.ImportForeignSchemaStmt) {
 }
 
 func (d *decoder) decIndexElem(m *pg.IndexElem) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"expr":`) {
+		m.Expr = d.node()
+	}
+	if d.key(`"indexcolname":`) {
+		m.Indexcolname = d.str()
+	}
+	if d.key(`"collation":`) {
+		m.Collation = d.nodeList()
+	}
+	if d.key(`"opclass":`) {
+		m.Opclass = d.nodeList()
+	}
+	if d.key(`"opclassopts":`) {
+		m.Opclassopts = d.nodeList()
+	}
+	if d.key(`"ordering":`) {
+		m.Ordering = d.enumSortByDir()
+	}
+	if d.key(`"nulls_ordering":`) {
+		m.NullsOrdering = d.enumSortByNulls()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8443,6 +10370,78 @@ func (d *decoder) decIndexElem(m *pg.IndexElem) {
 }
 
 func (d *decoder) decIndexStmt(m *pg.IndexStmt) {
+	if d.key(`"idxname":`) {
+		m.Idxname = d.str()
+	}
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"accessMethod":`) {
+		m.AccessMethod = d.str()
+	}
+	if d.key(`"tableSpace":`) {
+		m.TableSpace = d.str()
+	}
+	if d.key(`"indexParams":`) {
+		m.IndexParams = d.nodeList()
+	}
+	if d.key(`"indexIncludingParams":`) {
+		m.IndexIncludingParams = d.nodeList()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"whereClause":`) {
+		m.WhereClause = d.node()
+	}
+	if d.key(`"excludeOpNames":`) {
+		m.ExcludeOpNames = d.nodeList()
+	}
+	if d.key(`"idxcomment":`) {
+		m.Idxcomment = d.str()
+	}
+	if d.key(`"indexOid":`) {
+		m.IndexOid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"oldNumber":`) {
+		m.OldNumber = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"oldCreateSubid":`) {
+		m.OldCreateSubid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"oldFirstRelfilelocatorSubid":`) {
+		m.OldFirstRelfilelocatorSubid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"unique":`) {
+		m.Unique = d.bool()
+	}
+	if d.key(`"nulls_not_distinct":`) {
+		m.NullsNotDistinct = d.bool()
+	}
+	if d.key(`"primary":`) {
+		m.Primary = d.bool()
+	}
+	if d.key(`"isconstraint":`) {
+		m.Isconstraint = d.bool()
+	}
+	if d.key(`"deferrable":`) {
+		m.Deferrable = d.bool()
+	}
+	if d.key(`"initdeferred":`) {
+		m.Initdeferred = d.bool()
+	}
+	if d.key(`"transformed":`) {
+		m.Transformed = d.bool()
+	}
+	if d.key(`"concurrent":`) {
+		m.Concurrent = d.bool()
+	}
+	if d.key(`"if_not_exists":`) {
+		m.IfNotExists = d.bool()
+	}
+	if d.key(`"reset_default_tblspc":`) {
+		m.ResetDefaultTblspc = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8504,6 +10503,18 @@ func (d *decoder) decIndexStmt(m *pg.IndexStmt) {
 }
 
 func (d *decoder) decInferClause(m *pg.InferClause) {
+	if d.key(`"indexElems":`) {
+		m.IndexElems = d.nodeList()
+	}
+	if d.key(`"whereClause":`) {
+		m.WhereClause = d.node()
+	}
+	if d.key(`"conname":`) {
+		m.Conname = d.str()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8525,6 +10536,18 @@ func (d *decoder) decInferClause(m *pg.InferClause) {
 }
 
 func (d *decoder) decInferenceElem(m *pg.InferenceElem) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"expr":`) {
+		m.Expr = d.node()
+	}
+	if d.key(`"infercollid":`) {
+		m.Infercollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"inferopclass":`) {
+		m.Inferopclass = uint32(d.uint(1<<32 - 1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8546,6 +10569,18 @@ func (d *decoder) decInferenceElem(m *pg.InferenceElem) {
 }
 
 func (d *decoder) decInlineCodeBlock(m *pg.InlineCodeBlock) {
+	if d.key(`"source_text":`) {
+		m.SourceText = d.str()
+	}
+	if d.key(`"langOid":`) {
+		m.LangOid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"langIsTrusted":`) {
+		m.LangIsTrusted = d.bool()
+	}
+	if d.key(`"atomic":`) {
+		m.Atomic = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8567,6 +10602,27 @@ func (d *decoder) decInlineCodeBlock(m *pg.InlineCodeBlock) {
 }
 
 func (d *decoder) decInsertStmt(m *pg.InsertStmt) {
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"cols":`) {
+		m.Cols = d.nodeList()
+	}
+	if d.key(`"selectStmt":`) {
+		m.SelectStmt = d.node()
+	}
+	if d.key(`"onConflictClause":`) {
+		m.OnConflictClause = d.msgOnConflictClause()
+	}
+	if d.key(`"returningList":`) {
+		m.ReturningList = d.nodeList()
+	}
+	if d.key(`"withClause":`) {
+		m.WithClause = d.msgWithClause()
+	}
+	if d.key(`"override":`) {
+		m.Override = d.enumOverridingKind()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8594,6 +10650,9 @@ func (d *decoder) decInsertStmt(m *pg.InsertStmt) {
 }
 
 func (d *decoder) decIntList(m *pg.IntList) {
+	if d.key(`"items":`) {
+		m.Items = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8609,6 +10668,9 @@ func (d *decoder) decIntList(m *pg.IntList) {
 }
 
 func (d *decoder) decInteger(m *pg.Integer) {
+	if d.key(`"ival":`) {
+		m.Ival = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8624,6 +10686,30 @@ func (d *decoder) decInteger(m *pg.Integer) {
 }
 
 func (d *decoder) decIntoClause(m *pg.IntoClause) {
+	if d.key(`"rel":`) {
+		m.Rel = d.msgRangeVar()
+	}
+	if d.key(`"colNames":`) {
+		m.ColNames = d.nodeList()
+	}
+	if d.key(`"accessMethod":`) {
+		m.AccessMethod = d.str()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"onCommit":`) {
+		m.OnCommit = d.enumOnCommitAction()
+	}
+	if d.key(`"tableSpaceName":`) {
+		m.TableSpaceName = d.str()
+	}
+	if d.key(`"viewQuery":`) {
+		m.ViewQuery = d.node()
+	}
+	if d.key(`"skipData":`) {
+		m.SkipData = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8653,6 +10739,33 @@ func (d *decoder) decIntoClause(m *pg.IntoClause) {
 }
 
 func (d *decoder) decJoinExpr(m *pg.JoinExpr) {
+	if d.key(`"jointype":`) {
+		m.Jointype = d.enumJoinType()
+	}
+	if d.key(`"isNatural":`) {
+		m.IsNatural = d.bool()
+	}
+	if d.key(`"larg":`) {
+		m.Larg = d.node()
+	}
+	if d.key(`"rarg":`) {
+		m.Rarg = d.node()
+	}
+	if d.key(`"usingClause":`) {
+		m.UsingClause = d.nodeList()
+	}
+	if d.key(`"join_using_alias":`) {
+		m.JoinUsingAlias = d.msgAlias()
+	}
+	if d.key(`"quals":`) {
+		m.Quals = d.node()
+	}
+	if d.key(`"alias":`) {
+		m.Alias = d.msgAlias()
+	}
+	if d.key(`"rtindex":`) {
+		m.Rtindex = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8684,6 +10797,21 @@ func (d *decoder) decJoinExpr(m *pg.JoinExpr) {
 }
 
 func (d *decoder) decJsonAggConstructor(m *pg.JsonAggConstructor) {
+	if d.key(`"output":`) {
+		m.Output = d.msgJsonOutput()
+	}
+	if d.key(`"agg_filter":`) {
+		m.AggFilter = d.node()
+	}
+	if d.key(`"agg_order":`) {
+		m.AggOrder = d.nodeList()
+	}
+	if d.key(`"over":`) {
+		m.Over = d.msgWindowDef()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8707,6 +10835,12 @@ func (d *decoder) decJsonAggConstructor(m *pg.JsonAggConstructor) {
 }
 
 func (d *decoder) decJsonArgument(m *pg.JsonArgument) {
+	if d.key(`"val":`) {
+		m.Val = d.msgJsonValueExpr()
+	}
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8724,6 +10858,15 @@ func (d *decoder) decJsonArgument(m *pg.JsonArgument) {
 }
 
 func (d *decoder) decJsonArrayAgg(m *pg.JsonArrayAgg) {
+	if d.key(`"constructor":`) {
+		m.Constructor = d.msgJsonAggConstructor()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.msgJsonValueExpr()
+	}
+	if d.key(`"absent_on_null":`) {
+		m.AbsentOnNull = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8743,6 +10886,18 @@ func (d *decoder) decJsonArrayAgg(m *pg.JsonArrayAgg) {
 }
 
 func (d *decoder) decJsonArrayConstructor(m *pg.JsonArrayConstructor) {
+	if d.key(`"exprs":`) {
+		m.Exprs = d.nodeList()
+	}
+	if d.key(`"output":`) {
+		m.Output = d.msgJsonOutput()
+	}
+	if d.key(`"absent_on_null":`) {
+		m.AbsentOnNull = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8764,6 +10919,21 @@ func (d *decoder) decJsonArrayConstructor(m *pg.JsonArrayConstructor) {
 }
 
 func (d *decoder) decJsonArrayQueryConstructor(m *pg.JsonArrayQueryConstructor) {
+	if d.key(`"query":`) {
+		m.Query = d.node()
+	}
+	if d.key(`"output":`) {
+		m.Output = d.msgJsonOutput()
+	}
+	if d.key(`"format":`) {
+		m.Format = d.msgJsonFormat()
+	}
+	if d.key(`"absent_on_null":`) {
+		m.AbsentOnNull = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8787,6 +10957,18 @@ func (d *decoder) decJsonArrayQueryConstructor(m *pg.JsonArrayQueryConstructor) 
 }
 
 func (d *decoder) decJsonBehavior(m *pg.JsonBehavior) {
+	if d.key(`"btype":`) {
+		m.Btype = d.enumJsonBehaviorType()
+	}
+	if d.key(`"expr":`) {
+		m.Expr = d.node()
+	}
+	if d.key(`"coerce":`) {
+		m.Coerce = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8808,6 +10990,33 @@ func (d *decoder) decJsonBehavior(m *pg.JsonBehavior) {
 }
 
 func (d *decoder) decJsonConstructorExpr(m *pg.JsonConstructorExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"type":`) {
+		m.Type = d.enumJsonConstructorType()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"func":`) {
+		m.Func = d.node()
+	}
+	if d.key(`"coercion":`) {
+		m.Coercion = d.node()
+	}
+	if d.key(`"returning":`) {
+		m.Returning = d.msgJsonReturning()
+	}
+	if d.key(`"absent_on_null":`) {
+		m.AbsentOnNull = d.bool()
+	}
+	if d.key(`"unique":`) {
+		m.Unique = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8839,6 +11048,57 @@ func (d *decoder) decJsonConstructorExpr(m *pg.JsonConstructorExpr) {
 }
 
 func (d *decoder) decJsonExpr(m *pg.JsonExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"op":`) {
+		m.Op = d.enumJsonExprOp()
+	}
+	if d.key(`"column_name":`) {
+		m.ColumnName = d.str()
+	}
+	if d.key(`"formatted_expr":`) {
+		m.FormattedExpr = d.node()
+	}
+	if d.key(`"format":`) {
+		m.Format = d.msgJsonFormat()
+	}
+	if d.key(`"path_spec":`) {
+		m.PathSpec = d.node()
+	}
+	if d.key(`"returning":`) {
+		m.Returning = d.msgJsonReturning()
+	}
+	if d.key(`"passing_names":`) {
+		m.PassingNames = d.nodeList()
+	}
+	if d.key(`"passing_values":`) {
+		m.PassingValues = d.nodeList()
+	}
+	if d.key(`"on_empty":`) {
+		m.OnEmpty = d.msgJsonBehavior()
+	}
+	if d.key(`"on_error":`) {
+		m.OnError = d.msgJsonBehavior()
+	}
+	if d.key(`"use_io_coercion":`) {
+		m.UseIoCoercion = d.bool()
+	}
+	if d.key(`"use_json_coercion":`) {
+		m.UseJsonCoercion = d.bool()
+	}
+	if d.key(`"wrapper":`) {
+		m.Wrapper = d.enumJsonWrapper()
+	}
+	if d.key(`"omit_quotes":`) {
+		m.OmitQuotes = d.bool()
+	}
+	if d.key(`"collation":`) {
+		m.Collation = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8886,6 +11146,15 @@ func (d *decoder) decJsonExpr(m *pg.JsonExpr) {
 }
 
 func (d *decoder) decJsonFormat(m *pg.JsonFormat) {
+	if d.key(`"format_type":`) {
+		m.FormatType = d.enumJsonFormatType()
+	}
+	if d.key(`"encoding":`) {
+		m.Encoding = d.enumJsonEncoding()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8905,6 +11174,39 @@ func (d *decoder) decJsonFormat(m *pg.JsonFormat) {
 }
 
 func (d *decoder) decJsonFuncExpr(m *pg.JsonFuncExpr) {
+	if d.key(`"op":`) {
+		m.Op = d.enumJsonExprOp()
+	}
+	if d.key(`"column_name":`) {
+		m.ColumnName = d.str()
+	}
+	if d.key(`"context_item":`) {
+		m.ContextItem = d.msgJsonValueExpr()
+	}
+	if d.key(`"pathspec":`) {
+		m.Pathspec = d.node()
+	}
+	if d.key(`"passing":`) {
+		m.Passing = d.nodeList()
+	}
+	if d.key(`"output":`) {
+		m.Output = d.msgJsonOutput()
+	}
+	if d.key(`"on_empty":`) {
+		m.OnEmpty = d.msgJsonBehavior()
+	}
+	if d.key(`"on_error":`) {
+		m.OnError = d.msgJsonBehavior()
+	}
+	if d.key(`"wrapper":`) {
+		m.Wrapper = d.enumJsonWrapper()
+	}
+	if d.key(`"quotes":`) {
+		m.Quotes = d.enumJsonQuotes()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8940,6 +11242,21 @@ func (d *decoder) decJsonFuncExpr(m *pg.JsonFuncExpr) {
 }
 
 func (d *decoder) decJsonIsPredicate(m *pg.JsonIsPredicate) {
+	if d.key(`"expr":`) {
+		m.Expr = d.node()
+	}
+	if d.key(`"format":`) {
+		m.Format = d.msgJsonFormat()
+	}
+	if d.key(`"item_type":`) {
+		m.ItemType = d.enumJsonValueType()
+	}
+	if d.key(`"unique_keys":`) {
+		m.UniqueKeys = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8963,6 +11280,12 @@ func (d *decoder) decJsonIsPredicate(m *pg.JsonIsPredicate) {
 }
 
 func (d *decoder) decJsonKeyValue(m *pg.JsonKeyValue) {
+	if d.key(`"key":`) {
+		m.Key = d.node()
+	}
+	if d.key(`"value":`) {
+		m.Value = d.msgJsonValueExpr()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -8980,6 +11303,18 @@ func (d *decoder) decJsonKeyValue(m *pg.JsonKeyValue) {
 }
 
 func (d *decoder) decJsonObjectAgg(m *pg.JsonObjectAgg) {
+	if d.key(`"constructor":`) {
+		m.Constructor = d.msgJsonAggConstructor()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.msgJsonKeyValue()
+	}
+	if d.key(`"absent_on_null":`) {
+		m.AbsentOnNull = d.bool()
+	}
+	if d.key(`"unique":`) {
+		m.Unique = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9001,6 +11336,21 @@ func (d *decoder) decJsonObjectAgg(m *pg.JsonObjectAgg) {
 }
 
 func (d *decoder) decJsonObjectConstructor(m *pg.JsonObjectConstructor) {
+	if d.key(`"exprs":`) {
+		m.Exprs = d.nodeList()
+	}
+	if d.key(`"output":`) {
+		m.Output = d.msgJsonOutput()
+	}
+	if d.key(`"absent_on_null":`) {
+		m.AbsentOnNull = d.bool()
+	}
+	if d.key(`"unique":`) {
+		m.Unique = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9024,6 +11374,12 @@ func (d *decoder) decJsonObjectConstructor(m *pg.JsonObjectConstructor) {
 }
 
 func (d *decoder) decJsonOutput(m *pg.JsonOutput) {
+	if d.key(`"typeName":`) {
+		m.TypeName = d.msgTypeName()
+	}
+	if d.key(`"returning":`) {
+		m.Returning = d.msgJsonReturning()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9041,6 +11397,18 @@ func (d *decoder) decJsonOutput(m *pg.JsonOutput) {
 }
 
 func (d *decoder) decJsonParseExpr(m *pg.JsonParseExpr) {
+	if d.key(`"expr":`) {
+		m.Expr = d.msgJsonValueExpr()
+	}
+	if d.key(`"output":`) {
+		m.Output = d.msgJsonOutput()
+	}
+	if d.key(`"unique_keys":`) {
+		m.UniqueKeys = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9062,6 +11430,15 @@ func (d *decoder) decJsonParseExpr(m *pg.JsonParseExpr) {
 }
 
 func (d *decoder) decJsonReturning(m *pg.JsonReturning) {
+	if d.key(`"format":`) {
+		m.Format = d.msgJsonFormat()
+	}
+	if d.key(`"typid":`) {
+		m.Typid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"typmod":`) {
+		m.Typmod = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9081,6 +11458,15 @@ func (d *decoder) decJsonReturning(m *pg.JsonReturning) {
 }
 
 func (d *decoder) decJsonScalarExpr(m *pg.JsonScalarExpr) {
+	if d.key(`"expr":`) {
+		m.Expr = d.node()
+	}
+	if d.key(`"output":`) {
+		m.Output = d.msgJsonOutput()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9100,6 +11486,15 @@ func (d *decoder) decJsonScalarExpr(m *pg.JsonScalarExpr) {
 }
 
 func (d *decoder) decJsonSerializeExpr(m *pg.JsonSerializeExpr) {
+	if d.key(`"expr":`) {
+		m.Expr = d.msgJsonValueExpr()
+	}
+	if d.key(`"output":`) {
+		m.Output = d.msgJsonOutput()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9119,6 +11514,30 @@ func (d *decoder) decJsonSerializeExpr(m *pg.JsonSerializeExpr) {
 }
 
 func (d *decoder) decJsonTable(m *pg.JsonTable) {
+	if d.key(`"context_item":`) {
+		m.ContextItem = d.msgJsonValueExpr()
+	}
+	if d.key(`"pathspec":`) {
+		m.Pathspec = d.msgJsonTablePathSpec()
+	}
+	if d.key(`"passing":`) {
+		m.Passing = d.nodeList()
+	}
+	if d.key(`"columns":`) {
+		m.Columns = d.nodeList()
+	}
+	if d.key(`"on_error":`) {
+		m.OnError = d.msgJsonBehavior()
+	}
+	if d.key(`"alias":`) {
+		m.Alias = d.msgAlias()
+	}
+	if d.key(`"lateral":`) {
+		m.Lateral = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9148,6 +11567,39 @@ func (d *decoder) decJsonTable(m *pg.JsonTable) {
 }
 
 func (d *decoder) decJsonTableColumn(m *pg.JsonTableColumn) {
+	if d.key(`"coltype":`) {
+		m.Coltype = d.enumJsonTableColumnType()
+	}
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"typeName":`) {
+		m.TypeName = d.msgTypeName()
+	}
+	if d.key(`"pathspec":`) {
+		m.Pathspec = d.msgJsonTablePathSpec()
+	}
+	if d.key(`"format":`) {
+		m.Format = d.msgJsonFormat()
+	}
+	if d.key(`"wrapper":`) {
+		m.Wrapper = d.enumJsonWrapper()
+	}
+	if d.key(`"quotes":`) {
+		m.Quotes = d.enumJsonQuotes()
+	}
+	if d.key(`"columns":`) {
+		m.Columns = d.nodeList()
+	}
+	if d.key(`"on_empty":`) {
+		m.OnEmpty = d.msgJsonBehavior()
+	}
+	if d.key(`"on_error":`) {
+		m.OnError = d.msgJsonBehavior()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9183,6 +11635,9 @@ func (d *decoder) decJsonTableColumn(m *pg.JsonTableColumn) {
 }
 
 func (d *decoder) decJsonTablePath(m *pg.JsonTablePath) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9198,6 +11653,24 @@ func (d *decoder) decJsonTablePath(m *pg.JsonTablePath) {
 }
 
 func (d *decoder) decJsonTablePathScan(m *pg.JsonTablePathScan) {
+	if d.key(`"plan":`) {
+		m.Plan = d.node()
+	}
+	if d.key(`"path":`) {
+		m.Path = d.msgJsonTablePath()
+	}
+	if d.key(`"errorOnError":`) {
+		m.ErrorOnError = d.bool()
+	}
+	if d.key(`"child":`) {
+		m.Child = d.node()
+	}
+	if d.key(`"colMin":`) {
+		m.ColMin = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"colMax":`) {
+		m.ColMax = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9223,6 +11696,18 @@ func (d *decoder) decJsonTablePathScan(m *pg.JsonTablePathScan) {
 }
 
 func (d *decoder) decJsonTablePathSpec(m *pg.JsonTablePathSpec) {
+	if d.key(`"string":`) {
+		m.String_ = d.node()
+	}
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"name_location":`) {
+		m.NameLocation = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9244,6 +11729,15 @@ func (d *decoder) decJsonTablePathSpec(m *pg.JsonTablePathSpec) {
 }
 
 func (d *decoder) decJsonTableSiblingJoin(m *pg.JsonTableSiblingJoin) {
+	if d.key(`"plan":`) {
+		m.Plan = d.node()
+	}
+	if d.key(`"lplan":`) {
+		m.Lplan = d.node()
+	}
+	if d.key(`"rplan":`) {
+		m.Rplan = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9263,6 +11757,15 @@ func (d *decoder) decJsonTableSiblingJoin(m *pg.JsonTableSiblingJoin) {
 }
 
 func (d *decoder) decJsonValueExpr(m *pg.JsonValueExpr) {
+	if d.key(`"raw_expr":`) {
+		m.RawExpr = d.node()
+	}
+	if d.key(`"formatted_expr":`) {
+		m.FormattedExpr = d.node()
+	}
+	if d.key(`"format":`) {
+		m.Format = d.msgJsonFormat()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9282,6 +11785,9 @@ func (d *decoder) decJsonValueExpr(m *pg.JsonValueExpr) {
 }
 
 func (d *decoder) decList(m *pg.List) {
+	if d.key(`"items":`) {
+		m.Items = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9297,6 +11803,9 @@ func (d *decoder) decList(m *pg.List) {
 }
 
 func (d *decoder) decListenStmt(m *pg.ListenStmt) {
+	if d.key(`"conditionname":`) {
+		m.Conditionname = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9312,6 +11821,9 @@ func (d *decoder) decListenStmt(m *pg.ListenStmt) {
 }
 
 func (d *decoder) decLoadStmt(m *pg.LoadStmt) {
+	if d.key(`"filename":`) {
+		m.Filename = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9327,6 +11839,15 @@ func (d *decoder) decLoadStmt(m *pg.LoadStmt) {
 }
 
 func (d *decoder) decLockStmt(m *pg.LockStmt) {
+	if d.key(`"relations":`) {
+		m.Relations = d.nodeList()
+	}
+	if d.key(`"mode":`) {
+		m.Mode = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"nowait":`) {
+		m.Nowait = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9346,6 +11867,15 @@ func (d *decoder) decLockStmt(m *pg.LockStmt) {
 }
 
 func (d *decoder) decLockingClause(m *pg.LockingClause) {
+	if d.key(`"lockedRels":`) {
+		m.LockedRels = d.nodeList()
+	}
+	if d.key(`"strength":`) {
+		m.Strength = d.enumLockClauseStrength()
+	}
+	if d.key(`"waitPolicy":`) {
+		m.WaitPolicy = d.enumLockWaitPolicy()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9365,6 +11895,24 @@ func (d *decoder) decLockingClause(m *pg.LockingClause) {
 }
 
 func (d *decoder) decMergeAction(m *pg.MergeAction) {
+	if d.key(`"matchKind":`) {
+		m.MatchKind = d.enumMergeMatchKind()
+	}
+	if d.key(`"commandType":`) {
+		m.CommandType = d.enumCmdType()
+	}
+	if d.key(`"override":`) {
+		m.Override = d.enumOverridingKind()
+	}
+	if d.key(`"qual":`) {
+		m.Qual = d.node()
+	}
+	if d.key(`"targetList":`) {
+		m.TargetList = d.nodeList()
+	}
+	if d.key(`"updateColnos":`) {
+		m.UpdateColnos = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9390,6 +11938,24 @@ func (d *decoder) decMergeAction(m *pg.MergeAction) {
 }
 
 func (d *decoder) decMergeStmt(m *pg.MergeStmt) {
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"sourceRelation":`) {
+		m.SourceRelation = d.node()
+	}
+	if d.key(`"joinCondition":`) {
+		m.JoinCondition = d.node()
+	}
+	if d.key(`"mergeWhenClauses":`) {
+		m.MergeWhenClauses = d.nodeList()
+	}
+	if d.key(`"returningList":`) {
+		m.ReturningList = d.nodeList()
+	}
+	if d.key(`"withClause":`) {
+		m.WithClause = d.msgWithClause()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9415,6 +11981,18 @@ func (d *decoder) decMergeStmt(m *pg.MergeStmt) {
 }
 
 func (d *decoder) decMergeSupportFunc(m *pg.MergeSupportFunc) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"msftype":`) {
+		m.Msftype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"msfcollid":`) {
+		m.Msfcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9436,6 +12014,24 @@ func (d *decoder) decMergeSupportFunc(m *pg.MergeSupportFunc) {
 }
 
 func (d *decoder) decMergeWhenClause(m *pg.MergeWhenClause) {
+	if d.key(`"matchKind":`) {
+		m.MatchKind = d.enumMergeMatchKind()
+	}
+	if d.key(`"commandType":`) {
+		m.CommandType = d.enumCmdType()
+	}
+	if d.key(`"override":`) {
+		m.Override = d.enumOverridingKind()
+	}
+	if d.key(`"condition":`) {
+		m.Condition = d.node()
+	}
+	if d.key(`"targetList":`) {
+		m.TargetList = d.nodeList()
+	}
+	if d.key(`"values":`) {
+		m.Values = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9461,6 +12057,27 @@ func (d *decoder) decMergeWhenClause(m *pg.MergeWhenClause) {
 }
 
 func (d *decoder) decMinMaxExpr(m *pg.MinMaxExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"minmaxtype":`) {
+		m.Minmaxtype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"minmaxcollid":`) {
+		m.Minmaxcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"inputcollid":`) {
+		m.Inputcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"op":`) {
+		m.Op = d.enumMinMaxOp()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9488,6 +12105,15 @@ func (d *decoder) decMinMaxExpr(m *pg.MinMaxExpr) {
 }
 
 func (d *decoder) decMultiAssignRef(m *pg.MultiAssignRef) {
+	if d.key(`"source":`) {
+		m.Source = d.node()
+	}
+	if d.key(`"colno":`) {
+		m.Colno = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"ncolumns":`) {
+		m.Ncolumns = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9507,6 +12133,21 @@ func (d *decoder) decMultiAssignRef(m *pg.MultiAssignRef) {
 }
 
 func (d *decoder) decNamedArgExpr(m *pg.NamedArgExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"argnumber":`) {
+		m.Argnumber = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9530,6 +12171,15 @@ func (d *decoder) decNamedArgExpr(m *pg.NamedArgExpr) {
 }
 
 func (d *decoder) decNextValueExpr(m *pg.NextValueExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"seqid":`) {
+		m.Seqid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"typeId":`) {
+		m.TypeId = uint32(d.uint(1<<32 - 1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9549,6 +12199,15 @@ func (d *decoder) decNextValueExpr(m *pg.NextValueExpr) {
 }
 
 func (d *decoder) decNotifyStmt(m *pg.NotifyStmt) {
+	if d.key(`"conditionname":`) {
+		m.Conditionname = d.str()
+	}
+	if d.key(`"payload":`) {
+		m.Payload = d.str()
+	}
+	if d.key(`"payload_location":`) {
+		m.PayloadLocation = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9568,6 +12227,30 @@ func (d *decoder) decNotifyStmt(m *pg.NotifyStmt) {
 }
 
 func (d *decoder) decNullIfExpr(m *pg.NullIfExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"opno":`) {
+		m.Opno = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"opresulttype":`) {
+		m.Opresulttype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"opretset":`) {
+		m.Opretset = d.bool()
+	}
+	if d.key(`"opcollid":`) {
+		m.Opcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"inputcollid":`) {
+		m.Inputcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9597,6 +12280,21 @@ func (d *decoder) decNullIfExpr(m *pg.NullIfExpr) {
 }
 
 func (d *decoder) decNullTest(m *pg.NullTest) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"nulltesttype":`) {
+		m.Nulltesttype = d.enumNullTestType()
+	}
+	if d.key(`"argisrow":`) {
+		m.Argisrow = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9620,6 +12318,18 @@ func (d *decoder) decNullTest(m *pg.NullTest) {
 }
 
 func (d *decoder) decObjectWithArgs(m *pg.ObjectWithArgs) {
+	if d.key(`"objname":`) {
+		m.Objname = d.nodeList()
+	}
+	if d.key(`"objargs":`) {
+		m.Objargs = d.nodeList()
+	}
+	if d.key(`"objfuncargs":`) {
+		m.Objfuncargs = d.nodeList()
+	}
+	if d.key(`"args_unspecified":`) {
+		m.ArgsUnspecified = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9641,6 +12351,9 @@ func (d *decoder) decObjectWithArgs(m *pg.ObjectWithArgs) {
 }
 
 func (d *decoder) decOidList(m *pg.OidList) {
+	if d.key(`"items":`) {
+		m.Items = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9656,6 +12369,21 @@ func (d *decoder) decOidList(m *pg.OidList) {
 }
 
 func (d *decoder) decOnConflictClause(m *pg.OnConflictClause) {
+	if d.key(`"action":`) {
+		m.Action = d.enumOnConflictAction()
+	}
+	if d.key(`"infer":`) {
+		m.Infer = d.msgInferClause()
+	}
+	if d.key(`"targetList":`) {
+		m.TargetList = d.nodeList()
+	}
+	if d.key(`"whereClause":`) {
+		m.WhereClause = d.node()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9679,6 +12407,30 @@ func (d *decoder) decOnConflictClause(m *pg.OnConflictClause) {
 }
 
 func (d *decoder) decOnConflictExpr(m *pg.OnConflictExpr) {
+	if d.key(`"action":`) {
+		m.Action = d.enumOnConflictAction()
+	}
+	if d.key(`"arbiterElems":`) {
+		m.ArbiterElems = d.nodeList()
+	}
+	if d.key(`"arbiterWhere":`) {
+		m.ArbiterWhere = d.node()
+	}
+	if d.key(`"constraint":`) {
+		m.Constraint = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"onConflictSet":`) {
+		m.OnConflictSet = d.nodeList()
+	}
+	if d.key(`"onConflictWhere":`) {
+		m.OnConflictWhere = d.node()
+	}
+	if d.key(`"exclRelIndex":`) {
+		m.ExclRelIndex = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"exclRelTlist":`) {
+		m.ExclRelTlist = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9708,6 +12460,30 @@ func (d *decoder) decOnConflictExpr(m *pg.OnConflictExpr) {
 }
 
 func (d *decoder) decOpExpr(m *pg.OpExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"opno":`) {
+		m.Opno = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"opresulttype":`) {
+		m.Opresulttype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"opretset":`) {
+		m.Opretset = d.bool()
+	}
+	if d.key(`"opcollid":`) {
+		m.Opcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"inputcollid":`) {
+		m.Inputcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9737,6 +12513,21 @@ func (d *decoder) decOpExpr(m *pg.OpExpr) {
 }
 
 func (d *decoder) decPLAssignStmt(m *pg.PLAssignStmt) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"indirection":`) {
+		m.Indirection = d.nodeList()
+	}
+	if d.key(`"nnames":`) {
+		m.Nnames = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"val":`) {
+		m.Val = d.msgSelectStmt()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9760,6 +12551,27 @@ func (d *decoder) decPLAssignStmt(m *pg.PLAssignStmt) {
 }
 
 func (d *decoder) decParam(m *pg.Param) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"paramkind":`) {
+		m.Paramkind = d.enumParamKind()
+	}
+	if d.key(`"paramid":`) {
+		m.Paramid = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"paramtype":`) {
+		m.Paramtype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"paramtypmod":`) {
+		m.Paramtypmod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"paramcollid":`) {
+		m.Paramcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9787,6 +12599,12 @@ func (d *decoder) decParam(m *pg.Param) {
 }
 
 func (d *decoder) decParamRef(m *pg.ParamRef) {
+	if d.key(`"number":`) {
+		m.Number = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9804,6 +12622,12 @@ func (d *decoder) decParamRef(m *pg.ParamRef) {
 }
 
 func (d *decoder) decParseResult(m *pg.ParseResult) {
+	if d.key(`"version":`) {
+		m.Version = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"stmts":`) {
+		m.Stmts = d.rawStmts()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9821,6 +12645,30 @@ func (d *decoder) decParseResult(m *pg.ParseResult) {
 }
 
 func (d *decoder) decPartitionBoundSpec(m *pg.PartitionBoundSpec) {
+	if d.key(`"strategy":`) {
+		m.Strategy = d.str()
+	}
+	if d.key(`"is_default":`) {
+		m.IsDefault = d.bool()
+	}
+	if d.key(`"modulus":`) {
+		m.Modulus = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"remainder":`) {
+		m.Remainder = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"listdatums":`) {
+		m.Listdatums = d.nodeList()
+	}
+	if d.key(`"lowerdatums":`) {
+		m.Lowerdatums = d.nodeList()
+	}
+	if d.key(`"upperdatums":`) {
+		m.Upperdatums = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9850,6 +12698,15 @@ func (d *decoder) decPartitionBoundSpec(m *pg.PartitionBoundSpec) {
 }
 
 func (d *decoder) decPartitionCmd(m *pg.PartitionCmd) {
+	if d.key(`"name":`) {
+		m.Name = d.msgRangeVar()
+	}
+	if d.key(`"bound":`) {
+		m.Bound = d.msgPartitionBoundSpec()
+	}
+	if d.key(`"concurrent":`) {
+		m.Concurrent = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9869,6 +12726,21 @@ func (d *decoder) decPartitionCmd(m *pg.PartitionCmd) {
 }
 
 func (d *decoder) decPartitionElem(m *pg.PartitionElem) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"expr":`) {
+		m.Expr = d.node()
+	}
+	if d.key(`"collation":`) {
+		m.Collation = d.nodeList()
+	}
+	if d.key(`"opclass":`) {
+		m.Opclass = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9892,6 +12764,15 @@ func (d *decoder) decPartitionElem(m *pg.PartitionElem) {
 }
 
 func (d *decoder) decPartitionRangeDatum(m *pg.PartitionRangeDatum) {
+	if d.key(`"kind":`) {
+		m.Kind = d.enumPartitionRangeDatumKind()
+	}
+	if d.key(`"value":`) {
+		m.Value = d.node()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9911,6 +12792,15 @@ func (d *decoder) decPartitionRangeDatum(m *pg.PartitionRangeDatum) {
 }
 
 func (d *decoder) decPartitionSpec(m *pg.PartitionSpec) {
+	if d.key(`"strategy":`) {
+		m.Strategy = d.enumPartitionStrategy()
+	}
+	if d.key(`"partParams":`) {
+		m.PartParams = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9930,6 +12820,15 @@ func (d *decoder) decPartitionSpec(m *pg.PartitionSpec) {
 }
 
 func (d *decoder) decPrepareStmt(m *pg.PrepareStmt) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"argtypes":`) {
+		m.Argtypes = d.nodeList()
+	}
+	if d.key(`"query":`) {
+		m.Query = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9949,6 +12848,18 @@ func (d *decoder) decPrepareStmt(m *pg.PrepareStmt) {
 }
 
 func (d *decoder) decPublicationObjSpec(m *pg.PublicationObjSpec) {
+	if d.key(`"pubobjtype":`) {
+		m.Pubobjtype = d.enumPublicationObjSpecType()
+	}
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"pubtable":`) {
+		m.Pubtable = d.msgPublicationTable()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9970,6 +12881,15 @@ func (d *decoder) decPublicationObjSpec(m *pg.PublicationObjSpec) {
 }
 
 func (d *decoder) decPublicationTable(m *pg.PublicationTable) {
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"whereClause":`) {
+		m.WhereClause = d.node()
+	}
+	if d.key(`"columns":`) {
+		m.Columns = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -9989,6 +12909,132 @@ func (d *decoder) decPublicationTable(m *pg.PublicationTable) {
 }
 
 func (d *decoder) decQuery(m *pg.Query) {
+	if d.key(`"commandType":`) {
+		m.CommandType = d.enumCmdType()
+	}
+	if d.key(`"querySource":`) {
+		m.QuerySource = d.enumQuerySource()
+	}
+	if d.key(`"canSetTag":`) {
+		m.CanSetTag = d.bool()
+	}
+	if d.key(`"utilityStmt":`) {
+		m.UtilityStmt = d.node()
+	}
+	if d.key(`"resultRelation":`) {
+		m.ResultRelation = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"hasAggs":`) {
+		m.HasAggs = d.bool()
+	}
+	if d.key(`"hasWindowFuncs":`) {
+		m.HasWindowFuncs = d.bool()
+	}
+	if d.key(`"hasTargetSRFs":`) {
+		m.HasTargetSrfs = d.bool()
+	}
+	if d.key(`"hasSubLinks":`) {
+		m.HasSubLinks = d.bool()
+	}
+	if d.key(`"hasDistinctOn":`) {
+		m.HasDistinctOn = d.bool()
+	}
+	if d.key(`"hasRecursive":`) {
+		m.HasRecursive = d.bool()
+	}
+	if d.key(`"hasModifyingCTE":`) {
+		m.HasModifyingCte = d.bool()
+	}
+	if d.key(`"hasForUpdate":`) {
+		m.HasForUpdate = d.bool()
+	}
+	if d.key(`"hasRowSecurity":`) {
+		m.HasRowSecurity = d.bool()
+	}
+	if d.key(`"isReturn":`) {
+		m.IsReturn = d.bool()
+	}
+	if d.key(`"cteList":`) {
+		m.CteList = d.nodeList()
+	}
+	if d.key(`"rtable":`) {
+		m.Rtable = d.nodeList()
+	}
+	if d.key(`"rteperminfos":`) {
+		m.Rteperminfos = d.nodeList()
+	}
+	if d.key(`"jointree":`) {
+		m.Jointree = d.msgFromExpr()
+	}
+	if d.key(`"mergeActionList":`) {
+		m.MergeActionList = d.nodeList()
+	}
+	if d.key(`"mergeTargetRelation":`) {
+		m.MergeTargetRelation = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"mergeJoinCondition":`) {
+		m.MergeJoinCondition = d.node()
+	}
+	if d.key(`"targetList":`) {
+		m.TargetList = d.nodeList()
+	}
+	if d.key(`"override":`) {
+		m.Override = d.enumOverridingKind()
+	}
+	if d.key(`"onConflict":`) {
+		m.OnConflict = d.msgOnConflictExpr()
+	}
+	if d.key(`"returningList":`) {
+		m.ReturningList = d.nodeList()
+	}
+	if d.key(`"groupClause":`) {
+		m.GroupClause = d.nodeList()
+	}
+	if d.key(`"groupDistinct":`) {
+		m.GroupDistinct = d.bool()
+	}
+	if d.key(`"groupingSets":`) {
+		m.GroupingSets = d.nodeList()
+	}
+	if d.key(`"havingQual":`) {
+		m.HavingQual = d.node()
+	}
+	if d.key(`"windowClause":`) {
+		m.WindowClause = d.nodeList()
+	}
+	if d.key(`"distinctClause":`) {
+		m.DistinctClause = d.nodeList()
+	}
+	if d.key(`"sortClause":`) {
+		m.SortClause = d.nodeList()
+	}
+	if d.key(`"limitOffset":`) {
+		m.LimitOffset = d.node()
+	}
+	if d.key(`"limitCount":`) {
+		m.LimitCount = d.node()
+	}
+	if d.key(`"limitOption":`) {
+		m.LimitOption = d.enumLimitOption()
+	}
+	if d.key(`"rowMarks":`) {
+		m.RowMarks = d.nodeList()
+	}
+	if d.key(`"setOperations":`) {
+		m.SetOperations = d.node()
+	}
+	if d.key(`"constraintDeps":`) {
+		m.ConstraintDeps = d.nodeList()
+	}
+	if d.key(`"withCheckOptions":`) {
+		m.WithCheckOptions = d.nodeList()
+	}
+	if d.key(`"stmt_location":`) {
+		m.StmtLocation = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"stmt_len":`) {
+		m.StmtLen = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10086,6 +13132,27 @@ func (d *decoder) decQuery(m *pg.Query) {
 }
 
 func (d *decoder) decRTEPermissionInfo(m *pg.RTEPermissionInfo) {
+	if d.key(`"relid":`) {
+		m.Relid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"inh":`) {
+		m.Inh = d.bool()
+	}
+	if d.key(`"requiredPerms":`) {
+		m.RequiredPerms = d.uint(1<<64 - 1)
+	}
+	if d.key(`"checkAsUser":`) {
+		m.CheckAsUser = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"selectedCols":`) {
+		d.fail()
+	}
+	if d.key(`"insertedCols":`) {
+		d.fail()
+	}
+	if d.key(`"updatedCols":`) {
+		d.fail()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10113,6 +13180,24 @@ func (d *decoder) decRTEPermissionInfo(m *pg.RTEPermissionInfo) {
 }
 
 func (d *decoder) decRangeFunction(m *pg.RangeFunction) {
+	if d.key(`"lateral":`) {
+		m.Lateral = d.bool()
+	}
+	if d.key(`"ordinality":`) {
+		m.Ordinality = d.bool()
+	}
+	if d.key(`"is_rowsfrom":`) {
+		m.IsRowsfrom = d.bool()
+	}
+	if d.key(`"functions":`) {
+		m.Functions = d.nodeList()
+	}
+	if d.key(`"alias":`) {
+		m.Alias = d.msgAlias()
+	}
+	if d.key(`"coldeflist":`) {
+		m.Coldeflist = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10138,6 +13223,15 @@ func (d *decoder) decRangeFunction(m *pg.RangeFunction) {
 }
 
 func (d *decoder) decRangeSubselect(m *pg.RangeSubselect) {
+	if d.key(`"lateral":`) {
+		m.Lateral = d.bool()
+	}
+	if d.key(`"subquery":`) {
+		m.Subquery = d.node()
+	}
+	if d.key(`"alias":`) {
+		m.Alias = d.msgAlias()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10157,6 +13251,27 @@ func (d *decoder) decRangeSubselect(m *pg.RangeSubselect) {
 }
 
 func (d *decoder) decRangeTableFunc(m *pg.RangeTableFunc) {
+	if d.key(`"lateral":`) {
+		m.Lateral = d.bool()
+	}
+	if d.key(`"docexpr":`) {
+		m.Docexpr = d.node()
+	}
+	if d.key(`"rowexpr":`) {
+		m.Rowexpr = d.node()
+	}
+	if d.key(`"namespaces":`) {
+		m.Namespaces = d.nodeList()
+	}
+	if d.key(`"columns":`) {
+		m.Columns = d.nodeList()
+	}
+	if d.key(`"alias":`) {
+		m.Alias = d.msgAlias()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10184,6 +13299,27 @@ func (d *decoder) decRangeTableFunc(m *pg.RangeTableFunc) {
 }
 
 func (d *decoder) decRangeTableFuncCol(m *pg.RangeTableFuncCol) {
+	if d.key(`"colname":`) {
+		m.Colname = d.str()
+	}
+	if d.key(`"typeName":`) {
+		m.TypeName = d.msgTypeName()
+	}
+	if d.key(`"for_ordinality":`) {
+		m.ForOrdinality = d.bool()
+	}
+	if d.key(`"is_not_null":`) {
+		m.IsNotNull = d.bool()
+	}
+	if d.key(`"colexpr":`) {
+		m.Colexpr = d.node()
+	}
+	if d.key(`"coldefexpr":`) {
+		m.Coldefexpr = d.node()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10211,6 +13347,21 @@ func (d *decoder) decRangeTableFuncCol(m *pg.RangeTableFuncCol) {
 }
 
 func (d *decoder) decRangeTableSample(m *pg.RangeTableSample) {
+	if d.key(`"relation":`) {
+		m.Relation = d.node()
+	}
+	if d.key(`"method":`) {
+		m.Method = d.nodeList()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"repeatable":`) {
+		m.Repeatable = d.node()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10234,6 +13385,102 @@ func (d *decoder) decRangeTableSample(m *pg.RangeTableSample) {
 }
 
 func (d *decoder) decRangeTblEntry(m *pg.RangeTblEntry) {
+	if d.key(`"alias":`) {
+		m.Alias = d.msgAlias()
+	}
+	if d.key(`"eref":`) {
+		m.Eref = d.msgAlias()
+	}
+	if d.key(`"rtekind":`) {
+		m.Rtekind = d.enumRTEKind()
+	}
+	if d.key(`"relid":`) {
+		m.Relid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"inh":`) {
+		m.Inh = d.bool()
+	}
+	if d.key(`"relkind":`) {
+		m.Relkind = d.str()
+	}
+	if d.key(`"rellockmode":`) {
+		m.Rellockmode = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"perminfoindex":`) {
+		m.Perminfoindex = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"tablesample":`) {
+		m.Tablesample = d.msgTableSampleClause()
+	}
+	if d.key(`"subquery":`) {
+		m.Subquery = d.msgQuery()
+	}
+	if d.key(`"security_barrier":`) {
+		m.SecurityBarrier = d.bool()
+	}
+	if d.key(`"jointype":`) {
+		m.Jointype = d.enumJoinType()
+	}
+	if d.key(`"joinmergedcols":`) {
+		m.Joinmergedcols = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"joinaliasvars":`) {
+		m.Joinaliasvars = d.nodeList()
+	}
+	if d.key(`"joinleftcols":`) {
+		m.Joinleftcols = d.nodeList()
+	}
+	if d.key(`"joinrightcols":`) {
+		m.Joinrightcols = d.nodeList()
+	}
+	if d.key(`"join_using_alias":`) {
+		m.JoinUsingAlias = d.msgAlias()
+	}
+	if d.key(`"functions":`) {
+		m.Functions = d.nodeList()
+	}
+	if d.key(`"funcordinality":`) {
+		m.Funcordinality = d.bool()
+	}
+	if d.key(`"tablefunc":`) {
+		m.Tablefunc = d.msgTableFunc()
+	}
+	if d.key(`"values_lists":`) {
+		m.ValuesLists = d.nodeList()
+	}
+	if d.key(`"ctename":`) {
+		m.Ctename = d.str()
+	}
+	if d.key(`"ctelevelsup":`) {
+		m.Ctelevelsup = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"self_reference":`) {
+		m.SelfReference = d.bool()
+	}
+	if d.key(`"coltypes":`) {
+		m.Coltypes = d.nodeList()
+	}
+	if d.key(`"coltypmods":`) {
+		m.Coltypmods = d.nodeList()
+	}
+	if d.key(`"colcollations":`) {
+		m.Colcollations = d.nodeList()
+	}
+	if d.key(`"enrname":`) {
+		m.Enrname = d.str()
+	}
+	if d.key(`"enrtuples":`) {
+		m.Enrtuples = d.double()
+	}
+	if d.key(`"lateral":`) {
+		m.Lateral = d.bool()
+	}
+	if d.key(`"inFromCl":`) {
+		m.InFromCl = d.bool()
+	}
+	if d.key(`"securityQuals":`) {
+		m.SecurityQuals = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10311,6 +13558,27 @@ func (d *decoder) decRangeTblEntry(m *pg.RangeTblEntry) {
 }
 
 func (d *decoder) decRangeTblFunction(m *pg.RangeTblFunction) {
+	if d.key(`"funcexpr":`) {
+		m.Funcexpr = d.node()
+	}
+	if d.key(`"funccolcount":`) {
+		m.Funccolcount = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"funccolnames":`) {
+		m.Funccolnames = d.nodeList()
+	}
+	if d.key(`"funccoltypes":`) {
+		m.Funccoltypes = d.nodeList()
+	}
+	if d.key(`"funccoltypmods":`) {
+		m.Funccoltypmods = d.nodeList()
+	}
+	if d.key(`"funccolcollations":`) {
+		m.Funccolcollations = d.nodeList()
+	}
+	if d.key(`"funcparams":`) {
+		d.fail()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10338,6 +13606,9 @@ func (d *decoder) decRangeTblFunction(m *pg.RangeTblFunction) {
 }
 
 func (d *decoder) decRangeTblRef(m *pg.RangeTblRef) {
+	if d.key(`"rtindex":`) {
+		m.Rtindex = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10353,6 +13624,27 @@ func (d *decoder) decRangeTblRef(m *pg.RangeTblRef) {
 }
 
 func (d *decoder) decRangeVar(m *pg.RangeVar) {
+	if d.key(`"catalogname":`) {
+		m.Catalogname = d.str()
+	}
+	if d.key(`"schemaname":`) {
+		m.Schemaname = d.str()
+	}
+	if d.key(`"relname":`) {
+		m.Relname = d.str()
+	}
+	if d.key(`"inh":`) {
+		m.Inh = d.bool()
+	}
+	if d.key(`"relpersistence":`) {
+		m.Relpersistence = d.str()
+	}
+	if d.key(`"alias":`) {
+		m.Alias = d.msgAlias()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10380,6 +13672,15 @@ func (d *decoder) decRangeVar(m *pg.RangeVar) {
 }
 
 func (d *decoder) decRawStmt(m *pg.RawStmt) {
+	if d.key(`"stmt":`) {
+		m.Stmt = d.node()
+	}
+	if d.key(`"stmt_location":`) {
+		m.StmtLocation = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"stmt_len":`) {
+		m.StmtLen = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10399,6 +13700,12 @@ func (d *decoder) decRawStmt(m *pg.RawStmt) {
 }
 
 func (d *decoder) decReassignOwnedStmt(m *pg.ReassignOwnedStmt) {
+	if d.key(`"roles":`) {
+		m.Roles = d.nodeList()
+	}
+	if d.key(`"newrole":`) {
+		m.Newrole = d.msgRoleSpec()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10416,6 +13723,15 @@ func (d *decoder) decReassignOwnedStmt(m *pg.ReassignOwnedStmt) {
 }
 
 func (d *decoder) decRefreshMatViewStmt(m *pg.RefreshMatViewStmt) {
+	if d.key(`"concurrent":`) {
+		m.Concurrent = d.bool()
+	}
+	if d.key(`"skipData":`) {
+		m.SkipData = d.bool()
+	}
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10435,6 +13751,18 @@ func (d *decoder) decRefreshMatViewStmt(m *pg.RefreshMatViewStmt) {
 }
 
 func (d *decoder) decReindexStmt(m *pg.ReindexStmt) {
+	if d.key(`"kind":`) {
+		m.Kind = d.enumReindexObjectType()
+	}
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"params":`) {
+		m.Params = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10456,6 +13784,27 @@ func (d *decoder) decReindexStmt(m *pg.ReindexStmt) {
 }
 
 func (d *decoder) decRelabelType(m *pg.RelabelType) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"resulttype":`) {
+		m.Resulttype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"resulttypmod":`) {
+		m.Resulttypmod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"resultcollid":`) {
+		m.Resultcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"relabelformat":`) {
+		m.Relabelformat = d.enumCoercionForm()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10483,6 +13832,30 @@ func (d *decoder) decRelabelType(m *pg.RelabelType) {
 }
 
 func (d *decoder) decRenameStmt(m *pg.RenameStmt) {
+	if d.key(`"renameType":`) {
+		m.RenameType = d.enumObjectType()
+	}
+	if d.key(`"relationType":`) {
+		m.RelationType = d.enumObjectType()
+	}
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"object":`) {
+		m.Object = d.node()
+	}
+	if d.key(`"subname":`) {
+		m.Subname = d.str()
+	}
+	if d.key(`"newname":`) {
+		m.Newname = d.str()
+	}
+	if d.key(`"behavior":`) {
+		m.Behavior = d.enumDropBehavior()
+	}
+	if d.key(`"missing_ok":`) {
+		m.MissingOk = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10512,6 +13885,12 @@ func (d *decoder) decRenameStmt(m *pg.RenameStmt) {
 }
 
 func (d *decoder) decReplicaIdentityStmt(m *pg.ReplicaIdentityStmt) {
+	if d.key(`"identity_type":`) {
+		m.IdentityType = d.str()
+	}
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10529,6 +13908,18 @@ func (d *decoder) decReplicaIdentityStmt(m *pg.ReplicaIdentityStmt) {
 }
 
 func (d *decoder) decResTarget(m *pg.ResTarget) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"indirection":`) {
+		m.Indirection = d.nodeList()
+	}
+	if d.key(`"val":`) {
+		m.Val = d.node()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10550,6 +13941,9 @@ func (d *decoder) decResTarget(m *pg.ResTarget) {
 }
 
 func (d *decoder) decReturnStmt(m *pg.ReturnStmt) {
+	if d.key(`"returnval":`) {
+		m.Returnval = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10565,6 +13959,15 @@ func (d *decoder) decReturnStmt(m *pg.ReturnStmt) {
 }
 
 func (d *decoder) decRoleSpec(m *pg.RoleSpec) {
+	if d.key(`"roletype":`) {
+		m.Roletype = d.enumRoleSpecType()
+	}
+	if d.key(`"rolename":`) {
+		m.Rolename = d.str()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10584,6 +13987,27 @@ func (d *decoder) decRoleSpec(m *pg.RoleSpec) {
 }
 
 func (d *decoder) decRowCompareExpr(m *pg.RowCompareExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"rctype":`) {
+		m.Rctype = d.enumRowCompareType()
+	}
+	if d.key(`"opnos":`) {
+		m.Opnos = d.nodeList()
+	}
+	if d.key(`"opfamilies":`) {
+		m.Opfamilies = d.nodeList()
+	}
+	if d.key(`"inputcollids":`) {
+		m.Inputcollids = d.nodeList()
+	}
+	if d.key(`"largs":`) {
+		m.Largs = d.nodeList()
+	}
+	if d.key(`"rargs":`) {
+		m.Rargs = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10611,6 +14035,24 @@ func (d *decoder) decRowCompareExpr(m *pg.RowCompareExpr) {
 }
 
 func (d *decoder) decRowExpr(m *pg.RowExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"row_typeid":`) {
+		m.RowTypeid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"row_format":`) {
+		m.RowFormat = d.enumCoercionForm()
+	}
+	if d.key(`"colnames":`) {
+		m.Colnames = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10636,6 +14078,18 @@ func (d *decoder) decRowExpr(m *pg.RowExpr) {
 }
 
 func (d *decoder) decRowMarkClause(m *pg.RowMarkClause) {
+	if d.key(`"rti":`) {
+		m.Rti = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"strength":`) {
+		m.Strength = d.enumLockClauseStrength()
+	}
+	if d.key(`"waitPolicy":`) {
+		m.WaitPolicy = d.enumLockWaitPolicy()
+	}
+	if d.key(`"pushedDown":`) {
+		m.PushedDown = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10657,6 +14111,27 @@ func (d *decoder) decRowMarkClause(m *pg.RowMarkClause) {
 }
 
 func (d *decoder) decRuleStmt(m *pg.RuleStmt) {
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"rulename":`) {
+		m.Rulename = d.str()
+	}
+	if d.key(`"whereClause":`) {
+		m.WhereClause = d.node()
+	}
+	if d.key(`"event":`) {
+		m.Event = d.enumCmdType()
+	}
+	if d.key(`"instead":`) {
+		m.Instead = d.bool()
+	}
+	if d.key(`"actions":`) {
+		m.Actions = d.nodeList()
+	}
+	if d.key(`"replace":`) {
+		m.Replace = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10684,6 +14159,21 @@ func (d *decoder) decRuleStmt(m *pg.RuleStmt) {
 }
 
 func (d *decoder) decSQLValueFunction(m *pg.SQLValueFunction) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"op":`) {
+		m.Op = d.enumSQLValueFunctionOp()
+	}
+	if d.key(`"type":`) {
+		m.Type = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"typmod":`) {
+		m.Typmod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10707,6 +14197,24 @@ func (d *decoder) decSQLValueFunction(m *pg.SQLValueFunction) {
 }
 
 func (d *decoder) decScalarArrayOpExpr(m *pg.ScalarArrayOpExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"opno":`) {
+		m.Opno = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"useOr":`) {
+		m.UseOr = d.bool()
+	}
+	if d.key(`"inputcollid":`) {
+		m.Inputcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10732,6 +14240,18 @@ func (d *decoder) decScalarArrayOpExpr(m *pg.ScalarArrayOpExpr) {
 }
 
 func (d *decoder) decSecLabelStmt(m *pg.SecLabelStmt) {
+	if d.key(`"objtype":`) {
+		m.Objtype = d.enumObjectType()
+	}
+	if d.key(`"object":`) {
+		m.Object = d.node()
+	}
+	if d.key(`"provider":`) {
+		m.Provider = d.str()
+	}
+	if d.key(`"label":`) {
+		m.Label = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10753,6 +14273,66 @@ func (d *decoder) decSecLabelStmt(m *pg.SecLabelStmt) {
 }
 
 func (d *decoder) decSelectStmt(m *pg.SelectStmt) {
+	if d.key(`"distinctClause":`) {
+		m.DistinctClause = d.nodeList()
+	}
+	if d.key(`"intoClause":`) {
+		m.IntoClause = d.msgIntoClause()
+	}
+	if d.key(`"targetList":`) {
+		m.TargetList = d.nodeList()
+	}
+	if d.key(`"fromClause":`) {
+		m.FromClause = d.nodeList()
+	}
+	if d.key(`"whereClause":`) {
+		m.WhereClause = d.node()
+	}
+	if d.key(`"groupClause":`) {
+		m.GroupClause = d.nodeList()
+	}
+	if d.key(`"groupDistinct":`) {
+		m.GroupDistinct = d.bool()
+	}
+	if d.key(`"havingClause":`) {
+		m.HavingClause = d.node()
+	}
+	if d.key(`"windowClause":`) {
+		m.WindowClause = d.nodeList()
+	}
+	if d.key(`"valuesLists":`) {
+		m.ValuesLists = d.nodeList()
+	}
+	if d.key(`"sortClause":`) {
+		m.SortClause = d.nodeList()
+	}
+	if d.key(`"limitOffset":`) {
+		m.LimitOffset = d.node()
+	}
+	if d.key(`"limitCount":`) {
+		m.LimitCount = d.node()
+	}
+	if d.key(`"limitOption":`) {
+		m.LimitOption = d.enumLimitOption()
+	}
+	if d.key(`"lockingClause":`) {
+		m.LockingClause = d.nodeList()
+	}
+	if d.key(`"withClause":`) {
+		m.WithClause = d.msgWithClause()
+	}
+	if d.key(`"op":`) {
+		m.Op = d.enumSetOperation()
+	}
+	if d.key(`"all":`) {
+		m.All = d.bool()
+	}
+	if d.key(`"larg":`) {
+		m.Larg = d.msgSelectStmt()
+	}
+	if d.key(`"rarg":`) {
+		m.Rarg = d.msgSelectStmt()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10806,6 +14386,30 @@ func (d *decoder) decSelectStmt(m *pg.SelectStmt) {
 }
 
 func (d *decoder) decSetOperationStmt(m *pg.SetOperationStmt) {
+	if d.key(`"op":`) {
+		m.Op = d.enumSetOperation()
+	}
+	if d.key(`"all":`) {
+		m.All = d.bool()
+	}
+	if d.key(`"larg":`) {
+		m.Larg = d.node()
+	}
+	if d.key(`"rarg":`) {
+		m.Rarg = d.node()
+	}
+	if d.key(`"colTypes":`) {
+		m.ColTypes = d.nodeList()
+	}
+	if d.key(`"colTypmods":`) {
+		m.ColTypmods = d.nodeList()
+	}
+	if d.key(`"colCollations":`) {
+		m.ColCollations = d.nodeList()
+	}
+	if d.key(`"groupClauses":`) {
+		m.GroupClauses = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10835,6 +14439,21 @@ func (d *decoder) decSetOperationStmt(m *pg.SetOperationStmt) {
 }
 
 func (d *decoder) decSetToDefault(m *pg.SetToDefault) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"typeId":`) {
+		m.TypeId = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"typeMod":`) {
+		m.TypeMod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"collation":`) {
+		m.Collation = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10871,6 +14490,21 @@ func (d *decoder) decSinglePartitionSpec(m *pg.SinglePartitionSpec) {
 }
 
 func (d *decoder) decSortBy(m *pg.SortBy) {
+	if d.key(`"node":`) {
+		m.Node = d.node()
+	}
+	if d.key(`"sortby_dir":`) {
+		m.SortbyDir = d.enumSortByDir()
+	}
+	if d.key(`"sortby_nulls":`) {
+		m.SortbyNulls = d.enumSortByNulls()
+	}
+	if d.key(`"useOp":`) {
+		m.UseOp = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10894,6 +14528,21 @@ func (d *decoder) decSortBy(m *pg.SortBy) {
 }
 
 func (d *decoder) decSortGroupClause(m *pg.SortGroupClause) {
+	if d.key(`"tleSortGroupRef":`) {
+		m.TleSortGroupRef = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"eqop":`) {
+		m.Eqop = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"sortop":`) {
+		m.Sortop = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"nulls_first":`) {
+		m.NullsFirst = d.bool()
+	}
+	if d.key(`"hashable":`) {
+		m.Hashable = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10917,6 +14566,12 @@ func (d *decoder) decSortGroupClause(m *pg.SortGroupClause) {
 }
 
 func (d *decoder) decStatsElem(m *pg.StatsElem) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"expr":`) {
+		m.Expr = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10934,6 +14589,9 @@ func (d *decoder) decStatsElem(m *pg.StatsElem) {
 }
 
 func (d *decoder) decString(m *pg.String) {
+	if d.key(`"sval":`) {
+		m.Sval = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10949,6 +14607,27 @@ func (d *decoder) decString(m *pg.String) {
 }
 
 func (d *decoder) decSubLink(m *pg.SubLink) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"subLinkType":`) {
+		m.SubLinkType = d.enumSubLinkType()
+	}
+	if d.key(`"subLinkId":`) {
+		m.SubLinkId = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"testexpr":`) {
+		m.Testexpr = d.node()
+	}
+	if d.key(`"operName":`) {
+		m.OperName = d.nodeList()
+	}
+	if d.key(`"subselect":`) {
+		m.Subselect = d.node()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -10976,6 +14655,57 @@ func (d *decoder) decSubLink(m *pg.SubLink) {
 }
 
 func (d *decoder) decSubPlan(m *pg.SubPlan) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"subLinkType":`) {
+		m.SubLinkType = d.enumSubLinkType()
+	}
+	if d.key(`"testexpr":`) {
+		m.Testexpr = d.node()
+	}
+	if d.key(`"paramIds":`) {
+		m.ParamIds = d.nodeList()
+	}
+	if d.key(`"plan_id":`) {
+		m.PlanId = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"plan_name":`) {
+		m.PlanName = d.str()
+	}
+	if d.key(`"firstColType":`) {
+		m.FirstColType = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"firstColTypmod":`) {
+		m.FirstColTypmod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"firstColCollation":`) {
+		m.FirstColCollation = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"useHashTable":`) {
+		m.UseHashTable = d.bool()
+	}
+	if d.key(`"unknownEqFalse":`) {
+		m.UnknownEqFalse = d.bool()
+	}
+	if d.key(`"parallel_safe":`) {
+		m.ParallelSafe = d.bool()
+	}
+	if d.key(`"setParam":`) {
+		m.SetParam = d.nodeList()
+	}
+	if d.key(`"parParam":`) {
+		m.ParParam = d.nodeList()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"startup_cost":`) {
+		m.StartupCost = d.double()
+	}
+	if d.key(`"per_call_cost":`) {
+		m.PerCallCost = d.double()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11023,6 +14753,36 @@ func (d *decoder) decSubPlan(m *pg.SubPlan) {
 }
 
 func (d *decoder) decSubscriptingRef(m *pg.SubscriptingRef) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"refcontainertype":`) {
+		m.Refcontainertype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"refelemtype":`) {
+		m.Refelemtype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"refrestype":`) {
+		m.Refrestype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"reftypmod":`) {
+		m.Reftypmod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"refcollid":`) {
+		m.Refcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"refupperindexpr":`) {
+		m.Refupperindexpr = d.nodeList()
+	}
+	if d.key(`"reflowerindexpr":`) {
+		m.Reflowerindexpr = d.nodeList()
+	}
+	if d.key(`"refexpr":`) {
+		m.Refexpr = d.node()
+	}
+	if d.key(`"refassgnexpr":`) {
+		m.Refassgnexpr = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11056,6 +14816,57 @@ func (d *decoder) decSubscriptingRef(m *pg.SubscriptingRef) {
 }
 
 func (d *decoder) decTableFunc(m *pg.TableFunc) {
+	if d.key(`"functype":`) {
+		m.Functype = d.enumTableFuncType()
+	}
+	if d.key(`"ns_uris":`) {
+		m.NsUris = d.nodeList()
+	}
+	if d.key(`"ns_names":`) {
+		m.NsNames = d.nodeList()
+	}
+	if d.key(`"docexpr":`) {
+		m.Docexpr = d.node()
+	}
+	if d.key(`"rowexpr":`) {
+		m.Rowexpr = d.node()
+	}
+	if d.key(`"colnames":`) {
+		m.Colnames = d.nodeList()
+	}
+	if d.key(`"coltypes":`) {
+		m.Coltypes = d.nodeList()
+	}
+	if d.key(`"coltypmods":`) {
+		m.Coltypmods = d.nodeList()
+	}
+	if d.key(`"colcollations":`) {
+		m.Colcollations = d.nodeList()
+	}
+	if d.key(`"colexprs":`) {
+		m.Colexprs = d.nodeList()
+	}
+	if d.key(`"coldefexprs":`) {
+		m.Coldefexprs = d.nodeList()
+	}
+	if d.key(`"colvalexprs":`) {
+		m.Colvalexprs = d.nodeList()
+	}
+	if d.key(`"passingvalexprs":`) {
+		m.Passingvalexprs = d.nodeList()
+	}
+	if d.key(`"notnulls":`) {
+		d.fail()
+	}
+	if d.key(`"plan":`) {
+		m.Plan = d.node()
+	}
+	if d.key(`"ordinalitycol":`) {
+		m.Ordinalitycol = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11103,6 +14914,15 @@ func (d *decoder) decTableFunc(m *pg.TableFunc) {
 }
 
 func (d *decoder) decTableLikeClause(m *pg.TableLikeClause) {
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"options":`) {
+		m.Options = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"relationOid":`) {
+		m.RelationOid = uint32(d.uint(1<<32 - 1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11122,6 +14942,15 @@ func (d *decoder) decTableLikeClause(m *pg.TableLikeClause) {
 }
 
 func (d *decoder) decTableSampleClause(m *pg.TableSampleClause) {
+	if d.key(`"tsmhandler":`) {
+		m.Tsmhandler = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"repeatable":`) {
+		m.Repeatable = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11141,6 +14970,30 @@ func (d *decoder) decTableSampleClause(m *pg.TableSampleClause) {
 }
 
 func (d *decoder) decTargetEntry(m *pg.TargetEntry) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"expr":`) {
+		m.Expr = d.node()
+	}
+	if d.key(`"resno":`) {
+		m.Resno = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"resname":`) {
+		m.Resname = d.str()
+	}
+	if d.key(`"ressortgroupref":`) {
+		m.Ressortgroupref = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"resorigtbl":`) {
+		m.Resorigtbl = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"resorigcol":`) {
+		m.Resorigcol = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"resjunk":`) {
+		m.Resjunk = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11170,6 +15023,24 @@ func (d *decoder) decTargetEntry(m *pg.TargetEntry) {
 }
 
 func (d *decoder) decTransactionStmt(m *pg.TransactionStmt) {
+	if d.key(`"kind":`) {
+		m.Kind = d.enumTransactionStmtKind()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"savepoint_name":`) {
+		m.SavepointName = d.str()
+	}
+	if d.key(`"gid":`) {
+		m.Gid = d.str()
+	}
+	if d.key(`"chain":`) {
+		m.Chain = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11195,6 +15066,15 @@ func (d *decoder) decTransactionStmt(m *pg.TransactionStmt) {
 }
 
 func (d *decoder) decTriggerTransition(m *pg.TriggerTransition) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"isNew":`) {
+		m.IsNew = d.bool()
+	}
+	if d.key(`"isTable":`) {
+		m.IsTable = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11214,6 +15094,15 @@ func (d *decoder) decTriggerTransition(m *pg.TriggerTransition) {
 }
 
 func (d *decoder) decTruncateStmt(m *pg.TruncateStmt) {
+	if d.key(`"relations":`) {
+		m.Relations = d.nodeList()
+	}
+	if d.key(`"restart_seqs":`) {
+		m.RestartSeqs = d.bool()
+	}
+	if d.key(`"behavior":`) {
+		m.Behavior = d.enumDropBehavior()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11233,6 +15122,15 @@ func (d *decoder) decTruncateStmt(m *pg.TruncateStmt) {
 }
 
 func (d *decoder) decTypeCast(m *pg.TypeCast) {
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
+	if d.key(`"typeName":`) {
+		m.TypeName = d.msgTypeName()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11252,6 +15150,30 @@ func (d *decoder) decTypeCast(m *pg.TypeCast) {
 }
 
 func (d *decoder) decTypeName(m *pg.TypeName) {
+	if d.key(`"names":`) {
+		m.Names = d.nodeList()
+	}
+	if d.key(`"typeOid":`) {
+		m.TypeOid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"setof":`) {
+		m.Setof = d.bool()
+	}
+	if d.key(`"pct_type":`) {
+		m.PctType = d.bool()
+	}
+	if d.key(`"typmods":`) {
+		m.Typmods = d.nodeList()
+	}
+	if d.key(`"typemod":`) {
+		m.Typemod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"arrayBounds":`) {
+		m.ArrayBounds = d.nodeList()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11281,6 +15203,9 @@ func (d *decoder) decTypeName(m *pg.TypeName) {
 }
 
 func (d *decoder) decUnlistenStmt(m *pg.UnlistenStmt) {
+	if d.key(`"conditionname":`) {
+		m.Conditionname = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11296,6 +15221,24 @@ func (d *decoder) decUnlistenStmt(m *pg.UnlistenStmt) {
 }
 
 func (d *decoder) decUpdateStmt(m *pg.UpdateStmt) {
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"targetList":`) {
+		m.TargetList = d.nodeList()
+	}
+	if d.key(`"whereClause":`) {
+		m.WhereClause = d.node()
+	}
+	if d.key(`"fromClause":`) {
+		m.FromClause = d.nodeList()
+	}
+	if d.key(`"returningList":`) {
+		m.ReturningList = d.nodeList()
+	}
+	if d.key(`"withClause":`) {
+		m.WithClause = d.msgWithClause()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11321,6 +15264,15 @@ func (d *decoder) decUpdateStmt(m *pg.UpdateStmt) {
 }
 
 func (d *decoder) decVacuumRelation(m *pg.VacuumRelation) {
+	if d.key(`"relation":`) {
+		m.Relation = d.msgRangeVar()
+	}
+	if d.key(`"oid":`) {
+		m.Oid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"va_cols":`) {
+		m.VaCols = d.nodeList()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11340,6 +15292,15 @@ func (d *decoder) decVacuumRelation(m *pg.VacuumRelation) {
 }
 
 func (d *decoder) decVacuumStmt(m *pg.VacuumStmt) {
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"rels":`) {
+		m.Rels = d.nodeList()
+	}
+	if d.key(`"is_vacuumcmd":`) {
+		m.IsVacuumcmd = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11359,6 +15320,33 @@ func (d *decoder) decVacuumStmt(m *pg.VacuumStmt) {
 }
 
 func (d *decoder) decVar(m *pg.Var) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"varno":`) {
+		m.Varno = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"varattno":`) {
+		m.Varattno = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"vartype":`) {
+		m.Vartype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"vartypmod":`) {
+		m.Vartypmod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"varcollid":`) {
+		m.Varcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"varnullingrels":`) {
+		d.fail()
+	}
+	if d.key(`"varlevelsup":`) {
+		m.Varlevelsup = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11390,6 +15378,18 @@ func (d *decoder) decVar(m *pg.Var) {
 }
 
 func (d *decoder) decVariableSetStmt(m *pg.VariableSetStmt) {
+	if d.key(`"kind":`) {
+		m.Kind = d.enumVariableSetKind()
+	}
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"is_local":`) {
+		m.IsLocal = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11411,6 +15411,9 @@ func (d *decoder) decVariableSetStmt(m *pg.VariableSetStmt) {
 }
 
 func (d *decoder) decVariableShowStmt(m *pg.VariableShowStmt) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11426,6 +15429,24 @@ func (d *decoder) decVariableShowStmt(m *pg.VariableShowStmt) {
 }
 
 func (d *decoder) decViewStmt(m *pg.ViewStmt) {
+	if d.key(`"view":`) {
+		m.View = d.msgRangeVar()
+	}
+	if d.key(`"aliases":`) {
+		m.Aliases = d.nodeList()
+	}
+	if d.key(`"query":`) {
+		m.Query = d.node()
+	}
+	if d.key(`"replace":`) {
+		m.Replace = d.bool()
+	}
+	if d.key(`"options":`) {
+		m.Options = d.nodeList()
+	}
+	if d.key(`"withCheckOption":`) {
+		m.WithCheckOption = d.enumViewCheckOption()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11451,6 +15472,48 @@ func (d *decoder) decViewStmt(m *pg.ViewStmt) {
 }
 
 func (d *decoder) decWindowClause(m *pg.WindowClause) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"refname":`) {
+		m.Refname = d.str()
+	}
+	if d.key(`"partitionClause":`) {
+		m.PartitionClause = d.nodeList()
+	}
+	if d.key(`"orderClause":`) {
+		m.OrderClause = d.nodeList()
+	}
+	if d.key(`"frameOptions":`) {
+		m.FrameOptions = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"startOffset":`) {
+		m.StartOffset = d.node()
+	}
+	if d.key(`"endOffset":`) {
+		m.EndOffset = d.node()
+	}
+	if d.key(`"startInRangeFunc":`) {
+		m.StartInRangeFunc = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"endInRangeFunc":`) {
+		m.EndInRangeFunc = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"inRangeColl":`) {
+		m.InRangeColl = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"inRangeAsc":`) {
+		m.InRangeAsc = d.bool()
+	}
+	if d.key(`"inRangeNullsFirst":`) {
+		m.InRangeNullsFirst = d.bool()
+	}
+	if d.key(`"winref":`) {
+		m.Winref = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"copiedOrder":`) {
+		m.CopiedOrder = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11492,6 +15555,30 @@ func (d *decoder) decWindowClause(m *pg.WindowClause) {
 }
 
 func (d *decoder) decWindowDef(m *pg.WindowDef) {
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"refname":`) {
+		m.Refname = d.str()
+	}
+	if d.key(`"partitionClause":`) {
+		m.PartitionClause = d.nodeList()
+	}
+	if d.key(`"orderClause":`) {
+		m.OrderClause = d.nodeList()
+	}
+	if d.key(`"frameOptions":`) {
+		m.FrameOptions = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"startOffset":`) {
+		m.StartOffset = d.node()
+	}
+	if d.key(`"endOffset":`) {
+		m.EndOffset = d.node()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11521,6 +15608,42 @@ func (d *decoder) decWindowDef(m *pg.WindowDef) {
 }
 
 func (d *decoder) decWindowFunc(m *pg.WindowFunc) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"winfnoid":`) {
+		m.Winfnoid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"wintype":`) {
+		m.Wintype = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"wincollid":`) {
+		m.Wincollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"inputcollid":`) {
+		m.Inputcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"aggfilter":`) {
+		m.Aggfilter = d.node()
+	}
+	if d.key(`"runCondition":`) {
+		m.RunCondition = d.nodeList()
+	}
+	if d.key(`"winref":`) {
+		m.Winref = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"winstar":`) {
+		m.Winstar = d.bool()
+	}
+	if d.key(`"winagg":`) {
+		m.Winagg = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11558,6 +15681,21 @@ func (d *decoder) decWindowFunc(m *pg.WindowFunc) {
 }
 
 func (d *decoder) decWindowFuncRunCondition(m *pg.WindowFuncRunCondition) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"opno":`) {
+		m.Opno = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"inputcollid":`) {
+		m.Inputcollid = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"wfunc_left":`) {
+		m.WfuncLeft = d.bool()
+	}
+	if d.key(`"arg":`) {
+		m.Arg = d.node()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11581,6 +15719,21 @@ func (d *decoder) decWindowFuncRunCondition(m *pg.WindowFuncRunCondition) {
 }
 
 func (d *decoder) decWithCheckOption(m *pg.WithCheckOption) {
+	if d.key(`"kind":`) {
+		m.Kind = d.enumWCOKind()
+	}
+	if d.key(`"relname":`) {
+		m.Relname = d.str()
+	}
+	if d.key(`"polname":`) {
+		m.Polname = d.str()
+	}
+	if d.key(`"qual":`) {
+		m.Qual = d.node()
+	}
+	if d.key(`"cascaded":`) {
+		m.Cascaded = d.bool()
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11604,6 +15757,15 @@ func (d *decoder) decWithCheckOption(m *pg.WithCheckOption) {
 }
 
 func (d *decoder) decWithClause(m *pg.WithClause) {
+	if d.key(`"ctes":`) {
+		m.Ctes = d.nodeList()
+	}
+	if d.key(`"recursive":`) {
+		m.Recursive = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11623,6 +15785,39 @@ func (d *decoder) decWithClause(m *pg.WithClause) {
 }
 
 func (d *decoder) decXmlExpr(m *pg.XmlExpr) {
+	if d.key(`"xpr":`) {
+		m.Xpr = d.node()
+	}
+	if d.key(`"op":`) {
+		m.Op = d.enumXmlExprOp()
+	}
+	if d.key(`"name":`) {
+		m.Name = d.str()
+	}
+	if d.key(`"named_args":`) {
+		m.NamedArgs = d.nodeList()
+	}
+	if d.key(`"arg_names":`) {
+		m.ArgNames = d.nodeList()
+	}
+	if d.key(`"args":`) {
+		m.Args = d.nodeList()
+	}
+	if d.key(`"xmloption":`) {
+		m.Xmloption = d.enumXmlOptionType()
+	}
+	if d.key(`"indent":`) {
+		m.Indent = d.bool()
+	}
+	if d.key(`"type":`) {
+		m.Type = uint32(d.uint(1<<32 - 1))
+	}
+	if d.key(`"typmod":`) {
+		m.Typmod = int32(d.int(-1<<31, 1<<31-1))
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {
@@ -11658,6 +15853,21 @@ func (d *decoder) decXmlExpr(m *pg.XmlExpr) {
 }
 
 func (d *decoder) decXmlSerialize(m *pg.XmlSerialize) {
+	if d.key(`"xmloption":`) {
+		m.Xmloption = d.enumXmlOptionType()
+	}
+	if d.key(`"expr":`) {
+		m.Expr = d.node()
+	}
+	if d.key(`"typeName":`) {
+		m.TypeName = d.msgTypeName()
+	}
+	if d.key(`"indent":`) {
+		m.Indent = d.bool()
+	}
+	if d.key(`"location":`) {
+		m.Location = int32(d.int(-1<<31, 1<<31-1))
+	}
 	for {
 		k, ok := d.field()
 		if !ok {

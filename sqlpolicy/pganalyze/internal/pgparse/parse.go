@@ -222,6 +222,24 @@ func (d *decoder) field() (string, bool) {
 	return k, !d.bad
 }
 
+// key consumes the next key of the object being decoded, and its ':' (the
+// literal `"name":`), if it is that one. Like field, it is called right
+// after the '{' or right after a value.
+func (d *decoder) key(lit string) bool {
+	j := d.i
+	if d.s[j-1] != '{' {
+		if j >= len(d.s) || d.s[j] != ',' {
+			return false
+		}
+		j++
+	}
+	if len(d.s)-j < len(lit) || d.s[j+1] != lit[1] || d.s[j:j+len(lit)] != lit {
+		return false
+	}
+	d.i = j + len(lit)
+	return true
+}
+
 // token reads a key or an enum name and returns it without copying. These
 // never have escapes: a backslash ends up inside the token (the quote after
 // it taken for the end), which then matches no key or name.

@@ -224,6 +224,11 @@ func main() {
 			continue
 		}
 		p("func (d *decoder) dec%s(m *pg.%s) {\n", m.name, m.name)
+		// libpg_query writes the fields in declaration order: try each in
+		// turn, then take whatever is left (nothing, normally) by name.
+		for _, f := range m.fields {
+			p("\tif d.key(`\"%s\":`) {\n\t\t%s\n\t}\n", f.json, strings.ReplaceAll(assign(m.name, f), "\n\t\t\t", "\n\t\t"))
+		}
 		p("\tfor {\n\t\tk, ok := d.field()\n\t\tif !ok {\n\t\t\treturn\n\t\t}\n\t\tswitch k {\n")
 		for _, f := range m.fields {
 			p("\t\tcase %q:\n", f.json)
