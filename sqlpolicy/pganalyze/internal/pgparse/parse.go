@@ -1,0 +1,553 @@
+package pgparse
+
+//go:generate go run ./gen -o decode_gen.go
+
+import (
+	"strings"
+	"sync"
+	"unicode/utf8"
+	"unsafe"
+
+	pg "github.com/pganalyze/pg_query_go/v6"
+	"github.com/pganalyze/pg_query_go/v6/parser"
+)
+
+// maxDepth bounds the nesting of JSON objects and arrays the decoder
+// follows (its recursion). pg_query_go's protobuf decoder refuses trees
+// nested deeper than 10 000 messages, about as deep; anything deeper is
+// handed to pg.Parse, which then answers as it always does.
+const maxDepth = 10000
+
+// Parse parses sql into the tree pg.Parse returns for it: the same
+// protobuf structs, equal by proto.Equal, and the same error when sql does
+// not parse. It asks libpg_query for its JSON output, which costs a
+// fraction of its protobuf output, and decodes that with generated code.
+// JSON it does not fully understand (a node type or field it was not
+// generated for, a string that is not UTF-8, nesting past maxDepth) is
+// never guessed at: Parse then returns what pg.Parse returns.
+func Parse(sql string) (*pg.ParseResult, error) {
+	js, err := parser.ParseToJSON(sql)
+	if err != nil {
+		return nil, err
+	}
+	if t := decode(js); t != nil {
+		return t, nil
+	}
+	return pg.Parse(sql)
+}
+
+// decode decodes libpg_query's JSON parse tree, or returns nil.
+func decode(js string) *pg.ParseResult {
+	d := decoders.Get().(*decoder)
+	d.s = js
+	d.countNodes()
+	r := &pg.ParseResult{}
+	if d.open() {
+		d.decParseResult(r)
+	}
+	ok := !d.bad && d.i == len(d.s) && d.depth == 0
+	d.reset()
+	decoders.Put(d)
+	if !ok {
+		return nil
+	}
+	return r
+}
+
+var decoders = sync.Pool{New: func() any { return new(decoder) }}
+
+// decoder reads one JSON document. The first error sets bad and moves i to
+// the end, so every loop of the generated code ends at its next step.
+//
+// Nodes, lists and strings are carved out of slabs allocated per parse:
+// a tree of a few dozen nodes costs a dozen allocations, not hundreds. A
+// slab is never reused for another parse, so a tree that is kept (a cached
+// column default) holds only its own parse's memory.
+type decoder struct {
+	s     string
+	i     int
+	depth int
+	bad   bool
+
+	// stack collects list elements until the list's length is known.
+	stack []*pg.Node
+	// lists is the free part of the current slab of list elements.
+	lists     []*pg.Node
+	listChunk int
+	// text is the free part of the current slab of string bytes.
+	text      []byte
+	textChunk int
+	// empty holds Nodes with no value ({} in a list).
+	empty slab[pg.Node]
+	// used lists the slabs this parse allocated from (see clearSlab).
+	used []uint16
+	// count is the number of nodes of each type in the document, by the
+	// hash of the type's name (a collision only overcounts), counted before
+	// decoding so that each type's slab is allocated once.
+	count [len(nodeTable)]int32
+	slabs
+}
+
+// countNodes counts the nodes of each type in d.s: each is an object whose
+// first key, a node type name, starts with an upper-case letter (field
+// names do not). Inside a JSON string `{"` can only be followed by the
+// end of that string, so string contents are never counted. The counts
+// only size slabs; a wrong count costs allocations, not correctness.
+func (d *decoder) countNodes() {
+	s := d.s
+	for {
+		i := strings.IndexByte(s, '{')
+		if i < 0 || i+2 >= len(s) {
+			return
+		}
+		s = s[i+1:]
+		if s[0] != '"' || s[1] < 'A' || s[1] > 'Z' {
+			continue
+		}
+		h := uint32(2166136261) // FNV-1a, as gen's hash
+		j := 1
+		for ; j < len(s) && s[j] != '"'; j++ {
+			h ^= uint32(s[j])
+			h *= 16777619
+		}
+		d.count[int(h)&(len(nodeTable)-1)]++
+		s = s[j:]
+	}
+}
+
+// nodeID returns the id of a Node type name, or -1.
+func nodeID(name string) int {
+	h := uint32(2166136261) // FNV-1a, as gen's hash
+	for i := 0; i < len(name); i++ {
+		h ^= uint32(name[i])
+		h *= 16777619
+	}
+	for i := int(h) & (len(nodeTable) - 1); ; i = (i + 1) & (len(nodeTable) - 1) {
+		id := int(nodeTable[i]) - 1
+		if id < 0 {
+			return -1
+		}
+		if nodeNames[id] == name {
+			return id
+		}
+	}
+}
+
+// reset drops everything that belongs to the parse. Only the slabs it
+// used are cleared: clearing all of them (several kB of pointers) costs a
+// write barrier per pointer while the GC marks.
+func (d *decoder) reset() {
+	for _, id := range d.used {
+		d.clearSlab(id)
+	}
+	clear(d.stack)
+	d.s, d.i, d.depth, d.bad = "", 0, 0, false
+	d.stack, d.used = d.stack[:0], d.used[:0]
+	d.lists, d.listChunk, d.text, d.textChunk = nil, 0, nil, 0
+	d.empty = slab[pg.Node]{}
+	d.count = [len(nodeTable)]int32{}
+}
+
+// slab hands out elements of T from chunks that double per parse, up to
+// maxChunk elements.
+type slab[T any] struct {
+	free []T
+	next int
+}
+
+const maxChunk = 256
+
+func (s *slab[T]) new(first int, used *[]uint16, id uint16) *T {
+	if len(s.free) == 0 {
+		n := s.next
+		if n == 0 {
+			n = max(first, 1)
+			*used = append(*used, id)
+		}
+		s.next = min(2*n, maxChunk)
+		s.free = make([]T, n)
+	}
+	p := &s.free[0]
+	s.free = s.free[1:]
+	return p
+}
+
+func (d *decoder) fail() {
+	d.bad = true
+	d.i = len(d.s)
+}
+
+// open consumes the '{' that starts an object.
+func (d *decoder) open() bool {
+	if d.i >= len(d.s) || d.s[d.i] != '{' {
+		d.fail()
+		return false
+	}
+	d.i++
+	d.depth++
+	if d.depth > maxDepth {
+		d.fail()
+		return false
+	}
+	return true
+}
+
+// field reads the next key of the object being decoded and its ':', or
+// consumes the object's closing '}' and reports false. It is called right
+// after the '{' or right after a value, which never ends in '{'.
+func (d *decoder) field() (string, bool) {
+	if d.i >= len(d.s) {
+		d.fail()
+		return "", false
+	}
+	c := d.s[d.i]
+	if c == '}' {
+		d.i++
+		d.depth--
+		return "", false
+	}
+	if d.s[d.i-1] != '{' {
+		if c != ',' {
+			d.fail()
+			return "", false
+		}
+		d.i++
+	}
+	k := d.token()
+	if d.i >= len(d.s) || d.s[d.i] != ':' {
+		d.fail()
+		return "", false
+	}
+	d.i++
+	return k, !d.bad
+}
+
+// key consumes the next key of the object being decoded, and its ':' (the
+// literal `"name":`), if it is that one. Like field, it is called right
+// after the '{' or right after a value.
+func (d *decoder) key(lit string) bool {
+	j := d.i
+	if d.s[j-1] != '{' {
+		if j >= len(d.s) || d.s[j] != ',' {
+			return false
+		}
+		j++
+	}
+	if len(d.s)-j < len(lit) || d.s[j+1] != lit[1] || d.s[j:j+len(lit)] != lit {
+		return false
+	}
+	d.i = j + len(lit)
+	return true
+}
+
+// token reads a key or an enum name and returns it without copying. These
+// never have escapes: a backslash ends up inside the token (the quote after
+// it taken for the end), which then matches no key or name.
+func (d *decoder) token() string {
+	if d.i >= len(d.s) || d.s[d.i] != '"' {
+		d.fail()
+		return ""
+	}
+	j := strings.IndexByte(d.s[d.i+1:], '"')
+	if j < 0 {
+		d.fail()
+		return ""
+	}
+	t := d.s[d.i+1 : d.i+1+j]
+	d.i += j + 2
+	return t
+}
+
+// literal consumes lit (null, true, false).
+func (d *decoder) literal(lit string) bool {
+	if strings.HasPrefix(d.s[d.i:], lit) {
+		d.i += len(lit)
+		return true
+	}
+	return false
+}
+
+func (d *decoder) bool() bool {
+	switch {
+	case d.literal("true"):
+		return true
+	case d.literal("false"):
+		return false
+	}
+	d.fail()
+	return false
+}
+
+// str decodes a string value into the parse's text slab. libpg_query
+// escapes only \b \f \n \r \t \" \\ and, as \u00XX, other control
+// characters and < >; other bytes pass through as they are. Strings that
+// are not UTF-8 fail: pg.Parse's protobuf decoder refuses them.
+func (d *decoder) str() string {
+	if d.literal("null") {
+		return ""
+	}
+	if d.i >= len(d.s) || d.s[d.i] != '"' {
+		d.fail()
+		return ""
+	}
+	start := d.i + 1
+	ascii := true
+	for j := start; j < len(d.s); j++ {
+		switch c := d.s[j]; {
+		case c == '"':
+			d.i = j + 1
+			raw := d.s[start:j]
+			if !ascii && !utf8.ValidString(raw) {
+				d.fail()
+				return ""
+			}
+			return d.save(raw)
+		case c == '\\':
+			return d.escaped(start)
+		case c >= utf8.RuneSelf:
+			ascii = false
+		}
+	}
+	d.fail()
+	return ""
+}
+
+// escaped decodes a string that has escapes, from start (after the quote).
+func (d *decoder) escaped(start int) string {
+	buf := make([]byte, 0, 64)
+	for j := start; j < len(d.s); j++ {
+		c := d.s[j]
+		switch c {
+		case '"':
+			d.i = j + 1
+			if !utf8.Valid(buf) {
+				d.fail()
+				return ""
+			}
+			return d.save(unsafe.String(unsafe.SliceData(buf), len(buf)))
+		case '\\':
+			j++
+			if j >= len(d.s) {
+				d.fail()
+				return ""
+			}
+			switch d.s[j] {
+			case 'b':
+				c = '\b'
+			case 'f':
+				c = '\f'
+			case 'n':
+				c = '\n'
+			case 'r':
+				c = '\r'
+			case 't':
+				c = '\t'
+			case '"', '\\', '/':
+				c = d.s[j]
+			case 'u':
+				// libpg_query writes \u00XX for single bytes below 0x80.
+				if j+4 >= len(d.s) || d.s[j+1] != '0' || d.s[j+2] != '0' {
+					d.fail()
+					return ""
+				}
+				hi, lo := unhex(d.s[j+3]), unhex(d.s[j+4])
+				if hi > 7 || lo > 15 {
+					d.fail()
+					return ""
+				}
+				c = hi<<4 | lo
+				j += 4
+			default:
+				d.fail()
+				return ""
+			}
+		}
+		buf = append(buf, c)
+	}
+	d.fail()
+	return ""
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10
+	}
+	return 255
+}
+
+// save copies s into the parse's text slab. The tree keeps its strings,
+// not the JSON document they came from.
+func (d *decoder) save(s string) string {
+	if s == "" {
+		return ""
+	}
+	if len(d.text) < len(s) {
+		if d.textChunk == 0 {
+			d.textChunk = max(64, len(d.s)/16)
+		}
+		n := max(len(s), d.textChunk)
+		d.textChunk = min(2*d.textChunk, 64<<10)
+		d.text = make([]byte, n)
+	}
+	n := copy(d.text, s)
+	out := unsafe.String(unsafe.SliceData(d.text), n)
+	d.text = d.text[n:]
+	return out
+}
+
+// int reads a decimal integer in [lo, hi].
+func (d *decoder) int(lo, hi int64) int64 {
+	neg := d.i < len(d.s) && d.s[d.i] == '-'
+	if neg {
+		d.i++
+	}
+	limit := uint64(hi)
+	if neg {
+		limit = uint64(-(lo + 1)) + 1
+	}
+	v, ok := d.digits(limit)
+	if !ok {
+		return 0
+	}
+	if neg {
+		return int64(-v)
+	}
+	return int64(v)
+}
+
+// uint reads a decimal integer in [0, hi].
+func (d *decoder) uint(hi uint64) uint64 {
+	v, _ := d.digits(hi)
+	return v
+}
+
+func (d *decoder) digits(limit uint64) (uint64, bool) {
+	start := d.i
+	var v uint64
+	for d.i < len(d.s) {
+		c := d.s[d.i] - '0'
+		if c > 9 {
+			break
+		}
+		if v > (limit-uint64(c))/10 {
+			d.fail()
+			return 0, false
+		}
+		v = v*10 + uint64(c)
+		d.i++
+	}
+	// JSON numbers have no leading zeros; libpg_query writes none.
+	if d.i == start || (d.s[start] == '0' && d.i-start > 1) {
+		d.fail()
+		return 0, false
+	}
+	return v, true
+}
+
+// double reads a %f-formatted float. Only zero is exact in that format:
+// anything else is left to pg.Parse. No raw parse tree has a float field
+// (they belong to planner nodes), so this never costs a fallback.
+func (d *decoder) double() float64 {
+	if !d.literal("0.000000") {
+		d.fail()
+	}
+	return 0
+}
+
+// nodeList decodes a JSON array of Nodes.
+func (d *decoder) nodeList() []*pg.Node {
+	if d.i >= len(d.s) || d.s[d.i] != '[' {
+		d.fail()
+		return nil
+	}
+	d.i++
+	if d.depth++; d.depth > maxDepth {
+		d.fail()
+		return nil
+	}
+	if d.i < len(d.s) && d.s[d.i] == ']' {
+		d.i++
+		d.depth--
+		return nil
+	}
+	base := len(d.stack)
+	for {
+		d.stack = append(d.stack, d.node())
+		if d.i >= len(d.s) {
+			d.fail()
+			break
+		}
+		c := d.s[d.i]
+		d.i++
+		if c == ']' {
+			d.depth--
+			break
+		}
+		if c != ',' {
+			d.fail()
+			break
+		}
+	}
+	n := len(d.stack) - base
+	if len(d.lists) < n {
+		if d.listChunk == 0 {
+			d.listChunk = 32
+		}
+		d.lists = make([]*pg.Node, max(n, d.listChunk))
+		d.listChunk = min(2*d.listChunk, 4096)
+	}
+	out := d.lists[:n:n]
+	d.lists = d.lists[n:]
+	copy(out, d.stack[base:])
+	clear(d.stack[base:])
+	d.stack = d.stack[:base]
+	return out
+}
+
+func (d *decoder) emptyNode() *pg.Node {
+	if len(d.empty.free) == 0 {
+		d.empty.free = make([]pg.Node, 2)
+	}
+	n := &d.empty.free[0]
+	d.empty.free = d.empty.free[1:]
+	return n
+}
+
+// rawStmts decodes ParseResult.stmts.
+func (d *decoder) rawStmts() []*pg.RawStmt {
+	if d.i >= len(d.s) || d.s[d.i] != '[' {
+		d.fail()
+		return nil
+	}
+	d.i++
+	if d.i < len(d.s) && d.s[d.i] == ']' {
+		d.i++
+		return nil
+	}
+	var out []*pg.RawStmt
+	for {
+		s := &pg.RawStmt{}
+		if d.open() {
+			d.decRawStmt(s)
+		}
+		out = append(out, s)
+		if d.i >= len(d.s) {
+			d.fail()
+			return nil
+		}
+		c := d.s[d.i]
+		d.i++
+		if c == ']' {
+			return out
+		}
+		if c != ',' {
+			d.fail()
+			return nil
+		}
+	}
+}
