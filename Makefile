@@ -3,12 +3,17 @@
 GO        ?= go
 BIN       := bin
 
-.PHONY: all build test test-go lint vet fmt-check bench bench-go bench-proxy fuzz setup vault demo clean
+.PHONY: all build generate test test-go lint vet fmt-check bench bench-go bench-proxy fuzz setup vault demo clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN)/keyhole ./cmd/keyhole
+
+## generate: regenerate the pg_query JSON decoder (after bumping pg_query_go;
+## TestParseCorpus fails when it is stale).
+generate:
+	$(GO) generate ./sqlpolicy/pganalyze/internal/pgparse/
 
 ## setup: install and start what tests and the demo need (idempotent).
 setup:

@@ -12,6 +12,7 @@ import (
 
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze/internal/pgparse"
 )
 
 // Options bound the input the analyzer hands to the parser. A zero value
@@ -122,7 +123,7 @@ func (a *Analyzer) Analyze(sql string, ss sqlpolicy.Session) *sqlpolicy.Access {
 	if p := a.precheck(sql); p != nil {
 		return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Command: "UNKNOWN", Problems: []sqlpolicy.Problem{*p}}}}
 	}
-	tree, err := pg.Parse(sql)
+	tree, err := pgparse.Parse(sql)
 	if err != nil {
 		return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{
 			Command:  "UNKNOWN",

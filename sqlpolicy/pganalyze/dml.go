@@ -7,6 +7,7 @@ import (
 
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze/internal/pgparse"
 )
 
 // writeVerb records the kind of a data-modifying statement.
@@ -429,7 +430,7 @@ func (w *walker) analyzeView(rel *catalog.Relation) (vi *viewInfo) {
 	if rel.Definition == "" {
 		return fail(fmt.Sprintf("view %s has no definition in the catalog", rel))
 	}
-	tree, err := pg.Parse(rel.Definition)
+	tree, err := pgparse.Parse(rel.Definition)
 	if err != nil {
 		return fail(fmt.Sprintf("definition of view %s does not parse: %s", rel, parseDetail(err)))
 	}
@@ -473,7 +474,7 @@ func (a *Analyzer) defaultOf(c *catalog.Column) *defaultExpr {
 		return v.(*defaultExpr)
 	}
 	d := &defaultExpr{}
-	tree, err := pg.Parse("SELECT " + c.Default)
+	tree, err := pgparse.Parse("SELECT " + c.Default)
 	switch {
 	case err != nil:
 		d.err = parseDetail(err)
