@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keyholedb/keyhole/admin"
+	"github.com/keyholedb/keyhole/approval"
 	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/config"
@@ -53,6 +54,9 @@ type Gateway struct {
 	src  creds.Source // as the front ends use it (maybe wrapped)
 	rec  audit.Recorder
 	gen  atomic.Pointer[generation]
+	// approvals is just-in-time access and the console's index (the
+	// store); see approvals.go.
+	approvals *approval.Service
 
 	fronts  []*running
 	adminLn net.Listener
@@ -163,6 +167,9 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		}
 		return nil
 	})
+	if err := g.openApprovals(g.ctx); err != nil {
+		return nil, err
+	}
 
 	g.metrics = admin.NewMetrics(nil)
 	g.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -193,7 +200,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		}
 		fe, err := p.build(FrontEndConfig{
 			TLS:           tlsCfg,
-			Decider:       &router{dialect: p.dialect, gen: &g.gen},
+			Decider:       g.decider(p.dialect),
 			Auth:          auth,
 			Limiter:       limiter,
 			Creds:         g.src,
@@ -557,6 +564,11 @@ func (g *Gateway) health() error {
 	if h, ok := g.rec.(healthChecker); ok {
 		if err := h.Healthy(); err != nil {
 			return fmt.Errorf("audit: %w", err)
+		}
+	}
+	if g.approvals != nil {
+		if err := g.approvals.Healthy(); err != nil {
+			return fmt.Errorf("approvals: %w", err)
 		}
 	}
 	if h, ok := g.base.(healthChecker); ok {
