@@ -126,3 +126,7 @@ func (d *approvalDecider) Check(p sqlpolicy.Principal, sql string, s sqlpolicy.S
 	}
 	return &out, acc
 }
+
+// Approvals is the gateway's approvals service (the admin API and tests
+// use it).
+func (g *Gateway) Approvals() *approval.Service { return g.approvals }

@@ -467,7 +467,7 @@ func (dc *decider) denyPattern(label string) (string, bool) {
 // a label the role denies (even count(*), which reads no column).
 func (dc *decider) relationLabels(c *check, rel Rel, v Verb) {
 	for _, l := range dc.p.ColumnLabels(dc.cat, rel, "") {
-		if rule, ok := dc.deniedLabel(v, rel, "", l); ok {
+		if rule, ok := dc.deniedLabel(c, v, rel, "", l); ok {
 			c.deny(Reason{Code: ReasonLabelDenied, Verb: v, Table: rel.String(), Label: l, Rule: rule})
 			return
 		}
@@ -506,7 +506,7 @@ func (dc *decider) columns(c *check, st *Statement) {
 		// data and can reveal it through constraint errors.
 		labelled := false
 		for _, l := range dc.p.ColumnLabels(dc.cat, col.Rel, col.Column) {
-			if rule, ok := dc.deniedLabel(reasonVerb(anyOf), col.Rel, col.Column, l); ok {
+			if rule, ok := dc.deniedLabel(c, reasonVerb(anyOf), col.Rel, col.Column, l); ok {
 				c.deny(Reason{Code: ReasonLabelDenied, Verb: reasonVerb(anyOf), Table: col.Rel.String(),
 					Column: col.Column, Label: l, Rule: rule})
 				labelled = true

@@ -161,7 +161,7 @@ func (dc *decider) columnAllowedOrExcepted(c *check, anyOf, allOf []Verb, col Co
 // deniedLabel is denyPattern unless an exception of verb v on rel (and,
 // for a column, one whose columns include it) lifts label, and the label
 // is not never-grantable.
-func (dc *decider) deniedLabel(v Verb, rel Rel, column, label string) (string, bool) {
+func (dc *decider) deniedLabel(c *check, v Verb, rel Rel, column, label string) (string, bool) {
 	rule, ok := dc.denyPattern(label)
 	if !ok || len(dc.ex) == 0 || dc.p.NeverGrantable(dc.role, label) {
 		return rule, ok
@@ -172,6 +172,7 @@ func (dc *decider) deniedLabel(v Verb, rel Rel, column, label string) (string, b
 			continue
 		}
 		if column == "" || e.Columns == nil || slices.Contains(e.Columns, column) {
+			c.allow(e.Rule)
 			return "", false
 		}
 	}
