@@ -47,8 +47,8 @@ type Options struct {
 	EndSessions bool
 	// Disabled: denials are indexed for the console but open no request,
 	// and nothing can be approved.
-	Disabled bool
-	Retention   store.Retention
+	Disabled  bool
+	Retention store.Retention
 	// FlushInterval, SyncInterval, MaxPending: see the package doc.
 	FlushInterval time.Duration
 	SyncInterval  time.Duration

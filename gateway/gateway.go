@@ -61,6 +61,10 @@ type Gateway struct {
 	fronts  []*running
 	adminLn net.Listener
 	adminS  *http.Server
+	// metricsLn/metricsS serve /metrics and /healthz alone when
+	// listen.metrics is set (admin.go).
+	metricsLn net.Listener
+	metricsS  *http.Server
 
 	metrics  *admin.Metrics
 	reloads  *prometheus.CounterVec
@@ -222,17 +226,8 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		g.fronts = append(g.fronts, &running{proto: p, fe: fe, ln: ln})
 	}
 	if cfg.Listen.Admin != "" {
-		if g.adminLn, err = net.Listen("tcp", cfg.Listen.Admin); err != nil {
-			return nil, fmt.Errorf("listen.admin: %w", err)
-		}
-		g.adminS = &http.Server{
-			Handler: admin.Handler(admin.HandlerOptions{
-				Metrics:   g.metrics,
-				AuditFile: cfg.Audit.File,
-				Health:    g.health,
-				Pprof:     cfg.Listen.Pprof,
-			}),
-			ReadHeaderTimeout: 10 * time.Second,
+		if err := g.listenAdmin(tlsCfg); err != nil {
+			return nil, err
 		}
 	}
 	built = true
@@ -275,6 +270,9 @@ func (g *Gateway) closeAll() error {
 	}
 	if g.adminLn != nil {
 		_ = g.adminLn.Close()
+	}
+	if g.metricsLn != nil {
+		_ = g.metricsLn.Close()
 	}
 	for i := len(g.closers) - 1; i >= 0; i-- {
 		errs = append(errs, g.closers[i]())
@@ -319,6 +317,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go func() {
 			if err := g.adminS.Serve(g.adminLn); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("admin: %w", err)
+			}
+		}()
+	}
+	if g.metricsS != nil {
+		go func() {
+			if err := g.metricsS.Serve(g.metricsLn); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("metrics: %w", err)
 			}
 		}()
 	}
@@ -371,6 +376,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.cancel()
 	if g.adminS != nil {
 		_ = g.adminS.Shutdown(sdCtx)
+	}
+	if g.metricsS != nil {
+		_ = g.metricsS.Shutdown(sdCtx)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(g.fronts))

@@ -66,7 +66,7 @@ func TestDecideWithExceptions(t *testing.T) {
 		{name: "label lifted on exactly the column", st: sel("public.customers", "id", "email"),
 			ex: []sp.Exception{ex(sp.VerbSelect, "public.customers", []string{"email"}, "pii.email")}, allow: true, rule: "grant.grt_1"},
 		{name: "lifted label on one column does not lift it on another", st: sel("public.customers", "email", "notes"),
-			ex: []sp.Exception{ex(sp.VerbSelect, "public.customers", []string{"email"}, "pii.email", "pii.free_text")},
+			ex:     []sp.Exception{ex(sp.VerbSelect, "public.customers", []string{"email"}, "pii.email", "pii.free_text")},
 			reason: sp.ReasonLabelDenied, label: "pii.free_text"},
 		{name: "never_grant at the top: pii.ssn stays denied", st: sel("public.customers", "ssn"),
 			ex: []sp.Exception{ex(sp.VerbSelect, "public.customers", []string{"ssn"}, "pii.ssn")}, reason: sp.ReasonLabelDenied, label: "pii.ssn"},
