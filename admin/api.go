@@ -96,15 +96,12 @@ func (c *console) routesAPI(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("POST /api/v1/requests/{id}/approve", func(w http.ResponseWriter, r *http.Request) {
 		var b ApproveBody
-		if !readJSON(w, r, &b) {
+		if !c.approverOr403(w, r, true) || !readJSON(w, r, &b) {
 			return
 		}
 		a, err := b.approval()
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, apiError{Error: err.Error()})
-			return
-		}
-		if !c.approverOr403(w, r, true) {
 			return
 		}
 		g, err := c.svc.Approve(r.Context(), reviewerOf(principalOf(r)), r.PathValue("id"), a)
@@ -116,7 +113,7 @@ func (c *console) routesAPI(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("POST /api/v1/requests/{id}/deny", func(w http.ResponseWriter, r *http.Request) {
 		var b NoteBody
-		if !readJSON(w, r, &b) || !c.approverOr403(w, r, true) {
+		if !c.approverOr403(w, r, true) || !readJSON(w, r, &b) {
 			return
 		}
 		req, err := c.svc.Decline(r.Context(), reviewerOf(principalOf(r)), r.PathValue("id"), b.Note)
@@ -140,7 +137,7 @@ func (c *console) routesAPI(mux *http.ServeMux) {
 	})
 	mux.HandleFunc("POST /api/v1/grants/{id}/revoke", func(w http.ResponseWriter, r *http.Request) {
 		var b NoteBody
-		if !readJSON(w, r, &b) || !c.approverOr403(w, r, true) {
+		if !c.approverOr403(w, r, true) || !readJSON(w, r, &b) {
 			return
 		}
 		g, err := c.svc.Revoke(r.Context(), reviewerOf(principalOf(r)), r.PathValue("id"), b.Note)
