@@ -43,6 +43,9 @@ for p in pgbouncer python3-psycopg2; do
 done
 { command -v psql && command -v pgbench; } >/dev/null 2>&1 || need+=(postgresql-client)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+# chromium: the console's real-browser test (gateway TestConsoleInBrowser,
+# driven with chromedp).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 
 # Debian's pgbouncer package starts a system instance on 6432 (the default
