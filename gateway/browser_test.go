@@ -64,7 +64,9 @@ func TestConsoleInBrowser(t *testing.T) {
 		if d, ok := ev.(*page.EventJavascriptDialogOpening); ok {
 			dialogs.Add(1)
 			t.Errorf("a script ran in the console: dialog %q", d.Message)
-			go func() { _, _ = chromedp.Call(bctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false}) }()
+			go func() {
+				_, _ = chromedp.Call(bctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false})
+			}()
 		}
 	}))
 	shot := func(name string) chromedp.Action[chromedp.Void] {
