@@ -214,6 +214,8 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 			Logger:        g.log,
 			Limits:        cfg.Limits,
 			RawStatements: cfg.Audit.RawStatements,
+			Replica:       uint8(cfg.Cluster.Replica),
+			ForwardCancel: g.forwardCancel,
 		})
 		if err != nil {
 			return nil, err

@@ -2,10 +2,14 @@ package gateway_test
 
 import (
 	"context"
+	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -98,4 +102,76 @@ func TestReplicasShareRequestsAndGrants(t *testing.T) {
 		return pe != nil && pe.Code == "42501" && requestRE.FindString(pe.Message) == id2 &&
 			strings.Contains(pe.Message, "declined")
 	})
+}
+
+// freeAddr reserves a loopback port for a listener configured before it
+// starts (peers must know each other's addresses).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// A CancelRequest that reaches the replica not holding the session is
+// forwarded to the one that does, which cancels the running query.
+func TestCancelForwardedToTheReplicaHoldingTheSession(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, fixture.ShopSQL(t))
+	storeURL := testpg.New(t, "").DSN
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	cluster := func(n int, listen string) setup {
+		return func(c *config.Config) {
+			c.Store.URL = storeURL
+			c.Listen.Postgres = listen
+			c.Cluster = config.Cluster{Replica: n, Peers: map[int]string{1: addrA, 2: addrB}}
+			delete(c.Cluster.Peers, n)
+		}
+	}
+	a := start(t, map[string]string{"": up.url()}, approvalPolicy, cluster(1, addrA))
+	start(t, map[string]string{"": up.url()}, approvalPolicy, cluster(2, addrB))
+	c := a.connect(agent, up.db.Name)
+	pid, secret := c.PgConn().PID(), c.PgConn().SecretKey()
+	assert.Equal(t, uint32(1), pid>>24, "the key names replica 1")
+
+	done := make(chan error, 1)
+	started := time.Now()
+	go func() {
+		_, err := c.Exec(context.Background(), "SELECT count(*) FROM generate_series(1, 2000000000)")
+		done <- err
+	}()
+	a.waitLog("upstream session ready")
+	// The client's cancel connection lands on replica B.
+	within(t, 10*time.Second, "query running upstream", func() bool {
+		return queryRunning(t, up, "generate_series")
+	})
+	nc, err := net.Dial("tcp", addrB)
+	require.NoError(t, err)
+	msg, err := (&pgproto3.CancelRequest{ProcessID: pid, SecretKey: secret}).Encode(nil)
+	require.NoError(t, err)
+	_, err = nc.Write(msg)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, nc)
+	nc.Close()
+	select {
+	case err := <-done:
+		assert.Equal(t, "57014", sqlState(err), "query_canceled")
+		assert.Less(t, time.Since(started), 20*time.Second)
+	case <-time.After(20 * time.Second):
+		t.Fatal("the query was not cancelled")
+	}
+}
+
+// queryRunning reports whether a backend runs a query containing text.
+func queryRunning(t *testing.T, u upstream, text string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, u.db.DSN)
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	var n int
+	require.NoError(t, c.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()", text).Scan(&n))
+	return n > 0
 }
