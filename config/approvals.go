@@ -32,7 +32,7 @@ var DefaultGrantDurations = []time.Duration{15 * time.Minute, time.Hour, 24 * ti
 // In the file it is either a URL (`store: postgres://…`) or a mapping.
 type Store struct {
 	// URL is sqlite:PATH (the default: keyhole.db next to audit.file, or
-	// in the working directory without one) or postgres://USER@HOST/DB
+	// next to keyhole.yaml without one) or postgres://USER@HOST/DB
 	// ?sslmode=… for several replicas sharing requests and grants.
 	URL string `yaml:"url"`
 	// PasswordEnv names the environment variable holding the Postgres
@@ -154,8 +154,11 @@ func (c *Cluster) ReplicaName() string {
 func (c *Config) applyApprovalDefaults() {
 	if c.Store.URL == "" {
 		dir := "."
-		if c.Audit.File != "" {
+		switch {
+		case c.Audit.File != "":
 			dir = filepath.Dir(c.Audit.File)
+		case c.Path != "":
+			dir = filepath.Dir(c.Path)
 		}
 		c.Store.URL = "sqlite:" + filepath.Join(dir, DefaultStoreFile)
 	}

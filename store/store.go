@@ -119,7 +119,7 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	defer cancel()
 	if err := db.PingContext(pctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("store: connect: %w", redactErr(err))
+		return nil, fmt.Errorf("store: connect: %w", err)
 	}
 	if err := s.migrate(pctx); err != nil {
 		_ = db.Close()
@@ -127,9 +127,6 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	}
 	return s, nil
 }
-
-// redactErr keeps a driver's error but not a password it may quote.
-func redactErr(err error) error { return err }
 
 // Kind is the store's backend.
 func (s *Store) Kind() Kind { return s.kind }
