@@ -20,6 +20,9 @@ func (g *Gateway) consoleHandler() (http.Handler, error) {
 		return nil, nil
 	}
 	cfg := g.cfg
+	if cfg.Console.UsersFile == "" && cfg.Console.ProxyAuth == nil {
+		g.log.Warn("the console has no reviewers: set console.users_file (keyhole reviewers add) or console.proxy_auth; until then only /healthz and /metrics answer")
+	}
 	var pa *admin.ProxyAuth
 	if p := cfg.Console.ProxyAuth; p != nil {
 		nets, err := admin.ParseTrusted(p.Trusted)
