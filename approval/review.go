@@ -3,6 +3,7 @@ package approval
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -70,7 +71,7 @@ func (s *Service) Approve(ctx context.Context, who Reviewer, id string, a Approv
 	}
 	// The policy may have changed since the request was opened.
 	for _, e := range access {
-		if !contains(sqlpolicy.ExceptionVerbs, e.Verb) {
+		if !slices.Contains(sqlpolicy.ExceptionVerbs, e.Verb) {
 			return nil, fmt.Errorf("%w: %s cannot be granted", ErrInvalid, e.Verb)
 		}
 		for _, l := range e.Labels {
@@ -99,15 +100,6 @@ func (s *Service) Approve(ctx context.Context, who Reviewer, id string, a Approv
 		Reviewer: who.Name, Note: a.Note, Purpose: g.Purpose, Scope: string(g.Scope), Access: g.Access, Expires: g.Expires,
 		Fingerprint: req.Fingerprint, Statement: req.Statement, AuthMethod: who.Via})
 	return g, nil
-}
-
-func contains[T comparable](s []T, v T) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // Decline refuses a pending request. Later denials of the shape count
@@ -167,18 +159,6 @@ func (s *Service) dropGrant(id string) {
 	}
 	s.grants.Store(next)
 	s.ended(lg)
-}
-
-// Active lists the grants in force on this replica, for the console.
-func (s *Service) Active() []store.Grant {
-	now := s.now()
-	var out []store.Grant
-	for _, g := range s.grants.Load().byID {
-		if g.Active(now) {
-			out = append(out, g.Grant)
-		}
-	}
-	return out
 }
 
 // Audit records a reviewer event that is not an approval (a console
