@@ -28,14 +28,15 @@ type HandlerOptions struct {
 	// Health returns nil when keyhole can serve; its error text is shown
 	// on /healthz and must carry no secret.
 	Health func() error
-	// AuditFile is the JSONL audit file (and its rotations) /audit reads.
-	AuditFile string
+	// Console is the reviewers' console and API (NewConsole), served for
+	// every path but /metrics, /healthz and /debug/pprof/.
+	Console http.Handler
 	// Pprof serves Go's profiler under /debug/pprof/ (off by default: a
 	// profile can hold statement text and costs CPU while it runs).
 	Pprof bool
 }
 
-// Handler serves /metrics, /healthz, /audit and, when enabled,
+// Handler serves /metrics, /healthz, the console and, when enabled,
 // /debug/pprof/ (GET and HEAD only).
 func Handler(opts HandlerOptions) http.Handler {
 	mux := http.NewServeMux()
@@ -57,8 +58,10 @@ func Handler(opts HandlerOptions) http.Handler {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	if opts.AuditFile != "" {
-		mux.Handle("GET /audit", &reviewPage{file: opts.AuditFile, now: time.Now})
+	if opts.Console != nil {
+		// The reviewers' console and API: everything but health, metrics
+		// and the profiler, behind its own authentication.
+		mux.Handle("/", opts.Console)
 	}
 	if opts.Pprof {
 		// pprof.Index serves the named profiles (heap, goroutine, …) below
@@ -82,6 +85,11 @@ func shortReason(s string) string {
 	}
 	return s
 }
+
+// AuditPage is the raw audit log page (the JSONL file and its rotations,
+// filtered by agent and time). It has no authentication of its own: the
+// console serves it behind login.
+func AuditPage(file string) http.Handler { return &reviewPage{file: file, now: time.Now} }
 
 type reviewPage struct {
 	file string

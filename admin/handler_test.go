@@ -45,7 +45,7 @@ func TestHealthz(t *testing.T) {
 	code, _, _ = get(t, h, http.MethodGet, "/metrics")
 	assert.Equal(t, http.StatusNotFound, code, "no metrics configured")
 	code, _, _ = get(t, h, http.MethodGet, "/audit")
-	assert.Equal(t, http.StatusNotFound, code, "no audit file configured")
+	assert.Equal(t, http.StatusNotFound, code, "no console configured")
 }
 
 func TestPprof(t *testing.T) {
@@ -88,6 +88,14 @@ func writeAudit(t *testing.T, evs ...audit.Event) string {
 	return path
 }
 
+// auditHandler serves the raw audit page at /audit, as the console does
+// (behind its login) at /console/audit.
+func auditHandler(file string) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /audit", admin.AuditPage(file))
+	return mux
+}
+
 func TestAuditPage(t *testing.T) {
 	t.Parallel()
 	now := time.Now().UTC().Truncate(time.Second)
@@ -103,7 +111,7 @@ func TestAuditPage(t *testing.T) {
 		audit.Event{Time: now.Add(-30 * time.Second), Kind: audit.KindAuthFailed, Session: "s3", Agent: "mallory",
 			Client: "10.0.0.9:5555", ErrorCode: "28P01", Error: "agent authentication failed"},
 	)
-	h := admin.Handler(admin.HandlerOptions{AuditFile: path})
+	h := auditHandler(path)
 
 	t.Run("escaping and security headers", func(t *testing.T) {
 		t.Parallel()
@@ -158,7 +166,7 @@ func TestAuditPage(t *testing.T) {
 
 	t.Run("missing file is 500 without details", func(t *testing.T) {
 		t.Parallel()
-		h := admin.Handler(admin.HandlerOptions{AuditFile: filepath.Join(t.TempDir(), "gone.jsonl")})
+		h := auditHandler(filepath.Join(t.TempDir(), "gone.jsonl"))
 		code, _, body := get(t, h, http.MethodGet, "/audit")
 		assert.Equal(t, http.StatusInternalServerError, code)
 		assert.NotContains(t, body, "no such file")

@@ -63,7 +63,58 @@ func appendEvent(b []byte, ev *Event) ([]byte, error) {
 	b = appendOpt(b, `,"error_code":`, ev.ErrorCode)
 	b = appendOpt(b, `,"error":`, ev.Error)
 	b = appendOpt(b, `,"outcome":`, ev.Outcome)
+	b = appendOpt(b, `,"request":`, ev.Request)
+	b = appendOpt(b, `,"grant":`, ev.Grant)
+	b = appendOpt(b, `,"reviewer":`, ev.Reviewer)
+	b = appendOpt(b, `,"note":`, ev.Note)
+	b = appendOpt(b, `,"purpose":`, ev.Purpose)
+	b = appendOpt(b, `,"grant_scope":`, ev.Scope)
+	if len(ev.Access) > 0 {
+		b = append(b, `,"access":[`...)
+		for i := range ev.Access {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendException(b, &ev.Access[i])
+		}
+		b = append(b, ']')
+	}
+	if !ev.Expires.IsZero() {
+		b = append(b, `,"expires":"`...)
+		t, err := ev.Expires.AppendText(b)
+		if err != nil {
+			return b[:b0], err
+		}
+		b = append(t, '"')
+	}
 	return append(b, '}'), nil
+}
+
+func appendException(b []byte, e *sqlpolicy.Exception) []byte {
+	b = append(b, `{"verb":`...)
+	b = appendString(b, string(e.Verb))
+	b = append(b, `,"table":`...)
+	b = appendString(b, e.Table)
+	b = appendStrings(b, `,"columns":`, e.Columns)
+	b = appendStrings(b, `,"labels":`, e.Labels)
+	b = appendOpt(b, `,"rule":`, e.Rule)
+	return append(b, '}')
+}
+
+// appendStrings appends an omitempty list of strings.
+func appendStrings(b []byte, key string, ss []string) []byte {
+	if len(ss) == 0 {
+		return b
+	}
+	b = append(b, key...)
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
 }
 
 func appendReason(b []byte, r *sqlpolicy.Reason) []byte {

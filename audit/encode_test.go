@@ -186,6 +186,9 @@ func isSet(v reflect.Value) bool {
 	if v.Kind() == reflect.String {
 		return v.String() != "" // an empty random string would be omitted
 	}
+	if v.Kind() == reflect.Slice {
+		return v.Len() > 0 // so would an empty list
+	}
 	return !v.IsZero()
 }
 

@@ -15,6 +15,14 @@ const (
 	KindAuthFailed Kind = "auth_failed" // agent authentication failed
 	KindClose      Kind = "close"       // connection closed
 	KindStatement  Kind = "statement"   // one decided statement text
+
+	// Reviewers' actions (who, what, when, why, for how long).
+	KindGrantApproved   Kind = "grant_approved"   // a request approved: a timed grant
+	KindRequestDeclined Kind = "request_declined" // a request refused
+	KindGrantRevoked    Kind = "grant_revoked"    // a grant ended early
+	KindGrantExpired    Kind = "grant_expired"    // a grant reached its end
+	KindReviewerLogin   Kind = "reviewer_login"   // a reviewer signed in to the console
+	KindReviewerFailed  Kind = "reviewer_login_failed"
 )
 
 // Event is one audit record, written as one JSON line.
@@ -50,6 +58,20 @@ type Event struct {
 	// run). Empty when the statement completed or ErrorCode says how it
 	// failed.
 	Outcome string `json:"outcome,omitempty"`
+
+	// Request is the access request a blocked statement opened or
+	// counted (apr_…), and the request a reviewer event is about.
+	Request string `json:"request,omitempty"`
+	// Grant, Reviewer, Note, Scope, Access and Expires describe a
+	// reviewer's action: the grant (grt_…), who acted and why, what the
+	// grant covers and until when.
+	Grant    string                `json:"grant,omitempty"`
+	Reviewer string                `json:"reviewer,omitempty"`
+	Note     string                `json:"note,omitempty"`
+	Purpose  string                `json:"purpose,omitempty"`
+	Scope    string                `json:"grant_scope,omitempty"`
+	Access   []sqlpolicy.Exception `json:"access,omitempty"`
+	Expires  time.Time             `json:"expires,omitzero"`
 }
 
 // Recorder receives events. Record must not lose an event silently: it

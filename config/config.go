@@ -48,6 +48,12 @@ type Config struct {
 	Policy   Policy          `yaml:"policy"`
 	Limits   Limits          `yaml:"limits"`
 	Log      Log             `yaml:"log"`
+	// Store, Approvals, Console and Cluster: the reviewers' side
+	// (config/approvals.go).
+	Store     Store     `yaml:"store"`
+	Approvals Approvals `yaml:"approvals"`
+	Console   Console   `yaml:"console"`
+	Cluster   Cluster   `yaml:"cluster"`
 
 	// Path is the file the configuration was read from ("" when built
 	// from flags only). Relative file names in the configuration are
@@ -68,8 +74,13 @@ type Listen struct {
 	// required with mysql:// upstreams and refused without them; a build
 	// without the MySQL front end refuses to start when it is set.
 	MySQL string `yaml:"mysql"`
-	// Admin serves /metrics, /healthz and the audit page; empty = off.
+	// Admin serves /metrics, /healthz, the reviewers' console and its
+	// API; empty = off.
 	Admin string `yaml:"admin"`
+	// Metrics, when set, serves /metrics and /healthz (unauthenticated)
+	// on their own listener, and the admin listener serves only /healthz
+	// besides the console.
+	Metrics string `yaml:"metrics"`
 	// Pprof also serves Go's profiler under /debug/pprof/ on the admin
 	// listener (for performance work; off by default).
 	Pprof bool `yaml:"pprof"`

@@ -70,6 +70,7 @@ func (c *Config) ApplyDefaults() {
 	if c.Log.Level == "" {
 		c.Log.Level = DefaultLogLevel
 	}
+	c.applyApprovalDefaults()
 }
 
 // CatalogRole is the keyhole role whose Vault credential reads the schema
@@ -114,7 +115,7 @@ func (c *Config) ResolveSecrets(getenv func(string) string) error {
 			return &Error{File: c.Path, Key: "creds.static.password_env", Msg: fmt.Sprintf("environment variable %s is empty or unset", s.PasswordEnv)}
 		}
 	}
-	return nil
+	return c.resolveApprovalSecrets(getenv)
 }
 
 // ParseUpstreamURL splits an upstream URL,

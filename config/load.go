@@ -265,6 +265,7 @@ func (c *Config) resolvePaths(dir string) {
 	}
 	abs(&c.Audit.File)
 	abs(&c.Policy.File)
+	c.resolveApprovalPaths(abs)
 }
 
 // Overridden records that the value of key (a dotted path such as
@@ -327,6 +328,7 @@ func (c *Config) Validate() error {
 	checkAddr("listen.postgres", c.Listen.Postgres)
 	checkAddr("listen.mysql", c.Listen.MySQL)
 	checkAddr("listen.admin", c.Listen.Admin)
+	checkAddr("listen.metrics", c.Listen.Metrics)
 	if c.Listen.Pprof && c.Listen.Admin == "" {
 		bad("listen.pprof", "needs listen.admin (the profiler is served there)")
 	}
@@ -512,6 +514,8 @@ func (c *Config) Validate() error {
 	default:
 		bad("log.level", "%q: want debug, info, warn or error", c.Log.Level)
 	}
+
+	c.validateApprovals(bad)
 
 	if len(es) == 0 {
 		return nil

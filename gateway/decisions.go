@@ -85,18 +85,26 @@ func (r *router) Role(agent string) (string, string, bool) {
 
 // Check implements sqlpolicy.Decider.
 func (r *router) Check(p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access) {
-	g := r.gen.Load()
+	d, a, _ := r.check(r.gen.Load(), p, sql, s)
+	return d, a
+}
+
+// check is Check in generation g; it also returns the engine that decided
+// for a known agent of this front end's dialect (nil otherwise).
+func (r *router) check(g *generation, p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access, *sqlpolicy.Engine) {
 	e, up := g.engineFor(p.Agent)
 	if e == nil {
 		// Unknown agent: any engine of this dialect denies it by default
 		// (and does not cache for it).
-		e = g.first[r.dialect]
+		d, a := g.first[r.dialect].Check(p, sql, s)
+		return d, a, nil
 	} else if g.dialect[up] != r.dialect {
 		return &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: sqlpolicy.RuleDefaultDeny, Agent: p.Agent,
 			Message: "keyhole: permission denied: the agent's role uses a database of another protocol",
-			Hint:    "connect to keyhole's listener for that database's protocol."}, &sqlpolicy.Access{}
+			Hint:    "connect to keyhole's listener for that database's protocol."}, &sqlpolicy.Access{}, nil
 	}
-	return e.Check(p, sql, s)
+	d, a := e.Check(p, sql, s)
+	return d, a, e
 }
 
 // UpstreamSettings implements sqlpolicy.Decider: the session settings

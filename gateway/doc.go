@@ -15,6 +15,15 @@
 // upstream's engine in the current generation) → sqlpolicy.Engine.Check →
 // the front end forwards or refuses it and records the audit event.
 //
+// Just-in-time access (approvals.go): the front ends' Decider wraps the
+// router; a statement the policy denies is decided again with the agent's
+// timed grants (approval.Service, store), and one still denied opens or
+// counts the agent's request for its shape, named in the error. The audit
+// recorder the front ends use also indexes blocked statements and sessions
+// for the console (console.go, admin.go). Replicas sharing a Postgres
+// store forward Postgres CancelRequests to the replica whose key they
+// carry (cancel.go).
+//
 // Reload (SIGHUP, via Options.Reload) re-reads every upstream's schema and
 // the policy; a change of the policy file alone reloads the policy. A
 // policy or schema that does not load leaves the running generation in

@@ -57,6 +57,10 @@ type FrontEndConfig struct {
 	// Limits are filled with their defaults (config.ApplyDefaults).
 	Limits        config.Limits
 	RawStatements bool
+	// Replica and ForwardCancel: cancel forwarding between replicas
+	// (cancel.go); zero and nil for a single keyhole.
+	Replica       uint8
+	ForwardCancel func(replica uint8, pid uint32, secret []byte)
 }
 
 // protocol is one wire protocol keyhole can serve.
@@ -113,6 +117,8 @@ func newPostgres(c FrontEndConfig) (FrontEnd, error) {
 			ShutdownGrace:  c.Limits.ShutdownGrace,
 		},
 		RawStatements: c.RawStatements,
+		Replica:       c.Replica,
+		ForwardCancel: c.ForwardCancel,
 	})
 	if err != nil {
 		return nil, err

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keyholedb/keyhole/admin"
+	"github.com/keyholedb/keyhole/approval"
 	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/config"
@@ -58,10 +59,17 @@ type Gateway struct {
 	src  creds.Source // as the front ends use it (maybe wrapped)
 	rec  audit.Recorder
 	gen  atomic.Pointer[generation]
+	// approvals is just-in-time access and the console's index (the
+	// store); see approvals.go.
+	approvals *approval.Service
 
 	fronts  []*running
 	adminLn net.Listener
 	adminS  *http.Server
+	// metricsLn/metricsS serve /metrics and /healthz alone when
+	// listen.metrics is set (admin.go).
+	metricsLn net.Listener
+	metricsS  *http.Server
 
 	metrics  *admin.Metrics
 	reloads  *prometheus.CounterVec
@@ -168,6 +176,9 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		}
 		return nil
 	})
+	if err := g.openApprovals(g.ctx); err != nil {
+		return nil, err
+	}
 
 	g.metrics = admin.NewMetrics(nil)
 	g.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -198,7 +209,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		}
 		fe, err := p.builder(opts.FrontEnds)(FrontEndConfig{
 			TLS:           tlsCfg,
-			Decider:       &router{dialect: p.dialect, gen: &g.gen},
+			Decider:       g.decider(p.dialect),
 			Auth:          auth,
 			Limiter:       limiter,
 			Creds:         g.src,
@@ -208,6 +219,8 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 			Logger:        g.log,
 			Limits:        cfg.Limits,
 			RawStatements: cfg.Audit.RawStatements,
+			Replica:       uint8(cfg.Cluster.Replica),
+			ForwardCancel: g.forwardCancel,
 		})
 		if err != nil {
 			return nil, err
@@ -220,17 +233,8 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		g.fronts = append(g.fronts, &running{proto: p, fe: fe, ln: ln})
 	}
 	if cfg.Listen.Admin != "" {
-		if g.adminLn, err = net.Listen("tcp", cfg.Listen.Admin); err != nil {
-			return nil, fmt.Errorf("listen.admin: %w", err)
-		}
-		g.adminS = &http.Server{
-			Handler: admin.Handler(admin.HandlerOptions{
-				Metrics:   g.metrics,
-				AuditFile: cfg.Audit.File,
-				Health:    g.health,
-				Pprof:     cfg.Listen.Pprof,
-			}),
-			ReadHeaderTimeout: 10 * time.Second,
+		if err := g.listenAdmin(tlsCfg); err != nil {
+			return nil, err
 		}
 	}
 	built = true
@@ -278,6 +282,9 @@ func (g *Gateway) closeAll() error {
 	if g.adminLn != nil {
 		_ = g.adminLn.Close()
 	}
+	if g.metricsLn != nil {
+		_ = g.metricsLn.Close()
+	}
 	for i := len(g.closers) - 1; i >= 0; i-- {
 		errs = append(errs, g.closers[i]())
 	}
@@ -321,6 +328,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 		go func() {
 			if err := g.adminS.Serve(g.adminLn); !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- fmt.Errorf("admin: %w", err)
+			}
+		}()
+	}
+	if g.metricsS != nil {
+		go func() {
+			if err := g.metricsS.Serve(g.metricsLn); !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- fmt.Errorf("metrics: %w", err)
 			}
 		}()
 	}
@@ -373,6 +387,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	g.cancel()
 	if g.adminS != nil {
 		_ = g.adminS.Shutdown(sdCtx)
+	}
+	if g.metricsS != nil {
+		_ = g.metricsS.Shutdown(sdCtx)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(g.fronts))
@@ -566,6 +583,11 @@ func (g *Gateway) health() error {
 	if h, ok := g.rec.(healthChecker); ok {
 		if err := h.Healthy(); err != nil {
 			return fmt.Errorf("audit: %w", err)
+		}
+	}
+	if g.approvals != nil {
+		if err := g.approvals.Healthy(); err != nil {
+			return fmt.Errorf("approvals: %w", err)
 		}
 	}
 	if h, ok := g.base.(healthChecker); ok {

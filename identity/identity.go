@@ -29,11 +29,14 @@ type Agent struct {
 	Expires time.Time
 	// TokenID is the token's jti, for revocation checks and audit.
 	TokenID string
+	// Purpose is the token's purpose claim: the task the agent works on,
+	// shown to reviewers; it never changes a decision.
+	Purpose string
 }
 
 // Principal is the agent as the decision engine sees it.
 func (a *Agent) Principal() sqlpolicy.Principal {
-	return sqlpolicy.Principal{Agent: a.Name, Scope: a.Scope}
+	return sqlpolicy.Principal{Agent: a.Name, Scope: a.Scope, Purpose: a.Purpose}
 }
 
 // ErrAuthFailed matches (errors.Is) every authentication failure, each an

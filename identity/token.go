@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -37,13 +39,21 @@ type Claims struct {
 	Issuer string
 	// Audience is "aud"; omitted when empty.
 	Audience string
+	// Purpose is the task the token is for ("purpose" claim): reviewers
+	// see it with the access requests the agent opens. It never widens
+	// or narrows what the agent may do.
+	Purpose string
 }
+
+// MaxPurposeLen bounds the purpose claim.
+const MaxPurposeLen = 200
 
 // tokenClaims is the JWT payload: registered claims plus keyhole's "scope"
 // claim, a JSON list of {"verb": ..., "tables": [...]}.
 type tokenClaims struct {
 	jwt.RegisteredClaims
-	Scope []sqlpolicy.Grant `json:"scope,omitempty"`
+	Scope   []sqlpolicy.Grant `json:"scope,omitempty"`
+	Purpose string            `json:"purpose,omitempty"`
 }
 
 // Mint signs an agent token with key (alg EdDSA, RFC 8037).
@@ -62,6 +72,9 @@ func Mint(key ed25519.PrivateKey, c Claims) (string, error) {
 			return "", fmt.Errorf("mint: %w", err)
 		}
 	}
+	if err := validatePurpose(c.Purpose); err != nil {
+		return "", fmt.Errorf("mint: %w", err)
+	}
 	if c.ID == "" {
 		c.ID = newTokenID()
 	}
@@ -78,7 +91,8 @@ func Mint(key ed25519.PrivateKey, c Claims) (string, error) {
 			ExpiresAt: jwt.NewNumericDate(now.Add(c.TTL)),
 			ID:        c.ID,
 		},
-		Scope: c.Scope,
+		Scope:   c.Scope,
+		Purpose: c.Purpose,
 	}
 	if c.Audience != "" {
 		tc.Audience = jwt.ClaimStrings{c.Audience}
@@ -119,6 +133,22 @@ func validateGrant(g sqlpolicy.Grant) error {
 	for _, t := range g.Tables {
 		if t == "" || strings.ContainsAny(t, " ,\t") {
 			return fmt.Errorf("%w: bad table %q", ErrBadGrant, t)
+		}
+	}
+	return nil
+}
+
+// validatePurpose accepts a short line of printable text.
+func validatePurpose(p string) error {
+	if len(p) > MaxPurposeLen {
+		return fmt.Errorf("purpose longer than %d bytes", MaxPurposeLen)
+	}
+	if !utf8.ValidString(p) {
+		return errors.New("purpose is not UTF-8")
+	}
+	for _, r := range p {
+		if !unicode.IsPrint(r) {
+			return errors.New("purpose holds a control character")
 		}
 	}
 	return nil
@@ -227,12 +257,16 @@ func (v *tokenVerifier) verify(user, token string) (*Agent, error) {
 			return nil, NewAuthError(ReasonTokenMalformed, fmt.Errorf("token scope: %w", err))
 		}
 	}
+	if err := validatePurpose(tc.Purpose); err != nil {
+		return nil, NewAuthError(ReasonTokenMalformed, fmt.Errorf("token: %w", err))
+	}
 	return &Agent{
 		Name:    tc.Subject,
 		Method:  MethodToken,
 		Scope:   tc.Scope,
 		Expires: tc.ExpiresAt.Time,
 		TokenID: tc.ID,
+		Purpose: tc.Purpose,
 	}, nil
 }
 

@@ -494,3 +494,30 @@ func TestJWKSURLRotation(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int32(3), fetches.Load(), "stale keys triggered a refetch")
 }
+
+func TestPurposeClaim(t *testing.T) {
+	t.Parallel()
+	key, pub := keyPair(t)
+	a, err := identity.New(identity.Config{Tokens: identity.TokenConfig{PublicKeyFile: pub}})
+	require.NoError(t, err)
+	tok, err := identity.Mint(key, identity.Claims{Agent: "sales", TTL: time.Minute, Purpose: "Q3 churn report (TICKET-42)"})
+	require.NoError(t, err)
+	ag, err := a.Token("sales", tok)
+	require.NoError(t, err)
+	assert.Equal(t, "Q3 churn report (TICKET-42)", ag.Purpose)
+	assert.Equal(t, sqlpolicy.Principal{Agent: "sales", Purpose: "Q3 churn report (TICKET-42)"}, ag.Principal())
+
+	for _, p := range []string{strings.Repeat("x", identity.MaxPurposeLen+1), "two\nlines", "bell\a", "\xff"} {
+		_, err := identity.Mint(key, identity.Claims{Agent: "a", TTL: time.Minute, Purpose: p})
+		assert.Error(t, err, "%q", p)
+	}
+	// A token signed elsewhere with a purpose keyhole would not mint is
+	// refused, not shown to reviewers.
+	priv := ed25519.PrivateKey(key)
+	claims := map[string]any{"iss": identity.DefaultIssuer, "sub": "sales", "jti": "j", "iat": time.Now().Unix(),
+		"exp": time.Now().Add(time.Minute).Unix(), "purpose": "<script>\x1b[31m"}
+	signed, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims(claims)).SignedString(priv)
+	require.NoError(t, err)
+	_, err = a.Token("sales", signed)
+	require.ErrorIs(t, err, identity.ErrAuthFailed)
+}

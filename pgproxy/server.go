@@ -41,6 +41,18 @@ type Config struct {
 	Limits    Limits
 	// RawStatements audits raw SQL instead of the Decider.Redact text.
 	RawStatements bool
+
+	// --- replicas: cancel forwarding (gateway/cancel.go) ---
+
+	// Replica, 1 to 127, is put in the top byte of every BackendKeyData
+	// process id this server hands out; 0 (a single keyhole) leaves the
+	// ids random.
+	Replica uint8
+	// ForwardCancel receives a CancelRequest whose key names another
+	// replica (a load balancer sent the client's cancel connection
+	// elsewhere); it delivers it to that replica. Nil drops such requests,
+	// as unknown keys are.
+	ForwardCancel func(replica uint8, pid uint32, secret []byte)
 }
 
 // Metrics is what the front end reports (admin.Metrics implements it).
@@ -299,6 +311,9 @@ func (s *Server) register(c *conn) error {
 			return fmt.Errorf("backend key: %w", err)
 		}
 		pid := binary.BigEndian.Uint32(b[:4]) & 0x7fffffff
+		if r := s.cfg.Replica; r != 0 {
+			pid = uint32(r&0x7f)<<24 | pid&0x00ffffff // replicas: see Config.Replica
+		}
 		if pid == 0 || s.keys[pid] != nil {
 			continue
 		}
@@ -315,6 +330,13 @@ func (s *Server) cancelRequest(pid uint32, secret []byte, log *slog.Logger) {
 	s.mu.Lock()
 	c := s.keys[pid]
 	s.mu.Unlock()
+	if c == nil && s.cfg.ForwardCancel != nil && s.cfg.Replica != 0 {
+		// Replicas: a key of another replica goes to it (Config.Replica).
+		if r := uint8(pid >> 24); r != 0 && r != s.cfg.Replica {
+			s.cfg.ForwardCancel(r, pid, secret)
+			return
+		}
+	}
 	if c == nil || subtle.ConstantTimeCompare(c.key.secret, secret) != 1 {
 		log.Info("cancel request with unknown key")
 		return

@@ -54,6 +54,9 @@ command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 # sqlsmith: random queries for the differential test (internal/differential).
 command -v sqlsmith >/dev/null 2>&1 || need+=(sqlsmith)
 command -v node >/dev/null 2>&1 || need+=(nodejs)
+# chromium: the console's real-browser test (gateway TestConsoleInBrowser,
+# driven with chromedp).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 
 # Debian's pgbouncer package starts a system instance on 6432 (the default

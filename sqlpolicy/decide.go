@@ -17,14 +17,15 @@ const (
 	RuleInvalidLabel = "catalog.invalid_label"
 )
 
-// Decide decides a whole text's Access for a principal. It is deny by
+// DecideWith decides a whole text's Access for a principal, with the
+// principal's exceptions (just-in-time grants; nil for none). It is deny by
 // default: every statement must pass (the first failing statement decides)
 // and anything not allowed by a rule is denied. Decide knows no dialect:
 // what is a system relation, a built-in function, a guarded setting or an
 // upsert is the analyzer's judgement, written into the Access. cat
 // supplies comment labels and relation kinds; it may be nil (then only
 // the policy's own labels apply).
-func (p *Policy) Decide(pr Principal, a *Access, cat *catalog.Catalog) *Decision {
+func (p *Policy) DecideWith(pr Principal, a *Access, cat *catalog.Catalog, ex []Exception) *Decision {
 	d := &Decision{Agent: pr.Agent}
 	role := p.Role(pr.Agent)
 	if role == nil {
@@ -37,7 +38,7 @@ func (p *Policy) Decide(pr Principal, a *Access, cat *catalog.Catalog) *Decision
 	}
 	d.Role = role.Name
 	d.MaxRows = role.MaxRows
-	dc := &decider{p: p, role: role, cat: cat, scope: pr.Scope}
+	dc := &decider{p: p, role: role, cat: cat, scope: pr.Scope, ex: ex}
 	if a == nil {
 		d.Effect = Deny
 		d.Rule = RuleDefaultDeny
@@ -81,6 +82,7 @@ type decider struct {
 	role  *Role
 	cat   *catalog.Catalog
 	scope []Grant
+	ex    []Exception
 }
 
 // maxNesting bounds PREPARE/EXPLAIN/EXECUTE nesting; the analyzer cannot
@@ -491,7 +493,7 @@ func (dc *decider) tables(c *check, st *Statement) {
 				continue
 			}
 		}
-		rule, ok := dc.cover(anyOf, allOf, t.Rel)
+		rule, ok := dc.exceptionCovers(anyOf, allOf, t.Rel)
 		if !ok {
 			v := dc.deniedVerb(st, anyOf, allOf, t.Rel)
 			if st.Verb == VerbCopy {
@@ -546,7 +548,7 @@ func (dc *decider) denyPattern(label string) (string, bool) {
 // a label the role denies (even count(*), which reads no column).
 func (dc *decider) relationLabels(c *check, rel Rel, v Verb) {
 	for _, l := range dc.p.ColumnLabels(dc.cat, rel, "") {
-		if rule, ok := dc.denyPattern(l); ok {
+		if rule, ok := dc.deniedLabel(c, v, rel, "", l); ok {
 			c.deny(Reason{Code: ReasonLabelDenied, Verb: v, Table: rel.String(), Label: l, Rule: rule})
 			c.deniedTables = append(c.deniedTables, rel)
 			return
@@ -591,7 +593,7 @@ func (dc *decider) columns(c *check, st *Statement) {
 		// data and can reveal it through constraint errors.
 		labelled := false
 		for _, l := range dc.p.ColumnLabels(dc.cat, col.Rel, col.Column) {
-			if rule, ok := dc.denyPattern(l); ok {
+			if rule, ok := dc.deniedLabel(c, reasonVerb(anyOf), col.Rel, col.Column, l); ok {
 				c.deny(Reason{Code: ReasonLabelDenied, Verb: reasonVerb(anyOf), Table: col.Rel.String(),
 					Column: col.Column, Label: l, Rule: rule})
 				labelled = true
@@ -604,7 +606,7 @@ func (dc *decider) columns(c *check, st *Statement) {
 		if col.Mode == Read && col.System && dc.role.Catalog {
 			continue
 		}
-		if ok, rule, v := dc.columnAllowed(anyOf, allOf, col); !ok {
+		if ok, rule, v := dc.columnAllowedOrExcepted(c, anyOf, allOf, col); !ok {
 			if rule == "" {
 				// The analyzer listed a column of a relation it did not
 				// list in Tables: decide at table level.

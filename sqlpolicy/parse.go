@@ -97,8 +97,10 @@ func (ps *parser) parse(data []byte) *Policy {
 			rolesN = v
 		case "agents":
 			agentsN = v
+		case "never_grant":
+			p.NeverGrant = ps.labelPatterns(v, "never_grant")
 		default:
-			ps.errorf(k, "unknown key %q (want labels, roles, agents)", k.Value)
+			ps.errorf(k, "unknown key %q (want labels, roles, agents, never_grant)", k.Value)
 		}
 	})
 	if labelsN != nil {
@@ -364,6 +366,8 @@ func (ps *parser) role(name string, n *yaml.Node) *Role {
 				}
 				r.DenyLabels = append(r.DenyLabels, l)
 			}
+		case "never_grant":
+			r.NeverGrant = ps.labelPatterns(v, prefix+".never_grant")
 		case "functions":
 			for _, f := range ps.strings(v, prefix+".functions") {
 				ps.checkFunction(v, prefix+".functions", f, false)
@@ -400,7 +404,7 @@ func (ps *parser) role(name string, n *yaml.Node) *Role {
 		case "limits":
 			ps.limits(r, prefix+".limits", v)
 		default:
-			ps.errorf(k, "%s: unknown key %q (want upstream, allow, deny_labels, functions, settings, catalog, explain, max_rows, limits, description)", prefix, k.Value)
+			ps.errorf(k, "%s: unknown key %q (want upstream, allow, deny_labels, functions, settings, catalog, explain, max_rows, limits, never_grant, description)", prefix, k.Value)
 		}
 	})
 	return r
@@ -595,4 +599,17 @@ func (ps *parser) agent(name string, n *yaml.Node) *Agent {
 		return nil
 	}
 	return a
+}
+
+// labelPatterns reads a list of label patterns (never_grant).
+func (ps *parser) labelPatterns(n *yaml.Node, what string) []string {
+	out := []string{}
+	for _, l := range ps.strings(n, what) {
+		if !catalog.ValidLabelPattern(l) {
+			ps.errorf(n, "%s: %q is not a label pattern (a label, label.* or *)", what, l)
+			continue
+		}
+		out = append(out, l)
+	}
+	return out
 }

@@ -18,6 +18,9 @@ type Policy struct {
 	Labels []LabelRule
 	Roles  map[string]*Role
 	Agents map[string]*Agent
+	// NeverGrant are label patterns no just-in-time grant may lift for any
+	// role (never_grant at the top of the file).
+	NeverGrant []string
 
 	// labels indexes Labels by relation.
 	labels map[Rel]*relLabels
@@ -69,6 +72,9 @@ type Role struct {
 	Limits map[Limit]int64
 	// LimitsSet lists the limits the file sets explicitly.
 	LimitsSet []Limit
+	// NeverGrant are label patterns no just-in-time grant may lift for
+	// this role, in addition to the policy's NeverGrant.
+	NeverGrant []string
 }
 
 // Rule is one item of a role's allow list: a verb on a list of relations

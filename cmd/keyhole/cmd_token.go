@@ -22,9 +22,11 @@ const tokenUsage = `usage:
   keyhole token keygen --out FILE
       write a new Ed25519 signing key to FILE (mode 0600) and its public
       key to FILE.pub (for identity.tokens.public_key_file)
-  keyhole token mint --token-key FILE --agent NAME [--ttl 15m] [--scope VERB:TABLE[,TABLE...]]... [--id JTI] [--audience AUD]
+  keyhole token mint --token-key FILE --agent NAME [--ttl 15m] [--scope VERB:TABLE[,TABLE...]]... [--purpose TEXT] [--id JTI] [--audience AUD]
       print a signed agent token; each --scope narrows the agent's role to
-      that verb on those tables (e.g. --scope select:public.orders,public.customers)
+      that verb on those tables (e.g. --scope select:public.orders,public.customers);
+      --purpose names the task (reviewers see it with the agent's access
+      requests; it grants nothing)
   keyhole token verify --token-key FILE.pub --agent NAME < TOKEN
       check a token (read from stdin) and print its agent, scope and expiry
 `
@@ -92,6 +94,7 @@ func tokenMint(args []string, stdout, stderr io.Writer) int {
 	ttl := fs.Duration("ttl", 15*time.Minute, "token lifetime")
 	id := fs.String("id", "", "token id (jti); random when empty")
 	aud := fs.String("audience", "", "audience (aud) claim, if keyhole is configured to require one")
+	purpose := fs.String("purpose", "", "the task the token is for, shown to reviewers (purpose claim)")
 	var scope grantFlags
 	fs.Var(&scope, "scope", "narrow the role to VERB:TABLE[,TABLE...] (repeatable)")
 	if code, ok := cliFlags(fs, args, tokenUsage, stdout, stderr); !ok {
@@ -106,7 +109,7 @@ func tokenMint(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "keyhole token mint: %v\n", err)
 		return exitError
 	}
-	c := identity.Claims{Agent: *agent, TTL: *ttl, ID: *id, Audience: *aud}
+	c := identity.Claims{Agent: *agent, TTL: *ttl, ID: *id, Audience: *aud, Purpose: *purpose}
 	if len(scope) > 0 {
 		c.Scope = scope
 	}
@@ -152,6 +155,9 @@ func tokenVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitDeny
 	}
 	fmt.Fprintf(stdout, "agent:   %s\ntoken:   %s\nexpires: %s\n", ag.Name, ag.TokenID, ag.Expires.UTC().Format(time.RFC3339))
+	if ag.Purpose != "" {
+		fmt.Fprintf(stdout, "purpose: %s\n", ag.Purpose)
+	}
 	if ag.Scope == nil {
 		fmt.Fprintln(stdout, "scope:   (role, not narrowed)")
 	}

@@ -57,6 +57,14 @@ func testTokenCLI(t *testing.T) {
 	r = keyhole(t, tok+"\n", "token", "verify", "--token-key", key+".pub", "--agent", "sales")
 	require.Equal(t, 0, r.Code, r.Stderr)
 	assert.Contains(t, r.Stdout, "scope:   select public.orders, public.customers")
+	r = keyhole(t, "", "token", "mint", "--token-key", key, "--agent", "sales", "--purpose", "Q3 churn report")
+	require.Equal(t, 0, r.Code, r.Stderr)
+	ag, err = a.Token("sales", strings.TrimSpace(r.Stdout))
+	require.NoError(t, err)
+	assert.Equal(t, "Q3 churn report", ag.Purpose)
+	r = keyhole(t, r.Stdout, "token", "verify", "--token-key", key+".pub", "--agent", "sales")
+	require.Equal(t, 0, r.Code, r.Stderr)
+	assert.Contains(t, r.Stdout, "purpose: Q3 churn report")
 	// The flags' old names still work.
 	r = keyhole(t, "", "token", "mint", "--key", key, "--agent", "sales")
 	require.Equal(t, 0, r.Code, r.Stderr)
@@ -71,6 +79,7 @@ func testTokenCLI(t *testing.T) {
 		"bad scope verb":        {"token", "mint", "--token-key", key, "--agent", "a", "--scope", "drop:public.x"},
 		"scope no tables":       {"token", "mint", "--token-key", key, "--agent", "a", "--scope", "select:"},
 		"no agent":              {"token", "mint", "--token-key", key},
+		"purpose with newline":  {"token", "mint", "--token-key", key, "--agent", "a", "--purpose", "a\nb"},
 		"negative ttl":          {"token", "mint", "--token-key", key, "--agent", "a", "--ttl", "-1m"},
 		"public key":            {"token", "mint", "--token-key", key + ".pub", "--agent", "a"},
 		"unknown sub":           {"token", "frob"},

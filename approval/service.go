@@ -1,0 +1,703 @@
+package approval
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/store"
+)
+
+// Defaults of Options.
+const (
+	DefaultFlushInterval = 50 * time.Millisecond
+	DefaultSyncInterval  = 200 * time.Millisecond
+	DefaultMaxPending    = 10000
+	DefaultMaxDuration   = 24 * time.Hour
+	heartbeatEvery       = 5 * time.Second
+	// replicaLive is how old a replica's heartbeat may be for its sessions
+	// to count as open.
+	replicaLive = 30 * time.Second
+	pruneEvery  = time.Hour
+	maxKnown    = 100000
+)
+
+// ErrInvalid is wrapped by errors of a reviewer's input (duration, scope,
+// what is granted).
+var ErrInvalid = errors.New("invalid approval")
+
+// Options configure a Service.
+type Options struct {
+	Store *store.Store
+	// Audit records reviewer events (the gateway's audit sinks, not the
+	// recorder Recorder wraps).
+	Audit  audit.Recorder
+	Logger *slog.Logger
+	// Replica identifies this process in the store (sessions, denials).
+	Replica store.Replica
+	// MaxDuration caps a grant's duration (default DefaultMaxDuration).
+	MaxDuration time.Duration
+	// EndSessions is the default of an approval's EndSessions.
+	EndSessions bool
+	// Disabled: denials are indexed for the console but open no request,
+	// and nothing can be approved.
+	Disabled  bool
+	Retention store.Retention
+	// FlushInterval, SyncInterval, MaxPending: see the package doc.
+	FlushInterval time.Duration
+	SyncInterval  time.Duration
+	MaxPending    int
+	// NeverGrantable reports whether the current policy forbids granting
+	// label to agent's role; nil forbids nothing beyond the decision's own
+	// check.
+	NeverGrantable func(agent, label string) bool
+	// EndAgent ends the agent's sessions on this replica (a grant they
+	// used ended and EndSessions was set).
+	EndAgent func(agent string)
+	Now      func() time.Time
+}
+
+// Service is one replica's side of just-in-time approvals.
+type Service struct {
+	opts Options
+	st   *store.Store
+	log  *slog.Logger
+	now  func() time.Time
+
+	grants   atomic.Pointer[grantSet]
+	declined atomic.Pointer[map[string]bool]
+	known    sync.Map // request ids this replica opened or counted: audit events name them
+	nknown   atomic.Int64
+	agents   sync.Map // agent name → *agentState
+
+	mu      sync.Mutex
+	room    *sync.Cond // signalled when a flush made room
+	pend    pending
+	kick    chan struct{}
+	flushed atomic.Int64 // flushes done, for Flush
+
+	subMu sync.Mutex
+	subs  map[chan struct{}]struct{}
+
+	healthMu  sync.Mutex
+	healthErr error
+
+	refreshMu sync.Mutex
+	grantsVer int64
+	feedVer   int64
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+type pending struct {
+	seen    map[string]*store.Seen
+	allowed map[string]*store.Allowed
+	denials []store.Denial
+	opened  []store.Session
+	closed  []string
+}
+
+func (p *pending) size() int {
+	return len(p.seen) + len(p.allowed) + len(p.denials) + len(p.opened) + len(p.closed)
+}
+
+type agentState struct {
+	at      atomic.Int64 // unix ms of the last activity
+	written atomic.Int64 // at as last written
+	mu      sync.Mutex
+	role    string
+	client  string
+	purpose string
+}
+
+// liveGrant is an active grant as decisions see it.
+type liveGrant struct {
+	store.Grant
+	used  atomic.Bool // a statement on this replica ran under it
+	ended atomic.Bool // its end was handled here
+}
+
+type grantSet struct {
+	byAgent map[string][]*liveGrant
+	byID    map[string]*liveGrant
+}
+
+// New starts a Service: it registers the replica, loads the active grants
+// and declined requests, and starts the writer and the sync loop.
+func New(ctx context.Context, opts Options) (*Service, error) {
+	if opts.Store == nil {
+		return nil, errors.New("approval: Options.Store is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.MaxDuration <= 0 {
+		opts.MaxDuration = DefaultMaxDuration
+	}
+	if opts.FlushInterval <= 0 {
+		opts.FlushInterval = DefaultFlushInterval
+	}
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = DefaultSyncInterval
+	}
+	if opts.MaxPending <= 0 {
+		opts.MaxPending = DefaultMaxPending
+	}
+	if opts.Replica.ID == "" {
+		opts.Replica.ID = store.NewID("r_")
+	}
+	s := &Service{opts: opts, st: opts.Store, log: opts.Logger.With("component", "approvals", "replica", opts.Replica.ID),
+		now: opts.Now, kick: make(chan struct{}, 1), subs: map[chan struct{}]struct{}{}}
+	s.room = sync.NewCond(&s.mu)
+	s.pend = newPending()
+	s.grants.Store(&grantSet{byAgent: map[string][]*liveGrant{}, byID: map[string]*liveGrant{}})
+	s.declined.Store(&map[string]bool{})
+	now := s.now()
+	s.opts.Replica.Started, s.opts.Replica.Heartbeat = now, now
+	if err := s.st.StartReplica(ctx, s.opts.Replica); err != nil {
+		return nil, err
+	}
+	if err := s.refresh(ctx); err != nil {
+		return nil, err
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Go(s.writer)
+	s.wg.Go(s.syncer)
+	return s, nil
+}
+
+func newPending() pending {
+	return pending{seen: map[string]*store.Seen{}, allowed: map[string]*store.Allowed{}}
+}
+
+// Replica is this replica's id in the store.
+func (s *Service) Replica() string { return s.opts.Replica.ID }
+
+// Store is the service's store (the console reads it directly).
+func (s *Service) Store() *store.Store { return s.st }
+
+// MaxDuration is the longest grant a reviewer may give.
+func (s *Service) MaxDuration() time.Duration { return s.opts.MaxDuration }
+
+// EndSessionsDefault is the default of an approval's EndSessions.
+func (s *Service) EndSessionsDefault() bool { return s.opts.EndSessions }
+
+// Close stops the loops, writes what is pending (waiting at most until
+// ctx ends) and unregisters the replica.
+func (s *Service) Close(ctx context.Context) error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	s.cancel()
+	s.wg.Wait()
+	var errs []error
+	for {
+		b := s.take()
+		if b.Empty() {
+			break
+		}
+		if err := s.st.Write(ctx, b); err != nil {
+			errs = append(errs, fmt.Errorf("approvals: write pending requests at shutdown: %w", err))
+			break
+		}
+	}
+	s.mu.Lock()
+	s.room.Broadcast()
+	s.mu.Unlock()
+	if err := s.st.StopReplica(ctx, s.opts.Replica.ID); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Healthy reports the last write or sync error, nil when the store is
+// keeping up.
+func (s *Service) Healthy() error {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	return s.healthErr
+}
+
+func (s *Service) setHealth(err error) {
+	s.healthMu.Lock()
+	s.healthErr = err
+	s.healthMu.Unlock()
+}
+
+// Subscribe returns a channel that receives (coalesced) whenever the feed,
+// requests or grants may have changed, on this replica or another; cancel
+// unsubscribes.
+func (s *Service) Subscribe() (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	s.subMu.Lock()
+	s.subs[ch] = struct{}{}
+	s.subMu.Unlock()
+	return ch, func() {
+		s.subMu.Lock()
+		delete(s.subs, ch)
+		s.subMu.Unlock()
+	}
+}
+
+func (s *Service) notify() {
+	s.subMu.Lock()
+	for ch := range s.subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	s.subMu.Unlock()
+}
+
+// --- the statement path ---
+
+// Exceptions are the agent's grants in force at now for a statement of
+// fingerprint, and the grants they come from (for Used).
+func (s *Service) Exceptions(agent, fingerprint string, now time.Time) ([]sqlpolicy.Exception, []*liveGrant) {
+	if s.opts.Disabled {
+		return nil, nil
+	}
+	gs := s.grants.Load().byAgent[agent]
+	if len(gs) == 0 {
+		return nil, nil
+	}
+	var ex []sqlpolicy.Exception
+	var from []*liveGrant
+	for _, g := range gs {
+		if !g.Active(now) || (g.Scope == store.ScopeStatement && g.Fingerprint != fingerprint) {
+			continue
+		}
+		ex = append(ex, g.Access...)
+		from = append(from, g)
+	}
+	return ex, from
+}
+
+// Used records that a statement of the agent's shape ran under grants.
+func (s *Service) Used(agent, fingerprint string, grants []*liveGrant, at time.Time) {
+	for _, g := range grants {
+		g.used.Store(true)
+	}
+	id := store.RequestID(agent, fingerprint)
+	s.mu.Lock()
+	a := s.pend.allowed[id]
+	if a == nil {
+		a = &store.Allowed{ID: id}
+		s.pend.allowed[id] = a
+	}
+	a.Count++
+	a.At = at
+	s.mu.Unlock()
+}
+
+// Denial is a denied statement as the decision wrapper saw it.
+type Denial struct {
+	Agent, Role, Fingerprint, Statement, Purpose string
+	Decision                                     *sqlpolicy.Decision
+	At                                           time.Time
+}
+
+// Denied counts a denial of the agent's statement shape and returns its
+// request's id and status: pending (a reviewer can approve it), declined,
+// or blocked (nothing in it can be granted). It may wait while the
+// pending writes are full.
+func (s *Service) Denied(d Denial) (string, store.Status) {
+	never := func(label string) bool {
+		return s.opts.NeverGrantable != nil && s.opts.NeverGrantable(d.Agent, label)
+	}
+	grantable, whyNot := Grantable(d.Decision.Reasons, never)
+	if s.opts.Disabled {
+		grantable, whyNot = nil, "just-in-time approvals are disabled (approvals.disabled)"
+	}
+	id := store.RequestID(d.Agent, d.Fingerprint)
+	status := store.StatusPending
+	switch {
+	case grantable == nil:
+		status = store.StatusBlocked
+	case (*s.declined.Load())[id]:
+		status = store.StatusDeclined
+	}
+	if status != store.StatusBlocked {
+		s.remember(id)
+	}
+	s.touchAgent(d.Agent, d.Role, "", d.Purpose, d.At)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		if v := s.pend.seen[id]; v != nil {
+			v.Count++
+			v.At = d.At
+			v.Role, v.Rule, v.Reasons, v.Message, v.Hint = d.Role, d.Decision.Rule, d.Decision.Reasons, d.Decision.Message, d.Decision.Hint
+			v.Grantable, v.WhyNot = grantable, whyNot
+			if d.Purpose != "" {
+				v.Purpose = d.Purpose
+			}
+			return id, status
+		}
+		if s.pend.size() < s.opts.MaxPending || s.closed.Load() {
+			break
+		}
+		s.wake()
+		s.room.Wait()
+	}
+	s.pend.seen[id] = &store.Seen{Agent: d.Agent, Role: d.Role, Fingerprint: d.Fingerprint, Statement: d.Statement,
+		Rule: d.Decision.Rule, Reasons: d.Decision.Reasons, Message: d.Decision.Message, Hint: d.Decision.Hint,
+		Purpose: d.Purpose, Grantable: grantable, WhyNot: whyNot, Count: 1, At: d.At}
+	s.wake()
+	return id, status
+}
+
+func (s *Service) remember(id string) {
+	if _, loaded := s.known.LoadOrStore(id, struct{}{}); !loaded {
+		if s.nknown.Add(1) > maxKnown {
+			s.known.Clear()
+			s.nknown.Store(0)
+		}
+	}
+}
+
+// requestOf is the request id an audit event of a blocked statement
+// names, or "" when this replica opened none for it.
+func (s *Service) requestOf(agent, fingerprint string) string {
+	id := store.RequestID(agent, fingerprint)
+	if _, ok := s.known.Load(id); ok {
+		return id
+	}
+	return ""
+}
+
+// add queues one index write, waiting while the pending writes are full.
+func (s *Service) add(f func(p *pending)) {
+	s.mu.Lock()
+	for s.pend.size() >= s.opts.MaxPending && !s.closed.Load() {
+		s.wake()
+		s.room.Wait()
+	}
+	f(&s.pend)
+	s.mu.Unlock()
+	s.wake()
+}
+
+func (s *Service) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Service) touchAgent(name, role, client, purpose string, at time.Time) {
+	if name == "" {
+		return
+	}
+	v, ok := s.agents.Load(name)
+	if !ok {
+		v, _ = s.agents.LoadOrStore(name, &agentState{})
+	}
+	a := v.(*agentState)
+	if ms := at.UnixMilli(); ms > a.at.Load() {
+		a.at.Store(ms)
+	}
+	if role != "" || client != "" || purpose != "" {
+		a.mu.Lock()
+		if role != "" {
+			a.role = role
+		}
+		if client != "" {
+			a.client = client
+		}
+		if purpose != "" {
+			a.purpose = purpose
+		}
+		a.mu.Unlock()
+	}
+}
+
+// --- writing behind ---
+
+// take swaps out the pending writes as one batch.
+func (s *Service) take() *store.Batch {
+	s.mu.Lock()
+	p := s.pend
+	s.pend = newPending()
+	s.mu.Unlock()
+	b := &store.Batch{Denials: p.denials, Opened: p.opened, Closed: p.closed}
+	for _, v := range p.seen {
+		b.Seen = append(b.Seen, *v)
+	}
+	for _, v := range p.allowed {
+		b.Allowed = append(b.Allowed, *v)
+	}
+	s.agents.Range(func(k, v any) bool {
+		a := v.(*agentState)
+		at := a.at.Load()
+		if at > a.written.Load() {
+			a.written.Store(at)
+			a.mu.Lock()
+			b.Agents = append(b.Agents, store.AgentSeen{Name: k.(string), Role: a.role, Client: a.client, Purpose: a.purpose, At: time.UnixMilli(at)})
+			a.mu.Unlock()
+		}
+		return true
+	})
+	return b
+}
+
+func (s *Service) writer() {
+	tick := time.NewTicker(s.opts.FlushInterval)
+	defer tick.Stop()
+	var lastBeat, lastPrune time.Time
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+		case <-s.kick:
+			// Coalesce what arrives within one interval.
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(s.opts.FlushInterval):
+			}
+		}
+		b := s.take()
+		now := s.now()
+		if now.Sub(lastBeat) >= heartbeatEvery {
+			r := s.opts.Replica
+			r.Heartbeat = now
+			b.Replica = &r
+			lastBeat = now
+		}
+		changed := len(b.Seen) > 0 || len(b.Denials) > 0 || len(b.Allowed) > 0 || len(b.Opened) > 0 || len(b.Closed) > 0
+		for backoff := 100 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+			err := s.st.Write(s.ctx, b)
+			if err == nil {
+				s.setHealth(nil)
+				break
+			}
+			if s.ctx.Err() != nil {
+				// Shutting down: Close writes this batch's successors;
+				// put this one back first.
+				s.putBack(b)
+				return
+			}
+			s.setHealth(fmt.Errorf("store write: %w", err))
+			s.log.Error("approvals: cannot write to the store; retrying (statements that add requests wait when the queue is full)", "err", err, "retry_in", backoff)
+			select {
+			case <-s.ctx.Done():
+				s.putBack(b)
+				return
+			case <-time.After(backoff):
+			}
+		}
+		s.flushed.Add(1)
+		s.mu.Lock()
+		s.room.Broadcast()
+		s.mu.Unlock()
+		if changed {
+			s.notify()
+		}
+		if now.Sub(lastPrune) >= pruneEvery {
+			lastPrune = now
+			if err := s.st.Prune(s.ctx, s.opts.Retention); err != nil && s.ctx.Err() == nil {
+				s.log.Warn("approvals: prune", "err", err)
+			}
+		}
+	}
+}
+
+// putBack returns an unwritten batch to the pending writes.
+func (s *Service) putBack(b *store.Batch) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, v := range b.Seen {
+		if cur := s.pend.seen[store.RequestID(v.Agent, v.Fingerprint)]; cur != nil {
+			cur.Count += v.Count
+			continue
+		}
+		s.pend.seen[store.RequestID(v.Agent, v.Fingerprint)] = &v
+	}
+	for _, v := range b.Allowed {
+		if cur := s.pend.allowed[v.ID]; cur != nil {
+			cur.Count += v.Count
+			continue
+		}
+		s.pend.allowed[v.ID] = &v
+	}
+	s.pend.denials = append(b.Denials, s.pend.denials...)
+	s.pend.opened = append(b.Opened, s.pend.opened...)
+	s.pend.closed = append(b.Closed, s.pend.closed...)
+	for _, a := range b.Agents {
+		if v, ok := s.agents.Load(a.Name); ok {
+			v.(*agentState).written.Store(0)
+		}
+	}
+}
+
+// Flush writes what is pending now and waits until it is written or ctx
+// ends (tests; keyhole itself never waits for the store).
+func (s *Service) Flush(ctx context.Context) error {
+	start := s.flushed.Load()
+	s.wake()
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for s.flushed.Load() < start+2 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// --- keeping grants in sync ---
+
+func (s *Service) syncer() {
+	tick := time.NewTicker(s.opts.SyncInterval)
+	defer tick.Stop()
+	var lastEnded time.Time
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := s.now()
+		s.expire(now)
+		gv, err := s.st.Counter(s.ctx, "grants")
+		if err == nil {
+			s.refreshMu.Lock()
+			stale := gv != s.grantsVer
+			s.refreshMu.Unlock()
+			if stale {
+				err = s.refresh(s.ctx)
+				s.notify()
+			}
+		}
+		if err == nil {
+			var fv int64
+			if fv, err = s.st.Counter(s.ctx, "feed"); err == nil {
+				s.refreshMu.Lock()
+				moved := fv != s.feedVer
+				s.feedVer = fv
+				s.refreshMu.Unlock()
+				if moved {
+					s.notify()
+				}
+			}
+		}
+		if err != nil && s.ctx.Err() == nil {
+			s.setHealth(fmt.Errorf("store sync: %w", err))
+			s.log.Warn("approvals: cannot read grants from the store; decisions use the grants last read", "err", err)
+		}
+		if now.Sub(lastEnded) >= time.Second {
+			lastEnded = now
+			s.auditEnded(now)
+		}
+	}
+}
+
+// refresh reloads the active grants and the declined requests. Grants in
+// force here that the store no longer has active (revoked on another
+// replica) end here too.
+func (s *Service) refresh(ctx context.Context) error {
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	ver, err := s.st.Counter(ctx, "grants")
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	grants, err := s.st.Grants(ctx, store.GrantFilter{ActiveAt: now, Limit: 100000})
+	if err != nil {
+		return err
+	}
+	declined, err := s.st.Requests(ctx, store.RequestFilter{Statuses: []store.Status{store.StatusDeclined}, Limit: 100000})
+	if err != nil {
+		return err
+	}
+	old := s.grants.Load()
+	next := &grantSet{byAgent: map[string][]*liveGrant{}, byID: map[string]*liveGrant{}}
+	for _, g := range grants {
+		lg := old.byID[g.ID]
+		if lg == nil {
+			lg = &liveGrant{Grant: g}
+		}
+		next.byID[g.ID] = lg
+		next.byAgent[g.Agent] = append(next.byAgent[g.Agent], lg)
+	}
+	s.grants.Store(next)
+	d := make(map[string]bool, len(declined))
+	for _, r := range declined {
+		d[r.ID] = true
+	}
+	s.declined.Store(&d)
+	s.grantsVer = ver
+	for id, lg := range old.byID {
+		if next.byID[id] == nil {
+			s.ended(lg)
+		}
+	}
+	return nil
+}
+
+// expire handles grants that reached their end: decisions stopped using
+// them already (they compare the clock); here the sessions that used
+// them end, if the grant says so.
+func (s *Service) expire(now time.Time) {
+	for _, lg := range s.grants.Load().byID {
+		if !lg.Active(now) {
+			s.ended(lg)
+		}
+	}
+}
+
+func (s *Service) ended(lg *liveGrant) {
+	if !lg.ended.CompareAndSwap(false, true) {
+		return
+	}
+	if lg.EndSessions && lg.used.Load() && s.opts.EndAgent != nil {
+		s.log.Info("grant ended; ending the agent's sessions that used it", "grant", lg.ID, "agent", lg.Agent)
+		s.opts.EndAgent(lg.Agent)
+	}
+}
+
+// auditEnded records each grant's expiry once across replicas.
+func (s *Service) auditEnded(now time.Time) {
+	ended, err := s.st.EndedUnrecorded(s.ctx, now)
+	if err != nil {
+		return
+	}
+	for _, g := range ended {
+		won, err := s.st.ClaimEnded(s.ctx, g.ID)
+		if err != nil || !won || !g.RevokedAt.IsZero() {
+			continue // revocations are audited where they are made
+		}
+		s.record(audit.Event{Time: g.Expires, Kind: audit.KindGrantExpired, Agent: g.Agent, Role: g.Role, Request: g.RequestID,
+			Grant: g.ID, Purpose: g.Purpose, Scope: string(g.Scope), Access: g.Access, Expires: g.Expires,
+			Fingerprint: g.Fingerprint, Statement: g.Statement})
+	}
+}
+
+func (s *Service) record(ev audit.Event) {
+	if s.opts.Audit == nil {
+		return
+	}
+	if ev.Time.IsZero() {
+		ev.Time = s.now()
+	}
+	ev.Session = "replica:" + s.opts.Replica.ID
+	s.opts.Audit.Record(ev)
+}
