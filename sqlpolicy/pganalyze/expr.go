@@ -2,6 +2,7 @@ package pganalyze
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
@@ -237,21 +238,57 @@ func (w *walker) reportFunc(schema, name string, f *catalogFunc, fc *pg.FuncCall
 		ref.Schema = f.Schema
 		builtin = f.Builtin
 	}
-	w.fn(ref)
 	if schema == "" && f != nil {
-		// Under another search path that may be in effect the name can
-		// be another function: report each.
-		for _, p := range w.paths {
-			if g := w.cat.ResolveFunction(name, p); g != nil && g != f {
+		// Postgres picks among the functions of the name in every schema
+		// of the path (and the name may be another function under
+		// another search path that may be in effect): report each, unless
+		// the argument types decide which one it is.
+		cands := w.funcCandidates(name)
+		if g := w.exactCallee(name, cands, fc, sc); g != nil {
+			cands = []*catalogFunc{g}
+			f = g
+			ref.Schema, builtin = g.Schema, g.Builtin
+		}
+		for _, g := range cands {
+			if g != f {
 				w.fn(sqlpolicy.FuncRef{Schema: g.Schema, Name: name})
 				builtin = builtin && g.Builtin
 			}
 		}
 	}
+	w.fn(ref)
 	if !builtin || setReturning[name] {
 		w.funcFlag = true
 	}
 	w.checkFunc(name, fc, sc)
+}
+
+// funcCandidates returns every function called name in the schemas of
+// the search paths that may be in effect. Postgres does not stop at the
+// first schema that has the name: it gathers the functions of the name
+// from every schema of the path and picks the best match for the argument
+// types (FuncnameGetCandidates, func_select_candidate), the earlier schema
+// winning only between identical signatures. So a user function can be
+// called under a built-in's name: public.length(integer) for length(x)
+// with an integer x, though pg_catalog comes first and has length(text).
+// The catalog keeps one entry per schema and name, without signatures, so
+// every schema's function is a candidate.
+func (w *walker) funcCandidates(name string) []*catalogFunc {
+	var out []*catalogFunc
+	add := func(path []string) {
+		for _, s := range w.cat.EffectivePath(path) {
+			if f := w.cat.Function(s, name); f != nil && !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	if w.paths == nil {
+		add(w.path)
+	}
+	for _, p := range w.paths {
+		add(p)
+	}
+	return out
 }
 
 // resolveFuncQuiet is resolveFunc for an unqualified name under every

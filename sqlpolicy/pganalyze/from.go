@@ -1,6 +1,8 @@
 package pganalyze
 
 import (
+	"slices"
+
 	pg "github.com/pganalyze/pg_query_go/v6"
 
 	"github.com/keyholedb/keyhole/sqlpolicy"
@@ -352,7 +354,10 @@ func (w *walker) knownFromFunc(fc *pg.FuncCall) bool {
 	}
 	switch schema {
 	case "":
-		if f := w.resolveFuncQuiet(name); f == nil || f.Schema != "pg_catalog" {
+		// Any function of the name outside pg_catalog may be the one
+		// called (funcCandidates), with columns of its own.
+		cands := w.funcCandidates(name)
+		if len(cands) == 0 || slices.ContainsFunc(cands, func(f *catalogFunc) bool { return f.Schema != "pg_catalog" }) {
 			return false
 		}
 	case "pg_catalog":

@@ -1,0 +1,224 @@
+package pganalyze
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// A statement does more than its text says when the relations it reads or
+// writes carry code of their own (catalog.Relation's Triggers, Rules,
+// ForeignKeys and Calls). keyhole's upstream login usually holds more
+// privileges than the agent's role, so whatever such code reads or writes
+// with the session's privileges is as much the statement's as its own
+// expressions:
+//
+//   - a trigger runs its function (and its WHEN condition) with the
+//     session's privileges, for each row (FOR EACH ROW) or once even when
+//     no row is written (FOR EACH STATEMENT); UPDATE OF triggers only
+//     when the UPDATE sets one of their columns. Its functions are
+//     reported as functions the statement calls (FuncRef.Via says which
+//     trigger), so the role must allow them like any user function;
+//   - check constraints, generated columns, index expressions, domain
+//     constraints and defaults, and row security policies run their user
+//     functions on the events the catalog lists: reported the same way;
+//   - a rule's actions run with the relation owner's privileges in place
+//     of or besides the statement (never for COPY): refused, since what
+//     they do is not modelled;
+//   - a delete of a referenced row deletes the rows referencing it under
+//     ON DELETE CASCADE and sets their keys under SET NULL / SET DEFAULT;
+//     an update of a referenced key column updates the referencing
+//     columns under ON UPDATE CASCADE, SET NULL or SET DEFAULT. Postgres
+//     runs those as the referencing table's owner, so no privilege of the
+//     session is checked; they are reported as the statement's own writes
+//     (the role needs grants for them), transitively, and the triggers,
+//     rules and calls of the tables they write count too (the cascaded
+//     statements fire them).
+
+// fkChild is a foreign key of a child table, indexed by its parent.
+type fkChild struct {
+	child *catalog.Relation
+	fk    *catalog.ForeignKey
+}
+
+// fkChildren maps every referenced relation to the foreign keys that
+// reference it, built once per analyzer.
+func (a *Analyzer) fkChildren() map[sqlpolicy.Rel][]fkChild {
+	a.fkOnce.Do(func() {
+		m := map[sqlpolicy.Rel][]fkChild{}
+		for _, rels := range a.cat.Relations {
+			for _, r := range rels {
+				for i := range r.ForeignKeys {
+					fk := &r.ForeignKeys[i]
+					parent := sqlpolicy.Rel{Schema: fk.RefSchema, Name: fk.RefTable}
+					m[parent] = append(m[parent], fkChild{child: r, fk: fk})
+				}
+			}
+		}
+		a.fks = m
+	})
+	return a.fks
+}
+
+// rowEvents are the trigger, rule and implicit call events of a row
+// action. A MERGE may insert, update and delete; an upsert's update half
+// is reported as an update of its own.
+func rowEvents(action sqlpolicy.Verb) []string {
+	switch action {
+	case sqlpolicy.VerbInsert:
+		return []string{"INSERT"}
+	case sqlpolicy.VerbUpdate:
+		return []string{"UPDATE"}
+	case sqlpolicy.VerbDelete:
+		return []string{"DELETE"}
+	case sqlpolicy.VerbMerge:
+		return []string{"INSERT", "UPDATE", "DELETE"}
+	}
+	return nil
+}
+
+// effects adds what the statement's reads and writes run beyond its text.
+// It runs once the walk has reported every table, and goes on until the
+// cascaded writes it adds add nothing new.
+func (w *walker) effects() {
+	if len(w.st.Tables) == 0 {
+		return
+	}
+	done := map[sqlpolicy.TableRef]bool{}
+	for i := 0; i < len(w.st.Tables); i++ {
+		t := w.st.Tables[i]
+		if done[t] {
+			continue
+		}
+		done[t] = true
+		rel := w.cat.Relation(t.Rel.Schema, t.Rel.Name)
+		if rel == nil || rel.System {
+			continue
+		}
+		if t.Mode == sqlpolicy.Read {
+			// Row security policies filter the rows a statement reads.
+			w.implicitCalls(rel, []string{"SELECT"})
+			continue
+		}
+		events := rowEvents(t.Action)
+		if events == nil {
+			continue
+		}
+		w.triggers(rel, t.Rel, events)
+		w.rules(rel, t.Rel, events)
+		// Row security's SELECT policies apply to the rows an UPDATE or
+		// DELETE (or RETURNING) reads as well.
+		w.implicitCalls(rel, append(events, "SELECT"))
+		if slices.Contains(events, "DELETE") {
+			for _, ck := range w.a.fkChildren()[t.Rel] {
+				w.fkAction(ck, ck.fk.OnDelete, true)
+			}
+		}
+		if slices.Contains(events, "UPDATE") {
+			for _, ck := range w.a.fkChildren()[t.Rel] {
+				if w.updatesAny(t.Rel, ck.fk.RefColumns) {
+					w.fkAction(ck, ck.fk.OnUpdate, false)
+				}
+			}
+		}
+	}
+}
+
+// triggers reports the functions of rel's triggers that events fire.
+func (w *walker) triggers(rel *catalog.Relation, r sqlpolicy.Rel, events []string) {
+	for _, tr := range rel.Triggers {
+		if !slices.Contains(events, tr.Event) {
+			continue
+		}
+		if tr.Event == "UPDATE" && len(tr.Columns) > 0 && !w.updatesAny(r, tr.Columns) {
+			continue
+		}
+		via := fmt.Sprintf("trigger %s on %s", tr.Name, r)
+		if len(tr.Functions) == 0 {
+			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported, Rel: r,
+				Detail: fmt.Sprintf("%s on %s fires %s, whose function the catalog does not name", tr.Event, r, via)})
+		}
+		for _, f := range tr.Functions {
+			w.implicitFunc(f, via)
+		}
+	}
+}
+
+// rules refuses a write that fires a rule of rel. COPY FROM runs no rules.
+func (w *walker) rules(rel *catalog.Relation, r sqlpolicy.Rel, events []string) {
+	if w.st.Verb == sqlpolicy.VerbCopy {
+		return
+	}
+	for _, ru := range rel.Rules {
+		if !slices.Contains(events, ru.Event) {
+			continue
+		}
+		kind := "ALSO"
+		if ru.Instead {
+			kind = "INSTEAD"
+		}
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported, Rel: r,
+			Detail: fmt.Sprintf("%s on %s fires rule %s (DO %s), whose actions run with the table owner's privileges "+
+				"and read or write what the statement does not show; keyhole does not model rules", ru.Event, r, ru.Name, kind)})
+	}
+}
+
+// implicitCalls reports the functions rel's constraints, generated
+// columns, indexes, domains and row security policies run on events.
+func (w *walker) implicitCalls(rel *catalog.Relation, events []string) {
+	for _, c := range rel.Calls {
+		if slices.ContainsFunc(c.Events, func(e string) bool { return slices.Contains(events, e) }) {
+			w.implicitFunc(c.Function, fmt.Sprintf("%s of %s.%s", c.Source, rel.Schema, rel.Name))
+		}
+	}
+}
+
+// implicitFunc reports a call of function schema.name that via runs.
+func (w *walker) implicitFunc(qualifiedName, via string) {
+	schema, name, ok := strings.Cut(qualifiedName, ".")
+	if !ok {
+		schema, name = "", qualifiedName
+	}
+	w.fn(sqlpolicy.FuncRef{Schema: schema, Name: name, Via: via})
+	if w.cat.Function(schema, name) == nil {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownFunction, Func: qualifiedName,
+			Detail: fmt.Sprintf("%s runs function %s, which is not in the catalog", via, qualifiedName)})
+	}
+}
+
+// updatesAny reports whether the statement updates one of cols of rel.
+func (w *walker) updatesAny(rel sqlpolicy.Rel, cols []string) bool {
+	return slices.ContainsFunc(w.st.Columns, func(c sqlpolicy.ColumnRef) bool {
+		return c.Mode == sqlpolicy.Write && c.Action == sqlpolicy.VerbUpdate && c.Rel == rel && slices.Contains(cols, c.Column)
+	})
+}
+
+// fkAction reports the writes a referential action makes in the child
+// table: CASCADE deletes its rows (on delete) or updates its key columns
+// (on update); SET NULL and SET DEFAULT update its key columns, SET
+// DEFAULT with their defaults.
+func (w *walker) fkAction(ck fkChild, action string, onDelete bool) {
+	child := sqlpolicy.Rel{Schema: ck.child.Schema, Name: ck.child.Name}
+	switch action {
+	case "CASCADE":
+		if onDelete {
+			w.table(sqlpolicy.TableRef{Rel: child, Mode: sqlpolicy.Write, Action: sqlpolicy.VerbDelete})
+			return
+		}
+	case "SET NULL", "SET DEFAULT":
+	default:
+		return
+	}
+	for _, c := range ck.fk.Columns {
+		w.column(sqlpolicy.ColumnRef{Rel: child, Column: c, Mode: sqlpolicy.Write, Action: sqlpolicy.VerbUpdate})
+		if action == "SET DEFAULT" {
+			if col := ck.child.Column(c); col != nil {
+				w.defaulted(ck.child, col)
+			}
+		}
+	}
+	w.table(sqlpolicy.TableRef{Rel: child, Mode: sqlpolicy.Write, Action: sqlpolicy.VerbUpdate})
+}
