@@ -186,22 +186,23 @@ func TestOverloadCandidates(t *testing.T) {
 	t.Parallel()
 	an := effectsAnalyzer(t)
 	tests := []struct {
-		sql  string
-		want []string
+		sql     string
+		want    []string
+		literal bool // the choice depends on a constant's type
 	}{
-		{"SELECT length(t) FROM typed", []string{"pg_catalog.length"}},
-		{"SELECT length(typed.t) FROM typed", []string{"pg_catalog.length"}},
-		{"SELECT length(id) FROM typed", []string{"public.length"}},
-		{"SELECT length(7)", []string{"public.length"}},
-		{"SELECT length('x'::text)", []string{"pg_catalog.length"}},
-		{"SELECT length(n::int) FROM typed", []string{"public.length"}},
+		{"SELECT length(t) FROM typed", []string{"pg_catalog.length"}, false},
+		{"SELECT length(typed.t) FROM typed", []string{"pg_catalog.length"}, false},
+		{"SELECT length(id) FROM typed", []string{"public.length"}, false},
+		{"SELECT length(7)", []string{"public.length"}, true},
+		{"SELECT length('x'::text)", []string{"pg_catalog.length"}, false},
+		{"SELECT length(n::int) FROM typed", []string{"public.length"}, false},
 		// Types the analyzer does not pin down: both.
-		{"SELECT length('x')", []string{"pg_catalog.length", "public.length"}},
-		{"SELECT length(v) FROM typed", []string{"pg_catalog.length", "public.length"}},
-		{"SELECT length(big) FROM typed", []string{"pg_catalog.length", "public.length"}},
-		{"SELECT length(x) FROM (SELECT t AS x FROM typed) s", []string{"pg_catalog.length", "public.length"}},
-		{"SELECT length(id + 1) FROM typed", []string{"pg_catalog.length", "public.length"}},
-		{"SELECT pg_catalog.length(id) FROM typed", []string{"pg_catalog.length"}},
+		{"SELECT length('x')", []string{"pg_catalog.length", "public.length"}, true},
+		{"SELECT length(v) FROM typed", []string{"pg_catalog.length", "public.length"}, false},
+		{"SELECT length(big) FROM typed", []string{"pg_catalog.length", "public.length"}, false},
+		{"SELECT length(x) FROM (SELECT t AS x FROM typed) s", []string{"pg_catalog.length", "public.length"}, false},
+		{"SELECT length(id + 1) FROM typed", []string{"pg_catalog.length", "public.length"}, false},
+		{"SELECT pg_catalog.length(id) FROM typed", []string{"pg_catalog.length"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.sql, func(t *testing.T) {
@@ -216,6 +217,7 @@ func TestOverloadCandidates(t *testing.T) {
 			}
 			sort.Strings(got)
 			assert.Equal(t, tc.want, got)
+			assert.Equal(t, tc.literal, acc.Statements[0].LiteralSensitive, "literal sensitive")
 		})
 	}
 }

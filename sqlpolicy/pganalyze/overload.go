@@ -28,6 +28,16 @@ func (w *walker) exactCallee(name string, cands []*catalogFunc, fc *pg.FuncCall,
 	if fc.AggStar {
 		args = nil
 	}
+	for _, a := range args {
+		if a.GetAConst() != nil {
+			// The candidate chosen depends on the constant's type (an
+			// integer picks length(integer), a string literal may pick
+			// another function), and the decision cache shares analyses
+			// among texts that differ in constants of any type.
+			w.st.LiteralSensitive = true
+			break
+		}
+	}
 	types := make([]string, len(args))
 	for i, a := range args {
 		if a.GetNamedArgExpr() != nil {

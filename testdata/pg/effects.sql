@@ -83,3 +83,12 @@ INSERT INTO public.tickets (id, order_id, status, priority) VALUES (1, 1, 'open'
 INSERT INTO public.ticket_events (id, ticket_id, what) VALUES (1, 1, 'opened'), (2, 2, 'opened');
 INSERT INTO public.shipments (id, order_id, carrier) VALUES (1, 1, 'ups');
 INSERT INTO public.returns (id, order_id, reason) VALUES (1, 2, 'broken');
+
+-- Another user function with a built-in's name: pg_catalog.chr(integer)
+-- wins for an integer, public.chr(text) for a string literal (Postgres
+-- prefers the string category for an argument of unknown type). The
+-- choice depends on the constant's type, which the decision cache's
+-- normalized text does not keep.
+CREATE FUNCTION public.chr(customer text) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$ SELECT email FROM public.customers WHERE name = customer $$;
