@@ -19,6 +19,16 @@ type Catalog struct {
 	// Functions by schema then name; overloads share one entry (keyhole
 	// decides on names, not signatures).
 	Functions map[string]map[string]*Function `json:"functions"`
+	// Operators by schema then name (Postgres): an operator runs its
+	// function, and an unqualified operator, like a function, resolves
+	// among the operators of the name in every schema of the path by the
+	// operand types.
+	Operators map[string]map[string][]Operator `json:"operators,omitempty"`
+	// ImplicitCasts maps a type to the types Postgres converts it to
+	// implicitly (pg_cast with castcontext 'i'), as format_type prints
+	// them: what an argument of that type can be passed as when Postgres
+	// chooses a function or operator.
+	ImplicitCasts map[string][]string `json:"implicit_casts,omitempty"`
 	// LowerCaseTableNames is MySQL's lower_case_table_names: 0 compares
 	// database and table names exactly, 1 and 2 case-insensitively.
 	LowerCaseTableNames int `json:"lower_case_table_names,omitempty"`
@@ -187,6 +197,16 @@ type Function struct {
 	Overloads []Signature `json:"overloads,omitempty"`
 }
 
+// Operator is one operator of a name.
+type Operator struct {
+	// Left and Right are the operand types as format_type prints them;
+	// Left is empty for a prefix operator.
+	Left  string `json:"left,omitempty"`
+	Right string `json:"right"`
+	// Function is the function it runs, as "schema.name".
+	Function string `json:"function"`
+}
+
 // Signature is the input argument list of one overload.
 type Signature struct {
 	// Args are the argument types as format_type prints them without a
@@ -255,6 +275,14 @@ func (c *Catalog) effectivePath(searchPath []string) []string {
 		return searchPath
 	}
 	return append([]string{"pg_catalog"}, searchPath...)
+}
+
+// OperatorsNamed returns the operators called name in schema.
+func (c *Catalog) OperatorsNamed(schema, name string) []Operator {
+	if c == nil {
+		return nil
+	}
+	return c.Operators[schema][name]
 }
 
 // Column returns the named column of r, or nil.

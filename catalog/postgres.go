@@ -91,6 +91,7 @@ func InspectPostgres(ctx context.Context, conn *pgx.Conn) (*Loaded, error) {
 		Dialect:   "postgres",
 		Relations: map[string]map[string]*Relation{},
 		Functions: map[string]map[string]*Function{},
+		Operators: map[string]map[string][]Operator{},
 	}}
 	steps := []struct {
 		what string
@@ -104,6 +105,8 @@ func InspectPostgres(ctx context.Context, conn *pgx.Conn) (*Loaded, error) {
 		{"rules", pgRules},
 		{"foreign keys", pgForeignKeys},
 		{"implicit calls", pgImplicitCalls},
+		{"operators", pgOperators},
+		{"implicit casts", pgImplicitCasts},
 	}
 	for _, s := range steps {
 		if err := s.run(ctx, tx, l); err != nil {
@@ -608,6 +611,58 @@ func pgImplicitCalls(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 			return nil
 		}
 		r.Calls = append(r.Calls, ImplicitCall{Source: what, Events: slices.Clone(events), Function: fn})
+		return nil
+	})
+	return err
+}
+
+// operatorsSQL reads every operator with its operand types and function
+// (shell operators, oprcode 0, cannot be called).
+const operatorsSQL = `
+SELECT n.nspname, o.oprname,
+       CASE WHEN o.oprleft = 0 THEN '' ELSE format_type(o.oprleft, NULL) END,
+       format_type(o.oprright, NULL),
+       fn.nspname || '.' || p.proname
+FROM pg_operator o
+JOIN pg_namespace n ON n.oid = o.oprnamespace
+JOIN pg_proc p ON p.oid = o.oprcode
+JOIN pg_namespace fn ON fn.oid = p.pronamespace
+WHERE ` + excludedSchemas + `
+ORDER BY n.nspname, o.oprname, o.oid`
+
+func pgOperators(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, operatorsSQL)
+	if err != nil {
+		return err
+	}
+	var schema, name, left, right, fn string
+	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &left, &right, &fn}, func() error {
+		m := l.Catalog.Operators[schema]
+		if m == nil {
+			m = map[string][]Operator{}
+			l.Catalog.Operators[schema] = m
+		}
+		m[name] = append(m[name], Operator{Left: left, Right: right, Function: fn})
+		return nil
+	})
+	return err
+}
+
+const implicitCastsSQL = `
+SELECT format_type(c.castsource, NULL), format_type(c.casttarget, NULL)
+FROM pg_cast c
+WHERE c.castcontext = 'i'
+ORDER BY 1, 2`
+
+func pgImplicitCasts(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, implicitCastsSQL)
+	if err != nil {
+		return err
+	}
+	l.Catalog.ImplicitCasts = map[string][]string{}
+	var from, to string
+	_, err = pgx.ForEachRow(rows, []any{&from, &to}, func() error {
+		l.Catalog.ImplicitCasts[from] = append(l.Catalog.ImplicitCasts[from], to)
 		return nil
 	})
 	return err

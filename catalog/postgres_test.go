@@ -398,6 +398,9 @@ CREATE RULE r_ins AS ON INSERT TO t DO ALSO INSERT INTO log VALUES (NEW.id);
 CREATE RULE r_del AS ON DELETE TO t DO INSTEAD NOTHING;
 ALTER TABLE t ENABLE ROW LEVEL SECURITY;
 CREATE POLICY pol ON t FOR UPDATE USING (f_pol(b));
+CREATE FUNCTION f_op(int, text) RETURNS text LANGUAGE sql AS $$ SELECT $2 $$;
+CREATE OPERATOR public.+ (LEFTARG = int, RIGHTARG = text, FUNCTION = f_op);
+CREATE OPERATOR public.!! (RIGHTARG = int, FUNCTION = f_check);
 `)
 	conn := connect(t, db.DSN)
 	c, err := catalog.LoadPostgres(ctxT(t), conn)
@@ -424,4 +427,11 @@ CREATE POLICY pol ON t FOR UPDATE USING (f_pol(b));
 	require.NotNil(t, f)
 	assert.Equal(t, []catalog.Signature{{Args: []string{"integer"}}}, f.Overloads)
 	assert.Contains(t, c.Function("pg_catalog", "length").Overloads, catalog.Signature{Args: []string{"text"}})
+
+	assert.Equal(t, []catalog.Operator{{Left: "integer", Right: "text", Function: "public.f_op"}}, c.OperatorsNamed("public", "+"))
+	assert.Equal(t, []catalog.Operator{{Right: "integer", Function: "public.f_check"}}, c.OperatorsNamed("public", "!!"))
+	assert.Contains(t, c.OperatorsNamed("pg_catalog", "+"), catalog.Operator{Left: "integer", Right: "integer", Function: "pg_catalog.int4pl"})
+	assert.Contains(t, c.ImplicitCasts["integer"], "bigint")
+	assert.Contains(t, c.ImplicitCasts["character varying"], "text")
+	assert.NotContains(t, c.ImplicitCasts["integer"], "text")
 }

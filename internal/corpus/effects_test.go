@@ -106,4 +106,13 @@ func TestShadowedBuiltin(t *testing.T) {
 	require.NoError(t, conn.QueryRow(ctx, text).Scan(&n))
 	require.NoError(t, conn.QueryRow(ctx, "SELECT pg_catalog.length(ssn) FROM customers WHERE id = 1").Scan(&ssnLen))
 	assert.Equal(t, ssnLen, n, "length(customer_id) reads customers.ssn through public.length")
+
+	// The same through an operator: integer + text is public.+.
+	const opText = "SELECT customer_id + status FROM orders WHERE customer_id = 1 LIMIT 1"
+	d, _ = eng.Check(sqlpolicy.Principal{Agent: analyst.Agent}, opText, eng.NewSession())
+	assert.False(t, d.Allowed())
+	var got, ssn string
+	require.NoError(t, conn.QueryRow(ctx, opText).Scan(&got))
+	require.NoError(t, conn.QueryRow(ctx, "SELECT ssn FROM customers WHERE id = 1").Scan(&ssn))
+	assert.Contains(t, got, ssn, "customer_id + status reads customers.ssn through public.+")
 }

@@ -70,6 +70,10 @@ CREATE TRIGGER t_gc BEFORE DELETE ON grandchild FOR EACH ROW EXECUTE FUNCTION f_
 CREATE TABLE restricted (id int PRIMARY KEY, pid int REFERENCES parent (id) ON DELETE RESTRICT);
 
 CREATE FUNCTION public.length(integer) RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE FUNCTION f_plus(int, text) RETURNS text LANGUAGE sql AS $$ SELECT $2 $$;
+CREATE OPERATOR public.+ (LEFTARG = int, RIGHTARG = text, FUNCTION = f_plus);
+CREATE FUNCTION f_eq(text, int) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
+CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = int, FUNCTION = f_eq);
 CREATE TABLE typed (id int, t text, v varchar(20), n numeric(10,2), big bigint);
 `
 
@@ -198,10 +202,13 @@ func TestOverloadCandidates(t *testing.T) {
 		{"SELECT length(n::int) FROM typed", []string{"public.length"}, false},
 		// Types the analyzer does not pin down: both.
 		{"SELECT length('x')", []string{"pg_catalog.length", "public.length"}, true},
-		{"SELECT length(v) FROM typed", []string{"pg_catalog.length", "public.length"}, false},
+		// varchar converts to text implicitly, never to integer.
+		{"SELECT length(v) FROM typed", []string{"pg_catalog.length"}, false},
+		// No overload takes a bigint: Postgres fails the call.
 		{"SELECT length(big) FROM typed", []string{"pg_catalog.length", "public.length"}, false},
 		{"SELECT length(x) FROM (SELECT t AS x FROM typed) s", []string{"pg_catalog.length", "public.length"}, false},
-		{"SELECT length(id + 1) FROM typed", []string{"pg_catalog.length", "public.length"}, false},
+		// id + 1 is typed by the user operator + on the path's choice.
+		{"SELECT length(id + 1) FROM typed", []string{"pg_catalog.length", "public.length"}, true},
 		{"SELECT pg_catalog.length(id) FROM typed", []string{"pg_catalog.length"}, false},
 	}
 	for _, tc := range tests {
@@ -218,6 +225,54 @@ func TestOverloadCandidates(t *testing.T) {
 			sort.Strings(got)
 			assert.Equal(t, tc.want, got)
 			assert.Equal(t, tc.literal, acc.Statements[0].LiteralSensitive, "literal sensitive")
+		})
+	}
+}
+
+// TestOperatorCandidates checks which user operators' functions an
+// operator use reports: none when the operand types match a built-in
+// operator exactly or fit no user operator, the one they match exactly,
+// else every user operator they may fit. Implicit "=" (IN, IS DISTINCT
+// FROM, CASE x WHEN, JOIN USING) counts.
+func TestOperatorCandidates(t *testing.T) {
+	t.Parallel()
+	an := effectsAnalyzer(t)
+	tests := []struct {
+		sql     string
+		want    []string
+		literal bool
+	}{
+		{"SELECT id + t FROM typed", []string{"public.f_plus"}, false},
+		{"SELECT id + 1 FROM typed", nil, true},
+		{"SELECT id + '1' FROM typed", nil, true},
+		{"SELECT n + id FROM typed", nil, false},
+		{"SELECT x + 1 FROM (SELECT id AS x FROM typed) s", nil, true},
+		{"SELECT x + y FROM (SELECT id AS x, t AS y FROM typed) s", []string{"public.f_plus"}, false},
+		{"SELECT id FROM typed WHERE t IN ('a', 'b')", nil, true},
+		{"SELECT id FROM typed WHERE t IN (1, 2)", []string{"public.f_eq"}, true},
+		{"SELECT id FROM typed WHERE t IS DISTINCT FROM id", []string{"public.f_eq"}, false},
+		{"SELECT CASE t WHEN 'x' THEN 1 END FROM typed", nil, true},
+		{"SELECT CASE t WHEN id THEN 1 END FROM typed", []string{"public.f_eq"}, false},
+		{"SELECT 1 FROM typed a JOIN typed b USING (t)", nil, false},
+		{"SELECT id FROM typed WHERE t = ANY (SELECT t FROM typed)", []string{"public.f_eq"}, false},
+		{"SELECT id FROM typed WHERE id = 1", nil, true},
+		{"SELECT id FROM typed WHERE id OPERATOR(pg_catalog.+) 1 > 0", nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.sql, func(t *testing.T) {
+			t.Parallel()
+			acc := an.Analyze(tc.sql, nil)
+			require.Len(t, acc.Statements, 1)
+			st := acc.Statements[0]
+			var got []string
+			for _, f := range st.Functions {
+				if f.Schema == "public" && f.Via != "" {
+					got = append(got, f.String())
+				}
+			}
+			sort.Strings(got)
+			assert.Equal(t, tc.want, got)
+			assert.Equal(t, tc.literal, st.LiteralSensitive, "literal sensitive")
 		})
 	}
 }

@@ -29,6 +29,7 @@ func (w *walker) expr(n *pg.Node, sc *scope, sk sink) {
 	case *pg.Node_AExpr:
 		e := x.AExpr
 		w.operatorName(e.Name)
+		w.aexprOperators(e, sc)
 		w.expr(e.Lexpr, sc, sk)
 		w.expr(e.Rexpr, sc, sk)
 	case *pg.Node_BoolExpr:
@@ -46,6 +47,7 @@ func (w *walker) expr(n *pg.Node, sc *scope, sk sink) {
 	case *pg.Node_SubLink:
 		sl := x.SubLink
 		w.operatorName(sl.OperName)
+		w.untypedOperator(sl.OperName)
 		w.expr(sl.Testexpr, sc, sk)
 		// Whatever the subquery returns feeds the expression; its other
 		// clauses are reported by query.
@@ -57,6 +59,14 @@ func (w *walker) expr(n *pg.Node, sc *scope, sk sink) {
 	case *pg.Node_CaseExpr:
 		c := x.CaseExpr
 		w.expr(c.Arg, sc, sk)
+		if c.Arg != nil {
+			// CASE x WHEN v compares with "=" looked up by name.
+			for _, a := range c.Args {
+				if cw := a.GetCaseWhen(); cw != nil {
+					w.operator("", "=", c.Arg, cw.Expr, sc)
+				}
+			}
+		}
 		w.exprs(c.Args, sc, sk)
 		w.expr(c.Defresult, sc, sk)
 	case *pg.Node_CaseWhen:
@@ -93,6 +103,7 @@ func (w *walker) expr(n *pg.Node, sc *scope, sk sink) {
 		w.expr(x.ResTarget.Val, sc, sk)
 	case *pg.Node_SortBy:
 		w.operatorName(x.SortBy.UseOp)
+		w.untypedOperator(x.SortBy.UseOp)
 		w.expr(x.SortBy.Node, sc, sk)
 	default:
 		w.unsupported("expression of kind %s", nodeName(n.Node))
@@ -244,6 +255,14 @@ func (w *walker) reportFunc(schema, name string, f *catalogFunc, fc *pg.FuncCall
 		// another search path that may be in effect): report each, unless
 		// the argument types decide which one it is.
 		cands := w.funcCandidates(name)
+		if len(cands) > 1 {
+			cands = w.viableCallees(cands, fc, sc)
+			if !slices.Contains(cands, f) {
+				// The first schema's function cannot take the arguments.
+				f = cands[0]
+				ref.Schema, builtin = f.Schema, f.Builtin
+			}
+		}
 		if g := w.exactCallee(name, cands, fc, sc); g != nil {
 			cands = []*catalogFunc{g}
 			f = g

@@ -112,6 +112,7 @@ func (w *walker) join(j *pg.JoinExpr, sc *scope) (*item, []*item) {
 		// sides as compared, and the join's columns as unknown.
 		all := unionLin(append(append([]outCol(nil), ltop.cols...), rtop.cols...))
 		w.read(nil, all)
+		w.untypedOp("", "=")
 		return w.joinItem(j, []outCol{{kind: colRun, lin: all}}, 0, my)
 	case j.IsNatural:
 		for _, l := range ltop.cols {
@@ -134,6 +135,7 @@ func (w *walker) join(j *pg.JoinExpr, sc *scope) (*item, []*item) {
 		if (li < 0 && !lmaybe) || (ri < 0 && !rmaybe) {
 			w.unknownColumn(u)
 		}
+		w.joinEquality(ltop, rtop, li, ri)
 		// Both sides' columns are compared (and read) by the join; the
 		// merged column is either of them.
 		lin := sideLin(ltop.cols, li, nil)

@@ -28,16 +28,6 @@ func (w *walker) exactCallee(name string, cands []*catalogFunc, fc *pg.FuncCall,
 	if fc.AggStar {
 		args = nil
 	}
-	for _, a := range args {
-		if a.GetAConst() != nil {
-			// The candidate chosen depends on the constant's type (an
-			// integer picks length(integer), a string literal may pick
-			// another function), and the decision cache shares analyses
-			// among texts that differ in constants of any type.
-			w.st.LiteralSensitive = true
-			break
-		}
-	}
 	types := make([]string, len(args))
 	for i, a := range args {
 		if a.GetNamedArgExpr() != nil {
@@ -67,6 +57,51 @@ func (w *walker) exactCallee(name string, cands []*catalogFunc, fc *pg.FuncCall,
 		}
 	}
 	return exact
+}
+
+// viableCallees drops from cands the functions none of whose overloads
+// can take the call's arguments (their count, and the types the analyzer
+// knows): Postgres never calls them.
+func (w *walker) viableCallees(cands []*catalogFunc, fc *pg.FuncCall, sc *scope) []*catalogFunc {
+	if fc == nil {
+		return cands
+	}
+	for _, a := range fc.Args {
+		if a.GetAConst() != nil {
+			// The candidates that fit, and the one chosen, depend on the
+			// constant's type (an integer picks length(integer), a string
+			// literal may pick another function), and the decision cache
+			// shares analyses among texts that differ in constants of any
+			// type.
+			w.st.LiteralSensitive = true
+			break
+		}
+	}
+	if fc.FuncVariadic || len(fc.AggOrder) > 0 || fc.AggWithinGroup {
+		return cands
+	}
+	args := fc.Args
+	if fc.AggStar {
+		args = nil
+	}
+	ops := make([]operand, len(args))
+	for i, a := range args {
+		if a == nil || a.GetNamedArgExpr() != nil {
+			return cands
+		}
+		ops[i] = w.operandOf(a, sc)
+	}
+	out := cands[:0:0]
+	for _, f := range cands {
+		if w.viableFunc(f, ops) {
+			out = append(out, f)
+		}
+	}
+	if len(out) == 0 {
+		// Nothing fits: Postgres fails the call; report them all.
+		return cands
+	}
+	return out
 }
 
 // exprType returns the type of an expression as format_type prints it
@@ -172,10 +207,82 @@ func (w *walker) columnType(cr *pg.ColumnRef, sc *scope) (string, bool) {
 		return "", false
 	}
 	col := it.rel.Column(base.Column)
-	if col == nil || col.Type == "" {
+	if col == nil {
 		return "", false
 	}
-	return stripTypmod(col.Type), true
+	return builtinType(col.Type)
+}
+
+// builtinType returns a column type without its modifiers when it is one
+// of the built-in types the analyzer knows by name (a domain or a user
+// type converts in ways it does not follow).
+func builtinType(t string) (string, bool) {
+	t = stripTypmod(t)
+	if builtinTypes[strings.TrimSuffix(t, "[]")] {
+		return t, true
+	}
+	return "", false
+}
+
+// builtinTypes are format_type's spellings in builtinTypeNames.
+var builtinTypes = func() map[string]bool {
+	m := map[string]bool{}
+	for _, t := range builtinTypeNames {
+		m[t] = true
+	}
+	return m
+}()
+
+// viable reports whether a value of the operand's type can be passed as
+// declared type to: the same type, a polymorphic or "any" parameter, an
+// implicit cast, or a type the analyzer does not know.
+func (w *walker) viable(o operand, to string) bool {
+	if !o.known || o.unknownLit || o.typ == to || to == "\"any\"" || strings.HasPrefix(to, "any") {
+		return true
+	}
+	for _, t := range w.cat.ImplicitCasts[o.typ] {
+		if t == to {
+			return true
+		}
+	}
+	return false
+}
+
+// viableFunc reports whether some overload of f can take args.
+func (w *walker) viableFunc(f *catalogFunc, args []operand) bool {
+	if len(f.Overloads) == 0 {
+		return true
+	}
+	for _, sig := range f.Overloads {
+		n := len(sig.Args)
+		if len(args) > n && !sig.Variadic || len(args) < n-sig.Defaults && !(sig.Variadic && len(args) >= n-1) {
+			continue
+		}
+		ok := true
+		for i, a := range args {
+			to := ""
+			if i < n {
+				to = sig.Args[i]
+			} else {
+				to = sig.Args[n-1]
+			}
+			if sig.Variadic && i >= n-1 {
+				// VARIADIC int[] takes integers.
+				to = strings.TrimSuffix(sig.Args[n-1], "[]")
+				if sig.Args[n-1] == "\"any\"" || strings.HasPrefix(sig.Args[n-1], "any") {
+					to = sig.Args[n-1]
+				}
+			}
+			if !w.viable(a, to) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }
 
 // stripTypmod removes the type modifiers format_type prints:

@@ -92,3 +92,12 @@ INSERT INTO public.returns (id, order_id, reason) VALUES (1, 2, 'broken');
 CREATE FUNCTION public.chr(customer text) RETURNS text
     LANGUAGE sql STABLE
     AS $$ SELECT email FROM public.customers WHERE name = customer $$;
+
+-- A user operator on built-in types: Postgres looks an unqualified
+-- operator up like a function, so customer_id + status (integer + text)
+-- runs public.note_for, which reads customers.ssn, though the text names
+-- no function.
+CREATE FUNCTION public.note_for(customer integer, label text) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$ SELECT label || ': ' || ssn FROM public.customers WHERE id = customer $$;
+CREATE OPERATOR public.+ (LEFTARG = integer, RIGHTARG = text, FUNCTION = public.note_for);
