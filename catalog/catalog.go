@@ -24,6 +24,11 @@ type Catalog struct {
 	// among the operators of the name in every schema of the path by the
 	// operand types.
 	Operators map[string]map[string][]Operator `json:"operators,omitempty"`
+	// TypeFunctions maps a type ("schema.name") to the user functions
+	// converting a value to it runs (Postgres): the constraints of a
+	// domain (and of the domains it is over), a cast's function, a base
+	// type's input function.
+	TypeFunctions map[string][]string `json:"type_functions,omitempty"`
 	// ImplicitCasts maps a type to the types Postgres converts it to
 	// implicitly (pg_cast with castcontext 'i'), as format_type prints
 	// them: what an argument of that type can be passed as when Postgres

@@ -107,6 +107,7 @@ func InspectPostgres(ctx context.Context, conn *pgx.Conn) (*Loaded, error) {
 		{"implicit calls", pgImplicitCalls},
 		{"operators", pgOperators},
 		{"implicit casts", pgImplicitCasts},
+		{"type functions", pgTypeFunctions},
 	}
 	for _, s := range steps {
 		if err := s.run(ctx, tx, l); err != nil {
@@ -663,6 +664,49 @@ func pgImplicitCasts(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	var from, to string
 	_, err = pgx.ForEachRow(rows, []any{&from, &to}, func() error {
 		l.Catalog.ImplicitCasts[from] = append(l.Catalog.ImplicitCasts[from], to)
+		return nil
+	})
+	return err
+}
+
+// typeFunctionsSQL reads the user functions a conversion to a type runs:
+// the check constraints of a domain and of the domains under it, the
+// function of a cast to it, and a base type's input function.
+const typeFunctionsSQL = `
+WITH RECURSIVE ` + funcDeps + `,
+domains(top, t) AS (
+	SELECT oid, oid FROM pg_type WHERE typtype = 'd'
+	UNION
+	SELECT d.top, b.typbasetype FROM domains d JOIN pg_type b ON b.oid = d.t WHERE b.typtype = 'd'
+),
+conv(typ, fn) AS (
+	SELECT d.top, fd.fn
+	FROM domains d
+	JOIN pg_constraint k ON k.contypid = d.t
+	JOIN funcdeps fd ON fd.classid = 'pg_constraint'::regclass AND fd.objid = k.oid
+	UNION
+	SELECT c.casttarget, c.castfunc FROM pg_cast c WHERE c.castfunc <> 0
+	UNION
+	SELECT t.oid, t.typinput FROM pg_type t WHERE t.typtype = 'b'
+)
+SELECT DISTINCT tn.nspname || '.' || ty.typname, fn.nspname || '.' || p.proname
+FROM conv
+JOIN pg_type ty ON ty.oid = conv.typ
+JOIN pg_namespace tn ON tn.oid = ty.typnamespace
+JOIN pg_proc p ON p.oid = conv.fn
+JOIN pg_namespace fn ON fn.oid = p.pronamespace
+WHERE ` + userFunc + `
+ORDER BY 1, 2`
+
+func pgTypeFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, typeFunctionsSQL)
+	if err != nil {
+		return err
+	}
+	l.Catalog.TypeFunctions = map[string][]string{}
+	var typ, fn string
+	_, err = pgx.ForEachRow(rows, []any{&typ, &fn}, func() error {
+		l.Catalog.TypeFunctions[typ] = append(l.Catalog.TypeFunctions[typ], fn)
 		return nil
 	})
 	return err

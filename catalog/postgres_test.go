@@ -401,6 +401,8 @@ CREATE POLICY pol ON t FOR UPDATE USING (f_pol(b));
 CREATE FUNCTION f_op(int, text) RETURNS text LANGUAGE sql AS $$ SELECT $2 $$;
 CREATE OPERATOR public.+ (LEFTARG = int, RIGHTARG = text, FUNCTION = f_op);
 CREATE OPERATOR public.!! (RIGHTARG = int, FUNCTION = f_check);
+CREATE DOMAIN dpos AS int CHECK (f_check(VALUE)) CHECK (VALUE > 0);
+CREATE DOMAIN dpos2 AS dpos;
 `)
 	conn := connect(t, db.DSN)
 	c, err := catalog.LoadPostgres(ctxT(t), conn)
@@ -434,4 +436,8 @@ CREATE OPERATOR public.!! (RIGHTARG = int, FUNCTION = f_check);
 	assert.Contains(t, c.ImplicitCasts["integer"], "bigint")
 	assert.Contains(t, c.ImplicitCasts["character varying"], "text")
 	assert.NotContains(t, c.ImplicitCasts["integer"], "text")
+
+	assert.Equal(t, []string{"public.f_check"}, c.TypeFunctions["public.dpos"])
+	assert.Equal(t, []string{"public.f_check"}, c.TypeFunctions["public.dpos2"], "a domain over a domain checks both")
+	assert.NotContains(t, c.TypeFunctions, "pg_catalog.int4", "built-in input functions are not listed")
 }

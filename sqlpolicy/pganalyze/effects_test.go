@@ -147,6 +147,9 @@ func TestEffects(t *testing.T) {
 		{name: "key update sets default", sql: "UPDATE parent SET code = 2",
 			writes: []string{"public.child:update"}},
 		{name: "update of a non-key column cascades nothing", sql: "UPDATE parent SET note = 'x'"},
+		{name: "cast to a domain runs its checks", sql: "SELECT 'x'::dmail2",
+			funcs: []string{"public.f_dom via conversion to type public.dmail2"}},
+		{name: "cast to a built-in type runs nothing", sql: "SELECT CAST('1' AS integer), '{}'::text[]"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -148,6 +148,41 @@ func (w *walker) typeCast(tc *pg.TypeCast, sc *scope, sk sink) {
 		for _, m := range tn.Typmods {
 			w.expr(m, sc, sk)
 		}
+		w.castFunctions(tn)
+	}
+}
+
+// castFunctions reports the user functions a conversion to type tn runs
+// (catalog.TypeFunctions): a domain's check constraints, a user cast, a
+// user type's input function. An unqualified type name resolves along
+// the search path, pg_catalog first unless the path says otherwise; a
+// name a user schema on the path has counts whichever schema wins.
+func (w *walker) castFunctions(tn *pg.TypeName) {
+	if len(w.cat.TypeFunctions) == 0 {
+		return
+	}
+	ns := names(tn.Names)
+	if len(ns) != len(tn.Names) || len(ns) == 0 || len(ns) > 3 {
+		return
+	}
+	name := ns[len(ns)-1]
+	var schemas []string
+	if len(ns) >= 2 {
+		schemas = []string{ns[len(ns)-2]}
+	} else {
+		paths := w.paths
+		if paths == nil {
+			paths = [][]string{w.path}
+		}
+		for _, p := range paths {
+			schemas = append(schemas, w.cat.EffectivePath(p)...)
+		}
+	}
+	for _, s := range schemas {
+		typ := s + "." + name
+		for _, f := range w.cat.TypeFunctions[typ] {
+			w.implicitFunc(f, "conversion to type "+typ)
+		}
 	}
 }
 
