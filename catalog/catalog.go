@@ -24,6 +24,11 @@ type Catalog struct {
 	// among the operators of the name in every schema of the path by the
 	// operand types.
 	Operators map[string]map[string][]Operator `json:"operators,omitempty"`
+	// EventTriggers are the database's enabled event triggers (Postgres):
+	// DDL runs their functions with the session's privileges. Event is
+	// evtevent (ddl_command_start, ddl_command_end, sql_drop,
+	// table_rewrite); Columns are unused.
+	EventTriggers []Trigger `json:"event_triggers,omitempty"`
 	// TypeFunctions maps a type ("schema.name") to the user functions
 	// converting a value to it runs (Postgres): the constraints of a
 	// domain (and of the domains it is over), a cast's function, a base

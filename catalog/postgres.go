@@ -108,6 +108,7 @@ func InspectPostgres(ctx context.Context, conn *pgx.Conn) (*Loaded, error) {
 		{"operators", pgOperators},
 		{"implicit casts", pgImplicitCasts},
 		{"type functions", pgTypeFunctions},
+		{"event triggers", pgEventTriggers},
 	}
 	for _, s := range steps {
 		if err := s.run(ctx, tx, l); err != nil {
@@ -707,6 +708,27 @@ func pgTypeFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	var typ, fn string
 	_, err = pgx.ForEachRow(rows, []any{&typ, &fn}, func() error {
 		l.Catalog.TypeFunctions[typ] = append(l.Catalog.TypeFunctions[typ], fn)
+		return nil
+	})
+	return err
+}
+
+const eventTriggersSQL = `
+SELECT e.evtname, e.evtevent, fn.nspname || '.' || p.proname
+FROM pg_event_trigger e
+JOIN pg_proc p ON p.oid = e.evtfoid
+JOIN pg_namespace fn ON fn.oid = p.pronamespace
+WHERE e.evtenabled <> 'D'
+ORDER BY e.evtname`
+
+func pgEventTriggers(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, eventTriggersSQL)
+	if err != nil {
+		return err
+	}
+	var name, event, fn string
+	_, err = pgx.ForEachRow(rows, []any{&name, &event, &fn}, func() error {
+		l.Catalog.EventTriggers = append(l.Catalog.EventTriggers, Trigger{Name: name, Event: event, Functions: []string{fn}})
 		return nil
 	})
 	return err

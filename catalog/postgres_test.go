@@ -403,6 +403,10 @@ CREATE OPERATOR public.+ (LEFTARG = int, RIGHTARG = text, FUNCTION = f_op);
 CREATE OPERATOR public.!! (RIGHTARG = int, FUNCTION = f_check);
 CREATE DOMAIN dpos AS int CHECK (f_check(VALUE)) CHECK (VALUE > 0);
 CREATE DOMAIN dpos2 AS dpos;
+CREATE FUNCTION f_evt() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
+CREATE EVENT TRIGGER e_on ON sql_drop EXECUTE FUNCTION f_evt();
+CREATE EVENT TRIGGER e_off ON ddl_command_start EXECUTE FUNCTION f_evt();
+ALTER EVENT TRIGGER e_off DISABLE;
 `)
 	conn := connect(t, db.DSN)
 	c, err := catalog.LoadPostgres(ctxT(t), conn)
@@ -440,4 +444,6 @@ CREATE DOMAIN dpos2 AS dpos;
 	assert.Equal(t, []string{"public.f_check"}, c.TypeFunctions["public.dpos"])
 	assert.Equal(t, []string{"public.f_check"}, c.TypeFunctions["public.dpos2"], "a domain over a domain checks both")
 	assert.NotContains(t, c.TypeFunctions, "pg_catalog.int4", "built-in input functions are not listed")
+
+	assert.Equal(t, []catalog.Trigger{{Name: "e_on", Event: "sql_drop", Functions: []string{"public.f_evt"}}}, c.EventTriggers)
 }

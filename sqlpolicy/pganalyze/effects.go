@@ -84,9 +84,19 @@ func rowEvents(action sqlpolicy.Verb) []string {
 // It runs once the walk has reported every table, and goes on until the
 // cascaded writes it adds add nothing new.
 func (w *walker) effects() {
+	if w.st.Verb == sqlpolicy.VerbDDL {
+		// Event triggers fire on DDL and run their functions with the
+		// session's privileges (conservatively: on every DDL statement).
+		for _, et := range w.cat.EventTriggers {
+			for _, f := range et.Functions {
+				w.implicitFunc(f, fmt.Sprintf("event trigger %s (%s)", et.Name, et.Event))
+			}
+		}
+	}
 	if len(w.st.Tables) == 0 {
 		return
 	}
+	truncate := w.st.Command == "TRUNCATE TABLE"
 	done := map[sqlpolicy.TableRef]bool{}
 	for i := 0; i < len(w.st.Tables); i++ {
 		t := w.st.Tables[i]
@@ -101,6 +111,17 @@ func (w *walker) effects() {
 		if t.Mode == sqlpolicy.Read {
 			// Row security policies filter the rows a statement reads.
 			w.implicitCalls(rel, []string{"SELECT"})
+			continue
+		}
+		if truncate && t.Mode == sqlpolicy.Write {
+			// TRUNCATE fires TRUNCATE triggers; with CASCADE it truncates
+			// the tables whose foreign keys reference the table too.
+			w.triggers(rel, t.Rel, []string{"TRUNCATE"})
+			if w.truncateCascade {
+				for _, ck := range w.a.fkChildren()[t.Rel] {
+					w.table(sqlpolicy.TableRef{Rel: sqlpolicy.Rel{Schema: ck.child.Schema, Name: ck.child.Name}, Mode: sqlpolicy.Write})
+				}
+			}
 			continue
 		}
 		events := rowEvents(t.Action)

@@ -68,6 +68,9 @@ CREATE TABLE child (id int PRIMARY KEY, pid int REFERENCES parent (id) ON DELETE
 CREATE TABLE grandchild (id int PRIMARY KEY, cid int REFERENCES child (id) ON DELETE CASCADE);
 CREATE TRIGGER t_gc BEFORE DELETE ON grandchild FOR EACH ROW EXECUTE FUNCTION f_trg();
 CREATE TABLE restricted (id int PRIMARY KEY, pid int REFERENCES parent (id) ON DELETE RESTRICT);
+CREATE TRIGGER t_trunc BEFORE TRUNCATE ON grandchild FOR EACH STATEMENT EXECUTE FUNCTION f_trg();
+CREATE FUNCTION f_evt() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
+CREATE EVENT TRIGGER e_ddl ON ddl_command_end EXECUTE FUNCTION f_evt();
 
 CREATE FUNCTION public.length(integer) RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;
 CREATE FUNCTION f_plus(int, text) RETURNS text LANGUAGE sql AS $$ SELECT $2 $$;
@@ -147,6 +150,13 @@ func TestEffects(t *testing.T) {
 		{name: "key update sets default", sql: "UPDATE parent SET code = 2",
 			writes: []string{"public.child:update"}},
 		{name: "update of a non-key column cascades nothing", sql: "UPDATE parent SET note = 'x'"},
+		{name: "truncate fires truncate triggers", sql: "TRUNCATE grandchild",
+			funcs: []string{"public.f_evt via event trigger e_ddl (ddl_command_end)", "public.f_trg via trigger t_trunc on public.grandchild"}},
+		{name: "truncate cascade reaches referencing tables", sql: "TRUNCATE parent CASCADE",
+			funcs:  []string{"public.f_evt via event trigger e_ddl (ddl_command_end)", "public.f_trg via trigger t_trunc on public.grandchild"},
+			writes: []string{"public.child:", "public.grandchild:", "public.restricted:"}},
+		{name: "DDL fires event triggers", sql: "CREATE TABLE newt (a int)",
+			funcs: []string{"public.f_evt via event trigger e_ddl (ddl_command_end)"}},
 		{name: "cast to a domain runs its checks", sql: "SELECT 'x'::dmail2",
 			funcs: []string{"public.f_dom via conversion to type public.dmail2"}},
 		{name: "cast to a built-in type runs nothing", sql: "SELECT CAST('1' AS integer), '{}'::text[]"},

@@ -49,6 +49,8 @@ type walker struct {
 	action sqlpolicy.Verb
 	// capture, when set, collects every table reported (see target).
 	capture *[]sqlpolicy.TableRef
+	// truncateCascade is set for TRUNCATE ... CASCADE (effects.go).
+	truncateCascade bool
 
 	colSeen map[sqlpolicy.ColumnRef]struct{}
 
