@@ -91,6 +91,10 @@ type Relation struct {
 	// run, with the relation owner's privileges, in place of or besides
 	// the statement that writes the relation.
 	Rules []Rule `json:"rules,omitempty"`
+	// Children are the relation's partitions and inheritance children
+	// ("schema.name", pg_inherits): rows a write routes or reaches there
+	// fire their triggers and constraints (Postgres).
+	Children []string `json:"children,omitempty"`
 	// Calls are the user-defined functions Postgres runs for the rows a
 	// statement reads or writes in the relation, beyond the statement's
 	// own expressions: check constraints, generated columns, index

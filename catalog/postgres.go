@@ -109,6 +109,7 @@ func InspectPostgres(ctx context.Context, conn *pgx.Conn) (*Loaded, error) {
 		{"implicit casts", pgImplicitCasts},
 		{"type functions", pgTypeFunctions},
 		{"event triggers", pgEventTriggers},
+		{"inheritance", pgChildren},
 	}
 	for _, s := range steps {
 		if err := s.run(ctx, tx, l); err != nil {
@@ -729,6 +730,31 @@ func pgEventTriggers(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	var name, event, fn string
 	_, err = pgx.ForEachRow(rows, []any{&name, &event, &fn}, func() error {
 		l.Catalog.EventTriggers = append(l.Catalog.EventTriggers, Trigger{Name: name, Event: event, Functions: []string{fn}})
+		return nil
+	})
+	return err
+}
+
+const childrenSQL = `
+SELECT pn.nspname, p.relname, cn.nspname || '.' || c.relname
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_class p ON p.oid = i.inhparent
+JOIN pg_namespace pn ON pn.oid = p.relnamespace
+WHERE c.relkind IN ('r', 'p', 'f')
+ORDER BY 1, 2, 3`
+
+func pgChildren(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, childrenSQL)
+	if err != nil {
+		return err
+	}
+	var schema, rel, child string
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &child}, func() error {
+		if r := l.Catalog.Relation(schema, rel); r != nil {
+			r.Children = append(r.Children, child)
+		}
 		return nil
 	})
 	return err

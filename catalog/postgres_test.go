@@ -407,6 +407,10 @@ CREATE FUNCTION f_evt() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $
 CREATE EVENT TRIGGER e_on ON sql_drop EXECUTE FUNCTION f_evt();
 CREATE EVENT TRIGGER e_off ON ddl_command_start EXECUTE FUNCTION f_evt();
 ALTER EVENT TRIGGER e_off DISABLE;
+CREATE TABLE parted (id int, region text) PARTITION BY LIST (region);
+CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu') PARTITION BY LIST (id);
+CREATE TABLE parted_eu_1 PARTITION OF parted_eu FOR VALUES IN (1);
+CREATE TABLE inh_child () INHERITS (p);
 `)
 	conn := connect(t, db.DSN)
 	c, err := catalog.LoadPostgres(ctxT(t), conn)
@@ -446,4 +450,8 @@ ALTER EVENT TRIGGER e_off DISABLE;
 	assert.NotContains(t, c.TypeFunctions, "pg_catalog.int4", "built-in input functions are not listed")
 
 	assert.Equal(t, []catalog.Trigger{{Name: "e_on", Event: "sql_drop", Functions: []string{"public.f_evt"}}}, c.EventTriggers)
+
+	assert.Equal(t, []string{"public.parted_eu"}, c.Relation("public", "parted").Children)
+	assert.Equal(t, []string{"public.parted_eu_1"}, c.Relation("public", "parted_eu").Children)
+	assert.Equal(t, []string{"public.inh_child"}, c.Relation("public", "p").Children)
 }

@@ -128,11 +128,15 @@ func (w *walker) effects() {
 		if events == nil {
 			continue
 		}
-		w.triggers(rel, t.Rel, events)
 		w.rules(rel, t.Rel, events)
-		// Row security's SELECT policies apply to the rows an UPDATE or
-		// DELETE (or RETURNING) reads as well.
-		w.implicitCalls(rel, append(events, "SELECT"))
+		// Rows routed to partitions, or reached in inheritance children,
+		// fire the children's triggers and run their constraints too.
+		for _, r := range w.withDescendants(rel) {
+			w.triggers(r, t.Rel, events)
+			// Row security's SELECT policies apply to the rows an UPDATE
+			// or DELETE (or RETURNING) reads as well.
+			w.implicitCalls(r, append(events, "SELECT"))
+		}
 		if slices.Contains(events, "DELETE") {
 			for _, ck := range w.a.fkChildren()[t.Rel] {
 				w.fkAction(ck, ck.fk.OnDelete, true)
@@ -148,13 +152,32 @@ func (w *walker) effects() {
 	}
 }
 
-// triggers reports the functions of rel's triggers that events fire.
-func (w *walker) triggers(rel *catalog.Relation, r sqlpolicy.Rel, events []string) {
+// withDescendants returns rel and its partitions and inheritance
+// children, transitively.
+func (w *walker) withDescendants(rel *catalog.Relation) []*catalog.Relation {
+	out := []*catalog.Relation{rel}
+	for i := 0; i < len(out) && i < 10000; i++ {
+		for _, c := range out[i].Children {
+			schema, name, _ := strings.Cut(c, ".")
+			if cr := w.cat.Relation(schema, name); cr != nil && !slices.Contains(out, cr) {
+				out = append(out, cr)
+			}
+		}
+	}
+	return out
+}
+
+// triggers reports the functions of rel's triggers that events fire; an
+// UPDATE OF trigger fires when the statement updates one of its columns
+// in written (the relation the statement names: a partition's columns
+// are its parent's).
+func (w *walker) triggers(rel *catalog.Relation, written sqlpolicy.Rel, events []string) {
+	r := sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}
 	for _, tr := range rel.Triggers {
 		if !slices.Contains(events, tr.Event) {
 			continue
 		}
-		if tr.Event == "UPDATE" && len(tr.Columns) > 0 && !w.updatesAny(r, tr.Columns) {
+		if tr.Event == "UPDATE" && len(tr.Columns) > 0 && !w.updatesAny(written, tr.Columns) {
 			continue
 		}
 		via := fmt.Sprintf("trigger %s on %s", tr.Name, r)

@@ -72,6 +72,9 @@ CREATE TRIGGER t_trunc BEFORE TRUNCATE ON grandchild FOR EACH STATEMENT EXECUTE 
 CREATE FUNCTION f_evt() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;
 CREATE EVENT TRIGGER e_ddl ON ddl_command_end EXECUTE FUNCTION f_evt();
 
+CREATE TABLE parted (id int, region text) PARTITION BY LIST (region);
+CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu');
+CREATE TRIGGER t_eu BEFORE INSERT ON parted_eu FOR EACH ROW EXECUTE FUNCTION f_trg();
 CREATE FUNCTION public.length(integer) RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;
 CREATE FUNCTION f_plus(int, text) RETURNS text LANGUAGE sql AS $$ SELECT $2 $$;
 CREATE OPERATOR public.+ (LEFTARG = int, RIGHTARG = text, FUNCTION = f_plus);
@@ -157,6 +160,8 @@ func TestEffects(t *testing.T) {
 			writes: []string{"public.child:", "public.grandchild:", "public.restricted:"}},
 		{name: "DDL fires event triggers", sql: "CREATE TABLE newt (a int)",
 			funcs: []string{"public.f_evt via event trigger e_ddl (ddl_command_end)"}},
+		{name: "rows routed to a partition fire its triggers", sql: "INSERT INTO parted VALUES (1, 'eu')",
+			funcs: []string{"public.f_trg via trigger t_eu on public.parted_eu"}},
 		{name: "cast to a domain runs its checks", sql: "SELECT 'x'::dmail2",
 			funcs: []string{"public.f_dom via conversion to type public.dmail2"}},
 		{name: "cast to a built-in type runs nothing", sql: "SELECT CAST('1' AS integer), '{}'::text[]"},
