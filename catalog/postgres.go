@@ -662,9 +662,11 @@ func pgImplicitCasts(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	if err != nil {
 		return err
 	}
-	l.Catalog.ImplicitCasts = map[string][]string{}
 	var from, to string
 	_, err = pgx.ForEachRow(rows, []any{&from, &to}, func() error {
+		if l.Catalog.ImplicitCasts == nil {
+			l.Catalog.ImplicitCasts = map[string][]string{}
+		}
 		l.Catalog.ImplicitCasts[from] = append(l.Catalog.ImplicitCasts[from], to)
 		return nil
 	})
@@ -705,9 +707,12 @@ func pgTypeFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	if err != nil {
 		return err
 	}
-	l.Catalog.TypeFunctions = map[string][]string{}
 	var typ, fn string
 	_, err = pgx.ForEachRow(rows, []any{&typ, &fn}, func() error {
+		if l.Catalog.TypeFunctions == nil {
+			// Left nil when empty, as a file read back has it.
+			l.Catalog.TypeFunctions = map[string][]string{}
+		}
 		l.Catalog.TypeFunctions[typ] = append(l.Catalog.TypeFunctions[typ], fn)
 		return nil
 	})
