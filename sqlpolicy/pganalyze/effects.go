@@ -44,24 +44,58 @@ type fkChild struct {
 	fk    *catalog.ForeignKey
 }
 
-// fkChildren maps every referenced relation to the foreign keys that
-// reference it, built once per analyzer.
-func (a *Analyzer) fkChildren() map[sqlpolicy.Rel][]fkChild {
-	a.fkOnce.Do(func() {
-		m := map[sqlpolicy.Rel][]fkChild{}
+// catalogIndex is what the analyzer looks up for every statement, built
+// once from the catalog.
+type catalogIndex struct {
+	// fks maps every referenced relation to the foreign keys that
+	// reference it.
+	fks map[sqlpolicy.Rel][]fkChild
+	// multiFuncs are the function names more than one schema has (only
+	// those can resolve to another schema's function than the first).
+	multiFuncs map[string]bool
+	// userOps are the operator names some user operator has.
+	userOps map[string]bool
+}
+
+func (a *Analyzer) index() *catalogIndex {
+	a.idxOnce.Do(func() {
+		x := &catalogIndex{fks: map[sqlpolicy.Rel][]fkChild{}, multiFuncs: map[string]bool{}, userOps: map[string]bool{}}
 		for _, rels := range a.cat.Relations {
 			for _, r := range rels {
 				for i := range r.ForeignKeys {
 					fk := &r.ForeignKeys[i]
 					parent := sqlpolicy.Rel{Schema: fk.RefSchema, Name: fk.RefTable}
-					m[parent] = append(m[parent], fkChild{child: r, fk: fk})
+					x.fks[parent] = append(x.fks[parent], fkChild{child: r, fk: fk})
 				}
 			}
 		}
-		a.fks = m
+		seen := map[string]bool{}
+		for _, fs := range a.cat.Functions {
+			for name := range fs {
+				if seen[name] {
+					x.multiFuncs[name] = true
+				}
+				seen[name] = true
+			}
+		}
+		for _, ops := range a.cat.Operators {
+			for name, list := range ops {
+				for _, op := range list {
+					schema, fn, _ := strings.Cut(op.Function, ".")
+					if f := a.cat.Function(schema, fn); f == nil || !f.Builtin {
+						x.userOps[name] = true
+					}
+				}
+			}
+		}
+		a.idx = x
 	})
-	return a.fks
+	return a.idx
 }
+
+// fkChildren maps every referenced relation to the foreign keys that
+// reference it.
+func (a *Analyzer) fkChildren() map[sqlpolicy.Rel][]fkChild { return a.index().fks }
 
 // rowEvents are the trigger, rule and implicit call events of a row
 // action. A MERGE may insert, update and delete; an upsert's update half

@@ -284,7 +284,7 @@ func (w *walker) reportFunc(schema, name string, f *catalogFunc, fc *pg.FuncCall
 		ref.Schema = f.Schema
 		builtin = f.Builtin
 	}
-	if schema == "" && f != nil {
+	if schema == "" && f != nil && w.a.index().multiFuncs[name] {
 		// Postgres picks among the functions of the name in every schema
 		// of the path (and the name may be another function under
 		// another search path that may be in effect): report each, unless
@@ -329,6 +329,13 @@ func (w *walker) reportFunc(schema, name string, f *catalogFunc, fc *pg.FuncCall
 // every schema's function is a candidate.
 func (w *walker) funcCandidates(name string) []*catalogFunc {
 	var out []*catalogFunc
+	if !w.a.index().multiFuncs[name] {
+		// One schema at most has the name.
+		if f := w.resolveFuncQuiet(name); f != nil {
+			out = append(out, f)
+		}
+		return out
+	}
 	add := func(path []string) {
 		for _, s := range w.cat.EffectivePath(path) {
 			if f := w.cat.Function(s, name); f != nil && !slices.Contains(out, f) {

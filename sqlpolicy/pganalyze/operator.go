@@ -33,6 +33,10 @@ type opCand struct {
 // operatorCandidates returns the operators called name: in schema, or in
 // every schema of the search paths that may be in effect, in path order.
 func (w *walker) operatorCandidates(schema, name string) (cands []opCand, user bool) {
+	if !w.a.index().userOps[name] {
+		// Only built-in operators have the name: nothing to report.
+		return nil, false
+	}
 	add := func(s string) {
 		for _, op := range w.cat.OperatorsNamed(s, name) {
 			cands = append(cands, opCand{schema: s, name: name, op: op})
