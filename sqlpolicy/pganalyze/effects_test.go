@@ -274,6 +274,8 @@ func TestOperatorCandidates(t *testing.T) {
 		{"SELECT 1 FROM typed a JOIN typed b USING (t)", nil, false},
 		{"SELECT id FROM typed WHERE t = ANY (SELECT t FROM typed)", []string{"public.f_eq"}, false},
 		{"SELECT id FROM typed WHERE id = 1", nil, true},
+		{"SELECT id FROM typed WHERE t = ANY (string_to_array(t, ','))", []string{"public.f_eq"}, false},
+		{"SELECT id FROM typed WHERE t = ANY ('{a,b}')", nil, true},
 		{"SELECT id FROM typed WHERE id OPERATOR(pg_catalog.+) 1 > 0", nil, false},
 	}
 	for _, tc := range tests {

@@ -174,9 +174,13 @@ func (w *walker) aexprOperators(e *pg.A_Expr, sc *scope) {
 		// x op ANY ('{...}'): an array literal of unknown type is taken
 		// as an array of x's type; anything else is not typed here.
 		if c := e.Rexpr.GetAConst(); c != nil && c.GetSval() != nil {
+			if _, user := w.operatorCandidates(schema, name); user {
+				// Which reading applies depends on the constant.
+				w.st.LiteralSensitive = true
+			}
 			w.operator(schema, name, e.Lexpr, e.Lexpr, sc)
-		} else {
-			w.operator(schema, name, e.Lexpr, nil, sc)
+		} else if cands, user := w.operatorCandidates(schema, name); user {
+			w.operatorTyped(schema, name, cands, w.operandOf(e.Lexpr, sc), operand{})
 		}
 	case pg.A_Expr_Kind_AEXPR_IN:
 		// x IN (a, b): the list's common type with x (string literals
