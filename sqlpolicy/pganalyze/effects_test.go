@@ -81,6 +81,7 @@ CREATE OPERATOR public.+ (LEFTARG = int, RIGHTARG = text, FUNCTION = f_plus);
 CREATE FUNCTION f_eq(text, int) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
 CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = int, FUNCTION = f_eq);
 CREATE TABLE typed (id int, t text, v varchar(20), n numeric(10,2), big bigint);
+CREATE VIEW typed_lengths AS SELECT length(t) AS lt FROM typed;
 `
 
 var (
@@ -228,6 +229,9 @@ func TestOverloadCandidates(t *testing.T) {
 		// id + 1 is typed by the user operator + on the path's choice.
 		{"SELECT length(id + 1) FROM typed", []string{"pg_catalog.length", "public.length"}, true},
 		{"SELECT pg_catalog.length(id) FROM typed", []string{"pg_catalog.length"}, false},
+		// A view's definition names every function outside pg_catalog
+		// qualified (the catalog reads it under an empty search_path).
+		{"SELECT lt FROM typed_lengths", []string{"pg_catalog.length"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.sql, func(t *testing.T) {

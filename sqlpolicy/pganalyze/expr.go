@@ -170,11 +170,7 @@ func (w *walker) castFunctions(tn *pg.TypeName) {
 	if len(ns) >= 2 {
 		schemas = []string{ns[len(ns)-2]}
 	} else {
-		paths := w.paths
-		if paths == nil {
-			paths = [][]string{w.path}
-		}
-		for _, p := range paths {
+		for _, p := range w.candidatePaths() {
 			schemas = append(schemas, w.cat.EffectivePath(p)...)
 		}
 	}
@@ -325,8 +321,8 @@ func (w *walker) reportFunc(schema, name string, f *catalogFunc, fc *pg.FuncCall
 // winning only between identical signatures. So a user function can be
 // called under a built-in's name: public.length(integer) for length(x)
 // with an integer x, though pg_catalog comes first and has length(text).
-// The catalog keeps one entry per schema and name, without signatures, so
-// every schema's function is a candidate.
+// Every schema's function is a candidate; viableCallees and exactCallee
+// narrow them by the argument types the analyzer knows.
 func (w *walker) funcCandidates(name string) []*catalogFunc {
 	var out []*catalogFunc
 	if !w.a.index().multiFuncs[name] {
@@ -336,18 +332,12 @@ func (w *walker) funcCandidates(name string) []*catalogFunc {
 		}
 		return out
 	}
-	add := func(path []string) {
-		for _, s := range w.cat.EffectivePath(path) {
+	for _, p := range w.candidatePaths() {
+		for _, s := range w.cat.EffectivePath(p) {
 			if f := w.cat.Function(s, name); f != nil && !slices.Contains(out, f) {
 				out = append(out, f)
 			}
 		}
-	}
-	if w.paths == nil {
-		add(w.path)
-	}
-	for _, p := range w.paths {
-		add(p)
 	}
 	return out
 }

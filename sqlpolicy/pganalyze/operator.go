@@ -50,11 +50,7 @@ func (w *walker) operatorCandidates(schema, name string) (cands []opCand, user b
 		return cands, user
 	}
 	seen := map[string]bool{}
-	paths := w.paths
-	if paths == nil {
-		paths = [][]string{w.path}
-	}
-	for _, p := range paths {
+	for _, p := range w.candidatePaths() {
 		for _, s := range w.cat.EffectivePath(p) {
 			if !seen[s] {
 				seen[s] = true

@@ -21,9 +21,10 @@ import (
 // exactCallee returns the function an unqualified call of one of cands
 // reaches when the argument types decide it, or nil.
 func (w *walker) exactCallee(name string, cands []*catalogFunc, fc *pg.FuncCall, sc *scope) *catalogFunc {
-	if fc == nil || w.paths != nil || fc.FuncVariadic || len(cands) < 2 {
+	if fc == nil || len(w.candidatePaths()) != 1 || fc.FuncVariadic || len(cands) < 2 {
 		return nil
 	}
+	path := w.candidatePaths()[0]
 	args := fc.Args
 	if fc.AggStar {
 		args = nil
@@ -40,7 +41,7 @@ func (w *walker) exactCallee(name string, cands []*catalogFunc, fc *pg.FuncCall,
 		types[i] = t
 	}
 	var exact *catalogFunc
-	for _, s := range w.cat.EffectivePath(w.path) {
+	for _, s := range w.cat.EffectivePath(path) {
 		f := w.cat.Function(s, name)
 		if f == nil || !slices.Contains(cands, f) {
 			continue
@@ -333,9 +334,10 @@ func (w *walker) typeName(tn *pg.TypeName) (string, bool) {
 		return "", false
 	}
 	if len(ns) == 1 {
-		p := w.cat.EffectivePath(w.path)
-		if len(p) == 0 || p[0] != "pg_catalog" {
-			return "", false
+		for _, p := range w.candidatePaths() {
+			if p := w.cat.EffectivePath(p); len(p) == 0 || p[0] != "pg_catalog" {
+				return "", false
+			}
 		}
 	}
 	t, ok := builtinTypeNames[ns[len(ns)-1]]
