@@ -81,7 +81,7 @@ CREATE OPERATOR public.+ (LEFTARG = int, RIGHTARG = text, FUNCTION = f_plus);
 CREATE FUNCTION f_eq(text, int) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
 CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = int, FUNCTION = f_eq);
 CREATE TABLE typed (id int, t text, v varchar(20), n numeric(10,2), big bigint);
-CREATE VIEW typed_lengths AS SELECT length(t) AS lt FROM typed;
+CREATE VIEW typed_lengths AS SELECT length(t || 'x') AS lt FROM typed;
 `
 
 var (
