@@ -150,7 +150,9 @@ func (w *walker) effects() {
 		if truncate && t.Mode == sqlpolicy.Write {
 			// TRUNCATE fires TRUNCATE triggers; with CASCADE it truncates
 			// the tables whose foreign keys reference the table too.
-			w.triggers(rel, t.Rel, []string{"TRUNCATE"})
+			for _, r := range w.withDescendants(rel) {
+				w.triggers(r, t.Rel, []string{"TRUNCATE"})
+			}
 			if w.truncateCascade {
 				for _, ck := range w.a.fkChildren()[t.Rel] {
 					w.table(sqlpolicy.TableRef{Rel: sqlpolicy.Rel{Schema: ck.child.Schema, Name: ck.child.Name}, Mode: sqlpolicy.Write})
