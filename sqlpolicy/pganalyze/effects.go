@@ -166,12 +166,22 @@ func (w *walker) effects() {
 		}
 		w.rules(rel, t.Rel, events)
 		// Rows routed to partitions, or reached in inheritance children,
-		// fire the children's triggers and run their constraints too.
+		// fire the children's triggers and run their constraints too; an
+		// UPDATE that moves a row to another partition deletes it from
+		// one and inserts it into the other, firing those triggers.
+		childEvents := events
+		if rel.Kind == catalog.KindPartitioned && slices.Contains(events, "UPDATE") {
+			childEvents = []string{"INSERT", "UPDATE", "DELETE"}
+		}
 		for _, r := range w.withDescendants(rel) {
-			w.triggers(r, t.Rel, events)
+			ev := events
+			if r != rel {
+				ev = childEvents
+			}
+			w.triggers(r, t.Rel, ev)
 			// Row security's SELECT policies apply to the rows an UPDATE
 			// or DELETE (or RETURNING) reads as well.
-			w.implicitCalls(r, append(events, "SELECT"))
+			w.implicitCalls(r, append(ev[:len(ev):len(ev)], "SELECT"))
 		}
 		if slices.Contains(events, "DELETE") {
 			for _, ck := range w.a.fkChildren()[t.Rel] {
