@@ -232,8 +232,9 @@ func itemColOperand(it *item, i int) operand {
 		return operand{}
 	}
 	col := it.rel.Column(base.Column)
-	if col == nil || col.Type == "" {
+	if col == nil {
 		return operand{}
 	}
-	return operand{typ: stripTypmod(col.Type), known: true}
+	t, ok := builtinType(col.Type)
+	return operand{typ: t, known: ok}
 }
