@@ -19,6 +19,26 @@ type Catalog struct {
 	// Functions by schema then name; overloads share one entry (keyhole
 	// decides on names, not signatures).
 	Functions map[string]map[string]*Function `json:"functions"`
+	// Operators by schema then name (Postgres): an operator runs its
+	// function, and an unqualified operator, like a function, resolves
+	// among the operators of the name in every schema of the path by the
+	// operand types.
+	Operators map[string]map[string][]Operator `json:"operators,omitempty"`
+	// EventTriggers are the database's enabled event triggers (Postgres):
+	// DDL runs their functions with the session's privileges. Event is
+	// evtevent (ddl_command_start, ddl_command_end, sql_drop,
+	// table_rewrite); Columns are unused.
+	EventTriggers []Trigger `json:"event_triggers,omitempty"`
+	// TypeFunctions maps a type ("schema.name") to the user functions
+	// converting a value to it runs (Postgres): the constraints of a
+	// domain (and of the domains it is over), a cast's function, a base
+	// type's input function.
+	TypeFunctions map[string][]string `json:"type_functions,omitempty"`
+	// ImplicitCasts maps a type to the types Postgres converts it to
+	// implicitly (pg_cast with castcontext 'i'), as format_type prints
+	// them: what an argument of that type can be passed as when Postgres
+	// chooses a function or operator.
+	ImplicitCasts map[string][]string `json:"implicit_casts,omitempty"`
 	// LowerCaseTableNames is MySQL's lower_case_table_names: 0 compares
 	// database and table names exactly, 1 and 2 case-insensitively.
 	LowerCaseTableNames int `json:"lower_case_table_names,omitempty"`
@@ -57,22 +77,69 @@ type Relation struct {
 	Labels []string `json:"labels,omitempty"`
 	// System is true for relations in pg_catalog and information_schema.
 	System bool `json:"system,omitempty"`
-	// Triggers are a MySQL table's triggers (information_schema.TRIGGERS):
-	// a write that fires one runs the trigger's body with its definer's
-	// privileges.
+	// Triggers are the relation's triggers, one entry per event (MySQL:
+	// information_schema.TRIGGERS, whose bodies run with their definer's
+	// privileges; Postgres: pg_trigger without internal and disabled
+	// ones, whose functions run with the privileges of the session).
 	Triggers []Trigger `json:"triggers,omitempty"`
-	// ForeignKeys are a MySQL table's foreign keys with their referential
+	// ForeignKeys are the relation's foreign keys with their referential
 	// actions: a delete or key update of the referenced row can write this
 	// table (CASCADE, SET NULL, SET DEFAULT).
 	ForeignKeys []ForeignKey `json:"foreign_keys,omitempty"`
+	// Rules are a Postgres relation's rewrite rules other than a view's
+	// _RETURN rule (pg_rewrite), without disabled ones: their actions
+	// run, with the relation owner's privileges, in place of or besides
+	// the statement that writes the relation.
+	Rules []Rule `json:"rules,omitempty"`
+	// Children are the relation's partitions and inheritance children
+	// ("schema.name", pg_inherits): rows a write routes or reaches there
+	// fire their triggers and constraints (Postgres).
+	Children []string `json:"children,omitempty"`
+	// Calls are the user-defined functions Postgres runs for the rows a
+	// statement reads or writes in the relation, beyond the statement's
+	// own expressions: check constraints, generated columns, index
+	// expressions and predicates, constraints and defaults of the
+	// domains of its columns, row security policies.
+	Calls []ImplicitCall `json:"calls,omitempty"`
 }
 
-// Trigger is one trigger of a table.
+// Trigger is one trigger of a table (of a view: INSTEAD OF) for one event.
 type Trigger struct {
 	Name string `json:"name"`
-	// Event is INSERT, UPDATE or DELETE; Timing BEFORE or AFTER.
+	// Event is INSERT, UPDATE, DELETE or TRUNCATE; Timing BEFORE, AFTER or
+	// INSTEAD OF.
 	Event  string `json:"event"`
 	Timing string `json:"timing"`
+	// Level is ROW or STATEMENT (Postgres; MySQL triggers are row
+	// triggers). A statement trigger fires even when no row is written.
+	Level string `json:"level,omitempty"`
+	// Columns are the columns of UPDATE OF: the trigger fires only for
+	// an UPDATE that sets one of them (Postgres).
+	Columns []string `json:"columns,omitempty"`
+	// Functions are the functions the trigger runs, as "schema.name":
+	// its trigger function and those its WHEN condition calls (Postgres).
+	Functions []string `json:"functions,omitempty"`
+}
+
+// Rule is one rewrite rule of a Postgres relation.
+type Rule struct {
+	Name string `json:"name"`
+	// Event is INSERT, UPDATE or DELETE.
+	Event string `json:"event"`
+	// Instead is set for DO INSTEAD rules (else DO ALSO).
+	Instead bool `json:"instead,omitempty"`
+}
+
+// ImplicitCall is a function Postgres runs on some events of a relation.
+type ImplicitCall struct {
+	// Source is what runs it: "check constraint x", "index y",
+	// "generated column z", "domain d of column c", "row security policy p".
+	Source string `json:"source"`
+	// Events are the statements' row events that run it: SELECT (row
+	// security policies), INSERT, UPDATE, DELETE.
+	Events []string `json:"events"`
+	// Function is the function as "schema.name".
+	Function string `json:"function"`
 }
 
 // ForeignKey is a foreign key of the table holding it (the child).
@@ -136,6 +203,33 @@ type Function struct {
 	Language string `json:"language,omitempty"`
 	// SecurityDefiner is true when any overload runs with its owner's rights.
 	SecurityDefiner bool `json:"security_definer,omitempty"`
+	// Overloads are the argument lists of the name's overloads (Postgres).
+	// A call names a function, not an overload, and Postgres chooses among
+	// the functions of the name in every schema of the search path by the
+	// argument types: the analyzer uses them to tell which schema's
+	// function a call whose argument types it knows reaches.
+	Overloads []Signature `json:"overloads,omitempty"`
+}
+
+// Operator is one operator of a name.
+type Operator struct {
+	// Left and Right are the operand types as format_type prints them;
+	// Left is empty for a prefix operator.
+	Left  string `json:"left,omitempty"`
+	Right string `json:"right"`
+	// Function is the function it runs, as "schema.name".
+	Function string `json:"function"`
+}
+
+// Signature is the input argument list of one overload.
+type Signature struct {
+	// Args are the argument types as format_type prints them without a
+	// type modifier ("integer", "text", "character varying").
+	Args []string `json:"args"`
+	// Defaults counts the trailing arguments that have defaults.
+	Defaults int `json:"defaults,omitempty"`
+	// Variadic is set when the last argument is VARIADIC.
+	Variadic bool `json:"variadic,omitempty"`
 }
 
 // Relation returns the relation schema.name, or nil.
@@ -178,6 +272,10 @@ func (c *Catalog) ResolveFunction(name string, searchPath []string) *Function {
 	return nil
 }
 
+// EffectivePath is searchPath (the catalog's own when nil) as Postgres
+// searches it: pg_catalog first unless the path lists it.
+func (c *Catalog) EffectivePath(searchPath []string) []string { return c.effectivePath(searchPath) }
+
 func (c *Catalog) effectivePath(searchPath []string) []string {
 	if searchPath == nil && c != nil {
 		searchPath = c.SearchPath
@@ -191,6 +289,14 @@ func (c *Catalog) effectivePath(searchPath []string) []string {
 		return searchPath
 	}
 	return append([]string{"pg_catalog"}, searchPath...)
+}
+
+// OperatorsNamed returns the operators called name in schema.
+func (c *Catalog) OperatorsNamed(schema, name string) []Operator {
+	if c == nil {
+		return nil
+	}
+	return c.Operators[schema][name]
 }
 
 // Column returns the named column of r, or nil.

@@ -91,6 +91,7 @@ func InspectPostgres(ctx context.Context, conn *pgx.Conn) (*Loaded, error) {
 		Dialect:   "postgres",
 		Relations: map[string]map[string]*Relation{},
 		Functions: map[string]map[string]*Function{},
+		Operators: map[string]map[string][]Operator{},
 	}}
 	steps := []struct {
 		what string
@@ -100,6 +101,15 @@ func InspectPostgres(ctx context.Context, conn *pgx.Conn) (*Loaded, error) {
 		{"relations", pgRelations},
 		{"columns", pgColumns},
 		{"functions", pgFunctions},
+		{"triggers", pgTriggers},
+		{"rules", pgRules},
+		{"foreign keys", pgForeignKeys},
+		{"implicit calls", pgImplicitCalls},
+		{"operators", pgOperators},
+		{"implicit casts", pgImplicitCasts},
+		{"type functions", pgTypeFunctions},
+		{"event triggers", pgEventTriggers},
+		{"inheritance", pgChildren},
 	}
 	for _, s := range steps {
 		if err := s.run(ctx, tx, l); err != nil {
@@ -263,7 +273,9 @@ func pgColumns(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 
 const functionsSQL = `
 SELECT n.nspname, p.proname, p.prokind::text, p.provolatile::text,
-       l.lanname, p.prosecdef, p.oid::int8
+       l.lanname, p.prosecdef, p.oid::int8,
+       array(SELECT format_type(u.t, NULL) FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY u(t, i) ORDER BY u.i),
+       p.pronargdefaults::int, p.provariadic <> 0
 FROM pg_proc p
 JOIN pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_language l ON l.oid = p.prolang
@@ -281,10 +293,12 @@ func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	}
 	var (
 		schema, name, prokind, provolatile, lang string
-		secdef                                   bool
+		secdef, variadic                         bool
 		oid                                      int64
+		args                                     []string
+		defaults                                 int
 	)
-	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &prokind, &provolatile, &lang, &secdef, &oid}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &prokind, &provolatile, &lang, &secdef, &oid, &args, &defaults, &variadic}, func() error {
 		kind, ok := prokinds[prokind]
 		if !ok {
 			return fmt.Errorf("function %s.%s: unknown prokind %q", schema, name, prokind)
@@ -299,14 +313,17 @@ func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 			m = map[string]*Function{}
 			l.Catalog.Functions[schema] = m
 		}
+		sig := Signature{Args: slices.Clone(args), Defaults: defaults, Variadic: variadic}
 		f := m[name]
 		if f == nil {
 			m[name] = &Function{
 				Schema: schema, Name: name, Kind: kind, Volatility: vol,
 				Builtin: builtin, Language: lang, SecurityDefiner: secdef,
+				Overloads: []Signature{sig},
 			}
 			return nil
 		}
+		f.Overloads = append(f.Overloads, sig)
 		if kindRank[kind] > kindRank[f.Kind] {
 			f.Kind = kind
 		}
@@ -340,4 +357,410 @@ func (l *Loaded) commentLabels(object, comment string) []string {
 		labels = sortedSet(append(labels, InvalidLabel))
 	}
 	return labels
+}
+
+// userFunc is a pg_proc row that is not built in: created after initdb and
+// outside the system schemas (see pgFunctions).
+const userFunc = `p.oid >= 16384 AND fn.nspname NOT IN ('pg_catalog', 'information_schema')`
+
+// funcDeps maps catalog objects (classid, objid) to the functions their
+// stored expressions call: the dependencies Postgres records on functions
+// (recordDependencyOnExpr), and on operators, whose functions they run.
+const funcDeps = `
+funcdeps AS (
+	SELECT d.classid, d.objid, d.refobjid AS fn
+	FROM pg_depend d WHERE d.refclassid = 'pg_proc'::regclass
+	UNION
+	SELECT d.classid, d.objid, o.oprcode::oid
+	FROM pg_depend d JOIN pg_operator o ON o.oid = d.refobjid
+	WHERE d.refclassid = 'pg_operator'::regclass AND o.oprcode <> 0
+)`
+
+// triggersSQL reads the triggers that can fire: not the internal ones
+// (foreign key and deferred unique checks, modelled by ForeignKeys) and
+// not disabled ones (tgenabled 'D'); replica and always triggers count,
+// whatever session_replication_role. tgtype is a bit set (trigger.h):
+// ROW 1, BEFORE 2, INSERT 4, DELETE 8, UPDATE 16, TRUNCATE 32, INSTEAD 64.
+// A trigger runs its function and what its WHEN condition calls.
+const triggersSQL = `
+WITH ` + funcDeps + `
+SELECT n.nspname, c.relname, t.tgname, t.tgtype::int,
+       coalesce((SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+                 WHERE a.attrelid = t.tgrelid AND a.attnum = ANY (t.tgattr::int2[])), '{}')::text[],
+       (SELECT array_agg(DISTINCT fn.nspname || '.' || p.proname)
+        FROM pg_proc p JOIN pg_namespace fn ON fn.oid = p.pronamespace
+        WHERE p.oid = t.tgfoid
+           OR p.oid IN (SELECT fd.fn FROM funcdeps fd WHERE fd.classid = 'pg_trigger'::regclass AND fd.objid = t.oid))::text[]
+FROM pg_trigger t
+JOIN pg_class c ON c.oid = t.tgrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT t.tgisinternal AND t.tgenabled <> 'D'
+  AND ` + excludedSchemas + `
+ORDER BY n.nspname, c.relname, t.tgname`
+
+// Trigger type bits (tgtype, catalog/pg_trigger.h).
+const (
+	tgRow      = 1 << 0
+	tgBefore   = 1 << 1
+	tgInsert   = 1 << 2
+	tgDelete   = 1 << 3
+	tgUpdate   = 1 << 4
+	tgTruncate = 1 << 5
+	tgInstead  = 1 << 6
+)
+
+func pgTriggers(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, triggersSQL)
+	if err != nil {
+		return err
+	}
+	var (
+		schema, rel, name string
+		tgtype            int
+		cols, funcs       []string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &tgtype, &cols, &funcs}, func() error {
+		r := l.Catalog.Relation(schema, rel)
+		if r == nil {
+			// A trigger on a relation kind keyhole does not load (none
+			// that a statement can write).
+			return nil
+		}
+		tr := Trigger{Name: name, Timing: "AFTER", Level: "STATEMENT", Functions: slices.Clone(funcs)}
+		switch {
+		case tgtype&tgInstead != 0:
+			tr.Timing = "INSTEAD OF"
+		case tgtype&tgBefore != 0:
+			tr.Timing = "BEFORE"
+		}
+		if tgtype&tgRow != 0 {
+			tr.Level = "ROW"
+		}
+		for _, ev := range []struct {
+			bit  int
+			name string
+		}{{tgInsert, "INSERT"}, {tgUpdate, "UPDATE"}, {tgDelete, "DELETE"}, {tgTruncate, "TRUNCATE"}} {
+			if tgtype&ev.bit == 0 {
+				continue
+			}
+			e := tr
+			e.Event = ev.name
+			if ev.name == "UPDATE" && len(cols) > 0 {
+				e.Columns = slices.Clone(cols)
+			}
+			r.Triggers = append(r.Triggers, e)
+		}
+		return nil
+	})
+	return err
+}
+
+// rulesSQL reads the rewrite rules of relations other than a view's
+// _RETURN rule, without disabled ones. ev_type: 2 UPDATE, 3 INSERT, 4
+// DELETE (1, SELECT, is only ever _RETURN).
+const rulesSQL = `
+SELECT n.nspname, c.relname, r.rulename, r.ev_type::text, r.is_instead
+FROM pg_rewrite r
+JOIN pg_class c ON c.oid = r.ev_class
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE r.rulename <> '_RETURN' AND r.ev_enabled <> 'D'
+  AND ` + excludedSchemas + `
+ORDER BY n.nspname, c.relname, r.rulename`
+
+var ruleEvents = map[string]string{"1": "SELECT", "2": "UPDATE", "3": "INSERT", "4": "DELETE"}
+
+func pgRules(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, rulesSQL)
+	if err != nil {
+		return err
+	}
+	var (
+		schema, rel, name, ev string
+		instead               bool
+	)
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &ev, &instead}, func() error {
+		r := l.Catalog.Relation(schema, rel)
+		if r == nil {
+			return nil
+		}
+		event, ok := ruleEvents[ev]
+		if !ok {
+			return fmt.Errorf("rule %s on %s.%s: unknown ev_type %q", name, schema, rel, ev)
+		}
+		r.Rules = append(r.Rules, Rule{Name: name, Event: event, Instead: instead})
+		return nil
+	})
+	return err
+}
+
+// foreignKeysSQL reads every foreign key declared on a table (constraints
+// a partition inherits from its parent, conparentid <> 0, are the
+// parent's), with its columns and the referenced ones in key order.
+// confupdtype/confdeltype: a NO ACTION, r RESTRICT, c CASCADE, n SET
+// NULL, d SET DEFAULT.
+const foreignKeysSQL = `
+SELECT n.nspname, c.relname, k.conname,
+       array(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(attnum, i)
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum ORDER BY u.i),
+       rn.nspname, rc.relname,
+       array(SELECT a.attname::text FROM unnest(k.confkey) WITH ORDINALITY u(attnum, i)
+             JOIN pg_attribute a ON a.attrelid = k.confrelid AND a.attnum = u.attnum ORDER BY u.i),
+       k.confupdtype::text, k.confdeltype::text
+FROM pg_constraint k
+JOIN pg_class c ON c.oid = k.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_class rc ON rc.oid = k.confrelid
+JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+WHERE k.contype = 'f' AND k.conparentid = 0
+  AND ` + excludedSchemas + `
+ORDER BY n.nspname, c.relname, k.conname`
+
+var fkActions = map[string]string{"a": "NO ACTION", "r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
+
+func pgForeignKeys(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, foreignKeysSQL)
+	if err != nil {
+		return err
+	}
+	var (
+		schema, rel, name, refSchema, refRel, upd, del string
+		cols, refCols                                  []string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &cols, &refSchema, &refRel, &refCols, &upd, &del}, func() error {
+		r := l.Catalog.Relation(schema, rel)
+		if r == nil {
+			return nil
+		}
+		onUpdate, ok1 := fkActions[upd]
+		onDelete, ok2 := fkActions[del]
+		if !ok1 || !ok2 {
+			return fmt.Errorf("foreign key %s on %s.%s: unknown action %q/%q", name, schema, rel, upd, del)
+		}
+		r.ForeignKeys = append(r.ForeignKeys, ForeignKey{Name: name, Columns: slices.Clone(cols),
+			RefSchema: refSchema, RefTable: refRel, RefColumns: slices.Clone(refCols),
+			OnUpdate: onUpdate, OnDelete: onDelete})
+		return nil
+	})
+	return err
+}
+
+// implicitCallsSQL reads the user functions Postgres runs for a
+// relation's rows beyond a statement's own expressions: what check
+// constraints, generated columns, indexes (expressions and predicates),
+// the constraints and defaults of the domains of its columns (domains
+// over domains too) and, when row security is on, its policies call. The
+// events are those that evaluate them: checks, generated columns, index
+// entries and domains on INSERT and UPDATE; a policy on its command's
+// events (FOR ALL on all).
+const implicitCallsSQL = `
+WITH RECURSIVE ` + funcDeps + `,
+domains(top, t) AS (
+	SELECT oid, oid FROM pg_type WHERE typtype = 'd'
+	UNION
+	SELECT d.top, b.typbasetype FROM domains d JOIN pg_type b ON b.oid = d.t WHERE b.typtype = 'd'
+),
+src(rel, what, events, fn) AS (
+	SELECT k.conrelid, 'check constraint ' || k.conname, '{INSERT,UPDATE}'::text[], fd.fn
+	FROM pg_constraint k JOIN funcdeps fd ON fd.classid = 'pg_constraint'::regclass AND fd.objid = k.oid
+	WHERE k.contype = 'c' AND k.conrelid <> 0
+	UNION ALL
+	SELECT ad.adrelid, 'generated column ' || a.attname, '{INSERT,UPDATE}', fd.fn
+	FROM pg_attrdef ad
+	JOIN pg_attribute a ON a.attrelid = ad.adrelid AND a.attnum = ad.adnum AND a.attgenerated <> ''
+	JOIN funcdeps fd ON fd.classid = 'pg_attrdef'::regclass AND fd.objid = ad.oid
+	UNION ALL
+	SELECT i.indrelid, 'index ' || ic.relname, '{INSERT,UPDATE}', fd.fn
+	FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+	JOIN funcdeps fd ON fd.classid = 'pg_class'::regclass AND fd.objid = i.indexrelid
+	UNION ALL
+	SELECT a.attrelid, 'domain ' || dt.typname || ' of column ' || a.attname, '{INSERT,UPDATE}', fd.fn
+	FROM pg_attribute a
+	JOIN domains d ON d.top = a.atttypid
+	JOIN pg_type dt ON dt.oid = a.atttypid
+	JOIN funcdeps fd ON (fd.classid = 'pg_type'::regclass AND fd.objid = d.t)
+	                 OR (fd.classid = 'pg_constraint'::regclass
+	                     AND fd.objid IN (SELECT k.oid FROM pg_constraint k WHERE k.contypid = d.t))
+	WHERE a.attnum > 0 AND NOT a.attisdropped
+	UNION ALL
+	SELECT p.polrelid, 'row security policy ' || p.polname,
+	       CASE p.polcmd WHEN 'r' THEN '{SELECT}' WHEN 'a' THEN '{INSERT}' WHEN 'w' THEN '{UPDATE}'
+	                     WHEN 'd' THEN '{DELETE}' ELSE '{SELECT,INSERT,UPDATE,DELETE}' END::text[], fd.fn
+	FROM pg_policy p
+	JOIN pg_class pc ON pc.oid = p.polrelid AND pc.relrowsecurity
+	JOIN funcdeps fd ON fd.classid = 'pg_policy'::regclass AND fd.objid = p.oid
+)
+SELECT DISTINCT n.nspname, c.relname, s.what, s.events, fn.nspname || '.' || p.proname
+FROM src s
+JOIN pg_class c ON c.oid = s.rel
+JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_proc p ON p.oid = s.fn
+JOIN pg_namespace fn ON fn.oid = p.pronamespace
+WHERE ` + userFunc + `
+  AND ` + excludedSchemas + `
+ORDER BY 1, 2, 3, 5`
+
+func pgImplicitCalls(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, implicitCallsSQL)
+	if err != nil {
+		return err
+	}
+	var (
+		schema, rel, what, fn string
+		events                []string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &what, &events, &fn}, func() error {
+		r := l.Catalog.Relation(schema, rel)
+		if r == nil {
+			return nil
+		}
+		r.Calls = append(r.Calls, ImplicitCall{Source: what, Events: slices.Clone(events), Function: fn})
+		return nil
+	})
+	return err
+}
+
+// operatorsSQL reads every operator with its operand types and function
+// (shell operators, oprcode 0, cannot be called).
+const operatorsSQL = `
+SELECT n.nspname, o.oprname,
+       CASE WHEN o.oprleft = 0 THEN '' ELSE format_type(o.oprleft, NULL) END,
+       format_type(o.oprright, NULL),
+       fn.nspname || '.' || p.proname
+FROM pg_operator o
+JOIN pg_namespace n ON n.oid = o.oprnamespace
+JOIN pg_proc p ON p.oid = o.oprcode
+JOIN pg_namespace fn ON fn.oid = p.pronamespace
+WHERE ` + excludedSchemas + `
+ORDER BY n.nspname, o.oprname, o.oid`
+
+func pgOperators(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, operatorsSQL)
+	if err != nil {
+		return err
+	}
+	var schema, name, left, right, fn string
+	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &left, &right, &fn}, func() error {
+		m := l.Catalog.Operators[schema]
+		if m == nil {
+			m = map[string][]Operator{}
+			l.Catalog.Operators[schema] = m
+		}
+		m[name] = append(m[name], Operator{Left: left, Right: right, Function: fn})
+		return nil
+	})
+	return err
+}
+
+const implicitCastsSQL = `
+SELECT format_type(c.castsource, NULL), format_type(c.casttarget, NULL)
+FROM pg_cast c
+WHERE c.castcontext = 'i'
+ORDER BY 1, 2`
+
+func pgImplicitCasts(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, implicitCastsSQL)
+	if err != nil {
+		return err
+	}
+	var from, to string
+	_, err = pgx.ForEachRow(rows, []any{&from, &to}, func() error {
+		if l.Catalog.ImplicitCasts == nil {
+			l.Catalog.ImplicitCasts = map[string][]string{}
+		}
+		l.Catalog.ImplicitCasts[from] = append(l.Catalog.ImplicitCasts[from], to)
+		return nil
+	})
+	return err
+}
+
+// typeFunctionsSQL reads the user functions a conversion to a type runs:
+// the check constraints of a domain and of the domains under it, the
+// function of a cast to it, and a base type's input function.
+const typeFunctionsSQL = `
+WITH RECURSIVE ` + funcDeps + `,
+domains(top, t) AS (
+	SELECT oid, oid FROM pg_type WHERE typtype = 'd'
+	UNION
+	SELECT d.top, b.typbasetype FROM domains d JOIN pg_type b ON b.oid = d.t WHERE b.typtype = 'd'
+),
+conv(typ, fn) AS (
+	SELECT d.top, fd.fn
+	FROM domains d
+	JOIN pg_constraint k ON k.contypid = d.t
+	JOIN funcdeps fd ON fd.classid = 'pg_constraint'::regclass AND fd.objid = k.oid
+	UNION
+	SELECT c.casttarget, c.castfunc FROM pg_cast c WHERE c.castfunc <> 0
+	UNION
+	SELECT t.oid, t.typinput FROM pg_type t WHERE t.typtype = 'b'
+)
+SELECT DISTINCT tn.nspname || '.' || ty.typname, fn.nspname || '.' || p.proname
+FROM conv
+JOIN pg_type ty ON ty.oid = conv.typ
+JOIN pg_namespace tn ON tn.oid = ty.typnamespace
+JOIN pg_proc p ON p.oid = conv.fn
+JOIN pg_namespace fn ON fn.oid = p.pronamespace
+WHERE ` + userFunc + `
+ORDER BY 1, 2`
+
+func pgTypeFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, typeFunctionsSQL)
+	if err != nil {
+		return err
+	}
+	var typ, fn string
+	_, err = pgx.ForEachRow(rows, []any{&typ, &fn}, func() error {
+		if l.Catalog.TypeFunctions == nil {
+			// Left nil when empty, as a file read back has it.
+			l.Catalog.TypeFunctions = map[string][]string{}
+		}
+		l.Catalog.TypeFunctions[typ] = append(l.Catalog.TypeFunctions[typ], fn)
+		return nil
+	})
+	return err
+}
+
+const eventTriggersSQL = `
+SELECT e.evtname, e.evtevent, fn.nspname || '.' || p.proname
+FROM pg_event_trigger e
+JOIN pg_proc p ON p.oid = e.evtfoid
+JOIN pg_namespace fn ON fn.oid = p.pronamespace
+WHERE e.evtenabled <> 'D'
+ORDER BY e.evtname`
+
+func pgEventTriggers(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, eventTriggersSQL)
+	if err != nil {
+		return err
+	}
+	var name, event, fn string
+	_, err = pgx.ForEachRow(rows, []any{&name, &event, &fn}, func() error {
+		l.Catalog.EventTriggers = append(l.Catalog.EventTriggers, Trigger{Name: name, Event: event, Functions: []string{fn}})
+		return nil
+	})
+	return err
+}
+
+const childrenSQL = `
+SELECT pn.nspname, p.relname, cn.nspname || '.' || c.relname
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_class p ON p.oid = i.inhparent
+JOIN pg_namespace pn ON pn.oid = p.relnamespace
+WHERE c.relkind IN ('r', 'p', 'f')
+ORDER BY 1, 2, 3`
+
+func pgChildren(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, childrenSQL)
+	if err != nil {
+		return err
+	}
+	var schema, rel, child string
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &child}, func() error {
+		if r := l.Catalog.Relation(schema, rel); r != nil {
+			r.Children = append(r.Children, child)
+		}
+		return nil
+	})
+	return err
 }

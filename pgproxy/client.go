@@ -310,6 +310,9 @@ func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
 	}
 	start := time.Now()
 	dec, acc, send := c.decide(m.Query)
+	if i, oid, ok := userParamType(m.ParameterOIDs); ok && dec.Allowed() {
+		dec = paramTypeRefusal(dec, i, oid)
+	}
 	p := &prepared{name: m.Name, sql: m.Query, dec: dec, access: acc, allowed: dec.Allowed()}
 	old := c.stmts[m.Name]
 	c.setStmt(p)
@@ -325,6 +328,44 @@ func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
 		return c.forwardRewritten(&pgproto3.Parse{Name: m.Name, Query: send, ParameterOIDs: m.ParameterOIDs})
 	}
 	return c.forward(m, raw)
+}
+
+// firstUserOID is Postgres's FirstNormalObjectId: types with a lower OID
+// come with the server.
+const firstUserOID = 16384
+
+// userParamType finds a parameter a Parse declares of a user-defined type
+// (a domain, enum, composite, user base type). Converting a Bind value to
+// such a type can run code the text does not show (a domain's check
+// constraints, a type's input function) with the session's privileges, and
+// the decision sees only the text: the parameter must be left unspecified
+// (0) or be of a built-in type, and a cast in the text ($1::some_domain)
+// names the type where the analyzer decides it.
+func userParamType(oids []uint32) (index int, oid uint32, ok bool) {
+	for i, o := range oids {
+		if o >= firstUserOID {
+			return i, o, true
+		}
+	}
+	return 0, 0, false
+}
+
+// paramTypeRefusal turns dec, an allow of a Parse's text, into a refusal
+// of its parameter i of user-defined type oid. dec is shared (the
+// decision cache's) and is not modified.
+func paramTypeRefusal(dec *sqlpolicy.Decision, i int, oid uint32) *sqlpolicy.Decision {
+	why := fmt.Sprintf("parameter $%d is declared with type OID %d, a user-defined type: converting a value to it can run code "+
+		"(a domain's check constraints, a type's input function) that keyhole does not decide", i+1, oid)
+	return &sqlpolicy.Decision{
+		Effect: sqlpolicy.Deny, Rule: sqlpolicy.RuleDefaultDeny, Agent: dec.Agent, Role: dec.Role,
+		Reasons: []sqlpolicy.Reason{{Code: sqlpolicy.ReasonProblem, Problem: sqlpolicy.ProblemUnsupported,
+			Rule: sqlpolicy.RuleDefaultDeny, Detail: why}},
+		SQLState:    codeFeatureUnsupported,
+		Message:     "keyhole: " + why,
+		Hint:        "Leave the parameter's type unspecified (OID 0) or use a built-in type, and cast it in the statement ($1::typename).",
+		Redacted:    dec.Redacted,
+		Fingerprint: dec.Fingerprint,
+	}
 }
 
 // forwardRewritten forwards msg, a message keyhole built in place of the

@@ -39,9 +39,11 @@
 //     the client leaves, keyhole passes Terminate on and still reads and
 //     audits what the server answers to what it was sent.
 //
-// Refusals: a message keyhole refuses (denied Query or Parse, a Bind,
-// Describe or Execute of a statement or portal keyhole did not allow, a
-// FunctionCall) never reaches the server; in its place keyhole sends a
+// Refusals: a message keyhole refuses (denied Query or Parse, a Parse
+// declaring a parameter of a user-defined type, whose conversion at Bind
+// can run code the text does not show, a Bind, Describe or Execute of a
+// statement or portal keyhole did not allow, a FunctionCall) never
+// reaches the server; in its place keyhole sends a
 // statement that fails in the server's raw parser, and the client gets the
 // refusal in place of that error. So the server's own transaction state
 // stays the truth: the sync block's implicit transaction rolls back, an

@@ -123,6 +123,9 @@ type FuncRef struct {
 	// Builtin is set by the analyzer for a function that comes with the
 	// server (it needs no rule); user-defined functions need one.
 	Builtin bool `json:"builtin,omitempty"`
+	// Via says what runs the function when the statement does not call it
+	// itself: "trigger t on public.x", "check constraint c of public.x".
+	Via string `json:"via,omitempty"`
 }
 
 func (f FuncRef) String() string { return qualified(f.Schema, f.Name) }

@@ -710,8 +710,11 @@ func (dc *decider) functions(c *check, st *Statement) {
 			c.allow(fmt.Sprintf("roles.%s.functions[%s]", dc.role.Name, dc.role.Functions[i]))
 			continue
 		}
-		c.deny(Reason{Code: ReasonFunctionDenied, Func: f.String(),
-			Detail: fmt.Sprintf("%s is not built in and not listed under the role's functions", f)})
+		detail := fmt.Sprintf("%s is not built in and not listed under the role's functions", f)
+		if f.Via != "" {
+			detail += fmt.Sprintf("; %s runs it", f.Via)
+		}
+		c.deny(Reason{Code: ReasonFunctionDenied, Func: f.String(), Detail: detail})
 	}
 	if st.Verb == VerbCall && !called && !unresolved {
 		c.deny(Reason{Code: ReasonNoRule, Verb: VerbCall, Detail: "no call grant covers the procedure"})

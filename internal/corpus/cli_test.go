@@ -36,7 +36,7 @@ func TestMain(m *testing.M) { fixture.Main(m) }
 // covers them.
 func TestCorpusCLI(t *testing.T) {
 	t.Parallel()
-	db := testpg.New(t, fixture.ShopSQL(t))
+	db := testpg.New(t, fixture.ShopSQL(t)+corpus.EffectsSQL(t))
 	bin := fixture.BuildKeyhole(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

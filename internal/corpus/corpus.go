@@ -73,6 +73,7 @@ var Suites = []Suite{
 				"GRANT SELECT (id, name) ON public.customers TO " + r,
 				"GRANT INSERT, DELETE ON public.orders TO " + r,
 				"GRANT UPDATE (status, total) ON public.orders TO " + r,
+				"GRANT SELECT, INSERT, UPDATE, DELETE ON public.tickets, public.shipments, public.returns TO " + r,
 			}
 		},
 	},
@@ -272,7 +273,7 @@ func NewShop(t testing.TB, su Suite) *Shop {
 	// The role first: cleanups run last-in first-out, so the database (in
 	// which the role holds privileges) is dropped before the role.
 	role := testpg.NewRole(t, "")
-	db := testpg.New(t, fixture.ShopSQL(t))
+	db := testpg.New(t, fixture.ShopSQL(t)+EffectsSQL(t))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -288,6 +289,17 @@ func NewShop(t testing.TB, su Suite) *Shop {
 		require.NoError(t, err, stmt)
 	}
 	return &Shop{DB: db, RoleDSN: testpg.WithUser(db.DSN, role, ""), Cat: cat}
+}
+
+// EffectsSQL returns testdata/pg/effects.sql: the objects that run code
+// beyond a statement's text (a function shadowing a built-in's name,
+// triggers, a rule, a check constraint calling a function, foreign key
+// actions), loaded after shop.sql.
+func EffectsSQL(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(fixture.Path(t, "testdata", "pg", "effects.sql"))
+	require.NoError(t, err)
+	return string(b)
 }
 
 // PGOutcome runs texts as the policy-equivalent role inside a transaction

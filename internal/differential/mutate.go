@@ -11,9 +11,22 @@ import (
 // can reach: a subquery with and without a column alias list, an aliased
 // join, a LATERAL item, a CTE, a set operation, a correlated subquery
 // under each reference name q uses (over table outer, whose columns then
-// compete with q's), and an INSERT ... SELECT into orders.
+// compete with q's), and an INSERT ... SELECT into orders; and in the
+// clauses the generators make little of: RETURNING, ON CONFLICT, CTE
+// chains with a data-modifying statement, grouping sets, DISTINCT ON,
+// subqueries in LIMIT and OFFSET, whole-row arguments (count(w.*)), row
+// comparisons and named windows.
 func Wrap(q, outer string) []string {
 	out := []string{
+		"INSERT INTO orders (id, customer_id, product_id, total) SELECT 100000 + row_number() OVER (), 1, 1, 0 FROM (" + q + ") AS w " +
+			"ON CONFLICT (id) DO NOTHING RETURNING id, (SELECT count(*) FROM (" + q + ") AS r)",
+		"WITH ins AS (INSERT INTO orders (id, customer_id, product_id, total) VALUES (100000, 1, 1, 0) RETURNING id), w AS (" + q + ") " +
+			"SELECT * FROM w, ins",
+		"SELECT count(*) FROM (" + q + ") AS w GROUP BY ROLLUP ((SELECT 1)), CUBE ((SELECT 2))",
+		"SELECT DISTINCT ON (1) * FROM (" + q + ") AS w",
+		"SELECT id FROM " + outer + " LIMIT (SELECT count(*) FROM (" + q + ") AS w) OFFSET (SELECT count(*) FROM (" + q + ") AS v)",
+		"SELECT count(w.*), count(DISTINCT w) IS DISTINCT FROM 0 FROM (" + q + ") AS w",
+		"SELECT ROW(w.*) IS DISTINCT FROM ROW(w.*), count(*) OVER win FROM (" + q + ") AS w WINDOW win AS (ORDER BY 1)",
 		"SELECT * FROM (" + q + ") AS w",
 		"SELECT * FROM (" + q + ") AS w(x)",
 		"SELECT * FROM (orders AS o JOIN (" + q + ") AS w ON true) AS j",

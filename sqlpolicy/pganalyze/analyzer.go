@@ -60,6 +60,10 @@ type Analyzer struct {
 	// path is the catalog's search path with pg_catalog placed the way
 	// Postgres searches it, so name lookups do not rebuild it every time.
 	path []string
+	// idx indexes what effects.go, overload.go and operator.go look up,
+	// built on first use.
+	idxOnce sync.Once
+	idx     *catalogIndex
 }
 
 var _ sqlpolicy.Analyzer = (*Analyzer)(nil)

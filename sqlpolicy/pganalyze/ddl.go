@@ -149,6 +149,7 @@ func (w *walker) utility(n *pg.Node) {
 	case *pg.Node_ReindexStmt:
 		w.ddlTarget(x.ReindexStmt.Relation)
 	case *pg.Node_TruncateStmt:
+		w.truncateCascade = x.TruncateStmt.Behavior == pg.DropBehavior_DROP_CASCADE
 		for _, r := range x.TruncateStmt.Relations {
 			w.ddlTarget(r.GetRangeVar())
 		}

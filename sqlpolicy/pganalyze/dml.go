@@ -438,7 +438,8 @@ func (w *walker) analyzeView(rel *catalog.Relation) (vi *viewInfo) {
 		return fail(fmt.Sprintf("definition of view %s is not one query", rel))
 	}
 	var st sqlpolicy.Statement
-	vw := &walker{a: w.a, cat: w.cat, path: w.a.path, st: &st, viewStack: append(w.viewStack[:len(w.viewStack):len(w.viewStack)], rel)}
+	vw := &walker{a: w.a, cat: w.cat, path: w.a.path, st: &st, qualified: true,
+		viewStack: append(w.viewStack[:len(w.viewStack):len(w.viewStack)], rel)}
 	defer func() {
 		if r := recover(); r != nil {
 			vi = fail(fmt.Sprintf("internal error while analyzing view %s: %v", rel, r))

@@ -32,6 +32,19 @@
 // (Session.SearchPaths), every unqualified relation and function
 // name is resolved under each and every resolution is reported.
 //
+// Code a statement runs without naming it (effects.go, overload.go,
+// operator.go): an unqualified function or operator reaches the one of
+// that name in any schema of the path that fits the argument types best,
+// so every candidate counts unless the types the analyzer knows decide
+// (an exact match, or types a candidate cannot take); casts to domains
+// and user types run their checks and functions; writes run their
+// tables' (and partitions') triggers, check constraints, generated
+// columns, index expressions, domains and row security policies, and
+// DDL the database's event triggers. Those functions are reported as
+// called (FuncRef.Via says what runs them). Writes that fire a rule are
+// refused; foreign key actions and TRUNCATE ... CASCADE are reported as
+// the statement's own writes. The catalog lists all of these.
+//
 // Settings: a change of a setting that enforces a role's resource limit
 // (statement_timeout, work_mem ...) carries the limit and the amount it
 // asks for, read exactly as Postgres reads the value (units, rounding, 0

@@ -2,6 +2,7 @@ package pganalyze
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
@@ -28,6 +29,7 @@ func (w *walker) expr(n *pg.Node, sc *scope, sk sink) {
 	case *pg.Node_AExpr:
 		e := x.AExpr
 		w.operatorName(e.Name)
+		w.aexprOperators(e, sc)
 		w.expr(e.Lexpr, sc, sk)
 		w.expr(e.Rexpr, sc, sk)
 	case *pg.Node_BoolExpr:
@@ -45,6 +47,7 @@ func (w *walker) expr(n *pg.Node, sc *scope, sk sink) {
 	case *pg.Node_SubLink:
 		sl := x.SubLink
 		w.operatorName(sl.OperName)
+		w.untypedOperator(sl.OperName)
 		w.expr(sl.Testexpr, sc, sk)
 		// Whatever the subquery returns feeds the expression; its other
 		// clauses are reported by query.
@@ -56,6 +59,14 @@ func (w *walker) expr(n *pg.Node, sc *scope, sk sink) {
 	case *pg.Node_CaseExpr:
 		c := x.CaseExpr
 		w.expr(c.Arg, sc, sk)
+		if c.Arg != nil {
+			// CASE x WHEN v compares with "=" looked up by name.
+			for _, a := range c.Args {
+				if cw := a.GetCaseWhen(); cw != nil {
+					w.operator("", "=", c.Arg, cw.Expr, sc)
+				}
+			}
+		}
 		w.exprs(c.Args, sc, sk)
 		w.expr(c.Defresult, sc, sk)
 	case *pg.Node_CaseWhen:
@@ -92,6 +103,7 @@ func (w *walker) expr(n *pg.Node, sc *scope, sk sink) {
 		w.expr(x.ResTarget.Val, sc, sk)
 	case *pg.Node_SortBy:
 		w.operatorName(x.SortBy.UseOp)
+		w.untypedOperator(x.SortBy.UseOp)
 		w.expr(x.SortBy.Node, sc, sk)
 	default:
 		w.unsupported("expression of kind %s", nodeName(n.Node))
@@ -135,6 +147,37 @@ func (w *walker) typeCast(tc *pg.TypeCast, sc *scope, sk sink) {
 		}
 		for _, m := range tn.Typmods {
 			w.expr(m, sc, sk)
+		}
+		w.castFunctions(tn)
+	}
+}
+
+// castFunctions reports the user functions a conversion to type tn runs
+// (catalog.TypeFunctions): a domain's check constraints, a user cast, a
+// user type's input function. An unqualified type name resolves along
+// the search path, pg_catalog first unless the path says otherwise; a
+// name a user schema on the path has counts whichever schema wins.
+func (w *walker) castFunctions(tn *pg.TypeName) {
+	if len(w.cat.TypeFunctions) == 0 {
+		return
+	}
+	ns := names(tn.Names)
+	if len(ns) != len(tn.Names) || len(ns) == 0 || len(ns) > 3 {
+		return
+	}
+	name := ns[len(ns)-1]
+	var schemas []string
+	if len(ns) >= 2 {
+		schemas = []string{ns[len(ns)-2]}
+	} else {
+		for _, p := range w.candidatePaths() {
+			schemas = append(schemas, w.cat.EffectivePath(p)...)
+		}
+	}
+	for _, s := range schemas {
+		typ := s + "." + name
+		for _, f := range w.cat.TypeFunctions[typ] {
+			w.implicitFunc(f, "conversion to type "+typ)
 		}
 	}
 }
@@ -237,21 +280,66 @@ func (w *walker) reportFunc(schema, name string, f *catalogFunc, fc *pg.FuncCall
 		ref.Schema = f.Schema
 		builtin = f.Builtin
 	}
-	w.fn(ref)
-	if schema == "" && f != nil {
-		// Under another search path that may be in effect the name can
-		// be another function: report each.
-		for _, p := range w.paths {
-			if g := w.cat.ResolveFunction(name, p); g != nil && g != f {
+	if schema == "" && f != nil && w.a.index().multiFuncs[name] {
+		// Postgres picks among the functions of the name in every schema
+		// of the path (and the name may be another function under
+		// another search path that may be in effect): report each, unless
+		// the argument types decide which one it is.
+		cands := w.funcCandidates(name)
+		if len(cands) > 1 {
+			cands = w.viableCallees(cands, fc, sc)
+			if !slices.Contains(cands, f) {
+				// The first schema's function cannot take the arguments.
+				f = cands[0]
+				ref.Schema, builtin = f.Schema, f.Builtin
+			}
+		}
+		if g := w.exactCallee(name, cands, fc, sc); g != nil {
+			cands = []*catalogFunc{g}
+			f = g
+			ref.Schema, builtin = g.Schema, g.Builtin
+		}
+		for _, g := range cands {
+			if g != f {
 				w.fn(sqlpolicy.FuncRef{Schema: g.Schema, Name: name})
 				builtin = builtin && g.Builtin
 			}
 		}
 	}
+	w.fn(ref)
 	if !builtin || setReturning[name] {
 		w.funcFlag = true
 	}
 	w.checkFunc(name, fc, sc)
+}
+
+// funcCandidates returns every function called name in the schemas of
+// the search paths that may be in effect. Postgres does not stop at the
+// first schema that has the name: it gathers the functions of the name
+// from every schema of the path and picks the best match for the argument
+// types (FuncnameGetCandidates, func_select_candidate), the earlier schema
+// winning only between identical signatures. So a user function can be
+// called under a built-in's name: public.length(integer) for length(x)
+// with an integer x, though pg_catalog comes first and has length(text).
+// Every schema's function is a candidate; viableCallees and exactCallee
+// narrow them by the argument types the analyzer knows.
+func (w *walker) funcCandidates(name string) []*catalogFunc {
+	var out []*catalogFunc
+	if !w.a.index().multiFuncs[name] {
+		// One schema at most has the name.
+		if f := w.resolveFuncQuiet(name); f != nil {
+			out = append(out, f)
+		}
+		return out
+	}
+	for _, p := range w.candidatePaths() {
+		for _, s := range w.cat.EffectivePath(p) {
+			if f := w.cat.Function(s, name); f != nil && !slices.Contains(out, f) {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
 }
 
 // resolveFuncQuiet is resolveFunc for an unqualified name under every

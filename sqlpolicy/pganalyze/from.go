@@ -1,6 +1,8 @@
 package pganalyze
 
 import (
+	"slices"
+
 	pg "github.com/pganalyze/pg_query_go/v6"
 
 	"github.com/keyholedb/keyhole/sqlpolicy"
@@ -110,6 +112,7 @@ func (w *walker) join(j *pg.JoinExpr, sc *scope) (*item, []*item) {
 		// sides as compared, and the join's columns as unknown.
 		all := unionLin(append(append([]outCol(nil), ltop.cols...), rtop.cols...))
 		w.read(nil, all)
+		w.untypedOp("", "=")
 		return w.joinItem(j, []outCol{{kind: colRun, lin: all}}, 0, my)
 	case j.IsNatural:
 		for _, l := range ltop.cols {
@@ -132,6 +135,7 @@ func (w *walker) join(j *pg.JoinExpr, sc *scope) (*item, []*item) {
 		if (li < 0 && !lmaybe) || (ri < 0 && !rmaybe) {
 			w.unknownColumn(u)
 		}
+		w.joinEquality(ltop, rtop, li, ri)
 		// Both sides' columns are compared (and read) by the join; the
 		// merged column is either of them.
 		lin := sideLin(ltop.cols, li, nil)
@@ -352,7 +356,10 @@ func (w *walker) knownFromFunc(fc *pg.FuncCall) bool {
 	}
 	switch schema {
 	case "":
-		if f := w.resolveFuncQuiet(name); f == nil || f.Schema != "pg_catalog" {
+		// Any function of the name outside pg_catalog may be the one
+		// called (funcCandidates), with columns of its own.
+		cands := w.funcCandidates(name)
+		if len(cands) == 0 || slices.ContainsFunc(cands, func(f *catalogFunc) bool { return f.Schema != "pg_catalog" }) {
 			return false
 		}
 	case "pg_catalog":

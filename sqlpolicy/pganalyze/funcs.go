@@ -86,11 +86,17 @@ var dangerousFuncs = map[string]string{
 	"pg_show_all_settings":                "shows every setting, custom settings (which can hold secrets) included",
 	"pg_show_all_file_settings":           "shows the configuration files",
 	"pg_sequence_last_value":              "reads a sequence's value",
-	"pg_stat_get_subscription":            "shows subscription connection details",
-	"pg_stat_get_wal_receiver":            "shows the WAL receiver's connection string",
-	"pg_stat_get_wal_senders":             "shows replication connections",
-	"pg_get_replication_slots":            "shows replication slots",
-	"pg_show_replication_origin_status":   "shows replication origins (superuser only)",
+	"lastval": "reads the value of whichever sequence the session advanced last (a default or trigger may have " +
+		"advanced one the role may not read), which the policy cannot name; use currval('sequence')",
+	"brin_summarize_range":              "maintains an index (Postgres asks for ownership of it)",
+	"brin_summarize_new_values":         "maintains an index (Postgres asks for ownership of it)",
+	"brin_desummarize_range":            "maintains an index (Postgres asks for ownership of it)",
+	"gin_clean_pending_list":            "maintains an index (Postgres asks for ownership of it)",
+	"pg_stat_get_subscription":          "shows subscription connection details",
+	"pg_stat_get_wal_receiver":          "shows the WAL receiver's connection string",
+	"pg_stat_get_wal_senders":           "shows replication connections",
+	"pg_get_replication_slots":          "shows replication slots",
+	"pg_show_replication_origin_status": "shows replication origins (superuser only)",
 }
 
 // setReturning lists common built-in set-returning functions: in a

@@ -492,6 +492,7 @@ func (w *walker) sortClause(list []*pg.Node, sc *scope, sh shape) {
 			continue
 		}
 		w.operatorName(sb.UseOp)
+		w.untypedOperator(sb.UseOp)
 		w.orderExpr(sb.Node, sc, sh)
 	}
 }
@@ -540,6 +541,7 @@ func (w *walker) windowDef(wd *pg.WindowDef, sc *scope) {
 	for _, o := range wd.OrderClause {
 		if sb := o.GetSortBy(); sb != nil {
 			w.operatorName(sb.UseOp)
+			w.untypedOperator(sb.UseOp)
 			w.expr(sb.Node, sc, nil)
 		} else {
 			w.expr(o, sc, nil)

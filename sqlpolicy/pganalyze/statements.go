@@ -149,6 +149,7 @@ func (w *walker) statement(n *pg.Node) {
 	default:
 		w.utility(n)
 	}
+	w.effects()
 }
 
 // cursorOptHold is CURSOR_OPT_HOLD (parsenodes.h): DECLARE ... WITH HOLD.

@@ -49,6 +49,13 @@ type walker struct {
 	action sqlpolicy.Verb
 	// capture, when set, collects every table reported (see target).
 	capture *[]sqlpolicy.TableRef
+	// truncateCascade is set for TRUNCATE ... CASCADE (effects.go).
+	truncateCascade bool
+	// qualified is set for view definitions: the catalog reads them with
+	// an empty search_path, so pg_get_viewdef qualifies every function,
+	// operator and type outside pg_catalog, and an unqualified one is
+	// pg_catalog's whatever the login's path has.
+	qualified bool
 
 	colSeen map[sqlpolicy.ColumnRef]struct{}
 
@@ -218,6 +225,18 @@ func names(ns []*pg.Node) []string {
 }
 
 // ---- relations -------------------------------------------------------
+
+// candidatePaths are the search paths a function, operator or type name
+// is looked up along (see funcCandidates).
+func (w *walker) candidatePaths() [][]string {
+	switch {
+	case w.qualified:
+		return [][]string{catalogOnlyPath}
+	case w.paths != nil:
+		return w.paths
+	}
+	return [][]string{w.path}
+}
 
 // resolveRel finds a relation by optional schema and name: under the
 // first search path that may be in effect and has it (see altRels for the
