@@ -289,3 +289,38 @@ agents:
 	assert.True(t, d.Allowed(), "one string by default: %+v", d.Reasons)
 	assert.Equal(t, q(`SELECT '?' FROM shop.customers`), d.Redacted)
 }
+
+// TestKillTarget: KILL of a literal connection id is refused and reports
+// its target for the proxy to map; forms MariaDB reads differently, or
+// with a computed id, report none. Texts that differ only in the id never
+// share a decision cache entry.
+func TestKillTarget(t *testing.T) {
+	t.Parallel()
+	cat, _ := loadShop(t)
+	an := myanalyze.New(cat, myanalyze.Options{})
+	for _, tc := range []struct {
+		sql  string
+		want *sqlpolicy.Kill
+	}{
+		{"KILL QUERY 42", &sqlpolicy.Kill{ConnectionID: 42, Query: true}},
+		{"kill query 42;", &sqlpolicy.Kill{ConnectionID: 42, Query: true}},
+		{"KILL 7", &sqlpolicy.Kill{ConnectionID: 7}},
+		{"KILL CONNECTION 7", &sqlpolicy.Kill{ConnectionID: 7}},
+		{"KILL TIDB QUERY 7", nil},
+		{"KILL CONNECTION_ID()", nil},
+	} {
+		t.Run(tc.sql, func(t *testing.T) {
+			a := an.Analyze(tc.sql, an.NewSession())
+			require.Len(t, a.Statements, 1)
+			st := a.Statements[0]
+			assert.Equal(t, tc.want, st.Kill)
+			assert.NotEmpty(t, st.Problems, "KILL itself is never allowed")
+			if tc.want != nil {
+				assert.True(t, a.LiteralSensitive())
+			}
+		})
+	}
+	a := an.Analyze("SELECT 1; KILL QUERY 5", an.NewSession())
+	require.Len(t, a.Statements, 2)
+	assert.NotNil(t, a.Statements[1].Kill, "reported; the proxy maps only a KILL sent alone")
+}
