@@ -295,7 +295,8 @@ func (c *conn) credentials(ctx context.Context, deadline time.Time) error {
 		up, ok = c.srv.cfg.Upstreams[""]
 	}
 	if !ok {
-		return upstreamUnavailable(fmt.Errorf("no upstream configured for %q", c.upName))
+		// The role's upstream is of another dialect, or missing.
+		return fatalErr(erUnknownError, "HY000", "keyhole: no MySQL upstream configured for this role", fmt.Errorf("upstream %q", c.upName))
 	}
 	c.upstream = up
 	if c.database == "" {
