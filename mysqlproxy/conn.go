@@ -70,6 +70,8 @@ type conn struct {
 	stopErr  error
 	draining bool
 	busy     bool // a command is in flight upstream
+	// idleDeadline is the client read deadline idlePoint last set.
+	idleDeadline time.Time
 
 	session sqlpolicy.Session
 	stmts   map[uint32]*prepared // by the upstream's statement id
@@ -307,7 +309,7 @@ func (c *conn) credentials(ctx context.Context, deadline time.Time) error {
 		if e := c.checkDatabase(c.database); e != nil {
 			return fatalErr(e.num, e.state, e.message, nil)
 		}
-		if dec, _ := c.decide(myanalyze.InitDBText(c.database)); !dec.Allowed() {
+		if dec, _ := c.decide(myanalyze.InitDBText(c.database), time.Now()); !dec.Allowed() {
 			e := databaseError(dec)
 			return fatalErr(e.num, e.state, e.message, nil)
 		}
@@ -600,7 +602,9 @@ func (c *conn) record(ev audit.Event) {
 	if r == nil {
 		return
 	}
-	ev.Time = time.Now()
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
 	ev.Session = c.id
 	ev.Protocol = protocolName
 	ev.Client = c.remoteAddr

@@ -106,6 +106,12 @@ func (c *conn) watch(quit <-chan struct{}) {
 
 // idlePoint runs between commands: a draining session outside a
 // transaction ends here; otherwise the idle timeout is armed.
+//
+// The client's read deadline is moved only when it would otherwise fire
+// more than idleSlack early: setting a deadline is a timer operation, and
+// doing it around every command cost more than the rest of keyhole's own
+// work on a point select. It is not cleared while a command runs: keyhole
+// does not read the client then (the protocol is half duplex).
 func (c *conn) idlePoint() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -117,17 +123,21 @@ func (c *conn) idlePoint() error {
 		return errShutdown
 	}
 	if idle := c.srv.limits.IdleTimeout; idle > 0 {
-		_ = c.client.SetReadDeadline(time.Now().Add(idle))
+		if want := time.Now().Add(idle); want.Sub(c.idleDeadline) > idleSlack(idle) {
+			_ = c.client.SetReadDeadline(want)
+			c.idleDeadline = want
+		}
 	}
 	return nil
 }
 
+// idleSlack is how much earlier than the idle timeout an idle session may
+// end: a sixteenth of it, at most a second.
+func idleSlack(idle time.Duration) time.Duration { return min(idle/16, time.Second) }
+
 func (c *conn) setBusy(b bool) {
 	c.mu.Lock()
 	c.busy = b
-	if b && c.srv.limits.IdleTimeout > 0 && !c.stopped {
-		_ = c.client.SetReadDeadline(time.Time{})
-	}
 	c.mu.Unlock()
 }
 
@@ -234,8 +244,8 @@ func (c *conn) forward(p []byte) error {
 
 // checkAgent ends the session when the policy no longer maps the agent
 // to the role and upstream the session was opened for, or it expired.
-func (c *conn) checkAgent() error {
-	if !c.agent.Expires.IsZero() && time.Now().After(c.agent.Expires) {
+func (c *conn) checkAgent(now time.Time) error {
+	if !c.agent.Expires.IsZero() && now.After(c.agent.Expires) {
 		return errExpired
 	}
 	role, up, ok := c.srv.cfg.Decider.Role(c.agent.Name)
@@ -247,9 +257,8 @@ func (c *conn) checkAgent() error {
 }
 
 // decide asks the policy about sql in this session, counts and logs the
-// decision. A nil decision denies.
-func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access) {
-	start := time.Now()
+// decision (asked at start). A nil decision denies.
+func (c *conn) decide(sql string, start time.Time) (*sqlpolicy.Decision, *sqlpolicy.Access) {
 	dec, acc := c.srv.cfg.Decider.Check(c.agent.Principal(), sql, c.session)
 	if dec == nil {
 		dec = &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: sqlpolicy.RuleDefaultDeny, Message: "keyhole: statement denied"}
@@ -326,12 +335,12 @@ func databaseError(dec *sqlpolicy.Decision) *sqlError {
 // --- COM_QUERY ---
 
 func (c *conn) onQuery(ctx context.Context, p []byte) error {
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
 	sql := string(p[1:])
-	start := time.Now()
-	dec, acc := c.decide(sql)
+	dec, acc := c.decide(sql, start)
 	if k := killOf(acc); k != nil {
 		return c.onKill(ctx, sql, k, dec, start)
 	}
@@ -402,9 +411,10 @@ func (c *conn) auditEvent(sql, text, fp string, dec *sqlpolicy.Decision, start t
 		Decision:    dec.Effect,
 		Rule:        dec.Rule,
 		Reasons:     dec.Reasons,
-		DurationMS:  msSince(start),
 		Rows:        rows,
 	}
+	ev.Time = time.Now()
+	ev.DurationMS = float64(ev.Time.Sub(start).Microseconds()) / 1000
 	if e != nil {
 		ev.ErrorCode, ev.Error = e.code(), e.message
 	}
@@ -414,12 +424,12 @@ func (c *conn) auditEvent(sql, text, fp string, dec *sqlpolicy.Decision, start t
 // --- prepared statements ---
 
 func (c *conn) onPrepare(p []byte) error {
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
 	sql := string(p[1:])
-	start := time.Now()
-	dec, acc := c.decide(sql)
+	dec, acc := c.decide(sql, start)
 	c.hasLastStmt = false
 	if !dec.Allowed() {
 		e := denyError(dec)
@@ -482,7 +492,8 @@ func unknownStmt(id uint32, cmd string) *sqlError {
 }
 
 func (c *conn) onExecute(ctx context.Context, p []byte) error {
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
 	if len(p) < 10 {
@@ -496,8 +507,7 @@ func (c *conn) onExecute(ctx context.Context, p []byte) error {
 	// Decided again: the policy may have been reloaded since the prepare,
 	// and drivers that cache statements never prepare again. With an
 	// unchanged policy this is a decision-cache hit.
-	start := time.Now()
-	dec, acc := c.decide(st.sql)
+	dec, acc := c.decide(st.sql, start)
 	if !dec.Allowed() {
 		e := denyError(dec)
 		c.auditStatement(st.sql, dec, start, e)
@@ -587,7 +597,8 @@ func (c *conn) onStmtReset(p []byte) error {
 // onInitDB decides COM_INIT_DB as the text USE `db`: the database must be
 // served by the upstream and allowed by the policy.
 func (c *conn) onInitDB(p []byte) error {
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
 	db := string(p[1:])
@@ -595,8 +606,7 @@ func (c *conn) onInitDB(p []byte) error {
 		return c.reply(e)
 	}
 	sql := myanalyze.InitDBText(db)
-	start := time.Now()
-	dec, acc := c.decide(sql)
+	dec, acc := c.decide(sql, start)
 	if !dec.Allowed() {
 		e := databaseError(dec)
 		c.auditStatement(sql, dec, start, e)
@@ -628,7 +638,8 @@ func (c *conn) onInitDB(p []byte) error {
 // columns the role may read; the others are left out (each is decided as
 // SELECT `column` FROM `table`).
 func (c *conn) onFieldList(p []byte) error {
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
 	table, _, ok := nulString(p, 1)
@@ -636,8 +647,7 @@ func (c *conn) onFieldList(p []byte) error {
 		table = p[1:]
 	}
 	sql := myanalyze.FieldListText(string(table))
-	start := time.Now()
-	dec, acc := c.decide(sql)
+	dec, acc := c.decide(sql, start)
 	if !dec.Allowed() {
 		e := denyError(dec)
 		c.auditStatement(sql, dec, start, e)
