@@ -115,6 +115,15 @@ func TestSessionDatabase(t *testing.T) {
 	// COM_INIT_DB through SetDatabase, and Reset.
 	s.SetDatabase(name)
 	assert.Empty(t, problems(an.Analyze("SELECT id FROM orders", s)))
+	// Applying what changes nothing keeps the generation; a USE back to
+	// the same database too (sessions in one state share it).
+	gen := s.Generation()
+	for _, sql := range []string{"SELECT id FROM orders", "BEGIN", "COMMIT", "USE `" + name + "`"} {
+		acc := an.Analyze(sql, s)
+		s.Note(acc)
+		s.Apply(acc)
+		assert.Equal(t, gen, s.Generation(), sql)
+	}
 	s.Reset()
 	assert.Zero(t, s.Generation())
 }
