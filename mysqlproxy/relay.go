@@ -738,12 +738,14 @@ func (c *conn) onResetConnection(p []byte) error {
 		c.noteOK(h)
 	}
 	// Held until the session is set up again: the client's next command
-	// must find the role's limits in force.
+	// must find the role's limits in force. If that fails, the error that
+	// ends the session is the answer to the reset instead.
+	seq := c.seq
 	if err := c.relayCur(n); err != nil {
 		return err
 	}
 	if err := c.readSetup(context.Background()); err != nil {
-		c.wbuf = c.wbuf[:0]
+		c.wbuf, c.seq = c.wbuf[:0], seq
 		return err
 	}
 	return c.flushClientErr()

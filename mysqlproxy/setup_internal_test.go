@@ -159,3 +159,55 @@ func TestSessionSetup(t *testing.T) {
 }
 
 func ptr(s string) *string { return &s }
+
+// TestResetSetupFails: when the reset session cannot be set up again (the
+// role's limit refused), the error that ends the session is the answer
+// to COM_RESET_CONNECTION, with its sequence id, not an OK followed by it.
+func TestResetSetupFails(t *testing.T) {
+	an := myanalyze.New(nil, myanalyze.Options{})
+	d := settingsDecider{an: an, settings: map[string]string{"max_statement_time": "90"}}
+	cl, clPeer := net.Pipe()
+	up, upPeer := net.Pipe()
+	t.Cleanup(func() { _ = cl.Close(); _ = clPeer.Close(); _ = up.Close(); _ = upPeer.Close() })
+	c := &conn{
+		srv:     &Server{cfg: Config{Decider: d}},
+		log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		agent:   &identity.Agent{Name: "a"},
+		session: d.NewSession(),
+		caps:    relayCaps,
+		client:  cl,
+		upConn:  up,
+		urd:     newReader(up, readBufSize),
+		stmts:   map[uint32]*prepared{},
+		seq:     1,
+	}
+	go func() {
+		rd := newReader(upPeer, readBufSize)
+		for range 3 { // the reset, the SET, the readback
+			if _, _, err := rd.readPayload(1 << 20); err != nil {
+				return
+			}
+		}
+		out, _ := appendPacket(nil, 1, []byte{0, 0, 0, 2, 0, 0, 0})
+		out, _ = appendPacket(out, 1, append([]byte{0xff, 0x4e, 0x04, '#'}, "HY000Variable is read only"...))
+		_, _ = upPeer.Write(out)
+	}()
+	got := make(chan []byte, 1)
+	go func() {
+		p, seq, err := newReader(clPeer, readBufSize).readPayload(1 << 20)
+		if err != nil {
+			got <- nil
+			return
+		}
+		got <- append([]byte{seq}, p...)
+	}()
+	err := c.onResetConnection([]byte{comResetConnection})
+	var se *sqlError
+	require.True(t, errors.As(err, &se), "%v", err)
+	go c.finish(err)
+	p := <-got
+	require.NotNil(t, p)
+	assert.Equal(t, byte(1), p[0], "the answer to the reset")
+	assert.Equal(t, byte(0xff), p[1], "an ERR, not the reset's OK")
+	assert.Equal(t, uint16(erUnknownError), uint16(p[2])|uint16(p[3])<<8)
+}
