@@ -45,7 +45,9 @@ fmt-check:
 
 ## bench: Go benchmarks (parse+decide, audit, metrics), then pgbench direct vs
 ## PgBouncer vs a naive relay vs keyhole: tps, CPU per transaction, added
-## latency, memory per idle session (report in build/bench/).
+## latency, memory per idle session; and sysbench oltp_point_select against
+## MariaDB direct vs the naive relay vs keyhole: queries/s, CPU per query
+## (report in build/bench/).
 bench: setup build bench-go bench-proxy
 
 bench-go:

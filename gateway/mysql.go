@@ -13,7 +13,6 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/keyholedb/keyhole/admin"
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
@@ -184,7 +183,7 @@ func newMySQL(c FrontEndConfig) (FrontEnd, error) {
 		}
 		ups[name] = up
 	}
-	var m admin.ProxyMetrics
+	var m mysqlproxy.Metrics
 	if c.Metrics != nil {
 		m = c.Metrics
 	}

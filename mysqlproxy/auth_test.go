@@ -11,6 +11,7 @@ import (
 
 	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/identity"
+	"github.com/keyholedb/keyhole/internal/testmy"
 )
 
 func TestAuthMethods(t *testing.T) {
@@ -197,14 +198,27 @@ func TestHandshakeRefusals(t *testing.T) {
 		require.True(t, ok)
 		assert.EqualValues(t, 1251, num)
 	})
-	t.Run("database outside the policy", func(t *testing.T) {
+	t.Run("database keyhole does not know", func(t *testing.T) {
 		r := e.dialRaw(t)
 		r.greeting()
 		r.write(r.handshakeResponse(rawDefaultCaps|cConnectWithDB, 45, "analyst-bot", []byte(e.signer("analyst-bot", time.Hour)), "mysql", pluginClearText))
 		num, state, _, ok := sqlErr(r.read())
 		require.True(t, ok)
+		assert.EqualValues(t, 1049, num, "not in keyhole's catalog: unknown, as the server says")
+		assert.Equal(t, "42000", state)
+		assert.True(t, r.closed())
+	})
+	t.Run("database the upstream does not serve", func(t *testing.T) {
+		other := testmy.New(t, "")
+		e := newEnv(t, envOpts{ownDB: true})
+		r := e.dialRaw(t)
+		r.greeting()
+		r.write(r.handshakeResponse(rawDefaultCaps|cConnectWithDB, 45, "analyst-bot", []byte(e.signer("analyst-bot", time.Hour)), other.Name, pluginClearText))
+		num, state, _, ok := sqlErr(r.read())
+		require.True(t, ok)
 		assert.EqualValues(t, 1044, num)
 		assert.Equal(t, "42000", state)
+		assert.True(t, r.closed())
 	})
 	t.Run("greeting", func(t *testing.T) {
 		r := e.dialRaw(t)

@@ -10,6 +10,7 @@ import (
 	"net"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
 )
 
 // conn is one client connection and, after phase 4, its upstream session.
@@ -43,7 +45,7 @@ type conn struct {
 	collation byte
 	user      string
 	database  string // the client's database at connect, then the current one
-	sqlMode   string // the upstream's sql_mode at connect
+	setupSET  bool   // appendSetup sent a SET SESSION before setupQuery
 	plugin    string
 	authData  []byte
 	program   string
@@ -68,6 +70,8 @@ type conn struct {
 	stopErr  error
 	draining bool
 	busy     bool // a command is in flight upstream
+	// idleDeadline is the client read deadline idlePoint last set.
+	idleDeadline time.Time
 
 	session sqlpolicy.Session
 	stmts   map[uint32]*prepared // by the upstream's statement id
@@ -293,7 +297,8 @@ func (c *conn) credentials(ctx context.Context, deadline time.Time) error {
 		up, ok = c.srv.cfg.Upstreams[""]
 	}
 	if !ok {
-		return upstreamUnavailable(fmt.Errorf("no upstream configured for %q", c.upName))
+		// The role's upstream is of another dialect, or missing.
+		return fatalErr(erUnknownError, "HY000", "keyhole: no MySQL upstream configured for this role", fmt.Errorf("upstream %q", c.upName))
 	}
 	c.upstream = up
 	if c.database == "" {
@@ -304,9 +309,9 @@ func (c *conn) credentials(ctx context.Context, deadline time.Time) error {
 		if e := c.checkDatabase(c.database); e != nil {
 			return fatalErr(e.num, e.state, e.message, nil)
 		}
-		if dec, _ := c.decide("USE " + quoteIdent(c.database)); !dec.Allowed() {
-			e := denyError(dec)
-			return fatalErr(erDBAccessDenied, e.state, e.message, nil)
+		if dec, _ := c.decide(myanalyze.InitDBText(c.database), time.Now()); !dec.Allowed() {
+			e := databaseError(dec)
+			return fatalErr(e.num, e.state, e.message, nil)
 		}
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
@@ -361,18 +366,16 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 		_ = uc.nc.Close()
 		return c.stopError()
 	}
-	if ds, ok := c.session.(databaseSession); ok && c.database != "" {
-		ds.SetDatabase(c.database)
+	// The role's limits, and what the analyzer must know of the session,
+	// in one round trip before the client's first command.
+	if c.upBuf, err = c.appendSetup(c.upBuf[:0]); err != nil {
+		return err
 	}
-	if ms, ok := c.session.(sqlModeSession); ok {
-		// The server's sql_mode decides how text is lexed (ANSI_QUOTES,
-		// NO_BACKSLASH_ESCAPES): the analyzer must parse with it.
-		mode, err := c.upstreamValue(ctx, "SELECT @@SESSION.sql_mode")
-		if err != nil {
-			return upstreamUnavailable(fmt.Errorf("read sql_mode: %w", err))
-		}
-		c.sqlMode = mode
-		ms.SetSQLMode(mode)
+	if err := c.flushUpstream(); err != nil {
+		return upstreamUnavailable(fmt.Errorf("set up upstream session: %w", err))
+	}
+	if err := c.readSetup(ctx); err != nil {
+		return err
 	}
 	c.log.Info("upstream session ready", "upstream", c.upName, "database", c.database, "thread", uc.g.threadID)
 	// The upstream's own OK (status flags, session state) is the client's.
@@ -383,74 +386,203 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 	return nil
 }
 
-// databaseSession is the part of the MySQL analyzer's Session that tracks
-// the current database, which unqualified table names resolve in: keyhole
-// sets it at connect and on COM_INIT_DB (USE in SQL text reaches the
-// session through Apply).
-type databaseSession interface {
-	SetDatabase(name string)
+// mySession is what the proxy tells the MySQL analyzer's session
+// (*myanalyze.Session) besides the texts it decides: the server's sql_mode
+// and client character set, which decide how text is lexed, and the
+// current database, which unqualified names resolve in.
+type mySession interface {
+	SetSQLMode(mode string) error
+	SetClientCharset(cs string) error
+	SetDatabase(db string)
 }
 
-// sqlModeSession is the part of the MySQL analyzer's Session that parses
-// with the connection's sql_mode: keyhole reads it from the upstream
-// before the client's first command.
-type sqlModeSession interface {
-	SetSQLMode(mode string)
+// setupQuery reads back, on a new or reset upstream session, what the
+// analyzer's session needs (see readSetup).
+const setupQuery = "SELECT @@SESSION.sql_mode, @@SESSION.character_set_client, DATABASE()"
+
+// appendSetup appends the commands that set an upstream session up, at
+// connect and after COM_RESET_CONNECTION (which returns every session
+// variable to its global value): SET SESSION of the role's resource limits
+// (Decider.UpstreamSettings), when it has any, then setupQuery. The server
+// answers pipelined commands in order, so they cost one round trip.
+func (c *conn) appendSetup(dst []byte) ([]byte, error) {
+	set, err := c.limitsText()
+	if err != nil {
+		return dst, fatalErr(erUnknownError, "HY000", "keyhole: internal error", err)
+	}
+	c.setupSET = set != ""
+	if c.setupSET {
+		dst, _ = appendPacket(dst, 0, append([]byte{comQuery}, set...))
+	}
+	dst, _ = appendPacket(dst, 0, append([]byte{comQuery}, setupQuery...))
+	return dst, nil
 }
 
-// upstreamValue runs a one-value query on the upstream session before the
-// relay starts (with the client's capability flags) and returns the
-// value.
-func (c *conn) upstreamValue(ctx context.Context, sql string) (string, error) {
+// limitsText is the SET SESSION statement of the agent's role's upstream
+// settings, names sorted, or "" when there are none. Names and values come
+// from the analyzer (variable names, plain numbers); anything else is a
+// bug, and no session starts without its limits.
+func (c *conn) limitsText() (string, error) {
+	settings := c.srv.cfg.Decider.UpstreamSettings(c.agent.Name)
+	if len(settings) == 0 {
+		return "", nil
+	}
+	names := make([]string, 0, len(settings))
+	for name, v := range settings {
+		if !isVarName(name) || !isNumber(v) {
+			return "", fmt.Errorf("upstream setting %q is not a variable name and a number", name)
+		}
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	var b strings.Builder
+	b.WriteString("SET SESSION ")
+	for i, name := range names {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(name)
+		b.WriteString(" = ")
+		b.WriteString(settings[name])
+	}
+	return b.String(), nil
+}
+
+func isVarName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if ch := s[i]; ch != '_' && (ch < 'a' || ch > 'z') && (ch < '0' || ch > '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func isNumber(s string) bool {
+	digits, dot := 0, false
+	for i := 0; i < len(s); i++ {
+		switch ch := s[i]; {
+		case ch >= '0' && ch <= '9':
+			digits++
+		case ch == '.' && !dot && digits > 0:
+			dot = true
+		default:
+			return false
+		}
+	}
+	return digits > 0 && s[len(s)-1] != '.'
+}
+
+// readSetup reads the answers to appendSetup's commands and hands the
+// analyzer's session the upstream's sql_mode, client character set and
+// current database. A refused limit, or a mode or character set keyhole
+// cannot lex safely, ends the session: it would run without the role's
+// limits, or have every text refused.
+func (c *conn) readSetup(ctx context.Context) error {
 	if dl, ok := ctx.Deadline(); ok {
-		_ = c.upConn.SetDeadline(dl)
-		defer func() { _ = c.upConn.SetDeadline(time.Time{}) }()
+		_ = c.upConn.SetReadDeadline(dl)
+		defer func() { _ = c.upConn.SetReadDeadline(time.Time{}) }()
 	}
-	c.upBuf, _ = appendPacket(c.upBuf[:0], 0, append([]byte{comQuery}, sql...))
-	if err := c.flushUpstream(); err != nil {
-		return "", err
-	}
-	var value string
-	var rows int
-	for phase := 0; ; {
+	if c.setupSET {
 		p, _, err := c.urd.readPayload(maxPreAuthPacket)
 		if err != nil {
-			return "", err
+			return c.upstreamReadError(err)
+		}
+		if len(p) > 0 && p[0] == 0xff {
+			return fatalErr(erUnknownError, "HY000", "keyhole: the upstream refused the role's resource limits", parseErrPacket(p))
+		}
+	}
+	row, err := c.upstreamRow(3)
+	if err != nil {
+		if se := c.stopError(); se != nil {
+			return se
+		}
+		var ue *upstreamError
+		if errors.As(err, &ue) {
+			return fatalErr(erUnknownError, "HY000", "keyhole: could not read the upstream session's settings", err)
+		}
+		return c.upstreamReadError(err)
+	}
+	sess, ok := c.session.(mySession)
+	if !ok {
+		return fatalErr(erUnknownError, "HY000", "keyhole: internal error", fmt.Errorf("decider sessions are %T, not the MySQL analyzer's", c.session))
+	}
+	mode, cs, db := row[0], row[1], row[2]
+	if mode == nil || cs == nil {
+		return upstreamUnavailable(errors.New("upstream reports no sql_mode or character_set_client"))
+	}
+	if err := sess.SetSQLMode(*mode); err != nil {
+		return fatalErr(erUnknownError, "HY000", fmt.Sprintf("keyhole: the upstream session's sql_mode (%s) changes how SQL text is read in a way keyhole does not model", *mode), err)
+	}
+	if err := sess.SetClientCharset(*cs); err != nil {
+		return fatalErr(erUnknownCharset, "42000", fmt.Sprintf("keyhole: the upstream session's client character set %s is not supported (use utf8mb4)", *cs), err)
+	}
+	c.database = ""
+	if db != nil {
+		c.database = *db
+	}
+	// No database (NULL) is a known state too: unqualified names then
+	// resolve nowhere, as on the server.
+	sess.SetDatabase(c.database)
+	return nil
+}
+
+// upstreamRow reads a result set of one row of ncols text columns (NULL
+// is nil) outside the relay, with the client's capability flags.
+func (c *conn) upstreamRow(ncols int) ([]*string, error) {
+	var row []*string
+	for phase, defs := 0, 0; ; {
+		p, _, err := c.urd.readPayload(maxPreAuthPacket)
+		if err != nil {
+			return nil, err
 		}
 		if len(p) == 0 {
-			return "", malformed("empty packet")
+			return nil, malformed("empty packet")
 		}
 		if p[0] == 0xff {
-			return "", parseErrPacket(p)
+			return nil, parseErrPacket(p)
 		}
 		switch {
 		case phase == 0: // column count
-			if n, _, ok := lenenc(p, 0); !ok || n != 1 {
-				return "", malformed("want one column")
+			if n, _, ok := lenenc(p, 0); !ok || n != uint64(ncols) {
+				return nil, malformed("unexpected column count")
 			}
-			phase = 1
-		case phase == 1: // the column definition
-			phase = 2
-			if c.caps&clientDeprecateEOF != 0 {
-				phase = 3
+			phase, defs = 1, ncols
+			if c.caps&clientDeprecateEOF == 0 {
+				defs++ // the EOF after the definitions
 			}
-		case phase == 2: // EOF after the definitions
-			phase = 3
+		case phase == 1: // column definitions
+			if defs--; defs == 0 {
+				phase = 2
+			}
 		case p[0] == 0xfe && len(p) < 9: // end of rows
 			info, _ := parseOK(p, c.caps)
 			c.mu.Lock()
 			c.status = info.status
 			c.mu.Unlock()
-			if rows != 1 {
-				return "", malformed("want one row")
+			if row == nil {
+				return nil, malformed("no row")
 			}
-			return value, nil
+			return row, nil
 		default:
-			v, _, ok := lenencString(p, 0)
-			if !ok {
-				return "", malformed("row")
+			if row != nil {
+				return nil, malformed("more than one row")
 			}
-			value, rows = string(v), rows+1
+			row = make([]*string, ncols)
+			for i, j := 0, 0; i < ncols; i++ {
+				if j < len(p) && p[j] == 0xfb {
+					j++
+					continue
+				}
+				v, next, ok := lenencString(p, j)
+				if !ok {
+					return nil, malformed("row")
+				}
+				s := string(v)
+				row[i], j = &s, next
+			}
 		}
 	}
 }
@@ -470,7 +602,9 @@ func (c *conn) record(ev audit.Event) {
 	if r == nil {
 		return
 	}
-	ev.Time = time.Now()
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
 	ev.Session = c.id
 	ev.Protocol = protocolName
 	ev.Client = c.remoteAddr

@@ -29,19 +29,29 @@
 //  4. dial upstream: keyhole logs in as the lease's user with exactly the
 //     relay flags negotiated with the client (both legs then frame
 //     results alike and packets pass unchanged), the client's collation
-//     and database, hands the analyzer's session the database and the
-//     server's sql_mode (which decides how text is lexed), then relays
-//     the upstream's OK to the client.
+//     and database; sets the role's resource limits (SET SESSION of
+//     Decider.UpstreamSettings) and reads back the session's sql_mode,
+//     client character set and database, which it hands the analyzer's
+//     session (they decide how text is lexed and where names resolve) —
+//     pipelined, one round trip; then relays the upstream's OK to the
+//     client. A limit the server refuses, or a mode or character set the
+//     analyzer cannot lex safely, ends the session.
 //  5. relay: one command at a time (MySQL's protocol is half duplex).
 //     COM_QUERY text (multi-statement text as a whole) and
 //     COM_STMT_PREPARE are decided before anything is sent upstream;
 //     COM_STMT_EXECUTE is decided again (a policy reload may have narrowed
 //     the role), accepts only statement ids prepared through keyhole, and
 //     goes upstream without a cursor, so COM_STMT_FETCH is refused.
-//     COM_INIT_DB is decided as USE `db`; COM_FIELD_LIST returns only
-//     the columns the role may read; COM_PING, COM_STATISTICS,
-//     COM_SET_OPTION, COM_RESET_CONNECTION (which resets the analyzer's
-//     session) and COM_QUIT pass. COM_CHANGE_USER, replication,
+//     COM_INIT_DB and COM_FIELD_LIST are decided as the statements they
+//     are equivalent to (myanalyze.InitDBText, FieldListText), and
+//     COM_FIELD_LIST returns only the columns the role may read;
+//     COM_PING, COM_STATISTICS, COM_SET_OPTION and COM_QUIT pass;
+//     COM_RESET_CONNECTION resets the analyzer's session and sets the
+//     reset upstream session up as in phase 4 before the client gets its
+//     OK. A KILL sent alone is never relayed (its id is keyhole's, not the
+//     upstream's): one of the agent's own connections has its statement
+//     stopped (KILL QUERY, what the mysql CLI sends on Ctrl-C) or ends
+//     with 1927; any other id gets 1094. COM_CHANGE_USER, replication,
 //     COM_PROCESS_KILL and unknown commands are refused with 1047 and the
 //     session goes on. Responses are relayed as raw packets (only the
 //     packets that end results, and row boundaries, are looked at) and
@@ -49,8 +59,9 @@
 //
 // A refused statement gets 1142 (table) or 1143 (column), SQLSTATE 42000,
 // with the rule, table.column, label and what the agent may use instead
-// in the message; like the server's own privilege errors it leaves an
-// open transaction as it was. The session ends with 1053 when the lease
+// in the message; one that names what does not exist gets the server's
+// own errno (1064, 1146, 1054, 1305, 1243; 1049 for a database); like the
+// server's own errors it leaves an open transaction as it was. The session ends with 1053 when the lease
 // is revoked or keyhole shuts down, 1045 when the agent expires, leaves
 // the policy or is revoked (RevokeAgent), 4031 on the idle timeout, 1047
 // (08S01) on bytes that are not the protocol, 1153 on a packet over

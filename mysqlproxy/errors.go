@@ -17,15 +17,22 @@ const (
 	erAccessDenied          = 1045 // 28000
 	erUnknownCom            = 1047 // 08S01 unknown or refused command / protocol violation
 	erServerShutdown        = 1053 // 08S01
+	erBadDB                 = 1049 // 42000 unknown database
+	erBadField              = 1054 // 42S22 unknown column
+	erParseError            = 1064 // 42000 syntax error
+	erNoSuchThread          = 1094 // HY000 unknown thread id (KILL)
 	erTooBigSelect          = 1104 // 42000
 	erUnknownError          = 1105 // HY000 upstream or credentials unavailable
 	erUnknownCharset        = 1115 // 42000
 	erTableAccessDenied     = 1142 // 42000
 	erColumnAccessDenied    = 1143 // 42000
 	erNetPacketTooLarge     = 1153 // 08S01
+	erNoSuchTable           = 1146 // 42S02
 	erNetReadInterrupted    = 1159 // 08S01 timeout reading a packet
 	erUnknownStmtHandler    = 1243 // HY000
 	erNotSupportedAuthMode  = 1251 // 08004
+	erSPDoesNotExist        = 1305 // 42000 unknown function or procedure
+	erConnectionKilled      = 1927 // 70100 (MariaDB) the session was ended by KILL
 	erClientInteractTimeout = 4031 // HY000 idle session ended (MySQL 8.0.24+)
 )
 
@@ -112,6 +119,7 @@ var (
 	errAgentRemoved = fatalErr(erAccessDenied, "28000", "keyhole: agent is no longer allowed by the policy; connection closed", nil)
 	errIdle         = fatalErr(erClientInteractTimeout, "HY000", "keyhole: the client was disconnected because of inactivity", nil)
 	errTimeout      = fatalErr(erNetReadInterrupted, "08S01", "keyhole: timeout reading from the client", nil)
+	errKilled       = fatalErr(erConnectionKilled, "70100", "Connection was killed", nil)
 	errLost         = fatalErr(erUnknownError, "HY000", "keyhole: upstream connection lost", nil)
 )
 

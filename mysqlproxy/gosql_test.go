@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -66,8 +67,18 @@ func TestPreparedReexecuted(t *testing.T) {
 		require.NoError(t, st.QueryRowContext(ctx, want).Scan(&id, &item))
 		assert.Equal(t, want, id)
 	}
-	// A policy change between executes: the cached statement is refused.
-	e.dec.forget("SELECT id, item FROM orders WHERE id = ?")
+	// A policy reload between executes that takes orders away: the
+	// cached statement is refused.
+	e.dec.setPolicy(t, `
+labels:
+  %[1]s.customers.email: [pii.email]
+roles:
+  analyst:
+    upstream: shop
+    allow:
+      - select: [%[1]s.customers]
+    deny_labels: [pii.*]
+`+testAgents)
 	var id int
 	err = st.QueryRowContext(ctx, 2).Scan(&id)
 	assert.EqualValues(t, 1142, errno(err))
@@ -147,8 +158,8 @@ func TestMaxRows(t *testing.T) {
 		c.InterpolateParams = interpolate
 		sc := e.conn(c)
 		start := time.Now()
-		// 1 ms a row for 100000 rows (100 s): only a kill ends it in time.
-		rows, err := sc.QueryContext(ctx, "SELECT id, pad, SLEEP(0.001) FROM big")
+		// 10^10 rows: only a kill ends it in time.
+		rows, err := sc.QueryContext(ctx, "SELECT a.id, a.pad FROM big a JOIN big b")
 		require.NoError(t, err)
 		n := 0
 		for rows.Next() {
@@ -167,7 +178,7 @@ func TestMaxRows(t *testing.T) {
 		require.NoError(t, sc.QueryRowContext(ctx, "SELECT 1").Scan(&one))
 		assert.Eventually(t, func() bool {
 			var running int
-			err := e.direct().QueryRow("SELECT count(*) FROM information_schema.PROCESSLIST WHERE USER = ? AND INFO LIKE 'SELECT id, pad, SLEEP%'", e.upUser).Scan(&running)
+			err := e.direct().QueryRow("SELECT count(*) FROM information_schema.PROCESSLIST WHERE USER = ? AND INFO LIKE 'SELECT a.id, a.pad FROM big a JOIN big b%'", e.upUser).Scan(&running)
 			return err == nil && running == 0
 		}, 5*time.Second, 20*time.Millisecond, "the upstream statement still runs")
 	}
@@ -227,4 +238,42 @@ func TestAudit(t *testing.T) {
 	assert.Equal(t, "roles.analyst.deny_labels[pii.*]", denied.Rule)
 	require.NotEmpty(t, denied.Reasons)
 	assert.Equal(t, "email", denied.Reasons[0].Column)
+}
+
+// TestDenialErrnos: a statement refused because it names what does not
+// exist gets the errno and SQLSTATE the server itself gives for it (the
+// same text sent directly, as keyhole's login), so that drivers and agents
+// can branch on them; a refusal by the policy gets 1142 or 1143.
+func TestDenialErrnos(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	through := e.conn(e.cfg("analyst-bot"))
+	c, err := mysql.ParseDSN(e.db.DSN)
+	require.NoError(t, err)
+	c.User, c.Passwd = e.upUser, e.upPW
+	direct := e.conn(c)
+	for _, tc := range []struct {
+		sql   string
+		num   uint16
+		state string
+	}{
+		{"SELEC id FROM orders", 1064, "42000"},
+		{"SELECT id FROM no_such_table", 1146, "42S02"},
+		{"SELECT no_such_column FROM orders", 1054, "42S22"},
+		{"SELECT no_such_function(id) FROM orders", 1305, "42000"},
+		{"EXECUTE no_such_statement", 1243, "HY000"},
+		{"SELECT email FROM customers", 1143, "42000"},
+		{"DELETE FROM orders", 1142, "42000"},
+	} {
+		t.Run(tc.sql, func(t *testing.T) {
+			_, err := through.ExecContext(ctx, tc.sql)
+			assert.Equal(t, tc.num, errno(err), "%v", err)
+			assert.Equal(t, tc.state, sqlstate(err))
+			if tc.num != 1142 && tc.num != 1143 {
+				_, err = direct.ExecContext(ctx, tc.sql)
+				assert.Equal(t, tc.num, errno(err), "the server's own: %v", err)
+				assert.Equal(t, tc.state, sqlstate(err))
+			}
+		})
+	}
 }

@@ -19,12 +19,14 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testmy"
 	"github.com/keyholedb/keyhole/mysqlproxy"
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
 )
 
 // setupSQL is the shop schema of the tests (MariaDB's seq_1_to_N tables
@@ -40,9 +42,8 @@ CREATE TABLE big (id INT PRIMARY KEY, pad VARCHAR(200));
 INSERT INTO big SELECT seq, REPEAT('x', 200) FROM seq_1_to_100000;
 `
 
-// testPolicy is the policy the wire tests' decisions stand for; the
-// table in newDecider lists exactly what it allows and denies for the
-// statements the tests send. %[1]s is the database, %[2]d max_rows.
+// testPolicy is the policy of the wire tests: %[1]s is the database,
+// %[2]d max_rows, %[3]s the agents section.
 const testPolicy = `
 labels:
   %[1]s.customers.email: [pii.email]
@@ -55,57 +56,76 @@ roles:
       - insert: [%[1]s.orders]
     deny_labels: [pii.*, secret]
     max_rows: %[2]d
-agents:
+    limits:
+      statement_timeout: 90s
+      idle_in_transaction_timeout: 1m
+%[3]s`
+
+const testAgents = `agents:
   analyst-bot: {role: analyst}
+  other-bot: {role: analyst}
   secret-bot: {role: analyst}
 `
 
-// newDecider is the one place the tests' Decider is built. Until the
-// MySQL analyzer lands it is the wire-test table; then it becomes
-// sqlpolicy.NewEngine(policy from testPolicy, catalog of db,
-// myanalyze.New(...)) behind a sqlpolicy.Holder. The table below lists
-// exactly what testPolicy allows and denies for the statements the tests
-// send. Tests that change decisions mid-session go through the table's
-// hooks and must then use Holder.Swap with an edited policy instead:
-// TestPreparedReexecuted (forget = a reload that narrows the role),
-// TestSessionEnds (an agent leaves the policy), and the allow calls of
-// TestLargePackets, TestVault and TestUpstreamLost (statements testPolicy
-// would allow: add them to the role if the analyzer asks for it).
-// TestLoadDataLocalNeverNegotiated deliberately allows what the analyzer
-// denies, to test the wire's own defence; it keeps a table decider.
-func newDecider(t testing.TB, db string, maxRows int) *tableDecider {
-	d := newTableDecider()
-	d.agents["analyst-bot"] = "analyst"
-	d.agents["secret-bot"] = "analyst"
-	d.allow("analyst", maxRows,
-		"SELECT @@version_comment LIMIT 1",
-		"SELECT DATABASE()",
-		"SET NAMES utf8mb4",
-		"SET autocommit=0", "SET autocommit=1", "SET AUTOCOMMIT = 0", "SET AUTOCOMMIT = 1",
-		"BEGIN", "START TRANSACTION", "COMMIT", "ROLLBACK",
-		"USE "+"`"+db+"`", "USE "+db,
-		"SELECT id, item, amount FROM orders ORDER BY id",
-		"SELECT id, item FROM orders WHERE id = ?",
-		"SELECT id, item FROM orders WHERE id = 3",
-		"SELECT count(*) FROM orders", "SELECT count(*) AS n FROM orders",
-		"SELECT id, name FROM customers ORDER BY id",
-		"SELECT id FROM big", "SELECT id FROM big LIMIT 5",
-		"SELECT id, pad FROM big", "SELECT id, pad, SLEEP(0.001) FROM big",
-		"SELECT id FROM orders WHERE id <= 2; SELECT id, name FROM customers ORDER BY id",
-		"INSERT INTO orders (id, item, amount) VALUES (?, ?, ?)",
-		"INSERT INTO orders (id, item, amount) VALUES (100, 'x', 1)",
-		"INSERT INTO orders (id, item, amount) VALUES (101, 'y', 2)",
-		"INSERT INTO orders (id, item, amount) VALUES (102, 'z', 3)",
-		"SELECT `id` FROM `customers`", "SELECT `name` FROM `customers`",
-		"SELECT 1",
-	)
-	d.denyColumn("analyst", "SELECT id, email FROM customers", db+".customers", "email", "pii.email")
-	d.denyColumn("analyst", "SELECT email FROM customers WHERE id = ?", db+".customers", "email", "pii.email")
-	d.denyTable("analyst", "SELECT * FROM secrets", sqlpolicy.VerbSelect, db+".secrets")
-	d.denyTable("analyst", "DELETE FROM orders", sqlpolicy.VerbDelete, db+".orders")
-	d.denyTable("analyst", "DELETE FROM orders WHERE id = ?", sqlpolicy.VerbDelete, db+".orders")
-	d.denyTable("analyst", "SELECT id FROM orders; DELETE FROM orders", sqlpolicy.VerbDelete, db+".orders")
+// decider is the real decision engine of the wire tests (the MySQL
+// analyzer over the test database's catalog, behind a Holder as keyhole
+// serve has it), and the analyzer sessions it handed out.
+type decider struct {
+	*sqlpolicy.Holder
+	an      *myanalyze.Analyzer
+	cat     *catalog.Catalog
+	db      string
+	maxRows int
+
+	mu       sync.Mutex
+	sessions []*myanalyze.Session
+}
+
+// newDecider loads db's catalog and testPolicy with testAgents.
+func newDecider(t testing.TB, db *testmy.DB, maxRows int, opts myanalyze.Options) *decider {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cat, err := catalog.LoadMySQLDSN(ctx, db.DSN)
+	require.NoError(t, err)
+	d := &decider{an: myanalyze.New(cat, opts), cat: cat, db: db.Name, maxRows: maxRows}
+	d.Holder = sqlpolicy.NewHolder(nil)
+	d.setAgents(t, testAgents)
 	return d
+}
+
+// setAgents reloads the policy with another agents section, as a policy
+// reload does.
+func (d *decider) setAgents(t testing.TB, agents string) {
+	t.Helper()
+	pol, _, err := sqlpolicy.ParsePolicy([]byte(fmt.Sprintf(testPolicy, d.db, d.maxRows, agents)), "policy.yaml", d.cat)
+	require.NoError(t, err)
+	d.Swap(sqlpolicy.NewEngine(pol, d.cat, d.an, sqlpolicy.EngineOptions{}))
+}
+
+// setPolicy reloads with a policy of the caller's (%[1]s the database).
+func (d *decider) setPolicy(t testing.TB, text string) {
+	t.Helper()
+	pol, _, err := sqlpolicy.ParsePolicy([]byte(fmt.Sprintf(text, d.db)), "policy.yaml", d.cat)
+	require.NoError(t, err)
+	d.Swap(sqlpolicy.NewEngine(pol, d.cat, d.an, sqlpolicy.EngineOptions{}))
+}
+
+// NewSession keeps the session for lastSession.
+func (d *decider) NewSession() sqlpolicy.Session {
+	s := d.Holder.NewSession().(*myanalyze.Session)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.sessions = append(d.sessions, s)
+	return s
+}
+
+// lastSession is the analyzer session of the newest connection. It is not
+// safe for concurrent use: read it only while its connection is idle.
+func (d *decider) lastSession() *myanalyze.Session {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sessions[len(d.sessions)-1]
 }
 
 // env is one keyhole Server in front of a throwaway MariaDB database.
@@ -115,7 +135,7 @@ type env struct {
 	srv     *mysqlproxy.Server
 	addr    string
 	signer  func(agent string, ttl time.Duration) string
-	dec     *tableDecider
+	dec     *decider
 	audit   *fixture.Audit
 	upUser  string // the upstream login keyhole uses
 	upPW    string
@@ -134,7 +154,13 @@ type envOpts struct {
 	logger   *slog.Logger
 	creds    func(e *env) creds.Source // nil = the static upstream user
 	failures *identity.Limiter
-	dbs      []string // Upstream.Databases
+	// ownDB serves the test database only (Upstream.Databases, as keyhole
+	// serve configures an upstream URL with a database); else any.
+	ownDB    bool
+	analyzer myanalyze.Options
+	// decider replaces the real engine, for protocol corners it would not
+	// produce (it gets the real one to wrap).
+	decider func(real sqlpolicy.Decider) sqlpolicy.Decider
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -160,7 +186,15 @@ func newEnv(t testing.TB, o envOpts) *env {
 	require.NoError(t, err)
 
 	e := &env{t: t, db: db, upUser: user, upPW: pw, secret: secret, keyPath: keyPath}
-	e.dec = newDecider(t, db.Name, o.maxRows)
+	var dbs []string
+	if o.ownDB {
+		dbs = []string{db.Name}
+	}
+	e.dec = newDecider(t, db, o.maxRows, o.analyzer)
+	var dec sqlpolicy.Decider = e.dec
+	if o.decider != nil {
+		dec = o.decider(e.dec)
+	}
 	var src creds.Source = &creds.Static{User: user, Password: creds.Secret(pw)}
 	if o.creds != nil {
 		src = o.creds(e)
@@ -175,10 +209,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 		logger = o.logger
 	}
 	srv, err := mysqlproxy.New(mysqlproxy.Config{
-		Decider:   e.dec,
+		Decider:   dec,
 		Auth:      auth,
 		Creds:     src,
-		Upstreams: map[string]mysqlproxy.Upstream{"shop": {Addr: testmy.Addr(), Database: db.Name, Databases: o.dbs}},
+		Upstreams: map[string]mysqlproxy.Upstream{"shop": {Addr: testmy.Addr(), Database: db.Name, Databases: dbs}},
 		Audit:     e.audit,
 		Logger:    logger,
 		Limits:    o.limits,
@@ -261,6 +295,36 @@ func (e *env) count(table string) int {
 	return n
 }
 
+// lockTable takes a write lock on table on a root connection until the
+// returned function (or the test's end) releases it: statements of other
+// sessions on it wait, without using the server's CPU, until then or
+// until they are killed.
+func (e *env) lockTable(table string) (unlock func()) {
+	e.t.Helper()
+	ctx := context.Background()
+	c, err := e.direct().Conn(ctx)
+	require.NoError(e.t, err)
+	_, err = c.ExecContext(ctx, "LOCK TABLES "+table+" WRITE")
+	require.NoError(e.t, err)
+	var once sync.Once
+	unlock = func() {
+		once.Do(func() {
+			_, _ = c.ExecContext(ctx, "UNLOCK TABLES")
+			_ = c.Close()
+		})
+	}
+	e.t.Cleanup(unlock)
+	return unlock
+}
+
+// running counts the upstream statements of keyhole's login whose text
+// is sql.
+func (e *env) running(sql string) int {
+	var n int
+	_ = e.direct().QueryRow("SELECT count(*) FROM information_schema.PROCESSLIST WHERE USER = ? AND INFO = ?", e.upUser, sql).Scan(&n)
+	return n
+}
+
 // errno is the MySQL error number of err (0 when it is none).
 func errno(err error) uint16 {
 	var me *mysql.MySQLError
@@ -277,8 +341,6 @@ func sqlstate(err error) string {
 	}
 	return ""
 }
-
-var _ = fmt.Sprintf
 
 var (
 	rsaOnce sync.Once

@@ -14,7 +14,6 @@ import (
 
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/mysqlproxy"
-	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
 // revocable hands out the static upstream login with leases the test can
@@ -82,9 +81,7 @@ func TestSessionEnds(t *testing.T) {
 	t.Run("agent leaves the policy", func(t *testing.T) {
 		r := e.dialRaw(t)
 		r.login(e, "analyst-bot")
-		e.dec.mu.Lock()
-		delete(e.dec.agents, "analyst-bot")
-		e.dec.mu.Unlock()
+		e.dec.setAgents(t, "agents:\n  secret-bot: {role: analyst}\n")
 		r.command(append([]byte{0x03}, "SELECT 1"...))
 		num, state, _, ok := sqlErr(r.read())
 		require.True(t, ok)
@@ -136,16 +133,6 @@ func TestShutdown(t *testing.T) {
 	require.NoError(t, <-done)
 }
 
-// panicky panics on one text: the panic must end only that connection.
-type panicky struct{ *tableDecider }
-
-func (p panicky) Check(pr sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access) {
-	if sql == "PANIC" {
-		panic("test panic")
-	}
-	return p.tableDecider.Check(pr, sql, s)
-}
-
 func TestPanicEndsOnlyItsConnection(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	other := e.dialRaw(t)
@@ -173,7 +160,6 @@ func TestPanicEndsOnlyItsConnection(t *testing.T) {
 
 func TestUpstreamLost(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	e.dec.allow("analyst", 0, "SELECT CONNECTION_ID()")
 	r := e.dialRaw(t)
 	r.login(e, "analyst-bot")
 	rows, _ := r.query("SELECT CONNECTION_ID()")
@@ -191,16 +177,12 @@ func TestUpstreamLost(t *testing.T) {
 // killed upstream and its session ends with 1053.
 func TestShutdownDeadline(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	e.dec.allow("analyst", 0, "SELECT SLEEP(60)")
+	e.lockTable("big")
+	const q = "SELECT id FROM big LIMIT 1"
 	r := e.dialRaw(t)
 	r.login(e, "analyst-bot")
-	r.command(append([]byte{0x03}, "SELECT SLEEP(60)"...))
-	sleeping := func() int {
-		var n int
-		_ = e.direct().QueryRow("SELECT count(*) FROM information_schema.PROCESSLIST WHERE USER = ? AND INFO = 'SELECT SLEEP(60)'", e.upUser).Scan(&n)
-		return n
-	}
-	require.Eventually(t, func() bool { return sleeping() == 1 }, 10*time.Second, 20*time.Millisecond)
+	r.command(append([]byte{0x03}, q...))
+	require.Eventually(t, func() bool { return e.running(q) == 1 }, 10*time.Second, 20*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	require.ErrorIs(t, e.srv.Shutdown(ctx), context.DeadlineExceeded)
@@ -208,5 +190,5 @@ func TestShutdownDeadline(t *testing.T) {
 	require.True(t, ok)
 	assert.EqualValues(t, 1053, num)
 	assert.True(t, r.closed())
-	assert.Eventually(t, func() bool { return sleeping() == 0 }, 10*time.Second, 50*time.Millisecond, "the statement still runs upstream")
+	assert.Eventually(t, func() bool { return e.running(q) == 0 }, 10*time.Second, 50*time.Millisecond, "the statement still runs upstream")
 }

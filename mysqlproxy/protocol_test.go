@@ -11,6 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/mysqlproxy"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
 )
 
 // query sends COM_QUERY and reads the whole text-protocol response (the
@@ -73,19 +75,23 @@ func TestCommands(t *testing.T) {
 	r := e.dialRaw(t)
 	r.login(e, "analyst-bot")
 	sess := e.dec.lastSession()
-	assert.Equal(t, e.db.Name, sess.database, "connect database given to the analyzer session")
-	var mode string
-	require.NoError(t, e.direct().QueryRow("SELECT @@GLOBAL.sql_mode").Scan(&mode))
-	assert.Equal(t, mode, sess.sqlMode, "the server's sql_mode given to the analyzer session")
-	assert.Contains(t, sess.sqlMode, "STRICT_TRANS_TABLES", "the real mode, not an empty default")
+	db, known := sess.Database()
+	assert.Equal(t, e.db.Name, db, "connect database given to the analyzer session")
+	assert.True(t, known)
+	// The role's limits are in force (the server's default is none).
+	rows, last := r.query("SELECT @@max_statement_time")
+	assert.Equal(t, []string{"90.000000"}, rows)
+	rows, _ = r.query("SELECT @@idle_transaction_timeout")
+	assert.Equal(t, []string{"60"}, rows)
 
-	rows, last := r.query("SELECT id FROM orders WHERE id <= 2; SELECT id, name FROM customers ORDER BY id")
+	rows, last = r.query("SELECT id FROM orders WHERE id <= 2; SELECT id, name FROM customers ORDER BY id")
 	assert.Equal(t, []string{"1", "2", "1", "2"}, rows)
 	assert.Equal(t, byte(0xfe), last[0])
 
 	t.Run("COM_INIT_DB", func(t *testing.T) {
+		// Not in keyhole's catalog: unknown, as the server says.
 		r.command(append([]byte{0x02}, "mysql"...))
-		assertErr(t, r.read(), 1044, "42000")
+		assertErr(t, r.read(), 1049, "42000")
 		r.command(append([]byte{0x02}, e.db.Name...))
 		require.Equal(t, byte(0x00), r.read()[0])
 	})
@@ -153,12 +159,20 @@ func TestCommands(t *testing.T) {
 		id := binary.LittleEndian.Uint32(p[1:])
 		r.read()
 		r.read()
-		resets := sess.resets
+		// An agent may lower its limits; a reset returns every session
+		// variable to the server's global value, and keyhole sets the
+		// role's again.
+		_, last := r.query("SET max_statement_time = 5")
+		require.Equal(t, byte(0), last[0], "%q", last)
+		rows, _ := r.query("SELECT @@max_statement_time")
+		assert.Equal(t, []string{"5.000000"}, rows)
 		r.command([]byte{0x1f})
 		assert.Equal(t, byte(0), r.read()[0])
-		assert.Equal(t, resets+1, sess.resets)
-		assert.Equal(t, e.db.Name, sess.database)
-		assert.Equal(t, mode, sess.sqlMode)
+		rows, _ = r.query("SELECT @@max_statement_time")
+		assert.Equal(t, []string{"90.000000"}, rows)
+		db, known := sess.Database()
+		assert.Equal(t, e.db.Name, db)
+		assert.True(t, known)
 		// The reset dropped the upstream's statements; keyhole forgot them.
 		r.command(append(binary.LittleEndian.AppendUint32([]byte{0x17}, id), 0, 1, 0, 0, 0))
 		assertErr(t, r.read(), 1243, "HY000")
@@ -200,10 +214,10 @@ func TestLargePackets(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _, _ = admin.Exec("SET GLOBAL max_allowed_packet = ?", old) })
 
-	e := newEnv(t, envOpts{})
+	// The analyzer refuses texts over 1 MiB by default.
+	e := newEnv(t, envOpts{analyzer: myanalyze.Options{MaxBytes: 32 << 20}})
 	big := strings.Repeat("k", 20<<20)
 	q := "SELECT LENGTH('" + big + "')"
-	e.dec.allow("analyst", 0, q, "SELECT REPEAT('y', 20971520)", "SELECT REPEAT('y', 16777211)")
 	db := e.open(e.cfg("analyst-bot"))
 	ctx := context.Background()
 
@@ -255,13 +269,12 @@ func TestFieldListDeprecateEOF(t *testing.T) {
 }
 
 // TestLoadDataLocalNeverNegotiated: even a LOAD DATA LOCAL the policy let
-// through (here the wire-test table allows it; the analyzer denies it)
-// cannot read the agent's files: keyhole never negotiates
-// CLIENT_LOCAL_FILES, so the server refuses the statement itself.
+// through (here a decider allows it; the analyzer denies it) cannot read
+// the agent's files: keyhole never negotiates CLIENT_LOCAL_FILES, so the
+// server refuses the statement itself.
 func TestLoadDataLocalNeverNegotiated(t *testing.T) {
-	e := newEnv(t, envOpts{})
 	q := "LOAD DATA LOCAL INFILE '/etc/hostname' INTO TABLE orders"
-	e.dec.allow("analyst", 0, q)
+	e := newEnv(t, envOpts{decider: func(d sqlpolicy.Decider) sqlpolicy.Decider { return allowing{d, []string{q}} }})
 	r := e.dialRaw(t)
 	r.greeting()
 	// The client asks for LOCAL_FILES (1<<7); keyhole masks it.

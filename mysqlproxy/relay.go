@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
 )
 
 // prepared is a statement COM_STMT_PREPARE created upstream through
@@ -105,6 +106,12 @@ func (c *conn) watch(quit <-chan struct{}) {
 
 // idlePoint runs between commands: a draining session outside a
 // transaction ends here; otherwise the idle timeout is armed.
+//
+// The client's read deadline is moved only when it would otherwise fire
+// more than idleSlack early: setting a deadline is a timer operation, and
+// doing it around every command cost more than the rest of keyhole's own
+// work on a point select. It is not cleared while a command runs: keyhole
+// does not read the client then (the protocol is half duplex).
 func (c *conn) idlePoint() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -116,17 +123,21 @@ func (c *conn) idlePoint() error {
 		return errShutdown
 	}
 	if idle := c.srv.limits.IdleTimeout; idle > 0 {
-		_ = c.client.SetReadDeadline(time.Now().Add(idle))
+		if want := time.Now().Add(idle); want.Sub(c.idleDeadline) > idleSlack(idle) {
+			_ = c.client.SetReadDeadline(want)
+			c.idleDeadline = want
+		}
 	}
 	return nil
 }
 
+// idleSlack is how much earlier than the idle timeout an idle session may
+// end: a sixteenth of it, at most a second.
+func idleSlack(idle time.Duration) time.Duration { return min(idle/16, time.Second) }
+
 func (c *conn) setBusy(b bool) {
 	c.mu.Lock()
 	c.busy = b
-	if b && c.srv.limits.IdleTimeout > 0 && !c.stopped {
-		_ = c.client.SetReadDeadline(time.Time{})
-	}
 	c.mu.Unlock()
 }
 
@@ -233,8 +244,8 @@ func (c *conn) forward(p []byte) error {
 
 // checkAgent ends the session when the policy no longer maps the agent
 // to the role and upstream the session was opened for, or it expired.
-func (c *conn) checkAgent() error {
-	if !c.agent.Expires.IsZero() && time.Now().After(c.agent.Expires) {
+func (c *conn) checkAgent(now time.Time) error {
+	if !c.agent.Expires.IsZero() && now.After(c.agent.Expires) {
 		return errExpired
 	}
 	role, up, ok := c.srv.cfg.Decider.Role(c.agent.Name)
@@ -246,9 +257,8 @@ func (c *conn) checkAgent() error {
 }
 
 // decide asks the policy about sql in this session, counts and logs the
-// decision. A nil decision denies.
-func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access) {
-	start := time.Now()
+// decision (asked at start). A nil decision denies.
+func (c *conn) decide(sql string, start time.Time) (*sqlpolicy.Decision, *sqlpolicy.Access) {
 	dec, acc := c.srv.cfg.Decider.Check(c.agent.Principal(), sql, c.session)
 	if dec == nil {
 		dec = &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: sqlpolicy.RuleDefaultDeny, Message: "keyhole: statement denied"}
@@ -262,16 +272,32 @@ func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access) {
 	return dec, acc
 }
 
-// denyError renders a denial as MySQL's own privilege errors: 1143 when
-// the first reason is a column, else 1142 (both 42000). MySQL has no hint
+// denyError renders a denial as the error the server itself would send.
+// A statement that names what does not exist (the decision's SQLSTATE,
+// chosen only when the policy does not also refuse it) gets the server's
+// errno for that; a refusal gets MySQL's privilege errors: 1143 when the
+// first reason is a column, else 1142 (both 42000). MySQL has no hint
 // field, so the message carries what was refused, the rule, and what the
 // agent may use instead, most important first (clients keep 511 bytes).
 func denyError(dec *sqlpolicy.Decision) *sqlError {
-	num := uint16(erTableAccessDenied)
-	if len(dec.Reasons) > 0 {
-		r := dec.Reasons[0]
-		if r.Column != "" && (r.Code == sqlpolicy.ReasonColumnNotAllowed || r.Code == sqlpolicy.ReasonLabelDenied) {
-			num = erColumnAccessDenied
+	num, state := uint16(erTableAccessDenied), "42000"
+	switch dec.SQLState {
+	case sqlpolicy.SQLStateSyntaxError:
+		num = erParseError
+	case sqlpolicy.SQLStateUndefinedTable:
+		num, state = erNoSuchTable, "42S02"
+	case sqlpolicy.SQLStateUndefinedColumn:
+		num, state = erBadField, "42S22"
+	case sqlpolicy.SQLStateUndefinedFunction:
+		num = erSPDoesNotExist
+	case sqlpolicy.SQLStateUndefinedPrepared:
+		num, state = erUnknownStmtHandler, "HY000"
+	default:
+		if len(dec.Reasons) > 0 {
+			r := dec.Reasons[0]
+			if r.Column != "" && (r.Code == sqlpolicy.ReasonColumnNotAllowed || r.Code == sqlpolicy.ReasonLabelDenied) {
+				num = erColumnAccessDenied
+			}
 		}
 	}
 	var b strings.Builder
@@ -290,18 +316,34 @@ func denyError(dec *sqlpolicy.Decision) *sqlError {
 		b.WriteString(" ")
 		b.WriteString(dec.Detail)
 	}
-	return stmtErr(num, "42000", b.String())
+	return stmtErr(num, state, b.String())
+}
+
+// databaseError renders the denial of a database named at connect or in
+// COM_INIT_DB as the server would: 1049 for one that does not exist, 1044
+// otherwise.
+func databaseError(dec *sqlpolicy.Decision) *sqlError {
+	e := denyError(dec)
+	if dec.SQLState == sqlpolicy.SQLStateUndefinedTable {
+		e.num, e.state = erBadDB, "42000"
+	} else {
+		e.num, e.state = erDBAccessDenied, "42000"
+	}
+	return e
 }
 
 // --- COM_QUERY ---
 
 func (c *conn) onQuery(ctx context.Context, p []byte) error {
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
 	sql := string(p[1:])
-	start := time.Now()
-	dec, acc := c.decide(sql)
+	dec, acc := c.decide(sql, start)
+	if k := killOf(acc); k != nil {
+		return c.onKill(ctx, sql, k, dec, start)
+	}
 	if !dec.Allowed() {
 		e := denyError(dec)
 		c.auditStatement(sql, dec, start, e)
@@ -369,9 +411,10 @@ func (c *conn) auditEvent(sql, text, fp string, dec *sqlpolicy.Decision, start t
 		Decision:    dec.Effect,
 		Rule:        dec.Rule,
 		Reasons:     dec.Reasons,
-		DurationMS:  msSince(start),
 		Rows:        rows,
 	}
+	ev.Time = time.Now()
+	ev.DurationMS = float64(ev.Time.Sub(start).Microseconds()) / 1000
 	if e != nil {
 		ev.ErrorCode, ev.Error = e.code(), e.message
 	}
@@ -381,12 +424,12 @@ func (c *conn) auditEvent(sql, text, fp string, dec *sqlpolicy.Decision, start t
 // --- prepared statements ---
 
 func (c *conn) onPrepare(p []byte) error {
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
 	sql := string(p[1:])
-	start := time.Now()
-	dec, acc := c.decide(sql)
+	dec, acc := c.decide(sql, start)
 	c.hasLastStmt = false
 	if !dec.Allowed() {
 		e := denyError(dec)
@@ -449,7 +492,8 @@ func unknownStmt(id uint32, cmd string) *sqlError {
 }
 
 func (c *conn) onExecute(ctx context.Context, p []byte) error {
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
 	if len(p) < 10 {
@@ -463,8 +507,7 @@ func (c *conn) onExecute(ctx context.Context, p []byte) error {
 	// Decided again: the policy may have been reloaded since the prepare,
 	// and drivers that cache statements never prepare again. With an
 	// unchanged policy this is a decision-cache hit.
-	start := time.Now()
-	dec, acc := c.decide(st.sql)
+	dec, acc := c.decide(st.sql, start)
 	if !dec.Allowed() {
 		e := denyError(dec)
 		c.auditStatement(st.sql, dec, start, e)
@@ -551,28 +594,21 @@ func (c *conn) onStmtReset(p []byte) error {
 
 // --- other commands ---
 
-// quoteIdent quotes a name as a MySQL identifier (backticks, doubled
-// inside): the text keyhole decides for a command that names an object.
-func quoteIdent(s string) string {
-	return "`" + strings.ReplaceAll(s, "`", "``") + "`"
-}
-
 // onInitDB decides COM_INIT_DB as the text USE `db`: the database must be
 // served by the upstream and allowed by the policy.
 func (c *conn) onInitDB(p []byte) error {
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
 	db := string(p[1:])
 	if e := c.checkDatabase(db); e != nil {
 		return c.reply(e)
 	}
-	sql := "USE " + quoteIdent(db)
-	start := time.Now()
-	dec, acc := c.decide(sql)
+	sql := myanalyze.InitDBText(db)
+	dec, acc := c.decide(sql, start)
 	if !dec.Allowed() {
-		e := denyError(dec)
-		e.num = erDBAccessDenied
+		e := databaseError(dec)
 		c.auditStatement(sql, dec, start, e)
 		return c.reply(e)
 	}
@@ -588,10 +624,7 @@ func (c *conn) onInitDB(p []byte) error {
 		r.err = errFromPacket(h)
 	} else if len(h) > 0 && h[0] == 0x00 {
 		c.noteOK(h)
-		c.database = db
-		if ds, ok := c.session.(databaseSession); ok {
-			ds.SetDatabase(db)
-		}
+		c.setDatabase(db)
 	}
 	if err := c.relayCur(n); err != nil {
 		return err
@@ -600,21 +633,31 @@ func (c *conn) onInitDB(p []byte) error {
 	return c.flushClientErr()
 }
 
-// onFieldList relays COM_FIELD_LIST's column definitions for the columns
-// the role may read; the others are left out (each is decided as
+// onFieldList decides COM_FIELD_LIST as the statement it is equivalent
+// to (SHOW COLUMNS FROM table) and relays the column definitions of the
+// columns the role may read; the others are left out (each is decided as
 // SELECT `column` FROM `table`).
 func (c *conn) onFieldList(p []byte) error {
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
 	table, _, ok := nulString(p, 1)
 	if !ok {
 		table = p[1:]
 	}
-	from := " FROM " + quoteIdent(string(table))
+	sql := myanalyze.FieldListText(string(table))
+	dec, acc := c.decide(sql, start)
+	if !dec.Allowed() {
+		e := denyError(dec)
+		c.auditStatement(sql, dec, start, e)
+		return c.reply(e)
+	}
 	if err := c.forward(p); err != nil {
 		return err
 	}
+	r := &run{sql: sql, dec: dec, access: acc, started: start}
+	from := " FROM " + myanalyze.QuoteIdent(string(table))
 	for {
 		n, h, err := c.upNext()
 		if err != nil {
@@ -624,7 +667,14 @@ func (c *conn) onFieldList(p []byte) error {
 		// list ends with EOF, or an OK with header 0xfe under
 		// CLIENT_DEPRECATE_EOF (longer with session state).
 		if len(h) > 0 && (h[0] == 0xff || h[0] == 0xfe && n < maxPayload) {
-			return c.relayLast(n, h)
+			if h[0] == 0xff {
+				r.err = errFromPacket(h)
+			}
+			if err := c.relayLast(n, h); err != nil {
+				return err
+			}
+			c.auditRun(r, "", "")
+			return nil
 		}
 		if n >= maxPayload || n > len(h) {
 			return c.upstreamProtocol("COM_FIELD_LIST response")
@@ -633,7 +683,8 @@ func (c *conn) onFieldList(p []byte) error {
 		if !ok {
 			return c.upstreamProtocol("column definition")
 		}
-		if dec, _ := c.srv.cfg.Decider.Check(c.agent.Principal(), "SELECT "+quoteIdent(name)+from, c.session); dec != nil && dec.Allowed() {
+		if dec, _ := c.srv.cfg.Decider.Check(c.agent.Principal(), "SELECT "+myanalyze.QuoteIdent(name)+from, c.session); dec != nil && dec.Allowed() {
+			r.rows++
 			if err := c.relayCur(n); err != nil {
 				return err
 			}
@@ -656,9 +707,21 @@ func columnName(p []byte) (string, bool) {
 	return string(name), ok
 }
 
+// onResetConnection relays COM_RESET_CONNECTION and sets the reset
+// upstream session up again (the role's limits, and the analyzer's
+// session told the mode, character set and database the reset session
+// has), pipelined behind the reset: one round trip.
 func (c *conn) onResetConnection(p []byte) error {
-	if err := c.forward(p); err != nil {
+	c.upBuf, _ = appendPacket(c.upBuf[:0], 0, p)
+	var err error
+	if c.upBuf, err = c.appendSetup(c.upBuf); err != nil {
 		return err
+	}
+	if err := c.flushUpstream(); err != nil {
+		if se := c.stopError(); se != nil {
+			return se
+		}
+		return fatalErr(erUnknownError, "HY000", errLost.message, fmt.Errorf("write upstream: %w", err))
 	}
 	n, h, err := c.upNext()
 	if err != nil {
@@ -666,19 +729,26 @@ func (c *conn) onResetConnection(p []byte) error {
 	}
 	if len(h) > 0 && h[0] == 0x00 {
 		// The upstream dropped its prepared statements, variables and
-		// session settings (sql_mode back to the one read at connect);
-		// the current database stays.
+		// session settings.
 		c.stmts = make(map[uint32]*prepared)
 		c.hasLastStmt = false
 		c.session.Reset()
-		if ds, ok := c.session.(databaseSession); ok && c.database != "" {
-			ds.SetDatabase(c.database)
-		}
-		if ms, ok := c.session.(sqlModeSession); ok {
-			ms.SetSQLMode(c.sqlMode)
-		}
 	}
-	return c.relayLast(n, h)
+	if len(h) > 0 && (h[0] == 0x00 || h[0] == 0xfe) && n < maxPayload {
+		c.noteOK(h)
+	}
+	// Held until the session is set up again: the client's next command
+	// must find the role's limits in force. If that fails, the error that
+	// ends the session is the answer to the reset instead.
+	seq := c.seq
+	if err := c.relayCur(n); err != nil {
+		return err
+	}
+	if err := c.readSetup(context.Background()); err != nil {
+		c.wbuf, c.seq = c.wbuf[:0], seq
+		return err
+	}
+	return c.flushClientErr()
 }
 
 // forwardSimple relays a command answered by exactly one packet
@@ -720,7 +790,15 @@ func (c *conn) noteOK(h []byte) {
 	c.status = info.status
 	c.mu.Unlock()
 	if info.hasDB {
-		c.database = info.schema
+		c.setDatabase(info.schema)
+	}
+}
+
+// setDatabase records a new current database the upstream reported.
+func (c *conn) setDatabase(db string) {
+	c.database = db
+	if s, ok := c.session.(mySession); ok {
+		s.SetDatabase(db)
 	}
 }
 

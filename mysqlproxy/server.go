@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/keyholedb/keyhole/admin"
 	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
@@ -40,9 +39,9 @@ type Config struct {
 	// Limiter limits guessing of agent secrets per (address, agent); one
 	// is shared by every front end. nil = a private one with the defaults.
 	Limiter *identity.Limiter
-	Audit   audit.Recorder     // nil = none
-	Metrics admin.ProxyMetrics // nil = none
-	Logger  *slog.Logger       // nil = slog.Default()
+	Audit   audit.Recorder // nil = none
+	Metrics Metrics        // nil = none
+	Logger  *slog.Logger   // nil = slog.Default()
 	Limits  Limits
 	// RawStatements audits raw SQL instead of the Decider.Redact text.
 	RawStatements bool
@@ -52,6 +51,15 @@ type Config struct {
 	// not every external issuer's (send those over TLS). nil = a 4096-bit
 	// key generated in the background by New.
 	RSAKey *rsa.PrivateKey
+}
+
+// Metrics is what the front end reports (admin.Metrics implements it).
+type Metrics interface {
+	ConnectionOpened(protocol string)
+	ConnectionClosed(protocol string)
+	AuthFailed(protocol string)
+	StatementDecided(protocol string, effect sqlpolicy.Effect, rule string, latency time.Duration)
+	UpstreamError(protocol string)
 }
 
 // Upstream is a MySQL or MariaDB server keyhole connects to.

@@ -29,7 +29,6 @@ func TestVault(t *testing.T) {
 		vdb = e.db.Name
 		return vaultSource(t, vs, e)
 	}})
-	e.dec.allow("analyst", 0, "SELECT CURRENT_USER()")
 
 	r := e.dialRaw(t)
 	r.login(e, "analyst-bot")

@@ -18,8 +18,11 @@
 #    holds BENCH_IDLE_SESSIONS (80) sessions open, each having run one
 #    statement; the proxy's VmRSS before and after, divided by the sessions.
 #    Measured first, on freshly started processes.
-# 4. MySQL (bench_mysql below): sysbench oltp_point_select, direct vs naive
-#    relay vs keyhole — not written yet.
+# 4. MySQL (bench_mysql below): sysbench oltp_point_select (8 threads,
+#    --db-ps-mode auto and disable) against MariaDB directly, through the
+#    naive relay and through a keyhole serving a mysql:// upstream, alternated
+#    in rounds likewise: queries/s, the ratio to direct, and CPU per query
+#    of the relay and of keyhole (utime+stime from /proc/PID/stat).
 #
 # Every leg is plain TCP on loopback (BENCH_SSLMODE, default disable), so
 # the figures compare the proxies and not TLS. keyhole audits to a file.
@@ -39,6 +42,13 @@
 #   BENCH_CLIENTS=8 BENCH_THREADS=2 BENCH_SCALE=5 BENCH_SSLMODE=disable
 #   BENCH_TARGETS="direct pgbouncer naive keyhole"
 #   BENCH_MODES="prepared simple"
+#   BENCH_SUITES="pg mysql"  which parts run (mysql needs MariaDB and sysbench)
+#   BENCH_MYSQL_SECONDS=$BENCH_SECONDS BENCH_MYSQL_THREADS=8
+#   BENCH_MYSQL_TABLE_SIZE=10000 BENCH_MYSQL_MODES="auto disable"
+#   BENCH_MYSQL_TARGETS="direct naive keyhole"
+#   BENCH_MYSQL_HOST=127.0.0.1 BENCH_MYSQL_PORT=3306 BENCH_MYSQL_ADMIN=root
+#                         (the admin account, no password: it creates and
+#                         drops the bench's own database and user)
 #   BENCH_PROFILE=0       1: after the runs, profile keyhole under the
 #                         throughput load per mode: a Go CPU profile through
 #                         --pprof (keyhole-cpu-<mode>.pprof, -top.txt, -cum.txt)
@@ -58,7 +68,8 @@
 #   BENCH_GOMAXPROCS=n    GOMAXPROCS of the Go middle processes (default: CPUs)
 #   BENCH_OUT=build/bench where the reports go
 #
-# Needs: Postgres on 127.0.0.1:5432 (superuser postgres, trust), pgbench,
+# Needs: Postgres on 127.0.0.1:5432 (superuser postgres, trust), MariaDB on
+# 127.0.0.1:3306 (root without a password) for the MySQL part, sysbench, pgbench,
 # pgbouncer, python3, go (scripts/setup.sh installs them).
 set -euo pipefail
 # The whole script is one compound command, so bash reads it all before it
@@ -76,6 +87,8 @@ SCALE="${BENCH_SCALE:-5}"
 SSLMODE="${BENCH_SSLMODE:-disable}"
 read -r -a TARGETS <<<"${BENCH_TARGETS:-direct pgbouncer naive keyhole}"
 read -r -a MODES <<<"${BENCH_MODES:-prepared simple}"
+read -r -a SUITES <<<"${BENCH_SUITES:-pg mysql}"
+has_suite() { [[ " ${SUITES[*]} " == *" $1 "* ]]; }
 PROFILE="${BENCH_PROFILE:-0}"
 PROFILE_SECONDS="${BENCH_PROFILE_SECONDS:-15}"
 OUT="${BENCH_OUT:-$ROOT/build/bench}"
@@ -109,6 +122,7 @@ RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 KEYHOLE_PID="" BOUNCER_PID="" NAIVE_PID="" BASE_PID=""
 cleanup() {
+	declare -F my_cleanup >/dev/null && my_cleanup
 	for pid in $KEYHOLE_PID $BASE_PID $NAIVE_PID; do
 		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
 	done
@@ -315,7 +329,7 @@ mem_idle() {
 	printf 'mem\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$IDLE_SESSIONS" "$before" "$after" "$heap_before" "$heap_after" >>"$RESULTS"
 	log "memory $target: RSS $before -> $after KiB with $IDLE_SESSIONS idle sessions"
 }
-if [ "$IDLE_SESSIONS" -gt 0 ]; then
+if has_suite pg && [ "$IDLE_SESSIONS" -gt 0 ]; then
 	for target in "${TARGETS[@]}"; do
 		[ "$target" = direct ] || mem_idle "$target"
 	done
@@ -346,15 +360,15 @@ run() {
 	log "$kind round $round $mode $target: $tps tps, latency $lat ms$per"
 }
 
-log "throughput: pgbench -S -c $CLIENTS -j $THREADS -T $SECONDS_PER_RUN, $ROUNDS rounds, scale $SCALE, sslmode=$SSLMODE"
-for r in $(seq 1 "$ROUNDS"); do
+has_suite pg && log "throughput: pgbench -S -c $CLIENTS -j $THREADS -T $SECONDS_PER_RUN, $ROUNDS rounds, scale $SCALE, sslmode=$SSLMODE"
+has_suite pg && for r in $(seq 1 "$ROUNDS"); do
 	for mode in "${MODES[@]}"; do
 		for target in "${TARGETS[@]}"; do
 			run throughput "$target" "$mode" "$CLIENTS" "$THREADS" "$SECONDS_PER_RUN" "$r"
 		done
 	done
 done
-if [ "$LAT_SECONDS" -gt 0 ]; then
+if has_suite pg && [ "$LAT_SECONDS" -gt 0 ]; then
 	log "latency: pgbench -S -c 1 -T $LAT_SECONDS, $ROUNDS rounds"
 	for r in $(seq 1 "$ROUNDS"); do
 		for mode in "${MODES[@]}"; do
@@ -366,16 +380,211 @@ if [ "$LAT_SECONDS" -gt 0 ]; then
 fi
 
 # --- 4. MySQL ----------------------------------------------------------------
-# bench_mysql: sysbench oltp_point_select against MariaDB directly, through
-# naiverelay (-upstream 127.0.0.1:3306) and through keyhole's MySQL front
-# end, alternated like the Postgres runs. It should append lines of the
-# same shape as run's, with suite "mysql" and mode "point_select":
-#   run<TAB>mysql<TAB>throughput<TAB>TARGET<TAB>point_select<TAB>CLIENTS<TAB>ROUND<TAB>TPS<TAB>TXNS<TAB>LAT_MS<TAB>CPU_TICKS
-# (direct is the baseline of its suite), and the report prints them.
-bench_mysql() {
-	log "mysql: not measured yet (needs keyhole's MySQL front end and sysbench)"
+# bench_mysql: sysbench oltp_point_select (one point select per event)
+# against MariaDB directly, through naiverelay (-upstream to MariaDB) and
+# through a keyhole serving only a mysql:// upstream (its own process, so
+# its CPU is MySQL's alone), alternated like the Postgres runs: for each
+# round, each ps mode (--db-ps-mode auto: binary prepared statements;
+# disable: text with new literals every time), each target. A line per run
+# of the same shape as run's, with suite "mysql", mode ps-auto or
+# ps-disable, and sysbench's queries as the transactions (CPU per query):
+#   run<TAB>mysql<TAB>throughput<TAB>TARGET<TAB>MODE<TAB>THREADS<TAB>ROUND<TAB>QPS<TAB>QUERIES<TAB>LAT_MS<TAB>CPU_TICKS
+# The database and MariaDB user it uses have random names, are made here
+# and dropped on exit. keyhole decides every statement with the real
+# engine (a policy that allows reading sbtest1) and audits to a file.
+MY_KEYHOLE_PID="" MY_NAIVE_PID="" MY_BASE_PID="" MY_DB="" MY_USER=""
+my_admin() { mariadb --no-defaults -h "$MY_HOST" -P "$MY_PORT" -u "$MY_ADMIN_USER" --batch --skip-column-names "$@"; }
+my_cleanup() {
+	for pid in $MY_KEYHOLE_PID $MY_BASE_PID $MY_NAIVE_PID; do
+		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+	done
+	[ -n "$MY_DB" ] && my_admin -e "DROP DATABASE IF EXISTS \`$MY_DB\`" >/dev/null 2>&1 || true
+	[ -n "$MY_USER" ] && my_admin -e "DROP USER IF EXISTS '$MY_USER'@'%'" >/dev/null 2>&1 || true
 }
-bench_mysql
+# my_target_conn TARGET: sets port, user and pass for TARGET.
+my_target_conn() {
+	case $1 in
+	direct) port=$MY_PORT user=$MY_USER pass=$MY_PW ;;
+	naive) port=$MY_NAIVE_PORT user=$MY_USER pass=$MY_PW ;;
+	keyhole) port=$MY_KEYHOLE_PORT user=$MY_AGENT pass=$MY_SECRET ;;
+	keyhole-base) port=$MY_BASE_PORT user=$MY_AGENT pass=$MY_SECRET ;;
+	*) die "unknown MySQL target $1" ;;
+	esac
+}
+my_target_pid() {
+	case $1 in
+	naive) echo "$MY_NAIVE_PID" ;;
+	keyhole) echo "$MY_KEYHOLE_PID" ;;
+	keyhole-base) echo "$MY_BASE_PID" ;;
+	esac
+}
+# my_sysbench TARGET PS_MODE SECONDS CMD: sysbench's output.
+my_sysbench() {
+	local port user pass
+	my_target_conn "$1"
+	sysbench oltp_point_select --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$port" \
+		--mysql-user="$user" --mysql-password="$pass" --mysql-db="$MY_DB" --tables=1 \
+		--table-size="$MY_TABLE_SIZE" --threads="$MY_THREADS" --time="$3" --db-ps-mode="$2" "$4" 2>&1
+}
+# my_run TARGET PS_MODE ROUND: one throughput run, recorded.
+my_run() {
+	local target=$1 ps=$2 round=$3 pid t0=0 t1=0 out
+	pid="$(my_target_pid "$target")"
+	[ -n "$pid" ] && t0="$(cpu_ticks "$pid")"
+	out="$(my_sysbench "$target" "$ps" "$MY_SECONDS" run)" ||
+		{ printf '%s\n' "$out" >&2; die "sysbench against $target (ps-mode $ps) failed"; }
+	[ -n "$pid" ] && t1="$(cpu_ticks "$pid")"
+	local qps queries lat cpu="" per=""
+	queries="$(printf '%s\n' "$out" | sed -n 's/^ *queries: *\([0-9]*\) *(\([0-9.]*\) per sec.)$/\1/p')"
+	qps="$(printf '%s\n' "$out" | sed -n 's/^ *queries: *\([0-9]*\) *(\([0-9.]*\) per sec.)$/\2/p')"
+	lat="$(printf '%s\n' "$out" | sed -n 's/^ *avg: *\([0-9.]*\)$/\1/p' | head -1)"
+	[ -n "$qps" ] && [ -n "$queries" ] && [ -n "$lat" ] || { printf '%s\n' "$out" >&2; die "cannot read sysbench's output ($target, $ps)"; }
+	[ -n "$pid" ] && cpu=$((t1 - t0))
+	printf 'run\tmysql\tthroughput\t%s\tps-%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$ps" "$MY_THREADS" "$round" "$qps" "$queries" "$lat" "$cpu" >>"$RESULTS"
+	[ -n "$cpu" ] && per="$(awk -v c="$cpu" -v n="$queries" -v hz="$CLK_TCK" 'BEGIN{printf ", %.1f us CPU/query", c * 1e6 / hz / n}')"
+	log "mysql round $round ps-$ps $target: $qps queries/s$per"
+}
+# my_keyhole BIN PORT ADMIN_PORT AUDIT LOG [ENV...]: starts a keyhole
+# serving the MySQL upstream; its PID is in MY_STARTED.
+my_keyhole() {
+	local bin=$1 port=$2 admin=$3 audit=$4 logf=$5
+	shift 5
+	"${GOENV[@]}" "$@" "$bin" serve --config "$WORK/keyhole-mysql.yaml" \
+		--upstream "mysql://$MY_USER:$MY_PW@$MY_HOST:$MY_PORT/$MY_DB" --policy "$WORK/policy-mysql.yaml" \
+		--audit "$audit" --listen-mysql "127.0.0.1:$port" --admin "127.0.0.1:$admin" "${pprof_flag[@]}" \
+		--log-level warn >/dev/null 2>"$logf" &
+	MY_STARTED=$!
+}
+bench_mysql() {
+	MY_HOST="${BENCH_MYSQL_HOST:-127.0.0.1}" MY_PORT="${BENCH_MYSQL_PORT:-3306}" MY_ADMIN_USER="${BENCH_MYSQL_ADMIN:-root}"
+	MY_SECONDS="${BENCH_MYSQL_SECONDS:-$SECONDS_PER_RUN}" MY_THREADS="${BENCH_MYSQL_THREADS:-8}"
+	MY_TABLE_SIZE="${BENCH_MYSQL_TABLE_SIZE:-10000}"
+	local ps_modes targets
+	read -r -a ps_modes <<<"${BENCH_MYSQL_MODES:-auto disable}"
+	read -r -a targets <<<"${BENCH_MYSQL_TARGETS:-direct naive keyhole}"
+	for tool in sysbench mariadb; do
+		command -v "$tool" >/dev/null 2>&1 || die "$tool not found: run scripts/setup.sh"
+	done
+	my_admin -e "SELECT 1" >/dev/null || die "MariaDB not reachable at $MY_HOST:$MY_PORT as $MY_ADMIN_USER"
+	local tag
+	tag="$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')"
+	MY_DB="keyhole_bench_$tag" MY_USER="kh_bench_$tag" MY_PW="bench-$tag-$RANDOM$RANDOM"
+	MY_AGENT=bench-mysql-agent
+	log "mysql: creating $MY_DB (sysbench prepare, $MY_TABLE_SIZE rows)"
+	my_admin -e "CREATE DATABASE \`$MY_DB\`; CREATE USER '$MY_USER'@'%' IDENTIFIED BY '$MY_PW'; GRANT ALL ON \`$MY_DB\`.* TO '$MY_USER'@'%';" ||
+		die "cannot create the MySQL bench database"
+	my_sysbench direct auto 0 prepare >"$WORK/sysbench-prepare.log" || die "sysbench prepare: $(cat "$WORK/sysbench-prepare.log")"
+	meta mysql_server "$(my_admin -e 'SELECT VERSION()')"
+	meta sysbench "$(sysbench --version)"
+	meta mysql_settings "threads=$MY_THREADS seconds=$MY_SECONDS table_size=$MY_TABLE_SIZE ps_modes=${ps_modes[*]}"
+
+	# The agent logs in with a MySQL secret (a verifier in keyhole.yaml),
+	# as a sysbench without TLS can: no token, no RSA exchange per login.
+	local out
+	out="$("$KEYHOLE" agent secret --agent "$MY_AGENT" --mysql)" || die "keyhole agent secret failed"
+	MY_SECRET="$(sed -n 's/^secret: //p' <<<"$out")"
+	local verifier
+	verifier="$(sed -n 's/^"'"$MY_AGENT"'": "\(MYSQL\$[^"]*\)"$/\1/p' <<<"$out")"
+	[ -n "$MY_SECRET" ] && [ -n "$verifier" ] || die "cannot read keyhole agent secret's output"
+	cat >"$WORK/keyhole-mysql.yaml" <<YAML
+tls: {generate_self_signed: true}
+identity:
+  tokens: {public_key_file: $WORK/token.key.pub}
+  mysql:
+    verifiers: {$MY_AGENT: "$verifier"}
+YAML
+	cat >"$WORK/policy-mysql.yaml" <<YAML
+roles:
+  bench:
+    upstream: bench
+    allow:
+      - select: [$MY_DB.sbtest1]
+agents:
+  $MY_AGENT: {role: bench}
+YAML
+	MY_NAIVE_PORT="$(free_port)"
+	"${GOENV[@]}" "$WORK/naiverelay" -listen "127.0.0.1:$MY_NAIVE_PORT" -upstream "$MY_HOST:$MY_PORT" >"$WORK/naive-mysql.log" 2>&1 &
+	MY_NAIVE_PID=$!
+	wait_port "$MY_NAIVE_PORT" || die "naiverelay (mysql) did not start: $(cat "$WORK/naive-mysql.log")"
+	MY_KEYHOLE_PORT="$(free_port)" MY_ADMIN_PORT="$(free_port)"
+	my_keyhole "$KEYHOLE" "$MY_KEYHOLE_PORT" "$MY_ADMIN_PORT" "$WORK/audit-mysql.jsonl" "$WORK/keyhole-mysql.log"
+	MY_KEYHOLE_PID=$MY_STARTED
+	wait_port "$MY_KEYHOLE_PORT" || die "keyhole (mysql) did not start: $(cat "$WORK/keyhole-mysql.log")"
+	if [ -n "${KEYHOLE_BASE_BIN:-}" ]; then
+		MY_BASE_PORT="$(free_port)" MY_BASE_ADMIN_PORT="$(free_port)"
+		# shellcheck disable=SC2086 # KEYHOLE_BASE_ENV is a list of NAME=VALUE
+		my_keyhole "$(realpath "$KEYHOLE_BASE_BIN")" "$MY_BASE_PORT" "$MY_BASE_ADMIN_PORT" "$WORK/audit-mysql-base.jsonl" "$WORK/keyhole-mysql-base.log" ${KEYHOLE_BASE_ENV:-}
+		MY_BASE_PID=$MY_STARTED
+		wait_port "$MY_BASE_PORT" || die "keyhole-base (mysql) did not start: $(cat "$WORK/keyhole-mysql-base.log")"
+		[ -n "${BENCH_MYSQL_TARGETS:-}" ] || targets+=(keyhole-base)
+	fi
+	# A short warm-up of each target (caches, connection paths).
+	for target in "${targets[@]}"; do
+		my_sysbench "$target" auto 1 run >/dev/null || die "sysbench warm-up against $target failed"
+	done
+
+	log "mysql throughput: sysbench oltp_point_select --threads=$MY_THREADS --time=$MY_SECONDS, $ROUNDS rounds"
+	for r in $(seq 1 "$ROUNDS"); do
+		for ps in "${ps_modes[@]}"; do
+			for target in "${targets[@]}"; do
+				my_run "$target" "$ps" "$r"
+			done
+		done
+	done
+	if [ "$PROFILE" = 1 ]; then
+		for ps in "${ps_modes[@]}"; do
+			my_profile "$ps"
+		done
+		if perf_works; then
+			for ps in "${ps_modes[@]}"; do
+				for target in "${targets[@]}"; do
+					[ "$target" = direct ] || my_count_syscalls "$target" "$ps"
+				done
+			done
+		fi
+	fi
+	meta audit_events_mysql "$(wc -l <"$WORK/audit-mysql.jsonl")"
+	if grep -q '"level":"ERROR"' "$WORK/keyhole-mysql.log"; then
+		log "keyhole (mysql) logged errors:"
+		grep '"level":"ERROR"' "$WORK/keyhole-mysql.log" | head -5 >&2
+	fi
+}
+# my_count_syscalls TARGET PS_MODE: syscalls and context switches of the
+# middle process per query (perf stat), as count lines like the Postgres
+# ones (mode mysql-ps-MODE).
+my_count_syscalls() {
+	local target=$1 ps=$2 pid bg queries
+	pid="$(my_target_pid "$target")"
+	my_sysbench "$target" "$ps" "$((PROFILE_SECONDS + 2))" run >"$WORK/count-sysbench.log" &
+	bg=$!
+	sleep 1
+	perf stat -x, -o "$WORK/perf-stat-mysql.csv" -e "$COUNT_EVENTS" -p "$pid" -- sleep "$PROFILE_SECONDS" ||
+		die "perf stat of $target (mysql) failed"
+	wait "$bg" || die "sysbench under perf stat failed: $(cat "$WORK/count-sysbench.log")"
+	queries="$(sed -n 's/^ *queries: *[0-9]* *(\([0-9.]*\) per sec.)$/\1/p' "$WORK/count-sysbench.log" | awk -v s="$PROFILE_SECONDS" '{printf "%d", $1 * s}')"
+	awk -F, -v t="$target" -v m="mysql-ps-$ps" -v n="$queries" '$1 ~ /^[0-9]+$/ {
+		e = $3; sub(/^(raw_)?syscalls:sys_enter_?/, "", e); if (e == "") e = "syscalls"
+		printf "count\t%s\t%s\t%s\t%s\t%s\n", t, m, n, e, $1 }' "$WORK/perf-stat-mysql.csv" >>"$RESULTS"
+	log "syscalls $target mysql ps-$ps: $(awk -F, -v n="$queries" '$3 == "raw_syscalls:sys_enter" {printf "%.2f per query", $1 / n}' "$WORK/perf-stat-mysql.csv")"
+}
+# my_profile PS_MODE: a Go CPU profile of the MySQL keyhole under the
+# throughput load, by area per query.
+my_profile() {
+	local ps=$1 bg queries
+	mkdir -p "$OUT"
+	my_sysbench keyhole "$ps" "$((PROFILE_SECONDS + 2))" run >"$WORK/profile-sysbench.log" &
+	bg=$!
+	sleep 1
+	curl -fsS -o "$OUT/keyhole-mysql-cpu-$ps.pprof" "http://127.0.0.1:$MY_ADMIN_PORT/debug/pprof/profile?seconds=$PROFILE_SECONDS" ||
+		die "profile of keyhole (mysql) failed"
+	wait "$bg" || die "sysbench under the profiler failed: $(cat "$WORK/profile-sysbench.log")"
+	queries="$(sed -n 's/^ *queries: *[0-9]* *(\([0-9.]*\) per sec.)$/\1/p' "$WORK/profile-sysbench.log" | awk -v s="$PROFILE_SECONDS" '{printf "%d", $1 * s}')"
+	go tool pprof -top -nodecount=60 "$KEYHOLE" "$OUT/keyhole-mysql-cpu-$ps.pprof" >"$OUT/keyhole-mysql-cpu-$ps-top.txt" 2>/dev/null
+	go tool pprof -top -cum -nodecount=60 "$KEYHOLE" "$OUT/keyhole-mysql-cpu-$ps.pprof" >"$OUT/keyhole-mysql-cpu-$ps-cum.txt" 2>/dev/null
+	go tool pprof -raw "$KEYHOLE" "$OUT/keyhole-mysql-cpu-$ps.pprof" 2>/dev/null >"$WORK/pprof-mysql.raw"
+	python3 "$ROOT/scripts/profile_areas.py" pprof "$WORK/pprof-mysql.raw" --txns "$queries" >"$OUT/keyhole-areas-mysql-$ps.txt"
+	log "profile mysql ps-$ps: $OUT/keyhole-mysql-cpu-$ps.pprof, by area in keyhole-areas-mysql-$ps.txt ($queries queries)"
+}
 
 # --- profiles ----------------------------------------------------------------
 # profile MODE: a Go CPU profile of keyhole under the throughput load and,
@@ -431,7 +640,7 @@ profile() {
 	fi
 }
 mkdir -p "$OUT"
-if [ "$PROFILE" = 1 ]; then
+if has_suite pg && [ "$PROFILE" = 1 ]; then
 	for mode in "${MODES[@]}"; do
 		profile "$mode"
 	done
@@ -442,6 +651,10 @@ if [ "$PROFILE" = 1 ]; then
 			done
 		done
 	fi
+fi
+
+if has_suite mysql; then
+	bench_mysql
 fi
 
 meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -141,6 +141,16 @@ def summary(thr, lat, mem):
             added.append(s)
     if added:
         parts.append("added latency us/statement " + "; ".join(added))
+    my = []
+    for m in ordered(r["mode"] for r in thr if r["suite"] == "mysql"):
+        k, n = find(thr, "keyhole", m, "mysql"), find(thr, "naive", m, "mysql")
+        if k and k["cpu_us_per_txn"] is not None:
+            s = f"{m} {k['cpu_us_per_txn']:.1f} us/query, {fmt(k['tps_vs_direct'], '.2f')}x direct"
+            if n and n["cpu_us_per_txn"] is not None:
+                s += f" (naive {n['cpu_us_per_txn']:.1f}, {fmt(n['tps_vs_direct'], '.2f')}x)"
+            my.append(s)
+    if my:
+        parts.append("mysql keyhole " + "; ".join(my))
     km = next((x for x in mem if x["target"] == "keyhole"), None)
     bm = next((x for x in mem if x["target"] == "pgbouncer"), None)
     if km:
@@ -163,8 +173,11 @@ def main():
           f"{meta.get('loadavg_end', '?')} at end")
     print(f"{meta.get('pgbench', '')}; {meta.get('pgbouncer', '')}; {meta.get('go', '')}")
     print(meta.get("settings", ""))
+    if meta.get("mysql_settings"):
+        print(f"mysql: {meta.get('mysql_server', '')}; {meta.get('sysbench', '')}; {meta['mysql_settings']}")
     for suite in ordered(r["suite"] for r in thr):
-        print(f"\nthroughput ({suite}): median tps of the rounds; CPU = middle process's utime+stime per transaction")
+        unit = "query (sysbench oltp_point_select; tps = queries/s)" if suite == "mysql" else "transaction"
+        print(f"\nthroughput ({suite}): median tps of the rounds; CPU = middle process's utime+stime per {unit}")
         print(f"{'target':<12} {'mode':<12} {'tps':>9} {'x direct':>9} {'CPU us/txn':>11}   rounds: tps / CPU us/txn")
         for r in (x for x in thr if x["suite"] == suite):
             rounds = ", ".join(

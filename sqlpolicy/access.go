@@ -287,6 +287,20 @@ type Statement struct {
 	// string). Such statements must not share a cache entry with texts that
 	// differ only in literals.
 	LiteralSensitive bool `json:"literal_sensitive,omitempty"`
+
+	// Kill is set for a MySQL KILL of a literal connection id. The id is
+	// one the client was given, which behind a proxy is the proxy's and
+	// not the upstream's: the statement is refused (Problems), and the
+	// MySQL front end maps it to the agent's own sessions instead.
+	Kill *Kill `json:"kill,omitempty"`
+}
+
+// Kill is the target of a MySQL KILL statement.
+type Kill struct {
+	ConnectionID uint64 `json:"connection_id"`
+	// Query is KILL QUERY (stop the statement running there); otherwise
+	// KILL [CONNECTION] (end the session).
+	Query bool `json:"query,omitempty"`
 }
 
 // Access is the analysis of a whole text: one Statement per statement, in

@@ -6,7 +6,10 @@
 // database, the audit log and `keyhole audit`, policy reload (SIGHUP and
 // file change), graceful shutdown, fail-closed startup, agent TLS / mTLS
 // (SPIFFE) / SCRAM, upstream sslmodes, and Vault dynamic credentials from a
-// real Vault dev server.
+// real Vault dev server. mysql_test.go runs keyhole with a MariaDB upstream
+// beside a Postgres one and drives its MySQL listener with go-sql-driver/mysql
+// (text and binary prepared), the mariadb CLI (Ctrl-C included), PyMySQL and
+// mysql2 (internal/e2e/mysql).
 //
 // Clients that are not Go modules, and bin/vault, come from
 // scripts/setup.sh; a missing one fails its test with a message saying so.

@@ -232,15 +232,22 @@ func (s *Session) Note(a *sqlpolicy.Access) {
 }
 
 // Apply implements sqlpolicy.Session: the effects of a text that ran
-// without error.
+// without error. The generation is recomputed only when the state it
+// identifies changed: the proxies apply every statement that ran, and
+// recomputing takes a lock every session shares.
 func (s *Session) Apply(a *sqlpolicy.Access) {
 	if s == nil || a == nil {
 		return
 	}
+	changed := false
 	for i := range a.Statements {
 		st := &a.Statements[i]
 		if db := useDB(st); db != "" {
 			s.db, s.dbSet, s.dbLost = db, true, false
+			changed = true
+		}
+		if st.PrepareName != "" && st.Prepared != nil || len(st.Deallocate) > 0 {
+			changed = true
 		}
 		switch {
 		case st.PrepareName != "" && st.Prepared != nil:
@@ -265,10 +272,13 @@ func (s *Session) Apply(a *sqlpolicy.Access) {
 		for _, set := range runSettings(st) {
 			if lexingSetting(set) {
 				s.applyLexing(set)
+				changed = true
 			}
 		}
 	}
-	s.changed()
+	if changed {
+		s.changed()
+	}
 }
 
 // runSettings are the settings a statement changes when it runs: its own

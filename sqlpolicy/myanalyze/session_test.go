@@ -115,6 +115,15 @@ func TestSessionDatabase(t *testing.T) {
 	// COM_INIT_DB through SetDatabase, and Reset.
 	s.SetDatabase(name)
 	assert.Empty(t, problems(an.Analyze("SELECT id FROM orders", s)))
+	// Applying what changes nothing keeps the generation; a USE back to
+	// the same database too (sessions in one state share it).
+	gen := s.Generation()
+	for _, sql := range []string{"SELECT id FROM orders", "BEGIN", "COMMIT", "USE `" + name + "`"} {
+		acc := an.Analyze(sql, s)
+		s.Note(acc)
+		s.Apply(acc)
+		assert.Equal(t, gen, s.Generation(), sql)
+	}
 	s.Reset()
 	assert.Zero(t, s.Generation())
 }
@@ -288,4 +297,39 @@ agents:
 	d, _ = e.Check(p, q(`SELECT 'a\', email, ' FROM shop.customers`), plain)
 	assert.True(t, d.Allowed(), "one string by default: %+v", d.Reasons)
 	assert.Equal(t, q(`SELECT '?' FROM shop.customers`), d.Redacted)
+}
+
+// TestKillTarget: KILL of a literal connection id is refused and reports
+// its target for the proxy to map; forms MariaDB reads differently, or
+// with a computed id, report none. Texts that differ only in the id never
+// share a decision cache entry.
+func TestKillTarget(t *testing.T) {
+	t.Parallel()
+	cat, _ := loadShop(t)
+	an := myanalyze.New(cat, myanalyze.Options{})
+	for _, tc := range []struct {
+		sql  string
+		want *sqlpolicy.Kill
+	}{
+		{"KILL QUERY 42", &sqlpolicy.Kill{ConnectionID: 42, Query: true}},
+		{"kill query 42;", &sqlpolicy.Kill{ConnectionID: 42, Query: true}},
+		{"KILL 7", &sqlpolicy.Kill{ConnectionID: 7}},
+		{"KILL CONNECTION 7", &sqlpolicy.Kill{ConnectionID: 7}},
+		{"KILL TIDB QUERY 7", nil},
+		{"KILL CONNECTION_ID()", nil},
+	} {
+		t.Run(tc.sql, func(t *testing.T) {
+			a := an.Analyze(tc.sql, an.NewSession())
+			require.Len(t, a.Statements, 1)
+			st := a.Statements[0]
+			assert.Equal(t, tc.want, st.Kill)
+			assert.NotEmpty(t, st.Problems, "KILL itself is never allowed")
+			if tc.want != nil {
+				assert.True(t, a.LiteralSensitive())
+			}
+		})
+	}
+	a := an.Analyze("SELECT 1; KILL QUERY 5", an.NewSession())
+	require.Len(t, a.Statements, 2)
+	assert.NotNil(t, a.Statements[1].Kill, "reported; the proxy maps only a KILL sent alone")
 }

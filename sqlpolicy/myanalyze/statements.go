@@ -112,7 +112,14 @@ func (w *walker) statement(n ast.StmtNode) {
 		st.Verb, st.Command = sqlpolicy.VerbUtility, "UNLOCK TABLES"
 	case *ast.KillStmt:
 		st.Verb, st.Command = sqlpolicy.VerbUtility, "KILL"
-		w.unsupported("KILL ends sessions the agent cannot see; cancel through the client instead")
+		if x.Expr == nil && !x.TiDBExtension {
+			// Reported for the proxy, which gave the client its
+			// connection ids; the id is a literal the decision cache
+			// must not share between texts.
+			st.Kill = &sqlpolicy.Kill{ConnectionID: x.ConnectionID, Query: x.Query}
+			st.LiteralSensitive = true
+		}
+		w.unsupported("KILL must be sent alone and name one of the agent's own connections by the id keyhole gave it")
 	case *ast.TruncateTableStmt:
 		w.ddl("TRUNCATE", x.Table)
 	case *ast.DropTableStmt:
