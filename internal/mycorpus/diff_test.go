@@ -214,6 +214,7 @@ func FuzzDifferential(f *testing.F) {
 	f.Add(uint16(3), []byte{2, 4})
 	f.Add(uint16(7), []byte{9, 0, 11})
 	f.Add(uint16(11), []byte{13, 5, 7, 1})
+	f.Add(uint16(0x8005), []byte{3})
 	// The fixture is made before f.Fuzz (Helper and Cleanup belong to f);
 	// every fuzz worker process makes its own.
 	s := newShopFor(f)
@@ -242,6 +243,12 @@ func FuzzDifferential(f *testing.F) {
 				cols = n
 			} else {
 				break
+			}
+		}
+		if pick&0x8000 != 0 {
+			// The high bit of pick also flips the qualifiers' letter case.
+			if flipped, ok := caseFlipped(text, s.name); ok {
+				text = flipped
 			}
 		}
 		checkMutant(t, s, &st, sd.id, text)
