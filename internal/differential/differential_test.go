@@ -199,6 +199,13 @@ func produce(in chan<- statement, cfg config, tables []differential.Table, seeds
 			}
 		}
 	}
+	// Every seed once with its qualifiers' letter case flipped: cheap,
+	// and the rule (a quoted qualifier keeps its case) is all or nothing.
+	for _, q := range seeds {
+		if f, ok := differential.CaseFlipped(q, "customers"); ok {
+			in <- statement{source: "corpus-caseflip", sql: f}
+		}
+	}
 	for _, s := range smith {
 		in <- statement{source: "sqlsmith", sql: s}
 	}

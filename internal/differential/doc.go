@@ -10,7 +10,8 @@
 // from subqueries, LATERAL, JOIN ON, aliased joins, column alias lists,
 // USING and NATURAL, functions in FROM, CTEs, set operations, names that
 // exist at several query levels); mutations of the corpus cases
-// (Rescope, Wrap); and sqlsmith, when the test asks for it.
+// (Rescope, Wrap, and CaseFlipped, which quotes every qualifier in upper
+// case so that it passes over its own item to an outer one); and sqlsmith, when the test asks for it.
 //
 // TestDifferential runs a short pass in `make test` and a long one in
 // `make fuzz` (KEYHOLE_DIFF_STATEMENTS, KEYHOLE_DIFF_SQLSMITH,

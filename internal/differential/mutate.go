@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // Wrap returns q, a SELECT, in the contexts that change what its names
@@ -259,4 +260,58 @@ func SplitStatements(text string) []string {
 		}
 	}
 	return out
+}
+
+// CaseFlipped returns q (a SELECT) with the qualifier of every two-part
+// column reference (t.x, t.*) upper-cased, which the deparser quotes
+// ("T".x), run as a correlated subquery under an outer item of each
+// flipped name over table outer. A quoted qualifier keeps its letter
+// case: it no longer names q's item t, and Postgres looks for "T" in the
+// enclosing levels, where it is outer. A resolver that compared names
+// without letter case would keep the inner t. ok is false when q has no
+// qualifier to flip.
+func CaseFlipped(q, outer string) (string, bool) {
+	tree, err := pg.Parse(q)
+	if err != nil || len(tree.Stmts) != 1 || tree.Stmts[0].GetStmt().GetSelectStmt() == nil {
+		return "", false
+	}
+	var names []string
+	var walk func(m protoreflect.Message)
+	walk = func(m protoreflect.Message) {
+		if cr, ok := m.Interface().(*pg.ColumnRef); ok && len(cr.Fields) == 2 {
+			if s := cr.Fields[0].GetString_(); s != nil {
+				if up := strings.ToUpper(s.Sval); up != s.Sval {
+					s.Sval = up
+					if !contains(names, up) {
+						names = append(names, up)
+					}
+				}
+			}
+		}
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			switch {
+			case fd.IsList() && fd.Message() != nil:
+				l := v.List()
+				for i := 0; i < l.Len(); i++ {
+					walk(l.Get(i).Message())
+				}
+			case fd.Message() != nil && !fd.IsMap():
+				walk(v.Message())
+			}
+			return true
+		})
+	}
+	walk(tree.ProtoReflect())
+	if len(names) == 0 {
+		return "", false
+	}
+	s, err := pg.Deparse(tree)
+	if err != nil {
+		return "", false
+	}
+	from := make([]string, len(names))
+	for i, n := range names {
+		from[i] = outer + ` AS "` + n + `"`
+	}
+	return "SELECT count(*) FROM " + strings.Join(from, ", ") + " WHERE EXISTS (" + s + ")", true
 }

@@ -17,6 +17,12 @@
 //   - GROUP BY, HAVING and ORDER BY names may be select-list aliases or
 //     FROM columns (the server's preference differs per clause): both
 //     bindings are reported;
+//   - a qualifier (t.col, db.t.col) names an item by alias, table and
+//     database name compared as the server compares them: byte for byte
+//     under lower_case_table_names=0, so `C.x` passes over an inner item
+//     aliased `c` and may bind to an outer `C`; an item whose name
+//     matches only without letter case is reported as a candidate and
+//     the search goes on outward;
 //   - where MariaDB would report an ambiguity, every candidate is
 //     reported, so the decision covers whichever binding the server
 //     makes; a name that binds to nothing is a Problem.

@@ -130,7 +130,7 @@ func (w *walker) columnRef(cn *ast.ColumnName, sc *scope, sk sink, cl clause) {
 	if cn.Table.O == "" {
 		lins = lookupName(sc, cn.Name.O, cl)
 	} else {
-		lins = lookupQualified(sc, cn.Schema.O, cn.Table.O, cn.Name.O)
+		lins = w.lookupQualified(sc, cn.Schema.O, cn.Table.O, cn.Name.O)
 	}
 	if len(lins) == 0 {
 		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownColumn, Column: cn.Name.O,
@@ -218,25 +218,29 @@ func lookupName(sc *scope, name string, cl clause) [][]sqlpolicy.ColumnRef {
 // lookupQualified resolves [db.]t.col: the FROM items the qualifier may
 // name, innermost level first. A level whose item matches but lacks the
 // column does not stop the search (MariaDB then tries the enclosing
-// levels too).
-func lookupQualified(sc *scope, db, t, name string) [][]sqlpolicy.ColumnRef {
+// levels too), nor does an item whose name matches only when letter case
+// is ignored: MariaDB may not take it (see exactItem), so its column is a
+// candidate and the search goes on outward.
+func (w *walker) lookupQualified(sc *scope, db, t, name string) [][]sqlpolicy.ColumnRef {
+	var acc [][]sqlpolicy.ColumnRef
 	for s := sc; s != nil; s = s.parent {
-		var found [][]sqlpolicy.ColumnRef
+		stop := false
 		for _, it := range s.leaves {
 			if !matchItem(it, db, t) {
 				continue
 			}
 			for _, c := range it.cols {
 				if strings.EqualFold(c.name, name) {
-					found = append(found, c.lin)
+					acc = append(acc, c.lin)
+					stop = stop || w.exactItem(it, db, t)
 				}
 			}
 		}
-		if len(found) > 0 {
-			return found
+		if stop {
+			return acc
 		}
 	}
-	return nil
+	return acc
 }
 
 // variable handles @var and @@var references and assignments.

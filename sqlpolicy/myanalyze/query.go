@@ -399,14 +399,36 @@ func (w *walker) star(wc *ast.WildCardField, sc *scope) []outCol {
 	return cols
 }
 
-// matchItem reports whether a qualifier [db.]t may name it. MariaDB
-// compares aliases case-sensitively under lower_case_table_names=0; the
-// analyzer matches case-insensitively, which can only add candidates.
+// matchItem reports whether a qualifier [db.]t may name it: compared
+// without letter case, which can only add candidates.
 func matchItem(it *item, db, t string) bool {
 	if db != "" {
 		return it.table != "" && !it.aliased && strings.EqualFold(it.db, db) && strings.EqualFold(it.table, t)
 	}
 	return strings.EqualFold(it.alias, t)
+}
+
+// exactItem reports whether a qualifier [db.]t names it under the
+// server's own comparison (find_field_in_table_ref: table_alias_charset):
+// under lower_case_table_names=0 MariaDB compares aliases, table names
+// and database names byte for byte, so `C.email` does not name an item
+// aliased `c` and the search goes on to the enclosing query levels,
+// where an item aliased `C` may be customers. With lower_case_table_names
+// set (and always for information_schema) letter case does not matter.
+func (w *walker) exactItem(it *item, db, t string) bool {
+	fold := w.a.lowerNames
+	if db != "" {
+		fold = fold || isInfoSchema(db)
+		return it.table != "" && !it.aliased && sameName(it.db, db, fold) && sameName(it.table, t, fold)
+	}
+	return sameName(it.alias, t, fold)
+}
+
+func sameName(a, b string, fold bool) bool {
+	if fold {
+		return strings.EqualFold(a, b)
+	}
+	return a == b
 }
 
 // byItem analyzes a GROUP BY or ORDER BY entry: a position refers to the

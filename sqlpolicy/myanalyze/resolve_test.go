@@ -8,7 +8,9 @@ import (
 
 	"github.com/stretchr/testify/assert"
 
+	"github.com/keyholedb/keyhole/internal/testmariadb"
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
 )
 
 // accessSummary renders an Access as sorted "mode action rel.column [via
@@ -90,4 +92,27 @@ func TestResolution(t *testing.T) {
 			assert.NotContains(t, strings.Split(got, "\n"), w, "%s: %s\n%s", c.name, c.sql, got)
 		}
 	}
+}
+
+// TestQualifierLetterCase pins how a qualifier's letter case decides its
+// query level. Under lower_case_table_names=0 MariaDB compares aliases
+// byte for byte: `C.email` does not name the inner derived table c and
+// resolves outward to customers C (verified against MariaDB 10.11, which
+// returns customers.email). Under lower_case_table_names=1 it names the
+// inner c.
+func TestQualifierLetterCase(t *testing.T) {
+	t.Parallel()
+	const sql = "SELECT (SELECT C.email FROM (SELECT 'x' AS email) c) FROM customers C"
+	got := strings.Split(accessSummary(analyze(t, sql)), "\n")
+	assert.Contains(t, got, "C read  customers.email", "lower_case_table_names=0")
+
+	got = strings.Split(accessSummary(analyze(t, "SELECT (SELECT c.email FROM (SELECT 'x' AS email) c) FROM customers C")), "\n")
+	assert.NotContains(t, got, "C read  customers.email", "an exact-case inner alias stops the search")
+
+	cat, name := loadShop(t)
+	folded := *cat
+	folded.LowerCaseTableNames = 1
+	an := myanalyze.New(&folded, myanalyze.Options{})
+	got = strings.Split(accessSummary(an.Analyze(testmariadb.Rename(sql, name), an.NewSession())), "\n")
+	assert.NotContains(t, got, "C read  customers.email", "lower_case_table_names=1: C names the inner c")
 }

@@ -115,19 +115,22 @@ type cte struct {
 	pending bool
 }
 
+// find returns the WITH query a table name refers to, innermost WITH
+// clause first. MariaDB compares WITH names without letter case (even
+// under lower_case_table_names=0, where table names compare exactly): an
+// inner `C` hides an outer `c`. A name that matches only without letter
+// case is reported as ambiguous (refused), so that keyhole never has to
+// choose between the WITH query and a table of the same name.
 func (e *cteEnv) find(name string) (*cte, bool) {
 	for c := e; c != nil; c = c.parent {
 		for i := len(c.list) - 1; i >= 0; i-- {
+			if !strings.EqualFold(c.list[i].name, name) {
+				continue
+			}
 			if c.list[i].name == name {
 				return c.list[i], false
 			}
-		}
-	}
-	for c := e; c != nil; c = c.parent {
-		for _, x := range c.list {
-			if strings.EqualFold(x.name, name) {
-				return nil, true
-			}
+			return nil, true
 		}
 	}
 	return nil, false
