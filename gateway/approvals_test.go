@@ -25,7 +25,7 @@ import (
 // never-grantable labels.
 const approvalPolicy = fixture.Policy + "  other-bot: {role: analyst}\nnever_grant: [secret, pii.ssn]\n"
 
-var requestRE = regexp.MustCompile(`apr_[a-z2-7]{16}`)
+var requestRE = regexp.MustCompile(`apr_[a-z2-7]{26}`)
 
 // pgErr runs sql and returns its error as a *pgconn.PgError (nil when it
 // ran).
