@@ -94,7 +94,7 @@ type Service struct {
 	declined atomic.Pointer[map[string]bool]
 	openMu   sync.Mutex
 	open     map[string]map[string]bool // agent → its pending request ids (store's, plus this replica's since)
-	known    sync.Map // request ids this replica opened or counted: audit events name them
+	known    sync.Map                   // request ids this replica opened or counted: audit events name them
 	nknown   atomic.Int64
 	agents   sync.Map // agent name → *agentState
 
