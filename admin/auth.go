@@ -151,7 +151,7 @@ func (a *auth) authenticate(w http.ResponseWriter, r *http.Request) (*principal,
 		}
 		return a.proxyLogin(w, r)
 	}
-	tok := sessionCookie(r)
+	tok := a.sessionCookie(r)
 	if tok == "" {
 		return nil, errUnauthenticated
 	}
@@ -198,7 +198,7 @@ func (a *auth) proxyLogin(w http.ResponseWriter, r *http.Request) (*principal, e
 	default:
 		return nil, errForbidden
 	}
-	if tok := sessionCookie(r); tok != "" {
+	if tok := a.sessionCookie(r); tok != "" {
 		if l, err := a.store.Login(r.Context(), hashToken(tok)); err == nil && l.Method == "proxy" && l.User == user && l.Role == role {
 			return &principal{User: user, Role: role, Via: "proxy", session: tok}, nil
 		}
@@ -224,11 +224,18 @@ func validProxyUser(s string) bool {
 	return true
 }
 
-func sessionCookie(r *http.Request) string {
-	for _, name := range []string{cookieSecure, cookiePlain} {
-		if c, err := r.Cookie(name); err == nil && c.Value != "" {
-			return c.Value
-		}
+// sessionCookie is the session token the browser sent. Over TLS only the
+// __Host- cookie counts: a plain-named cookie can be planted by anyone
+// who can answer the browser over plain HTTP or from a sibling domain
+// (cookie tossing), which would sign the reviewer into a session the
+// attacker chose (session fixation).
+func (a *auth) sessionCookie(r *http.Request) string {
+	name := cookiePlain
+	if a.secure(r) {
+		name = cookieSecure
+	}
+	if c, err := r.Cookie(name); err == nil && c.Value != "" {
+		return c.Value
 	}
 	return ""
 }

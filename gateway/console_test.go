@@ -209,7 +209,14 @@ func TestConsoleSecurity(t *testing.T) {
 		assert.Equal(t, http.StatusOK, resp.StatusCode)
 	})
 	t.Run("the console approves with its form", func(t *testing.T) {
-		form := url.Values{"csrf": {csrf}, "item": {"0"}, "col-0": {"email"}, "for": {"custom"}, "custom": {"20m"}, "scope": {"statement"}, "note": {"ticket 7"}}
+		_, page := do(t, alice, "GET", ce.base+"/console/requests/"+id, nil, nil)
+		m := regexp.MustCompile(`name="grantable" value="([^"]+)"`).FindStringSubmatch(page)
+		require.NotNil(t, m, page)
+		form := url.Values{"csrf": {csrf}, "item": {"0"}, "col-0": {"email"}, "for": {"custom"}, "custom": {"20m"}, "scope": {"statement"}, "note": {"ticket 7"},
+			"grantable": {"stale"}}
+		resp, _ := do(t, alice, "POST", ce.base+"/console/requests/"+id+"/approve", form, map[string]string{"Origin": ce.base})
+		require.Equal(t, http.StatusConflict, resp.StatusCode, "what the form showed is not what the request offers now")
+		form.Set("grantable", m[1])
 		resp, body := do(t, alice, "POST", ce.base+"/console/requests/"+id+"/approve", form, map[string]string{"Origin": ce.base})
 		require.Equal(t, http.StatusSeeOther, resp.StatusCode, body)
 		gs, err := svc.Store().Grants(ctx, store.GrantFilter{ActiveAt: time.Now(), RequestID: id})
