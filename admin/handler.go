@@ -69,7 +69,9 @@ func Handler(opts HandlerOptions) http.Handler {
 		// serves the named profiles (heap, goroutine, …) below it; the
 		// others need their own handlers.
 		protect := func(h http.HandlerFunc) http.Handler { return h }
-		if p, ok := opts.Console.(interface{ Protect(http.Handler) http.Handler }); ok {
+		if p, ok := opts.Console.(interface {
+			Protect(http.Handler) http.Handler
+		}); ok {
 			protect = func(h http.HandlerFunc) http.Handler { return p.Protect(h) }
 		}
 		mux.Handle("GET /debug/pprof/", protect(pprof.Index))
