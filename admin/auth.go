@@ -9,10 +9,12 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -292,7 +294,12 @@ func (a *auth) login(ctx context.Context, r *http.Request, user, password string
 	if u != nil && u.Password != "" {
 		hash = u.Password
 	}
-	ok := VerifyPassword(hash, password) && u != nil && u.Password != ""
+	verified, err := a.verify(ctx, hash, password)
+	if err != nil {
+		att.Done(nil)
+		return "", "", identity.NewAuthError(identity.ReasonRateLimited, err)
+	}
+	ok := verified && u != nil && u.Password != ""
 	if !ok {
 		att.Done(identity.NewAuthError(identity.ReasonCredentials, errors.New("wrong reviewer name or password")))
 		a.auditEvent(audit.Event{Kind: audit.KindReviewerFailed, Reviewer: user, AuthMethod: "password", Client: r.RemoteAddr})
@@ -306,6 +313,35 @@ func (a *auth) login(ctx context.Context, r *http.Request, user, password string
 	a.auditEvent(audit.Event{Kind: audit.KindReviewerLogin, Reviewer: user, AuthMethod: "password", Client: r.RemoteAddr, Role: u.Role})
 	return tok, u.Role, nil
 }
+
+// maxVerifying bounds password checks running at once. An argon2id check
+// takes argonMemory (64 MiB) for tens of milliseconds, and a login needs
+// no account (unknown names check a dummy hash, for timing): without a
+// bound, a few thousand concurrent logins with made-up names would take
+// the process's memory. The per-(address, reviewer) limiter does not
+// bound that; this does.
+var maxVerifying = max(2, min(runtime.NumCPU(), 4))
+
+// verifySlots is shared by every console of the process (memory is).
+var verifySlots = make(chan struct{}, maxVerifying)
+
+// verify is VerifyPassword in one of the verifySlots, waiting for one
+// while ctx lasts.
+func (a *auth) verify(ctx context.Context, hash, password string) (bool, error) {
+	select {
+	case verifySlots <- struct{}{}:
+	case <-ctx.Done():
+		return false, fmt.Errorf("waiting to check a password: %w", ctx.Err())
+	}
+	defer func() { <-verifySlots }()
+	if verifyHook != nil {
+		verifyHook()
+	}
+	return VerifyPassword(hash, password), nil
+}
+
+// verifyHook runs inside a verify slot (tests measure concurrency).
+var verifyHook func()
 
 // csrfToken is the form token of a console session: an HMAC of a fixed
 // string keyed by the session token, which only the session's browser

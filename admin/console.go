@@ -291,7 +291,7 @@ func parseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if n, ok := strings.CutSuffix(s, "d"); ok {
 		d, err := strconv.Atoi(n)
-		if err != nil || d <= 0 {
+		if err != nil || d <= 0 || d > 36500 {
 			return 0, fmt.Errorf("%q is not a duration", s)
 		}
 		return time.Duration(d) * 24 * time.Hour, nil

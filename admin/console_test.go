@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -236,4 +238,35 @@ func TestEventsAndStateChangesNeedAuth(t *testing.T) {
 		resp := serve(t, h, req{method: "POST", target: p, hdr: map[string]string{"X-CSRF-Token": m[1]}, cookies: []*http.Cookie{ck}})
 		assert.Equal(t, http.StatusForbidden, resp.StatusCode, p)
 	}
+}
+
+// Concurrent logins (with made-up names: each still checks a hash, for
+// timing) run a bounded number of argon2id checks at once, so they cannot
+// take the process's memory (64 MiB each).
+func TestLoginPasswordChecksBounded(t *testing.T) {
+	h := newConsole(t, nil)
+	var mu sync.Mutex
+	running, peak := 0, 0
+	admin.SetVerifyHook(func() {
+		mu.Lock()
+		running++
+		peak = max(peak, running)
+		mu.Unlock()
+		time.Sleep(20 * time.Millisecond) // hold the slot so overlaps show
+		mu.Lock()
+		running--
+		mu.Unlock()
+	})
+	defer admin.SetVerifyHook(nil)
+	var wg sync.WaitGroup
+	for i := range 24 {
+		wg.Go(func() {
+			resp := serve(t, h, req{method: "POST", target: "/login", form: url.Values{"user": {fmt.Sprintf("nobody%d", i)}, "password": {"x"}},
+				remote: fmt.Sprintf("198.51.100.%d:1234", i)})
+			assert.Equal(t, http.StatusUnauthorized, resp.StatusCode)
+		})
+	}
+	wg.Wait()
+	assert.LessOrEqual(t, peak, admin.MaxVerifying)
+	assert.Positive(t, peak)
 }
