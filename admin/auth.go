@@ -319,8 +319,8 @@ func (a *auth) login(ctx context.Context, r *http.Request, user, password string
 // no account (unknown names check a dummy hash, for timing): without a
 // bound, a few thousand concurrent logins with made-up names would take
 // the process's memory. The per-(address, reviewer) limiter does not
-// bound that; this does.
-var maxVerifying = max(2, min(runtime.NumCPU(), 4))
+// bound that; this does (at most 8 × 64 MiB).
+var maxVerifying = max(4, min(runtime.NumCPU(), 8))
 
 // verifySlots is shared by every console of the process (memory is).
 var verifySlots = make(chan struct{}, maxVerifying)

@@ -258,6 +258,10 @@ CREATE VIEW cust_contact AS SELECT id, upper(email) AS mail FROM customers;`)
 		id := request(t, c, "SELECT email FROM customers WHERE id = 1")
 		approve(id, store.ScopeAccess)
 		require.Equal(t, "ada@example.com", query(c, "SELECT email FROM customers WHERE id = 1"))
+		for _, sql := range []string{"UPDATE customers SET email = 'x' WHERE id = 1 RETURNING email", "DELETE FROM customers WHERE id = 1 RETURNING email",
+			"SELECT phone FROM customers WHERE id = 1", "SELECT value FROM secrets WHERE id = 1"} {
+			assert.Equal(t, "42501", query(c, sql), "%s: a select grant on customers.email is that and nothing else", sql)
+		}
 		// never_grant is consulted at each decision, not only when the
 		// grant was made.
 		e.writePolicy(strings.Replace(pol, "never_grant: [secret, pii.ssn]", "never_grant: [secret, pii.ssn, pii.email]", 1))

@@ -62,11 +62,12 @@ func startConsole(t *testing.T, opts ...setup) *consoleEnv {
 }
 
 // browser is an HTTP client with a cookie jar that does not follow
-// redirects.
+// redirects. Its timeout allows for logins under the race detector, where
+// one argon2id check takes about 5 s.
 func browser(t *testing.T) *http.Client {
 	jar, err := cookiejar.New(nil)
 	require.NoError(t, err)
-	return &http.Client{Jar: jar, Timeout: 20 * time.Second,
+	return &http.Client{Jar: jar, Timeout: time.Minute,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
