@@ -9,10 +9,12 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -151,7 +153,7 @@ func (a *auth) authenticate(w http.ResponseWriter, r *http.Request) (*principal,
 		}
 		return a.proxyLogin(w, r)
 	}
-	tok := sessionCookie(r)
+	tok := a.sessionCookie(r)
 	if tok == "" {
 		return nil, errUnauthenticated
 	}
@@ -198,7 +200,7 @@ func (a *auth) proxyLogin(w http.ResponseWriter, r *http.Request) (*principal, e
 	default:
 		return nil, errForbidden
 	}
-	if tok := sessionCookie(r); tok != "" {
+	if tok := a.sessionCookie(r); tok != "" {
 		if l, err := a.store.Login(r.Context(), hashToken(tok)); err == nil && l.Method == "proxy" && l.User == user && l.Role == role {
 			return &principal{User: user, Role: role, Via: "proxy", session: tok}, nil
 		}
@@ -224,11 +226,18 @@ func validProxyUser(s string) bool {
 	return true
 }
 
-func sessionCookie(r *http.Request) string {
-	for _, name := range []string{cookieSecure, cookiePlain} {
-		if c, err := r.Cookie(name); err == nil && c.Value != "" {
-			return c.Value
-		}
+// sessionCookie is the session token the browser sent. Over TLS only the
+// __Host- cookie counts: a plain-named cookie can be planted by anyone
+// who can answer the browser over plain HTTP or from a sibling domain
+// (cookie tossing), which would sign the reviewer into a session the
+// attacker chose (session fixation).
+func (a *auth) sessionCookie(r *http.Request) string {
+	name := cookiePlain
+	if a.secure(r) {
+		name = cookieSecure
+	}
+	if c, err := r.Cookie(name); err == nil && c.Value != "" {
+		return c.Value
 	}
 	return ""
 }
@@ -285,7 +294,12 @@ func (a *auth) login(ctx context.Context, r *http.Request, user, password string
 	if u != nil && u.Password != "" {
 		hash = u.Password
 	}
-	ok := VerifyPassword(hash, password) && u != nil && u.Password != ""
+	verified, err := a.verify(ctx, hash, password)
+	if err != nil {
+		att.Done(nil)
+		return "", "", identity.NewAuthError(identity.ReasonRateLimited, err)
+	}
+	ok := verified && u != nil && u.Password != ""
 	if !ok {
 		att.Done(identity.NewAuthError(identity.ReasonCredentials, errors.New("wrong reviewer name or password")))
 		a.auditEvent(audit.Event{Kind: audit.KindReviewerFailed, Reviewer: user, AuthMethod: "password", Client: r.RemoteAddr})
@@ -299,6 +313,35 @@ func (a *auth) login(ctx context.Context, r *http.Request, user, password string
 	a.auditEvent(audit.Event{Kind: audit.KindReviewerLogin, Reviewer: user, AuthMethod: "password", Client: r.RemoteAddr, Role: u.Role})
 	return tok, u.Role, nil
 }
+
+// maxVerifying bounds password checks running at once. An argon2id check
+// takes argonMemory (64 MiB) for tens of milliseconds, and a login needs
+// no account (unknown names check a dummy hash, for timing): without a
+// bound, a few thousand concurrent logins with made-up names would take
+// the process's memory. The per-(address, reviewer) limiter does not
+// bound that; this does (at most 8 × 64 MiB).
+var maxVerifying = max(4, min(runtime.NumCPU(), 8))
+
+// verifySlots is shared by every console of the process (memory is).
+var verifySlots = make(chan struct{}, maxVerifying)
+
+// verify is VerifyPassword in one of the verifySlots, waiting for one
+// while ctx lasts.
+func (a *auth) verify(ctx context.Context, hash, password string) (bool, error) {
+	select {
+	case verifySlots <- struct{}{}:
+	case <-ctx.Done():
+		return false, fmt.Errorf("waiting to check a password: %w", ctx.Err())
+	}
+	defer func() { <-verifySlots }()
+	if verifyHook != nil {
+		verifyHook()
+	}
+	return VerifyPassword(hash, password), nil
+}
+
+// verifyHook runs inside a verify slot (tests measure concurrency).
+var verifyHook func()
 
 // csrfToken is the form token of a console session: an HMAC of a fixed
 // string keyed by the session token, which only the session's browser

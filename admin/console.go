@@ -142,7 +142,20 @@ func NewConsole(o ConsoleOptions) (http.Handler, error) {
 	mux.Handle("/console/", c.require(authed))
 	mux.Handle("/api/", c.require(authed))
 	mux.Handle("POST /logout", c.require(authed))
-	return securityHeaders(mux), nil
+	return &consoleHandler{Handler: securityHeaders(mux), c: c}, nil
+}
+
+// consoleHandler is the console's handler; Protect puts other handlers
+// (the profiler) behind its login.
+type consoleHandler struct {
+	http.Handler
+	c *console
+}
+
+// Protect serves h to authenticated reviewers only (viewers included:
+// they see statements anyway), with the console's headers.
+func (h *consoleHandler) Protect(next http.Handler) http.Handler {
+	return securityHeaders(h.c.require(next))
 }
 
 // contentSecurityPolicy lets pages load only keyhole's own script and
@@ -218,10 +231,21 @@ func (c *console) fail(w http.ResponseWriter, r *http.Request, api bool, code in
 
 // --- login ---
 
+// safeNext is where a login goes next: a path of this console, else
+// /console/. Browsers drop tabs and newlines from a URL and read a
+// backslash as a slash, so "/\t/evil.example" and "/\\evil.example" are
+// "//evil.example", another site: a next with any control character,
+// backslash or space is refused, as is one that parses with a scheme or a
+// host, or that leaves /console/.
 func safeNext(next string) string {
-	// Only a path on this site: never a scheme, a host, or "//host".
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
-		return "/console/"
+	const home = "/console/"
+	if strings.ContainsFunc(next, func(r rune) bool { return r < 0x21 || r == 0x7f || r == '\\' }) {
+		return home
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" ||
+		!strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || !strings.HasPrefix(u.Path, home) {
+		return home
 	}
 	return next
 }
@@ -253,7 +277,7 @@ func (c *console) loginPost(w http.ResponseWriter, r *http.Request) {
 }
 
 func (c *console) logout(w http.ResponseWriter, r *http.Request) {
-	if tok := sessionCookie(r); tok != "" {
+	if tok := c.auth.sessionCookie(r); tok != "" {
 		_ = c.st.DeleteLogin(r.Context(), hashToken(tok))
 	}
 	c.auth.clearCookie(w, r)
@@ -267,7 +291,7 @@ func parseDuration(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
 	if n, ok := strings.CutSuffix(s, "d"); ok {
 		d, err := strconv.Atoi(n)
-		if err != nil || d <= 0 {
+		if err != nil || d <= 0 || d > 36500 {
 			return 0, fmt.Errorf("%q is not a duration", s)
 		}
 		return time.Duration(d) * 24 * time.Hour, nil

@@ -64,13 +64,21 @@ func Handler(opts HandlerOptions) http.Handler {
 		mux.Handle("/", opts.Console)
 	}
 	if opts.Pprof {
-		// pprof.Index serves the named profiles (heap, goroutine, …) below
-		// it; the others need their own handlers.
-		mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		// A profile can hold statement text (and the heap, secrets): with
+		// a console, only its signed-in reviewers get one. pprof.Index
+		// serves the named profiles (heap, goroutine, …) below it; the
+		// others need their own handlers.
+		protect := func(h http.HandlerFunc) http.Handler { return h }
+		if p, ok := opts.Console.(interface {
+			Protect(http.Handler) http.Handler
+		}); ok {
+			protect = func(h http.HandlerFunc) http.Handler { return p.Protect(h) }
+		}
+		mux.Handle("GET /debug/pprof/", protect(pprof.Index))
+		mux.Handle("GET /debug/pprof/cmdline", protect(pprof.Cmdline))
+		mux.Handle("GET /debug/pprof/profile", protect(pprof.Profile))
+		mux.Handle("GET /debug/pprof/symbol", protect(pprof.Symbol))
+		mux.Handle("GET /debug/pprof/trace", protect(pprof.Trace))
 	}
 	return mux
 }

@@ -3,6 +3,9 @@ package admin
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -277,6 +280,7 @@ func (c *console) requestRows(w http.ResponseWriter, r *http.Request) {
 type approveForm struct {
 	Req         store.Request
 	CSRF        string
+	Digest      string
 	Durations   []time.Duration
 	Max         time.Duration
 	EndSessions bool
@@ -298,7 +302,7 @@ func (c *console) requestPage(w http.ResponseWriter, r *http.Request) {
 	st := d.Request.Status
 	c.render(w, r, "request", "Access request", requestData{Detail: d,
 		CanApprove: p.approver() && len(d.Request.Grantable) > 0 && (st == store.StatusPending || st == store.StatusDeclined),
-		Form: approveForm{Req: d.Request, CSRF: csrfToken(p.session), Durations: c.o.Durations, Max: c.svc.MaxDuration(),
+		Form: approveForm{Req: d.Request, CSRF: csrfToken(p.session), Digest: grantableDigest(d.Request.Grantable), Durations: c.o.Durations, Max: c.svc.MaxDuration(),
 			EndSessions: c.svc.EndSessionsDefault()}})
 }
 
@@ -320,6 +324,15 @@ func (c *console) approvePost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f := r.PostForm
+	// The form names what to grant by position in the request's
+	// grantable list, read again now: if the list changed since the page
+	// was rendered (the policy changed, or the agent's later denials of the
+	// shape asked for something else), the reviewer would approve what
+	// they did not see.
+	if f.Get("grantable") != grantableDigest(req.Grantable) {
+		c.fail(w, r, false, http.StatusConflict, "the request changed since this page was shown; reload it and review it again")
+		return
+	}
 	dur := f.Get("for")
 	if dur == "custom" {
 		dur = f.Get("custom")
@@ -456,4 +469,12 @@ func (c *console) unlabelledPage(w http.ResponseWriter, r *http.Request) {
 		cols = c.o.Policy.Unlabelled()
 	}
 	c.render(w, r, "unlabelled", "Unlabelled columns that look like personal data", map[string]any{"Columns": cols})
+}
+
+// grantableDigest identifies what a request offered when its approval
+// form was rendered.
+func grantableDigest(g []sqlpolicy.Exception) string {
+	b, _ := json.Marshal(g)
+	h := sha256.Sum256(b)
+	return base64.RawURLEncoding.EncodeToString(h[:16])
 }

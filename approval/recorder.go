@@ -43,7 +43,9 @@ func (r *recorder) Record(ev audit.Event) {
 		d := store.Denial{At: ev.Time, RequestID: store.RequestID(ev.Agent, ev.Fingerprint), Agent: ev.Agent, Role: ev.Role,
 			Fingerprint: ev.Fingerprint, Rule: ev.Rule, Session: ev.Session, Client: ev.Client, Protocol: ev.Protocol,
 			Database: ev.Database, Replica: s.opts.Replica.ID, ErrorCode: ev.ErrorCode}
-		s.add(func(p *pending) { p.denials = append(p.denials, d) })
+		if s.indexDenial(ev.Agent, ev.Time) {
+			s.add(func(p *pending) { p.denials = append(p.denials, d) })
+		}
 	case ev.Kind == audit.KindStatement:
 		s.touchAgent(ev.Agent, "", "", "", ev.Time)
 	case ev.Kind == audit.KindAuthOK:

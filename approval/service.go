@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/sqlpolicy"
@@ -26,6 +27,22 @@ const (
 	replicaLive = 30 * time.Second
 	pruneEvery  = time.Hour
 	maxKnown    = 100000
+	// DefaultMaxOpenPerAgent bounds an agent's pending requests (see
+	// store.DefaultMaxOpenPerAgent).
+	DefaultMaxOpenPerAgent = store.DefaultMaxOpenPerAgent
+	// DefaultIndexRate and DefaultIndexBurst bound how many denials per
+	// second of one agent the console's index records one by one (a token
+	// bucket); the audit log records every one, and the request's count
+	// counts every one.
+	DefaultIndexRate  = 50
+	DefaultIndexBurst = 500
+	// MaxStatementBytes is how much of a statement's (redacted) text a
+	// request keeps; the rest is cut, and the cut said.
+	MaxStatementBytes = store.MaxStatementBytes
+	// MaxReasons is how many reasons a request keeps. A denial with more
+	// is not approvable: no reviewer can judge a grant of hundreds of
+	// columns, and its row would be as large as the statement made it.
+	MaxReasons = store.MaxReasons
 )
 
 // ErrInvalid is wrapped by errors of a reviewer's input (duration, scope,
@@ -53,6 +70,9 @@ type Options struct {
 	FlushInterval time.Duration
 	SyncInterval  time.Duration
 	MaxPending    int
+	// MaxOpenPerAgent bounds each agent's pending requests (default
+	// DefaultMaxOpenPerAgent).
+	MaxOpenPerAgent int
 	// NeverGrantable reports whether the current policy forbids granting
 	// label to agent's role; nil forbids nothing beyond the decision's own
 	// check.
@@ -72,7 +92,9 @@ type Service struct {
 
 	grants   atomic.Pointer[grantSet]
 	declined atomic.Pointer[map[string]bool]
-	known    sync.Map // request ids this replica opened or counted: audit events name them
+	openMu   sync.Mutex
+	open     map[string]map[string]bool // agent → its pending request ids (store's, plus this replica's since)
+	known    sync.Map                   // request ids this replica opened or counted: audit events name them
 	nknown   atomic.Int64
 	agents   sync.Map // agent name → *agentState
 
@@ -117,6 +139,40 @@ type agentState struct {
 	role    string
 	client  string
 	purpose string
+	// tokens and filled are the bucket of denials the index records one
+	// by one (DefaultIndexRate, DefaultIndexBurst).
+	tokens  float64
+	filled  time.Time
+	dropped int64
+}
+
+// indexDenial reports whether a denial of agent at at is recorded in the
+// denial index one by one: an agent flooding denials is sampled there
+// (its requests still count every one, the audit log records every one).
+func (s *Service) indexDenial(agent string, at time.Time) bool {
+	v, ok := s.agents.Load(agent)
+	if !ok {
+		v, _ = s.agents.LoadOrStore(agent, &agentState{})
+	}
+	a := v.(*agentState)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.filled.IsZero() {
+		a.tokens, a.filled = DefaultIndexBurst, at
+	}
+	if dt := at.Sub(a.filled); dt > 0 {
+		a.tokens = min(DefaultIndexBurst, a.tokens+dt.Seconds()*DefaultIndexRate)
+		a.filled = at
+	}
+	if a.tokens < 1 {
+		if a.dropped++; a.dropped == 1 || a.dropped%10000 == 0 {
+			s.log.Warn("approvals: agent floods denials; the console's index samples them (the audit log has every one)",
+				"agent", agent, "not_indexed", a.dropped)
+		}
+		return false
+	}
+	a.tokens--
+	return true
 }
 
 // liveGrant is an active grant as decisions see it.
@@ -155,6 +211,9 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	if opts.MaxPending <= 0 {
 		opts.MaxPending = DefaultMaxPending
 	}
+	if opts.MaxOpenPerAgent <= 0 {
+		opts.MaxOpenPerAgent = DefaultMaxOpenPerAgent
+	}
 	if opts.Replica.ID == "" {
 		opts.Replica.ID = store.NewID("r_")
 	}
@@ -164,6 +223,7 @@ func New(ctx context.Context, opts Options) (*Service, error) {
 	s.pend = newPending()
 	s.grants.Store(&grantSet{byAgent: map[string][]*liveGrant{}, byID: map[string]*liveGrant{}})
 	s.declined.Store(&map[string]bool{})
+	s.open = map[string]map[string]bool{}
 	now := s.now()
 	s.opts.Replica.Started, s.opts.Replica.Heartbeat = now, now
 	if err := s.st.StartReplica(ctx, s.opts.Replica); err != nil {
@@ -265,8 +325,12 @@ func (s *Service) notify() {
 // --- the statement path ---
 
 // Exceptions are the agent's grants in force at now for a statement of
-// fingerprint, and the grants they come from (for Used).
-func (s *Service) Exceptions(agent, fingerprint string, now time.Time) ([]sqlpolicy.Exception, []*liveGrant) {
+// fingerprint (a ShapeKey), and the grants they come from (for Used). A
+// grant applies to the agent it was approved for while it has the role it
+// had then: a grant names tables of that role's upstream, and an agent
+// moved to another role (another database, other rules) must not carry it
+// along.
+func (s *Service) Exceptions(agent, role, fingerprint string, now time.Time) ([]sqlpolicy.Exception, []*liveGrant) {
 	if s.opts.Disabled {
 		return nil, nil
 	}
@@ -277,7 +341,7 @@ func (s *Service) Exceptions(agent, fingerprint string, now time.Time) ([]sqlpol
 	var ex []sqlpolicy.Exception
 	var from []*liveGrant
 	for _, g := range gs {
-		if !g.Active(now) || (g.Scope == store.ScopeStatement && g.Fingerprint != fingerprint) {
+		if !g.Active(now) || g.Role != role || (g.Scope == store.ScopeStatement && g.Fingerprint != fingerprint) {
 			continue
 		}
 		ex = append(ex, g.Access...)
@@ -305,47 +369,80 @@ func (s *Service) Used(agent, fingerprint string, grants []*liveGrant, at time.T
 
 // Denial is a denied statement as the decision wrapper saw it.
 type Denial struct {
-	Agent, Role, Fingerprint, Statement, Purpose string
-	Decision                                     *sqlpolicy.Decision
-	At                                           time.Time
+	Agent, Role, Statement, Purpose string
+	// Fingerprint is the statement's ShapeKey; Shape the ShapeKey of its
+	// normalized text when Fingerprint is of the exact text (a
+	// literal-sensitive statement), else empty. A denial nothing can be
+	// granted for is keyed by Shape: only an approvable request needs the
+	// exact text, and keying unapprovable ones by it would let an agent
+	// open a new row per literal.
+	Fingerprint, Shape string
+	Decision           *sqlpolicy.Decision
+	At                 time.Time
 }
 
-// Denied counts a denial of the agent's statement shape and returns its
-// request's id and status: pending (a reviewer can approve it), declined,
-// or blocked (nothing in it can be granted). It may wait while the
-// pending writes are full.
-func (s *Service) Denied(d Denial) (string, store.Status) {
+// Outcome is what Denied made of a denial: the request's id and the
+// fingerprint it is keyed by (what the audit event names), and its status:
+// pending (a reviewer can approve it), declined, or blocked (nothing in it
+// can be granted).
+type Outcome struct {
+	ID, Fingerprint string
+	Status          store.Status
+}
+
+// Denied counts a denial of the agent's statement shape. It may wait
+// while the pending writes are full.
+func (s *Service) Denied(d Denial) Outcome {
 	never := func(label string) bool {
 		return s.opts.NeverGrantable != nil && s.opts.NeverGrantable(d.Agent, label)
 	}
-	grantable, whyNot := Grantable(d.Decision.Reasons, never)
+	reasons := d.Decision.Reasons
+	grantable, whyNot := Grantable(reasons, never)
+	if len(reasons) > MaxReasons {
+		grantable, whyNot = nil, fmt.Sprintf("the statement was denied for %d reasons; a grant is reviewed for at most %d (ask for less, or change the policy)", len(reasons), MaxReasons)
+		reasons = reasons[:MaxReasons:MaxReasons]
+	}
 	if s.opts.Disabled {
 		grantable, whyNot = nil, "just-in-time approvals are disabled (approvals.disabled)"
 	}
-	id := store.RequestID(d.Agent, d.Fingerprint)
+	fp := d.Fingerprint
+	if grantable == nil && d.Shape != "" {
+		fp = d.Shape
+	}
+	id := store.RequestID(d.Agent, fp)
 	status := store.StatusPending
 	switch {
 	case grantable == nil:
 		status = store.StatusBlocked
 	case (*s.declined.Load())[id]:
 		status = store.StatusDeclined
+	case !s.admit(d.Agent, id):
+		grantable, whyNot = nil, fmt.Sprintf("agent %s has %d access requests pending, the most it may (decide or decline some first)", d.Agent, s.opts.MaxOpenPerAgent)
+		status = store.StatusBlocked
+		// Keyed by the shape like any unapprovable denial: still one row.
+		if d.Shape != "" {
+			fp = d.Shape
+			id = store.RequestID(d.Agent, fp)
+		}
 	}
 	if status != store.StatusBlocked {
 		s.remember(id)
 	}
+	statement := truncate(d.Statement, MaxStatementBytes)
 	s.touchAgent(d.Agent, d.Role, "", d.Purpose, d.At)
+	out := Outcome{ID: id, Fingerprint: fp, Status: status}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for {
 		if v := s.pend.seen[id]; v != nil {
 			v.Count++
 			v.At = d.At
-			v.Role, v.Rule, v.Reasons, v.Message, v.Hint = d.Role, d.Decision.Rule, d.Decision.Reasons, d.Decision.Message, d.Decision.Hint
+			v.Role, v.Rule, v.Reasons, v.Message, v.Hint = d.Role, d.Decision.Rule, reasons, d.Decision.Message, d.Decision.Hint
 			v.Grantable, v.WhyNot = grantable, whyNot
 			if d.Purpose != "" {
 				v.Purpose = d.Purpose
 			}
-			return id, status
+			return out
 		}
 		if s.pend.size() < s.opts.MaxPending || s.closed.Load() {
 			break
@@ -353,11 +450,57 @@ func (s *Service) Denied(d Denial) (string, store.Status) {
 		s.wake()
 		s.room.Wait()
 	}
-	s.pend.seen[id] = &store.Seen{Agent: d.Agent, Role: d.Role, Fingerprint: d.Fingerprint, Statement: d.Statement,
-		Rule: d.Decision.Rule, Reasons: d.Decision.Reasons, Message: d.Decision.Message, Hint: d.Decision.Hint,
+	s.pend.seen[id] = &store.Seen{Agent: d.Agent, Role: d.Role, Fingerprint: fp, Statement: statement,
+		Rule: d.Decision.Rule, Reasons: reasons, Message: d.Decision.Message, Hint: d.Decision.Hint,
 		Purpose: d.Purpose, Grantable: grantable, WhyNot: whyNot, Count: 1, At: d.At}
 	s.wake()
-	return id, status
+	return out
+}
+
+// admit reports whether request id of agent may be pending: it already
+// is, or the agent has fewer than MaxOpenPerAgent pending. Replicas each
+// admit up to the bound between two loads of the store's counts; the
+// store enforces it for all of them (store.Options.MaxOpenPerAgent).
+func (s *Service) admit(agent, id string) bool {
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	ids := s.open[agent]
+	if ids[id] {
+		return true
+	}
+	if len(ids) >= s.opts.MaxOpenPerAgent {
+		return false
+	}
+	if ids == nil {
+		ids = map[string]bool{}
+		s.open[agent] = ids
+	}
+	ids[id] = true
+	return true
+}
+
+// loadOpen replaces the pending request ids with the store's.
+func (s *Service) loadOpen(ctx context.Context) error {
+	open, err := s.st.PendingIDs(ctx)
+	if err != nil {
+		return err
+	}
+	s.openMu.Lock()
+	s.open = open
+	s.openMu.Unlock()
+	return nil
+}
+
+// truncate cuts s to at most n bytes on a UTF-8 boundary and says so.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("… [cut: %d of %d bytes kept]", cut, len(s))
 }
 
 func (s *Service) remember(id string) {
@@ -567,7 +710,7 @@ func (s *Service) Flush(ctx context.Context) error {
 func (s *Service) syncer() {
 	tick := time.NewTicker(s.opts.SyncInterval)
 	defer tick.Stop()
-	var lastEnded time.Time
+	var lastEnded, lastOpen time.Time
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -595,6 +738,12 @@ func (s *Service) syncer() {
 				s.refreshMu.Unlock()
 				if moved {
 					s.notify()
+					// Other replicas' new requests count against the
+					// agents' bound here too.
+					if now.Sub(lastOpen) >= time.Second {
+						lastOpen = now
+						err = s.loadOpen(s.ctx)
+					}
 				}
 			}
 		}
@@ -644,6 +793,9 @@ func (s *Service) refresh(ctx context.Context) error {
 		d[r.ID] = true
 	}
 	s.declined.Store(&d)
+	if err := s.loadOpen(ctx); err != nil {
+		return err
+	}
 	s.grantsVer = ver
 	for id, lg := range old.byID {
 		if next.byID[id] == nil {

@@ -93,12 +93,21 @@ func (d *approvalDecider) Check(p sqlpolicy.Principal, sql string, s sqlpolicy.S
 	if role == nil {
 		return dec, acc
 	}
-	text, fp := dec.Redacted, dec.Fingerprint
-	if fp == "" {
-		text, fp = e.Redact(sql)
+	text := dec.Redacted
+	if text == "" {
+		text, _ = e.Redact(sql)
+	}
+	// Requests and statement-scope grants are keyed by a cryptographic
+	// hash of the shape (approval.ShapeKey), not the engine's FNV
+	// fingerprint, which an agent could make collide; and by the exact
+	// text when the analysis depended on a literal.
+	shape := approval.ShapeKey(text, sql, false)
+	fp, exactOnly := shape, ""
+	if acc != nil && acc.LiteralSensitive() {
+		fp, exactOnly = approval.ShapeKey(text, sql, true), shape
 	}
 	now := time.Now()
-	if ex, from := d.svc.Exceptions(p.Agent, fp, now); len(ex) > 0 {
+	if ex, from := d.svc.Exceptions(p.Agent, role.Name, fp, now); len(ex) > 0 {
 		nd := e.Policy().DecideWith(p, acc, e.Catalog(), ex)
 		nd.Redacted, nd.Fingerprint = text, fp
 		if nd.Allowed() {
@@ -111,8 +120,10 @@ func (d *approvalDecider) Check(p sqlpolicy.Principal, sql string, s sqlpolicy.S
 		// What the grants do not cover is what the request now asks for.
 		dec = nd
 	}
-	id, status := d.svc.Denied(approval.Denial{Agent: p.Agent, Role: role.Name, Fingerprint: fp, Statement: text,
+	o := d.svc.Denied(approval.Denial{Agent: p.Agent, Role: role.Name, Fingerprint: fp, Shape: exactOnly, Statement: text,
 		Purpose: p.Purpose, Decision: dec, At: now})
+	id, status := o.ID, o.Status
+	fp = o.Fingerprint
 	out := *dec
 	out.Redacted, out.Fingerprint = text, fp
 	switch status {

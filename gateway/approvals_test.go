@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ import (
 // never-grantable labels.
 const approvalPolicy = fixture.Policy + "  other-bot: {role: analyst}\nnever_grant: [secret, pii.ssn]\n"
 
-var requestRE = regexp.MustCompile(`apr_[a-z2-7]{16}`)
+var requestRE = regexp.MustCompile(`apr_[a-z2-7]{26}`)
 
 // pgErr runs sql and returns its error as a *pgconn.PgError (nil when it
 // ran).
@@ -168,4 +169,114 @@ func TestApprovalsThroughTheProxy(t *testing.T) {
 			assert.Equal(t, 1, kinds[audit.KindRequestDeclined])
 		})
 	}
+}
+
+// request denies sql for c and returns the request its error names ("" for
+// none).
+func request(t *testing.T, c *pgx.Conn, sql string) string {
+	t.Helper()
+	pe := pgErr(t, c, sql)
+	require.NotNil(t, pe, "%s ran", sql)
+	require.Equal(t, "42501", pe.Code, "%s: %s", sql, pe.Message)
+	return requestRE.FindString(pe.Message)
+}
+
+// A grant adds exactly what was approved, for the statement it was
+// approved for, to the agent in the role it had: an agent cannot widen a
+// grant by choosing its statements (colliding fingerprints, other
+// literals of a literal-sensitive statement), by changing role, or by
+// reading a never-grantable column through a view.
+func TestGrantScopeEscalation(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, fixture.ShopSQL(t)+`
+CREATE SEQUENCE seq_a; CREATE SEQUENCE seq_b;
+CREATE VIEW cust_ssn AS SELECT id, ssn FROM customers;
+CREATE VIEW cust_contact AS SELECT id, upper(email) AS mail FROM customers;`)
+	pol := fixture.PolicyRoles + `  auditor:
+    upstream: shop
+    allow:
+      - select: [public.orders, public.customers]
+    deny_labels: [pii.*, secret]
+` + fixture.PolicyAgents + "  other-bot: {role: analyst}\nnever_grant: [secret, pii.ssn]\n"
+	e := start(t, map[string]string{"": up.url()}, pol)
+	svc := e.g.Approvals()
+	ctx := context.Background()
+	c := e.connect(agent, up.db.Name)
+	approve := func(id string, scope store.Scope) *store.Grant {
+		t.Helper()
+		require.NotEmpty(t, id)
+		require.NoError(t, svc.Flush(ctx))
+		g, err := svc.Approve(ctx, alice, id, approval.Approve{For: time.Hour, Scope: scope, Note: "test"})
+		require.NoError(t, err)
+		return g
+	}
+
+	t.Run("shape key is a cryptographic hash", func(t *testing.T) {
+		id := request(t, c, "SELECT email FROM customers WHERE id = 7")
+		require.NoError(t, svc.Flush(ctx))
+		r, err := svc.Store().Request(ctx, id)
+		require.NoError(t, err)
+		assert.Regexp(t, `^[0-9a-f]{32}$`, r.Fingerprint, "128 bits, not the engine's 64-bit FNV")
+		assert.Equal(t, approval.ShapeKey(r.Statement, "", false), r.Fingerprint)
+	})
+
+	t.Run("literal-sensitive statements are keyed by their exact text", func(t *testing.T) {
+		a := request(t, c, "SELECT nextval('seq_a')")
+		b := request(t, c, "SELECT nextval('seq_b')")
+		require.NotEmpty(t, a)
+		require.NotEmpty(t, b)
+		assert.NotEqual(t, a, b, "another literal is another request: the agent cannot change what a reviewer is looking at")
+		require.NoError(t, svc.Flush(ctx))
+		ra, err := svc.Store().Request(ctx, a)
+		require.NoError(t, err)
+		assert.Equal(t, "public.seq_a", ra.Grantable[0].Table, "the request still asks for seq_a")
+		approve(a, store.ScopeStatement)
+		assert.Equal(t, "1", query(c, "SELECT nextval('seq_a')"))
+		assert.Equal(t, "42501", query(c, "SELECT nextval('seq_b')"))
+		assert.Equal(t, "42501", query(c, "SELECT nextval('public.seq_a')"), "the same relation by another literal: not the approved statement")
+	})
+
+	t.Run("never_grant through a view or a derived column", func(t *testing.T) {
+		for _, sql := range []string{"SELECT ssn FROM cust_ssn", "SELECT * FROM cust_ssn", "SELECT upper(ssn) FROM customers", "SELECT id FROM customers WHERE ssn LIKE '1%'"} {
+			id := request(t, c, sql)
+			if id == "" {
+				continue // blocked outright: nothing to approve
+			}
+			require.NoError(t, svc.Flush(ctx))
+			r, err := svc.Store().Request(ctx, id)
+			require.NoError(t, err)
+			if r.Status != store.StatusPending {
+				continue
+			}
+			t.Logf("%s: approvable as %+v", sql, r.Grantable)
+			approve(id, store.ScopeAccess)
+			assert.Equal(t, "42501", query(c, sql), "%s: pii.ssn is never granted, whatever was approved", sql)
+		}
+	})
+
+	t.Run("a grant is the role's", func(t *testing.T) {
+		id := request(t, c, "SELECT email FROM customers WHERE id = 1")
+		approve(id, store.ScopeAccess)
+		require.Equal(t, "ada@example.com", query(c, "SELECT email FROM customers WHERE id = 1"))
+		for _, sql := range []string{"UPDATE customers SET email = 'x' WHERE id = 1 RETURNING email", "DELETE FROM customers WHERE id = 1 RETURNING email",
+			"SELECT phone FROM customers WHERE id = 1", "SELECT value FROM secrets WHERE id = 1"} {
+			assert.Equal(t, "42501", query(c, sql), "%s: a select grant on customers.email is that and nothing else", sql)
+		}
+		// never_grant is consulted at each decision, not only when the
+		// grant was made.
+		e.writePolicy(strings.Replace(pol, "never_grant: [secret, pii.ssn]", "never_grant: [secret, pii.ssn, pii.email]", 1))
+		require.NoError(t, e.g.Reload())
+		assert.Equal(t, "42501", query(c, "SELECT email FROM customers WHERE id = 1"), "a label made never_grant after the approval")
+		e.writePolicy(pol)
+		require.NoError(t, e.g.Reload())
+		require.Equal(t, "ada@example.com", query(c, "SELECT email FROM customers WHERE id = 1"))
+		moved := strings.Replace(pol, "sales-summarizer: {role: analyst}", "sales-summarizer: {role: auditor}", 1)
+		require.NotEqual(t, pol, moved)
+		e.writePolicy(moved)
+		require.NoError(t, e.g.Reload())
+		// The role change ends the agent's sessions; a new one has the
+		// auditor's role, and the analyst's grant does not follow it.
+		c2 := e.connect(agent, up.db.Name)
+		assert.Equal(t, "42501", query(c2, "SELECT email FROM customers WHERE id = 1"), "approved for the analyst role, not the auditor")
+	})
 }

@@ -62,11 +62,12 @@ func startConsole(t *testing.T, opts ...setup) *consoleEnv {
 }
 
 // browser is an HTTP client with a cookie jar that does not follow
-// redirects.
+// redirects. Its timeout allows for logins under the race detector, where
+// one argon2id check takes about 5 s.
 func browser(t *testing.T) *http.Client {
 	jar, err := cookiejar.New(nil)
 	require.NoError(t, err)
-	return &http.Client{Jar: jar, Timeout: 20 * time.Second,
+	return &http.Client{Jar: jar, Timeout: time.Minute,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 }
 
@@ -209,7 +210,14 @@ func TestConsoleSecurity(t *testing.T) {
 		assert.Equal(t, http.StatusOK, resp.StatusCode)
 	})
 	t.Run("the console approves with its form", func(t *testing.T) {
-		form := url.Values{"csrf": {csrf}, "item": {"0"}, "col-0": {"email"}, "for": {"custom"}, "custom": {"20m"}, "scope": {"statement"}, "note": {"ticket 7"}}
+		_, page := do(t, alice, "GET", ce.base+"/console/requests/"+id, nil, nil)
+		m := regexp.MustCompile(`name="grantable" value="([^"]+)"`).FindStringSubmatch(page)
+		require.NotNil(t, m, page)
+		form := url.Values{"csrf": {csrf}, "item": {"0"}, "col-0": {"email"}, "for": {"custom"}, "custom": {"20m"}, "scope": {"statement"}, "note": {"ticket 7"},
+			"grantable": {"stale"}}
+		resp, _ := do(t, alice, "POST", ce.base+"/console/requests/"+id+"/approve", form, map[string]string{"Origin": ce.base})
+		require.Equal(t, http.StatusConflict, resp.StatusCode, "what the form showed is not what the request offers now")
+		form.Set("grantable", m[1])
 		resp, body := do(t, alice, "POST", ce.base+"/console/requests/"+id+"/approve", form, map[string]string{"Origin": ce.base})
 		require.Equal(t, http.StatusSeeOther, resp.StatusCode, body)
 		gs, err := svc.Store().Grants(ctx, store.GrantFilter{ActiveAt: time.Now(), RequestID: id})

@@ -88,6 +88,35 @@ func TestReplicasShareRequestsAndGrants(t *testing.T) {
 	})
 	t.Logf("approval on A -> allowed on B: %s; revocation on A -> refused on B: %s", onB.Round(time.Millisecond), revokedB.Round(time.Millisecond))
 
+	// A grant approved on A expires on B by its own clock: B refuses from
+	// its end, not a poll later.
+	pe = pgErr(t, cb, "SELECT email FROM customers WHERE id > 0 ORDER BY id LIMIT 1")
+	id3 := requestRE.FindString(pe.Message)
+	within(t, 2*time.Second, "third request on A", func() bool {
+		_, err := a.g.Approvals().Store().Request(ctx, id3)
+		return err == nil
+	})
+	g3, err := a.g.Approvals().Approve(ctx, approval.Reviewer{Name: "alice"}, id3, approval.Approve{For: 2 * time.Second, Note: "short", Scope: store.ScopeAccess})
+	require.NoError(t, err)
+	within(t, time.Second, "short grant applies on B", func() bool {
+		return query(cb, "SELECT email FROM customers WHERE id > 0 ORDER BY id LIMIT 1") == "ada@example.com"
+	})
+	// An allowed statement was decided after it was sent and before the
+	// grant's end, so it was sent before the end.
+	var lastAllowedSent time.Time
+	within(t, 4*time.Second, "expiry applies on B", func() bool {
+		sent := time.Now()
+		if query(cb, "SELECT email FROM customers WHERE id > 0 ORDER BY id LIMIT 1") == "42501" {
+			return true
+		}
+		lastAllowedSent = sent
+		return false
+	})
+	refusedAfter := time.Since(g3.Expires)
+	assert.Less(t, refusedAfter, time.Second, "B refused within 1s of the grant's end")
+	assert.True(t, lastAllowedSent.Before(g3.Expires), "B never allowed a statement sent after the grant's end")
+	t.Logf("grant end -> refused on B: %s", refusedAfter.Round(time.Millisecond))
+
 	// Declined on B: A tells its agent so within the sync interval.
 	pe = pgErr(t, ca, "SELECT id, email FROM customers")
 	id2 := requestRE.FindString(pe.Message)

@@ -406,12 +406,13 @@ func (s *Store) Replicas(ctx context.Context, live time.Time) ([]Replica, error)
 	return out, rows.Err()
 }
 
-// Retention says how long Prune keeps what.
+// Retention says how long Prune keeps what; a zero duration keeps that
+// part forever.
 type Retention struct {
-	// Denials: the denial index and blocked shapes not seen since
-	// (requests still pending are kept).
+	// Denials: the denial index and blocked shapes not seen since.
 	Denials time.Duration
-	// History: decided requests and ended grants.
+	// History: decided requests and ended grants, and pending requests
+	// not seen since (nobody decided them and the agent stopped asking).
 	History time.Duration
 	// Replicas: replicas (and their sessions) without a heartbeat since.
 	Replicas time.Duration
@@ -421,20 +422,27 @@ type Retention struct {
 func (s *Store) Prune(ctx context.Context, r Retention) error {
 	now := s.now()
 	return s.tx(ctx, func(tx *sql.Tx) error {
+		den, hist, reps := ms(now.Add(-r.Denials)), ms(now.Add(-r.History)), ms(now.Add(-r.Replicas))
 		steps := []struct {
-			q   string
-			arg int64
+			q    string
+			keep time.Duration
+			arg  int64
 		}{
-			{`DELETE FROM denials WHERE at < ?`, ms(now.Add(-r.Denials))},
-			{`DELETE FROM blocked_reasons WHERE block_id IN (SELECT id FROM blocked WHERE status = 'blocked' AND last_seen < ?)`, ms(now.Add(-r.Denials))},
-			{`DELETE FROM blocked WHERE status = 'blocked' AND last_seen < ?`, ms(now.Add(-r.Denials))},
-			{`DELETE FROM blocked_reasons WHERE block_id IN (SELECT id FROM blocked WHERE status IN ('approved', 'declined') AND last_seen < ? AND decided_at < ?)`, ms(now.Add(-r.History))},
-			{`DELETE FROM grants WHERE expires_at < ? OR (revoked_at <> 0 AND revoked_at < ?)`, ms(now.Add(-r.History))},
-			{`DELETE FROM logins WHERE expires_at < ?`, ms(now)},
-			{`DELETE FROM sessions WHERE replica IN (SELECT id FROM replicas WHERE heartbeat < ?)`, ms(now.Add(-r.Replicas))},
-			{`DELETE FROM replicas WHERE heartbeat < ?`, ms(now.Add(-r.Replicas))},
+			{`DELETE FROM denials WHERE at < ?`, r.Denials, den},
+			{`DELETE FROM blocked_reasons WHERE block_id IN (SELECT id FROM blocked WHERE status = 'blocked' AND last_seen < ?)`, r.Denials, den},
+			{`DELETE FROM blocked WHERE status = 'blocked' AND last_seen < ?`, r.Denials, den},
+			{`DELETE FROM blocked_reasons WHERE block_id IN (SELECT id FROM blocked WHERE status = 'pending' AND last_seen < ?)`, r.History, hist},
+			{`DELETE FROM blocked WHERE status = 'pending' AND last_seen < ?`, r.History, hist},
+			{`DELETE FROM blocked_reasons WHERE block_id IN (SELECT id FROM blocked WHERE status IN ('approved', 'declined') AND last_seen < ? AND decided_at < ?)`, r.History, hist},
+			{`DELETE FROM grants WHERE expires_at < ? OR (revoked_at <> 0 AND revoked_at < ?)`, r.History, hist},
+			{`DELETE FROM logins WHERE expires_at < ?`, -1, ms(now)},
+			{`DELETE FROM sessions WHERE replica IN (SELECT id FROM replicas WHERE heartbeat < ?)`, r.Replicas, reps},
+			{`DELETE FROM replicas WHERE heartbeat < ?`, r.Replicas, reps},
 		}
 		for _, st := range steps {
+			if st.keep == 0 {
+				continue
+			}
 			args := []any{st.arg}
 			if strings.Count(st.q, "?") == 2 {
 				args = append(args, st.arg)
@@ -442,6 +450,9 @@ func (s *Store) Prune(ctx context.Context, r Retention) error {
 			if _, err := s.exec(ctx, tx, st.q, args...); err != nil {
 				return fmt.Errorf("store: prune: %w", err)
 			}
+		}
+		if r.History == 0 {
+			return nil
 		}
 		// Decided requests whose grants are gone and that were not seen
 		// within the history window.

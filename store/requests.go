@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
@@ -35,10 +36,12 @@ const (
 
 // RequestID is the id of the request of agent for a statement shape: the
 // same on every replica, so replicas agree on it without asking each
-// other (80 bits of SHA-256).
+// other. It is 128 bits of SHA-256: the agent chooses its statements, so
+// it chooses fingerprints, and with a short id it could find two shapes
+// of one id, have the innocent one approved, and run the other.
 func RequestID(agent, fingerprint string) string {
 	h := sha256.Sum256([]byte(agent + "\x00" + fingerprint))
-	return "apr_" + strings.ToLower(b32.EncodeToString(h[:10]))
+	return "apr_" + strings.ToLower(b32.EncodeToString(h[:16]))
 }
 
 // Request is one blocked statement shape of one agent, and the access
@@ -114,22 +117,72 @@ func scanRequest(sc interface{ Scan(...any) error }) (*Request, error) {
 	return &r, nil
 }
 
+// Sizes a request keeps of what the agent's statement made: the text (as
+// redacted), what the agent was told, and the reasons. The rest is cut
+// (and the cut said), so that a huge statement makes no huge row.
+const (
+	MaxStatementBytes = 16 << 10
+	MaxMessageBytes   = 4 << 10
+	MaxReasons        = 100
+)
+
 // recordSeen upserts denials of shapes: a new shape opens a request
 // (pending when something can be granted, else blocked); a known one
 // counts. A declined request stays declined. An approved one whose
 // denial came after the approval (its grant expired, was revoked, or did
 // not cover the statement) is pending again.
+//
+// Each agent has at most maxOpen pending requests (a shape that would be
+// one more is kept as blocked, saying why) and maxShapes blocked shapes
+// (one more replaces the agent's least recently seen).
 func (s *Store) recordSeen(ctx context.Context, tx *sql.Tx, seen []Seen) error {
 	for _, v := range seen {
 		id := RequestID(v.Agent, v.Fingerprint)
-		reasons, _ := json.Marshal(nonNil(v.Reasons))
-		grantable, _ := json.Marshal(nonNilEx(v.Grantable))
+		var curAgent, curFP, curStatus string
+		var curDecided int64
+		err := tx.QueryRowContext(ctx, s.q(`SELECT agent, fingerprint, status, decided_at FROM blocked WHERE id = ?`), id).
+			Scan(&curAgent, &curFP, &curStatus, &curDecided)
+		exists := err == nil
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return fmt.Errorf("store: record request %s: %w", id, err)
+		case curAgent != v.Agent || curFP != v.Fingerprint:
+			// Two shapes with one id (RequestID's 128 bits make this a
+			// theoretical case): never let one's denial rewrite the
+			// other's request, which a reviewer may be approving.
+			continue
+		}
+		if len(v.Reasons) > MaxReasons {
+			v.Reasons = v.Reasons[:MaxReasons]
+		}
+		v.Statement = truncate(v.Statement, MaxStatementBytes)
+		v.Message, v.Hint = truncate(v.Message, MaxMessageBytes), truncate(v.Hint, MaxMessageBytes)
+		at := ms(v.At)
 		status := StatusPending
 		if len(v.Grantable) == 0 {
 			status = StatusBlocked
 		}
-		at := ms(v.At)
-		_, err := s.exec(ctx, tx, `INSERT INTO blocked (`+requestCols+`)
+		staysOpen := exists && (curStatus == string(StatusPending) || curStatus == string(StatusDeclined) ||
+			(curStatus == string(StatusApproved) && at <= curDecided))
+		if status == StatusPending && !staysOpen {
+			var n int
+			if err := tx.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM blocked WHERE agent = ? AND status = 'pending'`), v.Agent).Scan(&n); err != nil {
+				return fmt.Errorf("store: record request %s: %w", id, err)
+			}
+			if n >= s.maxOpen {
+				status, v.Grantable = StatusBlocked, nil
+				v.WhyNot = fmt.Sprintf("agent %s has %d access requests pending, the most it may (decide or decline some first)", v.Agent, n)
+			}
+		}
+		if status == StatusBlocked && !exists {
+			if err := s.evictShapes(ctx, tx, v.Agent); err != nil {
+				return err
+			}
+		}
+		reasons, _ := json.Marshal(nonNil(v.Reasons))
+		grantable, _ := json.Marshal(nonNilEx(v.Grantable))
+		_, err = s.exec(ctx, tx, `INSERT INTO blocked (`+requestCols+`)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, 0, '', 0, '')
 ON CONFLICT (id) DO UPDATE SET
 	count = blocked.count + excluded.count,
@@ -140,7 +193,8 @@ ON CONFLICT (id) DO UPDATE SET
 	status = CASE
 		WHEN blocked.status = 'declined' THEN blocked.status
 		WHEN blocked.status = 'approved' AND excluded.last_seen <= blocked.decided_at THEN blocked.status
-		ELSE excluded.status END`,
+		ELSE excluded.status END
+WHERE blocked.agent = excluded.agent AND blocked.fingerprint = excluded.fingerprint`,
 			id, v.Agent, v.Role, v.Fingerprint, v.Statement, v.Rule, string(reasons), v.Message, v.Hint, v.Purpose,
 			string(grantable), v.WhyNot, string(status), v.Count, at, at)
 		if err != nil {
@@ -157,6 +211,60 @@ ON CONFLICT (id) DO UPDATE SET
 		}
 	}
 	return nil
+}
+
+// evictShapes makes room for one more blocked shape of agent: at
+// maxShapes, its least recently seen blocked shapes go.
+func (s *Store) evictShapes(ctx context.Context, tx *sql.Tx, agent string) error {
+	var n int
+	if err := tx.QueryRowContext(ctx, s.q(`SELECT COUNT(*) FROM blocked WHERE agent = ? AND status = 'blocked'`), agent).Scan(&n); err != nil {
+		return fmt.Errorf("store: count shapes: %w", err)
+	}
+	if n < s.maxShapes {
+		return nil
+	}
+	victims := `SELECT id FROM blocked WHERE agent = ? AND status = 'blocked' ORDER BY last_seen, id LIMIT ?`
+	k := n - s.maxShapes + 1
+	if _, err := s.exec(ctx, tx, `DELETE FROM blocked_reasons WHERE block_id IN (`+victims+`)`, agent, k); err != nil {
+		return fmt.Errorf("store: evict shapes: %w", err)
+	}
+	if _, err := s.exec(ctx, tx, `DELETE FROM blocked WHERE id IN (`+victims+`)`, agent, k); err != nil {
+		return fmt.Errorf("store: evict shapes: %w", err)
+	}
+	return nil
+}
+
+// truncate cuts s to at most n bytes on a UTF-8 boundary and says so.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + fmt.Sprintf("… [cut: %d of %d bytes kept]", cut, len(s))
+}
+
+// PendingIDs are the pending requests' ids per agent.
+func (s *Store) PendingIDs(ctx context.Context) (map[string]map[string]bool, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT agent, id FROM blocked WHERE status = 'pending'`)
+	if err != nil {
+		return nil, fmt.Errorf("store: pending requests: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]map[string]bool{}
+	for rows.Next() {
+		var agent, id string
+		if err := rows.Scan(&agent, &id); err != nil {
+			return nil, fmt.Errorf("store: pending requests: %w", err)
+		}
+		if out[agent] == nil {
+			out[agent] = map[string]bool{}
+		}
+		out[agent][id] = true
+	}
+	return out, rows.Err()
 }
 
 func (s *Store) recordAllowed(ctx context.Context, tx *sql.Tx, allowed []Allowed) error {

@@ -36,10 +36,26 @@ const (
 
 // Store is an open store. It is safe for concurrent use.
 type Store struct {
-	db   *sql.DB
-	kind Kind
-	now  func() time.Time
+	db        *sql.DB
+	kind      Kind
+	now       func() time.Time
+	maxOpen   int
+	maxShapes int
 }
+
+// Bounds on what one agent's denials keep in the store, whatever it sends
+// (Options.MaxOpenPerAgent, MaxShapesPerAgent).
+const (
+	// DefaultMaxOpenPerAgent: an agent's pending requests. A new shape
+	// beyond it is kept as blocked (not approvable) and says why: an
+	// agent sending many distinct denied statements cannot drown the
+	// reviewers.
+	DefaultMaxOpenPerAgent = 50
+	// DefaultMaxShapesPerAgent: an agent's blocked shapes (nothing
+	// approvable). A new one beyond it replaces the agent's least recently
+	// seen: the rows an agent can make are bounded, the recent ones kept.
+	DefaultMaxShapesPerAgent = 1000
+)
 
 // Options tune Open.
 type Options struct {
@@ -48,6 +64,9 @@ type Options struct {
 	Password string
 	// Now replaces time.Now (tests).
 	Now func() time.Time
+	// MaxOpenPerAgent and MaxShapesPerAgent bound each agent's pending
+	// requests and blocked shapes (0: the defaults).
+	MaxOpenPerAgent, MaxShapesPerAgent int
 }
 
 // ParseURL tells the backend of a store URL and its driver data source:
@@ -111,9 +130,15 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
-	s := &Store{db: db, kind: kind, now: opts.Now}
+	s := &Store{db: db, kind: kind, now: opts.Now, maxOpen: opts.MaxOpenPerAgent, maxShapes: opts.MaxShapesPerAgent}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if s.maxOpen <= 0 {
+		s.maxOpen = DefaultMaxOpenPerAgent
+	}
+	if s.maxShapes <= 0 {
+		s.maxShapes = DefaultMaxShapesPerAgent
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

@@ -3,7 +3,9 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -99,7 +101,7 @@ func TestRequestLifecycle(t *testing.T) {
 		id := store.RequestID("bot", "fp1")
 		assert.Equal(t, id, store.RequestID("bot", "fp1"), "deterministic")
 		assert.NotEqual(t, id, store.RequestID("bot2", "fp1"))
-		assert.Regexp(t, `^apr_[a-z2-7]{16}$`, id)
+		assert.Regexp(t, `^apr_[a-z2-7]{26}$`, id)
 
 		// Two batches of the same shape: one request, counts add up.
 		require.NoError(t, s.Write(ctx, &store.Batch{Seen: []store.Seen{seen("bot", "fp1", c.now(), 3)}}))
@@ -393,4 +395,156 @@ func TestOpenErrors(t *testing.T) {
 	_, err = store.Open(context.Background(), "sqlite:"+filepath.Join(t.TempDir(), "missing-dir", "x.db"), store.Options{})
 	require.Error(t, err)
 	assert.False(t, errors.Is(err, store.ErrNotFound))
+}
+
+// Replicas starting together on an empty database migrate it once.
+func TestMigrateFreshConcurrently(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			url := b.open(t)
+			const n = 4
+			stores := make([]*store.Store, n)
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					stores[i], errs[i] = store.Open(context.Background(), url, store.Options{})
+				})
+			}
+			close(start)
+			wg.Wait()
+			for i := range n {
+				require.NoError(t, errs[i], "replica %d", i)
+				defer stores[i].Close()
+			}
+			v, err := stores[0].Counter(context.Background(), "grants")
+			require.NoError(t, err)
+			assert.Equal(t, int64(1), v, "the counters were created once")
+		})
+	}
+}
+
+// An agent's blocked shapes are bounded: one more replaces its least
+// recently seen; pending requests are bounded too, the extra kept as
+// blocked saying why; other agents are unaffected.
+func TestShapesBoundedPerAgent(t *testing.T) {
+	t.Parallel()
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			c := &clock{t: time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)}
+			s, err := store.Open(ctx, b.open(t), store.Options{Now: c.now, MaxOpenPerAgent: 2, MaxShapesPerAgent: 3})
+			require.NoError(t, err)
+			defer s.Close()
+			blockedSeen := func(agent, fp string) store.Seen {
+				v := seen(agent, fp, c.now(), 1)
+				v.Grantable, v.WhyNot = nil, "never"
+				return v
+			}
+			for i := range 6 {
+				c.add(time.Second)
+				require.NoError(t, s.Write(ctx, &store.Batch{Seen: []store.Seen{blockedSeen("flood", fmt.Sprintf("b%d", i))}}))
+			}
+			require.NoError(t, s.Write(ctx, &store.Batch{Seen: []store.Seen{blockedSeen("calm", "b0")}}))
+			got, err := s.Requests(ctx, store.RequestFilter{Agent: "flood", Statuses: []store.Status{store.StatusBlocked}})
+			require.NoError(t, err)
+			var fps []string
+			for _, r := range got {
+				fps = append(fps, r.Fingerprint)
+			}
+			assert.Equal(t, []string{"b5", "b4", "b3"}, fps, "the most recent kept")
+			_, err = s.Request(ctx, store.RequestID("calm", "b0"))
+			require.NoError(t, err)
+
+			for i := range 4 {
+				c.add(time.Second)
+				require.NoError(t, s.Write(ctx, &store.Batch{Seen: []store.Seen{seen("flood", fmt.Sprintf("p%d", i), c.now(), 1)}}))
+			}
+			pending, err := s.Requests(ctx, store.RequestFilter{Agent: "flood", Statuses: []store.Status{store.StatusPending}})
+			require.NoError(t, err)
+			assert.Len(t, pending, 2)
+			r, err := s.Request(ctx, store.RequestID("flood", "p3"))
+			require.NoError(t, err)
+			assert.Equal(t, store.StatusBlocked, r.Status)
+			assert.Contains(t, r.WhyNot, "pending")
+			assert.Empty(t, r.Grantable)
+			// An open request keeps counting at the bound.
+			require.NoError(t, s.Write(ctx, &store.Batch{Seen: []store.Seen{seen("flood", "p0", c.now(), 1)}}))
+			r, err = s.Request(ctx, store.RequestID("flood", "p0"))
+			require.NoError(t, err)
+			assert.Equal(t, store.StatusPending, r.Status)
+			assert.Equal(t, int64(2), r.Count)
+
+			// Retention: a pending request not seen within the history
+			// window goes.
+			c.add(48 * time.Hour)
+			require.NoError(t, s.Prune(ctx, store.Retention{History: 24 * time.Hour}))
+			pending, err = s.Requests(ctx, store.RequestFilter{Agent: "flood", Statuses: []store.Status{store.StatusPending}})
+			require.NoError(t, err)
+			assert.Empty(t, pending)
+		})
+	}
+}
+
+// A huge statement makes no huge row.
+func TestHugeStatementCut(t *testing.T) {
+	t.Parallel()
+	each(t, func(t *testing.T, url string, s *store.Store, c *clock) {
+		ctx := context.Background()
+		v := seen("bot", "huge", c.now(), 1)
+		v.Statement = strings.Repeat("x", 4<<20)
+		v.Hint = strings.Repeat("h", 1<<20)
+		for i := range 500 {
+			v.Reasons = append(v.Reasons, sqlpolicy.Reason{Code: sqlpolicy.ReasonColumnNotAllowed, Table: "t", Column: fmt.Sprint(i)})
+		}
+		require.NoError(t, s.Write(ctx, &store.Batch{Seen: []store.Seen{v}}))
+		r, err := s.Request(ctx, store.RequestID("bot", "huge"))
+		require.NoError(t, err)
+		assert.Less(t, len(r.Statement), store.MaxStatementBytes+100)
+		assert.Less(t, len(r.Hint), store.MaxMessageBytes+100)
+		assert.Len(t, r.Reasons, store.MaxReasons)
+	})
+}
+
+// Every filter is a bound value on both backends: SQL in a filter matches
+// nothing and breaks nothing.
+func TestFiltersAreValues(t *testing.T) {
+	t.Parallel()
+	each(t, func(t *testing.T, url string, s *store.Store, c *clock) {
+		ctx := context.Background()
+		require.NoError(t, s.Write(ctx, &store.Batch{Seen: []store.Seen{seen("bot", "fp1", c.now(), 1)},
+			Denials: []store.Denial{{At: c.now(), RequestID: store.RequestID("bot", "fp1"), Agent: "bot", Fingerprint: "fp1"}}}))
+		for _, inj := range []string{"x' OR '1'='1", "x'; DROP TABLE blocked; --", `x" OR "1"="1`, "%", "_", "x') OR 1=1 --", "$1", "?"} {
+			feed, err := s.Feed(ctx, store.FeedFilter{Agent: inj})
+			require.NoError(t, err)
+			assert.Empty(t, feed, inj)
+			for _, f := range []store.FeedFilter{{Role: inj}, {Rule: inj}, {Label: inj}, {Table: inj}, {Column: inj}} {
+				feed, err := s.Feed(ctx, f)
+				require.NoError(t, err)
+				assert.Empty(t, feed, "%q %+v", inj, f)
+			}
+			reqs, err := s.Requests(ctx, store.RequestFilter{Agent: inj})
+			require.NoError(t, err)
+			assert.Empty(t, reqs)
+			reqs, err = s.Requests(ctx, store.RequestFilter{Fingerprint: inj})
+			require.NoError(t, err)
+			assert.Empty(t, reqs)
+			gs, err := s.Grants(ctx, store.GrantFilter{Agent: inj, RequestID: inj})
+			require.NoError(t, err)
+			assert.Empty(t, gs)
+			ds, err := s.Denials(ctx, store.DenialFilter{Agent: inj, Fingerprint: inj, RequestID: inj})
+			require.NoError(t, err)
+			assert.Empty(t, ds)
+			_, err = s.Request(ctx, inj)
+			require.ErrorIs(t, err, store.ErrNotFound)
+		}
+		reqs, err := s.Requests(ctx, store.RequestFilter{})
+		require.NoError(t, err)
+		assert.Len(t, reqs, 1, "still there")
+	})
 }
