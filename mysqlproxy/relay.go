@@ -637,6 +637,14 @@ func (c *conn) onInitDB(p []byte) error {
 // to (SHOW COLUMNS FROM table) and relays the column definitions of the
 // columns the role may read; the others are left out (each is decided as
 // SELECT `column` FROM `table`).
+//
+// A refused COM_FIELD_LIST gets the error and never reaches the server,
+// but is not audited and opens no access request (checkQuiet): clients
+// send it on their own, not the agent — the mysql CLI's completion asks
+// for the columns of every table SHOW TABLES lists, at connect and on
+// rehash — so one denial event per table the role may not read would
+// bury the denials of statements agents wrote, and a column list reads
+// no row. An allowed one is audited, with the columns listed as its rows.
 func (c *conn) onFieldList(p []byte) error {
 	start := time.Now()
 	if err := c.checkAgent(start); err != nil {
@@ -647,11 +655,13 @@ func (c *conn) onFieldList(p []byte) error {
 		table = p[1:]
 	}
 	sql := myanalyze.FieldListText(string(table))
-	dec, acc := c.decide(sql, start)
+	dec, acc := c.checkQuiet(sql)
+	if m := c.srv.cfg.Metrics; m != nil {
+		m.StatementDecided(protocolName, dec.Effect, dec.Rule, time.Since(start))
+	}
 	if !dec.Allowed() {
-		e := denyError(dec)
-		c.auditStatement(sql, dec, start, e)
-		return c.reply(e)
+		c.log.Debug("COM_FIELD_LIST denied (not audited)", "rule", dec.Rule, "reason", dec.Message)
+		return c.reply(denyError(dec))
 	}
 	if err := c.forward(p); err != nil {
 		return err
@@ -683,7 +693,7 @@ func (c *conn) onFieldList(p []byte) error {
 		if !ok {
 			return c.upstreamProtocol("column definition")
 		}
-		if dec, _ := c.srv.cfg.Decider.Check(c.agent.Principal(), "SELECT "+myanalyze.QuoteIdent(name)+from, c.session); dec != nil && dec.Allowed() {
+		if dec, _ := c.checkQuiet("SELECT " + myanalyze.QuoteIdent(name) + from); dec.Allowed() {
 			r.rows++
 			if err := c.relayCur(n); err != nil {
 				return err
@@ -692,6 +702,30 @@ func (c *conn) onFieldList(p []byte) error {
 			return err
 		}
 	}
+}
+
+// quietChecker is a Decider that can decide without opening an access
+// request for a denial (the gateway's, whose Check also files denials
+// with the approvals service).
+type quietChecker interface {
+	CheckQuiet(p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access)
+}
+
+// checkQuiet decides sql for what a client enumerates on its own
+// (COM_FIELD_LIST): with the Decider's CheckQuiet when it has one. A nil
+// decision denies.
+func (c *conn) checkQuiet(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access) {
+	var dec *sqlpolicy.Decision
+	var acc *sqlpolicy.Access
+	if q, ok := c.srv.cfg.Decider.(quietChecker); ok {
+		dec, acc = q.CheckQuiet(c.agent.Principal(), sql, c.session)
+	} else {
+		dec, acc = c.srv.cfg.Decider.Check(c.agent.Principal(), sql, c.session)
+	}
+	if dec == nil {
+		dec = &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: sqlpolicy.RuleDefaultDeny, Message: "keyhole: statement denied"}
+	}
+	return dec, acc
 }
 
 // columnName reads name from a Protocol::ColumnDefinition41.
