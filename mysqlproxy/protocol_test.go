@@ -367,3 +367,20 @@ func TestFieldListDeniedNotAudited(t *testing.T) {
 	assert.Equal(t, sqlpolicy.Allow, stmts[0].Decision)
 	assert.Equal(t, int64(2), stmts[0].Rows)
 }
+
+// TestCommandSizes: commands that keyhole writes itself while it arms the
+// wait for the answer (up to 16 KiB framed) and larger ones written the
+// ordinary way both get their answers, text and prepared.
+func TestCommandSizes(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	db := e.open(e.cfg("analyst-bot"))
+	ctx := context.Background()
+	for _, n := range []int{1, 16<<10 - 40, 16<<10 - 10, 16 << 10, 64 << 10} {
+		q := "SELECT LENGTH('" + strings.Repeat("k", n) + "')"
+		var got int
+		require.NoError(t, db.QueryRowContext(ctx, q).Scan(&got), "text of %d", n)
+		assert.Equal(t, n, got)
+		require.NoError(t, db.QueryRowContext(ctx, "SELECT LENGTH(?)", strings.Repeat("p", n)).Scan(&got), "parameter of %d", n)
+		assert.Equal(t, n, got)
+	}
+}
