@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/keyholedb/keyhole/audit"
@@ -58,6 +59,7 @@ type conn struct {
 
 	// Upstream session.
 	upConn   net.Conn
+	upRaw    syscall.RawConn // upConn's, when it is plain TCP (see request)
 	urd      *reader
 	upBuf    []byte
 	upThread uint32 // the upstream's connection id, for KILL QUERY
@@ -358,6 +360,9 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 		return upstreamUnavailable(fmt.Errorf("login upstream %s: %w", c.upstream.Addr, err))
 	}
 	info, _ := parseOK(uc.ok, c.caps)
+	if tc, ok := uc.nc.(*net.TCPConn); ok {
+		c.upRaw, _ = tc.SyscallConn()
+	}
 	c.mu.Lock()
 	c.upConn, c.urd, c.upThread, c.status = uc.nc, uc.rd, uc.g.threadID, info.status
 	stopped := c.stopped

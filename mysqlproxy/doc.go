@@ -44,7 +44,9 @@
 //     goes upstream without a cursor, so COM_STMT_FETCH is refused.
 //     COM_INIT_DB and COM_FIELD_LIST are decided as the statements they
 //     are equivalent to (myanalyze.InitDBText, FieldListText), and
-//     COM_FIELD_LIST returns only the columns the role may read;
+//     COM_FIELD_LIST returns only the columns the role may read (a refused
+//     one is not audited: clients send it on their own, the mysql CLI's
+//     completion for every table it lists);
 //     COM_PING, COM_STATISTICS, COM_SET_OPTION and COM_QUIT pass;
 //     COM_RESET_CONNECTION resets the analyzer's session and sets the
 //     reset upstream session up as in phase 4 before the client gets its
@@ -55,7 +57,9 @@
 //     COM_PROCESS_KILL and unknown commands are refused with 1047 and the
 //     session goes on. Responses are relayed as raw packets (only the
 //     packets that end results, and row boundaries, are looked at) and
-//     written once per burst the upstream sends, not once per packet.
+//     written once per burst the upstream sends, not once per packet. On
+//     a plain TCP upstream the wait for an answer is armed before the
+//     command is written, so no read is tried that must fail (request).
 //
 // A refused statement gets 1142 (table) or 1143 (column), SQLSTATE 42000,
 // with the rule, table.column, label and what the agent may use instead
@@ -74,8 +78,9 @@
 // drained, and the client gets 1104 (42000); the session stays usable.
 //
 // Audit: one statement event per COM_QUERY and COM_STMT_EXECUTE (when it
-// completes, with rows and error), per denied prepare, and per
-// COM_INIT_DB; connection events as on Postgres, with protocol "mysql".
+// completes, with rows and error), per denied prepare, per COM_INIT_DB
+// and per allowed COM_FIELD_LIST; connection events as on Postgres, with
+// protocol "mysql".
 //
 // Shutdown: idle sessions end at once, busy ones when their command and
 // open transaction complete, or at the deadline (the statement in flight

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/mysqlproxy"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
@@ -334,4 +335,52 @@ func TestLongData(t *testing.T) {
 	require.Equal(t, byte(0), execute(201)[0])
 	require.NoError(t, e.direct().QueryRow("SELECT item FROM orders WHERE id = 201").Scan(&item))
 	assert.Equal(t, "kept", item)
+}
+
+// TestFieldListDeniedNotAudited: COM_FIELD_LIST of a table the role may not
+// read — what the mysql CLI's completion sends for every table SHOW TABLES
+// lists — is refused without an audit event; an allowed one is audited
+// once, with the columns it listed as its rows, and the session goes on.
+func TestFieldListDeniedNotAudited(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	r := e.dialRaw(t)
+	r.login(e, "analyst-bot")
+	for _, table := range []string{"secrets", "no_such_table"} {
+		r.command(append(append([]byte{0x04}, table...), 0))
+		p := r.read()
+		num, _, msg, ok := sqlErr(p)
+		require.True(t, ok, "want ERR, got %q", p)
+		assert.Contains(t, []uint16{1142, 1146}, num, msg)
+	}
+	assert.Equal(t, []string{"id", "name"}, r.fieldList("customers"), "email is labelled pii.email")
+	r.command([]byte{0x0e})
+	require.Equal(t, byte(0), r.read()[0])
+
+	var stmts []audit.Event
+	for _, ev := range e.audit.Events() {
+		if ev.Kind == audit.KindStatement {
+			stmts = append(stmts, ev)
+		}
+	}
+	require.Len(t, stmts, 1, "%+v", stmts)
+	assert.Contains(t, stmts[0].Statement, "customers")
+	assert.Equal(t, sqlpolicy.Allow, stmts[0].Decision)
+	assert.Equal(t, int64(2), stmts[0].Rows)
+}
+
+// TestCommandSizes: commands that keyhole writes itself while it arms the
+// wait for the answer (up to 16 KiB framed) and larger ones written the
+// ordinary way both get their answers, text and prepared.
+func TestCommandSizes(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	db := e.open(e.cfg("analyst-bot"))
+	ctx := context.Background()
+	for _, n := range []int{1, 16<<10 - 40, 16<<10 - 10, 16 << 10, 64 << 10} {
+		q := "SELECT LENGTH('" + strings.Repeat("k", n) + "')"
+		var got int
+		require.NoError(t, db.QueryRowContext(ctx, q).Scan(&got), "text of %d", n)
+		assert.Equal(t, n, got)
+		require.NoError(t, db.QueryRowContext(ctx, "SELECT LENGTH(?)", strings.Repeat("p", n)).Scan(&got), "parameter of %d", n)
+		assert.Equal(t, n, got)
+	}
 }

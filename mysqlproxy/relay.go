@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/keyholedb/keyhole/audit"
@@ -230,15 +231,106 @@ func (c *conn) flushClientErr() error {
 }
 
 // forward sends a client command upstream as one or more packets from
-// sequence id 0 (the command's own).
+// sequence id 0 (the command's own). It is for the commands the server
+// does not answer (COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE); request is
+// for the others.
 func (c *conn) forward(p []byte) error {
 	c.upBuf, _ = appendPacket(c.upBuf[:0], 0, p)
-	if err := c.flushUpstream(); err != nil {
-		if se := c.stopError(); se != nil {
-			return se
-		}
-		return fatalErr(erUnknownError, "HY000", errLost.message, fmt.Errorf("write upstream: %w", err))
+	return c.upstreamWriteError(c.flushUpstream())
+}
+
+func (c *conn) upstreamWriteError(err error) error {
+	if err == nil {
+		return nil
 	}
+	if se := c.stopError(); se != nil {
+		return se
+	}
+	return fatalErr(erUnknownError, "HY000", errLost.message, fmt.Errorf("write upstream: %w", err))
+}
+
+// rawRequestMax bounds the commands request writes itself: one write
+// syscall takes them whole into a socket buffer with nothing in flight.
+const rawRequestMax = 16 << 10
+
+// request sends a client command the server answers, as forward does, and
+// on a plain TCP upstream also waits for the answer's first bytes. The
+// upstream socket's readiness is armed before the command is written, so
+// the answer — which can only arrive after the write — wakes the wait,
+// and no read is tried before it (net.Conn's Read must try one first,
+// which fails with EAGAIN: a syscall per command, and what a relay that
+// does not know the protocol pays). Each new arrival of data is a new
+// edge for the poller, so an unsolicited packet the server sent earlier
+// (an error before it closes) cannot make the wait miss the answer.
+func (c *conn) request(p []byte) error {
+	c.upBuf, _ = appendPacket(c.upBuf[:0], 0, p)
+	if c.upRaw == nil || len(c.upBuf) > rawRequestMax || c.urd.buffered() > 0 {
+		return c.upstreamWriteError(c.flushUpstream())
+	}
+	rd := c.urd
+	if len(rd.buf) > maxKeptReadBuf {
+		rd.buf = make([]byte, readBufSize)
+	}
+	rd.rp, rd.wp = 0, 0
+	sent := -1 // bytes of upBuf written; -1 before the write
+	var werr, rerr error
+	got := 0
+	err := c.upRaw.Read(func(fd uintptr) bool {
+		if sent < 0 {
+			sent = 0
+			for sent < len(c.upBuf) {
+				k, e := syscall.Write(int(fd), c.upBuf[sent:])
+				if k > 0 {
+					sent += k
+				}
+				switch {
+				case e == syscall.EINTR:
+				case e == syscall.EAGAIN || e == nil && k <= 0:
+					return true // a full send buffer: the ordinary path finishes
+				case e != nil:
+					werr = os.NewSyscallError("write", e)
+					return true
+				}
+			}
+			return false // the answer cannot be there yet: wait for it
+		}
+		for {
+			k, e := syscall.Read(int(fd), rd.buf)
+			switch e {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false
+			case nil:
+				got = k
+			default:
+				rerr = os.NewSyscallError("read", e)
+			}
+			return true
+		}
+	})
+	written := sent >= len(c.upBuf)
+	if written || werr != nil {
+		c.upBuf = c.upBuf[:0]
+	}
+	switch {
+	case werr != nil:
+		return c.upstreamWriteError(werr)
+	case !written && err == nil:
+		// Partly written: the rest through the ordinary path, and the
+		// answer read as usual.
+		_, werr = c.upConn.Write(c.upBuf[max(sent, 0):])
+		c.upBuf = c.upBuf[:0]
+		return c.upstreamWriteError(werr)
+	case !written:
+		return c.upstreamWriteError(err)
+	case err != nil:
+		return c.upstreamReadError(err)
+	case rerr != nil:
+		return c.upstreamReadError(rerr)
+	}
+	// got == 0 is the end of the stream: the next read reports it.
+	rd.wp = got
 	return nil
 }
 
@@ -349,7 +441,7 @@ func (c *conn) onQuery(ctx context.Context, p []byte) error {
 		c.auditStatement(sql, dec, start, e)
 		return c.reply(e)
 	}
-	if err := c.forward(p); err != nil {
+	if err := c.request(p); err != nil {
 		return err
 	}
 	r := &run{sql: sql, dec: dec, access: acc, started: start, maxRows: int64(dec.MaxRows)}
@@ -436,7 +528,7 @@ func (c *conn) onPrepare(p []byte) error {
 		c.auditStatement(sql, dec, start, e)
 		return c.reply(e)
 	}
-	if err := c.forward(p); err != nil {
+	if err := c.request(p); err != nil {
 		return err
 	}
 	n, h, err := c.upNext()
@@ -521,7 +613,7 @@ func (c *conn) onExecute(ctx context.Context, p []byte) error {
 		q[5] &^= 0x07
 		p = q
 	}
-	if err := c.forward(p); err != nil {
+	if err := c.request(p); err != nil {
 		return err
 	}
 	r := &run{stmt: st, sql: st.sql, dec: dec, access: acc, started: start, maxRows: int64(dec.MaxRows)}
@@ -586,7 +678,7 @@ func (c *conn) onStmtReset(p []byte) error {
 		p = c.scratch(p)
 		binary.LittleEndian.PutUint32(p[1:], st.id)
 	}
-	if err := c.forward(p); err != nil {
+	if err := c.request(p); err != nil {
 		return err
 	}
 	return c.relayOne()
@@ -612,7 +704,7 @@ func (c *conn) onInitDB(p []byte) error {
 		c.auditStatement(sql, dec, start, e)
 		return c.reply(e)
 	}
-	if err := c.forward(p); err != nil {
+	if err := c.request(p); err != nil {
 		return err
 	}
 	r := &run{sql: sql, dec: dec, access: acc, started: start}
@@ -637,6 +729,14 @@ func (c *conn) onInitDB(p []byte) error {
 // to (SHOW COLUMNS FROM table) and relays the column definitions of the
 // columns the role may read; the others are left out (each is decided as
 // SELECT `column` FROM `table`).
+//
+// A refused COM_FIELD_LIST gets the error and never reaches the server,
+// but is not audited and opens no access request (checkQuiet): clients
+// send it on their own, not the agent — the mysql CLI's completion asks
+// for the columns of every table SHOW TABLES lists, at connect and on
+// rehash — so one denial event per table the role may not read would
+// bury the denials of statements agents wrote, and a column list reads
+// no row. An allowed one is audited, with the columns listed as its rows.
 func (c *conn) onFieldList(p []byte) error {
 	start := time.Now()
 	if err := c.checkAgent(start); err != nil {
@@ -647,13 +747,15 @@ func (c *conn) onFieldList(p []byte) error {
 		table = p[1:]
 	}
 	sql := myanalyze.FieldListText(string(table))
-	dec, acc := c.decide(sql, start)
-	if !dec.Allowed() {
-		e := denyError(dec)
-		c.auditStatement(sql, dec, start, e)
-		return c.reply(e)
+	dec, acc := c.checkQuiet(sql)
+	if m := c.srv.cfg.Metrics; m != nil {
+		m.StatementDecided(protocolName, dec.Effect, dec.Rule, time.Since(start))
 	}
-	if err := c.forward(p); err != nil {
+	if !dec.Allowed() {
+		c.log.Debug("COM_FIELD_LIST denied (not audited)", "rule", dec.Rule, "reason", dec.Message)
+		return c.reply(denyError(dec))
+	}
+	if err := c.request(p); err != nil {
 		return err
 	}
 	r := &run{sql: sql, dec: dec, access: acc, started: start}
@@ -683,7 +785,7 @@ func (c *conn) onFieldList(p []byte) error {
 		if !ok {
 			return c.upstreamProtocol("column definition")
 		}
-		if dec, _ := c.srv.cfg.Decider.Check(c.agent.Principal(), "SELECT "+myanalyze.QuoteIdent(name)+from, c.session); dec != nil && dec.Allowed() {
+		if dec, _ := c.checkQuiet("SELECT " + myanalyze.QuoteIdent(name) + from); dec.Allowed() {
 			r.rows++
 			if err := c.relayCur(n); err != nil {
 				return err
@@ -692,6 +794,30 @@ func (c *conn) onFieldList(p []byte) error {
 			return err
 		}
 	}
+}
+
+// quietChecker is a Decider that can decide without opening an access
+// request for a denial (the gateway's, whose Check also files denials
+// with the approvals service).
+type quietChecker interface {
+	CheckQuiet(p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access)
+}
+
+// checkQuiet decides sql for what a client enumerates on its own
+// (COM_FIELD_LIST): with the Decider's CheckQuiet when it has one. A nil
+// decision denies.
+func (c *conn) checkQuiet(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access) {
+	var dec *sqlpolicy.Decision
+	var acc *sqlpolicy.Access
+	if q, ok := c.srv.cfg.Decider.(quietChecker); ok {
+		dec, acc = q.CheckQuiet(c.agent.Principal(), sql, c.session)
+	} else {
+		dec, acc = c.srv.cfg.Decider.Check(c.agent.Principal(), sql, c.session)
+	}
+	if dec == nil {
+		dec = &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: sqlpolicy.RuleDefaultDeny, Message: "keyhole: statement denied"}
+	}
+	return dec, acc
 }
 
 // columnName reads name from a Protocol::ColumnDefinition41.
@@ -754,7 +880,7 @@ func (c *conn) onResetConnection(p []byte) error {
 // forwardSimple relays a command answered by exactly one packet
 // (COM_PING, COM_STATISTICS, COM_SET_OPTION).
 func (c *conn) forwardSimple(p []byte) error {
-	if err := c.forward(p); err != nil {
+	if err := c.request(p); err != nil {
 		return err
 	}
 	return c.relayOne()

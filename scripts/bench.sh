@@ -127,7 +127,7 @@ cleanup() {
 		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
 	done
 	[ -n "$BOUNCER_PID" ] && kill "$BOUNCER_PID" 2>/dev/null || true
-	psql_admin -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+	has_suite pg && psql_admin -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 	rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -162,6 +162,15 @@ meta cpus "$(nproc)"
 meta loadavg_start "$(cut -d' ' -f1-3 /proc/loadavg)"
 meta settings "clients=$CLIENTS threads=$THREADS scale=$SCALE seconds=$SECONDS_PER_RUN rounds=$ROUNDS lat_seconds=$LAT_SECONDS idle_sessions=$IDLE_SESSIONS sslmode=$SSLMODE${BENCH_GOMAXPROCS:+ GOMAXPROCS=$BENCH_GOMAXPROCS}"
 
+# The Postgres database and middle processes, for the pg suite only: a
+# MySQL-only run must not drop a keyhole_bench another run is using.
+"$KEYHOLE" token keygen --out "$WORK/token.key" >/dev/null
+pprof_flag=()
+[ "$PROFILE" = 1 ] && pprof_flag=(--pprof)
+# GOENV: environment for the Go middle processes (naive relay, keyhole).
+GOENV=(env)
+[ -n "${BENCH_GOMAXPROCS:-}" ] && GOENV+=("GOMAXPROCS=$BENCH_GOMAXPROCS")
+setup_pg() {
 # --- database --------------------------------------------------------------
 log "creating $DB (pgbench -i -s $SCALE)"
 psql_admin -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
@@ -171,9 +180,6 @@ pgbench -i -q -s "$SCALE" -h "$PGADMIN_HOST" -p "$PGADMIN_PORT" -U "$PGADMIN_USE
 psql_admin -d "$DB" -c "GRANT ALL ON ALL TABLES IN SCHEMA public TO $LOGIN" >/dev/null
 
 # --- the middle processes --------------------------------------------------
-# GOENV: environment for the Go middle processes (naive relay, keyhole).
-GOENV=(env)
-[ -n "${BENCH_GOMAXPROCS:-}" ] && GOENV+=("GOMAXPROCS=$BENCH_GOMAXPROCS")
 # PgBouncer, session mode, as the postgres OS user (it refuses to run as
 # root). The pool holds a server connection per client (session mode), so it
 # is sized for the idle-session test.
@@ -221,11 +227,8 @@ roles:
 agents:
   $AGENT: {role: bench}
 EOF
-"$KEYHOLE" token keygen --out "$WORK/token.key" >/dev/null
 TOKEN="$("$KEYHOLE" token mint --key "$WORK/token.key" --agent "$AGENT" --ttl 2h 2>/dev/null)" || die "keyhole token mint failed"
 KEYHOLE_PORT="$(free_port)" ADMIN_PORT="$(free_port)"
-pprof_flag=()
-[ "$PROFILE" = 1 ] && pprof_flag=(--pprof)
 "${GOENV[@]}" "$KEYHOLE" serve --upstream "postgres://$LOGIN@$PGADMIN_HOST:$PGADMIN_PORT/$DB" \
 	--policy "$WORK/policy.yaml" --token-key "$WORK/token.key.pub" --audit "$WORK/audit.jsonl" \
 	--listen-postgres "127.0.0.1:$KEYHOLE_PORT" --admin "127.0.0.1:$ADMIN_PORT" "${pprof_flag[@]}" \
@@ -248,6 +251,9 @@ if [ -n "${KEYHOLE_BASE_BIN:-}" ]; then
 	[ -n "${BENCH_TARGETS:-}" ] || TARGETS+=(keyhole-base)
 	meta keyhole_base "$KEYHOLE_BASE_BIN ${KEYHOLE_BASE_ENV:-}"
 fi
+
+}
+if has_suite pg; then setup_pg; fi
 
 # target_conn TARGET: sets port, user and pass for TARGET.
 target_conn() {
@@ -658,11 +664,11 @@ if has_suite mysql; then
 fi
 
 meta loadavg_end "$(cut -d' ' -f1-3 /proc/loadavg)"
-if grep -q '"level":"ERROR"' "$WORK/keyhole.log"; then
+if has_suite pg && grep -q '"level":"ERROR"' "$WORK/keyhole.log"; then
 	log "keyhole logged errors:"
 	grep '"level":"ERROR"' "$WORK/keyhole.log" | head -5 >&2
 fi
-meta audit_events "$(wc -l <"$WORK/audit.jsonl")"
+has_suite pg && meta audit_events "$(wc -l <"$WORK/audit.jsonl")"
 
 # --- report ------------------------------------------------------------------
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"

@@ -34,13 +34,17 @@ RULES = [
     ("GC (background mark/sweep)", has_exact("runtime.gcBgMarkWorker", "runtime.bgsweep", "runtime.bgscavenge")),
     ("audit: writer goroutine (batch, write(2))", has("keyhole/audit.(*pipeline).run")),
     ("audit: Record (encode, queue)", has("keyhole/audit.")),
+    ("approvals (recorder, store writer, SQLite)", has("keyhole/approval.", "keyhole/store.", "mattn/go-sqlite3")),
     ("metrics (Prometheus)", has("keyhole/admin.", "prometheus/client_golang")),
     ("decision (sqlpolicy, pganalyze, pg_query)", has("keyhole/sqlpolicy", "pg_query")),
     # C code (pg_query's parser, libc) has no frame pointers, so perf sees
     # only its leaf: a stack without one Go (dotted) name.
     ("pg_query C code (perf: leaf only)", lambda frames: bool(frames) and not any("." in f for f in frames)),
     ("logging (slog)", has("log/slog.")),
-    ("socket read (read(2), poll)", has_exact("net.(*conn).Read", "internal/poll.(*FD).Read")),
+    # mysqlproxy's request writes the command and reads the answer itself,
+    # inside RawConn.Read (internal/poll.(*FD).RawRead).
+    ("socket write (write(2), poll)", lambda frames: "syscall.write" in frames and "internal/poll.(*FD).RawRead" in frames),
+    ("socket read (read(2), poll)", has_exact("net.(*conn).Read", "internal/poll.(*FD).Read", "internal/poll.(*FD).RawRead")),
     ("socket write (write(2), poll)", has_exact("net.(*conn).Write", "internal/poll.(*FD).Write",
                                                "internal/poll.(*FD).Writev", "net.(*Buffers).WriteTo")),
     ("scheduler (park, wake, netpoll, idle threads)", has_exact(
