@@ -50,6 +50,8 @@ func (c *conn) relay(ctx context.Context) error {
 	quit := make(chan struct{})
 	defer close(quit)
 	go c.watch(quit)
+	c.useBudget()
+	defer c.crd.release()
 	for {
 		if err := c.idlePoint(); err != nil {
 			return err
@@ -58,9 +60,9 @@ func (c *conn) relay(ctx context.Context) error {
 		// the answer to the client's next command would (sequence 1), so
 		// the client reports it when it sends one.
 		c.seq = 1
-		p, seq, err := c.crd.readPayload(c.srv.limits.MaxPacketSize)
+		p, seq, err := c.readCommand()
 		if err != nil {
-			return c.clientReadError(err)
+			return err
 		}
 		c.seq = seq + 1
 		if len(p) == 0 {
@@ -68,6 +70,7 @@ func (c *conn) relay(ctx context.Context) error {
 		}
 		c.setBusy(true)
 		err = c.command(ctx, p)
+		c.crd.release()
 		c.setBusy(false)
 		if err != nil {
 			return err
@@ -232,8 +235,15 @@ func (c *conn) flushClientErr() error {
 // forward sends a client command upstream as one or more packets from
 // sequence id 0 (the command's own).
 func (c *conn) forward(p []byte) error {
-	c.upBuf, _ = appendPacket(c.upBuf[:0], 0, p)
-	if err := c.flushUpstream(); err != nil {
+	var err error
+	if len(p) >= flushAt {
+		// Large: framed in place, not copied (it may be max packet size).
+		_, err = writePacket(c.upConn, 0, p)
+	} else {
+		c.upBuf, _ = appendPacket(c.upBuf[:0], 0, p)
+		err = c.flushUpstream()
+	}
+	if err != nil {
 		if se := c.stopError(); se != nil {
 			return se
 		}
@@ -354,7 +364,7 @@ func (c *conn) onQuery(ctx context.Context, p []byte) error {
 	}
 	r := &run{sql: sql, dec: dec, access: acc, started: start, maxRows: int64(dec.MaxRows)}
 	if err := c.relayResults(ctx, r); err != nil {
-		return err
+		return c.abortRun(r, err)
 	}
 	c.finishRun(r)
 	return nil
@@ -526,7 +536,7 @@ func (c *conn) onExecute(ctx context.Context, p []byte) error {
 	}
 	r := &run{stmt: st, sql: st.sql, dec: dec, access: acc, started: start, maxRows: int64(dec.MaxRows)}
 	if err := c.relayResults(ctx, r); err != nil {
-		return err
+		return c.abortRun(r, err)
 	}
 	c.finishRun(r)
 	return nil
@@ -618,7 +628,7 @@ func (c *conn) onInitDB(p []byte) error {
 	r := &run{sql: sql, dec: dec, access: acc, started: start}
 	n, h, err := c.upNext()
 	if err != nil {
-		return err
+		return c.abortRun(r, err)
 	}
 	if len(h) > 0 && h[0] == 0xff {
 		r.err = errFromPacket(h)
@@ -627,7 +637,7 @@ func (c *conn) onInitDB(p []byte) error {
 		c.setDatabase(db)
 	}
 	if err := c.relayCur(n); err != nil {
-		return err
+		return c.abortRun(r, err)
 	}
 	c.finishRun(r)
 	return c.flushClientErr()
@@ -661,7 +671,7 @@ func (c *conn) onFieldList(p []byte) error {
 	for {
 		n, h, err := c.upNext()
 		if err != nil {
-			return err
+			return c.abortRun(r, err)
 		}
 		// A column definition starts with its catalog ("def", 0x03); the
 		// list ends with EOF, or an OK with header 0xfe under
@@ -671,25 +681,25 @@ func (c *conn) onFieldList(p []byte) error {
 				r.err = errFromPacket(h)
 			}
 			if err := c.relayLast(n, h); err != nil {
-				return err
+				return c.abortRun(r, err)
 			}
 			c.auditRun(r, "", "")
 			return nil
 		}
 		if n >= maxPayload || n > len(h) {
-			return c.upstreamProtocol("COM_FIELD_LIST response")
+			return c.abortRun(r, c.upstreamProtocol("COM_FIELD_LIST response"))
 		}
 		name, ok := columnName(h)
 		if !ok {
-			return c.upstreamProtocol("column definition")
+			return c.abortRun(r, c.upstreamProtocol("column definition"))
 		}
 		if dec, _ := c.srv.cfg.Decider.Check(c.agent.Principal(), "SELECT "+myanalyze.QuoteIdent(name)+from, c.session); dec != nil && dec.Allowed() {
 			r.rows++
 			if err := c.relayCur(n); err != nil {
-				return err
+				return c.abortRun(r, err)
 			}
 		} else if err := c.skipCur(n); err != nil {
-			return err
+			return c.abortRun(r, err)
 		}
 	}
 }
@@ -841,8 +851,10 @@ func (c *conn) relayResults(ctx context.Context, r *run) error {
 			}
 			continue
 		case h[0] == 0xfb:
-			// LOCAL INFILE request: CLIENT_LOCAL_FILES is never negotiated.
-			return c.upstreamProtocol("LOCAL INFILE request")
+			// LOCAL INFILE request: CLIENT_LOCAL_FILES is never negotiated,
+			// so only a broken or hostile server sends one. It waits for
+			// the file now: the session ends, the client never sees it.
+			return errLocalInfile
 		}
 		cols, _, ok := lenenc(h, 0)
 		if !ok || cols == 0 || cols > 0xffff {
@@ -1054,18 +1066,24 @@ func (c *conn) upstreamReadError(err error) error {
 
 // --- writes ---
 
-// flushClient writes the client buffer.
+// flushClient writes the client buffer. A failed write does not stop the
+// command in flight (see clientLost): keyhole reads the upstream's answer
+// to its end, for the audit, and the session ends at the next client read.
 func (c *conn) flushClient() error {
 	if len(c.wbuf) == 0 {
 		return nil
 	}
-	_, err := c.client.Write(c.wbuf)
+	if c.lost == nil {
+		if _, err := c.client.Write(c.wbuf); err != nil {
+			c.clientLost(err)
+		}
+	}
 	if cap(c.wbuf) > maxKeptWriteBuf {
 		c.wbuf = nil
 	} else {
 		c.wbuf = c.wbuf[:0]
 	}
-	return err
+	return nil
 }
 
 // flushUpstream writes what was forwarded.
