@@ -260,17 +260,9 @@ func (c *conn) stop(err error) {
 	if c.done != nil {
 		close(c.done)
 	}
-	if c.busy && c.upThread != 0 && c.lease != nil {
-		// Closing the socket does not stop a running statement (the
-		// server notices a gone client only when it next writes).
-		up, user, pw, thread := c.upstream, c.lease.User, c.lease.Password.Reveal(), c.upThread
-		go func() {
-			if err := c.srv.killQuery(context.Background(), up, user, pw, thread); err != nil {
-				c.log.Warn("stop upstream statement of ended session", "err", err)
-			}
-		}()
-	}
-	if c.upConn != nil {
+	if c.busy && c.upThread != 0 && c.lease != nil && c.upConn != nil {
+		c.stopStatement()
+	} else if c.upConn != nil {
 		_ = c.upConn.Close()
 	}
 	_ = c.client.SetReadDeadline(time.Now())

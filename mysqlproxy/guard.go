@@ -1,6 +1,7 @@
 package mysqlproxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -93,4 +94,32 @@ func (c *conn) abortRun(r *run, err error) error {
 	}
 	c.finishRun(r)
 	return err
+}
+
+// answerGrace bounds how long a stopped session waits for the answer of
+// its statement once the statement was killed upstream.
+const answerGrace = 2 * time.Second
+
+// stopStatement ends the statement in flight of a session that stop
+// ended (c.mu held). Closing the upstream socket would not stop it (the
+// server notices a gone client only when it next writes), and would lose
+// its outcome: the statement might still commit with the audit saying it
+// failed. So no further command can be sent (the write side is shut), the
+// statement is killed on a side connection, and the relay reads the
+// server's answer, which arrives promptly after the kill (the statement
+// interrupted, or done just before), for the audit; the socket closes
+// only if the kill fails or the answer does not come within answerGrace.
+func (c *conn) stopStatement() {
+	up, user, pw, thread, uc := c.upstream, c.lease.User, c.lease.Password.Reveal(), c.upThread, c.upConn
+	if cw, ok := uc.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
+		_ = uc.Close()
+	}
+	go func() {
+		if err := c.srv.killQuery(context.Background(), up, user, pw, thread); err != nil {
+			c.log.Warn("stop upstream statement of ended session", "err", err)
+			_ = uc.Close()
+			return
+		}
+		_ = uc.SetReadDeadline(time.Now().Add(answerGrace))
+	}()
 }

@@ -846,6 +846,9 @@ func (c *conn) relayResults(ctx context.Context, r *run) error {
 			if !r.cut {
 				r.err = errFromPacket(h)
 			}
+			if se := c.stopError(); se != nil {
+				return se // stopped (stopStatement): the client gets why
+			}
 			if err := c.relayOrSkip(r, n); err != nil {
 				return err
 			}
@@ -896,6 +899,9 @@ func (c *conn) relayResults(ctx context.Context, r *run) error {
 			if len(h) > 0 && h[0] == 0xff {
 				if !r.cut {
 					r.err = errFromPacket(h)
+				}
+				if se := c.stopError(); se != nil {
+					return se // stopped (stopStatement): the client gets why
 				}
 				if err := c.relayOrSkip(r, n); err != nil {
 					return err
