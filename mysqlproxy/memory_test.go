@@ -86,10 +86,19 @@ func TestAnnouncedSizesDoNotTakeMemory(t *testing.T) {
 	heap1, rss1 := memory(t)
 	t.Logf("heap %d → %d KiB, rss %d → %d KiB, %d connections held", heap0>>10, heap1>>10, rss0>>10, rss1>>10, len(held))
 	assert.Less(t, heap1-heap0, int64(8<<20), "heap grew by what the clients announced")
-	assert.Less(t, rss1-rss0, int64(16<<20), "RSS grew by what the clients announced")
+	assert.Less(t, rss1-rss0, rssBound(16<<20), "RSS grew by what the clients announced")
 }
 
 const maxPayload = 1<<24 - 1
+
+// rssBound is n, or four times n under the race detector (its shadow
+// memory grows with every allocation).
+func rssBound(n int64) int64 {
+	if raceEnabled {
+		return 4 * n
+	}
+	return n
+}
 
 // TestCommandMemoryBounded: forty agents that each send a whole 8 MiB
 // command at once hold at most the budget in keyhole at any time (without
@@ -131,14 +140,24 @@ func TestCommandMemoryBounded(t *testing.T) {
 	wg.Wait()
 	_, rss1 := memory(t)
 	t.Logf("rss %d → %d MiB", rss0>>20, rss1>>20)
+	// Each command was read whole and refused by the analyzer (1142), or
+	// found no room in the budget within its wait (1041: on a loaded
+	// machine forty 8 MiB commands through a 16 MiB budget can take
+	// longer than that).
+	read := 0
 	for i, p := range answers {
 		num, _, msg, ok := sqlErr(p)
 		require.True(t, ok, "client %d: %q", i, p)
-		assert.EqualValues(t, 1142, num, "the analyzer refuses the text, after keyhole read all of it: %s", msg)
+		require.Contains(t, []uint16{1142, 1041}, num, msg)
+		if num == 1142 {
+			read++
+		}
 	}
+	t.Logf("%d of %d commands read whole", read, flood)
+	assert.Positive(t, read)
 	// Budget 16 MiB, plus the garbage collector's headroom; without the
 	// budget forty 8 MiB buffers are live at once.
-	assert.Less(t, rss1-rss0, int64(120<<20), "RSS grew past the budget")
+	assert.Less(t, rss1-rss0, rssBound(120<<20), "RSS grew past the budget")
 }
 
 // TestBufferBudget: a command that does not fit the budget waits until

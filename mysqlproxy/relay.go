@@ -542,8 +542,11 @@ func (c *conn) onExecute(ctx context.Context, p []byte) error {
 	return nil
 }
 
-// scratch copies a client payload that keyhole must change.
-func (c *conn) scratch(p []byte) []byte { return append([]byte(nil), p...) }
+// scratch returns a client payload that keyhole must change, to change in
+// place: it is the client reader's, read by nothing else once the command
+// has it, and a copy of a command of max packet size would be held
+// outside the buffer budget.
+func (c *conn) scratch(p []byte) []byte { return p }
 
 func (c *conn) onLongData(p []byte) error {
 	if len(p) < 7 {
