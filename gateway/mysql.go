@@ -202,6 +202,7 @@ func newMySQL(c FrontEndConfig) (FrontEnd, error) {
 			StartupTimeout: c.Limits.StartupTimeout,
 			IdleTimeout:    c.Limits.IdleTimeout,
 			MaxPacketSize:  c.Limits.MaxMessageSize,
+			BufferMemory:   c.Limits.BufferMemory,
 			ShutdownGrace:  c.Limits.ShutdownGrace,
 		},
 		RawStatements: c.RawStatements,

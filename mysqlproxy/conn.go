@@ -74,6 +74,10 @@ type conn struct {
 	busy     bool // a command is in flight upstream
 	// idleDeadline is the client read deadline idlePoint last set.
 	idleDeadline time.Time
+	// done is closed by stop once the relay has begun (useBudget).
+	done chan struct{}
+	// lost is the error of a failed write to the client (clientLost).
+	lost error
 
 	session sqlpolicy.Session
 	stmts   map[uint32]*prepared // by the upstream's statement id
@@ -255,17 +259,12 @@ func (c *conn) stop(err error) {
 	}
 	c.stopped = true
 	c.stopErr = err
-	if c.busy && c.upThread != 0 && c.lease != nil {
-		// Closing the socket does not stop a running statement (the
-		// server notices a gone client only when it next writes).
-		up, user, pw, thread := c.upstream, c.lease.User, c.lease.Password.Reveal(), c.upThread
-		go func() {
-			if err := c.srv.killQuery(context.Background(), up, user, pw, thread); err != nil {
-				c.log.Warn("stop upstream statement of ended session", "err", err)
-			}
-		}()
+	if c.done != nil {
+		close(c.done)
 	}
-	if c.upConn != nil {
+	if c.busy && c.upThread != 0 && c.lease != nil && c.upConn != nil {
+		c.stopStatement()
+	} else if c.upConn != nil {
 		_ = c.upConn.Close()
 	}
 	_ = c.client.SetReadDeadline(time.Now())

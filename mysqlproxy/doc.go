@@ -12,7 +12,7 @@
 //     the client character set: big5, sjis, cp932, gbk and gb18030 (which
 //     can hide a backslash in a multibyte character) and unknown
 //     collations are refused (1115). Before authentication every packet
-//     is bounded by 16 KiB and read as it arrives.
+//     is bounded by 16 KiB (1043 past it) and read as it arrives.
 //  2. authenticate: a SPIFFE client certificate; else the agent's secret
 //     against its stored MySQL verifier (mysql_native_password or
 //     caching_sha2_password's scramble, no TLS needed; a client that
@@ -60,6 +60,10 @@
 //     written once per burst the upstream sends, not once per packet. On
 //     a plain TCP upstream the wait for an answer is armed before the
 //     command is written, so no read is tried that must fail (request).
+//     A command must start at sequence id 0 (else 1156); one over 64 KiB
+//     reserves its size from the server's buffer budget
+//     (Limits.BufferMemory) before its bytes are read, and releases it
+//     once answered.
 //
 // A refused statement gets 1142 (table) or 1143 (column), SQLSTATE 42000,
 // with the rule, table.column, label and what the agent may use instead
@@ -69,7 +73,9 @@
 // is revoked or keyhole shuts down, 1045 when the agent expires, leaves
 // the policy or is revoked (RevokeAgent), 4031 on the idle timeout, 1047
 // (08S01) on bytes that are not the protocol, 1153 on a packet over
-// Limits.MaxPacketSize, and 1105 (HY000) when the upstream or its
+// Limits.MaxPacketSize, 1041 when the buffer budget has no room for a
+// command within 10s, 1148 when the server asks for a client file (LOAD
+// DATA LOCAL, never negotiated), and 1105 (HY000) when the upstream or its
 // credentials are unavailable (never with Vault's or the upstream's text).
 //
 // max_rows (per result set, text and binary rows): past the role's cap no
@@ -81,6 +87,11 @@
 // completes, with rows and error), per denied prepare, per COM_INIT_DB
 // and per allowed COM_FIELD_LIST; connection events as on Postgres, with
 // protocol "mysql".
+// A statement whose answer does not complete is audited too: when the
+// client is gone keyhole reads the answer to its end (killing a statement
+// still sending rows); when the session is stopped from outside it shuts
+// the upstream's write side, kills the statement and reads its answer
+// before closing; a lost upstream is audited with 1105.
 //
 // Shutdown: idle sessions end at once, busy ones when their command and
 // open transaction complete, or at the deadline (the statement in flight

@@ -12,6 +12,7 @@ import (
 // sql_state.h). Each number always travels with its SQLSTATE.
 const (
 	erConCount              = 1040 // 08004 too many connections
+	erOutOfResources        = 1041 // HY000 out of memory
 	erHandshake             = 1043 // 08S01 bad handshake
 	erDBAccessDenied        = 1044 // 42000
 	erAccessDenied          = 1045 // 28000
@@ -25,9 +26,11 @@ const (
 	erUnknownError          = 1105 // HY000 upstream or credentials unavailable
 	erUnknownCharset        = 1115 // 42000
 	erTableAccessDenied     = 1142 // 42000
+	erNotAllowedCommand     = 1148 // 42000 e.g. LOAD DATA LOCAL without CLIENT_LOCAL_FILES
 	erColumnAccessDenied    = 1143 // 42000
 	erNetPacketTooLarge     = 1153 // 08S01
 	erNoSuchTable           = 1146 // 42S02
+	erNetPacketsOutOfOrder  = 1156 // 08S01
 	erNetReadInterrupted    = 1159 // 08S01 timeout reading a packet
 	erUnknownStmtHandler    = 1243 // HY000
 	erNotSupportedAuthMode  = 1251 // 08004
@@ -121,6 +124,9 @@ var (
 	errTimeout      = fatalErr(erNetReadInterrupted, "08S01", "keyhole: timeout reading from the client", nil)
 	errKilled       = fatalErr(erConnectionKilled, "70100", "Connection was killed", nil)
 	errLost         = fatalErr(erUnknownError, "HY000", "keyhole: upstream connection lost", nil)
+	errNoMemory     = fatalErr(erOutOfResources, "HY000", "keyhole: out of memory for client packets; try again later", nil)
+	errOutOfOrder   = fatalErr(erNetPacketsOutOfOrder, "08S01", "Got packets out of order (keyhole: a command starts with sequence id 0)", nil)
+	errLocalInfile  = fatalErr(erNotAllowedCommand, "42000", "keyhole: the server asked for a file of the client (LOAD DATA LOCAL INFILE); keyhole never lets a server read client files", nil)
 )
 
 // wireError converts the error that ended a connection into the one ERR

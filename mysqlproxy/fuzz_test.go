@@ -69,6 +69,27 @@ func FuzzClientCommands(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0, 3, 'S'})
 	f.Add([]byte{0, 0, 0, 0})
 	f.Add(cmd("\x01"))
+	// The hardening pass (TestProtocolAbuse, TestAuditMatchesServerLog).
+	prep := cmd("\x16SELECT id FROM orders WHERE item = ?")
+	exec := func(params ...byte) []byte {
+		return append(append([]byte{}, prep...), cmd(string(append([]byte("\x17\xff\xff\xff\xff\x00\x01\x00\x00\x00\x00\x01\xfd\x00"), params...)))...)
+	}
+	f.Add(packet(3, []byte("\x03SELECT 1")...))                                     // command not at sequence 0
+	f.Add(append(cmd("\x01"), cmd("\x03INSERT INTO orders VALUES (9, 'q', 1)")...)) // after COM_QUIT
+	f.Add(append(cmd("\x1b\x00\x00"), cmd("\x03SELECT 1; SELECT * FROM secrets")...))
+	f.Add(cmd("\x16SELECT 1; SELECT 2"))
+	f.Add(exec(0xfc, 5))
+	f.Add(exec(0xfe, 1, 2, 3))
+	f.Add(exec(0xfd, 0xff, 0xff, 0xff, 'x'))
+	f.Add(exec())
+	f.Add(append(append(append([]byte{}, prep...), cmd("\x18\xff\xff\xff\xff\x00\x00long")...), cmd("\x17\xff\xff\xff\xff\x01\x01\x00\x00\x00\x00\x01\xfd\x00\x00")...))
+	f.Add(append(cmd("\x17\xff\xff\xff\xff\x01\x01\x00\x00\x00"), cmd("\x1c\xff\xff\xff\xff\x0a\x00\x00\x00")...))
+	f.Add(cmd("\x0d"))
+	f.Add(cmd("\xfa\x01\x00\x00\x00\x00\x00"))
+	f.Add(cmd("\x11root\x00\x00"))
+	f.Add(append(cmd("\x03SELECT 1"), append(cmd("\x03SELECT 2"), cmd("\x03SELECT 3")...)...)) // pipelined
+	f.Add(append([]byte{0xff, 0xff, 0xff, 0, 3}, 'S'))                                         // a split payload cut short
+	f.Add([]byte{0xff, 0xff, 0xff, 0, 3, 0, 0, 0, 2})                                          // continuation out of order
 
 	var panics atomic.Int64
 	e := newEnv(f, envOpts{logger: slog.New(panicCounter{n: &panics})})
@@ -101,6 +122,11 @@ func FuzzHandshake(f *testing.F) {
 	f.Add(packet(1, make([]byte, 32)...))
 	f.Add([]byte{0xff, 0xff, 0xff, 1})
 	f.Add([]byte{0x16, 0x03, 0x01, 0x02, 0x00})
+	f.Add(resp(rawDefaultCaps|1<<5|1<<26, 45, "analyst-bot", "x", pluginClearText)) // compression asked for
+	f.Add(resp(rawDefaultCaps|1<<7, 45, "analyst-bot", "x", pluginClearText))       // LOCAL_FILES asked for
+	f.Add(append(resp(rawDefaultCaps, 45, "secret-bot", "x", "dummy"), packet(3, make([]byte, 32)...)...))
+	f.Add([]byte{0xff, 0xff, 0xff, 1, 'a', 'b', 'c'}) // 16 MiB announced before authentication
+	f.Add(append([]byte{0xff, 0x3f, 0, 1}, 'a'))      // 16 KiB - 1 announced, 1 byte sent
 
 	var panics atomic.Int64
 	e := newEnv(f, envOpts{logger: slog.New(panicCounter{n: &panics})})

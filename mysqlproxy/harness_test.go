@@ -161,6 +161,11 @@ type envOpts struct {
 	// decider replaces the real engine, for protocol corners it would not
 	// produce (it gets the real one to wrap).
 	decider func(real sqlpolicy.Decider) sqlpolicy.Decider
+	// rawStatements audits statement texts as sent.
+	rawStatements bool
+	// upAddr replaces the upstream's address (a fake peer in front of
+	// MariaDB); "" = MariaDB.
+	upAddr string
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -208,17 +213,22 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.logger != nil {
 		logger = o.logger
 	}
+	upAddr := testmy.Addr()
+	if o.upAddr != "" {
+		upAddr = o.upAddr
+	}
 	srv, err := mysqlproxy.New(mysqlproxy.Config{
-		Decider:   dec,
-		Auth:      auth,
-		Creds:     src,
-		Upstreams: map[string]mysqlproxy.Upstream{"shop": {Addr: testmy.Addr(), Database: db.Name, Databases: dbs}},
-		Audit:     e.audit,
-		Logger:    logger,
-		Limits:    o.limits,
-		TLS:       o.tls,
-		Limiter:   o.failures,
-		RSAKey:    testRSAKey(t),
+		Decider:       dec,
+		Auth:          auth,
+		Creds:         src,
+		Upstreams:     map[string]mysqlproxy.Upstream{"shop": {Addr: upAddr, Database: db.Name, Databases: dbs}},
+		Audit:         e.audit,
+		Logger:        logger,
+		Limits:        o.limits,
+		TLS:           o.tls,
+		Limiter:       o.failures,
+		RSAKey:        testRSAKey(t),
+		RawStatements: o.rawStatements,
 	})
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

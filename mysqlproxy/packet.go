@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"time"
+
+	"github.com/keyholedb/keyhole/internal/membudget"
 )
 
 // MySQL packets: a 3-byte little-endian payload length, a 1-byte sequence
@@ -18,6 +22,10 @@ const (
 	readBufSize = 16 << 10
 	// A read buffer grown for one large packet is dropped once drained.
 	maxKeptReadBuf = 256 << 10
+	// maxKeptBig bounds the buffer a client reader keeps, between
+	// commands, for payloads that do not fit its read buffer; a larger one
+	// is dropped when the command is done and its budget returned.
+	maxKeptBig = 64 << 10
 	// maxKeptWriteBuf bounds a write buffer kept between flushes.
 	maxKeptWriteBuf = 64 << 10
 	// flushAt is the buffered size past which a direction writes without
@@ -44,6 +52,19 @@ type reader struct {
 	buf    []byte
 	rp, wp int // unread bytes are buf[rp:wp]
 	big    []byte
+
+	// A client reader once the agent is authenticated: a payload larger
+	// than maxKeptBig is reserved from the server's budget before its
+	// bytes are gathered (a split payload, whose total is not announced,
+	// reserves the limit), and returned by release when the command is
+	// done.
+	budget   *membudget.Budget
+	reserved int64
+	wait     time.Duration
+	done     <-chan struct{} // ends a wait for budget (the connection stopped)
+	// reserving is called before a payload takes budget (wait: it has to
+	// wait for it).
+	reserving func(bytes int64, wait bool)
 }
 
 func newReader(r io.Reader, size int) *reader {
@@ -121,7 +142,15 @@ func (b *reader) readPayload(limit int) (payload []byte, seq byte, err error) {
 		b.rp += headerLen + n
 		return p, seq, nil
 	}
-	// Large or split: gather into big, growing only as bytes arrive.
+	// Large or split: gather into big, growing only as bytes arrive and
+	// never past what the payload may need.
+	need := n
+	if n >= maxPayload {
+		need = limit
+	}
+	if err := b.reserve(need); err != nil {
+		return nil, seq, err
+	}
 	big := b.big[:0]
 	for {
 		b.rp += headerLen
@@ -133,6 +162,9 @@ func (b *reader) readPayload(limit int) (payload []byte, seq byte, err error) {
 				}
 			}
 			k := min(remaining, b.wp-b.rp)
+			if len(big)+k > cap(big) {
+				big = grow(big, k, need)
+			}
 			big = append(big, b.buf[b.rp:b.rp+k]...)
 			b.rp += k
 			remaining -= k
@@ -153,12 +185,47 @@ func (b *reader) readPayload(limit int) (payload []byte, seq byte, err error) {
 			return nil, seq, &packetTooLargeError{size: len(big) + n, limit: limit}
 		}
 	}
-	if cap(big) <= maxKeptReadBuf {
-		b.big = big
-	} else {
+	b.big = big // until release, or the next payload
+	return big, seq, nil
+}
+
+// grow returns big with room for k more bytes: doubled, at least 4 KiB,
+// at most need (the payload's reserved size) unless k needs more.
+func grow(big []byte, k, need int) []byte {
+	c := min(max(2*cap(big), 4<<10), need)
+	c = max(c, len(big)+k)
+	nb := make([]byte, len(big), c)
+	copy(nb, big)
+	return nb
+}
+
+// reserve takes from the budget what a payload of n bytes may hold, when
+// it is more than maxKeptBig and more than already held.
+func (b *reader) reserve(n int) error {
+	if b.budget == nil || n <= maxKeptBig || int64(n) <= b.reserved {
+		return nil
+	}
+	more := int64(n) - b.reserved
+	if b.reserving != nil {
+		b.reserving(more, b.budget.Available() < more)
+	}
+	if err := b.budget.Acquire(more, b.wait, b.done); err != nil {
+		return fmt.Errorf("payload of %d bytes: %w", n, err)
+	}
+	b.reserved = int64(n)
+	return nil
+}
+
+// release drops a large payload buffer once its command is done and
+// returns the reader's budget.
+func (b *reader) release() {
+	if cap(b.big) > maxKeptBig {
 		b.big = nil
 	}
-	return big, seq, nil
+	if b.reserved > 0 {
+		b.budget.Release(b.reserved)
+		b.reserved = 0
+	}
 }
 
 func unexpected(err error) error {
@@ -181,6 +248,27 @@ func appendPacket(dst []byte, seq byte, payload []byte) ([]byte, byte) {
 			return dst, seq
 		}
 	}
+}
+
+// writePacket writes payload as packets starting at seq without copying
+// it into one buffer first (a command may be as large as the client's
+// max packet size), and returns the next sequence id.
+func writePacket(w io.Writer, seq byte, payload []byte) (byte, error) {
+	packets := len(payload)/maxPayload + 1
+	bufs := make(net.Buffers, 0, 2*packets)
+	hdrs := make([]byte, 0, headerLen*packets)
+	for {
+		n := min(len(payload), maxPayload)
+		hdrs = append(hdrs, byte(n), byte(n>>8), byte(n>>16), seq)
+		bufs = append(bufs, hdrs[len(hdrs)-headerLen:len(hdrs):len(hdrs)], payload[:n])
+		payload = payload[n:]
+		seq++
+		if n < maxPayload {
+			break
+		}
+	}
+	_, err := bufs.WriteTo(w)
+	return seq, err
 }
 
 // --- field decoding (protocol::LengthEncodedInteger and friends) ---

@@ -51,6 +51,8 @@ func (c *conn) relay(ctx context.Context) error {
 	quit := make(chan struct{})
 	defer close(quit)
 	go c.watch(quit)
+	c.useBudget()
+	defer c.crd.release()
 	for {
 		if err := c.idlePoint(); err != nil {
 			return err
@@ -59,9 +61,9 @@ func (c *conn) relay(ctx context.Context) error {
 		// the answer to the client's next command would (sequence 1), so
 		// the client reports it when it sends one.
 		c.seq = 1
-		p, seq, err := c.crd.readPayload(c.srv.limits.MaxPacketSize)
+		p, seq, err := c.readCommand()
 		if err != nil {
-			return c.clientReadError(err)
+			return err
 		}
 		c.seq = seq + 1
 		if len(p) == 0 {
@@ -69,6 +71,7 @@ func (c *conn) relay(ctx context.Context) error {
 		}
 		c.setBusy(true)
 		err = c.command(ctx, p)
+		c.crd.release()
 		c.setBusy(false)
 		if err != nil {
 			return err
@@ -235,6 +238,12 @@ func (c *conn) flushClientErr() error {
 // does not answer (COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE); request is
 // for the others.
 func (c *conn) forward(p []byte) error {
+	if len(p) >= flushAt {
+		// Large: framed in place, not copied (it may be max packet size,
+		// and its bytes are already counted in the buffer budget).
+		_, err := writePacket(c.upConn, 0, p)
+		return c.upstreamWriteError(err)
+	}
 	c.upBuf, _ = appendPacket(c.upBuf[:0], 0, p)
 	return c.upstreamWriteError(c.flushUpstream())
 }
@@ -263,10 +272,10 @@ const rawRequestMax = 16 << 10
 // edge for the poller, so an unsolicited packet the server sent earlier
 // (an error before it closes) cannot make the wait miss the answer.
 func (c *conn) request(p []byte) error {
-	c.upBuf, _ = appendPacket(c.upBuf[:0], 0, p)
-	if c.upRaw == nil || len(c.upBuf) > rawRequestMax || c.urd.buffered() > 0 {
-		return c.upstreamWriteError(c.flushUpstream())
+	if c.upRaw == nil || len(p)+4 > rawRequestMax || c.urd.buffered() > 0 {
+		return c.forward(p)
 	}
+	c.upBuf, _ = appendPacket(c.upBuf[:0], 0, p)
 	rd := c.urd
 	if len(rd.buf) > maxKeptReadBuf {
 		rd.buf = make([]byte, readBufSize)
@@ -446,7 +455,7 @@ func (c *conn) onQuery(ctx context.Context, p []byte) error {
 	}
 	r := &run{sql: sql, dec: dec, access: acc, started: start, maxRows: int64(dec.MaxRows)}
 	if err := c.relayResults(ctx, r); err != nil {
-		return err
+		return c.abortRun(r, err)
 	}
 	c.finishRun(r)
 	return nil
@@ -618,14 +627,17 @@ func (c *conn) onExecute(ctx context.Context, p []byte) error {
 	}
 	r := &run{stmt: st, sql: st.sql, dec: dec, access: acc, started: start, maxRows: int64(dec.MaxRows)}
 	if err := c.relayResults(ctx, r); err != nil {
-		return err
+		return c.abortRun(r, err)
 	}
 	c.finishRun(r)
 	return nil
 }
 
-// scratch copies a client payload that keyhole must change.
-func (c *conn) scratch(p []byte) []byte { return append([]byte(nil), p...) }
+// scratch returns a client payload that keyhole must change, to change in
+// place: it is the client reader's, read by nothing else once the command
+// has it, and a copy of a command of max packet size would be held
+// outside the buffer budget.
+func (c *conn) scratch(p []byte) []byte { return p }
 
 func (c *conn) onLongData(p []byte) error {
 	if len(p) < 7 {
@@ -710,7 +722,7 @@ func (c *conn) onInitDB(p []byte) error {
 	r := &run{sql: sql, dec: dec, access: acc, started: start}
 	n, h, err := c.upNext()
 	if err != nil {
-		return err
+		return c.abortRun(r, err)
 	}
 	if len(h) > 0 && h[0] == 0xff {
 		r.err = errFromPacket(h)
@@ -719,7 +731,7 @@ func (c *conn) onInitDB(p []byte) error {
 		c.setDatabase(db)
 	}
 	if err := c.relayCur(n); err != nil {
-		return err
+		return c.abortRun(r, err)
 	}
 	c.finishRun(r)
 	return c.flushClientErr()
@@ -763,7 +775,7 @@ func (c *conn) onFieldList(p []byte) error {
 	for {
 		n, h, err := c.upNext()
 		if err != nil {
-			return err
+			return c.abortRun(r, err)
 		}
 		// A column definition starts with its catalog ("def", 0x03); the
 		// list ends with EOF, or an OK with header 0xfe under
@@ -773,25 +785,25 @@ func (c *conn) onFieldList(p []byte) error {
 				r.err = errFromPacket(h)
 			}
 			if err := c.relayLast(n, h); err != nil {
-				return err
+				return c.abortRun(r, err)
 			}
 			c.auditRun(r, "", "")
 			return nil
 		}
 		if n >= maxPayload || n > len(h) {
-			return c.upstreamProtocol("COM_FIELD_LIST response")
+			return c.abortRun(r, c.upstreamProtocol("COM_FIELD_LIST response"))
 		}
 		name, ok := columnName(h)
 		if !ok {
-			return c.upstreamProtocol("column definition")
+			return c.abortRun(r, c.upstreamProtocol("column definition"))
 		}
 		if dec, _ := c.checkQuiet("SELECT " + myanalyze.QuoteIdent(name) + from); dec.Allowed() {
 			r.rows++
 			if err := c.relayCur(n); err != nil {
-				return err
+				return c.abortRun(r, err)
 			}
 		} else if err := c.skipCur(n); err != nil {
-			return err
+			return c.abortRun(r, err)
 		}
 	}
 }
@@ -962,13 +974,18 @@ func (c *conn) relayResults(ctx context.Context, r *run) error {
 			if !r.cut {
 				r.err = errFromPacket(h)
 			}
+			if se := c.stopError(); se != nil {
+				return se // stopped (stopStatement): the client gets why
+			}
 			if err := c.relayOrSkip(r, n); err != nil {
 				return err
 			}
 			continue
 		case h[0] == 0xfb:
-			// LOCAL INFILE request: CLIENT_LOCAL_FILES is never negotiated.
-			return c.upstreamProtocol("LOCAL INFILE request")
+			// LOCAL INFILE request: CLIENT_LOCAL_FILES is never negotiated,
+			// so only a broken or hostile server sends one. It waits for
+			// the file now: the session ends, the client never sees it.
+			return errLocalInfile
 		}
 		cols, _, ok := lenenc(h, 0)
 		if !ok || cols == 0 || cols > 0xffff {
@@ -1010,6 +1027,9 @@ func (c *conn) relayResults(ctx context.Context, r *run) error {
 			if len(h) > 0 && h[0] == 0xff {
 				if !r.cut {
 					r.err = errFromPacket(h)
+				}
+				if se := c.stopError(); se != nil {
+					return se // stopped (stopStatement): the client gets why
 				}
 				if err := c.relayOrSkip(r, n); err != nil {
 					return err
@@ -1180,18 +1200,24 @@ func (c *conn) upstreamReadError(err error) error {
 
 // --- writes ---
 
-// flushClient writes the client buffer.
+// flushClient writes the client buffer. A failed write does not stop the
+// command in flight (see clientLost): keyhole reads the upstream's answer
+// to its end, for the audit, and the session ends at the next client read.
 func (c *conn) flushClient() error {
 	if len(c.wbuf) == 0 {
 		return nil
 	}
-	_, err := c.client.Write(c.wbuf)
+	if c.lost == nil {
+		if _, err := c.client.Write(c.wbuf); err != nil {
+			c.clientLost(err)
+		}
+	}
 	if cap(c.wbuf) > maxKeptWriteBuf {
 		c.wbuf = nil
 	} else {
 		c.wbuf = c.wbuf[:0]
 	}
-	return err
+	return nil
 }
 
 // flushUpstream writes what was forwarded.

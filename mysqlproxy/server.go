@@ -17,6 +17,7 @@ import (
 	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
+	"github.com/keyholedb/keyhole/internal/membudget"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -79,11 +80,21 @@ type Upstream struct {
 type Limits struct {
 	MaxConns       int           // 0 = 1000 concurrent client connections (then 1040)
 	StartupTimeout time.Duration // 0 = 10s from accept to the client's OK packet
-	IdleTimeout    time.Duration // 0 = none; idle sessions end with 4031
+	// IdleTimeout ends, with 4031, a session that has sent nothing for
+	// this long between commands (in a transaction or not); 0 =
+	// DefaultIdleTimeout, negative = never.
+	IdleTimeout time.Duration
 	// MaxPacketSize bounds one client command, all its packets together
 	// (the client's max_allowed_packet); 0 = 64 MiB. Before
 	// authentication every packet is bounded by 16 KiB instead.
 	MaxPacketSize int
+	// BufferMemory bounds the bytes all client connections together may
+	// hold for commands larger than 64 KiB: a command reserves its size
+	// (a command split over several packets, whose total is not announced,
+	// reserves MaxPacketSize) before its bytes are read, and waits for
+	// room (up to 10s, then the session ends with 1041). 0 = 4 ×
+	// MaxPacketSize; it must be at least MaxPacketSize.
+	BufferMemory int64
 	// ShutdownGrace bounds Shutdown when its context has no deadline; 0 = 30s.
 	ShutdownGrace time.Duration
 	// DialTimeout bounds connecting to the upstream (and its capability
@@ -98,8 +109,17 @@ func (l Limits) withDefaults() Limits {
 	if l.StartupTimeout <= 0 {
 		l.StartupTimeout = 10 * time.Second
 	}
+	switch {
+	case l.IdleTimeout == 0:
+		l.IdleTimeout = DefaultIdleTimeout
+	case l.IdleTimeout < 0:
+		l.IdleTimeout = 0
+	}
 	if l.MaxPacketSize <= 0 {
 		l.MaxPacketSize = 64 << 20
+	}
+	if l.BufferMemory <= 0 {
+		l.BufferMemory = 4 * int64(l.MaxPacketSize)
 	}
 	if l.ShutdownGrace <= 0 {
 		l.ShutdownGrace = 30 * time.Second
@@ -110,6 +130,13 @@ func (l Limits) withDefaults() Limits {
 	return l
 }
 
+// DefaultIdleTimeout is Limits.IdleTimeout's default: longer than the idle
+// lifetime of the common connection pools (HikariCP 10 min, go-sql-driver
+// users' SetConnMaxIdleTime), so a pool retires a connection before
+// keyhole ends it, and short enough that an abandoned session does not
+// hold its upstream login and buffers for ever.
+const DefaultIdleTimeout = time.Hour
+
 // Server accepts MySQL client connections and relays them upstream.
 type Server struct {
 	cfg    Config
@@ -117,6 +144,8 @@ type Server struct {
 	log    *slog.Logger
 	fails  *identity.Limiter
 	mysql  identity.MySQLAuthenticator // nil when Auth holds no MySQL verifiers
+	// buffers is the memory budget of client commands (Limits.BufferMemory).
+	buffers *membudget.Budget
 
 	ctx    context.Context // parent of every connection; cancelled last in Shutdown
 	cancel context.CancelFunc
@@ -158,6 +187,10 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("mysqlproxy: upstream %q: address %q: %w", name, u.Addr, err)
 		}
 	}
+	limits := cfg.Limits.withDefaults()
+	if limits.BufferMemory < int64(limits.MaxPacketSize) {
+		return nil, fmt.Errorf("mysqlproxy: Limits.BufferMemory %d is less than MaxPacketSize %d", limits.BufferMemory, limits.MaxPacketSize)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -169,7 +202,8 @@ func New(cfg Config) (*Server, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		cfg:       cfg,
-		limits:    cfg.Limits.withDefaults(),
+		limits:    limits,
+		buffers:   membudget.New(limits.BufferMemory),
 		log:       log.With("component", "mysqlproxy"),
 		fails:     fails,
 		ctx:       ctx,

@@ -1,0 +1,5 @@
+//go:build !race
+
+package mysqlproxy_test
+
+const raceEnabled = false
