@@ -37,6 +37,10 @@ func (c *conn) readClient() error {
 			if err := c.collect(); err != nil {
 				return err
 			}
+			// About to wait for the client: an idle session keeps no
+			// write buffer.
+			readBufs.put(c.upBuf)
+			c.upBuf = nil
 		} else if len(c.upBuf) >= flushAt {
 			if err := c.flushUp(); err != nil {
 				return err
@@ -175,7 +179,7 @@ func (c *conn) forward(msg pgproto3.FrontendMessage, raw []byte) error {
 		c.endsBlock = false
 	}
 	if n, ok := bodyLen(msg); ok && n != len(raw)-5 {
-		b, err := msg.Encode(c.upBuf)
+		b, err := msg.Encode(c.upBuffer())
 		if err != nil {
 			return fatal(codeProtocolViolation, "invalid message from client", err)
 		}
@@ -191,7 +195,7 @@ func (c *conn) forward(msg pgproto3.FrontendMessage, raw []byte) error {
 		c.ensureReader()
 		return c.writeUp(raw)
 	}
-	c.upBuf = append(c.upBuf, raw...)
+	c.upBuf = append(c.upBuffer(), raw...)
 	return nil
 }
 
@@ -202,6 +206,14 @@ func (c *conn) forward(msg pgproto3.FrontendMessage, raw []byte) error {
 // receiving on Linux by default) must take the rest without the server
 // reading, or both sides would block writing.
 const maxUnreadWrite = 8 << 10
+
+// upBuffer returns upBuf, taking a buffer from readBufs when it has none.
+func (c *conn) upBuffer() []byte {
+	if c.upBuf == nil {
+		c.upBuf = readBufs.get()[:0]
+	}
+	return c.upBuf
+}
 
 // flushUp hands the staged requests to the upstream side, then writes
 // what was forwarded. A write while answers are owed, or a large one,
@@ -253,7 +265,7 @@ func (c *conn) refuseExt(resp *pgproto3.ErrorResponse) error {
 	c.skipToSync = true
 	c.endsBlock = false
 	c.stage(request{kind: reqRefusedExt, refusal: resp})
-	c.upBuf = append(c.upBuf, refusedParseMsg...)
+	c.upBuf = append(c.upBuffer(), refusedParseMsg...)
 	return nil
 }
 
@@ -262,7 +274,7 @@ func (c *conn) refuseExt(resp *pgproto3.ErrorResponse) error {
 func (c *conn) refuseQuery(resp *pgproto3.ErrorResponse) {
 	c.endsBlock = true
 	c.stage(request{kind: reqRefusedQuery, refusal: resp})
-	c.upBuf = append(c.upBuf, refusedQueryMsg...)
+	c.upBuf = append(c.upBuffer(), refusedQueryMsg...)
 }
 
 // checkAgent ends the session when the policy no longer maps the agent

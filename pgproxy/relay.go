@@ -119,7 +119,7 @@ func (c *conn) goodbye() {
 	c.saidBye = true
 	up := c.upConn
 	c.mu.Unlock()
-	c.upBuf = append(c.upBuf, terminateMsg...)
+	c.upBuf = append(c.upBuffer(), terminateMsg...)
 	_ = up.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = c.flushUp()
 	if c.inflight.Load() > 0 {

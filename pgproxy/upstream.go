@@ -114,6 +114,12 @@ func (c *conn) owed(inline bool) bool {
 	if u.q.len() > 0 {
 		return true
 	}
+	// Everything is relayed (the loop flushes once upRd is drained): an
+	// idle session keeps no write buffer.
+	if u.unflushed == 0 {
+		readBufs.put(c.wbuf)
+		c.wbuf = nil
+	}
 	if !inline {
 		c.upReader = false
 	}
@@ -615,7 +621,7 @@ func (c *conn) writeRaw(raw []byte) {
 	if c.clientDead.Load() {
 		return
 	}
-	c.wbuf = append(c.wbuf, raw...)
+	c.wbuf = append(c.clientBuffer(), raw...)
 	c.up.unflushed += len(raw)
 }
 
