@@ -210,7 +210,32 @@ func (c *conn) serve(parent context.Context) {
 	c.record(ev)
 }
 
+// run runs phases 1-4 on a goroutine of their own and then the relay on
+// this one. The setup's deep stacks (TLS handshake, SCRAM, pgconn's login)
+// end with that goroutine, so the session's one long-lived goroutine
+// starts small: an idle session is mostly that goroutine's stack.
 func (c *conn) run(ctx context.Context, overLimit bool) error {
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				c.log.Error("panic in connection setup", "panic", r, "stack", string(debug.Stack()))
+				err = fatal(codeInternalError, "internal error", fmt.Errorf("panic: %v", r))
+			}
+		}()
+		err = c.setup(ctx, overLimit)
+	}()
+	<-done
+	if err != nil {
+		return err
+	}
+	return c.relay(ctx)
+}
+
+// setup runs phases 1-4.
+func (c *conn) setup(ctx context.Context, overLimit bool) error {
 	deadline := time.Now().Add(c.srv.limits.StartupTimeout)
 	if err := c.setClientDeadline(deadline); err != nil {
 		return err
@@ -234,10 +259,7 @@ func (c *conn) run(ctx context.Context, overLimit bool) error {
 	if err := c.dialUpstream(ctx, deadline); err != nil {
 		return err
 	}
-	if err := c.setClientDeadline(time.Time{}); err != nil {
-		return err
-	}
-	return c.relay(ctx)
+	return c.setClientDeadline(time.Time{})
 }
 
 // setClientDeadline sets the client socket's deadline unless the
