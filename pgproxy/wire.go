@@ -29,11 +29,16 @@ import (
 // gives its buffer back to readBufs whenever it is drained and the socket
 // has nothing more: an idle session holds no read buffer.
 type msgReader struct {
-	r       io.Reader
-	raw     syscall.RawConn // r's socket, when it is one; nil for TLS
-	buf     []byte          // nil while released
-	rp, wp  int             // unread bytes are buf[rp:wp]
-	maxBody int             // 0 = no limit
+	r   io.Reader
+	raw syscall.RawConn // r's socket, when it is one; nil for TLS
+	// rawRead is m.readFD, bound once so that a read allocates nothing;
+	// rk and rerr are its results.
+	rawRead func(fd uintptr) bool
+	rk      int
+	rerr    error
+	buf     []byte // nil while released
+	rp, wp  int    // unread bytes are buf[rp:wp]
+	maxBody int    // 0 = no limit
 
 	// Client readers only (nil / zero for the upstream).
 	budget   *memBudget
@@ -60,7 +65,7 @@ func newMsgReader(r io.Reader, maxBody int) *msgReader {
 	m := &msgReader{r: r, maxBody: maxBody}
 	if sc, ok := r.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
-			m.raw = raw
+			m.raw, m.rawRead = raw, m.readFD
 		}
 	}
 	return m
@@ -231,29 +236,8 @@ func (m *msgReader) read() (int, error) {
 	if m.raw == nil {
 		return m.r.Read(m.buf[m.wp:])
 	}
-	var k int
-	var rerr error
-	err := m.raw.Read(func(fd uintptr) bool {
-		if m.buf == nil {
-			m.buf = readBufs.get()
-		}
-		for {
-			k, rerr = syscall.Read(int(fd), m.buf[m.wp:])
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
-		if rerr != nil {
-			k = 0
-		}
-		if rerr == syscall.EAGAIN {
-			if m.rp == m.wp {
-				m.shrink()
-			}
-			return false
-		}
-		return true
-	})
+	err := m.raw.Read(m.rawRead)
+	k, rerr := m.rk, m.rerr
 	switch {
 	case err != nil: // deadline or Close, as a *net.OpError
 		return 0, err
@@ -263,6 +247,30 @@ func (m *msgReader) read() (int, error) {
 		return 0, io.EOF
 	}
 	return k, nil
+}
+
+// readFD is read's RawConn callback: false (EAGAIN) makes RawConn.Read
+// wait for the poller and call it again.
+func (m *msgReader) readFD(fd uintptr) bool {
+	if m.buf == nil {
+		m.buf = readBufs.get()
+	}
+	for {
+		m.rk, m.rerr = syscall.Read(int(fd), m.buf[m.wp:])
+		if m.rerr != syscall.EINTR {
+			break
+		}
+	}
+	if m.rerr != nil {
+		m.rk = 0
+	}
+	if m.rerr == syscall.EAGAIN {
+		if m.rp == m.wp {
+			m.shrink()
+		}
+		return false
+	}
+	return true
 }
 
 // frontendMsgs are the decoded client messages of one connection, reused
