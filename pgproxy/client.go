@@ -27,8 +27,21 @@ import (
 func (c *conn) readClient() error {
 	for {
 		// What was forwarded goes upstream once no further whole message
-		// is buffered: one write for a client's batch (Bind, Execute, Sync).
-		if len(c.upBuf) > 0 && (len(c.upBuf) >= flushAt || !c.clientRd.complete()) {
+		// is buffered: one write for a client's batch (Bind, Execute,
+		// Sync). Then, before waiting for the client, what the server
+		// owes is read (collect).
+		if !c.clientRd.complete() {
+			if err := c.flushUp(); err != nil {
+				return err
+			}
+			if err := c.collect(); err != nil {
+				return err
+			}
+			// About to wait for the client: an idle session keeps no
+			// write buffer.
+			readBufs.put(c.upBuf)
+			c.upBuf = nil
+		} else if len(c.upBuf) >= flushAt {
 			if err := c.flushUp(); err != nil {
 				return err
 			}
@@ -131,14 +144,42 @@ func (c *conn) clientReadError(err error) error {
 // leave.
 func (c *conn) stage(r request) { c.staged.push(r) }
 
+// collect reads what the server owes on this goroutine, relaying and
+// auditing it, when the server answers everything sent without waiting
+// for the client (the batch ended with a Sync or a Query, and no COPY FROM
+// STDIN waits for data); otherwise it leaves the answers to an upstream
+// goroutine, started unless one runs.
+func (c *conn) collect() error {
+	if c.inflight.Load() == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	reader := c.upReader
+	if !reader && (!c.endsBlock || c.copyIn.Load()) {
+		c.startReaderLocked()
+		reader = true
+	}
+	c.mu.Unlock()
+	if reader {
+		return nil
+	}
+	return c.readUpstream(true)
+}
+
 // forward queues a client message for the upstream as it was received;
 // readClient writes it before it next waits for the client. Parse, Bind
 // and Execute decode without looking past their last field: one with
 // bytes after it goes as pgproto3 encodes it, so the upstream reads
 // exactly what keyhole decoded.
 func (c *conn) forward(msg pgproto3.FrontendMessage, raw []byte) error {
+	switch msg.(type) {
+	case *pgproto3.Sync, *pgproto3.Query:
+		c.endsBlock = true
+	default:
+		c.endsBlock = false
+	}
 	if n, ok := bodyLen(msg); ok && n != len(raw)-5 {
-		b, err := msg.Encode(c.upBuf)
+		b, err := msg.Encode(c.upBuffer())
 		if err != nil {
 			return fatal(codeProtocolViolation, "invalid message from client", err)
 		}
@@ -146,24 +187,51 @@ func (c *conn) forward(msg pgproto3.FrontendMessage, raw []byte) error {
 		return nil
 	}
 	if len(raw) >= flushAt {
-		// A large message goes out from the read buffer, not via a copy.
+		// A large message goes out from the read buffer, not via a copy,
+		// with the upstream read meanwhile (see maxUnreadWrite).
 		if err := c.flushUp(); err != nil {
 			return err
 		}
+		c.ensureReader()
 		return c.writeUp(raw)
 	}
-	c.upBuf = append(c.upBuf, raw...)
+	c.upBuf = append(c.upBuffer(), raw...)
 	return nil
 }
 
-// flushUp hands the staged requests to the upstream goroutine, then
-// writes what was forwarded.
+// maxUnreadWrite bounds what the client goroutine writes upstream while
+// no one reads the upstream, and only when nothing was owed before: the
+// server may answer the first messages of the write before it reads the
+// rest, and the sockets' buffers (at least 16 KiB sending, 64 KiB
+// receiving on Linux by default) must take the rest without the server
+// reading, or both sides would block writing.
+const maxUnreadWrite = 8 << 10
+
+// upBuffer returns upBuf, taking a buffer from readBufs when it has none.
+func (c *conn) upBuffer() []byte {
+	if c.upBuf == nil {
+		c.upBuf = readBufs.get()[:0]
+	}
+	return c.upBuf
+}
+
+// flushUp hands the staged requests to the upstream side, then writes
+// what was forwarded. A write while answers are owed, or a large one,
+// first starts the upstream goroutine, so that the server's answers are
+// read while keyhole writes.
 func (c *conn) flushUp() error {
-	if n := c.staged.len(); n > 0 {
+	n := c.staged.len()
+	if n > 0 || len(c.upBuf) > 0 {
 		c.mu.Lock()
-		c.staged.moveTo(&c.sent)
+		owed := c.inflight.Load() > 0
+		if n > 0 {
+			c.staged.moveTo(&c.sent)
+			c.inflight.Add(int64(n))
+		}
+		if !c.upReader && len(c.upBuf) > 0 && (owed || len(c.upBuf) > maxUnreadWrite) {
+			c.startReaderLocked()
+		}
 		c.mu.Unlock()
-		c.inflight.Add(int64(n))
 	}
 	if len(c.upBuf) == 0 {
 		return nil
@@ -195,16 +263,18 @@ func (c *conn) writeUp(b []byte) error {
 // discards the client's messages until Sync.
 func (c *conn) refuseExt(resp *pgproto3.ErrorResponse) error {
 	c.skipToSync = true
+	c.endsBlock = false
 	c.stage(request{kind: reqRefusedExt, refusal: resp})
-	c.upBuf = append(c.upBuf, refusedParseMsg...)
+	c.upBuf = append(c.upBuffer(), refusedParseMsg...)
 	return nil
 }
 
 // refuseQuery refuses a Query or FunctionCall: a failing Query goes
 // upstream in its place.
 func (c *conn) refuseQuery(resp *pgproto3.ErrorResponse) {
+	c.endsBlock = true
 	c.stage(request{kind: reqRefusedQuery, refusal: resp})
-	c.upBuf = append(c.upBuf, refusedQueryMsg...)
+	c.upBuf = append(c.upBuffer(), refusedQueryMsg...)
 }
 
 // checkAgent ends the session when the policy no longer maps the agent
@@ -429,6 +499,7 @@ func (c *conn) settle(o *origin, state *atomic.Int32) (refused bool, err error) 
 	if err := c.flushUp(); err != nil {
 		return false, err
 	}
+	c.ensureReader()
 	c.waiting.Store(true)
 	defer c.waiting.Store(false)
 	for objState(state.Load()) == objPending {

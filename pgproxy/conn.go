@@ -28,13 +28,15 @@ import (
 
 // conn is one client connection and, after phase 4, its upstream session.
 //
-// Who touches what. Phases 1-4 run on the serve goroutine. The relay (phase
-// 5) runs two goroutines: the client goroutine (client.go: reads the
-// client, decides, writes upstream) and the upstream goroutine (upstream.go:
-// reads the upstream, writes the client, audits what ran). Each field below
-// is owned by one of them unless it says otherwise; mu guards the few that
-// cross, and is never held during I/O, so stop and Shutdown never wait on a
-// peer that does not read.
+// Who touches what. Phases 1-4 run on the serve goroutine. In the relay
+// (phase 5) the serve goroutine is the client goroutine (client.go: reads
+// the client, decides, writes upstream); the upstream side (upstream.go:
+// reads the upstream, writes the client, audits what ran) runs on the
+// upstream goroutine while one runs (upReader), else on the client
+// goroutine between its reads of the client (see relay.go). Each field
+// below is owned by one side unless it says otherwise; mu guards the few
+// that cross, and is never held during I/O, so stop and Shutdown never
+// wait on a peer that does not read.
 type conn struct {
 	srv *Server
 	id  string
@@ -82,7 +84,11 @@ type conn struct {
 	// syncs counts the Syncs forwarded so far.
 	syncs uint64
 
-	// Upstream goroutine.
+	// endsBlock: the last message forwarded was a Sync or a Query, so
+	// the server answers everything sent without waiting for the client.
+	endsBlock bool
+
+	// Upstream side.
 	up upstreamState
 
 	// mu guards these.
@@ -105,6 +111,10 @@ type conn struct {
 	stopCh chan struct{}
 	// idleTimer runs idleCheck; nil without an idle timeout.
 	idleTimer *time.Timer
+	// upReader: an upstream goroutine runs (it owns the upstream side);
+	// upDone is closed when the last one started has ended.
+	upReader bool
+	upDone   chan struct{}
 
 	// Both relay goroutines and the idle timer, without a lock.
 	// inflight counts requests forwarded and not yet answered (the
@@ -200,7 +210,32 @@ func (c *conn) serve(parent context.Context) {
 	c.record(ev)
 }
 
+// run runs phases 1-4 on a goroutine of their own and then the relay on
+// this one. The setup's deep stacks (TLS handshake, SCRAM, pgconn's login)
+// end with that goroutine, so the session's one long-lived goroutine
+// starts small: an idle session is mostly that goroutine's stack.
 func (c *conn) run(ctx context.Context, overLimit bool) error {
+	var err error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			if r := recover(); r != nil {
+				c.log.Error("panic in connection setup", "panic", r, "stack", string(debug.Stack()))
+				err = fatal(codeInternalError, "internal error", fmt.Errorf("panic: %v", r))
+			}
+		}()
+		err = c.setup(ctx, overLimit)
+	}()
+	<-done
+	if err != nil {
+		return err
+	}
+	return c.relay(ctx)
+}
+
+// setup runs phases 1-4.
+func (c *conn) setup(ctx context.Context, overLimit bool) error {
 	deadline := time.Now().Add(c.srv.limits.StartupTimeout)
 	if err := c.setClientDeadline(deadline); err != nil {
 		return err
@@ -224,10 +259,7 @@ func (c *conn) run(ctx context.Context, overLimit bool) error {
 	if err := c.dialUpstream(ctx, deadline); err != nil {
 		return err
 	}
-	if err := c.setClientDeadline(time.Time{}); err != nil {
-		return err
-	}
-	return c.relay(ctx)
+	return c.setClientDeadline(time.Time{})
 }
 
 // setClientDeadline sets the client socket's deadline unless the

@@ -21,18 +21,26 @@
 //     bytes, as pg_stat_activity shows it); the connection is hijacked, its
 //     ParameterStatus values are relayed and the client gets keyhole's own
 //     BackendKeyData (mapped to the upstream's for cancels).
-//  5. relay (relay.go): two goroutines until either side ends.
+//  5. relay (relay.go): until either side ends.
 //     - The client goroutine (client.go) reads the client, decides every
 //     Query and Parse with the sqlpolicy.Decider before anything is sent
 //     upstream, and forwards messages as received, in batches. For each
 //     message the server will answer it queues a typed request (queue.go),
-//     handed to the upstream goroutine before the bytes leave.
-//     - The upstream goroutine (upstream.go) matches each answer to its
+//     handed to the upstream side before the bytes leave.
+//     - The upstream side (upstream.go) matches each answer to its
 //     request by the protocol's rules (after an error the server skips to
 //     Sync, simple Queries included; a Query ends in its own
 //     ReadyForQuery; Execute ends in CommandComplete, EmptyQueryResponse,
 //     PortalSuspended or ErrorResponse), relays it, and audits what ran.
 //     An answer the rules do not allow ends the session.
+//     - The upstream is read only while it owes answers: by the client
+//     goroutine itself after a batch ending in Sync or Query (one
+//     goroutine per round trip), else by an upstream goroutine that ends
+//     when nothing is owed. An idle session is one goroutine blocked on
+//     the client, with no read or write buffer; a message the server
+//     sends on its own while nothing is owed (a FATAL at shutdown or
+//     pg_terminate_backend) is read with the next answer, as a client
+//     connected to Postgres directly would read it.
 //     The session ends when the lease is revoked, the agent's authority
 //     expires, the policy forgets the agent, or it has been idle (nothing
 //     in flight, nothing sent) for Limits.IdleTimeout (default 1h). When

@@ -9,20 +9,29 @@ import (
 )
 
 // Phase 5: the relay. The client goroutine (this one) reads the client,
-// decides, and forwards (client.go); the upstream goroutine reads the
+// decides, and forwards (client.go); the upstream side reads the
 // upstream, answers the client and audits what ran (upstream.go). Every
 // message forwarded upstream that the server answers is queued as a
-// request (queue.go) before its bytes leave, so the upstream goroutine
-// matches each answer to its request by the protocol's rules alone.
+// request (queue.go) before its bytes leave, so the upstream side matches
+// each answer to its request by the protocol's rules alone.
+//
+// Who reads the upstream. While nothing is owed, nobody: an idle session
+// is one goroutine blocked on the client. When the client's batch ends
+// with a Sync or a Query (the server then answers everything sent without
+// waiting for more from the client), the client goroutine reads the
+// answers itself, relays them and only then reads the client again: one
+// goroutine, and one write each way, per round trip. Otherwise (a batch
+// ending in Flush or mid-block, pipelining, COPY, a write that could fill
+// the socket while answers are owed) an upstream goroutine reads until
+// nothing is owed, so that the server can never block writing answers
+// while keyhole blocks writing to it.
 
 // relay runs until either direction ends. When the client leaves, the
 // upstream still answers what it was sent before keyhole's Terminate (an
 // INSERT the client sent just before closing commits in Postgres): those
 // answers are read and audited before the upstream connection closes.
 func (c *conn) relay(ctx context.Context) error {
-	quit := make(chan struct{})
-	defer close(quit)
-	go c.watch(quit)
+	defer c.watch()()
 	c.lastActive.Store(time.Now().UnixNano())
 	if idle := c.srv.limits.IdleTimeout; idle > 0 {
 		// Under mu: idleCheck re-arms the timer through c.idleTimer.
@@ -32,22 +41,6 @@ func (c *conn) relay(ctx context.Context) error {
 		c.mu.Unlock()
 		defer t.Stop()
 	}
-
-	upDone := make(chan struct{})
-	go func() {
-		defer close(upDone)
-		var err error
-		func() {
-			defer func() {
-				if r := recover(); r != nil {
-					c.log.Error("panic in upstream relay", "panic", r, "stack", string(debug.Stack()))
-					err = fatal(codeInternalError, "internal error", fmt.Errorf("panic: %v", r))
-				}
-			}()
-			err = c.readUpstream()
-		}()
-		c.stop(err)
-	}()
 
 	err := func() (err error) {
 		defer func() {
@@ -60,12 +53,58 @@ func (c *conn) relay(ctx context.Context) error {
 	}()
 	if errors.Is(err, errClientGone) {
 		c.goodbye()
-		<-upDone
+		c.waitReader()
 	}
 	c.stop(err)
-	<-upDone
+	c.waitReader()
 	c.abandon()
 	return err
+}
+
+// startReaderLocked starts the upstream goroutine; the caller holds mu
+// and has checked that none runs. It reads until nothing is owed.
+func (c *conn) startReaderLocked() {
+	c.upReader = true
+	done := make(chan struct{})
+	c.upDone = done
+	go func() {
+		defer close(done)
+		var err error
+		func() {
+			defer func() {
+				if r := recover(); r != nil {
+					c.log.Error("panic in upstream relay", "panic", r, "stack", string(debug.Stack()))
+					err = fatal(codeInternalError, "internal error", fmt.Errorf("panic: %v", r))
+				}
+			}()
+			err = c.readUpstream(false)
+		}()
+		if err != nil {
+			c.stop(err)
+			c.mu.Lock()
+			c.upReader = false
+			c.mu.Unlock()
+		}
+	}()
+}
+
+// ensureReader starts the upstream goroutine unless one runs.
+func (c *conn) ensureReader() {
+	c.mu.Lock()
+	if !c.upReader {
+		c.startReaderLocked()
+	}
+	c.mu.Unlock()
+}
+
+// waitReader waits until the last upstream goroutine started has ended.
+func (c *conn) waitReader() {
+	c.mu.Lock()
+	done := c.upDone
+	c.mu.Unlock()
+	if done != nil {
+		<-done
+	}
 }
 
 // goodbye passes the client's departure on: Terminate after everything
@@ -73,15 +112,19 @@ func (c *conn) relay(ctx context.Context) error {
 // the client left unfinished, as its own EOF would), then closes. The
 // upstream goroutine is woken to decide whether any answer is still to
 // come: after an error the server ignores Terminate until a Sync that will
-// never arrive.
+// never arrive. (When nothing is owed no upstream goroutine runs, and
+// none is needed.)
 func (c *conn) goodbye() {
 	c.mu.Lock()
 	c.saidBye = true
 	up := c.upConn
 	c.mu.Unlock()
-	c.upBuf = append(c.upBuf, terminateMsg...)
+	c.upBuf = append(c.upBuffer(), terminateMsg...)
 	_ = up.SetWriteDeadline(time.Now().Add(time.Second))
 	_ = c.flushUp()
+	if c.inflight.Load() > 0 {
+		c.ensureReader()
+	}
 	// Answers still go to a client that only closed its sending side, as
 	// Postgres sends them; one that does not read must not hold them up.
 	_ = c.client.SetWriteDeadline(time.Now().Add(5 * time.Second))
@@ -112,27 +155,34 @@ func (c *conn) abandon() {
 }
 
 // watch ends the session when its credentials are revoked or the agent's
-// authority expires.
-func (c *conn) watch(quit <-chan struct{}) {
-	var expiry <-chan time.Time
+// authority expires, without a goroutine of its own: a timer for the
+// expiry, and the server's one watcher per lease (leases are shared by
+// the sessions of an agent and role). It returns what stops watching.
+func (c *conn) watch() (stop func()) {
+	var t *time.Timer
 	if !c.agent.Expires.IsZero() {
-		t := time.NewTimer(time.Until(c.agent.Expires))
-		defer t.Stop()
-		expiry = t.C
+		t = time.AfterFunc(time.Until(c.agent.Expires), func() {
+			c.log.Info("agent authorization expired; ending session")
+			c.stop(errExpired)
+		})
 	}
-	select {
-	case <-c.lease.Done:
-		cause := error(nil)
-		if c.lease.Cause != nil {
-			cause = c.lease.Cause()
+	unwatch := c.srv.leases.watch(c.lease, c)
+	return func() {
+		if t != nil {
+			t.Stop()
 		}
-		c.log.Warn("upstream credentials revoked; ending session", "cause", cause)
-		c.stop(errRevoked)
-	case <-expiry:
-		c.log.Info("agent authorization expired; ending session")
-		c.stop(errExpired)
-	case <-quit:
+		unwatch()
 	}
+}
+
+// revoked ends the session: its lease's credentials are no longer valid.
+func (c *conn) revoked() {
+	cause := error(nil)
+	if c.lease.Cause != nil {
+		cause = c.lease.Cause()
+	}
+	c.log.Warn("upstream credentials revoked; ending session", "cause", cause)
+	c.stop(errRevoked)
 }
 
 // idleCheck runs on the idle timer: one timer per session, re-armed from

@@ -135,6 +135,8 @@ type Server struct {
 	fails  *identity.Limiter // Config.Limiter or a default one
 	// buffers is the memory budget of client read buffers.
 	buffers *memBudget
+	// leases ends sessions whose credentials are revoked.
+	leases leaseWatcher
 
 	ctx    context.Context // parent of every connection; cancelled last in Shutdown
 	cancel context.CancelFunc

@@ -58,8 +58,21 @@ type upstreamState struct {
 	unnamed *prepared
 }
 
-func (c *conn) readUpstream() error {
+// readUpstream reads, relays and audits the server's answers until
+// nothing is owed: on the upstream goroutine, or inline on the client
+// goroutine (collect), which also stops when COPY FROM STDIN starts (the
+// server then waits for the client's data).
+func (c *conn) readUpstream(inline bool) error {
 	for {
+		if c.upRd.buffered() == 0 && !c.owed(inline) {
+			return nil
+		}
+		if inline && c.copyIn.Load() {
+			if c.up.unflushed > 0 {
+				c.flushToClient()
+			}
+			return nil
+		}
 		typ, raw, err := c.upRd.next()
 		if err == nil && !upstreamTypes[typ] {
 			err = fmt.Errorf("unknown message type: %c", typ)
@@ -85,6 +98,32 @@ func (c *conn) readUpstream() error {
 			c.flushToClient()
 		}
 	}
+}
+
+// owed reports whether the server still owes an answer. When it does not,
+// the upstream goroutine (not inline) ends: it clears upReader under the
+// same lock under which the client goroutine hands requests over.
+func (c *conn) owed(inline bool) bool {
+	u := &c.up
+	if u.q.len() > 0 {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sent.moveTo(&u.q)
+	if u.q.len() > 0 {
+		return true
+	}
+	// Everything is relayed (the loop flushes once upRd is drained): an
+	// idle session keeps no write buffer.
+	if u.unflushed == 0 {
+		readBufs.put(c.wbuf)
+		c.wbuf = nil
+	}
+	if !inline {
+		c.upReader = false
+	}
+	return false
 }
 
 // wokenForGoodbye handles the read deadline goodbye sets: it reports true
@@ -582,7 +621,7 @@ func (c *conn) writeRaw(raw []byte) {
 	if c.clientDead.Load() {
 		return
 	}
-	c.wbuf = append(c.wbuf, raw...)
+	c.wbuf = append(c.clientBuffer(), raw...)
 	c.up.unflushed += len(raw)
 }
 

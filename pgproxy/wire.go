@@ -5,7 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"os"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -20,11 +24,21 @@ import (
 // reserves every message larger than its base buffer from the server's
 // memory budget before reading it, and returns the reservation when the
 // buffer shrinks back.
+//
+// On a plain socket (raw is set) the reader reads with read(2) itself and
+// gives its buffer back to readBufs whenever it is drained and the socket
+// has nothing more: an idle session holds no read buffer.
 type msgReader struct {
-	r       io.Reader
-	buf     []byte
-	rp, wp  int // unread bytes are buf[rp:wp]
-	maxBody int // 0 = no limit
+	r   io.Reader
+	raw syscall.RawConn // r's socket, when it is one; nil for TLS
+	// rawRead is m.readFD, bound once so that a read allocates nothing;
+	// rk and rerr are its results.
+	rawRead func(fd uintptr) bool
+	rk      int
+	rerr    error
+	buf     []byte // nil while released
+	rp, wp  int    // unread bytes are buf[rp:wp]
+	maxBody int    // 0 = no limit
 
 	// Client readers only (nil / zero for the upstream).
 	budget   *memBudget
@@ -48,7 +62,52 @@ const (
 )
 
 func newMsgReader(r io.Reader, maxBody int) *msgReader {
-	return &msgReader{r: r, buf: make([]byte, readBufSize), maxBody: maxBody}
+	m := &msgReader{r: r, maxBody: maxBody}
+	if sc, ok := r.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			m.raw, m.rawRead = raw, m.readFD
+		}
+	}
+	return m
+}
+
+// readBufs keeps a few base-size buffers (read buffers, and the relay's
+// write buffers) for the next session that needs one. It is bounded, so
+// that buffers given back by sessions going idle return to the garbage
+// collector instead of staying in a pool.
+var readBufs = bufCache{max: 32}
+
+type bufCache struct {
+	mu   sync.Mutex
+	free [][]byte
+	max  int
+}
+
+// get returns a buffer of length readBufSize.
+func (p *bufCache) get() []byte {
+	p.mu.Lock()
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free[n-1] = nil
+		p.free = p.free[:n-1]
+		p.mu.Unlock()
+		return b
+	}
+	p.mu.Unlock()
+	return make([]byte, readBufSize)
+}
+
+// put takes b back unless it is not a base-size buffer or enough are kept.
+// The caller no longer refers to b.
+func (p *bufCache) put(b []byte) {
+	if cap(b) != readBufSize {
+		return
+	}
+	p.mu.Lock()
+	if len(p.free) < p.max {
+		p.free = append(p.free, b[:readBufSize])
+	}
+	p.mu.Unlock()
 }
 
 // buffered reports how many received bytes are not yet returned.
@@ -114,9 +173,11 @@ func (m *msgReader) reserve(n int) error {
 	return nil
 }
 
-// shrink drops a grown, drained buffer and returns its budget.
+// shrink drops a drained buffer (the next fill takes a base-size one)
+// and returns its budget.
 func (m *msgReader) shrink() {
-	m.buf, m.rp, m.wp = make([]byte, readBufSize), 0, 0
+	readBufs.put(m.buf)
+	m.buf, m.rp, m.wp = nil, 0, 0
 	m.release()
 }
 
@@ -134,6 +195,9 @@ func (m *msgReader) fill(n int) error {
 	if m.wp-m.rp >= n {
 		return nil
 	}
+	if m.buf == nil {
+		m.buf = readBufs.get()
+	}
 	if m.rp > 0 && m.rp+n > len(m.buf) {
 		m.wp = copy(m.buf, m.buf[m.rp:m.wp])
 		m.rp = 0
@@ -146,7 +210,7 @@ func (m *msgReader) fill(n int) error {
 			copy(nb, m.buf[:m.wp])
 			m.buf = nb
 		}
-		k, err := m.r.Read(m.buf[m.wp:])
+		k, err := m.read()
 		m.wp += k
 		if k > 0 && m.active != nil {
 			m.active.Store(time.Now().UnixNano())
@@ -162,6 +226,51 @@ func (m *msgReader) fill(n int) error {
 		}
 	}
 	return nil
+}
+
+// read reads once into buf[wp:]. On a socket it is read(2) the way the
+// net package does it (EAGAIN: wait for the poller, which also honours
+// deadlines and Close), except that while it waits a drained buffer is
+// given back (shrink) and taken again when bytes come.
+func (m *msgReader) read() (int, error) {
+	if m.raw == nil {
+		return m.r.Read(m.buf[m.wp:])
+	}
+	err := m.raw.Read(m.rawRead)
+	k, rerr := m.rk, m.rerr
+	switch {
+	case err != nil: // deadline or Close, as a *net.OpError
+		return 0, err
+	case rerr != nil:
+		return 0, &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", rerr)}
+	case k == 0:
+		return 0, io.EOF
+	}
+	return k, nil
+}
+
+// readFD is read's RawConn callback: false (EAGAIN) makes RawConn.Read
+// wait for the poller and call it again.
+func (m *msgReader) readFD(fd uintptr) bool {
+	if m.buf == nil {
+		m.buf = readBufs.get()
+	}
+	for {
+		m.rk, m.rerr = syscall.Read(int(fd), m.buf[m.wp:])
+		if m.rerr != syscall.EINTR {
+			break
+		}
+	}
+	if m.rerr != nil {
+		m.rk = 0
+	}
+	if m.rerr == syscall.EAGAIN {
+		if m.rp == m.wp {
+			m.shrink()
+		}
+		return false
+	}
+	return true
 }
 
 // frontendMsgs are the decoded client messages of one connection, reused
@@ -272,12 +381,21 @@ func (c *conn) send(msg pgproto3.BackendMessage) {
 	if c.wbufErr != nil {
 		return
 	}
-	b, err := msg.Encode(c.wbuf)
+	b, err := msg.Encode(c.clientBuffer())
 	if err != nil {
 		c.wbufErr = err
 		return
 	}
 	c.wbuf = b
+}
+
+// clientBuffer returns wbuf, taking a buffer from readBufs when it has
+// none.
+func (c *conn) clientBuffer() []byte {
+	if c.wbuf == nil {
+		c.wbuf = readBufs.get()[:0]
+	}
+	return c.wbuf
 }
 
 // flushClient writes the client write buffer; the caller holds wmu once
@@ -295,20 +413,6 @@ func (c *conn) flushClient() error {
 		c.wbuf = nil
 	} else {
 		c.wbuf = c.wbuf[:0]
-	}
-	return err
-}
-
-// flushUpstream writes what the client goroutine forwarded.
-func (c *conn) flushUpstream() error {
-	if len(c.upBuf) == 0 {
-		return nil
-	}
-	_, err := c.upConn.Write(c.upBuf)
-	if cap(c.upBuf) > maxKeptWriteBuf {
-		c.upBuf = nil
-	} else {
-		c.upBuf = c.upBuf[:0]
 	}
 	return err
 }
