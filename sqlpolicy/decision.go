@@ -34,6 +34,26 @@ type SessionNormalizer interface {
 	NormalizeIn(sql string, s Session) (string, error)
 }
 
+// ShapeAnalyzer is implemented by analyzers that can tell, from a scan of
+// the text that costs a fraction of a parse, that a text is of a shape the
+// decision cache cannot hold yet, and that can then analyze and normalize
+// it from one parse. An agent that writes a new statement every time
+// would otherwise pay for two parses per text: one to normalize it (to
+// look the normal form up, and to redact the text for the audit) and one
+// to analyze it.
+//
+// Engine skips the normalized lookup only for a shape it never stored a
+// normalized entry for, so Shape must give texts that Normalize alike
+// equal shapes; texts of one shape may still normalize differently.
+// Shape only steers the lookup: no decision is taken from it.
+type ShapeAnalyzer interface {
+	// Shape returns a hash of sql's tokens with literals left out, or
+	// false when the text is refused before parsing.
+	Shape(sql string) (uint64, bool)
+	// AnalyzeNormalize returns what Analyze and Normalize return for sql.
+	AnalyzeNormalize(sql string, s Session) (*Access, string, error)
+}
+
 // Session is one connection's dialect state that changes how later text
 // is resolved: the search path or current database, SQL-level prepared
 // statements, whether a transaction block is open. It is owned by the
