@@ -43,15 +43,23 @@ type SessionNormalizer interface {
 // to analyze it.
 //
 // Engine skips the normalized lookup only for a shape it never stored a
-// normalized entry for, so Shape must give texts that Normalize alike
-// equal shapes; texts of one shape may still normalize differently.
-// Shape only steers the lookup: no decision is taken from it.
+// normalized entry for, so Shape should give texts that Normalize alike
+// equal shapes (where it does not, a variant misses the normalized entry
+// and is analyzed: a cost, never a wrong answer); texts of one shape may
+// normalize differently. Shape only steers the lookup: no decision is
+// taken from it.
+//
+// Shape makes the checks Analyze and Normalize make before parsing (the
+// bounds that keep the parser's C code within its stack); the other two
+// methods skip them and may only be given a text Shape accepted.
 type ShapeAnalyzer interface {
 	// Shape returns a hash of sql's tokens with literals left out, or
 	// false when the text is refused before parsing.
 	Shape(sql string) (uint64, bool)
 	// AnalyzeNormalize returns what Analyze and Normalize return for sql.
 	AnalyzeNormalize(sql string, s Session) (*Access, string, error)
+	// NormalizeShaped returns what Normalize returns for sql.
+	NormalizeShaped(sql string) (string, error)
 }
 
 // Session is one connection's dialect state that changes how later text

@@ -146,7 +146,11 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 		d, a, ok, norm, err = e.analyzeNormalize(p, sql, s, sa)
 		normOK = err == nil
 	} else {
-		if n, err := e.normalizeIn(sql, s); err == nil {
+		normalize := e.normalizeIn
+		if shapeOK {
+			normalize = func(sql string, _ Session) (string, error) { return e.normalizeShaped(sa, sql) }
+		}
+		if n, err := normalize(sql, s); err == nil {
 			norm, normOK = n, true
 			if d, a, ok := c.get(kindNorm, norm, gen, &p); ok {
 				c.put(kindExact, sql, gen, &p, d, a, accessSize(a, d))
@@ -196,6 +200,16 @@ func (e *Engine) normalizeIn(sql string, s Session) (n string, err error) {
 		}
 	}()
 	return sn.NormalizeIn(sql, s)
+}
+
+// normalizeShaped is normalize for a text sa.Shape accepted.
+func (e *Engine) normalizeShaped(sa ShapeAnalyzer, sql string) (n string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = "", fmt.Errorf("normalize: internal error: %v", r)
+		}
+	}()
+	return sa.NormalizeShaped(sql)
 }
 
 // analyze is the uncached path. A panic in the analyzer or the decision

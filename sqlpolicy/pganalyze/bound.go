@@ -264,8 +264,10 @@ func (s *textShape) lit() {
 	s.h = ((((h ^ shapeLit) * fnvPrime) ^ shapeSep) * fnvPrime) ^ fnvOffset
 }
 
-// word hashes an identifier or keyword. TRUE, FALSE and NULL are literals
-// to Normalize; the E, B, X, N of E'...' belong to the literal after them.
+// word hashes an identifier or keyword. TRUE, FALSE, NULL and the ALL of
+// LIMIT ALL are literals to Normalize (any ALL is hashed as one: a coarser
+// shape costs lookups, not hits); the E, B, X, N of E'...' belong to the
+// literal after them.
 func (s *textShape) word(sql string, start, end int) {
 	if end-start == 1 && end < len(sql) && sql[end] == '\'' {
 		switch sql[start] {
@@ -273,12 +275,11 @@ func (s *textShape) word(sql string, start, end int) {
 			return
 		}
 	}
-	if end-start == 4 || end-start == 5 {
-		switch strings.ToLower(sql[start:end]) {
-		case "true", "false", "null":
-			s.lit()
-			return
-		}
+	if w := sql[start:end]; (len(w) >= 3 && len(w) <= 5) &&
+		(strings.EqualFold(w, "true") || strings.EqualFold(w, "false") || strings.EqualFold(w, "null") ||
+			strings.EqualFold(w, "all")) {
+		s.lit()
+		return
 	}
 	s.tok(sql[start:end])
 }
@@ -304,21 +305,35 @@ func tooComplex(detail string) *sqlpolicy.Problem {
 	return &sqlpolicy.Problem{Code: sqlpolicy.ProblemTooComplex, Detail: detail}
 }
 
-func isOpByte(c byte) bool {
-	switch c {
-	case '+', '-', '*', '/', '<', '>', '=', '~', '!', '@', '#', '%', '^', '&', '|', '`', '?', ':':
-		return true
+// byteClass classifies bytes for the scan: one table load per byte
+// instead of a chain of comparisons.
+var byteClass = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		switch {
+		case c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80:
+			t[c] = clIdentStart | clIdent
+		case c >= '0' && c <= '9' || c == '$':
+			t[c] = clIdent
+		}
+		switch c {
+		case '+', '-', '*', '/', '<', '>', '=', '~', '!', '@', '#', '%', '^', '&', '|', '`', '?', ':':
+			t[c] |= clOp
+		}
 	}
-	return false
-}
+	return t
+}()
 
-func isIdentStart(c byte) bool {
-	return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80
-}
+const (
+	clIdentStart = 1 << iota
+	clIdent
+	clOp
+)
 
-func isIdentByte(c byte) bool {
-	return isIdentStart(c) || (c >= '0' && c <= '9') || c == '$'
-}
+func isOpByte(c byte) bool { return byteClass[c]&clOp != 0 }
+
+func isIdentStart(c byte) bool { return byteClass[c]&clIdentStart != 0 }
+
+func isIdentByte(c byte) bool { return byteClass[c]&clIdent != 0 }
 
 // dollarTag returns the length of a dollar-quote opening tag ($$ or $tag$)
 // at the start of s, or 0. `$1` is a parameter, not a tag.
@@ -356,6 +371,11 @@ const (
 // extend one; JOIN and set operations nest the statement.
 func keyword(s string) int {
 	if len(s) < 2 || len(s) > 9 {
+		return kwNone
+	}
+	switch s[0] | 0x20 {
+	case 'a', 'o', 'i', 'c', 'n', 'l', 's', 'b', 'j', 'u', 'e':
+	default:
 		return kwNone
 	}
 	var b [9]byte
