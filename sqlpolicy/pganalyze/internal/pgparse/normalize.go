@@ -27,7 +27,8 @@ func Normalize(sql string, tree *pg.ParseResult) (string, bool) {
 	if strings.IndexByte(sql, 0) >= 0 {
 		return "", false // libpg_query sees the text up to the NUL
 	}
-	w := normWalker{}
+	var buf [32]constLoc
+	w := normWalker{locs: buf[:0]}
 	for _, raw := range tree.GetStmts() {
 		if !w.stmt(raw.GetStmt()) {
 			return "", false
