@@ -1,6 +1,7 @@
 package sqlpolicy_test
 
 import (
+	"fmt"
 	"strconv"
 	"testing"
 
@@ -91,5 +92,62 @@ func BenchmarkDecide(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		pol.Decide(p, a, cat)
+	}
+}
+
+// novelShapes are statements of different shapes an agent might write.
+// BenchmarkCheckNovel gives each use its own table alias (%[1]d), so no
+// text and no normalized form repeats: every Check is a cache miss.
+var novelShapes = []string{
+	// benchJoin's shape: the statement issue 8 sets the ≤ 30 µs goal on.
+	`SELECT o%[1]d.id, c.name, i.sku, i.qty FROM public.orders o%[1]d ` +
+		`JOIN public.customers c ON c.id = o%[1]d.customer_id ` +
+		`JOIN public.order_items i ON i.order_id = o%[1]d.id ` +
+		`WHERE o%[1]d.status = 'open' AND o%[1]d.total > 100 ` +
+		`ORDER BY o%[1]d.created_at DESC LIMIT 50`,
+	`SELECT c%[1]d.name, count(*) AS n FROM customers c%[1]d ` +
+		`LEFT JOIN orders o ON o.customer_id = c%[1]d.id ` +
+		`WHERE c%[1]d.created_at > now() - interval '30 days' ` +
+		`GROUP BY c%[1]d.name HAVING count(*) > 3 ORDER BY n DESC`,
+	`SELECT o%[1]d.id, o%[1]d.total FROM orders o%[1]d ` +
+		`WHERE o%[1]d.customer_id IN (SELECT id FROM customers WHERE lower(name) LIKE 'a%%') ` +
+		`AND o%[1]d.status IN ('open', 'paid') LIMIT 20 OFFSET 40`,
+	`WITH recent%[1]d AS (SELECT order_id, count(qty) AS q FROM order_items GROUP BY order_id) ` +
+		`SELECT o.id, r.q FROM orders o JOIN recent%[1]d r ON r.order_id = o.id ` +
+		`WHERE r.q >= 10 ORDER BY r.q DESC`,
+	`SELECT i%[1]d.sku, i%[1]d.qty * 2 AS double_qty FROM order_items i%[1]d ` +
+		`WHERE i%[1]d.order_id = 42 AND i%[1]d.sku <> 'x-1'`,
+}
+
+// BenchmarkCheckNovel is the cold path with the cache on, as an agent
+// that never repeats itself meets it: the exact and normalized lookups
+// miss, then the text is parsed, analyzed, decided and stored. Each op
+// takes the next shape in turn.
+func BenchmarkCheckNovel(b *testing.B) {
+	e := benchEngine(b, sp.EngineOptions{CacheBytes: 4 << 20})
+	p, s := sp.Principal{Agent: "bench"}, &pganalyze.Session{}
+	for _, shape := range novelShapes {
+		if d, _ := e.Check(p, fmt.Sprintf(shape, 0), s); !d.Allowed() {
+			b.Fatalf("novel shape denied: %s %+v\n%s", d.Message, d.Reasons, shape)
+		}
+	}
+	const distinct = 1 << 12
+	texts := make([]string, distinct*len(novelShapes))
+	for i := range texts {
+		texts[i] = fmt.Sprintf(novelShapes[i%len(novelShapes)], i+1)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	i := 0
+	for b.Loop() {
+		if i == len(texts) {
+			// Start over with a new cache: the texts must stay unseen.
+			b.StopTimer()
+			e = benchEngine(b, sp.EngineOptions{CacheBytes: 4 << 20})
+			i = 0
+			b.StartTimer()
+		}
+		e.Check(p, texts[i], s)
+		i++
 	}
 }

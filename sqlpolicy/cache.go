@@ -54,6 +54,13 @@ type cache struct {
 	seed   maphash.Seed
 	shards []shard
 	mask   uint64
+	// shapes is a Bloom filter (two bits per shape) of the text shapes
+	// (ShapeAnalyzer.Shape) normalized entries were stored for. A shape
+	// not in it has no normalized entry, so the engine skips that lookup
+	// and the parse it needs; evicted entries leave their bits set, which
+	// costs the lookup, never a wrong answer.
+	shapes    []atomic.Uint64
+	shapeMask uint64
 
 	hits, misses, evictions atomic.Uint64
 }
@@ -68,6 +75,13 @@ func newCache(maxBytes int64) *cache {
 		n = 1
 	}
 	c := &cache{seed: maphash.MakeSeed(), shards: make([]shard, n), mask: uint64(n - 1)}
+	// One bit per 32 bytes of budget: entries take several hundred bytes,
+	// so the filter stays sparse (a few false positives in a thousand).
+	bits := uint64(1 << 12)
+	for bits < uint64(maxBytes/32) && bits < 1<<24 {
+		bits <<= 1
+	}
+	c.shapes, c.shapeMask = make([]atomic.Uint64, bits/64), bits-1
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.m = make(map[uint64]*entry)
@@ -100,6 +114,21 @@ func (c *cache) scopeHash(scope []Grant) uint64 {
 		mh.WriteByte(2)
 	}
 	return mh.Sum64() | 1 // never 0, so a non-nil empty scope differs from nil
+}
+
+func (c *cache) shapeBits(shape uint64) (uint64, uint64) {
+	return shape & c.shapeMask, (shape >> 32) & c.shapeMask
+}
+
+func (c *cache) seenShape(shape uint64) bool {
+	a, b := c.shapeBits(shape)
+	return c.shapes[a/64].Load()&(1<<(a%64)) != 0 && c.shapes[b/64].Load()&(1<<(b%64)) != 0
+}
+
+func (c *cache) addShape(shape uint64) {
+	a, b := c.shapeBits(shape)
+	c.shapes[a/64].Or(1 << (a % 64))
+	c.shapes[b/64].Or(1 << (b % 64))
 }
 
 func (c *cache) shardOf(k uint64) *shard { return &c.shards[(k>>59)&c.mask] }

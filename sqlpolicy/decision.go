@@ -34,6 +34,34 @@ type SessionNormalizer interface {
 	NormalizeIn(sql string, s Session) (string, error)
 }
 
+// ShapeAnalyzer is implemented by analyzers that can tell, from a scan of
+// the text that costs a fraction of a parse, that a text is of a shape the
+// decision cache cannot hold yet, and that can then analyze and normalize
+// it from one parse. An agent that writes a new statement every time
+// would otherwise pay for two parses per text: one to normalize it (to
+// look the normal form up, and to redact the text for the audit) and one
+// to analyze it.
+//
+// Engine skips the normalized lookup only for a shape it never stored a
+// normalized entry for, so Shape should give texts that Normalize alike
+// equal shapes (where it does not, a variant misses the normalized entry
+// and is analyzed: a cost, never a wrong answer); texts of one shape may
+// normalize differently. Shape only steers the lookup: no decision is
+// taken from it.
+//
+// Shape makes the checks Analyze and Normalize make before parsing (the
+// bounds that keep the parser's C code within its stack); the other two
+// methods skip them and may only be given a text Shape accepted.
+type ShapeAnalyzer interface {
+	// Shape returns a hash of sql's tokens with literals left out, or
+	// false when the text is refused before parsing.
+	Shape(sql string) (uint64, bool)
+	// AnalyzeNormalize returns what Analyze and Normalize return for sql.
+	AnalyzeNormalize(sql string, s Session) (*Access, string, error)
+	// NormalizeShaped returns what Normalize returns for sql.
+	NormalizeShaped(sql string) (string, error)
+}
+
 // Session is one connection's dialect state that changes how later text
 // is resolved: the search path or current database, SQL-level prepared
 // statements, whether a transaction block is open. It is owned by the

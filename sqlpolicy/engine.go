@@ -121,18 +121,45 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 	if c != nil && e.policy.Role(p.Agent) == nil {
 		c = nil
 	}
-	norm, normOK := "", false
-	if c != nil {
-		if n, err := e.normalizeIn(sql, s); err == nil {
+	if c == nil {
+		d, a, _ := e.analyze(p, sql, s)
+		return d, a
+	}
+	// A text of a shape no normalized entry was stored for cannot hit
+	// one: it is analyzed and normalized from one parse instead of being
+	// parsed once to normalize and once more to analyze.
+	var (
+		d            *Decision
+		a            *Access
+		ok           bool
+		norm         string
+		normOK       bool
+		shape        uint64
+		shapeOK      bool
+		sa, isShaper = e.an.(ShapeAnalyzer)
+	)
+	if isShaper {
+		shape, shapeOK = sa.Shape(sql)
+	}
+	if shapeOK && !c.seenShape(shape) {
+		var err error
+		d, a, ok, norm, err = e.analyzeNormalize(p, sql, s, sa)
+		normOK = err == nil
+	} else {
+		normalize := e.normalizeIn
+		if shapeOK {
+			normalize = func(sql string, _ Session) (string, error) { return e.normalizeShaped(sa, sql) }
+		}
+		if n, err := normalize(sql, s); err == nil {
 			norm, normOK = n, true
 			if d, a, ok := c.get(kindNorm, norm, gen, &p); ok {
 				c.put(kindExact, sql, gen, &p, d, a, accessSize(a, d))
 				return d, a
 			}
 		}
+		d, a, ok = e.analyze(p, sql, s)
 	}
-	d, a, ok := e.analyze(p, sql, s)
-	if !ok || c == nil {
+	if !ok {
 		return d, a
 	}
 	if normOK {
@@ -142,6 +169,9 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 	c.put(kindExact, sql, gen, &p, d, a, size)
 	if normOK && shareable(a) {
 		c.put(kindNorm, norm, gen, &p, d, a, size)
+		if shapeOK {
+			c.addShape(shape)
+		}
 	}
 	return d, a
 }
@@ -172,19 +202,23 @@ func (e *Engine) normalizeIn(sql string, s Session) (n string, err error) {
 	return sn.NormalizeIn(sql, s)
 }
 
+// normalizeShaped is normalize for a text sa.Shape accepted.
+func (e *Engine) normalizeShaped(sa ShapeAnalyzer, sql string) (n string, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			n, err = "", fmt.Errorf("normalize: internal error: %v", r)
+		}
+	}()
+	return sa.NormalizeShaped(sql)
+}
+
 // analyze is the uncached path. A panic in the analyzer or the decision
 // is a bug; it denies the text instead of taking the connection down, and
 // the result is not cached (ok false).
 func (e *Engine) analyze(p Principal, sql string, s Session) (d *Decision, a *Access, ok bool) {
 	defer func() {
 		if r := recover(); r != nil {
-			d = &Decision{Effect: Deny, Rule: RuleDefaultDeny, Agent: p.Agent,
-				Reasons: []Reason{{Code: ReasonProblem, Problem: ProblemUnsupported, Rule: RuleDefaultDeny,
-					Detail: "internal error while deciding the statement"}},
-				SQLState: SQLStateInsufficientPrivilege,
-				Message:  msgPrefix + "internal error while deciding the statement",
-				Hint:     "keyhole could not decide this statement; rewrite it more simply."}
-			a, ok = &Access{}, false
+			d, a, ok = e.panicked(p)
 		}
 	}()
 	if s == nil {
@@ -192,6 +226,33 @@ func (e *Engine) analyze(p Principal, sql string, s Session) (d *Decision, a *Ac
 	}
 	a = e.an.Analyze(sql, s)
 	return e.policy.Decide(p, a, e.cat), a, true
+}
+
+// analyzeNormalize is analyze for a ShapeAnalyzer, which also returns the
+// normal form from the same parse.
+func (e *Engine) analyzeNormalize(p Principal, sql string, s Session, sa ShapeAnalyzer) (d *Decision, a *Access, ok bool, norm string, normErr error) {
+	defer func() {
+		if r := recover(); r != nil {
+			d, a, ok = e.panicked(p)
+			norm, normErr = "", fmt.Errorf("normalize: internal error: %v", r)
+		}
+	}()
+	if s == nil {
+		s = e.an.NewSession()
+	}
+	a, norm, normErr = sa.AnalyzeNormalize(sql, s)
+	return e.policy.Decide(p, a, e.cat), a, true, norm, normErr
+}
+
+// panicked is the decision for a text whose analysis or decision panicked.
+func (e *Engine) panicked(p Principal) (*Decision, *Access, bool) {
+	d := &Decision{Effect: Deny, Rule: RuleDefaultDeny, Agent: p.Agent,
+		Reasons: []Reason{{Code: ReasonProblem, Problem: ProblemUnsupported, Rule: RuleDefaultDeny,
+			Detail: "internal error while deciding the statement"}},
+		SQLState: SQLStateInsufficientPrivilege,
+		Message:  msgPrefix + "internal error while deciding the statement",
+		Hint:     "keyhole could not decide this statement; rewrite it more simply."}
+	return d, &Access{}, false
 }
 
 // shareable reports whether an analysis may be reused for texts that

@@ -66,7 +66,10 @@ type Analyzer struct {
 	idx     *catalogIndex
 }
 
-var _ sqlpolicy.Analyzer = (*Analyzer)(nil)
+var (
+	_ sqlpolicy.Analyzer      = (*Analyzer)(nil)
+	_ sqlpolicy.ShapeAnalyzer = (*Analyzer)(nil)
+)
 
 // New returns an analyzer resolving names through cat.
 func New(cat *catalog.Catalog, opts Options) *Analyzer {
@@ -103,6 +106,12 @@ func (a *Analyzer) Normalize(sql string) (string, error) {
 	if p := a.precheck(sql); p != nil {
 		return "", fmt.Errorf("normalize: %s", p.Detail)
 	}
+	return a.NormalizeShaped(sql)
+}
+
+// NormalizeShaped implements sqlpolicy.ShapeAnalyzer: Normalize of a text
+// Shape accepted, without checking it again.
+func (a *Analyzer) NormalizeShaped(sql string) (string, error) {
 	out, err := pg.Normalize(sql)
 	if err != nil {
 		return "", fmt.Errorf("normalize: %w", err)
@@ -118,21 +127,56 @@ func (a *Analyzer) NewSession() sqlpolicy.Session { return &Session{} }
 // problems are reported in the statements. s must be a *Session (from
 // NewSession) or nil for a fresh one.
 func (a *Analyzer) Analyze(sql string, ss sqlpolicy.Session) *sqlpolicy.Access {
+	acc, _ := a.analyze(sql, ss, false)
+	return acc
+}
+
+// Shape implements sqlpolicy.ShapeAnalyzer: the hash of sql's tokens with
+// literals left out, from the scan that bounds the text before parsing
+// (precheck). ok is false when that scan refuses the text.
+func (a *Analyzer) Shape(sql string) (uint64, bool) {
+	var sh textShape
+	if a.scan(sql, &sh) != nil {
+		return 0, false
+	}
+	return sh.sum(), true
+}
+
+// AnalyzeNormalize implements sqlpolicy.ShapeAnalyzer: Analyze and
+// Normalize from one parse, of a text Shape accepted. The normal form
+// comes from the parse tree (pgparse.Normalize), or from pg.Normalize for
+// the statements that does not cover.
+func (a *Analyzer) AnalyzeNormalize(sql string, ss sqlpolicy.Session) (*sqlpolicy.Access, string, error) {
+	acc, tree := a.analyze(sql, ss, true)
+	if tree != nil {
+		if norm, ok := pgparse.Normalize(sql, tree); ok {
+			return acc, norm, nil
+		}
+	}
+	norm, err := a.NormalizeShaped(sql)
+	return acc, norm, err
+}
+
+// analyze is Analyze; it also returns the parse tree, nil when sql was
+// not parsed. checked skips the precheck, which Shape made.
+func (a *Analyzer) analyze(sql string, ss sqlpolicy.Session, checked bool) (*sqlpolicy.Access, *pg.ParseResult) {
 	s, ok := ss.(*Session)
 	if !ok && ss != nil {
 		// Another dialect's state: nothing here can be resolved safely.
 		return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Command: "UNKNOWN", Problems: []sqlpolicy.Problem{{
-			Code: sqlpolicy.ProblemUnsupported, Detail: fmt.Sprintf("session state of another dialect (%T)", ss)}}}}}
+			Code: sqlpolicy.ProblemUnsupported, Detail: fmt.Sprintf("session state of another dialect (%T)", ss)}}}}}, nil
 	}
-	if p := a.precheck(sql); p != nil {
-		return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Command: "UNKNOWN", Problems: []sqlpolicy.Problem{*p}}}}
+	if !checked {
+		if p := a.precheck(sql); p != nil {
+			return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Command: "UNKNOWN", Problems: []sqlpolicy.Problem{*p}}}}, nil
+		}
 	}
 	tree, err := pgparse.Parse(sql)
 	if err != nil {
 		return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{
 			Command:  "UNKNOWN",
 			Problems: []sqlpolicy.Problem{{Code: sqlpolicy.ProblemUnparseable, Detail: parseDetail(err)}},
-		}}}
+		}}}, nil
 	}
 	acc := &sqlpolicy.Access{Statements: make([]sqlpolicy.Statement, 0, len(tree.Stmts))}
 	ps := a.sessionPaths(s)
@@ -145,7 +189,7 @@ func (a *Analyzer) Analyze(sql string, ss sqlpolicy.Session) *sqlpolicy.Access {
 			ps = a.withChanges(ps, &acc.Statements[i])
 		}
 	}
-	return acc
+	return acc, tree
 }
 
 // paths is the search path state a statement is resolved under: path,

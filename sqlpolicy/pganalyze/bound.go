@@ -14,7 +14,11 @@ import (
 // overflows the thread stack and kills the process, which recover cannot
 // prevent. The scan skips string literals, quoted identifiers, dollar
 // quotes and comments, so their contents never count.
-func (a *Analyzer) precheck(sql string) *sqlpolicy.Problem {
+func (a *Analyzer) precheck(sql string) *sqlpolicy.Problem { return a.scan(sql, nil) }
+
+// scan is precheck; when sh is not nil it also hashes the tokens into sh
+// (see textShape).
+func (a *Analyzer) scan(sql string, sh *textShape) *sqlpolicy.Problem {
 	if len(sql) > a.opts.MaxBytes {
 		return tooComplex(fmt.Sprintf("statement text is %d bytes, more than the limit of %d", len(sql), a.opts.MaxBytes))
 	}
@@ -34,22 +38,13 @@ func (a *Analyzer) precheck(sql string) *sqlpolicy.Problem {
 	// parser nests each into the previous one (a left-deep tree) however
 	// they are separated, so commas do not reset it.
 	joins := 0
-	op := func() *sqlpolicy.Problem {
-		chain[depth]++
-		sum++
-		if sum > a.opts.MaxTerms {
-			return tooComplex(fmt.Sprintf("expression chains more than %d operators", a.opts.MaxTerms))
-		}
-		return nil
-	}
-	reset := func() {
-		sum -= chain[depth]
-		chain[depth] = 0
-	}
+	maxTerms := a.opts.MaxTerms
 	n := len(sql)
 	for i := 0; i < n; {
 		c := sql[i]
 		switch {
+		case c == ' ' || c == '\n' || c == '\t' || c == '\r':
+			i++
 		case c == '-' && i+1 < n && sql[i+1] == '-':
 			// Postgres's lexer ends a -- comment at \n or \r.
 			for i < n && sql[i] != '\n' && sql[i] != '\r' {
@@ -91,7 +86,11 @@ func (a *Analyzer) precheck(sql string) *sqlpolicy.Problem {
 				i++
 			}
 			i++
+			if sh != nil {
+				sh.lit()
+			}
 		case c == '"':
+			start := i
 			i++
 			for i < n {
 				if sql[i] == '"' {
@@ -104,6 +103,9 @@ func (a *Analyzer) precheck(sql string) *sqlpolicy.Problem {
 				i++
 			}
 			i++
+			if sh != nil {
+				sh.tok(sql[start:min(i, n)])
+			}
 		case c == '$' && (i == 0 || !isIdentByte(sql[i-1])) && dollarTag(sql[i:]) > 0:
 			tl := dollarTag(sql[i:])
 			tag := sql[i : i+tl]
@@ -118,6 +120,9 @@ func (a *Analyzer) precheck(sql string) *sqlpolicy.Problem {
 			if i > n {
 				i = n
 			}
+			if sh != nil {
+				sh.lit()
+			}
 		case c == '(' || c == '[':
 			depth++
 			if depth > a.opts.MaxDepth {
@@ -125,6 +130,9 @@ func (a *Analyzer) precheck(sql string) *sqlpolicy.Problem {
 			}
 			chain = append(chain, 0)
 			i++
+			if sh != nil {
+				sh.tok(sql[i-1 : i])
+			}
 		case c == ')' || c == ']':
 			if depth > 0 {
 				sum -= chain[depth]
@@ -132,21 +140,33 @@ func (a *Analyzer) precheck(sql string) *sqlpolicy.Problem {
 				depth--
 			}
 			i++
+			if sh != nil {
+				sh.tok(sql[i-1 : i])
+			}
 		case c == ',' || c == ';':
-			reset()
+			sum -= chain[depth]
+			chain[depth] = 0
 			if c == ';' && depth == 0 {
 				joins = 0
 			}
 			i++
+			if sh != nil {
+				sh.tok(sql[i-1 : i])
+			}
 		case isOpByte(c):
 			// A run of operator characters is one operator (`::`, `<=`,
 			// `||`, `->>`).
+			start := i
 			for i < n && isOpByte(sql[i]) && !(sql[i] == '-' && i+1 < n && sql[i+1] == '-') &&
 				!(sql[i] == '/' && i+1 < n && sql[i+1] == '*') {
 				i++
 			}
-			if p := op(); p != nil {
-				return p
+			chain[depth]++
+			if sum++; sum > maxTerms {
+				return tooComplex(fmt.Sprintf("expression chains more than %d operators", maxTerms))
+			}
+			if sh != nil {
+				sh.op(sql, start, i)
 			}
 		case isIdentStart(c):
 			start := i
@@ -155,43 +175,165 @@ func (a *Analyzer) precheck(sql string) *sqlpolicy.Problem {
 			}
 			switch keyword(sql[start:i]) {
 			case kwReset:
-				reset()
+				sum -= chain[depth]
+				chain[depth] = 0
 			case kwOperator:
-				if p := op(); p != nil {
-					return p
+				chain[depth]++
+				if sum++; sum > maxTerms {
+					return tooComplex(fmt.Sprintf("expression chains more than %d operators", maxTerms))
 				}
 			case kwNest:
 				joins++
-				if joins > a.opts.MaxTerms {
-					return tooComplex(fmt.Sprintf("statement has more than %d joins and set operations", a.opts.MaxTerms))
+				if joins > maxTerms {
+					return tooComplex(fmt.Sprintf("statement has more than %d joins and set operations", maxTerms))
 				}
+			}
+			if sh != nil {
+				sh.word(sql, start, i)
+			}
+		case c >= '0' && c <= '9' || c == '.' && i+1 < n && sql[i+1] >= '0' && sql[i+1] <= '9':
+			i = numberEnd(sql, i)
+			if sh != nil {
+				sh.lit()
+			}
+		case c == '$' && i+1 < n && sql[i+1] >= '0' && sql[i+1] <= '9':
+			// A parameter: Normalize numbers literals after them.
+			for i++; i < n && sql[i] >= '0' && sql[i] <= '9'; i++ {
+			}
+			if sh != nil {
+				sh.lit()
 			}
 		default:
 			i++
+			if sh != nil && c > ' ' {
+				sh.tok(sql[i-1 : i])
+			}
 		}
 	}
 	return nil
+}
+
+// numberEnd returns the end of the number at sql[i:]: digits, '_', '.'
+// and an exponent. What follows (a hex number's letters) is left to the
+// scan, as an identifier.
+func numberEnd(sql string, i int) int {
+	n := len(sql)
+	for i < n && (sql[i] >= '0' && sql[i] <= '9' || sql[i] == '_' || sql[i] == '.' && !(i+1 < n && sql[i+1] == '.')) {
+		i++
+	}
+	if i+1 < n && (sql[i] == 'e' || sql[i] == 'E') {
+		j := i + 1
+		if sql[j] == '+' || sql[j] == '-' {
+			j++
+		}
+		if j < n && sql[j] >= '0' && sql[j] <= '9' {
+			for i = j; i < n && (sql[i] >= '0' && sql[i] <= '9' || sql[i] == '_'); i++ {
+			}
+		}
+	}
+	return i
+}
+
+// textShape hashes (FNV-1a) the tokens of a text with every literal, and
+// every $n parameter, as one marker, and without whitespace and comments.
+// pg_query's Normalize replaces the literals it replaces by $n and keeps
+// every other byte, so texts that normalize alike have equal shapes. The
+// converse does not hold (ORDER BY 1 and ORDER BY 2 share a shape): a
+// shape only says when a normalized form cannot have been seen.
+type textShape struct{ h uint64 }
+
+const (
+	fnvOffset = 14695981039346656037
+	fnvPrime  = 1099511628211
+	shapeSep  = 0xff // ends a token
+	shapeLit  = 0xfe // a literal
+)
+
+func (s *textShape) sum() uint64 { return s.h ^ fnvOffset }
+
+func (s *textShape) tok(t string) {
+	h := s.h ^ fnvOffset
+	for i := 0; i < len(t); i++ {
+		h = (h ^ uint64(t[i])) * fnvPrime
+	}
+	s.h = ((h ^ shapeSep) * fnvPrime) ^ fnvOffset
+}
+
+func (s *textShape) lit() {
+	h := s.h ^ fnvOffset
+	s.h = ((((h ^ shapeLit) * fnvPrime) ^ shapeSep) * fnvPrime) ^ fnvOffset
+}
+
+// word hashes an identifier or keyword. TRUE, FALSE, NULL and the ALL of
+// LIMIT ALL are literals to Normalize (any ALL is hashed as one: a coarser
+// shape costs lookups, not hits); the E, B, X, N of E'...' belong to the
+// literal after them.
+func (s *textShape) word(sql string, start, end int) {
+	if end-start == 1 && end < len(sql) && sql[end] == '\'' {
+		switch sql[start] {
+		case 'e', 'E', 'b', 'B', 'x', 'X', 'n', 'N':
+			return
+		}
+	}
+	if w := sql[start:end]; (len(w) >= 3 && len(w) <= 5) &&
+		(strings.EqualFold(w, "true") || strings.EqualFold(w, "false") || strings.EqualFold(w, "null") ||
+			strings.EqualFold(w, "all")) {
+		s.lit()
+		return
+	}
+	s.tok(sql[start:end])
+}
+
+// op hashes the operator sql[start:end], less a '-' before a number
+// (Normalize takes a negative number's sign with it).
+func (s *textShape) op(sql string, start, end int) {
+	if sql[end-1] == '-' {
+		j := end
+		for j < len(sql) && (sql[j] == ' ' || sql[j] == '\t' || sql[j] == '\n' || sql[j] == '\r') {
+			j++
+		}
+		if j < len(sql) && (sql[j] >= '0' && sql[j] <= '9' || sql[j] == '.') {
+			end--
+		}
+	}
+	if end > start {
+		s.tok(sql[start:end])
+	}
 }
 
 func tooComplex(detail string) *sqlpolicy.Problem {
 	return &sqlpolicy.Problem{Code: sqlpolicy.ProblemTooComplex, Detail: detail}
 }
 
-func isOpByte(c byte) bool {
-	switch c {
-	case '+', '-', '*', '/', '<', '>', '=', '~', '!', '@', '#', '%', '^', '&', '|', '`', '?', ':':
-		return true
+// byteClass classifies bytes for the scan: one table load per byte
+// instead of a chain of comparisons.
+var byteClass = func() (t [256]uint8) {
+	for c := 0; c < 256; c++ {
+		switch {
+		case c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80:
+			t[c] = clIdentStart | clIdent
+		case c >= '0' && c <= '9' || c == '$':
+			t[c] = clIdent
+		}
+		switch c {
+		case '+', '-', '*', '/', '<', '>', '=', '~', '!', '@', '#', '%', '^', '&', '|', '`', '?', ':':
+			t[c] |= clOp
+		}
 	}
-	return false
-}
+	return t
+}()
 
-func isIdentStart(c byte) bool {
-	return c == '_' || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c >= 0x80
-}
+const (
+	clIdentStart = 1 << iota
+	clIdent
+	clOp
+)
 
-func isIdentByte(c byte) bool {
-	return isIdentStart(c) || (c >= '0' && c <= '9') || c == '$'
-}
+func isOpByte(c byte) bool { return byteClass[c]&clOp != 0 }
+
+func isIdentStart(c byte) bool { return byteClass[c]&clIdentStart != 0 }
+
+func isIdentByte(c byte) bool { return byteClass[c]&clIdent != 0 }
 
 // dollarTag returns the length of a dollar-quote opening tag ($$ or $tag$)
 // at the start of s, or 0. `$1` is a parameter, not a tag.
@@ -229,6 +371,11 @@ const (
 // extend one; JOIN and set operations nest the statement.
 func keyword(s string) int {
 	if len(s) < 2 || len(s) > 9 {
+		return kwNone
+	}
+	switch s[0] | 0x20 {
+	case 'a', 'o', 'i', 'c', 'n', 'l', 's', 'b', 'j', 'u', 'e':
+	default:
 		return kwNone
 	}
 	var b [9]byte

@@ -66,3 +66,30 @@ func FuzzDecode(f *testing.F) {
 		_ = pgparse.Decode(js)
 	})
 }
+
+// FuzzNormalizeEquivalent checks that Normalize, where it answers, answers
+// what pg.Normalize does.
+func FuzzNormalizeEquivalent(f *testing.F) {
+	for _, s := range normalizeForms {
+		f.Add(s)
+	}
+	for _, s := range corpusTexts(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, sql string) {
+		if len(sql) > maxFuzzLen {
+			return
+		}
+		tree, err := pgparse.Parse(sql)
+		if err != nil {
+			return
+		}
+		got, ok := pgparse.Normalize(sql, tree)
+		if !ok {
+			return
+		}
+		want, err := pg.Normalize(sql)
+		require.NoError(t, err)
+		require.Equal(t, want, got)
+	})
+}

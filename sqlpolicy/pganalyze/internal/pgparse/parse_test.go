@@ -300,3 +300,61 @@ func TestParseConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestNormalizeCorpus compares Normalize with pg.Normalize on every text
+// of the corpus that parses: where Normalize answers, it must answer the
+// same; it must answer for most texts.
+func TestNormalizeCorpus(t *testing.T) {
+	texts := append(corpusTexts(t), normalizeForms...)
+	answered, parsed := 0, 0
+	for _, sql := range texts {
+		tree, err := pgparse.Parse(sql)
+		if err != nil {
+			continue
+		}
+		parsed++
+		want, err := pg.Normalize(sql)
+		require.NoError(t, err, "%q", sql)
+		got, ok := pgparse.Normalize(sql, tree)
+		if !ok {
+			continue
+		}
+		answered++
+		require.Equal(t, want, got, "%q", sql)
+	}
+	t.Logf("%d texts parse, Normalize answers %d", parsed, answered)
+	require.Greater(t, answered, parsed/2)
+}
+
+// normalizeForms are the constant forms and walk orders Normalize must
+// get right (or leave to pg.Normalize).
+var normalizeForms = []string{
+	"SELECT 1, -2, - 3, -\n4, .5, 1e10, 1.e-3, 0x1F, 0o17, 0b101, 1_000, 99999999999999999999",
+	"SELECT -/* c */4.5",
+	"SELECT 'a', 'it''s', E'x\\'y', B'101', X'ff', N'n', $$d$$, $t$ $$ $t$",
+	"SELECT U&'\\0061', U&'x' UESCAPE '!'",
+	"SELECT 'a'\n'b', 'c' 'd'",
+	"SELECT true, false, NULL FROM t LIMIT ALL",
+	"SELECT a FROM t WHERE b = $1 AND c = 5 AND d = $3",
+	"WITH c AS (SELECT 1 AS x) SELECT x + 2 FROM c WHERE x > 3 LIMIT 4 OFFSET 5",
+	"SELECT a, count(*) FROM t GROUP BY 1 ORDER BY 2 DESC, a + 1",
+	"SELECT date_trunc('day', a), count(*) FROM t GROUP BY date_trunc('day', a)",
+	"SELECT a::varchar(10), b::numeric(10, 2)[3], interval '1' day FROM t",
+	"SELECT CASE WHEN a = 1 THEN 'one' ELSE 'other' END, coalesce(b, 0), greatest(1, 2) FROM t",
+	"SELECT a[1], a[2:3], (b).c, ARRAY[1, 2], ROW(1, 'x') FROM t WHERE c IN (1, 2, 3) AND d BETWEEN 4 AND 5",
+	"SELECT sum(a) FILTER (WHERE b > 1) OVER (PARTITION BY c ORDER BY d ROWS BETWEEN 1 PRECEDING AND 2 FOLLOWING) FROM t",
+	"SELECT 1 UNION SELECT 2 INTERSECT SELECT 3 EXCEPT SELECT 4",
+	"INSERT INTO t (a, b) VALUES (1, 'x'), (2, DEFAULT) ON CONFLICT (a) WHERE a > 0 DO UPDATE SET b = 'y' WHERE t.a < 9 RETURNING a, 7",
+	"UPDATE t SET a = 1, (b, c) = (2, 3) FROM u WHERE u.id = t.id AND u.x = 'z' RETURNING 8",
+	"DELETE FROM t USING u WHERE u.id = t.id AND u.x = 5 RETURNING 'gone'",
+	"EXPLAIN (ANALYZE false) SELECT 1",
+	"SELECT 1; SELECT 'two'; UPDATE t SET a = 3",
+	"SELECT x FROM t WHERE x = 1..2",
+	"SELECT * FROM t TABLESAMPLE SYSTEM (10) REPEATABLE (1)",
+	"SELECT * FROM generate_series(1, 10) g, unnest(ARRAY['a']) WITH ORDINALITY u",
+	"SELECT * FROM f(1) AS x(a int)",
+	"SELECT a FROM t WHERE a LIKE 'x%' ESCAPE '!' AND b IS DISTINCT FROM 3 AND c IS NOT NULL AND d IS TRUE",
+	"SELECT a FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.a = t.a AND u.b > 10) AND a = ANY (SELECT 2)",
+	"SELECT a COLLATE \"C\", f(x => 1, y := 'z') FROM t FOR UPDATE OF t SKIP LOCKED",
+	"SELECT a FROM t GROUP BY GROUPING SETS ((a), ()), ROLLUP (b), CUBE (c) HAVING count(*) > 1",
+}
