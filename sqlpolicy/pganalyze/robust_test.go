@@ -32,7 +32,10 @@ func TestExponentialCTE(t *testing.T) {
 	b.WriteString(" SELECT * FROM c8")
 	start := time.Now()
 	acc := a.Analyze(b.String(), nil)
-	assert.Less(t, time.Since(start), 20*time.Second, "the budget must stop the walk")
+	// Without the budget the walk visits 8^8 copies of customers and runs
+	// for hours; with it, well under a second alone and ~10 s under -race.
+	// The bound is loose so a loaded CI machine does not fail it.
+	assert.Less(t, time.Since(start), 2*time.Minute, "the budget must stop the walk")
 	require.Len(t, acc.Statements, 1)
 	assert.Contains(t, problemCodes(acc.Statements[0].Problems), string(sqlpolicy.ProblemTooComplex))
 }
