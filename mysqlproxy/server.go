@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/sqlpolicy"
@@ -91,24 +92,29 @@ type Limits struct {
 	DialTimeout time.Duration
 }
 
+// withDefaults fills zeros with the defaults of keyhole.yaml's limits
+// (package config, their one home); DialTimeout is this package's own.
 func (l Limits) withDefaults() Limits {
 	if l.MaxConns <= 0 {
-		l.MaxConns = 1000
+		l.MaxConns = config.DefaultMaxConns
 	}
 	if l.StartupTimeout <= 0 {
-		l.StartupTimeout = 10 * time.Second
+		l.StartupTimeout = config.DefaultStartupTimeout
 	}
 	if l.MaxPacketSize <= 0 {
-		l.MaxPacketSize = 64 << 20
+		l.MaxPacketSize = config.DefaultMaxMessageSize
 	}
 	if l.ShutdownGrace <= 0 {
-		l.ShutdownGrace = 30 * time.Second
+		l.ShutdownGrace = config.DefaultShutdownGrace
 	}
 	if l.DialTimeout <= 0 {
-		l.DialTimeout = 5 * time.Second
+		l.DialTimeout = defaultDialTimeout
 	}
 	return l
 }
+
+// defaultDialTimeout is Limits.DialTimeout's default.
+const defaultDialTimeout = 5 * time.Second
 
 // Server accepts MySQL client connections and relays them upstream.
 type Server struct {
