@@ -52,8 +52,10 @@ type FrontEndConfig struct {
 	// by name; "" is the single upstream every role uses.
 	Upstreams map[string]Upstream
 	Audit     audit.Recorder
-	Metrics   *admin.Metrics
-	Logger    *slog.Logger
+	// Metrics is what the front end reports to (the gateway's
+	// Prometheus collectors); nil = none.
+	Metrics admin.ProxyMetrics
+	Logger  *slog.Logger
 	// Limits are filled with their defaults (config.ApplyDefaults).
 	Limits        config.Limits
 	RawStatements bool
@@ -85,18 +87,18 @@ func (p protocol) builder(builds map[string]func(FrontEndConfig) (FrontEnd, erro
 
 // protocols are the front ends, in start order.
 var protocols = []protocol{
-	{dialect: config.DialectPostgres, key: "listen.postgres", listen: func(c *config.Config) string { return c.Listen.Postgres }, build: newPostgres},
-	{dialect: config.DialectMySQL, key: "listen.mysql", listen: func(c *config.Config) string { return c.Listen.MySQL }, build: newMySQL},
+	{dialect: config.DialectPostgres, key: "listen.postgres", listen: func(c *config.Config) string { return c.Listen.Postgres }, build: NewPostgresFrontEnd},
+	{dialect: config.DialectMySQL, key: "listen.mysql", listen: func(c *config.Config) string { return c.Listen.MySQL }, build: NewMySQLFrontEnd},
 }
 
-func newPostgres(c FrontEndConfig) (FrontEnd, error) {
+// NewPostgresFrontEnd is this build's Postgres front end (pgproxy). An
+// Options.FrontEnds entry may adjust the FrontEndConfig the gateway built
+// and call it: tests give the front end a recorder or credential source
+// of their own this way.
+func NewPostgresFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 	ups := make(map[string]pgproxy.Upstream, len(c.Upstreams))
 	for name, u := range c.Upstreams {
 		ups[name] = pgproxy.Upstream{Addr: u.Addr, Database: u.Database, TLS: u.TLS}
-	}
-	var m admin.ProxyMetrics
-	if c.Metrics != nil {
-		m = c.Metrics
 	}
 	srv, err := pgproxy.New(pgproxy.Config{
 		TLS:       c.TLS,
@@ -106,7 +108,7 @@ func newPostgres(c FrontEndConfig) (FrontEnd, error) {
 		Creds:     c.Creds,
 		Upstreams: ups,
 		Audit:     c.Audit,
-		Metrics:   m,
+		Metrics:   c.Metrics,
 		Logger:    c.Logger,
 		Limits: pgproxy.Limits{
 			MaxConns:       c.Limits.MaxConns,

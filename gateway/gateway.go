@@ -46,6 +46,11 @@ type Options struct {
 	// program that embeds the gateway with a front end of its own, and
 	// for tests.
 	FrontEnds map[string]func(FrontEndConfig) (FrontEnd, error)
+	// Catalogs, by upstream name, are used in place of reading those
+	// upstreams' schemas (at start and at every reload): for a program
+	// that decides against a catalog dump (keyhole catalog dump), and for
+	// tests whose upstream is a scripted fake peer.
+	Catalogs map[string]*catalog.Catalog
 }
 
 // Gateway is one running keyhole.
@@ -495,6 +500,10 @@ func (g *Gateway) revoke(agents []string) {
 func (g *Gateway) loadCatalogs(ctx context.Context) (map[string]*catalog.Catalog, error) {
 	cats := make(map[string]*catalog.Catalog, len(g.ups))
 	for _, name := range slices.Sorted(maps.Keys(g.ups)) {
+		if cat := g.opts.Catalogs[name]; cat != nil {
+			cats[name] = cat
+			continue
+		}
 		lctx, cancel := context.WithTimeout(ctx, catalogTimeout)
 		cat, err := loadCatalog(lctx, g.ups[name], g.src, g.cfg.Creds.Vault, g.log)
 		cancel()
