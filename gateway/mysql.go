@@ -170,8 +170,8 @@ func isMySQLSystemDB(db string) bool {
 func mysqlIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
 
 // NewMySQLFrontEnd builds the MySQL front end (mysqlproxy); see
-// NewPostgresFrontEnd for its use in Options.FrontEnds. FrontEndConfig.Decider's sessions
-// are *myanalyze.Session. A MySQL upstream names one database: agents may
+// NewPostgresFrontEnd for its use in Options.FrontEnds.
+// FrontEndConfig.Decider's sessions are *myanalyze.Session. A MySQL upstream names one database: agents may
 // name that one at connect and in COM_INIT_DB (USE in SQL text is the
 // policy's to decide), as a Postgres agent reaches its role's database
 // only.
