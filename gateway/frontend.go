@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -59,6 +60,9 @@ type FrontEndConfig struct {
 	// Limits are filled with their defaults (config.ApplyDefaults).
 	Limits        config.Limits
 	RawStatements bool
+	// RSAKey (MySQL) answers caching_sha2_password's public-key requests;
+	// nil = a 4096-bit key generated at start (which takes seconds).
+	RSAKey *rsa.PrivateKey
 	// Replica and ForwardCancel: cancel forwarding between replicas
 	// (cancel.go); zero and nil for a single keyhole.
 	Replica       uint8

@@ -51,6 +51,11 @@ type Options struct {
 	// that decides against a catalog dump (keyhole catalog dump), and for
 	// tests whose upstream is a scripted fake peer.
 	Catalogs map[string]*catalog.Catalog
+	// NewAnalyzer builds the analyzer of an upstream's dialect over its
+	// catalog in place of the package's NewAnalyzer (analyzer options
+	// keyhole.yaml does not set); it must return the analyzer type of the
+	// dialect.
+	NewAnalyzer func(dialect string, cat *catalog.Catalog) (sqlpolicy.Analyzer, error)
 }
 
 // Gateway is one running keyhole.
@@ -556,7 +561,11 @@ func (g *Gateway) loadGeneration(cats map[string]*catalog.Catalog) (*generation,
 	engines, dialect := map[string]*sqlpolicy.Engine{}, map[string]string{}
 	for name, cat := range cats {
 		u := g.ups[name]
-		an, err := NewAnalyzer(u.Dialect, cat)
+		newAnalyzer := NewAnalyzer
+		if g.opts.NewAnalyzer != nil {
+			newAnalyzer = g.opts.NewAnalyzer
+		}
+		an, err := newAnalyzer(u.Dialect, cat)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", u.label(), err)
 		}

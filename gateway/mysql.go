@@ -202,6 +202,7 @@ func NewMySQLFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 			ShutdownGrace:  c.Limits.ShutdownGrace,
 		},
 		RawStatements: c.RawStatements,
+		RSAKey:        c.RSAKey,
 	})
 	if err != nil {
 		return nil, err
