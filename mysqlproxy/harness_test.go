@@ -25,6 +25,7 @@ import (
 	"github.com/keyholedb/keyhole/gateway"
 	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/internal/fixture"
+	"github.com/keyholedb/keyhole/internal/testgateway"
 	"github.com/keyholedb/keyhole/internal/testmy"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
@@ -206,28 +207,13 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	// The gateway's own start-up lines only when something fails.
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	g, err := gateway.New(cfg, gateway.Options{
+	e.g, e.addr = testgateway.Run(t, cfg, gateway.Options{
 		Logger:    quiet,
 		FrontEnds: map[string]func(gateway.FrontEndConfig) (gateway.FrontEnd, error){config.DialectMySQL: mysqlFE},
 		NewAnalyzer: func(dialect string, cat *catalog.Catalog) (sqlpolicy.Analyzer, error) {
 			return myanalyze.New(cat, o.analyzer), nil
 		},
-	})
-	require.NoError(t, err)
-	ran := make(chan error, 1)
-	go func() { ran <- g.Run(context.Background()) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		// A test that ended the gateway itself saw its error.
-		_ = g.Shutdown(ctx)
-		select {
-		case <-ran:
-		case <-ctx.Done():
-			t.Errorf("the gateway did not stop within 5s")
-		}
-	})
-	e.g, e.addr = g, g.Addr(config.DialectMySQL).String()
+	}, config.DialectMySQL)
 	e.signer = func(agent string, ttl time.Duration) string {
 		tok, err := identity.Mint(priv, identity.Claims{Agent: agent, TTL: ttl})
 		if err != nil {

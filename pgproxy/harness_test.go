@@ -21,6 +21,7 @@ import (
 	"github.com/keyholedb/keyhole/gateway"
 	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/internal/fixture"
+	"github.com/keyholedb/keyhole/internal/testgateway"
 	"github.com/keyholedb/keyhole/internal/testpg"
 	"github.com/keyholedb/keyhole/pgproxy"
 )
@@ -173,22 +174,7 @@ func upstream(t testing.TB, url string) config.Upstream {
 // its Postgres address.
 func run(t testing.TB, cfg *config.Config, opts gateway.Options) (*gateway.Gateway, string) {
 	t.Helper()
-	g, err := gateway.New(cfg, opts)
-	require.NoError(t, err)
-	ran := make(chan error, 1)
-	go func() { ran <- g.Run(context.Background()) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		// A test that ended the gateway itself saw its error.
-		_ = g.Shutdown(ctx)
-		select {
-		case <-ran:
-		case <-ctx.Done():
-			t.Errorf("the gateway did not stop within 5s")
-		}
-	})
-	return g, g.Addr(config.DialectPostgres).String()
+	return testgateway.Run(t, cfg, opts, config.DialectPostgres)
 }
 
 // writePolicy writes the test policy; withAnalyst adds the agent the tests
