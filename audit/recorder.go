@@ -493,10 +493,14 @@ func (t tee) Close() error {
 	return errors.Join(errs...)
 }
 
+// healthChecker is a Recorder that can say whether it is still recording
+// (the file recorder after a failed write).
+type healthChecker interface{ Healthy() error }
+
 // Healthy returns the first error of the recorders that report health.
 func (t tee) Healthy() error {
 	for _, r := range t {
-		if h, ok := r.(interface{ Healthy() error }); ok {
+		if h, ok := r.(healthChecker); ok {
 			if err := h.Healthy(); err != nil {
 				return err
 			}

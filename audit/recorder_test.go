@@ -202,12 +202,17 @@ func TestWriterRecorderRetriesFailedWrites(t *testing.T) {
 	assert.NoError(t, r.Healthy())
 }
 
+// healthChecker is what the gateway's /healthz asks a recorder.
+type healthChecker interface{ Healthy() error }
+
 func TestTee(t *testing.T) {
 	t.Parallel()
 	var a, b bytes.Buffer
 	r := audit.Tee(audit.NewWriterRecorder(&a), audit.NewWriterRecorder(&b))
 	r.Record(audit.Event{Kind: audit.KindConnect, Session: "x", Time: time.Unix(1, 0)})
-	require.NoError(t, r.(interface{ Healthy() error }).Healthy())
+	h, ok := r.(healthChecker)
+	require.True(t, ok, "Tee reports its sinks' health")
+	require.NoError(t, h.Healthy())
 	require.NoError(t, r.Close())
 	assert.Equal(t, a.String(), b.String())
 	assert.Contains(t, a.String(), `"kind":"connect"`)
@@ -237,15 +242,25 @@ func TestRecordRacingClose(t *testing.T) {
 	require.NoError(t, err)
 	const writers, each = 4, 200
 	wait := recordFrom(r, writers, each)
-	time.Sleep(time.Millisecond)
+	// Close once the writer goroutine is busy: events are in flight.
+	require.Eventually(t, func() bool { return r.Written() > 0 }, 10*time.Second, time.Millisecond)
 	closeErr := r.Close()
 	wait()
 	written := len(lines(t, path))
 	assert.Equal(t, uint64(written), r.Written())
 	assert.Equal(t, writers*each, written+int(r.Lost()), "every event is written or counted")
-	if r.Lost() == 0 {
+	assertCloseErr(t, closeErr, r.Lost())
+}
+
+// assertCloseErr: Close reports a loss (ErrLost) exactly when events were
+// lost.
+func assertCloseErr(t *testing.T, closeErr error, lost uint64) {
+	t.Helper()
+	if lost == 0 {
 		assert.NoError(t, closeErr)
+		return
 	}
+	assert.ErrorIs(t, closeErr, audit.ErrLost)
 }
 
 // gatedWriter blocks every Write until the gate is closed, telling entered
@@ -379,11 +394,7 @@ func TestFileRecorderConcurrentRotationAndClose(t *testing.T) {
 		}
 		last[ev.Session] = ev.Rows
 	}
-	if r.Lost() == 0 {
-		assert.NoError(t, closeErr)
-	} else {
-		assert.ErrorIs(t, closeErr, audit.ErrLost)
-	}
+	assertCloseErr(t, closeErr, r.Lost())
 }
 
 // A full queue is written at once, not after the flush interval: with an

@@ -1,5 +1,7 @@
 package catalog
 
+import "strings"
+
 // Catalog is the schema of one upstream database as keyhole needs it to
 // resolve names and expand `*`: relations with their columns and labels,
 // functions, and the login's search path. It is loaded by introspection
@@ -307,6 +309,34 @@ func (r *Relation) Column(name string) *Column {
 		}
 	}
 	return nil
+}
+
+// GeneratedFrom returns the other columns of r that generated column c's
+// expression names, directly or through other generated columns: reading
+// c reveals them. It is nil for a column that is not generated. MySQL and
+// MariaDB print the names in GENERATION_EXPRESSION backticked, so a name
+// counts where it stands between backticks; a loose match can only name
+// one column too many.
+func (r *Relation) GeneratedFrom(c *Column) []*Column {
+	var out []*Column
+	seen := map[*Column]bool{c: true}
+	var walk func(c *Column)
+	walk = func(c *Column) {
+		if c.Generated == "" {
+			return
+		}
+		expr := strings.ToLower(c.Generated)
+		for _, other := range r.Columns {
+			if seen[other] || !strings.Contains(expr, "`"+strings.ToLower(other.Name)+"`") {
+				continue
+			}
+			seen[other] = true
+			out = append(out, other)
+			walk(other)
+		}
+	}
+	walk(c)
+	return out
 }
 
 // Rel is the relation's qualified name as "schema.name".

@@ -56,7 +56,7 @@ func (c *Config) ApplyDefaults() {
 		c.Limits.MaxMessageSize = DefaultMaxMessageSize
 	}
 	if c.Limits.BufferMemory == 0 {
-		c.Limits.BufferMemory = 4 * int64(c.Limits.MaxMessageSize)
+		c.Limits.BufferMemory = DefaultBufferMemory(c.Limits.MaxMessageSize)
 	}
 	if c.Limits.IdleTimeout == 0 {
 		c.Limits.IdleTimeout = DefaultIdleTimeout
@@ -189,3 +189,7 @@ func ParseUpstreamURL(raw string) (Upstream, *Static, error) {
 	up.URL = clean.String()
 	return up, &Static{User: user, Password: pw}, nil
 }
+
+// DefaultBufferMemory is limits.buffer_memory's default: room for four
+// messages of the largest size at once.
+func DefaultBufferMemory(maxMessageSize int) int64 { return 4 * int64(maxMessageSize) }

@@ -15,6 +15,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/keyholedb/keyhole/creds"
 )
 
 // ErrInvalid is wrapped by every error Load and Validate return for a bad
@@ -441,38 +443,14 @@ func (c *Config) Validate() error {
 			bad("creds.static.user", "required")
 		}
 	case c.Creds.Vault != nil:
-		v := c.Creds.Vault
-		if v.Addr == "" {
-			bad("creds.vault.addr", "required")
-		} else if u, err := url.Parse(v.Addr); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			bad("creds.vault.addr", "%q: want an http(s) URL", v.Addr)
-		}
-		for k, d := range map[string]int64{
-			"creds.vault.grace":           int64(v.Grace),
-			"creds.vault.renew_before":    int64(v.RenewBefore),
-			"creds.vault.request_timeout": int64(v.RequestTimeout),
-		} {
-			if d < 0 {
-				bad(k, "negative")
+		// creds owns the section's rules; the keys point into the file.
+		for _, err := range unjoin(c.Creds.Vault.VaultConfig.Validate()) {
+			var ce *creds.ConfigError
+			if errors.As(err, &ce) {
+				bad("creds.vault."+ce.Key, "%s", ce.Msg)
+			} else {
+				bad("creds.vault", "%v", err)
 			}
-		}
-		a := v.Auth
-		switch a.Method {
-		case "", "token", "approle", "kubernetes":
-		default:
-			bad("creds.vault.auth.method", "%q: want token, approle or kubernetes", a.Method)
-		}
-		if a.AppRole != nil && a.Kubernetes != nil {
-			bad("creds.vault.auth", "set only one of approle and kubernetes")
-		}
-		if (a.Method == "approle") != (a.AppRole != nil) && a.Method != "" {
-			bad("creds.vault.auth.approle", "method approle needs the approle section (and only it)")
-		}
-		if a.AppRole != nil && (a.AppRole.RoleID == "" || a.AppRole.SecretIDFile == "") {
-			bad("creds.vault.auth.approle", "role_id and secret_id_file are required")
-		}
-		if a.Kubernetes != nil && a.Kubernetes.Role == "" {
-			bad("creds.vault.auth.kubernetes.role", "required")
 		}
 	}
 
@@ -522,6 +500,21 @@ func (c *Config) Validate() error {
 	}
 	sort.SliceStable(es, func(i, j int) bool { return es[i].Line < es[j].Line })
 	return es
+}
+
+// joined is an error of errors.Join.
+type joined interface{ Unwrap() []error }
+
+// unjoin lists the errors errors.Join joined (err itself when it is
+// another error; none for nil).
+func unjoin(err error) []error {
+	if j, ok := err.(joined); ok {
+		return j.Unwrap()
+	}
+	if err == nil {
+		return nil
+	}
+	return []error{err}
 }
 
 // validUpstreamName is the policy's rule for the names roles use

@@ -203,19 +203,11 @@ func MySQLRolesForPolicy(p *sqlpolicy.Policy, cat *catalog.Catalog, opts RoleOpt
 }
 
 // deniedSource returns a denied column a generated column's expression
-// names (MariaDB prints them backticked), or "": reading the generated
-// column would reveal it.
+// names, or "": reading the generated column would reveal it.
 func deniedSource(rel *catalog.Relation, c *catalog.Column, denied func(sqlpolicy.Rel, string) (string, bool)) string {
-	if c.Generated == "" {
-		return ""
-	}
-	expr := strings.ToLower(c.Generated)
-	for _, other := range rel.Columns {
-		if other == c || !strings.Contains(expr, "`"+strings.ToLower(other.Name)+"`") {
-			continue
-		}
-		if _, bad := denied(sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}, other.Name); bad {
-			return other.Name
+	for _, src := range rel.GeneratedFrom(c) {
+		if _, bad := denied(sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}, src.Name); bad {
+			return src.Name
 		}
 	}
 	return ""

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -128,6 +129,22 @@ func (e *env) leaseIDs(t *testing.T, role string) []string {
 	return e.vdb.LeaseIDs(t, e.vault, role)
 }
 
+// waitRenewedPast waits until Vault's record of lease shows a renewal
+// more than ttl after the lease was issued: without renewals Vault would
+// have expired it by then.
+func (e *env) waitRenewedPast(t *testing.T, lease string, ttl, within time.Duration) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		sec, err := e.vault.Client.Sys().Lookup(lease)
+		if err != nil || sec == nil {
+			return false
+		}
+		issued, err1 := time.Parse(time.RFC3339Nano, fmt.Sprint(sec.Data["issue_time"]))
+		renewed, err2 := time.Parse(time.RFC3339Nano, fmt.Sprint(sec.Data["last_renewal"]))
+		return err1 == nil && err2 == nil && renewed.Sub(issued) > ttl
+	}, within, 100*time.Millisecond, "lease %s was not renewed past its first TTL of %s", lease, ttl)
+}
+
 func waitDone(t *testing.T, l *creds.Lease, within time.Duration) error {
 	t.Helper()
 	select {
@@ -228,8 +245,11 @@ func TestVaultRenewalAndMaxTTL(t *testing.T) {
 	l1, err := v.Acquire(ctx, req)
 	require.NoError(t, err)
 	defer l1.Release()
-	// Past two default TTLs, the lease is alive in Vault and Postgres.
-	time.Sleep(6 * time.Second)
+	// Vault's record of the lease shows keyhole's renewals: wait until one
+	// came later than the first TTL would have let the lease live.
+	ids := e.leaseIDs(t, "analyst")
+	require.Len(t, ids, 1)
+	e.waitRenewedPast(t, ids[0], 4*time.Second, 10*time.Second)
 	assertLive(t, l1)
 	assert.Len(t, e.leaseIDs(t, "analyst"), 1)
 	assert.True(t, e.db.RoleExists(t, l1.User))
@@ -443,7 +463,17 @@ func TestVaultTokenRenewal(t *testing.T) {
 	l, err := v.Acquire(context.Background(), creds.Request{Agent: "a", Role: "analyst"})
 	require.NoError(t, err)
 	defer l.Release()
-	time.Sleep(7 * time.Second)
+	// Wait for a renewal of the token later than its first TTL: without
+	// keyhole's renewals Vault would have revoked it by then.
+	require.Eventually(t, func() bool {
+		sec, err := e.vault.Client.Auth().Token().Lookup(tok.Auth.ClientToken)
+		if err != nil || sec == nil {
+			return false
+		}
+		created, err1 := strconv.ParseInt(fmt.Sprint(sec.Data["creation_time"]), 10, 64)
+		renewed, err2 := strconv.ParseInt(fmt.Sprint(sec.Data["last_renewal_time"]), 10, 64)
+		return err1 == nil && err2 == nil && renewed-created > 3
+	}, 10*time.Second, 100*time.Millisecond, "the token was not renewed past its first TTL")
 	require.NoError(t, v.Healthy())
 	assertLive(t, l)
 	assert.True(t, e.db.RoleExists(t, l.User), "the token's lease is still there")

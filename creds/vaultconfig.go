@@ -3,6 +3,7 @@ package creds
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"time"
 )
@@ -74,11 +75,65 @@ type KubernetesAuth struct {
 // ErrConfig is wrapped by configuration errors from NewVault.
 var ErrConfig = errors.New("invalid vault configuration")
 
-// withDefaults returns cfg with zero fields set to their defaults and
-// checks it.
-func (cfg VaultConfig) withDefaults() (VaultConfig, error) {
+// ConfigError is one problem of a VaultConfig as written: Key is its key
+// under the vault section ("auth.approle"), for a caller that points at a
+// file's line. It wraps ErrConfig.
+type ConfigError struct{ Key, Msg string }
+
+func (e *ConfigError) Error() string { return "vault " + e.Key + ": " + e.Msg }
+func (e *ConfigError) Unwrap() error { return ErrConfig }
+
+// Validate checks cfg as written, before defaults: every problem, each a
+// *ConfigError, joined. It is the one check of the section: keyhole.yaml's
+// creds.vault (config.Validate) and NewVault both use it. That a token is
+// at hand (VAULT_TOKEN) is checked only when NewVault starts.
+func (cfg VaultConfig) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, &ConfigError{Key: key, Msg: fmt.Sprintf(format, args...)})
+	}
 	if cfg.Addr == "" {
-		return cfg, fmt.Errorf("vault addr is empty: %w", ErrConfig)
+		bad("addr", "required")
+	} else if u, err := url.Parse(cfg.Addr); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		bad("addr", "%q: want an http(s) URL", cfg.Addr)
+	}
+	for _, d := range []struct {
+		key string
+		d   time.Duration
+	}{{"grace", cfg.Grace}, {"renew_before", cfg.RenewBefore}, {"request_timeout", cfg.RequestTimeout}} {
+		if d.d < 0 {
+			bad(d.key, "negative")
+		}
+	}
+	a := cfg.Auth
+	switch a.Method {
+	case "", "token", "approle", "kubernetes":
+	default:
+		bad("auth.method", "%q: want token, approle or kubernetes", a.Method)
+	}
+	if a.AppRole != nil && a.Kubernetes != nil {
+		bad("auth", "set only one of approle and kubernetes")
+	}
+	if (a.Method == "approle") != (a.AppRole != nil) && a.Method != "" {
+		bad("auth.approle", "method approle needs the approle section (and only it)")
+	}
+	if (a.Method == "kubernetes") != (a.Kubernetes != nil) && a.Method != "" {
+		bad("auth.kubernetes", "method kubernetes needs the kubernetes section (and only it)")
+	}
+	if a.AppRole != nil && (a.AppRole.RoleID == "" || a.AppRole.SecretIDFile == "") {
+		bad("auth.approle", "role_id and secret_id_file are required")
+	}
+	if a.Kubernetes != nil && a.Kubernetes.Role == "" {
+		bad("auth.kubernetes.role", "required")
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults checks cfg (Validate) and returns it with zero fields set
+// to their defaults and the token taken from VAULT_TOKEN.
+func (cfg VaultConfig) withDefaults() (VaultConfig, error) {
+	if err := cfg.Validate(); err != nil {
+		return cfg, err
 	}
 	if cfg.Mount == "" {
 		cfg.Mount = DefaultVaultMount
@@ -89,14 +144,9 @@ func (cfg VaultConfig) withDefaults() (VaultConfig, error) {
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = DefaultRequestTimeout
 	}
-	if cfg.Grace < 0 || cfg.RequestTimeout < 0 || cfg.RenewBefore < 0 {
-		return cfg, fmt.Errorf("negative duration: %w", ErrConfig)
-	}
 	a := &cfg.Auth
 	if a.Method == "" {
 		switch {
-		case a.AppRole != nil && a.Kubernetes != nil:
-			return cfg, fmt.Errorf("vault auth: both approle and kubernetes set: %w", ErrConfig)
 		case a.AppRole != nil:
 			a.Method = "approle"
 		case a.Kubernetes != nil:
@@ -114,24 +164,16 @@ func (cfg VaultConfig) withDefaults() (VaultConfig, error) {
 			return cfg, fmt.Errorf("vault auth token: VAULT_TOKEN is not set: %w", ErrConfig)
 		}
 	case "approle":
-		if a.AppRole == nil || a.AppRole.RoleID == "" || a.AppRole.SecretIDFile == "" {
-			return cfg, fmt.Errorf("vault auth approle: role_id and secret_id_file are required: %w", ErrConfig)
-		}
 		if a.AppRole.Mount == "" {
 			a.AppRole.Mount = DefaultAppRoleMount
 		}
 	case "kubernetes":
-		if a.Kubernetes == nil || a.Kubernetes.Role == "" {
-			return cfg, fmt.Errorf("vault auth kubernetes: role is required: %w", ErrConfig)
-		}
 		if a.Kubernetes.Mount == "" {
 			a.Kubernetes.Mount = DefaultKubernetesMount
 		}
 		if a.Kubernetes.TokenFile == "" {
 			a.Kubernetes.TokenFile = DefaultKubernetesJWTFile
 		}
-	default:
-		return cfg, fmt.Errorf("vault auth method %q (want token, approle or kubernetes): %w", a.Method, ErrConfig)
 	}
 	return cfg, nil
 }

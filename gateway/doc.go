@@ -6,10 +6,13 @@
 // pg_catalog for postgres://, information_schema for mysql://) and an
 // analyzer of its dialect (pganalyze, myanalyze); one decision engine per
 // upstream (catalog + analyzer + the policy) in a policy generation that
-// is swapped whole; per protocol with upstreams, a front end (pgproxy; the
-// MySQL front end plugs in as the build of its protocols entry, and
-// Options.FrontEnds can supply any); the audit sinks and the admin
-// server. Run serves until its context ends or Shutdown is called.
+// is swapped whole; per protocol with upstreams, a front end
+// (NewPostgresFrontEnd: pgproxy; NewMySQLFrontEnd: mysqlproxy); the audit
+// sinks and the admin server. Run serves until its context ends or
+// Shutdown is called. Options.FrontEnds may replace a dialect's front end
+// or adjust the FrontEndConfig the gateway built before calling the
+// built-in one (the proxies' own tests build keyhole this way), and
+// Options.Catalogs may stand in for reading an upstream's schema.
 //
 // A statement flows: front end → router.Check (the agent's role picks its
 // upstream's engine in the current generation) → sqlpolicy.Engine.Check →

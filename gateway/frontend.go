@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/rsa"
 	"crypto/tls"
 	"errors"
 	"log/slog"
@@ -52,11 +53,16 @@ type FrontEndConfig struct {
 	// by name; "" is the single upstream every role uses.
 	Upstreams map[string]Upstream
 	Audit     audit.Recorder
-	Metrics   *admin.Metrics
-	Logger    *slog.Logger
+	// Metrics is what the front end reports to (the gateway's
+	// Prometheus collectors); nil = none.
+	Metrics admin.ProxyMetrics
+	Logger  *slog.Logger
 	// Limits are filled with their defaults (config.ApplyDefaults).
 	Limits        config.Limits
 	RawStatements bool
+	// RSAKey (MySQL) answers caching_sha2_password's public-key requests;
+	// nil = a 4096-bit key generated at start (which takes seconds).
+	RSAKey *rsa.PrivateKey
 	// Replica and ForwardCancel: cancel forwarding between replicas
 	// (cancel.go); zero and nil for a single keyhole.
 	Replica       uint8
@@ -85,18 +91,18 @@ func (p protocol) builder(builds map[string]func(FrontEndConfig) (FrontEnd, erro
 
 // protocols are the front ends, in start order.
 var protocols = []protocol{
-	{dialect: config.DialectPostgres, key: "listen.postgres", listen: func(c *config.Config) string { return c.Listen.Postgres }, build: newPostgres},
-	{dialect: config.DialectMySQL, key: "listen.mysql", listen: func(c *config.Config) string { return c.Listen.MySQL }, build: newMySQL},
+	{dialect: config.DialectPostgres, key: "listen.postgres", listen: func(c *config.Config) string { return c.Listen.Postgres }, build: NewPostgresFrontEnd},
+	{dialect: config.DialectMySQL, key: "listen.mysql", listen: func(c *config.Config) string { return c.Listen.MySQL }, build: NewMySQLFrontEnd},
 }
 
-func newPostgres(c FrontEndConfig) (FrontEnd, error) {
+// NewPostgresFrontEnd is this build's Postgres front end (pgproxy). An
+// Options.FrontEnds entry may adjust the FrontEndConfig the gateway built
+// and call it: tests give the front end a recorder or credential source
+// of their own this way.
+func NewPostgresFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 	ups := make(map[string]pgproxy.Upstream, len(c.Upstreams))
 	for name, u := range c.Upstreams {
 		ups[name] = pgproxy.Upstream{Addr: u.Addr, Database: u.Database, TLS: u.TLS}
-	}
-	var m admin.ProxyMetrics
-	if c.Metrics != nil {
-		m = c.Metrics
 	}
 	srv, err := pgproxy.New(pgproxy.Config{
 		TLS:       c.TLS,
@@ -106,7 +112,7 @@ func newPostgres(c FrontEndConfig) (FrontEnd, error) {
 		Creds:     c.Creds,
 		Upstreams: ups,
 		Audit:     c.Audit,
-		Metrics:   m,
+		Metrics:   c.Metrics,
 		Logger:    c.Logger,
 		Limits: pgproxy.Limits{
 			MaxConns:       c.Limits.MaxConns,

@@ -46,6 +46,16 @@ type Options struct {
 	// program that embeds the gateway with a front end of its own, and
 	// for tests.
 	FrontEnds map[string]func(FrontEndConfig) (FrontEnd, error)
+	// Catalogs, by upstream name, are used in place of reading those
+	// upstreams' schemas (at start and at every reload): for a program
+	// that decides against a catalog dump (keyhole catalog dump), and for
+	// tests whose upstream is a scripted fake peer.
+	Catalogs map[string]*catalog.Catalog
+	// NewAnalyzer builds the analyzer of an upstream's dialect over its
+	// catalog in place of the package's NewAnalyzer (analyzer options
+	// keyhole.yaml does not set); it must return the analyzer type of the
+	// dialect.
+	NewAnalyzer func(dialect string, cat *catalog.Catalog) (sqlpolicy.Analyzer, error)
 }
 
 // Gateway is one running keyhole.
@@ -495,6 +505,10 @@ func (g *Gateway) revoke(agents []string) {
 func (g *Gateway) loadCatalogs(ctx context.Context) (map[string]*catalog.Catalog, error) {
 	cats := make(map[string]*catalog.Catalog, len(g.ups))
 	for _, name := range slices.Sorted(maps.Keys(g.ups)) {
+		if cat := g.opts.Catalogs[name]; cat != nil {
+			cats[name] = cat
+			continue
+		}
 		lctx, cancel := context.WithTimeout(ctx, catalogTimeout)
 		cat, err := loadCatalog(lctx, g.ups[name], g.src, g.cfg.Creds.Vault, g.log)
 		cancel()
@@ -547,7 +561,11 @@ func (g *Gateway) loadGeneration(cats map[string]*catalog.Catalog) (*generation,
 	engines, dialect := map[string]*sqlpolicy.Engine{}, map[string]string{}
 	for name, cat := range cats {
 		u := g.ups[name]
-		an, err := NewAnalyzer(u.Dialect, cat)
+		newAnalyzer := NewAnalyzer
+		if g.opts.NewAnalyzer != nil {
+			newAnalyzer = g.opts.NewAnalyzer
+		}
+		an, err := newAnalyzer(u.Dialect, cat)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", u.label(), err)
 		}

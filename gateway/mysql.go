@@ -169,12 +169,13 @@ func isMySQLSystemDB(db string) bool {
 // mysqlIdent quotes a MySQL identifier with backticks.
 func mysqlIdent(s string) string { return "`" + strings.ReplaceAll(s, "`", "``") + "`" }
 
-// newMySQL builds the MySQL front end. FrontEndConfig.Decider's sessions
-// are *myanalyze.Session. A MySQL upstream names one database: agents may
+// NewMySQLFrontEnd builds the MySQL front end (mysqlproxy); see
+// NewPostgresFrontEnd for its use in Options.FrontEnds.
+// FrontEndConfig.Decider's sessions are *myanalyze.Session. A MySQL upstream names one database: agents may
 // name that one at connect and in COM_INIT_DB (USE in SQL text is the
 // policy's to decide), as a Postgres agent reaches its role's database
 // only.
-func newMySQL(c FrontEndConfig) (FrontEnd, error) {
+func NewMySQLFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 	ups := make(map[string]mysqlproxy.Upstream, len(c.Upstreams))
 	for name, u := range c.Upstreams {
 		up := mysqlproxy.Upstream{Addr: u.Addr, Database: u.Database, TLS: u.TLS}
@@ -182,10 +183,6 @@ func newMySQL(c FrontEndConfig) (FrontEnd, error) {
 			up.Databases = []string{u.Database}
 		}
 		ups[name] = up
-	}
-	var m mysqlproxy.Metrics
-	if c.Metrics != nil {
-		m = c.Metrics
 	}
 	srv, err := mysqlproxy.New(mysqlproxy.Config{
 		TLS:       c.TLS,
@@ -195,7 +192,7 @@ func newMySQL(c FrontEndConfig) (FrontEnd, error) {
 		Creds:     c.Creds,
 		Upstreams: ups,
 		Audit:     c.Audit,
-		Metrics:   m,
+		Metrics:   c.Metrics,
 		Logger:    c.Logger,
 		Limits: mysqlproxy.Limits{
 			MaxConns:       c.Limits.MaxConns,
@@ -206,6 +203,7 @@ func newMySQL(c FrontEndConfig) (FrontEnd, error) {
 			ShutdownGrace:  c.Limits.ShutdownGrace,
 		},
 		RawStatements: c.RawStatements,
+		RSAKey:        c.RSAKey,
 	})
 	if err != nil {
 		return nil, err

@@ -97,7 +97,7 @@ func TestAuditSessionEndedMidStatement(t *testing.T) {
 
 	const revoked = "INSERT INTO orders (id, item, amount) VALUES (403, 'revoked', 1)"
 	victim = start(revoked)
-	e.srv.RevokeAgent("analyst-bot")
+	e.revokeAgent("analyst-bot")
 	assertErr(t, victim.read(), 1045, "28000")
 	assert.Equal(t, "1317/70100", e.statementEvent(t, revoked).ErrorCode)
 	unlock()

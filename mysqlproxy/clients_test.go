@@ -207,7 +207,7 @@ func TestMTLS(t *testing.T) {
 	pool.AddCert(ca.cert)
 	serverTLS := &tls.Config{Certificates: []tls.Certificate{ca.issue(t, 2, "")}, ClientCAs: pool,
 		ClientAuth: tls.VerifyClientCertIfGiven, MinVersion: tls.VersionTLS12}
-	e := newEnv(t, envOpts{tls: serverTLS, identity: func(c *identity.Config) {
+	e := newEnv(t, envOpts{tls: serverTLS, caFile: ca.file, identity: func(c *identity.Config) {
 		c.SPIFFE = map[string]string{"spiffe://example.org/agents/analyst": "analyst-bot"}
 	}})
 	register := func(name string, cert tls.Certificate) {

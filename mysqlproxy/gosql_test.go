@@ -69,7 +69,7 @@ func TestPreparedReexecuted(t *testing.T) {
 	}
 	// A policy reload between executes that takes orders away: the
 	// cached statement is refused.
-	e.dec.setPolicy(t, `
+	e.setPolicy(t, `
 labels:
   %[1]s.customers.email: [pii.email]
 roles:
@@ -79,6 +79,7 @@ roles:
       - select: [%[1]s.customers]
     deny_labels: [pii.*]
 `+testAgents)
+	e.reload(t)
 	var id int
 	err = st.QueryRowContext(ctx, 2).Scan(&id)
 	assert.EqualValues(t, 1142, errno(err))

@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/internal/membudget"
@@ -21,7 +22,7 @@ type (
 
 func TestLimitDefaults(t *testing.T) {
 	l := Limits{}.withDefaults()
-	assert.Equal(t, DefaultIdleTimeout, l.IdleTimeout, "an idle session does not live for ever by default")
+	assert.Equal(t, config.DefaultIdleTimeout, l.IdleTimeout, "an idle session does not live for ever by default")
 	assert.Equal(t, 64<<20, l.MaxPacketSize)
 	assert.EqualValues(t, 256<<20, l.BufferMemory)
 	assert.Zero(t, Limits{IdleTimeout: -1}.withDefaults().IdleTimeout, "negative: never")

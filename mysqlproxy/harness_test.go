@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -19,12 +18,15 @@ import (
 	"github.com/go-sql-driver/mysql"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/gateway"
 	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/internal/fixture"
+	"github.com/keyholedb/keyhole/internal/testgateway"
 	"github.com/keyholedb/keyhole/internal/testmy"
-	"github.com/keyholedb/keyhole/mysqlproxy"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
 )
@@ -67,53 +69,19 @@ const testAgents = `agents:
   secret-bot: {role: analyst}
 `
 
-// decider is the real decision engine of the wire tests (the MySQL
-// analyzer over the test database's catalog, behind a Holder as keyhole
-// serve has it), and the analyzer sessions it handed out.
+// decider is the gateway's decision engine of the wire tests (the MySQL
+// analyzer over the test database's catalog), recording the analyzer
+// sessions it handed out.
 type decider struct {
-	*sqlpolicy.Holder
-	an      *myanalyze.Analyzer
-	cat     *catalog.Catalog
-	db      string
-	maxRows int
+	sqlpolicy.Decider
 
 	mu       sync.Mutex
 	sessions []*myanalyze.Session
 }
 
-// newDecider loads db's catalog and testPolicy with testAgents.
-func newDecider(t testing.TB, db *testmy.DB, maxRows int, opts myanalyze.Options) *decider {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cat, err := catalog.LoadMySQLDSN(ctx, db.DSN)
-	require.NoError(t, err)
-	d := &decider{an: myanalyze.New(cat, opts), cat: cat, db: db.Name, maxRows: maxRows}
-	d.Holder = sqlpolicy.NewHolder(nil)
-	d.setAgents(t, testAgents)
-	return d
-}
-
-// setAgents reloads the policy with another agents section, as a policy
-// reload does.
-func (d *decider) setAgents(t testing.TB, agents string) {
-	t.Helper()
-	pol, _, err := sqlpolicy.ParsePolicy([]byte(fmt.Sprintf(testPolicy, d.db, d.maxRows, agents)), "policy.yaml", d.cat)
-	require.NoError(t, err)
-	d.Swap(sqlpolicy.NewEngine(pol, d.cat, d.an, sqlpolicy.EngineOptions{}))
-}
-
-// setPolicy reloads with a policy of the caller's (%[1]s the database).
-func (d *decider) setPolicy(t testing.TB, text string) {
-	t.Helper()
-	pol, _, err := sqlpolicy.ParsePolicy([]byte(fmt.Sprintf(text, d.db)), "policy.yaml", d.cat)
-	require.NoError(t, err)
-	d.Swap(sqlpolicy.NewEngine(pol, d.cat, d.an, sqlpolicy.EngineOptions{}))
-}
-
 // NewSession keeps the session for lastSession.
 func (d *decider) NewSession() sqlpolicy.Session {
-	s := d.Holder.NewSession().(*myanalyze.Session)
+	s := d.Decider.NewSession().(*myanalyze.Session)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.sessions = append(d.sessions, s)
@@ -128,35 +96,42 @@ func (d *decider) lastSession() *myanalyze.Session {
 	return d.sessions[len(d.sessions)-1]
 }
 
-// env is one keyhole Server in front of a throwaway MariaDB database.
+// agentRevoker is the MySQL front end's RevokeAgent (the gateway's
+// FrontEnd does not declare it).
+type agentRevoker interface{ RevokeAgent(agent string) int }
+
+// env is one keyhole gateway, with the MySQL front end only, in front of
+// a throwaway MariaDB database.
 type env struct {
 	t       testing.TB
 	db      *testmy.DB
-	srv     *mysqlproxy.Server
+	g       *gateway.Gateway
+	fe      gateway.FrontEnd // the MySQL front end
 	addr    string
 	signer  func(agent string, ttl time.Duration) string
 	dec     *decider
+	policy  string // the policy file
+	maxRows int
 	audit   *fixture.Audit
 	upUser  string // the upstream login keyhole uses
 	upPW    string
 	secret  string // secret-bot's agent secret
 	keyPath string // token public key file
-	auth    *identity.Auth
 	src     creds.Source
 	upAddr  string
 }
 
 type envOpts struct {
-	limits   mysqlproxy.Limits
-	maxRows  int
-	tls      *tls.Config
+	limits config.Limits
+	// maxRows is the role's max_rows (0: none).
+	maxRows int
+	tls     *tls.Config // nil: no TLS
+	// caFile is tls.client_ca_file (with SPIFFE identities).
+	caFile   string
 	identity func(*identity.Config)
 	logger   *slog.Logger
-	creds    func(e *env) creds.Source // nil = the static upstream user
+	creds    func(e *env) creds.Source // nil = the gateway's (the static upstream user)
 	failures *identity.Limiter
-	// ownDB serves the test database only (Upstream.Databases, as keyhole
-	// serve configures an upstream URL with a database); else any.
-	ownDB    bool
 	analyzer myanalyze.Options
 	// decider replaces the real engine, for protocol corners it would not
 	// produce (it gets the real one to wrap).
@@ -168,6 +143,10 @@ type envOpts struct {
 	upAddr string
 }
 
+// newEnv builds keyhole through the gateway library, as keyhole serve
+// does, adjusting only what a test needs through the MySQL front end's
+// FrontEndConfig. As keyhole serve configures a mysql:// upstream, agents
+// may name its database only.
 func newEnv(t testing.TB, o envOpts) *env {
 	t.Helper()
 	db := testmy.New(t, setupSQL)
@@ -180,31 +159,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 	keyPath := filepath.Join(dir, "token.key")
 	require.NoError(t, identity.WriteKeyFile(keyPath, priv))
 	secret := identity.NewSecret()
-	icfg := identity.Config{
-		Tokens: identity.TokenConfig{PublicKeyFile: keyPath + ".pub"},
-		MySQL:  identity.MySQLConfig{Verifiers: map[string]string{"secret-bot": identity.NewMySQLVerifier(secret).String()}},
-	}
-	if o.identity != nil {
-		o.identity(&icfg)
-	}
-	auth, err := identity.New(icfg)
-	require.NoError(t, err)
 
-	e := &env{t: t, db: db, upUser: user, upPW: pw, secret: secret, keyPath: keyPath}
-	var dbs []string
-	if o.ownDB {
-		dbs = []string{db.Name}
-	}
-	e.dec = newDecider(t, db, o.maxRows, o.analyzer)
-	var dec sqlpolicy.Decider = e.dec
-	if o.decider != nil {
-		dec = o.decider(e.dec)
-	}
-	var src creds.Source = &creds.Static{User: user, Password: creds.Secret(pw)}
-	if o.creds != nil {
-		src = o.creds(e)
-	}
-	e.audit = &fixture.Audit{}
+	e := &env{t: t, db: db, upUser: user, upPW: pw, secret: secret, keyPath: keyPath, upAddr: testmy.Addr(),
+		maxRows: o.maxRows, policy: filepath.Join(dir, "policy.yaml"), audit: &fixture.Audit{}}
+	e.setAgents(t, testAgents)
 	level := slog.LevelWarn
 	if os.Getenv("KEYHOLE_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
@@ -217,33 +175,55 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.upAddr != "" {
 		upAddr = o.upAddr
 	}
-	srv, err := mysqlproxy.New(mysqlproxy.Config{
-		Decider:       dec,
-		Auth:          auth,
-		Creds:         src,
-		Upstreams:     map[string]mysqlproxy.Upstream{"shop": {Addr: upAddr, Database: db.Name, Databases: dbs}},
-		Audit:         e.audit,
-		Logger:        logger,
-		Limits:        o.limits,
-		TLS:           o.tls,
-		Limiter:       o.failures,
-		RSAKey:        testRSAKey(t),
-		RawStatements: o.rawStatements,
-	})
+	up, login, err := config.ParseUpstreamURL(fmt.Sprintf("mysql://%s:%s@%s/%s", user, pw, upAddr, db.Name))
 	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		if err := <-served; !errors.Is(err, mysqlproxy.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
+	up.Login = login
+	cfg := &config.Config{
+		Listen:    config.Listen{MySQL: "127.0.0.1:0"},
+		TLS:       config.TLS{GenerateSelfSigned: true, ClientCAFile: o.caFile},
+		Upstreams: map[string]config.Upstream{"": up},
+		Identity: identity.Config{
+			Tokens: identity.TokenConfig{PublicKeyFile: keyPath + ".pub"},
+			MySQL:  identity.MySQLConfig{Verifiers: map[string]string{"secret-bot": identity.NewMySQLVerifier(secret).String()}},
+		},
+		Audit:  config.Audit{File: filepath.Join(dir, "audit.jsonl")},
+		Policy: config.Policy{File: e.policy, ReloadInterval: -1},
+		Limits: o.limits,
+	}
+	if o.identity != nil {
+		o.identity(&cfg.Identity)
+	}
+	mysqlFE := func(c gateway.FrontEndConfig) (gateway.FrontEnd, error) {
+		c.Logger = logger
+		c.TLS = o.tls
+		c.RSAKey = testRSAKey(t)
+		c.RawStatements = o.rawStatements
+		c.Audit = audit.Tee(c.Audit, e.audit)
+		if o.failures != nil {
+			c.Limiter = o.failures
 		}
-	})
-	e.srv, e.addr, e.auth, e.src, e.upAddr = srv, ln.Addr().String(), auth, src, testmy.Addr()
+		e.dec = &decider{Decider: c.Decider}
+		c.Decider = e.dec
+		if o.decider != nil {
+			c.Decider = o.decider(e.dec)
+		}
+		e.src = c.Creds
+		if o.creds != nil {
+			c.Creds = o.creds(e)
+		}
+		fe, err := gateway.NewMySQLFrontEnd(c)
+		e.fe = fe
+		return fe, err
+	}
+	// The gateway's own start-up lines only when something fails.
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	e.g, e.addr = testgateway.Run(t, cfg, gateway.Options{
+		Logger:    quiet,
+		FrontEnds: map[string]func(gateway.FrontEndConfig) (gateway.FrontEnd, error){config.DialectMySQL: mysqlFE},
+		NewAnalyzer: func(dialect string, cat *catalog.Catalog) (sqlpolicy.Analyzer, error) {
+			return myanalyze.New(cat, o.analyzer), nil
+		},
+	}, config.DialectMySQL)
 	e.signer = func(agent string, ttl time.Duration) string {
 		tok, err := identity.Mint(priv, identity.Claims{Agent: agent, TTL: ttl})
 		if err != nil {
@@ -252,6 +232,31 @@ func newEnv(t testing.TB, o envOpts) *env {
 		return tok
 	}
 	return e
+}
+
+// setAgents writes testPolicy with another agents section; the gateway
+// reads it at start and at a reload.
+func (e *env) setAgents(t testing.TB, agents string) {
+	t.Helper()
+	e.writePolicy(t, fmt.Sprintf(testPolicy, e.db.Name, e.maxRows, agents))
+}
+
+// setPolicy writes a policy of the caller's (%[1]s the database).
+func (e *env) setPolicy(t testing.TB, text string) {
+	t.Helper()
+	e.writePolicy(t, fmt.Sprintf(text, e.db.Name))
+}
+
+func (e *env) writePolicy(t testing.TB, text string) {
+	t.Helper()
+	require.NoError(t, os.WriteFile(e.policy, []byte(text), 0o600))
+}
+
+// reload makes the gateway read the policy file again, as a change of the
+// file does.
+func (e *env) reload(t testing.TB) {
+	t.Helper()
+	require.NoError(t, e.g.ReloadPolicy())
 }
 
 // cfg is a go-sql-driver config for agent through keyhole with a fresh token.
@@ -373,19 +378,3 @@ func testRSAKey(t testing.TB) *rsa.PrivateKey {
 func testmyAdmin(t testing.TB) *sql.DB { return testmy.Admin(t) }
 
 func itoa(n int) string { return fmt.Sprint(n) }
-
-// serve runs srv on a fresh loopback listener until the test ends.
-func serve(t testing.TB, srv *mysqlproxy.Server) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		_ = srv.Close()
-		if err := <-served; !errors.Is(err, mysqlproxy.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().String()
-}

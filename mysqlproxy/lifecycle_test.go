@@ -3,8 +3,6 @@ package mysqlproxy_test
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -12,8 +10,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
-	"github.com/keyholedb/keyhole/mysqlproxy"
+	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
 // revocable hands out the static upstream login with leases the test can
@@ -43,6 +42,14 @@ func (r *revocable) revokeAll() {
 
 func (r *revocable) Close() error { return nil }
 
+// revokeAgent ends agent's sessions on the MySQL front end at once.
+func (e *env) revokeAgent(agent string) int {
+	e.t.Helper()
+	r, ok := e.fe.(agentRevoker)
+	require.True(e.t, ok, "the MySQL front end revokes agents")
+	return r.RevokeAgent(agent)
+}
+
 func TestSessionEnds(t *testing.T) {
 	t.Run("lease revoked", func(t *testing.T) {
 		var src *revocable
@@ -60,11 +67,11 @@ func TestSessionEnds(t *testing.T) {
 		assert.Contains(t, msg, "revoked")
 		assert.True(t, r.closed())
 	})
-	e := newEnv(t, envOpts{limits: mysqlproxy.Limits{IdleTimeout: time.Second}})
+	e := newEnv(t, envOpts{limits: config.Limits{IdleTimeout: time.Second}})
 	t.Run("RevokeAgent", func(t *testing.T) {
 		r := e.dialRaw(t)
 		r.login(e, "analyst-bot")
-		require.Eventually(t, func() bool { return e.srv.RevokeAgent("analyst-bot") == 1 }, 5*time.Second, 10*time.Millisecond)
+		require.Eventually(t, func() bool { return e.revokeAgent("analyst-bot") == 1 }, 5*time.Second, 10*time.Millisecond)
 		num, _, _, ok := sqlErr(r.read())
 		require.True(t, ok)
 		assert.EqualValues(t, 1045, num)
@@ -81,7 +88,8 @@ func TestSessionEnds(t *testing.T) {
 	t.Run("agent leaves the policy", func(t *testing.T) {
 		r := e.dialRaw(t)
 		r.login(e, "analyst-bot")
-		e.dec.setAgents(t, "agents:\n  secret-bot: {role: analyst}\n")
+		e.setAgents(t, "agents:\n  secret-bot: {role: analyst}\n")
+		e.reload(t)
 		r.command(append([]byte{0x03}, "SELECT 1"...))
 		num, state, _, ok := sqlErr(r.read())
 		require.True(t, ok)
@@ -92,7 +100,7 @@ func TestSessionEnds(t *testing.T) {
 }
 
 func TestMaxConns(t *testing.T) {
-	e := newEnv(t, envOpts{limits: mysqlproxy.Limits{MaxConns: 1}})
+	e := newEnv(t, envOpts{limits: config.Limits{MaxConns: 1}})
 	r1 := e.dialRaw(t)
 	r1.login(e, "analyst-bot")
 	r2 := e.dialRaw(t)
@@ -116,7 +124,7 @@ func TestShutdown(t *testing.T) {
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		done <- e.srv.Shutdown(ctx)
+		done <- e.g.Shutdown(ctx)
 	}()
 	// The idle session ends at once with 1053.
 	num, _, _, ok := sqlErr(idle.read())
@@ -134,24 +142,18 @@ func TestShutdown(t *testing.T) {
 }
 
 func TestPanicEndsOnlyItsConnection(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e := newEnv(t, envOpts{decider: func(d sqlpolicy.Decider) sqlpolicy.Decider { return panicky{d} }})
 	other := e.dialRaw(t)
 	other.login(e, "analyst-bot")
-	srv, err := mysqlproxy.New(mysqlproxy.Config{Decider: panicky{e.dec}, Auth: e.auth, Creds: e.src,
-		Upstreams: map[string]mysqlproxy.Upstream{"shop": {Addr: e.upAddr, Database: e.db.Name}}, RSAKey: testRSAKey(t),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	require.NoError(t, err)
-	e2 := *e
-	e2.srv, e2.addr = srv, serve(t, srv)
-	r := e2.dialRaw(t)
-	r.login(&e2, "analyst-bot")
+	r := e.dialRaw(t)
+	r.login(e, "analyst-bot")
 	r.command(append([]byte{0x03}, "PANIC"...))
 	num, _, _, ok := sqlErr(r.read())
 	require.True(t, ok)
 	assert.EqualValues(t, 1105, num)
 	assert.True(t, r.closed())
-	r2 := e2.dialRaw(t)
-	r2.login(&e2, "analyst-bot")
+	r2 := e.dialRaw(t)
+	r2.login(e, "analyst-bot")
 	rows, _ := r2.query("SELECT 1")
 	assert.Equal(t, []string{"1"}, rows)
 	rows, _ = other.query("SELECT 1")
@@ -185,7 +187,7 @@ func TestShutdownDeadline(t *testing.T) {
 	require.Eventually(t, func() bool { return e.running(q) == 1 }, 10*time.Second, 20*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
-	require.ErrorIs(t, e.srv.Shutdown(ctx), context.DeadlineExceeded)
+	require.ErrorIs(t, e.g.Shutdown(ctx), context.DeadlineExceeded)
 	num, _, _, ok := sqlErr(r.read())
 	require.True(t, ok)
 	assert.EqualValues(t, 1053, num)

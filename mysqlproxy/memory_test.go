@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/internal/fixture"
-	"github.com/keyholedb/keyhole/mysqlproxy"
 )
 
 // memory returns the process's live heap (after a GC) and resident set.
@@ -105,7 +105,7 @@ func rssBound(n int64) int64 {
 // it, 320 MiB); each command is still answered, and the buffer is not
 // kept after it. Not parallel: it measures the whole test process.
 func TestCommandMemoryBounded(t *testing.T) {
-	e := newEnv(t, envOpts{limits: mysqlproxy.Limits{MaxPacketSize: 8 << 20, BufferMemory: 16 << 20}})
+	e := newEnv(t, envOpts{limits: config.Limits{MaxMessageSize: 8 << 20, BufferMemory: 16 << 20}})
 	const flood, size = 40, 8<<20 - 16
 	// One payload shared by every client, so the test's own side costs
 	// 8 MiB: a comment the analyzer refuses (texts over 1 MiB), after
@@ -165,7 +165,7 @@ func TestCommandMemoryBounded(t *testing.T) {
 func TestBufferBudget(t *testing.T) {
 	t.Parallel()
 	logger, logs := debugLog()
-	e := newEnv(t, envOpts{limits: mysqlproxy.Limits{MaxPacketSize: 1 << 20, BufferMemory: 2 << 20}, logger: logger})
+	e := newEnv(t, envOpts{limits: config.Limits{MaxMessageSize: 1 << 20, BufferMemory: 2 << 20}, logger: logger})
 	query := func(n int) []byte {
 		q := "\x03SELECT " + strconv.Itoa(n) + " /*" + strings.Repeat("z", 1000<<10) + "*/"
 		return append(header(len(q), 0), q...)

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/audit"
-	"github.com/keyholedb/keyhole/mysqlproxy"
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
 )
@@ -90,9 +90,9 @@ func TestCommands(t *testing.T) {
 	assert.Equal(t, byte(0xfe), last[0])
 
 	t.Run("COM_INIT_DB", func(t *testing.T) {
-		// Not in keyhole's catalog: unknown, as the server says.
+		// Not the upstream's database: refused, the session goes on.
 		r.command(append([]byte{0x02}, "mysql"...))
-		assertErr(t, r.read(), 1049, "42000")
+		assertErr(t, r.read(), 1044, "42000")
 		r.command(append([]byte{0x02}, e.db.Name...))
 		require.Equal(t, byte(0x00), r.read()[0])
 	})
@@ -185,7 +185,7 @@ func TestCommands(t *testing.T) {
 }
 
 func TestBadBytes(t *testing.T) {
-	e := newEnv(t, envOpts{limits: mysqlproxy.Limits{MaxPacketSize: 1 << 20}})
+	e := newEnv(t, envOpts{limits: config.Limits{MaxMessageSize: 1 << 20}})
 	for name, send := range map[string][]byte{
 		"short COM_STMT_EXECUTE": {5, 0, 0, 0, 0x17, 1, 0, 0, 0},
 		"empty command":          {0, 0, 0, 0},

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/internal/membudget"
@@ -82,7 +83,7 @@ type Limits struct {
 	StartupTimeout time.Duration // 0 = 10s from accept to the client's OK packet
 	// IdleTimeout ends, with 4031, a session that has sent nothing for
 	// this long between commands (in a transaction or not); 0 =
-	// DefaultIdleTimeout, negative = never.
+	// config.DefaultIdleTimeout, negative = never.
 	IdleTimeout time.Duration
 	// MaxPacketSize bounds one client command, all its packets together
 	// (the client's max_allowed_packet); 0 = 64 MiB. Before
@@ -102,40 +103,38 @@ type Limits struct {
 	DialTimeout time.Duration
 }
 
+// withDefaults fills zeros with the defaults of keyhole.yaml's limits
+// (package config, their one home); DialTimeout is this package's own.
 func (l Limits) withDefaults() Limits {
 	if l.MaxConns <= 0 {
-		l.MaxConns = 1000
+		l.MaxConns = config.DefaultMaxConns
 	}
 	if l.StartupTimeout <= 0 {
-		l.StartupTimeout = 10 * time.Second
+		l.StartupTimeout = config.DefaultStartupTimeout
 	}
 	switch {
 	case l.IdleTimeout == 0:
-		l.IdleTimeout = DefaultIdleTimeout
+		l.IdleTimeout = config.DefaultIdleTimeout
 	case l.IdleTimeout < 0:
 		l.IdleTimeout = 0
 	}
 	if l.MaxPacketSize <= 0 {
-		l.MaxPacketSize = 64 << 20
+		l.MaxPacketSize = config.DefaultMaxMessageSize
 	}
 	if l.BufferMemory <= 0 {
-		l.BufferMemory = 4 * int64(l.MaxPacketSize)
+		l.BufferMemory = config.DefaultBufferMemory(l.MaxPacketSize)
 	}
 	if l.ShutdownGrace <= 0 {
-		l.ShutdownGrace = 30 * time.Second
+		l.ShutdownGrace = config.DefaultShutdownGrace
 	}
 	if l.DialTimeout <= 0 {
-		l.DialTimeout = 5 * time.Second
+		l.DialTimeout = defaultDialTimeout
 	}
 	return l
 }
 
-// DefaultIdleTimeout is Limits.IdleTimeout's default: longer than the idle
-// lifetime of the common connection pools (HikariCP 10 min, go-sql-driver
-// users' SetConnMaxIdleTime), so a pool retires a connection before
-// keyhole ends it, and short enough that an abandoned session does not
-// hold its upstream login and buffers for ever.
-const DefaultIdleTimeout = time.Hour
+// defaultDialTimeout is Limits.DialTimeout's default.
+const defaultDialTimeout = 5 * time.Second
 
 // Server accepts MySQL client connections and relays them upstream.
 type Server struct {

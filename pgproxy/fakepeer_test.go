@@ -1,9 +1,9 @@
 package pgproxy_test
 
 import (
-	"context"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -12,11 +12,10 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/config"
+	"github.com/keyholedb/keyhole/gateway"
 	"github.com/keyholedb/keyhole/identity"
-	"github.com/keyholedb/keyhole/pgproxy"
-	"github.com/keyholedb/keyhole/sqlpolicy"
-	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 // fakeUpstream accepts one login (trust) per connection and then answers
@@ -123,35 +122,36 @@ func (f fakeEnv) raw(t *testing.T) *rawClient {
 	return r
 }
 
-// fakeServer is a keyhole in front of addr with an allow-everything-known
-// policy without a catalog (SELECT 1 needs no tables).
+// fakeServer is a keyhole gateway in front of the fake peer at addr with
+// an allow-everything-known policy and an empty catalog (SELECT 1 needs
+// no tables): the gateway does not read a schema from the peer.
 func fakeServer(t *testing.T, addr string) fakeEnv {
 	dir := t.TempDir()
 	priv, err := identity.GenerateKey()
 	require.NoError(t, err)
 	keyPath := filepath.Join(dir, "token.key")
 	require.NoError(t, identity.WriteKeyFile(keyPath, priv))
-	auth, err := identity.New(identity.Config{Tokens: identity.TokenConfig{PublicKeyFile: keyPath + ".pub"}})
-	require.NoError(t, err)
-	p, _, err := sqlpolicy.ParsePolicy([]byte("roles:\n  r: {upstream: fake}\nagents:\n  bot: {role: r}\n"), "fake.yaml", nil)
-	require.NoError(t, err)
-	srv, err := pgproxy.New(pgproxy.Config{
-		Decider:   sqlpolicy.NewEngine(p, nil, pganalyze.New(nil, pganalyze.Options{}), sqlpolicy.EngineOptions{}),
-		Auth:      auth,
-		Creds:     &creds.Static{User: "u"},
-		Upstreams: map[string]pgproxy.Upstream{"": {Addr: addr, Database: "d"}},
-		Logger:    slog.New(slog.DiscardHandler),
-	})
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
+	policy := filepath.Join(dir, "policy.yaml")
+	require.NoError(t, os.WriteFile(policy, []byte("roles:\n  r: {upstream: fake}\nagents:\n  bot: {role: r}\n"), 0o600))
+	cfg := &config.Config{
+		Listen:    config.Listen{Postgres: "127.0.0.1:0"},
+		TLS:       config.TLS{GenerateSelfSigned: true},
+		Upstreams: map[string]config.Upstream{"": upstream(t, "postgres://u@"+addr+"/d?sslmode=disable")},
+		Identity:  identity.Config{Tokens: identity.TokenConfig{PublicKeyFile: keyPath + ".pub"}},
+		Audit:     config.Audit{File: filepath.Join(dir, "audit.jsonl")},
+		Policy:    config.Policy{File: policy, ReloadInterval: -1},
+	}
+	_, kaddr := run(t, cfg, gateway.Options{
+		Logger:   slog.New(slog.DiscardHandler),
+		Catalogs: map[string]*catalog.Catalog{"": {Dialect: config.DialectPostgres, Database: "d"}},
+		FrontEnds: map[string]func(gateway.FrontEndConfig) (gateway.FrontEnd, error){
+			config.DialectPostgres: func(c gateway.FrontEndConfig) (gateway.FrontEnd, error) {
+				c.TLS = nil // the raw client speaks plain text
+				return gateway.NewPostgresFrontEnd(c)
+			},
+		},
 	})
 	tok, err := identity.Mint(priv, identity.Claims{Agent: "bot", TTL: time.Hour})
 	require.NoError(t, err)
-	return fakeEnv{addr: ln.Addr().String(), token: tok}
+	return fakeEnv{addr: kaddr, token: tok}
 }

@@ -2,11 +2,9 @@ package pgproxy_test
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -17,14 +15,15 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
-	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/gateway"
 	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/internal/fixture"
+	"github.com/keyholedb/keyhole/internal/testgateway"
 	"github.com/keyholedb/keyhole/internal/testpg"
 	"github.com/keyholedb/keyhole/pgproxy"
-	"github.com/keyholedb/keyhole/sqlpolicy"
-	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 const setupSQL = `
@@ -36,31 +35,34 @@ CREATE TABLE secrets (id int, value text);
 INSERT INTO secrets VALUES (1, 'hunter2');
 `
 
-// env is one keyhole Server in front of a throwaway database.
+// env is one keyhole gateway, with the Postgres front end only, in front
+// of a throwaway database.
 type env struct {
 	t       testing.TB
 	db      *testpg.DB
-	srv     *pgproxy.Server
+	g       *gateway.Gateway
+	fe      gateway.FrontEnd // the Postgres front end
 	addr    string
-	key     []byte // ed25519 private key for minting tokens
 	signer  func(agent string, ttl time.Duration) string
-	cat     *catalog.Catalog
-	holder  *sqlpolicy.Holder
+	policy  string // the policy file
 	maxRows int
 	audit   *fixture.Audit
-	src     creds.Source
+	src     creds.Source // the gateway's credential source
+	upUser  string       // the upstream role keyhole logs in as
 }
 
 type envOpts struct {
-	limits  pgproxy.Limits
+	limits  config.Limits
 	maxRows int
-	tls     *tls.Config
+	// tls is keyhole.yaml's tls section; without a certificate the front
+	// end offers no TLS.
+	tls config.TLS
 	// identity adjusts the identity config (tokens are always set up).
 	identity func(*identity.Config)
-	limiter  *identity.Limiter // nil: the Server's default
+	limiter  *identity.Limiter // nil: the gateway's
 	logger   *slog.Logger
-	metrics  pgproxy.Metrics
-	raw      bool // audit raw statements
+	metrics  pgproxy.Metrics // nil: the gateway's
+	raw      bool            // audit raw statements
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -68,8 +70,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 	return newEnvWith(t, o, nil)
 }
 
-// newEnvWith lets wrap replace the credential source (it gets the env
-// with its static source filled in).
+// newEnvWith builds keyhole through the gateway library, as keyhole serve
+// does; wrap, when set, replaces the credential source the front end uses
+// (it gets the env with the gateway's source filled in). The catalog is
+// read with the gateway's own.
 func newEnvWith(t testing.TB, o envOpts, wrap func(*env) creds.Source) *env {
 	t.Helper()
 	db := testpg.New(t, setupSQL)
@@ -94,22 +98,9 @@ func newEnvWith(t testing.TB, o envOpts, wrap func(*env) creds.Source) *env {
 	require.NoError(t, err)
 	keyPath := filepath.Join(dir, "token.key")
 	require.NoError(t, identity.WriteKeyFile(keyPath, priv))
-	icfg := identity.Config{Tokens: identity.TokenConfig{PublicKeyFile: keyPath + ".pub"}}
-	if o.identity != nil {
-		o.identity(&icfg)
-	}
-	auth, err := identity.New(icfg)
-	require.NoError(t, err)
 
-	var src creds.Source = &creds.Static{User: role, Password: creds.Secret("upstream-secret-pw")}
-	if wrap != nil {
-		src = wrap(&env{src: src})
-	}
-	cat, err := catalog.LoadPostgresDSN(context.Background(), db.DSN)
-	require.NoError(t, err)
-	e0 := &env{t: t, cat: cat, maxRows: o.maxRows}
-	e0.holder = sqlpolicy.NewHolder(e0.engine(true))
-	rec := &fixture.Audit{}
+	e := &env{t: t, db: db, upUser: role, maxRows: o.maxRows, policy: filepath.Join(dir, "policy.yaml"), audit: &fixture.Audit{}}
+	e.writePolicy(true)
 	level := slog.LevelWarn
 	if os.Getenv("KEYHOLE_TEST_DEBUG") != "" {
 		level = slog.LevelDebug
@@ -118,35 +109,48 @@ func newEnvWith(t testing.TB, o envOpts, wrap func(*env) creds.Source) *env {
 	if o.logger != nil {
 		logger = o.logger
 	}
-	srv, err := pgproxy.New(pgproxy.Config{
-		Decider:       e0.holder,
-		Auth:          auth,
-		Limiter:       o.limiter,
-		Creds:         src,
-		Upstreams:     map[string]pgproxy.Upstream{"": {Addr: "127.0.0.1:5432", Database: db.Name}},
-		Audit:         rec,
-		Logger:        logger,
-		Limits:        o.limits,
-		TLS:           o.tls,
-		Metrics:       o.metrics,
-		RawStatements: o.raw,
-	})
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		err := <-served
-		if !errors.Is(err, pgproxy.ErrServerClosed) {
-			t.Errorf("Serve: %v", err)
+	cfg := &config.Config{
+		Listen:    config.Listen{Postgres: "127.0.0.1:0"},
+		TLS:       o.tls,
+		Upstreams: map[string]config.Upstream{"": upstream(t, testpg.WithUser(db.DSN, role, "upstream-secret-pw"))},
+		Identity:  identity.Config{Tokens: identity.TokenConfig{PublicKeyFile: keyPath + ".pub"}},
+		Audit:     config.Audit{File: filepath.Join(dir, "audit.jsonl"), RawStatements: o.raw},
+		Policy:    config.Policy{File: e.policy, ReloadInterval: -1},
+		Limits:    o.limits,
+	}
+	if o.identity != nil {
+		o.identity(&cfg.Identity)
+	}
+	if cfg.TLS.CertFile == "" {
+		cfg.TLS.GenerateSelfSigned = true // and not offered: see below
+	}
+	postgres := func(c gateway.FrontEndConfig) (gateway.FrontEnd, error) {
+		c.Logger = logger
+		if o.tls.CertFile == "" {
+			c.TLS = nil
 		}
-	})
-	e := e0
-	e.db, e.srv, e.addr, e.audit, e.src = db, srv, ln.Addr().String(), rec, src
+		c.Audit = audit.Tee(c.Audit, e.audit)
+		if o.limiter != nil {
+			c.Limiter = o.limiter
+		}
+		if o.metrics != nil {
+			c.Metrics = o.metrics
+		}
+		e.src = c.Creds
+		if wrap != nil {
+			c.Creds = wrap(e)
+		}
+		fe, err := gateway.NewPostgresFrontEnd(c)
+		e.fe = fe
+		return fe, err
+	}
+	// The gateway's own start-up lines (such as the warning about its
+	// self-signed certificate, which these tests do not offer) only when
+	// something fails.
+	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	e.g, e.addr = run(t, cfg, gateway.Options{Logger: quiet, FrontEnds: map[string]func(gateway.FrontEndConfig) (gateway.FrontEnd, error){
+		config.DialectPostgres: postgres,
+	}})
 	e.signer = func(agent string, ttl time.Duration) string {
 		tok, err := identity.Mint(priv, identity.Claims{Agent: agent, TTL: ttl})
 		if err != nil {
@@ -155,6 +159,40 @@ func newEnvWith(t testing.TB, o envOpts, wrap func(*env) creds.Source) *env {
 		return tok
 	}
 	return e
+}
+
+// upstream is the keyhole.yaml upstream of a --upstream style URL.
+func upstream(t testing.TB, url string) config.Upstream {
+	t.Helper()
+	u, login, err := config.ParseUpstreamURL(url)
+	require.NoError(t, err)
+	u.Login = login
+	return u
+}
+
+// run starts a gateway for cfg until the test ends and returns it with
+// its Postgres address.
+func run(t testing.TB, cfg *config.Config, opts gateway.Options) (*gateway.Gateway, string) {
+	t.Helper()
+	return testgateway.Run(t, cfg, opts, config.DialectPostgres)
+}
+
+// writePolicy writes the test policy; withAnalyst adds the agent the tests
+// mostly connect as.
+func (e *env) writePolicy(withAnalyst bool) {
+	e.t.Helper()
+	src := fmt.Sprintf(testPolicy, e.maxRows)
+	if withAnalyst {
+		src += "  analyst-bot: {role: analyst}\n"
+	}
+	e.setPolicy(src)
+}
+
+// setPolicy replaces the policy file (the gateway reads it at New and at
+// a reload).
+func (e *env) setPolicy(text string) {
+	e.t.Helper()
+	require.NoError(e.t, os.WriteFile(e.policy, []byte(text), 0o600))
 }
 
 // lockOrders holds an ACCESS EXCLUSIVE lock on orders from a direct
@@ -245,15 +283,3 @@ agents:
   scram-bot: {role: analyst}
   scram-other: {role: analyst}
 `
-
-// engine builds the real policy engine over the test database's catalog;
-// withAnalyst adds the agent the tests mostly connect as.
-func (e *env) engine(withAnalyst bool) *sqlpolicy.Engine {
-	src := fmt.Sprintf(testPolicy, e.maxRows)
-	if withAnalyst {
-		src += "  analyst-bot: {role: analyst}\n"
-	}
-	p, _, err := sqlpolicy.ParsePolicy([]byte(src), "test-policy.yaml", e.cat)
-	require.NoError(e.t, err)
-	return sqlpolicy.NewEngine(p, e.cat, pganalyze.New(e.cat, pganalyze.Options{}), sqlpolicy.EngineOptions{})
-}

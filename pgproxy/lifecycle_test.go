@@ -14,9 +14,9 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/internal/fixture"
-	"github.com/keyholedb/keyhole/pgproxy"
 )
 
 // revocableSource wraps a static source; revoke closes every lease's Done.
@@ -120,7 +120,8 @@ func TestAgentRemovedFromPolicy(t *testing.T) {
 	c := e.connect(pgx.QueryExecModeCacheStatement)
 	_, err := c.Exec(ctx, "SELECT 1")
 	require.NoError(t, err)
-	e.holder.Swap(e.engine(false)) // policy reload without the agent
+	e.writePolicy(false) // without the agent
+	require.NoError(t, e.g.ReloadPolicy())
 	_, err = c.Exec(ctx, "SELECT 2")
 	assert.Equal(t, "28000", sqlState(err), "err: %v", err)
 }
@@ -147,7 +148,7 @@ func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
 	var logs fixture.SyncBuffer
 	e := newEnv(t, envOpts{
-		limits: pgproxy.Limits{IdleTimeout: 300 * time.Millisecond},
+		limits: config.Limits{IdleTimeout: 300 * time.Millisecond},
 		logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	r := e.raw(t)
@@ -171,7 +172,7 @@ func TestIdleTimeout(t *testing.T) {
 
 func TestMaxConns(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOpts{limits: pgproxy.Limits{MaxConns: 2}})
+	e := newEnv(t, envOpts{limits: config.Limits{MaxConns: 2}})
 	ctx := context.Background()
 	e.connect(pgx.QueryExecModeSimpleProtocol)
 	e.connect(pgx.QueryExecModeSimpleProtocol)
@@ -198,7 +199,7 @@ func TestShutdown(t *testing.T) {
 	go func() {
 		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		shut <- e.srv.Shutdown(sctx)
+		shut <- e.g.Shutdown(sctx)
 	}()
 	// The idle session is ended at once; new connections are refused.
 	require.Eventually(t, func() bool {
@@ -222,7 +223,7 @@ func TestShutdownIdleGets57P01(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
 	c := e.connect(pgx.QueryExecModeSimpleProtocol)
-	require.NoError(t, e.srv.Shutdown(ctx))
+	require.NoError(t, e.g.Shutdown(ctx))
 	_, err := c.Exec(ctx, "SELECT 1")
 	assert.Equal(t, "57P01", sqlState(err), "err: %v", err)
 }
@@ -241,7 +242,7 @@ func TestShutdownDeadline(t *testing.T) {
 	require.Eventually(t, func() bool { return e.waiting() == 1 }, 5*time.Second, 20*time.Millisecond)
 	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	defer cancel()
-	err := e.srv.Shutdown(sctx)
+	err := e.g.Shutdown(sctx)
 	assert.ErrorIs(t, err, context.DeadlineExceeded)
 	err = <-result
 	assert.Equal(t, "57P01", sqlState(err), "err: %v", err)

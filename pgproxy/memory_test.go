@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/internal/fixture"
-	"github.com/keyholedb/keyhole/pgproxy"
 )
 
 // header is a message header announcing a body of n bytes.
@@ -119,7 +119,7 @@ func TestBufferBudget(t *testing.T) {
 	t.Parallel()
 	var logs fixture.SyncBuffer
 	e := newEnv(t, envOpts{
-		limits: pgproxy.Limits{MaxMessageSize: 1 << 20, BufferMemory: 2 << 20},
+		limits: config.Limits{MaxMessageSize: 1 << 20, BufferMemory: 2 << 20},
 		logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	query := func(n int) []byte {

@@ -9,7 +9,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -46,10 +45,7 @@ CREATE DOMAIN known_email_t AS text CHECK (known_email(VALUE))`)
 	assert.Equal(t, "23514", sqlState(up.PgConn().ExecPrepared(ctx, "probe", [][]byte{[]byte("nobody@example.com")}, nil, nil).Read().Err))
 
 	// The catalog keyhole decides with must know the domain's function.
-	cat, err := catalog.LoadPostgresDSN(ctx, e.db.DSN)
-	require.NoError(t, err)
-	e.cat = cat
-	e.holder.Swap(e.engine(true))
+	require.NoError(t, e.g.Reload())
 
 	c := e.connect(pgx.QueryExecModeExec)
 	pc := c.PgConn()

@@ -17,7 +17,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/audit"
-	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -37,7 +36,7 @@ func TestRandomPipelines(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{raw: true})
 	logPath := serverLogPath(t, e)
-	login := e.src.(*creds.Static).User
+	login := e.upUser
 	d := e.direct()
 	ctx := context.Background()
 	for _, set := range []string{"log_statement = 'all'", "log_error_verbosity = 'verbose'", "log_min_error_statement = 'error'"} {

@@ -536,7 +536,7 @@ func TestCleartextNeedsTLSOffLoopback(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
 	require.NoError(t, err)
-	go func() { _ = e.srv.Serve(ln) }()
+	go func() { _ = e.fe.Serve(ln) }()
 	token := e.signer("analyst-bot", time.Hour)
 	_, err = pgx.Connect(context.Background(), "postgres://analyst-bot:"+token+"@"+ln.Addr().String()+"/"+e.db.Name+"?sslmode=disable")
 	require.Error(t, err)

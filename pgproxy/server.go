@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/sqlpolicy"
@@ -76,6 +77,9 @@ type Upstream struct {
 
 // Limits bound resource use. Zero values mean the defaults noted.
 type Limits struct {
+	// The defaults have one home, package config (config.DefaultMaxConns,
+	// ...), which keyhole.yaml's limits fill before the gateway hands
+	// them over; a zero here means the same default.
 	MaxConns       int           // 0 = 1000 concurrent client connections
 	StartupTimeout time.Duration // 0 = 10s from accept to ReadyForQuery
 	// IdleTimeout ends, with 57P05, a session that has nothing in flight
@@ -94,35 +98,30 @@ type Limits struct {
 	ShutdownGrace time.Duration
 }
 
-// DefaultIdleTimeout is Limits.IdleTimeout's default: longer than the idle
-// lifetime of the common connection pools (pgxpool 30 min, HikariCP 10
-// min), so a pool retires a connection before keyhole ends it.
-const DefaultIdleTimeout = time.Hour
-
 // bufferWait bounds how long a client message waits for buffer memory.
 const bufferWait = 10 * time.Second
 
 func (l Limits) withDefaults() Limits {
 	if l.MaxConns <= 0 {
-		l.MaxConns = 1000
+		l.MaxConns = config.DefaultMaxConns
 	}
 	if l.StartupTimeout <= 0 {
-		l.StartupTimeout = 10 * time.Second
+		l.StartupTimeout = config.DefaultStartupTimeout
 	}
 	switch {
 	case l.IdleTimeout == 0:
-		l.IdleTimeout = DefaultIdleTimeout
+		l.IdleTimeout = config.DefaultIdleTimeout
 	case l.IdleTimeout < 0:
 		l.IdleTimeout = 0
 	}
 	if l.MaxMessageSize <= 0 {
-		l.MaxMessageSize = 64 << 20
+		l.MaxMessageSize = config.DefaultMaxMessageSize
 	}
 	if l.BufferMemory <= 0 {
-		l.BufferMemory = 4 * int64(l.MaxMessageSize)
+		l.BufferMemory = config.DefaultBufferMemory(l.MaxMessageSize)
 	}
 	if l.ShutdownGrace <= 0 {
-		l.ShutdownGrace = 30 * time.Second
+		l.ShutdownGrace = config.DefaultShutdownGrace
 	}
 	return l
 }

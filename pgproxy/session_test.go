@@ -12,9 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/audit"
-	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
-	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 func TestSQLPrepareExecute(t *testing.T) {
@@ -153,9 +151,7 @@ func TestPipelineRolledBackSearchPath(t *testing.T) {
 	ctx := context.Background()
 	_, err := e.direct().Exec(ctx, `CREATE SCHEMA internal; CREATE TABLE internal.orders (id int PRIMARY KEY)`)
 	require.NoError(t, err)
-	cat, err := catalog.LoadPostgresDSN(ctx, e.db.DSN)
-	require.NoError(t, err)
-	p, _, err := sqlpolicy.ParsePolicy([]byte(`
+	e.setPolicy(`
 roles:
   pathy:
     upstream: shop
@@ -164,9 +160,8 @@ roles:
     settings: [search_path]
 agents:
   path-bot: {role: pathy}
-`), "path-policy.yaml", cat)
-	require.NoError(t, err)
-	e.holder.Swap(sqlpolicy.NewEngine(p, cat, pganalyze.New(cat, pganalyze.Options{}), sqlpolicy.EngineOptions{}))
+`)
+	require.NoError(t, e.g.Reload(), "the schema is read again: internal.orders is new")
 
 	connect := func() *pgx.Conn {
 		c, err := pgx.Connect(ctx, e.dsn("path-bot"))

@@ -8,10 +8,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
 	"math/big"
 	"net"
 	"net/url"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,10 +23,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/identity"
 )
 
 type testPKI struct {
+	caDER  []byte
 	pool   *x509.CertPool
 	server tls.Certificate
 	client tls.Certificate // SPIFFE ID spiffe://example.org/agents/analyst
@@ -55,7 +60,8 @@ func newPKI(t *testing.T) *testPKI {
 	pool.AddCert(ca)
 	spiffe, _ := url.Parse("spiffe://example.org/agents/analyst")
 	return &testPKI{
-		pool: pool,
+		caDER: caDER,
+		pool:  pool,
 		server: issue(2, func(c *x509.Certificate) {
 			c.IPAddresses = []net.IP{net.ParseIP("127.0.0.1")}
 			c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
@@ -67,6 +73,26 @@ func newPKI(t *testing.T) *testPKI {
 	}
 }
 
+// files writes the server's certificate and key and the CA as keyhole.yaml's
+// tls section names them: keyhole asks for client certificates and
+// verifies them against the CA.
+func (p *testPKI) files(t *testing.T) config.TLS {
+	t.Helper()
+	dir := t.TempDir()
+	write := func(name, typ string, der []byte) string {
+		path := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600))
+		return path
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(p.server.PrivateKey)
+	require.NoError(t, err)
+	return config.TLS{
+		CertFile:     write("server.crt", "CERTIFICATE", p.server.Certificate[0]),
+		KeyFile:      write("server.key", "PRIVATE KEY", key),
+		ClientCAFile: write("ca.crt", "CERTIFICATE", p.caDER),
+	}
+}
+
 func TestTLSAndAuthMethods(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t)
@@ -74,12 +100,7 @@ func TestTLSAndAuthMethods(t *testing.T) {
 	v, err := identity.NewVerifier(scramSecret, 4096)
 	require.NoError(t, err)
 	e := newEnv(t, envOpts{
-		tls: &tls.Config{
-			Certificates: []tls.Certificate{pki.server},
-			ClientAuth:   tls.VerifyClientCertIfGiven,
-			ClientCAs:    pki.pool,
-			MinVersion:   tls.VersionTLS12,
-		},
+		tls: pki.files(t),
 		identity: func(c *identity.Config) {
 			c.SCRAM.Verifiers = map[string]string{"scram-bot": v.String()}
 			c.SPIFFE = map[string]string{"spiffe://example.org/agents/analyst": "analyst-bot"}

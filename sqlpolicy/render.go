@@ -245,7 +245,7 @@ func hint(d *Decision, r Reason, p *Policy, role *Role, cat *catalog.Catalog) st
 		}
 		return fmt.Sprintf("The agent's token allows less than its role, and %s is outside it; use only the tables the token's task names.", what)
 	case ReasonProblem:
-		return problemHint(r, role)
+		return problemHint(r, role, cat)
 	}
 	return ""
 }
@@ -344,7 +344,7 @@ func limitWhat(l Limit) string {
 	return string(l)
 }
 
-func problemHint(r Reason, role *Role) string {
+func problemHint(r Reason, role *Role, cat *catalog.Catalog) string {
 	switch r.Problem {
 	case ProblemUnparseable:
 		return "Fix the syntax error the message describes and send the statement again."
@@ -390,6 +390,9 @@ func problemHint(r Reason, role *Role) string {
 		}
 		return "That catalog holds data values, secrets or other sessions' activity; query the tables themselves."
 	case ProblemFileAccess:
+		if cat != nil && cat.Dialect == "mysql" {
+			return "Server and client files are out of reach (LOAD DATA, LOAD_FILE, SELECT ... INTO OUTFILE); send data with INSERT ... VALUES and read it with SELECT over the connection."
+		}
 		return "Server files and programs are out of reach; send and receive data over the connection instead (COPY ... FROM STDIN / TO STDOUT)."
 	case ProblemUnknownPrepared:
 		return "No statement of that name was prepared in this session (prepared statements do not outlive their connection); PREPARE it first."
@@ -446,7 +449,8 @@ func listNames(names []string) string {
 }
 
 // usableColumns lists the columns of rel the role may read (v select) or
-// write: allowed by a grant's column list and carrying no denied label.
+// write: allowed by a grant's column list, carrying no denied label and,
+// for a generated column, computed from no column with one.
 func usableColumns(p *Policy, role *Role, cat *catalog.Catalog, rel Rel, v Verb) []string {
 	verbs := []Verb{v}
 	if v == "" {
@@ -468,27 +472,30 @@ func usableColumns(p *Policy, role *Role, cat *catalog.Catalog, rel Rel, v Verb)
 			listed = append(listed, t.Columns...)
 		}
 	}
+	dc := &decider{p: p, role: role, cat: cat}
+	denied := func(c string) bool {
+		for _, l := range p.ColumnLabels(cat, rel, c) {
+			if _, ok := dc.denyPattern(l); ok {
+				return true
+			}
+		}
+		return false
+	}
 	var candidates []string
 	if cr := cat.Relation(rel.Schema, rel.Name); cr != nil {
 		for _, c := range cr.Columns {
-			if all || slices.Contains(listed, c.Name) {
+			// A generated column reveals the columns it is computed from
+			// (the analyzer reads them with it).
+			if (all || slices.Contains(listed, c.Name)) && !slices.ContainsFunc(cr.GeneratedFrom(c), func(src *catalog.Column) bool { return denied(src.Name) }) {
 				candidates = append(candidates, c.Name)
 			}
 		}
 	} else if !all {
 		candidates = listed
 	}
-	dc := &decider{p: p, role: role, cat: cat}
 	var out []string
 	for _, c := range candidates {
-		denied := false
-		for _, l := range p.ColumnLabels(cat, rel, c) {
-			if _, ok := dc.denyPattern(l); ok {
-				denied = true
-				break
-			}
-		}
-		if !denied && !slices.Contains(out, c) {
+		if !denied(c) && !slices.Contains(out, c) {
 			out = append(out, c)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/catalog"
 	sp "github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
@@ -154,6 +155,43 @@ func TestDenialTexts(t *testing.T) {
 		sp.ProblemFileAccess, sp.ProblemUnknownPrepared, sp.ProblemLocking, sp.ProblemSessionChange} {
 		assert.True(t, seen[string(c)], "no case for problem %s", c)
 	}
+}
+
+// TestMySQLHints: hints over a MySQL upstream name MySQL's ways, and a
+// generated column computed from a denied column is not offered as
+// readable (reading it reveals its source).
+func TestMySQLHints(t *testing.T) {
+	t.Parallel()
+	customers := &catalog.Relation{Schema: "shop", Name: "customers", Kind: catalog.KindTable, Columns: []*catalog.Column{
+		{Name: "id", Type: "int"},
+		{Name: "name", Type: "varchar"},
+		{Name: "email", Type: "varchar"},
+		{Name: "email_domain", Type: "varchar", Generated: "substring_index(`email`,'@',-1)"},
+		{Name: "domain_upper", Type: "varchar", Generated: "upper(`email_domain`)"},
+	}}
+	cat := &catalog.Catalog{Dialect: "mysql", Database: "shop", SearchPath: []string{"shop"},
+		Relations: map[string]map[string]*catalog.Relation{"shop": {"customers": customers}}}
+	p := mustPolicy(t, `
+labels:
+  shop.customers.email: [pii.email]
+roles:
+  analyst:
+    allow:
+      - select: [shop.customers]
+    deny_labels: [pii.*]
+agents:
+  bot: {role: analyst}
+`, cat)
+	bot := sp.Principal{Agent: "bot"}
+
+	d := p.Decide(bot, access(sel("shop.customers", "id", "email")), cat)
+	require.Equal(t, sp.Deny, d.Effect)
+	assert.Contains(t, d.Hint, "columns: id, name.", "email_domain and domain_upper are computed from email")
+
+	d = p.Decide(bot, access(problem(sp.ProblemFileAccess, sp.Problem{Func: "load_file", Detail: "LOAD_FILE reads a file on the database server"})), cat)
+	require.Equal(t, sp.Deny, d.Effect)
+	assert.Contains(t, d.Hint, "INSERT ... VALUES")
+	assert.NotContains(t, d.Hint, "COPY")
 }
 
 // TestNotFoundIsNoOracle: a relation the role may not use answers the

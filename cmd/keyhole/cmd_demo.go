@@ -9,17 +9,21 @@ import (
 )
 
 func init() {
-	register("demo", "play a scripted agent session through keyhole (scripts/demo.sh)", runDemo)
+	register("demo", "play scripted Postgres and MySQL agent sessions through keyhole (scripts/demo.sh)", runDemo)
 }
 
 const demoUsage = `usage: keyhole demo [--keep]
 
 demo runs scripts/demo.sh from the keyhole source tree (found next to the
-keyhole binary's bin/ directory, or from the current directory): it loads a
-small labelled database on the local Postgres, mints an agent token, starts
-keyhole and plays an agent session with psql, showing allowed reads, denials
-with their SQLSTATE 42501 reason and hint, and the audit log. --keep leaves
-keyhole running afterwards.
+keyhole binary's bin/ directory, or from the current directory). Postgres:
+it loads a small labelled database on the local Postgres (or a throwaway
+cluster), mints an agent token, starts keyhole and plays an agent session
+with psql, showing allowed reads, denials with their SQLSTATE 42501 reason
+and hint, and the audit log. MySQL: when MariaDB or MySQL runs on
+127.0.0.1:3306 with a root login without a password, the same for a MySQL
+agent with the mariadb client (errors 1143 for a column, 1142 for a
+table); KEYHOLE_DEMO_MYSQL=0 skips it. The demo drops only the databases
+and logins it created. --keep leaves keyhole running afterwards.
 `
 
 func runDemo(args []string) int {
