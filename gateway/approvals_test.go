@@ -152,18 +152,24 @@ func TestApprovalsThroughTheProxy(t *testing.T) {
 			evs, err := audit.ReadFile(e.audit, audit.Filter{})
 			require.NoError(t, err)
 			kinds := map[audit.Kind]int{}
+			var approvedSeen, blockedSeen int
 			for _, ev := range evs {
 				kinds[ev.Kind]++
 				if ev.Kind == audit.KindGrantApproved && ev.Grant == g.ID {
+					approvedSeen++
 					assert.Equal(t, "alice", ev.Reviewer)
 					assert.Equal(t, "churn analysis", ev.Note)
 					assert.Equal(t, id, ev.Request)
 					assert.Equal(t, g.Expires.UnixMilli(), ev.Expires.UnixMilli())
 				}
 				if ev.Kind == audit.KindStatement && ev.Decision == sqlpolicy.Deny && ev.Fingerprint == req.Fingerprint && ev.Agent == agent {
+					blockedSeen++
 					assert.Equal(t, id, ev.Request, "a blocked statement's event names its request")
 				}
 			}
+			// The checks above ran: each kind of event was there.
+			assert.Equal(t, 1, approvedSeen, "the first grant's approval event")
+			assert.NotZero(t, blockedSeen, "the blocked statement's events")
 			assert.Equal(t, 2, kinds[audit.KindGrantApproved])
 			assert.Equal(t, 1, kinds[audit.KindGrantRevoked])
 			assert.Equal(t, 1, kinds[audit.KindRequestDeclined])
