@@ -24,7 +24,16 @@ import (
 // place the refusal takes: the server then skips the rest of the sync block
 // and rolls back or aborts the transaction exactly as after its own error.
 
-func (c *conn) readClient() error {
+// readClient runs the client side until it ends; a panic ends the session
+// with an internal error (relay then stops it and audits what was in
+// flight). The recovering function is deferred here, not wrapped around
+// the call, so that no wrapper's frame stays on an idle session's stack.
+func (c *conn) readClient() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = c.panicked("panic in client relay", r)
+		}
+	}()
 	for {
 		// What was forwarded goes upstream once no further whole message
 		// is buffered: one write for a client's batch (Bind, Execute,
@@ -46,69 +55,77 @@ func (c *conn) readClient() error {
 				return err
 			}
 		}
-		typ, raw, err := c.clientRd.next()
-		if err != nil {
-			return c.clientReadError(err)
+		typ, raw, rerr := c.clientRd.next()
+		if rerr != nil {
+			return c.clientReadError(rerr)
 		}
-		msg, err := c.cmsgs.decode(typ, raw[5:], c.authType)
-		if err != nil {
-			return c.clientReadError(err)
-		}
-		if c.copyIn.Load() {
-			// In COPY FROM STDIN the upstream ignores Flush and Sync and
-			// fails the COPY on anything else, consuming the message
-			// without an answer; keyhole would lose track of what is owed.
-			switch msg.(type) {
-			case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail, *pgproto3.Terminate:
-			case *pgproto3.Flush, *pgproto3.Sync:
-				continue
-			default:
-				return fatal(codeProtocolViolation, fmt.Sprintf("unexpected message %T during COPY FROM STDIN", msg), nil)
-			}
-		}
-		switch m := msg.(type) {
-		case *pgproto3.Query:
-			err = c.onQuery(m, raw)
-		case *pgproto3.Parse:
-			err = c.onParse(m, raw)
-		case *pgproto3.Bind:
-			err = c.onBind(m, raw)
-		case *pgproto3.Describe:
-			err = c.onDescribe(m, raw)
-		case *pgproto3.Execute:
-			err = c.onExecute(m, raw)
-		case *pgproto3.Close:
-			err = c.onClose(m, raw)
-		case *pgproto3.Sync:
-			c.skipToSync = false
-			c.stage(request{kind: reqSync})
-			c.syncs++
-			err = c.forward(m, raw)
-		case *pgproto3.Flush:
-			// Also while skipping: messages before the refused one, and
-			// the refusal's stand-in, may still wait upstream for it.
-			err = c.forward(m, raw)
-		case *pgproto3.CopyData:
-			// Outside COPY mode the upstream ignores these, as the
-			// protocol specifies.
-			err = c.forward(m, raw)
-		case *pgproto3.CopyDone, *pgproto3.CopyFail:
-			c.copyIn.Store(false)
-			err = c.forward(m, raw)
-		case *pgproto3.FunctionCall:
-			if !c.skipToSync {
-				c.refuseQuery(stmtError(codeFeatureUnsupported, "keyhole does not allow the function call protocol; call the function in a SELECT"))
-			}
-		case *pgproto3.Terminate:
-			return fmt.Errorf("client sent Terminate: %w", errClientGone)
-		default:
-			return fatal(codeProtocolViolation, fmt.Sprintf("unexpected message type %T", msg), nil)
-		}
-		c.cmsgs.forget(msg)
-		if err != nil {
+		if err := c.clientMessage(typ, raw); err != nil {
 			return err
 		}
 	}
+}
+
+// clientMessage decodes and handles one client message. It is readClient's
+// loop body, in a frame of its own: readClient's frame stays on the stack
+// of an idle session (which the garbage collector can only halve while a
+// quarter of it is unused), this one's locals do not.
+func (c *conn) clientMessage(typ byte, raw []byte) error {
+	msg, err := c.cmsgs.decode(typ, raw[5:], c.authType)
+	if err != nil {
+		return c.clientReadError(err)
+	}
+	if c.copyIn.Load() {
+		// In COPY FROM STDIN the upstream ignores Flush and Sync and
+		// fails the COPY on anything else, consuming the message
+		// without an answer; keyhole would lose track of what is owed.
+		switch msg.(type) {
+		case *pgproto3.CopyData, *pgproto3.CopyDone, *pgproto3.CopyFail, *pgproto3.Terminate:
+		case *pgproto3.Flush, *pgproto3.Sync:
+			return nil
+		default:
+			return fatal(codeProtocolViolation, fmt.Sprintf("unexpected message %T during COPY FROM STDIN", msg), nil)
+		}
+	}
+	switch m := msg.(type) {
+	case *pgproto3.Query:
+		err = c.onQuery(m, raw)
+	case *pgproto3.Parse:
+		err = c.onParse(m, raw)
+	case *pgproto3.Bind:
+		err = c.onBind(m, raw)
+	case *pgproto3.Describe:
+		err = c.onDescribe(m, raw)
+	case *pgproto3.Execute:
+		err = c.onExecute(m, raw)
+	case *pgproto3.Close:
+		err = c.onClose(m, raw)
+	case *pgproto3.Sync:
+		c.skipToSync = false
+		c.stage(request{kind: reqSync})
+		c.syncs++
+		err = c.forward(m, raw)
+	case *pgproto3.Flush:
+		// Also while skipping: messages before the refused one, and
+		// the refusal's stand-in, may still wait upstream for it.
+		err = c.forward(m, raw)
+	case *pgproto3.CopyData:
+		// Outside COPY mode the upstream ignores these, as the
+		// protocol specifies.
+		err = c.forward(m, raw)
+	case *pgproto3.CopyDone, *pgproto3.CopyFail:
+		c.copyIn.Store(false)
+		err = c.forward(m, raw)
+	case *pgproto3.FunctionCall:
+		if !c.skipToSync {
+			c.refuseQuery(stmtError(codeFeatureUnsupported, "keyhole does not allow the function call protocol; call the function in a SELECT"))
+		}
+	case *pgproto3.Terminate:
+		return fmt.Errorf("client sent Terminate: %w", errClientGone)
+	default:
+		return fatal(codeProtocolViolation, fmt.Sprintf("unexpected message type %T", msg), nil)
+	}
+	c.cmsgs.forget(msg)
+	return err
 }
 
 func (c *conn) clientReadError(err error) error {

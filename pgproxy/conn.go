@@ -171,6 +171,12 @@ func (s *Server) newConn(nc net.Conn) *conn {
 
 // serve runs the connection's phases. It never panics: a panic ends only
 // this connection.
+//
+// The relay runs below this frame for the whole session, and an idle
+// session is mostly its goroutine's stack, which the garbage collector
+// halves only while less than a quarter of it is in use. So the audit
+// events and the rest of the bookkeeping are built in opened and closed,
+// not in this frame.
 func (c *conn) serve(parent context.Context) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
@@ -179,22 +185,36 @@ func (c *conn) serve(parent context.Context) {
 	defer stopClose()
 	defer c.closeSockets()
 
-	c.srv.metricsOpened()
-	c.record(audit.Event{Kind: audit.KindConnect})
-	c.log.Debug("connection accepted")
-	n := c.srv.nconns.Add(1)
+	n := c.opened()
 	defer c.srv.nconns.Add(-1)
 	started := time.Now()
 
-	err := func() (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				c.log.Error("panic in connection", "panic", r, "stack", string(debug.Stack()))
-				err = fatal(codeInternalError, "internal error", fmt.Errorf("panic: %v", r))
-			}
-		}()
-		return c.run(ctx, n > int64(c.srv.limits.MaxConns))
-	}()
+	err := c.run(ctx, n > int64(c.srv.limits.MaxConns))
+	if err == nil {
+		err = c.relay(ctx)
+	}
+	c.closed(err, started)
+}
+
+// opened counts and audits the new connection; it returns the number of
+// connections open, this one included.
+func (c *conn) opened() int64 {
+	c.srv.metricsOpened()
+	c.record(audit.Event{Kind: audit.KindConnect})
+	c.log.Debug("connection accepted")
+	return c.srv.nconns.Add(1)
+}
+
+// panicked logs a recovered panic with its stack and returns the
+// session's error for it.
+func (c *conn) panicked(what string, r any) error {
+	c.log.Error(what, "panic", r, "stack", string(debug.Stack()))
+	return fatal(codeInternalError, "internal error", fmt.Errorf("panic: %v", r))
+}
+
+// closed sends the client the error that ended the connection (err, or
+// what stopped it) and audits the close.
+func (c *conn) closed(err error, started time.Time) {
 	if se := c.stopError(); se != nil {
 		err = se
 	}
@@ -210,10 +230,11 @@ func (c *conn) serve(parent context.Context) {
 	c.record(ev)
 }
 
-// run runs phases 1-4 on a goroutine of their own and then the relay on
-// this one. The setup's deep stacks (TLS handshake, SCRAM, pgconn's login)
-// end with that goroutine, so the session's one long-lived goroutine
-// starts small: an idle session is mostly that goroutine's stack.
+// run runs phases 1-4 on a goroutine of their own, so that their deep
+// stacks (TLS handshake, SCRAM, pgconn's login) end with that goroutine
+// and the session's one long-lived goroutine, on which serve then runs
+// the relay, stays small: an idle session is mostly that goroutine's
+// stack. A panic in the setup ends only this connection.
 func (c *conn) run(ctx context.Context, overLimit bool) error {
 	var err error
 	done := make(chan struct{})
@@ -221,17 +242,13 @@ func (c *conn) run(ctx context.Context, overLimit bool) error {
 		defer close(done)
 		defer func() {
 			if r := recover(); r != nil {
-				c.log.Error("panic in connection setup", "panic", r, "stack", string(debug.Stack()))
-				err = fatal(codeInternalError, "internal error", fmt.Errorf("panic: %v", r))
+				err = c.panicked("panic in connection setup", r)
 			}
 		}()
 		err = c.setup(ctx, overLimit)
 	}()
 	<-done
-	if err != nil {
-		return err
-	}
-	return c.relay(ctx)
+	return err
 }
 
 // setup runs phases 1-4.

@@ -60,13 +60,50 @@ func (c *conn) credentials(ctx context.Context, deadline time.Time) error {
 
 // --- phase 4: dial upstream ---
 
+// upCfgKey names a parsed upstream configuration.
+type upCfgKey struct{ addr, db string }
+
+// maxUpCfgs bounds Server.upCfgs: without Upstream.Database, clients name
+// the database, and a configuration past the bound is parsed every time.
+const maxUpCfgs = 64
+
+// upstreamConfig returns a copy of pgconn's configuration for database db
+// at addr, to be completed with the session's user, password, TLS and
+// parameters. It is parsed once per address and database: ParseConfig
+// also reads the environment, the service and password files and the OS
+// user, several KiB of garbage per session, and nothing of it that a
+// session uses changes while keyhole runs (the password and the rest
+// come from the lease and the session).
+func (s *Server) upstreamConfig(addr, db string) (*pgconn.Config, error) {
+	k := upCfgKey{addr, db}
+	s.upCfgMu.Lock()
+	base := s.upCfgs[k]
+	s.upCfgMu.Unlock()
+	if base == nil {
+		u := url.URL{Scheme: "postgres", Host: addr, Path: "/" + db, RawQuery: "sslmode=disable"}
+		cfg, err := pgconn.ParseConfig(u.String())
+		if err != nil {
+			return nil, err
+		}
+		base = cfg
+		s.upCfgMu.Lock()
+		if s.upCfgs == nil {
+			s.upCfgs = make(map[upCfgKey]*pgconn.Config)
+		}
+		if len(s.upCfgs) < maxUpCfgs {
+			s.upCfgs[k] = base
+		}
+		s.upCfgMu.Unlock()
+	}
+	return base.Copy(), nil
+}
+
 func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 	db := c.upstream.Database
 	if db == "" {
 		db = c.database
 	}
-	u := url.URL{Scheme: "postgres", Host: c.upstream.Addr, Path: "/" + db, RawQuery: "sslmode=disable"}
-	cfg, err := pgconn.ParseConfig(u.String())
+	cfg, err := c.srv.upstreamConfig(c.upstream.Addr, db)
 	if err != nil {
 		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("upstream config: %w", err))
 	}

@@ -3,8 +3,6 @@ package pgproxy
 import (
 	"context"
 	"errors"
-	"fmt"
-	"runtime/debug"
 	"time"
 )
 
@@ -30,7 +28,15 @@ import (
 // upstream still answers what it was sent before keyhole's Terminate (an
 // INSERT the client sent just before closing commits in Postgres): those
 // answers are read and audited before the upstream connection closes.
-func (c *conn) relay(ctx context.Context) error {
+//
+// A panic ends only this connection: readClient recovers its own (so the
+// session is still stopped and audited here), this function the rest.
+func (c *conn) relay(ctx context.Context) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = c.panicked("panic in connection", r)
+		}
+	}()
 	defer c.watch()()
 	c.lastActive.Store(time.Now().UnixNano())
 	if idle := c.srv.limits.IdleTimeout; idle > 0 {
@@ -42,15 +48,7 @@ func (c *conn) relay(ctx context.Context) error {
 		defer t.Stop()
 	}
 
-	err := func() (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				c.log.Error("panic in client relay", "panic", r, "stack", string(debug.Stack()))
-				err = fatal(codeInternalError, "internal error", fmt.Errorf("panic: %v", r))
-			}
-		}()
-		return c.readClient()
-	}()
+	err = c.readClient()
 	if errors.Is(err, errClientGone) {
 		c.goodbye()
 		c.waitReader()
@@ -73,8 +71,7 @@ func (c *conn) startReaderLocked() {
 		func() {
 			defer func() {
 				if r := recover(); r != nil {
-					c.log.Error("panic in upstream relay", "panic", r, "stack", string(debug.Stack()))
-					err = fatal(codeInternalError, "internal error", fmt.Errorf("panic: %v", r))
+					err = c.panicked("panic in upstream relay", r)
 				}
 			}()
 			err = c.readUpstream(false)

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
@@ -147,6 +149,10 @@ type Server struct {
 	draining  bool
 	wg        sync.WaitGroup
 	nconns    atomic.Int64
+
+	// upCfgs holds the parsed upstream configurations (upstreamConfig).
+	upCfgMu sync.Mutex
+	upCfgs  map[upCfgKey]*pgconn.Config
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.

@@ -115,10 +115,16 @@ func (c *conn) owed(inline bool) bool {
 		return true
 	}
 	// Everything is relayed (the loop flushes once upRd is drained): an
-	// idle session keeps no write buffer.
+	// idle session keeps no write buffer, nor the upstream read buffer
+	// (readUpstream asks only once upRd is drained, and nothing reads the
+	// upstream again until a request is owed). Under mu: once upReader is
+	// cleared below, a new upstream goroutine may read upRd.
 	if u.unflushed == 0 {
 		readBufs.put(c.wbuf)
 		c.wbuf = nil
+	}
+	if c.upRd.buffered() == 0 && c.upRd.buf != nil {
+		c.upRd.shrink()
 	}
 	if !inline {
 		c.upReader = false
