@@ -69,9 +69,7 @@ func Handler(opts HandlerOptions) http.Handler {
 		// serves the named profiles (heap, goroutine, …) below it; the
 		// others need their own handlers.
 		protect := func(h http.HandlerFunc) http.Handler { return h }
-		if p, ok := opts.Console.(interface {
-			Protect(http.Handler) http.Handler
-		}); ok {
+		if p, ok := opts.Console.(protector); ok {
 			protect = func(h http.HandlerFunc) http.Handler { return p.Protect(h) }
 		}
 		mux.Handle("GET /debug/pprof/", protect(pprof.Index))
@@ -240,3 +238,9 @@ form{margin-bottom:1em}input{margin-right:.8em}
 {{end}}</tbody></table>
 </body></html>
 `))
+
+// protector is a console that can put a handler behind its login (the
+// profiler, when there is a console).
+type protector interface {
+	Protect(http.Handler) http.Handler
+}

@@ -118,7 +118,7 @@ const answerGrace = 2 * time.Second
 // only if the kill fails or the answer does not come within answerGrace.
 func (c *conn) stopStatement() {
 	up, user, pw, thread, uc := c.upstream, c.lease.User, c.lease.Password.Reveal(), c.upThread, c.upConn
-	if cw, ok := uc.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
+	if cw, ok := uc.(writeCloser); !ok || cw.CloseWrite() != nil {
 		_ = uc.Close()
 	}
 	go func() {
@@ -130,3 +130,7 @@ func (c *conn) stopStatement() {
 		_ = uc.SetReadDeadline(time.Now().Add(answerGrace))
 	}()
 }
+
+// writeCloser is a connection whose write side can be shut on its own
+// (*net.TCPConn, *tls.Conn).
+type writeCloser interface{ CloseWrite() error }

@@ -166,7 +166,22 @@ meta settings "clients=$CLIENTS threads=$THREADS scale=$SCALE seconds=$SECONDS_P
 # MySQL-only run must not drop a keyhole_bench another run is using.
 "$KEYHOLE" token keygen --out "$WORK/token.key" >/dev/null
 pprof_flag=()
-[ "$PROFILE" = 1 ] && pprof_flag=(--pprof)
+# With an admin listener keyhole serves the reviewers' console, and the
+# profiler sits behind its login: the script signs in as a viewer through
+# the console's trusted-proxy headers, believed only from loopback here.
+PPROF_USER=keyhole-bench
+PPROF_CURL=(-H "X-Forwarded-User: $PPROF_USER")
+if [ "$PROFILE" = 1 ]; then
+	cat >"$WORK/pprof-console.yaml" <<EOF
+tls:
+  generate_self_signed: true
+console:
+  proxy_auth:
+    trusted: [127.0.0.1]
+    viewers: [$PPROF_USER]
+EOF
+	pprof_flag=(--pprof --config "$WORK/pprof-console.yaml")
+fi
 # GOENV: environment for the Go middle processes (naive relay, keyhole).
 GOENV=(env)
 [ -n "${BENCH_GOMAXPROCS:-}" ] && GOENV+=("GOMAXPROCS=$BENCH_GOMAXPROCS")
@@ -316,10 +331,10 @@ mem_idle() {
 	case $target in keyhole*) heap_after="$(go_heap_inuse "$target")" ;; esac
 	if [ "$PROFILE" = 1 ] && [ "$target" = keyhole ]; then
 		# What the idle sessions hold: heap by allocation site, goroutines.
-		curl -fsS -o "$OUT/keyhole-heap-idle.pprof" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/heap?gc=1"
+		curl -fsS "${PPROF_CURL[@]}" -o "$OUT/keyhole-heap-idle.pprof" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/heap?gc=1"
 		go tool pprof -sample_index=inuse_space -top -nodecount=30 "$KEYHOLE" "$OUT/keyhole-heap-idle.pprof" \
 			>"$OUT/keyhole-heap-idle-top.txt" 2>/dev/null
-		curl -fsS -o "$OUT/keyhole-goroutines-idle.txt" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/goroutine?debug=1"
+		curl -fsS "${PPROF_CURL[@]}" -o "$OUT/keyhole-goroutines-idle.txt" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/goroutine?debug=1"
 	fi
 	local idle_pid=$IDLE_PID
 	# Closing its stdin tells idleconns to close the sessions and exit.
@@ -581,7 +596,7 @@ my_profile() {
 	my_sysbench keyhole "$ps" "$((PROFILE_SECONDS + 2))" run >"$WORK/profile-sysbench.log" &
 	bg=$!
 	sleep 1
-	curl -fsS -o "$OUT/keyhole-mysql-cpu-$ps.pprof" "http://127.0.0.1:$MY_ADMIN_PORT/debug/pprof/profile?seconds=$PROFILE_SECONDS" ||
+	curl -fsS "${PPROF_CURL[@]}" -o "$OUT/keyhole-mysql-cpu-$ps.pprof" "http://127.0.0.1:$MY_ADMIN_PORT/debug/pprof/profile?seconds=$PROFILE_SECONDS" ||
 		die "profile of keyhole (mysql) failed"
 	wait "$bg" || die "sysbench under the profiler failed: $(cat "$WORK/profile-sysbench.log")"
 	queries="$(sed -n 's/^ *queries: *[0-9]* *(\([0-9.]*\) per sec.)$/\1/p' "$WORK/profile-sysbench.log" | awk -v s="$PROFILE_SECONDS" '{printf "%d", $1 * s}')"
@@ -627,7 +642,7 @@ count_syscalls() {
 }
 profile() {
 	local mode=$1 txns
-	txns="$(under_load keyhole "$mode" curl -fsS -o "$OUT/keyhole-cpu-$mode.pprof" \
+	txns="$(under_load keyhole "$mode" curl -fsS "${PPROF_CURL[@]}" -o "$OUT/keyhole-cpu-$mode.pprof" \
 		"http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=$PROFILE_SECONDS")"
 	go tool pprof -top -nodecount=60 "$KEYHOLE" "$OUT/keyhole-cpu-$mode.pprof" >"$OUT/keyhole-cpu-$mode-top.txt" 2>/dev/null
 	go tool pprof -top -cum -nodecount=60 "$KEYHOLE" "$OUT/keyhole-cpu-$mode.pprof" >"$OUT/keyhole-cpu-$mode-cum.txt" 2>/dev/null
