@@ -9,7 +9,6 @@ import (
 	"unsafe"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
-	"github.com/pganalyze/pg_query_go/v6/parser"
 )
 
 // maxDepth bounds the nesting of JSON objects and arrays the decoder
@@ -21,16 +20,17 @@ const maxDepth = 10000
 // Parse parses sql into the tree pg.Parse returns for it: the same
 // protobuf structs, equal by proto.Equal, and the same error when sql does
 // not parse. It asks libpg_query for its JSON output, which costs a
-// fraction of its protobuf output, and decodes that with generated code.
+// fraction of its protobuf output, and decodes that with generated code
+// straight from libpg_query's buffer (parseJSON).
 // JSON it does not fully understand (a node type or field it was not
 // generated for, a string that is not UTF-8, nesting past maxDepth) is
 // never guessed at: Parse then returns what pg.Parse returns.
 func Parse(sql string) (*pg.ParseResult, error) {
-	js, err := parser.ParseToJSON(sql)
+	t, ok, err := parseJSON(sql)
 	if err != nil {
 		return nil, err
 	}
-	if t := decode(js); t != nil {
+	if ok {
 		return t, nil
 	}
 	return pg.Parse(sql)
