@@ -306,6 +306,9 @@ func (a *Analyzer) statement(n *pg.Node, s *Session, ps paths, depth int) (st sq
 		w.paths = ps.all
 	}
 	w.pathLost, w.pathChanged = ps.lost, ps.changed
+	sc := scratches.Get().(*scratch)
+	st.Columns, st.Tables = sc.columns, sc.tables
+	defer sc.release(&st)
 	defer func() {
 		if r := recover(); r != nil {
 			if st.Command == "" {
@@ -326,4 +329,45 @@ func (a *Analyzer) statement(n *pg.Node, s *Session, ps paths, depth int) (st sq
 	}
 	a.classify(&st)
 	return st
+}
+
+// scratch holds the slices a statement's columns and tables are collected
+// in while it is walked. Appending to a nil slice reallocates at every
+// doubling (a three-table join's seven columns cost four arrays of a
+// hundred-odd bytes per column); collected in a reused slice, the
+// statement keeps one array of exactly its length.
+type scratch struct {
+	columns []sqlpolicy.ColumnRef
+	tables  []sqlpolicy.TableRef
+}
+
+var scratches = sync.Pool{New: func() any { return new(scratch) }}
+
+// maxScratch is the capacity past which a scratch slice is not kept.
+const maxScratch = 256
+
+// release gives st copies of its columns and tables it owns (nil when
+// there are none, as a walk that reported none leaves them) and puts the
+// scratch slices back.
+func (sc *scratch) release(st *sqlpolicy.Statement) {
+	cols, tables := st.Columns, st.Tables
+	st.Columns, st.Tables = owned(cols), owned(tables)
+	clear(cols)
+	clear(tables)
+	sc.columns, sc.tables = nil, nil
+	if cap(cols) <= maxScratch {
+		sc.columns = cols[:0]
+	}
+	if cap(tables) <= maxScratch {
+		sc.tables = tables[:0]
+	}
+	scratches.Put(sc)
+}
+
+// owned returns a copy of s of exactly its length, or nil when s is empty.
+func owned[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return append(make([]T, 0, len(s)), s...)
 }
