@@ -39,19 +39,19 @@ import (
 // it is still libpg_query's: the document (about as many bytes as a
 // statement's tree has nodes times 50) is never copied into the Go heap.
 // The decoder copies every string it keeps (see save), so nothing in the
-// tree points into C memory once it is freed. ok is false when the JSON
-// did not decode (pg.Parse then decides).
-func parseJSON(sql string) (t *pg.ParseResult, ok bool, err error) {
+// tree points into C memory once it is freed. t is nil when the JSON did
+// not decode (pg.Parse then decides); d is decodeWith's.
+func parseJSON(sql string, scratch bool) (t *pg.ParseResult, d *decoder, err error) {
 	in := C.CString(sql)
 	defer C.free(unsafe.Pointer(in))
 	r := C.pg_query_parse(in)
 	defer C.pg_query_free_parse_result(r)
 	if r.error != nil {
-		return nil, true, pgError(r.error)
+		return nil, nil, pgError(r.error)
 	}
 	js := unsafe.String((*byte)(unsafe.Pointer(r.parse_tree)), C.strlen(r.parse_tree))
-	t = decode(js)
-	return t, t != nil, nil
+	t, d = decodeWith(js, scratch)
+	return t, d, nil
 }
 
 // pgError is the error parser.ParseToJSON returns for e.
