@@ -127,7 +127,7 @@ func (a *Analyzer) NewSession() sqlpolicy.Session { return &Session{} }
 // problems are reported in the statements. s must be a *Session (from
 // NewSession) or nil for a fresh one.
 func (a *Analyzer) Analyze(sql string, ss sqlpolicy.Session) *sqlpolicy.Access {
-	acc, _ := a.analyze(sql, ss, false)
+	acc, _, _ := a.analyze(sql, ss, false, false)
 	return acc
 }
 
@@ -147,38 +147,44 @@ func (a *Analyzer) Shape(sql string) (uint64, bool) {
 // comes from the parse tree (pgparse.Normalize), or from pg.Normalize for
 // the statements that does not cover.
 func (a *Analyzer) AnalyzeNormalize(sql string, ss sqlpolicy.Session) (*sqlpolicy.Access, string, error) {
-	acc, tree := a.analyze(sql, ss, true)
-	if tree != nil {
-		if norm, ok := pgparse.Normalize(sql, tree); ok {
-			return acc, norm, nil
-		}
+	acc, norm, ok := a.analyze(sql, ss, true, true)
+	if ok {
+		return acc, norm, nil
 	}
 	norm, err := a.NormalizeShaped(sql)
 	return acc, norm, err
 }
 
-// analyze is Analyze; it also returns the parse tree, nil when sql was
-// not parsed. checked skips the precheck, which Shape made.
-func (a *Analyzer) analyze(sql string, ss sqlpolicy.Session, checked bool) (*sqlpolicy.Access, *pg.ParseResult) {
-	s, ok := ss.(*Session)
-	if !ok && ss != nil {
+// analyze is Analyze. checked skips the precheck, which Shape made. With
+// normalize it also returns sql's normal form from the parse tree
+// (pgparse.Normalize), ok false when sql was not parsed or the tree does
+// not give it.
+//
+// The tree is parsed into reused memory (pgparse.ParseScratch): nothing
+// analysis builds points into it (a Statement holds strings, which the
+// parser never reuses, and values of its own), and it is released once
+// analyzed and normalized.
+func (a *Analyzer) analyze(sql string, ss sqlpolicy.Session, checked, normalize bool) (acc *sqlpolicy.Access, norm string, ok bool) {
+	s, isPg := ss.(*Session)
+	if !isPg && ss != nil {
 		// Another dialect's state: nothing here can be resolved safely.
 		return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Command: "UNKNOWN", Problems: []sqlpolicy.Problem{{
-			Code: sqlpolicy.ProblemUnsupported, Detail: fmt.Sprintf("session state of another dialect (%T)", ss)}}}}}, nil
+			Code: sqlpolicy.ProblemUnsupported, Detail: fmt.Sprintf("session state of another dialect (%T)", ss)}}}}}, "", false
 	}
 	if !checked {
 		if p := a.precheck(sql); p != nil {
-			return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Command: "UNKNOWN", Problems: []sqlpolicy.Problem{*p}}}}, nil
+			return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Command: "UNKNOWN", Problems: []sqlpolicy.Problem{*p}}}}, "", false
 		}
 	}
-	tree, err := pgparse.Parse(sql)
+	tree, mem, err := pgparse.ParseScratch(sql)
 	if err != nil {
 		return &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{
 			Command:  "UNKNOWN",
 			Problems: []sqlpolicy.Problem{{Code: sqlpolicy.ProblemUnparseable, Detail: parseDetail(err)}},
-		}}}, nil
+		}}}, "", false
 	}
-	acc := &sqlpolicy.Access{Statements: make([]sqlpolicy.Statement, 0, len(tree.Stmts))}
+	defer mem.Release()
+	acc = &sqlpolicy.Access{Statements: make([]sqlpolicy.Statement, 0, len(tree.Stmts))}
 	ps := a.sessionPaths(s)
 	for i, raw := range tree.Stmts {
 		acc.Statements = append(acc.Statements, a.statement(raw.GetStmt(), s, ps, 0))
@@ -189,7 +195,10 @@ func (a *Analyzer) analyze(sql string, ss sqlpolicy.Session, checked bool) (*sql
 			ps = a.withChanges(ps, &acc.Statements[i])
 		}
 	}
-	return acc, tree
+	if normalize {
+		norm, ok = pgparse.Normalize(sql, tree)
+	}
+	return acc, norm, ok
 }
 
 // paths is the search path state a statement is resolved under: path,
@@ -306,6 +315,9 @@ func (a *Analyzer) statement(n *pg.Node, s *Session, ps paths, depth int) (st sq
 		w.paths = ps.all
 	}
 	w.pathLost, w.pathChanged = ps.lost, ps.changed
+	sc := scratches.Get().(*scratch)
+	st.Columns, st.Tables = sc.columns, sc.tables
+	defer sc.release(&st)
 	defer func() {
 		if r := recover(); r != nil {
 			if st.Command == "" {
@@ -326,4 +338,45 @@ func (a *Analyzer) statement(n *pg.Node, s *Session, ps paths, depth int) (st sq
 	}
 	a.classify(&st)
 	return st
+}
+
+// scratch holds the slices a statement's columns and tables are collected
+// in while it is walked. Appending to a nil slice reallocates at every
+// doubling (a three-table join's seven columns cost four arrays of a
+// hundred-odd bytes per column); collected in a reused slice, the
+// statement keeps one array of exactly its length.
+type scratch struct {
+	columns []sqlpolicy.ColumnRef
+	tables  []sqlpolicy.TableRef
+}
+
+var scratches = sync.Pool{New: func() any { return new(scratch) }}
+
+// maxScratch is the capacity past which a scratch slice is not kept.
+const maxScratch = 256
+
+// release gives st copies of its columns and tables it owns (nil when
+// there are none, as a walk that reported none leaves them) and puts the
+// scratch slices back.
+func (sc *scratch) release(st *sqlpolicy.Statement) {
+	cols, tables := st.Columns, st.Tables
+	st.Columns, st.Tables = owned(cols), owned(tables)
+	clear(cols)
+	clear(tables)
+	sc.columns, sc.tables = nil, nil
+	if cap(cols) <= maxScratch {
+		sc.columns = cols[:0]
+	}
+	if cap(tables) <= maxScratch {
+		sc.tables = tables[:0]
+	}
+	scratches.Put(sc)
+}
+
+// owned returns a copy of s of exactly its length, or nil when s is empty.
+func owned[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return append(make([]T, 0, len(s)), s...)
 }

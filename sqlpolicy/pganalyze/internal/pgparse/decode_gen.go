@@ -1954,632 +1954,631 @@ type slabs struct {
 	mWithClause                   slab[pg.WithClause]
 }
 
-// clearSlab drops slab id, so that the pooled decoder keeps none of
-// the returned tree's memory.
-func (s *slabs) clearSlab(id uint16) {
+// clearSlab drops slab id (see slab.drop).
+func (s *slabs) clearSlab(id uint16, spare bool) {
 	switch id {
 	case 0:
-		s.bAlias.free, s.bAlias.next = nil, 0
+		s.bAlias.drop(spare)
 	case 1:
-		s.bRangeVar.free, s.bRangeVar.next = nil, 0
+		s.bRangeVar.drop(spare)
 	case 2:
-		s.bTableFunc.free, s.bTableFunc.next = nil, 0
+		s.bTableFunc.drop(spare)
 	case 3:
-		s.bIntoClause.free, s.bIntoClause.next = nil, 0
+		s.bIntoClause.drop(spare)
 	case 4:
-		s.bVar.free, s.bVar.next = nil, 0
+		s.bVar.drop(spare)
 	case 5:
-		s.bParam.free, s.bParam.next = nil, 0
+		s.bParam.drop(spare)
 	case 6:
-		s.bAggref.free, s.bAggref.next = nil, 0
+		s.bAggref.drop(spare)
 	case 7:
-		s.bGroupingFunc.free, s.bGroupingFunc.next = nil, 0
+		s.bGroupingFunc.drop(spare)
 	case 8:
-		s.bWindowFunc.free, s.bWindowFunc.next = nil, 0
+		s.bWindowFunc.drop(spare)
 	case 9:
-		s.bWindowFuncRunCondition.free, s.bWindowFuncRunCondition.next = nil, 0
+		s.bWindowFuncRunCondition.drop(spare)
 	case 10:
-		s.bMergeSupportFunc.free, s.bMergeSupportFunc.next = nil, 0
+		s.bMergeSupportFunc.drop(spare)
 	case 11:
-		s.bSubscriptingRef.free, s.bSubscriptingRef.next = nil, 0
+		s.bSubscriptingRef.drop(spare)
 	case 12:
-		s.bFuncExpr.free, s.bFuncExpr.next = nil, 0
+		s.bFuncExpr.drop(spare)
 	case 13:
-		s.bNamedArgExpr.free, s.bNamedArgExpr.next = nil, 0
+		s.bNamedArgExpr.drop(spare)
 	case 14:
-		s.bOpExpr.free, s.bOpExpr.next = nil, 0
+		s.bOpExpr.drop(spare)
 	case 15:
-		s.bDistinctExpr.free, s.bDistinctExpr.next = nil, 0
+		s.bDistinctExpr.drop(spare)
 	case 16:
-		s.bNullIfExpr.free, s.bNullIfExpr.next = nil, 0
+		s.bNullIfExpr.drop(spare)
 	case 17:
-		s.bScalarArrayOpExpr.free, s.bScalarArrayOpExpr.next = nil, 0
+		s.bScalarArrayOpExpr.drop(spare)
 	case 18:
-		s.bBoolExpr.free, s.bBoolExpr.next = nil, 0
+		s.bBoolExpr.drop(spare)
 	case 19:
-		s.bSubLink.free, s.bSubLink.next = nil, 0
+		s.bSubLink.drop(spare)
 	case 20:
-		s.bSubPlan.free, s.bSubPlan.next = nil, 0
+		s.bSubPlan.drop(spare)
 	case 21:
-		s.bAlternativeSubPlan.free, s.bAlternativeSubPlan.next = nil, 0
+		s.bAlternativeSubPlan.drop(spare)
 	case 22:
-		s.bFieldSelect.free, s.bFieldSelect.next = nil, 0
+		s.bFieldSelect.drop(spare)
 	case 23:
-		s.bFieldStore.free, s.bFieldStore.next = nil, 0
+		s.bFieldStore.drop(spare)
 	case 24:
-		s.bRelabelType.free, s.bRelabelType.next = nil, 0
+		s.bRelabelType.drop(spare)
 	case 25:
-		s.bCoerceViaIO.free, s.bCoerceViaIO.next = nil, 0
+		s.bCoerceViaIO.drop(spare)
 	case 26:
-		s.bArrayCoerceExpr.free, s.bArrayCoerceExpr.next = nil, 0
+		s.bArrayCoerceExpr.drop(spare)
 	case 27:
-		s.bConvertRowtypeExpr.free, s.bConvertRowtypeExpr.next = nil, 0
+		s.bConvertRowtypeExpr.drop(spare)
 	case 28:
-		s.bCollateExpr.free, s.bCollateExpr.next = nil, 0
+		s.bCollateExpr.drop(spare)
 	case 29:
-		s.bCaseExpr.free, s.bCaseExpr.next = nil, 0
+		s.bCaseExpr.drop(spare)
 	case 30:
-		s.bCaseWhen.free, s.bCaseWhen.next = nil, 0
+		s.bCaseWhen.drop(spare)
 	case 31:
-		s.bCaseTestExpr.free, s.bCaseTestExpr.next = nil, 0
+		s.bCaseTestExpr.drop(spare)
 	case 32:
-		s.bArrayExpr.free, s.bArrayExpr.next = nil, 0
+		s.bArrayExpr.drop(spare)
 	case 33:
-		s.bRowExpr.free, s.bRowExpr.next = nil, 0
+		s.bRowExpr.drop(spare)
 	case 34:
-		s.bRowCompareExpr.free, s.bRowCompareExpr.next = nil, 0
+		s.bRowCompareExpr.drop(spare)
 	case 35:
-		s.bCoalesceExpr.free, s.bCoalesceExpr.next = nil, 0
+		s.bCoalesceExpr.drop(spare)
 	case 36:
-		s.bMinMaxExpr.free, s.bMinMaxExpr.next = nil, 0
+		s.bMinMaxExpr.drop(spare)
 	case 37:
-		s.bSQLValueFunction.free, s.bSQLValueFunction.next = nil, 0
+		s.bSQLValueFunction.drop(spare)
 	case 38:
-		s.bXmlExpr.free, s.bXmlExpr.next = nil, 0
+		s.bXmlExpr.drop(spare)
 	case 39:
-		s.bJsonFormat.free, s.bJsonFormat.next = nil, 0
+		s.bJsonFormat.drop(spare)
 	case 40:
-		s.bJsonReturning.free, s.bJsonReturning.next = nil, 0
+		s.bJsonReturning.drop(spare)
 	case 41:
-		s.bJsonValueExpr.free, s.bJsonValueExpr.next = nil, 0
+		s.bJsonValueExpr.drop(spare)
 	case 42:
-		s.bJsonConstructorExpr.free, s.bJsonConstructorExpr.next = nil, 0
+		s.bJsonConstructorExpr.drop(spare)
 	case 43:
-		s.bJsonIsPredicate.free, s.bJsonIsPredicate.next = nil, 0
+		s.bJsonIsPredicate.drop(spare)
 	case 44:
-		s.bJsonBehavior.free, s.bJsonBehavior.next = nil, 0
+		s.bJsonBehavior.drop(spare)
 	case 45:
-		s.bJsonExpr.free, s.bJsonExpr.next = nil, 0
+		s.bJsonExpr.drop(spare)
 	case 46:
-		s.bJsonTablePath.free, s.bJsonTablePath.next = nil, 0
+		s.bJsonTablePath.drop(spare)
 	case 47:
-		s.bJsonTablePathScan.free, s.bJsonTablePathScan.next = nil, 0
+		s.bJsonTablePathScan.drop(spare)
 	case 48:
-		s.bJsonTableSiblingJoin.free, s.bJsonTableSiblingJoin.next = nil, 0
+		s.bJsonTableSiblingJoin.drop(spare)
 	case 49:
-		s.bNullTest.free, s.bNullTest.next = nil, 0
+		s.bNullTest.drop(spare)
 	case 50:
-		s.bBooleanTest.free, s.bBooleanTest.next = nil, 0
+		s.bBooleanTest.drop(spare)
 	case 51:
-		s.bMergeAction.free, s.bMergeAction.next = nil, 0
+		s.bMergeAction.drop(spare)
 	case 52:
-		s.bCoerceToDomain.free, s.bCoerceToDomain.next = nil, 0
+		s.bCoerceToDomain.drop(spare)
 	case 53:
-		s.bCoerceToDomainValue.free, s.bCoerceToDomainValue.next = nil, 0
+		s.bCoerceToDomainValue.drop(spare)
 	case 54:
-		s.bSetToDefault.free, s.bSetToDefault.next = nil, 0
+		s.bSetToDefault.drop(spare)
 	case 55:
-		s.bCurrentOfExpr.free, s.bCurrentOfExpr.next = nil, 0
+		s.bCurrentOfExpr.drop(spare)
 	case 56:
-		s.bNextValueExpr.free, s.bNextValueExpr.next = nil, 0
+		s.bNextValueExpr.drop(spare)
 	case 57:
-		s.bInferenceElem.free, s.bInferenceElem.next = nil, 0
+		s.bInferenceElem.drop(spare)
 	case 58:
-		s.bTargetEntry.free, s.bTargetEntry.next = nil, 0
+		s.bTargetEntry.drop(spare)
 	case 59:
-		s.bRangeTblRef.free, s.bRangeTblRef.next = nil, 0
+		s.bRangeTblRef.drop(spare)
 	case 60:
-		s.bJoinExpr.free, s.bJoinExpr.next = nil, 0
+		s.bJoinExpr.drop(spare)
 	case 61:
-		s.bFromExpr.free, s.bFromExpr.next = nil, 0
+		s.bFromExpr.drop(spare)
 	case 62:
-		s.bOnConflictExpr.free, s.bOnConflictExpr.next = nil, 0
+		s.bOnConflictExpr.drop(spare)
 	case 63:
-		s.bQuery.free, s.bQuery.next = nil, 0
+		s.bQuery.drop(spare)
 	case 64:
-		s.bTypeName.free, s.bTypeName.next = nil, 0
+		s.bTypeName.drop(spare)
 	case 65:
-		s.bColumnRef.free, s.bColumnRef.next = nil, 0
+		s.bColumnRef.drop(spare)
 	case 66:
-		s.bParamRef.free, s.bParamRef.next = nil, 0
+		s.bParamRef.drop(spare)
 	case 67:
-		s.bA_Expr.free, s.bA_Expr.next = nil, 0
+		s.bA_Expr.drop(spare)
 	case 68:
-		s.bTypeCast.free, s.bTypeCast.next = nil, 0
+		s.bTypeCast.drop(spare)
 	case 69:
-		s.bCollateClause.free, s.bCollateClause.next = nil, 0
+		s.bCollateClause.drop(spare)
 	case 70:
-		s.bRoleSpec.free, s.bRoleSpec.next = nil, 0
+		s.bRoleSpec.drop(spare)
 	case 71:
-		s.bFuncCall.free, s.bFuncCall.next = nil, 0
+		s.bFuncCall.drop(spare)
 	case 72:
-		s.bA_Star.free, s.bA_Star.next = nil, 0
+		s.bA_Star.drop(spare)
 	case 73:
-		s.bA_Indices.free, s.bA_Indices.next = nil, 0
+		s.bA_Indices.drop(spare)
 	case 74:
-		s.bA_Indirection.free, s.bA_Indirection.next = nil, 0
+		s.bA_Indirection.drop(spare)
 	case 75:
-		s.bA_ArrayExpr.free, s.bA_ArrayExpr.next = nil, 0
+		s.bA_ArrayExpr.drop(spare)
 	case 76:
-		s.bResTarget.free, s.bResTarget.next = nil, 0
+		s.bResTarget.drop(spare)
 	case 77:
-		s.bMultiAssignRef.free, s.bMultiAssignRef.next = nil, 0
+		s.bMultiAssignRef.drop(spare)
 	case 78:
-		s.bSortBy.free, s.bSortBy.next = nil, 0
+		s.bSortBy.drop(spare)
 	case 79:
-		s.bWindowDef.free, s.bWindowDef.next = nil, 0
+		s.bWindowDef.drop(spare)
 	case 80:
-		s.bRangeSubselect.free, s.bRangeSubselect.next = nil, 0
+		s.bRangeSubselect.drop(spare)
 	case 81:
-		s.bRangeFunction.free, s.bRangeFunction.next = nil, 0
+		s.bRangeFunction.drop(spare)
 	case 82:
-		s.bRangeTableFunc.free, s.bRangeTableFunc.next = nil, 0
+		s.bRangeTableFunc.drop(spare)
 	case 83:
-		s.bRangeTableFuncCol.free, s.bRangeTableFuncCol.next = nil, 0
+		s.bRangeTableFuncCol.drop(spare)
 	case 84:
-		s.bRangeTableSample.free, s.bRangeTableSample.next = nil, 0
+		s.bRangeTableSample.drop(spare)
 	case 85:
-		s.bColumnDef.free, s.bColumnDef.next = nil, 0
+		s.bColumnDef.drop(spare)
 	case 86:
-		s.bTableLikeClause.free, s.bTableLikeClause.next = nil, 0
+		s.bTableLikeClause.drop(spare)
 	case 87:
-		s.bIndexElem.free, s.bIndexElem.next = nil, 0
+		s.bIndexElem.drop(spare)
 	case 88:
-		s.bDefElem.free, s.bDefElem.next = nil, 0
+		s.bDefElem.drop(spare)
 	case 89:
-		s.bLockingClause.free, s.bLockingClause.next = nil, 0
+		s.bLockingClause.drop(spare)
 	case 90:
-		s.bXmlSerialize.free, s.bXmlSerialize.next = nil, 0
+		s.bXmlSerialize.drop(spare)
 	case 91:
-		s.bPartitionElem.free, s.bPartitionElem.next = nil, 0
+		s.bPartitionElem.drop(spare)
 	case 92:
-		s.bPartitionSpec.free, s.bPartitionSpec.next = nil, 0
+		s.bPartitionSpec.drop(spare)
 	case 93:
-		s.bPartitionBoundSpec.free, s.bPartitionBoundSpec.next = nil, 0
+		s.bPartitionBoundSpec.drop(spare)
 	case 94:
-		s.bPartitionRangeDatum.free, s.bPartitionRangeDatum.next = nil, 0
+		s.bPartitionRangeDatum.drop(spare)
 	case 95:
-		s.bSinglePartitionSpec.free, s.bSinglePartitionSpec.next = nil, 0
+		s.bSinglePartitionSpec.drop(spare)
 	case 96:
-		s.bPartitionCmd.free, s.bPartitionCmd.next = nil, 0
+		s.bPartitionCmd.drop(spare)
 	case 97:
-		s.bRangeTblEntry.free, s.bRangeTblEntry.next = nil, 0
+		s.bRangeTblEntry.drop(spare)
 	case 98:
-		s.bRTEPermissionInfo.free, s.bRTEPermissionInfo.next = nil, 0
+		s.bRTEPermissionInfo.drop(spare)
 	case 99:
-		s.bRangeTblFunction.free, s.bRangeTblFunction.next = nil, 0
+		s.bRangeTblFunction.drop(spare)
 	case 100:
-		s.bTableSampleClause.free, s.bTableSampleClause.next = nil, 0
+		s.bTableSampleClause.drop(spare)
 	case 101:
-		s.bWithCheckOption.free, s.bWithCheckOption.next = nil, 0
+		s.bWithCheckOption.drop(spare)
 	case 102:
-		s.bSortGroupClause.free, s.bSortGroupClause.next = nil, 0
+		s.bSortGroupClause.drop(spare)
 	case 103:
-		s.bGroupingSet.free, s.bGroupingSet.next = nil, 0
+		s.bGroupingSet.drop(spare)
 	case 104:
-		s.bWindowClause.free, s.bWindowClause.next = nil, 0
+		s.bWindowClause.drop(spare)
 	case 105:
-		s.bRowMarkClause.free, s.bRowMarkClause.next = nil, 0
+		s.bRowMarkClause.drop(spare)
 	case 106:
-		s.bWithClause.free, s.bWithClause.next = nil, 0
+		s.bWithClause.drop(spare)
 	case 107:
-		s.bInferClause.free, s.bInferClause.next = nil, 0
+		s.bInferClause.drop(spare)
 	case 108:
-		s.bOnConflictClause.free, s.bOnConflictClause.next = nil, 0
+		s.bOnConflictClause.drop(spare)
 	case 109:
-		s.bCTESearchClause.free, s.bCTESearchClause.next = nil, 0
+		s.bCTESearchClause.drop(spare)
 	case 110:
-		s.bCTECycleClause.free, s.bCTECycleClause.next = nil, 0
+		s.bCTECycleClause.drop(spare)
 	case 111:
-		s.bCommonTableExpr.free, s.bCommonTableExpr.next = nil, 0
+		s.bCommonTableExpr.drop(spare)
 	case 112:
-		s.bMergeWhenClause.free, s.bMergeWhenClause.next = nil, 0
+		s.bMergeWhenClause.drop(spare)
 	case 113:
-		s.bTriggerTransition.free, s.bTriggerTransition.next = nil, 0
+		s.bTriggerTransition.drop(spare)
 	case 114:
-		s.bJsonOutput.free, s.bJsonOutput.next = nil, 0
+		s.bJsonOutput.drop(spare)
 	case 115:
-		s.bJsonArgument.free, s.bJsonArgument.next = nil, 0
+		s.bJsonArgument.drop(spare)
 	case 116:
-		s.bJsonFuncExpr.free, s.bJsonFuncExpr.next = nil, 0
+		s.bJsonFuncExpr.drop(spare)
 	case 117:
-		s.bJsonTablePathSpec.free, s.bJsonTablePathSpec.next = nil, 0
+		s.bJsonTablePathSpec.drop(spare)
 	case 118:
-		s.bJsonTable.free, s.bJsonTable.next = nil, 0
+		s.bJsonTable.drop(spare)
 	case 119:
-		s.bJsonTableColumn.free, s.bJsonTableColumn.next = nil, 0
+		s.bJsonTableColumn.drop(spare)
 	case 120:
-		s.bJsonKeyValue.free, s.bJsonKeyValue.next = nil, 0
+		s.bJsonKeyValue.drop(spare)
 	case 121:
-		s.bJsonParseExpr.free, s.bJsonParseExpr.next = nil, 0
+		s.bJsonParseExpr.drop(spare)
 	case 122:
-		s.bJsonScalarExpr.free, s.bJsonScalarExpr.next = nil, 0
+		s.bJsonScalarExpr.drop(spare)
 	case 123:
-		s.bJsonSerializeExpr.free, s.bJsonSerializeExpr.next = nil, 0
+		s.bJsonSerializeExpr.drop(spare)
 	case 124:
-		s.bJsonObjectConstructor.free, s.bJsonObjectConstructor.next = nil, 0
+		s.bJsonObjectConstructor.drop(spare)
 	case 125:
-		s.bJsonArrayConstructor.free, s.bJsonArrayConstructor.next = nil, 0
+		s.bJsonArrayConstructor.drop(spare)
 	case 126:
-		s.bJsonArrayQueryConstructor.free, s.bJsonArrayQueryConstructor.next = nil, 0
+		s.bJsonArrayQueryConstructor.drop(spare)
 	case 127:
-		s.bJsonAggConstructor.free, s.bJsonAggConstructor.next = nil, 0
+		s.bJsonAggConstructor.drop(spare)
 	case 128:
-		s.bJsonObjectAgg.free, s.bJsonObjectAgg.next = nil, 0
+		s.bJsonObjectAgg.drop(spare)
 	case 129:
-		s.bJsonArrayAgg.free, s.bJsonArrayAgg.next = nil, 0
+		s.bJsonArrayAgg.drop(spare)
 	case 130:
-		s.bRawStmt.free, s.bRawStmt.next = nil, 0
+		s.bRawStmt.drop(spare)
 	case 131:
-		s.bInsertStmt.free, s.bInsertStmt.next = nil, 0
+		s.bInsertStmt.drop(spare)
 	case 132:
-		s.bDeleteStmt.free, s.bDeleteStmt.next = nil, 0
+		s.bDeleteStmt.drop(spare)
 	case 133:
-		s.bUpdateStmt.free, s.bUpdateStmt.next = nil, 0
+		s.bUpdateStmt.drop(spare)
 	case 134:
-		s.bMergeStmt.free, s.bMergeStmt.next = nil, 0
+		s.bMergeStmt.drop(spare)
 	case 135:
-		s.bSelectStmt.free, s.bSelectStmt.next = nil, 0
+		s.bSelectStmt.drop(spare)
 	case 136:
-		s.bSetOperationStmt.free, s.bSetOperationStmt.next = nil, 0
+		s.bSetOperationStmt.drop(spare)
 	case 137:
-		s.bReturnStmt.free, s.bReturnStmt.next = nil, 0
+		s.bReturnStmt.drop(spare)
 	case 138:
-		s.bPLAssignStmt.free, s.bPLAssignStmt.next = nil, 0
+		s.bPLAssignStmt.drop(spare)
 	case 139:
-		s.bCreateSchemaStmt.free, s.bCreateSchemaStmt.next = nil, 0
+		s.bCreateSchemaStmt.drop(spare)
 	case 140:
-		s.bAlterTableStmt.free, s.bAlterTableStmt.next = nil, 0
+		s.bAlterTableStmt.drop(spare)
 	case 141:
-		s.bReplicaIdentityStmt.free, s.bReplicaIdentityStmt.next = nil, 0
+		s.bReplicaIdentityStmt.drop(spare)
 	case 142:
-		s.bAlterTableCmd.free, s.bAlterTableCmd.next = nil, 0
+		s.bAlterTableCmd.drop(spare)
 	case 143:
-		s.bAlterCollationStmt.free, s.bAlterCollationStmt.next = nil, 0
+		s.bAlterCollationStmt.drop(spare)
 	case 144:
-		s.bAlterDomainStmt.free, s.bAlterDomainStmt.next = nil, 0
+		s.bAlterDomainStmt.drop(spare)
 	case 145:
-		s.bGrantStmt.free, s.bGrantStmt.next = nil, 0
+		s.bGrantStmt.drop(spare)
 	case 146:
-		s.bObjectWithArgs.free, s.bObjectWithArgs.next = nil, 0
+		s.bObjectWithArgs.drop(spare)
 	case 147:
-		s.bAccessPriv.free, s.bAccessPriv.next = nil, 0
+		s.bAccessPriv.drop(spare)
 	case 148:
-		s.bGrantRoleStmt.free, s.bGrantRoleStmt.next = nil, 0
+		s.bGrantRoleStmt.drop(spare)
 	case 149:
-		s.bAlterDefaultPrivilegesStmt.free, s.bAlterDefaultPrivilegesStmt.next = nil, 0
+		s.bAlterDefaultPrivilegesStmt.drop(spare)
 	case 150:
-		s.bCopyStmt.free, s.bCopyStmt.next = nil, 0
+		s.bCopyStmt.drop(spare)
 	case 151:
-		s.bVariableSetStmt.free, s.bVariableSetStmt.next = nil, 0
+		s.bVariableSetStmt.drop(spare)
 	case 152:
-		s.bVariableShowStmt.free, s.bVariableShowStmt.next = nil, 0
+		s.bVariableShowStmt.drop(spare)
 	case 153:
-		s.bCreateStmt.free, s.bCreateStmt.next = nil, 0
+		s.bCreateStmt.drop(spare)
 	case 154:
-		s.bConstraint.free, s.bConstraint.next = nil, 0
+		s.bConstraint.drop(spare)
 	case 155:
-		s.bCreateTableSpaceStmt.free, s.bCreateTableSpaceStmt.next = nil, 0
+		s.bCreateTableSpaceStmt.drop(spare)
 	case 156:
-		s.bDropTableSpaceStmt.free, s.bDropTableSpaceStmt.next = nil, 0
+		s.bDropTableSpaceStmt.drop(spare)
 	case 157:
-		s.bAlterTableSpaceOptionsStmt.free, s.bAlterTableSpaceOptionsStmt.next = nil, 0
+		s.bAlterTableSpaceOptionsStmt.drop(spare)
 	case 158:
-		s.bAlterTableMoveAllStmt.free, s.bAlterTableMoveAllStmt.next = nil, 0
+		s.bAlterTableMoveAllStmt.drop(spare)
 	case 159:
-		s.bCreateExtensionStmt.free, s.bCreateExtensionStmt.next = nil, 0
+		s.bCreateExtensionStmt.drop(spare)
 	case 160:
-		s.bAlterExtensionStmt.free, s.bAlterExtensionStmt.next = nil, 0
+		s.bAlterExtensionStmt.drop(spare)
 	case 161:
-		s.bAlterExtensionContentsStmt.free, s.bAlterExtensionContentsStmt.next = nil, 0
+		s.bAlterExtensionContentsStmt.drop(spare)
 	case 162:
-		s.bCreateFdwStmt.free, s.bCreateFdwStmt.next = nil, 0
+		s.bCreateFdwStmt.drop(spare)
 	case 163:
-		s.bAlterFdwStmt.free, s.bAlterFdwStmt.next = nil, 0
+		s.bAlterFdwStmt.drop(spare)
 	case 164:
-		s.bCreateForeignServerStmt.free, s.bCreateForeignServerStmt.next = nil, 0
+		s.bCreateForeignServerStmt.drop(spare)
 	case 165:
-		s.bAlterForeignServerStmt.free, s.bAlterForeignServerStmt.next = nil, 0
+		s.bAlterForeignServerStmt.drop(spare)
 	case 166:
-		s.bCreateForeignTableStmt.free, s.bCreateForeignTableStmt.next = nil, 0
+		s.bCreateForeignTableStmt.drop(spare)
 	case 167:
-		s.bCreateUserMappingStmt.free, s.bCreateUserMappingStmt.next = nil, 0
+		s.bCreateUserMappingStmt.drop(spare)
 	case 168:
-		s.bAlterUserMappingStmt.free, s.bAlterUserMappingStmt.next = nil, 0
+		s.bAlterUserMappingStmt.drop(spare)
 	case 169:
-		s.bDropUserMappingStmt.free, s.bDropUserMappingStmt.next = nil, 0
+		s.bDropUserMappingStmt.drop(spare)
 	case 170:
-		s.bImportForeignSchemaStmt.free, s.bImportForeignSchemaStmt.next = nil, 0
+		s.bImportForeignSchemaStmt.drop(spare)
 	case 171:
-		s.bCreatePolicyStmt.free, s.bCreatePolicyStmt.next = nil, 0
+		s.bCreatePolicyStmt.drop(spare)
 	case 172:
-		s.bAlterPolicyStmt.free, s.bAlterPolicyStmt.next = nil, 0
+		s.bAlterPolicyStmt.drop(spare)
 	case 173:
-		s.bCreateAmStmt.free, s.bCreateAmStmt.next = nil, 0
+		s.bCreateAmStmt.drop(spare)
 	case 174:
-		s.bCreateTrigStmt.free, s.bCreateTrigStmt.next = nil, 0
+		s.bCreateTrigStmt.drop(spare)
 	case 175:
-		s.bCreateEventTrigStmt.free, s.bCreateEventTrigStmt.next = nil, 0
+		s.bCreateEventTrigStmt.drop(spare)
 	case 176:
-		s.bAlterEventTrigStmt.free, s.bAlterEventTrigStmt.next = nil, 0
+		s.bAlterEventTrigStmt.drop(spare)
 	case 177:
-		s.bCreatePLangStmt.free, s.bCreatePLangStmt.next = nil, 0
+		s.bCreatePLangStmt.drop(spare)
 	case 178:
-		s.bCreateRoleStmt.free, s.bCreateRoleStmt.next = nil, 0
+		s.bCreateRoleStmt.drop(spare)
 	case 179:
-		s.bAlterRoleStmt.free, s.bAlterRoleStmt.next = nil, 0
+		s.bAlterRoleStmt.drop(spare)
 	case 180:
-		s.bAlterRoleSetStmt.free, s.bAlterRoleSetStmt.next = nil, 0
+		s.bAlterRoleSetStmt.drop(spare)
 	case 181:
-		s.bDropRoleStmt.free, s.bDropRoleStmt.next = nil, 0
+		s.bDropRoleStmt.drop(spare)
 	case 182:
-		s.bCreateSeqStmt.free, s.bCreateSeqStmt.next = nil, 0
+		s.bCreateSeqStmt.drop(spare)
 	case 183:
-		s.bAlterSeqStmt.free, s.bAlterSeqStmt.next = nil, 0
+		s.bAlterSeqStmt.drop(spare)
 	case 184:
-		s.bDefineStmt.free, s.bDefineStmt.next = nil, 0
+		s.bDefineStmt.drop(spare)
 	case 185:
-		s.bCreateDomainStmt.free, s.bCreateDomainStmt.next = nil, 0
+		s.bCreateDomainStmt.drop(spare)
 	case 186:
-		s.bCreateOpClassStmt.free, s.bCreateOpClassStmt.next = nil, 0
+		s.bCreateOpClassStmt.drop(spare)
 	case 187:
-		s.bCreateOpClassItem.free, s.bCreateOpClassItem.next = nil, 0
+		s.bCreateOpClassItem.drop(spare)
 	case 188:
-		s.bCreateOpFamilyStmt.free, s.bCreateOpFamilyStmt.next = nil, 0
+		s.bCreateOpFamilyStmt.drop(spare)
 	case 189:
-		s.bAlterOpFamilyStmt.free, s.bAlterOpFamilyStmt.next = nil, 0
+		s.bAlterOpFamilyStmt.drop(spare)
 	case 190:
-		s.bDropStmt.free, s.bDropStmt.next = nil, 0
+		s.bDropStmt.drop(spare)
 	case 191:
-		s.bTruncateStmt.free, s.bTruncateStmt.next = nil, 0
+		s.bTruncateStmt.drop(spare)
 	case 192:
-		s.bCommentStmt.free, s.bCommentStmt.next = nil, 0
+		s.bCommentStmt.drop(spare)
 	case 193:
-		s.bSecLabelStmt.free, s.bSecLabelStmt.next = nil, 0
+		s.bSecLabelStmt.drop(spare)
 	case 194:
-		s.bDeclareCursorStmt.free, s.bDeclareCursorStmt.next = nil, 0
+		s.bDeclareCursorStmt.drop(spare)
 	case 195:
-		s.bClosePortalStmt.free, s.bClosePortalStmt.next = nil, 0
+		s.bClosePortalStmt.drop(spare)
 	case 196:
-		s.bFetchStmt.free, s.bFetchStmt.next = nil, 0
+		s.bFetchStmt.drop(spare)
 	case 197:
-		s.bIndexStmt.free, s.bIndexStmt.next = nil, 0
+		s.bIndexStmt.drop(spare)
 	case 198:
-		s.bCreateStatsStmt.free, s.bCreateStatsStmt.next = nil, 0
+		s.bCreateStatsStmt.drop(spare)
 	case 199:
-		s.bStatsElem.free, s.bStatsElem.next = nil, 0
+		s.bStatsElem.drop(spare)
 	case 200:
-		s.bAlterStatsStmt.free, s.bAlterStatsStmt.next = nil, 0
+		s.bAlterStatsStmt.drop(spare)
 	case 201:
-		s.bCreateFunctionStmt.free, s.bCreateFunctionStmt.next = nil, 0
+		s.bCreateFunctionStmt.drop(spare)
 	case 202:
-		s.bFunctionParameter.free, s.bFunctionParameter.next = nil, 0
+		s.bFunctionParameter.drop(spare)
 	case 203:
-		s.bAlterFunctionStmt.free, s.bAlterFunctionStmt.next = nil, 0
+		s.bAlterFunctionStmt.drop(spare)
 	case 204:
-		s.bDoStmt.free, s.bDoStmt.next = nil, 0
+		s.bDoStmt.drop(spare)
 	case 205:
-		s.bInlineCodeBlock.free, s.bInlineCodeBlock.next = nil, 0
+		s.bInlineCodeBlock.drop(spare)
 	case 206:
-		s.bCallStmt.free, s.bCallStmt.next = nil, 0
+		s.bCallStmt.drop(spare)
 	case 207:
-		s.bCallContext.free, s.bCallContext.next = nil, 0
+		s.bCallContext.drop(spare)
 	case 208:
-		s.bRenameStmt.free, s.bRenameStmt.next = nil, 0
+		s.bRenameStmt.drop(spare)
 	case 209:
-		s.bAlterObjectDependsStmt.free, s.bAlterObjectDependsStmt.next = nil, 0
+		s.bAlterObjectDependsStmt.drop(spare)
 	case 210:
-		s.bAlterObjectSchemaStmt.free, s.bAlterObjectSchemaStmt.next = nil, 0
+		s.bAlterObjectSchemaStmt.drop(spare)
 	case 211:
-		s.bAlterOwnerStmt.free, s.bAlterOwnerStmt.next = nil, 0
+		s.bAlterOwnerStmt.drop(spare)
 	case 212:
-		s.bAlterOperatorStmt.free, s.bAlterOperatorStmt.next = nil, 0
+		s.bAlterOperatorStmt.drop(spare)
 	case 213:
-		s.bAlterTypeStmt.free, s.bAlterTypeStmt.next = nil, 0
+		s.bAlterTypeStmt.drop(spare)
 	case 214:
-		s.bRuleStmt.free, s.bRuleStmt.next = nil, 0
+		s.bRuleStmt.drop(spare)
 	case 215:
-		s.bNotifyStmt.free, s.bNotifyStmt.next = nil, 0
+		s.bNotifyStmt.drop(spare)
 	case 216:
-		s.bListenStmt.free, s.bListenStmt.next = nil, 0
+		s.bListenStmt.drop(spare)
 	case 217:
-		s.bUnlistenStmt.free, s.bUnlistenStmt.next = nil, 0
+		s.bUnlistenStmt.drop(spare)
 	case 218:
-		s.bTransactionStmt.free, s.bTransactionStmt.next = nil, 0
+		s.bTransactionStmt.drop(spare)
 	case 219:
-		s.bCompositeTypeStmt.free, s.bCompositeTypeStmt.next = nil, 0
+		s.bCompositeTypeStmt.drop(spare)
 	case 220:
-		s.bCreateEnumStmt.free, s.bCreateEnumStmt.next = nil, 0
+		s.bCreateEnumStmt.drop(spare)
 	case 221:
-		s.bCreateRangeStmt.free, s.bCreateRangeStmt.next = nil, 0
+		s.bCreateRangeStmt.drop(spare)
 	case 222:
-		s.bAlterEnumStmt.free, s.bAlterEnumStmt.next = nil, 0
+		s.bAlterEnumStmt.drop(spare)
 	case 223:
-		s.bViewStmt.free, s.bViewStmt.next = nil, 0
+		s.bViewStmt.drop(spare)
 	case 224:
-		s.bLoadStmt.free, s.bLoadStmt.next = nil, 0
+		s.bLoadStmt.drop(spare)
 	case 225:
-		s.bCreatedbStmt.free, s.bCreatedbStmt.next = nil, 0
+		s.bCreatedbStmt.drop(spare)
 	case 226:
-		s.bAlterDatabaseStmt.free, s.bAlterDatabaseStmt.next = nil, 0
+		s.bAlterDatabaseStmt.drop(spare)
 	case 227:
-		s.bAlterDatabaseRefreshCollStmt.free, s.bAlterDatabaseRefreshCollStmt.next = nil, 0
+		s.bAlterDatabaseRefreshCollStmt.drop(spare)
 	case 228:
-		s.bAlterDatabaseSetStmt.free, s.bAlterDatabaseSetStmt.next = nil, 0
+		s.bAlterDatabaseSetStmt.drop(spare)
 	case 229:
-		s.bDropdbStmt.free, s.bDropdbStmt.next = nil, 0
+		s.bDropdbStmt.drop(spare)
 	case 230:
-		s.bAlterSystemStmt.free, s.bAlterSystemStmt.next = nil, 0
+		s.bAlterSystemStmt.drop(spare)
 	case 231:
-		s.bClusterStmt.free, s.bClusterStmt.next = nil, 0
+		s.bClusterStmt.drop(spare)
 	case 232:
-		s.bVacuumStmt.free, s.bVacuumStmt.next = nil, 0
+		s.bVacuumStmt.drop(spare)
 	case 233:
-		s.bVacuumRelation.free, s.bVacuumRelation.next = nil, 0
+		s.bVacuumRelation.drop(spare)
 	case 234:
-		s.bExplainStmt.free, s.bExplainStmt.next = nil, 0
+		s.bExplainStmt.drop(spare)
 	case 235:
-		s.bCreateTableAsStmt.free, s.bCreateTableAsStmt.next = nil, 0
+		s.bCreateTableAsStmt.drop(spare)
 	case 236:
-		s.bRefreshMatViewStmt.free, s.bRefreshMatViewStmt.next = nil, 0
+		s.bRefreshMatViewStmt.drop(spare)
 	case 237:
-		s.bCheckPointStmt.free, s.bCheckPointStmt.next = nil, 0
+		s.bCheckPointStmt.drop(spare)
 	case 238:
-		s.bDiscardStmt.free, s.bDiscardStmt.next = nil, 0
+		s.bDiscardStmt.drop(spare)
 	case 239:
-		s.bLockStmt.free, s.bLockStmt.next = nil, 0
+		s.bLockStmt.drop(spare)
 	case 240:
-		s.bConstraintsSetStmt.free, s.bConstraintsSetStmt.next = nil, 0
+		s.bConstraintsSetStmt.drop(spare)
 	case 241:
-		s.bReindexStmt.free, s.bReindexStmt.next = nil, 0
+		s.bReindexStmt.drop(spare)
 	case 242:
-		s.bCreateConversionStmt.free, s.bCreateConversionStmt.next = nil, 0
+		s.bCreateConversionStmt.drop(spare)
 	case 243:
-		s.bCreateCastStmt.free, s.bCreateCastStmt.next = nil, 0
+		s.bCreateCastStmt.drop(spare)
 	case 244:
-		s.bCreateTransformStmt.free, s.bCreateTransformStmt.next = nil, 0
+		s.bCreateTransformStmt.drop(spare)
 	case 245:
-		s.bPrepareStmt.free, s.bPrepareStmt.next = nil, 0
+		s.bPrepareStmt.drop(spare)
 	case 246:
-		s.bExecuteStmt.free, s.bExecuteStmt.next = nil, 0
+		s.bExecuteStmt.drop(spare)
 	case 247:
-		s.bDeallocateStmt.free, s.bDeallocateStmt.next = nil, 0
+		s.bDeallocateStmt.drop(spare)
 	case 248:
-		s.bDropOwnedStmt.free, s.bDropOwnedStmt.next = nil, 0
+		s.bDropOwnedStmt.drop(spare)
 	case 249:
-		s.bReassignOwnedStmt.free, s.bReassignOwnedStmt.next = nil, 0
+		s.bReassignOwnedStmt.drop(spare)
 	case 250:
-		s.bAlterTSDictionaryStmt.free, s.bAlterTSDictionaryStmt.next = nil, 0
+		s.bAlterTSDictionaryStmt.drop(spare)
 	case 251:
-		s.bAlterTSConfigurationStmt.free, s.bAlterTSConfigurationStmt.next = nil, 0
+		s.bAlterTSConfigurationStmt.drop(spare)
 	case 252:
-		s.bPublicationTable.free, s.bPublicationTable.next = nil, 0
+		s.bPublicationTable.drop(spare)
 	case 253:
-		s.bPublicationObjSpec.free, s.bPublicationObjSpec.next = nil, 0
+		s.bPublicationObjSpec.drop(spare)
 	case 254:
-		s.bCreatePublicationStmt.free, s.bCreatePublicationStmt.next = nil, 0
+		s.bCreatePublicationStmt.drop(spare)
 	case 255:
-		s.bAlterPublicationStmt.free, s.bAlterPublicationStmt.next = nil, 0
+		s.bAlterPublicationStmt.drop(spare)
 	case 256:
-		s.bCreateSubscriptionStmt.free, s.bCreateSubscriptionStmt.next = nil, 0
+		s.bCreateSubscriptionStmt.drop(spare)
 	case 257:
-		s.bAlterSubscriptionStmt.free, s.bAlterSubscriptionStmt.next = nil, 0
+		s.bAlterSubscriptionStmt.drop(spare)
 	case 258:
-		s.bDropSubscriptionStmt.free, s.bDropSubscriptionStmt.next = nil, 0
+		s.bDropSubscriptionStmt.drop(spare)
 	case 259:
-		s.bInteger.free, s.bInteger.next = nil, 0
+		s.bInteger.drop(spare)
 	case 260:
-		s.bFloat.free, s.bFloat.next = nil, 0
+		s.bFloat.drop(spare)
 	case 261:
-		s.bBoolean.free, s.bBoolean.next = nil, 0
+		s.bBoolean.drop(spare)
 	case 262:
-		s.bString.free, s.bString.next = nil, 0
+		s.bString.drop(spare)
 	case 263:
-		s.bBitString.free, s.bBitString.next = nil, 0
+		s.bBitString.drop(spare)
 	case 264:
-		s.bList.free, s.bList.next = nil, 0
+		s.bList.drop(spare)
 	case 265:
-		s.bIntList.free, s.bIntList.next = nil, 0
+		s.bIntList.drop(spare)
 	case 266:
-		s.bOidList.free, s.bOidList.next = nil, 0
+		s.bOidList.drop(spare)
 	case 267:
-		s.bA_Const.free, s.bA_Const.next = nil, 0
+		s.bA_Const.drop(spare)
 	case 268:
-		s.bA_Const_Ival.free, s.bA_Const_Ival.next = nil, 0
+		s.bA_Const_Ival.drop(spare)
 	case 269:
-		s.bA_Const_Fval.free, s.bA_Const_Fval.next = nil, 0
+		s.bA_Const_Fval.drop(spare)
 	case 270:
-		s.bA_Const_Boolval.free, s.bA_Const_Boolval.next = nil, 0
+		s.bA_Const_Boolval.drop(spare)
 	case 271:
-		s.bA_Const_Sval.free, s.bA_Const_Sval.next = nil, 0
+		s.bA_Const_Sval.drop(spare)
 	case 272:
-		s.bA_Const_Bsval.free, s.bA_Const_Bsval.next = nil, 0
+		s.bA_Const_Bsval.drop(spare)
 	case 273:
-		s.mAlias.free, s.mAlias.next = nil, 0
+		s.mAlias.drop(spare)
 	case 274:
-		s.mCTECycleClause.free, s.mCTECycleClause.next = nil, 0
+		s.mCTECycleClause.drop(spare)
 	case 275:
-		s.mCTESearchClause.free, s.mCTESearchClause.next = nil, 0
+		s.mCTESearchClause.drop(spare)
 	case 276:
-		s.mCollateClause.free, s.mCollateClause.next = nil, 0
+		s.mCollateClause.drop(spare)
 	case 277:
-		s.mCreateStmt.free, s.mCreateStmt.next = nil, 0
+		s.mCreateStmt.drop(spare)
 	case 278:
-		s.mFromExpr.free, s.mFromExpr.next = nil, 0
+		s.mFromExpr.drop(spare)
 	case 279:
-		s.mFuncCall.free, s.mFuncCall.next = nil, 0
+		s.mFuncCall.drop(spare)
 	case 280:
-		s.mFuncExpr.free, s.mFuncExpr.next = nil, 0
+		s.mFuncExpr.drop(spare)
 	case 281:
-		s.mGrantStmt.free, s.mGrantStmt.next = nil, 0
+		s.mGrantStmt.drop(spare)
 	case 282:
-		s.mInferClause.free, s.mInferClause.next = nil, 0
+		s.mInferClause.drop(spare)
 	case 283:
-		s.mIntoClause.free, s.mIntoClause.next = nil, 0
+		s.mIntoClause.drop(spare)
 	case 284:
-		s.mJsonAggConstructor.free, s.mJsonAggConstructor.next = nil, 0
+		s.mJsonAggConstructor.drop(spare)
 	case 285:
-		s.mJsonBehavior.free, s.mJsonBehavior.next = nil, 0
+		s.mJsonBehavior.drop(spare)
 	case 286:
-		s.mJsonFormat.free, s.mJsonFormat.next = nil, 0
+		s.mJsonFormat.drop(spare)
 	case 287:
-		s.mJsonKeyValue.free, s.mJsonKeyValue.next = nil, 0
+		s.mJsonKeyValue.drop(spare)
 	case 288:
-		s.mJsonOutput.free, s.mJsonOutput.next = nil, 0
+		s.mJsonOutput.drop(spare)
 	case 289:
-		s.mJsonReturning.free, s.mJsonReturning.next = nil, 0
+		s.mJsonReturning.drop(spare)
 	case 290:
-		s.mJsonTablePath.free, s.mJsonTablePath.next = nil, 0
+		s.mJsonTablePath.drop(spare)
 	case 291:
-		s.mJsonTablePathSpec.free, s.mJsonTablePathSpec.next = nil, 0
+		s.mJsonTablePathSpec.drop(spare)
 	case 292:
-		s.mJsonValueExpr.free, s.mJsonValueExpr.next = nil, 0
+		s.mJsonValueExpr.drop(spare)
 	case 293:
-		s.mObjectWithArgs.free, s.mObjectWithArgs.next = nil, 0
+		s.mObjectWithArgs.drop(spare)
 	case 294:
-		s.mOnConflictClause.free, s.mOnConflictClause.next = nil, 0
+		s.mOnConflictClause.drop(spare)
 	case 295:
-		s.mOnConflictExpr.free, s.mOnConflictExpr.next = nil, 0
+		s.mOnConflictExpr.drop(spare)
 	case 296:
-		s.mPartitionBoundSpec.free, s.mPartitionBoundSpec.next = nil, 0
+		s.mPartitionBoundSpec.drop(spare)
 	case 297:
-		s.mPartitionSpec.free, s.mPartitionSpec.next = nil, 0
+		s.mPartitionSpec.drop(spare)
 	case 298:
-		s.mPublicationTable.free, s.mPublicationTable.next = nil, 0
+		s.mPublicationTable.drop(spare)
 	case 299:
-		s.mQuery.free, s.mQuery.next = nil, 0
+		s.mQuery.drop(spare)
 	case 300:
-		s.mRangeVar.free, s.mRangeVar.next = nil, 0
+		s.mRangeVar.drop(spare)
 	case 301:
-		s.mRawStmt.free, s.mRawStmt.next = nil, 0
+		s.mRawStmt.drop(spare)
 	case 302:
-		s.mRoleSpec.free, s.mRoleSpec.next = nil, 0
+		s.mRoleSpec.drop(spare)
 	case 303:
-		s.mSelectStmt.free, s.mSelectStmt.next = nil, 0
+		s.mSelectStmt.drop(spare)
 	case 304:
-		s.mString.free, s.mString.next = nil, 0
+		s.mString.drop(spare)
 	case 305:
-		s.mTableFunc.free, s.mTableFunc.next = nil, 0
+		s.mTableFunc.drop(spare)
 	case 306:
-		s.mTableSampleClause.free, s.mTableSampleClause.next = nil, 0
+		s.mTableSampleClause.drop(spare)
 	case 307:
-		s.mTypeName.free, s.mTypeName.next = nil, 0
+		s.mTypeName.drop(spare)
 	case 308:
-		s.mVariableSetStmt.free, s.mVariableSetStmt.next = nil, 0
+		s.mVariableSetStmt.drop(spare)
 	case 309:
-		s.mWindowDef.free, s.mWindowDef.next = nil, 0
+		s.mWindowDef.drop(spare)
 	case 310:
-		s.mWithClause.free, s.mWithClause.next = nil, 0
+		s.mWithClause.drop(spare)
 	}
 }
 

@@ -19,7 +19,7 @@ func Retained(js string) []string {
 	if d.open() {
 		d.decParseResult(new(pg.ParseResult))
 	}
-	d.reset()
+	d.reset(false)
 	var out []string
 	v := reflect.ValueOf(&d.slabs).Elem()
 	for i := range v.NumField() {
@@ -27,7 +27,7 @@ func Retained(js string) []string {
 			out = append(out, v.Type().Field(i).Name)
 		}
 	}
-	if d.lists != nil || d.text != nil || !reflect.ValueOf(d.empty).IsZero() || d.s != "" {
+	if d.lists != nil || d.listBuf != nil || d.listSpare != nil || d.text != nil || !reflect.ValueOf(d.empty).IsZero() || d.s != "" {
 		out = append(out, "decoder")
 	}
 	return out

@@ -9,7 +9,6 @@ import (
 	"unsafe"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
-	"github.com/pganalyze/pg_query_go/v6/parser"
 )
 
 // maxDepth bounds the nesting of JSON objects and arrays the decoder
@@ -21,23 +20,60 @@ const maxDepth = 10000
 // Parse parses sql into the tree pg.Parse returns for it: the same
 // protobuf structs, equal by proto.Equal, and the same error when sql does
 // not parse. It asks libpg_query for its JSON output, which costs a
-// fraction of its protobuf output, and decodes that with generated code.
+// fraction of its protobuf output, and decodes that with generated code
+// straight from libpg_query's buffer (parseJSON).
 // JSON it does not fully understand (a node type or field it was not
 // generated for, a string that is not UTF-8, nesting past maxDepth) is
 // never guessed at: Parse then returns what pg.Parse returns.
 func Parse(sql string) (*pg.ParseResult, error) {
-	js, err := parser.ParseToJSON(sql)
+	t, _, err := parse(sql, false)
+	return t, err
+}
+
+// Scratch is the node memory of a tree from ParseScratch.
+type Scratch struct{ d *decoder }
+
+// ParseScratch is Parse for a tree that is dropped, with every pointer
+// into it, before Release is called: an analysis that keeps only strings
+// (which are never reused) and values it built. Release lets the next
+// ParseScratch reuse the tree's nodes and lists, which are then zeroed, so
+// a parse of a statement like an earlier one allocates only its strings.
+// A node still referenced after Release would be silently overwritten:
+// use Parse for any tree that may be kept, even in part.
+func ParseScratch(sql string) (*pg.ParseResult, Scratch, error) {
+	return parse(sql, true)
+}
+
+// Release hands the tree's memory back for reuse (see ParseScratch).
+func (s Scratch) Release() {
+	if s.d != nil {
+		s.d.reset(true)
+		decoders.Put(s.d)
+	}
+}
+
+func parse(sql string, scratch bool) (*pg.ParseResult, Scratch, error) {
+	t, d, err := parseJSON(sql, scratch)
 	if err != nil {
-		return nil, err
+		return nil, Scratch{}, err
 	}
-	if t := decode(js); t != nil {
-		return t, nil
+	if t != nil {
+		return t, Scratch{d}, nil
 	}
-	return pg.Parse(sql)
+	t, err = pg.Parse(sql)
+	return t, Scratch{}, err
 }
 
 // decode decodes libpg_query's JSON parse tree, or returns nil.
 func decode(js string) *pg.ParseResult {
+	r, _ := decodeWith(js, false)
+	return r
+}
+
+// decodeWith decodes js, or returns nil. With scratch, it also returns
+// the decoder, which holds the tree's memory until its reset(true); a
+// decoder so reset hands that memory out again.
+func decodeWith(js string, scratch bool) (*pg.ParseResult, *decoder) {
 	d := decoders.Get().(*decoder)
 	d.s = js
 	d.countNodes()
@@ -46,12 +82,18 @@ func decode(js string) *pg.ParseResult {
 		d.decParseResult(r)
 	}
 	ok := !d.bad && d.i == len(d.s) && d.depth == 0
-	d.reset()
-	decoders.Put(d)
-	if !ok {
-		return nil
+	d.s = ""
+	if !ok || !scratch {
+		// A tree that failed to decode is dropped, but the fallback
+		// (pg.Parse) does not say that nothing kept part of it.
+		d.reset(false)
+		decoders.Put(d)
+		if !ok {
+			return nil, nil
+		}
+		return r, nil
 	}
-	return r
+	return r, d
 }
 
 var decoders = sync.Pool{New: func() any { return new(decoder) }}
@@ -61,8 +103,9 @@ var decoders = sync.Pool{New: func() any { return new(decoder) }}
 //
 // Nodes, lists and strings are carved out of slabs allocated per parse:
 // a tree of a few dozen nodes costs a dozen allocations, not hundreds. A
-// slab is never reused for another parse, so a tree that is kept (a cached
-// column default) holds only its own parse's memory.
+// slab is reused for another parse only after ParseScratch's Release, and
+// strings never are, so a tree that is kept (a cached column default)
+// holds only its own parse's memory.
 type decoder struct {
 	s     string
 	i     int
@@ -74,6 +117,9 @@ type decoder struct {
 	// lists is the free part of the current slab of list elements.
 	lists     []*pg.Node
 	listChunk int
+	// listBuf is the slab lists is part of; listSpare a zeroed one of an
+	// earlier parse whose tree is dead (see ParseScratch).
+	listBuf, listSpare []*pg.Node
 	// text is the free part of the current slab of string bytes.
 	text      []byte
 	textChunk int
@@ -135,12 +181,19 @@ func nodeID(name string) int {
 
 // reset drops everything that belongs to the parse. Only the slabs it
 // used are cleared: clearing all of them (several kB of pointers) costs a
-// write barrier per pointer while the GC marks.
-func (d *decoder) reset() {
+// write barrier per pointer while the GC marks. With spare (the tree is
+// dead, see ParseScratch) the slabs' memory is zeroed and kept for the
+// next parse.
+func (d *decoder) reset(spare bool) {
 	for _, id := range d.used {
-		d.clearSlab(id)
+		d.clearSlab(id, spare)
 	}
 	clear(d.stack)
+	if spare && len(d.listBuf) > len(d.listSpare) && len(d.listBuf) <= 4*maxSpare {
+		clear(d.listBuf)
+		d.listSpare = d.listBuf
+	}
+	d.listBuf = nil
 	d.s, d.i, d.depth, d.bad = "", 0, 0, false
 	d.stack, d.used = d.stack[:0], d.used[:0]
 	d.lists, d.listChunk, d.text, d.textChunk = nil, 0, nil, 0
@@ -153,6 +206,11 @@ func (d *decoder) reset() {
 type slab[T any] struct {
 	free []T
 	next int
+	// chunk is the chunk free is part of.
+	chunk []T
+	// spare is a zeroed chunk of an earlier parse whose tree is dead (see
+	// ParseScratch), handed out before a new one is allocated.
+	spare []T
 }
 
 const maxChunk = 256
@@ -165,11 +223,32 @@ func (s *slab[T]) new(first int, used *[]uint16, id uint16) *T {
 			*used = append(*used, id)
 		}
 		s.next = min(2*n, maxChunk)
-		s.free = make([]T, n)
+		if len(s.spare) >= n {
+			s.free, s.spare = s.spare, nil
+		} else {
+			s.free = make([]T, n)
+		}
+		s.chunk = s.free
 	}
 	p := &s.free[0]
 	s.free = s.free[1:]
 	return p
+}
+
+// maxSpare bounds the chunks a pooled decoder keeps (per node type), so
+// that one huge statement does not leave its memory in the pool.
+const maxSpare = 64
+
+// drop ends the parse's use of the slab. With spare, the tree is dead:
+// its last chunk is zeroed and kept, if larger than the spare kept already
+// (and not past maxSpare). Otherwise the tree keeps its chunks and the
+// slab forgets them.
+func (s *slab[T]) drop(spare bool) {
+	if spare && len(s.chunk) > len(s.spare) && len(s.chunk) <= maxSpare {
+		clear(s.chunk)
+		s.spare = s.chunk
+	}
+	s.free, s.next, s.chunk = nil, 0, nil
 }
 
 func (d *decoder) fail() {
@@ -498,7 +577,12 @@ func (d *decoder) nodeList() []*pg.Node {
 		if d.listChunk == 0 {
 			d.listChunk = 32
 		}
-		d.lists = make([]*pg.Node, max(n, d.listChunk))
+		if m := max(n, d.listChunk); len(d.listSpare) >= m {
+			d.lists, d.listSpare = d.listSpare, nil
+		} else {
+			d.lists = make([]*pg.Node, m)
+		}
+		d.listBuf = d.lists
 		d.listChunk = min(2*d.listChunk, 4096)
 	}
 	out := d.lists[:n:n]

@@ -158,11 +158,10 @@ func main() {
 	for n, id := range slabIDs {
 		names[id] = n
 	}
-	p("// clearSlab drops slab id, so that the pooled decoder keeps none of\n")
-	p("// the returned tree's memory.\n")
-	p("func (s *slabs) clearSlab(id uint16) {\n\tswitch id {\n")
+	p("// clearSlab drops slab id (see slab.drop).\n")
+	p("func (s *slabs) clearSlab(id uint16, spare bool) {\n\tswitch id {\n")
 	for id, n := range names {
-		p("\tcase %d:\n\t\ts.%s.free, s.%s.next = nil, 0\n", id, n, n)
+		p("\tcase %d:\n\t\ts.%s.drop(spare)\n", id, n)
 	}
 	p("\t}\n}\n\n")
 
