@@ -144,7 +144,7 @@ func TestGrantsSyncAcrossServices(t *testing.T) {
 			break
 		}
 		require.True(t, time.Now().Before(deadline), "the grant did not reach the other service within 1s")
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond) // a poll: b learns of the grant from the store, which signals nothing
 	}
 	ex, _ := b.Exceptions("bot", "analyst", "other-fp", time.Now())
 	assert.Empty(t, ex, "a statement-scoped grant covers its shape only")

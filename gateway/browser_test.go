@@ -136,7 +136,7 @@ func TestConsoleInBrowser(t *testing.T) {
 				retried <- time.Now()
 				return
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // a poll: the agent sees the grant only by retrying
 		}
 		close(retried)
 	}()
@@ -162,7 +162,7 @@ func TestConsoleInBrowser(t *testing.T) {
 				refused <- time.Now()
 				return
 			}
-			time.Sleep(5 * time.Millisecond)
+			time.Sleep(5 * time.Millisecond) // a poll: the agent sees the revocation only by retrying
 		}
 		close(refused)
 	}()

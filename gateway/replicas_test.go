@@ -21,7 +21,8 @@ import (
 )
 
 // within polls f until it is true or d passes, and returns how long it
-// took.
+// took. A poll, not an event: what the tests wait for (a grant reaching
+// another replica, an expiry) shows only in what the next statement gets.
 func within(t *testing.T, d time.Duration, what string, f func() bool) time.Duration {
 	t.Helper()
 	start := time.Now()
