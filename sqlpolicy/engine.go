@@ -138,7 +138,9 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 		shapeOK      bool
 		sa, isShaper = e.an.(ShapeAnalyzer)
 	)
-	if isShaper {
+	if _, sessional := e.an.(SessionNormalizer); isShaper && !sessional {
+		// The shaped path normalizes without the session: an analyzer
+		// whose lexing depends on it (SessionNormalizer) never takes it.
 		shape, shapeOK = sa.Shape(sql)
 	}
 	if shapeOK && !c.seenShape(shape) {
