@@ -170,11 +170,21 @@ func New(cfg Config) (*Server, error) {
 	case len(cfg.Upstreams) == 0:
 		return nil, errors.New("pgproxy: Config.Upstreams is empty")
 	}
+	ups := make(map[string]Upstream, len(cfg.Upstreams))
 	for name, u := range cfg.Upstreams {
-		if _, _, err := net.SplitHostPort(u.Addr); err != nil {
+		host, _, err := net.SplitHostPort(u.Addr)
+		if err != nil {
 			return nil, fmt.Errorf("pgproxy: upstream %q: address %q: %w", name, u.Addr, err)
 		}
+		if u.TLS != nil && u.TLS.ServerName == "" {
+			// The certificate must name the host dialled; set once here
+			// rather than in a copy per session.
+			u.TLS = u.TLS.Clone()
+			u.TLS.ServerName = host
+		}
+		ups[name] = u
 	}
+	cfg.Upstreams = ups
 	limits := cfg.Limits.withDefaults()
 	if limits.BufferMemory < int64(limits.MaxMessageSize) {
 		return nil, fmt.Errorf("pgproxy: Limits.BufferMemory %d is less than MaxMessageSize %d", limits.BufferMemory, limits.MaxMessageSize)
