@@ -307,11 +307,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	// Stopped connections write their FATAL and close promptly; sockets
-	// that do not drain are closed by cancelling every connection context.
+	// that do not drain are closed, and what sessions still wait on in
+	// their setup (a credential request) is cancelled with the context.
 	select {
 	case <-done:
 	case <-time.After(2 * time.Second):
 		s.cancel()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.closeSockets()
+		}
+		s.mu.Unlock()
 		<-done
 	}
 	s.cancel()
