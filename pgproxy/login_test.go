@@ -211,6 +211,17 @@ func TestUpstreamLogin(t *testing.T) {
 			assert.Equal(t, "keyhole: upstream unavailable", fatal.Message)
 		})
 	}
+	// A password SCRAM must SASLprep goes through pgconn.
+	t.Run("scram non-ASCII password", func(t *testing.T) {
+		t.Parallel()
+		addr := fakeAuthUpstream(t, "scram", "pässwörd", false, nil)
+		params, fatal := loginOutcome(t, fakeServerURL(t, "postgres://u:p%C3%A4ssw%C3%B6rd@"+addr+"/d?sslmode=disable"))
+		require.Nil(t, fatal, "%+v", fatal)
+		assert.Equal(t, "bot", params["session_authorization"])
+		_, fatal = loginOutcome(t, fakeServerURL(t, "postgres://u:passwort@"+addr+"/d?sslmode=disable"))
+		require.NotNil(t, fatal)
+		assert.Equal(t, "08001", fatal.Code)
+	})
 	// A server that cannot prove it knows the verifier is refused.
 	t.Run("forged SCRAM signature", func(t *testing.T) {
 		t.Parallel()

@@ -122,7 +122,6 @@ func (c *conn) startupMessage(code uint32, body []byte) error {
 	// them would be garbage of every session. A name given twice counts
 	// with each value, in order.
 	var unrecognized []string
-	c.params = make(map[string]string)
 	rest := body[4:]
 	for {
 		k, r, ok := bytes.Cut(rest, []byte{0})
@@ -184,6 +183,9 @@ func (c *conn) startupParam(k, v string, unrecognized *[]string) error {
 	case strings.HasPrefix(lk, "_pq_."):
 		*unrecognized = append(*unrecognized, k)
 	case passedParams[lk]:
+		if c.params == nil {
+			c.params = make(map[string]string)
+		}
 		c.params[k] = v
 	default:
 		c.log.Debug("startup parameter ignored", "name", k)
