@@ -273,7 +273,7 @@ func (s *myServe) conn(t *testing.T, c *mysql.Config) *sql.Conn {
 // TestMySQLServe drives one `keyhole serve` with a Postgres and a MariaDB
 // upstream side by side, through --listen-postgres and --listen-mysql,
 // with real MySQL clients: go-sql-driver/mysql (text and binary prepared),
-// the mariadb CLI, PyMySQL, mysql2 and MariaDB Connector/J. Every subtest checks errnos and the
+// the mariadb CLI, PyMySQL, mysql2, MariaDB Connector/J and SQLAlchemy. Every subtest checks errnos and the
 // rows left in the database, not message text.
 func TestMySQLServe(t *testing.T) {
 	s := startMyServe(t)
@@ -540,6 +540,43 @@ func TestMySQLServe(t *testing.T) {
 				s.my.exec(t, "DELETE FROM orders WHERE id = 101")
 			})
 		}
+	})
+
+	t.Run("SQLAlchemy", func(t *testing.T) {
+		before := s.my.count(t, "SELECT count(*) FROM orders")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		// Debian's python3-sqlalchemy and python3-pymysql are installed for
+		// /usr/bin/python3.
+		cmd := exec.CommandContext(ctx, "/usr/bin/python3", filepath.Join(s.mysqlClients, "sqlalchemy_runner.py"))
+		host, port, _ := net.SplitHostPort(s.addr)
+		cmd.Env = append(os.Environ(), "KH_HOST="+host, "KH_PORT="+port, "KH_USER=my-bot", "KH_PASSWORD="+s.token(t, "my-bot"), "KH_DB="+s.myDB)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		require.NoError(t, cmd.Run(), "%s %s", out.String(), errb.String())
+		var got map[string]any
+		require.NoError(t, json.Unmarshal(out.Bytes(), &got), out.String())
+		refused := func(step string) float64 {
+			e, _ := got[step].(map[string]any)
+			assert.Contains(t, e["message"], "keyhole: permission denied", step)
+			n, _ := e["errno"].(float64)
+			return n
+		}
+		assert.Equal(t, "ok", got["connect"], "the dialect's initialize queries pass")
+		assert.Equal(t, []any{"customers", "orders", "secrets"}, got["table_names"])
+		assert.Equal(t, []any{"id", "item", "amount"}, got["columns_orders"])
+		assert.Equal(t, []any{"id"}, got["pk_orders"])
+		// Reflection is SHOW CREATE TABLE, which reads every column: a
+		// table with a labelled column is refused, naming what may be read.
+		assert.EqualValues(t, 1143, refused("columns_customers"))
+		assert.Contains(t, got["columns_customers"].(map[string]any)["message"], "columns: id, name")
+		assert.Equal(t, []any{[]any{3.0, "item3"}, []any{7.0, "item7"}}, got["core_select"])
+		assert.Equal(t, []any{"ann", "bob"}, got["names"])
+		assert.EqualValues(t, 1143, refused("denied_column"))
+		assert.Equal(t, "ok", got["insert"])
+		assert.EqualValues(t, 1142, refused("denied_write"))
+		assert.Equal(t, before+1, s.my.count(t, "SELECT count(*) FROM orders"), "the insert committed, the delete never ran")
+		s.my.exec(t, "DELETE FROM orders WHERE id = 101")
 	})
 
 	t.Run("Postgres agents beside MySQL agents", func(t *testing.T) {
