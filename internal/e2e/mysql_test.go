@@ -273,7 +273,8 @@ func (s *myServe) conn(t *testing.T, c *mysql.Config) *sql.Conn {
 // TestMySQLServe drives one `keyhole serve` with a Postgres and a MariaDB
 // upstream side by side, through --listen-postgres and --listen-mysql,
 // with real MySQL clients: go-sql-driver/mysql (text and binary prepared),
-// the mariadb CLI, PyMySQL, mysql2, MariaDB Connector/J and SQLAlchemy. Every subtest checks errnos and the
+// the mariadb CLI, PyMySQL, mysql2, MariaDB Connector/J, SQLAlchemy and
+// Django (mysqlclient). Every subtest checks errnos and the
 // rows left in the database, not message text.
 func TestMySQLServe(t *testing.T) {
 	s := startMyServe(t)
@@ -544,18 +545,7 @@ func TestMySQLServe(t *testing.T) {
 
 	t.Run("SQLAlchemy", func(t *testing.T) {
 		before := s.my.count(t, "SELECT count(*) FROM orders")
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		// Debian's python3-sqlalchemy and python3-pymysql are installed for
-		// /usr/bin/python3.
-		cmd := exec.CommandContext(ctx, "/usr/bin/python3", filepath.Join(s.mysqlClients, "sqlalchemy_runner.py"))
-		host, port, _ := net.SplitHostPort(s.addr)
-		cmd.Env = append(os.Environ(), "KH_HOST="+host, "KH_PORT="+port, "KH_USER=my-bot", "KH_PASSWORD="+s.token(t, "my-bot"), "KH_DB="+s.myDB)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		require.NoError(t, cmd.Run(), "%s %s", out.String(), errb.String())
-		var got map[string]any
-		require.NoError(t, json.Unmarshal(out.Bytes(), &got), out.String())
+		got := s.runPython(t, "sqlalchemy_runner.py", "my-bot", s.token(t, "my-bot"))
 		refused := func(step string) float64 {
 			e, _ := got[step].(map[string]any)
 			assert.Contains(t, e["message"], "keyhole: permission denied", step)
@@ -572,6 +562,31 @@ func TestMySQLServe(t *testing.T) {
 		assert.Contains(t, got["columns_customers"].(map[string]any)["message"], "columns: id, name")
 		assert.Equal(t, []any{[]any{3.0, "item3"}, []any{7.0, "item7"}}, got["core_select"])
 		assert.Equal(t, []any{"ann", "bob"}, got["names"])
+		assert.EqualValues(t, 1143, refused("denied_column"))
+		assert.Equal(t, "ok", got["insert"])
+		assert.EqualValues(t, 1142, refused("denied_write"))
+		assert.Equal(t, before+1, s.my.count(t, "SELECT count(*) FROM orders"), "the insert committed, the delete never ran")
+		s.my.exec(t, "DELETE FROM orders WHERE id = 101")
+	})
+
+	t.Run("Django", func(t *testing.T) {
+		before := s.my.count(t, "SELECT count(*) FROM orders")
+		got := s.runPython(t, "django_runner.py", "my-bot", s.token(t, "my-bot"))
+		refused := func(step string) float64 {
+			e, _ := got[step].(map[string]any)
+			assert.Contains(t, e["message"], "keyhole: permission denied", step)
+			n, _ := e["errno"].(float64)
+			return n
+		}
+		assert.Equal(t, "ok", got["connect"], "Django's connect-time statements pass")
+		assert.Equal(t, []any{"customers", "orders", "secrets"}, got["table_names"])
+		assert.Equal(t, []any{"id", "item", "amount"}, got["describe_orders"])
+		// get_table_description runs SELECT * FROM t LIMIT 1: refused on a
+		// table with a labelled column.
+		assert.EqualValues(t, 1143, refused("describe_customers"))
+		assert.Equal(t, []any{"PRIMARY"}, got["constraints_orders"])
+		assert.Equal(t, []any{"item3", "item7"}, got["model_select"])
+		assert.Equal(t, []any{[]any{"ann"}, []any{"bob"}}, got["names"])
 		assert.EqualValues(t, 1143, refused("denied_column"))
 		assert.Equal(t, "ok", got["insert"])
 		assert.EqualValues(t, 1142, refused("denied_write"))
@@ -753,5 +768,24 @@ func runJava(t *testing.T, java, classpath, program string, args ...string) map[
 			got[step] = result
 		}
 	}
+	return got
+}
+
+// runPython runs a client program of internal/e2e/mysql with Debian's
+// /usr/bin/python3 (where python3-pymysql, -sqlalchemy, -django and
+// -mysqldb are installed) against keyhole, and decodes the one JSON
+// object it prints.
+func (s *myServe) runPython(t *testing.T, program, user, password string) map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/usr/bin/python3", filepath.Join(s.mysqlClients, program))
+	host, port, _ := net.SplitHostPort(s.addr)
+	cmd.Env = append(os.Environ(), "KH_HOST="+host, "KH_PORT="+port, "KH_USER="+user, "KH_PASSWORD="+password, "KH_DB="+s.myDB)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	require.NoError(t, cmd.Run(), "%s: %s %s", program, out.String(), errb.String())
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(out.Bytes(), &got), out.String())
 	return got
 }
