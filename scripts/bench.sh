@@ -472,7 +472,7 @@ my_keyhole() {
 	shift 5
 	"${GOENV[@]}" "$@" "$bin" serve --config "$WORK/keyhole-mysql.yaml" \
 		--upstream "mysql://$MY_USER:$MY_PW@$MY_HOST:$MY_PORT/$MY_DB" --policy "$WORK/policy-mysql.yaml" \
-		--audit "$audit" --listen-mysql "127.0.0.1:$port" --admin "127.0.0.1:$admin" "${pprof_flag[@]}" \
+		--audit "$audit" --listen-mysql "127.0.0.1:$port" --admin "127.0.0.1:$admin" "${my_pprof_flag[@]}" \
 		--log-level warn >/dev/null 2>"$logf" &
 	MY_STARTED=$!
 }
@@ -514,6 +514,13 @@ identity:
   mysql:
     verifiers: {$MY_AGENT: "$verifier"}
 YAML
+	# One --config only (a second would replace the first): the profiler's
+	# console settings go into this file.
+	my_pprof_flag=()
+	if [ "$PROFILE" = 1 ]; then
+		sed -n '/^console:/,$p' "$WORK/pprof-console.yaml" >>"$WORK/keyhole-mysql.yaml"
+		my_pprof_flag=(--pprof)
+	fi
 	cat >"$WORK/policy-mysql.yaml" <<YAML
 roles:
   bench:
