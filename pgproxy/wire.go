@@ -1,6 +1,7 @@
 package pgproxy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -441,4 +442,84 @@ func bodyLen(m pgproto3.FrontendMessage) (int, bool) {
 		return len(m.Portal) + 1 + 4, true
 	}
 	return 0, false
+}
+
+// The scanners below read the fields the relay needs of a message it
+// forwards as received, in place and without allocating. Each accepts a
+// body only when pgproto3's Decode would accept it and would have read it
+// to its last byte; anything else (malformed, or bytes after the last
+// field) it rejects, and the caller decodes the message instead, so that
+// errors and re-encoding stay pgproto3's.
+
+// cstring splits b after its first NUL: the bytes before it and the rest.
+func cstring(b []byte) (s, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return nil, nil, false
+	}
+	return b[:i], b[i+1:], true
+}
+
+// scanBind returns a Bind's destination portal and source statement.
+func scanBind(b []byte) (portal, stmt []byte, ok bool) {
+	if portal, b, ok = cstring(b); !ok {
+		return nil, nil, false
+	}
+	if stmt, b, ok = cstring(b); !ok {
+		return nil, nil, false
+	}
+	// Parameter format codes, then the parameters (length -1 is NULL).
+	if len(b) < 2 {
+		return nil, nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if len(b) < 2*n+2 {
+		return nil, nil, false
+	}
+	b = b[2*n:]
+	n = int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	for range n {
+		if len(b) < 4 {
+			return nil, nil, false
+		}
+		l := int(int32(binary.BigEndian.Uint32(b)))
+		b = b[4:]
+		if l == -1 {
+			continue
+		}
+		if l < 0 || len(b) < l {
+			return nil, nil, false
+		}
+		b = b[l:]
+	}
+	// Result format codes, the last field.
+	if len(b) < 2 {
+		return nil, nil, false
+	}
+	n = int(binary.BigEndian.Uint16(b))
+	if len(b) != 2+2*n {
+		return nil, nil, false
+	}
+	return portal, stmt, true
+}
+
+// scanNamed returns the object type and name of a Describe or Close: a
+// type byte and a name that ends the body.
+func scanNamed(b []byte) (objType byte, name []byte, ok bool) {
+	if len(b) < 2 || bytes.IndexByte(b[1:], 0) != len(b)-2 {
+		return 0, nil, false
+	}
+	return b[0], b[1 : len(b)-1], true
+}
+
+// scanExecute returns an Execute's portal (its row limit, the last field,
+// is the server's business).
+func scanExecute(b []byte) (portal []byte, ok bool) {
+	portal, rest, ok := cstring(b)
+	if !ok || len(rest) != 4 {
+		return nil, false
+	}
+	return portal, true
 }

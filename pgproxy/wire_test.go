@@ -96,3 +96,85 @@ func TestMsgReader(t *testing.T) {
 	_, _, err = r.next()
 	assert.Error(t, err)
 }
+
+// checkScanners fails when a scanner accepts a body pgproto3 would decode
+// differently: it must take only bodies Decode accepts, read to their last
+// byte (bodyLen, or Describe's and Close's exact form), with the same names.
+func checkScanners(t *testing.T, typ byte, body []byte) {
+	t.Helper()
+	var fm frontendMsgs
+	switch typ {
+	case 'B':
+		portal, stmt, ok := scanBind(body)
+		msg, err := fm.decode('B', body, pgproto3.AuthTypeOk)
+		if !ok {
+			return
+		}
+		require.NoError(t, err, "scanBind took %x", body)
+		m := msg.(*pgproto3.Bind)
+		n, _ := bodyLen(m)
+		assert.Equal(t, len(body), n, "scanBind took %x with trailing bytes", body)
+		assert.Equal(t, m.DestinationPortal, string(portal))
+		assert.Equal(t, m.PreparedStatement, string(stmt))
+	case 'D', 'C':
+		objType, name, ok := scanNamed(body)
+		msg, err := fm.decode(typ, body, pgproto3.AuthTypeOk)
+		if !ok {
+			// Both decoders take exactly the same bodies.
+			assert.Error(t, err, "scanNamed refused %x", body)
+			return
+		}
+		require.NoError(t, err, "scanNamed took %x", body)
+		enc, err := msg.Encode(nil)
+		require.NoError(t, err)
+		assert.Equal(t, body, enc[5:])
+		assert.Equal(t, enc[5], objType)
+		assert.Equal(t, string(enc[6:len(enc)-1]), string(name))
+	case 'E':
+		portal, ok := scanExecute(body)
+		msg, err := fm.decode('E', body, pgproto3.AuthTypeOk)
+		if !ok {
+			return
+		}
+		require.NoError(t, err, "scanExecute took %x", body)
+		m := msg.(*pgproto3.Execute)
+		n, _ := bodyLen(m)
+		assert.Equal(t, len(body), n, "scanExecute took %x with trailing bytes", body)
+		assert.Equal(t, m.Portal, string(portal))
+	}
+}
+
+// The scanners of passMessage agree with pgproto3 on every well-formed
+// message of wireCases, which they all take.
+func TestScannersAgree(t *testing.T) {
+	for _, m := range wireCases {
+		enc, err := m.Encode(nil)
+		require.NoError(t, err)
+		checkScanners(t, enc[0], enc[5:])
+		switch enc[0] {
+		case 'B':
+			_, _, ok := scanBind(enc[5:])
+			assert.True(t, ok)
+		case 'D', 'C':
+			_, _, ok := scanNamed(enc[5:])
+			assert.True(t, ok)
+		case 'E':
+			_, ok := scanExecute(enc[5:])
+			assert.True(t, ok)
+		}
+		// Truncated at every length and with bytes after the last field.
+		for i := range len(enc) - 5 {
+			checkScanners(t, enc[0], enc[5:5+i])
+		}
+		checkScanners(t, enc[0], append(enc[5:len(enc):len(enc)], 0, 0))
+	}
+}
+
+func FuzzScanners(f *testing.F) {
+	for _, m := range wireCases {
+		enc, err := m.Encode(nil)
+		require.NoError(f, err)
+		f.Add(enc[0], enc[5:])
+	}
+	f.Fuzz(checkScanners)
+}
