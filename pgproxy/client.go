@@ -40,10 +40,7 @@ func (c *conn) readClient() (err error) {
 		// Sync). Then, before waiting for the client, what the server
 		// owes is read (collect).
 		if !c.clientRd.complete() {
-			if err := c.flushUp(); err != nil {
-				return err
-			}
-			if err := c.collect(); err != nil {
+			if err := c.exchange(); err != nil {
 				return err
 			}
 			// About to wait for the client: an idle session keeps no
@@ -219,6 +216,32 @@ func (c *conn) clientReadError(err error) error {
 // leave.
 func (c *conn) stage(r request) { c.staged.push(r) }
 
+// exchange writes what was forwarded and collects the answers. When this
+// goroutine is to read them (collect), the write is made by the first read
+// of the upstream (writeBeforeRead), which then waits for the answer
+// without first trying a read that finds nothing.
+func (c *conn) exchange() error {
+	deferred, err := c.flushUpTo(true)
+	if err != nil {
+		return err
+	}
+	err = c.collect()
+	if deferred && c.upRd.pre != nil {
+		// collect did not read (it does whenever flushUpTo defers, so
+		// this is a safety net): write the request now.
+		b := c.upRd.pre
+		c.upRd.pre, c.upRd.preW = nil, nil
+		if err == nil {
+			err = c.writeUp(b)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	c.upBufLeft()
+	return nil
+}
+
 // collect reads what the server owes on this goroutine, relaying and
 // auditing it, when the server answers everything sent without waiting
 // for the client (the batch ended with a Sync or a Query, and no COPY FROM
@@ -292,7 +315,19 @@ func (c *conn) upBuffer() []byte {
 // first starts the upstream goroutine, so that the server's answers are
 // read while keyhole writes.
 func (c *conn) flushUp() error {
+	_, err := c.flushUpTo(false)
+	return err
+}
+
+// flushUpTo is flushUp; with canDefer, when collect will read the answers
+// on this goroutine right after (the same conditions as collect's, under
+// the same lock that starts upstream goroutines, which only this goroutine
+// does), the write is left to the upstream reader's next read
+// (writeBeforeRead) and deferred reports true. upBuf then keeps the bytes
+// until exchange calls upBufLeft.
+func (c *conn) flushUpTo(canDefer bool) (deferred bool, err error) {
 	n := c.staged.len()
+	inline := false
 	if n > 0 || len(c.upBuf) > 0 {
 		c.mu.Lock()
 		owed := c.inflight.Load() > 0
@@ -303,18 +338,28 @@ func (c *conn) flushUp() error {
 		if !c.upReader && len(c.upBuf) > 0 && (owed || len(c.upBuf) > maxUnreadWrite) {
 			c.startReaderLocked()
 		}
+		inline = !c.upReader && c.endsBlock && c.inflight.Load() > 0 && !c.copyIn.Load()
 		c.mu.Unlock()
 	}
 	if len(c.upBuf) == 0 {
-		return nil
+		return false, nil
 	}
-	err := c.writeUp(c.upBuf)
+	if canDefer && inline && c.upRd.writeBeforeRead(c.upBuf, c.upConn) {
+		return true, nil
+	}
+	err = c.writeUp(c.upBuf)
+	c.upBufLeft()
+	return false, err
+}
+
+// upBufLeft empties upBuf once its bytes have been written, dropping a
+// large buffer.
+func (c *conn) upBufLeft() {
 	if cap(c.upBuf) > maxKeptWriteBuf {
 		c.upBuf = nil
 	} else {
 		c.upBuf = c.upBuf[:0]
 	}
-	return err
 }
 
 func (c *conn) writeUp(b []byte) error {

@@ -41,6 +41,13 @@ type msgReader struct {
 	rp, wp  int    // unread bytes are buf[rp:wp]
 	maxBody int    // 0 = no limit
 
+	// pre is a request for the peer that the next read writes (to preW,
+	// the same socket) before it reads, and preErr the write's error; see
+	// writeBeforeRead.
+	pre    []byte
+	preW   io.Writer
+	preErr error
+
 	// Client readers only (nil / zero for the upstream).
 	budget   *memBudget
 	reserved int64 // bytes of budget held: what buf may hold past readBufSize
@@ -229,6 +236,26 @@ func (m *msgReader) fill(n int) error {
 	return nil
 }
 
+// writeBeforeRead makes the next read write b to w, the reader's own
+// socket, first: b is a request whose answer that read waits for. It
+// reports false, and does nothing, unless the reader reads a plain socket
+// with nothing buffered. b must stay untouched until the read.
+//
+// Written inside the read's RawConn.Read, the request costs no read that
+// finds nothing: RawConn.Read resets the poller's readiness of the socket
+// before it calls readFD, so readFD can write the request and wait for
+// readiness without trying to read, and the answer, which can only come
+// after the request, is announced by the poller whenever it comes. (A
+// read that skipped its first try after a reset made by a later Read
+// could miss bytes announced before that reset and wait forever.)
+func (m *msgReader) writeBeforeRead(b []byte, w io.Writer) bool {
+	if m.raw == nil || m.buffered() > 0 || len(b) == 0 {
+		return false
+	}
+	m.pre, m.preW = b, w
+	return true
+}
+
 // read reads once into buf[wp:]. On a socket it is read(2) the way the
 // net package does it (EAGAIN: wait for the poller, which also honours
 // deadlines and Close), except that while it waits a drained buffer is
@@ -238,6 +265,18 @@ func (m *msgReader) read() (int, error) {
 		return m.r.Read(m.buf[m.wp:])
 	}
 	err := m.raw.Read(m.rawRead)
+	if m.pre != nil || m.preErr != nil {
+		// Unwritten (Read failed before calling readFD), or failed.
+		werr := m.preErr
+		m.pre, m.preW, m.preErr = nil, nil, nil
+		if werr == nil {
+			werr = err
+		}
+		if werr == nil {
+			werr = errors.New("request not written")
+		}
+		return 0, werr
+	}
 	k, rerr := m.rk, m.rerr
 	switch {
 	case err != nil: // deadline or Close, as a *net.OpError
@@ -253,6 +292,17 @@ func (m *msgReader) read() (int, error) {
 // readFD is read's RawConn callback: false (EAGAIN) makes RawConn.Read
 // wait for the poller and call it again.
 func (m *msgReader) readFD(fd uintptr) bool {
+	if m.pre != nil {
+		// See writeBeforeRead: the request first, then wait for the
+		// answer without a read that would find nothing.
+		b, w := m.pre, m.preW
+		m.pre, m.preW = nil, nil
+		if _, err := w.Write(b); err != nil {
+			m.preErr = err
+			return true
+		}
+		return false
+	}
 	if m.buf == nil {
 		m.buf = readBufs.get()
 	}
