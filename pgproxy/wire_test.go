@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net"
 	"testing"
 	"testing/iotest"
 
@@ -177,4 +178,52 @@ func FuzzScanners(f *testing.F) {
 		f.Add(enc[0], enc[5:])
 	}
 	f.Fuzz(checkScanners)
+}
+
+// writeBeforeRead: the next read writes the request, then waits for the
+// answer; on a socket whose peer is gone the write's error is the read's.
+func TestWriteBeforeRead(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	peer := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			peer <- c
+		}
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer nc.Close()
+	srv := <-peer
+	defer srv.Close()
+
+	r := newMsgReader(nc, 0)
+	req, _ := (&pgproto3.Sync{}).Encode(nil)
+	require.True(t, r.writeBeforeRead(req, nc))
+	go func() {
+		// The answer comes only once the request has arrived.
+		got := make([]byte, len(req))
+		if _, err := io.ReadFull(srv, got); err == nil && bytes.Equal(got, req) {
+			_, _ = srv.Write([]byte{'Z', 0, 0, 0, 5, 'I', 'C', 0, 0, 0, 4})
+		}
+	}()
+	typ, raw, err := r.next()
+	require.NoError(t, err)
+	assert.Equal(t, byte('Z'), typ)
+	assert.Equal(t, []byte{'Z', 0, 0, 0, 5, 'I'}, raw)
+	assert.Nil(t, r.pre)
+	// A message still buffered: the request is not taken.
+	assert.False(t, r.writeBeforeRead(req, nc))
+	_, _, err = r.next()
+	require.NoError(t, err)
+
+	// The peer resets the connection: the write (or the read) fails.
+	require.NoError(t, srv.(*net.TCPConn).SetLinger(0))
+	require.NoError(t, srv.Close())
+	require.True(t, r.writeBeforeRead(req, nc))
+	_, _, err = r.next()
+	require.Error(t, err)
+	assert.Nil(t, r.pre)
 }
