@@ -32,3 +32,7 @@ func Retained(js string) []string {
 	}
 	return out
 }
+
+// ParseToJSON returns libpg_query's JSON of sql (fast false) or that of
+// the package's own writer (fast true).
+var ParseToJSON = parseToJSON

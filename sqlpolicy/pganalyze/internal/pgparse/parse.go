@@ -1,6 +1,7 @@
 package pgparse
 
 //go:generate go run ./gen -o decode_gen.go
+//go:generate sh gen/jsonout.sh
 
 import (
 	"strings"
