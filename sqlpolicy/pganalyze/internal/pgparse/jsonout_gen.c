@@ -5844,6 +5844,7 @@ typedef struct
  size_t len;
  size_t cap;
  int failed;
+ int32_t *counts;
 } khBuf;
 typedef khBuf *khOut;
 static int
@@ -5974,6 +5975,29 @@ _outToken(khOut b, const char *str)
  }
  khPut(b, run, p - run);
  khChar(b, '"');
+}
+static inline void
+khCount(khOut b, const char *name, int *slot)
+{
+ int s;
+ if (b->counts == 
+                 ((void *)0)
+                     )
+  return;
+ s = __atomic_load_n(slot, 0);
+ if (s < 0)
+ {
+  uint32_t h = 2166136261u;
+  const char *p;
+  for (p = name; *p; p++)
+  {
+   h ^= (unsigned char) *p;
+   h *= 16777619u;
+  }
+  s = (int) (h & (1024 - 1));
+  __atomic_store_n(slot, s, 0);
+ }
+ b->counts[s]++;
 }
 static void _outNode(khOut out, const void *obj);
 static void
@@ -13598,808 +13622,808 @@ _outNode(khOut out, const void *obj)
  switch ((((const Node*)(obj))->type))
  {
 case T_Integer:
-  { khPut((out), ("\"" "Integer" "\":{"), sizeof("\"" "Integer" "\":{") - 1); _outInteger(out, (const Integer *) obj); };
+  { static int slot_ = -1; khCount(out, "Integer", &slot_); khPut((out), ("\"" "Integer" "\":{"), sizeof("\"" "Integer" "\":{") - 1); _outInteger(out, (const Integer *) obj); };
   break;
 case T_Boolean:
-  { khPut((out), ("\"" "Boolean" "\":{"), sizeof("\"" "Boolean" "\":{") - 1); _outBoolean(out, (const Boolean *) obj); };
+  { static int slot_ = -1; khCount(out, "Boolean", &slot_); khPut((out), ("\"" "Boolean" "\":{"), sizeof("\"" "Boolean" "\":{") - 1); _outBoolean(out, (const Boolean *) obj); };
   break;
 case T_Float:
-  { khPut((out), ("\"" "Float" "\":{"), sizeof("\"" "Float" "\":{") - 1); _outFloat(out, (const Float *) obj); };
+  { static int slot_ = -1; khCount(out, "Float", &slot_); khPut((out), ("\"" "Float" "\":{"), sizeof("\"" "Float" "\":{") - 1); _outFloat(out, (const Float *) obj); };
   break;
 case T_String:
-  { khPut((out), ("\"" "String" "\":{"), sizeof("\"" "String" "\":{") - 1); _outString(out, (const String *) obj); };
+  { static int slot_ = -1; khCount(out, "String", &slot_); khPut((out), ("\"" "String" "\":{"), sizeof("\"" "String" "\":{") - 1); _outString(out, (const String *) obj); };
   break;
 case T_BitString:
-  { khPut((out), ("\"" "BitString" "\":{"), sizeof("\"" "BitString" "\":{") - 1); _outBitString(out, (const BitString *) obj); };
+  { static int slot_ = -1; khCount(out, "BitString", &slot_); khPut((out), ("\"" "BitString" "\":{"), sizeof("\"" "BitString" "\":{") - 1); _outBitString(out, (const BitString *) obj); };
   break;
 case T_List:
-  { khPut((out), ("\"" "List" "\":{"), sizeof("\"" "List" "\":{") - 1); _outList(out, (const List *) obj); };
+  { static int slot_ = -1; khCount(out, "List", &slot_); khPut((out), ("\"" "List" "\":{"), sizeof("\"" "List" "\":{") - 1); _outList(out, (const List *) obj); };
   break;
 case T_IntList:
-  { khPut((out), ("\"" "IntList" "\":{"), sizeof("\"" "IntList" "\":{") - 1); _outIntList(out, (const List *) obj); };
+  { static int slot_ = -1; khCount(out, "IntList", &slot_); khPut((out), ("\"" "IntList" "\":{"), sizeof("\"" "IntList" "\":{") - 1); _outIntList(out, (const List *) obj); };
   break;
 case T_OidList:
-  { khPut((out), ("\"" "OidList" "\":{"), sizeof("\"" "OidList" "\":{") - 1); _outOidList(out, (const List *) obj); };
+  { static int slot_ = -1; khCount(out, "OidList", &slot_); khPut((out), ("\"" "OidList" "\":{"), sizeof("\"" "OidList" "\":{") - 1); _outOidList(out, (const List *) obj); };
   break;
 case T_A_Const:
-  { khPut((out), ("\"" "A_Const" "\":{"), sizeof("\"" "A_Const" "\":{") - 1); _outAConst(out, (const A_Const *) obj); };
+  { static int slot_ = -1; khCount(out, "A_Const", &slot_); khPut((out), ("\"" "A_Const" "\":{"), sizeof("\"" "A_Const" "\":{") - 1); _outAConst(out, (const A_Const *) obj); };
   break;
 case T_Alias:
-  { khPut((out), ("\"" "Alias" "\":{"), sizeof("\"" "Alias" "\":{") - 1); _outAlias(out, (const Alias *) obj); };
+  { static int slot_ = -1; khCount(out, "Alias", &slot_); khPut((out), ("\"" "Alias" "\":{"), sizeof("\"" "Alias" "\":{") - 1); _outAlias(out, (const Alias *) obj); };
   break;
 case T_RangeVar:
-  { khPut((out), ("\"" "RangeVar" "\":{"), sizeof("\"" "RangeVar" "\":{") - 1); _outRangeVar(out, (const RangeVar *) obj); };
+  { static int slot_ = -1; khCount(out, "RangeVar", &slot_); khPut((out), ("\"" "RangeVar" "\":{"), sizeof("\"" "RangeVar" "\":{") - 1); _outRangeVar(out, (const RangeVar *) obj); };
   break;
 case T_TableFunc:
-  { khPut((out), ("\"" "TableFunc" "\":{"), sizeof("\"" "TableFunc" "\":{") - 1); _outTableFunc(out, (const TableFunc *) obj); };
+  { static int slot_ = -1; khCount(out, "TableFunc", &slot_); khPut((out), ("\"" "TableFunc" "\":{"), sizeof("\"" "TableFunc" "\":{") - 1); _outTableFunc(out, (const TableFunc *) obj); };
   break;
 case T_IntoClause:
-  { khPut((out), ("\"" "IntoClause" "\":{"), sizeof("\"" "IntoClause" "\":{") - 1); _outIntoClause(out, (const IntoClause *) obj); };
+  { static int slot_ = -1; khCount(out, "IntoClause", &slot_); khPut((out), ("\"" "IntoClause" "\":{"), sizeof("\"" "IntoClause" "\":{") - 1); _outIntoClause(out, (const IntoClause *) obj); };
   break;
 case T_Var:
-  { khPut((out), ("\"" "Var" "\":{"), sizeof("\"" "Var" "\":{") - 1); _outVar(out, (const Var *) obj); };
+  { static int slot_ = -1; khCount(out, "Var", &slot_); khPut((out), ("\"" "Var" "\":{"), sizeof("\"" "Var" "\":{") - 1); _outVar(out, (const Var *) obj); };
   break;
 case T_Param:
-  { khPut((out), ("\"" "Param" "\":{"), sizeof("\"" "Param" "\":{") - 1); _outParam(out, (const Param *) obj); };
+  { static int slot_ = -1; khCount(out, "Param", &slot_); khPut((out), ("\"" "Param" "\":{"), sizeof("\"" "Param" "\":{") - 1); _outParam(out, (const Param *) obj); };
   break;
 case T_Aggref:
-  { khPut((out), ("\"" "Aggref" "\":{"), sizeof("\"" "Aggref" "\":{") - 1); _outAggref(out, (const Aggref *) obj); };
+  { static int slot_ = -1; khCount(out, "Aggref", &slot_); khPut((out), ("\"" "Aggref" "\":{"), sizeof("\"" "Aggref" "\":{") - 1); _outAggref(out, (const Aggref *) obj); };
   break;
 case T_GroupingFunc:
-  { khPut((out), ("\"" "GroupingFunc" "\":{"), sizeof("\"" "GroupingFunc" "\":{") - 1); _outGroupingFunc(out, (const GroupingFunc *) obj); };
+  { static int slot_ = -1; khCount(out, "GroupingFunc", &slot_); khPut((out), ("\"" "GroupingFunc" "\":{"), sizeof("\"" "GroupingFunc" "\":{") - 1); _outGroupingFunc(out, (const GroupingFunc *) obj); };
   break;
 case T_WindowFunc:
-  { khPut((out), ("\"" "WindowFunc" "\":{"), sizeof("\"" "WindowFunc" "\":{") - 1); _outWindowFunc(out, (const WindowFunc *) obj); };
+  { static int slot_ = -1; khCount(out, "WindowFunc", &slot_); khPut((out), ("\"" "WindowFunc" "\":{"), sizeof("\"" "WindowFunc" "\":{") - 1); _outWindowFunc(out, (const WindowFunc *) obj); };
   break;
 case T_WindowFuncRunCondition:
-  { khPut((out), ("\"" "WindowFuncRunCondition" "\":{"), sizeof("\"" "WindowFuncRunCondition" "\":{") - 1); _outWindowFuncRunCondition(out, (const WindowFuncRunCondition *) obj); };
+  { static int slot_ = -1; khCount(out, "WindowFuncRunCondition", &slot_); khPut((out), ("\"" "WindowFuncRunCondition" "\":{"), sizeof("\"" "WindowFuncRunCondition" "\":{") - 1); _outWindowFuncRunCondition(out, (const WindowFuncRunCondition *) obj); };
   break;
 case T_MergeSupportFunc:
-  { khPut((out), ("\"" "MergeSupportFunc" "\":{"), sizeof("\"" "MergeSupportFunc" "\":{") - 1); _outMergeSupportFunc(out, (const MergeSupportFunc *) obj); };
+  { static int slot_ = -1; khCount(out, "MergeSupportFunc", &slot_); khPut((out), ("\"" "MergeSupportFunc" "\":{"), sizeof("\"" "MergeSupportFunc" "\":{") - 1); _outMergeSupportFunc(out, (const MergeSupportFunc *) obj); };
   break;
 case T_SubscriptingRef:
-  { khPut((out), ("\"" "SubscriptingRef" "\":{"), sizeof("\"" "SubscriptingRef" "\":{") - 1); _outSubscriptingRef(out, (const SubscriptingRef *) obj); };
+  { static int slot_ = -1; khCount(out, "SubscriptingRef", &slot_); khPut((out), ("\"" "SubscriptingRef" "\":{"), sizeof("\"" "SubscriptingRef" "\":{") - 1); _outSubscriptingRef(out, (const SubscriptingRef *) obj); };
   break;
 case T_FuncExpr:
-  { khPut((out), ("\"" "FuncExpr" "\":{"), sizeof("\"" "FuncExpr" "\":{") - 1); _outFuncExpr(out, (const FuncExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "FuncExpr", &slot_); khPut((out), ("\"" "FuncExpr" "\":{"), sizeof("\"" "FuncExpr" "\":{") - 1); _outFuncExpr(out, (const FuncExpr *) obj); };
   break;
 case T_NamedArgExpr:
-  { khPut((out), ("\"" "NamedArgExpr" "\":{"), sizeof("\"" "NamedArgExpr" "\":{") - 1); _outNamedArgExpr(out, (const NamedArgExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "NamedArgExpr", &slot_); khPut((out), ("\"" "NamedArgExpr" "\":{"), sizeof("\"" "NamedArgExpr" "\":{") - 1); _outNamedArgExpr(out, (const NamedArgExpr *) obj); };
   break;
 case T_OpExpr:
-  { khPut((out), ("\"" "OpExpr" "\":{"), sizeof("\"" "OpExpr" "\":{") - 1); _outOpExpr(out, (const OpExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "OpExpr", &slot_); khPut((out), ("\"" "OpExpr" "\":{"), sizeof("\"" "OpExpr" "\":{") - 1); _outOpExpr(out, (const OpExpr *) obj); };
   break;
 case T_DistinctExpr:
-  { khPut((out), ("\"" "DistinctExpr" "\":{"), sizeof("\"" "DistinctExpr" "\":{") - 1); _outDistinctExpr(out, (const DistinctExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "DistinctExpr", &slot_); khPut((out), ("\"" "DistinctExpr" "\":{"), sizeof("\"" "DistinctExpr" "\":{") - 1); _outDistinctExpr(out, (const DistinctExpr *) obj); };
   break;
 case T_NullIfExpr:
-  { khPut((out), ("\"" "NullIfExpr" "\":{"), sizeof("\"" "NullIfExpr" "\":{") - 1); _outNullIfExpr(out, (const NullIfExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "NullIfExpr", &slot_); khPut((out), ("\"" "NullIfExpr" "\":{"), sizeof("\"" "NullIfExpr" "\":{") - 1); _outNullIfExpr(out, (const NullIfExpr *) obj); };
   break;
 case T_ScalarArrayOpExpr:
-  { khPut((out), ("\"" "ScalarArrayOpExpr" "\":{"), sizeof("\"" "ScalarArrayOpExpr" "\":{") - 1); _outScalarArrayOpExpr(out, (const ScalarArrayOpExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "ScalarArrayOpExpr", &slot_); khPut((out), ("\"" "ScalarArrayOpExpr" "\":{"), sizeof("\"" "ScalarArrayOpExpr" "\":{") - 1); _outScalarArrayOpExpr(out, (const ScalarArrayOpExpr *) obj); };
   break;
 case T_BoolExpr:
-  { khPut((out), ("\"" "BoolExpr" "\":{"), sizeof("\"" "BoolExpr" "\":{") - 1); _outBoolExpr(out, (const BoolExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "BoolExpr", &slot_); khPut((out), ("\"" "BoolExpr" "\":{"), sizeof("\"" "BoolExpr" "\":{") - 1); _outBoolExpr(out, (const BoolExpr *) obj); };
   break;
 case T_SubLink:
-  { khPut((out), ("\"" "SubLink" "\":{"), sizeof("\"" "SubLink" "\":{") - 1); _outSubLink(out, (const SubLink *) obj); };
+  { static int slot_ = -1; khCount(out, "SubLink", &slot_); khPut((out), ("\"" "SubLink" "\":{"), sizeof("\"" "SubLink" "\":{") - 1); _outSubLink(out, (const SubLink *) obj); };
   break;
 case T_SubPlan:
-  { khPut((out), ("\"" "SubPlan" "\":{"), sizeof("\"" "SubPlan" "\":{") - 1); _outSubPlan(out, (const SubPlan *) obj); };
+  { static int slot_ = -1; khCount(out, "SubPlan", &slot_); khPut((out), ("\"" "SubPlan" "\":{"), sizeof("\"" "SubPlan" "\":{") - 1); _outSubPlan(out, (const SubPlan *) obj); };
   break;
 case T_AlternativeSubPlan:
-  { khPut((out), ("\"" "AlternativeSubPlan" "\":{"), sizeof("\"" "AlternativeSubPlan" "\":{") - 1); _outAlternativeSubPlan(out, (const AlternativeSubPlan *) obj); };
+  { static int slot_ = -1; khCount(out, "AlternativeSubPlan", &slot_); khPut((out), ("\"" "AlternativeSubPlan" "\":{"), sizeof("\"" "AlternativeSubPlan" "\":{") - 1); _outAlternativeSubPlan(out, (const AlternativeSubPlan *) obj); };
   break;
 case T_FieldSelect:
-  { khPut((out), ("\"" "FieldSelect" "\":{"), sizeof("\"" "FieldSelect" "\":{") - 1); _outFieldSelect(out, (const FieldSelect *) obj); };
+  { static int slot_ = -1; khCount(out, "FieldSelect", &slot_); khPut((out), ("\"" "FieldSelect" "\":{"), sizeof("\"" "FieldSelect" "\":{") - 1); _outFieldSelect(out, (const FieldSelect *) obj); };
   break;
 case T_FieldStore:
-  { khPut((out), ("\"" "FieldStore" "\":{"), sizeof("\"" "FieldStore" "\":{") - 1); _outFieldStore(out, (const FieldStore *) obj); };
+  { static int slot_ = -1; khCount(out, "FieldStore", &slot_); khPut((out), ("\"" "FieldStore" "\":{"), sizeof("\"" "FieldStore" "\":{") - 1); _outFieldStore(out, (const FieldStore *) obj); };
   break;
 case T_RelabelType:
-  { khPut((out), ("\"" "RelabelType" "\":{"), sizeof("\"" "RelabelType" "\":{") - 1); _outRelabelType(out, (const RelabelType *) obj); };
+  { static int slot_ = -1; khCount(out, "RelabelType", &slot_); khPut((out), ("\"" "RelabelType" "\":{"), sizeof("\"" "RelabelType" "\":{") - 1); _outRelabelType(out, (const RelabelType *) obj); };
   break;
 case T_CoerceViaIO:
-  { khPut((out), ("\"" "CoerceViaIO" "\":{"), sizeof("\"" "CoerceViaIO" "\":{") - 1); _outCoerceViaIO(out, (const CoerceViaIO *) obj); };
+  { static int slot_ = -1; khCount(out, "CoerceViaIO", &slot_); khPut((out), ("\"" "CoerceViaIO" "\":{"), sizeof("\"" "CoerceViaIO" "\":{") - 1); _outCoerceViaIO(out, (const CoerceViaIO *) obj); };
   break;
 case T_ArrayCoerceExpr:
-  { khPut((out), ("\"" "ArrayCoerceExpr" "\":{"), sizeof("\"" "ArrayCoerceExpr" "\":{") - 1); _outArrayCoerceExpr(out, (const ArrayCoerceExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "ArrayCoerceExpr", &slot_); khPut((out), ("\"" "ArrayCoerceExpr" "\":{"), sizeof("\"" "ArrayCoerceExpr" "\":{") - 1); _outArrayCoerceExpr(out, (const ArrayCoerceExpr *) obj); };
   break;
 case T_ConvertRowtypeExpr:
-  { khPut((out), ("\"" "ConvertRowtypeExpr" "\":{"), sizeof("\"" "ConvertRowtypeExpr" "\":{") - 1); _outConvertRowtypeExpr(out, (const ConvertRowtypeExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "ConvertRowtypeExpr", &slot_); khPut((out), ("\"" "ConvertRowtypeExpr" "\":{"), sizeof("\"" "ConvertRowtypeExpr" "\":{") - 1); _outConvertRowtypeExpr(out, (const ConvertRowtypeExpr *) obj); };
   break;
 case T_CollateExpr:
-  { khPut((out), ("\"" "CollateExpr" "\":{"), sizeof("\"" "CollateExpr" "\":{") - 1); _outCollateExpr(out, (const CollateExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "CollateExpr", &slot_); khPut((out), ("\"" "CollateExpr" "\":{"), sizeof("\"" "CollateExpr" "\":{") - 1); _outCollateExpr(out, (const CollateExpr *) obj); };
   break;
 case T_CaseExpr:
-  { khPut((out), ("\"" "CaseExpr" "\":{"), sizeof("\"" "CaseExpr" "\":{") - 1); _outCaseExpr(out, (const CaseExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "CaseExpr", &slot_); khPut((out), ("\"" "CaseExpr" "\":{"), sizeof("\"" "CaseExpr" "\":{") - 1); _outCaseExpr(out, (const CaseExpr *) obj); };
   break;
 case T_CaseWhen:
-  { khPut((out), ("\"" "CaseWhen" "\":{"), sizeof("\"" "CaseWhen" "\":{") - 1); _outCaseWhen(out, (const CaseWhen *) obj); };
+  { static int slot_ = -1; khCount(out, "CaseWhen", &slot_); khPut((out), ("\"" "CaseWhen" "\":{"), sizeof("\"" "CaseWhen" "\":{") - 1); _outCaseWhen(out, (const CaseWhen *) obj); };
   break;
 case T_CaseTestExpr:
-  { khPut((out), ("\"" "CaseTestExpr" "\":{"), sizeof("\"" "CaseTestExpr" "\":{") - 1); _outCaseTestExpr(out, (const CaseTestExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "CaseTestExpr", &slot_); khPut((out), ("\"" "CaseTestExpr" "\":{"), sizeof("\"" "CaseTestExpr" "\":{") - 1); _outCaseTestExpr(out, (const CaseTestExpr *) obj); };
   break;
 case T_ArrayExpr:
-  { khPut((out), ("\"" "ArrayExpr" "\":{"), sizeof("\"" "ArrayExpr" "\":{") - 1); _outArrayExpr(out, (const ArrayExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "ArrayExpr", &slot_); khPut((out), ("\"" "ArrayExpr" "\":{"), sizeof("\"" "ArrayExpr" "\":{") - 1); _outArrayExpr(out, (const ArrayExpr *) obj); };
   break;
 case T_RowExpr:
-  { khPut((out), ("\"" "RowExpr" "\":{"), sizeof("\"" "RowExpr" "\":{") - 1); _outRowExpr(out, (const RowExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "RowExpr", &slot_); khPut((out), ("\"" "RowExpr" "\":{"), sizeof("\"" "RowExpr" "\":{") - 1); _outRowExpr(out, (const RowExpr *) obj); };
   break;
 case T_RowCompareExpr:
-  { khPut((out), ("\"" "RowCompareExpr" "\":{"), sizeof("\"" "RowCompareExpr" "\":{") - 1); _outRowCompareExpr(out, (const RowCompareExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "RowCompareExpr", &slot_); khPut((out), ("\"" "RowCompareExpr" "\":{"), sizeof("\"" "RowCompareExpr" "\":{") - 1); _outRowCompareExpr(out, (const RowCompareExpr *) obj); };
   break;
 case T_CoalesceExpr:
-  { khPut((out), ("\"" "CoalesceExpr" "\":{"), sizeof("\"" "CoalesceExpr" "\":{") - 1); _outCoalesceExpr(out, (const CoalesceExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "CoalesceExpr", &slot_); khPut((out), ("\"" "CoalesceExpr" "\":{"), sizeof("\"" "CoalesceExpr" "\":{") - 1); _outCoalesceExpr(out, (const CoalesceExpr *) obj); };
   break;
 case T_MinMaxExpr:
-  { khPut((out), ("\"" "MinMaxExpr" "\":{"), sizeof("\"" "MinMaxExpr" "\":{") - 1); _outMinMaxExpr(out, (const MinMaxExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "MinMaxExpr", &slot_); khPut((out), ("\"" "MinMaxExpr" "\":{"), sizeof("\"" "MinMaxExpr" "\":{") - 1); _outMinMaxExpr(out, (const MinMaxExpr *) obj); };
   break;
 case T_SQLValueFunction:
-  { khPut((out), ("\"" "SQLValueFunction" "\":{"), sizeof("\"" "SQLValueFunction" "\":{") - 1); _outSQLValueFunction(out, (const SQLValueFunction *) obj); };
+  { static int slot_ = -1; khCount(out, "SQLValueFunction", &slot_); khPut((out), ("\"" "SQLValueFunction" "\":{"), sizeof("\"" "SQLValueFunction" "\":{") - 1); _outSQLValueFunction(out, (const SQLValueFunction *) obj); };
   break;
 case T_XmlExpr:
-  { khPut((out), ("\"" "XmlExpr" "\":{"), sizeof("\"" "XmlExpr" "\":{") - 1); _outXmlExpr(out, (const XmlExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "XmlExpr", &slot_); khPut((out), ("\"" "XmlExpr" "\":{"), sizeof("\"" "XmlExpr" "\":{") - 1); _outXmlExpr(out, (const XmlExpr *) obj); };
   break;
 case T_JsonFormat:
-  { khPut((out), ("\"" "JsonFormat" "\":{"), sizeof("\"" "JsonFormat" "\":{") - 1); _outJsonFormat(out, (const JsonFormat *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonFormat", &slot_); khPut((out), ("\"" "JsonFormat" "\":{"), sizeof("\"" "JsonFormat" "\":{") - 1); _outJsonFormat(out, (const JsonFormat *) obj); };
   break;
 case T_JsonReturning:
-  { khPut((out), ("\"" "JsonReturning" "\":{"), sizeof("\"" "JsonReturning" "\":{") - 1); _outJsonReturning(out, (const JsonReturning *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonReturning", &slot_); khPut((out), ("\"" "JsonReturning" "\":{"), sizeof("\"" "JsonReturning" "\":{") - 1); _outJsonReturning(out, (const JsonReturning *) obj); };
   break;
 case T_JsonValueExpr:
-  { khPut((out), ("\"" "JsonValueExpr" "\":{"), sizeof("\"" "JsonValueExpr" "\":{") - 1); _outJsonValueExpr(out, (const JsonValueExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonValueExpr", &slot_); khPut((out), ("\"" "JsonValueExpr" "\":{"), sizeof("\"" "JsonValueExpr" "\":{") - 1); _outJsonValueExpr(out, (const JsonValueExpr *) obj); };
   break;
 case T_JsonConstructorExpr:
-  { khPut((out), ("\"" "JsonConstructorExpr" "\":{"), sizeof("\"" "JsonConstructorExpr" "\":{") - 1); _outJsonConstructorExpr(out, (const JsonConstructorExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonConstructorExpr", &slot_); khPut((out), ("\"" "JsonConstructorExpr" "\":{"), sizeof("\"" "JsonConstructorExpr" "\":{") - 1); _outJsonConstructorExpr(out, (const JsonConstructorExpr *) obj); };
   break;
 case T_JsonIsPredicate:
-  { khPut((out), ("\"" "JsonIsPredicate" "\":{"), sizeof("\"" "JsonIsPredicate" "\":{") - 1); _outJsonIsPredicate(out, (const JsonIsPredicate *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonIsPredicate", &slot_); khPut((out), ("\"" "JsonIsPredicate" "\":{"), sizeof("\"" "JsonIsPredicate" "\":{") - 1); _outJsonIsPredicate(out, (const JsonIsPredicate *) obj); };
   break;
 case T_JsonBehavior:
-  { khPut((out), ("\"" "JsonBehavior" "\":{"), sizeof("\"" "JsonBehavior" "\":{") - 1); _outJsonBehavior(out, (const JsonBehavior *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonBehavior", &slot_); khPut((out), ("\"" "JsonBehavior" "\":{"), sizeof("\"" "JsonBehavior" "\":{") - 1); _outJsonBehavior(out, (const JsonBehavior *) obj); };
   break;
 case T_JsonExpr:
-  { khPut((out), ("\"" "JsonExpr" "\":{"), sizeof("\"" "JsonExpr" "\":{") - 1); _outJsonExpr(out, (const JsonExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonExpr", &slot_); khPut((out), ("\"" "JsonExpr" "\":{"), sizeof("\"" "JsonExpr" "\":{") - 1); _outJsonExpr(out, (const JsonExpr *) obj); };
   break;
 case T_JsonTablePath:
-  { khPut((out), ("\"" "JsonTablePath" "\":{"), sizeof("\"" "JsonTablePath" "\":{") - 1); _outJsonTablePath(out, (const JsonTablePath *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonTablePath", &slot_); khPut((out), ("\"" "JsonTablePath" "\":{"), sizeof("\"" "JsonTablePath" "\":{") - 1); _outJsonTablePath(out, (const JsonTablePath *) obj); };
   break;
 case T_JsonTablePathScan:
-  { khPut((out), ("\"" "JsonTablePathScan" "\":{"), sizeof("\"" "JsonTablePathScan" "\":{") - 1); _outJsonTablePathScan(out, (const JsonTablePathScan *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonTablePathScan", &slot_); khPut((out), ("\"" "JsonTablePathScan" "\":{"), sizeof("\"" "JsonTablePathScan" "\":{") - 1); _outJsonTablePathScan(out, (const JsonTablePathScan *) obj); };
   break;
 case T_JsonTableSiblingJoin:
-  { khPut((out), ("\"" "JsonTableSiblingJoin" "\":{"), sizeof("\"" "JsonTableSiblingJoin" "\":{") - 1); _outJsonTableSiblingJoin(out, (const JsonTableSiblingJoin *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonTableSiblingJoin", &slot_); khPut((out), ("\"" "JsonTableSiblingJoin" "\":{"), sizeof("\"" "JsonTableSiblingJoin" "\":{") - 1); _outJsonTableSiblingJoin(out, (const JsonTableSiblingJoin *) obj); };
   break;
 case T_NullTest:
-  { khPut((out), ("\"" "NullTest" "\":{"), sizeof("\"" "NullTest" "\":{") - 1); _outNullTest(out, (const NullTest *) obj); };
+  { static int slot_ = -1; khCount(out, "NullTest", &slot_); khPut((out), ("\"" "NullTest" "\":{"), sizeof("\"" "NullTest" "\":{") - 1); _outNullTest(out, (const NullTest *) obj); };
   break;
 case T_BooleanTest:
-  { khPut((out), ("\"" "BooleanTest" "\":{"), sizeof("\"" "BooleanTest" "\":{") - 1); _outBooleanTest(out, (const BooleanTest *) obj); };
+  { static int slot_ = -1; khCount(out, "BooleanTest", &slot_); khPut((out), ("\"" "BooleanTest" "\":{"), sizeof("\"" "BooleanTest" "\":{") - 1); _outBooleanTest(out, (const BooleanTest *) obj); };
   break;
 case T_MergeAction:
-  { khPut((out), ("\"" "MergeAction" "\":{"), sizeof("\"" "MergeAction" "\":{") - 1); _outMergeAction(out, (const MergeAction *) obj); };
+  { static int slot_ = -1; khCount(out, "MergeAction", &slot_); khPut((out), ("\"" "MergeAction" "\":{"), sizeof("\"" "MergeAction" "\":{") - 1); _outMergeAction(out, (const MergeAction *) obj); };
   break;
 case T_CoerceToDomain:
-  { khPut((out), ("\"" "CoerceToDomain" "\":{"), sizeof("\"" "CoerceToDomain" "\":{") - 1); _outCoerceToDomain(out, (const CoerceToDomain *) obj); };
+  { static int slot_ = -1; khCount(out, "CoerceToDomain", &slot_); khPut((out), ("\"" "CoerceToDomain" "\":{"), sizeof("\"" "CoerceToDomain" "\":{") - 1); _outCoerceToDomain(out, (const CoerceToDomain *) obj); };
   break;
 case T_CoerceToDomainValue:
-  { khPut((out), ("\"" "CoerceToDomainValue" "\":{"), sizeof("\"" "CoerceToDomainValue" "\":{") - 1); _outCoerceToDomainValue(out, (const CoerceToDomainValue *) obj); };
+  { static int slot_ = -1; khCount(out, "CoerceToDomainValue", &slot_); khPut((out), ("\"" "CoerceToDomainValue" "\":{"), sizeof("\"" "CoerceToDomainValue" "\":{") - 1); _outCoerceToDomainValue(out, (const CoerceToDomainValue *) obj); };
   break;
 case T_SetToDefault:
-  { khPut((out), ("\"" "SetToDefault" "\":{"), sizeof("\"" "SetToDefault" "\":{") - 1); _outSetToDefault(out, (const SetToDefault *) obj); };
+  { static int slot_ = -1; khCount(out, "SetToDefault", &slot_); khPut((out), ("\"" "SetToDefault" "\":{"), sizeof("\"" "SetToDefault" "\":{") - 1); _outSetToDefault(out, (const SetToDefault *) obj); };
   break;
 case T_CurrentOfExpr:
-  { khPut((out), ("\"" "CurrentOfExpr" "\":{"), sizeof("\"" "CurrentOfExpr" "\":{") - 1); _outCurrentOfExpr(out, (const CurrentOfExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "CurrentOfExpr", &slot_); khPut((out), ("\"" "CurrentOfExpr" "\":{"), sizeof("\"" "CurrentOfExpr" "\":{") - 1); _outCurrentOfExpr(out, (const CurrentOfExpr *) obj); };
   break;
 case T_NextValueExpr:
-  { khPut((out), ("\"" "NextValueExpr" "\":{"), sizeof("\"" "NextValueExpr" "\":{") - 1); _outNextValueExpr(out, (const NextValueExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "NextValueExpr", &slot_); khPut((out), ("\"" "NextValueExpr" "\":{"), sizeof("\"" "NextValueExpr" "\":{") - 1); _outNextValueExpr(out, (const NextValueExpr *) obj); };
   break;
 case T_InferenceElem:
-  { khPut((out), ("\"" "InferenceElem" "\":{"), sizeof("\"" "InferenceElem" "\":{") - 1); _outInferenceElem(out, (const InferenceElem *) obj); };
+  { static int slot_ = -1; khCount(out, "InferenceElem", &slot_); khPut((out), ("\"" "InferenceElem" "\":{"), sizeof("\"" "InferenceElem" "\":{") - 1); _outInferenceElem(out, (const InferenceElem *) obj); };
   break;
 case T_TargetEntry:
-  { khPut((out), ("\"" "TargetEntry" "\":{"), sizeof("\"" "TargetEntry" "\":{") - 1); _outTargetEntry(out, (const TargetEntry *) obj); };
+  { static int slot_ = -1; khCount(out, "TargetEntry", &slot_); khPut((out), ("\"" "TargetEntry" "\":{"), sizeof("\"" "TargetEntry" "\":{") - 1); _outTargetEntry(out, (const TargetEntry *) obj); };
   break;
 case T_RangeTblRef:
-  { khPut((out), ("\"" "RangeTblRef" "\":{"), sizeof("\"" "RangeTblRef" "\":{") - 1); _outRangeTblRef(out, (const RangeTblRef *) obj); };
+  { static int slot_ = -1; khCount(out, "RangeTblRef", &slot_); khPut((out), ("\"" "RangeTblRef" "\":{"), sizeof("\"" "RangeTblRef" "\":{") - 1); _outRangeTblRef(out, (const RangeTblRef *) obj); };
   break;
 case T_JoinExpr:
-  { khPut((out), ("\"" "JoinExpr" "\":{"), sizeof("\"" "JoinExpr" "\":{") - 1); _outJoinExpr(out, (const JoinExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "JoinExpr", &slot_); khPut((out), ("\"" "JoinExpr" "\":{"), sizeof("\"" "JoinExpr" "\":{") - 1); _outJoinExpr(out, (const JoinExpr *) obj); };
   break;
 case T_FromExpr:
-  { khPut((out), ("\"" "FromExpr" "\":{"), sizeof("\"" "FromExpr" "\":{") - 1); _outFromExpr(out, (const FromExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "FromExpr", &slot_); khPut((out), ("\"" "FromExpr" "\":{"), sizeof("\"" "FromExpr" "\":{") - 1); _outFromExpr(out, (const FromExpr *) obj); };
   break;
 case T_OnConflictExpr:
-  { khPut((out), ("\"" "OnConflictExpr" "\":{"), sizeof("\"" "OnConflictExpr" "\":{") - 1); _outOnConflictExpr(out, (const OnConflictExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "OnConflictExpr", &slot_); khPut((out), ("\"" "OnConflictExpr" "\":{"), sizeof("\"" "OnConflictExpr" "\":{") - 1); _outOnConflictExpr(out, (const OnConflictExpr *) obj); };
   break;
 case T_Query:
-  { khPut((out), ("\"" "Query" "\":{"), sizeof("\"" "Query" "\":{") - 1); _outQuery(out, (const Query *) obj); };
+  { static int slot_ = -1; khCount(out, "Query", &slot_); khPut((out), ("\"" "Query" "\":{"), sizeof("\"" "Query" "\":{") - 1); _outQuery(out, (const Query *) obj); };
   break;
 case T_TypeName:
-  { khPut((out), ("\"" "TypeName" "\":{"), sizeof("\"" "TypeName" "\":{") - 1); _outTypeName(out, (const TypeName *) obj); };
+  { static int slot_ = -1; khCount(out, "TypeName", &slot_); khPut((out), ("\"" "TypeName" "\":{"), sizeof("\"" "TypeName" "\":{") - 1); _outTypeName(out, (const TypeName *) obj); };
   break;
 case T_ColumnRef:
-  { khPut((out), ("\"" "ColumnRef" "\":{"), sizeof("\"" "ColumnRef" "\":{") - 1); _outColumnRef(out, (const ColumnRef *) obj); };
+  { static int slot_ = -1; khCount(out, "ColumnRef", &slot_); khPut((out), ("\"" "ColumnRef" "\":{"), sizeof("\"" "ColumnRef" "\":{") - 1); _outColumnRef(out, (const ColumnRef *) obj); };
   break;
 case T_ParamRef:
-  { khPut((out), ("\"" "ParamRef" "\":{"), sizeof("\"" "ParamRef" "\":{") - 1); _outParamRef(out, (const ParamRef *) obj); };
+  { static int slot_ = -1; khCount(out, "ParamRef", &slot_); khPut((out), ("\"" "ParamRef" "\":{"), sizeof("\"" "ParamRef" "\":{") - 1); _outParamRef(out, (const ParamRef *) obj); };
   break;
 case T_A_Expr:
-  { khPut((out), ("\"" "A_Expr" "\":{"), sizeof("\"" "A_Expr" "\":{") - 1); _outAExpr(out, (const A_Expr *) obj); };
+  { static int slot_ = -1; khCount(out, "A_Expr", &slot_); khPut((out), ("\"" "A_Expr" "\":{"), sizeof("\"" "A_Expr" "\":{") - 1); _outAExpr(out, (const A_Expr *) obj); };
   break;
 case T_TypeCast:
-  { khPut((out), ("\"" "TypeCast" "\":{"), sizeof("\"" "TypeCast" "\":{") - 1); _outTypeCast(out, (const TypeCast *) obj); };
+  { static int slot_ = -1; khCount(out, "TypeCast", &slot_); khPut((out), ("\"" "TypeCast" "\":{"), sizeof("\"" "TypeCast" "\":{") - 1); _outTypeCast(out, (const TypeCast *) obj); };
   break;
 case T_CollateClause:
-  { khPut((out), ("\"" "CollateClause" "\":{"), sizeof("\"" "CollateClause" "\":{") - 1); _outCollateClause(out, (const CollateClause *) obj); };
+  { static int slot_ = -1; khCount(out, "CollateClause", &slot_); khPut((out), ("\"" "CollateClause" "\":{"), sizeof("\"" "CollateClause" "\":{") - 1); _outCollateClause(out, (const CollateClause *) obj); };
   break;
 case T_RoleSpec:
-  { khPut((out), ("\"" "RoleSpec" "\":{"), sizeof("\"" "RoleSpec" "\":{") - 1); _outRoleSpec(out, (const RoleSpec *) obj); };
+  { static int slot_ = -1; khCount(out, "RoleSpec", &slot_); khPut((out), ("\"" "RoleSpec" "\":{"), sizeof("\"" "RoleSpec" "\":{") - 1); _outRoleSpec(out, (const RoleSpec *) obj); };
   break;
 case T_FuncCall:
-  { khPut((out), ("\"" "FuncCall" "\":{"), sizeof("\"" "FuncCall" "\":{") - 1); _outFuncCall(out, (const FuncCall *) obj); };
+  { static int slot_ = -1; khCount(out, "FuncCall", &slot_); khPut((out), ("\"" "FuncCall" "\":{"), sizeof("\"" "FuncCall" "\":{") - 1); _outFuncCall(out, (const FuncCall *) obj); };
   break;
 case T_A_Star:
-  { khPut((out), ("\"" "A_Star" "\":{"), sizeof("\"" "A_Star" "\":{") - 1); _outAStar(out, (const A_Star *) obj); };
+  { static int slot_ = -1; khCount(out, "A_Star", &slot_); khPut((out), ("\"" "A_Star" "\":{"), sizeof("\"" "A_Star" "\":{") - 1); _outAStar(out, (const A_Star *) obj); };
   break;
 case T_A_Indices:
-  { khPut((out), ("\"" "A_Indices" "\":{"), sizeof("\"" "A_Indices" "\":{") - 1); _outAIndices(out, (const A_Indices *) obj); };
+  { static int slot_ = -1; khCount(out, "A_Indices", &slot_); khPut((out), ("\"" "A_Indices" "\":{"), sizeof("\"" "A_Indices" "\":{") - 1); _outAIndices(out, (const A_Indices *) obj); };
   break;
 case T_A_Indirection:
-  { khPut((out), ("\"" "A_Indirection" "\":{"), sizeof("\"" "A_Indirection" "\":{") - 1); _outAIndirection(out, (const A_Indirection *) obj); };
+  { static int slot_ = -1; khCount(out, "A_Indirection", &slot_); khPut((out), ("\"" "A_Indirection" "\":{"), sizeof("\"" "A_Indirection" "\":{") - 1); _outAIndirection(out, (const A_Indirection *) obj); };
   break;
 case T_A_ArrayExpr:
-  { khPut((out), ("\"" "A_ArrayExpr" "\":{"), sizeof("\"" "A_ArrayExpr" "\":{") - 1); _outAArrayExpr(out, (const A_ArrayExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "A_ArrayExpr", &slot_); khPut((out), ("\"" "A_ArrayExpr" "\":{"), sizeof("\"" "A_ArrayExpr" "\":{") - 1); _outAArrayExpr(out, (const A_ArrayExpr *) obj); };
   break;
 case T_ResTarget:
-  { khPut((out), ("\"" "ResTarget" "\":{"), sizeof("\"" "ResTarget" "\":{") - 1); _outResTarget(out, (const ResTarget *) obj); };
+  { static int slot_ = -1; khCount(out, "ResTarget", &slot_); khPut((out), ("\"" "ResTarget" "\":{"), sizeof("\"" "ResTarget" "\":{") - 1); _outResTarget(out, (const ResTarget *) obj); };
   break;
 case T_MultiAssignRef:
-  { khPut((out), ("\"" "MultiAssignRef" "\":{"), sizeof("\"" "MultiAssignRef" "\":{") - 1); _outMultiAssignRef(out, (const MultiAssignRef *) obj); };
+  { static int slot_ = -1; khCount(out, "MultiAssignRef", &slot_); khPut((out), ("\"" "MultiAssignRef" "\":{"), sizeof("\"" "MultiAssignRef" "\":{") - 1); _outMultiAssignRef(out, (const MultiAssignRef *) obj); };
   break;
 case T_SortBy:
-  { khPut((out), ("\"" "SortBy" "\":{"), sizeof("\"" "SortBy" "\":{") - 1); _outSortBy(out, (const SortBy *) obj); };
+  { static int slot_ = -1; khCount(out, "SortBy", &slot_); khPut((out), ("\"" "SortBy" "\":{"), sizeof("\"" "SortBy" "\":{") - 1); _outSortBy(out, (const SortBy *) obj); };
   break;
 case T_WindowDef:
-  { khPut((out), ("\"" "WindowDef" "\":{"), sizeof("\"" "WindowDef" "\":{") - 1); _outWindowDef(out, (const WindowDef *) obj); };
+  { static int slot_ = -1; khCount(out, "WindowDef", &slot_); khPut((out), ("\"" "WindowDef" "\":{"), sizeof("\"" "WindowDef" "\":{") - 1); _outWindowDef(out, (const WindowDef *) obj); };
   break;
 case T_RangeSubselect:
-  { khPut((out), ("\"" "RangeSubselect" "\":{"), sizeof("\"" "RangeSubselect" "\":{") - 1); _outRangeSubselect(out, (const RangeSubselect *) obj); };
+  { static int slot_ = -1; khCount(out, "RangeSubselect", &slot_); khPut((out), ("\"" "RangeSubselect" "\":{"), sizeof("\"" "RangeSubselect" "\":{") - 1); _outRangeSubselect(out, (const RangeSubselect *) obj); };
   break;
 case T_RangeFunction:
-  { khPut((out), ("\"" "RangeFunction" "\":{"), sizeof("\"" "RangeFunction" "\":{") - 1); _outRangeFunction(out, (const RangeFunction *) obj); };
+  { static int slot_ = -1; khCount(out, "RangeFunction", &slot_); khPut((out), ("\"" "RangeFunction" "\":{"), sizeof("\"" "RangeFunction" "\":{") - 1); _outRangeFunction(out, (const RangeFunction *) obj); };
   break;
 case T_RangeTableFunc:
-  { khPut((out), ("\"" "RangeTableFunc" "\":{"), sizeof("\"" "RangeTableFunc" "\":{") - 1); _outRangeTableFunc(out, (const RangeTableFunc *) obj); };
+  { static int slot_ = -1; khCount(out, "RangeTableFunc", &slot_); khPut((out), ("\"" "RangeTableFunc" "\":{"), sizeof("\"" "RangeTableFunc" "\":{") - 1); _outRangeTableFunc(out, (const RangeTableFunc *) obj); };
   break;
 case T_RangeTableFuncCol:
-  { khPut((out), ("\"" "RangeTableFuncCol" "\":{"), sizeof("\"" "RangeTableFuncCol" "\":{") - 1); _outRangeTableFuncCol(out, (const RangeTableFuncCol *) obj); };
+  { static int slot_ = -1; khCount(out, "RangeTableFuncCol", &slot_); khPut((out), ("\"" "RangeTableFuncCol" "\":{"), sizeof("\"" "RangeTableFuncCol" "\":{") - 1); _outRangeTableFuncCol(out, (const RangeTableFuncCol *) obj); };
   break;
 case T_RangeTableSample:
-  { khPut((out), ("\"" "RangeTableSample" "\":{"), sizeof("\"" "RangeTableSample" "\":{") - 1); _outRangeTableSample(out, (const RangeTableSample *) obj); };
+  { static int slot_ = -1; khCount(out, "RangeTableSample", &slot_); khPut((out), ("\"" "RangeTableSample" "\":{"), sizeof("\"" "RangeTableSample" "\":{") - 1); _outRangeTableSample(out, (const RangeTableSample *) obj); };
   break;
 case T_ColumnDef:
-  { khPut((out), ("\"" "ColumnDef" "\":{"), sizeof("\"" "ColumnDef" "\":{") - 1); _outColumnDef(out, (const ColumnDef *) obj); };
+  { static int slot_ = -1; khCount(out, "ColumnDef", &slot_); khPut((out), ("\"" "ColumnDef" "\":{"), sizeof("\"" "ColumnDef" "\":{") - 1); _outColumnDef(out, (const ColumnDef *) obj); };
   break;
 case T_TableLikeClause:
-  { khPut((out), ("\"" "TableLikeClause" "\":{"), sizeof("\"" "TableLikeClause" "\":{") - 1); _outTableLikeClause(out, (const TableLikeClause *) obj); };
+  { static int slot_ = -1; khCount(out, "TableLikeClause", &slot_); khPut((out), ("\"" "TableLikeClause" "\":{"), sizeof("\"" "TableLikeClause" "\":{") - 1); _outTableLikeClause(out, (const TableLikeClause *) obj); };
   break;
 case T_IndexElem:
-  { khPut((out), ("\"" "IndexElem" "\":{"), sizeof("\"" "IndexElem" "\":{") - 1); _outIndexElem(out, (const IndexElem *) obj); };
+  { static int slot_ = -1; khCount(out, "IndexElem", &slot_); khPut((out), ("\"" "IndexElem" "\":{"), sizeof("\"" "IndexElem" "\":{") - 1); _outIndexElem(out, (const IndexElem *) obj); };
   break;
 case T_DefElem:
-  { khPut((out), ("\"" "DefElem" "\":{"), sizeof("\"" "DefElem" "\":{") - 1); _outDefElem(out, (const DefElem *) obj); };
+  { static int slot_ = -1; khCount(out, "DefElem", &slot_); khPut((out), ("\"" "DefElem" "\":{"), sizeof("\"" "DefElem" "\":{") - 1); _outDefElem(out, (const DefElem *) obj); };
   break;
 case T_LockingClause:
-  { khPut((out), ("\"" "LockingClause" "\":{"), sizeof("\"" "LockingClause" "\":{") - 1); _outLockingClause(out, (const LockingClause *) obj); };
+  { static int slot_ = -1; khCount(out, "LockingClause", &slot_); khPut((out), ("\"" "LockingClause" "\":{"), sizeof("\"" "LockingClause" "\":{") - 1); _outLockingClause(out, (const LockingClause *) obj); };
   break;
 case T_XmlSerialize:
-  { khPut((out), ("\"" "XmlSerialize" "\":{"), sizeof("\"" "XmlSerialize" "\":{") - 1); _outXmlSerialize(out, (const XmlSerialize *) obj); };
+  { static int slot_ = -1; khCount(out, "XmlSerialize", &slot_); khPut((out), ("\"" "XmlSerialize" "\":{"), sizeof("\"" "XmlSerialize" "\":{") - 1); _outXmlSerialize(out, (const XmlSerialize *) obj); };
   break;
 case T_PartitionElem:
-  { khPut((out), ("\"" "PartitionElem" "\":{"), sizeof("\"" "PartitionElem" "\":{") - 1); _outPartitionElem(out, (const PartitionElem *) obj); };
+  { static int slot_ = -1; khCount(out, "PartitionElem", &slot_); khPut((out), ("\"" "PartitionElem" "\":{"), sizeof("\"" "PartitionElem" "\":{") - 1); _outPartitionElem(out, (const PartitionElem *) obj); };
   break;
 case T_PartitionSpec:
-  { khPut((out), ("\"" "PartitionSpec" "\":{"), sizeof("\"" "PartitionSpec" "\":{") - 1); _outPartitionSpec(out, (const PartitionSpec *) obj); };
+  { static int slot_ = -1; khCount(out, "PartitionSpec", &slot_); khPut((out), ("\"" "PartitionSpec" "\":{"), sizeof("\"" "PartitionSpec" "\":{") - 1); _outPartitionSpec(out, (const PartitionSpec *) obj); };
   break;
 case T_PartitionBoundSpec:
-  { khPut((out), ("\"" "PartitionBoundSpec" "\":{"), sizeof("\"" "PartitionBoundSpec" "\":{") - 1); _outPartitionBoundSpec(out, (const PartitionBoundSpec *) obj); };
+  { static int slot_ = -1; khCount(out, "PartitionBoundSpec", &slot_); khPut((out), ("\"" "PartitionBoundSpec" "\":{"), sizeof("\"" "PartitionBoundSpec" "\":{") - 1); _outPartitionBoundSpec(out, (const PartitionBoundSpec *) obj); };
   break;
 case T_PartitionRangeDatum:
-  { khPut((out), ("\"" "PartitionRangeDatum" "\":{"), sizeof("\"" "PartitionRangeDatum" "\":{") - 1); _outPartitionRangeDatum(out, (const PartitionRangeDatum *) obj); };
+  { static int slot_ = -1; khCount(out, "PartitionRangeDatum", &slot_); khPut((out), ("\"" "PartitionRangeDatum" "\":{"), sizeof("\"" "PartitionRangeDatum" "\":{") - 1); _outPartitionRangeDatum(out, (const PartitionRangeDatum *) obj); };
   break;
 case T_SinglePartitionSpec:
-  { khPut((out), ("\"" "SinglePartitionSpec" "\":{"), sizeof("\"" "SinglePartitionSpec" "\":{") - 1); _outSinglePartitionSpec(out, (const SinglePartitionSpec *) obj); };
+  { static int slot_ = -1; khCount(out, "SinglePartitionSpec", &slot_); khPut((out), ("\"" "SinglePartitionSpec" "\":{"), sizeof("\"" "SinglePartitionSpec" "\":{") - 1); _outSinglePartitionSpec(out, (const SinglePartitionSpec *) obj); };
   break;
 case T_PartitionCmd:
-  { khPut((out), ("\"" "PartitionCmd" "\":{"), sizeof("\"" "PartitionCmd" "\":{") - 1); _outPartitionCmd(out, (const PartitionCmd *) obj); };
+  { static int slot_ = -1; khCount(out, "PartitionCmd", &slot_); khPut((out), ("\"" "PartitionCmd" "\":{"), sizeof("\"" "PartitionCmd" "\":{") - 1); _outPartitionCmd(out, (const PartitionCmd *) obj); };
   break;
 case T_RangeTblEntry:
-  { khPut((out), ("\"" "RangeTblEntry" "\":{"), sizeof("\"" "RangeTblEntry" "\":{") - 1); _outRangeTblEntry(out, (const RangeTblEntry *) obj); };
+  { static int slot_ = -1; khCount(out, "RangeTblEntry", &slot_); khPut((out), ("\"" "RangeTblEntry" "\":{"), sizeof("\"" "RangeTblEntry" "\":{") - 1); _outRangeTblEntry(out, (const RangeTblEntry *) obj); };
   break;
 case T_RTEPermissionInfo:
-  { khPut((out), ("\"" "RTEPermissionInfo" "\":{"), sizeof("\"" "RTEPermissionInfo" "\":{") - 1); _outRTEPermissionInfo(out, (const RTEPermissionInfo *) obj); };
+  { static int slot_ = -1; khCount(out, "RTEPermissionInfo", &slot_); khPut((out), ("\"" "RTEPermissionInfo" "\":{"), sizeof("\"" "RTEPermissionInfo" "\":{") - 1); _outRTEPermissionInfo(out, (const RTEPermissionInfo *) obj); };
   break;
 case T_RangeTblFunction:
-  { khPut((out), ("\"" "RangeTblFunction" "\":{"), sizeof("\"" "RangeTblFunction" "\":{") - 1); _outRangeTblFunction(out, (const RangeTblFunction *) obj); };
+  { static int slot_ = -1; khCount(out, "RangeTblFunction", &slot_); khPut((out), ("\"" "RangeTblFunction" "\":{"), sizeof("\"" "RangeTblFunction" "\":{") - 1); _outRangeTblFunction(out, (const RangeTblFunction *) obj); };
   break;
 case T_TableSampleClause:
-  { khPut((out), ("\"" "TableSampleClause" "\":{"), sizeof("\"" "TableSampleClause" "\":{") - 1); _outTableSampleClause(out, (const TableSampleClause *) obj); };
+  { static int slot_ = -1; khCount(out, "TableSampleClause", &slot_); khPut((out), ("\"" "TableSampleClause" "\":{"), sizeof("\"" "TableSampleClause" "\":{") - 1); _outTableSampleClause(out, (const TableSampleClause *) obj); };
   break;
 case T_WithCheckOption:
-  { khPut((out), ("\"" "WithCheckOption" "\":{"), sizeof("\"" "WithCheckOption" "\":{") - 1); _outWithCheckOption(out, (const WithCheckOption *) obj); };
+  { static int slot_ = -1; khCount(out, "WithCheckOption", &slot_); khPut((out), ("\"" "WithCheckOption" "\":{"), sizeof("\"" "WithCheckOption" "\":{") - 1); _outWithCheckOption(out, (const WithCheckOption *) obj); };
   break;
 case T_SortGroupClause:
-  { khPut((out), ("\"" "SortGroupClause" "\":{"), sizeof("\"" "SortGroupClause" "\":{") - 1); _outSortGroupClause(out, (const SortGroupClause *) obj); };
+  { static int slot_ = -1; khCount(out, "SortGroupClause", &slot_); khPut((out), ("\"" "SortGroupClause" "\":{"), sizeof("\"" "SortGroupClause" "\":{") - 1); _outSortGroupClause(out, (const SortGroupClause *) obj); };
   break;
 case T_GroupingSet:
-  { khPut((out), ("\"" "GroupingSet" "\":{"), sizeof("\"" "GroupingSet" "\":{") - 1); _outGroupingSet(out, (const GroupingSet *) obj); };
+  { static int slot_ = -1; khCount(out, "GroupingSet", &slot_); khPut((out), ("\"" "GroupingSet" "\":{"), sizeof("\"" "GroupingSet" "\":{") - 1); _outGroupingSet(out, (const GroupingSet *) obj); };
   break;
 case T_WindowClause:
-  { khPut((out), ("\"" "WindowClause" "\":{"), sizeof("\"" "WindowClause" "\":{") - 1); _outWindowClause(out, (const WindowClause *) obj); };
+  { static int slot_ = -1; khCount(out, "WindowClause", &slot_); khPut((out), ("\"" "WindowClause" "\":{"), sizeof("\"" "WindowClause" "\":{") - 1); _outWindowClause(out, (const WindowClause *) obj); };
   break;
 case T_RowMarkClause:
-  { khPut((out), ("\"" "RowMarkClause" "\":{"), sizeof("\"" "RowMarkClause" "\":{") - 1); _outRowMarkClause(out, (const RowMarkClause *) obj); };
+  { static int slot_ = -1; khCount(out, "RowMarkClause", &slot_); khPut((out), ("\"" "RowMarkClause" "\":{"), sizeof("\"" "RowMarkClause" "\":{") - 1); _outRowMarkClause(out, (const RowMarkClause *) obj); };
   break;
 case T_WithClause:
-  { khPut((out), ("\"" "WithClause" "\":{"), sizeof("\"" "WithClause" "\":{") - 1); _outWithClause(out, (const WithClause *) obj); };
+  { static int slot_ = -1; khCount(out, "WithClause", &slot_); khPut((out), ("\"" "WithClause" "\":{"), sizeof("\"" "WithClause" "\":{") - 1); _outWithClause(out, (const WithClause *) obj); };
   break;
 case T_InferClause:
-  { khPut((out), ("\"" "InferClause" "\":{"), sizeof("\"" "InferClause" "\":{") - 1); _outInferClause(out, (const InferClause *) obj); };
+  { static int slot_ = -1; khCount(out, "InferClause", &slot_); khPut((out), ("\"" "InferClause" "\":{"), sizeof("\"" "InferClause" "\":{") - 1); _outInferClause(out, (const InferClause *) obj); };
   break;
 case T_OnConflictClause:
-  { khPut((out), ("\"" "OnConflictClause" "\":{"), sizeof("\"" "OnConflictClause" "\":{") - 1); _outOnConflictClause(out, (const OnConflictClause *) obj); };
+  { static int slot_ = -1; khCount(out, "OnConflictClause", &slot_); khPut((out), ("\"" "OnConflictClause" "\":{"), sizeof("\"" "OnConflictClause" "\":{") - 1); _outOnConflictClause(out, (const OnConflictClause *) obj); };
   break;
 case T_CTESearchClause:
-  { khPut((out), ("\"" "CTESearchClause" "\":{"), sizeof("\"" "CTESearchClause" "\":{") - 1); _outCTESearchClause(out, (const CTESearchClause *) obj); };
+  { static int slot_ = -1; khCount(out, "CTESearchClause", &slot_); khPut((out), ("\"" "CTESearchClause" "\":{"), sizeof("\"" "CTESearchClause" "\":{") - 1); _outCTESearchClause(out, (const CTESearchClause *) obj); };
   break;
 case T_CTECycleClause:
-  { khPut((out), ("\"" "CTECycleClause" "\":{"), sizeof("\"" "CTECycleClause" "\":{") - 1); _outCTECycleClause(out, (const CTECycleClause *) obj); };
+  { static int slot_ = -1; khCount(out, "CTECycleClause", &slot_); khPut((out), ("\"" "CTECycleClause" "\":{"), sizeof("\"" "CTECycleClause" "\":{") - 1); _outCTECycleClause(out, (const CTECycleClause *) obj); };
   break;
 case T_CommonTableExpr:
-  { khPut((out), ("\"" "CommonTableExpr" "\":{"), sizeof("\"" "CommonTableExpr" "\":{") - 1); _outCommonTableExpr(out, (const CommonTableExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "CommonTableExpr", &slot_); khPut((out), ("\"" "CommonTableExpr" "\":{"), sizeof("\"" "CommonTableExpr" "\":{") - 1); _outCommonTableExpr(out, (const CommonTableExpr *) obj); };
   break;
 case T_MergeWhenClause:
-  { khPut((out), ("\"" "MergeWhenClause" "\":{"), sizeof("\"" "MergeWhenClause" "\":{") - 1); _outMergeWhenClause(out, (const MergeWhenClause *) obj); };
+  { static int slot_ = -1; khCount(out, "MergeWhenClause", &slot_); khPut((out), ("\"" "MergeWhenClause" "\":{"), sizeof("\"" "MergeWhenClause" "\":{") - 1); _outMergeWhenClause(out, (const MergeWhenClause *) obj); };
   break;
 case T_TriggerTransition:
-  { khPut((out), ("\"" "TriggerTransition" "\":{"), sizeof("\"" "TriggerTransition" "\":{") - 1); _outTriggerTransition(out, (const TriggerTransition *) obj); };
+  { static int slot_ = -1; khCount(out, "TriggerTransition", &slot_); khPut((out), ("\"" "TriggerTransition" "\":{"), sizeof("\"" "TriggerTransition" "\":{") - 1); _outTriggerTransition(out, (const TriggerTransition *) obj); };
   break;
 case T_JsonOutput:
-  { khPut((out), ("\"" "JsonOutput" "\":{"), sizeof("\"" "JsonOutput" "\":{") - 1); _outJsonOutput(out, (const JsonOutput *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonOutput", &slot_); khPut((out), ("\"" "JsonOutput" "\":{"), sizeof("\"" "JsonOutput" "\":{") - 1); _outJsonOutput(out, (const JsonOutput *) obj); };
   break;
 case T_JsonArgument:
-  { khPut((out), ("\"" "JsonArgument" "\":{"), sizeof("\"" "JsonArgument" "\":{") - 1); _outJsonArgument(out, (const JsonArgument *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonArgument", &slot_); khPut((out), ("\"" "JsonArgument" "\":{"), sizeof("\"" "JsonArgument" "\":{") - 1); _outJsonArgument(out, (const JsonArgument *) obj); };
   break;
 case T_JsonFuncExpr:
-  { khPut((out), ("\"" "JsonFuncExpr" "\":{"), sizeof("\"" "JsonFuncExpr" "\":{") - 1); _outJsonFuncExpr(out, (const JsonFuncExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonFuncExpr", &slot_); khPut((out), ("\"" "JsonFuncExpr" "\":{"), sizeof("\"" "JsonFuncExpr" "\":{") - 1); _outJsonFuncExpr(out, (const JsonFuncExpr *) obj); };
   break;
 case T_JsonTablePathSpec:
-  { khPut((out), ("\"" "JsonTablePathSpec" "\":{"), sizeof("\"" "JsonTablePathSpec" "\":{") - 1); _outJsonTablePathSpec(out, (const JsonTablePathSpec *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonTablePathSpec", &slot_); khPut((out), ("\"" "JsonTablePathSpec" "\":{"), sizeof("\"" "JsonTablePathSpec" "\":{") - 1); _outJsonTablePathSpec(out, (const JsonTablePathSpec *) obj); };
   break;
 case T_JsonTable:
-  { khPut((out), ("\"" "JsonTable" "\":{"), sizeof("\"" "JsonTable" "\":{") - 1); _outJsonTable(out, (const JsonTable *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonTable", &slot_); khPut((out), ("\"" "JsonTable" "\":{"), sizeof("\"" "JsonTable" "\":{") - 1); _outJsonTable(out, (const JsonTable *) obj); };
   break;
 case T_JsonTableColumn:
-  { khPut((out), ("\"" "JsonTableColumn" "\":{"), sizeof("\"" "JsonTableColumn" "\":{") - 1); _outJsonTableColumn(out, (const JsonTableColumn *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonTableColumn", &slot_); khPut((out), ("\"" "JsonTableColumn" "\":{"), sizeof("\"" "JsonTableColumn" "\":{") - 1); _outJsonTableColumn(out, (const JsonTableColumn *) obj); };
   break;
 case T_JsonKeyValue:
-  { khPut((out), ("\"" "JsonKeyValue" "\":{"), sizeof("\"" "JsonKeyValue" "\":{") - 1); _outJsonKeyValue(out, (const JsonKeyValue *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonKeyValue", &slot_); khPut((out), ("\"" "JsonKeyValue" "\":{"), sizeof("\"" "JsonKeyValue" "\":{") - 1); _outJsonKeyValue(out, (const JsonKeyValue *) obj); };
   break;
 case T_JsonParseExpr:
-  { khPut((out), ("\"" "JsonParseExpr" "\":{"), sizeof("\"" "JsonParseExpr" "\":{") - 1); _outJsonParseExpr(out, (const JsonParseExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonParseExpr", &slot_); khPut((out), ("\"" "JsonParseExpr" "\":{"), sizeof("\"" "JsonParseExpr" "\":{") - 1); _outJsonParseExpr(out, (const JsonParseExpr *) obj); };
   break;
 case T_JsonScalarExpr:
-  { khPut((out), ("\"" "JsonScalarExpr" "\":{"), sizeof("\"" "JsonScalarExpr" "\":{") - 1); _outJsonScalarExpr(out, (const JsonScalarExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonScalarExpr", &slot_); khPut((out), ("\"" "JsonScalarExpr" "\":{"), sizeof("\"" "JsonScalarExpr" "\":{") - 1); _outJsonScalarExpr(out, (const JsonScalarExpr *) obj); };
   break;
 case T_JsonSerializeExpr:
-  { khPut((out), ("\"" "JsonSerializeExpr" "\":{"), sizeof("\"" "JsonSerializeExpr" "\":{") - 1); _outJsonSerializeExpr(out, (const JsonSerializeExpr *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonSerializeExpr", &slot_); khPut((out), ("\"" "JsonSerializeExpr" "\":{"), sizeof("\"" "JsonSerializeExpr" "\":{") - 1); _outJsonSerializeExpr(out, (const JsonSerializeExpr *) obj); };
   break;
 case T_JsonObjectConstructor:
-  { khPut((out), ("\"" "JsonObjectConstructor" "\":{"), sizeof("\"" "JsonObjectConstructor" "\":{") - 1); _outJsonObjectConstructor(out, (const JsonObjectConstructor *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonObjectConstructor", &slot_); khPut((out), ("\"" "JsonObjectConstructor" "\":{"), sizeof("\"" "JsonObjectConstructor" "\":{") - 1); _outJsonObjectConstructor(out, (const JsonObjectConstructor *) obj); };
   break;
 case T_JsonArrayConstructor:
-  { khPut((out), ("\"" "JsonArrayConstructor" "\":{"), sizeof("\"" "JsonArrayConstructor" "\":{") - 1); _outJsonArrayConstructor(out, (const JsonArrayConstructor *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonArrayConstructor", &slot_); khPut((out), ("\"" "JsonArrayConstructor" "\":{"), sizeof("\"" "JsonArrayConstructor" "\":{") - 1); _outJsonArrayConstructor(out, (const JsonArrayConstructor *) obj); };
   break;
 case T_JsonArrayQueryConstructor:
-  { khPut((out), ("\"" "JsonArrayQueryConstructor" "\":{"), sizeof("\"" "JsonArrayQueryConstructor" "\":{") - 1); _outJsonArrayQueryConstructor(out, (const JsonArrayQueryConstructor *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonArrayQueryConstructor", &slot_); khPut((out), ("\"" "JsonArrayQueryConstructor" "\":{"), sizeof("\"" "JsonArrayQueryConstructor" "\":{") - 1); _outJsonArrayQueryConstructor(out, (const JsonArrayQueryConstructor *) obj); };
   break;
 case T_JsonAggConstructor:
-  { khPut((out), ("\"" "JsonAggConstructor" "\":{"), sizeof("\"" "JsonAggConstructor" "\":{") - 1); _outJsonAggConstructor(out, (const JsonAggConstructor *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonAggConstructor", &slot_); khPut((out), ("\"" "JsonAggConstructor" "\":{"), sizeof("\"" "JsonAggConstructor" "\":{") - 1); _outJsonAggConstructor(out, (const JsonAggConstructor *) obj); };
   break;
 case T_JsonObjectAgg:
-  { khPut((out), ("\"" "JsonObjectAgg" "\":{"), sizeof("\"" "JsonObjectAgg" "\":{") - 1); _outJsonObjectAgg(out, (const JsonObjectAgg *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonObjectAgg", &slot_); khPut((out), ("\"" "JsonObjectAgg" "\":{"), sizeof("\"" "JsonObjectAgg" "\":{") - 1); _outJsonObjectAgg(out, (const JsonObjectAgg *) obj); };
   break;
 case T_JsonArrayAgg:
-  { khPut((out), ("\"" "JsonArrayAgg" "\":{"), sizeof("\"" "JsonArrayAgg" "\":{") - 1); _outJsonArrayAgg(out, (const JsonArrayAgg *) obj); };
+  { static int slot_ = -1; khCount(out, "JsonArrayAgg", &slot_); khPut((out), ("\"" "JsonArrayAgg" "\":{"), sizeof("\"" "JsonArrayAgg" "\":{") - 1); _outJsonArrayAgg(out, (const JsonArrayAgg *) obj); };
   break;
 case T_RawStmt:
-  { khPut((out), ("\"" "RawStmt" "\":{"), sizeof("\"" "RawStmt" "\":{") - 1); _outRawStmt(out, (const RawStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "RawStmt", &slot_); khPut((out), ("\"" "RawStmt" "\":{"), sizeof("\"" "RawStmt" "\":{") - 1); _outRawStmt(out, (const RawStmt *) obj); };
   break;
 case T_InsertStmt:
-  { khPut((out), ("\"" "InsertStmt" "\":{"), sizeof("\"" "InsertStmt" "\":{") - 1); _outInsertStmt(out, (const InsertStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "InsertStmt", &slot_); khPut((out), ("\"" "InsertStmt" "\":{"), sizeof("\"" "InsertStmt" "\":{") - 1); _outInsertStmt(out, (const InsertStmt *) obj); };
   break;
 case T_DeleteStmt:
-  { khPut((out), ("\"" "DeleteStmt" "\":{"), sizeof("\"" "DeleteStmt" "\":{") - 1); _outDeleteStmt(out, (const DeleteStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "DeleteStmt", &slot_); khPut((out), ("\"" "DeleteStmt" "\":{"), sizeof("\"" "DeleteStmt" "\":{") - 1); _outDeleteStmt(out, (const DeleteStmt *) obj); };
   break;
 case T_UpdateStmt:
-  { khPut((out), ("\"" "UpdateStmt" "\":{"), sizeof("\"" "UpdateStmt" "\":{") - 1); _outUpdateStmt(out, (const UpdateStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "UpdateStmt", &slot_); khPut((out), ("\"" "UpdateStmt" "\":{"), sizeof("\"" "UpdateStmt" "\":{") - 1); _outUpdateStmt(out, (const UpdateStmt *) obj); };
   break;
 case T_MergeStmt:
-  { khPut((out), ("\"" "MergeStmt" "\":{"), sizeof("\"" "MergeStmt" "\":{") - 1); _outMergeStmt(out, (const MergeStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "MergeStmt", &slot_); khPut((out), ("\"" "MergeStmt" "\":{"), sizeof("\"" "MergeStmt" "\":{") - 1); _outMergeStmt(out, (const MergeStmt *) obj); };
   break;
 case T_SelectStmt:
-  { khPut((out), ("\"" "SelectStmt" "\":{"), sizeof("\"" "SelectStmt" "\":{") - 1); _outSelectStmt(out, (const SelectStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "SelectStmt", &slot_); khPut((out), ("\"" "SelectStmt" "\":{"), sizeof("\"" "SelectStmt" "\":{") - 1); _outSelectStmt(out, (const SelectStmt *) obj); };
   break;
 case T_SetOperationStmt:
-  { khPut((out), ("\"" "SetOperationStmt" "\":{"), sizeof("\"" "SetOperationStmt" "\":{") - 1); _outSetOperationStmt(out, (const SetOperationStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "SetOperationStmt", &slot_); khPut((out), ("\"" "SetOperationStmt" "\":{"), sizeof("\"" "SetOperationStmt" "\":{") - 1); _outSetOperationStmt(out, (const SetOperationStmt *) obj); };
   break;
 case T_ReturnStmt:
-  { khPut((out), ("\"" "ReturnStmt" "\":{"), sizeof("\"" "ReturnStmt" "\":{") - 1); _outReturnStmt(out, (const ReturnStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "ReturnStmt", &slot_); khPut((out), ("\"" "ReturnStmt" "\":{"), sizeof("\"" "ReturnStmt" "\":{") - 1); _outReturnStmt(out, (const ReturnStmt *) obj); };
   break;
 case T_PLAssignStmt:
-  { khPut((out), ("\"" "PLAssignStmt" "\":{"), sizeof("\"" "PLAssignStmt" "\":{") - 1); _outPLAssignStmt(out, (const PLAssignStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "PLAssignStmt", &slot_); khPut((out), ("\"" "PLAssignStmt" "\":{"), sizeof("\"" "PLAssignStmt" "\":{") - 1); _outPLAssignStmt(out, (const PLAssignStmt *) obj); };
   break;
 case T_CreateSchemaStmt:
-  { khPut((out), ("\"" "CreateSchemaStmt" "\":{"), sizeof("\"" "CreateSchemaStmt" "\":{") - 1); _outCreateSchemaStmt(out, (const CreateSchemaStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateSchemaStmt", &slot_); khPut((out), ("\"" "CreateSchemaStmt" "\":{"), sizeof("\"" "CreateSchemaStmt" "\":{") - 1); _outCreateSchemaStmt(out, (const CreateSchemaStmt *) obj); };
   break;
 case T_AlterTableStmt:
-  { khPut((out), ("\"" "AlterTableStmt" "\":{"), sizeof("\"" "AlterTableStmt" "\":{") - 1); _outAlterTableStmt(out, (const AlterTableStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterTableStmt", &slot_); khPut((out), ("\"" "AlterTableStmt" "\":{"), sizeof("\"" "AlterTableStmt" "\":{") - 1); _outAlterTableStmt(out, (const AlterTableStmt *) obj); };
   break;
 case T_ReplicaIdentityStmt:
-  { khPut((out), ("\"" "ReplicaIdentityStmt" "\":{"), sizeof("\"" "ReplicaIdentityStmt" "\":{") - 1); _outReplicaIdentityStmt(out, (const ReplicaIdentityStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "ReplicaIdentityStmt", &slot_); khPut((out), ("\"" "ReplicaIdentityStmt" "\":{"), sizeof("\"" "ReplicaIdentityStmt" "\":{") - 1); _outReplicaIdentityStmt(out, (const ReplicaIdentityStmt *) obj); };
   break;
 case T_AlterTableCmd:
-  { khPut((out), ("\"" "AlterTableCmd" "\":{"), sizeof("\"" "AlterTableCmd" "\":{") - 1); _outAlterTableCmd(out, (const AlterTableCmd *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterTableCmd", &slot_); khPut((out), ("\"" "AlterTableCmd" "\":{"), sizeof("\"" "AlterTableCmd" "\":{") - 1); _outAlterTableCmd(out, (const AlterTableCmd *) obj); };
   break;
 case T_AlterCollationStmt:
-  { khPut((out), ("\"" "AlterCollationStmt" "\":{"), sizeof("\"" "AlterCollationStmt" "\":{") - 1); _outAlterCollationStmt(out, (const AlterCollationStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterCollationStmt", &slot_); khPut((out), ("\"" "AlterCollationStmt" "\":{"), sizeof("\"" "AlterCollationStmt" "\":{") - 1); _outAlterCollationStmt(out, (const AlterCollationStmt *) obj); };
   break;
 case T_AlterDomainStmt:
-  { khPut((out), ("\"" "AlterDomainStmt" "\":{"), sizeof("\"" "AlterDomainStmt" "\":{") - 1); _outAlterDomainStmt(out, (const AlterDomainStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterDomainStmt", &slot_); khPut((out), ("\"" "AlterDomainStmt" "\":{"), sizeof("\"" "AlterDomainStmt" "\":{") - 1); _outAlterDomainStmt(out, (const AlterDomainStmt *) obj); };
   break;
 case T_GrantStmt:
-  { khPut((out), ("\"" "GrantStmt" "\":{"), sizeof("\"" "GrantStmt" "\":{") - 1); _outGrantStmt(out, (const GrantStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "GrantStmt", &slot_); khPut((out), ("\"" "GrantStmt" "\":{"), sizeof("\"" "GrantStmt" "\":{") - 1); _outGrantStmt(out, (const GrantStmt *) obj); };
   break;
 case T_ObjectWithArgs:
-  { khPut((out), ("\"" "ObjectWithArgs" "\":{"), sizeof("\"" "ObjectWithArgs" "\":{") - 1); _outObjectWithArgs(out, (const ObjectWithArgs *) obj); };
+  { static int slot_ = -1; khCount(out, "ObjectWithArgs", &slot_); khPut((out), ("\"" "ObjectWithArgs" "\":{"), sizeof("\"" "ObjectWithArgs" "\":{") - 1); _outObjectWithArgs(out, (const ObjectWithArgs *) obj); };
   break;
 case T_AccessPriv:
-  { khPut((out), ("\"" "AccessPriv" "\":{"), sizeof("\"" "AccessPriv" "\":{") - 1); _outAccessPriv(out, (const AccessPriv *) obj); };
+  { static int slot_ = -1; khCount(out, "AccessPriv", &slot_); khPut((out), ("\"" "AccessPriv" "\":{"), sizeof("\"" "AccessPriv" "\":{") - 1); _outAccessPriv(out, (const AccessPriv *) obj); };
   break;
 case T_GrantRoleStmt:
-  { khPut((out), ("\"" "GrantRoleStmt" "\":{"), sizeof("\"" "GrantRoleStmt" "\":{") - 1); _outGrantRoleStmt(out, (const GrantRoleStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "GrantRoleStmt", &slot_); khPut((out), ("\"" "GrantRoleStmt" "\":{"), sizeof("\"" "GrantRoleStmt" "\":{") - 1); _outGrantRoleStmt(out, (const GrantRoleStmt *) obj); };
   break;
 case T_AlterDefaultPrivilegesStmt:
-  { khPut((out), ("\"" "AlterDefaultPrivilegesStmt" "\":{"), sizeof("\"" "AlterDefaultPrivilegesStmt" "\":{") - 1); _outAlterDefaultPrivilegesStmt(out, (const AlterDefaultPrivilegesStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterDefaultPrivilegesStmt", &slot_); khPut((out), ("\"" "AlterDefaultPrivilegesStmt" "\":{"), sizeof("\"" "AlterDefaultPrivilegesStmt" "\":{") - 1); _outAlterDefaultPrivilegesStmt(out, (const AlterDefaultPrivilegesStmt *) obj); };
   break;
 case T_CopyStmt:
-  { khPut((out), ("\"" "CopyStmt" "\":{"), sizeof("\"" "CopyStmt" "\":{") - 1); _outCopyStmt(out, (const CopyStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CopyStmt", &slot_); khPut((out), ("\"" "CopyStmt" "\":{"), sizeof("\"" "CopyStmt" "\":{") - 1); _outCopyStmt(out, (const CopyStmt *) obj); };
   break;
 case T_VariableSetStmt:
-  { khPut((out), ("\"" "VariableSetStmt" "\":{"), sizeof("\"" "VariableSetStmt" "\":{") - 1); _outVariableSetStmt(out, (const VariableSetStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "VariableSetStmt", &slot_); khPut((out), ("\"" "VariableSetStmt" "\":{"), sizeof("\"" "VariableSetStmt" "\":{") - 1); _outVariableSetStmt(out, (const VariableSetStmt *) obj); };
   break;
 case T_VariableShowStmt:
-  { khPut((out), ("\"" "VariableShowStmt" "\":{"), sizeof("\"" "VariableShowStmt" "\":{") - 1); _outVariableShowStmt(out, (const VariableShowStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "VariableShowStmt", &slot_); khPut((out), ("\"" "VariableShowStmt" "\":{"), sizeof("\"" "VariableShowStmt" "\":{") - 1); _outVariableShowStmt(out, (const VariableShowStmt *) obj); };
   break;
 case T_CreateStmt:
-  { khPut((out), ("\"" "CreateStmt" "\":{"), sizeof("\"" "CreateStmt" "\":{") - 1); _outCreateStmt(out, (const CreateStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateStmt", &slot_); khPut((out), ("\"" "CreateStmt" "\":{"), sizeof("\"" "CreateStmt" "\":{") - 1); _outCreateStmt(out, (const CreateStmt *) obj); };
   break;
 case T_Constraint:
-  { khPut((out), ("\"" "Constraint" "\":{"), sizeof("\"" "Constraint" "\":{") - 1); _outConstraint(out, (const Constraint *) obj); };
+  { static int slot_ = -1; khCount(out, "Constraint", &slot_); khPut((out), ("\"" "Constraint" "\":{"), sizeof("\"" "Constraint" "\":{") - 1); _outConstraint(out, (const Constraint *) obj); };
   break;
 case T_CreateTableSpaceStmt:
-  { khPut((out), ("\"" "CreateTableSpaceStmt" "\":{"), sizeof("\"" "CreateTableSpaceStmt" "\":{") - 1); _outCreateTableSpaceStmt(out, (const CreateTableSpaceStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateTableSpaceStmt", &slot_); khPut((out), ("\"" "CreateTableSpaceStmt" "\":{"), sizeof("\"" "CreateTableSpaceStmt" "\":{") - 1); _outCreateTableSpaceStmt(out, (const CreateTableSpaceStmt *) obj); };
   break;
 case T_DropTableSpaceStmt:
-  { khPut((out), ("\"" "DropTableSpaceStmt" "\":{"), sizeof("\"" "DropTableSpaceStmt" "\":{") - 1); _outDropTableSpaceStmt(out, (const DropTableSpaceStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "DropTableSpaceStmt", &slot_); khPut((out), ("\"" "DropTableSpaceStmt" "\":{"), sizeof("\"" "DropTableSpaceStmt" "\":{") - 1); _outDropTableSpaceStmt(out, (const DropTableSpaceStmt *) obj); };
   break;
 case T_AlterTableSpaceOptionsStmt:
-  { khPut((out), ("\"" "AlterTableSpaceOptionsStmt" "\":{"), sizeof("\"" "AlterTableSpaceOptionsStmt" "\":{") - 1); _outAlterTableSpaceOptionsStmt(out, (const AlterTableSpaceOptionsStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterTableSpaceOptionsStmt", &slot_); khPut((out), ("\"" "AlterTableSpaceOptionsStmt" "\":{"), sizeof("\"" "AlterTableSpaceOptionsStmt" "\":{") - 1); _outAlterTableSpaceOptionsStmt(out, (const AlterTableSpaceOptionsStmt *) obj); };
   break;
 case T_AlterTableMoveAllStmt:
-  { khPut((out), ("\"" "AlterTableMoveAllStmt" "\":{"), sizeof("\"" "AlterTableMoveAllStmt" "\":{") - 1); _outAlterTableMoveAllStmt(out, (const AlterTableMoveAllStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterTableMoveAllStmt", &slot_); khPut((out), ("\"" "AlterTableMoveAllStmt" "\":{"), sizeof("\"" "AlterTableMoveAllStmt" "\":{") - 1); _outAlterTableMoveAllStmt(out, (const AlterTableMoveAllStmt *) obj); };
   break;
 case T_CreateExtensionStmt:
-  { khPut((out), ("\"" "CreateExtensionStmt" "\":{"), sizeof("\"" "CreateExtensionStmt" "\":{") - 1); _outCreateExtensionStmt(out, (const CreateExtensionStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateExtensionStmt", &slot_); khPut((out), ("\"" "CreateExtensionStmt" "\":{"), sizeof("\"" "CreateExtensionStmt" "\":{") - 1); _outCreateExtensionStmt(out, (const CreateExtensionStmt *) obj); };
   break;
 case T_AlterExtensionStmt:
-  { khPut((out), ("\"" "AlterExtensionStmt" "\":{"), sizeof("\"" "AlterExtensionStmt" "\":{") - 1); _outAlterExtensionStmt(out, (const AlterExtensionStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterExtensionStmt", &slot_); khPut((out), ("\"" "AlterExtensionStmt" "\":{"), sizeof("\"" "AlterExtensionStmt" "\":{") - 1); _outAlterExtensionStmt(out, (const AlterExtensionStmt *) obj); };
   break;
 case T_AlterExtensionContentsStmt:
-  { khPut((out), ("\"" "AlterExtensionContentsStmt" "\":{"), sizeof("\"" "AlterExtensionContentsStmt" "\":{") - 1); _outAlterExtensionContentsStmt(out, (const AlterExtensionContentsStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterExtensionContentsStmt", &slot_); khPut((out), ("\"" "AlterExtensionContentsStmt" "\":{"), sizeof("\"" "AlterExtensionContentsStmt" "\":{") - 1); _outAlterExtensionContentsStmt(out, (const AlterExtensionContentsStmt *) obj); };
   break;
 case T_CreateFdwStmt:
-  { khPut((out), ("\"" "CreateFdwStmt" "\":{"), sizeof("\"" "CreateFdwStmt" "\":{") - 1); _outCreateFdwStmt(out, (const CreateFdwStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateFdwStmt", &slot_); khPut((out), ("\"" "CreateFdwStmt" "\":{"), sizeof("\"" "CreateFdwStmt" "\":{") - 1); _outCreateFdwStmt(out, (const CreateFdwStmt *) obj); };
   break;
 case T_AlterFdwStmt:
-  { khPut((out), ("\"" "AlterFdwStmt" "\":{"), sizeof("\"" "AlterFdwStmt" "\":{") - 1); _outAlterFdwStmt(out, (const AlterFdwStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterFdwStmt", &slot_); khPut((out), ("\"" "AlterFdwStmt" "\":{"), sizeof("\"" "AlterFdwStmt" "\":{") - 1); _outAlterFdwStmt(out, (const AlterFdwStmt *) obj); };
   break;
 case T_CreateForeignServerStmt:
-  { khPut((out), ("\"" "CreateForeignServerStmt" "\":{"), sizeof("\"" "CreateForeignServerStmt" "\":{") - 1); _outCreateForeignServerStmt(out, (const CreateForeignServerStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateForeignServerStmt", &slot_); khPut((out), ("\"" "CreateForeignServerStmt" "\":{"), sizeof("\"" "CreateForeignServerStmt" "\":{") - 1); _outCreateForeignServerStmt(out, (const CreateForeignServerStmt *) obj); };
   break;
 case T_AlterForeignServerStmt:
-  { khPut((out), ("\"" "AlterForeignServerStmt" "\":{"), sizeof("\"" "AlterForeignServerStmt" "\":{") - 1); _outAlterForeignServerStmt(out, (const AlterForeignServerStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterForeignServerStmt", &slot_); khPut((out), ("\"" "AlterForeignServerStmt" "\":{"), sizeof("\"" "AlterForeignServerStmt" "\":{") - 1); _outAlterForeignServerStmt(out, (const AlterForeignServerStmt *) obj); };
   break;
 case T_CreateForeignTableStmt:
-  { khPut((out), ("\"" "CreateForeignTableStmt" "\":{"), sizeof("\"" "CreateForeignTableStmt" "\":{") - 1); _outCreateForeignTableStmt(out, (const CreateForeignTableStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateForeignTableStmt", &slot_); khPut((out), ("\"" "CreateForeignTableStmt" "\":{"), sizeof("\"" "CreateForeignTableStmt" "\":{") - 1); _outCreateForeignTableStmt(out, (const CreateForeignTableStmt *) obj); };
   break;
 case T_CreateUserMappingStmt:
-  { khPut((out), ("\"" "CreateUserMappingStmt" "\":{"), sizeof("\"" "CreateUserMappingStmt" "\":{") - 1); _outCreateUserMappingStmt(out, (const CreateUserMappingStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateUserMappingStmt", &slot_); khPut((out), ("\"" "CreateUserMappingStmt" "\":{"), sizeof("\"" "CreateUserMappingStmt" "\":{") - 1); _outCreateUserMappingStmt(out, (const CreateUserMappingStmt *) obj); };
   break;
 case T_AlterUserMappingStmt:
-  { khPut((out), ("\"" "AlterUserMappingStmt" "\":{"), sizeof("\"" "AlterUserMappingStmt" "\":{") - 1); _outAlterUserMappingStmt(out, (const AlterUserMappingStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterUserMappingStmt", &slot_); khPut((out), ("\"" "AlterUserMappingStmt" "\":{"), sizeof("\"" "AlterUserMappingStmt" "\":{") - 1); _outAlterUserMappingStmt(out, (const AlterUserMappingStmt *) obj); };
   break;
 case T_DropUserMappingStmt:
-  { khPut((out), ("\"" "DropUserMappingStmt" "\":{"), sizeof("\"" "DropUserMappingStmt" "\":{") - 1); _outDropUserMappingStmt(out, (const DropUserMappingStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "DropUserMappingStmt", &slot_); khPut((out), ("\"" "DropUserMappingStmt" "\":{"), sizeof("\"" "DropUserMappingStmt" "\":{") - 1); _outDropUserMappingStmt(out, (const DropUserMappingStmt *) obj); };
   break;
 case T_ImportForeignSchemaStmt:
-  { khPut((out), ("\"" "ImportForeignSchemaStmt" "\":{"), sizeof("\"" "ImportForeignSchemaStmt" "\":{") - 1); _outImportForeignSchemaStmt(out, (const ImportForeignSchemaStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "ImportForeignSchemaStmt", &slot_); khPut((out), ("\"" "ImportForeignSchemaStmt" "\":{"), sizeof("\"" "ImportForeignSchemaStmt" "\":{") - 1); _outImportForeignSchemaStmt(out, (const ImportForeignSchemaStmt *) obj); };
   break;
 case T_CreatePolicyStmt:
-  { khPut((out), ("\"" "CreatePolicyStmt" "\":{"), sizeof("\"" "CreatePolicyStmt" "\":{") - 1); _outCreatePolicyStmt(out, (const CreatePolicyStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreatePolicyStmt", &slot_); khPut((out), ("\"" "CreatePolicyStmt" "\":{"), sizeof("\"" "CreatePolicyStmt" "\":{") - 1); _outCreatePolicyStmt(out, (const CreatePolicyStmt *) obj); };
   break;
 case T_AlterPolicyStmt:
-  { khPut((out), ("\"" "AlterPolicyStmt" "\":{"), sizeof("\"" "AlterPolicyStmt" "\":{") - 1); _outAlterPolicyStmt(out, (const AlterPolicyStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterPolicyStmt", &slot_); khPut((out), ("\"" "AlterPolicyStmt" "\":{"), sizeof("\"" "AlterPolicyStmt" "\":{") - 1); _outAlterPolicyStmt(out, (const AlterPolicyStmt *) obj); };
   break;
 case T_CreateAmStmt:
-  { khPut((out), ("\"" "CreateAmStmt" "\":{"), sizeof("\"" "CreateAmStmt" "\":{") - 1); _outCreateAmStmt(out, (const CreateAmStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateAmStmt", &slot_); khPut((out), ("\"" "CreateAmStmt" "\":{"), sizeof("\"" "CreateAmStmt" "\":{") - 1); _outCreateAmStmt(out, (const CreateAmStmt *) obj); };
   break;
 case T_CreateTrigStmt:
-  { khPut((out), ("\"" "CreateTrigStmt" "\":{"), sizeof("\"" "CreateTrigStmt" "\":{") - 1); _outCreateTrigStmt(out, (const CreateTrigStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateTrigStmt", &slot_); khPut((out), ("\"" "CreateTrigStmt" "\":{"), sizeof("\"" "CreateTrigStmt" "\":{") - 1); _outCreateTrigStmt(out, (const CreateTrigStmt *) obj); };
   break;
 case T_CreateEventTrigStmt:
-  { khPut((out), ("\"" "CreateEventTrigStmt" "\":{"), sizeof("\"" "CreateEventTrigStmt" "\":{") - 1); _outCreateEventTrigStmt(out, (const CreateEventTrigStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateEventTrigStmt", &slot_); khPut((out), ("\"" "CreateEventTrigStmt" "\":{"), sizeof("\"" "CreateEventTrigStmt" "\":{") - 1); _outCreateEventTrigStmt(out, (const CreateEventTrigStmt *) obj); };
   break;
 case T_AlterEventTrigStmt:
-  { khPut((out), ("\"" "AlterEventTrigStmt" "\":{"), sizeof("\"" "AlterEventTrigStmt" "\":{") - 1); _outAlterEventTrigStmt(out, (const AlterEventTrigStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterEventTrigStmt", &slot_); khPut((out), ("\"" "AlterEventTrigStmt" "\":{"), sizeof("\"" "AlterEventTrigStmt" "\":{") - 1); _outAlterEventTrigStmt(out, (const AlterEventTrigStmt *) obj); };
   break;
 case T_CreatePLangStmt:
-  { khPut((out), ("\"" "CreatePLangStmt" "\":{"), sizeof("\"" "CreatePLangStmt" "\":{") - 1); _outCreatePLangStmt(out, (const CreatePLangStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreatePLangStmt", &slot_); khPut((out), ("\"" "CreatePLangStmt" "\":{"), sizeof("\"" "CreatePLangStmt" "\":{") - 1); _outCreatePLangStmt(out, (const CreatePLangStmt *) obj); };
   break;
 case T_CreateRoleStmt:
-  { khPut((out), ("\"" "CreateRoleStmt" "\":{"), sizeof("\"" "CreateRoleStmt" "\":{") - 1); _outCreateRoleStmt(out, (const CreateRoleStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateRoleStmt", &slot_); khPut((out), ("\"" "CreateRoleStmt" "\":{"), sizeof("\"" "CreateRoleStmt" "\":{") - 1); _outCreateRoleStmt(out, (const CreateRoleStmt *) obj); };
   break;
 case T_AlterRoleStmt:
-  { khPut((out), ("\"" "AlterRoleStmt" "\":{"), sizeof("\"" "AlterRoleStmt" "\":{") - 1); _outAlterRoleStmt(out, (const AlterRoleStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterRoleStmt", &slot_); khPut((out), ("\"" "AlterRoleStmt" "\":{"), sizeof("\"" "AlterRoleStmt" "\":{") - 1); _outAlterRoleStmt(out, (const AlterRoleStmt *) obj); };
   break;
 case T_AlterRoleSetStmt:
-  { khPut((out), ("\"" "AlterRoleSetStmt" "\":{"), sizeof("\"" "AlterRoleSetStmt" "\":{") - 1); _outAlterRoleSetStmt(out, (const AlterRoleSetStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterRoleSetStmt", &slot_); khPut((out), ("\"" "AlterRoleSetStmt" "\":{"), sizeof("\"" "AlterRoleSetStmt" "\":{") - 1); _outAlterRoleSetStmt(out, (const AlterRoleSetStmt *) obj); };
   break;
 case T_DropRoleStmt:
-  { khPut((out), ("\"" "DropRoleStmt" "\":{"), sizeof("\"" "DropRoleStmt" "\":{") - 1); _outDropRoleStmt(out, (const DropRoleStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "DropRoleStmt", &slot_); khPut((out), ("\"" "DropRoleStmt" "\":{"), sizeof("\"" "DropRoleStmt" "\":{") - 1); _outDropRoleStmt(out, (const DropRoleStmt *) obj); };
   break;
 case T_CreateSeqStmt:
-  { khPut((out), ("\"" "CreateSeqStmt" "\":{"), sizeof("\"" "CreateSeqStmt" "\":{") - 1); _outCreateSeqStmt(out, (const CreateSeqStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateSeqStmt", &slot_); khPut((out), ("\"" "CreateSeqStmt" "\":{"), sizeof("\"" "CreateSeqStmt" "\":{") - 1); _outCreateSeqStmt(out, (const CreateSeqStmt *) obj); };
   break;
 case T_AlterSeqStmt:
-  { khPut((out), ("\"" "AlterSeqStmt" "\":{"), sizeof("\"" "AlterSeqStmt" "\":{") - 1); _outAlterSeqStmt(out, (const AlterSeqStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterSeqStmt", &slot_); khPut((out), ("\"" "AlterSeqStmt" "\":{"), sizeof("\"" "AlterSeqStmt" "\":{") - 1); _outAlterSeqStmt(out, (const AlterSeqStmt *) obj); };
   break;
 case T_DefineStmt:
-  { khPut((out), ("\"" "DefineStmt" "\":{"), sizeof("\"" "DefineStmt" "\":{") - 1); _outDefineStmt(out, (const DefineStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "DefineStmt", &slot_); khPut((out), ("\"" "DefineStmt" "\":{"), sizeof("\"" "DefineStmt" "\":{") - 1); _outDefineStmt(out, (const DefineStmt *) obj); };
   break;
 case T_CreateDomainStmt:
-  { khPut((out), ("\"" "CreateDomainStmt" "\":{"), sizeof("\"" "CreateDomainStmt" "\":{") - 1); _outCreateDomainStmt(out, (const CreateDomainStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateDomainStmt", &slot_); khPut((out), ("\"" "CreateDomainStmt" "\":{"), sizeof("\"" "CreateDomainStmt" "\":{") - 1); _outCreateDomainStmt(out, (const CreateDomainStmt *) obj); };
   break;
 case T_CreateOpClassStmt:
-  { khPut((out), ("\"" "CreateOpClassStmt" "\":{"), sizeof("\"" "CreateOpClassStmt" "\":{") - 1); _outCreateOpClassStmt(out, (const CreateOpClassStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateOpClassStmt", &slot_); khPut((out), ("\"" "CreateOpClassStmt" "\":{"), sizeof("\"" "CreateOpClassStmt" "\":{") - 1); _outCreateOpClassStmt(out, (const CreateOpClassStmt *) obj); };
   break;
 case T_CreateOpClassItem:
-  { khPut((out), ("\"" "CreateOpClassItem" "\":{"), sizeof("\"" "CreateOpClassItem" "\":{") - 1); _outCreateOpClassItem(out, (const CreateOpClassItem *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateOpClassItem", &slot_); khPut((out), ("\"" "CreateOpClassItem" "\":{"), sizeof("\"" "CreateOpClassItem" "\":{") - 1); _outCreateOpClassItem(out, (const CreateOpClassItem *) obj); };
   break;
 case T_CreateOpFamilyStmt:
-  { khPut((out), ("\"" "CreateOpFamilyStmt" "\":{"), sizeof("\"" "CreateOpFamilyStmt" "\":{") - 1); _outCreateOpFamilyStmt(out, (const CreateOpFamilyStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateOpFamilyStmt", &slot_); khPut((out), ("\"" "CreateOpFamilyStmt" "\":{"), sizeof("\"" "CreateOpFamilyStmt" "\":{") - 1); _outCreateOpFamilyStmt(out, (const CreateOpFamilyStmt *) obj); };
   break;
 case T_AlterOpFamilyStmt:
-  { khPut((out), ("\"" "AlterOpFamilyStmt" "\":{"), sizeof("\"" "AlterOpFamilyStmt" "\":{") - 1); _outAlterOpFamilyStmt(out, (const AlterOpFamilyStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterOpFamilyStmt", &slot_); khPut((out), ("\"" "AlterOpFamilyStmt" "\":{"), sizeof("\"" "AlterOpFamilyStmt" "\":{") - 1); _outAlterOpFamilyStmt(out, (const AlterOpFamilyStmt *) obj); };
   break;
 case T_DropStmt:
-  { khPut((out), ("\"" "DropStmt" "\":{"), sizeof("\"" "DropStmt" "\":{") - 1); _outDropStmt(out, (const DropStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "DropStmt", &slot_); khPut((out), ("\"" "DropStmt" "\":{"), sizeof("\"" "DropStmt" "\":{") - 1); _outDropStmt(out, (const DropStmt *) obj); };
   break;
 case T_TruncateStmt:
-  { khPut((out), ("\"" "TruncateStmt" "\":{"), sizeof("\"" "TruncateStmt" "\":{") - 1); _outTruncateStmt(out, (const TruncateStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "TruncateStmt", &slot_); khPut((out), ("\"" "TruncateStmt" "\":{"), sizeof("\"" "TruncateStmt" "\":{") - 1); _outTruncateStmt(out, (const TruncateStmt *) obj); };
   break;
 case T_CommentStmt:
-  { khPut((out), ("\"" "CommentStmt" "\":{"), sizeof("\"" "CommentStmt" "\":{") - 1); _outCommentStmt(out, (const CommentStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CommentStmt", &slot_); khPut((out), ("\"" "CommentStmt" "\":{"), sizeof("\"" "CommentStmt" "\":{") - 1); _outCommentStmt(out, (const CommentStmt *) obj); };
   break;
 case T_SecLabelStmt:
-  { khPut((out), ("\"" "SecLabelStmt" "\":{"), sizeof("\"" "SecLabelStmt" "\":{") - 1); _outSecLabelStmt(out, (const SecLabelStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "SecLabelStmt", &slot_); khPut((out), ("\"" "SecLabelStmt" "\":{"), sizeof("\"" "SecLabelStmt" "\":{") - 1); _outSecLabelStmt(out, (const SecLabelStmt *) obj); };
   break;
 case T_DeclareCursorStmt:
-  { khPut((out), ("\"" "DeclareCursorStmt" "\":{"), sizeof("\"" "DeclareCursorStmt" "\":{") - 1); _outDeclareCursorStmt(out, (const DeclareCursorStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "DeclareCursorStmt", &slot_); khPut((out), ("\"" "DeclareCursorStmt" "\":{"), sizeof("\"" "DeclareCursorStmt" "\":{") - 1); _outDeclareCursorStmt(out, (const DeclareCursorStmt *) obj); };
   break;
 case T_ClosePortalStmt:
-  { khPut((out), ("\"" "ClosePortalStmt" "\":{"), sizeof("\"" "ClosePortalStmt" "\":{") - 1); _outClosePortalStmt(out, (const ClosePortalStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "ClosePortalStmt", &slot_); khPut((out), ("\"" "ClosePortalStmt" "\":{"), sizeof("\"" "ClosePortalStmt" "\":{") - 1); _outClosePortalStmt(out, (const ClosePortalStmt *) obj); };
   break;
 case T_FetchStmt:
-  { khPut((out), ("\"" "FetchStmt" "\":{"), sizeof("\"" "FetchStmt" "\":{") - 1); _outFetchStmt(out, (const FetchStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "FetchStmt", &slot_); khPut((out), ("\"" "FetchStmt" "\":{"), sizeof("\"" "FetchStmt" "\":{") - 1); _outFetchStmt(out, (const FetchStmt *) obj); };
   break;
 case T_IndexStmt:
-  { khPut((out), ("\"" "IndexStmt" "\":{"), sizeof("\"" "IndexStmt" "\":{") - 1); _outIndexStmt(out, (const IndexStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "IndexStmt", &slot_); khPut((out), ("\"" "IndexStmt" "\":{"), sizeof("\"" "IndexStmt" "\":{") - 1); _outIndexStmt(out, (const IndexStmt *) obj); };
   break;
 case T_CreateStatsStmt:
-  { khPut((out), ("\"" "CreateStatsStmt" "\":{"), sizeof("\"" "CreateStatsStmt" "\":{") - 1); _outCreateStatsStmt(out, (const CreateStatsStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateStatsStmt", &slot_); khPut((out), ("\"" "CreateStatsStmt" "\":{"), sizeof("\"" "CreateStatsStmt" "\":{") - 1); _outCreateStatsStmt(out, (const CreateStatsStmt *) obj); };
   break;
 case T_StatsElem:
-  { khPut((out), ("\"" "StatsElem" "\":{"), sizeof("\"" "StatsElem" "\":{") - 1); _outStatsElem(out, (const StatsElem *) obj); };
+  { static int slot_ = -1; khCount(out, "StatsElem", &slot_); khPut((out), ("\"" "StatsElem" "\":{"), sizeof("\"" "StatsElem" "\":{") - 1); _outStatsElem(out, (const StatsElem *) obj); };
   break;
 case T_AlterStatsStmt:
-  { khPut((out), ("\"" "AlterStatsStmt" "\":{"), sizeof("\"" "AlterStatsStmt" "\":{") - 1); _outAlterStatsStmt(out, (const AlterStatsStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterStatsStmt", &slot_); khPut((out), ("\"" "AlterStatsStmt" "\":{"), sizeof("\"" "AlterStatsStmt" "\":{") - 1); _outAlterStatsStmt(out, (const AlterStatsStmt *) obj); };
   break;
 case T_CreateFunctionStmt:
-  { khPut((out), ("\"" "CreateFunctionStmt" "\":{"), sizeof("\"" "CreateFunctionStmt" "\":{") - 1); _outCreateFunctionStmt(out, (const CreateFunctionStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateFunctionStmt", &slot_); khPut((out), ("\"" "CreateFunctionStmt" "\":{"), sizeof("\"" "CreateFunctionStmt" "\":{") - 1); _outCreateFunctionStmt(out, (const CreateFunctionStmt *) obj); };
   break;
 case T_FunctionParameter:
-  { khPut((out), ("\"" "FunctionParameter" "\":{"), sizeof("\"" "FunctionParameter" "\":{") - 1); _outFunctionParameter(out, (const FunctionParameter *) obj); };
+  { static int slot_ = -1; khCount(out, "FunctionParameter", &slot_); khPut((out), ("\"" "FunctionParameter" "\":{"), sizeof("\"" "FunctionParameter" "\":{") - 1); _outFunctionParameter(out, (const FunctionParameter *) obj); };
   break;
 case T_AlterFunctionStmt:
-  { khPut((out), ("\"" "AlterFunctionStmt" "\":{"), sizeof("\"" "AlterFunctionStmt" "\":{") - 1); _outAlterFunctionStmt(out, (const AlterFunctionStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterFunctionStmt", &slot_); khPut((out), ("\"" "AlterFunctionStmt" "\":{"), sizeof("\"" "AlterFunctionStmt" "\":{") - 1); _outAlterFunctionStmt(out, (const AlterFunctionStmt *) obj); };
   break;
 case T_DoStmt:
-  { khPut((out), ("\"" "DoStmt" "\":{"), sizeof("\"" "DoStmt" "\":{") - 1); _outDoStmt(out, (const DoStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "DoStmt", &slot_); khPut((out), ("\"" "DoStmt" "\":{"), sizeof("\"" "DoStmt" "\":{") - 1); _outDoStmt(out, (const DoStmt *) obj); };
   break;
 case T_InlineCodeBlock:
-  { khPut((out), ("\"" "InlineCodeBlock" "\":{"), sizeof("\"" "InlineCodeBlock" "\":{") - 1); _outInlineCodeBlock(out, (const InlineCodeBlock *) obj); };
+  { static int slot_ = -1; khCount(out, "InlineCodeBlock", &slot_); khPut((out), ("\"" "InlineCodeBlock" "\":{"), sizeof("\"" "InlineCodeBlock" "\":{") - 1); _outInlineCodeBlock(out, (const InlineCodeBlock *) obj); };
   break;
 case T_CallStmt:
-  { khPut((out), ("\"" "CallStmt" "\":{"), sizeof("\"" "CallStmt" "\":{") - 1); _outCallStmt(out, (const CallStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CallStmt", &slot_); khPut((out), ("\"" "CallStmt" "\":{"), sizeof("\"" "CallStmt" "\":{") - 1); _outCallStmt(out, (const CallStmt *) obj); };
   break;
 case T_CallContext:
-  { khPut((out), ("\"" "CallContext" "\":{"), sizeof("\"" "CallContext" "\":{") - 1); _outCallContext(out, (const CallContext *) obj); };
+  { static int slot_ = -1; khCount(out, "CallContext", &slot_); khPut((out), ("\"" "CallContext" "\":{"), sizeof("\"" "CallContext" "\":{") - 1); _outCallContext(out, (const CallContext *) obj); };
   break;
 case T_RenameStmt:
-  { khPut((out), ("\"" "RenameStmt" "\":{"), sizeof("\"" "RenameStmt" "\":{") - 1); _outRenameStmt(out, (const RenameStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "RenameStmt", &slot_); khPut((out), ("\"" "RenameStmt" "\":{"), sizeof("\"" "RenameStmt" "\":{") - 1); _outRenameStmt(out, (const RenameStmt *) obj); };
   break;
 case T_AlterObjectDependsStmt:
-  { khPut((out), ("\"" "AlterObjectDependsStmt" "\":{"), sizeof("\"" "AlterObjectDependsStmt" "\":{") - 1); _outAlterObjectDependsStmt(out, (const AlterObjectDependsStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterObjectDependsStmt", &slot_); khPut((out), ("\"" "AlterObjectDependsStmt" "\":{"), sizeof("\"" "AlterObjectDependsStmt" "\":{") - 1); _outAlterObjectDependsStmt(out, (const AlterObjectDependsStmt *) obj); };
   break;
 case T_AlterObjectSchemaStmt:
-  { khPut((out), ("\"" "AlterObjectSchemaStmt" "\":{"), sizeof("\"" "AlterObjectSchemaStmt" "\":{") - 1); _outAlterObjectSchemaStmt(out, (const AlterObjectSchemaStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterObjectSchemaStmt", &slot_); khPut((out), ("\"" "AlterObjectSchemaStmt" "\":{"), sizeof("\"" "AlterObjectSchemaStmt" "\":{") - 1); _outAlterObjectSchemaStmt(out, (const AlterObjectSchemaStmt *) obj); };
   break;
 case T_AlterOwnerStmt:
-  { khPut((out), ("\"" "AlterOwnerStmt" "\":{"), sizeof("\"" "AlterOwnerStmt" "\":{") - 1); _outAlterOwnerStmt(out, (const AlterOwnerStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterOwnerStmt", &slot_); khPut((out), ("\"" "AlterOwnerStmt" "\":{"), sizeof("\"" "AlterOwnerStmt" "\":{") - 1); _outAlterOwnerStmt(out, (const AlterOwnerStmt *) obj); };
   break;
 case T_AlterOperatorStmt:
-  { khPut((out), ("\"" "AlterOperatorStmt" "\":{"), sizeof("\"" "AlterOperatorStmt" "\":{") - 1); _outAlterOperatorStmt(out, (const AlterOperatorStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterOperatorStmt", &slot_); khPut((out), ("\"" "AlterOperatorStmt" "\":{"), sizeof("\"" "AlterOperatorStmt" "\":{") - 1); _outAlterOperatorStmt(out, (const AlterOperatorStmt *) obj); };
   break;
 case T_AlterTypeStmt:
-  { khPut((out), ("\"" "AlterTypeStmt" "\":{"), sizeof("\"" "AlterTypeStmt" "\":{") - 1); _outAlterTypeStmt(out, (const AlterTypeStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterTypeStmt", &slot_); khPut((out), ("\"" "AlterTypeStmt" "\":{"), sizeof("\"" "AlterTypeStmt" "\":{") - 1); _outAlterTypeStmt(out, (const AlterTypeStmt *) obj); };
   break;
 case T_RuleStmt:
-  { khPut((out), ("\"" "RuleStmt" "\":{"), sizeof("\"" "RuleStmt" "\":{") - 1); _outRuleStmt(out, (const RuleStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "RuleStmt", &slot_); khPut((out), ("\"" "RuleStmt" "\":{"), sizeof("\"" "RuleStmt" "\":{") - 1); _outRuleStmt(out, (const RuleStmt *) obj); };
   break;
 case T_NotifyStmt:
-  { khPut((out), ("\"" "NotifyStmt" "\":{"), sizeof("\"" "NotifyStmt" "\":{") - 1); _outNotifyStmt(out, (const NotifyStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "NotifyStmt", &slot_); khPut((out), ("\"" "NotifyStmt" "\":{"), sizeof("\"" "NotifyStmt" "\":{") - 1); _outNotifyStmt(out, (const NotifyStmt *) obj); };
   break;
 case T_ListenStmt:
-  { khPut((out), ("\"" "ListenStmt" "\":{"), sizeof("\"" "ListenStmt" "\":{") - 1); _outListenStmt(out, (const ListenStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "ListenStmt", &slot_); khPut((out), ("\"" "ListenStmt" "\":{"), sizeof("\"" "ListenStmt" "\":{") - 1); _outListenStmt(out, (const ListenStmt *) obj); };
   break;
 case T_UnlistenStmt:
-  { khPut((out), ("\"" "UnlistenStmt" "\":{"), sizeof("\"" "UnlistenStmt" "\":{") - 1); _outUnlistenStmt(out, (const UnlistenStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "UnlistenStmt", &slot_); khPut((out), ("\"" "UnlistenStmt" "\":{"), sizeof("\"" "UnlistenStmt" "\":{") - 1); _outUnlistenStmt(out, (const UnlistenStmt *) obj); };
   break;
 case T_TransactionStmt:
-  { khPut((out), ("\"" "TransactionStmt" "\":{"), sizeof("\"" "TransactionStmt" "\":{") - 1); _outTransactionStmt(out, (const TransactionStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "TransactionStmt", &slot_); khPut((out), ("\"" "TransactionStmt" "\":{"), sizeof("\"" "TransactionStmt" "\":{") - 1); _outTransactionStmt(out, (const TransactionStmt *) obj); };
   break;
 case T_CompositeTypeStmt:
-  { khPut((out), ("\"" "CompositeTypeStmt" "\":{"), sizeof("\"" "CompositeTypeStmt" "\":{") - 1); _outCompositeTypeStmt(out, (const CompositeTypeStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CompositeTypeStmt", &slot_); khPut((out), ("\"" "CompositeTypeStmt" "\":{"), sizeof("\"" "CompositeTypeStmt" "\":{") - 1); _outCompositeTypeStmt(out, (const CompositeTypeStmt *) obj); };
   break;
 case T_CreateEnumStmt:
-  { khPut((out), ("\"" "CreateEnumStmt" "\":{"), sizeof("\"" "CreateEnumStmt" "\":{") - 1); _outCreateEnumStmt(out, (const CreateEnumStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateEnumStmt", &slot_); khPut((out), ("\"" "CreateEnumStmt" "\":{"), sizeof("\"" "CreateEnumStmt" "\":{") - 1); _outCreateEnumStmt(out, (const CreateEnumStmt *) obj); };
   break;
 case T_CreateRangeStmt:
-  { khPut((out), ("\"" "CreateRangeStmt" "\":{"), sizeof("\"" "CreateRangeStmt" "\":{") - 1); _outCreateRangeStmt(out, (const CreateRangeStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateRangeStmt", &slot_); khPut((out), ("\"" "CreateRangeStmt" "\":{"), sizeof("\"" "CreateRangeStmt" "\":{") - 1); _outCreateRangeStmt(out, (const CreateRangeStmt *) obj); };
   break;
 case T_AlterEnumStmt:
-  { khPut((out), ("\"" "AlterEnumStmt" "\":{"), sizeof("\"" "AlterEnumStmt" "\":{") - 1); _outAlterEnumStmt(out, (const AlterEnumStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterEnumStmt", &slot_); khPut((out), ("\"" "AlterEnumStmt" "\":{"), sizeof("\"" "AlterEnumStmt" "\":{") - 1); _outAlterEnumStmt(out, (const AlterEnumStmt *) obj); };
   break;
 case T_ViewStmt:
-  { khPut((out), ("\"" "ViewStmt" "\":{"), sizeof("\"" "ViewStmt" "\":{") - 1); _outViewStmt(out, (const ViewStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "ViewStmt", &slot_); khPut((out), ("\"" "ViewStmt" "\":{"), sizeof("\"" "ViewStmt" "\":{") - 1); _outViewStmt(out, (const ViewStmt *) obj); };
   break;
 case T_LoadStmt:
-  { khPut((out), ("\"" "LoadStmt" "\":{"), sizeof("\"" "LoadStmt" "\":{") - 1); _outLoadStmt(out, (const LoadStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "LoadStmt", &slot_); khPut((out), ("\"" "LoadStmt" "\":{"), sizeof("\"" "LoadStmt" "\":{") - 1); _outLoadStmt(out, (const LoadStmt *) obj); };
   break;
 case T_CreatedbStmt:
-  { khPut((out), ("\"" "CreatedbStmt" "\":{"), sizeof("\"" "CreatedbStmt" "\":{") - 1); _outCreatedbStmt(out, (const CreatedbStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreatedbStmt", &slot_); khPut((out), ("\"" "CreatedbStmt" "\":{"), sizeof("\"" "CreatedbStmt" "\":{") - 1); _outCreatedbStmt(out, (const CreatedbStmt *) obj); };
   break;
 case T_AlterDatabaseStmt:
-  { khPut((out), ("\"" "AlterDatabaseStmt" "\":{"), sizeof("\"" "AlterDatabaseStmt" "\":{") - 1); _outAlterDatabaseStmt(out, (const AlterDatabaseStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterDatabaseStmt", &slot_); khPut((out), ("\"" "AlterDatabaseStmt" "\":{"), sizeof("\"" "AlterDatabaseStmt" "\":{") - 1); _outAlterDatabaseStmt(out, (const AlterDatabaseStmt *) obj); };
   break;
 case T_AlterDatabaseRefreshCollStmt:
-  { khPut((out), ("\"" "AlterDatabaseRefreshCollStmt" "\":{"), sizeof("\"" "AlterDatabaseRefreshCollStmt" "\":{") - 1); _outAlterDatabaseRefreshCollStmt(out, (const AlterDatabaseRefreshCollStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterDatabaseRefreshCollStmt", &slot_); khPut((out), ("\"" "AlterDatabaseRefreshCollStmt" "\":{"), sizeof("\"" "AlterDatabaseRefreshCollStmt" "\":{") - 1); _outAlterDatabaseRefreshCollStmt(out, (const AlterDatabaseRefreshCollStmt *) obj); };
   break;
 case T_AlterDatabaseSetStmt:
-  { khPut((out), ("\"" "AlterDatabaseSetStmt" "\":{"), sizeof("\"" "AlterDatabaseSetStmt" "\":{") - 1); _outAlterDatabaseSetStmt(out, (const AlterDatabaseSetStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterDatabaseSetStmt", &slot_); khPut((out), ("\"" "AlterDatabaseSetStmt" "\":{"), sizeof("\"" "AlterDatabaseSetStmt" "\":{") - 1); _outAlterDatabaseSetStmt(out, (const AlterDatabaseSetStmt *) obj); };
   break;
 case T_DropdbStmt:
-  { khPut((out), ("\"" "DropdbStmt" "\":{"), sizeof("\"" "DropdbStmt" "\":{") - 1); _outDropdbStmt(out, (const DropdbStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "DropdbStmt", &slot_); khPut((out), ("\"" "DropdbStmt" "\":{"), sizeof("\"" "DropdbStmt" "\":{") - 1); _outDropdbStmt(out, (const DropdbStmt *) obj); };
   break;
 case T_AlterSystemStmt:
-  { khPut((out), ("\"" "AlterSystemStmt" "\":{"), sizeof("\"" "AlterSystemStmt" "\":{") - 1); _outAlterSystemStmt(out, (const AlterSystemStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterSystemStmt", &slot_); khPut((out), ("\"" "AlterSystemStmt" "\":{"), sizeof("\"" "AlterSystemStmt" "\":{") - 1); _outAlterSystemStmt(out, (const AlterSystemStmt *) obj); };
   break;
 case T_ClusterStmt:
-  { khPut((out), ("\"" "ClusterStmt" "\":{"), sizeof("\"" "ClusterStmt" "\":{") - 1); _outClusterStmt(out, (const ClusterStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "ClusterStmt", &slot_); khPut((out), ("\"" "ClusterStmt" "\":{"), sizeof("\"" "ClusterStmt" "\":{") - 1); _outClusterStmt(out, (const ClusterStmt *) obj); };
   break;
 case T_VacuumStmt:
-  { khPut((out), ("\"" "VacuumStmt" "\":{"), sizeof("\"" "VacuumStmt" "\":{") - 1); _outVacuumStmt(out, (const VacuumStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "VacuumStmt", &slot_); khPut((out), ("\"" "VacuumStmt" "\":{"), sizeof("\"" "VacuumStmt" "\":{") - 1); _outVacuumStmt(out, (const VacuumStmt *) obj); };
   break;
 case T_VacuumRelation:
-  { khPut((out), ("\"" "VacuumRelation" "\":{"), sizeof("\"" "VacuumRelation" "\":{") - 1); _outVacuumRelation(out, (const VacuumRelation *) obj); };
+  { static int slot_ = -1; khCount(out, "VacuumRelation", &slot_); khPut((out), ("\"" "VacuumRelation" "\":{"), sizeof("\"" "VacuumRelation" "\":{") - 1); _outVacuumRelation(out, (const VacuumRelation *) obj); };
   break;
 case T_ExplainStmt:
-  { khPut((out), ("\"" "ExplainStmt" "\":{"), sizeof("\"" "ExplainStmt" "\":{") - 1); _outExplainStmt(out, (const ExplainStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "ExplainStmt", &slot_); khPut((out), ("\"" "ExplainStmt" "\":{"), sizeof("\"" "ExplainStmt" "\":{") - 1); _outExplainStmt(out, (const ExplainStmt *) obj); };
   break;
 case T_CreateTableAsStmt:
-  { khPut((out), ("\"" "CreateTableAsStmt" "\":{"), sizeof("\"" "CreateTableAsStmt" "\":{") - 1); _outCreateTableAsStmt(out, (const CreateTableAsStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateTableAsStmt", &slot_); khPut((out), ("\"" "CreateTableAsStmt" "\":{"), sizeof("\"" "CreateTableAsStmt" "\":{") - 1); _outCreateTableAsStmt(out, (const CreateTableAsStmt *) obj); };
   break;
 case T_RefreshMatViewStmt:
-  { khPut((out), ("\"" "RefreshMatViewStmt" "\":{"), sizeof("\"" "RefreshMatViewStmt" "\":{") - 1); _outRefreshMatViewStmt(out, (const RefreshMatViewStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "RefreshMatViewStmt", &slot_); khPut((out), ("\"" "RefreshMatViewStmt" "\":{"), sizeof("\"" "RefreshMatViewStmt" "\":{") - 1); _outRefreshMatViewStmt(out, (const RefreshMatViewStmt *) obj); };
   break;
 case T_CheckPointStmt:
-  { khPut((out), ("\"" "CheckPointStmt" "\":{"), sizeof("\"" "CheckPointStmt" "\":{") - 1); _outCheckPointStmt(out, (const CheckPointStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CheckPointStmt", &slot_); khPut((out), ("\"" "CheckPointStmt" "\":{"), sizeof("\"" "CheckPointStmt" "\":{") - 1); _outCheckPointStmt(out, (const CheckPointStmt *) obj); };
   break;
 case T_DiscardStmt:
-  { khPut((out), ("\"" "DiscardStmt" "\":{"), sizeof("\"" "DiscardStmt" "\":{") - 1); _outDiscardStmt(out, (const DiscardStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "DiscardStmt", &slot_); khPut((out), ("\"" "DiscardStmt" "\":{"), sizeof("\"" "DiscardStmt" "\":{") - 1); _outDiscardStmt(out, (const DiscardStmt *) obj); };
   break;
 case T_LockStmt:
-  { khPut((out), ("\"" "LockStmt" "\":{"), sizeof("\"" "LockStmt" "\":{") - 1); _outLockStmt(out, (const LockStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "LockStmt", &slot_); khPut((out), ("\"" "LockStmt" "\":{"), sizeof("\"" "LockStmt" "\":{") - 1); _outLockStmt(out, (const LockStmt *) obj); };
   break;
 case T_ConstraintsSetStmt:
-  { khPut((out), ("\"" "ConstraintsSetStmt" "\":{"), sizeof("\"" "ConstraintsSetStmt" "\":{") - 1); _outConstraintsSetStmt(out, (const ConstraintsSetStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "ConstraintsSetStmt", &slot_); khPut((out), ("\"" "ConstraintsSetStmt" "\":{"), sizeof("\"" "ConstraintsSetStmt" "\":{") - 1); _outConstraintsSetStmt(out, (const ConstraintsSetStmt *) obj); };
   break;
 case T_ReindexStmt:
-  { khPut((out), ("\"" "ReindexStmt" "\":{"), sizeof("\"" "ReindexStmt" "\":{") - 1); _outReindexStmt(out, (const ReindexStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "ReindexStmt", &slot_); khPut((out), ("\"" "ReindexStmt" "\":{"), sizeof("\"" "ReindexStmt" "\":{") - 1); _outReindexStmt(out, (const ReindexStmt *) obj); };
   break;
 case T_CreateConversionStmt:
-  { khPut((out), ("\"" "CreateConversionStmt" "\":{"), sizeof("\"" "CreateConversionStmt" "\":{") - 1); _outCreateConversionStmt(out, (const CreateConversionStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateConversionStmt", &slot_); khPut((out), ("\"" "CreateConversionStmt" "\":{"), sizeof("\"" "CreateConversionStmt" "\":{") - 1); _outCreateConversionStmt(out, (const CreateConversionStmt *) obj); };
   break;
 case T_CreateCastStmt:
-  { khPut((out), ("\"" "CreateCastStmt" "\":{"), sizeof("\"" "CreateCastStmt" "\":{") - 1); _outCreateCastStmt(out, (const CreateCastStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateCastStmt", &slot_); khPut((out), ("\"" "CreateCastStmt" "\":{"), sizeof("\"" "CreateCastStmt" "\":{") - 1); _outCreateCastStmt(out, (const CreateCastStmt *) obj); };
   break;
 case T_CreateTransformStmt:
-  { khPut((out), ("\"" "CreateTransformStmt" "\":{"), sizeof("\"" "CreateTransformStmt" "\":{") - 1); _outCreateTransformStmt(out, (const CreateTransformStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateTransformStmt", &slot_); khPut((out), ("\"" "CreateTransformStmt" "\":{"), sizeof("\"" "CreateTransformStmt" "\":{") - 1); _outCreateTransformStmt(out, (const CreateTransformStmt *) obj); };
   break;
 case T_PrepareStmt:
-  { khPut((out), ("\"" "PrepareStmt" "\":{"), sizeof("\"" "PrepareStmt" "\":{") - 1); _outPrepareStmt(out, (const PrepareStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "PrepareStmt", &slot_); khPut((out), ("\"" "PrepareStmt" "\":{"), sizeof("\"" "PrepareStmt" "\":{") - 1); _outPrepareStmt(out, (const PrepareStmt *) obj); };
   break;
 case T_ExecuteStmt:
-  { khPut((out), ("\"" "ExecuteStmt" "\":{"), sizeof("\"" "ExecuteStmt" "\":{") - 1); _outExecuteStmt(out, (const ExecuteStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "ExecuteStmt", &slot_); khPut((out), ("\"" "ExecuteStmt" "\":{"), sizeof("\"" "ExecuteStmt" "\":{") - 1); _outExecuteStmt(out, (const ExecuteStmt *) obj); };
   break;
 case T_DeallocateStmt:
-  { khPut((out), ("\"" "DeallocateStmt" "\":{"), sizeof("\"" "DeallocateStmt" "\":{") - 1); _outDeallocateStmt(out, (const DeallocateStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "DeallocateStmt", &slot_); khPut((out), ("\"" "DeallocateStmt" "\":{"), sizeof("\"" "DeallocateStmt" "\":{") - 1); _outDeallocateStmt(out, (const DeallocateStmt *) obj); };
   break;
 case T_DropOwnedStmt:
-  { khPut((out), ("\"" "DropOwnedStmt" "\":{"), sizeof("\"" "DropOwnedStmt" "\":{") - 1); _outDropOwnedStmt(out, (const DropOwnedStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "DropOwnedStmt", &slot_); khPut((out), ("\"" "DropOwnedStmt" "\":{"), sizeof("\"" "DropOwnedStmt" "\":{") - 1); _outDropOwnedStmt(out, (const DropOwnedStmt *) obj); };
   break;
 case T_ReassignOwnedStmt:
-  { khPut((out), ("\"" "ReassignOwnedStmt" "\":{"), sizeof("\"" "ReassignOwnedStmt" "\":{") - 1); _outReassignOwnedStmt(out, (const ReassignOwnedStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "ReassignOwnedStmt", &slot_); khPut((out), ("\"" "ReassignOwnedStmt" "\":{"), sizeof("\"" "ReassignOwnedStmt" "\":{") - 1); _outReassignOwnedStmt(out, (const ReassignOwnedStmt *) obj); };
   break;
 case T_AlterTSDictionaryStmt:
-  { khPut((out), ("\"" "AlterTSDictionaryStmt" "\":{"), sizeof("\"" "AlterTSDictionaryStmt" "\":{") - 1); _outAlterTSDictionaryStmt(out, (const AlterTSDictionaryStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterTSDictionaryStmt", &slot_); khPut((out), ("\"" "AlterTSDictionaryStmt" "\":{"), sizeof("\"" "AlterTSDictionaryStmt" "\":{") - 1); _outAlterTSDictionaryStmt(out, (const AlterTSDictionaryStmt *) obj); };
   break;
 case T_AlterTSConfigurationStmt:
-  { khPut((out), ("\"" "AlterTSConfigurationStmt" "\":{"), sizeof("\"" "AlterTSConfigurationStmt" "\":{") - 1); _outAlterTSConfigurationStmt(out, (const AlterTSConfigurationStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterTSConfigurationStmt", &slot_); khPut((out), ("\"" "AlterTSConfigurationStmt" "\":{"), sizeof("\"" "AlterTSConfigurationStmt" "\":{") - 1); _outAlterTSConfigurationStmt(out, (const AlterTSConfigurationStmt *) obj); };
   break;
 case T_PublicationTable:
-  { khPut((out), ("\"" "PublicationTable" "\":{"), sizeof("\"" "PublicationTable" "\":{") - 1); _outPublicationTable(out, (const PublicationTable *) obj); };
+  { static int slot_ = -1; khCount(out, "PublicationTable", &slot_); khPut((out), ("\"" "PublicationTable" "\":{"), sizeof("\"" "PublicationTable" "\":{") - 1); _outPublicationTable(out, (const PublicationTable *) obj); };
   break;
 case T_PublicationObjSpec:
-  { khPut((out), ("\"" "PublicationObjSpec" "\":{"), sizeof("\"" "PublicationObjSpec" "\":{") - 1); _outPublicationObjSpec(out, (const PublicationObjSpec *) obj); };
+  { static int slot_ = -1; khCount(out, "PublicationObjSpec", &slot_); khPut((out), ("\"" "PublicationObjSpec" "\":{"), sizeof("\"" "PublicationObjSpec" "\":{") - 1); _outPublicationObjSpec(out, (const PublicationObjSpec *) obj); };
   break;
 case T_CreatePublicationStmt:
-  { khPut((out), ("\"" "CreatePublicationStmt" "\":{"), sizeof("\"" "CreatePublicationStmt" "\":{") - 1); _outCreatePublicationStmt(out, (const CreatePublicationStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreatePublicationStmt", &slot_); khPut((out), ("\"" "CreatePublicationStmt" "\":{"), sizeof("\"" "CreatePublicationStmt" "\":{") - 1); _outCreatePublicationStmt(out, (const CreatePublicationStmt *) obj); };
   break;
 case T_AlterPublicationStmt:
-  { khPut((out), ("\"" "AlterPublicationStmt" "\":{"), sizeof("\"" "AlterPublicationStmt" "\":{") - 1); _outAlterPublicationStmt(out, (const AlterPublicationStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterPublicationStmt", &slot_); khPut((out), ("\"" "AlterPublicationStmt" "\":{"), sizeof("\"" "AlterPublicationStmt" "\":{") - 1); _outAlterPublicationStmt(out, (const AlterPublicationStmt *) obj); };
   break;
 case T_CreateSubscriptionStmt:
-  { khPut((out), ("\"" "CreateSubscriptionStmt" "\":{"), sizeof("\"" "CreateSubscriptionStmt" "\":{") - 1); _outCreateSubscriptionStmt(out, (const CreateSubscriptionStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "CreateSubscriptionStmt", &slot_); khPut((out), ("\"" "CreateSubscriptionStmt" "\":{"), sizeof("\"" "CreateSubscriptionStmt" "\":{") - 1); _outCreateSubscriptionStmt(out, (const CreateSubscriptionStmt *) obj); };
   break;
 case T_AlterSubscriptionStmt:
-  { khPut((out), ("\"" "AlterSubscriptionStmt" "\":{"), sizeof("\"" "AlterSubscriptionStmt" "\":{") - 1); _outAlterSubscriptionStmt(out, (const AlterSubscriptionStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "AlterSubscriptionStmt", &slot_); khPut((out), ("\"" "AlterSubscriptionStmt" "\":{"), sizeof("\"" "AlterSubscriptionStmt" "\":{") - 1); _outAlterSubscriptionStmt(out, (const AlterSubscriptionStmt *) obj); };
   break;
 case T_DropSubscriptionStmt:
-  { khPut((out), ("\"" "DropSubscriptionStmt" "\":{"), sizeof("\"" "DropSubscriptionStmt" "\":{") - 1); _outDropSubscriptionStmt(out, (const DropSubscriptionStmt *) obj); };
+  { static int slot_ = -1; khCount(out, "DropSubscriptionStmt", &slot_); khPut((out), ("\"" "DropSubscriptionStmt" "\":{"), sizeof("\"" "DropSubscriptionStmt" "\":{") - 1); _outDropSubscriptionStmt(out, (const DropSubscriptionStmt *) obj); };
   break;
   default:
    out->failed = 1;
@@ -14409,11 +14433,12 @@ case T_DropSubscriptionStmt:
  khPut((out), ("}}"), sizeof("}}") - 1);
 }
 static char *
-keyhole_nodes_to_json(const List *tree)
+keyhole_nodes_to_json(const List *tree, int32_t *counts)
 {
  khBuf b = {0};
  khOut out = &b;
  const ListCell *lc;
+ b.counts = counts;
  if (tree == 
             ((void *)0)
                 )
@@ -14457,7 +14482,7 @@ keyhole_nodes_to_json(const List *tree)
  return b.data;
 }
 PgQueryParseResult
-keyhole_pg_query_parse(const char *input)
+keyhole_pg_query_parse(const char *input, int32_t *counts)
 {
  MemoryContext ctx;
  PgQueryInternalParsetreeAndError pe;
@@ -14469,7 +14494,7 @@ keyhole_pg_query_parse(const char *input)
  if (pe.error == 
                 ((void *)0)
                     )
-  result.parse_tree = keyhole_nodes_to_json(pe.tree);
+  result.parse_tree = keyhole_nodes_to_json(pe.tree, counts);
  pg_query_exit_memory_context(ctx);
  return result;
 }

@@ -78,6 +78,13 @@ func decodeWith(js string, scratch bool) (*pg.ParseResult, *decoder) {
 	d := decoders.Get().(*decoder)
 	d.s = js
 	d.countNodes()
+	return d.decode(js, scratch)
+}
+
+// decode is decodeWith for a pooled decoder whose count is already js's
+// (see countNodes).
+func (d *decoder) decode(js string, scratch bool) (*pg.ParseResult, *decoder) {
+	d.s = js
 	r := &pg.ParseResult{}
 	if d.open() {
 		d.decParseResult(r)
