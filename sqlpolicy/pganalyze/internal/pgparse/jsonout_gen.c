@@ -5869,7 +5869,7 @@ khGrow(khOut b, size_t n)
  b->cap = cap;
  return 1;
 }
-static inline void
+static inline __attribute__((always_inline)) void
 khPut(khOut b, const char *s, size_t n)
 {
  if (b->len + n + 1 > b->cap && !khGrow(b, n))
@@ -5877,7 +5877,7 @@ khPut(khOut b, const char *s, size_t n)
  memcpy(b->data + b->len, s, n);
  b->len += n;
 }
-static inline void
+static inline __attribute__((always_inline)) void
 khChar(khOut b, char c)
 {
  if (b->len + 2 > b->cap && !khGrow(b, 1))
