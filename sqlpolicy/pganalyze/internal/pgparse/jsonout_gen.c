@@ -5838,6 +5838,8 @@ extern void datumSerialize(Datum value,
 extern Datum datumRestore(char **start_address, 
                                                _Bool 
                                                     *isnull);
+_Static_assert(sizeof(long) == 8 && sizeof(void *) == 8,
+      "jsonout_gen.c was generated for LP64 platforms");
 typedef struct
 {
  char *data;
