@@ -178,6 +178,14 @@ func securityHeaders(h http.Handler) http.Handler {
 		if hd.Get("Cache-Control") == "" {
 			hd.Set("Cache-Control", "no-store")
 		}
+		// Over TLS, tell the browser never to come back over plain
+		// HTTP, where the session cookie could be stripped or planted.
+		// Not includeSubDomains: the console's host name may share a
+		// domain with services keyhole knows nothing of. Behind a
+		// TLS-terminating proxy the header is that proxy's to send.
+		if r.TLS != nil {
+			hd.Set("Strict-Transport-Security", "max-age=31536000")
+		}
 		h.ServeHTTP(w, r)
 	})
 }

@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -145,6 +146,21 @@ func TestSessionCookieOverTLS(t *testing.T) {
 	planted := &http.Cookie{Name: "keyhole_session", Value: ck.Value}
 	resp = serve(t, h, req{method: "GET", target: "/console/grants", cookies: []*http.Cookie{planted}})
 	assert.Equal(t, http.StatusSeeOther, resp.StatusCode, "a plain-named cookie is no session over TLS")
+}
+
+// A console served over TLS pins browsers to HTTPS (HSTS); over plain
+// HTTP the header would mean nothing and is not sent.
+func TestStrictTransportSecurityOverTLS(t *testing.T) {
+	t.Parallel()
+	h := newConsole(t, func(o *admin.ConsoleOptions) { o.TLS = true })
+	hr := httptest.NewRequest("GET", "/login", nil)
+	hr.TLS = &tls.ConnectionState{HandshakeComplete: true}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, hr)
+	assert.Equal(t, "max-age=31536000", rec.Header().Get("Strict-Transport-Security"))
+
+	resp := serve(t, h, req{method: "GET", target: "/login"})
+	assert.Empty(t, resp.Header.Get("Strict-Transport-Security"), "no HSTS over plain HTTP")
 }
 
 // Repeated wrong passwords lock the (address, reviewer) pair out; while

@@ -1,7 +1,9 @@
 package admin
 
 import (
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -27,9 +29,17 @@ type Metrics struct {
 	// Children of the per-statement vectors, cached: WithLabelValues
 	// hashes the label values and takes the vector's lock on every call.
 	// The label values are a protocol, a decision and a policy rule name,
-	// so the caches are as bounded as the vectors themselves.
-	stmtChildren     sync.Map // stmtKey → prometheus.Counter
-	decisionChildren sync.Map // protocol string → prometheus.Observer
+	// so the caches are as bounded as the vectors themselves. They are
+	// read-only maps swapped whole when a child is added (rarely: once
+	// per rule): a lookup is a plain map index, where a sync.Map hashes
+	// its key through an interface.
+	children   atomic.Pointer[metricChildren]
+	childrenMu sync.Mutex // serializes adding
+}
+
+type metricChildren struct {
+	stmt     map[stmtKey]prometheus.Counter
+	decision map[string]prometheus.Observer
 }
 
 type stmtKey struct {
@@ -100,16 +110,53 @@ func (m *Metrics) AuthFailed(protocol string) { m.authFails.WithLabelValues(prot
 // its cardinality is bounded by the policy.
 func (m *Metrics) StatementDecided(protocol string, effect sqlpolicy.Effect, rule string, latency time.Duration) {
 	k := stmtKey{protocol, effect, rule}
-	c, ok := m.stmtChildren.Load(k)
-	if !ok {
-		c, _ = m.stmtChildren.LoadOrStore(k, m.statements.WithLabelValues(protocol, string(effect), rule))
+	var (
+		c       prometheus.Counter
+		o       prometheus.Observer
+		ok, ok2 bool
+	)
+	if ch := m.children.Load(); ch != nil {
+		c, ok = ch.stmt[k]
+		o, ok2 = ch.decision[protocol]
 	}
-	c.(prometheus.Counter).Inc()
-	o, ok := m.decisionChildren.Load(protocol)
-	if !ok {
-		o, _ = m.decisionChildren.LoadOrStore(protocol, m.decision.WithLabelValues(protocol))
+	if !ok || !ok2 {
+		c, o = m.addChildren(k)
 	}
-	o.(prometheus.Observer).Observe(latency.Seconds())
+	c.Inc()
+	o.Observe(latency.Seconds())
+}
+
+// addChildren makes the children for k and installs a copy of the maps
+// that holds them.
+func (m *Metrics) addChildren(k stmtKey) (prometheus.Counter, prometheus.Observer) {
+	m.childrenMu.Lock()
+	defer m.childrenMu.Unlock()
+	old := m.children.Load()
+	if old == nil {
+		old = &metricChildren{}
+	}
+	c, ok := old.stmt[k]
+	o, ok2 := old.decision[k.protocol]
+	if ok && ok2 {
+		return c, o
+	}
+	ch := &metricChildren{stmt: maps.Clone(old.stmt), decision: maps.Clone(old.decision)}
+	if ch.stmt == nil {
+		ch.stmt = map[stmtKey]prometheus.Counter{}
+	}
+	if ch.decision == nil {
+		ch.decision = map[string]prometheus.Observer{}
+	}
+	if !ok {
+		c = m.statements.WithLabelValues(k.protocol, string(k.effect), k.rule)
+		ch.stmt[k] = c
+	}
+	if !ok2 {
+		o = m.decision.WithLabelValues(k.protocol)
+		ch.decision[k.protocol] = o
+	}
+	m.children.Store(ch)
+	return c, o
 }
 
 // UpstreamError implements ProxyMetrics.

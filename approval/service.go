@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -103,6 +104,11 @@ type Service struct {
 	known    sync.Map                   // request ids this replica opened or counted: audit events name them
 	nknown   atomic.Int64
 	agents   sync.Map // agent name → *agentState
+	// agentIdx is a read-only copy of agents, swapped whole when an agent
+	// is added (agentsMu): the per-statement lookup (touchAgent) is then a
+	// plain map index, not a sync.Map's hash through an interface.
+	agentIdx atomic.Pointer[map[string]*agentState]
+	agentsMu sync.Mutex
 
 	mu      sync.Mutex
 	room    *sync.Cond // signalled when a flush made room
@@ -159,11 +165,7 @@ type agentState struct {
 // denial index one by one: an agent flooding denials is sampled there
 // (its requests still count every one, the audit log records every one).
 func (s *Service) indexDenial(agent string, at time.Time) bool {
-	v, ok := s.agents.Load(agent)
-	if !ok {
-		v, _ = s.agents.LoadOrStore(agent, &agentState{})
-	}
-	a := v.(*agentState)
+	a := s.agentState(agent)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.filled.IsZero() {
@@ -550,15 +552,33 @@ func (s *Service) wake() {
 	}
 }
 
+// agentState returns the state of agent, adding it when new.
+func (s *Service) agentState(agent string) *agentState {
+	if idx := s.agentIdx.Load(); idx != nil {
+		if a := (*idx)[agent]; a != nil {
+			return a
+		}
+	}
+	s.agentsMu.Lock()
+	defer s.agentsMu.Unlock()
+	v, _ := s.agents.LoadOrStore(agent, &agentState{})
+	a := v.(*agentState)
+	var idx map[string]*agentState
+	if old := s.agentIdx.Load(); old != nil {
+		idx = maps.Clone(*old)
+	} else {
+		idx = map[string]*agentState{}
+	}
+	idx[agent] = a
+	s.agentIdx.Store(&idx)
+	return a
+}
+
 func (s *Service) touchAgent(name, role, client, purpose string, at time.Time) {
 	if name == "" {
 		return
 	}
-	v, ok := s.agents.Load(name)
-	if !ok {
-		v, _ = s.agents.LoadOrStore(name, &agentState{})
-	}
-	a := v.(*agentState)
+	a := s.agentState(name)
 	if ms := at.UnixMilli(); ms > a.at.Load() {
 		a.at.Store(ms)
 	}

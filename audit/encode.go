@@ -146,6 +146,9 @@ func appendOpt(b []byte, key, s string) []byte {
 // appendFloat formats f as encoding/json does (ES6 number-to-string): %f
 // in [1e-6, 1e21), otherwise exponent form without a padded exponent.
 func appendFloat(b []byte, f float64) []byte {
+	if n, ok := thousandths(f); ok {
+		return appendThousandths(b, n)
+	}
 	abs := math.Abs(f)
 	format := byte('f')
 	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
@@ -162,6 +165,37 @@ func appendFloat(b []byte, f float64) []byte {
 	return b
 }
 
+// thousandths returns n when f is the double nearest to n/1000 for a
+// whole n in [1, 1e15): what a duration in whole microseconds, as
+// milliseconds, is.
+func thousandths(f float64) (int64, bool) {
+	if !(f >= 0.001 && f < 1e12) {
+		return 0, false
+	}
+	n := int64(f*1000 + 0.5)
+	return n, float64(n)/1000 == f
+}
+
+// appendThousandths appends n/1000 in decimal, without trailing zeros in
+// the fraction. For n below 1e15 that is the shortest decimal that reads
+// back as float64(n)/1000, which is what strconv's shortest format (and so
+// encoding/json) writes: a decimal of at most 15 significant digits reads
+// back exactly, so two different ones never give the same double, and no
+// shorter decimal than n/1000 can.
+func appendThousandths(b []byte, n int64) []byte {
+	b = strconv.AppendInt(b, n/1000, 10)
+	frac := n % 1000
+	if frac == 0 {
+		return b
+	}
+	d := [4]byte{'.', byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
+	k := 4
+	for d[k-1] == '0' {
+		k--
+	}
+	return append(b, d[:k]...)
+}
+
 const hexDigits = "0123456789abcdef"
 
 // jsonSafe[c] is true for the ASCII bytes encoding/json writes as they are
@@ -174,6 +208,38 @@ var jsonSafe = func() (t [utf8.RuneSelf]bool) {
 	return t
 }()
 
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// safe8 reports whether all eight bytes of x are ones encoding/json writes
+// as they are (jsonSafe): ASCII, not a control byte, none of " \ < > &.
+func safe8(x uint64) bool {
+	// A byte b < n sets its high bit in b - n when b and n are below 0x80
+	// (x's high bits are checked separately); a byte equal to c becomes 0
+	// in x ^ c, which is below 1.
+	bad := x | (x - 0x20*ones)
+	y := x ^ ('"' * ones)
+	bad |= (y - ones) &^ y
+	y = x ^ ('\\' * ones)
+	bad |= (y - ones) &^ y
+	y = x ^ ('<' * ones)
+	bad |= (y - ones) &^ y
+	y = x ^ ('>' * ones)
+	bad |= (y - ones) &^ y
+	y = x ^ ('&' * ones)
+	bad |= (y - ones) &^ y
+	return bad&highs == 0
+}
+
+// load8 is the first eight bytes of s, little-endian (one load).
+func load8(s string) uint64 {
+	_ = s[7]
+	return uint64(s[0]) | uint64(s[1])<<8 | uint64(s[2])<<16 | uint64(s[3])<<24 |
+		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
+}
+
 // appendString appends s as a JSON string the way encoding/json does:
 // short escapes for \b \f \n \r \t, \u00XX for other control bytes and for
 // < > &, \ufffd for each byte of invalid UTF-8, and \u2028 \u2029 escaped.
@@ -181,6 +247,11 @@ func appendString(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {
+		// Eight bytes at a time while none needs escaping (most text).
+		if i+8 <= len(s) && safe8(load8(s[i:i+8])) {
+			i += 8
+			continue
+		}
 		if c := s[i]; c < utf8.RuneSelf {
 			if jsonSafe[c] {
 				i++

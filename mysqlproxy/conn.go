@@ -60,6 +60,8 @@ type conn struct {
 	// Upstream session.
 	upConn   net.Conn
 	upRaw    syscall.RawConn // upConn's, when it is plain TCP (see request)
+	raw      rawRequest      // request's callback state
+	rawStep  func(fd uintptr) bool
 	urd      *reader
 	upBuf    []byte
 	upThread uint32 // the upstream's connection id, for KILL QUERY

@@ -281,43 +281,17 @@ func (c *conn) request(p []byte) error {
 		rd.buf = make([]byte, readBufSize)
 	}
 	rd.rp, rd.wp = 0, 0
-	sent := -1 // bytes of upBuf written; -1 before the write
-	var werr, rerr error
-	got := 0
-	err := c.upRaw.Read(func(fd uintptr) bool {
-		if sent < 0 {
-			sent = 0
-			for sent < len(c.upBuf) {
-				k, e := syscall.Write(int(fd), c.upBuf[sent:])
-				if k > 0 {
-					sent += k
-				}
-				switch {
-				case e == syscall.EINTR:
-				case e == syscall.EAGAIN || e == nil && k <= 0:
-					return true // a full send buffer: the ordinary path finishes
-				case e != nil:
-					werr = os.NewSyscallError("write", e)
-					return true
-				}
-			}
-			return false // the answer cannot be there yet: wait for it
-		}
-		for {
-			k, e := syscall.Read(int(fd), rd.buf)
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			case nil:
-				got = k
-			default:
-				rerr = os.NewSyscallError("read", e)
-			}
-			return true
-		}
-	})
+	// The callback's state lives in the conn and the callback is a method
+	// value made once (rawStep): a closure over locals would escape to the
+	// heap through RawConn.Read, four allocations per command.
+	rs := &c.raw
+	*rs = rawRequest{sent: -1}
+	if c.rawStep == nil {
+		c.rawStep = c.rawRequestStep
+	}
+	err := c.upRaw.Read(c.rawStep)
+	sent, werr, rerr, got := rs.sent, rs.werr, rs.rerr, rs.got
+	*rs = rawRequest{}
 	written := sent >= len(c.upBuf)
 	if written || werr != nil {
 		c.upBuf = c.upBuf[:0]
@@ -341,6 +315,52 @@ func (c *conn) request(p []byte) error {
 	// got == 0 is the end of the stream: the next read reports it.
 	rd.wp = got
 	return nil
+}
+
+// rawRequest is the state of request's RawConn.Read callback.
+type rawRequest struct {
+	sent       int // bytes of upBuf written; -1 before the write
+	werr, rerr error
+	got        int // bytes read into the upstream reader's buffer
+}
+
+// rawRequestStep is request's RawConn.Read callback: its first call
+// writes upBuf (the wait for the answer is armed already), later ones
+// read the answer's first bytes. It returns false to wait for readiness.
+func (c *conn) rawRequestStep(fd uintptr) bool {
+	rs := &c.raw
+	if rs.sent < 0 {
+		rs.sent = 0
+		for rs.sent < len(c.upBuf) {
+			k, e := syscall.Write(int(fd), c.upBuf[rs.sent:])
+			if k > 0 {
+				rs.sent += k
+			}
+			switch {
+			case e == syscall.EINTR:
+			case e == syscall.EAGAIN || e == nil && k <= 0:
+				return true // a full send buffer: the ordinary path finishes
+			case e != nil:
+				rs.werr = os.NewSyscallError("write", e)
+				return true
+			}
+		}
+		return false // the answer cannot be there yet: wait for it
+	}
+	for {
+		k, e := syscall.Read(int(fd), c.urd.buf)
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		case nil:
+			rs.got = k
+		default:
+			rs.rerr = os.NewSyscallError("read", e)
+		}
+		return true
+	}
 }
 
 // checkAgent ends the session when the policy no longer maps the agent

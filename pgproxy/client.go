@@ -40,10 +40,7 @@ func (c *conn) readClient() (err error) {
 		// Sync). Then, before waiting for the client, what the server
 		// owes is read (collect).
 		if !c.clientRd.complete() {
-			if err := c.flushUp(); err != nil {
-				return err
-			}
-			if err := c.collect(); err != nil {
+			if err := c.exchange(); err != nil {
 				return err
 			}
 			// About to wait for the client: an idle session keeps no
@@ -70,6 +67,9 @@ func (c *conn) readClient() (err error) {
 // of an idle session (which the garbage collector can only halve while a
 // quarter of it is unused), this one's locals do not.
 func (c *conn) clientMessage(typ byte, raw []byte) error {
+	if done, err := c.passMessage(typ, raw); done {
+		return err
+	}
 	msg, err := c.cmsgs.decode(typ, raw[5:], c.authType)
 	if err != nil {
 		return c.clientReadError(err)
@@ -92,18 +92,15 @@ func (c *conn) clientMessage(typ byte, raw []byte) error {
 	case *pgproto3.Parse:
 		err = c.onParse(m, raw)
 	case *pgproto3.Bind:
-		err = c.onBind(m, raw)
+		err = c.onBind([]byte(m.DestinationPortal), []byte(m.PreparedStatement), m, raw)
 	case *pgproto3.Describe:
-		err = c.onDescribe(m, raw)
+		err = c.onDescribe(m.ObjectType, []byte(m.Name), m, raw)
 	case *pgproto3.Execute:
-		err = c.onExecute(m, raw)
+		err = c.onExecute([]byte(m.Portal), m, raw)
 	case *pgproto3.Close:
-		err = c.onClose(m, raw)
+		err = c.onClose(m.ObjectType, []byte(m.Name), m, raw)
 	case *pgproto3.Sync:
-		c.skipToSync = false
-		c.stage(request{kind: reqSync})
-		c.syncs++
-		err = c.forward(m, raw)
+		err = c.onSync(raw)
 	case *pgproto3.Flush:
 		// Also while skipping: messages before the refused one, and
 		// the refusal's stand-in, may still wait upstream for it.
@@ -126,6 +123,64 @@ func (c *conn) clientMessage(typ byte, raw []byte) error {
 	}
 	c.cmsgs.forget(msg)
 	return err
+}
+
+// passMessage handles, without decoding it into a pgproto3 message, a
+// client message the relay only needs a name or two of and forwards as
+// received: Bind, Describe, Execute, Close, Sync and Flush, read in place
+// (scanBind and the like: no allocation per message). It reports false
+// (the caller decodes and handles the message) for every other message, one
+// these scanners do not take exactly as pgproto3 would (malformed, or with
+// bytes after its last field, which forward re-encodes), and during COPY
+// FROM STDIN.
+func (c *conn) passMessage(typ byte, raw []byte) (bool, error) {
+	if c.copyIn.Load() {
+		return false, nil
+	}
+	body := raw[5:]
+	switch typ {
+	case 'B':
+		portal, stmt, ok := scanBind(body)
+		if !ok {
+			return false, nil
+		}
+		return true, c.onBind(portal, stmt, nil, raw)
+	case 'D', 'C':
+		objType, name, ok := scanNamed(body)
+		if !ok {
+			return false, nil
+		}
+		if typ == 'D' {
+			return true, c.onDescribe(objType, name, nil, raw)
+		}
+		return true, c.onClose(objType, name, nil, raw)
+	case 'E':
+		portal, ok := scanExecute(body)
+		if !ok {
+			return false, nil
+		}
+		return true, c.onExecute(portal, nil, raw)
+	case 'S':
+		if len(body) != 0 {
+			return false, nil
+		}
+		return true, c.onSync(raw)
+	case 'H':
+		if len(body) != 0 {
+			return false, nil
+		}
+		// Also while skipping: messages before the refused one, and
+		// the refusal's stand-in, may still wait upstream for it.
+		return true, c.forward(nil, raw)
+	}
+	return false, nil
+}
+
+func (c *conn) onSync(raw []byte) error {
+	c.skipToSync = false
+	c.stage(request{kind: reqSync})
+	c.syncs++
+	return c.forward(nil, raw)
 }
 
 func (c *conn) clientReadError(err error) error {
@@ -161,6 +216,32 @@ func (c *conn) clientReadError(err error) error {
 // leave.
 func (c *conn) stage(r request) { c.staged.push(r) }
 
+// exchange writes what was forwarded and collects the answers. When this
+// goroutine is to read them (collect), the write is made by the first read
+// of the upstream (writeBeforeRead), which then waits for the answer
+// without first trying a read that finds nothing.
+func (c *conn) exchange() error {
+	deferred, err := c.flushUpTo(true)
+	if err != nil {
+		return err
+	}
+	err = c.collect()
+	if deferred && c.upRd.pre != nil {
+		// collect did not read (it does whenever flushUpTo defers, so
+		// this is a safety net): write the request now.
+		b := c.upRd.pre
+		c.upRd.pre, c.upRd.preW = nil, nil
+		if err == nil {
+			err = c.writeUp(b)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	c.upBufLeft()
+	return nil
+}
+
 // collect reads what the server owes on this goroutine, relaying and
 // auditing it, when the server answers everything sent without waiting
 // for the client (the batch ended with a Sync or a Query, and no COPY FROM
@@ -184,17 +265,14 @@ func (c *conn) collect() error {
 }
 
 // forward queues a client message for the upstream as it was received;
-// readClient writes it before it next waits for the client. Parse, Bind
+// readClient writes it before it next waits for the client. msg is the
+// decoded message, or nil for one passMessage read in place. Parse, Bind
 // and Execute decode without looking past their last field: one with
 // bytes after it goes as pgproto3 encodes it, so the upstream reads
-// exactly what keyhole decoded.
+// exactly what keyhole decoded (passMessage leaves those to the decoder).
 func (c *conn) forward(msg pgproto3.FrontendMessage, raw []byte) error {
-	switch msg.(type) {
-	case *pgproto3.Sync, *pgproto3.Query:
-		c.endsBlock = true
-	default:
-		c.endsBlock = false
-	}
+	// A block ends with Sync or Query (also a Query keyhole rewrote).
+	c.endsBlock = raw[0] == 'S' || raw[0] == 'Q'
 	if n, ok := bodyLen(msg); ok && n != len(raw)-5 {
 		b, err := msg.Encode(c.upBuffer())
 		if err != nil {
@@ -237,7 +315,19 @@ func (c *conn) upBuffer() []byte {
 // first starts the upstream goroutine, so that the server's answers are
 // read while keyhole writes.
 func (c *conn) flushUp() error {
+	_, err := c.flushUpTo(false)
+	return err
+}
+
+// flushUpTo is flushUp; with canDefer, when collect will read the answers
+// on this goroutine right after (the same conditions as collect's, under
+// the same lock that starts upstream goroutines, which only this goroutine
+// does), the write is left to the upstream reader's next read
+// (writeBeforeRead) and deferred reports true. upBuf then keeps the bytes
+// until exchange calls upBufLeft.
+func (c *conn) flushUpTo(canDefer bool) (deferred bool, err error) {
 	n := c.staged.len()
+	inline := false
 	if n > 0 || len(c.upBuf) > 0 {
 		c.mu.Lock()
 		owed := c.inflight.Load() > 0
@@ -248,18 +338,28 @@ func (c *conn) flushUp() error {
 		if !c.upReader && len(c.upBuf) > 0 && (owed || len(c.upBuf) > maxUnreadWrite) {
 			c.startReaderLocked()
 		}
+		inline = !c.upReader && c.endsBlock && c.inflight.Load() > 0 && !c.copyIn.Load()
 		c.mu.Unlock()
 	}
 	if len(c.upBuf) == 0 {
-		return nil
+		return false, nil
 	}
-	err := c.writeUp(c.upBuf)
+	if canDefer && inline && c.upRd.writeBeforeRead(c.upBuf, c.upConn) {
+		return true, nil
+	}
+	err = c.writeUp(c.upBuf)
+	c.upBufLeft()
+	return false, err
+}
+
+// upBufLeft empties upBuf once its bytes have been written, dropping a
+// large buffer.
+func (c *conn) upBufLeft() {
 	if cap(c.upBuf) > maxKeptWriteBuf {
 		c.upBuf = nil
 	} else {
 		c.upBuf = c.upBuf[:0]
 	}
-	return err
 }
 
 func (c *conn) writeUp(b []byte) error {
@@ -530,9 +630,9 @@ func (c *conn) settle(o *origin, state *atomic.Int32) (refused bool, err error) 
 }
 
 // statement returns the allowed statement name refers to, or the error
-// that refuses it.
-func (c *conn) statement(name string) (*prepared, *pgproto3.ErrorResponse, error) {
-	p := c.stmts[name]
+// that refuses it. name may point into the read buffer.
+func (c *conn) statement(name []byte) (*prepared, *pgproto3.ErrorResponse, error) {
+	p := c.stmts[string(name)]
 	if p != nil {
 		if _, err := c.settle(&p.origin, &p.state); err != nil {
 			return nil, nil, err
@@ -550,8 +650,9 @@ func (c *conn) statement(name string) (*prepared, *pgproto3.ErrorResponse, error
 }
 
 // portal returns the portal name refers to, or the error that refuses it.
-func (c *conn) portal(name string) (*portal, *pgproto3.ErrorResponse, error) {
-	p := c.portals[name]
+// name may point into the read buffer.
+func (c *conn) portal(name []byte) (*portal, *pgproto3.ErrorResponse, error) {
+	p := c.portals[string(name)]
 	if p != nil {
 		refused, err := c.settle(&p.origin, &p.state)
 		if err != nil {
@@ -626,18 +727,24 @@ func (c *conn) declareCursors(acc *sqlpolicy.Access, sql string, dec *sqlpolicy.
 	return out
 }
 
-func (c *conn) onBind(m *pgproto3.Bind, raw []byte) error {
+// onBind, onDescribe, onExecute and onClose get the message's fields
+// (names pointing into the read buffer) and, unless passMessage read it
+// in place, the decoded message m for forward.
+func (c *conn) onBind(portalName, stmtName []byte, m pgproto3.FrontendMessage, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
 	if err := c.checkAgent(); err != nil {
 		return err
 	}
-	p, refused, err := c.statement(m.PreparedStatement)
+	p, refused, err := c.statement(stmtName)
 	if err != nil {
 		return err
 	}
-	if refused == nil {
+	// A statement Parsed in this sync block was decided moments ago, under
+	// the policy and session state a decision now would see (no answer of
+	// this block has come yet); its Bind is not decided again.
+	if refused == nil && p.origin.syncs != c.syncs {
 		refused = c.recheck(p)
 	}
 	if refused != nil {
@@ -645,26 +752,26 @@ func (c *conn) onBind(m *pgproto3.Bind, raw []byte) error {
 		// portal of the name (if any) as it was.
 		return c.refuseExt(refused)
 	}
-	pt := &portal{name: m.DestinationPortal, sql: p.sql, stmt: p, dec: p.dec, access: p.access,
+	pt := &portal{name: string(portalName), sql: p.sql, stmt: p, dec: p.dec, access: p.access,
 		text: &p.text, maxRows: int64(p.dec.MaxRows)}
 	c.setPortal(pt, false)
 	c.stage(request{kind: reqBind, portal: pt})
 	return c.forward(m, raw)
 }
 
-func (c *conn) onDescribe(m *pgproto3.Describe, raw []byte) error {
+func (c *conn) onDescribe(objType byte, name []byte, m pgproto3.FrontendMessage, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
 	var refused *pgproto3.ErrorResponse
 	var err error
-	switch m.ObjectType {
+	switch objType {
 	case 'S':
-		_, refused, err = c.statement(m.Name)
+		_, refused, err = c.statement(name)
 	case 'P':
-		_, refused, err = c.portal(m.Name)
+		_, refused, err = c.portal(name)
 	default:
-		return fatal(codeProtocolViolation, fmt.Sprintf("invalid Describe object type %q", m.ObjectType), nil)
+		return fatal(codeProtocolViolation, fmt.Sprintf("invalid Describe object type %q", objType), nil)
 	}
 	if err != nil {
 		return err
@@ -676,14 +783,14 @@ func (c *conn) onDescribe(m *pgproto3.Describe, raw []byte) error {
 	return c.forward(m, raw)
 }
 
-func (c *conn) onExecute(m *pgproto3.Execute, raw []byte) error {
+func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
 	if err := c.checkAgent(); err != nil {
 		return err
 	}
-	p, refused, err := c.portal(m.Portal)
+	p, refused, err := c.portal(portalName)
 	if err != nil {
 		return err
 	}
@@ -700,25 +807,25 @@ func (c *conn) onExecute(m *pgproto3.Execute, raw []byte) error {
 	return c.forward(m, raw)
 }
 
-func (c *conn) onClose(m *pgproto3.Close, raw []byte) error {
+func (c *conn) onClose(objType byte, name []byte, m pgproto3.FrontendMessage, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
 	r := request{kind: reqClose}
-	switch m.ObjectType {
+	switch objType {
 	case 'S':
-		if p := c.stmts[m.Name]; p != nil {
+		if p := c.stmts[string(name)]; p != nil {
 			p.closing = true
 			r.stmt = p
 		}
 	case 'P':
-		if p := c.portals[m.Name]; p != nil {
+		if p := c.portals[string(name)]; p != nil {
 			p.closing = true
 		}
-		r.name = m.Name
+		r.name = string(name)
 		r.closesPortal = true
 	default:
-		return fatal(codeProtocolViolation, fmt.Sprintf("invalid Close object type %q", m.ObjectType), nil)
+		return fatal(codeProtocolViolation, fmt.Sprintf("invalid Close object type %q", objType), nil)
 	}
 	c.stage(r)
 	return c.forward(m, raw)

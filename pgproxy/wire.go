@@ -1,6 +1,7 @@
 package pgproxy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -39,6 +40,13 @@ type msgReader struct {
 	buf     []byte // nil while released
 	rp, wp  int    // unread bytes are buf[rp:wp]
 	maxBody int    // 0 = no limit
+
+	// pre is a request for the peer that the next read writes (to preW,
+	// the same socket) before it reads, and preErr the write's error; see
+	// writeBeforeRead.
+	pre    []byte
+	preW   io.Writer
+	preErr error
 
 	// Client readers only (nil / zero for the upstream).
 	budget   *memBudget
@@ -228,6 +236,26 @@ func (m *msgReader) fill(n int) error {
 	return nil
 }
 
+// writeBeforeRead makes the next read write b to w, the reader's own
+// socket, first: b is a request whose answer that read waits for. It
+// reports false, and does nothing, unless the reader reads a plain socket
+// with nothing buffered. b must stay untouched until the read.
+//
+// Written inside the read's RawConn.Read, the request costs no read that
+// finds nothing: RawConn.Read resets the poller's readiness of the socket
+// before it calls readFD, so readFD can write the request and wait for
+// readiness without trying to read, and the answer, which can only come
+// after the request, is announced by the poller whenever it comes. (A
+// read that skipped its first try after a reset made by a later Read
+// could miss bytes announced before that reset and wait forever.)
+func (m *msgReader) writeBeforeRead(b []byte, w io.Writer) bool {
+	if m.raw == nil || m.buffered() > 0 || len(b) == 0 {
+		return false
+	}
+	m.pre, m.preW = b, w
+	return true
+}
+
 // read reads once into buf[wp:]. On a socket it is read(2) the way the
 // net package does it (EAGAIN: wait for the poller, which also honours
 // deadlines and Close), except that while it waits a drained buffer is
@@ -237,6 +265,18 @@ func (m *msgReader) read() (int, error) {
 		return m.r.Read(m.buf[m.wp:])
 	}
 	err := m.raw.Read(m.rawRead)
+	if m.pre != nil || m.preErr != nil {
+		// Unwritten (Read failed before calling readFD), or failed.
+		werr := m.preErr
+		m.pre, m.preW, m.preErr = nil, nil, nil
+		if werr == nil {
+			werr = err
+		}
+		if werr == nil {
+			werr = errors.New("request not written")
+		}
+		return 0, werr
+	}
 	k, rerr := m.rk, m.rerr
 	switch {
 	case err != nil: // deadline or Close, as a *net.OpError
@@ -252,6 +292,17 @@ func (m *msgReader) read() (int, error) {
 // readFD is read's RawConn callback: false (EAGAIN) makes RawConn.Read
 // wait for the poller and call it again.
 func (m *msgReader) readFD(fd uintptr) bool {
+	if m.pre != nil {
+		// See writeBeforeRead: the request first, then wait for the
+		// answer without a read that would find nothing.
+		b, w := m.pre, m.preW
+		m.pre, m.preW = nil, nil
+		if _, err := w.Write(b); err != nil {
+			m.preErr = err
+			return true
+		}
+		return false
+	}
 	if m.buf == nil {
 		m.buf = readBufs.get()
 	}
@@ -441,4 +492,84 @@ func bodyLen(m pgproto3.FrontendMessage) (int, bool) {
 		return len(m.Portal) + 1 + 4, true
 	}
 	return 0, false
+}
+
+// The scanners below read the fields the relay needs of a message it
+// forwards as received, in place and without allocating. Each accepts a
+// body only when pgproto3's Decode would accept it and would have read it
+// to its last byte; anything else (malformed, or bytes after the last
+// field) it rejects, and the caller decodes the message instead, so that
+// errors and re-encoding stay pgproto3's.
+
+// cstring splits b after its first NUL: the bytes before it and the rest.
+func cstring(b []byte) (s, rest []byte, ok bool) {
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return nil, nil, false
+	}
+	return b[:i], b[i+1:], true
+}
+
+// scanBind returns a Bind's destination portal and source statement.
+func scanBind(b []byte) (portal, stmt []byte, ok bool) {
+	if portal, b, ok = cstring(b); !ok {
+		return nil, nil, false
+	}
+	if stmt, b, ok = cstring(b); !ok {
+		return nil, nil, false
+	}
+	// Parameter format codes, then the parameters (length -1 is NULL).
+	if len(b) < 2 {
+		return nil, nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	if len(b) < 2*n+2 {
+		return nil, nil, false
+	}
+	b = b[2*n:]
+	n = int(binary.BigEndian.Uint16(b))
+	b = b[2:]
+	for range n {
+		if len(b) < 4 {
+			return nil, nil, false
+		}
+		l := int(int32(binary.BigEndian.Uint32(b)))
+		b = b[4:]
+		if l == -1 {
+			continue
+		}
+		if l < 0 || len(b) < l {
+			return nil, nil, false
+		}
+		b = b[l:]
+	}
+	// Result format codes, the last field.
+	if len(b) < 2 {
+		return nil, nil, false
+	}
+	n = int(binary.BigEndian.Uint16(b))
+	if len(b) != 2+2*n {
+		return nil, nil, false
+	}
+	return portal, stmt, true
+}
+
+// scanNamed returns the object type and name of a Describe or Close: a
+// type byte and a name that ends the body.
+func scanNamed(b []byte) (objType byte, name []byte, ok bool) {
+	if len(b) < 2 || bytes.IndexByte(b[1:], 0) != len(b)-2 {
+		return 0, nil, false
+	}
+	return b[0], b[1 : len(b)-1], true
+}
+
+// scanExecute returns an Execute's portal (its row limit, the last field,
+// is the server's business).
+func scanExecute(b []byte) (portal []byte, ok bool) {
+	portal, rest, ok := cstring(b)
+	if !ok || len(rest) != 4 {
+		return nil, false
+	}
+	return portal, true
 }

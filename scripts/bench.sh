@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # bench.sh: what keyhole costs next to a direct connection, PgBouncer
-# (session mode) and a naive Go relay (internal/benchtools/naiverelay: two
-# io.Copy goroutines per connection, no protocol knowledge).
+# (session mode), a naive Go relay (internal/benchtools/naiverelay: two
+# io.Copy goroutines per connection, no protocol knowledge) and, as target
+# epoll (not run unless named in BENCH_TARGETS), the floor of a Go relay
+# (internal/benchtools/epollrelay: raw non-blocking sockets on one epoll
+# loop on one locked thread, no netpoller, no goroutine per connection).
 #
 # 1. Throughput: pgbench's select-only script (-S, scale 5) at 8 clients and
 #    2 threads, prepared and simple protocol. The four targets run in turn
@@ -40,7 +43,11 @@
 #   BENCH_LAT_SECONDS=5   length of each 1-client latency run (0 = skip)
 #   BENCH_IDLE_SESSIONS=80  idle sessions for the memory figure (0 = skip)
 #   BENCH_CLIENTS=8 BENCH_THREADS=2 BENCH_SCALE=5 BENCH_SSLMODE=disable
-#   BENCH_TARGETS="direct pgbouncer naive keyhole"
+#   BENCH_TARGETS="direct pgbouncer naive keyhole"  (also: epoll, epoll-b)
+#   BENCH_EPOLL_FLAGS=""    epollrelay's flags for target epoll (-raw -edge
+#                         -splice -loops N, see its doc comment)
+#   BENCH_EPOLL_B_FLAGS="-raw"  flags for target epoll-b (a second epollrelay
+#                         in the same rounds, to compare its variants)
 #   BENCH_MODES="prepared simple"
 #   BENCH_SUITES="pg mysql"  which parts run (mysql needs MariaDB and sysbench)
 #   BENCH_MYSQL_SECONDS=$BENCH_SECONDS BENCH_MYSQL_THREADS=8
@@ -58,6 +65,7 @@
 #                         every middle process (perf stat), in the report;
 #                         keyhole's heap and goroutines with the idle
 #                         sessions open (keyhole-heap-idle*, -goroutines-idle)
+#                         counts: only the syscalls and context switches
 #   BENCH_PROFILE_SECONDS=15
 #   KEYHOLE_BIN=path      measure this keyhole binary instead of building one
 #   KEYHOLE_BASE_BIN=path also measure this keyhole binary, as target
@@ -67,6 +75,7 @@
 #   BENCH_LABEL=text      a name for this run in the report (e.g. "before")
 #   BENCH_GOMAXPROCS=n    GOMAXPROCS of the Go middle processes (default: CPUs)
 #   BENCH_OUT=build/bench where the reports go
+#   BENCH_DB=keyhole_bench  the Postgres database the script makes and drops
 #
 # Needs: Postgres on 127.0.0.1:5432 (superuser postgres, trust), MariaDB on
 # 127.0.0.1:3306 (root without a password) for the MySQL part, sysbench, pgbench,
@@ -93,7 +102,10 @@ PROFILE="${BENCH_PROFILE:-0}"
 PROFILE_SECONDS="${BENCH_PROFILE_SECONDS:-15}"
 OUT="${BENCH_OUT:-$ROOT/build/bench}"
 PGADMIN_HOST=127.0.0.1 PGADMIN_PORT=5432 PGADMIN_USER=postgres
-DB=keyhole_bench
+# The database is dropped and made again at the start and dropped at the
+# end: runs that may overlap (several work trees on one machine) each need
+# their own BENCH_DB.
+DB="${BENCH_DB:-keyhole_bench}"
 LOGIN=keyhole_bench
 AGENT=bench-agent
 # What each target's clients run in the memory test (the policy allows it).
@@ -120,10 +132,10 @@ rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 WORK="$(mktemp -d /tmp/keyhole-bench.XXXXXX)"
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
-KEYHOLE_PID="" BOUNCER_PID="" NAIVE_PID="" BASE_PID=""
+KEYHOLE_PID="" BOUNCER_PID="" NAIVE_PID="" BASE_PID="" EPOLL_PID="" EPOLL_B_PID=""
 cleanup() {
 	declare -F my_cleanup >/dev/null && my_cleanup
-	for pid in $KEYHOLE_PID $BASE_PID $NAIVE_PID; do
+	for pid in $KEYHOLE_PID $BASE_PID $NAIVE_PID $EPOLL_PID $EPOLL_B_PID; do
 		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
 	done
 	[ -n "$BOUNCER_PID" ] && kill "$BOUNCER_PID" 2>/dev/null || true
@@ -143,6 +155,7 @@ else
 	KEYHOLE="$ROOT/bin/keyhole"
 fi
 (cd "$ROOT" && go build -o "$WORK/naiverelay" ./internal/benchtools/naiverelay &&
+	go build -o "$WORK/epollrelay" ./internal/benchtools/epollrelay &&
 	go build -o "$WORK/idleconns" ./internal/benchtools/idleconns)
 
 meta date "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -231,6 +244,24 @@ NAIVE_PORT="$(free_port)"
 "${GOENV[@]}" "$WORK/naiverelay" -listen "127.0.0.1:$NAIVE_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" >"$WORK/naive.log" 2>&1 &
 NAIVE_PID=$!
 wait_port "$NAIVE_PORT" || die "naiverelay did not start: $(cat "$WORK/naive.log")"
+# The epoll relays, only when asked for.
+EPOLL_PORT="" EPOLL_B_PORT=""
+if [[ " ${TARGETS[*]} " == *" epoll "* ]]; then
+	EPOLL_PORT="$(free_port)"
+	# shellcheck disable=SC2086 # BENCH_EPOLL_FLAGS is a list of flags
+	"${GOENV[@]}" "$WORK/epollrelay" -listen "127.0.0.1:$EPOLL_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" ${BENCH_EPOLL_FLAGS:-} >"$WORK/epoll.log" 2>&1 &
+	EPOLL_PID=$!
+	wait_port "$EPOLL_PORT" || die "epollrelay did not start: $(cat "$WORK/epoll.log")"
+	meta epoll_flags "${BENCH_EPOLL_FLAGS:-}"
+fi
+if [[ " ${TARGETS[*]} " == *" epoll-b "* ]]; then
+	EPOLL_B_PORT="$(free_port)"
+	# shellcheck disable=SC2086 # BENCH_EPOLL_B_FLAGS is a list of flags
+	"${GOENV[@]}" "$WORK/epollrelay" -listen "127.0.0.1:$EPOLL_B_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" ${BENCH_EPOLL_B_FLAGS--raw} >"$WORK/epoll-b.log" 2>&1 &
+	EPOLL_B_PID=$!
+	wait_port "$EPOLL_B_PORT" || die "epollrelay (epoll-b) did not start: $(cat "$WORK/epoll-b.log")"
+	meta epoll_b_flags "${BENCH_EPOLL_B_FLAGS--raw}"
+fi
 
 # keyhole, with a policy that allows pgbench's select-only script.
 cat >"$WORK/policy.yaml" <<EOF
@@ -277,6 +308,8 @@ target_conn() {
 	direct) port=$PGADMIN_PORT user=$LOGIN ;;
 	pgbouncer) port=$BOUNCER_PORT user=$LOGIN ;;
 	naive) port=$NAIVE_PORT user=$LOGIN ;;
+	epoll) port=$EPOLL_PORT user=$LOGIN ;;
+	epoll-b) port=$EPOLL_B_PORT user=$LOGIN ;;
 	keyhole) port=$KEYHOLE_PORT user=$AGENT pass=$TOKEN ;;
 	keyhole-base) port=$BASE_PORT user=$AGENT pass=$TOKEN ;;
 	*) die "unknown target $1" ;;
@@ -287,6 +320,8 @@ target_pid() {
 	case $1 in
 	pgbouncer) echo "$BOUNCER_PID" ;;
 	naive) echo "$NAIVE_PID" ;;
+	epoll) echo "$EPOLL_PID" ;;
+	epoll-b) echo "$EPOLL_B_PID" ;;
 	keyhole) echo "$KEYHOLE_PID" ;;
 	keyhole-base) echo "$BASE_PID" ;;
 	esac
@@ -472,7 +507,7 @@ my_keyhole() {
 	shift 5
 	"${GOENV[@]}" "$@" "$bin" serve --config "$WORK/keyhole-mysql.yaml" \
 		--upstream "mysql://$MY_USER:$MY_PW@$MY_HOST:$MY_PORT/$MY_DB" --policy "$WORK/policy-mysql.yaml" \
-		--audit "$audit" --listen-mysql "127.0.0.1:$port" --admin "127.0.0.1:$admin" "${pprof_flag[@]}" \
+		--audit "$audit" --listen-mysql "127.0.0.1:$port" --admin "127.0.0.1:$admin" "${my_pprof_flag[@]}" \
 		--log-level warn >/dev/null 2>"$logf" &
 	MY_STARTED=$!
 }
@@ -514,6 +549,13 @@ identity:
   mysql:
     verifiers: {$MY_AGENT: "$verifier"}
 YAML
+	# One --config only (a second would replace the first): the profiler's
+	# console settings go into this file.
+	my_pprof_flag=()
+	if [ "$PROFILE" = 1 ]; then
+		sed -n '/^console:/,$p' "$WORK/pprof-console.yaml" >>"$WORK/keyhole-mysql.yaml"
+		my_pprof_flag=(--pprof)
+	fi
 	cat >"$WORK/policy-mysql.yaml" <<YAML
 roles:
   bench:
@@ -661,10 +703,12 @@ profile() {
 	fi
 }
 mkdir -p "$OUT"
-if has_suite pg && [ "$PROFILE" = 1 ]; then
-	for mode in "${MODES[@]}"; do
-		profile "$mode"
-	done
+if has_suite pg && { [ "$PROFILE" = 1 ] || [ "$PROFILE" = counts ]; }; then
+	if [ "$PROFILE" = 1 ]; then
+		for mode in "${MODES[@]}"; do
+			profile "$mode"
+		done
+	fi
 	if perf_works; then
 		for mode in "${MODES[@]}"; do
 			for target in "${TARGETS[@]}"; do

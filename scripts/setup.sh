@@ -42,10 +42,12 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install o
 # compiler): the pgJDBC metadata test. pg_stat_statements ships in
 # postgresql-15 itself on Debian 12 (no separate contrib package to install).
 # python3-pymysql (with python3-cryptography for caching_sha2_password's RSA
-# exchange), mariadb-client and sysbench: the MySQL clients and benchmark of
-# mysqlproxy.
+# exchange), python3-sqlalchemy, python3-django with python3-mysqldb
+# (mysqlclient, Django's MySQL driver), libmariadb-java (MariaDB Connector/J,
+# /usr/share/java/mariadb-java-client.jar), mariadb-client and sysbench: the
+# MySQL clients and benchmark of mysqlproxy.
 need=()
-for p in pgbouncer python3-psycopg2 python3-psycopg python3-asyncpg libpostgresql-jdbc-java python3-pymysql python3-cryptography sysbench; do
+for p in pgbouncer python3-psycopg2 python3-psycopg python3-asyncpg libpostgresql-jdbc-java python3-pymysql python3-cryptography python3-sqlalchemy python3-django python3-mysqldb libmariadb-java sysbench; do
 	have_pkg "$p" || need+=("$p")
 done
 { command -v psql && command -v pgbench && command -v pg_dump; } >/dev/null 2>&1 || need+=(postgresql-client)

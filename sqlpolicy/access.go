@@ -140,6 +140,10 @@ type Setting struct {
 	Local bool   `json:"local,omitempty"`
 	// Show is true for SHOW name (a read of the setting, not a change).
 	Show bool `json:"show,omitempty"`
+	// Appended is true when the change appends Value to the session's
+	// current value rather than replacing it (MySQL's SET sql_mode =
+	// CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')).
+	Appended bool `json:"appended,omitempty"`
 	// Unknown is true when the new value is not a literal the analyzer
 	// could read (Value is then empty), or, for a setting a Limit
 	// governs, a value the analyzer cannot turn into an amount.

@@ -19,7 +19,14 @@ import (
 //
 // Keys are 64-bit hashes; every hit compares the stored text, generation,
 // agent and scope, so a hash collision is a miss, never a wrong answer.
-// Each shard is an LRU list bounded by its share of the byte budget.
+// Each shard is a list bounded by its share of the byte budget, evicted
+// in CLOCK order (second chance): a hit only marks its entry referenced,
+// and eviction moves a referenced entry to the front once instead of
+// dropping it. Hits thus write no list links (sessions hitting entries
+// side by side would otherwise pass those cache lines between CPUs on
+// every statement), and a recently used entry still outlives the unused
+// ones. The counters live in the shards, under their locks, for the same
+// reason.
 
 type entryKind uint8
 
@@ -38,6 +45,7 @@ type entry struct {
 	d     *Decision
 	a     *Access
 	size  int64
+	ref   bool // hit since it was last at the front of the list
 
 	prev, next *entry
 }
@@ -48,6 +56,8 @@ type shard struct {
 	head    entry // sentinel: head.next is most recent, head.prev least
 	bytes   int64
 	maxSize int64
+
+	hits, misses, evictions uint64
 }
 
 type cache struct {
@@ -61,8 +71,18 @@ type cache struct {
 	// costs the lookup, never a wrong answer.
 	shapes    []atomic.Uint64
 	shapeMask uint64
-
-	hits, misses, evictions atomic.Uint64
+	// door is the exact level's doorkeeper: one bit per text (by its
+	// exact key) that a normalized entry answered once. A text the
+	// normalized level answers gets an exact entry only the second time
+	// it is seen, so a stream of texts that each appear once (a new
+	// literal every statement) does not insert and evict an exact entry
+	// per statement, nor push out entries that are used. The bits are
+	// cleared after doorMax texts, which keeps false positives rare; a
+	// false positive only stores an entry early, a cleared bit only
+	// delays one.
+	door    []atomic.Uint64
+	doorN   atomic.Uint64
+	doorMax uint64
 }
 
 // entryOverhead approximates the fixed cost of an entry: the struct, its map
@@ -82,6 +102,7 @@ func newCache(maxBytes int64) *cache {
 		bits <<= 1
 	}
 	c.shapes, c.shapeMask = make([]atomic.Uint64, bits/64), bits-1
+	c.door, c.doorMax = make([]atomic.Uint64, bits/64), bits/16
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.m = make(map[uint64]*entry)
@@ -131,6 +152,24 @@ func (c *cache) addShape(shape uint64) {
 	c.shapes[b/64].Or(1 << (b % 64))
 }
 
+// admit reports whether the text of exact key k was seen before (see
+// door), and notes it as seen.
+func (c *cache) admit(k uint64) bool {
+	bit := (k ^ k>>29) & c.shapeMask
+	w := &c.door[bit/64]
+	m := uint64(1) << (bit % 64)
+	if w.Load()&m != 0 {
+		return true
+	}
+	w.Or(m)
+	if c.doorN.Add(1)%c.doorMax == 0 {
+		for i := range c.door {
+			c.door[i].Store(0)
+		}
+	}
+	return false
+}
+
 func (c *cache) shardOf(k uint64) *shard { return &c.shards[(k>>59)&c.mask] }
 
 func sameScope(a, b []Grant) bool {
@@ -151,25 +190,34 @@ func sameScope(a, b []Grant) bool {
 }
 
 func (c *cache) get(kind entryKind, text string, gen uint64, p *Principal) (*Decision, *Access, bool) {
-	k := c.key(kind, text, gen, p)
+	return c.getKey(c.key(kind, text, gen, p), kind, text, gen, p)
+}
+
+// getKey is get with the key computed already.
+func (c *cache) getKey(k uint64, kind entryKind, text string, gen uint64, p *Principal) (*Decision, *Access, bool) {
 	s := c.shardOf(k)
 	s.mu.Lock()
 	e := s.m[k]
 	if e == nil || e.kind != kind || e.gen != gen || e.text != text || e.agent != p.Agent || !sameScope(e.scope, p.Scope) {
+		s.misses++
 		s.mu.Unlock()
-		c.misses.Add(1)
 		return nil, nil, false
 	}
-	s.unlink(e)
-	s.pushFront(e)
+	if !e.ref {
+		e.ref = true
+	}
+	s.hits++
 	d, a := e.d, e.a
 	s.mu.Unlock()
-	c.hits.Add(1)
 	return d, a, true
 }
 
 func (c *cache) put(kind entryKind, text string, gen uint64, p *Principal, d *Decision, a *Access, valueSize int64) {
-	k := c.key(kind, text, gen, p)
+	c.putKey(c.key(kind, text, gen, p), kind, text, gen, p, d, a, valueSize)
+}
+
+// putKey is put with the key computed already.
+func (c *cache) putKey(k uint64, kind entryKind, text string, gen uint64, p *Principal, d *Decision, a *Access, valueSize int64) {
 	s := c.shardOf(k)
 	size := entryOverhead + int64(len(text)) + int64(len(p.Agent)) + scopeSize(p.Scope) + valueSize
 	if size > s.maxSize {
@@ -187,10 +235,21 @@ func (c *cache) put(kind entryKind, text string, gen uint64, p *Principal, d *De
 	s.bytes += size
 	for s.bytes > s.maxSize {
 		last := s.head.prev
+		if last == &s.head {
+			break
+		}
 		s.unlink(last)
+		if last.ref || last == e && len(s.m) > 1 {
+			// Second chance: a referenced entry moves to the front, its
+			// mark cleared (so the loop ends), and the new entry is not
+			// the one dropped while older ones remain.
+			last.ref = false
+			s.pushFront(last)
+			continue
+		}
 		delete(s.m, last.key)
 		s.bytes -= last.size
-		c.evictions.Add(1)
+		s.evictions++
 	}
 }
 
@@ -208,10 +267,13 @@ func (s *shard) pushFront(e *entry) {
 }
 
 func (c *cache) stats() CacheStats {
-	st := CacheStats{Hits: c.hits.Load(), Misses: c.misses.Load(), Evictions: c.evictions.Load()}
+	var st CacheStats
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
+		st.Hits += s.hits
+		st.Misses += s.misses
+		st.Evictions += s.evictions
 		st.Entries += len(s.m)
 		st.Bytes += s.bytes
 		s.mu.Unlock()

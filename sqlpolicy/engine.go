@@ -111,8 +111,10 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 		gen = s.Generation()
 	}
 	c := e.cache
+	var exactKey uint64
 	if c != nil {
-		if d, a, ok := c.get(kindExact, sql, gen, &p); ok {
+		exactKey = c.key(kindExact, sql, gen, &p)
+		if d, a, ok := c.getKey(exactKey, kindExact, sql, gen, &p); ok {
 			return d, a
 		}
 	}
@@ -155,7 +157,9 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 		if n, err := normalize(sql, s); err == nil {
 			norm, normOK = n, true
 			if d, a, ok := c.get(kindNorm, norm, gen, &p); ok {
-				c.put(kindExact, sql, gen, &p, d, a, accessSize(a, d))
+				if c.admit(exactKey) {
+					c.putKey(exactKey, kindExact, sql, gen, &p, d, a, accessSize(a, d))
+				}
 				return d, a
 			}
 		}
@@ -168,7 +172,7 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 		d.Redacted, d.Fingerprint = norm, fingerprintOf(norm)
 	}
 	size := accessSize(a, d)
-	c.put(kindExact, sql, gen, &p, d, a, size)
+	c.putKey(exactKey, kindExact, sql, gen, &p, d, a, size)
 	if normOK && shareable(a) {
 		c.put(kindNorm, norm, gen, &p, d, a, size)
 		if shapeOK {

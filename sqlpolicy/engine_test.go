@@ -52,8 +52,15 @@ func TestEngineCache(t *testing.T) {
 		d2, _ := e.Check(analyst, "SELECT id FROM orders WHERE id = 2", nil)
 		assert.Same(t, d1, d2)
 		assert.Equal(t, 1, fa.analyses())
-		// The second text is now an exact entry too.
+		// Seen once, the second text has no exact entry of its own (the
+		// doorkeeper); seen twice, it has.
+		assert.Equal(t, 2, e.CacheStats().Entries)
+		d3, _ := e.Check(analyst, "SELECT id FROM orders WHERE id = 2", nil)
+		assert.Same(t, d1, d3)
+		assert.Equal(t, 3, e.CacheStats().Entries)
+		hits := e.CacheStats().Hits
 		e.Check(analyst, "SELECT id FROM orders WHERE id = 2", nil)
+		assert.Equal(t, hits+1, e.CacheStats().Hits, "an exact hit, without the normalized lookup")
 		assert.Equal(t, 1, fa.analyses())
 	})
 

@@ -273,7 +273,8 @@ func (s *myServe) conn(t *testing.T, c *mysql.Config) *sql.Conn {
 // TestMySQLServe drives one `keyhole serve` with a Postgres and a MariaDB
 // upstream side by side, through --listen-postgres and --listen-mysql,
 // with real MySQL clients: go-sql-driver/mysql (text and binary prepared),
-// the mariadb CLI, PyMySQL and mysql2. Every subtest checks errnos and the
+// the mariadb CLI, PyMySQL, mysql2, MariaDB Connector/J, SQLAlchemy and
+// Django (mysqlclient). Every subtest checks errnos and the
 // rows left in the database, not message text.
 func TestMySQLServe(t *testing.T) {
 	s := startMyServe(t)
@@ -490,6 +491,109 @@ func TestMySQLServe(t *testing.T) {
 		}
 	}
 
+	t.Run("MariaDB Connector/J", func(t *testing.T) {
+		java := needTool(t, "java")
+		const jar = "/usr/share/java/mariadb-java-client.jar"
+		if _, err := os.Stat(jar); err != nil {
+			t.Fatalf("%s not found: run scripts/setup.sh (as root) to install libmariadb-java", jar)
+		}
+		for _, tc := range []struct {
+			name, user, password, opts string
+		}{
+			// Without TLS the driver fetches keyhole's RSA key for
+			// caching_sha2_password's full authentication (the option a
+			// user sets for any MySQL 8 server without TLS).
+			{"token, loopback", "my-bot", s.token(t, "my-bot"), "allowPublicKeyRetrieval=true"},
+			{"token over verified TLS", "my-bot", s.token(t, "my-bot"), "useSsl=true&serverSslCert=" + s.ca.File},
+			{"secret", "my-secret-bot", s.secret, "allowPublicKeyRetrieval=true"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				before := s.my.count(t, "SELECT count(*) FROM orders")
+				url := fmt.Sprintf("jdbc:mariadb://%s/%s?useServerPrepStmts=true&%s", s.addr, s.myDB, tc.opts)
+				got := runJava(t, java, jar, filepath.Join(s.mysqlClients, "MariaJdbc.java"), url, tc.user, tc.password, s.myDB)
+				errno := func(step string) string {
+					f := strings.Split(got[step], "\t")
+					if len(f) < 4 || f[0] != "error" {
+						return got[step]
+					}
+					assert.Contains(t, f[3], "keyhole: permission denied", step)
+					return f[1] + " " + f[2]
+				}
+				assert.Equal(t, "ok\t1:ann,2:bob", got["select"])
+				assert.Equal(t, "1143 42000", errno("denied_column"))
+				assert.Contains(t, got["denied_column"], "pii.email")
+				assert.Equal(t, fmt.Sprintf("ok\t%d", before), got["count"], "the session goes on after the refusal")
+				assert.Equal(t, "ok\t1", got["insert"])
+				assert.Equal(t, "1142 42000", errno("denied_write"))
+				assert.Equal(t, "ok\t", got["commit"])
+				assert.Equal(t, "ok\titem3,item7", got["prepared"], "one server-side prepare, executed twice")
+				assert.Equal(t, "1143 42000", errno("denied_prepare"))
+				assert.Equal(t, "ok\t10", got["streamed"])
+				// Metadata is catalog: table and column names, as through
+				// pgJDBC (labels guard values, not names).
+				assert.Equal(t, "ok\tcustomers,orders,secrets", got["getTables"])
+				assert.Equal(t, "ok\tid,name,email", got["getColumns customers"])
+				assert.Equal(t, "ok\tid", got["getPrimaryKeys orders"])
+				assert.Equal(t, "ok\tbob", got["session"])
+				// 100 was rolled back, 101 committed; the DELETE never ran.
+				assert.Equal(t, before+1, s.my.count(t, "SELECT count(*) FROM orders"))
+				assert.Zero(t, s.my.count(t, "SELECT count(*) FROM orders WHERE id = 100"))
+				s.my.exec(t, "DELETE FROM orders WHERE id = 101")
+			})
+		}
+	})
+
+	t.Run("SQLAlchemy", func(t *testing.T) {
+		before := s.my.count(t, "SELECT count(*) FROM orders")
+		got := s.runPython(t, "sqlalchemy_runner.py", "my-bot", s.token(t, "my-bot"))
+		refused := func(step string) float64 {
+			e, _ := got[step].(map[string]any)
+			assert.Contains(t, e["message"], "keyhole: permission denied", step)
+			n, _ := e["errno"].(float64)
+			return n
+		}
+		assert.Equal(t, "ok", got["connect"], "the dialect's initialize queries pass")
+		assert.Equal(t, []any{"customers", "orders", "secrets"}, got["table_names"])
+		assert.Equal(t, []any{"id", "item", "amount"}, got["columns_orders"])
+		assert.Equal(t, []any{"id"}, got["pk_orders"])
+		// Reflection is SHOW CREATE TABLE, which reads every column: a
+		// table with a labelled column is refused, naming what may be read.
+		assert.EqualValues(t, 1143, refused("columns_customers"))
+		assert.Contains(t, got["columns_customers"].(map[string]any)["message"], "columns: id, name")
+		assert.Equal(t, []any{[]any{3.0, "item3"}, []any{7.0, "item7"}}, got["core_select"])
+		assert.Equal(t, []any{"ann", "bob"}, got["names"])
+		assert.EqualValues(t, 1143, refused("denied_column"))
+		assert.Equal(t, "ok", got["insert"])
+		assert.EqualValues(t, 1142, refused("denied_write"))
+		assert.Equal(t, before+1, s.my.count(t, "SELECT count(*) FROM orders"), "the insert committed, the delete never ran")
+		s.my.exec(t, "DELETE FROM orders WHERE id = 101")
+	})
+
+	t.Run("Django", func(t *testing.T) {
+		before := s.my.count(t, "SELECT count(*) FROM orders")
+		got := s.runPython(t, "django_runner.py", "my-bot", s.token(t, "my-bot"))
+		refused := func(step string) float64 {
+			e, _ := got[step].(map[string]any)
+			assert.Contains(t, e["message"], "keyhole: permission denied", step)
+			n, _ := e["errno"].(float64)
+			return n
+		}
+		assert.Equal(t, "ok", got["connect"], "Django's connect-time statements pass")
+		assert.Equal(t, []any{"customers", "orders", "secrets"}, got["table_names"])
+		assert.Equal(t, []any{"id", "item", "amount"}, got["describe_orders"])
+		// get_table_description runs SELECT * FROM t LIMIT 1: refused on a
+		// table with a labelled column.
+		assert.EqualValues(t, 1143, refused("describe_customers"))
+		assert.Equal(t, []any{"PRIMARY"}, got["constraints_orders"])
+		assert.Equal(t, []any{"item3", "item7"}, got["model_select"])
+		assert.Equal(t, []any{[]any{"ann"}, []any{"bob"}}, got["names"])
+		assert.EqualValues(t, 1143, refused("denied_column"))
+		assert.Equal(t, "ok", got["insert"])
+		assert.EqualValues(t, 1142, refused("denied_write"))
+		assert.Equal(t, before+1, s.my.count(t, "SELECT count(*) FROM orders"), "the insert committed, the delete never ran")
+		s.my.exec(t, "DELETE FROM orders WHERE id = 101")
+	})
+
 	t.Run("Postgres agents beside MySQL agents", func(t *testing.T) {
 		h, port := s.kh.HostPort()
 		conn := func(agent string) string {
@@ -645,4 +749,43 @@ func (s *myServe) runClient(t *testing.T, client, user, password string, useTLS 
 	require.NoError(t, json.Unmarshal(out.Bytes(), &r), out.String())
 	require.Empty(t, r.Fatal)
 	return r
+}
+
+// runJava runs a Java client program from source against keyhole and
+// returns its "step<TAB>result" lines as a map.
+func runJava(t *testing.T, java, classpath, program string, args ...string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, java, append([]string{"-cp", classpath, program}, args...)...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Run(), "java %s:\n%s\n%s", filepath.Base(program), stdout.String(), stderr.String())
+	require.Contains(t, stdout.String(), "\ndone\n", stderr.String())
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		if step, result, ok := strings.Cut(line, "\t"); ok {
+			got[step] = result
+		}
+	}
+	return got
+}
+
+// runPython runs a client program of internal/e2e/mysql with Debian's
+// /usr/bin/python3 (where python3-pymysql, -sqlalchemy, -django and
+// -mysqldb are installed) against keyhole, and decodes the one JSON
+// object it prints.
+func (s *myServe) runPython(t *testing.T, program, user, password string) map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/usr/bin/python3", filepath.Join(s.mysqlClients, program))
+	host, port, _ := net.SplitHostPort(s.addr)
+	cmd.Env = append(os.Environ(), "KH_HOST="+host, "KH_PORT="+port, "KH_USER="+user, "KH_PASSWORD="+password, "KH_DB="+s.myDB)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	require.NoError(t, cmd.Run(), "%s: %s %s", program, out.String(), errb.String())
+	var got map[string]any
+	require.NoError(t, json.Unmarshal(out.Bytes(), &got), out.String())
+	return got
 }

@@ -123,3 +123,22 @@ func BenchmarkNormalize(b *testing.B) {
 		_, _ = an.Normalize(q)
 	}
 }
+
+// BenchmarkCheckPointSelectLiterals is sysbench's oltp_point_select with
+// --db-ps-mode=disable: one short text, a new id literal each time out of
+// as many ids as the table has rows, so an id repeats only after a while.
+func BenchmarkCheckPointSelectLiterals(b *testing.B) {
+	e := benchEngine(b, sp.EngineOptions{})
+	p, s := sp.Principal{Agent: "bench"}, e.NewSession()
+	const distinct = 10000
+	texts := make([]string, distinct)
+	for i := range texts {
+		texts[i] = "SELECT id FROM shop.orders WHERE id=" + strconv.Itoa((i*7919)%distinct+1)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		e.Check(p, texts[i%distinct], s)
+		i++
+	}
+}

@@ -291,9 +291,11 @@ func runSettings(st *sqlpolicy.Statement) []sqlpolicy.Setting {
 }
 
 // lexingSetting reports a change of sql_mode or of the client or
-// connection character set (which a role may be allowed to make).
+// connection character set (which a role may be allowed to make). Adding
+// inert modes to the session's own sql_mode (MariaDB Connector/J's
+// CONCAT(@@sql_mode, ',STRICT_TRANS_TABLES')) leaves lexing as it was.
 func lexingSetting(set sqlpolicy.Setting) bool {
-	if set.Show {
+	if set.Show || set.Name == "sql_mode" && addsOnlyInertModes(set) {
 		return false
 	}
 	switch set.Name {
@@ -316,6 +318,16 @@ func (s *Session) applyLexing(set sqlpolicy.Setting) {
 	}
 	switch set.Name {
 	case "sql_mode":
+		if set.Appended {
+			// CONCAT(@@sql_mode, ',FLAG'): the flags join the session's.
+			m, err := parseSQLMode(set.Value)
+			if err != nil {
+				s.mode, s.modeProblem = 0, err.Error()
+				return
+			}
+			s.mode, s.modeProblem = s.mode|m, ""
+			return
+		}
 		if err := s.SetSQLMode(set.Value); err != nil {
 			return
 		}
@@ -398,8 +410,11 @@ func parseSQLMode(v string) (mysql.SQLMode, error) {
 			m |= mysql.ModeHighNotPrecedence
 		case "ANSI":
 			m |= mysql.ModeANSIQuotes | mysql.ModePipesAsConcat | mysql.ModeIgnoreSpace
+		case "MYSQL323", "MYSQL40":
+			// MariaDB expands both to include HIGH_NOT_PRECEDENCE.
+			m |= mysql.ModeHighNotPrecedence
 		case "REAL_AS_FLOAT", "ONLY_FULL_GROUP_BY", "NO_UNSIGNED_SUBTRACTION", "NO_DIR_IN_CREATE",
-			"NO_KEY_OPTIONS", "NO_TABLE_OPTIONS", "NO_FIELD_OPTIONS", "MYSQL323", "MYSQL40",
+			"NO_KEY_OPTIONS", "NO_TABLE_OPTIONS", "NO_FIELD_OPTIONS",
 			"NO_AUTO_VALUE_ON_ZERO", "STRICT_TRANS_TABLES", "STRICT_ALL_TABLES", "NO_ZERO_IN_DATE",
 			"NO_ZERO_DATE", "ALLOW_INVALID_DATES", "ERROR_FOR_DIVISION_BY_ZERO", "TRADITIONAL",
 			"NO_AUTO_CREATE_USER", "NO_ENGINE_SUBSTITUTION", "PAD_CHAR_TO_FULL_LENGTH",

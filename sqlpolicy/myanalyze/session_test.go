@@ -226,9 +226,54 @@ func TestAllowedModeChange(t *testing.T) {
 	require.Len(t, mixed.Statements, 2)
 	assert.Contains(t, problems(&sqlpolicy.Access{Statements: mixed.Statements[1:]}), sqlpolicy.ProblemSessionChange)
 
-	computed := an.Analyze("SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')", s)
+	appended := an.Analyze("SET sql_mode = CONCAT(@@sql_mode, ',NO_BACKSLASH_ESCAPES')", s)
+	require.True(t, appended.Statements[0].Settings[0].Guarded)
+	s.Note(appended)
+	s.Apply(appended)
+	assert.Empty(t, problems(an.Analyze("SELECT 1", s)), "an appended mode is known")
+	assert.Contains(t, reads(an.Analyze(`SELECT "email" FROM customers`, s)), "customers.email", "ANSI_QUOTES kept: the flag was added, not set alone")
+
+	computed := an.Analyze("SET sql_mode = CONCAT(@m, ',NO_BACKSLASH_ESCAPES')", s)
 	s.Apply(computed)
 	assert.Contains(t, problems(an.Analyze("SELECT 1", s)), sqlpolicy.ProblemSessionChange, "a computed mode is not known")
+}
+
+// TestInertModeAddition covers MariaDB Connector/J's connect-time SET,
+// which appends STRICT_TRANS_TABLES to the session's own sql_mode: it is
+// not a guarded change, and the session lexes on as before.
+func TestInertModeAddition(t *testing.T) {
+	t.Parallel()
+	cat, name := loadShop(t)
+	an := myanalyze.New(cat, myanalyze.Options{})
+	s := an.NewSession().(*myanalyze.Session)
+	s.SetDatabase(name)
+	require.NoError(t, s.SetSQLMode("STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION"))
+	set := an.Analyze("set autocommit=1, session_track_system_variables='auto_increment_increment' , sql_mode = concat(@@sql_mode,',STRICT_TRANS_TABLES')", s)
+	require.Len(t, set.Statements, 1)
+	for _, st := range set.Statements[0].Settings {
+		assert.False(t, st.Guarded, "%s", st.Name)
+	}
+	s.Note(set)
+	s.Apply(set)
+	assert.Empty(t, problems(an.Analyze("SELECT 1", s)))
+	assert.NotContains(t, reads(an.Analyze(`SELECT "email" FROM customers`, s)), "customers.email", "still a string: no ANSI_QUOTES")
+
+	for _, sql := range []string{
+		"SET sql_mode = CONCAT(@@sql_mode, ',ANSI_QUOTES')",
+		"SET sql_mode = CONCAT(@@global.sql_mode, ',STRICT_TRANS_TABLES')",
+		"SET sql_mode = CONCAT(@@sql_mode, 'ANSI_QUOTES')",
+		"SET sql_mode = CONCAT(@@sql_mode, CONCAT(',', 'ANSI'))",
+		"SET sql_mode = '@@sql_mode,STRICT_TRANS_TABLES'",
+	} {
+		a := an.Analyze(sql, s)
+		guarded := false
+		for _, st := range a.Statements {
+			for _, set := range st.Settings {
+				guarded = guarded || set.Guarded
+			}
+		}
+		assert.True(t, guarded, sql)
+	}
 }
 
 func TestCommandTexts(t *testing.T) {

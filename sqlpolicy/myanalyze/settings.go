@@ -67,6 +67,8 @@ func (w *walker) set(x *ast.SetStmt) {
 			default:
 				if s, ok := literal(v.Value); ok {
 					set.Value = s
+				} else if added, ok := sqlModeAddition(name, v.Value); ok {
+					set.Value, set.Appended = added, true
 				} else {
 					set.Unknown = true
 					w.expr(v.Value, sc, nil, clauseWhere)
@@ -108,7 +110,11 @@ func guardedChange(set sqlpolicy.Setting) sqlpolicy.SettingKind {
 		return ""
 	}
 	switch set.Name {
-	case "sql_mode", "old_mode":
+	case "sql_mode":
+		if !addsOnlyInertModes(set) {
+			return sqlpolicy.SettingLexing
+		}
+	case "old_mode":
 		return sqlpolicy.SettingLexing
 	case "role", "pseudo_thread_id", "proxy_user":
 		return sqlpolicy.SettingIdentity
@@ -131,6 +137,51 @@ func guardedChange(set sqlpolicy.Setting) sqlpolicy.SettingKind {
 		}
 	}
 	return ""
+}
+
+// sqlModeAddition reads SET sql_mode = CONCAT(@@sql_mode, ',MODE,...') —
+// the session's own sql_mode with modes appended, which MariaDB
+// Connector/J sends on every connection (to add STRICT_TRANS_TABLES) —
+// and returns the appended text. Any other form (another variable,
+// @@global.sql_mode, which need not match the session's, a computed
+// suffix) is not one.
+func sqlModeAddition(name string, e ast.ExprNode) (string, bool) {
+	fn, ok := e.(*ast.FuncCallExpr)
+	if name != "sql_mode" || !ok || fn.FnName.L != "concat" || len(fn.Args) < 2 {
+		return "", false
+	}
+	self, ok := fn.Args[0].(*ast.VariableExpr)
+	if !ok || !self.IsSystem || self.IsGlobal || self.IsInstance || !strings.EqualFold(self.Name, "sql_mode") {
+		return "", false
+	}
+	var b strings.Builder
+	for _, arg := range fn.Args[1:] {
+		v, ok := arg.(ast.ValueExpr)
+		if !ok || v == nil {
+			return "", false
+		}
+		s, ok := v.GetValue().(string)
+		if !ok {
+			return "", false
+		}
+		b.WriteString(s)
+	}
+	return b.String(), true
+}
+
+// addsOnlyInertModes reports an sql_mode change that appends only modes
+// that change what statements do with values (strictness, dates, SHOW
+// CREATE output), none that changes lexing or parsing (parseSQLMode's
+// bits), to the session's own (read at connect, and never changed since:
+// every other change is refused), so text lexes afterwards as it did
+// before. The appended text must start a new mode: one that does not
+// would extend the last mode's name.
+func addsOnlyInertModes(set sqlpolicy.Setting) bool {
+	if !set.Appended || set.Reset || set.Unknown || set.Value != "" && set.Value[0] != ',' {
+		return false
+	}
+	m, err := parseSQLMode(set.Value)
+	return err == nil && m == 0
 }
 
 // isOn reports a boolean setting value that turns the setting on.

@@ -317,6 +317,7 @@ func (a *Analyzer) statement(n *pg.Node, s *Session, ps paths, depth int) (st sq
 	w.pathLost, w.pathChanged = ps.lost, ps.changed
 	sc := scratches.Get().(*scratch)
 	st.Columns, st.Tables = sc.columns, sc.tables
+	w.sc = sc
 	defer sc.release(&st)
 	defer func() {
 		if r := recover(); r != nil {
@@ -348,6 +349,9 @@ func (a *Analyzer) statement(n *pg.Node, s *Session, ps paths, depth int) (st sq
 type scratch struct {
 	columns []sqlpolicy.ColumnRef
 	tables  []sqlpolicy.TableRef
+	// outCols holds the columns of the statement's joins (see
+	// walker.joinCols); nothing outside the walk keeps them.
+	outCols []outCol
 }
 
 var scratches = sync.Pool{New: func() any { return new(scratch) }}
@@ -370,6 +374,11 @@ func (sc *scratch) release(st *sqlpolicy.Statement) {
 	if cap(tables) <= maxScratch {
 		sc.tables = tables[:0]
 	}
+	clear(sc.outCols)
+	if cap(sc.outCols) > maxScratch {
+		sc.outCols = nil
+	}
+	sc.outCols = sc.outCols[:0]
 	scratches.Put(sc)
 }
 

@@ -59,6 +59,10 @@ type walker struct {
 
 	colSeen map[sqlpolicy.ColumnRef]struct{}
 
+	// sc is the statement's scratch memory (nil in view definitions,
+	// whose analysis is cached): see joinCols.
+	sc *scratch
+
 	// root is the statement's parse tree (nil in view definitions), and
 	// settings what it restricts reads of pg_settings to (settings.go).
 	root     *pg.Node

@@ -2865,12 +2865,12 @@ func (d *decoder) node() *pg.Node {
 	if !d.open() {
 		return nil
 	}
-	k, ok := d.field()
-	if !ok {
+	id, empty := d.nodeType()
+	if empty {
 		return d.emptyNode()
 	}
 	var n *pg.Node
-	switch id := nodeID(k); id {
+	switch id {
 	case 0: // Alias
 		b := d.bAlias.new(int(d.count[759]), &d.used, 0)
 		b.w.Alias = &b.m
@@ -5019,9 +5019,7 @@ func (d *decoder) node() *pg.Node {
 		d.fail()
 		return nil
 	}
-	if _, ok := d.field(); ok {
-		d.fail()
-	}
+	d.close()
 	return n
 }
 

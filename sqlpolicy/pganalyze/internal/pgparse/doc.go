@@ -4,8 +4,10 @@
 //
 // pg_query.Parse asks libpg_query for protobuf, which its C side builds
 // through protobuf-c (most of the cost of a parse), and then unmarshals it
-// by reflection, one allocation per message. Parse asks libpg_query for its
-// JSON output instead and decodes it with code generated from the same
+// by reflection, one allocation per message. Parse has libpg_query's raw
+// parse tree written as its JSON output instead, by libpg_query's own
+// per-node code with faster output macros (jsonout_gen.c, the same bytes,
+// see gen/jsonout.sh), and decodes it with code generated from the same
 // protobuf descriptors (see gen/): one function per message type, no
 // reflection, nodes carved from per-parse slabs. libpg_query writes that
 // JSON by the protobuf JSON mapping with its field names, enum names, and

@@ -32,3 +32,17 @@ func Retained(js string) []string {
 	}
 	return out
 }
+
+// ParseToJSON returns libpg_query's JSON of sql (fast false) or that of
+// the package's own writer (fast true), and whether the writer's node
+// counts are those countNodes makes of the JSON.
+func ParseToJSON(sql string, fast bool) (string, bool, error) {
+	js, counts, err := parseToJSON(sql, fast)
+	if err != nil || counts == nil {
+		return js, false, err
+	}
+	d := new(decoder)
+	d.s = js
+	d.countNodes()
+	return js, d.count == *counts, nil
+}

@@ -1,6 +1,7 @@
 package pgparse
 
 //go:generate go run ./gen -o decode_gen.go
+//go:generate sh gen/jsonout.sh
 
 import (
 	"strings"
@@ -77,6 +78,13 @@ func decodeWith(js string, scratch bool) (*pg.ParseResult, *decoder) {
 	d := decoders.Get().(*decoder)
 	d.s = js
 	d.countNodes()
+	return d.decode(js, scratch)
+}
+
+// decode is decodeWith for a pooled decoder whose count is already js's
+// (see countNodes).
+func (d *decoder) decode(js string, scratch bool) (*pg.ParseResult, *decoder) {
+	d.s = js
 	r := &pg.ParseResult{}
 	if d.open() {
 		d.decParseResult(r)
@@ -161,22 +169,54 @@ func (d *decoder) countNodes() {
 	}
 }
 
-// nodeID returns the id of a Node type name, or -1.
-func nodeID(name string) int {
+// nodeType reads the one key of a Node object, its type's name, and the
+// ':' after it, right after the object's '{', and returns the type's id;
+// or consumes the '}' of an empty Node and reports empty. It is field and
+// a lookup of nodeTable in one pass over the name. Like token, it takes a backslash as
+// part of the name, which then matches no type. An unknown type fails.
+func (d *decoder) nodeType() (id int, empty bool) {
+	s, i := d.s, d.i
+	if i < len(s) && s[i] == '}' {
+		d.i++
+		d.depth--
+		return -1, true
+	}
+	if i >= len(s) || s[i] != '"' {
+		d.fail()
+		return -1, false
+	}
 	h := uint32(2166136261) // FNV-1a, as gen's hash
-	for i := 0; i < len(name); i++ {
-		h ^= uint32(name[i])
+	j := i + 1
+	for ; j < len(s) && s[j] != '"'; j++ {
+		h ^= uint32(s[j])
 		h *= 16777619
 	}
-	for i := int(h) & (len(nodeTable) - 1); ; i = (i + 1) & (len(nodeTable) - 1) {
-		id := int(nodeTable[i]) - 1
+	if j+1 >= len(s) || s[j+1] != ':' {
+		d.fail()
+		return -1, false
+	}
+	name := s[i+1 : j]
+	d.i = j + 2
+	for k := int(h) & (len(nodeTable) - 1); ; k = (k + 1) & (len(nodeTable) - 1) {
+		id := int(nodeTable[k]) - 1
 		if id < 0 {
-			return -1
+			d.fail()
+			return -1, false
 		}
 		if nodeNames[id] == name {
-			return id
+			return id, false
 		}
 	}
+}
+
+// close consumes the '}' that ends an object whose fields were all read.
+func (d *decoder) close() {
+	if d.i < len(d.s) && d.s[d.i] == '}' {
+		d.i++
+		d.depth--
+		return
+	}
+	d.fail()
 }
 
 // reset drops everything that belongs to the parse. Only the slabs it

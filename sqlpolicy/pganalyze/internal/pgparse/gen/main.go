@@ -166,7 +166,7 @@ func main() {
 	p("\t}\n}\n\n")
 
 	// Node type ids, their names, and an open-addressing table from a
-	// name's hash to its id+1 (see nodeID).
+	// name's hash to its id+1 (see nodeType).
 	p("// nodeTypes is the number of Node types; ids index nodeNames.\n")
 	p("const nodeTypes = %d\n\n", len(node.fields))
 	p("var nodeNames = [nodeTypes]string{\n")
@@ -196,8 +196,8 @@ func main() {
 	p("// (libpg_query's NULL list element).\n")
 	p("func (d *decoder) node() *pg.Node {\n")
 	p("\tif !d.open() {\n\t\treturn nil\n\t}\n")
-	p("\tk, ok := d.field()\n\tif !ok {\n\t\treturn d.emptyNode()\n\t}\n")
-	p("\tvar n *pg.Node\n\tswitch id := nodeID(k); id {\n")
+	p("\tid, empty := d.nodeType()\n\tif empty {\n\t\treturn d.emptyNode()\n\t}\n")
+	p("\tvar n *pg.Node\n\tswitch id {\n")
 	for id, f := range node.fields {
 		mn := goName(f.fd.Message())
 		p("\tcase %d: // %s\n", id, f.json)
@@ -207,7 +207,7 @@ func main() {
 		p("\t\tn = &b.n\n")
 	}
 	p("\tdefault:\n\t\td.fail()\n\t\treturn nil\n\t}\n")
-	p("\tif _, ok := d.field(); ok {\n\t\td.fail()\n\t}\n\treturn n\n}\n\n")
+	p("\td.close()\n\treturn n\n}\n\n")
 
 	// Plain message constructors.
 	for _, n := range plainNames {
@@ -267,7 +267,7 @@ func main() {
 // number of node types.
 const tableSize = 1024
 
-// hash is FNV-1a; parse.go's nodeID uses the same.
+// hash is FNV-1a; parse.go's nodeType and countNodes use the same.
 func hash(s string) uint32 {
 	h := uint32(2166136261)
 	for i := 0; i < len(s); i++ {

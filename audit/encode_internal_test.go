@@ -1,0 +1,62 @@
+package audit
+
+import (
+	"encoding/binary"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+)
+
+// safe8 must agree with jsonSafe on every byte value at every position.
+func TestSafe8MatchesTable(t *testing.T) {
+	safe := func(c byte) bool { return c < 0x80 && jsonSafe[c] }
+	for pos := range 8 {
+		for v := range 256 {
+			w := []byte("abcdefgh")
+			w[pos] = byte(v)
+			if got := safe8(binary.LittleEndian.Uint64(w)); got != safe(byte(v)) {
+				t.Fatalf("byte 0x%02x at %d: safe8 %v, table %v", v, pos, got, safe(byte(v)))
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 1 << 20 {
+		x := r.Uint64()
+		var w [8]byte
+		binary.LittleEndian.PutUint64(w[:], x)
+		want := true
+		for _, c := range w {
+			want = want && safe(c)
+		}
+		if got := safe8(x); got != want {
+			t.Fatalf("%q: safe8 %v, table %v", w, got, want)
+		}
+	}
+}
+
+// The thousandths fast path writes what strconv's shortest format writes.
+func TestAppendFloatThousandths(t *testing.T) {
+	check := func(n int64) {
+		f := float64(n) / 1000
+		got := string(appendFloat(nil, f))
+		want := strconv.FormatFloat(f, 'f', -1, 64)
+		if got != want {
+			t.Fatalf("%d/1000: got %s, want %s", n, got, want)
+		}
+	}
+	for n := range int64(200000) {
+		check(n)
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	for range 1 << 20 {
+		check(r.Int64N(1e15))
+		check(r.Int64N(1e9))
+	}
+	for _, f := range []float64{0.0005, 0.1234, 1e12, 1e12 - 0.001, math.Nextafter(0.087, 1)} {
+		got := string(appendFloat(nil, f))
+		if want := strconv.FormatFloat(f, 'f', -1, 64); got != want {
+			t.Fatalf("%v: got %s, want %s", f, got, want)
+		}
+	}
+}
