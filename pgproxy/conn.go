@@ -38,9 +38,10 @@ import (
 // that cross, and is never held during I/O, so stop and Shutdown never
 // wait on a peer that does not read.
 type conn struct {
-	srv *Server
-	id  string
-	log *slog.Logger
+	srv  *Server
+	id   string
+	log  *slog.Logger // its handler is logh
+	logh connLog
 
 	// Set before the relay and read-only during it.
 	remoteIP                string
@@ -152,10 +153,9 @@ func (s *Server) newConn(nc net.Conn) *conn {
 	} else if h, _, err := net.SplitHostPort(addr); err == nil {
 		ip = h
 	}
-	return &conn{
+	c := &conn{
 		srv:        s,
 		id:         id,
-		log:        s.log.With("session", id, "client", addr),
 		client:     nc,
 		remoteIP:   ip,
 		remoteAddr: addr,
@@ -167,6 +167,45 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		stopCh:     make(chan struct{}),
 		resolved:   make(chan struct{}, 1),
 	}
+	c.logh = connLog{c: c, h: s.log.Handler()}
+	c.log = slog.New(&c.logh)
+	return c
+}
+
+// connLog is the handler of a session's logger: the server's, adding the
+// session's attributes (session, client, and once known user, agent and
+// role) to each record it writes. A logger derived with With per session
+// and per phase would copy the handler and format the attributes up front,
+// garbage for every session and a few hundred bytes kept by every idle
+// one, for lines that at the default level are mostly not written. The
+// fields it reads are set before the relay and read-only during it.
+type connLog struct {
+	c *conn
+	h slog.Handler
+}
+
+func (l *connLog) Enabled(ctx context.Context, level slog.Level) bool {
+	return l.h.Enabled(ctx, level)
+}
+
+func (l *connLog) Handle(ctx context.Context, r slog.Record) error {
+	c := l.c
+	r.AddAttrs(slog.String("session", c.id), slog.String("client", c.remoteAddr))
+	if c.user != "" {
+		r.AddAttrs(slog.String("user", c.user))
+	}
+	if c.agent != nil {
+		r.AddAttrs(slog.String("agent", c.agent.Name), slog.String("role", c.role))
+	}
+	return l.h.Handle(ctx, r)
+}
+
+func (l *connLog) WithAttrs(as []slog.Attr) slog.Handler {
+	return &connLog{c: l.c, h: l.h.WithAttrs(as)}
+}
+
+func (l *connLog) WithGroup(name string) slog.Handler {
+	return &connLog{c: l.c, h: l.h.WithGroup(name)}
 }
 
 // serve runs the connection's phases. It never panics: a panic ends only
@@ -177,12 +216,11 @@ func (s *Server) newConn(nc net.Conn) *conn {
 // halves only while less than a quarter of it is in use. So the audit
 // events and the rest of the bookkeeping are built in opened and closed,
 // not in this frame.
-func (c *conn) serve(parent context.Context) {
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
-	// Cancelling the context closes the sockets, which unblocks any read.
-	stopClose := context.AfterFunc(ctx, c.closeSockets)
-	defer stopClose()
+//
+// ctx is the server's: Shutdown cancels it and closes the sockets of the
+// sessions still open, which unblocks any read (no context or watcher of
+// the session's own: an idle session would keep them).
+func (c *conn) serve(ctx context.Context) {
 	defer c.closeSockets()
 
 	n := c.opened()
@@ -421,7 +459,6 @@ func (c *conn) authenticate(ctx context.Context, deadline time.Time) error {
 		c.authFailed(method, err)
 		return authError(c.user, err)
 	}
-	c.log = c.log.With("agent", agent.Name, "role", c.role)
 	c.log.Info("agent authenticated", "method", method)
 	c.record(audit.Event{Kind: audit.KindAuthOK, AuthMethod: string(method)})
 	return nil

@@ -60,6 +60,137 @@ func (c *conn) credentials(ctx context.Context, deadline time.Time) error {
 
 // --- phase 4: dial upstream ---
 
+// dialUpstream logs in to the role's upstream with the lease and answers
+// the client's startup: AuthenticationOk, the server's ParameterStatus
+// values, keyhole's own BackendKeyData and ReadyForQuery.
+func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
+	db := c.upstream.Database
+	if db == "" {
+		db = c.database
+	}
+	var appName string
+	appName, c.appPrefix = upstreamAppName(c.agent.Name, c.appName)
+	params := c.startupParams(appName)
+	password := c.lease.Password.Reveal()
+	var err error
+	if asciiOnly(password) {
+		err = c.dialLogin(ctx, deadline, db, password, params)
+	} else {
+		err = c.dialPgconn(ctx, deadline, db, password, params)
+	}
+	if errors.Is(err, errShutdown) {
+		return err
+	}
+	if err != nil {
+		if m := c.srv.cfg.Metrics; m != nil {
+			m.UpstreamError(protocolName)
+		}
+		// The errors carry user and database but never the password.
+		return fatal(codeUnableToConnect, "keyhole: upstream unavailable",
+			fmt.Errorf("connect upstream %s: user=%s database=%s: %w", c.upstream.Addr, c.lease.User, db, err))
+	}
+	c.mu.Lock()
+	stopped, txStatus := c.stopped, c.txStatus
+	c.mu.Unlock()
+	if stopped {
+		// stop closed the upstream socket.
+		return errShutdown
+	}
+	if err := c.srv.register(c); err != nil {
+		return fatal(codeInternalError, "internal error", err)
+	}
+	c.log.Info("upstream session ready", "upstream", c.upName, "database", db)
+
+	c.authType = pgproto3.AuthTypeOk
+	c.send(&pgproto3.BackendKeyData{ProcessID: c.key.pid, SecretKey: c.key.secret})
+	c.send(&pgproto3.ReadyForQuery{TxStatus: txStatus})
+	if err := c.flushClient(); err != nil {
+		return fmt.Errorf("send startup response: %w", errClientGone)
+	}
+	return nil
+}
+
+// startupParams are the upstream session's startup parameters, as name,
+// value pairs: client_encoding UTF8, the client's passed parameters,
+// application_name, and last the role's resource limits, as the session's
+// defaults (what RESET returns to), so that nothing the client sent
+// replaces them.
+func (c *conn) startupParams(appName string) []string {
+	settings := c.srv.cfg.Decider.UpstreamSettings(c.agent.Name)
+	ps := make([]string, 0, 2*(2+len(c.params)+len(settings)))
+	ps = setParam(ps, "client_encoding", "UTF8")
+	for k, v := range c.params {
+		ps = setParam(ps, k, v)
+	}
+	ps = setParam(ps, "application_name", appName)
+	for k, v := range settings {
+		ps = setParam(ps, k, v)
+	}
+	return ps
+}
+
+func setParam(ps []string, k, v string) []string {
+	for i := 0; i < len(ps); i += 2 {
+		if ps[i] == k {
+			ps[i+1] = v
+			return ps
+		}
+	}
+	return append(ps, k, v)
+}
+
+// dialLogin connects to the upstream (TLS when configured) and logs in
+// with keyhole's own login (login.go).
+func (c *conn) dialLogin(ctx context.Context, deadline time.Time, db, password string, params []string) error {
+	d := net.Dialer{Deadline: deadline}
+	nc, err := d.DialContext(ctx, "tcp", c.upstream.Addr)
+	if err != nil {
+		return fmt.Errorf("dial: %w", err)
+	}
+	// From here stop and closeSockets close the socket, which ends the
+	// login; a context cancelled before the socket was known here is
+	// seen below.
+	c.mu.Lock()
+	stopped := c.stopped
+	if !stopped {
+		c.upConn = nc
+	}
+	c.mu.Unlock()
+	if stopped {
+		_ = nc.Close()
+		return errShutdown
+	}
+	if err := ctx.Err(); err != nil {
+		_ = nc.Close()
+		return err
+	}
+	_ = nc.SetDeadline(deadline)
+	var rw net.Conn = nc
+	var tc *tls.Conn
+	if cfg := c.upstream.TLS; cfg != nil {
+		if tc, err = startTLS(nc, cfg); err != nil {
+			return fmt.Errorf("tls error: %w", err)
+		}
+		if err := tc.HandshakeContext(ctx); err != nil {
+			return fmt.Errorf("tls error: %w", err)
+		}
+		c.mu.Lock()
+		c.upConn = tc
+		c.mu.Unlock()
+		rw = tc
+	}
+	c.upRd = newMsgReader(rw, 0)
+	if err := c.login(rw, tc, c.lease.User, password, db, params); err != nil {
+		return err
+	}
+	// An idle session holds no read buffer (see owed).
+	if c.upRd.buffered() == 0 {
+		c.upRd.shrink()
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return nil
+}
+
 // upCfgKey names a parsed upstream configuration.
 type upCfgKey struct{ addr, db string }
 
@@ -98,73 +229,53 @@ func (s *Server) upstreamConfig(addr, db string) (*pgconn.Config, error) {
 	return base.Copy(), nil
 }
 
-func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
-	db := c.upstream.Database
-	if db == "" {
-		db = c.database
-	}
+// dialPgconn logs in through pgconn, for a password SCRAM would have to
+// SASLprep (not ASCII; see login.go), and leaves the connection as
+// dialLogin does.
+func (c *conn) dialPgconn(ctx context.Context, deadline time.Time, db, password string, params []string) error {
 	cfg, err := c.srv.upstreamConfig(c.upstream.Addr, db)
 	if err != nil {
-		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("upstream config: %w", err))
+		return fmt.Errorf("upstream config: %w", err)
 	}
 	cfg.User = c.lease.User
-	cfg.Password = c.lease.Password.Reveal()
+	cfg.Password = password
 	cfg.Fallbacks = nil
-	if c.upstream.TLS != nil {
-		cfg.TLSConfig = c.upstream.TLS.Clone()
-		if cfg.TLSConfig.ServerName == "" {
-			cfg.TLSConfig.ServerName = cfg.Host
-		}
+	cfg.TLSConfig = c.upstream.TLS
+	cfg.RuntimeParams = make(map[string]string, len(params)/2)
+	for i := 0; i < len(params); i += 2 {
+		cfg.RuntimeParams[params[i]] = params[i+1]
 	}
-	cfg.RuntimeParams = map[string]string{"client_encoding": "UTF8"}
-	maps.Copy(cfg.RuntimeParams, c.params)
-	cfg.RuntimeParams["application_name"], c.appPrefix = upstreamAppName(c.agent.Name, c.appName)
-	// The role's resource limits, as the session's defaults (what RESET
-	// returns to); last, so that nothing the client sent replaces them.
-	maps.Copy(cfg.RuntimeParams, c.srv.cfg.Decider.UpstreamSettings(c.agent.Name))
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	pc, err := pgconn.ConnectConfig(ctx, cfg)
 	if err != nil {
-		if m := c.srv.cfg.Metrics; m != nil {
-			m.UpstreamError(protocolName)
-		}
-		// pgconn errors carry host, user and database but never the password.
-		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("connect upstream %s: %w", c.upstream.Addr, err))
+		return err
 	}
 	// SyncConn stops pgconn's background reader and drains its buffers,
 	// so the relay can read the socket itself.
 	if err := pc.SyncConn(ctx); err != nil {
 		_ = pc.Close(ctx)
-		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("sync upstream: %w", err))
+		return fmt.Errorf("sync upstream: %w", err)
 	}
 	hc, err := pc.Hijack()
 	if err != nil {
 		_ = pc.Close(ctx)
-		return fatal(codeUnableToConnect, "keyhole: upstream unavailable", fmt.Errorf("hijack upstream: %w", err))
+		return fmt.Errorf("hijack upstream: %w", err)
 	}
 	c.mu.Lock()
-	c.upConn, c.upRd, c.upPID, c.upKey, c.txStatus = hc.Conn, newMsgReader(hc.Conn, 0), hc.PID, slices.Clone(hc.SecretKey), hc.TxStatus
 	stopped := c.stopped
+	if !stopped {
+		c.upConn, c.upPID, c.upKey, c.txStatus = hc.Conn, hc.PID, slices.Clone(hc.SecretKey), hc.TxStatus
+	}
 	c.mu.Unlock()
 	if stopped {
 		_ = hc.Conn.Close()
 		return errShutdown
 	}
-	if err := c.srv.register(c); err != nil {
-		return fatal(codeInternalError, "internal error", err)
-	}
-	c.log.Info("upstream session ready", "upstream", c.upName, "database", db)
-
+	c.upRd = newMsgReader(hc.Conn, 0)
 	c.send(&pgproto3.AuthenticationOk{})
-	c.authType = pgproto3.AuthTypeOk
 	for _, k := range slices.Sorted(maps.Keys(hc.ParameterStatuses)) {
 		c.send(&pgproto3.ParameterStatus{Name: k, Value: c.paramValue(k, hc.ParameterStatuses[k])})
-	}
-	c.send(&pgproto3.BackendKeyData{ProcessID: c.key.pid, SecretKey: c.key.secret})
-	c.send(&pgproto3.ReadyForQuery{TxStatus: c.txStatus})
-	if err := c.flushClient(); err != nil {
-		return fmt.Errorf("send startup response: %w", errClientGone)
 	}
 	return nil
 }
@@ -232,24 +343,10 @@ func (c *conn) cancelUpstream(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
 	defer stop()
 	if up.TLS != nil {
-		var req [8]byte
-		binary.BigEndian.PutUint32(req[0:], 8)
-		binary.BigEndian.PutUint32(req[4:], sslRequestCode)
-		if _, err := nc.Write(req[:]); err != nil {
-			return fmt.Errorf("cancel sslrequest: %w", err)
+		tc, err := startTLS(nc, up.TLS) // its ServerName is set (New)
+		if err != nil {
+			return fmt.Errorf("cancel: %w", err)
 		}
-		var resp [1]byte
-		if _, err := io.ReadFull(nc, resp[:]); err != nil {
-			return fmt.Errorf("cancel sslrequest: %w", err)
-		}
-		if resp[0] != 'S' {
-			return errors.New("cancel: upstream refused TLS")
-		}
-		cfg := up.TLS.Clone()
-		if cfg.ServerName == "" {
-			cfg.ServerName, _, _ = net.SplitHostPort(up.Addr)
-		}
-		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			return fmt.Errorf("cancel tls: %w", err)
 		}

@@ -16,11 +16,14 @@
 //  3. credentials (dial.go): the agent's role picks the upstream;
 //     creds.Source hands out a short-lived lease for (agent, role,
 //     upstream).
-//  4. dial upstream (dial.go): pgconn logs in with the lease and
-//     application_name "keyhole:<agent> <client's application_name>" (63
-//     bytes, as pg_stat_activity shows it); the connection is hijacked, its
-//     ParameterStatus values are relayed and the client gets keyhole's own
-//     BackendKeyData (mapped to the upstream's for cancels).
+//  4. dial upstream (dial.go, login.go): keyhole logs in with the lease
+//     (TLS when the upstream has a TLS configuration; trust, cleartext,
+//     md5 or SCRAM-SHA-256, with channel binding over TLS when offered;
+//     a SCRAM password that is not ASCII goes through pgconn for
+//     SASLprep) and application_name "keyhole:<agent> <client's
+//     application_name>" (63 bytes, as pg_stat_activity shows it); the
+//     server's ParameterStatus values are relayed and the client gets
+//     keyhole's own BackendKeyData (mapped to the upstream's for cancels).
 //  5. relay (relay.go): until either side ends.
 //     - The client goroutine (client.go) reads the client, decides every
 //     Query and Parse with the sqlpolicy.Decider before anything is sent

@@ -126,6 +126,13 @@ func (f fakeEnv) raw(t *testing.T) *rawClient {
 // an allow-everything-known policy and an empty catalog (SELECT 1 needs
 // no tables): the gateway does not read a schema from the peer.
 func fakeServer(t *testing.T, addr string) fakeEnv {
+	return fakeServerURL(t, "postgres://u@"+addr+"/d?sslmode=disable")
+}
+
+// fakeServerURL is fakeServer with the upstream URL upURL (user, password,
+// sslmode).
+func fakeServerURL(t *testing.T, upURL string) fakeEnv {
+	t.Helper()
 	dir := t.TempDir()
 	priv, err := identity.GenerateKey()
 	require.NoError(t, err)
@@ -136,7 +143,7 @@ func fakeServer(t *testing.T, addr string) fakeEnv {
 	cfg := &config.Config{
 		Listen:    config.Listen{Postgres: "127.0.0.1:0"},
 		TLS:       config.TLS{GenerateSelfSigned: true},
-		Upstreams: map[string]config.Upstream{"": upstream(t, "postgres://u@"+addr+"/d?sslmode=disable")},
+		Upstreams: map[string]config.Upstream{"": upstream(t, upURL)},
 		Identity:  identity.Config{Tokens: identity.TokenConfig{PublicKeyFile: keyPath + ".pub"}},
 		Audit:     config.Audit{File: filepath.Join(dir, "audit.jsonl")},
 		Policy:    config.Policy{File: policy, ReloadInterval: -1},

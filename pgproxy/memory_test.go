@@ -2,9 +2,12 @@ package pgproxy_test
 
 import (
 	"encoding/binary"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
 	"testing"
@@ -165,3 +168,105 @@ func TestBufferBudget(t *testing.T) {
 	require.NoError(t, err)
 	assert.Empty(t, errorsIn(holders[1].until(&pgproto3.ReadyForQuery{})))
 }
+
+// idleClient logs in as agent and runs one statement with a hand-driven
+// client that then keeps nothing but its socket, so that what the test
+// process retains per session is keyhole's.
+func idleClient(t *testing.T, e *env, agent string) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", e.addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = nc.Close() })
+	require.NoError(t, nc.SetDeadline(time.Now().Add(20*time.Second)))
+	send := func(msg pgproto3.FrontendMessage) {
+		_, err := nc.Write(encode(msg))
+		require.NoError(t, err)
+	}
+	until := func(want byte) {
+		var hdr [5]byte
+		for {
+			_, err := io.ReadFull(nc, hdr[:])
+			require.NoError(t, err)
+			body := make([]byte, binary.BigEndian.Uint32(hdr[1:])-4)
+			_, err = io.ReadFull(nc, body)
+			require.NoError(t, err)
+			require.NotEqual(t, byte('E'), hdr[0], "error: %q", body)
+			if hdr[0] == want {
+				return
+			}
+		}
+	}
+	send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersionNumber, Parameters: map[string]string{"user": agent, "database": e.db.Name}})
+	until('R')
+	send(&pgproto3.PasswordMessage{Password: e.signer(agent, time.Hour)})
+	until('Z')
+	send(&pgproto3.Query{String: "SELECT id FROM orders WHERE id = 1"})
+	until('Z')
+	require.NoError(t, nc.SetDeadline(time.Time{}))
+	return nc
+}
+
+// runtimeMemory is, after two collections, the live heap, the goroutine
+// stacks and the number of goroutines.
+func runtimeMemory() (heap, stacks, goroutines uint64) {
+	runtime.GC()
+	runtime.GC()
+	s := []rtmetrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/stacks:bytes"},
+		{Name: "/sched/goroutines:goroutines"},
+	}
+	rtmetrics.Read(s)
+	return s[0].Value.Uint64(), s[1].Value.Uint64(), s[2].Value.Uint64()
+}
+
+// settled is runtimeMemory once the number of goroutines stays the same
+// between two readings 100ms apart.
+func settled(t *testing.T) (heap, stacks, goroutines uint64) {
+	t.Helper()
+	_, _, prev := runtimeMemory()
+	for range 50 {
+		time.Sleep(100 * time.Millisecond) // a poll: goroutines ending
+		heap, stacks, goroutines = runtimeMemory()
+		if goroutines == prev {
+			return heap, stacks, goroutines
+		}
+		prev = goroutines
+	}
+	t.Fatalf("goroutines never settled (%d)", goroutines)
+	return
+}
+
+// An idle session holds one goroutine with a 4 KiB stack and a few KiB
+// of heap (docs/performance.md, "What an idle session holds"). The bounds
+// are what a session held when this test was written, with some room: a
+// new per-session buffer, timer, context or goroutine, or a frame in the
+// idle call chain that keeps the stack at 8 KiB, fails it. Not parallel:
+// it measures the whole test process.
+func TestIdleSessionMemory(t *testing.T) {
+	e := newEnv(t, envOpts{noAuditCopy: true})
+	// A first session makes the one-time allocations (catalog index,
+	// decision cache entry, buffer caches).
+	_ = idleClient(t, e, "analyst-bot").Close()
+	const n = 40
+	conns := make([]net.Conn, 0, n)
+	heap0, stacks0, g0 := settled(t)
+	for range n {
+		conns = append(conns, idleClient(t, e, "analyst-bot"))
+	}
+	// The setup goroutines end shortly after the last ReadyForQuery.
+	heap1, stacks1, g1 := settled(t)
+	perSession := func(a, b uint64) float64 { return (float64(b) - float64(a)) / n }
+	heap, stack, gs := perSession(heap0, heap1), perSession(stacks0, stacks1), perSession(g0, g1)
+	t.Logf("per idle session: heap %.0f B, stack %.0f B, goroutines %.2f", heap, stack, gs)
+	assert.LessOrEqual(t, gs, 1.0, "goroutines per idle session")
+	if !raceEnabled {
+		assert.LessOrEqual(t, stack, 4.5*1024, "stack per idle session (4 KiB)")
+	}
+	assert.LessOrEqual(t, heap, float64(idleHeapBound), "live heap per idle session")
+	runtime.KeepAlive(conns)
+}
+
+// idleHeapBound is the live heap an idle session may hold, keyhole's side
+// and the test client's socket.
+const idleHeapBound = 9 << 10

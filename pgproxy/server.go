@@ -170,11 +170,21 @@ func New(cfg Config) (*Server, error) {
 	case len(cfg.Upstreams) == 0:
 		return nil, errors.New("pgproxy: Config.Upstreams is empty")
 	}
+	ups := make(map[string]Upstream, len(cfg.Upstreams))
 	for name, u := range cfg.Upstreams {
-		if _, _, err := net.SplitHostPort(u.Addr); err != nil {
+		host, _, err := net.SplitHostPort(u.Addr)
+		if err != nil {
 			return nil, fmt.Errorf("pgproxy: upstream %q: address %q: %w", name, u.Addr, err)
 		}
+		if u.TLS != nil && u.TLS.ServerName == "" {
+			// The certificate must name the host dialled; set once here
+			// rather than in a copy per session.
+			u.TLS = u.TLS.Clone()
+			u.TLS.ServerName = host
+		}
+		ups[name] = u
 	}
+	cfg.Upstreams = ups
 	limits := cfg.Limits.withDefaults()
 	if limits.BufferMemory < int64(limits.MaxMessageSize) {
 		return nil, fmt.Errorf("pgproxy: Limits.BufferMemory %d is less than MaxMessageSize %d", limits.BufferMemory, limits.MaxMessageSize)
@@ -297,11 +307,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	// Stopped connections write their FATAL and close promptly; sockets
-	// that do not drain are closed by cancelling every connection context.
+	// that do not drain are closed, and what sessions still wait on in
+	// their setup (a credential request) is cancelled with the context.
 	select {
 	case <-done:
 	case <-time.After(2 * time.Second):
 		s.cancel()
+		s.mu.Lock()
+		for c := range s.conns {
+			c.closeSockets()
+		}
+		s.mu.Unlock()
 		<-done
 	}
 	s.cancel()

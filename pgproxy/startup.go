@@ -1,6 +1,7 @@
 package pgproxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -103,14 +104,6 @@ var passedParams = map[string]bool{
 }
 
 func (c *conn) startupMessage(code uint32, body []byte) error {
-	// pgproto3 only decodes 3.0 and 3.2; decode any 3.x as 3.0 and
-	// negotiate down.
-	b := slices.Clone(body)
-	binary.BigEndian.PutUint32(b, 196608)
-	var sm pgproto3.StartupMessage
-	if err := sm.Decode(b); err != nil {
-		return fatal(codeProtocolViolation, "invalid startup packet layout", err)
-	}
 	// Until the agent is authenticated only small messages are legal:
 	// run raises the limit to Limits.MaxMessageSize afterwards.
 	c.clientRd = newMsgReader(c.client, maxAuthMessage)
@@ -124,37 +117,30 @@ func (c *conn) startupMessage(code uint32, body []byte) error {
 		}
 	}
 
+	// The parameters (any 3.x; keyhole negotiates down to 3.0): name and
+	// value pairs, each \0-terminated, then a \0. Read in place: a map of
+	// them would be garbage of every session. A name given twice counts
+	// with each value, in order.
 	var unrecognized []string
-	c.params = make(map[string]string)
-	for k, v := range sm.Parameters {
-		lk := strings.ToLower(k)
-		switch {
-		case lk == "user":
-			c.user = v
-		case lk == "database":
-			c.database = v
-		case lk == "application_name":
-			c.appName = v
-		case lk == "replication":
-			switch strings.ToLower(v) {
-			case "", "false", "off", "no", "0":
-			default:
-				return fatal(codeFeatureUnsupported, "keyhole does not proxy replication connections", nil)
+	rest := body[4:]
+	for {
+		k, r, ok := bytes.Cut(rest, []byte{0})
+		if !ok {
+			return fatal(codeProtocolViolation, "invalid startup packet layout", errors.New("missing terminator"))
+		}
+		if len(k) == 0 {
+			if len(r) != 0 {
+				return fatal(codeProtocolViolation, "invalid startup packet layout", errors.New("bytes after the terminator"))
 			}
-		case lk == "options":
-			if strings.TrimSpace(v) != "" {
-				return fatal(codeFeatureUnsupported, "keyhole does not accept startup options; set session parameters with SET", nil)
-			}
-		case lk == "client_encoding":
-			if !isUTF8Name(v) {
-				return fatal(codeFeatureUnsupported, "keyhole supports only client_encoding UTF8", nil)
-			}
-		case strings.HasPrefix(lk, "_pq_."):
-			unrecognized = append(unrecognized, k)
-		case passedParams[lk]:
-			c.params[k] = v
-		default:
-			c.log.Debug("startup parameter ignored", "name", k)
+			break
+		}
+		v, r, ok := bytes.Cut(r, []byte{0})
+		if !ok {
+			return fatal(codeProtocolViolation, "invalid startup packet layout", errors.New("missing terminator"))
+		}
+		rest = r
+		if err := c.startupParam(string(k), string(v), &unrecognized); err != nil {
+			return err
 		}
 	}
 	if c.user == "" {
@@ -167,7 +153,43 @@ func (c *conn) startupMessage(code uint32, body []byte) error {
 		slices.Sort(unrecognized)
 		c.send(&pgproto3.NegotiateProtocolVersion{NewestMinorProtocol: 0, UnrecognizedOptions: unrecognized})
 	}
-	c.log = c.log.With("user", c.user)
+	return nil
+}
+
+// startupParam takes one startup parameter.
+func (c *conn) startupParam(k, v string, unrecognized *[]string) error {
+	lk := strings.ToLower(k)
+	switch {
+	case lk == "user":
+		c.user = v
+	case lk == "database":
+		c.database = v
+	case lk == "application_name":
+		c.appName = v
+	case lk == "replication":
+		switch strings.ToLower(v) {
+		case "", "false", "off", "no", "0":
+		default:
+			return fatal(codeFeatureUnsupported, "keyhole does not proxy replication connections", nil)
+		}
+	case lk == "options":
+		if strings.TrimSpace(v) != "" {
+			return fatal(codeFeatureUnsupported, "keyhole does not accept startup options; set session parameters with SET", nil)
+		}
+	case lk == "client_encoding":
+		if !isUTF8Name(v) {
+			return fatal(codeFeatureUnsupported, "keyhole supports only client_encoding UTF8", nil)
+		}
+	case strings.HasPrefix(lk, "_pq_."):
+		*unrecognized = append(*unrecognized, k)
+	case passedParams[lk]:
+		if c.params == nil {
+			c.params = make(map[string]string)
+		}
+		c.params[k] = v
+	default:
+		c.log.Debug("startup parameter ignored", "name", k)
+	}
 	return nil
 }
 

@@ -1,0 +1,5 @@
+//go:build !race
+
+package pgproxy_test
+
+const raceEnabled = false
