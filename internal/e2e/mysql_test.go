@@ -546,12 +546,7 @@ func TestMySQLServe(t *testing.T) {
 	t.Run("SQLAlchemy", func(t *testing.T) {
 		before := s.my.count(t, "SELECT count(*) FROM orders")
 		got := s.runPython(t, "sqlalchemy_runner.py", "my-bot", s.token(t, "my-bot"))
-		refused := func(step string) float64 {
-			e, _ := got[step].(map[string]any)
-			assert.Contains(t, e["message"], "keyhole: permission denied", step)
-			n, _ := e["errno"].(float64)
-			return n
-		}
+		refused := func(step string) float64 { return refusedErrno(t, got, step) }
 		assert.Equal(t, "ok", got["connect"], "the dialect's initialize queries pass")
 		assert.Equal(t, []any{"customers", "orders", "secrets"}, got["table_names"])
 		assert.Equal(t, []any{"id", "item", "amount"}, got["columns_orders"])
@@ -572,12 +567,7 @@ func TestMySQLServe(t *testing.T) {
 	t.Run("Django", func(t *testing.T) {
 		before := s.my.count(t, "SELECT count(*) FROM orders")
 		got := s.runPython(t, "django_runner.py", "my-bot", s.token(t, "my-bot"))
-		refused := func(step string) float64 {
-			e, _ := got[step].(map[string]any)
-			assert.Contains(t, e["message"], "keyhole: permission denied", step)
-			n, _ := e["errno"].(float64)
-			return n
-		}
+		refused := func(step string) float64 { return refusedErrno(t, got, step) }
 		assert.Equal(t, "ok", got["connect"], "Django's connect-time statements pass")
 		assert.Equal(t, []any{"customers", "orders", "secrets"}, got["table_names"])
 		assert.Equal(t, []any{"id", "item", "amount"}, got["describe_orders"])
@@ -788,4 +778,15 @@ func (s *myServe) runPython(t *testing.T, program, user, password string) map[st
 	var got map[string]any
 	require.NoError(t, json.Unmarshal(out.Bytes(), &got), out.String())
 	return got
+}
+
+// refusedErrno is the errno of a runner step keyhole refused (the step's
+// result is {"errno": ..., "message": ...}); it checks the message is
+// keyhole's.
+func refusedErrno(t *testing.T, got map[string]any, step string) float64 {
+	t.Helper()
+	e, _ := got[step].(map[string]any)
+	assert.Contains(t, e["message"], "keyhole: permission denied", step)
+	n, _ := e["errno"].(float64)
+	return n
 }
