@@ -22,6 +22,15 @@ import (
 // every Query with reply: protocol corners a real Postgres never produces.
 func fakeUpstream(t *testing.T, reply func(be *pgproto3.Backend, nc net.Conn)) string {
 	t.Helper()
+	return fakePeer(t, nil, reply)
+}
+
+// fakePeer is a Postgres peer on a fresh loopback listener. Per
+// connection it reads the startup message, runs login (nil: trust), which
+// reports whether the client proved itself, sends what Postgres sends
+// after a successful login, and answers every Query with reply.
+func fakePeer(t *testing.T, login func(be *pgproto3.Backend, sm *pgproto3.StartupMessage) bool, reply func(be *pgproto3.Backend, nc net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = ln.Close() })
@@ -34,11 +43,14 @@ func fakeUpstream(t *testing.T, reply func(be *pgproto3.Backend, nc net.Conn)) s
 			go func() {
 				defer nc.Close()
 				be := pgproto3.NewBackend(nc, nc)
-				if _, err := be.ReceiveStartupMessage(); err != nil {
+				msg, err := be.ReceiveStartupMessage()
+				sm, ok := msg.(*pgproto3.StartupMessage)
+				if err != nil || !ok || login != nil && !login(be, sm) {
 					return
 				}
 				be.Send(&pgproto3.AuthenticationOk{})
 				be.Send(&pgproto3.ParameterStatus{Name: "server_version", Value: "15.0"})
+				be.Send(&pgproto3.ParameterStatus{Name: "session_authorization", Value: sm.Parameters["user"]})
 				be.Send(&pgproto3.BackendKeyData{ProcessID: 42, SecretKey: []byte{1, 2, 3, 4}})
 				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 				if be.Flush() != nil {

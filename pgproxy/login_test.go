@@ -52,87 +52,53 @@ func loginOutcome(t *testing.T, f fakeEnv) (params map[string]string, fatal *pgp
 // login's startup parameters go to started.
 func fakeAuthUpstream(t *testing.T, method, pw string, forgeSignature bool, started chan<- map[string]string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = ln.Close() })
 	refuse := func(be *pgproto3.Backend) {
 		be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: `password authentication failed for user "u"`})
 		_ = be.Flush()
 	}
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				be := pgproto3.NewBackend(nc, nc)
-				sm, err := be.ReceiveStartupMessage()
-				if err != nil {
-					return
-				}
-				if started != nil {
-					started <- sm.(*pgproto3.StartupMessage).Parameters
-				}
-				switch method {
-				case "password":
-					be.Send(&pgproto3.AuthenticationCleartextPassword{})
-					_ = be.Flush()
-					be.SetAuthType(pgproto3.AuthTypeCleartextPassword)
-					m, err := be.Receive()
-					if err != nil {
-						return
-					}
-					if m.(*pgproto3.PasswordMessage).Password != pw {
-						refuse(be)
-						return
-					}
-				case "md5":
-					salt := [4]byte{1, 2, 3, 4}
-					be.Send(&pgproto3.AuthenticationMD5Password{Salt: salt})
-					_ = be.Flush()
-					be.SetAuthType(pgproto3.AuthTypeMD5Password)
-					m, err := be.Receive()
-					if err != nil {
-						return
-					}
-					inner := md5.Sum([]byte(pw + "u"))                                         //nolint:gosec // see import
-					outer := md5.Sum(append([]byte(hex.EncodeToString(inner[:])), salt[:]...)) //nolint:gosec // see import
-					if m.(*pgproto3.PasswordMessage).Password != "md5"+hex.EncodeToString(outer[:]) {
-						refuse(be)
-						return
-					}
-				case "scram":
-					if !fakeSCRAM(be, pw, forgeSignature, refuse) {
-						return
-					}
-				}
-				be.Send(&pgproto3.AuthenticationOk{})
-				be.Send(&pgproto3.ParameterStatus{Name: "server_version", Value: "15.0"})
-				be.Send(&pgproto3.ParameterStatus{Name: "session_authorization", Value: "u"})
-				be.Send(&pgproto3.BackendKeyData{ProcessID: 42, SecretKey: []byte{1, 2, 3, 4}})
-				be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-				if be.Flush() != nil {
-					return
-				}
-				for {
-					msg, err := be.Receive()
-					if err != nil {
-						return
-					}
-					if _, ok := msg.(*pgproto3.Query); ok {
-						be.Send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("x"), DataTypeOID: 23, DataTypeSize: 4}}})
-						be.Send(&pgproto3.DataRow{Values: [][]byte{[]byte("1")}})
-						be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
-						be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
-						_ = be.Flush()
-					}
-				}
-			}()
+	login := func(be *pgproto3.Backend, sm *pgproto3.StartupMessage) bool {
+		if started != nil {
+			started <- sm.Parameters
 		}
-	}()
-	return ln.Addr().String()
+		switch method {
+		case "password":
+			be.Send(&pgproto3.AuthenticationCleartextPassword{})
+			_ = be.Flush()
+			be.SetAuthType(pgproto3.AuthTypeCleartextPassword)
+			m, err := be.Receive()
+			if err != nil {
+				return false
+			}
+			if m.(*pgproto3.PasswordMessage).Password != pw {
+				refuse(be)
+				return false
+			}
+		case "md5":
+			salt := [4]byte{1, 2, 3, 4}
+			be.Send(&pgproto3.AuthenticationMD5Password{Salt: salt})
+			_ = be.Flush()
+			be.SetAuthType(pgproto3.AuthTypeMD5Password)
+			m, err := be.Receive()
+			if err != nil {
+				return false
+			}
+			inner := md5.Sum([]byte(pw + "u"))                                         //nolint:gosec // see import
+			outer := md5.Sum(append([]byte(hex.EncodeToString(inner[:])), salt[:]...)) //nolint:gosec // see import
+			if m.(*pgproto3.PasswordMessage).Password != "md5"+hex.EncodeToString(outer[:]) {
+				refuse(be)
+				return false
+			}
+		case "scram":
+			return fakeSCRAM(be, pw, forgeSignature, refuse)
+		}
+		return true
+	}
+	return fakePeer(t, login, func(be *pgproto3.Backend, _ net.Conn) {
+		be.Send(&pgproto3.RowDescription{Fields: []pgproto3.FieldDescription{{Name: []byte("x"), DataTypeOID: 23, DataTypeSize: 4}}})
+		be.Send(&pgproto3.DataRow{Values: [][]byte{[]byte("1")}})
+		be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")})
+		be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	})
 }
 
 // fakeSCRAM runs the server side of SCRAM-SHA-256 (xdg-go/scram, an
