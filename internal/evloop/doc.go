@@ -1,0 +1,39 @@
+// Package evloop runs the steady state of relayed sessions on event
+// loops instead of goroutines: each Loop is one epoll instance served by
+// one goroutine locked to its OS thread, and the sockets it serves are
+// plain non-blocking file descriptors outside the Go runtime's network
+// poller.
+//
+// Why: on the project's machine (a VM where every system call costs
+// 1.5–2 µs of kernel entry and exit) a relay's CPU per round trip is
+// mostly its system calls. A goroutine per session through net.Conn pays
+// per round trip a read that finds nothing (the runtime reads first and
+// parks on EAGAIN), the runtime's own epoll_pwait, and futex wake-ups
+// handing goroutines between threads: 7.7–9.9 calls per pgbench
+// transaction where PgBouncer (one thread, one epoll) makes 4.7–5.0. A
+// loop reads a socket only when epoll reports it readable and wakes no
+// other thread, so a round trip is its four reads and writes plus a share
+// of one epoll_wait (internal/benchtools/epollrelay measures that floor).
+//
+// The contract:
+//   - Detach takes a connected *net.TCPConn (anything else, e.g. TLS, is
+//     refused) out of the Go poller and returns its socket as a
+//     non-blocking descriptor; Attach gives one back as a net.Conn, for a
+//     session that leaves the loop (the goroutine relay handles what the
+//     loop does not).
+//   - Add, Modify and Remove register descriptors level-triggered; they and
+//     every Handler method run on the loop's goroutine only. Post is how
+//     any other goroutine reaches a loop's sessions (a revocation, a timer,
+//     a hand-over): the function runs on the loop between batches of
+//     events.
+//   - Read and Write are single raw system calls on a non-blocking
+//     descriptor: no entersyscall/exitsyscall, never blocking.
+//   - A handler must not block: no channel waits, no locks held by goroutines
+//     that may themselves wait, no network calls. A panic in a handler is
+//     recovered and reported to that handler's Panicked only.
+//
+// The loop waits in epoll_wait through the runtime's syscall wrapper, so a
+// blocked loop holds no P and never delays a garbage collection; on this
+// request/response traffic the runtime hands the P back without a thread
+// switch when the wait returns promptly.
+package evloop

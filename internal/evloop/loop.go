@@ -1,0 +1,346 @@
+package evloop
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Events as epoll reports them (level-triggered; EPOLLHUP and EPOLLERR are
+// always reported, whether asked for or not).
+const (
+	In    = unix.EPOLLIN
+	Out   = unix.EPOLLOUT
+	Hup   = unix.EPOLLHUP | unix.EPOLLRDHUP
+	Error = unix.EPOLLERR
+)
+
+// Handler is a session's side of a loop. Both methods run on the loop's
+// goroutine. An event can be spurious (a descriptor number reused within
+// one batch of events): a read that finds nothing (EAGAIN) is normal.
+type Handler interface {
+	// Event reports that fd, registered with this handler, has events
+	// (a mask of In, Out, Hup, Error).
+	Event(fd int, events uint32)
+	// Panicked reports a panic recovered from Event; the handler ends its
+	// session (closing what it registered). A panic here is not recovered.
+	Panicked(v any)
+}
+
+// Loop is one epoll instance and the goroutine that serves it.
+type Loop struct {
+	epfd   int
+	wakefd int // an eventfd: Post's wake-up
+
+	// Loop goroutine only.
+	handlers []Handler // by descriptor
+	wants    []uint32  // events registered, by descriptor
+	evs      []unix.EpollEvent
+	running  []func()
+
+	mu     sync.Mutex
+	posted []func()
+}
+
+// ErrNotSocket is Detach's answer for a connection that is not a plain
+// socket (a TLS connection, a pipe): its session stays on goroutines.
+var ErrNotSocket = errors.New("evloop: not a plain socket")
+
+// New creates a loop and starts its goroutine, which runs for the life of
+// the process.
+func New() (*Loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("evloop: epoll_create1: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("evloop: eventfd: %w", err)
+	}
+	l := &Loop{epfd: epfd, wakefd: wakefd, evs: make([]unix.EpollEvent, 128)}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)
+	}
+	go l.run()
+	return l, nil
+}
+
+var shared struct {
+	once  sync.Once
+	loops []*Loop
+	err   error
+	mu    sync.Mutex
+	next  int
+}
+
+// Next returns one of the process's shared loops, round robin; they are
+// created on first use. There are GOMAXPROCS/2 of them (at least one):
+// the database's own processes and the goroutines that remain (TLS
+// sessions, the audit writer, logins) need the other CPUs.
+func Next() (*Loop, error) {
+	shared.once.Do(func() {
+		n := max(1, runtime.GOMAXPROCS(0)/2)
+		for range n {
+			l, err := New()
+			if err != nil {
+				shared.err = err
+				return
+			}
+			shared.loops = append(shared.loops, l)
+		}
+	})
+	if len(shared.loops) == 0 {
+		return nil, shared.err
+	}
+	shared.mu.Lock()
+	l := shared.loops[shared.next%len(shared.loops)]
+	shared.next++
+	shared.mu.Unlock()
+	return l, nil
+}
+
+// Add registers fd (non-blocking, owned by the caller) for events with h.
+// Loop goroutine only.
+func (l *Loop) Add(fd int, events uint32, h Handler) error {
+	if fd < 0 {
+		return fmt.Errorf("evloop: add: bad descriptor %d", fd)
+	}
+	for fd >= len(l.handlers) {
+		l.handlers = append(l.handlers, nil)
+		l.wants = append(l.wants, 0)
+	}
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("evloop: epoll_ctl add: %w", err)
+	}
+	l.handlers[fd], l.wants[fd] = h, events
+	return nil
+}
+
+// Modify changes the events fd is watched for; it makes no system call
+// when they are what is registered. Loop goroutine only.
+func (l *Loop) Modify(fd int, events uint32) error {
+	if fd < 0 || fd >= len(l.handlers) || l.handlers[fd] == nil {
+		return fmt.Errorf("evloop: modify: descriptor %d not registered", fd)
+	}
+	if l.wants[fd] == events {
+		return nil
+	}
+	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+	if _, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(l.epfd), unix.EPOLL_CTL_MOD, uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0); e != 0 {
+		return fmt.Errorf("evloop: epoll_ctl mod: %w", e)
+	}
+	l.wants[fd] = events
+	return nil
+}
+
+// Watching returns the events fd is registered for (0 when it is not).
+// Loop goroutine only.
+func (l *Loop) Watching(fd int) uint32 {
+	if fd < 0 || fd >= len(l.handlers) || l.handlers[fd] == nil {
+		return 0
+	}
+	return l.wants[fd]
+}
+
+// Remove unregisters fd; the caller still owns (and closes) it. Events
+// already collected for fd in the current batch are not delivered. Loop
+// goroutine only.
+func (l *Loop) Remove(fd int) error {
+	if fd < 0 || fd >= len(l.handlers) || l.handlers[fd] == nil {
+		return fmt.Errorf("evloop: remove: descriptor %d not registered", fd)
+	}
+	l.handlers[fd], l.wants[fd] = nil, 0
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
+		return fmt.Errorf("evloop: epoll_ctl del: %w", err)
+	}
+	return nil
+}
+
+// Post runs f on the loop's goroutine soon, after the current batch of
+// events; posted functions run in the order posted. Safe from any
+// goroutine, including the loop's own.
+func (l *Loop) Post(f func()) {
+	l.mu.Lock()
+	wake := len(l.posted) == 0
+	l.posted = append(l.posted, f)
+	l.mu.Unlock()
+	if wake {
+		// The loop drains the eventfd before taking the queue, so a
+		// non-empty queue always has a wake-up pending or being handled.
+		one := uint64(1)
+		_, _, _ = syscall.RawSyscall(unix.SYS_WRITE, uintptr(l.wakefd), uintptr(unsafe.Pointer(&one)), 8)
+	}
+}
+
+func (l *Loop) run() {
+	runtime.LockOSThread()
+	for {
+		n := l.wait()
+		for i := 0; i < n; i++ {
+			fd := int(l.evs[i].Fd)
+			if fd == l.wakefd {
+				l.runPosted()
+				continue
+			}
+			if fd < len(l.handlers) {
+				if h := l.handlers[fd]; h != nil {
+					l.dispatch(h, fd, l.evs[i].Events)
+				}
+			}
+		}
+	}
+}
+
+// wait blocks in epoll_wait through the runtime's wrapper (the P is free
+// for others while the loop sleeps; see the package comment).
+func (l *Loop) wait() int {
+	for {
+		r, _, e := syscall.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.evs[0])), uintptr(len(l.evs)), ^uintptr(0), 0, 0)
+		if e == 0 {
+			return int(r)
+		}
+		if e != unix.EINTR {
+			// EBADF/EFAULT/EINVAL: the loop's own state is broken.
+			panic(fmt.Sprintf("evloop: epoll_pwait: %v", e))
+		}
+	}
+}
+
+func (l *Loop) runPosted() {
+	var buf [8]byte
+	_, _, _ = syscall.RawSyscall(unix.SYS_READ, uintptr(l.wakefd), uintptr(unsafe.Pointer(&buf[0])), 8)
+	l.mu.Lock()
+	l.running, l.posted = l.posted, l.running[:0]
+	l.mu.Unlock()
+	for i, f := range l.running {
+		l.running[i] = nil
+		l.call(f)
+	}
+}
+
+func (l *Loop) dispatch(h Handler, fd int, events uint32) {
+	defer func() {
+		if r := recover(); r != nil {
+			h.Panicked(r)
+		}
+	}()
+	h.Event(fd, events)
+}
+
+// call runs a posted function; a panic in it is a bug of whoever posted
+// it, which must not take the loop's other sessions down.
+func (l *Loop) call(f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			fmt.Fprintf(os.Stderr, "evloop: panic in posted function: %v\n", r)
+		}
+	}()
+	f()
+}
+
+// Read is one read(2) of a non-blocking descriptor: n > 0 bytes, or n == 0
+// with errno 0 at end of stream, or an errno (EAGAIN: nothing to read).
+func Read(fd int, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	for {
+		r, _, e := syscall.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(r), 0
+	}
+}
+
+// Write is one write(2) to a non-blocking descriptor: the bytes taken
+// (possibly fewer than len(p)), or an errno (EAGAIN: the socket's buffer
+// is full; EPIPE, ECONNRESET: the peer is gone). SIGPIPE is not raised:
+// the Go runtime ignores it for descriptors other than 1 and 2.
+func Write(fd int, p []byte) (int, syscall.Errno) {
+	if len(p) == 0 {
+		return 0, 0
+	}
+	for {
+		r, _, e := syscall.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return 0, e
+		}
+		return int(r), 0
+	}
+}
+
+// Close closes a descriptor the loop served (after Remove).
+func Close(fd int) {
+	_ = unix.Close(fd)
+}
+
+// Detach takes c's socket out of the Go poller: it returns a non-blocking,
+// close-on-exec duplicate of c's descriptor and closes c (which removes it
+// from the poller; the socket stays open through the duplicate). c must be
+// a plain socket connection with no read or write in progress; anything
+// else (TLS) gets ErrNotSocket and is left open.
+func Detach(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, ErrNotSocket
+	}
+	switch c.(type) {
+	case *net.TCPConn, *net.UnixConn:
+	default:
+		return -1, ErrNotSocket
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("evloop: detach: %w", err)
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, fmt.Errorf("evloop: detach: %w", err)
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("evloop: detach: dup: %w", derr)
+	}
+	// O_NONBLOCK belongs to the open file description, which the
+	// duplicate shares with Go's descriptor (non-blocking already); set it
+	// anyway rather than rely on how the runtime opened the socket.
+	if err := unix.SetNonblock(nfd, true); err != nil {
+		unix.Close(nfd)
+		return -1, fmt.Errorf("evloop: detach: %w", err)
+	}
+	_ = c.Close()
+	return nfd, nil
+}
+
+// Attach returns fd to the Go poller as a net.Conn and closes fd (the
+// connection holds its own duplicate). fd must not be registered with a
+// loop.
+func Attach(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "evloop")
+	c, err := net.FileConn(f)
+	_ = f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("evloop: attach: %w", err)
+	}
+	return c, nil
+}
