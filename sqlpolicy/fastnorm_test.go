@@ -1,6 +1,8 @@
 package sqlpolicy_test
 
 import (
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -101,6 +103,24 @@ func TestFastLookup(t *testing.T) {
 		d, _ = e.Check(p, "SELECT total FROM orders WHERE id = 4 LIMIT 5", s)
 		assert.Same(t, first, d)
 		assert.Equal(t, n+1, an.normalized.Load(), "the entry was not marked by the variant that agreed")
+	})
+
+	t.Run("concurrent variants", func(t *testing.T) {
+		t.Parallel()
+		e, _ := newEngine()
+		first, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1 LIMIT ALL", s)
+		require.True(t, first.Allowed())
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Go(func() {
+				s := &pganalyze.Session{}
+				for i := range 200 {
+					d, _ := e.Check(p, fmt.Sprintf("SELECT total FROM orders WHERE id = %d LIMIT %d", g, i), s)
+					assert.Same(t, first, d)
+				}
+			})
+		}
+		wg.Wait()
 	})
 
 	t.Run("scope keys the entry", func(t *testing.T) {
