@@ -151,3 +151,27 @@ func BenchmarkCheckNovel(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkCheckNewLiteral is pgbench -S in simple mode: one short
+// statement with a literal never sent before, of a shape seen before.
+// The texts repeat only after 1<<18 checks, by when the exact level's
+// doorkeeper has forgotten them, so every Check misses the exact level
+// and is answered by the normalized one.
+func BenchmarkCheckNewLiteral(b *testing.B) {
+	e := benchEngine(b, sp.EngineOptions{})
+	p, s := sp.Principal{Agent: "bench"}, &pganalyze.Session{}
+	const distinct = 1 << 18
+	texts := make([]string, distinct)
+	for i := range texts {
+		texts[i] = "SELECT total FROM orders WHERE id = " + strconv.Itoa(i*7919+1) + ";"
+	}
+	if d, _ := e.Check(p, texts[0], s); !d.Allowed() {
+		b.Fatalf("benchmark statement denied: %s", d.Message)
+	}
+	b.ReportAllocs()
+	i := 1
+	for b.Loop() {
+		e.Check(p, texts[i%distinct], s)
+		i++
+	}
+}

@@ -15,7 +15,9 @@ import (
 //     allocates nothing.
 //   - normalized: keyed on Analyzer.Normalize of the text, so texts that
 //     differ only in literals share an entry. Only analyses that did not
-//     depend on a literal (!Access.LiteralSensitive) are stored.
+//     depend on a literal (!Access.LiteralSensitive) are stored. An entry
+//     may be marked as reachable by a fast form (FastNormalizer), see
+//     entry.fastOK.
 //
 // Keys are 64-bit hashes; every hit compares the stored text, generation,
 // agent and scope, so a hash collision is a miss, never a wrong answer.
@@ -46,6 +48,11 @@ type entry struct {
 	a     *Access
 	size  int64
 	ref   bool // hit since it was last at the front of the list
+	// fastOK marks a normalized entry whose text is the fast form, with
+	// literals fastLits (FastForm.Literals), of a text whose fast form was
+	// seen to equal its normal form; only such entries answer getFast.
+	fastOK   bool
+	fastLits string
 
 	prev, next *entry
 }
@@ -113,7 +120,11 @@ func newCache(maxBytes int64) *cache {
 }
 
 func (c *cache) key(kind entryKind, text string, gen uint64, p *Principal) uint64 {
-	h := maphash.String(c.seed, text)
+	return c.keyOf(maphash.String(c.seed, text), kind, gen, p)
+}
+
+// keyOf is key for a text that hashes (maphash) to h.
+func (c *cache) keyOf(h uint64, kind entryKind, gen uint64, p *Principal) uint64 {
 	h ^= (maphash.String(c.seed, p.Agent) + 0x9e3779b97f4a7c15) * 0xbf58476d1ce4e5b9
 	h ^= (gen + uint64(kind)) * 0x94d049bb133111eb
 	if p.Scope != nil {
@@ -189,17 +200,22 @@ func sameScope(a, b []Grant) bool {
 	return true
 }
 
-func (c *cache) get(kind entryKind, text string, gen uint64, p *Principal) (*Decision, *Access, bool) {
-	return c.getKey(c.key(kind, text, gen, p), kind, text, gen, p)
+// getNorm is getKey for the normalized entry of text.
+func (c *cache) getNorm(text string, gen uint64, p *Principal, mark *FastForm) (*Decision, *Access, bool) {
+	return c.getKey(c.key(kindNorm, text, gen, p), kindNorm, text, gen, p, mark)
 }
 
-// getKey is get with the key computed already.
-func (c *cache) getKey(k uint64, kind entryKind, text string, gen uint64, p *Principal) (*Decision, *Access, bool) {
+// getFast looks up the normalized entry whose text is the fast form
+// f.Text, answering only from an entry marked (fastOK) with f's
+// literals. A miss is not counted: the caller goes on to the normalized
+// lookup, which counts it.
+func (c *cache) getFast(f *FastForm, gen uint64, p *Principal) (*Decision, *Access, bool) {
+	k := c.keyOf(maphash.Bytes(c.seed, f.Text), kindNorm, gen, p)
 	s := c.shardOf(k)
 	s.mu.Lock()
 	e := s.m[k]
-	if e == nil || e.kind != kind || e.gen != gen || e.text != text || e.agent != p.Agent || !sameScope(e.scope, p.Scope) {
-		s.misses++
+	if e == nil || !e.fastOK || e.kind != kindNorm || e.gen != gen || e.text != string(f.Text) ||
+		e.fastLits != string(f.Literals) || e.agent != p.Agent || !sameScope(e.scope, p.Scope) {
 		s.mu.Unlock()
 		return nil, nil, false
 	}
@@ -212,18 +228,65 @@ func (c *cache) getKey(k uint64, kind entryKind, text string, gen uint64, p *Pri
 	return d, a, true
 }
 
-func (c *cache) put(kind entryKind, text string, gen uint64, p *Principal, d *Decision, a *Access, valueSize int64) {
-	c.putKey(c.key(kind, text, gen, p), kind, text, gen, p, d, a, valueSize)
+// getKey looks up the entry of key k, kind and text. When mark is not nil
+// (the fast form of the text decided, found equal to the normalized text
+// looked up) and the entry found is not marked yet, it marks it (see
+// entry.fastOK).
+func (c *cache) getKey(k uint64, kind entryKind, text string, gen uint64, p *Principal, mark *FastForm) (*Decision, *Access, bool) {
+	s := c.shardOf(k)
+	s.mu.Lock()
+	e := s.m[k]
+	if e == nil || e.kind != kind || e.gen != gen || e.text != text || e.agent != p.Agent || !sameScope(e.scope, p.Scope) {
+		s.misses++
+		s.mu.Unlock()
+		return nil, nil, false
+	}
+	if !e.ref {
+		e.ref = true
+	}
+	if mark != nil && !e.fastOK {
+		e.fastOK, e.fastLits = true, string(mark.Literals)
+	}
+	s.hits++
+	d, a := e.d, e.a
+	s.mu.Unlock()
+	return d, a, true
 }
 
-// putKey is put with the key computed already.
-func (c *cache) putKey(k uint64, kind entryKind, text string, gen uint64, p *Principal, d *Decision, a *Access, valueSize int64) {
-	s := c.shardOf(k)
-	size := entryOverhead + int64(len(text)) + int64(len(p.Agent)) + scopeSize(p.Scope) + valueSize
-	if size > s.maxSize {
+// putNorm stores a normalized entry; mark, when not nil, is the fast
+// form of the text decided, found equal to text (see entry.fastOK).
+func (c *cache) putNorm(text string, gen uint64, p *Principal, d *Decision, a *Access, valueSize int64, mark *FastForm) {
+	e := c.newEntry(c.key(kindNorm, text, gen, p), kindNorm, text, gen, p, d, a, valueSize)
+	if e == nil {
 		return
 	}
-	e := &entry{key: k, kind: kind, text: text, gen: gen, agent: p.Agent, scope: cloneScope(p.Scope), d: d, a: a, size: size}
+	if mark != nil {
+		e.fastOK, e.fastLits = true, string(mark.Literals)
+	}
+	c.insert(e)
+}
+
+// putKey stores an entry under key k.
+func (c *cache) putKey(k uint64, kind entryKind, text string, gen uint64, p *Principal, d *Decision, a *Access, valueSize int64) {
+	if e := c.newEntry(k, kind, text, gen, p, d, a, valueSize); e != nil {
+		c.insert(e)
+	}
+}
+
+// newEntry returns an entry to insert, or nil when it would not fit.
+func (c *cache) newEntry(k uint64, kind entryKind, text string, gen uint64, p *Principal, d *Decision, a *Access, valueSize int64) *entry {
+	size := entryOverhead + int64(len(text)) + int64(len(p.Agent)) + scopeSize(p.Scope) + valueSize
+	if size > c.shardOf(k).maxSize {
+		return nil
+	}
+	return &entry{key: k, kind: kind, text: text, gen: gen, agent: p.Agent, scope: cloneScope(p.Scope), d: d, a: a, size: size}
+}
+
+// insert adds e, replacing an entry of its key, and evicts down to the
+// shard's budget.
+func (c *cache) insert(e *entry) {
+	k, size := e.key, e.size
+	s := c.shardOf(k)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if old := s.m[k]; old != nil {

@@ -62,6 +62,31 @@ type ShapeAnalyzer interface {
 	NormalizeShaped(sql string) (string, error)
 }
 
+// FastNormalizer is implemented by analyzers that can compute the
+// normal form of some texts without parsing them: a literal variant of a
+// statement the decision cache holds is then answered for the cost of a
+// lexer pass, not a parse.
+//
+// FastNormal writes into f.Text sql's form in Normalize's format, with
+// every literal it recognizes replaced, and into f.Literals a description
+// of the literals it replaced (their token classes and where their
+// placeholders stand in f.Text), or returns false for a text outside the
+// subset it lexes exactly as the dialect's lexer does. It may replace
+// literals Normalize keeps (or the reverse): the Engine only answers from
+// a normalized entry it has seen the fast form agree with Normalize for
+// (see Engine.check). What it must guarantee is that texts with equal
+// Text and Literals are the same token sequence apart from the values of
+// the literals replaced, each of the same token class, so that they parse
+// to the same tree but for those constants.
+type FastNormalizer interface {
+	FastNormal(sql string, f *FastForm) bool
+}
+
+// FastForm is FastNormalizer's output; its slices are reused.
+type FastForm struct {
+	Text, Literals []byte
+}
+
 // Session is one connection's dialect state that changes how later text
 // is resolved: the search path or current database, SQL-level prepared
 // statements, whether a transaction block is open. It is owned by the

@@ -3,6 +3,7 @@ package sqlpolicy
 import (
 	"fmt"
 	"hash/fnv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/keyholedb/keyhole/catalog"
@@ -35,6 +36,10 @@ type Engine struct {
 	cat    *catalog.Catalog
 	an     Analyzer
 	cache  *cache // nil when disabled
+	// fast is an's FastNormalizer, nil when it has none or its normal
+	// form depends on the session (SessionNormalizer): the fast lookup
+	// is part of the shaped path, which such analyzers never take.
+	fast FastNormalizer
 }
 
 var _ Decider = (*Engine)(nil)
@@ -43,6 +48,11 @@ var _ Decider = (*Engine)(nil)
 // the same catalog the analyzer resolves names with.
 func NewEngine(p *Policy, cat *catalog.Catalog, a Analyzer, opts EngineOptions) *Engine {
 	e := &Engine{policy: p, cat: cat, an: a}
+	_, shaper := a.(ShapeAnalyzer)
+	_, sessional := a.(SessionNormalizer)
+	if fn, ok := a.(FastNormalizer); ok && shaper && !sessional {
+		e.fast = fn
+	}
 	switch {
 	case opts.CacheBytes == 0:
 		e.cache = newCache(DefaultCacheBytes)
@@ -114,7 +124,7 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 	var exactKey uint64
 	if c != nil {
 		exactKey = c.key(kindExact, sql, gen, &p)
-		if d, a, ok := c.getKey(exactKey, kindExact, sql, gen, &p); ok {
+		if d, a, ok := c.getKey(exactKey, kindExact, sql, gen, &p, nil); ok {
 			return d, a
 		}
 	}
@@ -145,18 +155,55 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 		// whose lexing depends on it (SessionNormalizer) never takes it.
 		shape, shapeOK = sa.Shape(sql)
 	}
+	// ff is sql's fast form (FastNormalizer), nil when there is none. It
+	// is made for texts of an unseen shape too: an entry stored for one
+	// is marked when the fast form agrees with the normal form.
+	var ff *FastForm
+	if shapeOK && e.fast != nil {
+		buf := fastForms.Get().(*FastForm)
+		defer putFastForm(buf)
+		if e.fastNormal(sql, buf) {
+			ff = buf
+		}
+	}
 	if shapeOK && !c.seenShape(shape) {
 		var err error
 		d, a, ok, norm, err = e.analyzeNormalize(p, sql, s, sa)
 		normOK = err == nil
 	} else {
+		// The fast lookup answers sql from a normalized entry without
+		// normalizing it: a lexer pass instead of a parse. Invariant: it
+		// finds the entry the full path below would find. getFast answers
+		// only from an entry marked with ff's literals, and an entry is
+		// marked only when some text X had the entry's text both as its
+		// normal form (Normalize, computed on the full path) and as its
+		// fast form, with those literals (putNorm and getNorm mark it). By
+		// FastNormalizer's contract, sql is then X's token sequence with
+		// other values, of the same token classes, in the literals the
+		// fast form replaced, so it parses to X's tree but for those
+		// constants: Normalize replaces the same tokens in sql as in X,
+		// with the same numbers, and in X those are exactly the tokens the
+		// fast form replaced (or the forms would differ). So Normalize(sql)
+		// is the entry's text, and the entry is keyed, as any, on the
+		// session generation and principal; its Redacted and Fingerprint
+		// are what the full path would give. Where the forms disagree (a
+		// literal Normalize keeps, like ORDER BY 1), no entry is marked
+		// for that fast form, and the full path decides.
+		if ff != nil {
+			if d, a, ok := c.getFast(ff, gen, &p); ok {
+				if c.admit(exactKey) {
+					c.putKey(exactKey, kindExact, sql, gen, &p, d, a, accessSize(a, d))
+				}
+				return d, a
+			}
+		}
 		normalize := e.normalizeIn
 		if shapeOK {
 			normalize = func(sql string, _ Session) (string, error) { return e.normalizeShaped(sa, sql) }
 		}
 		if n, err := normalize(sql, s); err == nil {
 			norm, normOK = n, true
-			if d, a, ok := c.get(kindNorm, norm, gen, &p); ok {
+			if d, a, ok := c.getNorm(norm, gen, &p, agreeing(ff, norm)); ok {
 				if c.admit(exactKey) {
 					c.putKey(exactKey, kindExact, sql, gen, &p, d, a, accessSize(a, d))
 				}
@@ -174,12 +221,42 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 	size := accessSize(a, d)
 	c.putKey(exactKey, kindExact, sql, gen, &p, d, a, size)
 	if normOK && shareable(a) {
-		c.put(kindNorm, norm, gen, &p, d, a, size)
+		c.putNorm(norm, gen, &p, d, a, size, agreeing(ff, norm))
 		if shapeOK {
 			c.addShape(shape)
 		}
 	}
 	return d, a
+}
+
+// fastForms are reused FastForm buffers.
+var fastForms = sync.Pool{New: func() any { return new(FastForm) }}
+
+// putFastForm returns f to fastForms, unless a long text grew it.
+func putFastForm(f *FastForm) {
+	if cap(f.Text) <= 16<<10 {
+		fastForms.Put(f)
+	}
+}
+
+// agreeing returns ff when it is the fast form of a text whose normal
+// form is norm and equals it, nil otherwise: the mark a normalized entry
+// for norm may then carry.
+func agreeing(ff *FastForm, norm string) *FastForm {
+	if ff == nil || string(ff.Text) != norm {
+		return nil
+	}
+	return ff
+}
+
+// fastNormal calls the analyzer's FastNormal; a panic declines the text.
+func (e *Engine) fastNormal(sql string, f *FastForm) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			ok = false
+		}
+	}()
+	return e.fast.FastNormal(sql, f)
 }
 
 // normalize calls the analyzer's Normalize; a panic counts as text that

@@ -2,6 +2,9 @@ package pganalyze_test
 
 import (
 	"testing"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 const benchJoin = `SELECT c.name, o.total, p.name
@@ -24,5 +27,39 @@ func BenchmarkAnalyzeView(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		a.Analyze("SELECT customer, total FROM order_summary WHERE total > 10", nil)
+	}
+}
+
+// pgbenchSelect is pgbench -S's statement in simple mode.
+const pgbenchSelect = "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;"
+
+// BenchmarkNormalizeShaped is pg_query's Normalize (a full parse) of
+// pgbench's statement: what a literal variant of a cached statement costs
+// without FastNormal.
+func BenchmarkNormalizeShaped(b *testing.B) {
+	a := pganalyze.New(nil, pganalyze.Options{})
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _ = a.NormalizeShaped(pgbenchSelect)
+	}
+}
+
+// BenchmarkFastNormal is FastNormal of pgbench's statement.
+func BenchmarkFastNormal(b *testing.B) {
+	a := pganalyze.New(nil, pganalyze.Options{})
+	var f sqlpolicy.FastForm
+	b.ReportAllocs()
+	for b.Loop() {
+		a.FastNormal(pgbenchSelect, &f)
+	}
+}
+
+// BenchmarkShape is the scan that bounds a text before parsing and
+// hashes its shape, of pgbench's statement.
+func BenchmarkShape(b *testing.B) {
+	a := pganalyze.New(nil, pganalyze.Options{})
+	b.ReportAllocs()
+	for b.Loop() {
+		a.Shape(pgbenchSelect)
 	}
 }

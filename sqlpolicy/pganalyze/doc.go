@@ -52,6 +52,12 @@
 // parameters that put them in force. Reads of pg_settings are reads of
 // the settings a query selects by name.
 //
+// Normal forms (literals replaced by $n, for the decision cache and the
+// audit) come from pg_query's Normalize, from the parse tree when the
+// text is analyzed anyway (pgparse.Normalize), or, for a literal variant
+// of a statement the cache holds, from FastNormal: a Go lexer that takes
+// only texts it cuts into tokens exactly as Postgres's lexer does.
+//
 // It fails closed: anything it cannot parse, resolve or does not model
 // comes back as a sqlpolicy.Problem, never as a silent omission. Input is
 // bounded by a cheap pre-scan before it reaches the C parser, whose

@@ -1,8 +1,6 @@
 package pganalyze_test
 
 import (
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -10,7 +8,6 @@ import (
 	pg "github.com/pganalyze/pg_query_go/v6"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.yaml.in/yaml/v3"
 
 	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
@@ -30,28 +27,7 @@ func TestShapeOfNormalForm(t *testing.T) {
 		"INSERT INTO t VALUES (1, 'a', -3) RETURNING 4",
 		"SELECT a::varchar(10) FROM t WHERE a IN (1, 2, 3)",
 	}
-	files, err := filepath.Glob("../../testdata/pg/cases/*.yaml")
-	require.NoError(t, err)
-	require.NotEmpty(t, files)
-	for _, f := range files {
-		b, err := os.ReadFile(f)
-		require.NoError(t, err)
-		var cases []struct {
-			SQL yaml.Node `yaml:"sql"`
-		}
-		require.NoError(t, yaml.Unmarshal(b, &cases), f)
-		for _, c := range cases {
-			// sql is one text or a list of texts (a session).
-			var one string
-			if c.SQL.Decode(&one) == nil {
-				texts = append(texts, one)
-				continue
-			}
-			var many []string
-			require.NoError(t, c.SQL.Decode(&many), f)
-			texts = append(texts, many...)
-		}
-	}
+	texts = append(texts, corpusTexts(t)...)
 	checked := 0
 	for _, sql := range texts {
 		// SET takes words as string constants (SET x = on normalizes to

@@ -1,0 +1,189 @@
+package sqlpolicy_test
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	sp "github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
+)
+
+// countingPg is the Postgres analyzer counting the normalizations the
+// engine asks for (NormalizeShaped): a text the fast lookup answers is
+// not normalized.
+type countingPg struct {
+	*pganalyze.Analyzer
+	normalized atomic.Int64
+}
+
+func (c *countingPg) NormalizeShaped(sql string) (string, error) {
+	c.normalized.Add(1)
+	return c.Analyzer.NormalizeShaped(sql)
+}
+
+// TestFastLookup checks the decision cache's fast lookup with the
+// Postgres analyzer: a literal variant of a stored statement is answered
+// without normalizing it, with the decision, redaction and fingerprint
+// the full path gives; texts Normalize tells apart (ORDER BY 1 and 2, an
+// integer and a decimal where only integers are kept) never share an
+// entry; and a principal's scope still keys the entry.
+func TestFastLookup(t *testing.T) {
+	t.Parallel()
+	cat := testCatalog()
+	newEngine := func() (*sp.Engine, *countingPg) {
+		an := &countingPg{Analyzer: pganalyze.New(cat, pganalyze.Options{})}
+		return sp.NewEngine(mustPolicy(t, benchPolicy, cat), cat, an, sp.EngineOptions{}), an
+	}
+	p, s := sp.Principal{Agent: "bench"}, &pganalyze.Session{}
+
+	t.Run("a new literal is answered without normalizing", func(t *testing.T) {
+		t.Parallel()
+		e, an := newEngine()
+		first, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1;", s)
+		require.True(t, first.Allowed(), first.Message)
+		before, stats := an.normalized.Load(), e.CacheStats()
+		for _, v := range []string{
+			"SELECT total FROM orders WHERE id = 2;",
+			"SELECT total FROM orders WHERE id = 2147483647;",
+			"SELECT total FROM orders WHERE id = 0000000000003;",
+		} {
+			d, _ := e.Check(p, v, s)
+			assert.Same(t, first, d, v)
+			text, fp := e.Redact(v)
+			assert.Equal(t, text, d.Redacted, v)
+			assert.Equal(t, fp, d.Fingerprint, v)
+		}
+		assert.Equal(t, before, an.normalized.Load(), "the variants were normalized")
+		after := e.CacheStats()
+		assert.Equal(t, stats.Hits+3, after.Hits)
+		assert.Equal(t, stats.Misses+3, after.Misses, "one exact miss per variant, no more")
+
+		// Another literal class (FCONST beyond int32) takes the full path.
+		d, _ := e.Check(p, "SELECT total FROM orders WHERE id = 2147483648;", s)
+		assert.Same(t, first, d, "Normalize puts it with the others")
+		assert.Equal(t, before+1, an.normalized.Load())
+	})
+
+	t.Run("texts Normalize keeps apart stay apart", func(t *testing.T) {
+		t.Parallel()
+		for _, pair := range [][2]string{
+			{"SELECT total FROM orders ORDER BY 1", "SELECT total FROM orders ORDER BY 2"},
+			// ORDER BY 1.5 is replaced, ORDER BY 1 is not: the same fast
+			// form, other classes.
+			{"SELECT total FROM orders ORDER BY 1.5", "SELECT total FROM orders ORDER BY 1"},
+			{"SELECT total FROM orders ORDER BY 3000000000", "SELECT total FROM orders ORDER BY 3"},
+			// A type modifier is kept.
+			{"SELECT total::varchar(10) FROM orders", "SELECT total::varchar(20) FROM orders"},
+		} {
+			e, _ := newEngine()
+			d1, _ := e.Check(p, pair[0], s)
+			d2, _ := e.Check(p, pair[1], s)
+			assert.NotSame(t, d1, d2, "%q answered from %q's entry", pair[1], pair[0])
+			text, _ := e.Redact(pair[1])
+			assert.Equal(t, text, d2.Redacted, pair[1])
+		}
+	})
+
+	t.Run("an entry is marked when the full path sees the forms agree", func(t *testing.T) {
+		t.Parallel()
+		e, an := newEngine()
+		// LIMIT ALL is a constant to Normalize, not to FastNormal: the
+		// entry stored for the first text is not marked.
+		first, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1 LIMIT ALL", s)
+		require.True(t, first.Allowed(), first.Message)
+		n := an.normalized.Load()
+		d, _ := e.Check(p, "SELECT total FROM orders WHERE id = 2 LIMIT 3", s)
+		assert.Same(t, first, d)
+		assert.Equal(t, n+1, an.normalized.Load(), "answered from an entry not marked")
+		d, _ = e.Check(p, "SELECT total FROM orders WHERE id = 4 LIMIT 5", s)
+		assert.Same(t, first, d)
+		assert.Equal(t, n+1, an.normalized.Load(), "the entry was not marked by the variant that agreed")
+	})
+
+	t.Run("concurrent variants", func(t *testing.T) {
+		t.Parallel()
+		e, _ := newEngine()
+		first, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1 LIMIT ALL", s)
+		require.True(t, first.Allowed())
+		var wg sync.WaitGroup
+		for g := range 4 {
+			wg.Go(func() {
+				s := &pganalyze.Session{}
+				for i := range 200 {
+					d, _ := e.Check(p, fmt.Sprintf("SELECT total FROM orders WHERE id = %d LIMIT %d", g, i), s)
+					assert.Same(t, first, d)
+				}
+			})
+		}
+		wg.Wait()
+	})
+
+	t.Run("scope keys the entry", func(t *testing.T) {
+		t.Parallel()
+		e, _ := newEngine()
+		open, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1", s)
+		require.True(t, open.Allowed())
+		scoped := sp.Principal{Agent: "bench", Scope: []sp.Grant{{Verb: sp.VerbSelect, Tables: []string{"public.customers"}}}}
+		d, _ := e.Check(scoped, "SELECT total FROM orders WHERE id = 2", s)
+		assert.False(t, d.Allowed(), "the scope's decision came from the unscoped entry")
+	})
+}
+
+// fastLiar is fakeAnalyzer on the shaped path, with a FastNormal that
+// gives every text the fast form of "SELECT id FROM orders WHERE id = 1"
+// but declines that text itself, and gives texts with "str" the class of
+// a string: it breaks FastNormalizer's contract, so that the tests can
+// see what the engine trusts it for.
+type fastLiar struct{ *fakeAnalyzer }
+
+const liarForm = "SELECT id FROM orders WHERE id = $1"
+
+func (l fastLiar) Shape(string) (uint64, bool) { return 1, true }
+
+func (l fastLiar) AnalyzeNormalize(sql string, s sp.Session) (*sp.Access, string, error) {
+	n, err := l.Normalize(sql)
+	return l.Analyze(sql, s), n, err
+}
+
+func (l fastLiar) NormalizeShaped(sql string) (string, error) { return l.Normalize(sql) }
+
+func (l fastLiar) FastNormal(sql string, f *sp.FastForm) bool {
+	if sql == "SELECT id FROM orders WHERE id = 1" {
+		return false
+	}
+	f.Text = append(f.Text[:0], liarForm...)
+	f.Literals = append(f.Literals[:0], 'i', byte(len(liarForm)-2))
+	if len(sql) > 3 && sql[len(sql)-3:] == "str" {
+		f.Literals[0] = 's'
+	}
+	return true
+}
+
+// TestFastLookupNeedsMark checks that the fast lookup answers only from
+// an entry the full path saw the fast form agree with Normalize for,
+// with the same literal classes.
+func TestFastLookupNeedsMark(t *testing.T) {
+	t.Parallel()
+	cat := testCatalog()
+	fa := newFakeAnalyzer(selectOrders)
+	fa.access["SELECT id FROM secrets WHERE id = 2"] = access(sel("public.secrets", "id"))
+	fa.access["SELECT id FROM secrets WHERE id = 3 -- str"] = access(sel("public.secrets", "id"))
+	e := sp.NewEngine(mustPolicy(t, decidePolicy, cat), cat, fastLiar{fa}, sp.EngineOptions{})
+
+	// Declined by FastNormal: the entry stored for liarForm is not marked.
+	d, _ := e.Check(analyst, "SELECT id FROM orders WHERE id = 1", nil)
+	require.True(t, d.Allowed())
+	d, _ = e.Check(analyst, "SELECT id FROM secrets WHERE id = 2", nil)
+	assert.False(t, d.Allowed(), "answered from an entry not marked")
+
+	// Marked now (the fast form agrees), with class 'i'.
+	d, _ = e.Check(analyst, "SELECT id FROM orders WHERE id = 4", nil)
+	require.True(t, d.Allowed())
+	d, _ = e.Check(analyst, "SELECT id FROM secrets WHERE id = 3 -- str", nil)
+	assert.False(t, d.Allowed(), "answered from an entry marked with other classes")
+}
