@@ -3,6 +3,7 @@ package sqlpolicy
 import (
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -155,18 +156,27 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 		// whose lexing depends on it (SessionNormalizer) never takes it.
 		shape, shapeOK = sa.Shape(sql)
 	}
+	// Only a text whose normal form tells where its literals were may
+	// share a normalized entry. A placeholder in the text itself ($1,
+	// MySQL's ?) reads in the normal form like a replaced literal (SELECT
+	// $1, 5 and SELECT 5, 6 both give SELECT $1, $2), and Postgres lets an
+	// unquoted identifier hold '$' (SELECT int4'5', text$1 and SELECT
+	// int4$1, text'y' both give SELECT int4$1, text$1, reading other
+	// columns). Such a text is decided on its own and cached exactly; it
+	// is still normalized for its Redacted form.
+	shared := !strings.ContainsAny(sql, "$?")
 	// ff is sql's fast form (FastNormalizer), nil when there is none. It
 	// is made for texts of an unseen shape too: an entry stored for one
 	// is marked when the fast form agrees with the normal form.
 	var ff *FastForm
-	if shapeOK && e.fast != nil {
+	if shapeOK && shared && e.fast != nil {
 		buf := fastForms.Get().(*FastForm)
 		defer putFastForm(buf)
 		if e.fastNormal(sql, buf) {
 			ff = buf
 		}
 	}
-	if shapeOK && !c.seenShape(shape) {
+	if shapeOK && (!shared || !c.seenShape(shape)) {
 		var err error
 		d, a, ok, norm, err = e.analyzeNormalize(p, sql, s, sa)
 		normOK = err == nil
@@ -189,7 +199,7 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 		// are what the full path would give. Where the forms disagree (a
 		// literal Normalize keeps, like ORDER BY 1), no entry is marked
 		// for that fast form, and the full path decides.
-		if ff != nil {
+		if ff != nil && shared {
 			if d, a, ok := c.getFast(ff, gen, &p); ok {
 				if c.admit(exactKey) {
 					c.putKey(exactKey, kindExact, sql, gen, &p, d, a, accessSize(a, d))
@@ -203,11 +213,13 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 		}
 		if n, err := normalize(sql, s); err == nil {
 			norm, normOK = n, true
-			if d, a, ok := c.getNorm(norm, gen, &p, agreeing(ff, norm)); ok {
-				if c.admit(exactKey) {
-					c.putKey(exactKey, kindExact, sql, gen, &p, d, a, accessSize(a, d))
+			if shared {
+				if d, a, ok := c.getNorm(norm, gen, &p, agreeing(ff, norm)); ok {
+					if c.admit(exactKey) {
+						c.putKey(exactKey, kindExact, sql, gen, &p, d, a, accessSize(a, d))
+					}
+					return d, a
 				}
-				return d, a
 			}
 		}
 		d, a, ok = e.analyze(p, sql, s)
@@ -220,7 +232,7 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 	}
 	size := accessSize(a, d)
 	c.putKey(exactKey, kindExact, sql, gen, &p, d, a, size)
-	if normOK && shareable(a) {
+	if normOK && shared && shareable(a) {
 		c.putNorm(norm, gen, &p, d, a, size, agreeing(ff, norm))
 		if shapeOK {
 			c.addShape(shape)
