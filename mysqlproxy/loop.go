@@ -638,11 +638,13 @@ func (c *conn) loopSendRest() error {
 func (c *conn) loopWrite() bool {
 	lp := c.lp
 	for lp.woff < len(c.wbuf) && c.lost == nil {
-		if lp.clientEOF {
+		k, e := evloop.Write(lp.cfd, c.wbuf[lp.woff:])
+		if e == syscall.EAGAIN && lp.clientEOF {
+			// A client that closed its end and does not read: its
+			// socket is no longer watched.
 			c.clientLost(io.ErrClosedPipe)
 			break
 		}
-		k, e := evloop.Write(lp.cfd, c.wbuf[lp.woff:])
 		if e == syscall.EAGAIN {
 			return false
 		}

@@ -16,9 +16,9 @@ import (
 )
 
 // testRelay is the relay the wire tests run against: the server's default
-// (event loops) unless KEYHOLE_MYSQL_RELAY names one. TestGoroutineRelay
+// (event loops) unless KEYHOLE_TEST_RELAY names one. TestGoroutineRelay
 // runs them again on goroutines.
-var testRelay = mysqlproxy.Relay(os.Getenv("KEYHOLE_MYSQL_RELAY"))
+var testRelay = mysqlproxy.Relay(os.Getenv("KEYHOLE_TEST_RELAY"))
 
 // relayTests are the wire tests run against both relays: the protocol,
 // the lifecycle, the audit of what runs, and real clients.
@@ -40,7 +40,7 @@ func TestGoroutineRelay(t *testing.T) {
 		t.Skip("this process runs the tests on one relay")
 	}
 	cmd := exec.Command(os.Args[0], "-test.run", "^("+strings.Join(relayTests, "|")+")$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "KEYHOLE_MYSQL_RELAY="+string(mysqlproxy.RelayGoroutine))
+	cmd.Env = append(os.Environ(), "KEYHOLE_TEST_RELAY="+string(mysqlproxy.RelayGoroutine))
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("the wire tests on the goroutine relay: %v\n%s", err, out)
