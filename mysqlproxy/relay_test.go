@@ -6,13 +6,16 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/mysqlproxy"
+	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
 // testRelay is the relay the wire tests run against: the server's default
@@ -30,7 +33,7 @@ var relayTests = []string{
 	"TestShutdownDeadline", "TestCommandMemoryBounded", "TestBufferBudget", "TestCommands", "TestBadBytes",
 	"TestLargePackets", "TestFieldListDeprecateEOF", "TestLoadDataLocalNeverNegotiated", "TestLongData",
 	"TestFieldListDeniedNotAudited", "TestCommandSizes", "TestSessionSetup", "TestResetSetupFails",
-	"TestRelayPipelined", "TestRelayClientNotReading", "TestRelayIdleSessions",
+	"TestRelayPipelined", "TestRelayClientNotReading", "TestRelayIdleSessions", "TestRelayDenialDecidedWithCheck",
 }
 
 // TestGoroutineRelay runs the wire tests again with the goroutine relay
@@ -150,4 +153,72 @@ func TestRelayIdleSessions(t *testing.T) {
 	// Goroutines of the logins and the driver's may still be ending.
 	require.Eventually(t, func() bool { return runtime.NumGoroutine()-before < sessions/3 }, 5*time.Second, 20*time.Millisecond,
 		"goroutines: %d before %d idle sessions, %d after", before, sessions, runtime.NumGoroutine())
+}
+
+// quietDecider is a Decider with CheckQuiet, as the gateway's is, counting
+// what each is asked.
+type quietDecider struct {
+	sqlpolicy.Decider
+	checks, quiet atomic.Int64
+}
+
+func (d *quietDecider) Check(p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access) {
+	d.checks.Add(1)
+	return d.Decider.Check(p, sql, s)
+}
+
+func (d *quietDecider) CheckQuiet(p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access) {
+	d.quiet.Add(1)
+	return d.Decider.Check(p, sql, s)
+}
+
+// TestRelayDenialDecidedWithCheck: with a Decider whose Check may open an
+// access request (the gateway's), the loop decides with CheckQuiet and a
+// statement it denies is decided again with Check, on a goroutine; the
+// client gets the denial once and the audit has it once. The goroutine
+// relay asks Check only.
+func TestRelayDenialDecidedWithCheck(t *testing.T) {
+	var d *quietDecider
+	e := newEnv(t, envOpts{decider: func(real sqlpolicy.Decider) sqlpolicy.Decider {
+		d = &quietDecider{Decider: real}
+		return d
+	}})
+	r := e.dialRaw(t)
+	r.login(e, "analyst-bot")
+	d.checks.Store(0)
+	d.quiet.Store(0)
+
+	rows, last := r.query("SELECT id FROM orders WHERE id = 1")
+	assert.Equal(t, []string{"1"}, rows, "%q", last)
+	onLoop := testRelay != mysqlproxy.RelayGoroutine
+	if onLoop {
+		assert.EqualValues(t, 1, d.quiet.Load())
+		assert.EqualValues(t, 0, d.checks.Load())
+	} else {
+		assert.EqualValues(t, 0, d.quiet.Load())
+		assert.EqualValues(t, 1, d.checks.Load())
+	}
+
+	const denied = "SELECT value FROM secrets WHERE id = 1"
+	_, last = r.query(denied)
+	num, _, _, ok := sqlErr(last)
+	require.True(t, ok, "%q", last)
+	assert.Contains(t, []uint16{1142, 1143}, num)
+	if onLoop {
+		assert.EqualValues(t, 2, d.quiet.Load())
+		assert.EqualValues(t, 1, d.checks.Load())
+	} else {
+		assert.EqualValues(t, 0, d.quiet.Load())
+		assert.EqualValues(t, 2, d.checks.Load())
+	}
+	n := 0
+	for _, ev := range e.audit.Events() {
+		if ev.Kind == audit.KindStatement && ev.Decision == sqlpolicy.Deny && strings.Contains(ev.Statement, "secrets") {
+			n++
+		}
+	}
+	assert.Equal(t, 1, n, "denials audited")
+	// The session goes on (back on the loop).
+	rows, last = r.query("SELECT id FROM orders WHERE id = 2")
+	assert.Equal(t, []string{"2"}, rows, "%q", last)
 }
