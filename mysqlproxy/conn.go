@@ -18,6 +18,7 @@ import (
 	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
+	"github.com/keyholedb/keyhole/internal/evloop"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
 )
@@ -88,7 +89,21 @@ type conn struct {
 	lastStmt    uint32
 	hasLastStmt bool
 
-	closeOnce sync.Once
+	// Set by serve for the connection's life (end uses them).
+	ctx       context.Context
+	cancel    context.CancelFunc
+	stopClose func() bool
+	stopWatch func()
+	started   time.Time
+
+	// loop is the loop that owns the session (c.mu; see loop.go); lp is
+	// its state there, touched by the loop's goroutine only, and nil while
+	// a goroutine relays the session.
+	loop *evloop.Loop
+	lp   *loopState
+	// offLoop: the goroutine relay serves one command before the session
+	// may go back to a loop (the one that made it leave).
+	offLoop bool
 }
 
 func (s *Server) newConn(nc net.Conn, connID uint32) *conn {
@@ -126,41 +141,60 @@ func (s *Server) newConn(nc net.Conn, connID uint32) *conn {
 //  5. relay commands until either side ends.
 //
 // The first error ends the connection and becomes one ERR packet
-// (wireError). It never panics: a panic ends only this connection.
+// (wireError). It never panics: a panic ends only this connection. A
+// session the relay moved to a loop (see loop.go) outlives serve's
+// goroutine; end finishes it, on whichever goroutine it ends.
 func (c *conn) serve(parent context.Context) {
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
+	c.ctx, c.cancel = context.WithCancel(parent)
 	// Cancelling the context closes the sockets, which unblocks any read.
-	stopClose := context.AfterFunc(ctx, c.closeSockets)
-	defer stopClose()
-	defer c.closeSockets()
+	c.stopClose = context.AfterFunc(c.ctx, c.closeSockets)
 
 	c.srv.metricsOpened()
 	c.record(audit.Event{Kind: audit.KindConnect})
 	c.log.Debug("connection accepted")
 	n := c.srv.nconns.Add(1)
-	defer c.srv.nconns.Add(-1)
-	started := time.Now()
+	c.started = time.Now()
 
-	err := func() (err error) {
-		defer func() {
-			if r := recover(); r != nil {
-				c.log.Error("panic in connection", "panic", r, "stack", string(debug.Stack()))
-				err = fatalErr(erUnknownError, "HY000", "keyhole: internal error", fmt.Errorf("panic: %v", r))
-			}
-		}()
-		return c.run(ctx, n > int64(c.srv.limits.MaxConns))
+	err := c.protect(func() error { return c.run(c.ctx, n > int64(c.srv.limits.MaxConns)) })
+	if errors.Is(err, errOnLoop) {
+		return
+	}
+	c.end(err)
+}
+
+// protect runs f, turning a panic into the error that ends the connection.
+func (c *conn) protect(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("panic in connection", "panic", r, "stack", string(debug.Stack()))
+			err = fatalErr(erUnknownError, "HY000", "keyhole: internal error", fmt.Errorf("panic: %v", r))
+		}
 	}()
+	return f()
+}
+
+// end finishes the connection that err ended: the client gets its error,
+// the lease is released, the close is audited and the sockets closed.
+func (c *conn) end(err error) {
+	if c.stopWatch != nil {
+		c.stopWatch()
+	}
+	c.crd.release()
 	if se := c.stopError(); se != nil {
 		err = se
 	}
 	c.finish(err)
 	c.srv.metricsClosed()
-	ev := audit.Event{Kind: audit.KindClose, DurationMS: msSince(started)}
+	ev := audit.Event{Kind: audit.KindClose, DurationMS: msSince(c.started)}
 	if e := wireError(err); e != nil {
 		ev.ErrorCode, ev.Error = e.code(), e.message
 	}
 	c.record(ev)
+	c.stopClose()
+	c.closeSockets()
+	c.cancel()
+	c.srv.nconns.Add(-1)
+	c.srv.connDone(c)
 }
 
 func (c *conn) run(ctx context.Context, overLimit bool) error {
@@ -191,6 +225,8 @@ func (c *conn) run(ctx context.Context, overLimit bool) error {
 	if err := c.setClientDeadline(time.Time{}); err != nil {
 		return err
 	}
+	c.stopWatch = c.watch()
+	c.useBudget()
 	return c.relay(ctx)
 }
 
@@ -228,16 +264,17 @@ func (c *conn) finish(err error) {
 	}
 }
 
+// closeSockets closes the connection's sockets. On a loop the net.Conns
+// are the closed ones Detach left, and this does nothing: the loop closes
+// what it holds when the session leaves it (stop ends it there).
 func (c *conn) closeSockets() {
-	c.closeOnce.Do(func() {
-		c.mu.Lock()
-		client, up := c.client, c.upConn
-		c.mu.Unlock()
-		_ = client.Close()
-		if up != nil {
-			_ = up.Close()
-		}
-	})
+	c.mu.Lock()
+	client, up := c.client, c.upConn
+	c.mu.Unlock()
+	_ = client.Close()
+	if up != nil {
+		_ = up.Close()
+	}
 }
 
 func (c *conn) agentName() string {
@@ -252,11 +289,12 @@ func (c *conn) agentName() string {
 // stop ends the connection from outside its goroutine (revoked lease,
 // expiry, shutdown, RevokeAgent): it records err as the connection's
 // error, stops the upstream statement in flight, closes the upstream and
-// unblocks the client read so serve sends err and closes.
+// unblocks the client read so serve sends err and closes. A session on a
+// loop is stopped there (loopStop).
 func (c *conn) stop(err error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.stopped {
+		c.mu.Unlock()
 		return
 	}
 	c.stopped = true
@@ -264,6 +302,18 @@ func (c *conn) stop(err error) {
 	if c.done != nil {
 		close(c.done)
 	}
+	if l := c.loop; l != nil {
+		c.mu.Unlock()
+		l.Post(c.posted(c.loopStop))
+		return
+	}
+	c.stopSockets()
+	c.mu.Unlock()
+}
+
+// stopSockets is stop's work on the sockets of a session on a goroutine
+// (c.mu held).
+func (c *conn) stopSockets() {
 	if c.busy && c.upThread != 0 && c.lease != nil && c.upConn != nil {
 		c.stopStatement()
 	} else if c.upConn != nil {

@@ -56,10 +56,19 @@
 //     with 1927; any other id gets 1094. COM_CHANGE_USER, replication,
 //     COM_PROCESS_KILL and unknown commands are refused with 1047 and the
 //     session goes on. Responses are relayed as raw packets (only the
-//     packets that end results, and row boundaries, are looked at) and
-//     written once per burst the upstream sends, not once per packet. On
-//     a plain TCP upstream the wait for an answer is armed before the
-//     command is written, so no read is tried that must fail (request).
+//     packets that end results, and row boundaries, are looked at: step,
+//     in answer.go) and written once per burst the upstream sends, not
+//     once per packet. A session with no TLS on either leg is relayed on
+//     one of the process's event loops (loop.go; Config.Relay), with no
+//     goroutine of its own: one read and one write per readable event,
+//     the same decisions and the same answer walk; whatever may block (a
+//     command larger than the read buffer, COM_INIT_DB, COM_FIELD_LIST,
+//     COM_RESET_CONNECTION, KILL, a denial that may open an access
+//     request, a stop during a command, the session's end) goes to a
+//     goroutine with every buffered byte, which hands the session back at
+//     its next idle point. On a goroutine over a plain TCP upstream the
+//     wait for an answer is armed before the command is written, so no
+//     read is tried that must fail (request).
 //     A command must start at sequence id 0 (else 1156); one over 64 KiB
 //     reserves its size from the server's buffer budget
 //     (Limits.BufferMemory) before its bytes are read, and releases it

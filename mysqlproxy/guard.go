@@ -75,13 +75,16 @@ func (c *conn) clientLost(err error) {
 	c.lost = err
 	c.log.Info("client write failed; the answer of the command in flight is read for the audit", "err", err)
 	c.mu.Lock()
-	uc := c.upConn
+	uc, l := c.upConn, c.loop
 	c.mu.Unlock()
 	go func() {
 		if err := c.killStatement(c.srv.ctx); err != nil {
 			// Without the kill the rest could be endless: give it up.
 			c.log.Warn("stop the statement of a client that left", "err", err)
-			if uc != nil {
+			switch {
+			case l != nil:
+				l.Post(c.posted(c.loopAbandon))
+			case uc != nil:
 				_ = uc.Close()
 			}
 		}

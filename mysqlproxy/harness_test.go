@@ -27,6 +27,7 @@ import (
 	"github.com/keyholedb/keyhole/internal/fixture"
 	"github.com/keyholedb/keyhole/internal/testgateway"
 	"github.com/keyholedb/keyhole/internal/testmy"
+	"github.com/keyholedb/keyhole/mysqlproxy"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
 )
@@ -212,6 +213,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 			c.Creds = o.creds(e)
 		}
 		fe, err := gateway.NewMySQLFrontEnd(c)
+		if err == nil && testRelay != "" {
+			fe.(interface{ SetRelayForTest(mysqlproxy.Relay) }).SetRelayForTest(testRelay)
+		}
 		e.fe = fe
 		return fe, err
 	}

@@ -80,16 +80,7 @@ func (b *reader) fill(n int) error {
 	if b.wp-b.rp >= n {
 		return nil
 	}
-	if b.rp+n > len(b.buf) {
-		if n > len(b.buf) {
-			nb := make([]byte, max(n, 2*len(b.buf)))
-			b.wp = copy(nb, b.buf[b.rp:b.wp])
-			b.buf = nb
-		} else {
-			b.wp = copy(b.buf, b.buf[b.rp:b.wp])
-		}
-		b.rp = 0
-	}
+	b.room(n)
 	for b.wp-b.rp < n {
 		k, err := b.r.Read(b.buf[b.wp:])
 		b.wp += k
@@ -107,6 +98,22 @@ func (b *reader) fill(n int) error {
 		}
 	}
 	return nil
+}
+
+// room makes the buffer hold n unread bytes from rp, moving what is
+// unread to its start or into a larger buffer.
+func (b *reader) room(n int) {
+	if b.rp+n <= len(b.buf) {
+		return
+	}
+	if n > len(b.buf) {
+		nb := make([]byte, max(n, 2*len(b.buf)))
+		b.wp = copy(nb, b.buf[b.rp:b.wp])
+		b.buf = nb
+	} else {
+		b.wp = copy(b.buf, b.buf[b.rp:b.wp])
+	}
+	b.rp = 0
 }
 
 // header reads the next packet header without consuming the payload.

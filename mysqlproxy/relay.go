@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/internal/evloop"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
 )
@@ -46,15 +47,14 @@ type run struct {
 	err      *sqlError
 }
 
-// relay serves commands until the client or the upstream ends the session.
+// relay serves commands until the client or the upstream ends the
+// session, or it moves to a loop (errOnLoop).
 func (c *conn) relay(ctx context.Context) error {
-	quit := make(chan struct{})
-	defer close(quit)
-	go c.watch(quit)
-	c.useBudget()
-	defer c.crd.release()
 	for {
 		if err := c.idlePoint(); err != nil {
+			return err
+		}
+		if err := c.toLoop(); err != nil {
 			return err
 		}
 		// An error that ends the session between commands goes out as
@@ -80,31 +80,47 @@ func (c *conn) relay(ctx context.Context) error {
 }
 
 // watch ends the session when its credentials are revoked or the agent's
-// authority expires.
-func (c *conn) watch(quit <-chan struct{}) {
-	defer func() {
-		if r := recover(); r != nil {
-			c.log.Error("panic in session watcher", "panic", r, "stack", string(debug.Stack()))
+// authority expires, and returns what stops watching. Expiry is a timer;
+// a lease that can end (Done) is waited for by a goroutine, which a
+// session on a loop keeps too (a channel offers no callback).
+func (c *conn) watch() (stop func()) {
+	var t *time.Timer
+	if !c.agent.Expires.IsZero() {
+		t = time.AfterFunc(time.Until(c.agent.Expires), func() {
+			c.log.Info("agent authorization expired; ending session")
+			c.stop(errExpired)
+		})
+	}
+	if c.lease.Done == nil {
+		return func() {
+			if t != nil {
+				t.Stop()
+			}
+		}
+	}
+	quit := make(chan struct{})
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				c.log.Error("panic in session watcher", "panic", r, "stack", string(debug.Stack()))
+			}
+		}()
+		select {
+		case <-c.lease.Done:
+			var cause error
+			if c.lease.Cause != nil {
+				cause = c.lease.Cause()
+			}
+			c.log.Warn("upstream credentials revoked; ending session", "cause", cause)
+			c.stop(errRevoked)
+		case <-quit:
 		}
 	}()
-	var expiry <-chan time.Time
-	if !c.agent.Expires.IsZero() {
-		t := time.NewTimer(time.Until(c.agent.Expires))
-		defer t.Stop()
-		expiry = t.C
-	}
-	select {
-	case <-c.lease.Done:
-		var cause error
-		if c.lease.Cause != nil {
-			cause = c.lease.Cause()
+	return func() {
+		if t != nil {
+			t.Stop()
 		}
-		c.log.Warn("upstream credentials revoked; ending session", "cause", cause)
-		c.stop(errRevoked)
-	case <-expiry:
-		c.log.Info("agent authorization expired; ending session")
-		c.stop(errExpired)
-	case <-quit:
+		close(quit)
 	}
 }
 
@@ -238,6 +254,9 @@ func (c *conn) flushClientErr() error {
 // does not answer (COM_STMT_SEND_LONG_DATA, COM_STMT_CLOSE); request is
 // for the others.
 func (c *conn) forward(p []byte) error {
+	if c.lp != nil {
+		return c.loopSend(p)
+	}
 	if len(p) >= flushAt {
 		// Large: framed in place, not copied (it may be max packet size,
 		// and its bytes are already counted in the buffer budget).
@@ -272,6 +291,9 @@ const rawRequestMax = 16 << 10
 // edge for the poller, so an unsolicited packet the server sent earlier
 // (an error before it closes) cannot make the wait miss the answer.
 func (c *conn) request(p []byte) error {
+	if c.lp != nil {
+		return c.loopSend(p)
+	}
 	if c.upRaw == nil || len(p)+4 > rawRequestMax || c.urd.buffered() > 0 {
 		return c.forward(p)
 	}
@@ -393,6 +415,29 @@ func (c *conn) decide(sql string, start time.Time) (*sqlpolicy.Decision, *sqlpol
 	return dec, acc
 }
 
+// decideCommand is decide for a statement the client sent (COM_QUERY,
+// COM_STMT_PREPARE, COM_STMT_EXECUTE). On the loop it asks CheckQuiet when
+// the Decider has one (the gateway's: the same decision for a statement
+// the policy allows): a denial there may open or count an access request,
+// which writes to the approvals store, so that statement is handed to a
+// goroutine (errLeaveLoop) and decided again there with Check.
+func (c *conn) decideCommand(sql string, start time.Time) (*sqlpolicy.Decision, *sqlpolicy.Access, error) {
+	if c.lp != nil {
+		if q, ok := c.srv.cfg.Decider.(quietChecker); ok {
+			dec, acc := q.CheckQuiet(c.agent.Principal(), sql, c.session)
+			if dec == nil || !dec.Allowed() {
+				return nil, nil, errLeaveLoop
+			}
+			if m := c.srv.cfg.Metrics; m != nil {
+				m.StatementDecided(protocolName, dec.Effect, dec.Rule, time.Since(start))
+			}
+			return dec, acc, nil
+		}
+	}
+	dec, acc := c.decide(sql, start)
+	return dec, acc, nil
+}
+
 // denyError renders a denial as the error the server itself would send.
 // A statement that names what does not exist (the decision's SQLSTATE,
 // chosen only when the policy does not also refuse it) gets the server's
@@ -461,8 +506,14 @@ func (c *conn) onQuery(ctx context.Context, p []byte) error {
 		return err
 	}
 	sql := string(p[1:])
-	dec, acc := c.decide(sql, start)
+	dec, acc, err := c.decideCommand(sql, start)
+	if err != nil {
+		return err
+	}
 	if k := killOf(acc); k != nil {
+		if c.lp != nil {
+			return errLeaveLoop // it may dial the upstream
+		}
 		return c.onKill(ctx, sql, k, dec, start)
 	}
 	if !dec.Allowed() {
@@ -474,11 +525,7 @@ func (c *conn) onQuery(ctx context.Context, p []byte) error {
 		return err
 	}
 	r := &run{sql: sql, dec: dec, access: acc, started: start, maxRows: int64(dec.MaxRows)}
-	if err := c.relayResults(ctx, r); err != nil {
-		return c.abortRun(r, err)
-	}
-	c.finishRun(r)
-	return nil
+	return c.await(&answer{kind: ansResults, ctx: ctx, r: r})
 }
 
 // finishRun applies a run's effects to the session when it succeeded and
@@ -550,7 +597,10 @@ func (c *conn) onPrepare(p []byte) error {
 		return err
 	}
 	sql := string(p[1:])
-	dec, acc := c.decide(sql, start)
+	dec, acc, err := c.decideCommand(sql, start)
+	if err != nil {
+		return err
+	}
 	c.hasLastStmt = false
 	if !dec.Allowed() {
 		e := denyError(dec)
@@ -560,39 +610,7 @@ func (c *conn) onPrepare(p []byte) error {
 	if err := c.request(p); err != nil {
 		return err
 	}
-	n, h, err := c.upNext()
-	if err != nil {
-		return err
-	}
-	switch {
-	case len(h) > 0 && h[0] == 0xff:
-		return c.relayLast(n, h)
-	case len(h) < 12 || h[0] != 0x00 || n >= maxPayload:
-		return c.upstreamProtocol("COM_STMT_PREPARE response")
-	}
-	id := binary.LittleEndian.Uint32(h[1:])
-	cols := int(binary.LittleEndian.Uint16(h[5:]))
-	params := int(binary.LittleEndian.Uint16(h[7:]))
-	if err := c.relayCur(n); err != nil {
-		return err
-	}
-	for _, k := range []int{params, cols} {
-		if k == 0 {
-			continue
-		}
-		if c.caps&clientDeprecateEOF == 0 {
-			k++ // the EOF after the definitions
-		}
-		for range k {
-			if err := c.relayNext(); err != nil {
-				return err
-			}
-		}
-	}
-	c.stmts[id] = &prepared{id: id, sql: sql, dec: dec, access: acc}
-	c.lastStmt, c.hasLastStmt = id, true
-	// Allowed statements are audited when they run, with their rows.
-	return c.flushClientErr()
+	return c.await(&answer{kind: ansPrepare, stmt: &prepared{sql: sql, dec: dec, access: acc}})
 }
 
 // statement resolves a client's statement id: one it prepared through
@@ -628,7 +646,10 @@ func (c *conn) onExecute(ctx context.Context, p []byte) error {
 	// Decided again: the policy may have been reloaded since the prepare,
 	// and drivers that cache statements never prepare again. With an
 	// unchanged policy this is a decision-cache hit.
-	dec, acc := c.decide(st.sql, start)
+	dec, acc, err := c.decideCommand(st.sql, start)
+	if err != nil {
+		return err
+	}
 	if !dec.Allowed() {
 		e := denyError(dec)
 		c.auditStatement(st.sql, dec, start, e)
@@ -646,11 +667,7 @@ func (c *conn) onExecute(ctx context.Context, p []byte) error {
 		return err
 	}
 	r := &run{stmt: st, sql: st.sql, dec: dec, access: acc, started: start, maxRows: int64(dec.MaxRows)}
-	if err := c.relayResults(ctx, r); err != nil {
-		return c.abortRun(r, err)
-	}
-	c.finishRun(r)
-	return nil
+	return c.await(&answer{kind: ansResults, ctx: ctx, r: r})
 }
 
 // scratch returns a client payload that keyhole must change, to change in
@@ -713,7 +730,7 @@ func (c *conn) onStmtReset(p []byte) error {
 	if err := c.request(p); err != nil {
 		return err
 	}
-	return c.relayOne()
+	return c.await(&answer{kind: ansOne})
 }
 
 // --- other commands ---
@@ -915,16 +932,7 @@ func (c *conn) forwardSimple(p []byte) error {
 	if err := c.request(p); err != nil {
 		return err
 	}
-	return c.relayOne()
-}
-
-// relayOne relays a one-packet answer (OK, ERR, EOF or a string).
-func (c *conn) relayOne() error {
-	n, h, err := c.upNext()
-	if err != nil {
-		return err
-	}
-	return c.relayLast(n, h)
+	return c.await(&answer{kind: ansOne})
 }
 
 // relayLast relays the packet that ends a response and flushes.
@@ -967,146 +975,22 @@ func errFromPacket(h []byte) *sqlError {
 
 // --- result sets ---
 
-// relayResults relays the response to COM_QUERY or COM_STMT_EXECUTE: one
-// or more results (OK, ERR, or a result set), counting rows against
-// max_rows. Past the cap the rest is read and dropped, the upstream
-// statement is killed, and the client gets 1104 in its place.
-func (c *conn) relayResults(ctx context.Context, r *run) error {
-	var killed chan error
-	for more := true; more; {
-		more = false
-		n, h, err := c.upNext()
-		if err != nil {
-			return err
-		}
-		switch {
-		case len(h) == 0:
-			return c.upstreamProtocol("empty result packet")
-		case h[0] == 0x00 && n < maxPayload:
-			info, _ := parseOK(h, c.caps)
-			c.noteOK(h)
-			more = info.status&serverMoreResultsExist != 0
-			if err := c.relayOrSkip(r, n); err != nil {
-				return err
-			}
-			continue
-		case h[0] == 0xff:
-			if !r.cut {
-				r.err = errFromPacket(h)
-			}
-			if se := c.stopError(); se != nil {
-				return se // stopped (stopStatement): the client gets why
-			}
-			if err := c.relayOrSkip(r, n); err != nil {
-				return err
-			}
-			continue
-		case h[0] == 0xfb:
-			// LOCAL INFILE request: CLIENT_LOCAL_FILES is never negotiated,
-			// so only a broken or hostile server sends one. It waits for
-			// the file now: the session ends, the client never sees it.
-			return errLocalInfile
-		}
-		cols, _, ok := lenenc(h, 0)
-		if !ok || cols == 0 || cols > 0xffff {
-			return c.upstreamProtocol("column count")
-		}
-		if err := c.relayOrSkip(r, n); err != nil {
-			return err
-		}
-		defs := int(cols)
-		if c.caps&clientDeprecateEOF == 0 {
-			defs++
-		}
-		for range defs {
-			n, h, err := c.upNext()
-			if err != nil {
-				return err
-			}
-			if len(h) > 0 && h[0] == 0xff {
-				return c.upstreamProtocol("error inside column definitions")
-			}
-			if err := c.relayOrSkip(r, n); err != nil {
-				return err
-			}
-		}
-		r.stmtRows = 0
-		cont := false // the previous packet was maxPayload long: this one continues it
-		for {
-			n, h, err := c.upNext()
-			if err != nil {
-				return err
-			}
-			if cont {
-				cont = n == maxPayload
-				if err := c.relayOrSkip(r, n); err != nil {
-					return err
-				}
-				continue
-			}
-			if len(h) > 0 && h[0] == 0xff {
-				if !r.cut {
-					r.err = errFromPacket(h)
-				}
-				if se := c.stopError(); se != nil {
-					return se // stopped (stopStatement): the client gets why
-				}
-				if err := c.relayOrSkip(r, n); err != nil {
-					return err
-				}
-				break
-			}
-			if len(h) > 0 && h[0] == 0xfe && n < maxPayload {
-				// EOF, or OK under CLIENT_DEPRECATE_EOF: a row cannot start
-				// with 0xfe unless it is at least 2^24-1 bytes long.
-				info, _ := parseOK(h, c.caps)
-				c.noteOK(h)
-				more = info.status&serverMoreResultsExist != 0
-				if err := c.relayOrSkip(r, n); err != nil {
-					return err
-				}
-				break
-			}
-			cont = n == maxPayload
-			r.rows++
-			r.stmtRows++
-			if !r.cut && r.maxRows > 0 && r.stmtRows > r.maxRows {
-				r.cut = true
-				r.rows--
-				r.err = stmtErr(erTooBigSelect, "42000", fmt.Sprintf("keyhole: the statement returned more than %d rows, the limit of role %s (max_rows); add a LIMIT or narrow the WHERE clause", r.maxRows, c.role))
-				c.log.Info("max_rows exceeded; killing upstream statement", "max_rows", r.maxRows)
-				killed = c.killAsync(ctx)
-			}
-			if r.cut {
-				r.rows = min(r.rows, r.maxRows)
-			}
-			if err := c.relayOrSkip(r, n); err != nil {
-				return err
-			}
-		}
-	}
-	if killed != nil {
-		// The kill must land before the client's next command, or it
-		// could stop that one instead.
-		if err := <-killed; err != nil {
-			c.log.Warn("kill upstream statement after max_rows", "err", err)
-		}
-		c.wbuf, c.seq = appendPacket(c.wbuf, c.seq, r.err.packet(nil))
-	}
-	return c.flushClientErr()
-}
-
-func (c *conn) relayOrSkip(r *run, n int) error {
-	if r.cut {
-		return c.skipCur(n)
-	}
-	return c.relayCur(n)
-}
-
+// killAsync starts the KILL QUERY of the statement in flight on a side
+// connection; its outcome arrives on the channel (and, on a loop, the
+// loop is told: loopKillDone).
 func (c *conn) killAsync(ctx context.Context) chan error {
 	ch := make(chan error, 1)
 	up, user, pw, thread := c.upstream, c.lease.User, c.lease.Password.Reveal(), c.upThread
-	go func() { ch <- c.srv.killQuery(ctx, up, user, pw, thread) }()
+	var l *evloop.Loop
+	if c.lp != nil {
+		l = c.lp.l
+	}
+	go func() {
+		ch <- c.srv.killQuery(ctx, up, user, pw, thread)
+		if l != nil {
+			l.Post(c.posted(c.loopKillDone))
+		}
+	}()
 	return ch
 }
 
@@ -1172,18 +1056,15 @@ func (c *conn) relayCur(n int) error {
 // skipCur drops the current packet.
 func (c *conn) skipCur(n int) error { return c.consume(n, false) }
 
-// relayNext relays the next packet whatever it is.
-func (c *conn) relayNext() error {
-	n, _, err := c.upNext()
-	if err != nil {
-		return err
-	}
-	return c.relayCur(n)
+func (c *conn) consume(n int, keep bool) error {
+	c.urd.rp += headerLen
+	return c.consumeRest(n, keep)
 }
 
-func (c *conn) consume(n int, keep bool) error {
+// consumeRest passes (keep) or drops the next n payload bytes of the
+// current packet.
+func (c *conn) consumeRest(n int, keep bool) error {
 	rd := c.urd
-	rd.rp += headerLen
 	for n > 0 {
 		if rd.rp == rd.wp {
 			if err := c.upFill(1); err != nil {
@@ -1224,6 +1105,10 @@ func (c *conn) upstreamReadError(err error) error {
 // command in flight (see clientLost): keyhole reads the upstream's answer
 // to its end, for the audit, and the session ends at the next client read.
 func (c *conn) flushClient() error {
+	if c.lp != nil {
+		c.loopWrite()
+		return nil
+	}
 	if len(c.wbuf) == 0 {
 		return nil
 	}

@@ -53,6 +53,9 @@ type Config struct {
 	// not every external issuer's (send those over TLS). nil = a 4096-bit
 	// key generated in the background by New.
 	RSAKey *rsa.PrivateKey
+	// Relay is how sessions are relayed once set up: RelayLoop (the
+	// default, "") or RelayGoroutine.
+	Relay Relay
 }
 
 // Metrics is what the front end reports (admin.Metrics implements it).
@@ -140,6 +143,7 @@ const defaultDialTimeout = 5 * time.Second
 type Server struct {
 	cfg    Config
 	limits Limits
+	relay  Relay
 	log    *slog.Logger
 	fails  *identity.Limiter
 	mysql  identity.MySQLAuthenticator // nil when Auth holds no MySQL verifiers
@@ -187,6 +191,14 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	limits := cfg.Limits.withDefaults()
+	relay := cfg.Relay
+	switch relay {
+	case "":
+		relay = RelayLoop
+	case RelayLoop, RelayGoroutine:
+	default:
+		return nil, fmt.Errorf("mysqlproxy: Config.Relay %q is not %q or %q", relay, RelayLoop, RelayGoroutine)
+	}
 	if limits.BufferMemory < int64(limits.MaxPacketSize) {
 		return nil, fmt.Errorf("mysqlproxy: Limits.BufferMemory %d is less than MaxPacketSize %d", limits.BufferMemory, limits.MaxPacketSize)
 	}
@@ -202,6 +214,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		cfg:       cfg,
 		limits:    limits,
+		relay:     relay,
 		buffers:   membudget.New(limits.BufferMemory),
 		log:       log.With("component", "mysqlproxy"),
 		fails:     fails,
@@ -279,17 +292,19 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			c.serve(s.ctx)
-			s.mu.Lock()
-			delete(s.conns, c)
-			if s.ids[c.connID] == c {
-				delete(s.ids, c.connID)
-			}
-			s.mu.Unlock()
-		}()
+		go c.serve(s.ctx)
 	}
+}
+
+// connDone forgets a connection that ended (conn.end).
+func (s *Server) connDone(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	if s.ids[c.connID] == c {
+		delete(s.ids, c.connID)
+	}
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // newConnLocked gives the connection a keyhole connection id (the

@@ -257,14 +257,14 @@ func Read(fd int, p []byte) (int, syscall.Errno) {
 		return 0, 0
 	}
 	for {
-		r, _, e := syscall.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		r, e := sysRead(fd, p)
 		if e == unix.EINTR {
 			continue
 		}
 		if e != 0 {
 			return 0, e
 		}
-		return int(r), 0
+		return r, 0
 	}
 }
 
@@ -277,14 +277,14 @@ func Write(fd int, p []byte) (int, syscall.Errno) {
 		return 0, 0
 	}
 	for {
-		r, _, e := syscall.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		r, e := sysWrite(fd, p)
 		if e == unix.EINTR {
 			continue
 		}
 		if e != 0 {
 			return 0, e
 		}
-		return int(r), 0
+		return r, 0
 	}
 }
 

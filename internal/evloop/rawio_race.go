@@ -1,0 +1,32 @@
+//go:build race
+
+package evloop
+
+import (
+	"errors"
+	"syscall"
+)
+
+// Under the race detector a loop reads and writes through package
+// syscall, whose Read and Write tell the detector that what is written to
+// a descriptor happens before it is read (as for every net.Conn): raw
+// system calls would hide that, and what a peer in the same process sent
+// before its bytes arrived would seem to race with what the loop does on
+// reading them. Not for speed.
+func sysRead(fd int, p []byte) (int, syscall.Errno) {
+	n, err := syscall.Read(fd, p)
+	return n, errno(err)
+}
+
+func sysWrite(fd int, p []byte) (int, syscall.Errno) {
+	n, err := syscall.Write(fd, p)
+	return n, errno(err)
+}
+
+func errno(err error) syscall.Errno {
+	var e syscall.Errno
+	if err != nil && !errors.As(err, &e) {
+		return syscall.EIO
+	}
+	return e
+}
