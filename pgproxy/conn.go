@@ -33,10 +33,12 @@ import (
 // the client, decides, writes upstream); the upstream side (upstream.go:
 // reads the upstream, writes the client, audits what ran) runs on the
 // upstream goroutine while one runs (upReader), else on the client
-// goroutine between its reads of the client (see relay.go). Each field
-// below is owned by one side unless it says otherwise; mu guards the few
-// that cross, and is never held during I/O, so stop and Shutdown never
-// wait on a peer that does not read.
+// goroutine between its reads of the client (see relay.go). While an
+// event loop relays the session (loop.go), both sides are the loop's
+// goroutine and no other goroutine runs for it. Each field below is owned
+// by one side unless it says otherwise; mu guards the few that cross, and
+// is never held during blocking I/O, so stop and Shutdown never wait on a
+// peer that does not read.
 type conn struct {
 	srv  *Server
 	id   string

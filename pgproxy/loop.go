@@ -196,19 +196,20 @@ func (s *loopSess) event(fd int, events uint32) error {
 		}
 	}
 	if events&(evloop.In|evloop.Hup|evloop.Error) != 0 {
-		want := s.wants(client)
-		if want&evloop.In == 0 {
+		var err error
+		switch {
+		case s.wants(client)&evloop.In != 0 && client:
+			err = s.readClient()
+		case s.wants(client)&evloop.In != 0:
+			err = s.readUpstream()
+		case events&(evloop.Hup|evloop.Error) != 0:
 			// A hang-up or error reported while this side is not read
 			// (they are always reported, level-triggered): the goroutine
 			// relay reads it when its turn comes.
-			return errLeaveLoop
+			err = errLeaveLoop
 		}
-		var err error
-		if client {
-			err = s.readClient()
-		} else {
-			err = s.readUpstream()
-		}
+		// (Else readable as of before an earlier event of this batch
+		// changed what is watched: read when watched again.)
 		if err != nil {
 			return err
 		}

@@ -8,7 +8,9 @@ import (
 	"github.com/keyholedb/keyhole/config"
 )
 
-// Phase 5: the relay. The client goroutine (this one) reads the client,
+// Phase 5: the relay, on goroutines (this file) or, for a session with
+// no TLS, on an event loop in its steady state (loop.go); both handle
+// messages with the same functions. The client goroutine reads the client,
 // decides, and forwards (client.go); the upstream side reads the
 // upstream, answers the client and audits what ran (upstream.go). Every
 // message forwarded upstream that the server answers is queued as a
