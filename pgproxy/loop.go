@@ -90,44 +90,53 @@ func (c *conn) toLoop() bool {
 		return false
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	moved, err := c.toLoopLocked(l)
+	c.mu.Unlock()
+	if err != nil {
+		c.loopable = false
+		c.log.Warn("the session stays on the goroutine relay", "err", err)
+	}
+	if moved {
+		c.log.Debug("relay: on an event loop")
+	}
+	return moved
+}
+
+// toLoopLocked is toLoop's part under mu: stop, Shutdown and the upstream
+// goroutine's end all take mu, and none can come between the checks and
+// the hand-over. An error means the session cannot move to a loop.
+func (c *conn) toLoopLocked(l *evloop.Loop) (bool, error) {
 	// (The upstream side is this goroutine's once no upstream goroutine
 	// runs: it clears upReader under mu.)
 	if c.stopped || c.socksClosed || c.upReader || c.saidBye || c.inflight.Load() != 0 ||
 		c.copyIn.Load() || c.clientDead.Load() || len(c.wbuf) > 0 || c.upRd.buffered() > 0 {
-		return false
+		return false, nil
 	}
 	cfd, err := evloop.Detach(c.client)
 	if err != nil {
-		c.loopable = false
-		c.log.Warn("client socket stays on the goroutine relay", "err", err)
-		return false
+		return false, fmt.Errorf("client socket: %w", err)
 	}
 	ufd, err := evloop.Detach(c.upConn)
 	if err != nil {
-		c.loopable = false
-		c.log.Warn("upstream socket stays on the goroutine relay", "err", err)
 		cc, aerr := evloop.Attach(cfd)
 		if aerr != nil {
-			// The client's socket is lost (closed); its next read fails
+			// The client's socket is lost (closed): its next read fails
 			// and ends the session.
 			evloop.Close(cfd)
-			c.log.Warn("client socket lost", "err", aerr)
-			return false
+			return false, errors.Join(fmt.Errorf("upstream socket: %w", err), fmt.Errorf("client socket lost: %w", aerr))
 		}
 		c.client = cc
 		c.clientRd.setReader(cc)
-		return false
+		return false, fmt.Errorf("upstream socket: %w", err)
 	}
 	if c.clientRd.buffered() == 0 && c.clientRd.buf != nil {
 		c.clientRd.shrink()
 	}
 	s := &loopSess{c: c, l: l, cfd: cfd, ufd: ufd}
 	c.ev = s
-	c.log.Debug("relay: on an event loop")
 	// Posted under mu: a stop that follows posts after this.
 	l.Post(s.start)
-	return true
+	return true, nil
 }
 
 // start registers the session's sockets (on the loop).

@@ -262,7 +262,9 @@ func TestIdleSessionMemory(t *testing.T) {
 	t.Logf("per idle session: heap %.0f B, stack %.0f B, goroutines %.2f", heap, stack, gs)
 	maxGoroutines, maxStack := 1.0, 4.5*1024 // one, with a 4 KiB stack
 	if testRelay == config.RelayLoop {
-		maxGoroutines, maxStack = 0, 512 // the loop's: none
+		// None; the stacks of the process's other goroutines move by
+		// some KiB between two readings (±0.8 KiB per session seen).
+		maxGoroutines, maxStack = 0, 2048
 	}
 	assert.LessOrEqual(t, gs, maxGoroutines, "goroutines per idle session")
 	if !raceEnabled {
