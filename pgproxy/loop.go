@@ -223,6 +223,11 @@ func (s *loopSess) event(fd int, events uint32) error {
 			return err
 		}
 	}
+	return s.pump()
+}
+
+// pump handles what is buffered from either peer.
+func (s *loopSess) pump() error {
 	if err := s.answers(); err != nil {
 		return err
 	}
@@ -231,7 +236,10 @@ func (s *loopSess) event(fd int, events uint32) error {
 
 // wants returns the events to watch a side for: a peer with bytes waiting
 // to be written is watched for Out, and while one is, the other side is
-// not read (nor the client while a max_rows cancel is on its way).
+// not read. While a max_rows cancel is on its way neither side is read,
+// as the goroutine relay reads neither while it waits for the cancel: the
+// server, whose rows past the cut would only be discarded, waits to write
+// them instead of keeping the loop busy.
 func (s *loopSess) wants(client bool) uint32 {
 	c := s.c
 	toClient := c.wsent < len(c.wbuf)
@@ -245,7 +253,7 @@ func (s *loopSess) wants(client bool) uint32 {
 			ev |= evloop.Out
 		}
 	} else {
-		if !toClient {
+		if !toClient && c.cancelling == nil {
 			ev |= evloop.In
 		}
 		if toUp {
@@ -458,7 +466,7 @@ func (s *loopSess) cancelLater() {
 				return
 			}
 			c.cancelling = nil
-			s.then(s.requests())
+			s.then(s.pump())
 		})
 	}()
 }
