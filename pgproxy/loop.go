@@ -42,13 +42,20 @@ import (
 // goodbye and the audit of what was in flight are the goroutine relay's),
 // and stop from another goroutine (revocation, expiry, the idle timer,
 // Shutdown), which posts to the loop. A max_rows cut's cancel is dialled
-// on a goroutine while the loop reads no client message. The goroutine
-// relay moves the session back at its next quiet point.
+// on a goroutine while the loop reads neither peer of the session. The
+// goroutine relay moves the session back at its next quiet point.
+//
+// Unlike the goroutine relay the loop watches the upstream while nothing
+// is owed, so a message the server sends on its own (a NOTIFY, the FATAL
+// of pg_terminate_backend or a server shutdown) reaches the client when
+// it comes, as from Postgres directly.
 //
 // What a loop does not avoid: a decision-cache miss is parsed and decided
 // on the loop (tens of µs, less than moving the session to a goroutine
-// and back), and an audit sink that stalls stalls the loop's sessions, as
-// it stalls every session's next statement on the goroutine relay.
+// and back); and back-pressure that blocks (an audit sink that stalls,
+// the approvals service's bound on pending requests) stalls the loop's
+// sessions, as it stalls every session's next statement on the goroutine
+// relay.
 
 // loopSess is one stay of a session on a loop. Its fields, and the
 // conn's relay state while it stays, belong to the loop's goroutine.
