@@ -249,7 +249,9 @@ func (s *loopSess) pump() error {
 // them instead of keeping the loop busy.
 func (s *loopSess) wants(client bool) uint32 {
 	c := s.c
-	toClient := c.wsent < len(c.wbuf)
+	// (Answers held for the rest of a message, unflushed, are not
+	// waiting for the client.)
+	toClient := c.wsent < len(c.wbuf) && c.up.unflushed == 0
 	toUp := s.usent < len(c.upBuf)
 	var ev uint32
 	if client {
@@ -334,7 +336,9 @@ func (s *loopSess) answers() error {
 		_, _, err := c.upRd.next() // its error, without a read
 		return c.upstreamReadError(err)
 	}
-	if c.up.unflushed > 0 {
+	// As on the goroutine relay: the rest of a message the server is
+	// sending comes at once, and its answer goes in the same write.
+	if c.up.unflushed > 0 && c.upRd.buffered() == 0 {
 		c.flushToClient()
 	}
 	if err := s.clientGone(); err != nil {
