@@ -19,6 +19,7 @@ const (
 	DefaultMaxConns          = 1000
 	DefaultStartupTimeout    = 10 * time.Second
 	DefaultShutdownGrace     = 30 * time.Second
+	DefaultRelay             = RelayLoop
 	DefaultMaxMessageSize    = 64 << 20
 	DefaultIdleTimeout       = time.Hour // longer than any pool's idle check, shorter than forever
 	DefaultPolicyReload      = time.Second
@@ -197,6 +198,12 @@ type Policy struct {
 	ReloadInterval time.Duration `yaml:"reload_interval"`
 }
 
+// Relays (Limits.Relay).
+const (
+	RelayLoop      = "loop"
+	RelayGoroutine = "goroutine"
+)
+
 // Limits bound what a client can make keyhole hold, per front end. Zero
 // means the default.
 type Limits struct {
@@ -215,6 +222,11 @@ type Limits struct {
 	// ShutdownGrace is how long SIGTERM waits for sessions to finish
 	// before closing them (default 30s).
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	// Relay is how a session without TLS on either side is relayed once
+	// logged in: "loop" (default; epoll loops shared by the sessions, no
+	// goroutine while idle) or "goroutine" (a goroutine per session, as
+	// TLS sessions always are). Postgres front end.
+	Relay string `yaml:"relay"`
 }
 
 // Log is keyhole's own log (stderr).

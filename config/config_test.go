@@ -73,6 +73,7 @@ func TestMinimalDefaults(t *testing.T) {
 	assert.Equal(t, config.DefaultShutdownGrace, c.Limits.ShutdownGrace)
 	assert.Equal(t, config.DefaultStartupTimeout, c.Limits.StartupTimeout)
 	assert.Equal(t, config.DefaultMaxConns, c.Limits.MaxConns)
+	assert.Equal(t, config.RelayLoop, c.Limits.Relay)
 	assert.Equal(t, int64(config.DefaultAuditMaxBytes), c.Audit.MaxBytes)
 	assert.Equal(t, config.DefaultPolicyReload, c.Policy.ReloadInterval)
 	assert.Equal(t, "json", c.Log.Format)
@@ -177,6 +178,7 @@ func TestErrors(t *testing.T) {
 			"vault: {addr: 'https://v:8200', auth: {method: ldap}}", 1), []string{"creds.vault.auth.method"}},
 		{"two documents", minimal + "---\nlisten: {}\n", []string{"more than one YAML document"}},
 		{"bad log format", minimal + "log: {format: xml}\n", []string{"k.yaml:11: log.format"}},
+		{"bad relay", minimal + "limits: {relay: threads}\n", []string{"limits.relay", "threads"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

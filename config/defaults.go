@@ -64,6 +64,9 @@ func (c *Config) ApplyDefaults() {
 	if c.Limits.ShutdownGrace == 0 {
 		c.Limits.ShutdownGrace = DefaultShutdownGrace
 	}
+	if c.Limits.Relay == "" {
+		c.Limits.Relay = DefaultRelay
+	}
 	if c.Log.Format == "" {
 		c.Log.Format = DefaultLogFormat
 	}

@@ -473,6 +473,11 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxMessageSize < 0 {
 		bad("limits.max_message_size", "negative")
 	}
+	switch c.Limits.Relay {
+	case "", RelayLoop, RelayGoroutine:
+	default:
+		bad("limits.relay", "%q: want loop or goroutine", c.Limits.Relay)
+	}
 	for k, d := range map[string]int64{
 		"limits.startup_timeout": int64(c.Limits.StartupTimeout),
 		"limits.idle_timeout":    int64(c.Limits.IdleTimeout),

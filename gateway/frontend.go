@@ -121,6 +121,7 @@ func NewPostgresFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 			MaxMessageSize: c.Limits.MaxMessageSize,
 			BufferMemory:   c.Limits.BufferMemory,
 			ShutdownGrace:  c.Limits.ShutdownGrace,
+			Relay:          c.Limits.Relay,
 		},
 		RawStatements: c.RawStatements,
 		Replica:       c.Replica,

@@ -47,6 +47,9 @@ func (c *conn) readClient() (err error) {
 			// write buffer.
 			readBufs.put(c.upBuf)
 			c.upBuf = nil
+			if c.loopable && c.toLoop() {
+				return errOnLoop
+			}
 		} else if len(c.upBuf) >= flushAt {
 			if err := c.flushUp(); err != nil {
 				return err
@@ -364,15 +367,19 @@ func (c *conn) upBufLeft() {
 
 func (c *conn) writeUp(b []byte) error {
 	if _, err := c.upConn.Write(b); err != nil {
-		c.mu.Lock()
-		stopped, stopErr := c.stopped, c.stopErr
-		c.mu.Unlock()
-		if stopped {
-			return stopErr
-		}
-		return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("write upstream: %w", err))
+		return c.upWriteError(err)
 	}
 	return nil
+}
+
+func (c *conn) upWriteError(err error) error {
+	c.mu.Lock()
+	stopped, stopErr := c.stopped, c.stopErr
+	c.mu.Unlock()
+	if stopped {
+		return stopErr
+	}
+	return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("write upstream: %w", err))
 }
 
 // refuseExt refuses an extended-protocol message: a failing Parse goes
@@ -612,6 +619,10 @@ func (c *conn) settle(o *origin, state *atomic.Int32) (refused bool, err error) 
 	}
 	if o.syncs == c.syncs {
 		return o.byQuery, nil
+	}
+	if c.ev != nil {
+		// A loop cannot wait: the goroutine relay takes this message over.
+		return false, errLeaveLoop
 	}
 	if err := c.flushUp(); err != nil {
 		return false, err

@@ -33,10 +33,12 @@ import (
 // the client, decides, writes upstream); the upstream side (upstream.go:
 // reads the upstream, writes the client, audits what ran) runs on the
 // upstream goroutine while one runs (upReader), else on the client
-// goroutine between its reads of the client (see relay.go). Each field
-// below is owned by one side unless it says otherwise; mu guards the few
-// that cross, and is never held during I/O, so stop and Shutdown never
-// wait on a peer that does not read.
+// goroutine between its reads of the client (see relay.go). While an
+// event loop relays the session (loop.go), both sides are the loop's
+// goroutine and no other goroutine runs for it. Each field below is owned
+// by one side unless it says otherwise; mu guards the few that cross, and
+// is never held during blocking I/O, so stop and Shutdown never wait on a
+// peer that does not read.
 type conn struct {
 	srv  *Server
 	id   string
@@ -63,9 +65,11 @@ type conn struct {
 	// client is the agent's socket (the *tls.Conn after SSLRequest;
 	// replaced under mu). wbuf gathers what is written to it until
 	// flushClient: written by the serve goroutine before and after the
-	// relay, by the upstream goroutine during it.
+	// relay, by the upstream goroutine during it. On a loop, wbuf[:wsent]
+	// is written already (the client could not take it all).
 	client  net.Conn
 	wbuf    []byte
+	wsent   int
 	wbufErr error // a message that could not be encoded; reported by flushClient
 
 	// Client goroutine (the serve goroutine: phases 1-4, then readClient).
@@ -112,6 +116,12 @@ type conn struct {
 	stopCh chan struct{}
 	// idleTimer runs idleCheck; nil without an idle timeout.
 	idleTimer *time.Timer
+	// ev is the loop session while an event loop owns the sockets
+	// (loop.go); nil while goroutines relay. Set and cleared under mu.
+	ev *loopSess
+	// socksClosed: closeSockets ran; sockets a loop hands back are closed
+	// at once.
+	socksClosed bool
 	// upReader: an upstream goroutine runs (it owns the upstream side);
 	// upDone is closed when the last one started has ended.
 	upReader bool
@@ -139,7 +149,16 @@ type conn struct {
 	sessMu  sync.Mutex
 	session sqlpolicy.Session
 
-	closeOnce sync.Once
+	// The relay, whichever goroutine or loop runs it.
+	started time.Time
+	// loopable: both sockets are plain TCP and the server relays such
+	// sessions on loops.
+	loopable bool
+	// unwatch ends what watch started.
+	unwatch func()
+	// cancelling is closed when the cancel of a max_rows cut that a loop
+	// started has landed; the client is not read before.
+	cancelling chan struct{}
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
@@ -211,8 +230,9 @@ func (l *connLog) WithGroup(name string) slog.Handler {
 // serve runs the connection's phases. It never panics: a panic ends only
 // this connection.
 //
-// The relay runs below this frame for the whole session, and an idle
-// session is mostly its goroutine's stack, which the garbage collector
+// The goroutine relay runs below this frame until the session ends or
+// moves to an event loop (then this goroutine ends), and an idle session
+// on it is mostly its goroutine's stack, which the garbage collector
 // halves only while less than a quarter of it is in use. So the audit
 // events and the rest of the bookkeeping are built in opened and closed,
 // not in this frame.
@@ -221,17 +241,33 @@ func (l *connLog) WithGroup(name string) slog.Handler {
 // sessions still open, which unblocks any read (no context or watcher of
 // the session's own: an idle session would keep them).
 func (c *conn) serve(ctx context.Context) {
-	defer c.closeSockets()
-
 	n := c.opened()
-	defer c.srv.nconns.Add(-1)
-	started := time.Now()
-
-	err := c.run(ctx, n > int64(c.srv.limits.MaxConns))
-	if err == nil {
-		err = c.relay(ctx)
+	c.started = time.Now()
+	if err := c.run(ctx, n > int64(c.srv.limits.MaxConns)); err != nil {
+		c.end(err)
+		return
 	}
-	c.closed(err, started)
+	c.startRelay()
+	c.relay(nil)
+}
+
+// end sends the client the error that ended the session, audits the close
+// and forgets the connection; whichever goroutine the session ends on
+// calls it, once.
+func (c *conn) end(err error) {
+	if c.unwatch != nil {
+		c.unwatch()
+	}
+	c.mu.Lock()
+	t := c.idleTimer
+	c.mu.Unlock()
+	if t != nil {
+		t.Stop()
+	}
+	c.closed(err, c.started)
+	c.closeSockets()
+	c.srv.nconns.Add(-1)
+	c.srv.forget(c)
 }
 
 // opened counts and audits the new connection; it returns the number of
@@ -351,16 +387,21 @@ func (c *conn) finish(err error) {
 	}
 }
 
+// closeSockets closes the session's sockets. While a loop owns them it
+// does nothing: the loop is handing the session to a goroutine already
+// (stop was called first), which closes them when it takes them.
 func (c *conn) closeSockets() {
-	c.closeOnce.Do(func() {
-		c.mu.Lock()
-		client, up := c.client, c.upConn
-		c.mu.Unlock()
-		_ = client.Close()
-		if up != nil {
-			_ = up.Close()
-		}
-	})
+	c.mu.Lock()
+	c.socksClosed = true
+	client, up, onLoop := c.client, c.upConn, c.ev != nil
+	c.mu.Unlock()
+	if onLoop {
+		return
+	}
+	_ = client.Close()
+	if up != nil {
+		_ = up.Close()
+	}
 }
 
 // stop ends the connection from outside its goroutines (revoked lease,
@@ -387,6 +428,19 @@ func (c *conn) stop(err error) {
 			}
 		}()
 	}
+	if s := c.ev; s != nil {
+		// The loop hands the session to a goroutine to end it, which
+		// then stops its sockets (stopSocketsLocked).
+		s.stopReq.Store(true)
+		s.l.Post(s.stopped)
+		return
+	}
+	c.stopSocketsLocked()
+}
+
+// stopSocketsLocked closes the upstream and unblocks the client read of a
+// stopped session; the caller holds mu.
+func (c *conn) stopSocketsLocked() {
 	if c.upConn != nil {
 		_ = c.upConn.Close()
 	}

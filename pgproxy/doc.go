@@ -36,14 +36,23 @@
 //     ReadyForQuery; Execute ends in CommandComplete, EmptyQueryResponse,
 //     PortalSuspended or ErrorResponse), relays it, and audits what ran.
 //     An answer the rules do not allow ends the session.
-//     - The upstream is read only while it owes answers: by the client
-//     goroutine itself after a batch ending in Sync or Query (one
-//     goroutine per round trip), else by an upstream goroutine that ends
-//     when nothing is owed. An idle session is one goroutine blocked on
-//     the client, with no read or write buffer; a message the server
-//     sends on its own while nothing is owed (a FATAL at shutdown or
-//     pg_terminate_backend) is read with the next answer, as a client
-//     connected to Postgres directly would read it.
+//     - The goroutine relay (relay.go) reads the upstream only while it
+//     owes answers: by the client goroutine itself after a batch ending
+//     in Sync or Query (one goroutine per round trip), else by an
+//     upstream goroutine that ends when nothing is owed. An idle session
+//     on it is one goroutine blocked on the client, with no read or
+//     write buffer; a message the server sends on its own while nothing
+//     is owed (a FATAL at shutdown or pg_terminate_backend) is read with
+//     the next answer, as a client connected to Postgres directly would
+//     read it.
+//     - The loop relay (loop.go; Limits.Relay "loop", the default) runs
+//     the steady state of a session with no TLS on either side on one of
+//     the process's shared epoll loops (internal/evloop), with the same
+//     message handling: no goroutine and no buffer while idle, and a
+//     message the server sends on its own is relayed when it comes. The
+//     session moves there at a quiet point of the goroutine relay and
+//     back to it for what may wait (COPY FROM STDIN, a message larger
+//     than 8 KiB, a name whose creation is not settled) and to end.
 //     The session ends when the lease is revoked, the agent's authority
 //     expires, the policy forgets the agent, or it has been idle (nothing
 //     in flight, nothing sent) for Limits.IdleTimeout (default 1h). When

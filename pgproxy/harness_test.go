@@ -35,6 +35,27 @@ CREATE TABLE secrets (id int, value text);
 INSERT INTO secrets VALUES (1, 'hunter2');
 `
 
+// testRelay is the relay (Limits.Relay) every env's front end uses:
+// TestMain runs the package's tests once per relay, or only against the
+// one KEYHOLE_TEST_RELAY names.
+var testRelay string
+
+func TestMain(m *testing.M) {
+	relays := []string{config.RelayLoop, config.RelayGoroutine}
+	if r := os.Getenv("KEYHOLE_TEST_RELAY"); r != "" {
+		relays = []string{r}
+	}
+	code := 0
+	for _, r := range relays {
+		testRelay = r
+		fmt.Fprintf(os.Stderr, "pgproxy tests: relay %q\n", r)
+		if c := m.Run(); c != 0 {
+			code = c
+		}
+	}
+	os.Exit(code)
+}
+
 // env is one keyhole gateway, with the Postgres front end only, in front
 // of a throwaway database.
 type env struct {
@@ -119,6 +140,9 @@ func newEnvWith(t testing.TB, o envOpts, wrap func(*env) creds.Source) *env {
 		Audit:     config.Audit{File: filepath.Join(dir, "audit.jsonl"), RawStatements: o.raw},
 		Policy:    config.Policy{File: e.policy, ReloadInterval: -1},
 		Limits:    o.limits,
+	}
+	if cfg.Limits.Relay == "" {
+		cfg.Limits.Relay = testRelay
 	}
 	if o.identity != nil {
 		o.identity(&cfg.Identity)

@@ -237,12 +237,13 @@ func settled(t *testing.T) (heap, stacks, goroutines uint64) {
 	return
 }
 
-// An idle session holds one goroutine with a 4 KiB stack and a few KiB
-// of heap (docs/performance.md, "What an idle session holds"). The bounds
-// are what a session held when this test was written, with some room: a
-// new per-session buffer, timer, context or goroutine, or a frame in the
-// idle call chain that keeps the stack at 8 KiB, fails it. Not parallel:
-// it measures the whole test process.
+// An idle session holds a few KiB of heap and, on the goroutine relay,
+// one goroutine with a 4 KiB stack; on the loop relay none
+// (docs/performance.md, "What an idle session holds"). The bounds are what
+// a session held when this test was written, with some room: a new
+// per-session buffer, timer, context or goroutine, or a frame in the idle
+// call chain that keeps the stack at 8 KiB, fails it. Not parallel: it
+// measures the whole test process.
 func TestIdleSessionMemory(t *testing.T) {
 	e := newEnv(t, envOpts{noAuditCopy: true})
 	// A first session makes the one-time allocations (catalog index,
@@ -259,9 +260,15 @@ func TestIdleSessionMemory(t *testing.T) {
 	perSession := func(a, b uint64) float64 { return (float64(b) - float64(a)) / n }
 	heap, stack, gs := perSession(heap0, heap1), perSession(stacks0, stacks1), perSession(g0, g1)
 	t.Logf("per idle session: heap %.0f B, stack %.0f B, goroutines %.2f", heap, stack, gs)
-	assert.LessOrEqual(t, gs, 1.0, "goroutines per idle session")
+	maxGoroutines, maxStack := 1.0, 4.5*1024 // one, with a 4 KiB stack
+	if testRelay == config.RelayLoop {
+		// None; the stacks of the process's other goroutines move by
+		// some KiB between two readings (±0.8 KiB per session seen).
+		maxGoroutines, maxStack = 0, 2048
+	}
+	assert.LessOrEqual(t, gs, maxGoroutines, "goroutines per idle session")
 	if !raceEnabled {
-		assert.LessOrEqual(t, stack, 4.5*1024, "stack per idle session (4 KiB)")
+		assert.LessOrEqual(t, stack, maxStack, "stack per idle session")
 	}
 	assert.LessOrEqual(t, heap, float64(idleHeapBound), "live heap per idle session")
 	runtime.KeepAlive(conns)

@@ -490,6 +490,35 @@ func TestProtocolCorners(t *testing.T) {
 		assert.Equal(t, "26000", errs[0].Code)
 	})
 
+	// Sent in one write, the use of s2 in the block after its re-creation
+	// waits for the server's answer to the re-creation (on a loop, the
+	// goroutine relay takes the session over to wait).
+	t.Run("a use pipelined behind a name's re-creation waits for its answer", func(t *testing.T) {
+		r := e.raw(t)
+		r.login(e, "analyst-bot")
+		r.fe.Send(&pgproto3.Parse{Name: "s2", Query: "SELECT count(*) FROM orders"})
+		r.fe.Send(&pgproto3.Sync{})
+		require.NoError(t, r.fe.Flush())
+		assert.Empty(t, errorsIn(r.until(&pgproto3.ReadyForQuery{})))
+		r.fe.Send(&pgproto3.Parse{Name: "s2", Query: "SELECT id FROM orders"})
+		r.fe.Send(&pgproto3.Sync{})
+		r.fe.Send(&pgproto3.Bind{PreparedStatement: "s2"})
+		r.fe.Send(&pgproto3.Execute{})
+		r.fe.Send(&pgproto3.Sync{})
+		require.NoError(t, r.fe.Flush())
+		errs := errorsIn(r.until(&pgproto3.ReadyForQuery{}))
+		require.Len(t, errs, 1)
+		assert.Equal(t, "42P05", errs[0].Code, "the server keeps the first s2")
+		msgs := r.until(&pgproto3.ReadyForQuery{})
+		errs = errorsIn(msgs)
+		require.Len(t, errs, 1, "messages: %v", msgs)
+		assert.Equal(t, "26000", errs[0].Code)
+		// And the session goes on.
+		r.fe.Send(&pgproto3.Query{String: "SELECT id FROM orders WHERE id = 1"})
+		require.NoError(t, r.fe.Flush())
+		assert.Empty(t, errorsIn(r.until(&pgproto3.ReadyForQuery{})))
+	})
+
 	t.Run("only the first error of a block is reported", func(t *testing.T) {
 		r := e.raw(t)
 		r.login(e, "analyst-bot")

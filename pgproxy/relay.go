@@ -1,12 +1,16 @@
 package pgproxy
 
 import (
-	"context"
 	"errors"
+	"net"
 	"time"
+
+	"github.com/keyholedb/keyhole/config"
 )
 
-// Phase 5: the relay. The client goroutine (this one) reads the client,
+// Phase 5: the relay, on goroutines (this file) or, for a session with
+// no TLS, on an event loop in its steady state (loop.go); both handle
+// messages with the same functions. The client goroutine reads the client,
 // decides, and forwards (client.go); the upstream side reads the
 // upstream, answers the client and audits what ran (upstream.go). Every
 // message forwarded upstream that the server answers is queued as a
@@ -24,31 +28,64 @@ import (
 // nothing is owed, so that the server can never block writing answers
 // while keyhole blocks writing to it.
 
-// relay runs until either direction ends. When the client leaves, the
-// upstream still answers what it was sent before keyhole's Terminate (an
-// INSERT the client sent just before closing commits in Postgres): those
-// answers are read and audited before the upstream connection closes.
-//
-// A panic ends only this connection: readClient recovers its own (so the
-// session is still stopped and audited here), this function the rest.
-func (c *conn) relay(ctx context.Context) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = c.panicked("panic in connection", r)
-		}
-	}()
-	defer c.watch()()
+// startRelay starts what watches the session for the relay's whole life,
+// whichever goroutine or loop relays it: revocation and expiry (watch),
+// and the idle timer.
+func (c *conn) startRelay() {
+	c.unwatch = c.watch()
 	c.lastActive.Store(time.Now().UnixNano())
 	if idle := c.srv.limits.IdleTimeout; idle > 0 {
 		// Under mu: idleCheck re-arms the timer through c.idleTimer.
 		c.mu.Lock()
-		t := time.AfterFunc(idle, c.idleCheck)
-		c.idleTimer = t
+		c.idleTimer = time.AfterFunc(idle, c.idleCheck)
 		c.mu.Unlock()
-		defer t.Stop()
 	}
+	_, plainClient := c.client.(*net.TCPConn)
+	_, plainUp := c.upConn.(*net.TCPConn)
+	c.loopable = c.srv.limits.Relay == config.RelayLoop && plainClient && plainUp
+}
 
-	err = c.readClient()
+// relay runs the goroutine relay, on this goroutine, from where the
+// session is until it ends (then it ends the session) or moves to an
+// event loop (readClient returns errOnLoop; this goroutine then ends).
+// err, when set, is why a loop handed the session over to end it.
+//
+// When the client leaves, the upstream still answers what it was sent
+// before keyhole's Terminate (an INSERT the client sent just before
+// closing commits in Postgres): those answers are read and audited before
+// the upstream connection closes.
+func (c *conn) relay(err error) {
+	if err == nil {
+		if ch := c.cancelling; ch != nil {
+			// A loop's max_rows cut: its cancel lands before the
+			// client's next message is read.
+			select {
+			case <-ch:
+			case <-c.stopCh:
+			}
+			c.cancelling = nil
+		}
+		if len(c.wbuf) > 0 {
+			// Answers a loop could not write yet.
+			c.flushToClient()
+		}
+		err = c.readClient()
+		if errors.Is(err, errOnLoop) {
+			return
+		}
+	}
+	c.end(c.relayEnd(err))
+}
+
+// relayEnd stops the relay once either direction ended with err. A panic
+// ends only this connection: readClient recovers its own (so the session
+// is still stopped and audited here), this function the rest.
+func (c *conn) relayEnd(err error) (rerr error) {
+	defer func() {
+		if r := recover(); r != nil {
+			rerr = c.panicked("panic in connection", r)
+		}
+	}()
 	if errors.Is(err, errClientGone) {
 		c.goodbye()
 		c.waitReader()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -218,4 +219,48 @@ func TestPgconnPipeline(t *testing.T) {
 	var n int
 	require.NoError(t, c.QueryRow(ctx, "SELECT count(*) FROM orders").Scan(&n))
 	assert.Equal(t, 20, n)
+}
+
+// A client that stops reading while the server streams it a result stalls
+// only its own session: keyhole stops reading that session's upstream (the
+// server then waits in ClientWrite) and holds no more than a buffer for
+// it, other sessions (on the same event loop) are served meanwhile, and
+// the client gets every row once it reads.
+func TestClientNotReading(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	r := e.raw(t)
+	r.login(e, "analyst-bot")
+	// About 20 MiB of DataRows: more than the sockets on the way buffer
+	// (loopback's autotuning reaches 4 MiB sending and 6 MiB receiving).
+	const want = 20 * 20 * 20 * 20
+	r.fe.Send(&pgproto3.Query{String: "SELECT a.*, b.*, c.*, d.*, a.item || b.item || c.item || d.item FROM orders a, orders b, orders c, orders d"})
+	require.NoError(t, r.fe.Flush())
+
+	d := e.direct()
+	require.Eventually(t, func() bool {
+		var n int
+		require.NoError(t, d.QueryRow(context.Background(),
+			"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event = 'ClientWrite'").Scan(&n))
+		return n == 1
+	}, 15*time.Second, 20*time.Millisecond, "the server never waited to write to keyhole")
+
+	other := e.connect(pgx.QueryExecModeCacheStatement)
+	var n int
+	require.NoError(t, other.QueryRow(context.Background(), "SELECT count(*) FROM orders WHERE id > $1", 10).Scan(&n))
+	assert.Equal(t, 10, n)
+
+	got := 0
+	for done := false; !done; {
+		switch m := r.recv().(type) {
+		case *pgproto3.DataRow:
+			got++
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("error: %s %s", m.Code, m.Message)
+		case *pgproto3.ReadyForQuery:
+			done = true
+		}
+	}
+	assert.Equal(t, want, got)
+	assert.Equal(t, []string{"T", "D", "C", "Z:I"}, r.query("SELECT id FROM orders WHERE id = 1"))
 }

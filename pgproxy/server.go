@@ -98,6 +98,11 @@ type Limits struct {
 	BufferMemory int64
 	// ShutdownGrace bounds Shutdown when its context has no deadline; 0 = 30s.
 	ShutdownGrace time.Duration
+	// Relay is how a session with no TLS on either side is relayed once
+	// logged in: config.RelayLoop ("" too: on the shared event loops of
+	// internal/evloop, see loop.go) or config.RelayGoroutine (a goroutine
+	// per session, as TLS sessions always are).
+	Relay string
 }
 
 // bufferWait bounds how long a client message waits for buffer memory.
@@ -124,6 +129,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.ShutdownGrace <= 0 {
 		l.ShutdownGrace = config.DefaultShutdownGrace
+	}
+	if l.Relay == "" {
+		l.Relay = config.DefaultRelay
 	}
 	return l
 }
@@ -186,6 +194,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	cfg.Upstreams = ups
 	limits := cfg.Limits.withDefaults()
+	if limits.Relay != config.RelayLoop && limits.Relay != config.RelayGoroutine {
+		return nil, fmt.Errorf("pgproxy: Limits.Relay %q: want %s or %s", limits.Relay, config.RelayLoop, config.RelayGoroutine)
+	}
 	if limits.BufferMemory < int64(limits.MaxMessageSize) {
 		return nil, fmt.Errorf("pgproxy: Limits.BufferMemory %d is less than MaxMessageSize %d", limits.BufferMemory, limits.MaxMessageSize)
 	}
@@ -257,17 +268,19 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.conns[c] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			c.serve(s.ctx)
-			s.mu.Lock()
-			delete(s.conns, c)
-			if c.key.pid != 0 && s.keys[c.key.pid] == c {
-				delete(s.keys, c.key.pid)
-			}
-			s.mu.Unlock()
-		}()
+		go c.serve(s.ctx)
 	}
+}
+
+// forget drops an ended connection (conn.end).
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	if c.key.pid != 0 && s.keys[c.key.pid] == c {
+		delete(s.keys, c.key.pid)
+	}
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // Shutdown stops accepting, lets statements in flight finish until ctx is

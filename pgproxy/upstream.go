@@ -583,6 +583,13 @@ func (c *conn) row(ex *execution) bool {
 	u.cut = cut
 	c.flushToClient()
 	c.log.Info("max_rows exceeded; cancelling upstream statement", "max_rows", ex.maxRows)
+	if s := c.ev; s != nil {
+		// A loop does not wait for the dial: the cancel runs on a
+		// goroutine, and the loop reads no client message until it has
+		// landed, which is what the wait below ensures.
+		s.cancelLater()
+		return false
+	}
 	// Synchronously: the cancel must land before the client can send
 	// its next statement (after our ReadyForQuery), or it could cancel
 	// that one instead. An idle backend ignores a late cancel.
@@ -655,7 +662,7 @@ func (c *conn) sendAlways(msg pgproto3.BackendMessage) {
 func (c *conn) flushToClient() {
 	c.up.unflushed = 0
 	if c.clientDead.Load() {
-		c.wbuf = c.wbuf[:0]
+		c.wbuf, c.wsent = c.wbuf[:0], 0
 		return
 	}
 	if err := c.flushClient(); err != nil && !c.clientDead.Swap(true) {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/keyholedb/keyhole/internal/evloop"
 )
 
 // msgReader reads whole protocol messages (type byte, int32 length, body)
@@ -70,13 +72,20 @@ const (
 )
 
 func newMsgReader(r io.Reader, maxBody int) *msgReader {
-	m := &msgReader{r: r, maxBody: maxBody}
+	m := &msgReader{maxBody: maxBody}
+	m.setReader(r)
+	return m
+}
+
+// setReader makes the reader read r from now on (a socket a loop handed
+// back), keeping what is buffered.
+func (m *msgReader) setReader(r io.Reader) {
+	m.r, m.raw, m.rawRead = r, nil, nil
 	if sc, ok := r.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			m.raw, m.rawRead = raw, m.readFD
 		}
 	}
-	return m
 }
 
 // readBufs keeps a few base-size buffers (read buffers, and the relay's
@@ -130,6 +139,51 @@ func (m *msgReader) complete() bool {
 	}
 	l := int(int32(binary.BigEndian.Uint32(m.buf[m.rp+1:])))
 	return l >= 4 && n >= 1+l
+}
+
+// headLen returns the size, header included, of the message the buffer
+// starts with: 0 while its header is incomplete, -1 when its length is
+// invalid (next reports that).
+func (m *msgReader) headLen() int {
+	if m.wp-m.rp < 5 {
+		return 0
+	}
+	l := int(int32(binary.BigEndian.Uint32(m.buf[m.rp+1:])))
+	if l < 4 {
+		return -1
+	}
+	return 1 + l
+}
+
+// readRaw reads once from fd, a non-blocking socket an event loop serves,
+// into the buffer: no poller, and never a wait. It makes room for the
+// message the buffer starts with, growing the buffer towards it as bytes
+// come when grow is set (the upstream's reader); a client's message larger
+// than the base buffer is left to the goroutine relay, which reserves
+// memory for it, and with no room readRaw reports ENOBUFS.
+func (m *msgReader) readRaw(fd int, grow bool) (int, syscall.Errno) {
+	if m.buf == nil {
+		m.buf = readBufs.get()
+	}
+	need := max(m.headLen(), 5)
+	if m.rp > 0 && m.rp+need > len(m.buf) {
+		m.wp = copy(m.buf, m.buf[m.rp:m.wp])
+		m.rp = 0
+	}
+	if m.wp == len(m.buf) {
+		if !grow || need <= m.wp-m.rp {
+			return 0, syscall.ENOBUFS
+		}
+		nb := make([]byte, min(need, 2*len(m.buf)))
+		copy(nb, m.buf[:m.wp])
+		m.buf = nb
+	}
+	n, errno := evloop.Read(fd, m.buf[m.wp:])
+	m.wp += n
+	if n > 0 && m.active != nil {
+		m.active.Store(time.Now().UnixNano())
+	}
+	return n, errno
 }
 
 // next returns the next message's type and its bytes, header included;
@@ -451,15 +505,28 @@ func (c *conn) clientBuffer() []byte {
 
 // flushClient writes the client write buffer; the caller holds wmu once
 // the relay runs.
+//
+// On a loop the write does not wait: what the client cannot take yet
+// stays in wbuf (from wsent on) and the loop writes it when the client
+// is writable, reading no more answers meanwhile.
 func (c *conn) flushClient() error {
 	if err := c.wbufErr; err != nil {
-		c.wbufErr, c.wbuf = nil, c.wbuf[:0]
+		c.wbufErr, c.wbuf, c.wsent = nil, c.wbuf[:0], 0
 		return fmt.Errorf("encode message: %w", err)
 	}
 	if len(c.wbuf) == 0 {
 		return nil
 	}
-	_, err := c.client.Write(c.wbuf)
+	var err error
+	if s := c.ev; s != nil {
+		var done bool
+		if done, err = s.writeClient(); !done && err == nil {
+			return nil
+		}
+	} else {
+		_, err = c.client.Write(c.wbuf)
+	}
+	c.wsent = 0
 	if cap(c.wbuf) > maxKeptWriteBuf {
 		c.wbuf = nil
 	} else {
