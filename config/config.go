@@ -225,7 +225,7 @@ type Limits struct {
 	// Relay is how a session without TLS on either side is relayed once
 	// logged in: "loop" (default; epoll loops shared by the sessions, no
 	// goroutine while idle) or "goroutine" (a goroutine per session, as
-	// TLS sessions always are). Postgres front end.
+	// TLS sessions always are). Both front ends.
 	Relay string `yaml:"relay"`
 }
 

@@ -202,6 +202,7 @@ func NewMySQLFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 			BufferMemory:   c.Limits.BufferMemory,
 			ShutdownGrace:  c.Limits.ShutdownGrace,
 		},
+		Relay:         mysqlproxy.Relay(c.Limits.Relay),
 		RawStatements: c.RawStatements,
 		RSAKey:        c.RSAKey,
 	})
