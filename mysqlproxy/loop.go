@@ -338,12 +338,8 @@ func (c *conn) loopCommands() {
 func (c *conn) loopIdlePoint() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stopped {
-		return c.stopErr
-	}
-	if c.draining && c.status&serverStatusInTrans == 0 {
-		c.stopped, c.stopErr = true, errShutdown
-		return errShutdown
+	if err := c.endsAtIdleLocked(); err != nil {
+		return err
 	}
 	c.busy = true
 	return nil
@@ -355,14 +351,7 @@ func (c *conn) loopIdle() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.busy = false
-	if c.stopped {
-		return c.stopErr
-	}
-	if c.draining && c.status&serverStatusInTrans == 0 {
-		c.stopped, c.stopErr = true, errShutdown
-		return errShutdown
-	}
-	return nil
+	return c.endsAtIdleLocked()
 }
 
 // await waits for the answer to the command just sent: on a goroutine it

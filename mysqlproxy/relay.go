@@ -135,18 +135,28 @@ func (c *conn) watch() (stop func()) {
 func (c *conn) idlePoint() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.stopped {
-		return c.stopErr
-	}
-	if c.draining && c.status&serverStatusInTrans == 0 {
-		c.stopped, c.stopErr = true, errShutdown
-		return errShutdown
+	if err := c.endsAtIdleLocked(); err != nil {
+		return err
 	}
 	if idle := c.srv.limits.IdleTimeout; idle > 0 {
 		if want := time.Now().Add(idle); want.Sub(c.idleDeadline) > idleSlack(idle) {
 			_ = c.client.SetReadDeadline(want)
 			c.idleDeadline = want
 		}
+	}
+	return nil
+}
+
+// endsAtIdleLocked returns why the session ends at an idle point: it
+// was stopped, or it is draining and outside a transaction (it is then
+// marked stopped). The caller holds mu.
+func (c *conn) endsAtIdleLocked() error {
+	if c.stopped {
+		return c.stopErr
+	}
+	if c.draining && c.status&serverStatusInTrans == 0 {
+		c.stopped, c.stopErr = true, errShutdown
+		return errShutdown
 	}
 	return nil
 }
