@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -108,6 +109,32 @@ func TestConsoleInBrowser(t *testing.T) {
 	pc, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=require", agent, tok, ce.g.Addr(config.DialectPostgres), ce.up.db.Name))
 	require.NoError(t, err)
 	defer pc.Close(ctx)
+	// The goroutines below poll with pc; they end before it is closed,
+	// also when the test fails early (defers run last in, first out).
+	var polls sync.WaitGroup
+	stopPolls := make(chan struct{})
+	defer polls.Wait()
+	defer close(stopPolls)
+	stopped := func() bool {
+		select {
+		case <-stopPolls:
+			return true
+		default:
+			return false
+		}
+	}
+	// click clicks sel, again when the live feed re-rendered the node
+	// between chromedp finding it and clicking it: the agent's polls
+	// below each add an audit row, which the page shows as it comes.
+	click := func(sel string) error {
+		var err error
+		for range 10 {
+			if err = chromedp.Do(bctx, chromedp.Click(css(sel))); err == nil || !strings.Contains(err.Error(), "Could not find node") {
+				return err
+			}
+		}
+		return err
+	}
 	stmt := `SELECT email AS "` + xssAlias + `" FROM customers WHERE id = 1`
 	denied := time.Now()
 	require.Equal(t, "42501", query(pc, stmt))
@@ -116,7 +143,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	updated, err := chromedp.Run(bctx, chromedp.AttributeValue(css(`#feed-rows`), "data-updated"))
 	require.NoError(t, err)
 	assert.True(t, updated.Exists, "the row came by the live stream, not a reload")
-	stmtText, err := chromedp.Run(bctx, chromedp.Text(css(`#feed-rows pre.stmt`)))
+	// The live feed may re-render the row while it is read: read until
+	// the statement is there (or 5 s have passed).
+	var stmtText string
+	for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(50 * time.Millisecond) { // a poll of the page
+		stmtText, err = chromedp.Run(bctx, chromedp.Text(css(`#feed-rows pre.stmt`)))
+		if err == nil && strings.Contains(stmtText, xssAlias) {
+			break
+		}
+	}
 	require.NoError(t, err)
 	require.NoError(t, chromedp.Do(bctx, shot("02-feed")))
 	assert.Contains(t, stmtText, xssAlias, "the markup is shown as text")
@@ -130,8 +165,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	))
 	retried := make(chan time.Time, 1)
 	approve := time.Now()
-	go func() {
-		for time.Since(approve) < time.Minute {
+	polls.Go(func() {
+		for time.Since(approve) < time.Minute && !stopped() {
 			if query(pc, stmt) == "ada@example.com" {
 				retried <- time.Now()
 				return
@@ -139,11 +174,9 @@ func TestConsoleInBrowser(t *testing.T) {
 			time.Sleep(5 * time.Millisecond) // a poll: the agent sees the grant only by retrying
 		}
 		close(retried)
-	}()
-	require.NoError(t, chromedp.Do(bctx,
-		chromedp.Click(css(`form.approve button.primary`)),
-		chromedp.WaitVisible(css(`#grant-rows tr.grant`)),
-	))
+	})
+	require.NoError(t, click(`form.approve button.primary`))
+	require.NoError(t, chromedp.Do(bctx, chromedp.WaitVisible(css(`#grant-rows tr.grant`))))
 	okAt, ok := <-retried
 	require.True(t, ok, "the agent's retry never succeeded")
 	retryOK := okAt.Sub(approve)
@@ -156,8 +189,8 @@ func TestConsoleInBrowser(t *testing.T) {
 	refused := make(chan time.Time, 1)
 	require.NoError(t, chromedp.Do(bctx, chromedp.SendKeys(css(`form.revoke input[name=note]`), "task done")))
 	revoke := time.Now()
-	go func() {
-		for time.Since(revoke) < time.Minute {
+	polls.Go(func() {
+		for time.Since(revoke) < time.Minute && !stopped() {
 			if query(pc, stmt) == "42501" {
 				refused <- time.Now()
 				return
@@ -165,11 +198,9 @@ func TestConsoleInBrowser(t *testing.T) {
 			time.Sleep(5 * time.Millisecond) // a poll: the agent sees the revocation only by retrying
 		}
 		close(refused)
-	}()
-	require.NoError(t, chromedp.Do(bctx,
-		chromedp.Click(css(`form.revoke button`)),
-		chromedp.WaitVisible(chromedp.Search(`//td[contains(., "no grants in force")]`)),
-	))
+	})
+	require.NoError(t, click(`form.revoke button`))
+	require.NoError(t, chromedp.Do(bctx, chromedp.WaitVisible(chromedp.Search(`//td[contains(., "no grants in force")]`))))
 	refusedAt, ok2 := <-refused
 	require.True(t, ok2, "the agent was not refused after the revocation")
 	refusedAfter := refusedAt.Sub(revoke)
