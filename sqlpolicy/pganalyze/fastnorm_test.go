@@ -3,7 +3,6 @@ package pganalyze_test
 import (
 	"hash/fnv"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,8 +11,8 @@ import (
 	pg "github.com/pganalyze/pg_query_go/v6"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.yaml.in/yaml/v3"
 
+	"github.com/keyholedb/keyhole/internal/corpus"
 	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
@@ -333,27 +332,10 @@ func corpusTexts(t testing.TB) []string {
 	t.Helper()
 	var texts []string
 	for _, dir := range []string{"cases", "cases-writer"} {
-		files, err := filepath.Glob(filepath.Join("../../testdata/pg", dir, "*.yaml"))
+		cases, err := corpus.LoadCases(filepath.Join("../../testdata/pg", dir))
 		require.NoError(t, err)
-		require.NotEmpty(t, files, dir)
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			require.NoError(t, err)
-			var cases []struct {
-				SQL yaml.Node `yaml:"sql"`
-			}
-			require.NoError(t, yaml.Unmarshal(b, &cases), f)
-			for _, c := range cases {
-				// sql is one text or a list of texts (a session).
-				switch c.SQL.Kind {
-				case yaml.ScalarNode:
-					texts = append(texts, c.SQL.Value)
-				case yaml.SequenceNode:
-					for _, n := range c.SQL.Content {
-						texts = append(texts, n.Value)
-					}
-				}
-			}
+		for _, c := range cases {
+			texts = append(texts, c.SQL...)
 		}
 	}
 	return texts
