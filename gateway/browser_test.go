@@ -145,14 +145,19 @@ func TestConsoleInBrowser(t *testing.T) {
 	assert.True(t, updated.Exists, "the row came by the live stream, not a reload")
 	// The live feed may re-render the row while it is read: read until
 	// the statement is there (or 5 s have passed).
-	var stmtText string
-	for start := time.Now(); time.Since(start) < 5*time.Second; time.Sleep(50 * time.Millisecond) { // a poll of the page
-		stmtText, err = chromedp.Run(bctx, chromedp.Text(css(`#feed-rows pre.stmt`)))
-		if err == nil && strings.Contains(stmtText, xssAlias) {
-			break
+	// (Eventually polls on a goroutine of its own: what it reads is
+	// handed over atomically.)
+	var lastText atomic.Value
+	lastText.Store("")
+	assert.Eventually(t, func() bool {
+		text, err := chromedp.Run(bctx, chromedp.Text(css(`#feed-rows pre.stmt`)))
+		if err != nil {
+			return false
 		}
-	}
-	require.NoError(t, err)
+		lastText.Store(text)
+		return strings.Contains(text, xssAlias)
+	}, 5*time.Second, 50*time.Millisecond)
+	stmtText := lastText.Load().(string)
 	require.NoError(t, chromedp.Do(bctx, shot("02-feed")))
 	assert.Contains(t, stmtText, xssAlias, "the markup is shown as text")
 

@@ -106,8 +106,13 @@ func TestRelayClientNotReading(t *testing.T) {
 	_ = r.nc.SetDeadline(time.Now().Add(60 * time.Second))
 	r.command(append([]byte{0x03}, "SELECT id, pad FROM big ORDER BY id"...))
 	// Not reading while the server sends ~21 MB: keyhole's writes to the
-	// client fill its socket buffers and wait.
-	time.Sleep(300 * time.Millisecond)
+	// client fill its socket buffers and wait, so keyhole stops reading
+	// the server, whose thread then waits writing to the network.
+	require.Eventually(t, func() bool {
+		var n int
+		_ = e.direct().QueryRow("SELECT count(*) FROM information_schema.PROCESSLIST WHERE USER = ? AND INFO LIKE 'SELECT id, pad FROM big%' AND STATE = 'Writing to net'", e.upUser).Scan(&n)
+		return n == 1
+	}, 30*time.Second, 10*time.Millisecond, "the server never waited to write the result")
 	p := r.read()
 	require.Equal(t, byte(2), p[0], "column count: %q", p)
 	for range 3 {
