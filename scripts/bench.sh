@@ -127,6 +127,8 @@ CLK_TCK="$(getconf CLK_TCK)"
 # ticks. Fields are counted after the ")" that ends the command name, which
 # may itself hold spaces.
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+# user_ticks PID: utime alone (the log line splits CPU into user and kernel).
+user_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12}'; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 WORK="$(mktemp -d /tmp/keyhole-bench.XXXXXX)"
@@ -395,14 +397,14 @@ fi
 # run KIND TARGET MODE CLIENTS THREADS SECONDS ROUND: one pgbench -S run,
 # recorded as a line of RESULTS.
 run() {
-	local kind=$1 target=$2 mode=$3 clients=$4 threads=$5 secs=$6 round=$7 port user pass pid t0=0 t1=0 out
+	local kind=$1 target=$2 mode=$3 clients=$4 threads=$5 secs=$6 round=$7 port user pass pid t0=0 t1=0 u0=0 u1=0 out
 	target_conn "$target"
 	pid="$(target_pid "$target")"
-	[ -n "$pid" ] && t0="$(cpu_ticks "$pid")"
+	[ -n "$pid" ] && t0="$(cpu_ticks "$pid")" && u0="$(user_ticks "$pid")"
 	out="$(PGPASSWORD="$pass" PGSSLMODE="$SSLMODE" pgbench -n -S -M "$mode" -c "$clients" -j "$threads" \
 		-T "$secs" -h 127.0.0.1 -p "$port" -U "$user" "$DB" 2>&1)" ||
 		{ printf '%s\n' "$out" >&2; die "pgbench against $target ($mode) failed"; }
-	[ -n "$pid" ] && t1="$(cpu_ticks "$pid")"
+	[ -n "$pid" ] && t1="$(cpu_ticks "$pid")" && u1="$(user_ticks "$pid")"
 	local tps txns lat
 	tps="$(printf '%s\n' "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p')"
 	txns="$(printf '%s\n' "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')"
@@ -412,7 +414,7 @@ run() {
 	[ -n "$pid" ] && cpu=$((t1 - t0))
 	printf 'run\tpg\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$target" "$mode" "$clients" "$round" "$tps" "$txns" "$lat" "$cpu" >>"$RESULTS"
 	local per=""
-	[ -n "$cpu" ] && per="$(awk -v c="$cpu" -v n="$txns" -v hz="$CLK_TCK" 'BEGIN{printf ", %.1f us CPU/txn", c * 1e6 / hz / n}')"
+	[ -n "$cpu" ] && per="$(awk -v c="$cpu" -v u="$((u1 - u0))" -v n="$txns" -v hz="$CLK_TCK" 'BEGIN{printf ", %.1f us CPU/txn (user %.1f)", c * 1e6 / hz / n, u * 1e6 / hz / n}')"
 	log "$kind round $round $mode $target: $tps tps, latency $lat ms$per"
 }
 

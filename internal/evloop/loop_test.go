@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"syscall"
 	"testing"
@@ -250,4 +251,59 @@ func TestModifyAndRemove(t *testing.T) {
 	if err := <-res; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// onLoop runs f on l's goroutine and waits for it.
+func onLoop[T any](l *Loop, f func() T) T {
+	ch := make(chan T, 1)
+	l.Post(func() { ch <- f() })
+	return <-ch
+}
+
+// A loop waiting raw (holding its P) must not hold up a stop-the-world:
+// the runtime's preemption signal ends the wait (EINTR) and the goroutine
+// stops at its next call. The raw wait here would last a minute, so a
+// garbage collection that had to wait it out fails the test.
+func TestStopTheWorldInterruptsRawWait(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(loopCount() + 2))
+	l, err := newLoop(60_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, server := pair(t)
+	startEcho(t, l, server)
+	roundTrip(t, client, "warm")
+	if !onLoop(l, func() bool { return l.raw }) {
+		t.Fatal("with a P to spare the loop should wait raw")
+	}
+	done := make(chan struct{})
+	go func() {
+		for range 20 {
+			runtime.GC()
+			roundTrip(t, client, "again") // back in a raw wait
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("garbage collections waited for the loop's raw epoll_pwait")
+	}
+}
+
+// With no P to spare (GOMAXPROCS no more than the loops) a raw wait would
+// keep every other goroutine waiting: the loop waits through the runtime.
+func TestNoRawWaitWithoutSpareP(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, server := pair(t)
+	startEcho(t, l, server)
+	roundTrip(t, client, "one")
+	if onLoop(l, func() bool { return l.raw }) {
+		t.Fatal("GOMAXPROCS 1: the loop must not wait raw")
+	}
+	roundTrip(t, client, "two")
 }
