@@ -44,7 +44,7 @@
 #   BENCH_IDLE_SESSIONS=80  idle sessions for the memory figure (0 = skip)
 #   BENCH_CLIENTS=8 BENCH_THREADS=2 BENCH_SCALE=5 BENCH_SSLMODE=disable
 #   BENCH_TARGETS="direct pgbouncer naive keyhole"  (also: epoll, epoll-b)
-#   BENCH_EPOLL_FLAGS=""    epollrelay's flags for target epoll (-raw -edge
+#   BENCH_EPOLL_FLAGS=""    epollrelay's flags for target epoll (-raw -edge -uring
 #                         -splice -loops N, see its doc comment)
 #   BENCH_EPOLL_B_FLAGS="-raw"  flags for target epoll-b (a second epollrelay
 #                         in the same rounds, to compare its variants)
