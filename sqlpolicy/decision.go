@@ -77,7 +77,9 @@ type ShapeAnalyzer interface {
 // (see Engine.check). What it must guarantee is that texts with equal
 // Text and Literals are the same token sequence apart from the values of
 // the literals replaced, each of the same token class, so that they parse
-// to the same tree but for those constants.
+// to the same tree but for those constants; and, for a ShapeAnalyzer,
+// that Shape refuses both or neither (the Engine answers a text from such
+// an entry without calling Shape).
 type FastNormalizer interface {
 	FastNormal(sql string, f *FastForm) bool
 }

@@ -151,11 +151,10 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 		shapeOK      bool
 		sa, isShaper = e.an.(ShapeAnalyzer)
 	)
-	if _, sessional := e.an.(SessionNormalizer); isShaper && !sessional {
-		// The shaped path normalizes without the session: an analyzer
-		// whose lexing depends on it (SessionNormalizer) never takes it.
-		shape, shapeOK = sa.Shape(sql)
-	}
+	// The shaped path normalizes without the session: an analyzer whose
+	// lexing depends on it (SessionNormalizer) never takes it.
+	_, sessional := e.an.(SessionNormalizer)
+	shaped := isShaper && !sessional
 	// Only a text whose normal form tells where its literals were may
 	// share a normalized entry. A placeholder in the text itself ($1,
 	// MySQL's ?) reads in the normal form like a replaced literal (SELECT
@@ -169,37 +168,33 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 	// is made for texts of an unseen shape too: an entry stored for one
 	// is marked when the fast form agrees with the normal form.
 	var ff *FastForm
-	if shapeOK && shared && e.fast != nil {
+	if shaped && shared && e.fast != nil {
 		buf := fastForms.Get().(*FastForm)
 		defer putFastForm(buf)
 		if e.fastNormal(sql, buf) {
 			ff = buf
-		}
-	}
-	if shapeOK && (!shared || !c.seenShape(shape)) {
-		var err error
-		d, a, ok, norm, err = e.analyzeNormalize(p, sql, s, sa)
-		normOK = err == nil
-	} else {
-		// The fast lookup answers sql from a normalized entry without
-		// normalizing it: a lexer pass instead of a parse. Invariant: it
-		// finds the entry the full path below would find. getFast answers
-		// only from an entry marked with ff's literals, and an entry is
-		// marked only when some text X had the entry's text both as its
-		// normal form (Normalize, computed on the full path) and as its
-		// fast form, with those literals (putNorm and getNorm mark it). By
-		// FastNormalizer's contract, sql is then X's token sequence with
-		// other values, of the same token classes, in the literals the
-		// fast form replaced, so it parses to X's tree but for those
-		// constants: Normalize replaces the same tokens in sql as in X,
-		// with the same numbers, and in X those are exactly the tokens the
-		// fast form replaced (or the forms would differ). So Normalize(sql)
-		// is the entry's text, and the entry is keyed, as any, on the
-		// session generation and principal; its Redacted and Fingerprint
-		// are what the full path would give. Where the forms disagree (a
-		// literal Normalize keeps, like ORDER BY 1), no entry is marked
-		// for that fast form, and the full path decides.
-		if ff != nil && shared {
+			// The fast lookup answers sql from a normalized entry without
+			// normalizing it, nor scanning it for Shape: a lexer pass
+			// instead of a parse. Invariant: it finds the entry the full
+			// path below would find. getFast answers only from an entry
+			// marked with ff's literals, and an entry is marked only when
+			// some text X had the entry's text both as its normal form
+			// (Normalize, computed on the full path) and as its fast
+			// form, with those literals (putNorm and getNorm mark it). By
+			// FastNormalizer's contract, sql is then X's token sequence
+			// with other values, of the same token classes, in the
+			// literals the fast form replaced, so it parses to X's tree
+			// but for those constants: Normalize replaces the same tokens
+			// in sql as in X, with the same numbers, and in X those are
+			// exactly the tokens the fast form replaced (or the forms
+			// would differ). So Normalize(sql) is the entry's text, and
+			// the entry is keyed, as any, on the session generation and
+			// principal; its Redacted and Fingerprint are what the full
+			// path would give. Shape refuses sql exactly when it refuses
+			// X (the contract again), so X's entry carries that verdict
+			// too. Where the forms disagree (a literal Normalize keeps,
+			// like ORDER BY 1), no entry is marked for that fast form,
+			// and the full path decides.
 			if d, a, ok := c.getFast(ff, gen, &p); ok {
 				if c.admit(exactKey) {
 					c.putKey(exactKey, kindExact, sql, gen, &p, d, a, accessSize(a, d))
@@ -207,6 +202,18 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 				return d, a
 			}
 		}
+	}
+	if shaped {
+		shape, shapeOK = sa.Shape(sql)
+	}
+	if !shapeOK {
+		ff = nil // (an entry is marked only by a text Shape accepted)
+	}
+	if shapeOK && (!shared || !c.seenShape(shape)) {
+		var err error
+		d, a, ok, norm, err = e.analyzeNormalize(p, sql, s, sa)
+		normOK = err == nil
+	} else {
 		normalize := e.normalizeIn
 		if shapeOK {
 			normalize = func(sql string, _ Session) (string, error) { return e.normalizeShaped(sa, sql) }

@@ -127,7 +127,21 @@ func checkVariant(t testing.TB, sql, form, sig string, lits []pganalyze.FastLite
 	vnorm, err := pg.Normalize(v)
 	require.NoError(t, err, "%q (a variant of %q) does not normalize", v, sql)
 	require.Equal(t, form, vnorm, "%q and its variant %q have the fast form %q", sql, v, form)
+	// The engine answers a variant from the text's entry without calling
+	// Shape: Shape must refuse both or neither, within the byte limit
+	// FastNormal itself enforces. Tight limits make the corpus reach them.
+	if len(sql) <= tightLimits.MaxBytes && len(v) <= tightLimits.MaxBytes {
+		_, ok := tightAnalyzer.Shape(sql)
+		_, vok := tightAnalyzer.Shape(v)
+		require.Equal(t, ok, vok, "Shape accepts %q: %v, its variant %q: %v", sql, ok, v, vok)
+	}
 }
+
+// tightAnalyzer scans with small limits (see checkVariant).
+var (
+	tightLimits   = pganalyze.Options{MaxBytes: 400, MaxDepth: 3, MaxTerms: 4}
+	tightAnalyzer = pganalyze.New(nil, tightLimits)
+)
 
 // literalOf returns a literal of class cls.
 func literalOf(cls byte, rng *rand.Rand) string {
