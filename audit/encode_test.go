@@ -237,3 +237,15 @@ func FuzzAppendEvent(f *testing.F) {
 		require.Equal(t, string(want), string(got))
 	})
 }
+
+// The benchmarks' statement event is the line keyhole wrote for it, byte
+// for byte, and what encoding/json writes.
+func TestAppendEventPgbenchLine(t *testing.T) {
+	t.Parallel()
+	ev := pgbenchEvent()
+	ev.Time = ev.Time.UTC()
+	got, err := audit.AppendEvent(nil, &ev)
+	require.NoError(t, err)
+	assert.Equal(t, pgbenchLine, string(got))
+	assert.Equal(t, string(marshalLine(t, &ev)), string(got))
+}
