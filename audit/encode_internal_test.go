@@ -35,6 +35,41 @@ func TestSafe8MatchesTable(t *testing.T) {
 	}
 }
 
+// plain must agree with jsonSafe for every byte value at every position of
+// strings of every length its word reads treat differently (the padded
+// short ones, the overlapping halves, whole and overlapping last words).
+func TestPlainMatchesTable(t *testing.T) {
+	safe := func(c byte) bool { return c < 0x80 && jsonSafe[c] }
+	if !plain("") {
+		t.Fatal(`plain("") is false`)
+	}
+	for n := 1; n <= 33; n++ {
+		for pos := range n {
+			for v := range 256 {
+				w := []byte("abcdefghijklmnopqrstuvwxyz0123456789"[:n])
+				w[pos] = byte(v)
+				if got := plain(string(w)); got != safe(byte(v)) {
+					t.Fatalf("len %d, byte 0x%02x at %d: plain %v, table %v", n, v, pos, got, safe(byte(v)))
+				}
+			}
+		}
+	}
+	r := rand.New(rand.NewPCG(5, 6))
+	for range 1 << 18 {
+		w := make([]byte, r.IntN(40))
+		for i := range w {
+			w[i] = byte(0x20 + r.IntN(0x60)) // mostly safe: one bad byte among many
+		}
+		want := true
+		for _, c := range w {
+			want = want && safe(c)
+		}
+		if got := plain(string(w)); got != want {
+			t.Fatalf("%q: plain %v, table %v", w, got, want)
+		}
+	}
+}
+
 // The thousandths fast path writes what strconv's shortest format writes.
 func TestAppendFloatThousandths(t *testing.T) {
 	check := func(n int64) {

@@ -107,9 +107,9 @@ func newPipeline(s sink, buffer int, interval time.Duration) *pipeline {
 	return p
 }
 
-// lineBufs holds encoding buffers, so that encoding happens outside mu
-// without allocating.
-var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+// encoders holds the encoders Record uses (their line buffers and memos),
+// so that encoding happens outside mu without allocating.
+var encoders = sync.Pool{New: func() any { return &encoder{line: make([]byte, 0, 1024)} }}
 
 // Record queues ev, blocking while Buffer events are queued. A zero Time is
 // set to now.
@@ -117,13 +117,14 @@ func (p *pipeline) Record(ev Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	bp := lineBufs.Get().(*[]byte)
+	enc := encoders.Get().(*encoder)
 	defer func() {
-		if cap(*bp) <= 64<<10 {
-			lineBufs.Put(bp)
+		if cap(enc.line) > 64<<10 {
+			enc.line = make([]byte, 0, 1024) // a huge statement's buffer is not kept
 		}
+		encoders.Put(enc)
 	}()
-	line, err := appendEvent((*bp)[:0], &ev)
+	line, err := enc.appendEvent(enc.line[:0], &ev)
 	if err != nil {
 		// A time RFC 3339 cannot hold or a non-finite duration: keep the
 		// event with those fields replaced rather than lose it.
@@ -134,7 +135,7 @@ func (p *pipeline) Record(ev Event) {
 		if math.IsNaN(ev.DurationMS) || math.IsInf(ev.DurationMS, 0) {
 			ev.DurationMS = 0
 		}
-		line, err = appendEvent((*bp)[:0], &ev)
+		line, err = enc.appendEvent(enc.line[:0], &ev)
 	}
 	if err != nil {
 		p.lost.Add(1)
@@ -142,7 +143,7 @@ func (p *pipeline) Record(ev Event) {
 		return
 	}
 	line = append(line, '\n')
-	*bp = line
+	enc.line = line
 
 	p.mu.Lock()
 	if p.closed {
