@@ -3,7 +3,6 @@ package audit
 import (
 	"errors"
 	"math"
-	"slices"
 	"strconv"
 	"unicode/utf8"
 
@@ -98,7 +97,7 @@ func appendRest(b []byte, b0 int, ev *Event) ([]byte, error) {
 	}
 	if ev.Rows != 0 {
 		b = append(b, `,"rows":`...)
-		b = strconv.AppendInt(b, ev.Rows, 10)
+		b = appendInt(b, ev.Rows)
 	}
 	b = appendOpt(b, `,"error_code":`, ev.ErrorCode)
 	b = appendOpt(b, `,"error":`, ev.Error)
@@ -220,7 +219,7 @@ func thousandths(f float64) (int64, bool) {
 // back exactly, so two different ones never give the same double, and no
 // shorter decimal than n/1000 can.
 func appendThousandths(b []byte, n int64) []byte {
-	b = strconv.AppendInt(b, n/1000, 10)
+	b = appendInt(b, n/1000)
 	frac := n % 1000
 	if frac == 0 {
 		return b
@@ -231,6 +230,18 @@ func appendThousandths(b []byte, n int64) []byte {
 		k--
 	}
 	return append(b, d[:k]...)
+}
+
+// appendInt is strconv.AppendInt(b, n, 10), without its call for the
+// one- and two-digit numbers durations and row counts mostly are.
+func appendInt(b []byte, n int64) []byte {
+	switch {
+	case n >= 0 && n < 10:
+		return append(b, byte('0'+n))
+	case n >= 10 && n < 100:
+		return append(b, digitPairs[2*n], digitPairs[2*n+1])
+	}
+	return strconv.AppendInt(b, n, 10)
 }
 
 const hexDigits = "0123456789abcdef"
@@ -321,36 +332,21 @@ func appendString(b []byte, s string) []byte {
 	if !plain(s) {
 		return appendEscaped(b, s)
 	}
-	n := len(b)
-	b = grow(b, len(s)+2)
-	b[n] = '"'
-	copy(b[n+1:], s)
-	b[len(b)-1] = '"'
-	return b
-}
-
-// grow extends b by n bytes (their contents undefined), with one check of
-// its capacity.
-func grow(b []byte, n int) []byte {
-	if cap(b)-len(b) < n {
-		b = slices.Grow(b, n)
-	}
-	return b[:len(b)+n]
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // appendField appends key (with its leading comma and colon) and s as a
 // JSON string.
 func appendField(b []byte, key, s string) []byte {
+	b = append(b, key...)
 	if !plain(s) {
-		return appendEscaped(append(b, key...), s)
+		return appendEscaped(b, s)
 	}
-	n := len(b)
-	b = grow(b, len(key)+len(s)+2)
-	n += copy(b[n:], key)
-	b[n] = '"'
-	copy(b[n+1:], s)
-	b[len(b)-1] = '"'
-	return b
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // appendEscaped is appendString for a string with bytes to escape.

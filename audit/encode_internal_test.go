@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // safe8 must agree with jsonSafe on every byte value at every position.
@@ -92,6 +93,44 @@ func TestAppendFloatThousandths(t *testing.T) {
 		got := string(appendFloat(nil, f))
 		if want := strconv.FormatFloat(f, 'f', -1, 64); got != want {
 			t.Fatalf("%v: got %s, want %s", f, got, want)
+		}
+	}
+}
+
+// appendFraction writes the fraction RFC3339Nano writes, for every count
+// of trailing zeros.
+func TestAppendFraction(t *testing.T) {
+	check := func(ns uint32) {
+		got := string(appendFraction(nil, ns))
+		want := time.Unix(0, int64(ns)).UTC().Format(".999999999")
+		if got != want {
+			t.Fatalf("%d ns: got %q, want %q", ns, got, want)
+		}
+	}
+	r := rand.New(rand.NewPCG(7, 8))
+	for range 1 << 16 {
+		ns := uint32(r.IntN(1e9-1) + 1)
+		for p := uint32(1); p <= 1e8; p *= 10 {
+			if v := ns / p * p; v != 0 {
+				check(v)
+			}
+		}
+	}
+	for _, ns := range []uint32{1, 9, 10, 99999, 100000, 999999999, 100000000, 500000000} {
+		check(ns)
+	}
+}
+
+// appendInt writes what strconv writes.
+func TestAppendInt(t *testing.T) {
+	for _, n := range []int64{math.MinInt64, -100, -99, -10, -9, -1, 0, 1, 9, 10, 11, 99, 100, 101, 1000, math.MaxInt64} {
+		if got, want := string(appendInt([]byte("x"), n)), "x"+strconv.FormatInt(n, 10); got != want {
+			t.Fatalf("%d: got %s, want %s", n, got, want)
+		}
+	}
+	for n := int64(-300); n < 300; n++ {
+		if got, want := string(appendInt(nil, n)), strconv.FormatInt(n, 10); got != want {
+			t.Fatalf("%d: got %s, want %s", n, got, want)
 		}
 	}
 }

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"time"
+	"unsafe"
 
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
@@ -83,15 +84,40 @@ func (e *encoder) appendTime(b []byte, t time.Time) ([]byte, error) {
 func appendFraction(b []byte, ns uint32) []byte {
 	var d [10]byte
 	d[0] = '.'
-	for i := 9; i > 0; i-- {
-		d[i] = byte('0' + ns%10)
-		ns /= 10
-	}
+	hi, lo := ns/1e5, ns%1e5 // 4 and 5 digits
+	d[1], d[2] = digitPairs[hi/100*2], digitPairs[hi/100*2+1]
+	d[3], d[4] = digitPairs[hi%100*2], digitPairs[hi%100*2+1]
+	d[5] = byte('0' + lo/1e4)
+	lo %= 1e4
+	d[6], d[7] = digitPairs[lo/100*2], digitPairs[lo/100*2+1]
+	d[8], d[9] = digitPairs[lo%100*2], digitPairs[lo%100*2+1]
 	k := len(d)
 	for d[k-1] == '0' {
 		k--
 	}
 	return append(b, d[:k]...)
+}
+
+// digitPairs is "00" "01" … "99".
+var digitPairs = func() (t [200]byte) {
+	for i := range 100 {
+		t[2*i], t[2*i+1] = byte('0'+i/10), byte('0'+i%10)
+	}
+	return t
+}()
+
+// same is a == b, without a call when a and b are the same bytes (a
+// memo's source and the next event's field, usually) or empty.
+func same(a, b string) bool {
+	return len(a) == len(b) && (len(a) == 0 || unsafe.StringData(a) == unsafe.StringData(b) || a == b)
+}
+
+// sameReason is *a == *b, field by field with same.
+func sameReason(a, b *sqlpolicy.Reason) bool {
+	return same(string(a.Code), string(b.Code)) && same(a.Rule, b.Rule) && same(string(a.Verb), string(b.Verb)) &&
+		same(a.Table, b.Table) && same(a.Column, b.Column) && same(a.Label, b.Label) && same(a.Func, b.Func) &&
+		same(a.Setting, b.Setting) && same(string(a.Problem), string(b.Problem)) && same(a.Detail, b.Detail) &&
+		same(string(a.SettingKind), string(b.SettingKind)) && same(string(a.Limit), string(b.Limit))
 }
 
 type kindMemo struct {
@@ -100,7 +126,7 @@ type kindMemo struct {
 }
 
 func (m *kindMemo) appendKind(b []byte, k Kind) []byte {
-	if len(m.text) > 0 && k == m.src {
+	if len(m.text) > 0 && same(string(k), string(m.src)) {
 		return append(b, m.text...)
 	}
 	n := len(b)
@@ -117,9 +143,9 @@ type sessionMemo struct {
 }
 
 func (m *sessionMemo) is(ev *Event) bool {
-	return len(m.text) > 0 && ev.Session == m.session && ev.Protocol == m.protocol &&
-		ev.Client == m.client && ev.Agent == m.agent && ev.Role == m.role &&
-		ev.Database == m.database && ev.AuthMethod == m.authMethod
+	return len(m.text) > 0 && same(ev.Session, m.session) && same(ev.Protocol, m.protocol) &&
+		same(ev.Client, m.client) && same(ev.Agent, m.agent) && same(ev.Role, m.role) &&
+		same(ev.Database, m.database) && same(ev.AuthMethod, m.authMethod)
 }
 
 func (e *encoder) appendSession(b []byte, ev *Event) []byte {
@@ -153,7 +179,7 @@ type statementMemo struct {
 }
 
 func (m *statementMemo) appendStatement(b []byte, ev *Event) []byte {
-	if len(m.text) > 0 && ev.Statement == m.statement && ev.Fingerprint == m.fingerprint {
+	if len(m.text) > 0 && same(ev.Statement, m.statement) && same(ev.Fingerprint, m.fingerprint) {
 		return append(b, m.text...)
 	}
 	n := len(b)
@@ -181,8 +207,8 @@ func (m *verdictMemo) appendVerdict(b []byte, ev *Event) []byte {
 	if len(ev.Reasons) > 1 {
 		return appendVerdict(b, ev)
 	}
-	if len(m.text) > 0 && ev.Decision == m.decision && ev.Rule == m.rule && len(ev.Reasons) == m.reasons &&
-		(m.reasons == 0 || ev.Reasons[0] == m.reason) {
+	if len(m.text) > 0 && same(string(ev.Decision), string(m.decision)) && same(ev.Rule, m.rule) &&
+		len(ev.Reasons) == m.reasons && (m.reasons == 0 || sameReason(&ev.Reasons[0], &m.reason)) {
 		return append(b, m.text...)
 	}
 	n := len(b)

@@ -210,11 +210,11 @@ func (p *pipeline) run() {
 			}
 		}
 		p.mu.Lock()
-		batch := p.buf
+		batch, events := p.buf, p.nbuf
 		p.buf, p.nbuf = spare[:0], 0
 		p.space.Broadcast()
 		p.mu.Unlock()
-		p.writeBatch(batch)
+		p.writeBatch(batch, events)
 		spare = nil
 		if cap(batch) <= keepBuf {
 			spare = batch
@@ -222,9 +222,9 @@ func (p *pipeline) run() {
 	}
 }
 
-// writeBatch writes whole lines, rotating the sink between lines when the
-// next one would pass its size limit.
-func (p *pipeline) writeBatch(b []byte) {
+// writeBatch writes whole lines, the given number of them, rotating the
+// sink between lines when the next one would pass its size limit.
+func (p *pipeline) writeBatch(b []byte, lines int) {
 	for len(b) > 0 {
 		n := p.sink.fits(b)
 		if n == 0 {
@@ -234,16 +234,22 @@ func (p *pipeline) writeBatch(b []byte) {
 			slog.Error("audit: rotation failed during Close; writing on to the current file")
 			n = bytes.IndexByte(b, '\n') + 1
 		}
-		p.flush(b[:n])
+		// Lines are counted only when the batch is split (a rotation):
+		// an event's line has exactly one newline, its last byte.
+		events := lines
+		if n < len(b) {
+			events = bytes.Count(b[:n], []byte{'\n'})
+		}
+		p.flush(b[:n], uint64(events))
+		lines -= events
 		b = b[n:]
 	}
 }
 
-// flush writes chunk (whole lines), retrying failed writes until they
-// succeed or Close gives up. A partial write is resumed where it stopped,
-// so a line torn by a failure is completed by the retry.
-func (p *pipeline) flush(chunk []byte) {
-	events := uint64(bytes.Count(chunk, []byte{'\n'}))
+// flush writes chunk (whole lines, events of them), retrying failed writes
+// until they succeed or Close gives up. A partial write is resumed where it
+// stopped, so a line torn by a failure is completed by the retry.
+func (p *pipeline) flush(chunk []byte, events uint64) {
 	rest := chunk
 	ok := p.retry("write", func() error {
 		n, err := p.sink.write(rest)
