@@ -35,8 +35,8 @@ func (e *encoder) appendEvent(b []byte, ev *Event) ([]byte, error) {
 	if e != nil {
 		b = e.kind.appendKind(b, ev.Kind)
 		b = e.appendSession(b, ev)
-		b = e.statement.appendStatement(b, ev)
-		b = e.verdict.appendVerdict(b, ev)
+		b = e.appendStatement(b, ev)
+		b = e.appendVerdict(b, ev)
 	} else {
 		b = appendKind(b, ev.Kind)
 		b = appendSession(b, ev)

@@ -287,6 +287,15 @@ func TestEncoderMatchesJSON(t *testing.T) {
 		{{Code: sqlpolicy.ReasonAllowedByRule, Rule: "roles.bench.allow[0].select", Detail: "<&>"}},
 		{{Code: "table_denied", Table: "public.t"}, {Code: "column_denied", Column: "c"}},
 	}
+	// The allowed statement's reason with one more field set, each field
+	// in turn: a memo of the plain reason must not be taken for it.
+	for i := range reflect.TypeFor[sqlpolicy.Reason]().NumField() {
+		rs := []sqlpolicy.Reason{{Code: sqlpolicy.ReasonAllowedByRule, Rule: "roles.bench.allow[0].select"}}
+		if f := reflect.ValueOf(&rs[0]).Elem().Field(i); f.String() == "" {
+			f.SetString("x")
+			reasons = append(reasons, rs, reasons[1])
+		}
+	}
 	encode := audit.NewEncoder()
 	for i := range 20000 {
 		ev := audit.Event{

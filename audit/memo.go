@@ -32,10 +32,13 @@ type encoder struct {
 	loc     *time.Location
 	secText []byte
 
-	kind      kindMemo
-	sessions  [32]sessionMemo // by a hash of the session id
-	statement statementMemo
-	verdict   verdictMemo
+	// Each memo table is indexed by a hash of one of its sources, so that
+	// the sessions that share a P (and their statements and rules) do not
+	// keep replacing one another's memos.
+	kind       kindMemo
+	sessions   [32]sessionMemo   // by session id
+	statements [16]statementMemo // by fingerprint
+	verdicts   [8]verdictMemo    // by rule
 }
 
 // memoMax is the longest encoded part a memo keeps; a longer one (a big
@@ -112,8 +115,18 @@ func same(a, b string) bool {
 	return len(a) == len(b) && (len(a) == 0 || unsafe.StringData(a) == unsafe.StringData(b) || a == b)
 }
 
+// onlyCodeAndRule reports whether r has no field set but Code and Rule.
+func onlyCodeAndRule(r *sqlpolicy.Reason) bool {
+	return len(r.Verb)|len(r.Table)|len(r.Column)|len(r.Label)|len(r.Func)|len(r.Setting)|
+		len(r.Problem)|len(r.Detail)|len(r.SettingKind)|len(r.Limit) == 0
+}
+
 // sameReason is *a == *b, field by field with same.
 func sameReason(a, b *sqlpolicy.Reason) bool {
+	if onlyCodeAndRule(a) && onlyCodeAndRule(b) {
+		// An allowed statement's reason: one length test for the rest.
+		return same(string(a.Code), string(b.Code)) && same(a.Rule, b.Rule)
+	}
 	return same(string(a.Code), string(b.Code)) && same(a.Rule, b.Rule) && same(string(a.Verb), string(b.Verb)) &&
 		same(a.Table, b.Table) && same(a.Column, b.Column) && same(a.Label, b.Label) && same(a.Func, b.Func) &&
 		same(a.Setting, b.Setting) && same(string(a.Problem), string(b.Problem)) && same(a.Detail, b.Detail) &&
@@ -149,7 +162,7 @@ func (m *sessionMemo) is(ev *Event) bool {
 }
 
 func (e *encoder) appendSession(b []byte, ev *Event) []byte {
-	m := &e.sessions[sessionSlot(ev.Session)]
+	m := &e.sessions[slot(ev.Session)%uint(len(e.sessions))]
 	if m.is(ev) {
 		return append(b, m.text...)
 	}
@@ -163,14 +176,16 @@ func (e *encoder) appendSession(b []byte, ev *Event) []byte {
 	return b
 }
 
-// sessionSlot hashes the session id (keyhole's are 16 hex digits; the
-// approval service's "replica:" and an id) to an index in sessions.
-func sessionSlot(s string) int {
+// slot hashes s, its length and its last eight bytes (the varying end of
+// session ids, fingerprints and rule names), to an index of a memo table.
+func slot(s string) uint {
 	h := uint64(len(s))
 	if len(s) >= 8 {
 		h ^= load8(s[len(s)-8:])
+	} else if len(s) > 0 {
+		h ^= uint64(s[0])<<8 | uint64(s[len(s)-1])<<16
 	}
-	return int(h * 0x9e3779b97f4a7c15 >> (64 - 5))
+	return uint(h * 0x9e3779b97f4a7c15 >> 32)
 }
 
 type statementMemo struct {
@@ -178,7 +193,8 @@ type statementMemo struct {
 	text                   []byte
 }
 
-func (m *statementMemo) appendStatement(b []byte, ev *Event) []byte {
+func (e *encoder) appendStatement(b []byte, ev *Event) []byte {
+	m := &e.statements[slot(ev.Fingerprint)%uint(len(e.statements))]
 	if len(m.text) > 0 && same(ev.Statement, m.statement) && same(ev.Fingerprint, m.fingerprint) {
 		return append(b, m.text...)
 	}
@@ -203,10 +219,11 @@ type verdictMemo struct {
 	text     []byte
 }
 
-func (m *verdictMemo) appendVerdict(b []byte, ev *Event) []byte {
+func (e *encoder) appendVerdict(b []byte, ev *Event) []byte {
 	if len(ev.Reasons) > 1 {
 		return appendVerdict(b, ev)
 	}
+	m := &e.verdicts[slot(ev.Rule)%uint(len(e.verdicts))]
 	if len(m.text) > 0 && same(string(ev.Decision), string(m.decision)) && same(ev.Rule, m.rule) &&
 		len(ev.Reasons) == m.reasons && (m.reasons == 0 || sameReason(&ev.Reasons[0], &m.reason)) {
 		return append(b, m.text...)
