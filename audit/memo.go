@@ -188,14 +188,19 @@ func slot(s string) uint {
 	return uint(h * 0x9e3779b97f4a7c15 >> 32)
 }
 
+// statementMemo keeps a copy of its sources rather than the strings: a
+// raw statement's text can be a slice of a client's whole message, which
+// the memo would otherwise keep alive.
 type statementMemo struct {
-	statement, fingerprint string
-	text                   []byte
+	src  []byte // statement then fingerprint
+	n    int    // the statement's length in src
+	text []byte
 }
 
 func (e *encoder) appendStatement(b []byte, ev *Event) []byte {
 	m := &e.statements[slot(ev.Fingerprint)%uint(len(e.statements))]
-	if len(m.text) > 0 && same(ev.Statement, m.statement) && same(ev.Fingerprint, m.fingerprint) {
+	if len(m.text) > 0 && len(ev.Statement) == m.n && len(ev.Statement)+len(ev.Fingerprint) == len(m.src) &&
+		string(m.src[:m.n]) == ev.Statement && string(m.src[m.n:]) == ev.Fingerprint {
 		return append(b, m.text...)
 	}
 	n := len(b)
@@ -205,7 +210,8 @@ func (e *encoder) appendStatement(b []byte, ev *Event) []byte {
 	}
 	m.text = m.text[:0]
 	if keep(&m.text, b[n:]) {
-		m.statement, m.fingerprint = ev.Statement, ev.Fingerprint
+		m.src = append(append(m.src[:0], ev.Statement...), ev.Fingerprint...)
+		m.n = len(ev.Statement)
 	}
 	return b
 }
