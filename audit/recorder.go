@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -111,6 +112,14 @@ func newPipeline(s sink, buffer int, interval time.Duration) *pipeline {
 // so that encoding happens outside mu without allocating.
 var encoders = sync.Pool{New: func() any { return &encoder{line: make([]byte, 0, 1024)} }}
 
+// release returns e to encoders.
+func (e *encoder) release() {
+	if cap(e.line) > 64<<10 {
+		e.line = make([]byte, 0, 1024) // a huge statement's buffer is not kept
+	}
+	encoders.Put(e)
+}
+
 // Record queues ev, blocking while Buffer events are queued. A zero Time is
 // set to now.
 func (p *pipeline) Record(ev Event) {
@@ -119,10 +128,9 @@ func (p *pipeline) Record(ev Event) {
 	}
 	enc := encoders.Get().(*encoder)
 	defer func() {
-		if cap(enc.line) > 64<<10 {
-			enc.line = make([]byte, 0, 1024) // a huge statement's buffer is not kept
+		if enc != nil {
+			enc.release()
 		}
-		encoders.Put(enc)
 	}()
 	line, err := enc.appendEvent(enc.line[:0], &ev)
 	if err != nil {
@@ -155,6 +163,14 @@ func (p *pipeline) Record(ev Event) {
 	// Back-pressure: wait for the writer rather than drop. A Record that
 	// waits here before Close is written even if Close comes meanwhile.
 	for p.nbuf >= p.max {
+		if enc != nil {
+			// Hand the encoder (its memos are some kilobytes) back
+			// while waiting, keeping only the line: a stalled sink
+			// can keep every session waiting here.
+			line = slices.Clone(line)
+			enc.release()
+			enc = nil
+		}
 		p.flushNow()
 		p.waiting++
 		p.space.Wait()
