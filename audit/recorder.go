@@ -120,9 +120,10 @@ func (e *encoder) release() {
 	encoders.Put(e)
 }
 
-// Record queues ev, blocking while Buffer events are queued. A zero Time is
-// set to now.
-func (p *pipeline) Record(ev Event) {
+// record queues *ev (the recorder's Record's own copy, which it may
+// change), blocking while Buffer events are queued. A zero Time is set to
+// now.
+func (p *pipeline) record(ev *Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
@@ -132,7 +133,7 @@ func (p *pipeline) Record(ev Event) {
 			enc.release()
 		}
 	}()
-	line, err := enc.appendEvent(enc.line[:0], &ev)
+	line, err := enc.appendEvent(enc.line[:0], ev)
 	if err != nil {
 		// A time RFC 3339 cannot hold or a non-finite duration: keep the
 		// event with those fields replaced rather than lose it.
@@ -143,7 +144,7 @@ func (p *pipeline) Record(ev Event) {
 		if math.IsNaN(ev.DurationMS) || math.IsInf(ev.DurationMS, 0) {
 			ev.DurationMS = 0
 		}
-		line, err = enc.appendEvent(enc.line[:0], &ev)
+		line, err = enc.appendEvent(enc.line[:0], ev)
 	}
 	if err != nil {
 		p.lost.Add(1)
@@ -358,6 +359,10 @@ type WriterRecorder struct{ *pipeline }
 
 var _ Recorder = (*WriterRecorder)(nil)
 
+// Record queues ev, blocking while Buffer events are queued. A zero Time
+// is set to now.
+func (r *WriterRecorder) Record(ev Event) { r.record(&ev) }
+
 // NewWriterRecorder returns a recorder writing one JSON line per event to
 // w. Close syncs w if it is a regular *os.File; it does not close w.
 func NewWriterRecorder(w io.Writer) *WriterRecorder {
@@ -398,6 +403,10 @@ type FileOptions struct {
 type FileRecorder struct{ *pipeline }
 
 var _ Recorder = (*FileRecorder)(nil)
+
+// Record queues ev, blocking while Buffer events are queued. A zero Time
+// is set to now.
+func (r *FileRecorder) Record(ev Event) { r.record(&ev) }
 
 // NewFileRecorder opens (creating or appending to) path.
 func NewFileRecorder(path string, opts FileOptions) (*FileRecorder, error) {
