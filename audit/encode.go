@@ -99,6 +99,10 @@ func appendRest(b []byte, b0 int, ev *Event) ([]byte, error) {
 		b = append(b, `,"rows":`...)
 		b = appendInt(b, ev.Rows)
 	}
+	if len(ev.ErrorCode)|len(ev.Error)|len(ev.Outcome)|len(ev.Request)|len(ev.Grant)|len(ev.Reviewer)|
+		len(ev.Note)|len(ev.Purpose)|len(ev.Scope)|len(ev.Access) == 0 && ev.Expires.IsZero() {
+		return append(b, '}'), nil // a statement that succeeded: none of the rest
+	}
 	b = appendOpt(b, `,"error_code":`, ev.ErrorCode)
 	b = appendOpt(b, `,"error":`, ev.Error)
 	b = appendOpt(b, `,"outcome":`, ev.Outcome)
@@ -224,12 +228,13 @@ func appendThousandths(b []byte, n int64) []byte {
 	if frac == 0 {
 		return b
 	}
-	d := [4]byte{'.', byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
-	k := 4
-	for d[k-1] == '0' {
-		k--
+	switch {
+	case frac%100 == 0:
+		return append(b, '.', byte('0'+frac/100))
+	case frac%10 == 0:
+		return append(b, '.', byte('0'+frac/100), byte('0'+frac/10%10))
 	}
-	return append(b, d[:k]...)
+	return append(b, '.', byte('0'+frac/100), byte('0'+frac/10%10), byte('0'+frac%10))
 }
 
 // appendInt is strconv.AppendInt(b, n, 10), without its call for the
