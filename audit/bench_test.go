@@ -2,6 +2,7 @@ package audit_test
 
 import (
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"sync/atomic"
@@ -33,6 +34,32 @@ func benchEvent() audit.Event {
 	}
 }
 
+// pgbenchLine is one statement event as keyhole writes it under pgbench -S
+// (taken from a profiling run's audit file).
+const pgbenchLine = `{"time":"2026-12-06T17:33:08.746523682Z","kind":"statement","session":"f9efeaa5111796be","protocol":"postgres","client":"127.0.0.1:39762","agent":"bench-agent","role":"bench","database":"kh_prof","statement":"SELECT abalance FROM pgbench_accounts WHERE aid = $1;","fingerprint":"d6f9f9407260ab6a","decision":"allow","rule":"roles.bench.allow[0].select","reasons":[{"code":"allowed_by_rule","rule":"roles.bench.allow[0].select"}],"duration_ms":1.494,"rows":1}`
+
+// pgbenchEvent is the event of pgbenchLine, its time in the zone that
+// time.Now gives (the line was written with Local being UTC).
+func pgbenchEvent() audit.Event {
+	return audit.Event{
+		Time:        time.Date(2026, 12, 6, 17, 33, 8, 746523682, time.UTC).In(time.Local),
+		Kind:        audit.KindStatement,
+		Session:     "f9efeaa5111796be",
+		Protocol:    "postgres",
+		Client:      "127.0.0.1:39762",
+		Agent:       "bench-agent",
+		Role:        "bench",
+		Database:    "kh_prof",
+		Statement:   "SELECT abalance FROM pgbench_accounts WHERE aid = $1;",
+		Fingerprint: "d6f9f9407260ab6a",
+		Decision:    sqlpolicy.Allow,
+		Rule:        "roles.bench.allow[0].select",
+		Reasons:     []sqlpolicy.Reason{{Code: sqlpolicy.ReasonAllowedByRule, Rule: "roles.bench.allow[0].select"}},
+		DurationMS:  1.494,
+		Rows:        1,
+	}
+}
+
 // BenchmarkEncode compares encoding/json with the appender keyhole uses.
 func BenchmarkEncode(b *testing.B) {
 	ev := benchEvent()
@@ -59,6 +86,54 @@ func BenchmarkEncode(b *testing.B) {
 			buf = append(line, '\n')
 		}
 	})
+	// The statement event of pgbenchLine, encoded over and over as a
+	// session's statements are: same strings, a later time each time.
+	b.Run("appender-pgbench", func(b *testing.B) {
+		b.ReportAllocs()
+		ev := pgbenchEvent()
+		buf := make([]byte, 0, 1024)
+		for b.Loop() {
+			ev.Time = ev.Time.Add(1013 * time.Nanosecond)
+			line, err := audit.AppendEvent(buf[:0], &ev)
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf = append(line, '\n')
+		}
+	})
+	// The same with the encoder Record uses, whose memos hold the parts
+	// that repeat.
+	b.Run("encoder-pgbench", func(b *testing.B) {
+		b.ReportAllocs()
+		ev := pgbenchEvent()
+		encode := audit.NewEncoder()
+		buf := make([]byte, 0, 1024)
+		for b.Loop() {
+			ev.Time = ev.Time.Add(1013 * time.Nanosecond)
+			line, err := encode(buf[:0], &ev)
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf = append(line, '\n')
+		}
+	})
+}
+
+// BenchmarkRecordSerial records the statement event of pgbenchLine from one
+// goroutine into a writer that discards: what a session's Record costs
+// (time.Now, encoding, the queue), the writer goroutine's share included.
+// Its instruction count under callgrind is the figure to compare.
+func BenchmarkRecordSerial(b *testing.B) {
+	r := audit.NewWriterRecorder(io.Discard)
+	ev := pgbenchEvent()
+	ev.Time = time.Time{} // Record sets now
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Record(ev)
+	}
+	if err := r.Close(); err != nil {
+		b.Fatal(err)
+	}
 }
 
 // cpuTime is the process's user+system CPU so far. It includes the

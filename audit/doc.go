@@ -24,5 +24,9 @@
 //
 // Events are encoded by a hand-written appender that writes exactly what
 // encoding/json would (the reader and `keyhole audit` decode it with
-// encoding/json); its tests compare the two on every field.
+// encoding/json); its tests compare the two on every field. Record's
+// encoder (one per P) also remembers the encoded parts that repeat from
+// event to event — a session's fields, a statement, a verdict, the
+// current second — and reuses them only for equal strings; its test feeds
+// it streams of events that differ from the last by one field or byte.
 package audit

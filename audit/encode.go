@@ -19,24 +19,57 @@ import (
 // TestAppendEventMatchesJSON fills every field by reflection and compares
 // with encoding/json, so a forgotten one fails the test.
 func appendEvent(b []byte, ev *Event) ([]byte, error) {
+	return (*encoder)(nil).appendEvent(b, ev)
+}
+
+// appendEvent is the package's appendEvent, taking the parts that repeat
+// from event to event from e's memos when e is not nil (see encoder).
+func (e *encoder) appendEvent(b []byte, ev *Event) ([]byte, error) {
 	b0 := len(b)
 	b = append(b, `{"time":"`...)
-	t, err := ev.Time.AppendText(b)
+	t, err := e.appendTime(b, ev.Time)
 	if err != nil {
 		return b[:b0], err
 	}
-	b = append(t, `","kind":`...)
-	b = appendString(b, string(ev.Kind))
-	b = append(b, `,"session":`...)
-	b = appendString(b, ev.Session)
+	b = t
+	if e != nil {
+		b = e.kind.appendKind(b, ev.Kind)
+		b = e.appendSession(b, ev)
+		b = e.appendStatement(b, ev)
+		b = e.appendVerdict(b, ev)
+	} else {
+		b = appendKind(b, ev.Kind)
+		b = appendSession(b, ev)
+		b = appendStatement(b, ev)
+		b = appendVerdict(b, ev)
+	}
+	return appendRest(b, b0, ev)
+}
+
+// appendKind appends the time's closing quote and the kind.
+func appendKind(b []byte, k Kind) []byte {
+	return appendField(b, `","kind":`, string(k))
+}
+
+// appendSession appends the fields that stay the same for a session.
+func appendSession(b []byte, ev *Event) []byte {
+	b = appendField(b, `,"session":`, ev.Session)
 	b = appendOpt(b, `,"protocol":`, ev.Protocol)
 	b = appendOpt(b, `,"client":`, ev.Client)
 	b = appendOpt(b, `,"agent":`, ev.Agent)
 	b = appendOpt(b, `,"role":`, ev.Role)
 	b = appendOpt(b, `,"database":`, ev.Database)
-	b = appendOpt(b, `,"auth_method":`, ev.AuthMethod)
+	return appendOpt(b, `,"auth_method":`, ev.AuthMethod)
+}
+
+// appendStatement appends the statement and its fingerprint.
+func appendStatement(b []byte, ev *Event) []byte {
 	b = appendOpt(b, `,"statement":`, ev.Statement)
-	b = appendOpt(b, `,"fingerprint":`, ev.Fingerprint)
+	return appendOpt(b, `,"fingerprint":`, ev.Fingerprint)
+}
+
+// appendVerdict appends the decision, its rule and its reasons.
+func appendVerdict(b []byte, ev *Event) []byte {
 	b = appendOpt(b, `,"decision":`, string(ev.Decision))
 	b = appendOpt(b, `,"rule":`, ev.Rule)
 	if len(ev.Reasons) > 0 {
@@ -49,6 +82,12 @@ func appendEvent(b []byte, ev *Event) ([]byte, error) {
 		}
 		b = append(b, ']')
 	}
+	return b
+}
+
+// appendRest appends the fields after the reasons and closes the object;
+// on error it returns b[:b0].
+func appendRest(b []byte, b0 int, ev *Event) ([]byte, error) {
 	if ev.DurationMS != 0 {
 		if math.IsNaN(ev.DurationMS) || math.IsInf(ev.DurationMS, 0) {
 			return b[:b0], errors.New("audit: duration_ms is not a finite number")
@@ -58,7 +97,11 @@ func appendEvent(b []byte, ev *Event) ([]byte, error) {
 	}
 	if ev.Rows != 0 {
 		b = append(b, `,"rows":`...)
-		b = strconv.AppendInt(b, ev.Rows, 10)
+		b = appendInt(b, ev.Rows)
+	}
+	if len(ev.ErrorCode)|len(ev.Error)|len(ev.Outcome)|len(ev.Request)|len(ev.Grant)|len(ev.Reviewer)|
+		len(ev.Note)|len(ev.Purpose)|len(ev.Scope)|len(ev.Access) == 0 && ev.Expires.IsZero() {
+		return append(b, '}'), nil // a statement that succeeded: none of the rest
 	}
 	b = appendOpt(b, `,"error_code":`, ev.ErrorCode)
 	b = appendOpt(b, `,"error":`, ev.Error)
@@ -91,10 +134,8 @@ func appendEvent(b []byte, ev *Event) ([]byte, error) {
 }
 
 func appendException(b []byte, e *sqlpolicy.Exception) []byte {
-	b = append(b, `{"verb":`...)
-	b = appendString(b, string(e.Verb))
-	b = append(b, `,"table":`...)
-	b = appendString(b, e.Table)
+	b = appendField(b, `{"verb":`, string(e.Verb))
+	b = appendField(b, `,"table":`, e.Table)
 	b = appendStrings(b, `,"columns":`, e.Columns)
 	b = appendStrings(b, `,"labels":`, e.Labels)
 	b = appendOpt(b, `,"rule":`, e.Rule)
@@ -118,8 +159,7 @@ func appendStrings(b []byte, key string, ss []string) []byte {
 }
 
 func appendReason(b []byte, r *sqlpolicy.Reason) []byte {
-	b = append(b, `{"code":`...)
-	b = appendString(b, string(r.Code))
+	b = appendField(b, `{"code":`, string(r.Code))
 	b = appendOpt(b, `,"verb":`, string(r.Verb))
 	b = appendOpt(b, `,"table":`, r.Table)
 	b = appendOpt(b, `,"column":`, r.Column)
@@ -140,7 +180,7 @@ func appendOpt(b []byte, key, s string) []byte {
 	if s == "" {
 		return b
 	}
-	return appendString(append(b, key...), s)
+	return appendField(b, key, s)
 }
 
 // appendFloat formats f as encoding/json does (ES6 number-to-string): %f
@@ -183,17 +223,30 @@ func thousandths(f float64) (int64, bool) {
 // back exactly, so two different ones never give the same double, and no
 // shorter decimal than n/1000 can.
 func appendThousandths(b []byte, n int64) []byte {
-	b = strconv.AppendInt(b, n/1000, 10)
+	b = appendInt(b, n/1000)
 	frac := n % 1000
 	if frac == 0 {
 		return b
 	}
-	d := [4]byte{'.', byte('0' + frac/100), byte('0' + frac/10%10), byte('0' + frac%10)}
-	k := 4
-	for d[k-1] == '0' {
-		k--
+	switch {
+	case frac%100 == 0:
+		return append(b, '.', byte('0'+frac/100))
+	case frac%10 == 0:
+		return append(b, '.', byte('0'+frac/100), byte('0'+frac/10%10))
 	}
-	return append(b, d[:k]...)
+	return append(b, '.', byte('0'+frac/100), byte('0'+frac/10%10), byte('0'+frac%10))
+}
+
+// appendInt is strconv.AppendInt(b, n, 10), without its call for the
+// one- and two-digit numbers durations and row counts mostly are.
+func appendInt(b []byte, n int64) []byte {
+	switch {
+	case n >= 0 && n < 10:
+		return append(b, byte('0'+n))
+	case n >= 10 && n < 100:
+		return append(b, digitPairs[2*n], digitPairs[2*n+1])
+	}
+	return strconv.AppendInt(b, n, 10)
 }
 
 const hexDigits = "0123456789abcdef"
@@ -213,25 +266,30 @@ const (
 	highs = 0x8080808080808080
 )
 
-// safe8 reports whether all eight bytes of x are ones encoding/json writes
-// as they are (jsonSafe): ASCII, not a control byte, none of " \ < > &.
-func safe8(x uint64) bool {
-	// A byte b < n sets its high bit in b - n when b and n are below 0x80
-	// (x's high bits are checked separately); a byte equal to c becomes 0
-	// in x ^ c, which is below 1.
+// unsafe8 has the high bit of a byte set where x holds a byte that
+// encoding/json does not write as it is (see jsonSafe): so x is safe when
+// unsafe8(x)&highs == 0. The flags are only exact as a whole: a flagged
+// byte can flag the bytes above it too.
+func unsafe8(x uint64) uint64 {
+	// A byte b below n sets its high bit in b - n when b and n are below
+	// 0x80 (x's own high bits flag the rest); a byte equal to c becomes 0
+	// in x ^ c, and a zero byte z sets its high bit in (z - 1) &^ z. A
+	// borrow crosses into the next byte only from a byte already flagged.
+	// < and > differ only in bit 1, " and & only in bit 2, so setting that
+	// bit first tests two bytes at once; no other byte becomes > or & so.
 	bad := x | (x - 0x20*ones)
-	y := x ^ ('"' * ones)
+	y := (x | 0x02*ones) ^ ('>' * ones)
+	bad |= (y - ones) &^ y
+	y = (x | 0x04*ones) ^ ('&' * ones)
 	bad |= (y - ones) &^ y
 	y = x ^ ('\\' * ones)
 	bad |= (y - ones) &^ y
-	y = x ^ ('<' * ones)
-	bad |= (y - ones) &^ y
-	y = x ^ ('>' * ones)
-	bad |= (y - ones) &^ y
-	y = x ^ ('&' * ones)
-	bad |= (y - ones) &^ y
-	return bad&highs == 0
+	return bad
 }
+
+// safe8 reports whether all eight bytes of x are ones encoding/json writes
+// as they are (jsonSafe): ASCII, not a control byte, none of " \ < > &.
+func safe8(x uint64) bool { return unsafe8(x)&highs == 0 }
 
 // load8 is the first eight bytes of s, little-endian (one load).
 func load8(s string) uint64 {
@@ -240,10 +298,64 @@ func load8(s string) uint64 {
 		uint64(s[4])<<32 | uint64(s[5])<<40 | uint64(s[6])<<48 | uint64(s[7])<<56
 }
 
+// load4 is the first four bytes of s, little-endian (one load).
+func load4(s string) uint64 {
+	_ = s[3]
+	return uint64(uint32(s[0]) | uint32(s[1])<<8 | uint32(s[2])<<16 | uint32(s[3])<<24)
+}
+
+// plain reports whether encoding/json writes every byte of s as it is, so
+// that s needs only its quotes. It reads s in words without a byte loop:
+// the last word overlaps the one before when len(s) is not a multiple of
+// eight, a string of four to seven bytes is two overlapping halves, and a
+// shorter one is its bytes padded with 'a'.
+func plain(s string) bool {
+	n := len(s)
+	var bad uint64
+	switch {
+	case n >= 8:
+		i := 0
+		for ; i+8 <= n; i += 8 {
+			bad |= unsafe8(load8(s[i:]))
+		}
+		if i < n {
+			bad |= unsafe8(load8(s[n-8:]))
+		}
+	case n >= 4:
+		bad = unsafe8(load4(s) | load4(s[n-4:])<<32)
+	case n > 0:
+		// s[0], s[n/2], s[n-1] are all of s's one to three bytes.
+		bad = unsafe8(0x6161616161000000 | uint64(s[0]) | uint64(s[n>>1])<<8 | uint64(s[n-1])<<16)
+	}
+	return bad&highs == 0
+}
+
 // appendString appends s as a JSON string the way encoding/json does:
 // short escapes for \b \f \n \r \t, \u00XX for other control bytes and for
 // < > &, \ufffd for each byte of invalid UTF-8, and \u2028 \u2029 escaped.
 func appendString(b []byte, s string) []byte {
+	if !plain(s) {
+		return appendEscaped(b, s)
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendField appends key (with its leading comma and colon) and s as a
+// JSON string.
+func appendField(b []byte, key, s string) []byte {
+	b = append(b, key...)
+	if !plain(s) {
+		return appendEscaped(b, s)
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// appendEscaped is appendString for a string with bytes to escape.
+func appendEscaped(b []byte, s string) []byte {
 	b = append(b, '"')
 	start := 0
 	for i := 0; i < len(s); {

@@ -118,6 +118,7 @@ func marshalLine(t *testing.T, ev *audit.Event) []byte {
 func TestAppendEventMatchesJSON(t *testing.T) {
 	t.Parallel()
 	r := rand.New(rand.NewPCG(1, uint64(time.Now().UnixNano())))
+	encode := audit.NewEncoder() // Record's, with memos
 	for i := range 5000 {
 		var ev audit.Event
 		fill(t, r, reflect.ValueOf(&ev).Elem(), "Event", float64(i%4)/4)
@@ -125,6 +126,9 @@ func TestAppendEventMatchesJSON(t *testing.T) {
 		got, err := audit.AppendEvent([]byte("prefix"), &ev)
 		require.NoError(t, err)
 		require.Equal(t, "prefix"+string(want), string(got), "event %#v", ev)
+		got, err = encode([]byte("prefix"), &ev)
+		require.NoError(t, err)
+		require.Equal(t, "prefix"+string(want), string(got), "encoder, event %#v", ev)
 	}
 }
 
@@ -236,4 +240,122 @@ func FuzzAppendEvent(f *testing.F) {
 		require.NoError(t, err)
 		require.Equal(t, string(want), string(got))
 	})
+}
+
+// The benchmarks' statement event is the line keyhole wrote for it, byte
+// for byte, and what encoding/json writes.
+func TestAppendEventPgbenchLine(t *testing.T) {
+	t.Parallel()
+	ev := pgbenchEvent()
+	ev.Time = ev.Time.UTC()
+	got, err := audit.AppendEvent(nil, &ev)
+	require.NoError(t, err)
+	assert.Equal(t, pgbenchLine, string(got))
+	assert.Equal(t, string(marshalLine(t, &ev)), string(got))
+}
+
+// pick returns one of vs, each as a fresh copy half of the time: the
+// encoder's memos compare strings by content, so an equal string at
+// another address must hit as well as the same one.
+func pick[S ~string](r *rand.Rand, vs ...S) S {
+	v := vs[r.IntN(len(vs))]
+	if r.IntN(2) == 0 {
+		return S(strings.Clone(string(v)))
+	}
+	return v
+}
+
+// The encoder Record uses writes what encoding/json writes for a stream of
+// events that share, or almost share, their parts with the ones before:
+// memo hits, and misses by one field (often by one byte of it, at the same
+// length), one reason field, one nanosecond, a zone, or an equal string at
+// another address.
+func TestEncoderMatchesJSON(t *testing.T) {
+	t.Parallel()
+	r := rand.New(rand.NewPCG(7, uint64(time.Now().UnixNano())))
+	nyc, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		nyc = time.FixedZone("EST", -5*3600)
+	}
+	// 2026-03-08 07:00:00 UTC is 02:00 in New York, when it moves to EDT.
+	dst := time.Date(2026, 3, 8, 6, 59, 59, 0, time.UTC)
+	base := time.Date(2026, 12, 6, 17, 33, 8, 0, time.UTC)
+	long := strings.Repeat("SELECT a, b, c FROM t WHERE x = $1 AND y <> $2; ", 20)
+	reasons := [][]sqlpolicy.Reason{
+		nil,
+		{{Code: sqlpolicy.ReasonAllowedByRule, Rule: "roles.bench.allow[0].select"}},
+		{{Code: sqlpolicy.ReasonAllowedByRule, Rule: "roles.bench.allow[1].select"}},
+		{{Code: "allowed_by_rulE", Rule: "roles.bench.allow[0].select"}},
+		{{Code: sqlpolicy.ReasonAllowedByRule, Rule: "roles.bench.allow[0].select", Detail: "<&>"}},
+		{{Code: "table_denied", Table: "public.t"}, {Code: "column_denied", Column: "c"}},
+	}
+	// The allowed statement's reason with one more field set, each field
+	// in turn: a memo of the plain reason must not be taken for it.
+	for i := range reflect.TypeFor[sqlpolicy.Reason]().NumField() {
+		rs := []sqlpolicy.Reason{{Code: sqlpolicy.ReasonAllowedByRule, Rule: "roles.bench.allow[0].select"}}
+		if f := reflect.ValueOf(&rs[0]).Elem().Field(i); f.String() == "" {
+			f.SetString("x")
+			reasons = append(reasons, rs, reasons[1])
+		}
+	}
+	encode := audit.NewEncoder()
+	for i := range 20000 {
+		ev := audit.Event{
+			Kind:        pick(r, audit.KindStatement, audit.KindStatement, audit.KindConnect, "connecT", "<kind>"),
+			Session:     pick(r, "f9efeaa5111796be", "f9efeaa5111796bf", "0000000000000000", "a", "", "replica:r1"),
+			Protocol:    pick(r, "postgres", "mysql", ""),
+			Client:      pick(r, "127.0.0.1:39762", "127.0.0.1:39763", ""),
+			Agent:       pick(r, "bench-agent", "bench-agenT", "agent\u2028", ""),
+			Role:        pick(r, "bench", "bencH", "bench2"),
+			Database:    pick(r, "kh_prof", "kh_prof", "kh_proF", "", "db\n"),
+			AuthMethod:  pick(r, "", "", "token"),
+			Statement:   pick(r, "SELECT abalance FROM pgbench_accounts WHERE aid = $1;", "SELECT abalance FROM pgbench_accounts WHERE aid = $2;", "SELECT 1 WHERE 2 > 1", "", long),
+			Fingerprint: pick(r, "d6f9f9407260ab6a", "d6f9f9407260ab6b", ""),
+			Decision:    pick(r, sqlpolicy.Allow, sqlpolicy.Allow, sqlpolicy.Deny, ""),
+			Rule:        pick(r, "roles.bench.allow[0].select", "roles.bench.allow[1].select", ""),
+			Reasons:     reasons[r.IntN(len(reasons))],
+			DurationMS:  float64(r.IntN(3000)) / 1000,
+			Rows:        int64(r.IntN(3)),
+		}
+		switch r.IntN(10) {
+		case 0:
+			ev.Time = randTime(r)
+		case 1:
+			ev.Time = dst.Add(time.Duration(r.IntN(3e9))).In(nyc)
+		case 2:
+			ev.Time = base.Add(time.Duration(r.IntN(1e9))).In(zones[r.IntN(len(zones))])
+		case 3:
+			ev.Time = base.Add(time.Duration(r.IntN(10)) * 100 * time.Millisecond) // trailing zeros, none
+		default:
+			ev.Time = base.Add(time.Duration(r.IntN(1e9)))
+		}
+		want, jerr := json.Marshal(&ev)
+		got, err := encode([]byte("prefix"), &ev)
+		if jerr != nil {
+			require.Error(t, err, "event %d", i)
+			require.Equal(t, "prefix", string(got))
+			continue
+		}
+		require.NoError(t, err, "event %d", i)
+		require.Equal(t, "prefix"+string(want), string(got), "event %d: %#v", i, ev)
+	}
+}
+
+// An encoder that failed on a time it cannot format still encodes the
+// next times right.
+func TestEncoderAfterError(t *testing.T) {
+	t.Parallel()
+	encode := audit.NewEncoder()
+	ok := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	for _, tm := range []time.Time{ok, time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC), ok, ok.In(time.FixedZone("X", 24*3600)), ok, ok.Add(time.Second)} {
+		ev := audit.Event{Time: tm, Kind: audit.KindConnect, Session: "s"}
+		want, jerr := json.Marshal(&ev)
+		got, err := encode(nil, &ev)
+		if jerr != nil {
+			require.Error(t, err)
+			continue
+		}
+		require.NoError(t, err)
+		require.Equal(t, string(want), string(got))
+	}
 }

@@ -13,6 +13,12 @@ func NewWriterRecorderGrace(w interface{ Write([]byte) (int, error) }, grace tim
 // AppendEvent is appendEvent, for the encoder's tests.
 var AppendEvent = appendEvent
 
+// NewEncoder returns the appendEvent of a new encoder (the one Record
+// uses, with memos), for the encoder's tests.
+func NewEncoder() func(b []byte, ev *Event) ([]byte, error) {
+	return new(encoder).appendEvent
+}
+
 // Waiting is how many Records are blocked waiting for room in the queue.
 func (p *pipeline) Waiting() int {
 	p.mu.Lock()

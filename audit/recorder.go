@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -107,23 +108,32 @@ func newPipeline(s sink, buffer int, interval time.Duration) *pipeline {
 	return p
 }
 
-// lineBufs holds encoding buffers, so that encoding happens outside mu
-// without allocating.
-var lineBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+// encoders holds the encoders Record uses (their line buffers and memos),
+// so that encoding happens outside mu without allocating.
+var encoders = sync.Pool{New: func() any { return &encoder{line: make([]byte, 0, 1024)} }}
 
-// Record queues ev, blocking while Buffer events are queued. A zero Time is
-// set to now.
-func (p *pipeline) Record(ev Event) {
+// release returns e to encoders.
+func (e *encoder) release() {
+	if cap(e.line) > 64<<10 {
+		e.line = make([]byte, 0, 1024) // a huge statement's buffer is not kept
+	}
+	encoders.Put(e)
+}
+
+// record queues *ev (the recorder's Record's own copy, which it may
+// change), blocking while Buffer events are queued. A zero Time is set to
+// now.
+func (p *pipeline) record(ev *Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
-	bp := lineBufs.Get().(*[]byte)
+	enc := encoders.Get().(*encoder)
 	defer func() {
-		if cap(*bp) <= 64<<10 {
-			lineBufs.Put(bp)
+		if enc != nil {
+			enc.release()
 		}
 	}()
-	line, err := appendEvent((*bp)[:0], &ev)
+	line, err := enc.appendEvent(enc.line[:0], ev)
 	if err != nil {
 		// A time RFC 3339 cannot hold or a non-finite duration: keep the
 		// event with those fields replaced rather than lose it.
@@ -134,7 +144,7 @@ func (p *pipeline) Record(ev Event) {
 		if math.IsNaN(ev.DurationMS) || math.IsInf(ev.DurationMS, 0) {
 			ev.DurationMS = 0
 		}
-		line, err = appendEvent((*bp)[:0], &ev)
+		line, err = enc.appendEvent(enc.line[:0], ev)
 	}
 	if err != nil {
 		p.lost.Add(1)
@@ -142,7 +152,7 @@ func (p *pipeline) Record(ev Event) {
 		return
 	}
 	line = append(line, '\n')
-	*bp = line
+	enc.line = line
 
 	p.mu.Lock()
 	if p.closed {
@@ -154,6 +164,14 @@ func (p *pipeline) Record(ev Event) {
 	// Back-pressure: wait for the writer rather than drop. A Record that
 	// waits here before Close is written even if Close comes meanwhile.
 	for p.nbuf >= p.max {
+		if enc != nil {
+			// Hand the encoder (its memos are some kilobytes) back
+			// while waiting, keeping only the line: a stalled sink
+			// can keep every session waiting here.
+			line = slices.Clone(line)
+			enc.release()
+			enc = nil
+		}
 		p.flushNow()
 		p.waiting++
 		p.space.Wait()
@@ -209,11 +227,11 @@ func (p *pipeline) run() {
 			}
 		}
 		p.mu.Lock()
-		batch := p.buf
+		batch, events := p.buf, p.nbuf
 		p.buf, p.nbuf = spare[:0], 0
 		p.space.Broadcast()
 		p.mu.Unlock()
-		p.writeBatch(batch)
+		p.writeBatch(batch, events)
 		spare = nil
 		if cap(batch) <= keepBuf {
 			spare = batch
@@ -221,9 +239,9 @@ func (p *pipeline) run() {
 	}
 }
 
-// writeBatch writes whole lines, rotating the sink between lines when the
-// next one would pass its size limit.
-func (p *pipeline) writeBatch(b []byte) {
+// writeBatch writes whole lines, the given number of them, rotating the
+// sink between lines when the next one would pass its size limit.
+func (p *pipeline) writeBatch(b []byte, lines int) {
 	for len(b) > 0 {
 		n := p.sink.fits(b)
 		if n == 0 {
@@ -233,16 +251,22 @@ func (p *pipeline) writeBatch(b []byte) {
 			slog.Error("audit: rotation failed during Close; writing on to the current file")
 			n = bytes.IndexByte(b, '\n') + 1
 		}
-		p.flush(b[:n])
+		// Lines are counted only when the batch is split (a rotation):
+		// an event's line has exactly one newline, its last byte.
+		events := lines
+		if n < len(b) {
+			events = bytes.Count(b[:n], []byte{'\n'})
+		}
+		p.flush(b[:n], uint64(events))
+		lines -= events
 		b = b[n:]
 	}
 }
 
-// flush writes chunk (whole lines), retrying failed writes until they
-// succeed or Close gives up. A partial write is resumed where it stopped,
-// so a line torn by a failure is completed by the retry.
-func (p *pipeline) flush(chunk []byte) {
-	events := uint64(bytes.Count(chunk, []byte{'\n'}))
+// flush writes chunk (whole lines, events of them), retrying failed writes
+// until they succeed or Close gives up. A partial write is resumed where it
+// stopped, so a line torn by a failure is completed by the retry.
+func (p *pipeline) flush(chunk []byte, events uint64) {
 	rest := chunk
 	ok := p.retry("write", func() error {
 		n, err := p.sink.write(rest)
@@ -335,6 +359,10 @@ type WriterRecorder struct{ *pipeline }
 
 var _ Recorder = (*WriterRecorder)(nil)
 
+// Record queues ev, blocking while Buffer events are queued. A zero Time
+// is set to now.
+func (r *WriterRecorder) Record(ev Event) { r.record(&ev) }
+
 // NewWriterRecorder returns a recorder writing one JSON line per event to
 // w. Close syncs w if it is a regular *os.File; it does not close w.
 func NewWriterRecorder(w io.Writer) *WriterRecorder {
@@ -375,6 +403,10 @@ type FileOptions struct {
 type FileRecorder struct{ *pipeline }
 
 var _ Recorder = (*FileRecorder)(nil)
+
+// Record queues ev, blocking while Buffer events are queued. A zero Time
+// is set to now.
+func (r *FileRecorder) Record(ev Event) { r.record(&ev) }
 
 // NewFileRecorder opens (creating or appending to) path.
 func NewFileRecorder(path string, opts FileOptions) (*FileRecorder, error) {

@@ -324,6 +324,34 @@ func TestRecordBlocksWhenFull(t *testing.T) {
 	assert.Less(t, w.writes, n, "events are written in batches")
 }
 
+// Records waiting for room hand their encoders back to be used by other
+// Records meanwhile; each still writes its own line.
+func TestWaitingRecordsKeepTheirLines(t *testing.T) {
+	t.Parallel()
+	w := newGatedWriter()
+	r := audit.NewWriterRecorderBuffer(w, 2)
+	r.Record(stmt("first", 0))
+	<-w.entered // the writer is stuck in Write: the queue fills
+	const sessions, each = 6, 10
+	wait := recordFrom(r, sessions, each)
+	require.Eventually(t, func() bool { return r.Waiting() == sessions }, 10*time.Second, time.Millisecond,
+		"every session waits for room")
+	close(w.gate)
+	wait()
+	require.NoError(t, r.Close())
+	evs, skipped, err := audit.Read(&w.buf, audit.Filter{})
+	require.NoError(t, err)
+	assert.Zero(t, skipped)
+	require.Len(t, evs, 1+sessions*each)
+	seen := map[string]int{}
+	for _, ev := range evs[1:] {
+		assert.Equal(t, "SELECT "+strconv.FormatInt(ev.Rows, 10), ev.Statement, "the line of its own Record")
+		assert.Equal(t, int64(seen[ev.Session]), ev.Rows, "a session's events in order")
+		seen[ev.Session]++
+	}
+	assert.Len(t, seen, sessions)
+}
+
 // Without Close, a recorded event reaches the file on its own (within the
 // flush interval; the test waits for it rather than timing it).
 func TestFileRecorderFlushesWithoutClose(t *testing.T) {
