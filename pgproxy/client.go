@@ -508,8 +508,7 @@ func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
 		dec = paramTypeRefusal(dec, i, oid)
 	}
 	p := &prepared{name: m.Name, sql: m.Query, dec: dec, access: acc, allowed: dec.Allowed()}
-	old := c.stmts[m.Name]
-	c.setStmt(p)
+	old := c.setStmt(p)
 	if !p.allowed {
 		resp := denyResponse(dec)
 		c.auditDenied(m.Query, dec, start, resp)
@@ -643,7 +642,7 @@ func (c *conn) settle(o *origin, state *atomic.Int32) (refused bool, err error) 
 // statement returns the allowed statement name refers to, or the error
 // that refuses it. name may point into the read buffer.
 func (c *conn) statement(name []byte) (*prepared, *pgproto3.ErrorResponse, error) {
-	p := c.stmts[string(name)]
+	p := c.stmts.get(name)
 	if p != nil {
 		if _, err := c.settle(&p.origin, &p.state); err != nil {
 			return nil, nil, err
@@ -663,7 +662,7 @@ func (c *conn) statement(name []byte) (*prepared, *pgproto3.ErrorResponse, error
 // portal returns the portal name refers to, or the error that refuses it.
 // name may point into the read buffer.
 func (c *conn) portal(name []byte) (*portal, *pgproto3.ErrorResponse, error) {
-	p := c.portals[string(name)]
+	p := c.portals.get(name)
 	if p != nil {
 		refused, err := c.settle(&p.origin, &p.state)
 		if err != nil {
@@ -686,29 +685,21 @@ func (c *conn) portal(name []byte) (*portal, *pgproto3.ErrorResponse, error) {
 // or DECLARE is about to create. Entries stay after the client closes
 // them until the server confirms (it may skip the Close); closed ones are
 // dropped now and then.
-func (c *conn) setStmt(p *prepared) {
-	c.stmts[p.name] = p
-	if len(c.stmts) >= c.purgeAt {
-		for name, q := range c.stmts {
-			if objState(q.state.Load()) == objClosed {
-				delete(c.stmts, name)
-			}
-		}
-		c.purgeAt = max(64, 2*max(len(c.stmts), len(c.portals)))
+func (c *conn) setStmt(p *prepared) (old *prepared) {
+	old = c.stmts.set(p)
+	if len(c.stmts.named) >= c.purgeAt {
+		c.stmts.purge()
+		c.purgeAt = max(64, 2*max(len(c.stmts.named), len(c.portals.named)))
 	}
+	return old
 }
 
 func (c *conn) setPortal(p *portal, byQuery bool) {
-	old := c.portals[p.name]
+	old := c.portals.set(p)
 	p.origin = origin{syncs: c.syncs, byQuery: byQuery, shadows: old != nil && live(&old.state)}
-	c.portals[p.name] = p
-	if len(c.portals) >= c.purgeAt {
-		for name, q := range c.portals {
-			if objState(q.state.Load()) == objClosed {
-				delete(c.portals, name)
-			}
-		}
-		c.purgeAt = max(64, 2*max(len(c.stmts), len(c.portals)))
+	if len(c.portals.named) >= c.purgeAt {
+		c.portals.purge()
+		c.purgeAt = max(64, 2*max(len(c.stmts.named), len(c.portals.named)))
 	}
 }
 
@@ -825,12 +816,12 @@ func (c *conn) onClose(objType byte, name []byte, m pgproto3.FrontendMessage, ra
 	r := request{kind: reqClose}
 	switch objType {
 	case 'S':
-		if p := c.stmts[string(name)]; p != nil {
+		if p := c.stmts.get(name); p != nil {
 			p.closing = true
 			r.stmt = p
 		}
 	case 'P':
-		if p := c.portals[string(name)]; p != nil {
+		if p := c.portals.get(name); p != nil {
 			p.closing = true
 		}
 		r.name = string(name)

@@ -78,8 +78,8 @@ type conn struct {
 	authType uint32 // what a 'p' message answers
 	upBuf    []byte // forwarded bytes, written upstream by flushUp
 	staged   requestQueue
-	stmts    map[string]*prepared
-	portals  map[string]*portal
+	stmts    stmtTable
+	portals  portalTable
 	// skipToSync: keyhole refused a message of this sync block; like the
 	// server after an error, it discards the client's messages until Sync.
 	skipToSync bool
@@ -179,8 +179,6 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		remoteIP:   ip,
 		remoteAddr: addr,
 		txStatus:   'I',
-		stmts:      make(map[string]*prepared),
-		portals:    make(map[string]*portal),
 		purgeAt:    64,
 		session:    s.cfg.Decider.NewSession(),
 		stopCh:     make(chan struct{}),
