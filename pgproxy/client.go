@@ -308,7 +308,7 @@ const maxUnreadWrite = 8 << 10
 // upBuffer returns upBuf, taking a buffer from readBufs when it has none.
 func (c *conn) upBuffer() []byte {
 	if c.upBuf == nil {
-		c.upBuf = readBufs.get()[:0]
+		c.upBuf = c.bufs().get()[:0]
 	}
 	return c.upBuf
 }
@@ -403,7 +403,13 @@ func (c *conn) refuseQuery(resp *pgproto3.ErrorResponse) {
 
 // checkAgent ends the session when the policy no longer maps the agent
 // to the role and upstream the session was opened for, or it expired.
+// It checks once per read of the client: the messages of one read (a
+// driver's Bind, Describe, Execute, Sync) arrived together, and what they
+// forward leaves together.
 func (c *conn) checkAgent() error {
+	if r := c.clientRd.reads; r == c.agentChecked && r != 0 {
+		return nil
+	}
 	if !c.agent.Expires.IsZero() && time.Now().After(c.agent.Expires) {
 		return errExpired
 	}
@@ -412,6 +418,7 @@ func (c *conn) checkAgent() error {
 		c.log.Warn("agent no longer maps to the session's role", "known", ok, "new_role", role)
 		return errAgentRemoved
 	}
+	c.agentChecked = c.clientRd.reads
 	return nil
 }
 

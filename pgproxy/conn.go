@@ -88,6 +88,9 @@ type conn struct {
 	purgeAt int
 	// syncs counts the Syncs forwarded so far.
 	syncs uint64
+	// agentChecked is clientRd.reads when checkAgent last found the agent
+	// in good standing.
+	agentChecked uint64
 
 	// endsBlock: the last message forwarded was a Sync or a Query, so
 	// the server answers everything sent without waiting for the client.

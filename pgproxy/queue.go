@@ -148,9 +148,7 @@ func (q *requestQueue) pop() {
 
 // moveTo appends every request to dst in order and empties q.
 func (q *requestQueue) moveTo(dst *requestQueue) {
-	for i := q.head; i < len(q.buf); i++ {
-		dst.buf = append(dst.buf, q.buf[i])
-		q.buf[i] = request{}
-	}
+	dst.buf = append(dst.buf, q.buf[q.head:]...)
+	clear(q.buf[q.head:]) // drop references
 	q.buf, q.head = q.buf[:0], 0
 }
