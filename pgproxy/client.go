@@ -761,11 +761,31 @@ func (c *conn) onBind(portalName, stmtName []byte, m pgproto3.FrontendMessage, r
 		// portal of the name (if any) as it was.
 		return c.refuseExt(refused)
 	}
-	pt := &portal{name: string(portalName), sql: p.sql, stmt: p, dec: p.dec, access: p.access,
+	pt := c.freeUnnamedPortal(portalName)
+	if pt == nil {
+		pt = new(portal)
+	}
+	*pt = portal{name: string(portalName), sql: p.sql, stmt: p, dec: p.dec, access: p.access,
 		text: &p.text, maxRows: int64(p.dec.MaxRows)}
 	c.setPortal(pt, false)
 	c.stage(request{kind: reqBind, portal: pt})
 	return c.forward(m, raw)
+}
+
+// freeUnnamedPortal returns the unnamed portal's object for a Bind of the
+// unnamed portal to reuse, once nothing refers to it: on a loop (no other
+// goroutine), with nothing staged or unanswered (no request refers to it)
+// and the server done with it (closed, so the upstream side no longer
+// tracks it). pgbench's prepared mode, like most drivers outside a
+// transaction block, Binds the unnamed portal once per transaction: an
+// allocation, and its garbage, fewer.
+func (c *conn) freeUnnamedPortal(name []byte) *portal {
+	p := c.portals.unnamed
+	if len(name) != 0 || p == nil || c.ev == nil || objState(p.state.Load()) != objClosed ||
+		c.staged.len() > 0 || c.sent.len() > 0 || c.up.q.len() > 0 {
+		return nil
+	}
+	return p
 }
 
 func (c *conn) onDescribe(objType byte, name []byte, m pgproto3.FrontendMessage, raw []byte) error {

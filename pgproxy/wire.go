@@ -242,6 +242,17 @@ func (m *msgReader) next() (typ byte, msg []byte, err error) {
 	if m.rp == m.wp && len(m.buf) > maxKeptReadBuf {
 		m.shrink()
 	}
+	if n := m.wp - m.rp; n >= 5 {
+		// A whole message is buffered that needs no reservation (it fits
+		// the base buffer) and is within maxBody: what the general path
+		// below returns, without its calls.
+		l := int(int32(binary.BigEndian.Uint32(m.buf[m.rp+1:])))
+		if l >= 4 && 1+l <= n && 1+l <= readBufSize && (m.maxBody <= 0 || l-4 <= m.maxBody) {
+			typ, msg = m.buf[m.rp], m.buf[m.rp:m.rp+1+l]
+			m.rp += 1 + l
+			return typ, msg, nil
+		}
+	}
 	if err := m.fill(5); err != nil {
 		return 0, nil, err
 	}
