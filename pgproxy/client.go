@@ -181,7 +181,7 @@ func (c *conn) passMessage(typ byte, raw []byte) (bool, error) {
 
 func (c *conn) onSync(raw []byte) error {
 	c.skipToSync = false
-	c.stage(request{kind: reqSync})
+	c.stageNew(reqSync)
 	c.syncs++
 	return c.forward(nil, raw)
 }
@@ -218,6 +218,14 @@ func (c *conn) clientReadError(err error) error {
 // reaches the upstream goroutine in flushUp, before the message's bytes
 // leave.
 func (c *conn) stage(r request) { c.staged.push(r) }
+
+// stageNew stages a request of kind, returned for the caller to fill in
+// (valid until the next stage).
+func (c *conn) stageNew(kind reqKind) *request {
+	r := c.staged.add()
+	r.kind = kind
+	return r
+}
 
 // exchange writes what was forwarded and collects the answers. When this
 // goroutine is to read them (collect), the write is made by the first read
@@ -491,10 +499,9 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 		c.refuseQuery(resp)
 		return nil
 	}
-	c.stage(request{kind: reqQuery, exec: execution{
-		sql: m.String, dec: dec, access: acc, started: start, maxRows: int64(dec.MaxRows),
-		cursors: c.declareCursors(acc, m.String, dec, nil, true),
-	}})
+	ex := &c.stageNew(reqQuery).exec
+	ex.sql, ex.dec, ex.access, ex.started, ex.maxRows = m.String, dec, acc, start, int64(dec.MaxRows)
+	ex.cursors = c.declareCursors(acc, m.String, dec, nil, true)
 	if send != "" {
 		q := &pgproto3.Query{String: send}
 		return c.forwardRewritten(q)
@@ -768,7 +775,7 @@ func (c *conn) onBind(portalName, stmtName []byte, m pgproto3.FrontendMessage, r
 	*pt = portal{name: string(portalName), sql: p.sql, stmt: p, dec: p.dec, access: p.access,
 		text: &p.text, maxRows: int64(p.dec.MaxRows)}
 	c.setPortal(pt, false)
-	c.stage(request{kind: reqBind, portal: pt})
+	c.stageNew(reqBind).portal = pt
 	return c.forward(m, raw)
 }
 
@@ -808,7 +815,7 @@ func (c *conn) onDescribe(objType byte, name []byte, m pgproto3.FrontendMessage,
 	if refused != nil {
 		return c.refuseExt(refused)
 	}
-	c.stage(request{kind: reqDescribe})
+	c.stageNew(reqDescribe)
 	return c.forward(m, raw)
 }
 
@@ -826,13 +833,15 @@ func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []by
 	if refused != nil {
 		return c.refuseExt(refused)
 	}
-	ex := execution{sql: p.sql, text: p.text, dec: p.dec, access: p.access, portal: p,
-		started: time.Now(), maxRows: p.maxRows}
+	r := c.stageNew(reqExecute)
+	r.portal = p
+	ex := &r.exec
+	ex.sql, ex.text, ex.dec, ex.access, ex.portal = p.sql, p.text, p.dec, p.access, p
+	ex.started, ex.maxRows = time.Now(), p.maxRows
 	if !p.cursor {
 		// A prepared DECLARE opens its cursor each time it is executed.
 		ex.cursors = c.declareCursors(p.access, p.sql, p.dec, p.text, false)
 	}
-	c.stage(request{kind: reqExecute, portal: p, exec: ex})
 	return c.forward(m, raw)
 }
 
