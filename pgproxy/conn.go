@@ -135,7 +135,7 @@ type conn struct {
 	// upstream goroutine publishes answers when its queue runs empty).
 	inflight atomic.Int64
 	// lastActive is when the client last sent bytes or was last answered
-	// everything (unix nanoseconds): what the idle timeout measures.
+	// everything (monoNow): what the idle timeout measures.
 	lastActive atomic.Int64
 	copyIn     atomic.Bool // the upstream is in COPY FROM STDIN
 	// clientDead: a write to the client failed; its answers are dropped
@@ -723,5 +723,14 @@ func (s *Server) metricsClosed() {
 		s.cfg.Metrics.ConnectionClosed(protocolName)
 	}
 }
+
+// clockStart is where monoNow counts from.
+var clockStart = time.Now()
+
+// monoNow reads the monotonic clock, in nanoseconds since clockStart: one
+// clock read where time.Now makes two (wall and monotonic). The idle
+// timeout's activity stamps use it, taken twice per round trip, and a
+// step of the wall clock does not move them.
+func monoNow() int64 { return int64(time.Since(clockStart)) }
 
 func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }

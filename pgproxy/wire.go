@@ -229,7 +229,7 @@ func (m *msgReader) readRaw(fd int, grow bool) (int, syscall.Errno) {
 	if n > 0 {
 		m.reads++
 		if m.active != nil {
-			m.active.Store(time.Now().UnixNano())
+			m.active.Store(monoNow())
 		}
 	}
 	return n, errno
@@ -239,19 +239,22 @@ func (m *msgReader) readRaw(fd int, grow bool) (int, syscall.Errno) {
 // msg is valid until the following call. A stream that ends mid-message
 // gives io.ErrUnexpectedEOF, as pgproto3 does.
 func (m *msgReader) next() (typ byte, msg []byte, err error) {
+	if b := m.buf[m.rp:m.wp]; len(b) >= 5 {
+		// A whole message is buffered that needs no reservation (it fits
+		// the base buffer) and is within maxBody: what nextSlow returns,
+		// without its calls.
+		l := int(int32(binary.BigEndian.Uint32(b[1:5])))
+		if l >= 4 && l < len(b) && l < readBufSize && (m.maxBody <= 0 || l-4 <= m.maxBody) {
+			m.rp += 1 + l
+			return b[0], b[:1+l], nil
+		}
+	}
+	return m.nextSlow()
+}
+
+func (m *msgReader) nextSlow() (typ byte, msg []byte, err error) {
 	if m.rp == m.wp && len(m.buf) > maxKeptReadBuf {
 		m.shrink()
-	}
-	if n := m.wp - m.rp; n >= 5 {
-		// A whole message is buffered that needs no reservation (it fits
-		// the base buffer) and is within maxBody: what the general path
-		// below returns, without its calls.
-		l := int(int32(binary.BigEndian.Uint32(m.buf[m.rp+1:])))
-		if l >= 4 && 1+l <= n && 1+l <= readBufSize && (m.maxBody <= 0 || l-4 <= m.maxBody) {
-			typ, msg = m.buf[m.rp], m.buf[m.rp:m.rp+1+l]
-			m.rp += 1 + l
-			return typ, msg, nil
-		}
 	}
 	if err := m.fill(5); err != nil {
 		return 0, nil, err
@@ -337,7 +340,7 @@ func (m *msgReader) fill(n int) error {
 		if k > 0 {
 			m.reads++
 			if m.active != nil {
-				m.active.Store(time.Now().UnixNano())
+				m.active.Store(monoNow())
 			}
 		}
 		if err != nil {
