@@ -710,7 +710,9 @@ func (c *conn) setStmt(p *prepared) (old *prepared) {
 
 func (c *conn) setPortal(p *portal, byQuery bool) {
 	old := c.portals.set(p)
-	p.origin = origin{syncs: c.syncs, byQuery: byQuery, shadows: old != nil && live(&old.state)}
+	// (old is p itself when a Bind reuses the closed unnamed portal: it
+	// shadows nothing.)
+	p.origin = origin{syncs: c.syncs, byQuery: byQuery, shadows: old != nil && old != p && live(&old.state)}
 	if len(c.portals.named) >= c.purgeAt {
 		c.portals.purge()
 		c.purgeAt = max(64, 2*max(len(c.stmts.named), len(c.portals.named)))
