@@ -181,7 +181,7 @@ func (c *conn) passMessage(typ byte, raw []byte) (bool, error) {
 
 func (c *conn) onSync(raw []byte) error {
 	c.skipToSync = false
-	c.stage(request{kind: reqSync})
+	c.stageNew(reqSync)
 	c.syncs++
 	return c.forward(nil, raw)
 }
@@ -218,6 +218,14 @@ func (c *conn) clientReadError(err error) error {
 // reaches the upstream goroutine in flushUp, before the message's bytes
 // leave.
 func (c *conn) stage(r request) { c.staged.push(r) }
+
+// stageNew stages a request of kind, returned for the caller to fill in
+// (valid until the next stage).
+func (c *conn) stageNew(kind reqKind) *request {
+	r := c.staged.add()
+	r.kind = kind
+	return r
+}
 
 // exchange writes what was forwarded and collects the answers. When this
 // goroutine is to read them (collect), the write is made by the first read
@@ -308,7 +316,7 @@ const maxUnreadWrite = 8 << 10
 // upBuffer returns upBuf, taking a buffer from readBufs when it has none.
 func (c *conn) upBuffer() []byte {
 	if c.upBuf == nil {
-		c.upBuf = readBufs.get()[:0]
+		c.upBuf = c.bufs().get()[:0]
 	}
 	return c.upBuf
 }
@@ -403,7 +411,13 @@ func (c *conn) refuseQuery(resp *pgproto3.ErrorResponse) {
 
 // checkAgent ends the session when the policy no longer maps the agent
 // to the role and upstream the session was opened for, or it expired.
+// It checks once per read of the client: the messages of one read (a
+// driver's Bind, Describe, Execute, Sync) arrived together, and what they
+// forward leaves together.
 func (c *conn) checkAgent() error {
+	if r := c.clientRd.reads; r == c.agentChecked && r != 0 {
+		return nil
+	}
 	if !c.agent.Expires.IsZero() && time.Now().After(c.agent.Expires) {
 		return errExpired
 	}
@@ -412,6 +426,7 @@ func (c *conn) checkAgent() error {
 		c.log.Warn("agent no longer maps to the session's role", "known", ok, "new_role", role)
 		return errAgentRemoved
 	}
+	c.agentChecked = c.clientRd.reads
 	return nil
 }
 
@@ -484,10 +499,9 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 		c.refuseQuery(resp)
 		return nil
 	}
-	c.stage(request{kind: reqQuery, exec: execution{
-		sql: m.String, dec: dec, access: acc, started: start, maxRows: int64(dec.MaxRows),
-		cursors: c.declareCursors(acc, m.String, dec, nil, true),
-	}})
+	ex := &c.stageNew(reqQuery).exec
+	ex.sql, ex.dec, ex.access, ex.started, ex.maxRows = m.String, dec, acc, start, int64(dec.MaxRows)
+	ex.cursors = c.declareCursors(acc, m.String, dec, nil, true)
 	if send != "" {
 		q := &pgproto3.Query{String: send}
 		return c.forwardRewritten(q)
@@ -508,8 +522,7 @@ func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
 		dec = paramTypeRefusal(dec, i, oid)
 	}
 	p := &prepared{name: m.Name, sql: m.Query, dec: dec, access: acc, allowed: dec.Allowed()}
-	old := c.stmts[m.Name]
-	c.setStmt(p)
+	old := c.setStmt(p)
 	if !p.allowed {
 		resp := denyResponse(dec)
 		c.auditDenied(m.Query, dec, start, resp)
@@ -643,7 +656,7 @@ func (c *conn) settle(o *origin, state *atomic.Int32) (refused bool, err error) 
 // statement returns the allowed statement name refers to, or the error
 // that refuses it. name may point into the read buffer.
 func (c *conn) statement(name []byte) (*prepared, *pgproto3.ErrorResponse, error) {
-	p := c.stmts[string(name)]
+	p := c.stmts.get(name)
 	if p != nil {
 		if _, err := c.settle(&p.origin, &p.state); err != nil {
 			return nil, nil, err
@@ -663,7 +676,7 @@ func (c *conn) statement(name []byte) (*prepared, *pgproto3.ErrorResponse, error
 // portal returns the portal name refers to, or the error that refuses it.
 // name may point into the read buffer.
 func (c *conn) portal(name []byte) (*portal, *pgproto3.ErrorResponse, error) {
-	p := c.portals[string(name)]
+	p := c.portals.get(name)
 	if p != nil {
 		refused, err := c.settle(&p.origin, &p.state)
 		if err != nil {
@@ -686,29 +699,23 @@ func (c *conn) portal(name []byte) (*portal, *pgproto3.ErrorResponse, error) {
 // or DECLARE is about to create. Entries stay after the client closes
 // them until the server confirms (it may skip the Close); closed ones are
 // dropped now and then.
-func (c *conn) setStmt(p *prepared) {
-	c.stmts[p.name] = p
-	if len(c.stmts) >= c.purgeAt {
-		for name, q := range c.stmts {
-			if objState(q.state.Load()) == objClosed {
-				delete(c.stmts, name)
-			}
-		}
-		c.purgeAt = max(64, 2*max(len(c.stmts), len(c.portals)))
+func (c *conn) setStmt(p *prepared) (old *prepared) {
+	old = c.stmts.set(p)
+	if len(c.stmts.named) >= c.purgeAt {
+		c.stmts.purge()
+		c.purgeAt = max(64, 2*max(len(c.stmts.named), len(c.portals.named)))
 	}
+	return old
 }
 
 func (c *conn) setPortal(p *portal, byQuery bool) {
-	old := c.portals[p.name]
-	p.origin = origin{syncs: c.syncs, byQuery: byQuery, shadows: old != nil && live(&old.state)}
-	c.portals[p.name] = p
-	if len(c.portals) >= c.purgeAt {
-		for name, q := range c.portals {
-			if objState(q.state.Load()) == objClosed {
-				delete(c.portals, name)
-			}
-		}
-		c.purgeAt = max(64, 2*max(len(c.stmts), len(c.portals)))
+	old := c.portals.set(p)
+	// (old is p itself when a Bind reuses the closed unnamed portal: it
+	// shadows nothing.)
+	p.origin = origin{syncs: c.syncs, byQuery: byQuery, shadows: old != nil && old != p && live(&old.state)}
+	if len(c.portals.named) >= c.purgeAt {
+		c.portals.purge()
+		c.purgeAt = max(64, 2*max(len(c.stmts.named), len(c.portals.named)))
 	}
 }
 
@@ -763,11 +770,31 @@ func (c *conn) onBind(portalName, stmtName []byte, m pgproto3.FrontendMessage, r
 		// portal of the name (if any) as it was.
 		return c.refuseExt(refused)
 	}
-	pt := &portal{name: string(portalName), sql: p.sql, stmt: p, dec: p.dec, access: p.access,
+	pt := c.freeUnnamedPortal(portalName)
+	if pt == nil {
+		pt = new(portal)
+	}
+	*pt = portal{name: string(portalName), sql: p.sql, stmt: p, dec: p.dec, access: p.access,
 		text: &p.text, maxRows: int64(p.dec.MaxRows)}
 	c.setPortal(pt, false)
-	c.stage(request{kind: reqBind, portal: pt})
+	c.stageNew(reqBind).portal = pt
 	return c.forward(m, raw)
+}
+
+// freeUnnamedPortal returns the unnamed portal's object for a Bind of the
+// unnamed portal to reuse, once nothing refers to it: on a loop (no other
+// goroutine), with nothing staged or unanswered (no request refers to it)
+// and the server done with it (closed, so the upstream side no longer
+// tracks it). pgbench's prepared mode, like most drivers outside a
+// transaction block, Binds the unnamed portal once per transaction: an
+// allocation, and its garbage, fewer.
+func (c *conn) freeUnnamedPortal(name []byte) *portal {
+	p := c.portals.unnamed
+	if len(name) != 0 || p == nil || c.ev == nil || objState(p.state.Load()) != objClosed ||
+		c.staged.len() > 0 || c.sent.len() > 0 || c.up.q.len() > 0 {
+		return nil
+	}
+	return p
 }
 
 func (c *conn) onDescribe(objType byte, name []byte, m pgproto3.FrontendMessage, raw []byte) error {
@@ -790,7 +817,7 @@ func (c *conn) onDescribe(objType byte, name []byte, m pgproto3.FrontendMessage,
 	if refused != nil {
 		return c.refuseExt(refused)
 	}
-	c.stage(request{kind: reqDescribe})
+	c.stageNew(reqDescribe)
 	return c.forward(m, raw)
 }
 
@@ -808,13 +835,15 @@ func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []by
 	if refused != nil {
 		return c.refuseExt(refused)
 	}
-	ex := execution{sql: p.sql, text: p.text, dec: p.dec, access: p.access, portal: p,
-		started: time.Now(), maxRows: p.maxRows}
+	r := c.stageNew(reqExecute)
+	r.portal = p
+	ex := &r.exec
+	ex.sql, ex.text, ex.dec, ex.access, ex.portal = p.sql, p.text, p.dec, p.access, p
+	ex.started, ex.maxRows = time.Now(), p.maxRows
 	if !p.cursor {
 		// A prepared DECLARE opens its cursor each time it is executed.
 		ex.cursors = c.declareCursors(p.access, p.sql, p.dec, p.text, false)
 	}
-	c.stage(request{kind: reqExecute, portal: p, exec: ex})
 	return c.forward(m, raw)
 }
 
@@ -825,12 +854,12 @@ func (c *conn) onClose(objType byte, name []byte, m pgproto3.FrontendMessage, ra
 	r := request{kind: reqClose}
 	switch objType {
 	case 'S':
-		if p := c.stmts[string(name)]; p != nil {
+		if p := c.stmts.get(name); p != nil {
 			p.closing = true
 			r.stmt = p
 		}
 	case 'P':
-		if p := c.portals[string(name)]; p != nil {
+		if p := c.portals.get(name); p != nil {
 			p.closing = true
 		}
 		r.name = string(name)

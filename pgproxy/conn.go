@@ -78,8 +78,8 @@ type conn struct {
 	authType uint32 // what a 'p' message answers
 	upBuf    []byte // forwarded bytes, written upstream by flushUp
 	staged   requestQueue
-	stmts    map[string]*prepared
-	portals  map[string]*portal
+	stmts    stmtTable
+	portals  portalTable
 	// skipToSync: keyhole refused a message of this sync block; like the
 	// server after an error, it discards the client's messages until Sync.
 	skipToSync bool
@@ -88,6 +88,9 @@ type conn struct {
 	purgeAt int
 	// syncs counts the Syncs forwarded so far.
 	syncs uint64
+	// agentChecked is clientRd.reads when checkAgent last found the agent
+	// in good standing.
+	agentChecked uint64
 
 	// endsBlock: the last message forwarded was a Sync or a Query, so
 	// the server answers everything sent without waiting for the client.
@@ -132,7 +135,7 @@ type conn struct {
 	// upstream goroutine publishes answers when its queue runs empty).
 	inflight atomic.Int64
 	// lastActive is when the client last sent bytes or was last answered
-	// everything (unix nanoseconds): what the idle timeout measures.
+	// everything (monoNow): what the idle timeout measures.
 	lastActive atomic.Int64
 	copyIn     atomic.Bool // the upstream is in COPY FROM STDIN
 	// clientDead: a write to the client failed; its answers are dropped
@@ -179,8 +182,6 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		remoteIP:   ip,
 		remoteAddr: addr,
 		txStatus:   'I',
-		stmts:      make(map[string]*prepared),
-		portals:    make(map[string]*portal),
 		purgeAt:    64,
 		session:    s.cfg.Decider.NewSession(),
 		stopCh:     make(chan struct{}),
@@ -722,5 +723,14 @@ func (s *Server) metricsClosed() {
 		s.cfg.Metrics.ConnectionClosed(protocolName)
 	}
 }
+
+// clockStart is where monoNow counts from.
+var clockStart = time.Now()
+
+// monoNow reads the monotonic clock, in nanoseconds since clockStart: one
+// clock read where time.Now makes two (wall and monotonic). The idle
+// timeout's activity stamps use it, taken twice per round trip, and a
+// step of the wall clock does not move them.
+func monoNow() int64 { return int64(time.Since(clockStart)) }
 
 func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }

@@ -62,6 +62,7 @@ import (
 type loopSess struct {
 	c        *conn
 	l        *evloop.Loop
+	bufs     *loopBufs // l's
 	cfd, ufd int
 	added    int // descriptors registered (cfd, then ufd)
 	// usent is how much of c.upBuf is written upstream.
@@ -139,7 +140,12 @@ func (c *conn) toLoopLocked(l *evloop.Loop) (bool, error) {
 	if c.clientRd.buffered() == 0 && c.clientRd.buf != nil {
 		c.clientRd.shrink()
 	}
-	s := &loopSess{c: c, l: l, cfd: cfd, ufd: ufd}
+	bufs, _ := loopBufsOf.Load(l)
+	if bufs == nil {
+		bufs, _ = loopBufsOf.LoadOrStore(l, &loopBufs{})
+	}
+	s := &loopSess{c: c, l: l, bufs: bufs.(*loopBufs), cfd: cfd, ufd: ufd}
+	c.clientRd.bufs, c.upRd.bufs = s.bufs, s.bufs
 	c.ev = s
 	// Posted under mu: a stop that follows posts after this.
 	l.Post(s.start)
@@ -413,10 +419,13 @@ func (s *loopSess) requests() error {
 func (s *loopSess) flushUp() error {
 	c := s.c
 	if n := c.staged.len(); n > 0 {
-		c.mu.Lock()
-		c.staged.moveTo(&c.sent)
+		// The upstream side is this goroutine too: the requests go
+		// straight to its queue, behind those it has not taken yet.
+		if c.sent.len() > 0 {
+			c.sent.moveTo(&c.up.q)
+		}
+		c.staged.moveTo(&c.up.q)
 		c.inflight.Add(int64(n))
-		c.mu.Unlock()
 	}
 	if s.usent == len(c.upBuf) {
 		return nil
@@ -430,7 +439,7 @@ func (s *loopSess) flushUp() error {
 	}
 	s.usent += n
 	if s.usent == len(c.upBuf) {
-		readBufs.put(c.upBuf)
+		s.bufs.put(c.upBuf)
 		c.upBuf, s.usent = nil, 0
 	}
 	return nil
@@ -452,7 +461,7 @@ func (s *loopSess) writeClient() (done bool, err error) {
 	if c.wsent < len(c.wbuf) {
 		return false, nil
 	}
-	readBufs.put(c.wbuf)
+	s.bufs.put(c.wbuf)
 	c.wbuf = nil
 	return true, nil
 }
@@ -513,6 +522,7 @@ func (s *loopSess) leave(err error) {
 	if uerr != nil {
 		evloop.Close(s.ufd)
 	}
+	c.clientRd.bufs, c.upRd.bufs = nil, nil
 	c.mu.Lock()
 	c.ev = nil
 	// (A socket that could not be taken back stays the closed net.Conn

@@ -107,7 +107,10 @@ type portal struct {
 // portals live until Close, a CLOSE, or their transaction's end; cursors
 // the same unless WITH HOLD, which survive their transaction's COMMIT.
 type portalTracker struct {
-	live map[string]*portal
+	// unnamed is the unnamed portal, which most drivers Bind every
+	// statement to: a slot of its own, no map operation per statement.
+	unnamed *portal
+	live    map[string]*portal // named portals
 	// savepoint: a SAVEPOINT ran in the current transaction block.
 	savepoint bool
 }
@@ -115,18 +118,31 @@ type portalTracker struct {
 // open records that the server holds p (replacing the unnamed portal, or
 // a dropped one of the same name).
 func (t *portalTracker) open(p *portal) {
-	if t.live == nil {
-		t.live = make(map[string]*portal)
+	var old *portal
+	if p.name == "" {
+		old, t.unnamed = t.unnamed, p
+	} else {
+		if t.live == nil {
+			t.live = make(map[string]*portal)
+		}
+		old = t.live[p.name]
+		t.live[p.name] = p
 	}
-	if old := t.live[p.name]; old != nil && old != p {
+	if old != nil && old != p {
 		old.state.Store(int32(objClosed))
 	}
 	p.afterSavepoint = t.savepoint
-	t.live[p.name] = p
 	p.state.CompareAndSwap(int32(objPending), int32(objOpen))
 }
 
 func (t *portalTracker) close(name string) {
+	if name == "" {
+		if p := t.unnamed; p != nil {
+			p.state.Store(int32(objClosed))
+			t.unnamed = nil
+		}
+		return
+	}
 	if p := t.live[name]; p != nil {
 		p.state.Store(int32(objClosed))
 		delete(t.live, name)
@@ -135,6 +151,13 @@ func (t *portalTracker) close(name string) {
 
 // closeIf closes every live portal drop reports true for.
 func (t *portalTracker) closeIf(drop func(*portal) bool) {
+	if p := t.unnamed; p != nil && drop(p) {
+		p.state.Store(int32(objClosed))
+		t.unnamed = nil
+	}
+	if len(t.live) == 0 {
+		return
+	}
 	for name, p := range t.live {
 		if drop(p) {
 			p.state.Store(int32(objClosed))
@@ -181,5 +204,98 @@ func (t *portalTracker) idle(failed bool) {
 		t.rollback()
 	} else {
 		t.commit()
+	}
+}
+
+// stmtTable and portalTable are the client goroutine's statements and
+// portals by name. The unnamed one, which drivers use for most
+// statements (pgbench's prepared mode Binds every one to the unnamed
+// portal), has a slot of its own, and stmtTable remembers the named
+// statement it found last (drivers Bind one statement again and again):
+// neither costs a map lookup per message.
+type stmtTable struct {
+	unnamed *prepared
+	named   map[string]*prepared
+	// last is nil or named[last.name].
+	last *prepared
+}
+
+// get returns the statement of name (which may point into the read
+// buffer), or nil.
+func (t *stmtTable) get(name []byte) *prepared {
+	if len(name) == 0 {
+		return t.unnamed
+	}
+	if p := t.last; p != nil && p.name == string(name) {
+		return p
+	}
+	p := t.named[string(name)]
+	if p != nil {
+		t.last = p
+	}
+	return p
+}
+
+// set records p under its name and returns what the name held.
+func (t *stmtTable) set(p *prepared) (old *prepared) {
+	if p.name == "" {
+		old, t.unnamed = t.unnamed, p
+		return old
+	}
+	if t.named == nil {
+		t.named = make(map[string]*prepared)
+	}
+	old = t.named[p.name]
+	t.named[p.name] = p
+	t.last = p
+	return old
+}
+
+// purge drops the closed named statements.
+func (t *stmtTable) purge() {
+	for name, q := range t.named {
+		if objState(q.state.Load()) == objClosed {
+			delete(t.named, name)
+		}
+	}
+	if t.last != nil && t.named[t.last.name] != t.last {
+		t.last = nil
+	}
+}
+
+type portalTable struct {
+	unnamed *portal
+	named   map[string]*portal
+}
+
+// get returns the portal of name (which may point into the read buffer),
+// or nil.
+func (t *portalTable) get(name []byte) *portal {
+	if len(name) == 0 {
+		return t.unnamed
+	}
+	return t.named[string(name)]
+}
+
+// set records p under its name and returns what the name held.
+func (t *portalTable) set(p *portal) (old *portal) {
+	if p.name == "" {
+		old, t.unnamed = t.unnamed, p
+		return old
+	}
+	if t.named == nil {
+		t.named = make(map[string]*portal)
+	}
+	old = t.named[p.name]
+	t.named[p.name] = p
+	return old
+}
+
+// purge drops the closed named portals.
+func (t *portalTable) purge() {
+	for name, q := range t.named {
+		if objState(q.state.Load()) == objClosed {
+			delete(t.named, name)
+		}
 	}
 }

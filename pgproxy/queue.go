@@ -130,6 +130,14 @@ func (q *requestQueue) len() int { return len(q.buf) - q.head }
 
 func (q *requestQueue) push(r request) { q.buf = append(q.buf, r) }
 
+// add appends a zero request and returns it, valid until the next add or
+// push, for the caller to fill in place: a request is some 230 bytes, and
+// push copies it once more.
+func (q *requestQueue) add() *request {
+	q.buf = append(q.buf, request{})
+	return &q.buf[len(q.buf)-1]
+}
+
 // front returns the oldest request, valid until the next push or pop.
 func (q *requestQueue) front() *request {
 	if q.head == len(q.buf) {
@@ -148,9 +156,7 @@ func (q *requestQueue) pop() {
 
 // moveTo appends every request to dst in order and empties q.
 func (q *requestQueue) moveTo(dst *requestQueue) {
-	for i := q.head; i < len(q.buf); i++ {
-		dst.buf = append(dst.buf, q.buf[i])
-		q.buf[i] = request{}
-	}
+	dst.buf = append(dst.buf, q.buf[q.head:]...)
+	clear(q.buf[q.head:]) // drop references
 	q.buf, q.head = q.buf[:0], 0
 }

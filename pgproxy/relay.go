@@ -33,7 +33,7 @@ import (
 // and the idle timer.
 func (c *conn) startRelay() {
 	c.unwatch = c.watch()
-	c.lastActive.Store(time.Now().UnixNano())
+	c.lastActive.Store(monoNow())
 	if idle := c.srv.limits.IdleTimeout; idle > 0 {
 		// Under mu: idleCheck re-arms the timer through c.idleTimer.
 		c.mu.Lock()
@@ -231,7 +231,7 @@ func (c *conn) idleCheck() {
 		c.rearmIdle(idle)
 		return
 	}
-	since := time.Since(time.Unix(0, c.lastActive.Load()))
+	since := time.Duration(monoNow() - c.lastActive.Load())
 	if since >= idle {
 		c.log.Info("idle timeout; ending session", "idle", since.Round(time.Millisecond))
 		c.stop(errIdle)

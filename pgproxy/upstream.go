@@ -214,7 +214,7 @@ func (c *conn) answered() {
 	if u.q.len() == 0 {
 		c.inflight.Add(-u.popped)
 		u.popped = 0
-		c.lastActive.Store(time.Now().UnixNano())
+		c.lastActive.Store(monoNow())
 	}
 }
 

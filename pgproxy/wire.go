@@ -40,8 +40,10 @@ type msgReader struct {
 	rk      int
 	rerr    error
 	buf     []byte // nil while released
-	rp, wp  int    // unread bytes are buf[rp:wp]
-	maxBody int    // 0 = no limit
+	// bufs is the loop's buffer cache while a loop reads the socket.
+	bufs    *loopBufs
+	rp, wp  int // unread bytes are buf[rp:wp]
+	maxBody int // 0 = no limit
 
 	// pre is a request for the peer that the next read writes (to preW,
 	// the same socket) before it reads, and preErr the write's error; see
@@ -58,6 +60,8 @@ type msgReader struct {
 	// active is stamped with the time of every read that returned bytes
 	// (the idle timeout's measure of client activity).
 	active *atomic.Int64
+	// reads counts the reads that returned bytes.
+	reads uint64
 	// reserving is called before a message takes budget (wait: it has
 	// to wait for it).
 	reserving func(bytes int64, wait bool)
@@ -127,6 +131,48 @@ func (p *bufCache) put(b []byte) {
 	p.mu.Unlock()
 }
 
+// loopBufs is a loop's own cache of base-size buffers, used only on the
+// loop's goroutine, so without readBufs' lock: a session on a loop takes
+// and gives back a buffer per peer and direction on every round trip (an
+// idle session keeps none), and the most recently given back, still in
+// the CPU's cache, is the next taken. A nil *loopBufs is readBufs.
+type loopBufs struct {
+	free [][]byte
+}
+
+// loopBufsMax is what a loop's cache keeps: a round trip of one session
+// holds at most four buffers at once (both peers' reads and writes).
+const loopBufsMax = 8
+
+// loopBufsOf maps each *evloop.Loop to its *loopBufs.
+var loopBufsOf sync.Map
+
+func (s *loopBufs) get() []byte {
+	if s == nil {
+		return readBufs.get()
+	}
+	if n := len(s.free); n > 0 {
+		b := s.free[n-1]
+		s.free[n-1] = nil
+		s.free = s.free[:n-1]
+		return b
+	}
+	return readBufs.get()
+}
+
+// put takes b back, as bufCache.put does.
+func (s *loopBufs) put(b []byte) {
+	if s == nil || cap(b) != readBufSize {
+		readBufs.put(b)
+		return
+	}
+	if len(s.free) < loopBufsMax {
+		s.free = append(s.free, b[:readBufSize])
+		return
+	}
+	readBufs.put(b)
+}
+
 // buffered reports how many received bytes are not yet returned.
 func (m *msgReader) buffered() int { return m.wp - m.rp }
 
@@ -163,7 +209,7 @@ func (m *msgReader) headLen() int {
 // memory for it, and with no room readRaw reports ENOBUFS.
 func (m *msgReader) readRaw(fd int, grow bool) (int, syscall.Errno) {
 	if m.buf == nil {
-		m.buf = readBufs.get()
+		m.buf = m.bufs.get()
 	}
 	need := max(m.headLen(), 5)
 	if m.rp > 0 && m.rp+need > len(m.buf) {
@@ -180,8 +226,11 @@ func (m *msgReader) readRaw(fd int, grow bool) (int, syscall.Errno) {
 	}
 	n, errno := evloop.Read(fd, m.buf[m.wp:])
 	m.wp += n
-	if n > 0 && m.active != nil {
-		m.active.Store(time.Now().UnixNano())
+	if n > 0 {
+		m.reads++
+		if m.active != nil {
+			m.active.Store(monoNow())
+		}
 	}
 	return n, errno
 }
@@ -190,6 +239,20 @@ func (m *msgReader) readRaw(fd int, grow bool) (int, syscall.Errno) {
 // msg is valid until the following call. A stream that ends mid-message
 // gives io.ErrUnexpectedEOF, as pgproto3 does.
 func (m *msgReader) next() (typ byte, msg []byte, err error) {
+	if b := m.buf[m.rp:m.wp]; len(b) >= 5 {
+		// A whole message is buffered that needs no reservation (it fits
+		// the base buffer) and is within maxBody: what nextSlow returns,
+		// without its calls.
+		l := int(int32(binary.BigEndian.Uint32(b[1:5])))
+		if l >= 4 && l < len(b) && l < readBufSize && (m.maxBody <= 0 || l-4 <= m.maxBody) {
+			m.rp += 1 + l
+			return b[0], b[:1+l], nil
+		}
+	}
+	return m.nextSlow()
+}
+
+func (m *msgReader) nextSlow() (typ byte, msg []byte, err error) {
 	if m.rp == m.wp && len(m.buf) > maxKeptReadBuf {
 		m.shrink()
 	}
@@ -238,7 +301,7 @@ func (m *msgReader) reserve(n int) error {
 // shrink drops a drained buffer (the next fill takes a base-size one)
 // and returns its budget.
 func (m *msgReader) shrink() {
-	readBufs.put(m.buf)
+	m.bufs.put(m.buf)
 	m.buf, m.rp, m.wp = nil, 0, 0
 	m.release()
 }
@@ -258,7 +321,7 @@ func (m *msgReader) fill(n int) error {
 		return nil
 	}
 	if m.buf == nil {
-		m.buf = readBufs.get()
+		m.buf = m.bufs.get()
 	}
 	if m.rp > 0 && m.rp+n > len(m.buf) {
 		m.wp = copy(m.buf, m.buf[m.rp:m.wp])
@@ -274,8 +337,11 @@ func (m *msgReader) fill(n int) error {
 		}
 		k, err := m.read()
 		m.wp += k
-		if k > 0 && m.active != nil {
-			m.active.Store(time.Now().UnixNano())
+		if k > 0 {
+			m.reads++
+			if m.active != nil {
+				m.active.Store(monoNow())
+			}
 		}
 		if err != nil {
 			if m.wp-m.rp >= n {
@@ -358,7 +424,7 @@ func (m *msgReader) readFD(fd uintptr) bool {
 		return false
 	}
 	if m.buf == nil {
-		m.buf = readBufs.get()
+		m.buf = m.bufs.get()
 	}
 	for {
 		m.rk, m.rerr = syscall.Read(int(fd), m.buf[m.wp:])
@@ -498,9 +564,18 @@ func (c *conn) send(msg pgproto3.BackendMessage) {
 // none.
 func (c *conn) clientBuffer() []byte {
 	if c.wbuf == nil {
-		c.wbuf = readBufs.get()[:0]
+		c.wbuf = c.bufs().get()[:0]
 	}
 	return c.wbuf
+}
+
+// bufs is where the session's buffers come from: its loop's cache while
+// on a loop, else readBufs (nil).
+func (c *conn) bufs() *loopBufs {
+	if s := c.ev; s != nil {
+		return s.bufs
+	}
+	return nil
 }
 
 // flushClient writes the client write buffer; the caller holds wmu once
