@@ -2,9 +2,10 @@
 # bench.sh: what keyhole costs next to a direct connection, PgBouncer
 # (session mode), a naive Go relay (internal/benchtools/naiverelay: two
 # io.Copy goroutines per connection, no protocol knowledge) and, as target
-# epoll (not run unless named in BENCH_TARGETS), the floor of a Go relay
-# (internal/benchtools/epollrelay: raw non-blocking sockets on one epoll
-# loop on one locked thread, no netpoller, no goroutine per connection).
+# epoll, the floor of a Go relay (internal/benchtools/epollrelay -raw: raw
+# non-blocking sockets on one epoll loop on one locked thread, no
+# netpoller, no goroutine per connection, as keyhole's loops are built, but
+# nothing parsed, decided or audited).
 #
 # 1. Throughput: pgbench's select-only script (-S, scale 5) at 8 clients and
 #    2 threads, prepared and simple protocol. The four targets run in turn
@@ -43,11 +44,14 @@
 #   BENCH_LAT_SECONDS=5   length of each 1-client latency run (0 = skip)
 #   BENCH_IDLE_SESSIONS=80  idle sessions for the memory figure (0 = skip)
 #   BENCH_CLIENTS=8 BENCH_THREADS=2 BENCH_SCALE=5 BENCH_SSLMODE=disable
-#   BENCH_TARGETS="direct pgbouncer naive keyhole"  (also: epoll, epoll-b)
-#   BENCH_EPOLL_FLAGS=""    epollrelay's flags for target epoll (-raw -edge -uring
-#                         -splice -loops N, see its doc comment)
-#   BENCH_EPOLL_B_FLAGS="-raw"  flags for target epoll-b (a second epollrelay
-#                         in the same rounds, to compare its variants)
+#   BENCH_TARGETS="direct pgbouncer naive epoll keyhole"  (also: epoll-b)
+#   BENCH_EPOLL_FLAGS="-raw"  epollrelay's flags for target epoll, the floor
+#                         of a Go relay built as keyhole's loops are
+#                         (-raw -edge -uring -splice -loops N, see its doc
+#                         comment)
+#   BENCH_EPOLL_B_FLAGS="-uring"  flags for target epoll-b (a second
+#                         epollrelay in the same rounds, to compare its
+#                         variants; -uring: writes and wait batched)
 #   BENCH_MODES="prepared simple"
 #   BENCH_SUITES="pg mysql"  which parts run (mysql needs MariaDB and sysbench)
 #   BENCH_MYSQL_SECONDS=$BENCH_SECONDS BENCH_MYSQL_THREADS=8
@@ -94,7 +98,7 @@ CLIENTS="${BENCH_CLIENTS:-8}"
 THREADS="${BENCH_THREADS:-2}"
 SCALE="${BENCH_SCALE:-5}"
 SSLMODE="${BENCH_SSLMODE:-disable}"
-read -r -a TARGETS <<<"${BENCH_TARGETS:-direct pgbouncer naive keyhole}"
+read -r -a TARGETS <<<"${BENCH_TARGETS:-direct pgbouncer naive epoll keyhole}"
 read -r -a MODES <<<"${BENCH_MODES:-prepared simple}"
 read -r -a SUITES <<<"${BENCH_SUITES:-pg mysql}"
 has_suite() { [[ " ${SUITES[*]} " == *" $1 "* ]]; }
@@ -246,23 +250,23 @@ NAIVE_PORT="$(free_port)"
 "${GOENV[@]}" "$WORK/naiverelay" -listen "127.0.0.1:$NAIVE_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" >"$WORK/naive.log" 2>&1 &
 NAIVE_PID=$!
 wait_port "$NAIVE_PORT" || die "naiverelay did not start: $(cat "$WORK/naive.log")"
-# The epoll relays, only when asked for.
+# The epoll relays, when named in TARGETS.
 EPOLL_PORT="" EPOLL_B_PORT=""
 if [[ " ${TARGETS[*]} " == *" epoll "* ]]; then
 	EPOLL_PORT="$(free_port)"
 	# shellcheck disable=SC2086 # BENCH_EPOLL_FLAGS is a list of flags
-	"${GOENV[@]}" "$WORK/epollrelay" -listen "127.0.0.1:$EPOLL_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" ${BENCH_EPOLL_FLAGS:-} >"$WORK/epoll.log" 2>&1 &
+	"${GOENV[@]}" "$WORK/epollrelay" -listen "127.0.0.1:$EPOLL_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" ${BENCH_EPOLL_FLAGS--raw} >"$WORK/epoll.log" 2>&1 &
 	EPOLL_PID=$!
 	wait_port "$EPOLL_PORT" || die "epollrelay did not start: $(cat "$WORK/epoll.log")"
-	meta epoll_flags "${BENCH_EPOLL_FLAGS:-}"
+	meta epoll_flags "${BENCH_EPOLL_FLAGS--raw}"
 fi
 if [[ " ${TARGETS[*]} " == *" epoll-b "* ]]; then
 	EPOLL_B_PORT="$(free_port)"
 	# shellcheck disable=SC2086 # BENCH_EPOLL_B_FLAGS is a list of flags
-	"${GOENV[@]}" "$WORK/epollrelay" -listen "127.0.0.1:$EPOLL_B_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" ${BENCH_EPOLL_B_FLAGS--raw} >"$WORK/epoll-b.log" 2>&1 &
+	"${GOENV[@]}" "$WORK/epollrelay" -listen "127.0.0.1:$EPOLL_B_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" ${BENCH_EPOLL_B_FLAGS--uring} >"$WORK/epoll-b.log" 2>&1 &
 	EPOLL_B_PID=$!
 	wait_port "$EPOLL_B_PORT" || die "epollrelay (epoll-b) did not start: $(cat "$WORK/epoll-b.log")"
-	meta epoll_b_flags "${BENCH_EPOLL_B_FLAGS--raw}"
+	meta epoll_b_flags "${BENCH_EPOLL_B_FLAGS--uring}"
 fi
 
 # keyhole, with a policy that allows pgbench's select-only script.

@@ -106,7 +106,7 @@ def summary(thr, lat, mem):
     cpu = []
     for m in modes:
         k, b, n = find(thr, "keyhole", m), find(thr, "pgbouncer", m), find(thr, "naive", m)
-        base = find(thr, "keyhole-base", m)
+        base, floor = find(thr, "keyhole-base", m), find(thr, "epoll", m)
         if k and k["cpu_us_per_txn"] is not None:
             s = f"{m} {k['cpu_us_per_txn']:.1f}"
             others = []
@@ -116,6 +116,8 @@ def summary(thr, lat, mem):
                 others.append(f"PgBouncer {b['cpu_us_per_txn']:.1f}")
             if n:
                 others.append(f"naive {n['cpu_us_per_txn']:.1f}")
+            if floor:
+                others.append(f"Go relay floor {floor['cpu_us_per_txn']:.1f}")
             if others:
                 s += " (" + ", ".join(others) + ")"
             cpu.append(s)
