@@ -148,7 +148,10 @@ func TestIdleTimeout(t *testing.T) {
 	t.Parallel()
 	var logs fixture.SyncBuffer
 	e := newEnv(t, envOpts{
-		limits: config.Limits{IdleTimeout: 300 * time.Millisecond},
+		// Long enough that the gap between the login and the query
+		// below stays under it on a loaded machine (the session must not
+		// be idle before the query is sent).
+		limits: config.Limits{IdleTimeout: time.Second},
 		logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	r := e.raw(t)
