@@ -78,8 +78,8 @@ type conn struct {
 	authType uint32 // what a 'p' message answers
 	upBuf    []byte // forwarded bytes, written upstream by flushUp
 	staged   requestQueue
-	stmts    stmtTable
-	portals  portalTable
+	stmts    nameTable[*prepared]
+	portals  nameTable[*portal]
 	// skipToSync: keyhole refused a message of this sync block; like the
 	// server after an error, it discards the client's messages until Sync.
 	skipToSync bool

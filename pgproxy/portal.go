@@ -207,95 +207,73 @@ func (t *portalTracker) idle(failed bool) {
 	}
 }
 
-// stmtTable and portalTable are the client goroutine's statements and
-// portals by name. The unnamed one, which drivers use for most
-// statements (pgbench's prepared mode Binds every one to the unnamed
-// portal), has a slot of its own, and stmtTable remembers the named
-// statement it found last (drivers Bind one statement again and again):
-// neither costs a map lookup per message.
-type stmtTable struct {
-	unnamed *prepared
-	named   map[string]*prepared
-	// last is nil or named[last.name].
-	last *prepared
+// nameTable is the client goroutine's prepared statements (or portals) by
+// name. The unnamed one, which drivers use for most statements (pgbench's
+// prepared mode Binds every one to the unnamed portal), has a slot of its
+// own, and the table remembers the named object it found last (drivers
+// Bind one statement again and again): neither costs a map lookup per
+// message.
+type nameTable[T tableEntry] struct {
+	unnamed T
+	named   map[string]T
+	// last is the zero T or named[last.entryName()].
+	last T
 }
 
-// get returns the statement of name (which may point into the read
-// buffer), or nil.
-func (t *stmtTable) get(name []byte) *prepared {
+// tableEntry is what a nameTable holds: *prepared or *portal.
+type tableEntry interface {
+	comparable
+	entryName() string
+	entryClosed() bool
+}
+
+func (p *prepared) entryName() string { return p.name }
+func (p *prepared) entryClosed() bool { return objState(p.state.Load()) == objClosed }
+func (p *portal) entryName() string   { return p.name }
+func (p *portal) entryClosed() bool   { return objState(p.state.Load()) == objClosed }
+
+// get returns the object of name (which may point into the read buffer),
+// or the zero T.
+func (t *nameTable[T]) get(name []byte) T {
+	var none T
 	if len(name) == 0 {
 		return t.unnamed
 	}
-	if p := t.last; p != nil && p.name == string(name) {
+	if p := t.last; p != none && p.entryName() == string(name) {
 		return p
 	}
 	p := t.named[string(name)]
-	if p != nil {
+	if p != none {
 		t.last = p
 	}
 	return p
 }
 
 // set records p under its name and returns what the name held.
-func (t *stmtTable) set(p *prepared) (old *prepared) {
-	if p.name == "" {
+func (t *nameTable[T]) set(p T) (old T) {
+	name := p.entryName()
+	if name == "" {
 		old, t.unnamed = t.unnamed, p
 		return old
 	}
 	if t.named == nil {
-		t.named = make(map[string]*prepared)
+		t.named = make(map[string]T)
 	}
-	old = t.named[p.name]
-	t.named[p.name] = p
+	old = t.named[name]
+	t.named[name] = p
 	t.last = p
 	return old
 }
 
-// purge drops the closed named statements.
-func (t *stmtTable) purge() {
+// purge drops the closed named objects.
+func (t *nameTable[T]) purge() {
+	var none T
 	for name, q := range t.named {
-		if objState(q.state.Load()) == objClosed {
+		if q.entryClosed() {
 			delete(t.named, name)
 		}
 	}
-	if t.last != nil && t.named[t.last.name] != t.last {
-		t.last = nil
-	}
-}
-
-type portalTable struct {
-	unnamed *portal
-	named   map[string]*portal
-}
-
-// get returns the portal of name (which may point into the read buffer),
-// or nil.
-func (t *portalTable) get(name []byte) *portal {
-	if len(name) == 0 {
-		return t.unnamed
-	}
-	return t.named[string(name)]
-}
-
-// set records p under its name and returns what the name held.
-func (t *portalTable) set(p *portal) (old *portal) {
-	if p.name == "" {
-		old, t.unnamed = t.unnamed, p
-		return old
-	}
-	if t.named == nil {
-		t.named = make(map[string]*portal)
-	}
-	old = t.named[p.name]
-	t.named[p.name] = p
-	return old
-}
-
-// purge drops the closed named portals.
-func (t *portalTable) purge() {
-	for name, q := range t.named {
-		if objState(q.state.Load()) == objClosed {
-			delete(t.named, name)
-		}
+	if t.last != none && t.named[t.last.entryName()] != t.last {
+		t.last = none
 	}
 }
