@@ -252,7 +252,10 @@ func (c *conn) clientEvent(events uint32) {
 		// read reports it; during one, its answer is read to the end for
 		// the audit first.
 		lp.clientEOF = true
-		_ = lp.l.Remove(lp.cfd)
+		if u, _ := lp.l.Remove(lp.cfd); len(u) > 0 {
+			// (Written on by loopWrite, unwatched, until the answer ends.)
+			c.wbuf, lp.woff = append(u, c.wbuf[lp.woff:]...), 0
+		}
 		if lp.ans == nil {
 			c.loopCommands()
 		}
@@ -605,7 +608,7 @@ func (c *conn) loopSend(p []byte) error {
 func (c *conn) loopSendRest() error {
 	lp := c.lp
 	for lp.uoff < len(c.upBuf) {
-		k, e := evloop.Write(lp.ufd, c.upBuf[lp.uoff:])
+		k, e := lp.l.Write(lp.ufd, c.upBuf[lp.uoff:])
 		if e == syscall.EAGAIN {
 			return nil
 		}
@@ -627,7 +630,7 @@ func (c *conn) loopSendRest() error {
 func (c *conn) loopWrite() bool {
 	lp := c.lp
 	for lp.woff < len(c.wbuf) && c.lost == nil {
-		k, e := evloop.Write(lp.cfd, c.wbuf[lp.woff:])
+		k, e := lp.l.Write(lp.cfd, c.wbuf[lp.woff:])
 		if e == syscall.EAGAIN && lp.clientEOF {
 			// A client that closed its end and does not read: its
 			// socket is no longer watched.
@@ -656,10 +659,15 @@ func (c *conn) loopWrite() bool {
 func (c *conn) leaveLoop(endErr error) {
 	lp := c.lp
 	c.lp = nil
+	// What the loop's Write had taken and the sockets did not goes first.
 	if !lp.clientEOF {
-		_ = lp.l.Remove(lp.cfd)
+		if u, _ := lp.l.Remove(lp.cfd); len(u) > 0 {
+			c.wbuf, lp.woff = append(u, c.wbuf[lp.woff:]...), 0
+		}
 	}
-	_ = lp.l.Remove(lp.ufd)
+	if u, _ := lp.l.Remove(lp.ufd); len(u) > 0 {
+		c.upBuf, lp.uoff = append(u, c.upBuf[lp.uoff:]...), 0
+	}
 	if lp.idle != nil {
 		lp.idle.Stop()
 	}

@@ -430,7 +430,7 @@ func (s *loopSess) flushUp() error {
 	if s.usent == len(c.upBuf) {
 		return nil
 	}
-	n, e := evloop.Write(s.ufd, c.upBuf[s.usent:])
+	n, e := s.l.Write(s.ufd, c.upBuf[s.usent:])
 	switch {
 	case e == syscall.EAGAIN:
 		return nil
@@ -450,7 +450,7 @@ func (s *loopSess) flushUp() error {
 // keeps none).
 func (s *loopSess) writeClient() (done bool, err error) {
 	c := s.c
-	n, e := evloop.Write(s.cfd, c.wbuf[c.wsent:])
+	n, e := s.l.Write(s.cfd, c.wbuf[c.wsent:])
 	switch {
 	case e == syscall.EAGAIN:
 		return false, nil
@@ -501,11 +501,19 @@ func (s *loopSess) leave(err error) {
 	s.gone = true
 	c := s.c
 	fds := []int{s.cfd, s.ufd}
-	for _, fd := range fds[:s.added] {
-		_ = s.l.Remove(fd)
+	var unsent [2][]byte // what the loop took for each peer and could not send
+	for i, fd := range fds[:s.added] {
+		unsent[i], _ = s.l.Remove(fd)
 	}
 	// What a peer has not taken yet moves to the front of its buffer,
-	// where the goroutine relay writes from.
+	// where the goroutine relay writes from: first what the loop's Write
+	// had taken.
+	if len(unsent[0]) > 0 {
+		c.wbuf, c.wsent = append(unsent[0], c.wbuf[c.wsent:]...), 0
+	}
+	if len(unsent[1]) > 0 {
+		c.upBuf, s.usent = append(unsent[1], c.upBuf[s.usent:]...), 0
+	}
 	if s.usent > 0 {
 		c.upBuf = c.upBuf[:copy(c.upBuf, c.upBuf[s.usent:])]
 		s.usent = 0

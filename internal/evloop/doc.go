@@ -26,8 +26,13 @@
 //     any other goroutine reaches a loop's sessions (a revocation, a timer,
 //     a hand-over): the function runs on the loop between batches of
 //     events.
-//   - Read and Write are single raw system calls on a non-blocking
-//     descriptor: no entersyscall/exitsyscall, never blocking.
+//   - Read is one raw recvfrom(2) on a non-blocking descriptor: no
+//     entersyscall/exitsyscall, never blocking. Loop.Write never blocks
+//     either: in epoll mode it is one raw sendto(2); in io_uring mode
+//     (below) it copies the bytes to the descriptor's send queue. Either
+//     way it may take fewer bytes than offered, or none (EAGAIN), and the
+//     handler then waits for Out. Remove hands back what Write took and
+//     the socket did not.
 //   - A handler must not block: no channel waits, no locks held by goroutines
 //     that may themselves wait, no network calls. A panic in a handler is
 //     recovered and reported to that handler's Panicked only.
@@ -41,4 +46,17 @@
 // with its preemption signal (see Loop.wait). After 2 ms with no event the
 // loop waits through the runtime's wrapper, holding no P, for as long as
 // it is idle.
+//
+// io_uring mode (uring.go; Linux 6.15 or later, else epoll mode; the
+// environment variable KEYHOLE_IO_URING=off forces epoll mode): a loop's
+// writes of one turn and its wait for the next events are one
+// io_uring_enter. Write queues bytes; when the loop next waits, each
+// queue becomes one IORING_OP_SEND with MSG_DONTWAIT (tried once, during
+// the submission, never waiting in the kernel: sendto(2) on a non-blocking
+// socket, batched) and the wait is an IORING_OP_EPOLL_WAIT on the same
+// epoll instance, so level-triggered registrations behave as in epoll
+// mode. A send that the socket took only in part leaves the rest queued
+// and the loop watches Out for it itself. Per pgbench transaction that is
+// two reads and a share of one io_uring_enter, where epoll mode (and
+// PgBouncer) make two reads, two writes and a share of one epoll_wait.
 package evloop

@@ -42,11 +42,23 @@ type Loop struct {
 
 	// Loop goroutine only.
 	handlers []Handler // by descriptor
-	wants    []uint32  // events registered, by descriptor
+	wants    []uint32  // events the handler watches, by descriptor
+	reg      []uint32  // events registered with epoll: wants, and Out for a full send queue
 	evs      []unix.EpollEvent
 	running  []func()
 	raw      bool // wait: the next wait starts raw
 	busyMS   int  // wait: how long a raw wait lasts (busyWaitMS)
+
+	// io_uring mode (uring.go); ring is nil in epoll mode.
+	ring    *ring
+	sends   []sendQ // by descriptor
+	dirty   []int32 // descriptors whose queues have bytes for this turn's sends
+	redirty []int32
+	spare   [][]byte
+	waiting bool // an epoll wait is in the ring
+	ready   int  // events of an epoll wait queueSends came across (-1: none)
+	arg     getEventsArg
+	ts      unix.Timespec
 
 	mu     sync.Mutex
 	posted []func()
@@ -57,7 +69,9 @@ type Loop struct {
 var ErrNotSocket = errors.New("evloop: not a plain socket")
 
 // New creates a loop and starts its goroutine, which runs for the life of
-// the process.
+// the process. The loop works in io_uring mode where the kernel allows
+// (see doc.go; KEYHOLE_IO_URING=off turns it off), else with epoll_pwait
+// and direct writes.
 func New() (*Loop, error) {
 	return newLoop(busyWaitMS)
 }
@@ -72,7 +86,7 @@ func newLoop(busyMS int) (*Loop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("evloop: eventfd: %w", err)
 	}
-	l := &Loop{epfd: epfd, wakefd: wakefd, evs: make([]unix.EpollEvent, 128), busyMS: busyMS}
+	l := &Loop{epfd: epfd, wakefd: wakefd, evs: make([]unix.EpollEvent, 128), busyMS: busyMS, ready: -1}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
 		unix.Close(epfd)
@@ -80,9 +94,14 @@ func newLoop(busyMS int) (*Loop, error) {
 		return nil, fmt.Errorf("evloop: epoll_ctl: %w", err)
 	}
 	loopsStarted.Add(1)
-	go l.run()
+	started := make(chan struct{})
+	go l.run(started)
+	<-started
 	return l, nil
 }
+
+// URing reports whether the loop works in io_uring mode.
+func (l *Loop) URing() bool { return l.ring != nil }
 
 // loopsStarted counts the process's loops (they run for its life).
 var loopsStarted atomic.Int32
@@ -132,12 +151,15 @@ func (l *Loop) Add(fd int, events uint32, h Handler) error {
 	for fd >= len(l.handlers) {
 		l.handlers = append(l.handlers, nil)
 		l.wants = append(l.wants, 0)
+		l.reg = append(l.reg, 0)
+		l.sends = append(l.sends, sendQ{})
 	}
 	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return fmt.Errorf("evloop: epoll_ctl add: %w", err)
 	}
-	l.handlers[fd], l.wants[fd] = h, events
+	l.handlers[fd], l.wants[fd], l.reg[fd] = h, events, events
+	l.sends[fd] = sendQ{}
 	return nil
 }
 
@@ -147,14 +169,26 @@ func (l *Loop) Modify(fd int, events uint32) error {
 	if fd < 0 || fd >= len(l.handlers) || l.handlers[fd] == nil {
 		return fmt.Errorf("evloop: modify: descriptor %d not registered", fd)
 	}
-	if l.wants[fd] == events {
+	l.wants[fd] = events
+	return l.register(fd)
+}
+
+// register brings fd's epoll registration to what its handler watches
+// plus Out while fd's send queue waits for room; no system call when it is
+// there already.
+func (l *Loop) register(fd int) error {
+	events := l.wants[fd]
+	if l.sends[fd].full {
+		events |= Out
+	}
+	if l.reg[fd] == events {
 		return nil
 	}
 	ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
 	if _, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(l.epfd), unix.EPOLL_CTL_MOD, uintptr(fd), uintptr(unsafe.Pointer(&ev)), 0, 0); e != 0 {
 		return fmt.Errorf("evloop: epoll_ctl mod: %w", e)
 	}
-	l.wants[fd] = events
+	l.reg[fd] = events
 	return nil
 }
 
@@ -168,17 +202,35 @@ func (l *Loop) Watching(fd int) uint32 {
 }
 
 // Remove unregisters fd; the caller still owns (and closes) it. Events
-// already collected for fd in the current batch are not delivered. Loop
-// goroutine only.
-func (l *Loop) Remove(fd int) error {
+// already collected for fd in the current batch are not delivered. Bytes
+// Write took for fd and the kernel has not are written now, as far as the
+// socket takes them; what it does not take is returned, the caller's to
+// send first (a session moving to a goroutine) or drop (one that ends).
+// Loop goroutine only.
+func (l *Loop) Remove(fd int) (unsent []byte, err error) {
 	if fd < 0 || fd >= len(l.handlers) || l.handlers[fd] == nil {
-		return fmt.Errorf("evloop: remove: descriptor %d not registered", fd)
+		return nil, fmt.Errorf("evloop: remove: descriptor %d not registered", fd)
 	}
-	l.handlers[fd], l.wants[fd] = nil, 0
+	if l.ring != nil {
+		q := &l.sends[fd]
+		for q.pending() > 0 && q.err == 0 {
+			n, e := writeNow(fd, q.buf[q.off:])
+			if e != 0 {
+				break
+			}
+			q.off += n
+		}
+		if q.err == 0 && q.pending() > 0 {
+			unsent = append([]byte(nil), q.buf[q.off:]...)
+		}
+		l.putBuf(q.buf)
+		*q = sendQ{dirty: q.dirty} // (still listed in dirty: skipped there)
+	}
+	l.handlers[fd], l.wants[fd], l.reg[fd] = nil, 0, 0
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil); err != nil {
-		return fmt.Errorf("evloop: epoll_ctl del: %w", err)
+		return unsent, fmt.Errorf("evloop: epoll_ctl del: %w", err)
 	}
-	return nil
+	return unsent, nil
 }
 
 // Post runs f on the loop's goroutine soon, after the current batch of
@@ -197,8 +249,12 @@ func (l *Loop) Post(f func()) {
 	}
 }
 
-func (l *Loop) run() {
+func (l *Loop) run(started chan<- struct{}) {
 	runtime.LockOSThread()
+	if useRing {
+		l.ring, _ = setupRing(l) // (else epoll mode)
+	}
+	close(started)
 	for {
 		n := l.wait()
 		for i := 0; i < n; i++ {
@@ -207,13 +263,36 @@ func (l *Loop) run() {
 				l.runPosted()
 				continue
 			}
-			if fd < len(l.handlers) {
-				if h := l.handlers[fd]; h != nil {
-					l.dispatch(h, fd, l.evs[i].Events)
+			if fd >= len(l.handlers) || l.handlers[fd] == nil {
+				continue
+			}
+			events := l.evs[i].Events
+			if l.ring != nil {
+				if events = l.sendable(fd, events); events == 0 {
+					continue
 				}
 			}
+			l.dispatch(l.handlers[fd], fd, events)
 		}
 	}
+}
+
+// useRing: loops try io_uring mode (tests turn it off to cover both).
+var useRing = true
+
+// sendable takes what fd's send queue makes of its events: Out on a full
+// queue sends it again this turn. It returns the events for the handler:
+// those it watches, and hang-ups and errors.
+func (l *Loop) sendable(fd int, events uint32) uint32 {
+	q := &l.sends[fd]
+	if q.full && events&(Out|Hup|Error) != 0 {
+		q.full = false
+		if !q.dirty {
+			q.dirty = true
+			l.dirty = append(l.dirty, int32(fd))
+		}
+	}
+	return events & (l.wants[fd] | Hup | Error)
 }
 
 // busyWaitMS is how long, in milliseconds, a loop waits for events in a
@@ -252,6 +331,9 @@ const busyWaitMS = 2
 //
 //go:noinline
 func (l *Loop) wait() int {
+	if l.ring != nil {
+		return l.waitRing()
+	}
 	if l.raw {
 		r, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.evs[0])), uintptr(len(l.evs)), uintptr(l.busyMS), 0, 0)
 		switch {
@@ -267,7 +349,7 @@ func (l *Loop) wait() int {
 		r, _, e := syscall.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.evs[0])), uintptr(len(l.evs)), ^uintptr(0), 0, 0)
 		if e == 0 {
 			// Raw waits again, unless the process has no P to spare.
-			l.raw = runtime.GOMAXPROCS(0) > loopCount()
+			l.raw = spareP()
 			return int(r)
 		}
 		if e != unix.EINTR {
@@ -276,6 +358,9 @@ func (l *Loop) wait() int {
 		}
 	}
 }
+
+// spareP reports whether the process has a P for more than its loops.
+func spareP() bool { return runtime.GOMAXPROCS(0) > loopCount() }
 
 func (l *Loop) runPosted() {
 	var buf [8]byte
@@ -327,14 +412,28 @@ func Read(fd int, p []byte) (int, syscall.Errno) {
 	}
 }
 
-// Write is one write(2) to a non-blocking descriptor: the bytes taken
-// (possibly fewer than len(p)), or an errno (EAGAIN: the socket's buffer
-// is full; EPIPE, ECONNRESET: the peer is gone). SIGPIPE is not raised:
-// the Go runtime ignores it for descriptors other than 1 and 2.
-func Write(fd int, p []byte) (int, syscall.Errno) {
+// Write writes to a non-blocking descriptor: it returns the bytes taken
+// (possibly fewer than len(p)), or an errno (EAGAIN: nothing can be taken
+// now, wait for Out; EPIPE, ECONNRESET: the peer is gone). Loop goroutine
+// only. In epoll mode, or for a descriptor not registered with l, it is
+// one sendto(2). In io_uring mode the bytes are copied to fd's send
+// queue, sent with the turn's other sends when the loop next waits; a
+// failed send's error comes from the next Write (and the socket's events),
+// and a queue the socket has not drained (maxQueued) takes nothing more
+// until Out.
+func (l *Loop) Write(fd int, p []byte) (int, syscall.Errno) {
 	if len(p) == 0 {
 		return 0, 0
 	}
+	if l.ring != nil && fd >= 0 && fd < len(l.handlers) && l.handlers[fd] != nil {
+		return l.queueWrite(fd, p)
+	}
+	return writeNow(fd, p)
+}
+
+// writeNow is one sendto(2) (MSG_NOSIGNAL: a write to a reset connection
+// gets EPIPE and no SIGPIPE).
+func writeNow(fd int, p []byte) (int, syscall.Errno) {
 	for {
 		r, e := sysWrite(fd, p)
 		if e == unix.EINTR {

@@ -60,7 +60,7 @@ func (e *echo) Event(fd int, events uint32) {
 	if bytes.Equal(buf[:n], []byte("panic")) {
 		panic("asked to")
 	}
-	if w, errno := Write(fd, buf[:n]); errno != 0 || w != n {
+	if w, errno := e.l.Write(fd, buf[:n]); errno != 0 || w != n {
 		e.close()
 	}
 }
@@ -71,7 +71,7 @@ func (e *echo) Panicked(v any) {
 }
 
 func (e *echo) close() {
-	_ = e.l.Remove(e.fd)
+	_, _ = e.l.Remove(e.fd)
 	Close(e.fd)
 	close(e.closed)
 }
@@ -238,7 +238,7 @@ func TestModifyAndRemove(t *testing.T) {
 			res <- errors.Join(err, errors.New("Watching does not report the new events"))
 			return
 		}
-		if err := l.Remove(fd); err != nil {
+		if _, err := l.Remove(fd); err != nil {
 			res <- err
 			return
 		}

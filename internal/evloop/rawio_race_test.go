@@ -57,7 +57,7 @@ func TestRaceSeesSocketOrder(t *testing.T) {
 		done <- shared
 	}()
 	shared = 2
-	if n, e := Write(fds[1], []byte{2}); n != 1 || e != 0 {
+	if n, e := writeNow(fds[1], []byte{2}); n != 1 || e != 0 {
 		t.Fatalf("write: %d, %v", n, e)
 	}
 	if got := <-done; got != 2 {

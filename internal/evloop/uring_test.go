@@ -1,0 +1,274 @@
+package evloop
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// newTestLoop returns a loop in the mode asked for; io_uring mode is
+// skipped, with the reason, on a kernel without it.
+func newTestLoop(t *testing.T, uring bool) *Loop {
+	t.Helper()
+	defer func(old bool) { useRing = old }(useRing)
+	useRing = uring
+	l, err := New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uring && !l.URing() {
+		_, why := onLoopPair(l, func() (*ring, error) { return setupRing(l) })
+		if os.Getenv("KEYHOLE_IO_URING") != "off" {
+			t.Skipf("no io_uring mode here: %v", why)
+		}
+	}
+	return l
+}
+
+func onLoopPair[A, B any](l *Loop, f func() (A, B)) (A, B) {
+	type ab struct {
+		a A
+		b B
+	}
+	r := onLoop(l, func() ab { a, b := f(); return ab{a, b} })
+	return r.a, r.b
+}
+
+// bothModes runs f on a loop in each mode.
+func bothModes(t *testing.T, f func(t *testing.T, l *Loop)) {
+	for _, m := range []struct {
+		name  string
+		uring bool
+	}{{"epoll", false}, {"io_uring", true}} {
+		t.Run(m.name, func(t *testing.T) {
+			l := newTestLoop(t, m.uring)
+			if l.URing() != m.uring {
+				t.Skip("mode not available")
+			}
+			f(t, l)
+		})
+	}
+}
+
+func TestEchoBothModes(t *testing.T) {
+	bothModes(t, func(t *testing.T, l *Loop) {
+		c1, s1 := pair(t)
+		c2, s2 := pair(t)
+		startEcho(t, l, s1)
+		startEcho(t, l, s2)
+		for range 50 {
+			roundTrip(t, c1, "hello")
+			roundTrip(t, c2, "world")
+		}
+	})
+}
+
+// streamer writes total bytes (a counting pattern) to its socket as fast
+// as the loop lets it: whatever Write does not take is offered again on
+// Out. stop asks it to Remove its socket and hand over what the loop did
+// not send.
+type streamer struct {
+	l       *Loop
+	fd      int
+	total   int
+	written int
+	eagains int
+	chunk   []byte
+	done    chan []byte // on Remove: the unsent bytes
+}
+
+func pattern(from, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte((from + i) % 251)
+	}
+	return b
+}
+
+func (s *streamer) Event(fd int, events uint32) { s.pump() }
+
+func (s *streamer) pump() {
+	for s.written < s.total {
+		n := min(len(s.chunk), s.total-s.written)
+		copy(s.chunk, pattern(s.written, n))
+		k, e := s.l.Write(s.fd, s.chunk[:n])
+		if e == syscall.EAGAIN {
+			s.eagains++
+			_ = s.l.Modify(s.fd, Out)
+			return
+		}
+		if e != 0 {
+			panic(e)
+		}
+		s.written += k
+	}
+	_ = s.l.Modify(s.fd, 0)
+}
+
+func (s *streamer) Panicked(v any) { panic(v) }
+
+func (s *streamer) stop() {
+	// More Writes until one takes nothing: epoll mode fills the socket,
+	// io_uring mode queues up to maxQueued, and Remove, before any send,
+	// must send what the socket takes and hand the rest back.
+	for {
+		n := min(len(s.chunk), s.total-s.written)
+		copy(s.chunk, pattern(s.written, n))
+		k, _ := s.l.Write(s.fd, s.chunk[:n])
+		if k == 0 {
+			break
+		}
+		s.written += k
+	}
+	unsent, err := s.l.Remove(s.fd)
+	if err != nil {
+		panic(err)
+	}
+	s.done <- unsent
+}
+
+// A peer that reads slowly gets every byte, in order: the loop's send
+// queue fills, Write says EAGAIN, and Out brings the rest.
+func TestWriteBackPressure(t *testing.T) {
+	bothModes(t, func(t *testing.T, l *Loop) {
+		c, srv := pair(t)
+		fd, err := Detach(srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer Close(fd)
+		s := &streamer{l: l, fd: fd, total: 8 << 20, chunk: make([]byte, 48<<10), done: make(chan []byte, 1)}
+		l.Post(func() {
+			if err := l.Add(fd, Out, s); err != nil {
+				panic(err)
+			}
+			s.pump()
+		})
+		_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+		got := make([]byte, 0, s.total)
+		buf := make([]byte, 7000)
+		for len(got) < s.total {
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("after %d bytes: %v", len(got), err)
+			}
+			got = append(got, buf[:n]...)
+			if len(got) < 1<<20 {
+				time.Sleep(time.Millisecond) // slow at first: the queue fills
+			}
+		}
+		if !bytes.Equal(got, pattern(0, s.total)) {
+			t.Fatal("the bytes arrived changed or out of order")
+		}
+		if onLoop(l, func() int { return s.eagains }) == 0 {
+			t.Fatal("Write never pushed back on a slow reader")
+		}
+	})
+}
+
+// Remove hands back what Write took and the socket did not: the peer's
+// bytes followed by those are exactly what was written.
+func TestRemoveReturnsUnsent(t *testing.T) {
+	bothModes(t, func(t *testing.T, l *Loop) {
+		c, srv := pair(t)
+		fd, err := Detach(srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer Close(fd)
+		// Small socket buffers: the queue cannot fit in them.
+		_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10); err != nil {
+			t.Fatal(err)
+		}
+		s := &streamer{l: l, fd: fd, total: 64 << 20, chunk: make([]byte, 48<<10), done: make(chan []byte, 1)}
+		l.Post(func() {
+			if err := l.Add(fd, Out, s); err != nil {
+				panic(err)
+			}
+			s.pump()
+		})
+		// Nobody reads: the socket and the queue fill up, and the writer
+		// stops.
+		deadline := time.Now().Add(10 * time.Second)
+		for last := -1; ; {
+			time.Sleep(50 * time.Millisecond)
+			now := onLoop(l, func() int { return s.written })
+			if now == last && onLoop(l, func() int { return s.eagains }) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the writer never stopped on a full socket")
+			}
+			last = now
+		}
+		l.Post(s.stop)
+		unsent := <-s.done
+		written := onLoop(l, func() int { return s.written })
+		if l.URing() && len(unsent) == 0 {
+			t.Fatal("io_uring mode: a full queue's bytes were not handed back")
+		}
+		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		got := make([]byte, 0, written)
+		buf := make([]byte, 64<<10)
+		for len(got)+len(unsent) < written {
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("read %d of %d: %v", len(got), written-len(unsent), err)
+			}
+			got = append(got, buf[:n]...)
+		}
+		got = append(got, unsent...)
+		if len(got) != written || !bytes.Equal(got, pattern(0, written)) {
+			t.Fatalf("socket bytes + unsent = %d bytes, want the %d written, in order", len(got), written)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		if n, err := c.Read(buf); n > 0 || err == io.EOF {
+			t.Fatalf("more than was written arrived (%d, %v)", n, err)
+		}
+	})
+}
+
+// A send to a peer that reset the connection fails; Write reports it.
+func TestWriteAfterReset(t *testing.T) {
+	bothModes(t, func(t *testing.T, l *Loop) {
+		c, srv := pair(t)
+		fd, err := Detach(srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer Close(fd)
+		if err := onLoop(l, func() error { return l.Add(fd, 0, ignore{}) }); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.(*net.TCPConn).SetLinger(0)
+		c.Close() // RST
+		time.Sleep(50 * time.Millisecond)
+		var last syscall.Errno
+		for range 20 {
+			last = onLoop(l, func() syscall.Errno {
+				_, e := l.Write(fd, []byte("x"))
+				return e
+			})
+			if last != 0 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if last != syscall.EPIPE && last != syscall.ECONNRESET {
+			t.Fatalf("Write to a reset connection: %v, want EPIPE or ECONNRESET", last)
+		}
+	})
+}
+
+// ignore is a handler that does nothing with its events.
+type ignore struct{}
+
+func (ignore) Event(int, uint32) {}
+func (ignore) Panicked(v any)    { panic(v) }
