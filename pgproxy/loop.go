@@ -71,6 +71,53 @@ type loopSess struct {
 	gone bool
 	// stopReq: stop was called; the loop leaves at its next event.
 	stopReq atomic.Bool
+	// ahead holds a read the loop did for the client side [0] or the
+	// upstream side [1] (evloop.ReadAheader): that side's next read.
+	ahead [2]aheadRead
+}
+
+// aheadRead is the result of a read-ahead (its bytes are in the side's
+// buffer already).
+type aheadRead struct {
+	n     int
+	errno syscall.Errno
+	ok    bool
+}
+
+// ReadBuf implements evloop.ReadAheader: a side's read goes where its own
+// would (nowhere when it has no room: its own read reports that).
+func (s *loopSess) ReadBuf(fd int) []byte {
+	if s.gone {
+		return nil
+	}
+	m, grow := s.c.clientRd, false
+	if fd == s.ufd {
+		m, grow = s.c.upRd, true
+	}
+	to, errno := m.readTarget(grow)
+	if errno != 0 {
+		return nil
+	}
+	return to
+}
+
+// ReadDone implements evloop.ReadAheader.
+func (s *loopSess) ReadDone(fd int, n int, errno syscall.Errno) {
+	m, side := s.c.clientRd, 0
+	if fd == s.ufd {
+		m, side = s.c.upRd, 1
+	}
+	m.readDone(n)
+	s.ahead[side] = aheadRead{n: n, errno: errno, ok: true}
+}
+
+// read is a side's next read: the loop's read-ahead when there is one.
+func (s *loopSess) read(side int, m *msgReader, fd int, grow bool) (int, syscall.Errno) {
+	if a := s.ahead[side]; a.ok {
+		s.ahead[side] = aheadRead{}
+		return a.n, a.errno
+	}
+	return m.readRaw(fd, grow)
 }
 
 var (
@@ -288,7 +335,7 @@ func (s *loopSess) arm() error {
 
 func (s *loopSess) readClient() error {
 	c := s.c
-	n, e := c.clientRd.readRaw(s.cfd, false)
+	n, e := s.read(0, c.clientRd, s.cfd, false)
 	switch {
 	case e == syscall.EAGAIN:
 		return nil
@@ -304,7 +351,7 @@ func (s *loopSess) readClient() error {
 
 func (s *loopSess) readUpstream() error {
 	c := s.c
-	n, e := c.upRd.readRaw(s.ufd, true)
+	n, e := s.read(1, c.upRd, s.ufd, true)
 	switch {
 	case e == syscall.EAGAIN:
 		return nil

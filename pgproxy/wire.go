@@ -208,6 +208,18 @@ func (m *msgReader) headLen() int {
 // than the base buffer is left to the goroutine relay, which reserves
 // memory for it, and with no room readRaw reports ENOBUFS.
 func (m *msgReader) readRaw(fd int, grow bool) (int, syscall.Errno) {
+	to, errno := m.readTarget(grow)
+	if errno != 0 {
+		return 0, errno
+	}
+	n, errno := evloop.Read(fd, to)
+	m.readDone(n)
+	return n, errno
+}
+
+// readTarget is where readRaw's read goes (buf[wp:], after making room),
+// or ENOBUFS; the loop's read-ahead reads there too (loopSess.ReadBuf).
+func (m *msgReader) readTarget(grow bool) ([]byte, syscall.Errno) {
 	if m.buf == nil {
 		m.buf = m.bufs.get()
 	}
@@ -218,13 +230,17 @@ func (m *msgReader) readRaw(fd int, grow bool) (int, syscall.Errno) {
 	}
 	if m.wp == len(m.buf) {
 		if !grow || need <= m.wp-m.rp {
-			return 0, syscall.ENOBUFS
+			return nil, syscall.ENOBUFS
 		}
 		nb := make([]byte, min(need, 2*len(m.buf)))
 		copy(nb, m.buf[:m.wp])
 		m.buf = nb
 	}
-	n, errno := evloop.Read(fd, m.buf[m.wp:])
+	return m.buf[m.wp:], 0
+}
+
+// readDone counts n bytes read to readTarget's slice as buffered.
+func (m *msgReader) readDone(n int) {
 	m.wp += n
 	if n > 0 {
 		m.reads++
@@ -232,7 +248,6 @@ func (m *msgReader) readRaw(fd int, grow bool) (int, syscall.Errno) {
 			m.active.Store(monoNow())
 		}
 	}
-	return n, errno
 }
 
 // next returns the next message's type and its bytes, header included;

@@ -56,7 +56,11 @@
 // socket, batched) and the wait is an IORING_OP_EPOLL_WAIT on the same
 // epoll instance, so level-triggered registrations behave as in epoll
 // mode. A send that the socket took only in part leaves the rest queued
-// and the loop watches Out for it itself. Per pgbench transaction that is
-// two reads and a share of one io_uring_enter, where epoll mode (and
-// PgBouncer) make two reads, two writes and a share of one epoll_wait.
+// and the loop watches Out for it itself. Reads: after a wait, the loop
+// reads every reported socket whose handler is a ReadAheader watching In,
+// all in a second io_uring_enter (IORING_OP_RECV with MSG_DONTWAIT, into
+// the buffer the handler names), and hands each result to its handler
+// before the turn's events. A turn is then two io_uring_enter calls
+// whatever it carries, where epoll mode (and PgBouncer) make a read and a
+// write per message and an epoll_wait.
 package evloop

@@ -257,6 +257,9 @@ func (l *Loop) run(started chan<- struct{}) {
 	close(started)
 	for {
 		n := l.wait()
+		if l.ring != nil {
+			l.readAhead(n)
+		}
 		for i := 0; i < n; i++ {
 			fd := int(l.evs[i].Fd)
 			if fd == l.wakefd {

@@ -26,3 +26,6 @@ func sysWrite(fd int, p []byte) (int, syscall.Errno) {
 
 // raceReleaseIO is for the race detector only (rawio_race.go).
 func raceReleaseIO() {}
+
+// raceAcquireIO is for the race detector only (rawio_race.go).
+func raceAcquireIO() {}

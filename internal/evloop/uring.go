@@ -42,6 +42,7 @@ const (
 	sysIoUringEnter = 426
 
 	opSend      = 26
+	opRecv      = 27
 	opEpollWait = 59
 
 	setupSubmitAll    = 1 << 7
@@ -63,6 +64,7 @@ const (
 	// half is a send's descriptor).
 	tagWait = 1 << 32
 	tagSend = 2 << 32
+	tagRecv = 3 << 32
 )
 
 type sqringOffsets struct {
@@ -325,9 +327,7 @@ func (l *Loop) queueSends() int {
 			if e := l.ring.submit(); e != 0 && e != unix.EINTR && e != unix.EAGAIN && e != unix.EBUSY {
 				panic(fmt.Sprintf("evloop: io_uring_enter: %v", e))
 			}
-			if ev := l.reap(); ev >= 0 {
-				l.ready = ev // the epoll wait of an interrupted turn
-			}
+			l.reap()
 			n = 0
 			if l.ring.full() {
 				// (Submitted only in part; the rest waits for the turn's
@@ -352,15 +352,14 @@ func (l *Loop) queueSends() int {
 	return n
 }
 
-// reap handles every completion in the ring: a send's result, or the
-// epoll wait's (its number of events, -1 when it has not completed).
-func (l *Loop) reap() int {
-	events := -1
+// reap handles every completion in the ring: a send's or a read-ahead's
+// result, or the epoll wait's (its number of events goes to l.ready).
+func (l *Loop) reap() {
 	r := l.ring
 	for {
 		head := *r.cqHead
 		if head == atomic.LoadUint32(r.cqTail) {
-			return events
+			return
 		}
 		c := r.cqes[head&*r.cqMask]
 		atomic.StoreUint32(r.cqHead, head+1)
@@ -369,15 +368,17 @@ func (l *Loop) reap() int {
 			l.waiting = false
 			switch e := syscall.Errno(-c.res); {
 			case c.res >= 0:
-				events = int(c.res)
+				l.ready = int(c.res)
 			case e == unix.EINTR || e == unix.EAGAIN:
-				events = 0
+				l.ready = 0
 			default:
 				// EBADF/EINVAL: the loop's own state is broken.
 				panic(fmt.Sprintf("evloop: IORING_OP_EPOLL_WAIT: %v", e))
 			}
 		case tagSend:
 			l.sent(int(uint32(c.userData)), c.res)
+		case tagRecv:
+			l.readDone(int(uint32(c.userData)), c.res)
 		}
 	}
 }
@@ -428,6 +429,9 @@ func (l *Loop) waitRing() int {
 			panic(fmt.Sprintf("evloop: io_uring_enter: %v", e))
 		}
 		l.reap()
+		if l.ready >= 0 {
+			panic("evloop: two epoll waits completed")
+		}
 		return n
 	}
 	if !l.waiting {
@@ -449,7 +453,9 @@ func (l *Loop) waitRing() int {
 	} else {
 		_, _, e = syscall.Syscall6(sysIoUringEnter, uintptr(l.ring.fd), uintptr(l.ring.queued()), minComplete, enterGetEvents, 0, 0)
 	}
-	if n := l.reap(); n >= 0 {
+	l.reap()
+	if n := l.ready; n >= 0 {
+		l.ready = -1
 		if !l.raw {
 			l.raw = spareP()
 		}
@@ -466,4 +472,100 @@ func (l *Loop) waitRing() int {
 		panic(fmt.Sprintf("evloop: io_uring_enter: %v", e))
 	}
 	return 0
+}
+
+// ReadAheader is a Handler that lets the loop read for it: in io_uring
+// mode, after a wait, the loop reads every socket that epoll reported
+// (In, Hup or Error) and whose handler watches In, all in one
+// io_uring_enter (IORING_OP_RECV with MSG_DONTWAIT: one recv(2) each,
+// tried once during the submission), instead of a recvfrom(2) per handler.
+// Both methods run on the loop's goroutine, before the turn's events are
+// handed out.
+type ReadAheader interface {
+	Handler
+	// ReadBuf returns where the next read of fd is to go; empty: the
+	// loop does not read fd (the handler reads it itself, or not).
+	ReadBuf(fd int) []byte
+	// ReadDone reports that read as Read would: n > 0 bytes, written to
+	// the start of the slice ReadBuf returned; n == 0 with errno 0 at the
+	// end of the stream; or an errno (EAGAIN: nothing was there). The
+	// handler is to take this result as its next read of fd, in the
+	// Event that follows or later.
+	ReadDone(fd int, n int, errno syscall.Errno)
+}
+
+// readAhead reads, for their handlers, the sockets of the n events in
+// l.evs that a ReadAheader watches for In.
+func (l *Loop) readAhead(n int) {
+	queued := false
+	for i := 0; i < n; i++ {
+		fd := int(l.evs[i].Fd)
+		if fd == l.wakefd || fd >= len(l.handlers) || l.wants[fd]&In == 0 || l.evs[i].Events&(In|Hup|Error) == 0 {
+			continue
+		}
+		ra, ok := l.handlers[fd].(ReadAheader)
+		if !ok {
+			continue
+		}
+		b := l.readBuf(ra, fd)
+		if len(b) == 0 {
+			continue
+		}
+		if l.ring.full() {
+			l.submitReap()
+		}
+		s := l.ring.next()
+		s.opcode = opRecv
+		s.fd = int32(fd)
+		s.addr = uint64(uintptr(unsafe.Pointer(&b[0])))
+		s.len = uint32(min(len(b), 1<<30))
+		s.opFlags = unix.MSG_DONTWAIT
+		s.userData = tagRecv | uint64(fd)
+		l.ring.publish()
+		queued = true
+	}
+	if queued {
+		l.submitReap()
+		raceAcquireIO()
+	}
+}
+
+// submitReap submits what the ring holds and takes the completions (all
+// there: nothing in it waits in the kernel but an epoll wait).
+func (l *Loop) submitReap() {
+	if e := l.ring.submit(); e != 0 && e != unix.EINTR && e != unix.EAGAIN && e != unix.EBUSY {
+		panic(fmt.Sprintf("evloop: io_uring_enter: %v", e))
+	}
+	l.reap()
+}
+
+func (l *Loop) readBuf(ra ReadAheader, fd int) (b []byte) {
+	defer func() {
+		if r := recover(); r != nil {
+			b = nil
+			ra.Panicked(r)
+		}
+	}()
+	return ra.ReadBuf(fd)
+}
+
+// readDone hands a read-ahead's result to fd's handler.
+func (l *Loop) readDone(fd int, res int32) {
+	if fd >= len(l.handlers) {
+		return
+	}
+	ra, ok := l.handlers[fd].(ReadAheader)
+	if !ok {
+		return
+	}
+	n, errno := int(res), syscall.Errno(0)
+	if res < 0 {
+		n, errno = 0, syscall.Errno(-res)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			ra.Panicked(r)
+		}
+	}()
+	ra.ReadDone(fd, n, errno)
 }

@@ -272,3 +272,73 @@ type ignore struct{}
 
 func (ignore) Event(int, uint32) {}
 func (ignore) Panicked(v any)    { panic(v) }
+
+// aheadEcho is echo as a ReadAheader: its reads come from the loop's
+// read-ahead when there is one.
+type aheadEcho struct {
+	echo
+	buf    [64]byte
+	ahead  bool // a read-ahead result waits
+	n      int
+	errno  syscall.Errno
+	aheads int // read-aheads taken
+}
+
+func (e *aheadEcho) ReadBuf(fd int) []byte { return e.buf[:] }
+
+func (e *aheadEcho) ReadDone(fd int, n int, errno syscall.Errno) {
+	e.ahead, e.n, e.errno = true, n, errno
+}
+
+func (e *aheadEcho) Event(fd int, events uint32) {
+	n, errno := e.n, e.errno
+	if e.ahead {
+		e.ahead = false
+		e.aheads++
+	} else {
+		n, errno = Read(fd, e.buf[:])
+	}
+	switch {
+	case errno == syscall.EAGAIN:
+		return
+	case errno != 0 || n == 0:
+		e.close()
+		return
+	}
+	if w, errno := e.l.Write(fd, e.buf[:n]); errno != 0 || w != n {
+		e.close()
+	}
+}
+
+// In io_uring mode a ReadAheader's reads are the loop's: one
+// io_uring_enter reads every ready socket; the bytes, and the end of the
+// stream, reach the handler as from its own reads.
+func TestReadAhead(t *testing.T) {
+	bothModes(t, func(t *testing.T, l *Loop) {
+		c, srv := pair(t)
+		fd, err := Detach(srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &aheadEcho{echo: echo{l: l, fd: fd, closed: make(chan struct{}), err: make(chan any, 1)}}
+		if err := onLoop(l, func() error { return l.Add(fd, In, e) }); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 100 {
+			roundTrip(t, c, "message "+string(rune('a'+i%26)))
+		}
+		c.Close()
+		select {
+		case <-e.closed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the end of the stream did not reach the handler")
+		}
+		aheads := onLoop(l, func() int { return e.aheads })
+		switch {
+		case l.URing() && aheads < 100:
+			t.Fatalf("io_uring mode: %d of 101 reads were read-aheads", aheads)
+		case !l.URing() && aheads != 0:
+			t.Fatalf("epoll mode read ahead (%d)", aheads)
+		}
+	})
+}
