@@ -263,7 +263,7 @@ const maxQueued = 256 << 10
 // loop's free list once its bytes are out, so an idle session holds none.
 const (
 	sendBufSize  = 16 << 10
-	maxSpareBufs = 64
+	maxSpareBufs = 16
 )
 
 func (l *Loop) takeBuf(n int) []byte {
