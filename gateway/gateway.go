@@ -23,6 +23,7 @@ import (
 	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
+	"github.com/keyholedb/keyhole/internal/evloop"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -133,6 +134,15 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.log.Info("keyhole starting", "config", cfg.Path, "policy", cfg.Policy.File, "listen_postgres", cfg.Listen.Postgres, "listen_mysql", cfg.Listen.MySQL, "admin", cfg.Listen.Admin)
+	if cfg.Limits.Relay == config.RelayLoop {
+		if n, mode, why := evloop.SharedMode(); mode == "" {
+			g.log.Warn("event loops unavailable: sessions relay on goroutines", "err", why)
+		} else if why != nil {
+			g.log.Info("event loops", "loops", n, "io", mode, "io_uring_unused", why.Error())
+		} else {
+			g.log.Info("event loops", "loops", n, "io", mode)
+		}
+	}
 
 	// Local files first: a bad certificate or key fails before any
 	// upstream is contacted.

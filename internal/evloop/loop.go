@@ -49,8 +49,10 @@ type Loop struct {
 	raw      bool // wait: the next wait starts raw
 	busyMS   int  // wait: how long a raw wait lasts (busyWaitMS)
 
-	// io_uring mode (uring.go); ring is nil in epoll mode.
+	// io_uring mode (uring.go); ring is nil in epoll mode, for the reason
+	// in ringErr.
 	ring    *ring
+	ringErr error
 	sends   []sendQ // by descriptor
 	dirty   []int32 // descriptors whose queues have bytes for this turn's sends
 	redirty []int32
@@ -102,6 +104,21 @@ func newLoop(busyMS int) (*Loop, error) {
 
 // URing reports whether the loop works in io_uring mode.
 func (l *Loop) URing() bool { return l.ring != nil }
+
+// SharedMode starts the shared loops (Next's) and reports how many there
+// are and how they do their I/O: "io_uring", or "epoll" with the reason
+// io_uring mode is not used (an old kernel, a seccomp profile that blocks
+// it, KEYHOLE_IO_URING=off).
+func SharedMode() (loops int, mode string, why error) {
+	l, err := Next()
+	if err != nil {
+		return 0, "", err
+	}
+	if l.ring != nil {
+		return len(shared.loops), "io_uring", nil
+	}
+	return len(shared.loops), "epoll", l.ringErr
+}
 
 // loopsStarted counts the process's loops (they run for its life).
 var loopsStarted atomic.Int32
@@ -252,7 +269,9 @@ func (l *Loop) Post(f func()) {
 func (l *Loop) run(started chan<- struct{}) {
 	runtime.LockOSThread()
 	if useRing {
-		l.ring, _ = setupRing(l) // (else epoll mode)
+		l.ring, l.ringErr = setupRing(l) // (else epoll mode)
+	} else {
+		l.ringErr = errors.New("io_uring mode off")
 	}
 	close(started)
 	for {
