@@ -58,8 +58,6 @@ const (
 	offSQRing = 0
 	offSQEs   = 0x10000000
 
-	ringEntries = 256
-
 	// What a completion is for, in its user_data's upper half (the lower
 	// half is a send's descriptor).
 	tagWait = 1 << 32
@@ -131,7 +129,7 @@ type ring struct {
 // ever to submit to it (the loop's, locked).
 func newRing() (*ring, error) {
 	p := uringParams{flags: setupSingleIssuer | setupDeferTaskrun | setupSubmitAll | setupCQSize, cqEntries: 4 * ringEntries}
-	fd, _, e := syscall.RawSyscall(sysIoUringSetup, ringEntries, uintptr(unsafe.Pointer(&p)), 0)
+	fd, _, e := syscall.RawSyscall(sysIoUringSetup, uintptr(ringEntries), uintptr(unsafe.Pointer(&p)), 0)
 	if e != 0 {
 		return nil, fmt.Errorf("io_uring_setup: %w", e)
 	}
@@ -178,7 +176,7 @@ func (r *ring) queued() uint32 { return *r.sqTail - atomic.LoadUint32(r.sqHead) 
 func (r *ring) full() bool { return r.queued() > *r.sqMask }
 
 // next returns a zeroed free entry, published when the caller has filled
-// it (release by publish).
+// it (release by publish). The ring must not be full.
 func (r *ring) next() *sqe {
 	tail := *r.sqTail
 	i := tail & *r.sqMask
@@ -240,6 +238,10 @@ func setupRing(l *Loop) (*ring, error) {
 	}
 	return r, nil
 }
+
+// ringEntries is the size of a loop's submission ring (a power of two;
+// tests make it small so that a turn's requests overflow it).
+var ringEntries uint32 = 256
 
 // sendQ is what Write took for one descriptor and the kernel has not:
 // buf[off:], sent at the end of the loop's turn.
@@ -435,6 +437,11 @@ func (l *Loop) waitRing() int {
 		return n
 	}
 	if !l.waiting {
+		if l.ring.full() {
+			// (The sends take every entry: they go first.)
+			l.submitReap()
+			sends = 0
+		}
 		s := l.ring.next()
 		s.opcode = opEpollWait
 		s.fd = int32(l.epfd)

@@ -342,3 +342,43 @@ func TestReadAhead(t *testing.T) {
 		}
 	})
 }
+
+// More sessions than the ring has entries, all busy at once: a turn's
+// sends and read-aheads overflow the submission ring and go in parts
+// (queueSends, readAhead), and every byte still arrives.
+func TestManySessionsOverflowTheRing(t *testing.T) {
+	defer func(n uint32) { ringEntries = n }(ringEntries)
+	ringEntries = 16
+	bothModes(t, func(t *testing.T, l *Loop) {
+		const sessions = 200
+		clients := make([]net.Conn, sessions)
+		for i := range clients {
+			c, srv := pair(t)
+			fd, err := Detach(srv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := &aheadEcho{echo: echo{l: l, fd: fd, closed: make(chan struct{}), err: make(chan any, 1)}}
+			if err := onLoop(l, func() error { return l.Add(fd, In, e) }); err != nil {
+				t.Fatal(err)
+			}
+			clients[i] = c
+		}
+		for round := range 5 {
+			// Every client writes before any reads: the loop sees them
+			// all ready in the same turns.
+			for i, c := range clients {
+				if _, err := c.Write([]byte{byte(i), byte(round)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i, c := range clients {
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				got := make([]byte, 2)
+				if _, err := io.ReadFull(c, got); err != nil || got[0] != byte(i) || got[1] != byte(round) {
+					t.Fatalf("session %d round %d: %v %v", i, round, got, err)
+				}
+			}
+		}
+	})
+}
