@@ -24,11 +24,18 @@ type generation struct {
 	// redacts texts (any engine of a dialect normalizes alike) and denies
 	// unknown agents.
 	first map[string]*sqlpolicy.Engine
+	// epoch is the generation's sqlpolicy.EpochDecider epoch: unique in
+	// the process, never 0.
+	epoch uint64
 }
+
+// epochs hands out generation epochs.
+var epochs atomic.Uint64
 
 // newGeneration ties a policy to one engine per upstream.
 func newGeneration(pol *sqlpolicy.Policy, cats map[string]*catalog.Catalog, engines map[string]*sqlpolicy.Engine, dialect map[string]string) *generation {
-	g := &generation{policy: pol, engines: engines, cats: cats, dialect: dialect, first: map[string]*sqlpolicy.Engine{}}
+	g := &generation{policy: pol, engines: engines, cats: cats, dialect: dialect, first: map[string]*sqlpolicy.Engine{},
+		epoch: epochs.Add(1)}
 	for _, name := range slices.Sorted(maps.Keys(engines)) {
 		if _, ok := g.first[dialect[name]]; !ok {
 			g.first[dialect[name]] = engines[name]
@@ -72,7 +79,7 @@ type router struct {
 	gen     *atomic.Pointer[generation]
 }
 
-var _ sqlpolicy.Decider = (*router)(nil)
+var _ sqlpolicy.EpochDecider = (*router)(nil)
 
 // Role implements sqlpolicy.Decider.
 func (r *router) Role(agent string) (string, string, bool) {
@@ -88,6 +95,29 @@ func (r *router) Check(p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (
 	d, a, _ := r.check(r.gen.Load(), p, sql, s)
 	return d, a
 }
+
+// CheckEpoch implements sqlpolicy.EpochDecider: a generation is immutable
+// (a reload, also of the catalog alone, swaps in a new one), and its
+// engine decides from the principal, the text and the session's
+// generation alone (the decision cache's key), noting allowed accesses in
+// the session.
+func (r *router) CheckEpoch(p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access, uint64) {
+	g := r.gen.Load()
+	d, a, e := r.check(g, p, sql, s)
+	return d, a, epochOf(g, d, e)
+}
+
+// epochOf is the epoch of decision d, made in generation g by engine e
+// (nil: not a known agent's engine): g's for an allow by an engine, else 0.
+func epochOf(g *generation, d *sqlpolicy.Decision, e *sqlpolicy.Engine) uint64 {
+	if e == nil || d == nil || !d.Allowed() {
+		return 0
+	}
+	return g.epoch
+}
+
+// Epoch implements sqlpolicy.EpochDecider.
+func (r *router) Epoch() uint64 { return r.gen.Load().epoch }
 
 // check is Check in generation g; it also returns the engine that decided
 // for a known agent of this front end's dialect (nil otherwise).

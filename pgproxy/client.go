@@ -433,29 +433,59 @@ func (c *conn) checkAgent() error {
 // check asks the policy about sql in this session. A nil decision denies.
 // send is the text to send upstream in sql's place when it is not sql
 // itself: a lone SET of application_name, with the agent's prefix put in
-// front of the value (see appNameRewrite).
-func (c *conn) check(sql string) (dec *sqlpolicy.Decision, acc *sqlpolicy.Access, send string) {
+// front of the value (see appNameRewrite). st is what the decision was
+// made under, for stillStands.
+func (c *conn) check(sql string) (dec *sqlpolicy.Decision, acc *sqlpolicy.Access, send string, st stamp) {
 	c.sessMu.Lock()
-	dec, acc = c.srv.cfg.Decider.Check(c.agent.Principal(), sql, c.session)
+	st.gen = c.session.Generation()
+	if ed, ok := c.srv.cfg.Decider.(sqlpolicy.EpochDecider); ok {
+		dec, acc, st.epoch = ed.CheckEpoch(c.agent.Principal(), sql, c.session)
+	} else {
+		dec, acc = c.srv.cfg.Decider.Check(c.agent.Principal(), sql, c.session)
+	}
 	c.sessMu.Unlock()
 	if dec == nil {
 		dec = &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: "default-deny", Message: "keyhole: statement denied"}
+		st.epoch = 0
 	}
 	if dec.Allowed() {
 		if d := c.appNameRefusal(acc); d != nil {
 			if send, ok := c.appNameRewrite(acc); ok {
-				return dec, acc, send
+				return dec, acc, send, st
 			}
-			return d, acc, ""
+			return d, acc, "", stamp{}
 		}
 	}
-	return dec, acc, ""
+	return dec, acc, "", st
+}
+
+// stamp is what a decision was made under: the decider's epoch (0: the
+// decision may not be reused, see sqlpolicy.EpochDecider) and the
+// session's generation before the decision.
+type stamp struct{ epoch, gen uint64 }
+
+// stillStands reports whether p's allow, made under stamp st, is what a
+// decision now would give: the decider's epoch is the same and the
+// session's generation too (see sqlpolicy.EpochDecider). It then notes
+// p's access in the session, as the decision would have.
+func (c *conn) stillStands(p *prepared) bool {
+	ed, ok := c.srv.cfg.Decider.(sqlpolicy.EpochDecider)
+	if !ok || p.stamp.epoch == 0 || p.stamp.epoch != ed.Epoch() {
+		return false
+	}
+	c.sessMu.Lock()
+	defer c.sessMu.Unlock()
+	if c.session.Generation() != p.stamp.gen {
+		return false
+	}
+	c.session.Note(p.access)
+	return true
 }
 
 // decide checks sql and counts and logs the decision.
-func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access, string) {
+func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access, string, stamp) {
 	start := time.Now()
-	dec, acc, send := c.check(sql)
+	dec, acc, send, st := c.check(sql)
 	if m := c.srv.cfg.Metrics; m != nil {
 		m.StatementDecided(protocolName, dec.Effect, dec.Rule, time.Since(start))
 	}
@@ -466,7 +496,7 @@ func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access, strin
 	} else {
 		c.log.Info("statement denied", "rule", dec.Rule, "reason", dec.Message)
 	}
-	return dec, acc, send
+	return dec, acc, send, st
 }
 
 // denyResponse is the ErrorResponse of every denial.
@@ -492,7 +522,7 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 		return err
 	}
 	start := time.Now()
-	dec, acc, send := c.decide(m.String)
+	dec, acc, send, _ := c.decide(m.String)
 	if !dec.Allowed() {
 		resp := denyResponse(dec)
 		c.auditDenied(m.String, dec, start, resp)
@@ -517,11 +547,11 @@ func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
 		return err
 	}
 	start := time.Now()
-	dec, acc, send := c.decide(m.Query)
+	dec, acc, send, st := c.decide(m.Query)
 	if i, oid, ok := userParamType(m.ParameterOIDs); ok && dec.Allowed() {
 		dec = paramTypeRefusal(dec, i, oid)
 	}
-	p := &prepared{name: m.Name, sql: m.Query, dec: dec, access: acc, allowed: dec.Allowed()}
+	p := &prepared{name: m.Name, sql: m.Query, dec: dec, access: acc, allowed: dec.Allowed(), stamp: st}
 	old := c.setStmt(p)
 	if !p.allowed {
 		resp := denyResponse(dec)
@@ -587,13 +617,19 @@ func (c *conn) forwardRewritten(msg pgproto3.FrontendMessage) error {
 
 // recheck decides an allowed prepared statement again at Bind: the policy
 // may have been reloaded since Parse (a role narrowed), and drivers that
-// cache statements never send Parse again. With an unchanged policy this is
-// a decision-cache hit. A statement the new policy denies stays denied.
+// cache statements never send Parse again. When the decider vouches that
+// nothing the decision depends on changed since (stillStands), the allow
+// stands as it is, the decision a new one would equal; otherwise the
+// decision is made again (with an unchanged policy a decision-cache hit).
+// A statement the new policy denies stays denied.
 func (c *conn) recheck(p *prepared) *pgproto3.ErrorResponse {
+	if c.stillStands(p) {
+		return nil
+	}
 	// The statement upstream is the one Parse sent (rewritten or not); only
 	// the decision is renewed.
-	dec, acc, _ := c.check(p.sql)
-	p.dec, p.access = dec, acc
+	dec, acc, _, st := c.check(p.sql)
+	p.dec, p.access, p.stamp = dec, acc, st
 	if dec.Allowed() {
 		return nil
 	}
