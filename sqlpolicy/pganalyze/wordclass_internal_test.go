@@ -6,8 +6,8 @@ import (
 )
 
 // TestWordClass checks wordClass against the keywords it knows, in every
-// case mix, and words that differ from one by a byte, a byte's 0x20 bit
-// (which its packing sets), or a byte too many or too few.
+// case mix, and words that differ from one by a byte or by a byte too
+// many or too few.
 func TestWordClass(t *testing.T) {
 	t.Parallel()
 	type class struct {
