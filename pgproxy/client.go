@@ -413,13 +413,19 @@ func (c *conn) refuseQuery(resp *pgproto3.ErrorResponse) {
 // to the role and upstream the session was opened for, or it expired.
 // It checks once per read of the client: the messages of one read (a
 // driver's Bind, Describe, Execute, Sync) arrived together, and what they
-// forward leaves together.
-func (c *conn) checkAgent() error {
+// forward leaves together. now is the time to check the expiry at, or
+// the zero time for the clock's when it is needed.
+func (c *conn) checkAgent(now time.Time) error {
 	if r := c.clientRd.reads; r == c.agentChecked && r != 0 {
 		return nil
 	}
-	if !c.agent.Expires.IsZero() && time.Now().After(c.agent.Expires) {
-		return errExpired
+	if !c.agent.Expires.IsZero() {
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if now.After(c.agent.Expires) {
+			return errExpired
+		}
 	}
 	role, up, ok := c.srv.cfg.Decider.Role(c.agent.Name)
 	if !ok || role != c.role || up != c.upName {
@@ -482,9 +488,10 @@ func (c *conn) stillStands(p *prepared) bool {
 	return true
 }
 
-// decide checks sql and counts and logs the decision.
-func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access, string, stamp) {
-	start := time.Now()
+// decide checks sql and counts and logs the decision; start is when the
+// message was taken up (the decision's time is measured from it: one
+// clock read per statement fewer).
+func (c *conn) decide(sql string, start time.Time) (*sqlpolicy.Decision, *sqlpolicy.Access, string, stamp) {
 	dec, acc, send, st := c.check(sql)
 	if m := c.srv.cfg.Metrics; m != nil {
 		m.StatementDecided(protocolName, dec.Effect, dec.Rule, time.Since(start))
@@ -518,11 +525,11 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
-	start := time.Now()
-	dec, acc, send, _ := c.decide(m.String)
+	dec, acc, send, _ := c.decide(m.String, start)
 	if !dec.Allowed() {
 		resp := denyResponse(dec)
 		c.auditDenied(m.String, dec, start, resp)
@@ -543,11 +550,11 @@ func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
-	start := time.Now()
-	dec, acc, send, st := c.decide(m.Query)
+	dec, acc, send, st := c.decide(m.Query, start)
 	if i, oid, ok := userParamType(m.ParameterOIDs); ok && dec.Allowed() {
 		dec = paramTypeRefusal(dec, i, oid)
 	}
@@ -788,7 +795,7 @@ func (c *conn) onBind(portalName, stmtName []byte, m pgproto3.FrontendMessage, r
 	if c.skipToSync {
 		return nil
 	}
-	if err := c.checkAgent(); err != nil {
+	if err := c.checkAgent(time.Time{}); err != nil {
 		return err
 	}
 	p, refused, err := c.statement(stmtName)
@@ -861,7 +868,7 @@ func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []by
 	if c.skipToSync {
 		return nil
 	}
-	if err := c.checkAgent(); err != nil {
+	if err := c.checkAgent(time.Time{}); err != nil {
 		return err
 	}
 	p, refused, err := c.portal(portalName)

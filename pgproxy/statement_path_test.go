@@ -5,10 +5,13 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/audit"
 )
 
 // A prepared statement's allow stands at Bind only while the decider's
@@ -78,4 +81,44 @@ agents:
 	_, err = c.Exec(ctx, q, 1)
 	require.Error(t, err, "orders is public.orders now")
 	assert.Equal(t, "42501", sqlState(err), "err: %v", err)
+}
+
+// A statement's audit event is stamped when the server's answer came, and
+// its duration runs from when keyhole took the statement up to then: one
+// clock reading serves both (auditEvent), so the event's time less its
+// duration is when the statement was taken up.
+func TestAuditStatementTimes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	c := e.connect(pgx.QueryExecModeSimpleProtocol)
+	release := e.lockOrders()
+	const q = "SELECT count(*) FROM orders WHERE item = 'timed'"
+	before := time.Now()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(ctx, q)
+		done <- err
+	}()
+	require.Eventually(t, func() bool { return e.waiting() == 1 }, 10*time.Second, 10*time.Millisecond)
+	time.Sleep(200 * time.Millisecond)
+	release()
+	require.NoError(t, <-done)
+	after := time.Now()
+	var ev *audit.Event
+	require.Eventually(t, func() bool {
+		for _, x := range e.audit.Events() {
+			if x.Kind == audit.KindStatement && strings.HasPrefix(x.Statement, "SELECT count(*) FROM orders WHERE item = ") {
+				ev = &x
+				return true
+			}
+		}
+		return false
+	}, 5*time.Second, 10*time.Millisecond)
+	dur := time.Duration(ev.DurationMS * float64(time.Millisecond))
+	assert.GreaterOrEqual(t, dur, 200*time.Millisecond, "the duration covers the wait for the lock")
+	assert.False(t, ev.Time.Before(before.Add(200*time.Millisecond)), "stamped when the answer came: %v, sent at %v", ev.Time, before)
+	assert.False(t, ev.Time.After(after), "stamped before the client had the answer")
+	started := ev.Time.Add(-dur)
+	assert.False(t, started.Before(before.Add(-time.Millisecond)), "time less duration is when it was taken up: %v, sent at %v", started, before)
 }
