@@ -79,16 +79,36 @@ type approvalDecider struct {
 	svc *approval.Service
 }
 
+// (It overrides the router's CheckEpoch, which would skip the approvals.)
+var _ sqlpolicy.EpochDecider = (*approvalDecider)(nil)
+
 // Check implements sqlpolicy.Decider. Decisions from the engine are shared
 // (decision cache): the ones changed here are copies. Decisions made with
 // grants are never cached: a grant's end then takes effect at the next
 // statement.
 func (d *approvalDecider) Check(p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access) {
+	dec, acc, _ := d.CheckEpoch(p, sql, s)
+	return dec, acc
+}
+
+// CheckEpoch implements sqlpolicy.EpochDecider: an allow by the policy
+// itself has the router's epoch (approvals never see it); an allow by a
+// grant has none, since the grant can end (expire, be revoked) at any
+// time.
+func (d *approvalDecider) CheckEpoch(p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access, uint64) {
 	g := d.gen.Load()
 	dec, acc, e := d.check(g, p, sql, s)
 	if dec == nil || dec.Allowed() || e == nil {
-		return dec, acc
+		return dec, acc, epochOf(g, dec, e)
 	}
+	dec, acc = d.withApprovals(g, e, p, sql, s, dec, acc)
+	return dec, acc, 0
+}
+
+// withApprovals decides again, with the agent's grants, a text the policy
+// denied, and opens or counts the agent's request for what stays denied.
+func (d *approvalDecider) withApprovals(g *generation, e *sqlpolicy.Engine, p sqlpolicy.Principal, sql string, s sqlpolicy.Session,
+	dec *sqlpolicy.Decision, acc *sqlpolicy.Access) (*sqlpolicy.Decision, *sqlpolicy.Access) {
 	role := g.policy.Role(p.Agent)
 	if role == nil {
 		return dec, acc

@@ -33,5 +33,8 @@
 // force and says why (log line, keyhole_policy_reload_ok 0). Agents that
 // a new policy removes or moves to another role or upstream lose their
 // upstream credentials at once (the credential source's RevokeAgent) and
-// their sessions end.
+// their sessions end. Each generation has its own epoch
+// (sqlpolicy.EpochDecider): an allow by the policy stands while its
+// generation is in force; an allow by a grant has no epoch, since the
+// grant can end at any time.
 package gateway

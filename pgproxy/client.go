@@ -413,13 +413,19 @@ func (c *conn) refuseQuery(resp *pgproto3.ErrorResponse) {
 // to the role and upstream the session was opened for, or it expired.
 // It checks once per read of the client: the messages of one read (a
 // driver's Bind, Describe, Execute, Sync) arrived together, and what they
-// forward leaves together.
-func (c *conn) checkAgent() error {
+// forward leaves together. now is the time to check the expiry at, or
+// the zero time for the clock's when it is needed.
+func (c *conn) checkAgent(now time.Time) error {
 	if r := c.clientRd.reads; r == c.agentChecked && r != 0 {
 		return nil
 	}
-	if !c.agent.Expires.IsZero() && time.Now().After(c.agent.Expires) {
-		return errExpired
+	if !c.agent.Expires.IsZero() {
+		if now.IsZero() {
+			now = time.Now()
+		}
+		if now.After(c.agent.Expires) {
+			return errExpired
+		}
 	}
 	role, up, ok := c.srv.cfg.Decider.Role(c.agent.Name)
 	if !ok || role != c.role || up != c.upName {
@@ -433,29 +439,60 @@ func (c *conn) checkAgent() error {
 // check asks the policy about sql in this session. A nil decision denies.
 // send is the text to send upstream in sql's place when it is not sql
 // itself: a lone SET of application_name, with the agent's prefix put in
-// front of the value (see appNameRewrite).
-func (c *conn) check(sql string) (dec *sqlpolicy.Decision, acc *sqlpolicy.Access, send string) {
+// front of the value (see appNameRewrite). st is what the decision was
+// made under, for stillStands.
+func (c *conn) check(sql string) (dec *sqlpolicy.Decision, acc *sqlpolicy.Access, send string, st stamp) {
 	c.sessMu.Lock()
-	dec, acc = c.srv.cfg.Decider.Check(c.agent.Principal(), sql, c.session)
+	st.gen = c.session.Generation()
+	if ed, ok := c.srv.cfg.Decider.(sqlpolicy.EpochDecider); ok {
+		dec, acc, st.epoch = ed.CheckEpoch(c.agent.Principal(), sql, c.session)
+	} else {
+		dec, acc = c.srv.cfg.Decider.Check(c.agent.Principal(), sql, c.session)
+	}
 	c.sessMu.Unlock()
 	if dec == nil {
 		dec = &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: "default-deny", Message: "keyhole: statement denied"}
+		st.epoch = 0
 	}
 	if dec.Allowed() {
 		if d := c.appNameRefusal(acc); d != nil {
 			if send, ok := c.appNameRewrite(acc); ok {
-				return dec, acc, send
+				return dec, acc, send, st
 			}
-			return d, acc, ""
+			return d, acc, "", stamp{}
 		}
 	}
-	return dec, acc, ""
+	return dec, acc, "", st
 }
 
-// decide checks sql and counts and logs the decision.
-func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access, string) {
-	start := time.Now()
-	dec, acc, send := c.check(sql)
+// stamp is what a decision was made under: the decider's epoch (0: the
+// decision may not be reused, see sqlpolicy.EpochDecider) and the
+// session's generation before the decision.
+type stamp struct{ epoch, gen uint64 }
+
+// stillStands reports whether p's allow, made under stamp st, is what a
+// decision now would give: the decider's epoch is the same and the
+// session's generation too (see sqlpolicy.EpochDecider). It then notes
+// p's access in the session, as the decision would have.
+func (c *conn) stillStands(p *prepared) bool {
+	ed, ok := c.srv.cfg.Decider.(sqlpolicy.EpochDecider)
+	if !ok || p.stamp.epoch == 0 || p.stamp.epoch != ed.Epoch() {
+		return false
+	}
+	c.sessMu.Lock()
+	defer c.sessMu.Unlock()
+	if c.session.Generation() != p.stamp.gen {
+		return false
+	}
+	c.session.Note(p.access)
+	return true
+}
+
+// decide checks sql and counts and logs the decision; start is when the
+// message was taken up (the decision's time is measured from it: one
+// clock read per statement fewer).
+func (c *conn) decide(sql string, start time.Time) (*sqlpolicy.Decision, *sqlpolicy.Access, string, stamp) {
+	dec, acc, send, st := c.check(sql)
 	if m := c.srv.cfg.Metrics; m != nil {
 		m.StatementDecided(protocolName, dec.Effect, dec.Rule, time.Since(start))
 	}
@@ -466,7 +503,7 @@ func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access, strin
 	} else {
 		c.log.Info("statement denied", "rule", dec.Rule, "reason", dec.Message)
 	}
-	return dec, acc, send
+	return dec, acc, send, st
 }
 
 // denyResponse is the ErrorResponse of every denial.
@@ -488,11 +525,11 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
-	start := time.Now()
-	dec, acc, send := c.decide(m.String)
+	dec, acc, send, _ := c.decide(m.String, start)
 	if !dec.Allowed() {
 		resp := denyResponse(dec)
 		c.auditDenied(m.String, dec, start, resp)
@@ -513,15 +550,15 @@ func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
-	if err := c.checkAgent(); err != nil {
+	start := time.Now()
+	if err := c.checkAgent(start); err != nil {
 		return err
 	}
-	start := time.Now()
-	dec, acc, send := c.decide(m.Query)
+	dec, acc, send, st := c.decide(m.Query, start)
 	if i, oid, ok := userParamType(m.ParameterOIDs); ok && dec.Allowed() {
 		dec = paramTypeRefusal(dec, i, oid)
 	}
-	p := &prepared{name: m.Name, sql: m.Query, dec: dec, access: acc, allowed: dec.Allowed()}
+	p := &prepared{name: m.Name, sql: m.Query, dec: dec, access: acc, allowed: dec.Allowed(), stamp: st}
 	old := c.setStmt(p)
 	if !p.allowed {
 		resp := denyResponse(dec)
@@ -587,13 +624,19 @@ func (c *conn) forwardRewritten(msg pgproto3.FrontendMessage) error {
 
 // recheck decides an allowed prepared statement again at Bind: the policy
 // may have been reloaded since Parse (a role narrowed), and drivers that
-// cache statements never send Parse again. With an unchanged policy this is
-// a decision-cache hit. A statement the new policy denies stays denied.
+// cache statements never send Parse again. When the decider vouches that
+// nothing the decision depends on changed since (stillStands), the allow
+// stands as it is, the decision a new one would equal; otherwise the
+// decision is made again (with an unchanged policy a decision-cache hit).
+// A statement the new policy denies stays denied.
 func (c *conn) recheck(p *prepared) *pgproto3.ErrorResponse {
+	if c.stillStands(p) {
+		return nil
+	}
 	// The statement upstream is the one Parse sent (rewritten or not); only
 	// the decision is renewed.
-	dec, acc, _ := c.check(p.sql)
-	p.dec, p.access = dec, acc
+	dec, acc, _, st := c.check(p.sql)
+	p.dec, p.access, p.stamp = dec, acc, st
 	if dec.Allowed() {
 		return nil
 	}
@@ -752,7 +795,7 @@ func (c *conn) onBind(portalName, stmtName []byte, m pgproto3.FrontendMessage, r
 	if c.skipToSync {
 		return nil
 	}
-	if err := c.checkAgent(); err != nil {
+	if err := c.checkAgent(time.Time{}); err != nil {
 		return err
 	}
 	p, refused, err := c.statement(stmtName)
@@ -825,7 +868,7 @@ func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []by
 	if c.skipToSync {
 		return nil
 	}
-	if err := c.checkAgent(); err != nil {
+	if err := c.checkAgent(time.Time{}); err != nil {
 		return err
 	}
 	p, refused, err := c.portal(portalName)

@@ -691,12 +691,17 @@ func isLoopback(ip string) bool {
 
 // --- audit and metrics ---
 
+// record audits ev with the session's fields, stamped now unless the
+// caller stamped it (a statement's event is stamped when its duration
+// ends: one clock read for both).
 func (c *conn) record(ev audit.Event) {
 	r := c.srv.cfg.Audit
 	if r == nil {
 		return
 	}
-	ev.Time = time.Now()
+	if ev.Time.IsZero() {
+		ev.Time = time.Now()
+	}
 	ev.Session = c.id
 	ev.Protocol = protocolName
 	ev.Client = c.remoteAddr
@@ -733,4 +738,7 @@ var clockStart = time.Now()
 // step of the wall clock does not move them.
 func monoNow() int64 { return int64(time.Since(clockStart)) }
 
-func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
+func msSince(t time.Time) float64 { return msBetween(t, time.Now()) }
+
+// msBetween is the time from t to now in milliseconds, to the microsecond.
+func msBetween(t, now time.Time) float64 { return float64(now.Sub(t).Microseconds()) / 1000 }

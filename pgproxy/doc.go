@@ -27,7 +27,11 @@
 //  5. relay (relay.go): until either side ends.
 //     - The client goroutine (client.go) reads the client, decides every
 //     Query and Parse with the sqlpolicy.Decider before anything is sent
-//     upstream, and forwards messages as received, in batches. For each
+//     upstream, and forwards messages as received, in batches. A Bind of
+//     a statement Parsed in an earlier sync block is decided again (a
+//     reload may have narrowed the role), unless the Decider vouches
+//     (sqlpolicy.EpochDecider) that its policy generation and the
+//     session's generation are those the allow was made under. For each
 //     message the server will answer it queues a typed request (queue.go),
 //     handed to the upstream side before the bytes leave.
 //     - The upstream side (upstream.go) matches each answer to its

@@ -52,8 +52,10 @@ type prepared struct {
 	dec     *sqlpolicy.Decision
 	access  *sqlpolicy.Access
 	allowed bool
-	state   atomic.Int32 // objState
-	text    auditText
+	// stamp: what dec was made under (conn.stillStands).
+	stamp stamp
+	state atomic.Int32 // objState
+	text  auditText
 	origin
 }
 

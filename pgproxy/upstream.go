@@ -710,14 +710,16 @@ func (c *conn) auditEvent(sql, text, fp string, dec *sqlpolicy.Decision, start t
 	if c.srv.cfg.RawStatements {
 		text = sql
 	}
+	now := time.Now()
 	c.record(audit.Event{
+		Time:        now,
 		Kind:        audit.KindStatement,
 		Statement:   text,
 		Fingerprint: fp,
 		Decision:    dec.Effect,
 		Rule:        dec.Rule,
 		Reasons:     dec.Reasons,
-		DurationMS:  msSince(start),
+		DurationMS:  msBetween(start, now),
 		Rows:        rows,
 		ErrorCode:   code,
 		Error:       msg,

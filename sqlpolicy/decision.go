@@ -228,3 +228,25 @@ type Decider interface {
 	// audit) and a stable fingerprint of its structure.
 	Redact(sql string) (text, fingerprint string)
 }
+
+// EpochDecider is a Decider that tells when an allow it gave still stands
+// without deciding again: the Postgres front end decides a prepared
+// statement again at every Bind (a reload may have narrowed the role, and
+// drivers Parse a statement once), and for an unchanged policy that is the
+// same lookup every time.
+//
+// The contract: while Epoch returns the epoch CheckEpoch returned with an
+// allow (never 0), Check of the same principal and text in a session of
+// the same Generation (read before the call) returns an equal decision and
+// access, and its only other effect is the session's Note of that access,
+// which the caller then makes itself. Anything else a decision depends on
+// (the policy, the catalog, the analyzer) changes the epoch; an allow that
+// may end without that (a time-limited grant's) comes with epoch 0.
+type EpochDecider interface {
+	Decider
+	// CheckEpoch is Check, also returning the epoch the decision was made
+	// in, or 0 when it may not be reused (denials, grants).
+	CheckEpoch(p Principal, sql string, s Session) (*Decision, *Access, uint64)
+	// Epoch is the current epoch.
+	Epoch() uint64
+}

@@ -32,5 +32,8 @@
 // the Access, the policy and the catalog's labels.
 //
 // Engine ties the steps together for the proxies (Decider), with a
-// byte-bounded decision cache; Holder swaps engines on policy reload.
+// byte-bounded decision cache; Holder swaps engines on policy reload. An
+// EpochDecider also tells a proxy when an allow it gave still stands
+// (nothing the decision depends on changed), so that a prepared
+// statement's Bind need not be decided again.
 package sqlpolicy

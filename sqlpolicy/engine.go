@@ -129,11 +129,6 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 			return d, a
 		}
 	}
-	// Unknown agents are not cached: their sessions end, and caching would
-	// let arbitrary names fill the cache.
-	if c != nil && e.policy.Role(p.Agent) == nil {
-		c = nil
-	}
 	if c == nil {
 		d, a, _ := e.analyze(p, sql, s)
 		return d, a
@@ -202,6 +197,14 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 				return d, a
 			}
 		}
+	}
+	// Unknown agents are not cached: their sessions end, and caching would
+	// let arbitrary names fill the cache. (No entry can exist for one, so
+	// the lookups above, which compare the agent, miss for it: the policy
+	// is asked only here, past the fast path's hit.)
+	if e.policy.Role(p.Agent) == nil {
+		d, a, _ := e.analyze(p, sql, s)
+		return d, a
 	}
 	if shaped {
 		shape, shapeOK = sa.Shape(sql)

@@ -41,6 +41,27 @@ func TestFastLookup(t *testing.T) {
 	}
 	p, s := sp.Principal{Agent: "bench"}, &pganalyze.Session{}
 
+	// The engine asks the policy about the agent only past the fast
+	// lookup: an agent the policy does not know must still be denied for
+	// a literal variant of a text whose entry the fast lookup answers for
+	// a known agent, and leave no entry behind.
+	t.Run("an unknown agent misses the fast lookup", func(t *testing.T) {
+		t.Parallel()
+		e, _ := newEngine()
+		first, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1;", s)
+		require.True(t, first.Allowed(), first.Message)
+		d, _ := e.Check(p, "SELECT total FROM orders WHERE id = 2;", s)
+		require.Same(t, first, d)
+		entries := e.CacheStats().Entries
+		for _, v := range []string{"SELECT total FROM orders WHERE id = 3;", "SELECT total FROM orders WHERE id = 1;"} {
+			d, _ := e.Check(sp.Principal{Agent: "mallory"}, v, s)
+			assert.Equal(t, sp.Deny, d.Effect, v)
+			require.NotEmpty(t, d.Reasons, v)
+			assert.Equal(t, sp.ReasonUnknownAgent, d.Reasons[0].Code, v)
+		}
+		assert.Equal(t, entries, e.CacheStats().Entries)
+	})
+
 	t.Run("a new literal is answered without normalizing", func(t *testing.T) {
 		t.Parallel()
 		e, an := newEngine()
