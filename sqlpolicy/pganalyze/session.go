@@ -31,8 +31,10 @@ const MaxSearchPaths = 8
 // statement at a time. It implements sqlpolicy.Session; Analyzer.NewSession
 // returns one.
 type Session struct {
-	// SearchPath is the search_path most recently set, in order, with
-	// "$user" already substituted. nil means the login's (the catalog's).
+	// SearchPath is the search_path most recently set, in order, as set
+	// ("$user" and schemas Postgres would skip included: the analyzer
+	// resolves it against the catalog, see Analyzer.searched). nil means
+	// the login's (the catalog's).
 	SearchPath []string
 	// Prepared maps SQL-level PREPARE names to the analysis of the prepared
 	// statement.
