@@ -129,3 +129,28 @@ func TestSearchPathCandidatesSkipUnusable(t *testing.T) {
 	st = b.Analyze(`SET search_path = "$user", public; SELECT id FROM customers`, nil).Statements[1]
 	assert.Contains(t, problemCodes(st.Problems), "session_change")
 }
+
+// TestSearchPathVerbatimNames: each SET argument, and each quoted name in
+// set_config's list, is one schema name taken verbatim, so ' other' is no
+// schema other (Postgres skips it as not existing). Such names cannot be
+// carried by the session's rendering of the path: they are refused, not
+// trimmed into a schema Postgres does not search.
+func TestSearchPathVerbatimNames(t *testing.T) {
+	t.Parallel()
+	a := analyzer(t)
+	for _, set := range []string{
+		`SET search_path = ' other', public`,
+		`SET search_path = 'other ', public`,
+		`SET search_path = 'other,public'`,
+		`SELECT set_config('search_path', '" other", public', false)`,
+		`SELECT set_config('search_path', '"other,x", public', false)`,
+	} {
+		acc := a.Analyze(set+"; SELECT id FROM customers", nil)
+		require.Len(t, acc.Statements, 2)
+		assert.Contains(t, problemCodes(acc.Statements[0].Problems), "session_change", set)
+		assert.Contains(t, problemCodes(acc.Statements[1].Problems), "session_change", "%s: customers must not resolve", set)
+	}
+	// Plain names still resolve.
+	acc := a.Analyze(`SET search_path = other, public; SELECT id FROM customers`, nil)
+	assert.NotContains(t, problemCodes(acc.Statements[1].Problems), "session_change")
+}
