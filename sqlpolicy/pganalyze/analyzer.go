@@ -210,6 +210,13 @@ type paths struct {
 	// changed is set after a search_path change earlier in the text:
 	// statements prepared before the text no longer resolve as analyzed.
 	changed bool
+	// identity is set when the current user may not be the login (see
+	// Session.identity): paths set from then on are resolved as for a
+	// login keyhole does not know.
+	identity bool
+	// set is set when a path the session or the text set may be in
+	// effect (not only the login's).
+	set bool
 }
 
 // sessionPaths returns the search paths of s as Postgres searches them
@@ -221,16 +228,18 @@ func (a *Analyzer) sessionPaths(s *Session) paths {
 	}
 	cands, ok := s.SearchPaths()
 	ps.lost = !ok
+	ps.identity = s.identity
 	if cands == nil {
 		if s.SearchPath == nil {
 			return ps
 		}
 		cands = [][]string{s.SearchPath}
 	}
+	ps.set = true
 	var all [][]string
 	for _, c := range cands {
 		var lost bool
-		all, lost = a.searched(all, c)
+		all, lost = a.searched(all, c, ps.identity)
 		ps.lost = ps.lost || lost
 	}
 	ps.path = all[0]
@@ -260,15 +269,19 @@ func (a *Analyzer) sessionPaths(s *Session) paths {
 // schema the name can resolve to under any combination: k+1 candidates,
 // not 2^k. lost is set when "$user" names a role keyhole does not know:
 // any schema could be it.
-func (a *Analyzer) searched(all [][]string, p []string) (_ [][]string, lost bool) {
+//
+// identity says the current user may not be the login (SET ROLE): the
+// catalog's USAGE and Login are then not the session's.
+func (a *Analyzer) searched(all [][]string, p []string, identity bool) (_ [][]string, lost bool) {
 	if p == nil {
 		return appendPath(all, a.path), false
 	}
+	shared := a.cat.SessionsShareLogin && !identity
 	known := make([]string, 0, len(p))
 	var uncertain []int // indexes in known
 	for _, n := range p {
 		if n == "$user" {
-			if !a.cat.SessionsShareLogin || a.cat.Login == "" {
+			if !shared || a.cat.Login == "" {
 				lost = true
 				continue
 			}
@@ -280,6 +293,14 @@ func (a *Analyzer) searched(all [][]string, p []string) (_ [][]string, lost bool
 			continue
 		}
 		in, sure := a.cat.SchemaSearched(n)
+		if sure && !shared && n != "pg_catalog" && n != "pg_temp" {
+			// The schema exists; whether the current user (not the
+			// login) has USAGE on it is unknown. One that does not exist
+			// is skipped whoever asks.
+			if _, exists := a.cat.SchemaUsage[n]; exists {
+				sure = false
+			}
+		}
 		switch {
 		case !sure:
 			uncertain = append(uncertain, len(known))
@@ -322,10 +343,19 @@ func (a *Analyzer) withChanges(ps paths, st *sqlpolicy.Statement) paths {
 		sets = append(slices.Clip(sets), st.Explained.Settings...)
 	}
 	for _, set := range sets {
+		if identitySetting(set) && !ps.identity {
+			ps.identity = true
+			if ps.set {
+				// The paths in effect were resolved for the login; which
+				// of their schemas the new user may search is unknown.
+				ps.lost = true
+			}
+		}
 		if set.Name != "search_path" || set.Show {
 			continue
 		}
 		ps.changed = true
+		ps.set = true
 		if set.Unknown {
 			ps.lost = true
 			continue
@@ -345,7 +375,7 @@ func (a *Analyzer) withChanges(ps paths, st *sqlpolicy.Statement) paths {
 			ps.all = slices.Clone(ps.all)
 		}
 		var lost bool
-		ps.all, lost = a.searched(ps.all, p)
+		ps.all, lost = a.searched(ps.all, p, ps.identity)
 		if lost || len(ps.all) > MaxSearchPaths {
 			ps.lost = true
 		}

@@ -154,3 +154,45 @@ func TestSearchPathVerbatimNames(t *testing.T) {
 	acc := a.Analyze(`SET search_path = other, public; SELECT id FROM customers`, nil)
 	assert.NotContains(t, problemCodes(acc.Statements[1].Problems), "session_change")
 }
+
+// TestSearchPathAfterSetRole: after SET ROLE (which a policy may allow)
+// the current user is not the login, so the catalog's USAGE and "$user"
+// are no longer the session's: a path is resolved as for an unknown login.
+func TestSearchPathAfterSetRole(t *testing.T) {
+	t.Parallel()
+	a := usageCatalog(t, map[string]bool{"public": true, "other": false, "pg_catalog": true}, "other", true)
+	setRole := &sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Verb: sqlpolicy.VerbSet, Command: "SET",
+		Settings: []sqlpolicy.Setting{{Name: "role", Value: "admin"}}}}}
+
+	s := pathSession("other,public")
+	assert.Equal(t, []string{"public.customers"}, dedup(tableStrings(a.Analyze("SELECT id FROM customers", s).Statements[0].Tables)))
+	gen := s.Generation()
+	s.Apply(setRole)
+	assert.NotEqual(t, gen, s.Generation(), "resolution changed: cached decisions must not be reused")
+	st := a.Analyze("SELECT id FROM customers", s).Statements[0]
+	assert.Equal(t, []string{"other.customers", "public.customers"}, dedup(tableStrings(st.Tables)), "the role may have USAGE on other")
+
+	// Noted before it runs (a text that fails later), and in the same text.
+	s = pathSession("other,public")
+	s.Note(setRole)
+	st = a.Analyze("SELECT id FROM customers", s).Statements[0]
+	assert.Equal(t, []string{"other.customers", "public.customers"}, dedup(tableStrings(st.Tables)))
+	st = a.Analyze("SET ROLE admin; SET search_path = other, public; SELECT id FROM customers", nil).Statements[2]
+	assert.Equal(t, []string{"other.customers", "public.customers"}, dedup(tableStrings(st.Tables)))
+	st = a.Analyze(`SET ROLE admin; SET search_path = "$user", public; SELECT id FROM customers`, nil).Statements[2]
+	assert.Contains(t, problemCodes(st.Problems), "session_change", "$user is the role's name now")
+}
+
+// TestSetRoleAfterSearchPath: a path set before SET ROLE in the same text
+// was resolved for the login; unqualified names after it are refused.
+func TestSetRoleAfterSearchPath(t *testing.T) {
+	t.Parallel()
+	a := usageCatalog(t, map[string]bool{"public": true, "other": false, "pg_catalog": true}, "other", true)
+	st := a.Analyze("SET ROLE admin; SELECT id FROM customers", pathSession("other,public")).Statements[1]
+	assert.Contains(t, problemCodes(st.Problems), "session_change")
+	st = a.Analyze("SET search_path = other, public; SET ROLE admin; SELECT id FROM customers", nil).Statements[2]
+	assert.Contains(t, problemCodes(st.Problems), "session_change")
+	// The login's path alone is not affected.
+	st = a.Analyze("SET ROLE admin; SELECT id FROM customers", nil).Statements[1]
+	assert.NotContains(t, problemCodes(st.Problems), "session_change")
+}

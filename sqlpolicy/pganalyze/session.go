@@ -56,6 +56,11 @@ type Session struct {
 	// longer describes what EXECUTE runs.
 	pathEpoch uint64
 	prepEpoch map[string]uint64
+	// identity is set once a SET ROLE or SET SESSION AUTHORIZATION (a
+	// policy may allow them) may have run: the current user is then no
+	// longer the login, so neither its USAGE on schemas nor what "$user"
+	// names is the catalog's (see Analyzer.searched).
+	identity bool
 	// generation identifies the current state; see Generation.
 	generation uint64
 }
@@ -76,7 +81,7 @@ func (s *Session) Generation() uint64 {
 }
 
 func (s *Session) changed() {
-	if len(s.Prepared) == 0 && s.SearchPath == nil && s.paths == nil && !s.pathLost {
+	if len(s.Prepared) == 0 && s.SearchPath == nil && s.paths == nil && !s.pathLost && !s.identity {
 		s.generation = 0
 		return
 	}
@@ -156,6 +161,10 @@ func (s *Session) apply(a *sqlpolicy.Access, settled bool) {
 			s.inTx = false
 		}
 		for _, set := range runSettings(st) {
+			if identitySetting(set) && !s.identity {
+				s.identity = true
+				s.changed()
+			}
 			if set.Name != "search_path" || set.Show {
 				continue
 			}
@@ -164,6 +173,13 @@ func (s *Session) apply(a *sqlpolicy.Access, settled bool) {
 			s.changed()
 		}
 	}
+}
+
+// identitySetting reports a change of who the session is. It stays
+// noted even after RESET ROLE: keyhole does not follow which user is
+// current, only that it may not be the login.
+func identitySetting(set sqlpolicy.Setting) bool {
+	return !set.Show && (set.Name == "role" || set.Name == "session_authorization")
 }
 
 // runSettings returns the settings a statement changes when it runs: its
@@ -205,6 +221,10 @@ func (s *Session) Note(a *sqlpolicy.Access) {
 			s.inTx = true
 		}
 		for _, set := range runSettings(st) {
+			if identitySetting(set) && !s.identity {
+				s.identity = true
+				s.changed()
+			}
 			if set.Name != "search_path" || set.Show {
 				continue
 			}
