@@ -15,6 +15,27 @@ type Catalog struct {
 	// substituted and pg_catalog placed where Postgres puts it (first unless
 	// listed explicitly), e.g. ["pg_catalog", "public"].
 	SearchPath []string `json:"search_path"`
+	// Login is the role the catalog was read as (current_user), what
+	// "$user" in a search_path stands for in a session of that login
+	// (Postgres). Empty: unknown.
+	Login string `json:"login,omitempty"`
+	// SchemaUsage maps every schema of the database (but pg_toast and
+	// temporary schemas) to whether Login has USAGE on it
+	// (has_schema_privilege, through granted roles too) (Postgres).
+	// Postgres skips a search_path entry naming a schema that does not
+	// exist or that the current user lacks USAGE on, so these decide what
+	// an unqualified name resolves to. nil (a catalog saved before the
+	// field existed, or not read from Postgres): unknown, and an analyzer
+	// must then take every schema of a path as possibly skipped and
+	// possibly searched.
+	SchemaUsage map[string]bool `json:"schema_usage,omitempty"`
+	// SessionsShareLogin is set by the loader when every upstream session
+	// logs in as Login (one static login for every agent), so that
+	// SchemaUsage and Login are the sessions' own. It is not saved: a
+	// catalog read from a file, or read with a login other than the
+	// sessions' (Vault gives each session its own role), says nothing
+	// certain about a session's USAGE or "$user".
+	SessionsShareLogin bool `json:"-"`
 	// Relations by schema then name (exact, case-sensitive names as stored
 	// in pg_class).
 	Relations map[string]map[string]*Relation `json:"relations"`
@@ -272,6 +293,30 @@ func (c *Catalog) ResolveFunction(name string, searchPath []string) *Function {
 		}
 	}
 	return nil
+}
+
+// SchemaSearched says whether Postgres searches schema s when a session's
+// search_path names it: known is false when the catalog cannot tell.
+// pg_catalog and pg_temp are always searched (the session's temporary
+// schema holds nothing the catalog knows); a schema the catalog does not
+// list did not exist when it was read, and is skipped; whether a session
+// has USAGE on an existing one is known only when sessions log in as the
+// catalog's login (SessionsShareLogin).
+func (c *Catalog) SchemaSearched(s string) (searched, known bool) {
+	if s == "pg_catalog" || s == "pg_temp" {
+		return true, true
+	}
+	if c == nil || c.SchemaUsage == nil {
+		return false, false
+	}
+	usage, exists := c.SchemaUsage[s]
+	if !exists {
+		return false, true
+	}
+	if !c.SessionsShareLogin {
+		return false, false
+	}
+	return usage, true
 }
 
 // EffectivePath is searchPath (the catalog's own when nil) as Postgres

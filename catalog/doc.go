@@ -11,6 +11,12 @@
 // schema-qualified and only pg_catalog names are left bare: resolve them
 // with the path []string{} (pg_catalog only), not the session's.
 //
+// A Postgres catalog also records the login it was read as and whether
+// that login has USAGE on each schema (Login, SchemaUsage): Postgres skips
+// search_path entries the current user cannot use. They describe sessions
+// only when those log in as the same login, which the loader says with
+// SessionsShareLogin (never saved; SchemaSearched combines the three).
+//
 // The label grammar (ValidLabel, ValidLabelPattern, MatchLabel,
 // ParseCommentLabels) is defined here so that the policy file and the
 // comments share one. A comment whose labels do not parse gives its object

@@ -39,6 +39,34 @@ func TestFileRoundTrip(t *testing.T) {
 	assert.Equal(t, []string{"pii.contact", "pii.email"}, got.Relation("app", "customers").Column("email").Labels)
 	assert.Equal(t, []string{"Amount", "lower"}, columnNames(got.Relation("Sales", "MixedCase")))
 	assert.True(t, got.Function("app", "lookup").SecurityDefiner)
+	assert.NotEmpty(t, got.SchemaUsage)
+	assert.NotEmpty(t, got.Login)
+
+	// Whether sessions share the login is the loader's to say, never the
+	// file's: a catalog read back knows nothing of a session's USAGE.
+	c.SessionsShareLogin = true
+	require.NoError(t, c.WriteFile(path))
+	got, err = catalog.ReadFile(path)
+	require.NoError(t, err)
+	assert.False(t, got.SessionsShareLogin)
+	_, known := got.SchemaSearched("app")
+	assert.False(t, known)
+}
+
+// A catalog saved before schema_usage existed knows no schema's USAGE:
+// every entry of a session's path may or may not be searched.
+func TestLoadWithoutSchemaUsage(t *testing.T) {
+	t.Parallel()
+	c, err := catalog.Load(strings.NewReader(minimal))
+	require.NoError(t, err)
+	assert.Nil(t, c.SchemaUsage)
+	c.SessionsShareLogin = true
+	for _, s := range []string{"public", "no_such_schema"} {
+		_, known := c.SchemaSearched(s)
+		assert.False(t, known, s)
+	}
+	searched, known := c.SchemaSearched("pg_catalog")
+	assert.True(t, searched && known)
 }
 
 const minimal = `{"dialect":"postgres","database":"shop","search_path":["pg_catalog","public"],

@@ -135,6 +135,23 @@ func pgSession(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	if _, err := tx.Exec(ctx, `SET LOCAL search_path = ''`); err != nil {
 		return err
 	}
+	// has_schema_privilege checks the current user with the privileges of
+	// the roles it inherits, as Postgres's search path does.
+	rows, err := tx.Query(ctx, `SELECT CURRENT_USER::pg_catalog.text, n.nspname::pg_catalog.text,
+		pg_catalog.has_schema_privilege(n.oid, 'USAGE')
+		FROM pg_catalog.pg_namespace n WHERE `+excludedSchemas)
+	if err != nil {
+		return err
+	}
+	l.Catalog.SchemaUsage = map[string]bool{}
+	var schema string
+	var usage bool
+	if _, err := pgx.ForEachRow(rows, []any{&l.Catalog.Login, &schema, &usage}, func() error {
+		l.Catalog.SchemaUsage[schema] = usage
+		return nil
+	}); err != nil {
+		return err
+	}
 	l.Catalog.SearchPath = []string{}
 	for _, s := range path {
 		// The session's own temp schema (pg_temp_N) exists only if this

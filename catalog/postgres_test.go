@@ -279,6 +279,27 @@ GRANT USAGE ON SCHEMA "Sales" TO `+role+`;
 		assert.Contains(t, c.Relation("app", "customer_emails").Definition, "FROM app.customers")
 		assert.Equal(t, "MixedCase", c.ResolveRelation("MixedCase", nil).Name)
 	})
+
+	// What a session-set search_path skips: schemas the login lacks USAGE
+	// on, and "$user" naming the login.
+	t.Run("schema usage and login", func(t *testing.T) {
+		c, err := catalog.LoadPostgresDSN(ctxT(t), roleDSN)
+		require.NoError(t, err)
+		assert.Equal(t, role, c.Login)
+		assert.Equal(t, map[string]bool{"app": false, "Sales": true, role: true, "public": true}, map[string]bool{
+			"app": c.SchemaUsage["app"], "Sales": c.SchemaUsage["Sales"], role: c.SchemaUsage[role], "public": c.SchemaUsage["public"]})
+		assert.Contains(t, c.SchemaUsage, "app", "a schema without USAGE is listed (as false)")
+		assert.NotContains(t, c.SchemaUsage, "pg_toast")
+		searched, known := c.SchemaSearched("app")
+		assert.False(t, known, "USAGE is the sessions' only when they share the login")
+		c.SessionsShareLogin = true
+		searched, known = c.SchemaSearched("app")
+		assert.True(t, known)
+		assert.False(t, searched)
+		searched, known = c.SchemaSearched("no_such_schema")
+		assert.True(t, known)
+		assert.False(t, searched, "a schema that does not exist is skipped")
+	})
 }
 
 // Objects on the login's path must not change what the loader's own queries

@@ -525,6 +525,13 @@ func (g *Gateway) loadCatalogs(ctx context.Context) (map[string]*catalog.Catalog
 		if err != nil {
 			return nil, err
 		}
+		// With static logins every session of the upstream logs in as the
+		// catalog did, so the catalog's USAGE and "$user" are the
+		// sessions' own. A wrapped or Vault source may hand sessions
+		// other roles: the analyzer then treats both as unknown.
+		if _, static := g.src.(staticLogins); static {
+			cat.SessionsShareLogin = true
+		}
 		cats[name] = cat
 	}
 	return cats, nil

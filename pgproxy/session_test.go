@@ -144,13 +144,24 @@ func TestAuditRawStatements(t *testing.T) {
 // Postgres when a later statement before the Sync fails. keyhole must not
 // resolve later names under the rolled-back path only: here the policy
 // allows internal.orders but not public.orders, and after the rollback
-// Postgres resolves "orders" to public.orders again.
+// Postgres resolves "orders" to public.orders again. The login has USAGE
+// on internal, so under internal, public "orders" is internal.orders
+// (without it Postgres skips internal: TestSearchPathSkipsSchemaWithoutUsage).
 func TestPipelineRolledBackSearchPath(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
-	_, err := e.direct().Exec(ctx, `CREATE SCHEMA internal; CREATE TABLE internal.orders (id int PRIMARY KEY)`)
+	_, err := e.direct().Exec(ctx, `CREATE SCHEMA internal; CREATE TABLE internal.orders (id int PRIMARY KEY);
+		INSERT INTO internal.orders VALUES (424242);
+		GRANT USAGE ON SCHEMA internal TO `+e.upUser+`; GRANT SELECT ON internal.orders TO `+e.upUser)
 	require.NoError(t, err)
+	t.Cleanup(func() {
+		// The role is dropped after the database; its grants must go first.
+		if c, err := pgx.Connect(context.Background(), e.db.DSN); err == nil {
+			_, _ = c.Exec(context.Background(), "DROP SCHEMA internal CASCADE")
+			_ = c.Close(context.Background())
+		}
+	})
 	e.setPolicy(`
 roles:
   pathy:
@@ -174,8 +185,9 @@ agents:
 	c := connect()
 	_, err = c.Exec(ctx, "SET search_path TO internal, public", pgx.QueryExecModeSimpleProtocol)
 	require.NoError(t, err)
-	_, err = c.Exec(ctx, "SELECT id FROM orders")
-	require.NoError(t, err, "orders resolves to internal.orders after a committed SET")
+	var id int
+	require.NoError(t, c.QueryRow(ctx, "SELECT id FROM orders").Scan(&id), "orders resolves to internal.orders after a committed SET")
+	assert.Equal(t, 424242, id, "Postgres read internal.orders")
 
 	// The same change in a pipeline that fails is rolled back upstream.
 	c = connect()
@@ -190,4 +202,87 @@ agents:
 	assert.NotContains(t, path, "internal", "Postgres rolled the SET back")
 	_, err = c.Exec(ctx, "SELECT id FROM orders")
 	assert.Equal(t, "42501", sqlState(err), "orders may be public.orders again: err %v", err)
+}
+
+// Postgres skips a search_path entry naming a schema the current user
+// lacks USAGE on (or that does not exist), and "$user" unless a usable
+// schema of the user's name exists. keyhole must resolve a session-set
+// path the same way: deciding "orders" as internal.orders while Postgres
+// reads public.orders let a policy that allows only internal.orders read
+// public.orders; deciding it as public.orders while "$user" made it the
+// login's own schema's orders let a policy that allows only public.orders
+// read that one.
+func TestSearchPathSkipsSchemaWithoutUsage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	// internal is the superuser's, and the login gets no USAGE on it; the
+	// schema named after the login is usable.
+	_, err := e.direct().Exec(ctx, `CREATE SCHEMA internal; CREATE TABLE internal.orders (id int PRIMARY KEY);
+		CREATE SCHEMA `+e.upUser+`; CREATE TABLE `+e.upUser+`.orders (id int PRIMARY KEY);
+		INSERT INTO `+e.upUser+`.orders VALUES (7);
+		GRANT USAGE ON SCHEMA `+e.upUser+` TO `+e.upUser+`; GRANT SELECT ON `+e.upUser+`.orders TO `+e.upUser)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if c, err := pgx.Connect(context.Background(), e.db.DSN); err == nil {
+			_, _ = c.Exec(context.Background(), "DROP SCHEMA "+e.upUser+" CASCADE")
+			_ = c.Close(context.Background())
+		}
+	})
+	e.setPolicy(`
+roles:
+  internal-only:
+    upstream: shop
+    allow:
+      - select: [internal.orders]
+    settings: [search_path]
+  public-only:
+    upstream: shop
+    allow:
+      - select: [public.orders]
+    settings: [search_path]
+agents:
+  internal-bot: {role: internal-only}
+  public-bot: {role: public-only}
+`)
+	require.NoError(t, e.g.Reload(), "the schema is read again: internal and the login's schema are new")
+
+	connect := func(agent string) *pgx.Conn {
+		c, err := pgx.Connect(ctx, e.dsn(agent))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close(context.Background()) })
+		return c
+	}
+
+	t.Run("schema without USAGE", func(t *testing.T) {
+		c := connect("internal-bot")
+		_, err := c.Exec(ctx, "SET search_path TO internal, public", pgx.QueryExecModeSimpleProtocol)
+		require.NoError(t, err)
+		var n int
+		err = c.QueryRow(ctx, "SELECT count(*) FROM orders").Scan(&n)
+		assert.Equal(t, "42501", sqlState(err), "Postgres reads public.orders, which the policy does not allow: got %d rows, err %v", n, err)
+		// The same through set_config, and with a function: internal is
+		// skipped for functions too, so count is pg_catalog's either way.
+		_, err = c.Exec(ctx, "SELECT set_config('search_path', 'internal, public', false)", pgx.QueryExecModeSimpleProtocol)
+		require.NoError(t, err)
+		err = c.QueryRow(ctx, "SELECT count(*) FROM orders", pgx.QueryExecModeSimpleProtocol).Scan(&n)
+		assert.Equal(t, "42501", sqlState(err), "got %d rows, err %v", n, err)
+		// Qualified, the allowed table is still readable.
+		_, err = c.Exec(ctx, "SELECT count(*) FROM internal.orders")
+		assert.Equal(t, "42501", sqlState(err), "allowed by keyhole, refused by Postgres (no USAGE): err %v", err)
+	})
+
+	t.Run("$user names the login's schema", func(t *testing.T) {
+		c := connect("public-bot")
+		_, err := c.Exec(ctx, `SET search_path TO "$user", public`, pgx.QueryExecModeSimpleProtocol)
+		require.NoError(t, err)
+		var n int
+		err = c.QueryRow(ctx, "SELECT min(id) FROM orders").Scan(&n)
+		assert.Equal(t, "42501", sqlState(err), "Postgres reads %s.orders, which the policy does not allow: got %d, err %v", e.upUser, n, err)
+		// A path whose entries all drop out but public resolves to it.
+		_, err = c.Exec(ctx, `SET search_path TO no_such_schema, internal, public`, pgx.QueryExecModeSimpleProtocol)
+		require.NoError(t, err)
+		require.NoError(t, c.QueryRow(ctx, "SELECT count(*) FROM orders").Scan(&n), "orders is public.orders")
+		assert.Equal(t, 20, n)
+	})
 }

@@ -210,35 +210,118 @@ type paths struct {
 	// changed is set after a search_path change earlier in the text:
 	// statements prepared before the text no longer resolve as analyzed.
 	changed bool
+	// identity is set when the current user may not be the login (see
+	// Session.identity): paths set from then on are resolved as for a
+	// login keyhole does not know.
+	identity bool
+	// set is set when a path the session or the text set may be in
+	// effect (not only the login's).
+	set bool
 }
 
-// sessionPaths returns the search paths of s, pg_catalog placed.
+// sessionPaths returns the search paths of s as Postgres searches them
+// (see searched).
 func (a *Analyzer) sessionPaths(s *Session) paths {
 	ps := paths{path: a.path}
 	if s == nil {
 		return ps
 	}
-	if s.SearchPath != nil {
-		ps.path = searchPath(s.SearchPath)
-	}
 	cands, ok := s.SearchPaths()
 	ps.lost = !ok
-	if len(cands) > 1 {
-		ps.all = make([][]string, 0, len(cands))
-		for _, c := range cands {
-			ps.all = appendPath(ps.all, a.placed(c))
+	ps.identity = s.identity
+	if cands == nil {
+		if s.SearchPath == nil {
+			return ps
 		}
-		ps.path = ps.all[0]
+		cands = [][]string{s.SearchPath}
+	}
+	ps.set = true
+	var all [][]string
+	for _, c := range cands {
+		var lost bool
+		all, lost = a.searched(all, c, ps.identity)
+		ps.lost = ps.lost || lost
+	}
+	ps.path = all[0]
+	if len(all) > 1 {
+		ps.all = all
+	}
+	if len(all) > MaxSearchPaths {
+		ps.lost = true
 	}
 	return ps
 }
 
-// placed is a session path with pg_catalog placed; nil is the login's.
-func (a *Analyzer) placed(p []string) []string {
+// searched adds to all the schema lists Postgres may search under the
+// session-set search path p (nil: the login's, which the catalog read as
+// Postgres searched it), pg_catalog placed. Postgres skips an entry naming
+// a schema that does not exist or that the current user lacks USAGE on,
+// and "$user" unless a schema of the current user's name exists and is
+// usable: a name must be resolved among the schemas Postgres actually
+// searches, or an entry Postgres skips would hide the schema it reads.
+//
+// Where the catalog cannot tell whether an entry is searched (it does not
+// know the session's USAGE: sessions log in as other roles than the
+// catalog's, or the catalog predates the field), the path may be searched
+// with or without it. Resolution reaches a schema exactly when it holds
+// the name and every entry before it that also holds the name is skipped,
+// so the lists "drop the first j uncertain entries" (j = 0..k) give every
+// schema the name can resolve to under any combination: k+1 candidates,
+// not 2^k. lost is set when "$user" names a role keyhole does not know:
+// any schema could be it.
+//
+// identity says the current user may not be the login (SET ROLE): the
+// catalog's USAGE and Login are then not the session's.
+func (a *Analyzer) searched(all [][]string, p []string, identity bool) (_ [][]string, lost bool) {
 	if p == nil {
-		return a.path
+		return appendPath(all, a.path), false
 	}
-	return searchPath(p)
+	shared := a.cat.SessionsShareLogin && !identity
+	known := make([]string, 0, len(p))
+	var uncertain []int // indexes in known
+	for _, n := range p {
+		if n == "$user" {
+			if !shared || a.cat.Login == "" {
+				lost = true
+				continue
+			}
+			n = a.cat.Login
+		}
+		if slices.Contains(known, n) {
+			// Postgres searches a schema listed twice at its first place
+			// (and skips both for want of USAGE).
+			continue
+		}
+		in, sure := a.cat.SchemaSearched(n)
+		if sure && !shared && n != "pg_catalog" && n != "pg_temp" {
+			// The schema exists; whether the current user (not the
+			// login) has USAGE on it is unknown. One that does not exist
+			// is skipped whoever asks.
+			if _, exists := a.cat.SchemaUsage[n]; exists {
+				sure = false
+			}
+		}
+		switch {
+		case !sure:
+			uncertain = append(uncertain, len(known))
+		case !in:
+			continue
+		}
+		known = append(known, n)
+	}
+	all = appendPath(all, searchPath(known))
+	for j := range uncertain {
+		// Drop the first j+1 uncertain entries.
+		drop := uncertain[:j+1]
+		q := make([]string, 0, len(known)-len(drop))
+		for i, n := range known {
+			if !slices.Contains(drop, i) {
+				q = append(q, n)
+			}
+		}
+		all = appendPath(all, searchPath(q))
+	}
+	return all, lost
 }
 
 func appendPath(all [][]string, p []string) [][]string {
@@ -260,10 +343,19 @@ func (a *Analyzer) withChanges(ps paths, st *sqlpolicy.Statement) paths {
 		sets = append(slices.Clip(sets), st.Explained.Settings...)
 	}
 	for _, set := range sets {
+		if identitySetting(set) && !ps.identity {
+			ps.identity = true
+			if ps.set {
+				// The paths in effect were resolved for the login; which
+				// of their schemas the new user may search is unknown.
+				ps.lost = true
+			}
+		}
 		if set.Name != "search_path" || set.Show {
 			continue
 		}
 		ps.changed = true
+		ps.set = true
 		if set.Unknown {
 			ps.lost = true
 			continue
@@ -282,8 +374,9 @@ func (a *Analyzer) withChanges(ps paths, st *sqlpolicy.Statement) paths {
 		} else {
 			ps.all = slices.Clone(ps.all)
 		}
-		ps.all = appendPath(ps.all, a.placed(p))
-		if len(ps.all) > MaxSearchPaths {
+		var lost bool
+		ps.all, lost = a.searched(ps.all, p, ps.identity)
+		if lost || len(ps.all) > MaxSearchPaths {
 			ps.lost = true
 		}
 	}

@@ -31,6 +31,14 @@
 // When the session says more than one search path may be in effect
 // (Session.SearchPaths), every unqualified relation and function
 // name is resolved under each and every resolution is reported.
+// A path the session set is searched as Postgres searches it: entries
+// naming a schema that does not exist or that the current user lacks
+// USAGE on are skipped, and "$user" names the login's schema
+// (catalog.Catalog.SchemaUsage, Login). Where the catalog cannot know
+// (sessions log in as other roles than the catalog's, a catalog file
+// without the field, after SET ROLE), each such entry may or may not be
+// searched and every resulting resolution is reported; an unknown
+// "$user" makes unqualified names refused.
 //
 // Code a statement runs without naming it (effects.go, overload.go,
 // operator.go): an unqualified function or operator reaches the one of

@@ -2,6 +2,7 @@ package pganalyze
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
@@ -377,7 +378,7 @@ func (w *walker) setConfigNamed(name string, fc *pg.FuncCall) {
 		if set.Name == "search_path" {
 			// The string is parsed as a list of identifiers; a value that
 			// does not parse is one keyhole cannot follow.
-			if parts, err := splitIdentList(value, ','); err == nil {
+			if parts, err := splitIdentList(value, ','); err == nil && !slices.ContainsFunc(parts, unfollowableSchema) {
 				set.Value = strings.Join(parts, ",")
 			} else {
 				set.Unknown = true
@@ -395,6 +396,13 @@ func (w *walker) setConfigNamed(name string, fc *pg.FuncCall) {
 	if detail := settingRisk(set.Name, set.Value, valueOK, false); detail != "" {
 		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: set.Name, Func: "set_config", Detail: detail})
 	}
+}
+
+// unfollowableSchema reports a quoted schema name the session's
+// comma-separated, trimmed rendering of a search path cannot carry: one
+// with a comma or surrounding spaces (" internal" is no schema internal).
+func unfollowableSchema(n string) bool {
+	return strings.IndexByte(n, ',') >= 0 || n != strings.TrimSpace(n)
 }
 
 // splitIdentList splits a list of possibly double-quoted identifiers the

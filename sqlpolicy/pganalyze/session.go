@@ -31,8 +31,10 @@ const MaxSearchPaths = 8
 // statement at a time. It implements sqlpolicy.Session; Analyzer.NewSession
 // returns one.
 type Session struct {
-	// SearchPath is the search_path most recently set, in order, with
-	// "$user" already substituted. nil means the login's (the catalog's).
+	// SearchPath is the search_path most recently set, in order, as set
+	// ("$user" and schemas Postgres would skip included: the analyzer
+	// resolves it against the catalog, see Analyzer.searched). nil means
+	// the login's (the catalog's).
 	SearchPath []string
 	// Prepared maps SQL-level PREPARE names to the analysis of the prepared
 	// statement.
@@ -54,6 +56,11 @@ type Session struct {
 	// longer describes what EXECUTE runs.
 	pathEpoch uint64
 	prepEpoch map[string]uint64
+	// identity is set once a SET ROLE or SET SESSION AUTHORIZATION (a
+	// policy may allow them) may have run: the current user is then no
+	// longer the login, so neither its USAGE on schemas nor what "$user"
+	// names is the catalog's (see Analyzer.searched).
+	identity bool
 	// generation identifies the current state; see Generation.
 	generation uint64
 }
@@ -74,7 +81,7 @@ func (s *Session) Generation() uint64 {
 }
 
 func (s *Session) changed() {
-	if len(s.Prepared) == 0 && s.SearchPath == nil && s.paths == nil && !s.pathLost {
+	if len(s.Prepared) == 0 && s.SearchPath == nil && s.paths == nil && !s.pathLost && !s.identity {
 		s.generation = 0
 		return
 	}
@@ -154,6 +161,10 @@ func (s *Session) apply(a *sqlpolicy.Access, settled bool) {
 			s.inTx = false
 		}
 		for _, set := range runSettings(st) {
+			if identitySetting(set) && !s.identity {
+				s.identity = true
+				s.changed()
+			}
 			if set.Name != "search_path" || set.Show {
 				continue
 			}
@@ -162,6 +173,13 @@ func (s *Session) apply(a *sqlpolicy.Access, settled bool) {
 			s.changed()
 		}
 	}
+}
+
+// identitySetting reports a change of who the session is. It stays
+// noted even after RESET ROLE: keyhole does not follow which user is
+// current, only that it may not be the login.
+func identitySetting(set sqlpolicy.Setting) bool {
+	return !set.Show && (set.Name == "role" || set.Name == "session_authorization")
 }
 
 // runSettings returns the settings a statement changes when it runs: its
@@ -203,6 +221,10 @@ func (s *Session) Note(a *sqlpolicy.Access) {
 			s.inTx = true
 		}
 		for _, set := range runSettings(st) {
+			if identitySetting(set) && !s.identity {
+				s.identity = true
+				s.changed()
+			}
 			if set.Name != "search_path" || set.Show {
 				continue
 			}

@@ -117,6 +117,14 @@ func (w *walker) setValue(name string, args []*pg.Node) (string, bool) {
 		if !ok {
 			return "", false
 		}
+		if name == "search_path" && (strings.IndexByte(s, ',') >= 0 || s != strings.TrimSpace(s)) {
+			// Each argument is one schema name, taken verbatim (Postgres
+			// quotes it before parsing the list): ' internal' names no
+			// schema internal. The value below separates names by commas
+			// and is trimmed when split, so such a name cannot be
+			// followed.
+			return "", false
+		}
 		if tc := a.GetTypeCast(); tc != nil && name == "timezone" {
 			// SET TIME ZONE INTERVAL '+02:00' HOUR TO MINUTE.
 			s = "interval " + s
@@ -161,8 +169,11 @@ func (w *walker) variableSet(s *pg.VariableSetStmt) {
 	}
 	value, ok := w.setValue(name, s.Args)
 	if !ok {
-		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: name,
-			Detail: "SET " + name + " with a value that is not a literal"})
+		detail := "SET " + name + " with a value that is not a literal"
+		if name == "search_path" {
+			detail = "SET search_path with a value that is not a literal, or a schema name with a comma or surrounding spaces keyhole cannot follow"
+		}
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: name, Detail: detail})
 	}
 	w.setting(sqlpolicy.Setting{Name: name, Value: value, Local: s.IsLocal, Unknown: !ok})
 	if d := settingRisk(name, value, ok, false); d != "" {

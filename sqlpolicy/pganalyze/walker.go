@@ -20,8 +20,9 @@ type walker struct {
 	// sqlpolicy.Session.SearchPaths), is every one of them, pg_catalog
 	// placed, path first; an unqualified name is resolved under each.
 	paths [][]string
-	// pathLost is set when the session lost track of its search path:
-	// unqualified relation and function names are refused.
+	// pathLost is set when the session lost track of its search path, or
+	// it names "$user" for a login keyhole does not know: unqualified
+	// relation and function names are refused.
 	pathLost bool
 	// pathChanged is set when an earlier statement of the text changed
 	// the search path.
@@ -281,7 +282,7 @@ func (w *walker) altRels(schema, name string, primary *catalog.Relation) []*cata
 
 func (w *walker) pathLostProblem(name string) {
 	w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange,
-		Detail: fmt.Sprintf("the session's search_path changed too often to tell what %q resolves to; qualify it with its schema", name)})
+		Detail: fmt.Sprintf("keyhole cannot tell which schemas the session's search_path searches (it changed too often, to a value that is not a literal, or to one naming \"$user\" for a login keyhole does not know), so not what %q resolves to; qualify it with its schema", name)})
 }
 
 // baseCols returns the output columns of a plain relation, cached.
