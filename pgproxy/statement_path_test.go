@@ -49,7 +49,10 @@ func TestBindAfterSearchPathIsDecidedAgain(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
-	_, err := e.direct().Exec(ctx, `CREATE SCHEMA internal; CREATE TABLE internal.orders (id int PRIMARY KEY)`)
+	// The login may use internal (else Postgres would skip it in the path
+	// and orders would be public.orders from the start).
+	_, err := e.direct().Exec(ctx, `CREATE SCHEMA internal; CREATE TABLE internal.orders (id int PRIMARY KEY);
+		GRANT USAGE ON SCHEMA internal TO `+e.upUser+`; GRANT SELECT ON internal.orders TO `+e.upUser)
 	require.NoError(t, err)
 	e.setPolicy(`
 roles:
