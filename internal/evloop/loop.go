@@ -58,7 +58,7 @@ type Loop struct {
 	redirty []int32
 	spare   [][]byte
 	waiting bool // an epoll wait is in the ring
-	ready   int  // events of an epoll wait queueSends came across (-1: none)
+	ready   int  // events of a completed epoll wait, not yet handed out (-1: none)
 	arg     getEventsArg
 	ts      unix.Timespec
 
