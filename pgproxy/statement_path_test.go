@@ -104,6 +104,9 @@ func TestAuditStatementTimes(t *testing.T) {
 		done <- err
 	}()
 	require.Eventually(t, func() bool { return e.waiting() == 1 }, 10*time.Second, 10*time.Millisecond)
+	// The statement is held on the lock for a known while: that wait is
+	// what makes its duration long enough to tell the two readings apart,
+	// so a sleep is the point here, not a wait for an event.
 	time.Sleep(200 * time.Millisecond)
 	release()
 	require.NoError(t, <-done)
