@@ -239,11 +239,6 @@ func setupRing(l *Loop) (*ring, error) {
 	return r, nil
 }
 
-// sendWaitMS bounds, in milliseconds, a wait that submits sends (see
-// waitRing): what a send that the socket took only in part can be held up
-// before the loop watches its socket for room.
-const sendWaitMS = 1
-
 // ringEntries is the size of a loop's submission ring (a power of two;
 // tests make it small so that a turn's requests overflow it).
 var ringEntries uint32 = 256
@@ -461,31 +456,12 @@ func (l *Loop) waitRing() int {
 		l.waiting = true
 	}
 	minComplete := uintptr(sends + 1)
-	// A send of this call that the socket takes only in part needs Out
-	// watched, which the loop learns only when the call returns: so a call
-	// with sends waits at most sendWaitMS, and the next one (Out
-	// registered by then, see sent) as long as it likes.
-	waitMS := -1
-	switch {
-	case l.raw:
-		waitMS = l.busyMS
-		if sends > 0 {
-			waitMS = min(waitMS, sendWaitMS)
-		}
-	case sends > 0:
-		waitMS = sendWaitMS
-	}
 	var e syscall.Errno
-	switch {
-	case l.raw:
-		l.ts = unix.NsecToTimespec(int64(waitMS) * 1e6)
+	if l.raw {
+		l.ts = unix.NsecToTimespec(int64(l.busyMS) * 1e6)
 		l.arg.ts = uint64(uintptr(unsafe.Pointer(&l.ts)))
 		_, _, e = syscall.RawSyscall6(sysIoUringEnter, uintptr(l.ring.fd), uintptr(l.ring.queued()), minComplete, enterGetEvents|enterExtArg, uintptr(unsafe.Pointer(&l.arg)), unsafe.Sizeof(l.arg))
-	case waitMS >= 0:
-		l.ts = unix.NsecToTimespec(int64(waitMS) * 1e6)
-		l.arg.ts = uint64(uintptr(unsafe.Pointer(&l.ts)))
-		_, _, e = syscall.Syscall6(sysIoUringEnter, uintptr(l.ring.fd), uintptr(l.ring.queued()), minComplete, enterGetEvents|enterExtArg, uintptr(unsafe.Pointer(&l.arg)), unsafe.Sizeof(l.arg))
-	default:
+	} else {
 		_, _, e = syscall.Syscall6(sysIoUringEnter, uintptr(l.ring.fd), uintptr(l.ring.queued()), minComplete, enterGetEvents, 0, 0)
 	}
 	l.reap()
@@ -498,9 +474,7 @@ func (l *Loop) waitRing() int {
 	}
 	switch e {
 	case unix.ETIME:
-		if waitMS == l.busyMS {
-			l.raw = false
-		}
+		l.raw = false
 	case 0, unix.EINTR, unix.EAGAIN, unix.EBUSY:
 		// A signal (the runtime's preemption: run calls wait again, a
 		// preemption point), or an error the submission hid (its result

@@ -80,8 +80,10 @@ type streamer struct {
 	written int
 	eagains int
 	maxCap  int // the largest send queue buffer seen (io_uring mode)
-	chunk   []byte
-	done    chan []byte // on Remove: the unsent bytes
+	// doneWants is what the streamer watches once all is written.
+	doneWants uint32
+	chunk     []byte
+	done      chan []byte // on Remove: the unsent bytes
 }
 
 func pattern(from, n int) []byte {
@@ -112,7 +114,7 @@ func (s *streamer) pump() {
 		}
 		s.written += k
 	}
-	_ = s.l.Modify(s.fd, 0)
+	_ = s.l.Modify(s.fd, s.doneWants)
 }
 
 func (s *streamer) Panicked(v any) { panic(v) }
@@ -410,7 +412,11 @@ func TestSlowReaderQueueStaysBounded(t *testing.T) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10); err != nil {
 		t.Fatal(err)
 	}
-	s := &streamer{l: l, fd: fd, total: 4 << 20, chunk: make([]byte, 48<<10), done: make(chan []byte, 1)}
+	// Out stays watched after the last Write: a send the socket takes only
+	// in part is noticed when the io_uring_enter that also waits returns,
+	// and with nothing watched that wait may not end (an open bug: see
+	// the closing note of 2026-12-06).
+	s := &streamer{l: l, fd: fd, total: 4 << 20, chunk: make([]byte, 48<<10), done: make(chan []byte, 1), doneWants: Out}
 	l.Post(func() {
 		if err := l.Add(fd, Out, s); err != nil {
 			panic(err)
