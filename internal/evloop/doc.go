@@ -47,8 +47,8 @@
 // loop waits through the runtime's wrapper, holding no P, for as long as
 // it is idle.
 //
-// io_uring mode (uring.go; Linux 6.15 or later, else epoll mode; the
-// environment variable KEYHOLE_IO_URING=off forces epoll mode): a loop's
+// io_uring mode (uring.go; Linux 6.15 or later, else epoll mode; opt-in
+// with the environment variable KEYHOLE_IO_URING=on, see uringOn): a loop's
 // writes of one turn and its wait for the next events are one
 // io_uring_enter. Write queues bytes; when the loop next waits, each
 // queue becomes one IORING_OP_SEND with MSG_DONTWAIT (tried once, during

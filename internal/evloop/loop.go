@@ -268,10 +268,13 @@ func (l *Loop) Post(f func()) {
 
 func (l *Loop) run(started chan<- struct{}) {
 	runtime.LockOSThread()
-	if useRing {
-		l.ring, l.ringErr = setupRing(l) // (else epoll mode)
-	} else {
+	switch {
+	case !useRing:
 		l.ringErr = errors.New("io_uring mode off")
+	case !uringOn:
+		l.ringErr = errors.New("io_uring mode is opt-in: KEYHOLE_IO_URING=on")
+	default:
+		l.ring, l.ringErr = setupRing(l) // (else epoll mode)
 	}
 	close(started)
 	for {
@@ -301,6 +304,12 @@ func (l *Loop) run(started chan<- struct{}) {
 
 // useRing: loops try io_uring mode (tests turn it off to cover both).
 var useRing = true
+
+// uringOn: io_uring mode is opt-in (KEYHOLE_IO_URING=on) while a send the
+// socket takes only in part can wait for another event before the loop
+// watches Out (docs/performance.md, "io_uring loops"): mysqlproxy's
+// TestAuditClientGone lost an audit event in that mode under CI's load.
+var uringOn = os.Getenv("KEYHOLE_IO_URING") == "on"
 
 // sendable takes what fd's send queue makes of its events: Out on a full
 // queue sends it again this turn. It returns the events for the handler:

@@ -16,8 +16,8 @@ import (
 // skipped, with the reason, on a kernel without it.
 func newTestLoop(t *testing.T, uring bool) *Loop {
 	t.Helper()
-	defer func(old bool) { useRing = old }(useRing)
-	useRing = uring
+	defer func(old, on bool) { useRing, uringOn = old, on }(useRing, uringOn)
+	useRing, uringOn = uring, uring
 	l, err := New()
 	if err != nil {
 		t.Fatal(err)
