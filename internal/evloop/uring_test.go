@@ -204,6 +204,8 @@ func TestRemoveReturnsUnsent(t *testing.T) {
 		// stops.
 		deadline := time.Now().Add(10 * time.Second)
 		for last := -1; ; {
+			// A poll with a deadline: "the writer stopped" is the absence
+			// of progress, which no event announces.
 			time.Sleep(50 * time.Millisecond)
 			now := onLoop(l, func() int { return s.written })
 			if now == last && onLoop(l, func() int { return s.eagains }) > 0 {
