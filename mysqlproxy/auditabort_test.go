@@ -68,6 +68,25 @@ func TestAuditClientGone(t *testing.T) {
 		assert.Positive(t, ev.Rows)
 		require.Eventually(t, func() bool { return e.running(q) == 0 }, 10*time.Second, 10*time.Millisecond)
 	})
+	t.Run("a long result set, the client's side shut and never read", func(t *testing.T) {
+		// A client that shuts its sending side (FIN, not a reset) while
+		// rows wait for it: its socket stays open, it just never reads.
+		// keyhole sees the end of its input, then finds it takes nothing.
+		const q = "SELECT b.id, b.pad FROM big a JOIN big b"
+		r := e.dialRaw(t)
+		r.login(e, "analyst-bot")
+		r.command(append([]byte{0x03}, q...))
+		require.Eventually(t, func() bool { return e.running(q) == 1 }, 10*time.Second, 10*time.Millisecond)
+		// Let the rows fill the socket buffers first (milliseconds), so
+		// that keyhole has rows waiting for the client when its end of
+		// input comes.
+		time.Sleep(300 * time.Millisecond)
+		require.NoError(t, r.nc.(*net.TCPConn).CloseWrite())
+		ev := e.statementEvent(t, q)
+		assert.Equal(t, "1317/70100", ev.ErrorCode, "stopped upstream: query execution was interrupted")
+		require.Eventually(t, func() bool { return e.running(q) == 0 }, 10*time.Second, 10*time.Millisecond)
+		r.abort()
+	})
 }
 
 // TestAuditSessionEndedMidStatement: a statement in flight when its
