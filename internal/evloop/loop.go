@@ -58,6 +58,7 @@ type Loop struct {
 	redirty []int32
 	spare   [][]byte
 	waiting bool // an epoll wait is in the ring
+	batch   []*sqe // this turn's sends in the ring, not yet submitted
 	ready   int  // events of a completed epoll wait, not yet handed out (-1: none)
 	arg     getEventsArg
 	ts      unix.Timespec

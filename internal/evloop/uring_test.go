@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -387,6 +388,51 @@ func TestManySessionsOverflowTheRing(t *testing.T) {
 					t.Fatalf("session %d round %d: %v %v", i, round, got, err)
 				}
 			}
+		}
+	})
+}
+
+// A send the socket takes only in part must not wait for some other
+// event: here the writer's bytes all fit in its send queue, so it watches
+// nothing once Write took them, and nothing else happens on the loop (no
+// raw, timed waits either: GOMAXPROCS 1). The rest must still go out as
+// the peer reads.
+func TestPartialSendWithNothingElseToDo(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	bothModes(t, func(t *testing.T, l *Loop) {
+		c, srv := pair(t)
+		fd, err := Detach(srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer Close(fd)
+		// Socket buffers far smaller than what is written: the first
+		// send takes part of it.
+		_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10); err != nil {
+			t.Fatal(err)
+		}
+		s := &streamer{l: l, fd: fd, total: maxQueued / 2, chunk: make([]byte, 48<<10), done: make(chan []byte, 1)}
+		l.Post(func() {
+			if err := l.Add(fd, 0, s); err != nil {
+				panic(err)
+			}
+			s.pump()
+		})
+		// The peer reads only once the first send is surely over.
+		time.Sleep(100 * time.Millisecond)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got := make([]byte, 0, s.total)
+		buf := make([]byte, 64<<10)
+		for len(got) < s.total {
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("after %d of %d bytes: %v", len(got), s.total, err)
+			}
+			got = append(got, buf[:n]...)
+		}
+		if !bytes.Equal(got, pattern(0, s.total)) {
+			t.Fatal("the bytes arrived changed or out of order")
 		}
 	})
 }
