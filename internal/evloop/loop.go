@@ -57,9 +57,9 @@ type Loop struct {
 	dirty   []int32 // descriptors whose queues have bytes for this turn's sends
 	redirty []int32
 	spare   [][]byte
-	waiting bool // an epoll wait is in the ring
+	waiting bool   // an epoll wait is in the ring
 	batch   []*sqe // this turn's sends in the ring, not yet submitted
-	ready   int  // events of a completed epoll wait, not yet handed out (-1: none)
+	ready   int    // events of a completed epoll wait, not yet handed out (-1: none)
 	arg     getEventsArg
 	ts      unix.Timespec
 

@@ -319,6 +319,10 @@ func (l *Loop) queueWrite(fd int, p []byte) (int, syscall.Errno) {
 	p = p[:min(len(p), room)]
 	if q.buf == nil {
 		q.buf = l.takeBuf(len(p))
+	} else if q.off > 0 && q.off >= len(q.buf)/2 {
+		// What the socket took goes: a queue that never quite drains (a
+		// long answer to a slow reader) must not grow without end.
+		q.buf, q.off = q.buf[:copy(q.buf, q.buf[q.off:])], 0
 	}
 	q.buf = append(q.buf, p...)
 	raceReleaseIO()

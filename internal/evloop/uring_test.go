@@ -176,6 +176,11 @@ func TestWriteBackPressure(t *testing.T) {
 		if onLoop(l, func() int { return s.eagains }) == 0 {
 			t.Fatal("Write never pushed back on a slow reader")
 		}
+		// The queue holds at most maxQueued unsent bytes; its buffer must
+		// not grow with what was sent through it.
+		if c := onLoop(l, func() int { return s.maxCap }); c > 4*maxQueued {
+			t.Fatalf("a send queue's buffer grew to %d bytes for a %d-byte stream", c, s.total)
+		}
 	})
 }
 
@@ -435,4 +440,48 @@ func TestPartialSendWithNothingElseToDo(t *testing.T) {
 			t.Fatal("the bytes arrived changed or out of order")
 		}
 	})
+}
+
+// A queue that never quite drains — a long stream to a reader slower than
+// the writer, through small socket buffers — keeps its buffer bounded:
+// what the socket took is dropped from its front, not kept.
+func TestSlowReaderQueueStaysBounded(t *testing.T) {
+	l := newTestLoop(t, true)
+	if !l.URing() {
+		t.Skip("no io_uring mode")
+	}
+	c, srv := pair(t)
+	fd, err := Detach(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(fd)
+	_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10); err != nil {
+		t.Fatal(err)
+	}
+	s := &streamer{l: l, fd: fd, total: 4 << 20, chunk: make([]byte, 48<<10), done: make(chan []byte, 1)}
+	l.Post(func() {
+		if err := l.Add(fd, Out, s); err != nil {
+			panic(err)
+		}
+		s.pump()
+	})
+	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	got := make([]byte, 0, s.total)
+	buf := make([]byte, 16<<10)
+	for len(got) < s.total {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", len(got), err)
+		}
+		got = append(got, buf[:n]...)
+		time.Sleep(200 * time.Microsecond) // a slow reader is the point
+	}
+	if !bytes.Equal(got, pattern(0, s.total)) {
+		t.Fatal("the bytes arrived changed or out of order")
+	}
+	if c := onLoop(l, func() int { return s.maxCap }); c > 4*maxQueued {
+		t.Fatalf("the send queue's buffer grew to %d bytes for a %d-byte stream", c, s.total)
+	}
 }
