@@ -3,7 +3,6 @@ package evloop
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
@@ -216,9 +215,6 @@ func (r *ring) submit() syscall.Errno {
 // the loop serves anything: it probes IORING_OP_EPOLL_WAIT with the
 // loop's own eventfd made readable.
 func setupRing(l *Loop) (*ring, error) {
-	if os.Getenv("KEYHOLE_IO_URING") == "off" {
-		return nil, errors.New("KEYHOLE_IO_URING=off")
-	}
 	r, err := newRing()
 	if err != nil {
 		return nil, err
