@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/mysqlproxy"
 )
 
 // statementEvent waits for the audit event of sql and returns it.
@@ -67,6 +68,31 @@ func TestAuditClientGone(t *testing.T) {
 		assert.Equal(t, "1317/70100", ev.ErrorCode, "stopped upstream: query execution was interrupted")
 		assert.Positive(t, ev.Rows)
 		require.Eventually(t, func() bool { return e.running(q) == 0 }, 10*time.Second, 10*time.Millisecond)
+	})
+	t.Run("a long result set, the client's side shut and never read", func(t *testing.T) {
+		// A client that shuts its sending side (FIN, not a reset) while
+		// rows wait for it: its socket stays open, it just never reads.
+		// The loop relay sees the end of its input, then finds it takes
+		// nothing, and treats it as gone. The goroutine relay does not
+		// read the client during an answer, so to it this is a slow
+		// reader, waited for (TestRelayClientNotReading).
+		if testRelay == mysqlproxy.RelayGoroutine {
+			t.Skip("the goroutine relay waits for a client that does not read")
+		}
+		const q = "SELECT b.id, b.pad FROM big a JOIN big b"
+		r := e.dialRaw(t)
+		r.login(e, "analyst-bot")
+		r.command(append([]byte{0x03}, q...))
+		require.Eventually(t, func() bool { return e.running(q) == 1 }, 10*time.Second, 10*time.Millisecond)
+		// Let the rows fill the socket buffers first (milliseconds), so
+		// that keyhole has rows waiting for the client when its end of
+		// input comes.
+		time.Sleep(300 * time.Millisecond)
+		require.NoError(t, r.nc.(*net.TCPConn).CloseWrite())
+		ev := e.statementEvent(t, q)
+		assert.Equal(t, "1317/70100", ev.ErrorCode, "stopped upstream: query execution was interrupted")
+		require.Eventually(t, func() bool { return e.running(q) == 0 }, 10*time.Second, 10*time.Millisecond)
+		r.abort()
 	})
 }
 

@@ -253,12 +253,20 @@ func (c *conn) clientEvent(events uint32) {
 		// the audit first.
 		lp.clientEOF = true
 		if u, _ := lp.l.Remove(lp.cfd); len(u) > 0 {
-			// (Written on by loopWrite, unwatched, until the answer ends.)
+			// What the loop's Write had queued (io_uring mode) and the
+			// socket did not take goes first.
 			c.wbuf, lp.woff = append(u, c.wbuf[lp.woff:]...), 0
 		}
 		if lp.ans == nil {
 			c.loopCommands()
+			return
 		}
+		// The socket is no longer watched, so no event would call
+		// loopWrite for what waits for it, and while something waits the
+		// upstream is not read (loopWatch): the walk goes on now, over
+		// what the upstream sent meanwhile, and its loopWrite either sends
+		// what waits or finds the client lost (clientEOF) and drops it.
+		c.loopWalk()
 		return
 	}
 	rd.wp += k

@@ -47,8 +47,8 @@
 // loop waits through the runtime's wrapper, holding no P, for as long as
 // it is idle.
 //
-// io_uring mode (uring.go; Linux 6.15 or later, else epoll mode; opt-in
-// with the environment variable KEYHOLE_IO_URING=on, see uringOn): a loop's
+// io_uring mode (uring.go; Linux 6.15 or later, else epoll mode; the
+// environment variable KEYHOLE_IO_URING=off turns it off): a loop's
 // writes of one turn and its wait for the next events are one
 // io_uring_enter. Write queues bytes; when the loop next waits, each
 // queue becomes one IORING_OP_SEND with MSG_DONTWAIT (tried once, during
@@ -56,7 +56,9 @@
 // socket, batched) and the wait is an IORING_OP_EPOLL_WAIT on the same
 // epoll instance, so level-triggered registrations behave as in epoll
 // mode. A send that the socket took only in part leaves the rest queued
-// and the loop watches Out for it itself. Reads: after a wait, the loop
+// and the loop watches Out for it itself; such a send ends the wait
+// submitted with it at once (the turn's sends and the wait are one linked
+// chain), so the rest never waits for an unrelated event. Reads: after a wait, the loop
 // reads every reported socket whose handler is a ReadAheader watching In,
 // all in a second io_uring_enter (IORING_OP_RECV with MSG_DONTWAIT, into
 // the buffer the handler names), and hands each result to its handler

@@ -57,8 +57,9 @@ type Loop struct {
 	dirty   []int32 // descriptors whose queues have bytes for this turn's sends
 	redirty []int32
 	spare   [][]byte
-	waiting bool // an epoll wait is in the ring
-	ready   int  // events of a completed epoll wait, not yet handed out (-1: none)
+	waiting bool   // an epoll wait is in the ring
+	batch   []*sqe // this turn's sends in the ring, not yet submitted
+	ready   int    // events of a completed epoll wait, not yet handed out (-1: none)
 	arg     getEventsArg
 	ts      unix.Timespec
 
@@ -272,7 +273,7 @@ func (l *Loop) run(started chan<- struct{}) {
 	case !useRing:
 		l.ringErr = errors.New("io_uring mode off")
 	case !uringOn:
-		l.ringErr = errors.New("io_uring mode is opt-in: KEYHOLE_IO_URING=on")
+		l.ringErr = errors.New("KEYHOLE_IO_URING=off")
 	default:
 		l.ring, l.ringErr = setupRing(l) // (else epoll mode)
 	}
@@ -305,11 +306,8 @@ func (l *Loop) run(started chan<- struct{}) {
 // useRing: loops try io_uring mode (tests turn it off to cover both).
 var useRing = true
 
-// uringOn: io_uring mode is opt-in (KEYHOLE_IO_URING=on) while a send the
-// socket takes only in part can wait for another event before the loop
-// watches Out (docs/performance.md, "io_uring loops"): mysqlproxy's
-// TestAuditClientGone lost an audit event in that mode under CI's load.
-var uringOn = os.Getenv("KEYHOLE_IO_URING") == "on"
+// uringOn: loops try io_uring mode unless KEYHOLE_IO_URING=off.
+var uringOn = os.Getenv("KEYHOLE_IO_URING") != "off"
 
 // sendable takes what fd's send queue makes of its events: Out on a full
 // queue sends it again this turn. It returns the events for the handler:

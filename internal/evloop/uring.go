@@ -3,7 +3,6 @@ package evloop
 import (
 	"errors"
 	"fmt"
-	"os"
 	"sync/atomic"
 	"syscall"
 	"unsafe"
@@ -32,6 +31,21 @@ import (
 //     waiting, and min_complete counts every completion the loop has not
 //     consumed: with k sends submitted, waiting for k+1 completions waits
 //     for the epoll wait (or a signal, or the timeout).
+//   - A send the socket takes only in part, or not at all, must not wait
+//     for some other event before the loop learns it and watches Out. So
+//     a turn's sends and its epoll wait are one chain (IOSQE_IO_LINK),
+//     the wait last, and the sends carry MSG_WAITALL: a stream socket's
+//     send that takes less than offered then fails (its completion still
+//     gives the bytes taken, io_sendrecv_fail; -EAGAIN when none), which
+//     breaks the chain: the requests after it complete with -ECANCELED,
+//     the epoll wait among them, and io_uring_enter returns at once. The
+//     loop takes the short send's result and goes round again, watching
+//     Out for it; the cancelled sends go with the next turn's. A chain's
+//     later requests are issued as task work, which DEFER_TASKRUN runs in
+//     the same io_uring_enter (GETEVENTS), so they too are done when it
+//     returns. Sends submitted without the wait (a full ring) are not
+//     linked: a link to nothing would send its tail to the io-wq
+//     workers.
 //   - With IORING_SETUP_DEFER_TASKRUN the epoll wait's completion work
 //     runs only inside io_uring_enter(GETEVENTS) on the loop's thread
 //     (SINGLE_ISSUER: the ring is created there), never by interrupting
@@ -52,6 +66,8 @@ const (
 
 	enterGetEvents = 1 << 0
 	enterExtArg    = 1 << 3
+
+	sqeIOLink = 1 << 2 // IOSQE_IO_LINK
 
 	featSingleMMap = 1 << 0
 
@@ -188,7 +204,7 @@ func (r *ring) next() *sqe {
 
 func (r *ring) publish() { atomic.StoreUint32(r.sqTail, *r.sqTail+1) }
 
-// enter is io_uring_enter without a wait: it submits what is queued.
+// submit is io_uring_enter without a wait: it submits what is queued.
 func (r *ring) submit() syscall.Errno {
 	_, _, e := syscall.RawSyscall6(sysIoUringEnter, uintptr(r.fd), uintptr(r.queued()), 0, 0, 0, 0)
 	return e
@@ -199,9 +215,6 @@ func (r *ring) submit() syscall.Errno {
 // the loop serves anything: it probes IORING_OP_EPOLL_WAIT with the
 // loop's own eventfd made readable.
 func setupRing(l *Loop) (*ring, error) {
-	if os.Getenv("KEYHOLE_IO_URING") == "off" {
-		return nil, errors.New("KEYHOLE_IO_URING=off")
-	}
 	r, err := newRing()
 	if err != nil {
 		return nil, err
@@ -302,6 +315,10 @@ func (l *Loop) queueWrite(fd int, p []byte) (int, syscall.Errno) {
 	p = p[:min(len(p), room)]
 	if q.buf == nil {
 		q.buf = l.takeBuf(len(p))
+	} else if q.off > 0 && q.off >= len(q.buf)/2 {
+		// What the socket took goes: a queue that never quite drains (a
+		// long answer to a slow reader) must not grow without end.
+		q.buf, q.off = q.buf[:copy(q.buf, q.buf[q.off:])], 0
 	}
 	q.buf = append(q.buf, p...)
 	raceReleaseIO()
@@ -326,10 +343,7 @@ func (l *Loop) queueSends() int {
 			continue
 		}
 		if l.ring.full() {
-			if e := l.ring.submit(); e != 0 && e != unix.EINTR && e != unix.EAGAIN && e != unix.EBUSY {
-				panic(fmt.Sprintf("evloop: io_uring_enter: %v", e))
-			}
-			l.reap()
+			l.submitReap()
 			n = 0
 			if l.ring.full() {
 				// (Submitted only in part; the rest waits for the turn's
@@ -344,9 +358,10 @@ func (l *Loop) queueSends() int {
 		s.fd = int32(fd)
 		s.addr = uint64(uintptr(unsafe.Pointer(&q.buf[q.off])))
 		s.len = uint32(q.pending())
-		s.opFlags = unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT
+		s.opFlags = unix.MSG_NOSIGNAL | unix.MSG_DONTWAIT | unix.MSG_WAITALL
 		s.userData = tagSend | uint64(fd)
 		l.ring.publish()
+		l.batch = append(l.batch, s)
 		q.inRing = true
 		n++
 	}
@@ -371,7 +386,8 @@ func (l *Loop) reap() {
 			switch e := syscall.Errno(-c.res); {
 			case c.res >= 0:
 				l.ready = int(c.res)
-			case e == unix.EINTR || e == unix.EAGAIN:
+			case e == unix.EINTR || e == unix.EAGAIN || e == unix.ECANCELED:
+				// (ECANCELED: a send before it in the chain was short.)
 				l.ready = 0
 			default:
 				// EBADF/EINVAL: the loop's own state is broken.
@@ -396,6 +412,14 @@ func (l *Loop) sent(fd int, res int32) {
 	q := &l.sends[fd]
 	q.inRing = false
 	switch {
+	case syscall.Errno(-res) == unix.ECANCELED:
+		// Not tried: a send before it in the chain was short. It goes
+		// with the next turn's.
+		if !q.dirty && q.pending() > 0 {
+			q.dirty = true
+			l.dirty = append(l.dirty, int32(fd))
+		}
+		return
 	case res >= 0:
 		q.off += int(res)
 		if q.pending() == 0 {
@@ -427,21 +451,25 @@ func (l *Loop) waitRing() int {
 		// Events came while queueSends emptied a full ring: the sends go
 		// now, the events are handled without waiting.
 		l.ready = -1
-		if e := l.ring.submit(); e != 0 && e != unix.EINTR && e != unix.EAGAIN && e != unix.EBUSY {
-			panic(fmt.Sprintf("evloop: io_uring_enter: %v", e))
-		}
-		l.reap()
+		l.submitReap()
 		if l.ready >= 0 {
 			panic("evloop: two epoll waits completed")
 		}
 		return n
 	}
+	if l.waiting || l.ring.full() {
+		// The sends cannot be linked to the wait: one is in the ring
+		// already (an earlier turn's io_uring_enter ended before it
+		// did), or the sends take every entry. They go first, and the
+		// loop takes their results before it waits.
+		l.submitReap()
+		sends = 0
+	}
 	if !l.waiting {
-		if l.ring.full() {
-			// (The sends take every entry: they go first.)
-			l.submitReap()
-			sends = 0
+		for _, s := range l.batch {
+			s.flags |= sqeIOLink
 		}
+		l.batch = l.batch[:0]
 		s := l.ring.next()
 		s.opcode = opEpollWait
 		s.fd = int32(l.epfd)
@@ -537,9 +565,11 @@ func (l *Loop) readAhead(n int) {
 	}
 }
 
-// submitReap submits what the ring holds and takes the completions (all
-// there: nothing in it waits in the kernel but an epoll wait).
+// submitReap submits what the ring holds, unlinked, and takes the
+// completions (all there: nothing in it waits in the kernel but an epoll
+// wait).
 func (l *Loop) submitReap() {
+	l.batch = l.batch[:0]
 	if e := l.ring.submit(); e != 0 && e != unix.EINTR && e != unix.EAGAIN && e != unix.EBUSY {
 		panic(fmt.Sprintf("evloop: io_uring_enter: %v", e))
 	}

@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"os"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -24,9 +24,7 @@ func newTestLoop(t *testing.T, uring bool) *Loop {
 	}
 	if uring && !l.URing() {
 		_, why := onLoopPair(l, func() (*ring, error) { return setupRing(l) })
-		if os.Getenv("KEYHOLE_IO_URING") != "off" {
-			t.Skipf("no io_uring mode here: %v", why)
-		}
+		t.Skipf("no io_uring mode here: %v", why)
 	}
 	return l
 }
@@ -174,6 +172,11 @@ func TestWriteBackPressure(t *testing.T) {
 		}
 		if onLoop(l, func() int { return s.eagains }) == 0 {
 			t.Fatal("Write never pushed back on a slow reader")
+		}
+		// The queue holds at most maxQueued unsent bytes; its buffer must
+		// not grow with what was sent through it.
+		if c := onLoop(l, func() int { return s.maxCap }); c > 4*maxQueued {
+			t.Fatalf("a send queue's buffer grew to %d bytes for a %d-byte stream", c, s.total)
 		}
 	})
 }
@@ -389,4 +392,93 @@ func TestManySessionsOverflowTheRing(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A send the socket takes only in part must not wait for some other
+// event: here the writer's bytes all fit in its send queue, so it watches
+// nothing once Write took them, and nothing else happens on the loop (no
+// raw, timed waits either: GOMAXPROCS 1). The rest must still go out as
+// the peer reads.
+func TestPartialSendWithNothingElseToDo(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	bothModes(t, func(t *testing.T, l *Loop) {
+		c, srv := pair(t)
+		fd, err := Detach(srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer Close(fd)
+		// Socket buffers far smaller than what is written: the first
+		// send takes part of it.
+		_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10); err != nil {
+			t.Fatal(err)
+		}
+		s := &streamer{l: l, fd: fd, total: maxQueued / 2, chunk: make([]byte, 48<<10), done: make(chan []byte, 1)}
+		l.Post(func() {
+			if err := l.Add(fd, 0, s); err != nil {
+				panic(err)
+			}
+			s.pump()
+		})
+		// The peer reads only once the first send is surely over.
+		time.Sleep(100 * time.Millisecond)
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got := make([]byte, 0, s.total)
+		buf := make([]byte, 64<<10)
+		for len(got) < s.total {
+			n, err := c.Read(buf)
+			if err != nil {
+				t.Fatalf("after %d of %d bytes: %v", len(got), s.total, err)
+			}
+			got = append(got, buf[:n]...)
+		}
+		if !bytes.Equal(got, pattern(0, s.total)) {
+			t.Fatal("the bytes arrived changed or out of order")
+		}
+	})
+}
+
+// A queue that never quite drains — a long stream to a reader slower than
+// the writer, through small socket buffers — keeps its buffer bounded:
+// what the socket took is dropped from its front, not kept.
+func TestSlowReaderQueueStaysBounded(t *testing.T) {
+	l := newTestLoop(t, true)
+	if !l.URing() {
+		t.Skip("no io_uring mode")
+	}
+	c, srv := pair(t)
+	fd, err := Detach(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Close(fd)
+	_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10); err != nil {
+		t.Fatal(err)
+	}
+	s := &streamer{l: l, fd: fd, total: 4 << 20, chunk: make([]byte, 48<<10), done: make(chan []byte, 1)}
+	l.Post(func() {
+		if err := l.Add(fd, Out, s); err != nil {
+			panic(err)
+		}
+		s.pump()
+	})
+	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	got := make([]byte, 0, s.total)
+	buf := make([]byte, 16<<10)
+	for len(got) < s.total {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", len(got), err)
+		}
+		got = append(got, buf[:n]...)
+		time.Sleep(200 * time.Microsecond) // a slow reader is the point
+	}
+	if !bytes.Equal(got, pattern(0, s.total)) {
+		t.Fatal("the bytes arrived changed or out of order")
+	}
+	if c := onLoop(l, func() int { return s.maxCap }); c > 4*maxQueued {
+		t.Fatalf("the send queue's buffer grew to %d bytes for a %d-byte stream", c, s.total)
+	}
 }
