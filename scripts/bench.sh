@@ -47,11 +47,10 @@
 #   BENCH_TARGETS="direct pgbouncer naive epoll keyhole"  (also: epoll-b)
 #   BENCH_EPOLL_FLAGS="-raw"  epollrelay's flags for target epoll, the floor
 #                         of a Go relay built as keyhole's loops are
-#                         (-raw -edge -uring -splice -loops N, see its doc
+#                         (-raw -edge -splice -loops N, see its doc
 #                         comment)
-#   BENCH_EPOLL_B_FLAGS="-uring"  flags for target epoll-b (a second
-#                         epollrelay in the same rounds, to compare its
-#                         variants; -uring: writes and wait batched)
+#   BENCH_EPOLL_B_FLAGS=""  flags for target epoll-b (a second epollrelay in
+#                         the same rounds, to compare its variants)
 #   BENCH_MODES="prepared simple"
 #   BENCH_SUITES="pg mysql"  which parts run (mysql needs MariaDB and sysbench)
 #   BENCH_MYSQL_SECONDS=$BENCH_SECONDS BENCH_MYSQL_THREADS=8
@@ -263,10 +262,10 @@ fi
 if [[ " ${TARGETS[*]} " == *" epoll-b "* ]]; then
 	EPOLL_B_PORT="$(free_port)"
 	# shellcheck disable=SC2086 # BENCH_EPOLL_B_FLAGS is a list of flags
-	"${GOENV[@]}" "$WORK/epollrelay" -listen "127.0.0.1:$EPOLL_B_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" ${BENCH_EPOLL_B_FLAGS--uring} >"$WORK/epoll-b.log" 2>&1 &
+	"${GOENV[@]}" "$WORK/epollrelay" -listen "127.0.0.1:$EPOLL_B_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" ${BENCH_EPOLL_B_FLAGS-} >"$WORK/epoll-b.log" 2>&1 &
 	EPOLL_B_PID=$!
 	wait_port "$EPOLL_B_PORT" || die "epollrelay (epoll-b) did not start: $(cat "$WORK/epoll-b.log")"
-	meta epoll_b_flags "${BENCH_EPOLL_B_FLAGS--uring}"
+	meta epoll_b_flags "${BENCH_EPOLL_B_FLAGS-}"
 fi
 
 # keyhole, with a policy that allows pgbench's select-only script.

@@ -12,7 +12,7 @@
 // threads); what keyhole costs above it is the price of goroutines, the
 // netpoller and of parsing, deciding and auditing.
 //
-//	epollrelay -listen 127.0.0.1:7000 -upstream 127.0.0.1:5432 [-loops 1] [-raw] [-edge] [-splice] [-uring]
+//	epollrelay -listen 127.0.0.1:7000 -upstream 127.0.0.1:5432 [-loops 1] [-raw] [-edge] [-splice]
 //
 // -raw makes every system call of the loop with RawSyscall: no
 // entersyscall/exitsyscall, so the runtime never learns the thread is
@@ -21,8 +21,10 @@
 // because epoll_wait then waits at most 50 ms, so a stop-the-world the
 // runtime might still start is held up that long at most.
 //
-// -uring batches a loop turn's writes and its wait into one io_uring_enter
-// (uring.go): what fewer system calls per transaction would save.
+// (An -uring variant, which batched a loop turn's writes and its wait into
+// one io_uring_enter, measured what fewer system calls would save; it is
+// gone now that internal/evloop's io_uring mode does that for keyhole.
+// docs/performance.md keeps its figures.)
 package main
 
 import (
@@ -44,7 +46,6 @@ var (
 	edge   = flag.Bool("edge", false, "edge-triggered epoll (read until EAGAIN) instead of level-triggered")
 	splice = flag.Bool("splice", false, "move bytes with splice(2) through a pipe per direction instead of read/write")
 	bufSz  = flag.Int("buf", 16<<10, "read buffer per direction, bytes")
-	uring  = flag.Bool("uring", false, "batch the writes and the wait through io_uring (see uring.go); implies -raw")
 )
 
 // half is one direction of a relayed connection: bytes read from src are
@@ -67,16 +68,12 @@ type pair struct {
 }
 
 type loop struct {
-	epfd    int
-	lfd     int
-	upTo    unix.SockaddrInet4
-	fds     map[int]*half // by src fd: the half that reads it; by dst: found via peer
-	evs     []unix.EpollEvent
-	wants   map[int]uint32
-	ring    *ring   // -uring
-	dead    []*half // -uring: closed halves (their polls are being removed)
-	arena   []byte  // -uring: bytes of the sends in flight (queueSend)
-	arenaAt int
+	epfd  int
+	lfd   int
+	upTo  unix.SockaddrInet4
+	fds   map[int]*half // by src fd: the half that reads it; by dst: found via peer
+	evs   []unix.EpollEvent
+	wants map[int]uint32
 }
 
 func main() {
@@ -84,9 +81,6 @@ func main() {
 	upstream := flag.String("upstream", "127.0.0.1:5432", "upstream `addr`")
 	loops := flag.Int("loops", 1, "event loops, each on its own locked OS thread")
 	flag.Parse()
-	if *uring {
-		*raw = true
-	}
 
 	la, err := sockaddr(*listen)
 	if err != nil {
@@ -120,9 +114,6 @@ func main() {
 		l := newLoop(fd, *ua)
 		go func() {
 			runtime.LockOSThread()
-			if *uring {
-				l.runUring()
-			}
 			l.run()
 			done <- struct{}{}
 		}()
@@ -298,11 +289,6 @@ func (l *loop) accept() {
 		if *edge {
 			ev |= unix.EPOLLOUT
 		}
-		if *uring {
-			l.armPoll(cfd)
-			l.armPoll(ufd)
-			continue
-		}
 		l.ctl(unix.EPOLL_CTL_ADD, cfd, ev)
 		l.ctl(unix.EPOLL_CTL_ADD, ufd, ev)
 	}
@@ -405,9 +391,6 @@ func (l *loop) closePair(h *half) {
 		}
 		delete(l.fds, x.src)
 		delete(l.wants, x.src)
-		if *uring {
-			l.closing(x)
-		}
 		unix.Close(x.src)
 		if *splice {
 			unix.Close(x.pipe[0])
