@@ -118,6 +118,39 @@ type Session interface {
 	Reset()
 }
 
+// SessionProber is implemented by analyzers whose sessions may start in a
+// state the catalog does not describe. Postgres: the catalog's search path
+// is its own login's (current_schemas of the catalog role); a session that
+// logs in as another role (Vault dynamic credentials) may start on
+// another one, from role settings or from its USAGE on the schemas of the
+// database's default.
+//
+// SessionProbe returns the text of one query, or "" when every session
+// starts as the catalog was read. The proxy runs it on each new upstream
+// session right after login, before the client is told the session is
+// ready, and hands its one row to the session (ProbeLearner). It must not
+// change session state the agent can see.
+type SessionProber interface {
+	SessionProbe() string
+}
+
+// LoginProber is implemented by Deciders whose upstreams' analyzers may
+// need a SessionProbe: LoginProbe is the probe of a new session of agent
+// ("" for none, also for an agent the policy does not know: everything it
+// sends is denied).
+type LoginProber interface {
+	LoginProbe(agent string) string
+}
+
+// ProbeLearner is implemented by Sessions that take a SessionProbe's row.
+type ProbeLearner interface {
+	// LearnProbe records the probe's one row, each value in the text
+	// format (nil for NULL). An error means the row is not what the probe
+	// returns: the session's starting state is unknown, and the proxy must
+	// refuse the session (fail closed).
+	LearnProbe(row [][]byte) error
+}
+
 // Effect is the outcome of a decision.
 type Effect string
 

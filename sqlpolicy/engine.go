@@ -43,7 +43,10 @@ type Engine struct {
 	fast FastNormalizer
 }
 
-var _ Decider = (*Engine)(nil)
+var (
+	_ Decider     = (*Engine)(nil)
+	_ LoginProber = (*Engine)(nil)
+)
 
 // NewEngine builds an Engine. The policy should have been loaded against
 // the same catalog the analyzer resolves names with.
@@ -95,6 +98,15 @@ func (e *Engine) UpstreamSettings(agent string) map[string]string {
 		return nil
 	}
 	return m.UpstreamSettings(r.Limits)
+}
+
+// LoginProbe implements LoginProber: the analyzer's SessionProbe (the
+// same for every agent of the engine's upstream).
+func (e *Engine) LoginProbe(agent string) string {
+	if p, ok := e.an.(SessionProber); ok {
+		return p.SessionProbe()
+	}
+	return ""
 }
 
 // Check implements Decider: it analyzes and decides sql for p in session s
@@ -413,7 +425,10 @@ type Holder struct {
 	e atomic.Pointer[Engine]
 }
 
-var _ Decider = (*Holder)(nil)
+var (
+	_ Decider     = (*Holder)(nil)
+	_ LoginProber = (*Holder)(nil)
+)
 
 // NewHolder returns a Holder serving e.
 func NewHolder(e *Engine) *Holder {
@@ -445,6 +460,15 @@ func (h *Holder) UpstreamSettings(agent string) map[string]string {
 		return nil
 	}
 	return e.UpstreamSettings(agent)
+}
+
+// LoginProbe implements LoginProber.
+func (h *Holder) LoginProbe(agent string) string {
+	e := h.e.Load()
+	if e == nil {
+		return ""
+	}
+	return e.LoginProbe(agent)
 }
 
 // Check implements Decider.
