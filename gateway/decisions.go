@@ -99,7 +99,10 @@ type router struct {
 	gen     *atomic.Pointer[generation]
 }
 
-var _ sqlpolicy.EpochDecider = (*router)(nil)
+var (
+	_ sqlpolicy.EpochDecider = (*router)(nil)
+	_ sqlpolicy.LoginProber  = (*router)(nil)
+)
 
 // Role implements sqlpolicy.Decider.
 func (r *router) Role(agent string) (string, string, bool) {
@@ -166,6 +169,17 @@ func (r *router) UpstreamSettings(agent string) map[string]string {
 		return nil
 	}
 	return e.UpstreamSettings(agent)
+}
+
+// LoginProbe implements sqlpolicy.LoginProber: the session probe of the
+// agent's upstream (its analyzer's; none for an agent the policy does not
+// know, or of another dialect: everything it sends is denied).
+func (r *router) LoginProbe(agent string) string {
+	ar := r.gen.Load().routes[agent]
+	if ar.engine == nil || ar.dialect != r.dialect {
+		return ""
+	}
+	return ar.engine.LoginProbe(agent)
 }
 
 // NewSession implements sqlpolicy.Decider: a session of the front end's
