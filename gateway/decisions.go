@@ -99,10 +99,7 @@ type router struct {
 	gen     *atomic.Pointer[generation]
 }
 
-var (
-	_ sqlpolicy.EpochDecider = (*router)(nil)
-	_ sqlpolicy.LoginProber  = (*router)(nil)
-)
+var _ sqlpolicy.EpochDecider = (*router)(nil)
 
 // Role implements sqlpolicy.Decider.
 func (r *router) Role(agent string) (string, string, bool) {
@@ -171,7 +168,7 @@ func (r *router) UpstreamSettings(agent string) map[string]string {
 	return e.UpstreamSettings(agent)
 }
 
-// LoginProbe implements sqlpolicy.LoginProber: the session probe of the
+// LoginProbe implements sqlpolicy.Decider: the session probe of the
 // agent's upstream (its analyzer's; none for an agent the policy does not
 // know, or of another dialect: everything it sends is denied).
 func (r *router) LoginProbe(agent string) string {

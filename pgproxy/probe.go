@@ -17,7 +17,7 @@ import (
 // in a state the catalog does not describe (its own search path, from role
 // settings or from its USAGE on the schemas of the database's default),
 // and the analyzer must learn it before deciding anything: the Decider's
-// sqlpolicy.LoginProber names one query, which keyhole runs as a simple
+// LoginProbe names one query, which keyhole runs as a simple
 // Query before the client gets ReadyForQuery, and hands the one row to
 // the session (sqlpolicy.ProbeLearner). With static logins there is no
 // probe and no extra round trip.
@@ -37,11 +37,7 @@ const maxProbeRow = 64 << 10
 // the session: deciding on the catalog's search path instead would decide
 // on relations Postgres does not read.
 func (c *conn) probeSession(deadline time.Time) error {
-	lp, ok := c.srv.cfg.Decider.(sqlpolicy.LoginProber)
-	if !ok {
-		return nil
-	}
-	q := lp.LoginProbe(c.agent.Name)
+	q := c.srv.cfg.Decider.LoginProbe(c.agent.Name)
 	if q == "" {
 		return nil
 	}

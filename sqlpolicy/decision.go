@@ -134,14 +134,6 @@ type SessionProber interface {
 	SessionProbe() string
 }
 
-// LoginProber is implemented by Deciders whose upstreams' analyzers may
-// need a SessionProbe: LoginProbe is the probe of a new session of agent
-// ("" for none, also for an agent the policy does not know: everything it
-// sends is denied).
-type LoginProber interface {
-	LoginProbe(agent string) string
-}
-
 // ProbeLearner is implemented by Sessions that take a SessionProbe's row.
 type ProbeLearner interface {
 	// LearnProbe records the probe's one row, each value in the text
@@ -257,6 +249,13 @@ type Decider interface {
 	Check(p Principal, sql string, s Session) (*Decision, *Access)
 	// NewSession returns the dialect state of a new connection, for Check.
 	NewSession() Session
+	// LoginProbe returns the session probe (SessionProber) of a new
+	// upstream session of agent: its upstream's analyzer's, "" for none
+	// (also for an agent the policy does not know: everything it sends is
+	// denied). It is part of Decider, not an optional interface, so that
+	// a wrapper cannot hide it: a proxy that skipped the probe would
+	// decide on the catalog's search path.
+	LoginProbe(agent string) string
 	// Redact returns the text with literals replaced by placeholders (for
 	// audit) and a stable fingerprint of its structure.
 	Redact(sql string) (text, fingerprint string)

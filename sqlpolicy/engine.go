@@ -43,10 +43,7 @@ type Engine struct {
 	fast FastNormalizer
 }
 
-var (
-	_ Decider     = (*Engine)(nil)
-	_ LoginProber = (*Engine)(nil)
-)
+var _ Decider = (*Engine)(nil)
 
 // NewEngine builds an Engine. The policy should have been loaded against
 // the same catalog the analyzer resolves names with.
@@ -100,7 +97,7 @@ func (e *Engine) UpstreamSettings(agent string) map[string]string {
 	return m.UpstreamSettings(r.Limits)
 }
 
-// LoginProbe implements LoginProber: the analyzer's SessionProbe (the
+// LoginProbe implements Decider: the analyzer's SessionProbe (the
 // same for every agent of the engine's upstream).
 func (e *Engine) LoginProbe(agent string) string {
 	if p, ok := e.an.(SessionProber); ok {
@@ -425,10 +422,7 @@ type Holder struct {
 	e atomic.Pointer[Engine]
 }
 
-var (
-	_ Decider     = (*Holder)(nil)
-	_ LoginProber = (*Holder)(nil)
-)
+var _ Decider = (*Holder)(nil)
 
 // NewHolder returns a Holder serving e.
 func NewHolder(e *Engine) *Holder {
@@ -462,7 +456,7 @@ func (h *Holder) UpstreamSettings(agent string) map[string]string {
 	return e.UpstreamSettings(agent)
 }
 
-// LoginProbe implements LoginProber.
+// LoginProbe implements Decider.
 func (h *Holder) LoginProbe(agent string) string {
 	e := h.e.Load()
 	if e == nil {
