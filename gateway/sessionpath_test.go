@@ -31,11 +31,13 @@ func (o otherLogin) Acquire(ctx context.Context, req creds.Request) (*creds.Leas
 }
 
 // sessionPathEnv is the shop with a second orders table in schema
-// analytics, and an agent login whose search_path in the database is
-// "analytics, public" (keyhole's catalog login starts on "$user",
-// public): an unqualified orders is analytics.orders in the agent's
-// sessions, public.orders in the catalog's.
-func sessionPathEnv(t *testing.T) (upstream, string) {
+// analytics, and an agent login that starts on "analytics, public": by a
+// setting of the role in the database, or (dbDefault) by the database's
+// default search_path, where keyhole's catalog login, which lacks USAGE on
+// analytics, starts on public alone. An unqualified orders is
+// analytics.orders in the agent's sessions, public.orders in the
+// catalog's.
+func sessionPathEnv(t *testing.T, dbDefault bool) (upstream, string) {
 	t.Helper()
 	// Created before the database, dropped after it (cleanups run last
 	// in, first out); its grants and settings there go with it.
@@ -46,8 +48,13 @@ CREATE TABLE analytics.orders (id int PRIMARY KEY, customer_id int, total numeri
 INSERT INTO analytics.orders SELECT g, 1, g * 1000 FROM generate_series(1, 7) g;`)
 	_, err := up.adminExec(t, fmt.Sprintf(`
 GRANT USAGE ON SCHEMA public, analytics TO %[1]s;
-GRANT SELECT ON ALL TABLES IN SCHEMA public, analytics TO %[1]s;
-ALTER ROLE %[1]s IN DATABASE %[2]s SET search_path = analytics, public;`, agentLogin, up.db.Name))
+GRANT SELECT ON ALL TABLES IN SCHEMA public, analytics TO %[1]s;`, agentLogin))
+	require.NoError(t, err)
+	set := fmt.Sprintf("ALTER ROLE %s IN DATABASE %s SET search_path = analytics, public", agentLogin, up.db.Name)
+	if dbDefault {
+		set = fmt.Sprintf("ALTER DATABASE %s SET search_path = analytics, public", up.db.Name)
+	}
+	_, err = up.adminExec(t, set)
 	require.NoError(t, err)
 	return up, agentLogin
 }
@@ -63,7 +70,12 @@ var pathPolicy = strings.Replace(fixture.Policy, "    max_rows: 1000\n",
 // login and after RESET search_path.
 func TestSessionStartingSearchPath(t *testing.T) {
 	t.Parallel()
-	up, agentLogin := sessionPathEnv(t)
+	t.Run("role setting", func(t *testing.T) { t.Parallel(); testSessionStartingSearchPath(t, false) })
+	t.Run("database default, USAGE", func(t *testing.T) { t.Parallel(); testSessionStartingSearchPath(t, true) })
+}
+
+func testSessionStartingSearchPath(t *testing.T, dbDefault bool) {
+	up, agentLogin := sessionPathEnv(t, dbDefault)
 	e, err := build(t, false, gateway.Options{WrapCreds: func(s creds.Source) creds.Source {
 		return otherLogin{Source: s, user: agentLogin}
 	}}, map[string]string{"": up.url()}, pathPolicy)
@@ -96,7 +108,7 @@ func TestSessionStartingSearchPath(t *testing.T) {
 // refused (08001), with no credential in the error.
 func TestSessionProbeFails(t *testing.T) {
 	t.Parallel()
-	up, agentLogin := sessionPathEnv(t)
+	up, agentLogin := sessionPathEnv(t, false)
 	// The probe calls to_json; the catalog does not.
 	_, err := up.adminExec(t, "REVOKE EXECUTE ON FUNCTION pg_catalog.to_json(anyelement) FROM PUBLIC")
 	require.NoError(t, err)
