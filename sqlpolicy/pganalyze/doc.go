@@ -49,8 +49,9 @@
 // the path Postgres searches for that session. Such sessions cache their
 // decisions under a generation per starting path (never 0, the catalog's
 // path's). After SET ROLE a learned starting path is no longer the
-// current user's: unqualified names are refused until a settled RESET
-// SESSION AUTHORIZATION (DISCARD ALL).
+// current user's: unqualified names under it are refused for the rest
+// of the session. Resets (RESET ROLE, DISCARD ALL) are no identity
+// change: alone they leave the login the current user.
 //
 // Code a statement runs without naming it (effects.go, overload.go,
 // operator.go): an unqualified function or operator reaches the one of

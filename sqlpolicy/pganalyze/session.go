@@ -181,16 +181,9 @@ func (s *Session) apply(a *sqlpolicy.Access, settled bool) {
 			s.inTx = false
 		}
 		for _, set := range runSettings(st) {
-			if identitySetting(set) {
-				// RESET SESSION AUTHORIZATION (DISCARD ALL runs it) makes
-				// the login the session and current user again, once it
-				// certainly took effect; any other change of who the
-				// session is stays noted.
-				login := set.Name == "session_authorization" && set.Reset && !set.Local && settled && !s.inTx
-				if login == s.identity {
-					s.identity = !login
-					s.changed()
-				}
+			if identitySetting(set) && !s.identity {
+				s.identity = true
+				s.changed()
 			}
 			if set.Name != "search_path" || set.Show {
 				continue
@@ -203,12 +196,14 @@ func (s *Session) apply(a *sqlpolicy.Access, settled bool) {
 }
 
 // identitySetting reports a change of who the session is. It stays
-// noted even after RESET ROLE (which returns to the session user, not
-// necessarily the login): keyhole does not follow which user is current,
-// only that it may not be the login, until a RESET SESSION AUTHORIZATION
-// that certainly took effect (see apply).
+// noted even after RESET ROLE: keyhole does not follow which user is
+// current, only that it may not be the login. A reset (RESET ROLE, RESET
+// SESSION AUTHORIZATION, DISCARD ALL) is none: while nothing changed who
+// the session is, the session and current user are the login, and a
+// reset leaves them so. (A reset after SET ROLE does not clear the note:
+// a SET ROLE noted may still be in flight behind it.)
 func identitySetting(set sqlpolicy.Setting) bool {
-	return !set.Show && (set.Name == "role" || set.Name == "session_authorization")
+	return !set.Show && !set.Reset && (set.Name == "role" || set.Name == "session_authorization")
 }
 
 // runSettings returns the settings a statement changes when it runs: its
