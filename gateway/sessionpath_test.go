@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -121,4 +124,43 @@ func TestSessionProbeFails(t *testing.T) {
 	assert.Equal(t, "08001", sqlState(err), "%v", err)
 	assert.NotContains(t, err.Error(), agentLogin, "the upstream login is not the agent's business")
 	e.waitLog("session probe failed", "permission denied")
+}
+
+// lastUpstreamQuery is the last query pg_stat_activity shows for the
+// database's one keyhole session of agent.
+func lastUpstreamQuery(t *testing.T, up upstream) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, up.db.DSN)
+	require.NoError(t, err)
+	defer c.Close(ctx)
+	var q string
+	require.NoError(t, c.QueryRow(ctx, "SELECT query FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE $2",
+		up.db.Name, "keyhole:"+agent+"%").Scan(&q))
+	return q
+}
+
+// TestSessionProbeOnlyWhereNeeded: a session of a static login (the
+// catalog's) runs nothing before the agent's first statement; one of
+// another login runs the probe, once.
+func TestSessionProbeOnlyWhereNeeded(t *testing.T) {
+	t.Parallel()
+	t.Run("static", func(t *testing.T) {
+		t.Parallel()
+		up, _ := sessionPathEnv(t, false)
+		e := start(t, map[string]string{"": up.url()}, fixture.Policy)
+		e.connect(agent, up.db.Name)
+		assert.Empty(t, lastUpstreamQuery(t, up), "a static login's session pays no round trip")
+	})
+	t.Run("other login", func(t *testing.T) {
+		t.Parallel()
+		up, agentLogin := sessionPathEnv(t, false)
+		e, err := build(t, false, gateway.Options{WrapCreds: func(s creds.Source) creds.Source {
+			return otherLogin{Source: s, user: agentLogin}
+		}}, map[string]string{"": up.url()}, fixture.Policy)
+		require.NoError(t, err)
+		e.connect(agent, up.db.Name)
+		assert.Contains(t, lastUpstreamQuery(t, up), "current_schemas(true)")
+	})
 }
