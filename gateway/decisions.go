@@ -168,6 +168,17 @@ func (r *router) UpstreamSettings(agent string) map[string]string {
 	return e.UpstreamSettings(agent)
 }
 
+// LoginProbe implements sqlpolicy.Decider: the session probe of the
+// agent's upstream (its analyzer's; none for an agent the policy does not
+// know, or of another dialect: everything it sends is denied).
+func (r *router) LoginProbe(agent string) string {
+	ar := r.gen.Load().routes[agent]
+	if ar.engine == nil || ar.dialect != r.dialect {
+		return ""
+	}
+	return ar.engine.LoginProbe(agent)
+}
+
 // NewSession implements sqlpolicy.Decider: a session of the front end's
 // dialect. Every engine of a dialect uses the same analyzer type, so the
 // session stays valid across reloads and upstreams of that dialect.

@@ -14,6 +14,12 @@
 // built-in one (the proxies' own tests build keyhole this way), and
 // Options.Catalogs may stand in for reading an upstream's schema.
 //
+// With static logins every session of an upstream logs in as its catalog
+// did (catalog.Catalog.SessionsShareLogin); with Vault or a wrapped
+// source, or a catalog from Options.Catalogs, sessions may not, and the
+// Postgres front end reads each session's starting search path after
+// login (router.LoginProbe).
+//
 // A statement flows: front end → router.Check (the agent's role picks its
 // upstream's engine in the current generation) → sqlpolicy.Engine.Check →
 // the front end forwards or refuses it and records the audit event.

@@ -72,6 +72,7 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 	appName, c.appPrefix = upstreamAppName(c.agent.Name, c.appName)
 	params := c.startupParams(appName)
 	password := c.lease.Password.Reveal()
+	mark := len(c.clientBuffer())
 	var err error
 	if asciiOnly(password) {
 		err = c.dialLogin(ctx, deadline, db, password, params)
@@ -80,6 +81,28 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 	}
 	if errors.Is(err, errShutdown) {
 		return err
+	}
+	if err == nil {
+		if err = c.probeSession(deadline); err != nil {
+			// The client learns only that the session could not start,
+			// as for a failed login.
+			c.wbuf = c.wbuf[:mark]
+			c.mu.Lock()
+			stopped := c.stopped
+			c.mu.Unlock()
+			if stopped {
+				return errShutdown
+			}
+			if m := c.srv.cfg.Metrics; m != nil {
+				m.UpstreamError(protocolName)
+			}
+			return fatal(codeUnableToConnect, "keyhole: the upstream session's starting state (search path) could not be read",
+				fmt.Errorf("upstream %s: user=%s database=%s: %w", c.upstream.Addr, c.lease.User, db, err))
+		}
+		// An idle session holds no read buffer (see owed).
+		if c.upRd.buffered() == 0 {
+			c.upRd.shrink()
+		}
 	}
 	if err != nil {
 		if m := c.srv.cfg.Metrics; m != nil {

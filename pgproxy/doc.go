@@ -24,6 +24,12 @@
 //     application_name>" (63 bytes, as pg_stat_activity shows it); the
 //     server's ParameterStatus values are relayed and the client gets
 //     keyhole's own BackendKeyData (mapped to the upstream's for cancels).
+//     Where the upstream's sessions do not log in as its catalog's login
+//     (Vault), keyhole then runs the analyzer's session probe (probe.go;
+//     sqlpolicy.Decider.LoginProbe): one simple Query whose row tells the
+//     session its starting search path, before the client gets
+//     ReadyForQuery. A failed or malformed answer refuses the session
+//     (08001). Static logins have no probe and no extra round trip.
 //  5. relay (relay.go): until either side ends.
 //     - The client goroutine (client.go) reads the client, decides every
 //     Query and Parse with the sqlpolicy.Decider before anything is sent

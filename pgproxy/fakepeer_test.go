@@ -142,8 +142,17 @@ func fakeServer(t *testing.T, addr string) fakeEnv {
 }
 
 // fakeServerURL is fakeServer with the upstream URL upURL (user, password,
-// sslmode).
+// sslmode). The catalog stands for sessions that log in as it was read
+// (SessionsShareLogin, as with static logins): keyhole runs no session
+// probe.
 func fakeServerURL(t *testing.T, upURL string) fakeEnv {
+	t.Helper()
+	return fakeServerCatalog(t, upURL, true)
+}
+
+// fakeServerCatalog is fakeServerURL; shared false makes keyhole probe
+// each session's starting state after login (as with Vault logins).
+func fakeServerCatalog(t *testing.T, upURL string, shared bool) fakeEnv {
 	t.Helper()
 	dir := t.TempDir()
 	priv, err := identity.GenerateKey()
@@ -162,7 +171,7 @@ func fakeServerURL(t *testing.T, upURL string) fakeEnv {
 	}
 	_, kaddr := run(t, cfg, gateway.Options{
 		Logger:   slog.New(slog.DiscardHandler),
-		Catalogs: map[string]*catalog.Catalog{"": {Dialect: config.DialectPostgres, Database: "d"}},
+		Catalogs: map[string]*catalog.Catalog{"": {Dialect: config.DialectPostgres, Database: "d", SessionsShareLogin: shared}},
 		FrontEnds: map[string]func(gateway.FrontEndConfig) (gateway.FrontEnd, error){
 			config.DialectPostgres: func(c gateway.FrontEndConfig) (gateway.FrontEnd, error) {
 				c.TLS = nil // the raw client speaks plain text

@@ -118,6 +118,31 @@ type Session interface {
 	Reset()
 }
 
+// SessionProber is implemented by analyzers whose sessions may start in a
+// state the catalog does not describe. Postgres: the catalog's search path
+// is its own login's (current_schemas of the catalog role); a session that
+// logs in as another role (Vault dynamic credentials) may start on
+// another one, from role settings or from its USAGE on the schemas of the
+// database's default.
+//
+// SessionProbe returns the text of one query, or "" when every session
+// starts as the catalog was read. The proxy runs it on each new upstream
+// session right after login, before the client is told the session is
+// ready, and hands its one row to the session (ProbeLearner). It must not
+// change session state the agent can see.
+type SessionProber interface {
+	SessionProbe() string
+}
+
+// ProbeLearner is implemented by Sessions that take a SessionProbe's row.
+type ProbeLearner interface {
+	// LearnProbe records the probe's one row, each value in the text
+	// format (nil for NULL). An error means the row is not what the probe
+	// returns: the session's starting state is unknown, and the proxy must
+	// refuse the session (fail closed).
+	LearnProbe(row [][]byte) error
+}
+
 // Effect is the outcome of a decision.
 type Effect string
 
@@ -224,6 +249,13 @@ type Decider interface {
 	Check(p Principal, sql string, s Session) (*Decision, *Access)
 	// NewSession returns the dialect state of a new connection, for Check.
 	NewSession() Session
+	// LoginProbe returns the session probe (SessionProber) of a new
+	// upstream session of agent: its upstream's analyzer's, "" for none
+	// (also for an agent the policy does not know: everything it sends is
+	// denied). It is part of Decider, not an optional interface, so that
+	// a wrapper cannot hide it: a proxy that skipped the probe would
+	// decide on the catalog's search path.
+	LoginProbe(agent string) string
 	// Redact returns the text with literals replaced by placeholders (for
 	// audit) and a stable fingerprint of its structure.
 	Redact(sql string) (text, fingerprint string)

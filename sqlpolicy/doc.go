@@ -25,6 +25,12 @@
 // limit governs (Setting.Limit, Setting.Amount), which Decide compares
 // with the role's limits.
 //
+// Where the catalog's login is not the sessions' (Vault), a session may
+// start in a state the catalog does not describe (Postgres: its search
+// path): the analyzer names a query (SessionProber, Decider.LoginProbe)
+// the proxy runs after login, and the session learns its start from the
+// row (ProbeLearner).
+//
 // The contract is dialect-neutral: an Analyzer owns everything one SQL
 // dialect decides (name resolution, its Session state, which settings are
 // guarded, which relations are system catalogs and which functions are

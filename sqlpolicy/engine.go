@@ -97,6 +97,15 @@ func (e *Engine) UpstreamSettings(agent string) map[string]string {
 	return m.UpstreamSettings(r.Limits)
 }
 
+// LoginProbe implements Decider: the analyzer's SessionProbe (the
+// same for every agent of the engine's upstream).
+func (e *Engine) LoginProbe(agent string) string {
+	if p, ok := e.an.(SessionProber); ok {
+		return p.SessionProbe()
+	}
+	return ""
+}
+
 // Check implements Decider: it analyzes and decides sql for p in session s
 // (nil means a fresh session), answering from the decision cache when it
 // can. The returned values are shared; callers must not modify them.
@@ -445,6 +454,15 @@ func (h *Holder) UpstreamSettings(agent string) map[string]string {
 		return nil
 	}
 	return e.UpstreamSettings(agent)
+}
+
+// LoginProbe implements Decider.
+func (h *Holder) LoginProbe(agent string) string {
+	e := h.e.Load()
+	if e == nil {
+		return ""
+	}
+	return e.LoginProbe(agent)
 }
 
 // Check implements Decider.

@@ -64,6 +64,14 @@ type opts struct {
 	// startErr, when set, expects gateway.New to fail and gets its error
 	// (newEnv then returns nil).
 	startErr func(error)
+	// setupSQL runs in the database after the shop's tables, before the
+	// catalog is read; "{{mgmt}}" in it names Vault's management login.
+	setupSQL string
+	// analystExtra are creation statements added to the analyst Vault
+	// role's (what a DBA adds to what keyhole vault roles writes).
+	analystExtra []string
+	// analystSettings, when set, is the analyst role's settings list.
+	analystSettings string
 }
 
 // env is one keyhole (a gateway in process) using Vault dynamic
@@ -105,7 +113,7 @@ func newEnv(t *testing.T, vs *testvault.Server, o opts) *env {
 	mgmt := testpg.NewRole(t, "CREATEROLE PASSWORD 'mgmt'")
 	e.db = testpg.New(t, shopSQL+fmt.Sprintf(`
 GRANT USAGE ON SCHEMA public TO %[1]s WITH GRANT OPTION;
-GRANT ALL ON ALL TABLES IN SCHEMA public TO %[1]s WITH GRANT OPTION;`, mgmt))
+GRANT ALL ON ALL TABLES IN SCHEMA public TO %[1]s WITH GRANT OPTION;`, mgmt)+strings.ReplaceAll(o.setupSQL, "{{mgmt}}", mgmt))
 	cat, err := catalog.LoadPostgresDSN(ctx, e.db.DSN)
 	require.NoError(t, err)
 
@@ -115,18 +123,24 @@ GRANT ALL ON ALL TABLES IN SCHEMA public TO %[1]s WITH GRANT OPTION;`, mgmt))
 	// catalog login.
 	mount := "db-" + testvault.RandHex(4)
 	e.vdb = vs.EnableDatabase(t, mount, "shop", e.db, mgmt, "mgmt")
-	pol, _, err := sqlpolicy.ParsePolicy([]byte(policyText("")), "policy.yaml", cat)
+	text := policyText("")
+	if o.analystSettings != "" {
+		text = strings.Replace(text, "    max_rows: 1000\n", "    max_rows: 1000\n    settings: "+o.analystSettings+"\n", 1)
+		require.Contains(t, text, "settings:")
+	}
+	pol, _, err := sqlpolicy.ParsePolicy([]byte(text), "policy.yaml", cat)
 	require.NoError(t, err)
 	ropts := creds.RoleOptions{DBName: "shop", DefaultTTL: o.defaultTTL, MaxTTL: o.maxTTL}
 	roles, err := creds.RolesForPolicy(pol, cat, ropts)
 	require.NoError(t, err)
 	require.Len(t, roles, 1)
 	require.Equal(t, "analyst", roles[0].Name)
+	roles[0].CreationStatements = append(roles[0].CreationStatements, o.analystExtra...)
 	if !o.noCatalogRole {
 		roles = append(roles, gateway.CatalogVaultRole(config.DefaultCatalogRole, "shop", gateway.CatalogSchemas(cat), ropts))
 	}
 	require.NoError(t, creds.WriteVaultRoles(ctx, vs.Client, mount, roles))
-	require.NoError(t, os.WriteFile(e.policy, []byte(policyText("")), 0o600))
+	require.NoError(t, os.WriteFile(e.policy, []byte(text), 0o600))
 
 	e.proxy = vs.NewProxy(t)
 	logger := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -217,12 +217,43 @@ type paths struct {
 	// set is set when a path the session or the text set may be in
 	// effect (not only the login's).
 	set bool
+	// login is what the login's path (nil) stands for; user is left
+	// empty (see login).
+	login login
+}
+
+// login is what a session's login gives resolution: the path Postgres
+// searches while the session's search_path is the login's, and what
+// "$user" names.
+type login struct {
+	// path is the session's own starting path (Session.LearnProbe) or
+	// the catalog's, pg_catalog placed.
+	path []string
+	// own is set when path is the session's own, read for its login
+	// user: a SET ROLE makes it unknown (see searched).
+	own bool
+	// user is the session's login user when it learned it, what "$user"
+	// names in a path it sets ("" unknown). It is used only for paths
+	// the session applied (whose generation is its own): the decision of
+	// a text in the initial state is cached for every session starting
+	// on the same path, whatever its user.
+	user string
+}
+
+// loginOf is s's login (the catalog's when s learned none).
+func (a *Analyzer) loginOf(s *Session) login {
+	if s == nil || s.start == nil {
+		return login{path: a.path}
+	}
+	return login{path: s.start.path, own: true, user: s.start.user}
 }
 
 // sessionPaths returns the search paths of s as Postgres searches them
 // (see searched).
 func (a *Analyzer) sessionPaths(s *Session) paths {
-	ps := paths{path: a.path}
+	lg := a.loginOf(s)
+	ps := paths{path: lg.path, login: lg}
+	ps.login.user = ""
 	if s == nil {
 		return ps
 	}
@@ -231,6 +262,12 @@ func (a *Analyzer) sessionPaths(s *Session) paths {
 	ps.identity = s.identity
 	if cands == nil {
 		if s.SearchPath == nil {
+			if ps.identity && lg.own {
+				// The path was read for the login user; after SET ROLE
+				// Postgres searches the login's search_path for another
+				// user.
+				ps.lost = true
+			}
 			return ps
 		}
 		cands = [][]string{s.SearchPath}
@@ -239,7 +276,7 @@ func (a *Analyzer) sessionPaths(s *Session) paths {
 	var all [][]string
 	for _, c := range cands {
 		var lost bool
-		all, lost = a.searched(all, c, ps.identity)
+		all, lost = a.searched(all, c, ps.identity, lg)
 		ps.lost = ps.lost || lost
 	}
 	ps.path = all[0]
@@ -253,8 +290,9 @@ func (a *Analyzer) sessionPaths(s *Session) paths {
 }
 
 // searched adds to all the schema lists Postgres may search under the
-// session-set search path p (nil: the login's, which the catalog read as
-// Postgres searched it), pg_catalog placed. Postgres skips an entry naming
+// session-set search path p (nil: the login's, lg.path, which the catalog
+// or the session's probe read as Postgres searched it), pg_catalog
+// placed. Postgres skips an entry naming
 // a schema that does not exist or that the current user lacks USAGE on,
 // and "$user" unless a schema of the current user's name exists and is
 // usable: a name must be resolved among the schemas Postgres actually
@@ -271,21 +309,29 @@ func (a *Analyzer) sessionPaths(s *Session) paths {
 // any schema could be it.
 //
 // identity says the current user may not be the login (SET ROLE): the
-// catalog's USAGE and Login are then not the session's.
-func (a *Analyzer) searched(all [][]string, p []string, identity bool) (_ [][]string, lost bool) {
+// catalog's USAGE and Login are then not the session's, nor is a starting
+// path the session read for its login user.
+func (a *Analyzer) searched(all [][]string, p []string, identity bool, lg login) (_ [][]string, lost bool) {
 	if p == nil {
-		return appendPath(all, a.path), false
+		return appendPath(all, lg.path), identity && lg.own
 	}
 	shared := a.cat.SessionsShareLogin && !identity
 	known := make([]string, 0, len(p))
 	var uncertain []int // indexes in known
 	for _, n := range p {
 		if n == "$user" {
-			if !shared || a.cat.Login == "" {
+			switch {
+			case shared && a.cat.Login != "":
+				n = a.cat.Login
+			case !identity && lg.user != "":
+				// The session's own user, learned at login: whether a
+				// schema of its name exists the catalog knows; USAGE on
+				// it is unknown (below).
+				n = lg.user
+			default:
 				lost = true
 				continue
 			}
-			n = a.cat.Login
 		}
 		if slices.Contains(known, n) {
 			// Postgres searches a schema listed twice at its first place
@@ -345,9 +391,11 @@ func (a *Analyzer) withChanges(ps paths, st *sqlpolicy.Statement) paths {
 	for _, set := range sets {
 		if identitySetting(set) && !ps.identity {
 			ps.identity = true
-			if ps.set {
+			if ps.set || ps.login.own {
 				// The paths in effect were resolved for the login; which
 				// of their schemas the new user may search is unknown.
+				// (A starting path the session read is the login user's
+				// too: Postgres recomputes it for the new user.)
 				ps.lost = true
 			}
 		}
@@ -375,7 +423,7 @@ func (a *Analyzer) withChanges(ps paths, st *sqlpolicy.Statement) paths {
 			ps.all = slices.Clone(ps.all)
 		}
 		var lost bool
-		ps.all, lost = a.searched(ps.all, p, ps.identity)
+		ps.all, lost = a.searched(ps.all, p, ps.identity, ps.login)
 		if lost || len(ps.all) > MaxSearchPaths {
 			ps.lost = true
 		}

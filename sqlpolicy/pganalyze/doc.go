@@ -40,6 +40,19 @@
 // searched and every resulting resolution is reported; an unknown
 // "$user" makes unqualified names refused.
 //
+// The login's path (a session's starting one, and what RESET and DISCARD
+// ALL return to) is the catalog's SearchPath while sessions log in as the
+// catalog's login (catalog.Catalog.SessionsShareLogin). Otherwise
+// (Vault) Analyzer.SessionProbe names a query the proxy runs after login,
+// and Session.LearnProbe takes the session's own user and
+// current_schemas(true) from its row: unqualified names then resolve along
+// the path Postgres searches for that session. Such sessions cache their
+// decisions under a generation per starting path (never 0, the catalog's
+// path's). After SET ROLE a learned starting path is no longer the
+// current user's: unqualified names under it are refused for the rest
+// of the session. Resets (RESET ROLE, DISCARD ALL) are no identity
+// change: alone they leave the login the current user.
+//
 // Code a statement runs without naming it (effects.go, overload.go,
 // operator.go): an unqualified function or operator reaches the one of
 // that name in any schema of the path that fits the argument types best,

@@ -19,7 +19,13 @@ const MaxSearchPaths = 8
 // proxies own one per client connection and call Apply after a statement
 // the policy allowed has run successfully upstream.
 //
-// The session does not query the upstream for its search_path. It keeps
+// The login's search path is the catalog's (catalog.Catalog.SearchPath)
+// unless the session learned its own from the upstream after login
+// (LearnProbe): with Vault dynamic credentials each session logs in as
+// another role than the catalog's, whose starting path may differ.
+//
+// After login the session does not query the upstream for its
+// search_path. It keeps
 // every search path that may be in effect: a change made inside a
 // transaction block, by SET LOCAL, or in a text or pipeline that may still
 // fail, can be rolled back (ROLLBACK, ROLLBACK TO SAVEPOINT, an error in an
@@ -34,7 +40,8 @@ type Session struct {
 	// SearchPath is the search_path most recently set, in order, as set
 	// ("$user" and schemas Postgres would skip included: the analyzer
 	// resolves it against the catalog, see Analyzer.searched). nil means
-	// the login's (the catalog's).
+	// the login's: the session's starting path when it learned one
+	// (LearnProbe), else the catalog's.
 	SearchPath []string
 	// Prepared maps SQL-level PREPARE names to the analysis of the prepared
 	// statement.
@@ -63,6 +70,9 @@ type Session struct {
 	identity bool
 	// generation identifies the current state; see Generation.
 	generation uint64
+	// start is what the upstream session started with (LearnProbe); nil
+	// when sessions start on the catalog's path.
+	start *startState
 }
 
 // stateCounter hands out process-unique generations, so two sessions that
@@ -71,8 +81,11 @@ var stateCounter atomic.Uint64
 
 // Generation identifies the session state that affects resolution. It is 0
 // for a session in its initial state (no prepared statements, the login's
-// search path and no other candidate), so such sessions share decision
-// cache entries; any change gives a process-unique value.
+// search path and no other candidate) on the catalog's path, so such
+// sessions share decision cache entries. A session in its initial state on
+// a starting path it learned (LearnProbe) has the generation of that path,
+// shared only with sessions that started on the same path. Any change
+// gives a process-unique value.
 func (s *Session) Generation() uint64 {
 	if s == nil {
 		return 0
@@ -83,6 +96,9 @@ func (s *Session) Generation() uint64 {
 func (s *Session) changed() {
 	if len(s.Prepared) == 0 && s.SearchPath == nil && s.paths == nil && !s.pathLost && !s.identity {
 		s.generation = 0
+		if s.start != nil {
+			s.generation = s.start.gen
+		}
 		return
 	}
 	s.generation = stateCounter.Add(1)
@@ -104,8 +120,12 @@ func (s *Session) SearchPaths() (paths [][]string, ok bool) {
 var _ sqlpolicy.Session = (*Session)(nil)
 
 // Reset returns the session to the state of a new connection (the login's
-// search path, no prepared statements, no transaction block).
-func (s *Session) Reset() { *s = Session{} }
+// search path, no prepared statements, no transaction block). What the
+// session learned of its login stays: the upstream session is the same.
+func (s *Session) Reset() {
+	*s = Session{start: s.start}
+	s.changed()
+}
 
 // Apply records the effects of a text that ran successfully upstream, as
 // a whole (a simple Query answered without error): PREPARE adds a name,
@@ -177,9 +197,13 @@ func (s *Session) apply(a *sqlpolicy.Access, settled bool) {
 
 // identitySetting reports a change of who the session is. It stays
 // noted even after RESET ROLE: keyhole does not follow which user is
-// current, only that it may not be the login.
+// current, only that it may not be the login. A reset (RESET ROLE, RESET
+// SESSION AUTHORIZATION, DISCARD ALL) is none: while nothing changed who
+// the session is, the session and current user are the login, and a
+// reset leaves them so. (A reset after SET ROLE does not clear the note:
+// a SET ROLE noted may still be in flight behind it.)
 func identitySetting(set sqlpolicy.Setting) bool {
-	return !set.Show && (set.Name == "role" || set.Name == "session_authorization")
+	return !set.Show && !set.Reset && (set.Name == "role" || set.Name == "session_authorization")
 }
 
 // runSettings returns the settings a statement changes when it runs: its
