@@ -54,7 +54,8 @@ type Session struct {
 	// pathLost is set when the candidates exceeded MaxSearchPaths or a
 	// change's value was unknown.
 	pathLost bool
-	// notes counts Note's calls (NoteMark). notedAt holds, for each entry
+	// notes counts the Notes of texts that may change the search path
+	// (NoteMark). notedAt holds, for each entry
 	// of paths, the count when a Note last added or met it (0: only
 	// applied), and lostAt the count when a Note lost track: a settled
 	// change of a text keeps what was noted after its decision (its mark),
@@ -148,7 +149,8 @@ func (s *Session) Reset() {
 // resolution is denied by the policy unless explicitly allowed.
 func (s *Session) Apply(a *sqlpolicy.Access) { s.apply(a, true, s.notes) }
 
-// NoteMark implements sqlpolicy.Session: the number of Notes so far.
+// NoteMark implements sqlpolicy.Session: the number of Notes so far of
+// texts that may change the search path.
 func (s *Session) NoteMark() uint64 { return s.notes }
 
 // ApplyMarked is Apply for a text decided when NoteMark gave mark. A text
@@ -258,7 +260,7 @@ func (s *Session) Note(a *sqlpolicy.Access) {
 	if s == nil || a == nil {
 		return
 	}
-	s.notes++
+	counted := false
 	for i := range a.Statements {
 		st := &a.Statements[i]
 		if st.Tx == sqlpolicy.TxBegin {
@@ -271,6 +273,12 @@ func (s *Session) Note(a *sqlpolicy.Access) {
 			}
 			if set.Name != "search_path" || set.Show {
 				continue
+			}
+			if !counted {
+				// (Only texts that may change the path count: a Note of
+				// anything else writes nothing.)
+				s.notes++
+				counted = true
 			}
 			before := len(s.paths)
 			lost := s.pathLost
