@@ -449,6 +449,7 @@ func (c *conn) check(sql string) (dec *sqlpolicy.Decision, acc *sqlpolicy.Access
 	} else {
 		dec, acc = c.srv.cfg.Decider.Check(c.agent.Principal(), sql, c.session)
 	}
+	st.mark = c.session.NoteMark()
 	c.sessMu.Unlock()
 	if dec == nil {
 		dec = &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: "default-deny", Message: "keyhole: statement denied"}
@@ -467,8 +468,9 @@ func (c *conn) check(sql string) (dec *sqlpolicy.Decision, acc *sqlpolicy.Access
 
 // stamp is what a decision was made under: the decider's epoch (0: the
 // decision may not be reused, see sqlpolicy.EpochDecider) and the
-// session's generation before the decision.
-type stamp struct{ epoch, gen uint64 }
+// session's generation before the decision; and the session's note mark
+// after it (sqlpolicy.Session.ApplyMarked).
+type stamp struct{ epoch, gen, mark uint64 }
 
 // stillStands reports whether p's allow, made under stamp st, is what a
 // decision now would give: the decider's epoch is the same and the
@@ -529,7 +531,7 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 	if err := c.checkAgent(start); err != nil {
 		return err
 	}
-	dec, acc, send, _ := c.decide(m.String, start)
+	dec, acc, send, st := c.decide(m.String, start)
 	if !dec.Allowed() {
 		resp := denyResponse(dec)
 		c.auditDenied(m.String, dec, start, resp)
@@ -538,6 +540,7 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 	}
 	ex := &c.stageNew(reqQuery).exec
 	ex.sql, ex.dec, ex.access, ex.started, ex.maxRows = m.String, dec, acc, start, int64(dec.MaxRows)
+	ex.mark = st.mark
 	ex.cursors = c.declareCursors(acc, m.String, dec, nil, true)
 	if send != "" {
 		q := &pgproto3.Query{String: send}

@@ -97,7 +97,10 @@ type execution struct {
 	access *sqlpolicy.Access
 	// portal is the portal an Execute runs (nil for a Query); it counts
 	// rows against max_rows across the Executes of one statement.
-	portal  *portal
+	portal *portal
+	// mark is the session's note mark after the Query's decision: texts
+	// noted after it were pipelined behind it (Session.ApplyMarked).
+	mark    uint64
 	started time.Time
 	maxRows int64
 	rows    int64 // rows of this run

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -285,4 +287,98 @@ agents:
 		require.NoError(t, c.QueryRow(ctx, "SELECT count(*) FROM orders").Scan(&n), "orders is public.orders")
 		assert.Equal(t, 20, n)
 	})
+}
+
+// A client pipelines simple Queries: the next one is decided while the
+// earlier ones run. Here the first sets search_path to public and the
+// second to internal, public (it then waits on a lock); a third, sent once
+// the first is answered, is decided while the second still runs, and runs
+// after it. Applying the first change (it stuck) must not forget that the
+// second may still put internal first: "orders" may then be
+// internal.orders, which the policy does not allow.
+func TestPipelinedSearchPathStaysCandidate(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	_, err := e.direct().Exec(ctx, `CREATE SCHEMA internal; CREATE TABLE internal.orders (id int PRIMARY KEY);
+		INSERT INTO internal.orders VALUES (424242);
+		GRANT USAGE ON SCHEMA internal TO `+e.upUser+`; GRANT SELECT ON internal.orders TO `+e.upUser)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		if c, err := pgx.Connect(context.Background(), e.db.DSN); err == nil {
+			_, _ = c.Exec(context.Background(), "DROP SCHEMA internal CASCADE")
+			_ = c.Close(context.Background())
+		}
+	})
+	e.setPolicy(`
+roles:
+  pathy:
+    upstream: shop
+    allow:
+      - select: [public.orders]
+    settings: [search_path]
+agents:
+  path-bot: {role: pathy}
+`)
+	require.NoError(t, e.g.Reload(), "the schema is read again: internal.orders is new")
+
+	pc, err := pgconn.Connect(ctx, e.dsn("path-bot"))
+	require.NoError(t, err)
+	hc, err := pc.Hijack()
+	require.NoError(t, err)
+	defer hc.Conn.Close()
+	_ = hc.Conn.SetDeadline(time.Now().Add(30 * time.Second))
+	fe := hc.Frontend
+
+	// The second Query waits on a lock of public.orders until released.
+	lock, err := pgx.Connect(ctx, e.db.DSN)
+	require.NoError(t, err)
+	defer lock.Close(context.Background())
+	tx, err := lock.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, "LOCK TABLE public.orders IN ACCESS EXCLUSIVE MODE")
+	require.NoError(t, err)
+
+	fe.Send(&pgproto3.Query{String: "SET search_path TO public"})
+	fe.Send(&pgproto3.Query{String: "SET search_path TO internal, public; SELECT count(*) FROM public.orders"})
+	require.NoError(t, fe.Flush())
+	// The first answer: SET, then ReadyForQuery.
+	for {
+		m, err := fe.Receive()
+		require.NoError(t, err)
+		if e, ok := m.(*pgproto3.ErrorResponse); ok {
+			t.Fatalf("the first SET failed: %s %s", e.Code, e.Message)
+		}
+		if _, ok := m.(*pgproto3.ReadyForQuery); ok {
+			break
+		}
+	}
+	// The second waits on the lock; the third is decided now.
+	fe.Send(&pgproto3.Query{String: "SELECT id FROM orders"})
+	require.NoError(t, fe.Flush())
+	time.Sleep(200 * time.Millisecond) // (keyhole decides it as it reads it; the lock holds the second meanwhile)
+	require.NoError(t, tx.Rollback(ctx))
+
+	var third []pgproto3.BackendMessage
+	for ready := 0; ready < 2; {
+		m, err := fe.Receive()
+		require.NoError(t, err)
+		switch m := m.(type) {
+		case *pgproto3.ReadyForQuery:
+			ready++
+		case *pgproto3.ErrorResponse:
+			if ready == 0 {
+				t.Fatalf("the second Query failed: %s %s", m.Code, m.Message)
+			}
+			third = append(third, &pgproto3.ErrorResponse{Code: m.Code, Message: m.Message})
+		case *pgproto3.DataRow:
+			if ready == 1 {
+				third = append(third, &pgproto3.DataRow{Values: [][]byte{append([]byte(nil), m.Values[0]...)}})
+			}
+		}
+	}
+	require.Len(t, third, 1, "the third Query's answer: %v", third)
+	er, ok := third[0].(*pgproto3.ErrorResponse)
+	require.True(t, ok, "the third Query ran: it read %q (internal.orders)", third[0])
+	assert.Equal(t, "42501", er.Code, "orders may be internal.orders: %s", er.Message)
 }

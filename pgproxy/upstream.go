@@ -613,7 +613,10 @@ func (c *conn) finishExec(ex *execution, oc outcome) {
 			// back a SET it made, so it only adds search_path candidates.
 			c.session.ApplyUncommitted(ex.access)
 		} else {
-			c.session.Apply(ex.access)
+			// Texts the client pipelined behind this Query were decided
+			// (and noted) before its answer came, and may still change
+			// the search path after it.
+			c.session.ApplyMarked(ex.access, ex.mark)
 		}
 		c.sessMu.Unlock()
 	}

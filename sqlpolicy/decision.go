@@ -107,8 +107,16 @@ type Session interface {
 	Note(a *Access)
 	// Apply records the effects of a text that ran successfully upstream
 	// and whose effects are settled (a simple query answered without
-	// error).
+	// error), with no other text noted since it was decided.
 	Apply(a *Access)
+	// NoteMark returns a mark of the notes made so far, taken right after
+	// a text's decision (with the lock that serializes the session).
+	NoteMark() uint64
+	// ApplyMarked is Apply for a text whose decision was followed by the
+	// mark: texts decided after it (noted after the mark) may still be in
+	// flight, pipelined behind it, and what they may change stays
+	// possible when its settled effects replace the rest.
+	ApplyMarked(a *Access, mark uint64)
 	// ApplyUncommitted is Apply for statements whose implicit transaction
 	// may still be rolled back by a later error (an extended-protocol
 	// Execute answered before its Sync).

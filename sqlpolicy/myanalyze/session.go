@@ -231,6 +231,14 @@ func (s *Session) Note(a *sqlpolicy.Access) {
 	}
 }
 
+// NoteMark implements sqlpolicy.Session. The MySQL proxy runs one
+// command at a time (the next is decided once the answer is in), so no
+// text is ever noted behind one in flight: marks are not needed.
+func (s *Session) NoteMark() uint64 { return 0 }
+
+// ApplyMarked implements sqlpolicy.Session: Apply (see NoteMark).
+func (s *Session) ApplyMarked(a *sqlpolicy.Access, _ uint64) { s.Apply(a) }
+
 // Apply implements sqlpolicy.Session: the effects of a text that ran
 // without error. The generation is recomputed only when the state it
 // identifies changed: the proxies apply every statement that ran, and

@@ -54,6 +54,15 @@ type Session struct {
 	// pathLost is set when the candidates exceeded MaxSearchPaths or a
 	// change's value was unknown.
 	pathLost bool
+	// notes counts the Notes of texts that may change the search path
+	// (NoteMark). notedAt holds, for each entry
+	// of paths, the count when a Note last added or met it (0: only
+	// applied), and lostAt the count when a Note lost track: a settled
+	// change of a text keeps what was noted after its decision (its mark),
+	// by texts that may still run after it (pipelined simple Queries).
+	notes   uint64
+	notedAt []uint64
+	lostAt  uint64
 	// inTx is set while a transaction block may be open (BEGIN applied or
 	// allowed, and no COMMIT/ROLLBACK applied since).
 	inTx bool
@@ -123,7 +132,8 @@ var _ sqlpolicy.Session = (*Session)(nil)
 // search path, no prepared statements, no transaction block). What the
 // session learned of its login stays: the upstream session is the same.
 func (s *Session) Reset() {
-	*s = Session{start: s.start}
+	// (The Note count goes on: marks taken before stay below later notes.)
+	*s = Session{start: s.start, notes: s.notes}
 	s.changed()
 }
 
@@ -137,15 +147,26 @@ func (s *Session) Reset() {
 //
 // Other settings are not applied: a setting change that would affect
 // resolution is denied by the policy unless explicitly allowed.
-func (s *Session) Apply(a *sqlpolicy.Access) { s.apply(a, true) }
+func (s *Session) Apply(a *sqlpolicy.Access) { s.apply(a, true, s.notes) }
+
+// NoteMark implements sqlpolicy.Session: the number of Notes so far of
+// texts that may change the search path.
+func (s *Session) NoteMark() uint64 { return s.notes }
+
+// ApplyMarked is Apply for a text decided when NoteMark gave mark. A text
+// the client pipelined behind it was decided, and noted, before this one's
+// answer came, and runs after it: a search_path change of this text that
+// sticks replaces every candidate but those noted after mark (a later SET
+// in flight may still put them in effect).
+func (s *Session) ApplyMarked(a *sqlpolicy.Access, mark uint64) { s.apply(a, true, mark) }
 
 // ApplyUncommitted is Apply for statements whose implicit transaction may
 // still be rolled back by a later error: an extended-protocol Execute
 // answered before its Sync (a pipeline). Their search_path changes are
 // added to the candidates without dropping any.
-func (s *Session) ApplyUncommitted(a *sqlpolicy.Access) { s.apply(a, false) }
+func (s *Session) ApplyUncommitted(a *sqlpolicy.Access) { s.apply(a, false, 0) }
 
-func (s *Session) apply(a *sqlpolicy.Access, settled bool) {
+func (s *Session) apply(a *sqlpolicy.Access, settled bool, mark uint64) {
 	if a == nil {
 		return
 	}
@@ -188,7 +209,7 @@ func (s *Session) apply(a *sqlpolicy.Access, settled bool) {
 			if set.Name != "search_path" || set.Show {
 				continue
 			}
-			s.setPath(set, settled && !s.inTx && !set.Local)
+			s.setPath(set, settled && !s.inTx && !set.Local, mark)
 			s.pathEpoch++
 			s.changed()
 		}
@@ -239,6 +260,7 @@ func (s *Session) Note(a *sqlpolicy.Access) {
 	if s == nil || a == nil {
 		return
 	}
+	counted := false
 	for i := range a.Statements {
 		st := &a.Statements[i]
 		if st.Tx == sqlpolicy.TxBegin {
@@ -252,9 +274,15 @@ func (s *Session) Note(a *sqlpolicy.Access) {
 			if set.Name != "search_path" || set.Show {
 				continue
 			}
+			if !counted {
+				// (Only texts that may change the path count: a Note of
+				// anything else writes nothing.)
+				s.notes++
+				counted = true
+			}
 			before := len(s.paths)
 			lost := s.pathLost
-			s.addCandidate(pathOf(set), set.Unknown)
+			s.addCandidate(pathOf(set), set.Unknown, s.notes)
 			if len(s.paths) != before || s.pathLost != lost {
 				s.pathEpoch++
 				s.changed()
@@ -277,16 +305,23 @@ func pathOf(set sqlpolicy.Setting) []string {
 }
 
 // setPath applies one search_path change. certain means it sticks: it
-// then replaces every candidate.
-func (s *Session) setPath(set sqlpolicy.Setting, certain bool) {
+// then replaces every candidate but those noted after mark (by texts that
+// may run after this one).
+func (s *Session) setPath(set sqlpolicy.Setting, certain bool, mark uint64) {
 	p := pathOf(set)
 	if certain {
-		s.paths = nil
-		s.pathLost = set.Unknown
+		paths, notedAt := s.paths, s.notedAt
+		s.paths, s.notedAt = nil, nil
+		s.pathLost = set.Unknown || s.lostAt > mark
 		s.SearchPath = p
+		for i, q := range paths {
+			if notedAt[i] > mark {
+				s.addCandidate(q, false, notedAt[i])
+			}
+		}
 		return
 	}
-	s.addCandidate(p, set.Unknown)
+	s.addCandidate(p, set.Unknown, 0)
 	if !set.Local {
 		s.SearchPath = p
 		// Keep SearchPath's value first among the candidates.
@@ -296,25 +331,40 @@ func (s *Session) setPath(set sqlpolicy.Setting, certain bool) {
 	}
 }
 
-// addCandidate adds p to the paths that may be in effect.
-func (s *Session) addCandidate(p []string, unknown bool) {
+// addCandidate adds p to the paths that may be in effect; noted is the
+// Note count when a Note adds it (0 from Apply).
+func (s *Session) addCandidate(p []string, unknown bool, noted uint64) {
 	if unknown {
-		s.pathLost = true
+		s.lose(noted)
 	}
 	if s.paths == nil {
 		if samePath(s.SearchPath, p) {
+			if noted > 0 {
+				// SearchPath itself may be what a later text sets: it
+				// becomes a candidate that a settled change keeps.
+				s.paths, s.notedAt = [][]string{s.SearchPath}, []uint64{noted}
+			}
 			return
 		}
-		s.paths = [][]string{s.SearchPath}
+		s.paths, s.notedAt = [][]string{s.SearchPath}, []uint64{0}
 	}
-	if s.indexPath(p) >= 0 {
+	if i := s.indexPath(p); i >= 0 {
+		s.notedAt[i] = max(s.notedAt[i], noted)
 		return
 	}
 	if len(s.paths) >= MaxSearchPaths {
-		s.pathLost = true
+		s.lose(noted)
 		return
 	}
 	s.paths = append(s.paths, p)
+	s.notedAt = append(s.notedAt, noted)
+}
+
+// lose records that the session lost track of its search path (by a Note
+// at count noted, or 0 from Apply).
+func (s *Session) lose(noted uint64) {
+	s.pathLost = true
+	s.lostAt = max(s.lostAt, noted)
 }
 
 func (s *Session) indexPath(p []string) int {

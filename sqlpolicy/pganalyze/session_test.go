@@ -142,3 +142,61 @@ func TestSessionPreparedCurrent(t *testing.T) {
 	s.Apply(&sp.Access{Statements: []sp.Statement{{Verb: sp.VerbPrepare, PrepareName: "q", Prepared: inner}}})
 	assert.True(t, s.PreparedCurrent("q"), "prepared again")
 }
+
+// TestSessionPipelinedSet: a client pipelines simple Queries, so a text
+// is decided (and noted) while earlier ones still run. When an earlier
+// text's search_path change is applied and sticks, what the later texts
+// may still set stays a candidate: the later SET runs after it.
+func TestSessionPipelinedSet(t *testing.T) {
+	t.Parallel()
+	pub, hr := []string{"public"}, []string{"hr", "public"}
+	first := &sp.Access{Statements: []sp.Statement{setPath("public")}}
+	second := &sp.Access{Statements: []sp.Statement{setPath("hr, public")}}
+	unknown := &sp.Access{Statements: []sp.Statement{{Verb: sp.VerbSet, Settings: []sp.Setting{{Name: "search_path", Unknown: true}}}}}
+
+	s := &pganalyze.Session{}
+	s.Note(first)
+	m1 := s.NoteMark()
+	s.Note(second)
+	m2 := s.NoteMark()
+	s.ApplyMarked(first, m1)
+	paths, ok := s.SearchPaths()
+	assert.True(t, ok)
+	assert.Equal(t, pub, s.SearchPath)
+	assert.Equal(t, [][]string{pub, hr}, paths, "the second SET is still in flight")
+	s.ApplyMarked(second, m2)
+	paths, ok = s.SearchPaths()
+	assert.True(t, ok)
+	assert.Equal(t, hr, s.SearchPath)
+	assert.Nil(t, paths, "nothing is in flight any more")
+
+	// A later text whose value keyhole cannot know keeps the session
+	// lost when an earlier change sticks.
+	s = &pganalyze.Session{}
+	s.Note(first)
+	m1 = s.NoteMark()
+	s.Note(unknown)
+	s.ApplyMarked(first, m1)
+	_, ok = s.SearchPaths()
+	assert.False(t, ok, "an unknown search_path may still be set")
+
+	// A later text setting the path the earlier one leaves: still a
+	// candidate, though equal to SearchPath then.
+	s = &pganalyze.Session{}
+	s.Apply(&sp.Access{Statements: []sp.Statement{setPath("hr, public")}})
+	s.Note(first)
+	m1 = s.NoteMark()
+	s.Note(second)
+	s.ApplyMarked(first, m1)
+	paths, _ = s.SearchPaths()
+	assert.Equal(t, [][]string{pub, hr}, paths)
+
+	// Apply (no mark) keeps its meaning: nothing noted is in flight.
+	s = &pganalyze.Session{}
+	s.Note(first)
+	s.Note(second)
+	s.Apply(first)
+	paths, _ = s.SearchPaths()
+	assert.Nil(t, paths)
+	assert.Equal(t, pub, s.SearchPath)
+}
