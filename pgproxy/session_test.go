@@ -153,17 +153,7 @@ func TestPipelineRolledBackSearchPath(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
-	_, err := e.direct().Exec(ctx, `CREATE SCHEMA internal; CREATE TABLE internal.orders (id int PRIMARY KEY);
-		INSERT INTO internal.orders VALUES (424242);
-		GRANT USAGE ON SCHEMA internal TO `+e.upUser+`; GRANT SELECT ON internal.orders TO `+e.upUser)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		// The role is dropped after the database; its grants must go first.
-		if c, err := pgx.Connect(context.Background(), e.db.DSN); err == nil {
-			_, _ = c.Exec(context.Background(), "DROP SCHEMA internal CASCADE")
-			_ = c.Close(context.Background())
-		}
-	})
+	createInternalOrders(t, e)
 	e.setPolicy(`
 roles:
   pathy:
@@ -185,7 +175,7 @@ agents:
 
 	// The path change that sticks makes orders mean internal.orders.
 	c := connect()
-	_, err = c.Exec(ctx, "SET search_path TO internal, public", pgx.QueryExecModeSimpleProtocol)
+	_, err := c.Exec(ctx, "SET search_path TO internal, public", pgx.QueryExecModeSimpleProtocol)
 	require.NoError(t, err)
 	var id int
 	require.NoError(t, c.QueryRow(ctx, "SELECT id FROM orders").Scan(&id), "orders resolves to internal.orders after a committed SET")
@@ -300,16 +290,7 @@ func TestPipelinedSearchPathStaysCandidate(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
-	_, err := e.direct().Exec(ctx, `CREATE SCHEMA internal; CREATE TABLE internal.orders (id int PRIMARY KEY);
-		INSERT INTO internal.orders VALUES (424242);
-		GRANT USAGE ON SCHEMA internal TO `+e.upUser+`; GRANT SELECT ON internal.orders TO `+e.upUser)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		if c, err := pgx.Connect(context.Background(), e.db.DSN); err == nil {
-			_, _ = c.Exec(context.Background(), "DROP SCHEMA internal CASCADE")
-			_ = c.Close(context.Background())
-		}
-	})
+	createInternalOrders(t, e)
 	e.setPolicy(`
 roles:
   pathy:
@@ -381,4 +362,22 @@ agents:
 	er, ok := third[0].(*pgproto3.ErrorResponse)
 	require.True(t, ok, "the third Query ran: it read %q (internal.orders)", third[0])
 	assert.Equal(t, "42501", er.Code, "orders may be internal.orders: %s", er.Message)
+}
+
+// createInternalOrders makes internal.orders (one row, id 424242), a table
+// named like public.orders, readable by the upstream login, which also has
+// USAGE on internal; and drops the schema when the test ends.
+func createInternalOrders(t *testing.T, e *env) {
+	t.Helper()
+	_, err := e.direct().Exec(context.Background(), `CREATE SCHEMA internal; CREATE TABLE internal.orders (id int PRIMARY KEY);
+		INSERT INTO internal.orders VALUES (424242);
+		GRANT USAGE ON SCHEMA internal TO `+e.upUser+`; GRANT SELECT ON internal.orders TO `+e.upUser)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		// The role is dropped after the database; its grants must go first.
+		if c, err := pgx.Connect(context.Background(), e.db.DSN); err == nil {
+			_, _ = c.Exec(context.Background(), "DROP SCHEMA internal CASCADE")
+			_ = c.Close(context.Background())
+		}
+	})
 }

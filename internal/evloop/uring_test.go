@@ -117,6 +117,34 @@ func (s *streamer) pump() {
 
 func (s *streamer) Panicked(v any) { panic(v) }
 
+// startStreamer starts, on l, a streamer of total bytes to the server end
+// of a new connected pair, watching watch, and returns the peer's end.
+// small gives both ends small socket buffers (16 KiB): a send queue
+// cannot fit in them.
+func startStreamer(t *testing.T, l *Loop, total int, watch uint32, small bool) (net.Conn, *streamer) {
+	t.Helper()
+	c, srv := pair(t)
+	fd, err := Detach(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { Close(fd) })
+	if small {
+		_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := &streamer{l: l, fd: fd, total: total, chunk: make([]byte, 48<<10), done: make(chan []byte, 1)}
+	l.Post(func() {
+		if err := l.Add(fd, watch, s); err != nil {
+			panic(err)
+		}
+		s.pump()
+	})
+	return c, s
+}
+
 func (s *streamer) stop() {
 	// More Writes until one takes nothing: epoll mode fills the socket,
 	// io_uring mode queues up to maxQueued, and Remove, before any send,
@@ -141,19 +169,7 @@ func (s *streamer) stop() {
 // queue fills, Write says EAGAIN, and Out brings the rest.
 func TestWriteBackPressure(t *testing.T) {
 	bothModes(t, func(t *testing.T, l *Loop) {
-		c, srv := pair(t)
-		fd, err := Detach(srv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer Close(fd)
-		s := &streamer{l: l, fd: fd, total: 8 << 20, chunk: make([]byte, 48<<10), done: make(chan []byte, 1)}
-		l.Post(func() {
-			if err := l.Add(fd, Out, s); err != nil {
-				panic(err)
-			}
-			s.pump()
-		})
+		c, s := startStreamer(t, l, 8<<20, Out, false)
 		_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
 		got := make([]byte, 0, s.total)
 		buf := make([]byte, 7000)
@@ -185,24 +201,8 @@ func TestWriteBackPressure(t *testing.T) {
 // bytes followed by those are exactly what was written.
 func TestRemoveReturnsUnsent(t *testing.T) {
 	bothModes(t, func(t *testing.T, l *Loop) {
-		c, srv := pair(t)
-		fd, err := Detach(srv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer Close(fd)
 		// Small socket buffers: the queue cannot fit in them.
-		_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10); err != nil {
-			t.Fatal(err)
-		}
-		s := &streamer{l: l, fd: fd, total: 64 << 20, chunk: make([]byte, 48<<10), done: make(chan []byte, 1)}
-		l.Post(func() {
-			if err := l.Add(fd, Out, s); err != nil {
-				panic(err)
-			}
-			s.pump()
-		})
+		c, s := startStreamer(t, l, 64<<20, Out, true)
 		// Nobody reads: the socket and the queue fill up, and the writer
 		// stops.
 		deadline := time.Now().Add(10 * time.Second)
@@ -402,25 +402,9 @@ func TestManySessionsOverflowTheRing(t *testing.T) {
 func TestPartialSendWithNothingElseToDo(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	bothModes(t, func(t *testing.T, l *Loop) {
-		c, srv := pair(t)
-		fd, err := Detach(srv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer Close(fd)
 		// Socket buffers far smaller than what is written: the first
 		// send takes part of it.
-		_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10); err != nil {
-			t.Fatal(err)
-		}
-		s := &streamer{l: l, fd: fd, total: maxQueued / 2, chunk: make([]byte, 48<<10), done: make(chan []byte, 1)}
-		l.Post(func() {
-			if err := l.Add(fd, 0, s); err != nil {
-				panic(err)
-			}
-			s.pump()
-		})
+		c, s := startStreamer(t, l, maxQueued/2, 0, true)
 		// The peer reads only once the first send is surely over.
 		time.Sleep(100 * time.Millisecond)
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -447,23 +431,7 @@ func TestSlowReaderQueueStaysBounded(t *testing.T) {
 	if !l.URing() {
 		t.Skip("no io_uring mode")
 	}
-	c, srv := pair(t)
-	fd, err := Detach(srv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer Close(fd)
-	_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
-	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 16<<10); err != nil {
-		t.Fatal(err)
-	}
-	s := &streamer{l: l, fd: fd, total: 4 << 20, chunk: make([]byte, 48<<10), done: make(chan []byte, 1)}
-	l.Post(func() {
-		if err := l.Add(fd, Out, s); err != nil {
-			panic(err)
-		}
-		s.pump()
-	})
+	c, s := startStreamer(t, l, 4<<20, Out, true)
 	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
 	got := make([]byte, 0, s.total)
 	buf := make([]byte, 16<<10)
