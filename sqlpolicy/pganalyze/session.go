@@ -255,7 +255,11 @@ func (s *Session) PreparedCurrent(name string) bool {
 // Note records, when a text is allowed and before it runs, what it may do
 // to the search path and the transaction block: a text that fails after
 // a COMMIT in its middle has changed the path without ever being applied.
-// It only adds candidates.
+// It only adds candidates. A prepared statement name the text prepares
+// again or deallocates is forgotten until Apply says what it names: an
+// EXECUTE of it pipelined behind this text is decided before the text
+// runs, and runs after it (so it is refused as unknown meanwhile; a
+// PREPARE that fails, of a name that exists, leaves it forgotten).
 func (s *Session) Note(a *sqlpolicy.Access) {
 	if s == nil || a == nil {
 		return
@@ -265,6 +269,9 @@ func (s *Session) Note(a *sqlpolicy.Access) {
 		st := &a.Statements[i]
 		if st.Tx == sqlpolicy.TxBegin {
 			s.inTx = true
+		}
+		if s.forget(st) {
+			s.changed()
 		}
 		for _, set := range runSettings(st) {
 			if identitySetting(set) && !s.identity {
@@ -289,6 +296,34 @@ func (s *Session) Note(a *sqlpolicy.Access) {
 			}
 		}
 	}
+}
+
+// forget drops the prepared statement names st prepares or deallocates
+// (see Note) and reports whether it dropped any.
+func (s *Session) forget(st *sqlpolicy.Statement) bool {
+	drop := func(n string) bool {
+		if _, ok := s.Prepared[n]; !ok {
+			return false
+		}
+		delete(s.Prepared, n)
+		delete(s.prepEpoch, n)
+		return true
+	}
+	switch {
+	case st.PrepareName != "":
+		return drop(st.PrepareName)
+	case st.DeallocateAll:
+		if len(s.Prepared) == 0 {
+			return false
+		}
+		s.Prepared, s.prepEpoch = nil, nil
+		return true
+	}
+	dropped := false
+	for _, n := range st.Deallocate {
+		dropped = drop(n) || dropped
+	}
+	return dropped
 }
 
 // pathOf is the search path a search_path change sets: nil for a reset to

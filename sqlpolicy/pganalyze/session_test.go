@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	sp "github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
@@ -199,4 +200,30 @@ func TestSessionPipelinedSet(t *testing.T) {
 	paths, _ = s.SearchPaths()
 	assert.Nil(t, paths)
 	assert.Equal(t, pub, s.SearchPath)
+}
+
+// TestSessionPipelinedPrepare: a text that prepares a name again (or
+// deallocates it) makes the name unknown from its decision until its
+// answer: an EXECUTE pipelined behind it is decided meanwhile, and runs
+// on what the text prepares, not on the earlier statement.
+func TestSessionPipelinedPrepare(t *testing.T) {
+	t.Parallel()
+	prep := func(body string) sp.Statement {
+		return sp.Statement{Verb: sp.VerbPrepare, Command: "PREPARE", PrepareName: "p",
+			Prepared: &sp.Statement{Verb: sp.VerbSelect, Command: body}}
+	}
+	s := &pganalyze.Session{}
+	s.Apply(&sp.Access{Statements: []sp.Statement{prep("first")}})
+	require.Contains(t, s.Prepared, "p")
+	again := &sp.Access{Statements: []sp.Statement{{Verb: sp.VerbDeallocate, Deallocate: []string{"p"}}, prep("second")}}
+	gen := s.Generation()
+	s.Note(again)
+	assert.NotContains(t, s.Prepared, "p", "p is being prepared again: unknown until the answer")
+	assert.NotEqual(t, gen, s.Generation(), "a decision cached for the earlier p must not answer")
+	s.Apply(again)
+	require.Contains(t, s.Prepared, "p")
+	assert.Equal(t, "second", s.Prepared["p"].Command)
+
+	s.Note(&sp.Access{Statements: []sp.Statement{{Verb: sp.VerbDeallocate, DeallocateAll: true}}})
+	assert.Empty(t, s.Prepared)
 }
