@@ -457,7 +457,7 @@ func (l *Loop) waitRing() int {
 		}
 		return n
 	}
-	if l.waiting || l.ring.full() {
+	if l.waiting && sends > 0 || l.ring.full() {
 		// The sends cannot be linked to the wait: one is in the ring
 		// already (an earlier turn's io_uring_enter ended before it
 		// did), or the sends take every entry. They go first, and the
