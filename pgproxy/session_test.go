@@ -337,7 +337,11 @@ agents:
 	// The second waits on the lock; the third is decided now.
 	fe.Send(&pgproto3.Query{String: "SELECT id FROM orders"})
 	require.NoError(t, fe.Flush())
-	time.Sleep(200 * time.Millisecond) // (keyhole decides it as it reads it; the lock holds the second meanwhile)
+	// A sleep, not an event: keyhole decides the third as it reads it,
+	// and an allowed text leaves no trace before it runs (after the
+	// second, which the lock holds). Too short a sleep could only let
+	// the test pass without the third being decided early, never fail it.
+	time.Sleep(200 * time.Millisecond)
 	require.NoError(t, tx.Rollback(ctx))
 
 	var third []pgproto3.BackendMessage
