@@ -153,18 +153,7 @@ func TestPipelineRolledBackSearchPath(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
-	createInternalOrders(t, e)
-	e.setPolicy(`
-roles:
-  pathy:
-    upstream: shop
-    allow:
-      - select: [internal.orders]
-    settings: [search_path]
-agents:
-  path-bot: {role: pathy}
-`)
-	require.NoError(t, e.g.Reload(), "the schema is read again: internal.orders is new")
+	pathAgent(t, e, "internal.orders")
 
 	connect := func() *pgx.Conn {
 		c, err := pgx.Connect(ctx, e.dsn("path-bot"))
@@ -290,18 +279,7 @@ func TestPipelinedSearchPathStaysCandidate(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
-	createInternalOrders(t, e)
-	e.setPolicy(`
-roles:
-  pathy:
-    upstream: shop
-    allow:
-      - select: [public.orders]
-    settings: [search_path]
-agents:
-  path-bot: {role: pathy}
-`)
-	require.NoError(t, e.g.Reload(), "the schema is read again: internal.orders is new")
+	pathAgent(t, e, "public.orders")
 
 	pc, err := pgconn.Connect(ctx, e.dsn("path-bot"))
 	require.NoError(t, err)
@@ -312,13 +290,7 @@ agents:
 	fe := hc.Frontend
 
 	// The second Query waits on a lock of public.orders until released.
-	lock, err := pgx.Connect(ctx, e.db.DSN)
-	require.NoError(t, err)
-	defer lock.Close(context.Background())
-	tx, err := lock.Begin(ctx)
-	require.NoError(t, err)
-	_, err = tx.Exec(ctx, "LOCK TABLE public.orders IN ACCESS EXCLUSIVE MODE")
-	require.NoError(t, err)
+	release := e.lockOrders()
 
 	fe.Send(&pgproto3.Query{String: "SET search_path TO public"})
 	fe.Send(&pgproto3.Query{String: "SET search_path TO internal, public; SELECT count(*) FROM public.orders"})
@@ -335,6 +307,7 @@ agents:
 		}
 	}
 	// The second waits on the lock; the third is decided now.
+	require.Eventually(t, func() bool { return e.waiting() == 1 }, 10*time.Second, 10*time.Millisecond)
 	fe.Send(&pgproto3.Query{String: "SELECT id FROM orders"})
 	require.NoError(t, fe.Flush())
 	// A sleep, not an event: keyhole decides the third as it reads it,
@@ -342,7 +315,7 @@ agents:
 	// second, which the lock holds). Too short a sleep could only let
 	// the test pass without the third being decided early, never fail it.
 	time.Sleep(200 * time.Millisecond)
-	require.NoError(t, tx.Rollback(ctx))
+	release()
 
 	var third []pgproto3.BackendMessage
 	for ready := 0; ready < 2; {
@@ -366,6 +339,25 @@ agents:
 	er, ok := third[0].(*pgproto3.ErrorResponse)
 	require.True(t, ok, "the third Query ran: it read %q (internal.orders)", third[0])
 	assert.Equal(t, "42501", er.Code, "orders may be internal.orders: %s", er.Message)
+}
+
+// pathAgent makes internal.orders (createInternalOrders) and gives agent
+// path-bot a role that may read table, one of internal.orders and
+// public.orders, and set search_path.
+func pathAgent(t *testing.T, e *env, table string) {
+	t.Helper()
+	createInternalOrders(t, e)
+	e.setPolicy(`
+roles:
+  pathy:
+    upstream: shop
+    allow:
+      - select: [` + table + `]
+    settings: [search_path]
+agents:
+  path-bot: {role: pathy}
+`)
+	require.NoError(t, e.g.Reload(), "the schema is read again: internal.orders is new")
 }
 
 // createInternalOrders makes internal.orders (one row, id 424242), a table

@@ -51,20 +51,7 @@ func TestBindAfterSearchPathIsDecidedAgain(t *testing.T) {
 	ctx := context.Background()
 	// The login may use internal (else Postgres would skip it in the path
 	// and orders would be public.orders from the start).
-	_, err := e.direct().Exec(ctx, `CREATE SCHEMA internal; CREATE TABLE internal.orders (id int PRIMARY KEY);
-		GRANT USAGE ON SCHEMA internal TO `+e.upUser+`; GRANT SELECT ON internal.orders TO `+e.upUser)
-	require.NoError(t, err)
-	e.setPolicy(`
-roles:
-  pathy:
-    upstream: shop
-    allow:
-      - select: [internal.orders]
-    settings: [search_path]
-agents:
-  path-bot: {role: pathy}
-`)
-	require.NoError(t, e.g.Reload(), "the schema is read again: internal.orders is new")
+	pathAgent(t, e, "internal.orders")
 	cfg, err := pgx.ParseConfig(e.dsn("path-bot"))
 	require.NoError(t, err)
 	cfg.DefaultQueryExecMode = pgx.QueryExecModeCacheStatement
