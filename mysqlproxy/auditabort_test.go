@@ -84,10 +84,15 @@ func TestAuditClientGone(t *testing.T) {
 		r.login(e, "analyst-bot")
 		r.command(append([]byte{0x03}, q...))
 		require.Eventually(t, func() bool { return e.running(q) == 1 }, 10*time.Second, 10*time.Millisecond)
-		// Let the rows fill the socket buffers first (milliseconds), so
-		// that keyhole has rows waiting for the client when its end of
-		// input comes.
-		time.Sleep(300 * time.Millisecond)
+		// The rows fill the socket buffers first, so that keyhole has rows
+		// waiting for the client when its end of input comes: keyhole then
+		// stops reading the server, whose thread waits writing to the
+		// network.
+		require.Eventually(t, func() bool {
+			var n int
+			_ = e.direct().QueryRow("SELECT count(*) FROM information_schema.PROCESSLIST WHERE USER = ? AND INFO = ? AND STATE = 'Writing to net'", e.upUser, q).Scan(&n)
+			return n == 1
+		}, 10*time.Second, 10*time.Millisecond)
 		require.NoError(t, r.nc.(*net.TCPConn).CloseWrite())
 		ev := e.statementEvent(t, q)
 		assert.Equal(t, "1317/70100", ev.ErrorCode, "stopped upstream: query execution was interrupted")

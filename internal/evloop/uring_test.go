@@ -405,7 +405,9 @@ func TestPartialSendWithNothingElseToDo(t *testing.T) {
 		// Socket buffers far smaller than what is written: the first
 		// send takes part of it.
 		c, s := startStreamer(t, l, maxQueued/2, 0, true)
-		// The peer reads only once the first send is surely over.
+		// The peer reads only once the first send is surely over. A sleep,
+		// not a poll of the loop: asking the loop anything (Post) wakes it,
+		// and that wake-up is the unrelated event the stall waits for.
 		time.Sleep(100 * time.Millisecond)
 		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
 		got := make([]byte, 0, s.total)
