@@ -13,7 +13,13 @@
 #    every middle process (PgBouncer, naive relay, keyhole) utime+stime is
 #    read from /proc/PID/stat before and after each run and divided by the
 #    transactions pgbench reports: CPU per transaction is the steady figure
-#    on a shared machine, tps is not.
+#    on a shared machine, tps is not. Each run also reports the Postgres
+#    server's CPU per transaction (all its processes) and the machine's
+#    idle share: on this machine the tps is bounded by everyone's CPU, and
+#    the server's part depends on the target too (PgBouncer's pool keeps
+#    warm backends from one run to the next, where keyhole and the Go
+#    relays start a backend per session; target pgbouncer-fresh is
+#    PgBouncer without that reuse).
 # 2. Latency: the same script at 1 client, alternated in rounds too; the
 #    added latency per statement is the median of the target's pgbench
 #    latency averages minus the direct one's (one -S transaction is one
@@ -44,7 +50,8 @@
 #   BENCH_LAT_SECONDS=5   length of each 1-client latency run (0 = skip)
 #   BENCH_IDLE_SESSIONS=80  idle sessions for the memory figure (0 = skip)
 #   BENCH_CLIENTS=8 BENCH_THREADS=2 BENCH_SCALE=5 BENCH_SSLMODE=disable
-#   BENCH_TARGETS="direct pgbouncer naive epoll keyhole"  (also: epoll-b)
+#   BENCH_TARGETS="direct pgbouncer naive epoll keyhole"  (also: epoll-b,
+#                         pgbouncer-fresh)
 #   BENCH_EPOLL_FLAGS="-raw"  epollrelay's flags for target epoll, the floor
 #                         of a Go relay built as keyhole's loops are
 #                         (-raw -edge -splice -loops N, see its doc
@@ -132,18 +139,64 @@ CLK_TCK="$(getconf CLK_TCK)"
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 # user_ticks PID: utime alone (the log line splits CPU into user and kernel).
 user_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{print $12}'; }
+# machine_ticks: the whole machine's CPU ticks from /proc/stat's cpu line,
+# as "total idle" (idle counts iowait too). Over a run, the idle share
+# tells a target that leaves the CPUs waiting (its latency bounds the tps)
+# from one that keeps them busy (its CPU and everyone else's bound it).
+machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5 + $6; exit}' /proc/stat; }
+# server_ticks: the Postgres server's CPU ticks so far, every process of it
+# (comm "postgres"): the postmaster's reaped children (cutime+cstime), read
+# first, then every live process's utime+stime. A backend reaped between the
+# two reads is missed; run waits for a run's backends to exit before it
+# reads, so none is. Over a run this is what the target makes the server
+# spend: a middle process that reuses warm server connections (PgBouncer's
+# pool) spends less of it than one that starts a backend per session.
+server_ticks() {
+	python3 - <<'PY'
+import os
+procs = {}
+for p in os.listdir("/proc"):
+    if not p.isdigit():
+        continue
+    try:
+        s = open(f"/proc/{p}/stat").read()
+    except OSError:
+        continue
+    comm, rest = s[s.index("(") + 1:s.rindex(")")], s[s.rindex(")") + 2:].split()
+    procs[p] = (comm, rest[1], rest)
+pg = {p: v for p, v in procs.items() if v[0] == "postgres"}
+masters = [p for p, v in pg.items() if v[1] not in pg]
+t = 0
+for p in masters:
+    r = open(f"/proc/{p}/stat").read()
+    r = r[r.rindex(")") + 2:].split()
+    t += int(r[13]) + int(r[14])
+for p in pg:
+    try:
+        r = open(f"/proc/{p}/stat").read()
+    except OSError:
+        continue
+    r = r[r.rindex(")") + 2:].split()
+    t += int(r[11]) + int(r[12])
+print(t)
+PY
+}
+# login_sessions: sessions of LOGIN on DB.
+login_sessions() { psql_admin -d postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE datname = '$DB' AND usename = '$LOGIN'"; }
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
 WORK="$(mktemp -d /tmp/keyhole-bench.XXXXXX)"
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
-KEYHOLE_PID="" BOUNCER_PID="" NAIVE_PID="" BASE_PID="" EPOLL_PID="" EPOLL_B_PID=""
+KEYHOLE_PID="" BOUNCER_PID="" NAIVE_PID="" BASE_PID="" EPOLL_PID="" EPOLL_B_PID="" FRESH_PID=""
 cleanup() {
 	declare -F my_cleanup >/dev/null && my_cleanup
 	for pid in $KEYHOLE_PID $BASE_PID $NAIVE_PID $EPOLL_PID $EPOLL_B_PID; do
 		kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
 	done
-	[ -n "$BOUNCER_PID" ] && kill "$BOUNCER_PID" 2>/dev/null || true
+	for pid in $BOUNCER_PID $FRESH_PID; do
+		kill "$pid" 2>/dev/null || true
+	done
 	has_suite pg && psql_admin -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 	rm -rf "$WORK"
 }
@@ -244,6 +297,25 @@ else
 fi
 wait_port "$BOUNCER_PORT" || die "pgbouncer did not start: $(cat "$WORK/pgbouncer.log")"
 BOUNCER_PID="$(cat "$WORK/pgbouncer.pid")"
+# pgbouncer-fresh: the same PgBouncer, but closing a server connection
+# once no client uses it (server_lifetime 1 s), so that every run starts
+# new backends as keyhole and the Go relays do.
+FRESH_PORT=""
+if [[ " ${TARGETS[*]} " == *" pgbouncer-fresh "* ]]; then
+	FRESH_PORT="$(free_port)"
+	sed -e "s/^listen_port = .*/listen_port = $FRESH_PORT/" -e "s|pgbouncer\.log|pgbouncer-fresh.log|" -e "s|pgbouncer\.pid|pgbouncer-fresh.pid|" \
+		"$WORK/pgbouncer.ini" >"$WORK/pgbouncer-fresh.ini"
+	printf 'server_lifetime = 1\nserver_idle_timeout = 1\n' >>"$WORK/pgbouncer-fresh.ini"
+	chmod 644 "$WORK/pgbouncer-fresh.ini"
+	if [ "$(id -u)" = 0 ]; then
+		touch "$WORK/pgbouncer-fresh.log" && chown postgres "$WORK/pgbouncer-fresh.log"
+		runuser -u postgres -- pgbouncer -d "$WORK/pgbouncer-fresh.ini"
+	else
+		pgbouncer -d "$WORK/pgbouncer-fresh.ini"
+	fi
+	wait_port "$FRESH_PORT" || die "pgbouncer (fresh) did not start: $(cat "$WORK/pgbouncer-fresh.log")"
+	FRESH_PID="$(cat "$WORK/pgbouncer-fresh.pid")"
+fi
 
 NAIVE_PORT="$(free_port)"
 "${GOENV[@]}" "$WORK/naiverelay" -listen "127.0.0.1:$NAIVE_PORT" -upstream "$PGADMIN_HOST:$PGADMIN_PORT" >"$WORK/naive.log" 2>&1 &
@@ -312,6 +384,7 @@ target_conn() {
 	case $1 in
 	direct) port=$PGADMIN_PORT user=$LOGIN ;;
 	pgbouncer) port=$BOUNCER_PORT user=$LOGIN ;;
+	pgbouncer-fresh) port=$FRESH_PORT user=$LOGIN ;;
 	naive) port=$NAIVE_PORT user=$LOGIN ;;
 	epoll) port=$EPOLL_PORT user=$LOGIN ;;
 	epoll-b) port=$EPOLL_B_PORT user=$LOGIN ;;
@@ -324,6 +397,7 @@ target_conn() {
 target_pid() {
 	case $1 in
 	pgbouncer) echo "$BOUNCER_PID" ;;
+	pgbouncer-fresh) echo "$FRESH_PID" ;;
 	naive) echo "$NAIVE_PID" ;;
 	epoll) echo "$EPOLL_PID" ;;
 	epoll-b) echo "$EPOLL_B_PID" ;;
@@ -404,10 +478,23 @@ run() {
 	target_conn "$target"
 	pid="$(target_pid "$target")"
 	[ -n "$pid" ] && t0="$(cpu_ticks "$pid")" && u0="$(user_ticks "$pid")"
+	local m0 m1 s0 s1 n0
+	n0="$(login_sessions)"
+	s0="$(server_ticks)"
+	m0="$(machine_ticks)"
 	out="$(PGPASSWORD="$pass" PGSSLMODE="$SSLMODE" pgbench -n -S -M "$mode" -c "$clients" -j "$threads" \
 		-T "$secs" -h 127.0.0.1 -p "$port" -U "$user" "$DB" 2>&1)" ||
 		{ printf '%s\n' "$out" >&2; die "pgbench against $target ($mode) failed"; }
 	[ -n "$pid" ] && t1="$(cpu_ticks "$pid")" && u1="$(user_ticks "$pid")"
+	m1="$(machine_ticks)"
+	# The run's backends exit after pgbench disconnects: wait (up to 3 s;
+	# a pool keeps its server connections) until they are gone, so that
+	# their CPU is in the postmaster's reaped children.
+	for _ in $(seq 1 30); do
+		[ "$(login_sessions)" -le "$n0" ] && break
+		sleep 0.1
+	done
+	s1="$(server_ticks)"
 	local tps txns lat
 	tps="$(printf '%s\n' "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p')"
 	txns="$(printf '%s\n' "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')"
@@ -415,10 +502,13 @@ run() {
 	[ -n "$tps" ] && [ -n "$txns" ] && [ -n "$lat" ] || { printf '%s\n' "$out" >&2; die "cannot read pgbench's output ($target, $mode)"; }
 	local cpu=""
 	[ -n "$pid" ] && cpu=$((t1 - t0))
-	printf 'run\tpg\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$target" "$mode" "$clients" "$round" "$tps" "$txns" "$lat" "$cpu" >>"$RESULTS"
+	local idle_pct
+	idle_pct="$(awk -v a="$m0" -v b="$m1" 'BEGIN{split(a, x, " "); split(b, y, " "); t = y[1] - x[1]; if (t > 0) printf "%.1f", (y[2] - x[2]) * 100 / t}')"
+	printf 'run\tpg\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$target" "$mode" "$clients" "$round" "$tps" "$txns" "$lat" "$cpu" "$((s1 - s0))" "$idle_pct" >>"$RESULTS"
 	local per=""
 	[ -n "$cpu" ] && per="$(awk -v c="$cpu" -v u="$((u1 - u0))" -v n="$txns" -v hz="$CLK_TCK" 'BEGIN{printf ", %.1f us CPU/txn (user %.1f)", c * 1e6 / hz / n, u * 1e6 / hz / n}')"
-	log "$kind round $round $mode $target: $tps tps, latency $lat ms$per"
+	per="$per$(awk -v c="$((s1 - s0))" -v n="$txns" -v hz="$CLK_TCK" 'BEGIN{printf ", Postgres %.1f us CPU/txn", c * 1e6 / hz / n}')"
+	log "$kind round $round $mode $target: $tps tps, latency $lat ms$per, machine idle $idle_pct%"
 }
 
 has_suite pg && log "throughput: pgbench -S -c $CLIENTS -j $THREADS -T $SECONDS_PER_RUN, $ROUNDS rounds, scale $SCALE, sslmode=$SSLMODE"

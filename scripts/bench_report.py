@@ -40,12 +40,17 @@ def read(path):
                 counts.setdefault((target, mode), {"target": target, "mode": mode, "transactions": int(txns)})[event] = int(n)
             elif p[0] == "run":
                 suite, kind, target, mode, clients, rnd, tps, txns, lat, cpu = p[1:11]
+                # Postgres runs since 2026-12-07 also carry the server's
+                # CPU ticks and the machine's idle share.
+                server, idle = (p[11:13] + ["", ""])[:2]
                 runs.append({
                     "suite": suite, "kind": kind, "target": target, "mode": mode,
                     "clients": int(clients), "round": int(rnd), "tps": float(tps),
                     "transactions": int(txns), "latency_ms": float(lat),
                     "cpu_ticks": int(cpu) if cpu else None,
                     "cpu_us_per_txn": int(cpu) * 1e6 / CLK_TCK / int(txns) if cpu else None,
+                    "server_cpu_ticks": int(server) if server else None,
+                    "machine_idle_pct": float(idle) if idle else None,
                 })
     return meta, mem, runs, list(counts.values())
 
@@ -76,8 +81,14 @@ def aggregate(runs, kind):
                 cpu = None
                 if all(r["cpu_ticks"] is not None for r in rs):
                     cpu = sum(r["cpu_ticks"] for r in rs) * 1e6 / CLK_TCK / sum(r["transactions"] for r in rs)
+                server = None
+                if all(r.get("server_cpu_ticks") is not None for r in rs):
+                    server = sum(r["server_cpu_ticks"] for r in rs) * 1e6 / CLK_TCK / sum(r["transactions"] for r in rs)
+                idles = [r["machine_idle_pct"] for r in rs if r.get("machine_idle_pct") is not None]
                 rows.append({
                     "suite": suite, "mode": mode, "target": target, "clients": rs[0]["clients"],
+                    "server_cpu_us_per_txn": server,
+                    "machine_idle_pct": statistics.median(idles) if idles else None,
                     "median_tps": tps, "tps_vs_direct": tps / d_tps if d_tps else None,
                     "latency_ms": lat,
                     "added_latency_us": (lat - d_lat) * 1000 if d_lat is not None and target != "direct" else None,
@@ -133,6 +144,16 @@ def summary(thr, lat, mem):
             ratios.append(s)
     if ratios:
         parts.append("tps x direct " + "; ".join(ratios))
+    server = []
+    for m in modes:
+        k, b = find(thr, "keyhole", m), find(thr, "pgbouncer", m)
+        if k and k.get("server_cpu_us_per_txn") is not None:
+            s = f"{m} {k['server_cpu_us_per_txn']:.1f}"
+            if b and b.get("server_cpu_us_per_txn") is not None:
+                s += f" (PgBouncer {b['server_cpu_us_per_txn']:.1f})"
+            server.append(s)
+    if server:
+        parts.append("Postgres CPU us/txn " + "; ".join(server))
     added = []
     for m in ordered(r["mode"] for r in lat if r["suite"] == "pg"):
         k, b = find(lat, "keyhole", m), find(lat, "pgbouncer", m)
@@ -180,13 +201,17 @@ def main():
     for suite in ordered(r["suite"] for r in thr):
         unit = "query (sysbench oltp_point_select; tps = queries/s)" if suite == "mysql" else "transaction"
         print(f"\nthroughput ({suite}): median tps of the rounds; CPU = middle process's utime+stime per {unit}")
-        print(f"{'target':<12} {'mode':<12} {'tps':>9} {'x direct':>9} {'CPU us/txn':>11}   rounds: tps / CPU us/txn")
+        if suite == "pg":
+            print("server = the Postgres server's CPU per transaction (all its processes); idle = the machine's idle share")
+        print(f"{'target':<15} {'mode':<12} {'tps':>9} {'x direct':>9} {'CPU us/txn':>11} {'server us':>9} {'idle':>5}   "
+              "rounds: tps / CPU us/txn")
         for r in (x for x in thr if x["suite"] == suite):
             rounds = ", ".join(
                 f"{t:.0f}" + (f"/{c:.1f}" if c is not None else "")
                 for t, c in zip(r["round_tps"], r["round_cpu_us_per_txn"]))
-            print(f"{r['target']:<12} {r['mode']:<12} {r['median_tps']:>9.0f} {fmt(r['tps_vs_direct'], '8.2f'):>8}x "
-                  f"{fmt(r['cpu_us_per_txn'], '11.1f'):>11}   {rounds}")
+            print(f"{r['target']:<15} {r['mode']:<12} {r['median_tps']:>9.0f} {fmt(r['tps_vs_direct'], '8.2f'):>8}x "
+                  f"{fmt(r['cpu_us_per_txn'], '11.1f'):>11} {fmt(r.get('server_cpu_us_per_txn'), '9.1f'):>9} "
+                  f"{fmt(r.get('machine_idle_pct'), '4.0f'):>4}%   {rounds}")
     for suite in ordered(r["suite"] for r in lat):
         print(f"\nlatency ({suite}), 1 client: median pgbench latency average; added = target - direct")
         print(f"{'target':<12} {'mode':<12} {'latency ms':>11} {'added us':>9} {'CPU us/txn':>11}")
