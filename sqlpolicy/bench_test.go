@@ -2,6 +2,7 @@ package sqlpolicy_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"testing"
 
@@ -172,6 +173,29 @@ func BenchmarkCheckNewLiteral(b *testing.B) {
 	i := 1
 	for b.Loop() {
 		e.Check(p, texts[i%distinct], s)
+		i++
+	}
+}
+
+// BenchmarkCheckRandomLiteral is pgbench -S as it really draws: account
+// ids uniform over 500000 (scale 5), so a text now and then comes again
+// and the exact level's doorkeeper admits it, where BenchmarkCheckNewLiteral
+// never repeats one.
+func BenchmarkCheckRandomLiteral(b *testing.B) {
+	e := benchEngine(b, sp.EngineOptions{})
+	p, s := sp.Principal{Agent: "bench"}, &pganalyze.Session{}
+	rng := rand.New(rand.NewPCG(1, 2))
+	texts := make([]string, 1<<18)
+	for i := range texts {
+		texts[i] = "SELECT total FROM orders WHERE id = " + strconv.Itoa(1+rng.IntN(500000)) + ";"
+	}
+	if d, _ := e.Check(p, texts[0], s); !d.Allowed() {
+		b.Fatalf("benchmark statement denied: %s", d.Message)
+	}
+	b.ReportAllocs()
+	i := 1
+	for b.Loop() {
+		e.Check(p, texts[i%len(texts)], s)
 		i++
 	}
 }
