@@ -162,10 +162,9 @@ for p in os.listdir("/proc"):
         s = open(f"/proc/{p}/stat").read()
     except OSError:
         continue
-    comm, rest = s[s.index("(") + 1:s.rindex(")")], s[s.rindex(")") + 2:].split()
-    procs[p] = (comm, rest[1], rest)
-pg = {p: v for p, v in procs.items() if v[0] == "postgres"}
-masters = [p for p, v in pg.items() if v[1] not in pg]
+    procs[p] = (s[s.index("(") + 1:s.rindex(")")], s[s.rindex(")") + 2:].split()[1])  # comm, ppid
+pg = {p: ppid for p, (comm, ppid) in procs.items() if comm == "postgres"}
+masters = [p for p, ppid in pg.items() if ppid not in pg]
 t = 0
 for p in masters:
     r = open(f"/proc/{p}/stat").read()

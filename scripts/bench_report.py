@@ -103,6 +103,10 @@ def fmt(v, spec, none="-"):
     return none if v is None else format(v, spec)
 
 
+def pct(v):
+    return "-" if v is None else f"{v:.0f}%"
+
+
 def find(rows, target, mode, suite="pg"):
     for r in rows:
         if r["suite"] == suite and r["target"] == target and r["mode"] == mode:
@@ -211,28 +215,28 @@ def main():
                 for t, c in zip(r["round_tps"], r["round_cpu_us_per_txn"]))
             print(f"{r['target']:<15} {r['mode']:<12} {r['median_tps']:>9.0f} {fmt(r['tps_vs_direct'], '8.2f'):>8}x "
                   f"{fmt(r['cpu_us_per_txn'], '11.1f'):>11} {fmt(r.get('server_cpu_us_per_txn'), '9.1f'):>9} "
-                  f"{fmt(r.get('machine_idle_pct'), '4.0f'):>4}%   {rounds}")
+                  f"{pct(r.get('machine_idle_pct')):>5}   {rounds}")
     for suite in ordered(r["suite"] for r in lat):
         print(f"\nlatency ({suite}), 1 client: median pgbench latency average; added = target - direct")
-        print(f"{'target':<12} {'mode':<12} {'latency ms':>11} {'added us':>9} {'CPU us/txn':>11}")
+        print(f"{'target':<15} {'mode':<12} {'latency ms':>11} {'added us':>9} {'CPU us/txn':>11}")
         for r in (x for x in lat if x["suite"] == suite):
-            print(f"{r['target']:<12} {r['mode']:<12} {r['latency_ms']:>11.3f} {fmt(r['added_latency_us'], '+9.1f'):>9} "
+            print(f"{r['target']:<15} {r['mode']:<12} {r['latency_ms']:>11.3f} {fmt(r['added_latency_us'], '+9.1f'):>9} "
                   f"{fmt(r['cpu_us_per_txn'], '11.1f'):>11}")
     if mem:
         print(f"\nmemory: resident set of the middle process with {mem[0]['sessions']} idle sessions "
               "(each ran one statement)")
-        print(f"{'target':<12} {'RSS before':>11} {'RSS after':>10} {'KiB/session':>12} {'Go heap KiB/session':>20}")
+        print(f"{'target':<15} {'RSS before':>11} {'RSS after':>10} {'KiB/session':>12} {'Go heap KiB/session':>20}")
         for m in mem:
-            print(f"{m['target']:<12} {m['rss_before_kib']:>8} KiB {m['rss_after_kib']:>6} KiB "
+            print(f"{m['target']:<15} {m['rss_before_kib']:>8} KiB {m['rss_after_kib']:>6} KiB "
                   f"{m['rss_per_session_kib']:>12.1f} {fmt(m['go_heap_per_session_kib'], '20.1f'):>20}")
     if counts:
         events = ["syscalls", "read", "write", "recvfrom", "sendto", "epoll_wait", "epoll_pwait", "futex",
                   "nanosleep", "context-switches", "cpu-migrations"]
         print("\nper transaction under the throughput load (perf stat on the middle process)")
-        print(f"{'target':<12} {'mode':<9} " + " ".join(f"{e.replace('context-switches', 'ctxsw').replace('cpu-migrations', 'migr'):>9}" for e in events))
+        print(f"{'target':<15} {'mode':<9} " + " ".join(f"{e.replace('context-switches', 'ctxsw').replace('cpu-migrations', 'migr'):>9}" for e in events))
         for c in counts:
             n = c["transactions"] or 1
-            print(f"{c['target']:<12} {c['mode']:<9} " + " ".join(f"{c.get(e, 0) / n:>9.2f}" for e in events))
+            print(f"{c['target']:<15} {c['mode']:<9} " + " ".join(f"{c.get(e, 0) / n:>9.2f}" for e in events))
     print()
     print(line)
 
