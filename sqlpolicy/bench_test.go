@@ -199,3 +199,18 @@ func BenchmarkCheckRandomLiteral(b *testing.B) {
 		i++
 	}
 }
+
+// BenchmarkCheckShortRepeat is a short text sent again and again, word for
+// word: what the fast level's going first (minExactFirst) costs it.
+func BenchmarkCheckShortRepeat(b *testing.B) {
+	e := benchEngine(b, sp.EngineOptions{})
+	p, s := sp.Principal{Agent: "bench"}, &pganalyze.Session{}
+	const q = "SELECT total FROM orders WHERE id = 7;"
+	if d, _ := e.Check(p, q, s); !d.Allowed() {
+		b.Fatalf("benchmark statement denied: %s", d.Message)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		e.Check(p, q, s)
+	}
+}

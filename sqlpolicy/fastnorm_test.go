@@ -82,7 +82,7 @@ func TestFastLookup(t *testing.T) {
 		assert.Equal(t, before, an.normalized.Load(), "the variants were normalized")
 		after := e.CacheStats()
 		assert.Equal(t, stats.Hits+3, after.Hits)
-		assert.Equal(t, stats.Misses+3, after.Misses, "one exact miss per variant, no more")
+		assert.Equal(t, stats.Misses, after.Misses, "a short text the fast level answers does not probe the exact level")
 
 		// Another literal class (FCONST beyond int32) takes the full path.
 		d, _ := e.Check(p, "SELECT total FROM orders WHERE id = 2147483648;", s)
