@@ -81,7 +81,9 @@ type cache struct {
 	// door is the exact level's doorkeeper: one bit per text (by its
 	// exact key) that a normalized entry answered once. A text the
 	// normalized level answers gets an exact entry only the second time
-	// it is seen, so a stream of texts that each appear once (a new
+	// it is seen (and, when the fast level answered it, only a text of
+	// minExactFirst bytes or more: a shorter one is looked up there
+	// first), so a stream of texts that each appear once (a new
 	// literal every statement) does not insert and evict an exact entry
 	// per statement, nor push out entries that are used. The bits are
 	// cleared after doorMax texts, which keeps false positives rare; a
