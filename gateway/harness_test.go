@@ -198,12 +198,29 @@ func sqlState(err error) string {
 }
 
 // adminExec runs sql as the superuser in the upstream database.
-func (u upstream) adminExec(t *testing.T, sql string) (pgconn.CommandTag, error) {
+func (u upstream) adminExec(t *testing.T, sql string) (tag pgconn.CommandTag, err error) {
+	t.Helper()
+	u.asAdmin(t, func(ctx context.Context, c *pgx.Conn) { tag, err = c.Exec(ctx, sql) })
+	return tag, err
+}
+
+// adminScan reads the one row of query, as the superuser in the upstream
+// database, into dest.
+func (u upstream) adminScan(t *testing.T, query string, args []any, dest ...any) {
+	t.Helper()
+	u.asAdmin(t, func(ctx context.Context, c *pgx.Conn) {
+		require.NoError(t, c.QueryRow(ctx, query, args...).Scan(dest...))
+	})
+}
+
+// asAdmin runs f on a new superuser connection to the upstream database,
+// within 30 s.
+func (u upstream) asAdmin(t *testing.T, f func(context.Context, *pgx.Conn)) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := pgx.Connect(ctx, u.db.DSN)
 	require.NoError(t, err)
 	defer c.Close(ctx)
-	return c.Exec(ctx, sql)
+	f(ctx, c)
 }

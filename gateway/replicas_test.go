@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -196,12 +195,8 @@ func TestCancelForwardedToTheReplicaHoldingTheSession(t *testing.T) {
 
 // queryRunning reports whether a backend runs a query containing text.
 func queryRunning(t *testing.T, u upstream, text string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, u.db.DSN)
-	require.NoError(t, err)
-	defer c.Close(ctx)
 	var n int
-	require.NoError(t, c.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()", text).Scan(&n))
+	u.adminScan(t, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%'||$1||'%' AND pid <> pg_backend_pid()",
+		[]any{text}, &n)
 	return n > 0
 }

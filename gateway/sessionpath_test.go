@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -130,14 +127,9 @@ func TestSessionProbeFails(t *testing.T) {
 // database's one keyhole session of agent.
 func lastUpstreamQuery(t *testing.T, up upstream) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pgx.Connect(ctx, up.db.DSN)
-	require.NoError(t, err)
-	defer c.Close(ctx)
 	var q string
-	require.NoError(t, c.QueryRow(ctx, "SELECT query FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE $2",
-		up.db.Name, "keyhole:"+agent+"%").Scan(&q))
+	up.adminScan(t, "SELECT query FROM pg_stat_activity WHERE datname = $1 AND application_name LIKE $2",
+		[]any{up.db.Name, "keyhole:" + agent + "%"}, &q)
 	return q
 }
 
