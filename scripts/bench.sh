@@ -14,8 +14,9 @@
 #    read from /proc/PID/stat before and after each run and divided by the
 #    transactions pgbench reports: CPU per transaction is the steady figure
 #    on a shared machine, tps is not. Each run also reports the Postgres
-#    server's CPU per transaction (all its processes) and the machine's
-#    idle share: on this machine the tps is bounded by everyone's CPU, and
+#    server's CPU per transaction (all its processes), pgbench's own (from
+#    the shell's times) and the machine's idle share: on this machine the
+#    tps is bounded by everyone's CPU, and
 #    the server's part depends on the target too (PgBouncer's pool keeps
 #    warm backends from one run to the next, where keyhole and the Go
 #    relays start a backend per session; target pgbouncer-fresh is
@@ -482,7 +483,7 @@ run() {
 	s0="$(server_ticks)"
 	m0="$(machine_ticks)"
 	out="$(PGPASSWORD="$pass" PGSSLMODE="$SSLMODE" pgbench -n -S -M "$mode" -c "$clients" -j "$threads" \
-		-T "$secs" -h 127.0.0.1 -p "$port" -U "$user" "$DB" 2>&1)" ||
+		-T "$secs" -h 127.0.0.1 -p "$port" -U "$user" "$DB" 2>&1 && times)" ||
 		{ printf '%s\n' "$out" >&2; die "pgbench against $target ($mode) failed"; }
 	[ -n "$pid" ] && t1="$(cpu_ticks "$pid")" && u1="$(user_ticks "$pid")"
 	m1="$(machine_ticks)"
@@ -499,14 +500,18 @@ run() {
 	txns="$(printf '%s\n' "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')"
 	lat="$(printf '%s\n' "$out" | sed -n 's/^latency average = \([0-9.]*\) ms$/\1/p')"
 	[ -n "$tps" ] && [ -n "$txns" ] && [ -n "$lat" ] || { printf '%s\n' "$out" >&2; die "cannot read pgbench's output ($target, $mode)"; }
+	# The client's own CPU: the last line of times(1) is the subshell's
+	# children, pgbench alone ("0m1.234s 0m0.567s", user and system).
+	local client_us
+	client_us="$(printf '%s\n' "$out" | tail -n 1 | awk '{n = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); n += a[1] * 60 + a[2] } printf "%d", n * 1e6}')"
 	local cpu=""
 	[ -n "$pid" ] && cpu=$((t1 - t0))
 	local idle_pct
 	idle_pct="$(awk -v a="$m0" -v b="$m1" 'BEGIN{split(a, x, " "); split(b, y, " "); t = y[1] - x[1]; if (t > 0) printf "%.1f", (y[2] - x[2]) * 100 / t}')"
-	printf 'run\tpg\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$target" "$mode" "$clients" "$round" "$tps" "$txns" "$lat" "$cpu" "$((s1 - s0))" "$idle_pct" >>"$RESULTS"
+	printf 'run\tpg\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$target" "$mode" "$clients" "$round" "$tps" "$txns" "$lat" "$cpu" "$((s1 - s0))" "$idle_pct" "$client_us" >>"$RESULTS"
 	local per=""
 	[ -n "$cpu" ] && per="$(awk -v c="$cpu" -v u="$((u1 - u0))" -v n="$txns" -v hz="$CLK_TCK" 'BEGIN{printf ", %.1f us CPU/txn (user %.1f)", c * 1e6 / hz / n, u * 1e6 / hz / n}')"
-	per="$per$(awk -v c="$((s1 - s0))" -v n="$txns" -v hz="$CLK_TCK" 'BEGIN{printf ", Postgres %.1f us CPU/txn", c * 1e6 / hz / n}')"
+	per="$per$(awk -v c="$((s1 - s0))" -v n="$txns" -v hz="$CLK_TCK" -v cl="$client_us" 'BEGIN{printf ", Postgres %.1f us CPU/txn, pgbench %.1f", c * 1e6 / hz / n, cl / n}')"
 	log "$kind round $round $mode $target: $tps tps, latency $lat ms$per, machine idle $idle_pct%"
 }
 

@@ -41,8 +41,9 @@ def read(path):
             elif p[0] == "run":
                 suite, kind, target, mode, clients, rnd, tps, txns, lat, cpu = p[1:11]
                 # Postgres runs since 2026-12-07 also carry the server's
-                # CPU ticks and the machine's idle share.
-                server, idle = (p[11:13] + ["", ""])[:2]
+                # CPU ticks and the machine's idle share, and later
+                # pgbench's own CPU in microseconds.
+                server, idle, client = (p[11:14] + ["", "", ""])[:3]
                 runs.append({
                     "suite": suite, "kind": kind, "target": target, "mode": mode,
                     "clients": int(clients), "round": int(rnd), "tps": float(tps),
@@ -51,6 +52,7 @@ def read(path):
                     "cpu_us_per_txn": int(cpu) * 1e6 / CLK_TCK / int(txns) if cpu else None,
                     "server_cpu_ticks": int(server) if server else None,
                     "machine_idle_pct": float(idle) if idle else None,
+                    "client_cpu_us": int(client) if client else None,
                 })
     return meta, mem, runs, list(counts.values())
 
@@ -84,10 +86,14 @@ def aggregate(runs, kind):
                 server = None
                 if all(r.get("server_cpu_ticks") is not None for r in rs):
                     server = sum(r["server_cpu_ticks"] for r in rs) * 1e6 / CLK_TCK / sum(r["transactions"] for r in rs)
+                client = None
+                if all(r.get("client_cpu_us") is not None for r in rs):
+                    client = sum(r["client_cpu_us"] for r in rs) / sum(r["transactions"] for r in rs)
                 idles = [r["machine_idle_pct"] for r in rs if r.get("machine_idle_pct") is not None]
                 rows.append({
                     "suite": suite, "mode": mode, "target": target, "clients": rs[0]["clients"],
                     "server_cpu_us_per_txn": server,
+                    "client_cpu_us_per_txn": client,
                     "machine_idle_pct": statistics.median(idles) if idles else None,
                     "median_tps": tps, "tps_vs_direct": tps / d_tps if d_tps else None,
                     "latency_ms": lat,
@@ -148,16 +154,17 @@ def summary(thr, lat, mem):
             ratios.append(s)
     if ratios:
         parts.append("tps x direct " + "; ".join(ratios))
-    server = []
-    for m in modes:
-        k, b = find(thr, "keyhole", m), find(thr, "pgbouncer", m)
-        if k and k.get("server_cpu_us_per_txn") is not None:
-            s = f"{m} {k['server_cpu_us_per_txn']:.1f}"
-            if b and b.get("server_cpu_us_per_txn") is not None:
-                s += f" (PgBouncer {b['server_cpu_us_per_txn']:.1f})"
-            server.append(s)
-    if server:
-        parts.append("Postgres CPU us/txn " + "; ".join(server))
+    for key, label in (("server_cpu_us_per_txn", "Postgres"), ("client_cpu_us_per_txn", "pgbench")):
+        other = []
+        for m in modes:
+            k, b = find(thr, "keyhole", m), find(thr, "pgbouncer", m)
+            if k and k.get(key) is not None:
+                s = f"{m} {k[key]:.1f}"
+                if b and b.get(key) is not None:
+                    s += f" (PgBouncer {b[key]:.1f})"
+                other.append(s)
+        if other:
+            parts.append(f"{label} CPU us/txn " + "; ".join(other))
     added = []
     for m in ordered(r["mode"] for r in lat if r["suite"] == "pg"):
         k, b = find(lat, "keyhole", m), find(lat, "pgbouncer", m)
@@ -206,16 +213,17 @@ def main():
         unit = "query (sysbench oltp_point_select; tps = queries/s)" if suite == "mysql" else "transaction"
         print(f"\nthroughput ({suite}): median tps of the rounds; CPU = middle process's utime+stime per {unit}")
         if suite == "pg":
-            print("server = the Postgres server's CPU per transaction (all its processes); idle = the machine's idle share")
-        print(f"{'target':<15} {'mode':<12} {'tps':>9} {'x direct':>9} {'CPU us/txn':>11} {'server us':>9} {'idle':>5}   "
-              "rounds: tps / CPU us/txn")
+            print("server = the Postgres server's CPU per transaction (all its processes); client = pgbench's; "
+                  "idle = the machine's idle share")
+        print(f"{'target':<15} {'mode':<12} {'tps':>9} {'x direct':>9} {'CPU us/txn':>11} {'server us':>9} "
+              f"{'client us':>9} {'idle':>5}   rounds: tps / CPU us/txn")
         for r in (x for x in thr if x["suite"] == suite):
             rounds = ", ".join(
                 f"{t:.0f}" + (f"/{c:.1f}" if c is not None else "")
                 for t, c in zip(r["round_tps"], r["round_cpu_us_per_txn"]))
             print(f"{r['target']:<15} {r['mode']:<12} {r['median_tps']:>9.0f} {fmt(r['tps_vs_direct'], '8.2f'):>8}x "
                   f"{fmt(r['cpu_us_per_txn'], '11.1f'):>11} {fmt(r.get('server_cpu_us_per_txn'), '9.1f'):>9} "
-                  f"{pct(r.get('machine_idle_pct')):>5}   {rounds}")
+                  f"{fmt(r.get('client_cpu_us_per_txn'), '9.1f'):>9} {pct(r.get('machine_idle_pct')):>5}   {rounds}")
     for suite in ordered(r["suite"] for r in lat):
         print(f"\nlatency ({suite}), 1 client: median pgbench latency average; added = target - direct")
         print(f"{'target':<15} {'mode':<12} {'latency ms':>11} {'added us':>9} {'CPU us/txn':>11}")
