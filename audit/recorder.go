@@ -400,7 +400,15 @@ type FileOptions struct {
 }
 
 // FileRecorder appends JSON lines to a file (mode 0600), rotating by size.
-type FileRecorder struct{ *pipeline }
+// A path that is not a regular file of its own (a device such as
+// /dev/stdout or /dev/null, a FIFO, a symbolic link) is written through as
+// a stream: never rotated, since renaming it would move the device node or
+// the link rather than start a new file, and never fsynced, since a pipe
+// or a terminal cannot be.
+type FileRecorder struct {
+	*pipeline
+	stream bool
+}
 
 var _ Recorder = (*FileRecorder)(nil)
 
@@ -420,14 +428,21 @@ func NewFileRecorder(path string, opts FileOptions) (*FileRecorder, error) {
 	if err := s.open(); err != nil {
 		return nil, err
 	}
-	return &FileRecorder{newPipeline(s, opts.Buffer, opts.FlushInterval)}, nil
+	return &FileRecorder{newPipeline(s, opts.Buffer, opts.FlushInterval), s.stream}, nil
 }
+
+// Rotates reports whether the recorder rotates its file by size: false
+// for a path that is not a regular file of its own (see FileRecorder).
+func (r *FileRecorder) Rotates() bool { return !r.stream }
 
 type fileSink struct {
 	path string
 	opts FileOptions
 	f    *os.File
 	size int64
+	// stream: path is not a regular file of its own (see FileRecorder);
+	// decided when it is first opened.
+	stream bool
 }
 
 func (s *fileSink) open() error {
@@ -439,6 +454,12 @@ func (s *fileSink) open() error {
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("stat audit file: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		s.stream = true
+	} else if li, err := os.Lstat(s.path); err != nil || !li.Mode().IsRegular() {
+		// A link to a regular file: rotating would rename the link.
+		s.stream = true
 	}
 	s.f, s.size = f, fi.Size()
 	return nil
@@ -460,7 +481,7 @@ func (s *fileSink) write(p []byte) (int, error) {
 }
 
 func (s *fileSink) fits(b []byte) int {
-	if s.opts.MaxBytes <= 0 || s.size+int64(len(b)) <= s.opts.MaxBytes {
+	if s.stream || s.opts.MaxBytes <= 0 || s.size+int64(len(b)) <= s.opts.MaxBytes {
 		return len(b)
 	}
 	room := max(s.opts.MaxBytes-s.size, 0)
@@ -496,9 +517,11 @@ func (s *fileSink) close() error {
 	}
 	f := s.f
 	s.f = nil
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync audit file: %w", err)
+	if !s.stream {
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("sync audit file: %w", err)
+		}
 	}
 	if err := f.Close(); err != nil {
 		return fmt.Errorf("close audit file: %w", err)

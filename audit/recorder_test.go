@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -109,6 +111,7 @@ func TestFileRecorderRotation(t *testing.T) {
 	maxBytes := int64(len(line)+60) * 10
 	r, err := audit.NewFileRecorder(path, audit.FileOptions{MaxBytes: maxBytes, MaxBackups: 3})
 	require.NoError(t, err)
+	assert.True(t, r.Rotates())
 	const n = 35
 	for i := range n {
 		r.Record(stmt("s", 100+i))
@@ -134,6 +137,77 @@ func TestFileRecorderRotation(t *testing.T) {
 		assert.Equal(t, evs[i-1].Rows+1, evs[i].Rows)
 	}
 	assert.Greater(t, len(evs), 25)
+}
+
+// smallFiles is FileOptions that would rotate every few events.
+func smallFiles(t *testing.T) audit.FileOptions {
+	line, err := json.Marshal(stmt("s", 100))
+	require.NoError(t, err)
+	return audit.FileOptions{MaxBytes: int64(len(line)+60) * 3, MaxBackups: 2}
+}
+
+// A FIFO (as /dev/stdout is under a container runtime, or a device such
+// as /dev/null) is written through: renaming it for a rotation would move
+// the node and leave a regular file in its place, and it cannot be
+// fsynced.
+func TestFileRecorderWritesThroughAFIFO(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.fifo")
+	require.NoError(t, syscall.Mkfifo(path, 0o600))
+	got := make(chan []byte, 1)
+	go func() {
+		// Opening either end waits for the other.
+		f, err := os.Open(path)
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer f.Close()
+		b, _ := io.ReadAll(f)
+		got <- b
+	}()
+	r, err := audit.NewFileRecorder(path, smallFiles(t))
+	require.NoError(t, err)
+	assert.False(t, r.Rotates())
+	const n = 20
+	for i := range n {
+		r.Record(stmt("s", i))
+	}
+	require.NoError(t, r.Close(), "closing a FIFO is no error")
+	b := <-got
+	assert.Equal(t, n, bytes.Count(b, []byte("\n")), "every event came through the FIFO")
+
+	fi, err := os.Lstat(path)
+	require.NoError(t, err)
+	assert.Equal(t, os.ModeNamedPipe, fi.Mode().Type(), "the FIFO is where it was")
+	_, err = os.Lstat(path + ".1")
+	assert.ErrorIs(t, err, os.ErrNotExist, "nothing was rotated")
+}
+
+// A symbolic link is written through to its target and not rotated:
+// renaming it would rotate the link, not the file.
+func TestFileRecorderDoesNotRotateALink(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	target, link := filepath.Join(dir, "real.jsonl"), filepath.Join(dir, "audit.jsonl")
+	require.NoError(t, os.Symlink(target, link))
+	r, err := audit.NewFileRecorder(link, smallFiles(t))
+	require.NoError(t, err)
+	assert.False(t, r.Rotates())
+	const n = 20
+	for i := range n {
+		r.Record(stmt("s", i))
+	}
+	require.NoError(t, r.Close())
+
+	assert.Len(t, lines(t, target), n, "every event is in the link's target")
+	to, err := os.Readlink(link)
+	require.NoError(t, err)
+	assert.Equal(t, target, to, "the link is where it was")
+	for _, p := range []string{link + ".1", target + ".1"} {
+		_, err = os.Lstat(p)
+		assert.ErrorIs(t, err, os.ErrNotExist, "nothing was rotated: %s", p)
+	}
 }
 
 func TestFileRecorderAppends(t *testing.T) {

@@ -180,7 +180,9 @@ type Vault struct {
 type Audit struct {
 	File string `yaml:"file"`
 	// MaxBytes rotates the file when it grows past this size (default
-	// 100 MiB); Backups is how many rotated files to keep (default 5).
+	// 100 MiB); Backups is how many rotated files to keep (default 5). A
+	// File that is not a regular file of its own (a device such as
+	// /dev/stdout, a pipe, a symbolic link) is never rotated.
 	MaxBytes int64 `yaml:"max_bytes"`
 	Backups  int   `yaml:"backups"`
 	// Stdout also writes events as JSON lines to standard output.

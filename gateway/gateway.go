@@ -186,7 +186,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	}
 	g.gen.Store(gen)
 
-	if g.rec, err = buildAudit(cfg.Audit); err != nil {
+	if g.rec, err = buildAudit(cfg.Audit, g.log); err != nil {
 		return nil, err
 	}
 	g.addCloser(func() error {
@@ -635,12 +635,15 @@ func (g *Gateway) health() error {
 	return nil
 }
 
-func buildAudit(c config.Audit) (audit.Recorder, error) {
+func buildAudit(c config.Audit, log *slog.Logger) (audit.Recorder, error) {
 	var recs []audit.Recorder
 	if c.File != "" {
 		r, err := audit.NewFileRecorder(c.File, audit.FileOptions{MaxBytes: c.MaxBytes, MaxBackups: c.Backups})
 		if err != nil {
 			return nil, fmt.Errorf("audit: %w", err)
+		}
+		if !r.Rotates() {
+			log.Info("audit file is not a regular file (a device, pipe or link): written through, not rotated", "path", c.File)
 		}
 		recs = append(recs, r)
 	}
