@@ -7,9 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
+
+	"github.com/keyholedb/keyhole/internal/atomicfile"
 )
 
 // Save writes c as indented JSON. Maps are written with sorted keys, so the
@@ -27,28 +28,13 @@ func (c *Catalog) Save(w io.Writer) error {
 }
 
 // WriteFile saves c to path, replacing it atomically (a reader never sees a
-// half-written dump).
+// half-written dump; see internal/atomicfile for links and devices).
 func (c *Catalog) WriteFile(path string) error {
 	var buf bytes.Buffer
 	if err := c.Save(&buf); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("catalog: write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(buf.Bytes()); err != nil {
-		tmp.Close()
-		return fmt.Errorf("catalog: write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("catalog: write %s: %w", path, err)
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return fmt.Errorf("catalog: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.Write(path, buf.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("catalog: write %s: %w", path, err)
 	}
 	return nil

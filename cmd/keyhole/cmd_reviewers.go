@@ -8,10 +8,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/keyholedb/keyhole/admin"
+	"github.com/keyholedb/keyhole/internal/atomicfile"
 )
 
 func init() {
@@ -105,7 +105,7 @@ func reviewersMain(args []string, stdin io.Reader, stdout, stderr io.Writer) int
 		_, err = admin.ParseUsers(data)
 	}
 	if err == nil {
-		err = writeFileAtomic(*file, data)
+		err = atomicfile.Write(*file, data, 0o600)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "keyhole reviewers: %v\n", err)
@@ -123,26 +123,4 @@ func readUsers(path string) (*admin.UsersFile, error) {
 		return nil, err
 	}
 	return admin.ParseUsers(data)
-}
-
-// writeFileAtomic replaces path with data (mode 0600) so keyhole never
-// reads half a file.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".reviewers-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
