@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"math"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -404,7 +406,9 @@ type FileOptions struct {
 // /dev/stdout or /dev/null, a FIFO, a symbolic link) is written through as
 // a stream: never rotated, since renaming it would move the device node or
 // the link rather than start a new file, and never fsynced, since a pipe
-// or a terminal cannot be.
+// or a terminal cannot be. A FIFO that no process reads is waited for at
+// start (with a warning logged); one whose reader goes holds the events
+// back, as any failed write does, and is opened again for the next reader.
 type FileRecorder struct {
 	*pipeline
 	stream bool
@@ -425,7 +429,7 @@ func NewFileRecorder(path string, opts FileOptions) (*FileRecorder, error) {
 		opts.MaxBackups = DefaultMaxBackups
 	}
 	s := &fileSink{path: path, opts: opts}
-	if err := s.open(); err != nil {
+	if err := s.open(true); err != nil {
 		return nil, err
 	}
 	return &FileRecorder{newPipeline(s, opts.Buffer, opts.FlushInterval), s.stream}, nil
@@ -445,8 +449,28 @@ type fileSink struct {
 	stream bool
 }
 
-func (s *fileSink) open() error {
-	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+// open opens path for appending. A FIFO that no process reads fails with
+// ENXIO unless waitReader: then open logs that it waits and waits for a
+// reader (as open(2) does), which only the first open does — a writer's
+// retry must not block Close.
+func (s *fileSink) open(waitReader bool) error {
+	flags := os.O_WRONLY | os.O_CREATE | os.O_APPEND
+	fifo := false
+	if fi, err := os.Stat(s.path); err == nil && fi.Mode().Type() == fs.ModeNamedPipe {
+		// O_NONBLOCK: opening a FIFO for writing fails at once (ENXIO)
+		// rather than wait when no process reads it. (Writes still wait
+		// for room: Go's poller waits out EAGAIN.)
+		fifo = true
+		flags |= syscall.O_NONBLOCK
+	}
+	f, err := os.OpenFile(s.path, flags, 0o600)
+	if fifo && errors.Is(err, syscall.ENXIO) {
+		if !waitReader {
+			return fmt.Errorf("open audit file: %s is a FIFO that no process reads", s.path)
+		}
+		slog.Warn("audit: the audit file is a FIFO that no process reads yet; waiting for a reader", "path", s.path)
+		f, err = os.OpenFile(s.path, flags&^syscall.O_NONBLOCK, 0o600)
+	}
 	if err != nil {
 		return fmt.Errorf("open audit file: %w", err)
 	}
@@ -468,13 +492,19 @@ func (s *fileSink) open() error {
 func (s *fileSink) write(p []byte) (int, error) {
 	if s.f == nil {
 		// A failed rotation left no file open: reopen.
-		if err := s.open(); err != nil {
+		if err := s.open(false); err != nil {
 			return 0, err
 		}
 	}
 	n, err := s.f.Write(p)
 	s.size += int64(n)
 	if err != nil {
+		if s.stream {
+			// A FIFO whose reader went (EPIPE) takes nothing more: the
+			// retry opens it again, for the next reader.
+			_ = s.f.Close()
+			s.f = nil
+		}
 		return n, fmt.Errorf("write audit file: %w", err)
 	}
 	return n, nil
@@ -508,7 +538,7 @@ func (s *fileSink) rotate() error {
 	if err := os.Rename(s.path, s.path+".1"); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("rotate audit file: %w", err)
 	}
-	return s.open()
+	return s.open(false)
 }
 
 func (s *fileSink) close() error {

@@ -184,6 +184,94 @@ func TestFileRecorderWritesThroughAFIFO(t *testing.T) {
 	assert.ErrorIs(t, err, os.ErrNotExist, "nothing was rotated")
 }
 
+// A FIFO that no process reads yet: the recorder waits for a reader (and
+// logs that it waits) as open(2) would, then writes to it.
+func TestFileRecorderWaitsForAFIFOReader(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.fifo")
+	require.NoError(t, syscall.Mkfifo(path, 0o600))
+	opened := make(chan *audit.FileRecorder, 1)
+	go func() {
+		r, err := audit.NewFileRecorder(path, audit.FileOptions{})
+		assert.NoError(t, err)
+		opened <- r
+	}()
+	select {
+	case <-opened:
+		t.Fatal("the recorder opened a FIFO that no process reads")
+	case <-time.After(100 * time.Millisecond):
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		f, err := os.Open(path)
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer f.Close()
+		b, _ := io.ReadAll(f)
+		got <- b
+	}()
+	r := <-opened
+	require.NotNil(t, r)
+	for i := range 3 {
+		r.Record(stmt("s", i))
+	}
+	require.NoError(t, r.Close())
+	assert.Equal(t, 3, bytes.Count(<-got, []byte("\n")))
+}
+
+// When a FIFO's reader goes, the events that follow wait (as for any write
+// that fails) and reach the next reader.
+func TestFileRecorderFIFONextReader(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "audit.fifo")
+	require.NoError(t, syscall.Mkfifo(path, 0o600))
+	// readLines reads n lines from the FIFO, opening it again whenever
+	// its writer closed it (a reader that opens while the recorder drops
+	// a broken FIFO meets the end of the stream), as a log shipper does.
+	readLines := func(n int) <-chan []audit.Event {
+		out := make(chan []audit.Event, 1)
+		go func() {
+			var evs []audit.Event
+			defer func() { out <- evs }()
+			for deadline := time.Now().Add(20 * time.Second); len(evs) < n && time.Now().Before(deadline); {
+				f, err := os.Open(path)
+				if err != nil {
+					return
+				}
+				sc := bufio.NewScanner(f)
+				for len(evs) < n && sc.Scan() {
+					var ev audit.Event
+					if json.Unmarshal(sc.Bytes(), &ev) == nil {
+						evs = append(evs, ev)
+					}
+				}
+				f.Close()
+			}
+		}()
+		return out
+	}
+	first := readLines(5)
+	r, err := audit.NewFileRecorder(path, audit.FileOptions{})
+	require.NoError(t, err)
+	for i := range 5 {
+		r.Record(stmt("s", i))
+	}
+	require.Len(t, <-first, 5)
+	// The first reader has closed its end: these five find no reader.
+	for i := 5; i < 10; i++ {
+		r.Record(stmt("s", i))
+	}
+	second := readLines(5)
+	evs := <-second
+	require.NoError(t, r.Close())
+	require.Len(t, evs, 5, "the events written after the first reader left reach the second")
+	for i, ev := range evs {
+		assert.Equal(t, int64(5+i), ev.Rows)
+	}
+}
+
 // A symbolic link is written through to its target and not rotated:
 // renaming it would rotate the link, not the file.
 func TestFileRecorderDoesNotRotateALink(t *testing.T) {
