@@ -196,6 +196,8 @@ func TestFileRecorderWaitsForAFIFOReader(t *testing.T) {
 		assert.NoError(t, err)
 		opened <- r
 	}()
+	// Waiting leaves no trace to wait on: a recorder that did not wait
+	// would have returned well within this.
 	select {
 	case <-opened:
 		t.Fatal("the recorder opened a FIFO that no process reads")
