@@ -139,6 +139,23 @@ func TestFileRecorderRotation(t *testing.T) {
 	assert.Greater(t, len(evs), 25)
 }
 
+// readFIFO reads the FIFO at path to its end (its writer's close) and
+// sends what it read. Opening either end of a FIFO waits for the other.
+func readFIFO(path string) <-chan []byte {
+	got := make(chan []byte, 1)
+	go func() {
+		f, err := os.Open(path)
+		if err != nil {
+			got <- nil
+			return
+		}
+		defer f.Close()
+		b, _ := io.ReadAll(f)
+		got <- b
+	}()
+	return got
+}
+
 // smallFiles is FileOptions that would rotate every few events.
 func smallFiles(t *testing.T) audit.FileOptions {
 	line, err := json.Marshal(stmt("s", 100))
@@ -154,18 +171,7 @@ func TestFileRecorderWritesThroughAFIFO(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "audit.fifo")
 	require.NoError(t, syscall.Mkfifo(path, 0o600))
-	got := make(chan []byte, 1)
-	go func() {
-		// Opening either end waits for the other.
-		f, err := os.Open(path)
-		if err != nil {
-			got <- nil
-			return
-		}
-		defer f.Close()
-		b, _ := io.ReadAll(f)
-		got <- b
-	}()
+	got := readFIFO(path)
 	r, err := audit.NewFileRecorder(path, smallFiles(t))
 	require.NoError(t, err)
 	assert.False(t, r.Rotates())
@@ -203,17 +209,7 @@ func TestFileRecorderWaitsForAFIFOReader(t *testing.T) {
 		t.Fatal("the recorder opened a FIFO that no process reads")
 	case <-time.After(100 * time.Millisecond):
 	}
-	got := make(chan []byte, 1)
-	go func() {
-		f, err := os.Open(path)
-		if err != nil {
-			got <- nil
-			return
-		}
-		defer f.Close()
-		b, _ := io.ReadAll(f)
-		got <- b
-	}()
+	got := readFIFO(path)
 	r := <-opened
 	require.NotNil(t, r)
 	for i := range 3 {
