@@ -19,6 +19,8 @@ import (
 
 	"go.yaml.in/yaml/v3"
 	"golang.org/x/crypto/argon2"
+
+	"github.com/keyholedb/keyhole/internal/filestamp"
 )
 
 // Reviewer roles.
@@ -216,13 +218,12 @@ func sortedNames(m map[string]*User) []string {
 // users is the reviewers file, re-read when it changes (checked at most
 // once a second).
 type users struct {
-	path string
-	mu   sync.Mutex
-	f    *UsersFile
-	mod  time.Time
-	size int64
-	seen time.Time
-	err  error
+	path  string
+	mu    sync.Mutex
+	f     *UsersFile
+	stamp filestamp.Stamp // f's file (internal/filestamp)
+	seen  time.Time
+	err   error
 }
 
 func (u *users) get() (*UsersFile, error) {
@@ -242,14 +243,14 @@ func (u *users) get() (*UsersFile, error) {
 		}
 		return nil, fmt.Errorf("reviewers file: %w", err)
 	}
-	if u.f != nil && fi.ModTime().Equal(u.mod) && fi.Size() == u.size {
+	if u.f != nil && filestamp.Of(fi) == u.stamp {
 		return u.f, nil
 	}
 	data, err := os.ReadFile(u.path)
 	if err == nil {
 		var f *UsersFile
 		if f, err = ParseUsers(data); err == nil {
-			u.f, u.mod, u.size, u.err = f, fi.ModTime(), fi.Size(), nil
+			u.f, u.stamp, u.err = f, filestamp.Of(fi), nil
 			return f, nil
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/internal/evloop"
+	"github.com/keyholedb/keyhole/internal/filestamp"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -88,7 +89,7 @@ type Gateway struct {
 
 	// reloadMu serializes reloads and guards policyStat.
 	reloadMu   sync.Mutex
-	policyStat fileStamp
+	policyStat filestamp.Stamp
 
 	ctx    context.Context // cancelled when the gateway stops; bounds reloads
 	cancel context.CancelFunc
@@ -592,18 +593,11 @@ func (g *Gateway) loadGeneration(cats map[string]*catalog.Catalog) (*generation,
 	return newGeneration(pol, cats, engines, dialect), nil
 }
 
-// fileStamp identifies a version of a file for change polling.
-type fileStamp struct {
-	mod  time.Time
-	size int64
-}
-
-func statFile(path string) fileStamp {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return fileStamp{}
-	}
-	return fileStamp{mod: fi.ModTime(), size: fi.Size()}
+// statFile is the policy file's stamp; the zero stamp when it cannot be
+// read (a later poll that can is a change).
+func statFile(path string) filestamp.Stamp {
+	st, _ := filestamp.Stat(path)
+	return st
 }
 
 func (g *Gateway) policyChanged() bool {

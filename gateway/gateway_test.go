@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -89,6 +90,19 @@ func TestPolicyFileWatch(t *testing.T) {
 	require.Equal(t, "42501", query(c, "SELECT title FROM products WHERE id = 3"))
 	e.writePolicy(withProducts)
 	e.waitLog("policy reloaded", "file changed")
+	assert.Equal(t, "Cable", query(c, "SELECT title FROM products WHERE id = 3"))
+
+	// A new version of the same size that keeps the old modification
+	// time (cp -p, rsync -t): customers are no longer readable.
+	fi, err := os.Stat(e.policy)
+	require.NoError(t, err)
+	sameSize := strings.Replace(withProducts, "public.customers, public.products]", "public.products]                  ", 1)
+	require.Len(t, sameSize, len(withProducts))
+	require.NotEqual(t, withProducts, sameSize)
+	e.writePolicy(sameSize)
+	require.NoError(t, os.Chtimes(e.policy, fi.ModTime(), fi.ModTime()))
+	assert.Eventually(t, func() bool { return query(c, "SELECT name FROM customers WHERE id = 1") == "42501" },
+		10*time.Second, 20*time.Millisecond, "the same-size, same-mtime version was picked up")
 	assert.Equal(t, "Cable", query(c, "SELECT title FROM products WHERE id = 3"))
 }
 

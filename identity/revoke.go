@@ -9,13 +9,16 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/keyholedb/keyhole/internal/filestamp"
 )
 
 // revokedRecheck is how often the revocation file is stat'ed for changes.
 const revokedRecheck = time.Second
 
 // revocationList is a file of revoked token ids (jti), one per line, "#"
-// comments allowed, reloaded when its size or mtime changes. If the file
+// comments allowed, reloaded when it changes (internal/filestamp: also a
+// same-size rewrite that keeps the old mtime). If the file
 // later becomes unreadable the last list stays in force: a revocation is
 // never undone by accident.
 type revocationList struct {
@@ -25,8 +28,7 @@ type revocationList struct {
 	mu      sync.Mutex
 	ids     map[string]bool
 	checked time.Time
-	modTime time.Time
-	size    int64
+	stamp   filestamp.Stamp
 }
 
 func newRevocationList(path string, now func() time.Time) (*revocationList, error) {
@@ -60,7 +62,7 @@ func (r *revocationList) loadLocked(fi os.FileInfo) error {
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("revoked tokens file %s: %w", r.path, err)
 	}
-	r.ids, r.modTime, r.size = ids, fi.ModTime(), fi.Size()
+	r.ids, r.stamp = ids, filestamp.Of(fi)
 	return nil
 }
 
@@ -73,7 +75,7 @@ func (r *revocationList) revoked(jti string) bool {
 		switch {
 		case err != nil:
 			slog.Error("revoked tokens file unreadable; keeping last list", "path", r.path, "err", err)
-		case !fi.ModTime().Equal(r.modTime) || fi.Size() != r.size:
+		case filestamp.Of(fi) != r.stamp:
 			if err := r.loadLocked(fi); err != nil {
 				slog.Error("revoked tokens file reload failed; keeping last list", "path", r.path, "err", err)
 			} else {

@@ -288,10 +288,22 @@ func TestRevocation(t *testing.T) {
 	r, _ := identity.ReasonOf(err)
 	assert.Equal(t, identity.ReasonTokenRevoked, r)
 
+	// A list of the same size that kept the old mtime (cp -p, rsync -t)
+	// is a new list too.
+	fi, err := os.Stat(revoked)
+	require.NoError(t, err)
+	_, err = a.Token("a", mint("new-2"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(revoked, []byte("old-1\nnew-2  # leaked\n"), 0o600))
+	require.NoError(t, os.Chtimes(revoked, fi.ModTime(), fi.ModTime()))
+	now.Add(int64(2 * time.Second))
+	_, err = a.Token("a", mint("new-2"))
+	require.ErrorIs(t, err, identity.ErrAuthFailed, "the same-size list with the old mtime revokes new-2")
+
 	// A vanished file keeps the last list in force.
 	require.NoError(t, os.Remove(revoked))
 	now.Add(int64(2 * time.Second))
-	_, err = a.Token("a", mint("new-1"))
+	_, err = a.Token("a", mint("new-2"))
 	require.ErrorIs(t, err, identity.ErrAuthFailed)
 }
 
