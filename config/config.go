@@ -195,8 +195,9 @@ type Audit struct {
 // Policy is the roles/labels/agents file (see sqlpolicy).
 type Policy struct {
 	File string `yaml:"file"`
-	// ReloadInterval is how often the file's modification time is checked
-	// (default 1s; SIGHUP reloads at once). Negative turns polling off.
+	// ReloadInterval is how often the file is checked for a new version
+	// (its times, size and inode; default 1s; SIGHUP reloads at once).
+	// Negative turns polling off.
 	ReloadInterval time.Duration `yaml:"reload_interval"`
 }
 
