@@ -405,8 +405,8 @@ type FileOptions struct {
 // A path that is not a regular file of its own (a device such as
 // /dev/stdout or /dev/null, a FIFO, a symbolic link) is written through as
 // a stream: never rotated, since renaming it would move the device node or
-// the link rather than start a new file, and never fsynced, since a pipe
-// or a terminal cannot be. A FIFO that no process reads is waited for at
+// the link rather than start a new file; and a device or FIFO is never
+// fsynced, since a pipe or a terminal cannot be. A FIFO that no process reads is waited for at
 // start (with a warning logged); one whose reader goes holds the events
 // back, as any failed write does, and is opened again for the next reader.
 type FileRecorder struct {
@@ -444,9 +444,10 @@ type fileSink struct {
 	opts FileOptions
 	f    *os.File
 	size int64
-	// stream: path is not a regular file of its own (see FileRecorder);
-	// decided when it is first opened.
-	stream bool
+	// stream: path is not a regular file of its own (see FileRecorder):
+	// it is not rotated. special: what it opens is not a regular file but
+	// a device or FIFO (a link's target can be regular, and is fsynced).
+	stream, special bool
 }
 
 // open opens path for appending. A FIFO that no process reads fails with
@@ -480,7 +481,7 @@ func (s *fileSink) open(waitReader bool) error {
 		return fmt.Errorf("stat audit file: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		s.stream = true
+		s.stream, s.special = true, true
 	} else if li, err := os.Lstat(s.path); err != nil || !li.Mode().IsRegular() {
 		// A link to a regular file: rotating would rename the link.
 		s.stream = true
@@ -499,7 +500,7 @@ func (s *fileSink) write(p []byte) (int, error) {
 	n, err := s.f.Write(p)
 	s.size += int64(n)
 	if err != nil {
-		if s.stream {
+		if s.special {
 			// A FIFO whose reader went (EPIPE) takes nothing more: the
 			// retry opens it again, for the next reader.
 			_ = s.f.Close()
@@ -547,7 +548,7 @@ func (s *fileSink) close() error {
 	}
 	f := s.f
 	s.f = nil
-	if !s.stream {
+	if !s.special {
 		if err := f.Sync(); err != nil {
 			f.Close()
 			return fmt.Errorf("sync audit file: %w", err)
