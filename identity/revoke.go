@@ -18,9 +18,9 @@ const revokedRecheck = time.Second
 
 // revocationList is a file of revoked token ids (jti), one per line, "#"
 // comments allowed, reloaded when it changes (internal/filestamp: also a
-// same-size rewrite that keeps the old mtime). If the file
-// later becomes unreadable the last list stays in force: a revocation is
-// never undone by accident.
+// same-size rewrite that keeps the old mtime). If the file later becomes
+// unreadable the last list stays in force: a revocation is never undone
+// by accident.
 type revocationList struct {
 	path string
 	now  func() time.Time
