@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -151,11 +152,30 @@ func (c *Cluster) ReplicaName() string {
 	return fmt.Sprintf("replica-%d", c.Replica)
 }
 
+// deviceFile reports an audit path whose directory is no place for the
+// default store: a device, FIFO or socket (/dev/null; /dev/stdout when it
+// is a pipe), or anything under /dev or /proc (/dev/stdout redirected to a
+// file). The store would land in /dev, a file system in memory, and the
+// console's requests and grants would go with the next reboot.
+func deviceFile(path string) bool {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return false
+	}
+	for _, dir := range []string{"/dev/", "/proc/"} {
+		if strings.HasPrefix(abs, dir) {
+			return true
+		}
+	}
+	fi, err := os.Stat(path)
+	return err == nil && !fi.Mode().IsRegular()
+}
+
 func (c *Config) applyApprovalDefaults() {
 	if c.Store.URL == "" {
 		dir := "."
 		switch {
-		case c.Audit.File != "":
+		case c.Audit.File != "" && !deviceFile(c.Audit.File):
 			dir = filepath.Dir(c.Audit.File)
 		case c.Path != "":
 			dir = filepath.Dir(c.Path)

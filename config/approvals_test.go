@@ -3,6 +3,8 @@ package config_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -26,6 +28,24 @@ func TestStoreAndApprovalsDefaults(t *testing.T) {
 	assert.Equal(t, config.DefaultDenialRetention, c.Store.Retention.Denials)
 	assert.Equal(t, 200*time.Millisecond, c.Store.SyncInterval)
 	assert.Equal(t, config.DefaultConsoleSession, c.Console.SessionTTL)
+}
+
+// An audit "file" that is a device or lives under /dev or /proc is no
+// place for the default store: it goes next to keyhole.yaml instead.
+func TestDefaultStoreNotNextToADevice(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "logs", "audit.fifo")
+	require.NoError(t, os.Mkdir(filepath.Dir(fifo), 0o700))
+	require.NoError(t, syscall.Mkfifo(fifo, 0o600))
+	for _, audit := range []string{"/dev/null", "/dev/stdout", "/proc/self/fd/1", fifo} {
+		path := filepath.Join(dir, "keyhole.yaml")
+		c, err := config.Parse(path, []byte(strings.Replace(minimal, "audit: {file: audit.jsonl}", "audit: {file: "+audit+"}", 1)))
+		require.NoError(t, err, audit)
+		require.Equal(t, audit, c.Audit.File)
+		c.ApplyDefaults()
+		assert.Equal(t, "sqlite:"+filepath.Join(dir, config.DefaultStoreFile), c.Store.URL, audit)
+	}
 }
 
 func TestStoreForms(t *testing.T) {
