@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -124,6 +125,13 @@ func Open(ctx context.Context, rawURL string, opts Options) (*Store, error) {
 		// of other connections wait rather than fail; _txlock=immediate:
 		// a transaction takes the write lock when it starts, so two
 		// read-then-write transactions cannot deadlock.
+		// A new database is made readable by its owner only, as the audit
+		// file is: it holds who asked to run what, and the reviewers'
+		// notes. (SQLite gives its -wal and -shm files the database's
+		// mode; an empty file is an empty database.)
+		if f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600); err == nil {
+			_ = f.Close()
+		}
 		dsn := "file:" + abs + "?_busy_timeout=10000&_journal_mode=WAL&_synchronous=NORMAL&_foreign_keys=1&_txlock=immediate"
 		db, err = sql.Open("sqlite3", dsn)
 	}

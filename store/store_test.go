@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -379,6 +380,20 @@ func TestLogins(t *testing.T) {
 		_, err = s.Login(ctx, "h2")
 		require.ErrorIs(t, err, store.ErrNotFound)
 	})
+}
+
+// A new sqlite store, and its write-ahead log, are the owner's only.
+func TestSQLiteFileMode(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "keyhole.db")
+	s, err := store.Open(context.Background(), "sqlite:"+path, store.Options{})
+	require.NoError(t, err)
+	defer s.Close()
+	for _, p := range []string{path, path + "-wal"} {
+		fi, err := os.Stat(p)
+		require.NoError(t, err, p)
+		assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), p)
+	}
 }
 
 func TestOpenErrors(t *testing.T) {
