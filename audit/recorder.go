@@ -57,6 +57,10 @@ type sink interface {
 	fits(b []byte) int
 	rotate() error
 	close() error // fsync where possible and release
+	// follow is called before each batch: a file sink whose path no
+	// longer names the open file (renamed away by logrotate, deleted)
+	// lets it go, so that the batch opens the path anew.
+	follow()
 }
 
 // pipeline is the queue and the writer goroutine shared by FileRecorder
@@ -244,6 +248,7 @@ func (p *pipeline) run() {
 // writeBatch writes whole lines, the given number of them, rotating the
 // sink between lines when the next one would pass its size limit.
 func (p *pipeline) writeBatch(b []byte, lines int) {
+	p.sink.follow()
 	for len(b) > 0 {
 		n := p.sink.fits(b)
 		if n == 0 {
@@ -376,6 +381,7 @@ type writerSink struct{ w io.Writer }
 func (s writerSink) write(p []byte) (int, error) { return s.w.Write(p) }
 func (s writerSink) fits(b []byte) int           { return len(b) }
 func (s writerSink) rotate() error               { return nil }
+func (s writerSink) follow()                     {}
 func (s writerSink) close() error {
 	if f, ok := s.w.(*os.File); ok {
 		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
@@ -402,6 +408,9 @@ type FileOptions struct {
 }
 
 // FileRecorder appends JSON lines to a file (mode 0600), rotating by size.
+// An external rotation is followed: when the path no longer names the open
+// file (logrotate renamed it, or it was deleted), the next batch goes to a
+// new file at the path; no signal is needed.
 // A path that is not a regular file of its own (a device such as
 // /dev/stdout or /dev/null, a FIFO, a symbolic link) is written through as
 // a stream: never rotated, since renaming it would move the device node or
@@ -443,6 +452,7 @@ type fileSink struct {
 	path string
 	opts FileOptions
 	f    *os.File
+	fi   os.FileInfo // f's, at open
 	size int64
 	// stream: path is not a regular file of its own (see FileRecorder):
 	// it is not rotated. special: what it opens is not a regular file but
@@ -486,13 +496,37 @@ func (s *fileSink) open(waitReader bool) error {
 		// A link to a regular file: rotating would rename the link.
 		s.stream = true
 	}
-	s.f, s.size = f, fi.Size()
+	s.f, s.fi, s.size = f, fi, fi.Size()
 	return nil
+}
+
+// follow lets the open file go when the path no longer names it: an
+// external rotation (logrotate's default renames the file and creates a
+// new one) or a deletion would otherwise leave keyhole writing to a file
+// that is rotated on, compressed or deleted, and the events would be
+// lost. It also takes the file's size from the file system, which
+// logrotate's copytruncate shrinks. A stream is left alone.
+func (s *fileSink) follow() {
+	if s.f == nil || s.stream {
+		return
+	}
+	fi, err := os.Stat(s.path)
+	switch {
+	case err == nil && os.SameFile(fi, s.fi):
+		s.size = fi.Size()
+		return
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return // unknown: write on where we are
+	}
+	if err := s.close(); err != nil {
+		slog.Error("audit: closing the audit file that was renamed or deleted", "path", s.path, "err", err)
+	}
 }
 
 func (s *fileSink) write(p []byte) (int, error) {
 	if s.f == nil {
-		// A failed rotation left no file open: reopen.
+		// A failed rotation, a file renamed away or deleted (follow), or
+		// a FIFO's broken pipe left no file open: open the path anew.
 		if err := s.open(false); err != nil {
 			return 0, err
 		}

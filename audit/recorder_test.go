@@ -296,6 +296,46 @@ func TestFileRecorderDoesNotRotateALink(t *testing.T) {
 	}
 }
 
+// An external rotation (logrotate renames the file and creates a new one,
+// or a deletion) is followed: the events after it go to a new file at the
+// path, and none goes to the renamed or deleted one.
+func TestFileRecorderFollowsExternalRotation(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "audit.jsonl")
+	r, err := audit.NewFileRecorder(path, audit.FileOptions{})
+	require.NoError(t, err)
+	record := func(from, to int) {
+		for i := from; i < to; i++ {
+			r.Record(stmt("s", i))
+		}
+	}
+	written := func(p string, n int) {
+		t.Helper()
+		require.Eventually(t, func() bool {
+			b, _ := os.ReadFile(p)
+			return bytes.Count(b, []byte("\n")) == n
+		}, 10*time.Second, 5*time.Millisecond, "%d lines in %s", n, p)
+	}
+	record(0, 5)
+	written(path, 5)
+	require.NoError(t, os.Rename(path, path+".1"))
+	record(5, 10)
+	written(path, 5)
+	require.NoError(t, os.Remove(path))
+	record(10, 15)
+	require.NoError(t, r.Close())
+
+	rows := func(evs []audit.Event) (out []int64) {
+		for _, ev := range evs {
+			out = append(out, ev.Rows)
+		}
+		return out
+	}
+	assert.Equal(t, []int64{0, 1, 2, 3, 4}, rows(lines(t, path+".1")), "the renamed file got nothing after the rename")
+	assert.Equal(t, []int64{10, 11, 12, 13, 14}, rows(lines(t, path)), "the events after the deletion are in a new file")
+}
+
 func TestFileRecorderAppends(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
