@@ -408,16 +408,19 @@ type FileOptions struct {
 }
 
 // FileRecorder appends JSON lines to a file (mode 0600), rotating by size.
+//
 // An external rotation is followed: when the path no longer names the open
 // file (logrotate renamed it, or it was deleted), the next batch goes to a
 // new file at the path; no signal is needed.
+//
 // A path that is not a regular file of its own (a device such as
 // /dev/stdout or /dev/null, a FIFO, a symbolic link) is written through as
 // a stream: never rotated, since renaming it would move the device node or
-// the link rather than start a new file; and a device or FIFO is never
-// fsynced, since a pipe or a terminal cannot be. A FIFO that no process reads is waited for at
-// start (with a warning logged); one whose reader goes holds the events
-// back, as any failed write does, and is opened again for the next reader.
+// the link rather than start a new file. A device or FIFO is not fsynced
+// either: a pipe or a terminal cannot be. A FIFO that no process reads is
+// waited for at start (with a warning logged); one whose reader goes holds
+// the events back, as any failed write does, and is opened again for the
+// next reader.
 type FileRecorder struct {
 	*pipeline
 	stream bool
