@@ -62,6 +62,16 @@ type Loop struct {
 	ready   int    // events of a completed epoll wait, not yet handed out (-1: none)
 	arg     getEventsArg
 	ts      unix.Timespec
+	// direct: this turn waited with epoll_pwait and its writes go out at
+	// once, as in epoll mode (a turn at low load: see wait); only when
+	// adaptive.
+	direct, adaptive bool
+	// turns counts waits that returned events: [0] ring turns, [1]
+	// direct ones (tests).
+	turns [2]uint64
+	// perTurn is a moving average of the events a wait returns, in
+	// 1/256ths (io_uring mode's choice of a turn's kind).
+	perTurn int
 
 	mu     sync.Mutex
 	posted []func()
@@ -89,7 +99,7 @@ func newLoop(busyMS int) (*Loop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("evloop: eventfd: %w", err)
 	}
-	l := &Loop{epfd: epfd, wakefd: wakefd, evs: make([]unix.EpollEvent, 128), busyMS: busyMS, ready: -1}
+	l := &Loop{epfd: epfd, wakefd: wakefd, evs: make([]unix.EpollEvent, 128), busyMS: busyMS, ready: -1, adaptive: adaptiveTurns}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
 		unix.Close(epfd)
@@ -280,7 +290,7 @@ func (l *Loop) run(started chan<- struct{}) {
 	close(started)
 	for {
 		n := l.wait()
-		if l.ring != nil {
+		if l.ring != nil && !l.direct {
 			l.readAhead(n)
 		}
 		for i := 0; i < n; i++ {
@@ -308,6 +318,11 @@ var useRing = true
 
 // uringOn: loops try io_uring mode unless KEYHOLE_IO_URING=off.
 var uringOn = os.Getenv("KEYHOLE_IO_URING") != "off"
+
+// adaptiveTurns: io_uring mode loops make their turns at low load direct
+// (see wait) unless KEYHOLE_IO_URING=ring, which keeps every turn on the
+// ring (for comparisons; tests cover both).
+var adaptiveTurns = os.Getenv("KEYHOLE_IO_URING") != "ring"
 
 // sendable takes what fd's send queue makes of its events: Out on a full
 // queue sends it again this turn. It returns the events for the handler:
@@ -358,11 +373,49 @@ const busyWaitMS = 2
 // number of loops the other goroutines would wait for it, so then every
 // wait goes through the runtime.
 //
+// In io_uring mode a turn at low load is an epoll mode turn (direct): a
+// wait that returns one event at a time gains nothing from batching, and
+// io_uring's two io_uring_enter calls per turn cost more there than the
+// epoll_pwait, recvfrom and sendto of epoll mode (at one client, pgbench
+// -S: about 3 µs more CPU and 12 µs more latency per transaction). The
+// choice follows a moving average of the events per wait (below
+// directBelow: direct), and a turn is direct only when the ring has no
+// epoll wait in flight (it would write to the same event array). What the
+// last ring turn queued goes first, each queue with one sendto(2).
+//
 //go:noinline
 func (l *Loop) wait() int {
 	if l.ring != nil {
-		return l.waitRing()
+		l.direct = l.adaptive && l.perTurn < directBelow && !l.waiting && l.ready < 0
+		if l.direct {
+			l.sendQueued()
+		} else {
+			n := l.waitRing()
+			l.countTurn(n, 0)
+			return n
+		}
 	}
+	n := l.waitEpoll()
+	l.countTurn(n, 1)
+	return n
+}
+
+// directBelow is the average events per wait (in 1/256ths) under which an
+// io_uring mode loop makes its turns direct: 1.5.
+const directBelow = 384
+
+// countTurn folds a wait's events into perTurn (weight 1/8). A wait that
+// returned nothing (a timeout, a signal) is no turn.
+func (l *Loop) countTurn(n, kind int) {
+	if n > 0 {
+		l.perTurn += (min(n, 64)*256 - l.perTurn) / 8
+		l.turns[kind]++
+	}
+}
+
+// waitEpoll is wait with epoll_pwait (epoll mode, and io_uring mode's
+// direct turns).
+func (l *Loop) waitEpoll() int {
 	if l.raw {
 		r, _, e := syscall.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.evs[0])), uintptr(len(l.evs)), uintptr(l.busyMS), 0, 0)
 		switch {
@@ -445,17 +498,20 @@ func Read(fd int, p []byte) (int, syscall.Errno) {
 // (possibly fewer than len(p)), or an errno (EAGAIN: nothing can be taken
 // now, wait for Out; EPIPE, ECONNRESET: the peer is gone). Loop goroutine
 // only. In epoll mode, or for a descriptor not registered with l, it is
-// one sendto(2). In io_uring mode the bytes are copied to fd's send
-// queue, sent with the turn's other sends when the loop next waits; a
-// failed send's error comes from the next Write (and the socket's events),
-// and a queue the socket has not drained (maxQueued) takes nothing more
-// until Out.
+// one sendto(2), and so it is in io_uring mode's direct turns (see wait)
+// while fd's send queue is empty. Otherwise, in io_uring mode, the bytes
+// are copied to fd's send queue, sent with the turn's other sends when the
+// loop next waits; a failed send's error comes from the next Write (and
+// the socket's events), and a queue the socket has not drained (maxQueued)
+// takes nothing more until Out.
 func (l *Loop) Write(fd int, p []byte) (int, syscall.Errno) {
 	if len(p) == 0 {
 		return 0, 0
 	}
 	if l.ring != nil && fd >= 0 && fd < len(l.handlers) && l.handlers[fd] != nil {
-		return l.queueWrite(fd, p)
+		if q := &l.sends[fd]; !l.direct || q.pending() > 0 || q.inRing || q.err != 0 {
+			return l.queueWrite(fd, p)
+		}
 	}
 	return writeNow(fd, p)
 }

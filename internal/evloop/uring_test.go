@@ -38,17 +38,20 @@ func onLoopPair[A, B any](l *Loop, f func() (A, B)) (A, B) {
 	return r.a, r.b
 }
 
-// bothModes runs f on a loop in each mode.
+// bothModes runs f on a loop in each mode: epoll, io_uring with every
+// turn on the ring, and io_uring as it runs by default (direct turns at
+// low load).
 func bothModes(t *testing.T, f func(t *testing.T, l *Loop)) {
 	for _, m := range []struct {
-		name  string
-		uring bool
-	}{{"epoll", false}, {"io_uring", true}} {
+		name            string
+		uring, adaptive bool
+	}{{"epoll", false, false}, {"io_uring", true, false}, {"io_uring-adaptive", true, true}} {
 		t.Run(m.name, func(t *testing.T) {
 			l := newTestLoop(t, m.uring)
 			if l.URing() != m.uring {
 				t.Skip("mode not available")
 			}
+			onLoop(l, func() bool { l.adaptive = m.adaptive; return true })
 			f(t, l)
 		})
 	}
@@ -222,7 +225,9 @@ func TestRemoveReturnsUnsent(t *testing.T) {
 		l.Post(s.stop)
 		unsent := <-s.done
 		written := onLoop(l, func() int { return s.written })
-		if l.URing() && len(unsent) == 0 {
+		// (Direct turns write as epoll mode does: a full socket takes
+		// nothing more and nothing is queued.)
+		if l.URing() && !onLoop(l, func() bool { return l.adaptive }) && len(unsent) == 0 {
 			t.Fatal("io_uring mode: a full queue's bytes were not handed back")
 		}
 		_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
@@ -344,10 +349,14 @@ func TestReadAhead(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("the end of the stream did not reach the handler")
 		}
-		aheads := onLoop(l, func() int { return e.aheads })
+		aheads, adaptive := onLoopPair(l, func() (int, bool) { return e.aheads, l.adaptive })
 		switch {
-		case l.URing() && aheads < 100:
+		case l.URing() && !adaptive && aheads < 100:
 			t.Fatalf("io_uring mode: %d of 101 reads were read-aheads", aheads)
+		case l.URing() && adaptive && aheads > 10:
+			// One round trip at a time: the turns are direct, and the
+			// handler reads for itself.
+			t.Fatalf("io_uring mode, one event per turn: %d of 101 reads were read-aheads", aheads)
 		case !l.URing() && aheads != 0:
 			t.Fatalf("epoll mode read ahead (%d)", aheads)
 		}
@@ -450,5 +459,67 @@ func TestSlowReaderQueueStaysBounded(t *testing.T) {
 	}
 	if c := onLoop(l, func() int { return s.maxCap }); c > 4*maxQueued {
 		t.Fatalf("the send queue's buffer grew to %d bytes for a %d-byte stream", c, s.total)
+	}
+}
+
+// An io_uring mode loop switches between direct turns (one event at a
+// time) and ring turns (many sessions ready at once) as the load changes,
+// and no byte is lost, changed or reordered on the way.
+func TestAdaptiveTurnsSwitch(t *testing.T) {
+	l := newTestLoop(t, true)
+	if !l.URing() {
+		t.Skip("no io_uring mode")
+	}
+	onLoop(l, func() bool { l.adaptive = true; return true })
+	const sessions = 40
+	clients := make([]net.Conn, sessions)
+	for i := range clients {
+		c, srv := pair(t)
+		fd, err := Detach(srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &aheadEcho{echo: echo{l: l, fd: fd, closed: make(chan struct{}), err: make(chan any, 1)}}
+		if err := onLoop(l, func() error { return l.Add(fd, In, e) }); err != nil {
+			t.Fatal(err)
+		}
+		clients[i] = c
+	}
+	turns := func() [2]uint64 { return onLoop(l, func() [2]uint64 { return l.turns }) }
+	sequential := func() {
+		for i := range 50 {
+			roundTrip(t, clients[i%sessions], "one at a time "+string(rune('a'+i%26)))
+		}
+	}
+	burst := func(round int) {
+		for i, c := range clients {
+			if _, err := c.Write([]byte{byte(i), byte(round)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, c := range clients {
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			got := make([]byte, 2)
+			if _, err := io.ReadFull(c, got); err != nil || got[0] != byte(i) || got[1] != byte(round) {
+				t.Fatalf("session %d round %d: %v %v", i, round, got, err)
+			}
+		}
+	}
+
+	sequential()
+	t0 := turns()
+	if t0[1] == 0 {
+		t.Fatalf("one round trip at a time made no direct turn (turns %v)", t0)
+	}
+	for round := range 20 {
+		burst(round)
+	}
+	t1 := turns()
+	if t1[0] == t0[0] {
+		t.Fatalf("bursts of %d sessions made no ring turn (turns %v, then %v)", sessions, t0, t1)
+	}
+	sequential()
+	if t2 := turns(); t2[1] == t1[1] {
+		t.Fatalf("after the bursts, one round trip at a time made no direct turn (turns %v, then %v)", t1, t2)
 	}
 }
