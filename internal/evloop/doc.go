@@ -66,7 +66,7 @@
 // whatever it carries, where epoll mode (and PgBouncer) make a read and a
 // write per message and an epoll_wait. That pays under load, not when
 // each wait brings one event: while a moving average of the events per
-// wait is under 1.5 (one client, a quiet hour) a turn is an epoll mode
+// wait is under 1.125 (one client, a quiet hour) a turn is an epoll mode
 // turn instead — epoll_pwait, the handlers' own reads, and each Write sent
 // at once while its descriptor's queue is empty — and a turn is never
 // direct while the ring has a wait or sends in flight

@@ -379,7 +379,7 @@ const busyWaitMS = 2
 // epoll_pwait, recvfrom and sendto of epoll mode (at one client, pgbench
 // -S: about 3 µs more CPU and 12 µs more latency per transaction). The
 // choice follows a moving average of the events per wait (below
-// directBelow: direct), and a turn is direct only when the ring has no
+// directBelow, 1.125: direct), and a turn is direct only when the ring has no
 // epoll wait in flight (it would write to the same event array). What the
 // last ring turn queued goes first, each queue with one sendto(2).
 //
@@ -401,8 +401,11 @@ func (l *Loop) wait() int {
 }
 
 // directBelow is the average events per wait (in 1/256ths) under which an
-// io_uring mode loop makes its turns direct: 1.5.
-const directBelow = 384
+// io_uring mode loop makes its turns direct: 1.125, one event at a time
+// with an occasional second. (At 1.5, eight pgbench clients' load, whose
+// waits bring one event now and then, made a fifth of its messages go by
+// direct turns and cost 4 µs more per transaction.)
+const directBelow = 288
 
 // countTurn folds a wait's events into perTurn (weight 1/8). A wait that
 // returned nothing (a timeout, a signal) is no turn.
