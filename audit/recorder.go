@@ -222,14 +222,7 @@ func (p *pipeline) run() {
 			// Every event queued during this sleep is written when it
 			// ends, less than one interval after it came.
 			p.mu.Unlock()
-			timer.Reset(p.interval)
-			select {
-			case <-timer.C:
-			case <-p.full:
-				timer.Stop()
-			case <-p.quit:
-				timer.Stop()
-			}
+			p.sleep(timer, p.interval)
 			p.mu.Lock()
 			ticked = true
 		}
@@ -250,14 +243,7 @@ func (p *pipeline) run() {
 		p.mu.Unlock()
 		if !closing && !ticked && wait > 0 {
 			// Gather until the oldest queued event is one interval old.
-			timer.Reset(wait)
-			select {
-			case <-timer.C:
-			case <-p.full:
-				timer.Stop()
-			case <-p.quit:
-				timer.Stop()
-			}
+			p.sleep(timer, wait)
 		}
 		p.mu.Lock()
 		batch, events := p.buf, p.nbuf
@@ -270,6 +256,18 @@ func (p *pipeline) run() {
 		if cap(batch) <= keepBuf {
 			spare = batch
 		}
+	}
+}
+
+// sleep waits d on timer, or less when flushNow or Close asks for a write.
+func (p *pipeline) sleep(timer *time.Timer, d time.Duration) {
+	timer.Reset(d)
+	select {
+	case <-timer.C:
+	case <-p.full:
+		timer.Stop()
+	case <-p.quit:
+		timer.Stop()
 	}
 }
 

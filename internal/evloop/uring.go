@@ -329,6 +329,15 @@ func (l *Loop) queueWrite(fd int, p []byte) (int, syscall.Errno) {
 	return len(p), 0
 }
 
+// takeDirty clears fd's dirty mark and reports whether its queue is to be
+// sent now: it has bytes, no send of it is in the ring, the
+// socket is not known full (Out will say), and fd is still registered.
+func (l *Loop) takeDirty(fd int) (*sendQ, bool) {
+	q := &l.sends[fd]
+	q.dirty = false
+	return q, !q.full && !q.inRing && q.pending() > 0 && l.handlers[fd] != nil
+}
+
 // queueSends puts a send of every dirty queue in the ring and returns how
 // many are there (none is in flight after the io_uring_enter that submits
 // it: MSG_DONTWAIT). A full ring is submitted and its completions handled
@@ -337,9 +346,8 @@ func (l *Loop) queueSends() int {
 	n := 0
 	for _, fd32 := range l.dirty {
 		fd := int(fd32)
-		q := &l.sends[fd]
-		q.dirty = false
-		if q.full || q.inRing || q.pending() == 0 || l.handlers[fd] == nil {
+		q, ok := l.takeDirty(fd)
+		if !ok {
 			continue
 		}
 		if l.ring.full() {
@@ -374,9 +382,8 @@ func (l *Loop) queueSends() int {
 func (l *Loop) sendQueued() {
 	for _, fd32 := range l.dirty {
 		fd := int(fd32)
-		q := &l.sends[fd]
-		q.dirty = false
-		if q.full || q.inRing || q.pending() == 0 || l.handlers[fd] == nil {
+		q, ok := l.takeDirty(fd)
+		if !ok {
 			continue
 		}
 		n, e := writeNow(fd, q.buf[q.off:])

@@ -363,6 +363,44 @@ func TestReadAhead(t *testing.T) {
 	})
 }
 
+// aheadEchoClients starts n aheadEcho sessions on l and returns their
+// clients.
+func aheadEchoClients(t *testing.T, l *Loop, n int) []net.Conn {
+	t.Helper()
+	clients := make([]net.Conn, n)
+	for i := range clients {
+		c, srv := pair(t)
+		fd, err := Detach(srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := &aheadEcho{echo: echo{l: l, fd: fd, closed: make(chan struct{}), err: make(chan any, 1)}}
+		if err := onLoop(l, func() error { return l.Add(fd, In, e) }); err != nil {
+			t.Fatal(err)
+		}
+		clients[i] = c
+	}
+	return clients
+}
+
+// burst has every client write before any reads (the loop sees them all
+// ready in the same turns), then checks each echo.
+func burst(t *testing.T, clients []net.Conn, round int) {
+	t.Helper()
+	for i, c := range clients {
+		if _, err := c.Write([]byte{byte(i), byte(round)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range clients {
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got := make([]byte, 2)
+		if _, err := io.ReadFull(c, got); err != nil || got[0] != byte(i) || got[1] != byte(round) {
+			t.Fatalf("session %d round %d: %v %v", i, round, got, err)
+		}
+	}
+}
+
 // More sessions than the ring has entries, all busy at once: a turn's
 // sends and read-aheads overflow the submission ring and go in parts
 // (queueSends, readAhead), and every byte still arrives.
@@ -370,35 +408,9 @@ func TestManySessionsOverflowTheRing(t *testing.T) {
 	defer func(n uint32) { ringEntries = n }(ringEntries)
 	ringEntries = 16
 	bothModes(t, func(t *testing.T, l *Loop) {
-		const sessions = 200
-		clients := make([]net.Conn, sessions)
-		for i := range clients {
-			c, srv := pair(t)
-			fd, err := Detach(srv)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e := &aheadEcho{echo: echo{l: l, fd: fd, closed: make(chan struct{}), err: make(chan any, 1)}}
-			if err := onLoop(l, func() error { return l.Add(fd, In, e) }); err != nil {
-				t.Fatal(err)
-			}
-			clients[i] = c
-		}
+		clients := aheadEchoClients(t, l, 200)
 		for round := range 5 {
-			// Every client writes before any reads: the loop sees them
-			// all ready in the same turns.
-			for i, c := range clients {
-				if _, err := c.Write([]byte{byte(i), byte(round)}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			for i, c := range clients {
-				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-				got := make([]byte, 2)
-				if _, err := io.ReadFull(c, got); err != nil || got[0] != byte(i) || got[1] != byte(round) {
-					t.Fatalf("session %d round %d: %v %v", i, round, got, err)
-				}
-			}
+			burst(t, clients, round)
 		}
 	})
 }
@@ -472,37 +484,11 @@ func TestAdaptiveTurnsSwitch(t *testing.T) {
 	}
 	onLoop(l, func() bool { l.adaptive = true; return true })
 	const sessions = 40
-	clients := make([]net.Conn, sessions)
-	for i := range clients {
-		c, srv := pair(t)
-		fd, err := Detach(srv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e := &aheadEcho{echo: echo{l: l, fd: fd, closed: make(chan struct{}), err: make(chan any, 1)}}
-		if err := onLoop(l, func() error { return l.Add(fd, In, e) }); err != nil {
-			t.Fatal(err)
-		}
-		clients[i] = c
-	}
+	clients := aheadEchoClients(t, l, sessions)
 	turns := func() [2]uint64 { return onLoop(l, func() [2]uint64 { return l.turns }) }
 	sequential := func() {
 		for i := range 50 {
 			roundTrip(t, clients[i%sessions], "one at a time "+string(rune('a'+i%26)))
-		}
-	}
-	burst := func(round int) {
-		for i, c := range clients {
-			if _, err := c.Write([]byte{byte(i), byte(round)}); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for i, c := range clients {
-			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			got := make([]byte, 2)
-			if _, err := io.ReadFull(c, got); err != nil || got[0] != byte(i) || got[1] != byte(round) {
-				t.Fatalf("session %d round %d: %v %v", i, round, got, err)
-			}
 		}
 	}
 
@@ -512,7 +498,7 @@ func TestAdaptiveTurnsSwitch(t *testing.T) {
 		t.Fatalf("one round trip at a time made no direct turn (turns %v)", t0)
 	}
 	for round := range 20 {
-		burst(round)
+		burst(t, clients, round)
 	}
 	t1 := turns()
 	if t1[0] == t0[0] {
