@@ -331,15 +331,7 @@ func (e *aheadEcho) Event(fd int, events uint32) {
 // stream, reach the handler as from its own reads.
 func TestReadAhead(t *testing.T) {
 	bothModes(t, func(t *testing.T, l *Loop) {
-		c, srv := pair(t)
-		fd, err := Detach(srv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e := &aheadEcho{echo: echo{l: l, fd: fd, closed: make(chan struct{}), err: make(chan any, 1)}}
-		if err := onLoop(l, func() error { return l.Add(fd, In, e) }); err != nil {
-			t.Fatal(err)
-		}
+		c, e := startAheadEcho(t, l)
 		for i := range 100 {
 			roundTrip(t, c, "message "+string(rune('a'+i%26)))
 		}
@@ -369,18 +361,25 @@ func aheadEchoClients(t *testing.T, l *Loop, n int) []net.Conn {
 	t.Helper()
 	clients := make([]net.Conn, n)
 	for i := range clients {
-		c, srv := pair(t)
-		fd, err := Detach(srv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e := &aheadEcho{echo: echo{l: l, fd: fd, closed: make(chan struct{}), err: make(chan any, 1)}}
-		if err := onLoop(l, func() error { return l.Add(fd, In, e) }); err != nil {
-			t.Fatal(err)
-		}
-		clients[i] = c
+		clients[i], _ = startAheadEcho(t, l)
 	}
 	return clients
+}
+
+// startAheadEcho starts an aheadEcho session on l and returns its client
+// and its handler.
+func startAheadEcho(t *testing.T, l *Loop) (net.Conn, *aheadEcho) {
+	t.Helper()
+	c, srv := pair(t)
+	fd, err := Detach(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &aheadEcho{echo: echo{l: l, fd: fd, closed: make(chan struct{}), err: make(chan any, 1)}}
+	if err := onLoop(l, func() error { return l.Add(fd, In, e) }); err != nil {
+		t.Fatal(err)
+	}
+	return c, e
 }
 
 // burst has every client write before any reads (the loop sees them all
