@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -118,8 +119,10 @@ func (s *Store) Approve(ctx context.Context, requestID string, a Approval) (*Gra
 			return fmt.Errorf("request %s is %s: %w", requestID, r.Status, ErrConflict)
 		}
 		now := s.now().Truncate(time.Millisecond)
+		// The grant's own copy of the access: its rules are named below,
+		// and the caller's slice is not the store's to write.
 		g = &Grant{ID: NewID("grt_"), RequestID: r.ID, Agent: r.Agent, Role: r.Role, Scope: a.Scope, Statement: r.Statement,
-			Access: a.Access, Purpose: r.Purpose, ApprovedBy: a.Reviewer, Note: a.Note, Created: now,
+			Access: slices.Clone(a.Access), Purpose: r.Purpose, ApprovedBy: a.Reviewer, Note: a.Note, Created: now,
 			Expires: now.Add(a.Duration), EndSessions: a.EndSessions}
 		if a.Scope == ScopeStatement {
 			g.Fingerprint = r.Fingerprint

@@ -215,6 +215,10 @@ func TestExpiryClaimedOnce(t *testing.T) {
 		require.NoError(t, s.Write(ctx, &store.Batch{Seen: []store.Seen{seen("bot", "fp1", c.now(), 1)}}))
 		g, _, err := s.Approve(ctx, store.RequestID("bot", "fp1"), store.Approval{Reviewer: "alice", Scope: store.ScopeAccess, Access: emailGrant, Duration: time.Minute})
 		require.NoError(t, err)
+		// The grant names its rules in its own copy: the caller's slice
+		// (here shared by parallel tests) is left as it was.
+		assert.Empty(t, emailGrant[0].Rule, "Approve wrote into the caller's access")
+		assert.Equal(t, "grant."+g.ID, g.Access[0].Rule)
 		ended, err := s.EndedUnrecorded(ctx, c.now())
 		require.NoError(t, err)
 		assert.Empty(t, ended)
