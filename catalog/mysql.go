@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/go-sql-driver/mysql"
 )
@@ -107,12 +108,24 @@ func MySQLConfig(dsn string) (*mysql.Config, error) {
 // information_schema is not transactional, so a concurrent DDL can still
 // show between the queries: a column of a table the table query did not
 // return, or a view definition of a view it did not, is ErrCatalogChanged
-// after three attempts.
+// after five attempts.
 func InspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
 	// information_schema is read object by object, so DDL elsewhere on the
-	// server can make two queries disagree: read again a few times.
+	// server can make two queries disagree: read again a few times. The
+	// pauses (20, 40, 80, 160 ms) let a burst of DDL end: three reads in a
+	// row, without them, all disagreed while other databases on the server
+	// were being created and dropped.
 	var err error
-	for attempt := 0; attempt < 3; attempt++ {
+	pause := 20 * time.Millisecond
+	for attempt := 0; attempt < 5; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return nil, err
+			case <-time.After(pause):
+			}
+			pause *= 2
+		}
 		var l *Loaded
 		l, err = inspectMySQL(ctx, db)
 		if !errors.Is(err, ErrCatalogChanged) {
