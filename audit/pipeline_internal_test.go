@@ -40,6 +40,9 @@ func TestWriterSleepsThroughAFlow(t *testing.T) {
 	first := waitWrite(t, w)
 
 	// Margins of 200 ms and more: a loaded machine's timers run late.
+	// A sleep, not a wait on an event: the case under test is an event
+	// that comes while the writer sleeps on its timer, which is time
+	// passing with nothing to announce it.
 	time.Sleep(interval / 2)
 	queued := time.Now()
 	p.record(&ev)
@@ -49,7 +52,8 @@ func TestWriterSleepsThroughAFlow(t *testing.T) {
 			d, interval, first.Add(interval).Sub(queued))
 	}
 
-	// The sleep after the second batch finds nothing: idle.
+	// The sleep after the second batch finds nothing: idle. (A sleep
+	// again: "the writer has gone idle" is an absence no event reports.)
 	time.Sleep(3 * interval)
 	queued = time.Now()
 	p.record(&ev)
