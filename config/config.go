@@ -22,6 +22,8 @@ const (
 	DefaultRelay             = RelayLoop
 	DefaultMaxMessageSize    = 64 << 20
 	DefaultIdleTimeout       = time.Hour // longer than any pool's idle check, shorter than forever
+	DefaultUpstreamReuseMax  = 32
+	DefaultUpstreamReuseIdle = 5 * time.Minute
 	DefaultPolicyReload      = time.Second
 	DefaultLogFormat         = "json"
 	DefaultLogLevel          = "info"
@@ -230,6 +232,15 @@ type Limits struct {
 	// goroutine while idle) or "goroutine" (a goroutine per session, as
 	// TLS sessions always are). Both front ends.
 	Relay string `yaml:"relay"`
+	// UpstreamReuseMax is how many upstream Postgres sessions whose
+	// clients left at a clean point (idle, outside a transaction) are
+	// kept, reset with DISCARD ALL, for the next session of the same
+	// agent that logs in exactly as they did (default 32; negative keeps
+	// none). Postgres front end.
+	UpstreamReuseMax int `yaml:"upstream_reuse_max"`
+	// UpstreamReuseIdle is how long a kept upstream session waits for
+	// reuse before it is closed (default 5m).
+	UpstreamReuseIdle time.Duration `yaml:"upstream_reuse_idle"`
 }
 
 // Log is keyhole's own log (stderr).

@@ -67,6 +67,12 @@ func (c *Config) ApplyDefaults() {
 	if c.Limits.Relay == "" {
 		c.Limits.Relay = DefaultRelay
 	}
+	if c.Limits.UpstreamReuseMax == 0 {
+		c.Limits.UpstreamReuseMax = DefaultUpstreamReuseMax
+	}
+	if c.Limits.UpstreamReuseIdle == 0 {
+		c.Limits.UpstreamReuseIdle = DefaultUpstreamReuseIdle
+	}
 	if c.Log.Format == "" {
 		c.Log.Format = DefaultLogFormat
 	}

@@ -479,9 +479,10 @@ func (c *Config) Validate() error {
 		bad("limits.relay", "%q: want loop or goroutine", c.Limits.Relay)
 	}
 	for k, d := range map[string]int64{
-		"limits.startup_timeout": int64(c.Limits.StartupTimeout),
-		"limits.idle_timeout":    int64(c.Limits.IdleTimeout),
-		"limits.shutdown_grace":  int64(c.Limits.ShutdownGrace),
+		"limits.startup_timeout":     int64(c.Limits.StartupTimeout),
+		"limits.idle_timeout":        int64(c.Limits.IdleTimeout),
+		"limits.shutdown_grace":      int64(c.Limits.ShutdownGrace),
+		"limits.upstream_reuse_idle": int64(c.Limits.UpstreamReuseIdle),
 	} {
 		if d < 0 {
 			bad(k, "negative")

@@ -122,6 +122,8 @@ func NewPostgresFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 			BufferMemory:   c.Limits.BufferMemory,
 			ShutdownGrace:  c.Limits.ShutdownGrace,
 			Relay:          c.Limits.Relay,
+			ReuseMax:       c.Limits.UpstreamReuseMax,
+			ReuseIdle:      c.Limits.UpstreamReuseIdle,
 		},
 		RawStatements: c.RawStatements,
 		Replica:       c.Replica,

@@ -162,6 +162,17 @@ type conn struct {
 	// cancelling is closed when the cancel of a max_rows cut that a loop
 	// started has landed; the client is not read before.
 	cancelling chan struct{}
+
+	// Upstream session reuse (reuse.go), set in phase 4 when it is on:
+	// the key the session logs in under, what the client was greeted
+	// with, the session probe's row, and when the backend logged in.
+	reuseKey reuseKey
+	greeting []byte
+	probeRow [][]byte
+	upBorn   time.Time
+	// cancels counts cancel requests being forwarded to the upstream
+	// (cancelUpstream); Add under mu while upPID is set.
+	cancels sync.WaitGroup
 }
 
 func (s *Server) newConn(nc net.Conn) *conn {
@@ -182,10 +193,12 @@ func (s *Server) newConn(nc net.Conn) *conn {
 		remoteIP:   ip,
 		remoteAddr: addr,
 		txStatus:   'I',
-		purgeAt:    64,
-		session:    s.cfg.Decider.NewSession(),
-		stopCh:     make(chan struct{}),
-		resolved:   make(chan struct{}, 1),
+		// Nothing forwarded yet: the server is between blocks.
+		endsBlock: true,
+		purgeAt:   64,
+		session:   s.cfg.Decider.NewSession(),
+		stopCh:    make(chan struct{}),
+		resolved:  make(chan struct{}, 1),
 	}
 	c.logh = connLog{c: c, h: s.log.Handler()}
 	c.log = slog.New(&c.logh)

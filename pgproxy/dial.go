@@ -71,13 +71,83 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 	var appName string
 	appName, c.appPrefix = upstreamAppName(c.agent.Name, c.appName)
 	params := c.startupParams(appName)
-	password := c.lease.Password.Reveal()
 	mark := len(c.clientBuffer())
+	adopted := false
+	if c.srv.reuse.enabled() {
+		c.reuseKey = c.reuseKeyFor(db, params)
+		if k := c.srv.reuse.take(c.reuseKey); k != nil {
+			switch err := c.adopt(k); {
+			case errors.Is(err, errShutdown):
+				return err
+			case err != nil:
+				c.log.Warn("kept upstream session not reused; logging in anew", "err", err)
+			default:
+				adopted = true
+				c.log.Debug("upstream session reused", "backend_pid", k.pid)
+			}
+		}
+	}
+	if !adopted {
+		if err := c.newUpstream(ctx, deadline, db, params, mark); err != nil {
+			return err
+		}
+	}
+	c.mu.Lock()
+	stopped, txStatus := c.stopped, c.txStatus
+	c.mu.Unlock()
+	if stopped {
+		// stop closed the upstream socket.
+		return errShutdown
+	}
+	if err := c.srv.register(c); err != nil {
+		return fatal(codeInternalError, "internal error", err)
+	}
+	c.log.Info("upstream session ready", "upstream", c.upName, "database", db, "reused", adopted)
+
+	c.authType = pgproto3.AuthTypeOk
+	c.send(&pgproto3.BackendKeyData{ProcessID: c.key.pid, SecretKey: c.key.secret})
+	c.send(&pgproto3.ReadyForQuery{TxStatus: txStatus})
+	if err := c.flushClient(); err != nil {
+		return fmt.Errorf("send startup response: %w", errClientGone)
+	}
+	return nil
+}
+
+// newUpstream logs a new upstream session in and probes it; c.wbuf[mark:]
+// then holds the client's greeting (AuthenticationOk, ParameterStatus). A
+// login the server refuses for lack of connection slots (53300) while
+// reset sessions are kept for reuse closes those and tries again: they
+// must not keep a new session out.
+func (c *conn) newUpstream(ctx context.Context, deadline time.Time, db string, params []string, mark int) error {
+	password := c.lease.Password.Reveal()
 	var err error
-	if asciiOnly(password) {
-		err = c.dialLogin(ctx, deadline, db, password, params)
-	} else {
-		err = c.dialPgconn(ctx, deadline, db, password, params)
+	for attempt := 0; ; attempt++ {
+		if asciiOnly(password) {
+			err = c.dialLogin(ctx, deadline, db, password, params)
+		} else {
+			err = c.dialPgconn(ctx, deadline, db, password, params)
+		}
+		if err == nil || attempt == 3 || !tooManyConnections(err) {
+			break
+		}
+		if n := c.srv.reuse.evict(c.upstream.Addr); n == 0 && attempt == 0 {
+			break
+		} else if n > 0 {
+			c.log.Info("upstream refused a login for lack of connection slots; closed the sessions kept for reuse", "closed", n)
+		}
+		c.mu.Lock()
+		nc := c.upConn
+		c.upConn = nil
+		c.mu.Unlock()
+		if nc != nil {
+			_ = nc.Close()
+		}
+		// The closed sessions' backends exit when they read the EOF.
+		select {
+		case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	if errors.Is(err, errShutdown) {
 		return err
@@ -112,25 +182,15 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 		return fatal(codeUnableToConnect, "keyhole: upstream unavailable",
 			fmt.Errorf("connect upstream %s: user=%s database=%s: %w", c.upstream.Addr, c.lease.User, db, err))
 	}
-	c.mu.Lock()
-	stopped, txStatus := c.stopped, c.txStatus
-	c.mu.Unlock()
-	if stopped {
-		// stop closed the upstream socket.
-		return errShutdown
-	}
-	if err := c.srv.register(c); err != nil {
-		return fatal(codeInternalError, "internal error", err)
-	}
-	c.log.Info("upstream session ready", "upstream", c.upName, "database", db)
-
-	c.authType = pgproto3.AuthTypeOk
-	c.send(&pgproto3.BackendKeyData{ProcessID: c.key.pid, SecretKey: c.key.secret})
-	c.send(&pgproto3.ReadyForQuery{TxStatus: txStatus})
-	if err := c.flushClient(); err != nil {
-		return fmt.Errorf("send startup response: %w", errClientGone)
-	}
+	c.noteGreeting(mark)
 	return nil
+}
+
+// tooManyConnections reports whether a login failed with 53300 (the
+// server's max_connections, or the role's or database's CONNECTION LIMIT).
+func tooManyConnections(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && pe.Code == codeTooManyConnections
 }
 
 // startupParams are the upstream session's startup parameters, as name,
@@ -353,6 +413,12 @@ func cleanAppName(s string) string {
 func (c *conn) cancelUpstream(ctx context.Context) error {
 	c.mu.Lock()
 	pid, key, up := c.upPID, c.upKey, c.upstream
+	if pid != 0 {
+		// keepUpstream waits for this cancel to land before the
+		// backend can serve another session.
+		c.cancels.Add(1)
+		defer c.cancels.Done()
+	}
 	c.mu.Unlock()
 	if pid == 0 {
 		return nil

@@ -16,7 +16,9 @@
 //  3. credentials (dial.go): the agent's role picks the upstream;
 //     creds.Source hands out a short-lived lease for (agent, role,
 //     upstream).
-//  4. dial upstream (dial.go, login.go): keyhole logs in with the lease
+//  4. dial upstream (dial.go, login.go): a reset session kept from an
+//     earlier client that logged in exactly so is taken when there is
+//     one (reuse.go); else keyhole logs in with the lease
 //     (TLS when the upstream has a TLS configuration; trust, cleartext,
 //     md5 or SCRAM-SHA-256, with channel binding over TLS when offered;
 //     a SCRAM password that is not ASCII goes through pgconn for
@@ -66,8 +68,10 @@
 //     The session ends when the lease is revoked, the agent's authority
 //     expires, the policy forgets the agent, or it has been idle (nothing
 //     in flight, nothing sent) for Limits.IdleTimeout (default 1h). When
-//     the client leaves, keyhole passes Terminate on and still reads and
-//     audits what the server answers to what it was sent.
+//     the client leaves with everything answered, outside a transaction,
+//     the upstream session is reset (DISCARD ALL) and kept for reuse
+//     (reuse.go); otherwise keyhole passes Terminate on and still reads
+//     and audits what the server answers to what it was sent.
 //
 // Refusals: a message keyhole refuses (denied Query or Parse, a Parse
 // declaring a parameter of a user-defined type, whose conversion at Bind

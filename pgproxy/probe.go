@@ -111,6 +111,10 @@ func (c *conn) probeSession(deadline time.Time) error {
 			if err != nil {
 				return fmt.Errorf("%w: %w", errProbe, err)
 			}
+			if c.srv.reuse.enabled() {
+				// A later session on this backend learns the same row.
+				c.probeRow = cloneRow(row)
+			}
 			return nil
 		default:
 			return fmt.Errorf("%w: unexpected message %q", errProbe, typ)

@@ -86,7 +86,7 @@ func (c *conn) relayEnd(err error) (rerr error) {
 			rerr = c.panicked("panic in connection", r)
 		}
 	}()
-	if errors.Is(err, errClientGone) {
+	if errors.Is(err, errClientGone) && !c.keepUpstream() {
 		c.goodbye()
 		c.waitReader()
 	}

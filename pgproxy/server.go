@@ -103,6 +103,13 @@ type Limits struct {
 	// internal/evloop, see loop.go) or config.RelayGoroutine (a goroutine
 	// per session, as TLS sessions always are).
 	Relay string
+	// ReuseMax is how many upstream sessions whose clients left at a
+	// clean point are kept, reset, for the next session that logs in
+	// exactly as they did (reuse.go); 0 = 32, negative = none are kept.
+	ReuseMax int
+	// ReuseIdle is how long a kept upstream session waits for reuse;
+	// 0 = 5m.
+	ReuseIdle time.Duration
 }
 
 // bufferWait bounds how long a client message waits for buffer memory.
@@ -133,6 +140,12 @@ func (l Limits) withDefaults() Limits {
 	if l.Relay == "" {
 		l.Relay = config.DefaultRelay
 	}
+	if l.ReuseMax == 0 {
+		l.ReuseMax = config.DefaultUpstreamReuseMax
+	}
+	if l.ReuseIdle <= 0 {
+		l.ReuseIdle = config.DefaultUpstreamReuseIdle
+	}
 	return l
 }
 
@@ -146,6 +159,8 @@ type Server struct {
 	buffers *memBudget
 	// leases ends sessions whose credentials are revoked.
 	leases leaseWatcher
+	// reuse keeps reset upstream sessions for reuse (reuse.go).
+	reuse *upstreamPool
 
 	ctx    context.Context // parent of every connection; cancelled last in Shutdown
 	cancel context.CancelFunc
@@ -209,11 +224,13 @@ func New(cfg Config) (*Server, error) {
 		fails = identity.NewLimiter(identity.LockoutConfig{})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	log = log.With("component", "pgproxy")
 	return &Server{
 		cfg:       cfg,
 		limits:    limits,
+		reuse:     newUpstreamPool(limits.ReuseMax, limits.ReuseIdle, log),
 		buffers:   newMemBudget(limits.BufferMemory),
-		log:       log.With("component", "pgproxy"),
+		log:       log,
 		fails:     fails,
 		ctx:       ctx,
 		cancel:    cancel,
@@ -293,6 +310,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for ln := range s.listeners {
 		_ = ln.Close()
 	}
+	// Kept upstream sessions close now; sessions that end from here on
+	// close theirs (put refuses them).
+	s.reuse.close()
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)

@@ -3,7 +3,10 @@ package vaulte2e_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
@@ -90,4 +93,36 @@ GRANT %[1]s TO {{mgmt}} WITH ADMIN OPTION;`, reader),
 	c2 := e.connect(orderBot, "vaulte2e-searchpath2")
 	_, err = count(ctx, c2, "SELECT count(*) FROM orders")
 	assert.Equal(t, "42501", sqlState(err), "second agent: %v", err)
+
+	// The agent leaves with its path set to public, at a clean point:
+	// keyhole resets the upstream session (DISCARD ALL) and keeps it for
+	// the agent's next session on the same login, which must start on
+	// the login's path, as keyhole knows from the first session's probe.
+	_, err = c.Exec(ctx, "SET search_path = public")
+	require.NoError(t, err)
+	backend := func(appName string) (pid int) {
+		t.Helper()
+		require.NoError(t, e.admin().QueryRow(ctx, "SELECT pid FROM pg_stat_activity WHERE application_name = $1", "keyhole:"+summarizer+" "+appName).Scan(&pid))
+		return pid
+	}
+	kept := backend("vaulte2e-searchpath")
+	closes := func() int { return strings.Count(readFile(t, e.audit), `"kind":"close"`) }
+	before := closes()
+	require.NoError(t, c.Close(ctx))
+	// keyhole keeps the backend before it audits the close.
+	require.Eventually(t, func() bool { return closes() > before }, 10*time.Second, 20*time.Millisecond)
+	c3 := e.connect(summarizer, "vaulte2e-searchpath")
+	assert.Equal(t, kept, backend("vaulte2e-searchpath"), "the agent's next session did not reuse its kept upstream session")
+	n, err = count(ctx, c3, "SELECT count(*) FROM orders")
+	assert.Equal(t, "42501", sqlState(err), "reused session: unqualified orders is analytics.orders again; got %d rows, err %v", n, err)
+	n, err = count(ctx, c3, "SELECT count(*) FROM public.orders")
+	require.NoError(t, err)
+	assert.Equal(t, int64(5), n)
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	return string(b)
 }
