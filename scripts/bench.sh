@@ -415,11 +415,16 @@ go_heap_inuse() {
 	[ "$1" = keyhole-base ] && p=$BASE_ADMIN_PORT
 	curl -fsS "http://127.0.0.1:$p/metrics" | awk '$1 == "go_memstats_heap_inuse_bytes" {printf "%d", $2 / 1024}'
 }
-# wait_backends_gone: until no session of LOGIN is left on DB (Postgres has
-# 100 connection slots, shared with whoever else uses this server).
+# wait_backends_gone [kept]: until no session of LOGIN is left on DB
+# (Postgres has 100 connection slots, shared with whoever else uses this
+# server). With "kept", the upstream sessions a keyhole keeps for reuse
+# (reset: idle, their last statement DISCARD ALL; limits.upstream_reuse_max)
+# are ended as they come, as PgBouncer's pool is emptied below.
 wait_backends_gone() {
 	local n
 	for _ in $(seq 1 100); do
+		[ "${1:-}" = kept ] && psql_admin -d postgres -Atc "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+			WHERE datname = '$DB' AND usename = '$LOGIN' AND state = 'idle' AND query = 'DISCARD ALL'" >/dev/null
 		n="$(psql_admin -d postgres -Atc "SELECT count(*) FROM pg_stat_activity WHERE datname = '$DB' AND usename = '$LOGIN'")"
 		[ "$n" = 0 ] && return 0
 		sleep 0.1
@@ -460,7 +465,10 @@ mem_idle() {
 		psql -X -q -h 127.0.0.1 -p "$BOUNCER_PORT" -U "$LOGIN" -d pgbouncer -c "KILL $DB" -c "RESUME $DB" >/dev/null ||
 			die "cannot close PgBouncer's server connections"
 	fi
-	wait_backends_gone
+	case $target in
+	keyhole*) wait_backends_gone kept ;;
+	*) wait_backends_gone ;;
+	esac
 	printf 'mem\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$IDLE_SESSIONS" "$before" "$after" "$heap_before" "$heap_after" >>"$RESULTS"
 	log "memory $target: RSS $before -> $after KiB with $IDLE_SESSIONS idle sessions"
 }
