@@ -533,3 +533,54 @@ func TestPurposeClaim(t *testing.T) {
 	_, err = a.Token("sales", signed)
 	require.ErrorIs(t, err, identity.ErrAuthFailed)
 }
+
+// What a token remembered as verified (tokenCache) is still refused for:
+// expiry, revocation, another user's name, and altered bytes.
+func TestTokenCacheRechecks(t *testing.T) {
+	t.Parallel()
+	key, pub := keyPair(t)
+	revoked := filepath.Join(t.TempDir(), "revoked")
+	require.NoError(t, os.WriteFile(revoked, nil, 0o600))
+	start := time.Now()
+	var now atomic.Int64
+	now.Store(start.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	a, err := identity.NewAt(identity.Config{Tokens: identity.TokenConfig{PublicKeyFile: pub, RevokedFile: revoked, Leeway: 10 * time.Second}}, clock)
+	require.NoError(t, err)
+	tok, err := identity.Mint(key, identity.Claims{Agent: "a", TTL: time.Minute, ID: "jti-1"})
+	require.NoError(t, err)
+	reason := func(err error) identity.Reason {
+		r, _ := identity.ReasonOf(err)
+		return r
+	}
+
+	for range 2 {
+		_, err = a.Token("a", tok)
+		require.NoError(t, err)
+	}
+	_, err = a.Token("b", tok)
+	assert.Equal(t, identity.ReasonTokenSubject, reason(err), "%v", err)
+	altered := tok[:len(tok)-2] + map[bool]string{true: "AA", false: "BB"}[!strings.HasSuffix(tok, "AA")]
+	for range 2 {
+		_, err = a.Token("a", altered)
+		assert.ErrorIs(t, err, identity.ErrAuthFailed)
+	}
+
+	// Expired: past exp plus the leeway, not before.
+	now.Store(start.Add(time.Minute + 5*time.Second).UnixNano())
+	_, err = a.Token("a", tok)
+	require.NoError(t, err, "within the leeway")
+	now.Store(start.Add(time.Minute + 15*time.Second).UnixNano())
+	_, err = a.Token("a", tok)
+	assert.Equal(t, identity.ReasonTokenExpired, reason(err), "%v", err)
+
+	// Revoked while remembered.
+	tok2, err := identity.Mint(key, identity.Claims{Agent: "a", TTL: time.Hour, ID: "jti-2"})
+	require.NoError(t, err)
+	_, err = a.Token("a", tok2)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(revoked, []byte("jti-2\n"), 0o600))
+	now.Add(int64(2 * time.Second)) // the list is re-read at most every second
+	_, err = a.Token("a", tok2)
+	assert.Equal(t, identity.ReasonTokenRevoked, reason(err), "%v", err)
+}
