@@ -266,7 +266,13 @@ func (e *env) dsn(agent string) string {
 
 func (e *env) connect(mode pgx.QueryExecMode) *pgx.Conn {
 	e.t.Helper()
-	cfg, err := pgx.ParseConfig(e.dsn("analyst-bot"))
+	return e.connectAs("analyst-bot", mode)
+}
+
+// connectAs connects as agent with a fresh token.
+func (e *env) connectAs(agent string, mode pgx.QueryExecMode) *pgx.Conn {
+	e.t.Helper()
+	cfg, err := pgx.ParseConfig(e.dsn(agent))
 	require.NoError(e.t, err)
 	cfg.DefaultQueryExecMode = mode
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

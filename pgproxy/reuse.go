@@ -3,6 +3,7 @@ package pgproxy
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -143,7 +144,7 @@ func (p *upstreamPool) take(key reuseKey) *keptSession {
 		p.mu.Unlock()
 		if why := k.unusable(now, p.idle); why != "" {
 			p.log.Debug("kept upstream session closed", "reason", why, "backend_pid", k.pid)
-			_ = k.nc.Close()
+			k.close()
 			continue
 		}
 		return k
@@ -155,7 +156,7 @@ func (p *upstreamPool) put(k *keptSession) {
 	p.mu.Lock()
 	if p.closed || !p.enabled() {
 		p.mu.Unlock()
-		_ = k.nc.Close()
+		k.close()
 		return
 	}
 	var evicted *keptSession
@@ -174,7 +175,7 @@ func (p *upstreamPool) put(k *keptSession) {
 	}
 	p.mu.Unlock()
 	if evicted != nil {
-		_ = evicted.nc.Close()
+		evicted.close()
 	}
 }
 
@@ -218,7 +219,7 @@ func (p *upstreamPool) sweepNow() {
 	}
 	p.mu.Unlock()
 	for _, k := range gone {
-		_ = k.nc.Close()
+		k.close()
 	}
 }
 
@@ -241,7 +242,7 @@ func (p *upstreamPool) evict(addr string) int {
 	}
 	p.mu.Unlock()
 	for _, k := range gone {
-		_ = k.nc.Close()
+		k.close()
 	}
 	return len(gone)
 }
@@ -265,8 +266,16 @@ func (p *upstreamPool) close() {
 	}
 	p.mu.Unlock()
 	for _, k := range all {
-		_ = k.nc.Close()
+		k.close()
 	}
+}
+
+// close ends a kept session as a client would: Terminate, then close
+// (without waiting for a server that does not read).
+func (k *keptSession) close() {
+	_ = k.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = k.nc.Write(terminateMsg)
+	_ = k.nc.Close()
 }
 
 // unusable says why k may not be handed out any more, or "".
@@ -328,9 +337,7 @@ func socketQuiet(nc net.Conn) bool {
 func (c *conn) reuseKeyFor(db string, params []string) reuseKey {
 	h := sha256.New()
 	field := func(s string) {
-		var n [4]byte
-		n[0], n[1], n[2], n[3] = byte(len(s)>>24), byte(len(s)>>16), byte(len(s)>>8), byte(len(s))
-		h.Write(n[:])
+		h.Write(binary.BigEndian.AppendUint32(nil, uint32(len(s))))
 		h.Write([]byte(s))
 	}
 	field(c.upName)
@@ -362,14 +369,14 @@ func (c *conn) adopt(k *keptSession) error {
 	if k.probe != nil {
 		learner, ok := c.session.(sqlpolicy.ProbeLearner)
 		if !ok {
-			_ = k.nc.Close()
+			k.close()
 			return fmt.Errorf("%w: session %T cannot take the probe's answer", errProbe, c.session)
 		}
 		c.sessMu.Lock()
 		err := learner.LearnProbe(cloneRow(k.probe))
 		c.sessMu.Unlock()
 		if err != nil {
-			_ = k.nc.Close()
+			k.close()
 			return fmt.Errorf("%w: %w", errProbe, err)
 		}
 	}
@@ -381,7 +388,7 @@ func (c *conn) adopt(k *keptSession) error {
 	}
 	c.mu.Unlock()
 	if stopped {
-		_ = k.nc.Close()
+		k.close()
 		return errShutdown
 	}
 	c.upRd = newMsgReader(k.nc, 0)

@@ -1,6 +1,7 @@
 package pgproxy
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"net"
@@ -31,13 +32,13 @@ func tcpPair(t *testing.T) (near, far net.Conn) {
 	return near, far
 }
 
-// closedByPool reports whether the pool closed its end: the far end
-// reads EOF.
+// closedByPool reports whether the pool ended its session as a client
+// would: the far end reads a Terminate, then EOF.
 func closedByPool(t *testing.T, far net.Conn) bool {
 	t.Helper()
 	_ = far.SetReadDeadline(time.Now().Add(2 * time.Second))
-	_, err := far.Read(make([]byte, 1))
-	return err == io.EOF
+	b, err := io.ReadAll(far)
+	return err == nil && bytes.Equal(b, terminateMsg)
 }
 
 func TestUpstreamPool(t *testing.T) {

@@ -95,26 +95,25 @@ func (e *env) waitGone(pid int) {
 	}, 10*time.Second, 20*time.Millisecond, "backend %d is still there", pid)
 }
 
-func (e *env) connectAs(agent string, mode pgx.QueryExecMode) *pgx.Conn {
-	e.t.Helper()
-	cfg, err := pgx.ParseConfig(e.dsn(agent))
-	require.NoError(e.t, err)
-	cfg.DefaultQueryExecMode = mode
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c, err := pgx.ConnectConfig(ctx, cfg)
-	require.NoError(e.t, err)
-	e.t.Cleanup(func() { _ = c.Close(context.Background()) })
-	return c
-}
-
 const reuseQuery = "SELECT count(*) FROM orders WHERE id > $1"
 
-func countOrders(t *testing.T, c *pgx.Conn) int {
+func countOrders(t testing.TB, c *pgx.Conn) int {
 	t.Helper()
 	var n int
 	require.NoError(t, c.QueryRow(context.Background(), reuseQuery, 0).Scan(&n))
 	return n
+}
+
+// keepOne runs a session of agent that leaves cleanly and returns its
+// backend once keyhole keeps it (the closes-th session to end).
+func (e *env) keepOne(agent string, closes int) keyholeBackend {
+	e.t.Helper()
+	c := e.connectAs(agent, pgx.QueryExecModeSimpleProtocol)
+	require.Equal(e.t, 20, countOrders(e.t, c))
+	b := e.only(agent)
+	require.NoError(e.t, c.Close(context.Background()))
+	e.waitKept(b.pid, closes)
+	return b
 }
 
 // A session that leaves cleanly leaves its backend, reset, to the same
@@ -151,12 +150,7 @@ func TestUpstreamSessionReused(t *testing.T) {
 func TestUpstreamSessionNotSharedAcrossAgents(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
-	ctx := context.Background()
-	c1 := e.connectAs("analyst-bot", pgx.QueryExecModeSimpleProtocol)
-	require.Equal(t, 20, countOrders(t, c1))
-	kept := e.only("analyst-bot")
-	require.NoError(t, c1.Close(ctx))
-	e.waitKept(kept.pid, 1)
+	kept := e.keepOne("analyst-bot", 1)
 
 	c2 := e.connectAs("scram-bot", pgx.QueryExecModeSimpleProtocol)
 	require.Equal(t, 20, countOrders(t, c2))
@@ -191,11 +185,7 @@ func TestKeptSessionEndedByServer(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
-	c1 := e.connectAs("analyst-bot", pgx.QueryExecModeSimpleProtocol)
-	require.Equal(t, 20, countOrders(t, c1))
-	kept := e.only("analyst-bot")
-	require.NoError(t, c1.Close(ctx))
-	e.waitKept(kept.pid, 1)
+	kept := e.keepOne("analyst-bot", 1)
 
 	var ok bool
 	require.NoError(t, e.direct().QueryRow(ctx, "SELECT pg_terminate_backend($1)", kept.pid).Scan(&ok))
@@ -214,22 +204,13 @@ func TestKeptSessionClosed(t *testing.T) {
 	t.Run("idle", func(t *testing.T) {
 		t.Parallel()
 		e := newEnv(t, envOpts{limits: config.Limits{UpstreamReuseIdle: 500 * time.Millisecond}})
-		c1 := e.connectAs("analyst-bot", pgx.QueryExecModeSimpleProtocol)
-		require.Equal(t, 20, countOrders(t, c1))
-		kept := e.only("analyst-bot")
-		require.NoError(t, c1.Close(context.Background()))
-		e.waitKept(kept.pid, 1)
-		e.waitGone(kept.pid)
+		e.waitGone(e.keepOne("analyst-bot", 1).pid)
 	})
 	t.Run("lease ended", func(t *testing.T) {
 		t.Parallel()
 		src := &revocableSource{done: make(chan struct{})}
 		e := newEnvWith(t, envOpts{}, func(e *env) creds.Source { src.inner = e.src; return src })
-		c1 := e.connectAs("analyst-bot", pgx.QueryExecModeSimpleProtocol)
-		require.Equal(t, 20, countOrders(t, c1))
-		kept := e.only("analyst-bot")
-		require.NoError(t, c1.Close(context.Background()))
-		e.waitKept(kept.pid, 1)
+		kept := e.keepOne("analyst-bot", 1)
 		src.revoke()
 		e.waitGone(kept.pid)
 	})
@@ -253,11 +234,7 @@ func TestKeptSessionsMakeRoom(t *testing.T) {
 	_, err := e.direct().Exec(ctx, fmt.Sprintf("ALTER ROLE %s CONNECTION LIMIT 1", e.upUser))
 	require.NoError(t, err)
 
-	c1 := e.connectAs("analyst-bot", pgx.QueryExecModeSimpleProtocol)
-	require.Equal(t, 20, countOrders(t, c1))
-	kept := e.only("analyst-bot")
-	require.NoError(t, c1.Close(ctx))
-	e.waitKept(kept.pid, 1)
+	kept := e.keepOne("analyst-bot", 1)
 
 	c2 := e.connectAs("scram-bot", pgx.QueryExecModeSimpleProtocol)
 	require.Equal(t, 20, countOrders(t, c2))
