@@ -38,7 +38,10 @@ import (
 //     start (SET SESSION AUTHORIZATION DEFAULT, RESET ALL). It must
 //     answer CommandComplete "DISCARD ALL" and ReadyForQuery 'I', with
 //     nothing but notices and ParameterStatus reports of values the
-//     session started with; anything else closes the backend.
+//     session started with; anything else closes the backend. What
+//     DISCARD ALL leaves is an extension's own state (dblink's
+//     connections, a LOAD-ed library), which only functions and
+//     statements keyhole refuses unless a rule allows them can create.
 //   - Key: the session is taken only by one with the same upstream,
 //     address, database, agent, client user name, lease login and
 //     password, and startup parameters (application_name, which names the
