@@ -2,6 +2,7 @@ package admin
 
 import (
 	"maps"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,8 @@ type Metrics struct {
 	statements  *prometheus.CounterVec
 	decision    *prometheus.HistogramVec
 	upstreamErr *prometheus.CounterVec
+	upLogins    *prometheus.CounterVec
+	upKept      *prometheus.GaugeVec
 	credsOK     prometheus.Gauge
 	vaultErrs   prometheus.Counter
 
@@ -80,6 +83,14 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		upstreamErr: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyhole_upstream_errors_total", Help: "Failures dialing or talking to the upstream database.",
 		}, proto),
+		upLogins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_upstream_sessions_total",
+			Help: "Upstream sessions agent sessions started on: reused=\"true\" for a kept session taken over, else a new login.",
+		}, []string{"protocol", "reused"}),
+		upKept: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "keyhole_upstream_sessions_kept",
+			Help: "Upstream sessions reset and kept, logged in, for the next session that logs in the same way.",
+		}, proto),
 		credsOK: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "keyhole_creds_available", Help: "1 when upstream credentials can be issued, 0 when not.",
 		}),
@@ -87,7 +98,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "keyhole_vault_errors_total", Help: "Failed Vault requests (issue, renew, revoke).",
 		}),
 	}
-	reg.MustRegister(m.connections, m.open, m.authFails, m.statements, m.decision, m.upstreamErr, m.credsOK, m.vaultErrs)
+	reg.MustRegister(m.connections, m.open, m.authFails, m.statements, m.decision, m.upstreamErr, m.upLogins, m.upKept, m.credsOK, m.vaultErrs)
 	return m
 }
 
@@ -161,6 +172,16 @@ func (m *Metrics) addChildren(k stmtKey) (prometheus.Counter, prometheus.Observe
 
 // UpstreamError implements ProxyMetrics.
 func (m *Metrics) UpstreamError(protocol string) { m.upstreamErr.WithLabelValues(protocol).Inc() }
+
+// UpstreamSessionStarted implements UpstreamReuseMetrics.
+func (m *Metrics) UpstreamSessionStarted(protocol string, reused bool) {
+	m.upLogins.WithLabelValues(protocol, strconv.FormatBool(reused)).Inc()
+}
+
+// UpstreamSessionsKept implements UpstreamReuseMetrics.
+func (m *Metrics) UpstreamSessionsKept(protocol string, n int) {
+	m.upKept.WithLabelValues(protocol).Set(float64(n))
+}
 
 // SetCredsHealthy sets keyhole_creds_available.
 func (m *Metrics) SetCredsHealthy(ok bool) {

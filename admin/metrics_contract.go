@@ -15,3 +15,12 @@ type ProxyMetrics interface {
 	StatementDecided(protocol string, effect sqlpolicy.Effect, rule string, latency time.Duration)
 	UpstreamError(protocol string)
 }
+
+// UpstreamReuseMetrics is what a proxy that keeps upstream sessions for
+// reuse reports, when its ProxyMetrics has these methods too (*Metrics
+// does): which sessions started on a kept upstream session, and how many
+// are kept, logged in, with no client.
+type UpstreamReuseMetrics interface {
+	UpstreamSessionStarted(protocol string, reused bool)
+	UpstreamSessionsKept(protocol string, n int)
+}

@@ -31,6 +31,12 @@ func TestMetrics(t *testing.T) {
 	pm.UpstreamError("postgres")
 	m.SetCredsHealthy(true)
 	m.VaultError()
+	var rm admin.UpstreamReuseMetrics = m
+	rm.UpstreamSessionStarted("postgres", false)
+	rm.UpstreamSessionStarted("postgres", true)
+	rm.UpstreamSessionStarted("postgres", true)
+	rm.UpstreamSessionsKept("postgres", 3)
+	rm.UpstreamSessionsKept("postgres", 2)
 
 	want := `
 # HELP keyhole_connections_open Client connections currently open.
@@ -51,6 +57,13 @@ keyhole_statements_total{decision="deny",protocol="postgres",rule="default-deny"
 # HELP keyhole_upstream_errors_total Failures dialing or talking to the upstream database.
 # TYPE keyhole_upstream_errors_total counter
 keyhole_upstream_errors_total{protocol="postgres"} 1
+# HELP keyhole_upstream_sessions_total Upstream sessions agent sessions started on: reused="true" for a kept session taken over, else a new login.
+# TYPE keyhole_upstream_sessions_total counter
+keyhole_upstream_sessions_total{protocol="postgres",reused="false"} 1
+keyhole_upstream_sessions_total{protocol="postgres",reused="true"} 2
+# HELP keyhole_upstream_sessions_kept Upstream sessions reset and kept, logged in, for the next session that logs in the same way.
+# TYPE keyhole_upstream_sessions_kept gauge
+keyhole_upstream_sessions_kept{protocol="postgres"} 2
 # HELP keyhole_creds_available 1 when upstream credentials can be issued, 0 when not.
 # TYPE keyhole_creds_available gauge
 keyhole_creds_available 1
@@ -60,7 +73,8 @@ keyhole_vault_errors_total 1
 `
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
 		"keyhole_connections_open", "keyhole_connections_total", "keyhole_auth_failures_total",
-		"keyhole_statements_total", "keyhole_upstream_errors_total", "keyhole_creds_available", "keyhole_vault_errors_total"))
+		"keyhole_statements_total", "keyhole_upstream_errors_total", "keyhole_upstream_sessions_total", "keyhole_upstream_sessions_kept",
+		"keyhole_creds_available", "keyhole_vault_errors_total"))
 
 	n, err := testutil.GatherAndCount(reg, "keyhole_decision_seconds")
 	require.NoError(t, err)

@@ -40,6 +40,10 @@ type AgentEnder interface {
 	EndAgent(agent string)
 }
 
+// The Postgres front end reports upstream session reuse through the
+// gateway's metrics (keyhole_upstream_sessions_total, _kept).
+var _ pgproxy.ReuseMetrics = (*admin.Metrics)(nil)
+
 // FrontEndConfig is what the gateway hands a protocol's front end.
 type FrontEndConfig struct {
 	TLS     *tls.Config

@@ -103,6 +103,9 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 		return fatal(codeInternalError, "internal error", err)
 	}
 	c.log.Info("upstream session ready", "upstream", c.upName, "database", db, "reused", adopted)
+	if rm, ok := c.srv.cfg.Metrics.(ReuseMetrics); ok {
+		rm.UpstreamSessionStarted(protocolName, adopted)
+	}
 
 	c.authType = pgproto3.AuthTypeOk
 	c.send(&pgproto3.BackendKeyData{ProcessID: c.key.pid, SecretKey: c.key.secret})

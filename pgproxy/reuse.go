@@ -114,11 +114,23 @@ type upstreamPool struct {
 	idle time.Duration
 	log  *slog.Logger
 
+	// report, when set, is told the number kept after each change (a
+	// gauge; called under mu, so values arrive in order).
+	report func(n int)
+
 	mu     sync.Mutex
 	byKey  map[reuseKey][]*keptSession // oldest first
 	n      int
 	closed bool
 	sweep  *time.Timer
+}
+
+// setCountLocked sets the number kept; p.mu is held.
+func (p *upstreamPool) setCountLocked(n int) {
+	p.n = n
+	if p.report != nil {
+		p.report(n)
+	}
 }
 
 func newUpstreamPool(max int, idle time.Duration, log *slog.Logger) *upstreamPool {
@@ -172,7 +184,7 @@ func (p *upstreamPool) put(k *keptSession) {
 		p.removeLocked(evicted)
 	}
 	p.byKey[k.key] = append(p.byKey[k.key], k)
-	p.n++
+	p.setCountLocked(p.n + 1)
 	if p.sweep == nil {
 		p.sweep = time.AfterFunc(reuseSweep, p.sweepNow)
 	}
@@ -195,7 +207,7 @@ func (p *upstreamPool) removeLocked(k *keptSession) {
 	} else {
 		p.byKey[k.key] = list
 	}
-	p.n--
+	p.setCountLocked(p.n - 1)
 }
 
 // sweepNow closes kept sessions that are no longer usable, and runs
@@ -262,7 +274,7 @@ func (p *upstreamPool) close() {
 		all = append(all, list...)
 	}
 	clear(p.byKey)
-	p.n = 0
+	p.setCountLocked(0)
 	if p.sweep != nil {
 		p.sweep.Stop()
 		p.sweep = nil

@@ -242,3 +242,18 @@ func TestKeptSessionsMakeRoom(t *testing.T) {
 		assert.NotEqual(t, kept.pid, b.pid, "the kept backend was closed to make room")
 	}
 }
+
+// The metrics say which sessions started on a kept upstream session and
+// how many are kept.
+func TestUpstreamReuseMetrics(t *testing.T) {
+	t.Parallel()
+	m := &metrics{}
+	e := newEnv(t, envOpts{metrics: m})
+	first := e.keepOne("analyst-bot", 1)
+	second := e.keepOne("analyst-bot", 2)
+	require.Equal(t, first.pid, second.pid)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	assert.Equal(t, map[bool]int{false: 1, true: 1}, m.started)
+	assert.Equal(t, []int{1, 0, 1}, m.kept, "kept, taken, kept again")
+}

@@ -67,6 +67,14 @@ type Metrics interface {
 	UpstreamError(protocol string)
 }
 
+// ReuseMetrics is what a Metrics may also implement (admin.Metrics does)
+// to report upstream session reuse (reuse.go): each session's start on a
+// kept upstream session or a new login, and how many are kept.
+type ReuseMetrics interface {
+	UpstreamSessionStarted(protocol string, reused bool)
+	UpstreamSessionsKept(protocol string, n int)
+}
+
 // Upstream is a Postgres server keyhole connects to.
 type Upstream struct {
 	Addr string // host:port
@@ -225,10 +233,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	log = log.With("component", "pgproxy")
+	reuse := newUpstreamPool(limits.ReuseMax, limits.ReuseIdle, log)
+	if rm, ok := cfg.Metrics.(ReuseMetrics); ok {
+		reuse.report = func(n int) { rm.UpstreamSessionsKept(protocolName, n) }
+	}
 	return &Server{
 		cfg:       cfg,
 		limits:    limits,
-		reuse:     newUpstreamPool(limits.ReuseMax, limits.ReuseIdle, log),
+		reuse:     reuse,
 		buffers:   newMemBudget(limits.BufferMemory),
 		log:       log,
 		fails:     fails,

@@ -110,6 +110,25 @@ type metrics struct {
 	mu                                sync.Mutex
 	opened, closed, authFailed, upErr int
 	decided                           map[sqlpolicy.Effect]int
+	// started counts upstream sessions by reused; kept is every value
+	// the kept-sessions gauge was set to.
+	started map[bool]int
+	kept    []int
+}
+
+func (m *metrics) UpstreamSessionStarted(_ string, reused bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started == nil {
+		m.started = map[bool]int{}
+	}
+	m.started[reused]++
+}
+
+func (m *metrics) UpstreamSessionsKept(_ string, n int) {
+	m.mu.Lock()
+	m.kept = append(m.kept, n)
+	m.mu.Unlock()
 }
 
 func (m *metrics) ConnectionOpened(string) { m.mu.Lock(); m.opened++; m.mu.Unlock() }
