@@ -84,9 +84,8 @@ func (s *Service) Approve(ctx context.Context, who Reviewer, id string, a Approv
 	if a.EndSessions != nil {
 		end = *a.EndSessions
 	}
-	cp := make([]sqlpolicy.Exception, len(access))
-	copy(cp, access)
-	g, req, err := s.st.Approve(ctx, id, store.Approval{Reviewer: who.Name, Note: a.Note, Scope: a.Scope, Access: cp,
+	// (store.Approve names the grant's rules in a copy of its own.)
+	g, req, err := s.st.Approve(ctx, id, store.Approval{Reviewer: who.Name, Note: a.Note, Scope: a.Scope, Access: access,
 		Duration: a.For, EndSessions: end})
 	if err != nil {
 		return nil, err
