@@ -255,9 +255,8 @@ func (l *connLog) WithGroup(name string) slog.Handler {
 // sessions still open, which unblocks any read (no context or watcher of
 // the session's own: an idle session would keep them).
 func (c *conn) serve(ctx context.Context) {
-	n := c.opened()
 	c.started = time.Now()
-	if err := c.run(ctx, n > int64(c.srv.limits.MaxConns)); err != nil {
+	if err := c.run(ctx); err != nil {
 		c.end(err)
 		return
 	}
@@ -322,18 +321,22 @@ func (c *conn) closed(err error, started time.Time) {
 // stacks (TLS handshake, SCRAM, pgconn's login) end with that goroutine
 // and the session's one long-lived goroutine, on which serve then runs
 // the relay, stays small: an idle session is mostly that goroutine's
-// stack. A panic in the setup ends only this connection.
-func (c *conn) run(ctx context.Context, overLimit bool) error {
+// stack. The connection is counted and audited (opened) there too: the
+// metrics' label lookup alone grew serve's stack. A panic in the setup
+// ends only this connection.
+func (c *conn) run(ctx context.Context) error {
 	var err error
 	done := make(chan struct{})
 	go func() {
+		growStack() // the deep stacks above
 		defer close(done)
 		defer func() {
 			if r := recover(); r != nil {
 				err = c.panicked("panic in connection setup", r)
 			}
 		}()
-		err = c.setup(ctx, overLimit)
+		n := c.opened()
+		err = c.setup(ctx, n > int64(c.srv.limits.MaxConns))
 	}()
 	<-done
 	return err
@@ -755,3 +758,32 @@ func msSince(t time.Time) float64 { return msBetween(t, time.Now()) }
 
 // msBetween is the time from t to now in milliseconds, to the microsecond.
 func msBetween(t, now time.Time) float64 { return float64(now.Sub(t).Microseconds()) / 1000 }
+
+// growStack grows the calling goroutine's stack to 16 KiB in one step, at
+// a goroutine's start, where the copy is one frame. A goroutine starts
+// with the runtime's average stack size (a few KiB here: most of keyhole's
+// goroutines are small) and doubles it whenever a call needs more, each
+// time copying the stack and adjusting every frame on it: a session's
+// set-up (login, upstream dial, audit, metrics) and its end (the upstream
+// session's reset) grew their goroutines three or four times, 8 % of
+// keyhole's CPU for a client that connects for one statement (perf,
+// pgbench -C). 16 KiB is the largest size the runtime takes from its
+// per-P stack caches (a 32 KiB stack is a heap span). Only for goroutines
+// that end with their work: the session's long-lived one stays small.
+//
+//go:noinline
+func growStack() {
+	var pad [stackPad]byte
+	touchPad(&pad)
+}
+
+// stackPad is growStack's frame: with the runtime's stack guard and the
+// bytes in use it asks for a 16 KiB stack.
+const stackPad = 14 << 10
+
+// touchPad keeps growStack's frame: the compiler cannot drop an array
+// whose address a call takes (and, as touchPad keeps no reference, the
+// array does not escape to the heap).
+//
+//go:noinline
+func touchPad(p *[stackPad]byte) byte { return p[0] }
