@@ -136,8 +136,8 @@ const youngQuietPoints = 8
 // awaitClient waits up to Limits.LoopWait for the client's next bytes at
 // one of a young session's first quiet points, on this goroutine: true
 // when they came (the session reads on here), false when none came in
-// time, the session is past its young quiet points, or the wait is off
-// (the caller moves the session to a loop). A read error other than the
+// time, the session is past its young quiet points, part of a message is
+// buffered, or the wait is off (the caller moves the session to a loop). A read error other than the
 // wait's own deadline is returned, as the read would have.
 //
 // Why: a session's move to a loop and back (Detach and Attach of both
@@ -154,7 +154,10 @@ const youngQuietPoints = 8
 // checked again and the deadline put back.
 func (c *conn) awaitClient() (bool, error) {
 	wait := c.srv.limits.LoopWait
-	if wait <= 0 || c.quietPoints >= youngQuietPoints {
+	if wait <= 0 || c.quietPoints >= youngQuietPoints || c.clientRd.buffered() > 0 {
+		// (Bytes of a message the client has begun: it is sending, and
+		// the rest is read where the session goes. A wait here could
+		// outgrow the base buffer without a reservation.)
 		return false, nil
 	}
 	c.quietPoints++
@@ -165,7 +168,7 @@ func (c *conn) awaitClient() (bool, error) {
 	if !set {
 		return false, nil
 	}
-	err := c.clientRd.fill(c.clientRd.buffered() + 1)
+	err := c.clientRd.fill(1)
 	c.mu.Lock()
 	stopped := c.stopped || c.socksClosed
 	if !stopped {
