@@ -24,7 +24,6 @@ const (
 	DefaultIdleTimeout       = time.Hour // longer than any pool's idle check, shorter than forever
 	DefaultUpstreamReuseMax  = 32
 	DefaultUpstreamReuseIdle = 5 * time.Minute
-	DefaultLoopWait          = 5 * time.Millisecond
 	DefaultPolicyReload      = time.Second
 	DefaultLogFormat         = "json"
 	DefaultLogLevel          = "info"
@@ -242,12 +241,6 @@ type Limits struct {
 	// UpstreamReuseIdle is how long a kept upstream session waits for
 	// reuse before it is closed (default 5m).
 	UpstreamReuseIdle time.Duration `yaml:"upstream_reuse_idle"`
-	// LoopWait is how long a new session's goroutine waits for the
-	// client's next message, at each of the session's first few quiet
-	// points, before the session moves to an event loop (relay: loop):
-	// a client that connects for a statement or two is served without
-	// the move (default 5ms; negative moves at once). Postgres front end.
-	LoopWait time.Duration `yaml:"loop_wait"`
 }
 
 // Log is keyhole's own log (stderr).

@@ -73,9 +73,6 @@ func (c *Config) ApplyDefaults() {
 	if c.Limits.UpstreamReuseIdle == 0 {
 		c.Limits.UpstreamReuseIdle = DefaultUpstreamReuseIdle
 	}
-	if c.Limits.LoopWait == 0 {
-		c.Limits.LoopWait = DefaultLoopWait
-	}
 	if c.Log.Format == "" {
 		c.Log.Format = DefaultLogFormat
 	}

@@ -128,7 +128,6 @@ func NewPostgresFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 			Relay:          c.Limits.Relay,
 			ReuseMax:       c.Limits.UpstreamReuseMax,
 			ReuseIdle:      c.Limits.UpstreamReuseIdle,
-			LoopWait:       c.Limits.LoopWait,
 		},
 		RawStatements: c.RawStatements,
 		Replica:       c.Replica,

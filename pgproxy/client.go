@@ -47,14 +47,8 @@ func (c *conn) readClient() (err error) {
 			// write buffer.
 			readBufs.put(c.upBuf)
 			c.upBuf = nil
-			if c.loopable {
-				came, err := c.awaitClient()
-				if err != nil {
-					return c.clientReadError(err)
-				}
-				if !came && c.toLoop() {
-					return errOnLoop
-				}
+			if c.loopable && c.toLoop() {
+				return errOnLoop
 			}
 		} else if len(c.upBuf) >= flushAt {
 			if err := c.flushUp(); err != nil {

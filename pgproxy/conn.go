@@ -157,9 +157,6 @@ type conn struct {
 	// loopable: both sockets are plain TCP and the server relays such
 	// sessions on loops.
 	loopable bool
-	// quietPoints counts the quiet points of a young session up to
-	// youngQuietPoints (awaitClient).
-	quietPoints uint8
 	// unwatch ends what watch started.
 	unwatch func()
 	// cancelling is closed when the cancel of a max_rows cut that a loop

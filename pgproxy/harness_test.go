@@ -144,13 +144,6 @@ func newEnvWith(t testing.TB, o envOpts, wrap func(*env) creds.Source) *env {
 	if cfg.Limits.Relay == "" {
 		cfg.Limits.Relay = testRelay
 	}
-	if cfg.Limits.LoopWait == 0 {
-		// Sessions move to a loop at their first quiet point, so that the
-		// suite's short sessions run on the loop relay from their first
-		// statement; the young sessions' wait has tests of its own
-		// (loop_test.go).
-		cfg.Limits.LoopWait = -1
-	}
 	if o.identity != nil {
 		o.identity(&cfg.Identity)
 	}

@@ -128,65 +128,6 @@ var (
 	errLeaveLoop = errors.New("pgproxy: the goroutine relay takes over")
 )
 
-// youngQuietPoints is how many quiet points of a new session awaitClient
-// waits at: a session that connects for a statement, or for a short
-// transaction, ends within them.
-const youngQuietPoints = 8
-
-// awaitClient waits up to Limits.LoopWait for the client's next bytes at
-// one of a young session's first quiet points, on this goroutine: true
-// when they came (the session reads on here), false when none came in
-// time, the session is past its young quiet points, part of a message is
-// buffered, or the wait is off (the caller moves the session to a loop). A read error other than the
-// wait's own deadline is returned, as the read would have.
-//
-// Why: a session's move to a loop and back (Detach and Attach of both
-// sockets: dup, fcntl, epoll_ctl and close calls) was 12-15 % of
-// keyhole's CPU for a client that connects for one statement (pgbench
-// -C), whose session then leaves the loop to end. A client that keeps
-// the session busy is moved after youngQuietPoints quiet points anyway,
-// one that pauses longer than LoopWait at once.
-//
-// The deadline is set and cleared under mu, never once the session is
-// stopped or its sockets closed: stop sets its own deadline (now) to end
-// the read, which this must not undo. flushToClient sets one without mu
-// when a write to the client fails (clientDead): after clearing, that is
-// checked again and the deadline put back.
-func (c *conn) awaitClient() (bool, error) {
-	wait := c.srv.limits.LoopWait
-	if wait <= 0 || c.quietPoints >= youngQuietPoints || c.clientRd.buffered() > 0 {
-		// (Bytes of a message the client has begun: it is sending, and
-		// the rest is read where the session goes. A wait here could
-		// outgrow the base buffer without a reservation.)
-		return false, nil
-	}
-	c.quietPoints++
-	c.mu.Lock()
-	set := !c.stopped && !c.socksClosed && !c.clientDead.Load() &&
-		c.client.SetReadDeadline(time.Now().Add(wait)) == nil
-	c.mu.Unlock()
-	if !set {
-		return false, nil
-	}
-	err := c.clientRd.fill(1)
-	c.mu.Lock()
-	stopped := c.stopped || c.socksClosed
-	if !stopped {
-		_ = c.client.SetReadDeadline(time.Time{})
-		if c.clientDead.Load() {
-			_ = c.client.SetReadDeadline(time.Now())
-		}
-	}
-	c.mu.Unlock()
-	switch {
-	case err == nil:
-		return true, nil
-	case errors.Is(err, os.ErrDeadlineExceeded) && !stopped && !c.clientDead.Load():
-		return false, nil
-	}
-	return false, err
-}
-
 // toLoop moves the session to a loop at a quiet point of the goroutine
 // relay (readClient, about to wait for the client). It reports false, and
 // changes nothing, unless nothing is owed or buffered for either peer.

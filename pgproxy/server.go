@@ -118,11 +118,6 @@ type Limits struct {
 	// ReuseIdle is how long a kept upstream session waits for reuse;
 	// 0 = 5m.
 	ReuseIdle time.Duration
-	// LoopWait is how long, at each of a new session's first
-	// youngQuietPoints quiet points, its goroutine waits for the client
-	// before the session moves to a loop (Relay loop only; see
-	// awaitClient); 0 = 5ms, negative = the session moves at once.
-	LoopWait time.Duration
 }
 
 // bufferWait bounds how long a client message waits for buffer memory.
@@ -158,12 +153,6 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.ReuseIdle <= 0 {
 		l.ReuseIdle = config.DefaultUpstreamReuseIdle
-	}
-	switch {
-	case l.LoopWait == 0:
-		l.LoopWait = config.DefaultLoopWait
-	case l.LoopWait < 0:
-		l.LoopWait = 0
 	}
 	return l
 }
