@@ -569,7 +569,19 @@ func (s *loopSess) leave(err error) {
 		c.wbuf = c.wbuf[:copy(c.wbuf, c.wbuf[c.wsent:])]
 		c.wsent = 0
 	}
-	cc, cerr := evloop.Attach(s.cfd)
+	// A session that ends because its client left says nothing more to
+	// it: the client's socket is closed here instead of going back to the
+	// Go poller (an Attach is a dup, fcntl, epoll_ctl and close, paid by
+	// every session that ends on a loop), and c.client stays the closed
+	// net.Conn that Detach left, as below.
+	var cc net.Conn
+	var cerr error
+	clientGone := errors.Is(err, errClientGone)
+	if clientGone {
+		evloop.Close(s.cfd)
+	} else {
+		cc, cerr = evloop.Attach(s.cfd)
+	}
 	uc, uerr := evloop.Attach(s.ufd)
 	if cerr != nil {
 		evloop.Close(s.cfd)
@@ -582,7 +594,7 @@ func (s *loopSess) leave(err error) {
 	c.ev = nil
 	// (A socket that could not be taken back stays the closed net.Conn
 	// it was: using it fails, which ends the session.)
-	if cerr == nil {
+	if cerr == nil && !clientGone {
 		c.client = cc
 	}
 	if uerr == nil {
