@@ -619,14 +619,13 @@ func (s *loopSess) leave(err error) {
 	if c.log.Enabled(context.Background(), slog.LevelDebug) {
 		c.log.Debug("relay: back on a goroutine", "err", err)
 	}
-	if err != nil {
-		// The session ends on that goroutine (the audit, the upstream
-		// session's reset for reuse): its stack grows at once.
-		go func() {
+	go func() {
+		if err != nil {
+			// The session ends on this goroutine (the audit, the
+			// upstream session's reset for reuse): its stack grows at
+			// once.
 			growStack()
-			c.relay(err)
-		}()
-		return
-	}
-	go c.relay(err)
+		}
+		c.relay(err)
+	}()
 }

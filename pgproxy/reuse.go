@@ -210,16 +210,15 @@ func (p *upstreamPool) removeLocked(k *keptSession) {
 	p.setCountLocked(p.n - 1)
 }
 
-// sweepNow closes kept sessions that are no longer usable, and runs
-// again in reuseSweep while any are kept.
-func (p *upstreamPool) sweepNow() {
-	now := time.Now()
+// removeWhereLocked takes out of the pool the kept sessions for which
+// why gives a reason, and returns them for the caller to close once it
+// has unlocked (close writes to the socket); p.mu is held.
+func (p *upstreamPool) removeWhereLocked(why func(*keptSession) string) []*keptSession {
 	var gone []*keptSession
-	p.mu.Lock()
 	for _, list := range p.byKey {
 		for _, k := range list {
-			if why := k.unusable(now, p.idle); why != "" {
-				p.log.Debug("kept upstream session closed", "reason", why, "backend_pid", k.pid)
+			if reason := why(k); reason != "" {
+				p.log.Debug("kept upstream session closed", "reason", reason, "backend_pid", k.pid)
 				gone = append(gone, k)
 			}
 		}
@@ -227,15 +226,28 @@ func (p *upstreamPool) sweepNow() {
 	for _, k := range gone {
 		p.removeLocked(k)
 	}
+	return gone
+}
+
+func closeAll(ks []*keptSession) {
+	for _, k := range ks {
+		k.close()
+	}
+}
+
+// sweepNow closes kept sessions that are no longer usable, and runs
+// again in reuseSweep while any are kept.
+func (p *upstreamPool) sweepNow() {
+	now := time.Now()
+	p.mu.Lock()
+	gone := p.removeWhereLocked(func(k *keptSession) string { return k.unusable(now, p.idle) })
 	if p.n > 0 && !p.closed {
 		p.sweep.Reset(reuseSweep)
 	} else {
 		p.sweep = nil
 	}
 	p.mu.Unlock()
-	for _, k := range gone {
-		k.close()
-	}
+	closeAll(gone)
 }
 
 // evict closes the kept sessions of addr and reports how many there were.
@@ -243,22 +255,15 @@ func (p *upstreamPool) evict(addr string) int {
 	if !p.enabled() {
 		return 0
 	}
-	var gone []*keptSession
 	p.mu.Lock()
-	for _, list := range p.byKey {
-		for _, k := range list {
-			if k.addr == addr {
-				gone = append(gone, k)
-			}
+	gone := p.removeWhereLocked(func(k *keptSession) string {
+		if k.addr == addr {
+			return "its server refused a login for lack of connection slots"
 		}
-	}
-	for _, k := range gone {
-		p.removeLocked(k)
-	}
+		return ""
+	})
 	p.mu.Unlock()
-	for _, k := range gone {
-		k.close()
-	}
+	closeAll(gone)
 	return len(gone)
 }
 
@@ -269,20 +274,13 @@ func (p *upstreamPool) close() {
 	}
 	p.mu.Lock()
 	p.closed = true
-	var all []*keptSession
-	for _, list := range p.byKey {
-		all = append(all, list...)
-	}
-	clear(p.byKey)
-	p.setCountLocked(0)
+	gone := p.removeWhereLocked(func(*keptSession) string { return "keyhole is shutting down" })
 	if p.sweep != nil {
 		p.sweep.Stop()
 		p.sweep = nil
 	}
 	p.mu.Unlock()
-	for _, k := range all {
-		k.close()
-	}
+	closeAll(gone)
 }
 
 // close ends a kept session as a client would: Terminate, then close
