@@ -413,19 +413,14 @@ func (c *conn) refuseQuery(resp *pgproto3.ErrorResponse) {
 // to the role and upstream the session was opened for, or it expired.
 // It checks once per read of the client: the messages of one read (a
 // driver's Bind, Describe, Execute, Sync) arrived together, and what they
-// forward leaves together. now is the time to check the expiry at, or
-// the zero time for the clock's when it is needed.
-func (c *conn) checkAgent(now time.Time) error {
+// forward leaves together. The expiry is checked at the read's time, on
+// the monotonic clock as the watcher's timer is (watch).
+func (c *conn) checkAgent() error {
 	if r := c.clientRd.reads; r == c.agentChecked && r != 0 {
 		return nil
 	}
-	if !c.agent.Expires.IsZero() {
-		if now.IsZero() {
-			now = time.Now()
-		}
-		if now.After(c.agent.Expires) {
-			return errExpired
-		}
+	if !c.agent.Expires.IsZero() && c.clientRd.takenUp().After(c.agent.Expires) {
+		return errExpired
 	}
 	role, up, ok := c.srv.cfg.Decider.Role(c.agent.Name)
 	if !ok || role != c.role || up != c.upName {
@@ -490,13 +485,16 @@ func (c *conn) stillStands(p *prepared) bool {
 	return true
 }
 
-// decide checks sql and counts and logs the decision; start is when the
-// message was taken up (the decision's time is measured from it: one
-// clock read per statement fewer).
-func (c *conn) decide(sql string, start time.Time) (*sqlpolicy.Decision, *sqlpolicy.Access, string, stamp) {
+// decide checks sql and counts and logs the decision.
+func (c *conn) decide(sql string) (*sqlpolicy.Decision, *sqlpolicy.Access, string, stamp) {
+	m := c.srv.cfg.Metrics
+	var t0 int64
+	if m != nil {
+		t0 = monoNow()
+	}
 	dec, acc, send, st := c.check(sql)
-	if m := c.srv.cfg.Metrics; m != nil {
-		m.StatementDecided(protocolName, dec.Effect, dec.Rule, time.Since(start))
+	if m != nil {
+		m.StatementDecided(protocolName, dec.Effect, dec.Rule, time.Duration(monoNow()-t0))
 	}
 	if dec.Allowed() {
 		if c.log.Enabled(context.Background(), slog.LevelDebug) { // the args allocate even when disabled
@@ -527,11 +525,11 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
-	start := time.Now()
-	if err := c.checkAgent(start); err != nil {
+	start := c.clientRd.takenUp()
+	if err := c.checkAgent(); err != nil {
 		return err
 	}
-	dec, acc, send, st := c.decide(m.String, start)
+	dec, acc, send, st := c.decide(m.String)
 	if !dec.Allowed() {
 		resp := denyResponse(dec)
 		c.auditDenied(m.String, dec, start, resp)
@@ -553,11 +551,11 @@ func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
 	if c.skipToSync {
 		return nil
 	}
-	start := time.Now()
-	if err := c.checkAgent(start); err != nil {
+	start := c.clientRd.takenUp()
+	if err := c.checkAgent(); err != nil {
 		return err
 	}
-	dec, acc, send, st := c.decide(m.Query, start)
+	dec, acc, send, st := c.decide(m.Query)
 	if i, oid, ok := userParamType(m.ParameterOIDs); ok && dec.Allowed() {
 		dec = paramTypeRefusal(dec, i, oid)
 	}
@@ -798,7 +796,7 @@ func (c *conn) onBind(portalName, stmtName []byte, m pgproto3.FrontendMessage, r
 	if c.skipToSync {
 		return nil
 	}
-	if err := c.checkAgent(time.Time{}); err != nil {
+	if err := c.checkAgent(); err != nil {
 		return err
 	}
 	p, refused, err := c.statement(stmtName)
@@ -871,7 +869,7 @@ func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []by
 	if c.skipToSync {
 		return nil
 	}
-	if err := c.checkAgent(time.Time{}); err != nil {
+	if err := c.checkAgent(); err != nil {
 		return err
 	}
 	p, refused, err := c.portal(portalName)
@@ -885,7 +883,7 @@ func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []by
 	r.portal = p
 	ex := &r.exec
 	ex.sql, ex.text, ex.dec, ex.access, ex.portal = p.sql, p.text, p.dec, p.access, p
-	ex.started, ex.maxRows = time.Now(), p.maxRows
+	ex.started, ex.maxRows = c.clientRd.takenUp(), p.maxRows
 	if !p.cursor {
 		// A prepared DECLARE opens its cursor each time it is executed.
 		ex.cursors = c.declareCursors(p.access, p.sql, p.dec, p.text, false)

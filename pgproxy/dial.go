@@ -265,7 +265,7 @@ func (c *conn) dialLogin(ctx context.Context, deadline time.Time, db, password s
 		c.mu.Unlock()
 		rw = tc
 	}
-	c.upRd = newMsgReader(rw, 0)
+	c.upRd = newUpstreamReader(rw)
 	if err := c.login(rw, tc, c.lease.User, password, db, params); err != nil {
 		return err
 	}
@@ -358,7 +358,7 @@ func (c *conn) dialPgconn(ctx context.Context, deadline time.Time, db, password 
 		_ = hc.Conn.Close()
 		return errShutdown
 	}
-	c.upRd = newMsgReader(hc.Conn, 0)
+	c.upRd = newUpstreamReader(hc.Conn)
 	c.send(&pgproto3.AuthenticationOk{})
 	for _, k := range slices.Sorted(maps.Keys(hc.ParameterStatuses)) {
 		c.send(&pgproto3.ParameterStatus{Name: k, Value: c.paramValue(k, hc.ParameterStatuses[k])})

@@ -182,7 +182,7 @@ func (c *conn) abandon() {
 			skipping = false
 		case skipping:
 		case r.kind == reqExecute || r.kind == reqQuery:
-			c.auditExec(&r.exec, outcomeUnknown)
+			c.auditExec(&r.exec, outcomeUnknown, time.Now())
 		}
 		u.q.pop()
 	}

@@ -404,7 +404,7 @@ func (c *conn) adopt(k *keptSession) error {
 		k.close()
 		return errShutdown
 	}
-	c.upRd = newMsgReader(k.nc, 0)
+	c.upRd = newUpstreamReader(k.nc)
 	c.wbuf = append(c.clientBuffer(), k.greeting...)
 	c.greeting = k.greeting
 	c.probeRow = k.probe

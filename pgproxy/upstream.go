@@ -620,7 +620,7 @@ func (c *conn) finishExec(ex *execution, oc outcome) {
 		}
 		c.sessMu.Unlock()
 	}
-	c.auditExec(ex, oc)
+	c.auditExec(ex, oc, c.upRd.answeredAt())
 }
 
 // --- writing to the client (upstream goroutine) ---
@@ -685,11 +685,13 @@ func (c *conn) auditDenied(sql string, dec *sqlpolicy.Decision, start time.Time,
 	if text == "" {
 		text, fp = c.srv.cfg.Decider.Redact(sql)
 	}
-	c.auditEvent(sql, text, fp, dec, start, 0, resp.Code, resp.Message, outcomeDone)
+	c.auditEvent(sql, text, fp, dec, start, time.Now(), 0, resp.Code, resp.Message, outcomeDone)
 }
 
-// auditExec records a run: one simple Query, or one Execute.
-func (c *conn) auditExec(ex *execution, oc outcome) {
+// auditExec records a run, one simple Query or one Execute, as ended at
+// now: when the answer that ended it came (the read that brought it), or
+// when the session ended without one.
+func (c *conn) auditExec(ex *execution, oc outcome, now time.Time) {
 	if c.srv.cfg.Audit == nil {
 		return
 	}
@@ -706,14 +708,13 @@ func (c *conn) auditExec(ex *execution, oc outcome) {
 	if oc == outcomeUnknown {
 		msg = "keyhole: the session ended before the server answered; the statement may have run"
 	}
-	c.auditEvent(ex.sql, text, fp, ex.dec, ex.started, ex.rows, code, msg, oc)
+	c.auditEvent(ex.sql, text, fp, ex.dec, ex.started, now, ex.rows, code, msg, oc)
 }
 
-func (c *conn) auditEvent(sql, text, fp string, dec *sqlpolicy.Decision, start time.Time, rows int64, code, msg string, oc outcome) {
+func (c *conn) auditEvent(sql, text, fp string, dec *sqlpolicy.Decision, start, now time.Time, rows int64, code, msg string, oc outcome) {
 	if c.srv.cfg.RawStatements {
 		text = sql
 	}
-	now := time.Now()
 	c.record(audit.Event{
 		Time:        now,
 		Kind:        audit.KindStatement,

@@ -57,11 +57,20 @@ type msgReader struct {
 	reserved int64 // bytes of budget held: what buf may hold past readBufSize
 	wait     time.Duration
 	done     <-chan struct{} // ends a wait for budget (the connection stopped)
-	// active is stamped with the time of every read that returned bytes
-	// (the idle timeout's measure of client activity).
+	// active is stamped with at (the idle timeout's measure of client
+	// activity).
 	active *atomic.Int64
 	// reads counts the reads that returned bytes.
 	reads uint64
+	// at is when the last read that returned bytes returned, on monoNow's
+	// scale: the messages it completed are taken up then (takenUp). One
+	// clock read per read serves the idle stamp, the agent's expiry check
+	// and the start and end of the statements it carries.
+	at int64
+	// wall: each read takes the full time.Now, kept in wallAt (the
+	// upstream's reader: its answers' audit events carry their time).
+	wall   bool
+	wallAt time.Time
 	// reserving is called before a message takes budget (wait: it has
 	// to wait for it).
 	reserving func(bytes int64, wait bool)
@@ -78,6 +87,14 @@ const (
 func newMsgReader(r io.Reader, maxBody int) *msgReader {
 	m := &msgReader{maxBody: maxBody}
 	m.setReader(r)
+	return m
+}
+
+// newUpstreamReader is the reader of an upstream session: no size limit
+// (the server is trusted), and each read's full time kept (answeredAt).
+func newUpstreamReader(r io.Reader) *msgReader {
+	m := newMsgReader(r, 0)
+	m.wall = true
 	return m
 }
 
@@ -243,11 +260,41 @@ func (m *msgReader) readTarget(grow bool) ([]byte, syscall.Errno) {
 func (m *msgReader) readDone(n int) {
 	m.wp += n
 	if n > 0 {
-		m.reads++
-		if m.active != nil {
-			m.active.Store(monoNow())
-		}
+		m.stamp()
 	}
+}
+
+// stamp counts a read that returned bytes and takes its time.
+func (m *msgReader) stamp() {
+	m.reads++
+	if m.wall {
+		m.wallAt = time.Now()
+		m.at = int64(m.wallAt.Sub(clockStart))
+	} else {
+		m.at = monoNow()
+	}
+	if m.active != nil {
+		m.active.Store(m.at)
+	}
+}
+
+// takenUp is when the last read returned, for the messages it completed:
+// a time whose monotonic reading is exact (durations from it are) and
+// whose wall reading is derived from it; now before the first read.
+func (m *msgReader) takenUp() time.Time {
+	if m.reads == 0 {
+		return time.Now()
+	}
+	return clockStart.Add(time.Duration(m.at))
+}
+
+// answeredAt is the time of the last read of a wall reader (the
+// upstream's): when the answers it completed came; now before the first.
+func (m *msgReader) answeredAt() time.Time {
+	if m.reads == 0 || !m.wall {
+		return time.Now()
+	}
+	return m.wallAt
 }
 
 // next returns the next message's type and its bytes, header included;
@@ -353,10 +400,7 @@ func (m *msgReader) fill(n int) error {
 		k, err := m.read()
 		m.wp += k
 		if k > 0 {
-			m.reads++
-			if m.active != nil {
-				m.active.Store(monoNow())
-			}
+			m.stamp()
 		}
 		if err != nil {
 			if m.wp-m.rp >= n {
