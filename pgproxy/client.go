@@ -422,12 +422,20 @@ func (c *conn) checkAgent() error {
 	if !c.agent.Expires.IsZero() && c.clientRd.takenUp().After(c.agent.Expires) {
 		return errExpired
 	}
-	role, up, ok := c.srv.cfg.Decider.Role(c.agent.Name)
-	if !ok || role != c.role || up != c.upName {
-		c.log.Warn("agent no longer maps to the session's role", "known", ok, "new_role", role)
-		return errAgentRemoved
+	// The agent's role is the policy's: while the decider's epoch stands
+	// (sqlpolicy.EpochDecider) the answer is the one found last time.
+	var epoch uint64
+	if ed, ok := c.srv.cfg.Decider.(sqlpolicy.EpochDecider); ok {
+		epoch = ed.Epoch()
 	}
-	c.agentChecked = c.clientRd.reads
+	if epoch == 0 || epoch != c.agentEpoch {
+		role, up, ok := c.srv.cfg.Decider.Role(c.agent.Name)
+		if !ok || role != c.role || up != c.upName {
+			c.log.Warn("agent no longer maps to the session's role", "known", ok, "new_role", role)
+			return errAgentRemoved
+		}
+	}
+	c.agentChecked, c.agentEpoch = c.clientRd.reads, epoch
 	return nil
 }
 

@@ -89,8 +89,10 @@ type conn struct {
 	// syncs counts the Syncs forwarded so far.
 	syncs uint64
 	// agentChecked is clientRd.reads when checkAgent last found the agent
-	// in good standing.
+	// in good standing, and agentEpoch the decider's epoch then (0: none,
+	// or a decider without epochs).
 	agentChecked uint64
+	agentEpoch   uint64
 
 	// endsBlock: the last message forwarded was a Sync or a Query, so
 	// the server answers everything sent without waiting for the client.

@@ -281,7 +281,9 @@ type Decider interface {
 // access, and its only other effect is the session's Note of that access,
 // which the caller then makes itself. Anything else a decision depends on
 // (the policy, the catalog, the analyzer) changes the epoch; an allow that
-// may end without that (a time-limited grant's) comes with epoch 0.
+// may end without that (a time-limited grant's) comes with epoch 0. Role
+// too answers the same while Epoch returns the same epoch (never 0): the
+// Postgres front end checks an agent's role once per epoch.
 type EpochDecider interface {
 	Decider
 	// CheckEpoch is Check, also returning the epoch the decision was made
