@@ -56,7 +56,10 @@ type conn struct {
 	role     string
 	upName   string
 	upstream Upstream
-	lease    *creds.Lease
+	// agentEpoch is the decider's epoch when checkAgent last found the
+	// agent mapped to role and upName (0: none, or no epochs).
+	agentEpoch uint64
+	lease      *creds.Lease
 
 	// Upstream session.
 	upConn   net.Conn

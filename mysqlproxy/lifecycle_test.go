@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,6 +89,11 @@ func TestSessionEnds(t *testing.T) {
 	t.Run("agent leaves the policy", func(t *testing.T) {
 		r := e.dialRaw(t)
 		r.login(e, "analyst-bot")
+		// A statement first: the agent's role is then known for the
+		// policy's epoch, and the reload must still be seen.
+		rows, last := r.query("SELECT 1")
+		require.NotEqual(t, byte(0xff), last[0], "SELECT 1: %q", last)
+		assert.Equal(t, []string{"1"}, rows)
 		e.setAgents(t, "agents:\n  secret-bot: {role: analyst}\n")
 		e.reload(t)
 		r.command(append([]byte{0x03}, "SELECT 1"...))
@@ -97,6 +103,67 @@ func TestSessionEnds(t *testing.T) {
 		assert.Equal(t, "28000", state)
 		assert.True(t, r.closed())
 	})
+}
+
+// movedRole is the gateway's decider with the agent's role taken away
+// on the test's word, without the reload that would also end the agent's
+// sessions from outside: what the session's own check (checkAgent) sees.
+// With epochs, the move comes with a new epoch, as a reload's would.
+type movedRole struct {
+	sqlpolicy.EpochDecider
+	moved atomic.Bool
+}
+
+func (m *movedRole) Role(agent string) (string, string, bool) {
+	if m.moved.Load() {
+		return "", "", false
+	}
+	return m.EpochDecider.Role(agent)
+}
+
+func (m *movedRole) Epoch() uint64 {
+	if m.moved.Load() {
+		return m.EpochDecider.Epoch() + 1<<40
+	}
+	return m.EpochDecider.Epoch()
+}
+
+// noEpochs hides a decider's epochs.
+type noEpochs struct{ sqlpolicy.Decider }
+
+// TestRoleMovedEndsSession: a session whose agent no longer maps to its
+// role ends at its next command (1045, 28000), after commands that found
+// the role in place — with a decider whose epoch moves with the role, and
+// with one that has no epochs (the role is then looked up every time).
+func TestRoleMovedEndsSession(t *testing.T) {
+	for _, epochs := range []bool{true, false} {
+		t.Run(fmt.Sprintf("epochs=%v", epochs), func(t *testing.T) {
+			var m *movedRole
+			e := newEnv(t, envOpts{decider: func(real sqlpolicy.Decider) sqlpolicy.Decider {
+				ed, ok := real.(*decider).Decider.(sqlpolicy.EpochDecider)
+				require.True(t, ok, "the gateway's decider has epochs")
+				m = &movedRole{EpochDecider: ed}
+				if !epochs {
+					return noEpochs{m}
+				}
+				return m
+			}})
+			r := e.dialRaw(t)
+			r.login(e, "analyst-bot")
+			for range 3 {
+				rows, last := r.query("SELECT 1")
+				require.NotEqual(t, byte(0xff), last[0], "SELECT 1: %q", last)
+				assert.Equal(t, []string{"1"}, rows)
+			}
+			m.moved.Store(true)
+			r.command(append([]byte{0x03}, "SELECT 1"...))
+			num, state, _, ok := sqlErr(r.read())
+			require.True(t, ok)
+			assert.EqualValues(t, 1045, num)
+			assert.Equal(t, "28000", state)
+			assert.True(t, r.closed())
+		})
+	}
 }
 
 func TestMaxConns(t *testing.T) {

@@ -401,11 +401,21 @@ func (c *conn) checkAgent(now time.Time) error {
 	if !c.agent.Expires.IsZero() && now.After(c.agent.Expires) {
 		return errExpired
 	}
+	// The agent's role is the policy's: while the decider's epoch stands
+	// (sqlpolicy.EpochDecider) the answer is the one found last time.
+	var epoch uint64
+	if ed, ok := c.srv.cfg.Decider.(sqlpolicy.EpochDecider); ok {
+		epoch = ed.Epoch()
+	}
+	if epoch != 0 && epoch == c.agentEpoch {
+		return nil
+	}
 	role, up, ok := c.srv.cfg.Decider.Role(c.agent.Name)
 	if !ok || role != c.role || up != c.upName {
 		c.log.Warn("agent no longer maps to the session's role", "known", ok, "new_role", role)
 		return errAgentRemoved
 	}
+	c.agentEpoch = epoch
 	return nil
 }
 

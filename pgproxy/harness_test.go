@@ -24,6 +24,7 @@ import (
 	"github.com/keyholedb/keyhole/internal/testgateway"
 	"github.com/keyholedb/keyhole/internal/testpg"
 	"github.com/keyholedb/keyhole/pgproxy"
+	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
 const setupSQL = `
@@ -86,6 +87,8 @@ type envOpts struct {
 	raw      bool            // audit raw statements
 	// noAuditCopy: e.audit keeps no events (a test measuring memory).
 	noAuditCopy bool
+	// decider, when set, wraps the gateway's decider.
+	decider func(sqlpolicy.Decider) sqlpolicy.Decider
 }
 
 func newEnv(t testing.TB, o envOpts) *env {
@@ -163,6 +166,9 @@ func newEnvWith(t testing.TB, o envOpts, wrap func(*env) creds.Source) *env {
 		}
 		if o.metrics != nil {
 			c.Metrics = o.metrics
+		}
+		if o.decider != nil {
+			c.Decider = o.decider(c.Decider)
 		}
 		e.src = c.Creds
 		if wrap != nil {

@@ -3,9 +3,11 @@ package pgproxy_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/internal/fixture"
+	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
 // revocableSource wraps a static source; revoke closes every lease's Done.
@@ -124,6 +127,79 @@ func TestAgentRemovedFromPolicy(t *testing.T) {
 	require.NoError(t, e.g.ReloadPolicy())
 	_, err = c.Exec(ctx, "SELECT 2")
 	assert.Equal(t, "28000", sqlState(err), "err: %v", err)
+}
+
+// movedRole is the gateway's decider with the agent's role taken away
+// on the test's word, without the reload that would also end the agent's
+// sessions from outside: what the session's own check (checkAgent) sees.
+// With epochs, the move comes with a new epoch, as a reload's would.
+type movedRole struct {
+	sqlpolicy.EpochDecider
+	moved atomic.Bool
+}
+
+func (m *movedRole) move() { m.moved.Store(true) }
+
+func (m *movedRole) Role(agent string) (string, string, bool) {
+	if m.moved.Load() {
+		return "", "", false
+	}
+	return m.EpochDecider.Role(agent)
+}
+
+func (m *movedRole) bump() uint64 {
+	if m.moved.Load() {
+		return 1 << 40
+	}
+	return 0
+}
+
+func (m *movedRole) Epoch() uint64 { return m.EpochDecider.Epoch() + m.bump() }
+
+func (m *movedRole) CheckEpoch(p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access, uint64) {
+	d, a, e := m.EpochDecider.CheckEpoch(p, sql, s)
+	if e != 0 {
+		e += m.bump()
+	}
+	return d, a, e
+}
+
+// noEpochs hides a decider's epochs.
+type noEpochs struct{ sqlpolicy.Decider }
+
+// TestRoleMovedEndsSession: a session whose agent no longer maps to its
+// role ends at its next statement (28000), through the simple and the
+// extended protocol, after statements that found the role in place —
+// with a decider whose epoch moves with the role, and with one that has
+// no epochs (the role is then looked up at every read).
+func TestRoleMovedEndsSession(t *testing.T) {
+	t.Parallel()
+	for _, epochs := range []bool{true, false} {
+		for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol} {
+			t.Run(fmt.Sprintf("epochs=%v/%v", epochs, mode), func(t *testing.T) {
+				t.Parallel()
+				var m *movedRole
+				e := newEnv(t, envOpts{decider: func(d sqlpolicy.Decider) sqlpolicy.Decider {
+					ed, ok := d.(sqlpolicy.EpochDecider)
+					require.True(t, ok, "the gateway's decider has epochs")
+					m = &movedRole{EpochDecider: ed}
+					if !epochs {
+						return noEpochs{m}
+					}
+					return m
+				}})
+				ctx := context.Background()
+				c := e.connect(mode)
+				for i := range 3 {
+					_, err := c.Exec(ctx, "SELECT $1::int", i)
+					require.NoError(t, err)
+				}
+				m.move()
+				_, err := c.Exec(ctx, "SELECT $1::int", 4)
+				assert.Equal(t, "28000", sqlState(err), "err: %v", err)
+			})
+		}
+	}
 }
 
 func TestTokenExpiryEndsSession(t *testing.T) {
