@@ -89,8 +89,8 @@ func TestSessionEnds(t *testing.T) {
 	t.Run("agent leaves the policy", func(t *testing.T) {
 		r := e.dialRaw(t)
 		r.login(e, "analyst-bot")
-		// A statement first: the agent's role is then known for the
-		// policy's epoch, and the reload must still be seen.
+		// A statement first: the session has found its role in place,
+		// and the reload must still end it.
 		rows, last := r.query("SELECT 1")
 		require.NotEqual(t, byte(0xff), last[0], "SELECT 1: %q", last)
 		assert.Equal(t, []string{"1"}, rows)

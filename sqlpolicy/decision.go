@@ -283,7 +283,7 @@ type Decider interface {
 // (the policy, the catalog, the analyzer) changes the epoch; an allow that
 // may end without that (a time-limited grant's) comes with epoch 0. Role
 // too answers the same while Epoch returns the same epoch (never 0): the
-// Postgres front end checks an agent's role once per epoch.
+// front ends look an agent's role up again only when the epoch moves.
 type EpochDecider interface {
 	Decider
 	// CheckEpoch is Check, also returning the epoch the decision was made
