@@ -97,15 +97,20 @@ func (c LockoutConfig) withDefaults() LockoutConfig {
 // Memory is bounded. A pair is forgotten MaxDelay after its lockout ended
 // (after its last failure, before any lockout). A source keeps at most 64
 // pairs with failures; past that the pair with the fewest failures (the
-// oldest of them) is dropped and its failure count raises the source's
-// floor: every pair of that source counts its failures from at least the
-// floor until the floor ages out like a pair. So spraying made-up agent
-// names from one source never lowers the count of any pair of that source
-// (an evicted pair comes back at its level), and costs the sprayer's
-// other pairs their free failures. At most MaxEntries pairs and sources
-// are kept over all sources; past that the source that failed least
-// recently is forgotten whole (only many sources, each limited on its
-// own, can do that).
+// oldest of them) whose lockout has ended is dropped, and its failure
+// count raises the source's floor: every pair of that source counts its
+// failures from at least the floor until the floor ages out like a pair.
+// So spraying made-up agent names from one source never lowers the count
+// of any pair of that source (an evicted pair comes back at its level),
+// and costs the sprayer's other pairs their free failures. A pair that is
+// locked out is never dropped, since a new pair for its agent would not
+// be: while all of a source's 64 pairs are locked out (or in flight), the
+// source is refused for every agent it holds no pair for, until the first
+// of those lockouts ends. Such a source has failed for 64 agent names;
+// agents that log in with signed tokens are not limited, from it or any
+// other. At most MaxEntries pairs and sources are kept over all sources;
+// past that the source that failed least recently is forgotten whole
+// (only many sources, each limited on its own, can do that).
 //
 // Safe for concurrent use.
 type Limiter struct {
@@ -219,6 +224,12 @@ func (l *Limiter) Begin(ctx context.Context, source, agent string) (*Attempt, er
 			return nil, err
 		}
 		if p == nil {
+			if wait, full := l.full(src, now); full {
+				err := &AuthError{Reason: ReasonRateLimited, RetryAfter: wait,
+					detail: fmt.Errorf("the source has %d agents locked out", src.failing)}
+				l.mu.Unlock()
+				return nil, err
+			}
 			p = &pairState{src: src, key: key}
 			src.pairs[key] = p
 		}
@@ -349,13 +360,45 @@ func (l *Limiter) fail(p *pairState) {
 	}
 }
 
-// evictPair drops one idle pair with failures of src: a forgotten one, else
-// the one with the fewest failures that failed first, whose level then
-// raises the source's floor. Callers hold mu.
+// full reports whether src holds as many pairs with failures as it may
+// and none of them can be evicted (each is locked out or in flight), and
+// how long until the first lockout among them ends (at least a second
+// when none is locked out: attempts in flight end sooner). A new pair of
+// src must then wait. Callers hold mu.
+func (l *Limiter) full(src *sourceState, now time.Time) (time.Duration, bool) {
+	if src.failing < l.perSource {
+		return 0, false
+	}
+	var first time.Time
+	for _, p := range src.pairs {
+		switch {
+		case p.failures == 0:
+		case evictable(p, now):
+			return 0, false
+		case now.Before(p.until) && (first.IsZero() || p.until.Before(first)):
+			first = p.until
+		}
+	}
+	if first.IsZero() {
+		return time.Second, true
+	}
+	return first.Sub(now), true
+}
+
+// evictable: p has failures, nothing in flight and no lockout running.
+func evictable(p *pairState, now time.Time) bool {
+	return p.failures > 0 && p.inflight == 0 && !now.Before(p.until)
+}
+
+// evictPair drops one idle pair with failures of src whose lockout has
+// ended: a forgotten one, else the one with the fewest failures that
+// failed first, whose level then raises the source's floor. A locked-out
+// pair is kept: its agent's next guess must wait it out, and a new pair
+// would not. Callers hold mu.
 func (l *Limiter) evictPair(src *sourceState, now time.Time) bool {
 	var victim *pairState
 	for _, p := range src.pairs {
-		if p.failures == 0 || p.inflight > 0 {
+		if !evictable(p, now) {
 			continue
 		}
 		if l.pairForgotten(p, now) {

@@ -235,18 +235,23 @@ func TestLimiterSpray(t *testing.T) {
 	sources, pairs := identity.LimiterSizes(l)
 	assert.LessOrEqual(t, sources+pairs, 70)
 
-	// The victim's pair still counts at least its 7 failures: the next
-	// one locks for 32s or more, not the free failure a forgotten pair
-	// would get.
+	// The source's pairs are all locked out: no guess at the victim (nor
+	// at any name the source holds no pair for) until the first lockout
+	// ends, not the free failure a forgotten pair would get.
+	assert.Positive(t, lockedFor(t, l, attacker, victim))
+	// Once the sprayed names' lockouts end, the victim's pair still counts
+	// at least its 7 failures: the next one locks for 32s or more.
+	c.Advance(l.Delay(cfg.MaxFailures))
 	require.NoError(t, try(t, l, attacker, victim, wrongProof()))
 	assert.GreaterOrEqual(t, lockedFor(t, l, attacker, victim), l.Delay(8))
 	assert.Equal(t, 32*time.Second, l.Delay(8))
-	c.Advance(time.Hour)
 
 	// Even 200 names raised past the victim's count (waiting out each
 	// lockout) push the victim's pair out only into the source's floor:
-	// it comes back with at least its count.
-	for level := 1; level <= 9; level++ {
+	// it comes back with at least its count for as long as the pair itself
+	// would be remembered (MaxDelay after its lockout ended; five rounds
+	// take 33 minutes).
+	for level := 1; level <= 5; level++ {
 		for i := range 200 {
 			_ = try(t, l, attacker, fmt.Sprintf("patient-%d", i), wrongProof())
 		}
@@ -265,6 +270,42 @@ func TestLimiterSpray(t *testing.T) {
 	// failure: the next is free).
 	require.NoError(t, try(t, l, "198.51.100.1", victim, wrongProof()))
 	assert.Zero(t, lockedFor(t, l, "198.51.100.1", victim))
+}
+
+// TestLimiterSprayKeepsLockout: names sprayed from the source that holds
+// a locked-out pair never end that lockout early. Evicting the locked
+// pair (the oldest of those with the fewest failures) used to let its
+// agent's next guess through at once, at the floor's level: one guess
+// at the victim for every 65 failures at made-up names, with no waiting.
+func TestLimiterSprayKeepsLockout(t *testing.T) {
+	t.Parallel()
+	c := newClock()
+	cfg := identity.LockoutConfig{MaxFailures: 3, BaseDelay: time.Minute, MaxDelay: time.Hour, MaxEntries: 1000}
+	l := limiter(c, cfg)
+	const attacker, victim = "203.0.113.7", "payroll-bot"
+	for range cfg.MaxFailures {
+		require.NoError(t, try(t, l, attacker, victim, wrongProof()))
+		c.Advance(time.Millisecond)
+	}
+	locked := lockedFor(t, l, attacker, victim)
+	require.Positive(t, locked)
+	// Every name as often as it is free, a millisecond apart: the
+	// victim's pair is the oldest of those with the fewest failures.
+	for i := range 500 {
+		name := fmt.Sprintf("made-up-%d", i)
+		for range cfg.MaxFailures {
+			_ = try(t, l, attacker, name, wrongProof())
+			c.Advance(time.Millisecond)
+		}
+	}
+	left := lockedFor(t, l, attacker, victim)
+	assert.Positive(t, left, "the victim's lockout ended early")
+	assert.LessOrEqual(t, left, locked)
+	sources, pairs := identity.LimiterSizes(l)
+	assert.LessOrEqual(t, sources+pairs, 70)
+	// Once the lockouts end, names are taken again.
+	c.Advance(cfg.MaxDelay)
+	require.NoError(t, try(t, l, attacker, "someone-new", wrongProof()))
 }
 
 // TestLimiterManySources: memory stays bounded when many sources fail,
