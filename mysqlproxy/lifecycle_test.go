@@ -91,18 +91,31 @@ func TestSessionEnds(t *testing.T) {
 		r.login(e, "analyst-bot")
 		// A statement first: the session has found its role in place,
 		// and the reload must still end it.
-		rows, last := r.query("SELECT 1")
-		require.NotEqual(t, byte(0xff), last[0], "SELECT 1: %q", last)
-		assert.Equal(t, []string{"1"}, rows)
+		selectOne(t, r)
 		e.setAgents(t, "agents:\n  secret-bot: {role: analyst}\n")
 		e.reload(t)
-		r.command(append([]byte{0x03}, "SELECT 1"...))
-		num, state, _, ok := sqlErr(r.read())
-		require.True(t, ok)
-		assert.EqualValues(t, 1045, num)
-		assert.Equal(t, "28000", state)
-		assert.True(t, r.closed())
+		requireAgentRefused(t, r)
 	})
+}
+
+// selectOne runs SELECT 1 and requires its one row.
+func selectOne(t *testing.T, r *rawClient) {
+	t.Helper()
+	rows, last := r.query("SELECT 1")
+	require.NotEqual(t, byte(0xff), last[0], "SELECT 1: %q", last)
+	assert.Equal(t, []string{"1"}, rows)
+}
+
+// requireAgentRefused sends a query and requires the session to end with
+// the agent refused (1045, 28000).
+func requireAgentRefused(t *testing.T, r *rawClient) {
+	t.Helper()
+	r.command(append([]byte{0x03}, "SELECT 1"...))
+	num, state, _, ok := sqlErr(r.read())
+	require.True(t, ok)
+	assert.EqualValues(t, 1045, num)
+	assert.Equal(t, "28000", state)
+	assert.True(t, r.closed())
 }
 
 // movedRole is the gateway's decider with the agent's role taken away
@@ -151,17 +164,10 @@ func TestRoleMovedEndsSession(t *testing.T) {
 			r := e.dialRaw(t)
 			r.login(e, "analyst-bot")
 			for range 3 {
-				rows, last := r.query("SELECT 1")
-				require.NotEqual(t, byte(0xff), last[0], "SELECT 1: %q", last)
-				assert.Equal(t, []string{"1"}, rows)
+				selectOne(t, r)
 			}
 			m.moved.Store(true)
-			r.command(append([]byte{0x03}, "SELECT 1"...))
-			num, state, _, ok := sqlErr(r.read())
-			require.True(t, ok)
-			assert.EqualValues(t, 1045, num)
-			assert.Equal(t, "28000", state)
-			assert.True(t, r.closed())
+			requireAgentRefused(t, r)
 		})
 	}
 }
