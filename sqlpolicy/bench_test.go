@@ -32,7 +32,7 @@ func benchJoin(total int) string {
 		`ORDER BY o.created_at DESC LIMIT 50`
 }
 
-func benchEngine(b *testing.B, opts sp.EngineOptions) *sp.Engine {
+func benchEngine(b testing.TB, opts sp.EngineOptions) *sp.Engine {
 	b.Helper()
 	cat := testCatalog()
 	e := sp.NewEngine(mustPolicy(b, benchPolicy, cat), cat, pganalyze.New(cat, pganalyze.Options{}), opts)
@@ -197,6 +197,39 @@ func BenchmarkCheckRandomLiteral(b *testing.B) {
 	for b.Loop() {
 		e.Check(p, texts[i%len(texts)], s)
 		i++
+	}
+}
+
+// BenchmarkCheckDigitVariant is pgbench -S in simple mode: one text with
+// a new account id (six digits) every time, in one session, whose memo
+// (RecentText) answers it. In "two shapes" the session alternates two
+// such texts of different shapes, so the memo never answers and every
+// text takes the fast lookup, plus what remembering it costs.
+func BenchmarkCheckDigitVariant(b *testing.B) {
+	for _, shapes := range []int{1, 2} {
+		b.Run(map[int]string{1: "one shape", 2: "two shapes"}[shapes], func(b *testing.B) {
+			e := benchEngine(b, sp.EngineOptions{})
+			p, s := sp.Principal{Agent: "bench"}, &pganalyze.Session{}
+			texts := make([]string, 1<<16)
+			for i := range texts {
+				col := "total"
+				if shapes == 2 && i%2 == 1 {
+					col = "customer_id"
+				}
+				texts[i] = "SELECT " + col + " FROM orders WHERE id = " + strconv.Itoa(100000+i*13) + ";"
+			}
+			for _, q := range texts[:2] {
+				if d, _ := e.Check(p, q, s); !d.Allowed() {
+					b.Fatalf("benchmark statement denied: %s", d.Message)
+				}
+			}
+			b.ReportAllocs()
+			i := 2
+			for b.Loop() {
+				e.Check(p, texts[i%len(texts)], s)
+				i++
+			}
+		})
 	}
 }
 

@@ -19,6 +19,10 @@ import (
 //     may be marked as reachable by a fast form (FastNormalizer), see
 //     entry.fastOK.
 //
+// Before either, a session's memo (RecentText) answers a text that
+// differs from the last one the fast lookup answered in that session only
+// in the digits of its integer literals, with that answer.
+//
 // Keys are 64-bit hashes; every hit compares the stored text, generation,
 // agent and scope, so a hash collision is a miss, never a wrong answer.
 // Each shard is a list bounded by its share of the byte budget, evicted
@@ -65,6 +69,9 @@ type shard struct {
 	maxSize int64
 
 	hits, misses, evictions uint64
+	// recentHits counts the answers of session memos (RecentText) made
+	// from this shard's entries; atomic, as they take no lock.
+	recentHits atomic.Uint64
 }
 
 type cache struct {
@@ -183,7 +190,9 @@ func (c *cache) admit(k uint64) bool {
 	return false
 }
 
-func (c *cache) shardOf(k uint64) *shard { return &c.shards[(k>>59)&c.mask] }
+func (c *cache) shardOf(k uint64) *shard { return &c.shards[c.shardIndex(k)] }
+
+func (c *cache) shardIndex(k uint64) int { return int((k >> 59) & c.mask) }
 
 func sameScope(a, b []Grant) bool {
 	if (a == nil) != (b == nil) || len(a) != len(b) {
@@ -209,25 +218,26 @@ func (c *cache) getNorm(text string, gen uint64, p *Principal, mark *FastForm) (
 
 // getFast looks up the normalized entry whose text is the fast form
 // f.Text, answering only from an entry marked (fastOK) with f's
-// literals. A miss is not counted: the caller goes on to the normalized
-// lookup, which counts it.
-func (c *cache) getFast(f *FastForm, gen uint64, p *Principal) (*Decision, *Access, bool) {
+// literals; stripe is the index of the entry's shard. A miss is not
+// counted: the caller goes on to the normalized lookup, which counts it.
+func (c *cache) getFast(f *FastForm, gen uint64, p *Principal) (d *Decision, a *Access, stripe int, ok bool) {
 	k := c.keyOf(maphash.Bytes(c.seed, f.Text), kindNorm, gen, p)
-	s := c.shardOf(k)
+	stripe = c.shardIndex(k)
+	s := &c.shards[stripe]
 	s.mu.Lock()
 	e := s.m[k]
 	if e == nil || !e.fastOK || e.kind != kindNorm || e.gen != gen || e.text != string(f.Text) ||
 		e.fastLits != string(f.Literals) || e.agent != p.Agent || !sameScope(e.scope, p.Scope) {
 		s.mu.Unlock()
-		return nil, nil, false
+		return nil, nil, 0, false
 	}
 	if !e.ref {
 		e.ref = true
 	}
 	s.hits++
-	d, a := e.d, e.a
+	d, a = e.d, e.a
 	s.mu.Unlock()
-	return d, a, true
+	return d, a, stripe, true
 }
 
 // getKey looks up the entry of key k, kind and text. When mark is not nil
@@ -336,7 +346,7 @@ func (c *cache) stats() CacheStats {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
-		st.Hits += s.hits
+		st.Hits += s.hits + s.recentHits.Load()
 		st.Misses += s.misses
 		st.Evictions += s.evictions
 		st.Entries += len(s.m)

@@ -80,6 +80,13 @@ type ShapeAnalyzer interface {
 // to the same tree but for those constants; and, for a ShapeAnalyzer,
 // that Shape refuses both or neither (the Engine answers a text from such
 // an entry without calling Shape).
+//
+// It may also list in f.Digits literals of sql that are runs of decimal
+// digits whose every variant keeps the fast form: a text equal to sql but
+// in those runs, each of which holds another run of one to nine decimal
+// digits, and no longer than sql, must get the same Text and Literals
+// (and the same verdict from Shape). The Engine then answers such a text
+// from a session's memo of sql (RecentText) without calling FastNormal.
 type FastNormalizer interface {
 	FastNormal(sql string, f *FastForm) bool
 }
@@ -87,6 +94,10 @@ type FastNormalizer interface {
 // FastForm is FastNormalizer's output; its slices are reused.
 type FastForm struct {
 	Text, Literals []byte
+	// Digits holds the bounds in the text, start and end by pairs in
+	// ascending order, of the digit runs whose variants keep the form
+	// (see FastNormalizer); empty when the analyzer names none.
+	Digits []int32
 }
 
 // Session is one connection's dialect state that changes how later text

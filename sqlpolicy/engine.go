@@ -37,6 +37,7 @@ type Engine struct {
 	cat    *catalog.Catalog
 	an     Analyzer
 	cache  *cache // nil when disabled
+	id     uint64 // unique per engine: what a session's RecentText names
 	// fast is an's FastNormalizer, nil when it has none or its normal
 	// form depends on the session (SessionNormalizer): the fast lookup
 	// is part of the shaped path, which such analyzers never take.
@@ -48,7 +49,7 @@ var _ Decider = (*Engine)(nil)
 // NewEngine builds an Engine. The policy should have been loaded against
 // the same catalog the analyzer resolves names with.
 func NewEngine(p *Policy, cat *catalog.Catalog, a Analyzer, opts EngineOptions) *Engine {
-	e := &Engine{policy: p, cat: cat, an: a}
+	e := &Engine{policy: p, cat: cat, an: a, id: engineIDs.Add(1)}
 	_, shaper := a.(ShapeAnalyzer)
 	_, sessional := a.(SessionNormalizer)
 	if fn, ok := a.(FastNormalizer); ok && shaper && !sessional {
@@ -152,13 +153,6 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 		d, a, _ := e.analyze(p, sql, s)
 		return d, a
 	}
-	exactKey := c.key(kindExact, sql, gen, &p)
-	exactFirst := len(sql) >= minExactFirst
-	if exactFirst {
-		if d, a, ok := c.getKey(exactKey, kindExact, sql, gen, &p, nil); ok {
-			return d, a
-		}
-	}
 	// A text of a shape no normalized entry was stored for cannot hit
 	// one: it is analyzed and normalized from one parse instead of being
 	// parsed once to normalize and once more to analyze.
@@ -185,6 +179,26 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 	// columns). Such a text is decided on its own and cached exactly; it
 	// is still normalized for its Redacted form.
 	shared := strings.IndexByte(sql, '$') < 0 && strings.IndexByte(sql, '?') < 0 // (two vector scans: ContainsAny goes byte by byte)
+	// The session's memo answers a digit variant of the last text the
+	// fast lookup answered in it: what the fast lookup would answer (see
+	// RecentText), before any other level.
+	var recent *RecentText
+	if shaped && shared && e.fast != nil {
+		if k, ok := s.(RecentKeeper); ok {
+			recent = k.RecentText()
+			if d, a, ok := recent.answers(e.id, gen, &p, sql); ok {
+				c.shards[recent.stripe].recentHits.Add(1)
+				return d, a
+			}
+		}
+	}
+	exactKey := c.key(kindExact, sql, gen, &p)
+	exactFirst := len(sql) >= minExactFirst
+	if exactFirst {
+		if d, a, ok := c.getKey(exactKey, kindExact, sql, gen, &p, nil); ok {
+			return d, a
+		}
+	}
 	// ff is sql's fast form (FastNormalizer), nil when there is none. It
 	// is made for texts of an unseen shape too: an entry stored for one
 	// is marked when the fast form agrees with the normal form.
@@ -216,7 +230,10 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 			// too. Where the forms disagree (a literal Normalize keeps,
 			// like ORDER BY 1), no entry is marked for that fast form,
 			// and the full path decides.
-			if d, a, ok := c.getFast(ff, gen, &p); ok {
+			if d, a, stripe, ok := c.getFast(ff, gen, &p); ok {
+				if recent != nil {
+					recent.remember(e.id, gen, &p, sql, ff, stripe, d, a)
+				}
 				if exactFirst && c.admit(exactKey) {
 					c.putKey(exactKey, kindExact, sql, gen, &p, d, a, accessSize(a, d))
 				}

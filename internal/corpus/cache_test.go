@@ -93,3 +93,72 @@ func TestCacheDifferential(t *testing.T) {
 		})
 	}
 }
+
+// lexCounting is the Postgres analyzer counting the fast forms it makes:
+// a text a session's memo (sqlpolicy.RecentText) answers is not lexed.
+type lexCounting struct {
+	*pganalyze.Analyzer
+	lexed atomic.Int64
+}
+
+func (l *lexCounting) FastNormal(sql string, f *sqlpolicy.FastForm) bool {
+	l.lexed.Add(1)
+	return l.Analyzer.FastNormal(sql, f)
+}
+
+// digitRunRe finds runs of digits that stand alone (not in a word).
+var digitRunRe = regexp.MustCompile(`\b\d+\b`)
+
+// TestRecentTextDifferential checks a session's memo against the uncached
+// engine: for every single-text corpus case T with a run of digits, one
+// session decides T and a variant of T with another number there (the
+// fast lookup's answer, which the memo keeps), then variants with other
+// values in that run; each must get the decision an engine without a
+// cache gives it, whether the memo answered it or not.
+func TestRecentTextDifferential(t *testing.T) {
+	t.Parallel()
+	for _, su := range corpus.Suites {
+		t.Run(su.Name, func(t *testing.T) {
+			t.Parallel()
+			cases, err := corpus.LoadCases(fixture.Path(t, su.CasesDir))
+			require.NoError(t, err)
+			shop := corpus.NewShop(t, su)
+			pol, _, err := sqlpolicy.LoadPolicyFile(fixture.Path(t, su.Policy), shop.Cat)
+			require.NoError(t, err)
+			an := &lexCounting{Analyzer: pganalyze.New(shop.Cat, pganalyze.Options{})}
+			fresh := sqlpolicy.NewEngine(pol, shop.Cat, an.Analyzer, sqlpolicy.EngineOptions{CacheBytes: -1})
+			p := sqlpolicy.Principal{Agent: su.Agent}
+			values := []string{"0", "7", "00", "123456789", "1000000000", "2147483648", "5.5", "'7'"}
+			var checked, answered int
+			for _, c := range cases {
+				if len(c.SQL) != 1 {
+					continue
+				}
+				text := c.SQL[0]
+				for _, loc := range digitRunRe.FindAllStringIndex(text, 4) {
+					with := func(v string) string { return text[:loc[0]] + v + text[loc[1]:] }
+					cached := sqlpolicy.NewEngine(pol, shop.Cat, an, sqlpolicy.EngineOptions{})
+					s := cached.NewSession()
+					cached.Check(p, text, s)
+					cached.Check(p, with("4"+text[loc[0]:loc[1]]), s)
+					for _, v := range values {
+						variant := with(v)
+						before := an.lexed.Load()
+						got, _ := cached.Check(p, variant, s)
+						if an.lexed.Load() == before {
+							answered++
+						}
+						want, _ := fresh.Check(p, variant, fresh.NewSession())
+						checked++
+						assert.Equal(t, want.Effect, got.Effect,
+							"%s: after %q in one session, %q is decided differently from a fresh analysis (%s)",
+							c.ID, text, variant, reasonsJSON(want))
+						assert.Equal(t, want.Rule, got.Rule, "%s: %q", c.ID, variant)
+					}
+				}
+			}
+			t.Logf("memo differential %s: %d variants, %d not lexed", su.Name, checked, answered)
+			assert.Positive(t, answered, "the memo answered no variant: the test exercises nothing")
+		})
+	}
+}

@@ -67,3 +67,13 @@ func FastLiterals(sql string) (form, sig string, lits []FastLiteral, ok bool) {
 	}
 	return string(f.Text), string(f.Literals), lits, true
 }
+
+// FastDigits returns FastNormal's Digits for sql, false when it declines
+// the text.
+func FastDigits(sql string) ([]int32, bool) {
+	var f sqlpolicy.FastForm
+	if !fastNormal(sql, &f, nil) {
+		return nil, false
+	}
+	return f.Digits, true
+}

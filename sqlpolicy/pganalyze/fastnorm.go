@@ -2,6 +2,7 @@ package pganalyze
 
 import (
 	"encoding/binary"
+	"math"
 	"strconv"
 	"strings"
 
@@ -101,6 +102,7 @@ func fastNormal(sql string, f *sqlpolicy.FastForm, spans *[]litSpan) bool {
 	l := fastLexer{s: sql}
 	text := f.Text[:0]
 	lits := f.Literals[:0]
+	digits := f.Digits[:0]
 	nlits := 0
 	last := 0 // end of the last literal replaced
 	// unary is whether a '-' after the previous token can only be a sign:
@@ -143,6 +145,17 @@ func fastNormal(sql string, f *sqlpolicy.FastForm, spans *[]litSpan) bool {
 				// Postgres folds the sign into the constant (doNegate) and
 				// libpg_query replaces from the '-'.
 				litStart = minusAt
+			}
+			if integer && end <= math.MaxInt32 {
+				// Any run of one to nine digits here is an ICONST too
+				// (below 10^9, it fits in int32), ending where this one
+				// ends: the byte after it is the same, and whether it
+				// continues a number does not depend on the digits
+				// before it. The sign, if any, is in the text before,
+				// and a variant no longer than this text is within
+				// MaxBytes. So such a variant has this text's fast form
+				// (sqlpolicy.FastForm.Digits).
+				digits = append(digits, int32(start), int32(end))
 			}
 		case ftStr:
 			cls = litStr
@@ -188,6 +201,7 @@ func fastNormal(sql string, f *sqlpolicy.FastForm, spans *[]litSpan) bool {
 	}
 	f.Text = append(text, sql[last:]...)
 	f.Literals = lits
+	f.Digits = digits
 	return true
 }
 

@@ -137,6 +137,65 @@ func checkVariant(t testing.TB, sql, form, sig string, lits []pganalyze.FastLite
 	}
 }
 
+// checkDigits checks FastNormal's Digits for sql (sqlpolicy.FastForm),
+// which lets the engine answer a digit variant of sql from a session's
+// memo without lexing it: each pair bounds an integer literal it
+// replaced (class i or I, the digits alone), every such literal is named,
+// and texts that hold other runs of one to nine digits there, no longer
+// than sql, have sql's form and Literals and the same verdict from Shape.
+// form, sig and lits are FastNormal's for sql.
+func checkDigits(t testing.TB, sql, form, sig string, lits []pganalyze.FastLiteral, rng *rand.Rand) {
+	t.Helper()
+	digits, ok := pganalyze.FastDigits(sql)
+	require.True(t, ok)
+	require.Zero(t, len(digits)%2, "%q: Digits %v", sql, digits)
+	var want []int32
+	for _, l := range lits {
+		if l.Class != pganalyze.LitInt && l.Class != pganalyze.LitNegInt {
+			continue
+		}
+		start := l.End
+		for start > l.Start && sql[start-1] >= '0' && sql[start-1] <= '9' {
+			start--
+		}
+		want = append(want, int32(start), int32(l.End))
+	}
+	require.Equal(t, want, digits, "%q: Digits do not name its integer literals %v", sql, lits)
+	if len(digits) == 0 {
+		return
+	}
+	_, shapeOK := tightAnalyzer.Shape(sql)
+	for range 4 {
+		var b strings.Builder
+		last := 0
+		for k := 0; k < len(digits); k += 2 {
+			b.WriteString(sql[last:digits[k]])
+			n := 1 + rng.IntN(9)
+			for i := range n {
+				if i == 0 && rng.IntN(4) == 0 {
+					b.WriteByte('0') // leading zeros are digits like any
+					continue
+				}
+				b.WriteByte(byte('0' + rng.IntN(10)))
+			}
+			last = int(digits[k+1])
+		}
+		b.WriteString(sql[last:])
+		v := b.String()
+		if len(v) > len(sql) {
+			continue
+		}
+		vform, vsig, _, ok := checkFast(t, v)
+		require.True(t, ok, "%q, a digit variant of %q, is declined", v, sql)
+		require.Equal(t, form, vform, "%q, a digit variant of %q", v, sql)
+		require.Equal(t, sig, vsig, "%q, a digit variant of %q: Literals", v, sql)
+		if len(sql) <= tightLimits.MaxBytes {
+			_, vok := tightAnalyzer.Shape(v)
+			require.Equal(t, shapeOK, vok, "Shape accepts %q: %v, its digit variant %q: %v", sql, shapeOK, v, vok)
+		}
+	}
+}
+
 // tightAnalyzer scans with small limits (see checkVariant).
 var (
 	tightLimits   = pganalyze.Options{MaxBytes: 400, MaxDepth: 3, MaxTerms: 4}
@@ -303,6 +362,7 @@ func TestFastNormalCorpus(t *testing.T) {
 		for range 4 {
 			checkVariant(t, sql, form, sig, lits, rng)
 		}
+		checkDigits(t, sql, form, sig, lits, rng)
 	}
 	t.Logf("%d texts taken, %d of them with pg.Normalize's form", taken, same)
 	assert.Greater(t, taken, 150)
@@ -338,6 +398,7 @@ func FuzzFastNormal(f *testing.F) {
 		for range 3 {
 			checkVariant(t, sql, form, sig, lits, rng)
 		}
+		checkDigits(t, sql, form, sig, lits, rng)
 	})
 }
 

@@ -82,7 +82,12 @@ type Session struct {
 	// start is what the upstream session started with (LearnProbe); nil
 	// when sessions start on the catalog's path.
 	start *startState
+	// recent is the engine's memo of the session's last fast-path text.
+	recent sqlpolicy.RecentText
 }
+
+// RecentText implements sqlpolicy.RecentKeeper.
+func (s *Session) RecentText() *sqlpolicy.RecentText { return &s.recent }
 
 // stateCounter hands out process-unique generations, so two sessions that
 // each prepared a statement named "s1" never share a cache key.
