@@ -153,6 +153,29 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 		d, a, _ := e.analyze(p, sql, s)
 		return d, a
 	}
+	// The session's memo answers a digit variant of the last text the
+	// fast lookup answered in it, with what the fast lookup would answer
+	// (see RecentText), before any other level. Such a text is one the
+	// fast lookup takes: the engine has a FastNormalizer (so it is on
+	// the shaped path), and the text has no '$' or '?' (its memo's text
+	// had none, and only digits differ).
+	var recent *RecentText
+	if e.fast != nil {
+		if k, ok := s.(RecentKeeper); ok {
+			recent = k.RecentText()
+			if d, a, ok := recent.answers(e.id, gen, &p, sql); ok {
+				c.shards[recent.stripe].recentHits.Add(1)
+				return d, a
+			}
+		}
+	}
+	exactKey := c.key(kindExact, sql, gen, &p)
+	exactFirst := len(sql) >= minExactFirst
+	if exactFirst {
+		if d, a, ok := c.getKey(exactKey, kindExact, sql, gen, &p, nil); ok {
+			return d, a
+		}
+	}
 	// A text of a shape no normalized entry was stored for cannot hit
 	// one: it is analyzed and normalized from one parse instead of being
 	// parsed once to normalize and once more to analyze.
@@ -179,26 +202,6 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 	// columns). Such a text is decided on its own and cached exactly; it
 	// is still normalized for its Redacted form.
 	shared := strings.IndexByte(sql, '$') < 0 && strings.IndexByte(sql, '?') < 0 // (two vector scans: ContainsAny goes byte by byte)
-	// The session's memo answers a digit variant of the last text the
-	// fast lookup answered in it: what the fast lookup would answer (see
-	// RecentText), before any other level.
-	var recent *RecentText
-	if shaped && shared && e.fast != nil {
-		if k, ok := s.(RecentKeeper); ok {
-			recent = k.RecentText()
-			if d, a, ok := recent.answers(e.id, gen, &p, sql); ok {
-				c.shards[recent.stripe].recentHits.Add(1)
-				return d, a
-			}
-		}
-	}
-	exactKey := c.key(kindExact, sql, gen, &p)
-	exactFirst := len(sql) >= minExactFirst
-	if exactFirst {
-		if d, a, ok := c.getKey(exactKey, kindExact, sql, gen, &p, nil); ok {
-			return d, a
-		}
-	}
 	// ff is sql's fast form (FastNormalizer), nil when there is none. It
 	// is made for texts of an unseen shape too: an entry stored for one
 	// is marked when the fast form agrees with the normal form.
@@ -231,7 +234,7 @@ func (e *Engine) check(p Principal, sql string, s Session) (*Decision, *Access) 
 			// like ORDER BY 1), no entry is marked for that fast form,
 			// and the full path decides.
 			if d, a, stripe, ok := c.getFast(ff, gen, &p); ok {
-				if recent != nil {
+				if recent != nil { // (shaped and shared hold, as the memo's answers assume)
 					recent.remember(e.id, gen, &p, sql, ff, stripe, d, a)
 				}
 				if exactFirst && c.admit(exactKey) {
