@@ -39,7 +39,7 @@ func TestFastLookup(t *testing.T) {
 		an := &countingPg{Analyzer: pganalyze.New(cat, pganalyze.Options{})}
 		return sp.NewEngine(mustPolicy(t, benchPolicy, cat), cat, an, sp.EngineOptions{}), an
 	}
-	p, s := sp.Principal{Agent: "bench"}, &pganalyze.Session{}
+	p := sp.Principal{Agent: "bench"}
 
 	// The engine asks the policy about the agent only past the fast
 	// lookup: an agent the policy does not know must still be denied for
@@ -48,6 +48,7 @@ func TestFastLookup(t *testing.T) {
 	t.Run("an unknown agent misses the fast lookup", func(t *testing.T) {
 		t.Parallel()
 		e, _ := newEngine()
+		s := &pganalyze.Session{} // (a session is not for concurrent use)
 		first, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1;", s)
 		require.True(t, first.Allowed(), first.Message)
 		d, _ := e.Check(p, "SELECT total FROM orders WHERE id = 2;", s)
@@ -65,6 +66,7 @@ func TestFastLookup(t *testing.T) {
 	t.Run("a new literal is answered without normalizing", func(t *testing.T) {
 		t.Parallel()
 		e, an := newEngine()
+		s := &pganalyze.Session{} // (a session is not for concurrent use)
 		first, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1;", s)
 		require.True(t, first.Allowed(), first.Message)
 		before, stats := an.normalized.Load(), e.CacheStats()
@@ -102,6 +104,7 @@ func TestFastLookup(t *testing.T) {
 			{"SELECT total::varchar(10) FROM orders", "SELECT total::varchar(20) FROM orders"},
 		} {
 			e, _ := newEngine()
+			s := &pganalyze.Session{}
 			d1, _ := e.Check(p, pair[0], s)
 			d2, _ := e.Check(p, pair[1], s)
 			assert.NotSame(t, d1, d2, "%q answered from %q's entry", pair[1], pair[0])
@@ -113,6 +116,7 @@ func TestFastLookup(t *testing.T) {
 	t.Run("an entry is marked when the full path sees the forms agree", func(t *testing.T) {
 		t.Parallel()
 		e, an := newEngine()
+		s := &pganalyze.Session{} // (a session is not for concurrent use)
 		// LIMIT ALL is a constant to Normalize, not to FastNormal: the
 		// entry stored for the first text is not marked.
 		first, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1 LIMIT ALL", s)
@@ -129,6 +133,7 @@ func TestFastLookup(t *testing.T) {
 	t.Run("concurrent variants", func(t *testing.T) {
 		t.Parallel()
 		e, _ := newEngine()
+		s := &pganalyze.Session{} // (a session is not for concurrent use)
 		first, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1 LIMIT ALL", s)
 		require.True(t, first.Allowed())
 		var wg sync.WaitGroup
@@ -147,6 +152,7 @@ func TestFastLookup(t *testing.T) {
 	t.Run("scope keys the entry", func(t *testing.T) {
 		t.Parallel()
 		e, _ := newEngine()
+		s := &pganalyze.Session{} // (a session is not for concurrent use)
 		open, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1", s)
 		require.True(t, open.Allowed())
 		scoped := sp.Principal{Agent: "bench", Scope: []sp.Grant{{Verb: sp.VerbSelect, Tables: []string{"public.customers"}}}}
