@@ -29,6 +29,17 @@ var cacheReplacements = []string{
 	"'off'", "'x'", "2", "0", "1.5",
 }
 
+// loadSuite loads su's cases, its shop's catalog and its policy.
+func loadSuite(t *testing.T, su corpus.Suite) ([]*corpus.Case, *corpus.Shop, *sqlpolicy.Policy) {
+	t.Helper()
+	cases, err := corpus.LoadCases(fixture.Path(t, su.CasesDir))
+	require.NoError(t, err)
+	shop := corpus.NewShop(t, su)
+	pol, _, err := sqlpolicy.LoadPolicyFile(fixture.Path(t, su.Policy), shop.Cat)
+	require.NoError(t, err)
+	return cases, shop, pol
+}
+
 // TestCacheDifferential checks the normalized-text decision cache against
 // the uncached engine: for every single-text corpus case T and each
 // variant T' that swaps one of its literals for another, deciding T and
@@ -40,11 +51,7 @@ func TestCacheDifferential(t *testing.T) {
 	for _, su := range corpus.Suites {
 		t.Run(su.Name, func(t *testing.T) {
 			t.Parallel()
-			cases, err := corpus.LoadCases(fixture.Path(t, su.CasesDir))
-			require.NoError(t, err)
-			shop := corpus.NewShop(t, su)
-			pol, _, err := sqlpolicy.LoadPolicyFile(fixture.Path(t, su.Policy), shop.Cat)
-			require.NoError(t, err)
+			cases, shop, pol := loadSuite(t, su)
 			an := pganalyze.New(shop.Cat, pganalyze.Options{})
 			fresh := sqlpolicy.NewEngine(pol, shop.Cat, an, sqlpolicy.EngineOptions{CacheBytes: -1})
 			p := sqlpolicy.Principal{Agent: su.Agent}
@@ -120,11 +127,7 @@ func TestRecentTextDifferential(t *testing.T) {
 	for _, su := range corpus.Suites {
 		t.Run(su.Name, func(t *testing.T) {
 			t.Parallel()
-			cases, err := corpus.LoadCases(fixture.Path(t, su.CasesDir))
-			require.NoError(t, err)
-			shop := corpus.NewShop(t, su)
-			pol, _, err := sqlpolicy.LoadPolicyFile(fixture.Path(t, su.Policy), shop.Cat)
-			require.NoError(t, err)
+			cases, shop, pol := loadSuite(t, su)
 			an := &lexCounting{Analyzer: pganalyze.New(shop.Cat, pganalyze.Options{})}
 			fresh := sqlpolicy.NewEngine(pol, shop.Cat, an.Analyzer, sqlpolicy.EngineOptions{CacheBytes: -1})
 			p := sqlpolicy.Principal{Agent: su.Agent}
