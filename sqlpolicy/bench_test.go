@@ -32,7 +32,7 @@ func benchJoin(total int) string {
 		`ORDER BY o.created_at DESC LIMIT 50`
 }
 
-func benchEngine(b testing.TB, opts sp.EngineOptions) *sp.Engine {
+func benchEngine(b *testing.B, opts sp.EngineOptions) *sp.Engine {
 	b.Helper()
 	cat := testCatalog()
 	e := sp.NewEngine(mustPolicy(b, benchPolicy, cat), cat, pganalyze.New(cat, pganalyze.Options{}), opts)
