@@ -39,6 +39,8 @@ func TestFastLookup(t *testing.T) {
 		an := &countingPg{Analyzer: pganalyze.New(cat, pganalyze.Options{})}
 		return sp.NewEngine(mustPolicy(t, benchPolicy, cat), cat, an, sp.EngineOptions{}), an
 	}
+	// Each subtest decides in sessions of its own: a session is not for
+	// concurrent use.
 	p := sp.Principal{Agent: "bench"}
 
 	// The engine asks the policy about the agent only past the fast
@@ -48,7 +50,7 @@ func TestFastLookup(t *testing.T) {
 	t.Run("an unknown agent misses the fast lookup", func(t *testing.T) {
 		t.Parallel()
 		e, _ := newEngine()
-		s := &pganalyze.Session{} // (a session is not for concurrent use)
+		s := &pganalyze.Session{}
 		first, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1;", s)
 		require.True(t, first.Allowed(), first.Message)
 		d, _ := e.Check(p, "SELECT total FROM orders WHERE id = 2;", s)
@@ -66,7 +68,7 @@ func TestFastLookup(t *testing.T) {
 	t.Run("a new literal is answered without normalizing", func(t *testing.T) {
 		t.Parallel()
 		e, an := newEngine()
-		s := &pganalyze.Session{} // (a session is not for concurrent use)
+		s := &pganalyze.Session{}
 		first, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1;", s)
 		require.True(t, first.Allowed(), first.Message)
 		before, stats := an.normalized.Load(), e.CacheStats()
@@ -116,7 +118,7 @@ func TestFastLookup(t *testing.T) {
 	t.Run("an entry is marked when the full path sees the forms agree", func(t *testing.T) {
 		t.Parallel()
 		e, an := newEngine()
-		s := &pganalyze.Session{} // (a session is not for concurrent use)
+		s := &pganalyze.Session{}
 		// LIMIT ALL is a constant to Normalize, not to FastNormal: the
 		// entry stored for the first text is not marked.
 		first, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1 LIMIT ALL", s)
@@ -133,7 +135,7 @@ func TestFastLookup(t *testing.T) {
 	t.Run("concurrent variants", func(t *testing.T) {
 		t.Parallel()
 		e, _ := newEngine()
-		s := &pganalyze.Session{} // (a session is not for concurrent use)
+		s := &pganalyze.Session{}
 		first, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1 LIMIT ALL", s)
 		require.True(t, first.Allowed())
 		var wg sync.WaitGroup
@@ -152,7 +154,7 @@ func TestFastLookup(t *testing.T) {
 	t.Run("scope keys the entry", func(t *testing.T) {
 		t.Parallel()
 		e, _ := newEngine()
-		s := &pganalyze.Session{} // (a session is not for concurrent use)
+		s := &pganalyze.Session{}
 		open, _ := e.Check(p, "SELECT total FROM orders WHERE id = 1", s)
 		require.True(t, open.Allowed())
 		scoped := sp.Principal{Agent: "bench", Scope: []sp.Grant{{Verb: sp.VerbSelect, Tables: []string{"public.customers"}}}}
