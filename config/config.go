@@ -17,6 +17,7 @@ const (
 	DefaultAuditMaxBytes     = 100 << 20
 	DefaultAuditBackups      = 5
 	DefaultMaxConns          = 1000
+	DefaultMaxStartups       = 256
 	DefaultStartupTimeout    = 10 * time.Second
 	DefaultShutdownGrace     = 30 * time.Second
 	DefaultRelay             = RelayLoop
@@ -212,8 +213,15 @@ const (
 // Limits bound what a client can make keyhole hold, per front end. Zero
 // means the default.
 type Limits struct {
-	// MaxConns is the most concurrent client connections (default 1000).
+	// MaxConns is the most concurrent logged-in client sessions (default
+	// 1000); one more is refused once it has authenticated.
 	MaxConns int `yaml:"max_conns"`
+	// MaxStartups is the most client connections still logging in
+	// (accepted, not yet authenticated) per front end (default 256).
+	// Past it, the oldest login of the source address (an IPv6 /64)
+	// holding the most is dropped, so idle sockets opened by anyone who
+	// can reach the port never lock agents out of max_conns.
+	MaxStartups int `yaml:"max_startups"`
 	// StartupTimeout bounds accept to ready for queries (default 10s).
 	StartupTimeout time.Duration `yaml:"startup_timeout"`
 	// IdleTimeout closes a client connection idle this long; 0 = 1h.

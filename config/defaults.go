@@ -49,6 +49,9 @@ func (c *Config) ApplyDefaults() {
 	if c.Limits.MaxConns == 0 {
 		c.Limits.MaxConns = DefaultMaxConns
 	}
+	if c.Limits.MaxStartups == 0 {
+		c.Limits.MaxStartups = DefaultMaxStartups
+	}
 	if c.Limits.StartupTimeout == 0 {
 		c.Limits.StartupTimeout = DefaultStartupTimeout
 	}

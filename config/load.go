@@ -470,6 +470,9 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxConns < 0 {
 		bad("limits.max_conns", "negative")
 	}
+	if c.Limits.MaxStartups < 0 {
+		bad("limits.max_startups", "negative")
+	}
 	if c.Limits.MaxMessageSize < 0 {
 		bad("limits.max_message_size", "negative")
 	}

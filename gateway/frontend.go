@@ -120,6 +120,7 @@ func NewPostgresFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 		Logger:    c.Logger,
 		Limits: pgproxy.Limits{
 			MaxConns:       c.Limits.MaxConns,
+			MaxStartups:    c.Limits.MaxStartups,
 			StartupTimeout: c.Limits.StartupTimeout,
 			IdleTimeout:    c.Limits.IdleTimeout,
 			MaxMessageSize: c.Limits.MaxMessageSize,

@@ -196,6 +196,7 @@ func NewMySQLFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 		Logger:    c.Logger,
 		Limits: mysqlproxy.Limits{
 			MaxConns:       c.Limits.MaxConns,
+			MaxStartups:    c.Limits.MaxStartups,
 			StartupTimeout: c.Limits.StartupTimeout,
 			IdleTimeout:    c.Limits.IdleTimeout,
 			MaxPacketSize:  c.Limits.MaxMessageSize,

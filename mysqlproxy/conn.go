@@ -38,6 +38,11 @@ type conn struct {
 	remoteIP   string
 	remoteAddr string
 	isTLS      bool
+	// startupSlot counts the connection among those logging in until it
+	// has authenticated (Server.logins); counted is set once it counts
+	// among the logged-in sessions (Server.sessions).
+	startupSlot *identity.Login
+	counted     bool
 
 	// Handshake.
 	seq       byte   // next sequence id in the handshake phase
@@ -155,10 +160,12 @@ func (c *conn) serve(parent context.Context) {
 	c.srv.metricsOpened()
 	c.record(audit.Event{Kind: audit.KindConnect})
 	c.log.Debug("connection accepted")
-	n := c.srv.nconns.Add(1)
+	c.startupSlot = c.srv.logins.Admit(c.remoteIP, func() {
+		c.stop(errLoginsCrowded())
+	})
 	c.started = time.Now()
 
-	err := c.protect(func() error { return c.run(c.ctx, n > int64(c.srv.limits.MaxConns)) })
+	err := c.protect(func() error { return c.run(c.ctx) })
 	if errors.Is(err, errOnLoop) {
 		return
 	}
@@ -196,19 +203,38 @@ func (c *conn) end(err error) {
 	c.stopClose()
 	c.closeSockets()
 	c.cancel()
-	c.srv.nconns.Add(-1)
+	c.startupSlot.Done()
+	if c.counted {
+		c.srv.sessions.Add(-1)
+	}
 	c.srv.connDone(c)
 }
 
-func (c *conn) run(ctx context.Context, overLimit bool) error {
+// errLoginsCrowded ends a connection the login gate dropped.
+func errLoginsCrowded() error {
+	return fatalErr(erConCount, "08004", "Too many connections are logging in; try again", nil)
+}
+
+// loggedIn moves an authenticated connection from the connections
+// logging in to the sessions, which MaxConns bounds. (MySQL refuses a
+// connection past max_connections in place of its greeting; keyhole only
+// knows who counts once the agent authenticated, and answers the
+// handshake response with the same 1040.)
+func (c *conn) loggedIn() error {
+	if !c.startupSlot.Done() {
+		return errLoginsCrowded() // dropped while it authenticated
+	}
+	c.counted = true
+	if c.srv.sessions.Add(1) > int64(c.srv.limits.MaxConns) {
+		return fatalErr(erConCount, "08004", "Too many connections", nil)
+	}
+	return nil
+}
+
+func (c *conn) run(ctx context.Context) error {
 	deadline := time.Now().Add(c.srv.limits.StartupTimeout)
 	if err := c.setClientDeadline(deadline); err != nil {
 		return err
-	}
-	if overLimit {
-		// MySQL sends 1040 in place of the greeting.
-		c.seq = 0
-		return fatalErr(erConCount, "08004", "Too many connections", nil)
 	}
 	if err := c.greet(ctx); err != nil {
 		return err
@@ -217,6 +243,9 @@ func (c *conn) run(ctx context.Context, overLimit bool) error {
 		return err
 	}
 	if err := c.authenticate(ctx); err != nil {
+		return err
+	}
+	if err := c.loggedIn(); err != nil {
 		return err
 	}
 	if err := c.credentials(ctx, deadline); err != nil {

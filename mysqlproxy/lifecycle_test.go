@@ -2,7 +2,9 @@ package mysqlproxy_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -176,12 +178,58 @@ func TestMaxConns(t *testing.T) {
 	e := newEnv(t, envOpts{limits: config.Limits{MaxConns: 1}})
 	r1 := e.dialRaw(t)
 	r1.login(e, "analyst-bot")
+	// Sessions count once logged in: the second is refused in answer to
+	// its handshake response.
 	r2 := e.dialRaw(t)
+	r2.greeting()
+	r2.write(r2.handshakeResponse(rawDefaultCaps|cConnectWithDB, 45, "analyst-bot", []byte(e.signer("analyst-bot", time.Hour)), e.db.Name, pluginClearText))
 	num, state, _, ok := sqlErr(r2.read())
 	require.True(t, ok)
 	assert.EqualValues(t, 1040, num)
 	assert.Equal(t, "08004", state)
 	assert.True(t, r2.closed())
+}
+
+// TestLoginFloodDoesNotLockAgentsOut: connections that never log in
+// (here: never answer the greeting) count against max_startups, not
+// max_conns, and a flood of them from one address only ever drops its
+// own oldest.
+func TestLoginFloodDoesNotLockAgentsOut(t *testing.T) {
+	e := newEnv(t, envOpts{limits: config.Limits{MaxConns: 2, MaxStartups: 4}})
+	var flood []*rawClient
+	for range 10 {
+		r := e.dialRaw(t)
+		r.greeting()
+		flood = append(flood, r)
+	}
+	// The first six were dropped, with 1040, to make room for the rest.
+	for i, r := range flood[:6] {
+		num, _, msg, ok := sqlErr(r.read())
+		require.True(t, ok, "flood connection %d", i)
+		assert.EqualValues(t, 1040, num)
+		assert.Contains(t, msg, "logging in")
+	}
+	// The flood holds every login slot and more sockets than max_conns,
+	// and agents still log in, up to max_conns.
+	a := e.dialRaw(t)
+	a.login(e, "analyst-bot")
+	b := e.dialRaw(t)
+	b.login(e, "analyst-bot")
+	rows, last := a.query("SELECT 1")
+	assert.NotEqual(t, byte(0xff), last[0], "the session works: %q", last)
+	assert.Equal(t, []string{"1"}, rows)
+	// The first login dropped the flood's oldest (its source held the
+	// most); the second found the slot the first freed once logged in.
+	num, _, _, ok := sqlErr(flood[6].read())
+	require.True(t, ok)
+	assert.EqualValues(t, 1040, num)
+	for _, r := range flood[7:] {
+		_ = r.nc.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		var one [1]byte
+		_, err := r.nc.Read(one[:])
+		var ne net.Error
+		assert.True(t, errors.As(err, &ne) && ne.Timeout(), "still logging in: %v", err)
+	}
 }
 
 func TestShutdown(t *testing.T) {

@@ -82,7 +82,11 @@ type Upstream struct {
 
 // Limits bound resource use. Zero values mean the defaults noted.
 type Limits struct {
-	MaxConns       int           // 0 = 1000 concurrent client connections (then 1040)
+	MaxConns int // 0 = 1000 concurrent logged-in sessions (then 1040)
+	// MaxStartups bounds the connections still logging in; past it the
+	// oldest login of the source holding the most is dropped (see
+	// identity.LoginGate). 0 = 256.
+	MaxStartups    int
 	StartupTimeout time.Duration // 0 = 10s from accept to the client's OK packet
 	// IdleTimeout ends, with 4031, a session that has sent nothing for
 	// this long between commands (in a transaction or not); 0 =
@@ -111,6 +115,9 @@ type Limits struct {
 func (l Limits) withDefaults() Limits {
 	if l.MaxConns <= 0 {
 		l.MaxConns = config.DefaultMaxConns
+	}
+	if l.MaxStartups <= 0 {
+		l.MaxStartups = config.DefaultMaxStartups
 	}
 	if l.StartupTimeout <= 0 {
 		l.StartupTimeout = config.DefaultStartupTimeout
@@ -146,6 +153,8 @@ type Server struct {
 	relay  Relay
 	log    *slog.Logger
 	fails  *identity.Limiter
+	// logins bounds the connections still logging in (MaxStartups).
+	logins *identity.LoginGate
 	mysql  identity.MySQLAuthenticator // nil when Auth holds no MySQL verifiers
 	// buffers is the memory budget of client commands (Limits.BufferMemory).
 	buffers *membudget.Budget
@@ -164,7 +173,8 @@ type Server struct {
 	ids       map[uint32]*conn // keyhole connection id → connection
 	draining  bool
 	wg        sync.WaitGroup
-	nconns    atomic.Int64
+	// sessions counts the logged-in sessions (MaxConns).
+	sessions atomic.Int64
 
 	upMu sync.Mutex
 	ups  map[string]*upstreamInfo // what each upstream's greeting said
@@ -218,6 +228,7 @@ func New(cfg Config) (*Server, error) {
 		buffers:   membudget.New(limits.BufferMemory),
 		log:       log.With("component", "mysqlproxy"),
 		fails:     fails,
+		logins:    identity.NewLoginGate(limits.MaxStartups),
 		ctx:       ctx,
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),

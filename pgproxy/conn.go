@@ -46,8 +46,13 @@ type conn struct {
 	logh connLog
 
 	// Set before the relay and read-only during it.
-	remoteIP                string
-	remoteAddr              string // for audit events
+	remoteIP   string
+	remoteAddr string // for audit events
+	// startupSlot counts the connection among those logging in until it
+	// has authenticated (Server.logins); counted is set once it counts
+	// among the logged-in sessions (Server.sessions).
+	startupSlot             *identity.Login
+	counted                 bool
 	isTLS                   bool
 	user, database, appName string
 	params                  map[string]string // whitelisted session params passed upstream
@@ -281,17 +286,42 @@ func (c *conn) end(err error) {
 	}
 	c.closed(err, c.started)
 	c.closeSockets()
-	c.srv.nconns.Add(-1)
+	c.startupSlot.Done()
+	if c.counted {
+		c.srv.sessions.Add(-1)
+	}
 	c.srv.forget(c)
 }
 
-// opened counts and audits the new connection; it returns the number of
-// connections open, this one included.
-func (c *conn) opened() int64 {
+// opened counts the new connection among those logging in and audits it.
+func (c *conn) opened() {
 	c.srv.metricsOpened()
 	c.record(audit.Event{Kind: audit.KindConnect})
 	c.log.Debug("connection accepted")
-	return c.srv.nconns.Add(1)
+	c.startupSlot = c.srv.logins.Admit(c.remoteIP, func() {
+		c.stop(errLoginsCrowded())
+	})
+}
+
+// errLoginsCrowded ends a connection the login gate dropped.
+func errLoginsCrowded() error {
+	return fatal(codeTooManyConnections, "too many connections are logging in; try again", nil)
+}
+
+// loggedIn moves an authenticated connection from the connections
+// logging in to the sessions, which MaxConns bounds.
+func (c *conn) loggedIn() error {
+	if !c.startupSlot.Done() {
+		return errLoginsCrowded() // dropped while it authenticated
+	}
+	c.counted = true
+	if c.srv.sessions.Add(1) > int64(c.srv.limits.MaxConns) {
+		// Postgres answers this after the startup packet, which every
+		// client expects an ErrorResponse after; keyhole only knows who
+		// counts once the agent authenticated.
+		return fatal(codeTooManyConnections, "sorry, too many clients already", nil)
+	}
+	return nil
 }
 
 // panicked logs a recovered panic with its stack and returns the
@@ -337,15 +367,15 @@ func (c *conn) run(ctx context.Context) error {
 				err = c.panicked("panic in connection setup", r)
 			}
 		}()
-		n := c.opened()
-		err = c.setup(ctx, n > int64(c.srv.limits.MaxConns))
+		c.opened()
+		err = c.setup(ctx)
 	}()
 	<-done
 	return err
 }
 
 // setup runs phases 1-4.
-func (c *conn) setup(ctx context.Context, overLimit bool) error {
+func (c *conn) setup(ctx context.Context) error {
 	deadline := time.Now().Add(c.srv.limits.StartupTimeout)
 	if err := c.setClientDeadline(deadline); err != nil {
 		return err
@@ -353,12 +383,10 @@ func (c *conn) setup(ctx context.Context, overLimit bool) error {
 	if err := c.startup(ctx); err != nil {
 		return err
 	}
-	if overLimit {
-		// Like Postgres, refuse after the startup packet, where every
-		// client expects an ErrorResponse.
-		return fatal(codeTooManyConnections, "sorry, too many clients already", nil)
-	}
 	if err := c.authenticate(ctx, deadline); err != nil {
+		return err
+	}
+	if err := c.loggedIn(); err != nil {
 		return err
 	}
 	// Authenticated: the configured message size applies from here on.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -257,6 +258,79 @@ func TestMaxConns(t *testing.T) {
 	e.connect(pgx.QueryExecModeSimpleProtocol)
 	_, err := pgx.Connect(ctx, e.dsn("analyst-bot"))
 	assert.Equal(t, "53300", sqlState(err), "err: %v", err)
+}
+
+// TestLoginFloodDoesNotLockAgentsOut: connections that never log in
+// (here: never send a startup packet) count against max_startups, not
+// max_conns, and a flood of them from one address only ever drops its
+// own oldest, which get 53300.
+func TestLoginFloodDoesNotLockAgentsOut(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{limits: config.Limits{MaxConns: 2, MaxStartups: 4}})
+	var flood []net.Conn
+	for range 10 {
+		nc, err := net.DialTimeout("tcp", e.addr, 5*time.Second)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = nc.Close() })
+		_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+		flood = append(flood, nc)
+	}
+	// Six were dropped to make room for the rest (which six depends on
+	// the order the server took them in): each got the error.
+	flood = droppedLogins(t, flood, 6)
+	require.Len(t, flood, 4, "still logging in")
+	// The flood holds every login slot and more sockets than max_conns,
+	// and agents still log in, up to max_conns.
+	a := e.connect(pgx.QueryExecModeSimpleProtocol)
+	e.connect(pgx.QueryExecModeSimpleProtocol)
+	var one int
+	require.NoError(t, a.QueryRow(context.Background(), "SELECT 1").Scan(&one))
+	_, err := pgx.Connect(context.Background(), e.dsn("analyst-bot"))
+	assert.Equal(t, "53300", sqlState(err), "max_conns still holds: %v", err)
+	// The first login dropped one of the flood's (its source held the
+	// most); the later ones found the slot it freed once logged in.
+	assert.Len(t, droppedLogins(t, flood, 1), 3, "still logging in")
+}
+
+// droppedLogins reads from each of conns, which have sent nothing, for a
+// second, and checks that exactly want of them got the login gate's
+// 53300; it returns the others (whose reads timed out).
+func droppedLogins(t *testing.T, conns []net.Conn, want int) (waiting []net.Conn) {
+	t.Helper()
+	results := make([]error, len(conns))
+	var wg sync.WaitGroup
+	for i, nc := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = nc.SetReadDeadline(time.Now().Add(time.Second))
+			msg, err := pgproto3.NewFrontend(nc, nc).Receive()
+			switch er, ok := msg.(*pgproto3.ErrorResponse); {
+			case err != nil:
+				results[i] = err
+			case !ok:
+				results[i] = fmt.Errorf("got %T", msg)
+			case er.Code != "53300" || !strings.Contains(er.Message, "logging in"):
+				results[i] = fmt.Errorf("got %s %s", er.Code, er.Message)
+			}
+		}()
+	}
+	wg.Wait()
+	dropped := 0
+	for i, err := range results {
+		var ne net.Error
+		switch {
+		case err == nil:
+			dropped++
+		case errors.As(err, &ne) && ne.Timeout():
+			_ = conns[i].SetReadDeadline(time.Time{})
+			waiting = append(waiting, conns[i])
+		default:
+			t.Errorf("connection %d: %v", i, err)
+		}
+	}
+	assert.Equal(t, want, dropped, "connections dropped")
+	return waiting
 }
 
 func TestShutdown(t *testing.T) {

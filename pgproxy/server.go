@@ -90,7 +90,11 @@ type Limits struct {
 	// The defaults have one home, package config (config.DefaultMaxConns,
 	// ...), which keyhole.yaml's limits fill before the gateway hands
 	// them over; a zero here means the same default.
-	MaxConns       int           // 0 = 1000 concurrent client connections
+	MaxConns int // 0 = 1000 concurrent logged-in sessions
+	// MaxStartups bounds the connections still logging in; past it the
+	// oldest login of the source holding the most is dropped (see
+	// identity.LoginGate). 0 = 256.
+	MaxStartups    int
 	StartupTimeout time.Duration // 0 = 10s from accept to ReadyForQuery
 	// IdleTimeout ends, with 57P05, a session that has nothing in flight
 	// and has sent nothing for this long (in a transaction or not);
@@ -126,6 +130,9 @@ const bufferWait = 10 * time.Second
 func (l Limits) withDefaults() Limits {
 	if l.MaxConns <= 0 {
 		l.MaxConns = config.DefaultMaxConns
+	}
+	if l.MaxStartups <= 0 {
+		l.MaxStartups = config.DefaultMaxStartups
 	}
 	if l.StartupTimeout <= 0 {
 		l.StartupTimeout = config.DefaultStartupTimeout
@@ -163,6 +170,8 @@ type Server struct {
 	limits Limits
 	log    *slog.Logger
 	fails  *identity.Limiter // Config.Limiter or a default one
+	// logins bounds the connections still logging in (MaxStartups).
+	logins *identity.LoginGate
 	// buffers is the memory budget of client read buffers.
 	buffers *memBudget
 	// leases ends sessions whose credentials are revoked.
@@ -179,7 +188,8 @@ type Server struct {
 	keys      map[uint32]*conn // keyhole BackendKeyData pid → connection
 	draining  bool
 	wg        sync.WaitGroup
-	nconns    atomic.Int64
+	// sessions counts the logged-in sessions (MaxConns).
+	sessions atomic.Int64
 
 	// upCfgs holds the parsed upstream configurations (upstreamConfig).
 	upCfgMu sync.Mutex
@@ -244,6 +254,7 @@ func New(cfg Config) (*Server, error) {
 		buffers:   newMemBudget(limits.BufferMemory),
 		log:       log,
 		fails:     fails,
+		logins:    identity.NewLoginGate(limits.MaxStartups),
 		ctx:       ctx,
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
