@@ -17,4 +17,9 @@
 // A Limiter, shared by every front end, slows down guessing of secrets
 // that can be guessed: per (source address, agent), with exponential
 // backoff and bounded memory. Signed tokens are not limited.
+//
+// A LoginGate, one per front end, bounds the connections still logging
+// in, so that idle sockets never hold the slots logged-in sessions count
+// against: past its bound it drops the oldest login of the source holding
+// the most.
 package identity
