@@ -152,6 +152,7 @@ machine_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print 
 # reads, so none is. Over a run this is what the target makes the server
 # spend: a middle process that reuses warm server connections (PgBouncer's
 # pool) spends less of it than one that starts a backend per session.
+# Prints the total and, after a space, the user-mode part alone.
 server_ticks() {
 	python3 - <<'PY'
 import os
@@ -166,11 +167,12 @@ for p in os.listdir("/proc"):
     procs[p] = (s[s.index("(") + 1:s.rindex(")")], s[s.rindex(")") + 2:].split()[1])  # comm, ppid
 pg = {p: ppid for p, (comm, ppid) in procs.items() if comm == "postgres"}
 masters = [p for p, ppid in pg.items() if ppid not in pg]
-t = 0
+t = u = 0
 for p in masters:
     r = open(f"/proc/{p}/stat").read()
     r = r[r.rindex(")") + 2:].split()
     t += int(r[13]) + int(r[14])
+    u += int(r[13])
 for p in pg:
     try:
         r = open(f"/proc/{p}/stat").read()
@@ -178,7 +180,8 @@ for p in pg:
         continue
     r = r[r.rindex(")") + 2:].split()
     t += int(r[11]) + int(r[12])
-print(t)
+    u += int(r[11])
+print(t, u)
 PY
 }
 # login_sessions: sessions of LOGIN on DB.
@@ -486,9 +489,9 @@ run() {
 	target_conn "$target"
 	pid="$(target_pid "$target")"
 	[ -n "$pid" ] && t0="$(cpu_ticks "$pid")" && u0="$(user_ticks "$pid")"
-	local m0 m1 s0 s1 n0
+	local m0 m1 s0 s1 su0 su1 n0
 	n0="$(login_sessions)"
-	s0="$(server_ticks)"
+	read -r s0 su0 <<<"$(server_ticks)"
 	m0="$(machine_ticks)"
 	out="$(PGPASSWORD="$pass" PGSSLMODE="$SSLMODE" pgbench -n -S -M "$mode" -c "$clients" -j "$threads" \
 		-T "$secs" -h 127.0.0.1 -p "$port" -U "$user" "$DB" 2>&1 && times)" ||
@@ -502,7 +505,7 @@ run() {
 		[ "$(login_sessions)" -le "$n0" ] && break
 		sleep 0.1
 	done
-	s1="$(server_ticks)"
+	read -r s1 su1 <<<"$(server_ticks)"
 	local tps txns lat
 	tps="$(printf '%s\n' "$out" | sed -n 's/^tps = \([0-9.]*\) (without initial connection time)$/\1/p')"
 	txns="$(printf '%s\n' "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p')"
@@ -519,7 +522,7 @@ run() {
 	printf 'run\tpg\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$kind" "$target" "$mode" "$clients" "$round" "$tps" "$txns" "$lat" "$cpu" "$((s1 - s0))" "$idle_pct" "$client_us" >>"$RESULTS"
 	local per=""
 	[ -n "$cpu" ] && per="$(awk -v c="$cpu" -v u="$((u1 - u0))" -v n="$txns" -v hz="$CLK_TCK" 'BEGIN{printf ", %.1f us CPU/txn (user %.1f)", c * 1e6 / hz / n, u * 1e6 / hz / n}')"
-	per="$per$(awk -v c="$((s1 - s0))" -v n="$txns" -v hz="$CLK_TCK" -v cl="$client_us" 'BEGIN{printf ", Postgres %.1f us CPU/txn, pgbench %.1f", c * 1e6 / hz / n, cl / n}')"
+	per="$per$(awk -v c="$((s1 - s0))" -v n="$txns" -v hz="$CLK_TCK" -v su="$((su1 - su0))" -v cl="$client_us" 'BEGIN{printf ", Postgres %.1f us CPU/txn (user %.1f), pgbench %.1f", c * 1e6 / hz / n, su * 1e6 / hz / n, cl / n}')"
 	log "$kind round $round $mode $target: $tps tps, latency $lat ms$per, machine idle $idle_pct%"
 }
 
