@@ -24,8 +24,7 @@ func (g *Gateway) listenAdmin(tlsCfg *tls.Config) error {
 		if g.metricsLn, err = net.Listen("tcp", cfg.Listen.Metrics); err != nil {
 			return fmt.Errorf("listen.metrics: %w", err)
 		}
-		g.metricsS = &http.Server{Handler: admin.Handler(admin.HandlerOptions{Metrics: g.metrics, Health: g.health}),
-			ReadHeaderTimeout: 10 * time.Second}
+		g.metricsS = adminServer(admin.Handler(admin.HandlerOptions{Metrics: g.metrics, Health: g.health}))
 	}
 	if g.adminLn, err = net.Listen("tcp", cfg.Listen.Admin); err != nil {
 		return fmt.Errorf("listen.admin: %w", err)
@@ -39,16 +38,25 @@ func (g *Gateway) listenAdmin(tlsCfg *tls.Config) error {
 		c.NextProtos = []string{"h2", "http/1.1"}
 		g.adminLn = tls.NewListener(g.adminLn, c)
 	}
-	g.adminS = &http.Server{
-		Handler: admin.Handler(admin.HandlerOptions{
-			Metrics: metrics,
-			Health:  g.health,
-			Pprof:   cfg.Listen.Pprof,
-			Console: console,
-		}),
-		ReadHeaderTimeout: 10 * time.Second,
-	}
+	g.adminS = adminServer(admin.Handler(admin.HandlerOptions{
+		Metrics: metrics,
+		Health:  g.health,
+		Pprof:   cfg.Listen.Pprof,
+		Console: console,
+	}))
 	return nil
+}
+
+// adminTimeouts bound what a client of the admin listeners can hold: a
+// request's headers and whole request (the console's forms are small, and
+// its bodies are capped), and a kept-alive connection between requests.
+// No write timeout: /debug/pprof/profile answers after its seconds.
+var adminTimeouts = struct{ header, read, idle time.Duration }{10 * time.Second, 30 * time.Second, 2 * time.Minute}
+
+// adminServer is an HTTP server for the admin or metrics listener.
+func adminServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: adminTimeouts.header,
+		ReadTimeout: adminTimeouts.read, IdleTimeout: adminTimeouts.idle}
 }
 
 // MetricsAddr is where the metrics listener listens, or nil when it is
