@@ -316,9 +316,10 @@ func (c *conn) loggedIn() error {
 	}
 	c.counted = true
 	if c.srv.sessions.Add(1) > int64(c.srv.limits.MaxConns) {
-		// Postgres answers this after the startup packet, which every
-		// client expects an ErrorResponse after; keyhole only knows who
-		// counts once the agent authenticated.
+		// Postgres refuses with this right after the startup packet;
+		// keyhole knows whether a connection counts only once its agent
+		// has authenticated, where every client expects an ErrorResponse
+		// too.
 		return fatal(codeTooManyConnections, "sorry, too many clients already", nil)
 	}
 	return nil
