@@ -138,3 +138,10 @@ INSERT INTO public.notes (id, body) VALUES (1, 'public note');
 INSERT INTO public.notes_private (id, body, reason) VALUES (2, 'private: card ends 4242', 'billing');
 INSERT INTO public.events_log_archive (id, what) VALUES (1, 'root password rotated');
 INSERT INTO public.contacts (id, email) VALUES (1, 'ada@example.com');
+
+-- A function over a table's row type ("computed field"): Postgres calls
+-- it for (x).order_contact on any orders-typed value x, the column
+-- notation of order_contact(x), though the text names no call.
+CREATE FUNCTION public.order_contact(o public.orders) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$ SELECT ssn FROM public.customers WHERE id = o.customer_id $$;
