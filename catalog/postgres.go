@@ -338,7 +338,10 @@ func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 		if !ok {
 			return fmt.Errorf("function %s.%s: unknown provolatile %q", schema, name, provolatile)
 		}
-		builtin := oid < firstNormalObjectID || isSystemSchema(schema)
+		// Only what initdb created is built in: an extension (adminpack,
+		// pg_surgery, dblink ...) or a DBA may install functions into
+		// pg_catalog later, and those are user code like any other.
+		builtin := oid < firstNormalObjectID
 		m := l.Catalog.Functions[schema]
 		if m == nil {
 			m = map[string]*Function{}

@@ -437,6 +437,7 @@ CREATE TABLE parted (id int, region text) PARTITION BY LIST (region);
 CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu') PARTITION BY LIST (id);
 CREATE TABLE parted_eu_1 PARTITION OF parted_eu FOR VALUES IN (1);
 CREATE TABLE inh_child () INHERITS (p);
+CREATE FUNCTION pg_catalog.kh_added() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;
 `)
 	conn := connect(t, db.DSN)
 	c, err := catalog.LoadPostgres(ctxT(t), conn)
@@ -463,6 +464,10 @@ CREATE TABLE inh_child () INHERITS (p);
 	require.NotNil(t, f)
 	assert.Equal(t, []catalog.Signature{{Args: []string{"integer"}}}, f.Overloads)
 	assert.Contains(t, c.Function("pg_catalog", "length").Overloads, catalog.Signature{Args: []string{"text"}})
+	assert.True(t, c.Function("pg_catalog", "length").Builtin)
+	require.NotNil(t, c.Function("pg_catalog", "kh_added"))
+	assert.False(t, c.Function("pg_catalog", "kh_added").Builtin,
+		"a function installed into pg_catalog after initdb (an extension's, a DBA's) is not built in")
 
 	assert.Equal(t, []catalog.Operator{{Left: "integer", Right: "text", Function: "public.f_op"}}, c.OperatorsNamed("public", "+"))
 	assert.Equal(t, []catalog.Operator{{Right: "integer", Function: "public.f_check"}}, c.OperatorsNamed("public", "!!"))
