@@ -430,16 +430,20 @@ func (c *Catalog) InheritanceFamily(r *Relation) []*Relation {
 		return nil
 	}
 	var out []*Relation
+	inOut := map[*Relation]bool{r: true}
 	walk := func(next func(*Relation) []string) {
 		queue := []*Relation{r}
-		for i := 0; i < len(queue) && i < 10000; i++ {
+		queued := map[*Relation]bool{r: true}
+		for i := 0; i < len(queue) && i < 100000; i++ {
 			for _, q := range next(queue[i]) {
 				m := c.RelationQualified(q)
-				if m == nil || m == r || slices.Contains(queue, m) {
+				if m == nil || queued[m] {
 					continue
 				}
+				queued[m] = true
 				queue = append(queue, m)
-				if !slices.Contains(out, m) {
+				if !inOut[m] {
+					inOut[m] = true
 					out = append(out, m)
 				}
 			}
