@@ -1,6 +1,9 @@
 package catalog
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Catalog is the schema of one upstream database as keyhole needs it to
 // resolve names and expand `*`: relations with their columns and labels,
@@ -118,6 +121,12 @@ type Relation struct {
 	// ("schema.name", pg_inherits): rows a write routes or reaches there
 	// fire their triggers and constraints (Postgres).
 	Children []string `json:"children,omitempty"`
+	// Parents are the relations it is a partition or inheritance child of
+	// ("schema.name"), the reverse of Children: LoadPostgres and Load fill
+	// them in. A scan of a parent returns its descendants' rows, so a
+	// label on one member of the family protects the data in all of them
+	// (InheritanceFamily).
+	Parents []string `json:"parents,omitempty"`
 	// Calls are the user-defined functions Postgres runs for the rows a
 	// statement reads or writes in the relation, beyond the statement's
 	// own expressions: check constraints, generated columns, index
@@ -202,6 +211,11 @@ type Column struct {
 	// GENERATION_EXPRESSION): reading the column reveals the columns the
 	// expression reads.
 	Generated string `json:"generated,omitempty"`
+	// GeneratedReads are the other columns of the relation a generated
+	// column's expression reads (Postgres GENERATED ALWAYS AS, from
+	// pg_depend): reading the column reveals them, although Postgres asks
+	// a privilege on the generated column alone.
+	GeneratedReads []string `json:"generated_reads,omitempty"`
 }
 
 // Volatility is a function's pg_proc.provolatile.
@@ -361,18 +375,19 @@ func (r *Relation) Column(name string) *Column {
 // c reveals them. It is nil for a column that is not generated. MySQL and
 // MariaDB print the names in GENERATION_EXPRESSION backticked, so a name
 // counts where it stands between backticks; a loose match can only name
-// one column too many.
+// one column too many. Postgres's are listed in GeneratedReads.
 func (r *Relation) GeneratedFrom(c *Column) []*Column {
 	var out []*Column
 	seen := map[*Column]bool{c: true}
 	var walk func(c *Column)
 	walk = func(c *Column) {
-		if c.Generated == "" {
+		if c.Generated == "" && len(c.GeneratedReads) == 0 {
 			return
 		}
 		expr := strings.ToLower(c.Generated)
 		for _, other := range r.Columns {
-			if seen[other] || !strings.Contains(expr, "`"+strings.ToLower(other.Name)+"`") {
+			if seen[other] || !slices.Contains(c.GeneratedReads, other.Name) &&
+				(expr == "" || !strings.Contains(expr, "`"+strings.ToLower(other.Name)+"`")) {
 				continue
 			}
 			seen[other] = true
@@ -386,3 +401,80 @@ func (r *Relation) GeneratedFrom(c *Column) []*Column {
 
 // Rel is the relation's qualified name as "schema.name".
 func (r *Relation) String() string { return r.Schema + "." + r.Name }
+
+// RelationQualified returns the relation named "schema.name" (as Children
+// and Parents hold them), or nil. A schema or relation name may itself
+// hold a dot, so every split is tried.
+func (c *Catalog) RelationQualified(qualified string) *Relation {
+	for i := 0; i < len(qualified); i++ {
+		if qualified[i] != '.' {
+			continue
+		}
+		if r := c.Relation(qualified[:i], qualified[i+1:]); r != nil {
+			return r
+		}
+	}
+	return nil
+}
+
+// InheritanceFamily returns the relations whose rows are r's or include
+// r's (Postgres partitions and inheritance children): its ancestors and
+// its descendants, transitively, without r itself and without siblings.
+// A scan of a parent returns its descendants' rows, so the same data is
+// reached by naming any of them: a label on a column of one member
+// applies to the column of that name in the others (a partition's
+// columns are its parent's, an inheritance child's inherited columns
+// keep their names), and a label on a whole member to all of them.
+func (c *Catalog) InheritanceFamily(r *Relation) []*Relation {
+	if r == nil || len(r.Parents) == 0 && len(r.Children) == 0 {
+		return nil
+	}
+	var out []*Relation
+	inOut := map[*Relation]bool{r: true}
+	walk := func(next func(*Relation) []string) {
+		queue := []*Relation{r}
+		queued := map[*Relation]bool{r: true}
+		for i := 0; i < len(queue) && i < 100000; i++ {
+			for _, q := range next(queue[i]) {
+				m := c.RelationQualified(q)
+				if m == nil || queued[m] {
+					continue
+				}
+				queued[m] = true
+				queue = append(queue, m)
+				if !inOut[m] {
+					inOut[m] = true
+					out = append(out, m)
+				}
+			}
+		}
+	}
+	walk(func(m *Relation) []string { return m.Parents })
+	walk(func(m *Relation) []string { return m.Children })
+	return out
+}
+
+// linkParents fills every relation's Parents from the Children of the
+// others (a catalog saved before Parents existed has Children only).
+func (c *Catalog) linkParents() {
+	for _, rels := range c.Relations {
+		for _, r := range rels {
+			if r == nil {
+				continue
+			}
+			for _, child := range r.Children {
+				cr := c.RelationQualified(child)
+				if cr != nil && !slices.Contains(cr.Parents, r.String()) {
+					cr.Parents = append(cr.Parents, r.String())
+				}
+			}
+		}
+	}
+	for _, rels := range c.Relations {
+		for _, r := range rels {
+			if r != nil && len(r.Parents) > 1 {
+				slices.Sort(r.Parents)
+			}
+		}
+	}
+}

@@ -84,6 +84,7 @@ func Load(r io.Reader) (*Catalog, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	c.linkParents()
 	return &c, nil
 }
 

@@ -116,6 +116,7 @@ func InspectPostgres(ctx context.Context, conn *pgx.Conn) (*Loaded, error) {
 			return nil, fmt.Errorf("catalog: load %s: %w", s.what, err)
 		}
 	}
+	l.Catalog.linkParents()
 	return l, nil
 }
 
@@ -231,7 +232,9 @@ func pgRelations(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 // (attgenerated) keep their expression in pg_attrdef too, but it is not
 // a default a statement can ask for; identity columns have no pg_attrdef
 // row. A default's sequences are the sequences its expression depends on
-// (nextval('s'::regclass) records that dependency).
+// (nextval('s'::regclass) records that dependency). A generated
+// column's expression depends on the other columns it reads (and,
+// internally, on the column itself).
 const columnsSQL = `
 SELECT n.nspname, c.relname, a.attname,
        format_type(a.atttypid, a.atttypmod),
@@ -243,6 +246,14 @@ SELECT n.nspname, c.relname, a.attname,
                  JOIN pg_namespace sn ON sn.oid = s.relnamespace
                  WHERE dep.classid = 'pg_attrdef'::regclass AND dep.objid = ad.oid
                    AND dep.refclassid = 'pg_class'::regclass AND s.relkind = 'S'),
+                '{}')::text[],
+       coalesce((SELECT array_agg(ra.attname::text ORDER BY ra.attnum)
+                 FROM pg_attrdef gd
+                 JOIN pg_depend dep ON dep.classid = 'pg_attrdef'::regclass AND dep.objid = gd.oid
+                  AND dep.refclassid = 'pg_class'::regclass AND dep.refobjid = gd.adrelid
+                  AND dep.refobjsubid > 0 AND dep.refobjsubid <> gd.adnum
+                 JOIN pg_attribute ra ON ra.attrelid = gd.adrelid AND ra.attnum = dep.refobjsubid
+                 WHERE a.attgenerated <> '' AND gd.adrelid = a.attrelid AND gd.adnum = a.attnum),
                 '{}')::text[]
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
@@ -263,9 +274,9 @@ func pgColumns(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	}
 	var (
 		schema, rel, name, typ, comment, def string
-		seqs                                 []string
+		seqs, genReads                       []string
 	)
-	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &typ, &comment, &def, &seqs}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &typ, &comment, &def, &seqs, &genReads}, func() error {
 		r := l.Catalog.Relation(schema, rel)
 		if r == nil {
 			// Same snapshot as the relations query, so this cannot happen
@@ -281,6 +292,9 @@ func pgColumns(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 		}
 		if len(seqs) > 0 {
 			col.Sequences = slices.Clone(seqs)
+		}
+		if len(genReads) > 0 {
+			col.GeneratedReads = slices.Clone(genReads)
 		}
 		r.Columns = append(r.Columns, col)
 		return nil
@@ -324,7 +338,10 @@ func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 		if !ok {
 			return fmt.Errorf("function %s.%s: unknown provolatile %q", schema, name, provolatile)
 		}
-		builtin := oid < firstNormalObjectID || isSystemSchema(schema)
+		// Only what initdb created is built in: an extension (adminpack,
+		// pg_surgery, dblink ...) or a DBA may install functions into
+		// pg_catalog later, and those are user code like any other.
+		builtin := oid < firstNormalObjectID
 		m := l.Catalog.Functions[schema]
 		if m == nil {
 			m = map[string]*Function{}

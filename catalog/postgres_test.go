@@ -1,6 +1,7 @@
 package catalog_test
 
 import (
+	"bytes"
 	"context"
 	"net/url"
 	"testing"
@@ -366,7 +367,8 @@ CREATE TABLE app.t (
     stamp  text DEFAULT app.stamp(),
     at     timestamptz DEFAULT now(),
     gen    int GENERATED ALWAYS AS (id * 2) STORED,
-    plain  text
+    plain  text,
+    gen2   text GENERATED ALWAYS AS (plain || stamp || id) STORED
 );
 `)
 	adminExec(t, `ALTER DATABASE `+db.Name+` SET search_path = app, public`)
@@ -393,6 +395,9 @@ CREATE TABLE app.t (
 		assert.Equal(t, tc.def, col.Default, tc.col)
 		assert.Equal(t, tc.seqs, col.Sequences, tc.col)
 	}
+	assert.Equal(t, []string{"id"}, r.Column("gen").GeneratedReads)
+	assert.Equal(t, []string{"id", "stamp", "plain"}, r.Column("gen2").GeneratedReads, "in column order")
+	assert.Empty(t, r.Column("plain").GeneratedReads)
 }
 
 // What runs when a statement writes a table: triggers (one entry per
@@ -432,6 +437,7 @@ CREATE TABLE parted (id int, region text) PARTITION BY LIST (region);
 CREATE TABLE parted_eu PARTITION OF parted FOR VALUES IN ('eu') PARTITION BY LIST (id);
 CREATE TABLE parted_eu_1 PARTITION OF parted_eu FOR VALUES IN (1);
 CREATE TABLE inh_child () INHERITS (p);
+CREATE FUNCTION pg_catalog.kh_added() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;
 `)
 	conn := connect(t, db.DSN)
 	c, err := catalog.LoadPostgres(ctxT(t), conn)
@@ -458,6 +464,10 @@ CREATE TABLE inh_child () INHERITS (p);
 	require.NotNil(t, f)
 	assert.Equal(t, []catalog.Signature{{Args: []string{"integer"}}}, f.Overloads)
 	assert.Contains(t, c.Function("pg_catalog", "length").Overloads, catalog.Signature{Args: []string{"text"}})
+	assert.True(t, c.Function("pg_catalog", "length").Builtin)
+	require.NotNil(t, c.Function("pg_catalog", "kh_added"))
+	assert.False(t, c.Function("pg_catalog", "kh_added").Builtin,
+		"a function installed into pg_catalog after initdb (an extension's, a DBA's) is not built in")
 
 	assert.Equal(t, []catalog.Operator{{Left: "integer", Right: "text", Function: "public.f_op"}}, c.OperatorsNamed("public", "+"))
 	assert.Equal(t, []catalog.Operator{{Right: "integer", Function: "public.f_check"}}, c.OperatorsNamed("public", "!!"))
@@ -475,4 +485,27 @@ CREATE TABLE inh_child () INHERITS (p);
 	assert.Equal(t, []string{"public.parted_eu"}, c.Relation("public", "parted").Children)
 	assert.Equal(t, []string{"public.parted_eu_1"}, c.Relation("public", "parted_eu").Children)
 	assert.Equal(t, []string{"public.inh_child"}, c.Relation("public", "p").Children)
+	assert.Equal(t, []string{"public.parted_eu"}, c.Relation("public", "parted_eu_1").Parents)
+	assert.Equal(t, []string{"public.p"}, c.Relation("public", "inh_child").Parents)
+	family := func(schema, name string) []string {
+		var out []string
+		for _, m := range c.InheritanceFamily(c.Relation(schema, name)) {
+			out = append(out, m.String())
+		}
+		return out
+	}
+	assert.Equal(t, []string{"public.parted_eu", "public.parted"}, family("public", "parted_eu_1"), "ancestors")
+	assert.Equal(t, []string{"public.parted", "public.parted_eu_1"}, family("public", "parted_eu"), "ancestors and descendants")
+	assert.Empty(t, family("public", "t"))
+
+	var saved bytes.Buffer
+	for _, rels := range c.Relations {
+		for _, r := range rels {
+			r.Parents = nil // a catalog saved before Parents existed
+		}
+	}
+	require.NoError(t, c.Save(&saved))
+	loaded, err := catalog.Load(&saved)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"public.parted_eu"}, loaded.Relation("public", "parted_eu_1").Parents, "Load fills Parents from Children")
 }

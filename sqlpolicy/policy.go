@@ -204,7 +204,13 @@ func (p *Policy) PolicyLabels(rel Rel, column string) []string {
 
 // ColumnLabels returns the effective labels of rel.column: the policy
 // file's labels on the column and on the relation, and the catalog's
-// comment labels on the column and on the relation.
+// comment labels on the column and on the relation. A Postgres partition
+// or inheritance child holds rows its parents return, so the labels of
+// every ancestor and descendant (catalog.Catalog.InheritanceFamily) on
+// the column of the same name and on the whole relation count too:
+// labelling a partitioned table's column protects it in every partition
+// (Postgres copies no comment to them), and a labelled partition's data
+// stays protected when read through its parent.
 func (p *Policy) ColumnLabels(cat *catalog.Catalog, rel Rel, column string) []string {
 	var out []string
 	add := func(ls []string) {
@@ -214,21 +220,28 @@ func (p *Policy) ColumnLabels(cat *catalog.Catalog, rel Rel, column string) []st
 			}
 		}
 	}
-	if p != nil {
-		if rl := p.labels[rel]; rl != nil {
-			add(rl.table)
+	own := func(rel Rel, r *catalog.Relation) {
+		if p != nil {
+			if rl := p.labels[rel]; rl != nil {
+				add(rl.table)
+				if column != "" {
+					add(rl.columns[column])
+				}
+			}
+		}
+		if r != nil {
+			add(r.Labels)
 			if column != "" {
-				add(rl.columns[column])
+				if c := r.Column(column); c != nil {
+					add(c.Labels)
+				}
 			}
 		}
 	}
-	if r := cat.Relation(rel.Schema, rel.Name); r != nil {
-		add(r.Labels)
-		if column != "" {
-			if c := r.Column(column); c != nil {
-				add(c.Labels)
-			}
-		}
+	r := cat.Relation(rel.Schema, rel.Name)
+	own(rel, r)
+	for _, m := range cat.InheritanceFamily(r) {
+		own(Rel{Schema: m.Schema, Name: m.Name}, m)
 	}
 	return out
 }

@@ -74,6 +74,9 @@ var Suites = []Suite{
 				"GRANT INSERT, DELETE ON public.orders TO " + r,
 				"GRANT UPDATE (status, total) ON public.orders TO " + r,
 				"GRANT SELECT, INSERT, UPDATE, DELETE ON public.tickets, public.shipments, public.returns TO " + r,
+				"GRANT SELECT ON public.visits, public.visits_2024, public.notes, public.notes_private, " +
+					"public.events_log, public.events_log_archive, public.contacts TO " + r,
+				"GRANT UPDATE ON public.visits_2024, public.notes TO " + r,
 			}
 		},
 	},

@@ -198,7 +198,7 @@ func (s *Session) Note(a *sqlpolicy.Access) {
 	changed := false
 	for i := range a.Statements {
 		st := &a.Statements[i]
-		if st.Tx == sqlpolicy.TxBegin {
+		if ran(st).Tx == sqlpolicy.TxBegin {
 			s.inTx = true
 		}
 		// A role allowed to change sql_mode or the character set (its
@@ -271,7 +271,7 @@ func (s *Session) Apply(a *sqlpolicy.Access) {
 				delete(s.prepDB, n)
 			}
 		}
-		switch st.Tx {
+		switch ran(st).Tx {
 		case sqlpolicy.TxBegin:
 			s.inTx = true
 		case sqlpolicy.TxEnd:
@@ -358,10 +358,23 @@ func (s *Session) applyLexing(set sqlpolicy.Setting) {
 // DEALLOCATE take effect when they run.
 func (s *Session) ApplyUncommitted(a *sqlpolicy.Access) { s.Apply(a) }
 
-// useDB is the database a USE statement switches to ("" for others). The
-// analyzer reports USE as a utility statement whose one Setting is
-// "database" with the database name as its value.
+// ran is the statement whose effects on the session st has when it
+// runs: for EXECUTE, the prepared statement. MariaDB prepares USE, BEGIN,
+// COMMIT and SET too, and each EXECUTE switches the database, the
+// transaction or the setting as the statement itself would.
+func ran(st *sqlpolicy.Statement) *sqlpolicy.Statement {
+	if st.Verb == sqlpolicy.VerbExecute && st.Prepared != nil {
+		return st.Prepared
+	}
+	return st
+}
+
+// useDB is the database a USE statement, or EXECUTE of a prepared one,
+// switches to ("" for others). The analyzer reports USE as a utility
+// statement whose one Setting is "database" with the database name as
+// its value.
 func useDB(st *sqlpolicy.Statement) string {
+	st = ran(st)
 	if st.Command != "USE" {
 		return ""
 	}

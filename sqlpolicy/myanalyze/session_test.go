@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/internal/testmariadb"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
@@ -377,4 +378,40 @@ func TestKillTarget(t *testing.T) {
 	a := an.Analyze("SELECT 1; KILL QUERY 5", an.NewSession())
 	require.Len(t, a.Statements, 2)
 	assert.NotNil(t, a.Statements[1].Kill, "reported; the proxy maps only a KILL sent alone")
+}
+
+// MariaDB prepares USE, and each EXECUTE of it switches the database:
+// names after it resolve in the new one, in the same text and in later
+// ones, as after USE itself.
+func TestExecutePreparedUse(t *testing.T) {
+	t.Parallel()
+	orders := func(db string) *catalog.Relation {
+		return &catalog.Relation{Schema: db, Name: "orders", Kind: catalog.KindTable,
+			Columns: []*catalog.Column{{Name: "id", Type: "int"}}}
+	}
+	cat := &catalog.Catalog{Dialect: "mysql", Database: "app", Relations: map[string]map[string]*catalog.Relation{
+		"app": {"orders": orders("app")}, "other": {"orders": orders("other")}}}
+	an := myanalyze.New(cat, myanalyze.Options{})
+	lastTables := func(a *sqlpolicy.Access) []string {
+		var out []string
+		for _, tb := range a.Statements[len(a.Statements)-1].Tables {
+			out = append(out, tb.Rel.String())
+		}
+		return out
+	}
+
+	a := an.Analyze("PREPARE u FROM 'USE other'; EXECUTE u; SELECT id FROM orders", an.NewSession())
+	assert.Empty(t, problems(a))
+	assert.Equal(t, []string{"other.orders"}, lastTables(a), "one text")
+
+	s := an.NewSession()
+	for _, q := range []string{"PREPARE u FROM 'USE other'", "EXECUTE u"} {
+		a := an.Analyze(q, s)
+		require.Empty(t, problems(a), q)
+		s.Apply(a)
+	}
+	assert.Equal(t, []string{"other.orders"}, lastTables(an.Analyze("SELECT id FROM orders", s)), "later texts")
+	db, known := s.(*myanalyze.Session).Database()
+	assert.True(t, known)
+	assert.Equal(t, "other", db)
 }

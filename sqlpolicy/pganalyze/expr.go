@@ -209,7 +209,9 @@ func (w *walker) indirection(ai *pg.A_Indirection, sc *scope, sk sink) {
 func (w *walker) indices(ns []*pg.Node, sc *scope, sk sink) {
 	for _, n := range ns {
 		switch x := n.Node.(type) {
-		case *pg.Node_String_, *pg.Node_AStar:
+		case *pg.Node_String_:
+			w.fieldFunc(x.String_.Sval)
+		case *pg.Node_AStar:
 		case *pg.Node_AIndices:
 			w.expr(x.AIndices.Lidx, sc, sk)
 			w.expr(x.AIndices.Uidx, sc, sk)
@@ -217,6 +219,25 @@ func (w *walker) indices(ns []*pg.Node, sc *scope, sk sink) {
 			w.unsupported("indirection of kind %s", nodeName(n.Node))
 		}
 	}
+}
+
+// fieldFunc reports the function Postgres may call for (expr).name, the
+// column notation of name(expr): a value of a composite type with no
+// field called name is passed to the function of that name
+// (ParseFuncOrColumn), so (ROW(...)::orders).f, (NULL::orders).f and
+// (sub.col).f run a user function f(orders) without naming a call. The
+// analyzer does not know the type of every expression, so every function
+// of the name counts; with none, it is a field selection.
+func (w *walker) fieldFunc(name string) {
+	if w.pathLost {
+		w.pathLostProblem(name)
+		return
+	}
+	f := w.resolveFuncQuiet(name)
+	if f == nil {
+		return
+	}
+	w.reportFunc("", name, f, &pg.FuncCall{Funcname: []*pg.Node{pg.MakeStrNode(name)}, Args: []*pg.Node{nil}}, nil)
 }
 
 // funcName returns the schema (may be empty) and name of a function.

@@ -53,6 +53,8 @@ var dangerousFuncs = map[string]string{
 	"pg_wal_replay_resume":                "resumes WAL replay",
 	"pg_log_backend_memory_contexts":      "writes to the server log",
 	"pg_import_system_collations":         "changes the catalog",
+	"pg_nextoid":                          "changes the catalog (superuser only)",
+	"pg_stop_making_pinned_objects":       "changes the catalog (initdb only)",
 	"pg_stat_get_activity":                "shows other sessions' queries",
 	"pg_stat_statements":                  "shows other sessions' queries",
 	"pg_stat_statements_info":             "shows query statistics",
@@ -196,6 +198,25 @@ func (w *walker) checkFunc(name string, fc *pg.FuncCall, sc *scope) {
 		return
 	case strings.HasPrefix(name, "pg_ls_"):
 		prob(sqlpolicy.ProblemFileAccess, name+" lists server directories")
+		return
+	case strings.HasPrefix(name, "pg_read_") || strings.HasPrefix(name, "pg_file_"):
+		// Every variant and alias (pg_read_file_old, the one-argument
+		// and missing_ok forms, adminpack's pg_file_*) reads or writes
+		// a server file.
+		prob(sqlpolicy.ProblemFileAccess, name+" accesses server files")
+		return
+	case strings.HasPrefix(name, "binary_upgrade_"):
+		prob(sqlpolicy.ProblemDangerousFunc, name+" changes the system catalogs (pg_upgrade support)")
+		return
+	case strings.HasPrefix(name, "pg_control_"):
+		prob(sqlpolicy.ProblemDangerousFunc, name+" shows the server's control file")
+		return
+	case strings.HasPrefix(name, "pg_rotate_logfile"):
+		prob(sqlpolicy.ProblemDangerousFunc, name+" rotates the server log")
+		return
+	case strings.HasPrefix(name, "currtid"):
+		prob(sqlpolicy.ProblemDynamicSQL, name+" reads row positions of a relation named in its arguments, "+
+			"which keyhole cannot check")
 		return
 	case strings.HasPrefix(name, "lo_") || name == "loread" || name == "lowrite":
 		prob(sqlpolicy.ProblemDangerousFunc, name+" reads or writes large objects, which have no column privileges")

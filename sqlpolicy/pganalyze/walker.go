@@ -285,7 +285,9 @@ func (w *walker) pathLostProblem(name string) {
 		Detail: fmt.Sprintf("keyhole cannot tell which schemas the session's search_path searches (it changed too often, to a value that is not a literal, or to one naming \"$user\" for a login keyhole does not know), so not what %q resolves to; qualify it with its schema", name)})
 }
 
-// baseCols returns the output columns of a plain relation, cached.
+// baseCols returns the output columns of a plain relation, cached. A
+// generated column carries the columns its expression reads: reading it
+// reveals them (Postgres asks a privilege on the generated column alone).
 func (w *walker) baseCols(rel *catalog.Relation) []outCol {
 	if v, ok := w.a.bases.Load(rel); ok {
 		return v.([]outCol)
@@ -297,6 +299,16 @@ func (w *walker) baseCols(rel *catalog.Relation) []outCol {
 	for i, c := range names {
 		lins[i] = sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read}
 		cols[i] = outCol{name: c, lin: lins[i : i+1 : i+1]}
+	}
+	for i, c := range rel.Columns {
+		if len(c.GeneratedReads) == 0 {
+			continue
+		}
+		lin := []sqlpolicy.ColumnRef{lins[i]}
+		for _, src := range rel.GeneratedFrom(c) {
+			lin = append(lin, sqlpolicy.ColumnRef{Rel: r, Column: src.Name, Mode: sqlpolicy.Read})
+		}
+		cols[i].lin = lin
 	}
 	w.a.bases.Store(rel, cols)
 	return cols

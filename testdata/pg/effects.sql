@@ -101,3 +101,47 @@ CREATE FUNCTION public.note_for(customer integer, label text) RETURNS text
     LANGUAGE sql STABLE
     AS $$ SELECT label || ': ' || ssn FROM public.customers WHERE id = customer $$;
 CREATE OPERATOR public.+ (LEFTARG = integer, RIGHTARG = text, FUNCTION = public.note_for);
+
+-- Labels across inheritance: the same rows are reached through a parent
+-- and through its partitions or children. Postgres copies no comment to a
+-- partition, so visits_2024.ip is labelled only through its parent; the
+-- body of notes_private rows is labelled on the child and comes back from
+-- a scan of notes. events_log is labelled as a whole (secret) and so is
+-- its inheritance child events_log_archive.
+CREATE TABLE public.visits (
+    id          integer NOT NULL,
+    customer_id integer NOT NULL,
+    ip          text,
+    at          date NOT NULL
+) PARTITION BY RANGE (at);
+COMMENT ON COLUMN public.visits.ip IS 'Client address. keyhole: pii.ip';
+CREATE TABLE public.visits_2024 PARTITION OF public.visits
+    FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE TABLE public.notes (id integer PRIMARY KEY, body text);
+CREATE TABLE public.notes_private (reason text) INHERITS (public.notes);
+COMMENT ON COLUMN public.notes_private.body IS 'keyhole: pii.note';
+CREATE TABLE public.events_log (id integer, what text);
+COMMENT ON TABLE public.events_log IS 'keyhole: secret';
+CREATE TABLE public.events_log_archive () INHERITS (public.events_log);
+
+-- A generated column over a labelled one: reading it reveals the email,
+-- though Postgres asks a privilege on email_domain alone.
+CREATE TABLE public.contacts (
+    id           integer PRIMARY KEY,
+    email        text,
+    email_domain text GENERATED ALWAYS AS (split_part(email, '@', 2)) STORED
+);
+COMMENT ON COLUMN public.contacts.email IS 'keyhole: pii.email';
+
+INSERT INTO public.visits (id, customer_id, ip, at) VALUES (1, 1, '10.0.0.7', '2024-06-01');
+INSERT INTO public.notes (id, body) VALUES (1, 'public note');
+INSERT INTO public.notes_private (id, body, reason) VALUES (2, 'private: card ends 4242', 'billing');
+INSERT INTO public.events_log_archive (id, what) VALUES (1, 'root password rotated');
+INSERT INTO public.contacts (id, email) VALUES (1, 'ada@example.com');
+
+-- A function over a table's row type ("computed field"): Postgres calls
+-- it for (x).order_contact on any orders-typed value x, the column
+-- notation of order_contact(x), though the text names no call.
+CREATE FUNCTION public.order_contact(o public.orders) RETURNS text
+    LANGUAGE sql STABLE
+    AS $$ SELECT ssn FROM public.customers WHERE id = o.customer_id $$;
