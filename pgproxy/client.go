@@ -544,10 +544,15 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 		c.refuseQuery(resp)
 		return nil
 	}
+	if resp, dec := c.fetchedCursorsStand(acc); resp != nil {
+		c.auditDenied(m.String, dec, start, resp)
+		c.refuseQuery(resp)
+		return nil
+	}
 	ex := &c.stageNew(reqQuery).exec
 	ex.sql, ex.dec, ex.access, ex.started, ex.maxRows = m.String, dec, acc, start, int64(dec.MaxRows)
 	ex.mark = st.mark
-	ex.cursors = c.declareCursors(acc, m.String, dec, nil, true)
+	ex.cursors = c.declareCursors(acc, m.String, dec, nil, true, st)
 	if send != "" {
 		q := &pgproto3.Query{String: send}
 		return c.forwardRewritten(q)
@@ -657,6 +662,82 @@ func (c *conn) recheck(p *prepared) *pgproto3.ErrorResponse {
 	r := deniedStatement(p)
 	c.auditDenied(p.sql, dec, time.Now(), r)
 	return r
+}
+
+// portalStands decides a portal's statement again when the decision that
+// allowed it may no longer stand: a cursor, a WITH HOLD one above all,
+// outlives its DECLARE's transaction, and a named portal its Bind's sync
+// block, across policy reloads and the end of the grants that allowed
+// them, and more rows must not be fetched than a decision now allows. As
+// for a prepared statement (stillStands), the allow stands while the
+// decider's epoch is the one it was made in. Otherwise the statement is
+// decided again in the session as it is now; if the session's state
+// changed since (a search_path that would resolve the text to other
+// relations than the portal reads), a new decision would not be about
+// the portal's rows, and it is refused. It returns nil, or the error that
+// refuses the portal and the decision to audit with it (the caller audits
+// the text it was asked to run).
+func (c *conn) portalStands(p *portal) (*pgproto3.ErrorResponse, *sqlpolicy.Decision) {
+	if ed, ok := c.srv.cfg.Decider.(sqlpolicy.EpochDecider); ok && p.stamp.epoch != 0 && p.stamp.epoch == ed.Epoch() {
+		return nil, nil
+	}
+	kind := "portal"
+	if p.cursor {
+		kind = "cursor"
+	}
+	c.sessMu.Lock()
+	gen := c.session.Generation()
+	c.sessMu.Unlock()
+	var (
+		r   *pgproto3.ErrorResponse
+		dec *sqlpolicy.Decision
+	)
+	if gen != p.stamp.gen {
+		msg := fmt.Sprintf("keyhole: %s %q was opened before a policy change and before the session's settings changed: keyhole cannot decide its rows again; close it and open it anew", kind, p.name)
+		dec = &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: sqlpolicy.RuleDefaultDeny, Agent: c.agent.Name,
+			SQLState: codeInsufficientPriv, Message: msg}
+		r = stmtError(codeInsufficientPriv, msg)
+	} else {
+		var acc *sqlpolicy.Access
+		var st stamp
+		dec, acc, _, st = c.check(p.sql)
+		if dec.Allowed() {
+			p.dec, p.access, p.stamp, p.maxRows = dec, acc, st, int64(dec.MaxRows)
+			return nil, nil
+		}
+		r = denyResponse(dec)
+		r.Message = fmt.Sprintf("keyhole: %s %q was opened under a policy that has changed, and its statement is denied now: %s", kind, p.name, r.Message)
+	}
+	c.log.Info(kind+" refused after policy change", "rule", dec.Rule)
+	if m := c.srv.cfg.Metrics; m != nil {
+		m.StatementDecided(protocolName, dec.Effect, dec.Rule, 0)
+	}
+	return r, dec
+}
+
+// fetchedCursorsStand checks the cursors an allowed text's FETCH and MOVE
+// statements read (portalStands), those keyhole saw DECLAREd, and returns
+// what portalStands returns for the first that does not stand. A cursor
+// keyhole never saw DECLAREd was opened by code the policy let run (a
+// function returning a refcursor).
+func (c *conn) fetchedCursorsStand(acc *sqlpolicy.Access) (*pgproto3.ErrorResponse, *sqlpolicy.Decision) {
+	if acc == nil {
+		return nil, nil
+	}
+	for i := range acc.Statements {
+		st := &acc.Statements[i]
+		if st.CursorName == "" || (st.Command != "FETCH" && st.Command != "MOVE") {
+			continue
+		}
+		p := c.portals.get([]byte(st.CursorName))
+		if p == nil || !p.cursor || p.closing || !live(&p.state) {
+			continue
+		}
+		if r, dec := c.portalStands(p); r != nil {
+			return r, dec
+		}
+	}
+	return nil, nil
 }
 
 // deniedStatement refuses the use of a prepared statement the policy denied.
@@ -776,11 +857,12 @@ func (c *conn) setPortal(p *portal, byQuery bool) {
 // them through the protocol (psycopg 3 Describes a named cursor's portal).
 // Their rows are what the DECLARE's query returns, which the policy
 // decided with it.
-func (c *conn) declareCursors(acc *sqlpolicy.Access, sql string, dec *sqlpolicy.Decision, text *auditText, byQuery bool) []*portal {
+func (c *conn) declareCursors(acc *sqlpolicy.Access, sql string, dec *sqlpolicy.Decision, text *auditText, byQuery bool, st stamp) []*portal {
 	if acc == nil {
 		return nil
 	}
 	var out []*portal
+	stamped := st
 	for i := range acc.Statements {
 		st := &acc.Statements[i]
 		if st.CursorName == "" || st.Command != "DECLARE CURSOR" {
@@ -790,7 +872,7 @@ func (c *conn) declareCursors(acc *sqlpolicy.Access, sql string, dec *sqlpolicy.
 			text = &auditText{}
 		}
 		p := &portal{name: st.CursorName, sql: sql, dec: dec, access: acc, text: text,
-			cursor: true, hold: st.CursorHold, maxRows: int64(dec.MaxRows)}
+			cursor: true, hold: st.CursorHold, maxRows: int64(dec.MaxRows), stamp: stamped}
 		c.setPortal(p, byQuery)
 		out = append(out, p)
 	}
@@ -827,7 +909,7 @@ func (c *conn) onBind(portalName, stmtName []byte, m pgproto3.FrontendMessage, r
 		pt = new(portal)
 	}
 	*pt = portal{name: string(portalName), sql: p.sql, stmt: p, dec: p.dec, access: p.access,
-		text: &p.text, maxRows: int64(p.dec.MaxRows)}
+		text: &p.text, maxRows: int64(p.dec.MaxRows), stamp: p.stamp}
 	c.setPortal(pt, false)
 	c.stageNew(reqBind).portal = pt
 	return c.forward(m, raw)
@@ -884,6 +966,21 @@ func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []by
 	if err != nil {
 		return err
 	}
+	if refused == nil {
+		var dec *sqlpolicy.Decision
+		if p.origin.byQuery || p.origin.syncs != c.syncs {
+			// Not bound in this sync block (a Bind decides, or finds
+			// its statement's decision standing): the policy may have
+			// changed since its statement was decided.
+			refused, dec = c.portalStands(p)
+		}
+		if refused == nil {
+			refused, dec = c.fetchedCursorsStand(p.access)
+		}
+		if refused != nil {
+			c.auditDenied(p.sql, dec, c.clientRd.takenUp(), refused)
+		}
+	}
 	if refused != nil {
 		return c.refuseExt(refused)
 	}
@@ -894,7 +991,7 @@ func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []by
 	ex.started, ex.maxRows = c.clientRd.takenUp(), p.maxRows
 	if !p.cursor {
 		// A prepared DECLARE opens its cursor each time it is executed.
-		ex.cursors = c.declareCursors(p.access, p.sql, p.dec, p.text, false)
+		ex.cursors = c.declareCursors(p.access, p.sql, p.dec, p.text, false, p.stamp)
 	}
 	return c.forward(m, raw)
 }

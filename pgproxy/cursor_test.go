@@ -2,6 +2,8 @@ package pgproxy_test
 
 import (
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -9,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/audit"
+	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
 // exchange sends msgs and Sync and returns what came back up to the
@@ -175,4 +178,86 @@ func TestCursorMaxRows(t *testing.T) {
 	// cancel reached the server before the fetch ended; see doc.go.)
 	assert.Equal(t, seq(rows(4), "E:54000"), got[:len(got)-1])
 	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+}
+
+// A cursor outlives the decision that allowed its DECLARE (a WITH HOLD one
+// its transaction too): after a policy reload its statement is decided
+// again before each FETCH, MOVE or Execute of it, and refused once the
+// policy denies it (the end of a grant works the same way).
+func TestCursorAfterReloadIsDecidedAgain(t *testing.T) {
+	e := newEnv(t, envOpts{raw: true})
+	text, err := os.ReadFile(e.policy)
+	require.NoError(t, err)
+	narrowed := strings.Replace(string(text), "- select: [public.orders, public.customers]", "- select: [public.customers]", 1)
+	require.NotEqual(t, string(text), narrowed)
+	setPolicy := func(p string) {
+		e.setPolicy(p)
+		require.NoError(t, e.g.ReloadPolicy())
+	}
+
+	r := e.raw(t)
+	r.login(e, "analyst-bot")
+	assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+	assert.Equal(t, []string{"C", "Z:T"}, r.query("DECLARE c CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id"))
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("COMMIT"))
+	assert.Equal(t, seq("T", rows(2), "C", "Z:I"), r.query("FETCH 2 FROM c"))
+
+	setPolicy(narrowed)
+	assert.Equal(t, []string{"E:42501", "Z:I"}, r.query("FETCH 2 FROM c"))
+	assert.Equal(t, []string{"E:42501", "Z:I"}, r.query("MOVE 2 IN c"))
+	assert.Equal(t, []string{"E:42501", "Z:I"}, r.exchange(&pgproto3.Execute{Portal: "c", MaxRows: 2}))
+	assert.Equal(t, []string{"E:42501", "Z:I"}, r.exchange(
+		&pgproto3.Parse{Query: "FETCH NEXT FROM c"}, &pgproto3.Bind{}, &pgproto3.Execute{}))
+	var denied []string
+	for _, ev := range e.audit.Events() {
+		if ev.Kind == audit.KindStatement && ev.Decision == sqlpolicy.Deny {
+			denied = append(denied, ev.Statement)
+		}
+	}
+	assert.Equal(t, []string{"FETCH 2 FROM c", "MOVE 2 IN c", "DECLARE c CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id", "FETCH NEXT FROM c"}, denied,
+		"each refusal is audited with the text the agent sent")
+
+	// Decided again, not dropped: the restored policy allows it again.
+	setPolicy(string(text))
+	assert.Equal(t, seq("T", rows(2), "C", "Z:I"), r.query("FETCH 2 FROM c"))
+	assert.Equal(t, seq(rows(2), "s", "Z:I"), r.exchange(&pgproto3.Execute{Portal: "c", MaxRows: 2}))
+
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("CLOSE c"))
+}
+
+// A cursor opened before the session's search_path changed cannot be
+// decided again for its rows after a reload: its text would now name
+// other relations than the cursor reads. Here the cursor reads
+// internal.orders; after SET search_path TO public its text names
+// public.orders, which the new policy allows and internal.orders not.
+func TestCursorAfterSearchPathAndReloadIsRefused(t *testing.T) {
+	e := newEnv(t, envOpts{raw: true})
+	pathAgent(t, e, "internal.orders")
+	r := e.raw(t)
+	r.login(e, "path-bot")
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("SET search_path TO internal, public"))
+	assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+	assert.Equal(t, []string{"C", "Z:T"}, r.query("DECLARE c CURSOR WITH HOLD FOR SELECT id FROM orders"))
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("COMMIT"))
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("SET search_path TO public"))
+	assert.Equal(t, seq("T", "D", "C", "Z:I"), r.query("FETCH 1 FROM c"), "no reload since: the allow stands")
+
+	text, err := os.ReadFile(e.policy)
+	require.NoError(t, err)
+	e.setPolicy(strings.Replace(string(text), "select: [internal.orders]", "select: [public.orders]", 1))
+	require.NoError(t, e.g.ReloadPolicy())
+	r.fe.Send(&pgproto3.Query{String: "FETCH 1 FROM c"})
+	require.NoError(t, r.fe.Flush())
+	var refused *pgproto3.ErrorResponse
+	for _, m := range r.until(&pgproto3.ReadyForQuery{}) {
+		switch m := m.(type) {
+		case *pgproto3.ErrorResponse:
+			refused = m
+		case *pgproto3.DataRow:
+			t.Errorf("a row of internal.orders came through: %q", m.Values)
+		}
+	}
+	require.NotNil(t, refused)
+	assert.Equal(t, "42501", refused.Code)
+	assert.Contains(t, refused.Message, "close it and open it anew")
 }

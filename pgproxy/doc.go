@@ -92,7 +92,10 @@
 // server did not accept. Cursors DECLAREd by allowed text are portals the
 // client may Describe, Execute (with a row limit) and Close; their ends
 // (CLOSE, COMMIT unless WITH HOLD, ROLLBACK, ROLLBACK TO SAVEPOINT,
-// DISCARD ALL) are followed from the server's command tags. A name whose
+// DISCARD ALL) are followed from the server's command tags. A cursor or
+// named portal outlives the decision that allowed it: after a policy
+// change (a reload, a grant's end) its statement is decided again before
+// each FETCH, MOVE or Execute of it (conn.portalStands). A name whose
 // re-creation in an earlier sync block is still unanswered, while an older
 // object of the name may exist upstream, is used only once the server's
 // answer is known.

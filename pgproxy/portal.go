@@ -89,8 +89,11 @@ type portal struct {
 	text   *auditText
 	// cursor: opened by DECLARE; hold: DECLARE ... WITH HOLD.
 	cursor, hold bool
-	maxRows      int64        // the role's max_rows when it was decided
-	state        atomic.Int32 // objState
+	maxRows      int64 // the role's max_rows when it was decided
+	// stamp: what dec was made under; a portal outlives it when the
+	// policy changes (conn.portalStands). Client goroutine only.
+	stamp stamp
+	state atomic.Int32 // objState
 	origin
 
 	// Upstream goroutine only.

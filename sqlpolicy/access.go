@@ -265,8 +265,11 @@ type Statement struct {
 	Deallocate    []string `json:"deallocate,omitempty"`
 	DeallocateAll bool     `json:"deallocate_all,omitempty"`
 
-	// CursorName is the cursor a DECLARE opens or a CLOSE closes (empty
-	// for CLOSE ALL and other statements); CursorHold marks DECLARE ...
+	// CursorName is the cursor a DECLARE opens, a FETCH or MOVE reads or
+	// a CLOSE closes (empty for CLOSE ALL and other statements): the
+	// proxy decides a cursor's DECLARE again before a FETCH when the policy
+	// changed since (a cursor may outlive the allow it was opened under).
+	// CursorHold marks DECLARE ...
 	// WITH HOLD, whose cursor outlives the COMMIT of its transaction. The
 	// proxies track such cursors as portals the client may use.
 	CursorName string `json:"cursor_name,omitempty"`

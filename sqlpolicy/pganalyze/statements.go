@@ -99,6 +99,7 @@ func (w *walker) statement(n *pg.Node) {
 		}
 	case *pg.Node_FetchStmt:
 		st.Verb, st.Command, st.ReturnsRows = sqlpolicy.VerbUtility, "FETCH", true
+		st.CursorName = x.FetchStmt.Portalname
 		if x.FetchStmt.Ismove {
 			st.Command, st.ReturnsRows = "MOVE", false
 		}

@@ -349,7 +349,9 @@ func TestCursorNames(t *testing.T) {
 		{"DECLARE c2 BINARY INSENSITIVE SCROLL CURSOR WITH HOLD FOR SELECT name FROM customers", "c2", true},
 		{"CLOSE c1", "c1", false},
 		{"CLOSE ALL", "", false},
-		{"FETCH 10 FROM c1", "", false},
+		{"FETCH 10 FROM c1", "c1", false},
+		{`MOVE ABSOLUTE 3 IN "My Cur"`, "My Cur", false},
+		{"SELECT 1", "", false},
 	}
 	for _, tc := range cases {
 		acc := a.Analyze(tc.sql, nil)
