@@ -100,6 +100,25 @@ type derivedCase struct {
 	allow bool
 }
 
+// TestDerivedGrantsMerge: a merge grant becomes INSERT and UPDATE on its
+// columns and no DELETE, so that Postgres, like keyhole, refuses a MERGE
+// with a DELETE action (it asks the DELETE privilege for one).
+func TestDerivedGrantsMerge(t *testing.T) {
+	t.Parallel()
+	r, conn, eng := derivedGrants(t)
+	grants := r.CreationStatements[1:]
+	assert.Contains(t, grants, `GRANT INSERT ("id", "status") ON "public"."orders" TO "{{name}}";`)
+	assert.Contains(t, grants, `GRANT UPDATE ("id", "status") ON "public"."orders" TO "{{name}}";`)
+	assert.NotContains(t, strings.Join(grants, "\n"), "DELETE")
+	agree(t, conn, eng, []derivedCase{
+		{"MERGE INTO orders o USING (VALUES (1)) v(id) ON o.id = v.id WHEN MATCHED THEN UPDATE SET status = 'merged'", true},
+		{"MERGE INTO orders o USING (VALUES (3)) v(id) ON o.id = v.id WHEN NOT MATCHED THEN INSERT (id, status) VALUES (v.id, 'x')", true},
+		{"MERGE INTO orders o USING (VALUES (1)) v(id) ON o.id = v.id WHEN MATCHED THEN DELETE", false},
+		{"MERGE INTO orders o USING (VALUES (1)) v(id) ON o.id = v.id WHEN MATCHED AND o.total > 100 THEN DELETE WHEN MATCHED THEN UPDATE SET status = 'm'", false},
+		{"MERGE INTO orders o USING (VALUES (1)) v(id) ON o.id = v.id WHEN MATCHED THEN UPDATE SET total = 0", false},
+	})
+}
+
 // TestDerivedGrantsGenerated: a generated column is left out of SELECT
 // when a column it is computed from is labelled or not granted, as
 // keyhole reads those columns with it.

@@ -77,7 +77,9 @@ var privileges = map[sqlpolicy.Verb][]string{
 	sqlpolicy.VerbInsert: {"INSERT"},
 	sqlpolicy.VerbUpdate: {"UPDATE"},
 	sqlpolicy.VerbDelete: {"DELETE"},
-	sqlpolicy.VerbMerge:  {"INSERT", "UPDATE", "DELETE"},
+	// A merge grant covers a MERGE's INSERT and UPDATE actions; its
+	// DELETE action needs the delete grant, as it does in keyhole.
+	sqlpolicy.VerbMerge: {"INSERT", "UPDATE"},
 	// COPY ... TO STDOUT reads, COPY ... FROM STDIN inserts.
 	sqlpolicy.VerbCopy: {"SELECT", "INSERT"},
 	// Of what ddl allows only TRUNCATE is a privilege (of tables); the
