@@ -139,10 +139,13 @@ func MySQLGrants(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role
 			continue
 		}
 		set := cols[k]
+		rel := cat.Relation(k.rel.Schema, k.rel.Name)
+		if k.priv == "SELECT" {
+			dropUngrantedGenerated(k.rel, rel, set, note)
+		}
 		if len(set) == 0 {
 			continue
 		}
-		rel := cat.Relation(k.rel.Schema, k.rel.Name)
 		if len(set) == len(rel.Columns) {
 			grants = append(grants, fmt.Sprintf("GRANT %s ON %s TO %s;", k.priv, target, grantee))
 			continue

@@ -77,7 +77,9 @@ var privileges = map[sqlpolicy.Verb][]string{
 	sqlpolicy.VerbInsert: {"INSERT"},
 	sqlpolicy.VerbUpdate: {"UPDATE"},
 	sqlpolicy.VerbDelete: {"DELETE"},
-	sqlpolicy.VerbMerge:  {"INSERT", "UPDATE", "DELETE"},
+	// A merge grant covers a MERGE's INSERT and UPDATE actions; its
+	// DELETE action needs the delete grant, as it does in keyhole.
+	sqlpolicy.VerbMerge: {"INSERT", "UPDATE"},
 	// COPY ... TO STDOUT reads, COPY ... FROM STDIN inserts.
 	sqlpolicy.VerbCopy: {"SELECT", "INSERT"},
 	// Of what ddl allows only TRUNCATE is a privilege (of tables); the
@@ -254,6 +256,13 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 							note("%s.%s: labelled %s, left out", r, c.Name, l)
 							continue
 						}
+						if src := deniedSource(rel, c, denied); src != "" {
+							// Reading a generated column reads the columns
+							// its expression reads (keyhole's analyzer
+							// reports them): leave it out with its source.
+							note("%s.%s: generated from %s, left out", r, c.Name, src)
+							continue
+						}
 						set[c.Name] = true
 					}
 				}
@@ -294,6 +303,9 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 			continue
 		}
 		set := cols[k]
+		if k.priv == "SELECT" {
+			dropUngrantedGenerated(k.rel, rel, set, note)
+		}
 		if len(set) == 0 {
 			continue
 		}
@@ -348,6 +360,25 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 	}
 	vr.RevocationStatements = append(rev, `DROP ROLE IF EXISTS "{{name}}";`)
 	return vr
+}
+
+// dropUngrantedGenerated removes from set, the columns of rel one SELECT
+// grant covers, every generated column computed from a column not in set:
+// keyhole reads a generated column's sources with it, so it refuses
+// reading the column without them, and the database grant agrees.
+func dropUngrantedGenerated(r sqlpolicy.Rel, rel *catalog.Relation, set map[string]bool, note func(string, ...any)) {
+	for _, c := range rel.Columns {
+		if !set[c.Name] {
+			continue
+		}
+		for _, src := range rel.GeneratedFrom(c) {
+			if !set[src.Name] {
+				delete(set, c.Name)
+				note("%s.%s: generated from %s, which the role may not read, left out", r, c.Name, src.Name)
+				break
+			}
+		}
+	}
 }
 
 func sortGrants(keys []grantKey) {

@@ -93,6 +93,13 @@ type TableRef struct {
 	// for reads and for writes an analyzer does not classify; the
 	// statement's verb then decides which grant the write needs.
 	Action Verb `json:"action,omitempty"`
+	// Merge is set on a write by one of a MERGE's own WHEN clause actions
+	// (Action VerbInsert, VerbUpdate or VerbDelete) on its target: a merge
+	// grant covers its inserts and updates, but deleting rows needs the
+	// delete grant, as Postgres asks DELETE for a MERGE with a DELETE
+	// action. Other writes of a MERGE statement (data-modifying CTEs,
+	// foreign key actions) need the grant of their own kind.
+	Merge bool `json:"merge,omitempty"`
 }
 
 // ColumnRef is one column of a relation that a statement reads or writes,
@@ -110,6 +117,9 @@ type ColumnRef struct {
 	// and SET is listed once per action. Empty for reads and for writes an
 	// analyzer does not classify.
 	Action Verb `json:"action,omitempty"`
+	// Merge: as TableRef.Merge, for a column a MERGE's INSERT or UPDATE
+	// action writes.
+	Merge bool `json:"merge,omitempty"`
 	// System: as TableRef.System, for the column's relation.
 	System bool `json:"system,omitempty"`
 }

@@ -342,16 +342,19 @@ func isWriteVerb(v Verb) bool {
 	return v == VerbInsert || v == VerbUpdate || v == VerbDelete || v == VerbMerge
 }
 
+// mergeDeleteDetail explains the denial of a MERGE's DELETE action.
+const mergeDeleteDetail = "a MERGE's WHEN ... THEN DELETE action deletes rows, which needs a delete grant; a merge grant covers only its INSERT and UPDATE actions"
+
 // upsertColumnsDetail explains column denials of upserts whose written
 // columns the analyzer did not attribute to the insert or the update half:
 // each must then be allowed by both the insert and the update grant.
 const upsertColumnsDetail = "in an upsert (an INSERT that may update existing rows) every written column needs both the insert and the update grant"
 
 // need returns the grant verbs that may cover access of mode m (by row
-// action action, for writes) to rel in st: any one of anyOf, or (for
-// writes whose kind neither the action nor the verb tells) every one of
-// allOf.
-func (dc *decider) need(st *Statement, rel Rel, m Mode, action Verb) (anyOf []Verb, allOf []Verb) {
+// action action, for writes; merge for one of a MERGE's own actions) to
+// rel in st: any one of anyOf, or (for writes whose kind neither the
+// action nor the verb tells) every one of allOf.
+func (dc *decider) need(st *Statement, rel Rel, m Mode, action Verb, merge bool) (anyOf []Verb, allOf []Verb) {
 	if m == Read {
 		switch {
 		case st.Verb == VerbCopy:
@@ -373,10 +376,16 @@ func (dc *decider) need(st *Statement, rel Rel, m Mode, action Verb) (anyOf []Ve
 	switch {
 	case st.Verb == VerbCopy:
 		return []Verb{VerbInsert, VerbCopy}, nil
-	case st.Verb == VerbMerge || action == VerbMerge:
-		// A merge grant covers every action of a MERGE, and its column
-		// list both the inserted and the SET columns.
+	case action == VerbMerge || merge && (action == VerbInsert || action == VerbUpdate):
+		// A MERGE needs the merge grant on its target, which covers its
+		// INSERT and UPDATE actions: its column list both the inserted
+		// and the SET columns. A DELETE action deletes rows, which only
+		// the delete grant allows (Postgres asks DELETE for it too).
 		return []Verb{VerbMerge}, nil
+	case st.Verb == VerbMerge && action == "":
+		// A write of a MERGE statement the analyzer did not classify may
+		// be any of its actions.
+		return nil, []Verb{VerbMerge, VerbDelete}
 	case action == VerbInsert || action == VerbUpdate || action == VerbDelete:
 		// The analyzer says which row action writes it: an upsert's
 		// inserted columns need the insert grant, its SET columns the
@@ -479,7 +488,7 @@ func scopeCoversAny(scope []Grant, anyOf, allOf []Verb, rel Rel) bool {
 
 func (dc *decider) tables(c *check, st *Statement) {
 	for _, t := range st.Tables {
-		anyOf, allOf := dc.need(st, t.Rel, t.Mode, t.Action)
+		anyOf, allOf := dc.need(st, t.Rel, t.Mode, t.Action, t.Merge)
 		dc.relationLabels(c, t.Rel, reasonVerb(anyOf))
 		if t.Via != (Rel{}) {
 			// Reached through a view the statement names: the view's
@@ -499,8 +508,11 @@ func (dc *decider) tables(c *check, st *Statement) {
 			if st.Verb == VerbCopy {
 				v = VerbCopy
 			}
-			c.deny(Reason{Code: ReasonNoRule, Verb: v, Table: t.Rel.String(),
-				Detail: fmt.Sprintf("no grant of %s on %s", verbList(anyOf, allOf), t.Rel)})
+			detail := fmt.Sprintf("no grant of %s on %s", verbList(anyOf, allOf), t.Rel)
+			if t.Merge && t.Action == VerbDelete {
+				detail = mergeDeleteDetail
+			}
+			c.deny(Reason{Code: ReasonNoRule, Verb: v, Table: t.Rel.String(), Detail: detail})
 			c.deniedTables = append(c.deniedTables, t.Rel)
 			continue
 		}
@@ -587,7 +599,7 @@ func (dc *decider) columns(c *check, st *Statement) {
 			// listing it would tell which columns the relation has.
 			continue
 		}
-		anyOf, allOf := dc.need(st, col.Rel, col.Mode, col.Action)
+		anyOf, allOf := dc.need(st, col.Rel, col.Mode, col.Action, col.Merge)
 		// Labels apply to every column read or written, however reached:
 		// writing a column the role may not read would overwrite protected
 		// data and can reveal it through constraint errors.

@@ -39,7 +39,11 @@ const decidePolicy = fixture.PolicyRoles + `  support:
       - update: {public.orders: [total, status]}
       - update: [public.order_seq]
       - select: {public.orders: [id]}
+  merger:
+    allow:
+      - merge: {public.orders: [status]}
 ` + fixture.PolicyAgents + `  upsert-bot: {role: upserter}
+  merge-bot: {role: merger}
   helpdesk: {role: support}
   writer-bot: {role: writer}
   auditor-bot: {role: auditor}
@@ -62,6 +66,14 @@ func sel(table string, cols ...string) sp.Statement {
 }
 
 func access(sts ...sp.Statement) *sp.Access { return &sp.Access{Statements: sts} }
+
+// mergeStmt is a MERGE into public.orders (written as a whole, Action
+// merge) that also makes writes.
+func mergeStmt(writes []sp.TableRef, cols ...sp.ColumnRef) sp.Statement {
+	return sp.Statement{Verb: sp.VerbMerge, Command: "MERGE",
+		Tables:  append([]sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbMerge}}, writes...),
+		Columns: cols}
+}
 
 // system marks st's relations as the analyzer marks system catalogs.
 func system(st sp.Statement) sp.Statement {
@@ -318,6 +330,32 @@ func TestDecide(t *testing.T) {
 				assert.Equal(t, sp.VerbUpdate, d.Reasons[0].Verb)
 				assert.Contains(t, d.Hint, "You may write public.orders columns: total, status.")
 			}},
+		{name: "merge update action with a merge grant", agent: "merge-bot", access: access(mergeStmt(
+			[]sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbUpdate, Merge: true}},
+			sp.ColumnRef{Rel: rel("public.orders"), Column: "status", Mode: sp.Write, Action: sp.VerbUpdate, Merge: true})),
+			effect: sp.Allow, rule: "roles.merger.allow[0].merge"},
+		{name: "merge delete action needs delete", agent: "merge-bot", access: access(mergeStmt(
+			[]sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbUpdate, Merge: true},
+				{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbDelete, Merge: true}},
+			sp.ColumnRef{Rel: rel("public.orders"), Column: "status", Mode: sp.Write, Action: sp.VerbUpdate, Merge: true})),
+			effect: sp.Deny, code: sp.ReasonNoRule,
+			check: func(t *testing.T, d *sp.Decision) {
+				assert.Equal(t, sp.VerbDelete, d.Reasons[0].Verb)
+				assert.Equal(t, "keyhole: permission denied: role merger may not delete from public.orders", d.Message)
+				assert.Contains(t, d.Hint, "leave out the WHEN ... THEN DELETE clauses")
+				assert.Contains(t, d.Hint, "Role merger may not delete from anything.")
+			}},
+		{name: "merge delete action: a delete grant does not stand for merge", agent: "writer-bot", access: access(mergeStmt(
+			[]sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbDelete, Merge: true}})),
+			effect: sp.Deny, code: sp.ReasonNoRule,
+			check: func(t *testing.T, d *sp.Decision) {
+				assert.Equal(t, sp.VerbMerge, d.Reasons[0].Verb, "the delete grant does not stand for the merge grant")
+				assert.Len(t, d.Reasons, 1)
+			}},
+		{name: "delete in WITH of a MERGE needs delete", agent: "merge-bot", access: access(mergeStmt(
+			[]sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbDelete}})),
+			effect: sp.Deny, code: sp.ReasonNoRule,
+			check: func(t *testing.T, d *sp.Decision) { assert.Equal(t, sp.VerbDelete, d.Reasons[0].Verb) }},
 		{name: "upsert by action: inserted column outside the update list", agent: "upsert-bot", access: access(sp.Statement{Verb: sp.VerbInsert,
 			Command: "INSERT ... ON CONFLICT DO UPDATE", Upsert: true,
 			Tables: []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write, Action: sp.VerbInsert},

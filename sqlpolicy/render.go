@@ -213,6 +213,9 @@ func hint(d *Decision, r Reason, p *Policy, role *Role, cat *catalog.Catalog) st
 			return "Run the statements of the DO block one by one: keyhole cannot check code inside DO."
 		case r.Verb == VerbCall:
 			return grantsHint(role, VerbCall, "call")
+		case r.Detail == mergeDeleteDetail:
+			return fmt.Sprintf("Role %s's merge grant covers a MERGE's INSERT and UPDATE actions only; leave out the WHEN ... THEN DELETE clauses (WHEN ... THEN DO NOTHING skips a row). %s",
+				role.Name, tablesHint(role, VerbDelete))
 		case r.Verb == "":
 			return "Write with a plain INSERT, UPDATE or DELETE statement instead of inside WITH. " + tablesHint(role, VerbSelect)
 		case r.Table == "" && (r.Verb == VerbDDL || r.Verb == VerbLock):

@@ -73,6 +73,8 @@ var Suites = []Suite{
 				"GRANT SELECT (id, name) ON public.customers TO " + r,
 				"GRANT INSERT, DELETE ON public.orders TO " + r,
 				"GRANT UPDATE (status, total) ON public.orders TO " + r,
+				// merge: {public.products: [title]} (creds: no DELETE).
+				"GRANT INSERT (title), UPDATE (title) ON public.products TO " + r,
 				"GRANT SELECT, INSERT, UPDATE, DELETE ON public.tickets, public.shipments, public.returns TO " + r,
 				"GRANT SELECT ON public.visits, public.visits_2024, public.notes, public.notes_private, " +
 					"public.events_log, public.events_log_archive, public.contacts TO " + r,

@@ -367,6 +367,7 @@ func (a *Analyzer) statement(n ast.StmtNode, ts *textState, depth int) (st sqlpo
 	}()
 	w.statement(n)
 	w.writeEffects()
+	w.statistics()
 	if st.Verb == "" && len(st.Problems) == 0 {
 		w.unsupported("statement kind not modelled")
 	}

@@ -38,6 +38,10 @@
 // TiDB's /*T! */, SET_VAR hints, control and non-ASCII bytes outside
 // quotes), and then by TiDB's parser under the same sql_mode.
 //
+// Row counts and sizes (information_schema.TABLES and PARTITIONS columns
+// other than the definition's, SHOW TABLE STATUS) are reads of every
+// table whose row they may show (statistics.go).
+//
 // Writes carry their row action: REPLACE writes its table with the delete
 // and the insert action, INSERT ... ON DUPLICATE KEY UPDATE is an upsert
 // whose SET columns are written by the update action. Column defaults need

@@ -271,9 +271,15 @@ func (w *walker) selectStmt(s *ast.SelectStmt, parent *scope, ctes *cteEnv, view
 			}
 		}
 	}
+	statsItems := w.statsItems
 	if s.From != nil && s.From.TableRefs != nil {
 		if r := w.fromRef(s.From.TableRefs, sc); r != nil {
 			sc.addRef(r)
+		}
+	}
+	if w.statsItems == statsItems+1 {
+		if f, ok := w.statsNarrowing(s); ok {
+			w.statsNarrowed = append(w.statsNarrowed, f)
 		}
 	}
 	w.expr(s.Where, sc, nil, clauseWhere)

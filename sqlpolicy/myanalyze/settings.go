@@ -196,7 +196,8 @@ func isOn(v string) bool {
 // show analyzes SHOW statements. Those that list metadata are modelled as
 // reads of the information_schema view that holds it (a role reads them
 // with catalog: true); SHOW COLUMNS / INDEX / CREATE TABLE / CREATE VIEW
-// also read the table itself, so they need a grant on it; variables and
+// also read the table itself, so they need a grant on it, and SHOW TABLE
+// STATUS reads every table it may list (statistics.go); variables and
 // status are Settings read; SHOW PROCESSLIST, SHOW GRANTS for another
 // user and every other kind are refused.
 func (w *walker) show(x *ast.ShowStmt) {
@@ -244,6 +245,23 @@ func (w *walker) show(x *ast.ShowStmt) {
 		}
 		if x.DBName == "" && w.db == "" {
 			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownTable, Detail: "no database selected"})
+		}
+		if x.Tp == ast.ShowTableStatus {
+			// Every row shows the table's row count and sizes: a read of
+			// each table of the database the LIKE pattern may match (a
+			// WHERE clause is not evaluated). A database that is not
+			// known (also the current one after a failed text that
+			// changed it) may be any.
+			db := x.DBName
+			if db == "" && !w.ts.dbLost {
+				db = w.db
+			}
+			var matchDB func(string) bool
+			if db = w.a.lookupSchema(db); db != "" {
+				matchDB = func(s string) bool { return s == db }
+			}
+			w.tableStatistics(matchDB, showLike(x.Pattern))
+			w.st.LiteralSensitive = true // the LIKE pattern picks the tables
 		}
 	case ast.ShowColumns:
 		// MariaDB lists only the columns the user holds a privilege on.

@@ -40,6 +40,12 @@ type walker struct {
 	subClause clause
 
 	colSeen map[sqlpolicy.ColumnRef]struct{}
+
+	// statsItems counts the FROM items naming a statisticsViews view of
+	// information_schema, and statsNarrowed holds the filters of those
+	// whose query's WHERE clause narrows them (statistics.go).
+	statsItems    int
+	statsNarrowed []statsFilter
 }
 
 // sink collects the columns an expression reads. nil means the statement:
@@ -425,6 +431,9 @@ func (w *walker) resolveTable(tn *ast.TableName, sc *scope, mode sqlpolicy.Mode,
 		return nil
 	}
 	it.rel = rel
+	if isInfoSchema(rel.Schema) && statisticsViews[strings.ToUpper(rel.Name)] != nil {
+		w.statsItems++
+	}
 	switch {
 	case mode == 0:
 		it.cols = w.baseCols(rel)

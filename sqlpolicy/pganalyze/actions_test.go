@@ -10,16 +10,22 @@ import (
 )
 
 // writeActions renders the writes of a statement as "rel[.column]=action",
-// sorted.
+// with "/merge" for a MERGE's own actions, sorted.
 func writeActions(st sqlpolicy.Statement) (tables, columns []string) {
+	merge := func(m bool) string {
+		if m {
+			return "/merge"
+		}
+		return ""
+	}
 	for _, t := range st.Tables {
 		if t.Mode == sqlpolicy.Write && t.Via == (sqlpolicy.Rel{}) {
-			tables = append(tables, t.Rel.String()+"="+string(t.Action))
+			tables = append(tables, t.Rel.String()+"="+string(t.Action)+merge(t.Merge))
 		}
 	}
 	for _, c := range st.Columns {
 		if c.Mode == sqlpolicy.Write && c.Via == (sqlpolicy.Rel{}) {
-			columns = append(columns, c.Rel.String()+"."+c.Column+"="+string(c.Action))
+			columns = append(columns, c.Rel.String()+"."+c.Column+"="+string(c.Action)+merge(c.Merge))
 		}
 	}
 	sort.Strings(tables)
@@ -57,8 +63,14 @@ func TestWriteActions(t *testing.T) {
 			tables: []string{"public.products=delete"}},
 		{name: "merge", sql: "MERGE INTO products p USING (SELECT 1 AS id) s ON p.id = s.id " +
 			"WHEN MATCHED AND p.price > 10 THEN DELETE WHEN MATCHED THEN UPDATE SET price = 1 WHEN NOT MATCHED THEN INSERT (id, name) VALUES (s.id, 'n')",
-			tables:  []string{"public.products=merge"},
-			columns: []string{"public.products.id=insert", "public.products.name=insert", "public.products.price=update"}},
+			tables:  []string{"public.products=delete/merge", "public.products=insert/merge", "public.products=merge", "public.products=update/merge"},
+			columns: []string{"public.products.id=insert/merge", "public.products.name=insert/merge", "public.products.price=update/merge"}},
+		{name: "merge without delete", sql: "MERGE INTO products p USING (SELECT 1 AS id) s ON p.id = s.id " +
+			"WHEN MATCHED AND p.price > 10 THEN DO NOTHING WHEN MATCHED THEN UPDATE SET price = 1",
+			tables:  []string{"public.products=merge", "public.products=update/merge"},
+			columns: []string{"public.products.price=update/merge"}},
+		{name: "merge delete only", sql: "MERGE INTO products p USING (SELECT 1 AS id) s ON p.id = s.id WHEN MATCHED THEN DELETE",
+			tables: []string{"public.products=delete/merge", "public.products=merge"}},
 		{name: "cte update under select", sql: "WITH u AS (UPDATE products SET price = 1 RETURNING id) SELECT count(*) FROM u",
 			tables:  []string{"public.products=update"},
 			columns: []string{"public.products.price=update"}},

