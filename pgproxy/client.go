@@ -856,13 +856,12 @@ func (c *conn) setPortal(p *portal, byQuery bool) {
 // when it runs, registered under their names: the client may then use
 // them through the protocol (psycopg 3 Describes a named cursor's portal).
 // Their rows are what the DECLARE's query returns, which the policy
-// decided with it.
-func (c *conn) declareCursors(acc *sqlpolicy.Access, sql string, dec *sqlpolicy.Decision, text *auditText, byQuery bool, st stamp) []*portal {
+// decided with it, under decided (portalStands).
+func (c *conn) declareCursors(acc *sqlpolicy.Access, sql string, dec *sqlpolicy.Decision, text *auditText, byQuery bool, decided stamp) []*portal {
 	if acc == nil {
 		return nil
 	}
 	var out []*portal
-	stamped := st
 	for i := range acc.Statements {
 		st := &acc.Statements[i]
 		if st.CursorName == "" || st.Command != "DECLARE CURSOR" {
@@ -872,7 +871,7 @@ func (c *conn) declareCursors(acc *sqlpolicy.Access, sql string, dec *sqlpolicy.
 			text = &auditText{}
 		}
 		p := &portal{name: st.CursorName, sql: sql, dec: dec, access: acc, text: text,
-			cursor: true, hold: st.CursorHold, maxRows: int64(dec.MaxRows), stamp: stamped}
+			cursor: true, hold: st.CursorHold, maxRows: int64(dec.MaxRows), stamp: decided}
 		c.setPortal(p, byQuery)
 		out = append(out, p)
 	}
