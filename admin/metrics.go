@@ -21,6 +21,7 @@ type Metrics struct {
 	connections *prometheus.CounterVec
 	open        *prometheus.GaugeVec
 	authFails   *prometheus.CounterVec
+	dropped     *prometheus.CounterVec
 	statements  *prometheus.CounterVec
 	decision    *prometheus.HistogramVec
 	upstreamErr *prometheus.CounterVec
@@ -72,6 +73,10 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		authFails: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyhole_auth_failures_total", Help: "Failed agent authentications.",
 		}, proto),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "keyhole_logins_dropped_total",
+			Help: "Connections still logging in that were dropped to make room (limits.max_startups): a flood of connections that do not log in.",
+		}, proto),
 		statements: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "keyhole_statements_total", Help: "Statements decided, by decision and deciding rule.",
 		}, []string{"protocol", "decision", "rule"}),
@@ -98,7 +103,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "keyhole_vault_errors_total", Help: "Failed Vault requests (issue, renew, revoke).",
 		}),
 	}
-	reg.MustRegister(m.connections, m.open, m.authFails, m.statements, m.decision, m.upstreamErr, m.upLogins, m.upKept, m.credsOK, m.vaultErrs)
+	reg.MustRegister(m.connections, m.open, m.authFails, m.dropped, m.statements, m.decision, m.upstreamErr, m.upLogins, m.upKept, m.credsOK, m.vaultErrs)
 	return m
 }
 
@@ -116,6 +121,9 @@ func (m *Metrics) ConnectionClosed(protocol string) { m.open.WithLabelValues(pro
 
 // AuthFailed implements ProxyMetrics.
 func (m *Metrics) AuthFailed(protocol string) { m.authFails.WithLabelValues(protocol).Inc() }
+
+// LoginDropped implements LoginGateMetrics.
+func (m *Metrics) LoginDropped(protocol string) { m.dropped.WithLabelValues(protocol).Inc() }
 
 // StatementDecided implements ProxyMetrics. rule is a policy rule name, so
 // its cardinality is bounded by the policy.

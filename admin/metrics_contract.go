@@ -16,6 +16,13 @@ type ProxyMetrics interface {
 	UpstreamError(protocol string)
 }
 
+// LoginGateMetrics is what a proxy reports, when its ProxyMetrics has this
+// method too (*Metrics does), for each connection it dropped while it was
+// still logging in, to make room for another (limits.max_startups).
+type LoginGateMetrics interface {
+	LoginDropped(protocol string)
+}
+
 // UpstreamReuseMetrics is what a proxy that keeps upstream sessions for
 // reuse reports, when its ProxyMetrics has these methods too (*Metrics
 // does): which sessions started on a kept upstream session, and how many

@@ -37,6 +37,8 @@ func TestMetrics(t *testing.T) {
 	rm.UpstreamSessionStarted("postgres", true)
 	rm.UpstreamSessionsKept("postgres", 3)
 	rm.UpstreamSessionsKept("postgres", 2)
+	var gm admin.LoginGateMetrics = m
+	gm.LoginDropped("mysql")
 
 	want := `
 # HELP keyhole_connections_open Client connections currently open.
@@ -50,6 +52,9 @@ keyhole_connections_total{protocol="postgres"} 2
 # HELP keyhole_auth_failures_total Failed agent authentications.
 # TYPE keyhole_auth_failures_total counter
 keyhole_auth_failures_total{protocol="mysql"} 1
+# HELP keyhole_logins_dropped_total Connections still logging in that were dropped to make room (limits.max_startups): a flood of connections that do not log in.
+# TYPE keyhole_logins_dropped_total counter
+keyhole_logins_dropped_total{protocol="mysql"} 1
 # HELP keyhole_statements_total Statements decided, by decision and deciding rule.
 # TYPE keyhole_statements_total counter
 keyhole_statements_total{decision="allow",protocol="postgres",rule="roles.analyst.allow[0]"} 1
@@ -72,7 +77,7 @@ keyhole_creds_available 1
 keyhole_vault_errors_total 1
 `
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
-		"keyhole_connections_open", "keyhole_connections_total", "keyhole_auth_failures_total",
+		"keyhole_connections_open", "keyhole_connections_total", "keyhole_auth_failures_total", "keyhole_logins_dropped_total",
 		"keyhole_statements_total", "keyhole_upstream_errors_total", "keyhole_upstream_sessions_total", "keyhole_upstream_sessions_kept",
 		"keyhole_creds_available", "keyhole_vault_errors_total"))
 

@@ -161,6 +161,9 @@ func (c *conn) serve(parent context.Context) {
 	c.record(audit.Event{Kind: audit.KindConnect})
 	c.log.Debug("connection accepted")
 	c.startupSlot = c.srv.logins.Admit(c.remoteIP, func() {
+		if m, ok := c.srv.cfg.Metrics.(LoginGateMetrics); ok {
+			m.LoginDropped(protocolName)
+		}
 		c.stop(errLoginsCrowded())
 	})
 	c.started = time.Now()

@@ -67,6 +67,12 @@ type Metrics interface {
 	UpstreamError(protocol string)
 }
 
+// LoginGateMetrics is what a Metrics may also implement (admin.Metrics
+// does) to count the connections the login gate dropped (MaxStartups).
+type LoginGateMetrics interface {
+	LoginDropped(protocol string)
+}
+
 // Upstream is a MySQL or MariaDB server keyhole connects to.
 type Upstream struct {
 	Addr string // host:port

@@ -299,6 +299,9 @@ func (c *conn) opened() {
 	c.record(audit.Event{Kind: audit.KindConnect})
 	c.log.Debug("connection accepted")
 	c.startupSlot = c.srv.logins.Admit(c.remoteIP, func() {
+		if m, ok := c.srv.cfg.Metrics.(LoginGateMetrics); ok {
+			m.LoginDropped(protocolName)
+		}
 		c.stop(errLoginsCrowded())
 	})
 }

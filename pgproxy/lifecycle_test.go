@@ -266,7 +266,8 @@ func TestMaxConns(t *testing.T) {
 // own oldest, which get 53300.
 func TestLoginFloodDoesNotLockAgentsOut(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, envOpts{limits: config.Limits{MaxConns: 2, MaxStartups: 4}})
+	m := &metrics{}
+	e := newEnv(t, envOpts{limits: config.Limits{MaxConns: 2, MaxStartups: 4}, metrics: m})
 	var flood []net.Conn
 	for range 10 {
 		nc, err := net.DialTimeout("tcp", e.addr, 5*time.Second)
@@ -290,6 +291,9 @@ func TestLoginFloodDoesNotLockAgentsOut(t *testing.T) {
 	// The first login dropped one of the flood's (its source held the
 	// most); the later ones found the slot it freed once logged in.
 	assert.Len(t, droppedLogins(t, flood, 1), 3, "still logging in")
+	m.mu.Lock()
+	assert.Equal(t, 7, m.dropped, "each drop is counted (keyhole_logins_dropped_total)")
+	m.mu.Unlock()
 }
 
 // droppedLogins reads from each of conns, which have sent nothing, for a

@@ -67,6 +67,12 @@ type Metrics interface {
 	UpstreamError(protocol string)
 }
 
+// LoginGateMetrics is what a Metrics may also implement (admin.Metrics
+// does) to count the connections the login gate dropped (MaxStartups).
+type LoginGateMetrics interface {
+	LoginDropped(protocol string)
+}
+
 // ReuseMetrics is what a Metrics may also implement (admin.Metrics does)
 // to report upstream session reuse (reuse.go): each session's start on a
 // kept upstream session or a new login, and how many are kept.

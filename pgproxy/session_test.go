@@ -107,9 +107,9 @@ func TestAuditEvents(t *testing.T) {
 
 // metrics records what the proxy reports.
 type metrics struct {
-	mu                                sync.Mutex
-	opened, closed, authFailed, upErr int
-	decided                           map[sqlpolicy.Effect]int
+	mu                                         sync.Mutex
+	opened, closed, authFailed, upErr, dropped int
+	decided                                    map[sqlpolicy.Effect]int
 	// started counts upstream sessions by reused; kept is every value
 	// the kept-sessions gauge was set to.
 	started map[bool]int
@@ -134,6 +134,7 @@ func (m *metrics) UpstreamSessionsKept(_ string, n int) {
 func (m *metrics) ConnectionOpened(string) { m.mu.Lock(); m.opened++; m.mu.Unlock() }
 func (m *metrics) ConnectionClosed(string) { m.mu.Lock(); m.closed++; m.mu.Unlock() }
 func (m *metrics) AuthFailed(string)       { m.mu.Lock(); m.authFailed++; m.mu.Unlock() }
+func (m *metrics) LoginDropped(string)     { m.mu.Lock(); m.dropped++; m.mu.Unlock() }
 func (m *metrics) UpstreamError(string)    { m.mu.Lock(); m.upErr++; m.mu.Unlock() }
 func (m *metrics) StatementDecided(_ string, eff sqlpolicy.Effect, _ string, _ time.Duration) {
 	m.mu.Lock()
