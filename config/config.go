@@ -216,6 +216,10 @@ type Limits struct {
 	// MaxConns is the most concurrent logged-in client sessions (default
 	// 1000); one more is refused once it has authenticated.
 	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerAgent is the most concurrent logged-in sessions of one
+	// agent per front end (default 0: no bound but max_conns), so that one
+	// agent whose sessions leak cannot take them all.
+	MaxConnsPerAgent int `yaml:"max_conns_per_agent"`
 	// MaxStartups is the most client connections still logging in
 	// (accepted, not yet authenticated) per front end (default 256).
 	// Past it, the oldest login of the source address (an IPv6 /64)

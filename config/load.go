@@ -473,6 +473,9 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxStartups < 0 {
 		bad("limits.max_startups", "negative")
 	}
+	if c.Limits.MaxConnsPerAgent < 0 {
+		bad("limits.max_conns_per_agent", "negative")
+	}
 	if c.Limits.MaxMessageSize < 0 {
 		bad("limits.max_message_size", "negative")
 	}

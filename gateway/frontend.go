@@ -121,6 +121,7 @@ func NewPostgresFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 		Limits: pgproxy.Limits{
 			MaxConns:       c.Limits.MaxConns,
 			MaxStartups:    c.Limits.MaxStartups,
+			MaxPerAgent:    c.Limits.MaxConnsPerAgent,
 			StartupTimeout: c.Limits.StartupTimeout,
 			IdleTimeout:    c.Limits.IdleTimeout,
 			MaxMessageSize: c.Limits.MaxMessageSize,

@@ -197,6 +197,7 @@ func NewMySQLFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 		Limits: mysqlproxy.Limits{
 			MaxConns:       c.Limits.MaxConns,
 			MaxStartups:    c.Limits.MaxStartups,
+			MaxPerAgent:    c.Limits.MaxConnsPerAgent,
 			StartupTimeout: c.Limits.StartupTimeout,
 			IdleTimeout:    c.Limits.IdleTimeout,
 			MaxPacketSize:  c.Limits.MaxMessageSize,

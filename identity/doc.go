@@ -18,8 +18,9 @@
 // that can be guessed: per (source address, agent), with exponential
 // backoff and bounded memory. Signed tokens are not limited.
 //
-// A LoginGate, one per front end, bounds the connections still logging
-// in, so that idle sockets never hold the slots logged-in sessions count
-// against: past its bound it drops the oldest login of the source holding
-// the most.
+// Admission (admission.go), per front end: a LoginGate bounds the
+// connections still logging in, so that idle sockets never hold the slots
+// logged-in sessions count against (past its bound it drops the oldest
+// login of the source holding the most), and Sessions bounds the
+// logged-in sessions, in all and per agent.
 package identity

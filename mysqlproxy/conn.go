@@ -208,7 +208,7 @@ func (c *conn) end(err error) {
 	c.cancel()
 	c.startupSlot.Done()
 	if c.counted {
-		c.srv.sessions.Add(-1)
+		c.srv.sessions.Release(c.agent.Name)
 	}
 	c.srv.connDone(c)
 }
@@ -219,7 +219,7 @@ func errLoginsCrowded() error {
 }
 
 // loggedIn moves an authenticated connection from the connections
-// logging in to the sessions, which MaxConns bounds. (MySQL refuses a
+// logging in to the sessions, which MaxConns and MaxPerAgent bound. (MySQL refuses a
 // connection past max_connections in place of its greeting; keyhole only
 // knows who counts once the agent authenticated, and answers the
 // handshake response with the same 1040.)
@@ -227,10 +227,14 @@ func (c *conn) loggedIn() error {
 	if !c.startupSlot.Done() {
 		return errLoginsCrowded() // dropped while it authenticated
 	}
-	c.counted = true
-	if c.srv.sessions.Add(1) > int64(c.srv.limits.MaxConns) {
+	switch c.srv.sessions.Take(c.agent.Name) {
+	case identity.TooManySessions:
 		return fatalErr(erConCount, "08004", "Too many connections", nil)
+	case identity.TooManyAgentSessions:
+		// MariaDB's answer past a user's max_user_connections.
+		return fatalErr(erTooManyUserConns, "42000", fmt.Sprintf("Agent '%s' has more than 'max_conns_per_agent' active connections", c.agent.Name), nil)
 	}
+	c.counted = true
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 // sql_state.h). Each number always travels with its SQLSTATE.
 const (
 	erConCount              = 1040 // 08004 too many connections
+	erTooManyUserConns      = 1203 // 42000 user has more than max_user_connections
 	erOutOfResources        = 1041 // HY000 out of memory
 	erHandshake             = 1043 // 08S01 bad handshake
 	erDBAccessDenied        = 1044 // 42000

@@ -190,6 +190,24 @@ func TestMaxConns(t *testing.T) {
 	assert.True(t, r2.closed())
 }
 
+// One agent's sessions are bounded by max_conns_per_agent (1203, as
+// MariaDB past a user's max_user_connections); other agents still log in.
+func TestMaxConnsPerAgent(t *testing.T) {
+	e := newEnv(t, envOpts{limits: config.Limits{MaxConns: 10, MaxConnsPerAgent: 1}})
+	r1 := e.dialRaw(t)
+	r1.login(e, "analyst-bot")
+	r2 := e.dialRaw(t)
+	r2.greeting()
+	r2.write(r2.handshakeResponse(rawDefaultCaps|cConnectWithDB, 45, "analyst-bot", []byte(e.signer("analyst-bot", time.Hour)), e.db.Name, pluginClearText))
+	num, state, msg, ok := sqlErr(r2.read())
+	require.True(t, ok)
+	assert.EqualValues(t, 1203, num)
+	assert.Equal(t, "42000", state)
+	assert.Contains(t, msg, "analyst-bot")
+	other := e.dialRaw(t)
+	other.login(e, "other-bot")
+}
+
 // TestLoginFloodDoesNotLockAgentsOut: connections that never log in
 // (here: never answer the greeting) count against max_startups, not
 // max_conns, and a flood of them from one address only ever drops its

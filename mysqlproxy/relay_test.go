@@ -29,7 +29,7 @@ var relayTests = []string{
 	"TestProtocolAbuse", "TestLocalInfileFromServer", "TestAuditClientGone", "TestAuditSessionEndedMidStatement",
 	"TestAuditMatchesServerLog", "TestMariaDBCLI", "TestClients", "TestGoSQLDriver", "TestPreparedReexecuted",
 	"TestTransactions", "TestMultiStatements", "TestMaxRows", "TestAudit", "TestDenialErrnos", "TestKill",
-	"TestSessionEnds", "TestMaxConns", "TestShutdown", "TestPanicEndsOnlyItsConnection", "TestUpstreamLost",
+	"TestSessionEnds", "TestMaxConns", "TestMaxConnsPerAgent", "TestLoginFloodDoesNotLockAgentsOut", "TestShutdown", "TestPanicEndsOnlyItsConnection", "TestUpstreamLost",
 	"TestShutdownDeadline", "TestCommandMemoryBounded", "TestBufferBudget", "TestCommands", "TestBadBytes",
 	"TestLargePackets", "TestFieldListDeprecateEOF", "TestLoadDataLocalNeverNegotiated", "TestLongData",
 	"TestFieldListDeniedNotAudited", "TestCommandSizes", "TestSessionSetup", "TestResetSetupFails",

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/keyholedb/keyhole/audit"
@@ -93,6 +92,7 @@ type Limits struct {
 	// oldest login of the source holding the most is dropped (see
 	// identity.LoginGate). 0 = 256.
 	MaxStartups    int
+	MaxPerAgent    int           // 0 = no bound on one agent's sessions but MaxConns
 	StartupTimeout time.Duration // 0 = 10s from accept to the client's OK packet
 	// IdleTimeout ends, with 4031, a session that has sent nothing for
 	// this long between commands (in a transaction or not); 0 =
@@ -179,8 +179,8 @@ type Server struct {
 	ids       map[uint32]*conn // keyhole connection id → connection
 	draining  bool
 	wg        sync.WaitGroup
-	// sessions counts the logged-in sessions (MaxConns).
-	sessions atomic.Int64
+	// sessions counts the logged-in sessions (MaxConns, MaxPerAgent).
+	sessions *identity.Sessions
 
 	upMu sync.Mutex
 	ups  map[string]*upstreamInfo // what each upstream's greeting said
@@ -235,6 +235,7 @@ func New(cfg Config) (*Server, error) {
 		log:       log.With("component", "mysqlproxy"),
 		fails:     fails,
 		logins:    identity.NewLoginGate(limits.MaxStartups),
+		sessions:  identity.NewSessions(limits.MaxConns, limits.MaxPerAgent),
 		ctx:       ctx,
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),

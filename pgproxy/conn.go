@@ -288,7 +288,7 @@ func (c *conn) end(err error) {
 	c.closeSockets()
 	c.startupSlot.Done()
 	if c.counted {
-		c.srv.sessions.Add(-1)
+		c.srv.sessions.Release(c.agent.Name)
 	}
 	c.srv.forget(c)
 }
@@ -312,19 +312,22 @@ func errLoginsCrowded() error {
 }
 
 // loggedIn moves an authenticated connection from the connections
-// logging in to the sessions, which MaxConns bounds.
+// logging in to the sessions, which MaxConns and MaxPerAgent bound.
 func (c *conn) loggedIn() error {
 	if !c.startupSlot.Done() {
 		return errLoginsCrowded() // dropped while it authenticated
 	}
-	c.counted = true
-	if c.srv.sessions.Add(1) > int64(c.srv.limits.MaxConns) {
-		// Postgres refuses with this right after the startup packet;
-		// keyhole knows whether a connection counts only once its agent
-		// has authenticated, where every client expects an ErrorResponse
-		// too.
+	// Postgres refuses with these right after the startup packet (the
+	// second for a role's CONNECTION LIMIT); keyhole knows whether a
+	// connection counts only once its agent has authenticated, where every
+	// client expects an ErrorResponse too.
+	switch c.srv.sessions.Take(c.agent.Name) {
+	case identity.TooManySessions:
 		return fatal(codeTooManyConnections, "sorry, too many clients already", nil)
+	case identity.TooManyAgentSessions:
+		return fatal(codeTooManyConnections, fmt.Sprintf("too many connections for agent %q (limits.max_conns_per_agent)", c.agent.Name), nil)
 	}
+	c.counted = true
 	return nil
 }
 

@@ -260,6 +260,29 @@ func TestMaxConns(t *testing.T) {
 	assert.Equal(t, "53300", sqlState(err), "err: %v", err)
 }
 
+// One agent's sessions are bounded by max_conns_per_agent, so that an
+// agent whose sessions leak leaves the others room; a session that ends
+// frees its place.
+func TestMaxConnsPerAgent(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{limits: config.Limits{MaxConns: 10, MaxConnsPerAgent: 2}})
+	ctx := context.Background()
+	first := e.connect(pgx.QueryExecModeSimpleProtocol)
+	e.connect(pgx.QueryExecModeSimpleProtocol)
+	_, err := pgx.Connect(ctx, e.dsn("analyst-bot"))
+	assert.Equal(t, "53300", sqlState(err), "err: %v", err)
+	assert.ErrorContains(t, err, `too many connections for agent "analyst-bot"`)
+	e.connectAs("scram-other", pgx.QueryExecModeSimpleProtocol) // another agent still gets in
+	require.NoError(t, first.Close(ctx))
+	require.Eventually(t, func() bool {
+		c, err := pgx.Connect(ctx, e.dsn("analyst-bot"))
+		if err == nil {
+			_ = c.Close(ctx)
+		}
+		return err == nil
+	}, 5*time.Second, 20*time.Millisecond, "the closed session's place is free")
+}
+
 // TestLoginFloodDoesNotLockAgentsOut: connections that never log in
 // (here: never send a startup packet) count against max_startups, not
 // max_conns, and a flood of them from one address only ever drops its

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -101,6 +100,7 @@ type Limits struct {
 	// oldest login of the source holding the most is dropped (see
 	// identity.LoginGate). 0 = 256.
 	MaxStartups    int
+	MaxPerAgent    int           // 0 = no bound on one agent's sessions but MaxConns
 	StartupTimeout time.Duration // 0 = 10s from accept to ReadyForQuery
 	// IdleTimeout ends, with 57P05, a session that has nothing in flight
 	// and has sent nothing for this long (in a transaction or not);
@@ -194,8 +194,8 @@ type Server struct {
 	keys      map[uint32]*conn // keyhole BackendKeyData pid → connection
 	draining  bool
 	wg        sync.WaitGroup
-	// sessions counts the logged-in sessions (MaxConns).
-	sessions atomic.Int64
+	// sessions counts the logged-in sessions (MaxConns, MaxPerAgent).
+	sessions *identity.Sessions
 
 	// upCfgs holds the parsed upstream configurations (upstreamConfig).
 	upCfgMu sync.Mutex
@@ -261,6 +261,7 @@ func New(cfg Config) (*Server, error) {
 		log:       log,
 		fails:     fails,
 		logins:    identity.NewLoginGate(limits.MaxStartups),
+		sessions:  identity.NewSessions(limits.MaxConns, limits.MaxPerAgent),
 		ctx:       ctx,
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),

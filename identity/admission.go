@@ -138,3 +138,56 @@ func (g *LoginGate) InFlight() int {
 	defer g.mu.Unlock()
 	return g.n
 }
+
+// Sessions counts the logged-in sessions of one front end, in all and per
+// agent, against their bounds (limits.max_conns and
+// limits.max_conns_per_agent): one agent whose sessions leak (an agent in
+// a loop that never closes its connections) must not take every session
+// of the front end from the others. Safe for concurrent use.
+type Sessions struct {
+	max, perAgent int // perAgent 0: no bound per agent
+	mu            sync.Mutex
+	n             int
+	byAgent       map[string]int
+}
+
+// SessionVerdict is Sessions.Take's answer.
+type SessionVerdict int
+
+const (
+	SessionCounted          SessionVerdict = iota // counted; Release it when it ends
+	TooManySessions                               // max sessions are logged in
+	TooManyAgentSessions                          // the agent has perAgent sessions
+)
+
+// NewSessions returns counts bounded by limit sessions in all and
+// perAgent per agent (0: no bound per agent).
+func NewSessions(limit, perAgent int) *Sessions {
+	return &Sessions{max: limit, perAgent: perAgent, byAgent: map[string]int{}}
+}
+
+// Take counts a new session of agent unless a bound refuses it; only a
+// counted session may be released.
+func (s *Sessions) Take(agent string) SessionVerdict {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.n >= s.max:
+		return TooManySessions
+	case s.perAgent > 0 && s.byAgent[agent] >= s.perAgent:
+		return TooManyAgentSessions
+	}
+	s.n++
+	s.byAgent[agent]++
+	return SessionCounted
+}
+
+// Release stops counting a session of agent that Take counted.
+func (s *Sessions) Release(agent string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.n--
+	if s.byAgent[agent]--; s.byAgent[agent] <= 0 {
+		delete(s.byAgent, agent)
+	}
+}

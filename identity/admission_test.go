@@ -97,3 +97,22 @@ func TestLoginGateConcurrent(t *testing.T) {
 	wg.Wait()
 	assert.Equal(t, 0, g.InFlight())
 }
+
+func TestSessionsBoundAllAndPerAgent(t *testing.T) {
+	s := identity.NewSessions(4, 2)
+	assert.Equal(t, identity.SessionCounted, s.Take("a"))
+	assert.Equal(t, identity.SessionCounted, s.Take("a"))
+	assert.Equal(t, identity.TooManyAgentSessions, s.Take("a"), "a has its two")
+	assert.Equal(t, identity.SessionCounted, s.Take("b"))
+	assert.Equal(t, identity.SessionCounted, s.Take("c"))
+	assert.Equal(t, identity.TooManySessions, s.Take("d"), "four in all")
+	s.Release("a")
+	assert.Equal(t, identity.SessionCounted, s.Take("d"), "a's release made room")
+	assert.Equal(t, identity.TooManySessions, s.Take("a"))
+
+	unbounded := identity.NewSessions(3, 0)
+	for range 3 {
+		assert.Equal(t, identity.SessionCounted, unbounded.Take("a"), "no bound per agent")
+	}
+	assert.Equal(t, identity.TooManySessions, unbounded.Take("a"))
+}
