@@ -149,6 +149,35 @@ func TestCommands(t *testing.T) {
 		r.command(append(binary.LittleEndian.AppendUint32([]byte{0x17}, id), 0, 1, 0, 0, 0))
 		assertErr(t, r.read(), 1243, "HY000")
 	})
+	t.Run("statement prepared in another database", func(t *testing.T) {
+		// MariaDB runs a prepared statement in the database it was
+		// prepared in: after a change of database, keyhole would decide it
+		// in the wrong one, so it asks for a new prepare.
+		r.command(append([]byte{0x16}, "SELECT id FROM orders WHERE id = 1"...))
+		p := r.read()
+		require.Equal(t, byte(0), p[0], "%q", p)
+		id := binary.LittleEndian.Uint32(p[1:])
+		cols := int(binary.LittleEndian.Uint16(p[5:]))
+		for range cols + 1 {
+			r.read()
+		}
+		execute := append(binary.LittleEndian.AppendUint32([]byte{0x17}, id), 0, 1, 0, 0, 0)
+		_, last := r.query("USE information_schema")
+		require.Equal(t, byte(0), last[0], "%q", last)
+		r.command(execute)
+		msg := assertErr(t, r.read(), 1243, "HY000")
+		assert.Contains(t, msg, "prepare it again")
+		_, last = r.query("USE " + e.db.Name)
+		require.Equal(t, byte(0), last[0], "%q", last)
+		r.command(execute)
+		p = r.read()
+		require.Equal(t, byte(1), p[0], "one column, %q", p)
+		r.read() // definition
+		r.read() // EOF
+		assert.Equal(t, byte(0), r.read()[0], "binary row")
+		require.Equal(t, byte(0xfe), r.read()[0])
+		r.command(binary.LittleEndian.AppendUint32([]byte{0x19}, id))
+	})
 	t.Run("COM_PING COM_STATISTICS COM_RESET_CONNECTION", func(t *testing.T) {
 		r.command([]byte{0x0e})
 		assert.Equal(t, byte(0), r.read()[0])

@@ -27,6 +27,13 @@ type prepared struct {
 	sql    string
 	dec    *sqlpolicy.Decision
 	access *sqlpolicy.Access
+	// db is the session's current database when the statement was
+	// prepared, and dbKnown whether keyhole knew it: MariaDB runs a
+	// prepared statement in that database whatever the current one at
+	// execute (Prepared_statement::execute switches to it), so keyhole
+	// decides it again only there.
+	db      string
+	dbKnown bool
 
 	// The audit text, computed once: Redact parses the text again.
 	redactOnce      sync.Once
@@ -630,7 +637,8 @@ func (c *conn) onPrepare(p []byte) error {
 	if err := c.request(p); err != nil {
 		return err
 	}
-	return c.await(&answer{kind: ansPrepare, stmt: &prepared{sql: sql, dec: dec, access: acc}})
+	db, known := c.sessionDatabase()
+	return c.await(&answer{kind: ansPrepare, stmt: &prepared{sql: sql, dec: dec, access: acc, db: db, dbKnown: known}})
 }
 
 // statement resolves a client's statement id: one it prepared through
@@ -644,6 +652,15 @@ func (c *conn) statement(id uint32) (*prepared, bool) {
 	}
 	st, ok := c.stmts[id]
 	return st, ok
+}
+
+// sessionDatabase is the analyzer session's current database and whether
+// it is known (a session of another kind: "", true).
+func (c *conn) sessionDatabase() (string, bool) {
+	if s, ok := c.session.(interface{ Database() (string, bool) }); ok {
+		return s.Database()
+	}
+	return "", true
 }
 
 func unknownStmt(id uint32, cmd string) *sqlError {
@@ -662,6 +679,19 @@ func (c *conn) onExecute(ctx context.Context, p []byte) error {
 	st, ok := c.statement(id)
 	if !ok {
 		return c.reply(unknownStmt(id, "mysqld_stmt_execute"))
+	}
+	// The statement runs in the database it was prepared in, and it is
+	// decided again in the current one: when they differ (or keyhole
+	// lost track of either), the decision would not be about what runs.
+	if db, known := c.sessionDatabase(); !known || !st.dbKnown || db != st.db {
+		if c.lp != nil {
+			return errLeaveLoop // audited on a goroutine, as other denials
+		}
+		dec := &sqlpolicy.Decision{Effect: sqlpolicy.Deny, Rule: sqlpolicy.RuleDefaultDeny,
+			Message: fmt.Sprintf("keyhole: prepared statement %d was prepared in database %q and the session is now in %q; MariaDB would run it in %q: prepare it again", id, st.db, db, st.db)}
+		e := stmtErr(erUnknownStmtHandler, "HY000", dec.Message)
+		c.auditStatement(st.sql, dec, start, e)
+		return c.reply(e)
 	}
 	// Decided again: the policy may have been reloaded since the prepare,
 	// and drivers that cache statements never prepare again. With an

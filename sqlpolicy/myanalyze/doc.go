@@ -23,6 +23,10 @@
 //     aliased `c` and may bind to an outer `C`; an item whose name
 //     matches only without letter case is reported as a candidate and
 //     the search goes on outward;
+//   - a table name in the body of a WITH query names a WITH query of its
+//     own clause, or of an enclosing clause only while each clause in
+//     between is attached directly to a WITH query's body; otherwise it
+//     names the table (st_select_lex::find_table_def_in_with_clauses);
 //   - where MariaDB would report an ambiguity, every candidate is
 //     reported, so the decision covers whichever binding the server
 //     makes; a name that binds to nothing is a Problem.

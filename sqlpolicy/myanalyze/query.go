@@ -2,6 +2,7 @@ package myanalyze
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -41,12 +42,35 @@ func (w *walker) queryAs(n ast.ResultSetNode, parent *scope, ctes *cteEnv, view 
 
 // with analyzes a WITH clause into a new CTE environment. Like derived
 // tables, a WITH query sees no enclosing query level (parent nil).
+//
+// A table name in the body of a WITH query is looked up in its own WITH
+// clause only, unless that clause is attached directly to the body of
+// another WITH query, whose clause is then searched too, and so on
+// outward (MariaDB's st_select_lex::find_table_def_in_with_clauses stops
+// at the first query that is not a WITH query's body). So in
+//
+//	WITH customers AS (SELECT 'x' AS ssn)
+//	SELECT * FROM (WITH a AS (SELECT ssn FROM customers) SELECT * FROM a) d
+//
+// the inner customers is the table, not the outer WITH query: the body
+// of a WITH query of a nested clause is analyzed in an environment that
+// ends with its own clause.
 func (w *walker) with(wc *ast.WithClause, env *cteEnv) *cteEnv {
 	if wc == nil {
 		return env
 	}
 	var parent *scope
 	out := &cteEnv{parent: env}
+	bodyParent := env
+	if !w.bodyWiths[wc] {
+		bodyParent = nil
+	}
+	// body is the environment the body of the WITH query analyzed next
+	// resolves table names in: the WITH queries of this clause it may
+	// name (those before it; with RECURSIVE also itself), then the
+	// enclosing clauses only when this clause belongs to a WITH query's
+	// body.
+	body := func() *cteEnv { return &cteEnv{list: slices.Clip(out.list), parent: bodyParent} }
 	if wc.IsRecursive {
 		// MariaDB lets every query of a WITH RECURSIVE list name every
 		// other (mutual recursion); keyhole resolves names in order, so a
@@ -63,10 +87,11 @@ func (w *walker) with(wc *ast.WithClause, env *cteEnv) *cteEnv {
 	}
 	for _, c := range wc.CTEs {
 		entry := &cte{name: c.Name.O}
+		w.markBodyWith(c.Query)
 		// A WITH name is visible in the CTEs after it, and (WITH
 		// RECURSIVE) in its own definition.
 		if !wc.IsRecursive {
-			entry.cols = renamed(w.query(c.Query, parent, out), c.ColNameList, w, c.Name.O)
+			entry.cols = renamed(w.query(c.Query, parent, body()), c.ColNameList, w, c.Name.O)
 			out.list = append(out.list, entry)
 			continue
 		}
@@ -74,18 +99,19 @@ func (w *walker) with(wc *ast.WithClause, env *cteEnv) *cteEnv {
 		// (non-recursive) term and re-analyze until the lineage of every
 		// column stops growing.
 		out.list = append(out.list, entry)
+		env := body()
 		entry.pending = true
 		if so, ok := c.Query.Query.(*ast.SetOprStmt); ok && so.SelectList != nil && len(so.SelectList.Selects) > 0 {
 			if first, ok := so.SelectList.Selects[0].(ast.ResultSetNode); ok {
-				entry.cols = renamed(w.query(first, parent, out), c.ColNameList, w, c.Name.O)
+				entry.cols = renamed(w.query(first, parent, env), c.ColNameList, w, c.Name.O)
 			}
 		} else {
-			entry.cols = renamed(w.query(c.Query, parent, out), c.ColNameList, w, c.Name.O)
+			entry.cols = renamed(w.query(c.Query, parent, env), c.ColNameList, w, c.Name.O)
 		}
 		entry.pending = false
 		stable := false
 		for iter := 0; iter < 8 && !stable; iter++ {
-			cols := renamed(w.query(c.Query, parent, out), c.ColNameList, w, c.Name.O)
+			cols := renamed(w.query(c.Query, parent, env), c.ColNameList, w, c.Name.O)
 			merged, grew := mergeCols(entry.cols, cols)
 			entry.cols = merged
 			stable = !grew
@@ -101,6 +127,31 @@ func (w *walker) with(wc *ast.WithClause, env *cteEnv) *cteEnv {
 		}
 	}
 	return out
+}
+
+// markBodyWith records the WITH clause attached directly to the body of a
+// WITH query (q), whose own WITH queries may name the enclosing clauses'.
+// A clause anywhere else (a derived table, a subquery, a parenthesized
+// branch) is not recorded: its WITH queries see only their own clause,
+// and a name only an enclosing clause defines is a table.
+func (w *walker) markBodyWith(q *ast.SubqueryExpr) {
+	if q == nil {
+		return
+	}
+	var wc *ast.WithClause
+	switch x := q.Query.(type) {
+	case *ast.SelectStmt:
+		wc = x.With
+	case *ast.SetOprStmt:
+		wc = x.With
+	}
+	if wc == nil {
+		return
+	}
+	if w.bodyWiths == nil {
+		w.bodyWiths = map[*ast.WithClause]bool{}
+	}
+	w.bodyWiths[wc] = true
 }
 
 // renamed applies a WITH or derived table column list: MariaDB requires

@@ -46,6 +46,11 @@ type walker struct {
 	// whose query's WHERE clause narrows them (statistics.go).
 	statsItems    int
 	statsNarrowed []statsFilter
+
+	// bodyWiths are the WITH clauses attached directly to the body of a
+	// WITH query (d AS (WITH e AS ... SELECT ...)): only the queries of
+	// those see the enclosing WITH clauses (see with).
+	bodyWiths map[*ast.WithClause]bool
 }
 
 // sink collects the columns an expression reads. nil means the statement:
