@@ -155,9 +155,9 @@ type Sessions struct {
 type SessionVerdict int
 
 const (
-	SessionCounted          SessionVerdict = iota // counted; Release it when it ends
-	TooManySessions                               // max sessions are logged in
-	TooManyAgentSessions                          // the agent has perAgent sessions
+	SessionCounted       SessionVerdict = iota // counted; Release it when it ends
+	TooManySessions                            // max sessions are logged in
+	TooManyAgentSessions                       // the agent has perAgent sessions
 )
 
 // NewSessions returns counts bounded by limit sessions in all and
