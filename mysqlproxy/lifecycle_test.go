@@ -181,9 +181,7 @@ func TestMaxConns(t *testing.T) {
 	// Sessions count once logged in: the second is refused in answer to
 	// its handshake response.
 	r2 := e.dialRaw(t)
-	r2.greeting()
-	r2.write(r2.handshakeResponse(rawDefaultCaps|cConnectWithDB, 45, "analyst-bot", []byte(e.signer("analyst-bot", time.Hour)), e.db.Name, pluginClearText))
-	num, state, _, ok := sqlErr(r2.read())
+	num, state, _, ok := sqlErr(r2.loginReply(e, "analyst-bot"))
 	require.True(t, ok)
 	assert.EqualValues(t, 1040, num)
 	assert.Equal(t, "08004", state)
@@ -196,10 +194,7 @@ func TestMaxConnsPerAgent(t *testing.T) {
 	e := newEnv(t, envOpts{limits: config.Limits{MaxConns: 10, MaxConnsPerAgent: 1}})
 	r1 := e.dialRaw(t)
 	r1.login(e, "analyst-bot")
-	r2 := e.dialRaw(t)
-	r2.greeting()
-	r2.write(r2.handshakeResponse(rawDefaultCaps|cConnectWithDB, 45, "analyst-bot", []byte(e.signer("analyst-bot", time.Hour)), e.db.Name, pluginClearText))
-	num, state, msg, ok := sqlErr(r2.read())
+	num, state, msg, ok := sqlErr(e.dialRaw(t).loginReply(e, "analyst-bot"))
 	require.True(t, ok)
 	assert.EqualValues(t, 1203, num)
 	assert.Equal(t, "42000", state)

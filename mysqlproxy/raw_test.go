@@ -127,10 +127,17 @@ func (r *rawClient) handshakeResponse(caps uint32, collation byte, user string, 
 // keyhole accepts it from loopback) and returns after the OK.
 func (r *rawClient) login(e *env, agent string) {
 	r.t.Helper()
+	p := r.loginReply(e, agent)
+	require.Equal(r.t, byte(0), p[0], "login: %q", p)
+}
+
+// loginReply sends login's handshake response and returns the server's
+// answer to it.
+func (r *rawClient) loginReply(e *env, agent string) []byte {
+	r.t.Helper()
 	r.greeting()
 	r.write(r.handshakeResponse(rawDefaultCaps|cConnectWithDB, 45, agent, []byte(e.signer(agent, time.Hour)), e.db.Name, pluginClearText))
-	p := r.read()
-	require.Equal(r.t, byte(0), p[0], "login: %q", p)
+	return r.read()
 }
 
 // sqlErr decodes an ERR packet.
