@@ -553,6 +553,7 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 	ex.sql, ex.dec, ex.access, ex.started, ex.maxRows = m.String, dec, acc, start, int64(dec.MaxRows)
 	ex.mark = st.mark
 	ex.cursors = c.declareCursors(acc, m.String, dec, nil, true, st)
+	c.dropDeallocated(acc)
 	if send != "" {
 		q := &pgproto3.Query{String: send}
 		return c.forwardRewritten(q)
@@ -991,8 +992,39 @@ func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []by
 	if !p.cursor {
 		// A prepared DECLARE opens its cursor each time it is executed.
 		ex.cursors = c.declareCursors(p.access, p.sql, p.dec, p.text, false, p.stamp)
+		c.dropDeallocated(p.access)
 	}
 	return c.forward(m, raw)
+}
+
+// dropDeallocated follows, when an allowed text is about to run, the
+// prepared statements its DEALLOCATE (DEALLOCATE ALL, DISCARD ALL) drops.
+// SQL-level and protocol-level prepared statements share one namespace in
+// Postgres: DEALLOCATE of a name the client Parsed drops that statement,
+// and a PREPARE of the name then puts another text under it, which a Bind
+// of the name would run while keyhole decided (after a policy change) and
+// audited the Parse's. The names are gone for the client at once, as after
+// a Close, even if the text fails before it drops them: at worst the
+// client is refused a statement the server still holds (it may Close it
+// and Parse it again), never the other way round.
+func (c *conn) dropDeallocated(acc *sqlpolicy.Access) {
+	if acc == nil {
+		return
+	}
+	for i := range acc.Statements {
+		st := &acc.Statements[i]
+		if st.DeallocateAll {
+			for _, p := range c.stmts.named {
+				p.closing = true
+			}
+			continue
+		}
+		for _, n := range st.Deallocate {
+			if p := c.stmts.named[n]; p != nil {
+				p.closing = true
+			}
+		}
+	}
 }
 
 func (c *conn) onClose(objType byte, name []byte, m pgproto3.FrontendMessage, raw []byte) error {
@@ -1005,6 +1037,15 @@ func (c *conn) onClose(objType byte, name []byte, m pgproto3.FrontendMessage, ra
 		if p := c.stmts.get(name); p != nil {
 			p.closing = true
 			r.stmt = p
+		}
+		if len(name) > 0 {
+			// A Close of a name PREPAREd in SQL drops that statement (one
+			// namespace): a Parse may then put another text under the
+			// name, which an EXECUTE of it must not be decided as the
+			// PREPARE's.
+			c.sessMu.Lock()
+			c.session.Note(&sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Deallocate: []string{string(name)}}}})
+			c.sessMu.Unlock()
 		}
 	case 'P':
 		if p := c.portals.get(name); p != nil {

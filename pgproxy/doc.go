@@ -89,7 +89,12 @@
 //
 // Names: keyhole tracks every prepared statement and portal by what the
 // server answered to the message that created it, and refuses a name the
-// server did not accept. Cursors DECLAREd by allowed text are portals the
+// server did not accept. SQL-level and protocol-level prepared statements
+// share one namespace: a DEALLOCATE (ALL, DISCARD ALL) an allowed text
+// runs drops the Parsed statements it names for the client at once, and a
+// Close of a name drops the analyzer's PREPAREd statement of it, so a
+// name re-created by the other level is never run as the text keyhole
+// decided for it. Cursors DECLAREd by allowed text are portals the
 // client may Describe, Execute (with a row limit) and Close; their ends
 // (CLOSE, COMMIT unless WITH HOLD, ROLLBACK, ROLLBACK TO SAVEPOINT,
 // DISCARD ALL) are followed from the server's command tags. A cursor or
