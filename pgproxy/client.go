@@ -717,9 +717,10 @@ func (c *conn) portalStands(p *portal) (*pgproto3.ErrorResponse, *sqlpolicy.Deci
 }
 
 // fetchedCursorsStand checks the cursors an allowed text's FETCH and MOVE
-// statements read (portalStands), those keyhole saw DECLAREd, and returns
+// statements read (portalStands), those keyhole saw DECLAREd or Bound
+// (FETCH reads a named protocol portal as it reads a cursor), and returns
 // what portalStands returns for the first that does not stand. A cursor
-// keyhole never saw DECLAREd was opened by code the policy let run (a
+// keyhole never saw opened was opened by code the policy let run (a
 // function returning a refcursor).
 func (c *conn) fetchedCursorsStand(acc *sqlpolicy.Access) (*pgproto3.ErrorResponse, *sqlpolicy.Decision) {
 	if acc == nil {
@@ -731,7 +732,7 @@ func (c *conn) fetchedCursorsStand(acc *sqlpolicy.Access) (*pgproto3.ErrorRespon
 			continue
 		}
 		p := c.portals.get([]byte(st.CursorName))
-		if p == nil || !p.cursor || p.closing || !live(&p.state) {
+		if p == nil || p.closing || !live(&p.state) {
 			continue
 		}
 		if r, dec := c.portalStands(p); r != nil {

@@ -225,6 +225,36 @@ func TestCursorAfterReloadIsDecidedAgain(t *testing.T) {
 	assert.Equal(t, []string{"C", "Z:I"}, r.query("CLOSE c"))
 }
 
+// FETCH and MOVE read a named protocol portal as they read a cursor: after
+// a policy reload, the portal's statement is decided again before them, as
+// before an Execute of it.
+func TestFetchFromPortalAfterReloadIsDecidedAgain(t *testing.T) {
+	e := newEnv(t, envOpts{raw: true})
+	text, err := os.ReadFile(e.policy)
+	require.NoError(t, err)
+	narrowed := strings.Replace(string(text), "- select: [public.orders, public.customers]", "- select: [public.customers]", 1)
+	require.NotEqual(t, string(text), narrowed)
+
+	r := e.raw(t)
+	r.login(e, "analyst-bot")
+	assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+	assert.Equal(t, []string{"Z:T"}, r.exchange(&pgproto3.Parse{Query: "SELECT id FROM orders ORDER BY id"}, &pgproto3.Bind{DestinationPortal: "np"}))
+	assert.Equal(t, seq("T", "D", "C", "Z:T"), r.query("FETCH 1 FROM np"))
+
+	e.setPolicy(narrowed)
+	require.NoError(t, e.g.ReloadPolicy())
+	assert.Equal(t, []string{"E:42501", "Z:E"}, r.query("FETCH 1 FROM np"))
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+	assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+	e.setPolicy(string(text))
+	require.NoError(t, e.g.ReloadPolicy())
+	assert.Equal(t, []string{"Z:T"}, r.exchange(&pgproto3.Parse{Query: "SELECT id FROM orders ORDER BY id"}, &pgproto3.Bind{DestinationPortal: "np"}))
+	e.setPolicy(narrowed)
+	require.NoError(t, e.g.ReloadPolicy())
+	assert.Equal(t, []string{"E:42501", "Z:E"}, r.query("MOVE 1 IN np"))
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+}
+
 // A cursor opened before the session's search_path changed cannot be
 // decided again for its rows after a reload: its text would now name
 // other relations than the cursor reads. Here the cursor reads

@@ -100,7 +100,8 @@
 // DISCARD ALL) are followed from the server's command tags. A cursor or
 // named portal outlives the decision that allowed it: after a policy
 // change (a reload, a grant's end) its statement is decided again before
-// each FETCH, MOVE or Execute of it (conn.portalStands). A name whose
+// each FETCH, MOVE or Execute of it (conn.portalStands); FETCH and MOVE of
+// a named protocol portal too. A name whose
 // re-creation in an earlier sync block is still unanswered, while an older
 // object of the name may exist upstream, is used only once the server's
 // answer is known.
