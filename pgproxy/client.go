@@ -553,6 +553,7 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 	ex.sql, ex.dec, ex.access, ex.started, ex.maxRows = m.String, dec, acc, start, int64(dec.MaxRows)
 	ex.mark = st.mark
 	ex.cursors = c.declareCursors(acc, m.String, dec, nil, true, st)
+	ex.fetched = c.fetchedPortals(acc)
 	c.dropDeallocated(acc)
 	if send != "" {
 		q := &pgproto3.Query{String: send}
@@ -740,6 +741,32 @@ func (c *conn) fetchedCursorsStand(acc *sqlpolicy.Access) (*pgproto3.ErrorRespon
 		}
 	}
 	return nil, nil
+}
+
+// fetchedPortals returns, per statement of an allowed text, the live
+// portal (cursor or named protocol portal) its FETCH reads, or nil when no
+// statement FETCHes one keyhole knows. max_rows caps a statement's rows
+// across the Executes that fetch them; FETCH is the same fetch in SQL.
+func (c *conn) fetchedPortals(acc *sqlpolicy.Access) []*portal {
+	if acc == nil {
+		return nil
+	}
+	var out []*portal
+	for i := range acc.Statements {
+		st := &acc.Statements[i]
+		if st.CursorName == "" || st.Command != "FETCH" {
+			continue
+		}
+		p := c.portals.get([]byte(st.CursorName))
+		if p == nil || p.closing || !live(&p.state) {
+			continue
+		}
+		if out == nil {
+			out = make([]*portal, len(acc.Statements))
+		}
+		out[i] = p
+	}
+	return out
 }
 
 // deniedStatement refuses the use of a prepared statement the policy denied.
@@ -993,6 +1020,7 @@ func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []by
 	if !p.cursor {
 		// A prepared DECLARE opens its cursor each time it is executed.
 		ex.cursors = c.declareCursors(p.access, p.sql, p.dec, p.text, false, p.stamp)
+		ex.fetched = c.fetchedPortals(p.access)
 		c.dropDeallocated(p.access)
 	}
 	return c.forward(m, raw)

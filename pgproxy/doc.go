@@ -113,7 +113,7 @@
 // outcome "unknown".
 //
 // max_rows (DataRows, and COPY TO STDOUT rows, per statement, across the
-// Executes that fetch it): rows past the role's cap are not relayed; the
+// Executes and the FETCH statements that fetch a portal's or cursor's): rows past the role's cap are not relayed; the
 // client gets 54000 at once, the upstream statement is cancelled, and the
 // rest of the block is not relayed. Known gap: the cancel races the
 // statement; if it lands after the statement finished, the statement's
