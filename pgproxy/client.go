@@ -553,6 +553,8 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 	ex.sql, ex.dec, ex.access, ex.started, ex.maxRows = m.String, dec, acc, start, int64(dec.MaxRows)
 	ex.mark = st.mark
 	ex.cursors = c.declareCursors(acc, m.String, dec, nil, true, st)
+	ex.fetched = c.fetchedPortals(acc)
+	c.dropDeallocated(acc)
 	if send != "" {
 		q := &pgproto3.Query{String: send}
 		return c.forwardRewritten(q)
@@ -716,9 +718,10 @@ func (c *conn) portalStands(p *portal) (*pgproto3.ErrorResponse, *sqlpolicy.Deci
 }
 
 // fetchedCursorsStand checks the cursors an allowed text's FETCH and MOVE
-// statements read (portalStands), those keyhole saw DECLAREd, and returns
+// statements read (portalStands), those keyhole saw DECLAREd or Bound
+// (FETCH reads a named protocol portal as it reads a cursor), and returns
 // what portalStands returns for the first that does not stand. A cursor
-// keyhole never saw DECLAREd was opened by code the policy let run (a
+// keyhole never saw opened was opened by code the policy let run (a
 // function returning a refcursor).
 func (c *conn) fetchedCursorsStand(acc *sqlpolicy.Access) (*pgproto3.ErrorResponse, *sqlpolicy.Decision) {
 	if acc == nil {
@@ -730,7 +733,7 @@ func (c *conn) fetchedCursorsStand(acc *sqlpolicy.Access) (*pgproto3.ErrorRespon
 			continue
 		}
 		p := c.portals.get([]byte(st.CursorName))
-		if p == nil || !p.cursor || p.closing || !live(&p.state) {
+		if p == nil || p.closing || !live(&p.state) {
 			continue
 		}
 		if r, dec := c.portalStands(p); r != nil {
@@ -738,6 +741,32 @@ func (c *conn) fetchedCursorsStand(acc *sqlpolicy.Access) (*pgproto3.ErrorRespon
 		}
 	}
 	return nil, nil
+}
+
+// fetchedPortals returns, per statement of an allowed text, the live
+// portal (cursor or named protocol portal) its FETCH reads, or nil when no
+// statement FETCHes one keyhole knows. max_rows caps a statement's rows
+// across the Executes that fetch them; FETCH is the same fetch in SQL.
+func (c *conn) fetchedPortals(acc *sqlpolicy.Access) []*portal {
+	if acc == nil {
+		return nil
+	}
+	var out []*portal
+	for i := range acc.Statements {
+		st := &acc.Statements[i]
+		if st.CursorName == "" || st.Command != "FETCH" {
+			continue
+		}
+		p := c.portals.get([]byte(st.CursorName))
+		if p == nil || p.closing || !live(&p.state) {
+			continue
+		}
+		if out == nil {
+			out = make([]*portal, len(acc.Statements))
+		}
+		out[i] = p
+	}
+	return out
 }
 
 // deniedStatement refuses the use of a prepared statement the policy denied.
@@ -991,8 +1020,40 @@ func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []by
 	if !p.cursor {
 		// A prepared DECLARE opens its cursor each time it is executed.
 		ex.cursors = c.declareCursors(p.access, p.sql, p.dec, p.text, false, p.stamp)
+		ex.fetched = c.fetchedPortals(p.access)
+		c.dropDeallocated(p.access)
 	}
 	return c.forward(m, raw)
+}
+
+// dropDeallocated follows, when an allowed text is about to run, the
+// prepared statements its DEALLOCATE (DEALLOCATE ALL, DISCARD ALL) drops.
+// SQL-level and protocol-level prepared statements share one namespace in
+// Postgres: DEALLOCATE of a name the client Parsed drops that statement,
+// and a PREPARE of the name then puts another text under it, which a Bind
+// of the name would run while keyhole decided (after a policy change) and
+// audited the Parse's. The names are gone for the client at once, as after
+// a Close, even if the text fails before it drops them: at worst the
+// client is refused a statement the server still holds (it may Close it
+// and Parse it again), never the other way round.
+func (c *conn) dropDeallocated(acc *sqlpolicy.Access) {
+	if acc == nil {
+		return
+	}
+	for i := range acc.Statements {
+		st := &acc.Statements[i]
+		if st.DeallocateAll {
+			for _, p := range c.stmts.named {
+				p.closing = true
+			}
+			continue
+		}
+		for _, n := range st.Deallocate {
+			if p := c.stmts.named[n]; p != nil {
+				p.closing = true
+			}
+		}
+	}
 }
 
 func (c *conn) onClose(objType byte, name []byte, m pgproto3.FrontendMessage, raw []byte) error {
@@ -1005,6 +1066,15 @@ func (c *conn) onClose(objType byte, name []byte, m pgproto3.FrontendMessage, ra
 		if p := c.stmts.get(name); p != nil {
 			p.closing = true
 			r.stmt = p
+		}
+		if len(name) > 0 {
+			// A Close of a name PREPAREd in SQL drops that statement (one
+			// namespace): a Parse may then put another text under the
+			// name, which an EXECUTE of it must not be decided as the
+			// PREPARE's.
+			c.sessMu.Lock()
+			c.session.Note(&sqlpolicy.Access{Statements: []sqlpolicy.Statement{{Deallocate: []string{string(name)}}}})
+			c.sessMu.Unlock()
 		}
 	case 'P':
 		if p := c.portals.get(name); p != nil {

@@ -180,6 +180,37 @@ func TestCursorMaxRows(t *testing.T) {
 	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
 }
 
+// max_rows counts a cursor's (or a named portal's) rows across the FETCH
+// statements that read them, as across Executes: fetching in parts does
+// not get past it.
+func TestFetchMaxRows(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{maxRows: 10})
+	r := e.raw(t)
+	r.login(e, "analyst-bot")
+	tail := func(got []string) []string { return got[:len(got)-1] }
+
+	assert.Equal(t, []string{"C", "C", "Z:T"}, r.query("BEGIN; DECLARE c CURSOR FOR SELECT id FROM orders"))
+	assert.Equal(t, seq("T", rows(6), "C", "Z:T"), r.query("FETCH 6 FROM c"))
+	assert.Equal(t, seq("T", rows(4), "E:54000"), tail(r.query("FETCH 6 FROM c")))
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+
+	// A FETCH prepared and executed through the protocol, and an Execute,
+	// count together.
+	assert.Equal(t, []string{"C", "C", "Z:T"}, r.query("BEGIN; DECLARE c CURSOR FOR SELECT id FROM orders"))
+	assert.Equal(t, seq(rows(4), "s", "Z:T"), r.exchange(&pgproto3.Execute{Portal: "c", MaxRows: 4}))
+	assert.Equal(t, seq(rows(6), "E:54000"), tail(r.exchange(
+		&pgproto3.Parse{Query: "FETCH 7 FROM c"}, &pgproto3.Bind{}, &pgproto3.Execute{})))
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+
+	// A named protocol portal read by FETCH.
+	assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+	assert.Equal(t, []string{"Z:T"}, r.exchange(&pgproto3.Parse{Query: "SELECT id FROM orders"}, &pgproto3.Bind{DestinationPortal: "np"}))
+	assert.Equal(t, seq("T", rows(9), "C", "Z:T"), r.query("FETCH 9 FROM np"))
+	assert.Equal(t, seq("T", rows(1), "E:54000"), tail(r.query("FETCH 9 FROM np")))
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+}
+
 // A cursor outlives the decision that allowed its DECLARE (a WITH HOLD one
 // its transaction too): after a policy reload its statement is decided
 // again before each FETCH, MOVE or Execute of it, and refused once the
@@ -223,6 +254,36 @@ func TestCursorAfterReloadIsDecidedAgain(t *testing.T) {
 	assert.Equal(t, seq(rows(2), "s", "Z:I"), r.exchange(&pgproto3.Execute{Portal: "c", MaxRows: 2}))
 
 	assert.Equal(t, []string{"C", "Z:I"}, r.query("CLOSE c"))
+}
+
+// FETCH and MOVE read a named protocol portal as they read a cursor: after
+// a policy reload, the portal's statement is decided again before them, as
+// before an Execute of it.
+func TestFetchFromPortalAfterReloadIsDecidedAgain(t *testing.T) {
+	e := newEnv(t, envOpts{raw: true})
+	text, err := os.ReadFile(e.policy)
+	require.NoError(t, err)
+	narrowed := strings.Replace(string(text), "- select: [public.orders, public.customers]", "- select: [public.customers]", 1)
+	require.NotEqual(t, string(text), narrowed)
+
+	r := e.raw(t)
+	r.login(e, "analyst-bot")
+	assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+	assert.Equal(t, []string{"Z:T"}, r.exchange(&pgproto3.Parse{Query: "SELECT id FROM orders ORDER BY id"}, &pgproto3.Bind{DestinationPortal: "np"}))
+	assert.Equal(t, seq("T", "D", "C", "Z:T"), r.query("FETCH 1 FROM np"))
+
+	e.setPolicy(narrowed)
+	require.NoError(t, e.g.ReloadPolicy())
+	assert.Equal(t, []string{"E:42501", "Z:E"}, r.query("FETCH 1 FROM np"))
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+	assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+	e.setPolicy(string(text))
+	require.NoError(t, e.g.ReloadPolicy())
+	assert.Equal(t, []string{"Z:T"}, r.exchange(&pgproto3.Parse{Query: "SELECT id FROM orders ORDER BY id"}, &pgproto3.Bind{DestinationPortal: "np"}))
+	e.setPolicy(narrowed)
+	require.NoError(t, e.g.ReloadPolicy())
+	assert.Equal(t, []string{"E:42501", "Z:E"}, r.query("MOVE 1 IN np"))
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
 }
 
 // A cursor opened before the session's search_path changed cannot be

@@ -89,13 +89,19 @@
 //
 // Names: keyhole tracks every prepared statement and portal by what the
 // server answered to the message that created it, and refuses a name the
-// server did not accept. Cursors DECLAREd by allowed text are portals the
+// server did not accept. SQL-level and protocol-level prepared statements
+// share one namespace: a DEALLOCATE (ALL, DISCARD ALL) an allowed text
+// runs drops the Parsed statements it names for the client at once, and a
+// Close of a name drops the analyzer's PREPAREd statement of it, so a
+// name re-created by the other level is never run as the text keyhole
+// decided for it. Cursors DECLAREd by allowed text are portals the
 // client may Describe, Execute (with a row limit) and Close; their ends
 // (CLOSE, COMMIT unless WITH HOLD, ROLLBACK, ROLLBACK TO SAVEPOINT,
 // DISCARD ALL) are followed from the server's command tags. A cursor or
 // named portal outlives the decision that allowed it: after a policy
 // change (a reload, a grant's end) its statement is decided again before
-// each FETCH, MOVE or Execute of it (conn.portalStands). A name whose
+// each FETCH, MOVE or Execute of it (conn.portalStands); FETCH and MOVE of
+// a named protocol portal too. A name whose
 // re-creation in an earlier sync block is still unanswered, while an older
 // object of the name may exist upstream, is used only once the server's
 // answer is known.
@@ -107,7 +113,7 @@
 // outcome "unknown".
 //
 // max_rows (DataRows, and COPY TO STDOUT rows, per statement, across the
-// Executes that fetch it): rows past the role's cap are not relayed; the
+// Executes and the FETCH statements that fetch a portal's or cursor's): rows past the role's cap are not relayed; the
 // client gets 54000 at once, the upstream statement is cancelled, and the
 // rest of the block is not relayed. Known gap: the cancel races the
 // statement; if it lands after the statement finished, the statement's

@@ -112,6 +112,11 @@ type execution struct {
 	// the server confirms them; opened counts those confirmed.
 	cursors []*portal
 	opened  int
+	// fetched holds, per statement of the text, the portal its FETCH
+	// reads (nil for other statements): a FETCH's rows count against
+	// max_rows with the rest of that portal's statement, as an Execute's
+	// do (conn.fetchedPortals).
+	fetched []*portal
 	errCode string
 	errMsg  string
 }

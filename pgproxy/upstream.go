@@ -565,9 +565,14 @@ func (c *conn) row(ex *execution) bool {
 	}
 	ex.rows++
 	n := &ex.stmtRows
+	i := ex.stmts
 	if ex.portal != nil {
 		// A portal's statement may be fetched over several Executes.
-		n = &ex.portal.stmtRows
+		n, i = &ex.portal.stmtRows, 0
+	}
+	if i < len(ex.fetched) && ex.fetched[i] != nil {
+		// ... and over several FETCHes.
+		n = &ex.fetched[i].stmtRows
 	}
 	*n++
 	if ex.maxRows <= 0 || *n <= ex.maxRows {

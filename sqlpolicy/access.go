@@ -195,6 +195,10 @@ const (
 	// SettingBehavior changes what statements do beyond what the analyzer
 	// sees (disabling triggers and rules).
 	SettingBehavior SettingKind = "behavior"
+	// SettingRecording changes what the server records of the session:
+	// its logs (general, slow, binary) and what it replicates, or how
+	// (MySQL sql_log_bin, binlog_format, server_id, gtid_seq_no).
+	SettingRecording SettingKind = "recording"
 	// SettingUnknown is a setting the analyzer does not know to be
 	// harmless (custom settings included).
 	SettingUnknown SettingKind = "unknown"

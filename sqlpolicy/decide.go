@@ -294,8 +294,19 @@ func (dc *decider) settings(c *check, st *Statement) {
 			continue
 		}
 		c.deny(Reason{Code: ReasonSettingDenied, Setting: set.Name, SettingKind: set.Kind,
-			Detail: set.Name + " changes the session's identity or how SQL is read"})
+			Detail: guardedDetail(set)})
 	}
+}
+
+// guardedDetail says why a guarded setting change needs the role's leave.
+func guardedDetail(set Setting) string {
+	switch set.Kind {
+	case SettingBehavior:
+		return set.Name + " changes what statements do beyond what their text shows"
+	case SettingRecording:
+		return set.Name + " changes what the server logs or replicates of the session"
+	}
+	return set.Name + " changes the session's identity or how SQL is read"
 }
 
 // limit denies a change of a setting that asks for more than the role's

@@ -305,6 +305,8 @@ func settingHint(r Reason, role *Role) string {
 		s = fmt.Sprintf("keyhole parses SQL with %s at the value the session started with; leave it unchanged and write literals that read the same under it.", r.Setting)
 	case SettingBehavior:
 		s = fmt.Sprintf("%s changes what statements do beyond what keyhole can check (such as skipping triggers); leave it unchanged.", r.Setting)
+	case SettingRecording:
+		s = fmt.Sprintf("%s changes what the server logs or replicates of this session; keyhole keeps that record whole. Leave it unchanged.", r.Setting)
 	default:
 		s = fmt.Sprintf("keyhole lets agents change only settings it knows to be harmless, and %s is not one of them; leave it unchanged.", r.Setting)
 	}

@@ -76,6 +76,8 @@ func TestDenialTexts(t *testing.T) {
 			sqlstate: "42501", has: []string{"standard_conforming_strings at the value the session started with"}, not: []string{"schema-qualify"}},
 		{name: "behavior", pr: analyst, st: settingChange("session_replication_role", sp.SettingBehavior), code: sp.ReasonSettingDenied, problem: sp.ProblemSessionChange,
 			sqlstate: "42501", has: []string{"session_replication_role changes what statements do"}, not: []string{"schema-qualify"}},
+		{name: "recording", pr: analyst, st: settingChange("sql_log_bin", sp.SettingRecording), code: sp.ReasonSettingDenied, problem: sp.ProblemSessionChange,
+			sqlstate: "42501", has: []string{"sql_log_bin changes what the server logs or replicates"}, not: []string{"schema-qualify"}},
 		{name: "unknown setting", pr: analyst, st: settingChange("myapp.flag", sp.SettingUnknown), code: sp.ReasonSettingDenied, problem: sp.ProblemSessionChange,
 			sqlstate: "42501", has: []string{"myapp.flag is not one of them"}, not: []string{"schema-qualify"}},
 		{name: "setting, role with settings", pr: helpdesk, st: settingChange("role", sp.SettingIdentity), code: sp.ReasonSettingDenied, problem: sp.ProblemSessionChange,

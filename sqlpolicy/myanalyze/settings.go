@@ -101,7 +101,9 @@ func literal(e ast.ExprNode) (string, bool) {
 // later text (sql_mode, old_mode, the client and connection character
 // sets), the session's identity, or what writes do beyond what the
 // statement shows (turning off foreign key, unique or CHECK constraint
-// checks, or the clock DEFAULT CURRENT_TIMESTAMP reads), with their kind;
+// checks, the clock DEFAULT CURRENT_TIMESTAMP reads, the next
+// AUTO_INCREMENT value), or what the server logs or replicates of the
+// session (recordingVar), with their kind;
 // "" for others. A change to a character set in which every ASCII byte is
 // itself (utf8mb4, latin1 ...) keeps lexing as it was, and turning a
 // check back on is harmless.
@@ -131,12 +133,55 @@ func guardedChange(set sqlpolicy.Setting) sqlpolicy.SettingKind {
 		if set.Reset || set.Unknown || !isOn(set.Value) {
 			return sqlpolicy.SettingBehavior
 		}
-	case "timestamp":
+	case "timestamp", "insert_id", "last_insert_id", "identity", "rand_seed1", "rand_seed2":
+		// The clock NOW() and DEFAULT CURRENT_TIMESTAMP read, the next
+		// AUTO_INCREMENT value, what LAST_INSERT_ID() returns, RAND()'s
+		// seed: what a write stores or a read returns, which the
+		// statement's text does not show. (These are how the binary log
+		// replays a statement; an agent has no business setting them.)
 		if !set.Reset {
 			return sqlpolicy.SettingBehavior
 		}
+	default:
+		if !set.Reset && recordingVar(set.Name) {
+			return sqlpolicy.SettingRecording
+		}
 	}
 	return ""
+}
+
+// recordingVars are session variables that change what the server
+// records of the session (general, slow and binary logs) or what and how
+// it replicates: turning them off hides what the session did from the
+// logs and from replicas, and setting server_id or a GTID makes the
+// session's events look like another server's (a replica that sees its
+// own server_id skips them). A return to the default (the global value)
+// is harmless.
+var recordingVars = map[string]bool{
+	"sql_log_bin": true, "sql_log_off": true, "sql_log_update": true,
+	"server_id": true, "skip_replication": true, "skip_parallel_replication": true,
+	"pseudo_slave_mode": true, "pseudo_replica_mode": true,
+	"sql_slave_skip_counter": true, "sql_replica_skip_counter": true,
+	"slow_query_log": true, "long_query_time": true, "min_examined_row_limit": true, "rbr_exec_mode": true,
+	"original_commit_timestamp": true, "original_server_version": true, "immediate_server_version": true,
+}
+
+// recordingPrefixes name families of such variables: every binlog_,
+// gtid_, log_ (log_slow_*, log_disabled_statements, log_warnings ...),
+// wsrep_ (Galera replication: wsrep_on off keeps the session's writes
+// from the other nodes), slave_ and replica_ variable.
+var recordingPrefixes = []string{"binlog_", "gtid_", "log_", "wsrep_", "slave_", "replica_"}
+
+func recordingVar(name string) bool {
+	if recordingVars[name] {
+		return true
+	}
+	for _, p := range recordingPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
 }
 
 // sqlModeAddition reads SET sql_mode = CONCAT(@@sql_mode, ',MODE,...') —

@@ -70,6 +70,12 @@ func judgeSetting(name, value string, valueKnown bool) (sqlpolicy.SettingKind, s
 		}
 		return sqlpolicy.SettingLexing, "client encodings other than UTF8 change how text is lexed"
 	}
+	if strings.HasPrefix(name, "log_") {
+		// log_statement, log_min_duration_statement, log_parameter_max_length_on_error
+		// ...: what the server log records of the session (most need
+		// superuser; MySQL's sql_log_off and the like are refused alike).
+		return sqlpolicy.SettingRecording, "setting " + name + " changes what the server logs of the session"
+	}
 	if _, ok := limitSettings[name]; ok || strings.HasPrefix(name, "enable_") || harmlessSettings[name] {
 		return "", ""
 	}
