@@ -367,6 +367,9 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 // keyhole reads a generated column's sources with it, so it refuses
 // reading the column without them, and the database grant agrees.
 func dropUngrantedGenerated(r sqlpolicy.Rel, rel *catalog.Relation, set map[string]bool, note func(string, ...any)) {
+	if rel == nil {
+		return
+	}
 	for _, c := range rel.Columns {
 		if !set[c.Name] {
 			continue
