@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -220,6 +221,18 @@ func (e *env) writePolicy(withAnalyst bool) {
 		src += "  analyst-bot: {role: analyst}\n"
 	}
 	e.setPolicy(src)
+}
+
+// ordersRevoked returns the policy file's text and the same policy with
+// the analyst role's select on public.orders taken away, for tests that
+// narrow the policy under something keyhole allowed before.
+func (e *env) ordersRevoked() (policy, narrowed string) {
+	e.t.Helper()
+	text, err := os.ReadFile(e.policy)
+	require.NoError(e.t, err)
+	narrowed = strings.Replace(string(text), "- select: [public.orders, public.customers]", "- select: [public.customers]", 1)
+	require.NotEqual(e.t, string(text), narrowed)
+	return string(text), narrowed
 }
 
 // setPolicy replaces the policy file (the gateway reads it at New and at
