@@ -728,24 +728,32 @@ func (c *conn) fetchedCursorsStand(acc *sqlpolicy.Access) (*pgproto3.ErrorRespon
 		return nil, nil
 	}
 	for i := range acc.Statements {
-		st := &acc.Statements[i]
-		if st.CursorName == "" || (st.Command != "FETCH" && st.Command != "MOVE") {
-			continue
-		}
-		p := c.portals.get([]byte(st.CursorName))
-		if p == nil || p.closing || !live(&p.state) {
-			continue
-		}
-		if r, dec := c.portalStands(p); r != nil {
-			return r, dec
+		if p := c.fetchedPortal(&acc.Statements[i]); p != nil {
+			if r, dec := c.portalStands(p); r != nil {
+				return r, dec
+			}
 		}
 	}
 	return nil, nil
 }
 
+// fetchedPortal returns the live portal (cursor or named protocol portal)
+// a FETCH or MOVE statement reads; nil for other statements and for a
+// name keyhole does not know.
+func (c *conn) fetchedPortal(st *sqlpolicy.Statement) *portal {
+	if st.CursorName == "" || (st.Command != "FETCH" && st.Command != "MOVE") {
+		return nil
+	}
+	p := c.portals.get([]byte(st.CursorName))
+	if p == nil || p.closing || !live(&p.state) {
+		return nil
+	}
+	return p
+}
+
 // fetchedPortals returns, per statement of an allowed text, the live
-// portal (cursor or named protocol portal) its FETCH reads, or nil when no
-// statement FETCHes one keyhole knows. max_rows caps a statement's rows
+// portal its FETCH (or MOVE, which returns no rows) reads, or nil when no
+// statement reads one keyhole knows. max_rows caps a statement's rows
 // across the Executes that fetch them; FETCH is the same fetch in SQL.
 func (c *conn) fetchedPortals(acc *sqlpolicy.Access) []*portal {
 	if acc == nil {
@@ -753,12 +761,8 @@ func (c *conn) fetchedPortals(acc *sqlpolicy.Access) []*portal {
 	}
 	var out []*portal
 	for i := range acc.Statements {
-		st := &acc.Statements[i]
-		if st.CursorName == "" || st.Command != "FETCH" {
-			continue
-		}
-		p := c.portals.get([]byte(st.CursorName))
-		if p == nil || p.closing || !live(&p.state) {
+		p := c.fetchedPortal(&acc.Statements[i])
+		if p == nil {
 			continue
 		}
 		if out == nil {
