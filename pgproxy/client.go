@@ -967,15 +967,34 @@ func (c *conn) onDescribe(objType byte, name []byte, m pgproto3.FrontendMessage,
 	if c.skipToSync {
 		return nil
 	}
+	if objType != 'S' && objType != 'P' {
+		return fatal(codeProtocolViolation, fmt.Sprintf("invalid Describe object type %q", objType), nil)
+	}
+	if err := c.checkAgent(); err != nil {
+		return err
+	}
+	// A Describe answers with the columns (names and types) a statement or
+	// portal returns: what the decision that allowed it was about. One
+	// decided before this sync block is decided again, as at Bind and
+	// Execute, so a policy change is not answered with the shape of rows
+	// it now denies.
 	var refused *pgproto3.ErrorResponse
 	var err error
-	switch objType {
-	case 'S':
-		_, refused, err = c.statement(name)
-	case 'P':
-		_, refused, err = c.portal(name)
-	default:
-		return fatal(codeProtocolViolation, fmt.Sprintf("invalid Describe object type %q", objType), nil)
+	if objType == 'S' {
+		var p *prepared
+		p, refused, err = c.statement(name)
+		if err == nil && refused == nil && p.origin.syncs != c.syncs {
+			refused = c.recheck(p)
+		}
+	} else {
+		var p *portal
+		p, refused, err = c.portal(name)
+		if err == nil && refused == nil && (p.origin.byQuery || p.origin.syncs != c.syncs) {
+			var dec *sqlpolicy.Decision
+			if refused, dec = c.portalStands(p); refused != nil {
+				c.auditDenied(p.sql, dec, c.clientRd.takenUp(), refused)
+			}
+		}
 	}
 	if err != nil {
 		return err

@@ -316,3 +316,53 @@ func TestCursorAfterSearchPathAndReloadIsRefused(t *testing.T) {
 	assert.Equal(t, "42501", refused.Code)
 	assert.Contains(t, refused.Message, "close it and open it anew")
 }
+
+// A Describe answers with the columns of a statement or portal: after a
+// reload that denies its statement, a Describe of a statement Parsed (or
+// a portal opened) before it is decided again and refused, as a Bind or
+// Execute would be, instead of answering with the shape of rows the
+// policy now denies.
+func TestDescribeAfterReloadIsDecidedAgain(t *testing.T) {
+	e := newEnv(t, envOpts{raw: true})
+	text, narrowed := e.ordersRevoked()
+	setPolicy := func(p string) {
+		e.setPolicy(p)
+		require.NoError(t, e.g.ReloadPolicy())
+	}
+
+	r := e.raw(t)
+	r.login(e, "analyst-bot")
+	const q = "SELECT id FROM orders ORDER BY id"
+	assert.Equal(t, []string{"Z:I"}, r.exchange(&pgproto3.Parse{Name: "s1", Query: q}))
+	assert.Equal(t, []string{"T", "Z:I"}, r.exchange(&pgproto3.Describe{ObjectType: 'S', Name: "s1"}))
+	assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+	assert.Equal(t, []string{"Z:T"}, r.exchange(&pgproto3.Bind{PreparedStatement: "s1", DestinationPortal: "np"}))
+	assert.Equal(t, []string{"C", "Z:T"}, r.query("DECLARE c CURSOR FOR "+q))
+	assert.Equal(t, []string{"T", "Z:T"}, r.exchange(&pgproto3.Describe{ObjectType: 'P', Name: "np"}))
+	assert.Equal(t, []string{"T", "Z:T"}, r.exchange(&pgproto3.Describe{ObjectType: 'P', Name: "c"}))
+
+	setPolicy(narrowed)
+	assert.Equal(t, []string{"E:42501", "Z:E"}, r.exchange(&pgproto3.Describe{ObjectType: 'P', Name: "np"}))
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+	assert.Equal(t, []string{"E:42501", "Z:I"}, r.exchange(&pgproto3.Describe{ObjectType: 'S', Name: "s1"}))
+	assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
+	setPolicy(string(text))
+	assert.Equal(t, []string{"C", "Z:T"}, r.query("DECLARE c CURSOR FOR "+q))
+	setPolicy(narrowed)
+	assert.Equal(t, []string{"E:42501", "Z:E"}, r.exchange(&pgproto3.Describe{ObjectType: 'P', Name: "c"}))
+	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+	var denied []string
+	for _, ev := range e.audit.Events() {
+		if ev.Kind == audit.KindStatement && ev.Decision == sqlpolicy.Deny {
+			denied = append(denied, ev.Statement)
+		}
+	}
+	assert.Equal(t, []string{q, q, "DECLARE c CURSOR FOR " + q}, denied, "each refusal is audited with the statement described")
+
+	// The statement was denied, not dropped: the restored policy allows
+	// it again (a prepared statement denied at Bind stays denied until
+	// Parsed again, as before).
+	setPolicy(string(text))
+	assert.Equal(t, []string{"Z:I"}, r.exchange(&pgproto3.Parse{Name: "s2", Query: q}))
+	assert.Equal(t, []string{"T", "Z:I"}, r.exchange(&pgproto3.Describe{ObjectType: 'S', Name: "s2"}))
+}
