@@ -58,7 +58,10 @@
 // or is referenced by foreign keys with actions (effects.go): a write that
 // fires a trigger is refused (the body runs with its definer's rights and
 // is not analyzed); a delete or key update that cascades reports the
-// writes of the referencing tables as its own. Settings that change what
+// writes of the referencing tables as its own; the lookups of foreign key
+// checks (the parent key a child insert or key update must find, the
+// child rows a RESTRICT delete must not) are reads of those key columns,
+// with Via = the written table, so their labels apply. Settings that change what
 // writes do (foreign_key_checks, unique_checks, check_constraint_checks
 // off; a fixed timestamp) are guarded like sql_mode. Only functions
 // MariaDB 10.11 itself resolves as native count as built-ins: any other

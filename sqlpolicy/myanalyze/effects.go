@@ -26,6 +26,17 @@ import (
 //     no trigger for them (foreign key actions do not fire triggers).
 //
 // RESTRICT and NO ACTION write nothing (the statement fails instead).
+//
+// Foreign key checks read: InnoDB looks a new or changed child key up in
+// the parent (an INSERT, REPLACE or upsert of the child, an UPDATE that
+// sets a key column) and, under RESTRICT and NO ACTION, looks for child
+// rows referencing a parent key a DELETE, REPLACE or key UPDATE removes;
+// the statement fails (1452, 1451) or not with what it finds, and MariaDB
+// asks no privilege on the other table for either. A role that may write
+// the one table thus learns whether a value is in the other's key
+// columns: those columns are reported as read with Via = the written
+// table, so their labels (and the other table's) apply as to any read,
+// while, as for a view, the role needs no grant on the other table.
 
 // childKey is a foreign key of a child table, indexed by its parent.
 type childKey struct {
@@ -66,6 +77,9 @@ func (w *walker) writeEffects() {
 		}
 		if !cascaded[t] {
 			w.triggers(rel, t.Action)
+			// A cascaded write changes child keys to the parent's new
+			// value (or NULL): no lookup of its own.
+			w.parentChecks(rel, t.Action)
 		}
 		switch t.Action {
 		case sqlpolicy.VerbDelete:
@@ -79,6 +93,31 @@ func (w *walker) writeEffects() {
 				}
 			}
 		}
+	}
+}
+
+// parentChecks reports the foreign key lookups a write of rel by action
+// makes in the tables rel references: every foreign key for an insert,
+// those whose columns an update sets.
+func (w *walker) parentChecks(rel *catalog.Relation, action sqlpolicy.Verb) {
+	for i := range rel.ForeignKeys {
+		fk := &rel.ForeignKeys[i]
+		if action == sqlpolicy.VerbDelete || action == sqlpolicy.VerbUpdate && !w.updatesAny(relOf(rel), fk.Columns) {
+			continue
+		}
+		w.checkRead(sqlpolicy.Rel{Schema: fk.RefSchema, Name: fk.RefTable}, fk.RefColumns, relOf(rel))
+	}
+}
+
+// checkRead reports cols of rel as read by a foreign key check of a write
+// of via.
+func (w *walker) checkRead(rel sqlpolicy.Rel, cols []string, via sqlpolicy.Rel) {
+	if r := w.cat.Relation(rel.Schema, rel.Name); r != nil {
+		rel = relOf(r)
+	}
+	w.table(sqlpolicy.TableRef{Rel: rel, Mode: sqlpolicy.Read, Via: via})
+	for _, c := range cols {
+		w.column(sqlpolicy.ColumnRef{Rel: rel, Column: c, Mode: sqlpolicy.Read, Via: via})
 	}
 }
 
@@ -117,6 +156,9 @@ func (w *walker) fkAction(ck childKey, action string, cascaded map[sqlpolicy.Tab
 		}
 	case "SET NULL", "SET DEFAULT":
 	default:
+		// RESTRICT, NO ACTION (and whatever else a server prints): the
+		// statement fails when a child row references the key.
+		w.checkRead(child, ck.fk.Columns, sqlpolicy.Rel{Schema: ck.fk.RefSchema, Name: ck.fk.RefTable})
 		return
 	}
 	t := sqlpolicy.TableRef{Rel: child, Mode: sqlpolicy.Write, Action: sqlpolicy.VerbUpdate}

@@ -1,0 +1,144 @@
+package mycorpus_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/internal/testmariadb"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
+)
+
+// oracleSchema has foreign keys whose checks look up labelled data: a
+// signup's email must be a person's (labelled) email, a token must name a
+// row of the secret vault, and a person's audit rows (a secret table)
+// keep the person from being deleted.
+const oracleSchema = `
+CREATE TABLE people (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, email VARCHAR(100) NOT NULL, UNIQUE KEY people_email (email));
+CREATE TABLE vault (id INT PRIMARY KEY, secret VARCHAR(100) NOT NULL);
+CREATE TABLE signups (id INT AUTO_INCREMENT PRIMARY KEY, email VARCHAR(100) NOT NULL, note VARCHAR(100),
+    CONSTRAINT signups_email_fk FOREIGN KEY (email) REFERENCES people (email));
+CREATE TABLE tokens (id INT AUTO_INCREMENT PRIMARY KEY, vault_id INT NOT NULL,
+    CONSTRAINT tokens_vault_fk FOREIGN KEY (vault_id) REFERENCES vault (id));
+CREATE TABLE invites (id INT AUTO_INCREMENT PRIMARY KEY, person_id INT NOT NULL,
+    CONSTRAINT invites_person_fk FOREIGN KEY (person_id) REFERENCES people (id));
+CREATE TABLE person_audit (id INT AUTO_INCREMENT PRIMARY KEY, person_id INT NOT NULL,
+    CONSTRAINT person_audit_fk FOREIGN KEY (person_id) REFERENCES people (id)) COMMENT 'keyhole: secret';
+INSERT INTO people VALUES (1, 'Ada', 'ada@example.com'), (2, 'Alan', 'alan@example.com');
+INSERT INTO vault VALUES (7, 'hunter2');
+INSERT INTO person_audit (person_id) VALUES (2);
+`
+
+const oraclePolicy = `
+labels:
+  shop.people.email: [pii.email]
+  shop.vault: [secret]
+roles:
+  writer:
+    upstream: shop
+    allow:
+      - select: [shop.people, shop.signups]
+      - insert: [shop.signups, shop.tokens, shop.invites]
+      - update: [shop.signups]
+      - delete: [shop.people]
+    deny_labels: [pii.*, secret]
+agents:
+  writer-agent: {role: writer}
+`
+
+// TestConstraintOracles: a foreign key check answers whether a value is
+// in the referenced column (and a RESTRICT whether referencing rows
+// exist), and MariaDB asks no privilege on the other table for it, so a
+// write the role may make probes labelled data it may not read. Each
+// probe is run as a MariaDB user holding exactly the role's grants, once
+// with a value that exists and once with one that does not: the outcomes
+// differ (the oracle is real), and keyhole refuses the probe. The writes
+// whose checks read only unlabelled keys stay allowed.
+func TestConstraintOracles(t *testing.T) {
+	t.Parallel()
+	user, password := testmariadb.NewUser(t)
+	db := testmariadb.New(t, oracleSchema)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin := testmariadb.Open(t, db.DSN)
+	cat, err := catalog.LoadMySQL(ctx, admin)
+	require.NoError(t, err)
+	pol, _, err := sqlpolicy.ParsePolicy([]byte(testmariadb.Rename(oraclePolicy, db.Name)), "oracle.yaml", cat)
+	require.NoError(t, err)
+	engine := sqlpolicy.NewEngine(pol, cat, myanalyze.New(cat, myanalyze.Options{}), sqlpolicy.EngineOptions{})
+	grants, _ := creds.MySQLGrants(pol, cat, pol.Roles["writer"], "'"+user+"'@'%'")
+	for _, g := range grants {
+		_, err := admin.ExecContext(ctx, g)
+		require.NoError(t, err, g)
+	}
+	udb := testmariadb.Open(t, testmariadb.WithUser(db.DSN, user, password))
+	udb.SetMaxIdleConns(0)
+
+	probes := []struct {
+		name      string
+		hit, miss string // the probe with a value that exists, and one that does not
+		errno     uint16 // MariaDB's answer to the miss
+		label     string // the label keyhole refuses it for
+	}{
+		{"insert looks up a labelled parent column",
+			"INSERT INTO signups (email) VALUES ('ada@example.com')",
+			"INSERT INTO signups (email) VALUES ('nobody@example.com')", 1452, "pii.email"},
+		{"insert select looks up a labelled parent column",
+			"INSERT INTO signups (email, note) SELECT 'ada@example.com', name FROM people WHERE id = 1",
+			"INSERT INTO signups (email, note) SELECT 'nobody@example.com', name FROM people WHERE id = 1", 1452, "pii.email"},
+		{"key update looks up a labelled parent column",
+			"UPDATE signups SET email = 'ada@example.com'",
+			"UPDATE signups SET email = 'nobody@example.com'", 1452, "pii.email"},
+		{"insert looks up a secret table's key",
+			"INSERT INTO tokens (vault_id) VALUES (7)",
+			"INSERT INTO tokens (vault_id) VALUES (8)", 1452, "secret"},
+		{"restricted delete looks for a secret table's rows",
+			"DELETE FROM people WHERE id = 2",
+			"DELETE FROM people WHERE id = 1", 0, "secret"},
+	}
+	p := sqlpolicy.Principal{Agent: "writer-agent"}
+	for _, tc := range probes {
+		hit, miss := testmariadb.Rename(tc.hit, db.Name), testmariadb.Rename(tc.miss, db.Name)
+		// The update probes need a row to update.
+		setup := "INSERT INTO signups (email) VALUES ('alan@example.com')"
+		hitNo, hitMsg, err := mariaOutcome(udb, []string{setup, hit})
+		require.NoError(t, err)
+		missNo, missMsg, err := mariaOutcome(udb, []string{setup, miss})
+		require.NoError(t, err)
+		assert.NotEqual(t, hitNo, missNo, "%s: MariaDB answers both alike (%s / %s): no oracle to test", tc.name, hitMsg, missMsg)
+		if tc.errno != 0 {
+			assert.Equal(t, tc.errno, missNo, "%s: %s", tc.name, missMsg)
+		} else {
+			assert.Equal(t, uint16(1451), hitNo, "%s: %s", tc.name, hitMsg)
+		}
+		for _, text := range []string{hit, miss} {
+			d, _ := engine.Check(p, text, engine.NewSession())
+			if assert.False(t, d.Allowed(), "%s: keyhole allows %s", tc.name, text) {
+				assert.True(t, hasLabel(d, tc.label), "%s: %s refused without label %s: %s", tc.name, text, tc.label, reasonsJSON(d))
+			}
+		}
+	}
+
+	for _, text := range []string{
+		"INSERT INTO invites (person_id) VALUES (1)", // people.id is not labelled
+		"UPDATE signups SET note = 'x' WHERE id = 1", // no key column
+	} {
+		d, _ := engine.Check(p, testmariadb.Rename(text, db.Name), engine.NewSession())
+		assert.True(t, d.Allowed(), "%s: %s", text, reasonsJSON(d))
+	}
+}
+
+func hasLabel(d *sqlpolicy.Decision, label string) bool {
+	for _, r := range d.Reasons {
+		if r.Label == label {
+			return true
+		}
+	}
+	return false
+}
