@@ -133,6 +133,17 @@ type Relation struct {
 	// expressions and predicates, constraints and defaults of the
 	// domains of its columns, row security policies.
 	Calls []ImplicitCall `json:"calls,omitempty"`
+	// Checks are a MySQL/MariaDB table's CHECK constraints, table- and
+	// column-level (information_schema.CHECK_CONSTRAINTS): the server
+	// evaluates them over the whole new row of every insert and update.
+	Checks []Check `json:"checks,omitempty"`
+}
+
+// Check is one CHECK constraint of a MySQL/MariaDB table.
+type Check struct {
+	Name string `json:"name"`
+	// Clause is the condition as the server prints it (CHECK_CLAUSE).
+	Clause string `json:"clause"`
 }
 
 // Trigger is one trigger of a table (of a view: INSTEAD OF) for one event.

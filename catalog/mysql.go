@@ -163,6 +163,7 @@ func inspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
 		{"routines", myRoutines},
 		{"triggers", myTriggers},
 		{"foreign keys", myForeignKeys},
+		{"check constraints", myChecks},
 	}
 	for _, s := range steps {
 		if err := s.run(ctx, tx, l); err != nil {
@@ -389,6 +390,60 @@ ORDER BY k.TABLE_SCHEMA, k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION`)
 		fk := &r.ForeignKeys[n-1]
 		fk.Columns = append(fk.Columns, col)
 		fk.RefColumns = append(fk.RefColumns, refCol)
+	}
+	return rows.Err()
+}
+
+// myChecks reads every CHECK constraint. MariaDB's CHECK_CONSTRAINTS names
+// the table (constraint names are per table there); MySQL 8's does not,
+// and its TABLE_CONSTRAINTS does (names are per database). A server
+// without the view (MySQL 5.7, which parses CHECK and ignores it) has no
+// constraint to read.
+func myChecks(ctx context.Context, tx *sql.Tx, l *Loaded) error {
+	queries := []string{`
+SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE
+FROM information_schema.CHECK_CONSTRAINTS
+WHERE ` + skipSchemas("CONSTRAINT_SCHEMA") + `
+ORDER BY CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME`, `
+SELECT c.CONSTRAINT_SCHEMA, t.TABLE_NAME, c.CONSTRAINT_NAME, c.CHECK_CLAUSE
+FROM information_schema.CHECK_CONSTRAINTS c
+JOIN information_schema.TABLE_CONSTRAINTS t
+  ON t.CONSTRAINT_SCHEMA = c.CONSTRAINT_SCHEMA AND t.CONSTRAINT_NAME = c.CONSTRAINT_NAME AND t.CONSTRAINT_TYPE = 'CHECK'
+WHERE ` + skipSchemas("c.CONSTRAINT_SCHEMA") + `
+ORDER BY c.CONSTRAINT_SCHEMA, t.TABLE_NAME, c.CONSTRAINT_NAME`}
+	var rows *sql.Rows
+	var err error
+	for _, q := range queries {
+		if rows, err = tx.QueryContext(ctx, q); err == nil {
+			break
+		}
+		var me *mysql.MySQLError
+		if !errors.As(err, &me) {
+			return err
+		}
+		switch me.Number {
+		case 1109: // ER_UNKNOWN_TABLE: no CHECK_CONSTRAINTS view
+			return nil
+		case 1054: // ER_BAD_FIELD_ERROR: MySQL's view, without TABLE_NAME
+			continue
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var schema, table string
+		var c Check
+		if err := rows.Scan(&schema, &table, &c.Name, &c.Clause); err != nil {
+			return err
+		}
+		r := l.Catalog.Relation(schema, table)
+		if r == nil {
+			return fmt.Errorf("%w: check constraint %s of unknown table %s.%s", ErrCatalogChanged, c.Name, schema, table)
+		}
+		r.Checks = append(r.Checks, c)
 	}
 	return rows.Err()
 }

@@ -15,10 +15,12 @@ import (
 	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
 )
 
-// oracleSchema has foreign keys whose checks look up labelled data: a
+// oracleSchema has constraints whose checks look at labelled data: a
 // signup's email must be a person's (labelled) email, a token must name a
-// row of the secret vault, and a person's audit rows (a secret table)
-// keep the person from being deleted.
+// row of the secret vault, a person's audit rows (a secret table) keep the
+// person from being deleted, and a staff member's credit limit must stay
+// below the (labelled) salary, which a stored generated column adds to
+// the bonus.
 const oracleSchema = `
 CREATE TABLE people (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, email VARCHAR(100) NOT NULL, UNIQUE KEY people_email (email));
 CREATE TABLE vault (id INT PRIMARY KEY, secret VARCHAR(100) NOT NULL);
@@ -30,6 +32,10 @@ CREATE TABLE invites (id INT AUTO_INCREMENT PRIMARY KEY, person_id INT NOT NULL,
     CONSTRAINT invites_person_fk FOREIGN KEY (person_id) REFERENCES people (id));
 CREATE TABLE person_audit (id INT AUTO_INCREMENT PRIMARY KEY, person_id INT NOT NULL,
     CONSTRAINT person_audit_fk FOREIGN KEY (person_id) REFERENCES people (id)) COMMENT 'keyhole: secret';
+CREATE TABLE staff (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, salary INT NOT NULL,
+    credit_limit INT NOT NULL DEFAULT 0, bonus INT NOT NULL DEFAULT 0, pay INT AS (salary + bonus) STORED,
+    CONSTRAINT staff_limit CHECK (credit_limit <= salary));
+INSERT INTO staff (id, name, salary) VALUES (1, 'Ada', 5000);
 INSERT INTO people VALUES (1, 'Ada', 'ada@example.com'), (2, 'Alan', 'alan@example.com');
 INSERT INTO vault VALUES (7, 'hunter2');
 INSERT INTO person_audit (person_id) VALUES (2);
@@ -39,13 +45,14 @@ const oraclePolicy = `
 labels:
   shop.people.email: [pii.email]
   shop.vault: [secret]
+  shop.staff.salary: [pii.salary]
 roles:
   writer:
     upstream: shop
     allow:
-      - select: [shop.people, shop.signups]
+      - select: [shop.people, shop.signups, shop.staff]
       - insert: [shop.signups, shop.tokens, shop.invites]
-      - update: [shop.signups]
+      - update: [shop.signups, shop.staff]
       - delete: [shop.people]
     deny_labels: [pii.*, secret]
 agents:
@@ -98,6 +105,12 @@ func TestConstraintOracles(t *testing.T) {
 		{"insert looks up a secret table's key",
 			"INSERT INTO tokens (vault_id) VALUES (7)",
 			"INSERT INTO tokens (vault_id) VALUES (8)", 1452, "secret"},
+		{"update checks a CHECK constraint over a labelled column",
+			"UPDATE staff SET credit_limit = 4000 WHERE id = 1",
+			"UPDATE staff SET credit_limit = 6000 WHERE id = 1", 4025, "pii.salary"},
+		{"update computes a generated column over a labelled column",
+			"UPDATE staff SET bonus = 2147470000 WHERE id = 1",
+			"UPDATE staff SET bonus = 2147480000 WHERE id = 1", 1264, "pii.salary"},
 		{"restricted delete looks for a secret table's rows",
 			"DELETE FROM people WHERE id = 2",
 			"DELETE FROM people WHERE id = 1", 0, "secret"},
@@ -128,6 +141,7 @@ func TestConstraintOracles(t *testing.T) {
 	for _, text := range []string{
 		"INSERT INTO invites (person_id) VALUES (1)", // people.id is not labelled
 		"UPDATE signups SET note = 'x' WHERE id = 1", // no key column
+		"UPDATE staff SET name = 'x' WHERE id = 1",   // no constraint or generated column reads name
 	} {
 		d, _ := engine.Check(p, testmariadb.Rename(text, db.Name), engine.NewSession())
 		assert.True(t, d.Allowed(), "%s: %s", text, reasonsJSON(d))

@@ -61,7 +61,9 @@
 // writes of the referencing tables as its own; the lookups of foreign key
 // checks (the parent key a child insert or key update must find, the
 // child rows a RESTRICT delete must not) are reads of those key columns,
-// with Via = the written table, so their labels apply. Settings that change what
+// with Via = the written table, so their labels apply; so are the
+// columns of the generated columns and CHECK constraints an update
+// recomputes (a failing CHECK (credit_limit <= salary) tells the salary). Settings that change what
 // writes do (foreign_key_checks, unique_checks, check_constraint_checks
 // off; a fixed timestamp) are guarded like sql_mode. Only functions
 // MariaDB 10.11 itself resolves as native count as built-ins: any other

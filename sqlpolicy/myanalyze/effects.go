@@ -81,6 +81,9 @@ func (w *walker) writeEffects() {
 			// value (or NULL): no lookup of its own.
 			w.parentChecks(rel, t.Action)
 		}
+		if t.Action == sqlpolicy.VerbUpdate {
+			w.rowChecks(rel)
+		}
 		switch t.Action {
 		case sqlpolicy.VerbDelete:
 			for _, ck := range w.a.fkChildren[t.Rel] {
@@ -118,6 +121,71 @@ func (w *walker) checkRead(rel sqlpolicy.Rel, cols []string, via sqlpolicy.Rel) 
 	w.table(sqlpolicy.TableRef{Rel: rel, Mode: sqlpolicy.Read, Via: via})
 	for _, c := range cols {
 		w.column(sqlpolicy.ColumnRef{Rel: rel, Column: c, Mode: sqlpolicy.Read, Via: via})
+	}
+}
+
+// rowChecks reports what an update of rel reads beyond its statement:
+// MariaDB computes the generated columns over the updated row and
+// evaluates the CHECK constraints on it, and the update fails or not
+// with the result (4025 CONSTRAINT failed, 1264 out of range, a strict
+// mode conversion error ...), so setting one column probes the row's
+// others: UPDATE staff SET credit_limit = n passes CHECK (credit_limit <=
+// salary) exactly when salary >= n. The columns of every generated column
+// and CHECK constraint that depend on an updated column (or on a generated
+// column that does) are reported as read, with Via = rel. An insert needs
+// none of this: its new row holds only the statement's values and the
+// columns' defaults.
+func (w *walker) rowChecks(rel *catalog.Relation) {
+	r := relOf(rel)
+	changed := map[string]bool{}
+	for _, c := range w.st.Columns {
+		if c.Mode == sqlpolicy.Write && c.Action == sqlpolicy.VerbUpdate && c.Rel == r {
+			changed[strings.ToLower(c.Column)] = true
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	// depends reports whether expr names a changed column; names that do
+	// not parse are refused.
+	depends := func(what, expr string) ([]string, bool) {
+		names, ok := w.a.exprColumns(expr)
+		if !ok {
+			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported, Rel: r,
+				Detail: fmt.Sprintf("%s of %s does not parse; an update evaluates it over the whole row", what, r)})
+			return nil, false
+		}
+		return names, slices.ContainsFunc(names, func(n string) bool { return changed[strings.ToLower(n)] })
+	}
+	read := func(names []string) {
+		cols := make([]string, 0, len(names))
+		for _, n := range names {
+			for _, c := range rel.Columns {
+				if strings.EqualFold(c.Name, n) && !slices.Contains(cols, c.Name) {
+					cols = append(cols, c.Name)
+				}
+			}
+		}
+		w.checkRead(r, cols, r)
+	}
+	// Generated columns over generated columns: until nothing changes.
+	for again := true; again; {
+		again = false
+		for _, c := range rel.Columns {
+			if c.Generated == "" || changed[strings.ToLower(c.Name)] {
+				continue
+			}
+			if names, ok := depends("generated column "+c.Name, c.Generated); ok {
+				changed[strings.ToLower(c.Name)] = true
+				read(names)
+				again = true
+			}
+		}
+	}
+	for _, ch := range rel.Checks {
+		if names, ok := depends("CHECK constraint "+ch.Name, ch.Clause); ok {
+			read(names)
+		}
 	}
 }
 
