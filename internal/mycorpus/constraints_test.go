@@ -36,6 +36,9 @@ CREATE TABLE staff (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, salary INT NO
     credit_limit INT NOT NULL DEFAULT 0, bonus INT NOT NULL DEFAULT 0, pay INT AS (salary + bonus) STORED,
     CONSTRAINT staff_limit CHECK (credit_limit <= salary));
 INSERT INTO staff (id, name, salary) VALUES (1, 'Ada', 5000);
+CREATE TABLE contacts (id INT PRIMARY KEY, email VARCHAR(100) NOT NULL,
+    hint VARCHAR(120) DEFAULT (CONCAT('mail ', email)), note VARCHAR(20) DEFAULT 'none');
+INSERT INTO contacts (id, email, hint) VALUES (1, 'ada@example.com', 'ask Ada');
 INSERT INTO people VALUES (1, 'Ada', 'ada@example.com'), (2, 'Alan', 'alan@example.com');
 INSERT INTO vault VALUES (7, 'hunter2');
 INSERT INTO person_audit (person_id) VALUES (2);
@@ -46,13 +49,14 @@ labels:
   shop.people.email: [pii.email]
   shop.vault: [secret]
   shop.staff.salary: [pii.salary]
+  shop.contacts.email: [pii.email]
 roles:
   writer:
     upstream: shop
     allow:
-      - select: [shop.people, shop.signups, shop.staff]
+      - select: [shop.people, shop.signups, shop.staff, shop.contacts]
       - insert: [shop.signups, shop.tokens, shop.invites]
-      - update: [shop.signups, shop.staff]
+      - update: [shop.signups, shop.staff, shop.contacts]
       - delete: [shop.people]
     deny_labels: [pii.*, secret]
 agents:
@@ -155,4 +159,62 @@ func hasLabel(d *sqlpolicy.Decision, label string) bool {
 		}
 	}
 	return false
+}
+
+// TestDefaultExpressions: a column's DEFAULT expression may name the
+// row's other columns (MariaDB 10.2+), and DEFAULT(col), or SET col =
+// DEFAULT, evaluates it over the row: contacts.hint's default spells out
+// the labelled email. MariaDB asks a privilege on hint alone, so the
+// role's own grants return the email; keyhole must refuse it.
+func TestDefaultExpressions(t *testing.T) {
+	t.Parallel()
+	user, password := testmariadb.NewUser(t)
+	db := testmariadb.New(t, oracleSchema)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin := testmariadb.Open(t, db.DSN)
+	cat, err := catalog.LoadMySQL(ctx, admin)
+	require.NoError(t, err)
+	pol, _, err := sqlpolicy.ParsePolicy([]byte(testmariadb.Rename(oraclePolicy, db.Name)), "oracle.yaml", cat)
+	require.NoError(t, err)
+	engine := sqlpolicy.NewEngine(pol, cat, myanalyze.New(cat, myanalyze.Options{}), sqlpolicy.EngineOptions{})
+	grants, _ := creds.MySQLGrants(pol, cat, pol.Roles["writer"], "'"+user+"'@'%'")
+	for _, g := range grants {
+		_, err := admin.ExecContext(ctx, g)
+		require.NoError(t, err, g)
+	}
+	udb := testmariadb.Open(t, testmariadb.WithUser(db.DSN, user, password))
+	udb.SetMaxIdleConns(0)
+	p := sqlpolicy.Principal{Agent: "writer-agent"}
+
+	// What MariaDB gives the role's own grants.
+	var got string
+	require.NoError(t, udb.QueryRowContext(ctx, "SELECT DEFAULT(hint) FROM contacts WHERE id = 1").Scan(&got))
+	assert.Equal(t, "mail ada@example.com", got, "the default shows the email to a user without a grant on it")
+
+	for _, texts := range [][]string{
+		{"SELECT id, DEFAULT(hint) FROM contacts"},
+		{"SELECT id FROM contacts WHERE DEFAULT(hint) LIKE 'mail a%'"},
+		{"SELECT d FROM (SELECT DEFAULT(c.hint) AS d FROM contacts c) x"},
+		{"UPDATE contacts SET hint = DEFAULT WHERE id = 1", "SELECT hint FROM contacts WHERE id = 1"},
+		{"UPDATE contacts SET HINT = DEFAULT WHERE id = 1", "SELECT hint FROM contacts WHERE id = 1"},
+		{"UPDATE contacts SET note = DEFAULT(hint) WHERE id = 1", "SELECT note FROM contacts WHERE id = 1"},
+	} {
+		texts[0] = testmariadb.Rename(texts[0], db.Name)
+		errno, msg, err := mariaOutcome(udb, texts)
+		require.NoError(t, err)
+		assert.Zero(t, errno, "%s: MariaDB refuses it (%s): nothing to show", texts[0], msg)
+		d, _ := engine.Check(p, texts[0], engine.NewSession())
+		if assert.False(t, d.Allowed(), "keyhole allows %s", texts[0]) {
+			assert.True(t, hasLabel(d, "pii.email"), "%s refused without label pii.email: %s", texts[0], reasonsJSON(d))
+		}
+	}
+	for _, text := range []string{
+		"SELECT id, hint, DEFAULT(note) FROM contacts",    // a constant default
+		"UPDATE contacts SET note = DEFAULT WHERE id = 1", // likewise
+		"UPDATE contacts SET hint = 'x' WHERE id = 1",     // no default evaluated
+	} {
+		d, _ := engine.Check(p, testmariadb.Rename(text, db.Name), engine.NewSession())
+		assert.True(t, d.Allowed(), "%s: %s", text, reasonsJSON(d))
+	}
 }

@@ -48,9 +48,12 @@
 //
 // Writes carry their row action: REPLACE writes its table with the delete
 // and the insert action, INSERT ... ON DUPLICATE KEY UPDATE is an upsert
-// whose SET columns are written by the update action. Column defaults need
-// no report: MariaDB's DEFAULT expressions cannot read tables or call
-// stored functions. User variables hold only values of texts keyhole
+// whose SET columns are written by the update action. MariaDB's DEFAULT
+// expressions cannot read tables or call stored functions, but they may
+// name the row's other columns: DEFAULT(col), and SET col = DEFAULT in an
+// UPDATE or ON DUPLICATE KEY UPDATE, evaluate the default over an
+// existing row and read those columns (an INSERT's defaults see only the
+// new row). User variables hold only values of texts keyhole
 // allowed (every read is reported where the value is computed), so they
 // carry nothing between statements that the policy did not allow.
 //
