@@ -137,6 +137,18 @@ type Relation struct {
 	// column-level (information_schema.CHECK_CONSTRAINTS): the server
 	// evaluates them over the whole new row of every insert and update.
 	Checks []Check `json:"checks,omitempty"`
+	// UniqueKeys are a MySQL/MariaDB table's primary and unique keys
+	// (information_schema.STATISTICS), each its columns in key order; ""
+	// stands for an expression (a MySQL 8 functional key part). A write
+	// that changes a key column compares the whole key with every other
+	// row's, and a conflict (1062) prints the whole key.
+	UniqueKeys []UniqueKey `json:"unique_keys,omitempty"`
+}
+
+// UniqueKey is one primary or unique key of a MySQL/MariaDB table.
+type UniqueKey struct {
+	Name    string   `json:"name"`
+	Columns []string `json:"columns"`
 }
 
 // Check is one CHECK constraint of a MySQL/MariaDB table.

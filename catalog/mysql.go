@@ -164,6 +164,7 @@ func inspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
 		{"triggers", myTriggers},
 		{"foreign keys", myForeignKeys},
 		{"check constraints", myChecks},
+		{"unique keys", myUniqueKeys},
 	}
 	for _, s := range steps {
 		if err := s.run(ctx, tx, l); err != nil {
@@ -444,6 +445,37 @@ ORDER BY c.CONSTRAINT_SCHEMA, t.TABLE_NAME, c.CONSTRAINT_NAME`}
 			return fmt.Errorf("%w: check constraint %s of unknown table %s.%s", ErrCatalogChanged, c.Name, schema, table)
 		}
 		r.Checks = append(r.Checks, c)
+	}
+	return rows.Err()
+}
+
+// myUniqueKeys reads every primary and unique key with its columns in key
+// order (a functional key part has no COLUMN_NAME: "").
+func myUniqueKeys(ctx context.Context, tx *sql.Tx, l *Loaded) error {
+	rows, err := tx.QueryContext(ctx, `
+SELECT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, COALESCE(COLUMN_NAME, '')
+FROM information_schema.STATISTICS
+WHERE NON_UNIQUE = 0 AND `+skipSchemas("TABLE_SCHEMA")+`
+ORDER BY TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var schema, table, name, col string
+		if err := rows.Scan(&schema, &table, &name, &col); err != nil {
+			return err
+		}
+		r := l.Catalog.Relation(schema, table)
+		if r == nil {
+			return fmt.Errorf("%w: key %s of unknown table %s.%s", ErrCatalogChanged, name, schema, table)
+		}
+		n := len(r.UniqueKeys)
+		if n == 0 || r.UniqueKeys[n-1].Name != name {
+			r.UniqueKeys = append(r.UniqueKeys, UniqueKey{Name: name})
+			n++
+		}
+		r.UniqueKeys[n-1].Columns = append(r.UniqueKeys[n-1].Columns, col)
 	}
 	return rows.Err()
 }

@@ -65,8 +65,9 @@
 // checks (the parent key a child insert or key update must find, the
 // child rows a RESTRICT delete must not) are reads of those key columns,
 // with Via = the written table, so their labels apply; so are the
-// columns of the generated columns and CHECK constraints an update
-// recomputes (a failing CHECK (credit_limit <= salary) tells the salary). Settings that change what
+// columns of the generated columns, CHECK constraints and unique keys an
+// update recomputes (a failing CHECK (credit_limit <= salary) tells the
+// salary, a duplicate key error prints the whole key). Settings that change what
 // writes do (foreign_key_checks, unique_checks, check_constraint_checks
 // off; a fixed timestamp) are guarded like sql_mode. Only functions
 // MariaDB 10.11 itself resolves as native count as built-ins: any other

@@ -125,16 +125,17 @@ func (w *walker) checkRead(rel sqlpolicy.Rel, cols []string, via sqlpolicy.Rel) 
 }
 
 // rowChecks reports what an update of rel reads beyond its statement:
-// MariaDB computes the generated columns over the updated row and
-// evaluates the CHECK constraints on it, and the update fails or not
-// with the result (4025 CONSTRAINT failed, 1264 out of range, a strict
-// mode conversion error ...), so setting one column probes the row's
-// others: UPDATE staff SET credit_limit = n passes CHECK (credit_limit <=
-// salary) exactly when salary >= n. The columns of every generated column
-// and CHECK constraint that depend on an updated column (or on a generated
-// column that does) are reported as read, with Via = rel. An insert needs
-// none of this: its new row holds only the statement's values and the
-// columns' defaults.
+// MariaDB computes the generated columns over the updated row, evaluates
+// the CHECK constraints on it and compares its unique keys with the other
+// rows', and the update fails or not with the result (4025 CONSTRAINT
+// failed, 1264 out of range, 1062 duplicate entry ...), so setting one
+// column probes the row's others: UPDATE staff SET credit_limit = n
+// passes CHECK (credit_limit <= salary) exactly when salary >= n. The
+// columns of every generated column, CHECK constraint and unique key that
+// depends on an updated column (or on a generated column that does) are
+// reported as read, with Via = rel. An insert needs none of this: its new
+// row holds only the statement's values and the columns' defaults (and a
+// key it collides with holds the same values).
 func (w *walker) rowChecks(rel *catalog.Relation) {
 	r := relOf(rel)
 	changed := map[string]bool{}
@@ -186,6 +187,34 @@ func (w *walker) rowChecks(rel *catalog.Relation) {
 		if names, ok := depends("CHECK constraint "+ch.Name, ch.Clause); ok {
 			read(names)
 		}
+	}
+	// A key that changes is compared whole with the other rows' (the
+	// update fails on a conflict, 1062, whose message prints the whole
+	// key: UPDATE members SET tenant = 2 shows the row's email under
+	// UNIQUE (email, tenant)). An expression key part may name any
+	// column.
+	for _, k := range rel.UniqueKeys {
+		if slices.Contains(k.Columns, "") {
+			all := make([]string, len(rel.Columns))
+			for i, c := range rel.Columns {
+				all[i] = c.Name
+			}
+			read(all)
+			continue
+		}
+		if !slices.ContainsFunc(k.Columns, func(n string) bool { return changed[strings.ToLower(n)] }) {
+			continue
+		}
+		cols := slices.Clone(k.Columns)
+		for _, n := range k.Columns {
+			// A generated key column shows what it is computed from.
+			if c := rel.Column(n); c != nil {
+				for _, g := range rel.GeneratedFrom(c) {
+					cols = append(cols, g.Name)
+				}
+			}
+		}
+		read(cols)
 	}
 }
 
