@@ -358,13 +358,21 @@ func (w *walker) baseCols(rel *catalog.Relation) []outCol {
 
 // exprColumns returns the column names an expression (a generated
 // column's) names; ok is false when it does not parse.
+// The result is cached by text: writes evaluate the same defaults, CHECK
+// clauses and generation expressions statement after statement.
 func (a *Analyzer) exprColumns(expr string) (names []string, ok bool) {
+	if v, hit := a.exprCols.Load(expr); hit {
+		names = v.([]string)
+		return names, names != nil
+	}
 	stmts, p := a.parse("SELECT "+expr, 0)
 	if p != nil || len(stmts) != 1 {
+		a.exprCols.Store(expr, []string(nil))
 		return nil, false
 	}
-	v := &nameCollector{}
+	v := &nameCollector{names: []string{}}
 	stmts[0].Accept(v)
+	a.exprCols.Store(expr, v.names)
 	return v.names, true
 }
 
