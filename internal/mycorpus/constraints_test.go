@@ -34,7 +34,8 @@ CREATE TABLE person_audit (id INT AUTO_INCREMENT PRIMARY KEY, person_id INT NOT 
     CONSTRAINT person_audit_fk FOREIGN KEY (person_id) REFERENCES people (id)) COMMENT 'keyhole: secret';
 CREATE TABLE staff (id INT PRIMARY KEY, name VARCHAR(50) NOT NULL, salary INT NOT NULL,
     credit_limit INT NOT NULL DEFAULT 0, bonus INT NOT NULL DEFAULT 0, pay INT AS (salary + bonus) STORED,
-    CONSTRAINT staff_limit CHECK (credit_limit <= salary));
+    reserve INT NOT NULL DEFAULT 0,
+    CONSTRAINT staff_limit CHECK (credit_limit <= salary), CONSTRAINT staff_reserve CHECK (reserve <= pay));
 INSERT INTO staff (id, name, salary) VALUES (1, 'Ada', 5000);
 CREATE TABLE contacts (id INT PRIMARY KEY, email VARCHAR(100) NOT NULL,
     hint VARCHAR(120) DEFAULT (CONCAT('mail ', email)), note VARCHAR(20) DEFAULT 'none');
@@ -118,6 +119,9 @@ func TestConstraintOracles(t *testing.T) {
 		{"update checks a CHECK constraint over a labelled column",
 			"UPDATE staff SET credit_limit = 4000 WHERE id = 1",
 			"UPDATE staff SET credit_limit = 6000 WHERE id = 1", 0, 4025, "pii.salary"},
+		{"update checks a CHECK constraint over a generated column over a labelled column",
+			"UPDATE staff SET reserve = 4000 WHERE id = 1",
+			"UPDATE staff SET reserve = 6000 WHERE id = 1", 0, 4025, "pii.salary"},
 		{"update computes a generated column over a labelled column",
 			"UPDATE staff SET bonus = 2147470000 WHERE id = 1",
 			"UPDATE staff SET bonus = 2147480000 WHERE id = 1", 0, 1264, "pii.salary"},

@@ -112,11 +112,12 @@ func (w *walker) parentChecks(rel *catalog.Relation, action sqlpolicy.Verb) {
 	}
 }
 
-// checkRead reports cols of rel as read by a foreign key check of a write
-// of via.
+// checkRead reports cols of rel (and what generated ones are computed
+// from) as read by a check a write of via makes.
 func (w *walker) checkRead(rel sqlpolicy.Rel, cols []string, via sqlpolicy.Rel) {
 	if r := w.cat.Relation(rel.Schema, rel.Name); r != nil {
 		rel = relOf(r)
+		cols = withGenerated(r, cols)
 	}
 	w.table(sqlpolicy.TableRef{Rel: rel, Mode: sqlpolicy.Read, Via: via})
 	for _, c := range cols {
@@ -158,17 +159,7 @@ func (w *walker) rowChecks(rel *catalog.Relation) {
 		}
 		return names, slices.ContainsFunc(names, func(n string) bool { return changed[strings.ToLower(n)] })
 	}
-	read := func(names []string) {
-		cols := make([]string, 0, len(names))
-		for _, n := range names {
-			for _, c := range rel.Columns {
-				if strings.EqualFold(c.Name, n) && !slices.Contains(cols, c.Name) {
-					cols = append(cols, c.Name)
-				}
-			}
-		}
-		w.checkRead(r, cols, r)
-	}
+	read := func(names []string) { w.checkRead(r, names, r) }
 	// Generated columns over generated columns: until nothing changes.
 	for again := true; again; {
 		again = false
@@ -205,17 +196,32 @@ func (w *walker) rowChecks(rel *catalog.Relation) {
 		if !slices.ContainsFunc(k.Columns, func(n string) bool { return changed[strings.ToLower(n)] }) {
 			continue
 		}
-		cols := slices.Clone(k.Columns)
-		for _, n := range k.Columns {
-			// A generated key column shows what it is computed from.
-			if c := rel.Column(n); c != nil {
-				for _, g := range rel.GeneratedFrom(c) {
-					cols = append(cols, g.Name)
-				}
+		read(k.Columns)
+	}
+}
+
+// withGenerated returns the columns of rel that names name (letter case
+// aside), each once, and for a generated one the columns it is computed
+// from: a value derived from a generated column shows them.
+func withGenerated(rel *catalog.Relation, names []string) []string {
+	var cols []string
+	add := func(n string) {
+		if !slices.Contains(cols, n) {
+			cols = append(cols, n)
+		}
+	}
+	for _, n := range names {
+		for _, c := range rel.Columns {
+			if !strings.EqualFold(c.Name, n) {
+				continue
+			}
+			add(c.Name)
+			for _, g := range rel.GeneratedFrom(c) {
+				add(g.Name)
 			}
 		}
-		read(cols)
 	}
+	return cols
 }
 
 // triggers refuses a write of rel by action when rel has a trigger on that

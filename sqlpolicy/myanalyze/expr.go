@@ -174,12 +174,8 @@ func (w *walker) defaultReads(rel *catalog.Relation, column string, via sqlpolic
 		return nil
 	}
 	var out []sqlpolicy.ColumnRef
-	for _, n := range names {
-		for _, c := range rel.Columns {
-			if strings.EqualFold(c.Name, n) {
-				out = append(out, sqlpolicy.ColumnRef{Rel: relOf(rel), Column: c.Name, Mode: sqlpolicy.Read, Via: via})
-			}
-		}
+	for _, n := range withGenerated(rel, names) {
+		out = append(out, sqlpolicy.ColumnRef{Rel: relOf(rel), Column: n, Mode: sqlpolicy.Read, Via: via})
 	}
 	return out
 }
