@@ -148,14 +148,13 @@ func (w *walker) rowChecks(rel *catalog.Relation) {
 	if len(changed) == 0 {
 		return
 	}
-	// depends reports whether expr names a changed column; names that do
-	// not parse are refused.
-	depends := func(what, expr string) ([]string, bool) {
+	// depends returns the columns expr names and whether one changed; an
+	// expression keyhole's parser does not read may name any column (as
+	// in baseCols).
+	depends := func(expr string) ([]string, bool) {
 		names, ok := w.a.exprColumns(expr)
 		if !ok {
-			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported, Rel: r,
-				Detail: fmt.Sprintf("%s of %s does not parse; an update evaluates it over the whole row", what, r)})
-			return nil, false
+			names = allColumns(rel)
 		}
 		return names, slices.ContainsFunc(names, func(n string) bool { return changed[strings.ToLower(n)] })
 	}
@@ -167,7 +166,7 @@ func (w *walker) rowChecks(rel *catalog.Relation) {
 			if c.Generated == "" || changed[strings.ToLower(c.Name)] {
 				continue
 			}
-			if names, ok := depends("generated column "+c.Name, c.Generated); ok {
+			if names, ok := depends(c.Generated); ok {
 				changed[strings.ToLower(c.Name)] = true
 				read(names)
 				again = true
@@ -175,7 +174,7 @@ func (w *walker) rowChecks(rel *catalog.Relation) {
 		}
 	}
 	for _, ch := range rel.Checks {
-		if names, ok := depends("CHECK constraint "+ch.Name, ch.Clause); ok {
+		if names, ok := depends(ch.Clause); ok {
 			read(names)
 		}
 	}
@@ -186,11 +185,7 @@ func (w *walker) rowChecks(rel *catalog.Relation) {
 	// column.
 	for _, k := range rel.UniqueKeys {
 		if slices.Contains(k.Columns, "") {
-			all := make([]string, len(rel.Columns))
-			for i, c := range rel.Columns {
-				all[i] = c.Name
-			}
-			read(all)
+			read(allColumns(rel))
 			continue
 		}
 		if !slices.ContainsFunc(k.Columns, func(n string) bool { return changed[strings.ToLower(n)] }) {
@@ -198,6 +193,14 @@ func (w *walker) rowChecks(rel *catalog.Relation) {
 		}
 		read(k.Columns)
 	}
+}
+
+func allColumns(rel *catalog.Relation) []string {
+	all := make([]string, len(rel.Columns))
+	for i, c := range rel.Columns {
+		all[i] = c.Name
+	}
+	return all
 }
 
 // withGenerated returns the columns of rel that names name (letter case

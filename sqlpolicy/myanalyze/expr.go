@@ -158,8 +158,8 @@ func (w *walker) columnRef(cn *ast.ColumnName, sc *scope, sk sink, cl clause) []
 // defaultReads returns the columns of rel that column's DEFAULT expression
 // names, as reads (with via), for a statement that evaluates it over an
 // existing row. MariaDB prints a default in COLUMN_DEFAULT as SQL (a
-// string quoted, an expression as written); one that does not parse is
-// refused.
+// string quoted, an expression as written); one keyhole's parser does not
+// read may name any column.
 func (w *walker) defaultReads(rel *catalog.Relation, column string, via sqlpolicy.Rel) []sqlpolicy.ColumnRef {
 	// Column names are case-insensitive.
 	i := slices.IndexFunc(rel.Columns, func(c *catalog.Column) bool { return strings.EqualFold(c.Name, column) })
@@ -169,9 +169,7 @@ func (w *walker) defaultReads(rel *catalog.Relation, column string, via sqlpolic
 	col := rel.Columns[i]
 	names, ok := w.a.exprColumns(col.Default)
 	if !ok {
-		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported, Rel: relOf(rel), Column: col.Name,
-			Detail: fmt.Sprintf("the DEFAULT of %s.%s does not parse; it may read the row's other columns", relOf(rel), col.Name)})
-		return nil
+		names = allColumns(rel)
 	}
 	var out []sqlpolicy.ColumnRef
 	for _, n := range withGenerated(rel, names) {
