@@ -143,6 +143,11 @@ type Relation struct {
 	// that changes a key column compares the whole key with every other
 	// row's, and a conflict (1062) prints the whole key.
 	UniqueKeys []UniqueKey `json:"unique_keys,omitempty"`
+	// Partitioning are a partitioned MySQL/MariaDB table's partitioning
+	// and subpartitioning expressions (information_schema.PARTITIONS; ""
+	// for KEY () over the primary key): naming partitions (FROM t
+	// PARTITION (p)) filters the rows by them.
+	Partitioning []string `json:"partitioning,omitempty"`
 }
 
 // UniqueKey is one primary or unique key of a MySQL/MariaDB table.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -165,6 +166,7 @@ func inspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
 		{"foreign keys", myForeignKeys},
 		{"check constraints", myChecks},
 		{"unique keys", myUniqueKeys},
+		{"partitioning", myPartitioning},
 	}
 	for _, s := range steps {
 		if err := s.run(ctx, tx, l); err != nil {
@@ -476,6 +478,42 @@ ORDER BY TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX`)
 			n++
 		}
 		r.UniqueKeys[n-1].Columns = append(r.UniqueKeys[n-1].Columns, col)
+	}
+	return rows.Err()
+}
+
+// myPartitioning reads the partitioning and subpartitioning expressions
+// of partitioned tables (each partition's row repeats them).
+func myPartitioning(ctx context.Context, tx *sql.Tx, l *Loaded) error {
+	rows, err := tx.QueryContext(ctx, `
+SELECT DISTINCT TABLE_SCHEMA, TABLE_NAME, COALESCE(PARTITION_EXPRESSION, ''), SUBPARTITION_METHOD IS NOT NULL,
+       COALESCE(SUBPARTITION_EXPRESSION, '')
+FROM information_schema.PARTITIONS
+WHERE PARTITION_NAME IS NOT NULL AND `+skipSchemas("TABLE_SCHEMA")+`
+ORDER BY TABLE_SCHEMA, TABLE_NAME`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var schema, table, expr, subExpr string
+		var sub bool
+		if err := rows.Scan(&schema, &table, &expr, &sub, &subExpr); err != nil {
+			return err
+		}
+		r := l.Catalog.Relation(schema, table)
+		if r == nil {
+			return fmt.Errorf("%w: partitions of unknown table %s.%s", ErrCatalogChanged, schema, table)
+		}
+		exprs := []string{expr}
+		if sub {
+			exprs = append(exprs, subExpr)
+		}
+		for _, e := range exprs {
+			if !slices.Contains(r.Partitioning, e) {
+				r.Partitioning = append(r.Partitioning, e)
+			}
+		}
 	}
 	return rows.Err()
 }

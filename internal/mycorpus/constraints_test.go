@@ -2,6 +2,7 @@ package mycorpus_test
 
 import (
 	"context"
+	"database/sql"
 	"testing"
 	"time"
 
@@ -44,6 +45,9 @@ CREATE TABLE members (id INT PRIMARY KEY, email VARCHAR(100) NOT NULL, tenant IN
     handle VARCHAR(120) AS (CONCAT(email, '/', tag)) VIRTUAL,
     UNIQUE KEY member_email (email, tenant), UNIQUE KEY member_handle (handle));
 INSERT INTO members (id, email, tenant, tag) VALUES (1, 'ada@example.com', 1, 'a'), (2, 'ada@example.com', 2, 'b');
+CREATE TABLE pay (id INT NOT NULL, name VARCHAR(20) NOT NULL, salary INT NOT NULL, PRIMARY KEY (id, salary))
+    PARTITION BY RANGE (salary) (PARTITION p_low VALUES LESS THAN (50000), PARTITION p_high VALUES LESS THAN MAXVALUE);
+INSERT INTO pay VALUES (1, 'Ada', 40000), (2, 'Alan', 90000);
 INSERT INTO people VALUES (1, 'Ada', 'ada@example.com'), (2, 'Alan', 'alan@example.com');
 INSERT INTO vault VALUES (7, 'hunter2');
 INSERT INTO person_audit (person_id) VALUES (2);
@@ -56,11 +60,12 @@ labels:
   shop.staff.salary: [pii.salary]
   shop.contacts.email: [pii.email]
   shop.members.email: [pii.email]
+  shop.pay.salary: [pii.salary]
 roles:
   writer:
     upstream: shop
     allow:
-      - select: [shop.people, shop.signups, shop.staff, shop.contacts, shop.members]
+      - select: [shop.people, shop.signups, shop.staff, shop.contacts, shop.members, shop.pay]
       - insert: [shop.signups, shop.tokens, shop.invites]
       - update: [shop.signups, shop.staff, shop.contacts, shop.members]
       - delete: [shop.people]
@@ -79,23 +84,7 @@ agents:
 // whose checks read only unlabelled keys stay allowed.
 func TestConstraintOracles(t *testing.T) {
 	t.Parallel()
-	user, password := testmariadb.NewUser(t)
-	db := testmariadb.New(t, oracleSchema)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	admin := testmariadb.Open(t, db.DSN)
-	cat, err := catalog.LoadMySQL(ctx, admin)
-	require.NoError(t, err)
-	pol, _, err := sqlpolicy.ParsePolicy([]byte(testmariadb.Rename(oraclePolicy, db.Name)), "oracle.yaml", cat)
-	require.NoError(t, err)
-	engine := sqlpolicy.NewEngine(pol, cat, myanalyze.New(cat, myanalyze.Options{}), sqlpolicy.EngineOptions{})
-	grants, _ := creds.MySQLGrants(pol, cat, pol.Roles["writer"], "'"+user+"'@'%'")
-	for _, g := range grants {
-		_, err := admin.ExecContext(ctx, g)
-		require.NoError(t, err, g)
-	}
-	udb := testmariadb.Open(t, testmariadb.WithUser(db.DSN, user, password))
-	udb.SetMaxIdleConns(0)
+	engine, udb, db := newOracleDB(t)
 
 	probes := []struct {
 		name      string
@@ -165,22 +154,11 @@ func TestConstraintOracles(t *testing.T) {
 	}
 }
 
-func hasLabel(d *sqlpolicy.Decision, label string) bool {
-	for _, r := range d.Reasons {
-		if r.Label == label {
-			return true
-		}
-	}
-	return false
-}
-
-// TestDefaultExpressions: a column's DEFAULT expression may name the
-// row's other columns (MariaDB 10.2+), and DEFAULT(col), or SET col =
-// DEFAULT, evaluates it over the row: contacts.hint's default spells out
-// the labelled email. MariaDB asks a privilege on hint alone, so the
-// role's own grants return the email; keyhole must refuse it.
-func TestDefaultExpressions(t *testing.T) {
-	t.Parallel()
+// newOracleDB loads oracleSchema into a throwaway database and returns
+// the engine deciding oraclePolicy over it, and connections as a MariaDB
+// user holding exactly the writer role's grants.
+func newOracleDB(t *testing.T) (*sqlpolicy.Engine, *sql.DB, *testmariadb.DB) {
+	t.Helper()
 	user, password := testmariadb.NewUser(t)
 	db := testmariadb.New(t, oracleSchema)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -198,6 +176,28 @@ func TestDefaultExpressions(t *testing.T) {
 	}
 	udb := testmariadb.Open(t, testmariadb.WithUser(db.DSN, user, password))
 	udb.SetMaxIdleConns(0)
+	return engine, udb, db
+}
+
+func hasLabel(d *sqlpolicy.Decision, label string) bool {
+	for _, r := range d.Reasons {
+		if r.Label == label {
+			return true
+		}
+	}
+	return false
+}
+
+// TestDefaultExpressions: a column's DEFAULT expression may name the
+// row's other columns (MariaDB 10.2+), and DEFAULT(col), or SET col =
+// DEFAULT, evaluates it over the row: contacts.hint's default spells out
+// the labelled email. MariaDB asks a privilege on hint alone, so the
+// role's own grants return the email; keyhole must refuse it.
+func TestDefaultExpressions(t *testing.T) {
+	t.Parallel()
+	engine, udb, db := newOracleDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	p := sqlpolicy.Principal{Agent: "writer-agent"}
 
 	// What MariaDB gives the role's own grants.
@@ -230,4 +230,34 @@ func TestDefaultExpressions(t *testing.T) {
 		d, _ := engine.Check(p, testmariadb.Rename(text, db.Name), engine.NewSession())
 		assert.True(t, d.Allowed(), "%s: %s", text, reasonsJSON(d))
 	}
+}
+
+// TestPartitionSelection: naming partitions (FROM pay PARTITION (p_high))
+// keeps the rows whose partitioning expression falls in them, a filter on
+// the columns it names, here the labelled salary: MariaDB asks no
+// privilege on them, keyhole must refuse it.
+func TestPartitionSelection(t *testing.T) {
+	t.Parallel()
+	engine, udb, db := newOracleDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p := sqlpolicy.Principal{Agent: "writer-agent"}
+
+	var name string
+	require.NoError(t, udb.QueryRowContext(ctx, "SELECT name FROM pay PARTITION (p_high)").Scan(&name))
+	assert.Equal(t, "Alan", name, "the role's own grants pick the rows by salary")
+
+	for _, text := range []string{
+		"SELECT id, name FROM pay PARTITION (p_high)",
+		"SELECT COUNT(*) FROM pay PARTITION (p_low, p_high)",
+		"SELECT o.name FROM pay o WHERE o.id IN (SELECT id FROM pay PARTITION (p_high))",
+		"SELECT d.name FROM (SELECT name FROM shop.pay PARTITION (p_high)) d",
+	} {
+		d, _ := engine.Check(p, testmariadb.Rename(text, db.Name), engine.NewSession())
+		if assert.False(t, d.Allowed(), "keyhole allows %s", text) {
+			assert.True(t, hasLabel(d, "pii.salary"), "%s refused without label pii.salary: %s", text, reasonsJSON(d))
+		}
+	}
+	d, _ := engine.Check(p, "SELECT id, name FROM pay", engine.NewSession())
+	assert.True(t, d.Allowed(), reasonsJSON(d))
 }

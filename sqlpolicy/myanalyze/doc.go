@@ -32,7 +32,9 @@
 //     makes; a name that binds to nothing is a Problem.
 //
 // Columns: every column a statement names counts as read, in any clause,
-// at any nesting level. Only views are more precise: a reference to a
+// at any nesting level, and so do the columns of the partitioning
+// expression of a table whose partitions it names (FROM t PARTITION (p)
+// filters on them). Only views are more precise: a reference to a
 // view column reports that column and the base columns that flow into it
 // (Via = the view), plus the columns the view's other clauses read.
 //

@@ -447,6 +447,9 @@ func (w *walker) resolveTable(tn *ast.TableName, sc *scope, mode sqlpolicy.Mode,
 	if isInfoSchema(rel.Schema) && statisticsViews[strings.ToUpper(rel.Name)] != nil {
 		w.statsItems++
 	}
+	if len(tn.PartitionNames) > 0 && !(mode == sqlpolicy.Write && w.action == sqlpolicy.VerbInsert) {
+		w.partitionReads(rel)
+	}
 	switch {
 	case mode == 0:
 		it.cols = w.baseCols(rel)
@@ -457,6 +460,31 @@ func (w *walker) resolveTable(tn *ast.TableName, sc *scope, mode sqlpolicy.Mode,
 		it.cols = w.relation(rel, mode)
 	}
 	return it
+}
+
+// partitionReads reports the columns a partition selection (FROM t
+// PARTITION (p)) reads: MariaDB keeps the rows whose partitioning
+// expression falls in the named partitions, a filter on the columns the
+// expression names (PARTITION BY RANGE (salary) picks rows by salary). An
+// expression keyhole's parser does not read, or KEY () over the primary
+// key, may name any column. An INSERT's PARTITION clause only checks the
+// new rows.
+func (w *walker) partitionReads(rel *catalog.Relation) {
+	var names []string
+	if len(rel.Partitioning) == 0 {
+		names = allColumns(rel)
+	}
+	for _, e := range rel.Partitioning {
+		n, ok := w.a.exprColumns(e)
+		if !ok || strings.TrimSpace(e) == "" {
+			n = allColumns(rel)
+		}
+		names = append(names, n...)
+	}
+	r := relOf(rel)
+	for _, c := range withGenerated(rel, names) {
+		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
+	}
 }
 
 // relation reports a reference to rel with mode and returns its columns.
