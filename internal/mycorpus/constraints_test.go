@@ -70,6 +70,7 @@ roles:
       - update: [shop.signups, shop.staff, shop.contacts, shop.members]
       - delete: [shop.people]
     deny_labels: [pii.*, secret]
+    catalog: true
 agents:
   writer-agent: {role: writer}
 `
@@ -258,6 +259,25 @@ func TestPartitionSelection(t *testing.T) {
 			assert.True(t, hasLabel(d, "pii.salary"), "%s refused without label pii.salary: %s", text, reasonsJSON(d))
 		}
 	}
-	d, _ := engine.Check(p, "SELECT id, name FROM pay", engine.NewSession())
-	assert.True(t, d.Allowed(), reasonsJSON(d))
+	// information_schema.PARTITIONS counts each partition's rows: under
+	// RANGE (salary), how many salaries fall in each range.
+	var rows int
+	require.NoError(t, udb.QueryRowContext(ctx, "SELECT TABLE_ROWS FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'pay' AND PARTITION_NAME = 'p_high'").Scan(&rows))
+	assert.Equal(t, 1, rows, "the role's own grants count the rows by salary")
+	for _, text := range []string{
+		"SELECT PARTITION_NAME, TABLE_ROWS FROM information_schema.PARTITIONS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'pay'",
+		"SELECT PARTITION_NAME, TABLE_ROWS FROM information_schema.PARTITIONS",
+	} {
+		d, _ := engine.Check(p, text, engine.NewSession())
+		if assert.False(t, d.Allowed(), "keyhole allows %s", text) {
+			assert.True(t, hasLabel(d, "pii.salary"), "%s refused without label pii.salary: %s", text, reasonsJSON(d))
+		}
+	}
+	for _, text := range []string{
+		"SELECT id, name FROM pay",
+		"SELECT PARTITION_NAME, PARTITION_DESCRIPTION FROM information_schema.PARTITIONS WHERE TABLE_NAME = 'pay'",
+	} {
+		d, _ := engine.Check(p, text, engine.NewSession())
+		assert.True(t, d.Allowed(), "%s: %s", text, reasonsJSON(d))
+	}
 }

@@ -46,6 +46,9 @@ type walker struct {
 	// whose query's WHERE clause narrows them (statistics.go).
 	statsItems    int
 	statsNarrowed []statsFilter
+	// statsPartitions is set when those numbers are PARTITIONS' per
+	// partition ones.
+	statsPartitions bool
 
 	// bodyWiths are the WITH clauses attached directly to the body of a
 	// WITH query (d AS (WITH e AS ... SELECT ...)): only the queries of
