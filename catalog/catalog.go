@@ -133,6 +133,34 @@ type Relation struct {
 	// expressions and predicates, constraints and defaults of the
 	// domains of its columns, row security policies.
 	Calls []ImplicitCall `json:"calls,omitempty"`
+	// Checks are a MySQL/MariaDB table's CHECK constraints, table- and
+	// column-level (information_schema.CHECK_CONSTRAINTS): the server
+	// evaluates them over the whole new row of every insert and update.
+	Checks []Check `json:"checks,omitempty"`
+	// UniqueKeys are a MySQL/MariaDB table's primary and unique keys
+	// (information_schema.STATISTICS), each its columns in key order; ""
+	// stands for an expression (a MySQL 8 functional key part). A write
+	// that changes a key column compares the whole key with every other
+	// row's, and a conflict (1062) prints the whole key.
+	UniqueKeys []UniqueKey `json:"unique_keys,omitempty"`
+	// Partitioning are a partitioned MySQL/MariaDB table's partitioning
+	// and subpartitioning expressions (information_schema.PARTITIONS; ""
+	// for KEY () over the primary key): naming partitions (FROM t
+	// PARTITION (p)) filters the rows by them.
+	Partitioning []string `json:"partitioning,omitempty"`
+}
+
+// UniqueKey is one primary or unique key of a MySQL/MariaDB table.
+type UniqueKey struct {
+	Name    string   `json:"name"`
+	Columns []string `json:"columns"`
+}
+
+// Check is one CHECK constraint of a MySQL/MariaDB table.
+type Check struct {
+	Name string `json:"name"`
+	// Clause is the condition as the server prints it (CHECK_CLAUSE).
+	Clause string `json:"clause"`
 }
 
 // Trigger is one trigger of a table (of a view: INSTEAD OF) for one event.

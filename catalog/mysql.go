@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -163,6 +164,9 @@ func inspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
 		{"routines", myRoutines},
 		{"triggers", myTriggers},
 		{"foreign keys", myForeignKeys},
+		{"check constraints", myChecks},
+		{"unique keys", myUniqueKeys},
+		{"partitioning", myPartitioning},
 	}
 	for _, s := range steps {
 		if err := s.run(ctx, tx, l); err != nil {
@@ -389,6 +393,127 @@ ORDER BY k.TABLE_SCHEMA, k.TABLE_NAME, k.CONSTRAINT_NAME, k.ORDINAL_POSITION`)
 		fk := &r.ForeignKeys[n-1]
 		fk.Columns = append(fk.Columns, col)
 		fk.RefColumns = append(fk.RefColumns, refCol)
+	}
+	return rows.Err()
+}
+
+// myChecks reads every CHECK constraint. MariaDB's CHECK_CONSTRAINTS names
+// the table (constraint names are per table there); MySQL 8's does not,
+// and its TABLE_CONSTRAINTS does (names are per database). A server
+// without the view (MySQL 5.7, which parses CHECK and ignores it) has no
+// constraint to read.
+func myChecks(ctx context.Context, tx *sql.Tx, l *Loaded) error {
+	queries := []string{`
+SELECT CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME, CHECK_CLAUSE
+FROM information_schema.CHECK_CONSTRAINTS
+WHERE ` + skipSchemas("CONSTRAINT_SCHEMA") + `
+ORDER BY CONSTRAINT_SCHEMA, TABLE_NAME, CONSTRAINT_NAME`, `
+SELECT c.CONSTRAINT_SCHEMA, t.TABLE_NAME, c.CONSTRAINT_NAME, c.CHECK_CLAUSE
+FROM information_schema.CHECK_CONSTRAINTS c
+JOIN information_schema.TABLE_CONSTRAINTS t
+  ON t.CONSTRAINT_SCHEMA = c.CONSTRAINT_SCHEMA AND t.CONSTRAINT_NAME = c.CONSTRAINT_NAME AND t.CONSTRAINT_TYPE = 'CHECK'
+WHERE ` + skipSchemas("c.CONSTRAINT_SCHEMA") + `
+ORDER BY c.CONSTRAINT_SCHEMA, t.TABLE_NAME, c.CONSTRAINT_NAME`}
+	var rows *sql.Rows
+	var err error
+	for _, q := range queries {
+		if rows, err = tx.QueryContext(ctx, q); err == nil {
+			break
+		}
+		var me *mysql.MySQLError
+		if !errors.As(err, &me) {
+			return err
+		}
+		switch me.Number {
+		case 1109: // ER_UNKNOWN_TABLE: no CHECK_CONSTRAINTS view
+			return nil
+		case 1054: // ER_BAD_FIELD_ERROR: MySQL's view, without TABLE_NAME
+			continue
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var schema, table string
+		var c Check
+		if err := rows.Scan(&schema, &table, &c.Name, &c.Clause); err != nil {
+			return err
+		}
+		r := l.Catalog.Relation(schema, table)
+		if r == nil {
+			return fmt.Errorf("%w: check constraint %s of unknown table %s.%s", ErrCatalogChanged, c.Name, schema, table)
+		}
+		r.Checks = append(r.Checks, c)
+	}
+	return rows.Err()
+}
+
+// myUniqueKeys reads every primary and unique key with its columns in key
+// order (a functional key part has no COLUMN_NAME: "").
+func myUniqueKeys(ctx context.Context, tx *sql.Tx, l *Loaded) error {
+	rows, err := tx.QueryContext(ctx, `
+SELECT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, COALESCE(COLUMN_NAME, '')
+FROM information_schema.STATISTICS
+WHERE NON_UNIQUE = 0 AND `+skipSchemas("TABLE_SCHEMA")+`
+ORDER BY TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var schema, table, name, col string
+		if err := rows.Scan(&schema, &table, &name, &col); err != nil {
+			return err
+		}
+		r := l.Catalog.Relation(schema, table)
+		if r == nil {
+			return fmt.Errorf("%w: key %s of unknown table %s.%s", ErrCatalogChanged, name, schema, table)
+		}
+		n := len(r.UniqueKeys)
+		if n == 0 || r.UniqueKeys[n-1].Name != name {
+			r.UniqueKeys = append(r.UniqueKeys, UniqueKey{Name: name})
+			n++
+		}
+		r.UniqueKeys[n-1].Columns = append(r.UniqueKeys[n-1].Columns, col)
+	}
+	return rows.Err()
+}
+
+// myPartitioning reads the partitioning and subpartitioning expressions
+// of partitioned tables (each partition's row repeats them).
+func myPartitioning(ctx context.Context, tx *sql.Tx, l *Loaded) error {
+	rows, err := tx.QueryContext(ctx, `
+SELECT DISTINCT TABLE_SCHEMA, TABLE_NAME, COALESCE(PARTITION_EXPRESSION, ''), SUBPARTITION_METHOD IS NOT NULL,
+       COALESCE(SUBPARTITION_EXPRESSION, '')
+FROM information_schema.PARTITIONS
+WHERE PARTITION_NAME IS NOT NULL AND `+skipSchemas("TABLE_SCHEMA")+`
+ORDER BY TABLE_SCHEMA, TABLE_NAME`)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var schema, table, expr, subExpr string
+		var sub bool
+		if err := rows.Scan(&schema, &table, &expr, &sub, &subExpr); err != nil {
+			return err
+		}
+		r := l.Catalog.Relation(schema, table)
+		if r == nil {
+			return fmt.Errorf("%w: partitions of unknown table %s.%s", ErrCatalogChanged, schema, table)
+		}
+		exprs := []string{expr}
+		if sub {
+			exprs = append(exprs, subExpr)
+		}
+		for _, e := range exprs {
+			if !slices.Contains(r.Partitioning, e) {
+				r.Partitioning = append(r.Partitioning, e)
+			}
+		}
 	}
 	return rows.Err()
 }

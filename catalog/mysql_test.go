@@ -18,6 +18,11 @@ CREATE TABLE customers (id INT PRIMARY KEY, email VARCHAR(100) COMMENT 'Work add
   ssn VARCHAR(20) COMMENT 'keyhole: pii.ssn PII.Bad', FullName VARCHAR(80), note TEXT COMMENT 'free text, no labels',
   created DATETIME DEFAULT CURRENT_TIMESTAMP, domain VARCHAR(100) AS (SUBSTRING_INDEX(email, '@', -1)) VIRTUAL) COMMENT 'All customers';
 CREATE TABLE secrets (k VARCHAR(10), v VARCHAR(10)) COMMENT 'Do not read. keyhole: secret';
+CREATE TABLE staff (id INT PRIMARY KEY, salary INT CHECK (salary > 0), credit INT, team INT,
+  CONSTRAINT credit_below_salary CHECK (credit <= salary), UNIQUE KEY team_salary (team, salary), KEY by_credit (credit));
+CREATE TABLE pay (id INT NOT NULL, salary INT NOT NULL, at DATE NOT NULL, PRIMARY KEY (id, salary, at))
+  PARTITION BY RANGE (salary) SUBPARTITION BY HASH (YEAR(at)) SUBPARTITIONS 2
+  (PARTITION p_low VALUES LESS THAN (50000), PARTITION p_high VALUES LESS THAN MAXVALUE);
 CREATE VIEW customer_emails AS SELECT id, email AS contact FROM customers;
 CREATE FUNCTION lookup(i INT) RETURNS VARCHAR(100) DETERMINISTIC READS SQL DATA RETURN (SELECT email FROM customers WHERE id = i);
 CREATE PROCEDURE touch() SQL SECURITY INVOKER SELECT 1;
@@ -57,6 +62,23 @@ func TestLoadMySQL(t *testing.T) {
 	s := cat.Relation(db.Name, "secrets")
 	require.NotNil(t, s)
 	assert.Equal(t, []string{"secret"}, s.Labels)
+
+	st := cat.Relation(db.Name, "staff")
+	require.NotNil(t, st)
+	assert.Equal(t, []catalog.Check{
+		{Name: "credit_below_salary", Clause: "`credit` <= `salary`"},
+		{Name: "salary", Clause: "`salary` > 0"},
+	}, st.Checks, "table- and column-level CHECK constraints, by name")
+	assert.Empty(t, c.Checks)
+	assert.Equal(t, []catalog.UniqueKey{
+		{Name: "PRIMARY", Columns: []string{"id"}},
+		{Name: "team_salary", Columns: []string{"team", "salary"}},
+	}, st.UniqueKeys, "primary and unique keys, columns in key order; plain keys left out")
+
+	assert.Empty(t, st.Partitioning)
+	pay := cat.Relation(db.Name, "pay")
+	require.NotNil(t, pay)
+	assert.Equal(t, []string{"`salary`", "year(`at`)"}, pay.Partitioning, "partitioning, then subpartitioning expression")
 
 	v := cat.Relation(db.Name, "customer_emails")
 	require.NotNil(t, v)

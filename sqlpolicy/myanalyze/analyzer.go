@@ -66,6 +66,9 @@ type Analyzer struct {
 	views sync.Map
 	// bases caches the output columns of plain relations.
 	bases sync.Map
+	// exprCols caches exprColumns by expression text ([]string; nil for
+	// one that does not parse).
+	exprCols sync.Map
 	// lowerNames is set when the server compares database and table names
 	// case-insensitively (lower_case_table_names 1 or 2).
 	lowerNames bool

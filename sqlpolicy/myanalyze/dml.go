@@ -115,6 +115,7 @@ func (w *walker) insert(x *ast.InsertStmt) {
 			continue
 		}
 		w.targetColumn(it, a.Column.Name.O, sqlpolicy.VerbUpdate)
+		w.defaultTarget(it.rel, a.Column.Name.O, a.Expr)
 		w.expr(a.Expr, usc, nil, clauseWhere)
 	}
 }
@@ -183,6 +184,7 @@ func (w *walker) update(x *ast.UpdateStmt) {
 			}
 			targets[it] = true
 			w.targetColumn(it, c.Name.O, sqlpolicy.VerbUpdate)
+			w.defaultTarget(it.rel, c.Name.O, a.Expr)
 		}
 		w.expr(a.Expr, sc, nil, clauseWhere)
 	}

@@ -32,7 +32,9 @@
 //     makes; a name that binds to nothing is a Problem.
 //
 // Columns: every column a statement names counts as read, in any clause,
-// at any nesting level. Only views are more precise: a reference to a
+// at any nesting level, and so do the columns of the partitioning
+// expression of a table whose partitions it names (FROM t PARTITION (p)
+// filters on them). Only views are more precise: a reference to a
 // view column reports that column and the base columns that flow into it
 // (Via = the view), plus the columns the view's other clauses read.
 //
@@ -48,9 +50,12 @@
 //
 // Writes carry their row action: REPLACE writes its table with the delete
 // and the insert action, INSERT ... ON DUPLICATE KEY UPDATE is an upsert
-// whose SET columns are written by the update action. Column defaults need
-// no report: MariaDB's DEFAULT expressions cannot read tables or call
-// stored functions. User variables hold only values of texts keyhole
+// whose SET columns are written by the update action. MariaDB's DEFAULT
+// expressions cannot read tables or call stored functions, but they may
+// name the row's other columns: DEFAULT(col), and SET col = DEFAULT in an
+// UPDATE or ON DUPLICATE KEY UPDATE, evaluate the default over an
+// existing row and read those columns (an INSERT's defaults see only the
+// new row). User variables hold only values of texts keyhole
 // allowed (every read is reported where the value is computed), so they
 // carry nothing between statements that the policy did not allow.
 //
@@ -58,7 +63,13 @@
 // or is referenced by foreign keys with actions (effects.go): a write that
 // fires a trigger is refused (the body runs with its definer's rights and
 // is not analyzed); a delete or key update that cascades reports the
-// writes of the referencing tables as its own. Settings that change what
+// writes of the referencing tables as its own; the lookups of foreign key
+// checks (the parent key a child insert or key update must find, the
+// child rows a RESTRICT delete must not) are reads of those key columns,
+// with Via = the written table, so their labels apply; so are the
+// columns of the generated columns, CHECK constraints and unique keys an
+// update recomputes (a failing CHECK (credit_limit <= salary) tells the
+// salary, a duplicate key error prints the whole key). Settings that change what
 // writes do (foreign_key_checks, unique_checks, check_constraint_checks
 // off; a fixed timestamp) are guarded like sql_mode. Only functions
 // MariaDB 10.11 itself resolves as native count as built-ins: any other

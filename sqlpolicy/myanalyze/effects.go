@@ -26,6 +26,17 @@ import (
 //     no trigger for them (foreign key actions do not fire triggers).
 //
 // RESTRICT and NO ACTION write nothing (the statement fails instead).
+//
+// Foreign key checks read: InnoDB looks a new or changed child key up in
+// the parent (an INSERT, REPLACE or upsert of the child, an UPDATE that
+// sets a key column) and, under RESTRICT and NO ACTION, looks for child
+// rows referencing a parent key a DELETE, REPLACE or key UPDATE removes;
+// the statement fails (1452, 1451) or not with what it finds, and MariaDB
+// asks no privilege on the other table for either. A role that may write
+// the one table thus learns whether a value is in the other's key
+// columns: those columns are reported as read with Via = the written
+// table, so their labels (and the other table's) apply as to any read,
+// while, as for a view, the role needs no grant on the other table.
 
 // childKey is a foreign key of a child table, indexed by its parent.
 type childKey struct {
@@ -66,6 +77,12 @@ func (w *walker) writeEffects() {
 		}
 		if !cascaded[t] {
 			w.triggers(rel, t.Action)
+			// A cascaded write changes child keys to the parent's new
+			// value (or NULL): no lookup of its own.
+			w.parentChecks(rel, t.Action)
+		}
+		if t.Action == sqlpolicy.VerbUpdate {
+			w.rowChecks(rel)
 		}
 		switch t.Action {
 		case sqlpolicy.VerbDelete:
@@ -80,6 +97,134 @@ func (w *walker) writeEffects() {
 			}
 		}
 	}
+}
+
+// parentChecks reports the foreign key lookups a write of rel by action
+// makes in the tables rel references: every foreign key for an insert,
+// those whose columns an update sets.
+func (w *walker) parentChecks(rel *catalog.Relation, action sqlpolicy.Verb) {
+	for i := range rel.ForeignKeys {
+		fk := &rel.ForeignKeys[i]
+		if action == sqlpolicy.VerbDelete || action == sqlpolicy.VerbUpdate && !w.updatesAny(relOf(rel), fk.Columns) {
+			continue
+		}
+		w.checkRead(sqlpolicy.Rel{Schema: fk.RefSchema, Name: fk.RefTable}, fk.RefColumns, relOf(rel))
+	}
+}
+
+// checkRead reports cols of rel (and what generated ones are computed
+// from) as read by a check a write of via makes.
+func (w *walker) checkRead(rel sqlpolicy.Rel, cols []string, via sqlpolicy.Rel) {
+	if r := w.cat.Relation(rel.Schema, rel.Name); r != nil {
+		rel = relOf(r)
+		cols = withGenerated(r, cols)
+	}
+	w.table(sqlpolicy.TableRef{Rel: rel, Mode: sqlpolicy.Read, Via: via})
+	for _, c := range cols {
+		w.column(sqlpolicy.ColumnRef{Rel: rel, Column: c, Mode: sqlpolicy.Read, Via: via})
+	}
+}
+
+// rowChecks reports what an update of rel reads beyond its statement:
+// MariaDB computes the generated columns over the updated row, evaluates
+// the CHECK constraints on it and compares its unique keys with the other
+// rows', and the update fails or not with the result (4025 CONSTRAINT
+// failed, 1264 out of range, 1062 duplicate entry ...), so setting one
+// column probes the row's others: UPDATE staff SET credit_limit = n
+// passes CHECK (credit_limit <= salary) exactly when salary >= n. The
+// columns of every generated column, CHECK constraint and unique key that
+// depends on an updated column (or on a generated column that does) are
+// reported as read, with Via = rel. An insert needs none of this: its new
+// row holds only the statement's values and the columns' defaults (and a
+// key it collides with holds the same values).
+func (w *walker) rowChecks(rel *catalog.Relation) {
+	r := relOf(rel)
+	changed := map[string]bool{}
+	for _, c := range w.st.Columns {
+		if c.Mode == sqlpolicy.Write && c.Action == sqlpolicy.VerbUpdate && c.Rel == r {
+			changed[strings.ToLower(c.Column)] = true
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	// depends returns the columns expr names and whether one changed; an
+	// expression keyhole's parser does not read may name any column (as
+	// in baseCols).
+	depends := func(expr string) ([]string, bool) {
+		names, ok := w.a.exprColumns(expr)
+		if !ok {
+			names = allColumns(rel)
+		}
+		return names, slices.ContainsFunc(names, func(n string) bool { return changed[strings.ToLower(n)] })
+	}
+	read := func(names []string) { w.checkRead(r, names, r) }
+	// Generated columns over generated columns: until nothing changes.
+	for again := true; again; {
+		again = false
+		for _, c := range rel.Columns {
+			if c.Generated == "" || changed[strings.ToLower(c.Name)] {
+				continue
+			}
+			if names, ok := depends(c.Generated); ok {
+				changed[strings.ToLower(c.Name)] = true
+				read(names)
+				again = true
+			}
+		}
+	}
+	for _, ch := range rel.Checks {
+		if names, ok := depends(ch.Clause); ok {
+			read(names)
+		}
+	}
+	// A key that changes is compared whole with the other rows' (the
+	// update fails on a conflict, 1062, whose message prints the whole
+	// key: UPDATE members SET tenant = 2 shows the row's email under
+	// UNIQUE (email, tenant)). An expression key part may name any
+	// column.
+	for _, k := range rel.UniqueKeys {
+		if slices.Contains(k.Columns, "") {
+			read(allColumns(rel))
+			continue
+		}
+		if !slices.ContainsFunc(k.Columns, func(n string) bool { return changed[strings.ToLower(n)] }) {
+			continue
+		}
+		read(k.Columns)
+	}
+}
+
+func allColumns(rel *catalog.Relation) []string {
+	all := make([]string, len(rel.Columns))
+	for i, c := range rel.Columns {
+		all[i] = c.Name
+	}
+	return all
+}
+
+// withGenerated returns the columns of rel that names name (letter case
+// aside), each once, and for a generated one the columns it is computed
+// from: a value derived from a generated column shows them.
+func withGenerated(rel *catalog.Relation, names []string) []string {
+	var cols []string
+	add := func(n string) {
+		if !slices.Contains(cols, n) {
+			cols = append(cols, n)
+		}
+	}
+	for _, n := range names {
+		for _, c := range rel.Columns {
+			if !strings.EqualFold(c.Name, n) {
+				continue
+			}
+			add(c.Name)
+			for _, g := range rel.GeneratedFrom(c) {
+				add(g.Name)
+			}
+		}
+	}
+	return cols
 }
 
 // triggers refuses a write of rel by action when rel has a trigger on that
@@ -117,6 +262,9 @@ func (w *walker) fkAction(ck childKey, action string, cascaded map[sqlpolicy.Tab
 		}
 	case "SET NULL", "SET DEFAULT":
 	default:
+		// RESTRICT, NO ACTION (and whatever else a server prints): the
+		// statement fails when a child row references the key.
+		w.checkRead(child, ck.fk.Columns, sqlpolicy.Rel{Schema: ck.fk.RefSchema, Name: ck.fk.RefTable})
 		return
 	}
 	t := sqlpolicy.TableRef{Rel: child, Mode: sqlpolicy.Write, Action: sqlpolicy.VerbUpdate}

@@ -53,6 +53,26 @@ func TestWriteEffects(t *testing.T) {
 			[]string{"T write update orders"}, []string{"T write update order_notes", "T write delete order_notes"}},
 		{"delete of a table nothing references", "DELETE FROM order_notes",
 			nil, []string{"T write delete orders"}},
+		// Foreign key checks (verified against MariaDB 10.11): an insert or
+		// key update of a child looks its key up in the parent, a delete or
+		// key update of a parent looks for referencing rows under RESTRICT
+		// / NO ACTION; the statement fails or not with what it finds.
+		{"insert checks the parents' keys", "INSERT INTO orders (customer_id, product_id, total) VALUES (1, 1, 1)",
+			[]string{"T read  customers via orders", "C read  customers.id via orders", "T read  products via orders", "C read  products.id via orders"}, nil},
+		{"insert select checks the parents' keys", "INSERT INTO orders (customer_id, product_id, total) SELECT id, 1, 1 FROM customers",
+			[]string{"C read  products.id via orders"}, nil},
+		{"key update checks the parent's key", "UPDATE orders SET product_id = 2 WHERE id = 1",
+			[]string{"C read  products.id via orders"}, []string{"C read  customers.id via orders"}},
+		{"non-key update checks no parent", "UPDATE orders SET status = 'x' WHERE id = 1",
+			nil, []string{"C read  products.id via orders", "C read  customers.id via orders"}},
+		{"restricted delete looks for children", "DELETE FROM customers WHERE id = 1",
+			[]string{"T read  orders via customers", "C read  orders.customer_id via customers"}, nil},
+		{"restricted key update looks for children", "UPDATE customers SET id = 10 WHERE id = 1",
+			[]string{"C read  orders.customer_id via customers"}, nil},
+		{"non-key update of a parent looks for no children", "UPDATE customers SET name = 'x' WHERE id = 1",
+			nil, []string{"C read  orders.customer_id via customers"}},
+		{"delete of a child checks no parent", "DELETE FROM order_notes WHERE id = 1",
+			nil, []string{"C read  orders.id via order_notes"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -2,10 +2,12 @@ package myanalyze
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
 
+	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -81,10 +83,19 @@ func (v *exprVisitor) Enter(n ast.Node) (ast.Node, bool) {
 		w.variable(x)
 		return n, false
 	case *ast.DefaultExpr:
-		// DEFAULT(col) is the column's default (schema), DEFAULT alone the
-		// target column's; the column is reported as read all the same.
+		// DEFAULT(col) is the column's default evaluated over the current
+		// row, and the expression may name the row's other columns
+		// (MariaDB 10.2+: DEFAULT (CONCAT('mail ', email))): the column
+		// and those are read. DEFAULT alone is the target column's, which
+		// UPDATE and ON DUPLICATE KEY UPDATE handle (defaultTarget).
 		if x.Name != nil {
-			w.columnRef(x.Name, v.sc, v.sk, v.cl)
+			for _, lin := range w.columnRef(x.Name, v.sc, v.sk, v.cl) {
+				for _, c := range lin {
+					if r := w.cat.Relation(c.Rel.Schema, c.Rel.Name); r != nil && r.Kind == catalog.KindTable {
+						w.read(v.sk, w.defaultReads(r, c.Column, c.Via))
+					}
+				}
+			}
 		}
 		return n, true
 	case *ast.ValuesExpr:
@@ -120,11 +131,11 @@ func (v *exprVisitor) Enter(n ast.Node) (ast.Node, bool) {
 
 func (v *exprVisitor) Leave(n ast.Node) (ast.Node, bool) { return n, true }
 
-// columnRef resolves a column reference the way MariaDB does and reads
-// every column it may bind to.
-func (w *walker) columnRef(cn *ast.ColumnName, sc *scope, sk sink, cl clause) {
+// columnRef resolves a column reference the way MariaDB does, reads
+// every column it may bind to and returns their lineages.
+func (w *walker) columnRef(cn *ast.ColumnName, sc *scope, sk sink, cl clause) [][]sqlpolicy.ColumnRef {
 	if cn == nil {
-		return
+		return nil
 	}
 	var lins [][]sqlpolicy.ColumnRef
 	if cn.Table.O == "" {
@@ -136,10 +147,44 @@ func (w *walker) columnRef(cn *ast.ColumnName, sc *scope, sk sink, cl clause) {
 		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownColumn, Column: cn.Name.O,
 			Rel:    sqlpolicy.Rel{Schema: cn.Schema.O, Name: cn.Table.O},
 			Detail: fmt.Sprintf("column %q does not resolve to a column keyhole can name", columnText(cn))})
-		return
+		return nil
 	}
 	for _, lin := range lins {
 		w.read(sk, lin)
+	}
+	return lins
+}
+
+// defaultReads returns the columns of rel that column's DEFAULT expression
+// names, as reads (with via), for a statement that evaluates it over an
+// existing row. MariaDB prints a default in COLUMN_DEFAULT as SQL (a
+// string quoted, an expression as written); one keyhole's parser does not
+// read may name any column.
+func (w *walker) defaultReads(rel *catalog.Relation, column string, via sqlpolicy.Rel) []sqlpolicy.ColumnRef {
+	// Column names are case-insensitive.
+	i := slices.IndexFunc(rel.Columns, func(c *catalog.Column) bool { return strings.EqualFold(c.Name, column) })
+	if i < 0 || rel.Columns[i].Default == "" {
+		return nil
+	}
+	col := rel.Columns[i]
+	names, ok := w.a.exprColumns(col.Default)
+	if !ok {
+		names = allColumns(rel)
+	}
+	var out []sqlpolicy.ColumnRef
+	for _, n := range withGenerated(rel, names) {
+		out = append(out, sqlpolicy.ColumnRef{Rel: relOf(rel), Column: n, Mode: sqlpolicy.Read, Via: via})
+	}
+	return out
+}
+
+// defaultTarget reports, for UPDATE ... SET col = DEFAULT and ON
+// DUPLICATE KEY UPDATE col = DEFAULT, the columns the target column's
+// default reads: MariaDB evaluates it over the row being updated, and
+// the column then holds the result.
+func (w *walker) defaultTarget(rel *catalog.Relation, column string, e ast.ExprNode) {
+	if d, ok := e.(*ast.DefaultExpr); ok && d.Name == nil && rel != nil {
+		w.read(nil, w.defaultReads(rel, column, sqlpolicy.Rel{}))
 	}
 }
 

@@ -19,7 +19,10 @@ import (
 // its live counters (pg_stat_*) because they count the rows of tables the
 // role may not read. Here such a number is a read of the table it
 // describes, as SELECT count(*) is: it needs a grant on the table, and a
-// table labelled as a whole with a denied label refuses it. Schema
+// table labelled as a whole with a denied label refuses it. PARTITIONS
+// counts each partition's rows, the rows whose partitioning expression
+// falls in its range: a read of the columns the expression names, as
+// SELECT count(*) ... WHERE salary >= 50000 is. Schema
 // discovery (names, types, comments, engines) reads only the metadata
 // columns and stays a catalog read, and so does STATISTICS.CARDINALITY,
 // the sampled estimate ANALYZE TABLE refreshes (as Postgres's reltuples
@@ -41,17 +44,19 @@ var statisticsViews = map[string]map[string]bool{
 // readsStatistics reports whether the statement reads (in any clause,
 // also through a view) a column of a statisticsViews view that is not
 // metadata, and whether such a read came through a view.
-func (w *walker) readsStatistics() (reads, viaView bool) {
+func (w *walker) readsStatistics() (reads, viaView, perPartition bool) {
 	for _, c := range w.st.Columns {
 		if c.Mode != sqlpolicy.Read || !isInfoSchema(c.Rel.Schema) {
 			continue
 		}
-		if meta, ok := statisticsViews[strings.ToUpper(c.Rel.Name)]; ok && !meta[strings.ToUpper(c.Column)] {
+		view := strings.ToUpper(c.Rel.Name)
+		if meta, ok := statisticsViews[view]; ok && !meta[strings.ToUpper(c.Column)] {
 			reads = true
 			viaView = viaView || c.Via != (sqlpolicy.Rel{})
+			perPartition = perPartition || view == "PARTITIONS"
 		}
 	}
-	return reads, viaView
+	return reads, viaView, perPartition
 }
 
 // statsFilter is what a query's WHERE clause narrows the rows of one
@@ -68,10 +73,11 @@ type statsFilter struct {
 // of a query whose whole WHERE clause names its databases or tables
 // (statsNarrowing), and no such read comes through a view.
 func (w *walker) statistics() {
-	reads, viaView := w.readsStatistics()
+	reads, viaView, perPartition := w.readsStatistics()
 	if !reads {
 		return
 	}
+	w.statsPartitions = perPartition
 	// Which tables are read depends on the literals of the WHERE clause
 	// (and on the current database): no decision is shared with a text
 	// that differs only in them.
@@ -233,10 +239,17 @@ func (w *walker) tableStatistics(matchDB, matchName func(string) bool) {
 		}
 		slices.Sort(names)
 		for _, n := range names {
-			t := sqlpolicy.TableRef{Rel: relOf(w.cat.Relations[s][n]), Mode: sqlpolicy.Read}
+			rel := w.cat.Relations[s][n]
+			t := sqlpolicy.TableRef{Rel: relOf(rel), Mode: sqlpolicy.Read}
 			if !seen[t] {
 				seen[t] = true
 				w.st.Tables = append(w.st.Tables, t)
+			}
+			if w.statsPartitions && len(rel.Partitioning) > 0 {
+				// PARTITIONS counts each partition's rows: how many rows
+				// fall in each range of the partitioning expression (a
+				// histogram of salary under RANGE (salary)).
+				w.partitionReads(rel)
 			}
 		}
 	}

@@ -46,6 +46,9 @@ type walker struct {
 	// whose query's WHERE clause narrows them (statistics.go).
 	statsItems    int
 	statsNarrowed []statsFilter
+	// statsPartitions is set when those numbers are PARTITIONS' per
+	// partition ones.
+	statsPartitions bool
 
 	// bodyWiths are the WITH clauses attached directly to the body of a
 	// WITH query (d AS (WITH e AS ... SELECT ...)): only the queries of
@@ -358,13 +361,21 @@ func (w *walker) baseCols(rel *catalog.Relation) []outCol {
 
 // exprColumns returns the column names an expression (a generated
 // column's) names; ok is false when it does not parse.
+// The result is cached by text: writes evaluate the same defaults, CHECK
+// clauses and generation expressions statement after statement.
 func (a *Analyzer) exprColumns(expr string) (names []string, ok bool) {
+	if v, hit := a.exprCols.Load(expr); hit {
+		names = v.([]string)
+		return names, names != nil
+	}
 	stmts, p := a.parse("SELECT "+expr, 0)
 	if p != nil || len(stmts) != 1 {
+		a.exprCols.Store(expr, []string(nil))
 		return nil, false
 	}
-	v := &nameCollector{}
+	v := &nameCollector{names: []string{}}
 	stmts[0].Accept(v)
+	a.exprCols.Store(expr, v.names)
 	return v.names, true
 }
 
@@ -439,6 +450,9 @@ func (w *walker) resolveTable(tn *ast.TableName, sc *scope, mode sqlpolicy.Mode,
 	if isInfoSchema(rel.Schema) && statisticsViews[strings.ToUpper(rel.Name)] != nil {
 		w.statsItems++
 	}
+	if len(tn.PartitionNames) > 0 && !(mode == sqlpolicy.Write && w.action == sqlpolicy.VerbInsert) {
+		w.partitionReads(rel)
+	}
 	switch {
 	case mode == 0:
 		it.cols = w.baseCols(rel)
@@ -449,6 +463,31 @@ func (w *walker) resolveTable(tn *ast.TableName, sc *scope, mode sqlpolicy.Mode,
 		it.cols = w.relation(rel, mode)
 	}
 	return it
+}
+
+// partitionReads reports the columns a partition selection (FROM t
+// PARTITION (p)) reads: MariaDB keeps the rows whose partitioning
+// expression falls in the named partitions, a filter on the columns the
+// expression names (PARTITION BY RANGE (salary) picks rows by salary). An
+// expression keyhole's parser does not read, or KEY () over the primary
+// key, may name any column. An INSERT's PARTITION clause only checks the
+// new rows.
+func (w *walker) partitionReads(rel *catalog.Relation) {
+	var names []string
+	if len(rel.Partitioning) == 0 {
+		names = allColumns(rel)
+	}
+	for _, e := range rel.Partitioning {
+		n, ok := w.a.exprColumns(e)
+		if !ok || strings.TrimSpace(e) == "" {
+			n = allColumns(rel)
+		}
+		names = append(names, n...)
+	}
+	r := relOf(rel)
+	for _, c := range withGenerated(rel, names) {
+		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
+	}
 }
 
 // relation reports a reference to rel with mode and returns its columns.
