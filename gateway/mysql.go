@@ -223,8 +223,9 @@ func (m myFrontEnd) EndAgent(agent string) { m.RevokeAgent(agent) }
 // CheckQuiet is Check without approvals: the policy's decision, and no
 // access request for a denial. mysqlproxy decides with it what clients
 // enumerate on their own (COM_FIELD_LIST, sent by the mysql CLI's
-// completion for every table it lists), which no agent asked to read.
-// The approvals' router embeds it unchanged.
+// completion for every table it lists), which no agent asked to read;
+// pgproxy whether an error's row description may reach the agent. The
+// approvals' router embeds it unchanged (an agent's grants do not count).
 func (r *router) CheckQuiet(p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access) {
 	return r.Check(p, sql, s)
 }

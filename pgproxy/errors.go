@@ -6,8 +6,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
 // SQLSTATE codes keyhole sends itself.
@@ -110,4 +113,78 @@ func wireError(err error) *pgproto3.ErrorResponse {
 	}
 	// Everything else is a malformed or out-of-order message.
 	return fatal(codeProtocolViolation, "protocol violation", nil).response()
+}
+
+// withheldRowDetail replaces the DETAIL of an integrity constraint
+// violation the role may not see whole.
+const withheldRowDetail = "keyhole: the server's detail is withheld: it shows values of the row, and this role may not read every column of %s"
+
+// withholdRowDetail keeps the values of rows the role may not read out of
+// an upstream error, and returns the error re-encoded when it changed it
+// (nil when it passes as it is).
+//
+// Postgres's integrity constraint violations (class 23: not-null, check,
+// unique, foreign key, exclusion, partition constraint) describe the
+// offending row in their DETAIL: "Failing row contains (1,
+// ada@example.com, null)", "Key (email, tenant)=(ada@example.com, 2)
+// already exists". Postgres leaves out the columns the session's login
+// may not SELECT (ExecBuildSlotValueDescription,
+// BuildIndexValueDescription), but the login is the upstream's, which
+// may read more than the role (a static login, a Vault role wider than
+// the policy): UPDATE customers SET note = NULL, allowed to a role that
+// may write note, would show the row's labelled columns. So such a DETAIL
+// passes only when the role may read every column of the table the error
+// names (a SELECT * of it is allowed, decided quietly: no access request
+// for a statement the agent did not write); otherwise, and when the error
+// names no table, it is replaced.
+func (c *conn) withholdRowDetail(m *pgproto3.ErrorResponse) []byte {
+	if m.Detail == "" || !strings.HasPrefix(m.Code, "23") {
+		return nil
+	}
+	table := "the table"
+	if m.TableName != "" {
+		rel := quoteIdent(m.TableName)
+		if m.SchemaName != "" {
+			rel = quoteIdent(m.SchemaName) + "." + rel
+		}
+		if c.mayReadWhole(rel) {
+			return nil
+		}
+		table = rel
+	}
+	m.Detail = fmt.Sprintf(withheldRowDetail, table)
+	raw, err := m.Encode(nil)
+	if err != nil {
+		// Cannot happen for a message that decoded; withhold the whole
+		// error's text rather than pass the detail.
+		raw, _ = (&pgproto3.ErrorResponse{Severity: m.Severity, Code: m.Code, Message: m.Message}).Encode(nil)
+	}
+	return raw
+}
+
+// mayReadWhole reports whether the policy lets the role read every column
+// of rel (a quoted, qualified name): SELECT * FROM rel is allowed.
+func (c *conn) mayReadWhole(rel string) bool {
+	sql := "SELECT * FROM " + rel
+	var dec *sqlpolicy.Decision
+	c.sessMu.Lock()
+	if q, ok := c.srv.cfg.Decider.(quietChecker); ok {
+		dec, _ = q.CheckQuiet(c.agent.Principal(), sql, c.session)
+	} else {
+		dec, _ = c.srv.cfg.Decider.Check(c.agent.Principal(), sql, c.session)
+	}
+	c.sessMu.Unlock()
+	return dec != nil && dec.Allowed()
+}
+
+// quietChecker is a Decider that decides without opening an access
+// request for a denial (the gateway's): for statements keyhole asks about
+// on its own, which no agent wrote.
+type quietChecker interface {
+	CheckQuiet(p sqlpolicy.Principal, sql string, s sqlpolicy.Session) (*sqlpolicy.Decision, *sqlpolicy.Access)
+}
+
+// quoteIdent quotes a Postgres identifier.
+func quoteIdent(name string) string {
+	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
 }

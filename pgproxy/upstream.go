@@ -398,6 +398,9 @@ func (c *conn) onError(raw []byte) error {
 		return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("read upstream: %w", err))
 	}
 	c.copyIn.Store(false)
+	if withheld := c.withholdRowDetail(&m); withheld != nil {
+		raw = withheld
+	}
 	if m.Severity == "FATAL" || m.Severity == "PANIC" {
 		// The backend is exiting: the run in progress ended with this
 		// error, and nothing queued behind it will run.
