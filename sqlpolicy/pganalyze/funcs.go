@@ -33,6 +33,15 @@ var dynamicFuncs = map[string]bool{
 	"schema_to_xml": true, "schema_to_xmlschema": true, "schema_to_xml_and_xmlschema": true,
 	"database_to_xml": true, "database_to_xmlschema": true, "database_to_xml_and_xmlschema": true,
 	"ts_stat": true, "ts_rewrite": true,
+	// Extensions (matched by name, wherever installed, like dblink: a
+	// function list that allows schema.* must not let them through).
+	// tablefunc's crosstab runs its one or two query strings and
+	// connectby builds a query from the relation and column names it is
+	// given; xml2's xpath_table builds one from its relation, key,
+	// document and condition strings; pgrowlocks scans the relation
+	// named in its argument. All run through SPI as the current user.
+	"crosstab": true, "crosstab2": true, "crosstab3": true, "crosstab4": true,
+	"connectby": true, "xpath_table": true, "pgrowlocks": true,
 }
 
 // dangerousFuncs act on other sessions or the server, read data past

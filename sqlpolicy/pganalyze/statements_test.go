@@ -79,6 +79,14 @@ func TestStatements(t *testing.T) {
 			problems: []string{"dynamic_sql"}, rows: true, literal: true},
 		{name: "table_to_xml", sql: "SELECT table_to_xml('customers', true, true, '')", verb: sqlpolicy.VerbSelect, command: "SELECT",
 			problems: []string{"dynamic_sql"}, rows: true, literal: true},
+		// Extension functions that run a query built from their text
+		// arguments (tablefunc, xml2, pgrowlocks; not installed here).
+		{name: "crosstab", sql: "SELECT * FROM crosstab('select ssn, email, name from customers') AS t(a text, b text)", verb: sqlpolicy.VerbSelect, command: "SELECT",
+			problems: []string{"dynamic_sql", "unknown_function"}, rows: true},
+		{name: "connectby", sql: "SELECT * FROM connectby('customers', 'ssn', 'email', 'x', 0) AS t(k text, p text, l int)", verb: sqlpolicy.VerbSelect, command: "SELECT",
+			problems: []string{"dynamic_sql", "unknown_function"}, rows: true},
+		{name: "xpath_table", sql: "SELECT * FROM xpath_table('id', 'ssn', 'customers', '/x', 'true') AS t(id int, x text)", verb: sqlpolicy.VerbSelect, command: "SELECT",
+			problems: []string{"dynamic_sql", "unknown_function"}, rows: true},
 		{name: "dblink", sql: "SELECT * FROM dblink('host=x', 'select 1') AS t(a int)", verb: sqlpolicy.VerbSelect, command: "SELECT",
 			problems: []string{"dangerous_function", "unknown_function"}, rows: true},
 		{name: "pg_sleep", sql: "SELECT pg_sleep(10)", verb: sqlpolicy.VerbSelect, command: "SELECT", problems: []string{"dangerous_function"}, rows: true},
