@@ -1,16 +1,19 @@
 package pganalyze
 
 import (
+	"fmt"
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
 // ddlCommands names the DDL statements the analyzer recognises. Their
-// target relation (when they have one) is reported as a write; the rest of
-// their content is the DDL grant's business.
+// target relation (when they have one) is reported as a write of the
+// relation and of every column it has (ddlTarget); the expressions inside
+// them are reported like any statement's (ddlContent).
 var ddlCommands = map[string]string{
 	"CreateStmt": "CREATE TABLE", "AlterTableStmt": "ALTER TABLE", "DropStmt": "DROP",
 	"TruncateStmt": "TRUNCATE TABLE", "IndexStmt": "CREATE INDEX", "ViewStmt": "CREATE VIEW",
@@ -108,6 +111,7 @@ func (w *walker) utility(n *pg.Node) {
 		return
 	}
 	st.Verb, st.Command = sqlpolicy.VerbDDL, cmd
+	w.ddlContent(n)
 	switch x := n.Node.(type) {
 	case *pg.Node_CreateStmt:
 		w.ddlTarget(x.CreateStmt.Relation)
@@ -174,8 +178,11 @@ func (w *walker) utility(n *pg.Node) {
 		if isRelationObject(x.CommentStmt.Objtype) {
 			w.ddlNamed(x.CommentStmt.Object.GetList())
 		} else if x.CommentStmt.Objtype == pg.ObjectType_OBJECT_COLUMN {
+			// A column's comment can carry labels ("keyhole: pii.ssn"):
+			// changing it writes that column.
 			if l := x.CommentStmt.Object.GetList(); l != nil && len(l.Items) > 1 {
-				w.ddlNamed(&pg.List{Items: l.Items[:len(l.Items)-1]})
+				col, _ := strVal(l.Items[len(l.Items)-1])
+				w.ddlTargetColumns(rangeVarOf(names(l.Items[:len(l.Items)-1])), []string{col})
 			}
 		}
 	case *pg.Node_CreateFunctionStmt:
@@ -210,12 +217,41 @@ func objectWord(t pg.ObjectType) string {
 	return strings.ReplaceAll(s, "_", " ")
 }
 
-// ddlTarget reports the relation a DDL statement changes.
+// ddlTarget reports the relation a DDL statement changes. DDL on an
+// existing relation also writes every column of it (VACUUM and ANALYZE,
+// which share this, do not): ALTER TABLE evaluates expressions over any
+// column on every row (ALTER COLUMN ... TYPE ... USING, ADD CHECK, index
+// expressions), and Postgres's errors quote the value they fail on
+// (invalid input syntax for type integer: "078-05-1120"); DROP, TRUNCATE
+// and ALTER COLUMN TYPE destroy or rewrite the data; RENAME, SET SCHEMA
+// and COMMENT move a column out from under the labels keyed by its name
+// or carried by its comment, and GRANT hands it to other roles. So a
+// role may change a relation with a labelled column only where it may
+// write that column.
 func (w *walker) ddlTarget(rv *pg.RangeVar) {
+	w.ddlTargetColumns(rv, nil)
+}
+
+// ddlTargetColumns is ddlTarget writing only cols (nil: every column).
+func (w *walker) ddlTargetColumns(rv *pg.RangeVar, cols []string) {
 	if rv == nil {
 		return
 	}
-	w.table(sqlpolicy.TableRef{Rel: w.ddlRel(rv), Mode: sqlpolicy.Write})
+	r := w.ddlRel(rv)
+	w.table(sqlpolicy.TableRef{Rel: r, Mode: sqlpolicy.Write})
+	if w.st.Verb != sqlpolicy.VerbDDL {
+		return
+	}
+	rel := w.cat.Relation(r.Schema, r.Name)
+	if rel == nil || (rv.Catalogname != "" && rv.Catalogname != w.cat.Database) {
+		return
+	}
+	if cols == nil {
+		cols = catalogColumnNames(rel)
+	}
+	for _, c := range cols {
+		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Write})
+	}
 }
 
 // ddlNamed reports a relation named by a list of String nodes.
@@ -223,13 +259,114 @@ func (w *walker) ddlNamed(l *pg.List) {
 	if l == nil {
 		return
 	}
-	parts := names(l.Items)
+	w.ddlTarget(rangeVarOf(names(l.Items)))
+}
+
+// rangeVarOf makes a RangeVar of a qualified name (nil if it is not one).
+func rangeVarOf(parts []string) *pg.RangeVar {
 	switch len(parts) {
 	case 1:
-		w.ddlTarget(&pg.RangeVar{Relname: parts[0]})
+		return &pg.RangeVar{Relname: parts[0]}
 	case 2:
-		w.ddlTarget(&pg.RangeVar{Schemaname: parts[0], Relname: parts[1]})
+		return &pg.RangeVar{Schemaname: parts[0], Relname: parts[1]}
 	case 3:
-		w.ddlTarget(&pg.RangeVar{Catalogname: parts[0], Schemaname: parts[1], Relname: parts[2]})
+		return &pg.RangeVar{Catalogname: parts[0], Schemaname: parts[1], Relname: parts[2]}
+	}
+	return nil
+}
+
+// ddlContent reports what the expressions inside a DDL statement run and
+// read. Postgres evaluates them with the caller's rights: a column default
+// or ALTER COLUMN ... TYPE ... USING can call query_to_xml or pg_read_file
+// and store the result in a column the role may read, a CHECK constraint
+// or index expression runs its functions on every row, a trigger runs
+// its function on later writes. keyhole's catalog learns of a new
+// default, trigger, rule, policy or view definition only when it is read
+// again (SIGHUP), so what they will run is decided here:
+//   - every function call (and a trigger's function) is reported and
+//     classified like a statement's, every user operator's function and
+//     every conversion to a type whose checks or cast run functions;
+//   - a view's query counts as read now (CREATE [OR REPLACE] VIEW), as if
+//     it ran: later reads of the view expand the definition the catalog
+//     had when it was loaded;
+//   - a subquery is refused: Postgres allows none in defaults, checks,
+//     USING, index and generated expressions, and the places that allow
+//     one (row security policies, rule actions) apply it to later
+//     statements the analyzer would decide without it;
+//   - a rule is refused: it rewrites later statements on the relation
+//     (an ON SELECT rule turns an empty table into a view).
+//
+// A column an expression names belongs to the DDL's own relation, whose
+// every column ddlTarget writes; a foreign key reads the referenced
+// columns (inserting a value is then an oracle on them).
+func (w *walker) ddlContent(n *pg.Node) {
+	switch x := n.Node.(type) {
+	case *pg.Node_ViewStmt:
+		w.readShape(nil, w.query(x.ViewStmt.Query, nil))
+		return
+	case *pg.Node_RuleStmt:
+		w.unsupported("CREATE RULE rewrites later statements on %s, which keyhole would decide without the rule", x.RuleStmt.GetRelation().GetRelname())
+		return
+	case *pg.Node_CreateTrigStmt:
+		w.ddlFunc(&pg.FuncCall{Funcname: x.CreateTrigStmt.Funcname})
+	}
+	eachMessage(n.ProtoReflect(), func(m protoreflect.Message) {
+		switch x := m.Interface().(type) {
+		case *pg.FuncCall:
+			w.ddlFunc(x)
+		case *pg.SubLink:
+			w.unsupported("subquery in %s", w.st.Command)
+		case *pg.SelectStmt, *pg.InsertStmt, *pg.UpdateStmt, *pg.DeleteStmt, *pg.MergeStmt:
+			w.unsupported("query in %s", w.st.Command)
+		case *pg.A_Expr:
+			w.untypedOperator(x.Name)
+			w.operatorName(x.Name)
+		case *pg.TypeCast:
+			if x.TypeName != nil {
+				w.castFunctions(x.TypeName)
+			}
+		case *pg.ColumnDef:
+			if x.TypeName != nil {
+				w.castFunctions(x.TypeName)
+			}
+		case *pg.Constraint:
+			if x.Pktable != nil {
+				w.ddlReferences(x.Pktable, names(x.PkAttrs))
+			}
+		}
+	})
+}
+
+// ddlFunc reports a function a DDL statement calls.
+func (w *walker) ddlFunc(fc *pg.FuncCall) {
+	schema, name, ok := funcName(fc.Funcname)
+	if !ok {
+		w.unsupported("function name of an unexpected form")
+		return
+	}
+	f := w.resolveFunc(schema, name)
+	if f == nil {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownFunction,
+			Detail: fmt.Sprintf("function %s does not exist", qualified(schema, name)), Func: qualified(schema, name)})
+	}
+	w.reportFunc(schema, name, f, fc, newScope(nil))
+}
+
+// ddlReferences reports the columns a foreign key references as read
+// (every column when it names none: the primary key).
+func (w *walker) ddlReferences(rv *pg.RangeVar, cols []string) {
+	rel := w.resolveRel(rv.Schemaname, rv.Relname)
+	if rel == nil {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownTable, Rel: sqlpolicy.Rel{Schema: rv.Schemaname, Name: rv.Relname},
+			Detail: fmt.Sprintf("relation %q does not exist", qualified(rv.Schemaname, rv.Relname))})
+		return
+	}
+	r := sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}
+	w.table(sqlpolicy.TableRef{Rel: r, Mode: sqlpolicy.Read})
+	if len(cols) == 0 {
+		cols = catalogColumnNames(rel)
+	}
+	for _, c := range cols {
+		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
 	}
 }
