@@ -297,8 +297,15 @@ func rangeVarOf(parts []string) *pg.RangeVar {
 //     (an ON SELECT rule turns an empty table into a view).
 //
 // A column an expression names belongs to the DDL's own relation, whose
-// every column ddlTarget writes; a foreign key reads the referenced
-// columns (inserting a value is then an oracle on them).
+// every column ddlTarget writes. Every other relation a DDL statement
+// names is changed by it as well and written the same way: ATTACH
+// PARTITION makes it a partition whose rows the parent's scans return
+// (under the parent's name, which the catalog knows without the
+// partition and so without its labels), INHERIT, INHERITS and PARTITION
+// OF make it a parent, a constraint trigger's FROM and CREATE
+// STATISTICS change it. Only a foreign key's referenced table is read
+// (its referenced columns: inserting a value is an oracle on them), and
+// LIKE copies a definition without data.
 func (w *walker) ddlContent(n *pg.Node) {
 	switch x := n.Node.(type) {
 	case *pg.Node_ViewStmt:
@@ -310,8 +317,15 @@ func (w *walker) ddlContent(n *pg.Node) {
 	case *pg.Node_CreateTrigStmt:
 		w.ddlFunc(&pg.FuncCall{Funcname: x.CreateTrigStmt.Funcname})
 	}
+	notChanged := map[*pg.RangeVar]bool{}
 	eachMessage(n.ProtoReflect(), func(m protoreflect.Message) {
 		switch x := m.Interface().(type) {
+		case *pg.RangeVar:
+			if !notChanged[x] {
+				w.ddlTarget(x)
+			}
+		case *pg.TableLikeClause:
+			notChanged[x.Relation] = true
 		case *pg.FuncCall:
 			w.ddlFunc(x)
 		case *pg.SubLink:
@@ -331,6 +345,7 @@ func (w *walker) ddlContent(n *pg.Node) {
 			}
 		case *pg.Constraint:
 			if x.Pktable != nil {
+				notChanged[x.Pktable] = true
 				w.ddlReferences(x.Pktable, names(x.PkAttrs))
 			}
 		}

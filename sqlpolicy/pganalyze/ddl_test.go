@@ -64,6 +64,23 @@ func TestDDLContent(t *testing.T) {
 			cols: []string{"public.customers.ssn"}},
 		{name: "replace view query", sql: "CREATE OR REPLACE VIEW customer_safe AS SELECT id, ssn AS name, created_at FROM customers",
 			cols: []string{"public.customers.ssn"}},
+		// Another relation a DDL names is changed by it: attached as a
+		// partition (whose rows the parent's scans then return, under
+		// the parent's name the catalog knows without the partition) or
+		// made a parent. A foreign key reads the referenced columns; LIKE
+		// copies the definition only.
+		{name: "attach partition", sql: "ALTER TABLE addresses ATTACH PARTITION customers FOR VALUES FROM (0) TO (100)",
+			cols: []string{"public.customers.ssn:w", "public.addresses.city:w"}},
+		{name: "inherits", sql: "CREATE TABLE t3 () INHERITS (customers)",
+			cols: []string{"public.customers.ssn:w"}},
+		{name: "alter inherit", sql: "ALTER TABLE addresses INHERIT customers",
+			cols: []string{"public.customers.ssn:w"}},
+		{name: "partition of", sql: "CREATE TABLE t3 PARTITION OF customers FOR VALUES FROM (0) TO (100)",
+			cols: []string{"public.customers.ssn:w"}},
+		{name: "foreign key", sql: "CREATE TABLE t3 (a int REFERENCES customers (id))",
+			cols: []string{"public.customers.id"}, exact: true},
+		{name: "like", sql: "CREATE TABLE t3 (LIKE customers)",
+			cols: []string{}, exact: true},
 		{name: "policy subquery", sql: "CREATE POLICY p ON addresses USING (EXISTS (SELECT 1 FROM customers WHERE ssn = 'x'))",
 			problems: []string{"unsupported"}},
 		{name: "rule", sql: "CREATE RULE \"_RETURN\" AS ON SELECT TO addresses DO INSTEAD SELECT customer_id, ssn AS name, email AS city FROM customers",
