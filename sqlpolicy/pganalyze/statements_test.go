@@ -58,6 +58,12 @@ func TestStatements(t *testing.T) {
 			verb: sqlpolicy.VerbMerge, command: "MERGE", tables: []string{"public.products:w", "public.products:w", "public.secrets"}}, // merge and its delete action
 		{name: "copy from stdin", sql: "COPY orders FROM STDIN", verb: sqlpolicy.VerbCopy, command: "COPY", tables: []string{"public.orders:w"}},
 		{name: "copy to stdout", sql: "COPY orders TO STDOUT", verb: sqlpolicy.VerbCopy, command: "COPY", tables: []string{"public.orders"}, rows: true},
+		// A write under COPY would be decided by the copy grant whatever
+		// its row action.
+		{name: "copy delete returning", sql: "COPY (DELETE FROM orders RETURNING id) TO STDOUT", verb: sqlpolicy.VerbCopy, command: "COPY",
+			problems: []string{"unsupported"}, rows: true},
+		{name: "copy with update", sql: "COPY (WITH u AS (UPDATE orders SET status = 'x' RETURNING id) SELECT id FROM u) TO STDOUT", verb: sqlpolicy.VerbCopy, command: "COPY",
+			problems: []string{"unsupported"}, rows: true},
 		{name: "copy from file", sql: "COPY orders FROM '/etc/passwd'", verb: sqlpolicy.VerbCopy, command: "COPY", problems: []string{"file_access"}},
 		{name: "copy to program", sql: "COPY orders TO PROGRAM 'rm -rf /'", verb: sqlpolicy.VerbCopy, command: "COPY", problems: []string{"file_access"}, rows: true},
 		{name: "select into", sql: "SELECT * INTO newt FROM orders", verb: sqlpolicy.VerbDDL, command: "SELECT INTO",
