@@ -42,6 +42,10 @@ var dynamicFuncs = map[string]bool{
 	// named in its argument. All run through SPI as the current user.
 	"crosstab": true, "crosstab2": true, "crosstab3": true, "crosstab4": true,
 	"connectby": true, "xpath_table": true, "pgrowlocks": true,
+	// refint's trigger functions query and delete from the relations
+	// and columns named in their trigger arguments; autoinc advances the
+	// sequence named in them.
+	"check_primary_key": true, "check_foreign_key": true, "autoinc": true,
 }
 
 // dangerousFuncs act on other sessions or the server, read data past
