@@ -316,6 +316,19 @@ func (w *walker) ddlContent(n *pg.Node) {
 		return
 	case *pg.Node_CreateTrigStmt:
 		w.ddlFunc(&pg.FuncCall{Funcname: x.CreateTrigStmt.Funcname})
+	case *pg.Node_CreateForeignTableStmt:
+		// A foreign table reads what its wrapper's options name:
+		// file_fdw's filename (a server file) or program (a shell
+		// command run as the server), postgres_fdw's remote table.
+		w.unsupported("a foreign table reads what its options name (a server file, a program's output, another server's table)")
+	case *pg.Node_AlterTableStmt:
+		for _, c := range x.AlterTableStmt.Cmds {
+			switch c.GetAlterTableCmd().GetSubtype() {
+			case pg.AlterTableType_AT_GenericOptions, pg.AlterTableType_AT_AlterColumnGenericOptions:
+				// OPTIONS (...) of a foreign table or its columns.
+				w.unsupported("changing a foreign table's options changes what it reads (a server file, a program's output, another server's table)")
+			}
+		}
 	}
 	notChanged := map[*pg.RangeVar]bool{}
 	eachMessage(n.ProtoReflect(), func(m protoreflect.Message) {
