@@ -81,6 +81,9 @@ func TestDDLContent(t *testing.T) {
 			cols: []string{"public.customers.id"}, exact: true},
 		{name: "like", sql: "CREATE TABLE t3 (LIKE customers)",
 			cols: []string{}, exact: true},
+		// TRUNCATE ... CASCADE empties the referencing tables too.
+		{name: "truncate cascade", sql: "TRUNCATE customers CASCADE",
+			cols: []string{"public.orders.total:w"}},
 		{name: "create foreign table", sql: "CREATE FOREIGN TABLE t3 (a text) SERVER files OPTIONS (program 'id')",
 			problems: []string{"unsupported"}},
 		{name: "alter foreign table options", sql: "ALTER FOREIGN TABLE addresses OPTIONS (SET filename '/etc/passwd')",
