@@ -41,6 +41,7 @@ const derivedPolicy = `roles:
       - select: [public.orders, public.people]
       - select: {public.prices: [id, price]}
       - select: [public.people_emails, public.example_people]
+      - ddl: [public.people, public.prices]
       - merge: {public.orders: [id, status]}
     deny_labels: [pii.*]
 agents:
@@ -158,5 +159,19 @@ func TestDerivedGrantsViews(t *testing.T) {
 		{"SELECT email FROM people_emails", false},
 		{"SELECT * FROM people_emails", false},
 		{"SELECT id FROM example_people", false},
+	})
+}
+
+// TestDerivedGrantsTruncate: ddl becomes TRUNCATE, except on a relation
+// with a column whose labels the role denies: TRUNCATE empties that
+// column, and keyhole refuses DDL on such a relation.
+func TestDerivedGrantsTruncate(t *testing.T) {
+	t.Parallel()
+	r, conn, eng := derivedGrants(t)
+	grants := r.CreationStatements[1:]
+	assert.Contains(t, grants, `GRANT TRUNCATE ON "public"."prices" TO "{{name}}";`)
+	assert.NotContains(t, grants, `GRANT TRUNCATE ON "public"."people" TO "{{name}}";`)
+	agree(t, conn, eng, []derivedCase{
+		{"TRUNCATE people", false},
 	})
 }

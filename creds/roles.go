@@ -237,6 +237,15 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 					note("%s: whole relation labelled %s, denied", r, l)
 					continue
 				}
+				if rule.Verb == sqlpolicy.VerbDDL {
+					// TRUNCATE empties every column; keyhole refuses
+					// DDL on a relation with a column the role's labels
+					// deny (it writes every column).
+					if c := firstDenied(r, rel, denied); c != "" {
+						note("%s: column %s is labelled, TRUNCATE not granted", r, c)
+						continue
+					}
+				}
 				for _, priv := range privs {
 					k := grantKey{r, priv}
 					if !columnPrivilege[priv] {
@@ -547,6 +556,16 @@ func (v *viewLineage) deniedSource(rel *catalog.Relation, col string, denied fun
 	for _, c := range st.Columns {
 		if _, bad := denied(c.Rel, c.Column); bad {
 			return c.Rel.String() + "." + c.Column
+		}
+	}
+	return ""
+}
+
+// firstDenied returns the first column of rel the role's labels deny.
+func firstDenied(r sqlpolicy.Rel, rel *catalog.Relation, denied func(sqlpolicy.Rel, string) (string, bool)) string {
+	for _, c := range rel.Columns {
+		if _, bad := denied(r, c.Name); bad {
+			return c.Name
 		}
 	}
 	return ""
