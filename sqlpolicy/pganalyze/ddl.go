@@ -7,6 +7,7 @@ import (
 	pg "github.com/pganalyze/pg_query_go/v6"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -130,8 +131,14 @@ func (w *walker) utility(n *pg.Node) {
 		w.ddlTarget(x.ViewStmt.View)
 	case *pg.Node_RenameStmt:
 		w.ddlTarget(x.RenameStmt.Relation)
+		if rs := x.RenameStmt; rs.Relation != nil && isRelationObject(rs.RenameType) {
+			w.ddlNewName(rs.Relation, "", rs.Newname)
+		}
 	case *pg.Node_AlterObjectSchemaStmt:
 		w.ddlTarget(x.AlterObjectSchemaStmt.Relation)
+		if as := x.AlterObjectSchemaStmt; as.Relation != nil && isRelationObject(as.ObjectType) {
+			w.ddlNewName(as.Relation, as.Newschema, as.Relation.Relname)
+		}
 	case *pg.Node_AlterOwnerStmt:
 		w.ddlTarget(x.AlterOwnerStmt.Relation)
 	case *pg.Node_CreateSeqStmt:
@@ -396,5 +403,28 @@ func (w *walker) ddlReferences(rv *pg.RangeVar, cols []string) {
 	}
 	for _, c := range cols {
 		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
+	}
+}
+
+// ddlNewName refuses renaming or moving relation rv to schema.name
+// (schema "": its own) when the catalog knows another relation by that
+// name, in that schema or first along the search path. keyhole's catalog
+// is read at start and on SIGHUP: until then it decides statements naming
+// the known relation by that relation's grants, columns and labels, while
+// Postgres reads the one moved onto its name (ALTER TABLE orders RENAME
+// TO o2; ALTER TABLE audit_log RENAME TO orders; SELECT * FROM orders
+// read audit_log under orders' select grant).
+func (w *walker) ddlNewName(rv *pg.RangeVar, schema, name string) {
+	self := w.resolveRel(rv.Schemaname, rv.Relname)
+	if schema == "" {
+		if self != nil {
+			schema = self.Schema
+		} else {
+			schema = rv.Schemaname
+		}
+	}
+	known := func(r *catalog.Relation) bool { return r != nil && r != self }
+	if (schema != "" && known(w.cat.Relation(schema, name))) || known(w.cat.ResolveRelation(name, w.path)) {
+		w.unsupported("%s would take the name of a relation keyhole's catalog knows (statements naming it would be decided as the known one until the catalog is read again)", qualified(schema, name))
 	}
 }
