@@ -334,6 +334,12 @@ func (w *walker) ddlContent(n *pg.Node) {
 			case pg.AlterTableType_AT_GenericOptions, pg.AlterTableType_AT_AlterColumnGenericOptions:
 				// OPTIONS (...) of a foreign table or its columns.
 				w.unsupported("changing a foreign table's options changes what it reads (a server file, a program's output, another server's table)")
+			case pg.AlterTableType_AT_AttachPartition, pg.AlterTableType_AT_AddInherit:
+				// The parent's scans then return the existing
+				// relation's rows, under the parent's name, grants and
+				// labels as the catalog knows them until it is read
+				// again.
+				w.unsupported("ATTACH PARTITION and INHERIT make a parent's scans return another relation's rows, which keyhole's catalog does not know until it is read again")
 			}
 		}
 	}

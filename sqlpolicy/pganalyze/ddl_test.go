@@ -70,11 +70,11 @@ func TestDDLContent(t *testing.T) {
 		// made a parent. A foreign key reads the referenced columns; LIKE
 		// copies the definition only.
 		{name: "attach partition", sql: "ALTER TABLE addresses ATTACH PARTITION customers FOR VALUES FROM (0) TO (100)",
-			cols: []string{"public.customers.ssn:w", "public.addresses.city:w"}},
+			cols: []string{"public.customers.ssn:w", "public.addresses.city:w"}, problems: []string{"unsupported"}},
 		{name: "inherits", sql: "CREATE TABLE t3 () INHERITS (customers)",
 			cols: []string{"public.customers.ssn:w"}},
 		{name: "alter inherit", sql: "ALTER TABLE addresses INHERIT customers",
-			cols: []string{"public.customers.ssn:w"}},
+			cols: []string{"public.customers.ssn:w"}, problems: []string{"unsupported"}},
 		{name: "partition of", sql: "CREATE TABLE t3 PARTITION OF customers FOR VALUES FROM (0) TO (100)",
 			cols: []string{"public.customers.ssn:w"}},
 		{name: "foreign key", sql: "CREATE TABLE t3 (a int REFERENCES customers (id))",
