@@ -133,6 +133,12 @@ func (w *walker) utility(n *pg.Node) {
 		w.ddlTarget(x.RenameStmt.Relation)
 		if rs := x.RenameStmt; rs.Relation != nil && isRelationObject(rs.RenameType) {
 			w.ddlNewName(rs.Relation, "", rs.Newname)
+		} else if rs.Relation != nil && rs.RenameType == pg.ObjectType_OBJECT_COLUMN {
+			// Likewise a column renamed onto a column name the catalog
+			// knows would be read under that column's grant and labels.
+			if rel := w.resolveRel(rs.Relation.Schemaname, rs.Relation.Relname); rel != nil && rel.Column(rs.Newname) != nil {
+				w.unsupported("column %s.%s would take the name of a column keyhole's catalog knows (statements naming it would be decided as the known one until the catalog is read again)", rel.Name, rs.Newname)
+			}
 		}
 	case *pg.Node_AlterObjectSchemaStmt:
 		w.ddlTarget(x.AlterObjectSchemaStmt.Relation)
@@ -343,9 +349,31 @@ func (w *walker) ddlContent(n *pg.Node) {
 			}
 		}
 	}
+	// The relation whose columns the statement's expressions name.
+	var exprRel *pg.RangeVar
+	switch x := n.Node.(type) {
+	case *pg.Node_AlterTableStmt:
+		exprRel = x.AlterTableStmt.Relation
+	case *pg.Node_IndexStmt:
+		exprRel = x.IndexStmt.Relation
+	case *pg.Node_CreatePolicyStmt:
+		exprRel = x.CreatePolicyStmt.Table
+	case *pg.Node_AlterPolicyStmt:
+		exprRel = x.AlterPolicyStmt.Table
+	case *pg.Node_CreateTrigStmt:
+		exprRel = x.CreateTrigStmt.Relation
+	}
+	var target *catalog.Relation
+	if exprRel != nil {
+		target = w.resolveRel(exprRel.Schemaname, exprRel.Relname)
+	}
 	notChanged := map[*pg.RangeVar]bool{}
 	eachMessage(n.ProtoReflect(), func(m protoreflect.Message) {
 		switch x := m.Interface().(type) {
+		case *pg.ColumnRef:
+			if target != nil {
+				w.ddlColumnRef(target, x)
+			}
 		case *pg.RangeVar:
 			if !notChanged[x] {
 				w.ddlTarget(x)
@@ -432,5 +460,26 @@ func (w *walker) ddlNewName(rv *pg.RangeVar, schema, name string) {
 	known := func(r *catalog.Relation) bool { return r != nil && r != self }
 	if (schema != "" && known(w.cat.Relation(schema, name))) || known(w.cat.ResolveRelation(name, w.path)) {
 		w.unsupported("%s would take the name of a relation keyhole's catalog knows (statements naming it would be decided as the known one until the catalog is read again)", qualified(schema, name))
+	}
+}
+
+// ddlColumnRef reports the column of rel an expression in DDL names as
+// read: ALTER COLUMN a TYPE ... USING b copies b into a, a CHECK or an
+// index expression over b succeeds or fails by b's values, a trigger's
+// WHEN reads OLD.b and NEW.b. A name that is not one of rel's columns (a
+// whole-row reference, *) reads every column.
+func (w *walker) ddlColumnRef(rel *catalog.Relation, cr *pg.ColumnRef) {
+	r := sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}
+	var cols []string
+	if len(cr.Fields) > 0 {
+		if name, ok := strVal(cr.Fields[len(cr.Fields)-1]); ok && rel.Column(name) != nil {
+			cols = []string{name}
+		}
+	}
+	if cols == nil {
+		cols = catalogColumnNames(rel)
+	}
+	for _, c := range cols {
+		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
 	}
 }

@@ -90,6 +90,18 @@ func TestDDLContent(t *testing.T) {
 			problems: []string{"unsupported"}},
 		{name: "set schema onto known name", sql: "ALTER TABLE other.customers SET SCHEMA public",
 			problems: []string{"unsupported"}},
+		// A column an expression names is read: USING b copies b into
+		// the altered column, a CHECK on it is an oracle on its values.
+		{name: "using reads its columns", sql: "ALTER TABLE addresses ALTER COLUMN city TYPE text USING name",
+			cols: []string{"public.addresses.name"}},
+		{name: "check reads its columns", sql: "ALTER TABLE addresses ADD CONSTRAINT c CHECK (name < 'm')",
+			cols: []string{"public.addresses.name"}},
+		{name: "index expression reads its columns", sql: "CREATE INDEX ON addresses (lower(name))",
+			cols: []string{"public.addresses.name"}},
+		{name: "trigger when reads its columns", sql: "CREATE TRIGGER t BEFORE UPDATE ON addresses FOR EACH ROW WHEN (OLD.name IS DISTINCT FROM NEW.name) EXECUTE FUNCTION mask()",
+			cols: []string{"public.addresses.name"}},
+		{name: "rename column onto known column", sql: "ALTER TABLE addresses RENAME COLUMN city TO name",
+			problems: []string{"unsupported"}},
 		{name: "create foreign table", sql: "CREATE FOREIGN TABLE t3 (a text) SERVER files OPTIONS (program 'id')",
 			problems: []string{"unsupported"}},
 		{name: "alter foreign table options", sql: "ALTER FOREIGN TABLE addresses OPTIONS (SET filename '/etc/passwd')",
