@@ -15,6 +15,7 @@ import (
 
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 // RoleOptions shapes the Vault roles RolesForPolicy builds.
@@ -169,6 +170,7 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 	whole := map[grantKey]bool{}
 	seqs := map[grantKey]bool{}
 	var routines []routineGrant
+	views := &viewLineage{cat: cat}
 	note := func(format string, args ...any) {
 		n := fmt.Sprintf(format, args...)
 		if !slices.Contains(vr.Notes, n) {
@@ -235,6 +237,15 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 					note("%s: whole relation labelled %s, denied", r, l)
 					continue
 				}
+				if rule.Verb == sqlpolicy.VerbDDL {
+					// TRUNCATE empties every column; keyhole refuses
+					// DDL on a relation with a column the role's labels
+					// deny (it writes every column).
+					if c := firstDenied(r, rel, denied); c != "" {
+						note("%s: column %s is labelled, TRUNCATE not granted", r, c)
+						continue
+					}
+				}
 				for _, priv := range privs {
 					k := grantKey{r, priv}
 					if !columnPrivilege[priv] {
@@ -254,6 +265,10 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 						}
 						if l, bad := denied(r, c.Name); bad {
 							note("%s.%s: labelled %s, left out", r, c.Name, l)
+							continue
+						}
+						if src := views.deniedSource(rel, c.Name, denied); src != "" {
+							note("%s.%s: reads %s, left out", r, c.Name, src)
 							continue
 						}
 						if src := deniedSource(rel, c, denied); src != "" {
@@ -504,4 +519,54 @@ func WriteVaultRoles(ctx context.Context, client *api.Client, mount string, role
 		}
 	}
 	return nil
+}
+
+// viewLineage finds the base columns a view column reads. Postgres reads
+// a view's base relations with the view owner's privileges, so SELECT on
+// a view column hands out whatever it is computed from: a column whose
+// lineage reaches a column or relation the role's labels deny is left
+// out, as keyhole refuses reading it. keyhole counts every column a
+// view's other clauses (WHERE, GROUP BY ...) read for each of its
+// columns, and so does this. A view keyhole cannot analyze is left out.
+type viewLineage struct {
+	cat *catalog.Catalog
+	an  *pganalyze.Analyzer
+}
+
+// deniedSource returns the first denied base column or relation that
+// column col of rel reads ("" when none, or when rel is not a view).
+func (v *viewLineage) deniedSource(rel *catalog.Relation, col string, denied func(sqlpolicy.Rel, string) (string, bool)) string {
+	if rel.Kind != catalog.KindView && rel.Kind != catalog.KindMatView {
+		return ""
+	}
+	if v.an == nil {
+		v.an = pganalyze.New(v.cat, pganalyze.Options{})
+	}
+	sql := fmt.Sprintf("SELECT %s FROM %s", pgx.Identifier{col}.Sanitize(), pgx.Identifier{rel.Schema, rel.Name}.Sanitize())
+	acc := v.an.Analyze(sql, nil)
+	if acc == nil || len(acc.Statements) != 1 || len(acc.Statements[0].Problems) > 0 {
+		return "a definition keyhole cannot analyze"
+	}
+	st := acc.Statements[0]
+	for _, t := range st.Tables {
+		if _, bad := denied(t.Rel, ""); bad {
+			return t.Rel.String()
+		}
+	}
+	for _, c := range st.Columns {
+		if _, bad := denied(c.Rel, c.Column); bad {
+			return c.Rel.String() + "." + c.Column
+		}
+	}
+	return ""
+}
+
+// firstDenied returns the first column of rel the role's labels deny.
+func firstDenied(r sqlpolicy.Rel, rel *catalog.Relation, denied func(sqlpolicy.Rel, string) (string, bool)) string {
+	for _, c := range rel.Columns {
+		if _, bad := denied(r, c.Name); bad {
+			return c.Name
+		}
+	}
+	return ""
 }

@@ -1,16 +1,20 @@
 package pganalyze
 
 import (
+	"fmt"
 	"strings"
 
 	pg "github.com/pganalyze/pg_query_go/v6"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
 // ddlCommands names the DDL statements the analyzer recognises. Their
-// target relation (when they have one) is reported as a write; the rest of
-// their content is the DDL grant's business.
+// target relation (when they have one) is reported as a write of the
+// relation and of every column it has (ddlTarget); the expressions inside
+// them are reported like any statement's (ddlContent).
 var ddlCommands = map[string]string{
 	"CreateStmt": "CREATE TABLE", "AlterTableStmt": "ALTER TABLE", "DropStmt": "DROP",
 	"TruncateStmt": "TRUNCATE TABLE", "IndexStmt": "CREATE INDEX", "ViewStmt": "CREATE VIEW",
@@ -108,6 +112,7 @@ func (w *walker) utility(n *pg.Node) {
 		return
 	}
 	st.Verb, st.Command = sqlpolicy.VerbDDL, cmd
+	w.ddlContent(n)
 	switch x := n.Node.(type) {
 	case *pg.Node_CreateStmt:
 		w.ddlTarget(x.CreateStmt.Relation)
@@ -126,8 +131,20 @@ func (w *walker) utility(n *pg.Node) {
 		w.ddlTarget(x.ViewStmt.View)
 	case *pg.Node_RenameStmt:
 		w.ddlTarget(x.RenameStmt.Relation)
+		if rs := x.RenameStmt; rs.Relation != nil && isRelationObject(rs.RenameType) {
+			w.ddlNewName(rs.Relation, "", rs.Newname)
+		} else if rs.Relation != nil && rs.RenameType == pg.ObjectType_OBJECT_COLUMN {
+			// Likewise a column renamed onto a column name the catalog
+			// knows would be read under that column's grant and labels.
+			if rel := w.resolveRel(rs.Relation.Schemaname, rs.Relation.Relname); rel != nil && rel.Column(rs.Newname) != nil {
+				w.unsupported("column %s.%s would take the name of a column keyhole's catalog knows (statements naming it would be decided as the known one until the catalog is read again)", rel.Name, rs.Newname)
+			}
+		}
 	case *pg.Node_AlterObjectSchemaStmt:
 		w.ddlTarget(x.AlterObjectSchemaStmt.Relation)
+		if as := x.AlterObjectSchemaStmt; as.Relation != nil && isRelationObject(as.ObjectType) {
+			w.ddlNewName(as.Relation, as.Newschema, as.Relation.Relname)
+		}
 	case *pg.Node_AlterOwnerStmt:
 		w.ddlTarget(x.AlterOwnerStmt.Relation)
 	case *pg.Node_CreateSeqStmt:
@@ -174,8 +191,11 @@ func (w *walker) utility(n *pg.Node) {
 		if isRelationObject(x.CommentStmt.Objtype) {
 			w.ddlNamed(x.CommentStmt.Object.GetList())
 		} else if x.CommentStmt.Objtype == pg.ObjectType_OBJECT_COLUMN {
+			// A column's comment can carry labels ("keyhole: pii.ssn"):
+			// changing it writes that column.
 			if l := x.CommentStmt.Object.GetList(); l != nil && len(l.Items) > 1 {
-				w.ddlNamed(&pg.List{Items: l.Items[:len(l.Items)-1]})
+				col, _ := strVal(l.Items[len(l.Items)-1])
+				w.ddlTargetColumns(rangeVarOf(names(l.Items[:len(l.Items)-1])), []string{col})
 			}
 		}
 	case *pg.Node_CreateFunctionStmt:
@@ -210,12 +230,41 @@ func objectWord(t pg.ObjectType) string {
 	return strings.ReplaceAll(s, "_", " ")
 }
 
-// ddlTarget reports the relation a DDL statement changes.
+// ddlTarget reports the relation a DDL statement changes. DDL on an
+// existing relation also writes every column of it (VACUUM and ANALYZE,
+// which share this, do not): ALTER TABLE evaluates expressions over any
+// column on every row (ALTER COLUMN ... TYPE ... USING, ADD CHECK, index
+// expressions), and Postgres's errors quote the value they fail on
+// (invalid input syntax for type integer: "078-05-1120"); DROP, TRUNCATE
+// and ALTER COLUMN TYPE destroy or rewrite the data; RENAME, SET SCHEMA
+// and COMMENT move a column out from under the labels keyed by its name
+// or carried by its comment, and GRANT hands it to other roles. So a
+// role may change a relation with a labelled column only where it may
+// write that column.
 func (w *walker) ddlTarget(rv *pg.RangeVar) {
+	w.ddlTargetColumns(rv, nil)
+}
+
+// ddlTargetColumns is ddlTarget writing only cols (nil: every column).
+func (w *walker) ddlTargetColumns(rv *pg.RangeVar, cols []string) {
 	if rv == nil {
 		return
 	}
-	w.table(sqlpolicy.TableRef{Rel: w.ddlRel(rv), Mode: sqlpolicy.Write})
+	r := w.ddlRel(rv)
+	w.table(sqlpolicy.TableRef{Rel: r, Mode: sqlpolicy.Write})
+	if w.st.Verb != sqlpolicy.VerbDDL {
+		return
+	}
+	rel := w.cat.Relation(r.Schema, r.Name)
+	if rel == nil || (rv.Catalogname != "" && rv.Catalogname != w.cat.Database) {
+		return
+	}
+	if cols == nil {
+		cols = catalogColumnNames(rel)
+	}
+	for _, c := range cols {
+		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Write})
+	}
 }
 
 // ddlNamed reports a relation named by a list of String nodes.
@@ -223,13 +272,214 @@ func (w *walker) ddlNamed(l *pg.List) {
 	if l == nil {
 		return
 	}
-	parts := names(l.Items)
+	w.ddlTarget(rangeVarOf(names(l.Items)))
+}
+
+// rangeVarOf makes a RangeVar of a qualified name (nil if it is not one).
+func rangeVarOf(parts []string) *pg.RangeVar {
 	switch len(parts) {
 	case 1:
-		w.ddlTarget(&pg.RangeVar{Relname: parts[0]})
+		return &pg.RangeVar{Relname: parts[0]}
 	case 2:
-		w.ddlTarget(&pg.RangeVar{Schemaname: parts[0], Relname: parts[1]})
+		return &pg.RangeVar{Schemaname: parts[0], Relname: parts[1]}
 	case 3:
-		w.ddlTarget(&pg.RangeVar{Catalogname: parts[0], Schemaname: parts[1], Relname: parts[2]})
+		return &pg.RangeVar{Catalogname: parts[0], Schemaname: parts[1], Relname: parts[2]}
+	}
+	return nil
+}
+
+// ddlContent reports what the expressions inside a DDL statement run and
+// read. Postgres evaluates them with the caller's rights: a column default
+// or ALTER COLUMN ... TYPE ... USING can call query_to_xml or pg_read_file
+// and store the result in a column the role may read, a CHECK constraint
+// or index expression runs its functions on every row, a trigger runs
+// its function on later writes. keyhole's catalog learns of a new
+// default, trigger, rule, policy or view definition only when it is read
+// again (SIGHUP), so what they will run is decided here:
+//   - every function call (and a trigger's function) is reported and
+//     classified like a statement's, every user operator's function and
+//     every conversion to a type whose checks or cast run functions;
+//   - a view's query counts as read now (CREATE [OR REPLACE] VIEW), as if
+//     it ran: later reads of the view expand the definition the catalog
+//     had when it was loaded;
+//   - a subquery is refused: Postgres allows none in defaults, checks,
+//     USING, index and generated expressions, and the places that allow
+//     one (row security policies, rule actions) apply it to later
+//     statements the analyzer would decide without it;
+//   - a rule is refused: it rewrites later statements on the relation
+//     (an ON SELECT rule turns an empty table into a view).
+//
+// A column an expression names belongs to the DDL's own relation, whose
+// every column ddlTarget writes. Every other relation a DDL statement
+// names is changed by it as well and written the same way: ATTACH
+// PARTITION makes it a partition whose rows the parent's scans return
+// (under the parent's name, which the catalog knows without the
+// partition and so without its labels), INHERIT, INHERITS and PARTITION
+// OF make it a parent, a constraint trigger's FROM and CREATE
+// STATISTICS change it. Only a foreign key's referenced table is read
+// (its referenced columns: inserting a value is an oracle on them), and
+// LIKE copies a definition without data.
+func (w *walker) ddlContent(n *pg.Node) {
+	switch x := n.Node.(type) {
+	case *pg.Node_ViewStmt:
+		w.readShape(nil, w.query(x.ViewStmt.Query, nil))
+		return
+	case *pg.Node_RuleStmt:
+		w.unsupported("CREATE RULE rewrites later statements on %s, which keyhole would decide without the rule", x.RuleStmt.GetRelation().GetRelname())
+		return
+	case *pg.Node_CreateTrigStmt:
+		w.ddlFunc(&pg.FuncCall{Funcname: x.CreateTrigStmt.Funcname})
+	case *pg.Node_CreateForeignTableStmt:
+		// A foreign table reads what its wrapper's options name:
+		// file_fdw's filename (a server file) or program (a shell
+		// command run as the server), postgres_fdw's remote table.
+		w.unsupported("a foreign table reads what its options name (a server file, a program's output, another server's table)")
+	case *pg.Node_AlterTableStmt:
+		for _, c := range x.AlterTableStmt.Cmds {
+			switch c.GetAlterTableCmd().GetSubtype() {
+			case pg.AlterTableType_AT_GenericOptions, pg.AlterTableType_AT_AlterColumnGenericOptions:
+				// OPTIONS (...) of a foreign table or its columns.
+				w.unsupported("changing a foreign table's options changes what it reads (a server file, a program's output, another server's table)")
+			case pg.AlterTableType_AT_AttachPartition, pg.AlterTableType_AT_AddInherit:
+				// The parent's scans then return the existing
+				// relation's rows, under the parent's name, grants and
+				// labels as the catalog knows them until it is read
+				// again.
+				w.unsupported("ATTACH PARTITION and INHERIT make a parent's scans return another relation's rows, which keyhole's catalog does not know until it is read again")
+			}
+		}
+	}
+	// The relation whose columns the statement's expressions name.
+	var exprRel *pg.RangeVar
+	switch x := n.Node.(type) {
+	case *pg.Node_AlterTableStmt:
+		exprRel = x.AlterTableStmt.Relation
+	case *pg.Node_IndexStmt:
+		exprRel = x.IndexStmt.Relation
+	case *pg.Node_CreatePolicyStmt:
+		exprRel = x.CreatePolicyStmt.Table
+	case *pg.Node_AlterPolicyStmt:
+		exprRel = x.AlterPolicyStmt.Table
+	case *pg.Node_CreateTrigStmt:
+		exprRel = x.CreateTrigStmt.Relation
+	}
+	var target *catalog.Relation
+	if exprRel != nil {
+		target = w.resolveRel(exprRel.Schemaname, exprRel.Relname)
+	}
+	notChanged := map[*pg.RangeVar]bool{}
+	eachMessage(n.ProtoReflect(), func(m protoreflect.Message) {
+		switch x := m.Interface().(type) {
+		case *pg.ColumnRef:
+			if target != nil {
+				w.ddlColumnRef(target, x)
+			}
+		case *pg.RangeVar:
+			if !notChanged[x] {
+				w.ddlTarget(x)
+			}
+		case *pg.TableLikeClause:
+			notChanged[x.Relation] = true
+		case *pg.FuncCall:
+			w.ddlFunc(x)
+		case *pg.SubLink:
+			w.unsupported("subquery in %s", w.st.Command)
+		case *pg.SelectStmt, *pg.InsertStmt, *pg.UpdateStmt, *pg.DeleteStmt, *pg.MergeStmt:
+			w.unsupported("query in %s", w.st.Command)
+		case *pg.A_Expr:
+			w.untypedOperator(x.Name)
+			w.operatorName(x.Name)
+		case *pg.TypeCast:
+			if x.TypeName != nil {
+				w.castFunctions(x.TypeName)
+			}
+		case *pg.ColumnDef:
+			if x.TypeName != nil {
+				w.castFunctions(x.TypeName)
+			}
+		case *pg.Constraint:
+			if x.Pktable != nil {
+				notChanged[x.Pktable] = true
+				w.ddlReferences(x.Pktable, names(x.PkAttrs))
+			}
+		}
+	})
+}
+
+// ddlFunc reports a function a DDL statement calls.
+func (w *walker) ddlFunc(fc *pg.FuncCall) {
+	schema, name, ok := funcName(fc.Funcname)
+	if !ok {
+		w.unsupported("function name of an unexpected form")
+		return
+	}
+	f := w.resolveFunc(schema, name)
+	if f == nil {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownFunction,
+			Detail: fmt.Sprintf("function %s does not exist", qualified(schema, name)), Func: qualified(schema, name)})
+	}
+	w.reportFunc(schema, name, f, fc, newScope(nil))
+}
+
+// ddlReferences reports the columns a foreign key references as read
+// (every column when it names none: the primary key).
+func (w *walker) ddlReferences(rv *pg.RangeVar, cols []string) {
+	rel := w.resolveRel(rv.Schemaname, rv.Relname)
+	if rel == nil {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownTable, Rel: sqlpolicy.Rel{Schema: rv.Schemaname, Name: rv.Relname},
+			Detail: fmt.Sprintf("relation %q does not exist", qualified(rv.Schemaname, rv.Relname))})
+		return
+	}
+	r := sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}
+	w.table(sqlpolicy.TableRef{Rel: r, Mode: sqlpolicy.Read})
+	if len(cols) == 0 {
+		cols = catalogColumnNames(rel)
+	}
+	for _, c := range cols {
+		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
+	}
+}
+
+// ddlNewName refuses renaming or moving relation rv to schema.name
+// (schema "": its own) when the catalog knows another relation by that
+// name, in that schema or first along the search path. keyhole's catalog
+// is read at start and on SIGHUP: until then it decides statements naming
+// the known relation by that relation's grants, columns and labels, while
+// Postgres reads the one moved onto its name (ALTER TABLE orders RENAME
+// TO o2; ALTER TABLE audit_log RENAME TO orders; SELECT * FROM orders
+// read audit_log under orders' select grant).
+func (w *walker) ddlNewName(rv *pg.RangeVar, schema, name string) {
+	self := w.resolveRel(rv.Schemaname, rv.Relname)
+	if schema == "" {
+		if self != nil {
+			schema = self.Schema
+		} else {
+			schema = rv.Schemaname
+		}
+	}
+	known := func(r *catalog.Relation) bool { return r != nil && r != self }
+	if (schema != "" && known(w.cat.Relation(schema, name))) || known(w.cat.ResolveRelation(name, w.path)) {
+		w.unsupported("%s would take the name of a relation keyhole's catalog knows (statements naming it would be decided as the known one until the catalog is read again)", qualified(schema, name))
+	}
+}
+
+// ddlColumnRef reports the column of rel an expression in DDL names as
+// read: ALTER COLUMN a TYPE ... USING b copies b into a, a CHECK or an
+// index expression over b succeeds or fails by b's values, a trigger's
+// WHEN reads OLD.b and NEW.b. A name that is not one of rel's columns (a
+// whole-row reference, *) reads every column.
+func (w *walker) ddlColumnRef(rel *catalog.Relation, cr *pg.ColumnRef) {
+	r := sqlpolicy.Rel{Schema: rel.Schema, Name: rel.Name}
+	var cols []string
+	if len(cr.Fields) > 0 {
+		if name, ok := strVal(cr.Fields[len(cr.Fields)-1]); ok && rel.Column(name) != nil {
+			cols = []string{name}
+		}
+	}
+	if cols == nil {
+		cols = catalogColumnNames(rel)
+	}
+	for _, c := range cols {
+		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
 	}
 }

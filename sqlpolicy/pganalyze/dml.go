@@ -307,6 +307,13 @@ func (w *walker) copyStmt(s *pg.CopyStmt) {
 		}
 		w.readShape(nil, w.query(s.Query, sc))
 		w.st.ReturnsRows = true
+		if len(w.writeVerbs) > 0 {
+			// COPY (INSERT/UPDATE/DELETE ... RETURNING) TO, and a
+			// data-modifying WITH in COPY's query, run their writes
+			// (Postgres 15 refuses only MERGE there); the policy decides a
+			// write under COPY by the copy grant, whatever its row action.
+			w.unsupported("COPY over a data-modifying query: run the statement itself (with RETURNING)")
+		}
 		return
 	}
 	if s.Relation == nil {

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strings"
 
+	pg "github.com/pganalyze/pg_query_go/v6"
+
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
@@ -158,7 +160,9 @@ func (w *walker) effects() {
 			}
 			if w.truncateCascade {
 				for _, ck := range w.a.fkChildren()[t.Rel] {
-					w.table(sqlpolicy.TableRef{Rel: sqlpolicy.Rel{Schema: ck.child.Schema, Name: ck.child.Name}, Mode: sqlpolicy.Write})
+					// Every column of it is emptied, as of the table
+					// named (ddlTarget).
+					w.ddlTarget(&pg.RangeVar{Schemaname: ck.child.Schema, Relname: ck.child.Name})
 				}
 			}
 			continue

@@ -58,6 +58,12 @@ func TestStatements(t *testing.T) {
 			verb: sqlpolicy.VerbMerge, command: "MERGE", tables: []string{"public.products:w", "public.products:w", "public.secrets"}}, // merge and its delete action
 		{name: "copy from stdin", sql: "COPY orders FROM STDIN", verb: sqlpolicy.VerbCopy, command: "COPY", tables: []string{"public.orders:w"}},
 		{name: "copy to stdout", sql: "COPY orders TO STDOUT", verb: sqlpolicy.VerbCopy, command: "COPY", tables: []string{"public.orders"}, rows: true},
+		// A write under COPY would be decided by the copy grant whatever
+		// its row action.
+		{name: "copy delete returning", sql: "COPY (DELETE FROM orders RETURNING id) TO STDOUT", verb: sqlpolicy.VerbCopy, command: "COPY",
+			problems: []string{"unsupported"}, rows: true},
+		{name: "copy with update", sql: "COPY (WITH u AS (UPDATE orders SET status = 'x' RETURNING id) SELECT id FROM u) TO STDOUT", verb: sqlpolicy.VerbCopy, command: "COPY",
+			problems: []string{"unsupported"}, rows: true},
 		{name: "copy from file", sql: "COPY orders FROM '/etc/passwd'", verb: sqlpolicy.VerbCopy, command: "COPY", problems: []string{"file_access"}},
 		{name: "copy to program", sql: "COPY orders TO PROGRAM 'rm -rf /'", verb: sqlpolicy.VerbCopy, command: "COPY", problems: []string{"file_access"}, rows: true},
 		{name: "select into", sql: "SELECT * INTO newt FROM orders", verb: sqlpolicy.VerbDDL, command: "SELECT INTO",
@@ -79,6 +85,14 @@ func TestStatements(t *testing.T) {
 			problems: []string{"dynamic_sql"}, rows: true, literal: true},
 		{name: "table_to_xml", sql: "SELECT table_to_xml('customers', true, true, '')", verb: sqlpolicy.VerbSelect, command: "SELECT",
 			problems: []string{"dynamic_sql"}, rows: true, literal: true},
+		// Extension functions that run a query built from their text
+		// arguments (tablefunc, xml2, pgrowlocks; not installed here).
+		{name: "crosstab", sql: "SELECT * FROM crosstab('select ssn, email, name from customers') AS t(a text, b text)", verb: sqlpolicy.VerbSelect, command: "SELECT",
+			problems: []string{"dynamic_sql", "unknown_function"}, rows: true},
+		{name: "connectby", sql: "SELECT * FROM connectby('customers', 'ssn', 'email', 'x', 0) AS t(k text, p text, l int)", verb: sqlpolicy.VerbSelect, command: "SELECT",
+			problems: []string{"dynamic_sql", "unknown_function"}, rows: true},
+		{name: "xpath_table", sql: "SELECT * FROM xpath_table('id', 'ssn', 'customers', '/x', 'true') AS t(id int, x text)", verb: sqlpolicy.VerbSelect, command: "SELECT",
+			problems: []string{"dynamic_sql", "unknown_function"}, rows: true},
 		{name: "dblink", sql: "SELECT * FROM dblink('host=x', 'select 1') AS t(a int)", verb: sqlpolicy.VerbSelect, command: "SELECT",
 			problems: []string{"dangerous_function", "unknown_function"}, rows: true},
 		{name: "pg_sleep", sql: "SELECT pg_sleep(10)", verb: sqlpolicy.VerbSelect, command: "SELECT", problems: []string{"dangerous_function"}, rows: true},
