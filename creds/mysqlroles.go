@@ -8,6 +8,7 @@ import (
 
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
 )
 
 // mysqlPrivileges are the MariaDB privileges each keyhole verb needs on a
@@ -59,6 +60,12 @@ func MySQLGrants(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role
 	cols := map[key]map[string]bool{}
 	whole := map[key]bool{}
 	var routines []string
+	views := &viewLineage{
+		newAnalyzer: func() analyzer { return myanalyze.New(cat, myanalyze.Options{}) },
+		selectColumn: func(rel *catalog.Relation, col string) string {
+			return "SELECT " + mysqlIdent(col) + " FROM " + mysqlName(rel.Schema, rel.Name)
+		},
+	}
 	for _, rule := range role.Allow {
 		if rule.Verb == sqlpolicy.VerbCall {
 			for _, tr := range rule.Tables {
@@ -97,6 +104,10 @@ func MySQLGrants(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role
 						}
 						if l, bad := denied(r, c.Name); bad {
 							note("%s.%s: labelled %s, left out", r, c.Name, l)
+							continue
+						}
+						if src := views.deniedSource(rel, c.Name, denied); src != "" {
+							note("%s.%s: reads %s, left out", r, c.Name, src)
 							continue
 						}
 						if src := deniedSource(rel, c, denied); src != "" {

@@ -170,7 +170,7 @@ func roleFor(p *sqlpolicy.Policy, cat *catalog.Catalog, role *sqlpolicy.Role, db
 	whole := map[grantKey]bool{}
 	seqs := map[grantKey]bool{}
 	var routines []routineGrant
-	views := &viewLineage{cat: cat}
+	views := pgViewLineage(cat)
 	note := func(format string, args ...any) {
 		n := fmt.Sprintf(format, args...)
 		if !slices.Contains(vr.Notes, n) {
@@ -522,15 +522,32 @@ func WriteVaultRoles(ctx context.Context, client *api.Client, mount string, role
 }
 
 // viewLineage finds the base columns a view column reads. Postgres reads
-// a view's base relations with the view owner's privileges, so SELECT on
-// a view column hands out whatever it is computed from: a column whose
+// a view's base relations with the view owner's privileges, and so does
+// MariaDB a view's (SQL SECURITY DEFINER, the default), so SELECT on a
+// view column hands out whatever it is computed from: a column whose
 // lineage reaches a column or relation the role's labels deny is left
 // out, as keyhole refuses reading it. keyhole counts every column a
 // view's other clauses (WHERE, GROUP BY ...) read for each of its
 // columns, and so does this. A view keyhole cannot analyze is left out.
 type viewLineage struct {
-	cat *catalog.Catalog
-	an  *pganalyze.Analyzer
+	// newAnalyzer makes the dialect's analyzer, once, when a view is met.
+	newAnalyzer func() analyzer
+	an          analyzer
+	// selectColumn is the text that reads column col of rel.
+	selectColumn func(rel *catalog.Relation, col string) string
+}
+
+type analyzer interface {
+	Analyze(sql string, s sqlpolicy.Session) *sqlpolicy.Access
+}
+
+func pgViewLineage(cat *catalog.Catalog) *viewLineage {
+	return &viewLineage{
+		newAnalyzer: func() analyzer { return pganalyze.New(cat, pganalyze.Options{}) },
+		selectColumn: func(rel *catalog.Relation, col string) string {
+			return fmt.Sprintf("SELECT %s FROM %s", pgx.Identifier{col}.Sanitize(), pgx.Identifier{rel.Schema, rel.Name}.Sanitize())
+		},
+	}
 }
 
 // deniedSource returns the first denied base column or relation that
@@ -540,10 +557,9 @@ func (v *viewLineage) deniedSource(rel *catalog.Relation, col string, denied fun
 		return ""
 	}
 	if v.an == nil {
-		v.an = pganalyze.New(v.cat, pganalyze.Options{})
+		v.an = v.newAnalyzer()
 	}
-	sql := fmt.Sprintf("SELECT %s FROM %s", pgx.Identifier{col}.Sanitize(), pgx.Identifier{rel.Schema, rel.Name}.Sanitize())
-	acc := v.an.Analyze(sql, nil)
+	acc := v.an.Analyze(v.selectColumn(rel, col), nil)
 	if acc == nil || len(acc.Statements) != 1 || len(acc.Statements[0].Problems) > 0 {
 		return "a definition keyhole cannot analyze"
 	}
