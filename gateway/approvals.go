@@ -62,7 +62,7 @@ func (g *Gateway) openApprovals(ctx context.Context) error {
 
 // decider is the sqlpolicy.Decider of the front end of dialect.
 func (g *Gateway) decider(dialect string) sqlpolicy.Decider {
-	r := &router{dialect: dialect, gen: &g.gen}
+	r := &router{dialect: dialect, gen: &g.gen, schemaChanged: g.schemaChanged}
 	if g.approvals == nil {
 		return r
 	}

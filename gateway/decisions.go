@@ -97,6 +97,21 @@ func (g *generation) engineFor(agent string) (*sqlpolicy.Engine, string) {
 type router struct {
 	dialect string
 	gen     *atomic.Pointer[generation]
+	// schemaChanged asks the gateway to read the catalogs again.
+	schemaChanged chan<- struct{}
+}
+
+// SchemaChanged implements sqlpolicy.SchemaNotifier: the front ends call
+// it when a statement that changes the schema (DDL) has taken effect, and
+// the gateway reads every upstream's schema again, as at SIGHUP, so that
+// later statements are decided against the relations as they now are.
+// Calls while a reading is due or under way ask for one more, never a
+// queue of them.
+func (r *router) SchemaChanged() {
+	select {
+	case r.schemaChanged <- struct{}{}:
+	default:
+	}
 }
 
 var _ sqlpolicy.EpochDecider = (*router)(nil)

@@ -34,7 +34,10 @@
 // carry (cancel.go).
 //
 // Reload (SIGHUP, via Options.Reload) re-reads every upstream's schema and
-// the policy; a change of the policy file alone reloads the policy. A
+// the policy, and so does an agent's DDL once it has taken effect (the
+// front ends call the router's SchemaChanged, sqlpolicy.SchemaNotifier;
+// notices coalesce while a reading is due); a change of the policy file
+// alone reloads the policy. A
 // policy or schema that does not load leaves the running generation in
 // force and says why (log line, keyhole_policy_reload_ok 0). Agents that
 // a new policy removes or moves to another role or upstream lose their

@@ -97,8 +97,11 @@ type Gateway struct {
 	closers []func() error // undone in reverse order at the end
 	started atomic.Bool
 	stopReq chan context.Context
-	done    chan struct{}
-	runErr  error
+	// schemaChanged is signalled (router.SchemaChanged) when an agent's
+	// DDL has taken effect: Run reads the catalogs again.
+	schemaChanged chan struct{}
+	done          chan struct{}
+	runErr        error
 }
 
 // running is a front end and its listener.
@@ -122,7 +125,8 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	g := &Gateway{cfg: cfg, log: opts.Logger, opts: opts, stopReq: make(chan context.Context, 1), done: make(chan struct{})}
+	g := &Gateway{cfg: cfg, log: opts.Logger, opts: opts, stopReq: make(chan context.Context, 1), done: make(chan struct{}),
+		schemaChanged: make(chan struct{}, 1)}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	built := false
 	defer func() {
@@ -399,6 +403,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 			sdCtx = grace()
 		case <-g.opts.Reload:
 			_ = g.reload("SIGHUP", true)
+		case <-g.schemaChanged:
+			_ = g.reload("schema change", true)
 		case <-tick:
 			if g.policyChanged() {
 				_ = g.reload("file changed", false)

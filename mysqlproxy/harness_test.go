@@ -89,6 +89,14 @@ func (d *decider) NewSession() sqlpolicy.Session {
 	return s
 }
 
+// SchemaChanged passes the front end's notice on to the gateway's router
+// (embedding the Decider interface would hide it).
+func (d *decider) SchemaChanged() {
+	if n, ok := d.Decider.(sqlpolicy.SchemaNotifier); ok {
+		n.SchemaChanged()
+	}
+}
+
 // lastSession is the analyzer session of the newest connection. It is not
 // safe for concurrent use: read it only while its connection is idle.
 func (d *decider) lastSession() *myanalyze.Session {

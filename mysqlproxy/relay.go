@@ -561,6 +561,15 @@ func (c *conn) finishRun(r *run) {
 	if r.err == nil && r.access != nil {
 		c.session.Apply(r.access)
 	}
+	if sqlpolicy.ChangesSchema(r.access) {
+		// DDL commits implicitly in MySQL and MariaDB (even when a later
+		// statement of the text failed, the DDL before it stands): the
+		// catalog is read again so later statements know what it
+		// changed (sqlpolicy.SchemaNotifier).
+		if n, ok := c.srv.cfg.Decider.(sqlpolicy.SchemaNotifier); ok {
+			n.SchemaChanged()
+		}
+	}
 	var text, fp string
 	if p := r.stmt; p != nil && c.srv.cfg.Audit != nil {
 		p.redactOnce.Do(func() { p.redacted, p.print = c.redact(p.sql, p.dec) })

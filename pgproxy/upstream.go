@@ -56,6 +56,10 @@ type upstreamState struct {
 	portals          portalTracker
 	// unnamed is the unnamed statement the server holds, if any.
 	unnamed *prepared
+	// schemaChanged: a DDL statement completed in the transaction (or
+	// block) now open; the decider hears of it once no transaction is
+	// open (schemaSettled), when other connections see it too.
+	schemaChanged bool
 }
 
 // readUpstream reads, relays and audits the server's answers until
@@ -482,6 +486,7 @@ func (c *conn) readyForQuery(r *request, raw []byte) error {
 		// No transaction is open: what the block ran has committed, or
 		// rolled back if it failed, and its portals have ended with it.
 		u.portals.idle(u.blockErr)
+		c.schemaSettled()
 	}
 	c.writeRaw(raw) // also after a max_rows cut: it ends the client's block
 	c.mu.Lock()
@@ -515,6 +520,9 @@ func (c *conn) statementDone(ex *execution, tag []byte) {
 	var st *sqlpolicy.Statement
 	if ex.access != nil && i < len(ex.access.Statements) {
 		st = &ex.access.Statements[i]
+		if st.Verb == sqlpolicy.VerbDDL {
+			c.up.schemaChanged = true
+		}
 	}
 	t := &c.up.portals
 	switch {
@@ -737,4 +745,19 @@ func (c *conn) auditEvent(sql, text, fp string, dec *sqlpolicy.Decision, start, 
 		Error:       msg,
 		Outcome:     string(oc),
 	})
+}
+
+// schemaSettled tells the decider, once no transaction is open, that DDL
+// completed since it was last told: the catalog keyhole decides with is
+// read again (sqlpolicy.SchemaNotifier), so a table the agent created is
+// known to its later statements. A rolled-back DDL asks for a reading
+// that finds nothing new.
+func (c *conn) schemaSettled() {
+	if !c.up.schemaChanged {
+		return
+	}
+	c.up.schemaChanged = false
+	if n, ok := c.srv.cfg.Decider.(sqlpolicy.SchemaNotifier); ok {
+		n.SchemaChanged()
+	}
 }

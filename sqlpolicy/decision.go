@@ -303,3 +303,27 @@ type EpochDecider interface {
 	// Epoch is the current epoch.
 	Epoch() uint64
 }
+
+// SchemaNotifier is a Decider whose catalogs can be read again: a front
+// end calls SchemaChanged once a statement that changes the schema (a
+// statement of VerbDDL) has taken effect on the server (for Postgres, once
+// its transaction committed), so that relations an agent created, altered
+// or dropped are known to later decisions without a SIGHUP. It does not
+// wait for the reading.
+type SchemaNotifier interface {
+	SchemaChanged()
+}
+
+// ChangesSchema reports whether a text's analysis holds a statement that
+// changes the schema.
+func ChangesSchema(a *Access) bool {
+	if a == nil {
+		return false
+	}
+	for i := range a.Statements {
+		if a.Statements[i].Verb == VerbDDL {
+			return true
+		}
+	}
+	return false
+}

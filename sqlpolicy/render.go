@@ -363,7 +363,7 @@ func problemHint(r Reason, role *Role, cat *catalog.Catalog) string {
 		if r.Table != "" {
 			name = "Relation " + r.Table
 		}
-		return name + " does not exist; check the name and write it with its schema. " + tablesHint(role, VerbSelect)
+		return name + " does not exist; check the name and write it with its schema (a relation created a moment ago is known once keyhole has read the schema again, which it does when the DDL commits: retry shortly). " + tablesHint(role, VerbSelect)
 	case ProblemUnknownColumn:
 		s := "A column the statement names does not exist in the relations in scope; check the name, and qualify it with its table (t.column)."
 		if role.Catalog {
