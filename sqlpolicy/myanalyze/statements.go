@@ -130,6 +130,12 @@ func (w *walker) statement(n ast.StmtNode) {
 		}
 	case *ast.AlterTableStmt:
 		w.ddl("ALTER TABLE", x.Table)
+		for _, spec := range x.Specs {
+			if renames(spec) {
+				w.unsupported(renameRefusal)
+				break
+			}
+		}
 	case *ast.CreateIndexStmt:
 		w.ddl("CREATE INDEX", x.Table)
 	case *ast.DropIndexStmt:
@@ -148,6 +154,7 @@ func (w *walker) statement(n ast.StmtNode) {
 		for _, tt := range x.TableToTables {
 			w.ddl("RENAME TABLE", tt.OldTable, tt.NewTable)
 		}
+		w.unsupported(renameRefusal)
 	case *ast.SetRoleStmt, *ast.SetDefaultRoleStmt, *ast.SetPwdStmt:
 		st.Verb, st.Command = sqlpolicy.VerbSet, "SET"
 		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Setting: "role",
@@ -190,11 +197,48 @@ func (w *walker) ddl(command string, tables ...*ast.TableName) {
 			continue
 		}
 		name := tn.Name.O
-		if r := w.lookupRel(db, name); r != nil {
+		r := w.lookupRel(db, name)
+		if r != nil {
 			db, name = r.Schema, r.Name
 		}
-		w.table(sqlpolicy.TableRef{Rel: sqlpolicy.Rel{Schema: db, Name: name}, Mode: sqlpolicy.Write})
+		rel := sqlpolicy.Rel{Schema: db, Name: name}
+		w.table(sqlpolicy.TableRef{Rel: rel, Mode: sqlpolicy.Write})
+		if r == nil {
+			continue
+		}
+		// DDL on an existing table writes every column of it: an ALTER
+		// rewrites the rows (a new CHECK, a type change or an index
+		// fails on the first value it cannot take, and the error quotes
+		// it), MODIFY or CHANGE without COMMENT drops a column's comment
+		// and its labels with it, DROP and TRUNCATE destroy the data. A
+		// table with a column the role may not write (a label it denies)
+		// is not the role's to change.
+		for _, c := range r.Columns {
+			w.column(sqlpolicy.ColumnRef{Rel: rel, Column: c.Name, Mode: sqlpolicy.Write})
+		}
 	}
+}
+
+// renameRefusal refuses renaming a table or a column. keyhole's policy,
+// its labels and its grants name tables and columns, and the catalog is
+// read again after DDL: a rename moves the data under the rules of the
+// new name (RENAME TABLE orders TO o2, audit_log TO orders, and SELECT *
+// FROM orders reads audit_log under orders' select grant; a column
+// renamed onto a granted column's name is read under that grant), and a
+// policy label on the old name no longer applies.
+const renameRefusal = "renaming a table or a column would put its data under the policy's rules for another name; rename it outside keyhole (a migration), then reload keyhole"
+
+// renames reports whether an ALTER TABLE clause renames the table or a
+// column (CHANGE old new ... with another name).
+func renames(spec *ast.AlterTableSpec) bool {
+	switch spec.Tp {
+	case ast.AlterTableRenameTable, ast.AlterTableRenameColumn:
+		return true
+	case ast.AlterTableChangeColumn:
+		return spec.OldColumnName == nil || len(spec.NewColumns) == 0 || spec.NewColumns[0].Name == nil ||
+			!strings.EqualFold(spec.OldColumnName.Name.O, spec.NewColumns[0].Name.Name.O)
+	}
+	return false
 }
 
 // prepare analyzes PREPARE name FROM 'text': the text is analyzed as the

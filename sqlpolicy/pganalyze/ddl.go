@@ -131,19 +131,13 @@ func (w *walker) utility(n *pg.Node) {
 		w.ddlTarget(x.ViewStmt.View)
 	case *pg.Node_RenameStmt:
 		w.ddlTarget(x.RenameStmt.Relation)
-		if rs := x.RenameStmt; rs.Relation != nil && isRelationObject(rs.RenameType) {
-			w.ddlNewName(rs.Relation, "", rs.Newname)
-		} else if rs.Relation != nil && rs.RenameType == pg.ObjectType_OBJECT_COLUMN {
-			// Likewise a column renamed onto a column name the catalog
-			// knows would be read under that column's grant and labels.
-			if rel := w.resolveRel(rs.Relation.Schemaname, rs.Relation.Relname); rel != nil && rel.Column(rs.Newname) != nil {
-				w.unsupported("column %s.%s would take the name of a column keyhole's catalog knows (statements naming it would be decided as the known one until the catalog is read again)", rel.Name, rs.Newname)
-			}
+		if rs := x.RenameStmt; rs.Relation != nil && (isRelationObject(rs.RenameType) || rs.RenameType == pg.ObjectType_OBJECT_COLUMN) {
+			w.unsupported(renameRefusal)
 		}
 	case *pg.Node_AlterObjectSchemaStmt:
 		w.ddlTarget(x.AlterObjectSchemaStmt.Relation)
 		if as := x.AlterObjectSchemaStmt; as.Relation != nil && isRelationObject(as.ObjectType) {
-			w.ddlNewName(as.Relation, as.Newschema, as.Relation.Relname)
+			w.unsupported(renameRefusal)
 		}
 	case *pg.Node_AlterOwnerStmt:
 		w.ddlTarget(x.AlterOwnerStmt.Relation)
@@ -440,28 +434,15 @@ func (w *walker) ddlReferences(rv *pg.RangeVar, cols []string) {
 	}
 }
 
-// ddlNewName refuses renaming or moving relation rv to schema.name
-// (schema "": its own) when the catalog knows another relation by that
-// name, in that schema or first along the search path. keyhole's catalog
-// is read at start and on SIGHUP: until then it decides statements naming
-// the known relation by that relation's grants, columns and labels, while
-// Postgres reads the one moved onto its name (ALTER TABLE orders RENAME
-// TO o2; ALTER TABLE audit_log RENAME TO orders; SELECT * FROM orders
-// read audit_log under orders' select grant).
-func (w *walker) ddlNewName(rv *pg.RangeVar, schema, name string) {
-	self := w.resolveRel(rv.Schemaname, rv.Relname)
-	if schema == "" {
-		if self != nil {
-			schema = self.Schema
-		} else {
-			schema = rv.Schemaname
-		}
-	}
-	known := func(r *catalog.Relation) bool { return r != nil && r != self }
-	if (schema != "" && known(w.cat.Relation(schema, name))) || known(w.cat.ResolveRelation(name, w.path)) {
-		w.unsupported("%s would take the name of a relation keyhole's catalog knows (statements naming it would be decided as the known one until the catalog is read again)", qualified(schema, name))
-	}
-}
+// renameRefusal refuses renaming a relation or a column, or moving a
+// relation to another schema. keyhole's policy, its labels and its
+// grants name relations and columns, and the catalog is read again after
+// DDL: a rename moves the data under the rules of the new name (ALTER
+// TABLE orders RENAME TO o2, then ALTER TABLE audit_log RENAME TO orders,
+// and SELECT * FROM orders reads audit_log under orders' select grant; a
+// column renamed onto a granted column's name is read under that grant),
+// and a policy label on the old name no longer applies.
+const renameRefusal = "renaming or moving a relation or a column would put its data under the policy's rules for another name; rename it outside keyhole (a migration), then reload keyhole"
 
 // ddlColumnRef reports the column of rel an expression in DDL names as
 // read: ALTER COLUMN a TYPE ... USING b copies b into a, a CHECK or an

@@ -4,6 +4,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
 // TestDDLContent: DDL runs code and reads data of its own. ALTER COLUMN
@@ -133,9 +135,10 @@ func TestDDLContent(t *testing.T) {
 	}
 }
 
-// TestDDLRenameFree: renaming onto a name the catalog does not know is
-// the ddl grant's business.
-func TestDDLRenameFree(t *testing.T) {
+// TestDDLRename: renaming or moving a relation or a column is refused,
+// whatever the new name: the catalog is read again after DDL, and the
+// data would then be read under the rules of its new name.
+func TestDDLRename(t *testing.T) {
 	t.Parallel()
 	analyzer(t)
 	for _, sql := range []string{
@@ -144,6 +147,9 @@ func TestDDLRenameFree(t *testing.T) {
 		"ALTER TABLE addresses SET SCHEMA other",
 	} {
 		st := one(t, sql)
-		assert.Empty(t, st.Problems, sql)
+		assert.Contains(t, problemCodes(st.Problems), string(sqlpolicy.ProblemUnsupported), sql)
 	}
+	// An index's or a constraint's name is no policy's business.
+	st := one(t, "ALTER INDEX addresses_pkey RENAME TO addresses_pk")
+	assert.NotContains(t, problemCodes(st.Problems), string(sqlpolicy.ProblemUnsupported))
 }
