@@ -13,7 +13,7 @@ import (
 // column label the role denies refuses it; a table that does not exist
 // yet has no columns to write. Renaming a table or a column is refused
 // whatever the names: the policy's rules name them, and the catalog is
-// read again after DDL.
+// read again after DDL; so is replacing a comment that carries labels.
 func TestDDLWrites(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
@@ -33,6 +33,11 @@ func TestDDLWrites(t *testing.T) {
 		{"alter rename table", "ALTER TABLE orders RENAME TO o2", []string{"P unsupported"}, nil},
 		{"rename column", "ALTER TABLE orders RENAME COLUMN total TO amount", []string{"P unsupported"}, nil},
 		{"change renames the column", "ALTER TABLE orders CHANGE total amount DECIMAL(12,2)", []string{"P unsupported"}, nil},
+		// phone's comment carries pii.phone: a new definition without it
+		// would take the label away from every role.
+		{"modify drops a label comment", "ALTER TABLE customers MODIFY phone VARCHAR(40)", []string{"P unsupported"}, nil},
+		{"change drops a label comment", "ALTER TABLE customers CHANGE phone phone VARCHAR(40) COMMENT 'x'", []string{"P unsupported"}, nil},
+		{"modify of a column without labels", "ALTER TABLE customers MODIFY name VARCHAR(80)", nil, []string{"P unsupported"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
 
+	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -130,9 +131,21 @@ func (w *walker) statement(n ast.StmtNode) {
 		}
 	case *ast.AlterTableStmt:
 		w.ddl("ALTER TABLE", x.Table)
+		var rel *catalog.Relation
+		if it := x.Table; it != nil {
+			db := it.Schema.O
+			if db == "" {
+				db = w.db
+			}
+			rel = w.lookupRel(db, it.Name.O)
+		}
 		for _, spec := range x.Specs {
 			if renames(spec) {
 				w.unsupported(renameRefusal)
+				break
+			}
+			if rel != nil && dropsLabelComment(rel, spec) {
+				w.unsupported(labelCommentRefusal)
 				break
 			}
 		}
@@ -227,6 +240,44 @@ func (w *walker) ddl(command string, tables ...*ast.TableName) {
 // renamed onto a granted column's name is read under that grant), and a
 // policy label on the old name no longer applies.
 const renameRefusal = "renaming a table or a column would put its data under the policy's rules for another name; rename it outside keyhole (a migration), then reload keyhole"
+
+// labelCommentRefusal refuses changing a comment that carries keyhole
+// labels ("keyhole: pii.ssn"): the labels bind every role, and the
+// catalog is read again after DDL, so a role that may write the column
+// (one whose deny_labels do not cover the label) would take it away from
+// the roles that may not read it.
+const labelCommentRefusal = "the comment carries keyhole labels, which apply to every role; labels are changed by the database's owners outside keyhole"
+
+// dropsLabelComment reports whether an ALTER TABLE clause replaces a
+// comment of rel that carries keyhole labels: the table's (COMMENT =), or
+// a column's (MODIFY and CHANGE give the column a new definition, and its
+// comment is the new definition's, empty when it has none).
+func dropsLabelComment(rel *catalog.Relation, spec *ast.AlterTableSpec) bool {
+	switch spec.Tp {
+	case ast.AlterTableOption:
+		if len(rel.Labels) == 0 {
+			return false
+		}
+		for _, o := range spec.Options {
+			if o.Tp == ast.TableOptionComment {
+				return true
+			}
+		}
+	case ast.AlterTableModifyColumn, ast.AlterTableChangeColumn:
+		name := ""
+		if spec.OldColumnName != nil {
+			name = spec.OldColumnName.Name.O
+		} else if len(spec.NewColumns) > 0 && spec.NewColumns[0].Name != nil {
+			name = spec.NewColumns[0].Name.Name.O
+		}
+		for _, c := range rel.Columns {
+			if strings.EqualFold(c.Name, name) {
+				return len(c.Labels) > 0
+			}
+		}
+	}
+	return false
+}
 
 // renames reports whether an ALTER TABLE clause renames the table or a
 // column (CHANGE old new ... with another name).

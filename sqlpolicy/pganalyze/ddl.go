@@ -183,13 +183,27 @@ func (w *walker) utility(n *pg.Node) {
 		}
 	case *pg.Node_CommentStmt:
 		if isRelationObject(x.CommentStmt.Objtype) {
-			w.ddlNamed(x.CommentStmt.Object.GetList())
+			l := x.CommentStmt.Object.GetList()
+			w.ddlNamed(l)
+			if rv := rangeVarOf(names(l.GetItems())); rv != nil {
+				if rel := w.resolveRel(rv.Schemaname, rv.Relname); rel != nil && len(rel.Labels) > 0 {
+					w.unsupported(labelCommentRefusal)
+				}
+			}
 		} else if x.CommentStmt.Objtype == pg.ObjectType_OBJECT_COLUMN {
 			// A column's comment can carry labels ("keyhole: pii.ssn"):
 			// changing it writes that column.
 			if l := x.CommentStmt.Object.GetList(); l != nil && len(l.Items) > 1 {
 				col, _ := strVal(l.Items[len(l.Items)-1])
-				w.ddlTargetColumns(rangeVarOf(names(l.Items[:len(l.Items)-1])), []string{col})
+				rv := rangeVarOf(names(l.Items[:len(l.Items)-1]))
+				w.ddlTargetColumns(rv, []string{col})
+				if rv != nil {
+					if rel := w.resolveRel(rv.Schemaname, rv.Relname); rel != nil {
+						if c := rel.Column(col); c != nil && len(c.Labels) > 0 {
+							w.unsupported(labelCommentRefusal)
+						}
+					}
+				}
 			}
 		}
 	case *pg.Node_CreateFunctionStmt:
@@ -433,6 +447,13 @@ func (w *walker) ddlReferences(rv *pg.RangeVar, cols []string) {
 		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
 	}
 }
+
+// labelCommentRefusal refuses changing a comment that carries keyhole
+// labels ("keyhole: pii.ssn"): the labels bind every role, and the
+// catalog is read again after DDL, so a role that may write the column
+// (one whose deny_labels do not cover the label) would take it away from
+// the roles that may not read it.
+const labelCommentRefusal = "the comment carries keyhole labels, which apply to every role; labels are changed by the database's owners outside keyhole"
 
 // renameRefusal refuses renaming a relation or a column, or moving a
 // relation to another schema. keyhole's policy, its labels and its
