@@ -133,20 +133,28 @@ type Relation struct {
 	// expressions and predicates, constraints and defaults of the
 	// domains of its columns, row security policies.
 	Calls []ImplicitCall `json:"calls,omitempty"`
-	// Checks are a MySQL/MariaDB table's CHECK constraints, table- and
-	// column-level (information_schema.CHECK_CONSTRAINTS): the server
-	// evaluates them over the whole new row of every insert and update.
+	// Checks are a table's CHECK constraints, table- and column-level
+	// (MySQL/MariaDB information_schema.CHECK_CONSTRAINTS; Postgres
+	// pg_constraint contype 'c', with the columns they name, those a
+	// partition or child inherits included): the server evaluates them
+	// over the whole new row of every insert and update.
 	Checks []Check `json:"checks,omitempty"`
-	// UniqueKeys are a MySQL/MariaDB table's primary and unique keys
-	// (information_schema.STATISTICS), each its columns in key order; ""
-	// stands for an expression (a MySQL 8 functional key part). A write
-	// that changes a key column compares the whole key with every other
-	// row's, and a conflict (1062) prints the whole key.
+	// UniqueKeys are a table's primary and unique keys, each its columns
+	// in key order (MySQL/MariaDB information_schema.STATISTICS; ""
+	// stands for an expression, a MySQL 8 functional key part). Postgres:
+	// its unique and exclusion indexes, each with every column the index
+	// reads (key columns, and those its expressions and predicate name,
+	// from pg_depend). A write that changes a key column compares the
+	// whole key with every other row's, and fails on a conflict.
 	UniqueKeys []UniqueKey `json:"unique_keys,omitempty"`
 	// Partitioning are a partitioned MySQL/MariaDB table's partitioning
 	// and subpartitioning expressions (information_schema.PARTITIONS; ""
 	// for KEY () over the primary key): naming partitions (FROM t
-	// PARTITION (p)) filters the rows by them.
+	// PARTITION (p)) filters the rows by them. For a Postgres partitioned
+	// table, the columns its partition key reads
+	// (pg_partitioned_table.partattrs, and the columns its key
+	// expressions name): naming one of its partitions filters the rows
+	// by them.
 	Partitioning []string `json:"partitioning,omitempty"`
 }
 
@@ -156,11 +164,14 @@ type UniqueKey struct {
 	Columns []string `json:"columns"`
 }
 
-// Check is one CHECK constraint of a MySQL/MariaDB table.
+// Check is one CHECK constraint of a table.
 type Check struct {
 	Name string `json:"name"`
-	// Clause is the condition as the server prints it (CHECK_CLAUSE).
+	// Clause is the condition as the server prints it (CHECK_CLAUSE;
+	// Postgres pg_get_expr).
 	Clause string `json:"clause"`
+	// Columns are the columns the condition names (Postgres conkey).
+	Columns []string `json:"columns,omitempty"`
 }
 
 // Trigger is one trigger of a table (of a view: INSTEAD OF) for one event.
