@@ -1,0 +1,125 @@
+package pganalyze
+
+import (
+	"slices"
+
+	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// Postgres evaluates some things over whole rows, or over other tables,
+// that a statement's text does not name, and the statement's outcome
+// (success or failure, the rows it returns or counts) then shows what it
+// found. Those are reads of the columns involved, reported as such with
+// Via = the relation the statement names, as for a view: the columns'
+// labels (and their tables') apply as to any read, but the role needs no
+// grant on them, since Postgres asks none.
+//
+//   - Foreign key checks. The RI triggers look the new or changed key of
+//     a child row up in the parent (an INSERT, COPY FROM, MERGE INSERT,
+//     or an UPDATE that sets a key column), and, for a DELETE or key
+//     UPDATE of the parent, look for child rows referencing the old key.
+//     They run as the table owner, so the session needs no privilege on
+//     the other table, and the statement fails (23503) or not with what
+//     they find: INSERT INTO signups (email) VALUES ('ada@example.com')
+//     succeeds exactly when people.email holds that value. Under
+//     CASCADE, SET NULL and SET DEFAULT the child rows are found the
+//     same way (and their writes can fail on the child's constraints).
+//     The looked-up key columns are read.
+
+// constraintReads reports what a write of rel (the statement's table
+// ref t) reads through the constraints Postgres checks on it. own is
+// false for a write a foreign key action makes: it sets the child's key
+// to the parent's new key (or NULL, or its default), which needs no
+// lookup of its own.
+func (w *walker) constraintReads(rel *catalog.Relation, t sqlpolicy.TableRef, own bool) {
+	switch t.Action {
+	case sqlpolicy.VerbInsert:
+		if own {
+			w.parentLookups(rel, t.Rel, false)
+		}
+	case sqlpolicy.VerbUpdate:
+		if own {
+			w.parentLookups(rel, t.Rel, true)
+		}
+	}
+}
+
+// family returns rel, its partitioned ancestors (a partition is checked
+// against the foreign keys declared on them) and its descendants (rows
+// routed to partitions, or reached in children, are checked against
+// theirs).
+func (w *walker) family(rel *catalog.Relation) []*catalog.Relation {
+	out := w.withDescendants(rel)
+	for i := 0; i < len(out) && i < 10000; i++ {
+		for _, p := range out[i].Parents {
+			pr := w.cat.RelationQualified(p)
+			if pr != nil && pr.Kind == catalog.KindPartitioned && !slices.Contains(out, pr) {
+				out = append(out, pr)
+			}
+		}
+	}
+	return out
+}
+
+// parentLookups reports the foreign key lookups a write of rel makes in
+// the tables it references: every foreign key for an insert, those
+// whose columns it sets for an update.
+func (w *walker) parentLookups(rel *catalog.Relation, written sqlpolicy.Rel, update bool) {
+	for _, r := range w.family(rel) {
+		for i := range r.ForeignKeys {
+			fk := &r.ForeignKeys[i]
+			if update && !w.updatesAny(written, fk.Columns) {
+				continue
+			}
+			w.checkRead(sqlpolicy.Rel{Schema: fk.RefSchema, Name: fk.RefTable}, fk.RefColumns, written)
+		}
+	}
+}
+
+// referencing returns the foreign keys that reference rel, its
+// descendants (a delete or update of the parent reaches their rows) or
+// its partitioned ancestors (a foreign key referencing a partitioned
+// table checks the rows of every partition).
+func (w *walker) referencing(rel *catalog.Relation) []fkChild {
+	var out []fkChild
+	for _, r := range w.family(rel) {
+		out = append(out, w.a.fkChildren()[sqlpolicy.Rel{Schema: r.Schema, Name: r.Name}]...)
+	}
+	return out
+}
+
+// checkRead reports cols of rel (and the columns the generated ones are
+// computed from) as read by a check that a write of via makes.
+func (w *walker) checkRead(rel sqlpolicy.Rel, cols []string, via sqlpolicy.Rel) {
+	r := w.cat.Relation(rel.Schema, rel.Name)
+	if r == nil {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownTable, Rel: rel,
+			Detail: "a constraint of " + via.String() + " reads " + rel.String() + ", which is not in the catalog"})
+		return
+	}
+	w.table(sqlpolicy.TableRef{Rel: rel, Mode: sqlpolicy.Read, Via: via})
+	for _, c := range withGenerated(r, cols) {
+		w.column(sqlpolicy.ColumnRef{Rel: rel, Column: c, Mode: sqlpolicy.Read, Via: via})
+	}
+}
+
+// withGenerated returns names, each once, and for a generated column the
+// columns it is computed from.
+func withGenerated(rel *catalog.Relation, names []string) []string {
+	var out []string
+	add := func(n string) {
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	for _, n := range names {
+		add(n)
+		if c := rel.Column(n); c != nil {
+			for _, g := range rel.GeneratedFrom(c) {
+				add(g.Name)
+			}
+		}
+	}
+	return out
+}

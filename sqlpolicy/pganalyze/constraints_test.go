@@ -1,0 +1,123 @@
+package pganalyze_test
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/internal/testpg"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
+)
+
+// constraintsSQL has the constraints whose checks read columns a
+// statement does not name (constraints.go).
+const constraintsSQL = `
+CREATE TABLE people (id int PRIMARY KEY, email text UNIQUE, name text);
+CREATE TABLE signups (id int PRIMARY KEY, email text REFERENCES people (email), note text);
+CREATE TABLE audit (id int PRIMARY KEY, person_id int REFERENCES people (id) ON DELETE RESTRICT);
+CREATE TABLE staff (id int PRIMARY KEY, name text, salary int, cap int, bonus int,
+    pay int GENERATED ALWAYS AS (salary + bonus) STORED, reserve int,
+    CHECK (cap <= salary), CHECK (reserve <= pay));
+CREATE TABLE members (id int PRIMARY KEY, email text, tenant int, note text, UNIQUE (email, tenant));
+CREATE TABLE pay (id int, name text, salary int, dept int REFERENCES people (id)) PARTITION BY RANGE (salary);
+CREATE TABLE pay_low PARTITION OF pay FOR VALUES FROM (MINVALUE) TO (50000);
+CREATE TABLE pay_high PARTITION OF pay FOR VALUES FROM (50000) TO (MAXVALUE) PARTITION BY LIST ((id % 2));
+CREATE TABLE pay_high_even PARTITION OF pay_high FOR VALUES IN (0);
+CREATE TABLE pay_high_rest PARTITION OF pay_high DEFAULT;
+CREATE VIEW high_names AS SELECT name FROM pay_high;
+CREATE TABLE regions (id int, code text, PRIMARY KEY (id, code)) PARTITION BY LIST (code);
+CREATE TABLE regions_eu PARTITION OF regions FOR VALUES IN ('eu');
+CREATE TABLE region_refs (id int, region_id int, code text, FOREIGN KEY (region_id, code) REFERENCES regions (id, code) ON DELETE CASCADE);
+CREATE TABLE notes (id int PRIMARY KEY, body text);
+CREATE TABLE notes_x (x int) INHERITS (notes);
+`
+
+var (
+	conOnce sync.Once
+	conCat  *catalog.Catalog
+	conErr  error
+)
+
+func constraintsAnalyzer(t *testing.T) *pganalyze.Analyzer {
+	t.Helper()
+	conOnce.Do(func() {
+		db := testpg.New(t, constraintsSQL)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conCat, conErr = catalog.LoadPostgresDSN(ctx, db.DSN)
+	})
+	require.NoError(t, conErr)
+	return pganalyze.New(conCat, pganalyze.Options{})
+}
+
+// TestConstraintReads checks the columns a statement reads through the
+// checks Postgres makes beyond its text (internal/corpus
+// TestConstraintOracles shows each on the real server): foreign key
+// lookups, the constraints of an updated row, partition bounds. They are
+// reported with Via (labels apply, no grant is needed); none for writes
+// and reads that make no such check.
+func TestConstraintReads(t *testing.T) {
+	t.Parallel()
+	an := constraintsAnalyzer(t)
+	tests := []struct {
+		name, sql string
+		want      []string // the columns read with Via
+	}{
+		{"insert looks up the parent key", "INSERT INTO signups (id, email) VALUES (1, 'a')",
+			[]string{"public.people.email@public.signups"}},
+		{"insert select", "INSERT INTO signups (id) SELECT id FROM people",
+			[]string{"public.people.email@public.signups"}},
+		{"copy from", "COPY signups (id, email) FROM STDIN",
+			[]string{"public.people.email@public.signups"}},
+		{"merge insert", "MERGE INTO signups s USING people p ON p.id = s.id WHEN NOT MATCHED THEN INSERT (id, email) VALUES (p.id, 'x')",
+			[]string{"public.people.email@public.signups"}},
+		{"update of the key", "UPDATE signups SET email = 'a'",
+			[]string{"public.people.email@public.signups"}},
+		{"update of another column", "UPDATE signups SET note = 'a'", nil},
+		{"upsert update of the key", "INSERT INTO signups (id, note) VALUES (1, 'a') ON CONFLICT (id) DO UPDATE SET email = 'b'",
+			[]string{"public.people.email@public.signups"}},
+		{"delete looks for referencing rows", "DELETE FROM people WHERE id = 1",
+			[]string{"public.audit.person_id@public.people", "public.pay.dept@public.people", "public.signups.email@public.people"}},
+		{"key update looks for referencing rows", "UPDATE people SET email = 'x'",
+			[]string{"public.signups.email@public.people"}},
+		{"update of a column no key references", "UPDATE people SET name = 'x'", nil},
+		{"delete from a partition of a referenced table", "DELETE FROM regions_eu",
+			[]string{"public.region_refs.code@public.regions", "public.region_refs.region_id@public.regions"}},
+		{"insert into a partition checks the parent's foreign key", "INSERT INTO pay_low (id, name, salary) VALUES (1, 'a', 1)",
+			[]string{"public.people.id@public.pay_low"}},
+		{"insert routed to partitions", "INSERT INTO pay (id, name, salary) VALUES (1, 'a', 1)",
+			[]string{"public.people.id@public.pay"}},
+		{"an insert into a partition checks its own values", "INSERT INTO pay_high_even (id, name, salary) VALUES (2, 'a', 60000)",
+			[]string{"public.people.id@public.pay_high_even"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			acc := an.Analyze(tc.sql, nil)
+			require.Len(t, acc.Statements, 1)
+			st := acc.Statements[0]
+			var got []string
+			for _, c := range colStrings(st.Columns) {
+				if strings.Contains(c, "@") && !strings.Contains(c, ":w") {
+					got = append(got, c)
+				}
+			}
+			assert.Equal(t, tc.want, got)
+			assert.Empty(t, st.Problems)
+			for _, c := range st.Columns {
+				if c.Via != (sqlpolicy.Rel{}) && c.Mode == sqlpolicy.Read {
+					assert.True(t, slices.ContainsFunc(st.Tables, func(tr sqlpolicy.TableRef) bool { return tr.Rel == c.Rel }),
+						"%s read without its table", c.Rel)
+				}
+			}
+		})
+	}
+}
