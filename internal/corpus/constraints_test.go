@@ -141,6 +141,18 @@ func TestConstraintOracles(t *testing.T) {
 		{"delete looks for a secret table's referencing rows",
 			"DELETE FROM people WHERE id = 2",
 			"DELETE FROM people WHERE id = 1", "23503", "", "secret"},
+		{"update checks a CHECK constraint over a labelled column",
+			"UPDATE staff SET credit_limit = 4000 WHERE id = 1",
+			"UPDATE staff SET credit_limit = 6000 WHERE id = 1", "", "23514", "pii.salary"},
+		{"update checks a CHECK constraint over a generated column over a labelled column",
+			"UPDATE staff SET reserve = 4000 WHERE id = 1",
+			"UPDATE staff SET reserve = 6000 WHERE id = 1", "", "23514", "pii.salary"},
+		{"update computes a generated column over a labelled column",
+			"UPDATE staff SET bonus = 2147470000 WHERE id = 1",
+			"UPDATE staff SET bonus = 2147480000 WHERE id = 1", "", "22003", "pii.salary"},
+		{"key update compares a unique key with a labelled column",
+			"UPDATE members SET tenant = 3 WHERE id = 1",
+			"UPDATE members SET tenant = 2 WHERE id = 1", "", "23505", "pii.email"},
 	}
 	for _, tc := range probes {
 		hitCode, hitMsg, err := roleOutcome(roleDSN, tc.hit)

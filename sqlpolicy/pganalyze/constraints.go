@@ -26,6 +26,16 @@ import (
 //     CASCADE, SET NULL and SET DEFAULT the child rows are found the
 //     same way (and their writes can fail on the child's constraints).
 //     The looked-up key columns are read.
+//   - Constraints over the updated row. An UPDATE computes the generated
+//     columns, evaluates the CHECK constraints and compares the unique
+//     and exclusion keys of the whole new row, which holds the row's old
+//     values for every column the UPDATE does not set, and fails (23514,
+//     22003, 23505, 23P01) or not with the result: UPDATE staff SET
+//     credit_limit = n passes CHECK (credit_limit <= salary) exactly when
+//     salary >= n. The columns of every generated column, CHECK
+//     constraint and unique or exclusion index that reads a column the
+//     update sets are read. An INSERT's new row holds only the
+//     statement's values and the columns' defaults.
 
 // constraintReads reports what a write of rel (the statement's table
 // ref t) reads through the constraints Postgres checks on it. own is
@@ -42,6 +52,7 @@ func (w *walker) constraintReads(rel *catalog.Relation, t sqlpolicy.TableRef, ow
 		if own {
 			w.parentLookups(rel, t.Rel, true)
 		}
+		w.rowChecks(rel, t.Rel)
 	}
 }
 
@@ -122,4 +133,44 @@ func withGenerated(rel *catalog.Relation, names []string) []string {
 		}
 	}
 	return out
+}
+
+// rowChecks reports the columns an UPDATE of rel (named written) reads
+// through the generated columns, CHECK constraints and unique and
+// exclusion indexes of the rows it updates that depend on a column it
+// sets.
+func (w *walker) rowChecks(rel *catalog.Relation, written sqlpolicy.Rel) {
+	changed := map[string]bool{}
+	for _, c := range w.st.Columns {
+		if c.Mode == sqlpolicy.Write && c.Action == sqlpolicy.VerbUpdate && c.Rel == written {
+			changed[c.Column] = true
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	anyChanged := func(cols []string) bool {
+		return slices.ContainsFunc(cols, func(n string) bool { return changed[n] })
+	}
+	for _, r := range w.withDescendants(rel) {
+		rr := sqlpolicy.Rel{Schema: r.Schema, Name: r.Name}
+		// Postgres recomputes a stored generated column on every UPDATE
+		// of its row, from the new row: one over a set column fails
+		// (22003 ...) or not with the columns it is computed from.
+		for _, c := range r.Columns {
+			if len(c.GeneratedReads) > 0 && anyChanged(c.GeneratedReads) {
+				w.checkRead(rr, append([]string{c.Name}, c.GeneratedReads...), written)
+			}
+		}
+		for _, ch := range r.Checks {
+			if anyChanged(withGenerated(r, ch.Columns)) {
+				w.checkRead(rr, ch.Columns, written)
+			}
+		}
+		for _, k := range r.UniqueKeys {
+			if anyChanged(withGenerated(r, k.Columns)) {
+				w.checkRead(rr, k.Columns, written)
+			}
+		}
+	}
 }
