@@ -153,6 +153,18 @@ func TestConstraintOracles(t *testing.T) {
 		{"key update compares a unique key with a labelled column",
 			"UPDATE members SET tenant = 3 WHERE id = 1",
 			"UPDATE members SET tenant = 2 WHERE id = 1", "", "23505", "pii.email"},
+		{"a partition holds the rows whose labelled key is in its range",
+			"SELECT 1/count(*) FROM pay_high WHERE name = 'Alan'",
+			"SELECT 1/count(*) FROM pay_high WHERE name = 'Ada'", "", "22012", "pii.salary"},
+		{"a default sub-partition holds the rows in no other",
+			"SELECT 1/count(*) FROM pay_high_rest WHERE name = 'Grace'",
+			"SELECT 1/count(*) FROM pay_high_rest WHERE name = 'Ada'", "", "22012", "pii.salary"},
+		{"a partition's row count of an update",
+			"UPDATE pay_low SET name = name WHERE id = 1 RETURNING 1/(id - id)",
+			"UPDATE pay_low SET name = name WHERE id = 2 RETURNING 1/(id - id)", "22012", "", "pii.salary"},
+		{"a partition's row count of a delete",
+			"DELETE FROM pay_low WHERE id = 1 RETURNING 1/(id - id)",
+			"DELETE FROM pay_low WHERE id = 2 RETURNING 1/(id - id)", "22012", "", "pii.salary"},
 	}
 	for _, tc := range probes {
 		hitCode, hitMsg, err := roleOutcome(roleDSN, tc.hit)

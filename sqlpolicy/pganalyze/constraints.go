@@ -36,6 +36,13 @@ import (
 //     constraint and unique or exclusion index that reads a column the
 //     update sets are read. An INSERT's new row holds only the
 //     statement's values and the columns' defaults.
+//   - Partitions. A partition holds exactly the rows of its parent whose
+//     partition key falls in its bounds (the default partition: in no
+//     other partition's), so reading, updating or deleting from a
+//     partition (SELECT name FROM pay_high) filters the rows by the key:
+//     its parent's partition key columns, and those of every partitioned
+//     ancestor for a sub-partition, are read. Inserting into one only
+//     checks the new row's values.
 
 // constraintReads reports what a write of rel (the statement's table
 // ref t) reads through the constraints Postgres checks on it. own is
@@ -170,6 +177,41 @@ func (w *walker) rowChecks(rel *catalog.Relation, written sqlpolicy.Rel) {
 		for _, k := range r.UniqueKeys {
 			if anyChanged(withGenerated(r, k.Columns)) {
 				w.checkRead(rr, k.Columns, written)
+			}
+		}
+	}
+}
+
+// partitionKeyReads reports the partition key columns of rel's
+// partitioned ancestors as read when the statement reads, updates or
+// deletes from rel (t) itself: a partition holds only the rows whose key
+// is in its bounds. A parent whose key the catalog does not record
+// (a catalog file saved before it did) counts as keyed on every column.
+func (w *walker) partitionKeyReads(rel *catalog.Relation, t sqlpolicy.TableRef) {
+	if t.Mode == sqlpolicy.Write && t.Action == sqlpolicy.VerbInsert || len(rel.Parents) == 0 {
+		return
+	}
+	via := t.Via
+	if via == (sqlpolicy.Rel{}) {
+		via = t.Rel
+	}
+	seen := map[*catalog.Relation]bool{}
+	queue := []*catalog.Relation{rel}
+	for i := 0; i < len(queue) && i < 10000; i++ {
+		for _, p := range queue[i].Parents {
+			pr := w.cat.RelationQualified(p)
+			if pr == nil || pr.Kind != catalog.KindPartitioned || seen[pr] {
+				continue
+			}
+			seen[pr] = true
+			queue = append(queue, pr)
+			keys := pr.Partitioning
+			if len(keys) == 0 {
+				keys = catalogColumnNames(pr)
+			}
+			// A partition's columns are its parent's, by name.
+			for _, c := range keys {
+				w.column(sqlpolicy.ColumnRef{Rel: t.Rel, Column: c, Mode: sqlpolicy.Read, Via: via})
 			}
 		}
 	}

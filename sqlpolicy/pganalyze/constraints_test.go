@@ -90,7 +90,7 @@ func TestConstraintReads(t *testing.T) {
 			[]string{"public.people.email@public.people", "public.signups.email@public.people"}},
 		{"update of a column no key references", "UPDATE people SET name = 'x'", nil},
 		{"delete from a partition of a referenced table", "DELETE FROM regions_eu",
-			[]string{"public.region_refs.code@public.regions", "public.region_refs.region_id@public.regions"}},
+			[]string{"public.region_refs.code@public.regions", "public.region_refs.region_id@public.regions", "public.regions_eu.code@public.regions_eu"}},
 		{"insert into a partition checks the parent's foreign key", "INSERT INTO pay_low (id, name, salary) VALUES (1, 'a', 1)",
 			[]string{"public.people.id@public.pay_low"}},
 		{"insert routed to partitions", "INSERT INTO pay (id, name, salary) VALUES (1, 'a', 1)",
@@ -108,8 +108,24 @@ func TestConstraintReads(t *testing.T) {
 		{"upsert's update compares a unique key", "INSERT INTO members (id, tenant) VALUES (1, 1) ON CONFLICT (id) DO UPDATE SET tenant = 2",
 			[]string{"public.members.email@public.members", "public.members.tenant@public.members"}},
 		{"update of a column in no key", "UPDATE members SET note = 'x'", nil},
+		{"a partition filters by its parent's key", "SELECT name FROM pay_low",
+			[]string{"public.pay_low.salary@public.pay_low"}},
+		{"a sub-partition by every ancestor's", "SELECT name FROM pay_high_even",
+			[]string{"public.pay_high_even.id@public.pay_high_even", "public.pay_high_even.salary@public.pay_high_even"}},
+		{"the default partition", "SELECT count(*) FROM pay_high_rest",
+			[]string{"public.pay_high_rest.id@public.pay_high_rest", "public.pay_high_rest.salary@public.pay_high_rest"}},
+		{"a partition through a view", "SELECT name FROM high_names",
+			[]string{"public.pay_high.name@public.high_names", "public.pay_high.salary@public.high_names"}},
+		{"an update of a partition", "UPDATE pay_low SET name = 'x'",
+			[]string{"public.pay_low.salary@public.pay_low"}},
+		{"a delete from a partition", "DELETE FROM pay_low",
+			[]string{"public.pay_low.salary@public.pay_low"}},
+		{"copy of a partition", "COPY pay_low TO STDOUT",
+			[]string{"public.pay_low.salary@public.pay_low"}},
+		{"the parent does not filter", "SELECT name FROM pay", nil},
 		{"an insert into a partition checks its own values", "INSERT INTO pay_high_even (id, name, salary) VALUES (2, 'a', 60000)",
 			[]string{"public.people.id@public.pay_high_even"}},
+		{"an inheritance child is no filter", "SELECT body FROM notes_x", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -132,5 +148,22 @@ func TestConstraintReads(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestPartitionTableoid: tableoid tells which partition a row of a
+// partitioned table is in, i.e. the range of its partition key; the
+// analyzer refuses system columns of user tables.
+func TestPartitionTableoid(t *testing.T) {
+	t.Parallel()
+	an := constraintsAnalyzer(t)
+	for _, sql := range []string{
+		"SELECT tableoid::regclass, name FROM pay",
+		"SELECT name FROM pay WHERE tableoid = 'pay_low'::regclass",
+		"UPDATE pay SET name = 'x' RETURNING tableoid",
+	} {
+		acc := an.Analyze(sql, nil)
+		require.Len(t, acc.Statements, 1)
+		assert.Contains(t, problemCodes(acc.Statements[0].Problems), string(sqlpolicy.ProblemUnsupported), sql)
 	}
 }

@@ -148,6 +148,9 @@ func (w *walker) effects() {
 		if rel == nil || rel.System {
 			continue
 		}
+		if !truncate || t.Mode == sqlpolicy.Read {
+			w.partitionKeyReads(rel, t)
+		}
 		if t.Mode == sqlpolicy.Read {
 			// Row security policies filter the rows a statement reads.
 			w.implicitCalls(rel, []string{"SELECT"})
