@@ -126,6 +126,11 @@ func TestConstraintReads(t *testing.T) {
 		{"an insert into a partition checks its own values", "INSERT INTO pay_high_even (id, name, salary) VALUES (2, 'a', 60000)",
 			[]string{"public.people.id@public.pay_high_even"}},
 		{"an inheritance child is no filter", "SELECT body FROM notes_x", nil},
+		{"explain shows a row count per partition", "EXPLAIN SELECT name FROM pay",
+			[]string{"public.pay.salary@public.pay", "public.pay_high.id@public.pay", "public.pay_high.salary@public.pay"}},
+		{"explain analyze of a sub-partitioned partition", "EXPLAIN ANALYZE SELECT name FROM pay_high",
+			[]string{"public.pay_high.id@public.pay_high", "public.pay_high.salary@public.pay_high"}},
+		{"explain of an unpartitioned table", "EXPLAIN ANALYZE SELECT note FROM signups", nil},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
