@@ -172,6 +172,11 @@ type Check struct {
 	Clause string `json:"clause"`
 	// Columns are the columns the condition names (Postgres conkey).
 	Columns []string `json:"columns,omitempty"`
+	// NotValid is set for a Postgres constraint added NOT VALID and not
+	// validated since: existing rows may violate it, and Postgres
+	// evaluates every CHECK constraint on every updated row, so an UPDATE
+	// of any column fails or not with the columns it names.
+	NotValid bool `json:"not_valid,omitempty"`
 }
 
 // Trigger is one trigger of a table (of a view: INSTEAD OF) for one event.

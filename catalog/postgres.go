@@ -809,7 +809,8 @@ func pgChildren(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 const checksSQL = `
 SELECT n.nspname, c.relname, k.conname, pg_get_expr(k.conbin, k.conrelid),
        array(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(attnum, i)
-             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum ORDER BY u.i)
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum ORDER BY u.i),
+       NOT k.convalidated
 FROM pg_constraint k
 JOIN pg_class c ON c.oid = k.conrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -825,10 +826,11 @@ func pgChecks(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	var (
 		schema, rel, name, clause string
 		cols                      []string
+		notValid                  bool
 	)
-	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &clause, &cols}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &clause, &cols, &notValid}, func() error {
 		if r := l.Catalog.Relation(schema, rel); r != nil {
-			r.Checks = append(r.Checks, Check{Name: name, Clause: clause, Columns: slices.Clone(cols)})
+			r.Checks = append(r.Checks, Check{Name: name, Clause: clause, Columns: slices.Clone(cols), NotValid: notValid})
 		}
 		return nil
 	})

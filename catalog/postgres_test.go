@@ -522,6 +522,7 @@ CREATE TABLE staff (id int PRIMARY KEY, salary int, cap int, email text, tenant 
     CONSTRAINT cap_le_salary CHECK (cap <= salary), CHECK (note <> ''),
     UNIQUE (email, tenant));
 CREATE UNIQUE INDEX staff_lower ON staff (lower(email)) WHERE tenant > 0;
+ALTER TABLE staff ADD CONSTRAINT salary_cap CHECK (salary < 100) NOT VALID;
 CREATE TABLE room (id int, during int4range, who text, EXCLUDE USING gist (id WITH =, during WITH &&));
 CREATE TABLE pay (id int, name text, salary int, CHECK (salary > 0)) PARTITION BY RANGE (salary);
 CREATE TABLE pay_high PARTITION OF pay FOR VALUES FROM (50000) TO (MAXVALUE) PARTITION BY LIST ((id % 2));
@@ -534,6 +535,7 @@ CREATE TABLE pay_high_even PARTITION OF pay_high FOR VALUES IN (0);
 	require.NotNil(t, staff)
 	assert.Equal(t, []catalog.Check{
 		{Name: "cap_le_salary", Clause: "(cap <= salary)", Columns: []string{"cap", "salary"}},
+		{Name: "salary_cap", Clause: "(salary < 100)", Columns: []string{"salary"}, NotValid: true},
 		{Name: "staff_note_check", Clause: "(note <> ''::text)", Columns: []string{"note"}},
 	}, staff.Checks)
 	assert.Equal(t, []catalog.UniqueKey{

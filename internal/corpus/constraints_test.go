@@ -40,6 +40,7 @@ CREATE TABLE staff (id int PRIMARY KEY, name text NOT NULL, salary int NOT NULL,
     credit_limit int NOT NULL DEFAULT 0, bonus int NOT NULL DEFAULT 0,
     pay int GENERATED ALWAYS AS (salary + bonus) STORED, reserve int NOT NULL DEFAULT 0,
     CONSTRAINT staff_limit CHECK (credit_limit <= salary), CONSTRAINT staff_reserve CHECK (reserve <= pay));
+CREATE TABLE capped (id int PRIMARY KEY, name text NOT NULL, salary int NOT NULL);
 CREATE TABLE members (id int PRIMARY KEY, email text NOT NULL, tenant int NOT NULL, UNIQUE (email, tenant));
 CREATE TABLE pay (id int NOT NULL, name text NOT NULL, salary int NOT NULL) PARTITION BY RANGE (salary);
 CREATE TABLE pay_low PARTITION OF pay FOR VALUES FROM (MINVALUE) TO (50000);
@@ -54,6 +55,8 @@ INSERT INTO vault VALUES (7, 'hunter2');
 INSERT INTO person_audit (person_id) VALUES (2);
 INSERT INTO signups (email) VALUES ('grace@example.com');
 INSERT INTO staff (id, name, salary) VALUES (1, 'Ada', 5000);
+INSERT INTO capped VALUES (1, 'Ada', 5000), (2, 'Alan', 3000);
+ALTER TABLE capped ADD CONSTRAINT capped_salary CHECK (salary < 4000) NOT VALID;
 INSERT INTO members VALUES (1, 'ada@example.com', 1), (2, 'ada@example.com', 2);
 INSERT INTO pay VALUES (1, 'Ada', 40000), (2, 'Alan', 90000), (3, 'Grace', 95000);
 INSERT INTO region_pay VALUES (1, 'eu', 'Ada');
@@ -64,6 +67,7 @@ GRANT SELECT, INSERT, UPDATE ON signups TO ROLE;
 GRANT INSERT ON tokens, invites TO ROLE;
 GRANT SELECT (id, name, credit_limit, bonus, reserve), UPDATE (name, credit_limit, bonus, reserve) ON staff TO ROLE;
 GRANT SELECT (id, tenant), UPDATE (tenant) ON members TO ROLE;
+GRANT SELECT (id, name), UPDATE (name) ON capped TO ROLE;
 GRANT SELECT (id, name), UPDATE (name), DELETE ON pay, pay_low, pay_high, pay_high_even, pay_high_rest TO ROLE;
 GRANT SELECT ON region_pay, region_pay_eu TO ROLE;
 `
@@ -73,6 +77,7 @@ labels:
   public.people.email: [pii.email]
   public.staff.salary: [pii.salary]
   public.members.email: [pii.email]
+  public.capped.salary: [pii.salary]
   public.pay.salary: [pii.salary]
 roles:
   writer:
@@ -86,6 +91,8 @@ roles:
       - merge: [public.signups]
       - select: {public.staff: [id, name, credit_limit, bonus, reserve]}
       - update: {public.staff: [name, credit_limit, bonus, reserve]}
+      - select: {public.capped: [id, name]}
+      - update: {public.capped: [name]}
       - select: {public.members: [id, tenant]}
       - update: {public.members: [tenant]}
       - select: {public.pay: [id, name], public.pay_low: [id, name], public.pay_high: [id, name], public.pay_high_even: [id, name], public.pay_high_rest: [id, name]}
@@ -151,6 +158,9 @@ func TestConstraintOracles(t *testing.T) {
 		{"update computes a generated column over a labelled column",
 			"UPDATE staff SET bonus = 2147470000 WHERE id = 1",
 			"UPDATE staff SET bonus = 2147480000 WHERE id = 1", "", "22003", "pii.salary"},
+		{"every update evaluates a NOT VALID check over a labelled column",
+			"UPDATE capped SET name = 'x' WHERE id = 2",
+			"UPDATE capped SET name = 'x' WHERE id = 1", "", "23514", "pii.salary"},
 		{"key update compares a unique key with a labelled column",
 			"UPDATE members SET tenant = 3 WHERE id = 1",
 			"UPDATE members SET tenant = 2 WHERE id = 1", "", "23505", "pii.email"},

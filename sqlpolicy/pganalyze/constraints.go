@@ -34,7 +34,8 @@ import (
 //     credit_limit = n passes CHECK (credit_limit <= salary) exactly when
 //     salary >= n. The columns of every generated column, CHECK
 //     constraint and unique or exclusion index that reads a column the
-//     update sets are read. An INSERT's new row holds only the
+//     update sets are read, and those of a NOT VALID CHECK constraint
+//     on every update (an old row may violate it). An INSERT's new row holds only the
 //     statement's values and the columns' defaults.
 //   - Partitions. A partition holds exactly the rows of its parent whose
 //     partition key falls in its bounds (the default partition: in no
@@ -172,7 +173,12 @@ func (w *walker) rowChecks(rel *catalog.Relation, written sqlpolicy.Rel) {
 			}
 		}
 		for _, ch := range r.Checks {
-			if anyChanged(withGenerated(r, ch.Columns)) {
+			// Postgres evaluates every CHECK constraint on every updated
+			// row (ExecConstraints): one a row satisfied before holds
+			// unless a column it names changed, but a NOT VALID one may
+			// have been violated all along, and then fails an UPDATE of
+			// any column.
+			if ch.NotValid || anyChanged(withGenerated(r, ch.Columns)) {
 				w.checkRead(rr, ch.Columns, written)
 			}
 		}

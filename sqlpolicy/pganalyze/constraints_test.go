@@ -36,6 +36,8 @@ CREATE VIEW high_names AS SELECT name FROM pay_high;
 CREATE TABLE regions (id int, code text, PRIMARY KEY (id, code)) PARTITION BY LIST (code);
 CREATE TABLE regions_eu PARTITION OF regions FOR VALUES IN ('eu');
 CREATE TABLE region_refs (id int, region_id int, code text, FOREIGN KEY (region_id, code) REFERENCES regions (id, code) ON DELETE CASCADE);
+CREATE TABLE capped (id int PRIMARY KEY, name text, salary int);
+ALTER TABLE capped ADD CONSTRAINT salary_cap CHECK (salary < 100) NOT VALID;
 CREATE TABLE notes (id int PRIMARY KEY, body text);
 CREATE TABLE notes_x (x int) INHERITS (notes);
 `
@@ -102,6 +104,9 @@ func TestConstraintReads(t *testing.T) {
 		{"update recomputes a generated column and the CHECK over it", "UPDATE staff SET bonus = 1",
 			[]string{"public.staff.bonus@public.staff", "public.staff.pay@public.staff", "public.staff.reserve@public.staff", "public.staff.salary@public.staff"}},
 		{"update of a column no constraint reads", "UPDATE staff SET name = 'x'", nil},
+		{"every update evaluates a NOT VALID check", "UPDATE capped SET name = 'x'",
+			[]string{"public.capped.salary@public.capped"}},
+		{"an insert evaluates a NOT VALID check on its own values", "INSERT INTO capped (id, name) VALUES (1, 'x')", nil},
 		{"insert evaluates its own values only", "INSERT INTO staff (id, cap) VALUES (1, 1)", nil},
 		{"update compares a unique key", "UPDATE members SET tenant = 2",
 			[]string{"public.members.email@public.members", "public.members.tenant@public.members"}},
