@@ -156,6 +156,30 @@ type Relation struct {
 	// expressions name): naming one of its partitions filters the rows
 	// by them.
 	Partitioning []string `json:"partitioning,omitempty"`
+	// RowPolicies are a Postgres table's row security policies while row
+	// security is enabled on it (relrowsecurity): for a session subject
+	// to them, the rows a statement reads, updates or deletes are those
+	// their USING expressions pass, and a new row must pass their WITH
+	// CHECK expressions.
+	RowPolicies []RowPolicy `json:"row_policies,omitempty"`
+}
+
+// RowPolicy is one row security policy of a Postgres table.
+type RowPolicy struct {
+	Name string `json:"name"`
+	// Events are the statements' row events it applies to (SELECT,
+	// INSERT, UPDATE, DELETE; FOR ALL: all of them).
+	Events []string `json:"events"`
+	// Reads are the columns its expressions name, of the table or of
+	// other tables its subqueries read (pg_depend).
+	Reads []ColumnOf `json:"reads,omitempty"`
+}
+
+// ColumnOf is a column of a relation.
+type ColumnOf struct {
+	Schema string `json:"schema"`
+	Table  string `json:"table"`
+	Column string `json:"column"`
 }
 
 // UniqueKey is one primary or unique key of a MySQL/MariaDB table.

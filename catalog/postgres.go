@@ -113,6 +113,7 @@ func InspectPostgres(ctx context.Context, conn *pgx.Conn) (*Loaded, error) {
 		{"check constraints", pgChecks},
 		{"unique keys", pgUniqueKeys},
 		{"partition keys", pgPartitionKeys},
+		{"row security policies", pgRowPolicies},
 	}
 	for _, s := range steps {
 		if err := s.run(ctx, tx, l); err != nil {
@@ -916,6 +917,55 @@ func pgPartitionKeys(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 		if r := l.Catalog.Relation(schema, rel); r != nil {
 			r.Partitioning = slices.Clone(cols)
 		}
+		return nil
+	})
+	return err
+}
+
+// rowPoliciesSQL reads the row security policies of the tables that have
+// row security enabled, with the columns their USING and WITH CHECK
+// expressions name (a policy depends on each, pg_depend).
+const rowPoliciesSQL = `
+SELECT n.nspname, c.relname, p.polname,
+       CASE p.polcmd WHEN 'r' THEN '{SELECT}' WHEN 'a' THEN '{INSERT}' WHEN 'w' THEN '{UPDATE}'
+                     WHEN 'd' THEN '{DELETE}' ELSE '{SELECT,INSERT,UPDATE,DELETE}' END::text[],
+       coalesce(array_agg(rn.nspname::text ORDER BY rn.nspname, rc.relname, a.attnum) FILTER (WHERE a.attname IS NOT NULL), '{}'),
+       coalesce(array_agg(rc.relname::text ORDER BY rn.nspname, rc.relname, a.attnum) FILTER (WHERE a.attname IS NOT NULL), '{}'),
+       coalesce(array_agg(a.attname::text ORDER BY rn.nspname, rc.relname, a.attnum) FILTER (WHERE a.attname IS NOT NULL), '{}')
+FROM pg_policy p
+JOIN pg_class c ON c.oid = p.polrelid AND c.relrowsecurity
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+     AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
+LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+LEFT JOIN pg_class rc ON rc.oid = d.refobjid
+LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+WHERE ` + excludedSchemas + `
+GROUP BY n.nspname, c.relname, p.polname, p.polcmd
+ORDER BY n.nspname, c.relname, p.polname`
+
+func pgRowPolicies(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, rowPoliciesSQL)
+	if err != nil {
+		return err
+	}
+	var (
+		schema, rel, name                string
+		events, rschemas, rtables, rcols []string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &events, &rschemas, &rtables, &rcols}, func() error {
+		r := l.Catalog.Relation(schema, rel)
+		if r == nil {
+			return nil
+		}
+		if len(rschemas) != len(rcols) || len(rtables) != len(rcols) {
+			return fmt.Errorf("row security policy %s on %s.%s: mismatched columns", name, schema, rel)
+		}
+		p := RowPolicy{Name: name, Events: slices.Clone(events)}
+		for i := range rcols {
+			p.Reads = append(p.Reads, ColumnOf{Schema: rschemas[i], Table: rtables[i], Column: rcols[i]})
+		}
+		r.RowPolicies = append(r.RowPolicies, p)
 		return nil
 	})
 	return err

@@ -551,3 +551,28 @@ CREATE TABLE pay_high_even PARTITION OF pay_high FOR VALUES IN (0);
 	assert.Equal(t, []catalog.Check{{Name: "pay_salary_check", Clause: "(salary > 0)", Columns: []string{"salary"}}},
 		c.Relation("public", "pay_high_even").Checks, "a partition's inherited check")
 }
+
+// Row security policies of tables with row security enabled, with the
+// columns their expressions name, of the table and of other tables.
+func TestLoadPostgresRowPolicies(t *testing.T) {
+	t.Parallel()
+	db := testpg.New(t, `
+CREATE TABLE owners (id int PRIMARY KEY, email text);
+CREATE TABLE pay (id int, owner_id int, salary int);
+ALTER TABLE pay ENABLE ROW LEVEL SECURITY;
+CREATE POLICY low ON pay FOR SELECT USING (salary < 5000);
+CREATE POLICY own ON pay USING (true) WITH CHECK (owner_id IN (SELECT id FROM owners WHERE email = current_user));
+CREATE TABLE off (id int, a int);
+CREATE POLICY p ON off USING (a > 0);
+`)
+	conn := connect(t, db.DSN)
+	c, err := catalog.LoadPostgres(ctxT(t), conn)
+	require.NoError(t, err)
+	assert.Equal(t, []catalog.RowPolicy{
+		{Name: "low", Events: []string{"SELECT"}, Reads: []catalog.ColumnOf{{Schema: "public", Table: "pay", Column: "salary"}}},
+		{Name: "own", Events: []string{"SELECT", "INSERT", "UPDATE", "DELETE"}, Reads: []catalog.ColumnOf{
+			{Schema: "public", Table: "owners", Column: "id"}, {Schema: "public", Table: "owners", Column: "email"},
+			{Schema: "public", Table: "pay", Column: "owner_id"}}},
+	}, c.Relation("public", "pay").RowPolicies)
+	assert.Empty(t, c.Relation("public", "off").RowPolicies, "row security not enabled")
+}

@@ -41,6 +41,9 @@ CREATE TABLE staff (id int PRIMARY KEY, name text NOT NULL, salary int NOT NULL,
     pay int GENERATED ALWAYS AS (salary + bonus) STORED, reserve int NOT NULL DEFAULT 0,
     CONSTRAINT staff_limit CHECK (credit_limit <= salary), CONSTRAINT staff_reserve CHECK (reserve <= pay));
 CREATE TABLE capped (id int PRIMARY KEY, name text NOT NULL, salary int NOT NULL);
+CREATE TABLE rls_pay (id int PRIMARY KEY, name text NOT NULL, salary int NOT NULL);
+ALTER TABLE rls_pay ENABLE ROW LEVEL SECURITY;
+CREATE POLICY low ON rls_pay FOR SELECT USING (salary < 5000);
 CREATE TABLE members (id int PRIMARY KEY, email text NOT NULL, tenant int NOT NULL, UNIQUE (email, tenant));
 CREATE TABLE pay (id int NOT NULL, name text NOT NULL, salary int NOT NULL) PARTITION BY RANGE (salary);
 CREATE TABLE pay_low PARTITION OF pay FOR VALUES FROM (MINVALUE) TO (50000);
@@ -57,6 +60,7 @@ INSERT INTO signups (email) VALUES ('grace@example.com');
 INSERT INTO staff (id, name, salary) VALUES (1, 'Ada', 5000);
 INSERT INTO capped VALUES (1, 'Ada', 5000), (2, 'Alan', 3000);
 ALTER TABLE capped ADD CONSTRAINT capped_salary CHECK (salary < 4000) NOT VALID;
+INSERT INTO rls_pay VALUES (1, 'Ada', 4000), (2, 'Alan', 9000);
 INSERT INTO members VALUES (1, 'ada@example.com', 1), (2, 'ada@example.com', 2);
 INSERT INTO pay VALUES (1, 'Ada', 40000), (2, 'Alan', 90000), (3, 'Grace', 95000);
 INSERT INTO region_pay VALUES (1, 'eu', 'Ada');
@@ -68,6 +72,7 @@ GRANT INSERT ON tokens, invites TO ROLE;
 GRANT SELECT (id, name, credit_limit, bonus, reserve), UPDATE (name, credit_limit, bonus, reserve) ON staff TO ROLE;
 GRANT SELECT (id, tenant), UPDATE (tenant) ON members TO ROLE;
 GRANT SELECT (id, name), UPDATE (name) ON capped TO ROLE;
+GRANT SELECT (id, name) ON rls_pay TO ROLE;
 GRANT SELECT (id, name), UPDATE (name), DELETE ON pay, pay_low, pay_high, pay_high_even, pay_high_rest TO ROLE;
 GRANT SELECT ON region_pay, region_pay_eu TO ROLE;
 `
@@ -78,6 +83,7 @@ labels:
   public.staff.salary: [pii.salary]
   public.members.email: [pii.email]
   public.capped.salary: [pii.salary]
+  public.rls_pay.salary: [pii.salary]
   public.pay.salary: [pii.salary]
 roles:
   writer:
@@ -92,6 +98,7 @@ roles:
       - select: {public.staff: [id, name, credit_limit, bonus, reserve]}
       - update: {public.staff: [name, credit_limit, bonus, reserve]}
       - select: {public.capped: [id, name]}
+      - select: {public.rls_pay: [id, name]}
       - update: {public.capped: [name]}
       - select: {public.members: [id, tenant]}
       - update: {public.members: [tenant]}
@@ -161,6 +168,9 @@ func TestConstraintOracles(t *testing.T) {
 		{"every update evaluates a NOT VALID check over a labelled column",
 			"UPDATE capped SET name = 'x' WHERE id = 2",
 			"UPDATE capped SET name = 'x' WHERE id = 1", "", "23514", "pii.salary"},
+		{"row security shows the rows whose labelled salary passes its policy",
+			"SELECT 1/count(*) FROM rls_pay WHERE name = 'Ada'",
+			"SELECT 1/count(*) FROM rls_pay WHERE name = 'Alan'", "", "22012", "pii.salary"},
 		{"key update compares a unique key with a labelled column",
 			"UPDATE members SET tenant = 3 WHERE id = 1",
 			"UPDATE members SET tenant = 2 WHERE id = 1", "", "23505", "pii.email"},

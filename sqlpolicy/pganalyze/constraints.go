@@ -46,6 +46,8 @@ import (
 //     checks the new row's values. EXPLAIN of a statement over a
 //     partitioned table shows a row count per partition (exact under
 //     ANALYZE): it reads the partition keys too.
+//   - Row security. The rows a statement sees, and the new rows it may
+//     write, are those the table's policies pass: their columns are read.
 
 // constraintReads reports what a write of rel (the statement's table
 // ref t) reads through the constraints Postgres checks on it. own is
@@ -254,6 +256,47 @@ func (w *walker) explainPartitions(inner *sqlpolicy.Statement) {
 			for _, c := range keys {
 				w.column(sqlpolicy.ColumnRef{Rel: rr, Column: c, Mode: sqlpolicy.Read, Via: via})
 			}
+		}
+	}
+}
+
+// rowPolicyReads reports the columns the row security policies of rel
+// that apply to t's use of it name, as read: a session subject to them
+// (not the table's owner, without BYPASSRLS) reads, updates and deletes
+// only the rows their USING expressions pass, and a new row must pass
+// their WITH CHECK (42501 otherwise), so SELECT name FROM pay under
+// USING (salary < 5000) lists exactly the people whose labelled salary
+// is below 5000. keyhole does not know which sessions the policies
+// apply to (their roles, the login's ownership): it reports them all.
+// TRUNCATE is not subject to row security.
+func (w *walker) rowPolicyReads(rel *catalog.Relation, t sqlpolicy.TableRef) {
+	if len(rel.RowPolicies) == 0 {
+		return
+	}
+	events := []string{"SELECT"}
+	if t.Mode == sqlpolicy.Write {
+		ev := rowEvents(t.Action)
+		if ev == nil {
+			// A write the analyzer did not classify: any policy.
+			ev = []string{"INSERT", "UPDATE", "DELETE"}
+		}
+		events = ev
+		if t.Action != sqlpolicy.VerbInsert {
+			// The rows an UPDATE or DELETE (or RETURNING) reads pass
+			// the SELECT policies too.
+			events = append(slices.Clip(ev), "SELECT")
+		}
+	}
+	via := t.Via
+	if via == (sqlpolicy.Rel{}) {
+		via = t.Rel
+	}
+	for _, p := range rel.RowPolicies {
+		if !slices.ContainsFunc(p.Events, func(e string) bool { return slices.Contains(events, e) }) {
+			continue
+		}
+		for _, c := range p.Reads {
+			w.checkRead(sqlpolicy.Rel{Schema: c.Schema, Name: c.Table}, []string{c.Column}, via)
 		}
 	}
 }

@@ -38,6 +38,10 @@ CREATE TABLE regions_eu PARTITION OF regions FOR VALUES IN ('eu');
 CREATE TABLE region_refs (id int, region_id int, code text, FOREIGN KEY (region_id, code) REFERENCES regions (id, code) ON DELETE CASCADE);
 CREATE TABLE capped (id int PRIMARY KEY, name text, salary int);
 ALTER TABLE capped ADD CONSTRAINT salary_cap CHECK (salary < 100) NOT VALID;
+CREATE TABLE rls_pay (id int PRIMARY KEY, name text, salary int, owner text);
+ALTER TABLE rls_pay ENABLE ROW LEVEL SECURITY;
+CREATE POLICY low ON rls_pay FOR SELECT USING (salary < 5000);
+CREATE POLICY mine ON rls_pay FOR UPDATE USING (true) WITH CHECK (owner = current_user);
 CREATE TABLE notes (id int PRIMARY KEY, body text);
 CREATE TABLE notes_x (x int) INHERITS (notes);
 `
@@ -131,6 +135,11 @@ func TestConstraintReads(t *testing.T) {
 		{"an insert into a partition checks its own values", "INSERT INTO pay_high_even (id, name, salary) VALUES (2, 'a', 60000)",
 			[]string{"public.people.id@public.pay_high_even"}},
 		{"an inheritance child is no filter", "SELECT body FROM notes_x", nil},
+		{"row security filters the rows read", "SELECT name FROM rls_pay",
+			[]string{"public.rls_pay.salary@public.rls_pay"}},
+		{"and those an update reads, and checks the new row", "UPDATE rls_pay SET name = 'x'",
+			[]string{"public.rls_pay.owner@public.rls_pay", "public.rls_pay.salary@public.rls_pay"}},
+		{"no policy for inserts", "INSERT INTO rls_pay (id, name) VALUES (1, 'x')", nil},
 		{"explain shows a row count per partition", "EXPLAIN SELECT name FROM pay",
 			[]string{"public.pay.salary@public.pay", "public.pay_high.id@public.pay", "public.pay_high.salary@public.pay"}},
 		{"explain analyze of a sub-partitioned partition", "EXPLAIN ANALYZE SELECT name FROM pay_high",

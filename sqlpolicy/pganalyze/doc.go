@@ -71,8 +71,9 @@
 // Checks whose outcome shows what the statement does not name
 // (constraints.go) are reads, reported with Via like a view's: foreign
 // key lookups in the other table, the CHECK constraints, generated
-// columns and unique keys an UPDATE evaluates over the whole row, and a
-// partition's bounds on its ancestors' partition key columns.
+// columns and unique keys an UPDATE evaluates over the whole row, a
+// partition's bounds on its ancestors' partition key columns, and the
+// row security policies that decide which rows a statement sees.
 //
 // Settings: a change of a setting that enforces a role's resource limit
 // (statement_timeout, work_mem ...) carries the limit and the amount it

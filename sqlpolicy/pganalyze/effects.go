@@ -150,6 +150,7 @@ func (w *walker) effects() {
 		}
 		if !truncate || t.Mode == sqlpolicy.Read {
 			w.partitionKeyReads(rel, t)
+			w.rowPolicyReads(rel, t)
 		}
 		if t.Mode == sqlpolicy.Read {
 			// Row security policies filter the rows a statement reads.
