@@ -26,6 +26,8 @@ CREATE TABLE audit (id int PRIMARY KEY, person_id int REFERENCES people (id) ON 
 CREATE TABLE staff (id int PRIMARY KEY, name text, salary int, cap int, bonus int,
     pay int GENERATED ALWAYS AS (salary + bonus) STORED, reserve int,
     CHECK (cap <= salary), CHECK (reserve <= pay));
+CREATE VIEW staff_caps AS SELECT id, cap FROM staff;
+CREATE VIEW signup_emails AS SELECT id, email FROM signups;
 CREATE TABLE members (id int PRIMARY KEY, email text, tenant int, note text, UNIQUE (email, tenant));
 CREATE TABLE pay (id int, name text, salary int, dept int REFERENCES people (id)) PARTITION BY RANGE (salary);
 CREATE TABLE pay_low PARTITION OF pay FOR VALUES FROM (MINVALUE) TO (50000);
@@ -108,6 +110,12 @@ func TestConstraintReads(t *testing.T) {
 		{"update recomputes a generated column and the CHECK over it", "UPDATE staff SET bonus = 1",
 			[]string{"public.staff.bonus@public.staff", "public.staff.pay@public.staff", "public.staff.reserve@public.staff", "public.staff.salary@public.staff"}},
 		{"update of a column no constraint reads", "UPDATE staff SET name = 'x'", nil},
+		{"merge update checks a CHECK over a set column", "MERGE INTO staff s USING (SELECT 1 AS id) v ON s.id = v.id WHEN MATCHED THEN UPDATE SET cap = 1",
+			[]string{"public.staff.cap@public.staff", "public.staff.salary@public.staff"}},
+		{"update through a view checks the base table's CHECK", "UPDATE staff_caps SET cap = 1",
+			[]string{"public.staff.cap@public.staff", "public.staff.salary@public.staff"}},
+		{"insert through a view looks up the base table's foreign key", "INSERT INTO signup_emails (id, email) VALUES (1, 'x')",
+			[]string{"public.people.email@public.signups"}},
 		{"every update evaluates a NOT VALID check", "UPDATE capped SET name = 'x'",
 			[]string{"public.capped.salary@public.capped"}},
 		{"an insert evaluates a NOT VALID check on its own values", "INSERT INTO capped (id, name) VALUES (1, 'x')", nil},
