@@ -66,7 +66,7 @@ INSERT INTO pay VALUES (1, 'Ada', 40000), (2, 'Alan', 90000), (3, 'Grace', 95000
 INSERT INTO region_pay VALUES (1, 'eu', 'Ada');
 
 GRANT SELECT (id, name) ON people TO ROLE;
-GRANT DELETE ON people TO ROLE;
+GRANT DELETE, UPDATE (id) ON people TO ROLE;
 GRANT SELECT, INSERT, UPDATE ON signups TO ROLE;
 GRANT INSERT ON tokens, invites TO ROLE;
 GRANT SELECT (id, name, credit_limit, bonus, reserve), UPDATE (name, credit_limit, bonus, reserve) ON staff TO ROLE;
@@ -91,6 +91,7 @@ roles:
     allow:
       - select: {public.people: [id, name]}
       - delete: [public.people]
+      - update: {public.people: [id]}
       - select: [public.signups]
       - insert: [public.signups, public.tokens, public.invites]
       - update: [public.signups]
@@ -156,6 +157,9 @@ func TestConstraintOracles(t *testing.T) {
 		{"delete looks for a secret table's referencing rows",
 			"DELETE FROM people WHERE id = 2",
 			"DELETE FROM people WHERE id = 1", "23503", "", "secret"},
+		{"key update looks for a secret table's referencing rows",
+			"UPDATE people SET id = 20 WHERE id = 2",
+			"UPDATE people SET id = 20 WHERE id = 1", "23503", "", "secret"},
 		{"update checks a CHECK constraint over a labelled column",
 			"UPDATE staff SET credit_limit = 4000 WHERE id = 1",
 			"UPDATE staff SET credit_limit = 6000 WHERE id = 1", "", "23514", "pii.salary"},
