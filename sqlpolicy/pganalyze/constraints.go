@@ -35,8 +35,8 @@ import (
 //     salary >= n. The columns of every generated column, CHECK
 //     constraint and unique or exclusion index that reads a column the
 //     update sets are read, and those of a NOT VALID CHECK constraint
-//     on every update (an old row may violate it). An INSERT's new row holds only the
-//     statement's values and the columns' defaults.
+//     on every update (an old row may violate it). An INSERT's new row
+//     holds only the statement's values and the columns' defaults.
 //   - Partitions. A partition holds exactly the rows of its parent whose
 //     partition key falls in its bounds (the default partition: in no
 //     other partition's), so reading, updating or deleting from a
