@@ -133,21 +133,53 @@ type Relation struct {
 	// expressions and predicates, constraints and defaults of the
 	// domains of its columns, row security policies.
 	Calls []ImplicitCall `json:"calls,omitempty"`
-	// Checks are a MySQL/MariaDB table's CHECK constraints, table- and
-	// column-level (information_schema.CHECK_CONSTRAINTS): the server
-	// evaluates them over the whole new row of every insert and update.
+	// Checks are a table's CHECK constraints, table- and column-level
+	// (MySQL/MariaDB information_schema.CHECK_CONSTRAINTS; Postgres
+	// pg_constraint contype 'c', with the columns they name, those a
+	// partition or child inherits included): the server evaluates them
+	// over the whole new row of every insert and update.
 	Checks []Check `json:"checks,omitempty"`
-	// UniqueKeys are a MySQL/MariaDB table's primary and unique keys
-	// (information_schema.STATISTICS), each its columns in key order; ""
-	// stands for an expression (a MySQL 8 functional key part). A write
-	// that changes a key column compares the whole key with every other
-	// row's, and a conflict (1062) prints the whole key.
+	// UniqueKeys are a table's primary and unique keys, each its columns
+	// in key order (MySQL/MariaDB information_schema.STATISTICS; ""
+	// stands for an expression, a MySQL 8 functional key part). Postgres:
+	// its unique and exclusion indexes, each with every column the index
+	// reads (key columns, and those its expressions and predicate name,
+	// from pg_depend). A write that changes a key column compares the
+	// whole key with every other row's, and fails on a conflict.
 	UniqueKeys []UniqueKey `json:"unique_keys,omitempty"`
 	// Partitioning are a partitioned MySQL/MariaDB table's partitioning
 	// and subpartitioning expressions (information_schema.PARTITIONS; ""
 	// for KEY () over the primary key): naming partitions (FROM t
-	// PARTITION (p)) filters the rows by them.
+	// PARTITION (p)) filters the rows by them. For a Postgres partitioned
+	// table, the columns its partition key reads
+	// (pg_partitioned_table.partattrs, and the columns its key
+	// expressions name): naming one of its partitions filters the rows
+	// by them.
 	Partitioning []string `json:"partitioning,omitempty"`
+	// RowPolicies are a Postgres table's row security policies while row
+	// security is enabled on it (relrowsecurity): for a session subject
+	// to them, the rows a statement reads, updates or deletes are those
+	// their USING expressions pass, and a new row must pass their WITH
+	// CHECK expressions.
+	RowPolicies []RowPolicy `json:"row_policies,omitempty"`
+}
+
+// RowPolicy is one row security policy of a Postgres table.
+type RowPolicy struct {
+	Name string `json:"name"`
+	// Events are the statements' row events it applies to (SELECT,
+	// INSERT, UPDATE, DELETE; FOR ALL: all of them).
+	Events []string `json:"events"`
+	// Reads are the columns its expressions name, of the table or of
+	// other tables its subqueries read (pg_depend).
+	Reads []ColumnOf `json:"reads,omitempty"`
+}
+
+// ColumnOf is a column of a relation.
+type ColumnOf struct {
+	Schema string `json:"schema"`
+	Table  string `json:"table"`
+	Column string `json:"column"`
 }
 
 // UniqueKey is one primary or unique key of a MySQL/MariaDB table.
@@ -156,11 +188,19 @@ type UniqueKey struct {
 	Columns []string `json:"columns"`
 }
 
-// Check is one CHECK constraint of a MySQL/MariaDB table.
+// Check is one CHECK constraint of a table.
 type Check struct {
 	Name string `json:"name"`
-	// Clause is the condition as the server prints it (CHECK_CLAUSE).
+	// Clause is the condition as the server prints it (CHECK_CLAUSE;
+	// Postgres pg_get_expr).
 	Clause string `json:"clause"`
+	// Columns are the columns the condition names (Postgres conkey).
+	Columns []string `json:"columns,omitempty"`
+	// NotValid is set for a Postgres constraint added NOT VALID and not
+	// validated since: existing rows may violate it, and Postgres
+	// evaluates every CHECK constraint on every updated row, so an UPDATE
+	// of any column fails or not with the columns it names.
+	NotValid bool `json:"not_valid,omitempty"`
 }
 
 // Trigger is one trigger of a table (of a view: INSTEAD OF) for one event.

@@ -110,6 +110,10 @@ func InspectPostgres(ctx context.Context, conn *pgx.Conn) (*Loaded, error) {
 		{"type functions", pgTypeFunctions},
 		{"event triggers", pgEventTriggers},
 		{"inheritance", pgChildren},
+		{"check constraints", pgChecks},
+		{"unique keys", pgUniqueKeys},
+		{"partition keys", pgPartitionKeys},
+		{"row security policies", pgRowPolicies},
 	}
 	for _, s := range steps {
 		if err := s.run(ctx, tx, l); err != nil {
@@ -794,6 +798,174 @@ func pgChildren(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 		if r := l.Catalog.Relation(schema, rel); r != nil {
 			r.Children = append(r.Children, child)
 		}
+		return nil
+	})
+	return err
+}
+
+// checksSQL reads every CHECK constraint of a table with the columns it
+// names (conkey), those a partition or inheritance child inherits
+// included (each is a constraint of the child too). NOT VALID ones count:
+// Postgres checks them on every new row.
+const checksSQL = `
+SELECT n.nspname, c.relname, k.conname, pg_get_expr(k.conbin, k.conrelid),
+       array(SELECT a.attname::text FROM unnest(k.conkey) WITH ORDINALITY u(attnum, i)
+             JOIN pg_attribute a ON a.attrelid = k.conrelid AND a.attnum = u.attnum ORDER BY u.i),
+       NOT k.convalidated
+FROM pg_constraint k
+JOIN pg_class c ON c.oid = k.conrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE k.contype = 'c' AND k.conrelid <> 0
+  AND ` + excludedSchemas + `
+ORDER BY n.nspname, c.relname, k.conname`
+
+func pgChecks(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, checksSQL)
+	if err != nil {
+		return err
+	}
+	var (
+		schema, rel, name, clause string
+		cols                      []string
+		notValid                  bool
+	)
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &clause, &cols, &notValid}, func() error {
+		if r := l.Catalog.Relation(schema, rel); r != nil {
+			r.Checks = append(r.Checks, Check{Name: name, Clause: clause, Columns: slices.Clone(cols), NotValid: notValid})
+		}
+		return nil
+	})
+	return err
+}
+
+// uniqueKeysSQL reads every unique and exclusion index (primary keys,
+// UNIQUE and EXCLUDE constraints, CREATE UNIQUE INDEX) with every column
+// it reads: its key columns (indkey) and the columns its expressions and
+// predicate name (an index depends on each column it uses, pg_depend).
+const uniqueKeysSQL = `
+SELECT n.nspname, c.relname, ic.relname,
+       array(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = i.indrelid AND a.attnum > 0 AND NOT a.attisdropped
+               AND (a.attnum = ANY (i.indkey::int2[])
+                    OR a.attnum IN (SELECT d.refobjsubid FROM pg_depend d
+                                    WHERE d.classid = 'pg_class'::regclass AND d.objid = i.indexrelid
+                                      AND d.refclassid = 'pg_class'::regclass AND d.refobjid = i.indrelid))
+             ORDER BY a.attnum)
+FROM pg_index i
+JOIN pg_class ic ON ic.oid = i.indexrelid
+JOIN pg_class c ON c.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE (i.indisunique OR i.indisexclusion)
+  AND ` + excludedSchemas + `
+ORDER BY n.nspname, c.relname, ic.relname`
+
+func pgUniqueKeys(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, uniqueKeysSQL)
+	if err != nil {
+		return err
+	}
+	var (
+		schema, rel, name string
+		cols              []string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &cols}, func() error {
+		if r := l.Catalog.Relation(schema, rel); r != nil && !r.System {
+			r.UniqueKeys = append(r.UniqueKeys, UniqueKey{Name: name, Columns: slices.Clone(cols)})
+		}
+		return nil
+	})
+	return err
+}
+
+// partitionKeysSQL reads the columns each partitioned table's partition
+// key reads: the plain key columns (partattrs) and the columns its key
+// expressions name, on which Postgres makes the table's columns depend
+// internally (pg_depend from the column to the table, deptype 'i'). A key
+// whose expressions name no column Postgres records reads every column
+// (as far as keyhole knows).
+const partitionKeysSQL = `
+SELECT n.nspname, c.relname,
+       array(SELECT a.attname::text FROM pg_attribute a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+               AND (a.attnum = ANY (pt.partattrs::int2[])
+                    OR (0 = ANY (pt.partattrs::int2[]) AND (a.attnum IN
+                        (SELECT d.objsubid FROM pg_depend d
+                         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.objsubid > 0
+                           AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid AND d.refobjsubid = 0
+                           AND d.deptype = 'i')
+                       OR NOT EXISTS (SELECT FROM pg_depend d
+                         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.objsubid > 0
+                           AND d.refclassid = 'pg_class'::regclass AND d.refobjid = c.oid AND d.refobjsubid = 0
+                           AND d.deptype = 'i'))))
+             ORDER BY a.attnum)
+FROM pg_partitioned_table pt
+JOIN pg_class c ON c.oid = pt.partrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE ` + excludedSchemas + `
+ORDER BY n.nspname, c.relname`
+
+func pgPartitionKeys(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, partitionKeysSQL)
+	if err != nil {
+		return err
+	}
+	var (
+		schema, rel string
+		cols        []string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &cols}, func() error {
+		if r := l.Catalog.Relation(schema, rel); r != nil {
+			r.Partitioning = slices.Clone(cols)
+		}
+		return nil
+	})
+	return err
+}
+
+// rowPoliciesSQL reads the row security policies of the tables that have
+// row security enabled, with the columns their USING and WITH CHECK
+// expressions name (a policy depends on each, pg_depend).
+const rowPoliciesSQL = `
+SELECT n.nspname, c.relname, p.polname,
+       CASE p.polcmd WHEN 'r' THEN '{SELECT}' WHEN 'a' THEN '{INSERT}' WHEN 'w' THEN '{UPDATE}'
+                     WHEN 'd' THEN '{DELETE}' ELSE '{SELECT,INSERT,UPDATE,DELETE}' END::text[],
+       coalesce(array_agg(rn.nspname::text ORDER BY rn.nspname, rc.relname, a.attnum) FILTER (WHERE a.attname IS NOT NULL), '{}'),
+       coalesce(array_agg(rc.relname::text ORDER BY rn.nspname, rc.relname, a.attnum) FILTER (WHERE a.attname IS NOT NULL), '{}'),
+       coalesce(array_agg(a.attname::text ORDER BY rn.nspname, rc.relname, a.attnum) FILTER (WHERE a.attname IS NOT NULL), '{}')
+FROM pg_policy p
+JOIN pg_class c ON c.oid = p.polrelid AND c.relrowsecurity
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_depend d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+     AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
+LEFT JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+LEFT JOIN pg_class rc ON rc.oid = d.refobjid
+LEFT JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+WHERE ` + excludedSchemas + `
+GROUP BY n.nspname, c.relname, p.polname, p.polcmd
+ORDER BY n.nspname, c.relname, p.polname`
+
+func pgRowPolicies(ctx context.Context, tx pgx.Tx, l *Loaded) error {
+	rows, err := tx.Query(ctx, rowPoliciesSQL)
+	if err != nil {
+		return err
+	}
+	var (
+		schema, rel, name                string
+		events, rschemas, rtables, rcols []string
+	)
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &events, &rschemas, &rtables, &rcols}, func() error {
+		r := l.Catalog.Relation(schema, rel)
+		if r == nil {
+			return nil
+		}
+		if len(rschemas) != len(rcols) || len(rtables) != len(rcols) {
+			return fmt.Errorf("row security policy %s on %s.%s: mismatched columns", name, schema, rel)
+		}
+		p := RowPolicy{Name: name, Events: slices.Clone(events)}
+		for i := range rcols {
+			p.Reads = append(p.Reads, ColumnOf{Schema: rschemas[i], Table: rtables[i], Column: rcols[i]})
+		}
+		r.RowPolicies = append(r.RowPolicies, p)
 		return nil
 	})
 	return err

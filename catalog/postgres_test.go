@@ -509,3 +509,70 @@ CREATE FUNCTION pg_catalog.kh_added() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$
 	require.NoError(t, err)
 	assert.Equal(t, []string{"public.parted_eu"}, loaded.Relation("public", "parted_eu_1").Parents, "Load fills Parents from Children")
 }
+
+// What Postgres evaluates over whole rows a statement does not name: the
+// columns of each CHECK constraint (a partition's inherited ones too),
+// of each unique and exclusion index (expressions and predicates
+// included), and of each partition key (expressions included).
+func TestLoadPostgresConstraintColumns(t *testing.T) {
+	t.Parallel()
+	db := testpg.New(t, `
+CREATE EXTENSION IF NOT EXISTS btree_gist;
+CREATE TABLE staff (id int PRIMARY KEY, salary int, cap int, email text, tenant int, note text,
+    CONSTRAINT cap_le_salary CHECK (cap <= salary), CHECK (note <> ''),
+    UNIQUE (email, tenant));
+CREATE UNIQUE INDEX staff_lower ON staff (lower(email)) WHERE tenant > 0;
+ALTER TABLE staff ADD CONSTRAINT salary_cap CHECK (salary < 100) NOT VALID;
+CREATE TABLE room (id int, during int4range, who text, EXCLUDE USING gist (id WITH =, during WITH &&));
+CREATE TABLE pay (id int, name text, salary int, CHECK (salary > 0)) PARTITION BY RANGE (salary);
+CREATE TABLE pay_high PARTITION OF pay FOR VALUES FROM (50000) TO (MAXVALUE) PARTITION BY LIST ((id % 2));
+CREATE TABLE pay_high_even PARTITION OF pay_high FOR VALUES IN (0);
+`)
+	conn := connect(t, db.DSN)
+	c, err := catalog.LoadPostgres(ctxT(t), conn)
+	require.NoError(t, err)
+	staff := c.Relation("public", "staff")
+	require.NotNil(t, staff)
+	assert.Equal(t, []catalog.Check{
+		{Name: "cap_le_salary", Clause: "(cap <= salary)", Columns: []string{"cap", "salary"}},
+		{Name: "salary_cap", Clause: "(salary < 100)", Columns: []string{"salary"}, NotValid: true},
+		{Name: "staff_note_check", Clause: "(note <> ''::text)", Columns: []string{"note"}},
+	}, staff.Checks)
+	assert.Equal(t, []catalog.UniqueKey{
+		{Name: "staff_email_tenant_key", Columns: []string{"email", "tenant"}},
+		{Name: "staff_lower", Columns: []string{"email", "tenant"}},
+		{Name: "staff_pkey", Columns: []string{"id"}},
+	}, staff.UniqueKeys, "key columns, and the columns of expressions and predicates")
+	assert.Equal(t, []catalog.UniqueKey{{Name: "room_id_during_excl", Columns: []string{"id", "during"}}},
+		c.Relation("public", "room").UniqueKeys, "exclusion constraints compare rows too")
+	assert.Equal(t, []string{"salary"}, c.Relation("public", "pay").Partitioning)
+	assert.Equal(t, []string{"id"}, c.Relation("public", "pay_high").Partitioning, "a key expression's columns")
+	assert.Empty(t, c.Relation("public", "pay_high_even").Partitioning)
+	assert.Equal(t, []catalog.Check{{Name: "pay_salary_check", Clause: "(salary > 0)", Columns: []string{"salary"}}},
+		c.Relation("public", "pay_high_even").Checks, "a partition's inherited check")
+}
+
+// Row security policies of tables with row security enabled, with the
+// columns their expressions name, of the table and of other tables.
+func TestLoadPostgresRowPolicies(t *testing.T) {
+	t.Parallel()
+	db := testpg.New(t, `
+CREATE TABLE owners (id int PRIMARY KEY, email text);
+CREATE TABLE pay (id int, owner_id int, salary int);
+ALTER TABLE pay ENABLE ROW LEVEL SECURITY;
+CREATE POLICY low ON pay FOR SELECT USING (salary < 5000);
+CREATE POLICY own ON pay USING (true) WITH CHECK (owner_id IN (SELECT id FROM owners WHERE email = current_user));
+CREATE TABLE off (id int, a int);
+CREATE POLICY p ON off USING (a > 0);
+`)
+	conn := connect(t, db.DSN)
+	c, err := catalog.LoadPostgres(ctxT(t), conn)
+	require.NoError(t, err)
+	assert.Equal(t, []catalog.RowPolicy{
+		{Name: "low", Events: []string{"SELECT"}, Reads: []catalog.ColumnOf{{Schema: "public", Table: "pay", Column: "salary"}}},
+		{Name: "own", Events: []string{"SELECT", "INSERT", "UPDATE", "DELETE"}, Reads: []catalog.ColumnOf{
+			{Schema: "public", Table: "owners", Column: "id"}, {Schema: "public", Table: "owners", Column: "email"},
+			{Schema: "public", Table: "pay", Column: "owner_id"}}},
+	}, c.Relation("public", "pay").RowPolicies)
+	assert.Empty(t, c.Relation("public", "off").RowPolicies, "row security not enabled")
+}

@@ -68,6 +68,13 @@
 // refused; foreign key actions and TRUNCATE ... CASCADE are reported as
 // the statement's own writes. The catalog lists all of these.
 //
+// Checks whose outcome shows what the statement does not name
+// (constraints.go) are reads, reported with Via like a view's: foreign
+// key lookups in the other table, the CHECK constraints, generated
+// columns and unique keys an UPDATE evaluates over the whole row, a
+// partition's bounds on its ancestors' partition key columns, and the
+// row security policies that decide which rows a statement sees.
+//
 // Settings: a change of a setting that enforces a role's resource limit
 // (statement_timeout, work_mem ...) carries the limit and the amount it
 // asks for, read exactly as Postgres reads the value (units, rounding, 0

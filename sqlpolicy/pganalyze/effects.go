@@ -137,6 +137,9 @@ func (w *walker) effects() {
 	}
 	truncate := w.st.Command == "TRUNCATE TABLE"
 	done := map[sqlpolicy.TableRef]bool{}
+	// The statement's own tables; those after them are added here
+	// (foreign key actions and the reads of constraints.go).
+	own := len(w.st.Tables)
 	for i := 0; i < len(w.st.Tables); i++ {
 		t := w.st.Tables[i]
 		if done[t] {
@@ -146,6 +149,10 @@ func (w *walker) effects() {
 		rel := w.cat.Relation(t.Rel.Schema, t.Rel.Name)
 		if rel == nil || rel.System {
 			continue
+		}
+		if !truncate || t.Mode == sqlpolicy.Read {
+			w.partitionKeyReads(rel, t)
+			w.rowPolicyReads(rel, t)
 		}
 		if t.Mode == sqlpolicy.Read {
 			// Row security policies filter the rows a statement reads.
@@ -172,6 +179,7 @@ func (w *walker) effects() {
 			continue
 		}
 		w.rules(rel, t.Rel, events)
+		w.constraintReads(rel, t, i < own)
 		// Rows routed to partitions, or reached in inheritance children,
 		// fire the children's triggers and run their constraints too; an
 		// UPDATE that moves a row to another partition deletes it from
@@ -191,12 +199,12 @@ func (w *walker) effects() {
 			w.implicitCalls(r, append(ev[:len(ev):len(ev)], "SELECT"))
 		}
 		if slices.Contains(events, "DELETE") {
-			for _, ck := range w.a.fkChildren()[t.Rel] {
+			for _, ck := range w.referencing(rel) {
 				w.fkAction(ck, ck.fk.OnDelete, true)
 			}
 		}
 		if slices.Contains(events, "UPDATE") {
-			for _, ck := range w.a.fkChildren()[t.Rel] {
+			for _, ck := range w.referencing(rel) {
 				if w.updatesAny(t.Rel, ck.fk.RefColumns) {
 					w.fkAction(ck, ck.fk.OnUpdate, false)
 				}
@@ -299,6 +307,11 @@ func (w *walker) updatesAny(rel sqlpolicy.Rel, cols []string) bool {
 // DEFAULT with their defaults.
 func (w *walker) fkAction(ck fkChild, action string, onDelete bool) {
 	child := sqlpolicy.Rel{Schema: ck.child.Schema, Name: ck.child.Name}
+	// Whatever the action, Postgres finds the child rows by their key
+	// columns, as the table owner; under RESTRICT and NO ACTION the
+	// statement fails (23503) when there are any, under the others the
+	// writes it makes in them can fail (constraints.go).
+	w.checkRead(child, ck.fk.Columns, sqlpolicy.Rel{Schema: ck.fk.RefSchema, Name: ck.fk.RefTable})
 	switch action {
 	case "CASCADE":
 		if onDelete {

@@ -78,6 +78,9 @@ func TestScopeRules(t *testing.T) {
 	a := analyzer(t)
 	db := testCatalog(t).Database
 	require.NotEmpty(t, db)
+	// A MERGE that deletes customers looks for the orders referencing
+	// them (foreign key check, effects.go).
+	fkLookup := []string{"public.orders.customer_id@public.customers"}
 	tests := []struct {
 		name     string
 		sql      string
@@ -104,17 +107,17 @@ func TestScopeRules(t *testing.T) {
 		{name: "on conflict sees target and excluded", sql: "INSERT INTO products (id, name) VALUES (1, 'a') ON CONFLICT (id) DO UPDATE SET name = excluded.name || products.price",
 			columns: cols("products", "id", "id:w", "name", "name:w", "name:w", "price")},
 		{name: "merge matched sees target", sql: "MERGE INTO customers c USING orders o ON o.customer_id = c.id WHEN MATCHED AND c.ssn = '1' THEN DELETE",
-			columns: join(cols("customers", "id", "ssn"), cols("orders", "customer_id"))},
+			columns: join(cols("customers", "id", "ssn"), cols("orders", "customer_id"), fkLookup)},
 		{name: "merge not matched sees no target", sql: "MERGE INTO customers c USING orders o ON o.customer_id = c.id WHEN NOT MATCHED THEN INSERT (name) VALUES (c.ssn)",
 			problems: []string{"unknown_column"}},
 		{name: "merge source sees no target", sql: "MERGE INTO customers c USING (SELECT c.ssn AS x) s ON true WHEN MATCHED THEN DELETE",
 			problems: []string{"unknown_column"}},
 		{name: "merge source join items visible", sql: "MERGE INTO customers c USING orders o CROSS JOIN products p ON o.customer_id = c.id WHEN MATCHED AND o.total > p.price THEN DELETE",
-			columns: join(cols("customers", "id"), cols("orders", "customer_id", "total"), cols("products", "price"))},
+			columns: join(cols("customers", "id"), cols("orders", "customer_id", "total"), cols("products", "price"), fkLookup)},
 		{name: "merge by source", sql: "MERGE INTO customers c USING orders o ON o.customer_id = c.id WHEN NOT MATCHED BY SOURCE THEN DELETE",
 			problems: []string{"unsupported"}},
 		{name: "merge by source sees the target", sql: "MERGE INTO customers c USING orders o ON o.customer_id = c.id WHEN NOT MATCHED BY SOURCE AND c.ssn = '1' THEN DELETE",
-			columns: join(cols("customers", "id", "ssn"), cols("orders", "customer_id")), problems: []string{"unsupported"}},
+			columns: join(cols("customers", "id", "ssn"), cols("orders", "customer_id"), fkLookup), problems: []string{"unsupported"}},
 		{name: "merge by source sees no source", sql: "MERGE INTO customers c USING orders o ON o.customer_id = c.id WHEN NOT MATCHED BY SOURCE AND o.total > 0 THEN DELETE",
 			problems: []string{"unsupported", "unknown_column"}},
 		{name: "merge in WITH", sql: "WITH m AS (MERGE INTO customers c USING orders o ON true WHEN MATCHED THEN DELETE RETURNING c.id) SELECT * FROM m",

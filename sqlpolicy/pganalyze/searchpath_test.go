@@ -51,8 +51,10 @@ func TestSearchPathCandidates(t *testing.T) {
 		// name), but the target is still reported: over-reporting is safe.
 		{name: "write target", sql: "UPDATE customers SET name = 'x'",
 			tables: []string{"other.customers:w", "public.customers:w"}, columns: []string{"public.customers.name:w"}},
+		// Deleting public.customers looks for orders referencing them.
 		{name: "write of a shared column", sql: "DELETE FROM customers WHERE id = 1",
-			tables: []string{"other.customers:w", "public.customers:w"}, columns: []string{"other.customers.id", "public.customers.id"}},
+			tables:  []string{"other.customers:w", "public.customers:w", "public.orders@public.customers"},
+			columns: []string{"other.customers.id", "public.customers.id", "public.orders.customer_id@public.customers"}},
 		{name: "unqualified DDL", sql: "CREATE TABLE scratch (a int)", tables: []string{"other.scratch:w"}, problems: []string{"session_change"}},
 	}
 	for _, tc := range tests {

@@ -205,6 +205,7 @@ func (w *walker) explain(e *pg.ExplainStmt) {
 	}
 	inner := w.inner(e.Query)
 	st.Explained = &inner
+	w.explainPartitions(&inner) // constraints.go
 	// Problems deny whatever the decision does with the inner statement.
 	for _, p := range inner.Problems {
 		w.problem(p)

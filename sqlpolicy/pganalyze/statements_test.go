@@ -32,13 +32,14 @@ func TestStatements(t *testing.T) {
 			tables: []string{}, rows: true},
 		{name: "view tables", sql: "SELECT total FROM order_summary", verb: sqlpolicy.VerbSelect, command: "SELECT",
 			tables: []string{"public.order_summary", "public.orders@public.order_summary", "public.customers@public.order_summary"}, rows: true},
-		// The omitted id's serial default advances its sequence.
+		// The omitted id's serial default advances its sequence; the
+		// foreign key check of customer_id reads customers.
 		{name: "insert", sql: "INSERT INTO orders (total) VALUES (1)", verb: sqlpolicy.VerbInsert, command: "INSERT",
-			tables: []string{"public.orders:w", "public.orders_id_seq:w"}},
+			tables: []string{"public.customers@public.orders", "public.orders:w", "public.orders_id_seq:w"}},
 		{name: "insert returning", sql: "INSERT INTO orders (total) VALUES (1) RETURNING id", verb: sqlpolicy.VerbInsert, command: "INSERT",
-			tables: []string{"public.orders:w", "public.orders_id_seq:w"}, rows: true},
+			tables: []string{"public.customers@public.orders", "public.orders:w", "public.orders_id_seq:w"}, rows: true},
 		{name: "insert id", sql: "INSERT INTO orders (id, total) VALUES (1, 1)", verb: sqlpolicy.VerbInsert, command: "INSERT",
-			tables: []string{"public.orders:w"}},
+			tables: []string{"public.customers@public.orders", "public.orders:w"}},
 		{name: "upsert", sql: "INSERT INTO products (id) VALUES (1) ON CONFLICT (id) DO UPDATE SET name = 'x'", verb: sqlpolicy.VerbInsert,
 			command: "INSERT ... ON CONFLICT DO UPDATE", tables: []string{"public.products:w", "public.products:w"}}, // insert and update
 		{name: "insert on conflict do nothing", sql: "INSERT INTO products (id) VALUES (1) ON CONFLICT DO NOTHING", verb: sqlpolicy.VerbInsert,
@@ -56,7 +57,7 @@ func TestStatements(t *testing.T) {
 			verb: sqlpolicy.VerbInsert, command: "INSERT", tables: []string{"public.orders:w", "public.products:w"}, problems: []string{"unsupported"}},
 		{name: "merge", sql: "MERGE INTO products p USING secrets s ON p.id = s.id WHEN MATCHED THEN DELETE",
 			verb: sqlpolicy.VerbMerge, command: "MERGE", tables: []string{"public.products:w", "public.products:w", "public.secrets"}}, // merge and its delete action
-		{name: "copy from stdin", sql: "COPY orders FROM STDIN", verb: sqlpolicy.VerbCopy, command: "COPY", tables: []string{"public.orders:w"}},
+		{name: "copy from stdin", sql: "COPY orders FROM STDIN", verb: sqlpolicy.VerbCopy, command: "COPY", tables: []string{"public.customers@public.orders", "public.orders:w"}},
 		{name: "copy to stdout", sql: "COPY orders TO STDOUT", verb: sqlpolicy.VerbCopy, command: "COPY", tables: []string{"public.orders"}, rows: true},
 		// A write under COPY would be decided by the copy grant whatever
 		// its row action.
