@@ -11,7 +11,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/keyholedb/keyhole/audit"
-	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
 // exchange sends msgs and Sync and returns what came back up to the
@@ -218,10 +217,6 @@ func TestFetchMaxRows(t *testing.T) {
 func TestCursorAfterReloadIsDecidedAgain(t *testing.T) {
 	e := newEnv(t, envOpts{raw: true})
 	text, narrowed := e.ordersRevoked()
-	setPolicy := func(p string) {
-		e.setPolicy(p)
-		require.NoError(t, e.g.ReloadPolicy())
-	}
 
 	r := e.raw(t)
 	r.login(e, "analyst-bot")
@@ -230,23 +225,17 @@ func TestCursorAfterReloadIsDecidedAgain(t *testing.T) {
 	assert.Equal(t, []string{"C", "Z:I"}, r.query("COMMIT"))
 	assert.Equal(t, seq("T", rows(2), "C", "Z:I"), r.query("FETCH 2 FROM c"))
 
-	setPolicy(narrowed)
+	e.reloadPolicy(narrowed)
 	assert.Equal(t, []string{"E:42501", "Z:I"}, r.query("FETCH 2 FROM c"))
 	assert.Equal(t, []string{"E:42501", "Z:I"}, r.query("MOVE 2 IN c"))
 	assert.Equal(t, []string{"E:42501", "Z:I"}, r.exchange(&pgproto3.Execute{Portal: "c", MaxRows: 2}))
 	assert.Equal(t, []string{"E:42501", "Z:I"}, r.exchange(
 		&pgproto3.Parse{Query: "FETCH NEXT FROM c"}, &pgproto3.Bind{}, &pgproto3.Execute{}))
-	var denied []string
-	for _, ev := range e.audit.Events() {
-		if ev.Kind == audit.KindStatement && ev.Decision == sqlpolicy.Deny {
-			denied = append(denied, ev.Statement)
-		}
-	}
-	assert.Equal(t, []string{"FETCH 2 FROM c", "MOVE 2 IN c", "DECLARE c CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id", "FETCH NEXT FROM c"}, denied,
+	assert.Equal(t, []string{"FETCH 2 FROM c", "MOVE 2 IN c", "DECLARE c CURSOR WITH HOLD FOR SELECT id FROM orders ORDER BY id", "FETCH NEXT FROM c"}, e.deniedStatements(),
 		"each refusal is audited with the text the agent sent")
 
 	// Decided again, not dropped: the restored policy allows it again.
-	setPolicy(string(text))
+	e.reloadPolicy(string(text))
 	assert.Equal(t, seq("T", rows(2), "C", "Z:I"), r.query("FETCH 2 FROM c"))
 	assert.Equal(t, seq(rows(2), "s", "Z:I"), r.exchange(&pgproto3.Execute{Portal: "c", MaxRows: 2}))
 
@@ -325,10 +314,6 @@ func TestCursorAfterSearchPathAndReloadIsRefused(t *testing.T) {
 func TestDescribeAfterReloadIsDecidedAgain(t *testing.T) {
 	e := newEnv(t, envOpts{raw: true})
 	text, narrowed := e.ordersRevoked()
-	setPolicy := func(p string) {
-		e.setPolicy(p)
-		require.NoError(t, e.g.ReloadPolicy())
-	}
 
 	r := e.raw(t)
 	r.login(e, "analyst-bot")
@@ -341,28 +326,22 @@ func TestDescribeAfterReloadIsDecidedAgain(t *testing.T) {
 	assert.Equal(t, []string{"T", "Z:T"}, r.exchange(&pgproto3.Describe{ObjectType: 'P', Name: "np"}))
 	assert.Equal(t, []string{"T", "Z:T"}, r.exchange(&pgproto3.Describe{ObjectType: 'P', Name: "c"}))
 
-	setPolicy(narrowed)
+	e.reloadPolicy(narrowed)
 	assert.Equal(t, []string{"E:42501", "Z:E"}, r.exchange(&pgproto3.Describe{ObjectType: 'P', Name: "np"}))
 	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
 	assert.Equal(t, []string{"E:42501", "Z:I"}, r.exchange(&pgproto3.Describe{ObjectType: 'S', Name: "s1"}))
 	assert.Equal(t, []string{"C", "Z:T"}, r.query("BEGIN"))
-	setPolicy(string(text))
+	e.reloadPolicy(string(text))
 	assert.Equal(t, []string{"C", "Z:T"}, r.query("DECLARE c CURSOR FOR "+q))
-	setPolicy(narrowed)
+	e.reloadPolicy(narrowed)
 	assert.Equal(t, []string{"E:42501", "Z:E"}, r.exchange(&pgproto3.Describe{ObjectType: 'P', Name: "c"}))
 	assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
-	var denied []string
-	for _, ev := range e.audit.Events() {
-		if ev.Kind == audit.KindStatement && ev.Decision == sqlpolicy.Deny {
-			denied = append(denied, ev.Statement)
-		}
-	}
-	assert.Equal(t, []string{q, q, "DECLARE c CURSOR FOR " + q}, denied, "each refusal is audited with the statement described")
+	assert.Equal(t, []string{q, q, "DECLARE c CURSOR FOR " + q}, e.deniedStatements(), "each refusal is audited with the statement described")
 
 	// The statement was denied, not dropped: the restored policy allows
 	// it again (a prepared statement denied at Bind stays denied until
 	// Parsed again, as before).
-	setPolicy(string(text))
+	e.reloadPolicy(string(text))
 	assert.Equal(t, []string{"Z:I"}, r.exchange(&pgproto3.Parse{Name: "s2", Query: q}))
 	assert.Equal(t, []string{"T", "Z:I"}, r.exchange(&pgproto3.Describe{ObjectType: 'S', Name: "s2"}))
 }

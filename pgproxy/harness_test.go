@@ -235,6 +235,25 @@ func (e *env) ordersRevoked() (policy, narrowed string) {
 	return string(text), narrowed
 }
 
+// reloadPolicy replaces the policy file and makes the gateway read it.
+func (e *env) reloadPolicy(text string) {
+	e.t.Helper()
+	e.setPolicy(text)
+	require.NoError(e.t, e.g.ReloadPolicy())
+}
+
+// deniedStatements are the texts of the statement events audited as
+// denied so far, in order.
+func (e *env) deniedStatements() []string {
+	var denied []string
+	for _, ev := range e.audit.Events() {
+		if ev.Kind == audit.KindStatement && ev.Decision == sqlpolicy.Deny {
+			denied = append(denied, ev.Statement)
+		}
+	}
+	return denied
+}
+
 // setPolicy replaces the policy file (the gateway reads it at New and at
 // a reload).
 func (e *env) setPolicy(text string) {
