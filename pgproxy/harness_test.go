@@ -235,6 +235,18 @@ func (e *env) ordersRevoked() (policy, narrowed string) {
 	return string(text), narrowed
 }
 
+// allowAnalyst adds rules ("update: [public.x]") to the analyst role's
+// allow list and makes the gateway read the policy again.
+func (e *env) allowAnalyst(rules ...string) {
+	e.t.Helper()
+	text, err := os.ReadFile(e.policy)
+	require.NoError(e.t, err)
+	const anchor = "- insert: [public.orders]"
+	widened := strings.Replace(string(text), anchor, anchor+"\n      - "+strings.Join(rules, "\n      - "), 1)
+	require.NotEqual(e.t, string(text), widened)
+	e.reloadPolicy(widened)
+}
+
 // reloadPolicy replaces the policy file and makes the gateway read it.
 func (e *env) reloadPolicy(text string) {
 	e.t.Helper()

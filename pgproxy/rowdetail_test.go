@@ -3,7 +3,6 @@ package pgproxy_test
 import (
 	"context"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 
@@ -28,12 +27,7 @@ func TestConstraintErrorDetailKeepsUnreadableColumns(t *testing.T) {
 	_, err = admin.Exec(ctx, "ALTER TABLE customers ADD CONSTRAINT short_name CHECK (length(name) < 10), ALTER name SET NOT NULL")
 	require.NoError(t, err)
 	require.NoError(t, admin.Close(ctx))
-	text, err := os.ReadFile(e.policy)
-	require.NoError(t, err)
-	widened := strings.Replace(string(text), "- insert: [public.orders]", "- insert: [public.orders]\n      - update: {public.customers: [name]}", 1)
-	require.NotEqual(t, string(text), widened)
-	e.setPolicy(widened)
-	require.NoError(t, e.g.ReloadPolicy())
+	e.allowAnalyst("update: {public.customers: [name]}")
 
 	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec} {
 		c := e.connect(mode)
