@@ -315,15 +315,23 @@ type SchemaNotifier interface {
 }
 
 // ChangesSchema reports whether a text's analysis holds a statement that
-// changes the schema.
+// changes the schema: DDL, but for the commands of the verb that change
+// only data or storage.
 func ChangesSchema(a *Access) bool {
 	if a == nil {
 		return false
 	}
 	for i := range a.Statements {
-		if a.Statements[i].Verb == VerbDDL {
+		if st := &a.Statements[i]; st.Verb == VerbDDL && !dataOnlyDDL[st.Command] {
 			return true
 		}
 	}
 	return false
+}
+
+// dataOnlyDDL are the commands of VerbDDL (Statement.Command) that leave
+// every relation, column, constraint and comment as it was.
+var dataOnlyDDL = map[string]bool{
+	"TRUNCATE": true, "TRUNCATE TABLE": true, "SET CONSTRAINTS": true,
+	"REFRESH MATERIALIZED VIEW": true, "CLUSTER": true, "REINDEX": true,
 }
