@@ -5,12 +5,24 @@ import (
 	"strings"
 )
 
+// FormatVersion is the catalog dump format this keyhole writes and reads.
+// It grows when the loaders start recording something the analyzers need
+// to decide safely, which a file saved before would lack, so that the
+// analyzers would decide as if the database had none of it: 2 added the
+// CHECK constraints, unique keys, partitioning and row security policies
+// that make checks beyond a statement's text reads of the columns they
+// look at. Load refuses a file of another format.
+const FormatVersion = 2
+
 // Catalog is the schema of one upstream database as keyhole needs it to
 // resolve names and expand `*`: relations with their columns and labels,
 // functions, and the login's search path. It is loaded by introspection
 // (LoadPostgres) or from a JSON dump (ReadFile), and is read-only once built:
 // concurrent readers need no locking.
 type Catalog struct {
+	// Format is the dump format the catalog was saved in (FormatVersion
+	// when the loaders built it; Save writes FormatVersion).
+	Format  int    `json:"format"`
 	Dialect string `json:"dialect"` // "postgres" or "mysql"
 	// Database is the database name the catalog was read from.
 	Database string `json:"database"`

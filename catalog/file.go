@@ -21,7 +21,9 @@ func (c *Catalog) Save(w io.Writer) error {
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	if err := enc.Encode(c); err != nil {
+	saved := *c
+	saved.Format = FormatVersion
+	if err := enc.Encode(&saved); err != nil {
 		return fmt.Errorf("catalog: encode: %w", err)
 	}
 	return nil
@@ -57,6 +59,9 @@ func Load(r io.Reader) (*Catalog, error) {
 	var c Catalog
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("catalog: decode: %w", err)
+	}
+	if c.Format != FormatVersion {
+		return nil, fmt.Errorf("catalog: %w: format %d, this keyhole reads format %d: the file lacks what decisions now depend on (constraints, keys, partitioning, row security); dump the catalog again with this keyhole (keyhole catalog dump)", ErrFormat, c.Format, FormatVersion)
 	}
 	if c.Relations == nil {
 		c.Relations = map[string]map[string]*Relation{}
@@ -101,6 +106,10 @@ func ReadFile(path string) (*Catalog, error) {
 	}
 	return c, nil
 }
+
+// ErrFormat is wrapped by Load's error for a file saved in another format
+// (FormatVersion).
+var ErrFormat = errors.New("catalog file of another format")
 
 // ErrInvalid is wrapped by the errors Validate returns.
 var ErrInvalid = errors.New("invalid catalog")

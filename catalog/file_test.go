@@ -69,7 +69,7 @@ func TestLoadWithoutSchemaUsage(t *testing.T) {
 	assert.True(t, searched && known)
 }
 
-const minimal = `{"dialect":"postgres","database":"shop","search_path":["pg_catalog","public"],
+const minimal = `{"format":2,"dialect":"postgres","database":"shop","search_path":["pg_catalog","public"],
  "relations":{"public":{"t":{"schema":"public","name":"t","kind":"table","columns":[{"name":"a","type":"integer","labels":["pii.email"]}]}}},
  "functions":{"public":{"f":{"schema":"public","name":"f","kind":"function","volatility":"stable"}}}}`
 
@@ -91,7 +91,7 @@ func TestLoadStrict(t *testing.T) {
 		{"duplicate relation", `"public":{"t":{`, `"public":{"t":null,"t":{`, false},
 		{"wrong type", `"database":"shop"`, `"database":7`, false},
 		{"trailing data", `"stable"}}}}`, `"stable"}}}} {}`, false},
-		{"not json", `{"dialect"`, `{dialect`, false},
+		{"not json", `{"format"`, `{format`, false},
 		{"bad dialect", `"postgres"`, `"oracle"`, true},
 		{"missing dialect", `"dialect":"postgres",`, ``, true},
 		{"bad column label", `"pii.email"`, `"PII.email"`, true},
@@ -104,6 +104,9 @@ func TestLoadStrict(t *testing.T) {
 		{"unnamed column", `"labels":["pii.email"]}]`, `"labels":["pii.email"]},{"type":"text"}]`, true},
 		{"bad function kind", `"kind":"function"`, `"kind":"trigger"`, true},
 		{"bad volatility", `"stable"`, `"sometimes"`, true},
+		{"no format (saved before formats)", `"format":2,`, ``, false},
+		{"older format", `"format":2`, `"format":1`, false},
+		{"newer format", `"format":2`, `"format":3`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

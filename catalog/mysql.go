@@ -148,6 +148,7 @@ func inspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
 	}
 	defer func() { _ = tx.Rollback() }()
 	l := &Loaded{Catalog: &Catalog{
+		Format:     FormatVersion,
 		Dialect:    "mysql",
 		SearchPath: []string{},
 		Relations:  map[string]map[string]*Relation{},

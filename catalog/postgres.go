@@ -88,6 +88,7 @@ func InspectPostgres(ctx context.Context, conn *pgx.Conn) (*Loaded, error) {
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
 	l := &Loaded{Catalog: &Catalog{
+		Format:    FormatVersion,
 		Dialect:   "postgres",
 		Relations: map[string]map[string]*Relation{},
 		Functions: map[string]map[string]*Function{},

@@ -209,9 +209,17 @@ labels:
 
 	t.Run("bad catalog file", func(t *testing.T) {
 		bad := filepath.Join(dir, "bad.json")
-		require.NoError(t, os.WriteFile(bad, []byte(`{"dialect":"oracle"}`), 0o600))
+		require.NoError(t, os.WriteFile(bad, []byte(`{"format":2,"dialect":"oracle"}`), 0o600))
 		r := keyhole(t, "", "labels", "--catalog", bad)
 		assert.Equal(t, 2, r.Code)
 		assert.Contains(t, r.Stderr, "dialect")
+	})
+
+	t.Run("catalog file of an older keyhole", func(t *testing.T) {
+		old := filepath.Join(dir, "old.json")
+		require.NoError(t, os.WriteFile(old, []byte(`{"dialect":"mysql","relations":{},"functions":{}}`), 0o600))
+		r := keyhole(t, "", "labels", "--catalog", old)
+		assert.Equal(t, 2, r.Code)
+		assert.Contains(t, r.Stderr, "dump the catalog again")
 	})
 }
