@@ -520,7 +520,7 @@ func (c *conn) statementDone(ex *execution, tag []byte) {
 	var st *sqlpolicy.Statement
 	if ex.access != nil && i < len(ex.access.Statements) {
 		st = &ex.access.Statements[i]
-		if st.Verb == sqlpolicy.VerbDDL {
+		if st.ChangesSchema() {
 			c.up.schemaChanged = true
 		}
 	}

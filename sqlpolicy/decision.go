@@ -305,8 +305,8 @@ type EpochDecider interface {
 }
 
 // SchemaNotifier is a Decider whose catalogs can be read again: a front
-// end calls SchemaChanged once a statement that changes the schema (a
-// statement of VerbDDL) has taken effect on the server (for Postgres, once
+// end calls SchemaChanged once a statement that changes the schema
+// (Statement.ChangesSchema) has taken effect on the server (for Postgres, once
 // its transaction committed), so that relations an agent created, altered
 // or dropped are known to later decisions without a SIGHUP. It does not
 // wait for the reading.
@@ -315,18 +315,23 @@ type SchemaNotifier interface {
 }
 
 // ChangesSchema reports whether a text's analysis holds a statement that
-// changes the schema: DDL, but for the commands of the verb that change
-// only data or storage.
+// changes the schema (Statement.ChangesSchema).
 func ChangesSchema(a *Access) bool {
 	if a == nil {
 		return false
 	}
 	for i := range a.Statements {
-		if st := &a.Statements[i]; st.Verb == VerbDDL && !dataOnlyDDL[st.Command] {
+		if a.Statements[i].ChangesSchema() {
 			return true
 		}
 	}
 	return false
+}
+
+// ChangesSchema reports whether the statement changes the schema: DDL,
+// but for the commands that change only data or storage.
+func (st *Statement) ChangesSchema() bool {
+	return st.Verb == VerbDDL && !dataOnlyDDL[st.Command]
 }
 
 // dataOnlyDDL are the commands of VerbDDL (Statement.Command) that leave
