@@ -75,6 +75,13 @@
 // MariaDB 10.11 itself resolves as native count as built-ins: any other
 // unqualified name is the current database's stored function or a UDF.
 //
+// DDL (statements.go ddl): on an existing table it writes every column of
+// it (an ALTER rewrites the rows, MODIFY/CHANGE replace a column's
+// comment and its labels, DROP and TRUNCATE destroy the data); renaming a
+// table or a column, and replacing a comment that carries keyhole labels,
+// is refused (the policy names tables and columns, and the proxy has the
+// catalog read again after DDL).
+//
 // Resource limits (limits.go): UpstreamSettings maps a role's timeouts to
 // MariaDB's max_statement_time and idle_transaction_timeout (MySQL:
 // max_execution_time), which the proxy sets with SET SESSION at login;

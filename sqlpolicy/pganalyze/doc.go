@@ -68,6 +68,12 @@
 // refused; foreign key actions and TRUNCATE ... CASCADE are reported as
 // the statement's own writes. The catalog lists all of these.
 //
+// DDL (ddl.go): on an existing relation it writes every column of it and
+// its expressions are decided like a statement's; renaming or moving a
+// relation or a column, and replacing a comment that carries keyhole
+// labels, is refused (the policy names relations and columns, and the
+// proxy has the catalog read again after DDL).
+//
 // Checks whose outcome shows what the statement does not name
 // (constraints.go) are reads, reported with Via like a view's: foreign
 // key lookups in the other table, the CHECK constraints, generated
