@@ -51,7 +51,10 @@ func TestCreatedTableIsKnownAfterCommit(t *testing.T) {
 	require.NoError(t, err)
 	_, err = tx.Exec(ctx, "CREATE TABLE scratch_tx (id int)")
 	require.NoError(t, err)
-	time.Sleep(300 * time.Millisecond) // a reading started at CREATE would be over by now
+	// A sleep, not a wait on an event: what it gives time to is a reading
+	// that must not happen (one started at CREATE would be over by now
+	// and have missed the table, so the poll below would time out).
+	time.Sleep(300 * time.Millisecond)
 	require.NoError(t, tx.Commit(ctx))
 	insertSoon("scratch_tx")
 
