@@ -385,7 +385,11 @@ func (dc *decider) need(st *Statement, rel Rel, m Mode, action Verb, merge bool)
 		return []Verb{VerbUpdate}, nil
 	}
 	switch {
-	case st.Verb == VerbCopy:
+	case st.Verb == VerbCopy && (action == "" || action == VerbInsert):
+		// COPY FROM inserts rows, and so does COPY (INSERT ... RETURNING)
+		// TO: the insert or the copy grant. Another write under COPY (its
+		// query an UPDATE or DELETE ... RETURNING, or a data-modifying
+		// WITH) needs the grant of its own kind, below.
 		return []Verb{VerbInsert, VerbCopy}, nil
 	case action == VerbMerge || merge && (action == VerbInsert || action == VerbUpdate):
 		// A MERGE needs the merge grant on its target, which covers its

@@ -142,6 +142,12 @@ func TestDecide(t *testing.T) {
 		return sp.Statement{Verb: sp.VerbCopy, Command: "COPY", Tables: []sp.TableRef{{Rel: rel(table), Mode: m}},
 			Columns: []sp.ColumnRef{{Rel: rel(table), Column: "id", Mode: m}}}
 	}
+	copyWrite := func(table string, action sp.Verb) sp.Statement {
+		st := copyStmt(table, sp.Write)
+		st.Tables[0].Action = action
+		st.Columns[0].Action = action
+		return st
+	}
 	lower := sp.FuncRef{Schema: "pg_catalog", Name: "lower", Builtin: true}
 	myFn := sp.FuncRef{Schema: "public", Name: "my_fn"}
 	refund := sp.FuncRef{Schema: "public", Name: "refund"}
@@ -474,6 +480,16 @@ func TestDecide(t *testing.T) {
 			effect: sp.Allow, rule: "roles.support.allow[6].copy"},
 		{name: "COPY FROM without grant", agent: "auditor-bot", access: access(copyStmt("public.orders", sp.Write)),
 			effect: sp.Deny, code: sp.ReasonNoRule},
+		// COPY (DELETE FROM t RETURNING ...) TO STDOUT deletes: the copy
+		// or insert grant does not cover it, the delete grant does.
+		{name: "COPY over a DELETE needs delete", agent: "helpdesk", access: access(copyWrite("public.order_items", sp.VerbDelete)),
+			effect: sp.Deny, code: sp.ReasonNoRule},
+		{name: "COPY over an UPDATE needs update", agent: "sales-summarizer", access: access(copyWrite("public.orders", sp.VerbUpdate)),
+			effect: sp.Deny, code: sp.ReasonNoRule},
+		{name: "COPY over a DELETE with the delete grant", agent: "writer-bot", access: access(copyWrite("public.orders", sp.VerbDelete)),
+			effect: sp.Allow, rule: "roles.writer.allow[1].delete"},
+		{name: "COPY over an INSERT is an insert", agent: "helpdesk", access: access(copyWrite("public.order_items", sp.VerbInsert)),
+			effect: sp.Allow, rule: "roles.support.allow[6].copy"},
 		{name: "writable CTE needs insert, update and delete", agent: "writer-bot", access: access(sp.Statement{Verb: sp.VerbSelect,
 			Command: "SELECT", ReturnsRows: true, Tables: []sp.TableRef{{Rel: rel("public.orders"), Mode: sp.Write}}}),
 			effect: sp.Deny, code: sp.ReasonNoRule},
