@@ -565,6 +565,9 @@ func TestFileRecorderFlushesWithoutClose(t *testing.T) {
 		evs, err := audit.ReadFile(path, audit.Filter{})
 		return err == nil && len(evs) == 1
 	}, 10*time.Second, time.Millisecond)
+	// The writer counts a batch once its write has returned, so the line
+	// can be in the file a moment before it is counted.
+	require.Eventually(t, func() bool { return r.Written() == 1 }, 10*time.Second, time.Millisecond)
 	assert.Equal(t, uint64(1), r.Written())
 }
 
