@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -477,6 +478,12 @@ func (g *Gateway) ReloadPolicy() error { return g.reload("ReloadPolicy", false) 
 func (g *Gateway) reload(why string, withCatalog bool) error {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
+	if err := g.policyFileEmpty(); err != nil {
+		g.log.Error("policy reload refused; keeping the running policy", "trigger", why, "err", err)
+		g.reloads.WithLabelValues("error").Inc()
+		g.reloadOK.Set(0)
+		return err
+	}
 	old := g.gen.Load()
 	cats, fresh := old.cats, false
 	if withCatalog {
@@ -601,6 +608,23 @@ func (g *Gateway) loadGeneration(cats map[string]*catalog.Catalog) (*generation,
 
 // statFile is the policy file's stamp; the zero stamp when it cannot be
 // read (a later poll that can is a change).
+// policyFileEmpty refuses to reload from a policy file that holds nothing
+// but white space. A running keyhole sees a file mid-write that way (an
+// editor or a copy that truncates, then writes; the file watch polls), and
+// a policy with no agents would end every session at once; an operator
+// who means to deny every agent writes a policy that says so (roles and
+// agents emptied). The file's stamp is taken, so the watch tries again
+// once the file changes and does not repeat the error meanwhile.
+func (g *Gateway) policyFileEmpty() error {
+	stamp := statFile(g.cfg.Policy.File)
+	data, err := os.ReadFile(g.cfg.Policy.File)
+	if err != nil || len(bytes.TrimSpace(data)) > 0 {
+		return nil // loadGeneration reports a file it cannot read
+	}
+	g.policyStat = stamp
+	return fmt.Errorf("policy: %s is empty (being written?); write a policy with no agents to deny every agent", g.cfg.Policy.File)
+}
+
 func statFile(path string) filestamp.Stamp {
 	st, _ := filestamp.Stat(path)
 	return st

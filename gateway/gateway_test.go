@@ -106,6 +106,27 @@ func TestPolicyFileWatch(t *testing.T) {
 	assert.Equal(t, "Cable", query(c, "SELECT title FROM products WHERE id = 3"))
 }
 
+// TestEmptyPolicyFileKeepsRunningPolicy: a policy file that is empty
+// when read (truncated by an editor or a copy that has not written yet)
+// is not loaded: the running policy stays and sessions go on; the full
+// file, once written, is.
+func TestEmptyPolicyFileKeepsRunningPolicy(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, fixture.ShopSQL(t))
+	e := start(t, map[string]string{"": up.url()}, fixture.Policy, func(c *config.Config) {
+		c.Policy.ReloadInterval = 20 * time.Millisecond
+	})
+	c := e.connect(agent, up.db.Name)
+	require.Equal(t, "42501", query(c, "SELECT title FROM products WHERE id = 3"))
+	e.writePolicy("\n")
+	e.waitLog("policy reload refused", "is empty")
+	require.Error(t, e.g.ReloadPolicy(), "an explicit reload is refused too")
+	assert.Equal(t, "42501", query(c, "SELECT title FROM products WHERE id = 3"), "the running policy and the session stay")
+	e.writePolicy(withProducts)
+	e.waitLog("policy reloaded", "file changed")
+	assert.Equal(t, "Cable", query(c, "SELECT title FROM products WHERE id = 3"))
+}
+
 // TestRevocation: a reload that removes an agent, or moves it to another
 // role, ends its open sessions (28000 at the next statement, through the
 // simple and the extended protocol) and refuses its new ones; other
