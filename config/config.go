@@ -199,7 +199,9 @@ type Audit struct {
 type Policy struct {
 	File string `yaml:"file"`
 	// ReloadInterval is how often the file is checked for a new version
-	// (its times, size and inode; default 1s; SIGHUP reloads at once).
+	// (its times, size and inode; default 1s; SIGHUP reloads at once). A
+	// new version is loaded once two polls in a row see it, so a file
+	// still being written is not.
 	// Negative turns polling off.
 	ReloadInterval time.Duration `yaml:"reload_interval"`
 }

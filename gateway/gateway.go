@@ -88,9 +88,10 @@ type Gateway struct {
 	reloads  *prometheus.CounterVec
 	reloadOK prometheus.Gauge
 
-	// reloadMu serializes reloads and guards policyStat.
+	// reloadMu serializes reloads and guards policyStat and policySeen.
 	reloadMu   sync.Mutex
-	policyStat filestamp.Stamp
+	policyStat filestamp.Stamp // the version loaded (or refused) last
+	policySeen filestamp.Stamp // the version the file watch's last poll saw
 
 	ctx    context.Context // cancelled when the gateway stops; bounds reloads
 	cancel context.CancelFunc
@@ -606,8 +607,6 @@ func (g *Gateway) loadGeneration(cats map[string]*catalog.Catalog) (*generation,
 	return newGeneration(pol, cats, engines, dialect), nil
 }
 
-// statFile is the policy file's stamp; the zero stamp when it cannot be
-// read (a later poll that can is a change).
 // policyFileEmpty refuses to reload from a policy file that holds nothing
 // but white space. A running keyhole sees a file mid-write that way (an
 // editor or a copy that truncates, then writes; the file watch polls), and
@@ -625,15 +624,30 @@ func (g *Gateway) policyFileEmpty() error {
 	return fmt.Errorf("policy: %s is empty (being written?); write a policy with no agents to deny every agent", g.cfg.Policy.File)
 }
 
+// statFile is the policy file's stamp; the zero stamp when it cannot be
+// read (a later poll that can is a change).
 func statFile(path string) filestamp.Stamp {
 	st, _ := filestamp.Stat(path)
 	return st
 }
 
+// policyChanged is the file watch's poll: whether the policy file holds a
+// version other than the one loaded last that has settled, that is, the
+// previous poll saw it too. A file being written in place (an editor, a
+// copy or a template tool that truncates, then writes in pieces) can be
+// valid YAML while cut short, and a policy cut before a rule or a
+// deny_labels entry allows more than either version; waiting one poll
+// interval for the writes to end keeps such a version from being loaded.
+// A file replaced by a rename (the safe way) is whole at once and waits
+// one interval too. An explicit reload (SIGHUP, ReloadPolicy) does not
+// wait.
 func (g *Gateway) policyChanged() bool {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
-	return statFile(g.cfg.Policy.File) != g.policyStat
+	now := statFile(g.cfg.Policy.File)
+	settled := now == g.policySeen
+	g.policySeen = now
+	return settled && now != g.policyStat
 }
 
 // health is /healthz: keyhole is unhealthy when decisions cannot be
