@@ -18,9 +18,13 @@ const revokedRecheck = time.Second
 
 // revocationList is a file of revoked token ids (jti), one per line, "#"
 // comments allowed, reloaded when it changes (internal/filestamp: also a
-// same-size rewrite that keeps the old mtime). If the file later becomes
-// unreadable the last list stays in force: a revocation is never undone
-// by accident.
+// same-size rewrite that keeps the old mtime). A revocation is never undone
+// by accident: if the file becomes unreadable the last list stays in
+// force, and a version that drops ids of the list in force takes effect
+// only once a later check finds the file unchanged (a file read while
+// being written in place, truncated or cut short, drops every id after the
+// cut); until then its ids are added to those in force. New ids take
+// effect at once.
 type revocationList struct {
 	path string
 	now  func() time.Time
@@ -28,7 +32,8 @@ type revocationList struct {
 	mu      sync.Mutex
 	ids     map[string]bool
 	checked time.Time
-	stamp   filestamp.Stamp
+	stamp   filestamp.Stamp // the version ids holds
+	pending filestamp.Stamp // a version that drops ids, read at the last check
 }
 
 func newRevocationList(path string, now func() time.Time) (*revocationList, error) {
@@ -43,6 +48,8 @@ func newRevocationList(path string, now func() time.Time) (*revocationList, erro
 	return r, nil
 }
 
+// loadLocked reads the file that fi describes; see revocationList for
+// when a version that drops ids is held back.
 func (r *revocationList) loadLocked(fi os.FileInfo) error {
 	data, err := os.ReadFile(r.path)
 	if err != nil {
@@ -62,8 +69,26 @@ func (r *revocationList) loadLocked(fi os.FileInfo) error {
 	if err := sc.Err(); err != nil {
 		return fmt.Errorf("revoked tokens file %s: %w", r.path, err)
 	}
-	r.ids, r.stamp = ids, filestamp.Of(fi)
+	stamp := filestamp.Of(fi)
+	if drops(r.ids, ids) && stamp != r.pending {
+		r.pending = stamp
+		for id := range ids {
+			r.ids[id] = true
+		}
+		return nil
+	}
+	r.ids, r.stamp, r.pending = ids, stamp, filestamp.Stamp{}
 	return nil
+}
+
+// drops reports whether next lacks an id of cur.
+func drops(cur, next map[string]bool) bool {
+	for id := range cur {
+		if !next[id] {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *revocationList) revoked(jti string) bool {
@@ -78,6 +103,8 @@ func (r *revocationList) revoked(jti string) bool {
 		case filestamp.Of(fi) != r.stamp:
 			if err := r.loadLocked(fi); err != nil {
 				slog.Error("revoked tokens file reload failed; keeping last list", "path", r.path, "err", err)
+			} else if r.pending != (filestamp.Stamp{}) {
+				slog.Info("revoked tokens file drops ids; added its new ones, dropping at the next check if it is unchanged", "path", r.path, "count", len(r.ids))
 			} else {
 				slog.Info("revoked tokens reloaded", "path", r.path, "count", len(r.ids))
 			}

@@ -300,10 +300,33 @@ func TestRevocation(t *testing.T) {
 	_, err = a.Token("a", mint("new-2"))
 	require.ErrorIs(t, err, identity.ErrAuthFailed, "the same-size list with the old mtime revokes new-2")
 
+	// A version that drops ids may be a file read mid-write (truncated,
+	// or cut short): its new ids count at once, the dropped ones stay
+	// revoked until a later check finds the same version.
+	require.NoError(t, os.WriteFile(revoked, []byte("old-1\nnew-3\n"), 0o600))
+	now.Add(int64(2 * time.Second))
+	_, err = a.Token("a", mint("new-2"))
+	require.ErrorIs(t, err, identity.ErrAuthFailed, "new-2, dropped by a version seen once, stays revoked")
+	_, err = a.Token("a", mint("new-3"))
+	require.ErrorIs(t, err, identity.ErrAuthFailed, "new-3, added by it, is revoked at once")
+	require.NoError(t, os.WriteFile(revoked, nil, 0o600)) // truncated, the writer not done
+	now.Add(int64(2 * time.Second))
+	_, err = a.Token("a", mint("old-1"))
+	require.ErrorIs(t, err, identity.ErrAuthFailed, "a truncated file undoes nothing")
+	require.NoError(t, os.WriteFile(revoked, []byte("old-1\nnew-3\n"), 0o600))
+	now.Add(int64(2 * time.Second))
+	_, err = a.Token("a", mint("new-2"))
+	require.ErrorIs(t, err, identity.ErrAuthFailed, "the version is new again: not yet settled")
+	now.Add(int64(2 * time.Second))
+	_, err = a.Token("a", mint("new-2"))
+	require.NoError(t, err, "the same version a check later: new-2's revocation is undone")
+	_, err = a.Token("a", mint("new-3"))
+	require.ErrorIs(t, err, identity.ErrAuthFailed)
+
 	// A vanished file keeps the last list in force.
 	require.NoError(t, os.Remove(revoked))
 	now.Add(int64(2 * time.Second))
-	_, err = a.Token("a", mint("new-2"))
+	_, err = a.Token("a", mint("new-3"))
 	require.ErrorIs(t, err, identity.ErrAuthFailed)
 }
 
