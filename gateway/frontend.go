@@ -40,9 +40,22 @@ type AgentEnder interface {
 	EndAgent(agent string)
 }
 
+// TokenEnder is a FrontEnd that ends the sessions of agents that logged
+// in with a token whose id (jti) is in revoked, returning how many it
+// ended. The gateway calls it every second while tokens.revoked_file is
+// set; a front end without it leaves such sessions open until they end.
+type TokenEnder interface {
+	EndTokens(revoked map[string]bool) int
+}
+
 // The Postgres front end reports upstream session reuse through the
 // gateway's metrics (keyhole_upstream_sessions_total, _kept).
 var _ pgproxy.ReuseMetrics = (*admin.Metrics)(nil)
+
+var (
+	_ TokenEnder = pgFrontEnd{}
+	_ TokenEnder = myFrontEnd{}
+)
 
 // FrontEndConfig is what the gateway hands a protocol's front end.
 type FrontEndConfig struct {

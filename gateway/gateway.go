@@ -68,6 +68,7 @@ type Gateway struct {
 	opts Options
 
 	ups  map[string]*Upstream
+	auth *identity.Auth
 	base creds.Source // as built: revocation and health
 	src  creds.Source // as the front ends use it (maybe wrapped)
 	rec  audit.Recorder
@@ -161,6 +162,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	g.auth = auth
 	g.addCloser(func() error { authCleanup(); return nil })
 	if g.ups, err = buildUpstreams(cfg); err != nil {
 		return nil, err
@@ -382,6 +384,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
+	var revocationTick <-chan time.Time
+	if g.auth.RevokedTokens() != nil {
+		t := time.NewTicker(revokedTokensPoll)
+		defer t.Stop()
+		revocationTick = t.C
+	}
 	var (
 		runErr error
 		sdCtx  context.Context
@@ -411,6 +419,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 			if g.policyChanged() {
 				_ = g.reload("file changed", false)
 			}
+		case <-revocationTick:
+			g.endRevokedTokens()
 		}
 	}
 	g.cancel()
@@ -508,6 +518,24 @@ func (g *Gateway) reload(why string, withCatalog bool) error {
 	g.reloadOK.Set(1)
 	g.log.Info("policy reloaded", "trigger", why, "file", g.cfg.Policy.File, "catalog_reloaded", fresh)
 	return nil
+}
+
+// revokedTokensPoll is how often the open sessions are matched against
+// tokens.revoked_file (which identity reads again when it changed).
+const revokedTokensPoll = time.Second
+
+// endRevokedTokens ends the open sessions of agents that logged in with a
+// token revoked since: a revocation is for the sessions a leaked token
+// opened too, not only for its next login.
+func (g *Gateway) endRevokedTokens() {
+	revoked := g.auth.RevokedTokens()
+	for _, f := range g.fronts {
+		if e, ok := f.fe.(TokenEnder); ok {
+			if n := e.EndTokens(revoked); n > 0 {
+				g.log.Info("ended the sessions of revoked agent tokens", "protocol", f.proto.dialect, "sessions", n)
+			}
+		}
+	}
 }
 
 // revoke ends the upstream credentials and sessions of agents a reload

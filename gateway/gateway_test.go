@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/gateway"
+	"github.com/keyholedb/keyhole/identity"
 	"github.com/keyholedb/keyhole/internal/fixture"
 )
 
@@ -125,6 +127,35 @@ func TestEmptyPolicyFileKeepsRunningPolicy(t *testing.T) {
 	e.writePolicy(withProducts)
 	e.waitLog("policy reloaded", "file changed")
 	assert.Equal(t, "Cable", query(c, "SELECT title FROM products WHERE id = 3"))
+}
+
+// TestRevokedTokenEndsOpenSessions: a token id written to
+// tokens.revoked_file ends the sessions opened with that token within a
+// poll, not only its next login; the agent's sessions of other tokens go
+// on.
+func TestRevokedTokenEndsOpenSessions(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, fixture.ShopSQL(t))
+	revoked := filepath.Join(t.TempDir(), "revoked")
+	require.NoError(t, os.WriteFile(revoked, []byte("# revoked agent tokens\n"), 0o600))
+	e := start(t, map[string]string{"": up.url()}, fixture.Policy, func(c *config.Config) {
+		c.Identity.Tokens.RevokedFile = revoked
+	})
+	leakedClaims := identity.Claims{Agent: agent, TTL: time.Hour, ID: "leaked-1"}
+	leaked, err := e.dialClaims(leakedClaims, up.db.Name)
+	require.NoError(t, err)
+	kept, err := e.dialClaims(identity.Claims{Agent: agent, TTL: time.Hour, ID: "kept-1"}, up.db.Name)
+	require.NoError(t, err)
+	const q = "SELECT name FROM customers WHERE id = 1"
+	require.Equal(t, "Ada Lovelace", query(leaked, q))
+
+	require.NoError(t, os.WriteFile(revoked, []byte("# revoked agent tokens\nleaked-1\n"), 0o600))
+	e.waitLog("ended the sessions of revoked agent tokens")
+	e.waitLog("agent token revoked; ending session", "leaked-1")
+	assert.Equal(t, "28000", query(leaked, q), "the session of the revoked token")
+	assert.Equal(t, "Ada Lovelace", query(kept, q), "a session of another token")
+	_, err = e.dialClaims(leakedClaims, up.db.Name)
+	assert.Equal(t, "28P01", sqlState(err), "a new login with the revoked token")
 }
 
 // TestRevocation: a reload that removes an agent, or moves it to another

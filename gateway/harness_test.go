@@ -137,7 +137,15 @@ func (e *env) writePolicy(text string) {
 // dial connects agent through keyhole to database db.
 func (e *env) dial(agent, db string) (*pgx.Conn, error) {
 	e.t.Helper()
-	tok, err := identity.Mint(e.key, identity.Claims{Agent: agent, TTL: time.Hour})
+	return e.dialClaims(identity.Claims{Agent: agent, TTL: time.Hour}, db)
+}
+
+// dialClaims connects through keyhole to database db with a token of
+// these claims.
+func (e *env) dialClaims(claims identity.Claims, db string) (*pgx.Conn, error) {
+	e.t.Helper()
+	agent := claims.Agent
+	tok, err := identity.Mint(e.key, claims)
 	require.NoError(e.t, err)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

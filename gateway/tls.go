@@ -97,7 +97,7 @@ func readCertPool(path string) (*x509.CertPool, error) {
 // token key (handy in development: the file keyhole token mint signs with)
 // is reduced to its public half, kept in a temporary file for the
 // authenticator to read; cleanup removes it.
-func buildAuth(c identity.Config) (auth identity.Authenticator, cleanup func(), err error) {
+func buildAuth(c identity.Config) (auth *identity.Auth, cleanup func(), err error) {
 	cleanup = func() {}
 	if f := c.Tokens.PublicKeyFile; f != "" {
 		if _, perr := identity.ReadPublicKeyFile(f); perr != nil {

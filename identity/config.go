@@ -120,6 +120,17 @@ type Auth struct {
 
 var _ Authenticator = (*Auth)(nil)
 
+// RevokedTokens returns the token ids (jti) of tokens.revoked_file in
+// force, reading the file again if it may have changed; nil without the
+// file. The map is not to be written. The gateway ends the open sessions
+// of a token revoked after they logged in with it.
+func (a *Auth) RevokedTokens() map[string]bool {
+	if a.tokens == nil || a.tokens.revoked == nil {
+		return nil
+	}
+	return a.tokens.revoked.snapshot()
+}
+
 // New builds an Auth, reading every file the config names.
 func New(cfg Config) (*Auth, error) {
 	return newAuthenticator(cfg, time.Now)

@@ -72,9 +72,10 @@ func (r *revocationList) loadLocked(fi os.FileInfo) error {
 	stamp := filestamp.Of(fi)
 	if drops(r.ids, ids) && stamp != r.pending {
 		r.pending = stamp
-		for id := range ids {
-			r.ids[id] = true
+		for id := range r.ids { // a new map: snapshot's are never written
+			ids[id] = true
 		}
+		r.ids = ids
 		return nil
 	}
 	r.ids, r.stamp, r.pending = ids, stamp, filestamp.Stamp{}
@@ -94,6 +95,22 @@ func drops(cur, next map[string]bool) bool {
 func (r *revocationList) revoked(jti string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.refreshLocked()
+	return r.ids[jti]
+}
+
+// snapshot returns the ids in force, after reading the file again if it
+// may have changed. The map is never written afterwards.
+func (r *revocationList) snapshot() map[string]bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.refreshLocked()
+	return r.ids
+}
+
+// refreshLocked reads the file again when revokedRecheck has passed since
+// the last look and its stamp moved.
+func (r *revocationList) refreshLocked() {
 	if now := r.now(); now.Sub(r.checked) >= revokedRecheck {
 		r.checked = now
 		fi, err := os.Stat(r.path)
@@ -110,5 +127,4 @@ func (r *revocationList) revoked(jti string) bool {
 			}
 		}
 	}
-	return r.ids[jti]
 }

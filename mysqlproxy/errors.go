@@ -121,6 +121,7 @@ var (
 	errAgentRevoked = fatalErr(erAccessDenied, "28000", "keyhole: the agent's access was revoked; connection closed", nil)
 	errExpired      = fatalErr(erAccessDenied, "28000", "keyhole: agent authorization expired; connection closed", nil)
 	errAgentRemoved = fatalErr(erAccessDenied, "28000", "keyhole: agent is no longer allowed by the policy; connection closed", nil)
+	errTokenRevoked = fatalErr(erAccessDenied, "28000", "keyhole: the agent token has been revoked; connection closed", nil)
 	errIdle         = fatalErr(erClientInteractTimeout, "HY000", "keyhole: the client was disconnected because of inactivity", nil)
 	errTimeout      = fatalErr(erNetReadInterrupted, "08S01", "keyhole: timeout reading from the client", nil)
 	errKilled       = fatalErr(erConnectionKilled, "70100", "Connection was killed", nil)

@@ -423,6 +423,33 @@ func (s *Server) RevokeAgent(agent string) int {
 	return n
 }
 
+// EndTokens ends every session whose agent logged in with a token whose
+// id (jti) is in revoked (1045, "the agent token has been revoked"): a
+// token revoked after a session began no longer speaks through it. It
+// returns how many sessions it ended.
+func (s *Server) EndTokens(revoked map[string]bool) int {
+	if len(revoked) == 0 {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		c.mu.Lock()
+		id := ""
+		if c.agent != nil && !c.stopped {
+			id = c.agent.TokenID
+		}
+		c.mu.Unlock()
+		if id != "" && revoked[id] {
+			s.log.Warn("agent token revoked; ending session", "session", c.id, "token", id)
+			c.stop(errTokenRevoked)
+			n++
+		}
+	}
+	return n
+}
+
 // rsa returns the key for caching_sha2_password public key requests,
 // waiting for New's background generation if needed.
 func (s *Server) rsa(ctx context.Context) (*rsa.PrivateKey, []byte, error) {

@@ -560,7 +560,9 @@ func (c *conn) authenticate(ctx context.Context, deadline time.Time) error {
 			// policy has.
 			err = identity.NewAuthError(identity.ReasonCredentials, fmt.Errorf("agent %q is not in the policy", agent.Name))
 		} else {
+			c.mu.Lock() // EndTokens reads agent from another goroutine
 			c.agent, c.role, c.upName = agent, role, upName
+			c.mu.Unlock()
 		}
 	}
 	if err != nil {

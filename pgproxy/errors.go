@@ -83,6 +83,7 @@ var (
 	errRevoked       = fatal(codeAdminShutdown, "terminating connection: keyhole upstream credentials revoked", nil)
 	errExpired       = fatal(codeInvalidAuthSpec, "terminating connection: agent authorization expired", nil)
 	errAgentRemoved  = fatal(codeInvalidAuthSpec, "terminating connection: agent is no longer allowed by the policy", nil)
+	errTokenRevoked  = fatal(codeInvalidAuthSpec, "terminating connection: the agent token has been revoked", nil)
 	errIdle          = fatal(codeIdleSessionTimeout, "terminating connection due to idle-session timeout", nil)
 )
 

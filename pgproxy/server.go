@@ -319,6 +319,33 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 }
 
+// EndTokens ends every session whose agent logged in with a token whose
+// id (jti) is in revoked (28000, "the agent token has been revoked"): a
+// token revoked after a session began no longer speaks through it. It
+// returns how many sessions it ended.
+func (s *Server) EndTokens(revoked map[string]bool) int {
+	if len(revoked) == 0 {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		c.mu.Lock()
+		id := ""
+		if c.agent != nil && !c.stopped {
+			id = c.agent.TokenID
+		}
+		c.mu.Unlock()
+		if id != "" && revoked[id] {
+			s.log.Warn("agent token revoked; ending session", "session", c.id, "token", id)
+			c.stop(errTokenRevoked)
+			n++
+		}
+	}
+	return n
+}
+
 // forget drops an ended connection (conn.end).
 func (s *Server) forget(c *conn) {
 	s.mu.Lock()
