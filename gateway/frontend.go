@@ -55,6 +55,8 @@ var _ pgproxy.ReuseMetrics = (*admin.Metrics)(nil)
 var (
 	_ TokenEnder = pgFrontEnd{}
 	_ TokenEnder = myFrontEnd{}
+	_ AgentEnder = pgFrontEnd{}
+	_ AgentEnder = myFrontEnd{}
 )
 
 // FrontEndConfig is what the gateway hands a protocol's front end.
@@ -158,6 +160,9 @@ func NewPostgresFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 type pgFrontEnd struct{ *pgproxy.Server }
 
 // Close is a Shutdown whose deadline has passed: every session ends now.
+// EndAgent implements AgentEnder.
+func (p pgFrontEnd) EndAgent(agent string) { p.Server.EndAgent(agent) }
+
 func (p pgFrontEnd) Close() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

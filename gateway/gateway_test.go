@@ -151,7 +151,7 @@ func TestRevokedTokenEndsOpenSessions(t *testing.T) {
 
 	require.NoError(t, os.WriteFile(revoked, []byte("# revoked agent tokens\nleaked-1\n"), 0o600))
 	e.waitLog("ended the sessions of revoked agent tokens")
-	e.waitLog("agent token revoked; ending session", "leaked-1")
+	e.waitLog("ending session", "leaked-1", "token has been revoked")
 	assert.Equal(t, "28000", query(leaked, q), "the session of the revoked token")
 	assert.Equal(t, "Ada Lovelace", query(kept, q), "a session of another token")
 	_, err = e.dialClaims(leakedClaims, up.db.Name)
@@ -184,6 +184,10 @@ agents:
 	require.NoError(t, e.g.Reload())
 	e.waitLog("ending the credentials and sessions", agent)
 	e.waitLog("ending the credentials and sessions", other)
+	// At once, not at their next statement: an idle session keeps no
+	// upstream session of an agent that lost its role.
+	e.waitLog("ending session", agent, "no longer allowed by the policy")
+	e.waitLog("ending session", other, "no longer allowed by the policy")
 
 	assert.Equal(t, "28000", query(removed, "SELECT name FROM customers WHERE id = 1"), "session of a removed agent")
 	assert.Equal(t, "28000", query(moved, "SELECT count(*)::text FROM orders"), "session of an agent whose role changed")

@@ -442,7 +442,7 @@ func (s *Server) EndTokens(revoked map[string]bool) int {
 		}
 		c.mu.Unlock()
 		if id != "" && revoked[id] {
-			s.log.Warn("agent token revoked; ending session", "session", c.id, "token", id)
+			s.log.Info("ending session", "session", c.id, "token", id, "err", errTokenRevoked)
 			c.stop(errTokenRevoked)
 			n++
 		}

@@ -327,19 +327,31 @@ func (s *Server) EndTokens(revoked map[string]bool) int {
 	if len(revoked) == 0 {
 		return 0
 	}
+	return s.endSessions(func(a *identity.Agent) bool { return a.TokenID != "" && revoked[a.TokenID] }, errTokenRevoked)
+}
+
+// EndAgent ends every session of agent now (28000, "agent is no longer
+// allowed by the policy"): the gateway calls it when a reload removes the
+// agent or changes its role. Without it such a session would end only at
+// its next statement, keeping its upstream session meanwhile.
+func (s *Server) EndAgent(agent string) int {
+	return s.endSessions(func(a *identity.Agent) bool { return a.Name == agent }, errAgentRemoved)
+}
+
+// endSessions stops, with err, every logged-in session whose agent
+// matches.
+func (s *Server) endSessions(match func(*identity.Agent) bool, err error) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
 	for c := range s.conns {
 		c.mu.Lock()
-		id := ""
-		if c.agent != nil && !c.stopped {
-			id = c.agent.TokenID
-		}
+		a := c.agent
+		hit := a != nil && !c.stopped && match(a)
 		c.mu.Unlock()
-		if id != "" && revoked[id] {
-			s.log.Warn("agent token revoked; ending session", "session", c.id, "token", id)
-			c.stop(errTokenRevoked)
+		if hit {
+			s.log.Info("ending session", "session", c.id, "agent", a.Name, "token", a.TokenID, "err", err)
+			c.stop(err)
 			n++
 		}
 	}
