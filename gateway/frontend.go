@@ -52,11 +52,21 @@ type TokenEnder interface {
 // gateway's metrics (keyhole_upstream_sessions_total, _kept).
 var _ pgproxy.ReuseMetrics = (*admin.Metrics)(nil)
 
+// SecretEnder is a FrontEnd that ends the sessions that logged in with a
+// stored secret (SCRAM, MySQL) of the agents changes names for its
+// protocol, returning how many it ended. The gateway calls it after the
+// verifier files are read again (on change, and at SIGHUP).
+type SecretEnder interface {
+	EndSecrets(changes identity.SecretChanges) int
+}
+
 var (
-	_ TokenEnder = pgFrontEnd{}
-	_ TokenEnder = myFrontEnd{}
-	_ AgentEnder = pgFrontEnd{}
-	_ AgentEnder = myFrontEnd{}
+	_ SecretEnder = pgFrontEnd{}
+	_ SecretEnder = myFrontEnd{}
+	_ TokenEnder  = pgFrontEnd{}
+	_ TokenEnder  = myFrontEnd{}
+	_ AgentEnder  = pgFrontEnd{}
+	_ AgentEnder  = myFrontEnd{}
 )
 
 // FrontEndConfig is what the gateway hands a protocol's front end.

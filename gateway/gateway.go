@@ -73,6 +73,10 @@ type Gateway struct {
 	src  creds.Source // as the front ends use it (maybe wrapped)
 	rec  audit.Recorder
 	gen  atomic.Pointer[generation]
+	// secretFiles watches the agents' verifier files (nil: none); only
+	// the run loop uses it.
+	secretFiles *fileWatch
+
 	// approvals is just-in-time access and the console's index (the
 	// store); see approvals.go.
 	approvals *approval.Service
@@ -89,10 +93,9 @@ type Gateway struct {
 	reloads  *prometheus.CounterVec
 	reloadOK prometheus.Gauge
 
-	// reloadMu serializes reloads and guards policyStat and policySeen.
-	reloadMu   sync.Mutex
-	policyStat filestamp.Stamp // the version loaded (or refused) last
-	policySeen filestamp.Stamp // the version the file watch's last poll saw
+	// reloadMu serializes reloads and guards policyWatch.
+	reloadMu    sync.Mutex
+	policyWatch *fileWatch // the policy file (loaded: the version loaded or refused last)
 
 	ctx    context.Context // cancelled when the gateway stops; bounds reloads
 	cancel context.CancelFunc
@@ -163,6 +166,7 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 		return nil, err
 	}
 	g.auth = auth
+	g.secretFiles = newFileWatch(auth.SecretFiles())
 	g.addCloser(func() error { authCleanup(); return nil })
 	if g.ups, err = buildUpstreams(cfg); err != nil {
 		return nil, err
@@ -384,11 +388,12 @@ func (g *Gateway) Run(ctx context.Context) error {
 		defer t.Stop()
 		tick = t.C
 	}
-	var revocationTick <-chan time.Time
-	if g.auth.RevokedTokens() != nil {
-		t := time.NewTicker(revokedTokensPoll)
+	// The agents' credential files: revoked tokens and stored secrets.
+	var credTick <-chan time.Time
+	if g.auth.RevokedTokens() != nil || g.secretFiles != nil {
+		t := time.NewTicker(credentialsPoll)
 		defer t.Stop()
-		revocationTick = t.C
+		credTick = t.C
 	}
 	var (
 		runErr error
@@ -413,14 +418,21 @@ func (g *Gateway) Run(ctx context.Context) error {
 			sdCtx = grace()
 		case <-g.opts.Reload:
 			_ = g.reload("SIGHUP", true)
+			if g.secretFiles != nil {
+				g.secretFiles.take()
+				_ = g.reloadSecrets("SIGHUP")
+			}
 		case <-g.schemaChanged:
 			_ = g.reload("schema change", true)
 		case <-tick:
 			if g.policyChanged() {
 				_ = g.reload("file changed", false)
 			}
-		case <-revocationTick:
+		case <-credTick:
 			g.endRevokedTokens()
+			if g.secretFiles.changed() {
+				_ = g.reloadSecrets("file changed")
+			}
 		}
 	}
 	g.cancel()
@@ -520,9 +532,33 @@ func (g *Gateway) reload(why string, withCatalog bool) error {
 	return nil
 }
 
-// revokedTokensPoll is how often the open sessions are matched against
-// tokens.revoked_file (which identity reads again when it changed).
-const revokedTokensPoll = time.Second
+// credentialsPoll is how often the open sessions are matched against
+// tokens.revoked_file (which identity reads again when it changed), and
+// the verifier files are looked at for a new version.
+const credentialsPoll = time.Second
+
+// reloadSecrets reads the agents' verifier files again and ends the
+// sessions that logged in with a secret that changed or went. A file that
+// does not load leaves every secret as it was.
+func (g *Gateway) reloadSecrets(why string) error {
+	changes, err := g.auth.ReloadSecrets()
+	if err != nil {
+		g.log.Error("agent secrets reload failed; keeping the running secrets", "trigger", why, "err", err)
+		return err
+	}
+	g.log.Info("agent secrets reloaded", "trigger", why, "changed_scram", len(changes.SCRAM), "changed_mysql", len(changes.MySQL))
+	if changes.Empty() {
+		return nil
+	}
+	for _, f := range g.fronts {
+		if e, ok := f.fe.(SecretEnder); ok {
+			if n := e.EndSecrets(changes); n > 0 {
+				g.log.Info("ended the sessions of changed agent secrets", "protocol", f.proto.dialect, "sessions", n)
+			}
+		}
+	}
+	return nil
+}
 
 // endRevokedTokens ends the open sessions of agents that logged in with a
 // token revoked since: a revocation is for the sessions a leaked token
@@ -584,7 +620,7 @@ func (g *Gateway) loadCatalogs(ctx context.Context) (map[string]*catalog.Catalog
 // engine per upstream. The file's stamp is taken before reading, so a
 // write during the read is seen as a change at the next poll.
 func (g *Gateway) loadGeneration(cats map[string]*catalog.Catalog) (*generation, error) {
-	g.policyStat = statFile(g.cfg.Policy.File)
+	g.policyWatch = newFileWatch([]string{g.cfg.Policy.File})
 	file := g.cfg.Policy.File
 	// One upstream: the policy is checked against its catalog by
 	// sqlpolicy itself. Several: the roles of each against their own.
@@ -643,12 +679,12 @@ func (g *Gateway) loadGeneration(cats map[string]*catalog.Catalog) (*generation,
 // agents emptied). The file's stamp is taken, so the watch tries again
 // once the file changes and does not repeat the error meanwhile.
 func (g *Gateway) policyFileEmpty() error {
-	stamp := statFile(g.cfg.Policy.File)
+	w := newFileWatch([]string{g.cfg.Policy.File})
 	data, err := os.ReadFile(g.cfg.Policy.File)
 	if err != nil || len(bytes.TrimSpace(data)) > 0 {
 		return nil // loadGeneration reports a file it cannot read
 	}
-	g.policyStat = stamp
+	g.policyWatch = w
 	return fmt.Errorf("policy: %s is empty (being written?); write a policy with no agents to deny every agent", g.cfg.Policy.File)
 }
 
@@ -661,7 +697,7 @@ func statFile(path string) filestamp.Stamp {
 
 // policyChanged is the file watch's poll: whether the policy file holds a
 // version other than the one loaded last that has settled, that is, the
-// previous poll saw it too. A file being written in place (an editor, a
+// previous poll saw it too (fileWatch). A file being written in place (an editor, a
 // copy or a template tool that truncates, then writes in pieces) can be
 // valid YAML while cut short, and a policy cut before a rule or a
 // deny_labels entry allows more than either version; waiting one poll
@@ -672,10 +708,7 @@ func statFile(path string) filestamp.Stamp {
 func (g *Gateway) policyChanged() bool {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()
-	now := statFile(g.cfg.Policy.File)
-	settled := now == g.policySeen
-	g.policySeen = now
-	return settled && now != g.policyStat
+	return g.policyWatch.changed()
 }
 
 // health is /healthz: keyhole is unhealthy when decisions cannot be
@@ -720,4 +753,53 @@ func buildAudit(c config.Audit, log *slog.Logger) (audit.Recorder, error) {
 		return recs[0], nil
 	}
 	return audit.Tee(recs...), nil
+}
+
+// fileWatch tells when a set of files holds a new version that has
+// settled: a poll saw the same stamps as the poll before it (see
+// policyChanged for why a version seen once is not loaded).
+type fileWatch struct {
+	paths        []string
+	loaded, seen []filestamp.Stamp
+}
+
+// newFileWatch watches paths, taking their stamps now; nil for none.
+func newFileWatch(paths []string) *fileWatch {
+	if len(paths) == 0 {
+		return nil
+	}
+	w := &fileWatch{paths: paths}
+	w.take()
+	return w
+}
+
+func (w *fileWatch) stamps() []filestamp.Stamp {
+	out := make([]filestamp.Stamp, len(w.paths))
+	for i, p := range w.paths {
+		out[i] = statFile(p)
+	}
+	return out
+}
+
+// take records the files' versions as loaded (call it before reading
+// them, so a write during the read is a change at the next polls).
+func (w *fileWatch) take() {
+	w.loaded = w.stamps()
+	w.seen = w.loaded
+}
+
+// changed is a poll: true, once, when the files hold a settled version
+// other than the one loaded, which it then records as loaded.
+func (w *fileWatch) changed() bool {
+	if w == nil {
+		return false
+	}
+	now := w.stamps()
+	settled := slices.Equal(now, w.seen)
+	w.seen = now
+	if settled && !slices.Equal(now, w.loaded) {
+		w.loaded = now
+		return true
+	}
+	return false
 }

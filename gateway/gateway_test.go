@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -156,6 +158,53 @@ func TestRevokedTokenEndsOpenSessions(t *testing.T) {
 	assert.Equal(t, "Ada Lovelace", query(kept, q), "a session of another token")
 	_, err = e.dialClaims(leakedClaims, up.db.Name)
 	assert.Equal(t, "28P01", sqlState(err), "a new login with the revoked token")
+}
+
+// TestRotatedSecretEndsOpenSessions: a new version of
+// scram.verifiers_file is read within a few seconds of the write; the
+// sessions that logged in with the agent's old secret end, the new secret
+// logs in and the old one no longer does.
+func TestRotatedSecretEndsOpenSessions(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t, fixture.ShopSQL(t))
+	verifiers := filepath.Join(t.TempDir(), "scram.yaml")
+	secret := func(s string) string {
+		v, err := identity.NewVerifier(s, 4096)
+		require.NoError(t, err)
+		return agent + ": " + v.String() + "\n"
+	}
+	require.NoError(t, os.WriteFile(verifiers, []byte(secret("old-secret")), 0o600))
+	e := start(t, map[string]string{"": up.url()}, fixture.Policy, func(c *config.Config) {
+		c.Identity.SCRAM.VerifiersFile = verifiers
+	})
+	dial := func(secret string) (*pgx.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, fmt.Sprintf("postgres://%s:%s@%s/%s?sslmode=require", agent, secret, e.g.Addr(config.DialectPostgres), up.db.Name))
+		if err == nil {
+			t.Cleanup(func() { _ = c.Close(context.Background()) })
+		}
+		return c, err
+	}
+	old, err := dial("old-secret")
+	require.NoError(t, err)
+	const q = "SELECT name FROM customers WHERE id = 1"
+	require.Equal(t, "Ada Lovelace", query(old, q))
+
+	require.NoError(t, os.WriteFile(verifiers, []byte(secret("new-secret")), 0o600))
+	e.waitLog("agent secrets reloaded", "file changed")
+	e.waitLog("ending session", agent, "secret was changed")
+	assert.Equal(t, "28000", query(old, q), "the session of the old secret")
+	_, err = dial("old-secret")
+	assert.Equal(t, "28P01", sqlState(err), "the old secret no longer logs in")
+	c, err := dial("new-secret")
+	require.NoError(t, err)
+	assert.Equal(t, "Ada Lovelace", query(c, q))
+
+	// A file that does not load keeps the secrets and the sessions.
+	require.NoError(t, os.WriteFile(verifiers, []byte(agent+": not a verifier\n"), 0o600))
+	e.waitLog("agent secrets reload failed")
+	assert.Equal(t, "Ada Lovelace", query(c, q))
 }
 
 // TestRevocation: a reload that removes an agent, or moves it to another

@@ -22,7 +22,7 @@ func TestPolicyWatchWaitsForTheFileToSettle(t *testing.T) {
 	write("agents: {a: {role: r}}\n")
 	g := &Gateway{cfg: &config.Config{}}
 	g.cfg.Policy.File = path
-	g.policyStat = statFile(path) // as loadGeneration takes it at start
+	g.policyWatch = newFileWatch([]string{path}) // as loadGeneration takes it at start
 
 	assert.False(t, g.policyChanged(), "the version loaded")
 	assert.False(t, g.policyChanged(), "the version loaded, seen again")
@@ -33,8 +33,7 @@ func TestPolicyWatchWaitsForTheFileToSettle(t *testing.T) {
 	assert.False(t, g.policyChanged(), "changed again since the last poll")
 	assert.True(t, g.policyChanged(), "the same version as the last poll saw: settled")
 
-	g.policyStat = statFile(path) // loaded
-	assert.False(t, g.policyChanged())
+	assert.False(t, g.policyChanged(), "loaded")
 
 	require.NoError(t, os.Remove(path))
 	assert.False(t, g.policyChanged(), "a file gone is a change only once it stays gone")

@@ -12,6 +12,8 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -35,7 +37,7 @@ var ErrConfig = errors.New("invalid identity config")
 //	    audience: keyhole
 //	scram:
 //	  verifiers: {sales-summarizer: "SCRAM-SHA-256$4096:...$...:..."}
-//	  verifiers_file: /etc/keyhole/agents-scram.yaml   # same map, in a file
+//	  verifiers_file: /etc/keyhole/agents-scram.yaml   # same map, in a file (reloaded on change: ReloadSecrets)
 //	spiffe:
 //	  spiffe://example.org/agents/sales: sales-summarizer
 //	lockout:                                    # failed SCRAM secrets, per (address, agent)
@@ -110,12 +112,13 @@ func decodeStrict(data []byte, v any) error {
 // Auth implements Authenticator from a Config. It is safe for concurrent
 // use.
 type Auth struct {
-	tokens    *tokenVerifier // nil: no token method
-	verifiers map[string]Verifier
-	spiffe    map[string]string
-	// mockKey derives the salts of made-up verifiers (mockVerifier).
-	mockKey []byte
-	mysql   map[string]MySQLVerifier
+	tokens *tokenVerifier // nil: no token method
+	spiffe map[string]string
+	// secrets are the agents' stored SCRAM and MySQL verifiers, swapped
+	// whole by ReloadSecrets (secrets.go).
+	secrets   atomic.Pointer[agentSecrets]
+	secretCfg secretsConfig
+	reloadMu  sync.Mutex // serializes ReloadSecrets
 }
 
 var _ Authenticator = (*Auth)(nil)
@@ -140,7 +143,7 @@ func newAuthenticator(cfg Config, now func() time.Time) (*Auth, error) {
 	if err := cfg.Lockout.validate(); err != nil {
 		return nil, fmt.Errorf("%w: lockout: %w", ErrConfig, err)
 	}
-	a := &Auth{verifiers: map[string]Verifier{}, spiffe: map[string]string{}}
+	a := &Auth{spiffe: map[string]string{}, secretCfg: secretsConfig{scram: cfg.SCRAM, mysql: cfg.MySQL}}
 
 	tv := &tokenVerifier{
 		localIssuer:   cfg.Tokens.Issuer,
@@ -190,43 +193,11 @@ func newAuthenticator(cfg Config, now func() time.Time) (*Auth, error) {
 		a.tokens = tv
 	}
 
-	add := func(where string, m map[string]string) error {
-		for agent, s := range m {
-			if agent == "" {
-				return fmt.Errorf("%w: %s: empty agent name", ErrConfig, where)
-			}
-			if _, dup := a.verifiers[agent]; dup {
-				return fmt.Errorf("%w: %s: agent %q has two verifiers", ErrConfig, where, agent)
-			}
-			v, err := ParseVerifier(s)
-			if err != nil {
-				return fmt.Errorf("%w: %s: agent %q: %w", ErrConfig, where, agent, err)
-			}
-			a.verifiers[agent] = v
-		}
-		return nil
-	}
-	if err := add("scram.verifiers", cfg.SCRAM.Verifiers); err != nil {
+	secrets, err := a.secretCfg.load()
+	if err != nil {
 		return nil, err
 	}
-	if cfg.SCRAM.VerifiersFile != "" {
-		data, err := os.ReadFile(cfg.SCRAM.VerifiersFile)
-		if err != nil {
-			return nil, fmt.Errorf("%w: scram.verifiers_file: %w", ErrConfig, err)
-		}
-		var m map[string]string
-		if err := decodeStrict(data, &m); err != nil {
-			return nil, fmt.Errorf("%w: scram.verifiers_file %s: %w", ErrConfig, cfg.SCRAM.VerifiersFile, err)
-		}
-		if err := add(cfg.SCRAM.VerifiersFile, m); err != nil {
-			return nil, err
-		}
-	}
-
-	a.mockKey = mockKey(a.verifiers)
-	if err := a.loadMySQL(cfg.MySQL); err != nil {
-		return nil, err
-	}
+	a.secrets.Store(secrets)
 
 	for id, agent := range cfg.SPIFFE {
 		if _, err := ParseSPIFFEID(id); err != nil {
@@ -271,14 +242,15 @@ func (a *Auth) Token(user, token string) (*Agent, error) {
 // client that the name has no secret, so it gets a conversation over a
 // made-up verifier that fails exactly like a wrong secret.
 func (a *Auth) SCRAM(user string) (SCRAMConversation, bool) {
-	v, ok := a.verifiers[user]
+	secrets := a.secrets.Load()
+	v, ok := secrets.verifiers[user]
 	if ok {
 		return newSCRAMServer(user, v, ""), true
 	}
 	if a.tokens != nil {
 		return nil, false
 	}
-	s := newSCRAMServer(user, mockVerifier(a.mockKey, user), "")
+	s := newSCRAMServer(user, mockVerifier(secrets.mockKey, user), "")
 	s.mock = true
 	return s, true
 }

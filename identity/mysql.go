@@ -1,14 +1,12 @@
 package identity
 
 import (
-	"bytes"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 )
 
@@ -187,42 +185,6 @@ type MySQLConfig struct {
 
 // MySQLVerifier implements MySQLAuthenticator.
 func (a *Auth) MySQLVerifier(user string) (MySQLVerifier, bool) {
-	v, ok := a.mysql[user]
+	v, ok := a.secrets.Load().mysql[user]
 	return v, ok
-}
-
-// loadMySQL reads cfg's verifiers into a.mysql.
-func (a *Auth) loadMySQL(cfg MySQLConfig) error {
-	a.mysql = map[string]MySQLVerifier{}
-	add := func(where string, m map[string]string) error {
-		for agent, s := range m {
-			if agent == "" {
-				return fmt.Errorf("%w: %s: empty agent name", ErrConfig, where)
-			}
-			if _, dup := a.mysql[agent]; dup {
-				return fmt.Errorf("%w: %s: agent %q has two MySQL verifiers", ErrConfig, where, agent)
-			}
-			v, err := ParseMySQLVerifier(s)
-			if err != nil {
-				return fmt.Errorf("%w: %s: agent %q: %w", ErrConfig, where, agent, err)
-			}
-			a.mysql[agent] = v
-		}
-		return nil
-	}
-	if err := add("mysql.verifiers", cfg.Verifiers); err != nil {
-		return err
-	}
-	if cfg.VerifiersFile == "" {
-		return nil
-	}
-	data, err := os.ReadFile(cfg.VerifiersFile)
-	if err != nil {
-		return fmt.Errorf("%w: mysql.verifiers_file: %w", ErrConfig, err)
-	}
-	var m map[string]string
-	if err := decodeStrict(bytes.Clone(data), &m); err != nil {
-		return fmt.Errorf("%w: mysql.verifiers_file %s: %w", ErrConfig, cfg.VerifiersFile, err)
-	}
-	return add(cfg.VerifiersFile, m)
 }

@@ -411,16 +411,7 @@ func (s *Server) stopAll(err error, done <-chan struct{}) {
 // e.g. when its token or secret is revoked or it leaves the policy. It
 // returns how many sessions it ended.
 func (s *Server) RevokeAgent(agent string) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for c := range s.conns {
-		if c.agentName() == agent {
-			c.stop(errAgentRevoked)
-			n++
-		}
-	}
-	return n
+	return s.endSessions(func(a *identity.Agent) bool { return a.Name == agent }, errAgentRevoked)
 }
 
 // EndTokens ends every session whose agent logged in with a token whose
@@ -431,19 +422,35 @@ func (s *Server) EndTokens(revoked map[string]bool) int {
 	if len(revoked) == 0 {
 		return 0
 	}
+	return s.endSessions(func(a *identity.Agent) bool { return a.TokenID != "" && revoked[a.TokenID] }, errTokenRevoked)
+}
+
+// EndSecrets ends the sessions that logged in with a MySQL secret of an
+// agent whose verifier changes.MySQL names (1045): a secret is rotated
+// because it leaked, and what it opened must not outlive it.
+func (s *Server) EndSecrets(changes identity.SecretChanges) int {
+	if len(changes.MySQL) == 0 {
+		return 0
+	}
+	return s.endSessions(func(a *identity.Agent) bool {
+		return (a.Method == identity.MethodMySQLNative || a.Method == identity.MethodMySQLSHA2) && changes.MySQL[a.Name]
+	}, errSecretChanged)
+}
+
+// endSessions stops, with err, every logged-in session whose agent
+// matches.
+func (s *Server) endSessions(match func(*identity.Agent) bool, err error) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := 0
 	for c := range s.conns {
 		c.mu.Lock()
-		id := ""
-		if c.agent != nil && !c.stopped {
-			id = c.agent.TokenID
-		}
+		a := c.agent
+		hit := a != nil && !c.stopped && match(a)
 		c.mu.Unlock()
-		if id != "" && revoked[id] {
-			s.log.Info("ending session", "session", c.id, "token", id, "err", errTokenRevoked)
-			c.stop(errTokenRevoked)
+		if hit {
+			s.log.Info("ending session", "session", c.id, "agent", a.Name, "token", a.TokenID, "err", err)
+			c.stop(err)
 			n++
 		}
 	}

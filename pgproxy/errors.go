@@ -84,6 +84,7 @@ var (
 	errExpired       = fatal(codeInvalidAuthSpec, "terminating connection: agent authorization expired", nil)
 	errAgentRemoved  = fatal(codeInvalidAuthSpec, "terminating connection: agent is no longer allowed by the policy", nil)
 	errTokenRevoked  = fatal(codeInvalidAuthSpec, "terminating connection: the agent token has been revoked", nil)
+	errSecretChanged = fatal(codeInvalidAuthSpec, "terminating connection: the agent's secret was changed; log in with the new one", nil)
 	errIdle          = fatal(codeIdleSessionTimeout, "terminating connection due to idle-session timeout", nil)
 )
 

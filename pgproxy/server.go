@@ -330,6 +330,16 @@ func (s *Server) EndTokens(revoked map[string]bool) int {
 	return s.endSessions(func(a *identity.Agent) bool { return a.TokenID != "" && revoked[a.TokenID] }, errTokenRevoked)
 }
 
+// EndSecrets ends the sessions that logged in with a SCRAM secret of an
+// agent whose verifier changes.SCRAM names (28000): a secret is rotated
+// because it leaked, and what it opened must not outlive it.
+func (s *Server) EndSecrets(changes identity.SecretChanges) int {
+	if len(changes.SCRAM) == 0 {
+		return 0
+	}
+	return s.endSessions(func(a *identity.Agent) bool { return a.Method == identity.MethodSCRAM && changes.SCRAM[a.Name] }, errSecretChanged)
+}
+
 // EndAgent ends every session of agent now (28000, "agent is no longer
 // allowed by the policy"): the gateway calls it when a reload removes the
 // agent or changes its role. Without it such a session would end only at
