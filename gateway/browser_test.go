@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -50,26 +51,62 @@ func TestConsoleInBrowser(t *testing.T) {
 	shots := fixture.Path(t, "build", "console")
 	require.NoError(t, os.MkdirAll(shots, 0o755))
 
-	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
-		chromedp.ExecPath(exe), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck, chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
-		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 1000))
-	defer cancelAlloc()
-	bctx, cancelB := chromedp.NewContext(alloc)
-	defer cancelB()
-	bctx, cancelT := context.WithTimeout(bctx, 3*time.Minute)
-	defer cancelT()
 	var dialogs atomic.Int32
-	require.NoError(t, chromedp.Listen(bctx, func(ev any) {
-		if d, ok := ev.(*page.EventJavascriptDialogOpening); ok {
-			dialogs.Add(1)
-			t.Errorf("a script ran in the console: dialog %q", d.Message)
-			go func() {
-				_, _ = chromedp.Call(bctx, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false})
-			}()
+	var bctx context.Context
+	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
+	// A browser started while CI runs every package's tests on two CPUs
+	// once sat for minutes without showing the first page; a browser that
+	// does not show the login page within a minute is closed and another
+	// started, once.
+	for attempt := 1; bctx == nil; attempt++ {
+		alloc, cancelAlloc := chromedp.NewExecAllocator(ctx,
+			chromedp.ExecPath(exe), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU, chromedp.NoFirstRun,
+			chromedp.NoDefaultBrowserCheck, chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+			chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true),
+			chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1400, 1000))
+		b, cancelB := chromedp.NewContext(alloc)
+		b, cancelT := context.WithTimeout(b, 3*time.Minute)
+		require.NoError(t, chromedp.Listen(b, func(ev any) {
+			if d, ok := ev.(*page.EventJavascriptDialogOpening); ok {
+				dialogs.Add(1)
+				t.Errorf("a script ran in the console: dialog %q", d.Message)
+				go func() {
+					_, _ = chromedp.Call(b, page.HandleJavaScriptDialog, page.HandleJavaScriptDialogParams{Accept: false})
+				}()
+			}
+		}))
+		shown := make(chan error, 1)
+		go func() {
+			// The first Do starts the browser, bound to b.
+			if err := chromedp.Do(b); err != nil {
+				shown <- err
+				return
+			}
+			nctx, cancel := context.WithTimeout(b, time.Minute)
+			defer cancel()
+			shown <- chromedp.Do(nctx, chromedp.Navigate(ce.base+"/console/"), chromedp.WaitVisible(css(`input[name=user]`)))
+		}()
+		var err error
+		select {
+		case err = <-shown:
+		case <-time.After(time.Minute + 5*time.Second):
+			err = errors.New("no answer")
 		}
-	}))
+		if err == nil {
+			bctx = b
+			defer cancelAlloc()
+			defer cancelB()
+			defer cancelT()
+			break
+		}
+		cancelT()
+		cancelB()
+		cancelAlloc()
+		if attempt == 2 {
+			t.Fatalf("headless Chromium did not show the console's login page, twice: %v", err)
+		}
+		t.Logf("headless Chromium did not show the console's login page within a minute (%v); starting another", err)
+	}
 	shot := func(name string) chromedp.Action[chromedp.Void] {
 		return func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
 			buf, err := chromedp.FullScreenshot(100)(ctx, tg)
@@ -79,12 +116,9 @@ func TestConsoleInBrowser(t *testing.T) {
 			return chromedp.Void{}, os.WriteFile(filepath.Join(shots, name+".png"), buf, 0o644)
 		}
 	}
-	css := func(s string) chromedp.CSS { return chromedp.CSS(s) }
 
 	// Log in; the feed page opens its live stream.
 	require.NoError(t, chromedp.Do(bctx,
-		chromedp.Navigate(ce.base+"/console/"),
-		chromedp.WaitVisible(css(`input[name=user]`)),
 		shot("01-login"),
 		chromedp.SendKeys(css(`input[name=user]`), "alice"),
 		chromedp.SendKeys(css(`input[name=password]`), reviewerPassword),
