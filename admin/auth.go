@@ -163,14 +163,14 @@ func (a *auth) authenticate(w http.ResponseWriter, r *http.Request) (*principal,
 	}
 	p := &principal{User: l.User, Role: l.Role, Via: l.Method, session: tok}
 	if l.Method == "password" {
-		// The reviewers file decides, now: a removed reviewer or a
-		// changed role takes effect at the next request.
+		// The reviewers file decides, now: a removed reviewer, a changed
+		// role or a changed password takes effect at the next request.
 		f, err := a.users.get()
 		if err != nil {
 			return nil, errUnauthenticated
 		}
 		u := f.Reviewers[l.User]
-		if u == nil || u.Password == "" {
+		if u == nil || u.Password == "" || subtle.ConstantTimeCompare([]byte(l.SecretTag), []byte(passwordTag(u.Password))) != 1 {
 			return nil, errUnauthenticated
 		}
 		p.Role = u.Role
@@ -205,7 +205,7 @@ func (a *auth) proxyLogin(w http.ResponseWriter, r *http.Request) (*principal, e
 			return &principal{User: user, Role: role, Via: "proxy", session: tok}, nil
 		}
 	}
-	tok, err := a.newSession(r.Context(), user, role, "proxy")
+	tok, err := a.newSession(r.Context(), user, role, "proxy", "")
 	if err != nil {
 		return nil, err
 	}
@@ -247,16 +247,26 @@ func hashToken(tok string) string {
 	return hex.EncodeToString(h[:])
 }
 
-func (a *auth) newSession(ctx context.Context, user, role, method string) (string, error) {
+func (a *auth) newSession(ctx context.Context, user, role, method, secretTag string) (string, error) {
 	b := make([]byte, 32)
 	_, _ = rand.Read(b)
 	tok := base64.RawURLEncoding.EncodeToString(b)
 	now := time.Now()
 	if err := a.store.CreateLogin(ctx, store.Login{IDHash: hashToken(tok), User: user, Role: role, Method: method,
-		Created: now, Expires: now.Add(a.ttl)}); err != nil {
+		SecretTag: secretTag, Created: now, Expires: now.Add(a.ttl)}); err != nil {
 		return "", err
 	}
 	return tok, nil
+}
+
+// passwordTag identifies a reviewer's password hash in the sessions it
+// opens: a session whose tag is not the reviewer's password's of now was
+// opened with a password since changed (it leaked, say) and no longer
+// counts. A digest, so the store keeps nothing a password could be
+// guessed against.
+func passwordTag(hash string) string {
+	sum := sha256.Sum256([]byte("keyhole console session password v1\x00" + hash))
+	return hex.EncodeToString(sum[:16])
 }
 
 // setCookie sets the session cookie: HttpOnly (no script reads it),
@@ -306,7 +316,7 @@ func (a *auth) login(ctx context.Context, r *http.Request, user, password string
 		return "", "", errUnauthenticated
 	}
 	att.Done(nil)
-	tok, err := a.newSession(ctx, user, u.Role, "password")
+	tok, err := a.newSession(ctx, user, u.Role, "password", passwordTag(u.Password))
 	if err != nil {
 		return "", "", err
 	}

@@ -290,3 +290,36 @@ func TestLoginPasswordChecksBounded(t *testing.T) {
 	assert.LessOrEqual(t, peak, admin.MaxVerifying)
 	assert.Positive(t, peak)
 }
+
+// A reviewer's password changed in the reviewers file (because it leaked,
+// say) ends the console sessions opened with the old one, at their next
+// request once the file is read again; the other reviewers' sessions go on.
+func TestChangedPasswordEndsSessions(t *testing.T) {
+	t.Parallel()
+	var users string
+	h := newConsole(t, func(o *admin.ConsoleOptions) { users = o.UsersFile })
+	alice := sessionOf(login(t, h, "alice", "/console/"))
+	victor := sessionOf(login(t, h, "victor", "/console/"))
+	require.NotNil(t, alice)
+	require.NotNil(t, victor)
+	status := func(ck *http.Cookie) int {
+		return serve(t, h, req{method: "GET", target: "/console/grants", cookies: []*http.Cookie{ck}}).StatusCode
+	}
+	require.Equal(t, http.StatusOK, status(alice))
+
+	data, err := os.ReadFile(users)
+	require.NoError(t, err)
+	f, err := admin.ParseUsers(data)
+	require.NoError(t, err)
+	f.Reviewers["alice"].Password, err = admin.HashPassword("a new password")
+	require.NoError(t, err)
+	data, err = f.Marshal()
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(users, data, 0o600))
+	// The file is looked at again at most once a second.
+	require.Eventually(t, func() bool { return status(alice) == http.StatusSeeOther }, 5*time.Second, 50*time.Millisecond,
+		"the session of the old password")
+	assert.Equal(t, http.StatusOK, status(victor), "another reviewer's session")
+	resp := serve(t, h, req{method: "POST", target: "/login", form: url.Values{"user": {"alice"}, "password": {"a new password"}, "next": {"/console/"}}})
+	assert.Equal(t, http.StatusOK, status(sessionOf(resp)), "the new password logs in")
+}

@@ -15,14 +15,17 @@ type Login struct {
 	User    string
 	Role    string
 	Method  string // "password" or "proxy"
-	Created time.Time
-	Expires time.Time
+	// SecretTag identifies the credential the session was opened with
+	// (admin: a digest of the reviewer's password hash); "" for none.
+	SecretTag string
+	Created   time.Time
+	Expires   time.Time
 }
 
 // CreateLogin stores a console session.
 func (s *Store) CreateLogin(ctx context.Context, l Login) error {
-	if _, err := s.db.ExecContext(ctx, s.q(`INSERT INTO logins (id_hash, username, role, method, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)`),
-		l.IDHash, l.User, l.Role, l.Method, ms(l.Created), ms(l.Expires)); err != nil {
+	if _, err := s.db.ExecContext(ctx, s.q(`INSERT INTO logins (id_hash, username, role, method, secret_tag, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)`),
+		l.IDHash, l.User, l.Role, l.Method, l.SecretTag, ms(l.Created), ms(l.Expires)); err != nil {
 		return fmt.Errorf("store: create login: %w", err)
 	}
 	return nil
@@ -32,8 +35,8 @@ func (s *Store) CreateLogin(ctx context.Context, l Login) error {
 func (s *Store) Login(ctx context.Context, idHash string) (*Login, error) {
 	var l Login
 	var created, expires int64
-	err := s.db.QueryRowContext(ctx, s.q(`SELECT id_hash, username, role, method, created_at, expires_at FROM logins WHERE id_hash = ? AND expires_at > ?`),
-		idHash, ms(s.now())).Scan(&l.IDHash, &l.User, &l.Role, &l.Method, &created, &expires)
+	err := s.db.QueryRowContext(ctx, s.q(`SELECT id_hash, username, role, method, secret_tag, created_at, expires_at FROM logins WHERE id_hash = ? AND expires_at > ?`),
+		idHash, ms(s.now())).Scan(&l.IDHash, &l.User, &l.Role, &l.Method, &l.SecretTag, &created, &expires)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("login: %w", ErrNotFound)
 	}

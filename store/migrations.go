@@ -137,6 +137,11 @@ CREATE TABLE counters (
 );
 INSERT INTO counters (name, version) VALUES ('grants', 1), ('feed', 1);
 `,
+	// 2: a console session remembers which password it was opened with
+	// (admin: a changed password ends the sessions of the old one).
+	`
+ALTER TABLE logins ADD COLUMN secret_tag TEXT NOT NULL DEFAULT '';
+`,
 }
 
 // SchemaVersion is the newest schema this build knows.

@@ -371,10 +371,11 @@ func TestLogins(t *testing.T) {
 	each(t, func(t *testing.T, url string, s *store.Store, c *clock) {
 		ctx := context.Background()
 		require.NoError(t, s.CreateLogin(ctx, store.Login{IDHash: "h1", User: "alice", Role: "approver", Method: "password",
-			Created: c.now(), Expires: c.now().Add(time.Hour)}))
+			SecretTag: "t1", Created: c.now(), Expires: c.now().Add(time.Hour)}))
 		l, err := s.Login(ctx, "h1")
 		require.NoError(t, err)
 		assert.Equal(t, "alice", l.User)
+		assert.Equal(t, "t1", l.SecretTag)
 		c.add(2 * time.Hour)
 		_, err = s.Login(ctx, "h1")
 		require.ErrorIs(t, err, store.ErrNotFound, "expired")
