@@ -11,10 +11,10 @@ import (
 // Login is a reviewer's console session. The session token itself is
 // never stored: IDHash is its SHA-256.
 type Login struct {
-	IDHash  string
-	User    string
-	Role    string
-	Method  string // "password" or "proxy"
+	IDHash string
+	User   string
+	Role   string
+	Method string // "password" or "proxy"
 	// SecretTag identifies the credential the session was opened with
 	// (admin: a digest of the reviewer's password hash); "" for none.
 	SecretTag string
