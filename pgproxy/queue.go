@@ -138,6 +138,16 @@ func (q *requestQueue) len() int { return len(q.buf) - q.head }
 
 func (q *requestQueue) push(r request) { q.buf = append(q.buf, r) }
 
+// has reports whether a request of kind is queued.
+func (q *requestQueue) has(kind reqKind) bool {
+	for i := q.head; i < len(q.buf); i++ {
+		if q.buf[i].kind == kind {
+			return true
+		}
+	}
+	return false
+}
+
 // add appends a zero request and returns it, valid until the next add or
 // push, for the caller to fill in place: a request is some 230 bytes, and
 // push copies it once more.

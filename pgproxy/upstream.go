@@ -107,18 +107,27 @@ func (c *conn) readUpstream(inline bool) error {
 // owed reports whether the server still owes an answer. When it does not,
 // the upstream goroutine (not inline) ends: it clears upReader under the
 // same lock under which the client goroutine hands requests over.
+//
+// While the server skips to a Sync after an error, it owes nothing until
+// the client sends that Sync: the requests before it, a simple Query
+// included, are discarded unanswered. Waiting for them would wait for
+// good, and the client goroutine (inline) would read the client no more:
+// neither the Sync nor a message that must end the session (a protocol
+// violation) would be seen. They stay queued; front drops them when the
+// Sync's answer comes.
 func (c *conn) owed(inline bool) bool {
 	u := &c.up
-	if u.q.len() > 0 {
+	if u.q.len() > 0 && !u.skipping {
 		return true
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sent.moveTo(&u.q)
-	if u.q.len() > 0 {
+	if u.q.len() > 0 && (!u.skipping || u.q.has(reqSync)) {
 		return true
 	}
-	// Everything is relayed (the loop flushes once upRd is drained): an
+	// Everything is relayed (the loop flushes once upRd is drained), or
+	// the rest waits for the client's Sync: an
 	// idle session keeps no write buffer, nor the upstream read buffer
 	// (readUpstream asks only once upRd is drained, and nothing reads the
 	// upstream again until a request is owed). Under mu: once upReader is
@@ -163,12 +172,7 @@ func (c *conn) answerable() bool {
 	if !u.skipping {
 		return u.q.len() > 0
 	}
-	for i := u.q.head; i < len(u.q.buf); i++ {
-		if u.q.buf[i].kind == reqSync {
-			return true
-		}
-	}
-	return false
+	return u.q.has(reqSync)
 }
 
 func (c *conn) upstreamReadError(err error) error {
