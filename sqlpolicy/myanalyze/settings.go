@@ -6,6 +6,7 @@ import (
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
 
+	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -313,8 +314,12 @@ func (w *walker) show(x *ast.ShowStmt) {
 		meta("COLUMNS")
 		table()
 	case ast.ShowIndex:
+		// Cardinality is each index's count of distinct keys, a number
+		// made by the values of its columns (statistics.go).
 		meta("STATISTICS")
-		table()
+		if it := table(); it != nil && it.rel != nil && it.rel.Kind != catalog.KindView {
+			w.indexStatistics(it.rel)
+		}
 	case ast.ShowCreateTable, ast.ShowCreateView:
 		// The definition names every column (with its default and
 		// comment), and MariaDB asks a table-level privilege for it: it

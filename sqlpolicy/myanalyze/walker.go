@@ -47,8 +47,9 @@ type walker struct {
 	statsItems    int
 	statsNarrowed []statsFilter
 	// statsPartitions is set when those numbers are PARTITIONS' per
-	// partition ones.
-	statsPartitions bool
+	// partition ones, statsIndexes when they are STATISTICS' per index
+	// ones.
+	statsPartitions, statsIndexes bool
 
 	// bodyWiths are the WITH clauses attached directly to the body of a
 	// WITH query (d AS (WITH e AS ... SELECT ...)): only the queries of
