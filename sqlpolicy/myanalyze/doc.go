@@ -69,7 +69,9 @@
 // with Via = the written table, so their labels apply; so are the
 // columns of the generated columns, CHECK constraints and unique keys an
 // update recomputes (a failing CHECK (credit_limit <= salary) tells the
-// salary, a duplicate key error prints the whole key). Settings that change what
+// salary, a duplicate key error prints the whole key), and so are those
+// of the unique keys an insert fills with a default or generated value
+// (the conflict tells whether another row holds it). Settings that change what
 // writes do (foreign_key_checks, unique_checks, check_constraint_checks
 // off; a fixed timestamp) are guarded like sql_mode. Only functions
 // MariaDB 10.11 itself resolves as native count as built-ins: any other
