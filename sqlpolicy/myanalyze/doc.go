@@ -81,10 +81,11 @@
 // it (an ALTER rewrites the rows, MODIFY/CHANGE replace a column's
 // comment and its labels, DROP and TRUNCATE destroy the data); renaming a
 // table or a column, and replacing a comment that carries keyhole labels,
-// is refused; a foreign key it defines reads the referenced key (checked
-// at once for the rows the table has or gets), and EXCHANGE PARTITION
-// and MERGE's UNION=(...) are DDL on and a read of the other table (the policy names tables and columns, and the proxy has the
-// catalog read again after DDL).
+// is refused (the policy names tables and columns, and the proxy has the
+// catalog read again after DDL). A foreign key it defines reads the
+// referenced key (checked at once for the rows the table has or gets),
+// and EXCHANGE PARTITION and MERGE's UNION=(...) are DDL on, and a read
+// of, the other table.
 //
 // Resource limits (limits.go): UpstreamSettings maps a role's timeouts to
 // MariaDB's max_statement_time and idle_transaction_timeout (MySQL:
