@@ -57,7 +57,7 @@ INSERT INTO visits (patient, diagnosis) VALUES (7, 'hiv'), (8, 'flu');
 CREATE TABLE tags (id INT AUTO_INCREMENT PRIMARY KEY, owner INT NOT NULL, code VARCHAR(20) DEFAULT NULL,
     UNIQUE KEY tag_code (owner, code));
 INSERT INTO tags (owner, code) VALUES (1, 'x');
-INSERT INTO people VALUES (1, 'Ada', 'ada@example.com'), (2, 'Alan', 'alan@example.com');
+INSERT INTO people VALUES (1, 'Ada', 'ada@example.com'), (2, 'Alan', 'alan@example.com'), (3, 'Aaron', 'aaron@example.com');
 INSERT INTO vault VALUES (7, 'hunter2');
 INSERT INTO person_audit (person_id) VALUES (2);
 `
@@ -307,6 +307,59 @@ func TestPartitionSelection(t *testing.T) {
 		"SELECT PARTITION_NAME, PARTITION_DESCRIPTION FROM information_schema.PARTITIONS WHERE TABLE_NAME = 'pay'",
 	} {
 		d, _ := engine.Check(p, text, engine.NewSession())
+		assert.True(t, d.Allowed(), "%s: %s", text, reasonsJSON(d))
+	}
+}
+
+// TestIndexHints: an index hint picks the index the server reads a table
+// through, and without ORDER BY the rows come back in that index's order:
+// FORCE INDEX (people_email) lists the people in the order of their
+// (labelled) email, and MariaDB asks no privilege on email for it.
+// IGNORE INDEX (PRIMARY) leaves the server the other indexes, which
+// keyhole does not all know. Hints naming primary or unique keys read
+// their columns; any other hint reads every column of the table.
+func TestIndexHints(t *testing.T) {
+	t.Parallel()
+	engine, udb, db := newOracleDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p := sqlpolicy.Principal{Agent: "writer-agent"}
+
+	ids := func(q string) []int {
+		rows, err := udb.QueryContext(ctx, q)
+		require.NoError(t, err, q)
+		defer rows.Close()
+		var out []int
+		for rows.Next() {
+			var id int
+			require.NoError(t, rows.Scan(&id))
+			out = append(out, id)
+		}
+		require.NoError(t, rows.Err())
+		return out
+	}
+	assert.Equal(t, []int{1, 2, 3}, ids("SELECT id FROM people USE INDEX (PRIMARY)"), "primary key order")
+	assert.Equal(t, []int{3, 1, 2}, ids("SELECT id FROM people FORCE INDEX (people_email)"),
+		"the role's own grants list the ids in email order")
+
+	for _, text := range []string{
+		"SELECT id FROM people FORCE INDEX (people_email)",
+		"SELECT id FROM people USE INDEX (people_email) LIMIT 1",
+		"SELECT id FROM people IGNORE INDEX (PRIMARY)",
+		"SELECT s.id FROM signups s JOIN people p FORCE INDEX (people_email) ON p.email = s.email",
+		"SELECT id FROM people FORCE INDEX (no_such_index)",
+	} {
+		d, _ := engine.Check(p, testmariadb.Rename(text, db.Name), engine.NewSession())
+		if assert.False(t, d.Allowed(), "keyhole allows %s", text) {
+			assert.True(t, hasLabel(d, "pii.email"), "%s refused without label pii.email: %s", text, reasonsJSON(d))
+		}
+	}
+	for _, text := range []string{
+		"SELECT id FROM people USE INDEX (PRIMARY)",
+		"SELECT id, name FROM people FORCE INDEX FOR ORDER BY (PRIMARY) ORDER BY id",
+		"SELECT id FROM people USE INDEX ()",
+	} {
+		d, _ := engine.Check(p, testmariadb.Rename(text, db.Name), engine.NewSession())
 		assert.True(t, d.Allowed(), "%s: %s", text, reasonsJSON(d))
 	}
 }

@@ -454,6 +454,9 @@ func (w *walker) resolveTable(tn *ast.TableName, sc *scope, mode sqlpolicy.Mode,
 	if len(tn.PartitionNames) > 0 && !(mode == sqlpolicy.Write && w.action == sqlpolicy.VerbInsert) {
 		w.partitionReads(rel)
 	}
+	if len(tn.IndexHints) > 0 {
+		w.indexHintReads(rel, tn.IndexHints)
+	}
 	switch {
 	case mode == 0:
 		it.cols = w.baseCols(rel)
@@ -484,6 +487,40 @@ func (w *walker) partitionReads(rel *catalog.Relation) {
 			n = allColumns(rel)
 		}
 		names = append(names, n...)
+	}
+	r := relOf(rel)
+	for _, c := range withGenerated(rel, names) {
+		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
+	}
+}
+
+// indexHintReads reports the columns index hints (USE, FORCE or IGNORE
+// INDEX) make a statement read: the hinted index is the order the server
+// reads the table in, and without ORDER BY the order the rows come back
+// in (and with LIMIT, which rows, also the rows an UPDATE or DELETE
+// takes): SELECT id FROM customers FORCE INDEX (by_ssn), a covering scan
+// of an index over ssn, lists the ids in ssn order. USE or FORCE of
+// primary or unique keys reads their columns; any other index (the
+// catalog holds the columns of unique keys only), and IGNORE INDEX,
+// which leaves the server to pick among the others, read every column.
+func (w *walker) indexHintReads(rel *catalog.Relation, hints []*ast.IndexHint) {
+	var names []string
+	for _, h := range hints {
+		if h == nil {
+			continue
+		}
+		if h.HintType == ast.HintIgnore {
+			names = allColumns(rel)
+			break
+		}
+		for _, n := range h.IndexNames {
+			i := slices.IndexFunc(rel.UniqueKeys, func(k catalog.UniqueKey) bool { return strings.EqualFold(k.Name, n.O) })
+			if i < 0 || slices.Contains(rel.UniqueKeys[i].Columns, "") {
+				names = allColumns(rel)
+				break
+			}
+			names = append(names, rel.UniqueKeys[i].Columns...)
+		}
 	}
 	r := relOf(rel)
 	for _, c := range withGenerated(rel, names) {
