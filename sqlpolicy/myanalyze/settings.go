@@ -350,6 +350,14 @@ func (w *walker) show(x *ast.ShowStmt) {
 	default:
 		w.unsupported("this SHOW statement is not modelled")
 	}
+	if x.Pattern != nil && x.Pattern.Pattern != nil {
+		if _, ok := x.Pattern.Pattern.(ast.ValueExpr); !ok {
+			// MariaDB's grammar takes a string literal only; keyhole's
+			// parser takes any expression, a subquery too, which would
+			// go unread.
+			w.unsupported("SHOW ... LIKE takes a string literal")
+		}
+	}
 	if x.Where != nil {
 		// SHOW ... WHERE filters the result's own columns; only a
 		// subquery in it can read tables.
