@@ -75,7 +75,9 @@
 // writes do (foreign_key_checks, unique_checks, check_constraint_checks
 // off; a fixed timestamp) are guarded like sql_mode. Only functions
 // MariaDB 10.11 itself resolves as native count as built-ins: any other
-// unqualified name is the current database's stored function or a UDF.
+// unqualified name is the current database's stored function or a UDF,
+// and so is a built-in its grammar knows as a keyword written quoted
+// (`left`(x, 1), `now`(); funcs.go quotedKeywordFuncs).
 //
 // DDL (statements.go ddl): on an existing table it writes every column of
 // it (an ALTER rewrites the rows, MODIFY/CHANGE replace a column's

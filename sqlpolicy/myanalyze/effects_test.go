@@ -161,3 +161,55 @@ func TestBuiltinsAreNative(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+// TestQuotedKeywordFuncs: a built-in MariaDB's grammar knows as a keyword
+// (NOW, LEFT, COUNT ...), written as a quoted identifier, calls the
+// stored function of that name in the current database; a name of its
+// native registry (ABS, CONCAT ...) stays the built-in. Each built-in
+// name keyhole knows is created as a stored function and called quoted:
+// the analyzer must take the call for the stored function exactly when
+// the server does.
+func TestQuotedKeywordFuncs(t *testing.T) {
+	t.Parallel()
+	db := testmariadb.New(t, "")
+	conn := testmariadb.Open(t, db.DSN)
+	conn.SetMaxOpenConns(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	c, err := conn.Conn(ctx)
+	require.NoError(t, err)
+	defer c.Close()
+	for _, name := range myanalyze.BuiltinNames() {
+		q := myanalyze.QuoteIdent(name)
+		_, err := c.ExecContext(ctx, "CREATE FUNCTION "+q+"() RETURNS INT RETURN 4242")
+		require.NoError(t, err, name)
+		var got sql.NullString
+		err = c.QueryRowContext(ctx, "SELECT "+q+"()").Scan(&got)
+		stored := err == nil && got.String == "4242"
+		assert.Equal(t, stored, myanalyze.QuotedKeywordFunc(name),
+			"%s: the server runs the stored function for %s(): %v (%v)", name, q, stored, err)
+		_, err = c.ExecContext(ctx, "DROP FUNCTION "+q)
+		require.NoError(t, err)
+	}
+}
+
+// TestQuotedKeywordCall: `left`(...) names the stored function left, so
+// it needs a functions grant (refused here: the fixture has none), while
+// LEFT(...) and a quoted native stay built-ins.
+func TestQuotedKeywordCall(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		sql    string
+		stored bool
+	}{
+		{"SELECT `left`(name, 1) FROM customers", true},
+		{"SELECT `now` /* x */ ()", true},
+		{"SELECT `COUNT`(id) FROM orders", true},
+		{"SELECT LEFT(name, 1), NOW(), COUNT(id) FROM customers GROUP BY name", false},
+		{"SELECT `abs`(-1), `concat`('a', 'b')", false},
+		{"INSERT INTO `orders` (customer_id, product_id, total) VALUES (1, 1, 1)", false},
+	} {
+		got := accessSummary(analyze(t, tc.sql))
+		assert.Equal(t, tc.stored, strings.Contains(got, "P unknown_function"), "%s:\n%s", tc.sql, got)
+	}
+}

@@ -13,3 +13,7 @@ func BuiltinNames() []string {
 	slices.Sort(out)
 	return out
 }
+
+// QuotedKeywordFunc reports whether the analyzer takes `name`(...) for a
+// call of the current database's stored function of that name.
+func QuotedKeywordFunc(name string) bool { return quotedKeywordFuncs[name] }

@@ -311,6 +311,18 @@ func (w *walker) funcCall(x *ast.FuncCallExpr) {
 		w.storedFunc(x.Schema.O, x.FnName.O)
 		return
 	}
+	if quotedKeywordFuncs[name] && quotedCall(w.text, name) {
+		// MariaDB parses these names as keywords; quoted, they are an
+		// identifier, and the call is the current database's stored
+		// function of that name (1630 when there is none).
+		if w.db == "" {
+			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownFunction, Func: name,
+				Detail: fmt.Sprintf("`%s`(...) calls a stored function and no database is selected; write the built-in without quotes", name)})
+			return
+		}
+		w.storedFunc(w.db, x.FnName.O)
+		return
+	}
 	if w.builtinOrDanger(name) {
 		return
 	}

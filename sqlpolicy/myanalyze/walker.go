@@ -20,6 +20,8 @@ type walker struct {
 	// none is selected).
 	db string
 	st *sqlpolicy.Statement
+	// text is the statement's text as the parser saw it (quotedCall).
+	text string
 
 	depth int // recursion depth
 	nest  int // EXPLAIN/PREPARE nesting and view expansion depth
