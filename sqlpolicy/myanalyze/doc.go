@@ -77,7 +77,9 @@
 // MariaDB 10.11 itself resolves as native count as built-ins: any other
 // unqualified name is the current database's stored function or a UDF,
 // and so is a built-in its grammar knows as a keyword written quoted
-// (`left`(x, 1), `now`(); funcs.go quotedKeywordFuncs).
+// (`left`(x, 1), `now`(); funcs.go quotedKeywordFuncs) or, for the
+// names its lexer takes for functions only when "(" follows at once,
+// with a space before "(" (count (id); spacedKeywordFuncs).
 //
 // DDL (statements.go ddl): on an existing table it writes every column of
 // it (an ALTER rewrites the rows, MODIFY/CHANGE replace a column's

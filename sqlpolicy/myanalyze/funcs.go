@@ -99,6 +99,39 @@ var quotedKeywordFuncs = setOf(`
 	utc_date utc_time utc_timestamp values var_pop var_samp variance weight_string year
 	`)
 
+// spacedKeywordFuncs are the builtinFuncs names MariaDB's lexer takes
+// for function keywords only when "(" follows at once (lex.h
+// sql_functions; with IGNORE_SPACE, also after white space): now (),
+// count (id) or substr/**/(x, 1) call the stored function of that name.
+// TestQuotedKeywordFuncs checks the list against the server.
+var spacedKeywordFuncs = setOf(`
+	adddate bit_and bit_or bit_xor cast count cume_dist curdate curtime date_add date_sub dense_rank
+	extract first_value group_concat json_arrayagg json_objectagg lag lead linestring max median mid
+	min now nth_value ntile percent_rank percentile_cont percentile_disc point polygon position rank
+	session_user std stddev stddev_pop stddev_samp subdate substr substring sum system_user trim
+	var_pop var_samp variance
+	`)
+
+// spacedCall reports whether text has name as a word followed by white
+// space or a comment and then "(" (text in string literals that looks
+// so counts too, which errs on the safe side).
+func spacedCall(text, name string) bool {
+	lower := strings.ToLower(text)
+	for i := 0; ; {
+		j := strings.Index(lower[i:], name)
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(name)
+		word := (start == 0 || !isIdentByte(lower[start-1]) && !strings.ContainsRune(".`@", rune(lower[start-1]))) &&
+			(end == len(lower) || !isIdentByte(lower[end]))
+		if next := skipBlank(lower, end); word && next > end && next < len(lower) && lower[next] == '(' {
+			return true
+		}
+		i = end
+	}
+}
+
 // quotedCall reports whether text calls name written as a quoted
 // identifier: `name` (or "name", an identifier under ANSI_QUOTES)
 // followed, after white space and comments, by "(". Text in string
