@@ -48,7 +48,16 @@ INSERT INTO members (id, email, tenant, tag) VALUES (1, 'ada@example.com', 1, 'a
 CREATE TABLE pay (id INT NOT NULL, name VARCHAR(20) NOT NULL, salary INT NOT NULL, PRIMARY KEY (id, salary))
     PARTITION BY RANGE (salary) (PARTITION p_low VALUES LESS THAN (50000), PARTITION p_high VALUES LESS THAN MAXVALUE);
 INSERT INTO pay VALUES (1, 'Ada', 40000), (2, 'Alan', 90000);
-INSERT INTO people VALUES (1, 'Ada', 'ada@example.com'), (2, 'Alan', 'alan@example.com');
+CREATE TABLE directory (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(50) NOT NULL,
+    email VARCHAR(100) DEFAULT (CONCAT(LOWER(name), '@example.com')), UNIQUE KEY directory_email (email));
+INSERT INTO directory (name, email) VALUES ('x', 'ada@example.com');
+CREATE TABLE visits (id INT AUTO_INCREMENT PRIMARY KEY, patient INT NOT NULL, diagnosis VARCHAR(40) NOT NULL DEFAULT 'hiv',
+    UNIQUE KEY visit_diagnosis (patient, diagnosis));
+INSERT INTO visits (patient, diagnosis) VALUES (7, 'hiv'), (8, 'flu');
+CREATE TABLE tags (id INT AUTO_INCREMENT PRIMARY KEY, owner INT NOT NULL, code VARCHAR(20) DEFAULT NULL,
+    UNIQUE KEY tag_code (owner, code));
+INSERT INTO tags (owner, code) VALUES (1, 'x');
+INSERT INTO people VALUES (1, 'Ada', 'ada@example.com'), (2, 'Alan', 'alan@example.com'), (3, 'Aaron', 'aaron@example.com');
 INSERT INTO vault VALUES (7, 'hunter2');
 INSERT INTO person_audit (person_id) VALUES (2);
 `
@@ -61,12 +70,15 @@ labels:
   shop.contacts.email: [pii.email]
   shop.members.email: [pii.email]
   shop.pay.salary: [pii.salary]
+  shop.directory.email: [pii.email]
+  shop.visits.diagnosis: [pii.health]
+  shop.tags.code: [pii.code]
 roles:
   writer:
     upstream: shop
     allow:
       - select: [shop.people, shop.signups, shop.staff, shop.contacts, shop.members, shop.pay]
-      - insert: [shop.signups, shop.tokens, shop.invites]
+      - insert: [shop.signups, shop.tokens, shop.invites, shop.directory, shop.visits, shop.tags]
       - update: [shop.signups, shop.staff, shop.contacts, shop.members]
       - delete: [shop.people]
     deny_labels: [pii.*, secret]
@@ -121,6 +133,12 @@ func TestConstraintOracles(t *testing.T) {
 		{"update prints a unique generated column over a labelled column",
 			"UPDATE members SET tag = 'b' WHERE id = 1",
 			"UPDATE members SET tag = 'c' WHERE id = 1", 1062, 0, "pii.email"},
+		{"insert compares a unique key whose labelled column takes its default expression",
+			"INSERT INTO directory (name) VALUES ('Ada')",
+			"INSERT INTO directory (name) VALUES ('Zed')", 1062, 0, "pii.email"},
+		{"insert compares a unique key whose labelled column takes its constant default",
+			"INSERT INTO visits (patient) VALUES (7)",
+			"INSERT INTO visits (patient) VALUES (8)", 1062, 0, "pii.health"},
 		{"restricted delete looks for a secret table's rows",
 			"DELETE FROM people WHERE id = 2",
 			"DELETE FROM people WHERE id = 1", 1451, 0, "secret"},
@@ -145,10 +163,21 @@ func TestConstraintOracles(t *testing.T) {
 		}
 	}
 
+	// INSERT IGNORE skips a conflicting row without an error (0 rows
+	// affected instead of 1), and INSERT ... SET leaves columns out too.
+	for _, text := range []string{
+		"INSERT IGNORE INTO visits (patient) SELECT 7",
+		"INSERT INTO directory SET name = 'Ada'",
+	} {
+		d, _ := engine.Check(p, testmariadb.Rename(text, db.Name), engine.NewSession())
+		assert.False(t, d.Allowed(), "keyhole allows %s", text)
+	}
+
 	for _, text := range []string{
 		"INSERT INTO invites (person_id) VALUES (1)", // people.id is not labelled
 		"UPDATE signups SET note = 'x' WHERE id = 1", // no key column
 		"UPDATE staff SET name = 'x' WHERE id = 1",   // no constraint or generated column reads name
+		"INSERT INTO tags (owner) VALUES (1)",        // the labelled key column defaults to NULL: no conflict
 	} {
 		d, _ := engine.Check(p, testmariadb.Rename(text, db.Name), engine.NewSession())
 		assert.True(t, d.Allowed(), "%s: %s", text, reasonsJSON(d))
@@ -278,6 +307,59 @@ func TestPartitionSelection(t *testing.T) {
 		"SELECT PARTITION_NAME, PARTITION_DESCRIPTION FROM information_schema.PARTITIONS WHERE TABLE_NAME = 'pay'",
 	} {
 		d, _ := engine.Check(p, text, engine.NewSession())
+		assert.True(t, d.Allowed(), "%s: %s", text, reasonsJSON(d))
+	}
+}
+
+// TestIndexHints: an index hint picks the index the server reads a table
+// through, and without ORDER BY the rows come back in that index's order:
+// FORCE INDEX (people_email) lists the people in the order of their
+// (labelled) email, and MariaDB asks no privilege on email for it.
+// IGNORE INDEX (PRIMARY) leaves the server the other indexes, which
+// keyhole does not all know. Hints naming primary or unique keys read
+// their columns; any other hint reads every column of the table.
+func TestIndexHints(t *testing.T) {
+	t.Parallel()
+	engine, udb, db := newOracleDB(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	p := sqlpolicy.Principal{Agent: "writer-agent"}
+
+	ids := func(q string) []int {
+		rows, err := udb.QueryContext(ctx, q)
+		require.NoError(t, err, q)
+		defer rows.Close()
+		var out []int
+		for rows.Next() {
+			var id int
+			require.NoError(t, rows.Scan(&id))
+			out = append(out, id)
+		}
+		require.NoError(t, rows.Err())
+		return out
+	}
+	assert.Equal(t, []int{1, 2, 3}, ids("SELECT id FROM people USE INDEX (PRIMARY)"), "primary key order")
+	assert.Equal(t, []int{3, 1, 2}, ids("SELECT id FROM people FORCE INDEX (people_email)"),
+		"the role's own grants list the ids in email order")
+
+	for _, text := range []string{
+		"SELECT id FROM people FORCE INDEX (people_email)",
+		"SELECT id FROM people USE INDEX (people_email) LIMIT 1",
+		"SELECT id FROM people IGNORE INDEX (PRIMARY)",
+		"SELECT s.id FROM signups s JOIN people p FORCE INDEX (people_email) ON p.email = s.email",
+		"SELECT id FROM people FORCE INDEX (no_such_index)",
+	} {
+		d, _ := engine.Check(p, testmariadb.Rename(text, db.Name), engine.NewSession())
+		if assert.False(t, d.Allowed(), "keyhole allows %s", text) {
+			assert.True(t, hasLabel(d, "pii.email"), "%s refused without label pii.email: %s", text, reasonsJSON(d))
+		}
+	}
+	for _, text := range []string{
+		"SELECT id FROM people USE INDEX (PRIMARY)",
+		"SELECT id, name FROM people FORCE INDEX FOR ORDER BY (PRIMARY) ORDER BY id",
+		"SELECT id FROM people USE INDEX ()",
+	} {
+		d, _ := engine.Check(p, testmariadb.Rename(text, db.Name), engine.NewSession())
 		assert.True(t, d.Allowed(), "%s: %s", text, reasonsJSON(d))
 	}
 }

@@ -356,7 +356,7 @@ func parseDetail(err error) string {
 // statement analyzes one parsed statement. depth counts the enclosing
 // EXPLAIN/PREPARE levels.
 func (a *Analyzer) statement(n ast.StmtNode, ts *textState, depth int) (st sqlpolicy.Statement) {
-	w := &walker{a: a, cat: a.cat, ts: ts, db: ts.db, st: &st, nest: depth}
+	w := &walker{a: a, cat: a.cat, ts: ts, db: ts.db, st: &st, nest: depth, text: n.OriginalText()}
 	defer func() {
 		if r := recover(); r != nil {
 			if st.Command == "" {

@@ -52,3 +52,54 @@ func TestDDLWrites(t *testing.T) {
 		})
 	}
 }
+
+// TestDDLOtherTables: a table definition that names another table reads
+// it. A foreign key is checked against the referenced key at once for
+// the rows the table has or gets (CREATE TABLE ... SELECT 2 AS x,
+// FOREIGN KEY (x) REFERENCES secrets (id) fails with 1452 exactly when
+// secrets has no id 2; ALTER TABLE ... ADD FOREIGN KEY checks every
+// row), and MariaDB asks no privilege on the referenced table: its key
+// columns are read with Via = the defined table, like the checks of an
+// existing foreign key. EXCHANGE PARTITION ... WITH TABLE and a MERGE
+// table's UNION=(...) move or show the other table's rows: DDL on it and
+// a read of all its columns.
+func TestDDLOtherTables(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name, sql string
+		want      []string
+		absent    []string
+	}{
+		{"create select checks a foreign key", "CREATE TABLE fresh (x INT, FOREIGN KEY (x) REFERENCES secrets (id)) SELECT 2 AS x",
+			[]string{"T read  secrets via fresh", "C read  secrets.id via fresh"}, nil},
+		{"column references", "CREATE TABLE fresh (x VARCHAR(200) REFERENCES customers (email))",
+			[]string{"C read  customers.email via fresh"}, nil},
+		{"alter adds a foreign key", "ALTER TABLE orders ADD CONSTRAINT f FOREIGN KEY (status) REFERENCES customers (ssn)",
+			[]string{"C read  customers.ssn via orders"}, nil},
+		{"alter adds a referencing column", "ALTER TABLE orders ADD COLUMN s INT REFERENCES secrets (id)",
+			[]string{"C read  secrets.id via orders"}, nil},
+		{"alter adds a foreign key among other clauses", "ALTER TABLE orders ADD COLUMN s INT, ADD FOREIGN KEY (s) REFERENCES secrets (id)",
+			[]string{"C read  secrets.id via orders"}, nil},
+		{"unknown referenced table", "CREATE TABLE fresh (x INT REFERENCES nosuch (id))", []string{"P unknown_table"}, nil},
+		{"self reference", "CREATE TABLE fresh (x INT PRIMARY KEY, y INT, FOREIGN KEY (y) REFERENCES fresh (x))",
+			nil, []string{"P unknown_table"}},
+		{"exchange partition", "ALTER TABLE orders EXCHANGE PARTITION p0 WITH TABLE secrets",
+			[]string{"T write  secrets", "C write  secrets.value", "C read  secrets.value"}, nil},
+		{"merge union", "CREATE TABLE fresh (id INT) ENGINE=MERGE UNION=(secrets)",
+			[]string{"T write  secrets", "C read  secrets.value"}, nil},
+		{"alter to merge union", "ALTER TABLE orders ENGINE=MERGE UNION=(shop.secrets)",
+			[]string{"C read  secrets.name"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			got := strings.Split(accessSummary(analyze(t, tc.sql)), "\n")
+			for _, l := range tc.want {
+				assert.Contains(t, got, l, tc.sql)
+			}
+			for _, l := range tc.absent {
+				assert.NotContains(t, got, l, tc.sql)
+			}
+		})
+	}
+}

@@ -69,18 +69,27 @@
 // with Via = the written table, so their labels apply; so are the
 // columns of the generated columns, CHECK constraints and unique keys an
 // update recomputes (a failing CHECK (credit_limit <= salary) tells the
-// salary, a duplicate key error prints the whole key). Settings that change what
+// salary, a duplicate key error prints the whole key), and so are those
+// of the unique keys an insert fills with a default or generated value
+// (the conflict tells whether another row holds it). Settings that change what
 // writes do (foreign_key_checks, unique_checks, check_constraint_checks
 // off; a fixed timestamp) are guarded like sql_mode. Only functions
 // MariaDB 10.11 itself resolves as native count as built-ins: any other
-// unqualified name is the current database's stored function or a UDF.
+// unqualified name is the current database's stored function or a UDF,
+// and so is a built-in its grammar knows as a keyword written quoted
+// (`left`(x, 1), `now`(); funcs.go quotedKeywordFuncs) or, for the
+// names its lexer takes for functions only when "(" follows at once,
+// with a space before "(" (count (id); spacedKeywordFuncs).
 //
 // DDL (statements.go ddl): on an existing table it writes every column of
 // it (an ALTER rewrites the rows, MODIFY/CHANGE replace a column's
 // comment and its labels, DROP and TRUNCATE destroy the data); renaming a
 // table or a column, and replacing a comment that carries keyhole labels,
 // is refused (the policy names tables and columns, and the proxy has the
-// catalog read again after DDL).
+// catalog read again after DDL). A foreign key it defines reads the
+// referenced key (checked at once for the rows the table has or gets),
+// and EXCHANGE PARTITION and MERGE's UNION=(...) are DDL on, and a read
+// of, the other table.
 //
 // Resource limits (limits.go): UpstreamSettings maps a role's timeouts to
 // MariaDB's max_statement_time and idle_transaction_timeout (MySQL:

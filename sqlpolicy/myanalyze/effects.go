@@ -81,8 +81,11 @@ func (w *walker) writeEffects() {
 			// value (or NULL): no lookup of its own.
 			w.parentChecks(rel, t.Action)
 		}
-		if t.Action == sqlpolicy.VerbUpdate {
+		switch t.Action {
+		case sqlpolicy.VerbUpdate:
 			w.rowChecks(rel)
+		case sqlpolicy.VerbInsert:
+			w.insertKeyChecks(rel)
 		}
 		switch t.Action {
 		case sqlpolicy.VerbDelete:
@@ -134,9 +137,9 @@ func (w *walker) checkRead(rel sqlpolicy.Rel, cols []string, via sqlpolicy.Rel) 
 // passes CHECK (credit_limit <= salary) exactly when salary >= n. The
 // columns of every generated column, CHECK constraint and unique key that
 // depends on an updated column (or on a generated column that does) are
-// reported as read, with Via = rel. An insert needs none of this: its new
-// row holds only the statement's values and the columns' defaults (and a
-// key it collides with holds the same values).
+// reported as read, with Via = rel. An insert's new row holds only the
+// statement's values and the columns' defaults; its keys are
+// insertKeyChecks'.
 func (w *walker) rowChecks(rel *catalog.Relation) {
 	r := relOf(rel)
 	changed := map[string]bool{}
@@ -192,6 +195,60 @@ func (w *walker) rowChecks(rel *catalog.Relation) {
 			continue
 		}
 		read(k.Columns)
+	}
+}
+
+// insertKeyChecks reports what an insert of rel reads beyond its
+// statement: MariaDB compares the new row's primary and unique keys with
+// every other row's, and on a conflict the insert fails (1062 Duplicate
+// entry, printing the key), is skipped (INSERT IGNORE: 0 rows affected)
+// or replaces the other row (REPLACE: 2). A key whose columns the
+// statement sets compares only the statement's values; a column it
+// leaves out gets its default (a constant, or an expression over the new
+// row: DEFAULT (CONCAT(LOWER(name), '@example.com'))) or its generated
+// value, and the conflict tells whether another row holds that value:
+// under UNIQUE (patient, diagnosis) with diagnosis DEFAULT 'hiv', INSERT
+// INTO visits (patient) VALUES (7) fails exactly when patient 7 has that
+// diagnosis, and MariaDB asks no privilege on diagnosis for it. The
+// columns of such a key are reported as read, with Via = rel, unless a
+// column left out defaults to NULL, which equals no other row's value.
+func (w *walker) insertKeyChecks(rel *catalog.Relation) {
+	r := relOf(rel)
+	set := map[string]bool{}
+	for _, c := range w.st.Columns {
+		if c.Mode == sqlpolicy.Write && c.Action == sqlpolicy.VerbInsert && c.Rel == r {
+			set[strings.ToLower(c.Column)] = true
+		}
+	}
+	col := func(name string) *catalog.Column {
+		for _, c := range rel.Columns {
+			if strings.EqualFold(c.Name, name) {
+				return c
+			}
+		}
+		return nil
+	}
+	for _, k := range rel.UniqueKeys {
+		if slices.Contains(k.Columns, "") {
+			// An expression key part may name any column.
+			w.checkRead(r, allColumns(rel), r)
+			continue
+		}
+		left, null := false, false
+		for _, n := range k.Columns {
+			if set[strings.ToLower(n)] {
+				continue
+			}
+			left = true
+			// MariaDB prints DEFAULT NULL as NULL (a string default
+			// 'NULL' keeps its quotes).
+			if c := col(n); c != nil && c.Generated == "" && strings.EqualFold(c.Default, "NULL") {
+				null = true
+			}
+		}
+		if left && !null {
+			w.checkRead(r, k.Columns, r)
+		}
 	}
 }
 

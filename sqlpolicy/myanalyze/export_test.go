@@ -13,3 +13,11 @@ func BuiltinNames() []string {
 	slices.Sort(out)
 	return out
 }
+
+// QuotedKeywordFunc reports whether the analyzer takes `name`(...) for a
+// call of the current database's stored function of that name.
+func QuotedKeywordFunc(name string) bool { return quotedKeywordFuncs[name] }
+
+// SpacedKeywordFunc reports whether the analyzer takes name (...), with a
+// space before "(", for a call of the stored function of that name.
+func SpacedKeywordFunc(name string) bool { return spacedKeywordFuncs[name] }

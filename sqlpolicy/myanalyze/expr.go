@@ -311,6 +311,9 @@ func (w *walker) funcCall(x *ast.FuncCallExpr) {
 		w.storedFunc(x.Schema.O, x.FnName.O)
 		return
 	}
+	if w.storedKeywordCall(name) {
+		return
+	}
 	if w.builtinOrDanger(name) {
 		return
 	}
@@ -322,8 +325,34 @@ func (w *walker) funcCall(x *ast.FuncCallExpr) {
 		Detail: fmt.Sprintf("function %s is not a built-in keyhole knows nor a stored function of the current database", name)})
 }
 
+// storedKeywordCall reports, and returns true for, a call of a built-in
+// MariaDB's grammar knows as a keyword that this text writes so that
+// MariaDB parses the name as an identifier: quoted (`left`(x, 1)), or,
+// for the names its lexer takes for function keywords only when "("
+// follows at once, with white space or a comment before the "(" (now (),
+// count (id)), unless the session's sql_mode has IGNORE_SPACE. Such a
+// call is the current database's stored function of that name (1630
+// when there is none), which runs with its definer's rights.
+func (w *walker) storedKeywordCall(name string) bool {
+	quoted := quotedKeywordFuncs[name] && quotedCall(w.text, name)
+	spaced := spacedKeywordFuncs[name] && !w.ts.mode.HasIgnoreSpaceMode() && spacedCall(w.text, name)
+	if !quoted && !spaced {
+		return false
+	}
+	if w.db == "" {
+		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownFunction, Func: name,
+			Detail: fmt.Sprintf("%s written quoted or with a space before \"(\" calls a stored function, and no database is selected; write the built-in unquoted, with \"(\" right after its name", name)})
+		return true
+	}
+	w.storedFunc(w.db, name)
+	return true
+}
+
 // builtin reports an aggregate or window function.
 func (w *walker) builtin(name string) {
+	if w.storedKeywordCall(strings.ToLower(name)) {
+		return
+	}
 	if !w.builtinOrDanger(strings.ToLower(name)) {
 		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownFunction, Func: name,
 			Detail: fmt.Sprintf("function %s is not a built-in keyhole knows", name)})

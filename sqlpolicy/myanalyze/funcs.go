@@ -1,6 +1,10 @@
 package myanalyze
 
-import "github.com/keyholedb/keyhole/sqlpolicy"
+import (
+	"strings"
+
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
 
 // builtinSchema is the FuncRef.Schema of MariaDB's native functions.
 const builtinSchema = "builtin"
@@ -73,4 +77,103 @@ var dangerousFuncs = map[string]sqlpolicy.Problem{
 	"nextval":          {Code: sqlpolicy.ProblemUnsupported, Detail: "sequences (NEXT VALUE FOR, NEXTVAL) are not modelled"},
 	"lastval":          {Code: sqlpolicy.ProblemUnsupported, Detail: "sequences (PREVIOUS VALUE FOR, LASTVAL) are not modelled"},
 	"setval":           {Code: sqlpolicy.ProblemUnsupported, Detail: "sequences (SETVAL) are not modelled"},
+}
+
+// quotedKeywordFuncs are the builtinFuncs names MariaDB's grammar knows as
+// keywords, not through its registry of native functions
+// (item_create.cc): written as a quoted identifier (`now`(), `left`(x,
+// 1), `count`(x)) such a name is a call of the stored function of that
+// name in the current database, which runs with its definer's rights,
+// where keyhole's parser still sees the built-in. (Names of the
+// registry, `abs`(x) or `concat`(x), stay the built-in quoted or not.)
+// TestQuotedKeywordFuncs checks the list against the server.
+var quotedKeywordFuncs = setOf(`
+	adddate ascii avg binary bit_and bit_or bit_xor cast char charset column_add column_create
+	column_delete column_get convert count cume_dist curdate current_date current_role current_time
+	current_timestamp current_user curtime date date_add date_sub day default dense_rank extract
+	first_value get_format group_concat hour if insert interval json_arrayagg json_objectagg lag
+	last_value lead left linestring localtime localtimestamp max median mid min minute month now
+	nth_value ntile percent_rank percentile_cont percentile_disc point polygon position rank repeat
+	replace right row_number second session_user std stddev stddev_pop stddev_samp subdate substr
+	substring sum sysdate system_user time timestamp timestampadd timestampdiff trim truncate user
+	utc_date utc_time utc_timestamp values var_pop var_samp variance weight_string year
+	`)
+
+// spacedKeywordFuncs are the builtinFuncs names MariaDB's lexer takes
+// for function keywords only when "(" follows at once (lex.h
+// sql_functions; with IGNORE_SPACE, also after white space): now (),
+// count (id) or substr/**/(x, 1) call the stored function of that name.
+// TestQuotedKeywordFuncs checks the list against the server.
+var spacedKeywordFuncs = setOf(`
+	adddate bit_and bit_or bit_xor cast count cume_dist curdate curtime date_add date_sub dense_rank
+	extract first_value group_concat json_arrayagg json_objectagg lag lead linestring max median mid
+	min now nth_value ntile percent_rank percentile_cont percentile_disc point polygon position rank
+	session_user std stddev stddev_pop stddev_samp subdate substr substring sum system_user trim
+	var_pop var_samp variance
+	`)
+
+// spacedCall reports whether text has name as a word followed by white
+// space or a comment and then "(" (text in string literals that looks
+// so counts too, which errs on the safe side).
+func spacedCall(text, name string) bool {
+	lower := strings.ToLower(text)
+	for i := 0; ; {
+		j := strings.Index(lower[i:], name)
+		if j < 0 {
+			return false
+		}
+		start, end := i+j, i+j+len(name)
+		word := (start == 0 || !isIdentByte(lower[start-1]) && !strings.ContainsRune(".`@", rune(lower[start-1]))) &&
+			(end == len(lower) || !isIdentByte(lower[end]))
+		if next := skipBlank(lower, end); word && next > end && next < len(lower) && lower[next] == '(' {
+			return true
+		}
+		i = end
+	}
+}
+
+// quotedCall reports whether text calls name written as a quoted
+// identifier: `name` (or "name", an identifier under ANSI_QUOTES)
+// followed, after white space and comments, by "(". Text in string
+// literals that looks so counts too (the call is then refused, which
+// errs on the safe side).
+func quotedCall(text, name string) bool {
+	lower := strings.ToLower(text)
+	for _, q := range []string{"`", `"`} {
+		pat := q + name + q
+		for i := 0; ; {
+			j := strings.Index(lower[i:], pat)
+			if j < 0 {
+				break
+			}
+			k := i + j + len(pat)
+			if next := skipBlank(lower, k); next < len(lower) && lower[next] == '(' {
+				return true
+			}
+			i = k
+		}
+	}
+	return false
+}
+
+// skipBlank returns the offset of the first byte at or after i that is
+// not white space or in a comment.
+func skipBlank(s string, i int) int {
+	for i < len(s) {
+		switch {
+		case isSpace(s[i]):
+			i++
+		case strings.HasPrefix(s[i:], "/*"):
+			j := strings.Index(s[i+2:], "*/")
+			if j < 0 {
+				return len(s)
+			}
+			i += 2 + j + 2
+		case s[i] == '#' || strings.HasPrefix(s[i:], "-- "):
+			i = lineEnd(s, i)
+		default:
+			return i
+		}
+	}
+	return i
 }

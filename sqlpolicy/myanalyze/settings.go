@@ -6,6 +6,7 @@ import (
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
 
+	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -102,8 +103,9 @@ func literal(e ast.ExprNode) (string, bool) {
 // sets), the session's identity, or what writes do beyond what the
 // statement shows (turning off foreign key, unique or CHECK constraint
 // checks, the clock DEFAULT CURRENT_TIMESTAMP reads, the next
-// AUTO_INCREMENT value), or what the server logs or replicates of the
-// session (recordingVar), with their kind;
+// AUTO_INCREMENT value, the point in time system-versioned tables are
+// read at), or what the server logs or replicates of the session
+// (recordingVar), with their kind;
 // "" for others. A change to a character set in which every ASCII byte is
 // itself (utf8mb4, latin1 ...) keeps lexing as it was, and turning a
 // check back on is harmless.
@@ -139,6 +141,15 @@ func guardedChange(set sqlpolicy.Setting) sqlpolicy.SettingKind {
 		// seed: what a write stores or a read returns, which the
 		// statement's text does not show. (These are how the binary log
 		// replays a statement; an agent has no business setting them.)
+		if !set.Reset {
+			return sqlpolicy.SettingBehavior
+		}
+	case "system_versioning_asof", "system_versioning_insert_history":
+		// system_versioning_asof puts FOR SYSTEM_TIME AS OF on every
+		// query of a system-versioned table that has none (deleted rows
+		// and old values come back), which keyhole refuses as not
+		// modelled when it is written; system_versioning_insert_history
+		// lets an insert write the row_start and row_end of history.
 		if !set.Reset {
 			return sqlpolicy.SettingBehavior
 		}
@@ -313,8 +324,12 @@ func (w *walker) show(x *ast.ShowStmt) {
 		meta("COLUMNS")
 		table()
 	case ast.ShowIndex:
+		// Cardinality is each index's count of distinct keys, a number
+		// made by the values of its columns (statistics.go).
 		meta("STATISTICS")
-		table()
+		if it := table(); it != nil && it.rel != nil && it.rel.Kind != catalog.KindView {
+			w.indexStatistics(it.rel)
+		}
 	case ast.ShowCreateTable, ast.ShowCreateView:
 		// The definition names every column (with its default and
 		// comment), and MariaDB asks a table-level privilege for it: it
@@ -334,6 +349,14 @@ func (w *walker) show(x *ast.ShowStmt) {
 			Detail: "SHOW PROCESSLIST exposes other sessions and their statements"})
 	default:
 		w.unsupported("this SHOW statement is not modelled")
+	}
+	if x.Pattern != nil && x.Pattern.Pattern != nil {
+		if _, ok := x.Pattern.Pattern.(ast.ValueExpr); !ok {
+			// MariaDB's grammar takes a string literal only; keyhole's
+			// parser takes any expression, a subquery too, which would
+			// go unread.
+			w.unsupported("SHOW ... LIKE takes a string literal")
+		}
 	}
 	if x.Where != nil {
 		// SHOW ... WHERE filters the result's own columns; only a

@@ -2,6 +2,7 @@ package myanalyze
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
@@ -140,6 +141,10 @@ func (w *walker) statement(n ast.StmtNode) {
 			rel = w.lookupRel(db, it.Name.O)
 		}
 		for _, spec := range x.Specs {
+			w.ddlOthers(x.Table, spec.NewColumns, append([]*ast.Constraint{spec.Constraint}, spec.NewConstraints...), spec.Options)
+			if spec.Tp == ast.AlterTableExchangePartition {
+				w.exchanged(x.Table, spec.NewTable)
+			}
 			if renames(spec) {
 				w.unsupported(renameRefusal)
 				break
@@ -155,6 +160,7 @@ func (w *walker) statement(n ast.StmtNode) {
 		w.ddl("DROP INDEX", x.Table)
 	case *ast.CreateTableStmt:
 		w.ddl("CREATE TABLE", x.Table)
+		w.ddlOthers(x.Table, x.Cols, x.Constraints, x.Options)
 		if x.Select != nil {
 			w.query(x.Select, nil, nil)
 		}
@@ -230,6 +236,109 @@ func (w *walker) ddl(command string, tables ...*ast.TableName) {
 			w.column(sqlpolicy.ColumnRef{Rel: rel, Column: c.Name, Mode: sqlpolicy.Write})
 		}
 	}
+}
+
+// ddlOthers reports what a table definition (CREATE TABLE, an ALTER TABLE
+// clause) does with tables other than target:
+//
+//   - a foreign key (FOREIGN KEY ... REFERENCES, or REFERENCES on a
+//     column) is checked against the referenced table's key at once for
+//     the rows the table has (ALTER TABLE ... ADD) or gets (CREATE TABLE
+//     ... SELECT 2 AS x REFERENCES secrets (id) fails with 1452 exactly
+//     when secrets has no id 2), and for every later write: as for the
+//     checks of an existing foreign key (effects.go), the referenced
+//     columns are read with Via = target, and MariaDB asks no privilege
+//     on them;
+//   - a MERGE table's UNION=(t, ...) reads and writes the rows of those
+//     tables as its own: DDL on each of them, and a read of all their
+//     columns.
+func (w *walker) ddlOthers(target *ast.TableName, cols []*ast.ColumnDef, cons []*ast.Constraint, opts []*ast.TableOption) {
+	if target == nil {
+		return
+	}
+	via := w.ddlRel(target)
+	refer := func(ref *ast.ReferenceDef) {
+		if ref == nil || ref.Table == nil {
+			return
+		}
+		parent := w.ddlRel(ref.Table)
+		if parent == via {
+			// A key of the table itself (a self-reference).
+			return
+		}
+		if r := w.cat.Relation(parent.Schema, parent.Name); r == nil {
+			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownTable, Rel: parent,
+				Detail: fmt.Sprintf("the foreign key references %s, which keyhole does not know", parent)})
+			return
+		}
+		var names []string
+		for _, k := range ref.IndexPartSpecifications {
+			if k.Column == nil {
+				names = append(names, "")
+				continue
+			}
+			names = append(names, k.Column.Name.O)
+		}
+		if len(names) == 0 || slices.Contains(names, "") {
+			// REFERENCES t without columns names its primary key; an
+			// expression part may name any column.
+			names = allColumns(w.cat.Relation(parent.Schema, parent.Name))
+		}
+		w.checkRead(parent, names, via)
+	}
+	for _, c := range cols {
+		if c == nil {
+			continue
+		}
+		for _, o := range c.Options {
+			if o != nil && o.Tp == ast.ColumnOptionReference {
+				refer(o.Refer)
+			}
+		}
+	}
+	for _, c := range cons {
+		if c != nil && c.Tp == ast.ConstraintForeignKey {
+			refer(c.Refer)
+		}
+	}
+	for _, o := range opts {
+		if o == nil || o.Tp != ast.TableOptionUnion {
+			continue
+		}
+		for _, tn := range o.TableNames {
+			w.exchanged(nil, tn)
+		}
+	}
+}
+
+// exchanged reports the tables whose rows trade places with a table's:
+// ALTER TABLE t EXCHANGE PARTITION p WITH TABLE u moves u's rows into t
+// and p's into u, and a MERGE table's UNION=(u) shows u's rows as its
+// own. Each is DDL on every column of it (as for t), and a read of all
+// its columns, which the other table then shows.
+func (w *walker) exchanged(target, other *ast.TableName) {
+	for _, tn := range []*ast.TableName{target, other} {
+		if tn == nil {
+			continue
+		}
+		w.ddl(w.st.Command, tn)
+		if it := w.resolveTable(tn, nil, sqlpolicy.Read, false); it != nil {
+			w.readCols(nil, it.cols)
+		}
+	}
+}
+
+// ddlRel is the relation a DDL statement's table name names, spelled as
+// the catalog spells it when it is there.
+func (w *walker) ddlRel(tn *ast.TableName) sqlpolicy.Rel {
+	db := tn.Schema.O
+	if db == "" {
+		db = w.db
+	}
+	if r := w.lookupRel(db, tn.Name.O); r != nil {
+		return relOf(r)
+	}
+	return sqlpolicy.Rel{Schema: db, Name: tn.Name.O}
 }
 
 // renameRefusal refuses renaming a table or a column. keyhole's policy,

@@ -22,11 +22,16 @@ import (
 // table labelled as a whole with a denied label refuses it. PARTITIONS
 // counts each partition's rows, the rows whose partitioning expression
 // falls in its range: a read of the columns the expression names, as
-// SELECT count(*) ... WHERE salary >= 50000 is. Schema
-// discovery (names, types, comments, engines) reads only the metadata
-// columns and stays a catalog read, and so does STATISTICS.CARDINALITY,
-// the sampled estimate ANALYZE TABLE refreshes (as Postgres's reltuples
-// stays readable).
+// SELECT count(*) ... WHERE salary >= 50000 is. STATISTICS.CARDINALITY
+// is an index's count of distinct keys, which InnoDB recounts on its own
+// once a tenth of the rows changed: a primary key's is the table's row
+// count (as TABLE_ROWS), a unique key's the number of rows whose key is
+// not NULL (COUNT(ssn)), another index's the distinct values of its
+// columns (COUNT(DISTINCT ssn)). keyhole does not know which columns a
+// non-unique index covers, so it is a read of every column of the
+// table, as SHOW INDEX (whose Cardinality is the same number) is. Schema
+// discovery (names, types, comments, engines, which columns an index
+// covers) reads only the metadata columns and stays a catalog read.
 
 // statisticsViews maps the information_schema views that hold numbers
 // made by rows to their metadata columns: every other column of the view
@@ -39,12 +44,16 @@ var statisticsViews = map[string]map[string]bool{
 		PARTITION_ORDINAL_POSITION SUBPARTITION_ORDINAL_POSITION PARTITION_METHOD SUBPARTITION_METHOD
 		PARTITION_EXPRESSION SUBPARTITION_EXPRESSION PARTITION_DESCRIPTION CREATE_TIME
 		PARTITION_COMMENT NODEGROUP TABLESPACE_NAME`),
+	"STATISTICS": setOf(`TABLE_CATALOG TABLE_SCHEMA TABLE_NAME NON_UNIQUE INDEX_SCHEMA INDEX_NAME
+		SEQ_IN_INDEX COLUMN_NAME COLLATION SUB_PART PACKED NULLABLE INDEX_TYPE COMMENT INDEX_COMMENT
+		IGNORED IS_VISIBLE EXPRESSION`),
 }
 
 // readsStatistics reports whether the statement reads (in any clause,
 // also through a view) a column of a statisticsViews view that is not
-// metadata, and whether such a read came through a view.
-func (w *walker) readsStatistics() (reads, viaView, perPartition bool) {
+// metadata, whether such a read came through a view, and which views'
+// numbers describe more than the rows' count (see tableStatistics).
+func (w *walker) readsStatistics() (reads, viaView, perPartition, perIndex bool) {
 	for _, c := range w.st.Columns {
 		if c.Mode != sqlpolicy.Read || !isInfoSchema(c.Rel.Schema) {
 			continue
@@ -54,9 +63,10 @@ func (w *walker) readsStatistics() (reads, viaView, perPartition bool) {
 			reads = true
 			viaView = viaView || c.Via != (sqlpolicy.Rel{})
 			perPartition = perPartition || view == "PARTITIONS"
+			perIndex = perIndex || view == "STATISTICS"
 		}
 	}
-	return reads, viaView, perPartition
+	return reads, viaView, perPartition, perIndex
 }
 
 // statsFilter is what a query's WHERE clause narrows the rows of one
@@ -73,11 +83,11 @@ type statsFilter struct {
 // of a query whose whole WHERE clause names its databases or tables
 // (statsNarrowing), and no such read comes through a view.
 func (w *walker) statistics() {
-	reads, viaView, perPartition := w.readsStatistics()
+	reads, viaView, perPartition, perIndex := w.readsStatistics()
 	if !reads {
 		return
 	}
-	w.statsPartitions = perPartition
+	w.statsPartitions, w.statsIndexes = perPartition, perIndex
 	// Which tables are read depends on the literals of the WHERE clause
 	// (and on the current database): no decision is shared with a text
 	// that differs only in them.
@@ -251,7 +261,20 @@ func (w *walker) tableStatistics(matchDB, matchName func(string) bool) {
 				// histogram of salary under RANGE (salary)).
 				w.partitionReads(rel)
 			}
+			if w.statsIndexes {
+				w.indexStatistics(rel)
+			}
 		}
+	}
+}
+
+// indexStatistics reports the read an index's CARDINALITY makes of rel:
+// the distinct values of the index's columns, which may be any of rel's
+// (the catalog holds the columns of unique keys only).
+func (w *walker) indexStatistics(rel *catalog.Relation) {
+	r := relOf(rel)
+	for _, c := range allColumns(rel) {
+		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
 	}
 }
 

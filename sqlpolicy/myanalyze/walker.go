@@ -20,6 +20,8 @@ type walker struct {
 	// none is selected).
 	db string
 	st *sqlpolicy.Statement
+	// text is the statement's text as the parser saw it (quotedCall).
+	text string
 
 	depth int // recursion depth
 	nest  int // EXPLAIN/PREPARE nesting and view expansion depth
@@ -47,8 +49,9 @@ type walker struct {
 	statsItems    int
 	statsNarrowed []statsFilter
 	// statsPartitions is set when those numbers are PARTITIONS' per
-	// partition ones.
-	statsPartitions bool
+	// partition ones, statsIndexes when they are STATISTICS' per index
+	// ones.
+	statsPartitions, statsIndexes bool
 
 	// bodyWiths are the WITH clauses attached directly to the body of a
 	// WITH query (d AS (WITH e AS ... SELECT ...)): only the queries of
@@ -453,6 +456,9 @@ func (w *walker) resolveTable(tn *ast.TableName, sc *scope, mode sqlpolicy.Mode,
 	if len(tn.PartitionNames) > 0 && !(mode == sqlpolicy.Write && w.action == sqlpolicy.VerbInsert) {
 		w.partitionReads(rel)
 	}
+	if len(tn.IndexHints) > 0 {
+		w.indexHintReads(rel, tn.IndexHints)
+	}
 	switch {
 	case mode == 0:
 		it.cols = w.baseCols(rel)
@@ -483,6 +489,40 @@ func (w *walker) partitionReads(rel *catalog.Relation) {
 			n = allColumns(rel)
 		}
 		names = append(names, n...)
+	}
+	r := relOf(rel)
+	for _, c := range withGenerated(rel, names) {
+		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
+	}
+}
+
+// indexHintReads reports the columns index hints (USE, FORCE or IGNORE
+// INDEX) make a statement read: the hinted index is the order the server
+// reads the table in, and without ORDER BY the order the rows come back
+// in (and with LIMIT, which rows, also the rows an UPDATE or DELETE
+// takes): SELECT id FROM customers FORCE INDEX (by_ssn), a covering scan
+// of an index over ssn, lists the ids in ssn order. USE or FORCE of
+// primary or unique keys reads their columns; any other index (the
+// catalog holds the columns of unique keys only), and IGNORE INDEX,
+// which leaves the server to pick among the others, read every column.
+func (w *walker) indexHintReads(rel *catalog.Relation, hints []*ast.IndexHint) {
+	var names []string
+	for _, h := range hints {
+		if h == nil {
+			continue
+		}
+		if h.HintType == ast.HintIgnore {
+			names = allColumns(rel)
+			break
+		}
+		for _, n := range h.IndexNames {
+			i := slices.IndexFunc(rel.UniqueKeys, func(k catalog.UniqueKey) bool { return strings.EqualFold(k.Name, n.O) })
+			if i < 0 || slices.Contains(rel.UniqueKeys[i].Columns, "") {
+				names = allColumns(rel)
+				break
+			}
+			names = append(names, rel.UniqueKeys[i].Columns...)
+		}
 	}
 	r := relOf(rel)
 	for _, c := range withGenerated(rel, names) {
