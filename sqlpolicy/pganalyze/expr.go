@@ -295,7 +295,8 @@ func (w *walker) funcCall(fc *pg.FuncCall, sc *scope, sk sink) {
 // reportFunc reports a call of function name (f as resolved, nil when it
 // did not) and classifies it.
 func (w *walker) reportFunc(schema, name string, f *catalogFunc, fc *pg.FuncCall, sc *scope) {
-	ref := sqlpolicy.FuncRef{Name: name}
+	proc := fc != nil && fc == w.procedure
+	ref := sqlpolicy.FuncRef{Name: name, Procedure: proc}
 	builtin := false
 	if f != nil {
 		ref.Schema = f.Schema
@@ -322,7 +323,7 @@ func (w *walker) reportFunc(schema, name string, f *catalogFunc, fc *pg.FuncCall
 		}
 		for _, g := range cands {
 			if g != f {
-				w.fn(sqlpolicy.FuncRef{Schema: g.Schema, Name: name})
+				w.fn(sqlpolicy.FuncRef{Schema: g.Schema, Name: name, Procedure: proc})
 				builtin = builtin && g.Builtin
 			}
 		}

@@ -42,6 +42,9 @@ type walker struct {
 	// funcFlag is set when an expression calls a set-returning or
 	// non-built-in function (see targets).
 	funcFlag bool
+	// procedure is the call a CALL statement invokes: its FuncRefs carry
+	// Procedure, those of the functions its arguments call do not.
+	procedure *pg.FuncCall
 	// writeVerbs are the kinds of data-modifying statements seen (the
 	// statement's own and those in WITH).
 	writeVerbs []sqlpolicy.Verb
