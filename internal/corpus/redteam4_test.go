@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/internal/corpus"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
@@ -79,4 +80,63 @@ func TestCallGrantCoversOnlyTheProcedure(t *testing.T) {
 	var pe *pgconn.PgError
 	require.True(t, errors.As(err, &pe), "%v", err)
 	assert.Contains(t, pe.Message, ssn, "the argument's cast error carries the labelled value")
+}
+
+// TestVolatileViewColumn: Postgres does not flatten a view whose select
+// list calls a volatile function, and evaluates that column for every
+// row though the query does not use it (remove_unused_subquery_outputs
+// keeps volatile outputs). A view column set_config('application_name',
+// email, false) copies every email SELECT id FROM the view reads into a
+// setting SHOW returns; a stable or immutable column over email is not
+// evaluated unused, and reading the view's other columns stays allowed.
+func TestVolatileViewColumn(t *testing.T) {
+	t.Parallel()
+	shop := corpus.NewShop(t, corpus.Suites[0])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, shop.DB.DSN)
+	require.NoError(t, err)
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, `
+CREATE VIEW public.customer_tags AS
+    SELECT id, name, set_config('application_name', email, false) AS tag FROM public.customers;
+CREATE VIEW public.customer_names AS
+    SELECT id, name, upper(email) AS shout FROM public.customers`)
+	require.NoError(t, err)
+	cat, err := catalog.LoadPostgres(ctx, conn)
+	require.NoError(t, err)
+	pol, _, err := sqlpolicy.ParsePolicy([]byte(`
+labels:
+  public.customers.email: [pii.email]
+roles:
+  viewer:
+    allow:
+      - select: [public.customer_tags, public.customer_names]
+    deny_labels: [pii.*]
+agents:
+  view-bot: {role: viewer}
+`), "views.yaml", cat)
+	require.NoError(t, err)
+	eng := sqlpolicy.NewEngine(pol, cat, pganalyze.New(cat, pganalyze.Options{}), sqlpolicy.EngineOptions{CacheBytes: -1})
+	p := sqlpolicy.Principal{Agent: "view-bot"}
+	for _, tc := range []struct {
+		sql     string
+		allowed bool
+	}{
+		{"SELECT id FROM customer_tags", false},
+		{"SELECT count(*) FROM customer_tags", false},
+		{"SELECT id, name FROM customer_names", true},
+		{"SELECT shout FROM customer_names", false},
+	} {
+		d, _ := eng.Check(p, tc.sql, eng.NewSession())
+		assert.Equal(t, tc.allowed, d.Allowed(), "%s: %s %s", tc.sql, d.Rule, reasonsJSON(d))
+	}
+
+	// The leak, as the fixture's owner.
+	_, err = conn.Exec(ctx, "SELECT id FROM customer_tags ORDER BY id")
+	require.NoError(t, err)
+	var app, email string
+	require.NoError(t, conn.QueryRow(ctx, "SHOW application_name").Scan(&app))
+	require.NoError(t, conn.QueryRow(ctx, "SELECT email FROM customers ORDER BY id DESC LIMIT 1").Scan(&email))
+	assert.Equal(t, email, app, "the unused view column ran set_config for every row")
 }
