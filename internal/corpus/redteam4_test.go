@@ -83,12 +83,15 @@ func TestCallGrantCoversOnlyTheProcedure(t *testing.T) {
 }
 
 // TestVolatileViewColumn: Postgres does not flatten a view whose select
-// list calls a volatile function, and evaluates that column for every
-// row though the query does not use it (remove_unused_subquery_outputs
-// keeps volatile outputs). A view column set_config('application_name',
-// email, false) copies every email SELECT id FROM the view reads into a
-// setting SHOW returns; a stable or immutable column over email is not
-// evaluated unused, and reading the view's other columns stays allowed.
+// list calls a volatile or set-returning function, and evaluates that
+// column for every row though the query does not use it
+// (remove_unused_subquery_outputs keeps volatile outputs; a set-returning
+// one decides how many rows there are). A view column
+// set_config('application_name', email, false) copies every email SELECT
+// id FROM the view reads into a setting SHOW returns, and one calling
+// jsonb_path_query_tz over email filters the view's rows by the email; a
+// stable or immutable column over email is not evaluated unused, and
+// reading the view's other columns stays allowed.
 func TestVolatileViewColumn(t *testing.T) {
 	t.Parallel()
 	shop := corpus.NewShop(t, corpus.Suites[0])
@@ -101,7 +104,9 @@ func TestVolatileViewColumn(t *testing.T) {
 CREATE VIEW public.customer_tags AS
     SELECT id, name, set_config('application_name', email, false) AS tag FROM public.customers;
 CREATE VIEW public.customer_names AS
-    SELECT id, name, upper(email) AS shout FROM public.customers`)
+    SELECT id, name, upper(email) AS shout FROM public.customers;
+CREATE VIEW public.customer_hits AS
+    SELECT id, name, jsonb_path_query_tz(to_jsonb(email), '$ ? (@ starts with "a")') AS hit FROM public.customers`)
 	require.NoError(t, err)
 	cat, err := catalog.LoadPostgres(ctx, conn)
 	require.NoError(t, err)
@@ -111,7 +116,7 @@ labels:
 roles:
   viewer:
     allow:
-      - select: [public.customer_tags, public.customer_names]
+      - select: [public.customer_tags, public.customer_names, public.customer_hits]
     deny_labels: [pii.*]
 agents:
   view-bot: {role: viewer}
@@ -127,6 +132,9 @@ agents:
 		{"SELECT count(*) FROM customer_tags", false},
 		{"SELECT id, name FROM customer_names", true},
 		{"SELECT shout FROM customer_names", false},
+		// A set-returning function (one keyhole's list of names did not
+		// have) keeps the view from being flattened and decides its rows.
+		{"SELECT id, name FROM customer_hits", false},
 	} {
 		d, _ := eng.Check(p, tc.sql, eng.NewSession())
 		assert.Equal(t, tc.allowed, d.Allowed(), "%s: %s %s", tc.sql, d.Rule, reasonsJSON(d))
@@ -139,4 +147,10 @@ agents:
 	require.NoError(t, conn.QueryRow(ctx, "SHOW application_name").Scan(&app))
 	require.NoError(t, conn.QueryRow(ctx, "SELECT email FROM customers ORDER BY id DESC LIMIT 1").Scan(&email))
 	assert.Equal(t, email, app, "the unused view column ran set_config for every row")
+
+	var n, want int
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM customer_hits").Scan(&n))
+	require.NoError(t, conn.QueryRow(ctx, "SELECT count(*) FROM customers WHERE email LIKE 'a%'").Scan(&want))
+	assert.Equal(t, want, n, "the view's rows are the customers whose email starts with a")
+	assert.NotZero(t, n)
 }

@@ -299,7 +299,10 @@ func (w *walker) reportFunc(schema, name string, f *catalogFunc, fc *pg.FuncCall
 	proc := fc != nil && fc == w.procedure
 	ref := sqlpolicy.FuncRef{Name: name, Procedure: proc}
 	builtin := false
-	volatile := f == nil || mayBeVolatile(f)
+	// kept: Postgres evaluates the output column holding the call even
+	// where the query does not use it (mayBeVolatile), or it changes the
+	// row count.
+	kept := f == nil || mayBeVolatile(f) || f.ReturnsSet
 	if f != nil {
 		ref.Schema = f.Schema
 		builtin = f.Builtin
@@ -315,24 +318,24 @@ func (w *walker) reportFunc(schema, name string, f *catalogFunc, fc *pg.FuncCall
 			if !slices.Contains(cands, f) {
 				// The first schema's function cannot take the arguments.
 				f = cands[0]
-				ref.Schema, builtin, volatile = f.Schema, f.Builtin, mayBeVolatile(f)
+				ref.Schema, builtin, kept = f.Schema, f.Builtin, mayBeVolatile(f) || f.ReturnsSet
 			}
 		}
 		if g := w.exactCallee(name, cands, fc, sc); g != nil {
 			cands = []*catalogFunc{g}
 			f = g
-			ref.Schema, builtin, volatile = g.Schema, g.Builtin, mayBeVolatile(g)
+			ref.Schema, builtin, kept = g.Schema, g.Builtin, mayBeVolatile(g) || g.ReturnsSet
 		}
 		for _, g := range cands {
 			if g != f {
 				w.fn(sqlpolicy.FuncRef{Schema: g.Schema, Name: name, Procedure: proc})
 				builtin = builtin && g.Builtin
-				volatile = volatile || mayBeVolatile(g)
+				kept = kept || mayBeVolatile(g) || g.ReturnsSet
 			}
 		}
 	}
 	w.fn(ref)
-	if !builtin || setReturning[name] || volatile {
+	if !builtin || setReturning[name] || kept {
 		w.funcFlag = true
 	}
 	w.checkFunc(name, fc, sc)

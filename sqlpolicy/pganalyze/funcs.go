@@ -124,7 +124,9 @@ var dangerousFuncs = map[string]string{
 }
 
 // setReturning lists common built-in set-returning functions: in a
-// derived table's select list they change its row count.
+// derived table's select list they change its row count. The catalog
+// says so of every function (catalog.Function.ReturnsSet); the list
+// covers catalog files saved before it did.
 var setReturning = map[string]bool{
 	"generate_series": true, "generate_subscripts": true, "unnest": true, "regexp_matches": true,
 	"regexp_split_to_table": true, "string_to_table": true, "json_array_elements": true,
