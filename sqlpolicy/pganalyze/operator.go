@@ -123,7 +123,8 @@ func (w *walker) operatorTyped(schema, name string, cands []opCand, l, r operand
 		}
 	}
 	for _, c := range cands {
-		if (c.op.Left == "" || w.viable(l, c.op.Left)) && w.viable(r, c.op.Right) {
+		user := !w.builtinFunc(c.op.Function)
+		if (c.op.Left == "" || w.viable(l, c.op.Left, user)) && w.viable(r, c.op.Right, user) {
 			w.operatorFunc(c)
 		}
 	}
