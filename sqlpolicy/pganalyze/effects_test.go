@@ -86,6 +86,7 @@ CREATE DOMAIN small_id AS int;
 CREATE FUNCTION public.cardinality(small_id) RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;
 CREATE FUNCTION f_minus(small_id, text) RETURNS text LANGUAGE sql AS $$ SELECT $2 $$;
 CREATE OPERATOR public.- (LEFTARG = small_id, RIGHTARG = text, FUNCTION = f_minus);
+CREATE FUNCTION public.upper(bigint[]) RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$;
 `
 
 var (
@@ -246,6 +247,10 @@ func TestOverloadCandidates(t *testing.T) {
 		// Postgres calls public.cardinality(small_id).
 		{"SELECT cardinality(id) FROM typed", []string{"pg_catalog.cardinality", "public.cardinality"}, false},
 		{"SELECT cardinality(1)", []string{"pg_catalog.cardinality", "public.cardinality"}, true},
+		// integer[] converts to bigint[] element by element; no
+		// pg_catalog.upper takes an array that is not a range.
+		{"SELECT upper(ARRAY[id]::int[]) FROM typed", []string{"pg_catalog.upper", "public.upper"}, false},
+		{"SELECT upper(ARRAY[t]::text[]) FROM typed", []string{"pg_catalog.upper"}, false},
 		// A view's definition names every function outside pg_catalog
 		// qualified (the catalog reads it under an empty search_path).
 		{"SELECT lt FROM typed_lengths", []string{"pg_catalog.length"}, false},
@@ -257,7 +262,7 @@ func TestOverloadCandidates(t *testing.T) {
 			require.Len(t, acc.Statements, 1)
 			var got []string
 			for _, f := range acc.Statements[0].Functions {
-				if f.Name == "length" || f.Name == "cardinality" {
+				if f.Name == "length" || f.Name == "cardinality" || f.Name == "upper" {
 					got = append(got, f.String())
 				}
 			}

@@ -243,6 +243,13 @@ func (w *walker) viable(o operand, to string, user bool) bool {
 	if !o.known || o.unknownLit || o.typ == to || to == "\"any\"" || strings.HasPrefix(to, "any") {
 		return true
 	}
+	if user && strings.HasSuffix(to, "[]") && strings.HasSuffix(o.typ, "[]") {
+		// An array converts to another array type element by element
+		// (array coercion), a conversion pg_cast does not list either:
+		// public.upper(bigint[]) takes an integer[].
+		return w.viable(operand{typ: strings.TrimSuffix(o.typ, "[]"), known: true},
+			strings.TrimSuffix(to, "[]"), user)
+	}
 	if user && !builtinTypes[strings.TrimSuffix(to, "[]")] {
 		// A parameter of a type the analyzer does not name may be a
 		// domain, which takes its base type (and whatever converts to
