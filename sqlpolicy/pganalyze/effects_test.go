@@ -289,6 +289,9 @@ func TestOperatorCandidates(t *testing.T) {
 		{"SELECT id + t FROM typed", []string{"public.f_plus"}, false},
 		{"SELECT id + 1 FROM typed", nil, true},
 		{"SELECT id + '1' FROM typed", nil, true},
+		// No text + text: the literal is of unknown type, which the
+		// user operator's integer takes.
+		{"SELECT '1' + t FROM typed", []string{"public.f_plus"}, true},
 		{"SELECT n + id FROM typed", nil, false},
 		{"SELECT x + 1 FROM (SELECT id AS x FROM typed) s", nil, true},
 		{"SELECT x + y FROM (SELECT id AS x, t AS y FROM typed) s", []string{"public.f_plus"}, false},

@@ -108,15 +108,20 @@ func (w *walker) operator(schema, name string, l, r *pg.Node, sc *scope) {
 // operatorTyped reports the function of the operator an exact match of
 // the operand types picks, or of every user operator among cands.
 func (w *walker) operatorTyped(schema, name string, cands []opCand, l, r operand) {
+	// A string literal takes the other side's type for the exact match
+	// only (binary_oper_exact); failing one, it is of unknown type, which
+	// converts to any parameter type: '1' + status has no text + text,
+	// and reaches public.+(integer, text).
+	el, er := l, r
 	if l.unknownLit && r.known && r.typ != "" {
-		l = operand{typ: r.typ, known: true}
+		el = operand{typ: r.typ, known: true}
 	}
 	if r.unknownLit && l.known && l.typ != "" {
-		r = operand{typ: l.typ, known: true}
+		er = operand{typ: l.typ, known: true}
 	}
-	if l.known && r.known {
+	if el.known && er.known {
 		for _, c := range cands {
-			if c.op.Left == l.typ && c.op.Right == r.typ {
+			if c.op.Left == el.typ && c.op.Right == er.typ {
 				w.operatorFunc(c)
 				return
 			}
