@@ -87,6 +87,8 @@ CREATE FUNCTION public.cardinality(small_id) RETURNS integer LANGUAGE sql AS $$ 
 CREATE FUNCTION f_minus(small_id, text) RETURNS text LANGUAGE sql AS $$ SELECT $2 $$;
 CREATE OPERATOR public.- (LEFTARG = small_id, RIGHTARG = text, FUNCTION = f_minus);
 CREATE FUNCTION public.upper(bigint[]) RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$;
+CREATE FUNCTION f_like(int, text) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
+CREATE OPERATOR public.=~ (LEFTARG = int, RIGHTARG = text, FUNCTION = f_like);
 `
 
 var (
@@ -305,6 +307,13 @@ func TestOperatorCandidates(t *testing.T) {
 		{"SELECT id FROM typed WHERE id = 1", nil, true},
 		{"SELECT id FROM typed WHERE t = ANY (string_to_array(t, ','))", []string{"public.f_eq"}, false},
 		{"SELECT id FROM typed WHERE t = ANY ('{a,b}')", nil, true},
+		// No integer = integer among the user's and the literal is of
+		// unknown type: text = int is not the only reading, but the
+		// built-in matches exactly.
+		{"SELECT id FROM typed WHERE id = ANY ('{1,2}')", nil, true},
+		// No integer =~ integer: the array literal's elements are of
+		// unknown type, which =~(integer, text) takes.
+		{"SELECT id FROM typed WHERE id =~ ANY ('{a,b}')", []string{"public.f_like"}, true},
 		{"SELECT id FROM typed WHERE id OPERATOR(pg_catalog.+) 1 > 0", nil, false},
 		// integer - text: the user operator on the domain small_id
 		// over integer is the only one that fits.

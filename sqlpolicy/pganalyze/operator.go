@@ -173,14 +173,15 @@ func (w *walker) aexprOperators(e *pg.A_Expr, sc *scope) {
 		pg.A_Expr_Kind_AEXPR_NULLIF, pg.A_Expr_Kind_AEXPR_LIKE, pg.A_Expr_Kind_AEXPR_ILIKE:
 		w.operator(schema, name, e.Lexpr, e.Rexpr, sc)
 	case pg.A_Expr_Kind_AEXPR_OP_ANY, pg.A_Expr_Kind_AEXPR_OP_ALL:
-		// x op ANY ('{...}'): an array literal of unknown type is taken
-		// as an array of x's type; anything else is not typed here.
+		// x op ANY ('{...}'): the operator is looked up with the array
+		// literal's element of unknown type (make_scalar_array_op), as
+		// for x op '...'; anything else is not typed here.
 		if c := e.Rexpr.GetAConst(); c != nil && c.GetSval() != nil {
 			if _, user := w.operatorCandidates(schema, name); user {
 				// Which reading applies depends on the constant.
 				w.st.LiteralSensitive = true
 			}
-			w.operator(schema, name, e.Lexpr, e.Lexpr, sc)
+			w.operator(schema, name, e.Lexpr, e.Rexpr, sc)
 		} else if cands, user := w.operatorCandidates(schema, name); user {
 			w.operatorTyped(schema, name, cands, w.operandOf(e.Lexpr, sc), operand{})
 		}
