@@ -320,6 +320,9 @@ type Function struct {
 	Language string `json:"language,omitempty"`
 	// SecurityDefiner is true when any overload runs with its owner's rights.
 	SecurityDefiner bool `json:"security_definer,omitempty"`
+	// ReturnsSet is true when any overload returns a set (Postgres
+	// pg_proc.proretset): in a select list it changes the row count.
+	ReturnsSet bool `json:"returns_set,omitempty"`
 	// Overloads are the argument lists of the name's overloads (Postgres).
 	// A call names a function, not an overload, and Postgres chooses among
 	// the functions of the name in every schema of the search path by the

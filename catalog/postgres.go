@@ -311,7 +311,7 @@ const functionsSQL = `
 SELECT n.nspname, p.proname, p.prokind::text, p.provolatile::text,
        l.lanname, p.prosecdef, p.oid::int8,
        array(SELECT format_type(u.t, NULL) FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY u(t, i) ORDER BY u.i),
-       p.pronargdefaults::int, p.provariadic <> 0
+       p.pronargdefaults::int, p.provariadic <> 0, p.proretset
 FROM pg_proc p
 JOIN pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_language l ON l.oid = p.prolang
@@ -321,7 +321,8 @@ ORDER BY n.nspname, p.proname, p.oid`
 // Overloads of a name share one Function, so where they differ the entry
 // takes the most cautious value: the most volatile volatility, the most
 // special kind, Builtin only if every overload is built in, SecurityDefiner
-// if any overload is. Language is that of the oldest overload.
+// and ReturnsSet if any overload is. Language is that of the oldest
+// overload.
 func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	rows, err := tx.Query(ctx, functionsSQL)
 	if err != nil {
@@ -329,12 +330,12 @@ func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	}
 	var (
 		schema, name, prokind, provolatile, lang string
-		secdef, variadic                         bool
+		secdef, variadic, retset                 bool
 		oid                                      int64
 		args                                     []string
 		defaults                                 int
 	)
-	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &prokind, &provolatile, &lang, &secdef, &oid, &args, &defaults, &variadic}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &prokind, &provolatile, &lang, &secdef, &oid, &args, &defaults, &variadic, &retset}, func() error {
 		kind, ok := prokinds[prokind]
 		if !ok {
 			return fmt.Errorf("function %s.%s: unknown prokind %q", schema, name, prokind)
@@ -357,7 +358,7 @@ func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 		if f == nil {
 			m[name] = &Function{
 				Schema: schema, Name: name, Kind: kind, Volatility: vol,
-				Builtin: builtin, Language: lang, SecurityDefiner: secdef,
+				Builtin: builtin, Language: lang, SecurityDefiner: secdef, ReturnsSet: retset,
 				Overloads: []Signature{sig},
 			}
 			return nil
@@ -371,6 +372,7 @@ func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 		}
 		f.Builtin = f.Builtin && builtin
 		f.SecurityDefiner = f.SecurityDefiner || secdef
+		f.ReturnsSet = f.ReturnsSet || retset
 		return nil
 	})
 	return err

@@ -218,7 +218,8 @@ func TestInspectPostgres(t *testing.T) {
 			{"pg_catalog", "random", catalog.Function{Kind: "function", Volatility: catalog.Volatile, Language: "internal", Builtin: true}},
 			{"pg_catalog", "count", catalog.Function{Kind: "aggregate", Volatility: catalog.Immutable, Language: "internal", Builtin: true}},
 			{"pg_catalog", "row_number", catalog.Function{Kind: "window", Volatility: catalog.Immutable, Language: "internal", Builtin: true}},
-			{"information_schema", "_pg_expandarray", catalog.Function{Kind: "function", Volatility: catalog.Immutable, Language: "sql", Builtin: true}},
+			{"information_schema", "_pg_expandarray", catalog.Function{Kind: "function", Volatility: catalog.Immutable, Language: "sql", Builtin: true, ReturnsSet: true}},
+			{"pg_catalog", "jsonb_path_query_tz", catalog.Function{Kind: "function", Volatility: catalog.Stable, Language: "internal", Builtin: true, ReturnsSet: true}},
 		} {
 			t.Run(tc.schema+"."+tc.name, func(t *testing.T) {
 				f := c.Function(tc.schema, tc.name)

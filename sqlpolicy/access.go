@@ -136,6 +136,11 @@ type FuncRef struct {
 	// Via says what runs the function when the statement does not call it
 	// itself: "trigger t on public.x", "check constraint c of public.x".
 	Via string `json:"via,omitempty"`
+	// Procedure is set on the procedure a CALL statement invokes (for an
+	// unqualified name, on every schema's candidate of it). A call grant
+	// covers only these: the functions CALL's arguments call run before
+	// the procedure, with the session's privileges, like a SELECT's.
+	Procedure bool `json:"procedure,omitempty"`
 }
 
 func (f FuncRef) String() string { return qualified(f.Schema, f.Name) }

@@ -707,7 +707,7 @@ func (dc *decider) columnAllowed(anyOf, allOf []Verb, col ColumnRef) (ok bool, r
 
 func (dc *decider) functions(c *check, st *Statement) {
 	called, unresolved := false, false
-	for _, f := range st.Functions {
+	for i, f := range st.Functions {
 		if f.Schema == "" {
 			// The name did not resolve (the analyzer reports a Problem
 			// too): a function that does not exist, not one the policy
@@ -717,7 +717,7 @@ func (dc *decider) functions(c *check, st *Statement) {
 			unresolved = true
 			continue
 		}
-		if st.Verb == VerbCall {
+		if invokedProcedure(st, i) {
 			if rule, ok := dc.grant(VerbCall, Rel{Schema: f.Schema, Name: f.Name}); ok {
 				if dc.scope != nil && !scopeCovers(dc.scope, VerbCall, Rel{Schema: f.Schema, Name: f.Name}) {
 					c.deny(Reason{Code: ReasonScopeDenied, Verb: VerbCall, Func: f.String(), Rule: RuleScope})
@@ -746,6 +746,21 @@ func (dc *decider) functions(c *check, st *Statement) {
 	if st.Verb == VerbCall && !called && !unresolved {
 		c.deny(Reason{Code: ReasonNoRule, Verb: VerbCall, Detail: "no call grant covers the procedure"})
 	}
+}
+
+// invokedProcedure reports whether st's i-th function is the procedure a
+// CALL invokes, the only function a call grant covers: CALL p(get_ssn(1))
+// runs get_ssn as any expression would, and a grant of call on public.*
+// must not let it through. An analyzer that flags no function Procedure
+// reports the procedure first.
+func invokedProcedure(st *Statement, i int) bool {
+	if st.Verb != VerbCall {
+		return false
+	}
+	if slices.ContainsFunc(st.Functions, func(f FuncRef) bool { return f.Procedure }) {
+		return st.Functions[i].Procedure
+	}
+	return i == 0
 }
 
 // catalogOnly reports whether every statement of a reads system catalogs

@@ -456,6 +456,14 @@ func TestDecide(t *testing.T) {
 			}},
 		{name: "call granted", agent: "helpdesk", access: access(sp.Statement{Verb: sp.VerbCall, Command: "CALL", Functions: []sp.FuncRef{refund}}),
 			effect: sp.Allow, rule: "roles.support.allow[5].call"},
+		{name: "call grant covers only the invoked procedure", agent: "helpdesk",
+			access: access(sp.Statement{Verb: sp.VerbCall, Command: "CALL", Functions: []sp.FuncRef{
+				{Schema: "public", Name: "refund", Procedure: true}, {Schema: "public", Name: "refund"}}}),
+			effect: sp.Deny, code: sp.ReasonFunctionDenied},
+		{name: "call of an analyzer that flags no procedure: the first function", agent: "helpdesk",
+			access: access(sp.Statement{Verb: sp.VerbCall, Command: "CALL", Functions: []sp.FuncRef{
+				{Schema: "public", Name: "audit"}, refund}}),
+			effect: sp.Deny, code: sp.ReasonFunctionDenied},
 		{name: "call not granted", agent: "sales-summarizer", access: access(sp.Statement{Verb: sp.VerbCall, Command: "CALL", Functions: []sp.FuncRef{refund}}),
 			effect: sp.Deny, code: sp.ReasonFunctionDenied},
 		{name: "transaction", agent: "sales-summarizer", access: access(sp.Statement{Verb: sp.VerbTransaction, Command: "BEGIN"}),

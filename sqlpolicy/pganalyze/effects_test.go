@@ -82,6 +82,13 @@ CREATE FUNCTION f_eq(text, int) RETURNS boolean LANGUAGE sql AS $$ SELECT true $
 CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = int, FUNCTION = f_eq);
 CREATE TABLE typed (id int, t text, v varchar(20), n numeric(10,2), big bigint);
 CREATE VIEW typed_lengths AS SELECT length(t || 'x') AS lt FROM typed;
+CREATE DOMAIN small_id AS int;
+CREATE FUNCTION public.cardinality(small_id) RETURNS integer LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE FUNCTION f_minus(small_id, text) RETURNS text LANGUAGE sql AS $$ SELECT $2 $$;
+CREATE OPERATOR public.- (LEFTARG = small_id, RIGHTARG = text, FUNCTION = f_minus);
+CREATE FUNCTION public.upper(bigint[]) RETURNS text LANGUAGE sql AS $$ SELECT 'x' $$;
+CREATE FUNCTION f_like(int, text) RETURNS boolean LANGUAGE sql AS $$ SELECT true $$;
+CREATE OPERATOR public.=~ (LEFTARG = int, RIGHTARG = text, FUNCTION = f_like);
 `
 
 var (
@@ -237,6 +244,15 @@ func TestOverloadCandidates(t *testing.T) {
 		// id + 1 is typed by the user operator + on the path's choice.
 		{"SELECT length(id + 1) FROM typed", []string{"pg_catalog.length", "public.length"}, true},
 		{"SELECT pg_catalog.length(id) FROM typed", []string{"pg_catalog.length"}, false},
+		// A domain over integer takes an integer (pg_cast lists no such
+		// cast), and pg_catalog.cardinality(anyarray) no integer:
+		// Postgres calls public.cardinality(small_id).
+		{"SELECT cardinality(id) FROM typed", []string{"pg_catalog.cardinality", "public.cardinality"}, false},
+		{"SELECT cardinality(1)", []string{"pg_catalog.cardinality", "public.cardinality"}, true},
+		// integer[] converts to bigint[] element by element; no
+		// pg_catalog.upper takes an array that is not a range.
+		{"SELECT upper(ARRAY[id]::int[]) FROM typed", []string{"pg_catalog.upper", "public.upper"}, false},
+		{"SELECT upper(ARRAY[t]::text[]) FROM typed", []string{"pg_catalog.upper"}, false},
 		// A view's definition names every function outside pg_catalog
 		// qualified (the catalog reads it under an empty search_path).
 		{"SELECT lt FROM typed_lengths", []string{"pg_catalog.length"}, false},
@@ -248,7 +264,7 @@ func TestOverloadCandidates(t *testing.T) {
 			require.Len(t, acc.Statements, 1)
 			var got []string
 			for _, f := range acc.Statements[0].Functions {
-				if f.Name == "length" {
+				if f.Name == "length" || f.Name == "cardinality" || f.Name == "upper" {
 					got = append(got, f.String())
 				}
 			}
@@ -275,6 +291,9 @@ func TestOperatorCandidates(t *testing.T) {
 		{"SELECT id + t FROM typed", []string{"public.f_plus"}, false},
 		{"SELECT id + 1 FROM typed", nil, true},
 		{"SELECT id + '1' FROM typed", nil, true},
+		// No text + text: the literal is of unknown type, which the
+		// user operator's integer takes.
+		{"SELECT '1' + t FROM typed", []string{"public.f_plus"}, true},
 		{"SELECT n + id FROM typed", nil, false},
 		{"SELECT x + 1 FROM (SELECT id AS x FROM typed) s", nil, true},
 		{"SELECT x + y FROM (SELECT id AS x, t AS y FROM typed) s", []string{"public.f_plus"}, false},
@@ -288,7 +307,17 @@ func TestOperatorCandidates(t *testing.T) {
 		{"SELECT id FROM typed WHERE id = 1", nil, true},
 		{"SELECT id FROM typed WHERE t = ANY (string_to_array(t, ','))", []string{"public.f_eq"}, false},
 		{"SELECT id FROM typed WHERE t = ANY ('{a,b}')", nil, true},
+		// No integer = integer among the user's and the literal is of
+		// unknown type: text = int is not the only reading, but the
+		// built-in matches exactly.
+		{"SELECT id FROM typed WHERE id = ANY ('{1,2}')", nil, true},
+		// No integer =~ integer: the array literal's elements are of
+		// unknown type, which =~(integer, text) takes.
+		{"SELECT id FROM typed WHERE id =~ ANY ('{a,b}')", []string{"public.f_like"}, true},
 		{"SELECT id FROM typed WHERE id OPERATOR(pg_catalog.+) 1 > 0", nil, false},
+		// integer - text: the user operator on the domain small_id
+		// over integer is the only one that fits.
+		{"SELECT id - t FROM typed", []string{"public.f_minus"}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.sql, func(t *testing.T) {

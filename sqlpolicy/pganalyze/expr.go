@@ -7,6 +7,7 @@ import (
 
 	pg "github.com/pganalyze/pg_query_go/v6"
 
+	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -295,8 +296,13 @@ func (w *walker) funcCall(fc *pg.FuncCall, sc *scope, sk sink) {
 // reportFunc reports a call of function name (f as resolved, nil when it
 // did not) and classifies it.
 func (w *walker) reportFunc(schema, name string, f *catalogFunc, fc *pg.FuncCall, sc *scope) {
-	ref := sqlpolicy.FuncRef{Name: name}
+	proc := fc != nil && fc == w.procedure
+	ref := sqlpolicy.FuncRef{Name: name, Procedure: proc}
 	builtin := false
+	// kept: Postgres evaluates the output column holding the call even
+	// where the query does not use it (mayBeVolatile), or it changes the
+	// row count.
+	kept := f == nil || mayBeVolatile(f) || f.ReturnsSet
 	if f != nil {
 		ref.Schema = f.Schema
 		builtin = f.Builtin
@@ -312,26 +318,38 @@ func (w *walker) reportFunc(schema, name string, f *catalogFunc, fc *pg.FuncCall
 			if !slices.Contains(cands, f) {
 				// The first schema's function cannot take the arguments.
 				f = cands[0]
-				ref.Schema, builtin = f.Schema, f.Builtin
+				ref.Schema, builtin, kept = f.Schema, f.Builtin, mayBeVolatile(f) || f.ReturnsSet
 			}
 		}
 		if g := w.exactCallee(name, cands, fc, sc); g != nil {
 			cands = []*catalogFunc{g}
 			f = g
-			ref.Schema, builtin = g.Schema, g.Builtin
+			ref.Schema, builtin, kept = g.Schema, g.Builtin, mayBeVolatile(g) || g.ReturnsSet
 		}
 		for _, g := range cands {
 			if g != f {
-				w.fn(sqlpolicy.FuncRef{Schema: g.Schema, Name: name})
+				w.fn(sqlpolicy.FuncRef{Schema: g.Schema, Name: name, Procedure: proc})
 				builtin = builtin && g.Builtin
+				kept = kept || mayBeVolatile(g) || g.ReturnsSet
 			}
 		}
 	}
 	w.fn(ref)
-	if !builtin || setReturning[name] {
+	if !builtin || setReturning[name] || kept {
 		w.funcFlag = true
 	}
 	w.checkFunc(name, fc, sc)
+}
+
+// mayBeVolatile reports a function (some overload of it) that is
+// volatile, or whose volatility the catalog does not record. Postgres
+// keeps a subquery whose select list calls one from being flattened and
+// evaluates that column for every row even where no one uses it
+// (remove_unused_subquery_outputs), so it can act on a value the query
+// never returns: a view column set_config('application_name', email,
+// false) copies the email of every row SELECT id FROM the view reads.
+func mayBeVolatile(f *catalogFunc) bool {
+	return f.Volatility != catalog.Immutable && f.Volatility != catalog.Stable
 }
 
 // funcCandidates returns every function called name in the schemas of

@@ -124,7 +124,9 @@ var dangerousFuncs = map[string]string{
 }
 
 // setReturning lists common built-in set-returning functions: in a
-// derived table's select list they change its row count.
+// derived table's select list they change its row count. The catalog
+// says so of every function (catalog.Function.ReturnsSet); the list
+// covers catalog files saved before it did.
 var setReturning = map[string]bool{
 	"generate_series": true, "generate_subscripts": true, "unnest": true, "regexp_matches": true,
 	"regexp_split_to_table": true, "string_to_table": true, "json_array_elements": true,
@@ -557,15 +559,26 @@ func (w *walker) checkSettingRead(name, how string) {
 	}
 }
 
-// sensitiveCatalogColumns are catalog columns that hold setting values
-// (ALTER ROLE/DATABASE ... SET), where applications keep secrets.
-var sensitiveCatalogColumns = map[[2]string]bool{
-	{"pg_roles", "rolconfig"}:  true,
-	{"pg_user", "useconfig"}:   true,
-	{"pg_shadow", "useconfig"}: true,
-	{"pg_proc", "proconfig"}:   true,
+// sensitiveCatalogColumns are catalog columns that hold secrets or data
+// values, with what they hold.
+var sensitiveCatalogColumns = map[[2]string]string{
+	// Setting values (ALTER ROLE/DATABASE/FUNCTION ... SET), where
+	// applications keep secrets.
+	{"pg_roles", "rolconfig"}:  settingValues,
+	{"pg_user", "useconfig"}:   settingValues,
+	{"pg_shadow", "useconfig"}: settingValues,
+	{"pg_proc", "proconfig"}:   settingValues,
 	// A subscription's connection string holds the publisher's password;
 	// Postgres keeps it from every role but superusers, not the rest of
 	// pg_subscription (pg_dump counts subscriptions).
-	{"pg_subscription", "subconninfo"}: true,
+	{"pg_subscription", "subconninfo"}: "a subscription's connection string, which holds the publisher's password",
+	// ALTER TABLE ... ADD COLUMN c ... DEFAULT v stores v here instead of
+	// in the rows, and every row that existed then reads c as v until it
+	// is updated, also after the default is dropped or changed: it is
+	// the value of a table's column, and Postgres shows it to every role
+	// (ALTER TABLE secrets ADD COLUMN master text DEFAULT 'k'; ALTER
+	// COLUMN master DROP DEFAULT leaves every row's master readable here).
+	{"pg_attribute", "attmissingval"}: "the value a column holds in every row that existed when it was added (its default then)",
 }
+
+const settingValues = "per-role or per-database settings, which can be secrets"

@@ -108,22 +108,28 @@ func (w *walker) operator(schema, name string, l, r *pg.Node, sc *scope) {
 // operatorTyped reports the function of the operator an exact match of
 // the operand types picks, or of every user operator among cands.
 func (w *walker) operatorTyped(schema, name string, cands []opCand, l, r operand) {
+	// A string literal takes the other side's type for the exact match
+	// only (binary_oper_exact); failing one, it is of unknown type, which
+	// converts to any parameter type: '1' + status has no text + text,
+	// and reaches public.+(integer, text).
+	el, er := l, r
 	if l.unknownLit && r.known && r.typ != "" {
-		l = operand{typ: r.typ, known: true}
+		el = operand{typ: r.typ, known: true}
 	}
 	if r.unknownLit && l.known && l.typ != "" {
-		r = operand{typ: l.typ, known: true}
+		er = operand{typ: l.typ, known: true}
 	}
-	if l.known && r.known {
+	if el.known && er.known {
 		for _, c := range cands {
-			if c.op.Left == l.typ && c.op.Right == r.typ {
+			if c.op.Left == el.typ && c.op.Right == er.typ {
 				w.operatorFunc(c)
 				return
 			}
 		}
 	}
 	for _, c := range cands {
-		if (c.op.Left == "" || w.viable(l, c.op.Left)) && w.viable(r, c.op.Right) {
+		user := !w.builtinFunc(c.op.Function)
+		if (c.op.Left == "" || w.viable(l, c.op.Left, user)) && w.viable(r, c.op.Right, user) {
 			w.operatorFunc(c)
 		}
 	}
@@ -167,14 +173,15 @@ func (w *walker) aexprOperators(e *pg.A_Expr, sc *scope) {
 		pg.A_Expr_Kind_AEXPR_NULLIF, pg.A_Expr_Kind_AEXPR_LIKE, pg.A_Expr_Kind_AEXPR_ILIKE:
 		w.operator(schema, name, e.Lexpr, e.Rexpr, sc)
 	case pg.A_Expr_Kind_AEXPR_OP_ANY, pg.A_Expr_Kind_AEXPR_OP_ALL:
-		// x op ANY ('{...}'): an array literal of unknown type is taken
-		// as an array of x's type; anything else is not typed here.
+		// x op ANY ('{...}'): the operator is looked up with the array
+		// literal's element of unknown type (make_scalar_array_op), as
+		// for x op '...'; anything else is not typed here.
 		if c := e.Rexpr.GetAConst(); c != nil && c.GetSval() != nil {
 			if _, user := w.operatorCandidates(schema, name); user {
 				// Which reading applies depends on the constant.
 				w.st.LiteralSensitive = true
 			}
-			w.operator(schema, name, e.Lexpr, e.Lexpr, sc)
+			w.operator(schema, name, e.Lexpr, e.Rexpr, sc)
 		} else if cands, user := w.operatorCandidates(schema, name); user {
 			w.operatorTyped(schema, name, cands, w.operandOf(e.Lexpr, sc), operand{})
 		}

@@ -236,9 +236,28 @@ var builtinTypes = func() map[string]bool {
 
 // viable reports whether a value of the operand's type can be passed as
 // declared type to: the same type, a polymorphic or "any" parameter, an
-// implicit cast, or a type the analyzer does not know.
-func (w *walker) viable(o operand, to string) bool {
+// implicit cast, or a type the analyzer does not know. user is set for a
+// parameter of user code (a function or operator not built in), which
+// may be of a domain.
+func (w *walker) viable(o operand, to string, user bool) bool {
 	if !o.known || o.unknownLit || o.typ == to || to == "\"any\"" || strings.HasPrefix(to, "any") {
+		return true
+	}
+	if user && strings.HasSuffix(to, "[]") && strings.HasSuffix(o.typ, "[]") {
+		// An array converts to another array type element by element
+		// (array coercion), a conversion pg_cast does not list either:
+		// public.upper(bigint[]) takes an integer[].
+		return w.viable(operand{typ: strings.TrimSuffix(o.typ, "[]"), known: true},
+			strings.TrimSuffix(to, "[]"), user)
+	}
+	if user && !builtinTypes[strings.TrimSuffix(to, "[]")] {
+		// A parameter of a type the analyzer does not name may be a
+		// domain, which takes its base type (and whatever converts to
+		// that implicitly): a coercion pg_cast does not list. So
+		// public.cardinality(customer_ref), over a domain of integer,
+		// is what cardinality(customer_id) calls, pg_catalog's
+		// cardinality(anyarray) taking arrays only. (Built-in
+		// functions take no domains.)
 		return true
 	}
 	for _, t := range w.cat.ImplicitCasts[o.typ] {
@@ -274,7 +293,7 @@ func (w *walker) viableFunc(f *catalogFunc, args []operand) bool {
 					to = sig.Args[n-1]
 				}
 			}
-			if !w.viable(a, to) {
+			if !w.viable(a, to, !f.Builtin) {
 				ok = false
 				break
 			}

@@ -141,6 +141,7 @@ func (w *walker) statement(n *pg.Node) {
 	case *pg.Node_CallStmt:
 		st.Verb, st.Command, st.ReturnsRows = sqlpolicy.VerbCall, "CALL", true
 		if fc := x.CallStmt.Funccall; fc != nil {
+			w.procedure = fc
 			w.funcCall(fc, newScope(nil), nil)
 		} else {
 			w.unsupported("CALL without a procedure")

@@ -42,6 +42,9 @@ type walker struct {
 	// funcFlag is set when an expression calls a set-returning or
 	// non-built-in function (see targets).
 	funcFlag bool
+	// procedure is the call a CALL statement invokes: its FuncRefs carry
+	// Procedure, those of the functions its arguments call do not.
+	procedure *pg.FuncCall
 	// writeVerbs are the kinds of data-modifying statements seen (the
 	// statement's own and those in WITH).
 	writeVerbs []sqlpolicy.Verb
@@ -125,9 +128,9 @@ func (w *walker) setting(s sqlpolicy.Setting) {
 
 // column reports one column access.
 func (w *walker) column(c sqlpolicy.ColumnRef) {
-	if c.Rel.Schema == "pg_catalog" && sensitiveCatalogColumns[[2]string{c.Rel.Name, c.Column}] {
+	if what, ok := sensitiveCatalogColumns[[2]string{c.Rel.Name, c.Column}]; ok && c.Rel.Schema == "pg_catalog" {
 		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemDataCatalog, Rel: c.Rel, Column: c.Column,
-			Detail: fmt.Sprintf("%s.%s holds per-role or per-database settings, which can be secrets", c.Rel, c.Column)})
+			Detail: fmt.Sprintf("%s.%s holds %s", c.Rel, c.Column, what)})
 	}
 	if w.colSeen != nil {
 		if _, ok := w.colSeen[c]; ok {

@@ -145,3 +145,12 @@ INSERT INTO public.contacts (id, email) VALUES (1, 'ada@example.com');
 CREATE FUNCTION public.order_contact(o public.orders) RETURNS text
     LANGUAGE sql STABLE
     AS $$ SELECT ssn FROM public.customers WHERE id = o.customer_id $$;
+
+-- A user function whose parameter is a domain: Postgres passes a value of
+-- the domain's base type to it (a coercion pg_cast does not list), so
+-- cardinality(customer_id) calls it, pg_catalog's cardinality(anyarray)
+-- taking arrays only (cases/redteam4.yaml).
+CREATE DOMAIN public.customer_ref AS integer;
+CREATE FUNCTION public.cardinality(customer public.customer_ref) RETURNS integer
+    LANGUAGE sql STABLE
+    AS $$ SELECT pg_catalog.length(ssn) FROM public.customers WHERE id = customer $$;
