@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestDDLWrites: DDL on an existing table writes every column of it (an
@@ -102,4 +103,21 @@ func TestDDLOtherTables(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestCallMarksTheProcedure: CALL marks the procedure it invokes, the one
+// function a call grant covers; a stored function in its arguments runs as
+// in any expression and is decided by its own grant.
+func TestCallMarksTheProcedure(t *testing.T) {
+	a := analyze(t, "CALL shop.touch_order(shop.get_ssn(1))")
+	require.Len(t, a.Statements, 1)
+	require.Empty(t, a.Statements[0].Problems)
+	var marked []string
+	for _, f := range a.Statements[0].Functions {
+		if f.Procedure {
+			marked = append(marked, f.Name)
+		}
+	}
+	assert.Equal(t, []string{"touch_order"}, marked)
+	assert.Len(t, a.Statements[0].Functions, 2, "get_ssn is listed too")
 }

@@ -85,7 +85,9 @@ func (w *walker) statement(n ast.StmtNode) {
 			w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnknownFunction, Func: x.Procedure.FnName.O,
 				Detail: fmt.Sprintf("procedure %s.%s does not exist", db, x.Procedure.FnName.O)})
 		} else {
-			w.fn(sqlpolicy.FuncRef{Schema: db, Name: name})
+			// The one function a call grant covers; its arguments' calls
+			// are decided as in any expression.
+			w.fn(sqlpolicy.FuncRef{Schema: db, Name: name, Procedure: true})
 		}
 		sc := newScope(nil)
 		for _, a := range x.Procedure.Args {
