@@ -67,3 +67,61 @@ func TestMySQLDrivers(t *testing.T) {
 		assert.Equal(t, before, s.my.count(t, "SELECT count(*) FROM orders"), "the rolled back insert and refused deletes left the rows")
 	})
 }
+
+// postgres.js (npm "postgres") pipelines the queries it is given together,
+// each with its own Sync, names and reuses prepared statements on its own
+// and Describes every statement before it binds it; sql.begin, savepoints,
+// cursors (a portal read with a row limit) and COPY streams are its
+// flows. A refusal fails only its own query.
+func TestPostgresJS(t *testing.T) {
+	t.Parallel()
+	s := startShop(t)
+	node := needTool(t, "node")
+	dir := "node"
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "postgres")); err != nil {
+		t.Fatalf("postgres.js is not installed in internal/e2e/node: run make setup (scripts/setup.sh)")
+	}
+	in, err := json.Marshal(sessionSQL())
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join(dir, "postgresjs.js"))
+	cmd.Env = append(os.Environ(), "KEYHOLE_DSN="+s.dsn)
+	cmd.Stdin = bytes.NewReader(in)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	require.NoError(t, cmd.Run(), "postgresjs.js: %s", e.String())
+	var got struct {
+		Session         []result       `json:"session"`
+		Pipelined       []any          `json:"pipelined"`
+		Reused          []int          `json:"reused"`
+		Describe        map[string]any `json:"describe"`
+		UnsafeMulti     []any          `json:"unsafe_multi"`
+		BeginDenied     map[string]any `json:"begin_denied"`
+		Begin           []any          `json:"begin"`
+		SavepointDenied []any          `json:"savepoint_denied"`
+		Cursor          [][]int        `json:"cursor"`
+		CursorDenied    map[string]any `json:"cursor_denied"`
+		CopyTo          string         `json:"copy_to"`
+		CopyFrom        string         `json:"copy_from"`
+		CopyFromDenied  map[string]any `json:"copy_from_denied"`
+		Final           int            `json:"final"`
+	}
+	require.NoError(t, json.Unmarshal(o.Bytes(), &got), o.String())
+	checkSession(t, got.Session)
+	assert.Equal(t, []any{1.0, "42501", 2.0, "Grace Hopper"}, got.Pipelined, "a refused query in a pipeline fails alone")
+	assert.Equal(t, []int{3, 4, 5}, got.Reused)
+	assert.Equal(t, map[string]any{"types": []any{23.0}, "columns": []any{"id", "total"}}, got.Describe)
+	assert.Equal(t, []any{map[string]any{"a": 1.0}, map[string]any{"b": 2.0}}, got.UnsafeMulti)
+	assert.Equal(t, "42501", got.BeginDenied["code"])
+	assert.Equal(t, []any{"1.02", 6.0}, got.Begin, "the refused transaction's insert was rolled back")
+	assert.Equal(t, []any{"42501", 6.0}, got.SavepointDenied, "ROLLBACK TO SAVEPOINT recovers the transaction")
+	assert.Equal(t, [][]int{{1, 2}, {3, 4}, {5}}, got.Cursor)
+	assert.Equal(t, "42501", got.CursorDenied["code"])
+	assert.Equal(t, "1\n2\n3\n", got.CopyTo)
+	assert.Equal(t, "done", got.CopyFrom)
+	assert.Equal(t, "42501", got.CopyFromDenied["code"])
+	assert.Equal(t, 8, got.Final)
+	assert.Equal(t, "8", s.up.AdminQuery(t, "SELECT count(*) FROM orders"))
+	assert.Equal(t, "4", s.up.AdminQuery(t, "SELECT count(*) FROM customers"))
+}
