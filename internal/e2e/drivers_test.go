@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -124,4 +125,88 @@ func TestPostgresJS(t *testing.T) {
 	assert.Equal(t, 8, got.Final)
 	assert.Equal(t, "8", s.up.AdminQuery(t, "SELECT count(*) FROM orders"))
 	assert.Equal(t, "4", s.up.AdminQuery(t, "SELECT count(*) FROM customers"))
+}
+
+// pgx's SendBatch pipelines a batch's statements with one Sync at the end.
+// A refused statement in the middle fails as a Postgres error there does:
+// the statements after it are skipped until the Sync, an explicit
+// transaction the batch opened stays open and aborted (25P02) until
+// ROLLBACK, an implicit one rolls the batch back, and the connection goes
+// on. In the describing modes pgx prepares every statement first, so the
+// refusal comes before anything ran. CopyFrom of a table the role may not
+// read fails at its Describe.
+func TestPgxBatch(t *testing.T) {
+	t.Parallel()
+	s := startShop(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const insert = "INSERT INTO orders (customer_id, product_id, total) VALUES ($1, 1, 1.50)"
+	orders := func() string { return s.up.AdminQuery(t, "SELECT count(*) FROM orders") }
+	for name, mode := range map[string]pgx.QueryExecMode{
+		"exec":            pgx.QueryExecModeExec,
+		"cache_statement": pgx.QueryExecModeCacheStatement,
+		"describe_exec":   pgx.QueryExecModeDescribeExec,
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg, err := pgx.ParseConfig(s.dsn)
+			require.NoError(t, err)
+			cfg.DefaultQueryExecMode = mode
+			c, err := pgx.ConnectConfig(ctx, cfg)
+			require.NoError(t, err)
+			defer c.Close(ctx)
+
+			b := &pgx.Batch{}
+			b.Queue("SELECT id FROM orders WHERE id = $1", 1)
+			b.Queue(insert, 1)
+			b.Queue("SELECT email FROM customers WHERE id = $1", 1)
+			b.Queue(insert, 2)
+			b.Queue("SELECT id FROM orders WHERE id = $1", 2)
+			br := c.SendBatch(ctx, b)
+			var codes []string
+			for range 5 {
+				_, err := br.Exec()
+				codes = append(codes, sqlstate(err))
+			}
+			assert.Equal(t, "42501", sqlstate(br.Close()))
+			if mode == pgx.QueryExecModeExec {
+				assert.Equal(t, []string{"", "", "42501", "42501", "42501"}, codes, "the rest of the batch is skipped until Sync")
+			} else {
+				for _, c := range codes {
+					assert.Equal(t, "42501", c, "the batch failed while pgx prepared it: %v", codes)
+				}
+			}
+			assert.Equal(t, "5", orders(), "the batch's implicit transaction was rolled back")
+			assert.Equal(t, byte('I'), c.PgConn().TxStatus())
+
+			b = &pgx.Batch{}
+			b.Queue("BEGIN")
+			b.Queue(insert, 3)
+			b.Queue("DELETE FROM orders")
+			b.Queue(insert, 4)
+			b.Queue("COMMIT")
+			assert.Equal(t, "42501", sqlstate(c.SendBatch(ctx, b).Close()))
+			if mode == pgx.QueryExecModeExec {
+				assert.Equal(t, byte('E'), c.PgConn().TxStatus(), "BEGIN ran: the transaction is open and aborted")
+				_, err = c.Exec(ctx, "SELECT 1")
+				assert.Equal(t, "25P02", sqlstate(err))
+				_, err = c.Exec(ctx, "ROLLBACK")
+				require.NoError(t, err)
+			}
+			assert.Equal(t, byte('I'), c.PgConn().TxStatus())
+			assert.Equal(t, "5", orders())
+
+			var n int
+			require.NoError(t, c.QueryRow(ctx, "SELECT count(*) FROM orders").Scan(&n))
+			assert.Equal(t, 5, n, "the connection goes on")
+
+			copied, err := c.CopyFrom(ctx, pgx.Identifier{"customers"}, []string{"id", "name", "email"}, pgx.CopyFromRows([][]any{{9, "x", "x@example.com"}}))
+			assert.Equal(t, "42501", sqlstate(err))
+			assert.Zero(t, copied)
+			copied, err = c.CopyFrom(ctx, pgx.Identifier{"orders"}, []string{"customer_id", "product_id", "total"}, pgx.CopyFromRows([][]any{{1, 1, "2.50"}, {2, 2, "3.50"}}))
+			require.NoError(t, err)
+			assert.EqualValues(t, 2, copied)
+			_, err = s.up.adminExec(t, "DELETE FROM orders WHERE total IN (2.50, 3.50) AND id >= 1000")
+			require.NoError(t, err)
+		})
+	}
 }
