@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -66,6 +67,40 @@ func TestMySQLDrivers(t *testing.T) {
 		assert.Equal(t, []any{1.0, 2.0, 1143.0, 4.0, 5.0, 6.0}, got["pool"])
 		assert.Equal(t, []any{7.0, 8.0, 9.0, 10.0}, got["pool_after"])
 		assert.Equal(t, before, s.my.count(t, "SELECT count(*) FROM orders"), "the rolled back insert and refused deletes left the rows")
+	})
+
+	// MariaDB Connector/J's batches: keyhole offers neither
+	// STMT_BULK_OPERATIONS nor compression, so the driver sends one
+	// COM_STMT_EXECUTE per row (each decided) and talks uncompressed. With
+	// allowMultiQueries and rewriteBatchedStatements a Statement batch is
+	// one multi-statement text, refused as a whole when one statement is
+	// (MariaDB would run the INSERT before the refused DELETE).
+	t.Run("MariaDB Connector/J batches", func(t *testing.T) {
+		java := needTool(t, "java")
+		const jar = "/usr/share/java/mariadb-java-client.jar"
+		if _, err := os.Stat(jar); err != nil {
+			t.Fatalf("%s not found: run make setup (scripts/setup.sh as root) to install libmariadb-java", jar)
+		}
+		for i, tc := range []struct{ opts, final string }{
+			{"useServerPrepStmts=true&useBulkStmts=true", "4"},
+			{"useCompression=true", "4"},
+			{"allowMultiQueries=true&rewriteBatchedStatements=true", "3"},
+		} {
+			t.Run(tc.opts, func(t *testing.T) {
+				first := 1000 * (i + 1)
+				url := fmt.Sprintf("jdbc:mariadb://%s/%s?allowPublicKeyRetrieval=true&%s", s.addr, s.myDB, tc.opts)
+				got := runJava(t, java, jar, filepath.Join(s.mysqlClients, "MariaJdbcFlows.java"), url, "my-bot", s.token(t, "my-bot"), fmt.Sprint(first))
+				assert.Equal(t, map[string]string{
+					"batch":                  "ok\t3",
+					"batch_denied":           "error\t1142",
+					"statement_batch_denied": "error\t1142",
+					"prepared_types":         "ok\t1099511627776|héllo|12.345|null|item3",
+					"denied_in_tx":           "ok\t1",
+					"final":                  "ok\t" + tc.final,
+				}, got)
+				assert.Equal(t, 0, s.my.count(t, fmt.Sprintf("SELECT count(*) FROM orders WHERE id >= %d AND amount = 9", first)), "the refused batch updated nothing")
+			})
+		}
 	})
 }
 
