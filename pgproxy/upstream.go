@@ -549,7 +549,11 @@ func (c *conn) statementDone(ex *execution, tag []byte) {
 			t.rollback()
 		}
 	case bytes.Equal(tag, tagSavepoint):
-		t.savepoint = true
+		t.savepoints++
+	case bytes.Equal(tag, tagRelease):
+		if t.savepoints > 0 {
+			t.savepoints--
+		}
 	case bytes.Equal(tag, tagPrepareTx):
 		t.rollback()
 	}
@@ -564,6 +568,7 @@ var (
 	tagCommit     = []byte("COMMIT")
 	tagRollback   = []byte("ROLLBACK")
 	tagSavepoint  = []byte("SAVEPOINT")
+	tagRelease    = []byte("RELEASE")
 	tagPrepareTx  = []byte("PREPARE TRANSACTION")
 )
 

@@ -245,3 +245,45 @@ func TestPgxBatch(t *testing.T) {
 		})
 	}
 }
+
+// pgJDBC's flows (JdbcFlows.java), plain, with server-side statements from
+// the first execution and binary transfer, and with its batched inserts
+// rewritten: prepared statements, batches, fetch-size portals with
+// autocommit off, savepoints, and a refusal in each.
+func TestJdbcFlows(t *testing.T) {
+	t.Parallel()
+	java := needTool(t, "java")
+	const jar = "/usr/share/java/postgresql.jar"
+	if _, err := os.Stat(jar); err != nil {
+		t.Fatalf("%s not found: run make setup (scripts/setup.sh as root) to install libpostgresql-jdbc-java", jar)
+	}
+	s := startShop(t)
+	h, port := s.kh.HostPort()
+	for name, opts := range map[string]string{
+		"default":                   "",
+		"server prepared, binary":   "&prepareThreshold=1&binaryTransfer=true",
+		"rewritten batched inserts": "&reWriteBatchedInserts=true",
+	} {
+		t.Run(name, func(t *testing.T) {
+			url := fmt.Sprintf("jdbc:postgresql://%s:%s/%s?sslmode=require%s", h, port, s.kh.dbName(), opts)
+			got := runJava(t, java, jar, filepath.Join("clients", "JdbcFlows.java"), url, agentName, s.token)
+			assert.Equal(t, map[string]string{
+				"prepared":        "ok\t1:49.90,2:19.00,3:219.00",
+				"prepared_denied": "error\t42501",
+				"batch":           "ok\t3",
+				"batch_denied":    "error\t42501",
+				"count":           "ok\t8",
+				"fetch":           "ok\t8",
+				"denied_in_tx":    "error\t25P02",
+				// The server kept the portal across ROLLBACK TO SAVEPOINT
+				// (it was opened before that savepoint); keyhole refused it
+				// with 34000 when an earlier savepoint of the transaction
+				// had been released.
+				"fetch_across_savepoint": "ok\t8",
+				"final":                  "ok\t8",
+			}, got)
+			_, err := s.up.adminExec(t, "DELETE FROM orders WHERE id >= 1000")
+			require.NoError(t, err)
+		})
+	}
+}
