@@ -102,6 +102,34 @@ func TestMySQLDrivers(t *testing.T) {
 			})
 		}
 	})
+
+	// mysqldump of a table the role may read: it starts with
+	// /*!40100 SET @@SQL_MODE='' */, an executable comment that sets
+	// sql_mode, which the analyzer refuses. It must fail at once with
+	// keyhole's refusal, not hang or dump part of the table.
+	t.Run("mysqldump", func(t *testing.T) {
+		bin, err := exec.LookPath("mariadb-dump")
+		if err != nil {
+			bin = needTool(t, "mysqldump")
+		}
+		host, port, _ := net.SplitHostPort(s.addr)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin, "--no-defaults", "-h", host, "-P", port, "--protocol=TCP", "--skip-ssl",
+			"-u", "my-bot", "--single-transaction", "--skip-lock-tables", s.myDB, "orders")
+		cmd.Env = append(os.Environ(), "MYSQL_PWD="+s.token(t, "my-bot"))
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err = cmd.Run()
+		require.NoError(t, ctx.Err(), "mysqldump hung")
+		if err == nil {
+			assert.Contains(t, stdout.String(), "INSERT INTO `orders`")
+			return
+		}
+		assert.Contains(t, stderr.String(), "keyhole: permission denied")
+		assert.Contains(t, stderr.String(), "(1142)")
+		assert.NotContains(t, stdout.String(), "INSERT INTO", "nothing of the table was dumped")
+	})
 }
 
 // postgres.js (npm "postgres") pipelines the queries it is given together,
