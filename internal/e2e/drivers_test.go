@@ -99,8 +99,25 @@ func TestMySQLDrivers(t *testing.T) {
 					"final":                  "ok\t" + tc.final,
 				}, got)
 				assert.Equal(t, 0, s.my.count(t, fmt.Sprintf("SELECT count(*) FROM orders WHERE id >= %d AND amount = 9", first)), "the refused batch updated nothing")
+				s.my.exec(t, fmt.Sprintf("DELETE FROM orders WHERE id >= %d", first))
 			})
 		}
+	})
+
+	// mysqlclient (MySQLdb): executemany is one multi-row INSERT, callproc
+	// a SET then a CALL (refused: the role may call no procedure).
+	t.Run("mysqlclient", func(t *testing.T) {
+		needPython(t, "MySQLdb")
+		got := s.runPython(t, "mysqldb_runner.py", "my-bot", s.token(t, "my-bot"))
+		assert.Equal(t, 3.0, got["executemany"])
+		assert.EqualValues(t, 1142, refusedErrno(t, got, "executemany_denied"))
+		assert.Equal(t, []any{[]any{400.0, "1.00"}, []any{401.0, "2.00"}, []any{402.0, "3.00"}}, got["committed"])
+		assert.EqualValues(t, 1142, refusedErrno(t, got, "callproc"))
+		assert.Equal(t, []any{[]any{"item5"}}, got["after_callproc"])
+		assert.Equal(t, 23.0, got["streamed"], "the 20 rows and the 3 inserted")
+		assert.Equal(t, []any{1142.0, 1.0}, got["denied_in_tx"], "the refusal leaves the transaction open")
+		assert.Equal(t, []any{[]any{3.0}}, got["final"], "the rolled back insert is gone")
+		s.my.exec(t, "DELETE FROM orders WHERE id >= 400 AND id < 500")
 	})
 
 	// mysqldump of a table the role may read: it starts with
