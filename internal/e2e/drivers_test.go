@@ -120,6 +120,23 @@ func TestMySQLDrivers(t *testing.T) {
 		s.my.exec(t, "DELETE FROM orders WHERE id >= 400 AND id < 500")
 	})
 
+	// The mariadb CLI: a sourced file with a refusal in the middle (--force
+	// goes on past it), \G, and --binary-mode (a NUL escape in the text
+	// reaches the server as written).
+	t.Run("mariadb CLI source, \\G, binary mode", func(t *testing.T) {
+		file := filepath.Join(t.TempDir(), "script.sql")
+		writeFile(t, file, "SELECT id, item FROM orders WHERE id = 2\\G\nSELECT email FROM customers;\nSELECT 'after refusal';\n")
+		out, errOut, _ := s.cliStdin(t, "my-bot", s.token(t, "my-bot"), "source "+file+"\n", "--force")
+		// --batch --skip-column-names: \G prints the row's values alone.
+		assert.Contains(t, out, "*************************** 1. row ***************************\n2\nitem2\n")
+		assert.Contains(t, errOut, "ERROR 1143 (42000)")
+		assert.Contains(t, out, "after refusal", "the script went on after the refusal")
+
+		out, errOut, code := s.cliStdin(t, "my-bot", s.token(t, "my-bot"), "SELECT LENGTH('a\\0b') AS n;\nSELECT item FROM orders WHERE id = 3;\n", "--binary-mode")
+		assert.Equal(t, 0, code, errOut)
+		assert.Equal(t, "3\nitem3\n", out)
+	})
+
 	// mysqldump of a table the role may read: it starts with
 	// /*!40100 SET @@SQL_MODE='' */, an executable comment that sets
 	// sql_mode, which the analyzer refuses. It must fail at once with
