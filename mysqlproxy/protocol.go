@@ -65,11 +65,14 @@ const (
 // EXTENDED_METADATA only adds a format or type name ("json", "uuid",
 // "inet6") to each column definition after org_name, which keyhole reads
 // no further than name; clients (mysql2, Connector/J 3) type JSON and UUID
-// columns by it. Never offered: PROGRESS (progress packets inside a
-// result), COM_MULTI and STMT_BULK_OPERATIONS (commands keyhole would have
-// to decide in their own format; without them clients send one command per
-// statement or row), CACHE_METADATA (results without column definitions).
-const relayExtCaps = mariadbExtendedMetadata
+// columns by it. STMT_BULK_OPERATIONS lets a client send
+// COM_STMT_BULK_EXECUTE, decided as the statement it runs (onExecute);
+// drivers (Connector/J, Connector/Node's batch) answer a bulk with one
+// summed result, a row at a time with one per row. Never offered:
+// PROGRESS (progress packets inside a result), COM_MULTI (several
+// commands in one), CACHE_METADATA (results without column definitions),
+// BULK_UNIT_RESULTS.
+const relayExtCaps = mariadbExtendedMetadata | mariadbBulkOperations
 
 // handshakeCaps are the flags keyhole handles itself in each handshake.
 const handshakeCaps = clientLongPassword | clientConnectWithDB | clientSecureConnection |

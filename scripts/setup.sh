@@ -110,13 +110,13 @@ else
 	log "node-postgres and postgres.js present"
 fi
 
-# --- mysql2 for mysqlproxy's client tests -------------------------------------
+# --- mysql2 and MariaDB Connector/Node for the MySQL client tests -------------
 mynodedir="$ROOT/internal/e2e/mysql/node"
-if [ ! -d "$mynodedir/node_modules/mysql2" ] || [ "$mynodedir/package-lock.json" -nt "$mynodedir/node_modules/.package-lock.json" ]; then
+if [ ! -d "$mynodedir/node_modules/mysql2" ] || [ ! -d "$mynodedir/node_modules/mariadb" ] || [ "$mynodedir/package-lock.json" -nt "$mynodedir/node_modules/.package-lock.json" ]; then
 	log "npm ci in internal/e2e/mysql/node"
 	(cd "$mynodedir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 else
-	log "mysql2 present"
+	log "mysql2 and mariadb (Connector/Node) present"
 fi
 
 # --- services --------------------------------------------------------------

@@ -69,9 +69,24 @@ func TestMySQLDrivers(t *testing.T) {
 		assert.Equal(t, before, s.my.count(t, "SELECT count(*) FROM orders"), "the rolled back insert and refused deletes left the rows")
 	})
 
-	// MariaDB Connector/J's batches: keyhole offers neither
-	// STMT_BULK_OPERATIONS nor compression, so the driver sends one
-	// COM_STMT_EXECUTE per row (each decided) and talks uncompressed. With
+	// MariaDB Connector/Node.js uses MariaDB's extensions when offered:
+	// batch() is one COM_STMT_BULK_EXECUTE, answered with one OK whose
+	// affected rows are the batch's (a row at a time, the driver returns
+	// one result per row instead).
+	t.Run("MariaDB Connector/Node", func(t *testing.T) {
+		got := s.runNode(t, filepath.Join(s.mysqlClients, "node"), "mariadb", "mariadb_connector.js", "my-bot")
+		assert.Equal(t, map[string]any{"a": 1.0}, got["json"])
+		assert.Equal(t, map[string]any{"affectedRows": 3.0}, got["batch"], "one bulk result, as direct")
+		assert.EqualValues(t, 1142, refusedErrno(t, got, "batch_denied"))
+		assert.Equal(t, []any{[]any{500.0, "1.00"}, []any{501.0, "2.00"}, []any{502.0, "3.00"}}, got["after_batch"], "the refused bulk updated nothing")
+		assert.Equal(t, []any{"item2", 1143.0, "item3"}, got["pipelined"])
+		assert.EqualValues(t, 3, got["final"])
+		s.my.exec(t, "DELETE FROM orders WHERE id >= 500 AND id < 600")
+	})
+
+	// MariaDB Connector/J's batches: keyhole does not offer compression,
+	// so the driver talks uncompressed; each batch row or bulk is
+	// decided as its statement. With
 	// allowMultiQueries and rewriteBatchedStatements a Statement batch is
 	// one multi-statement text, refused as a whole when one statement is
 	// (MariaDB would run the INSERT before the refused DELETE).
