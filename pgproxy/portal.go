@@ -116,14 +116,13 @@ type portalTracker struct {
 	// statement to: a slot of its own, no map operation per statement.
 	unnamed *portal
 	live    map[string]*portal // named portals
-	// savepoints is at least the number of savepoints the server holds in
-	// the current transaction block: one more per SAVEPOINT, one fewer
-	// per RELEASE (which releases the named savepoint and those after
-	// it, so at least one), none after the block ends. The names are not
+	// savepoints bounds from above the number of savepoints the server
+	// holds in the current transaction block: one more per SAVEPOINT, one
+	// fewer per RELEASE (which releases the named savepoint and those
+	// after it, so at least one), none after the block ends. The names are not
 	// known here, so a ROLLBACK TO keeps it (the target stays). A portal
-	// opened while it is 0 belongs to no savepoint: no ROLLBACK TO drops
-	// it (a driver's released savepoint earlier in the transaction does not
-	// make its later portals uncertain).
+	// opened while it is 0, or live when it drops to 0, belongs to no
+	// savepoint: no ROLLBACK TO drops it.
 	savepoints int
 }
 
@@ -191,6 +190,25 @@ func (t *portalTracker) commit() {
 		return true
 	})
 	t.savepoints = 0
+}
+
+// release follows a RELEASE: it releases at least one savepoint. Once
+// none can be held, the portals opened inside the released ones belong to
+// the transaction itself, out of reach of any later ROLLBACK TO (pgJDBC's
+// autosave with cleanupSavepoints releases its savepoint after every
+// statement).
+func (t *portalTracker) release() {
+	if t.savepoints > 0 {
+		t.savepoints--
+	}
+	if t.savepoints == 0 {
+		if p := t.unnamed; p != nil {
+			p.afterSavepoint = false
+		}
+		for _, p := range t.live {
+			p.afterSavepoint = false
+		}
+	}
 }
 
 // rollback: every portal of the transaction ends, hold cursors too;

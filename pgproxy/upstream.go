@@ -551,9 +551,7 @@ func (c *conn) statementDone(ex *execution, tag []byte) {
 	case bytes.Equal(tag, tagSavepoint):
 		t.savepoints++
 	case bytes.Equal(tag, tagRelease):
-		if t.savepoints > 0 {
-			t.savepoints--
-		}
+		t.release()
 	case bytes.Equal(tag, tagPrepareTx):
 		t.rollback()
 	}
