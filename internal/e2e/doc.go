@@ -9,8 +9,11 @@
 // real Vault dev server. mysql_test.go runs keyhole with a MariaDB upstream
 // beside a Postgres one and drives its MySQL listener with go-sql-driver/mysql
 // (text and binary prepared), the mariadb CLI (Ctrl-C included), PyMySQL and
-// mysql2 (internal/e2e/mysql); drivers_test.go adds postgres.js, pgx batches
-// and mysql2's binary protocol, pool and MariaDB JSON.
+// mysql2 (internal/e2e/mysql); drivers_test.go adds postgres.js, pgx
+// batches, pgJDBC's batches, fetch-size portals and savepoints, and on the
+// MySQL side mysql2's binary protocol and pool, MariaDB Connector/Node
+// (bulk execution, JSON), Connector/J's batch options, mysqlclient, the
+// mariadb CLI's source and binary mode, and mysqldump.
 //
 // Clients that are not Go modules, and bin/vault, come from
 // scripts/setup.sh; a missing one fails its test with a message saying so.
