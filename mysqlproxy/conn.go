@@ -57,6 +57,9 @@ type conn struct {
 	authData  []byte
 	program   string
 
+	// MariaDB's extended flags: in the greeting, and negotiated.
+	offeredExt, extCaps uint32
+
 	agent    *identity.Agent
 	role     string
 	upName   string
@@ -432,7 +435,7 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 	}
 	uc, err := login(ctx, loginRequest{
 		up: c.upstream, user: c.lease.User, password: c.lease.Password.Reveal(), db: c.database,
-		caps: c.caps, collation: c.collation, attrs: attrs,
+		caps: c.caps, extCaps: c.extCaps, collation: c.collation, attrs: attrs,
 	})
 	if uc != nil {
 		c.srv.seen(c.upName, uc.g)

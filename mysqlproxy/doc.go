@@ -41,7 +41,9 @@
 //     COM_STMT_PREPARE are decided before anything is sent upstream;
 //     COM_STMT_EXECUTE is decided again (a policy reload may have narrowed
 //     the role), accepts only statement ids prepared through keyhole, and
-//     goes upstream without a cursor, so COM_STMT_FETCH is refused.
+//     goes upstream without a cursor, so COM_STMT_FETCH is refused;
+//     MariaDB's COM_STMT_BULK_EXECUTE (offered with EXTENDED_METADATA, the
+//     MariaDB extended flags keyhole relays) likewise.
 //     COM_INIT_DB and COM_FIELD_LIST are decided as the statements they
 //     are equivalent to (myanalyze.InitDBText, FieldListText), and
 //     COM_FIELD_LIST returns only the columns the role may read (a refused

@@ -23,8 +23,14 @@ import (
 // plugin (every current driver speaks it; a client that answers in
 // another plugin is switched).
 func (c *conn) greet(ctx context.Context) error {
-	relay, version := c.srv.offer(ctx)
+	relay, ext, version := c.srv.offer(ctx)
 	c.offered = relay | handshakeCaps
+	if ext != 0 {
+		// As a MariaDB server greets: CLIENT_MYSQL unset, so that
+		// clients read (and answer with) the extended flags.
+		c.offered &^= clientLongPassword
+		c.offeredExt = ext
+	}
 	if c.srv.cfg.TLS != nil {
 		c.offered |= clientSSL
 	}
@@ -39,7 +45,8 @@ func (c *conn) greet(ctx context.Context) error {
 	b = binary.LittleEndian.AppendUint16(b, serverStatusAutocommit)
 	b = binary.LittleEndian.AppendUint16(b, uint16(c.offered>>16))
 	b = append(b, 21)
-	b = append(b, make([]byte, 10)...)
+	b = append(b, make([]byte, 6)...)
+	b = binary.LittleEndian.AppendUint32(b, c.offeredExt)
 	b = append(b, c.scramble[8:]...)
 	b = append(b, 0)
 	b = append(append(b, pluginCachingSHA2...), 0)
@@ -135,6 +142,9 @@ func (c *conn) handshakeResponse(ctx context.Context) error {
 		return fatalErr(erNotSupportedAuthMode, "08004", "keyhole needs a client of protocol 4.1 or later", nil)
 	}
 	c.caps = caps & c.offered
+	if c.offeredExt != 0 && caps&clientLongPassword == 0 {
+		c.extCaps = binary.LittleEndian.Uint32(p[28:]) & c.offeredExt
+	}
 	c.collation = p[8]
 	cs, ok := clientCharset(c.collation)
 	if !ok {

@@ -48,6 +48,32 @@ const relayCaps = clientFoundRows | clientLongFlag | clientProtocol41 | clientIn
 	clientTransactions | clientMultiStatements | clientMultiResults | clientPSMultiResults |
 	clientSessionTrack | clientDeprecateEOF
 
+// MariaDB's extended capabilities (include/mysql_com.h of MariaDB): a
+// MariaDB server leaves CLIENT_MYSQL (bit 0, MySQL's LONG_PASSWORD) unset
+// in its greeting and carries these in the last 4 of the greeting's 10
+// reserved bytes; a client that also leaves bit 0 unset answers with its
+// own in the last 4 of the handshake response's 23 filler bytes.
+const (
+	mariadbProgress         = 1 << 0
+	mariadbComMulti         = 1 << 1
+	mariadbBulkOperations   = 1 << 2
+	mariadbExtendedMetadata = 1 << 3
+	mariadbCacheMetadata    = 1 << 4
+)
+
+// relayExtCaps are the MariaDB extended flags relayed like relayCaps:
+// EXTENDED_METADATA only adds a format or type name ("json", "uuid",
+// "inet6") to each column definition after org_name, which keyhole reads
+// no further than name; clients (mysql2, Connector/J 3) type JSON and UUID
+// columns by it. STMT_BULK_OPERATIONS lets a client send
+// COM_STMT_BULK_EXECUTE, decided as the statement it runs (onExecute);
+// drivers (Connector/J, Connector/Node's batch) answer a bulk with one
+// summed result, a row at a time with one per row. Never offered:
+// PROGRESS (progress packets inside a result), COM_MULTI (several
+// commands in one), CACHE_METADATA (results without column definitions),
+// BULK_UNIT_RESULTS.
+const relayExtCaps = mariadbExtendedMetadata | mariadbBulkOperations
+
 // handshakeCaps are the flags keyhole handles itself in each handshake.
 const handshakeCaps = clientLongPassword | clientConnectWithDB | clientSecureConnection |
 	clientPluginAuth | clientPluginAuthLenenc | clientConnectAttrs | clientIgnoreSigpipe | clientReserved

@@ -215,6 +215,11 @@ func (c *conn) command(ctx context.Context, p []byte) error {
 		return c.onPrepare(p)
 	case comStmtExecute:
 		return c.onExecute(ctx, p)
+	case comStmtBulkExecute:
+		if c.extCaps&mariadbBulkOperations == 0 {
+			return c.reply(stmtErr(erUnknownCom, "08S01", "keyhole: COM_STMT_BULK_EXECUTE (0xfa) is not allowed: STMT_BULK_OPERATIONS was not negotiated"))
+		}
+		return c.onExecute(ctx, p)
 	case comStmtSendLongData:
 		return c.onLongData(p)
 	case comStmtClose:
@@ -676,17 +681,26 @@ func unknownStmt(id uint32, cmd string) *sqlError {
 	return stmtErr(erUnknownStmtHandler, "HY000", fmt.Sprintf("Unknown prepared statement handler (%d) given to %s", id, cmd))
 }
 
+// onExecute handles COM_STMT_EXECUTE and MariaDB's COM_STMT_BULK_EXECUTE
+// (the statement run once per row of parameters: statement id, 2 bytes of
+// bulk flags, parameter types and rows; answered with one OK or ERR, the
+// rows' affected counts summed). Both are decided as the prepared text:
+// parameter values never change what a statement may touch.
 func (c *conn) onExecute(ctx context.Context, p []byte) error {
 	start := time.Now()
 	if err := c.checkAgent(start); err != nil {
 		return err
 	}
-	if len(p) < 10 {
-		return protocolErr("keyhole: malformed COM_STMT_EXECUTE", nil)
+	bulk := p[0] == comStmtBulkExecute
+	if !bulk && len(p) < 10 || bulk && len(p) < 7 {
+		return protocolErr("keyhole: malformed "+commandName(p[0]), nil)
 	}
 	id := binary.LittleEndian.Uint32(p[1:])
 	st, ok := c.statement(id)
 	if !ok {
+		if bulk {
+			return c.reply(unknownStmt(id, "mysqld_stmt_bulk_execute"))
+		}
 		return c.reply(unknownStmt(id, "mysqld_stmt_execute"))
 	}
 	// The statement runs in the database it was prepared in, and it is
@@ -714,12 +728,14 @@ func (c *conn) onExecute(ctx context.Context, p []byte) error {
 		c.auditStatement(st.sql, dec, start, e)
 		return c.reply(e)
 	}
-	if id == statementIDLast || p[5]&0x07 != 0 {
+	if id == statementIDLast || !bulk && p[5]&0x07 != 0 {
 		// The upstream gets the id keyhole resolved, and no cursor: rows
 		// must pass through keyhole to be counted against max_rows.
 		q := c.scratch(p)
 		binary.LittleEndian.PutUint32(q[1:], st.id)
-		q[5] &^= 0x07
+		if !bulk {
+			q[5] &^= 0x07
+		}
 		p = q
 	}
 	if err := c.request(p); err != nil {

@@ -25,6 +25,7 @@ type greeting struct {
 	threadID  uint32
 	scramble  []byte // 20 bytes
 	caps      uint32
+	extCaps   uint32 // MariaDB's extended flags (0 when bit 0 is set)
 	collation byte
 	status    uint16
 	plugin    string
@@ -86,6 +87,9 @@ func parseGreeting(p []byte) (greeting, error) {
 	g.status = binary.LittleEndian.Uint16(p[i+1:])
 	g.caps |= uint32(binary.LittleEndian.Uint16(p[i+3:])) << 16
 	dataLen := int(p[i+5])
+	if g.caps&clientLongPassword == 0 {
+		g.extCaps = binary.LittleEndian.Uint32(p[i+12:])
+	}
 	i += 16 // charset, status, upper caps, data length, 10 reserved
 	n := max(13, dataLen-8)
 	if i+n > len(p) {
@@ -114,6 +118,7 @@ func parseGreeting(p []byte) (greeting, error) {
 // client greeting.
 type upstreamInfo struct {
 	caps    uint32
+	extCaps uint32
 	version string
 	ok      bool // a greeting was read; else the probe failed at probed
 	probed  time.Time
@@ -122,12 +127,12 @@ type upstreamInfo struct {
 // reprobeAfter is how long a failed probe's conservative guess stands.
 const reprobeAfter = 30 * time.Second
 
-// offer returns the relay flags and server version to greet a client
-// with: the flags every configured upstream has (the client's upstream is
+// offer returns the relay flags, MariaDB extended relay flags and server
+// version to greet a client with: the flags every configured upstream has (the client's upstream is
 // not known until it authenticates), and the default upstream's version.
 // An upstream whose greeting was never seen is probed (connect, read the
 // greeting, close): once per process, and again after a failure.
-func (s *Server) offer(ctx context.Context) (caps uint32, version string) {
+func (s *Server) offer(ctx context.Context) (caps, extCaps uint32, version string) {
 	names := make([]string, 0, len(s.cfg.Upstreams))
 	for name := range s.cfg.Upstreams {
 		names = append(names, name)
@@ -149,20 +154,22 @@ func (s *Server) offer(ctx context.Context) (caps uint32, version string) {
 				s.ups[name] = &upstreamInfo{probed: now}
 			}
 		} else {
-			s.ups[name] = &upstreamInfo{caps: g.caps, version: g.version, ok: true, probed: now}
+			s.ups[name] = &upstreamInfo{caps: g.caps, extCaps: g.extCaps, version: g.version, ok: true, probed: now}
 		}
 		s.upMu.Unlock()
 	}
-	caps = relayCaps
+	caps, extCaps = relayCaps, relayExtCaps
 	s.upMu.Lock()
 	defer s.upMu.Unlock()
 	for _, name := range names {
 		info := s.ups[name]
 		if info == nil || !info.ok {
 			caps &= conservativeCaps
+			extCaps = 0
 			continue
 		}
 		caps &= info.caps
+		extCaps &= info.extCaps
 		if version == "" || name == "" {
 			version = info.version
 		}
@@ -173,13 +180,13 @@ func (s *Server) offer(ctx context.Context) (caps uint32, version string) {
 	if version == "" {
 		version = "8.0.0-keyhole"
 	}
-	return caps, version
+	return caps, extCaps, version
 }
 
 // seen records an upstream's greeting from a login.
 func (s *Server) seen(name string, g greeting) {
 	s.upMu.Lock()
-	s.ups[name] = &upstreamInfo{caps: g.caps, version: g.version, ok: true, probed: time.Now()}
+	s.ups[name] = &upstreamInfo{caps: g.caps, extCaps: g.extCaps, version: g.version, ok: true, probed: time.Now()}
 	s.upMu.Unlock()
 }
 
@@ -210,6 +217,7 @@ type loginRequest struct {
 	password  string
 	db        string
 	caps      uint32 // relay flags negotiated with the client
+	extCaps   uint32 // MariaDB extended relay flags negotiated with the client
 	collation byte
 	attrs     [][2]string
 }
@@ -223,7 +231,8 @@ type upstreamConn struct {
 }
 
 // login connects to the upstream and authenticates as req.user. The
-// upstream must have every flag in req.caps (errCapsChanged otherwise).
+// upstream must have every flag in req.caps and req.extCaps
+// (errCapsChanged otherwise).
 func login(ctx context.Context, req loginRequest) (*upstreamConn, error) {
 	var d net.Dialer
 	nc, err := d.DialContext(ctx, "tcp", req.up.Addr)
@@ -259,7 +268,17 @@ func (uc *upstreamConn) handshake(ctx context.Context, req loginRequest) error {
 	if g.caps&need != need {
 		return fmt.Errorf("%w: has %#x, needs %#x", errCapsChanged, g.caps, need)
 	}
+	extCaps := req.extCaps & relayExtCaps
+	if g.extCaps&extCaps != extCaps {
+		return fmt.Errorf("%w: has MariaDB %#x, needs %#x", errCapsChanged, g.extCaps, extCaps)
+	}
 	caps := req.caps&relayCaps | clientLongPassword | clientProtocol41 | clientSecureConnection | clientPluginAuth
+	if extCaps != 0 {
+		caps &^= clientLongPassword // CLIENT_MYSQL unset: MariaDB reads extCaps
+	}
+	// filler is the handshake response's 23 reserved bytes, MariaDB's
+	// extended flags in the last 4.
+	filler := binary.LittleEndian.AppendUint32(make([]byte, 19), extCaps)
 	caps |= g.caps & (clientPluginAuthLenenc | clientConnectAttrs)
 	if req.db != "" {
 		if g.caps&clientConnectWithDB == 0 {
@@ -278,7 +297,7 @@ func (uc *upstreamConn) handshake(ctx context.Context, req loginRequest) error {
 		b = binary.LittleEndian.AppendUint32(b, caps)
 		b = binary.LittleEndian.AppendUint32(b, maxPayload)
 		b = append(b, req.collation)
-		b = append(b, make([]byte, 23)...)
+		b = append(b, filler...)
 		out, next := appendPacket(nil, seq, b)
 		if _, err := uc.nc.Write(out); err != nil {
 			return fmt.Errorf("send SSL request: %w", err)
@@ -304,7 +323,7 @@ func (uc *upstreamConn) handshake(ctx context.Context, req loginRequest) error {
 	b := binary.LittleEndian.AppendUint32(nil, caps)
 	b = binary.LittleEndian.AppendUint32(b, maxPayload)
 	b = append(b, req.collation)
-	b = append(b, make([]byte, 23)...)
+	b = append(b, filler...)
 	b = append(append(b, req.user...), 0)
 	if caps&clientPluginAuthLenenc != 0 {
 		b = appendLenencString(b, string(authResp))

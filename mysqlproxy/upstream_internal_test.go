@@ -189,7 +189,7 @@ func TestOfferFollowsUpstream(t *testing.T) {
 	addr := fakeUpstream(t, caps, pluginNative, nil)
 	s := &Server{cfg: Config{Upstreams: map[string]Upstream{"": {Addr: addr}}}, limits: Limits{}.withDefaults(),
 		ups: map[string]*upstreamInfo{}, log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	offered, version := s.offer(context.Background())
+	offered, _, version := s.offer(context.Background())
 	assert.Zero(t, offered&clientDeprecateEOF)
 	assert.NotZero(t, offered&clientMultiResults)
 	assert.Equal(t, "8.0.36-fake", version)

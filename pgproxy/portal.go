@@ -116,8 +116,14 @@ type portalTracker struct {
 	// statement to: a slot of its own, no map operation per statement.
 	unnamed *portal
 	live    map[string]*portal // named portals
-	// savepoint: a SAVEPOINT ran in the current transaction block.
-	savepoint bool
+	// savepoints bounds from above the number of savepoints the server
+	// holds in the current transaction block: one more per SAVEPOINT, one
+	// fewer per RELEASE (which releases the named savepoint and those
+	// after it, so at least one), none after the block ends. The names are not
+	// known here, so a ROLLBACK TO keeps it (the target stays). A portal
+	// opened while it is 0, or live when it drops to 0, belongs to no
+	// savepoint: no ROLLBACK TO drops it.
+	savepoints int
 }
 
 // open records that the server holds p (replacing the unnamed portal, or
@@ -136,7 +142,7 @@ func (t *portalTracker) open(p *portal) {
 	if old != nil && old != p {
 		old.state.Store(int32(objClosed))
 	}
-	p.afterSavepoint = t.savepoint
+	p.afterSavepoint = t.savepoints > 0
 	p.state.CompareAndSwap(int32(objPending), int32(objOpen))
 }
 
@@ -183,19 +189,38 @@ func (t *portalTracker) commit() {
 		}
 		return true
 	})
-	t.savepoint = false
+	t.savepoints = 0
+}
+
+// release follows a RELEASE: it releases at least one savepoint. Once
+// none can be held, the portals opened inside the released ones belong to
+// the transaction itself, out of reach of any later ROLLBACK TO (pgJDBC's
+// autosave with cleanupSavepoints releases its savepoint after every
+// statement).
+func (t *portalTracker) release() {
+	if t.savepoints > 0 {
+		t.savepoints--
+	}
+	if t.savepoints == 0 {
+		if p := t.unnamed; p != nil {
+			p.afterSavepoint = false
+		}
+		for _, p := range t.live {
+			p.afterSavepoint = false
+		}
+	}
 }
 
 // rollback: every portal of the transaction ends, hold cursors too;
 // hold cursors of earlier, committed transactions live on.
 func (t *portalTracker) rollback() {
 	t.closeIf(func(p *portal) bool { return !p.committed })
-	t.savepoint = false
+	t.savepoints = 0
 }
 
 // rollbackToSavepoint drops the portals opened after the savepoint. The
-// savepoint's name is not known here, so every portal opened after any
-// SAVEPOINT of the transaction is dropped: at worst the client is refused
+// savepoint's name is not known here, so every portal opened while any
+// savepoint may have been held is dropped: at worst the client is refused
 // a portal the server still holds, never the other way round.
 func (t *portalTracker) rollbackToSavepoint() {
 	t.closeIf(func(p *portal) bool { return p.afterSavepoint && !p.committed })

@@ -553,7 +553,9 @@ func (c *conn) statementDone(ex *execution, tag []byte) {
 			t.rollback()
 		}
 	case bytes.Equal(tag, tagSavepoint):
-		t.savepoint = true
+		t.savepoints++
+	case bytes.Equal(tag, tagRelease):
+		t.release()
 	case bytes.Equal(tag, tagPrepareTx):
 		t.rollback()
 	}
@@ -568,6 +570,7 @@ var (
 	tagCommit     = []byte("COMMIT")
 	tagRollback   = []byte("ROLLBACK")
 	tagSavepoint  = []byte("SAVEPOINT")
+	tagRelease    = []byte("RELEASE")
 	tagPrepareTx  = []byte("PREPARE TRANSACTION")
 )
 

@@ -101,22 +101,22 @@ fi
 /usr/bin/python3 -c 'import psycopg, asyncpg' || die "python3-psycopg/python3-asyncpg installed but /usr/bin/python3 cannot import them"
 /usr/bin/python3 -c 'import pymysql' || die "python3-pymysql installed but /usr/bin/python3 cannot import it"
 
-# --- node-postgres for internal/e2e (no root needed) -------------------------
+# --- node-postgres and postgres.js for internal/e2e (no root needed) ---------
 nodedir="$ROOT/internal/e2e/node"
-if [ ! -d "$nodedir/node_modules/pg" ] || [ "$nodedir/package-lock.json" -nt "$nodedir/node_modules/.package-lock.json" ]; then
+if [ ! -d "$nodedir/node_modules/pg" ] || [ ! -d "$nodedir/node_modules/postgres" ] || [ "$nodedir/package-lock.json" -nt "$nodedir/node_modules/.package-lock.json" ]; then
 	log "npm ci in internal/e2e/node"
 	(cd "$nodedir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 else
-	log "node-postgres present"
+	log "node-postgres and postgres.js present"
 fi
 
-# --- mysql2 for mysqlproxy's client tests -------------------------------------
+# --- mysql2 and MariaDB Connector/Node for the MySQL client tests -------------
 mynodedir="$ROOT/internal/e2e/mysql/node"
-if [ ! -d "$mynodedir/node_modules/mysql2" ] || [ "$mynodedir/package-lock.json" -nt "$mynodedir/node_modules/.package-lock.json" ]; then
+if [ ! -d "$mynodedir/node_modules/mysql2" ] || [ ! -d "$mynodedir/node_modules/mariadb" ] || [ "$mynodedir/package-lock.json" -nt "$mynodedir/node_modules/.package-lock.json" ]; then
 	log "npm ci in internal/e2e/mysql/node"
 	(cd "$mynodedir" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 else
-	log "mysql2 present"
+	log "mysql2 and mariadb (Connector/Node) present"
 fi
 
 # --- services --------------------------------------------------------------
