@@ -81,6 +81,8 @@ func TestMySQLDrivers(t *testing.T) {
 		assert.EqualValues(t, 1142, refusedErrno(t, got, "batch_denied"))
 		assert.Equal(t, []any{[]any{500.0, "1.00"}, []any{501.0, "2.00"}, []any{502.0, "3.00"}}, got["after_batch"], "the refused bulk updated nothing")
 		assert.Equal(t, []any{"item2", 1143.0, "item3"}, got["pipelined"])
+		assert.Equal(t, "item2", got["timeout"], "a query timeout within the role's limit")
+		assert.EqualValues(t, 1142, refusedErrno(t, got, "timeout_lifted"))
 		assert.EqualValues(t, 3, got["final"])
 		s.my.exec(t, "DELETE FROM orders WHERE id >= 500 AND id < 600")
 	})

@@ -203,6 +203,70 @@ func hasSetStatement(sql string) bool {
 	return false
 }
 
+// setStatementFor analyzes MariaDB's SET STATEMENT var = value [, ...]
+// FOR stmt when every var is a timeout keyhole models (limitVars) set to
+// a number literal: MariaDB Connector/J sends every statement with a
+// query timeout so (setQueryTimeout: SET STATEMENT max_statement_time=N
+// FOR ...). The statement is analyzed as if sent alone, with the
+// changes as settings of its own (Local: they last for it only), decided
+// against the role's limits like SET SESSION. Anything else with SET
+// STATEMENT is refused: other variables (sql_mode among them) change how
+// the statement is read or what it does.
+func (a *Analyzer) setStatementFor(sql string, s *Session) *sqlpolicy.Access {
+	sets, inner, ok := parseSetStatement(sql)
+	if !ok {
+		return failed(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange,
+			Detail: "SET STATEMENT ... FOR changes session settings (sql_mode among them) for one statement; keyhole reads it only with the timeouts max_statement_time, max_execution_time or idle_*transaction_timeout set to numbers"})
+	}
+	acc := a.Analyze(inner, s)
+	if len(acc.Statements) != 1 {
+		return failed(sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported,
+			Detail: "SET STATEMENT ... FOR applies to one statement; send the others on their own"})
+	}
+	st := &acc.Statements[0]
+	for _, set := range sets {
+		classifyLimit(&set)
+		st.Settings = append(st.Settings, set)
+	}
+	return acc
+}
+
+// setStatementPrefix is SET STATEMENT at the start of a text (after white
+// space), and setStatementItem one "name = number" after it.
+var (
+	setStatementPrefix = regexp.MustCompile(`(?is)^\s*set\s+statement\s+`)
+	setStatementItem   = regexp.MustCompile(`(?is)^([a-z_][a-z0-9_]*)\s*=\s*([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(\s*,\s*|\s+for\s)`)
+)
+
+// parseSetStatement splits SET STATEMENT a = 1, b = 2 FOR stmt into its
+// settings and stmt. ok is false unless every item is a limit variable
+// set to a number literal, written plainly (no comments, quotes or
+// expressions: those are refused rather than read).
+func parseSetStatement(sql string) (sets []sqlpolicy.Setting, inner string, ok bool) {
+	m := setStatementPrefix.FindStringIndex(sql)
+	if m == nil {
+		return nil, "", false
+	}
+	rest := sql[m[1]:]
+	for {
+		g := setStatementItem.FindStringSubmatchIndex(rest)
+		if g == nil {
+			return nil, "", false
+		}
+		name := strings.ToLower(rest[g[2]:g[3]])
+		if _, limit := limitVars[name]; !limit {
+			return nil, "", false
+		}
+		sets = append(sets, sqlpolicy.Setting{Name: name, Value: rest[g[4]:g[5]], Local: true})
+		comma := strings.Contains(rest[g[6]:g[7]], ",")
+		rest = rest[g[1]:]
+		if !comma {
+			// One SET STATEMENT: a second would be read recursively.
+			return sets, rest, !hasSetStatement(rest)
+		}
+	}
+}
+
 // Analyze implements sqlpolicy.Analyzer. It never fails: problems are
 // reported in the statements. s must be a *Session from NewSession, or nil
 // for a fresh one.
@@ -227,8 +291,7 @@ func (a *Analyzer) Analyze(sql string, ss sqlpolicy.Session) *sqlpolicy.Access {
 		return failed(*p)
 	}
 	if hasSetStatement(sql) {
-		return failed(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange,
-			Detail: "SET STATEMENT ... FOR changes session settings (sql_mode among them) for one statement"})
+		return a.setStatementFor(sql, s)
 	}
 	stmts, p := a.parse(sql, mode)
 	if p != nil {

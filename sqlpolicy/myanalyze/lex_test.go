@@ -42,7 +42,12 @@ func TestLexerRefuses(t *testing.T) {
 		{"SELECT 1 /* unterminated", sqlpolicy.ProblemUnparseable},
 		{"SELECT 'unterminated", sqlpolicy.ProblemUnparseable},
 		{"SELECT 'it''s', \"say \\\"hi\\\"\"", ""},
-		{"SET STATEMENT max_statement_time=1 FOR SELECT 1", sqlpolicy.ProblemSessionChange},
+		{"SET STATEMENT max_statement_time=1 FOR SELECT 1", ""},
+		{"SET STATEMENT sql_mode='ANSI_QUOTES' FOR SELECT 1", sqlpolicy.ProblemSessionChange},
+		{"SET STATEMENT max_statement_time=1FOR SELECT 1", sqlpolicy.ProblemSessionChange},
+		{"SET STATEMENT max_statement_time=(1) FOR SELECT 1", sqlpolicy.ProblemSessionChange},
+		{"SET STATEMENT max_statement_time=1 FOR SET STATEMENT max_statement_time=0 FOR SELECT 1", sqlpolicy.ProblemSessionChange},
+		{"SELECT 1; SET STATEMENT max_statement_time=1 FOR SELECT 1", sqlpolicy.ProblemSessionChange},
 	}
 	for _, c := range cases {
 		a := an.Analyze(c.sql, nil)

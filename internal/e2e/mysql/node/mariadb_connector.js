@@ -44,6 +44,11 @@ async function main() {
     conn.execute('SELECT email FROM customers WHERE id = ?', [1]),
     conn.execute('SELECT item FROM orders WHERE id = ?', [3]),
   ])).map((r) => (r.status === 'fulfilled' ? r.value[0].item : r.reason.errno)));
+  // A query timeout: the driver sends SET STATEMENT max_statement_time=1.5
+  // FOR the query; within the role's limit it runs, and 0 (no limit) is
+  // refused.
+  await step('timeout', async () => (await conn.query({ sql: 'SELECT item FROM orders WHERE id = 2', timeout: 1500 }))[0].item);
+  await step('timeout_lifted', async () => conn.query('SET STATEMENT max_statement_time=0 FOR SELECT item FROM orders WHERE id = 2'));
   await step('final', async () => (await conn.query('SELECT count(*) AS n FROM orders WHERE id >= 500 AND id < 600'))[0].n);
   await conn.end();
   console.log(JSON.stringify(out));
