@@ -161,6 +161,20 @@ func TestCursorPortals(t *testing.T) {
 		assert.Equal(t, seq("D", "C", "Z:T"), r.exchange(&pgproto3.Execute{Portal: "a"}))
 		assert.Equal(t, []string{"E:34000", "Z:E"}, r.exchange(&pgproto3.Execute{Portal: "b"}))
 		assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
+		// By name: a ROLLBACK TO the newest of two savepoints of one name
+		// (pgJDBC's autosave) keeps what was opened before it; a RELEASE
+		// moves what was opened inside to the level it was set at.
+		assert.Equal(t, seq(strings.Split(strings.Repeat("C", 9), ""), "Z:T"),
+			r.query("BEGIN; SAVEPOINT auto; DECLARE a CURSOR FOR SELECT 1; SAVEPOINT auto; DECLARE b CURSOR FOR SELECT 2; "+
+				"SAVEPOINT outer_sp; SAVEPOINT inner_sp; DECLARE c CURSOR FOR SELECT 3; RELEASE inner_sp"))
+		assert.Equal(t, []string{"C", "Z:T"}, r.query("ROLLBACK TO SAVEPOINT outer_sp"))
+		assert.Equal(t, []string{"E:34000", "Z:E"}, r.exchange(&pgproto3.Execute{Portal: "c"}), "opened inside outer_sp, released into it")
+		assert.Equal(t, []string{"C", "Z:T"}, r.query("ROLLBACK TO SAVEPOINT auto"))
+		assert.Equal(t, seq("D", "C", "Z:T"), r.exchange(&pgproto3.Execute{Portal: "a"}), "opened before the newest auto")
+		assert.Equal(t, []string{"E:34000", "Z:E"}, r.exchange(&pgproto3.Execute{Portal: "b"}), "opened after it")
+		assert.Equal(t, []string{"C", "Z:T"}, r.query("ROLLBACK TO SAVEPOINT auto"))
+		assert.Equal(t, seq("C", "Z:T"), r.exchange(&pgproto3.Execute{Portal: "a"}), "a is still open (and read)")
+		assert.Equal(t, []string{"C", "Z:I"}, r.query("ROLLBACK"))
 	})
 }
 

@@ -97,14 +97,15 @@
 // decided for it. Cursors DECLAREd by allowed text are portals the
 // client may Describe, Execute (with a row limit) and Close; their ends
 // (CLOSE, COMMIT unless WITH HOLD, ROLLBACK, ROLLBACK TO SAVEPOINT,
-// DISCARD ALL) are followed from the server's command tags. The tags do
-// not name savepoints, so a ROLLBACK TO SAVEPOINT drops every portal opened
-// while a savepoint may have been held (SAVEPOINT counts one up, RELEASE
-// one down, and a RELEASE down to none frees the live portals). Known gap:
-// pgJDBC's autosave=always without cleanupSavepoints=true sets a savepoint
-// before every statement and never releases it, so its fetch-size portal
-// is refused (34000) after a failed statement is rolled back to the latest
-// one, where Postgres keeps it. A cursor or
+// DISCARD ALL) are followed from the server's command tags, and the
+// savepoints from the statements' names (sqlpolicy.Statement.Savepoint):
+// a ROLLBACK TO a savepoint drops the portals opened after it was set, as
+// the server does (pgJDBC's autosave=always keeps its fetch-size portal
+// across the ROLLBACK TO its newest autosave savepoint), and a RELEASE
+// moves the portals opened inside the released savepoints to the level it
+// was set at. A SAVEPOINT or RELEASE whose name keyhole did not read makes
+// it drop, until the block ends, every portal opened while a savepoint
+// may have been held at a ROLLBACK TO. A cursor or
 // named portal outlives the decision that allowed it: after a policy
 // change (a reload, a grant's end) its statement is decided again before
 // each FETCH, MOVE or Execute of it (conn.portalStands); FETCH and MOVE of

@@ -99,10 +99,12 @@ type portal struct {
 	// Upstream goroutine only.
 	// stmtRows counts the current statement's rows across Executes, for
 	// max_rows; committed: a hold cursor whose transaction committed
-	// (it survives the transaction's end); afterSavepoint: opened after a
-	// SAVEPOINT of the current transaction (ROLLBACK TO may drop it).
-	stmtRows                  int64
-	committed, afterSavepoint bool
+	// (it survives the transaction's end); depth: how many savepoints of
+	// the current transaction were held when it opened (a ROLLBACK TO the
+	// depth-th or a later one drops it).
+	stmtRows  int64
+	committed bool
+	depth     int
 }
 
 // portalTracker follows which portals the server holds, from what it
@@ -116,14 +118,21 @@ type portalTracker struct {
 	// statement to: a slot of its own, no map operation per statement.
 	unnamed *portal
 	live    map[string]*portal // named portals
-	// savepoints bounds from above the number of savepoints the server
-	// holds in the current transaction block: one more per SAVEPOINT, one
-	// fewer per RELEASE (which releases the named savepoint and those
-	// after it, so at least one), none after the block ends. The names are not
-	// known here, so a ROLLBACK TO keeps it (the target stays). A portal
-	// opened while it is 0, or live when it drops to 0, belongs to no
-	// savepoint: no ROLLBACK TO drops it.
-	savepoints int
+	// savepoints are the savepoints the server holds in the current
+	// transaction block, oldest first, by name: SAVEPOINT adds one (a
+	// name again shadows the older), RELEASE name removes the newest of
+	// that name and those after it, ROLLBACK TO name those after it (it
+	// stays), the block's end all. A portal opened while n are held
+	// (depth n) is dropped by a ROLLBACK TO the n-th or a later one; one
+	// opened while none is held, by none.
+	savepoints []string
+	// namesLost: a SAVEPOINT or RELEASE of this block came without its
+	// name (its statement was not analyzed here), so savepoints may not
+	// be the server's: until the block ends, a ROLLBACK TO drops every
+	// portal opened after any savepoint, and a RELEASE lowers no portal's
+	// depth until none can be held (at worst the client is refused a
+	// portal the server still holds, never the other way round).
+	namesLost bool
 }
 
 // open records that the server holds p (replacing the unnamed portal, or
@@ -142,7 +151,7 @@ func (t *portalTracker) open(p *portal) {
 	if old != nil && old != p {
 		old.state.Store(int32(objClosed))
 	}
-	p.afterSavepoint = t.savepoints > 0
+	p.depth = len(t.savepoints)
 	p.state.CompareAndSwap(int32(objPending), int32(objOpen))
 }
 
@@ -184,46 +193,85 @@ func (t *portalTracker) closeAll() { t.closeIf(func(*portal) bool { return true 
 func (t *portalTracker) commit() {
 	t.closeIf(func(p *portal) bool {
 		if p.hold {
-			p.committed = true
+			p.committed, p.depth = true, 0
 			return false
 		}
 		return true
 	})
-	t.savepoints = 0
+	t.endBlock()
 }
 
-// release follows a RELEASE: it releases at least one savepoint. Once
-// none can be held, the portals opened inside the released ones belong to
-// the transaction itself, out of reach of any later ROLLBACK TO (pgJDBC's
-// autosave with cleanupSavepoints releases its savepoint after every
-// statement).
-func (t *portalTracker) release() {
-	if t.savepoints > 0 {
-		t.savepoints--
+// endBlock forgets the block's savepoints.
+func (t *portalTracker) endBlock() { t.savepoints, t.namesLost = t.savepoints[:0], false }
+
+// savepoint follows a SAVEPOINT name ("": its name is not known).
+func (t *portalTracker) savepoint(name string) {
+	t.namesLost = t.namesLost || name == ""
+	t.savepoints = append(t.savepoints, name)
+}
+
+// newest is the index of the newest savepoint held named name, -1 for
+// none (or an unknown name).
+func (t *portalTracker) newest(name string) int {
+	if name == "" || t.namesLost {
+		return -1
 	}
-	if t.savepoints == 0 {
-		if p := t.unnamed; p != nil {
-			p.afterSavepoint = false
-		}
-		for _, p := range t.live {
-			p.afterSavepoint = false
+	for i := len(t.savepoints) - 1; i >= 0; i-- {
+		if t.savepoints[i] == name {
+			return i
 		}
 	}
+	return -1
+}
+
+// release follows a RELEASE name: the savepoint and those after it go,
+// and the portals opened inside them belong to the level it was set at,
+// out of reach of a ROLLBACK TO it (pgJDBC's autosave with
+// cleanupSavepoints releases its savepoint after every statement).
+func (t *portalTracker) release(name string) {
+	i := t.newest(name)
+	if i < 0 {
+		// At least one goes; which, is not known.
+		t.namesLost = true
+		i = max(len(t.savepoints)-1, 0)
+	}
+	t.savepoints = t.savepoints[:i]
+	if t.namesLost && i > 0 {
+		return // depths stay: a later ROLLBACK TO drops every depth > 0
+	}
+	t.eachLive(func(p *portal) { p.depth = min(p.depth, i) })
 }
 
 // rollback: every portal of the transaction ends, hold cursors too;
 // hold cursors of earlier, committed transactions live on.
 func (t *portalTracker) rollback() {
 	t.closeIf(func(p *portal) bool { return !p.committed })
-	t.savepoints = 0
+	t.endBlock()
 }
 
-// rollbackToSavepoint drops the portals opened after the savepoint. The
-// savepoint's name is not known here, so every portal opened while any
-// savepoint may have been held is dropped: at worst the client is refused
-// a portal the server still holds, never the other way round.
-func (t *portalTracker) rollbackToSavepoint() {
-	t.closeIf(func(p *portal) bool { return p.afterSavepoint && !p.committed })
+// rollbackToSavepoint follows a ROLLBACK TO name: the portals opened
+// after that savepoint was set end (the server drops what the undone
+// subtransactions created), and the savepoints after it go; it stays.
+// Without the name, every portal opened after any savepoint is dropped.
+func (t *portalTracker) rollbackToSavepoint(name string) {
+	i := t.newest(name)
+	if i < 0 {
+		t.namesLost = true
+		t.closeIf(func(p *portal) bool { return p.depth > 0 && !p.committed })
+		return
+	}
+	t.savepoints = t.savepoints[:i+1]
+	t.closeIf(func(p *portal) bool { return p.depth > i && !p.committed })
+}
+
+// eachLive calls f for every live portal.
+func (t *portalTracker) eachLive(f func(*portal)) {
+	if p := t.unnamed; p != nil {
+		f(p)
+	}
+	for _, p := range t.live {
+		f(p)
+	}
 }
 
 // idle is called at a ReadyForQuery with status 'I': no transaction is

@@ -548,17 +548,25 @@ func (c *conn) statementDone(ex *execution, tag []byte) {
 	case bytes.Equal(tag, tagRollback):
 		// ROLLBACK TO SAVEPOINT has the tag of ROLLBACK.
 		if st != nil && st.Tx == sqlpolicy.TxRollbackTo {
-			t.rollbackToSavepoint()
+			t.rollbackToSavepoint(st.Savepoint)
 		} else {
 			t.rollback()
 		}
 	case bytes.Equal(tag, tagSavepoint):
-		t.savepoints++
+		t.savepoint(savepointOf(st))
 	case bytes.Equal(tag, tagRelease):
-		t.release()
+		t.release(savepointOf(st))
 	case bytes.Equal(tag, tagPrepareTx):
 		t.rollback()
 	}
+}
+
+// savepointOf is the savepoint st names ("" when st is not known).
+func savepointOf(st *sqlpolicy.Statement) string {
+	if st == nil {
+		return ""
+	}
+	return st.Savepoint
 }
 
 // Command tags (src/include/tcop/cmdtaglist.h) that change portals.

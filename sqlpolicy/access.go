@@ -293,6 +293,11 @@ type Statement struct {
 	// proxies track such cursors as portals the client may use.
 	CursorName string `json:"cursor_name,omitempty"`
 	CursorHold bool   `json:"cursor_hold,omitempty"`
+	// Savepoint is the savepoint SAVEPOINT sets, RELEASE releases or
+	// ROLLBACK TO returns to, as the server names it (folded to lower case
+	// unless quoted): the Postgres proxy follows which portals a ROLLBACK
+	// TO drops by it.
+	Savepoint string `json:"savepoint,omitempty"`
 
 	// Explained is the analysis of the statement under EXPLAIN. Analyze is
 	// true for EXPLAIN ANALYZE (the inner statement runs).

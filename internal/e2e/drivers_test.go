@@ -347,6 +347,9 @@ func TestJdbcFlows(t *testing.T) {
 		// failed statement is rolled back to its savepoint, so the
 		// transaction goes on.
 		"autosave": "&autosave=always&cleanupSavepoints=true",
+		// The same without the release: the savepoints pile up, and the
+		// failed statement is rolled back to the newest of them.
+		"autosave, savepoints kept": "&autosave=always",
 	} {
 		t.Run(name, func(t *testing.T) {
 			deniedInTx := "error\t25P02"
@@ -367,7 +370,8 @@ func TestJdbcFlows(t *testing.T) {
 				// (it was opened before that savepoint); keyhole refused it
 				// with 34000 when an earlier savepoint of the transaction
 				// had been released, or (autosave) when the portal was
-				// opened inside a savepoint released since.
+				// opened inside a savepoint released since, or (autosave
+				// without the release) after any savepoint.
 				"fetch_across_savepoint": "ok\t8",
 				"final":                  "ok\t8",
 			}, got)

@@ -254,11 +254,11 @@ func (w *walker) transaction(t *pg.TransactionStmt) {
 			st.Tx = sqlpolicy.TxBegin
 		}
 	case pg.TransactionStmtKind_TRANS_STMT_SAVEPOINT:
-		st.Command = "SAVEPOINT"
+		st.Command, st.Savepoint = "SAVEPOINT", t.SavepointName
 	case pg.TransactionStmtKind_TRANS_STMT_RELEASE:
-		st.Command = "RELEASE"
+		st.Command, st.Savepoint = "RELEASE", t.SavepointName
 	case pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_TO:
-		st.Command, st.Tx = "ROLLBACK", sqlpolicy.TxRollbackTo
+		st.Command, st.Tx, st.Savepoint = "ROLLBACK", sqlpolicy.TxRollbackTo, t.SavepointName
 	case pg.TransactionStmtKind_TRANS_STMT_PREPARE, pg.TransactionStmtKind_TRANS_STMT_COMMIT_PREPARED,
 		pg.TransactionStmtKind_TRANS_STMT_ROLLBACK_PREPARED:
 		st.Command = map[pg.TransactionStmtKind]string{

@@ -375,3 +375,21 @@ func TestCursorNames(t *testing.T) {
 		assert.Equal(t, tc.hold, acc.Statements[0].CursorHold, tc.sql)
 	}
 }
+
+// TestSavepointNames: SAVEPOINT, RELEASE and ROLLBACK TO name their
+// savepoint as the server does (folded to lower case unless quoted), for
+// the proxy's record of which portals a ROLLBACK TO drops.
+func TestSavepointNames(t *testing.T) {
+	t.Parallel()
+	for sql, want := range map[string]string{
+		"SAVEPOINT PGJDBC_AUTOSAVE":             "pgjdbc_autosave",
+		`SAVEPOINT "Mixed"`:                     "Mixed",
+		"RELEASE SAVEPOINT a":                   "a",
+		"RELEASE b":                             "b",
+		"ROLLBACK TO SAVEPOINT PGJDBC_AUTOSAVE": "pgjdbc_autosave",
+		"ROLLBACK TO c":                         "c",
+		"ROLLBACK":                              "",
+	} {
+		assert.Equal(t, want, one(t, sql).Savepoint, sql)
+	}
+}
