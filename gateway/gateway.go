@@ -161,12 +161,13 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Stamps before reading: a write meanwhile is a change at the polls.
+	g.secretFiles = newFileWatch(cfg.Identity.SecretFiles())
 	auth, authCleanup, err := buildAuth(cfg.Identity)
 	if err != nil {
 		return nil, err
 	}
 	g.auth = auth
-	g.secretFiles = newFileWatch(auth.SecretFiles())
 	g.addCloser(func() error { authCleanup(); return nil })
 	if g.ups, err = buildUpstreams(cfg); err != nil {
 		return nil, err
@@ -688,8 +689,8 @@ func (g *Gateway) policyFileEmpty() error {
 	return fmt.Errorf("policy: %s is empty (being written?); write a policy with no agents to deny every agent", g.cfg.Policy.File)
 }
 
-// statFile is the policy file's stamp; the zero stamp when it cannot be
-// read (a later poll that can is a change).
+// statFile is a file's stamp; the zero stamp when it cannot be read (a
+// later poll that can is a change).
 func statFile(path string) filestamp.Stamp {
 	st, _ := filestamp.Stat(path)
 	return st
@@ -697,14 +698,14 @@ func statFile(path string) filestamp.Stamp {
 
 // policyChanged is the file watch's poll: whether the policy file holds a
 // version other than the one loaded last that has settled, that is, the
-// previous poll saw it too (fileWatch). A file being written in place (an editor, a
-// copy or a template tool that truncates, then writes in pieces) can be
-// valid YAML while cut short, and a policy cut before a rule or a
-// deny_labels entry allows more than either version; waiting one poll
-// interval for the writes to end keeps such a version from being loaded.
-// A file replaced by a rename (the safe way) is whole at once and waits
-// one interval too. An explicit reload (SIGHUP, ReloadPolicy) does not
-// wait.
+// previous poll saw it too (fileWatch). A file being written in place (an
+// editor, a copy or a template tool that truncates, then writes in
+// pieces) can be valid YAML while cut short, and a policy cut before a
+// rule or a deny_labels entry allows more than either version; waiting
+// one poll interval for the writes to end keeps such a version from being
+// loaded. A file replaced by a rename (the safe way) is whole at once and
+// waits one interval too. An explicit reload (SIGHUP, ReloadPolicy) does
+// not wait.
 func (g *Gateway) policyChanged() bool {
 	g.reloadMu.Lock()
 	defer g.reloadMu.Unlock()

@@ -105,11 +105,11 @@ type SecretChanges struct {
 // Empty reports whether no agent's secret changed.
 func (c SecretChanges) Empty() bool { return len(c.SCRAM) == 0 && len(c.MySQL) == 0 }
 
-// SecretFiles are the verifier files the config names, which
-// ReloadSecrets reads again.
-func (a *Auth) SecretFiles() []string {
+// SecretFiles are the verifier files c names, which Auth.ReloadSecrets
+// reads again.
+func (c Config) SecretFiles() []string {
 	var files []string
-	for _, f := range []string{a.secretCfg.scram.VerifiersFile, a.secretCfg.mysql.VerifiersFile} {
+	for _, f := range []string{c.SCRAM.VerifiersFile, c.MySQL.VerifiersFile} {
 		if f != "" {
 			files = append(files, f)
 		}

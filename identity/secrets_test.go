@@ -30,12 +30,13 @@ func TestReloadSecrets(t *testing.T) {
 	write(scramFile, "a: "+scram("a-1")+"\nb: "+bSCRAM+"\nc: "+scram("c-1")+"\n")
 	write(mysqlFile, "a: \""+aMySQL+"\"\nb: \""+mysql("b-1")+"\"\n")
 	inline := scram("d-1")
-	a, err := identity.New(identity.Config{
+	cfg := identity.Config{
 		SCRAM: identity.SCRAMConfig{VerifiersFile: scramFile, Verifiers: map[string]string{"d": inline}},
 		MySQL: identity.MySQLConfig{VerifiersFile: mysqlFile},
-	})
+	}
+	a, err := identity.New(cfg)
 	require.NoError(t, err)
-	assert.ElementsMatch(t, []string{scramFile, mysqlFile}, a.SecretFiles())
+	assert.ElementsMatch(t, []string{scramFile, mysqlFile}, cfg.SecretFiles())
 
 	ch, err := a.ReloadSecrets()
 	require.NoError(t, err)
