@@ -449,7 +449,7 @@ func (s *Server) endSessions(match func(*identity.Agent) bool, err error) int {
 		hit := a != nil && !c.stopped && match(a)
 		c.mu.Unlock()
 		if hit {
-			s.log.Info("ending session", "session", c.id, "agent", a.Name, "token", a.TokenID, "err", err)
+			s.log.Info("ending session", "session", c.id, "agent", a.Name, "token_id", a.TokenID, "err", err)
 			c.stop(err)
 			n++
 		}
