@@ -11,8 +11,9 @@ import (
 // analyzers would decide as if the database had none of it: 2 added the
 // CHECK constraints, unique keys, partitioning and row security policies
 // that make checks beyond a statement's text reads of the columns they
-// look at. Load refuses a file of another format.
-const FormatVersion = 2
+// look at; 3 added Column.HasMissing (and Function.ReturnsSet). Load
+// refuses a file of another format.
+const FormatVersion = 3
 
 // Catalog is the schema of one upstream database as keyhole needs it to
 // resolve names and expand `*`: relations with their columns and labels,
@@ -283,6 +284,12 @@ type Column struct {
 	// Identity columns and generated columns have none: Postgres advances
 	// an identity column's sequence without checking privileges on it.
 	Default string `json:"default,omitempty"`
+	// HasMissing is set when Postgres keeps a value for the column in
+	// pg_attribute.attmissingval (atthasmissing): ADD COLUMN ... DEFAULT
+	// v on a table stores v there, not in the rows, and every row that
+	// existed then reads the column as v until it is updated, even once
+	// the default is dropped. Reading attmissingval reads such columns.
+	HasMissing bool `json:"has_missing,omitempty"`
 	// Sequences are the sequences Default advances (its nextval calls),
 	// as "schema.name", from pg_depend; running the default needs USAGE
 	// or UPDATE on each.

@@ -259,7 +259,8 @@ SELECT n.nspname, c.relname, a.attname,
                   AND dep.refobjsubid > 0 AND dep.refobjsubid <> gd.adnum
                  JOIN pg_attribute ra ON ra.attrelid = gd.adrelid AND ra.attnum = dep.refobjsubid
                  WHERE a.attgenerated <> '' AND gd.adrelid = a.attrelid AND gd.adnum = a.attnum),
-                '{}')::text[]
+                '{}')::text[],
+       a.atthasmissing
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -280,8 +281,9 @@ func pgColumns(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	var (
 		schema, rel, name, typ, comment, def string
 		seqs, genReads                       []string
+		hasMissing                           bool
 	)
-	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &typ, &comment, &def, &seqs, &genReads}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&schema, &rel, &name, &typ, &comment, &def, &seqs, &genReads, &hasMissing}, func() error {
 		r := l.Catalog.Relation(schema, rel)
 		if r == nil {
 			// Same snapshot as the relations query, so this cannot happen
@@ -289,11 +291,12 @@ func pgColumns(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 			return fmt.Errorf("column %s of unknown relation %s.%s", name, schema, rel)
 		}
 		col := &Column{
-			Name:    name,
-			Type:    typ,
-			Comment: comment,
-			Labels:  l.commentLabels(r.String()+"."+name, comment),
-			Default: def,
+			Name:       name,
+			Type:       typ,
+			Comment:    comment,
+			Labels:     l.commentLabels(r.String()+"."+name, comment),
+			Default:    def,
+			HasMissing: hasMissing,
 		}
 		if len(seqs) > 0 {
 			col.Sequences = slices.Clone(seqs)

@@ -1,12 +1,16 @@
 package pganalyze_test
 
 import (
+	"maps"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/pganalyze"
 )
 
 // TestSettingsReads: a query that selects pg_settings rows by name reads
@@ -128,4 +132,43 @@ func TestSettingKinds(t *testing.T) {
 		assert.Equal(t, want == sqlpolicy.SettingResolution || want == sqlpolicy.SettingIdentity || want == sqlpolicy.SettingLexing,
 			st.Settings[0].Guarded, sql)
 	}
+}
+
+// TestMissingValueReads: pg_attribute.attmissingval holds, for a column
+// added with a default to a table that had rows, every such row's value
+// of the column: reading it reads the columns that have one
+// (catalog.Column.HasMissing), through pg_attribute (labels apply, no
+// grant on their tables is needed), and nothing else when none has.
+func TestMissingValueReads(t *testing.T) {
+	t.Parallel()
+	read := func(t *testing.T, an *pganalyze.Analyzer, sql string) []string {
+		t.Helper()
+		acc := an.Analyze(sql, nil)
+		require.Len(t, acc.Statements, 1)
+		require.Empty(t, acc.Statements[0].Problems)
+		var out []string
+		for _, s := range colStrings(acc.Statements[0].Columns) {
+			if !strings.HasPrefix(s, "pg_catalog.") {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	const q = "SELECT attname, attmissingval FROM pg_attribute WHERE atthasmissing"
+	assert.Empty(t, read(t, analyzer(t), q), "no column of the test schema has a missing value")
+	assert.Empty(t, read(t, analyzer(t), "SELECT attname, atthasmissing FROM pg_attribute"))
+
+	keys := &catalog.Relation{Schema: "public", Name: "vault_keys", Kind: "r",
+		Columns: []*catalog.Column{{Name: "id", Type: "integer"}, {Name: "master", Type: "text", HasMissing: true}}}
+	base := testCatalog(t)
+	cat := *base // the test schema and vault_keys
+	cat.Relations = maps.Clone(base.Relations)
+	cat.Relations["public"] = maps.Clone(base.Relations["public"])
+	cat.Relations["public"]["vault_keys"] = keys
+	an := pganalyze.New(&cat, pganalyze.Options{})
+	want := []string{"public.vault_keys.master@pg_catalog.pg_attribute"}
+	assert.Equal(t, want, read(t, an, q))
+	assert.Equal(t, want, read(t, an, "SELECT * FROM pg_catalog.pg_attribute WHERE attnum = 1"), "the WHERE does not narrow it")
+	assert.Equal(t, want, read(t, an, "SELECT a::text FROM pg_attribute a"), "a whole row")
+	assert.Empty(t, read(t, an, "SELECT attname, atthasmissing FROM pg_attribute"))
 }

@@ -1,6 +1,7 @@
 package pganalyze
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -57,6 +58,9 @@ type catalogIndex struct {
 	multiFuncs map[string]bool
 	// userOps are the operator names some user operator has.
 	userOps map[string]bool
+	// missing are the columns with a value in pg_attribute.attmissingval
+	// (catalog.Column.HasMissing), sorted, as reads through pg_attribute.
+	missing []sqlpolicy.ColumnRef
 }
 
 func (a *Analyzer) index() *catalogIndex {
@@ -69,8 +73,17 @@ func (a *Analyzer) index() *catalogIndex {
 					parent := sqlpolicy.Rel{Schema: fk.RefSchema, Name: fk.RefTable}
 					x.fks[parent] = append(x.fks[parent], fkChild{child: r, fk: fk})
 				}
+				for _, col := range r.Columns {
+					if col.HasMissing {
+						x.missing = append(x.missing, sqlpolicy.ColumnRef{Rel: sqlpolicy.Rel{Schema: r.Schema, Name: r.Name},
+							Column: col.Name, Mode: sqlpolicy.Read, Via: attMissingVal.Rel})
+					}
+				}
 			}
 		}
+		slices.SortFunc(x.missing, func(a, b sqlpolicy.ColumnRef) int {
+			return cmp.Or(cmp.Compare(a.Rel.Schema, b.Rel.Schema), cmp.Compare(a.Rel.Name, b.Rel.Name), cmp.Compare(a.Column, b.Column))
+		})
 		seen := map[string]bool{}
 		for _, fs := range a.cat.Functions {
 			for name := range fs {

@@ -572,13 +572,6 @@ var sensitiveCatalogColumns = map[[2]string]string{
 	// Postgres keeps it from every role but superusers, not the rest of
 	// pg_subscription (pg_dump counts subscriptions).
 	{"pg_subscription", "subconninfo"}: "a subscription's connection string, which holds the publisher's password",
-	// ALTER TABLE ... ADD COLUMN c ... DEFAULT v stores v here instead of
-	// in the rows, and every row that existed then reads c as v until it
-	// is updated, also after the default is dropped or changed: it is
-	// the value of a table's column, and Postgres shows it to every role
-	// (ALTER TABLE secrets ADD COLUMN master text DEFAULT 'k'; ALTER
-	// COLUMN master DROP DEFAULT leaves every row's master readable here).
-	{"pg_attribute", "attmissingval"}: "the value a column holds in every row that existed when it was added (its default then)",
 }
 
 const settingValues = "per-role or per-database settings, which can be secrets"

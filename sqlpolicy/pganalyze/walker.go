@@ -132,6 +132,9 @@ func (w *walker) column(c sqlpolicy.ColumnRef) {
 		w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemDataCatalog, Rel: c.Rel, Column: c.Column,
 			Detail: fmt.Sprintf("%s.%s holds %s", c.Rel, c.Column, what)})
 	}
+	if c.Rel == attMissingVal.Rel && c.Column == attMissingVal.Column {
+		w.missingValues()
+	}
 	if w.colSeen != nil {
 		if _, ok := w.colSeen[c]; ok {
 			return
@@ -447,4 +450,25 @@ func (w *walker) ddlRel(rv *pg.RangeVar) sqlpolicy.Rel {
 		}
 	}
 	return sqlpolicy.Rel{Name: rv.Relname}
+}
+
+// attMissingVal is pg_attribute.attmissingval: ALTER TABLE ... ADD COLUMN
+// c ... DEFAULT v stores v there instead of in the rows, and every row
+// that existed then reads c as v until it is updated, also after the
+// default is dropped or changed (ALTER TABLE secrets ADD COLUMN master
+// text DEFAULT 'k'; ALTER COLUMN master DROP DEFAULT leaves every row's
+// master readable there, to every role). pg_dump reads it for every
+// column it dumps.
+var attMissingVal = sqlpolicy.ColumnRef{Rel: sqlpolicy.Rel{Schema: "pg_catalog", Name: "pg_attribute"}, Column: "attmissingval"}
+
+// missingValues reports a read of attmissingval as a read of every column
+// that has a missing value (catalog.Column.HasMissing), reached through
+// pg_attribute: labels apply to them, as to any column however reached,
+// while reading the catalog needs no grant on their tables (a column's
+// missing value is its default then, as schema-like as pg_attrdef's
+// defaults, unless the column is labelled).
+func (w *walker) missingValues() {
+	for _, c := range w.a.index().missing {
+		w.column(c)
+	}
 }

@@ -154,3 +154,13 @@ CREATE DOMAIN public.customer_ref AS integer;
 CREATE FUNCTION public.cardinality(customer public.customer_ref) RETURNS integer
     LANGUAGE sql STABLE
     AS $$ SELECT pg_catalog.length(ssn) FROM public.customers WHERE id = customer $$;
+
+-- A column added with a default to a table with rows: Postgres keeps the
+-- default in pg_attribute.attmissingval (atthasmissing) instead of in the
+-- rows, and every row that existed then reads the column as it, also after
+-- the default is dropped. master is labelled secret (cases/redteam4.yaml).
+CREATE TABLE public.vault_keys (id integer PRIMARY KEY);
+INSERT INTO public.vault_keys VALUES (1), (2);
+ALTER TABLE public.vault_keys ADD COLUMN master text DEFAULT 'hunter2-root-key';
+ALTER TABLE public.vault_keys ALTER COLUMN master DROP DEFAULT;
+COMMENT ON COLUMN public.vault_keys.master IS 'keyhole: secret';
