@@ -380,7 +380,7 @@ func (v *Vault) read(g *group, vrole string) (*vaultLease, *VaultError) {
 		g:         g,
 		id:        sec.LeaseID,
 		user:      user,
-		password:  Secret(pw),
+		password:  NewSecret(pw),
 		increment: d,
 		expires:   time.Now().Add(d),
 		renewable: sec.Renewable,

@@ -157,10 +157,10 @@ func (cfg VaultConfig) withDefaults() (VaultConfig, error) {
 	}
 	switch a.Method {
 	case "token":
-		if a.Token == "" {
-			a.Token = Secret(os.Getenv("VAULT_TOKEN"))
+		if a.Token.Empty() {
+			a.Token = NewSecret(os.Getenv("VAULT_TOKEN"))
 		}
-		if a.Token == "" {
+		if a.Token.Empty() {
 			return cfg, fmt.Errorf("vault auth token: VAULT_TOKEN is not set: %w", ErrConfig)
 		}
 	case "approle":

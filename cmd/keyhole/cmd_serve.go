@@ -276,8 +276,8 @@ func upstreamsFromFlags(vals []string, getenv func(string) string) (map[string]c
 			return nil, fmt.Errorf("--upstream %s: given twice", flagName(name))
 		}
 		if st.User != "" {
-			if st.Password == "" {
-				st.Password = getenv(config.PasswordEnv(up.Dialect))
+			if st.Password.Empty() {
+				st.Password = creds.NewSecret(getenv(config.PasswordEnv(up.Dialect)))
 			}
 			up.Login = st
 		}
