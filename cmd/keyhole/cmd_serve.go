@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/gateway"
@@ -299,7 +300,8 @@ func flagName(name string) string {
 func newLogger(c config.Log) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: level}
+	// RedactAttr: a token an agent sent as its user name is logged as [token].
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: audit.RedactAttr}
 	var h slog.Handler
 	if c.Format == "text" {
 		h = slog.NewTextHandler(os.Stderr, opts)
