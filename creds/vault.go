@@ -165,7 +165,7 @@ func NewVault(cfg VaultConfig, logger *slog.Logger) (*Vault, error) {
 	v := &Vault{
 		cfg:    cfg,
 		client: c,
-		log:    logger.With("component", "creds.vault", "vault_addr", cfg.Addr, "mount", cfg.Mount),
+		log:    logger.With("component", "creds.vault", "vault_addr", DisplayAddr(cfg.Addr), "mount", cfg.Mount),
 		groups: map[leaseKey]*group{},
 		quit:   make(chan struct{}),
 	}
