@@ -140,6 +140,10 @@ func runServe(args []string) int {
 		return exitError
 	}
 	log := newLogger(cfg.Log)
+	// What packages log through the default logger (JWKS fetches, the
+	// admin handler) goes through the same handler: its format, level and
+	// token redaction.
+	slog.SetDefault(log)
 
 	// SIGHUP's default action ends the process: catch it before the
 	// (possibly slow) start, so a reload request then is queued.
