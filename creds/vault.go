@@ -327,7 +327,7 @@ func (v *Vault) fetch(g *group, p *fetch) {
 		if g.current == nil && len(g.all) == 0 && v.groups[g.key] == g {
 			delete(v.groups, g.key)
 		}
-		v.log.Warn("reading database credential failed", "agent", g.key.agent, "role", g.key.role, "vault_role", vrole, "class", err.Class)
+		v.log.Warn("reading database credential failed", "agent", g.key.agent, "role", g.key.role, "vault_role", vrole, "op", err.Op, "class", err.Class)
 		return
 	}
 	if v.closed || v.groups[g.key] != g {
