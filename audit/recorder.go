@@ -138,6 +138,7 @@ func (p *pipeline) record(ev *Event) {
 	if ev.Time.IsZero() {
 		ev.Time = time.Now()
 	}
+	redactEvent(ev)
 	enc := encoders.Get().(*encoder)
 	defer func() {
 		if enc != nil {

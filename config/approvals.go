@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/keyholedb/keyhole/creds"
 )
 
 // Defaults of the store, approvals, console and cluster sections.
@@ -39,8 +41,9 @@ type Store struct {
 	// PasswordEnv names the environment variable holding the Postgres
 	// password (never in the file).
 	PasswordEnv string `yaml:"password_env"`
-	// Password is resolved from PasswordEnv; never read from the file.
-	Password string `yaml:"-"`
+	// Password is resolved from PasswordEnv; never read from the file. A
+	// creds.Secret, so that printing a Config shows [redacted].
+	Password creds.Secret `yaml:"-"`
 	// Retention: denials (the blocked-statement index; default 30 days)
 	// and history (decided requests, ended grants; default 365 days).
 	Retention Retention `yaml:"retention"`
@@ -308,9 +311,9 @@ func (c *Config) validateApprovals(bad func(key, format string, args ...any)) {
 }
 
 func (c *Config) resolveApprovalSecrets(getenv func(string) string) error {
-	if e := c.Store.PasswordEnv; e != "" && c.Store.Password == "" {
-		c.Store.Password = getenv(e)
-		if c.Store.Password == "" {
+	if e := c.Store.PasswordEnv; e != "" && c.Store.Password.Empty() {
+		c.Store.Password = creds.NewSecret(getenv(e))
+		if c.Store.Password.Empty() {
 			return &Error{File: c.Path, Key: "store.password_env", Msg: fmt.Sprintf("environment variable %s is empty or unset", e)}
 		}
 	}

@@ -65,7 +65,7 @@ func TestStoreForms(t *testing.T) {
 	assert.Equal(t, 100*time.Millisecond, c.Store.SyncInterval)
 	require.Error(t, c.ResolveSecrets(func(string) string { return "" }))
 	require.NoError(t, c.ResolveSecrets(func(k string) string { return map[string]string{"STORE_PW": "pw", "TEST_PW": "x"}[k] }))
-	assert.Equal(t, "pw", c.Store.Password)
+	assert.Equal(t, "pw", c.Store.Password.Reveal())
 }
 
 func TestApprovalsValidation(t *testing.T) {

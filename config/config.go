@@ -160,8 +160,10 @@ type Static struct {
 	User        string `yaml:"user"`
 	PasswordEnv string `yaml:"password_env"`
 	// Password is set from a --upstream URL or from PasswordEnv by
-	// ResolveSecrets; it is never read from or written to the file.
-	Password string `yaml:"-"`
+	// ResolveSecrets; it is never read from or written to the file. A
+	// creds.Secret, so that printing a Static or a Config (%+v, slog, a
+	// panic value) shows [redacted].
+	Password creds.Secret `yaml:"-"`
 }
 
 // Vault uses the database secrets engine: one dynamic login per agent and

@@ -218,7 +218,7 @@ func TestResolveSecrets(t *testing.T) {
 		}
 		return ""
 	}))
-	assert.Equal(t, "s3cret", c.Creds.Static.Password)
+	assert.Equal(t, "s3cret", c.Creds.Static.Password.Reveal())
 }
 
 func TestParseUpstreamURL(t *testing.T) {
@@ -256,7 +256,7 @@ func TestParseUpstreamURL(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, tc.up, up)
 			assert.Equal(t, tc.user, st.User)
-			assert.Equal(t, tc.pass, st.Password)
+			assert.Equal(t, tc.pass, st.Password.Reveal())
 		})
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/keyholedb/keyhole/creds"
 )
 
 // ApplyDefaults fills every zero field that has a documented default and
@@ -121,9 +123,9 @@ func DefaultSSLMode(addr string) string {
 // unset or empty is an error: keyhole does not start with a half-configured
 // credential. Error messages name the variable, never its value.
 func (c *Config) ResolveSecrets(getenv func(string) string) error {
-	if s := c.Creds.Static; s != nil && s.PasswordEnv != "" && s.Password == "" {
-		s.Password = getenv(s.PasswordEnv)
-		if s.Password == "" {
+	if s := c.Creds.Static; s != nil && s.PasswordEnv != "" && s.Password.Empty() {
+		s.Password = creds.NewSecret(getenv(s.PasswordEnv))
+		if s.Password.Empty() {
 			return &Error{File: c.Path, Key: "creds.static.password_env", Msg: fmt.Sprintf("environment variable %s is empty or unset", s.PasswordEnv)}
 		}
 	}
@@ -199,7 +201,7 @@ func ParseUpstreamURL(raw string) (Upstream, *Static, error) {
 	}
 	clean := url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawQuery: keep.Encode()}
 	up.URL = clean.String()
-	return up, &Static{User: user, Password: pw}, nil
+	return up, &Static{User: user, Password: creds.NewSecret(pw)}, nil
 }
 
 // DefaultBufferMemory is limits.buffer_memory's default: room for four

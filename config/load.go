@@ -371,7 +371,7 @@ func (c *Config) Validate() error {
 		case err != nil:
 			bad(key+".url", "%s", strings.TrimPrefix(err.Error(), ErrInvalid.Error()+": "))
 			continue
-		case login.User != "" || login.Password != "":
+		case login.User != "" || !login.Password.Empty():
 			bad(key+".url", "carries a login: keyhole.yaml holds no credential (use creds.static with password_env, or creds.vault)")
 		case p.Database == "":
 			bad(key+".url", "names no database: want %s://HOST[:PORT]/DATABASE", p.Dialect)

@@ -3,6 +3,9 @@ package creds
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 )
 
 // ErrUnavailable is returned (wrapped) when no credential can be had for a
@@ -10,16 +13,43 @@ import (
 // only thing an agent ever sees of the cause (SQLSTATE 08001).
 var ErrUnavailable = errors.New("upstream credentials unavailable")
 
-// Secret is a credential value. It never prints, logs or marshals as itself.
-type Secret string
+// Secret is a credential value. It never prints, logs or marshals as
+// itself: fmt (every verb, including the ones it has no method for), slog
+// and encoding/json show "[redacted]". It holds the value behind a pointer
+// because fmt, when a verb does not fit a value (say %s of a struct with a
+// pointer field), prints that value by reflection without calling any of
+// its methods: a string-kind Secret inside it came out as written, a
+// pointer comes out as an address. Build one with NewSecret; the zero
+// Secret is empty.
+type Secret struct{ p *string }
 
-func (Secret) String() string               { return "[redacted]" }
-func (Secret) GoString() string             { return "[redacted]" }
-func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
-func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
+// NewSecret wraps s.
+func NewSecret(s string) Secret {
+	if s == "" {
+		return Secret{}
+	}
+	return Secret{p: &s}
+}
+
+const redacted = "[redacted]"
+
+func (Secret) String() string               { return redacted }
+func (Secret) GoString() string             { return redacted }
+func (Secret) Format(f fmt.State, _ rune)   { _, _ = io.WriteString(f, redacted) }
+func (Secret) LogValue() slog.Value         { return slog.StringValue(redacted) }
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
 
 // Reveal returns the secret value, for the one place that sends it upstream.
-func (s Secret) Reveal() string { return string(s) }
+func (s Secret) Reveal() string {
+	if s.p == nil {
+		return ""
+	}
+	return *s.p
+}
+
+// Empty says whether the secret is "".
+func (s Secret) Empty() bool { return s.p == nil || *s.p == "" }
 
 // Request says whose credential is wanted.
 type Request struct {

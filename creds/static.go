@@ -35,7 +35,7 @@ func StaticFromDSN(dsn string) (*Static, error) {
 		return nil, fmt.Errorf("static credential dsn: %w", ErrNoUser)
 	}
 	pw, _ := u.User.Password()
-	return &Static{User: u.User.Username(), Password: Secret(pw)}, nil
+	return &Static{User: u.User.Username(), Password: NewSecret(pw)}, nil
 }
 
 // Acquire returns a lease with the static user and password.

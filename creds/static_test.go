@@ -50,7 +50,7 @@ func TestStaticFromDSNErrorHidesPassword(t *testing.T) {
 
 func TestStaticAcquire(t *testing.T) {
 	t.Parallel()
-	s := &creds.Static{User: "app", Password: "hunter2"}
+	s := &creds.Static{User: "app", Password: creds.NewSecret("hunter2")}
 	l, err := s.Acquire(context.Background(), creds.Request{Agent: "a", Role: "r"})
 	require.NoError(t, err)
 	assert.Equal(t, "app", l.User)

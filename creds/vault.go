@@ -165,7 +165,7 @@ func NewVault(cfg VaultConfig, logger *slog.Logger) (*Vault, error) {
 	v := &Vault{
 		cfg:    cfg,
 		client: c,
-		log:    logger.With("component", "creds.vault", "vault_addr", cfg.Addr, "mount", cfg.Mount),
+		log:    logger.With("component", "creds.vault", "vault_addr", DisplayAddr(cfg.Addr), "mount", cfg.Mount),
 		groups: map[leaseKey]*group{},
 		quit:   make(chan struct{}),
 	}
@@ -327,7 +327,7 @@ func (v *Vault) fetch(g *group, p *fetch) {
 		if g.current == nil && len(g.all) == 0 && v.groups[g.key] == g {
 			delete(v.groups, g.key)
 		}
-		v.log.Warn("reading database credential failed", "agent", g.key.agent, "role", g.key.role, "vault_role", vrole, "class", err.Class)
+		v.log.Warn("reading database credential failed", "agent", g.key.agent, "role", g.key.role, "vault_role", vrole, "op", err.Op, "class", err.Class)
 		return
 	}
 	if v.closed || v.groups[g.key] != g {
@@ -380,7 +380,7 @@ func (v *Vault) read(g *group, vrole string) (*vaultLease, *VaultError) {
 		g:         g,
 		id:        sec.LeaseID,
 		user:      user,
-		password:  Secret(pw),
+		password:  NewSecret(pw),
 		increment: d,
 		expires:   time.Now().Add(d),
 		renewable: sec.Renewable,

@@ -92,7 +92,7 @@ func (e *env) source(t *testing.T, addr string, mod func(*creds.VaultConfig)) (*
 	logs := &fixture.SyncBuffer{}
 	cfg := creds.VaultConfig{
 		Addr:           addr,
-		Auth:           creds.VaultAuth{Token: creds.Secret(e.vault.Token)},
+		Auth:           creds.VaultAuth{Token: creds.NewSecret(e.vault.Token)},
 		RequestTimeout: 2 * time.Second,
 	}
 	if mod != nil {
@@ -459,7 +459,7 @@ func TestVaultTokenRenewal(t *testing.T) {
 		Policies: []string{"keyhole"}, TTL: "3s", ExplicitMaxTTL: "1h", Renewable: ptr(true),
 	})
 	require.NoError(t, err)
-	v, logs := e.source(t, e.vault.Addr, func(c *creds.VaultConfig) { c.Auth.Token = creds.Secret(tok.Auth.ClientToken) })
+	v, logs := e.source(t, e.vault.Addr, func(c *creds.VaultConfig) { c.Auth.Token = creds.NewSecret(tok.Auth.ClientToken) })
 	l, err := v.Acquire(context.Background(), creds.Request{Agent: "a", Role: "analyst"})
 	require.NoError(t, err)
 	defer l.Release()

@@ -95,7 +95,7 @@ func (cfg VaultConfig) Validate() error {
 	if cfg.Addr == "" {
 		bad("addr", "required")
 	} else if u, err := url.Parse(cfg.Addr); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		bad("addr", "%q: want an http(s) URL", cfg.Addr)
+		bad("addr", "%q: want an http(s) URL", DisplayAddr(cfg.Addr))
 	}
 	for _, d := range []struct {
 		key string
@@ -157,10 +157,10 @@ func (cfg VaultConfig) withDefaults() (VaultConfig, error) {
 	}
 	switch a.Method {
 	case "token":
-		if a.Token == "" {
-			a.Token = Secret(os.Getenv("VAULT_TOKEN"))
+		if a.Token.Empty() {
+			a.Token = NewSecret(os.Getenv("VAULT_TOKEN"))
 		}
-		if a.Token == "" {
+		if a.Token.Empty() {
 			return cfg, fmt.Errorf("vault auth token: VAULT_TOKEN is not set: %w", ErrConfig)
 		}
 	case "approle":
@@ -192,4 +192,17 @@ func (cfg VaultConfig) vaultRole(role string) string {
 		return r
 	}
 	return role
+}
+
+// DisplayAddr is a Vault address as keyhole prints it: scheme, host and
+// path only. A login in the URL's user info is one Go's HTTP client sends
+// (basic auth, e.g. to a proxy in front of Vault), and a query can carry
+// a token; neither is printed. An address that does not parse prints as
+// "(unparsable)", since where the secret sits in it is unknown.
+func DisplayAddr(addr string) string {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return "(unparsable)"
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 }

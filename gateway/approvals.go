@@ -17,7 +17,7 @@ import (
 // themselves.
 func (g *Gateway) openApprovals(ctx context.Context) error {
 	cfg := g.cfg
-	st, err := store.Open(ctx, cfg.Store.URL, store.Options{Password: cfg.Store.Password})
+	st, err := store.Open(ctx, cfg.Store.URL, store.Options{Password: cfg.Store.Password.Reveal()})
 	if err != nil {
 		return fmt.Errorf("store: %w", err)
 	}

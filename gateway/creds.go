@@ -41,7 +41,7 @@ func buildCreds(cfg *config.Config, log *slog.Logger) (creds.Source, error) {
 		if st == nil {
 			return nil, fmt.Errorf("upstream %q: no login (creds.static or a user in its --upstream URL)", name)
 		}
-		m[name] = &creds.Static{User: st.User, Password: creds.Secret(st.Password)}
+		m[name] = &creds.Static{User: st.User, Password: st.Password}
 	}
 	return m, nil
 }

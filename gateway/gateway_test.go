@@ -171,7 +171,7 @@ func TestRotatedSecretEndsOpenSessions(t *testing.T) {
 	secret := func(s string) string {
 		v, err := identity.NewVerifier(s, 4096)
 		require.NoError(t, err)
-		return agent + ": " + v.String() + "\n"
+		return agent + ": " + v.Encode() + "\n"
 	}
 	require.NoError(t, os.WriteFile(verifiers, []byte(secret("old-secret")), 0o600))
 	e := start(t, map[string]string{"": up.url()}, fixture.Policy, func(c *config.Config) {

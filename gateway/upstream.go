@@ -174,7 +174,11 @@ func loadPostgresCatalog(ctx context.Context, up *Upstream, lease *creds.Lease, 
 // proxy, and "credentials unavailable" alone would not say how.
 func catalogLoginError(up *Upstream, vault *config.Vault, err error) error {
 	var ve *creds.VaultError
-	if vault == nil || !errors.As(err, &ve) || !(ve.Status == 400 || ve.Status == 404 || strings.HasPrefix(ve.Class, "no data")) {
+	// Only a failed read of the role's credentials says the role is
+	// missing: a refused login (a wrong AppRole secret_id is a 400 too)
+	// says nothing about roles.
+	if vault == nil || !errors.As(err, &ve) || !strings.HasPrefix(ve.Op, "read creds") ||
+		!(ve.Status == 400 || ve.Status == 404 || strings.HasPrefix(ve.Class, "no data")) {
 		return fmt.Errorf("catalog of upstream %s: upstream login as role %s: %w", up.label(), up.CatalogRole, err)
 	}
 	vrole := up.CatalogRole

@@ -51,7 +51,7 @@ func TestNewValidates(t *testing.T) {
 	v, err := identity.NewVerifier(secret, 0)
 	require.NoError(t, err)
 	vfile := filepath.Join(dir, "scram.yaml")
-	require.NoError(t, os.WriteFile(vfile, []byte("bot: "+v.String()+"\n"), 0o600))
+	require.NoError(t, os.WriteFile(vfile, []byte("bot: "+v.Encode()+"\n"), 0o600))
 
 	a, err := identity.New(identity.Config{SCRAM: identity.SCRAMConfig{VerifiersFile: vfile}})
 	require.NoError(t, err)
@@ -61,7 +61,7 @@ func TestNewValidates(t *testing.T) {
 	tests := map[string]identity.Config{
 		"missing public key":    {Tokens: identity.TokenConfig{PublicKeyFile: filepath.Join(dir, "nope")}},
 		"bad verifier":          {SCRAM: identity.SCRAMConfig{Verifiers: map[string]string{"a": "md5" + secret}}},
-		"duplicate verifier":    {SCRAM: identity.SCRAMConfig{Verifiers: map[string]string{"bot": v.String()}, VerifiersFile: vfile}},
+		"duplicate verifier":    {SCRAM: identity.SCRAMConfig{Verifiers: map[string]string{"bot": v.Encode()}, VerifiersFile: vfile}},
 		"bad spiffe":            {SPIFFE: map[string]string{"https://x/y": "a"}},
 		"jwks without issuer":   {JWKS: []identity.JWKSConfig{{File: vfile}}},
 		"jwks file and url":     {JWKS: []identity.JWKSConfig{{File: vfile, URL: "http://x", Issuer: "i"}}},
@@ -77,7 +77,7 @@ func TestNewValidates(t *testing.T) {
 			require.ErrorIs(t, err, identity.ErrConfig)
 			// Errors never quote a verifier or secret.
 			assert.NotContains(t, err.Error(), secret)
-			assert.NotContains(t, err.Error(), v.String())
+			assert.NotContains(t, err.Error(), v.Encode())
 		})
 	}
 }

@@ -229,11 +229,14 @@ func newJWKSSource(c JWKSConfig, now func() time.Time) (*jwksSource, error) {
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("%w: jwks url for %q must be an http(s) URL", ErrJWKS, c.Issuer)
 	}
+	// Logs name the URL without user info or query: either can hold the
+	// issuer's credential (u.Redacted keeps a query's access_token).
+	logURL := (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path}).String()
 	if u.Scheme == "http" {
 		// Keys fetched in the clear can be replaced by anyone on the path.
-		slog.Warn("jwks url is not https: its keys can be tampered with in transit", "issuer", c.Issuer, "url", u.Redacted())
+		slog.Warn("jwks url is not https: its keys can be tampered with in transit", "issuer", c.Issuer, "url", logURL)
 	}
-	s.url, s.logURL = c.URL, u.Redacted()
+	s.url, s.logURL = c.URL, logURL
 	s.refresh = c.Refresh
 	if s.refresh <= 0 {
 		s.refresh = DefaultJWKSRefresh

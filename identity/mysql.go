@@ -57,11 +57,11 @@ func NewMySQLVerifier(secret string) MySQLVerifier {
 	return MySQLVerifier{Native: n[:], SHA2: h[:]}
 }
 
-// String is keyhole's storage format, MYSQL$<native>$<sha2>: native is
+// Encode is keyhole's storage format, MYSQL$<native>$<sha2>: native is
 // MySQL's own "*" + 40 upper-case hex digits (as in mysql.user), sha2 is 64
 // hex digits; an absent part is empty. It is a credential: keep it out of
-// logs.
-func (v MySQLVerifier) String() string {
+// logs. There is deliberately no String (see Format).
+func (v MySQLVerifier) Encode() string {
 	native := ""
 	if v.Native != nil {
 		native = "*" + strings.ToUpper(hex.EncodeToString(v.Native))
@@ -69,7 +69,7 @@ func (v MySQLVerifier) String() string {
 	return fmt.Sprintf("%s$%s$%s", mysqlVerifierPrefix, native, hex.EncodeToString(v.SHA2))
 }
 
-// ParseMySQLVerifier parses the format written by String. Errors never
+// ParseMySQLVerifier parses the format written by Encode. Errors never
 // quote the input.
 func ParseMySQLVerifier(s string) (MySQLVerifier, error) {
 	parts := strings.Split(s, "$")

@@ -42,10 +42,10 @@ func TestMySQLVerifier(t *testing.T) {
 	scramble := []byte("abcdefghij0123456789")
 
 	// The native part is what MySQL's PASSWORD('password') stores.
-	known := identity.NewMySQLVerifier("password").String()
+	known := identity.NewMySQLVerifier("password").Encode()
 	assert.True(t, strings.HasPrefix(known, "MYSQL$*2470C0C06DEE42FD1618BB99005ADCA2EC9D1E19$"), known)
 
-	parsed, err := identity.ParseMySQLVerifier(v.String())
+	parsed, err := identity.ParseMySQLVerifier(v.Encode())
 	require.NoError(t, err)
 	assert.Equal(t, v, parsed)
 
@@ -92,7 +92,7 @@ func TestMySQLVerifier(t *testing.T) {
 }
 
 func TestParseMySQLVerifier(t *testing.T) {
-	good := identity.NewMySQLVerifier("s").String()
+	good := identity.NewMySQLVerifier("s").Encode()
 	parts := strings.Split(good, "$")
 	for _, tc := range []struct {
 		in string
@@ -121,7 +121,7 @@ func TestParseMySQLVerifier(t *testing.T) {
 }
 
 func TestMySQLConfig(t *testing.T) {
-	v := identity.NewMySQLVerifier("s").String()
+	v := identity.NewMySQLVerifier("s").Encode()
 	file := filepath.Join(t.TempDir(), "mysql.yaml")
 	require.NoError(t, os.WriteFile(file, []byte("b: \""+v+"\"\n"), 0o600))
 	a, err := identity.New(identity.Config{MySQL: identity.MySQLConfig{Verifiers: map[string]string{"a": v}, VerifiersFile: file}})

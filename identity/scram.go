@@ -38,16 +38,18 @@ type Verifier struct {
 	ServerKey  []byte // HMAC(SaltedPassword, "Server Key")
 }
 
-// String is Postgres's pg_authid.rolpassword format:
+// Encode is Postgres's pg_authid.rolpassword format:
 // SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>, base64.
 // It is a credential (it allows impersonating the server to a client that
-// trusts it): keep it out of logs.
-func (v Verifier) String() string {
+// trusts it): keep it out of logs. There is deliberately no String: a
+// Verifier printed with fmt or slog, alone or inside a struct, shows
+// "[redacted]" (see Format).
+func (v Verifier) Encode() string {
 	enc := base64.StdEncoding.EncodeToString
 	return fmt.Sprintf("%s$%d:%s$%s:%s", scramMechanism, v.Iterations, enc(v.Salt), enc(v.StoredKey), enc(v.ServerKey))
 }
 
-// ParseVerifier parses the Postgres format written by Verifier.String. Errors
+// ParseVerifier parses the Postgres format written by Verifier.Encode. Errors
 // never quote the input.
 func ParseVerifier(s string) (Verifier, error) {
 	mech, rest, ok1 := strings.Cut(s, "$")

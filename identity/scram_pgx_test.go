@@ -113,7 +113,7 @@ func TestSCRAMWithPgx(t *testing.T) {
 	secret := identity.NewSecret()
 	v, err := identity.NewVerifier(secret, 4096)
 	require.NoError(t, err)
-	auth, err := identity.New(identity.Config{SCRAM: identity.SCRAMConfig{Verifiers: map[string]string{"sales": v.String()}}})
+	auth, err := identity.New(identity.Config{SCRAM: identity.SCRAMConfig{Verifiers: map[string]string{"sales": v.Encode()}}})
 	require.NoError(t, err)
 
 	for _, tt := range []struct {

@@ -43,7 +43,7 @@ func TestVerifierRoundTrip(t *testing.T) {
 	t.Parallel()
 	v, err := identity.NewVerifier(identity.NewSecret(), 0)
 	require.NoError(t, err)
-	s := v.String()
+	s := v.Encode()
 	assert.True(t, strings.HasPrefix(s, "SCRAM-SHA-256$4096:"), s)
 	back, err := identity.ParseVerifier(s)
 	require.NoError(t, err)
@@ -82,7 +82,7 @@ func TestSCRAMWithXDGClient(t *testing.T) {
 	secret := identity.NewSecret()
 	v, err := identity.NewVerifier(secret, 4096)
 	require.NoError(t, err)
-	a, err := identity.New(identity.Config{SCRAM: identity.SCRAMConfig{Verifiers: map[string]string{"sales": v.String()}}})
+	a, err := identity.New(identity.Config{SCRAM: identity.SCRAMConfig{Verifiers: map[string]string{"sales": v.Encode()}}})
 	require.NoError(t, err)
 
 	tests := []struct {
@@ -130,7 +130,7 @@ func TestSCRAMUnknownAgent(t *testing.T) {
 	t.Parallel()
 	v, err := identity.NewVerifier(identity.NewSecret(), 4096)
 	require.NoError(t, err)
-	cfg := identity.Config{SCRAM: identity.SCRAMConfig{Verifiers: map[string]string{"sales": v.String()}}}
+	cfg := identity.Config{SCRAM: identity.SCRAMConfig{Verifiers: map[string]string{"sales": v.Encode()}}}
 	a, err := identity.New(cfg)
 	require.NoError(t, err)
 

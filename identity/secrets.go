@@ -140,10 +140,10 @@ func (a *Auth) ReloadSecrets() (SecretChanges, error) {
 
 // changedSecrets is the agents of cur whose verifier next lacks or holds
 // another of.
-func changedSecrets[V fmt.Stringer](cur, next map[string]V) map[string]bool {
+func changedSecrets[V interface{ Encode() string }](cur, next map[string]V) map[string]bool {
 	var out map[string]bool
 	for agent, v := range cur {
-		if w, ok := next[agent]; !ok || w.String() != v.String() {
+		if w, ok := next[agent]; !ok || w.Encode() != v.Encode() {
 			if out == nil {
 				out = map[string]bool{}
 			}

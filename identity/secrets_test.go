@@ -22,9 +22,9 @@ func TestReloadSecrets(t *testing.T) {
 	scram := func(secret string) string {
 		v, err := identity.NewVerifier(secret, 4096)
 		require.NoError(t, err)
-		return v.String()
+		return v.Encode()
 	}
-	mysql := func(secret string) string { return identity.NewMySQLVerifier(secret).String() }
+	mysql := func(secret string) string { return identity.NewMySQLVerifier(secret).Encode() }
 	write := func(path, text string) { require.NoError(t, os.WriteFile(path, []byte(text), 0o600)) }
 	bSCRAM, aMySQL := scram("b-1"), mysql("a-1") // a new verifier of a secret has a new salt
 	write(scramFile, "a: "+scram("a-1")+"\nb: "+bSCRAM+"\nc: "+scram("c-1")+"\n")

@@ -53,7 +53,7 @@ func TestRevokedTokenEndsOpenSessions(t *testing.T) {
 func TestRotatedSecretEndsOpenSessions(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "mysql.yaml")
 	write := func(secret string) {
-		text := "secret-bot: \"" + identity.NewMySQLVerifier(secret).String() + "\"\n"
+		text := "secret-bot: \"" + identity.NewMySQLVerifier(secret).Encode() + "\"\n"
 		require.NoError(t, os.WriteFile(file, []byte(text), 0o600))
 	}
 	write("old-secret")

@@ -193,7 +193,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 		Upstreams: map[string]config.Upstream{"": up},
 		Identity: identity.Config{
 			Tokens: identity.TokenConfig{PublicKeyFile: keyPath + ".pub"},
-			MySQL:  identity.MySQLConfig{Verifiers: map[string]string{"secret-bot": identity.NewMySQLVerifier(secret).String()}},
+			MySQL:  identity.MySQLConfig{Verifiers: map[string]string{"secret-bot": identity.NewMySQLVerifier(secret).Encode()}},
 		},
 		Audit:  config.Audit{File: filepath.Join(dir, "audit.jsonl")},
 		Policy: config.Policy{File: e.policy, ReloadInterval: -1},

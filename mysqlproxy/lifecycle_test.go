@@ -31,7 +31,7 @@ func (r *revocable) Acquire(context.Context, creds.Request) (*creds.Lease, error
 	defer r.mu.Unlock()
 	ch := make(chan struct{})
 	r.done = append(r.done, ch)
-	return creds.NewLease(r.user, creds.Secret(r.pw), ch, nil, nil), nil
+	return creds.NewLease(r.user, creds.NewSecret(r.pw), ch, nil, nil), nil
 }
 
 func (r *revocable) revokeAll() {

@@ -120,7 +120,7 @@ func vaultSource(t *testing.T, vs *testvault.Server, e *env) creds.Source {
 	})
 	src, err := creds.NewVault(creds.VaultConfig{
 		Addr: vs.Addr, Mount: "mysqldb",
-		Auth:           creds.VaultAuth{Token: creds.Secret(vs.Token)},
+		Auth:           creds.VaultAuth{Token: creds.NewSecret(vs.Token)},
 		RequestTimeout: 5 * time.Second,
 	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.NoError(t, err)

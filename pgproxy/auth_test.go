@@ -48,7 +48,7 @@ func verifier(t *testing.T, secret string) string {
 	t.Helper()
 	v, err := identity.NewVerifier(secret, 0)
 	require.NoError(t, err)
-	return v.String()
+	return v.Encode()
 }
 
 func requireRefusal(t *testing.T, pe *pgconn.PgError, code string, reason identity.Reason, msgAndArgs ...any) {

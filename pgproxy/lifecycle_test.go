@@ -78,7 +78,7 @@ func TestCredentialsRevoked(t *testing.T) {
 func TestUpstreamLoginFails(t *testing.T) {
 	t.Parallel()
 	e := newEnvWith(t, envOpts{}, func(*env) creds.Source {
-		return &creds.Static{User: "no_such_role_x", Password: "upstream-secret-pw"}
+		return &creds.Static{User: "no_such_role_x", Password: creds.NewSecret("upstream-secret-pw")}
 	})
 	_, err := pgx.Connect(context.Background(), e.dsn("analyst-bot"))
 	require.Error(t, err)

@@ -102,7 +102,7 @@ func TestTLSAndAuthMethods(t *testing.T) {
 	e := newEnv(t, envOpts{
 		tls: pki.files(t),
 		identity: func(c *identity.Config) {
-			c.SCRAM.Verifiers = map[string]string{"scram-bot": v.String()}
+			c.SCRAM.Verifiers = map[string]string{"scram-bot": v.Encode()}
 			c.SPIFFE = map[string]string{"spiffe://example.org/agents/analyst": "analyst-bot"}
 		},
 	})

@@ -58,10 +58,10 @@ func agentMain(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "# agent %s: give the secret to the agent as its password; it is not stored.\n", *agent)
 	fmt.Fprintf(stdout, "secret: %s\n", secret)
 	fmt.Fprintf(stdout, "# add to the identity config, scram.verifiers (or the verifiers_file map):\n")
-	fmt.Fprintf(stdout, "%s: %s\n", strconv.Quote(*agent), strconv.Quote(v.String()))
+	fmt.Fprintf(stdout, "%s: %s\n", strconv.Quote(*agent), strconv.Quote(v.Encode()))
 	if *withMySQL {
 		fmt.Fprintf(stdout, "# add to the identity config, mysql.verifiers (or the verifiers_file map):\n")
-		fmt.Fprintf(stdout, "%s: %s\n", strconv.Quote(*agent), strconv.Quote(identity.NewMySQLVerifier(secret).String()))
+		fmt.Fprintf(stdout, "%s: %s\n", strconv.Quote(*agent), strconv.Quote(identity.NewMySQLVerifier(secret).Encode()))
 	}
 	return exitOK
 }

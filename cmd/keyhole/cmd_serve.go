@@ -12,6 +12,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/keyholedb/keyhole/audit"
 	"github.com/keyholedb/keyhole/config"
 	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/gateway"
@@ -139,6 +140,10 @@ func runServe(args []string) int {
 		return exitError
 	}
 	log := newLogger(cfg.Log)
+	// What packages log through the default logger (JWKS fetches, the
+	// admin handler) goes through the same handler: its format, level and
+	// token redaction.
+	slog.SetDefault(log)
 
 	// SIGHUP's default action ends the process: catch it before the
 	// (possibly slow) start, so a reload request then is queued.
@@ -276,8 +281,8 @@ func upstreamsFromFlags(vals []string, getenv func(string) string) (map[string]c
 			return nil, fmt.Errorf("--upstream %s: given twice", flagName(name))
 		}
 		if st.User != "" {
-			if st.Password == "" {
-				st.Password = getenv(config.PasswordEnv(up.Dialect))
+			if st.Password.Empty() {
+				st.Password = creds.NewSecret(getenv(config.PasswordEnv(up.Dialect)))
 			}
 			up.Login = st
 		}
@@ -299,7 +304,8 @@ func flagName(name string) string {
 func newLogger(c config.Log) *slog.Logger {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: level}
+	// RedactAttr: a token an agent sent as its user name is logged as [token].
+	opts := &slog.HandlerOptions{Level: level, ReplaceAttr: audit.RedactAttr}
 	var h slog.Handler
 	if c.Format == "text" {
 		h = slog.NewTextHandler(os.Stderr, opts)

@@ -37,7 +37,7 @@ func vaultConnection(raw, dialect string, roles []creds.VaultRole) (creds.VaultC
 	if login.User == "" {
 		return creds.VaultConnection{}, errors.New("the URL names no user: Vault's own login, which creates the users")
 	}
-	c := creds.VaultConnection{Plugin: vaultPlugin(dialect), Username: login.User, Password: creds.Secret(config.DSNPassword(raw))}
+	c := creds.VaultConnection{Plugin: vaultPlugin(dialect), Username: login.User, Password: creds.NewSecret(config.DSNPassword(raw))}
 	for _, r := range roles {
 		if c.Name != "" && r.DBName != c.Name {
 			return creds.VaultConnection{}, fmt.Errorf("the roles use databases %s and %s: write one connection per upstream (--upstream NAME or --db-name NAME)", c.Name, r.DBName)

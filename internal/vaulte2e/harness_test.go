@@ -161,7 +161,7 @@ GRANT ALL ON ALL TABLES IN SCHEMA public TO %[1]s WITH GRANT OPTION;`, mgmt)+str
 		Creds: config.Creds{Vault: &config.Vault{VaultConfig: creds.VaultConfig{
 			Addr:           e.proxy.Addr,
 			Mount:          mount,
-			Auth:           creds.VaultAuth{Token: creds.Secret(vs.Token)},
+			Auth:           creds.VaultAuth{Token: creds.NewSecret(vs.Token)},
 			RequestTimeout: 2 * time.Second,
 		}}},
 		Audit:  config.Audit{File: e.audit},

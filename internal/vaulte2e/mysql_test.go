@@ -125,7 +125,7 @@ func newMyEnv(t *testing.T, vs *testvault.Server) *myEnv {
 		Creds: config.Creds{Vault: &config.Vault{VaultConfig: creds.VaultConfig{
 			Addr:           vs.Addr,
 			Mount:          e.mount,
-			Auth:           creds.VaultAuth{Token: creds.Secret(vs.Token)},
+			Auth:           creds.VaultAuth{Token: creds.NewSecret(vs.Token)},
 			RequestTimeout: 5 * time.Second,
 		}}},
 		Audit:  config.Audit{File: filepath.Join(dir, "audit.jsonl")},
