@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/vault/api"
@@ -94,9 +95,26 @@ type Vault struct {
 	closed bool
 	quit   chan struct{} // closed by Close
 	wg     sync.WaitGroup
+
+	// onError is called for every failed Vault request (OnError).
+	onError atomic.Pointer[func()]
 }
 
 var _ Source = (*Vault)(nil)
+
+// OnError has f called once for every failed Vault request (issue, renew
+// or revoke a lease, look up, renew or log in for the token), e.g. to
+// count them in keyhole_vault_errors_total. f must not block.
+func (v *Vault) OnError(f func()) { v.onError.Store(&f) }
+
+// failed classifies a failed request (vaultError) and reports it to
+// OnError's function.
+func (v *Vault) failed(op string, err error) *VaultError {
+	if f := v.onError.Load(); f != nil {
+		(*f)()
+	}
+	return vaultError(op, err)
+}
 
 type leaseKey struct{ agent, role string }
 
@@ -363,7 +381,7 @@ func (v *Vault) read(g *group, vrole string) (*vaultLease, *VaultError) {
 	}
 	sec, err := v.client.Logical().ReadWithContext(ctx, v.cfg.Mount+"/creds/"+vrole)
 	if err != nil {
-		ve := vaultError(op, err)
+		ve := v.failed(op, err)
 		v.authFailed(ve)
 		return nil, ve
 	}
@@ -486,7 +504,7 @@ func (v *Vault) renew(l *vaultLease) (time.Duration, *VaultError) {
 	}
 	sec, err := v.client.Sys().RenewWithContext(ctx, l.id, int(l.increment/time.Second))
 	if err != nil {
-		ve := vaultError("renew lease", err)
+		ve := v.failed("renew lease", err)
 		v.authFailed(ve)
 		return 0, ve
 	}
@@ -506,7 +524,7 @@ func (v *Vault) revoke(l *vaultLease) {
 		return
 	}
 	if err := v.client.Sys().RevokeWithContext(ctx, l.id); err != nil {
-		ve := vaultError("revoke lease", err)
+		ve := v.failed("revoke lease", err)
 		v.authFailed(ve)
 		v.log.Warn("revoking credential lease failed; it will expire by its TTL", "db_user", l.user, "class", ve.Class)
 		return
@@ -594,7 +612,7 @@ func (v *Vault) Healthy() error {
 		return err
 	}
 	if _, err := v.client.Auth().Token().LookupSelfWithContext(ctx); err != nil {
-		ve := vaultError("token lookup", err)
+		ve := v.failed("token lookup", err)
 		v.authFailed(ve)
 		return ve
 	}
@@ -624,7 +642,7 @@ func (v *Vault) ensureToken(ctx context.Context) *VaultError {
 			return nil
 		}
 		if err != nil {
-			ve := vaultError("renew token", err)
+			ve := v.failed("renew token", err)
 			if ve.Status == 0 || ve.Status >= 500 {
 				return ve // Vault down: keep the token for later.
 			}
@@ -656,7 +674,7 @@ func (v *Vault) ensureToken(ctx context.Context) *VaultError {
 	sec, err := v.client.Logical().WriteWithContext(ctx, path, data)
 	if err != nil {
 		v.tokenOK = false
-		return vaultError(op, err)
+		return v.failed(op, err)
 	}
 	if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
 		v.tokenOK = false
@@ -682,7 +700,7 @@ func (v *Vault) ensureStaticToken(ctx context.Context) *VaultError {
 	if !v.tokenChecked {
 		sec, err := v.client.Auth().Token().LookupSelfWithContext(ctx)
 		if err != nil {
-			return vaultError("token lookup", err)
+			return v.failed("token lookup", err)
 		}
 		v.tokenChecked = true
 		renewable, _ := sec.TokenIsRenewable()
@@ -698,7 +716,7 @@ func (v *Vault) ensureStaticToken(ctx context.Context) *VaultError {
 		// while. Try again soon.
 		class := "no data"
 		if err != nil {
-			class = vaultError("renew token", err).Class
+			class = v.failed("renew token", err).Class
 		}
 		v.log.Warn("renewing vault token failed; will retry", "class", class)
 		v.tokenRenewAt = now.Add(5 * time.Second)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -220,13 +221,17 @@ func TestVaultRoleMapAndMissingRole(t *testing.T) {
 	e := newEnv(t)
 	e.role(t, "ro", time.Minute, 10*time.Minute)
 	v, _ := e.source(t, e.vault.Addr, func(c *creds.VaultConfig) { c.RoleMap = map[string]string{"analyst": "ro"} })
+	var failures atomic.Int32 // keyhole_vault_errors_total
+	v.OnError(func() { failures.Add(1) })
 	l, err := v.Acquire(context.Background(), creds.Request{Agent: "a", Role: "analyst"})
 	require.NoError(t, err)
 	assert.True(t, strings.HasPrefix(l.User, "v-ro-"), l.User)
 	l.Release()
+	assert.Zero(t, failures.Load())
 
 	_, err = v.Acquire(context.Background(), creds.Request{Agent: "a", Role: "nosuchrole"})
 	require.ErrorIs(t, err, creds.ErrUnavailable)
+	assert.Positive(t, failures.Load(), "the failed request is reported")
 	var ve *creds.VaultError
 	require.ErrorAs(t, err, &ve)
 	assert.Equal(t, 400, ve.Status)

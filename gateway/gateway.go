@@ -227,6 +227,9 @@ func New(cfg *config.Config, opts Options) (*Gateway, error) {
 	g.metrics.Registry().MustRegister(g.reloads, g.reloadOK)
 	// The catalogs were just read with credentials from the source.
 	g.metrics.SetCredsHealthy(true)
+	if v, ok := g.base.(*creds.Vault); ok {
+		v.OnError(g.metrics.VaultError)
+	}
 
 	// One lockout for every front end: guessing an agent's secret over
 	// MySQL counts against the same (address, agent) as over Postgres.
