@@ -114,6 +114,7 @@ func (c *conn) clientMessage(typ byte, raw []byte) error {
 		err = c.forward(m, raw)
 	case *pgproto3.CopyDone, *pgproto3.CopyFail:
 		c.copyIn.Store(false)
+		c.copyEnds++
 		err = c.forward(m, raw)
 	case *pgproto3.FunctionCall:
 		if !c.skipToSync {
@@ -217,13 +218,16 @@ func (c *conn) clientReadError(err error) error {
 // stage queues the request a message forwarded next is answered by. It
 // reaches the upstream goroutine in flushUp, before the message's bytes
 // leave.
-func (c *conn) stage(r request) { c.staged.push(r) }
+func (c *conn) stage(r request) {
+	r.copyEnd = c.copyEnds
+	c.staged.push(r)
+}
 
 // stageNew stages a request of kind, returned for the caller to fill in
 // (valid until the next stage).
 func (c *conn) stageNew(kind reqKind) *request {
 	r := c.staged.add()
-	r.kind = kind
+	r.kind, r.copyEnd = kind, c.copyEnds
 	return r
 }
 

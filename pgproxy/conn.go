@@ -93,6 +93,9 @@ type conn struct {
 	purgeAt int
 	// syncs counts the Syncs forwarded so far.
 	syncs uint64
+	// copyEnds counts the CopyDone and CopyFail messages forwarded so
+	// far; each request carries the count it was staged at (copyEnd).
+	copyEnds uint64
 	// agentChecked is clientRd.reads when checkAgent last found the agent
 	// in good standing, and agentEpoch the decider's epoch then (0: none,
 	// or a decider without epochs).
