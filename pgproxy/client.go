@@ -113,8 +113,9 @@ func (c *conn) clientMessage(typ byte, raw []byte) error {
 		// protocol specifies.
 		err = c.forward(m, raw)
 	case *pgproto3.CopyDone, *pgproto3.CopyFail:
+		// (In this order: see copyStarted.)
+		c.copyEnds.Add(1)
 		c.copyIn.Store(false)
-		c.copyEnds++
 		err = c.forward(m, raw)
 	case *pgproto3.FunctionCall:
 		if !c.skipToSync {
@@ -219,7 +220,7 @@ func (c *conn) clientReadError(err error) error {
 // reaches the upstream goroutine in flushUp, before the message's bytes
 // leave.
 func (c *conn) stage(r request) {
-	r.copyEnd = c.copyEnds
+	r.copyEnd = c.copyEnds.Load()
 	c.staged.push(r)
 }
 
@@ -227,7 +228,7 @@ func (c *conn) stage(r request) {
 // (valid until the next stage).
 func (c *conn) stageNew(kind reqKind) *request {
 	r := c.staged.add()
-	r.kind, r.copyEnd = kind, c.copyEnds
+	r.kind, r.copyEnd = kind, c.copyEnds.Load()
 	return r
 }
 

@@ -93,9 +93,6 @@ type conn struct {
 	purgeAt int
 	// syncs counts the Syncs forwarded so far.
 	syncs uint64
-	// copyEnds counts the CopyDone and CopyFail messages forwarded so
-	// far; each request carries the count it was staged at (copyEnd).
-	copyEnds uint64
 	// agentChecked is clientRd.reads when checkAgent last found the agent
 	// in good standing, and agentEpoch the decider's epoch then (0: none,
 	// or a decider without epochs).
@@ -148,6 +145,10 @@ type conn struct {
 	// everything (monoNow): what the idle timeout measures.
 	lastActive atomic.Int64
 	copyIn     atomic.Bool // the upstream is in COPY FROM STDIN
+	// copyEnds counts the CopyDone and CopyFail messages the client
+	// goroutine forwarded; each request carries the count it was staged
+	// at (request.copyEnd).
+	copyEnds atomic.Uint64
 	// clientDead: a write to the client failed; its answers are dropped
 	// while the upstream's outcome is still read for the audit.
 	clientDead atomic.Bool

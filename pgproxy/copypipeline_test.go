@@ -50,6 +50,23 @@ func TestMessagesPipelinedIntoCopyIn(t *testing.T) {
 		assert.Equal(t, []string{"C", "Z:I"}, r.kinds())
 		assert.Equal(t, []string{"T", "D", "C", "Z:I"}, r.query("SELECT 2"))
 	})
+	// (keyhole took the COPY to wait for the client's data when its
+	// CopyInResponse came after the client goroutine had forwarded the
+	// CopyDone: the answers after it were left unread and the next Query
+	// was refused as a message inside COPY.)
+	t.Run("extended, data, end and Sync pipelined", func(t *testing.T) {
+		r := e.raw(t)
+		r.login(e, "analyst-bot")
+		r.fe.Send(&pgproto3.Parse{Query: copySQL})
+		r.fe.Send(&pgproto3.Bind{})
+		r.fe.Send(&pgproto3.Execute{})
+		r.fe.Send(&pgproto3.CopyData{Data: []byte("8103\tpipelined\t1\n")})
+		r.fe.Send(&pgproto3.CopyDone{})
+		r.fe.Send(&pgproto3.Sync{})
+		require.NoError(t, r.fe.Flush())
+		assert.Equal(t, []string{"C", "Z:I"}, r.kinds())
+		assert.Equal(t, []string{"T", "D", "C", "Z:I"}, r.query("SELECT 2"))
+	})
 	t.Run("Query pipelined behind the COPY", func(t *testing.T) {
 		r := e.raw(t)
 		r.login(e, "analyst-bot")
@@ -68,5 +85,5 @@ func TestMessagesPipelinedIntoCopyIn(t *testing.T) {
 	})
 	var n int
 	require.NoError(t, e.direct().QueryRow(t.Context(), "SELECT count(*) FROM orders WHERE item = 'pipelined'").Scan(&n))
-	assert.Equal(t, 2, n)
+	assert.Equal(t, 3, n)
 }

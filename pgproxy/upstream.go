@@ -359,8 +359,13 @@ func (c *conn) answer(typ byte, raw []byte) error {
 			return c.unexpected(typ, r)
 		}
 		if typ == 'G' {
-			c.copyStarted(r)
 			c.copyIn.Store(true)
+			if c.copyStarted(r) {
+				// The client pipelined the data and its end behind the
+				// statement: the COPY waits for nothing more. (copyIn
+				// first: the client goroutine counts the end first.)
+				c.copyIn.Store(false)
+			}
 		}
 		c.toClient(raw)
 	case 'C': // CommandComplete
@@ -411,8 +416,10 @@ func (c *conn) answer(typ byte, raw []byte) error {
 // for good, and the next answer would be matched to it); any other
 // message fails the COPY, and the session, with a protocol violation
 // (FATAL 08P01, "protocol synchronization was lost"), which then comes
-// without the client's data, so it is read at once.
-func (c *conn) copyStarted(r *request) {
+// without the client's data, so it is read at once. It reports whether the
+// client goroutine has already forwarded the CopyDone or CopyFail that
+// ends this COPY.
+func (c *conn) copyStarted(r *request) (ended bool) {
 	u := &c.up
 	r.copies++
 	end := r.copyEnd + r.copies - 1 // the CopyDone or CopyFail ending it
@@ -427,11 +434,12 @@ func (c *conn) copyStarted(r *request) {
 		}
 		if b.kind != reqSync {
 			u.copyDoomed = true
-			return
+			break
 		}
 		u.q.removeAt(i)
 		u.popped++ // answered: published with the rest (answered)
 	}
+	return c.copyEnds.Load() > end
 }
 
 // onError handles an ErrorResponse.
