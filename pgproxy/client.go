@@ -113,9 +113,11 @@ func (c *conn) clientMessage(typ byte, raw []byte) error {
 		// protocol specifies.
 		err = c.forward(m, raw)
 	case *pgproto3.CopyDone, *pgproto3.CopyFail:
-		// (In this order: see copyStarted.)
+		// (Under mu: see copyStarted.)
+		c.mu.Lock()
 		c.copyEnds.Add(1)
 		c.copyIn.Store(false)
+		c.mu.Unlock()
 		err = c.forward(m, raw)
 	case *pgproto3.FunctionCall:
 		if !c.skipToSync {

@@ -359,13 +359,7 @@ func (c *conn) answer(typ byte, raw []byte) error {
 			return c.unexpected(typ, r)
 		}
 		if typ == 'G' {
-			c.copyIn.Store(true)
-			if c.copyStarted(r) {
-				// The client pipelined the data and its end behind the
-				// statement: the COPY waits for nothing more. (copyIn
-				// first: the client goroutine counts the end first.)
-				c.copyIn.Store(false)
-			}
+			c.copyStarted(r)
 		}
 		c.toClient(raw)
 	case 'C': // CommandComplete
@@ -416,16 +410,23 @@ func (c *conn) answer(typ byte, raw []byte) error {
 // for good, and the next answer would be matched to it); any other
 // message fails the COPY, and the session, with a protocol violation
 // (FATAL 08P01, "protocol synchronization was lost"), which then comes
-// without the client's data, so it is read at once. It reports whether the
-// client goroutine has already forwarded the CopyDone or CopyFail that
-// ends this COPY.
-func (c *conn) copyStarted(r *request) (ended bool) {
+// without the client's data, so it is read at once.
+//
+// The session is in COPY (copyIn: the client goroutine takes only COPY
+// messages) unless the client goroutine has already forwarded the
+// CopyDone or CopyFail that ends it: the client pipelined the data and
+// its end behind the statement, and the COPY waits for nothing more.
+// Both sides count and test that end under mu.
+func (c *conn) copyStarted(r *request) {
 	u := &c.up
 	r.copies++
 	end := r.copyEnd + r.copies - 1 // the CopyDone or CopyFail ending it
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	c.sent.moveTo(&u.q)
-	c.mu.Unlock()
+	if c.copyEnds.Load() == end {
+		c.copyIn.Store(true)
+	}
 	for i := 1; i < u.q.len(); {
 		b := &u.q.buf[u.q.head+i]
 		if b.copyEnd != end {
@@ -439,7 +440,6 @@ func (c *conn) copyStarted(r *request) (ended bool) {
 		u.q.removeAt(i)
 		u.popped++ // answered: published with the rest (answered)
 	}
-	return c.copyEnds.Load() > end
 }
 
 // onError handles an ErrorResponse.
