@@ -113,7 +113,11 @@ func (c *conn) clientMessage(typ byte, raw []byte) error {
 		// protocol specifies.
 		err = c.forward(m, raw)
 	case *pgproto3.CopyDone, *pgproto3.CopyFail:
+		// (Under mu: see copyStarted.)
+		c.mu.Lock()
+		c.copyEnds.Add(1)
 		c.copyIn.Store(false)
+		c.mu.Unlock()
 		err = c.forward(m, raw)
 	case *pgproto3.FunctionCall:
 		if !c.skipToSync {
@@ -217,13 +221,16 @@ func (c *conn) clientReadError(err error) error {
 // stage queues the request a message forwarded next is answered by. It
 // reaches the upstream goroutine in flushUp, before the message's bytes
 // leave.
-func (c *conn) stage(r request) { c.staged.push(r) }
+func (c *conn) stage(r request) {
+	r.copyEnd = c.copyEnds.Load()
+	c.staged.push(r)
+}
 
 // stageNew stages a request of kind, returned for the caller to fill in
 // (valid until the next stage).
 func (c *conn) stageNew(kind reqKind) *request {
 	r := c.staged.add()
-	r.kind = kind
+	r.kind, r.copyEnd = kind, c.copyEnds.Load()
 	return r
 }
 

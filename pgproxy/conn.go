@@ -145,6 +145,10 @@ type conn struct {
 	// everything (monoNow): what the idle timeout measures.
 	lastActive atomic.Int64
 	copyIn     atomic.Bool // the upstream is in COPY FROM STDIN
+	// copyEnds counts the CopyDone and CopyFail messages the client
+	// goroutine forwarded; each request carries the count it was staged
+	// at (request.copyEnd).
+	copyEnds atomic.Uint64
 	// clientDead: a write to the client failed; its answers are dropped
 	// while the upstream's outcome is still read for the audit.
 	clientDead atomic.Bool

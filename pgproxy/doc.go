@@ -47,6 +47,10 @@
 //     Sync, simple Queries included; a Query ends in its own
 //     ReadyForQuery; Execute ends in CommandComplete, EmptyQueryResponse,
 //     PortalSuspended or ErrorResponse), relays it, and audits what ran.
+//     Messages pipelined behind a statement that starts COPY FROM STDIN,
+//     before its CopyDone or CopyFail, are read by the server as COPY
+//     input: a Sync there is ignored (and no answer is awaited), anything
+//     else ends the session with the server's 08P01.
 //     An answer the rules do not allow ends the session.
 //     - The goroutine relay (relay.go) reads the upstream only while it
 //     owes answers: by the client goroutine itself after a batch ending

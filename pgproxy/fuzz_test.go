@@ -75,6 +75,7 @@ func FuzzClientMessages(f *testing.F) {
 	f.Add([]byte("X\x00\x00\x00\x04"))
 	f.Add([]byte("Q\x00\x00\x00\x03"))
 	f.Add([]byte("p\x00\x00\x00\x08abcd"))
+	addDeepSeeds(f)
 
 	var panics atomic.Int64
 	e := newEnv(f, envOpts{logger: slog.New(panicCounter{n: &panics})})
@@ -87,6 +88,51 @@ func FuzzClientMessages(f *testing.F) {
 		drain(t, r.conn)
 		require.Zero(t, panics.Load(), "a connection panicked")
 	})
+}
+
+// FuzzClientMessagesMaxRows is FuzzClientMessages under a max_rows cap
+// the seeds' results pass: the cut, its cancel and what is pipelined
+// behind it.
+func FuzzClientMessagesMaxRows(f *testing.F) {
+	addDeepSeeds(f)
+	var panics atomic.Int64
+	e := newEnv(f, envOpts{maxRows: 3, logger: slog.New(panicCounter{n: &panics})})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := e.raw(t)
+		r.login(e, "analyst-bot")
+		_, _ = r.conn.Write(data)
+		_ = r.conn.(*net.TCPConn).CloseWrite()
+		drain(t, r.conn)
+		require.Zero(t, panics.Load(), "a connection panicked")
+	})
+}
+
+// addDeepSeeds adds inputs that reach protocol states a mutation finds
+// slowly: COPY FROM STDIN with messages pipelined into it, ended by
+// CopyFail, an error, Terminate or the input's end; cursors and
+// savepoints; row-limited portals across Syncs; Describe and Close
+// pipelined; Flush without Sync; Terminate mid-pipeline.
+func addDeepSeeds(f *testing.F) {
+	copyIn := "COPY orders (id, item, amount) FROM STDIN"
+	row := &pgproto3.CopyData{Data: []byte("901\tx\t1\n")}
+	bad := &pgproto3.CopyData{Data: []byte("bad\n")}
+	f.Add(encode(&pgproto3.Query{String: copyIn}, row, &pgproto3.Sync{}, &pgproto3.Flush{}, &pgproto3.CopyDone{}, &pgproto3.Query{String: "SELECT 1"}))
+	f.Add(encode(&pgproto3.Parse{Query: copyIn}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}, row, bad, &pgproto3.CopyDone{}, &pgproto3.Sync{}, &pgproto3.Query{String: "SELECT 1"}))
+	f.Add(encode(&pgproto3.Parse{Query: copyIn}, &pgproto3.Bind{}, &pgproto3.Execute{}, row, &pgproto3.CopyDone{}, &pgproto3.Sync{}, &pgproto3.Query{String: "SELECT 1"}))
+	f.Add(encode(&pgproto3.Query{String: copyIn}, row, &pgproto3.CopyFail{Message: "no"}, &pgproto3.Query{String: "SELECT 1"}))
+	f.Add(encode(&pgproto3.Query{String: copyIn}, &pgproto3.Query{String: "SELECT 1"}))
+	f.Add(encode(&pgproto3.Query{String: copyIn}, row, &pgproto3.Terminate{}))
+	f.Add(encode(&pgproto3.Query{String: copyIn}, row))
+	f.Add(encode(&pgproto3.Query{String: "COPY orders TO STDOUT"}, &pgproto3.Parse{Query: "COPY orders TO STDOUT"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Sync{}))
+	f.Add(encode(&pgproto3.Query{String: "BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT id FROM orders; SAVEPOINT a"}, &pgproto3.Query{String: "FETCH 2 FROM c"},
+		&pgproto3.Query{String: "ROLLBACK TO a; FETCH 5 FROM c"}, &pgproto3.Query{String: "COMMIT"}, &pgproto3.Execute{Portal: "c", MaxRows: 4}, &pgproto3.Sync{}))
+	f.Add(encode(&pgproto3.Query{String: "BEGIN"}, &pgproto3.Parse{Query: "SELECT id FROM orders"}, &pgproto3.Bind{DestinationPortal: "p"}, &pgproto3.Execute{Portal: "p", MaxRows: 2},
+		&pgproto3.Sync{}, &pgproto3.Execute{Portal: "p", MaxRows: 2}, &pgproto3.Sync{}, &pgproto3.Execute{Portal: "p"}, &pgproto3.Sync{}, &pgproto3.Query{String: "COMMIT"}))
+	f.Add(encode(&pgproto3.Parse{Name: "s", Query: "SELECT id FROM orders"}, &pgproto3.Describe{ObjectType: 'S', Name: "s"}, &pgproto3.Bind{PreparedStatement: "s", DestinationPortal: "p"},
+		&pgproto3.Describe{ObjectType: 'P', Name: "p"}, &pgproto3.Close{ObjectType: 'P', Name: "p"}, &pgproto3.Execute{Portal: "p"}, &pgproto3.Close{ObjectType: 'S', Name: "s"}, &pgproto3.Sync{}))
+	f.Add(encode(&pgproto3.Parse{Query: "SELECT id FROM orders"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Flush{}, &pgproto3.Parse{Query: "SELECT 1/0"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Flush{}))
+	f.Add(encode(&pgproto3.Parse{Query: "SELECT id FROM orders"}, &pgproto3.Bind{}, &pgproto3.Execute{}, &pgproto3.Terminate{}, &pgproto3.Sync{}))
+	f.Add(encode(&pgproto3.Query{String: "SELECT 1; SELECT 1/0; SELECT 3"}, &pgproto3.Query{String: "BEGIN; SELECT 1/0"}, &pgproto3.Query{String: "ROLLBACK"}))
 }
 
 func FuzzStartup(f *testing.F) {

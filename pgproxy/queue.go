@@ -85,6 +85,14 @@ type request struct {
 	// refusal is what the client gets instead of the upstream's error
 	// for reqRefusedExt and reqRefusedQuery.
 	refusal *pgproto3.ErrorResponse
+	// copyEnd is how many CopyDone and CopyFail messages the client had
+	// forwarded before this one; copies counts the COPY FROM STDIN runs
+	// this request started (a Query may run several). A message sent
+	// after a request that starts COPY FROM STDIN, before the CopyDone or
+	// CopyFail that ends it, is read by the server as part of the COPY:
+	// see conn.copyStarted.
+	copyEnd uint64
+	copies  uint64
 }
 
 // execution is one run of allowed text upstream, audited as one event:
@@ -170,6 +178,14 @@ func (q *requestQueue) pop() {
 	if q.head == len(q.buf) {
 		q.buf, q.head = q.buf[:0], 0
 	}
+}
+
+// removeAt removes the request at i (0 is the front), keeping the order.
+func (q *requestQueue) removeAt(i int) {
+	j := q.head + i
+	copy(q.buf[j:], q.buf[j+1:])
+	q.buf[len(q.buf)-1] = request{}
+	q.buf = q.buf[:len(q.buf)-1]
 }
 
 // moveTo appends every request to dst in order and empties q.

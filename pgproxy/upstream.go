@@ -56,6 +56,10 @@ type upstreamState struct {
 	portals          portalTracker
 	// unnamed is the unnamed statement the server holds, if any.
 	unnamed *prepared
+	// copyDoomed: the client pipelined a message the server reads as
+	// part of the COPY FROM STDIN now open and fails it on (see
+	// copyStarted): the server's answer comes without the client's data.
+	copyDoomed bool
 	// schemaChanged: a DDL statement completed in the transaction (or
 	// block) now open; the decider hears of it once no transaction is
 	// open (schemaSettled), when other connections see it too.
@@ -71,7 +75,7 @@ func (c *conn) readUpstream(inline bool) error {
 		if c.upRd.buffered() == 0 && !c.owed(inline) {
 			return nil
 		}
-		if inline && c.copyIn.Load() {
+		if inline && c.copyIn.Load() && !c.up.copyDoomed {
 			if c.up.unflushed > 0 {
 				c.flushToClient()
 			}
@@ -355,7 +359,7 @@ func (c *conn) answer(typ byte, raw []byte) error {
 			return c.unexpected(typ, r)
 		}
 		if typ == 'G' {
-			c.copyIn.Store(true)
+			c.copyStarted(r)
 		}
 		c.toClient(raw)
 	case 'C': // CommandComplete
@@ -396,6 +400,46 @@ func (c *conn) answer(typ byte, raw []byte) error {
 		return c.unexpected(typ, r)
 	}
 	return nil
+}
+
+// copyStarted settles the requests the client sent after r, which
+// started a COPY FROM STDIN, before the client knew: until the CopyDone or
+// CopyFail that ends it, the server reads every message as part of the
+// COPY (CopyGetData). It ignores Sync and Flush there, so a Sync's request
+// is dropped (its ReadyForQuery will not come; waiting for it would wait
+// for good, and the next answer would be matched to it); any other
+// message fails the COPY, and the session, with a protocol violation
+// (FATAL 08P01, "protocol synchronization was lost"), which then comes
+// without the client's data, so it is read at once.
+//
+// The session is in COPY (copyIn: the client goroutine takes only COPY
+// messages) unless the client goroutine has already forwarded the
+// CopyDone or CopyFail that ends it: the client pipelined the data and
+// its end behind the statement, and the COPY waits for nothing more.
+// Both sides count and test that end under mu.
+func (c *conn) copyStarted(r *request) {
+	u := &c.up
+	r.copies++
+	end := r.copyEnd + r.copies - 1 // the CopyDone or CopyFail ending it
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sent.moveTo(&u.q)
+	if c.copyEnds.Load() == end {
+		c.copyIn.Store(true)
+	}
+	for i := 1; i < u.q.len(); {
+		b := &u.q.buf[u.q.head+i]
+		if b.copyEnd != end {
+			i++
+			continue
+		}
+		if b.kind != reqSync {
+			u.copyDoomed = true
+			break
+		}
+		u.q.removeAt(i)
+		u.popped++ // answered: published with the rest (answered)
+	}
 }
 
 // onError handles an ErrorResponse.
@@ -498,7 +542,7 @@ func (c *conn) readyForQuery(r *request, raw []byte) error {
 	c.prepOnly = u.parsed && !u.executed && sync
 	drain := c.draining && c.idleLocked()
 	c.mu.Unlock()
-	u.skipping, u.blockErr, u.cut, u.parsed, u.executed = false, false, nil, false, false
+	u.skipping, u.blockErr, u.cut, u.parsed, u.executed, u.copyDoomed = false, false, nil, false, false, false
 	if drain {
 		c.flushToClient()
 		c.stop(errShutdown)
