@@ -367,9 +367,12 @@ wait_port "$KEYHOLE_PORT" || die "keyhole did not start: $(cat "$WORK/keyhole.lo
 # drifts cannot skew.
 if [ -n "${KEYHOLE_BASE_BIN:-}" ]; then
 	BASE_PORT="$(free_port)" BASE_ADMIN_PORT="$(free_port)"
+	# A directory of its own: the approvals store (keyhole.db) sits next to
+	# the audit file, and an older build refuses a store a newer one migrated.
+	mkdir -p "$WORK/base"
 	# shellcheck disable=SC2086 # KEYHOLE_BASE_ENV is a list of NAME=VALUE
 	"${GOENV[@]}" ${KEYHOLE_BASE_ENV:-} "$(realpath "$KEYHOLE_BASE_BIN")" serve --upstream "postgres://$LOGIN@$PGADMIN_HOST:$PGADMIN_PORT/$DB" \
-		--policy "$WORK/policy.yaml" --token-key "$WORK/token.key.pub" --audit "$WORK/audit-base.jsonl" \
+		--policy "$WORK/policy.yaml" --token-key "$WORK/token.key.pub" --audit "$WORK/base/audit.jsonl" \
 		--listen-postgres "127.0.0.1:$BASE_PORT" --admin "127.0.0.1:$BASE_ADMIN_PORT" \
 		--log-level warn 2>"$WORK/keyhole-base.log" &
 	BASE_PID=$!
@@ -685,8 +688,9 @@ YAML
 	wait_port "$MY_KEYHOLE_PORT" || die "keyhole (mysql) did not start: $(cat "$WORK/keyhole-mysql.log")"
 	if [ -n "${KEYHOLE_BASE_BIN:-}" ]; then
 		MY_BASE_PORT="$(free_port)" MY_BASE_ADMIN_PORT="$(free_port)"
+		mkdir -p "$WORK/base-mysql" # its own approvals store, as above
 		# shellcheck disable=SC2086 # KEYHOLE_BASE_ENV is a list of NAME=VALUE
-		my_keyhole "$(realpath "$KEYHOLE_BASE_BIN")" "$MY_BASE_PORT" "$MY_BASE_ADMIN_PORT" "$WORK/audit-mysql-base.jsonl" "$WORK/keyhole-mysql-base.log" ${KEYHOLE_BASE_ENV:-}
+		my_keyhole "$(realpath "$KEYHOLE_BASE_BIN")" "$MY_BASE_PORT" "$MY_BASE_ADMIN_PORT" "$WORK/base-mysql/audit.jsonl" "$WORK/keyhole-mysql-base.log" ${KEYHOLE_BASE_ENV:-}
 		MY_BASE_PID=$MY_STARTED
 		wait_port "$MY_BASE_PORT" || die "keyhole-base (mysql) did not start: $(cat "$WORK/keyhole-mysql-base.log")"
 		[ -n "${BENCH_MYSQL_TARGETS:-}" ] || targets+=(keyhole-base)
