@@ -131,11 +131,11 @@ func (c *conn) owed(inline bool) bool {
 		return true
 	}
 	// Everything is relayed (the loop flushes once upRd is drained), or
-	// the rest waits for the client's Sync: an
-	// idle session keeps no write buffer, nor the upstream read buffer
-	// (readUpstream asks only once upRd is drained, and nothing reads the
-	// upstream again until a request is owed). Under mu: once upReader is
-	// cleared below, a new upstream goroutine may read upRd.
+	// the rest waits for the client's Sync: an idle session keeps no
+	// write buffer, nor the upstream read buffer (readUpstream asks only
+	// once upRd is drained, and nothing reads the upstream again until a
+	// request is owed). Under mu: once upReader is cleared below, a new
+	// upstream goroutine may read upRd.
 	if u.unflushed == 0 {
 		readBufs.put(c.wbuf)
 		c.wbuf = nil
