@@ -70,11 +70,33 @@ type Lease struct {
 	// Cause, when Done is closed, says why (for logs; contains no secret).
 	Cause   func() error
 	release func()
+	recheck func(context.Context) bool
 }
 
 // NewLease builds a Lease for Source implementations.
 func NewLease(user string, password Secret, done <-chan struct{}, cause func() error, release func()) *Lease {
 	return &Lease{User: user, Password: password, Done: done, Cause: cause, release: release}
+}
+
+// WithRecheck gives the lease the source's check of its credential, which
+// Recheck calls.
+func (l *Lease) WithRecheck(check func(context.Context) bool) *Lease {
+	l.recheck = check
+	return l
+}
+
+// Recheck is for a session whose upstream refused the credential at login
+// (wrong password, no such user): the credential may have been revoked
+// behind the source's back (an operator revoking a Vault lease drops the
+// database user at once; the source learns it only at its next renewal).
+// Recheck asks the source now. It reports whether the lease has ended, in
+// which case Done is closed and a new Acquire gets another credential; if
+// not, the refusal had another cause. A source that cannot check says no.
+func (l *Lease) Recheck(ctx context.Context) bool {
+	if l == nil || l.recheck == nil {
+		return false
+	}
+	return l.recheck(ctx)
 }
 
 // Release returns the lease to its source. Safe to call more than once.

@@ -151,6 +151,10 @@ type vaultLease struct {
 	cause    error
 	done     chan struct{}
 	stop     chan struct{}
+	// check is closed when a recheck in flight ends; checked is when the
+	// last one started.
+	check   chan struct{}
+	checked time.Time
 }
 
 // NewVault checks cfg and builds a Vault source. It does not contact Vault:
@@ -293,7 +297,57 @@ func (v *Vault) hold(l *vaultLease) *Lease {
 		v.mu.Lock()
 		defer v.mu.Unlock()
 		return l.cause
-	}, func() { once.Do(func() { v.release(l) }) })
+	}, func() { once.Do(func() { v.release(l) }) }).WithRecheck(func(ctx context.Context) bool { return v.recheck(ctx, l) })
+}
+
+// recheckEvery bounds how often a lease is checked on its sessions'
+// behalf: a burst of refused logins shares one request to Vault.
+const recheckEvery = time.Second
+
+// recheck asks Vault whether l still exists, after the upstream refused
+// its credential: it renews l, as its renewal loop would, and ends it
+// when Vault no longer knows it (400 or 404, as in renewLoop). Concurrent
+// calls share one renewal; a renewal is asked at most once per
+// recheckEvery. A lease Vault does not let renew cannot be checked this
+// way: it is left alone.
+func (v *Vault) recheck(ctx context.Context, l *vaultLease) bool {
+	v.mu.Lock()
+	if l.ended {
+		v.mu.Unlock()
+		return true
+	}
+	if c := l.check; c != nil {
+		v.mu.Unlock()
+		select {
+		case <-c:
+		case <-ctx.Done():
+		}
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return l.ended
+	}
+	if !l.renewable || l.capped || time.Since(l.checked) < recheckEvery {
+		v.mu.Unlock()
+		return false
+	}
+	c := make(chan struct{})
+	l.check = c
+	l.checked = time.Now()
+	v.mu.Unlock()
+
+	ttl, err := v.renew(l)
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	l.check = nil
+	close(c)
+	switch {
+	case err != nil && (err.Status == 400 || err.Status == 404):
+		v.log.Warn("credential lease ended", "agent", l.g.key.agent, "role", l.g.key.role, "db_user", l.user, "reason", "revoked", "class", err.Class, "found", "upstream refused the login")
+		v.endLocked(l, fmt.Errorf("vault rejected renewal after the upstream refused the login (%s): %w", err.Class, ErrLeaseRevoked), false)
+	case err == nil && !l.ended && ttl >= l.increment:
+		l.expires = time.Now().Add(ttl)
+	}
+	return l.ended
 }
 
 func (v *Vault) release(l *vaultLease) {

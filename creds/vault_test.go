@@ -307,6 +307,45 @@ func TestVaultLeaseRevokedInVault(t *testing.T) {
 	assert.NotEqual(t, l1.User, l2.User)
 }
 
+// A lease revoked in Vault is found at once when a session's login is
+// refused (Recheck), not at the next renewal, which with an hour's TTL is
+// twenty minutes away: until then every new session of the agent got the
+// dropped user's credential and failed its login.
+func TestVaultRecheckAfterRefusedLogin(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.role(t, "analyst", time.Hour, 2*time.Hour)
+	v, _ := e.source(t, e.vault.Addr, nil)
+	ctx := context.Background()
+	req := creds.Request{Agent: "a", Role: "analyst"}
+	l1, err := v.Acquire(ctx, req)
+	require.NoError(t, err)
+	defer l1.Release()
+
+	// A live lease: the refusal had another cause; the lease stays.
+	assert.False(t, l1.Recheck(ctx))
+	select {
+	case <-l1.Done:
+		t.Fatal("a recheck of a live lease ended it")
+	default:
+	}
+
+	ids := e.leaseIDs(t, "analyst")
+	require.Len(t, ids, 1)
+	require.NoError(t, e.vault.Client.Sys().Revoke(ids[0]))
+	// Vault is asked at most once a second per lease (recheckEvery), so
+	// a recheck right after the first may still say no.
+	require.Eventually(t, func() bool { return l1.Recheck(ctx) }, 5*time.Second, 100*time.Millisecond)
+	assert.ErrorIs(t, waitDone(t, l1, time.Second), creds.ErrLeaseRevoked)
+	assert.True(t, l1.Recheck(ctx), "an ended lease stays ended")
+
+	l2, err := v.Acquire(ctx, req)
+	require.NoError(t, err)
+	defer l2.Release()
+	assert.NotEqual(t, l1.User, l2.User)
+	assert.True(t, e.db.RoleExists(t, l2.User))
+}
+
 func TestVaultUnreachable(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
