@@ -409,6 +409,11 @@ func (c *conn) credentials(ctx context.Context, deadline time.Time) error {
 			return fatalErr(e.num, e.state, e.message, nil)
 		}
 	}
+	return c.acquireLease(ctx, deadline)
+}
+
+// acquireLease gets the session's credential from the source.
+func (c *conn) acquireLease(ctx context.Context, deadline time.Time) error {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	lease, err := c.srv.cfg.Creds.Acquire(ctx, creds.Request{Agent: c.agent.Name, Role: c.role, Upstream: c.upName})
@@ -433,10 +438,29 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 	if c.program != "" {
 		attrs = append(attrs, [2]string{"program_name", c.program})
 	}
-	uc, err := login(ctx, loginRequest{
+	req := loginRequest{
 		up: c.upstream, user: c.lease.User, password: c.lease.Password.Reveal(), db: c.database,
 		caps: c.caps, extCaps: c.extCaps, collation: c.collation, attrs: attrs,
-	})
+	}
+	uc, err := login(ctx, req)
+	// A login refused for its credential (1045) has the source check the
+	// lease (creds.Lease.Recheck): one revoked behind its back (an
+	// operator revoking the Vault lease drops the user at once) is
+	// replaced and the login tried once more.
+	var ue *upstreamError
+	if errors.As(err, &ue) && ue.num == erAccessDenied && c.lease.Recheck(ctx) {
+		c.log.Info("upstream refused the session's credential, which its source found revoked; logging in with a new one")
+		c.mu.Lock()
+		old := c.lease
+		c.lease = nil
+		c.mu.Unlock()
+		old.Release()
+		if err := c.acquireLease(ctx, deadline); err != nil {
+			return err
+		}
+		req.user, req.password = c.lease.User, c.lease.Password.Reveal()
+		uc, err = login(ctx, req)
+	}
 	if uc != nil {
 		c.srv.seen(c.upName, uc.g)
 	} else if errors.Is(err, errCapsChanged) {

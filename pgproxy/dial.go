@@ -45,6 +45,11 @@ func (c *conn) credentials(ctx context.Context, deadline time.Time) error {
 		c.database = up.Database
 	}
 	c.upstream = up
+	return c.acquireLease(ctx, deadline)
+}
+
+// acquireLease gets the session's credential from the source.
+func (c *conn) acquireLease(ctx context.Context, deadline time.Time) error {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	lease, err := c.srv.cfg.Creds.Acquire(ctx, creds.Request{Agent: c.agent.Name, Role: c.role, Upstream: c.upName})
@@ -120,15 +125,32 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 // then holds the client's greeting (AuthenticationOk, ParameterStatus). A
 // login the server refuses for lack of connection slots (53300) while
 // reset sessions are kept for reuse closes those and tries again: they
-// must not keep a new session out.
+// must not keep a new session out. A login refused for its credential
+// (28P01, 28000) has the source check the lease (creds.Lease.Recheck): one
+// revoked behind its back is replaced and the login tried once more.
 func (c *conn) newUpstream(ctx context.Context, deadline time.Time, db string, params []string, mark int) error {
 	password := c.lease.Password.Reveal()
 	var err error
+	rechecked := false
 	for attempt := 0; ; attempt++ {
 		if asciiOnly(password) {
 			err = c.dialLogin(ctx, deadline, db, password, params)
 		} else {
 			err = c.dialPgconn(ctx, deadline, db, password, params)
+		}
+		if err != nil && !rechecked && refusedCredential(err) {
+			rechecked = true
+			if c.lease.Recheck(ctx) {
+				c.log.Info("upstream refused the session's credential, which its source found revoked; logging in with a new one")
+				c.dropUpConn()
+				c.lease.Release()
+				c.lease = nil
+				if err := c.acquireLease(ctx, deadline); err != nil {
+					return err
+				}
+				password = c.lease.Password.Reveal()
+				continue
+			}
 		}
 		if err == nil || attempt == 3 || !tooManyConnections(err) {
 			break
@@ -138,13 +160,7 @@ func (c *conn) newUpstream(ctx context.Context, deadline time.Time, db string, p
 		} else if n > 0 {
 			c.log.Info("upstream refused a login for lack of connection slots; closed the sessions kept for reuse", "closed", n)
 		}
-		c.mu.Lock()
-		nc := c.upConn
-		c.upConn = nil
-		c.mu.Unlock()
-		if nc != nil {
-			_ = nc.Close()
-		}
+		c.dropUpConn()
 		// The closed sessions' backends exit when they read the EOF.
 		select {
 		case <-time.After(time.Duration(50<<attempt) * time.Millisecond):
@@ -189,11 +205,30 @@ func (c *conn) newUpstream(ctx context.Context, deadline time.Time, db string, p
 	return nil
 }
 
+// dropUpConn closes the upstream socket of a failed login.
+func (c *conn) dropUpConn() {
+	c.mu.Lock()
+	nc := c.upConn
+	c.upConn = nil
+	c.mu.Unlock()
+	if nc != nil {
+		_ = nc.Close()
+	}
+}
+
 // tooManyConnections reports whether a login failed with 53300 (the
 // server's max_connections, or the role's or database's CONNECTION LIMIT).
 func tooManyConnections(err error) bool {
 	var pe *pgconn.PgError
 	return errors.As(err, &pe) && pe.Code == codeTooManyConnections
+}
+
+// refusedCredential reports whether a login failed for its user or
+// password: 28P01 (password authentication failed) or 28000 (no such
+// role, or no pg_hba.conf entry for it).
+func refusedCredential(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == codeInvalidPassword || pe.Code == codeInvalidAuthSpec)
 }
 
 // startupParams are the upstream session's startup parameters, as name,

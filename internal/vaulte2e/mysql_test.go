@@ -276,5 +276,17 @@ func TestVaultMySQL(t *testing.T) {
 		u := current(c)
 		assert.NotEqual(t, ua, u)
 		assert.True(t, strings.HasPrefix(u, "v-analyst-"+e.tag))
+
+		// Revoked again, and at once a new session: before the lease's
+		// next renewal (up to 4s away), so the lease keyhole holds is the
+		// revoked one. MariaDB refuses the dropped user (1045); keyhole
+		// has Vault check the lease, finds it revoked, and logs in with a
+		// fresh credential instead of refusing the agent until then.
+		require.NoError(t, vs.Client.Sys().RevokePrefix(e.mount+"/creds/analyst"))
+		require.False(t, e.userExists(u), "Vault dropped the user")
+		c2 := e.connect("sales-summarizer")
+		u2 := current(c2)
+		assert.NotEqual(t, u, u2)
+		assert.True(t, strings.HasPrefix(u2, "v-analyst-"+e.tag))
 	})
 }

@@ -22,6 +22,7 @@ func TestVault(t *testing.T) {
 	t.Run("AgentIsItsOwnVaultUser", func(t *testing.T) { t.Parallel(); testOwnUser(t, vs) })
 	t.Run("RenewalOutlivesTTL", func(t *testing.T) { t.Parallel(); testRenewal(t, vs) })
 	t.Run("RevokedLeaseEndsSession", func(t *testing.T) { t.Parallel(); testRevoked(t, vs) })
+	t.Run("RevokedLeaseFoundAtLogin", func(t *testing.T) { t.Parallel(); testRevokedFoundAtLogin(t, vs) })
 	t.Run("VaultOutage", func(t *testing.T) { t.Parallel(); testOutage(t, vs) })
 	t.Run("AgentRemovedFromPolicy", func(t *testing.T) { t.Parallel(); testAgentRemoved(t, vs) })
 	t.Run("AgentRemovedAndRevoked", func(t *testing.T) { t.Parallel(); testAgentRemovedRevoked(t, vs) })
@@ -125,6 +126,40 @@ func testRevoked(t *testing.T, vs *testvault.Server) {
 	now := e.upstreamUsers("vaulte2e-revoke")
 	require.Len(t, now, 1)
 	assert.NotEqual(t, old[0], now[0], "new session reuses the revoked credential")
+}
+
+// 3b. A lease revoked in Vault long before its next renewal (an hour's
+// TTL: renewed after forty minutes) is found by the agent's next session:
+// Postgres refuses the dropped login, keyhole has Vault check the lease,
+// finds it revoked, and logs the session in with a fresh credential
+// instead of refusing it (and every session after it) until the renewal.
+// The older session, on the revoked credential, ends.
+func testRevokedFoundAtLogin(t *testing.T, vs *testvault.Server) {
+	e := newEnv(t, vs, opts{defaultTTL: time.Hour, maxTTL: 2 * time.Hour})
+	ctx := context.Background()
+	c := e.connect(summarizer, "vaulte2e-revoke-login")
+	_, err := count(ctx, c, "SELECT count(*) FROM orders")
+	require.NoError(t, err)
+	old := e.upstreamUsers("vaulte2e-revoke-login")
+	require.Len(t, old, 1)
+
+	require.NoError(t, vs.Client.Sys().RevokePrefix(e.vdb.Mount+"/creds/analyst"))
+	require.False(t, e.db.RoleExists(t, old[0]), "Vault dropped the login")
+
+	c2, err := e.dial(summarizer, "vaulte2e-revoke-login-2")
+	require.NoError(t, err, "a new session of an agent whose lease was revoked in Vault")
+	n, err := count(ctx, c2, "SELECT count(*) FROM orders")
+	require.NoError(t, err)
+	assert.Equal(t, int64(5), n)
+	now := e.upstreamUsers("vaulte2e-revoke-login-2")
+	require.Len(t, now, 1)
+	assert.NotEqual(t, old[0], now[0], "the new session logged in with the revoked credential")
+
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	pe := pgErr(c.PgConn().WaitForNotification(wctx))
+	require.NotNil(t, pe, "the session on the revoked credential was not ended")
+	assert.Equal(t, "57P01", pe.Code)
 }
 
 // 4. With Vault unreachable, live sessions (and new sessions of an agent
