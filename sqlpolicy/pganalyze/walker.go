@@ -120,6 +120,20 @@ func (w *walker) fn(f sqlpolicy.FuncRef) {
 		}
 	}
 	w.st.Functions = append(w.st.Functions, f)
+	if f.Schema == "" {
+		return
+	}
+	cf := w.cat.Function(f.Schema, f.Name)
+	if cf == nil || cf.Builtin {
+		return
+	}
+	// A call converts its arguments to the parameter types and its result
+	// to the return type: a domain's check constraint among them runs its
+	// functions (catalog.Function.ArgCalls), which the statement does not
+	// name and a function list that allows f does not cover.
+	for _, c := range cf.ArgCalls {
+		w.implicitFunc(c, fmt.Sprintf("a parameter or result type of %s", f))
+	}
 }
 
 func (w *walker) setting(s sqlpolicy.Setting) {
