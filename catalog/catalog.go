@@ -339,6 +339,12 @@ type Function struct {
 	// among them), a cast's function, a base type's input function. A
 	// call runs them though the statement names only the function.
 	ArgCalls []string `json:"arg_calls,omitempty"`
+	// SetsSearchPath is set when every overload fixes its own search_path
+	// (CREATE FUNCTION ... SET search_path, pg_proc.proconfig): its body
+	// resolves unqualified names the same under any session search_path.
+	// Without it the body resolves them under the session's path, which
+	// a session that changes its search_path chooses (Postgres).
+	SetsSearchPath bool `json:"sets_search_path,omitempty"`
 	// Overloads are the argument lists of the name's overloads (Postgres).
 	// A call names a function, not an overload, and Postgres chooses among
 	// the functions of the name in every schema of the search path by the

@@ -313,7 +313,7 @@ func pgColumns(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 // functionsSQL reads every function with what converting to its
 // parameter and result types runs (typeConv: a call coerces its
 // arguments to the parameter types, a domain's among them checked, and
-// the result to the return type).
+// the result to the return type) and whether it fixes its search_path.
 const functionsSQL = `
 WITH RECURSIVE ` + funcDeps + `,
 ` + typeConv + `
@@ -324,7 +324,8 @@ SELECT n.nspname, p.proname, p.prokind::text, p.provolatile::text,
        array(SELECT DISTINCT cn.nspname || '.' || cp.proname FROM typeconv tc
              JOIN pg_proc cp ON cp.oid = tc.fn JOIN pg_namespace cn ON cn.oid = cp.pronamespace
              WHERE tc.typ = ANY (coalesce(p.proallargtypes, p.proargtypes::oid[]) || p.prorettype)
-             ORDER BY 1)
+             ORDER BY 1),
+       EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search\_path=%')
 FROM pg_proc p
 JOIN pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_language l ON l.oid = p.prolang
@@ -334,7 +335,8 @@ ORDER BY n.nspname, p.proname, p.oid`
 // Overloads of a name share one Function, so where they differ the entry
 // takes the most cautious value: the most volatile volatility, the most
 // special kind, Builtin only if every overload is built in, SecurityDefiner
-// and ReturnsSet if any overload is, the ArgCalls of all. Language is that of the oldest overload.
+// and ReturnsSet if any overload is, SetsSearchPath if every one does,
+// the ArgCalls of all. Language is that of the oldest overload.
 func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	rows, err := tx.Query(ctx, functionsSQL)
 	if err != nil {
@@ -342,12 +344,12 @@ func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	}
 	var (
 		schema, name, prokind, provolatile, lang string
-		secdef, variadic, retset                 bool
+		secdef, variadic, retset, setsPath       bool
 		oid                                      int64
 		args, argCalls                           []string
 		defaults                                 int
 	)
-	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &prokind, &provolatile, &lang, &secdef, &oid, &args, &defaults, &variadic, &retset, &argCalls}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &prokind, &provolatile, &lang, &secdef, &oid, &args, &defaults, &variadic, &retset, &argCalls, &setsPath}, func() error {
 		kind, ok := prokinds[prokind]
 		if !ok {
 			return fmt.Errorf("function %s.%s: unknown prokind %q", schema, name, prokind)
@@ -371,7 +373,7 @@ func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 			m[name] = &Function{
 				Schema: schema, Name: name, Kind: kind, Volatility: vol,
 				Builtin: builtin, Language: lang, SecurityDefiner: secdef, ReturnsSet: retset,
-				Overloads: []Signature{sig},
+				SetsSearchPath: setsPath, Overloads: []Signature{sig},
 			}
 			if len(argCalls) > 0 {
 				m[name].ArgCalls = slices.Clone(argCalls)
@@ -384,6 +386,7 @@ func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 				f.ArgCalls = append(f.ArgCalls, c)
 			}
 		}
+		f.SetsSearchPath = f.SetsSearchPath && setsPath
 		if kindRank[kind] > kindRank[f.Kind] {
 			f.Kind = kind
 		}

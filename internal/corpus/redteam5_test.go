@@ -185,3 +185,72 @@ agents:
 		{sql: "SELECT label(id) FROM orders", allowed: true},
 	})
 }
+
+// TestSearchPathFunctionBody: a function body resolves its unqualified
+// names under the session's search_path unless the function sets its
+// own. An agent that may SET search_path and call a listed function made
+// it read a same-named table of another schema (internal.orders here,
+// labelled secret) with the session's privileges; keyhole allowed the
+// call, as it allowed it under the login's path. A function that sets its
+// search_path stays allowed.
+func TestSearchPathFunctionBody(t *testing.T) {
+	t.Parallel()
+	eng, conn := rt5Shop(t, `
+CREATE FUNCTION public.order_notes() RETURNS text LANGUAGE sql STABLE
+    AS $$ SELECT string_agg(id::text, ',' ORDER BY id) FROM orders $$;
+CREATE FUNCTION public.order_notes_pinned() RETURNS text LANGUAGE sql STABLE SET search_path = public
+    AS $$ SELECT string_agg(id::text, ',' ORDER BY id) FROM orders $$;
+UPDATE internal.orders SET id = 4242;
+`, `
+labels:
+  internal.orders: [secret]
+roles:
+  clerk:
+    allow:
+      - select: [public.orders]
+    functions: [public.order_notes, public.order_notes_pinned]
+    settings: [search_path]
+    deny_labels: [secret]
+agents:
+  bot: {role: clerk}
+`)
+	p := sqlpolicy.Principal{Agent: "bot"}
+	for _, tc := range []struct {
+		texts   []string
+		allowed bool
+	}{
+		{[]string{"SELECT order_notes()"}, true},
+		{[]string{"SET search_path = internal, public", "SELECT order_notes()"}, false},
+		{[]string{"SET search_path = internal, public", "SELECT public.order_notes()"}, false},
+		{[]string{"SET search_path = internal, public", "SELECT order_notes_pinned()"}, true},
+		{[]string{"SET search_path = internal, public", "RESET search_path", "SELECT order_notes()"}, true},
+	} {
+		sess := eng.NewSession()
+		var d *sqlpolicy.Decision
+		for i, text := range tc.texts {
+			var a *sqlpolicy.Access
+			d, a = eng.Check(p, text, sess)
+			if i < len(tc.texts)-1 {
+				require.True(t, d.Allowed(), "%s: %s", text, reasonsJSON(d))
+				sess.Apply(a)
+			}
+		}
+		assert.Equal(t, tc.allowed, d.Allowed(), "%v: %s %s", tc.texts, d.Rule, reasonsJSON(d))
+	}
+
+	// As the owner: the same call reads internal.orders after the SET.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tx, err := conn.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	var before, after, pinned string
+	require.NoError(t, tx.QueryRow(ctx, "SELECT public.order_notes()").Scan(&before))
+	_, err = tx.Exec(ctx, "SET LOCAL search_path = internal, public")
+	require.NoError(t, err)
+	require.NoError(t, tx.QueryRow(ctx, "SELECT public.order_notes()").Scan(&after))
+	require.NoError(t, tx.QueryRow(ctx, "SELECT public.order_notes_pinned()").Scan(&pinned))
+	assert.Equal(t, "4242", after, "the body read internal.orders")
+	assert.NotEqual(t, before, after)
+	assert.Equal(t, before, pinned, "a function that sets its search_path reads public.orders")
+}
