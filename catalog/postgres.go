@@ -666,14 +666,23 @@ func pgForeignKeys(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 // not show), and a partition key's expressions and operator classes
 // (routing an inserted row, checking a partition's bounds, pruning a
 // read); those of a partition key count for every partition of the
-// tree, whose bounds are checked on rows written to it directly.
+// tree, whose bounds are checked on rows written to it directly. Of
+// operator classes and exclusion operators only functions in a language
+// that can run queries count: C functions come from extensions a
+// superuser installed (pg_trgm, btree_gist, citext) and compute what
+// their operator class defines, and counting them would make every read
+// of a table with such an index call them.
 const implicitCallsSQL = `
 WITH RECURSIVE ` + funcDeps + `,
 ` + typeConv + `,
 opfamilyfuncs(family, fn) AS (
-	SELECT amprocfamily, amproc FROM pg_amproc
-	UNION
-	SELECT ao.amopfamily, o.oprcode::oid FROM pg_amop ao JOIN pg_operator o ON o.oid = ao.amopopr
+	SELECT f.family, f.fn FROM (
+		SELECT amprocfamily, amproc::oid FROM pg_amproc
+		UNION
+		SELECT ao.amopfamily, o.oprcode::oid FROM pg_amop ao JOIN pg_operator o ON o.oid = ao.amopopr
+	) f(family, fn)
+	JOIN pg_proc p ON p.oid = f.fn JOIN pg_language l ON l.oid = p.prolang
+	WHERE l.lanname NOT IN ('c', 'internal')
 ),
 domains(top, t) AS (
 	SELECT oid, oid FROM pg_type WHERE typtype = 'd'
@@ -721,7 +730,8 @@ src(rel, what, events, fn) AS (
 	SELECT k.conrelid, 'exclusion constraint ' || k.conname, '{INSERT,UPDATE}', o.oprcode::oid
 	FROM pg_constraint k CROSS JOIN LATERAL unnest(k.conexclop) x(op)
 	JOIN pg_operator o ON o.oid = x.op
-	WHERE k.contype = 'x' AND k.conrelid <> 0
+	JOIN pg_proc op ON op.oid = o.oprcode JOIN pg_language ol ON ol.oid = op.prolang
+	WHERE k.contype = 'x' AND k.conrelid <> 0 AND ol.lanname NOT IN ('c', 'internal')
 	UNION ALL
 	SELECT i.indrelid, 'operator class ' || oc.opcname || ' of index ' || ic.relname, '{SELECT,INSERT,UPDATE}', f.fn
 	FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
