@@ -321,7 +321,7 @@ SELECT n.nspname, p.proname, p.prokind::text, p.provolatile::text,
        l.lanname, p.prosecdef, p.oid::int8,
        array(SELECT format_type(u.t, NULL) FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY u(t, i) ORDER BY u.i),
        p.pronargdefaults::int, p.provariadic <> 0, p.proretset,
-       array(SELECT DISTINCT cn.nspname || '.' || cp.proname FROM typeconv tc
+       array(SELECT DISTINCT cn.nspname || '.' || cp.proname FROM typeconvq tc
              JOIN pg_proc cp ON cp.oid = tc.fn JOIN pg_namespace cn ON cn.oid = cp.pronamespace
              WHERE tc.typ = ANY (coalesce(p.proallargtypes, p.proargtypes::oid[]) || p.prorettype)
              ORDER BY 1),
@@ -448,6 +448,9 @@ funcdeps AS (
 // multirange's range), since Postgres converts those parts too: '{1}'
 // as d[], '(1)' or ROW(1) as a composite with a d attribute, and
 // jsonb_populate_record into one, all check d. It follows funcDeps.
+// typeconvq leaves out the casts and input functions written in C, for
+// what a write of a column or a call of a function converts without a
+// cast in the text (TypeFunctions, for casts the text names, keeps them).
 const typeConv = `typeedges(parent, sub) AS (
 	SELECT oid, typbasetype FROM pg_type WHERE typtype = 'd'
 	UNION ALL
@@ -460,23 +463,33 @@ const typeConv = `typeedges(parent, sub) AS (
 	UNION ALL
 	SELECT rngmultitypid, rngtypid FROM pg_range
 ),
-typedirect(typ, fn) AS (
-	SELECT k.contypid, fd.fn FROM pg_constraint k
+typedirect(typ, fn, checks) AS (
+	SELECT k.contypid, fd.fn, true FROM pg_constraint k
 	JOIN funcdeps fd ON fd.classid = 'pg_constraint'::regclass AND fd.objid = k.oid
 	WHERE k.contypid <> 0
 	UNION
-	SELECT c.casttarget, c.castfunc FROM pg_cast c WHERE c.castfunc <> 0
+	SELECT c.casttarget, c.castfunc, false FROM pg_cast c WHERE c.castfunc <> 0
 	UNION
-	SELECT t.oid, t.typinput FROM pg_type t WHERE t.typtype = 'b'
+	SELECT t.oid, t.typinput, false FROM pg_type t WHERE t.typtype = 'b'
 	UNION
-	SELECT t.oid, t.typreceive FROM pg_type t WHERE t.typtype = 'b' AND t.typreceive <> 0
+	SELECT t.oid, t.typreceive, false FROM pg_type t WHERE t.typtype = 'b' AND t.typreceive <> 0
 ),
-typeconv(typ, fn) AS (
-	SELECT d.typ, d.fn FROM typedirect d
+typeconv(typ, fn, checks) AS (
+	SELECT d.typ, d.fn, d.checks FROM typedirect d
 	JOIN pg_proc p ON p.oid = d.fn JOIN pg_namespace fn ON fn.oid = p.pronamespace
 	WHERE ` + userFunc + `
 	UNION
-	SELECT e.parent, c.fn FROM typeconv c JOIN typeedges e ON e.sub = c.typ
+	SELECT e.parent, c.fn, c.checks FROM typeconv c JOIN typeedges e ON e.sub = c.typ
+),
+-- What converting to a type runs beyond a cast the text names: a
+-- domain's checks, whatever their language, and casts and input
+-- functions that can run queries (an extension's C input function and
+-- casts, hstore's or citext's, parse what they are given; counting them
+-- would make every write of a citext column call citextin).
+typeconvq(typ, fn) AS (
+	SELECT tc.typ, tc.fn FROM typeconv tc
+	JOIN pg_proc p ON p.oid = tc.fn JOIN pg_language l ON l.oid = p.prolang
+	WHERE tc.checks OR l.lanname NOT IN ('c', 'internal')
 )`
 
 // triggersSQL reads the triggers that can fire: not the internal ones
@@ -720,7 +733,7 @@ src(rel, what, events, fn) AS (
 	JOIN funcdeps fd ON fd.classid = 'pg_policy'::regclass AND fd.objid = p.oid
 	UNION ALL
 	SELECT a.attrelid, 'type ' || format_type(a.atttypid, NULL) || ' of column ' || a.attname, '{INSERT,UPDATE}', tc.fn
-	FROM pg_attribute a JOIN typeconv tc ON tc.typ = a.atttypid
+	FROM pg_attribute a JOIN typeconvq tc ON tc.typ = a.atttypid
 	WHERE a.attnum > 0 AND NOT a.attisdropped
 	  -- (a domain's own constraints are the source above's)
 	  AND NOT EXISTS (SELECT FROM domains d JOIN pg_constraint k ON k.contypid = d.t
