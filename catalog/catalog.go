@@ -71,7 +71,9 @@ type Catalog struct {
 	// TypeFunctions maps a type ("schema.name") to the user functions
 	// converting a value to it runs (Postgres): the constraints of a
 	// domain (and of the domains it is over), a cast's function, a base
-	// type's input function.
+	// type's input function, and those of the types a value of it holds
+	// (an array's element type, a composite type's attribute types, a
+	// range's subtype): '{1}'::d[] and '(1)'::t check domain d in them.
 	TypeFunctions map[string][]string `json:"type_functions,omitempty"`
 	// ImplicitCasts maps a type to the types Postgres converts it to
 	// implicitly (pg_cast with castcontext 'i'), as format_type prints
@@ -330,6 +332,19 @@ type Function struct {
 	// ReturnsSet is true when any overload returns a set (Postgres
 	// pg_proc.proretset): in a select list it changes the row count.
 	ReturnsSet bool `json:"returns_set,omitempty"`
+	// ArgCalls are the user functions Postgres runs converting a call's
+	// arguments to an overload's parameter types or its result to the
+	// return type (Postgres, any overload): the check constraints of a
+	// domain among them (or inside an array, composite or range type
+	// among them), a cast's function, a base type's input function. A
+	// call runs them though the statement names only the function.
+	ArgCalls []string `json:"arg_calls,omitempty"`
+	// SetsSearchPath is set when every overload fixes its own search_path
+	// (CREATE FUNCTION ... SET search_path, pg_proc.proconfig): its body
+	// resolves unqualified names the same under any session search_path.
+	// Without it the body resolves them under the session's path, which
+	// a session that changes its search_path chooses (Postgres).
+	SetsSearchPath bool `json:"sets_search_path,omitempty"`
 	// Overloads are the argument lists of the name's overloads (Postgres).
 	// A call names a function, not an overload, and Postgres chooses among
 	// the functions of the name in every schema of the search path by the

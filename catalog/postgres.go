@@ -310,11 +310,22 @@ func pgColumns(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	return err
 }
 
+// functionsSQL reads every function with what converting to its
+// parameter and result types runs (typeConv: a call coerces its
+// arguments to the parameter types, a domain's among them checked, and
+// the result to the return type) and whether it fixes its search_path.
 const functionsSQL = `
+WITH RECURSIVE ` + funcDeps + `,
+` + typeConv + `
 SELECT n.nspname, p.proname, p.prokind::text, p.provolatile::text,
        l.lanname, p.prosecdef, p.oid::int8,
        array(SELECT format_type(u.t, NULL) FROM unnest(p.proargtypes::oid[]) WITH ORDINALITY u(t, i) ORDER BY u.i),
-       p.pronargdefaults::int, p.provariadic <> 0, p.proretset
+       p.pronargdefaults::int, p.provariadic <> 0, p.proretset,
+       array(SELECT DISTINCT cn.nspname || '.' || cp.proname FROM typeconvq tc
+             JOIN pg_proc cp ON cp.oid = tc.fn JOIN pg_namespace cn ON cn.oid = cp.pronamespace
+             WHERE tc.typ = ANY (coalesce(p.proallargtypes, p.proargtypes::oid[]) || p.prorettype)
+             ORDER BY 1),
+       EXISTS (SELECT FROM unnest(p.proconfig) c WHERE c LIKE 'search\_path=%')
 FROM pg_proc p
 JOIN pg_namespace n ON n.oid = p.pronamespace
 JOIN pg_language l ON l.oid = p.prolang
@@ -324,8 +335,8 @@ ORDER BY n.nspname, p.proname, p.oid`
 // Overloads of a name share one Function, so where they differ the entry
 // takes the most cautious value: the most volatile volatility, the most
 // special kind, Builtin only if every overload is built in, SecurityDefiner
-// and ReturnsSet if any overload is. Language is that of the oldest
-// overload.
+// and ReturnsSet if any overload is, SetsSearchPath if every one does,
+// the ArgCalls of all. Language is that of the oldest overload.
 func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	rows, err := tx.Query(ctx, functionsSQL)
 	if err != nil {
@@ -333,12 +344,12 @@ func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	}
 	var (
 		schema, name, prokind, provolatile, lang string
-		secdef, variadic, retset                 bool
+		secdef, variadic, retset, setsPath       bool
 		oid                                      int64
-		args                                     []string
+		args, argCalls                           []string
 		defaults                                 int
 	)
-	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &prokind, &provolatile, &lang, &secdef, &oid, &args, &defaults, &variadic, &retset}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&schema, &name, &prokind, &provolatile, &lang, &secdef, &oid, &args, &defaults, &variadic, &retset, &argCalls, &setsPath}, func() error {
 		kind, ok := prokinds[prokind]
 		if !ok {
 			return fmt.Errorf("function %s.%s: unknown prokind %q", schema, name, prokind)
@@ -362,11 +373,20 @@ func pgFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 			m[name] = &Function{
 				Schema: schema, Name: name, Kind: kind, Volatility: vol,
 				Builtin: builtin, Language: lang, SecurityDefiner: secdef, ReturnsSet: retset,
-				Overloads: []Signature{sig},
+				SetsSearchPath: setsPath, Overloads: []Signature{sig},
+			}
+			if len(argCalls) > 0 {
+				m[name].ArgCalls = slices.Clone(argCalls)
 			}
 			return nil
 		}
 		f.Overloads = append(f.Overloads, sig)
+		for _, c := range argCalls {
+			if !slices.Contains(f.ArgCalls, c) {
+				f.ArgCalls = append(f.ArgCalls, c)
+			}
+		}
+		f.SetsSearchPath = f.SetsSearchPath && setsPath
 		if kindRank[kind] > kindRank[f.Kind] {
 			f.Kind = kind
 		}
@@ -418,6 +438,58 @@ funcdeps AS (
 	SELECT d.classid, d.objid, o.oprcode::oid
 	FROM pg_depend d JOIN pg_operator o ON o.oid = d.refobjid
 	WHERE d.refclassid = 'pg_operator'::regclass AND o.oprcode <> 0
+)`
+
+// typeConv maps types (typeconv.typ) to the user functions converting a
+// value to them runs: a domain's check constraints, a cast's function,
+// a base type's input and receive functions, and those of every type a
+// value of the type holds (typeedges: a domain's base type, an array's
+// element type, a composite type's attributes, a range's subtype, a
+// multirange's range), since Postgres converts those parts too: '{1}'
+// as d[], '(1)' or ROW(1) as a composite with a d attribute, and
+// jsonb_populate_record into one, all check d. It follows funcDeps.
+// typeconvq leaves out the casts and input functions written in C, for
+// what a write of a column or a call of a function converts without a
+// cast in the text (TypeFunctions, for casts the text names, keeps them).
+const typeConv = `typeedges(parent, sub) AS (
+	SELECT oid, typbasetype FROM pg_type WHERE typtype = 'd'
+	UNION ALL
+	SELECT oid, typelem FROM pg_type WHERE typelem <> 0
+	UNION ALL
+	SELECT t.oid, a.atttypid FROM pg_type t JOIN pg_attribute a ON a.attrelid = t.typrelid
+	WHERE t.typrelid <> 0 AND a.attnum > 0 AND NOT a.attisdropped
+	UNION ALL
+	SELECT rngtypid, rngsubtype FROM pg_range
+	UNION ALL
+	SELECT rngmultitypid, rngtypid FROM pg_range
+),
+typedirect(typ, fn, checks) AS (
+	SELECT k.contypid, fd.fn, true FROM pg_constraint k
+	JOIN funcdeps fd ON fd.classid = 'pg_constraint'::regclass AND fd.objid = k.oid
+	WHERE k.contypid <> 0
+	UNION
+	SELECT c.casttarget, c.castfunc, false FROM pg_cast c WHERE c.castfunc <> 0
+	UNION
+	SELECT t.oid, t.typinput, false FROM pg_type t WHERE t.typtype = 'b'
+	UNION
+	SELECT t.oid, t.typreceive, false FROM pg_type t WHERE t.typtype = 'b' AND t.typreceive <> 0
+),
+typeconv(typ, fn, checks) AS (
+	SELECT d.typ, d.fn, d.checks FROM typedirect d
+	JOIN pg_proc p ON p.oid = d.fn JOIN pg_namespace fn ON fn.oid = p.pronamespace
+	WHERE ` + userFunc + `
+	UNION
+	SELECT e.parent, c.fn, c.checks FROM typeconv c JOIN typeedges e ON e.sub = c.typ
+),
+-- What converting to a type runs beyond a cast the text names: a
+-- domain's checks, whatever their language, and casts and input
+-- functions that can run queries (an extension's C input function and
+-- casts, hstore's or citext's, parse what they are given; counting them
+-- would make every write of a citext column call citextin).
+typeconvq(typ, fn) AS (
+	SELECT tc.typ, tc.fn FROM typeconv tc
+	JOIN pg_proc p ON p.oid = tc.fn JOIN pg_language l ON l.oid = p.prolang
+	WHERE tc.checks OR l.lanname NOT IN ('c', 'internal')
 )`
 
 // triggersSQL reads the triggers that can fire: not the internal ones
@@ -596,8 +668,35 @@ func pgForeignKeys(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 // events are those that evaluate them: checks, generated columns, index
 // entries and domains on INSERT and UPDATE; a policy on its command's
 // events (FOR ALL on all).
+//
+// Also the code that comparing and converting values runs: converting a
+// new row's values to its columns' types (typeConv: domains inside arrays
+// and composite types too), an exclusion constraint's operators (checked
+// against every other row on INSERT and UPDATE), the support functions
+// and operators of an index's operator classes (a btree index calls its
+// comparison function for every entry it inserts, and for scans the
+// planner chooses for a read, as a built-in operator of the family does
+// not show), and a partition key's expressions and operator classes
+// (routing an inserted row, checking a partition's bounds, pruning a
+// read); those of a partition key count for every partition of the
+// tree, whose bounds are checked on rows written to it directly. Of
+// operator classes and exclusion operators only functions in a language
+// that can run queries count: C functions come from extensions a
+// superuser installed (pg_trgm, btree_gist, citext) and compute what
+// their operator class defines, and counting them would make every read
+// of a table with such an index call them.
 const implicitCallsSQL = `
 WITH RECURSIVE ` + funcDeps + `,
+` + typeConv + `,
+opfamilyfuncs(family, fn) AS (
+	SELECT f.family, f.fn FROM (
+		SELECT amprocfamily, amproc::oid FROM pg_amproc
+		UNION
+		SELECT ao.amopfamily, o.oprcode::oid FROM pg_amop ao JOIN pg_operator o ON o.oid = ao.amopopr
+	) f(family, fn)
+	JOIN pg_proc p ON p.oid = f.fn JOIN pg_language l ON l.oid = p.prolang
+	WHERE l.lanname NOT IN ('c', 'internal')
+),
 domains(top, t) AS (
 	SELECT oid, oid FROM pg_type WHERE typtype = 'd'
 	UNION
@@ -632,6 +731,39 @@ src(rel, what, events, fn) AS (
 	FROM pg_policy p
 	JOIN pg_class pc ON pc.oid = p.polrelid AND pc.relrowsecurity
 	JOIN funcdeps fd ON fd.classid = 'pg_policy'::regclass AND fd.objid = p.oid
+	UNION ALL
+	SELECT a.attrelid, 'type ' || format_type(a.atttypid, NULL) || ' of column ' || a.attname, '{INSERT,UPDATE}', tc.fn
+	FROM pg_attribute a JOIN typeconvq tc ON tc.typ = a.atttypid
+	WHERE a.attnum > 0 AND NOT a.attisdropped
+	  -- (a domain's own constraints are the source above's)
+	  AND NOT EXISTS (SELECT FROM domains d JOIN pg_constraint k ON k.contypid = d.t
+	                  JOIN funcdeps fd ON fd.classid = 'pg_constraint'::regclass AND fd.objid = k.oid
+	                  WHERE d.top = a.atttypid AND fd.fn = tc.fn)
+	UNION ALL
+	SELECT k.conrelid, 'exclusion constraint ' || k.conname, '{INSERT,UPDATE}', o.oprcode::oid
+	FROM pg_constraint k CROSS JOIN LATERAL unnest(k.conexclop) x(op)
+	JOIN pg_operator o ON o.oid = x.op
+	JOIN pg_proc op ON op.oid = o.oprcode JOIN pg_language ol ON ol.oid = op.prolang
+	WHERE k.contype = 'x' AND k.conrelid <> 0 AND ol.lanname NOT IN ('c', 'internal')
+	UNION ALL
+	SELECT i.indrelid, 'operator class ' || oc.opcname || ' of index ' || ic.relname, '{SELECT,INSERT,UPDATE}', f.fn
+	FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+	CROSS JOIN LATERAL unnest(i.indclass::oid[]) u(opc)
+	JOIN pg_opclass oc ON oc.oid = u.opc
+	JOIN opfamilyfuncs f ON f.family = oc.opcfamily
+	UNION ALL
+	SELECT pr.relid::oid, 'partition key of ' || pc.relname, '{SELECT,INSERT,UPDATE}', fd.fn
+	FROM pg_partitioned_table pt JOIN pg_class pc ON pc.oid = pt.partrelid
+	CROSS JOIN LATERAL pg_partition_tree(pt.partrelid) pr
+	JOIN funcdeps fd ON fd.classid = 'pg_class'::regclass AND fd.objid = pt.partrelid
+	UNION ALL
+	SELECT pr.relid::oid, 'operator class ' || oc.opcname || ' of the partition key of ' || pc.relname,
+	       '{SELECT,INSERT,UPDATE}', f.fn
+	FROM pg_partitioned_table pt JOIN pg_class pc ON pc.oid = pt.partrelid
+	CROSS JOIN LATERAL pg_partition_tree(pt.partrelid) pr
+	CROSS JOIN LATERAL unnest(pt.partclass::oid[]) u(opc)
+	JOIN pg_opclass oc ON oc.oid = u.opc
+	JOIN opfamilyfuncs f ON f.family = oc.opcfamily
 )
 SELECT DISTINCT n.nspname, c.relname, s.what, s.events, fn.nspname || '.' || p.proname
 FROM src s
@@ -717,33 +849,17 @@ func pgImplicitCasts(ctx context.Context, tx pgx.Tx, l *Loaded) error {
 	return err
 }
 
-// typeFunctionsSQL reads the user functions a conversion to a type runs:
-// the check constraints of a domain and of the domains under it, the
-// function of a cast to it, and a base type's input function.
+// typeFunctionsSQL reads the user functions a conversion to a type runs
+// (typeConv).
 const typeFunctionsSQL = `
 WITH RECURSIVE ` + funcDeps + `,
-domains(top, t) AS (
-	SELECT oid, oid FROM pg_type WHERE typtype = 'd'
-	UNION
-	SELECT d.top, b.typbasetype FROM domains d JOIN pg_type b ON b.oid = d.t WHERE b.typtype = 'd'
-),
-conv(typ, fn) AS (
-	SELECT d.top, fd.fn
-	FROM domains d
-	JOIN pg_constraint k ON k.contypid = d.t
-	JOIN funcdeps fd ON fd.classid = 'pg_constraint'::regclass AND fd.objid = k.oid
-	UNION
-	SELECT c.casttarget, c.castfunc FROM pg_cast c WHERE c.castfunc <> 0
-	UNION
-	SELECT t.oid, t.typinput FROM pg_type t WHERE t.typtype = 'b'
-)
+` + typeConv + `
 SELECT DISTINCT tn.nspname || '.' || ty.typname, fn.nspname || '.' || p.proname
-FROM conv
+FROM typeconv conv
 JOIN pg_type ty ON ty.oid = conv.typ
 JOIN pg_namespace tn ON tn.oid = ty.typnamespace
 JOIN pg_proc p ON p.oid = conv.fn
 JOIN pg_namespace fn ON fn.oid = p.pronamespace
-WHERE ` + userFunc + `
 ORDER BY 1, 2`
 
 func pgTypeFunctions(ctx context.Context, tx pgx.Tx, l *Loaded) error {

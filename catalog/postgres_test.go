@@ -577,3 +577,65 @@ CREATE POLICY p ON off USING (a > 0);
 	}, c.Relation("public", "pay").RowPolicies)
 	assert.Empty(t, c.Relation("public", "off").RowPolicies, "row security not enabled")
 }
+
+// What comparing and converting values runs: a user operator class's
+// functions (not an extension's C ones), an exclusion constraint's
+// operators, a partition key's expressions, the domains inside array and
+// composite types, and a function's parameter and result domains; and
+// whether a function fixes its search_path.
+func TestLoadPostgresComparisonAndConversionCode(t *testing.T) {
+	t.Parallel()
+	db := testpg.New(t, `
+CREATE EXTENSION IF NOT EXISTS btree_gist;
+CREATE FUNCTION f_eq(a int, b int) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT a = b $$;
+CREATE FUNCTION f_cmp(a int, b int) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT btint4cmp(a, b) $$;
+CREATE FUNCTION f_part(v int) RETURNS int LANGUAGE sql IMMUTABLE AS $$ SELECT v % 2 $$;
+CREATE FUNCTION f_ok(v int) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$ SELECT true $$;
+CREATE OPERATOR =# (LEFTARG = int, RIGHTARG = int, FUNCTION = f_eq, COMMUTATOR = =#);
+CREATE OPERATOR CLASS my_int_ops FOR TYPE int USING btree AS
+    OPERATOR 1 <, OPERATOR 2 <=, OPERATOR 3 =#, OPERATOR 4 >=, OPERATOR 5 >, FUNCTION 1 f_cmp(int, int);
+CREATE TABLE booked (id int, room int, EXCLUDE USING btree (room my_int_ops WITH =#));
+CREATE TABLE room (id int, during int4range, EXCLUDE USING gist (id WITH =, during WITH &&));
+CREATE TABLE slot (id int, v int) PARTITION BY LIST (f_part(v));
+CREATE TABLE slot_0 PARTITION OF slot FOR VALUES IN (0);
+CREATE DOMAIN dok AS int CHECK (f_ok(VALUE));
+CREATE TYPE pair AS (a dok, b text);
+CREATE TABLE stays (id int, rooms dok[], p pair);
+CREATE FUNCTION takes(d dok) RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE FUNCTION gives() RETURNS dok LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE FUNCTION pinned() RETURNS int LANGUAGE sql SET search_path = public AS $$ SELECT 1 $$;
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE TABLE handles (id int, h citext);
+CREATE FUNCTION takes_citext(c citext) RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;
+`)
+	conn := connect(t, db.DSN)
+	c, err := catalog.LoadPostgres(ctxT(t), conn)
+	require.NoError(t, err)
+	calls := func(rel string) []string {
+		var out []string
+		for _, k := range c.Relation("public", rel).Calls {
+			out = append(out, k.Source+": "+k.Function)
+		}
+		return out
+	}
+	assert.ElementsMatch(t, []string{
+		"exclusion constraint booked_room_excl: public.f_eq",
+		"operator class my_int_ops of index booked_room_excl: public.f_cmp",
+		"operator class my_int_ops of index booked_room_excl: public.f_eq",
+	}, calls("booked"))
+	assert.Empty(t, calls("room"), "btree_gist's C functions and built-in operators")
+	assert.Equal(t, []string{"partition key of slot: public.f_part"}, calls("slot"))
+	assert.Equal(t, []string{"partition key of slot: public.f_part"}, calls("slot_0"), "a partition's bounds run the key too")
+	assert.ElementsMatch(t, []string{"type public.dok[] of column rooms: public.f_ok", "type public.pair of column p: public.f_ok"}, calls("stays"))
+	assert.Equal(t, []string{"public.f_ok"}, c.TypeFunctions["public.pair"])
+	assert.Equal(t, []string{"public.f_ok"}, c.TypeFunctions["public._dok"])
+	assert.Equal(t, []string{"public.f_ok"}, c.Function("public", "takes").ArgCalls)
+	assert.Equal(t, []string{"public.f_ok"}, c.Function("public", "gives").ArgCalls)
+	assert.Empty(t, c.Function("public", "pinned").ArgCalls)
+	assert.True(t, c.Function("public", "pinned").SetsSearchPath)
+	assert.False(t, c.Function("public", "takes").SetsSearchPath)
+	// An extension's C input function parses; it runs no query.
+	assert.Empty(t, calls("handles"), "writing a citext column")
+	assert.Empty(t, c.Function("public", "takes_citext").ArgCalls)
+	assert.Contains(t, c.TypeFunctions["public.citext"], "public.citextin", "a cast the text names still counts")
+}

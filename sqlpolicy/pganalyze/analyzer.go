@@ -456,6 +456,7 @@ func (a *Analyzer) statement(n *pg.Node, s *Session, ps paths, depth int) (st sq
 		w.paths = ps.all
 	}
 	w.pathLost, w.pathChanged = ps.lost, ps.changed
+	w.pathDiffers = w.pathMayDiffer()
 	sc := scratches.Get().(*scratch)
 	st.Columns, st.Tables = sc.columns, sc.tables
 	w.sc = sc

@@ -14,14 +14,21 @@ import (
 
 // usageCatalog is the test catalog with other.mask added (a function
 // shadowing public.mask) and what the catalog knows of schema USAGE
-// replaced: usage nil is a catalog without the field.
+// replaced: usage nil is a catalog without the field. Both masks fix
+// their own search_path, so that calling them under a path the session
+// set shows resolution alone (TestUnpinnedFunctionUnderSetPath has those
+// that do not).
 func usageCatalog(t *testing.T, usage map[string]bool, login string, shared bool) *pganalyze.Analyzer {
 	t.Helper()
 	c := *testCatalog(t) // a shallow copy: the shared maps are not written
 	c.Functions = maps.Clone(c.Functions)
 	pub := c.Function("public", "mask")
 	require.NotNil(t, pub)
-	m := *pub
+	pinned := *pub
+	pinned.SetsSearchPath = true
+	c.Functions["public"] = maps.Clone(c.Functions["public"])
+	c.Functions["public"]["mask"] = &pinned
+	m := pinned
 	m.Schema = "other"
 	c.Functions["other"] = map[string]*catalog.Function{"mask": &m}
 	c.SchemaUsage, c.Login, c.SessionsShareLogin = usage, login, shared

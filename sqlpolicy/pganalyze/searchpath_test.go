@@ -99,3 +99,49 @@ func TestSearchPathLost(t *testing.T) {
 	st = a.Analyze("SELECT pg_catalog.lower(name) FROM public.customers", s).Statements[0]
 	assert.Empty(t, st.Problems)
 }
+
+// TestUnpinnedFunctionUnderSetPath: a user function that does not fix its
+// own search_path resolves the names in its body under the session's, so
+// it is refused (session_change) wherever the path in effect may be
+// another than the login's: after a SET that changed it, while a change
+// may still be rolled back, after a change earlier in the text, and for
+// the functions a table's defaults run. A path equal to the login's, as
+// Postgres searches it, changes nothing; qualified calls are no exception
+// (the body is what resolves), built-in functions are.
+func TestUnpinnedFunctionUnderSetPath(t *testing.T) {
+	t.Parallel()
+	a := analyzer(t)
+	for _, tc := range []struct {
+		name string
+		sess *pganalyze.Session
+		sql  string
+		want bool // session_change
+	}{
+		{"login's path", nil, "SELECT mask(name) FROM public.customers", false},
+		{"the same path set again", pathSession("public"), "SELECT mask(name) FROM public.customers", false},
+		{"pg_catalog placed as Postgres places it", pathSession("pg_catalog,public"), "SELECT public.mask(name) FROM public.customers", false},
+		{"another path", pathSession("other,public"), "SELECT public.mask(name) FROM public.customers", true},
+		{"another path, unqualified", pathSession("public,other"), "SELECT mask(name) FROM public.customers", true},
+		{"a change that may be rolled back", candidateSession(t), "SELECT public.mask(name) FROM public.customers", true},
+		{"a default's function", pathSession("other,public"), "INSERT INTO public.stamped (ticket) VALUES (1)", true},
+		{"built-in", pathSession("other,public"), "SELECT pg_catalog.lower(name) FROM public.customers", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			st := a.Analyze(tc.sql, tc.sess).Statements[0]
+			assert.Equal(t, tc.want, slicesContains(problemCodes(st.Problems), "session_change"), "%v", st.Problems)
+		})
+	}
+	acc := a.Analyze("SET search_path = other, public; SELECT public.mask(name) FROM public.customers", nil)
+	require.Len(t, acc.Statements, 2)
+	assert.Contains(t, problemCodes(acc.Statements[1].Problems), "session_change", "a change earlier in the text")
+}
+
+func slicesContains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}

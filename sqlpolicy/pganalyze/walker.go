@@ -27,6 +27,11 @@ type walker struct {
 	// pathChanged is set when an earlier statement of the text changed
 	// the search path.
 	pathChanged bool
+	// pathDiffers is set when the search path the statement runs under
+	// may be another than the login's (pathMayDiffer), whatever path
+	// the walker resolves a part of it under (a default's names are
+	// resolved under pg_catalog, but its functions' bodies under this).
+	pathDiffers bool
 	sess        *Session
 	st          *sqlpolicy.Statement
 
@@ -120,6 +125,81 @@ func (w *walker) fn(f sqlpolicy.FuncRef) {
 		}
 	}
 	w.st.Functions = append(w.st.Functions, f)
+	if f.Schema == "" {
+		return
+	}
+	cf := w.cat.Function(f.Schema, f.Name)
+	if cf == nil || cf.Builtin {
+		return
+	}
+	// A call converts its arguments to the parameter types and its result
+	// to the return type: a domain's check constraint among them runs its
+	// functions (catalog.Function.ArgCalls), which the statement does not
+	// name and a function list that allows f does not cover.
+	for _, c := range cf.ArgCalls {
+		w.implicitFunc(c, fmt.Sprintf("a parameter or result type of %s", f))
+	}
+	w.unpinnedPath(cf)
+}
+
+// unpinnedPath refuses a user function that resolves the names in its
+// body under the session's search_path (it sets none of its own,
+// catalog.Function.SetsSearchPath) while the session's path may be
+// another than the login's. Postgres resolves a function body's
+// unqualified relation, function, operator and type names when it runs,
+// under the current search_path: a session that may change its path
+// (settings: [search_path]) can make a function the policy allows read a
+// same-named table of another schema, or call another schema's function
+// or operator of the names the body uses, with the session's privileges.
+// The policy was written for what the body does under the login's path.
+func (w *walker) unpinnedPath(f *catalog.Function) {
+	if f.SetsSearchPath || !w.pathDiffers {
+		return
+	}
+	w.problem(sqlpolicy.Problem{Code: sqlpolicy.ProblemSessionChange, Func: f.Schema + "." + f.Name,
+		Detail: fmt.Sprintf("function %s.%s resolves the names in its body under the session's search_path, "+
+			"which this session changed; it runs only under the login's search_path "+
+			"(RESET search_path), unless its definition sets one (ALTER FUNCTION ... SET search_path)", f.Schema, f.Name)})
+}
+
+// pathMayDiffer reports whether the search path in effect may be another
+// than the login's starting one (as Postgres searches them). A candidate
+// that is the login's path with entries left out counts as the login's:
+// the login's path holds only schemas its user may search (Postgres, or
+// the session's probe, resolved it for that user), and a path the session
+// set is resolved with and without each schema whose USAGE the catalog
+// cannot vouch for (Analyzer.searched), so SET search_path = public, the
+// login's own, yields such a candidate too.
+func (w *walker) pathMayDiffer() bool {
+	if w.pathLost {
+		return true
+	}
+	if w.sess == nil && !w.pathChanged && w.paths == nil {
+		// A view definition's walker, or a statement analyzed without a
+		// session: the login's path.
+		return false
+	}
+	lp := w.a.loginOf(w.sess).path
+	if !subsequence(w.path, lp) {
+		return true
+	}
+	for _, p := range w.paths {
+		if !subsequence(p, lp) {
+			return true
+		}
+	}
+	return false
+}
+
+// subsequence reports whether p is q with entries left out, in q's order.
+func subsequence(p, q []string) bool {
+	i := 0
+	for _, s := range q {
+		if i < len(p) && p[i] == s {
+			i++
+		}
+	}
+	return i == len(p)
 }
 
 func (w *walker) setting(s sqlpolicy.Setting) {

@@ -164,3 +164,14 @@ INSERT INTO public.vault_keys VALUES (1), (2);
 ALTER TABLE public.vault_keys ADD COLUMN master text DEFAULT 'hunter2-root-key';
 ALTER TABLE public.vault_keys ALTER COLUMN master DROP DEFAULT;
 COMMENT ON COLUMN public.vault_keys.master IS 'keyhole: secret';
+
+-- A domain whose check calls a function that reads customers.ssn, and a
+-- composite type with a field of it: converting a value to the composite
+-- (a literal, ROW(...)::ref_pair, jsonb_populate_record) or to an array
+-- of the domain checks the domain, and so runs the function
+-- (cases/redteam5.yaml).
+CREATE FUNCTION public.ssn_on_file(customer integer) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$ SELECT customer IS NULL OR EXISTS (SELECT 1 FROM public.customers WHERE id = customer AND ssn IS NOT NULL) $$;
+CREATE DOMAIN public.checked_ref AS integer CHECK (public.ssn_on_file(VALUE));
+CREATE TYPE public.ref_pair AS (ref public.checked_ref, note text);
