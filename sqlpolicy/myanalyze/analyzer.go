@@ -445,6 +445,7 @@ func (a *Analyzer) statement(n ast.StmtNode, ts *textState, depth int) (st sqlpo
 		}
 	}()
 	w.statement(n)
+	w.indexOrder()
 	w.writeEffects()
 	w.statistics()
 	if st.Verb == "" && len(st.Problems) == 0 {

@@ -48,6 +48,10 @@
 // version it skips (expandExecutable); on MySQL, or a server of unknown
 // version, they are refused.
 //
+// Rows come back in the order of the index the server reads them
+// through, which it picks by itself: a FROM item reading a table reads
+// the columns of every index that order may come from (indexorder.go).
+//
 // Row counts and sizes (information_schema.TABLES and PARTITIONS columns
 // other than the definition's, SHOW TABLE STATUS) are reads of every
 // table whose row they may show (statistics.go).

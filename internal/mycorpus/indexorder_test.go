@@ -1,0 +1,189 @@
+package mycorpus_test
+
+import (
+	"context"
+	"database/sql"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/creds"
+	"github.com/keyholedb/keyhole/internal/testmariadb"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+	"github.com/keyholedb/keyhole/sqlpolicy/myanalyze"
+)
+
+// indexSchema has indexes over labelled columns: a secondary index holds
+// the primary key too, so by_ssn covers SELECT id, and by_name_ssn
+// orders the rows of one name by ssn.
+const indexSchema = `
+CREATE TABLE patients (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL, ssn VARCHAR(20), ward VARCHAR(200),
+    KEY by_ssn (ssn), KEY by_name_ssn (name, ssn), KEY by_ward (ward)) ENGINE=InnoDB;
+INSERT INTO patients VALUES (1, 'b', '9', 'w1'), (2, 'a', '3', 'w1'), (3, 'a', '1', 'w2'), (4, 'c', '5', 'w2'), (5, 'a', '2', 'w3');
+CREATE TABLE plain (id INT PRIMARY KEY, name VARCHAR(20), ssn VARCHAR(20), KEY by_name (name)) ENGINE=InnoDB;
+INSERT INTO plain VALUES (1, 'x', '1'), (2, 'y', '2');
+ANALYZE TABLE patients, plain;
+`
+
+const indexPolicy = `
+labels:
+  shop.patients.ssn: [pii.ssn]
+  shop.plain.ssn: [pii.ssn]
+roles:
+  reader:
+    upstream: shop
+    allow:
+      - select: [shop.patients, shop.plain]
+    deny_labels: [pii.*]
+    catalog: true
+agents:
+  reader-agent: {role: reader}
+`
+
+// TestIndexOrder: without an ORDER BY that sorts them completely, MariaDB
+// returns rows in the order of the index it reads them through, which it
+// picks by itself (a covering scan of the smallest index, a ref or range
+// access), and asks no privilege on that index's columns: SELECT id FROM
+// patients lists the ids in ssn order. For each query, the index the
+// server's plan reads the table through (EXPLAIN's key) must be one whose
+// columns keyhole counts as read; queries that may come back in the
+// order of a labelled column are refused, the others allowed. An index's
+// CARDINALITY (SHOW INDEX) reads the columns of the indexes, not the
+// whole table.
+func TestIndexOrder(t *testing.T) {
+	t.Parallel()
+	db := testmariadb.New(t, indexSchema)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	admin := testmariadb.Open(t, db.DSN)
+	cat, err := catalog.LoadMySQL(ctx, admin)
+	require.NoError(t, err)
+	pol, _, err := sqlpolicy.ParsePolicy([]byte(testmariadb.Rename(indexPolicy, db.Name)), "index.yaml", cat)
+	require.NoError(t, err)
+	an := myanalyze.New(cat, myanalyze.Options{})
+	engine := sqlpolicy.NewEngine(pol, cat, an, sqlpolicy.EngineOptions{})
+	user, password := testmariadb.NewUser(t)
+	grants, _ := creds.MySQLGrants(pol, cat, pol.Roles["reader"], "'"+user+"'@'%'")
+	for _, g := range grants {
+		_, err := admin.ExecContext(ctx, g)
+		require.NoError(t, err, g)
+	}
+	udb := testmariadb.Open(t, testmariadb.WithUser(db.DSN, user, password))
+	udb.SetMaxIdleConns(0)
+
+	ids := func(q string) []int {
+		rows, err := udb.QueryContext(ctx, q)
+		require.NoError(t, err, q)
+		defer rows.Close()
+		var out []int
+		for rows.Next() {
+			var id int
+			require.NoError(t, rows.Scan(&id))
+			out = append(out, id)
+		}
+		require.NoError(t, rows.Err())
+		return out
+	}
+	assert.Equal(t, []int{3, 5, 2, 4, 1}, ids("SELECT id FROM patients"), "the role's own grants list the ids in ssn order")
+	assert.Equal(t, []int{3, 5, 2}, ids("SELECT id FROM patients WHERE name = 'a'"), "the a's in ssn order")
+
+	// keys is the index EXPLAIN says the server reads patients or plain
+	// through ("" for none, PRIMARY for a clustered scan).
+	keys := func(q string) []string {
+		rows, err := admin.QueryContext(ctx, "EXPLAIN "+q)
+		require.NoError(t, err, q)
+		defer rows.Close()
+		cols, err := rows.Columns()
+		require.NoError(t, err)
+		var out []string
+		for rows.Next() {
+			vals := make([]sql.NullString, len(cols))
+			ptrs := make([]any, len(vals))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			require.NoError(t, rows.Scan(ptrs...))
+			key, typ := "", ""
+			for i, c := range cols {
+				switch c {
+				case "key":
+					key = vals[i].String
+				case "type":
+					typ = vals[i].String
+				}
+			}
+			if key == "" && typ == "ALL" {
+				key = "PRIMARY"
+			}
+			if key != "" {
+				out = append(out, strings.Split(key, ",")...)
+			}
+		}
+		return out
+	}
+	indexCols := map[string][]string{"PRIMARY": {"id"}, "by_ssn": {"ssn"}, "by_name_ssn": {"name", "ssn"}, "by_ward": {"ward"}, "by_name": {"name"}}
+	reads := func(q string) []string {
+		var out []string
+		for _, st := range an.Analyze(q, an.NewSession()).Statements {
+			for _, c := range st.Columns {
+				if c.Mode == sqlpolicy.Read {
+					out = append(out, c.Column)
+				}
+			}
+		}
+		return out
+	}
+	for _, c := range []struct {
+		sql   string
+		allow bool
+	}{
+		{"SELECT id FROM patients", false},
+		{"SELECT GROUP_CONCAT(id) FROM patients", false},
+		{"SELECT id FROM patients WHERE name = 'a'", false},
+		{"SELECT id, name FROM patients", false},
+		{"SELECT p.id FROM patients p JOIN plain q ON q.id = p.id", false},
+		{"SELECT id FROM patients WHERE ward = 'w2'", true},
+		{"SELECT id, ward FROM patients", true},
+		// by_name_ssn starts with a column the query reads: keyhole does
+		// not tell a WHERE or ORDER BY on name (a ref access or an
+		// ordered scan through it) from a select list, and refuses.
+		{"SELECT id, name, ward FROM patients", false},
+		{"SELECT COUNT(*) FROM patients", true},
+		{"SELECT id FROM patients USE INDEX (PRIMARY)", true},
+		{"SELECT id FROM patients FORCE INDEX (by_ward)", true},
+		{"SELECT id FROM patients USE INDEX ()", true},
+		{"SELECT id FROM patients FORCE INDEX (by_ssn)", false},
+		{"SELECT id FROM patients USE INDEX FOR ORDER BY (PRIMARY)", false},
+		{"SELECT id, name FROM plain", true},
+		{"SELECT name FROM plain WHERE name > 'a'", true},
+		{"SHOW INDEX FROM plain", true},
+		{"SELECT INDEX_NAME, CARDINALITY FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'plain'", true},
+		{"SHOW INDEX FROM patients", false},
+	} {
+		t.Run(c.sql, func(t *testing.T) {
+			d, _ := engine.Check(sqlpolicy.Principal{Agent: "reader-agent"}, c.sql, engine.NewSession())
+			assert.Equal(t, c.allow, d.Allowed(), "%s", reasonsJSON(d))
+			if !c.allow && !d.Allowed() {
+				assert.True(t, hasLabel(d, "pii.ssn"), "refused without label pii.ssn: %s", reasonsJSON(d))
+			}
+			if strings.HasPrefix(c.sql, "SHOW") || strings.Contains(c.sql, "information_schema") {
+				return
+			}
+			got := reads(c.sql)
+			if len(got) == 0 {
+				// No column of the rows comes back (COUNT(*)): no order.
+				return
+			}
+			for _, k := range keys(c.sql) {
+				for _, col := range indexCols[k] {
+					assert.True(t, slices.Contains(got, col), "the server reads through %s, keyhole's reads %v lack %s", k, got, col)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,167 @@
+package myanalyze
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/pingcap/tidb/pkg/parser/ast"
+
+	"github.com/keyholedb/keyhole/catalog"
+	"github.com/keyholedb/keyhole/sqlpolicy"
+)
+
+// The order of rows. Without an ORDER BY that sorts them completely,
+// MariaDB returns a table's rows in the order of the index it reads them
+// through, and InnoDB picks that index by itself: a covering scan of the
+// smallest index that holds every column the query needs (a secondary
+// index holds the primary key too), a range or ref access on an index
+// whose first column the query names, or the clustered index (the
+// primary key) for a full scan. Confirmed on MariaDB 10.11: with KEY
+// by_ssn (ssn), SELECT id FROM customers lists the ids in ssn order
+// (EXPLAIN: type index, key by_ssn, Using index), GROUP_CONCAT(id)
+// concatenates them in that order, and with KEY (name, ssn), SELECT id
+// FROM customers WHERE name = 'a' lists the a's in ssn order. MariaDB asks
+// no privilege on ssn for any of it. So a FROM item reading a table
+// reads the columns of every index the server could read it through:
+// the primary key (or, without one, any unique key, one of which InnoDB
+// clusters the rows by), an index that covers every column the
+// statement reads of the table, and an index whose first column it
+// reads. Where keyhole cannot tell which columns an item reads (the
+// table read by several items, or through a view), every index counts.
+// Index hints (USE, FORCE INDEX) limit the server to the named indexes,
+// which indexHintReads reports, and the clustered one (USE INDEX () scans
+// it). A partitioned table is scanned partition by partition, whatever
+// the index. An item that reads no column (SELECT count(*)) shows no
+// order.
+
+// scanInfo counts the FROM items that read a table's rows, and those of
+// them with a USE or FORCE INDEX hint.
+type scanInfo struct {
+	items, hinted int
+}
+
+// scanned records a FROM item reading rel's rows.
+func (w *walker) scanned(rel *catalog.Relation, hints []*ast.IndexHint) {
+	if w.scans == nil {
+		w.scans = map[*catalog.Relation]*scanInfo{}
+	}
+	si := w.scans[rel]
+	if si == nil {
+		si = &scanInfo{}
+		w.scans[rel] = si
+	}
+	si.items++
+	limited := false
+	for _, h := range hints {
+		// IGNORE INDEX leaves the others (indexHintReads reads every
+		// column for it); USE and FORCE name the only ones (USE INDEX
+		// (): none) the rows are read through, unless limited to FOR
+		// ORDER BY or FOR GROUP BY, which leave the server every index
+		// to find the rows.
+		if h != nil && h.HintType != ast.HintIgnore && (h.HintScope == ast.HintForScan || h.HintScope == ast.HintForJoin) {
+			limited = true
+		}
+	}
+	if limited {
+		si.hinted++
+	}
+}
+
+// indexOrder reports the columns of the indexes each scanned table's
+// rows may come back in the order of.
+func (w *walker) indexOrder() {
+	rels := make([]*catalog.Relation, 0, len(w.scans))
+	for rel := range w.scans {
+		rels = append(rels, rel)
+	}
+	slices.SortFunc(rels, func(a, b *catalog.Relation) int {
+		return strings.Compare(a.Schema+"."+a.Name, b.Schema+"."+b.Name)
+	})
+	for _, rel := range rels {
+		r := relOf(rel)
+		read := map[string]bool{}
+		unknown := w.scans[rel].items > 1
+		for _, c := range w.st.Columns {
+			if c.Rel != r || c.Mode != sqlpolicy.Read {
+				continue
+			}
+			if c.Via != (sqlpolicy.Rel{}) {
+				unknown = true
+			}
+			read[strings.ToLower(c.Column)] = true
+		}
+		if len(read) == 0 && !unknown {
+			continue
+		}
+		var pk []string
+		for _, ix := range indexesOf(rel) {
+			if strings.EqualFold(ix.Name, "PRIMARY") {
+				pk = ix.Columns
+			}
+		}
+		if len(rel.Partitioning) > 0 {
+			// A partitioned table is read partition by partition, in
+			// the order of the partitioning expression's ranges, also
+			// through an index: SELECT id, name FROM pay under RANGE
+			// (salary) lists the low salaries first.
+			w.partitionReads(rel)
+		}
+		// Only hinted items: the named indexes (indexHintReads) or, with
+		// none usable (USE INDEX ()), the clustered index.
+		hintedOnly := w.scans[rel].items == w.scans[rel].hinted
+		var names []string
+		for _, ix := range indexesOf(rel) {
+			clustered := strings.EqualFold(ix.Name, "PRIMARY") || pk == nil && ix.Unique
+			if hintedOnly && !clustered {
+				continue
+			}
+			cols := ix.Columns
+			if slices.Contains(cols, "") {
+				cols = allColumns(rel)
+			}
+			usable := unknown || clustered || len(cols) > 0 && read[strings.ToLower(cols[0])]
+			if !usable {
+				covers := true
+				for c := range read {
+					if !slices.ContainsFunc(cols, func(n string) bool { return strings.EqualFold(n, c) }) &&
+						!slices.ContainsFunc(pk, func(n string) bool { return strings.EqualFold(n, c) }) {
+						covers = false
+						break
+					}
+				}
+				usable = covers
+			}
+			if usable {
+				names = append(names, cols...)
+			}
+		}
+		for _, c := range withGenerated(rel, names) {
+			w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
+		}
+	}
+}
+
+// indexesOf is rel's indexes. A catalog that lists unique keys but no
+// index (built by hand, without Indexes) may have any: one index over
+// every column stands for them.
+func indexesOf(rel *catalog.Relation) []catalog.Index {
+	if len(rel.Indexes) == 0 && len(rel.UniqueKeys) > 0 {
+		return []catalog.Index{{Name: "", Columns: allColumns(rel)}}
+	}
+	return rel.Indexes
+}
+
+// indexColumns is the columns of rel's index name (letter case aside, as
+// MariaDB compares index names), every column for one with an expression
+// part; ok is false for an index keyhole does not know.
+func indexColumns(rel *catalog.Relation, name string) ([]string, bool) {
+	for _, ix := range indexesOf(rel) {
+		if ix.Name == "" || strings.EqualFold(ix.Name, name) {
+			if slices.Contains(ix.Columns, "") {
+				return allColumns(rel), true
+			}
+			return ix.Columns, true
+		}
+	}
+	return nil, false
+}
