@@ -63,6 +63,12 @@ func TestExecutableComments(t *testing.T) {
 		{"SELECT id /*!999999 /* x */ , email */ FROM customers", true},
 		{"SELECT id /*!40000 , email FROM customers", true},
 		{"SELECT id /*!40000 , email; SELECT 1 */ FROM customers", true},
+		// "--" then a marker: two minus signs to MariaDB, a "-- "
+		// comment once the marker is blanked.
+		{"SELECT 0 --/*!40000 -ASCII(email) */ FROM customers", true},
+		{"SELECT 0 --/*!99999 x */-ASCII(email) FROM customers", true},
+		{"SELECT 0 /*!40000 --*/-ASCII(email) FROM customers", true},
+		{"SELECT 0 -/*!40000 -ASCII(email) */ AS email FROM customers", false},
 	}
 	an := myanalyze.New(cat, myanalyze.Options{})
 	for _, c := range cases {

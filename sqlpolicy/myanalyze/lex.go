@@ -579,5 +579,13 @@ func (sc scanner) expandExecutable(version int) (string, *sqlpolicy.Problem) {
 	if inExec {
 		return refuse("no end")
 	}
+	// A blank right after "--" would make a "-- " comment of what MariaDB
+	// reads as two minus signs and the comment's content: SELECT 0
+	// --/*!40000 -ASCII(email) */ is 0 - - -ASCII(email) to MariaDB.
+	for k := 2; k < len(b); k++ {
+		if b[k] != s[k] && b[k-1] == '-' && b[k-2] == '-' {
+			return refuse(`a "--" right before it`)
+		}
+	}
 	return string(b), nil
 }
