@@ -27,6 +27,7 @@ CREATE TABLE patients (id INT PRIMARY KEY, name VARCHAR(20) NOT NULL, ssn VARCHA
 INSERT INTO patients VALUES (1, 'b', '9', 'w1'), (2, 'a', '3', 'w1'), (3, 'a', '1', 'w2'), (4, 'c', '5', 'w2'), (5, 'a', '2', 'w3');
 CREATE TABLE plain (id INT PRIMARY KEY, name VARCHAR(20), ssn VARCHAR(20), KEY by_name (name)) ENGINE=InnoDB;
 INSERT INTO plain VALUES (1, 'x', '1'), (2, 'y', '2');
+CREATE VIEW patient_ids AS SELECT id FROM patients;
 ANALYZE TABLE patients, plain;
 `
 
@@ -38,7 +39,7 @@ roles:
   reader:
     upstream: shop
     allow:
-      - select: [shop.patients, shop.plain]
+      - select: [shop.patients, shop.plain, shop.patient_ids]
     deny_labels: [pii.*]
     catalog: true
 agents:
@@ -76,21 +77,10 @@ func TestIndexOrder(t *testing.T) {
 	udb := testmariadb.Open(t, testmariadb.WithUser(db.DSN, user, password))
 	udb.SetMaxIdleConns(0)
 
-	ids := func(q string) []int {
-		rows, err := udb.QueryContext(ctx, q)
-		require.NoError(t, err, q)
-		defer rows.Close()
-		var out []int
-		for rows.Next() {
-			var id int
-			require.NoError(t, rows.Scan(&id))
-			out = append(out, id)
-		}
-		require.NoError(t, rows.Err())
-		return out
-	}
+	ids := func(q string) []int { return queryIDs(ctx, t, udb, q) }
 	assert.Equal(t, []int{3, 5, 2, 4, 1}, ids("SELECT id FROM patients"), "the role's own grants list the ids in ssn order")
 	assert.Equal(t, []int{3, 5, 2}, ids("SELECT id FROM patients WHERE name = 'a'"), "the a's in ssn order")
+	assert.Equal(t, []int{3, 5, 2, 4, 1}, queryIDs(ctx, t, admin, "SELECT id FROM patient_ids"), "through a view too")
 
 	// keys is the index EXPLAIN says the server reads patients or plain
 	// through ("" for none, PRIMARY for a clustered scan).
@@ -147,6 +137,7 @@ func TestIndexOrder(t *testing.T) {
 		{"SELECT id FROM patients WHERE name = 'a'", false},
 		{"SELECT id, name FROM patients", false},
 		{"SELECT p.id FROM patients p JOIN plain q ON q.id = p.id", false},
+		{"SELECT id FROM patient_ids", false},
 		{"SELECT id FROM patients WHERE ward = 'w2'", true},
 		{"SELECT id, ward FROM patients", true},
 		// by_name_ssn starts with a column the query reads: keyhole does
@@ -186,4 +177,21 @@ func TestIndexOrder(t *testing.T) {
 			}
 		})
 	}
+}
+
+// queryIDs runs q, whose rows are one integer each, and returns them in
+// the order the server sent them.
+func queryIDs(ctx context.Context, t *testing.T, db *sql.DB, q string) []int {
+	t.Helper()
+	rows, err := db.QueryContext(ctx, q)
+	require.NoError(t, err, q)
+	defer rows.Close()
+	var out []int
+	for rows.Next() {
+		var id int
+		require.NoError(t, rows.Scan(&id))
+		out = append(out, id)
+	}
+	require.NoError(t, rows.Err())
+	return out
 }

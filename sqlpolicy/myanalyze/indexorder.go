@@ -70,6 +70,26 @@ func (w *walker) scanned(rel *catalog.Relation, hints []*ast.IndexHint) {
 // indexOrder reports the columns of the indexes each scanned table's
 // rows may come back in the order of.
 func (w *walker) indexOrder() {
+	// A table read through a view is scanned by the view's own FROM
+	// item, analyzed apart (and cached): which of its columns that item
+	// reads is not known here.
+	for _, c := range w.st.Columns {
+		if c.Mode != sqlpolicy.Read || c.Via == (sqlpolicy.Rel{}) {
+			continue
+		}
+		via, rel := w.cat.Relation(c.Via.Schema, c.Via.Name), w.cat.Relation(c.Rel.Schema, c.Rel.Name)
+		if via == nil || via.Kind != catalog.KindView || rel == nil || rel.Kind == catalog.KindView || isInfoSchema(rel.Schema) {
+			continue
+		}
+		if w.scans == nil {
+			w.scans = map[*catalog.Relation]*scanInfo{}
+		}
+		if w.scans[rel] == nil {
+			w.scans[rel] = &scanInfo{}
+		}
+		// Counted as two items: unknown reads.
+		w.scans[rel].items += 2
+	}
 	rels := make([]*catalog.Relation, 0, len(w.scans))
 	for rel := range w.scans {
 		rels = append(rels, rel)
