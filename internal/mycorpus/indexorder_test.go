@@ -28,18 +28,22 @@ INSERT INTO patients VALUES (1, 'b', '9', 'w1'), (2, 'a', '3', 'w1'), (3, 'a', '
 CREATE TABLE plain (id INT PRIMARY KEY, name VARCHAR(20), ssn VARCHAR(20), KEY by_name (name)) ENGINE=InnoDB;
 INSERT INTO plain VALUES (1, 'x', '1'), (2, 'y', '2');
 CREATE VIEW patient_ids AS SELECT id FROM patients;
-ANALYZE TABLE patients, plain;
+CREATE TABLE ppay (id INT NOT NULL, salary INT NOT NULL, ssn VARCHAR(20), note VARCHAR(200), KEY by_ssn_id (ssn, id))
+    PARTITION BY RANGE (salary) (PARTITION p_low VALUES LESS THAN (50000), PARTITION p_high VALUES LESS THAN MAXVALUE);
+INSERT INTO ppay VALUES (1, 60000, '9', 'x'), (2, 70000, '3', 'x'), (3, 80000, '1', 'x'), (4, 10000, '5', 'x');
+ANALYZE TABLE patients, plain, ppay;
 `
 
 const indexPolicy = `
 labels:
   shop.patients.ssn: [pii.ssn]
   shop.plain.ssn: [pii.ssn]
+  shop.ppay.ssn: [pii.ssn]
 roles:
   reader:
     upstream: shop
     allow:
-      - select: [shop.patients, shop.plain, shop.patient_ids]
+      - select: [shop.patients, shop.plain, shop.patient_ids, shop.ppay]
     deny_labels: [pii.*]
     catalog: true
 agents:
@@ -81,6 +85,7 @@ func TestIndexOrder(t *testing.T) {
 	assert.Equal(t, []int{3, 5, 2, 4, 1}, ids("SELECT id FROM patients"), "the role's own grants list the ids in ssn order")
 	assert.Equal(t, []int{3, 5, 2}, ids("SELECT id FROM patients WHERE name = 'a'"), "the a's in ssn order")
 	assert.Equal(t, []int{3, 5, 2, 4, 1}, queryIDs(ctx, t, admin, "SELECT id FROM patient_ids"), "through a view too")
+	assert.Equal(t, []int{3, 2, 1}, ids("SELECT id FROM ppay PARTITION (p_high)"), "a partition's ids in ssn order")
 
 	// keys is the index EXPLAIN says the server reads patients or plain
 	// through ("" for none, PRIMARY for a clustered scan).
@@ -116,7 +121,7 @@ func TestIndexOrder(t *testing.T) {
 		}
 		return out
 	}
-	indexCols := map[string][]string{"PRIMARY": {"id"}, "by_ssn": {"ssn"}, "by_name_ssn": {"name", "ssn"}, "by_ward": {"ward"}, "by_name": {"name"}}
+	indexCols := map[string][]string{"PRIMARY": {"id"}, "by_ssn_id": {"ssn", "id"}, "by_ssn": {"ssn"}, "by_name_ssn": {"name", "ssn"}, "by_ward": {"ward"}, "by_name": {"name"}}
 	reads := func(q string) []string {
 		var out []string
 		for _, st := range an.Analyze(q, an.NewSession()).Statements {
@@ -138,6 +143,10 @@ func TestIndexOrder(t *testing.T) {
 		{"SELECT id, name FROM patients", false},
 		{"SELECT p.id FROM patients p JOIN plain q ON q.id = p.id", false},
 		{"SELECT id FROM patient_ids", false},
+		// The partition selection reads salary to pick partitions, not
+		// from the rows: by_ssn_id still covers the ids.
+		{"SELECT id FROM ppay PARTITION (p_high)", false},
+		{"SELECT id, note FROM ppay PARTITION (p_high)", true},
 		{"SELECT id FROM patients WHERE ward = 'w2'", true},
 		{"SELECT id, ward FROM patients", true},
 		// by_name_ssn starts with a column the query reads: keyhole does

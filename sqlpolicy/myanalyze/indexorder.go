@@ -99,7 +99,11 @@ func (w *walker) indexOrder() {
 	})
 	for _, rel := range rels {
 		r := relOf(rel)
-		read := map[string]bool{}
+		// read is every column the statement reads of rel; returned is
+		// read without those possibly read only to pick partitions or
+		// an index (walker.implicit), which the server need not fetch:
+		// fewer columns for an index to cover.
+		read, returned := map[string]bool{}, map[string]bool{}
 		unknown := w.scans[rel].items > 1
 		for _, c := range w.st.Columns {
 			if c.Rel != r || c.Mode != sqlpolicy.Read {
@@ -109,6 +113,9 @@ func (w *walker) indexOrder() {
 				unknown = true
 			}
 			read[strings.ToLower(c.Column)] = true
+			if !w.implicit[c] {
+				returned[strings.ToLower(c.Column)] = true
+			}
 		}
 		if len(read) == 0 && !unknown {
 			continue
@@ -142,7 +149,7 @@ func (w *walker) indexOrder() {
 			usable := unknown || clustered || len(cols) > 0 && read[strings.ToLower(cols[0])]
 			if !usable {
 				covers := true
-				for c := range read {
+				for c := range returned {
 					if !slices.ContainsFunc(cols, func(n string) bool { return strings.EqualFold(n, c) }) &&
 						!slices.ContainsFunc(pk, func(n string) bool { return strings.EqualFold(n, c) }) {
 						covers = false

@@ -56,6 +56,11 @@ type walker struct {
 	// scans are the base tables the statement's FROM items read rows of
 	// (indexorder.go).
 	scans map[*catalog.Relation]*scanInfo
+	// implicit are the reads a FROM item makes by its partition
+	// selection or index hints rather than by the columns it returns or
+	// compares: the server does not need them to find the rows, so they
+	// do not narrow the indexes it may scan (indexOrder).
+	implicit map[sqlpolicy.ColumnRef]bool
 
 	// bodyWiths are the WITH clauses attached directly to the body of a
 	// WITH query (d AS (WITH e AS ... SELECT ...)): only the queries of
@@ -499,8 +504,18 @@ func (w *walker) partitionReads(rel *catalog.Relation) {
 	}
 	r := relOf(rel)
 	for _, c := range withGenerated(rel, names) {
-		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
+		w.implicitRead(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
 	}
+}
+
+// implicitRead reports a read a FROM item makes beyond its columns (see
+// walker.implicit).
+func (w *walker) implicitRead(c sqlpolicy.ColumnRef) {
+	if w.implicit == nil {
+		w.implicit = map[sqlpolicy.ColumnRef]bool{}
+	}
+	w.implicit[c] = true
+	w.column(c)
 }
 
 // indexHintReads reports the columns index hints (USE, FORCE or IGNORE
@@ -533,7 +548,7 @@ func (w *walker) indexHintReads(rel *catalog.Relation, hints []*ast.IndexHint) {
 	}
 	r := relOf(rel)
 	for _, c := range withGenerated(rel, names) {
-		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
+		w.implicitRead(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
 	}
 }
 
