@@ -153,6 +153,7 @@ func TestIndexOrder(t *testing.T) {
 		// not tell a WHERE or ORDER BY on name (a ref access or an
 		// ordered scan through it) from a select list, and refuses.
 		{"SELECT id, name, ward FROM patients", false},
+		{"SELECT id, name, ward FROM patients USE INDEX (PRIMARY) WHERE name = 'a'", true},
 		{"SELECT COUNT(*) FROM patients", true},
 		{"SELECT id FROM patients USE INDEX (PRIMARY)", true},
 		{"SELECT id FROM patients FORCE INDEX (by_ward)", true},
