@@ -444,6 +444,7 @@ func (a *Analyzer) statement(n ast.StmtNode, ts *textState, depth int) (st sqlpo
 			})
 		}
 	}()
+	w.top = n
 	w.statement(n)
 	w.indexOrder()
 	w.writeEffects()

@@ -32,7 +32,8 @@ import (
 // which indexHintReads reports, and the clustered one (USE INDEX () scans
 // it). A partitioned table is scanned partition by partition, whatever
 // the index. An item that reads no column (SELECT count(*)) shows no
-// order.
+// order, nor does a statement whose ORDER BY is total, or that returns at
+// most one row (orderFixed).
 
 // scanInfo counts the FROM items that read a table's rows, and those of
 // them with a USE or FORCE INDEX hint.
@@ -90,9 +91,12 @@ func (w *walker) indexOrder() {
 		// Counted as two items: unknown reads.
 		w.scans[rel].items += 2
 	}
+	fixed := w.orderFixed(w.top)
 	rels := make([]*catalog.Relation, 0, len(w.scans))
 	for rel := range w.scans {
-		rels = append(rels, rel)
+		if rel != fixed {
+			rels = append(rels, rel)
+		}
 	}
 	slices.SortFunc(rels, func(a, b *catalog.Relation) int {
 		return strings.Compare(a.Schema+"."+a.Name, b.Schema+"."+b.Name)

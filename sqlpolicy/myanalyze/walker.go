@@ -56,6 +56,8 @@ type walker struct {
 	// scans are the base tables the statement's FROM items read rows of
 	// (indexorder.go).
 	scans map[*catalog.Relation]*scanInfo
+	// top is the statement being analyzed (orderFixed).
+	top ast.StmtNode
 	// implicit are the reads a FROM item makes by its partition
 	// selection or index hints rather than by the columns it returns or
 	// compares: the server does not need them to find the rows, so they
