@@ -27,7 +27,10 @@ import (
 //     compare equal but print apart);
 //   - or its ORDER BY lists plain columns that include every column of
 //     the primary key (not NULL, unique: a total order), with no
-//     GROUP BY, DISTINCT, aggregate or window function.
+//     GROUP BY, DISTINCT, aggregate or window function. The key's
+//     columns must be integers or decimals: a filesort compares only
+//     the first max_sort_length bytes of a string (which the session may
+//     lower), and keyhole has checked no other kind against the server.
 //
 // In the last two, every expression must be a plain function of its row:
 // RAND(1), UUID_SHORT(), SYSDATE(6) or @n := @n + 1 take a value per
@@ -127,7 +130,7 @@ func (w *walker) orderFixed(n ast.StmtNode) *catalog.Relation {
 			continue
 		}
 		for _, c := range ix.Columns {
-			if c == "" || !named[strings.ToLower(c)] {
+			if c == "" || !named[strings.ToLower(c)] || !exactType(columnType(rel, c)) {
 				return nil
 			}
 		}
@@ -239,6 +242,16 @@ func intType(typ string) bool {
 		}
 	}
 	return false
+}
+
+// columnType is the type of rel's column name, or "".
+func columnType(rel *catalog.Relation, name string) string {
+	for _, c := range rel.Columns {
+		if strings.EqualFold(c.Name, name) {
+			return c.Type
+		}
+	}
+	return ""
 }
 
 // exactType reports whether typ is an integer or decimal type: sums and
