@@ -281,6 +281,25 @@ func TestIndexOrder(t *testing.T) {
 			}
 		})
 	}
+
+	// A refusal for the order alone names the index, not a column the
+	// query does not name, and its hint's two fixes are allowed.
+	t.Run("refusal names the index and the fix", func(t *testing.T) {
+		d, _ := engine.Check(sqlpolicy.Principal{Agent: "reader-agent"}, "SELECT id FROM members", engine.NewSession())
+		require.False(t, d.Allowed())
+		assert.Regexp(t, `in the order of its index by_(mrn_)?tax on tax, which is labelled pii.ssn`, d.Message)
+		assert.Contains(t, d.Hint, "The query does not name tax")
+		assert.Contains(t, d.Hint, "FROM members USE INDEX (PRIMARY)")
+		assert.Contains(t, d.Hint, "ORDER BY id")
+		assert.NotContains(t, d.Hint, "Remove tax")
+		for _, fixed := range []string{"SELECT id FROM members USE INDEX (PRIMARY)", "SELECT id FROM members ORDER BY id"} {
+			d, _ := engine.Check(sqlpolicy.Principal{Agent: "reader-agent"}, fixed, engine.NewSession())
+			assert.True(t, d.Allowed(), "%s: %s", fixed, reasonsJSON(d))
+		}
+		// A query naming the column gets the usual refusal.
+		d, _ = engine.Check(sqlpolicy.Principal{Agent: "reader-agent"}, "SELECT id, tax FROM members", engine.NewSession())
+		assert.Contains(t, d.Hint, "Remove tax from the query")
+	})
 }
 
 // queryIDs runs q, whose rows are one integer each, and returns them in

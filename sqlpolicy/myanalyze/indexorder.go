@@ -141,6 +141,7 @@ func (w *walker) indexOrder() {
 		// none usable (USE INDEX ()), the clustered index.
 		hintedOnly := w.scans[rel].items == w.scans[rel].hinted
 		var names []string
+		from := map[string]string{} // column → the first index naming it
 		for _, ix := range indexesOf(rel) {
 			clustered := strings.EqualFold(ix.Name, "PRIMARY") || pk == nil && ix.Unique
 			if hintedOnly && !clustered {
@@ -164,10 +165,23 @@ func (w *walker) indexOrder() {
 			}
 			if usable {
 				names = append(names, cols...)
+				for _, c := range cols {
+					if _, ok := from[strings.ToLower(c)]; !ok && !clustered {
+						from[strings.ToLower(c)] = ix.Name
+					}
+				}
 			}
 		}
 		for _, c := range withGenerated(rel, names) {
-			w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
+			lc := strings.ToLower(c)
+			if read[lc] {
+				continue // reported as read already
+			}
+			// Order names the index for a refusal's message (the hint:
+			// read through the primary key instead); a column of the
+			// clustered index, or a generated column computed from an
+			// index's column, gets the plain message.
+			w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read, Order: from[lc]})
 		}
 	}
 }
