@@ -11,9 +11,11 @@ import (
 // analyzers would decide as if the database had none of it: 2 added the
 // CHECK constraints, unique keys, partitioning and row security policies
 // that make checks beyond a statement's text reads of the columns they
-// look at; 3 added Column.HasMissing (and Function.ReturnsSet). Load
+// look at; 3 added Column.HasMissing (and Function.ReturnsSet); 4 added
+// Relation.Indexes (MySQL/MariaDB), without which an index's cardinality
+// and the order of an index scan read every column of its table. Load
 // refuses a file of another format.
-const FormatVersion = 3
+const FormatVersion = 4
 
 // Catalog is the schema of one upstream database as keyhole needs it to
 // resolve names and expand `*`: relations with their columns and labels,
@@ -162,6 +164,12 @@ type Relation struct {
 	// from pg_depend). A write that changes a key column compares the
 	// whole key with every other row's, and fails on a conflict.
 	UniqueKeys []UniqueKey `json:"unique_keys,omitempty"`
+	// Indexes are every index of a MySQL/MariaDB table (primary, unique,
+	// plain, FULLTEXT, SPATIAL), each its columns in key order
+	// (information_schema.STATISTICS; "" stands for an expression). An
+	// index's CARDINALITY counts the distinct values of its columns, and
+	// a scan through it returns the rows in the order of its columns.
+	Indexes []Index `json:"indexes,omitempty"`
 	// Partitioning are a partitioned MySQL/MariaDB table's partitioning
 	// and subpartitioning expressions (information_schema.PARTITIONS; ""
 	// for KEY () over the primary key): naming partitions (FROM t
@@ -200,6 +208,13 @@ type ColumnOf struct {
 // UniqueKey is one primary or unique key of a MySQL/MariaDB table.
 type UniqueKey struct {
 	Name    string   `json:"name"`
+	Columns []string `json:"columns"`
+}
+
+// Index is one index of a MySQL/MariaDB table.
+type Index struct {
+	Name    string   `json:"name"`
+	Unique  bool     `json:"unique,omitempty"`
 	Columns []string `json:"columns"`
 }
 

@@ -61,7 +61,7 @@ func Load(r io.Reader) (*Catalog, error) {
 		return nil, fmt.Errorf("catalog: decode: %w", err)
 	}
 	if c.Format != FormatVersion {
-		return nil, fmt.Errorf("catalog: %w: format %d, this keyhole reads format %d: the file lacks what decisions now depend on (constraints, keys, partitioning, row security); dump the catalog again with this keyhole (keyhole catalog dump)", ErrFormat, c.Format, FormatVersion)
+		return nil, fmt.Errorf("catalog: %w: format %d, this keyhole reads format %d: the file lacks what decisions now depend on (constraints, keys, indexes, partitioning, row security); dump the catalog again with this keyhole (keyhole catalog dump)", ErrFormat, c.Format, FormatVersion)
 	}
 	if c.Relations == nil {
 		c.Relations = map[string]map[string]*Relation{}

@@ -69,7 +69,7 @@ func TestLoadWithoutSchemaUsage(t *testing.T) {
 	assert.True(t, searched && known)
 }
 
-const minimal = `{"format":3,"dialect":"postgres","database":"shop","search_path":["pg_catalog","public"],
+const minimal = `{"format":4,"dialect":"postgres","database":"shop","search_path":["pg_catalog","public"],
  "relations":{"public":{"t":{"schema":"public","name":"t","kind":"table","columns":[{"name":"a","type":"integer","labels":["pii.email"]}]}}},
  "functions":{"public":{"f":{"schema":"public","name":"f","kind":"function","volatility":"stable"}}}}`
 
@@ -104,9 +104,9 @@ func TestLoadStrict(t *testing.T) {
 		{"unnamed column", `"labels":["pii.email"]}]`, `"labels":["pii.email"]},{"type":"text"}]`, true},
 		{"bad function kind", `"kind":"function"`, `"kind":"trigger"`, true},
 		{"bad volatility", `"stable"`, `"sometimes"`, true},
-		{"no format (saved before formats)", `"format":3,`, ``, false},
-		{"older format", `"format":3`, `"format":2`, false},
-		{"newer format", `"format":3`, `"format":4`, false},
+		{"no format (saved before formats)", `"format":4,`, ``, false},
+		{"older format", `"format":4`, `"format":3`, false},
+		{"newer format", `"format":4`, `"format":5`, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -38,7 +38,7 @@ func FuzzParseCommentLabels(f *testing.F) {
 
 func FuzzLoad(f *testing.F) {
 	f.Add([]byte(minimal))
-	f.Add([]byte(`{"format":3,"dialect":"mysql","relations":{},"functions":{}}`))
+	f.Add([]byte(`{"format":4,"dialect":"mysql","relations":{},"functions":{}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := catalog.Load(bytes.NewReader(data))
 		if err != nil {

@@ -166,7 +166,7 @@ func inspectMySQL(ctx context.Context, db *sql.DB) (*Loaded, error) {
 		{"triggers", myTriggers},
 		{"foreign keys", myForeignKeys},
 		{"check constraints", myChecks},
-		{"unique keys", myUniqueKeys},
+		{"indexes", myUniqueKeys},
 		{"partitioning", myPartitioning},
 	}
 	for _, s := range steps {
@@ -452,13 +452,14 @@ ORDER BY c.CONSTRAINT_SCHEMA, t.TABLE_NAME, c.CONSTRAINT_NAME`}
 	return rows.Err()
 }
 
-// myUniqueKeys reads every primary and unique key with its columns in key
-// order (a functional key part has no COLUMN_NAME: "").
+// myUniqueKeys reads every index with its columns in key order (a
+// functional key part has no COLUMN_NAME: ""): all of them into Indexes,
+// the primary and unique keys into UniqueKeys too.
 func myUniqueKeys(ctx context.Context, tx *sql.Tx, l *Loaded) error {
 	rows, err := tx.QueryContext(ctx, `
-SELECT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, COALESCE(COLUMN_NAME, '')
+SELECT TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, NON_UNIQUE = 0, COALESCE(COLUMN_NAME, '')
 FROM information_schema.STATISTICS
-WHERE NON_UNIQUE = 0 AND `+skipSchemas("TABLE_SCHEMA")+`
+WHERE `+skipSchemas("TABLE_SCHEMA")+`
 ORDER BY TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX`)
 	if err != nil {
 		return err
@@ -466,14 +467,24 @@ ORDER BY TABLE_SCHEMA, TABLE_NAME, INDEX_NAME, SEQ_IN_INDEX`)
 	defer rows.Close()
 	for rows.Next() {
 		var schema, table, name, col string
-		if err := rows.Scan(&schema, &table, &name, &col); err != nil {
+		var unique bool
+		if err := rows.Scan(&schema, &table, &name, &unique, &col); err != nil {
 			return err
 		}
 		r := l.Catalog.Relation(schema, table)
 		if r == nil {
 			return fmt.Errorf("%w: key %s of unknown table %s.%s", ErrCatalogChanged, name, schema, table)
 		}
-		n := len(r.UniqueKeys)
+		n := len(r.Indexes)
+		if n == 0 || r.Indexes[n-1].Name != name {
+			r.Indexes = append(r.Indexes, Index{Name: name, Unique: unique})
+			n++
+		}
+		r.Indexes[n-1].Columns = append(r.Indexes[n-1].Columns, col)
+		if !unique {
+			continue
+		}
+		n = len(r.UniqueKeys)
 		if n == 0 || r.UniqueKeys[n-1].Name != name {
 			r.UniqueKeys = append(r.UniqueKeys, UniqueKey{Name: name})
 			n++

@@ -74,6 +74,11 @@ func TestLoadMySQL(t *testing.T) {
 		{Name: "PRIMARY", Columns: []string{"id"}},
 		{Name: "team_salary", Columns: []string{"team", "salary"}},
 	}, st.UniqueKeys, "primary and unique keys, columns in key order; plain keys left out")
+	assert.Equal(t, []catalog.Index{
+		{Name: "by_credit", Columns: []string{"credit"}},
+		{Name: "PRIMARY", Unique: true, Columns: []string{"id"}},
+		{Name: "team_salary", Unique: true, Columns: []string{"team", "salary"}},
+	}, st.Indexes, "every index (ordered by name as information_schema compares them), columns in key order")
 
 	assert.Empty(t, st.Partitioning)
 	pay := cat.Relation(db.Name, "pay")

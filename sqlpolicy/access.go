@@ -122,6 +122,11 @@ type ColumnRef struct {
 	Merge bool `json:"merge,omitempty"`
 	// System: as TableRef.System, for the column's relation.
 	System bool `json:"system,omitempty"`
+	// Order is set for a column the statement counts as read only because
+	// its rows may come back in the order of an index holding the column
+	// (MySQL/MariaDB: a scan through a secondary index): that index's
+	// name. Refusals then say so and how to fix the order.
+	Order string `json:"order,omitempty"`
 }
 
 // FuncRef is a function or procedure the statement calls. Schema is the

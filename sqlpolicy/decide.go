@@ -356,6 +356,11 @@ func isWriteVerb(v Verb) bool {
 // mergeDeleteDetail explains the denial of a MERGE's DELETE action.
 const mergeDeleteDetail = "a MERGE's WHEN ... THEN DELETE action deletes rows, which needs a delete grant; a merge grant covers only its INSERT and UPDATE actions"
 
+// indexOrderDetail, followed by the index's name, is the detail of a
+// column refused only because the rows may come back in the order of an
+// index holding it (ColumnRef.Order).
+const indexOrderDetail = "the rows may come back in the order of index "
+
 // upsertColumnsDetail explains column denials of upserts whose written
 // columns the analyzer did not attribute to the insert or the update half:
 // each must then be allowed by both the insert and the update grant.
@@ -621,8 +626,12 @@ func (dc *decider) columns(c *check, st *Statement) {
 		labelled := false
 		for _, l := range dc.p.ColumnLabels(dc.cat, col.Rel, col.Column) {
 			if rule, ok := dc.deniedLabel(c, reasonVerb(anyOf), col.Rel, col.Column, l); ok {
-				c.deny(Reason{Code: ReasonLabelDenied, Verb: reasonVerb(anyOf), Table: col.Rel.String(),
-					Column: col.Column, Label: l, Rule: rule})
+				r := Reason{Code: ReasonLabelDenied, Verb: reasonVerb(anyOf), Table: col.Rel.String(),
+					Column: col.Column, Label: l, Rule: rule}
+				if col.Order != "" {
+					r.Detail = indexOrderDetail + col.Order
+				}
+				c.deny(r)
 				labelled = true
 				break
 			}

@@ -107,6 +107,10 @@ func message(r Reason, role string) string {
 		if r.Column == "" {
 			return fmt.Sprintf("table %s is labelled %s, which role %s may not %s", r.Table, r.Label, role, readWrite(r.Verb))
 		}
+		if idx, ok := strings.CutPrefix(r.Detail, indexOrderDetail); ok {
+			return fmt.Sprintf("rows of %s may come back in the order of its index %s on %s, which is labelled %s: role %s may not read it, nor its order",
+				r.Table, idx, r.Column, r.Label, role)
+		}
 		return fmt.Sprintf("column %s.%s is labelled %s, which role %s may not %s", r.Table, r.Column, r.Label, role, readWrite(r.Verb))
 	case ReasonColumnNotAllowed:
 		return fmt.Sprintf("role %s may not %s column %s.%s", role, readWrite(r.Verb), r.Table, r.Column)
@@ -268,6 +272,9 @@ func columnsHint(d *Decision, r Reason, p *Policy, role *Role, cat *catalog.Cata
 		}
 		return fmt.Sprintf("Role %s may not use %s at all (it is labelled %s). %s", role.Name, r.Table, r.Label, tablesHint(role, v))
 	}
+	if idx, ok := strings.CutPrefix(r.Detail, indexOrderDetail); ok {
+		return indexOrderHint(r, idx, cat)
+	}
 	// Every column of this table the decision refused, to remove.
 	var bad []string
 	for _, x := range d.Reasons {
@@ -290,6 +297,27 @@ func columnsHint(d *Decision, r Reason, p *Policy, role *Role, cat *catalog.Cata
 		return fmt.Sprintf("Role %s may not %s any column of %s. %s", role.Name, rw, r.Table, remove)
 	}
 	return fmt.Sprintf("You may %s %s columns: %s. %s", rw, r.Table, listNames(ok), remove)
+}
+
+// indexOrderHint is the hint for a column refused only because the rows
+// may come back in the order of index idx, which holds it: the two ways to
+// fix their order, by the primary key.
+func indexOrderHint(r Reason, idx string, cat *catalog.Catalog) string {
+	rel := ParseRel(r.Table)
+	var pk []string
+	if cr := cat.Relation(rel.Schema, rel.Name); cr != nil {
+		for _, ix := range cr.Indexes {
+			if strings.EqualFold(ix.Name, "PRIMARY") {
+				pk = ix.Columns
+			}
+		}
+	}
+	s := fmt.Sprintf("The query does not name %s, but the server may return the rows in the order of index %s, which holds it. Read the table through its primary key (FROM %s USE INDEX (PRIMARY))",
+		r.Column, idx, rel.Name)
+	if len(pk) == 0 || slices.Contains(pk, "") {
+		return s + "."
+	}
+	return fmt.Sprintf("%s or, in a query of this table alone, sort the rows by it (ORDER BY %s).", s, strings.Join(pk, ", "))
 }
 
 // settingHint says, per kind of refused setting change, what to do

@@ -209,7 +209,7 @@ labels:
 
 	t.Run("bad catalog file", func(t *testing.T) {
 		bad := filepath.Join(dir, "bad.json")
-		require.NoError(t, os.WriteFile(bad, []byte(`{"format":3,"dialect":"oracle"}`), 0o600))
+		require.NoError(t, os.WriteFile(bad, []byte(`{"format":4,"dialect":"oracle"}`), 0o600))
 		r := keyhole(t, "", "labels", "--catalog", bad)
 		assert.Equal(t, 2, r.Code)
 		assert.Contains(t, r.Stderr, "dialect")

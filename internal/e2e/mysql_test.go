@@ -491,6 +491,47 @@ func TestMySQLServe(t *testing.T) {
 		}
 	}
 
+	t.Run("mariadb-dump", func(t *testing.T) {
+		// mariadb-dump sends its settings in executable comments
+		// (/*!40100 SET @@SQL_MODE='' */, SELECT /*!40001 SQL_NO_CACHE */
+		// ...), which keyhole reads as MariaDB runs them.
+		// --single-transaction: LOCK TABLES needs a lock grant.
+		dump := func(table string) (string, string, error) {
+			host, port, _ := net.SplitHostPort(s.addr)
+			cmd := exec.Command(needTool(t, "mariadb-dump"), "--no-defaults", "-h", host, "-P", port, "--protocol=TCP",
+				"-u", "my-bot", "--single-transaction", s.myDB, table)
+			cmd.Env = append(os.Environ(), "MYSQL_PWD="+s.token(t, "my-bot"))
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			return stdout.String(), stderr.String(), err
+		}
+		out, stderr, err := dump("orders")
+		require.NoError(t, err, stderr)
+		assert.Contains(t, out, "CREATE TABLE `orders`")
+		assert.Contains(t, out, "INSERT INTO `orders` VALUES\n(1,'item1',1.50),")
+		// The dump sets @@MAX_STATEMENT_TIME=0, which would lift the
+		// role's statement timeout: refused, and the dump, which does not
+		// check that statement's answer, goes on within the limit.
+		ev := waitAudit(t, s.audit, 10*time.Second, func(ev map[string]any) bool {
+			reasons, _ := ev["reasons"].([]any)
+			for _, r := range reasons {
+				if m, _ := r.(map[string]any); m["code"] == "limit_exceeded" && m["setting"] == "max_statement_time" {
+					return ev["kind"] == "statement" && ev["agent"] == "my-bot"
+				}
+			}
+			return false
+		})
+		assert.Equal(t, "deny", ev["decision"])
+
+		// A table with a labelled column: the dump is refused (at SHOW
+		// CREATE TABLE, which reads every column) with the label.
+		out, stderr, err = dump("customers")
+		require.Error(t, err)
+		assert.Contains(t, stderr, "pii.email")
+		assert.NotContains(t, out, "ann@example.com")
+	})
+
 	t.Run("MariaDB Connector/J", func(t *testing.T) {
 		java := needTool(t, "java")
 		const jar = "/usr/share/java/mariadb-java-client.jar"

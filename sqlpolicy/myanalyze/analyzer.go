@@ -77,6 +77,10 @@ type Analyzer struct {
 	// fkChildren maps referenced tables to the foreign keys referencing
 	// them (see writeEffects).
 	fkChildren map[sqlpolicy.Rel][]childKey
+	// versionID is the MariaDB server's MYSQL_VERSION_ID, which decides
+	// which executable comments it runs; 0 (MySQL, or a catalog without
+	// a version) refuses every executable comment.
+	versionID int
 }
 
 var (
@@ -110,6 +114,7 @@ func New(cat *catalog.Catalog, opts Options) *Analyzer {
 		}
 	}
 	a.fkChildren = indexForeignKeys(cat)
+	a.versionID = mariaDBVersionID(cat.Version)
 	a.parsers.New = func() any {
 		p := parser.New()
 		p.EnableWindowFunc(true)
@@ -287,6 +292,14 @@ func (a *Analyzer) Analyze(sql string, ss sqlpolicy.Session) *sqlpolicy.Access {
 		return failed(sqlpolicy.Problem{Code: sqlpolicy.ProblemTooComplex,
 			Detail: fmt.Sprintf("text of %d bytes exceeds the %d-byte limit", len(sql), a.opts.MaxBytes)})
 	}
+	// Executable comments are what MariaDB runs (mysqldump and
+	// mariadb-dump send /*!40100 SET @@SQL_MODE='' */, SELECT /*!40001
+	// SQL_NO_CACHE */ ...): the rest of the analysis reads the text the
+	// server runs, with their markers blanked.
+	sql, p = scanner{s: sql, mode: lexModeOf(mode)}.expandExecutable(a.versionID)
+	if p != nil {
+		return failed(*p)
+	}
 	if p := (scanner{s: sql, mode: lexModeOf(mode), maxDepth: a.opts.MaxDepth, maxTerms: a.opts.MaxTerms}).check(); p != nil {
 		return failed(*p)
 	}
@@ -431,7 +444,9 @@ func (a *Analyzer) statement(n ast.StmtNode, ts *textState, depth int) (st sqlpo
 			})
 		}
 	}()
+	w.top = n
 	w.statement(n)
+	w.indexOrder()
 	w.writeEffects()
 	w.statistics()
 	if st.Verb == "" && len(st.Problems) == 0 {
@@ -440,6 +455,6 @@ func (a *Analyzer) statement(n ast.StmtNode, ts *textState, depth int) (st sqlpo
 	if st.Command == "" {
 		st.Command = "UNKNOWN"
 	}
-	a.classify(&st)
+	a.classify(&st, ts.mode)
 	return st
 }

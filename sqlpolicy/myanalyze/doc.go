@@ -40,9 +40,17 @@
 //
 // Text is lexed twice: once by a scanner that follows MariaDB's lexer
 // (lex.go) under the session's sql_mode, which refuses what the two
-// lexers would read differently (executable comments /*! */ and /*M! */,
-// TiDB's /*T! */, SET_VAR hints, control and non-ASCII bytes outside
-// quotes), and then by TiDB's parser under the same sql_mode.
+// lexers would read differently (TiDB's /*T! */, SET_VAR hints, control
+// and non-ASCII bytes outside quotes), and then by TiDB's parser under
+// the same sql_mode. Before both, executable comments (/*! */, /*M! */,
+// versioned or not) are replaced by what a MariaDB server of the
+// catalog's version runs of them: their content, or nothing for a
+// version it skips (expandExecutable); on MySQL, or a server of unknown
+// version, they are refused.
+//
+// Rows come back in the order of the index the server reads them
+// through, which it picks by itself: a FROM item reading a table reads
+// the columns of every index that order may come from (indexorder.go).
 //
 // Row counts and sizes (information_schema.TABLES and PARTITIONS columns
 // other than the definition's, SHOW TABLE STATUS) are reads of every

@@ -21,7 +21,8 @@ type lexMode struct {
 //
 //   - /*! ... */ and /*!NNNNN ... */ run on MariaDB (and TiDB always
 //     parses their content), /*M! ... */ and /*M!NNNNNN ... */ run on
-//     MariaDB only, /*T! ... */ on TiDB only: all refused;
+//     MariaDB only, /*T! ... */ on TiDB only: all refused here, after
+//     expandExecutable replaced those MariaDB runs with their content;
 //   - /*+ ... */ is an optimizer hint to TiDB and MySQL 8 and a comment
 //     to MariaDB 10.11; a SET_VAR hint in it would change sql_mode on
 //     MySQL: refused;
@@ -434,4 +435,157 @@ func hasReturning(sql string, mode mysql.SQLMode) bool {
 		}
 	})
 	return found
+}
+
+// mariaDBVersionID is MariaDB's MYSQL_VERSION_ID for a VERSION() string
+// ("10.11.19-MariaDB-0+deb12u1" is 101119), what its lexer compares the
+// number of a versioned comment with; 0 for a MySQL server or a version
+// keyhole cannot read (executable comments are then refused).
+func mariaDBVersionID(v string) int {
+	if !strings.Contains(strings.ToLower(v), "mariadb") {
+		return 0
+	}
+	var parts [3]int
+	n, digits := 0, 0
+	for i := 0; i < len(v) && n < 3; i++ {
+		switch c := v[i]; {
+		case c >= '0' && c <= '9':
+			parts[n] = parts[n]*10 + int(c-'0')
+			digits++
+			if parts[n] > 99 {
+				return 0
+			}
+		case c == '.' && digits > 0 && n < 2:
+			n, digits = n+1, 0
+		default:
+			if n != 2 || digits == 0 {
+				return 0
+			}
+			n = 3
+		}
+	}
+	if n < 2 || digits == 0 && n == 2 {
+		return 0
+	}
+	return parts[0]*10000 + parts[1]*100 + parts[2]
+}
+
+// expandExecutable returns the text MariaDB (of MYSQL_VERSION_ID version)
+// runs for sc.s: an executable comment's markers become spaces and its
+// content stays, a versioned comment the server skips becomes spaces,
+// byte offsets are kept. MariaDB's lexer (sql_lex.cc, MY_LEX_LONG_COMMENT)
+// reads /*! and /*M! followed by a 5- or 6-digit number as versioned: the
+// content runs when the number is at most the server's and, for /*!,
+// outside 50700-99999 (MySQL 5.7 and 8 syntax, which MariaDB skips);
+// without a number it always runs. Inside running content the lexer works
+// as outside (strings may hold "*/") and the first "*/" outside quotes
+// ends it. What keyhole cannot follow exactly is refused: a comment of
+// any kind inside running content (a "-- " comment there swallows the
+// "*/": /*!40000 +1 -- x */ NEWLINE +2 */ adds 2), a nested /* in a
+// skipped one (the server allows one level), a ";" inside (the next
+// statement is lexed afresh), an unterminated one. version 0 (MySQL, or
+// unknown) leaves the text as it is, for check to refuse every one.
+func (sc scanner) expandExecutable(version int) (string, *sqlpolicy.Problem) {
+	s := sc.s
+	if version == 0 || !strings.Contains(s, "/*!") && !strings.Contains(s, "/*M!") {
+		return s, nil
+	}
+	refuse := func(what string) (string, *sqlpolicy.Problem) {
+		return "", &sqlpolicy.Problem{Code: sqlpolicy.ProblemUnsupported,
+			Detail: what + " in an executable comment (/*! ... */): write the statement without it"}
+	}
+	b := []byte(s)
+	blank := func(from, to int) {
+		for k := from; k < to; k++ {
+			if b[k] != '\n' {
+				b[k] = ' '
+			}
+		}
+	}
+	inExec := false
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c == '\'' || c == '"' || c == '`':
+			backslash := c != '`' && !(c == '"' && sc.mode.ansiQuotes) && !sc.mode.noBackslashEscapes
+			end, _, ok := sc.quoted(i, c, backslash)
+			if !ok {
+				// check reports it.
+				return s, nil
+			}
+			i = end
+		case c == '#' || c == '-' && i+1 < len(s) && s[i+1] == '-' && (i+2 == len(s) || s[i+2] <= ' ' || s[i+2] == 0x7f):
+			if inExec {
+				return refuse("a line comment")
+			}
+			i = lineEnd(s, i)
+		case c == ';' && inExec:
+			return refuse(`a ";"`)
+		case c == '*' && inExec && i+1 < len(s) && s[i+1] == '/':
+			blank(i, i+2)
+			inExec = false
+			i += 2
+		case c == '/' && i+1 < len(s) && s[i+1] == '*':
+			if inExec {
+				return refuse("a comment")
+			}
+			maria := strings.HasPrefix(s[i+2:], "M!")
+			if !maria && !strings.HasPrefix(s[i+2:], "!") {
+				j := strings.Index(s[i+2:], "*/")
+				if j < 0 {
+					return s, nil // check reports it
+				}
+				i += 2 + j + 2
+				continue
+			}
+			k := i + 3
+			if maria {
+				k++
+			}
+			n := 0
+			for n < 6 && k+n < len(s) && s[k+n] >= '0' && s[k+n] <= '9' {
+				n++
+			}
+			if n < 5 {
+				// Not versioned: the content runs.
+				blank(i, k)
+				inExec = true
+				i = k
+				continue
+			}
+			v := 0
+			for _, d := range s[k : k+n] {
+				v = v*10 + int(d-'0')
+			}
+			if v <= version && (v < 50700 || v > 99999 || maria) {
+				blank(i, k+n)
+				inExec = true
+				i = k + n
+				continue
+			}
+			j := strings.Index(s[k:], "*/")
+			if j < 0 {
+				return refuse("no end")
+			}
+			if strings.Contains(s[k:k+j], "/*") {
+				return refuse("a nested comment")
+			}
+			blank(i, k+j+2)
+			i = k + j + 2
+		default:
+			i++
+		}
+	}
+	if inExec {
+		return refuse("no end")
+	}
+	// A blank right after "--" would make a "-- " comment of what MariaDB
+	// reads as two minus signs and the comment's content: SELECT 0
+	// --/*!40000 -ASCII(email) */ is 0 - - -ASCII(email) to MariaDB.
+	for k := 2; k < len(b); k++ {
+		if b[k] != s[k] && b[k-1] == '-' && b[k-2] == '-' {
+			return refuse(`a "--" right before it`)
+		}
+	}
+	return string(b), nil
 }

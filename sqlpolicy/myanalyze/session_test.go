@@ -415,3 +415,39 @@ func TestExecutePreparedUse(t *testing.T) {
 	assert.True(t, known)
 	assert.Equal(t, "other", db)
 }
+
+// TestSameLexingMode: mysqldump setting @@SQL_MODE to the empty string
+// (in an executable comment) keeps the lexing flags of a session in
+// MariaDB's default mode: not guarded, and the session goes on lexing as
+// before once it ran. A mode with other lexing flags stays guarded.
+func TestSameLexingMode(t *testing.T) {
+	t.Parallel()
+	cat, name := loadShop(t)
+	an := myanalyze.New(cat, myanalyze.Options{})
+	s := an.NewSession().(*myanalyze.Session)
+	s.SetDatabase(name)
+	require.NoError(t, s.SetSQLMode("STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION"))
+	set := an.Analyze("/*!40100 SET @@SQL_MODE='' */", s)
+	require.Len(t, set.Statements, 1)
+	require.Len(t, set.Statements[0].Settings, 1)
+	assert.False(t, set.Statements[0].Settings[0].Guarded)
+	s.Note(set)
+	s.Apply(set)
+	assert.Empty(t, problems(an.Analyze("SELECT 1", s)))
+	assert.NotContains(t, reads(an.Analyze(`SELECT "email" FROM customers`, s)), "customers.email")
+
+	for _, sql := range []string{"SET sql_mode = 'ANSI_QUOTES'", "SET sql_mode = 'NO_BACKSLASH_ESCAPES'", "SET sql_mode = 4", "SET sql_mode = DEFAULT"} {
+		a := an.Analyze(sql, s)
+		require.Len(t, a.Statements, 1, sql)
+		guarded := false
+		for _, set := range a.Statements[0].Settings {
+			guarded = guarded || set.Guarded
+		}
+		assert.True(t, guarded, sql)
+	}
+
+	ansi := an.NewSession().(*myanalyze.Session)
+	require.NoError(t, ansi.SetSQLMode("ANSI_QUOTES"))
+	a := an.Analyze("SET sql_mode = ''", ansi)
+	assert.True(t, a.Statements[0].Settings[0].Guarded, "dropping ANSI_QUOTES changes lexing")
+}

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/pingcap/tidb/pkg/parser/ast"
+	"github.com/pingcap/tidb/pkg/parser/opcode"
 
 	"github.com/keyholedb/keyhole/catalog"
 	"github.com/keyholedb/keyhole/sqlpolicy"
@@ -316,8 +317,15 @@ func (w *walker) show(x *ast.ShowStmt) {
 			if db = w.a.lookupSchema(db); db != "" {
 				matchDB = func(s string) bool { return s == db }
 			}
-			w.tableStatistics(matchDB, showLike(x.Pattern))
-			w.st.LiteralSensitive = true // the LIKE pattern picks the tables
+			match := showLike(x.Pattern)
+			if names, ok := showWhereNames(x.Where); ok {
+				// WHERE Name = 'orders' (or IN): the rows of other tables
+				// are filtered out by name alone, before anything else
+				// of theirs is compared.
+				match = foldMatcher(names)
+			}
+			w.tableStatistics(matchDB, match)
+			w.st.LiteralSensitive = true // the LIKE pattern or WHERE names pick the tables
 		}
 	case ast.ShowColumns:
 		// MariaDB lists only the columns the user holds a privilege on.
@@ -365,4 +373,66 @@ func (w *walker) show(x *ast.ShowStmt) {
 		sc.anyName = true
 		w.expr(x.Where, sc, nil, clauseWhere)
 	}
+}
+
+// showWhereNames reads SHOW TABLE STATUS WHERE Name = 'lit' [AND ...], or
+// Name IN ('lit', ...): the names of the only tables whose rows it can
+// return. Any other condition (OR, another column: WHERE Rows > 5 is
+// evaluated on every table's numbers) is not read (ok false).
+func showWhereNames(e ast.ExprNode) (names []string, ok bool) {
+	if e == nil {
+		return nil, false
+	}
+	var f statsFilter
+	var conj func(e ast.ExprNode) bool
+	isName := func(e ast.ExprNode) bool {
+		cn, ok := e.(*ast.ColumnNameExpr)
+		return ok && cn.Name.Table.O == "" && cn.Name.Schema.O == "" && strings.EqualFold(cn.Name.Name.O, "name")
+	}
+	add := func(vals []ast.ExprNode) bool {
+		set := []string{}
+		for _, v := range vals {
+			x, ok := v.(ast.ValueExpr)
+			if !ok || x == nil {
+				return false
+			}
+			s, ok := x.GetValue().(string)
+			s = strings.TrimRight(s, " ")
+			if !ok || !isASCII(s) {
+				return false
+			}
+			set = append(set, s)
+		}
+		if f.names == nil {
+			f.names = set
+			return true
+		}
+		// A second condition on Name: a row passes both, so one list is
+		// a superset of what passes.
+		return true
+	}
+	conj = func(e ast.ExprNode) bool {
+		switch x := e.(type) {
+		case *ast.ParenthesesExpr:
+			return conj(x.Expr)
+		case *ast.BinaryOperationExpr:
+			switch {
+			case x.Op == opcode.LogicAnd:
+				// Both sides must be read: a condition on another column
+				// is evaluated on the rows the Name test would drop.
+				return conj(x.L) && conj(x.R)
+			case x.Op == opcode.EQ && isName(x.L):
+				return add([]ast.ExprNode{x.R})
+			case x.Op == opcode.EQ && isName(x.R):
+				return add([]ast.ExprNode{x.L})
+			}
+		case *ast.PatternInExpr:
+			return !x.Not && x.Sel == nil && isName(x.Expr) && add(x.List)
+		}
+		return false
+	}
+	if !conj(e) {
+		return nil, false
+	}
+	return f.names, true
 }

@@ -27,9 +27,9 @@ import (
 // once a tenth of the rows changed: a primary key's is the table's row
 // count (as TABLE_ROWS), a unique key's the number of rows whose key is
 // not NULL (COUNT(ssn)), another index's the distinct values of its
-// columns (COUNT(DISTINCT ssn)). keyhole does not know which columns a
-// non-unique index covers, so it is a read of every column of the
-// table, as SHOW INDEX (whose Cardinality is the same number) is. Schema
+// columns (COUNT(DISTINCT ssn)): a read of the columns of the table's
+// indexes (catalog.Relation.Indexes), as SHOW INDEX (whose Cardinality is
+// the same number) is. Schema
 // discovery (names, types, comments, engines, which columns an index
 // covers) reads only the metadata columns and stays a catalog read.
 
@@ -268,12 +268,20 @@ func (w *walker) tableStatistics(matchDB, matchName func(string) bool) {
 	}
 }
 
-// indexStatistics reports the read an index's CARDINALITY makes of rel:
-// the distinct values of the index's columns, which may be any of rel's
-// (the catalog holds the columns of unique keys only).
+// indexStatistics reports the read the CARDINALITY of rel's indexes
+// makes: each index's count of distinct values of its columns (every
+// column for an expression part, or a catalog without the indexes).
 func (w *walker) indexStatistics(rel *catalog.Relation) {
 	r := relOf(rel)
-	for _, c := range allColumns(rel) {
+	var names []string
+	for _, ix := range indexesOf(rel) {
+		if slices.Contains(ix.Columns, "") {
+			names = append(names, allColumns(rel)...)
+			continue
+		}
+		names = append(names, ix.Columns...)
+	}
+	for _, c := range withGenerated(rel, names) {
 		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
 	}
 }

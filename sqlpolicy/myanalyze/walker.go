@@ -53,6 +53,17 @@ type walker struct {
 	// ones.
 	statsPartitions, statsIndexes bool
 
+	// scans are the base tables the statement's FROM items read rows of
+	// (indexorder.go).
+	scans map[*catalog.Relation]*scanInfo
+	// top is the statement being analyzed (orderFixed).
+	top ast.StmtNode
+	// implicit are the reads a FROM item makes by its partition
+	// selection or index hints rather than by the columns it returns or
+	// compares: the server does not need them to find the rows, so they
+	// do not narrow the indexes it may scan (indexOrder).
+	implicit map[sqlpolicy.ColumnRef]bool
+
 	// bodyWiths are the WITH clauses attached directly to the body of a
 	// WITH query (d AS (WITH e AS ... SELECT ...)): only the queries of
 	// those see the enclosing WITH clauses (see with).
@@ -459,6 +470,9 @@ func (w *walker) resolveTable(tn *ast.TableName, sc *scope, mode sqlpolicy.Mode,
 	if len(tn.IndexHints) > 0 {
 		w.indexHintReads(rel, tn.IndexHints)
 	}
+	if rel.Kind != catalog.KindView && !isInfoSchema(rel.Schema) && (mode != sqlpolicy.Write || w.deferTables) {
+		w.scanned(rel, tn.IndexHints)
+	}
 	switch {
 	case mode == 0:
 		it.cols = w.baseCols(rel)
@@ -492,8 +506,18 @@ func (w *walker) partitionReads(rel *catalog.Relation) {
 	}
 	r := relOf(rel)
 	for _, c := range withGenerated(rel, names) {
-		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
+		w.implicitRead(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
 	}
+}
+
+// implicitRead reports a read a FROM item makes beyond its columns (see
+// walker.implicit).
+func (w *walker) implicitRead(c sqlpolicy.ColumnRef) {
+	if w.implicit == nil {
+		w.implicit = map[sqlpolicy.ColumnRef]bool{}
+	}
+	w.implicit[c] = true
+	w.column(c)
 }
 
 // indexHintReads reports the columns index hints (USE, FORCE or IGNORE
@@ -502,9 +526,9 @@ func (w *walker) partitionReads(rel *catalog.Relation) {
 // in (and with LIMIT, which rows, also the rows an UPDATE or DELETE
 // takes): SELECT id FROM customers FORCE INDEX (by_ssn), a covering scan
 // of an index over ssn, lists the ids in ssn order. USE or FORCE of
-// primary or unique keys reads their columns; any other index (the
-// catalog holds the columns of unique keys only), and IGNORE INDEX,
-// which leaves the server to pick among the others, read every column.
+// indexes reads their columns (an index the catalog does not know, or
+// one with an expression part, every column); IGNORE INDEX, which leaves
+// the server to pick among the others, reads every column.
 func (w *walker) indexHintReads(rel *catalog.Relation, hints []*ast.IndexHint) {
 	var names []string
 	for _, h := range hints {
@@ -516,17 +540,17 @@ func (w *walker) indexHintReads(rel *catalog.Relation, hints []*ast.IndexHint) {
 			break
 		}
 		for _, n := range h.IndexNames {
-			i := slices.IndexFunc(rel.UniqueKeys, func(k catalog.UniqueKey) bool { return strings.EqualFold(k.Name, n.O) })
-			if i < 0 || slices.Contains(rel.UniqueKeys[i].Columns, "") {
+			cols, ok := indexColumns(rel, n.O)
+			if !ok {
 				names = allColumns(rel)
 				break
 			}
-			names = append(names, rel.UniqueKeys[i].Columns...)
+			names = append(names, cols...)
 		}
 	}
 	r := relOf(rel)
 	for _, c := range withGenerated(rel, names) {
-		w.column(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
+		w.implicitRead(sqlpolicy.ColumnRef{Rel: r, Column: c, Mode: sqlpolicy.Read})
 	}
 }
 

@@ -14,7 +14,12 @@ CREATE TABLE customers (
     phone      VARCHAR(40) COMMENT 'Contact phone number. keyhole: pii.phone',
     created_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP,
     -- A generated column over a labelled one: reading it reveals email.
-    email_domain VARCHAR(200) AS (SUBSTRING_INDEX(email, '@', -1)) VIRTUAL
+    email_domain VARCHAR(200) AS (SUBSTRING_INDEX(email, '@', -1)) VIRTUAL,
+    -- A unique key on a labelled column, as most schemas have: it holds
+    -- id too, so a query of id alone may read it, and its rows come back
+    -- in email order unless ORDER BY sorts them completely (the
+    -- index-order rule, docs/mysql.md).
+    UNIQUE KEY customers_email_uq (email)
 ) COMMENT 'People who bought something.';
 
 CREATE TABLE products (
