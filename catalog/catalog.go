@@ -13,8 +13,11 @@ import (
 // that make checks beyond a statement's text reads of the columns they
 // look at; 3 added Column.HasMissing (and Function.ReturnsSet); 4 added
 // Relation.Indexes (MySQL/MariaDB), without which an index's cardinality
-// and the order of an index scan read every column of its table. Load
-// refuses a file of another format.
+// and the order of an index scan read every column of its table, and
+// (Postgres) Function.ArgCalls, Function.SetsSearchPath and the code that
+// comparing and converting values runs (exclusion operators, operator
+// classes' functions, partition keys), without which a dump would let
+// that code run unlisted. Load refuses a file of another format.
 const FormatVersion = 4
 
 // Catalog is the schema of one upstream database as keyhole needs it to
