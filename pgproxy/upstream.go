@@ -272,7 +272,10 @@ func (c *conn) unexpected(typ byte, r *request) error {
 func (c *conn) answer(typ byte, raw []byte) error {
 	u := &c.up
 	switch typ {
-	case 'N', 'A': // NoticeResponse, NotificationResponse
+	case 'N': // NoticeResponse
+		c.writeRaw(c.scrubNotice(raw))
+		return nil
+	case 'A': // NotificationResponse
 		c.writeRaw(raw)
 		return nil
 	case 'S':
@@ -450,8 +453,13 @@ func (c *conn) onError(raw []byte) error {
 		return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("read upstream: %w", err))
 	}
 	c.copyIn.Store(false)
+	scrubbed := c.scrubFields(&m)
 	if withheld := c.withholdRowDetail(&m); withheld != nil {
 		raw = withheld
+	} else if scrubbed {
+		if enc, err := m.Encode(nil); err == nil {
+			raw = enc
+		}
 	}
 	if m.Severity == "FATAL" || m.Severity == "PANIC" {
 		// The backend is exiting: the run in progress ended with this
