@@ -556,6 +556,10 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 		c.refuseQuery(resp)
 		return nil
 	}
+	if c.cursorsFull(acc) {
+		c.refuseQuery(c.tooManyNames("portals and cursors", "CLOSE"))
+		return nil
+	}
 	ex := &c.stageNew(reqQuery).exec
 	ex.sql, ex.dec, ex.access, ex.started, ex.maxRows = m.String, dec, acc, start, int64(dec.MaxRows)
 	ex.mark = st.mark
@@ -580,6 +584,9 @@ func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
 	dec, acc, send, st := c.decide(m.Query)
 	if i, oid, ok := userParamType(m.ParameterOIDs); ok && dec.Allowed() {
 		dec = paramTypeRefusal(dec, i, oid)
+	}
+	if m.Name != "" && len(c.stmts.named) >= c.srv.limits.MaxNames && tableFull(&c.stmts, m.Name, c.srv.limits.MaxNames) {
+		return c.refuseExt(c.tooManyNames("prepared statements", "Close (or DEALLOCATE)"))
 	}
 	p := &prepared{name: m.Name, sql: m.Query, dec: dec, access: acc, allowed: dec.Allowed(), stamp: st}
 	old := c.setStmt(p)
@@ -868,6 +875,45 @@ func (c *conn) portal(name []byte) (*portal, *pgproto3.ErrorResponse, error) {
 	return p, nil, nil
 }
 
+// tableFull reports whether a new object named name would take t past
+// max objects: closed ones are dropped first; re-creating a name the
+// table holds takes no room.
+func tableFull[T tableEntry](t *nameTable[T], name string, max int) bool {
+	if _, ok := t.named[name]; ok {
+		return false
+	}
+	t.purge()
+	return len(t.named) >= max
+}
+
+// cursorsFull reports whether the cursors the DECLAREs of acc open would
+// take the session's portals past Limits.MaxNames.
+func (c *conn) cursorsFull(acc *sqlpolicy.Access) bool {
+	if acc == nil {
+		return false
+	}
+	n := len(c.portals.named)
+	for i := range acc.Statements {
+		st := &acc.Statements[i]
+		if st.CursorName == "" || st.Command != "DECLARE CURSOR" {
+			continue
+		}
+		if n >= c.srv.limits.MaxNames && tableFull(&c.portals, st.CursorName, c.srv.limits.MaxNames) {
+			return true
+		}
+		n++
+	}
+	return false
+}
+
+// tooManyNames is the refusal of a message that would create one more
+// named object (what) than Limits.MaxNames; how says how to free one.
+func (c *conn) tooManyNames(what, how string) *pgproto3.ErrorResponse {
+	r := stmtError(codeProgramLimit, fmt.Sprintf("keyhole: this session holds %d named %s, the most keyhole allows per session", c.srv.limits.MaxNames, what))
+	r.Hint = how + " the ones no longer needed, or reuse their names."
+	return r
+}
+
 // setStmt and setPortal record the statement a Parse or the portal a Bind
 // or DECLARE is about to create. Entries stay after the client closes
 // them until the server confirms (it may skip the Close); closed ones are
@@ -942,6 +988,9 @@ func (c *conn) onBind(portalName, stmtName []byte, m pgproto3.FrontendMessage, r
 		// Like a Bind the server rejects, the refused one leaves the
 		// portal of the name (if any) as it was.
 		return c.refuseExt(refused)
+	}
+	if len(portalName) > 0 && len(c.portals.named) >= c.srv.limits.MaxNames && tableFull(&c.portals, string(portalName), c.srv.limits.MaxNames) {
+		return c.refuseExt(c.tooManyNames("portals and cursors", "Close (or CLOSE)"))
 	}
 	pt := c.freeUnnamedPortal(portalName)
 	if pt == nil {
@@ -1038,6 +1087,9 @@ func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []by
 		if refused != nil {
 			c.auditDenied(p.sql, dec, c.clientRd.takenUp(), refused)
 		}
+	}
+	if refused == nil && !p.cursor && c.cursorsFull(p.access) {
+		refused = c.tooManyNames("portals and cursors", "CLOSE")
 	}
 	if refused != nil {
 		return c.refuseExt(refused)
