@@ -37,6 +37,7 @@ const (
 	erUnknownStmtHandler    = 1243 // HY000
 	erNotSupportedAuthMode  = 1251 // 08004
 	erSPDoesNotExist        = 1305 // 42000 unknown function or procedure
+	erMaxPreparedStmtCount  = 1461 // 42000 too many prepared statements
 	erConnectionKilled      = 1927 // 70100 (MariaDB) the session was ended by KILL
 	erClientInteractTimeout = 4031 // HY000 idle session ended (MySQL 8.0.24+)
 )

@@ -648,6 +648,10 @@ func (c *conn) onPrepare(p []byte) error {
 		c.auditStatement(sql, dec, start, e)
 		return c.reply(e)
 	}
+	if max := c.srv.limits.MaxPrepared; len(c.stmts) >= max {
+		return c.reply(stmtErr(erMaxPreparedStmtCount, "42000", fmt.Sprintf(
+			"keyhole: this session holds %d prepared statements, the most keyhole allows per session; close the ones no longer needed (COM_STMT_CLOSE)", max)))
+	}
 	if err := c.request(p); err != nil {
 		return err
 	}
