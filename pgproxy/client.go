@@ -344,11 +344,17 @@ func (c *conn) flushUp() error {
 // (writeBeforeRead) and deferred reports true. upBuf then keeps the bytes
 // until exchange calls upBufLeft.
 func (c *conn) flushUpTo(canDefer bool) (deferred bool, err error) {
+	if h := testHooks.Load(); h != nil {
+		h.flush(c)
+	}
 	n := c.staged.len()
 	inline := false
 	if n > 0 || len(c.upBuf) > 0 {
 		c.mu.Lock()
 		owed := c.inflight.Load() > 0
+		if n > 0 && c.copyOpened != 0 {
+			n = c.copySyncsDropped()
+		}
 		if n > 0 {
 			c.staged.moveTo(&c.sent)
 			c.inflight.Add(int64(n))
@@ -369,6 +375,36 @@ func (c *conn) flushUpTo(canDefer bool) (deferred bool, err error) {
 	c.upBufLeft()
 	return false, err
 }
+
+// copySyncsDropped applies copyStarted's rule to the staged requests,
+// under mu: those staged after a statement that started COPY FROM STDIN,
+// and before the CopyDone or CopyFail ending it, that the upstream side
+// had not been handed when the server's CopyInResponse came. The server
+// ignores a Sync there, so its request goes (no ReadyForQuery will come
+// for it); anything else fails the COPY with a FATAL, which the upstream
+// goroutine then reads as the answer. It returns how many requests stay.
+func (c *conn) copySyncsDropped() int {
+	end := c.copyOpened - 1
+	q := &c.staged
+	if q.front().copyEnd > end {
+		c.copyOpened = 0 // staged in order: none later can be inside it
+		return q.len()
+	}
+	for i := 0; i < q.len(); {
+		if r := &q.buf[q.head+i]; r.copyEnd == end && r.kind == reqSync {
+			q.removeAt(i)
+			continue
+		}
+		i++
+	}
+	return q.len()
+}
+
+// testHooks, when set (tests only), run as flushUpTo and copyStarted
+// start: to hold open the window between them.
+var testHooks atomic.Pointer[hooks]
+
+type hooks struct{ flush, copyStarted func(c *conn) }
 
 // upBufLeft empties upBuf once its bytes have been written, dropping a
 // large buffer.

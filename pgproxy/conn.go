@@ -149,6 +149,10 @@ type conn struct {
 	// goroutine forwarded; each request carries the count it was staged
 	// at (request.copyEnd).
 	copyEnds atomic.Uint64
+	// copyOpened is 1 + the copyEnd of the newest COPY FROM STDIN the
+	// server started (0: none, or no staged request can still be sent
+	// inside it); under mu. See flushUpTo.
+	copyOpened uint64
 	// clientDead: a write to the client failed; its answers are dropped
 	// while the upstream's outcome is still read for the audit.
 	clientDead atomic.Bool

@@ -424,9 +424,15 @@ func (c *conn) copyStarted(r *request) {
 	u := &c.up
 	r.copies++
 	end := r.copyEnd + r.copies - 1 // the CopyDone or CopyFail ending it
+	if h := testHooks.Load(); h != nil {
+		h.copyStarted(c)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sent.moveTo(&u.q)
+	// Requests still staged go through the same rule when flushUpTo
+	// hands them over.
+	c.copyOpened = end + 1
 	if c.copyEnds.Load() == end {
 		c.copyIn.Store(true)
 	}
