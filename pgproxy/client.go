@@ -351,6 +351,12 @@ func (c *conn) flushUpTo(canDefer bool) (deferred bool, err error) {
 	inline := false
 	if n > 0 || len(c.upBuf) > 0 {
 		c.mu.Lock()
+		if c.cancelHold != nil {
+			if err := c.awaitCancel(); err != nil {
+				c.mu.Unlock()
+				return false, err
+			}
+		}
 		owed := c.inflight.Load() > 0
 		if n > 0 && c.copyOpened != 0 {
 			n = c.copySyncsDropped()
@@ -374,6 +380,28 @@ func (c *conn) flushUpTo(canDefer bool) (deferred bool, err error) {
 	err = c.writeUp(c.upBuf)
 	c.upBufLeft()
 	return false, err
+}
+
+// awaitCancel waits, with mu held on entry and on return, until the
+// cancel of a statement past max_rows has landed (holdForCancel): until
+// then what the client sends next must not reach the server, or the
+// cancel could stop it instead.
+func (c *conn) awaitCancel() error {
+	for c.cancelHold != nil {
+		ch := c.cancelHold
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-c.stopCh:
+			c.mu.Lock()
+			if c.stopErr == nil {
+				return errShutdown
+			}
+			return c.stopErr
+		}
+		c.mu.Lock()
+	}
+	return nil
 }
 
 // copySyncsDropped applies copyStarted's rule to the staged requests,

@@ -153,6 +153,10 @@ type conn struct {
 	// server started (0: none, or no staged request can still be sent
 	// inside it); under mu. See flushUpTo.
 	copyOpened uint64
+	// cancelHold is open while the upstream goroutine cancels a statement
+	// past max_rows; the client goroutine writes nothing upstream until
+	// it is closed (holdForCancel); under mu.
+	cancelHold chan struct{}
 	// clientDead: a write to the client failed; its answers are dropped
 	// while the upstream's outcome is still read for the audit.
 	clientDead atomic.Bool

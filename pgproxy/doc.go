@@ -127,7 +127,12 @@
 // max_rows (DataRows, and COPY TO STDOUT rows, per statement, across the
 // Executes and the FETCH statements that fetch a portal's or cursor's): rows past the role's cap are not relayed; the
 // client gets 54000 at once, the upstream statement is cancelled, and the
-// rest of the block is not relayed. Known gap: the cancel races the
+// rest of the block is not relayed. The cancel is sent only while
+// nothing past the block is upstream (the client's next messages wait
+// for it to land): a client that pipelined its next block may have the
+// server running it already, and the statement then runs to its end,
+// its rows dropped, rather than cancel a statement whose answer the
+// client gets. Known gap: the cancel races the
 // statement; if it lands after the statement finished, the statement's
 // transaction is not aborted (the status after the cut says so) and
 // statements pipelined behind it in the same sync block run, though the

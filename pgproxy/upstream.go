@@ -671,6 +671,14 @@ func (c *conn) row(ex *execution) bool {
 	c.sendClient(cut)
 	u.cut = cut
 	c.flushToClient()
+	if !c.holdForCancel() {
+		// The server may be done with this statement (its rows still in
+		// the socket) and running the client's next block: a cancel
+		// could stop that one. The statement runs to its end instead,
+		// its rows dropped.
+		c.log.Info("max_rows exceeded; not cancelling: the client's next statement is already upstream", "max_rows", ex.maxRows)
+		return false
+	}
 	c.log.Info("max_rows exceeded; cancelling upstream statement", "max_rows", ex.maxRows)
 	if s := c.ev; s != nil {
 		// A loop does not wait for the dial: the cancel runs on a
@@ -687,7 +695,40 @@ func (c *conn) row(ex *execution) bool {
 	if err := c.cancelUpstream(ctx); err != nil {
 		c.log.Warn("cancel upstream after max_rows", "err", err)
 	}
+	c.mu.Lock()
+	close(c.cancelHold)
+	c.cancelHold = nil
+	c.mu.Unlock()
 	return false
+}
+
+// holdForCancel reports whether the statement in flight (the front
+// request's) may be cancelled: nothing past the end of its block (its
+// Query, or the Sync after its Execute) is handed to the upstream side,
+// so the server runs nothing the client will get the answer of. When
+// true, on the goroutine relay, the client goroutine writes nothing more
+// upstream until the cancel has landed (cancelHold, see flushUpTo); a
+// loop reads no client message meanwhile (cancelLater).
+func (c *conn) holdForCancel() bool {
+	u := &c.up
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ended := false
+	for _, q := range []*requestQueue{&u.q, &c.sent} {
+		for i := q.head; i < len(q.buf); i++ {
+			if ended {
+				return false
+			}
+			switch q.buf[i].kind {
+			case reqSync, reqQuery, reqRefusedQuery:
+				ended = true
+			}
+		}
+	}
+	if c.ev == nil {
+		c.cancelHold = make(chan struct{})
+	}
+	return true
 }
 
 // finishExec audits a run the server answered and, when it completed
