@@ -120,7 +120,10 @@
 //
 // Audit: one statement event per simple Query and per Execute (a portal
 // fetched in parts gives one event per fetch, "suspended" until the last,
-// as the server logs it), with rows and error; one per denied text; a run
+// as the server logs it), with rows and error; one for an allowed
+// statement whose Bind the server refused (planning folds SELECT 1/0, a
+// parameter is not valid input: it reached the server, and its Execute is
+// skipped); one per denied text; a run
 // the session ended under before the server answered is audited with
 // outcome "unknown".
 //

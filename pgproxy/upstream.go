@@ -508,6 +508,9 @@ func (c *conn) onError(raw []byte) error {
 		u.skipping = true
 		c.answered()
 	case reqParse, reqBind, reqDescribe, reqClose:
+		if r.kind == reqBind && r.portal != nil {
+			c.auditBindError(r.portal, m.Code, m.Message)
+		}
 		// What a failed Parse or Bind would have created does not exist;
 		// the server keeps what it had under the name.
 		c.skipped(r)
@@ -839,6 +842,20 @@ func (c *conn) auditExec(ex *execution, oc outcome, now time.Time) {
 		msg = "keyhole: the session ended before the server answered; the statement may have run"
 	}
 	c.auditEvent(ex.sql, text, fp, ex.dec, ex.started, now, ex.rows, code, msg, oc)
+}
+
+// auditBindError audits an allowed statement whose Bind the server
+// refused: it reached the server, which may have evaluated part of it
+// (planning folds constants: SELECT 1/0 fails here), and its Execute, if
+// any, is skipped and not audited.
+func (c *conn) auditBindError(p *portal, code, msg string) {
+	if p.dec == nil {
+		return
+	}
+	now := c.upRd.answeredAt()
+	ex := execution{sql: p.sql, text: p.text, dec: p.dec, access: p.access, started: now}
+	ex.fail(code, msg)
+	c.auditExec(&ex, outcomeDone, now)
 }
 
 func (c *conn) auditEvent(sql, text, fp string, dec *sqlpolicy.Decision, start, now time.Time, rows int64, code, msg string, oc outcome) {
