@@ -142,6 +142,12 @@
 // client (as after any error) treats them as skipped; they are audited as
 // they ran.
 //
+// Named objects: a session holds at most Limits.MaxNames (10000) named
+// prepared statements, and as many named portals and cursors; the Parse,
+// Bind, DECLARE text or prepared DECLARE's Execute that would create one
+// more is refused (54000) like any refused message, and the session goes
+// on. The unnamed statement and portal are not counted.
+//
 // Memory: client message bodies are read as they arrive, so an announced
 // length costs nothing until the bytes come; a message larger than the
 // 8 KiB base buffer first reserves its size from a process-wide budget
