@@ -90,3 +90,46 @@ func TestCopySyncStagedAtCopyInResponse(t *testing.T) {
 	}
 	assert.Equal(t, []string{"copied"}, items)
 }
+
+// After the server fails a COPY FROM STDIN (a bad row), it ignores COPY
+// messages up to the client's Sync, which it answers: that Sync is not
+// one of those read as COPY input, and must stay owed.
+func TestCopyFailedThenSync(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	r := e.raw(t)
+	r.login(e, "analyst-bot")
+	r.fe.Send(&pgproto3.Parse{Query: "COPY orders FROM STDIN"})
+	r.fe.Send(&pgproto3.Bind{})
+	r.fe.Send(&pgproto3.Execute{})
+	r.fe.Send(&pgproto3.Flush{})
+	require.NoError(t, r.fe.Flush())
+	for {
+		m := r.recv()
+		if _, ok := m.(*pgproto3.CopyInResponse); ok {
+			break
+		}
+		require.NotContains(t, []string{"E", "Z"}, typeName(m), "%#v", m)
+	}
+	r.fe.Send(&pgproto3.CopyData{Data: []byte("not a number\tx\t1\n")})
+	r.fe.Send(&pgproto3.Flush{})
+	require.NoError(t, r.fe.Flush())
+	er, ok := r.recv().(*pgproto3.ErrorResponse)
+	require.True(t, ok)
+	assert.Equal(t, "22P02", er.Code)
+	r.fe.Send(&pgproto3.Sync{})
+	require.NoError(t, r.fe.Flush())
+	r.until(&pgproto3.ReadyForQuery{})
+
+	r.fe.Send(&pgproto3.Query{String: "SELECT item FROM orders WHERE id = 2"})
+	require.NoError(t, r.fe.Flush())
+	var items []string
+	for _, m := range r.until(&pgproto3.ReadyForQuery{}) {
+		switch m := m.(type) {
+		case *pgproto3.DataRow:
+			items = append(items, string(m.Values[0]))
+		case *pgproto3.ErrorResponse:
+			t.Fatalf("error: %s %s", m.Code, m.Message)
+		}
+	}
+	assert.Equal(t, []string{"item2"}, items)
+}

@@ -371,6 +371,7 @@ func (c *conn) answer(typ byte, raw []byte) error {
 		}
 		if c.copyIn.Load() {
 			c.copyIn.Store(false)
+			c.copyEnded()
 		}
 		u.executed = true
 		c.statementDone(&r.exec, raw[5:len(raw)-1])
@@ -451,6 +452,15 @@ func (c *conn) copyStarted(r *request) {
 	}
 }
 
+// copyEnded notes that the server ended the COPY FROM STDIN copyStarted
+// noted: a Sync the client sends from now on is answered (after an error
+// the server skips COPY messages to the Sync), so flushUpTo drops none.
+func (c *conn) copyEnded() {
+	c.mu.Lock()
+	c.copyOpened = 0
+	c.mu.Unlock()
+}
+
 // onError handles an ErrorResponse.
 func (c *conn) onError(raw []byte) error {
 	u := &c.up
@@ -459,6 +469,7 @@ func (c *conn) onError(raw []byte) error {
 		return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("read upstream: %w", err))
 	}
 	c.copyIn.Store(false)
+	c.copyEnded()
 	scrubbed := c.scrubFields(&m)
 	if withheld := c.withholdRowDetail(&m); withheld != nil {
 		raw = withheld
