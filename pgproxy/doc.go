@@ -152,7 +152,9 @@
 // length costs nothing until the bytes come; a message larger than the
 // 8 KiB base buffer first reserves its size from a process-wide budget
 // (Limits.BufferMemory), waiting for room, and large buffers are dropped
-// once drained.
+// once drained. A session on a loop stops reading the client while 65536
+// of its requests are unanswered (a client pipelining without reading
+// answers), as the goroutine relay's blocked writes do.
 //
 // application_name: a SET, SET LOCAL or set_config that would drop the
 // "keyhole:<agent>" prefix is refused (keyhole never rewrites the text it
