@@ -41,6 +41,9 @@ type answer struct {
 	keep     bool
 	last     bool
 	done     bool // the last packet is in (the loop waits for the KILL QUERY)
+	// errPkt: the packet step just kept is an upstream ERR, relayed with
+	// the login scrubbed from its message (scrubErrPacket).
+	errPkt bool
 }
 
 type answerKind uint8
@@ -68,13 +71,14 @@ func (c *conn) step(a *answer, n int, h []byte) (keep, last bool, err error) {
 		if len(h) > 0 && (h[0] == 0x00 || h[0] == 0xfe) && n < maxPayload {
 			c.noteOK(h)
 		}
+		a.errPkt = len(h) > 0 && h[0] == 0xff
 		return true, true, nil
 	case ansPrepare:
 		if !a.begun {
 			a.begun = true
 			switch {
 			case len(h) > 0 && h[0] == 0xff:
-				a.stmt = nil
+				a.stmt, a.errPkt = nil, true
 				return true, true, nil
 			case len(h) < 12 || h[0] != 0x00 || n >= maxPayload:
 				return false, false, c.upstreamProtocol("COM_STMT_PREPARE response")
@@ -103,7 +107,7 @@ func (c *conn) step(a *answer, n int, h []byte) (keep, last bool, err error) {
 			return !r.cut, !c.endResult(a, h), nil
 		case h[0] == 0xff:
 			if !r.cut {
-				r.err = errFromPacket(h)
+				r.err, a.errPkt = c.errFrom(h), true
 			}
 			if se := c.stopError(); se != nil {
 				return false, false, se // stopped (stopStatement): the client gets why
@@ -139,7 +143,7 @@ func (c *conn) step(a *answer, n int, h []byte) (keep, last bool, err error) {
 	}
 	if len(h) > 0 && h[0] == 0xff {
 		if !r.cut {
-			r.err = errFromPacket(h)
+			r.err, a.errPkt = c.errFrom(h), true
 		}
 		if se := c.stopError(); se != nil {
 			return false, false, se
@@ -205,6 +209,10 @@ func (c *conn) walk(a *answer) error {
 		keep, last, err := c.step(a, n, h)
 		if err != nil {
 			return err
+		}
+		if keep && a.errPkt {
+			a.errPkt = false
+			keep = !c.relayScrubbed(n, h)
 		}
 		if keep {
 			err = c.relayCur(n)

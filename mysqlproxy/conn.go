@@ -473,8 +473,8 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 		if m := c.srv.cfg.Metrics; m != nil {
 			m.UpstreamError(protocolName)
 		}
-		// Login errors carry the upstream user and host, never the password.
-		return upstreamUnavailable(fmt.Errorf("login upstream %s: %w", c.upstream.Addr, err))
+		// Login errors name the upstream user and host: scrubbed for the log.
+		return upstreamUnavailable(fmt.Errorf("login upstream %s: %w", c.upstream.Addr, c.scrubUpstream(err)))
 	}
 	info, _ := parseOK(uc.ok, c.caps)
 	if tc, ok := uc.nc.(*net.TCPConn); ok {
@@ -613,7 +613,7 @@ func (c *conn) readSetup(ctx context.Context) error {
 			return c.upstreamReadError(err)
 		}
 		if len(p) > 0 && p[0] == 0xff {
-			return fatalErr(erUnknownError, "HY000", "keyhole: the upstream refused the role's resource limits", parseErrPacket(p))
+			return fatalErr(erUnknownError, "HY000", "keyhole: the upstream refused the role's resource limits", c.scrubUpstream(parseErrPacket(p)))
 		}
 	}
 	row, err := c.upstreamRow(3)
@@ -623,7 +623,7 @@ func (c *conn) readSetup(ctx context.Context) error {
 		}
 		var ue *upstreamError
 		if errors.As(err, &ue) {
-			return fatalErr(erUnknownError, "HY000", "keyhole: could not read the upstream session's settings", err)
+			return fatalErr(erUnknownError, "HY000", "keyhole: could not read the upstream session's settings", c.scrubUpstream(err))
 		}
 		return c.upstreamReadError(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 )
 
 // MySQL error numbers and SQLSTATEs keyhole sends itself (mysqld_error.h,
@@ -36,6 +37,7 @@ const (
 	erUnknownStmtHandler    = 1243 // HY000
 	erNotSupportedAuthMode  = 1251 // 08004
 	erSPDoesNotExist        = 1305 // 42000 unknown function or procedure
+	erMaxPreparedStmtCount  = 1461 // 42000 too many prepared statements
 	erConnectionKilled      = 1927 // 70100 (MariaDB) the session was ended by KILL
 	erClientInteractTimeout = 4031 // HY000 idle session ended (MySQL 8.0.24+)
 )
@@ -160,4 +162,124 @@ func wireError(err error) *sqlError {
 	}
 	// Everything else is a malformed or out-of-order packet.
 	return protocolErr("keyhole: protocol violation", nil)
+}
+
+// The upstream's own error texts name the login keyhole uses (MariaDB:
+// "SELECT command denied to user 'v-approle-analyst-x7Qz'@'10.0.0.5' for
+// table ...", "Access denied for user ... to database ..."), a name Vault
+// generated that the agent must not learn. Every upstream ERR packet
+// relayed or recorded has that login replaced by the name the agent
+// logged in with, and the host part of 'user'@'host' (keyhole's address
+// as the upstream sees it) by "keyhole"; errno and SQLSTATE are kept.
+const scrubbedHost = "keyhole"
+
+// maxUserInMessage is how much of a user name the server's messages
+// keep ('%-.48s' in errmsg-utf8.txt).
+const maxUserInMessage = 48
+
+// scrubLogin returns msg with every whole-word occurrence of login (or of
+// its first maxUserInMessage bytes, where the server cut it) replaced by
+// agent, and a following @'host' by @'keyhole'. ok is false when msg does
+// not name login.
+func scrubLogin(msg, login, agent string) (string, bool) {
+	if login == "" {
+		return msg, false
+	}
+	names := []string{login}
+	if len(login) > maxUserInMessage {
+		names = append(names, login[:maxUserInMessage])
+	}
+	changed := false
+	for _, name := range names {
+		var b []byte
+		i := 0
+		for {
+			k := indexWord(msg[i:], name)
+			if k < 0 {
+				break
+			}
+			k += i
+			b = append(b, msg[i:k]...)
+			b = append(b, agent...)
+			i = k + len(name)
+			if q := msg[i:]; len(q) >= 3 && q[0] == '\'' && q[1] == '@' && q[2] == '\'' {
+				if end := strings.IndexByte(q[3:], '\''); end >= 0 {
+					b = append(b, "'@'"+scrubbedHost+"'"...)
+					i += 3 + end + 1
+				}
+			}
+		}
+		if b != nil {
+			msg, changed = string(append(b, msg[i:]...)), true
+		}
+	}
+	return msg, changed
+}
+
+// indexWord is the index of the first occurrence of name in s that no
+// identifier character touches, or -1.
+func indexWord(s, name string) int {
+	for i := 0; ; {
+		k := strings.Index(s[i:], name)
+		if k < 0 {
+			return -1
+		}
+		k += i
+		end := k + len(name)
+		if (k == 0 || !identByte(s[k-1])) && (end == len(s) || !identByte(s[end])) {
+			return k
+		}
+		i = k + 1
+	}
+}
+
+func identByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '$' || c == '-' || c >= 0x80
+}
+
+// shownUser is the name upstream errors show in place of the login: the
+// user the agent logged in as.
+func (c *conn) shownUser() string {
+	if c.user != "" {
+		return c.user
+	}
+	return c.agentName()
+}
+
+// scrubErrPacket is the upstream ERR payload h (all n bytes of it) with
+// the login scrubbed from its message, or nil when it needs no change.
+func (c *conn) scrubErrPacket(n int, h []byte) []byte {
+	if c.lease == nil || n != len(h) || len(h) < 3 || h[0] != 0xff {
+		return nil
+	}
+	i := 3
+	if len(h) >= 9 && h[3] == '#' {
+		i = 9
+	}
+	msg, ok := scrubLogin(string(h[i:]), c.lease.User, c.shownUser())
+	if !ok {
+		return nil
+	}
+	p := append([]byte(nil), h[:i]...)
+	return append(p, truncateUTF8(msg, maxErrMessage)...)
+}
+
+// errFrom is the error of an upstream ERR payload, as audit records it:
+// the login scrubbed.
+func (c *conn) errFrom(h []byte) *sqlError {
+	e := errFromPacket(h)
+	if c.lease != nil {
+		e.message, _ = scrubLogin(e.message, c.lease.User, c.shownUser())
+	}
+	return e
+}
+
+// scrubUpstream scrubs the login from an upstream error (login, setup)
+// kept as the cause in logs.
+func (c *conn) scrubUpstream(err error) error {
+	var ue *upstreamError
+	if c.lease != nil && errors.As(err, &ue) {
+		ue.message, _ = scrubLogin(ue.message, c.lease.User, c.shownUser())
+	}
+	return err
 }

@@ -485,6 +485,10 @@ func (c *conn) loopWalk() {
 			c.loopFail(err)
 			return
 		}
+		if keep && a.errPkt {
+			a.errPkt = false
+			keep = !c.relayScrubbed(n, b[headerLen:headerLen+want])
+		}
 		if keep {
 			c.wbuf = append(c.wbuf, byte(n), byte(n>>8), byte(n>>16), c.seq)
 			c.seq++

@@ -648,6 +648,10 @@ func (c *conn) onPrepare(p []byte) error {
 		c.auditStatement(sql, dec, start, e)
 		return c.reply(e)
 	}
+	if max := c.srv.limits.MaxPrepared; len(c.stmts) >= max {
+		return c.reply(stmtErr(erMaxPreparedStmtCount, "42000", fmt.Sprintf(
+			"keyhole: this session holds %d prepared statements, the most keyhole allows per session; close the ones no longer needed (COM_STMT_CLOSE)", max)))
+	}
 	if err := c.request(p); err != nil {
 		return err
 	}
@@ -836,13 +840,17 @@ func (c *conn) onInitDB(p []byte) error {
 	if err != nil {
 		return c.abortRun(r, err)
 	}
+	relay := c.relayCur
 	if len(h) > 0 && h[0] == 0xff {
-		r.err = errFromPacket(h)
+		r.err = c.errFrom(h)
+		if c.relayScrubbed(n, h) {
+			relay = c.skipCur
+		}
 	} else if len(h) > 0 && h[0] == 0x00 {
 		c.noteOK(h)
 		c.setDatabase(db)
 	}
-	if err := c.relayCur(n); err != nil {
+	if err := relay(n); err != nil {
 		return c.abortRun(r, err)
 	}
 	c.finishRun(r)
@@ -893,10 +901,18 @@ func (c *conn) onFieldList(p []byte) error {
 		// list ends with EOF, or an OK with header 0xfe under
 		// CLIENT_DEPRECATE_EOF (longer with session state).
 		if len(h) > 0 && (h[0] == 0xff || h[0] == 0xfe && n < maxPayload) {
+			var err error
 			if h[0] == 0xff {
-				r.err = errFromPacket(h)
+				r.err = c.errFrom(h)
 			}
-			if err := c.relayLast(n, h); err != nil {
+			if h[0] == 0xff && c.relayScrubbed(n, h) {
+				if err = c.skipCur(n); err == nil {
+					err = c.flushClientErr()
+				}
+			} else {
+				err = c.relayLast(n, h)
+			}
+			if err != nil {
 				return c.abortRun(r, err)
 			}
 			c.auditRun(r, "", "")
@@ -991,7 +1007,11 @@ func (c *conn) onResetConnection(p []byte) error {
 	// must find the role's limits in force. If that fails, the error that
 	// ends the session is the answer to the reset instead.
 	seq := c.seq
-	if err := c.relayCur(n); err != nil {
+	relay := c.relayCur
+	if len(h) > 0 && h[0] == 0xff && c.relayScrubbed(n, h) {
+		relay = c.skipCur
+	}
+	if err := relay(n); err != nil {
 		return err
 	}
 	if err := c.readSetup(context.Background()); err != nil {
@@ -1041,6 +1061,19 @@ func (c *conn) setDatabase(db string) {
 	if s, ok := c.session.(mySession); ok {
 		s.SetDatabase(db)
 	}
+}
+
+// relayScrubbed appends the upstream ERR packet h (payload length n) to
+// the client's bytes with the login scrubbed from its message and reports
+// true, or reports false when it needs no change (the caller relays it as
+// it came).
+func (c *conn) relayScrubbed(n int, h []byte) bool {
+	p := c.scrubErrPacket(n, h)
+	if p == nil {
+		return false
+	}
+	c.wbuf, c.seq = appendPacket(c.wbuf, c.seq, p)
+	return true
 }
 
 func errFromPacket(h []byte) *sqlError {

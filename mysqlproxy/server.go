@@ -114,13 +114,24 @@ type Limits struct {
 	// DialTimeout bounds connecting to the upstream (and its capability
 	// probe and KILL QUERY side connections); 0 = 5s.
 	DialTimeout time.Duration
+	// MaxPrepared bounds the prepared statements (COM_STMT_PREPARE) one
+	// session holds; past it a prepare is refused with 1461 (42000) and
+	// the session goes on. 0 = 10000. (The server's own
+	// max_prepared_stmt_count is one bound for all sessions together.)
+	MaxPrepared int
 }
+
+// DefaultMaxPrepared is Limits.MaxPrepared's default.
+const DefaultMaxPrepared = 10000
 
 // withDefaults fills zeros with the defaults of keyhole.yaml's limits
 // (package config, their one home); DialTimeout is this package's own.
 func (l Limits) withDefaults() Limits {
 	if l.MaxConns <= 0 {
 		l.MaxConns = config.DefaultMaxConns
+	}
+	if l.MaxPrepared <= 0 {
+		l.MaxPrepared = DefaultMaxPrepared
 	}
 	if l.MaxStartups <= 0 {
 		l.MaxStartups = config.DefaultMaxStartups

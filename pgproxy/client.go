@@ -344,11 +344,23 @@ func (c *conn) flushUp() error {
 // (writeBeforeRead) and deferred reports true. upBuf then keeps the bytes
 // until exchange calls upBufLeft.
 func (c *conn) flushUpTo(canDefer bool) (deferred bool, err error) {
+	if h := testHooks.Load(); h != nil {
+		h.flush(c)
+	}
 	n := c.staged.len()
 	inline := false
 	if n > 0 || len(c.upBuf) > 0 {
 		c.mu.Lock()
+		if c.cancelHold != nil {
+			if err := c.awaitCancel(); err != nil {
+				c.mu.Unlock()
+				return false, err
+			}
+		}
 		owed := c.inflight.Load() > 0
+		if n > 0 && c.copyOpened != 0 {
+			n = c.copySyncsDropped()
+		}
 		if n > 0 {
 			c.staged.moveTo(&c.sent)
 			c.inflight.Add(int64(n))
@@ -369,6 +381,58 @@ func (c *conn) flushUpTo(canDefer bool) (deferred bool, err error) {
 	c.upBufLeft()
 	return false, err
 }
+
+// awaitCancel waits, with mu held on entry and on return, until the
+// cancel of a statement past max_rows has landed (holdForCancel): until
+// then what the client sends next must not reach the server, or the
+// cancel could stop it instead.
+func (c *conn) awaitCancel() error {
+	for c.cancelHold != nil {
+		ch := c.cancelHold
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-c.stopCh:
+			c.mu.Lock()
+			if c.stopErr == nil {
+				return errShutdown
+			}
+			return c.stopErr
+		}
+		c.mu.Lock()
+	}
+	return nil
+}
+
+// copySyncsDropped applies copyStarted's rule to the staged requests,
+// under mu: those staged after a statement that started COPY FROM STDIN,
+// and before the CopyDone or CopyFail ending it, that the upstream side
+// had not been handed when the server's CopyInResponse came. The server
+// ignores a Sync there, so its request goes (no ReadyForQuery will come
+// for it); anything else fails the COPY with a FATAL, which the upstream
+// goroutine then reads as the answer. It returns how many requests stay.
+func (c *conn) copySyncsDropped() int {
+	end := c.copyOpened - 1
+	q := &c.staged
+	if q.front().copyEnd > end {
+		c.copyOpened = 0 // staged in order: none later can be inside it
+		return q.len()
+	}
+	for i := 0; i < q.len(); {
+		if r := &q.buf[q.head+i]; r.copyEnd == end && r.kind == reqSync {
+			q.removeAt(i)
+			continue
+		}
+		i++
+	}
+	return q.len()
+}
+
+// testHooks, when set (tests only), run as flushUpTo and copyStarted
+// start: to hold open the window between them.
+var testHooks atomic.Pointer[hooks]
+
+type hooks struct{ flush, copyStarted func(c *conn) }
 
 // upBufLeft empties upBuf once its bytes have been written, dropping a
 // large buffer.
@@ -556,6 +620,10 @@ func (c *conn) onQuery(m *pgproto3.Query, raw []byte) error {
 		c.refuseQuery(resp)
 		return nil
 	}
+	if c.cursorsFull(acc) {
+		c.refuseQuery(c.tooManyNames("portals and cursors", "CLOSE"))
+		return nil
+	}
 	ex := &c.stageNew(reqQuery).exec
 	ex.sql, ex.dec, ex.access, ex.started, ex.maxRows = m.String, dec, acc, start, int64(dec.MaxRows)
 	ex.mark = st.mark
@@ -580,6 +648,9 @@ func (c *conn) onParse(m *pgproto3.Parse, raw []byte) error {
 	dec, acc, send, st := c.decide(m.Query)
 	if i, oid, ok := userParamType(m.ParameterOIDs); ok && dec.Allowed() {
 		dec = paramTypeRefusal(dec, i, oid)
+	}
+	if m.Name != "" && len(c.stmts.named) >= c.srv.limits.MaxNames && tableFull(&c.stmts, m.Name, c.srv.limits.MaxNames) {
+		return c.refuseExt(c.tooManyNames("prepared statements", "Close (or DEALLOCATE)"))
 	}
 	p := &prepared{name: m.Name, sql: m.Query, dec: dec, access: acc, allowed: dec.Allowed(), stamp: st}
 	old := c.setStmt(p)
@@ -868,6 +939,45 @@ func (c *conn) portal(name []byte) (*portal, *pgproto3.ErrorResponse, error) {
 	return p, nil, nil
 }
 
+// tableFull reports whether a new object named name would take t past
+// max objects: closed ones are dropped first; re-creating a name the
+// table holds takes no room.
+func tableFull[T tableEntry](t *nameTable[T], name string, max int) bool {
+	if _, ok := t.named[name]; ok {
+		return false
+	}
+	t.purge()
+	return len(t.named) >= max
+}
+
+// cursorsFull reports whether the cursors the DECLAREs of acc open would
+// take the session's portals past Limits.MaxNames.
+func (c *conn) cursorsFull(acc *sqlpolicy.Access) bool {
+	if acc == nil {
+		return false
+	}
+	n := len(c.portals.named)
+	for i := range acc.Statements {
+		st := &acc.Statements[i]
+		if st.CursorName == "" || st.Command != "DECLARE CURSOR" {
+			continue
+		}
+		if n >= c.srv.limits.MaxNames && tableFull(&c.portals, st.CursorName, c.srv.limits.MaxNames) {
+			return true
+		}
+		n++
+	}
+	return false
+}
+
+// tooManyNames is the refusal of a message that would create one more
+// named object (what) than Limits.MaxNames; how says how to free one.
+func (c *conn) tooManyNames(what, how string) *pgproto3.ErrorResponse {
+	r := stmtError(codeProgramLimit, fmt.Sprintf("keyhole: this session holds %d named %s, the most keyhole allows per session", c.srv.limits.MaxNames, what))
+	r.Hint = how + " the ones no longer needed, or reuse their names."
+	return r
+}
+
 // setStmt and setPortal record the statement a Parse or the portal a Bind
 // or DECLARE is about to create. Entries stay after the client closes
 // them until the server confirms (it may skip the Close); closed ones are
@@ -942,6 +1052,9 @@ func (c *conn) onBind(portalName, stmtName []byte, m pgproto3.FrontendMessage, r
 		// Like a Bind the server rejects, the refused one leaves the
 		// portal of the name (if any) as it was.
 		return c.refuseExt(refused)
+	}
+	if len(portalName) > 0 && len(c.portals.named) >= c.srv.limits.MaxNames && tableFull(&c.portals, string(portalName), c.srv.limits.MaxNames) {
+		return c.refuseExt(c.tooManyNames("portals and cursors", "Close (or CLOSE)"))
 	}
 	pt := c.freeUnnamedPortal(portalName)
 	if pt == nil {
@@ -1038,6 +1151,9 @@ func (c *conn) onExecute(portalName []byte, m pgproto3.FrontendMessage, raw []by
 		if refused != nil {
 			c.auditDenied(p.sql, dec, c.clientRd.takenUp(), refused)
 		}
+	}
+	if refused == nil && !p.cursor && c.cursorsFull(p.access) {
+		refused = c.tooManyNames("portals and cursors", "CLOSE")
 	}
 	if refused != nil {
 		return c.refuseExt(refused)

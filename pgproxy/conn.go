@@ -149,6 +149,14 @@ type conn struct {
 	// goroutine forwarded; each request carries the count it was staged
 	// at (request.copyEnd).
 	copyEnds atomic.Uint64
+	// copyOpened is 1 + the copyEnd of the newest COPY FROM STDIN the
+	// server started (0: none, or no staged request can still be sent
+	// inside it); under mu. See flushUpTo.
+	copyOpened uint64
+	// cancelHold is open while the upstream goroutine cancels a statement
+	// past max_rows; the client goroutine writes nothing upstream until
+	// it is closed (holdForCancel); under mu.
+	cancelHold chan struct{}
 	// clientDead: a write to the client failed; its answers are dropped
 	// while the upstream's outcome is still read for the audit.
 	clientDead atomic.Bool

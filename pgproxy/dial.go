@@ -186,7 +186,7 @@ func (c *conn) newUpstream(ctx context.Context, deadline time.Time, db string, p
 				m.UpstreamError(protocolName)
 			}
 			return fatal(codeUnableToConnect, "keyhole: the upstream session's starting state (search path) could not be read",
-				fmt.Errorf("upstream %s: user=%s database=%s: %w", c.upstream.Addr, c.lease.User, db, err))
+				fmt.Errorf("upstream %s: database=%s: %w", c.upstream.Addr, db, c.scrubErr(err)))
 		}
 		// An idle session holds no read buffer (see owed).
 		if c.upRd.buffered() == 0 {
@@ -197,9 +197,10 @@ func (c *conn) newUpstream(ctx context.Context, deadline time.Time, db string, p
 		if m := c.srv.cfg.Metrics; m != nil {
 			m.UpstreamError(protocolName)
 		}
-		// The errors carry user and database but never the password.
+		// The errors carry the database, never the password; the login
+		// (pgconn's "user=", the server's texts) is scrubbed.
 		return fatal(codeUnableToConnect, "keyhole: upstream unavailable",
-			fmt.Errorf("connect upstream %s: user=%s database=%s: %w", c.upstream.Addr, c.lease.User, db, err))
+			fmt.Errorf("connect upstream %s: database=%s: %w", c.upstream.Addr, db, c.scrubErr(err)))
 	}
 	c.noteGreeting(mark)
 	return nil

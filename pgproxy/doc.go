@@ -120,25 +120,41 @@
 //
 // Audit: one statement event per simple Query and per Execute (a portal
 // fetched in parts gives one event per fetch, "suspended" until the last,
-// as the server logs it), with rows and error; one per denied text; a run
+// as the server logs it), with rows and error; one for an allowed
+// statement whose Bind the server refused (planning folds SELECT 1/0, a
+// parameter is not valid input: it reached the server, and its Execute is
+// skipped); one per denied text; a run
 // the session ended under before the server answered is audited with
 // outcome "unknown".
 //
 // max_rows (DataRows, and COPY TO STDOUT rows, per statement, across the
 // Executes and the FETCH statements that fetch a portal's or cursor's): rows past the role's cap are not relayed; the
 // client gets 54000 at once, the upstream statement is cancelled, and the
-// rest of the block is not relayed. Known gap: the cancel races the
+// rest of the block is not relayed. The cancel is sent only while
+// nothing past the block is upstream (the client's next messages wait
+// for it to land): a client that pipelined its next block may have the
+// server running it already, and the statement then runs to its end,
+// its rows dropped, rather than cancel a statement whose answer the
+// client gets. Known gap: the cancel races the
 // statement; if it lands after the statement finished, the statement's
 // transaction is not aborted (the status after the cut says so) and
 // statements pipelined behind it in the same sync block run, though the
 // client (as after any error) treats them as skipped; they are audited as
 // they ran.
 //
+// Named objects: a session holds at most Limits.MaxNames (10000) named
+// prepared statements, and as many named portals and cursors; the Parse,
+// Bind, DECLARE text or prepared DECLARE's Execute that would create one
+// more is refused (54000) like any refused message, and the session goes
+// on. The unnamed statement and portal are not counted.
+//
 // Memory: client message bodies are read as they arrive, so an announced
 // length costs nothing until the bytes come; a message larger than the
 // 8 KiB base buffer first reserves its size from a process-wide budget
 // (Limits.BufferMemory), waiting for room, and large buffers are dropped
-// once drained.
+// once drained. A session on a loop stops reading the client while 65536
+// of its requests are unanswered (a client pipelining without reading
+// answers), as the goroutine relay's blocked writes do.
 //
 // application_name: a SET, SET LOCAL or set_config that would drop the
 // "keyhole:<agent>" prefix is refused (keyhole never rewrites the text it

@@ -190,3 +190,120 @@ type quietChecker interface {
 func quoteIdent(name string) string {
 	return `"` + strings.ReplaceAll(name, `"`, `""`) + `"`
 }
+
+// The server's error and notice texts can name the role keyhole logs in
+// as (role "v-token-analyst-x7Qz" ..., user mapping for "..."), a name
+// Vault generated that the agent must not learn: every ErrorResponse and
+// NoticeResponse relayed, audited or logged has it replaced by the name
+// the agent connected as, as session_authorization is (paramValue).
+// Values in rows (SELECT current_user) are the policy's to decide.
+
+// scrubLogin returns msg with every occurrence of login that no
+// identifier character touches replaced by shown; ok is false when msg
+// does not name login.
+func scrubLogin(msg, login, shown string) (string, bool) {
+	if login == "" || !strings.Contains(msg, login) {
+		return msg, false
+	}
+	var b []byte
+	i := 0
+	for {
+		k := indexWord(msg[i:], login)
+		if k < 0 {
+			break
+		}
+		k += i
+		b = append(b, msg[i:k]...)
+		b = append(b, shown...)
+		i = k + len(login)
+	}
+	if b == nil {
+		return msg, false
+	}
+	return string(append(b, msg[i:]...)), true
+}
+
+// indexWord is the index of the first occurrence of name in s that no
+// identifier character touches, or -1.
+func indexWord(s, name string) int {
+	for i := 0; ; {
+		k := strings.Index(s[i:], name)
+		if k < 0 {
+			return -1
+		}
+		k += i
+		end := k + len(name)
+		if (k == 0 || !identByte(s[k-1])) && (end == len(s) || !identByte(s[end])) {
+			return k
+		}
+		i = k + 1
+	}
+}
+
+func identByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '$' || c == '-' || c >= 0x80
+}
+
+// upLogin is the upstream login to scrub ("" before there is one).
+func (c *conn) upLogin() string {
+	if c.lease == nil {
+		return ""
+	}
+	return c.lease.User
+}
+
+// scrubFields scrubs the login from the text fields of an ErrorResponse
+// or NoticeResponse (both decode to the same fields) and reports whether
+// any changed.
+func (c *conn) scrubFields(m *pgproto3.ErrorResponse) bool {
+	login := c.upLogin()
+	if login == "" {
+		return false
+	}
+	changed := false
+	for _, f := range []*string{&m.Message, &m.Detail, &m.Hint, &m.Where, &m.InternalQuery} {
+		if s, ok := scrubLogin(*f, login, c.user); ok {
+			*f, changed = s, true
+		}
+	}
+	return changed
+}
+
+// scrubNotice is the NoticeResponse raw with the login scrubbed, or raw
+// itself when it does not name the login.
+func (c *conn) scrubNotice(raw []byte) []byte {
+	login := c.upLogin()
+	if login == "" || !strings.Contains(string(raw), login) {
+		return raw
+	}
+	var m pgproto3.ErrorResponse
+	if err := m.Decode(raw[5:]); err != nil || !c.scrubFields(&m) {
+		return raw
+	}
+	out, err := (*pgproto3.NoticeResponse)(&m).Encode(nil)
+	if err != nil {
+		return raw
+	}
+	return out
+}
+
+// scrubbedError is an upstream error kept for the log, its text with the
+// login scrubbed; errors.Is and As still see the error it wraps.
+type scrubbedError struct {
+	msg string
+	err error
+}
+
+func (e *scrubbedError) Error() string { return e.msg }
+func (e *scrubbedError) Unwrap() error { return e.err }
+
+// scrubErr wraps err so that its text does not name the login.
+func (c *conn) scrubErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	if s, ok := scrubLogin(err.Error(), c.upLogin(), c.user); ok {
+		return &scrubbedError{msg: s, err: err}
+	}
+	return err
+}

@@ -308,7 +308,7 @@ func (s *loopSess) wants(client bool) uint32 {
 	toUp := s.usent < len(c.upBuf)
 	var ev uint32
 	if client {
-		if !toUp && c.cancelling == nil {
+		if !toUp && c.cancelling == nil && c.inflight.Load() < maxOwed {
 			ev |= evloop.In
 		}
 		if toClient {
@@ -324,6 +324,16 @@ func (s *loopSess) wants(client bool) uint32 {
 	}
 	return ev
 }
+
+// maxOwed bounds the requests a session on a loop has forwarded and not
+// seen answered before it stops reading the client: each is a request of
+// some 230 bytes for a message that may be 5 (a Sync), and a client that
+// pipelines without reading answers would otherwise have keyhole queue
+// requests for all that the sockets' buffers toward and from the server
+// hold (hundreds of MB). A client that writes more than this many
+// messages before reading any answer waits, as it would once the
+// server's own buffers filled.
+const maxOwed = 1 << 16
 
 // arm registers what wants says (no system call when unchanged).
 func (s *loopSess) arm() error {

@@ -128,7 +128,15 @@ type Limits struct {
 	// ReuseIdle is how long a kept upstream session waits for reuse;
 	// 0 = 5m.
 	ReuseIdle time.Duration
+	// MaxNames bounds the named prepared statements, and separately the
+	// named portals and cursors, one session holds (keyhole keeps a few
+	// hundred bytes for each); past it the message that would create one
+	// more is refused with 54000 and the session goes on. 0 = 10000.
+	MaxNames int
 }
+
+// DefaultMaxNames is Limits.MaxNames's default.
+const DefaultMaxNames = 10000
 
 // bufferWait bounds how long a client message waits for buffer memory.
 const bufferWait = 10 * time.Second
@@ -166,6 +174,9 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.ReuseIdle <= 0 {
 		l.ReuseIdle = config.DefaultUpstreamReuseIdle
+	}
+	if l.MaxNames <= 0 {
+		l.MaxNames = DefaultMaxNames
 	}
 	return l
 }

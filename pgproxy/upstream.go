@@ -272,7 +272,10 @@ func (c *conn) unexpected(typ byte, r *request) error {
 func (c *conn) answer(typ byte, raw []byte) error {
 	u := &c.up
 	switch typ {
-	case 'N', 'A': // NoticeResponse, NotificationResponse
+	case 'N': // NoticeResponse
+		c.writeRaw(c.scrubNotice(raw))
+		return nil
+	case 'A': // NotificationResponse
 		c.writeRaw(raw)
 		return nil
 	case 'S':
@@ -368,6 +371,7 @@ func (c *conn) answer(typ byte, raw []byte) error {
 		}
 		if c.copyIn.Load() {
 			c.copyIn.Store(false)
+			c.copyEnded()
 		}
 		u.executed = true
 		c.statementDone(&r.exec, raw[5:len(raw)-1])
@@ -421,9 +425,15 @@ func (c *conn) copyStarted(r *request) {
 	u := &c.up
 	r.copies++
 	end := r.copyEnd + r.copies - 1 // the CopyDone or CopyFail ending it
+	if h := testHooks.Load(); h != nil {
+		h.copyStarted(c)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.sent.moveTo(&u.q)
+	// Requests still staged go through the same rule when flushUpTo
+	// hands them over.
+	c.copyOpened = end + 1
 	if c.copyEnds.Load() == end {
 		c.copyIn.Store(true)
 	}
@@ -442,6 +452,15 @@ func (c *conn) copyStarted(r *request) {
 	}
 }
 
+// copyEnded notes that the server ended the COPY FROM STDIN copyStarted
+// noted: a Sync the client sends from now on is answered (after an error
+// the server skips COPY messages to the Sync), so flushUpTo drops none.
+func (c *conn) copyEnded() {
+	c.mu.Lock()
+	c.copyOpened = 0
+	c.mu.Unlock()
+}
+
 // onError handles an ErrorResponse.
 func (c *conn) onError(raw []byte) error {
 	u := &c.up
@@ -450,8 +469,14 @@ func (c *conn) onError(raw []byte) error {
 		return fatal(codeConnectionFailure, "keyhole: upstream connection lost", fmt.Errorf("read upstream: %w", err))
 	}
 	c.copyIn.Store(false)
+	c.copyEnded()
+	scrubbed := c.scrubFields(&m)
 	if withheld := c.withholdRowDetail(&m); withheld != nil {
 		raw = withheld
+	} else if scrubbed {
+		if enc, err := m.Encode(nil); err == nil {
+			raw = enc
+		}
 	}
 	if m.Severity == "FATAL" || m.Severity == "PANIC" {
 		// The backend is exiting: the run in progress ended with this
@@ -494,6 +519,9 @@ func (c *conn) onError(raw []byte) error {
 		u.skipping = true
 		c.answered()
 	case reqParse, reqBind, reqDescribe, reqClose:
+		if r.kind == reqBind && r.portal != nil {
+			c.auditBindError(r.portal, m.Code, m.Message)
+		}
 		// What a failed Parse or Bind would have created does not exist;
 		// the server keeps what it had under the name.
 		c.skipped(r)
@@ -657,6 +685,14 @@ func (c *conn) row(ex *execution) bool {
 	c.sendClient(cut)
 	u.cut = cut
 	c.flushToClient()
+	if !c.holdForCancel() {
+		// The server may be done with this statement (its rows still in
+		// the socket) and running the client's next block: a cancel
+		// could stop that one. The statement runs to its end instead,
+		// its rows dropped.
+		c.log.Info("max_rows exceeded; not cancelling: the client's next statement is already upstream", "max_rows", ex.maxRows)
+		return false
+	}
 	c.log.Info("max_rows exceeded; cancelling upstream statement", "max_rows", ex.maxRows)
 	if s := c.ev; s != nil {
 		// A loop does not wait for the dial: the cancel runs on a
@@ -673,7 +709,40 @@ func (c *conn) row(ex *execution) bool {
 	if err := c.cancelUpstream(ctx); err != nil {
 		c.log.Warn("cancel upstream after max_rows", "err", err)
 	}
+	c.mu.Lock()
+	close(c.cancelHold)
+	c.cancelHold = nil
+	c.mu.Unlock()
 	return false
+}
+
+// holdForCancel reports whether the statement in flight (the front
+// request's) may be cancelled: nothing past the end of its block (its
+// Query, or the Sync after its Execute) is handed to the upstream side,
+// so the server runs nothing the client will get the answer of. When
+// true, on the goroutine relay, the client goroutine writes nothing more
+// upstream until the cancel has landed (cancelHold, see flushUpTo); a
+// loop reads no client message meanwhile (cancelLater).
+func (c *conn) holdForCancel() bool {
+	u := &c.up
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ended := false
+	for _, q := range []*requestQueue{&u.q, &c.sent} {
+		for i := q.head; i < len(q.buf); i++ {
+			if ended {
+				return false
+			}
+			switch q.buf[i].kind {
+			case reqSync, reqQuery, reqRefusedQuery:
+				ended = true
+			}
+		}
+	}
+	if c.ev == nil {
+		c.cancelHold = make(chan struct{})
+	}
+	return true
 }
 
 // finishExec audits a run the server answered and, when it completed
@@ -784,6 +853,20 @@ func (c *conn) auditExec(ex *execution, oc outcome, now time.Time) {
 		msg = "keyhole: the session ended before the server answered; the statement may have run"
 	}
 	c.auditEvent(ex.sql, text, fp, ex.dec, ex.started, now, ex.rows, code, msg, oc)
+}
+
+// auditBindError audits an allowed statement whose Bind the server
+// refused: it reached the server, which may have evaluated part of it
+// (planning folds constants: SELECT 1/0 fails here), and its Execute, if
+// any, is skipped and not audited.
+func (c *conn) auditBindError(p *portal, code, msg string) {
+	if p.dec == nil {
+		return
+	}
+	now := c.upRd.answeredAt()
+	ex := execution{sql: p.sql, text: p.text, dec: p.dec, access: p.access, started: now}
+	ex.fail(code, msg)
+	c.auditExec(&ex, outcomeDone, now)
 }
 
 func (c *conn) auditEvent(sql, text, fp string, dec *sqlpolicy.Decision, start, now time.Time, rows int64, code, msg string, oc outcome) {
