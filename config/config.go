@@ -257,6 +257,11 @@ type Limits struct {
 	// UpstreamReuseIdle is how long a kept upstream session waits for
 	// reuse before it is closed (default 5m).
 	UpstreamReuseIdle time.Duration `yaml:"upstream_reuse_idle"`
+	// MaxPreparedPerSession bounds the named prepared statements one
+	// session holds (and, Postgres, separately its named portals and
+	// cursors); one more is refused (Postgres 54000, MySQL 1461) and the
+	// session goes on (default 10000). Both front ends.
+	MaxPreparedPerSession int `yaml:"max_prepared_per_session"`
 }
 
 // Log is keyhole's own log (stderr).

@@ -127,6 +127,7 @@ func TestErrors(t *testing.T) {
 			[]string{`k.yaml:7: unknown key "password"`}},
 		{"bad duration", minimal + "limits: {idle_timeout: soon}\n", []string{"k.yaml:11:", "soon"}},
 		{"wrong type", minimal + "limits: {max_conns: many}\n", []string{"k.yaml:11:", "many"}},
+		{"negative bound", minimal + "limits: {max_prepared_per_session: -1}\n", []string{"k.yaml:11: limits.max_prepared_per_session: negative"}},
 		{"missing url", strings.Replace(minimal, `url: "postgres://127.0.0.1:5432/shop"`, "ca_file: x", 1),
 			[]string{"k.yaml:3: upstreams.shop.url: required"}},
 		{"bad sslmode", strings.Replace(minimal, "/shop\"", "/shop?sslmode=maybe\"", 1),

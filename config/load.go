@@ -479,6 +479,9 @@ func (c *Config) Validate() error {
 	if c.Limits.MaxMessageSize < 0 {
 		bad("limits.max_message_size", "negative")
 	}
+	if c.Limits.MaxPreparedPerSession < 0 {
+		bad("limits.max_prepared_per_session", "negative")
+	}
 	switch c.Limits.Relay {
 	case "", RelayLoop, RelayGoroutine:
 	default:

@@ -155,6 +155,7 @@ func NewPostgresFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 			Relay:          c.Limits.Relay,
 			ReuseMax:       c.Limits.UpstreamReuseMax,
 			ReuseIdle:      c.Limits.UpstreamReuseIdle,
+			MaxNames:       c.Limits.MaxPreparedPerSession,
 		},
 		RawStatements: c.RawStatements,
 		Replica:       c.Replica,

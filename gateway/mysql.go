@@ -203,6 +203,7 @@ func NewMySQLFrontEnd(c FrontEndConfig) (FrontEnd, error) {
 			MaxPacketSize:  c.Limits.MaxMessageSize,
 			BufferMemory:   c.Limits.BufferMemory,
 			ShutdownGrace:  c.Limits.ShutdownGrace,
+			MaxPrepared:    c.Limits.MaxPreparedPerSession,
 		},
 		Relay:         mysqlproxy.Relay(c.Limits.Relay),
 		RawStatements: c.RawStatements,
