@@ -443,12 +443,13 @@ func (c *conn) dialUpstream(ctx context.Context, deadline time.Time) error {
 		caps: c.caps, extCaps: c.extCaps, collation: c.collation, attrs: attrs,
 	}
 	uc, err := login(ctx, req)
-	// A login refused for its credential (1045) has the source check the
-	// lease (creds.Lease.Recheck): one revoked behind its back (an
+	// A login refused for its credential (1045, or 1698 which MariaDB
+	// also answers for a user that no longer exists) has the source check
+	// the lease (creds.Lease.Recheck): one revoked behind its back (an
 	// operator revoking the Vault lease drops the user at once) is
 	// replaced and the login tried once more.
 	var ue *upstreamError
-	if errors.As(err, &ue) && ue.num == erAccessDenied && c.lease.Recheck(ctx) {
+	if errors.As(err, &ue) && (ue.num == erAccessDenied || ue.num == erAccessDeniedNoPassword) && c.lease.Recheck(ctx) {
 		c.log.Info("upstream refused the session's credential, which its source found revoked; logging in with a new one")
 		c.mu.Lock()
 		old := c.lease

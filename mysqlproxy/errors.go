@@ -12,34 +12,35 @@ import (
 // MySQL error numbers and SQLSTATEs keyhole sends itself (mysqld_error.h,
 // sql_state.h). Each number always travels with its SQLSTATE.
 const (
-	erConCount              = 1040 // 08004 too many connections
-	erTooManyUserConns      = 1203 // 42000 user has more than max_user_connections
-	erOutOfResources        = 1041 // HY000 out of memory
-	erHandshake             = 1043 // 08S01 bad handshake
-	erDBAccessDenied        = 1044 // 42000
-	erAccessDenied          = 1045 // 28000
-	erUnknownCom            = 1047 // 08S01 unknown or refused command / protocol violation
-	erServerShutdown        = 1053 // 08S01
-	erBadDB                 = 1049 // 42000 unknown database
-	erBadField              = 1054 // 42S22 unknown column
-	erParseError            = 1064 // 42000 syntax error
-	erNoSuchThread          = 1094 // HY000 unknown thread id (KILL)
-	erTooBigSelect          = 1104 // 42000
-	erUnknownError          = 1105 // HY000 upstream or credentials unavailable
-	erUnknownCharset        = 1115 // 42000
-	erTableAccessDenied     = 1142 // 42000
-	erNotAllowedCommand     = 1148 // 42000 e.g. LOAD DATA LOCAL without CLIENT_LOCAL_FILES
-	erColumnAccessDenied    = 1143 // 42000
-	erNetPacketTooLarge     = 1153 // 08S01
-	erNoSuchTable           = 1146 // 42S02
-	erNetPacketsOutOfOrder  = 1156 // 08S01
-	erNetReadInterrupted    = 1159 // 08S01 timeout reading a packet
-	erUnknownStmtHandler    = 1243 // HY000
-	erNotSupportedAuthMode  = 1251 // 08004
-	erSPDoesNotExist        = 1305 // 42000 unknown function or procedure
-	erMaxPreparedStmtCount  = 1461 // 42000 too many prepared statements
-	erConnectionKilled      = 1927 // 70100 (MariaDB) the session was ended by KILL
-	erClientInteractTimeout = 4031 // HY000 idle session ended (MySQL 8.0.24+)
+	erConCount               = 1040 // 08004 too many connections
+	erTooManyUserConns       = 1203 // 42000 user has more than max_user_connections
+	erOutOfResources         = 1041 // HY000 out of memory
+	erHandshake              = 1043 // 08S01 bad handshake
+	erDBAccessDenied         = 1044 // 42000
+	erAccessDenied           = 1045 // 28000
+	erAccessDeniedNoPassword = 1698 // 28000
+	erUnknownCom             = 1047 // 08S01 unknown or refused command / protocol violation
+	erServerShutdown         = 1053 // 08S01
+	erBadDB                  = 1049 // 42000 unknown database
+	erBadField               = 1054 // 42S22 unknown column
+	erParseError             = 1064 // 42000 syntax error
+	erNoSuchThread           = 1094 // HY000 unknown thread id (KILL)
+	erTooBigSelect           = 1104 // 42000
+	erUnknownError           = 1105 // HY000 upstream or credentials unavailable
+	erUnknownCharset         = 1115 // 42000
+	erTableAccessDenied      = 1142 // 42000
+	erNotAllowedCommand      = 1148 // 42000 e.g. LOAD DATA LOCAL without CLIENT_LOCAL_FILES
+	erColumnAccessDenied     = 1143 // 42000
+	erNetPacketTooLarge      = 1153 // 08S01
+	erNoSuchTable            = 1146 // 42S02
+	erNetPacketsOutOfOrder   = 1156 // 08S01
+	erNetReadInterrupted     = 1159 // 08S01 timeout reading a packet
+	erUnknownStmtHandler     = 1243 // HY000
+	erNotSupportedAuthMode   = 1251 // 08004
+	erSPDoesNotExist         = 1305 // 42000 unknown function or procedure
+	erMaxPreparedStmtCount   = 1461 // 42000 too many prepared statements
+	erConnectionKilled       = 1927 // 70100 (MariaDB) the session was ended by KILL
+	erClientInteractTimeout  = 4031 // HY000 idle session ended (MySQL 8.0.24+)
 )
 
 // sqlError is one MySQL ERR packet: error number, SQLSTATE and message
