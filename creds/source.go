@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 )
 
 // ErrUnavailable is returned (wrapped) when no credential can be had for a
@@ -112,4 +113,28 @@ func (l *Lease) Release() {
 type Source interface {
 	Acquire(ctx context.Context, req Request) (*Lease, error)
 	Close() error
+}
+
+// IndexLogin is the index of the first occurrence of login in s that no
+// identifier character touches, or -1: where a server's error or notice
+// text names the upstream login, which the proxies replace before an agent,
+// the audit or the log sees it (a Vault-made name is for keyhole alone).
+func IndexLogin(s, login string) int {
+	for i := 0; ; {
+		k := strings.Index(s[i:], login)
+		if k < 0 {
+			return -1
+		}
+		k += i
+		end := k + len(login)
+		if (k == 0 || !loginByte(s[k-1])) && (end == len(s) || !loginByte(s[end])) {
+			return k
+		}
+		i = k + 1
+	}
+}
+
+// loginByte reports whether c may be part of a login name next to one.
+func loginByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '$' || c == '-' || c >= 0x80
 }

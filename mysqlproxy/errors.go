@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"strings"
+
+	"github.com/keyholedb/keyhole/creds"
 )
 
 // MySQL error numbers and SQLSTATEs keyhole sends itself (mysqld_error.h,
@@ -195,7 +197,7 @@ func scrubLogin(msg, login, agent string) (string, bool) {
 		var b []byte
 		i := 0
 		for {
-			k := indexWord(msg[i:], name)
+			k := creds.IndexLogin(msg[i:], name)
 			if k < 0 {
 				break
 			}
@@ -215,27 +217,6 @@ func scrubLogin(msg, login, agent string) (string, bool) {
 		}
 	}
 	return msg, changed
-}
-
-// indexWord is the index of the first occurrence of name in s that no
-// identifier character touches, or -1.
-func indexWord(s, name string) int {
-	for i := 0; ; {
-		k := strings.Index(s[i:], name)
-		if k < 0 {
-			return -1
-		}
-		k += i
-		end := k + len(name)
-		if (k == 0 || !identByte(s[k-1])) && (end == len(s) || !identByte(s[end])) {
-			return k
-		}
-		i = k + 1
-	}
-}
-
-func identByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '$' || c == '-' || c >= 0x80
 }
 
 // shownUser is the name upstream errors show in place of the login: the

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/keyholedb/keyhole/creds"
 	"github.com/keyholedb/keyhole/sqlpolicy"
 )
 
@@ -208,7 +209,7 @@ func scrubLogin(msg, login, shown string) (string, bool) {
 	var b []byte
 	i := 0
 	for {
-		k := indexWord(msg[i:], login)
+		k := creds.IndexLogin(msg[i:], login)
 		if k < 0 {
 			break
 		}
@@ -221,27 +222,6 @@ func scrubLogin(msg, login, shown string) (string, bool) {
 		return msg, false
 	}
 	return string(append(b, msg[i:]...)), true
-}
-
-// indexWord is the index of the first occurrence of name in s that no
-// identifier character touches, or -1.
-func indexWord(s, name string) int {
-	for i := 0; ; {
-		k := strings.Index(s[i:], name)
-		if k < 0 {
-			return -1
-		}
-		k += i
-		end := k + len(name)
-		if (k == 0 || !identByte(s[k-1])) && (end == len(s) || !identByte(s[end])) {
-			return k
-		}
-		i = k + 1
-	}
-}
-
-func identByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '$' || c == '-' || c >= 0x80
 }
 
 // upLogin is the upstream login to scrub ("" before there is one).
