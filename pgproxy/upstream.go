@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
@@ -860,7 +861,12 @@ func (c *conn) auditExec(ex *execution, oc outcome, now time.Time) {
 // (planning folds constants: SELECT 1/0 fails here), and its Execute, if
 // any, is skipped and not audited.
 func (c *conn) auditBindError(p *portal, code, msg string) {
-	if p.dec == nil {
+	if p.dec == nil || !strings.HasPrefix(code, "22") {
+		// Only a data exception (class 22: a constant folded, a
+		// parameter's value converted) says the server evaluated part of
+		// the statement. The others are about names and state (26000 no
+		// such statement, 42P03 the portal exists, 25P02 the transaction
+		// is aborted): nothing of it ran.
 		return
 	}
 	now := c.upRd.answeredAt()
