@@ -31,7 +31,7 @@ func TestCopySyncStagedAtCopyInResponse(t *testing.T) {
 	var copyArrived, syncStaged atomic.Bool
 	wait := func(cond func() bool) {
 		for deadline := time.Now().Add(5 * time.Second); !cond() && time.Now().Before(deadline); {
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // a poll, inside a hook: cond has no channel to wait on
 		}
 	}
 	pgproxy.SetCopyHooksForTest(app, func(copyIn func() bool) {

@@ -53,9 +53,13 @@ func TestMaxRowsCancelSparesNextBlock(t *testing.T) {
 
 			// The next statement waits on the lock until it is released.
 			for deadline := time.Now().Add(10 * time.Second); e.waiting() == 0 && time.Now().Before(deadline); {
-				time.Sleep(10 * time.Millisecond)
+				time.Sleep(10 * time.Millisecond) // a poll of pg_stat_activity, with a deadline
 			}
-			time.Sleep(300 * time.Millisecond) // a cancel in flight lands meanwhile
+			// The bug is a cancel that arrives: nothing signals one that
+			// does not, so the test gives a cancel in flight (a new
+			// connection to Postgres, milliseconds) time to land on the
+			// waiting statement before releasing it.
+			time.Sleep(300 * time.Millisecond)
 			require.NoError(t, tx.Rollback(ctx))
 			var rows []string
 			for _, m := range r.until(&pgproto3.ReadyForQuery{}) {
